@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+/** `npm run agent`: connect this machine's engine to an edge. */
+import { AGENT_HELP, agentConfig, ConfigError } from '../config.ts';
+import { createLogger } from '../log.ts';
+import { createAgentRuntime } from '../runtime.ts';
+
+let config;
+try {
+  config = agentConfig(process.argv.slice(2), process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`npu-relay agent: ${err.message}`);
+  process.exit(2);
+}
+if (!config) {
+  console.log(AGENT_HELP);
+  process.exit(0);
+}
+const log = createLogger(config.logLevel, { agentId: config.agentId });
+const { agent, engine, summary } = await createAgentRuntime(config, log);
+for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
+
+let stopping = false;
+const stop = async (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping');
+  await agent.stop();
+  await engine.close();
+  process.exit(0);
+};
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));
+
+agent.start().catch((err: Error) => {
+  log.fatal(err.message);
+  process.exit(1);
+});

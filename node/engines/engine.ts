@@ -1,0 +1,39 @@
+/**
+ * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
+ * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
+ */
+import type { ChatTask, DeviceInfo, FinishReason, ModelInfo, Usage } from '../../shared/protocol/frames.ts';
+
+/** A piece of generated text and how many tokens produced it. */
+export interface TextDelta {
+  type: 'delta';
+  text: string;
+  tokens: number;
+}
+
+/** The terminal event of a generation: always the last one, also after a cancellation. */
+export interface GenerationDone {
+  type: 'done';
+  finishReason: FinishReason;
+  usage: Usage;
+  device: string;
+}
+
+export type GenerationEvent = TextDelta | GenerationDone;
+
+export interface Engine {
+  /** Engine name as printed at start-up and advertised to the edge, e.g. `onnxruntime`. */
+  readonly name: string;
+  /** Devices this engine can run on, in the order it prefers them. */
+  readonly devices: readonly DeviceInfo[];
+  /** The models this engine serves. */
+  models(): readonly ModelInfo[];
+  /**
+   * Streams a chat completion. The iterable ends with exactly one `done` event. Aborting `signal` stops
+   * generation at the next token and still ends with `done` (finish reason `cancelled`, the tokens produced so far).
+   * Errors (unknown model, load failure, engine fault) are thrown as `EngineError`.
+   */
+  chat(task: ChatTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  /** Releases every loaded model. */
+  close(): Promise<void>;
+}

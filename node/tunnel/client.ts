@@ -1,0 +1,191 @@
+/**
+ * The agent's end of the tunnel: dials the edge (outbound only, so nothing at home listens on a port), says hello,
+ * delivers validated frames to a handler, and redials with backoff whenever the socket drops.
+ */
+import WebSocket from 'ws';
+import { decodeEdgeFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
+import type { AgentFrame, EdgeFrame, HelloFrame } from '../../shared/protocol/frames.ts';
+import { AGENT_CONNECT_PATH, PING_FRAME } from '../../shared/protocol/version.ts';
+import type { Logger } from '../log.ts';
+import { Backoff } from './backoff.ts';
+
+export interface TunnelClientOptions {
+  /** The edge's base URL (`https://…`, `http://…`, `wss://…` or `ws://…`). */
+  edgeUrl: string;
+  agentToken: string;
+  hello: () => Omit<HelloFrame, 'type'>;
+  onFrame: (frame: Exclude<EdgeFrame, { type: 'ping' | 'pong' }>) => void;
+  /** Called when a connection is lost, so in-flight work for it can stop. */
+  onDisconnect: () => void;
+  /** Called when the edge refuses this agent for good (an incompatible protocol); the client stops dialling. */
+  onFatal?: (err: Error) => void;
+  log: Logger;
+  heartbeatMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+}
+
+/** The WebSocket URL agents dial for an edge base URL. */
+export function connectUrl(edgeUrl: string): string {
+  const url = new URL(AGENT_CONNECT_PATH, edgeUrl);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  if (url.protocol === 'https:') url.protocol = 'wss:';
+  return url.toString();
+}
+
+export class TunnelClient {
+  readonly #options: TunnelClientOptions;
+  readonly #backoff: Backoff;
+  #ws: WebSocket | undefined;
+  #ready = false;
+  #stopped = false;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #awaitingPong = false;
+  #connected = Promise.withResolvers<void>();
+  #fatal: Error | undefined;
+
+  constructor(options: TunnelClientOptions) {
+    this.#options = options;
+    this.#backoff = new Backoff(options.backoff ?? { initialMs: 200, maxMs: 30_000 });
+  }
+
+  /** True while the edge has accepted this agent's hello. */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** Starts dialling; resolves on the first welcome, rejects if the edge refuses the agent for good. */
+  start(): Promise<void> {
+    this.#dial();
+    return this.#connected.promise;
+  }
+
+  /** Sends a frame if connected; returns false if it could not be sent (the stream is lost with the socket). */
+  send(frame: AgentFrame): boolean {
+    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(encodeFrame(frame));
+    return true;
+  }
+
+  /** Bytes queued on the socket and not yet sent: the tunnel's backpressure signal. */
+  get bufferedAmount(): number {
+    return this.#ws?.bufferedAmount ?? 0;
+  }
+
+  /** Drops the current socket without a close handshake, as a network failure would (the client redials). */
+  terminate(): void {
+    this.#ws?.terminate();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    clearInterval(this.#heartbeat);
+    const ws = this.#ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      ws.once('close', () => resolve());
+      ws.close(1000, 'agent stopping');
+      setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 1000).unref();
+    });
+  }
+
+  #dial(): void {
+    if (this.#stopped) return;
+    const { log } = this.#options;
+    const url = connectUrl(this.#options.edgeUrl);
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#options.agentToken}` }, maxPayload: 16 * 1024 * 1024 });
+    this.#ws = ws;
+
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString('utf8')));
+      res.on('end', () => {
+        const reason = res.statusCode === 401 ? 'the edge rejected the agent token (check NPU_RELAY_AGENT_TOKEN)' : `HTTP ${res.statusCode}`;
+        log.error({ status: res.statusCode, body: body.slice(0, 500) }, `cannot attach to the edge at ${url}: ${reason}`);
+        ws.terminate();
+      });
+    });
+    ws.on('open', () => {
+      ws.send(encodeFrame({ type: 'hello', ...this.#options.hello() }));
+    });
+    ws.on('message', (data, isBinary) => this.#receive(ws, isBinary ? data : data.toString()));
+    ws.on('error', (err) => log.warn({ err: err.message }, `tunnel socket error (${url})`));
+    ws.on('close', (code, reason) => this.#closed(ws, code, reason.toString()));
+  }
+
+  #receive(ws: WebSocket, data: unknown): void {
+    let frame: EdgeFrame;
+    try {
+      frame = decodeEdgeFrame(data);
+    } catch (err) {
+      if (!(err instanceof FrameError)) throw err;
+      this.#options.log.warn({ err: err.message }, 'ignored a bad frame from the edge');
+      this.send({ type: 'error', code: 'bad_frame', message: err.message });
+      return;
+    }
+    switch (frame.type) {
+      case 'ping':
+        ws.send(encodeFrame({ type: 'pong' }));
+        return;
+      case 'pong':
+        this.#awaitingPong = false;
+        return;
+      case 'welcome':
+        this.#ready = true;
+        this.#backoff.reset();
+        this.#startHeartbeat(ws);
+        this.#options.log.info({ edge: this.#options.edgeUrl, protocol: frame.protocol }, 'connected to the edge');
+        this.#connected.resolve();
+        return;
+      case 'error':
+        if (frame.code === 'unsupported_protocol') {
+          this.#fatal = new Error(`the edge refused this agent: ${frame.message}`);
+          this.#options.log.error(frame.message);
+        } else if (!frame.id) {
+          this.#options.log.warn({ code: frame.code }, `the edge reported: ${frame.message}`);
+        }
+        if (frame.id) this.#options.onFrame(frame);
+        return;
+      default:
+        this.#options.onFrame(frame);
+    }
+  }
+
+  #startHeartbeat(ws: WebSocket): void {
+    clearInterval(this.#heartbeat);
+    const every = this.#options.heartbeatMs ?? 15_000;
+    this.#awaitingPong = false;
+    this.#heartbeat = setInterval(() => {
+      if (this.#awaitingPong) {
+        this.#options.log.warn(`no heartbeat answer from the edge within ${every} ms; reconnecting`);
+        ws.terminate();
+        return;
+      }
+      this.#awaitingPong = true;
+      if (ws.readyState === WebSocket.OPEN) ws.send(PING_FRAME);
+    }, every);
+    this.#heartbeat.unref();
+  }
+
+  #closed(ws: WebSocket, code: number, reason: string): void {
+    if (ws !== this.#ws) return;
+    clearInterval(this.#heartbeat);
+    const wasReady = this.#ready;
+    this.#ready = false;
+    if (wasReady) this.#options.onDisconnect();
+    if (this.#stopped) return;
+    if (this.#fatal) {
+      this.#stopped = true;
+      this.#connected.reject(this.#fatal);
+      this.#options.onFatal?.(this.#fatal);
+      return;
+    }
+    const delay = this.#backoff.next();
+    this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');
+    this.#retryTimer = setTimeout(() => this.#dial(), delay);
+  }
+}

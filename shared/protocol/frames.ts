@@ -1,0 +1,154 @@
+/**
+ * Tunnel protocol v1: every frame that crosses the agent's WebSocket, defined once for both sides.
+ *
+ * Frames are JSON text messages with a `type` discriminator. Frames for one request share its `id`, chosen by the
+ * edge (a UUID, so ids stay unique across Durable Object restarts). A stream for one request is
+ * `request` → `chunk`* → exactly one terminal frame (`end` or `error`); `cancel` may cut it short, and the agent
+ * still answers a cancel with the terminal frame so the edge learns how many tokens were produced.
+ */
+import { z } from 'zod';
+import { ERROR_CODES } from './codes.ts';
+
+const Id = z.string().min(1).max(128);
+const Count = z.number().int().nonnegative();
+
+export const ModelKind = z.enum(['chat', 'embedding']);
+export type ModelKind = z.infer<typeof ModelKind>;
+
+/** A model as the agent advertises it. `id` is the name clients use. */
+export const ModelInfo = z.object({
+  id: z.string().min(1).max(256),
+  kind: ModelKind,
+  /** Device the model runs on (or will, once loaded), e.g. `CPU`, `NPU`. */
+  device: z.string().min(1).max(64),
+  /** Longest prompt, in tokens, the agent accepts for this model. */
+  maxPromptTokens: Count.optional(),
+  /** Context window in tokens, when the model's config says. */
+  contextLength: Count.optional(),
+  ownedBy: z.string().max(128).optional(),
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+export const DeviceInfo = z.object({
+  name: z.string().min(1).max(64),
+  description: z.string().max(256).optional(),
+});
+export type DeviceInfo = z.infer<typeof DeviceInfo>;
+
+export const ChatMessage = z.object({
+  role: z.enum(['system', 'user', 'assistant', 'tool']),
+  content: z.string(),
+});
+export type ChatMessage = z.infer<typeof ChatMessage>;
+
+/**
+ * Sampling settings after the edge has filled in defaults: the agent never guesses. `temperature: 0` means greedy
+ * decoding; a `seed` makes sampling reproducible on the same agent build and model.
+ */
+export const Sampling = z.object({
+  maxTokens: z.number().int().positive(),
+  temperature: z.number().min(0).max(2),
+  topP: z.number().gt(0).max(1),
+  topK: Count.optional(),
+  stop: z.array(z.string().min(1)).max(16),
+  seed: z.number().int().optional(),
+});
+export type Sampling = z.infer<typeof Sampling>;
+
+export const ChatTask = z.object({
+  task: z.literal('chat'),
+  model: z.string().min(1),
+  messages: z.array(ChatMessage).min(1),
+  sampling: Sampling,
+});
+export type ChatTask = z.infer<typeof ChatTask>;
+
+export const Task = z.discriminatedUnion('task', [ChatTask]);
+export type Task = z.infer<typeof Task>;
+
+export const FinishReason = z.enum(['stop', 'length', 'cancelled']);
+export type FinishReason = z.infer<typeof FinishReason>;
+
+export const Usage = z.object({ promptTokens: Count, completionTokens: Count });
+export type Usage = z.infer<typeof Usage>;
+
+// --- agent → edge -------------------------------------------------------------------------------------------
+
+export const HelloFrame = z.object({
+  type: z.literal('hello'),
+  protocol: z.number().int().positive(),
+  agentId: z.string().min(1).max(128),
+  agentVersion: z.string().max(64),
+  engine: z.string().min(1).max(64),
+  models: z.array(ModelInfo).max(1024),
+  devices: z.array(DeviceInfo).max(64),
+});
+
+export const ChunkFrame = z.object({
+  type: z.literal('chunk'),
+  id: Id,
+  text: z.string(),
+  /** Tokens generated since the previous chunk (a chunk may hold several, or none while UTF-8 is incomplete). */
+  tokens: Count,
+});
+
+export const EndFrame = z.object({
+  type: z.literal('end'),
+  id: Id,
+  finishReason: FinishReason,
+  usage: Usage,
+  device: z.string().max(64),
+  /** Milliseconds from the agent receiving the request to its first token; absent when none was produced. */
+  ttftMs: z.number().nonnegative().optional(),
+  durationMs: z.number().nonnegative(),
+});
+
+// --- both directions ----------------------------------------------------------------------------------------
+
+export const ErrorFrame = z.object({
+  type: z.literal('error'),
+  /** The request this error ends; absent for an error about the connection itself. */
+  id: Id.optional(),
+  code: z.enum(ERROR_CODES),
+  message: z.string().max(4096),
+  /** Tokens produced before the failure, so usage records stay truthful. */
+  usage: Usage.optional(),
+});
+
+export const PingFrame = z.object({ type: z.literal('ping') });
+export const PongFrame = z.object({ type: z.literal('pong') });
+
+// --- edge → agent -------------------------------------------------------------------------------------------
+
+export const WelcomeFrame = z.object({
+  type: z.literal('welcome'),
+  protocol: z.number().int().positive(),
+  agentId: z.string(),
+});
+
+export const RequestFrame = z.object({
+  type: z.literal('request'),
+  id: Id,
+  body: Task,
+});
+
+export const CancelFrame = z.object({
+  type: z.literal('cancel'),
+  id: Id,
+  reason: z.string().max(256).optional(),
+});
+
+export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, ChunkFrame, EndFrame, ErrorFrame, PingFrame, PongFrame]);
+export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, ErrorFrame, PingFrame, PongFrame]);
+
+export type HelloFrame = z.infer<typeof HelloFrame>;
+export type ChunkFrame = z.infer<typeof ChunkFrame>;
+export type EndFrame = z.infer<typeof EndFrame>;
+export type ErrorFrame = z.infer<typeof ErrorFrame>;
+export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
+export type RequestFrame = z.infer<typeof RequestFrame>;
+export type CancelFrame = z.infer<typeof CancelFrame>;
+/** A frame the agent sends and the edge receives. */
+export type AgentFrame = z.infer<typeof AgentFrame>;
+/** A frame the edge sends and the agent receives. */
+export type EdgeFrame = z.infer<typeof EdgeFrame>;

@@ -1,0 +1,19 @@
+/** Tunnel protocol versions this build speaks. An agent's hello names one; the edge refuses any other. */
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [1];
+
+/**
+ * Largest frame either side accepts, in UTF-16 code units of the JSON text. A chat request carries the whole
+ * conversation, so this bounds the request body too (the edge's body limit sits below it).
+ */
+export const MAX_FRAME_CHARS = 4 * 1024 * 1024;
+
+/** The path on the edge that agents dial. */
+export const AGENT_CONNECT_PATH = '/agent/connect';
+
+/**
+ * Heartbeat frames are fixed strings so the Durable Object can answer them with `setWebSocketAutoResponse`
+ * without waking from hibernation (auto-responses match the whole message text exactly).
+ */
+export const PING_FRAME = '{"type":"ping"}';
+export const PONG_FRAME = '{"type":"pong"}';
