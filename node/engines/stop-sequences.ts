@@ -5,13 +5,11 @@
  */
 export class StopSequences {
   readonly #stops: readonly string[];
-  readonly #holdBack: number;
   #pending = '';
   #stopped = false;
 
   constructor(stops: readonly string[]) {
     this.#stops = stops.filter((s) => s.length > 0);
-    this.#holdBack = Math.max(0, ...this.#stops.map((s) => s.length - 1));
   }
 
   /** True once a stop sequence has been seen; the caller should stop generating. */
@@ -34,12 +32,26 @@ export class StopSequences {
       this.#pending = '';
       return out;
     }
-    const safe = Math.max(0, this.#pending.length - this.#holdBack);
+    const safe = this.#pending.length - this.#partialMatch();
     // Never split a UTF-16 surrogate pair between two emitted pieces.
     const end = safe > 0 && isHighSurrogate(this.#pending.charCodeAt(safe - 1)) ? safe - 1 : safe;
     const out = this.#pending.slice(0, end);
     this.#pending = this.#pending.slice(end);
     return out;
+  }
+
+  /** Length of the longest end of the pending text that is the start of some stop sequence. */
+  #partialMatch(): number {
+    let longest = 0;
+    for (const stop of this.#stops) {
+      for (let k = Math.min(stop.length - 1, this.#pending.length); k > longest; k--) {
+        if (this.#pending.endsWith(stop.slice(0, k))) {
+          longest = k;
+          break;
+        }
+      }
+    }
+    return longest;
   }
 
   /** Returns the held-back text at the end of generation (none if a stop sequence matched). */

@@ -1,0 +1,123 @@
+/**
+ * The engine contract: what every engine must do, run against each engine available on this machine (ONNX Runtime
+ * here). A new engine is added to `ENGINES` and must pass the same suite.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Engine, GenerationEvent } from '../node/engines/engine.ts';
+import { AgentError } from '../node/errors.ts';
+import type { ChatTask, Sampling } from '../shared/protocol/frames.ts';
+import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
+import { createOrtEngine } from './support/stack.ts';
+
+const ENGINES: Array<{ name: string; create: () => Promise<Engine> }> = [{ name: 'onnxruntime', create: createOrtEngine }];
+
+function chat(content: string, sampling: Partial<Sampling> = {}): ChatTask {
+  return { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [], ...sampling } };
+}
+
+async function run(engine: Engine, task: ChatTask, signal = new AbortController().signal) {
+  const events: GenerationEvent[] = [];
+  for await (const e of engine.chat(task, signal)) events.push(e);
+  const deltas = events.filter((e) => e.type === 'delta');
+  const done = events.at(-1);
+  assert.equal(done?.type, 'done', 'the last event is done');
+  assert.equal(events.filter((e) => e.type === 'done').length, 1, 'exactly one done event');
+  return { text: deltas.map((d) => d.text).join(''), deltas, done: done as Extract<GenerationEvent, { type: 'done' }> };
+}
+
+for (const { name, create } of ENGINES) {
+  describe(`engine contract: ${name}`, () => {
+    let engine: Engine;
+    before(async () => {
+      engine = await create();
+    });
+    after(() => engine.close());
+
+    test('lists the fixture models with their kinds and a device', () => {
+      const models = engine.models();
+      assert.equal(models.find((m) => m.id === CHAT_MODEL)?.kind, 'chat');
+      assert.equal(models.find((m) => m.id === EMBED_MODEL)?.kind, 'embedding');
+      for (const m of models) assert.ok(engine.devices.some((d) => d.name === m.device), `${m.id} runs on a listed device`);
+    });
+
+    test('streams deltas whose token counts add up to the usage, and stops at max tokens', async () => {
+      const { deltas, done } = await run(engine, chat('count my tokens', { maxTokens: 12 }));
+      assert.ok(deltas.length >= 3, 'several deltas');
+      assert.equal(done.finishReason, 'length');
+      assert.equal(done.usage.completionTokens, 12);
+      assert.equal(deltas.reduce((n, d) => n + d.tokens, 0), 12, 'delta token counts add up to the usage');
+      assert.ok(done.usage.promptTokens > 3, 'the prompt went through the chat template');
+    });
+
+    test('greedy decoding is deterministic', async () => {
+      const a = await run(engine, chat('same every time'));
+      const b = await run(engine, chat('same every time'));
+      assert.equal(a.text, b.text);
+      assert.ok(a.text.length > 0);
+    });
+
+    test('a seed makes sampling reproducible, also with concurrent requests; other seeds differ', async () => {
+      const sampled = (seed: number) => run(engine, chat('roll the dice', { temperature: 1, topP: 0.95, seed, maxTokens: 24 }));
+      const [a, b, c] = await Promise.all([sampled(42), sampled(42), sampled(43)]);
+      assert.equal(a.text, b.text, 'same seed, same text');
+      assert.notEqual(a.text, c.text, 'another seed, another text');
+    });
+
+    test('a stop sequence ends generation before it, and the stop text is never emitted', async () => {
+      const full = await run(engine, chat('stop somewhere', { maxTokens: 16 }));
+      // Choose a stop string from the middle of the greedy output, so we know it will be produced.
+      const words = full.text.trim().split(/\s+/);
+      assert.ok(words.length >= 3, `enough words to pick a stop from: ${full.text}`);
+      const stop = words[2]!;
+      const stopped = await run(engine, chat('stop somewhere', { maxTokens: 16, stop: [stop] }));
+      assert.equal(stopped.done.finishReason, 'stop');
+      assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(stop)));
+      assert.ok(!stopped.text.includes(stop));
+    });
+
+    test('cancellation stops generation at the next token and still reports the tokens produced', async () => {
+      const controller = new AbortController();
+      const events: GenerationEvent[] = [];
+      const started = performance.now();
+      for await (const e of engine.chat(chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }), controller.signal)) {
+        events.push(e);
+        if (events.length === 5) controller.abort();
+      }
+      const done = events.at(-1) as Extract<GenerationEvent, { type: 'done' }>;
+      assert.equal(done.type, 'done');
+      assert.equal(done.finishReason, 'cancelled');
+      assert.ok(done.usage.completionTokens >= 5 && done.usage.completionTokens < 50, `stopped promptly (${done.usage.completionTokens} tokens)`);
+      assert.ok(performance.now() - started < 5000);
+    });
+
+    test('a consumer that stops iterating stops generation', async () => {
+      const iterator = engine.chat(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)[Symbol.asyncIterator]();
+      await iterator.next();
+      await iterator.return?.();
+      // The engine is free again right away: a new request completes normally.
+      const { done } = await run(engine, chat('next one', { maxTokens: 4 }));
+      assert.equal(done.usage.completionTokens, 4);
+    });
+
+    test('unknown models and the wrong kind of model are errors with stable codes', async () => {
+      await assert.rejects(run(engine, { ...chat('x'), model: 'no-such-model' }), (err: unknown) => {
+        assert.ok(err instanceof AgentError);
+        assert.equal(err.code, 'unknown_model');
+        assert.match(err.message, /no-such-model/);
+        return true;
+      });
+      await assert.rejects(run(engine, { ...chat('x'), model: EMBED_MODEL }), (err: unknown) => err instanceof AgentError && /embedding model/.test(err.message));
+    });
+
+    test('ten concurrent cold requests share one model load and all complete', async () => {
+      const fresh = await create();
+      try {
+        const results = await Promise.all(Array.from({ length: 10 }, () => run(fresh, chat('cold start', { maxTokens: 4 }))));
+        assert.equal(new Set(results.map((r) => r.text)).size, 1);
+      } finally {
+        await fresh.close();
+      }
+    });
+  });
+}

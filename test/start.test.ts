@@ -1,0 +1,67 @@
+/** `npm start` from a fresh state: one command brings up sqld, the Worker and the agent, and curl gets a stream. */
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { freePort } from '../node/local/ports.ts';
+import { PROJECT_ROOT } from '../node/local/edge.ts';
+import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
+
+const run = promisify(execFile);
+
+test('npm start serves a streamed curl request within 60 s and stops cleanly on Ctrl-C', async () => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-start-'));
+  const port = await freePort();
+  const started = performance.now();
+  const env: NodeJS.ProcessEnv = { ...process.env, NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: MODELS_DIR, NPU_RELAY_LOG_LEVEL: 'warn' };
+  delete env.NPU_RELAY_API_KEY;
+  // Its own process group, so Ctrl-C can be delivered the way a terminal does: to npm and everything under it.
+  const child = spawn('npm', ['start'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? String(code))));
+  try {
+    while (!/Press Ctrl-C to stop/.test(stdout)) {
+      if (child.exitCode !== null) assert.fail(`npm start exited early (${child.exitCode}):\n${stdout}\n${stderr}`);
+      if (performance.now() - started > 60_000) assert.fail(`npm start was not ready within 60 s:\n${stdout}\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const apiKey = /API key:\s+(\S+)/.exec(stdout)?.[1];
+    assert.ok(apiKey?.startsWith('sk-relay-'), 'a generated API key is printed');
+    assert.match(stdout, new RegExp(`http://127\\.0\\.0\\.1:${port}/v1`), 'the URL is printed');
+    assert.match(stdout, new RegExp(`${CHAT_MODEL} \\(chat\\)`), 'the models are printed');
+    assert.match(stdout, /engine: onnxruntime on CPU/, 'the engine and device are printed');
+
+    const { stdout: sse } = await run('curl', [
+      '-sN', '--max-time', '30', `http://127.0.0.1:${port}/v1/chat/completions`,
+      '-H', `Authorization: Bearer ${apiKey}`, '-H', 'Content-Type: application/json',
+      '-d', JSON.stringify({ model: CHAT_MODEL, stream: true, max_tokens: 8, messages: [{ role: 'user', content: 'Hello!' }] }),
+    ]);
+    const elapsed = performance.now() - started;
+    const data = sse.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+    assert.equal(data.at(-1), '[DONE]');
+    const content = data.slice(0, -1).map((d) => JSON.parse(d).choices[0]?.delta?.content ?? '').join('');
+    assert.ok(content.length > 0, 'curl received generated text');
+    console.log(`npm start → streamed answer in ${(elapsed / 1000).toFixed(1)} s (${data.length - 1} chunks)`);
+    assert.ok(elapsed < 60_000);
+  } finally {
+    const stopAt = performance.now();
+    process.kill(-child.pid!, "SIGINT");
+    const how = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running after 15 s'), 15_000).unref())]);
+    // npm re-raises the Ctrl-C it received once its child has exited, so it ends by SIGINT rather than with 0.
+    assert.ok(how === '0' || how === 'SIGINT', `npm start ends on Ctrl-C (got ${String(how)}):\n${stderr.slice(-2000)}`);
+    assert.match(stderr, /npu-relay: stopping/);
+    console.log(`stopped ${(performance.now() - stopAt).toFixed(0)} ms after Ctrl-C`);
+    await rm(dataDir, { recursive: true, force: true });
+  }
+  // Nothing is left listening: neither the edge nor the database.
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/health`));
+  const sqldUrl = /libSQL:\s+(\S+)/.exec(stdout)?.[1];
+  assert.ok(sqldUrl, 'the libSQL URL is printed');
+  await assert.rejects(fetch(`${sqldUrl}/health`), 'sqld was stopped');
+});
