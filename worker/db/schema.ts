@@ -1,0 +1,71 @@
+/**
+ * The edge's libSQL schema (drizzle). Migrations in `migrations/` are generated from this file by drizzle-kit
+ * (`npm run db:generate`); never edit the SQL by hand.
+ */
+import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+
+/** Client API keys. Only a SHA-256 hash of the secret is stored; `prefix` lets humans tell keys apart. */
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    /** The key's owner for caching: requests from keys of one tenant may share cache entries. */
+    tenant: text('tenant').notNull(),
+    prefix: text('prefix').notNull(),
+    hash: text('hash').notNull().unique(),
+    /** Models this key may use (JSON array); null means all. */
+    models: text('models', { mode: 'json' }).$type<string[] | null>(),
+    rpm: integer('rpm'),
+    tpm: integer('tpm'),
+    /** Tokens (prompt + completion) the key may use per calendar month (UTC). */
+    monthlyTokenBudget: integer('monthly_token_budget'),
+    createdAt: integer('created_at').notNull(),
+    revokedAt: integer('revoked_at'),
+  },
+  (t) => [index('api_keys_tenant').on(t.tenant)],
+);
+
+/** One row per client request, whatever its outcome. */
+export const usage = sqliteTable(
+  'usage',
+  {
+    id: text('id').primaryKey(),
+    at: integer('at').notNull(),
+    keyId: text('key_id'),
+    model: text('model'),
+    endpoint: text('endpoint').notNull(),
+    agentId: text('agent_id'),
+    device: text('device'),
+    promptTokens: integer('prompt_tokens').notNull().default(0),
+    completionTokens: integer('completion_tokens').notNull().default(0),
+    ttftMs: integer('ttft_ms'),
+    durationMs: integer('duration_ms').notNull(),
+    tokensPerSecond: integer('tokens_per_second'),
+    /** HIT, MISS or BYPASS; null when the request never got that far. */
+    cache: text('cache'),
+    status: integer('status').notNull(),
+    errorCode: text('error_code'),
+    /** ok, error, cancelled or rejected. */
+    outcome: text('outcome').notNull(),
+  },
+  (t) => [index('usage_at').on(t.at), index('usage_key_at').on(t.keyId, t.at), index('usage_model_at').on(t.model, t.at)],
+);
+
+/** Exact-match response cache. `chunks` keeps the original streaming chunking so a hit replays the same stream. */
+export const cacheEntries = sqliteTable(
+  'cache_entries',
+  {
+    key: text('key').primaryKey(),
+    tenant: text('tenant').notNull(),
+    endpoint: text('endpoint').notNull(),
+    model: text('model').notNull(),
+    chunks: text('chunks', { mode: 'json' }).$type<Array<{ text: string; tokens: number }>>().notNull(),
+    finishReason: text('finish_reason').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('cache_expires').on(t.expiresAt)],
+);
