@@ -6,12 +6,19 @@ import { ApiError } from './http/errors.ts';
 import type { Env } from './env.ts';
 
 export interface EdgeConfig {
-  apiKey: string;
   agentToken: string;
+  adminToken: string;
+  libsqlUrl: string;
+  libsqlAuthToken: string | undefined;
   maxBodyBytes: number;
+  cacheTtlMs: number;
+  keyGraceMs: number;
 }
 
-function secret(env: Env, name: 'NPU_RELAY_API_KEY' | 'NPU_RELAY_AGENT_TOKEN'): string {
+type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
+type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_KEY_GRACE_S';
+
+function secret(env: Env, name: SecretName): string {
   const value = env[name];
   if (!value) {
     throw new ApiError('misconfigured', `the edge is missing the secret ${name}: set it with \`wrangler secret put ${name}\` (or in .dev.vars for local development)`);
@@ -19,7 +26,7 @@ function secret(env: Env, name: 'NPU_RELAY_API_KEY' | 'NPU_RELAY_AGENT_TOKEN'): 
   return value;
 }
 
-function positiveInt(env: Env, name: 'NPU_RELAY_MAX_BODY_BYTES', fallback: number): number {
+function positiveInt(env: Env, name: NumberName, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
@@ -33,9 +40,13 @@ export function edgeConfig(env: Env): EdgeConfig {
   let config = cache.get(env);
   if (!config) {
     config = {
-      apiKey: secret(env, 'NPU_RELAY_API_KEY'),
       agentToken: secret(env, 'NPU_RELAY_AGENT_TOKEN'),
+      adminToken: secret(env, 'NPU_RELAY_ADMIN_TOKEN'),
+      libsqlUrl: secret(env, 'NPU_RELAY_LIBSQL_URL'),
+      libsqlAuthToken: env.NPU_RELAY_LIBSQL_AUTH_TOKEN || undefined,
       maxBodyBytes: positiveInt(env, 'NPU_RELAY_MAX_BODY_BYTES', 1024 * 1024),
+      cacheTtlMs: positiveInt(env, 'NPU_RELAY_CACHE_TTL_S', 24 * 3600) * 1000,
+      keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
     };
     cache.set(env, config);
   }

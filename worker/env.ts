@@ -3,10 +3,17 @@ import type { AgentHub } from './tunnel/hub.ts';
 
 export interface Env {
   HUB: DurableObjectNamespace<AgentHub>;
-  /** The client API key (development mode, until per-key storage). */
-  NPU_RELAY_API_KEY?: string;
   /** The secret agents present to attach. */
   NPU_RELAY_AGENT_TOKEN?: string;
+  /** The secret that guards /admin/. */
+  NPU_RELAY_ADMIN_TOKEN?: string;
+  /** libSQL database: a local sqld (http://…) or Turso (libsql://…). */
+  NPU_RELAY_LIBSQL_URL?: string;
+  NPU_RELAY_LIBSQL_AUTH_TOKEN?: string;
   /** Largest accepted request body in bytes. */
   NPU_RELAY_MAX_BODY_BYTES?: string;
+  /** How long a cached answer is served, in seconds. */
+  NPU_RELAY_CACHE_TTL_S?: string;
+  /** How long a key verified against libSQL may be trusted while libSQL is unreachable, in seconds. */
+  NPU_RELAY_KEY_GRACE_S?: string;
 }

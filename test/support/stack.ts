@@ -3,6 +3,11 @@
  * with the real ONNX Runtime engine, connected over a real WebSocket.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { applyMigrations } from '../../node/db/migrate.ts';
+import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import OpenAI from 'openai';
 import { Agent } from '../../node/agent.ts';
 import type { Engine } from '../../node/engines/engine.ts';
@@ -14,25 +19,53 @@ import { MODELS_DIR } from './fixtures.ts';
 
 export interface TestEdge {
   edge: LocalEdge;
+  sqld: Sqld;
   url: URL;
+  /** A key created through the admin API, without limits. */
   apiKey: string;
   agentToken: string;
+  adminToken: string;
+  /** Creates another key through the admin API. */
+  createKey(options: { name: string; models?: string[]; rpm?: number; tpm?: number; budget?: number; tenant?: string }): Promise<{ id: string; key: string }>;
+  admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */
   openai(options?: { apiKey?: string; maxRetries?: number }): OpenAI;
   stop(): Promise<void>;
 }
 
 export async function startTestEdge(vars: Record<string, string> = {}): Promise<TestEdge> {
-  const apiKey = `sk-test-${randomBytes(12).toString('hex')}`;
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-test-'));
+  const sqld = await startSqld({ dbPath: path.join(dataDir, 'sqld') });
+  await applyMigrations(sqld.url);
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-  const edge = await startLocalEdge({ vars: { NPU_RELAY_API_KEY: apiKey, NPU_RELAY_AGENT_TOKEN: agentToken, ...vars }, logLevel: 'error' });
+  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
+  const edge = await startLocalEdge({
+    vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url, ...vars },
+    logLevel: 'error',
+  });
+  const admin = (p: string, init: RequestInit = {}) =>
+    fetch(new URL(p, edge.url), { ...init, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
+  const createKey: TestEdge['createKey'] = async (options) => {
+    const res = await admin('/admin/keys', { method: 'POST', body: JSON.stringify(options) });
+    if (res.status !== 201) throw new Error(`creating a key failed: ${res.status} ${await res.text()}`);
+    return (await res.json()) as { id: string; key: string };
+  };
+  const { key: apiKey } = await createKey({ name: 'test' });
   return {
     edge,
+    sqld,
     url: edge.url,
     apiKey,
     agentToken,
+    adminToken,
+    createKey,
+    admin,
     openai: (o = {}) => new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: o.apiKey ?? apiKey, maxRetries: o.maxRetries ?? 0 }),
-    stop: () => edge.stop(),
+    stop: async () => {
+      await edge.stop();
+      await sqld.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
   };
 }
 

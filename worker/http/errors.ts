@@ -14,6 +14,10 @@ export type EdgeErrorCode =
   | 'method_not_allowed'
   | 'unsupported_media_type'
   | 'payload_too_large'
+  | 'forbidden'
+  | 'rate_limited'
+  | 'insufficient_quota'
+  | 'database_unavailable'
   | 'misconfigured';
 
 /** API dialect of the caller: decides the error body's shape. */
@@ -34,6 +38,10 @@ const STATUS: Record<EdgeErrorCode, number> = {
   unsupported_protocol: 426,
   cancelled: 499,
   overloaded: 429,
+  rate_limited: 429,
+  insufficient_quota: 429,
+  forbidden: 403,
+  database_unavailable: 503,
   internal: 500,
   misconfigured: 500,
   engine_error: 502,

@@ -2,8 +2,9 @@
  * One request's life in the Durable Object: from dispatch to the agent's terminal frame. It turns tunnel frames
  * into the caller's response through a `ResponseFormat`, notices a client that went away (the next write to its
  * stream fails), and stays registered until the agent confirms the end, so the tokens actually produced are known.
+ * When it ends it reports a `Settlement`: what the usage row and the cache need.
  */
-import type { ChunkFrame, EndFrame, Usage } from '../../shared/protocol/frames.ts';
+import type { ChunkFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import type { Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
 import { ApiError, errorResponse } from '../http/errors.ts';
 
@@ -15,6 +16,19 @@ export const STREAM_HEADERS = {
   'x-accel-buffering': 'no',
 };
 
+export interface Settlement {
+  status: number;
+  outcome: 'ok' | 'error' | 'cancelled';
+  errorCode: string | null;
+  finishReason: FinishReason | null;
+  usage: Usage;
+  device: string | null;
+  ttftMs: number | null;
+  durationMs: number;
+  /** The text as it was chunked, for the cache. */
+  chunks: Array<{ text: string; tokens: number }>;
+}
+
 export interface ExchangeOptions {
   id: string;
   /** The agent connection the request was sent on. */
@@ -23,8 +37,10 @@ export interface ExchangeOptions {
   format: ResponseFormat;
   meta: ResponseMeta;
   stream: boolean;
+  headers: Record<string, string>;
   /** Called once when the client is found gone; the hub cancels the generation. */
   onClientGone: (exchange: Exchange) => void;
+  onSettled: (settlement: Settlement) => void;
 }
 
 export class Exchange {
@@ -32,32 +48,30 @@ export class Exchange {
   readonly connId: string;
   readonly agentId: string;
   readonly stream: boolean;
-  readonly #format: ResponseFormat;
-  readonly #meta: ResponseMeta;
-  readonly #onClientGone: (exchange: Exchange) => void;
+  readonly #options: ExchangeOptions;
+  readonly #started = Date.now();
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #sse: StreamWriter | undefined;
   #readable: ReadableStream<Uint8Array> | undefined;
-  #text = '';
+  readonly #chunks: Array<{ text: string; tokens: number }> = [];
   #completionTokens = 0;
+  #ttftMs: number | null = null;
   #lastWrite = Date.now();
   #clientGone = false;
   #finished = false;
   readonly #done = Promise.withResolvers<Response>();
 
   constructor(options: ExchangeOptions) {
+    this.#options = options;
     this.id = options.id;
     this.connId = options.connId;
     this.agentId = options.agentId;
     this.stream = options.stream;
-    this.#format = options.format;
-    this.#meta = options.meta;
-    this.#onClientGone = options.onClientGone;
     if (this.stream) {
       const pipe = new TransformStream<Uint8Array, Uint8Array>();
       this.#writer = pipe.writable.getWriter();
       this.#readable = pipe.readable;
-      this.#sse = this.#format.stream(this.#meta);
+      this.#sse = options.format.stream(options.meta);
       const opening = this.#sse.open();
       if (opening) this.#write(opening);
     }
@@ -67,58 +81,66 @@ export class Exchange {
     return this.#finished;
   }
 
-  /** Tokens generated so far, as counted by the agent. */
-  get completionTokens(): number {
-    return this.#completionTokens;
-  }
-
   /** The response to give the client: at once for a stream, at the end otherwise. */
   response(): Promise<Response> {
     if (!this.stream) return this.#done.promise;
     return Promise.resolve(
       new Response(this.#readable!, {
-        headers: { 'content-type': this.#sse!.contentType, 'x-request-id': this.id, ...STREAM_HEADERS },
+        headers: { 'content-type': this.#sse!.contentType, 'x-request-id': this.id, ...STREAM_HEADERS, ...this.#options.headers },
       }),
     );
   }
 
   onChunk(frame: ChunkFrame): void {
+    this.#ttftMs ??= Date.now() - this.#started;
     this.#completionTokens += frame.tokens;
-    if (this.stream) {
-      if (frame.text) this.#write(this.#sse!.delta(frame.text));
-    } else {
-      this.#text += frame.text;
-    }
+    this.#chunks.push({ text: frame.text, tokens: frame.tokens });
+    if (this.stream && frame.text) this.#write(this.#sse!.delta(frame.text));
   }
 
   onEnd(frame: EndFrame): void {
     const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage };
     this.#completionTokens = frame.usage.completionTokens;
+    let status = 200;
     if (this.stream) {
       this.#write(this.#sse!.close(outcome));
-      this.#finish();
+      this.#closeStream();
     } else {
-      this.#finished = true;
-      const body = JSON.stringify(this.#format.body(this.#meta, this.#text, outcome));
-      this.#done.resolve(new Response(body, { headers: { 'content-type': 'application/json', 'x-request-id': this.id } }));
+      const body = JSON.stringify(this.#options.format.body(this.#options.meta, this.#chunks.map((c) => c.text).join(''), outcome));
+      this.#done.resolve(new Response(body, { headers: { 'content-type': 'application/json', 'x-request-id': this.id, ...this.#options.headers } }));
     }
+    const cancelled = frame.finishReason === 'cancelled' || this.#clientGone;
+    if (cancelled) status = 499;
+    this.#settle({ status, outcome: cancelled ? 'cancelled' : 'ok', errorCode: cancelled ? 'cancelled' : null, finishReason: frame.finishReason, usage: frame.usage, device: frame.device });
   }
 
   /** Ends the exchange with an error: from the agent, or because the agent went away. */
   onError(err: ApiError, usage?: Usage): void {
-    if (usage) this.#completionTokens = usage.completionTokens;
+    if (usage) this.#completionTokens = Math.max(this.#completionTokens, usage.completionTokens);
     if (this.stream) {
       this.#write(this.#sse!.error(err));
-      this.#finish();
+      this.#closeStream();
     } else {
-      this.#finished = true;
-      this.#done.resolve(errorResponse(err, this.#format.flavor));
+      this.#done.resolve(errorResponse(err, this.#options.format.flavor));
     }
+    this.#settle({
+      status: this.#clientGone ? 499 : err.status,
+      outcome: this.#clientGone ? 'cancelled' : 'error',
+      errorCode: err.code,
+      finishReason: null,
+      usage: { promptTokens: usage?.promptTokens ?? 0, completionTokens: this.#completionTokens },
+      device: null,
+    });
   }
 
   /** Writes a keep-alive if nothing was written for `idleMs`; this is also how a vanished client is noticed. */
   keepAlive(now: number, idleMs: number): void {
     if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs) this.#write(this.#sse!.keepAlive());
+  }
+
+  #settle(s: Omit<Settlement, 'ttftMs' | 'durationMs' | 'chunks'>): void {
+    this.#finished = true;
+    this.#options.onSettled({ ...s, ttftMs: this.#ttftMs, durationMs: Date.now() - this.#started, chunks: this.#chunks });
   }
 
   #write(text: string): void {
@@ -130,11 +152,10 @@ export class Exchange {
   #gone(): void {
     if (this.#clientGone) return;
     this.#clientGone = true;
-    if (!this.#finished) this.#onClientGone(this);
+    if (!this.#finished) this.#options.onClientGone(this);
   }
 
-  #finish(): void {
-    this.#finished = true;
+  #closeStream(): void {
     // A client that already left makes close() reject; there is nobody left to tell.
     this.#writer!.close().catch(() => {});
   }

@@ -10,11 +10,18 @@ import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
 import type { AgentFrame, DeviceInfo, EdgeFrame, HelloFrame, ModelInfo, Task } from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
+import { and, eq, gt } from 'drizzle-orm';
+import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
+import { replay } from '../api/replay.ts';
+import { edgeConfig, type EdgeConfig } from '../config.ts';
+import { openDatabase, type Database } from '../db/client.ts';
+import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
-import { ApiError, errorResponse } from '../http/errors.ts';
-import { Exchange } from './exchange.ts';
+import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import { Exchange, type Settlement } from './exchange.ts';
+import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
 
 /** What the hub remembers about a socket; kept in its attachment so it survives hibernation. */
 interface AgentAttachment {
@@ -26,11 +33,21 @@ interface AgentAttachment {
 
 /** A request handed from the Worker to the hub. */
 export interface Dispatch {
+  /** SHA-256 of the API key the client sent. */
+  keyHash: string;
+  /** The API route, for usage records (e.g. `chat.completions`). */
+  endpoint: string;
   task: Task;
   format: FormatName;
   stream: boolean;
   meta: Omit<ResponseMeta, 'id'>;
+  /** From the client's Cache-Control: `no-cache` skips the lookup, `no-store` skips storing. */
+  noCache: boolean;
+  noStore: boolean;
 }
+
+/** The outcome of checking a key, as plain data (errors do not cross RPC with their fields). */
+export type Authorization = { key: KeyRecord } | { error: { code: 'invalid_api_key' | 'database_unavailable'; message: string } };
 
 export interface AgentSummary {
   agentId: string;
@@ -42,6 +59,20 @@ export interface AgentSummary {
   inFlight: number;
 }
 
+interface RequestContext {
+  id: string;
+  key: KeyRecord | undefined;
+  cache: UsageRow['cache'];
+}
+
+function answerOf(s: Settlement) {
+  return { chunks: s.chunks, outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage } };
+}
+
+function usageTokens(u: { promptTokens: number; completionTokens: number }) {
+  return { promptTokens: u.promptTokens, completionTokens: u.completionTokens };
+}
+
 /** While a stream waits, something is written this often so a vanished client is noticed quickly. */
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
@@ -51,10 +82,16 @@ const CLOSE = { protocol: 4002, unsupported: 4006, replaced: 4009, badFrame: 440
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
+  /** In-flight cacheable generations by cache key, so identical concurrent requests run once. */
+  readonly #leaders = new Map<string, Promise<Settlement>>();
+  readonly #ledger: Ledger;
+  #db: Database | undefined;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+  #flushing = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.#ledger = new Ledger(ctx.storage.sql);
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -66,10 +103,18 @@ export class AgentHub extends DurableObject<Env> {
     if (pathname === '/dispatch') {
       const dispatch = (await request.json()) as Dispatch;
       const format = FORMATS[dispatch.format];
+      const started = Date.now();
+      const ctx: RequestContext = { id: crypto.randomUUID(), key: undefined, cache: null };
       try {
-        return await this.#dispatch(dispatch);
+        return await this.#dispatch(dispatch, ctx);
       } catch (err) {
-        return errorResponse(err, format.flavor);
+        const e = toApiError(err);
+        this.record({
+          id: ctx.id, at: started, keyId: ctx.key?.id ?? null, model: dispatch.task.model, endpoint: dispatch.endpoint, agentId: null, device: null,
+          promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: Date.now() - started, tokensPerSecond: null, cache: ctx.cache,
+          status: e.status, errorCode: e.code, outcome: 'rejected',
+        });
+        return errorResponse(e, format.flavor);
       }
     }
     return errorResponse(new ApiError('not_found', `no hub route ${pathname}`), 'openai');
@@ -86,6 +131,89 @@ export class AgentHub extends DurableObject<Env> {
       connectedAt: (ws.deserializeAttachment() as AgentAttachment).connectedAt,
       inFlight: this.#inFlight((ws.deserializeAttachment() as AgentAttachment).connId),
     }));
+  }
+
+  #config(): EdgeConfig {
+    return edgeConfig(this.env);
+  }
+
+  #database(): Database {
+    const { libsqlUrl, libsqlAuthToken } = this.#config();
+    this.#db ??= openDatabase(libsqlUrl, libsqlAuthToken);
+    return this.#db;
+  }
+
+  /**
+   * Checks an API key against libSQL on every request, so a revocation anywhere takes effect at once. While libSQL
+   * is unreachable, a key verified within the grace period (NPU_RELAY_KEY_GRACE_S) is still served, unless it was
+   * revoked through the admin API meanwhile.
+   */
+  async authorize(keyHash: string): Promise<Authorization> {
+    const now = Date.now();
+    let record: KeyRecord | undefined;
+    try {
+      const row = (await this.#database().select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1))[0];
+      if (row) {
+        record = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
+        this.#ledger.rememberKey(keyHash, record, now);
+      }
+    } catch (err) {
+      record = this.#ledger.recentKey(keyHash, now, this.#config().keyGraceMs);
+      if (!record) {
+        console.error('libSQL unreachable while verifying an API key', err);
+        return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
+      }
+    }
+    if (!record) return { error: { code: 'invalid_api_key', message: 'invalid API key' } };
+    if (record.revokedAt !== null) return { error: { code: 'invalid_api_key', message: 'this API key has been revoked' } };
+    return { key: record };
+  }
+
+  /** Revokes a key in libSQL and in the hub's fallback copy, so it stops working on the next request either way. */
+  async revokeKey(id: string): Promise<{ revoked: boolean; databaseUpdated: boolean }> {
+    const now = Date.now();
+    const known = this.#ledger.revokeKey(id, now);
+    try {
+      const updated = await this.#database().update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id });
+      return { revoked: known || updated.length > 0, databaseUpdated: true };
+    } catch (err) {
+      console.error('libSQL unreachable while revoking a key; revoked in the hub only', err);
+      return { revoked: known, databaseUpdated: false };
+    }
+  }
+
+  /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
+  record(row: UsageRow): void {
+    this.#ledger.enqueueUsage(row);
+    this.ctx.waitUntil(this.#flushUsage());
+  }
+
+  async #flushUsage(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (;;) {
+        const rows = this.#ledger.pendingUsage(200);
+        if (rows.length === 0) return;
+        await this.#database().insert(usage).values(rows).onConflictDoNothing();
+        this.#ledger.usageWritten(rows.map((r) => r.id));
+      }
+    } catch (err) {
+      console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));
+      await this.ctx.storage.setAlarm(Date.now() + 2000);
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /** Retries writing queued usage rows until libSQL takes them. */
+  override async alarm(): Promise<void> {
+    await this.#flushUsage();
+  }
+
+  /** Rows still waiting for libSQL (for health checks and tests). */
+  async pendingUsage(): Promise<number> {
+    return this.#ledger.outboxSize;
   }
 
   #attach(request: Request): Response {
@@ -139,23 +267,105 @@ export class AgentHub extends DurableObject<Env> {
     return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId };
   }
 
-  async #dispatch(dispatch: Dispatch): Promise<Response> {
+  async #dispatch(dispatch: Dispatch, ctx: RequestContext): Promise<Response> {
+    const started = Date.now();
+    const auth = await this.authorize(dispatch.keyHash);
+    if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
+    const key = (ctx.key = auth.key);
+    if (key.models && !key.models.includes(dispatch.task.model)) {
+      // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
+      throw new ApiError('unknown_model', `model '${dispatch.task.model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
+    }
+    const refused = this.#ledger.admit(key, started);
+    if (refused) {
+      const retryAfter = Math.max(1, Math.ceil(refused.retryAfterMs / 1000));
+      if (refused.limit === 'budget') {
+        throw new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) is used up; it renews at the start of next month (UTC)`, { retryAfter });
+      }
+      const limit = refused.limit === 'rpm' ? `${key.rpm} requests per minute` : `${key.tpm} tokens per minute`;
+      throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}; retry after ${retryAfter} s`, { retryAfter });
+    }
+
+    const format = FORMATS[dispatch.format];
+    const meta: ResponseMeta = { id: `chatcmpl-${ctx.id}`, ...dispatch.meta };
+    const cacheable = isDeterministic(dispatch.task);
+    const ck = cacheable ? await cacheKey(key.tenant, dispatch.task) : undefined;
+    ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
+    const base = { id: ctx.id, at: started, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
+
+    if (ck && !dispatch.noCache) {
+      // An identical request already running: wait for it and answer from its result.
+      const leader = this.#leaders.get(ck);
+      const hit = leader ? await leader.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await this.#cached(ck);
+      if (hit) {
+        ctx.cache = 'HIT';
+        const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
+        this.#ledger.chargeTokens(key.id, total, Date.now());
+        this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
+        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
+      }
+    }
+
     const { ws, connId, agentId } = this.#pick(dispatch.task);
-    const id = crypto.randomUUID();
-    const meta: ResponseMeta = { id: `chatcmpl-${id}`, ...dispatch.meta };
+    const settled = Promise.withResolvers<Settlement>();
+    if (ck) {
+      this.#leaders.set(ck, settled.promise);
+      settled.promise.finally(() => this.#leaders.get(ck) === settled.promise && this.#leaders.delete(ck));
+    }
     const exchange = new Exchange({
-      id,
+      id: ctx.id,
       connId,
       agentId,
-      format: FORMATS[dispatch.format],
+      format,
       meta,
       stream: dispatch.stream,
+      headers: { 'x-npu-relay-cache': ctx.cache },
       onClientGone: (ex) => this.#send(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
+      onSettled: (s) => {
+        settled.resolve(s);
+        const tokens = s.usage.promptTokens + s.usage.completionTokens;
+        this.#ledger.chargeTokens(key.id, tokens, Date.now());
+        const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
+        this.record({
+          ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
+          tokensPerSecond: genMs > 0 && s.usage.completionTokens > 1 ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs) : null,
+          cache: ctx.cache, status: s.status, errorCode: s.errorCode, outcome: s.outcome,
+        });
+        // Only a generation that finished normally is worth replaying: never a cancelled or failed one.
+        if (ck && !dispatch.noStore && s.outcome === 'ok' && (s.finishReason === 'stop' || s.finishReason === 'length')) {
+          this.ctx.waitUntil(this.#store(ck, key.tenant, dispatch, s));
+        }
+      },
     });
-    this.#exchanges.set(id, exchange);
-    this.#send(ws, { type: 'request', id, body: dispatch.task });
+    this.#exchanges.set(ctx.id, exchange);
+    this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task });
     if (exchange.stream) this.#startKeepAlive();
     return exchange.response();
+  }
+
+  /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
+  async #cached(key: string): Promise<ReturnType<typeof answerOf> | undefined> {
+    try {
+      const row = (await this.#database().select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1))[0];
+      if (!row) return undefined;
+      return { chunks: row.chunks, outcome: { finishReason: row.finishReason as 'stop' | 'length', usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens } } };
+    } catch (err) {
+      console.warn('cache lookup failed; treating it as a miss', String(err));
+      return undefined;
+    }
+  }
+
+  async #store(key: string, tenant: string, dispatch: Dispatch, s: Settlement): Promise<void> {
+    const now = Date.now();
+    const entry = {
+      key, tenant, endpoint: dispatch.task.task, model: dispatch.task.model, chunks: s.chunks, finishReason: s.finishReason!,
+      promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
+    };
+    try {
+      await this.#database().insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry });
+    } catch (err) {
+      console.warn('could not store a cache entry', String(err));
+    }
   }
 
   #send(ws: WebSocket, frame: EdgeFrame): void {

@@ -1,0 +1,32 @@
+/**
+ * Exact-cache keys. A key is the SHA-256 of a canonical JSON form (object keys sorted, every default already filled
+ * in by the edge) of everything that changes the output: tenant, task kind, model, input and sampling settings.
+ * The API dialect is deliberately not part of it, so an Ollama and an OpenAI request for the same thing share an
+ * entry; each replay is rendered in the caller's format.
+ */
+import type { Task } from '../protocol/frames.ts';
+
+/** Bump when the meaning of a cached entry changes, so old entries stop matching. */
+const CACHE_KEY_VERSION = 1;
+
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Only reproducible requests are cached: greedy decoding, or sampling with a fixed seed. */
+export function isDeterministic(task: Task): boolean {
+  return task.sampling.temperature === 0 || task.sampling.seed !== undefined;
+}
+
+export async function cacheKey(tenant: string, task: Task): Promise<string> {
+  const canonical = canonicalJson({ v: CACHE_KEY_VERSION, tenant, task });
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}

@@ -1,0 +1,138 @@
+/**
+ * The hub's own durable bookkeeping, in the Durable Object's SQLite storage (synchronous, and exact because the
+ * object runs one event at a time): verified keys to fall back on while libSQL is unreachable, request and token
+ * counters for limits and budgets, and the outbox of usage rows not yet written to libSQL.
+ */
+export interface KeyRecord {
+  id: string;
+  name: string;
+  tenant: string;
+  models: string[] | null;
+  rpm: number | null;
+  tpm: number | null;
+  monthlyTokenBudget: number | null;
+  revokedAt: number | null;
+}
+
+/** A usage row as written to libSQL (see worker/db/schema.ts). */
+export interface UsageRow {
+  id: string;
+  at: number;
+  keyId: string | null;
+  model: string | null;
+  endpoint: string;
+  agentId: string | null;
+  device: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  ttftMs: number | null;
+  durationMs: number;
+  tokensPerSecond: number | null;
+  cache: 'HIT' | 'MISS' | 'BYPASS' | null;
+  status: number;
+  errorCode: string | null;
+  outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
+}
+
+const WINDOW_MS = 60_000;
+
+export function monthOf(at: number): string {
+  return new Date(at).toISOString().slice(0, 7);
+}
+
+export class Ledger {
+  readonly #sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+    sql.exec(`CREATE TABLE IF NOT EXISTS verified_keys (hash TEXT PRIMARY KEY, record TEXT NOT NULL, verified_at INTEGER NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS requests (key_id TEXT NOT NULL, at INTEGER NOT NULL)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key_id, at)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS tokens (key_id TEXT NOT NULL, at INTEGER NOT NULL, n INTEGER NOT NULL)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS tokens_key_at ON tokens (key_id, at)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS monthly (key_id TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key_id, month))`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, row TEXT NOT NULL)`);
+  }
+
+  rememberKey(hash: string, record: KeyRecord, now: number): void {
+    this.#sql.exec(`INSERT OR REPLACE INTO verified_keys (hash, record, verified_at) VALUES (?, ?, ?)`, hash, JSON.stringify(record), now);
+  }
+
+  /** A key verified against libSQL no longer ago than `graceMs`. */
+  recentKey(hash: string, now: number, graceMs: number): KeyRecord | undefined {
+    const row = this.#sql.exec<{ record: string; verified_at: number }>(`SELECT record, verified_at FROM verified_keys WHERE hash = ?`, hash).toArray()[0];
+    if (!row || now - row.verified_at > graceMs) return undefined;
+    return JSON.parse(row.record) as KeyRecord;
+  }
+
+  /** Marks a key revoked in the fallback copy too, so revocation holds even while libSQL is down. */
+  revokeKey(id: string, at: number): boolean {
+    let found = false;
+    for (const row of this.#sql.exec<{ hash: string; record: string }>(`SELECT hash, record FROM verified_keys`)) {
+      const record = JSON.parse(row.record) as KeyRecord;
+      if (record.id !== id) continue;
+      found = true;
+      record.revokedAt ??= at;
+      this.#sql.exec(`UPDATE verified_keys SET record = ? WHERE hash = ?`, JSON.stringify(record), row.hash);
+    }
+    return found;
+  }
+
+  /**
+   * Checks the key's per-minute limits and monthly budget and, if they allow it, counts the request — in one
+   * synchronous step, so concurrent requests cannot slip past a limit. Returns why not, when not.
+   */
+  admit(key: KeyRecord, now: number): { limit: 'rpm' | 'tpm' | 'budget'; retryAfterMs: number } | undefined {
+    const since = now - WINDOW_MS;
+    this.#sql.exec(`DELETE FROM requests WHERE at <= ?`, since);
+    this.#sql.exec(`DELETE FROM tokens WHERE at <= ?`, since);
+    if (key.monthlyTokenBudget !== null) {
+      const used = this.#sql.exec<{ n: number }>(`SELECT n FROM monthly WHERE key_id = ? AND month = ?`, key.id, monthOf(now)).toArray()[0]?.n ?? 0;
+      if (used >= key.monthlyTokenBudget) {
+        const d = new Date(now);
+        const nextMonth = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
+        return { limit: 'budget', retryAfterMs: nextMonth - now };
+      }
+    }
+    if (key.rpm !== null) {
+      const rows = this.#sql.exec<{ c: number; oldest: number | null }>(`SELECT count(*) AS c, min(at) AS oldest FROM requests WHERE key_id = ?`, key.id).toArray();
+      const { c, oldest } = rows[0]!;
+      if (c >= key.rpm) return { limit: 'rpm', retryAfterMs: (oldest ?? now) + WINDOW_MS - now };
+    }
+    if (key.tpm !== null) {
+      const rows = this.#sql.exec<{ n: number | null; oldest: number | null }>(`SELECT sum(n) AS n, min(at) AS oldest FROM tokens WHERE key_id = ?`, key.id).toArray();
+      const { n, oldest } = rows[0]!;
+      if ((n ?? 0) >= key.tpm) return { limit: 'tpm', retryAfterMs: (oldest ?? now) + WINDOW_MS - now };
+    }
+    this.#sql.exec(`INSERT INTO requests (key_id, at) VALUES (?, ?)`, key.id, now);
+    return undefined;
+  }
+
+  /** Counts tokens a key used, against its per-minute limit and its monthly budget. */
+  chargeTokens(keyId: string, n: number, now: number): void {
+    if (n <= 0) return;
+    this.#sql.exec(`INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?)`, keyId, now, n);
+    this.#sql.exec(
+      `INSERT INTO monthly (key_id, month, n) VALUES (?, ?, ?) ON CONFLICT (key_id, month) DO UPDATE SET n = n + excluded.n`,
+      keyId,
+      monthOf(now),
+      n,
+    );
+  }
+
+  enqueueUsage(row: UsageRow): void {
+    this.#sql.exec(`INSERT OR REPLACE INTO usage_outbox (id, row) VALUES (?, ?)`, row.id, JSON.stringify(row));
+  }
+
+  pendingUsage(limit: number): UsageRow[] {
+    return this.#sql.exec<{ row: string }>(`SELECT row FROM usage_outbox LIMIT ?`, limit).toArray().map((r) => JSON.parse(r.row) as UsageRow);
+  }
+
+  usageWritten(ids: string[]): void {
+    for (const id of ids) this.#sql.exec(`DELETE FROM usage_outbox WHERE id = ?`, id);
+  }
+
+  get outboxSize(): number {
+    return this.#sql.exec<{ c: number }>(`SELECT count(*) AS c FROM usage_outbox`).toArray()[0]!.c;
+  }
+}
