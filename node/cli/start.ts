@@ -8,6 +8,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config.ts';
+import { openKeysDb, startKey } from '../db/keys.ts';
+import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
 import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
@@ -16,11 +18,14 @@ import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
 const HELP = `Usage: npm start [-- --help]
 
 Runs the whole relay locally: sqld (data in .data/), the edge Worker in workerd, and an agent serving the models
-in the models folder. Prints the URL and the API key, and stops everything on Ctrl-C.
+in the models folder. Migrates the database, makes sure there is an API key, prints the URL and the key, and
+stops everything on Ctrl-C. Manage keys with \`npm run keys\` against the printed libSQL URL.
 
 Environment:
   NPU_RELAY_PORT        port of the edge on 127.0.0.1            (default 8787)
-  NPU_RELAY_API_KEY     API key clients use                      (default: generated once, kept in .data/api-key)
+  NPU_RELAY_API_KEY     API key clients use, added to the database if missing
+                                                                 (default: a key made once, kept in .data/api-key)
+  NPU_RELAY_ADMIN_TOKEN token for the edge's /admin/ endpoints   (default: generated once, kept in .data/admin-token)
   NPU_RELAY_MODELS_DIR  folder of model folders                  (default ./models)
   NPU_RELAY_DATA_DIR    where local state is kept                (default ./.data)
   NPU_RELAY_LOG_LEVEL   agent log level                          (default info)
@@ -38,25 +43,68 @@ function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
   return {
     port,
     apiKey: env.NPU_RELAY_API_KEY || undefined,
+    adminToken: env.NPU_RELAY_ADMIN_TOKEN || undefined,
     modelsDir: path.resolve(env.NPU_RELAY_MODELS_DIR ?? path.join(PROJECT_ROOT, 'models')),
     dataDir: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')),
     logLevel: env.NPU_RELAY_LOG_LEVEL ?? 'info',
   };
 }
 
-/** The development API key: the one given, else one generated on first start and kept for the next. */
-async function devApiKey(dataDir: string, given: string | undefined): Promise<string> {
-  if (given) return given;
-  const file = path.join(dataDir, 'api-key');
+/** A file's trimmed content, or undefined when the file does not exist or is empty. */
+async function readSecretFile(file: string): Promise<string | undefined> {
   try {
-    const saved = (await readFile(file, 'utf8')).trim();
-    if (saved) return saved;
-  } catch {
-    // first start
+    return (await readFile(file, 'utf8')).trim() || undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
   }
-  const key = `sk-relay-${randomBytes(24).toString('base64url')}`;
-  await writeFile(file, `${key}\n`, { mode: 0o600 });
-  return key;
+}
+
+/** The admin token: the one given, else one generated on first start and kept for the next. */
+async function devAdminToken(dataDir: string, given: string | undefined): Promise<string> {
+  if (given) return given;
+  const file = path.join(dataDir, 'admin-token');
+  const saved = await readSecretFile(file);
+  if (saved) return saved;
+  const token = randomBytes(32).toString('base64url');
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+/**
+ * The API key to print: NPU_RELAY_API_KEY (registered in the database if missing), else the key saved in
+ * .data/api-key while the database holds it unrevoked, else — when no valid key exists — a new one, saved there.
+ */
+async function devApiKey(dbUrl: string, dataDir: string, given: string | undefined): Promise<string | undefined> {
+  const file = path.join(dataDir, 'api-key');
+  const { db, close } = openKeysDb({ url: dbUrl });
+  let chosen;
+  try {
+    chosen = await startKey(db, { given, saved: given ? undefined : await readSecretFile(file) });
+  } finally {
+    close();
+  }
+  switch (chosen.source) {
+    case 'env':
+      if (chosen.info.revokedAt !== null) {
+        console.error(`npu-relay: warning: NPU_RELAY_API_KEY is the key ${chosen.info.id}, revoked at ${new Date(chosen.info.revokedAt).toISOString()}; clients using it will be refused`);
+      } else if (chosen.created) {
+        console.error(`npu-relay: added NPU_RELAY_API_KEY to the database as ${chosen.info.id} '${chosen.info.name}'`);
+      }
+      return chosen.key;
+    case 'saved':
+      return chosen.key;
+    case 'created':
+      if (!chosen.reused) await writeFile(file, `${chosen.key}\n`, { mode: 0o600 });
+      console.error(`npu-relay: created the API key ${chosen.info.id} '${chosen.info.name}', kept in ${file}`);
+      return chosen.key;
+    case 'none':
+      console.error(
+        `npu-relay: no API key to show: ${file} holds no valid key, and the ${chosen.activeKeys} valid key(s) in the database are ` +
+          'stored as hashes only. Use one of those, or create one with `npm run keys -- create --name NAME --url <the libSQL URL below>`.',
+      );
+      return undefined;
+  }
 }
 
 let config;
@@ -73,10 +121,11 @@ if (!config) {
 }
 
 await mkdir(config.dataDir, { recursive: true });
-const apiKey = await devApiKey(config.dataDir, config.apiKey);
+const adminToken = await devAdminToken(config.dataDir, config.adminToken);
 // The agent and the edge run side by side here, so a fresh token each run is enough.
 const agentToken = randomBytes(24).toString('base64url');
 
+let apiKey: string | undefined;
 let sqld: Sqld | undefined;
 let edge: LocalEdge | undefined;
 let runtime: AgentRuntime | undefined;
@@ -99,10 +148,13 @@ process.on('SIGTERM', () => void stopAll(0));
 
 try {
   sqld = await startSqld({ dbPath: path.join(config.dataDir, 'sqld') });
+  await applyMigrations(sqld.url);
+  apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
   edge = await startLocalEdge({
     port: config.port,
     persistDir: path.join(config.dataDir, 'wrangler'),
-    vars: { NPU_RELAY_API_KEY: apiKey, NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_LIBSQL_URL: sqld.url },
+    // The edge checks API keys against libSQL, so the key itself is not among its variables.
+    vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
   });
   const log = createLogger(config.logLevel, { agentId: 'local' });
   runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, logLevel: config.logLevel }, log);
@@ -118,13 +170,14 @@ const chatModel = models.find((m) => m.kind === 'chat')?.id ?? '<model>';
 console.log(`
 npu-relay is running
   OpenAI API:  ${base}
-  API key:     ${apiKey}
+  API key:     ${apiKey ?? '(none shown: see the note above, or `npm run keys -- list`)'}
+  Admin token: ${adminToken}
   ${runtime!.summary.join('\n  ')}
   libSQL:      ${sqld!.url} (data in ${config.dataDir})
 
 Try it:
   curl -N ${base}/chat/completions \\
-    -H "Authorization: Bearer ${apiKey}" -H "Content-Type: application/json" \\
+    -H "Authorization: Bearer ${apiKey ?? '<API key>'}" -H "Content-Type: application/json" \\
     -d '{"model":"${chatModel}","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
 
 Press Ctrl-C to stop.`);

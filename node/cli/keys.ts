@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+/** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config.ts';
+import {
+  createKey,
+  databaseErrorMessage,
+  DATABASE_HELP,
+  DATABASE_OPTIONS,
+  databaseTarget,
+  displayUrl,
+  KeyError,
+  listKeys,
+  openKeysDb,
+  revokeKey,
+  type DatabaseTarget,
+  type KeyInfo,
+  type NewKey,
+} from '../db/keys.ts';
+
+const HELP = `Usage: npm run keys -- <command> [options]
+
+Commands:
+  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T]
+                      creates a key and prints it, once, as the last line: only its hash is stored
+  list                lists the keys (never their secrets)
+  revoke ID           revokes the key with that id; clients using it are refused from then on
+
+Options of create:
+  --name NAME         what the key is for (required)
+  --models a,b        the models the key may use, comma-separated          (default: all)
+  --rpm N             requests per minute                                 (default: no limit)
+  --tpm N             tokens per minute                                   (default: no limit)
+  --budget N          tokens per calendar month (UTC)                     (default: no limit)
+  --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
+
+Options of every command (each also settable by the environment variable shown):
+${DATABASE_HELP}
+  -h, --help          show this help
+
+The database must be migrated first: npm run migrate -- --url URL
+`;
+
+type KeysCommand =
+  | { command: 'create'; target: DatabaseTarget; input: NewKey }
+  | { command: 'list'; target: DatabaseTarget }
+  | { command: 'revoke'; target: DatabaseTarget; id: string };
+
+const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant'] as const;
+
+function positiveInt(flag: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!/^[1-9][0-9]*$/.test(raw) || !Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`--${flag} must be a positive integer, got '${raw}'`);
+  return n;
+}
+
+function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        ...DATABASE_OPTIONS,
+        name: { type: 'string' },
+        models: { type: 'string' },
+        rpm: { type: 'string' },
+        tpm: { type: 'string' },
+        budget: { type: 'string' },
+        tenant: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n\n${HELP}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return undefined;
+  const [command, ...rest] = positionals;
+  if (command === undefined) throw new ConfigError(`a command is required: create, list or revoke\n\n${HELP}`);
+  if (command !== 'create' && command !== 'list' && command !== 'revoke') {
+    throw new ConfigError(`unknown command '${command}': use create, list or revoke\n\n${HELP}`);
+  }
+  if (command !== 'create') {
+    const misplaced = CREATE_OPTIONS.filter((o) => values[o] !== undefined);
+    if (misplaced.length > 0) throw new ConfigError(`${misplaced.map((o) => `--${o}`).join(', ')} ${misplaced.length === 1 ? 'goes' : 'go'} only with create, not with ${command}`);
+  }
+  const expected = command === 'revoke' ? 1 : 0;
+  if (rest.length !== expected) {
+    throw new ConfigError(
+      command === 'revoke'
+        ? `revoke takes exactly one key id (see \`npm run keys -- list\`), got ${rest.length === 0 ? 'none' : rest.map((r) => `'${r}'`).join(' ')}`
+        : `${command} takes no arguments, got ${rest.map((r) => `'${r}'`).join(' ')}`,
+    );
+  }
+  if (command === 'revoke' && !rest[0]!.trim()) throw new ConfigError('the key id to revoke must not be empty');
+
+  // Validate every flag before touching the database, so a typo never half-creates anything.
+  let input: NewKey | undefined;
+  if (command === 'create') {
+    const name = values.name?.trim();
+    if (!name) throw new ConfigError(values.name === undefined ? 'create needs --name NAME: what the key is for' : '--name must not be empty');
+    let models: string[] | undefined;
+    if (values.models !== undefined) {
+      models = values.models.split(',').map((m) => m.trim());
+      if (models.some((m) => !m)) throw new ConfigError(`--models must be model ids separated by commas, with no empty ones, got '${values.models}'`);
+    }
+    if (values.tenant !== undefined && !values.tenant.trim()) throw new ConfigError('--tenant must not be empty');
+    input = {
+      name,
+      models,
+      rpm: positiveInt('rpm', values.rpm),
+      tpm: positiveInt('tpm', values.tpm),
+      monthlyTokenBudget: positiveInt('budget', values.budget),
+      tenant: values.tenant?.trim(),
+    };
+  }
+  const target = databaseTarget(values, env);
+  if (command === 'create') return { command, target, input: input! };
+  if (command === 'revoke') return { command, target, id: rest[0]!.trim() };
+  return { command, target };
+}
+
+const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
+const limit = (n: number | null) => (n === null ? '-' : String(n));
+
+function table(keys: KeyInfo[]): string {
+  const header = ['id', 'name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'budget', 'created', 'revoked'];
+  const rows = keys.map((k) => [
+    k.id,
+    k.name,
+    `${k.prefix}…`,
+    k.tenant,
+    k.models ? k.models.join(',') : 'all',
+    limit(k.rpm),
+    limit(k.tpm),
+    limit(k.monthlyTokenBudget),
+    time(k.createdAt),
+    time(k.revokedAt),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+let cmd;
+try {
+  cmd = readKeysCommand(process.argv.slice(2), process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`npu-relay keys: ${err.message}`);
+  process.exit(2);
+}
+if (!cmd) {
+  console.log(HELP);
+  process.exit(0);
+}
+
+const { db, close } = openKeysDb(cmd.target);
+try {
+  switch (cmd.command) {
+    case 'create': {
+      const { key, info } = await createKey(db, cmd.input);
+      console.log(`Created API key ${info.id} '${info.name}' (tenant ${info.tenant}; models: ${info.models ? info.models.join(', ') : 'all'}; ` +
+        `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}).`);
+      console.log('This is the only time the key is shown: only its hash is stored. Keep it now:');
+      console.log(key);
+      break;
+    }
+    case 'list': {
+      const keys = await listKeys(db);
+      console.log(keys.length === 0 ? `No API keys in ${displayUrl(cmd.target.url)}: create one with \`npm run keys -- create --name NAME\`.` : table(keys));
+      break;
+    }
+    case 'revoke': {
+      const { info, alreadyRevoked } = await revokeKey(db, cmd.id);
+      console.log(alreadyRevoked ? `${info.id} '${info.name}' was already revoked at ${time(info.revokedAt)}.` : `Revoked ${info.id} '${info.name}' at ${time(info.revokedAt)}.`);
+      break;
+    }
+  }
+} catch (err) {
+  if (err instanceof KeyError) {
+    console.error(`npu-relay keys: ${err.message}`);
+  } else {
+    console.error(`npu-relay keys: ${cmd.command} failed on ${displayUrl(cmd.target.url)}: ${databaseErrorMessage(err)}
+Check that the database is reachable (a local sqld runs while \`npm start\` does; its URL is in the banner), that it is migrated (\`npm run migrate\`) and, for Turso, that --auth-token / NPU_RELAY_LIBSQL_AUTH_TOKEN is set.`);
+  }
+  process.exitCode = 1;
+} finally {
+  close();
+}
