@@ -51,7 +51,7 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
     return (await res.json()) as { id: string; key: string };
   };
   const { key: apiKey } = await createKey({ name: 'test' });
-  return {
+  const testEdge: TestEdge = {
     edge,
     sqld,
     url: edge.url,
@@ -63,10 +63,12 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
     openai: (o = {}) => new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: o.apiKey ?? apiKey, maxRetries: o.maxRetries ?? 0 }),
     stop: async () => {
       await edge.stop();
-      await sqld.stop();
+      // A test may have restarted the database; stop whichever one is current.
+      await testEdge.sqld.stop();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+  return testEdge;
 }
 
 export async function createOrtEngine(): Promise<OrtEngine> {

@@ -293,25 +293,34 @@ export class AgentHub extends DurableObject<Env> {
     ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
     const base = { id: ctx.id, at: started, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
 
+    // The leader of identical in-flight requests registers itself before any await, so a twin arriving meanwhile
+    // waits for it instead of generating again.
+    const leader = ck && !dispatch.noCache ? this.#leaders.get(ck) : undefined;
+    const settled = Promise.withResolvers<Settlement>();
+    if (ck && !leader) {
+      this.#leaders.set(ck, settled.promise);
+      settled.promise.finally(() => this.#leaders.get(ck) === settled.promise && this.#leaders.delete(ck));
+    }
     if (ck && !dispatch.noCache) {
-      // An identical request already running: wait for it and answer from its result.
-      const leader = this.#leaders.get(ck);
       const hit = leader ? await leader.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await this.#cached(ck);
       if (hit) {
         ctx.cache = 'HIT';
         const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
         this.#ledger.chargeTokens(key.id, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
+        if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks });
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
       }
     }
 
-    const { ws, connId, agentId } = this.#pick(dispatch.task);
-    const settled = Promise.withResolvers<Settlement>();
-    if (ck) {
-      this.#leaders.set(ck, settled.promise);
-      settled.promise.finally(() => this.#leaders.get(ck) === settled.promise && this.#leaders.delete(ck));
+    let picked;
+    try {
+      picked = this.#pick(dispatch.task);
+    } catch (err) {
+      settled.resolve({ status: 503, outcome: 'error', errorCode: 'no_agent', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
+      throw err;
     }
+    const { ws, connId, agentId } = picked;
     const exchange = new Exchange({
       id: ctx.id,
       connId,

@@ -1,0 +1,82 @@
+/**
+ * Finds the models in the models directory. A model is a sub-folder holding a Hugging Face `config.json`; its id is
+ * the folder name and its kind comes from the config: a causal language model serves chat, an encoder serves
+ * embeddings. Folders that are neither are reported, not silently dropped.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { ModelKind } from '../../shared/protocol/frames.ts';
+
+export interface CatalogEntry {
+  id: string;
+  kind: ModelKind;
+  dir: string;
+  /** `max_position_embeddings` (or an equivalent) from the config, when present. */
+  contextLength?: number;
+  /** Weight formats found in the folder. */
+  formats: Array<'onnx' | 'openvino'>;
+}
+
+export interface Catalog {
+  entries: CatalogEntry[];
+  /** Folders that look like models but could not be classified, with the reason. */
+  skipped: Array<{ dir: string; reason: string }>;
+}
+
+interface HfConfig {
+  architectures?: string[];
+  model_type?: string;
+  is_decoder?: boolean;
+  max_position_embeddings?: number;
+  n_positions?: number;
+  max_sequence_length?: number;
+}
+
+/** Encoder families whose bare model (no LM head) is used for sentence embeddings. */
+const ENCODER_TYPES = new Set(['bert', 'roberta', 'xlm-roberta', 'distilbert', 'mpnet', 'nomic_bert', 'modernbert', 'electra', 'deberta-v2', 'e5', 'gte', 'jina_bert']);
+
+export function classify(config: HfConfig): ModelKind | undefined {
+  const archs = config.architectures ?? [];
+  if (archs.some((a) => /ForCausalLM$|LMHeadModel$|ForConditionalGeneration$/.test(a))) return 'chat';
+  if (config.model_type && ENCODER_TYPES.has(config.model_type) && !config.is_decoder) return 'embedding';
+  if (archs.some((a) => /(Model|ForSentenceEmbedding)$/.test(a)) && config.model_type && ENCODER_TYPES.has(config.model_type)) return 'embedding';
+  return undefined;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+export async function scanModels(modelsDir: string): Promise<Catalog> {
+  const catalog: Catalog = { entries: [], skipped: [] };
+  let names: string[];
+  try {
+    names = (await readdir(modelsDir, { withFileTypes: true })).filter((d) => d.isDirectory() || d.isSymbolicLink()).map((d) => d.name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return catalog;
+    throw err;
+  }
+  for (const name of names.sort()) {
+    const dir = path.join(modelsDir, name);
+    const configPath = path.join(dir, 'config.json');
+    if (!(await exists(configPath))) continue;
+    let config: HfConfig;
+    try {
+      config = JSON.parse(await readFile(configPath, 'utf8')) as HfConfig;
+    } catch (err) {
+      catalog.skipped.push({ dir, reason: `config.json is not valid JSON: ${(err as Error).message}` });
+      continue;
+    }
+    const kind = classify(config);
+    if (!kind) {
+      catalog.skipped.push({ dir, reason: `cannot tell whether ${config.architectures?.join(',') ?? config.model_type ?? 'this model'} is a chat or an embedding model` });
+      continue;
+    }
+    const formats: CatalogEntry['formats'] = [];
+    if (await exists(path.join(dir, 'onnx'))) formats.push('onnx');
+    if (await exists(path.join(dir, 'openvino_model.xml'))) formats.push('openvino');
+    const contextLength = config.max_position_embeddings ?? config.n_positions ?? config.max_sequence_length;
+    catalog.entries.push({ id: name, kind, dir, formats, ...(contextLength ? { contextLength } : {}) });
+  }
+  return catalog;
+}
