@@ -61,6 +61,8 @@ export const cacheEntries = sqliteTable(
     endpoint: text('endpoint').notNull(),
     model: text('model').notNull(),
     chunks: text('chunks', { mode: 'json' }).$type<Array<{ text: string; tokens: number }>>().notNull(),
+    /** For embedding requests: the vectors, in input order. */
+    embeddings: text('embeddings', { mode: 'json' }).$type<number[][] | null>(),
     finishReason: text('finish_reason').notNull(),
     promptTokens: integer('prompt_tokens').notNull(),
     completionTokens: integer('completion_tokens').notNull(),
