@@ -99,12 +99,19 @@ export class Agent {
 
   async #run(frame: RequestFrame, signal: AbortSignal): Promise<void> {
     const { id, body } = frame;
-    const log = this.#log.child({ requestId: id, model: body.model });
+    const log = this.#log.child({ requestId: id, model: body.model, task: body.task });
     const started = performance.now();
     let ttftMs: number | undefined;
     let completionTokens = 0;
     try {
-      for await (const event of this.#engine.chat(body, signal)) {
+      if (body.task === 'embed') {
+        const result = await this.#engine.embed(body, signal);
+        const durationMs = performance.now() - started;
+        this.#tunnel.send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens: result.promptTokens, completionTokens: 0 }, device: result.device, durationMs });
+        log.info({ inputs: body.input.length, promptTokens: result.promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
+        return;
+      }
+      for await (const event of this.#engine.generate(body, signal)) {
         if (event.type === 'delta') {
           ttftMs ??= performance.now() - started;
           completionTokens += event.tokens;
@@ -116,10 +123,10 @@ export class Agent {
         }
       }
     } catch (err) {
-      const code = toErrorCode(err);
+      const code = signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
       const message = err instanceof AgentError ? err.message : `the agent failed: ${(err as Error).message}`;
-      if (!(err instanceof AgentError)) log.error({ err }, 'unexpected failure');
-      else log.warn({ code, err: err.message }, 'request failed');
+      if (code === 'internal') log.error({ err }, 'unexpected failure');
+      else log.warn({ code, err: (err as Error).message }, 'request failed');
       this.#tunnel.send({ type: 'error', id, code, message, usage: { promptTokens: 0, completionTokens } });
     }
   }

@@ -18,7 +18,7 @@ function chat(content: string, sampling: Partial<Sampling> = {}): ChatTask {
 
 async function run(engine: Engine, task: ChatTask, signal = new AbortController().signal) {
   const events: GenerationEvent[] = [];
-  for await (const e of engine.chat(task, signal)) events.push(e);
+  for await (const e of engine.generate(task, signal)) events.push(e);
   const deltas = events.filter((e) => e.type === 'delta');
   const done = events.at(-1);
   assert.equal(done?.type, 'done', 'the last event is done');
@@ -80,7 +80,7 @@ for (const { name, create } of ENGINES) {
       const controller = new AbortController();
       const events: GenerationEvent[] = [];
       const started = performance.now();
-      for await (const e of engine.chat(chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }), controller.signal)) {
+      for await (const e of engine.generate(chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }), controller.signal)) {
         events.push(e);
         if (events.length === 5) controller.abort();
       }
@@ -92,7 +92,7 @@ for (const { name, create } of ENGINES) {
     });
 
     test('a consumer that stops iterating stops generation', async () => {
-      const iterator = engine.chat(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)[Symbol.asyncIterator]();
+      const iterator = engine.generate(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)[Symbol.asyncIterator]();
       await iterator.next();
       await iterator.return?.();
       // The engine is free again right away: a new request completes normally.

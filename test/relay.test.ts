@@ -160,7 +160,7 @@ describe('relay', () => {
     const expected = await Promise.all(
       prompts.map(async (p) => {
         let text = '';
-        for await (const e of engine.chat({ task: 'chat', model: CHAT_MODEL, messages: ask(p), sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } }, new AbortController().signal)) {
+        for await (const e of engine.generate({ task: 'chat', model: CHAT_MODEL, messages: ask(p), sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } }, new AbortController().signal)) {
           if (e.type === 'delta') text += e.text;
         }
         return text;

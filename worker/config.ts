@@ -13,10 +13,11 @@ export interface EdgeConfig {
   maxBodyBytes: number;
   cacheTtlMs: number;
   keyGraceMs: number;
+  inferenceTimeoutMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
-type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_KEY_GRACE_S';
+type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_INFERENCE_TIMEOUT_S';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -47,6 +48,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       maxBodyBytes: positiveInt(env, 'NPU_RELAY_MAX_BODY_BYTES', 1024 * 1024),
       cacheTtlMs: positiveInt(env, 'NPU_RELAY_CACHE_TTL_S', 24 * 3600) * 1000,
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
+      inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
     };
     cache.set(env, config);
   }

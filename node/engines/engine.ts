@@ -2,7 +2,7 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { ChatTask, DeviceInfo, FinishReason, ModelInfo, Usage } from '../../shared/protocol/frames.ts';
+import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Usage } from '../../shared/protocol/frames.ts';
 
 /** A piece of generated text and how many tokens produced it. */
 export interface TextDelta {
@@ -21,6 +21,14 @@ export interface GenerationDone {
 
 export type GenerationEvent = TextDelta | GenerationDone;
 
+export interface EmbeddingResult {
+  /** One vector per input, in input order. */
+  vectors: number[][];
+  /** Tokens in all inputs together. */
+  promptTokens: number;
+  device: string;
+}
+
 export interface Engine {
   /** Engine name as printed at start-up and advertised to the edge, e.g. `onnxruntime`. */
   readonly name: string;
@@ -29,11 +37,14 @@ export interface Engine {
   /** The models this engine serves. */
   models(): readonly ModelInfo[];
   /**
-   * Streams a chat completion. The iterable ends with exactly one `done` event. Aborting `signal` stops
-   * generation at the next token and still ends with `done` (finish reason `cancelled`, the tokens produced so far).
-   * Errors (unknown model, load failure, engine fault) are thrown as `EngineError`.
+   * Streams generated text: a chat completion (through the model's chat template) or a raw completion. The
+   * iterable ends with exactly one `done` event. Aborting `signal` stops generation at the next token and still
+   * ends with `done` (finish reason `cancelled`, the tokens produced so far). Errors (unknown model, load failure,
+   * engine fault) are thrown as `AgentError`s.
    */
-  chat(task: ChatTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  /** Embeds a batch of texts with the model's pooling and normalisation. */
+  embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

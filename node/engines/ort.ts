@@ -2,8 +2,12 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import {
   AutoModelForCausalLM,
+  pipeline,
+  type FeatureExtractionPipeline,
   AutoTokenizer,
   BaseStreamer,
   LogitsProcessorList,
@@ -15,13 +19,13 @@ import {
   type Tensor,
   type TextStreamer,
 } from '@huggingface/transformers';
-import type { ChatTask, DeviceInfo, FinishReason, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
-import type { Engine, GenerationEvent } from './engine.ts';
-import { SeededSampler } from './sampling.ts';
+import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import { PenaltyProcessor, SeededSampler } from './sampling.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OrtEngineOptions {
@@ -29,6 +33,39 @@ export interface OrtEngineOptions {
   models: readonly CatalogEntry[];
   /** Weight precision to load (`fp32` reads `onnx/model.onnx`). */
   dtype?: 'fp32' | 'fp16' | 'q8' | 'q4';
+}
+
+interface Embedder {
+  extractor: FeatureExtractionPipeline;
+  pooling: 'mean' | 'cls' | 'last_token';
+  normalize: boolean;
+  dimensions: number | undefined;
+}
+
+/**
+ * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
+ * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
+ */
+async function embeddingSettings(dir: string): Promise<Pick<Embedder, 'pooling' | 'normalize' | 'dimensions'>> {
+  const json = async (file: string) => JSON.parse(await readFile(path.join(dir, file), 'utf8')) as Record<string, unknown>;
+  let pooling: Embedder['pooling'] = 'mean';
+  let dimensions: number | undefined;
+  let normalize = true;
+  try {
+    const p = await json('1_Pooling/config.json');
+    if (p.pooling_mode_cls_token) pooling = 'cls';
+    else if (p.pooling_mode_lasttoken) pooling = 'last_token';
+    if (typeof p.word_embedding_dimension === 'number') dimensions = p.word_embedding_dimension;
+  } catch {
+    // no sentence-transformers pooling config: keep the defaults
+  }
+  try {
+    const modules = (await json('modules.json')) as unknown as Array<{ type?: string }>;
+    normalize = modules.some((m) => m.type?.endsWith('Normalize'));
+  } catch {
+    // no modules.json: keep the default
+  }
+  return { pooling, normalize, dimensions };
 }
 
 interface ChatModel {
@@ -79,6 +116,7 @@ export class OrtEngine implements Engine {
   readonly #entries: Map<string, CatalogEntry>;
   readonly #dtype: NonNullable<OrtEngineOptions['dtype']>;
   readonly #chatModels = new Map<string, Promise<ChatModel>>();
+  readonly #embedders = new Map<string, Promise<Embedder>>();
 
   constructor(options: OrtEngineOptions) {
     env.allowRemoteModels = false;
@@ -93,6 +131,9 @@ export class OrtEngine implements Engine {
       id: m.id,
       kind: m.kind,
       device: 'CPU',
+      format: `onnx ${this.#dtype}`,
+      ...(m.family ? { family: m.family } : {}),
+      ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
     }));
   }
@@ -126,16 +167,52 @@ export class OrtEngine implements Engine {
     return loading;
   }
 
-  async *chat(task: ChatTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  /** Loads an embedding model once, like #chatModel. */
+  #embedder(id: string): Promise<Embedder> {
+    const entry = this.#entry(id, 'embedding');
+    let loading = this.#embedders.get(id);
+    if (!loading) {
+      loading = (async () => {
+        try {
+          const extractor = await pipeline('feature-extraction', entry.id, { local_files_only: true, dtype: this.#dtype, device: 'cpu' });
+          return { extractor, ...(await embeddingSettings(entry.dir)) };
+        } catch (err) {
+          this.#embedders.delete(id);
+          throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+        }
+      })();
+      this.#embedders.set(id, loading);
+    }
+    return loading;
+  }
+
+  async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const { extractor, pooling, normalize } = await this.#embedder(task.model);
+    signal.throwIfAborted();
+    try {
+      const encoded = extractor.tokenizer(task.input, { padding: true, truncation: true }) as { attention_mask: Tensor };
+      const promptTokens = Number((encoded.attention_mask.data as BigInt64Array).reduce((a, b) => a + b, 0n));
+      const output = await extractor(task.input, { pooling, normalize });
+      return { vectors: output.tolist() as number[][], promptTokens, device: 'CPU' };
+    } catch (err) {
+      throw new EngineError(`embedding failed in '${task.model}': ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const { tokenizer, model, eosIds } = await this.#chatModel(task.model);
     let inputs: { input_ids: Tensor; attention_mask: Tensor };
     try {
-      inputs = tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true }) as typeof inputs;
+      inputs =
+        task.task === 'chat'
+          ? (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true }) as typeof inputs)
+          : (tokenizer(task.prompt) as typeof inputs);
     } catch (err) {
       throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
     }
     const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
-    const contextLength = this.#entries.get(task.model)?.contextLength;
+    const modelContext = this.#entries.get(task.model)?.contextLength;
+    const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
     const room = contextLength ? contextLength - promptTokens : Infinity;
     if (room <= 0) {
       throw new EngineError(`the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength}`);
@@ -161,15 +238,20 @@ export class OrtEngine implements Engine {
         pendingTokens = 0;
       }
     });
-    const { temperature, topP, topK, seed } = task.sampling;
+    const { temperature, topP, topK, seed, presencePenalty, frequencyPenalty, repetitionPenalty } = task.sampling;
+    // Penalties shape the logits first; then either greedy decoding or the seeded sampler picks the token.
+    const logitProcessors: LogitsProcessor[] = [];
+    if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
+    if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
     const generation = model.generate({
       ...inputs,
       max_new_tokens: maxNewTokens,
       do_sample: false,
+      ...(repetitionPenalty && repetitionPenalty !== 1 ? { repetition_penalty: repetitionPenalty } : {}),
       // generate() is typed for TextStreamer, but accepts any BaseStreamer.
       streamer: streamer as unknown as TextStreamer,
       stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped)],
-      ...(temperature > 0 ? { logits_processor: processors(new SeededSampler({ temperature, topP, topK, seed })) } : {}),
+      ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
     });
 
     generation.then(
@@ -193,8 +275,11 @@ export class OrtEngine implements Engine {
   }
 
   async close(): Promise<void> {
-    const loaded = await Promise.allSettled(this.#chatModels.values());
+    const chat = await Promise.allSettled(this.#chatModels.values());
+    const embedders = await Promise.allSettled(this.#embedders.values());
     this.#chatModels.clear();
-    for (const r of loaded) if (r.status === 'fulfilled') await r.value.model.dispose();
+    this.#embedders.clear();
+    for (const r of chat) if (r.status === 'fulfilled') await r.value.model.dispose();
+    for (const r of embedders) if (r.status === 'fulfilled') await r.value.extractor.dispose();
   }
 }

@@ -52,3 +52,30 @@ export class SeededSampler extends LogitsProcessor {
     return order[kept - 1]!;
   }
 }
+
+/**
+ * OpenAI's presence and frequency penalties, over the tokens generated so far (not the prompt): each logit drops
+ * by `presence` if its token has appeared and by `frequency` times the number of times it has appeared.
+ */
+export class PenaltyProcessor extends LogitsProcessor {
+  readonly #presence: number;
+  readonly #frequency: number;
+  readonly #promptLength: number;
+
+  constructor(presence: number, frequency: number, promptLength: number) {
+    super();
+    this.#presence = presence;
+    this.#frequency = frequency;
+    this.#promptLength = promptLength;
+  }
+
+  override _call(inputIds: bigint[][], logits: Tensor): Tensor {
+    for (let b = 0; b < inputIds.length; b++) {
+      const row = (logits as unknown as Tensor[])[b]!.data as Float32Array;
+      const counts = new Map<number, number>();
+      for (const id of inputIds[b]!.slice(this.#promptLength)) counts.set(Number(id), (counts.get(Number(id)) ?? 0) + 1);
+      for (const [id, n] of counts) row[id] = row[id]! - this.#presence - this.#frequency * n;
+    }
+    return logits;
+  }
+}

@@ -13,6 +13,10 @@ export interface CatalogEntry {
   dir: string;
   /** `max_position_embeddings` (or an equivalent) from the config, when present. */
   contextLength?: number;
+  /** `model_type` from the config, e.g. `llama`. */
+  family?: string;
+  /** `hidden_size` from the config: the vector size of an embedding model. */
+  hiddenSize?: number;
   /** Weight formats found in the folder. */
   formats: Array<'onnx' | 'openvino'>;
 }
@@ -30,6 +34,7 @@ interface HfConfig {
   max_position_embeddings?: number;
   n_positions?: number;
   max_sequence_length?: number;
+  hidden_size?: number;
 }
 
 /** Encoder families whose bare model (no LM head) is used for sentence embeddings. */
@@ -76,7 +81,15 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
     if (await exists(path.join(dir, 'onnx'))) formats.push('onnx');
     if (await exists(path.join(dir, 'openvino_model.xml'))) formats.push('openvino');
     const contextLength = config.max_position_embeddings ?? config.n_positions ?? config.max_sequence_length;
-    catalog.entries.push({ id: name, kind, dir, formats, ...(contextLength ? { contextLength } : {}) });
+    catalog.entries.push({
+      id: name,
+      kind,
+      dir,
+      formats,
+      ...(contextLength ? { contextLength } : {}),
+      ...(config.model_type ? { family: config.model_type } : {}),
+      ...(config.hidden_size ? { hiddenSize: config.hidden_size } : {}),
+    });
   }
   return catalog;
 }

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, MAX_STOP_SEQUENCES } from './defaults.ts';
-import type { ChatMessage, ChatTask } from '../protocol/frames.ts';
+import type { ChatMessage, ChatTask, CompleteTask, EmbedTask, Sampling } from '../protocol/frames.ts';
 
 const TextPart = z.object({ type: z.literal('text'), text: z.string() });
 
@@ -36,6 +36,8 @@ export const ChatCompletionRequest = z.object({
   top_p: Probability.gt(0).nullable().optional(),
   stop: Stop,
   seed: z.number().int().min(-(2 ** 53) + 1).max(2 ** 53 - 1).nullable().optional(),
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   user: z.string().max(256).optional(),
   n: onlyOff(z.number().int(), (n) => n === 1, 'only n=1 is supported: this server generates one choice per request'),
   logprobs: onlyOff(z.boolean(), (v) => v === false, 'logprobs are not supported by this server'),
@@ -52,6 +54,23 @@ function contentText(content: z.infer<typeof Message>['content']): string {
   return typeof content === 'string' ? content : content.map((p) => p.text).join('');
 }
 
+type SamplingFields = Pick<ChatCompletionRequest, 'max_tokens' | 'temperature' | 'top_p' | 'stop' | 'seed' | 'presence_penalty' | 'frequency_penalty'> & {
+  max_completion_tokens?: number | null | undefined;
+};
+
+function sampling(req: SamplingFields, defaultMaxTokens: number): Sampling {
+  const stop = req.stop === undefined || req.stop === null ? [] : typeof req.stop === 'string' ? [req.stop] : req.stop;
+  return {
+    maxTokens: req.max_completion_tokens ?? req.max_tokens ?? defaultMaxTokens,
+    temperature: req.temperature ?? DEFAULT_TEMPERATURE,
+    topP: req.top_p ?? DEFAULT_TOP_P,
+    stop,
+    ...(req.seed !== undefined && req.seed !== null ? { seed: req.seed } : {}),
+    ...(req.presence_penalty ? { presencePenalty: req.presence_penalty } : {}),
+    ...(req.frequency_penalty ? { frequencyPenalty: req.frequency_penalty } : {}),
+  };
+}
+
 /** Maps a validated OpenAI chat request to the tunnel task, with every default filled in. */
 export function chatTaskFromOpenAI(req: ChatCompletionRequest): ChatTask {
   const messages: ChatMessage[] = req.messages.map((m) => ({
@@ -59,17 +78,51 @@ export function chatTaskFromOpenAI(req: ChatCompletionRequest): ChatTask {
     role: m.role === 'developer' ? 'system' : m.role,
     content: contentText(m.content),
   }));
-  const stop = req.stop === undefined || req.stop === null ? [] : typeof req.stop === 'string' ? [req.stop] : req.stop;
-  return {
-    task: 'chat',
-    model: req.model,
-    messages,
-    sampling: {
-      maxTokens: req.max_completion_tokens ?? req.max_tokens ?? DEFAULT_MAX_TOKENS,
-      temperature: req.temperature ?? DEFAULT_TEMPERATURE,
-      topP: req.top_p ?? DEFAULT_TOP_P,
-      stop,
-      ...(req.seed !== undefined && req.seed !== null ? { seed: req.seed } : {}),
-    },
-  };
+  return { task: 'chat', model: req.model, messages, sampling: sampling(req, DEFAULT_MAX_TOKENS) };
+}
+
+/** OpenAI's legacy completions default to 16 tokens. */
+const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+export const CompletionRequest = z.object({
+  model: z.string().min(1).max(256),
+  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  max_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: Probability.gt(0).nullable().optional(),
+  stop: Stop,
+  seed: z.number().int().min(-(2 ** 53) + 1).max(2 ** 53 - 1).nullable().optional(),
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
+  user: z.string().max(256).optional(),
+  n: onlyOff(z.number().int(), (n) => n === 1, 'only n=1 is supported: this server generates one choice per request'),
+  best_of: onlyOff(z.number().int(), (n) => n === 1, 'best_of is not supported by this server'),
+  logprobs: onlyOff(z.number().int(), (v) => v === 0, 'logprobs are not supported by this server'),
+  echo: onlyOff(z.boolean(), (v) => v === false, 'echo is not supported by this server'),
+  suffix: onlyOff(z.string(), (v) => v === '', 'suffix (insertion) is not supported by this server'),
+  logit_bias: onlyOff(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias is not supported by this server'),
+});
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
+
+export function completeTaskFromOpenAI(req: CompletionRequest): CompleteTask {
+  const prompt = typeof req.prompt === 'string' ? req.prompt : req.prompt[0]!;
+  return { task: 'complete', model: req.model, prompt, sampling: sampling(req, COMPLETIONS_DEFAULT_MAX_TOKENS) };
+}
+
+export const EmbeddingRequest = z.object({
+  model: z.string().min(1).max(256),
+  input: z.union([
+    z.string(),
+    z.array(z.string()).min(1, 'input must not be an empty list').max(2048),
+  ]),
+  encoding_format: z.enum(['float', 'base64']).optional(),
+  dimensions: z.number().int().positive().optional(),
+  user: z.string().max(256).optional(),
+});
+export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;
+
+export function embedTaskFromOpenAI(req: EmbeddingRequest): EmbedTask {
+  return { task: 'embed', model: req.model, input: typeof req.input === 'string' ? [req.input] : req.input };
 }

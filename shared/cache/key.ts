@@ -20,13 +20,34 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** Only reproducible requests are cached: greedy decoding, or sampling with a fixed seed. */
+/** Only reproducible requests are cached: embeddings, greedy decoding, or sampling with a fixed seed. */
 export function isDeterministic(task: Task): boolean {
+  if (task.task === 'embed') return true;
   return task.sampling.temperature === 0 || task.sampling.seed !== undefined;
 }
 
+/**
+ * The task with settings that cannot change the output removed: neutral values (top-k 0, repetition penalty 1,
+ * zero penalties) and, under greedy decoding, everything that only shapes sampling.
+ */
+export function canonicalTask(task: Task): Task {
+  if (task.task === 'embed') return task;
+  const { topK, topP, seed, repetitionPenalty, presencePenalty, frequencyPenalty, ...rest } = task.sampling;
+  const greedy = rest.temperature === 0;
+  const sampling = {
+    ...rest,
+    ...(!greedy ? { topP } : {}),
+    ...(!greedy && topK ? { topK } : {}),
+    ...(!greedy && seed !== undefined ? { seed } : {}),
+    ...(repetitionPenalty !== undefined && repetitionPenalty !== 1 ? { repetitionPenalty } : {}),
+    ...(presencePenalty ? { presencePenalty } : {}),
+    ...(frequencyPenalty ? { frequencyPenalty } : {}),
+  };
+  return { ...task, sampling };
+}
+
 export async function cacheKey(tenant: string, task: Task): Promise<string> {
-  const canonical = canonicalJson({ v: CACHE_KEY_VERSION, tenant, task });
+  const canonical = canonicalJson({ v: CACHE_KEY_VERSION, tenant, task: canonicalTask(task) });
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical));
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }

@@ -25,6 +25,12 @@ export const ModelInfo = z.object({
   maxPromptTokens: Count.optional(),
   /** Context window in tokens, when the model's config says. */
   contextLength: Count.optional(),
+  /** Vector size, for embedding models. */
+  dimensions: Count.optional(),
+  /** Architecture family from the model's config, e.g. `llama`, `bert`. */
+  family: z.string().max(64).optional(),
+  /** Weight format and precision, e.g. `onnx fp32`, `openvino int4`. */
+  format: z.string().max(64).optional(),
   ownedBy: z.string().max(128).optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
@@ -52,6 +58,13 @@ export const Sampling = z.object({
   topK: Count.optional(),
   stop: z.array(z.string().min(1)).max(16),
   seed: z.number().int().optional(),
+  /** OpenAI semantics: subtract per token already generated (presence) or per occurrence (frequency). */
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  /** Multiplicative repetition penalty over prompt and output (Ollama's `repeat_penalty`); 1 is off. */
+  repetitionPenalty: z.number().gt(0).max(10).optional(),
+  /** Context window to use, in tokens, when smaller than the model's (Ollama's `num_ctx`). */
+  contextLimit: z.number().int().positive().optional(),
 });
 export type Sampling = z.infer<typeof Sampling>;
 
@@ -63,7 +76,26 @@ export const ChatTask = z.object({
 });
 export type ChatTask = z.infer<typeof ChatTask>;
 
-export const Task = z.discriminatedUnion('task', [ChatTask]);
+/** A raw completion: the prompt is used as is, without the chat template. */
+export const CompleteTask = z.object({
+  task: z.literal('complete'),
+  model: z.string().min(1),
+  prompt: z.string(),
+  sampling: Sampling,
+});
+export type CompleteTask = z.infer<typeof CompleteTask>;
+
+export const EmbedTask = z.object({
+  task: z.literal('embed'),
+  model: z.string().min(1),
+  input: z.array(z.string()).min(1).max(2048),
+});
+export type EmbedTask = z.infer<typeof EmbedTask>;
+
+/** Tasks that generate text. */
+export type GenerateTask = ChatTask | CompleteTask;
+
+export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask]);
 export type Task = z.infer<typeof Task>;
 
 export const FinishReason = z.enum(['stop', 'length', 'cancelled']);
@@ -103,6 +135,16 @@ export const EndFrame = z.object({
   durationMs: z.number().nonnegative(),
 });
 
+/** Terminal frame of an `embed` request: one vector per input, in input order. */
+export const EmbeddingsFrame = z.object({
+  type: z.literal('embeddings'),
+  id: Id,
+  data: z.array(z.array(z.number())).max(2048),
+  usage: Usage,
+  device: z.string().max(64),
+  durationMs: z.number().nonnegative(),
+});
+
 // --- both directions ----------------------------------------------------------------------------------------
 
 export const ErrorFrame = z.object({
@@ -138,12 +180,13 @@ export const CancelFrame = z.object({
   reason: z.string().max(256).optional(),
 });
 
-export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, ChunkFrame, EndFrame, ErrorFrame, PingFrame, PongFrame]);
+export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame]);
 export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, ErrorFrame, PingFrame, PongFrame]);
 
 export type HelloFrame = z.infer<typeof HelloFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;
 export type EndFrame = z.infer<typeof EndFrame>;
+export type EmbeddingsFrame = z.infer<typeof EmbeddingsFrame>;
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
 export type RequestFrame = z.infer<typeof RequestFrame>;

@@ -2,8 +2,8 @@
  * A test decorator around a real engine: it waits a fixed time before passing on each text delta, so tests can
  * see when tokens are produced and when generation stops. It records what it observed; it does not fake output.
  */
-import type { ChatTask } from '../../shared/protocol/frames.ts';
-import type { Engine, GenerationEvent } from '../../node/engines/engine.ts';
+import type { EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { EmbeddingResult, Engine, GenerationEvent } from '../../node/engines/engine.ts';
 
 export interface PacedRun {
   model: string;
@@ -33,12 +33,19 @@ export class PacedEngine implements Engine {
   models() {
     return this.#inner.models();
   }
-  async *chat(task: ChatTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    const run: PacedRun = { model: task.model, firstMessage: task.messages[0]?.content ?? '', produced: [] };
+  /** Embedding requests seen, so tests can tell whether one reached the agent. */
+  embedCalls = 0;
+  embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    this.embedCalls++;
+    return this.#inner.embed(task, signal);
+  }
+  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const firstMessage = task.task === 'chat' ? (task.messages[0]?.content ?? '') : task.prompt;
+    const run: PacedRun = { model: task.model, firstMessage, produced: [] };
     this.runs.push(run);
     signal.addEventListener('abort', () => (run.abortedAt = performance.now()), { once: true });
     try {
-      for await (const event of this.#inner.chat(task, signal)) {
+      for await (const event of this.#inner.generate(task, signal)) {
         if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, this.delayMs));
         if (event.type === 'delta') run.produced.push(performance.now());
         else run.done = event;

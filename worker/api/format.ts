@@ -5,9 +5,19 @@
 import type { FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import type { ApiError, Flavor } from '../http/errors.ts';
 
+export interface Timing {
+  /** Agent-measured time to first token, when a token was produced. */
+  ttftMs?: number;
+  /** Agent-measured time from receiving the request to its end. */
+  durationMs: number;
+  /** Edge-measured time from dispatch to the end. */
+  totalMs: number;
+}
+
 export interface Outcome {
   finishReason: FinishReason;
   usage: Usage;
+  timing?: Timing;
 }
 
 /** Response metadata fixed when the request is dispatched. */
@@ -17,6 +27,8 @@ export interface ResponseMeta {
   /** Unix seconds. */
   created: number;
   includeUsage: boolean;
+  /** OpenAI embeddings: how vectors are encoded. */
+  encoding?: 'float' | 'base64';
 }
 
 export interface StreamWriter {
@@ -36,4 +48,6 @@ export interface ResponseFormat {
   stream(meta: ResponseMeta): StreamWriter;
   /** The whole non-streaming response body. */
   body(meta: ResponseMeta, text: string, outcome: Outcome): unknown;
+  /** The body of an embeddings response, for formats that serve embeddings. */
+  embeddings?(meta: ResponseMeta, vectors: number[][], usage: Usage, timing?: Timing): unknown;
 }

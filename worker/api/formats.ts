@@ -1,9 +1,17 @@
 /** Every response format the edge can produce, by name; the name travels from the Worker to the Durable Object. */
 import type { ResponseFormat } from './format.ts';
-import { openaiChat } from './openai-chat.ts';
+import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './ollama.ts';
+import { openaiChat, openaiCompletion } from './openai-chat.ts';
+import { openaiEmbeddings } from './openai-embeddings.ts';
 
 export const FORMATS = {
   'openai.chat': openaiChat,
+  'openai.completion': openaiCompletion,
+  'openai.embeddings': openaiEmbeddings,
+  'ollama.chat': ollamaChat,
+  'ollama.generate': ollamaGenerate,
+  'ollama.embed': ollamaEmbed,
+  'ollama.embeddings': ollamaEmbeddings,
 } satisfies Record<string, ResponseFormat>;
 
 export type FormatName = keyof typeof FORMATS;

@@ -4,10 +4,14 @@ import { STREAM_HEADERS } from '../tunnel/exchange.ts';
 
 export interface CachedAnswer {
   chunks: Array<{ text: string; tokens: number }>;
+  embeddings?: number[][];
   outcome: Outcome;
 }
 
 export function replay(format: ResponseFormat, meta: ResponseMeta, answer: CachedAnswer, stream: boolean, headers: Record<string, string>): Response {
+  if (answer.embeddings && format.embeddings) {
+    return Response.json(format.embeddings(meta, answer.embeddings, answer.outcome.usage), { headers });
+  }
   if (!stream) {
     const body = format.body(meta, answer.chunks.map((c) => c.text).join(''), answer.outcome);
     return Response.json(body, { headers });

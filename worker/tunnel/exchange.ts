@@ -4,7 +4,7 @@
  * stream fails), and stays registered until the agent confirms the end, so the tokens actually produced are known.
  * When it ends it reports a `Settlement`: what the usage row and the cache need.
  */
-import type { ChunkFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
+import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import type { Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
 import { ApiError, errorResponse } from '../http/errors.ts';
 
@@ -27,6 +27,8 @@ export interface Settlement {
   durationMs: number;
   /** The text as it was chunked, for the cache. */
   chunks: Array<{ text: string; tokens: number }>;
+  /** The vectors of an embeddings request, for the cache. */
+  embeddings?: number[][];
 }
 
 export interface ExchangeOptions {
@@ -98,8 +100,17 @@ export class Exchange {
     if (this.stream && frame.text) this.#write(this.#sse!.delta(frame.text));
   }
 
+  onEmbeddings(frame: EmbeddingsFrame): void {
+    const embeddings = this.#options.format.embeddings;
+    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started };
+    const body = embeddings ? embeddings(this.#options.meta, frame.data, frame.usage, timing) : undefined;
+    this.#done.resolve(Response.json(body, { headers: { 'x-request-id': this.id, ...this.#options.headers } }));
+    this.#settle({ status: 200, outcome: 'ok', errorCode: null, finishReason: 'stop', usage: frame.usage, device: frame.device, embeddings: frame.data });
+  }
+
   onEnd(frame: EndFrame): void {
-    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage };
+    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
+    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
     this.#completionTokens = frame.usage.completionTokens;
     let status = 200;
     if (this.stream) {
@@ -136,6 +147,11 @@ export class Exchange {
   /** Writes a keep-alive if nothing was written for `idleMs`; this is also how a vanished client is noticed. */
   keepAlive(now: number, idleMs: number): void {
     if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs) this.#write(this.#sse!.keepAlive());
+  }
+
+  /** True once the exchange has run longer than `timeoutMs` without finishing. */
+  overdue(now: number, timeoutMs: number): boolean {
+    return !this.#finished && now - this.#started > timeoutMs;
   }
 
   #settle(s: Omit<Settlement, 'ttftMs' | 'durationMs' | 'chunks'>): void {

@@ -14,7 +14,7 @@ import { and, eq, gt } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
-import { replay } from '../api/replay.ts';
+import { replay, type CachedAnswer } from '../api/replay.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
 import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
@@ -41,6 +41,8 @@ export interface Dispatch {
   format: FormatName;
   stream: boolean;
   meta: Omit<ResponseMeta, 'id'>;
+  /** Embeddings: the vector size the client asked for, which must be the model's. */
+  dimensions?: number;
   /** From the client's Cache-Control: `no-cache` skips the lookup, `no-store` skips storing. */
   noCache: boolean;
   noStore: boolean;
@@ -65,8 +67,8 @@ interface RequestContext {
   cache: UsageRow['cache'];
 }
 
-function answerOf(s: Settlement) {
-  return { chunks: s.chunks, outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage } };
+function answerOf(s: Settlement): CachedAnswer {
+  return { chunks: s.chunks, ...(s.embeddings ? { embeddings: s.embeddings } : {}), outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage } };
 }
 
 function usageTokens(u: { promptTokens: number; completionTokens: number }) {
@@ -242,7 +244,7 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** The least busy agent that serves `task.model`; throws the error a client should see when there is none. */
-  #pick(task: Task): { ws: WebSocket; connId: string; agentId: string } {
+  #pick(task: Task): { ws: WebSocket; connId: string; agentId: string; model: ModelInfo } {
     const agents = this.#agents();
     if (agents.length === 0) {
       throw new ApiError('no_agent', 'no agent is connected to this relay, so no model can run; start one (`npm run agent`) and retry', {
@@ -253,7 +255,7 @@ export class AgentHub extends DurableObject<Env> {
     if (serving.length === 0) {
       throw new ApiError('unknown_model', `model '${task.model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
     }
-    const want = task.task === 'chat' ? 'chat' : 'embedding';
+    const want = task.task === 'embed' ? 'embedding' : 'chat';
     const model = serving[0]!.hello.models.find((m) => m.id === task.model)!;
     if (model.kind !== want) {
       throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
@@ -264,7 +266,7 @@ export class AgentHub extends DurableObject<Env> {
       const load = this.#inFlight(a.connId);
       if (load < bestLoad) [best, bestLoad] = [a, load];
     }
-    return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId };
+    return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model };
   }
 
   async #dispatch(dispatch: Dispatch, ctx: RequestContext): Promise<Response> {
@@ -287,7 +289,8 @@ export class AgentHub extends DurableObject<Env> {
     }
 
     const format = FORMATS[dispatch.format];
-    const meta: ResponseMeta = { id: `chatcmpl-${ctx.id}`, ...dispatch.meta };
+    const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
+    const meta: ResponseMeta = { id: `${prefix}-${ctx.id}`, ...dispatch.meta };
     const cacheable = isDeterministic(dispatch.task);
     const ck = cacheable ? await cacheKey(key.tenant, dispatch.task) : undefined;
     ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
@@ -308,7 +311,7 @@ export class AgentHub extends DurableObject<Env> {
         const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
         this.#ledger.chargeTokens(key.id, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
-        if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks });
+        if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks, ...(hit.embeddings ? { embeddings: hit.embeddings } : {}) });
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
       }
     }
@@ -320,7 +323,11 @@ export class AgentHub extends DurableObject<Env> {
       settled.resolve({ status: 503, outcome: 'error', errorCode: 'no_agent', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw err;
     }
-    const { ws, connId, agentId } = picked;
+    const { ws, connId, agentId, model } = picked;
+    if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
+      settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
+      throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
+    }
     const exchange = new Exchange({
       id: ctx.id,
       connId,
@@ -348,16 +355,20 @@ export class AgentHub extends DurableObject<Env> {
     });
     this.#exchanges.set(ctx.id, exchange);
     this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task });
-    if (exchange.stream) this.#startKeepAlive();
+    this.#startKeepAlive();
     return exchange.response();
   }
 
   /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
-  async #cached(key: string): Promise<ReturnType<typeof answerOf> | undefined> {
+  async #cached(key: string): Promise<CachedAnswer | undefined> {
     try {
       const row = (await this.#database().select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1))[0];
       if (!row) return undefined;
-      return { chunks: row.chunks, outcome: { finishReason: row.finishReason as 'stop' | 'length', usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens } } };
+      return {
+        chunks: row.chunks,
+        ...(row.embeddings ? { embeddings: row.embeddings } : {}),
+        outcome: { finishReason: row.finishReason as 'stop' | 'length', usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens } },
+      };
     } catch (err) {
       console.warn('cache lookup failed; treating it as a miss', String(err));
       return undefined;
@@ -367,7 +378,7 @@ export class AgentHub extends DurableObject<Env> {
   async #store(key: string, tenant: string, dispatch: Dispatch, s: Settlement): Promise<void> {
     const now = Date.now();
     const entry = {
-      key, tenant, endpoint: dispatch.task.task, model: dispatch.task.model, chunks: s.chunks, finishReason: s.finishReason!,
+      key, tenant, endpoint: dispatch.task.task, model: dispatch.task.model, chunks: s.chunks, embeddings: s.embeddings ?? null, finishReason: s.finishReason!,
       promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
     };
     try {
@@ -385,22 +396,31 @@ export class AgentHub extends DurableObject<Env> {
     }
   }
 
+  /** While requests are in flight: keep-alives for idle streams, and the inference timeout for all. */
   #startKeepAlive(): void {
     if (this.#keepAliveTimer) return;
     this.#keepAliveTimer = setInterval(() => {
       const now = Date.now();
-      let streaming = 0;
-      for (const ex of this.#exchanges.values()) {
-        if (ex.stream) {
-          streaming++;
+      const { inferenceTimeoutMs } = this.#config();
+      for (const [id, ex] of this.#exchanges) {
+        if (ex.overdue(now, inferenceTimeoutMs)) {
+          this.#exchanges.delete(id);
+          const ws = this.#socketOf(ex.connId);
+          if (ws) this.#send(ws, { type: 'cancel', id, reason: 'inference timeout' });
+          ex.onError(new ApiError('timeout', `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`));
+        } else {
           ex.keepAlive(now, KEEPALIVE_MS);
         }
       }
-      if (streaming === 0 && this.#keepAliveTimer) {
+      if (this.#exchanges.size === 0 && this.#keepAliveTimer) {
         clearInterval(this.#keepAliveTimer);
         this.#keepAliveTimer = undefined;
       }
     }, KEEPALIVE_MS);
+  }
+
+  #socketOf(connId: string): WebSocket | undefined {
+    return this.#agents().find((a) => a.connId === connId)?.ws;
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -427,6 +447,14 @@ export class AgentHub extends DurableObject<Env> {
         return;
       case 'chunk':
         return this.#exchangeFor(ws, attachment.connId, frame.id)?.onChunk(frame);
+      case 'embeddings': {
+        const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
+        if (ex) {
+          this.#exchanges.delete(frame.id);
+          ex.onEmbeddings(frame);
+        }
+        return;
+      }
       case 'end': {
         const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
         if (ex) {

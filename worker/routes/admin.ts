@@ -1,0 +1,69 @@
+/** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
+import type { IRequest, RouterType } from 'itty-router';
+import { z } from 'zod';
+import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
+import { edgeConfig } from '../config.ts';
+import { openDatabase } from '../db/client.ts';
+import { apiKeys } from '../db/schema.ts';
+import { usageTotals } from '../db/usage-report.ts';
+import type { Env } from '../env.ts';
+import { readJson } from '../http/body.ts';
+import { ApiError } from '../http/errors.ts';
+import { hub, requireAdmin, type Args } from './context.ts';
+
+const NewKey = z.object({
+  name: z.string().min(1).max(200),
+  tenant: z.string().min(1).max(200).optional(),
+  models: z.array(z.string().min(1)).min(1).optional(),
+  rpm: z.number().int().positive().optional(),
+  tpm: z.number().int().positive().optional(),
+  budget: z.number().int().positive().optional(),
+});
+
+function database(env: Env) {
+  const config = edgeConfig(env);
+  return openDatabase(config.libsqlUrl, config.libsqlAuthToken);
+}
+
+async function createKey(request: IRequest, env: Env): Promise<Response> {
+  const body = await readJson(request, NewKey, edgeConfig(env).maxBodyBytes);
+  const key = newApiKey();
+  const id = newKeyId();
+  const row = {
+    id, name: body.name, tenant: body.tenant ?? id, prefix: visiblePrefix(key), hash: await hashApiKey(key), models: body.models ?? null,
+    rpm: body.rpm ?? null, tpm: body.tpm ?? null, monthlyTokenBudget: body.budget ?? null, createdAt: Date.now(), revokedAt: null,
+  };
+  await database(env).insert(apiKeys).values(row);
+  const { hash: _hash, ...visible } = row;
+  return Response.json({ ...visible, key }, { status: 201 });
+}
+
+async function listKeys(_request: IRequest, env: Env): Promise<Response> {
+  const rows = await database(env).select().from(apiKeys);
+  return Response.json({ data: rows.map(({ hash: _hash, ...visible }) => visible) });
+}
+
+async function revokeKey(request: IRequest, env: Env): Promise<Response> {
+  const id = request.params.id!;
+  const result = await hub(env).revokeKey(id);
+  if (!result.revoked) throw new ApiError('not_found', `no API key with id '${id}'`);
+  return Response.json({ id, revoked: true, databaseUpdated: result.databaseUpdated });
+}
+
+async function usageReport(request: IRequest, env: Env): Promise<Response> {
+  const by = String(request.query.by ?? 'day');
+  if (by !== 'key' && by !== 'model' && by !== 'day') throw new ApiError('invalid_request', `'by' must be key, model or day`, { param: 'by' });
+  const to = Number(request.query.to ?? Date.now() + 1);
+  const from = Number(request.query.from ?? to - 30 * 86_400_000);
+  if (!Number.isFinite(from) || !Number.isFinite(to)) throw new ApiError('invalid_request', `'from' and 'to' are milliseconds since the epoch`);
+  return Response.json({ by, from, to, data: await usageTotals(database(env), by, from, to) });
+}
+
+export function adminRoutes(router: RouterType<IRequest, Args>): void {
+  router
+    .all('/admin/*', requireAdmin)
+    .post('/admin/keys', createKey)
+    .get('/admin/keys', listKeys)
+    .post('/admin/keys/:id/revoke', revokeKey)
+    .get('/admin/usage', usageReport);
+}

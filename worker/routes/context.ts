@@ -1,0 +1,62 @@
+/** What every route module needs: the hub stub, key checks and dispatching to the hub. */
+import type { IRequest } from 'itty-router';
+import { hashApiKey } from '../../shared/keys.ts';
+import type { Env } from '../env.ts';
+import { bearerToken, secretsEqual } from '../http/auth.ts';
+import { ApiError } from '../http/errors.ts';
+import { edgeConfig } from '../config.ts';
+import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
+import type { KeyRecord } from '../tunnel/ledger.ts';
+
+export type Args = [Env, ExecutionContext];
+
+export function hub(env: Env) {
+  return env.HUB.get(env.HUB.idFromName('default'));
+}
+
+/** The API key a client sent: `Authorization: Bearer` (OpenAI and `ollama` clients) or `X-API-Key`. */
+export function apiKeyOf(request: Request): string {
+  const key = bearerToken(request) ?? request.headers.get('x-api-key')?.trim();
+  if (!key) throw new ApiError('invalid_api_key', 'missing API key: send it as Authorization: Bearer <key>');
+  return key;
+}
+
+/** Checks the client's key; the record is kept on the request for the handlers. */
+export async function requireApiKey(request: IRequest, env: Env): Promise<void> {
+  const auth = await hub(env).authorize(await hashApiKey(apiKeyOf(request)));
+  if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
+  request.key = auth.key;
+}
+
+export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
+  const { adminToken } = edgeConfig(env);
+  const given = bearerToken(request);
+  if (!given || !(await secretsEqual(given, adminToken))) {
+    throw new ApiError('invalid_api_key', 'admin endpoints need Authorization: Bearer <NPU_RELAY_ADMIN_TOKEN>');
+  }
+}
+
+/** Cache-Control directives a client may send to bypass the exact cache. */
+export function cacheDirectives(request: Request): { noCache: boolean; noStore: boolean } {
+  const cc = (request.headers.get('cache-control') ?? '').toLowerCase();
+  return { noCache: /\bno-cache\b/.test(cc), noStore: /\bno-store\b/.test(cc) };
+}
+
+/** Hands a validated request to the hub; the hub checks the key, limits and cache, and answers. */
+export async function dispatch(request: IRequest, env: Env, d: Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>): Promise<Response> {
+  const body: Dispatch = { ...d, keyHash: await hashApiKey(apiKeyOf(request)), ...cacheDirectives(request) };
+  return hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body) });
+}
+
+/** The models a key may see: those the connected agents serve, within the key's scope. */
+export async function visibleModels(request: IRequest, env: Env) {
+  const key = request.key as KeyRecord | undefined;
+  const agents: AgentSummary[] = await hub(env).agents();
+  const seen = new Map<string, { info: AgentSummary['models'][number]; agent: AgentSummary }>();
+  for (const agent of agents) {
+    for (const m of agent.models) if (!seen.has(m.id) && (!key?.models || key.models.includes(m.id))) seen.set(m.id, { info: m, agent });
+  }
+  return [...seen.values()];
+}
+
+export const now = () => Math.floor(Date.now() / 1000);

@@ -1,0 +1,80 @@
+/** The OpenAI-compatible surface under `/v1/`. */
+import type { IRequest, RouterType } from 'itty-router';
+import {
+  ChatCompletionRequest,
+  chatTaskFromOpenAI,
+  completeTaskFromOpenAI,
+  CompletionRequest,
+  EmbeddingRequest,
+  embedTaskFromOpenAI,
+} from '../../shared/api/openai.ts';
+import { edgeConfig } from '../config.ts';
+import type { Env } from '../env.ts';
+import { readJson } from '../http/body.ts';
+import { ApiError } from '../http/errors.ts';
+import { dispatch, now, requireApiKey, visibleModels, type Args } from './context.ts';
+
+function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
+  return { id: m.info.id, object: 'model' as const, created: Math.floor(m.agent.connectedAt / 1000), owned_by: m.info.ownedBy ?? 'npu-relay' };
+}
+
+async function listModels(request: IRequest, env: Env): Promise<Response> {
+  return Response.json({ object: 'list', data: (await visibleModels(request, env)).map(modelObject) });
+}
+
+async function getModel(request: IRequest, env: Env): Promise<Response> {
+  const id = decodeURIComponent(request.params.id!);
+  const found = (await visibleModels(request, env)).find((m) => m.info.id === id);
+  if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });
+  return Response.json(modelObject(found));
+}
+
+async function chatCompletions(request: IRequest, env: Env): Promise<Response> {
+  const body = await readJson(request, ChatCompletionRequest, edgeConfig(env).maxBodyBytes);
+  return dispatch(request, env, {
+    endpoint: 'chat.completions',
+    task: chatTaskFromOpenAI(body),
+    format: 'openai.chat',
+    stream: body.stream === true,
+    meta: { model: body.model, created: now(), includeUsage: body.stream_options?.include_usage === true },
+  });
+}
+
+async function completions(request: IRequest, env: Env): Promise<Response> {
+  const body = await readJson(request, CompletionRequest, edgeConfig(env).maxBodyBytes);
+  return dispatch(request, env, {
+    endpoint: 'completions',
+    task: completeTaskFromOpenAI(body),
+    format: 'openai.completion',
+    stream: body.stream === true,
+    meta: { model: body.model, created: now(), includeUsage: body.stream_options?.include_usage === true },
+  });
+}
+
+async function embeddings(request: IRequest, env: Env): Promise<Response> {
+  const body = await readJson(request, EmbeddingRequest, edgeConfig(env).maxBodyBytes);
+  return dispatch(request, env, {
+    endpoint: 'embeddings',
+    task: embedTaskFromOpenAI(body),
+    format: 'openai.embeddings',
+    stream: false,
+    ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
+    meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
+  });
+}
+
+const postOnly = (path: string) => () => {
+  throw new ApiError('method_not_allowed', `use POST for ${path}`);
+};
+
+export function openaiRoutes(router: RouterType<IRequest, Args>): void {
+  router
+    .get('/v1/models', requireApiKey, listModels)
+    .get('/v1/models/:id', requireApiKey, getModel)
+    .post('/v1/chat/completions', chatCompletions)
+    .post('/v1/completions', completions)
+    .post('/v1/embeddings', embeddings)
+    .all('/v1/chat/completions', postOnly('/v1/chat/completions'))
+    .all('/v1/completions', postOnly('/v1/completions'))
+    .all('/v1/embeddings', postOnly('/v1/embeddings'));
+}
