@@ -1,0 +1,133 @@
+/**
+ * A corpus of malformed and hostile requests against every inference endpoint: none may produce a 5xx or hang,
+ * and every error must come in the caller's API shape. Property-based cases (fast-check) run on top.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import type { Agent } from '../node/agent.ts';
+import type { OrtEngine } from '../node/engines/ort.ts';
+import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
+import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+
+interface Case {
+  path: string;
+  body: string;
+  contentType?: string;
+  what: string;
+}
+
+const chat = { model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, temperature: 0 };
+const ollamaChat = { model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], stream: false, options: { num_predict: 2, temperature: 0 } };
+const BASES: Record<string, Record<string, unknown>> = {
+  '/v1/chat/completions': chat,
+  '/v1/completions': { model: CHAT_MODEL, prompt: 'hi', max_tokens: 2, temperature: 0 },
+  '/v1/embeddings': { model: EMBED_MODEL, input: 'hi' },
+  '/api/chat': ollamaChat,
+  '/api/generate': { model: CHAT_MODEL, prompt: 'hi', stream: false, options: { num_predict: 2, temperature: 0 } },
+  '/api/embed': { model: EMBED_MODEL, input: 'hi' },
+  '/api/embeddings': { model: EMBED_MODEL, prompt: 'hi' },
+  '/api/show': { model: CHAT_MODEL },
+};
+
+const BAD_JSON = ['', ' ', '{', '}', '{"model":', '{"a":1,}', "{'model':'x'}", 'null null', '\u0000', '{"model":"x"', '[', 'undefined', 'NaN', '{"model": 01}'];
+const NOT_OBJECTS = ['null', '[]', '1', '"text"', 'true', '[{"model":"x"}]'];
+const WRONG_VALUES: Array<[string, unknown]> = [
+  ['model', 1], ['model', null], ['model', ''], ['model', []], ['model', { id: 'x' }], ['model', 'x'.repeat(10_000)],
+  ['messages', 'hi'], ['messages', []], ['messages', [1]], ['messages', [{ role: 'alien', content: 'x' }]], ['messages', [{ content: 'x' }]],
+  ['messages', [{ role: 'user', content: 5 }]], ['messages', [{ role: 'user', content: [{ type: 'image_url', image_url: 'x' }] }]],
+  ['max_tokens', -1], ['max_tokens', 0], ['max_tokens', 1.5], ['max_tokens', '10'], ['max_tokens', 1e15],
+  ['temperature', -1], ['temperature', 3], ['temperature', 'hot'], ['top_p', 0], ['top_p', 2], ['top_p', null],
+  ['stop', ['']], ['stop', ['a', 'b', 'c', 'd', 'e']], ['stop', 1], ['seed', 1.5], ['seed', 'seven'], ['seed', 2 ** 60],
+  ['n', 2], ['n', 0], ['stream', 'yes'], ['stream_options', 'x'], ['prompt', 42], ['prompt', ['a', 'b']], ['prompt', null],
+  ['input', 7], ['input', []], ['input', [1, 2, 3]], ['input', null], ['encoding_format', 'int8'], ['dimensions', -3],
+  ['options', 'fast'], ['options', { num_predict: 'many' }], ['options', { temperature: 9 }], ['options', { top_k: -5 }],
+  ['options', { stop: 'x' }], ['options', { seed: 'x' }], ['keep_alive', 'forever'], ['keep_alive', {}], ['format', 'json'],
+  ['images', ['aGVsbG8=']], ['tools', [{ type: 'function' }]], ['raw', 'yes'], ['system', 5], ['truncate', 'no'], ['think', true],
+  ['presence_penalty', 5], ['frequency_penalty', -9], ['logprobs', true], ['echo', true], ['best_of', 3], ['suffix', 'end'],
+];
+const UNICODE = ['\ud800', '\udfff', '\ufeff', '\u202e', '👩‍👩‍👧‍👦', 'a\u0000b', '\uffff', 'é'.normalize('NFD')];
+
+function corpus(): Case[] {
+  const cases: Case[] = [];
+  for (const [path, base] of Object.entries(BASES)) {
+    for (const body of BAD_JSON) cases.push({ path, body, what: `bad JSON ${JSON.stringify(body)}` });
+    for (const body of NOT_OBJECTS) cases.push({ path, body, what: `not an object: ${body}` });
+    for (const [field, value] of WRONG_VALUES) if (field in base || ['model'].includes(field)) cases.push({ path, body: JSON.stringify({ ...base, [field]: value }), what: `${field}=${JSON.stringify(value)?.slice(0, 40)}` });
+    for (const u of UNICODE) cases.push({ path, body: JSON.stringify({ ...base, model: `m${u}` }), what: `unicode model ${JSON.stringify(u)}` });
+    cases.push({ path, body: `\ufeff${JSON.stringify(base)}`, what: 'a BOM before the JSON' });
+    cases.push({ path, body: '['.repeat(100_000) + ']'.repeat(100_000), what: 'deeply nested JSON' });
+    cases.push({ path, body: JSON.stringify({ ...base, padding: 'x'.repeat(2 * 1024 * 1024) }), what: 'a 2 MiB body' });
+    cases.push({ path, body: 'model=x&messages=y', contentType: 'application/x-www-form-urlencoded', what: 'a form body' });
+    cases.push({ path, body: JSON.stringify({ ...base, unknown_field: { nested: [1, 2] } }), what: 'an unknown field' });
+    cases.push({ path, body: JSON.stringify(base), contentType: 'text/plain', what: 'JSON sent as text/plain' });
+  }
+  return cases;
+}
+
+describe('hostile requests', () => {
+  let edge: TestEdge;
+  let engine: OrtEngine;
+  let agent: Agent;
+
+  before(async () => {
+    edge = await startTestEdge();
+    engine = await createOrtEngine();
+    agent = await startTestAgent(edge, engine);
+  });
+  after(async () => {
+    await agent?.stop();
+    await engine?.close();
+    await edge?.stop();
+  });
+
+  async function send(c: Case): Promise<void> {
+    const res = await fetch(new URL(c.path, edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': c.contentType ?? 'application/json' },
+      body: c.body,
+      signal: AbortSignal.timeout(15_000),
+    });
+    const text = await res.text();
+    assert.ok(res.status < 500, `${c.path} with ${c.what}: got ${res.status} ${text.slice(0, 200)}`);
+    if (res.status >= 400) {
+      const body = JSON.parse(text) as { error: unknown };
+      if (c.path.startsWith('/api/')) assert.equal(typeof body.error, 'string', `${c.path} ${c.what}: Ollama error shape`);
+      else {
+        const e = body.error as { message: unknown; type: unknown; code: unknown };
+        assert.equal(typeof e.message, 'string', `${c.path} ${c.what}: OpenAI error shape`);
+        assert.equal(typeof e.type, 'string');
+        assert.equal(typeof e.code, 'string');
+      }
+    }
+  }
+
+  test('a corpus of 200+ malformed requests: no 5xx, no hang, the right error shape', async () => {
+    const cases = corpus();
+    assert.ok(cases.length >= 200, `${cases.length} cases`);
+    for (const c of cases) await send(c);
+    console.log(`${cases.length} hostile requests, none answered with a 5xx`);
+  });
+
+  test('specific statuses: 400 for bad JSON and parameters, 404 unknown model, 413 oversized body', async () => {
+    const status = async (path: string, body: string) =>
+      (await fetch(new URL(path, edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body })).status;
+    assert.equal(await status('/v1/chat/completions', '{'), 400);
+    assert.equal(await status('/v1/chat/completions', JSON.stringify({ ...chat, temperature: 5 })), 400);
+    assert.equal(await status('/v1/chat/completions', JSON.stringify({ ...chat, model: 'nope' })), 404);
+    assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, model: 'nope' })), 404);
+    assert.equal(await status('/v1/chat/completions', JSON.stringify({ ...chat, pad: 'x'.repeat(2_000_000) })), 413);
+    assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, pad: 'x'.repeat(2_000_000) })), 413);
+  });
+
+  test('property: arbitrary JSON in any field never yields a 5xx', async () => {
+    const paths = Object.keys(BASES);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream'), fc.jsonValue()), async (path, fields) => {
+        const body = { ...BASES[path], ...fields, max_tokens: 2, options: { num_predict: 2 } };
+        await send({ path, body: JSON.stringify(body), what: JSON.stringify(fields).slice(0, 80) });
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
