@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Engine, GenerationEvent } from '../node/engines/engine.ts';
 import { AgentError } from '../node/errors.ts';
-import type { ChatTask, Sampling } from '../shared/protocol/frames.ts';
+import type { ChatTask, CompleteTask, Sampling } from '../shared/protocol/frames.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { createOrtEngine } from './support/stack.ts';
 
@@ -16,7 +16,7 @@ function chat(content: string, sampling: Partial<Sampling> = {}): ChatTask {
   return { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [], ...sampling } };
 }
 
-async function run(engine: Engine, task: ChatTask, signal = new AbortController().signal) {
+async function run(engine: Engine, task: ChatTask | CompleteTask, signal = new AbortController().signal) {
   const events: GenerationEvent[] = [];
   for await (const e of engine.generate(task, signal)) events.push(e);
   const deltas = events.filter((e) => e.type === 'delta');
@@ -108,6 +108,37 @@ for (const { name, create } of ENGINES) {
         return true;
       });
       await assert.rejects(run(engine, { ...chat('x'), model: EMBED_MODEL }), (err: unknown) => err instanceof AgentError && /embedding model/.test(err.message));
+    });
+
+    test('a raw completion skips the chat template', async () => {
+      const raw = await run(engine, { task: 'complete', model: CHAT_MODEL, prompt: 'count my tokens', sampling: { maxTokens: 4, temperature: 0, topP: 1, stop: [] } });
+      const templated = await run(engine, chat('count my tokens', { maxTokens: 4 }));
+      assert.equal(raw.done.usage.completionTokens, 4);
+      assert.ok(raw.done.usage.promptTokens < templated.done.usage.promptTokens);
+    });
+
+    test('embeddings: one unit vector per input, in order, with token counts', async () => {
+      const input = ['the cat sat', 'on the mat', 'the cat sat'];
+      const r = await engine.embed({ task: 'embed', model: EMBED_MODEL, input }, new AbortController().signal);
+      assert.equal(r.vectors.length, 3);
+      const dims = engine.models().find((m) => m.id === EMBED_MODEL)?.dimensions;
+      for (const v of r.vectors) {
+        assert.equal(v.length, dims);
+        assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
+      }
+      assert.deepEqual(r.vectors[0], r.vectors[2]);
+      assert.notDeepEqual(r.vectors[0], r.vectors[1]);
+      // [CLS] the cat sat [SEP] and so on: at least the words plus two markers per input.
+      assert.ok(r.promptTokens >= 3 * 4, `token count ${r.promptTokens}`);
+      const one = await engine.embed({ task: 'embed', model: EMBED_MODEL, input: ['on the mat'] }, new AbortController().signal);
+      assert.deepEqual(one.vectors[0], r.vectors[1], 'batching does not change a vector');
+    });
+
+    test('presence and frequency penalties change greedy output', async () => {
+      // Greedy decoding of this prompt loops (it repeats a phrase), so penalties on repeated tokens must change it.
+      const plain = await run(engine, chat('hi', { maxTokens: 16 }));
+      const penalised = await run(engine, chat('hi', { maxTokens: 16, presencePenalty: 2, frequencyPenalty: 2 }));
+      assert.notEqual(plain.text, penalised.text);
     });
 
     test('ten concurrent cold requests share one model load and all complete', async () => {
