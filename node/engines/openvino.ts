@@ -1,0 +1,376 @@
+/**
+ * The OpenVINO engine: models in the OpenVINO IR layout (`openvino_model.xml` plus `openvino_tokenizer.xml` and
+ * `openvino_detokenizer.xml`, as `optimum-cli export openvino` writes them), run by OpenVINO GenAI's LLMPipeline
+ * (text generation) and TextEmbeddingPipeline (embeddings) on the NPU, a GPU or the CPU (see `devices.ts`).
+ *
+ * `openvino-genai-node` and `openvino-node` are loaded with `import()` only here, so the agent starts without their
+ * native runtime. npm installs them everywhere as plain JavaScript with type declarations (so this file is
+ * type-checked against the real API) but does not run their postinstall, which package.json `allowScripts` denies:
+ * it downloads the native OpenVINO runtime from Intel's server, which CI and machines without OpenVINO cannot reach
+ * and do not need. On the machine with the NPU, run `npm run openvino:runtime` once after `npm ci`.
+ */
+import { randomInt } from 'node:crypto';
+import { access, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type * as GenAI from 'openvino-genai-node';
+import type * as OV from 'openvino-node';
+import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import { ConfigError } from '../config.ts';
+import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { CatalogEntry } from '../models/catalog.ts';
+import { Channel } from './channel.ts';
+import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
+import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import { StopSequences } from './stop-sequences.ts';
+
+export interface OpenVinoModules {
+  genai: typeof GenAI;
+  core: OV.Core;
+}
+
+/** Loads the OpenVINO packages and their native runtime; the error says why they cannot be used here. */
+export async function loadOpenVino(): Promise<OpenVinoModules> {
+  try {
+    const ov = await import('openvino-node');
+    const genai = await import('openvino-genai-node');
+    return { genai, core: new ov.addon.Core() };
+  } catch (err) {
+    throw new EngineError(
+      `openvino-genai-node is not installed/loadable here: ${(err as Error).message.split('\n')[0]} ` +
+        '(on a machine with OpenVINO, run `npm run openvino:runtime` once after `npm ci` to download its runtime)',
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * The NPU runs a static-shape graph compiled for one prompt length and a KV cache of `maxPromptLen + minResponseLen`
+ * tokens (GenAI's `MAX_PROMPT_LEN` / `MIN_RESPONSE_LEN`). Larger values cost NPU memory and compile time.
+ */
+export interface NpuSettings {
+  maxPromptLen: number;
+  minResponseLen: number;
+}
+
+/** GenAI's own NPU defaults. */
+export const NPU_DEFAULTS: NpuSettings = { maxPromptLen: 1024, minResponseLen: 128 };
+
+export interface OpenVinoEngineOptions {
+  models: readonly CatalogEntry[];
+  /** `NPU_RELAY_DEVICE`, already validated by `parseDeviceChoice`. */
+  device?: DeviceChoice | undefined;
+  npu?: Partial<NpuSettings> | undefined;
+  log: Logger;
+}
+
+/** The package exports its pipelines as factory functions; these are the pipelines they resolve to. */
+type LLMPipeline = Awaited<ReturnType<typeof GenAI.LLMPipeline>>;
+type EmbeddingPipeline = Awaited<ReturnType<typeof GenAI.TextEmbeddingPipeline>>;
+
+interface Loaded<P> {
+  pipeline: P;
+  tokenizer: GenAI.Tokenizer;
+  device: string;
+  turns: TurnQueue;
+}
+
+/** One call at a time per pipeline: the native LLMPipeline refuses a second concurrent `generate()`. */
+class TurnQueue {
+  #tail: Promise<void> = Promise.resolve();
+
+  /** Resolves with a release function once it is the caller's turn, or with undefined if `signal` aborts first. */
+  async acquire(signal: AbortSignal): Promise<(() => void) | undefined> {
+    const previous = this.#tail;
+    let release!: () => void;
+    this.#tail = new Promise((resolve) => (release = resolve));
+    const aborted = await new Promise<boolean>((resolve) => {
+      const onAbort = () => resolve(true);
+      if (signal.aborted) return resolve(true);
+      signal.addEventListener('abort', onAbort, { once: true });
+      void previous.then(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(false);
+      });
+    });
+    if (!aborted) return release;
+    // Keep our place in the line until the previous turn ends, so the next caller still waits for it.
+    void previous.then(release);
+    return undefined;
+  }
+}
+
+export class OpenVinoEngine implements Engine {
+  readonly name = 'openvino';
+  readonly devices: readonly DeviceInfo[];
+  readonly #genai: typeof GenAI;
+  readonly #available: readonly string[];
+  readonly #choice: DeviceChoice | undefined;
+  readonly #npu: NpuSettings;
+  readonly #log: Logger;
+  readonly #entries: Map<string, CatalogEntry>;
+  readonly #loaded = new Map<string, Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>>();
+  /** The device each loaded model actually runs on. */
+  readonly #loadedOn = new Map<string, string>();
+
+  /** Fails when the pinned device is unavailable or the NPU settings are not positive integers. */
+  constructor(modules: OpenVinoModules, options: OpenVinoEngineOptions) {
+    this.#genai = modules.genai;
+    this.#available = modules.core.getAvailableDevices();
+    this.#choice = options.device;
+    this.#npu = { ...NPU_DEFAULTS, ...options.npu };
+    for (const [key, value] of Object.entries(this.#npu)) {
+      if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`the NPU setting ${key} must be a positive integer, got ${value}`);
+    }
+    this.#log = options.log;
+    this.#entries = new Map(options.models.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
+    this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({ name, description: deviceDescription(modules.core, name, this.#available) }));
+  }
+
+  models(): readonly ModelInfo[] {
+    return [...this.#entries.values()].map((m) => {
+      // Before a model is loaded, the best candidate is where it will most likely run.
+      const device = this.#loadedOn.get(m.id) ?? this.devices[0]?.name ?? 'CPU';
+      const maxPromptTokens = this.#limits(m, device).prompt;
+      return {
+        id: m.id,
+        kind: m.kind,
+        device,
+        format: 'openvino',
+        ...(m.family ? { family: m.family } : {}),
+        ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
+        ...(m.contextLength ? { contextLength: m.contextLength } : {}),
+        ...(Number.isFinite(maxPromptTokens) ? { maxPromptTokens } : {}),
+      };
+    });
+  }
+
+  #entry(id: string, kind: 'chat' | 'embedding'): CatalogEntry {
+    const entry = this.#entries.get(id);
+    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
+    if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is an ${entry.kind} model, not a ${kind} model`);
+    return entry;
+  }
+
+  /** Loads a model once; concurrent callers share the same load. A failed load is forgotten so it can be retried. */
+  #model<P>(id: string, kind: 'chat' | 'embedding', compile: (entry: CatalogEntry, device: string) => Promise<P>): Promise<Loaded<P>> {
+    const entry = this.#entry(id, kind);
+    let loading = this.#loaded.get(id) as Promise<Loaded<P>> | undefined;
+    if (!loading) {
+      loading = this.#load(entry, compile).catch((err: unknown) => {
+        this.#loaded.delete(id);
+        throw err instanceof AgentError ? err : new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+      });
+      this.#loaded.set(id, loading as Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>);
+    }
+    return loading;
+  }
+
+  async #load<P>(entry: CatalogEntry, compile: (entry: CatalogEntry, device: string) => Promise<P>): Promise<Loaded<P>> {
+    for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
+      await access(path.join(entry.dir, file)).catch(() => {
+        throw new EngineError(`model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`);
+      });
+    }
+    const { device, compiled } = await selectDevice({
+      available: this.#available,
+      choice: this.#choice,
+      what: `model '${entry.id}'`,
+      compile: (d) => compile(entry, d),
+      log: this.#log,
+    });
+    this.#loadedOn.set(entry.id, device);
+    // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
+    const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
+    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue() };
+  }
+
+  #compileLLM = (entry: CatalogEntry, device: string): Promise<LLMPipeline> => {
+    const npu = deviceFamily(device) === 'NPU' ? { MAX_PROMPT_LEN: this.#npu.maxPromptLen, MIN_RESPONSE_LEN: this.#npu.minResponseLen } : {};
+    return this.#genai.LLMPipeline(entry.dir, device, npu);
+  };
+
+  #compileEmbedder = async (entry: CatalogEntry, device: string): Promise<EmbeddingPipeline> => {
+    const config: GenAI.TextEmbeddingConfig = await embeddingConfig(entry.dir, this.#genai);
+    // The NPU needs static shapes: one text at a time, padded to a fixed length.
+    if (deviceFamily(device) === 'NPU') Object.assign(config, { max_length: this.#npu.maxPromptLen, pad_to_max_length: true, batch_size: 1 });
+    return this.#genai.TextEmbeddingPipeline(entry.dir, device, config);
+  };
+
+  /** Token budget of a model on a device: the NPU's compiled KV cache, else the context window (or the request's). */
+  #limits(entry: CatalogEntry, device: string, contextLimit?: number): { prompt: number; total: number } {
+    const context = Math.min(entry.contextLength ?? Infinity, contextLimit ?? Infinity);
+    if (deviceFamily(device) !== 'NPU') return { prompt: context, total: context };
+    return { prompt: Math.min(this.#npu.maxPromptLen, context), total: Math.min(this.#npu.maxPromptLen + this.#npu.minResponseLen, context) };
+  }
+
+  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    const release = await model.turns.acquire(signal);
+    if (!release) {
+      yield { type: 'done', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, device: model.device };
+      return;
+    }
+    let consumerGone = false;
+    let events: Channel<GenerationEvent>;
+    try {
+      events = this.#start(model, task, signal, () => consumerGone, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    try {
+      yield* events;
+    } finally {
+      // A consumer that stops iterating early must not leave generation running: the streamer returns STOP.
+      consumerGone = true;
+    }
+  }
+
+  /** Starts one generation in the caller's turn; `release` is called when the pipeline is free again. */
+  #start(model: Loaded<LLMPipeline>, task: GenerateTask, signal: AbortSignal, consumerGone: () => boolean, release: () => void): Channel<GenerationEvent> {
+    const genai = this.#genai;
+    // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
+    const promptTokens = countPrompt(model.tokenizer, task);
+    const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
+    if (promptTokens > limits.prompt || promptTokens >= limits.total) {
+      const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npu.maxPromptLen ? 'on the NPU (MAX_PROMPT_LEN)' : '(its context window)';
+      throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' accepts at most ${limits.prompt} ${why}`);
+    }
+    const maxNewTokens = Math.min(task.sampling.maxTokens, limits.total - promptTokens);
+
+    const events = new Channel<GenerationEvent>();
+    const stops = new StopSequences(task.sampling.stop);
+    // The streamer is called with text, not tokens: GenAI's text streamer holds back a few tokens (and incomplete
+    // UTF-8) before calling it. Each call counts as one token for the deltas; the total is corrected from the
+    // pipeline's own count at the end, so the deltas always add up to the usage.
+    let streamedTokens = 0;
+    let emittedTokens = 0;
+    const { RUNNING, STOP } = genai.StreamingStatus;
+    const streamer = (chunk: string): GenAI.StreamingStatus => {
+      if (signal.aborted || consumerGone()) return STOP;
+      streamedTokens++;
+      const text = stops.push(chunk);
+      if (text) {
+        events.push({ type: 'delta', text, tokens: streamedTokens - emittedTokens });
+        emittedTokens = streamedTokens;
+      }
+      return stops.stopped ? STOP : RUNNING;
+    };
+
+    const input = task.task === 'chat' ? new genai.ChatHistory(task.messages) : task.prompt;
+    model.pipeline
+      .generate(input, generationConfig(task, maxNewTokens), streamer)
+      .then(
+        (results) => {
+          const completionTokens = Math.max(results.perfMetrics.getNumGeneratedTokens(), streamedTokens);
+          const tail = signal.aborted ? '' : stops.flush();
+          if (tail || completionTokens > emittedTokens) events.push({ type: 'delta', text: tail, tokens: completionTokens - emittedTokens });
+          let finishReason: FinishReason = 'stop';
+          if (signal.aborted) finishReason = 'cancelled';
+          else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
+          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device });
+          events.close();
+        },
+        (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err })),
+      )
+      .finally(release);
+    return events;
+  }
+
+  async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const model = await this.#model(task.model, 'embedding', this.#compileEmbedder);
+    const release = await model.turns.acquire(signal);
+    signal.throwIfAborted();
+    try {
+      const promptTokens = task.input.reduce((n, text) => n + (model.tokenizer.encode(text).input_ids.getShape().at(-1) ?? 0), 0);
+      // The NPU pipeline is compiled for one text at a time.
+      const batches = deviceFamily(model.device) === 'NPU' ? task.input.map((t) => [t]) : [task.input];
+      const vectors: number[][] = [];
+      for (const batch of batches) {
+        signal.throwIfAborted();
+        for (const v of await model.pipeline.embedDocuments(batch)) vectors.push(Array.from(v));
+      }
+      return { vectors, promptTokens, device: model.device };
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      release?.();
+    }
+  }
+
+  async close(): Promise<void> {
+    // The pipelines have no dispose(): dropping the last reference lets the native objects be freed.
+    await Promise.allSettled(this.#loaded.values());
+    this.#loaded.clear();
+    this.#loadedOn.clear();
+  }
+}
+
+function isLLM(pipeline: unknown): pipeline is LLMPipeline {
+  return typeof (pipeline as LLMPipeline).getTokenizer === 'function';
+}
+
+/** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
+function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask): number {
+  try {
+    // A ChatHistory is rendered by the chat template, whose text already holds the special tokens.
+    const [prompt, add_special_tokens] = task.task === 'chat' ? [tokenizer.applyChatTemplate(task.messages, true), false] : [task.prompt, true];
+    return tokenizer.encode(prompt, { add_special_tokens }).input_ids.getShape().at(-1) ?? 0;
+  } catch (err) {
+    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {
+  const s: Sampling = task.sampling;
+  const penalties: GenAI.GenerationConfig = {
+    ...(s.presencePenalty ? { presence_penalty: s.presencePenalty } : {}),
+    ...(s.frequencyPenalty ? { frequency_penalty: s.frequencyPenalty } : {}),
+    ...(s.repetitionPenalty ? { repetition_penalty: s.repetitionPenalty } : {}),
+  };
+  // A raw completion is used as is; GenAI would otherwise wrap a string prompt in the chat template.
+  const base = { max_new_tokens: maxNewTokens, apply_chat_template: task.task === 'chat', ...penalties };
+  if (s.temperature === 0) return { ...base, do_sample: false };
+  return {
+    ...base,
+    do_sample: true,
+    temperature: s.temperature,
+    top_p: s.topP,
+    ...(s.topK ? { top_k: s.topK } : {}),
+    // GenAI seeds every request with 0 unless told otherwise, so unseeded requests get a random seed. rng_seed is
+    // unsigned: a negative OpenAI seed maps to its 64-bit two's complement, which keeps distinct seeds distinct.
+    rng_seed: s.seed === undefined ? randomInt(2 ** 32) : BigInt.asUintN(64, BigInt(s.seed)),
+  };
+}
+
+function isLength(results: GenAI.DecodedResults, genai: typeof GenAI, completionTokens: number, maxNewTokens: number): boolean {
+  const reason = results.finishReasons[0];
+  return reason === undefined ? completionTokens >= maxNewTokens : reason === genai.GenerationFinishReason.LENGTH;
+}
+
+/**
+ * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
+ * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
+ */
+async function embeddingConfig(dir: string, genai: typeof GenAI): Promise<GenAI.TextEmbeddingConfig> {
+  const json = (file: string) => readFile(path.join(dir, file), 'utf8').then((t) => JSON.parse(t) as unknown, () => undefined);
+  const pooling = (await json('1_Pooling/config.json')) as Record<string, unknown> | undefined;
+  const modules = (await json('modules.json')) as Array<{ type?: string }> | undefined;
+  if (pooling?.pooling_mode_lasttoken) throw new EngineError(`${dir} asks for last-token pooling, which OpenVINO GenAI's TextEmbeddingPipeline does not offer (CLS or mean)`);
+  return {
+    pooling_type: pooling?.pooling_mode_cls_token ? genai.PoolingType.CLS : genai.PoolingType.MEAN,
+    normalize: modules ? modules.some((m) => m.type?.endsWith('Normalize')) : true,
+  };
+}
+
+function deviceDescription(core: OV.Core, device: string, available: readonly string[]): string {
+  if (device === 'AUTO') return `OpenVINO AUTO plugin, choosing among ${available.join(', ')}`;
+  try {
+    return `${String(core.getProperty(device, 'FULL_DEVICE_NAME'))} (OpenVINO)`;
+  } catch {
+    // Only a label: a device whose name cannot be read may still run models.
+    return `${device} (OpenVINO)`;
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The engine contract as a reusable suite: what every engine must do, run against a real engine. Each engine's test
+ * file calls `engineContract` once; when the engine cannot run on this machine the file passes `skip`, and every
+ * test is reported as skipped with that reason instead of failing or silently passing.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Engine, GenerationEvent } from '../../node/engines/engine.ts';
+import { AgentError } from '../../node/errors.ts';
+import type { ChatTask, CompleteTask, Sampling } from '../../shared/protocol/frames.ts';
+
+export interface ContractTarget {
+  name: string;
+  /** A fresh engine serving `chatModel` (and `embedModel`, when given). */
+  create: () => Promise<Engine>;
+  chatModel: string;
+  /** An embedding model the engine lists, when this target has one. */
+  embedModel?: string | undefined;
+  /** Why this engine cannot run here; every test is then skipped with this message. */
+  skip?: string | undefined;
+}
+
+type Done = Extract<GenerationEvent, { type: 'done' }>;
+
+/** Runs a generation to its end and checks the stream's shape: deltas, then exactly one `done`, last. */
+export async function runGenerate(engine: Engine, task: ChatTask | CompleteTask, signal = new AbortController().signal) {
+  const events: GenerationEvent[] = [];
+  for await (const e of engine.generate(task, signal)) events.push(e);
+  const deltas = events.filter((e) => e.type === 'delta');
+  const done = events.at(-1);
+  assert.equal(done?.type, 'done', 'the last event is done');
+  assert.equal(events.filter((e) => e.type === 'done').length, 1, 'exactly one done event');
+  return { text: deltas.map((d) => d.text).join(''), deltas, done: done as Done };
+}
+
+export function engineContract(target: ContractTarget): void {
+  const { chatModel, embedModel, skip } = target;
+  const chat = (content: string, sampling: Partial<Sampling> = {}): ChatTask => ({
+    task: 'chat',
+    model: chatModel,
+    messages: [{ role: 'user', content }],
+    sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [], ...sampling },
+  });
+
+  describe(`engine contract: ${target.name}`, () => {
+    let engine: Engine;
+    before(async () => {
+      if (!skip) engine = await target.create();
+    });
+    after(async () => {
+      if (!skip) await engine.close();
+    });
+
+    test('lists its models with their kinds and a device it has', { skip }, () => {
+      const models = engine.models();
+      assert.equal(models.find((m) => m.id === chatModel)?.kind, 'chat');
+      if (embedModel) assert.equal(models.find((m) => m.id === embedModel)?.kind, 'embedding');
+      for (const m of models) assert.ok(engine.devices.some((d) => d.name === m.device), `${m.id} runs on a listed device`);
+    });
+
+    test('streams deltas whose token counts add up to the usage, and stops at max tokens', { skip }, async () => {
+      const { deltas, done } = await runGenerate(engine, chat('count my tokens', { maxTokens: 12 }));
+      assert.ok(deltas.length >= 3, 'several deltas');
+      assert.equal(done.finishReason, 'length');
+      assert.equal(done.usage.completionTokens, 12);
+      assert.equal(deltas.reduce((n, d) => n + d.tokens, 0), 12, 'delta token counts add up to the usage');
+      assert.ok(done.usage.promptTokens > 3, 'the prompt went through the chat template');
+      assert.ok(engine.devices.some((d) => d.name === done.device), `done names a listed device (${done.device})`);
+    });
+
+    test('greedy decoding is deterministic', { skip }, async () => {
+      const a = await runGenerate(engine, chat('same every time'));
+      const b = await runGenerate(engine, chat('same every time'));
+      assert.equal(a.text, b.text);
+      assert.ok(a.text.length > 0);
+    });
+
+    test('a seed makes sampling reproducible, also with concurrent requests; other seeds differ', { skip }, async () => {
+      const sampled = (seed: number) => runGenerate(engine, chat('roll the dice', { temperature: 1, topP: 0.95, seed, maxTokens: 24 }));
+      const [a, b, c] = await Promise.all([sampled(42), sampled(42), sampled(43)]);
+      assert.equal(a.text, b.text, 'same seed, same text');
+      assert.notEqual(a.text, c.text, 'another seed, another text');
+    });
+
+    test('a stop sequence ends generation before it, and the stop text is never emitted', { skip }, async () => {
+      const full = await runGenerate(engine, chat('stop somewhere', { maxTokens: 16 }));
+      // Choose a stop string from the middle of the greedy output, so we know it will be produced.
+      const words = full.text.trim().split(/\s+/);
+      assert.ok(words.length >= 3, `enough words to pick a stop from: ${full.text}`);
+      const stop = words[2]!;
+      const stopped = await runGenerate(engine, chat('stop somewhere', { maxTokens: 16, stop: [stop] }));
+      assert.equal(stopped.done.finishReason, 'stop');
+      assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(stop)));
+      assert.ok(!stopped.text.includes(stop));
+    });
+
+    test('cancellation stops generation at the next token and still reports the tokens produced', { skip }, async () => {
+      const controller = new AbortController();
+      const events: GenerationEvent[] = [];
+      const started = performance.now();
+      for await (const e of engine.generate(chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }), controller.signal)) {
+        events.push(e);
+        if (events.length === 5) controller.abort();
+      }
+      const done = events.at(-1) as Done;
+      assert.equal(done.type, 'done');
+      assert.equal(done.finishReason, 'cancelled');
+      assert.ok(done.usage.completionTokens >= 5 && done.usage.completionTokens < 50, `stopped promptly (${done.usage.completionTokens} tokens)`);
+      assert.ok(performance.now() - started < 5000);
+    });
+
+    test('a consumer that stops iterating stops generation', { skip }, async () => {
+      const iterator = engine.generate(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)[Symbol.asyncIterator]();
+      await iterator.next();
+      await iterator.return?.();
+      // The engine is free again right away: a new request completes normally.
+      const { done } = await runGenerate(engine, chat('next one', { maxTokens: 4 }));
+      assert.equal(done.usage.completionTokens, 4);
+    });
+
+    test('unknown models and the wrong kind of model are errors with stable codes', { skip }, async () => {
+      await assert.rejects(runGenerate(engine, { ...chat('x'), model: 'no-such-model' }), (err: unknown) => {
+        assert.ok(err instanceof AgentError);
+        assert.equal(err.code, 'unknown_model');
+        assert.match(err.message, /no-such-model/);
+        return true;
+      });
+      if (embedModel) {
+        await assert.rejects(runGenerate(engine, { ...chat('x'), model: embedModel }), (err: unknown) => err instanceof AgentError && /embedding model/.test(err.message));
+      }
+    });
+
+    test('a raw completion skips the chat template', { skip }, async () => {
+      const raw = await runGenerate(engine, { task: 'complete', model: chatModel, prompt: 'count my tokens', sampling: { maxTokens: 4, temperature: 0, topP: 1, stop: [] } });
+      const templated = await runGenerate(engine, chat('count my tokens', { maxTokens: 4 }));
+      assert.equal(raw.done.usage.completionTokens, 4);
+      assert.ok(raw.done.usage.promptTokens < templated.done.usage.promptTokens);
+    });
+
+    test('embeddings: one unit vector per input, in order, with token counts', { skip: skip ?? (embedModel ? undefined : 'this target has no embedding model') }, async () => {
+      const input = ['the cat sat', 'on the mat', 'the cat sat'];
+      const r = await engine.embed({ task: 'embed', model: embedModel!, input }, new AbortController().signal);
+      assert.equal(r.vectors.length, 3);
+      const dims = engine.models().find((m) => m.id === embedModel)?.dimensions;
+      for (const v of r.vectors) {
+        assert.equal(v.length, dims);
+        assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
+      }
+      assert.deepEqual(r.vectors[0], r.vectors[2]);
+      assert.notDeepEqual(r.vectors[0], r.vectors[1]);
+      // [CLS] the cat sat [SEP] and so on: at least the words plus two markers per input.
+      assert.ok(r.promptTokens >= 3 * 4, `token count ${r.promptTokens}`);
+      const one = await engine.embed({ task: 'embed', model: embedModel!, input: ['on the mat'] }, new AbortController().signal);
+      assert.deepEqual(one.vectors[0], r.vectors[1], 'batching does not change a vector');
+    });
+
+    test('presence and frequency penalties change greedy output', { skip }, async () => {
+      // Greedy decoding of this prompt loops (it repeats a phrase), so penalties on repeated tokens must change it.
+      const plain = await runGenerate(engine, chat('hi', { maxTokens: 16 }));
+      const penalised = await runGenerate(engine, chat('hi', { maxTokens: 16, presencePenalty: 2, frequencyPenalty: 2 }));
+      assert.notEqual(plain.text, penalised.text);
+    });
+
+    test('ten concurrent cold requests share one model load and all complete', { skip }, async () => {
+      const fresh = await target.create();
+      try {
+        const results = await Promise.all(Array.from({ length: 10 }, () => runGenerate(fresh, chat('cold start', { maxTokens: 4 }))));
+        assert.equal(new Set(results.map((r) => r.text)).size, 1);
+      } finally {
+        await fresh.close();
+      }
+    });
+  });
+}
