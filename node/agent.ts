@@ -1,14 +1,15 @@
 /**
- * The agent: runs each request that arrives over the tunnel in the engine and streams the result back as frames.
- * Every request ends with exactly one terminal frame (`end` or `error`), also when it was cancelled, so the edge
- * always learns how many tokens were produced.
+ * The agent: admits each request that arrives over the tunnel through the scheduler, runs it in the engine and
+ * streams the result back as frames. Every request ends with exactly one terminal frame (`end`, `embeddings` or
+ * `error`), also when it was cancelled, so the edge always learns how many tokens were produced.
  */
 import { randomUUID } from 'node:crypto';
-import type { RequestFrame } from '../shared/protocol/frames.ts';
+import type { AgentFrame, RequestFrame, StatusFrame } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Engine } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
+import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
 export const AGENT_VERSION = '0.1.0';
@@ -20,8 +21,49 @@ export interface AgentOptions {
   log: Logger;
   agentId?: string;
   heartbeatMs?: number;
+  /** How often the agent reports its load to the edge. */
+  statusMs?: number;
   backoff?: { initialMs: number; maxMs: number };
+  scheduler?: Partial<SchedulerOptions>;
   onFatal?: (err: Error) => void;
+  /** Observes each finished request (for metrics). */
+  onRequestDone?: (done: RequestRecord) => void;
+}
+
+export interface RequestRecord {
+  model: string;
+  device: string;
+  outcome: 'ok' | 'cancelled' | 'error';
+  promptTokens: number;
+  completionTokens: number;
+  ttftMs?: number;
+  durationMs: number;
+}
+
+/** Per-device defaults: accelerators run one generation at a time, the CPU a few. */
+export const DEFAULT_SCHEDULER: SchedulerOptions = { concurrency: { NPU: 1, GPU: 1 }, defaultConcurrency: 4, queueLimit: 64 };
+
+/** A pause switch the edge flips for one stream (flow frames). */
+class Flow {
+  #paused = false;
+  #waiters: Array<() => void> = [];
+  set(paused: boolean): void {
+    this.#paused = paused;
+    if (!paused) this.#waiters.splice(0).forEach((w) => w());
+  }
+  /** Resolves when the stream may send again (at once unless paused), or when `signal` aborts. */
+  ready(signal: AbortSignal): Promise<void> {
+    if (!this.#paused || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#waiters.push(resolve);
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+  }
+}
+
+interface Running {
+  controller: AbortController;
+  flow: Flow;
 }
 
 export class Agent {
@@ -29,13 +71,19 @@ export class Agent {
   readonly #engine: Engine;
   readonly #log: Logger;
   readonly #tunnel: TunnelClient;
-  readonly #inFlight = new Map<string, AbortController>();
+  readonly #scheduler: Scheduler;
+  readonly #options: AgentOptions;
+  readonly #inFlight = new Map<string, Running>();
   readonly #running = new Set<Promise<void>>();
+  #statusTimer: NodeJS.Timeout | undefined;
+  #draining = false;
 
   constructor(options: AgentOptions) {
+    this.#options = options;
     this.agentId = options.agentId ?? `agent-${randomUUID().slice(0, 8)}`;
     this.#engine = options.engine;
     this.#log = options.log;
+    this.#scheduler = new Scheduler({ ...DEFAULT_SCHEDULER, ...options.scheduler });
     this.#tunnel = new TunnelClient({
       edgeUrl: options.edgeUrl,
       agentToken: options.agentToken,
@@ -50,24 +98,29 @@ export class Agent {
         engine: this.#engine.name,
         models: [...this.#engine.models()],
         devices: [...this.#engine.devices],
+        capacity: this.#capacity(),
       }),
       onFrame: (frame) => {
         if (frame.type === 'request') this.#start(frame);
-        else if (frame.type === 'cancel') this.#inFlight.get(frame.id)?.abort(frame.reason ?? 'cancelled by the edge');
+        else if (frame.type === 'cancel') this.#inFlight.get(frame.id)?.controller.abort(frame.reason ?? 'cancelled by the edge');
+        else if (frame.type === 'flow') this.#inFlight.get(frame.id)?.flow.set(frame.pause);
+        else if (frame.type === 'welcome') this.#sendStatus();
       },
       // Streams cannot resume on a new connection: the edge has already failed them, so stop the work.
       onDisconnect: () => {
-        for (const controller of this.#inFlight.values()) controller.abort('tunnel disconnected');
+        for (const { controller } of this.#inFlight.values()) controller.abort('tunnel disconnected');
       },
     });
   }
 
   /** Connects to the edge; resolves once the edge has accepted the hello. */
-  start(): Promise<void> {
-    return this.#tunnel.start();
+  async start(): Promise<void> {
+    this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 2000);
+    this.#statusTimer.unref();
+    await this.#tunnel.start();
   }
 
-  /** Requests being generated right now. */
+  /** Requests admitted and not yet finished (running or queued). */
   get inFlight(): number {
     return this.#inFlight.size;
   }
@@ -77,57 +130,132 @@ export class Agent {
     return this.#tunnel;
   }
 
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Running and queued requests per device. */
+  status(): StatusFrame {
+    const s = this.#scheduler.status();
+    const byName = new Map(s.devices.map((d) => [d.name, d]));
+    return {
+      type: 'status',
+      running: s.running,
+      queued: s.queued,
+      capacity: this.#capacity(),
+      draining: this.#draining,
+      devices: this.#engine.devices.map((d) => ({ name: d.name, running: byName.get(d.name)?.running ?? 0, queued: byName.get(d.name)?.queued ?? 0, loadedModels: [] })),
+    };
+  }
+
+  #capacity() {
+    return this.#scheduler.capacity(this.#engine.devices.map((d) => d.name));
+  }
+
+  #sendStatus(): void {
+    if (this.#tunnel.ready) this.#tunnel.send(this.status());
+  }
+
+  /**
+   * Graceful shutdown: tells the edge to send nothing new, lets in-flight requests finish for up to `deadlineMs`,
+   * then cancels what is left and disconnects.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    this.#draining = true;
+    this.#sendStatus();
+    this.#log.info({ inFlight: this.#inFlight.size, deadlineMs }, 'draining: finishing in-flight requests');
+    const deadline = Date.now() + deadlineMs;
+    while (this.#inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (this.#inFlight.size > 0) this.#log.warn({ left: this.#inFlight.size }, 'drain deadline reached; cancelling the rest');
+    await this.stop();
+  }
+
   async stop(): Promise<void> {
-    for (const controller of this.#inFlight.values()) controller.abort('agent stopping');
+    clearInterval(this.#statusTimer);
+    for (const { controller } of this.#inFlight.values()) controller.abort('agent stopping');
     await Promise.allSettled(this.#running);
     await this.#tunnel.stop();
   }
 
+  #send(frame: AgentFrame): void {
+    this.#tunnel.send(frame);
+  }
+
   #start(frame: RequestFrame): void {
     if (this.#inFlight.has(frame.id)) {
-      this.#tunnel.send({ type: 'error', id: frame.id, code: 'bad_frame', message: `request id ${frame.id} is already in flight` });
+      this.#send({ type: 'error', id: frame.id, code: 'bad_frame', message: `request id ${frame.id} is already in flight` });
       return;
     }
-    const controller = new AbortController();
-    this.#inFlight.set(frame.id, controller);
-    const run = this.#run(frame, controller.signal).finally(() => {
+    if (this.#draining) {
+      this.#send({ type: 'error', id: frame.id, code: 'overloaded', message: 'this agent is shutting down and takes no new requests' });
+      return;
+    }
+    const running: Running = { controller: new AbortController(), flow: new Flow() };
+    this.#inFlight.set(frame.id, running);
+    const run = this.#run(frame, running).finally(() => {
       this.#inFlight.delete(frame.id);
       this.#running.delete(run);
     });
     this.#running.add(run);
   }
 
-  async #run(frame: RequestFrame, signal: AbortSignal): Promise<void> {
+  #deviceOf(model: string): string {
+    return this.#engine.models().find((m) => m.id === model)?.device ?? this.#engine.devices[0]?.name ?? 'CPU';
+  }
+
+  async #run(frame: RequestFrame, { controller, flow }: Running): Promise<void> {
     const { id, body } = frame;
-    const log = this.#log.child({ requestId: id, model: body.model, task: body.task });
+    const signal = controller.signal;
+    const device = this.#deviceOf(body.model);
+    const log = this.#log.child({ requestId: id, model: body.model, task: body.task, device });
     const started = performance.now();
     let ttftMs: number | undefined;
+    let promptTokens = 0;
     let completionTokens = 0;
+    let outcome: RequestRecord['outcome'] = 'ok';
+    let release: (() => void) | undefined;
     try {
+      release = await this.#scheduler.acquire(device, frame.keyId ?? 'anonymous', signal);
       if (body.task === 'embed') {
         const result = await this.#engine.embed(body, signal);
+        promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
-        this.#tunnel.send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens: result.promptTokens, completionTokens: 0 }, device: result.device, durationMs });
-        log.info({ inputs: body.input.length, promptTokens: result.promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
+        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs });
+        log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
       for await (const event of this.#engine.generate(body, signal)) {
         if (event.type === 'delta') {
           ttftMs ??= performance.now() - started;
           completionTokens += event.tokens;
-          this.#tunnel.send({ type: 'chunk', id, text: event.text, tokens: event.tokens });
+          // A paused stream waits here; the engine's own backlog limit then pauses generation.
+          await flow.ready(signal);
+          this.#send({ type: 'chunk', id, text: event.text, tokens: event.tokens });
         } else {
           const durationMs = performance.now() - started;
-          this.#tunnel.send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
+          promptTokens = event.usage.promptTokens;
+          completionTokens = event.usage.completionTokens;
+          if (event.finishReason === 'cancelled') outcome = 'cancelled';
+          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
         }
       }
     } catch (err) {
       const code = signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
-      const message = err instanceof AgentError ? err.message : `the agent failed: ${(err as Error).message}`;
-      if (code === 'internal') log.error({ err }, 'unexpected failure');
-      else log.warn({ code, err: (err as Error).message }, 'request failed');
-      this.#tunnel.send({ type: 'error', id, code, message, usage: { promptTokens: 0, completionTokens } });
+      outcome = code === 'cancelled' ? 'cancelled' : 'error';
+      if (code === 'cancelled') {
+        // Cancelled before or between tokens: still a normal end, with what was produced.
+        this.#send({ type: 'end', id, finishReason: 'cancelled', usage: { promptTokens, completionTokens }, device, durationMs: performance.now() - started });
+      } else {
+        const message = err instanceof AgentError ? err.message : `the agent failed: ${(err as Error).message}`;
+        if (code === 'internal') log.error({ err }, 'unexpected failure');
+        else log.warn({ code, err: (err as Error).message }, 'request failed');
+        this.#send({ type: 'error', id, code, message, usage: { promptTokens, completionTokens } });
+      }
+    } finally {
+      release?.();
+      const durationMs = performance.now() - started;
+      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
     }
   }
 }

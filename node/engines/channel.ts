@@ -9,6 +9,7 @@ export class Channel<T> implements AsyncIterable<T> {
   #closed = false;
   #error: unknown;
   #iterated = false;
+  #belowWaiters: Array<{ limit: number; resolve: () => void }> = [];
 
   push(item: T): void {
     if (this.#closed) return;
@@ -21,10 +22,32 @@ export class Channel<T> implements AsyncIterable<T> {
     }
   }
 
+  /** Items pushed and not yet taken. */
+  get size(): number {
+    return this.#items.length;
+  }
+
+  /** Resolves once at most `limit` items wait (or the channel is closed): how a producer that can await slows down. */
+  whenBelow(limit: number): Promise<void> {
+    if (this.#items.length <= limit || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#belowWaiters.push({ limit, resolve }));
+  }
+
+  #wakeProducers(): void {
+    if (this.#belowWaiters.length === 0) return;
+    const still = [];
+    for (const w of this.#belowWaiters) {
+      if (this.#items.length <= w.limit || this.#closed) w.resolve();
+      else still.push(w);
+    }
+    this.#belowWaiters = still;
+  }
+
   close(error?: unknown): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#error = error;
+    this.#wakeProducers();
     if (this.#waiting) {
       const resolve = this.#waiting;
       const reject = this.#failWaiting!;
@@ -39,7 +62,11 @@ export class Channel<T> implements AsyncIterable<T> {
     this.#iterated = true;
     return {
       next: () => {
-        if (this.#items.length) return Promise.resolve({ value: this.#items.shift()!, done: false });
+        if (this.#items.length) {
+          const value = this.#items.shift()!;
+          this.#wakeProducers();
+          return Promise.resolve({ value, done: false });
+        }
         if (this.#closed) {
           return this.#error !== undefined ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
         }

@@ -2,6 +2,7 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -22,6 +23,8 @@ import {
 import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
+import { ModelPool, type ModelEvent } from '../models/pool.ts';
+import { weightBytes } from '../models/weights.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
@@ -33,6 +36,14 @@ export interface OrtEngineOptions {
   models: readonly CatalogEntry[];
   /** Weight precision to load (`fp32` reads `onnx/model.onnx`). */
   dtype?: 'fp32' | 'fp16' | 'q8' | 'q4';
+  /** How long a model stays loaded after its last request (ms); default 5 minutes, `Infinity` for ever. */
+  keepAliveMs?: number | undefined;
+  /** Bytes all loaded models may hold together (estimated from their weight files); default no limit. */
+  memoryBudgetBytes?: number | undefined;
+  /** How long a failed load is remembered before the model is tried again (ms); default 30 s. */
+  loadCooldownMs?: number | undefined;
+  /** Model loads, failures and unloads, for logs and metrics. */
+  onModelEvent?: ((event: ModelEvent) => void) | undefined;
 }
 
 interface Embedder {
@@ -74,6 +85,9 @@ interface ChatModel {
   eosIds: Set<bigint>;
 }
 
+/** Chat models and embedders share one pool, so they share one memory budget. */
+type LoadedModel = { kind: 'chat'; chat: ChatModel } | { kind: 'embedding'; embedder: Embedder };
+
 /** Receives each generated token from `generate()`; the first `put` is the prompt. */
 class TokenStreamer extends BaseStreamer {
   #sawPrompt = false;
@@ -104,10 +118,35 @@ class StopWhen extends StoppingCriteria {
   }
 }
 
+/**
+ * Backpressure for generation. transformers.js calls the streamer synchronously and cannot be paused from it, but
+ * it awaits `model.forward()` once per token; so each model's forward is wrapped to wait, first, for the calling
+ * generation's own gate (found through AsyncLocalStorage, since one model serves many generations at once). A
+ * consumer that stops reading thus stops the model after a bounded number of tokens.
+ */
+const pacing = new AsyncLocalStorage<() => Promise<void>>();
+const paced = new WeakSet<PreTrainedModel>();
+/** Deltas a generation may run ahead of its consumer before it pauses. */
+const MAX_BACKLOG = 32;
+
+function makePaceable(model: PreTrainedModel): void {
+  if (paced.has(model)) return;
+  paced.add(model);
+  const forward = model.forward.bind(model);
+  model.forward = async (inputs: unknown) => {
+    await pacing.getStore()?.();
+    return forward(inputs as Parameters<typeof forward>[0]);
+  };
+}
+
 function processors(...list: LogitsProcessor[]): LogitsProcessorList {
   const out = new LogitsProcessorList();
   out.extend(list);
   return out;
+}
+
+function abortedPromise(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
 }
 
 export class OrtEngine implements Engine {
@@ -115,8 +154,7 @@ export class OrtEngine implements Engine {
   readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' }];
   readonly #entries: Map<string, CatalogEntry>;
   readonly #dtype: NonNullable<OrtEngineOptions['dtype']>;
-  readonly #chatModels = new Map<string, Promise<ChatModel>>();
-  readonly #embedders = new Map<string, Promise<Embedder>>();
+  readonly #pool: ModelPool<LoadedModel>;
 
   constructor(options: OrtEngineOptions) {
     env.allowRemoteModels = false;
@@ -124,6 +162,16 @@ export class OrtEngine implements Engine {
     env.localModelPath = options.modelsDir.endsWith('/') ? options.modelsDir : `${options.modelsDir}/`;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
     this.#dtype = options.dtype ?? 'fp32';
+    this.#pool = new ModelPool<LoadedModel>({
+      dispose: async (m) => {
+        if (m.kind === 'chat') await m.chat.model.dispose();
+        else await m.embedder.extractor.dispose();
+      },
+      keepAliveMs: options.keepAliveMs,
+      memoryBudgetBytes: options.memoryBudgetBytes,
+      loadCooldownMs: options.loadCooldownMs,
+      onEvent: options.onModelEvent,
+    });
   }
 
   models(): readonly ModelInfo[] {
@@ -145,49 +193,69 @@ export class OrtEngine implements Engine {
     return entry;
   }
 
-  /** Loads a chat model once; concurrent callers share the same load. A failed load is forgotten so it can be retried. */
-  #chatModel(id: string): Promise<ChatModel> {
-    const entry = this.#entry(id, 'chat');
-    let loading = this.#chatModels.get(id);
-    if (!loading) {
-      loading = (async () => {
-        try {
-          const tokenizer = await AutoTokenizer.from_pretrained(entry.id, { local_files_only: true });
-          const model = await AutoModelForCausalLM.from_pretrained(entry.id, { local_files_only: true, dtype: this.#dtype, device: 'cpu' });
-          const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
-          const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
-          return { tokenizer, model, eosIds };
-        } catch (err) {
-          this.#chatModels.delete(id);
-          throw new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
-        }
-      })();
-      this.#chatModels.set(id, loading);
-    }
-    return loading;
+  /** Loads `entry` through the pool (once, however many ask) and marks it in use: `#pool.release(id)` when done. */
+  async #acquire(entry: CatalogEntry, load: () => Promise<LoadedModel>): Promise<LoadedModel> {
+    let bytes = 0;
+    return this.#pool.acquire(entry.id, async () => ({ handle: await load(), bytes, device: 'CPU' }), {
+      device: 'CPU',
+      estimateBytes: async () => (bytes = await weightBytes(entry.dir, 'onnx', this.#dtype)),
+    });
   }
 
-  /** Loads an embedding model once, like #chatModel. */
-  #embedder(id: string): Promise<Embedder> {
+  /** Acquires a chat model (see #acquire). */
+  async #chatModel(id: string): Promise<ChatModel> {
+    const entry = this.#entry(id, 'chat');
+    const loaded = await this.#acquire(entry, async () => {
+      try {
+        const tokenizer = await AutoTokenizer.from_pretrained(entry.id, { local_files_only: true });
+        const model = await AutoModelForCausalLM.from_pretrained(entry.id, { local_files_only: true, dtype: this.#dtype, device: 'cpu' });
+        const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
+        const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
+        return { kind: 'chat', chat: { tokenizer, model, eosIds } };
+      } catch (err) {
+        throw new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+      }
+    });
+    return (loaded as Extract<LoadedModel, { kind: 'chat' }>).chat;
+  }
+
+  /** Acquires an embedding model, like #chatModel. */
+  async #embedder(id: string): Promise<Embedder> {
     const entry = this.#entry(id, 'embedding');
-    let loading = this.#embedders.get(id);
-    if (!loading) {
-      loading = (async () => {
-        try {
-          const extractor = await pipeline('feature-extraction', entry.id, { local_files_only: true, dtype: this.#dtype, device: 'cpu' });
-          return { extractor, ...(await embeddingSettings(entry.dir)) };
-        } catch (err) {
-          this.#embedders.delete(id);
-          throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
-        }
-      })();
-      this.#embedders.set(id, loading);
-    }
-    return loading;
+    const loaded = await this.#acquire(entry, async () => {
+      try {
+        const extractor = await pipeline('feature-extraction', entry.id, { local_files_only: true, dtype: this.#dtype, device: 'cpu' });
+        return { kind: 'embedding', embedder: { extractor, ...(await embeddingSettings(entry.dir)) } };
+      } catch (err) {
+        throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+      }
+    });
+    return (loaded as Extract<LoadedModel, { kind: 'embedding' }>).embedder;
+  }
+
+  /** Loads a model now rather than on its first request (`NPU_RELAY_PRELOAD`); its keep-alive starts right away. */
+  async preload(id: string): Promise<void> {
+    const entry = this.#entries.get(id);
+    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
+    await (entry.kind === 'chat' ? this.#chatModel(id) : this.#embedder(id));
+    this.#pool.release(id);
+  }
+
+  /** Counts as a use of a loaded model, optionally with a new keep-alive (ms); false when it is not loaded. */
+  touch(id: string, keepAliveMs?: number): boolean {
+    return this.#pool.touch(id, keepAliveMs);
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
-    const { extractor, pooling, normalize } = await this.#embedder(task.model);
+    const embedder = await this.#embedder(task.model);
+    try {
+      return await this.#embed(task, signal, embedder);
+    } finally {
+      this.#pool.release(task.model);
+    }
+  }
+
+  async #embed(task: EmbedTask, signal: AbortSignal, { extractor, pooling, normalize }: Embedder): Promise<EmbeddingResult> {
     signal.throwIfAborted();
     try {
       const encoded = extractor.tokenizer(task.input, { padding: true, truncation: true }) as { attention_mask: Tensor };
@@ -200,7 +268,18 @@ export class OrtEngine implements Engine {
   }
 
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    const { tokenizer, model, eosIds } = await this.#chatModel(task.model);
+    const chat = await this.#chatModel(task.model);
+    let running: Promise<unknown> = Promise.resolve();
+    try {
+      yield* this.#generate(task, signal, chat, (generation) => (running = generation));
+    } finally {
+      // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
+      const release = () => this.#pool.release(task.model);
+      void running.then(release, release);
+    }
+  }
+
+  async *#generate(task: GenerateTask, signal: AbortSignal, { tokenizer, model, eosIds }: ChatModel, started: (generation: Promise<unknown>) => void): AsyncIterable<GenerationEvent> {
     let inputs: { input_ids: Tensor; attention_mask: Tensor };
     try {
       inputs =
@@ -243,7 +322,11 @@ export class OrtEngine implements Engine {
     const logitProcessors: LogitsProcessor[] = [];
     if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
     if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
-    const generation = model.generate({
+    makePaceable(model);
+    const aborted = abortedPromise(signal);
+    const gate = () =>
+      signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? Promise.resolve() : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+    const generation = pacing.run(gate, () => model.generate({
       ...inputs,
       max_new_tokens: maxNewTokens,
       do_sample: false,
@@ -252,8 +335,9 @@ export class OrtEngine implements Engine {
       streamer: streamer as unknown as TextStreamer,
       stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped)],
       ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
-    });
+    }));
 
+    started(generation);
     generation.then(
       () => {
         const tail = stops.flush();
@@ -269,17 +353,13 @@ export class OrtEngine implements Engine {
     try {
       yield* events;
     } finally {
-      // A consumer that stops iterating early must not leave generation running.
+      // A consumer that stops iterating early must not leave generation running (closing also releases the gate).
       consumerGone = true;
+      events.close();
     }
   }
 
   async close(): Promise<void> {
-    const chat = await Promise.allSettled(this.#chatModels.values());
-    const embedders = await Promise.allSettled(this.#embedders.values());
-    this.#chatModels.clear();
-    this.#embedders.clear();
-    for (const r of chat) if (r.status === 'fulfilled') await r.value.model.dispose();
-    for (const r of embedders) if (r.status === 'fulfilled') await r.value.extractor.dispose();
+    await this.#pool.close();
   }
 }

@@ -30,7 +30,7 @@ export function isDeterministic(task: Task): boolean {
  * The task with settings that cannot change the output removed: neutral values (top-k 0, repetition penalty 1,
  * zero penalties) and, under greedy decoding, everything that only shapes sampling.
  */
-export function canonicalTask(task: Task): Task {
+export function canonicalTask(task: Task): unknown {
   if (task.task === 'embed') return task;
   const { topK, topP, seed, repetitionPenalty, presencePenalty, frequencyPenalty, ...rest } = task.sampling;
   const greedy = rest.temperature === 0;

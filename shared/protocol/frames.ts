@@ -106,6 +106,15 @@ export type Usage = z.infer<typeof Usage>;
 
 // --- agent → edge -------------------------------------------------------------------------------------------
 
+/** What the agent can take: requests running plus requests waiting, beyond which the edge refuses new ones. */
+export const Capacity = z.object({
+  /** Requests that may run at once, over all devices. */
+  concurrency: z.number().int().positive(),
+  /** Requests that may wait in the agent's queue. */
+  queueLimit: Count,
+});
+export type Capacity = z.infer<typeof Capacity>;
+
 export const HelloFrame = z.object({
   type: z.literal('hello'),
   protocol: z.number().int().positive(),
@@ -114,7 +123,22 @@ export const HelloFrame = z.object({
   engine: z.string().min(1).max(64),
   models: z.array(ModelInfo).max(1024),
   devices: z.array(DeviceInfo).max(64),
+  capacity: Capacity.optional(),
 });
+
+/** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */
+export const StatusFrame = z.object({
+  type: z.literal('status'),
+  running: Count,
+  queued: Count,
+  capacity: Capacity,
+  /** True once the agent is shutting down: it finishes what it has and takes nothing new. */
+  draining: z.boolean(),
+  devices: z
+    .array(z.object({ name: z.string().max(64), running: Count, queued: Count, loadedModels: z.array(z.string().max(256)).max(1024) }))
+    .max(64),
+});
+export type StatusFrame = z.infer<typeof StatusFrame>;
 
 export const ChunkFrame = z.object({
   type: z.literal('chunk'),
@@ -172,6 +196,18 @@ export const RequestFrame = z.object({
   type: z.literal('request'),
   id: Id,
   body: Task,
+  /** The API key's id, so the agent can share its queue fairly between keys. */
+  keyId: z.string().max(128).optional(),
+});
+
+/**
+ * Per-stream flow control: the edge pauses a stream whose client reads too slowly and resumes it once the client
+ * has caught up, so neither side buffers without bound.
+ */
+export const FlowFrame = z.object({
+  type: z.literal('flow'),
+  id: Id,
+  pause: z.boolean(),
 });
 
 export const CancelFrame = z.object({
@@ -180,8 +216,8 @@ export const CancelFrame = z.object({
   reason: z.string().max(256).optional(),
 });
 
-export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame]);
-export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, ErrorFrame, PingFrame, PongFrame]);
+export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, StatusFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame]);
+export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, FlowFrame, ErrorFrame, PingFrame, PongFrame]);
 
 export type HelloFrame = z.infer<typeof HelloFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;
@@ -191,6 +227,7 @@ export type ErrorFrame = z.infer<typeof ErrorFrame>;
 export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
 export type RequestFrame = z.infer<typeof RequestFrame>;
 export type CancelFrame = z.infer<typeof CancelFrame>;
+export type FlowFrame = z.infer<typeof FlowFrame>;
 /** A frame the agent sends and the edge receives. */
 export type AgentFrame = z.infer<typeof AgentFrame>;
 /** A frame the edge sends and the agent receives. */

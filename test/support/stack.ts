@@ -41,7 +41,9 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const edge = await startLocalEdge({
     vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url, ...vars },
-    logLevel: 'error',
+    // Durable Object state of its own, so no test sees another's (wrangler would share .wrangler/state).
+    persistDir: path.join(dataDir, 'wrangler'),
+    logLevel: (process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') as 'error',
   });
   const admin = (p: string, init: RequestInit = {}) =>
     fetch(new URL(p, edge.url), { ...init, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });

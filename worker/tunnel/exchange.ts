@@ -10,6 +10,15 @@ import { ApiError, errorResponse } from '../http/errors.ts';
 
 const encoder = new TextEncoder();
 
+/**
+ * Flow control for a client that reads slowly: past PAUSE_BYTES of unread output the agent is asked to pause the
+ * stream, below RESUME_BYTES to go on; past SHED_BYTES (an agent that ignores pauses) the stream is ended with an
+ * error rather than buffered without bound.
+ */
+const PAUSE_BYTES = 64 * 1024;
+const RESUME_BYTES = 16 * 1024;
+const SHED_BYTES = 4 * 1024 * 1024;
+
 /** Headers that stop proxies and CDNs from buffering a stream. */
 export const STREAM_HEADERS = {
   'cache-control': 'no-cache, no-transform',
@@ -42,6 +51,8 @@ export interface ExchangeOptions {
   headers: Record<string, string>;
   /** Called once when the client is found gone; the hub cancels the generation. */
   onClientGone: (exchange: Exchange) => void;
+  /** Called when the client falls behind (pause) and when it has caught up (resume). */
+  onFlow?: (exchange: Exchange, pause: boolean) => void;
   onSettled: (settlement: Settlement) => void;
 }
 
@@ -61,6 +72,9 @@ export class Exchange {
   #lastWrite = Date.now();
   #clientGone = false;
   #finished = false;
+  /** Bytes written to the client's stream and not yet taken by it. */
+  #unread = 0;
+  #paused = false;
   readonly #done = Promise.withResolvers<Response>();
 
   constructor(options: ExchangeOptions) {
@@ -162,7 +176,32 @@ export class Exchange {
   #write(text: string): void {
     if (this.#clientGone || this.#finished) return;
     this.#lastWrite = Date.now();
-    this.#writer!.write(encoder.encode(text)).catch(() => this.#gone());
+    const bytes = encoder.encode(text);
+    this.#unread += bytes.byteLength;
+    this.#writer!.write(bytes).then(
+      () => {
+        this.#unread -= bytes.byteLength;
+        if (this.#paused && this.#unread <= RESUME_BYTES && !this.#finished) {
+          this.#paused = false;
+          this.#options.onFlow?.(this, false);
+        }
+      },
+      () => this.#gone(),
+    );
+    if (!this.#paused && this.#unread > PAUSE_BYTES) {
+      this.#paused = true;
+      this.#options.onFlow?.(this, true);
+    }
+    if (this.#unread > SHED_BYTES) this.#shed();
+  }
+
+  /** Bytes the client has not read yet (for tests and health). */
+  get unread(): number {
+    return this.#unread;
+  }
+
+  #shed(): void {
+    this.#gone();
   }
 
   #gone(): void {

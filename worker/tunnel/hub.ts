@@ -8,7 +8,7 @@
  */
 import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
-import type { AgentFrame, DeviceInfo, EdgeFrame, HelloFrame, ModelInfo, Task } from '../../shared/protocol/frames.ts';
+import type { AgentFrame, DeviceInfo, EdgeFrame, HelloFrame, ModelInfo, StatusFrame, Task } from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { and, eq, gt } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
@@ -29,6 +29,8 @@ interface AgentAttachment {
   connId: string;
   connectedAt: number;
   hello?: Omit<HelloFrame, 'type'> & { at: number };
+  /** The agent's latest heartbeat. */
+  status?: Omit<StatusFrame, 'type'> & { at: number };
 }
 
 /** A request handed from the Worker to the hub. */
@@ -59,12 +61,21 @@ export interface AgentSummary {
   devices: DeviceInfo[];
   connectedAt: number;
   inFlight: number;
+  status: (Omit<StatusFrame, 'type'> & { at: number }) | null;
+  /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
+  lastSeen: number;
 }
 
 interface RequestContext {
   id: string;
   key: KeyRecord | undefined;
   cache: UsageRow['cache'];
+}
+
+/** Usage fields come partly from clients (a model name): keep them valid UTF-8 and of sane length. */
+function storable(row: UsageRow): UsageRow {
+  const clean = (v: string | null, max = 256) => (v === null ? null : v.toWellFormed().slice(0, max));
+  return { ...row, model: clean(row.model), endpoint: clean(row.endpoint, 64)!, errorCode: clean(row.errorCode, 64), agentId: clean(row.agentId), device: clean(row.device, 64) };
 }
 
 function answerOf(s: Settlement): CachedAnswer {
@@ -78,9 +89,12 @@ function usageTokens(u: { promptTokens: number; completionTokens: number }) {
 /** While a stream waits, something is written this often so a vanished client is noticed quickly. */
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
+const RETRY_AFTER_FULL_S = 1;
+/** Three missed agent heartbeats (every 15 s by default). */
+const DEAD_PEER_MS = 45_000;
 
 /** WebSocket close codes the hub uses (4000–4999 is the application range). */
-const CLOSE = { protocol: 4002, unsupported: 4006, replaced: 4009, badFrame: 4400 } as const;
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -124,14 +138,16 @@ export class AgentHub extends DurableObject<Env> {
 
   /** The connected agents that have said hello. */
   async agents(): Promise<AgentSummary[]> {
-    return this.#agents().map(({ ws, hello }) => ({
+    return this.#agents().map(({ ws, hello, connId, attachment }) => ({
       agentId: hello.agentId,
       engine: hello.engine,
       agentVersion: hello.agentVersion,
       models: hello.models,
       devices: hello.devices,
-      connectedAt: (ws.deserializeAttachment() as AgentAttachment).connectedAt,
-      inFlight: this.#inFlight((ws.deserializeAttachment() as AgentAttachment).connId),
+      connectedAt: attachment.connectedAt,
+      inFlight: this.#inFlight(connId),
+      status: attachment.status ?? null,
+      lastSeen: this.#lastSeen(ws, attachment),
     }));
   }
 
@@ -186,7 +202,7 @@ export class AgentHub extends DurableObject<Env> {
 
   /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
   record(row: UsageRow): void {
-    this.#ledger.enqueueUsage(row);
+    this.#ledger.enqueueUsage(storable(row));
     this.ctx.waitUntil(this.#flushUsage());
   }
 
@@ -197,8 +213,13 @@ export class AgentHub extends DurableObject<Env> {
       for (;;) {
         const rows = this.#ledger.pendingUsage(200);
         if (rows.length === 0) return;
-        await this.#database().insert(usage).values(rows).onConflictDoNothing();
-        this.#ledger.usageWritten(rows.map((r) => r.id));
+        try {
+          await this.#database().insert(usage).values(rows).onConflictDoNothing();
+          this.#ledger.usageWritten(rows.map((r) => r.id));
+        } catch (batchErr) {
+          // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
+          if (!(await this.#writeOneByOne(rows))) throw batchErr;
+        }
       }
     } catch (err) {
       console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));
@@ -206,6 +227,28 @@ export class AgentHub extends DurableObject<Env> {
     } finally {
       this.#flushing = false;
     }
+  }
+
+  /**
+   * Writes rows singly. If any row goes in, the database is up and a row it refuses is bad data: that row is
+   * logged in full and dropped. If none goes in, the database is down: all rows stay queued (returns false).
+   */
+  async #writeOneByOne(rows: UsageRow[]): Promise<boolean> {
+    const refused: Array<{ row: UsageRow; err: unknown }> = [];
+    for (const row of rows) {
+      try {
+        await this.#database().insert(usage).values(row).onConflictDoNothing();
+        this.#ledger.usageWritten([row.id]);
+      } catch (err) {
+        refused.push({ row, err });
+      }
+    }
+    if (refused.length === rows.length) return false;
+    for (const { row, err } of refused) {
+      console.error('libSQL refused a usage row; it is dropped', JSON.stringify(row), String(err));
+      this.#ledger.usageWritten([row.id]);
+    }
+    return true;
   }
 
   /** Retries writing queued usage rows until libSQL takes them. */
@@ -228,11 +271,27 @@ export class AgentHub extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']> }> {
+  #lastSeen(ws: WebSocket, attachment: AgentAttachment): number {
+    const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+    return Math.max(auto, attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
+  }
+
+  /**
+   * The connected agents that have said hello. An agent not heard from for DEAD_PEER_MS (no heartbeat, no status)
+   * is taken for dead and its socket closed: a half-open TCP connection would otherwise look alive forever.
+   */
+  #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']>; attachment: AgentAttachment }> {
     const out = [];
+    const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
       const attachment = ws.deserializeAttachment() as AgentAttachment | null;
-      if (attachment?.hello && ws.readyState === WebSocket.OPEN) out.push({ ws, connId: attachment.connId, hello: attachment.hello });
+      if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
+      if (now - this.#lastSeen(ws, attachment) > DEAD_PEER_MS) {
+        this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
+        ws.close(CLOSE.deadPeer, 'no heartbeat');
+        continue;
+      }
+      out.push({ ws, connId: attachment.connId, hello: attachment.hello, attachment });
     }
     return out;
   }
@@ -260,12 +319,22 @@ export class AgentHub extends DurableObject<Env> {
     if (model.kind !== want) {
       throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
     }
-    let best = serving[0]!;
-    let bestLoad = this.#inFlight(best.connId);
-    for (const a of serving.slice(1)) {
-      const load = this.#inFlight(a.connId);
-      if (load < bestLoad) [best, bestLoad] = [a, load];
+    const open = serving.filter((a) => !a.attachment.status?.draining);
+    if (open.length === 0) {
+      throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
     }
+    // Room left on each agent: what it said it can take (running + queued) minus what the edge has sent it.
+    const room = (a: (typeof open)[number]) => {
+      const c = a.attachment.status?.capacity ?? a.hello.capacity;
+      return c ? c.concurrency + c.queueLimit - this.#inFlight(a.connId) : Infinity;
+    };
+    const load = (a: (typeof open)[number]) => this.#inFlight(a.connId) / ((a.attachment.status?.capacity ?? a.hello.capacity)?.concurrency ?? 1);
+    const candidates = open.filter((a) => room(a) > 0);
+    if (candidates.length === 0) {
+      throw new ApiError('overloaded', `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`, { retryAfter: RETRY_AFTER_FULL_S });
+    }
+    let best = candidates[0]!;
+    for (const a of candidates.slice(1)) if (load(a) < load(best)) best = a;
     return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model };
   }
 
@@ -337,6 +406,7 @@ export class AgentHub extends DurableObject<Env> {
       stream: dispatch.stream,
       headers: { 'x-npu-relay-cache': ctx.cache },
       onClientGone: (ex) => this.#send(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
+      onFlow: (ex, pause) => this.#send(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
         settled.resolve(s);
         const tokens = s.usage.promptTokens + s.usage.completionTokens;
@@ -354,7 +424,7 @@ export class AgentHub extends DurableObject<Env> {
       },
     });
     this.#exchanges.set(ctx.id, exchange);
-    this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task });
+    this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task, keyId: key.id });
     this.#startKeepAlive();
     return exchange.response();
   }
@@ -445,6 +515,11 @@ export class AgentHub extends DurableObject<Env> {
         return;
       case 'pong':
         return;
+      case 'status': {
+        const { type: _type, ...status } = frame;
+        ws.serializeAttachment({ ...attachment, status: { ...status, at: Date.now() } } satisfies AgentAttachment);
+        return;
+      }
       case 'chunk':
         return this.#exchangeFor(ws, attachment.connId, frame.id)?.onChunk(frame);
       case 'embeddings': {
