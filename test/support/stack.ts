@@ -10,6 +10,7 @@ import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import OpenAI from 'openai';
 import { Agent } from '../../node/agent.ts';
+import type { SchedulerOptions } from '../../node/scheduler.ts';
 import type { Engine } from '../../node/engines/engine.ts';
 import { OrtEngine } from '../../node/engines/ort.ts';
 import { createLogger } from '../../node/log.ts';
@@ -78,7 +79,11 @@ export async function createOrtEngine(): Promise<OrtEngine> {
   return new OrtEngine({ modelsDir: MODELS_DIR, models: catalog.entries });
 }
 
-export async function startTestAgent(edge: TestEdge, engine: Engine, options: { agentId?: string; token?: string } = {}): Promise<Agent> {
+export async function startTestAgent(
+  edge: TestEdge,
+  engine: Engine,
+  options: { agentId?: string; token?: string; scheduler?: Partial<SchedulerOptions>; statusMs?: number } = {},
+): Promise<Agent> {
   const agent = new Agent({
     edgeUrl: edge.url.toString(),
     agentToken: options.token ?? edge.agentToken,
@@ -86,6 +91,8 @@ export async function startTestAgent(edge: TestEdge, engine: Engine, options: { 
     engine,
     log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
     backoff: { initialMs: 100, maxMs: 1000 },
+    ...(options.scheduler ? { scheduler: options.scheduler } : {}),
+    ...(options.statusMs ? { statusMs: options.statusMs } : {}),
   });
   await agent.start();
   return agent;

@@ -1,0 +1,109 @@
+/**
+ * Scheduling: per-device concurrency, a bounded queue shared fairly between API keys, the edge refusing overflow
+ * with 429 + Retry-After, and cancelled queued requests never running.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Agent } from '../node/agent.ts';
+import type { OrtEngine } from '../node/engines/ort.ts';
+import { Scheduler } from '../node/scheduler.ts';
+import { CHAT_MODEL } from './support/fixtures.ts';
+import { PacedEngine } from './support/paced-engine.ts';
+import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+
+describe('Scheduler', () => {
+  test('round-robin between keys, FIFO within a key, one at a time per device', async () => {
+    const s = new Scheduler({ concurrency: { NPU: 1 }, defaultConcurrency: 4, queueLimit: 10 });
+    const order: string[] = [];
+    const never = new AbortController().signal;
+    const first = await s.acquire('NPU', 'a', never);
+    const jobs = ['a1', 'a2', 'a3', 'b1', 'b2', 'c1'].map((name) =>
+      s.acquire('NPU', name[0]!, never).then((release) => {
+        order.push(name);
+        release();
+      }),
+    );
+    assert.deepEqual(s.status().devices, [{ name: 'NPU', running: 1, queued: 6 }]);
+    first();
+    await Promise.all(jobs);
+    assert.deepEqual(order, ['a1', 'b1', 'c1', 'a2', 'b2', 'a3']);
+  });
+
+  test('a full queue refuses at once; a cancelled waiter leaves the queue and never runs', async () => {
+    const s = new Scheduler({ concurrency: {}, defaultConcurrency: 1, queueLimit: 1 });
+    const never = new AbortController().signal;
+    const running = await s.acquire('CPU', 'k', never);
+    const cancel = new AbortController();
+    let ran = false;
+    const waiting = s.acquire('CPU', 'k', cancel.signal).then(() => (ran = true));
+    await assert.rejects(s.acquire('CPU', 'k', never), (e: Error & { code?: string }) => e.code === 'overloaded');
+    cancel.abort();
+    await assert.rejects(waiting, (e: Error & { code?: string }) => e.code === 'cancelled');
+    assert.equal(s.status().queued, 0);
+    running();
+    assert.equal(ran, false);
+    assert.equal(s.status().running, 0);
+  });
+});
+
+describe('scheduling through the edge', () => {
+  let edge: TestEdge;
+  let engine: OrtEngine;
+  let paced: PacedEngine;
+  let agent: Agent;
+  let keyA: string;
+  let keyB: string;
+
+  before(async () => {
+    edge = await startTestEdge();
+    engine = await createOrtEngine();
+    // Slow enough that the cancelled request is still queued when the edge notices its client left (≤ ~0.5 s).
+    paced = new PacedEngine(engine, 120);
+    agent = await startTestAgent(edge, paced, { scheduler: { defaultConcurrency: 1, queueLimit: 4 } });
+    keyA = (await edge.createKey({ name: 'A' })).key;
+    keyB = (await edge.createKey({ name: 'B' })).key;
+  });
+  after(async () => {
+    await agent?.stop();
+    await engine?.close();
+    await edge?.stop();
+  });
+
+  // The request to be cancelled streams: a stream's keep-alives are how the edge notices a client that left
+  // (a non-streaming request gives the edge no write to fail until its answer is ready).
+  const ask = (key: string, content: string, signal?: AbortSignal) =>
+    fetch(new URL('/v1/chat/completions', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content }], max_tokens: 4, temperature: 0.5, stream: signal !== undefined }),
+      ...(signal ? { signal } : {}),
+    }).then(async (res) => {
+      await res.arrayBuffer();
+      return res;
+    });
+
+  test('a burst from two keys is served fairly; the overflow gets 429 with Retry-After; a cancelled queued request never runs', async () => {
+    const runs = paced.runs.length;
+    const cancel = new AbortController();
+    const sent: Array<Promise<Response | Error>> = [];
+    const fire = (key: string, name: string, signal?: AbortSignal) => {
+      sent.push(ask(key, name, signal).catch((e: Error) => e));
+      return new Promise((r) => setTimeout(r, 15)); // keep arrival order deterministic
+    };
+    await fire(keyA, 'a1');
+    await fire(keyA, 'a2');
+    await fire(keyA, 'a3', cancel.signal);
+    await fire(keyA, 'a4');
+    await fire(keyB, 'b1');
+    await fire(keyB, 'b2'); // capacity is 1 running + 4 queued: this one is refused
+    cancel.abort(); // a3 is still waiting in the queue
+    const results = await Promise.all(sent);
+    const statuses = results.map((r) => (r instanceof Response ? r.status : 'aborted'));
+    assert.deepEqual(statuses, [200, 200, 'aborted', 200, 200, 429]);
+    const refused = results[5] as Response;
+    assert.ok(Number(refused.headers.get('retry-after')) >= 1);
+    await new Promise((r) => setTimeout(r, 300));
+    const order = paced.runs.slice(runs).map((r) => r.firstMessage);
+    assert.deepEqual(order, ['a1', 'a2', 'b1', 'a4'], 'round-robin between A and B after the running request; a3 never ran');
+  });
+});
