@@ -59,11 +59,17 @@ async function usageReport(request: IRequest, env: Env): Promise<Response> {
   return Response.json({ by, from, to, data: await usageTotals(database(env), by, from, to) });
 }
 
+async function streams(_request: IRequest, env: Env): Promise<Response> {
+  const [inFlight, pendingUsage] = await Promise.all([hub(env).streams(), hub(env).pendingUsage()]);
+  return Response.json({ data: inFlight, pendingUsageRows: pendingUsage });
+}
+
 export function adminRoutes(router: RouterType<IRequest, Args>): void {
   router
     .all('/admin/*', requireAdmin)
     .post('/admin/keys', createKey)
     .get('/admin/keys', listKeys)
     .post('/admin/keys/:id/revoke', revokeKey)
-    .get('/admin/usage', usageReport);
+    .get('/admin/usage', usageReport)
+    .get('/admin/streams', streams);
 }

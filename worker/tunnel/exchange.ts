@@ -195,12 +195,14 @@ export class Exchange {
     if (this.#unread > SHED_BYTES) this.#shed();
   }
 
-  /** Bytes the client has not read yet (for tests and health). */
-  get unread(): number {
-    return this.#unread;
+  /** What an operator needs to see about this exchange. */
+  stats(now: number): { id: string; agentId: string; stream: boolean; unreadBytes: number; paused: boolean; completionTokens: number; ageMs: number } {
+    return { id: this.id, agentId: this.agentId, stream: this.stream, unreadBytes: this.#unread, paused: this.#paused, completionTokens: this.#completionTokens, ageMs: now - this.#started };
   }
 
+  /** The client fell too far behind despite a pause: end its stream rather than buffer more. */
   #shed(): void {
+    console.warn(`stream ${this.id}: the client is ${this.#unread} bytes behind; ending it`);
     this.#gone();
   }
 

@@ -256,6 +256,12 @@ export class AgentHub extends DurableObject<Env> {
     await this.#flushUsage();
   }
 
+  /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
+  async streams(): Promise<Array<ReturnType<Exchange['stats']>>> {
+    const now = Date.now();
+    return [...this.#exchanges.values()].map((ex) => ex.stats(now));
+  }
+
   /** Rows still waiting for libSQL (for health checks and tests). */
   async pendingUsage(): Promise<number> {
     return this.#ledger.outboxSize;

@@ -1,0 +1,311 @@
+/**
+ * The fault suite: agents killed, dropped, doubled and drained, slow clients, an incompatible agent, and a long
+ * run of 200 concurrent streams — each must stay boring for API clients and lose no usage row.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { createClient } from '@libsql/client';
+import OpenAI from 'openai';
+import type { Agent } from '../node/agent.ts';
+import { createLogger } from '../node/log.ts';
+import { TunnelClient } from '../node/tunnel/client.ts';
+import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
+import { spawnAgent } from './support/agent-process.ts';
+import { CHAT_MODEL } from './support/fixtures.ts';
+import { FloodEngine } from './support/flood-engine.ts';
+import { PacedEngine } from './support/paced-engine.ts';
+import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+
+const ask = (content: string) => [{ role: 'user' as const, content }];
+
+/** Resident memory of the workerd processes started by this test process (the Worker and its Durable Object). */
+function workerdRssMb(): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      if (!/^Name:\s+workerd/m.test(status)) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      total += Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0) / 1024;
+    } catch {
+      // the process went away
+    }
+  }
+  return total;
+}
+
+async function usageCount(edge: TestEdge, where = '1=1'): Promise<number> {
+  const db = createClient({ url: edge.sqld.url });
+  try {
+    return Number((await db.execute(`select count(*) as n from usage where ${where}`)).rows[0]!.n);
+  } finally {
+    db.close();
+  }
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('faults', () => {
+  let edge: TestEdge;
+  before(async () => {
+    edge = await startTestEdge();
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test('agent process killed mid-stream: the client gets a terminal error within 1 s; the usage row says error with the tokens produced', async () => {
+    const proc = await spawnAgent(edge, 'doomed');
+    const client = edge.openai();
+    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('kill me'), stream: true, temperature: 0.8, seed: 1, max_tokens: 2000 });
+    let chunks = 0;
+    let killedAt = 0;
+    let failedAt = 0;
+    try {
+      for await (const c of stream) {
+        if (c.choices[0]?.delta?.content && ++chunks === 5) {
+          killedAt = performance.now();
+          proc.child.kill('SIGKILL');
+        }
+      }
+      assert.fail('the stream ended without an error');
+    } catch (err) {
+      failedAt = performance.now();
+      assert.ok(err instanceof OpenAI.APIError, `a terminal API error, got ${String(err)}`);
+      assert.match(err.message, /agent disconnected/);
+    }
+    const ms = failedAt - killedAt;
+    console.log(`SIGKILL → client error in ${ms.toFixed(0)} ms after ${chunks} chunks`);
+    assert.ok(ms < 1000, `terminal error within 1 s (took ${ms.toFixed(0)} ms)`);
+    await proc.exited;
+    const row = await waitFor('the usage row', async () => {
+      const db = createClient({ url: edge.sqld.url });
+      const r = (await db.execute(`select outcome, error_code, completion_tokens, status from usage where endpoint = 'chat.completions' and error_code = 'agent_gone'`)).rows[0];
+      db.close();
+      return r;
+    });
+    assert.equal(row.outcome, 'error');
+    assert.equal(Number(row.status), 502);
+    assert.ok(Number(row.completion_tokens) >= chunks, `tokens produced are recorded (${row.completion_tokens} ≥ ${chunks})`);
+  });
+
+  test('agent socket dropped: back and serving within 2 s, and no request hangs meanwhile', async () => {
+    const engine = await createOrtEngine();
+    const agent = await startTestAgent(edge, engine, { agentId: 'flaky' });
+    try {
+      const droppedAt = performance.now();
+      agent.tunnel.terminate();
+      const outcomes: string[] = [];
+      let servedAt = 0;
+      while (!servedAt) {
+        const started = performance.now();
+        const res = await fetch(new URL('/v1/chat/completions', edge.url), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${edge.apiKey}` },
+          body: JSON.stringify({ model: CHAT_MODEL, messages: ask('still there?'), max_tokens: 3, temperature: 0.5 }),
+          signal: AbortSignal.timeout(5000),
+        });
+        await res.arrayBuffer();
+        assert.ok(performance.now() - started < 2000, 'each request answers quickly, even while the agent is away');
+        outcomes.push(String(res.status));
+        if (res.status === 200) servedAt = performance.now();
+        else assert.equal(res.status, 503);
+      }
+      const ms = servedAt - droppedAt;
+      console.log(`socket dropped → serving again in ${ms.toFixed(0)} ms (answers meanwhile: ${outcomes.join(',')})`);
+      assert.ok(ms < 2000);
+    } finally {
+      await agent.stop();
+      await engine.close();
+    }
+  });
+
+  test('two agents with the same model share the load; with one killed, every new request succeeds on the other', async () => {
+    const a = await spawnAgent(edge, 'twin-a');
+    const b = await spawnAgent(edge, 'twin-b');
+    const client = edge.openai();
+    const many = (n: number, tag: string) =>
+      Promise.all(Array.from({ length: n }, (_, i) => client.chat.completions.create({ model: CHAT_MODEL, messages: ask(`${tag} ${i}`), max_tokens: 8, temperature: 0.5 })));
+    await many(16, 'spread');
+    await new Promise((r) => setTimeout(r, 500));
+    const db = createClient({ url: edge.sqld.url });
+    const byAgent = (await db.execute(`select agent_id, count(*) as n from usage where agent_id like 'twin-%' group by agent_id`)).rows;
+    db.close();
+    const counts = Object.fromEntries(byAgent.map((r) => [String(r.agent_id), Number(r.n)]));
+    console.log(`load spread over two agents: ${JSON.stringify(counts)}`);
+    assert.ok((counts['twin-a'] ?? 0) >= 4 && (counts['twin-b'] ?? 0) >= 4, `both agents served (${JSON.stringify(counts)})`);
+    a.child.kill('SIGKILL');
+    await a.exited;
+    const results = await many(10, 'after');
+    assert.equal(results.length, 10, 'all new requests succeeded');
+    b.child.kill('SIGTERM');
+    await b.exited;
+  });
+
+  test('SIGTERM drains: the agent takes nothing new and finishes its in-flight stream before exiting', async () => {
+    const proc = await spawnAgent(edge, 'drainer', { NPU_RELAY_DRAIN_TIMEOUT_S: '20' });
+    const client = edge.openai();
+    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('finish me'), stream: true, temperature: 0, max_tokens: 600 });
+    let text = '';
+    let finish: string | null = null;
+    let signalled = false;
+    const refusedWhileDraining: number[] = [];
+    for await (const c of stream) {
+      text += c.choices[0]?.delta?.content ?? '';
+      finish = c.choices[0]?.finish_reason ?? finish;
+      if (!signalled && text.length > 0) {
+        signalled = true;
+        proc.child.kill('SIGTERM');
+        // Give the agent a moment to announce draining, then try to send it new work.
+        await waitFor('draining announced', () => /draining/.test(proc.output()) || undefined, 5000);
+        await new Promise((r) => setTimeout(r, 100));
+        const res = await fetch(new URL('/v1/chat/completions', edge.url), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${edge.apiKey}` },
+          body: JSON.stringify({ model: CHAT_MODEL, messages: ask('new work'), max_tokens: 2, temperature: 0.5 }),
+        });
+        refusedWhileDraining.push(res.status);
+      }
+    }
+    assert.ok(finish === 'length' || finish === 'stop', `the in-flight stream finished normally (${finish})`);
+    assert.deepEqual(refusedWhileDraining, [503], 'a draining agent gets no new requests');
+    assert.equal(await proc.exited, '0');
+  });
+
+  test('an incompatible protocol version is refused with a message the agent can show', async () => {
+    const fatal = await new Promise<Error>((resolve) => {
+      const client = new TunnelClient({
+        edgeUrl: edge.url.toString(),
+        agentToken: edge.agentToken,
+        log: createLogger('silent'),
+        hello: () => ({ protocol: PROTOCOL_VERSION + 98, agentId: 'time-traveller', agentVersion: '9.9.9', engine: 'x', models: [], devices: [] }),
+        onFrame: () => {},
+        onDisconnect: () => {},
+        onFatal: resolve,
+      });
+      client.start().catch(() => {});
+    });
+    assert.match(fatal.message, /the edge refused this agent: this edge speaks tunnel protocol 1 but the agent speaks 99; install matching versions/);
+  });
+
+  describe('a client reading very slowly', () => {
+    let flood: FloodEngine;
+    let paced: PacedEngine;
+    let floodAgent: Agent;
+    let ortAgent: Agent;
+    let ort: Awaited<ReturnType<typeof createOrtEngine>>;
+    before(async () => {
+      // 4 KiB every 2 ms: far faster than any NPU, so the socket buffers between edge and client fill within
+      // seconds; yet slow enough that a pause reaches the agent before the edge holds megabytes.
+      flood = new FloodEngine(4096, 2);
+      floodAgent = await startTestAgent(edge, flood, { agentId: 'flood' });
+      ort = await createOrtEngine();
+      paced = new PacedEngine(ort, 50);
+      ortAgent = await startTestAgent(edge, paced, { agentId: 'steady' });
+    });
+    after(async () => {
+      await floodAgent.stop();
+      await ortAgent.stop();
+      await ort.close();
+    });
+
+    test('keeps edge and agent memory bounded, and other streams keep their pace', async () => {
+      // A raw TCP client that sends its request and then never reads: the kernel's buffers fill and stay full.
+      const socket = net.connect(Number(edge.url.port), '127.0.0.1');
+      await once(socket, 'connect');
+      const body = JSON.stringify({ model: 'flood', messages: ask('slow reader'), stream: true, max_tokens: 200_000 });
+      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${edge.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      socket.pause();
+      const rssBefore = process.memoryUsage().rss;
+
+      // Meanwhile a normal stream: its chunks must keep arriving at the engine's pace.
+      const arrivals: number[] = [];
+      const normal = (async () => {
+        const s = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('steady'), stream: true, temperature: 0, max_tokens: 10 });
+        for await (const c of s) if (c.choices[0]?.delta?.content) arrivals.push(performance.now());
+      })();
+
+      const samples: Array<{ produced: number; unread: number | 'shed'; workerdMb: number }> = [];
+      for (let i = 0; i < 12; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const streams = (await (await edge.admin('/admin/streams')).json()) as { data: Array<{ agentId: string; unreadBytes: number; paused: boolean }> };
+        const s = streams.data.find((x) => x.agentId === 'flood');
+        samples.push({ produced: flood.produced.get('slow reader') ?? 0, unread: s ? s.unreadBytes : 'shed', workerdMb: workerdRssMb() });
+      }
+      await normal;
+      const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1e6;
+      const last = samples.at(-1)!;
+      const prev = samples.at(-3)!;
+      console.log(
+        `slow reader: deltas produced ${samples.map((s) => s.produced).join(' → ')}; unread bytes at the edge ${samples.map((s) => s.unread).join(' → ')}; ` +
+          `workerd RSS ${samples.map((s) => s.workerdMb.toFixed(0)).join(' → ')} MB; agent (test process) RSS growth ${rssGrowthMb.toFixed(1)} MB`,
+      );
+      assert.ok(last.produced < 200_000, 'generation did not run to the end while nobody read');
+      assert.equal(last.produced, prev.produced, 'production stopped: the stream is paused or shed, end to end');
+      if (last.unread === 'shed') {
+        // The agent raced ahead of the pause: the edge ended the stream rather than buffer more.
+        const shed = await usageCount(edge, `outcome = 'cancelled' and model = 'flood'`);
+        assert.equal(shed, 1, 'the shed stream has its usage row');
+      } else {
+        assert.ok(last.unread < 4 * 1024 * 1024, `the edge holds a bounded amount for the slow client (${last.unread} bytes)`);
+      }
+      assert.ok(Math.max(...samples.map((s) => s.workerdMb)) - samples[0]!.workerdMb < 64, 'workerd memory stays flat while the client does not read');
+      const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
+      assert.ok(gaps.length >= 5 && Math.max(...gaps) < 500, `the other stream kept its pace (gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`);
+      socket.destroy();
+    });
+  });
+
+  test('200 concurrent streams for 30 s over one agent: no errors, no lost usage rows', async () => {
+    const engine = await createOrtEngine();
+    const agent = await startTestAgent(edge, engine, { agentId: 'soak', scheduler: { defaultConcurrency: 8, queueLimit: 256 } });
+    const before = await usageCount(edge);
+    const client = edge.openai({ maxRetries: 0 });
+    const until = performance.now() + 30_000;
+    const ttfts: number[] = [];
+    let errors = 0;
+    let requests = 0;
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, w) => {
+        while (performance.now() < until) {
+          requests++;
+          const started = performance.now();
+          try {
+            const s = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask(`soak ${w}`), stream: true, temperature: 0.7, max_tokens: 8 });
+            let first = true;
+            for await (const c of s) {
+              if (first && c.choices[0]?.delta?.content) {
+                ttfts.push(performance.now() - started);
+                first = false;
+              }
+            }
+          } catch (err) {
+            errors++;
+            console.error(String(err));
+          }
+        }
+      }),
+    );
+    await agent.stop();
+    await engine.close();
+    ttfts.sort((a, b) => a - b);
+    const p = (q: number) => ttfts[Math.min(ttfts.length - 1, Math.floor(q * ttfts.length))]!;
+    const rows = await waitFor('all usage rows', async () => ((await usageCount(edge)) - before >= requests ? (await usageCount(edge)) - before : undefined), 30_000).catch(async () => (await usageCount(edge)) - before);
+    console.log(`soak: ${requests} streams by 200 clients in 30 s, ${errors} errors, ${rows} usage rows; TTFT p50 ${p(0.5).toFixed(0)} ms, p99 ${p(0.99).toFixed(0)} ms`);
+    assert.equal(errors, 0);
+    assert.equal(rows, requests, 'one usage row per request');
+  });
+});
