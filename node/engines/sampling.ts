@@ -36,21 +36,52 @@ export class SeededSampler extends LogitsProcessor {
   #draw(row: Float32Array): number {
     const { temperature, topP } = this.#settings;
     const topK = this.#settings.topK && this.#settings.topK > 0 ? Math.min(this.#settings.topK, row.length) : row.length;
-    const order = Array.from(row.keys()).sort((a, b) => row[b]! - row[a]!).slice(0, topK);
-    const max = row[order[0]!]!;
-    const weights = order.map((i) => Math.exp((row[i]! - max) / temperature));
-    const total = weights.reduce((s, w) => s + w, 0);
+    let max = -Infinity;
+    for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+    const weights = new Float64Array(row.length);
+    for (let i = 0; i < row.length; i++) weights[i] = Math.exp((row[i]! - max) / temperature);
+    // No truncation: sample the whole distribution in one pass, without sorting 30k+ logits per token.
+    if (topK === row.length && topP >= 1) return this.#pick(weights, null);
+    const order = topK < row.length ? topIndices(row, topK) : Array.from(row.keys()).sort((a, b) => row[b]! - row[a]!);
     // Keep the smallest prefix whose probability mass reaches top_p (always at least one token).
+    let total = 0;
+    for (const i of order) total += weights[i]!;
     let kept = 0;
     let mass = 0;
-    while (kept < order.length && (kept === 0 || mass < topP * total)) mass += weights[kept++]!;
-    let x = this.#rng.random() * mass;
-    for (let i = 0; i < kept; i++) {
-      x -= weights[i]!;
-      if (x < 0) return order[i]!;
-    }
-    return order[kept - 1]!;
+    while (kept < order.length && (kept === 0 || mass < topP * total)) mass += weights[order[kept++]!]!;
+    return this.#pick(weights, order.slice(0, kept));
   }
+
+  /** Draws an index with probability proportional to its weight, over `among` (or all indices). */
+  #pick(weights: Float64Array, among: number[] | null): number {
+    let total = 0;
+    if (among) for (const i of among) total += weights[i]!;
+    else for (let i = 0; i < weights.length; i++) total += weights[i]!;
+    let x = this.#rng.random() * total;
+    if (among) {
+      for (const i of among) if ((x -= weights[i]!) < 0) return i;
+      return among[among.length - 1]!;
+    }
+    for (let i = 0; i < weights.length; i++) if ((x -= weights[i]!) < 0) return i;
+    return weights.length - 1;
+  }
+}
+
+/** The indices of the k largest values, largest first, in one pass (k is small: top-k sampling). */
+function topIndices(row: Float32Array, k: number): number[] {
+  const best: number[] = [];
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (best.length === k && v <= row[best[k - 1]!]!) continue;
+    let at = best.length < k ? best.length : k - 1;
+    if (best.length < k) best.push(i);
+    while (at > 0 && row[best[at - 1]!]! < v) {
+      best[at] = best[at - 1]!;
+      at--;
+    }
+    best[at] = i;
+  }
+  return best;
 }
 
 /**

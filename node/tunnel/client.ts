@@ -40,7 +40,8 @@ export class TunnelClient {
   #stopped = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
-  #awaitingPong = false;
+  /** When anything last arrived from the edge: any frame proves the connection alive, not only a pong. */
+  #lastReceived = 0;
   #connected = Promise.withResolvers<void>();
   #fatal: Error | undefined;
 
@@ -118,6 +119,7 @@ export class TunnelClient {
   }
 
   #receive(ws: WebSocket, data: unknown): void {
+    this.#lastReceived = Date.now();
     let frame: EdgeFrame;
     try {
       frame = decodeEdgeFrame(data);
@@ -132,7 +134,6 @@ export class TunnelClient {
         ws.send(encodeFrame({ type: 'pong' }));
         return;
       case 'pong':
-        this.#awaitingPong = false;
         return;
       case 'welcome':
         this.#ready = true;
@@ -155,17 +156,20 @@ export class TunnelClient {
     }
   }
 
+  /**
+   * Pings every `heartbeatMs`; a connection on which nothing at all arrived for two intervals is dead (a
+   * half-open TCP connection after sleep or a Wi-Fi change) and is dropped, so the client redials.
+   */
   #startHeartbeat(ws: WebSocket): void {
     clearInterval(this.#heartbeat);
     const every = this.#options.heartbeatMs ?? 15_000;
-    this.#awaitingPong = false;
+    this.#lastReceived = Date.now();
     this.#heartbeat = setInterval(() => {
-      if (this.#awaitingPong) {
-        this.#options.log.warn(`no heartbeat answer from the edge within ${every} ms; reconnecting`);
+      if (Date.now() - this.#lastReceived > 2 * every) {
+        this.#options.log.warn(`nothing heard from the edge for ${2 * every} ms; reconnecting`);
         ws.terminate();
         return;
       }
-      this.#awaitingPong = true;
       if (ws.readyState === WebSocket.OPEN) ws.send(PING_FRAME);
     }, every);
     this.#heartbeat.unref();
