@@ -5,6 +5,7 @@ import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
+import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { hub, type Args } from './routes/context.ts';
 import { ollamaRoutes } from './routes/ollama.ts';
@@ -49,6 +50,7 @@ export const router = Router<IRequest, Args>({ catch: recordRejection });
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent);
 openaiRoutes(router);
 ollamaRoutes(router);
+dashboardRoutes(router);
 adminRoutes(router);
 router.all('*', (request: IRequest) => {
   throw new ApiError('not_found', `no route for ${request.method} ${new URL(request.url).pathname}`);

@@ -49,7 +49,13 @@ export const usage = sqliteTable(
     /** ok, error, cancelled or rejected. */
     outcome: text('outcome').notNull(),
   },
-  (t) => [index('usage_at').on(t.at), index('usage_key_at').on(t.keyId, t.at), index('usage_model_at').on(t.model, t.at)],
+  (t) => [
+    // (at, id) rather than (at) alone: the dashboard's export pages through rows in (at, id) order (keyset
+    // pagination), which this index serves without a sort; range queries on `at` use it as before.
+    index('usage_at_id').on(t.at, t.id),
+    index('usage_key_at').on(t.keyId, t.at),
+    index('usage_model_at').on(t.model, t.at),
+  ],
 );
 
 /** Exact-match response cache. `chunks` keeps the original streaming chunking so a hit replays the same stream. */

@@ -1,0 +1,284 @@
+/**
+ * The usage dashboard's aggregations, each one SQL statement run by libSQL (SQLite): the Worker only shapes the
+ * result. Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are
+ * UTC hours or days. Percentiles use the nearest-rank definition, computed with window functions.
+ */
+import { and, asc, count, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
+import type { Database } from './client.ts';
+import { apiKeys, usage } from './schema.ts';
+
+export interface UsageFilter {
+  from: number;
+  to: number;
+  /** Only this key's requests, when set. */
+  keyId?: string | undefined;
+}
+
+export type Bucket = 'hour' | 'day';
+export type Split = 'key' | 'model';
+
+export const BUCKET_MS: Record<Bucket, number> = { hour: 3_600_000, day: 86_400_000 };
+
+function inRange(f: UsageFilter, ...more: Array<SQL | undefined>): SQL | undefined {
+  return and(gte(usage.at, f.from), lt(usage.at, f.to), f.keyId === undefined ? undefined : eq(usage.keyId, f.keyId), ...more);
+}
+
+/**
+ * Start of the UTC bucket holding `at`. The width is a bound parameter, which libSQL receives as a float, hence the
+ * cast back to an integer before multiplying.
+ */
+function bucketStart(bucket: Bucket): SQL<number> {
+  const ms = BUCKET_MS[bucket];
+  return sql<number>`cast(${usage.at} / ${ms} as integer) * ${ms}`;
+}
+
+/** Requests served from an agent: cache hits are excluded from latency and throughput figures. */
+const servedByAgent = and(eq(usage.outcome, 'ok'), or(sql`${usage.cache} is null`, ne(usage.cache, 'HIT')));
+
+export interface TimeseriesPoint {
+  /** Bucket start, ms since the epoch (UTC). */
+  t: number;
+  /** Key id or model; null for requests refused before a key or model was known. */
+  group: string | null;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Requests and tokens per bucket and per key or model. */
+export async function usageTimeseries(db: Database, f: UsageFilter, bucket: Bucket, split: Split): Promise<TimeseriesPoint[]> {
+  const t = bucketStart(bucket);
+  const group = split === 'key' ? usage.keyId : usage.model;
+  const rows = await db
+    .select({ t, group, requests: count(), promptTokens: sum(usage.promptTokens), completionTokens: sum(usage.completionTokens) })
+    .from(usage)
+    .where(inRange(f))
+    .groupBy(t, group)
+    .orderBy(t, group);
+  return rows.map((r) => ({
+    t: Number(r.t),
+    group: r.group,
+    requests: r.requests,
+    promptTokens: Number(r.promptTokens ?? 0),
+    completionTokens: Number(r.completionTokens ?? 0),
+  }));
+}
+
+export interface UsageSummary {
+  requests: number;
+  ok: number;
+  errors: number;
+  cancelled: number;
+  rejected: number;
+  promptTokens: number;
+  completionTokens: number;
+  cacheHits: number;
+  cacheMisses: number;
+  cacheBypasses: number;
+  /** Hits over cache lookups (hits + misses); null when nothing was looked up. Bypassed requests were not cacheable. */
+  cacheHitRate: number | null;
+  /** Completion tokens that cache hits answered without running a model. */
+  tokensSaved: number;
+}
+
+const countWhen = (condition: SQL) => sql<number>`coalesce(sum(case when ${condition} then 1 else 0 end), 0)`;
+
+export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageSummary> {
+  const [r] = await db
+    .select({
+      requests: count(),
+      ok: countWhen(sql`${usage.outcome} = 'ok'`),
+      errors: countWhen(sql`${usage.outcome} = 'error'`),
+      cancelled: countWhen(sql`${usage.outcome} = 'cancelled'`),
+      rejected: countWhen(sql`${usage.outcome} = 'rejected'`),
+      promptTokens: sql<number>`coalesce(sum(${usage.promptTokens}), 0)`,
+      completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`,
+      cacheHits: countWhen(sql`${usage.cache} = 'HIT'`),
+      cacheMisses: countWhen(sql`${usage.cache} = 'MISS'`),
+      cacheBypasses: countWhen(sql`${usage.cache} = 'BYPASS'`),
+      tokensSaved: sql<number>`coalesce(sum(case when ${usage.cache} = 'HIT' then ${usage.completionTokens} else 0 end), 0)`,
+    })
+    .from(usage)
+    .where(inRange(f));
+  const n = (v: unknown) => Number(v ?? 0);
+  const hits = n(r?.cacheHits);
+  const misses = n(r?.cacheMisses);
+  return {
+    requests: n(r?.requests),
+    ok: n(r?.ok),
+    errors: n(r?.errors),
+    cancelled: n(r?.cancelled),
+    rejected: n(r?.rejected),
+    promptTokens: n(r?.promptTokens),
+    completionTokens: n(r?.completionTokens),
+    cacheHits: hits,
+    cacheMisses: misses,
+    cacheBypasses: n(r?.cacheBypasses),
+    cacheHitRate: hits + misses > 0 ? hits / (hits + misses) : null,
+    tokensSaved: n(r?.tokensSaved),
+  };
+}
+
+export interface LatencyPercentiles {
+  /** Requests measured. */
+  requests: number;
+  durationP50: number | null;
+  durationP95: number | null;
+  /** Requests with a time to first token. */
+  ttftRequests: number;
+  ttftP50: number | null;
+  ttftP95: number | null;
+}
+
+interface Percentiles {
+  group: string | number | null;
+  n: number;
+  p50: number | null;
+  p95: number | null;
+}
+
+/**
+ * p50 and p95 of one measure per group, over requests an agent served. Ranks come from `row_number()` over each
+ * group sorted by the value; the nearest-rank percentile p of n values is the value at rank ceil(p·n), computed as
+ * (n·p + 99) / 100 truncated (`p` arrives as a float parameter, so the cast makes the rank an integer again).
+ */
+async function percentilesBy(db: Database, f: UsageFilter, group: SQL<string | number | null>, measure: typeof usage.durationMs | typeof usage.ttftMs): Promise<Percentiles[]> {
+  const ranked = db.$with('ranked').as(
+    db
+      .select({
+        g: sql<string | number | null>`${group}`.as('g'),
+        v: sql<number>`${measure}`.as('v'),
+        rank: sql<number>`row_number() over (partition by ${group} order by ${measure})`.as('rank'),
+        // The same partition and order as the rank, with a whole-partition frame: one sort serves both windows
+        // (`over (partition by g)` alone made SQLite sort the range a second time).
+        n: sql<number>`count(*) over (partition by ${group} order by ${measure} rows between unbounded preceding and unbounded following)`.as('n'),
+      })
+      .from(usage)
+      .where(inRange(f, servedByAgent, isNotNull(measure))),
+  );
+  const rankOf = (p: number) => sql<number>`cast((${ranked.n} * ${p} + 99) / 100 as integer)`;
+  const valueAt = (p: number) => sql<number | null>`max(case when ${ranked.rank} = ${rankOf(p)} then ${ranked.v} end)`;
+  const rows = await db
+    .with(ranked)
+    .select({ group: ranked.g, n: sql<number>`max(${ranked.n})`, p50: valueAt(50), p95: valueAt(95) })
+    .from(ranked)
+    // Only the two rows that are the answer reach the grouping (it cost as much as the sort when all did).
+    .where(or(eq(ranked.rank, rankOf(50)), eq(ranked.rank, rankOf(95))))
+    .groupBy(sql`${ranked.g}`)
+    .orderBy(sql`${ranked.g}`);
+  const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
+  return rows.map((r) => ({ group: r.group, n: Number(r.n), p50: num(r.p50), p95: num(r.p95) }));
+}
+
+/**
+ * Duration and time-to-first-token percentiles per group. The two measures sort differently, so they are two
+ * statements, run concurrently.
+ */
+async function latencyBy(db: Database, f: UsageFilter, group: SQL<string | number | null>): Promise<Array<LatencyPercentiles & { group: string | number | null }>> {
+  const [durations, ttfts] = await Promise.all([percentilesBy(db, f, group, usage.durationMs), percentilesBy(db, f, group, usage.ttftMs)]);
+  const ttftOf = new Map(ttfts.map((t) => [t.group, t]));
+  return durations.map((d) => {
+    const t = ttftOf.get(d.group);
+    return { group: d.group, requests: d.n, durationP50: d.p50, durationP95: d.p95, ttftRequests: t?.n ?? 0, ttftP50: t?.p50 ?? null, ttftP95: t?.p95 ?? null };
+  });
+}
+
+/** Latency percentiles per time bucket. */
+export async function latencyTimeseries(db: Database, f: UsageFilter, bucket: Bucket): Promise<Array<LatencyPercentiles & { t: number }>> {
+  const rows = await latencyBy(db, f, bucketStart(bucket));
+  return rows.map(({ group, ...r }) => ({ t: Number(group), ...r }));
+}
+
+/** Latency percentiles per model over the whole range. */
+export async function latencyByModel(db: Database, f: UsageFilter): Promise<Array<LatencyPercentiles & { model: string | null }>> {
+  const rows = await latencyBy(db, f, sql<string | null>`${usage.model}`);
+  return rows.map(({ group, ...r }) => ({ model: group === null ? null : String(group), ...r }));
+}
+
+export interface DeviceThroughput {
+  agentId: string | null;
+  device: string | null;
+  requests: number;
+  completionTokens: number;
+  /** Mean of the per-request generation speeds (tokens after the first, over the time after the first). */
+  meanTokensPerSecond: number | null;
+  /** Completion tokens over the summed request durations: what the device delivered end to end. */
+  overallTokensPerSecond: number | null;
+}
+
+/** Generation speed per agent and device, over requests an agent served. */
+export async function throughputByDevice(db: Database, f: UsageFilter): Promise<DeviceThroughput[]> {
+  const rows = await db
+    .select({
+      agentId: usage.agentId,
+      device: usage.device,
+      requests: count(),
+      completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`,
+      meanTokensPerSecond: sql<number | null>`avg(${usage.tokensPerSecond})`,
+      durationMs: sql<number>`coalesce(sum(${usage.durationMs}), 0)`,
+    })
+    .from(usage)
+    .where(inRange(f, servedByAgent))
+    .groupBy(usage.agentId, usage.device)
+    .orderBy(usage.agentId, usage.device);
+  return rows.map((r) => ({
+    agentId: r.agentId,
+    device: r.device,
+    requests: r.requests,
+    completionTokens: Number(r.completionTokens),
+    meanTokensPerSecond: r.meanTokensPerSecond === null ? null : Math.round(Number(r.meanTokensPerSecond) * 10) / 10,
+    overallTokensPerSecond: Number(r.durationMs) > 0 ? Math.round((Number(r.completionTokens) * 10_000) / Number(r.durationMs)) / 10 : null,
+  }));
+}
+
+export interface ErrorCount {
+  code: string;
+  status: number;
+  outcome: string;
+  requests: number;
+  /** Time of the latest such error, ms since the epoch. */
+  lastAt: number;
+}
+
+/** Failed, cancelled and refused requests per error code. */
+export async function errorCounts(db: Database, f: UsageFilter): Promise<ErrorCount[]> {
+  const rows = await db
+    .select({ code: usage.errorCode, status: usage.status, outcome: usage.outcome, requests: count(), lastAt: sql<number>`max(${usage.at})` })
+    .from(usage)
+    .where(inRange(f, isNotNull(usage.errorCode)))
+    .groupBy(usage.errorCode, usage.status, usage.outcome)
+    .orderBy(sql`count(*) desc`, usage.errorCode);
+  return rows.map((r) => ({ code: r.code ?? '', status: r.status, outcome: r.outcome, requests: r.requests, lastAt: Number(r.lastAt) }));
+}
+
+export interface KeyLabel {
+  id: string;
+  name: string;
+  prefix: string;
+  revokedAt: number | null;
+}
+
+/** Every key's id, name and visible prefix: labels for the charts and the key filter. Never the hash. */
+export async function keyLabels(db: Database): Promise<KeyLabel[]> {
+  return db
+    .select({ id: apiKeys.id, name: apiKeys.name, prefix: apiKeys.prefix, revokedAt: apiKeys.revokedAt })
+    .from(apiKeys)
+    .orderBy(asc(apiKeys.name), asc(apiKeys.id));
+}
+
+export type UsageRecord = typeof usage.$inferSelect;
+
+/** Where a page of the export ended: the next page starts strictly after this (at, id). */
+export interface UsageCursor {
+  at: number;
+  id: string;
+}
+
+/**
+ * One page of usage rows in (at, id) order, starting after `cursor`. Keyset pagination: each page is an index range
+ * scan on `usage_at_id`, however deep into the export it is (an OFFSET would rescan every earlier row).
+ */
+export async function usagePage(db: Database, f: UsageFilter, cursor: UsageCursor | undefined, limit: number): Promise<UsageRecord[]> {
+  const after = cursor === undefined ? undefined : or(gt(usage.at, cursor.at), and(eq(usage.at, cursor.at), gt(usage.id, cursor.id)));
+  return db.select().from(usage).where(inRange(f, after)).orderBy(asc(usage.at), asc(usage.id)).limit(limit);
+}
