@@ -110,7 +110,7 @@ export function dashboardPage(): string {
   <div class="tile"><span class="label">Tokens (prompt + completion)</span><span class="value" id="t-tokens">–</span></div>
   <div class="tile"><span class="label">Cache hit rate</span><span class="value" id="t-hit-rate">–</span></div>
   <div class="tile"><span class="label">Tokens saved by the cache</span><span class="value" id="t-saved">–</span></div>
-  <div class="tile"><span class="label">Errors and refusals</span><span class="value" id="t-errors">–</span></div>
+  <div class="tile"><span class="label">Failed, refused or cancelled</span><span class="value" id="t-errors">–</span></div>
 </section>
 <section class="charts">
   ${chart('requests-by-key', 'Requests by key')}

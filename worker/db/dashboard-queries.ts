@@ -1,7 +1,7 @@
 /**
- * The usage dashboard's aggregations, each one SQL statement run by libSQL (SQLite): the Worker only shapes the
- * result. Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are
- * UTC hours or days. Percentiles use the nearest-rank definition, computed with window functions.
+ * The usage dashboard's aggregations, computed in SQL by libSQL (SQLite): the Worker only shapes the results.
+ * Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are UTC hours
+ * or days. Percentiles use the nearest-rank definition, computed with window functions.
  */
 import { and, asc, count, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
 import type { Database } from './client.ts';
@@ -162,7 +162,7 @@ async function percentilesBy(db: Database, f: UsageFilter, group: SQL<string | n
     .with(ranked)
     .select({ group: ranked.g, n: sql<number>`max(${ranked.n})`, p50: valueAt(50), p95: valueAt(95) })
     .from(ranked)
-    // Only the two rows that are the answer reach the grouping (it cost as much as the sort when all did).
+    // Only the rows at the two ranks reach the grouping, which would otherwise sort every row of the range again.
     .where(or(eq(ranked.rank, rankOf(50)), eq(ranked.rank, rankOf(95))))
     .groupBy(sql`${ranked.g}`)
     .orderBy(sql`${ranked.g}`);
@@ -172,7 +172,7 @@ async function percentilesBy(db: Database, f: UsageFilter, group: SQL<string | n
 
 /**
  * Duration and time-to-first-token percentiles per group. The two measures sort differently, so they are two
- * statements, run concurrently.
+ * statements, sent together (one window pass over both sorts cost more than the two apart).
  */
 async function latencyBy(db: Database, f: UsageFilter, group: SQL<string | number | null>): Promise<Array<LatencyPercentiles & { group: string | number | null }>> {
   const [durations, ttfts] = await Promise.all([percentilesBy(db, f, group, usage.durationMs), percentilesBy(db, f, group, usage.ttftMs)]);
