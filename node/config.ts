@@ -12,6 +12,16 @@ export interface AgentConfig {
   agentId: string;
   modelsDir: string;
   logLevel: string;
+  /** Models (or aliases) to load at start-up. */
+  preload?: string[] | undefined;
+  /** How long an idle model stays loaded, in ms (`Infinity`: until the agent stops); the engine's default when absent. */
+  keepAliveMs?: number | undefined;
+  /** Memory all loaded models may hold together, in bytes; no limit when absent. */
+  memoryBudgetBytes?: number | undefined;
+  /** Port of the health and metrics endpoints on 127.0.0.1 (0: any free port); none when absent. */
+  metricsPort?: number | undefined;
+  /** The model aliases file; `aliases.json` in the models folder when absent. */
+  aliasesFile?: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -31,6 +41,12 @@ Options (each also settable by the environment variable shown):
   --models DIR      folder of model folders                               NPU_RELAY_MODELS_DIR (default ./models)
   --id ID           this agent's id                                        NPU_RELAY_AGENT_ID  (default the host name)
   --log-level LEVEL trace, debug, info, warn, error                        NPU_RELAY_LOG_LEVEL (default info)
+  --preload IDS     models to load at start, comma-separated              NPU_RELAY_PRELOAD   (default none)
+  --keep-alive TIME how long an idle model stays loaded: 30s, 5m, 1h,     NPU_RELAY_KEEP_ALIVE (default 5m)
+                    seconds, 0 (unload after each request) or -1 (never)
+  --memory-budget SIZE  memory for all loaded models: 8GB, 6GiB, bytes    NPU_RELAY_MEMORY_BUDGET (default no limit)
+  --metrics-port PORT   /health and /metrics on 127.0.0.1; 0 turns off   NPU_RELAY_METRICS_PORT (default 9464)
+  --aliases FILE    model aliases, {"alias": "model id"}                  NPU_RELAY_ALIASES   (default <models>/aliases.json)
   -h, --help        show this help
 `;
 
@@ -50,6 +66,11 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         models: { type: 'string' },
         id: { type: 'string' },
         'log-level': { type: 'string' },
+        preload: { type: 'string' },
+        'keep-alive': { type: 'string' },
+        'memory-budget': { type: 'string' },
+        'metrics-port': { type: 'string' },
+        aliases: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -68,11 +89,49 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   if (!agentToken) throw new ConfigError('the agent token is required: pass --token or set NPU_RELAY_AGENT_TOKEN (the same value the edge has)');
   const logLevel = values['log-level'] ?? env.NPU_RELAY_LOG_LEVEL ?? 'info';
   if (!LEVELS.includes(logLevel)) throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
+  const keepAlive = values['keep-alive'] ?? env.NPU_RELAY_KEEP_ALIVE;
+  const budget = values['memory-budget'] ?? env.NPU_RELAY_MEMORY_BUDGET;
+  const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? '9464', '--metrics-port / NPU_RELAY_METRICS_PORT');
+  const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
+  const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
   return {
     edgeUrl,
     agentToken,
     agentId: values.id ?? env.NPU_RELAY_AGENT_ID ?? hostname(),
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
     logLevel,
+    preload,
+    ...(keepAlive !== undefined ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') } : {}),
+    ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
+    ...(metricsPort !== 0 ? { metricsPort } : {}),
+    ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
   };
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `30s`, `5m`, `1h`, `500ms`, a number of seconds, or -1 for ever; in milliseconds. */
+export function parseDuration(text: string, name: string): number {
+  const t = text.trim();
+  if (t === '-1') return Infinity;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(t);
+  if (!m) throw new ConfigError(`${name} must be a duration like 30s, 5m or 1h, a number of seconds, or -1 for ever; got '${text}'`);
+  return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's']!);
+}
+
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** `8GB` (10^9), `6GiB` (2^30), `512MB`, or a number of bytes; in bytes. */
+export function parseBytes(text: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)?$/i.exec(text.trim());
+  const unit = BYTE_UNITS[(m?.[2] ?? 'b').toLowerCase()];
+  const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!(bytes > 0)) throw new ConfigError(`${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`);
+  return bytes;
+}
+
+function parsePort(text: string, name: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text.trim()) || port > 65535) throw new ConfigError(`${name} must be a port number from 1 to 65535, or 0 to turn it off; got '${text}'`);
+  return port;
 }

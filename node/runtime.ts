@@ -3,23 +3,42 @@
  * will run on. Shared by the `agent` command and `npm start`.
  */
 import { Agent } from './agent.ts';
-import type { AgentConfig } from './config.ts';
+import { ConfigError, type AgentConfig } from './config.ts';
 import type { Engine } from './engines/engine.ts';
 import { OrtEngine } from './engines/ort.ts';
 import type { Logger } from './log.ts';
+import { metricsRegistry, recordModelEvent } from './metrics.ts';
+import { AliasedEngine, loadAliases } from './models/aliases.ts';
 import { scanModels } from './models/catalog.ts';
+import type { ModelEvent } from './models/pool.ts';
+import { ModelActivity } from './observability/model-activity.ts';
+import { startObservabilityServer, type ObservabilityServer } from './observability/server.ts';
 
 export interface AgentRuntime {
   agent: Agent;
   engine: Engine;
   /** Human-readable lines describing the engine, device and models. */
   summary: string[];
+  /** The health and metrics endpoints, when `metricsPort` is set; close them when stopping. */
+  observability?: ObservabilityServer | undefined;
 }
 
-export async function createAgentRuntime(config: AgentConfig, log: Logger): Promise<AgentRuntime> {
+export interface RuntimeHooks {
+  /** Also receives the engine's model events (tests). */
+  onModelEvent?: ((event: ModelEvent) => void) | undefined;
+}
+
+export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks: RuntimeHooks = {}): Promise<AgentRuntime> {
   const catalog = await scanModels(config.modelsDir);
   for (const s of catalog.skipped) log.warn({ dir: s.dir }, `skipped a model folder: ${s.reason}`);
-  const engine = new OrtEngine({ modelsDir: config.modelsDir, models: catalog.entries });
+  const activity = new ModelActivity(log);
+  const onModelEvent = (event: ModelEvent) => {
+    activity.record(event);
+    recordModelEvent(event);
+    hooks.onModelEvent?.(event);
+  };
+  const ort = new OrtEngine({ modelsDir: config.modelsDir, models: catalog.entries, keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onModelEvent });
+  const engine = new AliasedEngine(ort, await loadAliases(config.modelsDir, config.aliasesFile));
   const models = engine.models();
   const summary = [
     `engine: ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`,
@@ -28,6 +47,38 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger): Prom
       : `models: none found in ${config.modelsDir} — put a model folder there (Hugging Face layout with onnx/), or set NPU_RELAY_MODELS_DIR`,
   ];
   log.info({ engine: engine.name, devices: engine.devices.map((d) => d.name), models: models.map((m) => m.id), modelsDir: config.modelsDir }, summary.join('; '));
+  for (const id of config.preload ?? []) {
+    if (!models.some((m) => m.id === id)) throw new ConfigError(`cannot preload '${id}' (NPU_RELAY_PRELOAD / --preload): no such model; this agent has: ${models.map((m) => m.id).join(', ') || 'none'}`);
+  }
+  // One at a time, so the memory budget sees each load.
+  for (const id of config.preload ?? []) await engine.preload(id);
   const agent = new Agent({ edgeUrl: config.edgeUrl, agentToken: config.agentToken, agentId: config.agentId, engine, log });
-  return { agent, engine, summary };
+  let observability: ObservabilityServer | undefined;
+  if (config.metricsPort !== undefined) {
+    observability = await startObservabilityServer({
+      port: config.metricsPort,
+      registry: metricsRegistry,
+      status: () => {
+        const loaded = activity.loaded();
+        const queues = new Map(agent.status().devices.map((d) => [d.name, d]));
+        return {
+          agentId: agent.agentId,
+          engine: engine.name,
+          connected: agent.tunnel.ready,
+          draining: agent.draining,
+          devices: engine.devices.map((d) => ({
+            ...d,
+            loadedModels: loaded.filter((m) => m.device === d.name).map((m) => m.id),
+            running: queues.get(d.name)?.running ?? 0,
+            queued: queues.get(d.name)?.queued ?? 0,
+          })),
+          models: loaded,
+          lastErrors: activity.lastErrors(),
+        };
+      },
+    });
+    summary.push(`health: ${new URL('/health', observability.url)}, metrics: ${new URL('/metrics', observability.url)}`);
+    log.info({ url: observability.url.toString() }, `health and metrics endpoints on ${observability.url}`);
+  }
+  return { agent, engine, summary, observability };
 }

@@ -1,0 +1,122 @@
+/**
+ * Model aliases: other names for the models an agent serves (`{"llama3": "Llama-3.2-1B-Instruct"}`), so clients can
+ * ask for a short or familiar name. They are read from `aliases.json` in the models folder, or from the file that
+ * `NPU_RELAY_ALIASES` names, and checked at start-up: an alias that points to no served model stops the agent.
+ * `AliasedEngine` wraps any engine, so every engine gets aliases the same way.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import type { EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import { ConfigError } from '../config.ts';
+import type { EmbeddingResult, Engine, GenerationEvent } from '../engines/engine.ts';
+
+/** Model ids are folder names; an alias follows the same rules, so it can never be confused with a path. */
+const ModelName = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:\-]*$/, 'a name starts with a letter or digit and holds only letters, digits and . _ : -');
+
+export const AliasesFile = z.record(ModelName, ModelName);
+
+export interface Aliases {
+  /** The file they came from, for messages; undefined when there is none. */
+  file: string | undefined;
+  /** alias → model id */
+  map: ReadonlyMap<string, string>;
+}
+
+/**
+ * Reads the aliases: `file` when given (it must exist), else `<modelsDir>/aliases.json` when present, else none.
+ */
+export async function loadAliases(modelsDir: string, file?: string): Promise<Aliases> {
+  const target = file ? path.resolve(file) : path.join(modelsDir, 'aliases.json');
+  let text: string;
+  try {
+    text = await readFile(target, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !file) return { file: undefined, map: new Map() };
+    throw new ConfigError(`cannot read the model aliases file ${target} (NPU_RELAY_ALIASES / --aliases): ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`the model aliases file ${target} is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = AliasesFile.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.length ? `'${i.path.join('.')}'` : 'the file'}: ${i.message}`).join('; ');
+    throw new ConfigError(`the model aliases file ${target} must be a JSON object of "alias": "model id" pairs; ${issues}`);
+  }
+  return { file: target, map: new Map(Object.entries(parsed.data)) };
+}
+
+/** An engine that also answers to aliases: it lists them as models of their own and runs them as their target. */
+export class AliasedEngine implements Engine {
+  readonly #inner: Engine;
+  readonly #aliases: ReadonlyMap<string, string>;
+
+  /** Throws a `ConfigError` naming the alias and its target when the target is not one of the engine's models. */
+  constructor(inner: Engine, aliases: Aliases) {
+    const served = new Set(inner.models().map((m) => m.id));
+    for (const [alias, target] of aliases.map) {
+      if (served.has(alias)) throw new ConfigError(`alias '${alias}' in ${aliases.file} is also the id of a model in the models folder; remove the alias or rename it`);
+      if (!served.has(target)) {
+        const why = aliases.map.has(target) ? `'${target}' is itself an alias (point aliases at model ids)` : `'${target}' is not a model this agent serves (it has: ${[...served].join(', ') || 'none'})`;
+        throw new ConfigError(`alias '${alias}' in ${aliases.file} points to model '${target}', but ${why}`);
+      }
+    }
+    this.#inner = inner;
+    this.#aliases = aliases.map;
+  }
+
+  get name(): string {
+    return this.#inner.name;
+  }
+
+  get devices(): Engine['devices'] {
+    return this.#inner.devices;
+  }
+
+  /** The model id an alias stands for; any other id unchanged. */
+  resolve(id: string): string {
+    return this.#aliases.get(id) ?? id;
+  }
+
+  models(): readonly ModelInfo[] {
+    const models = this.#inner.models();
+    const byId = new Map(models.map((m) => [m.id, m]));
+    const aliased = [...this.#aliases].flatMap(([alias, target]) => {
+      const model = byId.get(target);
+      return model ? [{ ...model, id: alias }] : [];
+    });
+    return [...models, ...aliased];
+  }
+
+  generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal);
+  }
+
+  embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    return this.#inner.embed({ ...task, model: this.resolve(task.model) }, signal);
+  }
+
+  /** Loads a model (or an alias's model) ahead of its first request, when the engine can. */
+  async preload(id: string): Promise<void> {
+    const inner = this.#inner as Engine & { preload?: (id: string) => Promise<void> };
+    if (!inner.preload) throw new ConfigError(`the ${this.name} engine cannot preload models; unset NPU_RELAY_PRELOAD`);
+    await inner.preload(this.resolve(id));
+  }
+
+  /** Extends a loaded model's keep-alive (a request's `keep_alive`), when the engine keeps models alive. */
+  touch(id: string, keepAliveMs?: number): boolean {
+    const inner = this.#inner as Engine & { touch?: (id: string, keepAliveMs?: number) => boolean };
+    return inner.touch?.(this.resolve(id), keepAliveMs) ?? false;
+  }
+
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
+}
