@@ -3,13 +3,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createClient, type Client } from '@libsql/client';
 import { createKey, ENV_KEY_NAME, FIRST_KEY_NAME, openKeysDb, revokeKey, startKey } from '../node/db/keys.ts';
-import { applyMigrations } from '../node/db/migrate.ts';
+import { applyMigrations, MIGRATIONS_DIR } from '../node/db/migrate.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { hashApiKey, visiblePrefix } from '../shared/keys.ts';
@@ -80,12 +81,14 @@ test('migrate creates the tables on an empty database, and a second run succeeds
   assert.deepEqual(tables, ['__drizzle_migrations', 'api_keys', 'cache_entries', 'usage']);
   const schema = await schemaOf(sql);
   const migrations = await migrationsOf(sql);
-  assert.equal(migrations.length, 1);
+  const journal = JSON.parse(readFileSync(path.join(MIGRATIONS_DIR, 'meta/_journal.json'), 'utf8')) as { entries: Array<{ tag: string }> };
+  assert.equal(migrations.length, journal.entries.length, 'every migration in the journal is applied once');
+  const latest = journal.entries.at(-1)!.tag;
 
   // The second run finds the database through the environment variable instead of the flag.
   const second = await migrateCli([], { NPU_RELAY_LIBSQL_URL: url });
   assert.equal(second.code, 0, second.stderr);
-  assert.match(second.stdout, /up to date, nothing to apply \(at 0000_init/);
+  assert.match(second.stdout, new RegExp(`up to date, nothing to apply \\(at ${latest}`));
   assert.doesNotMatch(second.stdout, /applied 0000_init/);
   assert.deepEqual(await schemaOf(sql), schema, 'the schema is unchanged');
   assert.deepEqual(await migrationsOf(sql), migrations, 'no migration is recorded twice');
