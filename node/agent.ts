@@ -28,12 +28,17 @@ export interface AgentOptions {
   onFatal?: (err: Error) => void;
   /** Observes each finished request (for metrics). */
   onRequestDone?: (done: RequestRecord) => void;
+  /** Observes each status heartbeat (for metrics). */
+  onStatus?: (status: StatusFrame) => void;
+  /** The models loaded right now, for the heartbeat. */
+  loadedModels?: () => Array<{ id: string; device?: string | undefined }>;
 }
 
 export interface RequestRecord {
   model: string;
   device: string;
-  outcome: 'ok' | 'cancelled' | 'error';
+  /** `ok`, `cancelled`, or the error code the request failed with. */
+  outcome: string;
   promptTokens: number;
   completionTokens: number;
   ttftMs?: number;
@@ -144,7 +149,12 @@ export class Agent {
       queued: s.queued,
       capacity: this.#capacity(),
       draining: this.#draining,
-      devices: this.#engine.devices.map((d) => ({ name: d.name, running: byName.get(d.name)?.running ?? 0, queued: byName.get(d.name)?.queued ?? 0, loadedModels: [] })),
+      devices: this.#engine.devices.map((d) => ({
+        name: d.name,
+        running: byName.get(d.name)?.running ?? 0,
+        queued: byName.get(d.name)?.queued ?? 0,
+        loadedModels: (this.#options.loadedModels?.() ?? []).filter((m) => m.device === d.name).map((m) => m.id),
+      })),
     };
   }
 
@@ -153,7 +163,9 @@ export class Agent {
   }
 
   #sendStatus(): void {
-    if (this.#tunnel.ready) this.#tunnel.send(this.status());
+    const status = this.status();
+    this.#options.onStatus?.(status);
+    if (this.#tunnel.ready) this.#tunnel.send(status);
   }
 
   /**
@@ -242,7 +254,7 @@ export class Agent {
       }
     } catch (err) {
       const code = signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
-      outcome = code === 'cancelled' ? 'cancelled' : 'error';
+      outcome = code;
       if (code === 'cancelled') {
         // Cancelled before or between tokens: still a normal end, with what was produced.
         this.#send({ type: 'end', id, finishReason: 'cancelled', usage: { promptTokens, completionTokens }, device, durationMs: performance.now() - started });

@@ -22,6 +22,15 @@ export interface AgentConfig {
   metricsPort?: number | undefined;
   /** The model aliases file; `aliases.json` in the models folder when absent. */
   aliasesFile?: string | undefined;
+  /** Pinned OpenVINO device (NPU, GPU, CPU, AUTO); NPU → GPU → CPU when absent. Validated by the engine selection. */
+  device?: string | undefined;
+  /** NPU pipeline limits, in tokens. */
+  npu?: { maxPromptLen?: number; minResponseLen?: number } | undefined;
+  /** How long SIGTERM waits for in-flight requests before cancelling them. */
+  drainTimeoutMs?: number | undefined;
+  /** Requests running at once per device (e.g. `CPU=4,NPU=1`) and requests that may wait. */
+  concurrency?: Record<string, number> | undefined;
+  queueLimit?: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +56,12 @@ Options (each also settable by the environment variable shown):
   --memory-budget SIZE  memory for all loaded models: 8GB, 6GiB, bytes    NPU_RELAY_MEMORY_BUDGET (default no limit)
   --metrics-port PORT   /health and /metrics on 127.0.0.1; 0 turns off   NPU_RELAY_METRICS_PORT (default 9464)
   --aliases FILE    model aliases, {"alias": "model id"}                  NPU_RELAY_ALIASES   (default <models>/aliases.json)
+  --device DEVICE   pin the OpenVINO device: NPU, GPU, CPU or AUTO        NPU_RELAY_DEVICE    (default NPU → GPU → CPU)
+  --npu-max-prompt N    longest prompt the NPU pipeline takes, tokens     NPU_RELAY_NPU_MAX_PROMPT_LEN (default 1024)
+  --npu-min-response N  tokens the NPU pipeline reserves for the answer   NPU_RELAY_NPU_MIN_RESPONSE_LEN (default 128)
+  --concurrency LIST    requests at once per device, e.g. CPU=4,NPU=1     NPU_RELAY_CONCURRENCY (default NPU=1,GPU=1,CPU=4)
+  --queue-limit N   requests that may wait for a device                   NPU_RELAY_QUEUE_LIMIT (default 64)
+  --drain-timeout TIME  on SIGTERM, how long in-flight requests may finish NPU_RELAY_DRAIN_TIMEOUT (default 30s)
   -h, --help        show this help
 `;
 
@@ -71,6 +86,12 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         'memory-budget': { type: 'string' },
         'metrics-port': { type: 'string' },
         aliases: { type: 'string' },
+        device: { type: 'string' },
+        'npu-max-prompt': { type: 'string' },
+        'npu-min-response': { type: 'string' },
+        concurrency: { type: 'string' },
+        'queue-limit': { type: 'string' },
+        'drain-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -94,6 +115,11 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? '9464', '--metrics-port / NPU_RELAY_METRICS_PORT');
   const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
   const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
+  const device = values.device ?? env.NPU_RELAY_DEVICE;
+  const maxPrompt = values['npu-max-prompt'] ?? env.NPU_RELAY_NPU_MAX_PROMPT_LEN;
+  const minResponse = values['npu-min-response'] ?? env.NPU_RELAY_NPU_MIN_RESPONSE_LEN;
+  const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
+  const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
   return {
     edgeUrl,
     agentToken,
@@ -105,7 +131,33 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
     ...(metricsPort !== 0 ? { metricsPort } : {}),
     ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
+    ...(device ? { device } : {}),
+    npu: {
+      ...(maxPrompt !== undefined ? { maxPromptLen: parseCount(maxPrompt, '--npu-max-prompt / NPU_RELAY_NPU_MAX_PROMPT_LEN') } : {}),
+      ...(minResponse !== undefined ? { minResponseLen: parseCount(minResponse, '--npu-min-response / NPU_RELAY_NPU_MIN_RESPONSE_LEN') } : {}),
+    },
+    drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
+    concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
+    ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
   };
+}
+
+/** A whole number of at least `min`. */
+export function parseCount(text: string, name: string, min = 1): number {
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be a whole number of at least ${min}, got '${text}'`);
+  return n;
+}
+
+/** `CPU=4,NPU=1`: requests that may run at once on each device. */
+export function parseConcurrency(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z][\w.]*)=(\d+)$/.exec(part);
+    if (!m || Number(m[2]) < 1) throw new ConfigError(`--concurrency / NPU_RELAY_CONCURRENCY must look like CPU=4,NPU=1 (each at least 1), got '${text}'`);
+    out[m[1]!.toUpperCase()] = Number(m[2]);
+  }
+  return out;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -5,9 +5,9 @@
 import { Agent } from './agent.ts';
 import { ConfigError, type AgentConfig } from './config.ts';
 import type { Engine } from './engines/engine.ts';
-import { OrtEngine } from './engines/ort.ts';
+import { createEngine } from './engines/select.ts';
 import type { Logger } from './log.ts';
-import { metricsRegistry, recordModelEvent } from './metrics.ts';
+import { metricsRegistry, recordModelEvent, recordRequest, setQueueDepth } from './metrics.ts';
 import { AliasedEngine, loadAliases } from './models/aliases.ts';
 import { scanModels } from './models/catalog.ts';
 import type { ModelEvent } from './models/pool.ts';
@@ -37,14 +37,21 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     recordModelEvent(event);
     hooks.onModelEvent?.(event);
   };
-  const ort = new OrtEngine({ modelsDir: config.modelsDir, models: catalog.entries, keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onModelEvent });
-  const engine = new AliasedEngine(ort, await loadAliases(config.modelsDir, config.aliasesFile));
+  const chosen = await createEngine({
+    modelsDir: config.modelsDir,
+    models: catalog.entries,
+    device: config.device,
+    npu: config.npu,
+    ort: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onModelEvent },
+    log,
+  });
+  const engine = new AliasedEngine(chosen, await loadAliases(config.modelsDir, config.aliasesFile));
   const models = engine.models();
   const summary = [
     `engine: ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`,
     models.length
       ? `models: ${models.map((m) => `${m.id} (${m.kind})`).join(', ')}`
-      : `models: none found in ${config.modelsDir} — put a model folder there (Hugging Face layout with onnx/), or set NPU_RELAY_MODELS_DIR`,
+      : `models: none found in ${config.modelsDir} — get one with \`npm run pull -- <hub repo id>\` (ONNX or OpenVINO IR layout), or set NPU_RELAY_MODELS_DIR`,
   ];
   log.info({ engine: engine.name, devices: engine.devices.map((d) => d.name), models: models.map((m) => m.id), modelsDir: config.modelsDir }, summary.join('; '));
   for (const id of config.preload ?? []) {
@@ -52,7 +59,17 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
   }
   // One at a time, so the memory budget sees each load.
   for (const id of config.preload ?? []) await engine.preload(id);
-  const agent = new Agent({ edgeUrl: config.edgeUrl, agentToken: config.agentToken, agentId: config.agentId, engine, log });
+  const agent = new Agent({
+    edgeUrl: config.edgeUrl,
+    agentToken: config.agentToken,
+    agentId: config.agentId,
+    engine,
+    log,
+    scheduler: { ...(config.concurrency && Object.keys(config.concurrency).length ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } } : {}), ...(config.queueLimit !== undefined ? { queueLimit: config.queueLimit } : {}) },
+    onRequestDone: recordRequest,
+    onStatus: (status) => status.devices.forEach((d) => setQueueDepth(d.name, d.queued)),
+    loadedModels: () => activity.loaded(),
+  });
   let observability: ObservabilityServer | undefined;
   if (config.metricsPort !== undefined) {
     observability = await startObservabilityServer({

@@ -17,15 +17,26 @@ if (!config) {
   process.exit(0);
 }
 const log = createLogger(config.logLevel, { agentId: config.agentId });
-const { agent, engine, summary } = await createAgentRuntime(config, log);
+let runtime;
+try {
+  runtime = await createAgentRuntime(config, log);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`npu-relay agent: ${err.message}`);
+  process.exit(2);
+}
+const { agent, engine, summary, observability } = runtime;
 for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
 
 let stopping = false;
+/** Ctrl-C stops at once; SIGTERM (a service manager stopping us) drains first, up to the drain timeout. */
 const stop = async (signal: string) => {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, 'stopping');
-  await agent.stop();
+  if (signal === 'SIGTERM') await agent.drain(config.drainTimeoutMs ?? 30_000);
+  else await agent.stop();
+  await observability?.close();
   await engine.close();
   process.exit(0);
 };
@@ -34,5 +45,6 @@ process.on('SIGTERM', () => void stop('SIGTERM'));
 
 agent.start().catch((err: Error) => {
   log.fatal(err.message);
+  console.error(`npu-relay agent: ${err.message}`);
   process.exit(1);
 });

@@ -9,7 +9,7 @@ import type { CatalogEntry } from '../models/catalog.ts';
 import { parseDeviceChoice } from './devices.ts';
 import type { Engine } from './engine.ts';
 import { loadOpenVino, OpenVinoEngine, type NpuSettings } from './openvino.ts';
-import { OrtEngine } from './ort.ts';
+import { OrtEngine, type OrtEngineOptions } from './ort.ts';
 
 export interface CreateEngineOptions {
   modelsDir: string;
@@ -18,6 +18,8 @@ export interface CreateEngineOptions {
   device?: string | undefined;
   /** NPU prompt and response lengths; `NPU_DEFAULTS` when absent. */
   npu?: Partial<NpuSettings> | undefined;
+  /** Model-pool settings for the ONNX Runtime engine (keep-alive, memory budget, model events). */
+  ort?: Omit<OrtEngineOptions, 'modelsDir' | 'models'> | undefined;
   log: Logger;
 }
 
@@ -29,7 +31,7 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
     // A pinned device is an OpenVINO device: silently running on ONNX Runtime instead would hide the mistake.
     if (choice) throw new ConfigError(`NPU_RELAY_DEVICE=${choice} needs the OpenVINO engine, but ${why}; unset NPU_RELAY_DEVICE to run ONNX models on the CPU`);
     log.info({ engine: 'onnxruntime', device: 'CPU', reason: why }, `engine: ONNX Runtime on the CPU, because ${why}`);
-    return new OrtEngine({ modelsDir: options.modelsDir, models: options.models });
+    return new OrtEngine({ ...options.ort, modelsDir: options.modelsDir, models: options.models });
   };
 
   if (!irModels.length) return ort(`no model in ${options.modelsDir} has the OpenVINO IR layout (openvino_model.xml)`);
