@@ -1,0 +1,40 @@
+/** Every command answers --help and refuses an unknown flag with a clear message (exit code 2). */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../node/local/edge.ts';
+
+const run = promisify(execFile);
+
+const COMMANDS: Record<string, string> = {
+  start: 'node/cli/start.ts',
+  agent: 'node/cli/agent.ts',
+  keys: 'node/cli/keys.ts',
+  pull: 'node/cli/pull.ts',
+  migrate: 'node/cli/migrate.ts',
+  bench: 'test/bench/run.ts',
+};
+
+async function cli(file: string, args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [path.join(PROJECT_ROOT, file), ...args], { cwd: PROJECT_ROOT, timeout: 30_000, env: { ...process.env, NPU_RELAY_AGENT_TOKEN: '' } });
+    return { code: 0, out: stdout + stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+  }
+}
+
+for (const [name, file] of Object.entries(COMMANDS)) {
+  test(`${name}: --help explains the command; an unknown flag exits 2 naming it`, async () => {
+    const help = await cli(file, ['--help']);
+    assert.equal(help.code, 0, help.out);
+    assert.match(help.out, /Usage:/);
+    assert.match(help.out, /--help/);
+    const bad = await cli(file, ['--no-such-flag']);
+    assert.equal(bad.code, 2, bad.out);
+    assert.match(bad.out, /--no-such-flag/);
+  });
+}
