@@ -189,6 +189,15 @@ describe('API surface', () => {
     assert.equal(counted.runs.length - runs, 1, 'only the first request reached the agent');
   });
 
+  test('prompts longer than the model takes are refused: grossly long ones at the edge, the rest by the agent before running', async () => {
+    const runs = counted.runs.length;
+    const huge = 'word '.repeat(5000); // 25 kB: over 8 bytes per token for the 2048-token context
+    await assert.rejects(openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: huge }], max_tokens: 2 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /far longer than model/.test(e.message));
+    assert.equal(counted.runs.length, runs, 'the edge refused it without involving the agent');
+    const long = 'a '.repeat(2500); // about 2500 tokens in 5 kB
+    await assert.rejects(openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: long }], max_tokens: 2 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /context of 2048 tokens/.test(e.message));
+  });
+
   test('LangChain ChatOpenAI streams a reply', async () => {
     const model = new ChatOpenAI({ model: CHAT_MODEL, apiKey: edge.apiKey, configuration: { baseURL: new URL('/v1', edge.url).toString() }, temperature: 0, maxTokens: 6, maxRetries: 0 });
     const chunks = [];

@@ -21,7 +21,7 @@ import {
   type TextStreamer,
 } from '@huggingface/transformers';
 import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
-import { EngineError, UnknownModelError } from '../errors.ts';
+import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
@@ -294,7 +294,7 @@ export class OrtEngine implements Engine {
     const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
     const room = contextLength ? contextLength - promptTokens : Infinity;
     if (room <= 0) {
-      throw new EngineError(`the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength}`);
+      throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength} tokens`);
     }
     const maxNewTokens = Math.min(task.sampling.maxTokens, room);
 

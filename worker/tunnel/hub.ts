@@ -86,6 +86,17 @@ function usageTokens(u: { promptTokens: number; completionTokens: number }) {
   return { promptTokens: u.promptTokens, completionTokens: u.completionTokens };
 }
 
+/**
+ * The edge has no tokenizer, so it refuses only prompts that are certainly too long: no tokenizer in use spends
+ * fewer than one token per 8 bytes of UTF-8 on real text. The agent checks the exact count before running anything.
+ */
+const MAX_BYTES_PER_TOKEN = 8;
+
+function promptBytes(task: Task): number {
+  const text = task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.task === 'complete' ? task.prompt : task.input.join('');
+  return new TextEncoder().encode(text).byteLength;
+}
+
 /** While a stream waits, something is written this often so a vanished client is noticed quickly. */
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
@@ -399,6 +410,10 @@ export class AgentHub extends DurableObject<Env> {
       throw err;
     }
     const { ws, connId, agentId, model } = picked;
+    if (model.maxPromptTokens !== undefined && promptBytes(dispatch.task) > model.maxPromptTokens * MAX_BYTES_PER_TOKEN) {
+      settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
+      throw new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
+    }
     if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
