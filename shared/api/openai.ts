@@ -25,13 +25,9 @@ const Probability = z.number().min(0).max(1);
 const onlyOff = <T extends z.ZodType>(schema: T, off: (v: z.infer<T>) => boolean, why: string) =>
   schema.optional().nullable().refine((v) => v === undefined || v === null || off(v as z.infer<T>), { message: why });
 
-export const ChatCompletionRequest = z.object({
-  model: z.string().min(1).max(256),
-  messages: z.array(Message).min(1).max(4096),
-  stream: z.boolean().nullable().optional(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+/** Fields chat and legacy completions share. */
+const SAMPLING_FIELDS = {
   max_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
-  max_completion_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: Probability.gt(0).nullable().optional(),
   stop: Stop,
@@ -40,6 +36,15 @@ export const ChatCompletionRequest = z.object({
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   user: z.string().max(256).optional(),
   n: onlyOff(z.number().int(), (n) => n === 1, 'only n=1 is supported: this server generates one choice per request'),
+};
+
+export const ChatCompletionRequest = z.object({
+  model: z.string().min(1).max(256),
+  messages: z.array(Message).min(1).max(4096),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  max_completion_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
+  ...SAMPLING_FIELDS,
   logprobs: onlyOff(z.boolean(), (v) => v === false, 'logprobs are not supported by this server'),
   top_logprobs: onlyOff(z.number().int(), (v) => v === 0, 'top_logprobs are not supported by this server'),
   tools: onlyOff(z.array(z.unknown()), (v) => v.length === 0, 'tools are not supported by the models this server offers'),
@@ -89,15 +94,7 @@ export const CompletionRequest = z.object({
   prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]),
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
-  max_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
-  temperature: z.number().min(0).max(2).nullable().optional(),
-  top_p: Probability.gt(0).nullable().optional(),
-  stop: Stop,
-  seed: z.number().int().min(-(2 ** 53) + 1).max(2 ** 53 - 1).nullable().optional(),
-  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
-  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
-  user: z.string().max(256).optional(),
-  n: onlyOff(z.number().int(), (n) => n === 1, 'only n=1 is supported: this server generates one choice per request'),
+  ...SAMPLING_FIELDS,
   best_of: onlyOff(z.number().int(), (n) => n === 1, 'best_of is not supported by this server'),
   logprobs: onlyOff(z.number().int(), (v) => v === 0, 'logprobs are not supported by this server'),
   echo: onlyOff(z.boolean(), (v) => v === false, 'echo is not supported by this server'),
