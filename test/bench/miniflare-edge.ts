@@ -1,0 +1,52 @@
+/**
+ * The fastest local way to run the edge: the deployable Worker bundle in one workerd through Miniflare's API, with
+ * the bindings wrangler.jsonc declares. `startLocalEdge` (wrangler's `unstable_startWorker`, used by `npm start` and
+ * the tests) puts a second workerd in front of it as a reloading proxy, which costs more than the relay itself on
+ * loopback; the benchmark measures both and holds the targets against this one.
+ */
+import path from 'node:path';
+import { PROJECT_ROOT, type LocalEdge } from '../../node/local/edge.ts';
+import type { WorkerBundle } from './worker-bundle.ts';
+
+type ModuleType = 'ESModule' | 'Text' | 'Data' | 'CompiledWasm';
+
+/** A glob's last path segment as a regular expression (`*` only), matched against a module's file name. */
+function segmentPattern(glob: string): RegExp {
+  const last = glob.split('/').at(-1) ?? glob;
+  const escaped = last.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^${escaped.replaceAll('?', '.').replaceAll('*', '[^/]*')}$`);
+}
+
+/**
+ * The type of each extra module wrangler wrote next to the entry, from the config's module rules. The output names
+ * them `<sha1>-<file name>`, so each rule's last glob segment is matched against the file name.
+ */
+function moduleType(file: string, rules: ReadonlyArray<{ type: string; include: readonly string[] }>): ModuleType {
+  const name = file.replace(/^[0-9a-f]{40}-/, '');
+  for (const rule of rules) {
+    if (rule.include.some((glob) => segmentPattern(glob).test(name))) return rule.type as ModuleType;
+  }
+  throw new Error(`cannot tell the type of the bundled module ${file}: no rule in wrangler.jsonc matches it`);
+}
+
+export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<string, string>): Promise<LocalEdge> {
+  const { Miniflare, convertV4MiniflareOptions } = await import('miniflare');
+  const { unstable_getMiniflareWorkerOptions } = await import('wrangler');
+  const { modulesRules, ...workerOptions } = unstable_getMiniflareWorkerOptions(path.join(PROJECT_ROOT, 'wrangler.jsonc')).workerOptions;
+  // The bundle is already resolved: list its modules explicitly, typed by the same rules wrangler bundled them with.
+  const modules = bundle.modules.map((m, i) => ({ type: i === 0 ? ('ESModule' as const) : moduleType(m, modulesRules ?? []), path: path.join(bundle.dir, m) }));
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      ...workerOptions,
+      host: '127.0.0.1',
+      port: 0,
+      // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
+      cf: false,
+      modules,
+      modulesRoot: bundle.dir,
+      bindings: vars,
+    }),
+  );
+  const url = await mf.ready;
+  return { url: new URL(url.toString()), stop: () => mf.dispose() };
+}
