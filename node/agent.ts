@@ -66,6 +66,39 @@ class Flow {
   }
 }
 
+/**
+ * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
+ * one token per forward pass, so this changes nothing there; a fast engine (or a burst after a pause) no longer
+ * costs one frame, and one client write at the edge, per token.
+ */
+class ChunkBatch {
+  #text = '';
+  #tokens = 0;
+  #scheduled = false;
+  readonly #send: (text: string, tokens: number) => void;
+  constructor(send: (text: string, tokens: number) => void) {
+    this.#send = send;
+  }
+  add(text: string, tokens: number): void {
+    this.#text += text;
+    this.#tokens += tokens;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.flush();
+      });
+    }
+  }
+  flush(): void {
+    if (!this.#text && !this.#tokens) return;
+    const [text, tokens] = [this.#text, this.#tokens];
+    this.#text = '';
+    this.#tokens = 0;
+    this.#send(text, tokens);
+  }
+}
+
 interface Running {
   controller: AbortController;
   flow: Flow;
@@ -226,6 +259,7 @@ export class Agent {
     let completionTokens = 0;
     let outcome: RequestRecord['outcome'] = 'ok';
     let release: (() => void) | undefined;
+    const batch = new ChunkBatch((text, tokens) => this.#send({ type: 'chunk', id, text, tokens }));
     try {
       release = await this.#scheduler.acquire(device, frame.keyId ?? 'anonymous', signal);
       if (body.task === 'embed') {
@@ -242,8 +276,9 @@ export class Agent {
           completionTokens += event.tokens;
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
           await flow.ready(signal);
-          this.#send({ type: 'chunk', id, text: event.text, tokens: event.tokens });
+          batch.add(event.text, event.tokens);
         } else {
+          batch.flush();
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;
@@ -253,6 +288,7 @@ export class Agent {
         }
       }
     } catch (err) {
+      batch.flush();
       const code = signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
       outcome = code;
       if (code === 'cancelled') {

@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent } from '../engines/engine.ts';

@@ -2,7 +2,7 @@
  * Ollama-compatible request schemas, defined once. Ollama's own defaults are filled in (they differ from
  * OpenAI's), so the tunnel task is fully specified.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ChatMessage, ChatTask, CompleteTask, EmbedTask, Sampling } from '../protocol/frames.ts';
 
 /** Ollama's documented defaults for the sampling options it maps. */

@@ -3,7 +3,7 @@
  * Unknown fields are ignored (clients send many harmless extras); fields whose meaning this server cannot honour
  * are refused by name instead of silently changing the answer.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, MAX_STOP_SEQUENCES } from './defaults.ts';
 import type { ChatMessage, ChatTask, CompleteTask, EmbedTask, Sampling } from '../protocol/frames.ts';
 

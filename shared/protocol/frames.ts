@@ -6,7 +6,7 @@
  * `request` → `chunk`* → exactly one terminal frame (`end` or `error`); `cancel` may cut it short, and the agent
  * still answers a cancel with the terminal frame so the edge learns how many tokens were produced.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { ERROR_CODES } from './codes.ts';
 
 const Id = z.string().min(1).max(128);

@@ -1,6 +1,6 @@
 /** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
 import type { IRequest, RouterType } from 'itty-router';
-import { z } from 'zod';
+import * as z from 'zod';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
 import { edgeConfig } from '../config.ts';
 import { openDatabase } from '../db/client.ts';

@@ -97,6 +97,19 @@ function promptBytes(task: Task): number {
   return new TextEncoder().encode(text).byteLength;
 }
 
+/**
+ * How long a key verified against libSQL is trusted without asking again. Revocation through the admin API (the
+ * hub) takes effect at once; a revocation written straight to the database (`npm run keys -- revoke`) within this.
+ */
+const KEY_RECHECK_MS = 2000;
+const USAGE_FLUSH_MS = 250;
+
+function verdict(record: KeyRecord | undefined): Authorization {
+  if (!record) return { error: { code: 'invalid_api_key', message: 'invalid API key' } };
+  if (record.revokedAt !== null) return { error: { code: 'invalid_api_key', message: 'this API key has been revoked' } };
+  return { key: record };
+}
+
 /** While a stream waits, something is written this often so a vanished client is noticed quickly. */
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
@@ -114,7 +127,10 @@ export class AgentHub extends DurableObject<Env> {
   readonly #ledger: Ledger;
   #db: Database | undefined;
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
+  /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
+  readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -180,11 +196,14 @@ export class AgentHub extends DurableObject<Env> {
   async authorize(keyHash: string): Promise<Authorization> {
     const now = Date.now();
     let record: KeyRecord | undefined;
+    const fresh = this.#recentKeys.get(keyHash);
+    if (fresh && now - fresh.at < KEY_RECHECK_MS) return verdict(fresh.record);
     try {
       const row = (await this.#database().select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1))[0];
       if (row) {
         record = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
         this.#ledger.rememberKey(keyHash, record, now);
+        this.#recentKeys.set(keyHash, { record, at: now });
       }
     } catch (err) {
       record = this.#ledger.recentKey(keyHash, now, this.#config().keyGraceMs);
@@ -193,15 +212,14 @@ export class AgentHub extends DurableObject<Env> {
         return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
       }
     }
-    if (!record) return { error: { code: 'invalid_api_key', message: 'invalid API key' } };
-    if (record.revokedAt !== null) return { error: { code: 'invalid_api_key', message: 'this API key has been revoked' } };
-    return { key: record };
+    return verdict(record);
   }
 
   /** Revokes a key in libSQL and in the hub's fallback copy, so it stops working on the next request either way. */
   async revokeKey(id: string): Promise<{ revoked: boolean; databaseUpdated: boolean }> {
     const now = Date.now();
     const known = this.#ledger.revokeKey(id, now);
+    for (const entry of this.#recentKeys.values()) if (entry.record.id === id) entry.record = { ...entry.record, revokedAt: entry.record.revokedAt ?? now };
     try {
       const updated = await this.#database().update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id });
       return { revoked: known || updated.length > 0, databaseUpdated: true };
@@ -214,7 +232,11 @@ export class AgentHub extends DurableObject<Env> {
   /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
   record(row: UsageRow): void {
     this.#ledger.enqueueUsage(storable(row));
-    this.ctx.waitUntil(this.#flushUsage());
+    // Rows are written in batches: one INSERT per USAGE_FLUSH_MS, however many requests finished meanwhile.
+    this.#flushTimer ??= setTimeout(() => {
+      this.#flushTimer = undefined;
+      this.ctx.waitUntil(this.#flushUsage());
+    }, USAGE_FLUSH_MS);
   }
 
   async #flushUsage(): Promise<void> {
