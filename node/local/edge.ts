@@ -17,7 +17,7 @@ export interface LocalEdgeOptions {
   port?: number;
   /** Worker environment variables and secrets. */
   vars: Record<string, string>;
-  /** Where Durable Object state is kept between runs; in memory when omitted. */
+  /** Where Durable Object state is kept between runs; wrangler's shared `.wrangler/state` when omitted. */
   persistDir?: string;
   logLevel?: 'none' | 'error' | 'warn' | 'info' | 'debug' | 'log';
 }
