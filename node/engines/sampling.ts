@@ -3,6 +3,9 @@
  * generator, so two concurrent requests with the same seed would not reproduce. Instead generation runs greedy and
  * this processor draws the token itself (temperature, top-k, top-p) from the request's own generator, then masks
  * every other logit so the greedy step picks exactly the drawn token.
+ *
+ * These classes extend transformers.js's, so importing this module loads transformers.js and onnxruntime-node: only
+ * `ort-runtime.ts`, which the engine imports lazily, may import it.
  */
 import { LogitsProcessor, random, type Tensor } from '@huggingface/transformers';
 

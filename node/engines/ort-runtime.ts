@@ -1,0 +1,274 @@
+/**
+ * The part of the ONNX Runtime engine that needs `@huggingface/transformers`: loading models and tokenizers,
+ * generating and embedding. `ort.ts` loads this module with `import()` when its first model loads, so an agent that
+ * has not loaded a model never maps transformers.js and onnxruntime-node (≈ 45 MiB resident). Import only types
+ * from it statically.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  AutoModelForCausalLM,
+  pipeline,
+  type FeatureExtractionPipeline,
+  AutoTokenizer,
+  BaseStreamer,
+  LogitsProcessorList,
+  type LogitsProcessor,
+  StoppingCriteria,
+  env,
+  type PreTrainedModel,
+  type PreTrainedTokenizer,
+  type Tensor,
+  type TextStreamer,
+} from '@huggingface/transformers';
+import type { EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
+import { AgentError, EngineError } from '../errors.ts';
+import { Channel } from './channel.ts';
+import { Detokenizer } from './detokenizer.ts';
+import type { EmbeddingResult, GenerationEvent } from './engine.ts';
+import { PenaltyProcessor, SeededSampler } from './sampling.ts';
+import { StopSequences } from './stop-sequences.ts';
+
+export interface Embedder {
+  extractor: FeatureExtractionPipeline;
+  pooling: 'mean' | 'cls' | 'last_token';
+  normalize: boolean;
+  dimensions: number | undefined;
+}
+
+export interface ChatModel {
+  tokenizer: PreTrainedTokenizer;
+  model: PreTrainedModel;
+  eosIds: Set<bigint>;
+}
+
+/** Chat models and embedders share one pool, so they share one memory budget. */
+export type LoadedModel = { kind: 'chat'; chat: ChatModel } | { kind: 'embedding'; embedder: Embedder };
+
+/** Weight precisions transformers.js loads (`fp32` reads `onnx/model.onnx`). */
+export type WeightDtype = 'fp32' | 'fp16' | 'q8' | 'q4';
+
+/** What to load: model `id` from `modelsDir` (where transformers.js resolves it), its files in `dir`, at a precision. */
+export interface LoadRequest {
+  id: string;
+  dir: string;
+  modelsDir: string;
+  dtype: WeightDtype;
+}
+
+/**
+ * Points transformers.js at the local models folder and never at a model hub. Its settings are process-wide, so
+ * they are set before every load, for the engine that is loading.
+ */
+function useLocalModels(modelsDir: string): void {
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = modelsDir.endsWith('/') ? modelsDir : `${modelsDir}/`;
+}
+
+/**
+ * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
+ * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
+ */
+async function embeddingSettings(dir: string): Promise<Pick<Embedder, 'pooling' | 'normalize' | 'dimensions'>> {
+  const json = async (file: string) => JSON.parse(await readFile(path.join(dir, file), 'utf8')) as Record<string, unknown>;
+  let pooling: Embedder['pooling'] = 'mean';
+  let dimensions: number | undefined;
+  let normalize = true;
+  try {
+    const p = await json('1_Pooling/config.json');
+    if (p.pooling_mode_cls_token) pooling = 'cls';
+    else if (p.pooling_mode_lasttoken) pooling = 'last_token';
+    if (typeof p.word_embedding_dimension === 'number') dimensions = p.word_embedding_dimension;
+  } catch {
+    // no sentence-transformers pooling config: keep the defaults
+  }
+  try {
+    const modules = (await json('modules.json')) as unknown as Array<{ type?: string }>;
+    normalize = modules.some((m) => m.type?.endsWith('Normalize'));
+  } catch {
+    // no modules.json: keep the default
+  }
+  return { pooling, normalize, dimensions };
+}
+
+/** Loads a chat model and its tokenizer from local files. */
+export async function loadChatModel({ id, modelsDir, dtype }: LoadRequest): Promise<ChatModel> {
+  useLocalModels(modelsDir);
+  const tokenizer = await AutoTokenizer.from_pretrained(id, { local_files_only: true });
+  const model = await AutoModelForCausalLM.from_pretrained(id, { local_files_only: true, dtype, device: 'cpu' });
+  const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
+  const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
+  return { tokenizer, model, eosIds };
+}
+
+/** Loads an embedding model from local files, with its pooling and normalisation. */
+export async function loadEmbedder({ id, dir, modelsDir, dtype }: LoadRequest): Promise<Embedder> {
+  useLocalModels(modelsDir);
+  const extractor = await pipeline('feature-extraction', id, { local_files_only: true, dtype, device: 'cpu' });
+  return { extractor, ...(await embeddingSettings(dir)) };
+}
+
+/** Receives each generated token from `generate()`; the first `put` is the prompt. */
+class TokenStreamer extends BaseStreamer {
+  #sawPrompt = false;
+  readonly #onToken: (id: bigint) => void;
+  constructor(onToken: (id: bigint) => void) {
+    super();
+    this.#onToken = onToken;
+  }
+  override put(value: bigint[][]): void {
+    if (!this.#sawPrompt) {
+      this.#sawPrompt = true;
+      return;
+    }
+    for (const id of value[0] ?? []) this.#onToken(id);
+  }
+  override end(): void {}
+}
+
+class StopWhen extends StoppingCriteria {
+  readonly #predicate: () => boolean;
+  constructor(predicate: () => boolean) {
+    super();
+    this.#predicate = predicate;
+  }
+  override _call(inputIds: number[][]): boolean[] {
+    const stop = this.#predicate();
+    return inputIds.map(() => stop);
+  }
+}
+
+/**
+ * Backpressure for generation. transformers.js calls the streamer synchronously and cannot be paused from it, but
+ * it awaits `model.forward()` once per token; so each model's forward is wrapped to wait, first, for the calling
+ * generation's own gate (found through AsyncLocalStorage, since one model serves many generations at once). A
+ * consumer that stops reading thus stops the model after a bounded number of tokens.
+ */
+const pacing = new AsyncLocalStorage<() => Promise<void>>();
+const paced = new WeakSet<PreTrainedModel>();
+/** Deltas a generation may run ahead of its consumer before it pauses. */
+const MAX_BACKLOG = 32;
+
+function makePaceable(model: PreTrainedModel): void {
+  if (paced.has(model)) return;
+  paced.add(model);
+  const forward = model.forward.bind(model);
+  model.forward = async (inputs: unknown) => {
+    await pacing.getStore()?.();
+    return forward(inputs as Parameters<typeof forward>[0]);
+  };
+}
+
+function processors(...list: LogitsProcessor[]): LogitsProcessorList {
+  const out = new LogitsProcessorList();
+  out.extend(list);
+  return out;
+}
+
+function abortedPromise(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
+/** Embeds `task.input` with a loaded embedder (see `Engine.embed`). */
+export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, pooling, normalize }: Embedder): Promise<EmbeddingResult> {
+  signal.throwIfAborted();
+  try {
+    const encoded = extractor.tokenizer(task.input, { padding: true, truncation: true }) as { attention_mask: Tensor };
+    const promptTokens = Number((encoded.attention_mask.data as BigInt64Array).reduce((a, b) => a + b, 0n));
+    const output = await extractor(task.input, { pooling, normalize });
+    return { vectors: output.tolist() as number[][], promptTokens, device: 'CPU' };
+  } catch (err) {
+    throw new EngineError(`embedding failed in '${task.model}': ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Streams a generation with a loaded chat model (see `Engine.generate`). `modelContext` is the model's context
+ * length, when known; `started` receives the running generation, which may outlive the consumer by one step.
+ */
+export async function* generate(
+  task: GenerateTask,
+  signal: AbortSignal,
+  { tokenizer, model, eosIds }: ChatModel,
+  modelContext: number | undefined,
+  started: (generation: Promise<unknown>) => void,
+): AsyncIterable<GenerationEvent> {
+  let inputs: { input_ids: Tensor; attention_mask: Tensor };
+  try {
+    inputs =
+      task.task === 'chat'
+        ? (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true }) as typeof inputs)
+        : (tokenizer(task.prompt) as typeof inputs);
+  } catch (err) {
+    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+  const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
+  const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
+  const room = contextLength ? contextLength - promptTokens : Infinity;
+  if (room <= 0) {
+    throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength} tokens`);
+  }
+  const maxNewTokens = Math.min(task.sampling.maxTokens, room);
+
+  const events = new Channel<GenerationEvent>();
+  const stops = new StopSequences(task.sampling.stop);
+  const detok = new Detokenizer((ids) => tokenizer.decode(ids as bigint[], { skip_special_tokens: true }));
+  let completionTokens = 0;
+  let pendingTokens = 0;
+  let lastToken: bigint | undefined;
+  let consumerGone = false;
+
+  const streamer = new TokenStreamer((id) => {
+    completionTokens++;
+    pendingTokens++;
+    lastToken = id;
+    if (eosIds.has(id)) return;
+    const text = stops.push(detok.push(id));
+    if (text) {
+      events.push({ type: 'delta', text, tokens: pendingTokens });
+      pendingTokens = 0;
+    }
+  });
+  const { temperature, topP, topK, seed, presencePenalty, frequencyPenalty, repetitionPenalty } = task.sampling;
+  // Penalties shape the logits first; then either greedy decoding or the seeded sampler picks the token.
+  const logitProcessors: LogitsProcessor[] = [];
+  if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
+  if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
+  makePaceable(model);
+  const aborted = abortedPromise(signal);
+  const gate = () =>
+    signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? Promise.resolve() : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+  const generation = pacing.run(gate, () => model.generate({
+    ...inputs,
+    max_new_tokens: maxNewTokens,
+    do_sample: false,
+    ...(repetitionPenalty && repetitionPenalty !== 1 ? { repetition_penalty: repetitionPenalty } : {}),
+    // generate() is typed for TextStreamer, but accepts any BaseStreamer.
+    streamer: streamer as unknown as TextStreamer,
+    stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped)],
+    ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
+  }));
+
+  started(generation);
+  generation.then(
+    () => {
+      const tail = stops.flush();
+      if (tail || pendingTokens) events.push({ type: 'delta', text: tail, tokens: pendingTokens });
+      let finishReason: FinishReason = 'stop';
+      if (signal.aborted) finishReason = 'cancelled';
+      else if (!stops.stopped && !(lastToken !== undefined && eosIds.has(lastToken)) && completionTokens >= maxNewTokens) finishReason = 'length';
+      events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: 'CPU' });
+      events.close();
+    },
+    (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}': ${(err as Error).message}`, { cause: err })),
+  );
+  try {
+    yield* events;
+  } finally {
+    // A consumer that stops iterating early must not leave generation running (closing also releases the gate).
+    consumerGone = true;
+    events.close();
+  }
+}
