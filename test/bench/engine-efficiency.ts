@@ -4,7 +4,7 @@
  * greedy decoding and `max_new_tokens`. Both sides are timed from the messages to the last token, and the runs
  * alternate so that neither side gets the warmer machine.
  */
-import { AutoModelForCausalLM, AutoTokenizer, type Tensor } from '@huggingface/transformers';
+import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
 import type { ChatTask } from '../../shared/protocol/frames.ts';
 import { OrtEngine } from '../../node/engines/ort.ts';
 import { scanModels } from '../../node/models/catalog.ts';
@@ -38,7 +38,9 @@ const PROMPT = 'Write a short story about a relay that carries messages between 
 
 export async function compareOrtWithTransformers(options: EngineComparisonOptions): Promise<EngineComparison> {
   const catalog = await scanModels(MODELS_DIR);
-  // The constructor also points transformers.js at the local models folder, for the direct side below.
+  // The direct side reads the same local files, and never the hub.
+  env.allowRemoteModels = false;
+  env.localModelPath = `${MODELS_DIR}/`;
   const engine = new OrtEngine({ modelsDir: MODELS_DIR, models: catalog.entries });
   const messages = [{ role: 'user' as const, content: PROMPT }];
   const task: ChatTask = { task: 'chat', model: CHAT_MODEL, messages, sampling: { maxTokens: options.maxNewTokens, temperature: 0, topP: 1, stop: [] } };
