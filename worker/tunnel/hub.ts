@@ -103,6 +103,44 @@ function promptBytes(task: Task): number {
  */
 const KEY_RECHECK_MS = 2000;
 const USAGE_FLUSH_MS = 250;
+/** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
+const HOT_CACHE_BYTES = 16 * 1024 * 1024;
+
+/** A least-recently-used map of cache answers, bounded by their approximate size in bytes. */
+class HotCache {
+  readonly #limit: number;
+  readonly #entries = new Map<string, { answer: CachedAnswer; expiresAt: number; bytes: number }>();
+  #bytes = 0;
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+  get(key: string): { answer: CachedAnswer; expiresAt: number } | undefined {
+    const e = this.#entries.get(key);
+    if (e) {
+      this.#entries.delete(key);
+      this.#entries.set(key, e);
+    }
+    return e;
+  }
+  set(key: string, answer: CachedAnswer, expiresAt: number): void {
+    this.delete(key);
+    const bytes = answer.chunks.reduce((n, c) => n + c.text.length * 2 + 16, 64) + (answer.embeddings?.reduce((n, v) => n + v.length * 8, 0) ?? 0);
+    if (bytes > this.#limit / 4) return;
+    this.#entries.set(key, { answer, expiresAt, bytes });
+    this.#bytes += bytes;
+    for (const [k, e] of this.#entries) {
+      if (this.#bytes <= this.#limit) break;
+      this.#entries.delete(k);
+      this.#bytes -= e.bytes;
+    }
+  }
+  delete(key: string): void {
+    const e = this.#entries.get(key);
+    if (!e) return;
+    this.#entries.delete(key);
+    this.#bytes -= e.bytes;
+  }
+}
 
 function verdict(record: KeyRecord | undefined): Authorization {
   if (!record) return { error: { code: 'invalid_api_key', message: 'invalid API key' } };
@@ -129,6 +167,8 @@ export class AgentHub extends DurableObject<Env> {
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
+  /** Recently used cache entries, so a hot answer costs no database query. */
+  readonly #hotCache = new HotCache(HOT_CACHE_BYTES);
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
 
@@ -417,7 +457,7 @@ export class AgentHub extends DurableObject<Env> {
       if (hit) {
         ctx.cache = 'HIT';
         const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
-        this.#ledger.chargeTokens(key.id, total, Date.now());
+        this.#ledger.chargeTokens(key, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
         if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks, ...(hit.embeddings ? { embeddings: hit.embeddings } : {}) });
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
@@ -453,7 +493,7 @@ export class AgentHub extends DurableObject<Env> {
       onSettled: (s) => {
         settled.resolve(s);
         const tokens = s.usage.promptTokens + s.usage.completionTokens;
-        this.#ledger.chargeTokens(key.id, tokens, Date.now());
+        this.#ledger.chargeTokens(key, tokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
         this.record({
           ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
@@ -474,14 +514,21 @@ export class AgentHub extends DurableObject<Env> {
 
   /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
   async #cached(key: string): Promise<CachedAnswer | undefined> {
+    const hot = this.#hotCache.get(key);
+    if (hot) {
+      if (hot.expiresAt > Date.now()) return hot.answer;
+      this.#hotCache.delete(key);
+    }
     try {
       const row = (await this.#database().select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1))[0];
       if (!row) return undefined;
-      return {
+      const answer: CachedAnswer = {
         chunks: row.chunks,
         ...(row.embeddings ? { embeddings: row.embeddings } : {}),
         outcome: { finishReason: row.finishReason as 'stop' | 'length', usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens } },
       };
+      this.#hotCache.set(key, answer, row.expiresAt);
+      return answer;
     } catch (err) {
       console.warn('cache lookup failed; treating it as a miss', String(err));
       return undefined;
@@ -494,6 +541,7 @@ export class AgentHub extends DurableObject<Env> {
       key, tenant, endpoint: dispatch.task.task, model: dispatch.task.model, chunks: s.chunks, embeddings: s.embeddings ?? null, finishReason: s.finishReason!,
       promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
     };
+    this.#hotCache.set(key, answerOf(s), entry.expiresAt);
     try {
       await this.#database().insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry });
     } catch (err) {

@@ -83,6 +83,8 @@ export class Ledger {
    * synchronous step, so concurrent requests cannot slip past a limit. Returns why not, when not.
    */
   admit(key: KeyRecord, now: number): { limit: 'rpm' | 'tpm' | 'budget'; retryAfterMs: number } | undefined {
+    // A key without limits needs no bookkeeping (and costs no storage writes per request).
+    if (key.rpm === null && key.tpm === null && key.monthlyTokenBudget === null) return undefined;
     const since = now - WINDOW_MS;
     this.#sql.exec(`DELETE FROM requests WHERE at <= ?`, since);
     this.#sql.exec(`DELETE FROM tokens WHERE at <= ?`, since);
@@ -109,9 +111,11 @@ export class Ledger {
   }
 
   /** Counts tokens a key used, against its per-minute limit and its monthly budget. */
-  chargeTokens(keyId: string, n: number, now: number): void {
+  chargeTokens(key: KeyRecord, n: number, now: number): void {
     if (n <= 0) return;
-    this.#sql.exec(`INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?)`, keyId, now, n);
+    const keyId = key.id;
+    if (key.tpm !== null) this.#sql.exec(`INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?)`, keyId, now, n);
+    if (key.monthlyTokenBudget === null) return;
     this.#sql.exec(
       `INSERT INTO monthly (key_id, month, n) VALUES (?, ?, ?) ON CONFLICT (key_id, month) DO UPDATE SET n = n + excluded.n`,
       keyId,
@@ -129,7 +133,8 @@ export class Ledger {
   }
 
   usageWritten(ids: string[]): void {
-    for (const id of ids) this.#sql.exec(`DELETE FROM usage_outbox WHERE id = ?`, id);
+    if (ids.length === 0) return;
+    this.#sql.exec(`DELETE FROM usage_outbox WHERE id IN (SELECT value FROM json_each(?))`, JSON.stringify(ids));
   }
 
   get outboxSize(): number {
