@@ -40,7 +40,7 @@ const WRONG_VALUES: Array<[string, unknown]> = [
   ['temperature', -1], ['temperature', 3], ['temperature', 'hot'], ['top_p', 0], ['top_p', 2], ['top_p', null],
   ['stop', ['']], ['stop', ['a', 'b', 'c', 'd', 'e']], ['stop', 1], ['seed', 1.5], ['seed', 'seven'], ['seed', 2 ** 60],
   ['n', 2], ['n', 0], ['stream', 'yes'], ['stream_options', 'x'], ['prompt', 42], ['prompt', ['a', 'b']], ['prompt', null],
-  ['input', 7], ['input', []], ['input', [1, 2, 3]], ['input', null], ['encoding_format', 'int8'], ['dimensions', -3],
+  ['input', 7], ['input', []], ['input', ''], ['input', ['a', '']], ['prompt', ''], ['input', [1, 2, 3]], ['input', null], ['encoding_format', 'int8'], ['dimensions', -3],
   ['options', 'fast'], ['options', { num_predict: 'many' }], ['options', { temperature: 9 }], ['options', { top_k: -5 }],
   ['options', { stop: 'x' }], ['options', { seed: 'x' }], ['keep_alive', 'forever'], ['keep_alive', {}], ['format', 'json'],
   ['images', ['aGVsbG8=']], ['tools', [{ type: 'function' }]], ['raw', 'yes'], ['system', 5], ['truncate', 'no'], ['think', true],

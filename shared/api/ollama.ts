@@ -68,7 +68,7 @@ export type OllamaGenerateRequest = z.infer<typeof OllamaGenerateRequest>;
 
 export const OllamaEmbedRequest = z.object({
   model: z.string().min(1).max(256),
-  input: z.union([z.string(), z.array(z.string()).min(1).max(2048)]),
+  input: z.union([z.string().min(1, 'input must not be empty'), z.array(z.string().min(1, 'input must not contain empty strings')).min(1).max(2048)]),
   truncate: z.boolean().optional(),
   options: Options.optional(),
   keep_alive: KeepAlive.optional(),
@@ -79,7 +79,7 @@ export type OllamaEmbedRequest = z.infer<typeof OllamaEmbedRequest>;
 /** The older single-text embeddings endpoint. */
 export const OllamaEmbeddingsRequest = z.object({
   model: z.string().min(1).max(256),
-  prompt: z.string(),
+  prompt: z.string().min(1, 'prompt must not be empty'),
   options: Options.optional(),
   keep_alive: KeepAlive.optional(),
 });

@@ -111,8 +111,8 @@ export function completeTaskFromOpenAI(req: CompletionRequest): CompleteTask {
 export const EmbeddingRequest = z.object({
   model: z.string().min(1).max(256),
   input: z.union([
-    z.string(),
-    z.array(z.string()).min(1, 'input must not be an empty list').max(2048),
+    z.string().min(1, 'input must not be empty'),
+    z.array(z.string().min(1, 'input must not contain empty strings')).min(1, 'input must not be an empty list').max(2048),
   ]),
   encoding_format: z.enum(['float', 'base64']).optional(),
   dimensions: z.number().int().positive().optional(),
