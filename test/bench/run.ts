@@ -4,11 +4,12 @@
  *
  * Everything binds 127.0.0.1; every load is bounded in count and in time; the load generator is a separate process.
  */
+// First: answers --help and refuses bad flags before anything heavy (fixtures, wrangler) is loaded.
+import { benchArgs } from './args.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { Agent } from '../../node/agent.ts';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import type { Engine } from '../../node/engines/engine.ts';
@@ -28,30 +29,8 @@ import { median, type Summary } from './summary.ts';
 import { added, count, kib, latency, mib, percent, renderTable, verdict, type Row } from './table.ts';
 import { buildWorkerBundle, type WorkerBundle } from './worker-bundle.ts';
 
-const HELP = `Usage: npm run bench [-- --quick]
-
-Measures what the relay costs against the agent answering directly, on this machine, and prints one table
-(docs/BENCHMARKS.md keeps the latest): edge overhead sequential and at 32 clients, cache hits, time to first token,
-tunnel tokens/s with 64 streams, ONNX Runtime engine vs transformers.js, agent idle RSS, Worker bundle size.
-
-Options:
-  --quick     a tenth of every count and duration, to check the bench itself (figures are not results)
-  -h, --help  show this help
-`;
-
-let args;
-try {
-  ({ values: args } = parseArgs({ args: process.argv.slice(2), strict: true, allowPositionals: false, options: { quick: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
-} catch (err) {
-  console.error(`npu-relay bench: ${(err as Error).message}\n\n${HELP}`);
-  process.exit(2);
-}
-if (args.help) {
-  console.log(HELP);
-  process.exit(0);
-}
 /** `--quick` scales every count and duration down, for checking the bench itself; its figures are not results. */
-const QUICK = args.quick === true;
+const QUICK = benchArgs.quick;
 const scale = (n: number) => (QUICK ? Math.max(1, Math.ceil(n / 10)) : n);
 
 /** How much each measurement runs; sized so the whole bench stays well under five minutes on two cores. */
