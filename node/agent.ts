@@ -302,6 +302,7 @@ export class Agent {
       }
     } finally {
       release?.();
+      if (frame.keepAliveMs !== undefined) this.#engine.touch?.(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;
       this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
     }

@@ -198,6 +198,24 @@ describe('API surface', () => {
     await assert.rejects(openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: long }], max_tokens: 2 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /context of 2048 tokens/.test(e.message));
   });
 
+  test("Ollama's keep_alive reaches the agent: 0 unloads the model right after the request", async () => {
+    const events: Array<{ type: string; model: string }> = [];
+    const own = await createOrtEngine({ onModelEvent: (e) => events.push(e) });
+    const keeper = await startTestAgent(edge, own, { agentId: 'keep-alive' });
+    // The model is served only by this agent for the request below: stop the suite's agent meanwhile.
+    await agent.stop();
+    try {
+      await ollama.embed({ model: EMBED_MODEL, input: 'load me', keep_alive: 0 });
+      const deadline = Date.now() + 5000;
+      while (!events.some((e) => e.type === 'unload' && e.model === EMBED_MODEL) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(events.filter((e) => e.model === EMBED_MODEL).map((e) => e.type), ['load-start', 'load-end', 'unload']);
+    } finally {
+      await keeper.stop();
+      await own.close();
+      agent = await startTestAgent(edge, counted);
+    }
+  });
+
   test('LangChain ChatOpenAI streams a reply', async () => {
     const model = new ChatOpenAI({ model: CHAT_MODEL, apiKey: edge.apiKey, configuration: { baseURL: new URL('/v1', edge.url).toString() }, temperature: 0, maxTokens: 6, maxRetries: 0 });
     const chunks = [];

@@ -45,6 +45,8 @@ export interface Engine {
   generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
   /** Embeds a batch of texts with the model's pooling and normalisation. */
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
+  /** Keeps a loaded model for `keepAliveMs` after its last use (Infinity: for ever; 0: unload when idle). */
+  touch?(id: string, keepAliveMs: number): boolean;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

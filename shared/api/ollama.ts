@@ -90,6 +90,23 @@ export const OllamaShowRequest = z.object({ model: z.string().min(1).max(256).op
   path: ['model'],
 });
 
+const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * `keep_alive` in milliseconds, as the tunnel carries it: -1 keeps the model loaded for ever, 0 unloads it right
+ * after the request. Ollama reads a bare number as seconds.
+ */
+export function keepAliveMs(value: z.infer<typeof KeepAlive> | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value).trim();
+  const negative = text.startsWith('-');
+  if (negative) return -1;
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  let ms = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit!]!;
+  return Math.round(ms);
+}
+
 /** Ollama model names carry a tag; `name` and `name:latest` are the same model here. */
 export function modelId(name: string): string {
   return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;

@@ -198,6 +198,8 @@ export const RequestFrame = z.object({
   body: Task,
   /** The API key's id, so the agent can share its queue fairly between keys. */
   keyId: z.string().max(128).optional(),
+  /** How long the model should stay loaded after this request (Ollama's `keep_alive`); -1 for ever. */
+  keepAliveMs: z.number().int().min(-1).optional(),
 });
 
 /**

@@ -12,7 +12,7 @@ import OpenAI from 'openai';
 import { Agent } from '../../node/agent.ts';
 import type { SchedulerOptions } from '../../node/scheduler.ts';
 import type { Engine } from '../../node/engines/engine.ts';
-import { OrtEngine } from '../../node/engines/ort.ts';
+import { OrtEngine, type OrtEngineOptions } from '../../node/engines/ort.ts';
 import { createLogger } from '../../node/log.ts';
 import { startLocalEdge, type LocalEdge } from '../../node/local/edge.ts';
 import { scanModels } from '../../node/models/catalog.ts';
@@ -74,9 +74,9 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
   return testEdge;
 }
 
-export async function createOrtEngine(): Promise<OrtEngine> {
+export async function createOrtEngine(options: Omit<OrtEngineOptions, 'modelsDir' | 'models'> = {}): Promise<OrtEngine> {
   const catalog = await scanModels(MODELS_DIR);
-  return new OrtEngine({ modelsDir: MODELS_DIR, models: catalog.entries });
+  return new OrtEngine({ ...options, modelsDir: MODELS_DIR, models: catalog.entries });
 }
 
 export async function startTestAgent(

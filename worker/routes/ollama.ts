@@ -4,6 +4,7 @@ import {
   chatTaskFromOllama,
   embedTaskFromOllama,
   generateTaskFromOllama,
+  keepAliveMs,
   modelId,
   OllamaChatRequest,
   OllamaEmbeddingsRequest,
@@ -20,6 +21,11 @@ import { dispatch, now, requireApiKey, visibleModels, type Args } from './contex
 
 /** The Ollama API version this surface follows; clients gate features on it. */
 export const OLLAMA_API_VERSION = '0.12.0';
+
+function keepAlive(value: Parameters<typeof keepAliveMs>[0]): { keepAliveMs?: number } {
+  const ms = keepAliveMs(value);
+  return ms === undefined ? {} : { keepAliveMs: ms };
+}
 
 async function digest(id: string): Promise<string> {
   const d = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(id));
@@ -77,6 +83,7 @@ async function chat(request: IRequest, env: Env): Promise<Response> {
     endpoint: 'api.chat',
     task: chatTaskFromOllama(body),
     format: 'ollama.chat',
+    ...keepAlive(body.keep_alive),
     stream: body.stream !== false,
     meta: { model: body.model, created: now(), includeUsage: true },
   });
@@ -88,6 +95,7 @@ async function generate(request: IRequest, env: Env): Promise<Response> {
     endpoint: 'api.generate',
     task: generateTaskFromOllama(body),
     format: 'ollama.generate',
+    ...keepAlive(body.keep_alive),
     stream: body.stream !== false,
     meta: { model: body.model, created: now(), includeUsage: true },
   });
@@ -99,6 +107,7 @@ async function embed(request: IRequest, env: Env): Promise<Response> {
     endpoint: 'api.embed',
     task: embedTaskFromOllama(body),
     format: 'ollama.embed',
+    ...keepAlive(body.keep_alive),
     stream: false,
     ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
     meta: { model: body.model, created: now(), includeUsage: false },
@@ -111,6 +120,7 @@ async function embeddings(request: IRequest, env: Env): Promise<Response> {
     endpoint: 'api.embeddings',
     task: embedTaskFromOllama(body),
     format: 'ollama.embeddings',
+    ...keepAlive(body.keep_alive),
     stream: false,
     meta: { model: body.model, created: now(), includeUsage: false },
   });

@@ -45,6 +45,8 @@ export interface Dispatch {
   meta: Omit<ResponseMeta, 'id'>;
   /** Embeddings: the vector size the client asked for, which must be the model's. */
   dimensions?: number;
+  /** How long the agent should keep the model loaded afterwards (-1: for ever). */
+  keepAliveMs?: number;
   /** From the client's Cache-Control: `no-cache` skips the lookup, `no-store` skips storing. */
   noCache: boolean;
   noStore: boolean;
@@ -507,7 +509,7 @@ export class AgentHub extends DurableObject<Env> {
       },
     });
     this.#exchanges.set(ctx.id, exchange);
-    this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task, keyId: key.id });
+    this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
     this.#startKeepAlive();
     return exchange.response();
   }
