@@ -21,7 +21,7 @@ export interface AgentOptions {
   log: Logger;
   agentId?: string;
   heartbeatMs?: number;
-  /** How often the agent reports its load to the edge. */
+  /** How often the agent reports its load to the edge when nothing changes. */
   statusMs?: number;
   backoff?: { initialMs: number; maxMs: number };
   scheduler?: Partial<SchedulerOptions>;
@@ -44,6 +44,8 @@ export interface RequestRecord {
   ttftMs?: number;
   durationMs: number;
 }
+
+const STATUS_DEBOUNCE_MS = 250;
 
 /** Per-device defaults: accelerators run one generation at a time, the CPU a few. */
 export const DEFAULT_SCHEDULER: SchedulerOptions = { concurrency: { NPU: 1, GPU: 1 }, defaultConcurrency: 4, queueLimit: 64 };
@@ -114,6 +116,7 @@ export class Agent {
   readonly #inFlight = new Map<string, Running>();
   readonly #running = new Set<Promise<void>>();
   #statusTimer: NodeJS.Timeout | undefined;
+  #statusDue: NodeJS.Timeout | undefined;
   #draining = false;
 
   constructor(options: AgentOptions) {
@@ -151,10 +154,20 @@ export class Agent {
     });
   }
 
-  /** Connects to the edge; resolves once the edge has accepted the hello. */
+  /**
+   * Connects to the edge; resolves once the edge has accepted the hello. Status goes out when the load changes (at
+   * most every STATUS_DEBOUNCE_MS) and otherwise once a minute: an idle agent must let the edge's Durable Object
+   * hibernate (liveness rides on pings the edge answers without waking up).
+   */
   async start(): Promise<void> {
-    this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 2000);
+    this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
+    this.#scheduler.onChange(() => {
+      this.#statusDue ??= setTimeout(() => {
+        this.#statusDue = undefined;
+        this.#sendStatus();
+      }, STATUS_DEBOUNCE_MS);
+    });
     await this.#tunnel.start();
   }
 
@@ -217,6 +230,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearInterval(this.#statusTimer);
+    clearTimeout(this.#statusDue);
     for (const { controller } of this.#inFlight.values()) controller.abort('agent stopping');
     await Promise.allSettled(this.#running);
     await this.#tunnel.stop();

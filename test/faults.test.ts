@@ -185,6 +185,27 @@ describe('faults', () => {
     assert.equal(await proc.exited, '0');
   });
 
+  test('agents and their models survive the hub hibernating while idle', async () => {
+    const engine = await createOrtEngine();
+    const agent = await startTestAgent(edge, engine, { agentId: 'sleeper' });
+    try {
+      const startedAt = async () => ((await (await edge.admin('/admin/streams')).json()) as { hubStartedAt: number }).hubStartedAt;
+      const before = await startedAt();
+      // Idle: no requests, no status changes; the agent's pings are answered without waking the hub.
+      await new Promise((r) => setTimeout(r, 15_000));
+      const after = await startedAt();
+      console.log(`hub instance ${after === before ? 'stayed awake' : 'was evicted and re-created'} during 15 s idle`);
+      assert.notEqual(after, before, 'the idle hub hibernated (a new instance answered)');
+      const models = (await edge.openai().models.list()).data.map((m) => m.id);
+      assert.ok(models.includes(CHAT_MODEL), 'the agent and its models are still known');
+      const r = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('after a nap'), max_tokens: 3, temperature: 0.5 });
+      assert.equal(r.usage?.completion_tokens, 3);
+    } finally {
+      await agent.stop();
+      await engine.close();
+    }
+  });
+
   test('an incompatible protocol version is refused with a message the agent can show', async () => {
     const fatal = await new Promise<Error>((resolve) => {
       const client = new TunnelClient({

@@ -61,7 +61,7 @@ async function usageReport(request: IRequest, env: Env): Promise<Response> {
 
 async function streams(_request: IRequest, env: Env): Promise<Response> {
   const [inFlight, pendingUsage] = await Promise.all([hub(env).streams(), hub(env).pendingUsage()]);
-  return Response.json({ data: inFlight, pendingUsageRows: pendingUsage });
+  return Response.json({ ...inFlight, pendingUsageRows: pendingUsage });
 }
 
 export function adminRoutes(router: RouterType<IRequest, Args>): void {

@@ -162,6 +162,8 @@ const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 400
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
+  /** When this instance was created: a new value after hibernation or a restart. */
+  readonly #startedAt = Date.now();
   /** In-flight cacheable generations by cache key, so identical concurrent requests run once. */
   readonly #leaders = new Map<string, Promise<Settlement>>();
   readonly #ledger: Ledger;
@@ -332,9 +334,9 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
-  async streams(): Promise<Array<ReturnType<Exchange['stats']>>> {
+  async streams(): Promise<{ hubStartedAt: number; data: Array<ReturnType<Exchange['stats']>> }> {
     const now = Date.now();
-    return [...this.#exchanges.values()].map((ex) => ex.stats(now));
+    return { hubStartedAt: this.#startedAt, data: [...this.#exchanges.values()].map((ex) => ex.stats(now)) };
   }
 
   /** Rows still waiting for libSQL (for health checks and tests). */
