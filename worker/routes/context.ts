@@ -1,8 +1,10 @@
 /** What every route module needs: the hub stub, key checks and dispatching to the hub. */
 import type { IRequest } from 'itty-router';
+import type { z } from 'zod';
 import { hashApiKey } from '../../shared/keys.ts';
 import type { Env } from '../env.ts';
 import { bearerToken, secretsEqual } from '../http/auth.ts';
+import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
 import { edgeConfig } from '../config.ts';
 import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
@@ -42,8 +44,18 @@ export function cacheDirectives(request: Request): { noCache: boolean; noStore: 
   return { noCache: /\bno-cache\b/.test(cc), noStore: /\bno-store\b/.test(cc) };
 }
 
+type Described = Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>;
+
+/**
+ * An inference route: validates the body with `schema` (errors in the caller's API shape), then hands the request
+ * to the hub as `describe` says.
+ */
+export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: z.infer<S>) => Described) {
+  return async (request: IRequest, env: Env): Promise<Response> => dispatch(request, env, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
+}
+
 /** Hands a validated request to the hub; the hub checks the key, limits and cache, and answers. */
-export async function dispatch(request: IRequest, env: Env, d: Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>): Promise<Response> {
+async function dispatch(request: IRequest, env: Env, d: Described): Promise<Response> {
   const body: Dispatch = { ...d, keyHash: await hashApiKey(apiKeyOf(request)), ...cacheDirectives(request) };
   return hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body) });
 }

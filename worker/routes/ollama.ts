@@ -17,7 +17,7 @@ import { edgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
-import { dispatch, now, requireApiKey, visibleModels, type Args } from './context.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from './context.ts';
 
 /** The Ollama API version this surface follows; clients gate features on it. */
 export const OLLAMA_API_VERSION = '0.12.0';
@@ -77,54 +77,44 @@ async function show(request: IRequest, env: Env): Promise<Response> {
   });
 }
 
-async function chat(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, OllamaChatRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'api.chat',
-    task: chatTaskFromOllama(body),
-    format: 'ollama.chat',
-    ...keepAlive(body.keep_alive),
-    stream: body.stream !== false,
-    meta: { model: body.model, created: now(), includeUsage: true },
-  });
-}
+const meta = (model: string) => ({ model, created: now(), includeUsage: false });
 
-async function generate(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, OllamaGenerateRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'api.generate',
-    task: generateTaskFromOllama(body),
-    format: 'ollama.generate',
-    ...keepAlive(body.keep_alive),
-    stream: body.stream !== false,
-    meta: { model: body.model, created: now(), includeUsage: true },
-  });
-}
+const chat = inferenceRoute(OllamaChatRequest, (body) => ({
+  endpoint: 'api.chat',
+  task: chatTaskFromOllama(body),
+  format: 'ollama.chat',
+  ...keepAlive(body.keep_alive),
+  stream: body.stream !== false,
+  meta: meta(body.model),
+}));
 
-async function embed(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, OllamaEmbedRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'api.embed',
-    task: embedTaskFromOllama(body),
-    format: 'ollama.embed',
-    ...keepAlive(body.keep_alive),
-    stream: false,
-    ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
-    meta: { model: body.model, created: now(), includeUsage: false },
-  });
-}
+const generate = inferenceRoute(OllamaGenerateRequest, (body) => ({
+  endpoint: 'api.generate',
+  task: generateTaskFromOllama(body),
+  format: 'ollama.generate',
+  ...keepAlive(body.keep_alive),
+  stream: body.stream !== false,
+  meta: meta(body.model),
+}));
 
-async function embeddings(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, OllamaEmbeddingsRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'api.embeddings',
-    task: embedTaskFromOllama(body),
-    format: 'ollama.embeddings',
-    ...keepAlive(body.keep_alive),
-    stream: false,
-    meta: { model: body.model, created: now(), includeUsage: false },
-  });
-}
+const embed = inferenceRoute(OllamaEmbedRequest, (body) => ({
+  endpoint: 'api.embed',
+  task: embedTaskFromOllama(body),
+  format: 'ollama.embed',
+  ...keepAlive(body.keep_alive),
+  stream: false,
+  ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
+  meta: meta(body.model),
+}));
+
+const embeddings = inferenceRoute(OllamaEmbeddingsRequest, (body) => ({
+  endpoint: 'api.embeddings',
+  task: embedTaskFromOllama(body),
+  format: 'ollama.embeddings',
+  ...keepAlive(body.keep_alive),
+  stream: false,
+  meta: meta(body.model),
+}));
 
 export function ollamaRoutes(router: RouterType<IRequest, Args>): void {
   router

@@ -8,11 +8,9 @@ import {
   EmbeddingRequest,
   embedTaskFromOpenAI,
 } from '../../shared/api/openai.ts';
-import { edgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
-import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
-import { dispatch, now, requireApiKey, visibleModels, type Args } from './context.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from './context.ts';
 
 function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
   return { id: m.info.id, object: 'model' as const, created: Math.floor(m.agent.connectedAt / 1000), owned_by: m.info.ownedBy ?? 'npu-relay' };
@@ -29,39 +27,37 @@ async function getModel(request: IRequest, env: Env): Promise<Response> {
   return Response.json(modelObject(found));
 }
 
-async function chatCompletions(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, ChatCompletionRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'chat.completions',
-    task: chatTaskFromOpenAI(body),
-    format: 'openai.chat',
-    stream: body.stream === true,
-    meta: { model: body.model, created: now(), includeUsage: body.stream_options?.include_usage === true },
-  });
-}
+/** Response metadata of the text endpoints. */
+const textMeta = (body: { model: string; stream_options?: { include_usage?: boolean | undefined } | null | undefined }) => ({
+  model: body.model,
+  created: now(),
+  includeUsage: body.stream_options?.include_usage === true,
+});
 
-async function completions(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, CompletionRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'completions',
-    task: completeTaskFromOpenAI(body),
-    format: 'openai.completion',
-    stream: body.stream === true,
-    meta: { model: body.model, created: now(), includeUsage: body.stream_options?.include_usage === true },
-  });
-}
+const chatCompletions = inferenceRoute(ChatCompletionRequest, (body) => ({
+  endpoint: 'chat.completions',
+  task: chatTaskFromOpenAI(body),
+  format: 'openai.chat',
+  stream: body.stream === true,
+  meta: textMeta(body),
+}));
 
-async function embeddings(request: IRequest, env: Env): Promise<Response> {
-  const body = await readJson(request, EmbeddingRequest, edgeConfig(env).maxBodyBytes);
-  return dispatch(request, env, {
-    endpoint: 'embeddings',
-    task: embedTaskFromOpenAI(body),
-    format: 'openai.embeddings',
-    stream: false,
-    ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
-    meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
-  });
-}
+const completions = inferenceRoute(CompletionRequest, (body) => ({
+  endpoint: 'completions',
+  task: completeTaskFromOpenAI(body),
+  format: 'openai.completion',
+  stream: body.stream === true,
+  meta: textMeta(body),
+}));
+
+const embeddings = inferenceRoute(EmbeddingRequest, (body) => ({
+  endpoint: 'embeddings',
+  task: embedTaskFromOpenAI(body),
+  format: 'openai.embeddings',
+  stream: false,
+  ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
+  meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
+}));
 
 const postOnly = (path: string) => () => {
   throw new ApiError('method_not_allowed', `use POST for ${path}`);
