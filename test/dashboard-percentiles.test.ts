@@ -12,6 +12,7 @@ import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { openDatabase, type Database } from '../worker/db/client.ts';
 import { latencyByModel, latencyTimeseries, type LatencyPercentiles, type UsageFilter } from '../worker/db/dashboard-queries.ts';
 import { usage } from '../worker/db/schema.ts';
+import { mulberry32 } from './support/prng.ts';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -59,15 +60,6 @@ async function seed(db: Database, served: Served[], others: Array<Partial<typeof
   for (let i = 0; i < rows.length; i += 200) await db.insert(usage).values(rows.slice(i, i + 200));
 }
 
-/** A small deterministic PRNG, so every run seeds the same rows. */
-function mulberry32(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('latency percentiles', () => {
   let dir: string;

@@ -29,6 +29,7 @@ import {
   type UsageFilter,
 } from '../../worker/db/dashboard-queries.ts';
 import { apiKeys, usage } from '../../worker/db/schema.ts';
+import { mulberry32 } from '../support/prng.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -61,15 +62,6 @@ const ERRORS = [
   { code: 'cancelled', status: 499, outcome: 'cancelled' },
 ] as const;
 
-/** A small deterministic PRNG, so every run seeds the same rows. */
-function mulberry32(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function seed(db: Database, now: number): Promise<void> {
   await db.insert(apiKeys).values(
