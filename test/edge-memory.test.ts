@@ -1,16 +1,21 @@
 /** Keys, limits, budgets, the exact cache and usage rows — against a real sqld and the real Worker. */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
+import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { startSqld } from '../node/local/sqld.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
+const run = promisify(execFile);
 
 describe('edge memory', () => {
   let edge: TestEdge;
@@ -67,6 +72,16 @@ describe('edge memory', () => {
     assert.equal(asClient.status, 401);
     const list = (await (await edge.admin('/admin/keys')).json()) as { data: Array<Record<string, unknown>> };
     assert.ok(list.data.every((k) => !('hash' in k) && !('key' in k)), 'listing never shows secrets or hashes');
+  });
+
+  test('npm run keys -- revoke, told the edge, refuses the key on the very next request', async () => {
+    const { id, key } = await edge.createKey({ name: 'cli-revoked' });
+    assert.equal((await chat(key, { messages: ask('before'), temperature: 0.7 })).status, 200);
+    const { stdout } = await run(process.execPath, [path.join(PROJECT_ROOT, 'node/cli/keys.ts'), 'revoke', id, '--url', edge.sqld.url], {
+      env: { ...process.env, NPU_RELAY_EDGE_URL: edge.url.toString(), NPU_RELAY_ADMIN_TOKEN: edge.adminToken },
+    });
+    assert.match(stdout, /refuses it from the next request on/);
+    assert.equal((await chat(key, { messages: ask('after'), temperature: 0.7 })).status, 401);
   });
 
   test('32 parallel requests against rpm 10 let exactly 10 through; 429s carry Retry-After', async () => {

@@ -24,7 +24,8 @@ Commands:
   create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
-  revoke ID           revokes the key with that id; clients using it are refused from then on
+  revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
+                      when NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN are set (the edge is told)
 
 Options of create:
   --name NAME         what the key is for (required)
@@ -44,7 +45,7 @@ The database must be migrated first: npm run migrate -- --url URL
 type KeysCommand =
   | { command: 'create'; target: DatabaseTarget; input: NewKey }
   | { command: 'list'; target: DatabaseTarget }
-  | { command: 'revoke'; target: DatabaseTarget; id: string };
+  | { command: 'revoke'; target: DatabaseTarget; id: string; edge: { url: string; adminToken: string } | undefined };
 
 const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant'] as const;
 
@@ -119,7 +120,13 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
   }
   const target = databaseTarget(values, env);
   if (command === 'create') return { command, target, input: input! };
-  if (command === 'revoke') return { command, target, id: rest[0]!.trim() };
+  if (command === 'revoke') {
+    // With the edge's URL and admin token, the running edge is told too, so it refuses the key from the very next
+    // request (otherwise it rechecks keys against the database within 2 s).
+    const edgeUrl = env.NPU_RELAY_EDGE_URL;
+    const adminToken = env.NPU_RELAY_ADMIN_TOKEN;
+    return { command, target, id: rest[0]!.trim(), edge: edgeUrl && adminToken ? { url: edgeUrl, adminToken } : undefined };
+  }
   return { command, target };
 }
 
@@ -176,6 +183,13 @@ try {
     case 'revoke': {
       const { info, alreadyRevoked } = await revokeKey(db, cmd.id);
       console.log(alreadyRevoked ? `${info.id} '${info.name}' was already revoked at ${time(info.revokedAt)}.` : `Revoked ${info.id} '${info.name}' at ${time(info.revokedAt)}.`);
+      if (cmd.edge) {
+        const res = await fetch(new URL(`/admin/keys/${encodeURIComponent(cmd.id)}/revoke`, cmd.edge.url), { method: 'POST', headers: { authorization: `Bearer ${cmd.edge.adminToken}` } });
+        if (res.ok) console.log(`The edge at ${cmd.edge.url} refuses it from the next request on.`);
+        else console.error(`npu-relay keys: the edge at ${cmd.edge.url} answered ${res.status}; it will refuse the key within 2 s anyway.`);
+      } else {
+        console.log('A running edge refuses it within 2 s (set NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN to tell it at once).');
+      }
       break;
     }
   }
