@@ -448,8 +448,8 @@ export class AgentHub extends DurableObject<Env> {
     ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
     const base = { id: ctx.id, at: started, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
 
-    // The leader of identical in-flight requests registers itself before any await, so a twin arriving meanwhile
-    // waits for it instead of generating again.
+    // The first of identical in-flight requests registers as their leader synchronously, before the cache lookup
+    // awaits, so a twin arriving meanwhile waits for its result instead of generating again.
     const leader = ck && !dispatch.noCache ? this.#leaders.get(ck) : undefined;
     const settled = Promise.withResolvers<Settlement>();
     if (ck && !leader) {
