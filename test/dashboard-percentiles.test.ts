@@ -13,6 +13,7 @@ import { openDatabase, type Database } from '../worker/db/client.ts';
 import { latencyByModel, latencyTimeseries, type LatencyPercentiles, type UsageFilter } from '../worker/db/dashboard-queries.ts';
 import { usage } from '../worker/db/schema.ts';
 import { mulberry32 } from './support/prng.ts';
+import { expectedLatency } from './support/percentiles.ts';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -25,25 +26,9 @@ interface Served {
   ttftMs: number | null;
 }
 
-/** The nearest-rank percentile: the value at rank ceil(p·n) of the sorted values. */
-function nearestRank(values: number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.ceil((p * sorted.length) / 100) - 1]!;
-}
-
 /** What the dashboard should report for these requests, computed the slow way. */
 function expected(rows: Served[]): LatencyPercentiles {
-  const durations = rows.map((r) => r.durationMs);
-  const ttfts = rows.flatMap((r) => (r.ttftMs === null ? [] : [r.ttftMs]));
-  return {
-    requests: durations.length,
-    durationP50: nearestRank(durations, 50),
-    durationP95: nearestRank(durations, 95),
-    ttftRequests: ttfts.length,
-    ttftP50: nearestRank(ttfts, 50),
-    ttftP95: nearestRank(ttfts, 95),
-  };
+  return expectedLatency(rows.map((r) => r.durationMs), rows.flatMap((r) => (r.ttftMs === null ? [] : [r.ttftMs])));
 }
 
 function assertExact(got: LatencyPercentiles, rows: Served[], where: string): void {

@@ -68,11 +68,6 @@ export class TunnelClient {
     return true;
   }
 
-  /** Bytes queued on the socket and not yet sent: the tunnel's backpressure signal. */
-  get bufferedAmount(): number {
-    return this.#ws?.bufferedAmount ?? 0;
-  }
-
   /** Drops the current socket without a close handshake, as a network failure would (the client redials). */
   terminate(): void {
     this.#ws?.terminate();

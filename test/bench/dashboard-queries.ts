@@ -30,6 +30,7 @@ import {
 } from '../../worker/db/dashboard-queries.ts';
 import { apiKeys, usage } from '../../worker/db/schema.ts';
 import { mulberry32 } from '../support/prng.ts';
+import { expectedLatency } from '../support/percentiles.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -112,7 +113,6 @@ async function time(run: () => Promise<unknown>): Promise<{ median: number; max:
 }
 
 /** The nearest-rank percentile of sorted values: the value at rank ceil(p·n). */
-const nearestRank = (sorted: number[], p: number) => (sorted.length === 0 ? null : sorted[Math.ceil((p * sorted.length) / 100) - 1]!);
 
 interface ServedRow {
   at: number;
@@ -150,16 +150,7 @@ function mismatches(rows: ServedRow[], groups: Array<LatencyPercentiles & { grou
   }
   const wrong: string[] = [];
   for (const { group, ...got } of groups) {
-    const durations = (values.get(group)?.durations ?? []).sort((a, b) => a - b);
-    const ttfts = (values.get(group)?.ttfts ?? []).sort((a, b) => a - b);
-    const want: LatencyPercentiles = {
-      requests: durations.length,
-      durationP50: nearestRank(durations, 50),
-      durationP95: nearestRank(durations, 95),
-      ttftRequests: ttfts.length,
-      ttftP50: nearestRank(ttfts, 50),
-      ttftP95: nearestRank(ttfts, 95),
-    };
+    const want = expectedLatency(values.get(group)?.durations ?? [], values.get(group)?.ttfts ?? []);
     if (!isDeepStrictEqual(got, want)) wrong.push(`${group}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
   }
   if (groups.length !== values.size) wrong.push(`${groups.length} groups, the rows hold ${values.size}`);

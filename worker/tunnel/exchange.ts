@@ -93,10 +93,6 @@ export class Exchange {
     }
   }
 
-  get finished(): boolean {
-    return this.#finished;
-  }
-
   /** The response to give the client: at once for a stream, at the end otherwise. */
   response(): Promise<Response> {
     if (!this.stream) return this.#done.promise;
