@@ -24,10 +24,10 @@ import { compareOrtWithTransformers, openVinoUnavailable } from './engine-effici
 import { agentFootprint } from './footprint.ts';
 import { FLOOD_MODEL, INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './instant-engine.ts';
 import { runLoad, type HttpTarget, type LoadResult, type LoadSpec } from './load.ts';
-import { startMiniflareEdge } from './miniflare-edge.ts';
+import { startMiniflareEdge } from '../support/miniflare-edge.ts';
 import { median, type Summary } from './summary.ts';
 import { added, count, kib, latency, mib, percent, renderTable, verdict, type Row } from './table.ts';
-import { buildWorkerBundle, type WorkerBundle } from './worker-bundle.ts';
+import { buildWorkerBundle, type WorkerBundle } from '../support/worker-bundle.ts';
 
 /** `--quick` scales every count and duration down, for checking the bench itself; its figures are not results. */
 const QUICK = benchArgs.quick;

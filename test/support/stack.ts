@@ -80,7 +80,7 @@ export async function createOrtEngine(options: Omit<OrtEngineOptions, 'modelsDir
 }
 
 export async function startTestAgent(
-  edge: TestEdge,
+  edge: Pick<TestEdge, 'url' | 'agentToken'>,
   engine: Engine,
   options: { agentId?: string; token?: string; scheduler?: Partial<SchedulerOptions>; statusMs?: number } = {},
 ): Promise<Agent> {

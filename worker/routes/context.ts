@@ -57,7 +57,9 @@ export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: 
 /** Hands a validated request to the hub; the hub checks the key, limits and cache, and answers. */
 async function dispatch(request: IRequest, env: Env, d: Described): Promise<Response> {
   const body: Dispatch = { ...d, keyHash: await hashApiKey(apiKeyOf(request)), ...cacheDirectives(request) };
-  return hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body) });
+  // The client's signal travels with the subrequest (enable_request_signal), so the hub learns when the client
+  // disconnects even while a non-streaming answer is still being generated.
+  return hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), signal: request.signal });
 }
 
 /** The models a key may see: those the connected agents serve, within the key's scope. */

@@ -202,6 +202,11 @@ export class Exchange {
     this.#gone();
   }
 
+  /** The client disconnected (its request's signal aborted): stop the generation, whether streaming or not. */
+  abandon(): void {
+    this.#gone();
+  }
+
   #gone(): void {
     if (this.#clientGone) return;
     this.#clientGone = true;

@@ -72,6 +72,8 @@ interface RequestContext {
   id: string;
   key: KeyRecord | undefined;
   cache: UsageRow['cache'];
+  /** Aborts when the client disconnects (the Worker passes its request's signal on). */
+  signal: AbortSignal;
 }
 
 /** Usage fields come partly from clients (a model name): keep them valid UTF-8 and of sane length. */
@@ -191,7 +193,7 @@ export class AgentHub extends DurableObject<Env> {
       const dispatch = (await request.json()) as Dispatch;
       const format = FORMATS[dispatch.format];
       const started = Date.now();
-      const ctx: RequestContext = { id: crypto.randomUUID(), key: undefined, cache: null };
+      const ctx: RequestContext = { id: crypto.randomUUID(), key: undefined, cache: null, signal: request.signal };
       try {
         return await this.#dispatch(dispatch, ctx);
       } catch (err) {
@@ -511,6 +513,9 @@ export class AgentHub extends DurableObject<Env> {
       },
     });
     this.#exchanges.set(ctx.id, exchange);
+    // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
+    if (ctx.signal.aborted) queueMicrotask(() => exchange.abandon());
+    else ctx.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
     this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
     this.#startKeepAlive();
     return exchange.response();

@@ -29,24 +29,53 @@ function moduleType(file: string, rules: ReadonlyArray<{ type: string; include: 
   throw new Error(`cannot tell the type of the bundled module ${file}: no rule in wrangler.jsonc matches it`);
 }
 
-export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<string, string>): Promise<LocalEdge> {
+export interface MiniflareEdgeOptions {
+  /**
+   * Workers to run beside the edge, each with a service binding `EDGE` to it: a caller that is itself a Worker can
+   * abandon a request with an AbortSignal, which reaches the edge's `request.signal` (the HTTP entry of local workerd
+   * does not report a client that disconnects; Cloudflare's does).
+   */
+  callers?: Array<{ name: string; scriptPath: string }>;
+}
+
+export interface MiniflareEdge extends LocalEdge {
+  /** Sends a GET to one of the caller workers and reads its answer. */
+  call(name: string, url: URL | string): Promise<{ status: number; text: string }>;
+}
+
+export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<string, string>, options: MiniflareEdgeOptions = {}): Promise<MiniflareEdge> {
   const { Miniflare, convertV4MiniflareOptions } = await import('miniflare');
   const { unstable_getMiniflareWorkerOptions } = await import('wrangler');
   const { modulesRules, ...workerOptions } = unstable_getMiniflareWorkerOptions(path.join(PROJECT_ROOT, 'wrangler.jsonc')).workerOptions;
   // The bundle is already resolved: list its modules explicitly, typed by the same rules wrangler bundled them with.
   const modules = bundle.modules.map((m, i) => ({ type: i === 0 ? ('ESModule' as const) : moduleType(m, modulesRules ?? []), path: path.join(bundle.dir, m) }));
+  const edge = { ...workerOptions, name: EDGE_NAME, modules, modulesRoot: bundle.dir, bindings: vars };
+  const callers = (options.callers ?? []).map((c) => ({
+    name: c.name,
+    modules: true,
+    scriptPath: c.scriptPath,
+    compatibilityDate: workerOptions.compatibilityDate as string,
+    serviceBindings: { EDGE: EDGE_NAME },
+  }));
   const mf = new Miniflare(
     convertV4MiniflareOptions({
-      ...workerOptions,
       host: '127.0.0.1',
       port: 0,
       // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
       cf: false,
-      modules,
-      modulesRoot: bundle.dir,
-      bindings: vars,
+      // The first worker gets the HTTP port.
+      workers: [edge, ...callers],
     }),
   );
   const url = await mf.ready;
-  return { url: new URL(url.toString()), stop: () => mf.dispose() };
+  return {
+    url: new URL(url.toString()),
+    stop: () => mf.dispose(),
+    call: async (name, url) => {
+      const res = await (await mf.getWorker(name)).fetch(url.toString());
+      return { status: res.status, text: await res.text() };
+    },
+  };
 }
+
+const EDGE_NAME = 'npu-relay';
