@@ -36,6 +36,8 @@ export interface MiniflareEdgeOptions {
    * does not report a client that disconnects; Cloudflare's does).
    */
   callers?: Array<{ name: string; scriptPath: string }>;
+  /** Opens the V8 inspector (Chrome DevTools protocol) on this port, for profiling the edge. */
+  inspectorPort?: number;
 }
 
 export interface MiniflareEdge extends LocalEdge {
@@ -63,6 +65,7 @@ export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<stri
       port: 0,
       // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
       cf: false,
+      ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
       // The first worker gets the HTTP port.
       workers: [edge, ...callers],
     }),

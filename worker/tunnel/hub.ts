@@ -17,6 +17,7 @@ import { FORMATS, type FormatName } from '../api/formats.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
+import { insertUsageJson } from '../db/usage-batch.ts';
 import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
@@ -177,6 +178,7 @@ export class AgentHub extends DurableObject<Env> {
   readonly #hotCache = new HotCache(HOT_CACHE_BYTES);
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
+  readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -290,14 +292,14 @@ export class AgentHub extends DurableObject<Env> {
     this.#flushing = true;
     try {
       for (;;) {
-        const rows = this.#ledger.pendingUsage(200);
-        if (rows.length === 0) return;
+        const batch = this.#ledger.pendingUsage(200);
+        if (batch.ids.length === 0) return;
         try {
-          await this.#database().insert(usage).values(rows).onConflictDoNothing();
-          this.#ledger.usageWritten(rows.map((r) => r.id));
+          await this.#database().run(insertUsageJson(batch.json));
+          this.#ledger.usageWritten(batch.ids);
         } catch (batchErr) {
           // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
-          if (!(await this.#writeOneByOne(rows))) throw batchErr;
+          if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
         }
       }
     } catch (err) {
@@ -352,7 +354,7 @@ export class AgentHub extends DurableObject<Env> {
     }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ connId: crypto.randomUUID(), connectedAt: Date.now() } satisfies AgentAttachment);
+    this.#setAttachment(server, { connId: crypto.randomUUID(), connectedAt: Date.now() });
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -365,11 +367,30 @@ export class AgentHub extends DurableObject<Env> {
    * The connected agents that have said hello. An agent not heard from for DEAD_PEER_MS (no heartbeat, no status)
    * is taken for dead and its socket closed: a half-open TCP connection would otherwise look alive forever.
    */
+  /**
+   * A socket's attachment, read from memory once known: deserializing it for every request and frame cost more
+   * than the routing itself. The attachment stays the source of truth, so a hub woken from hibernation reads it
+   * again.
+   */
+  #attachment(ws: WebSocket): AgentAttachment | null {
+    let a = this.#attachments.get(ws);
+    if (a === undefined) {
+      a = (ws.deserializeAttachment() as AgentAttachment | null) ?? undefined;
+      if (a) this.#attachments.set(ws, a);
+    }
+    return a ?? null;
+  }
+
+  #setAttachment(ws: WebSocket, attachment: AgentAttachment): void {
+    ws.serializeAttachment(attachment);
+    this.#attachments.set(ws, attachment);
+  }
+
   #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']>; attachment: AgentAttachment }> {
     const out = [];
     const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
-      const attachment = ws.deserializeAttachment() as AgentAttachment | null;
+      const attachment = this.#attachment(ws);
       if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
       if (now - this.#lastSeen(ws, attachment) > DEAD_PEER_MS) {
         this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
@@ -602,7 +623,7 @@ export class AgentHub extends DurableObject<Env> {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: err.message });
       return;
     }
-    const attachment = ws.deserializeAttachment() as AgentAttachment;
+    const attachment = this.#attachment(ws)!;
     if (frame.type === 'hello') return this.#hello(ws, attachment, frame);
     if (!attachment.hello) {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
@@ -617,7 +638,7 @@ export class AgentHub extends DurableObject<Env> {
         return;
       case 'status': {
         const { type: _type, ...status } = frame;
-        ws.serializeAttachment({ ...attachment, status: { ...status, at: Date.now() } } satisfies AgentAttachment);
+        this.#setAttachment(ws, { ...attachment, status: { ...status, at: Date.now() } });
         return;
       }
       case 'chunk':
@@ -679,12 +700,12 @@ export class AgentHub extends DurableObject<Env> {
       }
     }
     const { type: _type, ...hello } = frame;
-    ws.serializeAttachment({ ...attachment, hello: { ...hello, at: Date.now() } } satisfies AgentAttachment);
+    this.#setAttachment(ws, { ...attachment, hello: { ...hello, at: Date.now() } });
     this.#send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId });
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    const attachment = ws.deserializeAttachment() as AgentAttachment | null;
+    const attachment = this.#attachment(ws);
     if (attachment) this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
@@ -694,7 +715,7 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
-    const attachment = ws.deserializeAttachment() as AgentAttachment | null;
+    const attachment = this.#attachment(ws);
     if (attachment) this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
   }
 

@@ -128,8 +128,10 @@ export class Ledger {
     this.#sql.exec(`INSERT OR REPLACE INTO usage_outbox (id, row) VALUES (?, ?)`, row.id, JSON.stringify(row));
   }
 
-  pendingUsage(limit: number): UsageRow[] {
-    return this.#sql.exec<{ row: string }>(`SELECT row FROM usage_outbox LIMIT ?`, limit).toArray().map((r) => JSON.parse(r.row) as UsageRow);
+  /** Up to `limit` queued rows: their ids, and the rows as one JSON array, as stored (not parsed). */
+  pendingUsage(limit: number): { ids: string[]; json: string } {
+    const rows = this.#sql.exec<{ id: string; row: string }>(`SELECT id, row FROM usage_outbox LIMIT ?`, limit).toArray();
+    return { ids: rows.map((r) => r.id), json: `[${rows.map((r) => r.row).join(',')}]` };
   }
 
   usageWritten(ids: string[]): void {
