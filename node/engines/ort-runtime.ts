@@ -4,7 +4,6 @@
  * has not loaded a model never maps transformers.js and onnxruntime-node (≈ 45 MiB resident). Import only types
  * from it statically.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -140,25 +139,23 @@ class StopWhen extends StoppingCriteria {
   }
 }
 
-/**
- * Backpressure for generation. transformers.js calls the streamer synchronously and cannot be paused from it, but
- * it awaits `model.forward()` once per token; so each model's forward is wrapped to wait, first, for the calling
- * generation's own gate (found through AsyncLocalStorage, since one model serves many generations at once). A
- * consumer that stops reading thus stops the model after a bounded number of tokens.
- */
-const pacing = new AsyncLocalStorage<() => Promise<void>>();
-const paced = new WeakSet<PreTrainedModel>();
 /** Deltas a generation may run ahead of its consumer before it pauses. */
 const MAX_BACKLOG = 32;
 
-function makePaceable(model: PreTrainedModel): void {
-  if (paced.has(model)) return;
-  paced.add(model);
+/**
+ * Backpressure for generation. transformers.js calls the streamer synchronously and cannot be paused from it, but
+ * it awaits `this.forward()` once per token. So each generation runs on its own view of the shared model (an object
+ * whose prototype is the model) with a `forward` that first waits for that generation's gate, when the gate says to
+ * wait. A consumer that stops reading thus stops the model after a bounded number of tokens. (An earlier version
+ * found the gate through AsyncLocalStorage, which on Node 22 puts a hook on every promise in the process.)
+ */
+function pacedView(model: PreTrainedModel, gate: () => Promise<void> | undefined): PreTrainedModel {
   const forward = model.forward.bind(model);
-  model.forward = async (inputs: unknown) => {
-    await pacing.getStore()?.();
-    return forward(inputs as Parameters<typeof forward>[0]);
+  const paced = (inputs: Parameters<typeof forward>[0]) => {
+    const wait = gate();
+    return wait ? wait.then(() => forward(inputs)) : forward(inputs);
   };
+  return Object.create(model, { forward: { value: paced } }) as PreTrainedModel;
 }
 
 function processors(...list: LogitsProcessor[]): LogitsProcessorList {
@@ -236,11 +233,10 @@ export async function* generate(
   const logitProcessors: LogitsProcessor[] = [];
   if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
   if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
-  makePaceable(model);
   const aborted = abortedPromise(signal);
   const gate = () =>
-    signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? Promise.resolve() : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
-  const generation = pacing.run(gate, () => model.generate({
+    signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? undefined : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+  const generation = pacedView(model, gate).generate({
     ...inputs,
     max_new_tokens: maxNewTokens,
     do_sample: false,
@@ -249,7 +245,7 @@ export async function* generate(
     streamer: streamer as unknown as TextStreamer,
     stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped)],
     ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
-  }));
+  });
 
   started(generation);
   generation.then(
