@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Agent } from '../../node/agent.ts';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import type { Engine } from '../../node/engines/engine.ts';
-import { startLocalEdge, type LocalEdge } from '../../node/local/edge.ts';
+import { startLocalEdge } from '../../node/local/edge.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import { createLogger } from '../../node/log.ts';
 import { hashApiKey } from '../../shared/keys.ts';
@@ -24,7 +24,7 @@ import { compareOrtWithTransformers, openVinoUnavailable } from './engine-effici
 import { agentFootprint } from './footprint.ts';
 import { FLOOD_MODEL, INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './instant-engine.ts';
 import { runLoad, type HttpTarget, type LoadResult, type LoadSpec } from './load.ts';
-import { startMiniflareEdge } from '../support/miniflare-edge.ts';
+import { startMiniflareEdge, type MiniflareEdge } from '../support/miniflare-edge.ts';
 import { median, type Summary } from './summary.ts';
 import { added, count, kib, latency, mib, percent, renderTable, verdict, type Row } from './table.ts';
 import { buildWorkerBundle, type WorkerBundle } from '../support/worker-bundle.ts';
@@ -135,7 +135,7 @@ const machineBusyAtStart = machineBusyMs();
 interface Stack {
   work: string;
   sqld: Sqld;
-  edge: LocalEdge;
+  edge: MiniflareEdge;
   direct: DirectServer;
   agent: Agent;
   apiKey: string;
@@ -161,7 +161,9 @@ async function main(): Promise<void> {
     const agentToken = `agent-${randomBytes(12).toString('hex')}`;
     const adminToken = `admin-${randomBytes(12).toString('hex')}`;
     const vars = { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url };
-    const edge = await startMiniflareEdge(bundle, vars);
+    // Straight into the Worker, as on Cloudflare: Miniflare's entry worker, which every request crosses otherwise,
+    // costs about half a millisecond a request here; row 1d measures the path through it.
+    const edge = await startMiniflareEdge(bundle, vars, { direct: true });
     cleanup.unshift(() => edge.stop());
     const apiKey = await createKey(edge.url, adminToken);
     const engine = new InstantEngine();
@@ -210,7 +212,7 @@ async function edgeOverhead(stack: Stack): Promise<void> {
   const addedP99 = seqRelay.latencyMs!.p99 - seqDirect.latencyMs!.p99;
   rows.push({
     id: '1a',
-    what: `Edge overhead, sequential: non-streaming chat, InstantEngine, ${seqRelay.completed} req after ${PLAN.sequential.warmup} warm-up; median / p99. Edge = Worker bundle in Miniflare (1 workerd) → DO → WebSocket → agent, incl. libSQL key check + usage row`,
+    what: `Edge overhead, sequential: non-streaming chat, InstantEngine, ${seqRelay.completed} req after ${PLAN.sequential.warmup} warm-up; median / p99. Edge = Worker bundle in Miniflare (1 workerd, a socket straight into the Worker) → DO → WebSocket → agent, incl. libSQL key check + usage row`,
     measured: latency(seqRelay.latencyMs!),
     baseline: `${latency(seqDirect.latencyMs!)} (agent engine behind node:http)`,
     delta: added(seqRelay.latencyMs!, seqDirect.latencyMs!),
@@ -237,6 +239,21 @@ async function edgeOverhead(stack: Stack): Promise<void> {
     verdict: verdict(concRelay.reqPerSec! >= TARGETS.tunnelReqPerSec),
   });
   rows.push({ id: 'P1', what: `Profile: CPU during row 1b (${PLAN.concurrent.seconds} s through the relay)`, measured: cpuLine, baseline: '—', delta: '—', target: '—', verdict: 'info' });
+
+  // The same requests through Miniflare's HTTP entry: its entry worker runs in front of the Worker, in the same workerd.
+  const entryTarget = { ...chat(stack.edge.entryUrl, headers(stack, true), freshChat), expect: INSTANT_REPLY };
+  const seqEntry = await load('1d relay sequential (entry worker)', { mode: 'sequential', target: entryTarget, ...PLAN.sequential });
+  const concEntry = await load('1d relay concurrent (entry worker)', { mode: 'concurrent', target: entryTarget, ...PLAN.concurrent });
+  requireTally('1d relay sequential (entry worker)', seqEntry, 'BYPASS');
+  rows.push({
+    id: '1d',
+    what: `Row 1a/1b through Miniflare's HTTP entry (its entry worker in front of the Worker, in the same workerd; rows 1a/1b use a socket straight into the Worker, as Cloudflare has no entry worker)`,
+    measured: `sequential ${latency(seqEntry.latencyMs!)}; ${PLAN.concurrent.connections} concurrent ${count(concEntry.reqPerSec!)} req/s (${latency(concEntry.latencyMs!)})`,
+    baseline: `direct ${latency(seqDirect.latencyMs!)}`,
+    delta: `sequential ${added(seqEntry.latencyMs!, seqDirect.latencyMs!)}`,
+    target: '— (a local harness cost)',
+    verdict: 'info',
+  });
 
   // Where the sequential time goes: the same edge, stopping earlier and earlier on the request's path.
   const p = PLAN.profile;
