@@ -12,8 +12,12 @@ import type { KeyRecord } from '../tunnel/ledger.ts';
 
 export type Args = [Env, ExecutionContext];
 
+/** The one hub's id, derived once per isolate: idFromName hashes the name on every call. */
+let hubId: DurableObjectId | undefined;
+
 export function hub(env: Env) {
-  return env.HUB.get(env.HUB.idFromName('default'));
+  hubId ??= env.HUB.idFromName('default');
+  return env.HUB.get(hubId);
 }
 
 /** The API key a client sent: `Authorization: Bearer` (OpenAI and `ollama` clients) or `X-API-Key`. */
