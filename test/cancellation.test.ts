@@ -121,6 +121,15 @@ describe('a client that abandons a non-streaming request', () => {
     const row = await usageRow(`outcome = 'cancelled' and completion_tokens = ${run.done!.usage.completionTokens}`);
     assert.equal(row.status, 499);
     assert.equal(row.error_code, 'cancelled');
+    // One row for the request, the hub's: the Worker, whose call to the hub was cut short, records nothing of its own.
+    const db = createClient({ url: sqld.url });
+    try {
+      await sleep(500);
+      const rows = (await db.execute(`select status, outcome from usage order by at`)).rows.map((r) => `${r.status} ${r.outcome}`);
+      assert.deepEqual(rows, ['200 ok', '499 cancelled']);
+    } finally {
+      db.close();
+    }
     await until('the agent to be idle', 2000, () => (agent.inFlight === 0 ? true : undefined));
   });
 });

@@ -81,7 +81,14 @@ async function dispatch(request: IRequest, env: Env, d: Described): Promise<Resp
   const body: Dispatch = { ...d, keyHash: await keyHashOf(request), ...cacheDirectives(request) };
   // The client's signal travels with the subrequest (enable_request_signal), so the hub learns when the client
   // disconnects even while a non-streaming answer is still being generated.
-  return hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), signal: request.signal });
+  try {
+    return await hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), signal: request.signal });
+  } catch (err) {
+    // The client left: the hub cancels the generation and records the request (499); there is nobody to answer, and
+    // this is not an error of the edge's.
+    if (request.signal.aborted) return new Response(null, { status: 499 });
+    throw err;
+  }
 }
 
 /** The models a key may see: those the connected agents serve, within the key's scope. */
