@@ -93,11 +93,16 @@ class ChunkBatch {
     }
   }
   flush(): void {
-    if (!this.#text && !this.#tokens) return;
-    const [text, tokens] = [this.#text, this.#tokens];
+    const pending = this.take();
+    if (pending) this.#send(pending.text, pending.tokens);
+  }
+  /** The text and tokens not yet sent, which the caller now sends itself; undefined when there are none. */
+  take(): { text: string; tokens: number } | undefined {
+    if (!this.#text && !this.#tokens) return undefined;
+    const pending = { text: this.#text, tokens: this.#tokens };
     this.#text = '';
     this.#tokens = 0;
-    this.#send(text, tokens);
+    return pending;
   }
 }
 
@@ -292,12 +297,13 @@ export class Agent {
           await flow.ready(signal);
           batch.add(event.text, event.tokens);
         } else {
-          batch.flush();
+          // The last text rides with the end when the edge takes it there: one frame fewer for every answer.
+          const tail = this.#tunnel.edgeFeatures.has('end-text') ? batch.take() : (batch.flush(), undefined);
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
+          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...tail });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
         }
       }

@@ -8,6 +8,7 @@ import type { AgentFrame, EdgeFrame, HelloFrame } from '../shared/protocol/frame
 import { MAX_FRAME_CHARS, PING_FRAME, PONG_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { Agent } from '../node/agent.ts';
 import { createLogger } from '../node/log.ts';
+import { INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './bench/instant-engine.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestEdge, type TestEdge } from './support/stack.ts';
 
@@ -27,6 +28,7 @@ describe('frame codec', () => {
       hello,
       { type: 'chunk', id: 'r1', text: 'héllo 👋', tokens: 2 },
       { type: 'end', id: 'r1', finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 2 }, device: 'NPU', ttftMs: 12.5, durationMs: 40 },
+      { type: 'end', id: 'r2', finishReason: 'length', usage: { promptTokens: 3, completionTokens: 4 }, device: 'CPU', durationMs: 9, text: 'the rest', tokens: 2 },
       { type: 'error', id: 'r1', code: 'engine_error', message: 'boom', usage: { promptTokens: 0, completionTokens: 1 } },
       { type: 'ping' },
       { type: 'pong' },
@@ -34,6 +36,7 @@ describe('frame codec', () => {
     for (const f of agentFrames) assert.deepEqual(decodeAgentFrame(encodeFrame(f)), f);
     const edgeFrames: EdgeFrame[] = [
       { type: 'welcome', protocol: 1, agentId: 'a1' },
+      { type: 'welcome', protocol: 1, agentId: 'a1', features: ['end-text'] },
       { type: 'request', id: 'r1', body: { task: 'chat', model: 'm', messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 5, temperature: 0, topP: 1, stop: [] } } },
       { type: 'cancel', id: 'r1', reason: 'client disconnected' },
     ];
@@ -198,6 +201,41 @@ describe('peers under hostile frames', () => {
     await agent.stop();
     await engine.close();
     wss.close();
+  });
+});
+
+describe('end-text', () => {
+  test('the last text rides with the end frame only to an edge that announced end-text; an older edge gets a chunk', async () => {
+    for (const features of [undefined, ['end-text', 'a-feature-from-the-future']]) {
+      const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+      await once(wss, 'listening');
+      const { port } = wss.address() as { port: number };
+      const agent = new Agent({ edgeUrl: `http://127.0.0.1:${port}`, agentToken: 't', agentId: 'e', engine: new InstantEngine(), log: createLogger('silent') });
+      void agent.start();
+      try {
+        const [ws] = (await once(wss, 'connection')) as [WebSocket];
+        const frames: any[] = [];
+        ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+        ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'e', ...(features ? { features } : {}) }));
+        ws.send(JSON.stringify({ type: 'request', id: 'r1', body: { task: 'chat', model: INSTANT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } } }));
+        const deadline = Date.now() + 5000;
+        while (!frames.some((f) => f.type === 'end') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        const chunks = frames.filter((f) => f.type === 'chunk' && f.id === 'r1');
+        const end = frames.find((f) => f.type === 'end');
+        assert.equal(end?.usage.completionTokens, 7);
+        if (features) {
+          assert.deepEqual(chunks, [], 'no chunk frame: the reply came with the end');
+          assert.equal(end.text, INSTANT_REPLY);
+          assert.equal(end.tokens, 7);
+        } else {
+          assert.equal(chunks.map((c) => c.text).join(''), INSTANT_REPLY);
+          assert.equal(end.text, undefined, 'an edge that did not announce end-text gets no text in the end frame');
+        }
+      } finally {
+        await agent.stop();
+        wss.close();
+      }
+    }
   });
 });
 

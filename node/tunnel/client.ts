@@ -37,6 +37,7 @@ export class TunnelClient {
   readonly #backoff: Backoff;
   #ws: WebSocket | undefined;
   #ready = false;
+  #edgeFeatures: ReadonlySet<string> = new Set();
   #stopped = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -51,6 +52,11 @@ export class TunnelClient {
   }
 
   /** True while the edge has accepted this agent's hello. */
+  /** What the connected edge announced it supports (its welcome's `features`). */
+  get edgeFeatures(): ReadonlySet<string> {
+    return this.#edgeFeatures;
+  }
+
   get ready(): boolean {
     return this.#ready;
   }
@@ -131,6 +137,7 @@ export class TunnelClient {
       case 'pong':
         return;
       case 'welcome':
+        this.#edgeFeatures = new Set(frame.features ?? []);
         this.#ready = true;
         this.#backoff.reset();
         this.#startHeartbeat(ws);

@@ -157,6 +157,12 @@ export const EndFrame = z.object({
   /** Milliseconds from the agent receiving the request to its first token; absent when none was produced. */
   ttftMs: z.number().nonnegative().optional(),
   durationMs: z.number().nonnegative(),
+  /**
+   * Text generated since the last chunk, sent with the end rather than as a chunk of its own, and the tokens it
+   * holds: one frame fewer per answer. Only to an edge whose welcome listed `end-text` (an older edge would drop it).
+   */
+  text: z.string().optional(),
+  tokens: Count.optional(),
 });
 
 /** Terminal frame of an `embed` request: one vector per input, in input order. */
@@ -186,10 +192,15 @@ export const PongFrame = z.object({ type: z.literal('pong') });
 
 // --- edge → agent -------------------------------------------------------------------------------------------
 
+/** Optional behaviours an edge supports within its protocol version, announced in its welcome. */
+export const EDGE_FEATURES = ['end-text'] as const;
+
 export const WelcomeFrame = z.object({
   type: z.literal('welcome'),
   protocol: z.number().int().positive(),
   agentId: z.string(),
+  /** What this edge supports beyond the protocol's core (see EDGE_FEATURES); unknown names are ignored. */
+  features: z.array(z.string().max(64)).max(64).optional(),
 });
 
 export const RequestFrame = z.object({

@@ -119,6 +119,7 @@ export class Exchange {
   }
 
   onEnd(frame: EndFrame): void {
+    if (frame.text !== undefined || frame.tokens) this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0 });
     const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
     const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
     this.#completionTokens = frame.usage.completionTokens;

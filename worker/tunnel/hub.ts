@@ -8,7 +8,7 @@
  */
 import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
-import type { AgentFrame, DeviceInfo, EdgeFrame, HelloFrame, ModelInfo, StatusFrame, Task } from '../../shared/protocol/frames.ts';
+import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type StatusFrame, type Task } from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { and, eq, gt } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
@@ -701,7 +701,7 @@ export class AgentHub extends DurableObject<Env> {
     }
     const { type: _type, ...hello } = frame;
     this.#setAttachment(ws, { ...attachment, hello: { ...hello, at: Date.now() } });
-    this.#send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId });
+    this.#send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId, features: [...EDGE_FEATURES] });
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
