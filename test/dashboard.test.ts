@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,11 +12,10 @@ import { createClient, type Client } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
+import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts');
 const SESSION_COOKIE = '__Host-npu-relay-session';
 const DAY = 86_400_000;
@@ -245,8 +243,6 @@ describe('usage dashboard', () => {
     const empty = await (await edge.admin(`/admin/usage/export?format=json&from=0&to=1000`)).json();
     assert.deepEqual(empty, []);
   });
-
-  const chromiumMissing = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: install it with \`apt-get install -y chromium\` to run the browser test`;
 
   test('in Chromium: log in, charts drawn from the requests made, range and key filter, CSV download', { skip: chromiumMissing }, async () => {
     const { chromium } = await import('playwright-core');

@@ -54,3 +54,21 @@ export function edgeConfig(env: Env): EdgeConfig {
   }
   return config;
 }
+
+/** Which browser origins may call the API routes: any, a list, or none (see worker/http/cors.ts). */
+export type CorsOrigins = '*' | ReadonlySet<string> | 'none';
+
+const corsCache = new WeakMap<Env, CorsOrigins>();
+
+/** Read apart from `edgeConfig` because it needs no secret: a preflight is answered even by a misconfigured edge. */
+export function corsOrigins(env: Env): CorsOrigins {
+  let origins = corsCache.get(env);
+  if (origins === undefined) {
+    const raw = (env.NPU_RELAY_CORS_ORIGINS ?? '*').trim();
+    if (raw === '*') origins = '*';
+    else if (raw === '' || raw.toLowerCase() === 'none') origins = 'none';
+    else origins = new Set(raw.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean));
+    corsCache.set(env, origins);
+  }
+  return origins;
+}
