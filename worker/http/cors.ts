@@ -45,8 +45,10 @@ export function preflight(request: Request, origins: CorsOrigins): Response | un
 
 /** Adds the CORS headers to an API route's response, keeping its body as it is (a stream stays a stream). */
 export function withCors(request: Request, response: Response, origins: CorsOrigins): Response {
+  // Browsers send Origin with every cross-origin request; other clients need no CORS headers, nor the re-wrap.
+  if (!request.headers.has('origin') || response.status === 101) return response;
   const origin = allowedOrigin(request, origins);
-  if (origin === undefined || response.status === 101) return response;
+  if (origin === undefined) return response;
   const out = new Response(response.body, response);
   out.headers.set('access-control-allow-origin', origin);
   out.headers.set('access-control-expose-headers', EXPOSED);
