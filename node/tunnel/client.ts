@@ -51,12 +51,12 @@ export class TunnelClient {
     this.#backoff = new Backoff(options.backoff ?? { initialMs: 200, maxMs: 30_000 });
   }
 
-  /** True while the edge has accepted this agent's hello. */
   /** What the connected edge announced it supports (its welcome's `features`). */
   get edgeFeatures(): ReadonlySet<string> {
     return this.#edgeFeatures;
   }
 
+  /** True while the edge has accepted this agent's hello. */
   get ready(): boolean {
     return this.#ready;
   }

@@ -8,7 +8,11 @@ async function readLimited(request: Request, maxBytes: number): Promise<string> 
   if (!request.body) return '';
   // With a declared length, HTTP framing already bounds the body, and one arrayBuffer() costs a fraction of
   // reading chunk by chunk; only a chunked body of unknown length is counted as it arrives.
-  if (Number.isFinite(declared)) return utf8(new Uint8Array(await request.arrayBuffer()));
+  if (Number.isFinite(declared)) {
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
+    return utf8(bytes);
+  }
   const reader = request.body.getReader();
   const parts: Uint8Array[] = [];
   let total = 0;
