@@ -7,6 +7,7 @@
 // First: answers --help and refuses bad flags before anything heavy (fixtures, wrangler) is loaded.
 import { benchArgs } from './args.ts';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
@@ -162,9 +163,14 @@ async function main(): Promise<void> {
     const agentToken = `agent-${randomBytes(12).toString('hex')}`;
     const adminToken = `admin-${randomBytes(12).toString('hex')}`;
     const vars = { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url };
+    // The hub's storage on a RAM disk: Miniflare keeps a Durable Object's SQLite files in a folder and fsyncs its
+    // WAL on every commit, which blocks workerd's one thread on this VM's disk (about 0.3 ms a request, and half the
+    // throughput). Cloudflare's storage is nothing like a local ext4 file; row 1e measures the disk-backed way anyway.
+    const stateDir = await mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : work, 'npu-relay-bench-state-'));
+    cleanup.unshift(() => rm(stateDir, { recursive: true, force: true }));
     // Straight into the Worker, as on Cloudflare: Miniflare's entry worker, which every request crosses otherwise,
     // costs about half a millisecond a request here; row 1d measures the path through it.
-    const edge = await startMiniflareEdge(bundle, vars, { direct: true });
+    const edge = await startMiniflareEdge(bundle, vars, { direct: true, stateDir });
     cleanup.unshift(() => edge.stop());
     const apiKey = await createKey(edge.url, adminToken);
     const engine = new InstantEngine();
@@ -179,6 +185,7 @@ async function main(): Promise<void> {
     await streaming(stack);
     await footprint(stack, bundle, deployed);
     await startWorkerComparison(stack, engine);
+    await diskStorageComparison(stack, bundle, engine);
 
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
     await engineEfficiency();
@@ -213,7 +220,7 @@ async function edgeOverhead(stack: Stack): Promise<void> {
   const addedP99 = seqRelay.latencyMs!.p99 - seqDirect.latencyMs!.p99;
   rows.push({
     id: '1a',
-    what: `Edge overhead, sequential: non-streaming chat, InstantEngine, ${seqRelay.completed} req after ${PLAN.sequential.warmup} warm-up; median / p99. Edge = Worker bundle in Miniflare (1 workerd, a socket straight into the Worker) → DO → WebSocket → agent, incl. libSQL key check + usage row`,
+    what: `Edge overhead, sequential: non-streaming chat, InstantEngine, ${seqRelay.completed} req after ${PLAN.sequential.warmup} warm-up; median / p99. Edge = Worker bundle in Miniflare (1 workerd, a socket straight into the Worker, hub storage on a RAM disk) → DO → WebSocket → agent, incl. libSQL key check + usage row`,
     measured: latency(seqRelay.latencyMs!),
     baseline: `${latency(seqDirect.latencyMs!)} (agent engine behind node:http)`,
     delta: added(seqRelay.latencyMs!, seqDirect.latencyMs!),
@@ -426,6 +433,34 @@ async function startWorkerComparison(stack: Stack, engine: Engine): Promise<void
   }
 }
 
+/** Rows 1a/1b again with the hub's storage where Miniflare keeps it by default: SQLite files in a temporary folder on disk. */
+async function diskStorageComparison(stack: Stack, bundle: WorkerBundle, engine: Engine): Promise<void> {
+  log('starting a second Miniflare edge with its Durable Object storage on disk, for comparison');
+  const edge = await startMiniflareEdge(bundle, stack.vars, { direct: true });
+  try {
+    const agent = await connectAgent(edge.url, stack.agentToken, engine, 'bench-agent-disk');
+    try {
+      const target = { ...chat(edge.url, headers(stack, true), freshChat), expect: INSTANT_REPLY };
+      const seq = await load('1e relay sequential (storage on disk)', { mode: 'sequential', target, ...PLAN.sequential });
+      const conc = await load('1e relay concurrent (storage on disk)', { mode: 'concurrent', target, ...PLAN.concurrent });
+      requireTally('1e relay sequential (storage on disk)', seq, 'BYPASS');
+      rows.push({
+        id: '1e',
+        what: `Row 1a/1b with the hub's Durable Object storage in Miniflare's default place, SQLite files in a temporary folder on this VM's disk (a WAL fsync per commit)`,
+        measured: `sequential ${latency(seq.latencyMs!)}; ${PLAN.concurrent.connections} concurrent ${count(conc.reqPerSec!)} req/s (${latency(conc.latencyMs!)})`,
+        baseline: `direct ${latency(directSequential!)}`,
+        delta: `sequential ${added(seq.latencyMs!, directSequential!)}`,
+        target: '— (a local harness cost)',
+        verdict: 'info',
+      });
+    } finally {
+      await agent.stop();
+    }
+  } finally {
+    await edge.stop();
+  }
+}
+
 async function engineEfficiency(): Promise<void> {
   log('4 engine efficiency: OrtEngine vs transformers.js');
   const c = await compareInOwnProcess(PLAN.engine);
@@ -451,7 +486,7 @@ async function engineEfficiency(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '2a', '2b', '3a', '3b', '4a', '4b', '5a', '5b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', '3a', '3b', '4a', '4b', '5a', '5b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();

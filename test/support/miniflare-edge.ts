@@ -43,6 +43,12 @@ export interface MiniflareEdgeOptions {
    * (which every request otherwise crosses first, and which Cloudflare does not have).
    */
   direct?: boolean;
+  /**
+   * Where the hub's Durable Object storage (SQLite files) lives; a temporary folder of Miniflare's when absent.
+   * Miniflare's purely in-memory storage has no SQL API, so a folder on a RAM disk is the way to keep the emulated
+   * store from waiting for this machine's disk on every commit.
+   */
+  stateDir?: string;
 }
 
 export interface MiniflareEdge extends LocalEdge {
@@ -74,15 +80,18 @@ export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<stri
     serviceBindings: { EDGE: EDGE_NAME },
   }));
   const mf = new Miniflare(
-    convertV4MiniflareOptions({
-      host: '127.0.0.1',
-      port: 0,
-      // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
-      cf: false,
-      ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
-      // The first worker gets the HTTP port.
-      workers: [edge, ...callers],
-    }),
+    {
+      ...convertV4MiniflareOptions({
+        host: '127.0.0.1',
+        port: 0,
+        // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
+        cf: false,
+        ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
+        // The first worker gets the HTTP port.
+        workers: [edge, ...callers],
+      }),
+      ...(options.stateDir ? { resourcePersistencePath: options.stateDir } : {}),
+    },
   );
   const entry = await mf.ready;
   const url = options.direct ? await mf.unsafeGetDirectURL(EDGE_NAME) : entry;
