@@ -1,21 +1,10 @@
 #!/usr/bin/env node
 /** `npm run agent`: connect this machine's engine to an edge. */
-import { AGENT_HELP, agentConfig, ConfigError } from '../config.ts';
+import { AGENT_HELP, agentConfig, ConfigError, readCommandLineOrExit } from '../config.ts';
 import { createLogger } from '../log.ts';
 import { createAgentRuntime } from '../runtime.ts';
 
-let config;
-try {
-  config = agentConfig(process.argv.slice(2), process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay agent: ${err.message}`);
-  process.exit(2);
-}
-if (!config) {
-  console.log(AGENT_HELP);
-  process.exit(0);
-}
+const config = readCommandLineOrExit('agent', AGENT_HELP, () => agentConfig(process.argv.slice(2), process.env));
 const log = createLogger(config.logLevel, { agentId: config.agentId });
 let runtime;
 try {

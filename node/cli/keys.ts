@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../config.ts';
+import { ConfigError, readCommandLineOrExit } from '../config.ts';
 import {
   createKey,
   databaseErrorMessage,
@@ -151,18 +151,7 @@ function table(keys: KeyInfo[]): string {
   return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
-let cmd;
-try {
-  cmd = readKeysCommand(process.argv.slice(2), process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay keys: ${err.message}`);
-  process.exit(2);
-}
-if (!cmd) {
-  console.log(HELP);
-  process.exit(0);
-}
+const cmd = readCommandLineOrExit('keys', HELP, () => readKeysCommand(process.argv.slice(2), process.env));
 
 const { db, close } = openKeysDb(cmd.target);
 try {

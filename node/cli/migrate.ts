@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createClient } from '@libsql/client';
-import { ConfigError } from '../config.ts';
+import { ConfigError, readCommandLineOrExit } from '../config.ts';
 import { databaseErrorMessage, DATABASE_HELP, DATABASE_OPTIONS, databaseTarget, displayUrl, type DatabaseTarget } from '../db/keys.ts';
 import { applyMigrations, MIGRATIONS_DIR } from '../db/migrate.ts';
 
@@ -48,18 +48,7 @@ async function appliedMigrations(target: DatabaseTarget): Promise<number[]> {
   }
 }
 
-let target;
-try {
-  target = readMigrateConfig(process.argv.slice(2), process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay migrate: ${err.message}`);
-  process.exit(2);
-}
-if (!target) {
-  console.log(HELP);
-  process.exit(0);
-}
+const target = readCommandLineOrExit('migrate', HELP, () => readMigrateConfig(process.argv.slice(2), process.env));
 
 const where = displayUrl(target.url);
 try {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../config.ts';
+import { ConfigError, readCommandLineOrExit } from '../config.ts';
 import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
@@ -107,18 +107,7 @@ async function devApiKey(dbUrl: string, dataDir: string, given: string | undefin
   }
 }
 
-let config;
-try {
-  config = readStartConfig(process.argv.slice(2), process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay start: ${err.message}`);
-  process.exit(2);
-}
-if (!config) {
-  console.log(HELP);
-  process.exit(0);
-}
+const config = readCommandLineOrExit('start', HELP, () => readStartConfig(process.argv.slice(2), process.env));
 
 await mkdir(config.dataDir, { recursive: true });
 const adminToken = await devAdminToken(config.dataDir, config.adminToken);
