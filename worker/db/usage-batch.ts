@@ -8,13 +8,14 @@ import { getTableColumns, getTableName, sql, type SQL } from 'drizzle-orm';
 import { usage } from './schema.ts';
 
 const columns = Object.entries(getTableColumns(usage));
-// `WHERE true` lets SQLite tell the upsert clause from a join constraint after INSERT … SELECT.
-const INSERT_SQL =
+const INSERT_HEAD = sql.raw(
   `INSERT INTO ${JSON.stringify(getTableName(usage))} (${columns.map(([, c]) => JSON.stringify(c.name)).join(', ')}) ` +
-  `SELECT ${columns.map(([field]) => `json_extract(value, '$.${field}')`).join(', ')} FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING`;
+    `SELECT ${columns.map(([field]) => `json_extract(value, '$.${field}')`).join(', ')} FROM json_each(`,
+);
+// `WHERE true` lets SQLite tell the upsert clause from a join constraint after INSERT … SELECT.
+const INSERT_TAIL = sql.raw(') WHERE true ON CONFLICT (id) DO NOTHING');
 
 /** The statement inserting the rows of `json`, a JSON array of usage rows as worker/tunnel/ledger.ts stores them. */
 export function insertUsageJson(json: string): SQL {
-  const [before, after] = INSERT_SQL.split('?') as [string, string];
-  return sql.join([sql.raw(before), sql`${json}`, sql.raw(after)]);
+  return sql`${INSERT_HEAD}${json}${INSERT_TAIL}`;
 }
