@@ -140,9 +140,12 @@ describe('faults', () => {
     const many = (n: number, tag: string) =>
       Promise.all(Array.from({ length: n }, (_, i) => client.chat.completions.create({ model: CHAT_MODEL, messages: ask(`${tag} ${i}`), max_tokens: 8, temperature: 0.5 })));
     await many(16, 'spread');
-    await new Promise((r) => setTimeout(r, 500));
+    // Usage rows are written in batches after the answers; wait for all 16 rather than a fixed pause.
     const db = createClient({ url: edge.sqld.url });
-    const byAgent = (await db.execute(`select agent_id, count(*) as n from usage where agent_id like 'twin-%' group by agent_id`)).rows;
+    const byAgent = await waitFor('16 usage rows from the twins', async () => {
+      const rows = (await db.execute(`select agent_id, count(*) as n from usage where agent_id like 'twin-%' group by agent_id`)).rows;
+      return rows.reduce((n, r) => n + Number(r.n), 0) >= 16 ? rows : undefined;
+    });
     db.close();
     const counts = Object.fromEntries(byAgent.map((r) => [String(r.agent_id), Number(r.n)]));
     console.log(`load spread over two agents: ${JSON.stringify(counts)}`);

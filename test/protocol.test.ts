@@ -183,7 +183,8 @@ describe('peers under hostile frames', () => {
     const [ws] = (await once(wss, 'connection')) as [WebSocket];
     const frames: any[] = [];
     ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
-    await new Promise((r) => setTimeout(r, 50));
+    const helloBy = Date.now() + 5000;
+    while (frames.length === 0 && Date.now() < helloBy) await new Promise((r) => setTimeout(r, 5));
     assert.equal(frames[0]?.type, 'hello');
     ws.send('not json at all');
     ws.send('{"type":"request","id":"r0"}');

@@ -86,16 +86,24 @@ describe('scheduling through the edge', () => {
     const runs = paced.runs.length;
     const cancel = new AbortController();
     const sent: Array<Promise<Response | Error>> = [];
-    const fire = (key: string, name: string, signal?: AbortSignal) => {
+    // Each request is sent only once the agent holds the one before it, so arrival order is the order written here
+    // (a fixed pause between sends was not enough on a loaded CI machine: b2 once overtook b1).
+    const fire = async (key: string, name: string, signal?: AbortSignal) => {
       sent.push(ask(key, name, signal).catch((e: Error) => e));
-      return new Promise((r) => setTimeout(r, 15)); // keep arrival order deterministic
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const { running, queued } = agent.status();
+        if (running + queued >= sent.length) return;
+        assert.ok(Date.now() < deadline, `the agent never received ${name} (running ${running}, queued ${queued})`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
     };
     await fire(keyA, 'a1');
     await fire(keyA, 'a2');
     await fire(keyA, 'a3', cancel.signal);
     await fire(keyA, 'a4');
     await fire(keyB, 'b1');
-    await fire(keyB, 'b2'); // capacity is 1 running + 4 queued: this one is refused
+    sent.push(ask(keyB, 'b2').catch((e: Error) => e)); // capacity is 1 running + 4 queued: this one is refused
     cancel.abort(); // a3 is still waiting in the queue
     const results = await Promise.all(sent);
     const statuses = results.map((r) => (r instanceof Response ? r.status : 'aborted'));
