@@ -31,6 +31,12 @@ export interface RuntimeHooks {
 export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks: RuntimeHooks = {}): Promise<AgentRuntime> {
   const catalog = await scanModels(config.modelsDir);
   for (const s of catalog.skipped) log.warn({ dir: s.dir }, `skipped a model folder: ${s.reason}`);
+  for (const e of catalog.entries) {
+    // OpenVINO IR keeps its template in openvino_tokenizer.xml, so only the ONNX path is known to lack one.
+    if (e.chatTemplate === 'plain' && e.formats.includes('onnx')) {
+      log.warn({ model: e.id }, `model '${e.id}' ships no chat template: chat requests get a plain "role: content" layout (add chat_template.jinja to ${e.dir} for the model's own, or use /v1/completions and /api/generate)`);
+    }
+  }
   const activity = new ModelActivity(log);
   const onModelEvent = (event: ModelEvent) => {
     activity.record(event);

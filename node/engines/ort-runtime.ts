@@ -23,6 +23,7 @@ import {
 } from '@huggingface/transformers';
 import type { EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
 import { AgentError, EngineError } from '../errors.ts';
+import { findChatTemplate } from '../models/chat-template.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
@@ -40,6 +41,8 @@ export interface ChatModel {
   tokenizer: PreTrainedTokenizer;
   model: PreTrainedModel;
   eosIds: Set<bigint>;
+  /** The template to apply when the tokenizer's config has none (see models/chat-template.ts). */
+  chatTemplate: string | undefined;
 }
 
 /** Chat models and embedders share one pool, so they share one memory budget. */
@@ -93,13 +96,13 @@ async function embeddingSettings(dir: string): Promise<Pick<Embedder, 'pooling' 
 }
 
 /** Loads a chat model and its tokenizer from local files. */
-export async function loadChatModel({ id, modelsDir, dtype }: LoadRequest): Promise<ChatModel> {
+export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest): Promise<ChatModel> {
   useLocalModels(modelsDir);
   const tokenizer = await AutoTokenizer.from_pretrained(id, { local_files_only: true });
   const model = await AutoModelForCausalLM.from_pretrained(id, { local_files_only: true, dtype, device: 'cpu' });
   const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
   const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
-  return { tokenizer, model, eosIds };
+  return { tokenizer, model, eosIds, chatTemplate: (await findChatTemplate(dir)).template };
 }
 
 /** Loads an embedding model from local files, with its pooling and normalisation. */
@@ -188,7 +191,7 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
 export async function* generate(
   task: GenerateTask,
   signal: AbortSignal,
-  { tokenizer, model, eosIds }: ChatModel,
+  { tokenizer, model, eosIds, chatTemplate }: ChatModel,
   modelContext: number | undefined,
   started: (generation: Promise<unknown>) => void,
 ): AsyncIterable<GenerationEvent> {
@@ -196,7 +199,7 @@ export async function* generate(
   try {
     inputs =
       task.task === 'chat'
-        ? (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true }) as typeof inputs)
+        ? (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true, ...(chatTemplate ? { chat_template: chatTemplate } : {}) }) as typeof inputs)
         : (tokenizer(task.prompt) as typeof inputs);
   } catch (err) {
     throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });

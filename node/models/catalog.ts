@@ -6,6 +6,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { ModelKind } from '../../shared/protocol/frames.ts';
+import { findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
 
 export interface CatalogEntry {
   id: string;
@@ -19,6 +20,8 @@ export interface CatalogEntry {
   hiddenSize?: number;
   /** Weight formats found in the folder. */
   formats: Array<'onnx' | 'openvino'>;
+  /** Chat models: which file the chat template comes from (`plain` when the model ships none). */
+  chatTemplate?: ChatTemplateSource;
 }
 
 export interface Catalog {
@@ -89,6 +92,7 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
       ...(contextLength ? { contextLength } : {}),
       ...(config.model_type ? { family: config.model_type } : {}),
       ...(config.hidden_size ? { hiddenSize: config.hidden_size } : {}),
+      ...(kind === 'chat' ? { chatTemplate: (await findChatTemplate(dir)).source } : {}),
     });
   }
   return catalog;
