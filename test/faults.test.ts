@@ -262,8 +262,12 @@ describe('faults', () => {
         for await (const c of s) if (c.choices[0]?.delta?.content) arrivals.push(performance.now());
       })();
 
+      // Sample until production has been flat for two seconds: how long the kernel's socket buffers take to fill
+      // depends on the machine's load (4.5 s idle, 5.5 s with every core busy), so no fixed number of samples.
       const samples: Array<{ produced: number; unread: number | 'shed'; workerdMb: number }> = [];
-      for (let i = 0; i < 12; i++) {
+      const FLAT = 5;
+      const flat = () => samples.length >= 12 && samples.slice(-FLAT).every((s) => s.produced === samples.at(-1)!.produced);
+      for (const until = performance.now() + 30_000; !flat() && performance.now() < until; ) {
         await new Promise((r) => setTimeout(r, 500));
         const streams = (await (await edge.admin('/admin/streams')).json()) as { data: Array<{ agentId: string; unreadBytes: number; paused: boolean }> };
         const s = streams.data.find((x) => x.agentId === 'flood');
@@ -272,7 +276,7 @@ describe('faults', () => {
       await normal;
       const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1e6;
       const last = samples.at(-1)!;
-      const prev = samples.at(-3)!;
+      const prev = samples.at(-FLAT)!;
       console.log(
         `slow reader: deltas produced ${samples.map((s) => s.produced).join(' → ')}; unread bytes at the edge ${samples.map((s) => s.unread).join(' → ')}; ` +
           `workerd RSS ${samples.map((s) => s.workerdMb.toFixed(0)).join(' → ')} MB; agent (test process) RSS growth ${rssGrowthMb.toFixed(1)} MB`,
@@ -286,7 +290,11 @@ describe('faults', () => {
       } else {
         assert.ok(last.unread < 4 * 1024 * 1024, `the edge holds a bounded amount for the slow client (${last.unread} bytes)`);
       }
-      assert.ok(Math.max(...samples.map((s) => s.workerdMb)) - samples[0]!.workerdMb < 64, 'workerd memory stays flat while the client does not read');
+      // While ~8 MB flowed, workerd's heap grew by 50–60 MB before a collection (GC timing, not held data); once
+      // paused it must stay put.
+      const paused = samples.slice(-FLAT).map((s) => s.workerdMb);
+      assert.ok(Math.max(...paused) - Math.min(...paused) < 16, `workerd memory stays flat while the client does not read (${paused.map((m) => m.toFixed(0)).join(', ')} MB)`);
+      assert.ok(Math.max(...samples.map((s) => s.workerdMb)) - samples[0]!.workerdMb < 128, 'workerd memory stays bounded while the stream flowed');
       const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
       assert.ok(gaps.length >= 5 && Math.max(...gaps) < 500, `the other stream kept its pace (gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`);
       socket.destroy();
