@@ -1,132 +1,54 @@
 /**
- * `npm run pull` against a local hub: a node:http server that answers the Hugging Face API layout (revision and
- * tree APIs, resolve URLs with LFS files redirected to a CDN path, Range requests) with the tiny fixture model, and
- * that can drop a transfer half-way, corrupt a file or ignore Range on request.
+ * `npm run pull` against a local hub (test/support/hub-server.ts) serving a repo laid out like an ONNX export.
+ * Its files are made up here, with the sizes of a real tiny model, so this test needs no model fixtures: nothing in
+ * it loads the pulled model, it checks what arrives on disk.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, test } from 'node:test';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { pullModel } from '../node/models/pull.ts';
-import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { repoFile, startHub, type Hub } from './support/hub-server.ts';
+import { mulberry32 } from './support/prng.ts';
 
-const REPO = `test-org/${CHAT_MODEL}`;
-const SOURCE = path.join(MODELS_DIR, CHAT_MODEL);
-const COMMIT = createHash('sha1').update('fixture commit').digest('hex');
+/** The folder `pull` makes for REPO. */
+const MODEL = 'tiny-pull-llama';
+const REPO = `test-org/${MODEL}`;
 /** What a default pull must bring: every JSON file and the full-precision ONNX model with its external data. */
 const EXPECTED = ['config.json', 'generation_config.json', 'onnx/model.onnx', 'onnx/model.onnx.data', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json'];
 
-interface RepoFile {
-  path: string;
-  content: Buffer;
-  lfs: boolean;
-  sha256: string;
+function bytes(n: number, seed: number): Buffer {
+  const next = mulberry32(seed);
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (next() * 256) | 0;
+  return b;
 }
 
-interface Sabotage {
-  /** Close the connection after sending this many bytes of the file. */
-  dropAfter?: { file: string; bytes: number };
-  /** Send this many bytes of the file, then neither more nor close, like a stalled link. */
-  stallAfter?: { file: string; bytes: number };
-  /** Serve this file with one byte flipped. */
-  corrupt?: string;
-  /** Answer every Range request with the whole file, as some proxies do. */
-  ignoreRange?: boolean;
-}
-
-function repoFiles(): RepoFile[] {
-  const files: RepoFile[] = [];
-  for (const entry of readdirSync(SOURCE, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const abs = path.join(entry.parentPath, entry.name);
-    const rel = path.relative(SOURCE, abs).split(path.sep).join('/');
-    const content = readFileSync(abs);
-    files.push({ path: rel, content, lfs: /\.(onnx|data)$/.test(rel), sha256: createHash('sha256').update(content).digest('hex') });
-  }
-  return files.sort((a, b) => (a.path < b.path ? -1 : 1));
-}
-
-const FILES = repoFiles();
-const byPath = new Map(FILES.map((f) => [f.path, f]));
-
-function treeEntry(f: RepoFile) {
-  const blobSha1 = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
-  if (!f.lfs) return { type: 'file', oid: blobSha1(f.content), size: f.content.length, path: f.path };
-  const pointer = Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${f.sha256}\nsize ${f.content.length}\n`);
-  return { type: 'file', oid: blobSha1(pointer), size: f.content.length, path: f.path, lfs: { oid: f.sha256, size: f.content.length, pointerSize: pointer.length } };
-}
-
-const hub = {
-  url: '',
-  sabotage: {} as Sabotage,
-  requests: [] as Array<{ path: string; range?: string; authorization?: string }>,
-  close: async () => {},
+const json = (value: unknown, size?: number) => {
+  const text = JSON.stringify(value);
+  // Padded to a size like a real tokenizer.json's, so progress is reported while it downloads.
+  return Buffer.from(size ? `${text.slice(0, -1)},"padding":"${'x'.repeat(size - text.length - 13)}"}` : text);
 };
 
-function serveFile(f: RepoFile, req: IncomingMessage, res: ServerResponse) {
-  let content = f.content;
-  if (hub.sabotage.corrupt === f.path) {
-    content = Buffer.from(content);
-    content[content.length >> 1]! ^= 0xff;
-  }
-  const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-  let start = 0;
-  if (range && !hub.sabotage.ignoreRange) {
-    start = Number(range[1]);
-    if (start >= content.length) {
-      res.writeHead(416, { 'Content-Range': `bytes */${content.length}` }).end();
-      return;
-    }
-    res.writeHead(206, { 'Content-Range': `bytes ${start}-${content.length - 1}/${content.length}`, 'Content-Length': content.length - start });
-  } else {
-    res.writeHead(200, { 'Content-Length': content.length, 'Accept-Ranges': 'bytes' });
-  }
-  const drop = hub.sabotage.dropAfter;
-  if (drop?.file === f.path) {
-    res.write(content.subarray(start, start + drop.bytes), () => res.socket?.destroy());
-    return;
-  }
-  const stall = hub.sabotage.stallAfter;
-  if (stall?.file === f.path) {
-    res.write(content.subarray(start, start + stall.bytes));
-    return;
-  }
-  res.end(content.subarray(start));
-}
-
-function handle(req: IncomingMessage, res: ServerResponse) {
-  const url = new URL(req.url ?? '/', hub.url);
-  hub.requests.push({ path: decodeURIComponent(url.pathname), range: req.headers.range, authorization: req.headers.authorization });
-  const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
-    res.writeHead(status, { 'Content-Type': 'application/json', ...headers }).end(JSON.stringify(body));
-  const api = `/api/models/${REPO}/`;
-  if (url.pathname === `${api}revision/main` || url.pathname === `${api}revision/${COMMIT}`) {
-    return json(200, { id: REPO, sha: COMMIT, siblings: FILES.map((f) => ({ rfilename: f.path })) });
-  }
-  if (url.pathname === `${api}tree/${COMMIT}` && url.searchParams.get('recursive') === 'true') {
-    // Small pages, so the client has to follow the Link header as it must on the real hub.
-    const cursor = Number(url.searchParams.get('cursor') ?? 0);
-    const page = FILES.slice(cursor, cursor + 3).map(treeEntry);
-    const next: Record<string, string> = cursor + 3 < FILES.length ? { Link: `<${hub.url}${api}tree/${COMMIT}?recursive=true&cursor=${cursor + 3}>; rel="next"` } : {};
-    return json(200, cursor === 0 ? [{ type: 'directory', oid: COMMIT, size: 0, path: 'onnx' }, ...page] : page, next);
-  }
-  const resolve = `/${REPO}/resolve/${COMMIT}/`;
-  const file = url.pathname.startsWith(resolve) ? byPath.get(decodeURIComponent(url.pathname.slice(resolve.length))) : undefined;
-  if (file?.lfs) return res.writeHead(302, { Location: `/cdn/${file.sha256}` }).end();
-  if (file) return serveFile(file, req, res);
-  const cdn = FILES.find((f) => f.lfs && url.pathname === `/cdn/${f.sha256}`);
-  if (cdn) return serveFile(cdn, req, res);
-  // What the real hub says for a repo that does not exist or that this caller may not see.
-  return json(401, { error: 'Repository not found' }, { 'X-Error-Code': 'RepoNotFound', 'X-Error-Message': 'Repository not found' });
-}
+const FILES = [
+  repoFile('PROVENANCE.md', Buffer.from('not part of a default pull\n')),
+  repoFile('config.json', json({ architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 2048 })),
+  repoFile('generation_config.json', json({ bos_token_id: 1, eos_token_id: 2 })),
+  repoFile('onnx/model.onnx', bytes(4_294_666, 1)),
+  repoFile('onnx/model.onnx.data', bytes(2_130_080, 2)),
+  repoFile('onnx/model_fp16.onnx', bytes(35_909, 3)),
+  repoFile('special_tokens_map.json', json({ bos_token: '<s>', eos_token: '</s>' })),
+  repoFile('tokenizer.json', json({ version: '1.0' }, 3_619_013)),
+  repoFile('tokenizer_config.json', json({ tokenizer_class: 'LlamaTokenizer' })),
+];
+const byPath = new Map(FILES.map((f) => [f.path, f]));
+let hub: Hub;
+let COMMIT: string;
 
 const CLI = path.join(PROJECT_ROOT, 'node/cli/pull.ts');
 
@@ -150,7 +72,7 @@ async function exists(p: string): Promise<boolean> {
 }
 
 async function assertPulled(modelsDir: string, files = EXPECTED) {
-  const dir = path.join(modelsDir, CHAT_MODEL);
+  const dir = path.join(modelsDir, MODEL);
   const got = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join('/'));
   assert.deepEqual(got.sort(), [...files].sort(), 'exactly the selected files are in the model folder');
   for (const f of files) assert.ok((await readFile(path.join(dir, f))).equals(byPath.get(f)!.content), `${f} is byte-identical to the source`);
@@ -163,13 +85,8 @@ const pull = (extra: Partial<Parameters<typeof pullModel>[0]> = {}) =>
   pullModel({ endpoint: hub.url, repo: REPO, revision: 'main', modelsDir, ...extra });
 
 before(async () => {
-  const server = createServer(handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  hub.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  hub.close = () => {
-    server.closeAllConnections(); // stalled transfers would hold close() open
-    return new Promise((resolve) => server.close(() => resolve()));
-  };
+  hub = await startHub({ [REPO]: FILES });
+  COMMIT = hub.commit;
 });
 
 beforeEach(async () => {
@@ -190,7 +107,7 @@ test('npm run pull downloads the ONNX model byte for byte and prints per-file pr
   assert.match(stdout, /onnx\/model\.onnx: downloading 4\.3 MB/);
   assert.match(stdout, /onnx\/model\.onnx: [1-3]\.\d MB\/4\.3 MB\n/, 'a large file reports its progress as it goes');
   assert.match(stdout, /onnx\/model\.onnx\.data: 2\.1 MB\/2\.1 MB verified/);
-  assert.match(stdout, new RegExp(`pulled ${REPO}@${COMMIT.slice(0, 7)} into .*${CHAT_MODEL}: 7 files, 10\\.0 MB`));
+  assert.match(stdout, new RegExp(`pulled ${REPO}@${COMMIT.slice(0, 7)} into .*${MODEL}: 7 files, 10\\.0 MB`));
   await assertPulled(modelsDir);
   assert.ok(hub.requests.every((r) => r.authorization === 'Bearer hf_test'), 'HF_TOKEN is sent to the hub');
   assert.ok(!hub.requests.some((r) => /model_fp16|PROVENANCE/.test(r.path)), 'files outside the selection are not fetched');
@@ -216,7 +133,7 @@ test('an interrupted pull fails, leaves no model behind, and resumes with a Rang
     message: /^download of onnx\/model\.onnx stopped at \d+ of 4294666 bytes \(.+\); run the same pull again to resume from there$/,
   });
   assert.deepEqual((await scanModels(modelsDir)).entries, [], 'the agent sees no half-downloaded model');
-  const partial = path.join(modelsDir, '.pull', CHAT_MODEL, 'onnx/model.onnx.partial');
+  const partial = path.join(modelsDir, '.pull', MODEL, 'onnx/model.onnx.partial');
   const kept = (await stat(partial)).size;
   assert.ok(kept > 0 && kept <= 1_500_000, `the partial file keeps what arrived (${kept} bytes)`);
 
@@ -237,7 +154,7 @@ test('a pull stopped with Ctrl-C mid-download continues from its partial file wh
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d));
   const exited = once(child, 'exit');
-  const partial = path.join(modelsDir, '.pull', CHAT_MODEL, 'onnx/model.onnx.partial');
+  const partial = path.join(modelsDir, '.pull', MODEL, 'onnx/model.onnx.partial');
   const deadline = performance.now() + 30_000;
   while ((await stat(partial).then((s) => s.size, () => 0)) < 2_000_000) {
     assert.ok(performance.now() < deadline, 'the first 2 MB of onnx/model.onnx reach the partial file within 30 s');
@@ -275,10 +192,10 @@ test('a corrupted LFS file is rejected with its expected and actual sha256 and i
     assert.match(err.message, new RegExp(`^onnx/model\\.onnx\\.data from ${REPO}@${COMMIT} is corrupt: expected sha256 ${expected}, got (?!${expected})[0-9a-f]{64}\\. The download was deleted; run the pull again to fetch it afresh$`));
     return true;
   });
-  const staged = path.join(modelsDir, '.pull', CHAT_MODEL, 'onnx');
+  const staged = path.join(modelsDir, '.pull', MODEL, 'onnx');
   assert.equal(await exists(path.join(staged, 'model.onnx.data')), false);
   assert.equal(await exists(path.join(staged, 'model.onnx.data.partial')), false);
-  assert.equal(await exists(path.join(modelsDir, CHAT_MODEL)), false, 'no model folder appears');
+  assert.equal(await exists(path.join(modelsDir, MODEL)), false, 'no model folder appears');
 
   hub.sabotage = {};
   await pull();
@@ -304,7 +221,7 @@ test('the agent catalog lists a pulled model as a chat model', async () => {
   await pull();
   const { entries, skipped } = await scanModels(modelsDir);
   assert.deepEqual(skipped, []);
-  assert.deepEqual(entries.map((e) => ({ id: e.id, kind: e.kind, formats: e.formats })), [{ id: CHAT_MODEL, kind: 'chat', formats: ['onnx'] }]);
+  assert.deepEqual(entries.map((e) => ({ id: e.id, kind: e.kind, formats: e.formats })), [{ id: MODEL, kind: 'chat', formats: ['onnx'] }]);
 });
 
 test('pulling again downloads nothing, and --include adds a variant while reusing the files already there', async () => {
