@@ -71,9 +71,9 @@ async function drain(events: AsyncIterable<GenerationEvent>): Promise<Extract<Ge
 
 async function weightsOnDisk(model: string): Promise<number> {
   const onnx = path.join(MODELS_DIR, model, 'onnx');
-  const files = model === CHAT_MODEL ? ['model.onnx', 'model.onnx.data'] : ['model.onnx'];
+  // The full-precision graph and its external data, when it has any.
   let total = 0;
-  for (const f of files) total += (await stat(path.join(onnx, f))).size;
+  for (const f of ['model.onnx', 'model.onnx.data', 'model.onnx_data']) total += await stat(path.join(onnx, f)).then((s) => s.size, () => 0);
   return total;
 }
 

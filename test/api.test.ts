@@ -9,7 +9,7 @@ import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
-import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
+import { CHAT_MODEL, EMBED_DIMENSIONS, EMBED_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 
@@ -80,7 +80,7 @@ describe('API surface', () => {
       assert.equal(r.data.length, 3);
       assert.deepEqual(r.data.map((d) => d.index), [0, 1, 2]);
       for (const d of r.data) {
-        assert.equal(d.embedding.length, 64);
+        assert.equal(d.embedding.length, EMBED_DIMENSIONS);
         assert.ok(Math.abs(norm(d.embedding) - 1) < 1e-5, 'unit length');
       }
       assert.deepEqual(r.data[0]!.embedding, r.data[2]!.embedding, 'equal inputs, equal vectors');
@@ -90,9 +90,9 @@ describe('API surface', () => {
       const b64 = await openai.embeddings.create({ model: EMBED_MODEL, input: 'a dog in the fog' });
       const a = b64.data[0]!.embedding;
       const f = r.data[1]!.embedding;
-      assert.equal(a.length, 64);
-      for (let i = 0; i < 64; i++) assert.ok(Math.abs(a[i]! - f[i]!) < 1e-6);
-      await assert.rejects(openai.embeddings.create({ model: EMBED_MODEL, input: 'x', dimensions: 32 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /64-dimensional/.test(e.message));
+      assert.equal(a.length, EMBED_DIMENSIONS);
+      for (let i = 0; i < EMBED_DIMENSIONS; i++) assert.ok(Math.abs(a[i]! - f[i]!) < 1e-6);
+      await assert.rejects(openai.embeddings.create({ model: EMBED_MODEL, input: 'x', dimensions: EMBED_DIMENSIONS / 2 }), (e: unknown) => e instanceof OpenAI.BadRequestError && new RegExp(`${EMBED_DIMENSIONS}-dimensional`).test(e.message));
       await assert.rejects(openai.embeddings.create({ model: CHAT_MODEL, input: 'x' }), (e: unknown) => e instanceof OpenAI.BadRequestError);
     });
 

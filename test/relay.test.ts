@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 import WebSocket from 'ws';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
+import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 
@@ -77,7 +77,7 @@ describe('relay', () => {
     agent = await startTestAgent(edge, paced);
     const models = await edge.openai().models.list();
     const ids = models.data.map((m) => m.id).sort();
-    assert.deepEqual(ids, ['tiny-bow-embed', 'tiny-random-llama']);
+    assert.deepEqual(ids, [CHAT_MODEL, EMBED_MODEL].sort());
   });
 
   test('wrong or missing API key: 401', async () => {

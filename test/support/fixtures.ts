@@ -1,14 +1,18 @@
-/** Where the tests find the tiny model fixtures (never copied into the project). */
-import { existsSync } from 'node:fs';
+/** The test models every test uses; importing this fails at once, saying what to do, when there are none. */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../../node/local/edge.ts';
+import { locateTestModels, TEST_MODEL_SETS } from './test-models.ts';
 
-export const MODELS_DIR = path.resolve(process.env.NPU_RELAY_TEST_MODELS_DIR ?? path.join(PROJECT_ROOT, '../shared/models'));
-export const CHAT_MODEL = 'tiny-random-llama';
-export const EMBED_MODEL = 'tiny-bow-embed';
-
-if (!existsSync(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'))) {
+const located = locateTestModels();
+if (!located.set) {
   throw new Error(
-    `test model fixtures not found in ${MODELS_DIR}: set NPU_RELAY_TEST_MODELS_DIR to a folder holding ${CHAT_MODEL}/ and ${EMBED_MODEL}/`,
+    `no test models in ${located.dir}: \`npm test\` pulls them from the hub first (needs the network, or HF_ENDPOINT pointing at a mirror); ` +
+      `or set NPU_RELAY_TEST_MODELS_DIR to a folder holding ${TEST_MODEL_SETS.map((s) => `${s.chat}/ and ${s.embed}/`).join(', or ')}`,
   );
 }
+
+export const MODELS_DIR = located.dir;
+export const CHAT_MODEL = located.set.chat;
+export const EMBED_MODEL = located.set.embed;
+/** The vector size of EMBED_MODEL, from its config. */
+export const EMBED_DIMENSIONS = (JSON.parse(readFileSync(path.join(MODELS_DIR, EMBED_MODEL, 'config.json'), 'utf8')) as { hidden_size: number }).hidden_size;
