@@ -57,8 +57,9 @@ describe('scheduling through the edge', () => {
   before(async () => {
     edge = await startTestEdge();
     engine = await createOrtEngine();
-    // Slow enough that the cancelled request is still queued when the edge notices its client left (≤ ~0.5 s).
-    paced = new PacedEngine(engine, 120);
+    // Slow enough that the cancelled request is still queued when the edge notices its client left (≤ ~0.5 s, by a
+    // keep-alive write): it would start only after two runs of 4 tokens, ≥ 1.6 s.
+    paced = new PacedEngine(engine, 200);
     agent = await startTestAgent(edge, paced, { scheduler: { defaultConcurrency: 1, queueLimit: 4 } });
     keyA = (await edge.createKey({ name: 'A' })).key;
     keyB = (await edge.createKey({ name: 'B' })).key;
