@@ -18,6 +18,7 @@ import { CHAT_MODEL } from './support/fixtures.ts';
 import { FloodEngine } from './support/flood-engine.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 
@@ -45,16 +46,6 @@ async function usageCount(edge: TestEdge, where = '1=1'): Promise<number> {
     return Number((await db.execute(`select count(*) as n from usage where ${where}`)).rows[0]!.n);
   } finally {
     db.close();
-  }
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -173,7 +164,7 @@ describe('faults', () => {
         signalled = true;
         proc.child.kill('SIGTERM');
         // Give the agent a moment to announce draining, then try to send it new work.
-        await waitFor('draining announced', () => /draining/.test(proc.output()) || undefined, 5000);
+        await waitFor('draining announced', () => /draining/.test(proc.output()) || undefined, { timeoutMs: 5000 });
         await new Promise((r) => setTimeout(r, 100));
         const res = await fetch(new URL('/v1/chat/completions', edge.url), {
           method: 'POST',
@@ -340,7 +331,7 @@ describe('faults', () => {
     const p = (q: number) => ttfts[Math.min(ttfts.length - 1, Math.floor(q * ttfts.length))]!;
     // This agent's rows: rows of earlier tests may still be on their way to libSQL and must not be counted.
     const soakRows = () => usageCount(edge, `agent_id = 'soak'`);
-    const rows = await waitFor('all usage rows', async () => ((await soakRows()) >= requests ? soakRows() : undefined), 30_000).catch(soakRows);
+    const rows = await waitFor('all usage rows', async () => ((await soakRows()) >= requests ? soakRows() : undefined), { timeoutMs: 30_000 }).catch(soakRows);
     console.log(`soak: ${requests} streams by 200 clients in 30 s, ${errors} errors, ${rows} usage rows; TTFT p50 ${p(0.5).toFixed(0)} ms, p99 ${p(0.99).toFixed(0)} ms`);
     assert.equal(errors, 0);
     assert.equal(rows, requests, 'one usage row per request');

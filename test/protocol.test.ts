@@ -11,6 +11,7 @@ import { createLogger } from '../node/log.ts';
 import { INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './bench/instant-engine.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
 
 const hello: HelloFrame = {
   type: 'hello',
@@ -183,16 +184,14 @@ describe('peers under hostile frames', () => {
     const [ws] = (await once(wss, 'connection')) as [WebSocket];
     const frames: any[] = [];
     ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
-    const helloBy = Date.now() + 5000;
-    while (frames.length === 0 && Date.now() < helloBy) await new Promise((r) => setTimeout(r, 5));
+    await waitFor('the agent\'s first frame', () => frames.length > 0, { timeoutMs: 5000, intervalMs: 5 });
     assert.equal(frames[0]?.type, 'hello');
     ws.send('not json at all');
     ws.send('{"type":"request","id":"r0"}');
     ws.send(Buffer.from([0xff, 0xfe]));
     ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'victim' }));
     ws.send(JSON.stringify({ type: 'request', id: 'r1', body: { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 3, temperature: 0, topP: 1, stop: [] } } }));
-    const deadline = Date.now() + 5000;
-    while (!frames.some((f) => f.type === 'end') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await waitFor('the end frame', () => frames.some((f) => f.type === 'end'), { timeoutMs: 5000, intervalMs: 20 });
     const errors = frames.filter((f) => f.type === 'error');
     assert.equal(errors.length, 3, 'each bad frame is answered with an error');
     assert.ok(errors.every((e) => e.code === 'bad_frame'));
@@ -219,8 +218,7 @@ describe('end-text', () => {
         ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
         ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'e', ...(features ? { features } : {}) }));
         ws.send(JSON.stringify({ type: 'request', id: 'r1', body: { task: 'chat', model: INSTANT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } } }));
-        const deadline = Date.now() + 5000;
-        while (!frames.some((f) => f.type === 'end') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        await waitFor('the end frame', () => frames.some((f) => f.type === 'end'), { timeoutMs: 5000, intervalMs: 10 });
         const chunks = frames.filter((f) => f.type === 'chunk' && f.id === 'r1');
         const end = frames.find((f) => f.type === 'end');
         assert.equal(end?.usage.completionTokens, 7);

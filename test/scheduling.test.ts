@@ -10,6 +10,7 @@ import { Scheduler } from '../node/scheduler.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
 
 describe('Scheduler', () => {
   test('round-robin between keys, FIFO within a key, one at a time per device', async () => {
@@ -91,13 +92,8 @@ describe('scheduling through the edge', () => {
     // (a fixed pause between sends was not enough on a loaded CI machine: b2 once overtook b1).
     const fire = async (key: string, name: string, signal?: AbortSignal) => {
       sent.push(ask(key, name, signal).catch((e: Error) => e));
-      const deadline = Date.now() + 5000;
-      for (;;) {
-        const { running, queued } = agent.status();
-        if (running + queued >= sent.length) return;
-        assert.ok(Date.now() < deadline, `the agent never received ${name} (running ${running}, queued ${queued})`);
-        await new Promise((r) => setTimeout(r, 2));
-      }
+      const held = () => agent.status().running + agent.status().queued >= sent.length;
+      await waitFor(`the agent to hold ${name}`, held, { timeoutMs: 5000, intervalMs: 2 });
     };
     await fire(keyA, 'a1');
     await fire(keyA, 'a2');
