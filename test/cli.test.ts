@@ -1,12 +1,9 @@
 /** Every command answers --help and refuses an unknown flag with a clear message (exit code 2). */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
-
-const run = promisify(execFile);
+import { runScript } from './support/run-command.ts';
 
 const COMMANDS: Record<string, string> = {
   start: 'node/cli/start.ts',
@@ -18,13 +15,8 @@ const COMMANDS: Record<string, string> = {
 };
 
 async function cli(file: string, args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [path.join(PROJECT_ROOT, file), ...args], { cwd: PROJECT_ROOT, timeout: 30_000, env: { ...process.env, NPU_RELAY_AGENT_TOKEN: '' } });
-    return { code: 0, out: stdout + stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
-  }
+  const { code, stdout, stderr } = await runScript(path.join(PROJECT_ROOT, file), args, { env: { NPU_RELAY_AGENT_TOKEN: '' }, timeoutMs: 30_000 });
+  return { code, out: stdout + stderr };
 }
 
 for (const [name, file] of Object.entries(COMMANDS)) {

@@ -2,7 +2,6 @@
  * `npm run migrate` and `npm run keys`, run as the real CLIs against a real sqld; and the key `npm start` picks.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,28 +10,12 @@ import { after, before, test } from 'node:test';
 import { createClient, type Client } from '@libsql/client';
 import { createKey, ENV_KEY_NAME, FIRST_KEY_NAME, openKeysDb, revokeKey, startKey } from '../node/db/keys.ts';
 import { applyMigrations, MIGRATIONS_DIR } from '../node/db/migrate.ts';
-import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { hashApiKey, visiblePrefix } from '../shared/keys.ts';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import { runCommand } from './support/run-command.ts';
 
 /** Runs a command in the project root with no database settings inherited from the caller's environment. */
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const base = { ...process.env };
-  delete base.NPU_RELAY_LIBSQL_URL;
-  delete base.NPU_RELAY_LIBSQL_AUTH_TOKEN;
-  return new Promise((resolve) => {
-    execFile(command, args, { cwd: PROJECT_ROOT, env: { ...base, ...env } }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (command: string, args: string[], env: NodeJS.ProcessEnv = {}) => runCommand(command, args, { env, unset: ['NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN'] });
 
 const migrateCli = (args: string[], env?: NodeJS.ProcessEnv) => run(process.execPath, ['node/cli/migrate.ts', ...args], env);
 const keysCli = (args: string[], env?: NodeJS.ProcessEnv) => run(process.execPath, ['node/cli/keys.ts', ...args], env);

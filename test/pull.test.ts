@@ -15,6 +15,7 @@ import { scanModels } from '../node/models/catalog.ts';
 import { pullModel } from '../node/models/pull.ts';
 import { repoFile, startHub, type Hub } from './support/hub-server.ts';
 import { mulberry32 } from './support/prng.ts';
+import { commandEnv, runScript } from './support/run-command.ts';
 
 /** The folder `pull` makes for REPO. */
 const MODEL = 'tiny-pull-llama';
@@ -52,20 +53,9 @@ let COMMIT: string;
 
 const CLI = path.join(PROJECT_ROOT, 'node/cli/pull.ts');
 
-/** The caller's environment without the variables pull reads, plus `env`. */
-function cliEnv(env: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const clean = { ...process.env, ...env };
-  for (const name of ['HF_ENDPOINT', 'HF_TOKEN', 'NPU_RELAY_MODELS_DIR']) if (!(name in env)) delete clean[name];
-  return clean;
-}
-
-function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: PROJECT_ROOT, env: cliEnv(env) }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+/** `npm run pull`, without the variables it reads from the caller's environment unless `env` sets them. */
+const runCli = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI, args, { env, unset: PULL_VARIABLES });
+const PULL_VARIABLES = ['HF_ENDPOINT', 'HF_TOKEN', 'NPU_RELAY_MODELS_DIR'];
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
@@ -150,7 +140,7 @@ test('an interrupted pull fails, leaves no model behind, and resumes with a Rang
 
 test('a pull stopped with Ctrl-C mid-download continues from its partial file when run again', async () => {
   hub.sabotage.stallAfter = { file: 'onnx/model.onnx', bytes: 2_000_000 };
-  const child = spawn(process.execPath, [CLI, REPO, '--endpoint', hub.url, '--models', modelsDir], { cwd: PROJECT_ROOT, env: cliEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, REPO, '--endpoint', hub.url, '--models', modelsDir], { cwd: PROJECT_ROOT, env: commandEnv({ unset: PULL_VARIABLES }), stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d));
   const exited = once(child, 'exit');

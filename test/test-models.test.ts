@@ -4,7 +4,6 @@
  * models under the public repo ids, the chat model's template taken out as in the public repo's tokenizer config.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,18 +14,13 @@ import { scanModels } from '../node/models/catalog.ts';
 import { runGenerate } from './support/engine-contract.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { repoFilesFrom, startHub, type Hub } from './support/hub-server.ts';
+import { runScript } from './support/run-command.ts';
 import { locateTestModels, TEST_MODEL_SETS } from './support/test-models.ts';
 
 const SCRIPT = path.join(PROJECT_ROOT, 'test/support/fetch-test-models.ts');
 const PUBLIC = TEST_MODEL_SETS.find((s) => s.repos)!;
 
-function runFetch(env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  const clean = { ...process.env, ...env };
-  if (!('HF_TOKEN' in env)) delete clean.HF_TOKEN;
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SCRIPT], { cwd: PROJECT_ROOT, env: clean }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
-  });
-}
+const runFetch = (env: NodeJS.ProcessEnv) => runScript(SCRIPT, [], { env, unset: ['HF_TOKEN'] });
 
 describe('fetching the test models', () => {
   let hub: Hub;
