@@ -1,7 +1,8 @@
 /**
  * The test setup on a clone without the workplace fixtures: `npm test` first pulls the public tiny models from the
  * hub, the way `npm run pull` does. The hub here is local (test/support/hub-server.ts) and serves this suite's own
- * models under the public repo ids, the chat model's template taken out as in the public repo's tokenizer config.
+ * models under the public repo ids, the chat model's template taken out: small public models often ship none, and
+ * the pulled model must still chat. (What the real hub holds under those ids cannot be checked offline.)
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
