@@ -2,13 +2,18 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Usage } from '../../shared/protocol/frames.ts';
+import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
 
-/** A piece of generated text and how many tokens produced it. */
+/**
+ * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
+ * parsed (node/output/), reasoning text and tool-call pieces apart from it.
+ */
 export interface TextDelta {
   type: 'delta';
   text: string;
   tokens: number;
+  reasoning?: string;
+  toolCalls?: ToolCallDelta[];
 }
 
 /** The terminal event of a generation: always the last one, also after a cancellation. */

@@ -41,11 +41,57 @@ export const DeviceInfo = z.object({
 });
 export type DeviceInfo = z.infer<typeof DeviceInfo>;
 
+/** A JSON Schema, as clients send it (an object; its validity is the grammar compiler's to judge). */
+export const JsonSchema = z.record(z.string(), z.unknown());
+export type JsonSchema = z.infer<typeof JsonSchema>;
+
+/** A function the model may call: OpenAI `tools[].function`, Ollama `tools[].function`, Anthropic `tools[]`. */
+export const ToolDef = z.object({
+  name: z.string().min(1).max(128),
+  description: z.string().max(16_384).optional(),
+  /** JSON Schema of the arguments object. */
+  parameters: JsonSchema,
+});
+export type ToolDef = z.infer<typeof ToolDef>;
+
+/** A call the model made: `arguments` is the JSON text of the arguments object, as OpenAI carries it. */
+export const ToolCall = z.object({
+  id: z.string().min(1).max(128),
+  name: z.string().min(1).max(128),
+  arguments: z.string(),
+});
+export type ToolCall = z.infer<typeof ToolCall>;
+
 export const ChatMessage = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool']),
   content: z.string(),
+  /** Assistant turns: the calls the model made in that turn. */
+  toolCalls: z.array(ToolCall).max(128).optional(),
+  /** Tool turns: the call this result answers. */
+  toolCallId: z.string().max(128).optional(),
+  /** Tool turns: the function's name (Ollama's `tool_name`), when the client gave it. */
+  toolName: z.string().max(128).optional(),
+  /** Assistant turns: the reasoning the model gave before its answer (most templates drop it from history). */
+  reasoning: z.string().optional(),
 });
 export type ChatMessage = z.infer<typeof ChatMessage>;
+
+/**
+ * Which tool the model must use: `auto` (it decides), `none` (answer in text), `required` (at least one call), or
+ * one named function.
+ */
+export const ToolChoice = z.union([z.enum(['auto', 'none', 'required']), z.object({ name: z.string().min(1).max(128) })]);
+export type ToolChoice = z.infer<typeof ToolChoice>;
+
+/**
+ * The shape the answer must have: any JSON object, or JSON valid against a schema. Enforced by constrained
+ * decoding on the agent (a grammar), never by retrying.
+ */
+export const ResponseFormat = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('json_object') }),
+  z.object({ type: z.literal('json_schema'), schema: JsonSchema, name: z.string().max(128).optional(), strict: z.boolean().optional() }),
+]);
+export type ResponseFormat = z.infer<typeof ResponseFormat>;
 
 /**
  * Sampling settings after the edge has filled in defaults: the agent never guesses. `temperature: 0` means greedy
@@ -73,6 +119,19 @@ export const ChatTask = z.object({
   model: z.string().min(1),
   messages: z.array(ChatMessage).min(1),
   sampling: Sampling,
+  /** Functions the model may call (see ToolChoice); absent or empty: none. */
+  tools: z.array(ToolDef).max(128).optional(),
+  /** Absent means `auto` when there are tools. */
+  toolChoice: ToolChoice.optional(),
+  /** False: at most one call per turn. Absent means true, as in OpenAI's API. */
+  parallelToolCalls: z.boolean().optional(),
+  responseFormat: ResponseFormat.optional(),
+  /**
+   * Reasoning for models that think: `true` thinks (where the template can switch it on), `false` asks the template
+   * to switch thinking off, absent leaves the model's default. Whatever the model thinks is always returned apart
+   * from the answer.
+   */
+  think: z.boolean().optional(),
 });
 export type ChatTask = z.infer<typeof ChatTask>;
 
@@ -82,6 +141,7 @@ export const CompleteTask = z.object({
   model: z.string().min(1),
   prompt: z.string(),
   sampling: Sampling,
+  responseFormat: ResponseFormat.optional(),
 });
 export type CompleteTask = z.infer<typeof CompleteTask>;
 
@@ -98,10 +158,17 @@ export type GenerateTask = ChatTask | CompleteTask;
 export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask]);
 export type Task = z.infer<typeof Task>;
 
-export const FinishReason = z.enum(['stop', 'length', 'cancelled']);
+/** `tool_calls`: the model ended its turn with one or more tool calls. */
+export const FinishReason = z.enum(['stop', 'length', 'tool_calls', 'cancelled']);
 export type FinishReason = z.infer<typeof FinishReason>;
 
-export const Usage = z.object({ promptTokens: Count, completionTokens: Count });
+export const Usage = z.object({
+  promptTokens: Count,
+  /** Every generated token, reasoning included. */
+  completionTokens: Count,
+  /** Of the completion tokens, those spent on reasoning, when the model reasoned. */
+  reasoningTokens: Count.optional(),
+});
 export type Usage = z.infer<typeof Usage>;
 
 // --- agent → edge -------------------------------------------------------------------------------------------
@@ -124,7 +191,19 @@ export const HelloFrame = z.object({
   models: z.array(ModelInfo).max(1024),
   devices: z.array(DeviceInfo).max(64),
   capacity: Capacity.optional(),
+  /** What this agent supports beyond the protocol's core (see AGENT_FEATURES); the edge routes by it. */
+  features: z.array(z.string().max(64)).max(64).optional(),
 });
+
+/**
+ * Optional abilities an agent announces in its hello. An edge sends a request that needs one only to agents that
+ * announce it, and answers 400 when none does, rather than letting an older agent answer wrongly.
+ * - `tools`: tasks with `tools`/`toolChoice`, tool calls in history, `toolCalls` deltas;
+ * - `structured-output`: tasks with `responseFormat` (constrained decoding);
+ * - `reasoning`: tasks with `think`, `reasoning` deltas.
+ */
+export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning'] as const;
+export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */
 export const StatusFrame = z.object({
@@ -140,12 +219,33 @@ export const StatusFrame = z.object({
 });
 export type StatusFrame = z.infer<typeof StatusFrame>;
 
+/**
+ * A piece of a tool call as it streams: the first piece of a call has its `id` and `name`, later pieces carry
+ * fragments of the arguments' JSON text. `index` numbers the calls of one answer from 0.
+ */
+export const ToolCallDelta = z.object({
+  index: z.number().int().nonnegative().max(127),
+  id: z.string().min(1).max(128).optional(),
+  name: z.string().min(1).max(128).optional(),
+  arguments: z.string().optional(),
+});
+export type ToolCallDelta = z.infer<typeof ToolCallDelta>;
+
+/** What a chunk may carry besides answer text: reasoning text and tool-call pieces, each in generation order. */
+const TypedParts = {
+  /** Reasoning text (inside the model's think block), apart from the answer. */
+  reasoning: z.string().optional(),
+  toolCalls: z.array(ToolCallDelta).max(128).optional(),
+};
+
 export const ChunkFrame = z.object({
   type: z.literal('chunk'),
   id: Id,
+  /** Answer text (never reasoning or tool-call markup). */
   text: z.string(),
   /** Tokens generated since the previous chunk (a chunk may hold several, or none while UTF-8 is incomplete). */
   tokens: Count,
+  ...TypedParts,
 });
 
 export const EndFrame = z.object({
@@ -163,6 +263,7 @@ export const EndFrame = z.object({
    */
   text: z.string().optional(),
   tokens: Count.optional(),
+  ...TypedParts,
 });
 
 /** Terminal frame of an `embed` request: one vector per input, in input order. */
