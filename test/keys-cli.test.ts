@@ -199,9 +199,10 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2
     assert.match(r.stderr, message, args.join(' '));
     assert.equal(r.stdout, '', `${args.join(' ')} prints nothing on stdout`);
   }
-  const noUrl = await keysCli(['list']);
+  // Neither a URL nor a local stack (`npm start`'s data folder) to fall back on.
+  const noUrl = await keysCli(['list'], { NPU_RELAY_DATA_DIR: path.join(dir, 'no-local-stack') });
   assert.equal(noUrl.code, 2);
-  assert.match(noUrl.stderr, /no database given: pass --url or set NPU_RELAY_LIBSQL_URL/);
+  assert.match(noUrl.stderr, /no database given and no local one in .*no-local-stack .*pass --url or set NPU_RELAY_LIBSQL_URL/);
   assert.equal((await sql.execute('SELECT count(*) AS n FROM api_keys')).rows[0]!.n, 0, 'no key was created');
 });
 

@@ -1,4 +1,7 @@
-/** `npm start` from a fresh state: one command brings up sqld, the Worker and the agent, and curl gets a stream. */
+/**
+ * `npm start` from a fresh state: one command brings up sqld, the Worker and the agent, and curl gets a stream; `npm
+ * run keys` finds its database without flags, while it runs and after.
+ */
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,8 +12,13 @@ import { promisify } from 'node:util';
 import { freePort } from '../node/local/ports.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { runCommand } from './support/run-command.ts';
 
 const run = promisify(execFile);
+
+/** `npm run keys` with no database settings but the data folder of the stack under test. */
+const keys = (args: string[], dataDir: string) =>
+  runCommand(process.execPath, ['node/cli/keys.ts', ...args], { env: { NPU_RELAY_DATA_DIR: dataDir }, unset: ['NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN'] });
 
 test('npm start serves a streamed curl request within 60 s and stops cleanly on Ctrl-C', async () => {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-start-'));
@@ -49,6 +57,14 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
     assert.ok(content.length > 0, 'curl received generated text');
     console.log(`npm start → streamed answer in ${(elapsed / 1000).toFixed(1)} s (${data.length - 1} chunks)`);
     assert.ok(elapsed < 60_000);
+
+    // A key made with no database flags lands in the running stack's database and works on the next request.
+    const made = await keys(['create', '--name', 'alice'], dataDir);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stderr, /Using the database of the running `npm start`/);
+    const alice = made.stdout.trim().split('\n').at(-1)!;
+    const res = await fetch(`http://127.0.0.1:${port}/v1/models`, { headers: { authorization: `Bearer ${alice}` } });
+    assert.equal(res.status, 200, 'the new key is accepted at once');
   } finally {
     const stopAt = performance.now();
     process.kill(-child.pid!, "SIGINT");
@@ -57,6 +73,11 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
     assert.ok(how === '0' || how === 'SIGINT', `npm start ends on Ctrl-C (got ${String(how)}):\n${stderr.slice(-2000)}`);
     assert.match(stderr, /npu-relay: stopping/);
     console.log(`stopped ${(performance.now() - stopAt).toFixed(0)} ms after Ctrl-C`);
+    // After the stack stopped, the CLI starts a database of its own on the data it left.
+    const listed = await keys(['list'], dataDir);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stderr, /`npm start` is not running/);
+    assert.match(listed.stdout, /alice/);
     await rm(dataDir, { recursive: true, force: true });
   }
   // Nothing is left listening: neither the edge nor the database.

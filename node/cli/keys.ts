@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, readCommandLineOrExit } from '../config.ts';
 import {
@@ -17,6 +18,8 @@ import {
   type KeyInfo,
   type NewKey,
 } from '../db/keys.ts';
+import { PROJECT_ROOT } from '../local/edge.ts';
+import { localDatabase, type LocalDatabase } from '../local/local-db.ts';
 
 const HELP = `Usage: npm run keys -- <command> [options]
 
@@ -37,15 +40,20 @@ Options of create:
 
 Options of every command (each also settable by the environment variable shown):
 ${DATABASE_HELP}
+                      without either: the local database of \`npm start\` (in NPU_RELAY_DATA_DIR, default .data),
+                      while it runs or after
   -h, --help          show this help
 
 The database must be migrated first: npm run migrate -- --url URL
 `;
 
+/** A database named by flags or the environment, or `local`: the local stack's (`npm start`), found at run time. */
+type Target = DatabaseTarget | { local: string };
+
 type KeysCommand =
-  | { command: 'create'; target: DatabaseTarget; input: NewKey }
-  | { command: 'list'; target: DatabaseTarget }
-  | { command: 'revoke'; target: DatabaseTarget; id: string; edge: { url: string; adminToken: string } | undefined };
+  | { command: 'create'; target: Target; input: NewKey }
+  | { command: 'list'; target: Target }
+  | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
 
 const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant'] as const;
 
@@ -118,7 +126,9 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tenant: values.tenant?.trim(),
     };
   }
-  const target = databaseTarget(values, env);
+  // Without a database named, the local stack's: `npm start` keeps it in the data folder.
+  const target: Target =
+    values.url === undefined && !env.NPU_RELAY_LIBSQL_URL ? { local: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')) } : databaseTarget(values, env);
   if (command === 'create') return { command, target, input: input! };
   if (command === 'revoke') {
     // With the edge's URL and admin token, the running edge is told too, so it refuses the key from the very next
@@ -153,7 +163,23 @@ function table(keys: KeyInfo[]): string {
 
 const cmd = readCommandLineOrExit('keys', HELP, () => readKeysCommand(process.argv.slice(2), process.env));
 
-const { db, close } = openKeysDb(cmd.target);
+let local: LocalDatabase | undefined;
+let target: DatabaseTarget;
+if ('local' in cmd.target) {
+  local = await localDatabase(cmd.target.local).catch((err: unknown) => {
+    console.error(`npu-relay keys: could not start the local database in ${cmd.target && 'local' in cmd.target ? cmd.target.local : ''}: ${(err as Error).message}`);
+    process.exit(1);
+  });
+  if (!local) {
+    console.error(`npu-relay keys: no database given and no local one in ${cmd.target.local} (run \`npm start\` once, or set NPU_RELAY_DATA_DIR): pass --url or set NPU_RELAY_LIBSQL_URL for another database (libsql://… for Turso)`);
+    process.exit(2);
+  }
+  target = { url: local.url, authToken: undefined };
+  console.error(local.via === 'running' ? `Using the database of the running \`npm start\` (${local.url}).` : `Using the local database in ${cmd.target.local} (\`npm start\` is not running).`);
+} else {
+  target = cmd.target;
+}
+const { db, close } = openKeysDb(target);
 try {
   switch (cmd.command) {
     case 'create': {
@@ -166,7 +192,7 @@ try {
     }
     case 'list': {
       const keys = await listKeys(db);
-      console.log(keys.length === 0 ? `No API keys in ${displayUrl(cmd.target.url)}: create one with \`npm run keys -- create --name NAME\`.` : table(keys));
+      console.log(keys.length === 0 ? `No API keys in ${displayUrl(target.url)}: create one with \`npm run keys -- create --name NAME\`.` : table(keys));
       break;
     }
     case 'revoke': {
@@ -186,10 +212,11 @@ try {
   if (err instanceof KeyError) {
     console.error(`npu-relay keys: ${err.message}`);
   } else {
-    console.error(`npu-relay keys: ${cmd.command} failed on ${displayUrl(cmd.target.url)}: ${databaseErrorMessage(err)}
+    console.error(`npu-relay keys: ${cmd.command} failed on ${displayUrl(target.url)}: ${databaseErrorMessage(err)}
 Check that the database is reachable (a local sqld runs while \`npm start\` does; its URL is in the banner), that it is migrated (\`npm run migrate\`) and, for Turso, that --auth-token / NPU_RELAY_LIBSQL_AUTH_TOKEN is set.`);
   }
   process.exitCode = 1;
 } finally {
   close();
+  await local?.stop();
 }

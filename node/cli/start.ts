@@ -12,6 +12,7 @@ import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
 import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
+import { forgetLocalDb, noteLocalDb, sqldDataPath } from '../local/local-db.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
 import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
 
@@ -19,7 +20,7 @@ const HELP = `Usage: npm start [-- --help]
 
 Runs the whole relay locally: sqld (data in .data/), the edge Worker in workerd, and an agent serving the models
 in the models folder. Migrates the database, makes sure there is an API key, prints the URL and the key, and
-stops everything on Ctrl-C. Manage keys with \`npm run keys\` against the printed libSQL URL.
+stops everything on Ctrl-C. Manage keys with \`npm run keys\`, which finds this local database by itself.
 
 Environment:
   NPU_RELAY_PORT        port of the edge on 127.0.0.1            (default 8787)
@@ -128,6 +129,7 @@ function stopAll(code: number): Promise<never> {
     await runtime?.engine.close().catch(() => {});
     await edge?.stop().catch(() => {});
     await sqld?.stop().catch(() => {});
+    await forgetLocalDb(config.dataDir).catch(() => {});
     process.exit(code);
   })();
   return stopping;
@@ -136,8 +138,9 @@ process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
 
 try {
-  sqld = await startSqld({ dbPath: path.join(config.dataDir, 'sqld') });
+  sqld = await startSqld({ dbPath: sqldDataPath(config.dataDir) });
   await applyMigrations(sqld.url);
+  await noteLocalDb(config.dataDir, sqld.url);
   apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
   edge = await startLocalEdge({
     port: config.port,
