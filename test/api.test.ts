@@ -123,6 +123,11 @@ describe('API surface', () => {
       assert.ok(ps.models.some((m) => m.name === `${CHAT_MODEL}:latest`));
       const version = await fetch(new URL('/api/version', edge.url)).then((r) => r.json() as Promise<{ version: string }>);
       assert.match(version.version, /^\d+\.\d+\.\d+$/);
+      // Clients probe the root first, with GET or HEAD, and without a key.
+      const root = await fetch(edge.url);
+      assert.equal(root.status, 200);
+      assert.equal(await root.text(), 'Ollama is running');
+      assert.equal((await fetch(edge.url, { method: 'HEAD' })).status, 200);
     });
 
     test('chat streams NDJSON with a final message carrying counts and nanosecond durations; stream:false matches', async () => {

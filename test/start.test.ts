@@ -44,6 +44,8 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
     assert.match(stdout, new RegExp(`http://127\\.0\\.0\\.1:${port}/v1`), 'the URL is printed');
     assert.match(stdout, new RegExp(`${CHAT_MODEL} \\(chat\\)`), 'the models are printed');
     assert.match(stdout, /engine: onnxruntime on CPU/, 'the engine and device are printed');
+    // No noise from the project's own configuration: no wrangler warning, no offline Request.cf stack trace.
+    assert.doesNotMatch(stdout + stderr, /WARNING|Request\.cf|ENOTFOUND/, 'the start-up output is clean');
 
     const { stdout: sse } = await run('curl', [
       '-sN', '--max-time', '30', `http://127.0.0.1:${port}/v1/chat/completions`,

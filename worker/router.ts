@@ -47,7 +47,10 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
 
 export const router = Router<IRequest, Args>({ catch: recordRejection });
 
-router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent);
+/** Ollama clients and front ends (Open WebUI among them) probe the server's root before anything else. */
+const ollamaProbe = (request: IRequest) => new Response(request.method === 'HEAD' ? null : 'Ollama is running', { headers: { 'content-type': 'text/plain; charset=utf-8' } });
+
+router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', ollamaProbe).head('/', ollamaProbe);
 openaiRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);

@@ -23,6 +23,10 @@ export interface LocalEdgeOptions {
 }
 
 export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEdge> {
+  // Miniflare fetches Cloudflare's sample `Request.cf` object at start-up, and offline prints a stack trace for each
+  // Worker it starts. The Worker reads nothing from `request.cf`, so the placeholder is all it needs: skip the fetch
+  // unless the user chose otherwise (Miniflare's own switch).
+  process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= 'false';
   const { unstable_startWorker } = await import('wrangler');
   const bindings = Object.fromEntries(Object.entries(options.vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]));
   const worker = await unstable_startWorker({
