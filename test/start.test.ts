@@ -4,14 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { freePort } from '../node/local/ports.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
-import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { DEFAULT_MODELS } from '../node/models/defaults.ts';
+import { modelFolderName } from '../node/models/pull.ts';
+import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { repoFilesFrom, startHub } from './support/hub-server.ts';
 import { runCommand } from './support/run-command.ts';
 
 const run = promisify(execFile);
@@ -87,4 +90,75 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
   const sqldUrl = /libSQL:\s+(\S+)/.exec(stdout)?.[1];
   assert.ok(sqldUrl, 'the libSQL URL is printed');
   await assert.rejects(fetch(`${sqldUrl}/health`), 'sqld was stopped');
+});
+
+/** Runs `npm start` until its banner (or its exit), then Ctrl-C; returns what it printed. */
+async function startAndStop(env: NodeJS.ProcessEnv, whileRunning: (stdout: string) => Promise<void> = async () => {}): Promise<{ stdout: string; stderr: string }> {
+  const child = spawn('npm', ['start'], { cwd: PROJECT_ROOT, env: { ...process.env, NPU_RELAY_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const started = performance.now();
+  try {
+    while (!/Press Ctrl-C to stop/.test(stdout)) {
+      if (child.exitCode !== null) assert.fail(`npm start exited early (${child.exitCode}):\n${stdout}\n${stderr}`);
+      if (performance.now() - started > 90_000) assert.fail(`npm start was not ready within 90 s:\n${stdout}\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await whileRunning(stdout);
+  } finally {
+    process.kill(-child.pid!, 'SIGINT');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000).unref())]);
+  }
+  return { stdout, stderr };
+}
+
+test('a first npm start with an empty models folder pulls the default models, with progress, and serves them', async () => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-first-'));
+  const modelsDir = path.join(dataDir, 'models');
+  await mkdir(modelsDir);
+  const [chatRepo, embedRepo] = DEFAULT_MODELS.onnx;
+  // A local hub stands in for huggingface.co, serving the fixture models under the default ids.
+  const hub = await startHub({ [chatRepo]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)), [embedRepo]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
+  const port = await freePort();
+  try {
+    const chatModel = modelFolderName(chatRepo);
+    const { stdout } = await startAndStop({ NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: modelsDir, HF_ENDPOINT: hub.url }, async (out) => {
+      const apiKey = /API key:\s+(\S+)/.exec(out)?.[1];
+      const { stdout: sse } = await run('curl', [
+        '-sN', '--max-time', '30', `http://127.0.0.1:${port}/v1/chat/completions`, '-H', `Authorization: Bearer ${apiKey}`, '-H', 'Content-Type: application/json',
+        '-d', JSON.stringify({ model: chatModel, stream: true, max_tokens: 5, messages: [{ role: 'user', content: 'Hello!' }] }),
+      ]);
+      assert.match(sse, /data: \[DONE\]/, 'the pulled chat model streams an answer');
+    });
+    assert.match(stdout, new RegExp(`pulling the defaults, ${chatRepo} and ${embedRepo}, from ${hub.url}`));
+    assert.match(stdout, new RegExp(`${chatRepo}: \\d+ files, [\\d.]+ (kB|MB)`), 'the size is printed before the download');
+    assert.match(stdout, /onnx\/model\.onnx: downloading/, 'progress is shown');
+    assert.match(stdout, new RegExp(`models: .*${chatModel} \\(chat\\)`));
+    assert.ok(hub.requests.some((r) => r.path.includes(embedRepo)), 'the embedding model was pulled too');
+  } finally {
+    await hub.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('npm start with NPU_RELAY_NO_PULL=1, or non-interactive without a models folder, starts without models and says what to run', async () => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-nopull-'));
+  const hub = await startHub({});
+  try {
+    for (const [env, why] of [
+      [{ NPU_RELAY_NO_PULL: '1', NPU_RELAY_MODELS_DIR: dataDir }, /NPU_RELAY_NO_PULL is set/],
+      [{ NPU_RELAY_MODELS_DIR: path.join(dataDir, 'absent') }, /not an interactive terminal/],
+    ] as const) {
+      const { stdout } = await startAndStop({ ...env, NPU_RELAY_PORT: String(await freePort()), NPU_RELAY_DATA_DIR: path.join(dataDir, 'state'), HF_ENDPOINT: hub.url });
+      assert.match(stdout, why);
+      assert.match(stdout, /starting without models\. To serve something, pull a model yourself: npm run pull -- /);
+    }
+    assert.equal(hub.requests.length, 0, 'nothing was fetched');
+  } finally {
+    await hub.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
 });

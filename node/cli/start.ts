@@ -12,6 +12,7 @@ import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
 import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
+import { ensureModels } from '../local/first-start.ts';
 import { forgetLocalDb, noteLocalDb, sqldDataPath } from '../local/local-db.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
 import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
@@ -30,6 +31,10 @@ Environment:
   NPU_RELAY_MODELS_DIR  folder of model folders                  (default ./models)
   NPU_RELAY_DATA_DIR    where local state is kept                (default ./.data)
   NPU_RELAY_LOG_LEVEL   agent log level                          (default info)
+  NPU_RELAY_NO_PULL     1: never pull models; with an empty models folder, start without any
+                                                                 (default: pull the default models when there are none)
+  NPU_RELAY_DEFAULT_MODELS  hub repo ids to pull when there are no models, comma-separated
+  HF_ENDPOINT, HF_TOKEN the model hub and its token              (default https://huggingface.co, none)
 `;
 
 function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
@@ -48,7 +53,17 @@ function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
     modelsDir: path.resolve(env.NPU_RELAY_MODELS_DIR ?? path.join(PROJECT_ROOT, 'models')),
     dataDir: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')),
     logLevel: env.NPU_RELAY_LOG_LEVEL ?? 'info',
+    noPull: booleanVar('NPU_RELAY_NO_PULL', env.NPU_RELAY_NO_PULL),
+    defaultModels: env.NPU_RELAY_DEFAULT_MODELS ? env.NPU_RELAY_DEFAULT_MODELS.split(',').map((r) => r.trim()).filter(Boolean) : undefined,
+    hubEndpoint: env.HF_ENDPOINT || 'https://huggingface.co',
+    hubToken: env.HF_TOKEN || undefined,
   };
+}
+
+function booleanVar(name: string, raw: string | undefined): boolean {
+  if (raw === undefined || raw === '' || raw === '0' || raw.toLowerCase() === 'false') return false;
+  if (raw === '1' || raw.toLowerCase() === 'true') return true;
+  throw new ConfigError(`${name} must be 1 or 0 (true or false), got '${raw}'`);
 }
 
 /** A file's trimmed content, or undefined when the file does not exist or is empty. */
@@ -148,6 +163,15 @@ try {
     // The edge checks API keys against libSQL, so the key itself is not among its variables.
     vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
   });
+  await ensureModels({
+    modelsDir: config.modelsDir,
+    noPull: config.noPull,
+    defaults: config.defaultModels,
+    endpoint: config.hubEndpoint,
+    token: config.hubToken,
+    interactive: process.stdin.isTTY === true && process.stdout.isTTY === true,
+    say: (line) => console.log(`npu-relay: ${line}`),
+  });
   const log = createLogger(config.logLevel, { agentId: 'local' });
   runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, logLevel: config.logLevel }, log);
   await runtime.agent.start();
@@ -174,5 +198,5 @@ Try it:
 
 Press Ctrl-C to stop.`);
 if (models.length === 0) {
-  console.log(`\nNo models yet: put a model folder (Hugging Face layout with an onnx/ subfolder) in ${config.modelsDir}, or set NPU_RELAY_MODELS_DIR, then restart.`);
+  console.log(`\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models), then restart.`);
 }
