@@ -12,6 +12,7 @@ const COMMANDS: Record<string, string> = {
   pull: 'node/cli/pull.ts',
   migrate: 'node/cli/migrate.ts',
   bench: 'test/bench/run.ts',
+  doctor: 'node/cli/doctor.ts',
 };
 
 async function cli(file: string, args: string[]) {
