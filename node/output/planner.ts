@@ -78,10 +78,17 @@ function answerFormat(format: ResponseFormat): StructuralTagFormat {
   return { type: 'json_schema', json_schema: format.type === 'json_object' ? { type: 'object' } : format.schema };
 }
 
-/** The reasoning block, free text, then the answer's grammar. */
+/**
+ * The reasoning block, free text, then the answer's grammar. The models leave a blank line after the block, and a
+ * JSON grammar accepts no whitespace before the value, so whitespace is allowed in between.
+ */
 function afterThinking(markers: NonNullable<OutputTraits['reasoning']>, answer: Constraint): Constraint {
   return {
     type: 'sequence',
-    elements: [{ type: 'tag', begin: markers.openedByPrompt ? '' : markers.open, content: { type: 'any_text' }, end: markers.close }, answer],
+    elements: [
+      { type: 'tag', begin: markers.openedByPrompt ? '' : markers.open, content: { type: 'any_text' }, end: markers.close },
+      { type: 'regex', pattern: '\\s*' },
+      answer,
+    ],
   };
 }
