@@ -45,7 +45,7 @@ function call(traits: OutputTraits, name: string, args: string): string {
   return tag.begin + args + tag.end;
 }
 
-const FAMILIES = ['qwen25', 'llama3', 'mistral', 'phi4', 'plain'] as const;
+const FAMILIES = ['qwen25', 'llama3', 'mistral', 'mistralV11', 'phi4', 'plain'] as const;
 const TOOLS = { tools: [WEATHER, SEARCH] } satisfies Partial<ChatTask>;
 
 for (const family of FAMILIES) {

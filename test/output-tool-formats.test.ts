@@ -25,6 +25,7 @@ const DOCUMENTED: Record<ToolFormatName, (calls: Wanted[]) => string> = {
   hermes: (calls) => calls.map((c) => `<tool_call>\n${JSON.stringify({ name: c.name, arguments: c.args })}\n</tool_call>`).join('\n'),
   'llama3-json': (calls) => calls.map((c) => JSON.stringify({ name: c.name, parameters: c.args })).join('; '),
   mistral: (calls) => `[TOOL_CALLS]${JSON.stringify(calls.map((c, i) => ({ name: c.name, arguments: c.args, id: `abc12345${i % 10}` })))}`,
+  'mistral-v11': (calls) => calls.map((c) => `[TOOL_CALLS]${c.name}[ARGS]${JSON.stringify(c.args)}`).join(''),
   phi4: (calls) => `functools${JSON.stringify(calls.map((c) => ({ name: c.name, arguments: c.args })))}`,
 };
 
@@ -134,6 +135,8 @@ describe('near misses', () => {
     ['llama3-json', '{"parameters": {"x": 1}, "name": "f"}'],
     ['mistral', '[TOOL_CALLS] is a control token'],
     ['mistral', '[TOOL_CALLS][{"name": "f"}]'],
+    ['mistral-v11', '[TOOL_CALLS]get weather'],
+    ['mistral-v11', '[TOOL_CALLS]f[ARG]{}'],
     ['phi4', 'import functools; functools.reduce(f, xs)'],
     ['phi4', 'functools[1, 2, 3]'],
   ];
@@ -182,6 +185,12 @@ describe('near misses', () => {
     const got = parse('llama3-json', ['<|python_tag|>{"name": "f", "parameters": {"x": "y"}}']);
     assert.equal(got.text, '');
     assert.deepEqual(got.calls.map((c) => [c.name, JSON.parse(c.arguments)]), [['f', { x: 'y' }]]);
+  });
+
+  test('Mistral v11 calls with [ARGS] dropped by the decoder', () => {
+    const got = parse('mistral-v11', ['[TOOL_CALLS]f{"a": 1}[TOOL_CALLS]g{}']);
+    assert.equal(got.text, '');
+    assert.deepEqual(got.calls.map((c) => [c.name, c.arguments]), [['f', '{"a": 1}'], ['g', '{}']]);
   });
 
   test('Phi-4-mini calls between <|tool_call|> markers', () => {

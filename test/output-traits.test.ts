@@ -20,6 +20,8 @@ const R1 = `{% for message in messages %}{% if message['role'] == 'user' %}{{'<ï
 const LLAMA31 = `{%- if tools is not none %}{{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}{%- endif %}{%- for message in messages %}{%- if message.role == "tool" or message.role == "ipython" %}{{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" + message.content }}{%- elif 'tool_calls' in message %}{{- '<|python_tag|>' + message.tool_calls[0].function.name }}{%- endif %}{%- endfor %}`;
 /** Mistral v3: tools in [AVAILABLE_TOOLS], calls after [TOOL_CALLS]. */
 const MISTRAL = `{%- for message in loop_messages %}{%- if message["role"] == "user" %}{%- if tools is not none and (message == user_messages[-1]) %}{{- "[AVAILABLE_TOOLS] [" }}{%- for tool in tools %}{{- tool | tojson }}{%- endfor %}{{- "[/AVAILABLE_TOOLS]" }}{%- endif %}{{- "[INST] " + message["content"] + "[/INST]" }}{%- elif message.tool_calls is defined %}{{- "[TOOL_CALLS] [" }}{%- endif %}{%- endfor %}`;
+/** Mistral tokenizer v11+: each call is the name, [ARGS] and the arguments. */
+const MISTRAL_V11 = `{%- if tools is not none %}{{- '[AVAILABLE_TOOLS]' + tools|tojson + '[/AVAILABLE_TOOLS]' }}{%- endif %}{%- for message in messages %}{%- if message.tool_calls %}{%- for call in message.tool_calls %}{{- '[TOOL_CALLS]' + call.function.name + '[ARGS]' + call.function.arguments|tojson }}{%- endfor %}{%- endif %}{%- endfor %}`;
 /** Phi-4-mini: the tools are JSON text on the system message, between <|tool|> markers. */
 const PHI4 = `{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}`;
 /** A template with no tools at all (Llama 2 style). */
@@ -30,6 +32,7 @@ describe('traitsOf', () => {
     assert.deepEqual(traitsOf(QWEN25), { toolFormat: 'hermes', templateTools: true, thinkingSwitch: false });
     assert.deepEqual(traitsOf(LLAMA31), { toolFormat: 'llama3-json', templateTools: true, thinkingSwitch: false });
     assert.deepEqual(traitsOf(MISTRAL), { toolFormat: 'mistral', templateTools: true, thinkingSwitch: false });
+    assert.deepEqual(traitsOf(MISTRAL_V11), { toolFormat: 'mistral-v11', templateTools: true, thinkingSwitch: false });
     assert.deepEqual(traitsOf(PHI4), { toolFormat: 'phi4', templateTools: true, toolsInSystemMessage: true, thinkingSwitch: false });
   });
 

@@ -6,7 +6,7 @@
 import * as z from 'zod';
 
 /** The tool-call formats the agent parses and constrains. `hermes` is also the generic layout's format. */
-export const TOOL_FORMATS = ['hermes', 'llama3-json', 'mistral', 'phi4'] as const;
+export const TOOL_FORMATS = ['hermes', 'llama3-json', 'mistral', 'mistral-v11', 'phi4'] as const;
 export type ToolFormatName = (typeof TOOL_FORMATS)[number];
 
 export interface ReasoningMarkers {
@@ -60,7 +60,7 @@ export function traitsOf(templateText: string | undefined): OutputTraits {
   const reasoning = reasoningOf(t);
   if (reasoning) traits.reasoning = reasoning;
   const toolsVariable = usesToolsVariable(t);
-  if (t.includes('[TOOL_CALLS]')) return { ...traits, toolFormat: 'mistral', templateTools: toolsVariable };
+  if (t.includes('[TOOL_CALLS]')) return { ...traits, toolFormat: t.includes('[ARGS]') ? 'mistral-v11' : 'mistral', templateTools: toolsVariable };
   if (t.includes('<|tool_call|>') || t.includes('<|tool|>')) {
     const inMessage = !toolsVariable && TOOLS_IN_MESSAGE.test(t);
     return { ...traits, toolFormat: 'phi4', templateTools: toolsVariable || inMessage, ...(inMessage ? { toolsInSystemMessage: true } : {}) };

@@ -28,6 +28,7 @@ export const TRAITS = {
   r1Distill: { toolFormat: 'hermes', templateTools: false, thinkingSwitch: false, reasoning: { open: '<think>', close: '</think>', openedByPrompt: true } },
   llama3: { toolFormat: 'llama3-json', templateTools: true, thinkingSwitch: false },
   mistral: { toolFormat: 'mistral', templateTools: true, thinkingSwitch: false },
+  mistralV11: { toolFormat: 'mistral-v11', templateTools: true, thinkingSwitch: false },
   phi4: { toolFormat: 'phi4', templateTools: true, toolsInSystemMessage: true, thinkingSwitch: false },
   plain: { toolFormat: 'hermes', templateTools: false, thinkingSwitch: false },
 } satisfies Record<string, OutputTraits>;
