@@ -7,10 +7,12 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { GenerationDone, GenerationEvent, TextDelta } from '../node/engines/engine.ts';
 import type { OutputPlan } from '../node/output/plan.ts';
+import { planOutput } from '../node/output/planner.ts';
 import { ReasoningSplitter } from '../node/output/reasoning.ts';
 import { structured } from '../node/output/structured.ts';
 import type { OutputTraits, ReasoningMarkers } from '../node/output/traits.ts';
 import { assemble, cuts, splitAt } from './support/output-streams.ts';
+import { chat, WEATHER } from './support/output-tasks.ts';
 
 const RUNS = 500;
 let runs = 0;
@@ -134,6 +136,20 @@ describe('structured()', () => {
   test('a thinking model that answers in text: stop, the answer apart from the reasoning', async () => {
     const got = await run(plan({}), [['<think>', 1], ['ok', 1], ['</think>', 1], ['\n\nHello', 2], [' there', 1]]);
     assert.deepEqual([got.done.finishReason, got.done.usage.reasoningTokens, got.text, got.reasoning], ['stop', 3, 'Hello there', 'ok']);
+  });
+
+  test('a model without reasoning that answers in text, with tools offered: the text as is, stop', async () => {
+    const traits: OutputTraits = { toolFormat: 'llama3-json', templateTools: true, thinkingSwitch: false };
+    const got = await run(plan({ traits, parseReasoning: false }), [['It is', 2], [' {sunny} ', 3], ['today.', 1]]);
+    assert.deepEqual([got.text, got.calls, got.done.finishReason, got.done.usage.reasoningTokens, got.tokens], ['It is {sunny} today.', [], 'stop', undefined, 6]);
+  });
+
+  test("the planner's generic layout is read back in hermes, whatever the model's own format", async () => {
+    const traits: OutputTraits = { toolFormat: 'mistral', templateTools: false, thinkingSwitch: false };
+    const p = planOutput(chat({ tools: [WEATHER] }), traits);
+    const got = await run(p, [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>', 12]]);
+    assert.deepEqual(got.calls.map((c) => [c.name, c.arguments]), [['get_weather', '{"city": "Oslo"}']]);
+    assert.equal(got.done.finishReason, 'tool_calls');
   });
 
   test('a plan that reads nothing passes the events through unchanged', async () => {
