@@ -90,6 +90,13 @@ describe('catalog traits', () => {
     assert.equal(traits['d-off']?.thinkingSwitch, true);
   });
 
+  test("an OpenVINO IR model's template, from openvino_tokenizer.xml", async () => {
+    const escaped = QWEN25.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');
+    await model('e-ir', { 'openvino_model.xml': '<net/>', 'openvino_tokenizer.xml': `<net><rt_info><chat_template value="${escaped}" /></rt_info></net>` });
+    const { entries } = await scanModels(dir);
+    assert.deepEqual(entries.find((e) => e.id === 'e-ir')?.traits, { toolFormat: 'hermes', templateTools: true, thinkingSwitch: false });
+  });
+
   test('a malformed override stops the scan, naming the file and the key', async () => {
     const bad = await mkdtemp(path.join(tmpdir(), 'npu-relay-traits-bad-'));
     try {
