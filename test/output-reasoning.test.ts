@@ -152,6 +152,19 @@ describe('structured()', () => {
     assert.equal(got.done.finishReason, 'tool_calls');
   });
 
+  test('a consumer that stops early stops the engine too', async () => {
+    let closed = false;
+    async function* engine(): AsyncIterable<GenerationEvent> {
+      try {
+        for (;;) yield { type: 'delta', text: 'more ', tokens: 1 };
+      } finally {
+        closed = true;
+      }
+    }
+    for await (const e of structured(plan({}), engine())) if (e.type === 'delta') break;
+    assert.equal(closed, true);
+  });
+
   test('a plan that reads nothing passes the events through unchanged', async () => {
     const got = await run(plan({ parseTools: false, parseReasoning: false }), [['<think>a</think>', 4], ['<tool_call>', 1]]);
     assert.equal(got.text, '<think>a</think><tool_call>');
