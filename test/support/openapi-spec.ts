@@ -108,6 +108,8 @@ export class OpenApiSpec {
   }
 
   #check(value: unknown, schema: Schema, path: string, problems: string[], extensions: Set<string>): void {
+    // OpenAPI 3.0 puts `nullable` beside a `$ref` to allow null in place of the referenced object.
+    if (value === null && schema.nullable === true) return;
     if (typeof schema.$ref === 'string') return this.#check(value, this.schema(schema.$ref.split('/').pop()!), path, problems, extensions);
     for (const s of (schema.allOf as Schema[] | undefined) ?? []) this.#check(value, s, path, problems, extensions);
     const alternatives = (schema.anyOf ?? schema.oneOf) as Schema[] | undefined;
