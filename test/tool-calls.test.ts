@@ -10,7 +10,7 @@ import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 import WebSocket from 'ws';
 import type { Agent } from '../node/agent.ts';
-import type { ChatTask } from '../shared/protocol/frames.ts';
+import type { AgentFrame, ChatTask } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { ScriptedEngine, type Script } from './support/scripted-engine.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -122,6 +122,34 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     assert.equal(final.choices[0]!.finish_reason, 'tool_calls');
     assert.equal(reasoning, 'Two questions: weather and time.');
     assert.equal(content, '');
+  });
+
+  test('a burst of deltas merged by the agent into one frame rebuilds the same calls and reasoning, in both APIs', async () => {
+    engine.script = { ...TOOL_SCRIPT, burst: true };
+    requests += 2;
+    // Watch the frames the agent sends (observation only: each still goes out as before).
+    const sent: AgentFrame[] = [];
+    const send = agent.tunnel.send.bind(agent.tunnel);
+    agent.tunnel.send = (frame: AgentFrame) => (sent.push(frame), send(frame));
+    let r;
+    try {
+      r = await openai.chat.completions.create({ model: MODEL, messages: ask, tools: TOOLS });
+    } finally {
+      agent.tunnel.send = send;
+    }
+    assert.deepEqual(sent.filter((f) => f.type === 'chunk'), [], 'no chunk frame: everything rode with the end');
+    const end = sent.find((f) => f.type === 'end')!;
+    assert.equal(end.type === 'end' && end.reasoning, 'Two questions: weather and time.');
+    assert.deepEqual(end.type === 'end' && end.toolCalls, [
+      { index: 0, id: 'call_w1', name: 'get_weather', arguments: '{"city": "Paris"}' },
+      { index: 1, id: 'call_t1', name: 'get_time', arguments: '{}' },
+    ]);
+    assert.deepEqual(r.choices[0]!.message.tool_calls, CALLS);
+    assert.equal((r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content, 'Two questions: weather and time.');
+    const parts = [];
+    for await (const p of await ollama.chat({ model: MODEL, messages: ask, tools: TOOLS as never, stream: true })) parts.push(p);
+    assert.deepEqual(parts.flatMap((p) => p.message.tool_calls ?? []), OLLAMA_CALLS);
+    assert.equal(parts.map((p) => p.message.thinking ?? '').join(''), 'Two questions: weather and time.');
   });
 
   test('OpenAI tool history (assistant tool_calls, tool results) reaches the agent linked', async () => {
@@ -276,7 +304,7 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     for (const [extra, param] of [[{ think: true }, 'think'], [{ format: 'json' }, 'format']] as const) {
       const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ model: 'old-model', messages: ask, stream: false, ...extra }) });
       assert.equal(res.status, 400);
-      assert.match(((await res.json()) as { error: string }).error, new RegExp(`too old for ${param}; update it|too old for ${param} `));
+      assert.match(((await res.json()) as { error: string }).error, new RegExp(`the agent serving 'old-model' is too old for ${param} .*; update it`));
     }
   });
 
