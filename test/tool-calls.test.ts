@@ -276,6 +276,14 @@ describe('tool calls, reasoning and structured output through the edge', () => {
       assert.equal(lines.map((l) => l.message.thinking ?? '').join(''), 'Two questions: weather and time.');
     }
     assert.equal(engine.tasks.length - runs, 1, 'only the first request reached the agent');
+    // What libSQL keeps (the hub answered from its memory above): the typed chunks and the reasoning tokens.
+    const row = await waitFor('the cache entry', async () => (await db().execute(`select finish_reason, reasoning_tokens, chunks from cache_entries where finish_reason = 'tool_calls'`)).rows[0]);
+    assert.equal(row.reasoning_tokens, 4);
+    const chunks = JSON.parse(String(row.chunks)) as Array<{ reasoning?: string; toolCalls?: Array<{ index: number; arguments?: string }> }>;
+    assert.equal(chunks.map((c) => c.reasoning ?? '').join(''), 'Two questions: weather and time.');
+    // How the pieces fell into frames depends on timing; what they add up to does not.
+    const pieces = chunks.flatMap((c) => c.toolCalls ?? []);
+    assert.deepEqual([0, 1].map((i) => pieces.filter((p) => p.index === i).map((p) => p.arguments ?? '').join('')), ['{"city": "Paris"}', '{}']);
   });
 
   test('an agent that does not announce the features: 400 naming the parameter, in the caller\'s shape', async () => {
