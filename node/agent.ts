@@ -4,9 +4,9 @@
  * `error`), also when it was cancelled, so the edge always learns how many tokens were produced.
  */
 import { randomUUID } from 'node:crypto';
-import type { AgentFrame, RequestFrame, StatusFrame } from '../shared/protocol/frames.ts';
+import { AGENT_FEATURES, type AgentFrame, type ChunkFrame, type RequestFrame, type StatusFrame, type ToolCallDelta } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
-import type { Engine } from './engines/engine.ts';
+import type { Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import { Scheduler, type SchedulerOptions } from './scheduler.ts';
@@ -68,22 +68,34 @@ class Flow {
   }
 }
 
+/** What one chunk frame carries: answer text, its tokens, and the typed parts beside it. */
+type ChunkParts = Pick<ChunkFrame, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>;
+
 /**
  * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
  * one token per forward pass, so this changes nothing there; a fast engine (or a burst after a pause) no longer
- * costs one frame, and one client write at the edge, per token.
+ * costs one frame, and one client write at the edge, per token. Reasoning is concatenated like text; tool-call
+ * pieces keep their order, and a piece that only continues the previous piece's arguments joins it.
  */
 class ChunkBatch {
   #text = '';
   #tokens = 0;
+  #reasoning = '';
+  #toolCalls: ToolCallDelta[] = [];
   #scheduled = false;
-  readonly #send: (text: string, tokens: number) => void;
-  constructor(send: (text: string, tokens: number) => void) {
+  readonly #send: (parts: ChunkParts) => void;
+  constructor(send: (parts: ChunkParts) => void) {
     this.#send = send;
   }
-  add(text: string, tokens: number): void {
-    this.#text += text;
-    this.#tokens += tokens;
+  add(delta: Pick<TextDelta, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>): void {
+    this.#text += delta.text;
+    this.#tokens += delta.tokens;
+    if (delta.reasoning) this.#reasoning += delta.reasoning;
+    for (const d of delta.toolCalls ?? []) {
+      const last = this.#toolCalls.at(-1);
+      if (last && last.index === d.index && d.id === undefined && d.name === undefined) last.arguments = (last.arguments ?? '') + (d.arguments ?? '');
+      else this.#toolCalls.push({ ...d });
+    }
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => {
@@ -94,14 +106,21 @@ class ChunkBatch {
   }
   flush(): void {
     const pending = this.take();
-    if (pending) this.#send(pending.text, pending.tokens);
+    if (pending) this.#send(pending);
   }
-  /** The text and tokens not yet sent, which the caller now sends itself; undefined when there are none. */
-  take(): { text: string; tokens: number } | undefined {
-    if (!this.#text && !this.#tokens) return undefined;
-    const pending = { text: this.#text, tokens: this.#tokens };
+  /** The parts not yet sent, which the caller now sends itself; undefined when there are none. */
+  take(): ChunkParts | undefined {
+    if (!this.#text && !this.#tokens && !this.#reasoning && this.#toolCalls.length === 0) return undefined;
+    const pending: ChunkParts = {
+      text: this.#text,
+      tokens: this.#tokens,
+      ...(this.#reasoning ? { reasoning: this.#reasoning } : {}),
+      ...(this.#toolCalls.length ? { toolCalls: this.#toolCalls } : {}),
+    };
     this.#text = '';
     this.#tokens = 0;
+    this.#reasoning = '';
+    this.#toolCalls = [];
     return pending;
   }
 }
@@ -145,6 +164,8 @@ export class Agent {
         models: [...this.#engine.models()],
         devices: [...this.#engine.devices],
         capacity: this.#capacity(),
+        // The edge sends tasks with tools, response formats or think only to agents that announce these.
+        features: [...AGENT_FEATURES],
       }),
       onFrame: (frame) => {
         if (frame.type === 'request') this.#start(frame);
@@ -278,7 +299,7 @@ export class Agent {
     let completionTokens = 0;
     let outcome: RequestRecord['outcome'] = 'ok';
     let release: (() => void) | undefined;
-    const batch = new ChunkBatch((text, tokens) => this.#send({ type: 'chunk', id, text, tokens }));
+    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts }));
     try {
       release = await this.#scheduler.acquire(device, frame.keyId ?? 'anonymous', signal);
       if (body.task === 'embed') {
@@ -295,9 +316,9 @@ export class Agent {
           completionTokens += event.tokens;
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
           await flow.ready(signal);
-          batch.add(event.text, event.tokens);
+          batch.add(event);
         } else {
-          // The last text rides with the end when the edge takes it there: one frame fewer for every answer.
+          // The last parts ride with the end when the edge takes them there: one frame fewer for every answer.
           const tail = this.#tunnel.edgeFeatures.has('end-text') ? batch.take() : (batch.flush(), undefined);
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;

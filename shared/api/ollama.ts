@@ -3,7 +3,8 @@
  * OpenAI's), so the tunnel task is fully specified.
  */
 import * as z from 'zod';
-import type { ChatMessage, ChatTask, CompleteTask, EmbedTask, Sampling } from '../protocol/frames.ts';
+import { JsonSchema, type ChatMessage, type ChatTask, type CompleteTask, type EmbedTask, type ResponseFormat, type Sampling } from '../protocol/frames.ts';
+import { checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
 
 /** Ollama's documented defaults for the sampling options it maps. */
 export const OLLAMA_DEFAULTS = { temperature: 0.8, topP: 0.9, topK: 40, repeatPenalty: 1.1 } as const;
@@ -31,27 +32,60 @@ export const Options = z
   // Ollama has many more runner options (num_thread, mirostat, …); they tune its own runtime and are ignored here.
   .loose();
 
-const Message = z.object({
-  role: z.enum(['system', 'user', 'assistant', 'tool']),
-  content: z.string(),
-  images: unsupported('images are not supported: no model here takes images'),
-  tool_calls: unsupported('tool_calls are not supported: no model here has a tool template'),
+/** A call in an assistant turn of the history: Ollama carries the arguments as an object, and usually no id. */
+const ToolCallIn = z.object({
+  id: z.string().min(1).max(128).optional(),
+  function: z.object({ name: ToolName, arguments: z.record(z.string(), z.unknown()), index: z.number().int().optional() }),
 });
+
+const Message = z
+  .object({
+    role: z.enum(['system', 'user', 'assistant', 'tool']),
+    content: z.string().optional(),
+    images: unsupported('images are not supported: no model here takes images'),
+    tool_calls: z.array(ToolCallIn).max(128).nullable().optional(),
+    /** Tool turns: the function whose result this is. */
+    tool_name: z.string().min(1).max(128).optional(),
+    tool_call_id: z.string().min(1).max(128).optional(),
+    /** The reasoning of an earlier assistant turn, as Ollama returns it. */
+    thinking: z.string().optional(),
+  })
+  .superRefine((m, ctx) => {
+    const calls = m.tool_calls?.length ?? 0;
+    if (m.content === undefined && !(m.role === 'assistant' && calls > 0)) {
+      const message = m.role === 'assistant' ? 'an assistant message needs content or tool_calls' : `a ${m.role} message needs content`;
+      ctx.addIssue({ code: 'custom', path: ['content'], message });
+    }
+    if (calls > 0 && m.role !== 'assistant') ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
+  });
+
+const Tool = z.object({
+  type: z.literal('function').optional(),
+  function: z.object({ name: ToolName, description: z.string().max(16_384).optional(), parameters: JsonObjectSchema.optional() }),
+});
+
+/** `"json"` for any JSON object, or the JSON Schema the answer must follow; `""` (as Ollama reads it) for none. */
+const Format = z.union([z.literal('json'), z.literal(''), JsonSchema]).nullable().optional();
+
+/** Ollama's `think`: a boolean, or an effort, which the engines here cannot grade, so any effort thinks. */
+const Think = z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).nullable().optional();
 
 const common = {
   model: z.string().min(1).max(256),
   stream: z.boolean().optional(),
   options: Options.optional(),
   keep_alive: KeepAlive.optional(),
-  format: unsupported('format (structured output) is not supported by this server'),
-  think: unsupported('think is not supported by the models this server offers'),
+  format: Format,
+  think: Think,
 };
 
-export const OllamaChatRequest = z.object({
-  ...common,
-  messages: z.array(Message).min(1).max(4096),
-  tools: unsupported('tools are not supported: no model here has a tool template'),
-});
+export const OllamaChatRequest = z
+  .object({
+    ...common,
+    messages: z.array(Message).min(1).max(4096),
+    tools: z.array(Tool).max(128).nullable().optional(),
+  })
+  .superRefine((r, ctx) => checkUniqueToolNames((r.tools ?? []).map((t) => t.function.name), ctx, ['tools']));
 export type OllamaChatRequest = z.infer<typeof OllamaChatRequest>;
 
 export const OllamaGenerateRequest = z.object({
@@ -63,6 +97,9 @@ export const OllamaGenerateRequest = z.object({
   images: unsupported('images are not supported: no model here takes images'),
   context: unsupported('context (token history) is not supported: send the conversation to /api/chat instead'),
   template: unsupported('a custom template is not supported: the model\'s own chat template is used'),
+}).refine((r) => !r.raw || r.think === undefined || r.think === null, {
+  message: 'think needs the chat template, which raw skips: leave out raw or think',
+  path: ['think'],
 });
 export type OllamaGenerateRequest = z.infer<typeof OllamaGenerateRequest>;
 
@@ -129,16 +166,52 @@ function sampling(options: z.infer<typeof Options> | undefined): Sampling {
   };
 }
 
+function responseFormat(format: z.infer<typeof Format>): { responseFormat?: ResponseFormat } {
+  if (format === undefined || format === null || format === '') return {};
+  return { responseFormat: format === 'json' ? { type: 'json_object' } : { type: 'json_schema', schema: format } };
+}
+
+function thinkOf(think: z.infer<typeof Think>): { think?: boolean } {
+  return think === undefined || think === null ? {} : { think: think !== false };
+}
+
+/**
+ * Ollama's calls carry no ids, but the task needs them to link results to calls: they are made from the call's
+ * position in the conversation, so the same conversation always gets the same ids (and the same cache key).
+ */
+export function toolCallId(messageIndex: number, callIndex: number): string {
+  return `call_${messageIndex}_${callIndex}`;
+}
+
 export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
-  const messages: ChatMessage[] = req.messages.map((m) => ({ role: m.role, content: m.content }));
-  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options) };
+  const messages: ChatMessage[] = req.messages.map((m, i) => ({
+    role: m.role,
+    content: m.content ?? '',
+    ...(m.role === 'assistant' && m.tool_calls?.length
+      ? { toolCalls: m.tool_calls.map((c, j) => ({ id: c.id ?? toolCallId(i, j), name: c.function.name, arguments: JSON.stringify(c.function.arguments) })) }
+      : {}),
+    ...(m.role === 'tool' && m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {}),
+    ...(m.role === 'tool' && m.tool_name !== undefined ? { toolName: m.tool_name } : {}),
+    ...(m.role === 'assistant' && m.thinking ? { reasoning: m.thinking } : {}),
+  }));
+  return {
+    task: 'chat',
+    model: modelId(req.model),
+    messages: linkToolResults(messages),
+    sampling: sampling(req.options),
+    // Ollama has no tool choice: the model decides, as with OpenAI's `auto`.
+    ...toolFields((req.tools ?? []).map((t) => toolDef(t.function)), undefined, undefined),
+    ...responseFormat(req.format),
+    ...thinkOf(req.think),
+  };
 }
 
 /** `/api/generate` applies the chat template (as Ollama does) unless `raw` is set. */
 export function generateTaskFromOllama(req: OllamaGenerateRequest): ChatTask | CompleteTask {
-  if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(req.options) };
+  const format = responseFormat(req.format);
+  if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(req.options), ...format };
   const messages: ChatMessage[] = [...(req.system ? [{ role: 'system' as const, content: req.system }] : []), { role: 'user', content: req.prompt }];
-  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options) };
+  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options), ...format, ...thinkOf(req.think) };
 }
 
 export function embedTaskFromOllama(req: OllamaEmbedRequest | OllamaEmbeddingsRequest): EmbedTask {

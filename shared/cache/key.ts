@@ -6,8 +6,11 @@
  */
 import type { Task } from '../protocol/frames.ts';
 
-/** Bump when the meaning of a cached entry changes, so old entries stop matching. */
-const CACHE_KEY_VERSION = 1;
+/**
+ * Bump when the meaning of a cached entry changes, so old entries stop matching. 2: tasks carry tools, tool choice,
+ * response format and think, and entries carry reasoning and tool-call pieces.
+ */
+const CACHE_KEY_VERSION = 2;
 
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
@@ -28,7 +31,9 @@ export function isDeterministic(task: Task): boolean {
 
 /**
  * The task with settings that cannot change the output removed: neutral values (top-k 0, repetition penalty 1,
- * zero penalties) and, under greedy decoding, everything that only shapes sampling.
+ * zero penalties) and, under greedy decoding, everything that only shapes sampling. Tools, tool choice, response
+ * format and think stay in (the task's spread): the request mappers fill their defaults, so requests meaning the
+ * same thing already carry the same values.
  */
 export function canonicalTask(task: Task): unknown {
   if (task.task === 'embed') return task;

@@ -2,7 +2,7 @@
  * How a tunnel exchange becomes an HTTP response in one API dialect. The Durable Object drives a format with the
  * events of one request; it never builds API JSON itself.
  */
-import type { FinishReason, Usage } from '../../shared/protocol/frames.ts';
+import type { ChunkFrame, FinishReason, ToolCall, Usage } from '../../shared/protocol/frames.ts';
 import type { ApiError, Flavor } from '../http/errors.ts';
 
 export interface Timing {
@@ -31,11 +31,25 @@ export interface ResponseMeta {
   encoding?: 'float' | 'base64';
 }
 
+/** A piece of the answer as it streams: answer text, reasoning text and tool-call pieces (a chunk frame's parts). */
+export type AnswerPart = Pick<ChunkFrame, 'text' | 'reasoning' | 'toolCalls'>;
+
+/** A chunk as the exchange keeps it (and the cache stores it): its parts and the tokens that produced them. */
+export type AnswerChunk = AnswerPart & Pick<ChunkFrame, 'tokens'>;
+
+/** A whole answer, for a non-streaming body: the text, the reasoning apart from it, and the complete tool calls. */
+export interface Answer {
+  text: string;
+  reasoning: string;
+  toolCalls: ToolCall[];
+}
+
 export interface StreamWriter {
   readonly contentType: string;
   /** Written before the first token (OpenAI's role chunk); may be empty. */
   open(): string;
-  delta(text: string): string;
+  /** The events for one piece of the answer; empty when the dialect has nothing to say yet (e.g. a call still arriving). */
+  delta(part: AnswerPart): string;
   close(outcome: Outcome): string;
   /** A terminal error event the client's library will raise. */
   error(err: ApiError): string;
@@ -47,7 +61,7 @@ export interface ResponseFormat {
   readonly flavor: Flavor;
   stream(meta: ResponseMeta): StreamWriter;
   /** The whole non-streaming response body. */
-  body(meta: ResponseMeta, text: string, outcome: Outcome): unknown;
+  body(meta: ResponseMeta, answer: Answer, outcome: Outcome): unknown;
   /** The body of an embeddings response, for formats that serve embeddings. */
   embeddings?(meta: ResponseMeta, vectors: number[][], usage: Usage, timing?: Timing): unknown;
 }

@@ -3,6 +3,7 @@
  * (`npm run db:generate`); never edit the SQL by hand.
  */
 import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import type { AnswerChunk } from '../api/format.ts';
 
 /** Client API keys. Only a SHA-256 hash of the secret is stored; `prefix` lets humans tell keys apart. */
 export const apiKeys = sqliteTable(
@@ -58,7 +59,10 @@ export const usage = sqliteTable(
   ],
 );
 
-/** Exact-match response cache. `chunks` keeps the original streaming chunking so a hit replays the same stream. */
+/**
+ * Exact-match response cache. `chunks` keeps the original streaming chunking so a hit replays the same stream; it is
+ * JSON text, so the typed parts a chunk may carry (reasoning, tool-call pieces) are stored without a migration.
+ */
 export const cacheEntries = sqliteTable(
   'cache_entries',
   {
@@ -66,12 +70,14 @@ export const cacheEntries = sqliteTable(
     tenant: text('tenant').notNull(),
     endpoint: text('endpoint').notNull(),
     model: text('model').notNull(),
-    chunks: text('chunks', { mode: 'json' }).$type<Array<{ text: string; tokens: number }>>().notNull(),
+    chunks: text('chunks', { mode: 'json' }).$type<AnswerChunk[]>().notNull(),
     /** For embedding requests: the vectors, in input order. */
     embeddings: text('embeddings', { mode: 'json' }).$type<number[][] | null>(),
     finishReason: text('finish_reason').notNull(),
     promptTokens: integer('prompt_tokens').notNull(),
     completionTokens: integer('completion_tokens').notNull(),
+    /** Of the completion tokens, those spent reasoning; null when the model did not reason. */
+    reasoningTokens: integer('reasoning_tokens'),
     createdAt: integer('created_at').notNull(),
     expiresAt: integer('expires_at').notNull(),
   },

@@ -5,7 +5,8 @@
  * When it ends it reports a `Settlement`: what the usage row and the cache need.
  */
 import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
-import type { Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
+import { assemble } from '../api/answer.ts';
+import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
 import { ApiError, errorResponse } from '../http/errors.ts';
 
 const encoder = new TextEncoder();
@@ -34,8 +35,8 @@ export interface Settlement {
   device: string | null;
   ttftMs: number | null;
   durationMs: number;
-  /** The text as it was chunked, for the cache. */
-  chunks: Array<{ text: string; tokens: number }>;
+  /** The answer as it was chunked (text, reasoning, tool-call pieces), for the cache. */
+  chunks: AnswerChunk[];
   /** The vectors of an embeddings request, for the cache. */
   embeddings?: number[][];
 }
@@ -66,7 +67,7 @@ export class Exchange {
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #sse: StreamWriter | undefined;
   #readable: ReadableStream<Uint8Array> | undefined;
-  readonly #chunks: Array<{ text: string; tokens: number }> = [];
+  readonly #chunks: AnswerChunk[] = [];
   #completionTokens = 0;
   #ttftMs: number | null = null;
   #lastWrite = Date.now();
@@ -106,8 +107,12 @@ export class Exchange {
   onChunk(frame: ChunkFrame): void {
     this.#ttftMs ??= Date.now() - this.#started;
     this.#completionTokens += frame.tokens;
-    this.#chunks.push({ text: frame.text, tokens: frame.tokens });
-    if (this.stream && frame.text) this.#write(this.#sse!.delta(frame.text));
+    const chunk: AnswerChunk = { text: frame.text, tokens: frame.tokens, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}) };
+    this.#chunks.push(chunk);
+    if (this.stream) {
+      const events = this.#sse!.delta(chunk);
+      if (events) this.#write(events);
+    }
   }
 
   onEmbeddings(frame: EmbeddingsFrame): void {
@@ -119,7 +124,9 @@ export class Exchange {
   }
 
   onEnd(frame: EndFrame): void {
-    if (frame.text !== undefined || frame.tokens) this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0 });
+    if (frame.text !== undefined || frame.tokens || frame.reasoning || frame.toolCalls?.length) {
+      this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}) });
+    }
     const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
     const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
     this.#completionTokens = frame.usage.completionTokens;
@@ -128,7 +135,7 @@ export class Exchange {
       this.#write(this.#sse!.close(outcome));
       this.#closeStream();
     } else {
-      const body = JSON.stringify(this.#options.format.body(this.#options.meta, this.#chunks.map((c) => c.text).join(''), outcome));
+      const body = JSON.stringify(this.#options.format.body(this.#options.meta, assemble(this.#chunks), outcome));
       this.#done.resolve(new Response(body, { headers: { 'content-type': 'application/json', 'x-request-id': this.id, ...this.#options.headers } }));
     }
     const cancelled = frame.finishReason === 'cancelled' || this.#clientGone;

@@ -8,7 +8,7 @@
  */
 import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
-import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type StatusFrame, type Task } from '../../shared/protocol/frames.ts';
+import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type FinishReason, type HelloFrame, type ModelInfo, type StatusFrame, type Task } from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { and, eq, gt } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
@@ -20,8 +20,9 @@ import { openDatabase, type Database } from '../db/client.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
-import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import { ApiError, errorResponse, toApiError, type Flavor } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
+import { capableAgents } from './features.ts';
 import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
 
 /** What the hub remembers about a socket; kept in its attachment so it survives hibernation. */
@@ -409,7 +410,7 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** The least busy agent that serves `task.model`; throws the error a client should see when there is none. */
-  #pick(task: Task): { ws: WebSocket; connId: string; agentId: string; model: ModelInfo } {
+  #pick(task: Task, flavor: Flavor): { ws: WebSocket; connId: string; agentId: string; model: ModelInfo } {
     const agents = this.#agents();
     if (agents.length === 0) {
       throw new ApiError('no_agent', 'no agent is connected to this relay, so no model can run; start one (`npm run agent`) and retry', {
@@ -425,7 +426,7 @@ export class AgentHub extends DurableObject<Env> {
     if (model.kind !== want) {
       throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
     }
-    const open = serving.filter((a) => !a.attachment.status?.draining);
+    const open = capableAgents(serving, task, flavor).filter((a) => !a.attachment.status?.draining);
     if (open.length === 0) {
       throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
     }
@@ -493,7 +494,7 @@ export class AgentHub extends DurableObject<Env> {
 
     let picked;
     try {
-      picked = this.#pick(dispatch.task);
+      picked = this.#pick(dispatch.task, format.flavor);
     } catch (err) {
       settled.resolve({ status: 503, outcome: 'error', errorCode: 'no_agent', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw err;
@@ -528,7 +529,7 @@ export class AgentHub extends DurableObject<Env> {
           cache: ctx.cache, status: s.status, errorCode: s.errorCode, outcome: s.outcome,
         });
         // Only a generation that finished normally is worth replaying: never a cancelled or failed one.
-        if (ck && !dispatch.noStore && s.outcome === 'ok' && (s.finishReason === 'stop' || s.finishReason === 'length')) {
+        if (ck && !dispatch.noStore && s.outcome === 'ok' && (s.finishReason === 'stop' || s.finishReason === 'length' || s.finishReason === 'tool_calls')) {
           this.ctx.waitUntil(this.#store(ck, key.tenant, dispatch, s));
         }
       },
@@ -555,7 +556,10 @@ export class AgentHub extends DurableObject<Env> {
       const answer: CachedAnswer = {
         chunks: row.chunks,
         ...(row.embeddings ? { embeddings: row.embeddings } : {}),
-        outcome: { finishReason: row.finishReason as 'stop' | 'length', usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens } },
+        outcome: {
+          finishReason: row.finishReason as FinishReason,
+          usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens, ...(row.reasoningTokens !== null ? { reasoningTokens: row.reasoningTokens } : {}) },
+        },
       };
       this.#hotCache.set(key, answer, row.expiresAt);
       return answer;
@@ -569,7 +573,7 @@ export class AgentHub extends DurableObject<Env> {
     const now = Date.now();
     const entry = {
       key, tenant, endpoint: dispatch.task.task, model: dispatch.task.model, chunks: s.chunks, embeddings: s.embeddings ?? null, finishReason: s.finishReason!,
-      promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
+      promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, reasoningTokens: s.usage.reasoningTokens ?? null, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
     };
     this.#hotCache.set(key, answerOf(s), entry.expiresAt);
     try {

@@ -1,0 +1,50 @@
+/**
+ * Optional agent abilities (AGENT_FEATURES) a task needs, and which connected agents have them. An agent from before
+ * a feature would ignore the fields it does not know and answer wrongly (plain text instead of a tool call, prose
+ * instead of JSON), so such a task goes only to agents that announced the feature, or is refused by name.
+ */
+import type { AgentFeature, Task } from '../../shared/protocol/frames.ts';
+import { ApiError, type Flavor } from '../http/errors.ts';
+
+interface Need {
+  feature: AgentFeature;
+  /** The request parameter that needs it, as the caller's API names it. */
+  param: Record<Flavor, string>;
+}
+
+const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools' } };
+const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages' } };
+const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format' } };
+const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think' } };
+
+/** What `task` needs beyond the protocol's core, in the order a client would read the parameters. */
+export function featuresNeeded(task: Task): Need[] {
+  if (task.task === 'embed') return [];
+  const needs: Need[] = [];
+  if (task.task === 'chat') {
+    if (task.tools?.length) needs.push(TOOLS);
+    else if (task.messages.some((m) => m.role === 'tool' || m.toolCalls?.length)) needs.push(TOOL_HISTORY);
+  }
+  if (task.responseFormat) needs.push(STRUCTURED);
+  if (task.task === 'chat' && task.think !== undefined) needs.push(REASONING);
+  return needs;
+}
+
+/**
+ * The agents among `serving` that have every feature `task` needs; throws `invalid_request` naming the first
+ * parameter none of them can honour.
+ */
+export function capableAgents<A extends { hello: { features?: string[] | undefined } }>(serving: A[], task: Task, flavor: Flavor): A[] {
+  let able = serving;
+  for (const need of featuresNeeded(task)) {
+    const next = able.filter((a) => a.hello.features?.includes(need.feature));
+    if (next.length === 0) {
+      const param = need.param[flavor];
+      const what = param === 'messages' ? 'tool calls and tool results in messages' : param;
+      const who = serving.length === 1 ? `the agent serving '${task.model}' is` : `the agents serving '${task.model}' are`;
+      throw new ApiError('invalid_request', `${who} too old for ${what} (it does not announce the '${need.feature}' feature); update ${serving.length === 1 ? 'it' : 'them'}`, { param });
+    }
+    able = next;
+  }
+  return able;
+}
