@@ -50,7 +50,6 @@ const ECHO_DEFAULTS = {
   top_p: 1,
   truncation: 'disabled',
   metadata: {},
-  user: null,
 };
 
 function responseObject(meta: ResponseMeta, status: Status | 'in_progress' | 'failed', output: unknown[], extra: { usage?: Usage; error?: ApiError } = {}) {

@@ -28,7 +28,7 @@ function echo(req: ResponsesRequest): Record<string, unknown> {
     ),
     top_p: req.top_p ?? 1,
     metadata: req.metadata ?? {},
-    user: req.user ?? null,
+    ...(req.user !== undefined ? { user: req.user } : {}),
   };
 }
 
