@@ -137,7 +137,12 @@ const onlyOff = <T extends z.ZodType>(schema: T, off: (v: z.infer<T>) => boolean
 export const ResponsesRequest = z
   .object({
     model: z.string().min(1).max(256),
-    input: z.union([z.string(), z.array(Item).min(1, 'input must not be an empty list').max(4096)]),
+    // A string is one user message. Read as that list rather than as a union, so an item's problem is reported at
+    // the item (a union would only say that neither a string nor a list fits).
+    input: z.preprocess(
+      (v) => (typeof v === 'string' ? [{ type: 'message', role: 'user', content: v }] : v),
+      z.array(Item, { error: (issue) => (issue.input === undefined ? 'is required: a string or a list of items' : 'must be a string or a list of items') }).min(1, 'input must not be an empty list').max(4096),
+    ),
     instructions: z.string().nullable().optional(),
     tools: z.array(Tool).max(128).nullable().optional(),
     tool_choice: ToolChoiceIn.nullable().optional(),
@@ -181,9 +186,8 @@ function contentText(content: string | ContentPart[]): string {
   return typeof content === 'string' ? content : content.map((p) => (p.type === 'refusal' ? (p.refusal as string) : (p.text as string))).join('');
 }
 
-/** The input as a list of items; a string is one user message. */
+/** The input as a list of items (a string input has become one user message). */
 export function inputItems(req: Pick<ResponsesRequest, 'input'>): InputItem[] {
-  if (typeof req.input === 'string') return [{ type: 'message', role: 'user', content: req.input }];
   return req.input as InputItem[];
 }
 

@@ -63,8 +63,17 @@ const create = inferenceRoute(ResponsesRequest, (body) => {
 
 const tenantOf = (request: IRequest) => (request.key as KeyRecord).tenant;
 
+/** The `{id}` of the path; malformed percent-encoding names no response, so it is one that does not exist. */
+function idOf(request: IRequest): string {
+  try {
+    return decodeURIComponent(request.params.id!);
+  } catch {
+    return request.params.id!;
+  }
+}
+
 async function stored(request: IRequest, env: Env): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
-  const id = decodeURIComponent(request.params.id!);
+  const id = idOf(request);
   const found = (await hub(env).storedResponse(tenantOf(request), id)) as { response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> } | null;
   if (!found) throw responseNotFound(id);
   return found;
@@ -75,7 +84,7 @@ async function retrieve(request: IRequest, env: Env): Promise<Response> {
 }
 
 async function remove(request: IRequest, env: Env): Promise<Response> {
-  const id = decodeURIComponent(request.params.id!);
+  const id = idOf(request);
   if (!(await hub(env).deleteStoredResponse(tenantOf(request), id))) throw responseNotFound(id);
   return Response.json({ id, object: 'response', deleted: true });
 }
