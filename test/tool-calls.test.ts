@@ -10,7 +10,7 @@ import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 import WebSocket from 'ws';
 import type { Agent } from '../node/agent.ts';
-import type { ChatTask } from '../shared/protocol/frames.ts';
+import type { AgentFrame, ChatTask } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { ScriptedEngine, type Script } from './support/scripted-engine.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -122,6 +122,34 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     assert.equal(final.choices[0]!.finish_reason, 'tool_calls');
     assert.equal(reasoning, 'Two questions: weather and time.');
     assert.equal(content, '');
+  });
+
+  test('a burst of deltas merged by the agent into one frame rebuilds the same calls and reasoning, in both APIs', async () => {
+    engine.script = { ...TOOL_SCRIPT, burst: true };
+    requests += 2;
+    // Watch the frames the agent sends (observation only: each still goes out as before).
+    const sent: AgentFrame[] = [];
+    const send = agent.tunnel.send.bind(agent.tunnel);
+    agent.tunnel.send = (frame: AgentFrame) => (sent.push(frame), send(frame));
+    let r;
+    try {
+      r = await openai.chat.completions.create({ model: MODEL, messages: ask, tools: TOOLS });
+    } finally {
+      agent.tunnel.send = send;
+    }
+    assert.deepEqual(sent.filter((f) => f.type === 'chunk'), [], 'no chunk frame: everything rode with the end');
+    const end = sent.find((f) => f.type === 'end')!;
+    assert.equal(end.type === 'end' && end.reasoning, 'Two questions: weather and time.');
+    assert.deepEqual(end.type === 'end' && end.toolCalls, [
+      { index: 0, id: 'call_w1', name: 'get_weather', arguments: '{"city": "Paris"}' },
+      { index: 1, id: 'call_t1', name: 'get_time', arguments: '{}' },
+    ]);
+    assert.deepEqual(r.choices[0]!.message.tool_calls, CALLS);
+    assert.equal((r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content, 'Two questions: weather and time.');
+    const parts = [];
+    for await (const p of await ollama.chat({ model: MODEL, messages: ask, tools: TOOLS as never, stream: true })) parts.push(p);
+    assert.deepEqual(parts.flatMap((p) => p.message.tool_calls ?? []), OLLAMA_CALLS);
+    assert.equal(parts.map((p) => p.message.thinking ?? '').join(''), 'Two questions: weather and time.');
   });
 
   test('OpenAI tool history (assistant tool_calls, tool results) reaches the agent linked', async () => {
@@ -248,6 +276,14 @@ describe('tool calls, reasoning and structured output through the edge', () => {
       assert.equal(lines.map((l) => l.message.thinking ?? '').join(''), 'Two questions: weather and time.');
     }
     assert.equal(engine.tasks.length - runs, 1, 'only the first request reached the agent');
+    // What libSQL keeps (the hub answered from its memory above): the typed chunks and the reasoning tokens.
+    const row = await waitFor('the cache entry', async () => (await db().execute(`select finish_reason, reasoning_tokens, chunks from cache_entries where finish_reason = 'tool_calls'`)).rows[0]);
+    assert.equal(row.reasoning_tokens, 4);
+    const chunks = JSON.parse(String(row.chunks)) as Array<{ reasoning?: string; toolCalls?: Array<{ index: number; arguments?: string }> }>;
+    assert.equal(chunks.map((c) => c.reasoning ?? '').join(''), 'Two questions: weather and time.');
+    // How the pieces fell into frames depends on timing; what they add up to does not.
+    const pieces = chunks.flatMap((c) => c.toolCalls ?? []);
+    assert.deepEqual([0, 1].map((i) => pieces.filter((p) => p.index === i).map((p) => p.arguments ?? '').join('')), ['{"city": "Paris"}', '{}']);
   });
 
   test('an agent that does not announce the features: 400 naming the parameter, in the caller\'s shape', async () => {
@@ -276,7 +312,7 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     for (const [extra, param] of [[{ think: true }, 'think'], [{ format: 'json' }, 'format']] as const) {
       const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ model: 'old-model', messages: ask, stream: false, ...extra }) });
       assert.equal(res.status, 400);
-      assert.match(((await res.json()) as { error: string }).error, new RegExp(`too old for ${param}; update it|too old for ${param} `));
+      assert.match(((await res.json()) as { error: string }).error, new RegExp(`the agent serving 'old-model' is too old for ${param} .*; update it`));
     }
   });
 

@@ -13,6 +13,8 @@ export interface Script {
   promptTokens: number;
   /** Of the deltas' tokens, those spent reasoning. */
   reasoningTokens?: number;
+  /** All deltas in one turn of the event loop, so the agent merges them into one frame (its end's tail). */
+  burst?: boolean;
 }
 
 export class ScriptedEngine implements Engine {
@@ -29,12 +31,12 @@ export class ScriptedEngine implements Engine {
   }
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     this.tasks.push(task);
-    const { deltas, finishReason, promptTokens, reasoningTokens } = typeof this.script === 'function' ? this.script(task) : this.script;
+    const { deltas, finishReason, promptTokens, reasoningTokens, burst } = typeof this.script === 'function' ? this.script(task) : this.script;
     let completionTokens = 0;
     for (const d of deltas) {
       if (signal.aborted) break;
       // A turn of the event loop between deltas, as a model's forward pass would take: each becomes its own frame.
-      await new Promise((r) => setTimeout(r, this.delayMs));
+      if (!burst) await new Promise((r) => setTimeout(r, this.delayMs));
       completionTokens += d.tokens;
       yield { type: 'delta', ...d };
     }
