@@ -229,7 +229,7 @@ describe('hostile requests', () => {
   test('property: arbitrary JSON in any field never yields a 5xx', async () => {
     const paths = Object.keys(BASES);
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort'), fc.jsonValue()), async (path, fields) => {
+      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort', 'instructions', 'text', 'reasoning', 'metadata', 'previous_response_id', 'store', 'parallel_tool_calls'), fc.jsonValue()), async (path, fields) => {
         const body = { ...BASES[path], ...fields, max_tokens: 2, options: { num_predict: 2 } };
         await send({ path, body: JSON.stringify(body), what: JSON.stringify(fields).slice(0, 80) });
       }),
