@@ -15,6 +15,7 @@ import { Ajv } from 'ajv';
 import OpenAI from 'openai';
 import * as z from 'zod';
 import type { Agent } from '../node/agent.ts';
+import { EngineError } from '../node/errors.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import type { ChatTask, GenerateTask } from '../shared/protocol/frames.ts';
@@ -445,6 +446,60 @@ describe('OpenAI Responses API', () => {
       assert.equal(e.error.param, param, JSON.stringify(extra));
       assert.match(e.error.message, message);
     }
+  });
+
+  test('an engine that fails mid-answer: the client raises the error event; the stream ends with response.failed', async () => {
+    scripted.script = { ...textScript(['Half ', 'an answer']), error: new EngineError('the model crashed (scripted)') };
+    posts++;
+    const stream = await openai.responses.create({ model: 'scripted', input: 'fail please', stream: true, store: false });
+    const seen: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const e of stream) seen.push(e.type);
+      })(),
+      (err: unknown) => err instanceof OpenAI.APIError && /the model crashed \(scripted\)/.test(err.message),
+    );
+    assert.deepEqual(seen.slice(0, 2), ['response.created', 'response.in_progress']);
+    assert.ok(seen.includes('response.output_text.delta'), 'the text before the failure arrived');
+    scripted.script = { ...textScript(['Half']), error: new EngineError('the model crashed (scripted)') };
+    const raw = parseEvents(await (await post({ model: 'scripted', input: 'fail again', stream: true, store: false })).text());
+    checkSequence(raw);
+    assert.deepEqual(raw.slice(-2).map((e) => e.type), ['error', 'response.failed']);
+    assert.equal(raw.at(-2)!.code, 'engine_error');
+    assert.equal(raw.at(-1)!.response.status, 'failed');
+    const row = await waitFor('the failed request\'s usage row', async () => (await db().execute(`select status, outcome, error_code from usage where endpoint = 'responses' and outcome = 'error'`)).rows[1]);
+    assert.deepEqual([row.status, row.error_code], [502, 'engine_error']);
+  });
+
+  test('keep-alives are SSE comments while the model is slow; identical requests in flight run once', async () => {
+    scripted.delayMs = 700;
+    try {
+      scripted.script = textScript(['slow ', 'answer']);
+      const res = await post({ model: 'scripted', input: 'take your time', stream: true, store: false });
+      const text = await res.text();
+      assert.match(text, /^: keep-alive\n\n/m);
+      assert.equal(parseEvents(text).at(-1)!.type, 'response.completed');
+      const before = scripted.tasks.length;
+      const body = { model: 'scripted', input: 'twins', temperature: 0, store: false };
+      const [a, b] = await Promise.all([post(body), post(body)]);
+      assert.deepEqual([a.headers.get('x-npu-relay-cache'), b.headers.get('x-npu-relay-cache')].sort(), ['HIT', 'MISS']);
+      assert.equal(scripted.tasks.length - before, 1, 'the agent ran the twins once');
+      const [ja, jb] = (await Promise.all([a.json(), b.json()])) as [{ id: string; output: unknown }, { id: string; output: unknown }];
+      assert.notEqual(ja.id, jb.id);
+      assert.deepEqual(
+        JSON.stringify(ja.output).replace(/(msg|rs|fc)_[0-9a-f]{32}/g, ''),
+        JSON.stringify(jb.output).replace(/(msg|rs|fc)_[0-9a-f]{32}/g, ''),
+      );
+    } finally {
+      scripted.delayMs = 1;
+    }
+  });
+
+  test('no key, no answer: 401 in OpenAI\'s shape', async () => {
+    posts++;
+    const res = await fetch(new URL('/v1/responses', edge.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'scripted', input: 'hi' }) });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: { type: string } }).error.type, 'authentication_error');
   });
 
   test('each request left exactly one usage row with endpoint responses', async () => {

@@ -15,6 +15,8 @@ export interface Script {
   reasoningTokens?: number;
   /** All deltas in one turn of the event loop, so the agent merges them into one frame (its end's tail). */
   burst?: boolean;
+  /** Thrown after the deltas instead of ending normally: an engine that fails mid-answer. */
+  error?: Error;
 }
 
 export class ScriptedEngine implements Engine {
@@ -31,7 +33,7 @@ export class ScriptedEngine implements Engine {
   }
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     this.tasks.push(task);
-    const { deltas, finishReason, promptTokens, reasoningTokens, burst } = typeof this.script === 'function' ? this.script(task) : this.script;
+    const { deltas, finishReason, promptTokens, reasoningTokens, burst, error } = typeof this.script === 'function' ? this.script(task) : this.script;
     let completionTokens = 0;
     for (const d of deltas) {
       if (signal.aborted) break;
@@ -40,6 +42,7 @@ export class ScriptedEngine implements Engine {
       completionTokens += d.tokens;
       yield { type: 'delta', ...d };
     }
+    if (error && !signal.aborted) throw error;
     const usage = { promptTokens, completionTokens, ...(reasoningTokens !== undefined ? { reasoningTokens } : {}) };
     yield { type: 'done', finishReason: signal.aborted ? 'cancelled' : finishReason, usage, device: 'CPU' };
   }
