@@ -515,3 +515,28 @@ describe('OpenAI Responses API', () => {
     console.log(`usage rows for responses: ${n} (${byOutcome.map((r) => `${r.outcome}/${r.cache}/${r.status}×${r.n}`).join(', ')})`);
   });
 });
+
+describe('stored responses expire', () => {
+  let edge: TestEdge;
+  let agent: Agent;
+  const scripted = new ScriptedEngine();
+
+  before(async () => {
+    edge = await startTestEdge({ NPU_RELAY_RESPONSES_TTL_S: '1' });
+    agent = await startTestAgent(edge, scripted, { agentId: 'scripted-ttl' });
+  });
+  after(async () => {
+    await agent?.stop();
+    await edge?.stop();
+  });
+
+  test('after NPU_RELAY_RESPONSES_TTL_S a response is gone: retrieve and previous_response_id answer 404', async () => {
+    scripted.script = textScript(['remember me']);
+    const openai = edge.openai();
+    const r = await openai.responses.create({ model: 'scripted', input: 'hello' });
+    assert.equal((await openai.responses.retrieve(r.id)).output_text, 'remember me');
+    await new Promise((done) => setTimeout(done, 1200));
+    await assert.rejects(openai.responses.retrieve(r.id), OpenAI.NotFoundError);
+    await assert.rejects(openai.responses.create({ model: 'scripted', input: 'again', previous_response_id: r.id }), (e: unknown) => e instanceof OpenAI.NotFoundError && e.param === 'previous_response_id');
+  });
+});
