@@ -330,6 +330,26 @@ describe('OpenAI Responses API', () => {
     await assert.rejects(openai.responses.retrieve(unstored.id), OpenAI.NotFoundError);
   });
 
+  test('previous_response_id after a call: the new input is only the function_call_output, linked to the stored call', async () => {
+    scripted.script = callScript(['{"city":"Oslo"}'], 'call_prev');
+    posts++;
+    const first = await openai.responses.create({ model: 'scripted', input: 'Weather in Oslo?', tools: [WEATHER] });
+    scripted.script = textScript(['Cold.']);
+    posts++;
+    const second = await openai.responses.create({
+      model: 'scripted',
+      tools: [WEATHER],
+      previous_response_id: first.id,
+      input: [{ type: 'function_call_output', call_id: 'call_prev', output: '-3 °C' }],
+    });
+    assert.equal(second.output_text, 'Cold.');
+    assert.deepEqual(lastTask().messages, [
+      { role: 'user', content: 'Weather in Oslo?' },
+      { role: 'assistant', content: '', toolCalls: [{ id: 'call_prev', name: 'get_weather', arguments: '{"city":"Oslo"}' }], reasoning: 'The user wants the weather.' },
+      { role: 'tool', content: '-3 °C', toolCallId: 'call_prev', toolName: 'get_weather' },
+    ]);
+  });
+
   test('the OpenAI Agents SDK runs an agent with one function tool through the relay (scripted model)', async () => {
     const cities: string[] = [];
     scripted.script = (task: GenerateTask) =>
