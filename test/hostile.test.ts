@@ -113,7 +113,7 @@ const TOOL_CASES: Array<[string, Record<string, unknown>, string]> = [
   ['/v1/responses', { ...responses, reasoning: { effort: 'extreme' } }, 'an unknown reasoning effort'],
   ['/v1/responses', { ...responses, metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }, '17 metadata pairs'],
   ['/v1/responses', { ...responses, previous_response_id: '' }, 'an empty previous_response_id'],
-  ['/v1/responses', { ...responses, truncation: 'auto' }, 'truncation auto'],
+  ['/v1/responses', { ...responses, truncation: 'sometimes' }, 'an unknown truncation'],
 ];
 
 function corpus(): Case[] {

@@ -69,6 +69,7 @@ describe('Responses requests → tasks', () => {
     const c = chatTaskFromOpenAI(ChatCompletionRequest.parse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], temperature: 0, max_tokens: 5 }));
     assert.deepEqual(r, c);
     assert.equal(await cacheKey('t', r), await cacheKey('t', c));
+    assert.deepEqual(task({ input: 'x', truncation: 'auto' }), task({ input: 'x' }), 'truncation auto drops nothing: the same task');
     assert.deepEqual(task({ input: 'x', reasoning: { effort: 'minimal' } }).think, false);
     assert.equal(task({ input: 'x', reasoning: { summary: 'auto' } }).think, undefined, 'a summary alone changes nothing');
     const named = task({ input: 'x', tools: [{ type: 'function', name: 'f' }], tool_choice: { type: 'function', name: 'f' }, parallel_tool_calls: false });

@@ -165,7 +165,9 @@ export const ResponsesRequest = z
       })
       .nullable()
       .optional(),
-    truncation: onlyOff(z.enum(['auto', 'disabled']), (v) => v === 'disabled', "only truncation 'disabled' is supported: a prompt longer than the model's context is refused"),
+    // `auto` asks to drop the start of a conversation that does not fit; nothing is dropped here, and one that does
+    // not fit is refused (a 400), so accepting it never changes an answer silently.
+    truncation: z.enum(['auto', 'disabled']).nullable().optional(),
     background: onlyOff(z.boolean(), (v) => v === false, 'background responses are not supported by this server: send the request without background and wait for it (or stream it)'),
     conversation: onlyOff(z.unknown(), () => false, 'conversations are not supported by this server: continue a response with previous_response_id'),
     prompt: onlyOff(z.unknown(), () => false, 'stored prompt templates are not supported by this server: send instructions and input'),

@@ -27,6 +27,7 @@ function echo(req: ResponsesRequest): Record<string, unknown> {
       t.type === 'function' ? [{ type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? true }] : [],
     ),
     top_p: req.top_p ?? 1,
+    truncation: req.truncation ?? 'disabled',
     metadata: req.metadata ?? {},
     ...(req.user !== undefined ? { user: req.user } : {}),
   };
