@@ -19,7 +19,9 @@ interface Case {
 
 const chat = { model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, temperature: 0 };
 const ollamaChat = { model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], stream: false, options: { num_predict: 2, temperature: 0 } };
+const responses = { model: CHAT_MODEL, input: 'hi', instructions: 'Be brief.', max_output_tokens: 2, temperature: 0, store: false, metadata: {}, text: { format: { type: 'text' } }, reasoning: {}, background: false };
 const BASES: Record<string, Record<string, unknown>> = {
+  '/v1/responses': responses,
   '/v1/chat/completions': chat,
   '/v1/completions': { model: CHAT_MODEL, prompt: 'hi', max_tokens: 2, temperature: 0 },
   '/v1/embeddings': { model: EMBED_MODEL, input: 'hi' },
@@ -45,6 +47,10 @@ const WRONG_VALUES: Array<[string, unknown]> = [
   ['options', { stop: 'x' }], ['options', { seed: 'x' }], ['keep_alive', 'forever'], ['keep_alive', {}], ['format', 'json'],
   ['images', ['aGVsbG8=']], ['tools', [{ type: 'function' }]], ['raw', 'yes'], ['system', 5], ['truncate', 'no'], ['think', true],
   ['presence_penalty', 5], ['frequency_penalty', -9], ['logprobs', true], ['echo', true], ['best_of', 3], ['suffix', 'end'],
+  ['input', [{ type: 'alien' }]], ['input', [{ role: 'tool', content: 'x' }]], ['input', [{ role: 'user' }]], ['input', { role: 'user', content: 'x' }],
+  ['max_output_tokens', 0], ['max_output_tokens', -5], ['max_output_tokens', 'many'], ['instructions', 5], ['instructions', ['a']],
+  ['store', 'yes'], ['metadata', 'x'], ['metadata', { k: 5 }], ['text', 'json'], ['text', { format: 'json' }], ['reasoning', 'high'],
+  ['reasoning', { effort: 9 }], ['background', true], ['background', 'no'],
 ];
 const UNICODE = ['\ud800', '\udfff', '\ufeff', '\u202e', '👩‍👩‍👧‍👦', 'a\u0000b', '\uffff', 'é'.normalize('NFD')];
 
@@ -84,6 +90,30 @@ const TOOL_CASES: Array<[string, Record<string, unknown>, string]> = [
   ['/api/chat', { ...ollamaChat, messages: [{ role: 'user', content: 'x', images: ['aGVsbG8='] }] }, 'an image'],
   ['/api/generate', { ...BASES['/api/generate'], raw: true, think: true }, 'think with raw'],
   ['/api/generate', { ...BASES['/api/generate'], format: ['json'] }, 'format as a list'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'web_search' }] }, 'a built-in web_search tool'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'file_search', vector_store_ids: ['vs_1'] }] }, 'a built-in file_search tool'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'computer_use_preview', display_width: 1, display_height: 1, environment: 'browser' }] }, 'a computer_use tool'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'mcp', server_label: 'x', server_url: 'https://example.com' }] }, 'an MCP tool'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'function' }] }, 'a function tool without a name'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'function', name: 'f', parameters: { type: 'string' } }] }, 'a non-object parameters schema'],
+  ['/v1/responses', { ...responses, tools: [{ type: 'function', name: 'f' }, { type: 'function', name: 'f' }] }, 'two tools of one name'],
+  ['/v1/responses', { ...responses, tool_choice: { type: 'function', name: 'f' } }, 'a tool_choice naming a tool without tools'],
+  ['/v1/responses', { ...responses, tool_choice: { type: 'file_search' } }, 'a tool_choice of a built-in tool'],
+  ['/v1/responses', { ...responses, background: true }, 'background: true'],
+  ['/v1/responses', { ...responses, conversation: 'conv_1' }, 'a conversation'],
+  ['/v1/responses', { ...responses, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://example.com/a.png' }] }] }, 'an image input'],
+  ['/v1/responses', { ...responses, input: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file_1' }] }] }, 'a file input'],
+  ['/v1/responses', { ...responses, input: [{ type: 'item_reference', id: 'msg_1' }] }, 'an item reference'],
+  ['/v1/responses', { ...responses, input: [{ type: 'function_call', name: 'f', arguments: '{}' }] }, 'a function_call without call_id'],
+  ['/v1/responses', { ...responses, input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: { a: 1 } }] }, 'function_call arguments as an object'],
+  ['/v1/responses', { ...responses, input: [{ type: 'function_call_output', call_id: 'c' }] }, 'a function_call_output without output'],
+  ['/v1/responses', { ...responses, input: [] }, 'an empty input list'],
+  ['/v1/responses', { ...responses, text: { format: { type: 'json_schema', name: 'x' } } }, 'json_schema without a schema'],
+  ['/v1/responses', { ...responses, text: { format: { type: 'xml' } } }, 'an unknown text format'],
+  ['/v1/responses', { ...responses, reasoning: { effort: 'extreme' } }, 'an unknown reasoning effort'],
+  ['/v1/responses', { ...responses, metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }, '17 metadata pairs'],
+  ['/v1/responses', { ...responses, previous_response_id: '' }, 'an empty previous_response_id'],
+  ['/v1/responses', { ...responses, truncation: 'sometimes' }, 'an unknown truncation'],
 ];
 
 function corpus(): Case[] {
@@ -157,6 +187,32 @@ describe('hostile requests', () => {
     assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, model: 'nope' })), 404);
     assert.equal(await status('/v1/chat/completions', JSON.stringify({ ...chat, pad: 'x'.repeat(2_000_000) })), 413);
     assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, pad: 'x'.repeat(2_000_000) })), 413);
+    assert.equal(await status('/v1/responses', JSON.stringify({ ...responses, previous_response_id: 'resp_nope' })), 404);
+    assert.equal(await status('/v1/responses', JSON.stringify({ ...responses, model: 'nope' })), 404);
+  });
+
+  test('stored responses: unknown ids are 404, bad list parameters 400, no key 401, always in OpenAI\'s shape', async () => {
+    const cases: Array<[string, string, number, string | undefined]> = [
+      ['GET', '/v1/responses/resp_nope', 404, edge.apiKey],
+      ['GET', `/v1/responses/${encodeURIComponent('\u0000../é')}`, 404, edge.apiKey],
+      ['GET', '/v1/responses/%E0%A4%A', 404, edge.apiKey],
+      ['DELETE', '/v1/responses/%ff', 404, edge.apiKey],
+      ['DELETE', '/v1/responses/resp_nope', 404, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items', 404, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?limit=0', 400, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?limit=abc', 400, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?order=sideways', 400, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope', 401, undefined],
+      ['DELETE', '/v1/responses/resp_nope', 401, 'sk-relay-wrong'],
+      ['PUT', '/v1/responses', 405, edge.apiKey],
+    ];
+    for (const [method, path, expected, key] of cases) {
+      const res = await fetch(new URL(path, edge.url), { method, headers: key ? { authorization: `Bearer ${key}` } : {}, signal: AbortSignal.timeout(15_000) });
+      const body = (await res.json()) as { error: { message: string; type: string; code: string } };
+      assert.equal(res.status, expected, `${method} ${path}: ${JSON.stringify(body)}`);
+      assert.equal(typeof body.error.message, 'string');
+      assert.equal(typeof body.error.code, 'string');
+    }
   });
 
   test('malformed tools, tool choices, formats, think and tool history: 400, naming the field', async () => {
@@ -173,7 +229,7 @@ describe('hostile requests', () => {
   test('property: arbitrary JSON in any field never yields a 5xx', async () => {
     const paths = Object.keys(BASES);
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort'), fc.jsonValue()), async (path, fields) => {
+      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort', 'instructions', 'text', 'reasoning', 'metadata', 'previous_response_id', 'store', 'parallel_tool_calls'), fc.jsonValue()), async (path, fields) => {
         const body = { ...BASES[path], ...fields, max_tokens: 2, options: { num_predict: 2 } };
         await send({ path, body: JSON.stringify(body), what: JSON.stringify(fields).slice(0, 80) });
       }),

@@ -12,12 +12,14 @@ export interface EdgeConfig {
   libsqlAuthToken: string | undefined;
   maxBodyBytes: number;
   cacheTtlMs: number;
+  /** How long a stored Responses API response (and its input) is kept. */
+  responsesTtlMs: number;
   keyGraceMs: number;
   inferenceTimeoutMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
-type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_INFERENCE_TIMEOUT_S';
+type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_RESPONSES_TTL_S' | 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_INFERENCE_TIMEOUT_S';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -47,6 +49,8 @@ export function edgeConfig(env: Env): EdgeConfig {
       libsqlAuthToken: env.NPU_RELAY_LIBSQL_AUTH_TOKEN || undefined,
       maxBodyBytes: positiveInt(env, 'NPU_RELAY_MAX_BODY_BYTES', 1024 * 1024),
       cacheTtlMs: positiveInt(env, 'NPU_RELAY_CACHE_TTL_S', 24 * 3600) * 1000,
+      // OpenAI keeps stored responses for 30 days.
+      responsesTtlMs: positiveInt(env, 'NPU_RELAY_RESPONSES_TTL_S', 30 * 24 * 3600) * 1000,
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
     };

@@ -5,6 +5,7 @@ import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
+import { responsesRoutes } from './api/openai-responses/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { hub, type Args } from './routes/context.ts';
@@ -52,6 +53,7 @@ const ollamaProbe = (request: IRequest) => new Response(request.method === 'HEAD
 
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', ollamaProbe).head('/', ollamaProbe);
 openaiRoutes(router);
+responsesRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

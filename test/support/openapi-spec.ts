@@ -107,11 +107,37 @@ export class OpenApiSpec {
     return problems;
   }
 
+  /** An allOf of object schemas as one object schema (properties and required lists joined); undefined otherwise. */
+  #merge(schema: Schema): Schema | undefined {
+    const properties: Record<string, Schema> = {};
+    const required: string[] = [];
+    const parts: Schema[] = [];
+    const collect = (s: Schema): boolean => {
+      if (typeof s.$ref === 'string') return collect(this.schema(s.$ref.split('/').pop()!));
+      if (s.anyOf || s.oneOf) return false;
+      if (s.allOf) return (s.allOf as Schema[]).every(collect);
+      if (!(s.type === 'object' || s.properties)) return false;
+      parts.push(s);
+      return true;
+    };
+    if (!collect({ allOf: schema.allOf })) return undefined;
+    for (const p of parts) {
+      Object.assign(properties, p.properties ?? {});
+      required.push(...((p.required as string[] | undefined) ?? []));
+    }
+    return { type: 'object', properties, required, additionalProperties: parts.some((p) => p.additionalProperties) };
+  }
+
   #check(value: unknown, schema: Schema, path: string, problems: string[], extensions: Set<string>): void {
     // OpenAPI 3.0 puts `nullable` beside a `$ref` to allow null in place of the referenced object.
     if (value === null && schema.nullable === true) return;
     if (typeof schema.$ref === 'string') return this.#check(value, this.schema(schema.$ref.split('/').pop()!), path, problems, extensions);
-    for (const s of (schema.allOf as Schema[] | undefined) ?? []) this.#check(value, s, path, problems, extensions);
+    if (schema.allOf) {
+      // The members of an allOf describe one object together: a property declared by any of them is in the spec.
+      const merged = this.#merge(schema);
+      if (merged) return this.#check(value, merged, path, problems, extensions);
+      for (const s of schema.allOf as Schema[]) this.#check(value, s, path, problems, extensions);
+    }
     const alternatives = (schema.anyOf ?? schema.oneOf) as Schema[] | undefined;
     if (alternatives) {
       const fits = alternatives.some((s) => {

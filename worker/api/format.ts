@@ -29,6 +29,8 @@ export interface ResponseMeta {
   includeUsage: boolean;
   /** OpenAI embeddings: how vectors are encoded. */
   encoding?: 'float' | 'base64';
+  /** Request parameters the response object repeats (OpenAI Responses: instructions, tools, text, …). */
+  echo?: Record<string, unknown>;
 }
 
 /** A piece of the answer as it streams: answer text, reasoning text and tool-call pieces (a chunk frame's parts). */
@@ -59,6 +61,8 @@ export interface StreamWriter {
 
 export interface ResponseFormat {
   readonly flavor: Flavor;
+  /** The response's id from the request's UUID, for dialects with their own id scheme (Responses: `resp_…`). */
+  responseId?(requestId: string): string;
   stream(meta: ResponseMeta): StreamWriter;
   /** The whole non-streaming response body. */
   body(meta: ResponseMeta, answer: Answer, outcome: Outcome): unknown;

@@ -3,11 +3,13 @@ import type { ResponseFormat } from './format.ts';
 import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './ollama.ts';
 import { openaiChat, openaiCompletion } from './openai-chat.ts';
 import { openaiEmbeddings } from './openai-embeddings.ts';
+import { openaiResponses } from './openai-responses/response.ts';
 
 export const FORMATS = {
   'openai.chat': openaiChat,
   'openai.completion': openaiCompletion,
   'openai.embeddings': openaiEmbeddings,
+  'openai.responses': openaiResponses,
   'ollama.chat': ollamaChat,
   'ollama.generate': ollamaGenerate,
   'ollama.embed': ollamaEmbed,

@@ -3,6 +3,7 @@
  * (`npm run db:generate`); never edit the SQL by hand.
  */
 import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import type { ChatMessage } from '../../shared/protocol/frames.ts';
 import type { AnswerChunk } from '../api/format.ts';
 
 /** Client API keys. Only a SHA-256 hash of the secret is stored; `prefix` lets humans tell keys apart. */
@@ -82,4 +83,30 @@ export const cacheEntries = sqliteTable(
     expiresAt: integer('expires_at').notNull(),
   },
   (t) => [index('cache_expires').on(t.expiresAt)],
+);
+
+/**
+ * Stored OpenAI Responses API responses (`store: true`), readable only by keys of the tenant that made them, until
+ * `expires_at` (NPU_RELAY_RESPONSES_TTL_S).
+ */
+export const storedResponses = sqliteTable(
+  'responses',
+  {
+    id: text('id').primaryKey(),
+    tenant: text('tenant').notNull(),
+    model: text('model').notNull(),
+    status: text('status').notNull(),
+    /** The response object as `GET /v1/responses/{id}` returns it: output items, usage, status, request parameters. */
+    response: text('response', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** The request's own input items, with ids, as `GET /v1/responses/{id}/input_items` lists them. */
+    inputItems: text('input_items', { mode: 'json' }).$type<Array<Record<string, unknown>>>().notNull(),
+    /**
+     * The conversation up to and including this response as chat messages, without its instructions (they are not
+     * carried over): what a request with `previous_response_id` continues from.
+     */
+    history: text('history', { mode: 'json' }).$type<ChatMessage[]>().notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('responses_tenant').on(t.tenant), index('responses_expires').on(t.expiresAt)],
 );

@@ -33,7 +33,7 @@ export function preflight(request: Request, origins: CorsOrigins): Response | un
   if (origin === undefined) return undefined;
   const headers = new Headers({
     'access-control-allow-origin': origin,
-    'access-control-allow-methods': 'GET, POST, OPTIONS',
+    'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
     'access-control-max-age': MAX_AGE_S,
   });
   // `Authorization` is never covered by a `*` here, so the headers the client asked for are named back.

@@ -15,6 +15,8 @@ import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
+import { ResponseStore, responseNotFound, type Conversation, type StoredResponse } from '../api/openai-responses/store.ts';
+import { linkToolResults } from '../../shared/api/tools.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
@@ -52,6 +54,8 @@ export interface Dispatch {
   /** From the client's Cache-Control: `no-cache` skips the lookup, `no-store` skips storing. */
   noCache: boolean;
   noStore: boolean;
+  /** Responses API: the stored response this request continues, and whether to store this one. */
+  conversation?: Conversation;
 }
 
 /** The outcome of checking a key, as plain data (errors do not cross RPC with their fields). */
@@ -180,6 +184,7 @@ export class AgentHub extends DurableObject<Env> {
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
+  readonly #responses = new ResponseStore(() => this.#database(), () => this.#config().responsesTtlMs);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -349,6 +354,16 @@ export class AgentHub extends DurableObject<Env> {
     return this.#ledger.outboxSize;
   }
 
+  /** A tenant's stored Responses API response (through the hub, so a write still under way is waited for). */
+  async storedResponse(tenant: string, id: string): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | null> {
+    const row = await this.#responses.get(tenant, id);
+    return row ? { response: row.response, inputItems: row.inputItems } : null;
+  }
+
+  async deleteStoredResponse(tenant: string, id: string): Promise<boolean> {
+    return this.#responses.delete(tenant, id);
+  }
+
   #attach(request: Request): Response {
     if (request.headers.get('upgrade')?.toLowerCase() !== 'websocket') {
       throw new ApiError('invalid_request', 'agents connect with a WebSocket upgrade (GET with Upgrade: websocket)');
@@ -464,9 +479,19 @@ export class AgentHub extends DurableObject<Env> {
       throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}; retry after ${retryAfter} s`, { retryAfter });
     }
 
+    const conversation = dispatch.conversation;
+    if (conversation?.previousResponseId !== undefined && dispatch.task.task === 'chat') {
+      const prior = await this.#responses.get(key.tenant, conversation.previousResponseId);
+      if (!prior) throw responseNotFound(conversation.previousResponseId, 'previous_response_id');
+      const messages = dispatch.task.messages;
+      const at = conversation.instructionCount;
+      // Linked again: a function_call_output in the new input answers a call in the stored history.
+      dispatch = { ...dispatch, task: { ...dispatch.task, messages: linkToolResults([...messages.slice(0, at), ...prior.history, ...messages.slice(at)]) } };
+    }
+
     const format = FORMATS[dispatch.format];
     const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
-    const meta: ResponseMeta = { id: `${prefix}-${ctx.id}`, ...dispatch.meta };
+    const meta: ResponseMeta = { id: format.responseId?.(ctx.id) ?? `${prefix}-${ctx.id}`, ...dispatch.meta };
     const cacheable = isDeterministic(dispatch.task);
     const ck = cacheable ? await cacheKey(key.tenant, dispatch.task) : undefined;
     ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
@@ -488,6 +513,7 @@ export class AgentHub extends DurableObject<Env> {
         this.#ledger.chargeTokens(key, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
         if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks, ...(hit.embeddings ? { embeddings: hit.embeddings } : {}) });
+        this.#keep(dispatch, key.tenant, meta)?.(hit);
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
       }
     }
@@ -508,6 +534,7 @@ export class AgentHub extends DurableObject<Env> {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
     }
+    const keep = this.#keep(dispatch, key.tenant, meta);
     const exchange = new Exchange({
       id: ctx.id,
       connId,
@@ -520,6 +547,8 @@ export class AgentHub extends DurableObject<Env> {
       onFlow: (ex, pause) => this.#send(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
         settled.resolve(s);
+        // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
+        keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         const tokens = s.usage.promptTokens + s.usage.completionTokens;
         this.#ledger.chargeTokens(key, tokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
@@ -541,6 +570,14 @@ export class AgentHub extends DurableObject<Env> {
     this.#send(ws, { type: 'request', id: ctx.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
     this.#startKeepAlive();
     return exchange.response();
+  }
+
+  /** For a Responses API request with `store`: stores the response once it settles (see ResponseStore.begin). */
+  #keep(dispatch: Dispatch, tenant: string, meta: ResponseMeta): ReturnType<ResponseStore['begin']> | undefined {
+    const store = dispatch.conversation?.store;
+    if (!store || dispatch.task.task !== 'chat') return undefined;
+    const what = { tenant, meta, task: dispatch.task, instructionCount: dispatch.conversation!.instructionCount, inputItems: store.inputItems };
+    return this.#responses.begin(what, (p) => this.ctx.waitUntil(p));
   }
 
   /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
