@@ -14,7 +14,7 @@ import { loadXGrammar, type XGrammar } from './xgrammar.ts';
 const CACHE_ENTRIES = 64;
 
 export class ConstraintCompiler {
-  readonly #vocabulary: () => GrammarVocabulary;
+  readonly #vocabulary: () => GrammarVocabulary | Promise<GrammarVocabulary>;
   #ready: Promise<{ xgrammar: XGrammar; info: TokenizerInfo; compiler: GrammarCompiler }> | undefined;
   readonly #cache = new Map<string, Promise<CompiledGrammar>>();
 
@@ -22,14 +22,14 @@ export class ConstraintCompiler {
    * `vocabulary` is read on the first compile only: building xgrammar's tokenizer info for a 32k vocabulary takes
    * ~0.2 s, which a model that is never constrained should not pay at load.
    */
-  constructor(vocabulary: () => GrammarVocabulary) {
+  constructor(vocabulary: () => GrammarVocabulary | Promise<GrammarVocabulary>) {
     this.#vocabulary = vocabulary;
   }
 
   #setup() {
     return (this.#ready ??= (async () => {
       const xgrammar = await loadXGrammar();
-      const { tokens, vocabType, prependSpace, vocabSize, stopTokenIds } = this.#vocabulary();
+      const { tokens, vocabType, prependSpace, vocabSize, stopTokenIds } = await this.#vocabulary();
       const info = await xgrammar.TokenizerInfo.createTokenizerInfo(tokens, vocabType, prependSpace, vocabSize, stopTokenIds);
       // xgrammar's own cache is unbounded; this class bounds what it keeps instead.
       const compiler = await xgrammar.GrammarCompiler.createGrammarCompiler(info, false);
@@ -69,7 +69,15 @@ export class ConstraintCompiler {
 
   async #compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
     const { compiler } = await this.#setup();
-    const { result, fatal } = await capturingFatal(() => compiler.compileStructuralTag({ type: 'structural_tag', format: constraint as StructuralTagFormat }));
+    const { result, fatal } = await capturingFatal(() =>
+      constraint.type === 'json_schema'
+        ? // A whole answer in JSON: compact, on one line. Structural tags allow any whitespace between JSON tokens,
+          // and a model can then write whitespace until max tokens (greedy decoding of the fixture model does, at
+          // once). Strict, as OpenAI's structured outputs are: an object has only the properties its schema lists,
+          // unless the schema allows more (`additionalProperties`), as a schema for "any object" must say.
+          compiler.compileJSONSchema(JSON.stringify(openAnyObject(constraint.json_schema)), false, -1, undefined, true)
+        : compiler.compileStructuralTag({ type: 'structural_tag', format: constraint as StructuralTagFormat }),
+    );
     if ('error' in result) {
       const reason = fatal ?? (result.error instanceof Error ? result.error.message : String(result.error));
       throw new AgentError('invalid_request', `${what} could not be compiled: ${reason}`, { cause: result.error });
@@ -94,6 +102,16 @@ export class ConstraintCompiler {
     ready?.info.dispose();
     this.#ready = undefined;
   }
+}
+
+/**
+ * A top-level object schema that names no properties (`{type: "object"}`, as `json_object` asks) means any object;
+ * in xgrammar's strict mode it would mean only `{}`, so it says so explicitly.
+ */
+function openAnyObject(schema: Record<string, unknown> | boolean): Record<string, unknown> | boolean {
+  if (typeof schema !== 'object' || schema.type !== 'object') return schema;
+  const constrains = ['properties', 'patternProperties', 'additionalProperties', 'unevaluatedProperties'].some((k) => k in schema);
+  return constrains ? schema : { ...schema, additionalProperties: true };
 }
 
 /**
