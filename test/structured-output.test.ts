@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { AgentError } from '../node/errors.ts';
-import type { ChatTask, JsonSchema, ResponseFormat } from '../shared/protocol/frames.ts';
+import type { ChatTask, JsonSchema, ResponseFormat, ToolCallDelta, ToolDef } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine } from './support/stack.ts';
@@ -99,6 +99,60 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
     assert.equal(done.finishReason, 'stop', `finished: ${JSON.stringify(text)}`);
     assert.ok(['red', 'green', 'blue'].includes((JSON.parse(text) as { color: string }).color), text);
   });
+
+  const TOOLS: ToolDef[] = [
+    {
+      name: 'get_weather',
+      description: 'Weather for a city',
+      parameters: { type: 'object', properties: { city: { enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false },
+    },
+    {
+      name: 'set_alarm',
+      description: 'Set an alarm',
+      parameters: { type: 'object', properties: { hour: { type: 'integer', minimum: 0, maximum: 23 }, label: { type: 'string', maxLength: 6 } }, required: ['hour'], additionalProperties: false },
+    },
+  ];
+
+  /** Tool-call deltas put back together by index, as a client does. */
+  function reassemble(deltas: ToolCallDelta[]): Array<{ name: string; arguments: string }> {
+    const calls: Array<{ name: string; arguments: string }> = [];
+    for (const d of deltas) {
+      const call = (calls[d.index] ??= { name: '', arguments: '' });
+      if (d.name) call.name = d.name;
+      call.arguments += d.arguments ?? '';
+    }
+    return calls;
+  }
+
+  for (const [label, toolChoice] of [['required', 'required'], ['named (set_alarm)', { name: 'set_alarm' }]] as const) {
+    test(`tool_choice ${label}: the calls reassemble to arguments that validate against the tool's schema`, async () => {
+      const ajv = new Ajv({ strict: false });
+      const validators = new Map(TOOLS.map((t) => [t.name, ajv.compile(t.parameters)]));
+      let called = 0;
+      let length = 0;
+      const names = new Set<string>();
+      for (let seed = 0; seed < 20; seed++) {
+        const { deltas, text, done } = await runGenerate(engine, { ...task({ type: 'json_object' }, seed, 96), responseFormat: undefined, tools: TOOLS, toolChoice });
+        if (done.finishReason === 'length') {
+          length++;
+          continue;
+        }
+        assert.equal(done.finishReason, 'tool_calls', `finished with calls: ${JSON.stringify(text)}`);
+        const calls = reassemble(deltas.flatMap((d) => d.toolCalls ?? []));
+        assert.ok(calls.length >= 1);
+        if (typeof toolChoice === 'object') assert.deepEqual(calls.map((c) => c.name), [toolChoice.name], 'exactly the named tool, once');
+        for (const call of calls) {
+          const validate = validators.get(call.name);
+          assert.ok(validate, `a known tool: ${call.name}`);
+          assert.ok(validate(JSON.parse(call.arguments)), `${call.name}(${call.arguments}): ${ajv.errorsText(validate.errors)}`);
+          names.add(call.name);
+        }
+        called++;
+      }
+      console.log(`tool_choice ${label}, 20 runs: tool_calls ${called}, length ${length}, tools called: ${[...names].join(', ')}`);
+      assert.ok(called > 0);
+    });
+  }
 
   test('a schema that cannot be compiled is invalid_request before any token', async () => {
     const events: unknown[] = [];
