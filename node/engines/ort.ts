@@ -7,6 +7,8 @@ import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
+import { planOutput } from '../output/planner.ts';
+import { structured } from '../output/structured.ts';
 import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
 import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
 
@@ -50,7 +52,7 @@ export class OrtEngine implements Engine {
     this.#dtype = options.dtype ?? 'fp32';
     this.#pool = new ModelPool<LoadedModel>({
       dispose: async (m) => {
-        if (m.kind === 'chat') await m.chat.model.dispose();
+        if (m.kind === 'chat') await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
         else await m.embedder.extractor.dispose();
       },
       keepAliveMs: options.keepAliveMs,
@@ -145,7 +147,9 @@ export class OrtEngine implements Engine {
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
-      yield* generate(task, signal, chat, this.#entries.get(task.model)?.contextLength, (generation) => (running = generation));
+      const entry = this.#entries.get(task.model)!;
+      const plan = planOutput(task, entry.traits);
+      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)));
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);
