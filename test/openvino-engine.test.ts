@@ -13,12 +13,21 @@ import { after, before, describe, test } from 'node:test';
 import type * as GenAI from 'openvino-genai-node';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
 import { loadOpenVino, NPU_DEFAULTS, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
+import type { AgentError } from '../node/errors.ts';
+import { compactJson } from '../node/grammar/compact-json.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
+
+/** The EBNF a JSON schema becomes in a constraint (node/grammar/compact-json.ts). */
+async function compactGrammar(schema: Record<string, unknown>): Promise<string> {
+  const element = await compactJson({ type: 'json_schema', json_schema: schema }, 'test schema');
+  assert.equal(element.type, 'grammar');
+  return (element as { grammar: string }).grammar;
+}
 
 const CHAT_MODEL = 'tiny-random-llama';
 const EMBED_MODEL = 'tiny-bow-embed';
@@ -119,7 +128,8 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     assert.deepEqual(
       config.structural_tags_config,
       S.TagsWithSeparator({
-        tags: [S.Tag({ begin: '<tool_call>\n{"name": "get_weather", "arguments": ', content: S.JSONSchema(JSON.stringify(WEATHER.parameters)), end: '}\n</tool_call>' })],
+        // The arguments as compact, strict JSON (node/grammar/compact-json.ts), the same grammar ONNX Runtime runs.
+        tags: [S.Tag({ begin: '<tool_call>\n{"name": "get_weather", "arguments": ', content: S.EBNF(await compactGrammar(WEATHER.parameters)), end: '}\n</tool_call>' })],
         separator: '\n',
         atLeastOne: true,
         stopAfterFirst: true,
@@ -138,7 +148,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     await engine.close();
   });
 
-  test('think: false reaches the template as extra context; a response format becomes a JSONSchema structural tag', async () => {
+  test('think: false reaches the template as extra context; a response format becomes a compact JSON grammar', async () => {
     const fake = new FakeGenAI();
     fake.reply = ['{"ok"', ': true}'];
     const engine = engineWith(fake);
@@ -147,8 +157,22 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     const [call] = fake.generateCalls;
     assert.deepEqual((call!.input as GenAI.ChatHistory).getExtraContext(), { enable_thinking: false });
     assert.deepEqual(fake.templateCalls[0]?.extraContext, { enable_thinking: false });
-    assert.deepEqual(call!.config.structured_output_config?.structural_tags_config, genaiUtils.StructuredOutputConfig.JSONSchema(JSON.stringify(schema)));
+    assert.deepEqual(call!.config.structured_output_config?.structural_tags_config, genaiUtils.StructuredOutputConfig.EBNF(await compactGrammar(schema)));
+    assert.match(await compactGrammar(schema), /^root ::= "\{" "" \(\("\\"ok\\"" ": " /m, 'one line, no free whitespace');
     assert.equal(text, '{"ok": true}');
+    await engine.close();
+  });
+
+  test('a schema xgrammar refuses is invalid_request before GenAI generates anything', async () => {
+    const fake = new FakeGenAI();
+    const engine = engineWith(fake);
+    const schema = { type: 'object', properties: { a: { type: 'string', pattern: '(unclosed' } } };
+    await assert.rejects(runGenerate(engine, chat({ responseFormat: { type: 'json_schema', schema } })), (err: unknown) => {
+      assert.equal((err as AgentError).code, 'invalid_request');
+      assert.match((err as Error).message, /response_format schema could not be compiled: .*parenthesis/i);
+      return true;
+    });
+    assert.equal(fake.generateCalls.length, 0);
     await engine.close();
   });
 

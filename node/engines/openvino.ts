@@ -20,7 +20,8 @@ import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import type { OutputPlan } from '../output/plan.ts';
-import { planOutput } from '../output/planner.ts';
+import { compactJson } from '../grammar/compact-json.ts';
+import { constraintSubject, planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
@@ -211,6 +212,8 @@ export class OpenVinoEngine implements Engine {
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
     const plan = planOutput(task, this.#entries.get(task.model)!.traits);
+    // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
+    if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
     yield* structured(plan, this.#generate(model, task, plan, signal));
   }
 

@@ -28,6 +28,7 @@ import type { ConstraintMatcher } from '../grammar/constraint-matcher.ts';
 import { grammarVocabulary } from '../grammar/vocabulary.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
 import type { OutputPlan } from '../output/plan.ts';
+import { constraintSubject } from '../output/planner.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
@@ -199,10 +200,6 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
   }
 }
 
-/** What a constraint came from, for the message a client reads when it cannot be compiled. */
-function constraintSubject(task: GenerateTask): string {
-  return task.responseFormat ? 'response_format schema' : 'tool parameter schema';
-}
 
 /**
  * Streams a generation with a loaded chat model (see `Engine.generate`), shaped by `plan` (node/output/plan.ts): the

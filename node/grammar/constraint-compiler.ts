@@ -3,9 +3,10 @@
  * the compiled grammars: a tool schema or response format that a client sends on every request is compiled once.
  */
 import type { CompiledGrammar, GrammarCompiler, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
-import { AgentError } from '../errors.ts';
 import type { Constraint } from '../output/plan.ts';
 import { canonicalJson } from './canonical-json.ts';
+import { compactJson, openAnyObject } from './compact-json.ts';
+import { compiling } from './xgrammar-errors.ts';
 import { ConstraintMatcher } from './constraint-matcher.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
 import { loadXGrammar, type XGrammar } from './xgrammar.ts';
@@ -45,7 +46,7 @@ export class ConstraintCompiler {
   /**
    * Compiles `constraint` (or returns it from the cache). A constraint xgrammar refuses is the client's error:
    * `AgentError('invalid_request')` naming `what` ("response_format schema", "tool parameter schema") and xgrammar's
-   * reason, raised before anything is generated.
+   * reason (see xgrammar-errors.ts), raised before anything is generated.
    */
   compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
     const key = canonicalJson(constraint);
@@ -69,20 +70,13 @@ export class ConstraintCompiler {
 
   async #compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
     const { compiler } = await this.#setup();
-    const { result, fatal } = await capturingFatal(() =>
-      constraint.type === 'json_schema'
-        ? // A whole answer in JSON: compact, on one line. Structural tags allow any whitespace between JSON tokens,
-          // and a model can then write whitespace until max tokens (greedy decoding of the fixture model does, at
-          // once). Strict, as OpenAI's structured outputs are: an object has only the properties its schema lists,
-          // unless the schema allows more (`additionalProperties`), as a schema for "any object" must say.
-          compiler.compileJSONSchema(JSON.stringify(openAnyObject(constraint.json_schema)), false, -1, undefined, true)
-        : compiler.compileStructuralTag({ type: 'structural_tag', format: constraint as StructuralTagFormat }),
-    );
-    if ('error' in result) {
-      const reason = fatal ?? (result.error instanceof Error ? result.error.message : String(result.error));
-      throw new AgentError('invalid_request', `${what} could not be compiled: ${reason}`, { cause: result.error });
+    if (constraint.type === 'json_schema') {
+      // A whole answer in JSON, compiled directly: compact, strict (see compact-json.ts).
+      const schema = JSON.stringify(openAnyObject(constraint.json_schema));
+      return compiling(what, () => compiler.compileJSONSchema(schema, false, -1, undefined, true));
     }
-    return result.value;
+    const format = (await compactJson(constraint, what)) as StructuralTagFormat;
+    return compiling(what, () => compiler.compileStructuralTag({ type: 'structural_tag', format }));
   }
 
   /** A matcher that follows one generation through `constraint`. */
@@ -104,55 +98,3 @@ export class ConstraintCompiler {
   }
 }
 
-/**
- * A top-level object schema that names no properties (`{type: "object"}`, as `json_object` asks) means any object;
- * in xgrammar's strict mode it would mean only `{}`, so it says so explicitly.
- */
-function openAnyObject(schema: Record<string, unknown> | boolean): Record<string, unknown> | boolean {
-  if (typeof schema !== 'object' || schema.type !== 'object') return schema;
-  const constrains = ['properties', 'patternProperties', 'additionalProperties', 'unevaluatedProperties'].some((k) => k in schema);
-  return constrains ? schema : { ...schema, additionalProperties: true };
-}
-
-/**
- * Runs an xgrammar call and collects the reason it prints when it refuses its input. The WebAssembly build reports
- * a refused schema, regex or grammar by printing `[FATAL] file:line: reason` to stderr and then throwing a bare
- * `RuntimeError: Aborted()` (the module stays usable); its print function is bound to `console.error` when the
- * module starts, so the only place to read the reason is stderr itself. Only xgrammar's lines are held back, and
- * only for the one call.
- */
-function capturingFatal<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
-  // One at a time (compiles of two models could overlap): each call must restore the `write` it replaced, and the
-  // WebAssembly module runs one call at a time anyway.
-  const run = compiling.then(() => captureOne(call));
-  compiling = run.then(
-    () => undefined,
-    () => undefined,
-  );
-  return run;
-}
-
-let compiling: Promise<void> = Promise.resolve();
-
-async function captureOne<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
-  const stderr = process.stderr;
-  const write = stderr.write;
-  let fatal: string | undefined;
-  stderr.write = function (this: NodeJS.WriteStream, chunk: unknown, ...rest: unknown[]) {
-    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : '';
-    const reason = /^\[FATAL\] [^:]*:\d+: ([\s\S]*?)\s*$/.exec(text)?.[1];
-    if (reason !== undefined) {
-      fatal ??= reason.replace(/^Check failed: /, '');
-      return true;
-    }
-    if (/^Aborted\(/.test(text)) return true;
-    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
-  } as typeof stderr.write;
-  try {
-    return { result: { value: await call() }, fatal };
-  } catch (error) {
-    return { result: { error }, fatal };
-  } finally {
-    stderr.write = write;
-  }
-}

@@ -6,7 +6,7 @@
  * once; `none` makes it answer in text: the tools are then not given to the template at all and the output is not
  * read for calls, so the model is neither tempted nor able to call.
  */
-import type { ChatTask, ResponseFormat, ToolDef } from '../../shared/protocol/frames.ts';
+import type { ChatTask, GenerateTask, ResponseFormat, ToolDef } from '../../shared/protocol/frames.ts';
 import { AgentError } from '../errors.ts';
 import { templateMessages, toolLayout } from './history.ts';
 import type { Constraint, OutputPlan, PlanOutput, StructuralTagFormat } from './plan.ts';
@@ -92,4 +92,9 @@ function afterThinking(markers: NonNullable<OutputTraits['reasoning']>, answer: 
       answer,
     ],
   };
+}
+
+/** What a plan's constraint came from, for the message a client reads when it cannot be compiled. */
+export function constraintSubject(task: GenerateTask): string {
+  return task.responseFormat ? 'response_format schema' : 'tool parameter schema';
 }
