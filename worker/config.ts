@@ -14,10 +14,20 @@ export interface EdgeConfig {
   cacheTtlMs: number;
   keyGraceMs: number;
   inferenceTimeoutMs: number;
+  /**
+   * Largest WebSocket attachment the hub writes, in bytes; unset: no check of its own. Cloudflare enforces 2,048
+   * bytes in production while local workerd allows ~16 KiB, so tests set 2048 to fail as production would.
+   */
+  attachmentLimitBytes: number | undefined;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
-type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_INFERENCE_TIMEOUT_S';
+type NumberName =
+  | 'NPU_RELAY_MAX_BODY_BYTES'
+  | 'NPU_RELAY_CACHE_TTL_S'
+  | 'NPU_RELAY_KEY_GRACE_S'
+  | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
+  | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -27,7 +37,7 @@ function secret(env: Env, name: SecretName): string {
   return value;
 }
 
-function positiveInt(env: Env, name: NumberName, fallback: number): number {
+function positiveInt<F extends number | undefined>(env: Env, name: NumberName, fallback: F): number | F {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
@@ -49,6 +59,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       cacheTtlMs: positiveInt(env, 'NPU_RELAY_CACHE_TTL_S', 24 * 3600) * 1000,
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
+      attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
     };
     cache.set(env, config);
   }

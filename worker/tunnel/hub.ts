@@ -3,13 +3,14 @@
  * API, so an idle relay costs nothing), multiplexes client requests over them by unique id, and streams each
  * agent's frames back into the waiting client responses.
  *
- * What must survive hibernation lives in each socket's attachment (the agent's hello); in-flight exchanges live
- * in memory, which is safe because a Durable Object with a response still streaming is not evicted.
+ * What must survive hibernation lives in each socket's attachment (a connection id and the agent's id) and in the
+ * object's storage (the agent's hello and status: `AgentStore`); in-flight exchanges live in memory, which is safe
+ * because a Durable Object with a response still streaming is not evicted.
  */
 import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
-import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type StatusFrame, type Task } from '../../shared/protocol/frames.ts';
-import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
+import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type Task } from '../../shared/protocol/frames.ts';
+import { MAX_AGENT_FRAME_BYTES, PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { and, eq, gt } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
@@ -23,15 +24,19 @@ import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
+import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
 
-/** What the hub remembers about a socket; kept in its attachment so it survives hibernation. */
+/**
+ * What the hub remembers about a socket in its attachment, so it survives hibernation. Only small fixed fields:
+ * Cloudflare refuses attachments over 2,048 bytes; the hello and status live in `AgentStore`, keyed by `connId`.
+ */
 interface AgentAttachment {
   /** Identifies this connection; an agent that reconnects gets a new one. */
   connId: string;
   connectedAt: number;
-  hello?: Omit<HelloFrame, 'type'> & { at: number };
-  /** The agent's latest heartbeat. */
-  status?: Omit<StatusFrame, 'type'> & { at: number };
+  /** Set once the hello was accepted (at most 128 characters, by the hello's schema). */
+  agentId?: string;
+  helloAt?: number;
 }
 
 /** A request handed from the Worker to the hub. */
@@ -64,7 +69,7 @@ export interface AgentSummary {
   devices: DeviceInfo[];
   connectedAt: number;
   inFlight: number;
-  status: (Omit<StatusFrame, 'type'> & { at: number }) | null;
+  status: AgentStatus | null;
   /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
   lastSeen: number;
 }
@@ -97,9 +102,19 @@ function usageTokens(u: { promptTokens: number; completionTokens: number }) {
  */
 const MAX_BYTES_PER_TOKEN = 8;
 
+/** Characters a vector element takes in JSON at most (`-0.012345678918766975,`): float32 values printed as doubles. */
+const CHARS_PER_ELEMENT = 23;
+
+/** How many vectors of `dimensions` fit in one agent frame, with room for the frame's other fields. */
+function maxEmbedInputs(dimensions: number): number {
+  return Math.max(1, Math.floor((MAX_AGENT_FRAME_BYTES - 4096) / (dimensions * CHARS_PER_ELEMENT + 2)));
+}
+
+/** The bytes of the prompt; of an embedding batch, of its longest input (each input is a prompt of its own). */
 function promptBytes(task: Task): number {
-  const text = task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.task === 'complete' ? task.prompt : task.input.join('');
-  return new TextEncoder().encode(text).byteLength;
+  const encoder = new TextEncoder();
+  if (task.task === 'embed') return Math.max(...task.input.map((i) => encoder.encode(i).byteLength));
+  return encoder.encode(task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.prompt).byteLength;
 }
 
 /**
@@ -161,7 +176,7 @@ const RETRY_AFTER_FULL_S = 1;
 const DEAD_PEER_MS = 45_000;
 
 /** WebSocket close codes the hub uses (4000–4999 is the application range). */
-const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400 } as const;
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, notAccepted: 4010, badFrame: 4400 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -179,10 +194,14 @@ export class AgentHub extends DurableObject<Env> {
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
+  readonly #agentStore: AgentStore;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#ledger = new Ledger(ctx.storage.sql);
+    this.#agentStore = new AgentStore(ctx.storage.sql);
+    // Records of sockets that closed while the object was gone (a deploy, a crash) have no close event to drop them.
+    this.#agentStore.retainOnly(new Set(ctx.getWebSockets().flatMap((ws) => this.#attachment(ws)?.connId ?? [])));
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -213,7 +232,7 @@ export class AgentHub extends DurableObject<Env> {
 
   /** The connected agents that have said hello. */
   async agents(): Promise<AgentSummary[]> {
-    return this.#agents().map(({ ws, hello, connId, attachment }) => ({
+    return this.#agents().map(({ ws, hello, status, connId, attachment }) => ({
       agentId: hello.agentId,
       engine: hello.engine,
       agentVersion: hello.agentVersion,
@@ -221,8 +240,8 @@ export class AgentHub extends DurableObject<Env> {
       devices: hello.devices,
       connectedAt: attachment.connectedAt,
       inFlight: this.#inFlight(connId),
-      status: attachment.status ?? null,
-      lastSeen: this.#lastSeen(ws, attachment),
+      status: status ?? null,
+      lastSeen: this.#lastSeen(ws, attachment, status),
     }));
   }
 
@@ -358,9 +377,9 @@ export class AgentHub extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  #lastSeen(ws: WebSocket, attachment: AgentAttachment): number {
+  #lastSeen(ws: WebSocket, attachment: AgentAttachment, status?: AgentStatus): number {
     const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
+    return Math.max(auto, status?.at ?? 0, attachment.helloAt ?? 0, attachment.connectedAt);
   }
 
   /**
@@ -382,22 +401,32 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   #setAttachment(ws: WebSocket, attachment: AgentAttachment): void {
+    // Cloudflare refuses attachments over 2,048 bytes, local workerd only past ~16 KiB: the limit can be enforced
+    // here (NPU_RELAY_ATTACHMENT_LIMIT_BYTES) so local runs and tests fail the way production would.
+    const limit = this.#config().attachmentLimitBytes;
+    if (limit !== undefined) {
+      const bytes = new TextEncoder().encode(JSON.stringify(attachment)).byteLength;
+      if (bytes > limit) throw new Error(`a WebSocket attachment of ${bytes} bytes exceeds the ${limit}-byte limit (NPU_RELAY_ATTACHMENT_LIMIT_BYTES)`);
+    }
     ws.serializeAttachment(attachment);
     this.#attachments.set(ws, attachment);
   }
 
-  #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']>; attachment: AgentAttachment }> {
+  #agents(): Array<{ ws: WebSocket; connId: string; hello: AgentHello; status: AgentStatus | undefined; attachment: AgentAttachment }> {
     const out = [];
     const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
       const attachment = this.#attachment(ws);
-      if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
-      if (now - this.#lastSeen(ws, attachment) > DEAD_PEER_MS) {
+      if (attachment?.agentId === undefined || ws.readyState !== WebSocket.OPEN) continue;
+      const record = this.#agentStore.get(attachment.connId);
+      if (!record) continue;
+      if (now - this.#lastSeen(ws, attachment, record.status) > DEAD_PEER_MS) {
         this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
         ws.close(CLOSE.deadPeer, 'no heartbeat');
+        this.#agentStore.delete(attachment.connId);
         continue;
       }
-      out.push({ ws, connId: attachment.connId, hello: attachment.hello, attachment });
+      out.push({ ws, connId: attachment.connId, hello: record.hello, status: record.status, attachment });
     }
     return out;
   }
@@ -425,16 +454,16 @@ export class AgentHub extends DurableObject<Env> {
     if (model.kind !== want) {
       throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
     }
-    const open = serving.filter((a) => !a.attachment.status?.draining);
+    const open = serving.filter((a) => !a.status?.draining);
     if (open.length === 0) {
       throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
     }
     // Room left on each agent: what it said it can take (running + queued) minus what the edge has sent it.
     const room = (a: (typeof open)[number]) => {
-      const c = a.attachment.status?.capacity ?? a.hello.capacity;
+      const c = a.status?.capacity ?? a.hello.capacity;
       return c ? c.concurrency + c.queueLimit - this.#inFlight(a.connId) : Infinity;
     };
-    const load = (a: (typeof open)[number]) => this.#inFlight(a.connId) / ((a.attachment.status?.capacity ?? a.hello.capacity)?.concurrency ?? 1);
+    const load = (a: (typeof open)[number]) => this.#inFlight(a.connId) / ((a.status?.capacity ?? a.hello.capacity)?.concurrency ?? 1);
     const candidates = open.filter((a) => room(a) > 0);
     if (candidates.length === 0) {
       throw new ApiError('overloaded', `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`, { retryAfter: RETRY_AFTER_FULL_S });
@@ -502,6 +531,15 @@ export class AgentHub extends DurableObject<Env> {
     if (model.maxPromptTokens !== undefined && promptBytes(dispatch.task) > model.maxPromptTokens * MAX_BYTES_PER_TOKEN) {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
+    }
+    if (dispatch.task.task === 'embed' && model.dimensions !== undefined) {
+      // The vectors come back in one frame, and a Worker takes WebSocket messages of at most 1 MiB: refuse a batch
+      // whose answer could not fit, rather than have the agent's frame refused.
+      const most = maxEmbedInputs(model.dimensions);
+      if (dispatch.task.input.length > most) {
+        settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
+        throw new ApiError('invalid_request', `model '${model.id}' returns ${model.dimensions}-dimensional vectors, so one request takes at most ${most} inputs (the tunnel's 1 MiB message limit); got ${dispatch.task.input.length}: split them into batches`, { param: 'input' });
+      }
     }
     if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
@@ -625,7 +663,7 @@ export class AgentHub extends DurableObject<Env> {
     }
     const attachment = this.#attachment(ws)!;
     if (frame.type === 'hello') return this.#hello(ws, attachment, frame);
-    if (!attachment.hello) {
+    if (attachment.agentId === undefined) {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
       ws.close(CLOSE.protocol, 'hello expected first');
       return;
@@ -638,7 +676,7 @@ export class AgentHub extends DurableObject<Env> {
         return;
       case 'status': {
         const { type: _type, ...status } = frame;
-        this.#setAttachment(ws, { ...attachment, status: { ...status, at: Date.now() } });
+        this.#agentStore.putStatus(attachment.connId, { ...status, at: Date.now() });
         return;
       }
       case 'chunk':
@@ -661,7 +699,7 @@ export class AgentHub extends DurableObject<Env> {
       }
       case 'error': {
         if (frame.id === undefined) {
-          console.warn(`agent ${attachment.hello.agentId} reported: ${frame.code}: ${frame.message}`);
+          console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
           return;
         }
         const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
@@ -697,16 +735,32 @@ export class AgentHub extends DurableObject<Env> {
       if (other.ws !== ws && other.hello.agentId === frame.agentId) {
         this.#connectionGone(other.connId, 'the agent reconnected');
         other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
+        this.#agentStore.delete(other.connId);
       }
     }
     const { type: _type, ...hello } = frame;
-    this.#setAttachment(ws, { ...attachment, hello: { ...hello, at: Date.now() } });
+    const at = Date.now();
+    try {
+      this.#agentStore.putHello(attachment.connId, { ...hello, at });
+      this.#setAttachment(ws, { ...attachment, agentId: frame.agentId, helloAt: at });
+    } catch (err) {
+      // Never leave an agent connected but silently unattached: tell it why, and close so it logs and redials.
+      this.#agentStore.delete(attachment.connId);
+      const message = `the edge could not accept this agent's hello (${hello.models.length} models, ${hello.devices.length} devices): ${String(err)}`;
+      console.error(message);
+      this.#send(ws, { type: 'error', code: 'internal', message });
+      ws.close(CLOSE.notAccepted, 'hello not accepted');
+      return;
+    }
     this.#send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId, features: [...EDGE_FEATURES] });
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+      this.#agentStore.delete(attachment.connId);
+    }
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
     } catch {
@@ -716,7 +770,10 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+      this.#agentStore.delete(attachment.connId);
+    }
   }
 
   /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
