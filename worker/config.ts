@@ -19,6 +19,8 @@ export interface EdgeConfig {
    * bytes in production while local workerd allows ~16 KiB, so tests set 2048 to fail as production would.
    */
   attachmentLimitBytes: number | undefined;
+  /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
+  dbTimeoutMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -27,7 +29,8 @@ type NumberName =
   | 'NPU_RELAY_CACHE_TTL_S'
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
-  | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES';
+  | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
+  | 'NPU_RELAY_DB_TIMEOUT_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -60,6 +63,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
+      dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
     };
     cache.set(env, config);
   }

@@ -18,6 +18,7 @@ import { FORMATS, type FormatName } from '../api/formats.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
+import { DatabaseHealth, DatabaseTimeout, withDeadline } from '../db/timeout.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
@@ -193,6 +194,9 @@ export class AgentHub extends DurableObject<Env> {
   readonly #hotCache = new HotCache(HOT_CACHE_BYTES);
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
+  /** Key lookups in flight, one per key hash: requests for the same key share it instead of queueing more. */
+  readonly #keyLookups = new Map<string, Promise<KeyRecord | undefined | 'unreachable'>>();
+  readonly #dbHealth = new DatabaseHealth();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   readonly #agentStore: AgentStore;
 
@@ -250,36 +254,64 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   #database(): Database {
-    const { libsqlUrl, libsqlAuthToken } = this.#config();
-    this.#db ??= openDatabase(libsqlUrl, libsqlAuthToken);
+    const { libsqlUrl, libsqlAuthToken, dbTimeoutMs } = this.#config();
+    this.#db ??= openDatabase(libsqlUrl, libsqlAuthToken, { timeoutMs: dbTimeoutMs });
     return this.#db;
   }
 
+  /** One libSQL call, bounded by NPU_RELAY_DB_TIMEOUT_MS; its outcome keeps `#dbHealth` current. */
+  async #query<T>(what: string, call: (db: Database) => PromiseLike<T>): Promise<T> {
+    try {
+      const result = await withDeadline(what, this.#config().dbTimeoutMs, call(this.#database()));
+      this.#dbHealth.succeeded();
+      return result;
+    } catch (err) {
+      this.#dbHealth.failed(Date.now());
+      throw err;
+    }
+  }
+
   /**
-   * Checks an API key against libSQL on every request, so a revocation anywhere takes effect at once. While libSQL
-   * is unreachable, a key verified within the grace period (NPU_RELAY_KEY_GRACE_S) is still served, unless it was
-   * revoked through the admin API meanwhile.
+   * Checks an API key against libSQL at most every KEY_RECHECK_MS per key, so a revocation written to the database
+   * takes effect within about that. A key verified within the grace period (NPU_RELAY_KEY_GRACE_S) is served without
+   * waiting while libSQL is down or a recheck of it is already in flight (the recheck finishes in the background),
+   * and when the recheck fails or times out; a key revoked through the admin API meanwhile is refused at once.
    */
   async authorize(keyHash: string): Promise<Authorization> {
     const now = Date.now();
-    let record: KeyRecord | undefined;
     const fresh = this.#recentKeys.get(keyHash);
     if (fresh && now - fresh.at < KEY_RECHECK_MS) return verdict(fresh.record);
-    try {
-      const row = (await this.#database().select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1))[0];
-      if (row) {
-        record = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
+    const { keyGraceMs } = this.#config();
+    const known = fresh && now - fresh.at <= keyGraceMs ? fresh.record : this.#ledger.recentKey(keyHash, now, keyGraceMs);
+    const inFlight = this.#keyLookups.get(keyHash);
+    const lookup = inFlight ?? this.#lookUpKey(keyHash);
+    if (known && (inFlight || this.#dbHealth.down)) return verdict(known);
+    const result = await lookup;
+    if (result !== 'unreachable') return verdict(result);
+    if (known) return verdict(known);
+    return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
+  }
+
+  /** Looks a key up in libSQL, once at a time per key; 'unreachable' when libSQL failed or did not answer in time. */
+  #lookUpKey(keyHash: string): Promise<KeyRecord | undefined | 'unreachable'> {
+    const lookup = (async () => {
+      try {
+        const row = (await this.#query('a key lookup', (db) => db.select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1)))[0];
+        if (!row) return undefined;
+        const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
+        const now = Date.now();
         this.#ledger.rememberKey(keyHash, record, now);
         this.#recentKeys.set(keyHash, { record, at: now });
+        return record;
+      } catch (err) {
+        console.error('libSQL unreachable while verifying an API key', String(err));
+        return 'unreachable' as const;
+      } finally {
+        this.#keyLookups.delete(keyHash);
       }
-    } catch (err) {
-      record = this.#ledger.recentKey(keyHash, now, this.#config().keyGraceMs);
-      if (!record) {
-        console.error('libSQL unreachable while verifying an API key', err);
-        return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
-      }
-    }
-    return verdict(record);
+    })();
+    this.#keyLookups.set(keyHash, lookup);
+    return lookup;
   }
 
   /** Revokes a key in libSQL and in the hub's fallback copy, so it stops working on the next request either way. */
@@ -288,7 +320,7 @@ export class AgentHub extends DurableObject<Env> {
     const known = this.#ledger.revokeKey(id, now);
     for (const entry of this.#recentKeys.values()) if (entry.record.id === id) entry.record = { ...entry.record, revokedAt: entry.record.revokedAt ?? now };
     try {
-      const updated = await this.#database().update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id });
+      const updated = await this.#query('a key revocation', (db) => db.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id }));
       return { revoked: known || updated.length > 0, databaseUpdated: true };
     } catch (err) {
       console.error('libSQL unreachable while revoking a key; revoked in the hub only', err);
@@ -314,9 +346,11 @@ export class AgentHub extends DurableObject<Env> {
         const batch = this.#ledger.pendingUsage(200);
         if (batch.ids.length === 0) return;
         try {
-          await this.#database().run(insertUsageJson(batch.json));
+          await this.#query('a usage batch', (db) => db.run(insertUsageJson(batch.json)));
           this.#ledger.usageWritten(batch.ids);
         } catch (batchErr) {
+          // A database that does not answer would not answer row by row either (200 timeouts in a row).
+          if (batchErr instanceof DatabaseTimeout) throw batchErr;
           // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
           if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
         }
@@ -337,9 +371,10 @@ export class AgentHub extends DurableObject<Env> {
     const refused: Array<{ row: UsageRow; err: unknown }> = [];
     for (const row of rows) {
       try {
-        await this.#database().insert(usage).values(row).onConflictDoNothing();
+        await this.#query('a usage row', (db) => db.insert(usage).values(row).onConflictDoNothing());
         this.#ledger.usageWritten([row.id]);
       } catch (err) {
+        if (err instanceof DatabaseTimeout) throw err;
         refused.push({ row, err });
       }
     }
@@ -580,15 +615,19 @@ export class AgentHub extends DurableObject<Env> {
     return exchange.response();
   }
 
-  /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
+  /**
+   * A cache lookup that fails safe: a database error or timeout is a miss, never an error for the client, and while
+   * libSQL is down the lookup is not even tried (a miss at once).
+   */
   async #cached(key: string): Promise<CachedAnswer | undefined> {
     const hot = this.#hotCache.get(key);
     if (hot) {
       if (hot.expiresAt > Date.now()) return hot.answer;
       this.#hotCache.delete(key);
     }
+    if (this.#dbHealth.down) return undefined;
     try {
-      const row = (await this.#database().select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1))[0];
+      const row = (await this.#query('a cache lookup', (db) => db.select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1)))[0];
       if (!row) return undefined;
       const answer: CachedAnswer = {
         chunks: row.chunks,
@@ -610,8 +649,10 @@ export class AgentHub extends DurableObject<Env> {
       promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
     };
     this.#hotCache.set(key, answerOf(s), entry.expiresAt);
+    // While libSQL is down the answer stays in the hot cache only: a store would just wait for the timeout.
+    if (this.#dbHealth.down) return;
     try {
-      await this.#database().insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry });
+      await this.#query('a cache store', (db) => db.insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry }));
     } catch (err) {
       console.warn('could not store a cache entry', String(err));
     }
