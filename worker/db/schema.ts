@@ -48,6 +48,12 @@ export const usage = sqliteTable(
     errorCode: text('error_code'),
     /** ok, error, cancelled or rejected. */
     outcome: text('outcome').notNull(),
+    /**
+     * Requests this row stands for: 1, except the per-minute counter rows of requests refused for a missing or
+     * unknown API key (`refused-…` ids), which are counted in aggregate so strangers cannot make the edge write a row
+     * each. Aggregations sum this column rather than counting rows.
+     */
+    requests: integer('requests').notNull().default(1),
   },
   (t) => [
     // (at, id) rather than (at) alone: the dashboard's export pages through rows in (at, id) order (keyset

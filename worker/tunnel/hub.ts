@@ -11,7 +11,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
 import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type Task } from '../../shared/protocol/frames.ts';
 import { MAX_AGENT_FRAME_BYTES, PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
-import { and, eq, gt } from 'drizzle-orm';
+import { and, eq, gt, sql } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
@@ -24,7 +24,8 @@ import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
-import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
+import { Ledger, type KeyRecord, type RefusalCount, type UsageRow } from './ledger.ts';
+import { ExpiringMap } from '../expiring-map.ts';
 import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
 
 /**
@@ -89,6 +90,21 @@ function storable(row: UsageRow): UsageRow {
   return { ...row, model: clean(row.model), endpoint: clean(row.endpoint, 64)!, errorCode: clean(row.errorCode, 64), agentId: clean(row.agentId), device: clean(row.device, 64) };
 }
 
+/** Start of the minute holding `at`. */
+function minuteOf(at: number): number {
+  return at - (at % 60_000);
+}
+
+const REFUSAL_ROWS_PER_FLUSH = 50;
+
+/** A refusal counter as a usage row: one per minute, endpoint and code, standing for `n` requests. */
+function refusalRow(c: RefusalCount): UsageRow & { requests: number } {
+  return {
+    id: `refused-${c.minute}-${c.endpoint}-${c.code}-${c.status}`, at: c.minute, keyId: null, model: null, endpoint: c.endpoint, agentId: null, device: null,
+    promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null, status: c.status, errorCode: c.code, outcome: 'rejected', requests: c.n,
+  };
+}
+
 function answerOf(s: Settlement): CachedAnswer {
   return { chunks: s.chunks, ...(s.embeddings ? { embeddings: s.embeddings } : {}), outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage } };
 }
@@ -123,6 +139,9 @@ function promptBytes(task: Task): number {
  * hub) takes effect at once; a revocation written straight to the database (`npm run keys -- revoke`) within this.
  */
 const KEY_RECHECK_MS = 2000;
+/** How long a key libSQL does not know is refused without asking again, and how many such keys are remembered. */
+const UNKNOWN_KEY_TTL_MS = 60_000;
+const UNKNOWN_KEYS_MAX = 10_000;
 const USAGE_FLUSH_MS = 250;
 /** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
 const HOT_CACHE_BYTES = 16 * 1024 * 1024;
@@ -197,6 +216,8 @@ export class AgentHub extends DurableObject<Env> {
   /** Key lookups in flight, one per key hash: requests for the same key share it instead of queueing more. */
   readonly #keyLookups = new Map<string, Promise<KeyRecord | undefined | 'unreachable'>>();
   readonly #dbHealth = new DatabaseHealth();
+  /** Key hashes libSQL does not know, so a stranger repeating a made-up key costs no query each time. */
+  readonly #unknownKeys = new ExpiringMap<true>(UNKNOWN_KEYS_MAX, UNKNOWN_KEY_TTL_MS);
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   readonly #agentStore: AgentStore;
 
@@ -223,6 +244,10 @@ export class AgentHub extends DurableObject<Env> {
         return await this.#dispatch(dispatch, ctx);
       } catch (err) {
         const e = toApiError(err);
+        if (e.code === 'invalid_api_key') {
+          this.countRefusals([{ minute: minuteOf(started), endpoint: dispatch.endpoint, code: e.code, status: e.status, n: 1, lastAt: started }]);
+          return errorResponse(e, format.flavor);
+        }
         this.record({
           id: ctx.id, at: started, keyId: ctx.key?.id ?? null, model: dispatch.task.model, endpoint: dispatch.endpoint, agentId: null, device: null,
           promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: Date.now() - started, tokensPerSecond: null, cache: ctx.cache,
@@ -281,6 +306,7 @@ export class AgentHub extends DurableObject<Env> {
     const now = Date.now();
     const fresh = this.#recentKeys.get(keyHash);
     if (fresh && now - fresh.at < KEY_RECHECK_MS) return verdict(fresh.record);
+    if (this.#unknownKeys.get(keyHash, now)) return verdict(undefined);
     const { keyGraceMs } = this.#config();
     const known = fresh && now - fresh.at <= keyGraceMs ? fresh.record : this.#ledger.recentKey(keyHash, now, keyGraceMs);
     const inFlight = this.#keyLookups.get(keyHash);
@@ -297,7 +323,10 @@ export class AgentHub extends DurableObject<Env> {
     const lookup = (async () => {
       try {
         const row = (await this.#query('a key lookup', (db) => db.select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1)))[0];
-        if (!row) return undefined;
+        if (!row) {
+          this.#unknownKeys.set(keyHash, true, Date.now());
+          return undefined;
+        }
         const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
         const now = Date.now();
         this.#ledger.rememberKey(keyHash, record, now);
@@ -331,6 +360,19 @@ export class AgentHub extends DurableObject<Env> {
   /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
   record(row: UsageRow): void {
     this.#ledger.enqueueUsage(storable(row));
+    this.#scheduleFlush();
+  }
+
+  /**
+   * Counts requests refused for a missing or unknown key: a counter per minute, endpoint and code, written to libSQL
+   * as one usage row whose `requests` is the count, so strangers cannot make the edge write a row per request.
+   */
+  countRefusals(counts: RefusalCount[]): void {
+    this.#ledger.addRefusals(counts.map((c) => ({ ...c, endpoint: c.endpoint.toWellFormed().slice(0, 64), code: c.code.slice(0, 64) })));
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
     // Rows are written in batches: one INSERT per USAGE_FLUSH_MS, however many requests finished meanwhile.
     this.#flushTimer ??= setTimeout(() => {
       this.#flushTimer = undefined;
@@ -344,7 +386,7 @@ export class AgentHub extends DurableObject<Env> {
     try {
       for (;;) {
         const batch = this.#ledger.pendingUsage(200);
-        if (batch.ids.length === 0) return;
+        if (batch.ids.length === 0) break;
         try {
           await this.#query('a usage batch', (db) => db.run(insertUsageJson(batch.json)));
           this.#ledger.usageWritten(batch.ids);
@@ -354,6 +396,13 @@ export class AgentHub extends DurableObject<Env> {
           // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
           if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
         }
+      }
+      const counts = this.#ledger.pendingRefusals(REFUSAL_ROWS_PER_FLUSH);
+      if (counts.length > 0) {
+        // Each counter row carries its minute's whole count, so writing it again (a retry) changes nothing.
+        await this.#query('refusal counters', (db) => db.insert(usage).values(counts.map(refusalRow)).onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }));
+        this.#ledger.refusalsWritten(counts, Date.now());
+        if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#scheduleFlush();
       }
     } catch (err) {
       console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));

@@ -34,7 +34,20 @@ export interface UsageRow {
   outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
 }
 
+/** Requests refused for a missing or unknown API key, counted per minute instead of a usage row each. */
+export interface RefusalCount {
+  /** Start of the minute, ms since the epoch. */
+  minute: number;
+  endpoint: string;
+  code: string;
+  status: number;
+  n: number;
+  lastAt: number;
+}
+
 const WINDOW_MS = 60_000;
+/** How long a minute's refusal counter is kept after it was written, for counts that arrive late. */
+const REFUSALS_KEPT_MS = 10 * 60_000;
 
 export function monthOf(at: number): string {
   return new Date(at).toISOString().slice(0, 7);
@@ -52,6 +65,39 @@ export class Ledger {
     sql.exec(`CREATE INDEX IF NOT EXISTS tokens_key_at ON tokens (key_id, at)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS monthly (key_id TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key_id, month))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, row TEXT NOT NULL)`);
+    sql.exec(
+      `CREATE TABLE IF NOT EXISTS refusals (minute INTEGER NOT NULL, endpoint TEXT NOT NULL, code TEXT NOT NULL, status INTEGER NOT NULL, ` +
+        `n INTEGER NOT NULL, last_at INTEGER NOT NULL, dirty INTEGER NOT NULL, PRIMARY KEY (minute, endpoint, code, status))`,
+    );
+  }
+
+  addRefusals(counts: readonly RefusalCount[]): void {
+    for (const c of counts) {
+      this.#sql.exec(
+        `INSERT INTO refusals (minute, endpoint, code, status, n, last_at, dirty) VALUES (?, ?, ?, ?, ?, ?, 1) ` +
+          `ON CONFLICT (minute, endpoint, code, status) DO UPDATE SET n = n + excluded.n, last_at = max(last_at, excluded.last_at), dirty = 1`,
+        c.minute, c.endpoint, c.code, c.status, c.n, c.lastAt,
+      );
+    }
+  }
+
+  /** Counters changed since they were last written, each with its minute's whole count (writing it is idempotent). */
+  pendingRefusals(limit: number): RefusalCount[] {
+    return this.#sql
+      .exec<{ minute: number; endpoint: string; code: string; status: number; n: number; last_at: number }>(
+        `SELECT minute, endpoint, code, status, n, last_at FROM refusals WHERE dirty = 1 LIMIT ?`,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({ minute: r.minute, endpoint: r.endpoint, code: r.code, status: r.status, n: r.n, lastAt: r.last_at }));
+  }
+
+  /** Marks counters written (unless they grew meanwhile), and forgets minutes long past. */
+  refusalsWritten(written: readonly RefusalCount[], now: number): void {
+    for (const c of written) {
+      this.#sql.exec(`UPDATE refusals SET dirty = 0 WHERE minute = ? AND endpoint = ? AND code = ? AND status = ? AND n = ?`, c.minute, c.endpoint, c.code, c.status, c.n);
+    }
+    this.#sql.exec(`DELETE FROM refusals WHERE dirty = 0 AND minute < ?`, now - REFUSALS_KEPT_MS);
   }
 
   rememberKey(hash: string, record: KeyRecord, now: number): void {

@@ -1,0 +1,1 @@
+ALTER TABLE `usage` ADD `requests` integer DEFAULT 1 NOT NULL;
