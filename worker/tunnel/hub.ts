@@ -24,7 +24,7 @@ import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
-import { Ledger, type KeyRecord, type RefusalCount, type UsageRow } from './ledger.ts';
+import { Ledger, type KeyRecord, type RefusalCount, type Reservation, type TokenNeed, type UsageRow } from './ledger.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
 
@@ -82,12 +82,35 @@ interface RequestContext {
   cache: UsageRow['cache'];
   /** Aborts when the client disconnects (the Worker passes its request's signal on). */
   signal: AbortSignal;
+  /** Tokens held for this request against its key's limits, released if it fails before it runs. */
+  reservation?: Reservation | undefined;
 }
 
 /** Usage fields come partly from clients (a model name): keep them valid UTF-8 and of sane length. */
 function storable(row: UsageRow): UsageRow {
   const clean = (v: string | null, max = 256) => (v === null ? null : v.toWellFormed().slice(0, max));
   return { ...row, model: clean(row.model), endpoint: clean(row.endpoint, 64)!, errorCode: clean(row.errorCode, 64), agentId: clean(row.agentId), device: clean(row.device, 64) };
+}
+
+/**
+ * Without a tokenizer, the edge bounds a prompt's tokens from above by its bytes (every token of a byte-level BPE
+ * or byte-fallback tokenizer covers at least one byte) plus what a chat template adds per message and in all (the
+ * test model's Llama 2 template adds 7–8 per message; templates that inject a long default system prompt add more,
+ * and only for those can a request use more than it reserved).
+ */
+const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+const TEMPLATE_TOKENS_FIXED = 4;
+/** Special tokens an embedding model adds per input ([CLS], [SEP], …). */
+const SPECIAL_TOKENS_PER_INPUT = 4;
+
+/** The most this task can cost in tokens, as far as the edge can tell before it runs. */
+function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
+  const encoder = new TextEncoder();
+  const bytes = (s: string) => encoder.encode(s).byteLength;
+  if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  const prompt = task.task === 'chat' ? task.messages.reduce((n, m) => n + bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_FIXED) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED;
+  const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
+  return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
 }
 
 /** Start of the minute holding `at`. */
@@ -244,6 +267,7 @@ export class AgentHub extends DurableObject<Env> {
         return await this.#dispatch(dispatch, ctx);
       } catch (err) {
         const e = toApiError(err);
+        this.#ledger.settle(ctx.reservation, 0, Date.now());
         if (e.code === 'invalid_api_key') {
           this.countRefusals([{ minute: minuteOf(started), endpoint: dispatch.endpoint, code: e.code, status: e.status, n: 1, lastAt: started }]);
           return errorResponse(e, format.flavor);
@@ -521,6 +545,15 @@ export class AgentHub extends DurableObject<Env> {
     return n;
   }
 
+  /** What the agents say about a model (the first that serves it), or undefined. */
+  #modelInfo(id: string): ModelInfo | undefined {
+    for (const a of this.#agents()) {
+      const m = a.hello.models.find((x) => x.id === id);
+      if (m) return m;
+    }
+    return undefined;
+  }
+
   /** The least busy agent that serves `task.model`; throws the error a client should see when there is none. */
   #pick(task: Task): { ws: WebSocket; connId: string; agentId: string; model: ModelInfo } {
     const agents = this.#agents();
@@ -566,14 +599,25 @@ export class AgentHub extends DurableObject<Env> {
       // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
       throw new ApiError('unknown_model', `model '${dispatch.task.model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
     }
-    const refused = this.#ledger.admit(key, started);
-    if (refused) {
+    const need = tokenNeed(dispatch.task, this.#modelInfo(dispatch.task.model));
+    const admitted = this.#ledger.admit(key, started, need);
+    if ('refused' in admitted) {
+      const { refused } = admitted;
       const retryAfter = Math.max(1, Math.ceil(refused.retryAfterMs / 1000));
+      const short = refused.left > 0 ? ` for this request: it needs about ${need.prompt} tokens for its prompt, and ${refused.left} are left` : '';
       if (refused.limit === 'budget') {
-        throw new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) is used up; it renews at the start of next month (UTC)`, { retryAfter });
+        const state = refused.left > 0 ? `is nearly used up${short}` : 'is used up';
+        throw new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) ${state}; it renews at the start of next month (UTC)`, { retryAfter });
       }
       const limit = refused.limit === 'rpm' ? `${key.rpm} requests per minute` : `${key.tpm} tokens per minute`;
-      throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}; retry after ${retryAfter} s`, { retryAfter });
+      throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}${short}; retry after ${retryAfter} s`, { retryAfter });
+    }
+    // Tokens are held for the request's worst case until it ends (`onSettled`, or `fetch`'s catch when it fails
+    // before it ran), so concurrent requests cannot together overrun the budget or tokens per minute.
+    const reservation = (ctx.reservation = admitted.reservation);
+    const capped = admitted.completion < need.completion;
+    if (capped && dispatch.task.task !== 'embed') {
+      dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
     }
 
     const format = FORMATS[dispatch.format];
@@ -597,7 +641,7 @@ export class AgentHub extends DurableObject<Env> {
       if (hit) {
         ctx.cache = 'HIT';
         const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
-        this.#ledger.chargeTokens(key, total, Date.now());
+        this.#ledger.settle(reservation, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
         if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks, ...(hit.embeddings ? { embeddings: hit.embeddings } : {}) });
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': ctx.id, 'x-npu-relay-cache': 'HIT' });
@@ -636,13 +680,14 @@ export class AgentHub extends DurableObject<Env> {
       format,
       meta,
       stream: dispatch.stream,
-      headers: { 'x-npu-relay-cache': ctx.cache },
+      // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
+      headers: { 'x-npu-relay-cache': ctx.cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
       onClientGone: (ex) => this.#send(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
       onFlow: (ex, pause) => this.#send(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
         settled.resolve(s);
         const tokens = s.usage.promptTokens + s.usage.completionTokens;
-        this.#ledger.chargeTokens(key, tokens, Date.now());
+        this.#ledger.settle(reservation, tokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
         this.record({
           ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
