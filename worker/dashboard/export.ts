@@ -25,13 +25,16 @@ function csvCells(r: UsageRecord): Array<string | number | null> {
 
 /**
  * One CSV field (RFC 4180). Text a spreadsheet would run as a formula (a model name from a client could start with
- * `=`) gets a leading apostrophe, the usual guard against CSV injection; numbers are written as they are.
+ * `=`) gets a leading apostrophe, the usual guard against CSV injection — also when whitespace or a line break comes
+ * before the `=`, which spreadsheets skip. A field holding a `;` (the separator where `,` is the decimal mark) is
+ * quoted, so `a;=cmd()` stays one cell rather than becoming a second cell that starts with `=`. Numbers are written
+ * as they are.
  */
 function csvField(value: string | number | null): string {
   if (value === null) return '';
   if (typeof value === 'number') return String(value);
-  const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  const text = /^\s*[=+\-@]|^[\t\r\n]/.test(value) ? `'${value}` : value;
+  return /[",;\r\n]|^\s|\s$/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 function jsonRow(r: UsageRecord) {

@@ -11,7 +11,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
 import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type HelloFrame, type ModelInfo, type Task } from '../../shared/protocol/frames.ts';
 import { MAX_AGENT_FRAME_BYTES, PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
-import { and, eq, gt, sql } from 'drizzle-orm';
+import { and, eq, gt, inArray, lte, sql } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
@@ -166,6 +166,10 @@ const KEY_RECHECK_MS = 2000;
 const UNKNOWN_KEY_TTL_MS = 60_000;
 const UNKNOWN_KEYS_MAX = 10_000;
 const USAGE_FLUSH_MS = 250;
+/** Expired cache entries are deleted at most this often, in batches small enough not to hold libSQL up. */
+const CACHE_SWEEP_MS = 10 * 60_000;
+const CACHE_SWEEP_BATCH = 500;
+const CACHE_SWEEP_BATCHES = 20;
 /** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
 const HOT_CACHE_BYTES = 16 * 1024 * 1024;
 
@@ -232,6 +236,7 @@ export class AgentHub extends DurableObject<Env> {
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
+  #lastCacheSweep = 0;
   /** Recently used cache entries, so a hot answer costs no database query. */
   readonly #hotCache = new HotCache(HOT_CACHE_BYTES);
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
@@ -747,8 +752,23 @@ export class AgentHub extends DurableObject<Env> {
     if (this.#dbHealth.down) return;
     try {
       await this.#query('a cache store', (db) => db.insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry }));
+      await this.#sweepCache(now);
     } catch (err) {
       console.warn('could not store a cache entry', String(err));
+    }
+  }
+
+  /**
+   * Deletes expired cache entries, a batch at a time, at most once per CACHE_SWEEP_MS (or per TTL, when shorter).
+   * Run when an entry is stored: the table grows only then, so an idle relay needs no sweeping either.
+   */
+  async #sweepCache(now: number): Promise<void> {
+    if (now - this.#lastCacheSweep < Math.min(CACHE_SWEEP_MS, this.#config().cacheTtlMs)) return;
+    this.#lastCacheSweep = now;
+    for (let i = 0; i < CACHE_SWEEP_BATCHES; i++) {
+      const expired = this.#database().select({ key: cacheEntries.key }).from(cacheEntries).where(lte(cacheEntries.expiresAt, now)).limit(CACHE_SWEEP_BATCH);
+      const deleted = await this.#query('a cache sweep', (db) => db.delete(cacheEntries).where(inArray(cacheEntries.key, expired)).returning({ key: cacheEntries.key }));
+      if (deleted.length < CACHE_SWEEP_BATCH) return;
     }
   }
 
