@@ -74,6 +74,26 @@ describe('edge hygiene', () => {
     assert.ok(csv.includes('"a;=cmd()"'), 'the ;-separated payload is quoted whole');
   });
 
+  test('keep_alive 0 (unload) and -1 (pin) need a key allowed to manage models; other values do not', async () => {
+    const privileged = await edge.createKey({ name: 'operator', manageModels: true });
+    const ollamaChat = async (key: string, keepAlive: number | string) => {
+      const res = await fetch(new URL('/api/chat', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], stream: false, keep_alive: keepAlive, options: { num_predict: 2, temperature: 0.5 } }),
+      });
+      return { status: res.status, body: (await res.json()) as { error?: string } };
+    };
+    for (const keepAlive of [0, -1, '0s', '-1m']) {
+      const refused = await ollamaChat(edge.apiKey, keepAlive);
+      assert.equal(refused.status, 403, `keep_alive ${JSON.stringify(keepAlive)} with an ordinary key`);
+      assert.match(refused.body.error!, /changes the model for every key; this API key may not do that: use a key created with --manage-models/);
+    }
+    assert.equal((await ollamaChat(edge.apiKey, '5m')).status, 200, 'an ordinary keep_alive is fine');
+    assert.equal((await ollamaChat(privileged.key, -1)).status, 200, 'a key allowed to manage models may pin');
+    assert.equal((await ollamaChat(privileged.key, 0)).status, 200, 'and unload');
+  });
+
   test('expired cache entries are deleted when new ones are stored, so the table does not grow for ever', async () => {
     const entries = async () => Number((await db.execute('select count(*) as n from cache_entries')).rows[0]!.n);
     assert.deepEqual(await Promise.all(Array.from({ length: 5 }, (_, i) => chat(CHAT_MODEL, `cache me ${i}`))), [200, 200, 200, 200, 200]);

@@ -20,6 +20,11 @@ export const apiKeys = sqliteTable(
     tpm: integer('tpm'),
     /** Tokens (prompt + completion) the key may use per calendar month (UTC). */
     monthlyTokenBudget: integer('monthly_token_budget'),
+    /**
+     * May change how long models stay loaded for everyone: Ollama's `keep_alive: 0` (unload now) and `-1` (never
+     * unload). Other keys' keep_alive 0 or below is refused (403).
+     */
+    manageModels: integer('manage_models', { mode: 'boolean' }).notNull().default(false),
     createdAt: integer('created_at').notNull(),
     revokedAt: integer('revoked_at'),
   },

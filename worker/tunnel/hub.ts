@@ -356,7 +356,7 @@ export class AgentHub extends DurableObject<Env> {
           this.#unknownKeys.set(keyHash, true, Date.now());
           return undefined;
         }
-        const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
+        const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, manageModels: row.manageModels, revokedAt: row.revokedAt };
         const now = Date.now();
         this.#ledger.rememberKey(keyHash, record, now);
         this.#recentKeys.set(keyHash, { record, at: now });
@@ -603,6 +603,15 @@ export class AgentHub extends DurableObject<Env> {
     if (key.models && !key.models.includes(dispatch.task.model)) {
       // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
       throw new ApiError('unknown_model', `model '${dispatch.task.model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
+    }
+    if (dispatch.keepAliveMs !== undefined && dispatch.keepAliveMs <= 0 && !key.manageModels) {
+      // Unloading a model, or pinning it in memory, changes what every other key gets: a privilege, not a request option.
+      throw new ApiError(
+        'forbidden',
+        `keep_alive ${dispatch.keepAliveMs === 0 ? '0 (unload the model now)' : '-1 (keep the model loaded for ever)'} changes the model for every key; this API key may not do that: ` +
+          'use a key created with --manage-models (or "manageModels": true through POST /admin/keys), or leave keep_alive out',
+        { param: 'keep_alive' },
+      );
     }
     const need = tokenNeed(dispatch.task, this.#modelInfo(dispatch.task.model));
     const admitted = this.#ledger.admit(key, started, need);

@@ -11,6 +11,8 @@ export interface KeyRecord {
   rpm: number | null;
   tpm: number | null;
   monthlyTokenBudget: number | null;
+  /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
+  manageModels?: boolean;
   revokedAt: number | null;
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE `api_keys` ADD `manage_models` integer DEFAULT false NOT NULL;
