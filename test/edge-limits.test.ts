@@ -8,10 +8,14 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { Agent } from '../node/agent.ts';
+import { createLogger } from '../node/log.ts';
 import { spawnAgent, type AgentProcess } from './support/agent-process.ts';
 import { CHAT_MODEL, EMBED_DIMENSIONS, EMBED_MODEL } from './support/fixtures.ts';
-import { startTestEdge, type TestEdge } from './support/stack.ts';
+import { createOrtEngine, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const ALIASES = 500;
@@ -77,5 +81,44 @@ describe('Cloudflare limits', () => {
     assert.equal(json.data.length, most);
     // The tunnel survived: the agent is still attached and serving.
     await waitFor('the agent still attached', async () => (await (await edge.admin('/admin/agents')).json() as { data: unknown[] }).data.length === 1 || undefined);
+  });
+
+  test('the agent never sends a frame over 1 MiB: an answer that would not fit becomes that request\'s error', async () => {
+    // A plain ws server as the edge, so nothing refuses the batch before the agent runs it.
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(wss, 'listening');
+    const { port } = wss.address() as { port: number };
+    const engine = await createOrtEngine();
+    const local = new Agent({ edgeUrl: `http://127.0.0.1:${port}`, agentToken: 't', agentId: 'big-answers', engine, log: createLogger('silent') });
+    void local.start();
+    try {
+      const [ws] = (await once(wss, 'connection')) as [WebSocket];
+      const frames: Array<{ type: string; id?: string; code?: string; message?: string; data?: number[][] }> = [];
+      let largest = 0;
+      ws.on('message', (d: Buffer) => {
+        largest = Math.max(largest, d.byteLength);
+        frames.push(JSON.parse(d.toString()));
+      });
+      ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'big-answers' }));
+      const embed = (id: string, n: number) =>
+        ws.send(JSON.stringify({ type: 'request', id, body: { task: 'embed', model: EMBED_MODEL, input: Array.from({ length: n }, (_, i) => `input ${i}`) } }));
+      // 2,048 vectors of 64 numbers: about 2.6 MB of JSON.
+      embed('big', 2048);
+      embed('small', 8);
+      const terminal = (id: string) => frames.find((f) => f.id === id && (f.type === 'error' || f.type === 'embeddings'));
+      await waitFor('both answers', () => (terminal('big') && terminal('small')) || undefined, { timeoutMs: 60_000 });
+      const big = terminal('big')!;
+      console.log(`largest frame from the agent: ${largest} bytes; the 2,048-vector answer became: ${big.type} ${big.message ?? ''}`);
+      assert.ok(largest <= 1024 * 1024, `no frame over 1 MiB (largest ${largest})`);
+      assert.equal(big.type, 'error');
+      assert.equal(big.code, 'invalid_request');
+      assert.match(big.message!, /the embeddings frame would be \d+ bytes, over the edge's 1048576-byte message limit; send fewer inputs per request/);
+      assert.equal(terminal('small')!.type, 'embeddings', 'the tunnel stays up and serves the next request');
+      assert.equal(terminal('small')!.data!.length, 8);
+    } finally {
+      await local.stop();
+      await engine.close();
+      wss.close();
+    }
   });
 });
