@@ -46,11 +46,17 @@ export class DatabaseHealth {
     return this.#downSince !== undefined;
   }
 
-  failed(now: number): void {
-    this.#downSince ??= now;
+  /** Returns true when this failure starts an outage (the one worth logging). */
+  failed(now: number): boolean {
+    if (this.#downSince !== undefined) return false;
+    this.#downSince = now;
+    return true;
   }
 
-  succeeded(): void {
+  /** Returns how long the outage this success ends lasted, if there was one. */
+  succeeded(now: number): number | undefined {
+    const since = this.#downSince;
     this.#downSince = undefined;
+    return since === undefined ? undefined : now - since;
   }
 }

@@ -317,10 +317,12 @@ export class AgentHub extends DurableObject<Env> {
   async #query<T>(what: string, call: (db: Database) => PromiseLike<T>): Promise<T> {
     try {
       const result = await withDeadline(what, this.#config().dbTimeoutMs, call(this.#database()));
-      this.#dbHealth.succeeded();
+      const outage = this.#dbHealth.succeeded(Date.now());
+      if (outage !== undefined) console.warn(`libSQL answers again (${what}) after ${(outage / 1000).toFixed(1)} s`);
       return result;
     } catch (err) {
-      this.#dbHealth.failed(Date.now());
+      // Logged once per outage: while it lasts, every background recheck and flush would fail the same way.
+      if (this.#dbHealth.failed(Date.now())) console.error(`libSQL failed ${what}; treating it as down until a call succeeds`, String(err));
       throw err;
     }
   }
@@ -361,8 +363,8 @@ export class AgentHub extends DurableObject<Env> {
         this.#ledger.rememberKey(keyHash, record, now);
         this.#recentKeys.set(keyHash, { record, at: now });
         return record;
-      } catch (err) {
-        console.error('libSQL unreachable while verifying an API key', String(err));
+      } catch {
+        // #query logged the outage.
         return 'unreachable' as const;
       } finally {
         this.#keyLookups.delete(keyHash);
