@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
+import { AGENT_CONNECT_PATH, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { Agent } from '../node/agent.ts';
 import { createLogger } from '../node/log.ts';
 import { spawnAgent, type AgentProcess } from './support/agent-process.ts';
@@ -120,5 +121,34 @@ describe('Cloudflare limits', () => {
       await engine.close();
       wss.close();
     }
+  });
+});
+
+describe('an agent the edge cannot keep', () => {
+  let edge: TestEdge;
+  before(async () => {
+    // Room for a connection's first attachment (its id and time) but not for an agent id as long as the one below:
+    // the hub then cannot record the hello, as when storage refuses it.
+    edge = await startTestEdge({ NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '100' });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test('gets an error frame saying why and close code 4010, never a silent half-attached socket', async () => {
+    const url = new URL(AGENT_CONNECT_PATH, edge.url);
+    url.protocol = 'ws:';
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${edge.agentToken}` } });
+    const frames: Array<{ type: string; code?: string; message?: string }> = [];
+    ws.on('message', (d: Buffer) => frames.push(JSON.parse(d.toString())));
+    const closed = once(ws, 'close') as Promise<[number, Buffer]>;
+    await once(ws, 'open');
+    ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId: `agent-with-a-long-name-${'x'.repeat(60)}`, agentVersion: '1', engine: 'x', models: [{ id: 'm', kind: 'chat', device: 'CPU' }], devices: [] }));
+    const [code, reason] = await closed;
+    console.log(`refused agent: frames ${JSON.stringify(frames)}; close ${code} ${reason.toString()}`);
+    assert.equal(code, 4010);
+    assert.deepEqual(frames.map((f) => f.type), ['error']);
+    assert.match(frames[0]!.message!, /the edge could not accept this agent's hello \(1 models, 0 devices\): .*exceeds the 100-byte limit/);
+    assert.deepEqual((await (await edge.admin('/admin/agents')).json() as { data: unknown[] }).data, [], 'not listed as attached');
   });
 });
