@@ -203,6 +203,9 @@ describe('API surface', () => {
   });
 
   test("Ollama's keep_alive reaches the agent: 0 unloads the model right after the request", async () => {
+    // Unloading a model affects every key, so it takes a key allowed to manage models.
+    const operator = await edge.createKey({ name: 'operator', manageModels: true });
+    const ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${operator.key}` } });
     const events: Array<{ type: string; model: string }> = [];
     const own = await createOrtEngine({ onModelEvent: (e) => events.push(e) });
     const keeper = await startTestAgent(edge, own, { agentId: 'keep-alive' });

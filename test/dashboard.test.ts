@@ -226,7 +226,7 @@ describe('usage dashboard', () => {
     assert.match(csvRes.headers.get('content-disposition')!, /^attachment; filename="npu-relay-usage_2025-06-10_2025-06-12_key_seed_bulk\.csv"$/);
     assert.equal(csvRes.headers.get('content-length'), null, 'streamed, not buffered');
     const lines = (await csvRes.text()).split('\r\n').filter((l) => l !== '');
-    assert.equal(lines[0], 'id,time,at,key_id,model,endpoint,agent_id,device,prompt_tokens,completion_tokens,ttft_ms,duration_ms,tokens_per_second,cache,status,error_code,outcome');
+    assert.equal(lines[0], 'id,time,at,key_id,model,endpoint,agent_id,device,prompt_tokens,completion_tokens,ttft_ms,duration_ms,tokens_per_second,cache,status,error_code,outcome,requests');
     assert.equal(lines.length - 1, rows.length);
     const got = lines.slice(1).map((l) => {
       const [id, , at] = l.split(',');

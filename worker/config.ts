@@ -16,10 +16,24 @@ export interface EdgeConfig {
   responsesTtlMs: number;
   keyGraceMs: number;
   inferenceTimeoutMs: number;
+  /**
+   * Largest WebSocket attachment the hub writes, in bytes; unset: no check of its own. Cloudflare enforces 2,048
+   * bytes in production while local workerd allows ~16 KiB, so tests set 2048 to fail as production would.
+   */
+  attachmentLimitBytes: number | undefined;
+  /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
+  dbTimeoutMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
-type NumberName = 'NPU_RELAY_MAX_BODY_BYTES' | 'NPU_RELAY_CACHE_TTL_S' | 'NPU_RELAY_RESPONSES_TTL_S' | 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_INFERENCE_TIMEOUT_S';
+type NumberName =
+  | 'NPU_RELAY_MAX_BODY_BYTES'
+  | 'NPU_RELAY_CACHE_TTL_S'
+  | 'NPU_RELAY_RESPONSES_TTL_S'
+  | 'NPU_RELAY_KEY_GRACE_S'
+  | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
+  | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
+  | 'NPU_RELAY_DB_TIMEOUT_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -29,7 +43,7 @@ function secret(env: Env, name: SecretName): string {
   return value;
 }
 
-function positiveInt(env: Env, name: NumberName, fallback: number): number {
+function positiveInt<F extends number | undefined>(env: Env, name: NumberName, fallback: F): number | F {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
@@ -53,6 +67,8 @@ export function edgeConfig(env: Env): EdgeConfig {
       responsesTtlMs: positiveInt(env, 'NPU_RELAY_RESPONSES_TTL_S', 30 * 24 * 3600) * 1000,
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
+      attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
+      dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
     };
     cache.set(env, config);
   }

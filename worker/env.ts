@@ -20,6 +20,10 @@ export interface Env {
   NPU_RELAY_KEY_GRACE_S?: string;
   /** Longest a request may take before the client gets 504 and the agent a cancel, in seconds. */
   NPU_RELAY_INFERENCE_TIMEOUT_S?: string;
+  /** Largest WebSocket attachment the hub writes (tests set Cloudflare's 2048); unset: no check of its own. */
+  NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
+  /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
+  NPU_RELAY_DB_TIMEOUT_MS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
   NPU_RELAY_CORS_ORIGINS?: string;
 }

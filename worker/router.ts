@@ -10,6 +10,8 @@ import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { hub, type Args } from './routes/context.ts';
 import { ollamaRoutes } from './routes/ollama.ts';
+import { countRefusal } from './routes/refusals.ts';
+import type { KeyRecord } from './tunnel/ledger.ts';
 import { openaiRoutes } from './routes/openai.ts';
 
 function flavorOf(request: Request): Flavor {
@@ -31,13 +33,23 @@ async function health(_request: IRequest, env: Env): Promise<Response> {
   return Response.json({ status: agents.length > 0 ? 'ok' : 'no_agent', agents: agents.length });
 }
 
-/** Requests refused before they reach the hub still leave a usage row (the hub records the rest). */
+/**
+ * Requests refused before they reach the hub still leave a usage row (the hub records the rest); those refused for
+ * a missing or unknown key are only counted, per minute (routes/refusals.ts), so strangers cost no row each.
+ */
 function recordRejection(err: unknown, request: IRequest, env: Env, ctx: ExecutionContext): Response {
   const e = toApiError(err);
   const { pathname } = new URL(request.url);
   if (request.method === 'POST' && (pathname.startsWith('/v1/') || pathname.startsWith('/api/'))) {
+    const endpoint = pathname.slice(1).replace(/^v1\//, '').replace(/\//g, '.');
+    // A caller without a verified key (a stranger, or a route that does not exist) is only counted: the endpoint is
+    // named only when it exists, so made-up paths cannot multiply the counters either.
+    if (e.code === 'invalid_api_key' || request.key === undefined) {
+      countRefusal(env, ctx, ENDPOINTS.has(endpoint) ? endpoint : 'other', e);
+      return errorResponse(e, flavorOf(request));
+    }
     const row = {
-      id: crypto.randomUUID(), at: Date.now(), keyId: null, model: null, endpoint: pathname.slice(1).replace(/^v1\//, '').replace(/\//g, '.'),
+      id: crypto.randomUUID(), at: Date.now(), keyId: (request.key as KeyRecord | undefined)?.id ?? null, model: null, endpoint,
       agentId: null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null,
       status: e.status, errorCode: e.code, outcome: 'rejected' as const,
     };
@@ -45,6 +57,9 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
   }
   return errorResponse(e, flavorOf(request));
 }
+
+/** The inference endpoints, as usage rows name them. */
+const ENDPOINTS = new Set(['chat.completions', 'completions', 'embeddings', 'api.chat', 'api.generate', 'api.embed', 'api.embeddings', 'api.show']);
 
 export const router = Router<IRequest, Args>({ catch: recordRejection });
 

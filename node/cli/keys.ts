@@ -24,7 +24,7 @@ import { localDatabase, type LocalDatabase } from '../local/local-db.ts';
 const HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
-  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T]
+  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage-models]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
@@ -37,6 +37,7 @@ Options of create:
   --tpm N             tokens per minute                                   (default: no limit)
   --budget N          tokens per calendar month (UTC)                     (default: no limit)
   --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
+  --manage-models     may unload (Ollama keep_alive 0) or pin (-1) models for every key (default: no)
 
 Options of every command (each also settable by the environment variable shown):
 ${DATABASE_HELP}
@@ -55,7 +56,7 @@ type KeysCommand =
   | { command: 'list'; target: Target }
   | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
 
-const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant'] as const;
+const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'manage-models'] as const;
 
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -79,6 +80,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
         tpm: { type: 'string' },
         budget: { type: 'string' },
         tenant: { type: 'string' },
+        'manage-models': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -124,6 +126,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tpm: positiveInt('tpm', values.tpm),
       monthlyTokenBudget: positiveInt('budget', values.budget),
       tenant: values.tenant?.trim(),
+      manageModels: values['manage-models'] === true,
     };
   }
   // Without a database named, the local stack's: `npm start` keeps it in the data folder.

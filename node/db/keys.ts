@@ -47,6 +47,8 @@ export interface NewKey {
   monthlyTokenBudget?: number | null | undefined;
   /** Defaults to the key's own id: a key alone in its tenant shares cache entries with no other key. */
   tenant?: string | undefined;
+  /** May unload (`keep_alive: 0`) or pin (`-1`) models for every key. */
+  manageModels?: boolean | undefined;
   /** Store this secret instead of generating one (how `npm start` registers `NPU_RELAY_API_KEY`). */
   key?: string | undefined;
 }
@@ -96,6 +98,7 @@ function checkInput(input: NewKey) {
     rpm: checkLimit('rpm', input.rpm),
     tpm: checkLimit('tpm', input.tpm),
     monthlyTokenBudget: checkLimit('the monthly token budget', input.monthlyTokenBudget),
+    manageModels: input.manageModels ?? false,
   };
 }
 

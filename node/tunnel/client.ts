@@ -5,7 +5,7 @@
 import WebSocket from 'ws';
 import { decodeEdgeFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
 import type { AgentFrame, EdgeFrame, HelloFrame } from '../../shared/protocol/frames.ts';
-import { AGENT_CONNECT_PATH, PING_FRAME } from '../../shared/protocol/version.ts';
+import { AGENT_CONNECT_PATH, MAX_AGENT_FRAME_BYTES, PING_FRAME } from '../../shared/protocol/version.ts';
 import type { Logger } from '../log.ts';
 import { Backoff } from './backoff.ts';
 
@@ -70,7 +70,17 @@ export class TunnelClient {
   /** Sends a frame if connected; returns false if it could not be sent (the stream is lost with the socket). */
   send(frame: AgentFrame): boolean {
     if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
-    this.#ws.send(encodeFrame(frame));
+    let text = encodeFrame(frame);
+    // A UTF-16 code unit is at most 3 bytes of UTF-8: most frames need no counting.
+    const bytes = text.length * 3 <= MAX_AGENT_FRAME_BYTES ? 0 : Buffer.byteLength(text);
+    if (bytes > MAX_AGENT_FRAME_BYTES) {
+      // The edge would close the whole tunnel (1009) on a message this large: fail this one request instead.
+      const message = `the ${frame.type} frame would be ${bytes} bytes, over the edge's ${MAX_AGENT_FRAME_BYTES}-byte message limit; send fewer inputs per request`;
+      this.#options.log.error({ type: frame.type, bytes }, message);
+      if (!('id' in frame) || typeof frame.id !== 'string') return false;
+      text = encodeFrame({ type: 'error', id: frame.id, code: 'invalid_request', message });
+    }
+    this.#ws.send(text);
     return true;
   }
 

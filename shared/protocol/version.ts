@@ -8,6 +8,13 @@ export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [1];
  */
 export const MAX_FRAME_CHARS = 4 * 1024 * 1024;
 
+/**
+ * Largest frame an agent sends, in bytes of UTF-8. A Worker receives WebSocket messages of at most 1 MiB (local
+ * workerd closes the socket with 1009 past it; Cloudflare's Workers limits say 1 MiB), so nothing the agent says may
+ * be larger, whatever MAX_FRAME_CHARS lets the agent accept from the edge.
+ */
+export const MAX_AGENT_FRAME_BYTES = 1024 * 1024;
+
 /** The path on the edge that agents dial. */
 export const AGENT_CONNECT_PATH = '/agent/connect';
 

@@ -27,7 +27,7 @@ export interface TestEdge {
   agentToken: string;
   adminToken: string;
   /** Creates another key through the admin API. */
-  createKey(options: { name: string; models?: string[]; rpm?: number; tpm?: number; budget?: number; tenant?: string }): Promise<{ id: string; key: string }>;
+  createKey(options: { name: string; models?: string[]; rpm?: number; tpm?: number; budget?: number; tenant?: string; manageModels?: boolean }): Promise<{ id: string; key: string }>;
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */
   openai(options?: { apiKey?: string; maxRetries?: number }): OpenAI;

@@ -13,25 +13,28 @@ export const EXPORT_PAGE_ROWS = 1000;
 /** CSV columns, in order: each is a usage column, plus `time` (ISO 8601) beside `at` (ms) for people reading it. */
 const COLUMNS = [
   'id', 'time', 'at', 'key_id', 'model', 'endpoint', 'agent_id', 'device', 'prompt_tokens', 'completion_tokens', 'ttft_ms',
-  'duration_ms', 'tokens_per_second', 'cache', 'status', 'error_code', 'outcome',
+  'duration_ms', 'tokens_per_second', 'cache', 'status', 'error_code', 'outcome', 'requests',
 ] as const;
 
 function csvCells(r: UsageRecord): Array<string | number | null> {
   return [
     r.id, new Date(r.at).toISOString(), r.at, r.keyId, r.model, r.endpoint, r.agentId, r.device, r.promptTokens, r.completionTokens, r.ttftMs,
-    r.durationMs, r.tokensPerSecond, r.cache, r.status, r.errorCode, r.outcome,
+    r.durationMs, r.tokensPerSecond, r.cache, r.status, r.errorCode, r.outcome, r.requests,
   ];
 }
 
 /**
  * One CSV field (RFC 4180). Text a spreadsheet would run as a formula (a model name from a client could start with
- * `=`) gets a leading apostrophe, the usual guard against CSV injection; numbers are written as they are.
+ * `=`) gets a leading apostrophe, the usual guard against CSV injection — also when whitespace or a line break comes
+ * before the `=`, which spreadsheets skip. A field holding a `;` (the separator where `,` is the decimal mark) is
+ * quoted, so `a;=cmd()` stays one cell rather than becoming a second cell that starts with `=`. Numbers are written
+ * as they are.
  */
 function csvField(value: string | number | null): string {
   if (value === null) return '';
   if (typeof value === 'number') return String(value);
-  const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  const text = /^\s*[=+\-@]|^[\t\r\n]/.test(value) ? `'${value}` : value;
+  return /[",;\r\n]|^\s|\s$/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 function jsonRow(r: UsageRecord) {

@@ -3,7 +3,7 @@
  * Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are UTC hours
  * or days. Percentiles are exact, by the nearest-rank definition (see `latencyBy`).
  */
-import { and, asc, count, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
 import type { Database } from './client.ts';
 import { apiKeys, usage } from './schema.ts';
 
@@ -33,6 +33,12 @@ function bucketStart(bucket: Bucket): SQL<number> {
 }
 
 /** Requests served from an agent: cache hits are excluded from latency and throughput figures. */
+/**
+ * Requests a set of rows stands for: rows are one request each, except the per-minute counters of requests refused
+ * for a missing or unknown key (see `usage.requests`).
+ */
+const requestCount = () => sql<number>`coalesce(sum(${usage.requests}), 0)`.mapWith(Number);
+
 const servedByAgent = and(eq(usage.outcome, 'ok'), or(sql`${usage.cache} is null`, ne(usage.cache, 'HIT')));
 
 export interface TimeseriesPoint {
@@ -50,7 +56,7 @@ export async function usageTimeseries(db: Database, f: UsageFilter, bucket: Buck
   const t = bucketStart(bucket);
   const group = split === 'key' ? usage.keyId : usage.model;
   const rows = await db
-    .select({ t, group, requests: count(), promptTokens: sum(usage.promptTokens), completionTokens: sum(usage.completionTokens) })
+    .select({ t, group, requests: requestCount(), promptTokens: sum(usage.promptTokens), completionTokens: sum(usage.completionTokens) })
     .from(usage)
     .where(inRange(f))
     .groupBy(t, group)
@@ -81,12 +87,12 @@ export interface UsageSummary {
   tokensSaved: number;
 }
 
-const countWhen = (condition: SQL) => sql<number>`coalesce(sum(case when ${condition} then 1 else 0 end), 0)`;
+const countWhen = (condition: SQL) => sql<number>`coalesce(sum(case when ${condition} then ${usage.requests} else 0 end), 0)`;
 
 export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageSummary> {
   const [r] = await db
     .select({
-      requests: count(),
+      requests: requestCount(),
       ok: countWhen(sql`${usage.outcome} = 'ok'`),
       errors: countWhen(sql`${usage.outcome} = 'error'`),
       cancelled: countWhen(sql`${usage.outcome} = 'cancelled'`),
@@ -205,7 +211,7 @@ export async function throughputByDevice(db: Database, f: UsageFilter): Promise<
     .select({
       agentId: usage.agentId,
       device: usage.device,
-      requests: count(),
+      requests: requestCount(),
       completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`,
       meanTokensPerSecond: sql<number | null>`avg(${usage.tokensPerSecond})`,
       durationMs: sql<number>`coalesce(sum(${usage.durationMs}), 0)`,
@@ -236,11 +242,11 @@ export interface ErrorCount {
 /** Failed, cancelled and refused requests per error code. */
 export async function errorCounts(db: Database, f: UsageFilter): Promise<ErrorCount[]> {
   const rows = await db
-    .select({ code: usage.errorCode, status: usage.status, outcome: usage.outcome, requests: count(), lastAt: sql<number>`max(${usage.at})` })
+    .select({ code: usage.errorCode, status: usage.status, outcome: usage.outcome, requests: requestCount(), lastAt: sql<number>`max(${usage.at})` })
     .from(usage)
     .where(inRange(f, isNotNull(usage.errorCode)))
     .groupBy(usage.errorCode, usage.status, usage.outcome)
-    .orderBy(sql`count(*) desc`, usage.errorCode);
+    .orderBy(sql`sum(${usage.requests}) desc`, usage.errorCode);
   return rows.map((r) => ({ code: r.code ?? '', status: r.status, outcome: r.outcome, requests: r.requests, lastAt: Number(r.lastAt) }));
 }
 

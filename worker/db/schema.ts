@@ -22,6 +22,11 @@ export const apiKeys = sqliteTable(
     tpm: integer('tpm'),
     /** Tokens (prompt + completion) the key may use per calendar month (UTC). */
     monthlyTokenBudget: integer('monthly_token_budget'),
+    /**
+     * May change how long models stay loaded for everyone: Ollama's `keep_alive: 0` (unload now) and `-1` (never
+     * unload). Other keys' keep_alive 0 or below is refused (403).
+     */
+    manageModels: integer('manage_models', { mode: 'boolean' }).notNull().default(false),
     createdAt: integer('created_at').notNull(),
     revokedAt: integer('revoked_at'),
   },
@@ -50,6 +55,12 @@ export const usage = sqliteTable(
     errorCode: text('error_code'),
     /** ok, error, cancelled or rejected. */
     outcome: text('outcome').notNull(),
+    /**
+     * Requests this row stands for: 1, except the per-minute counter rows of requests refused for a missing or
+     * unknown API key (`refused-…` ids), which are counted in aggregate so strangers cannot make the edge write a row
+     * each. Aggregations sum this column rather than counting rows.
+     */
+    requests: integer('requests').notNull().default(1),
   },
   (t) => [
     // (at, id) rather than (at) alone: the dashboard's export pages through rows in (at, id) order (keyset

@@ -10,7 +10,8 @@ import { usage } from './schema.ts';
 const columns = Object.entries(getTableColumns(usage));
 const INSERT_HEAD = sql.raw(
   `INSERT INTO ${JSON.stringify(getTableName(usage))} (${columns.map(([, c]) => JSON.stringify(c.name)).join(', ')}) ` +
-    `SELECT ${columns.map(([field]) => `json_extract(value, '$.${field}')`).join(', ')} FROM json_each(`,
+    // A field a row leaves out takes the column's default (`requests`: 1), as a plain INSERT would give it.
+    `SELECT ${columns.map(([field, c]) => (typeof c.default === 'number' ? `coalesce(json_extract(value, '$.${field}'), ${c.default})` : `json_extract(value, '$.${field}')`)).join(', ')} FROM json_each(`,
 );
 // `WHERE true` lets SQLite tell the upsert clause from a join constraint after INSERT … SELECT.
 const INSERT_TAIL = sql.raw(') WHERE true ON CONFLICT (id) DO NOTHING');

@@ -1,5 +1,5 @@
 /** Usage totals for the dashboard and the admin API, aggregated in SQL. */
-import { and, count, gte, lt, sql, sum } from 'drizzle-orm';
+import { and, gte, lt, sql, sum } from 'drizzle-orm';
 import type { Database } from './client.ts';
 import { usage } from './schema.ts';
 
@@ -20,11 +20,11 @@ export async function usageTotals(db: Database, by: Grouping, from: number, to: 
   const rows = await db
     .select({
       group,
-      requests: count(),
+      requests: sql<number>`coalesce(sum(${usage.requests}), 0)`.mapWith(Number),
       promptTokens: sum(usage.promptTokens),
       completionTokens: sum(usage.completionTokens),
       cacheHits: sum(sql<number>`case when ${usage.cache} = 'HIT' then 1 else 0 end`),
-      errors: sum(sql<number>`case when ${usage.outcome} in ('error', 'rejected') then 1 else 0 end`),
+      errors: sum(sql<number>`case when ${usage.outcome} in ('error', 'rejected') then ${usage.requests} else 0 end`),
     })
     .from(usage)
     .where(and(gte(usage.at, from), lt(usage.at, to)))

@@ -18,6 +18,8 @@ const NewKey = z.object({
   rpm: z.number().int().positive().optional(),
   tpm: z.number().int().positive().optional(),
   budget: z.number().int().positive().optional(),
+  /** May unload (`keep_alive: 0`) or pin (`-1`) models for everyone. */
+  manageModels: z.boolean().optional(),
 });
 
 function database(env: Env) {
@@ -31,7 +33,7 @@ async function createKey(request: IRequest, env: Env): Promise<Response> {
   const id = newKeyId();
   const row = {
     id, name: body.name, tenant: body.tenant ?? id, prefix: visiblePrefix(key), hash: await hashApiKey(key), models: body.models ?? null,
-    rpm: body.rpm ?? null, tpm: body.tpm ?? null, monthlyTokenBudget: body.budget ?? null, createdAt: Date.now(), revokedAt: null,
+    rpm: body.rpm ?? null, tpm: body.tpm ?? null, monthlyTokenBudget: body.budget ?? null, manageModels: body.manageModels ?? false, createdAt: Date.now(), revokedAt: null,
   };
   await database(env).insert(apiKeys).values(row);
   const { hash: _hash, ...visible } = row;

@@ -7,6 +7,7 @@ import { bearerToken, secretsEqual } from '../http/auth.ts';
 import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
 import { edgeConfig } from '../config.ts';
+import { ExpiringMap } from '../expiring-map.ts';
 import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 
@@ -45,11 +46,34 @@ async function keyHashOf(request: Request): Promise<string> {
   return hash;
 }
 
+/**
+ * Keys the hub refused lately (unknown or revoked), so a stranger repeating a key is answered 401 by the Worker
+ * without a call to the hub, which serves every real key; and keys it accepted lately, so an inference request's
+ * key is checked before its body is read without costing a second hub call (the hub checks it again at dispatch,
+ * which is where revocation takes effect). Bounded: a flood of made-up keys only evicts other made-up keys first.
+ */
+const refusedKeys = new ExpiringMap<ApiError>(10_000, 60_000);
+const acceptedKeys = new ExpiringMap<KeyRecord>(1024, 60_000);
+
+async function verifiedKey(keyHash: string, env: Env, reuse: boolean): Promise<KeyRecord> {
+  const now = Date.now();
+  const refused = refusedKeys.get(keyHash, now);
+  if (refused) throw refused;
+  const accepted = reuse ? acceptedKeys.get(keyHash, now) : undefined;
+  if (accepted) return accepted;
+  const auth = await hub(env).authorize(keyHash);
+  if ('error' in auth) {
+    const err = new ApiError(auth.error.code, auth.error.message);
+    if (auth.error.code === 'invalid_api_key') refusedKeys.set(keyHash, err, now);
+    throw err;
+  }
+  acceptedKeys.set(keyHash, auth.key, now);
+  return auth.key;
+}
+
 /** Checks the client's key; the record is kept on the request for the handlers. */
 export async function requireApiKey(request: IRequest, env: Env): Promise<void> {
-  const auth = await hub(env).authorize(await keyHashOf(request));
-  if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
-  request.key = auth.key;
+  request.key = await verifiedKey(await keyHashOf(request), env, false);
 }
 
 export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
@@ -73,12 +97,17 @@ type Described = Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>;
  * to the hub as `describe` says.
  */
 export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: z.infer<S>) => Described) {
-  return async (request: IRequest, env: Env): Promise<Response> => dispatch(request, env, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
+  return async (request: IRequest, env: Env): Promise<Response> => {
+    // The key first: a caller without a valid key learns nothing about the body, and costs no parsing of it.
+    const keyHash = await keyHashOf(request);
+    request.key = await verifiedKey(keyHash, env, true);
+    return dispatch(request, env, keyHash, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
+  };
 }
 
 /** Hands a validated request to the hub; the hub checks the key, limits and cache, and answers. */
-async function dispatch(request: IRequest, env: Env, d: Described): Promise<Response> {
-  const body: Dispatch = { ...d, keyHash: await keyHashOf(request), ...cacheDirectives(request) };
+async function dispatch(request: IRequest, env: Env, keyHash: string, d: Described): Promise<Response> {
+  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
   // The client's signal travels with the subrequest (enable_request_signal), so the hub learns when the client
   // disconnects even while a non-streaming answer is still being generated.
   try {

@@ -21,7 +21,13 @@ async function listModels(request: IRequest, env: Env): Promise<Response> {
 }
 
 async function getModel(request: IRequest, env: Env): Promise<Response> {
-  const id = decodeURIComponent(request.params.id!);
+  let id: string;
+  try {
+    id = decodeURIComponent(request.params.id!);
+  } catch {
+    // A malformed escape (`%E0%A4%A`) is the client's mistake: no model has a name that cannot be spelled.
+    throw new ApiError('invalid_request', `the model id in the path is not valid percent-encoded UTF-8: '${request.params.id}'`, { param: 'model' });
+  }
   const found = (await visibleModels(request, env)).find((m) => m.info.id === id);
   if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });
   return Response.json(modelObject(found));

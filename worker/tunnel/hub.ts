@@ -3,14 +3,15 @@
  * API, so an idle relay costs nothing), multiplexes client requests over them by unique id, and streams each
  * agent's frames back into the waiting client responses.
  *
- * What must survive hibernation lives in each socket's attachment (the agent's hello); in-flight exchanges live
- * in memory, which is safe because a Durable Object with a response still streaming is not evicted.
+ * What must survive hibernation lives in each socket's attachment (a connection id and the agent's id) and in the
+ * object's storage (the agent's hello and status: `AgentStore`); in-flight exchanges live in memory, which is safe
+ * because a Durable Object with a response still streaming is not evicted.
  */
 import { DurableObject } from 'cloudflare:workers';
 import { decodeAgentFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
-import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type FinishReason, type HelloFrame, type ModelInfo, type StatusFrame, type Task } from '../../shared/protocol/frames.ts';
-import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
-import { and, eq, gt } from 'drizzle-orm';
+import { EDGE_FEATURES, type AgentFrame, type DeviceInfo, type EdgeFrame, type FinishReason, type HelloFrame, type ModelInfo, type Task } from '../../shared/protocol/frames.ts';
+import { MAX_AGENT_FRAME_BYTES, PING_FRAME, PONG_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
+import { and, eq, gt, inArray, lte, sql } from 'drizzle-orm';
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
@@ -19,22 +20,28 @@ import { ResponseStore, responseNotFound, type Conversation, type StoredResponse
 import { linkToolResults } from '../../shared/api/tools.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
+import { DatabaseHealth, DatabaseTimeout, withDeadline } from '../db/timeout.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import { capableAgents } from './features.ts';
-import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
+import { Ledger, type KeyRecord, type RefusalCount, type Reservation, type TokenNeed, type UsageRow } from './ledger.ts';
+import { ExpiringMap } from '../expiring-map.ts';
+import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
 
-/** What the hub remembers about a socket; kept in its attachment so it survives hibernation. */
+/**
+ * What the hub remembers about a socket in its attachment, so it survives hibernation. Only small fixed fields:
+ * Cloudflare refuses attachments over 2,048 bytes; the hello and status live in `AgentStore`, keyed by `connId`.
+ */
 interface AgentAttachment {
   /** Identifies this connection; an agent that reconnects gets a new one. */
   connId: string;
   connectedAt: number;
-  hello?: Omit<HelloFrame, 'type'> & { at: number };
-  /** The agent's latest heartbeat. */
-  status?: Omit<StatusFrame, 'type'> & { at: number };
+  /** Set once the hello was accepted (at most 128 characters, by the hello's schema). */
+  agentId?: string;
+  helloAt?: number;
 }
 
 /** A request handed from the Worker to the hub. */
@@ -69,7 +76,7 @@ export interface AgentSummary {
   devices: DeviceInfo[];
   connectedAt: number;
   inFlight: number;
-  status: (Omit<StatusFrame, 'type'> & { at: number }) | null;
+  status: AgentStatus | null;
   /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
   lastSeen: number;
 }
@@ -80,12 +87,50 @@ interface RequestContext {
   cache: UsageRow['cache'];
   /** Aborts when the client disconnects (the Worker passes its request's signal on). */
   signal: AbortSignal;
+  /** Tokens held for this request against its key's limits, released if it fails before it runs. */
+  reservation?: Reservation | undefined;
 }
 
 /** Usage fields come partly from clients (a model name): keep them valid UTF-8 and of sane length. */
 function storable(row: UsageRow): UsageRow {
   const clean = (v: string | null, max = 256) => (v === null ? null : v.toWellFormed().slice(0, max));
   return { ...row, model: clean(row.model), endpoint: clean(row.endpoint, 64)!, errorCode: clean(row.errorCode, 64), agentId: clean(row.agentId), device: clean(row.device, 64) };
+}
+
+/**
+ * Without a tokenizer, the edge bounds a prompt's tokens from above by its bytes (every token of a byte-level BPE
+ * or byte-fallback tokenizer covers at least one byte) plus what a chat template adds per message and in all (the
+ * test model's Llama 2 template adds 7–8 per message; templates that inject a long default system prompt add more,
+ * and only for those can a request use more than it reserved).
+ */
+const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+const TEMPLATE_TOKENS_FIXED = 4;
+/** Special tokens an embedding model adds per input ([CLS], [SEP], …). */
+const SPECIAL_TOKENS_PER_INPUT = 4;
+
+/** The most this task can cost in tokens, as far as the edge can tell before it runs. */
+function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
+  const encoder = new TextEncoder();
+  const bytes = (s: string) => encoder.encode(s).byteLength;
+  if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  const prompt = task.task === 'chat' ? task.messages.reduce((n, m) => n + bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_FIXED) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED;
+  const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
+  return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
+}
+
+/** Start of the minute holding `at`. */
+function minuteOf(at: number): number {
+  return at - (at % 60_000);
+}
+
+const REFUSAL_ROWS_PER_FLUSH = 50;
+
+/** A refusal counter as a usage row: one per minute, endpoint and code, standing for `n` requests. */
+function refusalRow(c: RefusalCount): UsageRow & { requests: number } {
+  return {
+    id: `refused-${c.minute}-${c.endpoint}-${c.code}-${c.status}`, at: c.minute, keyId: null, model: null, endpoint: c.endpoint, agentId: null, device: null,
+    promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null, status: c.status, errorCode: c.code, outcome: 'rejected', requests: c.n,
+  };
 }
 
 function answerOf(s: Settlement): CachedAnswer {
@@ -102,9 +147,19 @@ function usageTokens(u: { promptTokens: number; completionTokens: number }) {
  */
 const MAX_BYTES_PER_TOKEN = 8;
 
+/** Characters a vector element takes in JSON at most (`-0.012345678918766975,`): float32 values printed as doubles. */
+const CHARS_PER_ELEMENT = 23;
+
+/** How many vectors of `dimensions` fit in one agent frame, with room for the frame's other fields. */
+function maxEmbedInputs(dimensions: number): number {
+  return Math.max(1, Math.floor((MAX_AGENT_FRAME_BYTES - 4096) / (dimensions * CHARS_PER_ELEMENT + 2)));
+}
+
+/** The bytes of the prompt; of an embedding batch, of its longest input (each input is a prompt of its own). */
 function promptBytes(task: Task): number {
-  const text = task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.task === 'complete' ? task.prompt : task.input.join('');
-  return new TextEncoder().encode(text).byteLength;
+  const encoder = new TextEncoder();
+  if (task.task === 'embed') return Math.max(...task.input.map((i) => encoder.encode(i).byteLength));
+  return encoder.encode(task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.prompt).byteLength;
 }
 
 /**
@@ -112,7 +167,14 @@ function promptBytes(task: Task): number {
  * hub) takes effect at once; a revocation written straight to the database (`npm run keys -- revoke`) within this.
  */
 const KEY_RECHECK_MS = 2000;
+/** How long a key libSQL does not know is refused without asking again, and how many such keys are remembered. */
+const UNKNOWN_KEY_TTL_MS = 60_000;
+const UNKNOWN_KEYS_MAX = 10_000;
 const USAGE_FLUSH_MS = 250;
+/** Expired cache entries are deleted at most this often, in batches small enough not to hold libSQL up. */
+const CACHE_SWEEP_MS = 10 * 60_000;
+const CACHE_SWEEP_BATCH = 500;
+const CACHE_SWEEP_BATCHES = 20;
 /** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
 const HOT_CACHE_BYTES = 16 * 1024 * 1024;
 
@@ -166,7 +228,7 @@ const RETRY_AFTER_FULL_S = 1;
 const DEAD_PEER_MS = 45_000;
 
 /** WebSocket close codes the hub uses (4000–4999 is the application range). */
-const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400 } as const;
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, notAccepted: 4010, badFrame: 4400 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -179,16 +241,26 @@ export class AgentHub extends DurableObject<Env> {
   #keepAliveTimer: ReturnType<typeof setInterval> | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
+  #lastCacheSweep = 0;
   /** Recently used cache entries, so a hot answer costs no database query. */
   readonly #hotCache = new HotCache(HOT_CACHE_BYTES);
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
+  /** Key lookups in flight, one per key hash: requests for the same key share it instead of queueing more. */
+  readonly #keyLookups = new Map<string, Promise<KeyRecord | undefined | 'unreachable'>>();
+  readonly #dbHealth = new DatabaseHealth();
+  /** Key hashes libSQL does not know, so a stranger repeating a made-up key costs no query each time. */
+  readonly #unknownKeys = new ExpiringMap<true>(UNKNOWN_KEYS_MAX, UNKNOWN_KEY_TTL_MS);
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   readonly #responses = new ResponseStore(() => this.#database(), () => this.#config().responsesTtlMs);
+  readonly #agentStore: AgentStore;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#ledger = new Ledger(ctx.storage.sql);
+    this.#agentStore = new AgentStore(ctx.storage.sql);
+    // Records of sockets that closed while the object was gone (a deploy, a crash) have no close event to drop them.
+    this.#agentStore.retainOnly(new Set(ctx.getWebSockets().flatMap((ws) => this.#attachment(ws)?.connId ?? [])));
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -206,6 +278,11 @@ export class AgentHub extends DurableObject<Env> {
         return await this.#dispatch(dispatch, ctx);
       } catch (err) {
         const e = toApiError(err);
+        this.#ledger.settle(ctx.reservation, 0, Date.now());
+        if (e.code === 'invalid_api_key') {
+          this.countRefusals([{ minute: minuteOf(started), endpoint: dispatch.endpoint, code: e.code, status: e.status, n: 1, lastAt: started }]);
+          return errorResponse(e, format.flavor);
+        }
         this.record({
           id: ctx.id, at: started, keyId: ctx.key?.id ?? null, model: dispatch.task.model, endpoint: dispatch.endpoint, agentId: null, device: null,
           promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: Date.now() - started, tokensPerSecond: null, cache: ctx.cache,
@@ -219,7 +296,7 @@ export class AgentHub extends DurableObject<Env> {
 
   /** The connected agents that have said hello. */
   async agents(): Promise<AgentSummary[]> {
-    return this.#agents().map(({ ws, hello, connId, attachment }) => ({
+    return this.#agents().map(({ ws, hello, status, connId, attachment }) => ({
       agentId: hello.agentId,
       engine: hello.engine,
       agentVersion: hello.agentVersion,
@@ -227,8 +304,8 @@ export class AgentHub extends DurableObject<Env> {
       devices: hello.devices,
       connectedAt: attachment.connectedAt,
       inFlight: this.#inFlight(connId),
-      status: attachment.status ?? null,
-      lastSeen: this.#lastSeen(ws, attachment),
+      status: status ?? null,
+      lastSeen: this.#lastSeen(ws, attachment, status),
     }));
   }
 
@@ -237,36 +314,70 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   #database(): Database {
-    const { libsqlUrl, libsqlAuthToken } = this.#config();
-    this.#db ??= openDatabase(libsqlUrl, libsqlAuthToken);
+    const { libsqlUrl, libsqlAuthToken, dbTimeoutMs } = this.#config();
+    this.#db ??= openDatabase(libsqlUrl, libsqlAuthToken, { timeoutMs: dbTimeoutMs });
     return this.#db;
   }
 
+  /** One libSQL call, bounded by NPU_RELAY_DB_TIMEOUT_MS; its outcome keeps `#dbHealth` current. */
+  async #query<T>(what: string, call: (db: Database) => PromiseLike<T>): Promise<T> {
+    try {
+      const result = await withDeadline(what, this.#config().dbTimeoutMs, call(this.#database()));
+      const outage = this.#dbHealth.succeeded(Date.now());
+      if (outage !== undefined) console.warn(`libSQL answers again (${what}) after ${(outage / 1000).toFixed(1)} s`);
+      return result;
+    } catch (err) {
+      // Logged once per outage: while it lasts, every background recheck and flush would fail the same way.
+      if (this.#dbHealth.failed(Date.now())) console.error(`libSQL failed ${what}; treating it as down until a call succeeds`, String(err));
+      throw err;
+    }
+  }
+
   /**
-   * Checks an API key against libSQL on every request, so a revocation anywhere takes effect at once. While libSQL
-   * is unreachable, a key verified within the grace period (NPU_RELAY_KEY_GRACE_S) is still served, unless it was
-   * revoked through the admin API meanwhile.
+   * Checks an API key against libSQL at most every KEY_RECHECK_MS per key, so a revocation written to the database
+   * takes effect within about that. A key verified within the grace period (NPU_RELAY_KEY_GRACE_S) is served without
+   * waiting while libSQL is down or a recheck of it is already in flight (the recheck finishes in the background),
+   * and when the recheck fails or times out; a key revoked through the admin API meanwhile is refused at once.
    */
   async authorize(keyHash: string): Promise<Authorization> {
     const now = Date.now();
-    let record: KeyRecord | undefined;
     const fresh = this.#recentKeys.get(keyHash);
     if (fresh && now - fresh.at < KEY_RECHECK_MS) return verdict(fresh.record);
-    try {
-      const row = (await this.#database().select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1))[0];
-      if (row) {
-        record = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, revokedAt: row.revokedAt };
+    if (this.#unknownKeys.get(keyHash, now)) return verdict(undefined);
+    const { keyGraceMs } = this.#config();
+    const known = fresh && now - fresh.at <= keyGraceMs ? fresh.record : this.#ledger.recentKey(keyHash, now, keyGraceMs);
+    const inFlight = this.#keyLookups.get(keyHash);
+    const lookup = inFlight ?? this.#lookUpKey(keyHash);
+    if (known && (inFlight || this.#dbHealth.down)) return verdict(known);
+    const result = await lookup;
+    if (result !== 'unreachable') return verdict(result);
+    if (known) return verdict(known);
+    return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
+  }
+
+  /** Looks a key up in libSQL, once at a time per key; 'unreachable' when libSQL failed or did not answer in time. */
+  #lookUpKey(keyHash: string): Promise<KeyRecord | undefined | 'unreachable'> {
+    const lookup = (async () => {
+      try {
+        const row = (await this.#query('a key lookup', (db) => db.select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1)))[0];
+        if (!row) {
+          this.#unknownKeys.set(keyHash, true, Date.now());
+          return undefined;
+        }
+        const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, manageModels: row.manageModels, revokedAt: row.revokedAt };
+        const now = Date.now();
         this.#ledger.rememberKey(keyHash, record, now);
         this.#recentKeys.set(keyHash, { record, at: now });
+        return record;
+      } catch {
+        // #query logged the outage.
+        return 'unreachable' as const;
+      } finally {
+        this.#keyLookups.delete(keyHash);
       }
-    } catch (err) {
-      record = this.#ledger.recentKey(keyHash, now, this.#config().keyGraceMs);
-      if (!record) {
-        console.error('libSQL unreachable while verifying an API key', err);
-        return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
-      }
-    }
-    return verdict(record);
+    })();
+    this.#keyLookups.set(keyHash, lookup);
+    return lookup;
   }
 
   /** Revokes a key in libSQL and in the hub's fallback copy, so it stops working on the next request either way. */
@@ -275,7 +386,7 @@ export class AgentHub extends DurableObject<Env> {
     const known = this.#ledger.revokeKey(id, now);
     for (const entry of this.#recentKeys.values()) if (entry.record.id === id) entry.record = { ...entry.record, revokedAt: entry.record.revokedAt ?? now };
     try {
-      const updated = await this.#database().update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id });
+      const updated = await this.#query('a key revocation', (db) => db.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id }));
       return { revoked: known || updated.length > 0, databaseUpdated: true };
     } catch (err) {
       console.error('libSQL unreachable while revoking a key; revoked in the hub only', err);
@@ -286,6 +397,19 @@ export class AgentHub extends DurableObject<Env> {
   /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
   record(row: UsageRow): void {
     this.#ledger.enqueueUsage(storable(row));
+    this.#scheduleFlush();
+  }
+
+  /**
+   * Counts requests refused for a missing or unknown key: a counter per minute, endpoint and code, written to libSQL
+   * as one usage row whose `requests` is the count, so strangers cannot make the edge write a row per request.
+   */
+  countRefusals(counts: RefusalCount[]): void {
+    this.#ledger.addRefusals(counts.map((c) => ({ ...c, endpoint: c.endpoint.toWellFormed().slice(0, 64), code: c.code.slice(0, 64) })));
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
     // Rows are written in batches: one INSERT per USAGE_FLUSH_MS, however many requests finished meanwhile.
     this.#flushTimer ??= setTimeout(() => {
       this.#flushTimer = undefined;
@@ -299,14 +423,23 @@ export class AgentHub extends DurableObject<Env> {
     try {
       for (;;) {
         const batch = this.#ledger.pendingUsage(200);
-        if (batch.ids.length === 0) return;
+        if (batch.ids.length === 0) break;
         try {
-          await this.#database().run(insertUsageJson(batch.json));
+          await this.#query('a usage batch', (db) => db.run(insertUsageJson(batch.json)));
           this.#ledger.usageWritten(batch.ids);
         } catch (batchErr) {
+          // A database that does not answer would not answer row by row either (200 timeouts in a row).
+          if (batchErr instanceof DatabaseTimeout) throw batchErr;
           // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
           if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
         }
+      }
+      const counts = this.#ledger.pendingRefusals(REFUSAL_ROWS_PER_FLUSH);
+      if (counts.length > 0) {
+        // Each counter row carries its minute's whole count, so writing it again (a retry) changes nothing.
+        await this.#query('refusal counters', (db) => db.insert(usage).values(counts.map(refusalRow)).onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }));
+        this.#ledger.refusalsWritten(counts, Date.now());
+        if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#scheduleFlush();
       }
     } catch (err) {
       console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));
@@ -324,9 +457,10 @@ export class AgentHub extends DurableObject<Env> {
     const refused: Array<{ row: UsageRow; err: unknown }> = [];
     for (const row of rows) {
       try {
-        await this.#database().insert(usage).values(row).onConflictDoNothing();
+        await this.#query('a usage row', (db) => db.insert(usage).values(row).onConflictDoNothing());
         this.#ledger.usageWritten([row.id]);
       } catch (err) {
+        if (err instanceof DatabaseTimeout) throw err;
         refused.push({ row, err });
       }
     }
@@ -374,9 +508,9 @@ export class AgentHub extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  #lastSeen(ws: WebSocket, attachment: AgentAttachment): number {
+  #lastSeen(ws: WebSocket, attachment: AgentAttachment, status?: AgentStatus): number {
     const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
+    return Math.max(auto, status?.at ?? 0, attachment.helloAt ?? 0, attachment.connectedAt);
   }
 
   /**
@@ -398,22 +532,32 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   #setAttachment(ws: WebSocket, attachment: AgentAttachment): void {
+    // Cloudflare refuses attachments over 2,048 bytes, local workerd only past ~16 KiB: the limit can be enforced
+    // here (NPU_RELAY_ATTACHMENT_LIMIT_BYTES) so local runs and tests fail the way production would.
+    const limit = this.#config().attachmentLimitBytes;
+    if (limit !== undefined) {
+      const bytes = new TextEncoder().encode(JSON.stringify(attachment)).byteLength;
+      if (bytes > limit) throw new Error(`a WebSocket attachment of ${bytes} bytes exceeds the ${limit}-byte limit (NPU_RELAY_ATTACHMENT_LIMIT_BYTES)`);
+    }
     ws.serializeAttachment(attachment);
     this.#attachments.set(ws, attachment);
   }
 
-  #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']>; attachment: AgentAttachment }> {
+  #agents(): Array<{ ws: WebSocket; connId: string; hello: AgentHello; status: AgentStatus | undefined; attachment: AgentAttachment }> {
     const out = [];
     const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
       const attachment = this.#attachment(ws);
-      if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
-      if (now - this.#lastSeen(ws, attachment) > DEAD_PEER_MS) {
+      if (attachment?.agentId === undefined || ws.readyState !== WebSocket.OPEN) continue;
+      const record = this.#agentStore.get(attachment.connId);
+      if (!record) continue;
+      if (now - this.#lastSeen(ws, attachment, record.status) > DEAD_PEER_MS) {
         this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
         ws.close(CLOSE.deadPeer, 'no heartbeat');
+        this.#agentStore.delete(attachment.connId);
         continue;
       }
-      out.push({ ws, connId: attachment.connId, hello: attachment.hello, attachment });
+      out.push({ ws, connId: attachment.connId, hello: record.hello, status: record.status, attachment });
     }
     return out;
   }
@@ -422,6 +566,15 @@ export class AgentHub extends DurableObject<Env> {
     let n = 0;
     for (const ex of this.#exchanges.values()) if (ex.connId === connId) n++;
     return n;
+  }
+
+  /** What the agents say about a model (the first that serves it), or undefined. */
+  #modelInfo(id: string): ModelInfo | undefined {
+    for (const a of this.#agents()) {
+      const m = a.hello.models.find((x) => x.id === id);
+      if (m) return m;
+    }
+    return undefined;
   }
 
   /** The least busy agent that serves `task.model`; throws the error a client should see when there is none. */
@@ -441,16 +594,16 @@ export class AgentHub extends DurableObject<Env> {
     if (model.kind !== want) {
       throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
     }
-    const open = capableAgents(serving, task, flavor).filter((a) => !a.attachment.status?.draining);
+    const open = capableAgents(serving, task, flavor).filter((a) => !a.status?.draining);
     if (open.length === 0) {
       throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
     }
     // Room left on each agent: what it said it can take (running + queued) minus what the edge has sent it.
     const room = (a: (typeof open)[number]) => {
-      const c = a.attachment.status?.capacity ?? a.hello.capacity;
+      const c = a.status?.capacity ?? a.hello.capacity;
       return c ? c.concurrency + c.queueLimit - this.#inFlight(a.connId) : Infinity;
     };
-    const load = (a: (typeof open)[number]) => this.#inFlight(a.connId) / ((a.attachment.status?.capacity ?? a.hello.capacity)?.concurrency ?? 1);
+    const load = (a: (typeof open)[number]) => this.#inFlight(a.connId) / ((a.status?.capacity ?? a.hello.capacity)?.concurrency ?? 1);
     const candidates = open.filter((a) => room(a) > 0);
     if (candidates.length === 0) {
       throw new ApiError('overloaded', `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`, { retryAfter: RETRY_AFTER_FULL_S });
@@ -469,14 +622,34 @@ export class AgentHub extends DurableObject<Env> {
       // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
       throw new ApiError('unknown_model', `model '${dispatch.task.model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
     }
-    const refused = this.#ledger.admit(key, started);
-    if (refused) {
+    if (dispatch.keepAliveMs !== undefined && dispatch.keepAliveMs <= 0 && !key.manageModels) {
+      // Unloading a model, or pinning it in memory, changes what every other key gets: a privilege, not a request option.
+      throw new ApiError(
+        'forbidden',
+        `keep_alive ${dispatch.keepAliveMs === 0 ? '0 (unload the model now)' : '-1 (keep the model loaded for ever)'} changes the model for every key; this API key may not do that: ` +
+          'use a key created with --manage-models (or "manageModels": true through POST /admin/keys), or leave keep_alive out',
+        { param: 'keep_alive' },
+      );
+    }
+    const need = tokenNeed(dispatch.task, this.#modelInfo(dispatch.task.model));
+    const admitted = this.#ledger.admit(key, started, need);
+    if ('refused' in admitted) {
+      const { refused } = admitted;
       const retryAfter = Math.max(1, Math.ceil(refused.retryAfterMs / 1000));
+      const short = refused.left > 0 ? ` for this request: it needs about ${need.prompt} tokens for its prompt, and ${refused.left} are left` : '';
       if (refused.limit === 'budget') {
-        throw new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) is used up; it renews at the start of next month (UTC)`, { retryAfter });
+        const state = refused.left > 0 ? `is nearly used up${short}` : 'is used up';
+        throw new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) ${state}; it renews at the start of next month (UTC)`, { retryAfter });
       }
       const limit = refused.limit === 'rpm' ? `${key.rpm} requests per minute` : `${key.tpm} tokens per minute`;
-      throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}; retry after ${retryAfter} s`, { retryAfter });
+      throw new ApiError('rate_limited', `rate limit reached for this API key: ${limit}${short}; retry after ${retryAfter} s`, { retryAfter });
+    }
+    // Tokens are held for the request's worst case until it ends (`onSettled`, or `fetch`'s catch when it fails
+    // before it ran), so concurrent requests cannot together overrun the budget or tokens per minute.
+    const reservation = (ctx.reservation = admitted.reservation);
+    const capped = admitted.completion < need.completion;
+    if (capped && dispatch.task.task !== 'embed') {
+      dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
     }
 
     const conversation = dispatch.conversation;
@@ -510,7 +683,7 @@ export class AgentHub extends DurableObject<Env> {
       if (hit) {
         ctx.cache = 'HIT';
         const total = hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens;
-        this.#ledger.chargeTokens(key, total, Date.now());
+        this.#ledger.settle(reservation, total, Date.now());
         this.record({ ...base, agentId: null, device: null, ...usageTokens(hit.outcome.usage), ttftMs: 0, durationMs: Date.now() - started, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' });
         if (!leader) settled.resolve({ status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks, ...(hit.embeddings ? { embeddings: hit.embeddings } : {}) });
         this.#keep(dispatch, key.tenant, meta)?.(hit);
@@ -530,6 +703,15 @@ export class AgentHub extends DurableObject<Env> {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
     }
+    if (dispatch.task.task === 'embed' && model.dimensions !== undefined) {
+      // The vectors come back in one frame, and a Worker takes WebSocket messages of at most 1 MiB: refuse a batch
+      // whose answer could not fit, rather than have the agent's frame refused.
+      const most = maxEmbedInputs(model.dimensions);
+      if (dispatch.task.input.length > most) {
+        settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
+        throw new ApiError('invalid_request', `model '${model.id}' returns ${model.dimensions}-dimensional vectors, so one request takes at most ${most} inputs (the tunnel's 1 MiB message limit); got ${dispatch.task.input.length}: split them into batches`, { param: 'input' });
+      }
+    }
     if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
       settled.resolve({ status: 400, outcome: 'error', errorCode: 'invalid_request', finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] });
       throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
@@ -542,7 +724,8 @@ export class AgentHub extends DurableObject<Env> {
       format,
       meta,
       stream: dispatch.stream,
-      headers: { 'x-npu-relay-cache': ctx.cache },
+      // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
+      headers: { 'x-npu-relay-cache': ctx.cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
       onClientGone: (ex) => this.#send(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
       onFlow: (ex, pause) => this.#send(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
@@ -550,7 +733,7 @@ export class AgentHub extends DurableObject<Env> {
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         const tokens = s.usage.promptTokens + s.usage.completionTokens;
-        this.#ledger.chargeTokens(key, tokens, Date.now());
+        this.#ledger.settle(reservation, tokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
         this.record({
           ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
@@ -580,15 +763,19 @@ export class AgentHub extends DurableObject<Env> {
     return this.#responses.begin(what, (p) => this.ctx.waitUntil(p));
   }
 
-  /** A cache lookup that fails safe: a database error is a miss, never an error for the client. */
+  /**
+   * A cache lookup that fails safe: a database error or timeout is a miss, never an error for the client, and while
+   * libSQL is down the lookup is not even tried (a miss at once).
+   */
   async #cached(key: string): Promise<CachedAnswer | undefined> {
     const hot = this.#hotCache.get(key);
     if (hot) {
       if (hot.expiresAt > Date.now()) return hot.answer;
       this.#hotCache.delete(key);
     }
+    if (this.#dbHealth.down) return undefined;
     try {
-      const row = (await this.#database().select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1))[0];
+      const row = (await this.#query('a cache lookup', (db) => db.select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1)))[0];
       if (!row) return undefined;
       const answer: CachedAnswer = {
         chunks: row.chunks,
@@ -613,10 +800,27 @@ export class AgentHub extends DurableObject<Env> {
       promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, reasoningTokens: s.usage.reasoningTokens ?? null, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
     };
     this.#hotCache.set(key, answerOf(s), entry.expiresAt);
+    // While libSQL is down the answer stays in the hot cache only: a store would just wait for the timeout.
+    if (this.#dbHealth.down) return;
     try {
-      await this.#database().insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry });
+      await this.#query('a cache store', (db) => db.insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry }));
+      await this.#sweepCache(now);
     } catch (err) {
       console.warn('could not store a cache entry', String(err));
+    }
+  }
+
+  /**
+   * Deletes expired cache entries, a batch at a time, at most once per CACHE_SWEEP_MS (or per TTL, when shorter).
+   * Run when an entry is stored: the table grows only then, so an idle relay needs no sweeping either.
+   */
+  async #sweepCache(now: number): Promise<void> {
+    if (now - this.#lastCacheSweep < Math.min(CACHE_SWEEP_MS, this.#config().cacheTtlMs)) return;
+    this.#lastCacheSweep = now;
+    for (let i = 0; i < CACHE_SWEEP_BATCHES; i++) {
+      const expired = this.#database().select({ key: cacheEntries.key }).from(cacheEntries).where(lte(cacheEntries.expiresAt, now)).limit(CACHE_SWEEP_BATCH);
+      const deleted = await this.#query('a cache sweep', (db) => db.delete(cacheEntries).where(inArray(cacheEntries.key, expired)).returning({ key: cacheEntries.key }));
+      if (deleted.length < CACHE_SWEEP_BATCH) return;
     }
   }
 
@@ -666,7 +870,7 @@ export class AgentHub extends DurableObject<Env> {
     }
     const attachment = this.#attachment(ws)!;
     if (frame.type === 'hello') return this.#hello(ws, attachment, frame);
-    if (!attachment.hello) {
+    if (attachment.agentId === undefined) {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
       ws.close(CLOSE.protocol, 'hello expected first');
       return;
@@ -679,7 +883,7 @@ export class AgentHub extends DurableObject<Env> {
         return;
       case 'status': {
         const { type: _type, ...status } = frame;
-        this.#setAttachment(ws, { ...attachment, status: { ...status, at: Date.now() } });
+        this.#agentStore.putStatus(attachment.connId, { ...status, at: Date.now() });
         return;
       }
       case 'chunk':
@@ -702,7 +906,7 @@ export class AgentHub extends DurableObject<Env> {
       }
       case 'error': {
         if (frame.id === undefined) {
-          console.warn(`agent ${attachment.hello.agentId} reported: ${frame.code}: ${frame.message}`);
+          console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
           return;
         }
         const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
@@ -738,16 +942,32 @@ export class AgentHub extends DurableObject<Env> {
       if (other.ws !== ws && other.hello.agentId === frame.agentId) {
         this.#connectionGone(other.connId, 'the agent reconnected');
         other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
+        this.#agentStore.delete(other.connId);
       }
     }
     const { type: _type, ...hello } = frame;
-    this.#setAttachment(ws, { ...attachment, hello: { ...hello, at: Date.now() } });
+    const at = Date.now();
+    try {
+      this.#agentStore.putHello(attachment.connId, { ...hello, at });
+      this.#setAttachment(ws, { ...attachment, agentId: frame.agentId, helloAt: at });
+    } catch (err) {
+      // Never leave an agent connected but silently unattached: tell it why, and close so it logs and redials.
+      this.#agentStore.delete(attachment.connId);
+      const message = `the edge could not accept this agent's hello (${hello.models.length} models, ${hello.devices.length} devices): ${String(err)}`;
+      console.error(message);
+      this.#send(ws, { type: 'error', code: 'internal', message });
+      ws.close(CLOSE.notAccepted, 'hello not accepted');
+      return;
+    }
     this.#send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId, features: [...EDGE_FEATURES] });
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+      this.#agentStore.delete(attachment.connId);
+    }
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
     } catch {
@@ -757,7 +977,10 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+      this.#agentStore.delete(attachment.connId);
+    }
   }
 
   /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
