@@ -296,6 +296,9 @@ export class Agent {
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
           await flow.ready(signal);
           batch.add(event.text, event.tokens);
+          // A tunnel the edge is not draining fast enough pauses generation too, rather than queue without bound.
+          const writable = this.#tunnel.whenWritable(signal);
+          if (writable) await writable;
         } else {
           // The last text rides with the end when the edge takes it there: one frame fewer for every answer.
           const tail = this.#tunnel.edgeFeatures.has('end-text') ? batch.take() : (batch.flush(), undefined);

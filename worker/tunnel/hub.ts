@@ -22,6 +22,7 @@ import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
+import { AgentLiveness, isSilent } from './liveness.ts';
 import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
 
 /** What the hub remembers about a socket; kept in its attachment so it survives hibernation. */
@@ -157,10 +158,7 @@ function verdict(record: KeyRecord | undefined): Authorization {
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
 const RETRY_AFTER_FULL_S = 1;
-/** Three missed agent heartbeats (every 15 s by default). */
-const DEAD_PEER_MS = 45_000;
-
-/** WebSocket close codes the hub uses (4000–4999 is the application range). */
+/** WebSocket close codes the hub uses (4000–4999 is the application range); docs/PROTOCOL.md lists them. */
 const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400 } as const;
 
 export class AgentHub extends DurableObject<Env> {
@@ -179,6 +177,7 @@ export class AgentHub extends DurableObject<Env> {
   /** Keys verified against libSQL in the last KEY_RECHECK_MS, so a busy key costs no database query per request. */
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
+  readonly #liveness = new AgentLiveness();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -360,13 +359,9 @@ export class AgentHub extends DurableObject<Env> {
 
   #lastSeen(ws: WebSocket, attachment: AgentAttachment): number {
     const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
+    return Math.max(auto, this.#liveness.lastHeard(attachment.connId), attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
   }
 
-  /**
-   * The connected agents that have said hello. An agent not heard from for DEAD_PEER_MS (no heartbeat, no status)
-   * is taken for dead and its socket closed: a half-open TCP connection would otherwise look alive forever.
-   */
   /**
    * A socket's attachment, read from memory once known: deserializing it for every request and frame cost more
    * than the routing itself. The attachment stays the source of truth, so a hub woken from hibernation reads it
@@ -386,14 +381,21 @@ export class AgentHub extends DurableObject<Env> {
     this.#attachments.set(ws, attachment);
   }
 
+  /**
+   * The connected agents that have said hello. An agent silent for AGENT_SILENT_MS (no frame, no ping) is taken for
+   * dead and its socket closed: a hung process or a half-open TCP connection would otherwise look alive for ever,
+   * and be sent requests. Routing, /health and the timer below all ask here, so they agree.
+   */
   #agents(): Array<{ ws: WebSocket; connId: string; hello: NonNullable<AgentAttachment['hello']>; attachment: AgentAttachment }> {
     const out = [];
     const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
       const attachment = this.#attachment(ws);
       if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
-      if (now - this.#lastSeen(ws, attachment) > DEAD_PEER_MS) {
-        this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
+      const lastSeen = this.#lastSeen(ws, attachment);
+      if (isSilent(lastSeen, now)) {
+        console.warn(`agent ${attachment.hello.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
+        this.#connectionGone(attachment.connId, `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)`);
         ws.close(CLOSE.deadPeer, 'no heartbeat');
         continue;
       }
@@ -603,6 +605,7 @@ export class AgentHub extends DurableObject<Env> {
           ex.keepAlive(now, KEEPALIVE_MS);
         }
       }
+      this.#watchAgents(now);
       if (this.#exchanges.size === 0 && this.#keepAliveTimer) {
         clearInterval(this.#keepAliveTimer);
         this.#keepAliveTimer = undefined;
@@ -610,11 +613,30 @@ export class AgentHub extends DurableObject<Env> {
     }, KEEPALIVE_MS);
   }
 
+  /**
+   * While requests are in flight: pings each busy agent every AGENT_PING_MS (so it hears from the edge although its
+   * own pings' answers queue behind its tokens), and drops a silent one (`#agents` does), which ends its streams.
+   */
+  #watchAgents(now: number): void {
+    for (const a of this.#agents()) {
+      if (this.#inFlight(a.connId) > 0 && this.#liveness.pingDue(a.connId, now)) {
+        try {
+          a.ws.send(PING_FRAME);
+        } catch {
+          // Closing; webSocketClose ends its exchanges.
+        }
+      }
+    }
+  }
+
   #socketOf(connId: string): WebSocket | undefined {
     return this.#agents().find((a) => a.connId === connId)?.ws;
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const attachment = this.#attachment(ws)!;
+    const { connId } = attachment;
+    this.#liveness.heard(connId, Date.now());
     let frame: AgentFrame;
     try {
       frame = decodeAgentFrame(message);
@@ -623,7 +645,6 @@ export class AgentHub extends DurableObject<Env> {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: err.message });
       return;
     }
-    const attachment = this.#attachment(ws)!;
     if (frame.type === 'hello') return this.#hello(ws, attachment, frame);
     if (!attachment.hello) {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
@@ -706,7 +727,10 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
+      this.#liveness.forget(attachment.connId);
+    }
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
     } catch {
@@ -716,7 +740,10 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     const attachment = this.#attachment(ws);
-    if (attachment) this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+    if (attachment) {
+      this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
+      this.#liveness.forget(attachment.connId);
+    }
   }
 
   /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
