@@ -204,4 +204,70 @@ describe('tunnel liveness', () => {
       await stop(proc);
     }
   });
+
+  test('a connection flooding the hub with frames for unknown requests is cut off; workerd memory stays bounded; another agent serves meanwhile', async () => {
+    const proc = await spawnFloodAgent(edge, 'honest', { deltaBytes: 8, burst: 8 });
+    let ws: WebSocket | undefined;
+    try {
+      const p50 = async (count: number) => {
+        const ms: number[] = [];
+        for (let i = 0; i < count; i++) {
+          const r = await timedChat(edge, edge.apiKey, 'honest');
+          assert.equal(r.status, 200);
+          ms.push(r.ms);
+        }
+        return nearestRank(ms, 50)!;
+      };
+      await p50(10);
+      const idleP50 = await p50(20);
+      const rssBefore = workerdRssMb();
+
+      ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+      const frames: Array<{ type: string; code?: string; message?: string }> = [];
+      ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+      await once(ws, 'open');
+      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'flooder', agentVersion: '0', engine: 'none', models: [], devices: [], instanceId: randomUUID() }));
+      await waitFor('welcome', () => frames.some((f) => f.type === 'welcome'));
+      const closed = once(ws, 'close') as Promise<[number, Buffer]>;
+      // A peer that does not read what the hub sends back, and sends 50,000 frames about requests that do not exist.
+      (ws as unknown as { _socket: net.Socket })._socket.pause();
+      // 10,000 frames: each one the peer got out before the cut-off still reaches the hub as an event (see below).
+      const FLOOD = 10_000;
+      for (let i = 0; i < FLOOD; i++) ws.send(JSON.stringify({ type: 'chunk', id: randomUUID(), text: 'x', tokens: 1 }));
+
+      const during: number[] = [];
+      const peak = { rss: rssBefore };
+      const sampler = setInterval(() => (peak.rss = Math.max(peak.rss, workerdRssMb())), 250);
+      for (const until = performance.now() + 5_000; performance.now() < until; ) {
+        const r = await timedChat(edge, edge.apiKey, 'honest');
+        assert.equal(r.status, 200, `the other agent serves while the flood lasts (${r.body})`);
+        during.push(r.ms);
+      }
+      clearInterval(sampler);
+      (ws as unknown as { _socket: net.Socket })._socket.resume();
+      const [code] = await closed;
+      const error = frames.find((f) => f.type === 'error');
+      const cancels = frames.filter((f) => f.type === 'cancel').length;
+      const duringP50 = nearestRank(during, 50)!;
+      console.log(
+        `flood of ${FLOOD} unknown-id frames: closed with ${code} (${error?.code}: ${error?.message}); ${cancels} cancels sent back; ` +
+          `workerd RSS ${rssBefore.toFixed(0)} → peak ${peak.rss.toFixed(0)} MiB; the other agent's p50 idle ${idleP50.toFixed(1)} ms, during ${duringP50.toFixed(1)} ms (${during.length} requests, slowest ${Math.max(...during).toFixed(0)} ms)`,
+      );
+      assert.equal(code, 4429);
+      assert.equal(error?.code, 'too_many_bad_frames');
+      assert.ok(cancels < FLOOD / 5, `cancels are bounded by the budget, not one per frame (${cancels})`);
+      // Local workerd holds each queued event (and wrangler's trace of it) until it is delivered: the growth is the
+      // runtime's, per frame the peer got out, not the hub's; the hub keeps no state per unknown id beyond 1,024 ids.
+      assert.ok(peak.rss - rssBefore < 1024, `workerd memory stays bounded (grew ${(peak.rss - rssBefore).toFixed(0)} MiB)`);
+      // What the hub cannot bound: workerd reads every frame the peer got out before the cut-off and delivers each as
+      // an event (dropped unread, ~0.4 ms apiece in local workerd), so a request waits behind them once; then the
+      // hub is itself again.
+      assert.ok(during.length >= 2, 'the other agent served requests while the flood lasted');
+      const after = await timedChat(edge, edge.apiKey, 'honest');
+      assert.ok(after.ms < 3 * idleP50 + 50, `after the flood, requests are as quick as before (${after.ms.toFixed(1)} vs ${idleP50.toFixed(1)} ms idle)`);
+    } finally {
+      ws?.terminate();
+      await stop(proc);
+    }
+  });
 });

@@ -22,6 +22,7 @@ import { apiKeys, cacheEntries, usage } from '../db/schema.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
+import { BAD_FRAME_BURST, BAD_FRAMES_PER_SECOND, FrameBudget } from './frame-budget.ts';
 import { AgentLiveness, isSilent } from './liveness.ts';
 import { Ledger, type KeyRecord, type UsageRow } from './ledger.ts';
 
@@ -159,7 +160,7 @@ const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
 const RETRY_AFTER_FULL_S = 1;
 /** WebSocket close codes the hub uses (4000–4999 is the application range); docs/PROTOCOL.md lists them. */
-const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400 } as const;
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400, tooManyBadFrames: 4429 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -178,6 +179,7 @@ export class AgentHub extends DurableObject<Env> {
   readonly #recentKeys = new Map<string, { record: KeyRecord; at: number }>();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   readonly #liveness = new AgentLiveness();
+  readonly #frameBudget = new FrameBudget();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -359,7 +361,7 @@ export class AgentHub extends DurableObject<Env> {
 
   #lastSeen(ws: WebSocket, attachment: AgentAttachment): number {
     const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, this.#liveness.lastHeard(attachment.connId), attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
+    return Math.max(auto, this.#liveness.lastHeard(attachment.connId), this.#liveness.caughtUpAt, attachment.status?.at ?? 0, attachment.hello?.at ?? 0, attachment.connectedAt);
   }
 
   /**
@@ -636,12 +638,16 @@ export class AgentHub extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const attachment = this.#attachment(ws)!;
     const { connId } = attachment;
-    this.#liveness.heard(connId, Date.now());
+    const now = Date.now();
+    // A connection that was cut off may have thousands of frames still queued: drop them unread.
+    if (this.#frameBudget.isCutOff(connId)) return this.#liveness.discarding(now);
+    this.#liveness.heard(connId, now);
     let frame: AgentFrame;
     try {
       frame = decodeAgentFrame(message);
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
+      if (!this.#frameBudget.charge(connId, now)) return this.#cutOff(ws, attachment);
       this.#send(ws, { type: 'error', code: 'bad_frame', message: err.message });
       return;
     }
@@ -697,13 +703,36 @@ export class AgentHub extends DurableObject<Env> {
 
   /**
    * The exchange a frame belongs to, if it was sent on this connection (an agent cannot write into another's
-   * streams). Frames for an unknown id, after a hub restart, get a cancel so the agent stops generating.
+   * streams). An unknown id (a request that timed out, or another connection's) gets one cancel so the agent stops
+   * generating; such frames are charged to the connection's budget, and one that overspends it is cut off.
    */
   #exchangeFor(ws: WebSocket, connId: string, id: string): Exchange | undefined {
     const ex = this.#exchanges.get(id);
     if (ex?.connId === connId) return ex;
-    this.#send(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
+    const now = Date.now();
+    if (!this.#frameBudget.charge(connId, now)) {
+      this.#cutOff(ws, this.#attachment(ws)!);
+      return undefined;
+    }
+    if (this.#frameBudget.firstSighting(connId, id, now)) this.#send(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
     return undefined;
+  }
+
+  /** Closes a connection that spent its frame budget, telling it why; its in-flight requests fail. */
+  #cutOff(ws: WebSocket, attachment: AgentAttachment): void {
+    this.#frameBudget.cutOff(attachment.connId, Date.now());
+    const who = attachment.hello ? `agent ${attachment.hello.agentId}` : 'an agent connection (before hello)';
+    const message =
+      `closing this connection: it sent more than ${BAD_FRAME_BURST} bad frames or frames for requests it does not have ` +
+      `(more than ${BAD_FRAMES_PER_SECOND} a second); a bug in the agent, or not an agent`;
+    console.warn(`${who}: ${message}`);
+    this.#send(ws, { type: 'error', code: 'too_many_bad_frames', message });
+    this.#connectionGone(attachment.connId, 'the agent connection was closed for sending too many bad frames');
+    try {
+      ws.close(CLOSE.tooManyBadFrames, 'too many bad frames');
+    } catch {
+      // Already closing.
+    }
   }
 
   #hello(ws: WebSocket, attachment: AgentAttachment, frame: HelloFrame): void {
@@ -730,6 +759,7 @@ export class AgentHub extends DurableObject<Env> {
     if (attachment) {
       this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
       this.#liveness.forget(attachment.connId);
+      this.#frameBudget.forget(attachment.connId);
     }
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
@@ -743,6 +773,7 @@ export class AgentHub extends DurableObject<Env> {
     if (attachment) {
       this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
       this.#liveness.forget(attachment.connId);
+      this.#frameBudget.forget(attachment.connId);
     }
   }
 

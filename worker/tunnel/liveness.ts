@@ -9,6 +9,8 @@ import { AGENT_PING_MS, AGENT_SILENT_MS } from '../../shared/protocol/liveness.t
 export class AgentLiveness {
   readonly #heard = new Map<string, number>();
   readonly #pinged = new Map<string, number>();
+  /** When the hub last discarded a frame from a connection it had cut off (see `discarding`). */
+  #discardedAt = 0;
 
   /** Any frame is life: under load a ping queues behind the agent's tokens, so pings alone would arrive late. */
   heard(connId: string, now: number): void {
@@ -28,6 +30,20 @@ export class AgentLiveness {
     if (now - (this.#pinged.get(connId) ?? 0) < AGENT_PING_MS) return false;
     this.#pinged.set(connId, now);
     return true;
+  }
+
+  /**
+   * The hub is working through frames a cut-off connection sent before it was cut off. Other agents' frames and
+   * pings wait in the same queue behind those, so until the backlog is gone their silence proves nothing: nobody
+   * is judged silent meanwhile, or one flooding connection would get every honest agent dropped.
+   */
+  discarding(now: number): void {
+    this.#discardedAt = now;
+  }
+
+  /** The earliest time silence may be counted from: a connection is never "silent" since before the hub caught up. */
+  get caughtUpAt(): number {
+    return this.#discardedAt;
   }
 
   forget(connId: string): void {
