@@ -118,6 +118,8 @@ export class Agent {
   readonly #tunnel: TunnelClient;
   readonly #scheduler: Scheduler;
   readonly #options: AgentOptions;
+  /** Tells this process apart from another agent started with the same id (a cloned machine). */
+  readonly #instanceId = randomUUID();
   readonly #inFlight = new Map<string, Running>();
   readonly #running = new Set<Promise<void>>();
   #statusTimer: NodeJS.Timeout | undefined;
@@ -145,6 +147,7 @@ export class Agent {
         models: [...this.#engine.models()],
         devices: [...this.#engine.devices],
         capacity: this.#capacity(),
+        instanceId: this.#instanceId,
       }),
       onFrame: (frame) => {
         if (frame.type === 'request') this.#start(frame);

@@ -43,6 +43,8 @@ export function connectUrl(edgeUrl: string): string {
  */
 const SOCKET_HIGH_BYTES = 128 * 1024;
 const SOCKET_LOW_BYTES = 32 * 1024;
+/** A refused duplicate id is retried no faster than this: the other agent is alive and will not go in a moment. */
+const ID_CONFLICT_RETRY_MS = 5_000;
 const DRAIN_POLL_MS = 5;
 
 export class TunnelClient {
@@ -62,6 +64,8 @@ export class TunnelClient {
   #flushed = 0;
   #drainTimer: NodeJS.Timeout | undefined;
   #writableWaiters: Array<() => void> = [];
+  /** Set when the edge refused this agent's id because another live agent holds it. */
+  #idConflict: string | undefined;
   #connected = Promise.withResolvers<void>();
   #fatal: Error | undefined;
 
@@ -197,6 +201,10 @@ export class TunnelClient {
         if (frame.code === 'unsupported_protocol') {
           this.#fatal = new Error(`the edge refused this agent: ${frame.message}`);
           this.#options.log.error(frame.message);
+        } else if (frame.code === 'agent_id_in_use') {
+          // Not fatal: the other agent may be a machine being replaced. Keep trying, ever more slowly.
+          this.#idConflict = frame.message;
+          this.#options.log.error({ code: frame.code }, frame.message);
         } else if (!frame.id) {
           this.#options.log.warn({ code: frame.code }, `the edge reported: ${frame.message}`);
         }
@@ -250,8 +258,13 @@ export class TunnelClient {
       this.#options.onFatal?.(this.#fatal);
       return;
     }
-    const delay = this.#backoff.next();
-    this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');
+    const delay = this.#idConflict ? Math.max(ID_CONFLICT_RETRY_MS, this.#backoff.next()) : this.#backoff.next();
+    if (this.#idConflict) {
+      this.#options.log.error({ code, retryInMs: delay }, `${this.#idConflict}; trying again in ${Math.round(delay / 1000)} s`);
+      this.#idConflict = undefined;
+    } else {
+      this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');
+    }
     this.#retryTimer = setTimeout(() => this.#dial(), delay);
   }
 }

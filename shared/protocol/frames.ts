@@ -124,6 +124,11 @@ export const HelloFrame = z.object({
   models: z.array(ModelInfo).max(1024),
   devices: z.array(DeviceInfo).max(64),
   capacity: Capacity.optional(),
+  /**
+   * Random per agent process. The same instance reconnecting replaces its old connection; another instance with the
+   * same `agentId` (a cloned machine) is refused while the first is alive. Absent from older agents.
+   */
+  instanceId: z.string().min(1).max(64).optional(),
 });
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */

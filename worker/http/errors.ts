@@ -47,6 +47,7 @@ const STATUS: Record<EdgeErrorCode, number> = {
   engine_error: 502,
   agent_gone: 502,
   // Connection-level refusals between edge and agent; a client never sees them, but every code has a status.
+  agent_id_in_use: 502,
   too_many_bad_frames: 502,
   no_agent: 503,
   timeout: 504,

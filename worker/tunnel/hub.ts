@@ -160,7 +160,7 @@ const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
 const RETRY_AFTER_FULL_S = 1;
 /** WebSocket close codes the hub uses (4000–4999 is the application range); docs/PROTOCOL.md lists them. */
-const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400, tooManyBadFrames: 4429 } as const;
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, badFrame: 4400, idInUse: 4409, tooManyBadFrames: 4429 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -395,7 +395,7 @@ export class AgentHub extends DurableObject<Env> {
       const attachment = this.#attachment(ws);
       if (!attachment?.hello || ws.readyState !== WebSocket.OPEN) continue;
       const lastSeen = this.#lastSeen(ws, attachment);
-      if (isSilent(lastSeen, now)) {
+      if (isSilent(lastSeen, now, attachment.hello)) {
         console.warn(`agent ${attachment.hello.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
         this.#connectionGone(attachment.connId, `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)`);
         ws.close(CLOSE.deadPeer, 'no heartbeat');
@@ -742,12 +742,25 @@ export class AgentHub extends DurableObject<Env> {
       ws.close(CLOSE.unsupported, 'unsupported protocol version');
       return;
     }
-    // One live socket per agent id: a restarted agent replaces its old, possibly half-open, connection.
+    // One live socket per agent id. The same process reconnecting (same instanceId) replaces its old, possibly
+    // half-open, connection; another process with the same id (a cloned machine: the default id is the host name)
+    // is refused while the first is alive, else the two would replace each other for ever. `#agents` has already
+    // dropped a silent holder. An agent too old to send instanceId replaces, as before.
     for (const other of this.#agents()) {
-      if (other.ws !== ws && other.hello.agentId === frame.agentId) {
-        this.#connectionGone(other.connId, 'the agent reconnected');
-        other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
+      if (other.ws === ws || other.hello.agentId !== frame.agentId) continue;
+      const mine = frame.instanceId;
+      const theirs = other.hello.instanceId;
+      if (mine !== undefined && theirs !== undefined && mine !== theirs) {
+        const message =
+          `agent id '${frame.agentId}' is already in use by another agent process connected to this edge since ${new Date(other.attachment.connectedAt).toISOString()}; ` +
+          `give each machine its own id (--id or NPU_RELAY_AGENT_ID)`;
+        console.warn(`refused a second agent with id '${frame.agentId}' (instance ${mine.slice(0, 8)}; instance ${theirs.slice(0, 8)} holds it)`);
+        this.#send(ws, { type: 'error', code: 'agent_id_in_use', message });
+        ws.close(CLOSE.idInUse, 'agent id in use');
+        return;
       }
+      this.#connectionGone(other.connId, 'the agent reconnected');
+      other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
     }
     const { type: _type, ...hello } = frame;
     this.#setAttachment(ws, { ...attachment, hello: { ...hello, at: Date.now() } });

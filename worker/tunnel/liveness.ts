@@ -52,7 +52,13 @@ export class AgentLiveness {
   }
 }
 
+/**
+ * Agents from before instanceId ping every 15 s; for them the old bound of three missed pings holds, so that
+ * upgrading the edge first does not drop every idle older agent.
+ */
+const LEGACY_SILENT_MS = 45_000;
+
 /** True when an agent last seen at `lastSeen` has been silent too long to be trusted with requests. */
-export function isSilent(lastSeen: number, now: number): boolean {
-  return now - lastSeen > AGENT_SILENT_MS;
+export function isSilent(lastSeen: number, now: number, hello: { instanceId?: string | undefined }): boolean {
+  return now - lastSeen > (hello.instanceId !== undefined ? AGENT_SILENT_MS : LEGACY_SILENT_MS);
 }
