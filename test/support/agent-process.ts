@@ -23,7 +23,7 @@ export async function spawnAgent(edge: TestEdge, id: string, env: Record<string,
  * matches `until` (by default, once it is connected).
  */
 export async function spawnFloodAgent(
-  edge: TestEdge,
+  edge: Pick<TestEdge, 'url' | 'agentToken'>,
   id: string,
   options: Partial<Omit<FloodAgentOptions, 'edgeUrl' | 'agentToken' | 'agentId'>> = {},
   until: RegExp = /connected to the edge/,
