@@ -237,8 +237,8 @@ describe('tunnel liveness', () => {
 
 /**
  * The flood runs against the deployable bundle in one workerd (Miniflare), as `npm run bench` does: under
- * `unstable_startWorker` each WebSocket message also passes wrangler's dev tracing, which costs ~0.4 ms and holds
- * memory per frame however little the hub does with it (a no-op handler takes as long), and that would be measured
+ * `unstable_startWorker` (two workerd processes, wrangler's dev tracing) each WebSocket message costs ~0.4 ms and
+ * holds memory however little the hub does with it (a no-op handler took as long), and that would be measured
  * instead of the hub.
  */
 describe('a connection flooding the hub (deployable bundle in Miniflare)', () => {
