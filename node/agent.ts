@@ -137,6 +137,8 @@ export class Agent {
   readonly #tunnel: TunnelClient;
   readonly #scheduler: Scheduler;
   readonly #options: AgentOptions;
+  /** Tells this process apart from another agent started with the same id (a cloned machine). */
+  readonly #instanceId = randomUUID();
   readonly #inFlight = new Map<string, Running>();
   readonly #running = new Set<Promise<void>>();
   #statusTimer: NodeJS.Timeout | undefined;
@@ -166,6 +168,7 @@ export class Agent {
         capacity: this.#capacity(),
         // The edge sends tasks with tools, response formats or think only to agents that announce these.
         features: [...AGENT_FEATURES],
+        instanceId: this.#instanceId,
       }),
       onFrame: (frame) => {
         if (frame.type === 'request') this.#start(frame);
@@ -317,6 +320,9 @@ export class Agent {
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
           await flow.ready(signal);
           batch.add(event);
+          // A tunnel the edge is not draining fast enough pauses generation too, rather than queue without bound.
+          const writable = this.#tunnel.whenWritable(signal);
+          if (writable) await writable;
         } else {
           // The last parts ride with the end when the edge takes them there: one frame fewer for every answer.
           const tail = this.#tunnel.edgeFeatures.has('end-text') ? batch.take() : (batch.flush(), undefined);

@@ -5,6 +5,7 @@
 import WebSocket from 'ws';
 import { decodeEdgeFrame, encodeFrame, FrameError } from '../../shared/protocol/codec.ts';
 import type { AgentFrame, EdgeFrame, HelloFrame } from '../../shared/protocol/frames.ts';
+import { AGENT_PING_MS, EDGE_SILENT_MS } from '../../shared/protocol/liveness.ts';
 import { AGENT_CONNECT_PATH, MAX_AGENT_FRAME_BYTES, PING_FRAME } from '../../shared/protocol/version.ts';
 import type { Logger } from '../log.ts';
 import { Backoff } from './backoff.ts';
@@ -20,7 +21,10 @@ export interface TunnelClientOptions {
   /** Called when the edge refuses this agent for good (an incompatible protocol); the client stops dialling. */
   onFatal?: (err: Error) => void;
   log: Logger;
+  /** How often to ping the edge (AGENT_PING_MS). */
   heartbeatMs?: number;
+  /** How long the edge may stay silent, taking none of our data either, before the client redials (EDGE_SILENT_MS). */
+  silentMs?: number;
   backoff?: { initialMs: number; maxMs: number };
 }
 
@@ -31,6 +35,17 @@ export function connectUrl(edgeUrl: string): string {
   if (url.protocol === 'https:') url.protocol = 'wss:';
   return url.toString();
 }
+
+/**
+ * Bytes the socket may hold that the edge has not taken yet before generation pauses (`whenWritable`), and the level
+ * it resumes at. Without a bound a fast engine queues megabytes in front of everything else on the tunnel: pings,
+ * pongs and other requests' tokens wait behind them for seconds.
+ */
+const SOCKET_HIGH_BYTES = 128 * 1024;
+const SOCKET_LOW_BYTES = 32 * 1024;
+/** A refused duplicate id is retried no faster than this: the other agent is alive and will not go in a moment. */
+const ID_CONFLICT_RETRY_MS = 5_000;
+const DRAIN_POLL_MS = 5;
 
 export class TunnelClient {
   readonly #options: TunnelClientOptions;
@@ -43,6 +58,14 @@ export class TunnelClient {
   #heartbeat: NodeJS.Timeout | undefined;
   /** When anything last arrived from the edge: any frame proves the connection alive, not only a pong. */
   #lastReceived = 0;
+  /** When the edge last took data that had been waiting in our socket: it is reading, so it is alive. */
+  #lastProgress = 0;
+  /** Frames written through to the kernel (send callbacks), to see queued data move. */
+  #flushed = 0;
+  #drainTimer: NodeJS.Timeout | undefined;
+  #writableWaiters: Array<() => void> = [];
+  /** Set when the edge refused this agent's id because another live agent holds it. */
+  #idConflict: string | undefined;
   #connected = Promise.withResolvers<void>();
   #fatal: Error | undefined;
 
@@ -80,8 +103,38 @@ export class TunnelClient {
       if (!('id' in frame) || typeof frame.id !== 'string') return false;
       text = encodeFrame({ type: 'error', id: frame.id, code: 'invalid_request', message });
     }
-    this.#ws.send(text);
+    this.#ws.send(text, this.#onFlushed);
     return true;
+  }
+
+  readonly #onFlushed = (err?: Error) => {
+    if (!err) this.#flushed++;
+  };
+
+  /**
+   * Undefined while the socket has room; otherwise a promise that resolves once the edge has taken enough of what
+   * is queued (or the socket closed, or `signal` aborted). Generation awaits it, so a fast engine waits for the
+   * tunnel instead of queueing without bound.
+   */
+  whenWritable(signal?: AbortSignal): Promise<void> | undefined {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount < SOCKET_HIGH_BYTES || signal?.aborted) return undefined;
+    return new Promise((resolve) => {
+      const done = () => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      this.#writableWaiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
+      // ws exposes no drain event; a short poll runs only while something waits.
+      this.#drainTimer ??= setInterval(() => {
+        const current = this.#ws;
+        if (current && current.readyState === WebSocket.OPEN && current.bufferedAmount > SOCKET_LOW_BYTES) return;
+        clearInterval(this.#drainTimer);
+        this.#drainTimer = undefined;
+        for (const w of this.#writableWaiters.splice(0)) w();
+      }, DRAIN_POLL_MS);
+    });
   }
 
   /** Drops the current socket without a close handshake, as a network failure would (the client redials). */
@@ -158,6 +211,10 @@ export class TunnelClient {
         if (frame.code === 'unsupported_protocol') {
           this.#fatal = new Error(`the edge refused this agent: ${frame.message}`);
           this.#options.log.error(frame.message);
+        } else if (frame.code === 'agent_id_in_use') {
+          // Not fatal: the other agent may be a machine being replaced. Keep trying, ever more slowly.
+          this.#idConflict = frame.message;
+          this.#options.log.error({ code: frame.code }, frame.message);
         } else if (!frame.id) {
           this.#options.log.warn({ code: frame.code }, `the edge reported: ${frame.message}`);
         }
@@ -169,20 +226,31 @@ export class TunnelClient {
   }
 
   /**
-   * Pings every `heartbeatMs`; a connection on which nothing at all arrived for two intervals is dead (a
-   * half-open TCP connection after sleep or a Wi-Fi change) and is dropped, so the client redials.
+   * Pings every `heartbeatMs`. The edge is alive while anything arrives from it, or while it takes data that had
+   * been waiting in our socket: under load its answer to a ping queues behind our own tokens, so waiting for the
+   * answer alone would take a busy edge for dead. Only a connection with neither for `silentMs` (a half-open TCP
+   * connection after sleep or a Wi-Fi change) is dropped, so the client redials.
    */
   #startHeartbeat(ws: WebSocket): void {
     clearInterval(this.#heartbeat);
-    const every = this.#options.heartbeatMs ?? 15_000;
-    this.#lastReceived = Date.now();
+    const every = this.#options.heartbeatMs ?? AGENT_PING_MS;
+    const silentMs = this.#options.silentMs ?? EDGE_SILENT_MS;
+    this.#lastReceived = this.#lastProgress = Date.now();
+    let queued = ws.bufferedAmount;
+    let flushed = this.#flushed;
     this.#heartbeat = setInterval(() => {
-      if (Date.now() - this.#lastReceived > 2 * every) {
-        this.#options.log.warn(`nothing heard from the edge for ${2 * every} ms; reconnecting`);
+      const now = Date.now();
+      // Data that sat in our socket at the last tick and has since gone out: the edge acknowledged it.
+      if (queued > 0 && this.#flushed > flushed) this.#lastProgress = now;
+      queued = ws.bufferedAmount;
+      flushed = this.#flushed;
+      const silent = now - Math.max(this.#lastReceived, this.#lastProgress);
+      if (silent > silentMs) {
+        this.#options.log.warn({ queuedBytes: queued }, `nothing heard from the edge, and nothing it took, for ${silent} ms; reconnecting`);
         ws.terminate();
         return;
       }
-      if (ws.readyState === WebSocket.OPEN) ws.send(PING_FRAME);
+      if (ws.readyState === WebSocket.OPEN) ws.send(PING_FRAME, this.#onFlushed);
     }, every);
     this.#heartbeat.unref();
   }
@@ -200,8 +268,13 @@ export class TunnelClient {
       this.#options.onFatal?.(this.#fatal);
       return;
     }
-    const delay = this.#backoff.next();
-    this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');
+    const delay = this.#idConflict ? Math.max(ID_CONFLICT_RETRY_MS, this.#backoff.next()) : this.#backoff.next();
+    if (this.#idConflict) {
+      this.#options.log.error({ code, retryInMs: delay }, `${this.#idConflict}; trying again in ${Math.round(delay / 1000)} s`);
+      this.#idConflict = undefined;
+    } else {
+      this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');
+    }
     this.#retryTimer = setTimeout(() => this.#dial(), delay);
   }
 }

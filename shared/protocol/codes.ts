@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   'invalid_request', // the request is well-formed JSON but its content cannot be served
   'engine_error', // the inference engine failed
   'internal', // a bug: anything not covered above
+  'agent_id_in_use', // another live agent process already holds this agent id (connection refused)
+  'too_many_bad_frames', // the connection sent too many bad frames or frames for unknown requests (connection closed)
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -193,6 +193,11 @@ export const HelloFrame = z.object({
   capacity: Capacity.optional(),
   /** What this agent supports beyond the protocol's core (see AGENT_FEATURES); the edge routes by it. */
   features: z.array(z.string().max(64)).max(64).optional(),
+  /**
+   * Random per agent process. The same instance reconnecting replaces its old connection; another instance with the
+   * same `agentId` (a cloned machine) is refused while the first is alive. Absent from older agents.
+   */
+  instanceId: z.string().min(1).max(64).optional(),
 });
 
 /**

@@ -1,7 +1,8 @@
-/** The agent as its own process (`node node/cli/agent.ts`), for tests that kill or signal it. */
+/** The agent as its own process (`node node/cli/agent.ts`, or the flood agent), for tests that kill or signal it. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../node/local/edge.ts';
+import type { FloodAgentOptions } from './flood-agent.ts';
 import { MODELS_DIR } from './fixtures.ts';
 import type { TestEdge } from './stack.ts';
 
@@ -13,18 +14,34 @@ export interface AgentProcess {
 }
 
 export async function spawnAgent(edge: TestEdge, id: string, env: Record<string, string> = {}): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'node/cli/agent.ts'), '--edge', edge.url.toString(), '--token', edge.agentToken, '--models', MODELS_DIR, '--id', id], {
-    env: { ...process.env, NPU_RELAY_METRICS_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const args = [path.join(PROJECT_ROOT, 'node/cli/agent.ts'), '--edge', edge.url.toString(), '--token', edge.agentToken, '--models', MODELS_DIR, '--id', id];
+  return start(args, id, { ...process.env, NPU_RELAY_METRICS_PORT: '0', ...env }, /connected to the edge/);
+}
+
+/**
+ * The real agent with the FloodEngine (test/support/flood-agent.ts) in its own process. Resolves once its output
+ * matches `until` (by default, once it is connected).
+ */
+export async function spawnFloodAgent(
+  edge: Pick<TestEdge, 'url' | 'agentToken'>,
+  id: string,
+  options: Partial<Omit<FloodAgentOptions, 'edgeUrl' | 'agentToken' | 'agentId'>> = {},
+  until: RegExp = /connected to the edge/,
+): Promise<AgentProcess> {
+  const o: FloodAgentOptions = { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: id, model: id, deltaBytes: 8, intervalMs: 0, burst: 1, ...options };
+  return start([path.join(PROJECT_ROOT, 'test/support/flood-agent.ts'), JSON.stringify(o)], id, process.env, until);
+}
+
+async function start(args: string[], id: string, env: NodeJS.ProcessEnv, until: RegExp): Promise<AgentProcess> {
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d));
   child.stderr!.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? String(code))));
   const deadline = Date.now() + 30_000;
-  while (!/connected to the edge/.test(out)) {
+  while (!until.test(out)) {
     if (child.exitCode !== null) throw new Error(`agent ${id} exited early:\n${out}`);
-    if (Date.now() > deadline) throw new Error(`agent ${id} did not connect within 30 s:\n${out}`);
+    if (Date.now() > deadline) throw new Error(`agent ${id} did not log ${until} within 30 s:\n${out}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, output: () => out, exited };

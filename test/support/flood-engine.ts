@@ -14,13 +14,18 @@ export class FloodEngine implements Engine {
   readonly intervalMs: number;
   /** Deltas produced, per request, by the first message of the request. */
   readonly produced = new Map<string, number>();
+  /** With no interval: deltas produced per turn of the event loop (1: each delta becomes its own tunnel frame). */
+  readonly burst: number;
+  readonly model: string;
 
-  constructor(deltaBytes = 1024, intervalMs = 0) {
+  constructor(deltaBytes = 1024, intervalMs = 0, { burst = 16, model = 'flood' }: { burst?: number; model?: string } = {}) {
     this.deltaBytes = deltaBytes;
     this.intervalMs = intervalMs;
+    this.burst = burst;
+    this.model = model;
   }
   models() {
-    return [{ id: 'flood', kind: 'chat' as const, device: 'CPU' }];
+    return [{ id: this.model, kind: 'chat' as const, device: 'CPU' }];
   }
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const name = task.task === 'chat' ? (task.messages[0]?.content ?? '') : task.prompt;
@@ -32,7 +37,7 @@ export class FloodEngine implements Engine {
       yield { type: 'delta', text, tokens: 1 };
       // Let other work run between deltas, as a real engine's awaits would.
       if (this.intervalMs > 0) await new Promise((r) => setTimeout(r, this.intervalMs));
-      else if (n % 16 === 0) await new Promise((r) => setImmediate(r));
+      else if (n % this.burst === 0) await new Promise((r) => setImmediate(r));
     }
     yield { type: 'done', finishReason: signal.aborted ? 'cancelled' : 'length', usage: { promptTokens: 1, completionTokens: n }, device: 'CPU' };
   }

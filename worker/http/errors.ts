@@ -46,6 +46,9 @@ const STATUS: Record<EdgeErrorCode, number> = {
   misconfigured: 500,
   engine_error: 502,
   agent_gone: 502,
+  // Connection-level refusals between edge and agent; a client never sees them, but every code has a status.
+  agent_id_in_use: 502,
+  too_many_bad_frames: 502,
   no_agent: 503,
   timeout: 504,
 };

@@ -27,6 +27,8 @@ import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from '../http/errors.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import { capableAgents } from './features.ts';
+import { BAD_FRAME_BURST, BAD_FRAMES_PER_SECOND, FrameBudget } from './frame-budget.ts';
+import { AgentLiveness, isSilent } from './liveness.ts';
 import { Ledger, type KeyRecord, type RefusalCount, type Reservation, type TokenNeed, type UsageRow } from './ledger.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
@@ -224,11 +226,8 @@ function verdict(record: KeyRecord | undefined): Authorization {
 const KEEPALIVE_MS = 250;
 const RETRY_AFTER_NO_AGENT_S = 5;
 const RETRY_AFTER_FULL_S = 1;
-/** Three missed agent heartbeats (every 15 s by default). */
-const DEAD_PEER_MS = 45_000;
-
-/** WebSocket close codes the hub uses (4000–4999 is the application range). */
-const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, notAccepted: 4010, badFrame: 4400 } as const;
+/** WebSocket close codes the hub uses (4000–4999 is the application range); docs/PROTOCOL.md lists them. */
+const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, notAccepted: 4010, badFrame: 4400, idInUse: 4409, tooManyBadFrames: 4429 } as const;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #exchanges = new Map<string, Exchange>();
@@ -254,6 +253,8 @@ export class AgentHub extends DurableObject<Env> {
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   readonly #responses = new ResponseStore(() => this.#database(), () => this.#config().responsesTtlMs);
   readonly #agentStore: AgentStore;
+  readonly #liveness = new AgentLiveness();
+  readonly #frameBudget = new FrameBudget();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -510,13 +511,9 @@ export class AgentHub extends DurableObject<Env> {
 
   #lastSeen(ws: WebSocket, attachment: AgentAttachment, status?: AgentStatus): number {
     const auto = this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, status?.at ?? 0, attachment.helloAt ?? 0, attachment.connectedAt);
+    return Math.max(auto, this.#liveness.lastHeard(attachment.connId), this.#liveness.caughtUpAt, status?.at ?? 0, attachment.helloAt ?? 0, attachment.connectedAt);
   }
 
-  /**
-   * The connected agents that have said hello. An agent not heard from for DEAD_PEER_MS (no heartbeat, no status)
-   * is taken for dead and its socket closed: a half-open TCP connection would otherwise look alive forever.
-   */
   /**
    * A socket's attachment, read from memory once known: deserializing it for every request and frame cost more
    * than the routing itself. The attachment stays the source of truth, so a hub woken from hibernation reads it
@@ -543,6 +540,11 @@ export class AgentHub extends DurableObject<Env> {
     this.#attachments.set(ws, attachment);
   }
 
+  /**
+   * The connected agents that have said hello. An agent silent for AGENT_SILENT_MS (no frame, no ping) is taken for
+   * dead and its socket closed: a hung process or a half-open TCP connection would otherwise look alive for ever,
+   * and be sent requests. Routing, /health and the timer below all ask here, so they agree.
+   */
   #agents(): Array<{ ws: WebSocket; connId: string; hello: AgentHello; status: AgentStatus | undefined; attachment: AgentAttachment }> {
     const out = [];
     const now = Date.now();
@@ -551,8 +553,10 @@ export class AgentHub extends DurableObject<Env> {
       if (attachment?.agentId === undefined || ws.readyState !== WebSocket.OPEN) continue;
       const record = this.#agentStore.get(attachment.connId);
       if (!record) continue;
-      if (now - this.#lastSeen(ws, attachment, record.status) > DEAD_PEER_MS) {
-        this.#connectionGone(attachment.connId, 'the agent stopped answering heartbeats');
+      const lastSeen = this.#lastSeen(ws, attachment, record.status);
+      if (isSilent(lastSeen, now, record.hello)) {
+        console.warn(`agent ${attachment.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
+        this.#connectionGone(attachment.connId, `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)`);
         ws.close(CLOSE.deadPeer, 'no heartbeat');
         this.#agentStore.delete(attachment.connId);
         continue;
@@ -848,6 +852,7 @@ export class AgentHub extends DurableObject<Env> {
           ex.keepAlive(now, KEEPALIVE_MS);
         }
       }
+      this.#watchAgents(now);
       if (this.#exchanges.size === 0 && this.#keepAliveTimer) {
         clearInterval(this.#keepAliveTimer);
         this.#keepAliveTimer = undefined;
@@ -855,20 +860,42 @@ export class AgentHub extends DurableObject<Env> {
     }, KEEPALIVE_MS);
   }
 
+  /**
+   * While requests are in flight: pings each busy agent every AGENT_PING_MS (so it hears from the edge although its
+   * own pings' answers queue behind its tokens), and drops a silent one (`#agents` does), which ends its streams.
+   */
+  #watchAgents(now: number): void {
+    for (const a of this.#agents()) {
+      if (this.#inFlight(a.connId) > 0 && this.#liveness.pingDue(a.connId, now)) {
+        try {
+          a.ws.send(PING_FRAME);
+        } catch {
+          // Closing; webSocketClose ends its exchanges.
+        }
+      }
+    }
+  }
+
   #socketOf(connId: string): WebSocket | undefined {
     return this.#agents().find((a) => a.connId === connId)?.ws;
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const attachment = this.#attachment(ws)!;
+    const { connId } = attachment;
+    const now = Date.now();
+    // A connection that was cut off may have thousands of frames still queued: drop them unread.
+    if (this.#frameBudget.isCutOff(connId)) return this.#liveness.discarding(now);
+    this.#liveness.heard(connId, now);
     let frame: AgentFrame;
     try {
       frame = decodeAgentFrame(message);
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
+      if (!this.#frameBudget.charge(connId, now)) return this.#cutOff(ws, attachment);
       this.#send(ws, { type: 'error', code: 'bad_frame', message: err.message });
       return;
     }
-    const attachment = this.#attachment(ws)!;
     if (frame.type === 'hello') return this.#hello(ws, attachment, frame);
     if (attachment.agentId === undefined) {
       this.#send(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
@@ -921,13 +948,36 @@ export class AgentHub extends DurableObject<Env> {
 
   /**
    * The exchange a frame belongs to, if it was sent on this connection (an agent cannot write into another's
-   * streams). Frames for an unknown id, after a hub restart, get a cancel so the agent stops generating.
+   * streams). An unknown id (a request that timed out, or another connection's) gets one cancel so the agent stops
+   * generating; such frames are charged to the connection's budget, and one that overspends it is cut off.
    */
   #exchangeFor(ws: WebSocket, connId: string, id: string): Exchange | undefined {
     const ex = this.#exchanges.get(id);
     if (ex?.connId === connId) return ex;
-    this.#send(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
+    const now = Date.now();
+    if (!this.#frameBudget.charge(connId, now)) {
+      this.#cutOff(ws, this.#attachment(ws)!);
+      return undefined;
+    }
+    if (this.#frameBudget.firstSighting(connId, id, now)) this.#send(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
     return undefined;
+  }
+
+  /** Closes a connection that spent its frame budget, telling it why; its in-flight requests fail. */
+  #cutOff(ws: WebSocket, attachment: AgentAttachment): void {
+    this.#frameBudget.cutOff(attachment.connId, Date.now());
+    const who = attachment.agentId !== undefined ? `agent ${attachment.agentId}` : 'an agent connection (before hello)';
+    const message =
+      `closing this connection: it sent more than ${BAD_FRAME_BURST} bad frames or frames for requests it does not have ` +
+      `(more than ${BAD_FRAMES_PER_SECOND} a second); a bug in the agent, or not an agent`;
+    console.warn(`${who}: ${message}`);
+    this.#send(ws, { type: 'error', code: 'too_many_bad_frames', message });
+    this.#connectionGone(attachment.connId, 'the agent connection was closed for sending too many bad frames');
+    try {
+      ws.close(CLOSE.tooManyBadFrames, 'too many bad frames');
+    } catch {
+      // Already closing.
+    }
   }
 
   #hello(ws: WebSocket, attachment: AgentAttachment, frame: HelloFrame): void {
@@ -937,13 +987,26 @@ export class AgentHub extends DurableObject<Env> {
       ws.close(CLOSE.unsupported, 'unsupported protocol version');
       return;
     }
-    // One live socket per agent id: a restarted agent replaces its old, possibly half-open, connection.
+    // One live socket per agent id. The same process reconnecting (same instanceId) replaces its old, possibly
+    // half-open, connection; another process with the same id (a cloned machine: the default id is the host name)
+    // is refused while the first is alive, else the two would replace each other for ever. `#agents` has already
+    // dropped a silent holder. An agent too old to send instanceId replaces, as before.
     for (const other of this.#agents()) {
-      if (other.ws !== ws && other.hello.agentId === frame.agentId) {
-        this.#connectionGone(other.connId, 'the agent reconnected');
-        other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
-        this.#agentStore.delete(other.connId);
+      if (other.ws === ws || other.hello.agentId !== frame.agentId) continue;
+      const mine = frame.instanceId;
+      const theirs = other.hello.instanceId;
+      if (mine !== undefined && theirs !== undefined && mine !== theirs) {
+        const message =
+          `agent id '${frame.agentId}' is already in use by another agent process connected to this edge since ${new Date(other.attachment.connectedAt).toISOString()}; ` +
+          `give each machine its own id (--id or NPU_RELAY_AGENT_ID)`;
+        console.warn(`refused a second agent with id '${frame.agentId}' (instance ${mine.slice(0, 8)}; instance ${theirs.slice(0, 8)} holds it)`);
+        this.#send(ws, { type: 'error', code: 'agent_id_in_use', message });
+        ws.close(CLOSE.idInUse, 'agent id in use');
+        return;
       }
+      this.#connectionGone(other.connId, 'the agent reconnected');
+      other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
+      this.#agentStore.delete(other.connId);
     }
     const { type: _type, ...hello } = frame;
     const at = Date.now();
@@ -967,6 +1030,8 @@ export class AgentHub extends DurableObject<Env> {
     if (attachment) {
       this.#connectionGone(attachment.connId, `the agent disconnected (WebSocket close ${code}${reason ? `: ${reason}` : ''})`);
       this.#agentStore.delete(attachment.connId);
+      this.#liveness.forget(attachment.connId);
+      this.#frameBudget.forget(attachment.connId);
     }
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, 'closing');
@@ -980,6 +1045,8 @@ export class AgentHub extends DurableObject<Env> {
     if (attachment) {
       this.#connectionGone(attachment.connId, `the agent's connection failed: ${String(error)}`);
       this.#agentStore.delete(attachment.connId);
+      this.#liveness.forget(attachment.connId);
+      this.#frameBudget.forget(attachment.connId);
     }
   }
 

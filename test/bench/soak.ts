@@ -1,0 +1,179 @@
+/**
+ * `npm run soak [-- --duration 10m]`: the whole relay under a steady mixed load for a while, with the faults an
+ * operator meets: the agent restarted, sqld restarted, sqld hung (SIGSTOP) for 30 s. Counts what a client would
+ * notice — requests lost (failed after being accepted), refused (503 with Retry-After), hung (no answer within the
+ * deadline) — and whether every request left its usage row; reports workerd and agent memory at start and end.
+ * Prints one Markdown table (docs/BENCHMARKS.md keeps the latest).
+ *
+ * Everything is real and local: sqld, the Worker in workerd, the agent as its own process with the ONNX Runtime
+ * engine on the test models. Not part of `npm test`: it takes as long as --duration.
+ */
+import { parseArgs } from 'node:util';
+
+const HELP = `Usage: npm run soak [-- --duration 10m] [--rate 2]
+
+Options:
+  --duration D   how long the load runs: 600s, 10m, 90s (default 10m); faults happen at 20 %, 45 % and 70 % of it
+  --rate N       requests started per second (default 2): streaming, non-streaming, cache hits and embeddings in turn
+  -h, --help     show this help
+`;
+
+function parseDuration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
+  if (!m) throw new Error(`--duration: '${v}' is not a duration such as 600s or 10m`);
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+}
+
+let durationMs: number;
+let rate: number;
+try {
+  const { values } = parseArgs({ args: process.argv.slice(2), strict: true, options: { duration: { type: 'string' }, rate: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  durationMs = parseDuration(values.duration ?? '10m');
+  rate = Number(values.rate ?? 2);
+  if (!(rate > 0 && rate <= 50)) throw new Error(`--rate: '${values.rate}' must be a number of requests per second between 0 and 50`);
+  if (durationMs < 20_000) throw new Error('--duration: at least 20s, so the faults fit in');
+} catch (err) {
+  console.error(`npu-relay soak: ${(err as Error).message}\n\n${HELP}`);
+  process.exit(2);
+}
+
+const { createClient } = await import('@libsql/client');
+const { startSqld } = await import('../../node/local/sqld.ts');
+const { spawnAgent } = await import('../support/agent-process.ts');
+const { CHAT_MODEL, EMBED_MODEL } = await import('../support/fixtures.ts');
+const { rssMb, workerdRssMb } = await import('../support/process-memory.ts');
+const { startTestEdge } = await import('../support/stack.ts');
+
+/** A request with no answer after this long is counted as hung (and abandoned). */
+const DEADLINE_MS = 90_000;
+/** The sqld hang lasts this long (shorter on short runs). */
+const SQLD_HANG_MS = Math.min(30_000, durationMs * 0.1);
+
+type Kind = 'stream' | 'chat' | 'cached' | 'embed';
+const KINDS: Kind[] = ['stream', 'chat', 'cached', 'embed'];
+interface Outcome {
+  kind: Kind;
+  at: number;
+  ms: number;
+  /** ok, refused (503), lost (anything else after it reached the relay), hung (no answer by the deadline). */
+  result: 'ok' | 'refused' | 'lost' | 'hung';
+  detail: string;
+}
+
+const edge = await startTestEdge();
+let agent = await spawnAgent(edge, 'soak');
+const db = createClient({ url: edge.sqld.url });
+const t0 = Date.now();
+const memoryStart = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
+
+async function send(kind: Kind, i: number): Promise<Outcome> {
+  const started = performance.now();
+  const at = Date.now() - t0;
+  const done = (result: Outcome['result'], detail: string): Outcome => ({ kind, at, ms: performance.now() - started, result, detail });
+  const path = kind === 'embed' ? '/v1/embeddings' : '/v1/chat/completions';
+  const body =
+    kind === 'embed'
+      ? { model: EMBED_MODEL, input: [`soak embedding ${i}`] }
+      : kind === 'cached'
+        ? { model: CHAT_MODEL, messages: [{ role: 'user', content: 'the soak question everyone asks' }], max_tokens: 16, temperature: 0 }
+        : { model: CHAT_MODEL, messages: [{ role: 'user', content: `soak ${kind} ${i}` }], max_tokens: kind === 'stream' ? 48 : 16, temperature: 0.7, stream: kind === 'stream' };
+  try {
+    const res = await fetch(new URL(path, edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', ...(kind === 'cached' ? {} : { 'cache-control': 'no-store' }) },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(DEADLINE_MS),
+    });
+    const text = await res.text();
+    if (res.status === 503) return done('refused', `503 ${/"code":"(\w+)"/.exec(text)?.[1] ?? ''}`);
+    if (res.status !== 200) return done('lost', `${res.status} ${/"code":"(\w+)"/.exec(text)?.[1] ?? text.slice(0, 80)}`);
+    if (kind === 'stream' && (!text.includes('data: [DONE]') || /"error":\{/.test(text))) return done('lost', `stream error ${/"code":"(\w+)"/.exec(text)?.[1] ?? ''}`);
+    return done('ok', kind === 'cached' ? (res.headers.get('x-npu-relay-cache') ?? '') : '');
+  } catch (err) {
+    const e = err as Error;
+    return done(e.name === 'TimeoutError' ? 'hung' : 'lost', e.name === 'TimeoutError' ? `no answer in ${DEADLINE_MS / 1000} s` : e.message);
+  }
+}
+
+const faults: string[] = [];
+const phase = (ms: number) => `${((ms - t0) / 1000).toFixed(0)} s`;
+async function faultSchedule(): Promise<void> {
+  const at = (fraction: number) => new Promise((r) => setTimeout(r, Math.max(0, t0 + durationMs * fraction - Date.now())));
+  await at(0.2);
+  faults.push(`${phase(Date.now())}: agent restarted (SIGTERM, drain, new process)`);
+  agent.child.kill('SIGTERM');
+  await agent.exited;
+  agent = await spawnAgent(edge, 'soak');
+  await at(0.45);
+  faults.push(`${phase(Date.now())}: sqld restarted`);
+  await edge.sqld.stop();
+  edge.sqld = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
+  await at(0.7);
+  faults.push(`${phase(Date.now())}: sqld hung (SIGSTOP) for ${SQLD_HANG_MS / 1000} s`);
+  edge.sqld.process.kill('SIGSTOP');
+  await new Promise((r) => setTimeout(r, SQLD_HANG_MS));
+  edge.sqld.process.kill('SIGCONT');
+}
+
+console.error(`soak: ${durationMs / 1000} s at ${rate} requests/s (${KINDS.join(', ')} in turn)`);
+const faultsDone = faultSchedule();
+const pending: Array<Promise<Outcome>> = [];
+for (let i = 0; Date.now() - t0 < durationMs; i++) {
+  pending.push(send(KINDS[i % KINDS.length]!, i));
+  await new Promise((r) => setTimeout(r, Math.max(0, t0 + ((i + 1) * 1000) / rate - Date.now())));
+  if (i % (rate * 30) === 0) console.error(`soak: ${Math.round((Date.now() - t0) / 1000)} s, ${i + 1} requests started`);
+}
+await faultsDone;
+const outcomes = await Promise.all(pending);
+const memoryEnd = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
+
+// Usage rows: the hub writes them in batches and retries while libSQL is away; wait until they stop arriving.
+const usageRows = async () => Number((await db.execute({ sql: 'select count(*) as n from usage where at >= ?', args: [t0] })).rows[0]!.n);
+let rows = await usageRows();
+for (let lastChange = Date.now(), deadline = Date.now() + 90_000; rows < outcomes.length && Date.now() < deadline && Date.now() - lastChange < 20_000; ) {
+  await new Promise((r) => setTimeout(r, 1000));
+  const n = await usageRows();
+  if (n !== rows) lastChange = Date.now();
+  rows = n;
+}
+
+const by = (f: (o: Outcome) => boolean) => outcomes.filter(f).length;
+const p = (values: number[], q: number) => values.sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? 0;
+const lines = [
+  `| soak: ${(durationMs / 60_000).toFixed(1)} min at ${rate} req/s | ${outcomes.length} requests |`,
+  '|---|---|',
+  ...KINDS.map((k) => {
+    const mine = outcomes.filter((o) => o.kind === k);
+    const ok = mine.filter((o) => o.result === 'ok');
+    return `| ${k} | ${ok.length} ok of ${mine.length}; p50 ${p(ok.map((o) => o.ms), 0.5).toFixed(0)} ms, p99 ${p(ok.map((o) => o.ms), 0.99).toFixed(0)} ms${k === 'cached' ? `; ${by((o) => o.kind === 'cached' && o.detail === 'HIT')} cache hits` : ''} |`;
+  }),
+  `| refused (503, Retry-After) | ${by((o) => o.result === 'refused')} |`,
+  `| lost (failed after reaching the relay) | ${by((o) => o.result === 'lost')} |`,
+  `| hung (no answer in ${DEADLINE_MS / 1000} s) | ${by((o) => o.result === 'hung')} |`,
+  `| slower than 10 s (answered) | ${by((o) => o.result !== 'hung' && o.ms > 10_000)} |`,
+  `| usage rows / requests | ${rows} / ${outcomes.length} |`,
+  `| workerd RSS start → end | ${memoryStart.workerd.toFixed(0)} → ${memoryEnd.workerd.toFixed(0)} MiB |`,
+  `| agent RSS start → end (new process after the restart) | ${memoryStart.agent.toFixed(0)} → ${memoryEnd.agent.toFixed(0)} MiB |`,
+  `| faults | ${faults.join('; ')} |`,
+];
+console.log(lines.join('\n'));
+const bad = outcomes.filter((o) => o.result !== 'ok');
+const groups = new Map<string, { n: number; first: number; last: number }>();
+for (const o of bad) {
+  const key = `${o.result} ${o.kind} ${o.detail}`;
+  const g = groups.get(key) ?? { n: 0, first: o.at, last: o.at };
+  g.n++;
+  g.last = o.at;
+  groups.set(key, g);
+}
+if (groups.size) console.log(`\nNot ok, by kind and reason (seconds into the run):\n${[...groups].map(([k, g]) => `- ${k}: ${g.n} (${(g.first / 1000).toFixed(0)}–${(g.last / 1000).toFixed(0)} s)`).join('\n')}`);
+
+db.close();
+agent.child.kill('SIGKILL');
+await agent.exited;
+await edge.stop();
+process.exit(0);
