@@ -14,14 +14,14 @@ import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type * as OV from 'openvino-node';
-import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from './engine.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
@@ -278,6 +278,18 @@ export class OpenVinoEngine implements Engine {
     return events;
   }
 
+  async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
+    const release = await model.turns.acquire(signal);
+    signal.throwIfAborted();
+    try {
+      return { promptTokens: countPrompt(model.tokenizer, task), device: model.device };
+    } finally {
+      release?.();
+    }
+  }
+
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     const model = await this.#model(task.model, 'embedding', this.#compileEmbedder);
     const release = await model.turns.acquire(signal);
@@ -313,10 +325,10 @@ function isLLM(pipeline: unknown): pipeline is LLMPipeline {
 }
 
 /** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
-function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask): number {
+function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask | CountTask): number {
   try {
     // A ChatHistory is rendered by the chat template, whose text already holds the special tokens.
-    const [prompt, add_special_tokens] = task.task === 'chat' ? [tokenizer.applyChatTemplate(task.messages, true), false] : [task.prompt, true];
+    const [prompt, add_special_tokens] = task.task === 'complete' ? [task.prompt, true] : [tokenizer.applyChatTemplate(task.messages, true), false];
     return tokenizer.encode(prompt, { add_special_tokens }).input_ids.getShape().at(-1) ?? 0;
   } catch (err) {
     throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });

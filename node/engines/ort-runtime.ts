@@ -21,7 +21,7 @@ import {
   type Tensor,
   type TextStreamer,
 } from '@huggingface/transformers';
-import type { EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
 import { AgentError, EngineError } from '../errors.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
 import { Channel } from './channel.ts';
@@ -185,6 +185,26 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
 }
 
 /**
+ * The prompt as the model reads it: a chat (or a count of one) through the chat template, a raw completion as it
+ * is. `generate` and `countPrompt` both use this, so a count is what a generation would see.
+ */
+function encodePrompt(task: GenerateTask | CountTask, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
+  type Inputs = { input_ids: Tensor; attention_mask: Tensor };
+  try {
+    return task.task === 'complete'
+      ? (tokenizer(task.prompt) as Inputs)
+      : (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true, ...(chatTemplate ? { chat_template: chatTemplate } : {}) }) as Inputs);
+  } catch (err) {
+    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Counts a chat prompt's tokens with a loaded chat model (see `Engine.countTokens`). */
+export function countPrompt(task: CountTask, chat: ChatModel): number {
+  return encodePrompt(task, chat).input_ids.dims.at(-1) ?? 0;
+}
+
+/**
  * Streams a generation with a loaded chat model (see `Engine.generate`). `modelContext` is the model's context
  * length, when known; `started` receives the running generation, which may outlive the consumer by one step.
  */
@@ -195,15 +215,7 @@ export async function* generate(
   modelContext: number | undefined,
   started: (generation: Promise<unknown>) => void,
 ): AsyncIterable<GenerationEvent> {
-  let inputs: { input_ids: Tensor; attention_mask: Tensor };
-  try {
-    inputs =
-      task.task === 'chat'
-        ? (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true, ...(chatTemplate ? { chat_template: chatTemplate } : {}) }) as typeof inputs)
-        : (tokenizer(task.prompt) as typeof inputs);
-  } catch (err) {
-    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
-  }
+  const inputs = encodePrompt(task, { tokenizer, chatTemplate });
   const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
   const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
   const room = contextLength ? contextLength - promptTokens : Infinity;

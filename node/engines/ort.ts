@@ -2,12 +2,12 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from './engine.ts';
 import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
 
 export interface OrtEngineOptions {
@@ -135,6 +135,16 @@ export class OrtEngine implements Engine {
     const embedder = await this.#embedder(task.model);
     try {
       return await (await ortRuntime()).embed(task, signal, embedder);
+    } finally {
+      this.#pool.release(task.model);
+    }
+  }
+
+  async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    const chat = await this.#chatModel(task.model);
+    try {
+      signal.throwIfAborted();
+      return { promptTokens: (await ortRuntime()).countPrompt(task, chat), device: 'CPU' };
     } finally {
       this.#pool.release(task.model);
     }
