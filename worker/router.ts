@@ -4,6 +4,7 @@ import { AGENT_CONNECT_PATH } from '../shared/protocol/version.ts';
 import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
+import { anthropicRoutes } from './api/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -12,7 +13,9 @@ import { ollamaRoutes } from './routes/ollama.ts';
 import { openaiRoutes } from './routes/openai.ts';
 
 function flavorOf(request: Request): Flavor {
-  return new URL(request.url).pathname.startsWith('/api/') ? 'ollama' : 'openai';
+  const { pathname } = new URL(request.url);
+  if (pathname.startsWith('/api/')) return 'ollama';
+  return pathname === '/v1/messages' || pathname.startsWith('/v1/messages/') ? 'anthropic' : 'openai';
 }
 
 async function connectAgent(request: IRequest, env: Env): Promise<Response> {
@@ -49,6 +52,7 @@ export const router = Router<IRequest, Args>({ catch: recordRejection });
 
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent);
 openaiRoutes(router);
+anthropicRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

@@ -59,6 +59,8 @@ export interface StreamWriter {
 
 export interface ResponseFormat {
   readonly flavor: Flavor;
+  /** The response's id from the request's UUID, when the API has its own shape for ids (Anthropic's `msg_…`). */
+  requestId?(requestId: string): string;
   stream(meta: ResponseMeta): StreamWriter;
   /** The whole non-streaming response body. */
   body(meta: ResponseMeta, answer: Answer, outcome: Outcome): unknown;

@@ -99,7 +99,7 @@ function usageTokens(u: { promptTokens: number; completionTokens: number }) {
 const MAX_BYTES_PER_TOKEN = 8;
 
 function promptBytes(task: Task): number {
-  const text = task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.task === 'complete' ? task.prompt : task.input.join('');
+  const text = task.task === 'chat' || task.task === 'count' ? task.messages.map((m) => m.content).join('') : task.task === 'complete' ? task.prompt : task.input.join('');
   return new TextEncoder().encode(text).byteLength;
 }
 
@@ -466,7 +466,7 @@ export class AgentHub extends DurableObject<Env> {
 
     const format = FORMATS[dispatch.format];
     const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
-    const meta: ResponseMeta = { id: `${prefix}-${ctx.id}`, ...dispatch.meta };
+    const meta: ResponseMeta = { id: format.requestId?.(ctx.id) ?? `${prefix}-${ctx.id}`, ...dispatch.meta };
     const cacheable = isDeterministic(dispatch.task);
     const ck = cacheable ? await cacheKey(key.tenant, dispatch.task) : undefined;
     ctx.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
@@ -520,11 +520,12 @@ export class AgentHub extends DurableObject<Env> {
       onFlow: (ex, pause) => this.#send(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
         settled.resolve(s);
-        const tokens = s.usage.promptTokens + s.usage.completionTokens;
-        this.#ledger.chargeTokens(key, tokens, Date.now());
+        // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
+        const used = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : usageTokens(s.usage);
+        this.#ledger.chargeTokens(key, used.promptTokens + used.completionTokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
         this.record({
-          ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
+          ...base, agentId, device: s.device, ...used, ttftMs: s.ttftMs, durationMs: s.durationMs,
           tokensPerSecond: genMs > 0 && s.usage.completionTokens > 1 ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs) : null,
           cache: ctx.cache, status: s.status, errorCode: s.errorCode, outcome: s.outcome,
         });
