@@ -6,7 +6,7 @@
  */
 import * as z from 'zod';
 import { DEFAULT_TOP_P } from './defaults.ts';
-import type { ChatMessage, ChatTask, CountTask, ToolCall, ToolChoice } from '../protocol/frames.ts';
+import { JsonSchema, type ChatMessage, type ChatTask, type CountTask, type ToolCall, type ToolChoice } from '../protocol/frames.ts';
 import { checkToolChoice, checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
 
 /** Anthropic's default temperature (its range is 0–1). */
@@ -121,7 +121,19 @@ const Thinking = z.discriminatedUnion('type', [
   z.object({ type: z.literal('disabled') }),
   // The model decides: its template's default.
   z.object({ type: z.literal('adaptive') }),
+  // Thinking between tool calls is thinking on, for a template that can switch it.
+  z.object({ type: z.literal('between_tools') }),
 ]);
+
+/**
+ * `format` asks for JSON following a schema (constrained decoding on the agent). `effort` grades how much a Claude
+ * model spends; the engines here cannot grade that, and it does not change what shape the answer has, so it is taken
+ * and left out.
+ */
+const OutputConfig = z.object({
+  format: z.object({ type: z.literal('json_schema'), schema: JsonSchema }).nullable().optional(),
+  effort: z.enum(['low', 'medium', 'high', 'xhigh', 'max']).nullable().optional(),
+});
 
 /** Fields that are refused whatever their value: they ask for work only Anthropic's servers do. */
 const refused = (why: string) => z.unknown().refine((v) => v === undefined || v === null, { message: why }).optional();
@@ -160,6 +172,7 @@ export const MessagesRequest = z
     metadata: z.object({ user_id: z.string().max(256).nullable().optional() }).optional(),
     stream: z.boolean().optional(),
     service_tier: z.enum(['auto', 'standard_only']).optional(),
+    output_config: OutputConfig.optional(),
   })
   .superRefine(checkPrompt);
 export type MessagesRequest = z.infer<typeof MessagesRequest>;
@@ -225,7 +238,7 @@ function toChatMessages(m: z.infer<typeof Message>): ChatMessage[] {
 
 function thinkOf(thinking: z.infer<typeof Thinking> | undefined): { think?: boolean } {
   if (thinking === undefined || thinking.type === 'adaptive') return {};
-  return { think: thinking.type === 'enabled' };
+  return { think: thinking.type !== 'disabled' };
 }
 
 /** The prompt part of a task: messages (system first), tools with their choice, think. */
@@ -254,6 +267,7 @@ export function chatTaskFromAnthropic(req: MessagesRequest): ChatTask {
       ...(req.top_k ? { topK: req.top_k } : {}),
       stop: req.stop_sequences ?? [],
     },
+    ...(req.output_config?.format ? { responseFormat: { type: 'json_schema', schema: req.output_config.format.schema } } : {}),
   };
 }
 

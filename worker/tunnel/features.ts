@@ -16,8 +16,7 @@ interface Need {
 
 const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools', anthropic: 'tools' } };
 const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages', anthropic: 'messages' } };
-// Anthropic's Messages API has no response format; the key is there for the type.
-const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format', anthropic: 'output_format' } };
+const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format', anthropic: 'output_config.format' } };
 const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think', anthropic: 'thinking' } };
 const COUNT: Need = { feature: 'count-tokens', param: { openai: 'model', ollama: 'model', anthropic: 'model' }, what: 'counting tokens' };
 
