@@ -13,6 +13,7 @@ import { createClient } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
+import type { GenerateTask } from '../shared/protocol/frames.ts';
 import { SCRIPTED_MODEL, ScriptedEngine, type Script } from './support/scripted-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -26,13 +27,11 @@ const WEATHER_SCHEMA: { type: 'object'; [k: string]: unknown } = {
 const WEATHER: Anthropic.Tool = { name: 'get_weather', description: 'The weather now in a city', input_schema: WEATHER_SCHEMA };
 
 /** What the scripted model answers, by the last user text (or by a forced tool choice). */
-function script(task: Parameters<ConstructorParameters<typeof ScriptedEngine>[0]>[0]): Script {
+function script(task: GenerateTask): Script {
   if (task.task === 'chat' && typeof task.toolChoice === 'object') {
-    // A call whose arguments arrive in fragments, split mid-token, as a tool-call parser streams them (a pause
-    // between them, as between a real model's tokens, so the agent does not merge them into one chunk).
+    // A call whose arguments arrive in fragments, split mid-token, as a tool-call parser streams them.
     return {
       finishReason: 'tool_calls',
-      delayMs: 5,
       deltas: [
         { text: '', tokens: 3, toolCalls: [{ index: 0, id: 'toolu_01ScriptedCall', name: task.toolChoice.name, arguments: '{"ci' }] },
         { text: '', tokens: 2, toolCalls: [{ index: 0, arguments: 'ty": "Par' }] },
@@ -45,7 +44,6 @@ function script(task: Parameters<ConstructorParameters<typeof ScriptedEngine>[0]
   if (last.includes('think first')) {
     return {
       finishReason: 'stop',
-      delayMs: 5,
       deltas: [
         { text: '', tokens: 2, reasoning: 'The user wants ' },
         { text: '', tokens: 2, reasoning: 'a greeting.' },

@@ -100,8 +100,7 @@ describe('API surface', () => {
       const cases: Array<[Record<string, unknown>, string]> = [
         [{ n: 2 }, 'n'],
         [{ logprobs: true }, 'logprobs'],
-        [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools'],
-        [{ response_format: { type: 'json_object' } }, 'response_format'],
+        [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages.0.content.0.type'],
       ];
       for (const [extra, param] of cases) {
         await assert.rejects(

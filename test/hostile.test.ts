@@ -48,6 +48,44 @@ const WRONG_VALUES: Array<[string, unknown]> = [
 ];
 const UNICODE = ['\ud800', '\udfff', '\ufeff', '\u202e', '👩‍👩‍👧‍👦', 'a\u0000b', '\uffff', 'é'.normalize('NFD')];
 
+/**
+ * Malformed tools, tool choices, response formats, think and tool history (issue 13): whole bodies, since these
+ * fields only mean something together. Each must be a 400 in the caller's shape.
+ */
+const FUNCTION = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+const TOOL_CASES: Array<[string, Record<string, unknown>, string]> = [
+  ['/v1/chat/completions', { ...chat, tools: [FUNCTION], tool_choice: { type: 'function', function: { name: 'unknown' } } }, 'a tool_choice naming an unknown tool'],
+  ['/v1/chat/completions', { ...chat, tool_choice: 'required' }, 'tool_choice required without tools'],
+  ['/v1/chat/completions', { ...chat, tools: [{ type: 'function', function: { description: 'no name' } }] }, 'a tool without a name'],
+  ['/v1/chat/completions', { ...chat, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'array' } } }] }, 'a non-object parameters schema'],
+  ['/v1/chat/completions', { ...chat, tools: [{ type: 'function', function: { name: 'f', parameters: 'object' } }] }, 'parameters that are not a schema'],
+  ['/v1/chat/completions', { ...chat, tools: [FUNCTION, FUNCTION] }, 'two tools of one name'],
+  ['/v1/chat/completions', { ...chat, tools: [{ type: 'retrieval' }] }, 'a tool that is not a function'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'tool', content: '21' }] }, 'a tool message without tool_call_id'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user' }] }, 'a content-less user message'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'assistant', content: null }] }, 'an assistant message with neither content nor tool_calls'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'an image part'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: { data: 'x', format: 'wav' } }] }] }, 'an audio part'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: { a: 1 } } }] }] }, 'tool_calls arguments as an object'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: 'x', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'tool_calls on a user message'],
+  ['/v1/chat/completions', { ...chat, response_format: { type: 'json_schema', json_schema: { name: 'x' } } }, 'json_schema without a schema'],
+  ['/v1/chat/completions', { ...chat, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: 'object' } } }, 'a schema that is not an object'],
+  ['/v1/chat/completions', { ...chat, response_format: { type: 'xml' } }, 'an unknown response_format'],
+  ['/v1/chat/completions', { ...chat, reasoning_effort: 'extreme' }, 'an unknown reasoning_effort'],
+  ['/v1/completions', { ...BASES['/v1/completions'], response_format: { type: 'json_schema' } }, 'json_schema without json_schema'],
+  ['/api/chat', { ...ollamaChat, tools: [{ type: 'function', function: { parameters: {} } }] }, 'a tool without a name'],
+  ['/api/chat', { ...ollamaChat, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string' } } }] }, 'a non-object parameters schema'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'user' }] }, 'a content-less user message'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'assistant', tool_calls: [{ function: { name: 'f', arguments: '{}' } }] }] }, 'tool_calls arguments as text'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'assistant', tool_calls: [{ function: { arguments: {} } }] }] }, 'a tool call without a name'],
+  ['/api/chat', { ...ollamaChat, format: 'yaml' }, 'format yaml'],
+  ['/api/chat', { ...ollamaChat, format: 5 }, 'format 5'],
+  ['/api/chat', { ...ollamaChat, think: 'max' }, 'think max'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'user', content: 'x', images: ['aGVsbG8='] }] }, 'an image'],
+  ['/api/generate', { ...BASES['/api/generate'], raw: true, think: true }, 'think with raw'],
+  ['/api/generate', { ...BASES['/api/generate'], format: ['json'] }, 'format as a list'],
+];
+
 function corpus(): Case[] {
   const cases: Case[] = [];
   for (const [path, base] of Object.entries(BASES)) {
@@ -62,6 +100,7 @@ function corpus(): Case[] {
     cases.push({ path, body: JSON.stringify({ ...base, unknown_field: { nested: [1, 2] } }), what: 'an unknown field' });
     cases.push({ path, body: JSON.stringify(base), contentType: 'text/plain', what: 'JSON sent as text/plain' });
   }
+  for (const [path, body, what] of TOOL_CASES) cases.push({ path, body: JSON.stringify(body), what });
   return cases;
 }
 
@@ -120,10 +159,21 @@ describe('hostile requests', () => {
     assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, pad: 'x'.repeat(2_000_000) })), 413);
   });
 
+  test('malformed tools, tool choices, formats, think and tool history: 400, naming the field', async () => {
+    for (const [path, body, what] of TOOL_CASES) {
+      const res = await fetch(new URL(path, edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
+      const text = await res.text();
+      assert.equal(res.status, 400, `${path} with ${what}: ${text.slice(0, 200)}`);
+      if (path.startsWith('/v1/')) assert.ok((JSON.parse(text) as { error: { param: string | null } }).error.param, `${path} with ${what}: names the field (${text.slice(0, 200)})`);
+    }
+    const image = await fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(TOOL_CASES[10]![1]) });
+    assert.match(((await image.json()) as { error: { message: string } }).error.message, /images are not supported/);
+  });
+
   test('property: arbitrary JSON in any field never yields a 5xx', async () => {
     const paths = Object.keys(BASES);
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream'), fc.jsonValue()), async (path, fields) => {
+      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort'), fc.jsonValue()), async (path, fields) => {
         const body = { ...BASES[path], ...fields, max_tokens: 2, options: { num_predict: 2 } };
         await send({ path, body: JSON.stringify(body), what: JSON.stringify(fields).slice(0, 80) });
       }),
