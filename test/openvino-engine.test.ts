@@ -6,13 +6,18 @@
  * skipped, with the reason. Run it with `npm run test:openvino`.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import type * as GenAI from 'openvino-genai-node';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
 import { loadOpenVino, NPU_DEFAULTS, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
+import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, runGenerate } from './support/engine-contract.ts';
+import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
 
 const CHAT_MODEL = 'tiny-random-llama';
 const EMBED_MODEL = 'tiny-bow-embed';
@@ -63,5 +68,98 @@ describe('OpenVINO engine', () => {
     } finally {
       await engine.close();
     }
+  });
+});
+
+/**
+ * The OpenVINO engine at GenAI's boundary, on this machine too: a fake stands in for the native calls (it records
+ * them and streams a scripted reply), so these tests check that the output plan reaches GenAI as its API expects:
+ * tools and template variables on the ChatHistory and in the prompt count, the constraint as a StructuredOutputConfig
+ * built with GenAI's own constructors, and the reply read back into tool calls.
+ */
+describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
+  // A Qwen-style template: renders `tools` itself, writes hermes calls, and honours enable_thinking (with no think
+  // markers, so the plan has no reasoning block in front of the call grammar).
+  const QWEN_LIKE = "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
+  const WEATHER = { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
+    for (const file of ['openvino_model.xml', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const engineWith = (fake: FakeGenAI) =>
+    new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096 }], log: createLogger('silent') });
+  const chat = (extra: Partial<ChatTask>): ChatTask => ({
+    task: 'chat',
+    model: 'qwen-like',
+    messages: [{ role: 'user', content: 'Weather in Paris?' }],
+    sampling: { maxTokens: 64, temperature: 0, topP: 1, stop: [] },
+    ...extra,
+  });
+
+  test('a forced tool: tools on the ChatHistory and in the prompt count, the call grammar as structural tags, the reply as a tool call', async () => {
+    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    fake.reply = ['<tool_call>', '\n{"name": "get_weather", ', '"arguments": {"city": ', '"Paris"}}', '\n</tool_call>'];
+    const engine = engineWith(fake);
+    const { deltas, done } = await runGenerate(engine, chat({ tools: [WEATHER], toolChoice: { name: 'get_weather' } }));
+
+    const [call] = fake.generateCalls;
+    assert.ok(call && typeof call.input !== 'string', 'a chat is given to GenAI as a ChatHistory');
+    const history = call.input as GenAI.ChatHistory;
+    assert.deepEqual(history.getTools(), [{ type: 'function', function: WEATHER }]);
+    assert.deepEqual(history.getMessages().at(-1), { role: 'user', content: 'Weather in Paris?' });
+    assert.equal(call.config.apply_chat_template, true);
+
+    const config = call.config.structured_output_config;
+    assert.ok(config instanceof genaiUtils.StructuredOutputConfig, 'built with GenAI\'s StructuredOutputConfig');
+    const { StructuredOutputConfig: S } = genaiUtils;
+    assert.deepEqual(
+      config.structural_tags_config,
+      S.TagsWithSeparator({
+        tags: [S.Tag({ begin: '<tool_call>\n{"name": "get_weather", "arguments": ', content: S.JSONSchema(JSON.stringify(WEATHER.parameters)), end: '}\n</tool_call>' })],
+        separator: '\n',
+        atLeastOne: true,
+        stopAfterFirst: true,
+      }),
+    );
+
+    const [counted] = fake.templateCalls;
+    assert.equal(counted?.history, history, 'the prompt is counted from the same ChatHistory');
+    assert.equal(counted?.addGenerationPrompt, true);
+    assert.deepEqual(counted?.tools, [{ type: 'function', function: WEATHER }]);
+
+    const args = deltas.flatMap((d) => d.toolCalls ?? []).map((c) => c.arguments ?? '').join('');
+    assert.deepEqual(JSON.parse(args), { city: 'Paris' });
+    assert.equal(deltas.flatMap((d) => d.toolCalls ?? []).find((c) => c.name)?.name, 'get_weather');
+    assert.equal(done.finishReason, 'tool_calls');
+    await engine.close();
+  });
+
+  test('think: false reaches the template as extra context; a response format becomes a JSONSchema structural tag', async () => {
+    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    fake.reply = ['{"ok"', ': true}'];
+    const engine = engineWith(fake);
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
+    const { text } = await runGenerate(engine, chat({ think: false, responseFormat: { type: 'json_schema', schema } }));
+    const [call] = fake.generateCalls;
+    assert.deepEqual((call!.input as GenAI.ChatHistory).getExtraContext(), { enable_thinking: false });
+    assert.deepEqual(fake.templateCalls[0]?.extraContext, { enable_thinking: false });
+    assert.deepEqual(call!.config.structured_output_config?.structural_tags_config, genaiUtils.StructuredOutputConfig.JSONSchema(JSON.stringify(schema)));
+    assert.equal(text, '{"ok": true}');
+    await engine.close();
+  });
+
+  test('without tools or a format, GenAI gets no tools, no extra context and no structured output config', async () => {
+    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    fake.reply = ['hello'];
+    const engine = engineWith(fake);
+    await runGenerate(engine, chat({}));
+    const [call] = fake.generateCalls;
+    assert.deepEqual((call!.input as GenAI.ChatHistory).getTools(), []);
+    assert.deepEqual((call!.input as GenAI.ChatHistory).getExtraContext(), {});
+    assert.equal(call!.config.structured_output_config, undefined);
+    await engine.close();
   });
 });

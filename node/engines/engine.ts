@@ -2,7 +2,7 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
+import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -32,6 +32,14 @@ export interface EmbeddingResult {
   /** Tokens in all inputs together. */
   promptTokens: number;
   device: string;
+}
+
+/**
+ * The chat whose prompt a count measures: the count's own fields, with sampling that only a generation would read
+ * (the output plan and the template never do), so an engine renders it with the very code its `generate` uses.
+ */
+export function countedChat(task: CountTask): ChatTask {
+  return { ...task, task: 'chat', sampling: { maxTokens: 1, temperature: 0, topP: 1, stop: [] } };
 }
 
 export interface PromptCount {

@@ -14,14 +14,19 @@ import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type * as OV from 'openvino-node';
-import type { CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
+import type { OutputPlan } from '../output/plan.ts';
+import { planOutput } from '../output/planner.ts';
+import { structured } from '../output/structured.ts';
+import { traitsOf, type OutputTraits } from '../output/traits.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
-import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from './engine.ts';
+import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
+import { structuredOutputConfig } from './openvino-structured.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
@@ -73,6 +78,8 @@ interface Loaded<P> {
   tokenizer: GenAI.Tokenizer;
   device: string;
   turns: TurnQueue;
+  /** Chat models: how the model writes tool calls and reasoning, read from the template GenAI applies. */
+  traits: OutputTraits;
 }
 
 /** One call at a time per pipeline: the native LLMPipeline refuses a second concurrent `generate()`. */
@@ -182,7 +189,7 @@ export class OpenVinoEngine implements Engine {
     this.#loadedOn.set(entry.id, device);
     // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
     const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
-    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue() };
+    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue(), traits: traitsOf(isLLM(compiled) ? chatTemplateOf(tokenizer) : undefined) };
   }
 
   #compileLLM = (entry: CatalogEntry, device: string): Promise<LLMPipeline> => {
@@ -206,6 +213,11 @@ export class OpenVinoEngine implements Engine {
 
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    const plan = planOutput(task, model.traits);
+    yield* structured(plan, this.#generate(model, task, plan, signal));
+  }
+
+  async *#generate(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const release = await model.turns.acquire(signal);
     if (!release) {
       yield { type: 'done', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, device: model.device };
@@ -214,7 +226,7 @@ export class OpenVinoEngine implements Engine {
     let consumerGone = false;
     let events: Channel<GenerationEvent>;
     try {
-      events = this.#start(model, task, signal, () => consumerGone, release);
+      events = this.#start(model, task, plan, signal, () => consumerGone, release);
     } catch (err) {
       release();
       throw err;
@@ -228,10 +240,11 @@ export class OpenVinoEngine implements Engine {
   }
 
   /** Starts one generation in the caller's turn; `release` is called when the pipeline is free again. */
-  #start(model: Loaded<LLMPipeline>, task: GenerateTask, signal: AbortSignal, consumerGone: () => boolean, release: () => void): Channel<GenerationEvent> {
+  #start(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, consumerGone: () => boolean, release: () => void): Channel<GenerationEvent> {
     const genai = this.#genai;
+    const input = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = countPrompt(model.tokenizer, task);
+    const promptTokens = countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
       const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npu.maxPromptLen ? 'on the NPU (MAX_PROMPT_LEN)' : '(its context window)';
@@ -258,9 +271,10 @@ export class OpenVinoEngine implements Engine {
       return stops.stopped ? STOP : RUNNING;
     };
 
-    const input = task.task === 'chat' ? new genai.ChatHistory(task.messages) : task.prompt;
+    const config = generationConfig(task, maxNewTokens);
+    if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
     model.pipeline
-      .generate(input, generationConfig(task, maxNewTokens), streamer)
+      .generate(input, config, streamer)
       .then(
         (results) => {
           const completionTokens = Math.max(results.perfMetrics.getNumGeneratedTokens(), streamedTokens);
@@ -280,11 +294,13 @@ export class OpenVinoEngine implements Engine {
 
   async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    const asChat = countedChat(task);
+    const plan = planOutput(asChat, model.traits);
     // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
     const release = await model.turns.acquire(signal);
     signal.throwIfAborted();
     try {
-      return { promptTokens: countPrompt(model.tokenizer, task), device: model.device };
+      return { promptTokens: countPrompt(model.tokenizer, asChat, plan, chatHistory(this.#genai, plan, asChat.messages)), device: model.device };
     } finally {
       release?.();
     }
@@ -324,15 +340,38 @@ function isLLM(pipeline: unknown): pipeline is LLMPipeline {
   return typeof (pipeline as LLMPipeline).getTokenizer === 'function';
 }
 
-/** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
-function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask | CountTask): number {
+/**
+ * The conversation as GenAI's chat template takes it: the plan's messages, with the plan's tools for the template's
+ * `tools` variable and its template variables (`enable_thinking`) as extra context.
+ */
+function chatHistory(genai: typeof GenAI, plan: OutputPlan, messages: readonly ChatMessage[]): GenAI.ChatHistory {
+  const history = new genai.ChatHistory((plan.messages ?? messages) as GenAI.ChatMessage[]);
+  if (plan.tools) history.setTools(plan.tools);
+  if (Object.keys(plan.templateContext).length) history.setExtraContext(plan.templateContext);
+  return history;
+}
+
+/** The chat template GenAI applies (from the tokenizer's files or the model's rt_info), when the model has one. */
+function chatTemplateOf(tokenizer: GenAI.Tokenizer): string | undefined {
   try {
-    // A ChatHistory is rendered by the chat template, whose text already holds the special tokens.
-    const [prompt, add_special_tokens] = task.task === 'complete' ? [task.prompt, true] : [tokenizer.applyChatTemplate(task.messages, true), false];
-    return tokenizer.encode(prompt, { add_special_tokens }).input_ids.getShape().at(-1) ?? 0;
-  } catch (err) {
-    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+    return tokenizer.getChatTemplate() || undefined;
+  } catch {
+    // No template anywhere: the model gets GenAI's plain layout, whose traits are the generic ones.
+    return undefined;
   }
+}
+
+/** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
+function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): number {
+  let prompt: string;
+  try {
+    prompt = typeof input === 'string' ? input : tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+  } catch (err) {
+    // Templates raise on conversations they do not support: that is the client's request, not an engine fault.
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+  // A rendered chat template already holds the special tokens.
+  return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
 }
 
 function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {

@@ -21,13 +21,18 @@ import {
   type Tensor,
   type TextStreamer,
 } from '@huggingface/transformers';
-import type { CountTask, EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
 import { AgentError, EngineError } from '../errors.ts';
+import { ConstraintCompiler } from '../grammar/constraint-compiler.ts';
+import type { ConstraintMatcher } from '../grammar/constraint-matcher.ts';
+import { grammarVocabulary } from '../grammar/vocabulary.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
+import type { OutputPlan } from '../output/plan.ts';
+import { traitsOf, type OutputTraits } from '../output/traits.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
-import { PenaltyProcessor, SeededSampler } from './sampling.ts';
+import { GrammarMask, PenaltyProcessor, SeededSampler } from './sampling.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface Embedder {
@@ -43,6 +48,10 @@ export interface ChatModel {
   eosIds: Set<bigint>;
   /** The template to apply when the tokenizer's config has none (see models/chat-template.ts). */
   chatTemplate: string | undefined;
+  /** Compiles this model's output constraints (constrained decoding) and keeps them. */
+  grammar: ConstraintCompiler;
+  /** How the model writes tool calls and reasoning, read from its chat template. */
+  traits: OutputTraits;
 }
 
 /** Chat models and embedders share one pool, so they share one memory budget. */
@@ -102,7 +111,22 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
   const model = await AutoModelForCausalLM.from_pretrained(id, { local_files_only: true, dtype, device: 'cpu' });
   const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
   const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
-  return { tokenizer, model, eosIds, chatTemplate: (await findChatTemplate(dir)).template };
+  // The grammar masks the logits, so its vocabulary is as wide as they are; the tokenizer's type of vocabulary (how
+  // token strings map to bytes) is in tokenizer.json, which transformers.js has read but does not expose.
+  const logitsWidth = (model.config as { vocab_size?: number }).vocab_size ?? 0;
+  const grammar = new ConstraintCompiler(async () =>
+    grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>, logitsWidth, eosIds),
+  );
+  const chatTemplate = (await findChatTemplate(dir)).template;
+  return { tokenizer, model, eosIds, chatTemplate, grammar, traits: traitsOf(chatTemplate ?? templateText(tokenizer.chat_template)) };
+}
+
+/** A tokenizer's chat template as text: one template, or several named ones (`default`, `tool_use`) joined. */
+function templateText(template: unknown): string | undefined {
+  if (typeof template === 'string') return template;
+  if (Array.isArray(template)) return template.map((t: { template?: unknown }) => (typeof t.template === 'string' ? t.template : '')).join('\n');
+  if (template && typeof template === 'object') return Object.values(template).filter((t) => typeof t === 'string').join('\n');
+  return undefined;
 }
 
 /** Loads an embedding model from local files, with its pooling and normalisation. */
@@ -152,11 +176,14 @@ const MAX_BACKLOG = 32;
  * wait. A consumer that stops reading thus stops the model after a bounded number of tokens. (An earlier version
  * found the gate through AsyncLocalStorage, which on Node 22 puts a hook on every promise in the process.)
  */
-function pacedView(model: PreTrainedModel, gate: () => Promise<void> | undefined): PreTrainedModel {
+function pacedView(model: PreTrainedModel, gate: () => Promise<void> | undefined, grammar: ConstraintMatcher | undefined): PreTrainedModel {
   const forward = model.forward.bind(model);
+  // The grammar's next-token mask is computed (in xgrammar's WebAssembly, on this thread) while ONNX Runtime runs
+  // the step on its own threads, so the mask costs little wall time; the logits processor then only applies it.
+  const step = grammar ? (inputs: Parameters<typeof forward>[0]) => Promise.all([forward(inputs), grammar.prepare()]).then(([out]) => out) : forward;
   const paced = (inputs: Parameters<typeof forward>[0]) => {
     const wait = gate();
-    return wait ? wait.then(() => forward(inputs)) : forward(inputs);
+    return wait ? wait.then(() => step(inputs)) : step(inputs);
   };
   return Object.create(model, { forward: { value: paced } }) as PreTrainedModel;
 }
@@ -184,38 +211,57 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
   }
 }
 
+/** What a constraint came from, for the message a client reads when it cannot be compiled. */
+function constraintSubject(task: GenerateTask): string {
+  return task.responseFormat ? 'response_format schema' : 'tool parameter schema';
+}
+
 /**
- * The prompt as the model reads it: a chat (or a count of one) through the chat template, a raw completion as it
- * is. `generate` and `countPrompt` both use this, so a count is what a generation would see.
+ * The prompt as the model reads it: a chat through the chat template with the plan's messages, tools and template
+ * variables, a raw completion as it is. `generate` and `countPrompt` both use this, so a count is what a generation
+ * would see.
  */
-function encodePrompt(task: GenerateTask | CountTask, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
+function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
   type Inputs = { input_ids: Tensor; attention_mask: Tensor };
   try {
-    return task.task === 'complete'
-      ? (tokenizer(task.prompt) as Inputs)
-      : (tokenizer.apply_chat_template(task.messages, { add_generation_prompt: true, return_dict: true, ...(chatTemplate ? { chat_template: chatTemplate } : {}) }) as Inputs);
+    return task.task === 'chat'
+      ? (tokenizer.apply_chat_template(plan.messages ?? task.messages, {
+          // The plan's variables first, so none of them can turn off the generation prompt or the token output.
+          ...plan.templateContext,
+          tools: plan.tools,
+          add_generation_prompt: true,
+          return_dict: true,
+          ...(chatTemplate ? { chat_template: chatTemplate } : {}),
+        }) as Inputs)
+      : (tokenizer(task.prompt) as Inputs);
   } catch (err) {
-    throw new EngineError(`the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+    // Templates raise on conversations they do not support (roles out of order, a tool turn they cannot place):
+    // that is the client's request, not a fault of the engine.
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** Counts a chat prompt's tokens with a loaded chat model (see `Engine.countTokens`). */
-export function countPrompt(task: CountTask, chat: ChatModel): number {
-  return encodePrompt(task, chat).input_ids.dims.at(-1) ?? 0;
+/** Counts a prompt's tokens with a loaded chat model, as `generate` would feed it (see `Engine.countTokens`). */
+export function countPrompt(task: GenerateTask, plan: OutputPlan, chat: ChatModel): number {
+  return encodePrompt(task, plan, chat).input_ids.dims.at(-1) ?? 0;
 }
 
 /**
- * Streams a generation with a loaded chat model (see `Engine.generate`). `modelContext` is the model's context
- * length, when known; `started` receives the running generation, which may outlive the consumer by one step.
+ * Streams a generation with a loaded chat model (see `Engine.generate`), shaped by `plan` (node/output/plan.ts): the
+ * chat template gets the plan's messages, tools and template variables, and when the plan has a constraint every
+ * token is drawn from those its grammar allows. The events carry the raw text; the engine parses them with the
+ * plan. `modelContext` is the model's context length, when known; `started` receives the running generation,
+ * which may outlive the consumer by one step.
  */
 export async function* generate(
   task: GenerateTask,
+  plan: OutputPlan,
   signal: AbortSignal,
-  { tokenizer, model, eosIds, chatTemplate }: ChatModel,
+  { tokenizer, model, eosIds, chatTemplate, grammar }: ChatModel,
   modelContext: number | undefined,
   started: (generation: Promise<unknown>) => void,
 ): AsyncIterable<GenerationEvent> {
-  const inputs = encodePrompt(task, { tokenizer, chatTemplate });
+  const inputs = encodePrompt(task, plan, { tokenizer, chatTemplate });
   const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
   const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
   const room = contextLength ? contextLength - promptTokens : Infinity;
@@ -223,6 +269,8 @@ export async function* generate(
     throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength} tokens`);
   }
   const maxNewTokens = Math.min(task.sampling.maxTokens, room);
+  // Compiled before anything runs: a constraint that cannot be compiled is the client's 400, never an unconstrained run.
+  const matcher = plan.constraint ? await grammar.matcher(plan.constraint, constraintSubject(task)) : undefined;
 
   const events = new Channel<GenerationEvent>();
   const stops = new StopSequences(task.sampling.stop);
@@ -236,6 +284,9 @@ export async function* generate(
     completionTokens++;
     pendingTokens++;
     lastToken = id;
+    // The mask allowed only tokens the grammar accepts, so a refusal is a fault here (a vocabulary that does not
+    // match the model's), and the output cannot be trusted to follow the grammar any more.
+    if (matcher && !matcher.accept(Number(id))) throw new EngineError(`the output grammar refused token ${id}, which its own mask allowed`);
     if (eosIds.has(id)) return;
     const text = stops.push(detok.push(id));
     if (text) {
@@ -244,25 +295,29 @@ export async function* generate(
     }
   });
   const { temperature, topP, topK, seed, presencePenalty, frequencyPenalty, repetitionPenalty } = task.sampling;
-  // Penalties shape the logits first; then either greedy decoding or the seeded sampler picks the token.
+  // Penalties shape the logits first, then the grammar removes what it does not allow; then either greedy decoding
+  // or the seeded sampler picks the token. (transformers.js runs its own repetition penalty before these.)
   const logitProcessors: LogitsProcessor[] = [];
   if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
+  if (matcher) logitProcessors.push(new GrammarMask(matcher));
   if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
   const aborted = abortedPromise(signal);
   const gate = () =>
     signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? undefined : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
-  const generation = pacedView(model, gate).generate({
+  const generation = pacedView(model, gate, matcher).generate({
     ...inputs,
     max_new_tokens: maxNewTokens,
     do_sample: false,
     ...(repetitionPenalty && repetitionPenalty !== 1 ? { repetition_penalty: repetitionPenalty } : {}),
     // generate() is typed for TextStreamer, but accepts any BaseStreamer.
     streamer: streamer as unknown as TextStreamer,
-    stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped)],
+    // A terminated grammar allows only the stop tokens, which end generation anyway; stopping here saves the step.
+    stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped || matcher?.terminated === true)],
     ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
   });
 
   started(generation);
+  void generation.finally(() => matcher?.dispose()).catch(() => {});
   generation.then(
     () => {
       const tail = stops.flush();

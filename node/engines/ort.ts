@@ -7,7 +7,9 @@ import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
-import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from './engine.ts';
+import { planOutput } from '../output/planner.ts';
+import { structured } from '../output/structured.ts';
+import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
 
 export interface OrtEngineOptions {
@@ -50,7 +52,7 @@ export class OrtEngine implements Engine {
     this.#dtype = options.dtype ?? 'fp32';
     this.#pool = new ModelPool<LoadedModel>({
       dispose: async (m) => {
-        if (m.kind === 'chat') await m.chat.model.dispose();
+        if (m.kind === 'chat') await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
         else await m.embedder.extractor.dispose();
       },
       keepAliveMs: options.keepAliveMs,
@@ -144,7 +146,8 @@ export class OrtEngine implements Engine {
     const chat = await this.#chatModel(task.model);
     try {
       signal.throwIfAborted();
-      return { promptTokens: (await ortRuntime()).countPrompt(task, chat), device: 'CPU' };
+      const asChat = countedChat(task);
+      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(asChat, chat.traits), chat), device: 'CPU' };
     } finally {
       this.#pool.release(task.model);
     }
@@ -155,7 +158,8 @@ export class OrtEngine implements Engine {
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
-      yield* generate(task, signal, chat, this.#entries.get(task.model)?.contextLength, (generation) => (running = generation));
+      const plan = planOutput(task, chat.traits);
+      yield* structured(plan, generate(task, plan, signal, chat, this.#entries.get(task.model)?.contextLength, (generation) => (running = generation)));
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

@@ -113,3 +113,27 @@ export class PenaltyProcessor extends LogitsProcessor {
     return logits;
   }
 }
+
+/** What the grammar mask needs from a matcher (node/grammar/constraint-matcher.ts). */
+export interface TokenMask {
+  /** Sets every logit the grammar does not allow next to -Infinity. */
+  mask(logits: Float32Array): void;
+}
+
+/**
+ * Constrained decoding: every token the output's grammar does not allow next gets -Infinity, after the penalties
+ * and before the seeded sampler or the greedy step, so whatever picks the token picks one the grammar allows.
+ */
+export class GrammarMask extends LogitsProcessor {
+  readonly #matcher: TokenMask;
+
+  constructor(matcher: TokenMask) {
+    super();
+    this.#matcher = matcher;
+  }
+
+  override _call(inputIds: bigint[][], logits: Tensor): Tensor {
+    for (let b = 0; b < inputIds.length; b++) this.#matcher.mask((logits as unknown as Tensor[])[b]!.data as Float32Array);
+    return logits;
+  }
+}

@@ -43,6 +43,8 @@ export interface TemplateMessage {
   tool_call_id?: string;
   name?: string;
   reasoning_content?: string;
+  /** System message, for templates that read the tools there (see `OutputTraits.toolsInSystemMessage`): JSON text. */
+  tools?: string;
 }
 
 /** A tool as Hugging Face chat templates take it. */

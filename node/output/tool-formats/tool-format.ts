@@ -1,0 +1,33 @@
+/**
+ * What every tool-call family provides: both sides of its format, so what the grammar makes the model write is
+ * exactly what the parser reads back.
+ */
+import type { ToolCallDelta, ToolDef } from '../../../shared/protocol/frames.ts';
+import type { TagFormat } from '../plan.ts';
+import type { ToolFormatName } from '../traits.ts';
+
+/** What a piece of raw output became: answer text and tool-call pieces. */
+export interface ToolParse {
+  text: string;
+  toolCalls: ToolCallDelta[];
+}
+
+/** Reads one answer's raw text, in pieces split anywhere, into text and tool-call deltas. */
+export interface ToolCallParser {
+  push(piece: string): ToolParse;
+  /** The end of the output: what was held back because it might have become a call is text after all. */
+  end(): ToolParse;
+  /** Calls parsed so far. */
+  readonly calls: number;
+}
+
+export interface ToolFormat {
+  readonly name: ToolFormatName;
+  /** Strings that start a call: a grammar that lets the model answer in text constrains what follows them. */
+  readonly triggers: readonly string[];
+  /** Written between two calls when a grammar asks for several. */
+  readonly separator: string;
+  /** The grammar of one call to `tool`: its `begin` starts with one of the `triggers`. */
+  callTag(tool: ToolDef): TagFormat;
+  createParser(): ToolCallParser;
+}
