@@ -78,7 +78,7 @@ const ROLE_BLOCKS: Record<'user' | 'assistant', BlockType[]> = {
 const Message = z
   .object({
     role: z.enum(['user', 'assistant']),
-    content: z.union([z.string(), z.array(AnyBlock).max(4096)]),
+    content: z.union([z.string(), z.array(AnyBlock).min(1, 'a message needs at least one content block').max(4096)]),
   })
   .superRefine((m, ctx) => {
     if (typeof m.content === 'string') return;
@@ -232,8 +232,7 @@ function toChatMessages(m: z.infer<typeof Message>): ChatMessage[] {
     }
   }
   flush();
-  // A user turn of empty content is still a turn: keep it rather than drop it.
-  return out.length ? out : [{ role: 'user', content: '' }];
+  return out;
 }
 
 function thinkOf(thinking: z.infer<typeof Thinking> | undefined): { think?: boolean } {
