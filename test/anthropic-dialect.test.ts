@@ -13,6 +13,7 @@ import { anthropicCountTokens, anthropicMessages, messageId } from '../worker/ap
 import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/api/format.ts';
 import { replay } from '../worker/api/replay.ts';
 import { ApiError, errorResponse } from '../worker/http/errors.ts';
+import { capableAgents } from '../worker/tunnel/features.ts';
 
 const user = [{ role: 'user', content: 'Weather in Paris?' }];
 const weather = { name: 'get_weather', description: 'Weather now', input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
@@ -63,6 +64,20 @@ describe('Messages requests → tasks', () => {
     const { task: kind, ...counted } = countTaskFromAnthropic(CountTokensRequest.parse(body));
     assert.equal(kind, 'count');
     assert.deepEqual(counted, prompt);
+  });
+
+  test('a count goes only to agents announcing count-tokens (and tools, when it has tools); none → 400', () => {
+    const count = countTaskFromAnthropic(CountTokensRequest.parse({ model: 'm', messages: user, tools: [weather] }));
+    const old = { hello: { features: ['tools', 'structured-output', 'reasoning'] } };
+    const fresh = { hello: { features: ['tools', 'structured-output', 'reasoning', 'count-tokens'] } };
+    const countOnly = { hello: { features: ['count-tokens'] } };
+    assert.deepEqual(capableAgents([old, fresh, countOnly], count, 'anthropic'), [fresh]);
+    assert.throws(
+      () => capableAgents([old], count, 'anthropic'),
+      (e: unknown) => e instanceof ApiError && e.status === 400 && e.param === 'model' && /too old for counting tokens \(it does not announce the 'count-tokens' feature\)/.test(e.message),
+    );
+    assert.throws(() => capableAgents([countOnly], count, 'anthropic'), (e: unknown) => e instanceof ApiError && e.param === 'tools');
+    assert.throws(() => capableAgents([{ hello: {} }], task({ thinking: { type: 'disabled' } }), 'anthropic'), (e: unknown) => e instanceof ApiError && e.param === 'thinking');
   });
 
   test('cache keys are dialect-neutral: the same greedy chat from Anthropic and OpenAI shares one', async () => {

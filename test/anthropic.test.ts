@@ -312,7 +312,8 @@ describe('Anthropic Messages API', () => {
   });
 
   test('Authorization: Bearer (Claude Code) works as x-api-key does, and anthropic-beta is accepted', async () => {
-    const res = await fetch(new URL('/v1/messages', edge.url), {
+    // Claude Code adds ?beta=true to its Messages calls.
+    const res = await fetch(new URL('/v1/messages?beta=true', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${edge.apiKey}`, 'anthropic-version': '2023-06-01', 'anthropic-beta': 'interleaved-thinking-2025-05-14', 'content-type': 'application/json' },
       body: JSON.stringify({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'bearer' }], metadata: { user_id: 'u1' } }),
