@@ -36,6 +36,9 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     if (e.chatTemplate === 'plain' && e.formats.includes('onnx')) {
       log.warn({ model: e.id }, `model '${e.id}' ships no chat template: chat requests get a plain "role: content" layout (add chat_template.jinja to ${e.dir} for the model's own, or use /v1/completions and /api/generate)`);
     }
+    if (e.kind === 'chat' && !e.traits.templateTools) {
+      log.info({ model: e.id }, `model '${e.id}': its chat template has no tool support, so tools use the generic layout (described in the system prompt, calls read in <tool_call> tags); set "toolFormat" and "templateTools" in ${e.dir}/npu-relay.json if the model knows a format of its own`);
+    }
   }
   const activity = new ModelActivity(log);
   const onModelEvent = (event: ModelEvent) => {

@@ -11,11 +11,13 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
+import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask, CountTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI } from './support/fake-openvino.ts';
 
-// A Qwen-style template: renders `tools` itself and honours enable_thinking.
+// The traits of a Qwen-style template (the catalog reads them from the model's files): it renders `tools` itself and
+// honours enable_thinking.
 const QWEN_LIKE = "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
 const WEATHER = { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
 
@@ -28,9 +30,9 @@ describe('OpenVINO countTokens at the GenAI boundary (fake GenAI)', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 
   test('renders through the same template call as generate, with tools and variables, and generates nothing', async () => {
-    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    const fake = new FakeGenAI();
     fake.reply = ['hello'];
-    const engine = new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096 }], log: createLogger('silent') });
+    const engine = new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) }], log: createLogger('silent') });
     try {
       const prompt = {
         model: 'qwen-like',

@@ -15,6 +15,7 @@ import { parseDeviceChoice } from '../node/engines/devices.ts';
 import { loadOpenVino, NPU_DEFAULTS, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
+import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
@@ -78,8 +79,8 @@ describe('OpenVINO engine', () => {
  * built with GenAI's own constructors, and the reply read back into tool calls.
  */
 describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
-  // A Qwen-style template: renders `tools` itself, writes hermes calls, and honours enable_thinking (with no think
-  // markers, so the plan has no reasoning block in front of the call grammar).
+  // The traits of a Qwen-style template (the catalog reads them from the model's files): it renders `tools` itself,
+  // writes hermes calls, and honours enable_thinking (no think markers, so no reasoning block before the calls).
   const QWEN_LIKE = "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
   const WEATHER = { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
   let dir: string;
@@ -90,7 +91,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineWith = (fake: FakeGenAI) =>
-    new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096 }], log: createLogger('silent') });
+    new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) }], log: createLogger('silent') });
   const chat = (extra: Partial<ChatTask>): ChatTask => ({
     task: 'chat',
     model: 'qwen-like',
@@ -100,7 +101,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   });
 
   test('a forced tool: tools on the ChatHistory and in the prompt count, the call grammar as structural tags, the reply as a tool call', async () => {
-    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    const fake = new FakeGenAI();
     fake.reply = ['<tool_call>', '\n{"name": "get_weather", ', '"arguments": {"city": ', '"Paris"}}', '\n</tool_call>'];
     const engine = engineWith(fake);
     const { deltas, done } = await runGenerate(engine, chat({ tools: [WEATHER], toolChoice: { name: 'get_weather' } }));
@@ -138,7 +139,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   });
 
   test('think: false reaches the template as extra context; a response format becomes a JSONSchema structural tag', async () => {
-    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    const fake = new FakeGenAI();
     fake.reply = ['{"ok"', ': true}'];
     const engine = engineWith(fake);
     const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
@@ -152,7 +153,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   });
 
   test('without tools or a format, GenAI gets no tools, no extra context and no structured output config', async () => {
-    const fake = new FakeGenAI({ chatTemplate: QWEN_LIKE });
+    const fake = new FakeGenAI();
     fake.reply = ['hello'];
     const engine = engineWith(fake);
     await runGenerate(engine, chat({}));

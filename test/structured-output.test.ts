@@ -154,6 +154,12 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
     });
   }
 
+  test("a conversation the chat template refuses is the client's invalid_request, not an engine error", async () => {
+    // Llama-2's template raises unless user and assistant turns alternate.
+    const twoUsers: ChatTask = { ...task({ type: 'json_object' }, 0), responseFormat: undefined, messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }] };
+    await assert.rejects(runGenerate(engine, twoUsers), { code: 'invalid_request', message: /the chat template of '.*' rejected these messages: .*alternate/ });
+  });
+
   test('a schema that cannot be compiled is invalid_request before any token', async () => {
     const events: unknown[] = [];
     const bad = task({ type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(unclosed' } } } }, 0);

@@ -22,7 +22,6 @@ import type { CatalogEntry } from '../models/catalog.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
-import { traitsOf, type OutputTraits } from '../output/traits.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
@@ -78,8 +77,6 @@ interface Loaded<P> {
   tokenizer: GenAI.Tokenizer;
   device: string;
   turns: TurnQueue;
-  /** Chat models: how the model writes tool calls and reasoning, read from the template GenAI applies. */
-  traits: OutputTraits;
 }
 
 /** One call at a time per pipeline: the native LLMPipeline refuses a second concurrent `generate()`. */
@@ -189,7 +186,7 @@ export class OpenVinoEngine implements Engine {
     this.#loadedOn.set(entry.id, device);
     // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
     const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
-    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue(), traits: traitsOf(isLLM(compiled) ? chatTemplateOf(tokenizer) : undefined) };
+    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue() };
   }
 
   #compileLLM = (entry: CatalogEntry, device: string): Promise<LLMPipeline> => {
@@ -213,7 +210,7 @@ export class OpenVinoEngine implements Engine {
 
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
-    const plan = planOutput(task, model.traits);
+    const plan = planOutput(task, this.#entries.get(task.model)!.traits);
     yield* structured(plan, this.#generate(model, task, plan, signal));
   }
 
@@ -295,7 +292,7 @@ export class OpenVinoEngine implements Engine {
   async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
     const asChat = countedChat(task);
-    const plan = planOutput(asChat, model.traits);
+    const plan = planOutput(asChat, this.#entries.get(task.model)!.traits);
     // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
     const release = await model.turns.acquire(signal);
     signal.throwIfAborted();
@@ -349,16 +346,6 @@ function chatHistory(genai: typeof GenAI, plan: OutputPlan, messages: readonly C
   if (plan.tools) history.setTools(plan.tools);
   if (Object.keys(plan.templateContext).length) history.setExtraContext(plan.templateContext);
   return history;
-}
-
-/** The chat template GenAI applies (from the tokenizer's files or the model's rt_info), when the model has one. */
-function chatTemplateOf(tokenizer: GenAI.Tokenizer): string | undefined {
-  try {
-    return tokenizer.getChatTemplate() || undefined;
-  } catch {
-    // No template anywhere: the model gets GenAI's plain layout, whose traits are the generic ones.
-    return undefined;
-  }
 }
 
 /** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */

@@ -28,7 +28,6 @@ import type { ConstraintMatcher } from '../grammar/constraint-matcher.ts';
 import { grammarVocabulary } from '../grammar/vocabulary.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
 import type { OutputPlan } from '../output/plan.ts';
-import { traitsOf, type OutputTraits } from '../output/traits.ts';
 import { Channel } from './channel.ts';
 import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
@@ -50,8 +49,6 @@ export interface ChatModel {
   chatTemplate: string | undefined;
   /** Compiles this model's output constraints (constrained decoding) and keeps them. */
   grammar: ConstraintCompiler;
-  /** How the model writes tool calls and reasoning, read from its chat template. */
-  traits: OutputTraits;
 }
 
 /** Chat models and embedders share one pool, so they share one memory budget. */
@@ -117,16 +114,7 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
   const grammar = new ConstraintCompiler(async () =>
     grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>, logitsWidth, eosIds),
   );
-  const chatTemplate = (await findChatTemplate(dir)).template;
-  return { tokenizer, model, eosIds, chatTemplate, grammar, traits: traitsOf(chatTemplate ?? templateText(tokenizer.chat_template)) };
-}
-
-/** A tokenizer's chat template as text: one template, or several named ones (`default`, `tool_use`) joined. */
-function templateText(template: unknown): string | undefined {
-  if (typeof template === 'string') return template;
-  if (Array.isArray(template)) return template.map((t: { template?: unknown }) => (typeof t.template === 'string' ? t.template : '')).join('\n');
-  if (template && typeof template === 'object') return Object.values(template).filter((t) => typeof t === 'string').join('\n');
-  return undefined;
+  return { tokenizer, model, eosIds, chatTemplate: (await findChatTemplate(dir)).template, grammar };
 }
 
 /** Loads an embedding model from local files, with its pooling and normalisation. */

@@ -147,7 +147,7 @@ export class OrtEngine implements Engine {
     try {
       signal.throwIfAborted();
       const asChat = countedChat(task);
-      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(asChat, chat.traits), chat), device: 'CPU' };
+      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(asChat, this.#entry(task.model, 'chat').traits), chat), device: 'CPU' };
     } finally {
       this.#pool.release(task.model);
     }
@@ -158,8 +158,9 @@ export class OrtEngine implements Engine {
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
-      const plan = planOutput(task, chat.traits);
-      yield* structured(plan, generate(task, plan, signal, chat, this.#entries.get(task.model)?.contextLength, (generation) => (running = generation)));
+      const entry = this.#entries.get(task.model)!;
+      const plan = planOutput(task, entry.traits);
+      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)));
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

@@ -5,8 +5,10 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import * as z from 'zod';
 import type { ModelKind } from '../../shared/protocol/frames.ts';
-import { findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
+import { traitsOf, TraitsOverride, withOverride, type OutputTraits } from '../output/traits.ts';
+import { chatTemplateText, findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
 
 export interface CatalogEntry {
   id: string;
@@ -22,6 +24,38 @@ export interface CatalogEntry {
   formats: Array<'onnx' | 'openvino'>;
   /** Chat models: which file the chat template comes from (`plain` when the model ships none). */
   chatTemplate?: ChatTemplateSource;
+  /**
+   * How the model writes tool calls and reasoning, read from its chat template and `npu-relay.json` (embedding
+   * models: the plain layout's, unused).
+   */
+  traits: OutputTraits;
+}
+
+/** The per-model override file's name, in the model's folder. */
+export const OVERRIDE_FILE = 'npu-relay.json';
+
+/** The model's output traits: its template's, with the override file applied. A malformed override is an error. */
+async function readTraits(dir: string): Promise<OutputTraits> {
+  const traits = traitsOf(await chatTemplateText(dir));
+  const file = path.join(dir, OVERRIDE_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return traits;
+    throw err;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = TraitsOverride.safeParse(json);
+  if (!parsed.success) {
+    throw new Error(`${file} is not a valid override: ${z.prettifyError(parsed.error)} (see "Tool calling and reasoning" in README.md)`);
+  }
+  return withOverride(traits, parsed.data);
 }
 
 export interface Catalog {
@@ -93,6 +127,7 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
       ...(config.model_type ? { family: config.model_type } : {}),
       ...(config.hidden_size ? { hiddenSize: config.hidden_size } : {}),
       ...(kind === 'chat' ? { chatTemplate: (await findChatTemplate(dir)).source } : {}),
+      traits: kind === 'chat' ? await readTraits(dir) : traitsOf(undefined),
     });
   }
   return catalog;

@@ -48,3 +48,40 @@ export async function findChatTemplate(dir: string): Promise<{ source: ChatTempl
   }
   return { source: 'plain', template: PLAIN_CHAT_TEMPLATE };
 }
+
+/** `chat_template` in tokenizer_config.json: one template, or a list of named ones (`default`, `tool_use`, …). */
+function templatesIn(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value)) {
+    return value.flatMap((t) => (t && typeof t === 'object' && typeof (t as { template?: unknown }).template === 'string' ? [(t as { template: string }).template] : []));
+  }
+  return [];
+}
+
+function unescapeXml(text: string): string {
+  return text.replace(/&(lt|gt|quot|apos|amp|#\d+|#x[0-9a-fA-F]+);/g, (_, e: string) => {
+    if (e === 'lt') return '<';
+    if (e === 'gt') return '>';
+    if (e === 'quot') return '"';
+    if (e === 'apos') return "'";
+    if (e === 'amp') return '&';
+    return String.fromCodePoint(e[1] === 'x' ? Number.parseInt(e.slice(2), 16) : Number.parseInt(e.slice(1), 10));
+  });
+}
+
+/**
+ * The text of every chat template the model in `dir` ships, joined (a tokenizer config may hold several named ones,
+ * e.g. `default` and `tool_use`), to read the model's output traits from (node/output/traits.ts); undefined when it
+ * ships none. OpenVINO IR keeps its template in openvino_tokenizer.xml's runtime info, which is read last.
+ */
+export async function chatTemplateText(dir: string): Promise<string | undefined> {
+  const found = await findChatTemplate(dir);
+  if (found.source !== 'plain') {
+    if (found.template !== undefined) return found.template;
+    const config = JSON.parse((await readOptional(path.join(dir, 'tokenizer_config.json'))) ?? '{}') as { chat_template?: unknown };
+    return templatesIn(config.chat_template).join('\n') || undefined;
+  }
+  const ir = await readOptional(path.join(dir, 'openvino_tokenizer.xml'));
+  const value = ir && /<chat_template\s+value="([^"]*)"/.exec(ir)?.[1];
+  return value ? unescapeXml(value) : undefined;
+}

@@ -70,18 +70,26 @@ function toolConstraint(traits: OutputTraits, tools: ToolDef[], task: ChatTask):
   if (choice === 'required') return { type: 'tags_with_separator', tags, separator: format.separator, at_least_one: true, stop_after_first: stopAfterFirst };
   const calls: Constraint = { type: 'triggered_tags', triggers: [...format.triggers], tags, stop_after_first: stopAfterFirst };
   if (!task.responseFormat) return calls;
-  // Either calls, or an answer in the requested format.
-  return { type: 'or', elements: [{ type: 'tags_with_separator', tags, separator: format.separator, at_least_one: true, stop_after_first: stopAfterFirst }, answerFormat(task.responseFormat)] };
+  // Either a call or an answer in the requested format. xgrammar (0.1.x) takes tag lists only at the end of a
+  // grammar, not inside an `or`, so this branch allows one call per turn.
+  return { type: 'or', elements: [...tags, answerFormat(task.responseFormat)] };
 }
 
 function answerFormat(format: ResponseFormat): StructuralTagFormat {
   return { type: 'json_schema', json_schema: format.type === 'json_object' ? { type: 'object' } : format.schema };
 }
 
-/** The reasoning block, free text, then the answer's grammar. */
+/**
+ * The reasoning block, free text, then the answer's grammar. The models leave a blank line after the block, and a
+ * JSON grammar accepts no whitespace before the value, so whitespace is allowed in between.
+ */
 function afterThinking(markers: NonNullable<OutputTraits['reasoning']>, answer: Constraint): Constraint {
   return {
     type: 'sequence',
-    elements: [{ type: 'tag', begin: markers.openedByPrompt ? '' : markers.open, content: { type: 'any_text' }, end: markers.close }, answer],
+    elements: [
+      { type: 'tag', begin: markers.openedByPrompt ? '' : markers.open, content: { type: 'any_text' }, end: markers.close },
+      { type: 'regex', pattern: '\\s*' },
+      answer,
+    ],
   };
 }

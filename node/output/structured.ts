@@ -2,6 +2,7 @@
  * Turns an engine's raw text deltas into typed ones (answer text, reasoning, tool-call pieces) per the output plan.
  * Both engines end their generation with `yield* structured(plan, rawEvents)`.
  */
+import type { ToolCallDelta } from '../../shared/protocol/frames.ts';
 import type { GenerationEvent, TextDelta } from '../engines/engine.ts';
 import { OutputParser } from './parser.ts';
 import type { OutputPlan } from './plan.ts';
@@ -38,7 +39,7 @@ export async function* structured(plan: OutputPlan, events: AsyncIterable<Genera
   }
 }
 
-function typed(text: string, tokens: number, reasoning: string, toolCalls: TextDelta['toolCalls'] & object): TextDelta {
+function typed(text: string, tokens: number, reasoning: string, toolCalls: ToolCallDelta[]): TextDelta {
   return {
     type: 'delta',
     text,

@@ -1,11 +1,12 @@
 /**
  * What a chat model's template says about its output: how it writes tool calls, whether it can be given tools, and
  * whether it thinks before answering. Read once per model from its chat template text (node/models/catalog.ts) and
- * overridable per model.
+ * overridable per model with an `npu-relay.json` in the model's folder (see README).
  */
+import * as z from 'zod';
 
 /** The tool-call formats the agent parses and constrains. `hermes` is also the generic layout's format. */
-export const TOOL_FORMATS = ['hermes', 'llama3-json', 'mistral', 'phi4'] as const;
+export const TOOL_FORMATS = ['hermes', 'llama3-json', 'mistral', 'mistral-v11', 'phi4'] as const;
 export type ToolFormatName = (typeof TOOL_FORMATS)[number];
 
 export interface ReasoningMarkers {
@@ -33,11 +34,18 @@ export interface OutputTraits {
 /** The plain layout's traits, and the base every template's traits start from. */
 const GENERIC: OutputTraits = { toolFormat: 'hermes', templateTools: false, thinkingSwitch: false };
 
-/**
- * `tools` used as a variable inside a Jinja tag (`{% if tools %}`, `{{ tools | tojson }}`), not as a key or a word
- * of text (`message['tools']`, `'tools' in message`, "the tools below").
- */
-const TOOLS_VARIABLE = /\{[{%][^}]*?(?<![\w.'"[])tools(?![\w'"])[^}]*?[%}]\}/;
+/** Jinja statements and expressions, whose string literals are taken out before looking for a variable. */
+const JINJA_TAG = /\{[{%]([\s\S]*?)[%}]\}/g;
+const STRING_LITERAL = /'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/g;
+/** `tools` as a name of its own, not an attribute or key (`message.tools`, `message['tools']`). */
+const TOOLS_NAME = /(?<![\w.[])tools(?!\w)/;
+
+/** The template uses a `tools` variable (`{% if tools %}`, `{{ tools | tojson }}`), not the word in its text. */
+function usesToolsVariable(t: string): boolean {
+  for (const [, code] of t.matchAll(JINJA_TAG)) if (TOOLS_NAME.test((code ?? '').replace(STRING_LITERAL, "''"))) return true;
+  return false;
+}
+
 /** Phi-4-mini's `message['tools']` / `message.tools`. */
 const TOOLS_IN_MESSAGE = /message(?:\[['"]tools['"]\]|\.tools\b)/;
 
@@ -51,8 +59,8 @@ export function traitsOf(templateText: string | undefined): OutputTraits {
   const traits: OutputTraits = { ...GENERIC, thinkingSwitch: t.includes('enable_thinking') };
   const reasoning = reasoningOf(t);
   if (reasoning) traits.reasoning = reasoning;
-  const toolsVariable = TOOLS_VARIABLE.test(t);
-  if (t.includes('[TOOL_CALLS]')) return { ...traits, toolFormat: 'mistral', templateTools: toolsVariable };
+  const toolsVariable = usesToolsVariable(t);
+  if (t.includes('[TOOL_CALLS]')) return { ...traits, toolFormat: t.includes('[ARGS]') ? 'mistral-v11' : 'mistral', templateTools: toolsVariable };
   if (t.includes('<|tool_call|>') || t.includes('<|tool|>')) {
     const inMessage = !toolsVariable && TOOLS_IN_MESSAGE.test(t);
     return { ...traits, toolFormat: 'phi4', templateTools: toolsVariable || inMessage, ...(inMessage ? { toolsInSystemMessage: true } : {}) };
@@ -77,4 +85,30 @@ function reasoningOf(t: string): ReasoningMarkers | undefined {
   const end = t.indexOf('endif', at);
   const prompt = at < 0 ? '' : t.slice(at, end < 0 ? undefined : end);
   return { open, close, openedByPrompt: prompt.includes(open) && !prompt.includes(close) };
+}
+
+/**
+ * The per-model override file (`npu-relay.json` in the model folder): what it sets replaces what was read from the
+ * template; `reasoning: false` says the model does not think. Unknown keys are refused, so a typo is an error at
+ * start-up rather than a setting silently ignored.
+ */
+export const TraitsOverride = z.strictObject({
+  toolFormat: z.enum(TOOL_FORMATS).optional(),
+  templateTools: z.boolean().optional(),
+  toolsInSystemMessage: z.boolean().optional(),
+  reasoning: z
+    .union([z.literal(false), z.strictObject({ open: z.string().min(1), close: z.string().min(1), openedByPrompt: z.boolean().default(false) })])
+    .optional(),
+  thinkingSwitch: z.boolean().optional(),
+});
+export type TraitsOverride = z.infer<typeof TraitsOverride>;
+
+/** `traits` with an override applied. */
+export function withOverride(traits: OutputTraits, override: TraitsOverride): OutputTraits {
+  const { reasoning, ...rest } = override;
+  const out: OutputTraits = { ...traits };
+  for (const [key, value] of Object.entries(rest)) if (value !== undefined) Object.assign(out, { [key]: value });
+  if (reasoning === false) delete out.reasoning;
+  else if (reasoning) out.reasoning = reasoning;
+  return out;
 }

@@ -21,6 +21,7 @@ import { hashApiKey } from '../../shared/keys.ts';
 import { decodeAgentFrame } from '../../shared/protocol/codec.ts';
 import { childPids, cpuMs, machineBusyMs, ownCpuMs, runCpuMs } from './cpu.ts';
 import { startDirectServer, type DirectServer } from './direct-server.ts';
+import { measureInOwnProcess as measureConstrainedDecoding } from './constrained-decoding.ts';
 import { compareInOwnProcess, openVinoUnavailable } from './engine-efficiency.ts';
 import { agentFootprint } from './footprint.ts';
 import { FLOOD_MODEL, INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './instant-engine.ts';
@@ -43,6 +44,7 @@ const PLAN = {
   flood: { streams: 64, tokensPerStream: 1000, rounds: 3, maxSeconds: 120 },
   // 20 warm-up runs: with 3, both sides were still being compiled and the ratio swung from 93 to 97 % between runs.
   engine: { maxNewTokens: 128, runs: scale(200), warmup: scale(20), maxSeconds: 60 },
+  grammar: { steps: scale(2000), runs: scale(20), maxNewTokens: 128, compiles: scale(10), maxSeconds: 120 },
   idleSettleMs: 3000,
 };
 
@@ -55,6 +57,9 @@ const TARGETS = {
   engineRatio: 0.95,
   agentIdleRssBytes: 120 * 2 ** 20,
   bundleBytes: 2 ** 20,
+  grammarStepMs: 1,
+  compileColdMs: 500,
+  compileCachedMs: 1,
 };
 
 const rows: Row[] = [];
@@ -189,6 +194,7 @@ async function main(): Promise<void> {
 
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
     await engineEfficiency();
+    await constrainedDecoding();
   } finally {
     for (const stop of cleanup) await stop().catch((err: Error) => log(`cleanup: ${err.message}`));
   }
@@ -486,7 +492,32 @@ async function engineEfficiency(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', '3a', '3b', '4a', '4b', '5a', '5b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+/** Constrained decoding on the ONNX Runtime engine: the grammar's cost per token, and compiling a tool's grammar. */
+async function constrainedDecoding(): Promise<void> {
+  log('4 constrained decoding: grammar cost per token, compile cold and cached');
+  const c = await measureConstrainedDecoding(PLAN.grammar);
+  const ms = (v: number) => (v < 1 ? `${(v * 1000).toFixed(0)} µs` : `${v.toFixed(1)} ms`);
+  rows.push({
+    id: '4c',
+    what: `Constrained decoding per token, ${c.model} (${count(c.vocabSize)}-token vocabulary): getNextTokenBitmask + mask applied to the logits + acceptToken, median / p99 of ${count(c.grammarStepMs.n)} steps through a tool's argument schema; baseline: the model's own time per token (greedy, through the engine). End to end, sampled with a grammar (json_object) vs without: ${ms(c.constrainedTokenMs.median)} vs ${ms(c.sampledTokenMs.median)} per token`,
+    measured: `${ms(c.grammarStepMs.median)} / ${ms(c.grammarStepMs.p99)} (mask applied: ${ms(c.applyMaskMs.median)})`,
+    baseline: `${ms(c.modelTokenMs.median)} per token`,
+    delta: `${percent(c.grammarStepMs.median / c.modelTokenMs.median)} of a token; end to end ${percent(c.constrainedTokenMs.median / c.sampledTokenMs.median)} of unconstrained time`,
+    target: `≤ ${TARGETS.grammarStepMs} ms median`,
+    verdict: verdict(c.grammarStepMs.median <= TARGETS.grammarStepMs),
+  });
+  rows.push({
+    id: '4d',
+    what: `Grammar compile for a typical tool (free-text, enum and integer arguments; tool choice auto, hermes calls) at ${count(c.vocabSize)} tokens: cold (a new schema each time) vs from the cache (the same schema again); median / p99 of ${c.compileColdMs.n}`,
+    measured: `cold ${ms(c.compileColdMs.median)} / ${ms(c.compileColdMs.p99)}`,
+    baseline: `cached ${ms(c.compileCachedMs.median)} / ${ms(c.compileCachedMs.p99)}`,
+    delta: '—',
+    target: `cold ≤ ${TARGETS.compileColdMs} ms, cached ≤ ${TARGETS.compileCachedMs} ms`,
+    verdict: verdict(c.compileColdMs.median <= TARGETS.compileColdMs && c.compileCachedMs.median <= TARGETS.compileCachedMs),
+  });
+}
+
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();

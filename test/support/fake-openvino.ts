@@ -106,7 +106,7 @@ class FakeChatHistory {
 
 /**
  * A FAKE of the `openvino-genai-node` calls the OpenVINO engine makes for a chat model, on a machine without the
- * native runtime: `LLMPipeline()` on one device, its tokenizer (`getChatTemplate`, `applyChatTemplate`, `encode`),
+ * native runtime: `LLMPipeline()` on one device, its tokenizer (`applyChatTemplate`, `encode`),
  * `ChatHistory`, and `generate`, which records its input and config and streams the reply the test scripted, one
  * chunk per token, as GenAI's text streamer does. It renders no template and runs no model: it only answers the calls.
  */
@@ -115,11 +115,9 @@ export class FakeGenAI {
   readonly templateCalls: ChatTemplateCall[] = [];
   /** The chunks the next `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
-  readonly #chatTemplate: string;
   readonly #device: string;
 
-  constructor(options: { chatTemplate: string; device?: string }) {
-    this.#chatTemplate = options.chatTemplate;
+  constructor(options: { device?: string } = {}) {
     this.#device = options.device ?? 'CPU';
   }
 
@@ -127,7 +125,6 @@ export class FakeGenAI {
   modules(): OpenVinoModules {
     const fake = this;
     const tokenizer = {
-      getChatTemplate: () => fake.#chatTemplate,
       applyChatTemplate(history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>) {
         fake.templateCalls.push({ history, addGenerationPrompt, chatTemplate, tools, extraContext });
         const messages = Array.isArray(history) ? history : history.getMessages();

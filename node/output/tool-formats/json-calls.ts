@@ -21,6 +21,11 @@ export interface CallBlock {
   close?: string;
   /** `open` is the call object's own `{` (Llama's bare JSON): its first key must then be `name`. */
   openIsObject?: boolean;
+  /**
+   * The block may also hold one call written as its bare name, this marker (when the decoder kept it) and the
+   * arguments object: Mistral's tokenizer v11 and later, `[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}`.
+   */
+  namedArgs?: string;
 }
 
 export interface CallSyntax {
@@ -37,6 +42,7 @@ export function newCallId(): string {
 const CALL_KEYS = new Set(['name', 'arguments', 'parameters', 'id', 'type']);
 const WS = /\s/;
 const SCALAR = /[-+0-9a-zA-Z.]/;
+const NAME_CHAR = /[a-zA-Z0-9_.-]/;
 /** Longer keys or names than these cannot be a call's, so holding them back any longer only delays the text. */
 const MAX_KEY = 16;
 const MAX_NAME_RAW = 300;
@@ -79,7 +85,7 @@ class ValueScanner {
   }
 }
 
-type Phase = 'start' | 'arrayItem' | 'arrayNext' | 'key' | 'keyString' | 'colon' | 'value' | 'name' | 'args' | 'skip' | 'afterValue' | 'close';
+type Phase = 'bareName' | 'argsMarker' | 'start' | 'arrayItem' | 'arrayNext' | 'key' | 'keyString' | 'colon' | 'value' | 'name' | 'args' | 'skip' | 'afterValue' | 'close';
 
 /** The call object being read. */
 interface CallObject {
@@ -93,6 +99,8 @@ interface CallObject {
   args?: string;
   argsScanner?: ValueScanner;
   argsSent: number;
+  /** Written as name, marker, arguments (see `CallBlock.namedArgs`): the call ends with its arguments. */
+  bare?: boolean;
   skip?: ValueScanner;
   index?: number;
 }
@@ -118,6 +126,7 @@ export class JsonCallParser implements ToolCallParser {
   #blockCommitted = false;
   #object: CallObject | undefined;
   #closeMatched = 0;
+  #markerMatched = 0;
 
   constructor(syntax: CallSyntax) {
     this.#syntax = syntax;
@@ -244,7 +253,21 @@ export class JsonCallParser implements ToolCallParser {
           this.#phase = 'arrayItem';
           return;
         }
+        if (this.#block?.namedArgs && NAME_CHAR.test(c)) {
+          this.#beginObject(true);
+          if (this.#object) Object.assign(this.#object, { bare: true, nameRaw: c });
+          this.#phase = 'bareName';
+          return;
+        }
         return this.#fail();
+      case 'bareName':
+        return this.#bareNameChar(c);
+      case 'argsMarker': {
+        const marker = this.#block?.namedArgs ?? '';
+        if (c !== marker[this.#markerMatched]) return this.#fail();
+        if (++this.#markerMatched === marker.length) this.#phase = 'value';
+        return;
+      }
       case 'arrayItem':
         if (WS.test(c)) return;
         if (c === '{') return this.#beginObject(false);
@@ -282,7 +305,9 @@ export class JsonCallParser implements ToolCallParser {
       case 'args': {
         if (!o?.argsScanner) return this.#fail();
         o.args += c;
-        if (o.argsScanner.feed(c) === 'last') this.#phase = 'afterValue';
+        if (o.argsScanner.feed(c) !== 'last') return;
+        if (o.bare) return this.#endObject();
+        this.#phase = 'afterValue';
         return;
       }
       case 'skip': {
@@ -306,6 +331,25 @@ export class JsonCallParser implements ToolCallParser {
       case 'close':
         return this.#closeChar(c);
     }
+  }
+
+  #bareNameChar(c: string): void {
+    const o = this.#object;
+    if (!o || o.nameRaw === undefined) return this.#fail();
+    if (NAME_CHAR.test(c) && o.nameRaw.length < 128) {
+      o.nameRaw += c;
+      return;
+    }
+    o.name = o.nameRaw;
+    o.key = 'arguments';
+    if (c === '[') {
+      this.#markerMatched = 1;
+      this.#phase = 'argsMarker';
+      if (this.#block?.namedArgs?.[0] !== '[') this.#fail();
+      return;
+    }
+    if (c === '{') return this.#valueStart(c);
+    this.#fail();
   }
 
   #keyChar(c: string): void {
@@ -408,7 +452,7 @@ export class JsonCallParser implements ToolCallParser {
 
   #endObject(): void {
     const o = this.#object;
-    if (!o || o.name === undefined || o.args === undefined || this.#phase === 'args') return this.#fail();
+    if (!o || o.name === undefined || o.args === undefined || (this.#phase === 'args' && !o.bare)) return this.#fail();
     this.#commit();
     this.#finishCall();
     this.#held = '';

@@ -15,7 +15,8 @@ const OPEN = 'functools';
 export const phi4: ToolFormat = {
   name: 'phi4',
   triggers: [`${OPEN}[`],
-  separator: '',
+  // xgrammar needs a non-empty separator; the parser reads blocks after one another with spaces between them.
+  separator: ' ',
   callTag: (tool) => ({
     type: 'tag',
     begin: `${OPEN}[{"name": ${JSON.stringify(tool.name)}, "arguments": `,
