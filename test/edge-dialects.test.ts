@@ -126,6 +126,8 @@ describe('requests → tasks', () => {
       [{ reasoning_effort: 'extreme' }, 'reasoning_effort', /./],
       [{ logprobs: true }, 'logprobs', /not supported/],
       [{ n: 2 }, 'n', /n=1/],
+      [{ functions: [{ name: 'f', parameters: {} }] }, 'functions', /declare them in tools/],
+      [{ function_call: 'auto' }, 'function_call', /use tool_choice/],
     ];
     for (const [body, param, message] of cases) {
       const r = refusal(ChatCompletionRequest, { model: 'm', messages: user, ...body });

@@ -125,6 +125,9 @@ export const ChatCompletionRequest = z
     tools: z.array(Tool).max(128).nullable().optional(),
     tool_choice: ToolChoiceIn.nullable().optional(),
     parallel_tool_calls: z.boolean().nullable().optional(),
+    // OpenAI's deprecated forms of tools: ignoring them would answer without the functions the client declared.
+    functions: onlyOff(z.array(z.unknown()), (v) => v.length === 0, 'functions (deprecated by OpenAI) is not supported: declare them in tools'),
+    function_call: onlyOff(z.unknown(), (v) => v === 'none', 'function_call (deprecated by OpenAI) is not supported: use tool_choice'),
     /** Mapped to `think`: see thinkOf. */
     reasoning_effort: z.enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max']).nullable().optional(),
     logit_bias: onlyOff(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias is not supported by this server'),
