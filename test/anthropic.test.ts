@@ -54,6 +54,7 @@ function script(task: GenerateTask): Script {
     };
   }
   if (last.includes('slowly')) return { finishReason: 'length', delayMs: 30, deltas: Array.from({ length: 300 }, (_, i) => ({ text: `w${i} `, tokens: 1 })) };
+  if (last.includes('together')) return { finishReason: 'stop', delayMs: 20, deltas: Array.from({ length: 10 }, (_, i) => ({ text: `t${i} `, tokens: 1 })) };
   if (last.includes('late')) return { finishReason: 'stop', firstDelayMs: 900, deltas: [{ text: 'finally', tokens: 1 }] };
   if (last.includes('break')) return { finishReason: 'stop', deltas: [{ text: 'half', tokens: 1 }], failWith: 'the scripted engine broke on purpose' };
   return { finishReason: 'stop', deltas: [{ text: `echo: ${last.slice(0, 40)}`, tokens: 4 }] };
@@ -399,6 +400,18 @@ describe('Anthropic Messages API', () => {
     } finally {
       conn.close();
     }
+  });
+
+  test('identical deterministic requests in flight together run once (coalescing); the twin is a HIT', async () => {
+    const body = { model: SCRIPTED_MODEL, max_tokens: 32, temperature: 0, messages: [{ role: 'user', content: 'run us together' }] };
+    const runsBefore = scripted.runs.length;
+    const [a, b] = await Promise.all([post('/v1/messages', body), post('/v1/messages', { ...body, stream: true })]);
+    assert.deepEqual([a.headers.get('x-npu-relay-cache'), b.headers.get('x-npu-relay-cache')].sort(), ['HIT', 'MISS']);
+    assert.equal(scripted.runs.length, runsBefore + 1, 'one generation for both');
+    const whole = (await a.json()) as { content: Array<{ text: string }> };
+    const streamed = rawEvents(await b.text()).flatMap((e) => (e.data.delta?.type === 'text_delta' ? [e.data.delta.text as string] : [])).join('');
+    assert.equal(whole.content[0]!.text, streamed);
+    assert.equal(streamed, Array.from({ length: 10 }, (_, i) => `t${i} `).join(''));
   });
 
   test('rpm limits and budgets answer 429 rate_limit_error with Retry-After', async () => {
