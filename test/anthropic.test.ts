@@ -414,6 +414,18 @@ describe('Anthropic Messages API', () => {
     assert.equal(streamed, Array.from({ length: 10 }, (_, i) => `t${i} `).join(''));
   });
 
+  test("a key's model scope holds for messages and count_tokens: 404 not_found_error, as for a model that does not exist", async () => {
+    const { key } = await edge.createKey({ name: 'anthropic-scoped', models: [CHAT_MODEL] });
+    const scoped = anthropic(key);
+    for (const call of [
+      () => scoped.messages.create({ model: SCRIPTED_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }),
+      () => scoped.messages.countTokens({ model: SCRIPTED_MODEL, messages: [{ role: 'user', content: 'x' }] }),
+    ]) {
+      await assert.rejects(call(), (err: unknown) => err instanceof Anthropic.NotFoundError && (err.error as { error: { type: string } }).error.type === 'not_found_error');
+    }
+    assert.ok((await scoped.messages.countTokens({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'x' }] })).input_tokens > 0);
+  });
+
   test('rpm limits and budgets answer 429 rate_limit_error with Retry-After', async () => {
     const { key } = await edge.createKey({ name: 'anthropic-rpm', rpm: 1 });
     const ask = { model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user' as const, content: 'limit me' }] };

@@ -29,6 +29,9 @@ function blockRefusal(type: string): string {
 
 const TextBlock = z.object({ type: z.literal('text'), text: z.string() });
 
+/** The block types taken here (in the roles ROLE_BLOCKS gives them). */
+const KNOWN_BLOCKS: readonly string[] = ['text', 'tool_result', 'tool_use', 'thinking', 'redacted_thinking'];
+
 /**
  * Checks a block's type before its shape, so a block of a type not taken here is refused naming it (an image, a
  * server tool's result) instead of with a generic shape error. Anything that is not a typed object is left to the
@@ -42,8 +45,6 @@ function typeGate(allowed: readonly string[]) {
     ctx.addIssue({ code: 'custom', path: ['type'], message });
   });
 }
-
-const KNOWN_BLOCKS: readonly string[] = ['text', 'tool_result', 'tool_use', 'thinking', 'redacted_thinking'];
 
 /** Tool results hold text (a string or text blocks); an image inside one is refused like any other image. */
 const ToolResultBlock = z.object({
