@@ -343,6 +343,20 @@ describe('Anthropic Messages API', () => {
     });
   });
 
+  test("models.list() and models.retrieve() get Anthropic's shape; OpenAI clients still get OpenAI's on the same path", async () => {
+    const page = await client.models.list();
+    const ids = page.data.map((m) => m.id).sort();
+    assert.deepEqual(ids, [CHAT_MODEL, SCRIPTED_MODEL].sort());
+    assert.equal(page.data[0]!.type, 'model');
+    assert.ok(!Number.isNaN(Date.parse(page.data[0]!.created_at)));
+    const one = await client.models.retrieve(SCRIPTED_MODEL);
+    assert.deepEqual([one.type, one.id, one.display_name], ['model', SCRIPTED_MODEL, SCRIPTED_MODEL]);
+    await assert.rejects(client.models.retrieve('claude-opus-4'), (err: unknown) => err instanceof Anthropic.NotFoundError && (err.error as { error: { type: string } }).error.type === 'not_found_error');
+    await assert.rejects(anthropic('sk-relay-nope').models.list(), (err: unknown) => err instanceof Anthropic.AuthenticationError);
+    const openai = (await (await fetch(new URL('/v1/models', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as { object: string };
+    assert.equal(openai.object, 'list');
+  });
+
   test('Authorization: Bearer (Claude Code) works as x-api-key does, and anthropic-beta is accepted', async () => {
     // Claude Code adds ?beta=true to its Messages calls.
     const res = await fetch(new URL('/v1/messages?beta=true', edge.url), {

@@ -4,7 +4,7 @@ import { AGENT_CONNECT_PATH } from '../shared/protocol/version.ts';
 import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
-import { anthropicRoutes } from './api/anthropic/routes.ts';
+import { anthropicRoutes, fromAnthropicClient } from './api/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -15,7 +15,8 @@ import { openaiRoutes } from './routes/openai.ts';
 function flavorOf(request: Request): Flavor {
   const { pathname } = new URL(request.url);
   if (pathname.startsWith('/api/')) return 'ollama';
-  return pathname === '/v1/messages' || pathname.startsWith('/v1/messages/') ? 'anthropic' : 'openai';
+  if (pathname === '/v1/messages' || pathname.startsWith('/v1/messages/')) return 'anthropic';
+  return pathname.startsWith('/v1/models') && fromAnthropicClient(request) ? 'anthropic' : 'openai';
 }
 
 async function connectAgent(request: IRequest, env: Env): Promise<Response> {
@@ -51,8 +52,9 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
 export const router = Router<IRequest, Args>({ catch: recordRejection });
 
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent);
-openaiRoutes(router);
+// Before the OpenAI routes: `GET /v1/models` from an Anthropic SDK is answered in Anthropic's shape.
 anthropicRoutes(router);
+openaiRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);
