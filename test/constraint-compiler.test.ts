@@ -115,6 +115,24 @@ describe('constraint compiler', () => {
     }
   });
 
+  test('two models compiling bad schemas at once each get their own reason, and stderr is left as it was', async () => {
+    const write = process.stderr.write;
+    const [a, b] = [new ConstraintCompiler(() => vocabulary), new ConstraintCompiler(() => vocabulary)];
+    try {
+      const results = await Promise.allSettled([
+        a.compile(jsonSchema({ type: 'object', properties: { x: { type: 'string', pattern: '(' } } }), 'response_format schema'),
+        b.compile(jsonSchema({ type: 'frobnicate' }), 'response_format schema'),
+      ]);
+      assert.deepEqual(
+        results.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'compiled')),
+        ['response_format schema could not be compiled: Regex parsing error at position 2: The parenthesis is not closed.', 'response_format schema could not be compiled: Unsupported type "frobnicate"'],
+      );
+      assert.equal(process.stderr.write, write);
+    } finally {
+      await Promise.all([a.dispose(), b.dispose()]);
+    }
+  });
+
   test('a repeated schema costs ~nothing: cold vs cached compile time', async () => {
     const compiler = new ConstraintCompiler(() => vocabulary);
     try {

@@ -121,7 +121,20 @@ function openAnyObject(schema: Record<string, unknown> | boolean): Record<string
  * module starts, so the only place to read the reason is stderr itself. Only xgrammar's lines are held back, and
  * only for the one call.
  */
-async function capturingFatal<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
+function capturingFatal<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
+  // One at a time (compiles of two models could overlap): each call must restore the `write` it replaced, and the
+  // WebAssembly module runs one call at a time anyway.
+  const run = compiling.then(() => captureOne(call));
+  compiling = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  return run;
+}
+
+let compiling: Promise<void> = Promise.resolve();
+
+async function captureOne<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
   const stderr = process.stderr;
   const write = stderr.write;
   let fatal: string | undefined;
