@@ -476,6 +476,13 @@ describe('Anthropic Messages API', () => {
     assert.deepEqual(last.data, { type: 'error', error: { type: 'api_error', message: 'the scripted engine broke on purpose' } });
     const stream = client.messages.stream({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'break midway again' }] });
     await assert.rejects(stream.finalMessage(), (err: unknown) => err instanceof Anthropic.APIError && /broke on purpose/.test(err.message));
+    // Not streamed, the same failure is a 502 api_error body.
+    await assert.rejects(client.messages.create({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'break, not streamed' }] }), (err: unknown) => {
+      assert.ok(err instanceof Anthropic.InternalServerError, String(err));
+      assert.equal(err.status, 502);
+      assert.deepEqual(err.error, { type: 'error', error: { type: 'api_error', message: 'the scripted engine broke on purpose' } });
+      return true;
+    });
   });
 
   test('a client that leaves mid-stream stops generation within a second; its usage row says cancelled', async () => {
