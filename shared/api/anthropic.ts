@@ -105,7 +105,7 @@ const Tool = z
     z.object({
       name: ToolName,
       description: z.string().max(16_384).optional(),
-      input_schema: JsonObjectSchema,
+      input_schema: z.custom<Record<string, unknown>>((v) => v !== undefined, 'a tool needs its input_schema: a JSON Schema of the input object').pipe(JsonObjectSchema),
     }),
   );
 
@@ -165,7 +165,11 @@ function checkPrompt(r: { messages: Array<z.infer<typeof Message>>; tools?: Arra
 export const MessagesRequest = z
   .object({
     ...PROMPT_FIELDS,
-    max_tokens: z.number().int().positive().max(1_000_000),
+    max_tokens: z
+      .number({ error: (issue) => (issue.input === undefined ? 'is required, as Anthropic requires it: the most tokens to generate' : 'must be a number') })
+      .int()
+      .positive()
+      .max(1_000_000),
     stop_sequences: z.array(z.string().min(1)).max(MAX_STOP_SEQUENCES).optional(),
     temperature: z.number().min(0).max(1).optional(),
     top_p: z.number().gt(0).max(1).optional(),
