@@ -62,7 +62,7 @@ function openaiType(status: number): string {
 
 /**
  * Anthropic's `error.type` for a status, as its Messages API documents them. Its SDKs pick the exception class from
- * the status, and Claude Code retries 429, 5xx and `overloaded_error`; 499 (the client left) has no type of its own.
+ * the status (and retry 408, 409, 429 and 5xx), so the status stays the project's and the type follows it.
  */
 function anthropicType(status: number): string {
   if (status === 401) return 'authentication_error';
