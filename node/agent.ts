@@ -304,6 +304,15 @@ export class Agent {
     let release: (() => void) | undefined;
     const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts }));
     try {
+      if (body.task === 'count') {
+        // Tokenising takes no device slot: waiting in the queue behind whole generations would make a count slow.
+        const counted = await this.#engine.countTokens(body, signal);
+        promptTokens = counted.promptTokens;
+        const durationMs = performance.now() - started;
+        this.#send({ type: 'end', id, finishReason: 'stop', usage: { promptTokens, completionTokens: 0 }, device: counted.device, durationMs });
+        log.info({ promptTokens, durationMs: Math.round(durationMs) }, 'prompt counted');
+        return;
+      }
       release = await this.#scheduler.acquire(device, frame.keyId ?? 'anonymous', signal);
       if (body.task === 'embed') {
         const result = await this.#engine.embed(body, signal);

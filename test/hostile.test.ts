@@ -30,7 +30,62 @@ const BASES: Record<string, Record<string, unknown>> = {
   '/api/embed': { model: EMBED_MODEL, input: 'hi' },
   '/api/embeddings': { model: EMBED_MODEL, prompt: 'hi' },
   '/api/show': { model: CHAT_MODEL },
+  '/v1/messages': { model: CHAT_MODEL, max_tokens: 2, temperature: 0, messages: [{ role: 'user', content: 'hi' }] },
+  '/v1/messages/count_tokens': { model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }] },
 };
+
+/** Anthropic's Messages API: whole bodies with one thing wrong, each a 400 in Anthropic's shape. */
+const messages = BASES['/v1/messages']!;
+const TOOL = { name: 'get_weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } };
+const ANTHROPIC_CASES: Array<[string, Record<string, unknown>, string]> = [
+  ['/v1/messages', { ...messages, max_tokens: undefined }, 'no max_tokens'],
+  ['/v1/messages', { ...messages, temperature: 1.5 }, 'temperature above 1'],
+  ['/v1/messages', { ...messages, top_k: -1 }, 'a negative top_k'],
+  ['/v1/messages', { ...messages, stop_sequences: 'END' }, 'stop_sequences as a string'],
+  ['/v1/messages', { ...messages, stop_sequences: [''] }, 'an empty stop sequence'],
+  ['/v1/messages', { ...messages, system: 5 }, 'a numeric system'],
+  ['/v1/messages', { ...messages, system: [{ type: 'image', source: {} }] }, 'an image in system'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'system', content: 'x' }] }, 'a system role in messages'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [] }] }, 'empty content blocks'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'a text block without text'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ text: 'x' }] }] }, 'a block without a type'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [null] }] }, 'a null block'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }] }] }, 'an image block'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', data: 'x' } }] }] }, 'a document block'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'search_result', source: 'x', title: 't', content: [] }] }] }, 'a search_result block'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: {} }] }] }, 'tool_use in a user turn'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'r' }] }, { role: 'user', content: 'y' }] }, 'tool_result in an assistant turn'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'tool_result', content: 'r' }] }] }, 'a tool_result without tool_use_id'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'image', source: {} }] }] }] }, 'an image inside a tool_result'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: '{}' }] }, { role: 'user', content: 'y' }] }, 'tool_use input as text'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_search', input: {} }] }, { role: 'user', content: 'y' }] }, 'a server_tool_use block'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'prefill' }] }, 'a prefilled assistant turn'],
+  ['/v1/messages', { ...messages, tools: [{ description: 'no name', input_schema: { type: 'object' } }] }, 'a tool without a name'],
+  ['/v1/messages', { ...messages, tools: [{ name: 'f' }] }, 'a tool without input_schema'],
+  ['/v1/messages', { ...messages, tools: [{ name: 'f', input_schema: { type: 'array' } }] }, 'a non-object input_schema'],
+  ['/v1/messages', { ...messages, tools: [TOOL, TOOL] }, 'two tools of one name'],
+  ['/v1/messages', { ...messages, tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 5 }] }, 'a web search server tool'],
+  ['/v1/messages', { ...messages, tools: [{ type: 'bash_20250124', name: 'bash' }] }, 'a bash server tool'],
+  ['/v1/messages', { ...messages, tools: [{ type: 'text_editor_20250728', name: 'str_replace_based_edit_tool' }] }, 'a text editor server tool'],
+  ['/v1/messages', { ...messages, tools: [{ type: 'computer_20250124', name: 'computer', display_width_px: 1024, display_height_px: 768 }] }, 'a computer-use tool'],
+  ['/v1/messages', { ...messages, tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }, 'a code execution tool'],
+  ['/v1/messages', { ...messages, tools: [TOOL], tool_choice: { type: 'tool', name: 'unknown' } }, 'a tool_choice naming an unknown tool'],
+  ['/v1/messages', { ...messages, tool_choice: { type: 'any' } }, 'tool_choice any without tools'],
+  ['/v1/messages', { ...messages, tools: [TOOL], tool_choice: 'auto' }, 'tool_choice as a string'],
+  ['/v1/messages', { ...messages, tools: [TOOL], tool_choice: { type: 'sometimes' } }, 'an unknown tool_choice'],
+  ['/v1/messages', { ...messages, thinking: { type: 'enabled' } }, 'thinking without budget_tokens'],
+  ['/v1/messages', { ...messages, thinking: { type: 'enabled', budget_tokens: -5 } }, 'a negative thinking budget'],
+  ['/v1/messages', { ...messages, thinking: true }, 'thinking as a boolean'],
+  ['/v1/messages', { ...messages, metadata: { user_id: 5 } }, 'a numeric user_id'],
+  ['/v1/messages', { ...messages, mcp_servers: [{ type: 'url', url: 'https://mcp.example/sse', name: 'm' }] }, 'mcp_servers'],
+  ['/v1/messages', { ...messages, container: 'container_011' }, 'a container'],
+  ['/v1/messages', { ...messages, output_config: { format: { type: 'json_schema', schema: 'object' } } }, 'an output schema that is not an object'],
+  ['/v1/messages/count_tokens', { model: CHAT_MODEL }, 'count_tokens without messages'],
+  ['/v1/messages/count_tokens', { model: CHAT_MODEL, messages: [{ role: 'user', content: [{ type: 'image', source: {} }] }] }, 'count_tokens with an image'],
+  ['/v1/messages/count_tokens', { model: CHAT_MODEL, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'web_search_20250305', name: 'web_search' }] }, 'count_tokens with a server tool'],
+];
+
+const isAnthropic = (path: string) => path === '/v1/messages' || path.startsWith('/v1/messages/');
 
 const BAD_JSON = ['', ' ', '{', '}', '{"model":', '{"a":1,}', "{'model':'x'}", 'null null', '\u0000', '{"model":"x"', '[', 'undefined', 'NaN', '{"model": 01}'];
 const NOT_OBJECTS = ['null', '[]', '1', '"text"', 'true', '[{"model":"x"}]'];
@@ -130,7 +185,7 @@ function corpus(): Case[] {
     cases.push({ path, body: JSON.stringify({ ...base, unknown_field: { nested: [1, 2] } }), what: 'an unknown field' });
     cases.push({ path, body: JSON.stringify(base), contentType: 'text/plain', what: 'JSON sent as text/plain' });
   }
-  for (const [path, body, what] of TOOL_CASES) cases.push({ path, body: JSON.stringify(body), what });
+  for (const [path, body, what] of [...TOOL_CASES, ...ANTHROPIC_CASES]) cases.push({ path, body: JSON.stringify(body), what });
   return cases;
 }
 
@@ -160,8 +215,15 @@ describe('hostile requests', () => {
     const text = await res.text();
     assert.ok(res.status < 500, `${c.path} with ${c.what}: got ${res.status} ${text.slice(0, 200)}`);
     if (res.status >= 400) {
-      const body = JSON.parse(text) as { error: unknown };
+      const body = JSON.parse(text) as { error: unknown; type?: unknown };
       if (c.path.startsWith('/api/')) assert.equal(typeof body.error, 'string', `${c.path} ${c.what}: Ollama error shape`);
+      else if (isAnthropic(c.path)) {
+        const e = body.error as { type: unknown; message: unknown };
+        assert.equal(body.type, 'error', `${c.path} ${c.what}: Anthropic error shape`);
+        assert.deepEqual(Object.keys(e).sort(), ['message', 'type']);
+        assert.match(String(e.type), /^(invalid_request_error|authentication_error|permission_error|not_found_error|request_too_large|rate_limit_error)$/, `${c.path} ${c.what}: ${text.slice(0, 200)}`);
+        assert.equal(typeof e.message, 'string');
+      }
       else {
         const e = body.error as { message: unknown; type: unknown; code: unknown };
         assert.equal(typeof e.message, 'string', `${c.path} ${c.what}: OpenAI error shape`);
@@ -189,6 +251,15 @@ describe('hostile requests', () => {
     assert.equal(await status('/api/chat', JSON.stringify({ ...ollamaChat, pad: 'x'.repeat(2_000_000) })), 413);
     assert.equal(await status('/v1/responses', JSON.stringify({ ...responses, previous_response_id: 'resp_nope' })), 404);
     assert.equal(await status('/v1/responses', JSON.stringify({ ...responses, model: 'nope' })), 404);
+    const anthropic = async (body: string, headers: Record<string, string> = { 'x-api-key': edge.apiKey }) => {
+      const res = await fetch(new URL('/v1/messages', edge.url), { method: 'POST', headers, body });
+      return [res.status, ((await res.json()) as { error: { type: string } }).error.type];
+    };
+    assert.deepEqual(await anthropic('{'), [400, 'invalid_request_error']);
+    assert.deepEqual(await anthropic(JSON.stringify({ ...messages, model: 'claude-sonnet-4-5' })), [404, 'not_found_error']);
+    assert.deepEqual(await anthropic(JSON.stringify({ ...messages, pad: 'x'.repeat(2_000_000) })), [413, 'request_too_large']);
+    assert.deepEqual(await anthropic(JSON.stringify(messages), {}), [401, 'authentication_error']);
+    assert.deepEqual(await anthropic(JSON.stringify(messages), { 'x-api-key': 'sk-relay-wrong' }), [401, 'authentication_error']);
   });
 
   test('stored responses: unknown ids are 404, bad list parameters 400, no key 401, always in OpenAI\'s shape', async () => {
@@ -222,6 +293,12 @@ describe('hostile requests', () => {
       assert.equal(res.status, 400, `${path} with ${what}: ${text.slice(0, 200)}`);
       if (path.startsWith('/v1/')) assert.ok((JSON.parse(text) as { error: { param: string | null } }).error.param, `${path} with ${what}: names the field (${text.slice(0, 200)})`);
     }
+    for (const [path, body, what] of ANTHROPIC_CASES) {
+      const res = await fetch(new URL(path, edge.url), { method: 'POST', headers: { 'x-api-key': edge.apiKey }, body: JSON.stringify(body) });
+      const text = await res.text();
+      assert.equal(res.status, 400, `${path} with ${what}: ${text.slice(0, 200)}`);
+      assert.equal((JSON.parse(text) as { error: { type: string } }).error.type, 'invalid_request_error', `${path} with ${what}`);
+    }
     const image = await fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(TOOL_CASES[10]![1]) });
     assert.match(((await image.json()) as { error: { message: string } }).error.message, /images are not supported/);
   });
@@ -229,7 +306,7 @@ describe('hostile requests', () => {
   test('property: arbitrary JSON in any field never yields a 5xx', async () => {
     const paths = Object.keys(BASES);
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort', 'instructions', 'text', 'reasoning', 'metadata', 'previous_response_id', 'store', 'parallel_tool_calls'), fc.jsonValue()), async (path, fields) => {
+      fc.asyncProperty(fc.constantFrom(...paths), fc.dictionary(fc.constantFrom('model', 'messages', 'prompt', 'input', 'max_tokens', 'temperature', 'options', 'stop', 'seed', 'stream', 'tools', 'tool_choice', 'response_format', 'format', 'think', 'reasoning_effort', 'instructions', 'text', 'reasoning', 'metadata', 'previous_response_id', 'store', 'parallel_tool_calls', 'system', 'thinking', 'stop_sequences', 'top_k', 'output_config'), fc.jsonValue()), async (path, fields) => {
         const body = { ...BASES[path], ...fields, max_tokens: 2, options: { num_predict: 2 } };
         await send({ path, body: JSON.stringify(body), what: JSON.stringify(fields).slice(0, 80) });
       }),

@@ -4,6 +4,7 @@ import { AGENT_CONNECT_PATH } from '../shared/protocol/version.ts';
 import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
+import { anthropicRoutes, fromAnthropicClient } from './api/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './api/openai-responses/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
@@ -15,7 +16,10 @@ import type { KeyRecord } from './tunnel/ledger.ts';
 import { openaiRoutes } from './routes/openai.ts';
 
 function flavorOf(request: Request): Flavor {
-  return new URL(request.url).pathname.startsWith('/api/') ? 'ollama' : 'openai';
+  const { pathname } = new URL(request.url);
+  if (pathname.startsWith('/api/')) return 'ollama';
+  if (pathname === '/v1/messages' || pathname.startsWith('/v1/messages/')) return 'anthropic';
+  return pathname.startsWith('/v1/models') && fromAnthropicClient(request) ? 'anthropic' : 'openai';
 }
 
 async function connectAgent(request: IRequest, env: Env): Promise<Response> {
@@ -67,6 +71,8 @@ export const router = Router<IRequest, Args>({ catch: recordRejection });
 const ollamaProbe = (request: IRequest) => new Response(request.method === 'HEAD' ? null : 'Ollama is running', { headers: { 'content-type': 'text/plain; charset=utf-8' } });
 
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', ollamaProbe).head('/', ollamaProbe);
+// Before the OpenAI routes: `GET /v1/models` from an Anthropic SDK is answered in Anthropic's shape.
+anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
 ollamaRoutes(router);

@@ -2,7 +2,7 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
+import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -34,6 +34,20 @@ export interface EmbeddingResult {
   device: string;
 }
 
+/**
+ * The chat whose prompt a count measures: the count's own fields, with sampling that only a generation would read
+ * (the output plan and the template never do), so an engine renders it with the very code its `generate` uses.
+ */
+export function countedChat(task: CountTask): ChatTask {
+  return { ...task, task: 'chat', sampling: { maxTokens: 1, temperature: 0, topP: 1, stop: [] } };
+}
+
+export interface PromptCount {
+  /** Tokens of the prompt exactly as `generate` would feed it to the model for the same chat. */
+  promptTokens: number;
+  device: string;
+}
+
 export interface Engine {
   /** Engine name as printed at start-up and advertised to the edge, e.g. `onnxruntime`. */
   readonly name: string;
@@ -48,6 +62,11 @@ export interface Engine {
    * engine fault) are thrown as `AgentError`s.
    */
   generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  /**
+   * Counts the tokens of a chat prompt rendered as `generate` renders it (template, tools, think switch), without
+   * generating. Equal to `usage.promptTokens` of a `generate` with the same chat.
+   */
+  countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds a batch of texts with the model's pooling and normalisation. */
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Keeps a loaded model for `keepAliveMs` after its last use (Infinity: for ever; 0: unload when idle). */

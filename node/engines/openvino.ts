@@ -14,7 +14,7 @@ import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type * as OV from 'openvino-node';
-import type { ChatMessage, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -25,7 +25,7 @@ import { constraintSubject, planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
 import { StopSequences } from './stop-sequences.ts';
 
@@ -290,6 +290,20 @@ export class OpenVinoEngine implements Engine {
       )
       .finally(release);
     return events;
+  }
+
+  async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    const asChat = countedChat(task);
+    const plan = planOutput(asChat, this.#entries.get(task.model)!.traits);
+    // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
+    const release = await model.turns.acquire(signal);
+    signal.throwIfAborted();
+    try {
+      return { promptTokens: countPrompt(model.tokenizer, asChat, plan, chatHistory(this.#genai, plan, asChat.messages)), device: model.device };
+    } finally {
+      release?.();
+    }
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {

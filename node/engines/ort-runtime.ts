@@ -202,6 +202,36 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
 
 
 /**
+ * The prompt as the model reads it: a chat through the chat template with the plan's messages, tools and template
+ * variables, a raw completion as it is. `generate` and `countPrompt` both use this, so a count is what a generation
+ * would see.
+ */
+function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
+  type Inputs = { input_ids: Tensor; attention_mask: Tensor };
+  try {
+    return task.task === 'chat'
+      ? (tokenizer.apply_chat_template(plan.messages ?? task.messages, {
+          // The plan's variables first, so none of them can turn off the generation prompt or the token output.
+          ...plan.templateContext,
+          tools: plan.tools,
+          add_generation_prompt: true,
+          return_dict: true,
+          ...(chatTemplate ? { chat_template: chatTemplate } : {}),
+        }) as Inputs)
+      : (tokenizer(task.prompt) as Inputs);
+  } catch (err) {
+    // Templates raise on conversations they do not support (roles out of order, a tool turn they cannot place):
+    // that is the client's request, not a fault of the engine.
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Counts a prompt's tokens with a loaded chat model, as `generate` would feed it (see `Engine.countTokens`). */
+export function countPrompt(task: GenerateTask, plan: OutputPlan, chat: ChatModel): number {
+  return encodePrompt(task, plan, chat).input_ids.dims.at(-1) ?? 0;
+}
+
+/**
  * Streams a generation with a loaded chat model (see `Engine.generate`), shaped by `plan` (node/output/plan.ts): the
  * chat template gets the plan's messages, tools and template variables, and when the plan has a constraint every
  * token is drawn from those its grammar allows. The events carry the raw text; the engine parses them with the
@@ -216,24 +246,7 @@ export async function* generate(
   modelContext: number | undefined,
   started: (generation: Promise<unknown>) => void,
 ): AsyncIterable<GenerationEvent> {
-  let inputs: { input_ids: Tensor; attention_mask: Tensor };
-  try {
-    inputs =
-      task.task === 'chat'
-        ? (tokenizer.apply_chat_template(plan.messages ?? task.messages, {
-            // The plan's variables first, so none of them can turn off the generation prompt or the token output.
-            ...plan.templateContext,
-            tools: plan.tools,
-            add_generation_prompt: true,
-            return_dict: true,
-            ...(chatTemplate ? { chat_template: chatTemplate } : {}),
-          }) as typeof inputs)
-        : (tokenizer(task.prompt) as typeof inputs);
-  } catch (err) {
-    // Templates raise on conversations they do not support (roles out of order, a tool turn they cannot place):
-    // that is the client's request, not a fault of the engine.
-    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
-  }
+  const inputs = encodePrompt(task, plan, { tokenizer, chatTemplate });
   const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
   const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
   const room = contextLength ? contextLength - promptTokens : Infinity;

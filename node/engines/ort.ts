@@ -2,14 +2,14 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from './engine.ts';
+import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
 
 export interface OrtEngineOptions {
@@ -137,6 +137,17 @@ export class OrtEngine implements Engine {
     const embedder = await this.#embedder(task.model);
     try {
       return await (await ortRuntime()).embed(task, signal, embedder);
+    } finally {
+      this.#pool.release(task.model);
+    }
+  }
+
+  async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    const chat = await this.#chatModel(task.model);
+    try {
+      signal.throwIfAborted();
+      const asChat = countedChat(task);
+      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(asChat, this.#entry(task.model, 'chat').traits), chat), device: 'CPU' };
     } finally {
       this.#pool.release(task.model);
     }

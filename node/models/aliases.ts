@@ -7,9 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from '../engines/engine.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
 
 /** Model ids are folder names; an alias follows the same rules, so it can never be confused with a path. */
 const ModelName = z
@@ -97,6 +97,10 @@ export class AliasedEngine implements Engine {
 
   generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal);
+  }
+
+  countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    return this.#inner.countTokens({ ...task, model: this.resolve(task.model) }, signal);
   }
 
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {

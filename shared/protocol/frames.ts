@@ -152,10 +152,19 @@ export const EmbedTask = z.object({
 });
 export type EmbedTask = z.infer<typeof EmbedTask>;
 
+/**
+ * Counts the tokens of a chat prompt, rendered exactly as a `chat` task with the same fields would be (template,
+ * tools, think switch), without generating: Anthropic's `count_tokens`. Sampling and the response format change
+ * what is generated, not the prompt, so they are not part of it. Answered with an `end` frame whose usage holds the
+ * prompt's tokens and no completion tokens. Only for agents announcing `count-tokens`.
+ */
+export const CountTask = ChatTask.omit({ task: true, sampling: true, responseFormat: true }).extend({ task: z.literal('count') });
+export type CountTask = z.infer<typeof CountTask>;
+
 /** Tasks that generate text. */
 export type GenerateTask = ChatTask | CompleteTask;
 
-export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask]);
+export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask, CountTask]);
 export type Task = z.infer<typeof Task>;
 
 /** `tool_calls`: the model ended its turn with one or more tool calls. */
@@ -205,9 +214,10 @@ export const HelloFrame = z.object({
  * announce it, and answers 400 when none does, rather than letting an older agent answer wrongly.
  * - `tools`: tasks with `tools`/`toolChoice`, tool calls in history, `toolCalls` deltas;
  * - `structured-output`: tasks with `responseFormat` (constrained decoding);
- * - `reasoning`: tasks with `think`, `reasoning` deltas.
+ * - `reasoning`: tasks with `think`, `reasoning` deltas;
+ * - `count-tokens`: `count` tasks.
  */
-export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning'] as const;
+export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens'] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */

@@ -4,8 +4,8 @@
  * - `instant` answers every chat or completion with the same short reply, in one delta, at once.
  * - `instant-flood` emits `maxTokens` one-token deltas as fast as the consumer takes them, to load the tunnel.
  */
-import type { DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from '../../node/engines/engine.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 import { UnknownModelError } from '../../node/errors.ts';
 
 export const INSTANT_MODEL = 'instant';
@@ -26,9 +26,18 @@ export class InstantEngine implements Engine {
     ];
   }
 
+  /** A token per four characters, as generate counts. */
+  #promptTokens(task: GenerateTask | CountTask): number {
+    const promptChars = task.task === 'complete' ? task.prompt.length : task.messages.reduce((n, m) => n + m.content.length, 0);
+    return Math.ceil(promptChars / 4);
+  }
+
+  async countTokens(task: CountTask): Promise<PromptCount> {
+    return { promptTokens: this.#promptTokens(task), device: 'CPU' };
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    const promptChars = task.task === 'chat' ? task.messages.reduce((n, m) => n + m.content.length, 0) : task.prompt.length;
-    const promptTokens = Math.ceil(promptChars / 4);
+    const promptTokens = this.#promptTokens(task);
     if (task.model === INSTANT_MODEL) {
       yield { type: 'delta', text: INSTANT_REPLY, tokens: INSTANT_REPLY_TOKENS };
       yield { type: 'done', finishReason: 'stop', usage: { promptTokens, completionTokens: INSTANT_REPLY_TOKENS }, device: 'CPU' };

@@ -68,6 +68,22 @@ export function engineContract(target: ContractTarget): void {
       assert.ok(engine.devices.some((d) => d.name === done.device), `done names a listed device (${done.device})`);
     });
 
+    test('countTokens is the prompt count of a generation with the same chat, and generates nothing', { skip }, async () => {
+      const messages: ChatTask['messages'] = [
+        { role: 'system', content: 'You are terse.' },
+        { role: 'user', content: 'How many tokens is this?' },
+        { role: 'assistant', content: 'Some.' },
+        { role: 'user', content: 'Exactly?' },
+      ];
+      const { done } = await runGenerate(engine, { ...chat(''), messages, sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+      const counted = await engine.countTokens({ task: 'count', model: chatModel, messages }, new AbortController().signal);
+      assert.equal(counted.promptTokens, done.usage.promptTokens);
+      assert.ok(engine.devices.some((d) => d.name === counted.device));
+      const longer = await engine.countTokens({ task: 'count', model: chatModel, messages: [...messages, { role: 'assistant', content: 'Yes.' }, { role: 'user', content: 'Thanks.' }] }, new AbortController().signal);
+      assert.ok(longer.promptTokens > counted.promptTokens, 'a longer chat counts more tokens');
+      await assert.rejects(engine.countTokens({ task: 'count', model: 'no-such-model', messages }, new AbortController().signal), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+    });
+
     test('greedy decoding is deterministic', { skip }, async () => {
       const a = await runGenerate(engine, chat('same every time'));
       const b = await runGenerate(engine, chat('same every time'));

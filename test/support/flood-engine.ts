@@ -4,7 +4,7 @@
  * counts what it produced, so a test can see whether production stopped when the client stopped reading.
  */
 import type { EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from '../../node/engines/engine.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 
 export class FloodEngine implements Engine {
   readonly name = 'flood';
@@ -40,6 +40,10 @@ export class FloodEngine implements Engine {
       else if (n % this.burst === 0) await new Promise((r) => setImmediate(r));
     }
     yield { type: 'done', finishReason: signal.aborted ? 'cancelled' : 'length', usage: { promptTokens: 1, completionTokens: n }, device: 'CPU' };
+  }
+  /** Every flood prompt counts as one token, as generate reports it. */
+  async countTokens(): Promise<PromptCount> {
+    return { promptTokens: 1, device: 'CPU' };
   }
   embed(_task: EmbedTask): Promise<EmbeddingResult> {
     return Promise.reject(new Error('the flood engine does not embed'));

@@ -2,8 +2,8 @@
  * A test decorator around a real engine: it waits a fixed time before passing on each text delta, so tests can
  * see when tokens are produced and when generation stops. It records what it observed; it does not fake output.
  */
-import type { EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
-import type { EmbeddingResult, Engine, GenerationEvent } from '../../node/engines/engine.ts';
+import type { CountTask, EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 
 export interface PacedRun {
   model: string;
@@ -38,6 +38,9 @@ export class PacedEngine implements Engine {
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     this.embedCalls++;
     return this.#inner.embed(task, signal);
+  }
+  countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
+    return this.#inner.countTokens(task, signal);
   }
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const firstMessage = task.task === 'chat' ? (task.messages[0]?.content ?? '') : task.prompt;

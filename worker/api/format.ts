@@ -61,7 +61,10 @@ export interface StreamWriter {
 
 export interface ResponseFormat {
   readonly flavor: Flavor;
-  /** The response's id from the request's UUID, for dialects with their own id scheme (Responses: `resp_…`). */
+  /**
+   * The response's id from the request's UUID, for dialects with their own id scheme (Responses: `resp_…`,
+   * Anthropic: `msg_…`).
+   */
   responseId?(requestId: string): string;
   stream(meta: ResponseMeta): StreamWriter;
   /** The whole non-streaming response body. */

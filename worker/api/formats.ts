@@ -1,4 +1,5 @@
 /** Every response format the edge can produce, by name; the name travels from the Worker to the Durable Object. */
+import { anthropicCountTokens, anthropicMessages } from './anthropic/messages.ts';
 import type { ResponseFormat } from './format.ts';
 import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './ollama.ts';
 import { openaiChat, openaiCompletion } from './openai-chat.ts';
@@ -14,6 +15,8 @@ export const FORMATS = {
   'ollama.generate': ollamaGenerate,
   'ollama.embed': ollamaEmbed,
   'ollama.embeddings': ollamaEmbeddings,
+  'anthropic.messages': anthropicMessages,
+  'anthropic.count_tokens': anthropicCountTokens,
 } satisfies Record<string, ResponseFormat>;
 
 export type FormatName = keyof typeof FORMATS;

@@ -21,7 +21,7 @@ export type EdgeErrorCode =
   | 'misconfigured';
 
 /** API dialect of the caller: decides the error body's shape. */
-export type Flavor = 'openai' | 'ollama';
+export type Flavor = 'openai' | 'ollama' | 'anthropic';
 
 const STATUS: Record<EdgeErrorCode, number> = {
   invalid_json: 400,
@@ -63,6 +63,22 @@ function openaiType(status: number): string {
   return 'invalid_request_error';
 }
 
+/**
+ * Anthropic's `error.type` for a status, as its Messages API documents them. Its SDKs pick the exception class from
+ * the status (and retry 408, 409, 429 and 5xx), so the status stays the project's and the type follows it.
+ */
+function anthropicType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 413) return 'request_too_large';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 503 || status === 529) return 'overloaded_error';
+  if (status === 504) return 'timeout_error';
+  if (status >= 500) return 'api_error';
+  return 'invalid_request_error';
+}
+
 export class ApiError extends Error {
   readonly code: EdgeErrorCode;
   readonly status: number;
@@ -91,6 +107,7 @@ export function toApiError(err: unknown): ApiError {
 /** The error body in the caller's dialect (also used for terminal events inside a stream). */
 export function errorBody(err: ApiError, flavor: Flavor): unknown {
   if (flavor === 'ollama') return { error: err.message };
+  if (flavor === 'anthropic') return { type: 'error', error: { type: anthropicType(err.status), message: err.message } };
   return { error: { message: err.message, type: openaiType(err.status), param: err.param, code: err.code } };
 }
 

@@ -21,10 +21,13 @@ export function hub(env: Env) {
   return env.HUB.get(hubId);
 }
 
-/** The API key a client sent: `Authorization: Bearer` (OpenAI and `ollama` clients) or `X-API-Key`. */
+/**
+ * The API key a client sent: `Authorization: Bearer` (OpenAI and `ollama` clients, Claude Code) or `X-API-Key`
+ * (Anthropic's SDKs).
+ */
 export function apiKeyOf(request: Request): string {
   const key = bearerToken(request) ?? request.headers.get('x-api-key')?.trim();
-  if (!key) throw new ApiError('invalid_api_key', 'missing API key: send it as Authorization: Bearer <key>');
+  if (!key) throw new ApiError('invalid_api_key', 'missing API key: send it as Authorization: Bearer <key> or X-API-Key: <key>');
   return key;
 }
 

@@ -10,23 +10,26 @@ interface Need {
   feature: AgentFeature;
   /** The request parameter that needs it, as the caller's API names it. */
   param: Record<Flavor, string>;
+  /** What the client asked for, when it is the endpoint rather than a parameter. */
+  what?: string;
 }
 
-const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools' } };
-const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages' } };
-const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format' } };
-const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think' } };
+const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools', anthropic: 'tools' } };
+const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages', anthropic: 'messages' } };
+const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format', anthropic: 'output_config.format' } };
+const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think', anthropic: 'thinking' } };
+const COUNT: Need = { feature: 'count-tokens', param: { openai: 'model', ollama: 'model', anthropic: 'model' }, what: 'counting tokens' };
 
 /** What `task` needs beyond the protocol's core, in the order a client would read the parameters. */
 export function featuresNeeded(task: Task): Need[] {
   if (task.task === 'embed') return [];
-  const needs: Need[] = [];
-  if (task.task === 'chat') {
+  const needs: Need[] = task.task === 'count' ? [COUNT] : [];
+  if (task.task === 'chat' || task.task === 'count') {
     if (task.tools?.length) needs.push(TOOLS);
     else if (task.messages.some((m) => m.role === 'tool' || m.toolCalls?.length)) needs.push(TOOL_HISTORY);
   }
-  if (task.responseFormat) needs.push(STRUCTURED);
-  if (task.task === 'chat' && task.think !== undefined) needs.push(REASONING);
+  if (task.task !== 'count' && task.responseFormat) needs.push(STRUCTURED);
+  if ((task.task === 'chat' || task.task === 'count') && task.think !== undefined) needs.push(REASONING);
   return needs;
 }
 
@@ -40,7 +43,7 @@ export function capableAgents<A extends { hello: { features?: string[] | undefin
     const next = able.filter((a) => a.hello.features?.includes(need.feature));
     if (next.length === 0) {
       const param = need.param[flavor];
-      const what = param === 'messages' ? 'tool calls and tool results in messages' : param;
+      const what = need.what ?? (param === 'messages' ? 'tool calls and tool results in messages' : param);
       const who = serving.length === 1 ? `the agent serving '${task.model}' is` : `the agents serving '${task.model}' are`;
       throw new ApiError('invalid_request', `${who} too old for ${what} (it does not announce the '${need.feature}' feature); update ${serving.length === 1 ? 'it' : 'them'}`, { param });
     }

@@ -115,6 +115,8 @@ function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
   const encoder = new TextEncoder();
   const bytes = (s: string) => encoder.encode(s).byteLength;
   if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  // Counting a prompt is not charged (see onSettled), so it reserves nothing.
+  if (task.task === 'count') return { prompt: 0, completion: 0 };
   const prompt = task.task === 'chat' ? task.messages.reduce((n, m) => n + bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_FIXED) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED;
   const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
   return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
@@ -161,7 +163,7 @@ function maxEmbedInputs(dimensions: number): number {
 function promptBytes(task: Task): number {
   const encoder = new TextEncoder();
   if (task.task === 'embed') return Math.max(...task.input.map((i) => encoder.encode(i).byteLength));
-  return encoder.encode(task.task === 'chat' ? task.messages.map((m) => m.content).join('') : task.prompt).byteLength;
+  return encoder.encode(task.task === 'complete' ? task.prompt : task.messages.map((m) => m.content).join('')).byteLength;
 }
 
 /**
@@ -652,7 +654,7 @@ export class AgentHub extends DurableObject<Env> {
     // before it ran), so concurrent requests cannot together overrun the budget or tokens per minute.
     const reservation = (ctx.reservation = admitted.reservation);
     const capped = admitted.completion < need.completion;
-    if (capped && dispatch.task.task !== 'embed') {
+    if (capped && (dispatch.task.task === 'chat' || dispatch.task.task === 'complete')) {
       dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
     }
 
@@ -736,11 +738,12 @@ export class AgentHub extends DurableObject<Env> {
         settled.resolve(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
-        const tokens = s.usage.promptTokens + s.usage.completionTokens;
-        this.#ledger.settle(reservation, tokens, Date.now());
+        // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
+        const used = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : usageTokens(s.usage);
+        this.#ledger.settle(reservation, used.promptTokens + used.completionTokens, Date.now());
         const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
         this.record({
-          ...base, agentId, device: s.device, ...usageTokens(s.usage), ttftMs: s.ttftMs, durationMs: s.durationMs,
+          ...base, agentId, device: s.device, ...used, ttftMs: s.ttftMs, durationMs: s.durationMs,
           tokensPerSecond: genMs > 0 && s.usage.completionTokens > 1 ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs) : null,
           cache: ctx.cache, status: s.status, errorCode: s.errorCode, outcome: s.outcome,
         });
