@@ -56,7 +56,7 @@ class Flow {
   #waiters: Array<() => void> = [];
   set(paused: boolean): void {
     this.#paused = paused;
-    if (!paused) this.#waiters.splice(0).forEach((w) => w());
+    if (!paused) for (const w of this.#waiters.splice(0)) w();
   }
   /** Resolves when the stream may send again (at once unless paused), or when `signal` aborts. */
   ready(signal: AbortSignal): Promise<void> {
@@ -334,7 +334,9 @@ export class Agent {
           if (writable) await writable;
         } else {
           // The last parts ride with the end when the edge takes them there: one frame fewer for every answer.
-          const tail = this.#tunnel.edgeFeatures.has('end-text') ? batch.take() : (batch.flush(), undefined);
+          let tail: ReturnType<ChunkBatch['take']>;
+          if (this.#tunnel.edgeFeatures.has('end-text')) tail = batch.take();
+          else batch.flush();
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;

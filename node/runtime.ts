@@ -76,7 +76,9 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     log,
     scheduler: { ...(config.concurrency && Object.keys(config.concurrency).length ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } } : {}), ...(config.queueLimit !== undefined ? { queueLimit: config.queueLimit } : {}) },
     onRequestDone: recordRequest,
-    onStatus: (status) => status.devices.forEach((d) => setQueueDepth(d.name, d.queued)),
+    onStatus: (status) => {
+      for (const d of status.devices) setQueueDepth(d.name, d.queued);
+    },
     loadedModels: () => activity.loaded(),
   });
   let observability: ObservabilityServer | undefined;

@@ -335,7 +335,12 @@ describe('start-up options', () => {
   test('preloaded models (also by alias) are loaded before the runtime is returned, and logged with load time and device', async () => {
     const events: ModelEvent[] = [];
     const lines: Array<Record<string, unknown>> = [];
-    const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, next) => (lines.push(JSON.parse(String(chunk))), next()) }));
+    const log = pino({ level: 'info' }, new Writable({
+      write: (chunk, _enc, next) => {
+        lines.push(JSON.parse(String(chunk)));
+        next();
+      },
+    }));
     const runtime = await createAgentRuntime({ ...base, modelsDir, preload: ['llama3', EMBED_MODEL] }, log, { onModelEvent: (e) => events.push(e) });
     try {
       const loaded = lines.filter((l) => l.loadMs !== undefined);

@@ -86,7 +86,7 @@ async function rawAgent(edge: TestEdge) {
   const waiters: Array<() => void> = [];
   ws.on('message', (d) => {
     received.push(JSON.parse(d.toString()));
-    waiters.splice(0).forEach((w) => w());
+    for (const w of waiters.splice(0)) w();
   });
   await once(ws, 'open');
   const next = async (pred: (f: any) => boolean) => {

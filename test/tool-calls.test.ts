@@ -130,7 +130,10 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     // Watch the frames the agent sends (observation only: each still goes out as before).
     const sent: AgentFrame[] = [];
     const send = agent.tunnel.send.bind(agent.tunnel);
-    agent.tunnel.send = (frame: AgentFrame) => (sent.push(frame), send(frame));
+    agent.tunnel.send = (frame: AgentFrame) => {
+      sent.push(frame);
+      return send(frame);
+    };
     let r;
     try {
       r = await openai.chat.completions.create({ model: MODEL, messages: ask, tools: TOOLS });

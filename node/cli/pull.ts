@@ -81,7 +81,7 @@ try {
     repo,
     revision: values.revision ?? 'main',
     modelsDir: path.resolve(values.models ?? process.env.NPU_RELAY_MODELS_DIR ?? 'models'),
-    token: process.env.HF_TOKEN || undefined,
+    ...(process.env.HF_TOKEN ? { token: process.env.HF_TOKEN } : {}),
     include: values.include ?? [],
     onEvent: report.onEvent,
   });

@@ -213,7 +213,7 @@ function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTem
       ? (tokenizer.apply_chat_template(plan.messages ?? task.messages, {
           // The plan's variables first, so none of them can turn off the generation prompt or the token output.
           ...plan.templateContext,
-          tools: plan.tools,
+          ...(plan.tools ? { tools: plan.tools } : {}),
           add_generation_prompt: true,
           return_dict: true,
           ...(chatTemplate ? { chat_template: chatTemplate } : {}),

@@ -16,7 +16,7 @@ const ModelName = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:\-]*$/, 'a name starts with a letter or digit and holds only letters, digits and . _ : -');
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'a name starts with a letter or digit and holds only letters, digits and . _ : -');
 
 export const AliasesFile = z.record(ModelName, ModelName);
 

@@ -181,7 +181,7 @@ export class ModelPool<T> {
   /** Unloads an idle model. Returns false when it is not loaded or a request is using it (it is never pulled away). */
   async unload(id: string): Promise<boolean> {
     const slot = this.#slots.get(id);
-    if (!slot || slot.state !== 'loaded' || slot.inUse > 0) return false;
+    if (slot?.state !== 'loaded' || slot.inUse > 0) return false;
     await this.#unload(slot, 'explicit', true);
     return true;
   }

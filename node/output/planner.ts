@@ -9,7 +9,7 @@
 import type { ChatTask, GenerateTask, ResponseFormat, ToolDef } from '../../shared/protocol/frames.ts';
 import { AgentError } from '../errors.ts';
 import { templateMessages, toolLayout } from './history.ts';
-import type { Constraint, OutputPlan, PlanOutput, StructuralTagFormat } from './plan.ts';
+import type { Constraint, PlanOutput, StructuralTagFormat } from './plan.ts';
 import { toolFormat } from './tool-formats/index.ts';
 import type { OutputTraits } from './traits.ts';
 

@@ -35,7 +35,7 @@ export interface LoadResult {
   completed: number;
   /** Wrong status, wrong body, transport errors, short streams. */
   errors: number;
-  firstError?: string;
+  firstError?: string | undefined;
   tally: Record<string, number>;
   /** Whole request (or whole stream) latency. */
   latencyMs?: Summary;

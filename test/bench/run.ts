@@ -277,7 +277,9 @@ async function edgeOverhead(stack: Stack): Promise<void> {
   const keyHash = await hashApiKey(stack.apiKey);
   const sqlBody = { requests: [{ type: 'execute', stmt: { sql: 'SELECT id, revoked_at FROM api_keys WHERE hash = ? LIMIT 1', args: [{ type: 'text', value: keyHash }] } }, { type: 'close' }] };
   const sql = await load('P sqld', { mode: 'sequential', target: { url: new URL('/v2/pipeline', stack.sqld.url).href, method: 'POST', headers: json, body: JSON.stringify(sqlBody), status: 200, expect: '"type":"ok"' }, ...p });
-  const wrongKey = await load('P wrong key', { mode: 'sequential', target: { ...chat(stack.edge.url, { ...headers(stack, true), authorization: 'Bearer sk-relay-not-a-key' }, freshChat), status: 401, tally: undefined }, ...p });
+  // A refusal carries no cache header to tally.
+  const { tally: _noTally, ...wrongKeyTarget } = chat(stack.edge.url, { ...headers(stack, true), authorization: 'Bearer sk-relay-not-a-key' }, freshChat);
+  const wrongKey = await load('P wrong key', { mode: 'sequential', target: { ...wrongKeyTarget, status: 401 }, ...p });
   const prof = (id: string, what: string, r: Measured, note: string) =>
     rows.push({ id, what, measured: `${latency(r.latencyMs!)}; ${cpuNote(r.cpu)}`, baseline: '—', delta: note, target: '—', verdict: 'info' });
   const d = (a: LoadResult, b: LoadResult) => `≈ ${(a.latencyMs!.median - b.latencyMs!.median).toFixed(2)} ms median`;

@@ -167,7 +167,7 @@ export class OpenApiSpec {
         return;
       case 'array':
         if (!Array.isArray(value)) problems.push(`${path}: expected an array`);
-        else if (schema.items) value.forEach((v, i) => this.#check(v, schema.items as Schema, `${path}[${i}]`, problems, extensions));
+        else if (schema.items) for (const [i, v] of value.entries()) this.#check(v, schema.items as Schema, `${path}[${i}]`, problems, extensions);
         return;
     }
     if (schema.type === 'object' || schema.properties) {

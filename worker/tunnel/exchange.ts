@@ -7,7 +7,7 @@
 import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import { assemble } from '../api/answer.ts';
 import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
-import { ApiError, errorResponse } from '../http/errors.ts';
+import { type ApiError, errorResponse } from '../http/errors.ts';
 
 const encoder = new TextEncoder();
 

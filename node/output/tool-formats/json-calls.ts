@@ -11,7 +11,6 @@
  * inside it is still found.
  */
 import { randomBytes } from 'node:crypto';
-import type { ToolCallDelta } from '../../../shared/protocol/frames.ts';
 import type { ToolCallParser, ToolParse } from './tool-format.ts';
 
 export interface CallBlock {

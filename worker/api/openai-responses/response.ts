@@ -84,7 +84,7 @@ export function outputItems(meta: ResponseMeta, answer: Answer, status: Status):
   if (answer.reasoning) out.push(reasoningItem(ids.reasoning, answer.reasoning, itemStatus));
   // A message even when empty, unless the model only called tools: a client reading `output_text` finds ''.
   if (answer.text || answer.toolCalls.length === 0) out.push(messageItem(ids.message, answer.text, itemStatus));
-  answer.toolCalls.forEach((c, i) => out.push(callItem(ids.call(i), c, itemStatus)));
+  for (const [i, c] of answer.toolCalls.entries()) out.push(callItem(ids.call(i), c, itemStatus));
   return out;
 }
 
