@@ -66,8 +66,43 @@ function assertCalls(got: ReturnType<typeof parse>['calls'], want: readonly Want
   assert.equal(new Set(got.map((c) => c.id)).size, got.length, 'call ids are unique');
 }
 
+/** Arguments with text from all of Unicode: accents, CJK, emoji (astral, so two UTF-16 units and four UTF-8 bytes). */
+const unicodeArgs = fc.dictionary(fc.string({ unit: 'grapheme', maxLength: 6 }), fc.string({ unit: 'grapheme', maxLength: 12 }), { minKeys: 1, maxKeys: 4 });
+
+/**
+ * The text as an engine hands it over: UTF-8 bytes cut anywhere, even inside a character, and decoded as a stream
+ * (as the detokenizer does, holding back an incomplete character), so pieces may be empty and never hold half a
+ * character.
+ */
+function byteSplit(text: string, at: readonly number[]): string[] {
+  const bytes = new TextEncoder().encode(text);
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const offsets = [...new Set(at.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const pieces: string[] = [];
+  let from = 0;
+  for (const to of [...offsets, bytes.length]) {
+    pieces.push(decoder.decode(bytes.subarray(from, to), { stream: to < bytes.length }));
+    from = to;
+  }
+  return pieces;
+}
+
 for (const family of FAMILIES) {
   describe(`${family} calls`, () => {
+    test('calls whose arguments hold any Unicode, cut at random UTF-8 byte offsets (inside characters too), parse to the same calls', () => {
+      fc.assert(
+        fc.property(fc.array(fc.record({ name, args: unicodeArgs }), { minLength: 1, maxLength: 2 }), cuts, (calls, at) => {
+          tally.runs++;
+          const text = 'Sure, für 東京 😀: ' + DOCUMENTED[family](calls);
+          const pieces = byteSplit(text, at);
+          const got = parse(family, pieces);
+          assertCalls(got.calls, calls);
+          assert.equal(got.text, 'Sure, für 東京 😀: ');
+        }),
+        { numRuns: RUNS / 2 },
+      );
+    });
+
     test('calls in the documented format, after prose, in random pieces, parse to the same calls and text', () => {
       fc.assert(
         fc.property(prose, fc.array(wanted, { minLength: 1, maxLength: 3 }), cuts, (before, calls, at) => {
