@@ -116,7 +116,10 @@ describe('API surface', () => {
       const list = await ollama.list();
       assert.deepEqual(list.models.map((m) => m.name).sort(), [`${CHAT_MODEL}:latest`, `${EMBED_MODEL}:latest`].sort());
       const show = await ollama.show({ model: CHAT_MODEL });
-      assert.deepEqual(show.capabilities, ['completion']);
+      // Every chat model takes tools (its template's format, or the generic layout); the fixture's template marks
+      // no reasoning block, so no `thinking`.
+      assert.deepEqual(show.capabilities, ['completion', 'tools']);
+      assert.deepEqual((await ollama.show({ model: EMBED_MODEL })).capabilities, ['embedding']);
       assert.equal(show.details.family, 'llama');
       const ps = await ollama.ps();
       assert.ok(ps.models.some((m) => m.name === `${CHAT_MODEL}:latest`));

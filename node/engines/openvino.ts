@@ -18,7 +18,7 @@ import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, Gener
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { CatalogEntry } from '../models/catalog.ts';
+import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { compactJson } from '../grammar/compact-json.ts';
 import { constraintSubject, planOutput } from '../output/planner.ts';
@@ -142,6 +142,7 @@ export class OpenVinoEngine implements Engine {
         kind: m.kind,
         device,
         format: 'openvino',
+        capabilities: capabilitiesOf(m),
         ...(m.family ? { family: m.family } : {}),
         ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
         ...(m.contextLength ? { contextLength: m.contextLength } : {}),

@@ -4,7 +4,7 @@
  */
 import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
-import type { CatalogEntry } from '../models/catalog.ts';
+import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { weightBytes } from '../models/weights.ts';
 import { planOutput } from '../output/planner.ts';
@@ -68,6 +68,7 @@ export class OrtEngine implements Engine {
       kind: m.kind,
       device: 'CPU',
       format: `onnx ${this.#dtype}`,
+      capabilities: capabilitiesOf(m),
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),

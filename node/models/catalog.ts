@@ -6,7 +6,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { ModelKind } from '../../shared/protocol/frames.ts';
+import type { ModelInfo, ModelKind } from '../../shared/protocol/frames.ts';
 import { traitsOf, TraitsOverride, withOverride, type OutputTraits } from '../output/traits.ts';
 import { chatTemplateText, findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
 
@@ -131,4 +131,13 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
     });
   }
   return catalog;
+}
+
+/**
+ * What a model can do, as Ollama's `/api/show` names it: every chat model takes tools (through its template, or the
+ * generic layout when the template has none), and one whose template marks a reasoning block thinks.
+ */
+export function capabilitiesOf(entry: CatalogEntry): NonNullable<ModelInfo['capabilities']> {
+  if (entry.kind === 'embedding') return ['embedding'];
+  return ['completion', 'tools', ...(entry.traits.reasoning ? (['thinking'] as const) : [])];
 }

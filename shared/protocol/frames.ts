@@ -32,6 +32,8 @@ export const ModelInfo = z.object({
   /** Weight format and precision, e.g. `onnx fp32`, `openvino int4`. */
   format: z.string().max(64).optional(),
   ownedBy: z.string().max(128).optional(),
+  /** What the model can do, in Ollama's words (`/api/show`): `completion`, `tools`, `thinking`, `embedding`. */
+  capabilities: z.array(z.enum(['completion', 'tools', 'thinking', 'embedding'])).max(8).optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 

@@ -72,7 +72,8 @@ async function show(request: IRequest, env: Env): Promise<Response> {
       ...(m.contextLength ? { [`${family}.context_length`]: m.contextLength } : {}),
       ...(m.dimensions ? { [`${family}.embedding_length`]: m.dimensions } : {}),
     },
-    capabilities: m.kind === 'embedding' ? ['embedding'] : ['completion'],
+    // An agent too old to announce its models' capabilities serves plain completions (or embeddings).
+    capabilities: m.capabilities ?? (m.kind === 'embedding' ? ['embedding'] : ['completion']),
     modified_at: new Date(found.agent.connectedAt).toISOString(),
   });
 }
