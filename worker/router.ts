@@ -63,7 +63,7 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
 }
 
 /** The inference endpoints, as usage rows name them. */
-const ENDPOINTS = new Set(['chat.completions', 'completions', 'embeddings', 'api.chat', 'api.generate', 'api.embed', 'api.embeddings', 'api.show']);
+const ENDPOINTS = new Set(['chat.completions', 'completions', 'embeddings', 'responses', 'messages', 'messages.count_tokens', 'api.chat', 'api.generate', 'api.embed', 'api.embeddings', 'api.show']);
 
 export const router = Router<IRequest, Args>({ catch: recordRejection });
 
