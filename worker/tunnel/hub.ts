@@ -352,7 +352,10 @@ export class AgentHub extends DurableObject<Env> {
     const inFlight = this.#keyLookups.get(keyHash);
     const lookup = inFlight ?? this.#lookUpKey(keyHash);
     if (known && (inFlight || this.#dbHealth.down)) return verdict(known);
-    const result = await lookup;
+    let result = await lookup;
+    // A key with nothing to fall back on gets one more try: a cold libSQL (its first connection, a Turso database
+    // waking up) can miss one deadline, and refusing a valid key for that is worse than waiting a little longer.
+    if (result === 'unreachable' && !known) result = await (this.#keyLookups.get(keyHash) ?? this.#lookUpKey(keyHash));
     if (result !== 'unreachable') return verdict(result);
     if (known) return verdict(known);
     return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
