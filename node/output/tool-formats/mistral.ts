@@ -14,7 +14,7 @@
  * special tokens: the engine must keep them when decoding for calls to be found.
  */
 import { JsonCallParser } from './json-calls.ts';
-import type { ToolFormat } from './tool-format.ts';
+import { listCallTag, type ToolFormat } from './tool-format.ts';
 
 const OPEN = '[TOOL_CALLS]';
 const ARGS = '[ARGS]';
@@ -26,12 +26,7 @@ export const mistral: ToolFormat = {
   triggers: [OPEN],
   // xgrammar needs a non-empty separator; the parser reads blocks after one another with spaces between them.
   separator: ' ',
-  callTag: (tool) => ({
-    type: 'tag',
-    begin: `${OPEN}[{"name": ${JSON.stringify(tool.name)}, "arguments": `,
-    content: { type: 'json_schema', json_schema: tool.parameters },
-    end: '}]',
-  }),
+  callTag: (tool) => listCallTag(OPEN, tool),
   createParser,
 };
 

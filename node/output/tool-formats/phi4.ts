@@ -8,7 +8,7 @@
  * The tokenizer also has `<|tool_call|>`…`<|/tool_call|>`, which some builds emit around the same JSON; both are read.
  */
 import { JsonCallParser } from './json-calls.ts';
-import type { ToolFormat } from './tool-format.ts';
+import { listCallTag, type ToolFormat } from './tool-format.ts';
 
 const OPEN = 'functools';
 
@@ -17,12 +17,7 @@ export const phi4: ToolFormat = {
   triggers: [`${OPEN}[`],
   // xgrammar needs a non-empty separator; the parser reads blocks after one another with spaces between them.
   separator: ' ',
-  callTag: (tool) => ({
-    type: 'tag',
-    begin: `${OPEN}[{"name": ${JSON.stringify(tool.name)}, "arguments": `,
-    content: { type: 'json_schema', json_schema: tool.parameters },
-    end: '}]',
-  }),
+  callTag: (tool) => listCallTag(OPEN, tool),
   createParser: () =>
     new JsonCallParser({
       blocks: [{ open: OPEN }, { open: '<|tool_call|>', close: '<|/tool_call|>' }],

@@ -31,3 +31,16 @@ export interface ToolFormat {
   callTag(tool: ToolDef): TagFormat;
   createParser(): ToolCallParser;
 }
+
+/**
+ * The grammar of one call written as a one-element JSON list after a marker, `OPEN[{"name": …, "arguments": {…}}]`:
+ * how Mistral (`[TOOL_CALLS]`) and Phi-4-mini (`functools`) write a call; several calls are several such lists.
+ */
+export function listCallTag(open: string, tool: ToolDef): TagFormat {
+  return {
+    type: 'tag',
+    begin: `${open}[{"name": ${JSON.stringify(tool.name)}, "arguments": `,
+    content: { type: 'json_schema', json_schema: tool.parameters },
+    end: '}]',
+  };
+}
