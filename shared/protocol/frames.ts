@@ -15,6 +15,15 @@ const Count = z.number().int().nonnegative();
 export const ModelKind = z.enum(['chat', 'embedding']);
 export type ModelKind = z.infer<typeof ModelKind>;
 
+/** What the agent can take: requests running plus requests waiting, beyond which the edge refuses new ones. */
+export const Capacity = z.object({
+  /** Requests that may run at once, over all devices. */
+  concurrency: z.number().int().positive(),
+  /** Requests that may wait in the agent's queue. */
+  queueLimit: Count,
+});
+export type Capacity = z.infer<typeof Capacity>;
+
 /** A model as the agent advertises it. `id` is the name clients use. */
 export const ModelInfo = z.object({
   id: z.string().min(1).max(256),
@@ -34,6 +43,21 @@ export const ModelInfo = z.object({
   ownedBy: z.string().max(128).optional(),
   /** What the model can do, in Ollama's words (`/api/show`): `completion`, `tools`, `thinking`, `embedding`. */
   capabilities: z.array(z.enum(['completion', 'tools', 'thinking', 'embedding'])).max(8).optional(),
+  /** Bytes of the model's files on disk (Ollama's `size` in `/api/tags`). */
+  sizeBytes: Count.optional(),
+  /** A digest of the model's files, `sha256:<64 hex>`: it changes when the files change. */
+  digest: z.string().max(80).optional(),
+  /** When the model's files last changed, epoch milliseconds. */
+  modifiedAt: Count.optional(),
+  /** Parameter count as Ollama writes it, e.g. `1.1B`, `135M`. */
+  parameterSize: z.string().max(16).optional(),
+  /** Weight precision as Ollama writes it, e.g. `F32`, `F16`, `Q4_0`, `INT4`. */
+  quantizationLevel: z.string().max(32).optional(),
+  /**
+   * What the model's device takes at once for this model: requests running together and waiting in the agent's
+   * queue. The edge admits and routes by it (an NPU runs one request at a time). Absent: the agent's capacity.
+   */
+  capacity: Capacity.optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -184,14 +208,31 @@ export type Usage = z.infer<typeof Usage>;
 
 // --- agent → edge -------------------------------------------------------------------------------------------
 
-/** What the agent can take: requests running plus requests waiting, beyond which the edge refuses new ones. */
-export const Capacity = z.object({
-  /** Requests that may run at once, over all devices. */
-  concurrency: z.number().int().positive(),
-  /** Requests that may wait in the agent's queue. */
-  queueLimit: Count,
+/** A model held in memory by the agent. */
+export const LoadedModel = z.object({
+  id: z.string().min(1).max(256),
+  device: z.string().max(64),
+  /** Memory the loaded model holds, bytes (Ollama's `size`; `size_vram` when the device is a GPU or NPU). */
+  bytes: Count,
+  /** When keep-alive unloads it, epoch milliseconds; null while it is pinned or in use for ever (`keep_alive: -1`). */
+  expiresAt: Count.nullable(),
+  /** Context window it was loaded with, tokens. */
+  contextLength: Count.optional(),
+  loadedAt: Count.optional(),
 });
-export type Capacity = z.infer<typeof Capacity>;
+export type LoadedModel = z.infer<typeof LoadedModel>;
+
+/** A model being loaded or compiled for its device (NPU compilation of a 1–8B model takes minutes). */
+export const LoadProgress = z.object({
+  model: z.string().min(1).max(256),
+  device: z.string().max(64),
+  phase: z.enum(['load', 'compile']),
+  startedAt: Count,
+  /** 0..1 where the engine reports it. */
+  fraction: z.number().min(0).max(1).optional(),
+});
+export type LoadProgress = z.infer<typeof LoadProgress>;
+
 
 export const HelloFrame = z.object({
   type: z.literal('hello'),
@@ -217,9 +258,11 @@ export const HelloFrame = z.object({
  * - `tools`: tasks with `tools`/`toolChoice`, tool calls in history, `toolCalls` deltas;
  * - `structured-output`: tasks with `responseFormat` (constrained decoding);
  * - `reasoning`: tasks with `think`, `reasoning` deltas;
- * - `count-tokens`: `count` tasks.
+ * - `count-tokens`: `count` tasks;
+ * - `manage`: `manage` frames (load, unload, pull, delete, copy), answered with `progress`* then `managed` or
+ *   `error`; the agent sends `models` when its model list changes.
  */
-export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens'] as const;
+export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens', 'manage'] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */
@@ -233,8 +276,46 @@ export const StatusFrame = z.object({
   devices: z
     .array(z.object({ name: z.string().max(64), running: Count, queued: Count, loadedModels: z.array(z.string().max(256)).max(1024) }))
     .max(64),
+  /** Models loaded in memory now (Ollama's `/api/ps`), on either engine. */
+  loaded: z.array(LoadedModel).max(1024).optional(),
+  /** Loads and compilations under way, so waiting clients and the dashboard can say what is happening. */
+  loading: z.array(LoadProgress).max(64).optional(),
+  /** Requests waiting per model (the agent's queue), so the edge can route by expected wait. */
+  queuedByModel: z.record(z.string().max(256), Count).optional(),
 });
 export type StatusFrame = z.infer<typeof StatusFrame>;
+
+/**
+ * The agent's model list changed (a pull finished, a model was deleted or copied, the models folder changed): the
+ * whole new list, replacing the hello's. Only from agents announcing `manage`.
+ */
+export const ModelsFrame = z.object({
+  type: z.literal('models'),
+  models: z.array(ModelInfo).max(1024),
+});
+export type ModelsFrame = z.infer<typeof ModelsFrame>;
+
+/** A step of a `manage` operation (Ollama's pull progress lines): what is happening, and bytes done of bytes total. */
+export const ProgressFrame = z.object({
+  type: z.literal('progress'),
+  id: Id,
+  status: z.string().max(256),
+  digest: z.string().max(128).optional(),
+  total: Count.optional(),
+  completed: Count.optional(),
+});
+export type ProgressFrame = z.infer<typeof ProgressFrame>;
+
+/** The successful end of a `manage` operation (a failure ends with an `error` frame carrying the id). */
+export const ManagedFrame = z.object({
+  type: z.literal('managed'),
+  id: Id,
+  /** load: milliseconds the load took (0 when the model was already loaded). */
+  loadDurationMs: z.number().nonnegative().optional(),
+  /** unload: whether the model was loaded. */
+  wasLoaded: z.boolean().optional(),
+});
+export type ManagedFrame = z.infer<typeof ManagedFrame>;
 
 /**
  * A piece of a tool call as it streams: the first piece of a call has its `id` and `name`, later pieces carry
@@ -347,8 +428,30 @@ export const CancelFrame = z.object({
   reason: z.string().max(256).optional(),
 });
 
-export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, StatusFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame]);
-export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, FlowFrame, ErrorFrame, PingFrame, PongFrame]);
+/**
+ * Model management (Ollama's load/unload by an empty request, `/api/pull`, `/api/delete`, `/api/copy`), sent to
+ * agents announcing `manage`. The agent answers with `progress` frames, then `managed` or an `error` with the id.
+ * `cancel` with the id stops a pull.
+ */
+export const ManageOp = z.discriminatedUnion('action', [
+  z.object({ action: z.literal('load'), model: z.string().min(1).max(256), keepAliveMs: z.number().int().min(-1).optional() }),
+  z.object({ action: z.literal('unload'), model: z.string().min(1).max(256) }),
+  /** `model`: what to fetch (a Hugging Face repo id, or a default model's name); `name`: the id to serve it as. */
+  z.object({ action: z.literal('pull'), model: z.string().min(1).max(256), name: z.string().min(1).max(256).optional() }),
+  z.object({ action: z.literal('delete'), model: z.string().min(1).max(256) }),
+  z.object({ action: z.literal('copy'), source: z.string().min(1).max(256), destination: z.string().min(1).max(256) }),
+]);
+export type ManageOp = z.infer<typeof ManageOp>;
+
+export const ManageFrame = z.object({
+  type: z.literal('manage'),
+  id: Id,
+  op: ManageOp,
+});
+export type ManageFrame = z.infer<typeof ManageFrame>;
+
+export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, StatusFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame, ModelsFrame, ProgressFrame, ManagedFrame]);
+export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, FlowFrame, ErrorFrame, PingFrame, PongFrame, ManageFrame]);
 
 export type HelloFrame = z.infer<typeof HelloFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;
