@@ -71,6 +71,9 @@ class Flow {
 /** What one chunk frame carries: answer text, its tokens, and the typed parts beside it. */
 type ChunkParts = Pick<ChunkFrame, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>;
 
+/** How long the agent waits for a first token before sending the prompt's count on a chunk of its own. */
+const PROMPT_NOTICE_MS = 200;
+
 /**
  * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
  * one token per forward pass, so this changes nothing there; a fast engine (or a burst after a pause) no longer
@@ -302,7 +305,17 @@ export class Agent {
     let completionTokens = 0;
     let outcome: RequestRecord['outcome'] = 'ok';
     let release: (() => void) | undefined;
-    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts }));
+    // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
+    // so the edge has it for the usage row even if this process dies before the first token.
+    let promptNotice: { tokens: number; timer: ReturnType<typeof setTimeout> } | undefined;
+    const takePromptNotice = () => {
+      if (!promptNotice) return {};
+      clearTimeout(promptNotice.timer);
+      const promptTokens = promptNotice.tokens;
+      promptNotice = undefined;
+      return { promptTokens };
+    };
+    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts, ...takePromptNotice() }));
     try {
       if (body.task === 'count') {
         // Tokenising takes no device slot: waiting in the queue behind whole generations would make a count slow.
@@ -323,7 +336,11 @@ export class Agent {
         return;
       }
       for await (const event of this.#engine.generate(body, signal)) {
-        if (event.type === 'delta') {
+        if (event.type === 'prompt') {
+          promptTokens = event.promptTokens;
+          const timer = setTimeout(() => this.#send({ type: 'chunk', id, text: '', tokens: 0, ...takePromptNotice() }), PROMPT_NOTICE_MS);
+          promptNotice = { tokens: event.promptTokens, timer };
+        } else if (event.type === 'delta') {
           ttftMs ??= performance.now() - started;
           completionTokens += event.tokens;
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
@@ -359,6 +376,7 @@ export class Agent {
         this.#send({ type: 'error', id, code, message, usage: { promptTokens, completionTokens } });
       }
     } finally {
+      if (promptNotice) clearTimeout(promptNotice.timer);
       release?.();
       if (frame.keepAliveMs !== undefined) this.#engine.touch?.(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;

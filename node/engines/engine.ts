@@ -24,7 +24,17 @@ export interface GenerationDone {
   device: string;
 }
 
-export type GenerationEvent = TextDelta | GenerationDone;
+/**
+ * The prompt's token count, known once it is tokenized and before anything is generated: the agent passes it to
+ * the edge early, so a request whose agent dies or times out mid-way still has its prompt tokens on the usage row.
+ * At most one, before the first delta; optional for an engine (the count also comes with `done`).
+ */
+export interface PromptCounted {
+  type: 'prompt';
+  promptTokens: number;
+}
+
+export type GenerationEvent = TextDelta | PromptCounted | GenerationDone;
 
 export interface EmbeddingResult {
   /** One vector per input, in input order. */

@@ -254,6 +254,7 @@ export class OpenVinoEngine implements Engine {
     const maxNewTokens = Math.min(task.sampling.maxTokens, limits.total - promptTokens);
 
     const events = new Channel<GenerationEvent>();
+    events.push({ type: 'prompt', promptTokens });
     const stops = new StopSequences(task.sampling.stop);
     // The streamer is called with text, not tokens: GenAI's text streamer holds back a few tokens (and incomplete
     // UTF-8) before calling it. Each call counts as one token for the deltas; the total is corrected from the

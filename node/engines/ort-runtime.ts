@@ -258,6 +258,7 @@ export async function* generate(
   const matcher = plan.constraint ? await grammar.matcher(plan.constraint, constraintSubject(task)) : undefined;
 
   const events = new Channel<GenerationEvent>();
+  events.push({ type: 'prompt', promptTokens });
   const stops = new StopSequences(task.sampling.stop);
   const detok = new Detokenizer((ids) => tokenizer.decode(ids as bigint[], { skip_special_tokens: true }));
   let completionTokens = 0;

@@ -30,6 +30,13 @@ export async function runGenerate(engine: Engine, task: ChatTask | CompleteTask,
   const done = events.at(-1);
   assert.equal(done?.type, 'done', 'the last event is done');
   assert.equal(events.filter((e) => e.type === 'done').length, 1, 'exactly one done event');
+  // The prompt's count comes before any token, and is the count the usage reports.
+  const prompts = events.filter((e) => e.type === 'prompt');
+  assert.ok(prompts.length <= 1, 'at most one prompt event');
+  if (prompts[0]) {
+    assert.ok(events.indexOf(prompts[0]) < Math.max(0, events.findIndex((e) => e.type === 'delta')) || deltas.length === 0, 'the prompt count comes before the first delta');
+    assert.equal(prompts[0].promptTokens, (done as Done).usage.promptTokens, 'the early prompt count equals the usage');
+  }
   return { text: deltas.map((d) => d.text).join(''), deltas, done: done as Done };
 }
 

@@ -51,7 +51,7 @@ export class PacedEngine implements Engine {
       for await (const event of this.#inner.generate(task, signal)) {
         if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, this.delayMs));
         if (event.type === 'delta') run.produced.push(performance.now());
-        else run.done = event;
+        else if (event.type === 'done') run.done = event;
         yield event;
       }
     } finally {

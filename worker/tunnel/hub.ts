@@ -30,11 +30,12 @@ import { decodeDispatch } from './dispatch.ts';
 import type { Exchange } from './exchange.ts';
 import { ExchangeTable } from './exchange-table.ts';
 import { HubDatabase } from './hub-database.ts';
+import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { Ledger, type RefusalCount } from './ledger.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
-import type { UsageRow } from './usage-row.ts';
+import { usageRow, type UsageRow } from './usage-row.ts';
 
 export type { Authorization } from './key-gate.ts';
 export type { Dispatch } from './dispatch.ts';
@@ -68,13 +69,17 @@ export class AgentHub extends DurableObject<Env> {
     const config = (): EdgeConfig => edgeConfig(this.env);
     const db = new HubDatabase(config);
     const ledger = new Ledger(ctx.storage.sql);
+    const inFlight = new InFlightLog(ctx.storage.sql);
     this.#exchanges = new ExchangeTable({
       config,
       cancel: (ex: Exchange, reason: string) => {
         const ws = this.#registry.socketOf(ex.connId);
         if (ws) sendFrame(ws, { type: 'cancel', id: ex.id, reason });
       },
-      onTick: (now) => this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0),
+      onTick: (now) => {
+        this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0);
+        inFlight.checkpoint(now, this.#exchanges.values());
+      },
     });
     this.#registry = new AgentRegistry(ctx, config, (connId, why) => this.#exchanges.failConnection(connId, why));
     this.#frames = new AgentFrames(this.#registry, this.#exchanges);
@@ -83,8 +88,9 @@ export class AgentHub extends DurableObject<Env> {
     this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);
     this.#flow = new RequestFlow({
       keys: this.#keys, ledger, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
-      outbox: this.#outbox, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
+      outbox: this.#outbox, inFlight, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
     });
+    for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, ledger);
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -182,6 +188,21 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     this.#connectionEnded(ws, `the agent's connection failed: ${String(error)}`);
+  }
+
+  /**
+   * A request that was in flight when the previous instance of this object died: its usage row, with the tokens
+   * last checkpointed, and its reservation settled to them.
+   */
+  #recover(o: Orphan, ledger: Ledger): void {
+    const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
+    ledger.settle(o.reservation, used.promptTokens + used.completionTokens, Date.now());
+    const settlement = {
+      status: 502, outcome: 'error' as const, errorCode: 'edge_restarted', finishReason: null, usage: used, device: null, ttftMs: null,
+      durationMs: Math.max(0, o.updatedAt - o.base.at), chunks: [],
+    };
+    this.#outbox.record(usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }));
+    console.warn(`request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`);
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

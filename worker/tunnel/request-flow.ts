@@ -18,6 +18,7 @@ import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from
 import type { Dispatch } from './dispatch.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
+import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
@@ -30,6 +31,7 @@ export interface RequestFlowDeps {
   registry: AgentRegistry;
   exchanges: ExchangeTable;
   outbox: UsageOutbox;
+  inFlight: InFlightLog;
   responses: ResponseStore;
   waitUntil: (p: Promise<unknown>) => void;
 }
@@ -128,6 +130,7 @@ export class RequestFlow {
       onClientGone: (ex) => sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
       onFlow: (ex, pause) => sendFrame(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
+        d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
@@ -142,6 +145,7 @@ export class RequestFlow {
     progress.reservation = undefined;
     progress.flight = undefined;
     d.exchanges.add(exchange);
+    d.inFlight.begin(base, agentId, cache, reservation);
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
