@@ -55,6 +55,8 @@ export interface ExchangeOptions {
   /** Called when the client falls behind (pause) and when it has caught up (resume). */
   onFlow?: (exchange: Exchange, pause: boolean) => void;
   onSettled: (settlement: Settlement) => void;
+  /** Each piece of the answer as it comes (for twins of this request that stream along with it). */
+  onAnswerChunk?: (chunk: AnswerChunk) => void;
 }
 
 export class Exchange {
@@ -114,6 +116,7 @@ export class Exchange {
     this.#completionTokens += frame.tokens;
     const chunk: AnswerChunk = { text: frame.text, tokens: frame.tokens, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}) };
     this.#chunks.push(chunk);
+    this.#options.onAnswerChunk?.(chunk);
     if (this.stream) {
       const events = this.#sse!.delta(chunk);
       if (events) this.#write(events);

@@ -21,6 +21,7 @@ import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
 
@@ -104,10 +105,27 @@ export class RequestFlow {
     progress.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
     const base: RowBase = { id: req.id, at: req.at, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
 
-    // Single flight: the first of identical in-flight requests leads; a twin follows its result, else the cache.
+    // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
+    // taking its result), else the cache.
     const flight = (progress.flight = d.cache.flight(ck, dispatch.noCache));
     if (ck && !dispatch.noCache) {
-      const hit = flight.leader ? await flight.leader.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
+      if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
+        const followed = await followLeader(flight.leader, format, meta, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        if (followed) {
+          progress.cache = 'HIT';
+          const reservation = progress.reservation;
+          progress.reservation = undefined;
+          const keep = this.#keep(dispatch, key.tenant, meta);
+          void followed.ended.then((s) => {
+            const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+            d.ledger.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
+            d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
+            keep?.(served ? answerOf(s) : undefined);
+          });
+          return followed.response;
+        }
+      }
+      const hit = flight.leader ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
       if (hit) {
         progress.cache = 'HIT';
         d.ledger.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
@@ -127,7 +145,11 @@ export class RequestFlow {
       id: req.id, connId, agentId, format, meta, stream: dispatch.stream,
       // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
       headers: { 'x-npu-relay-cache': cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
-      onClientGone: (ex) => sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
+      // While twins stream along with this request, its generation serves them: it runs on without its own client.
+      onClientGone: (ex) => {
+        if (!flight.followed()) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
+      },
+      onAnswerChunk: (chunk) => flight.publish(chunk),
       onFlow: (ex, pause) => sendFrame(ws, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
         d.inFlight.end(req.id);
