@@ -16,7 +16,7 @@ export interface KeyRecord {
   revokedAt: number | null;
 }
 
-/** A usage row as written to libSQL (see shared/db/schema.ts). */
+/** A usage row as written to libSQL (see worker/db/schema.ts). */
 export interface UsageRow {
   id: string;
   at: number;
