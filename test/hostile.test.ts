@@ -367,6 +367,24 @@ describe('hostile requests', () => {
     }
   });
 
+  test('a template refusal in a stream ends it with an error the client raises, naming the refusal', async () => {
+    // The stream's headers are sent when the request is dispatched, before the agent renders the template, so the
+    // refusal arrives as the dialect's error event (OpenAI `error` data, Ollama `{"error"}` line) rather than a status.
+    const openai = edge.openai();
+    await assert.rejects(
+      (async () => {
+        for await (const _ of await openai.chat.completions.create({ model: CHAT_MODEL, messages: twoUserTurns as never, max_tokens: 2, stream: true })) {
+          // read to the end
+        }
+      })(),
+      (e: unknown) => e instanceof Error && TEMPLATE_REFUSAL.test(e.message),
+    );
+    const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...ollamaChat, messages: twoUserTurns, stream: true }) });
+    const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { error?: string; done?: boolean });
+    assert.match(lines.at(-1)?.error ?? '', TEMPLATE_REFUSAL);
+    assert.ok(!lines.some((l) => l.done), 'no line claims the answer is done');
+  });
+
   test('thinking off, or left out, on a model that does not think is served', async () => {
     const ok = async (path: string, body: unknown) => {
       const res = await fetch(new URL(path, edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
