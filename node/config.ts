@@ -40,26 +40,6 @@ export class ConfigError extends Error {
   }
 }
 
-/**
- * What every CLI does with its arguments: a ConfigError is printed as `npu-relay <command>: …` and exits 2, no
- * options left to act on (`--help`) prints `help` and exits 0; anything else is the parsed value.
- */
-export function readCommandLineOrExit<T>(command: string, help: string, read: () => T | undefined): T {
-  let value: T | undefined;
-  try {
-    value = read();
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(`npu-relay ${command}: ${err.message}`);
-    process.exit(2);
-  }
-  if (value === undefined) {
-    console.log(help);
-    process.exit(0);
-  }
-  return value;
-}
-
 export const AGENT_HELP = `Usage: npm run agent -- [options]
 
 Connects this machine's inference engine to an npu-relay edge over an outbound WebSocket.

@@ -1,0 +1,126 @@
+/**
+ * The edge's libSQL schema (drizzle), in shared/ because the agent-side CLIs (`npm run keys`) write the same tables.
+ * Migrations in `migrations/` are generated from this file by drizzle-kit (`npm run db:generate`); never edit the SQL
+ * by hand.
+ */
+import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import type { ChatMessage, ChunkFrame } from '../protocol/frames.ts';
+
+/** What a cache entry keeps of each chunk: its parts and the tokens that produced them (the edge's AnswerChunk). */
+type StoredChunk = Pick<ChunkFrame, 'text' | 'reasoning' | 'toolCalls' | 'tokens'>;
+
+/** Client API keys. Only a SHA-256 hash of the secret is stored; `prefix` lets humans tell keys apart. */
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    /** The key's owner for caching: requests from keys of one tenant may share cache entries. */
+    tenant: text('tenant').notNull(),
+    prefix: text('prefix').notNull(),
+    hash: text('hash').notNull().unique(),
+    /** Models this key may use (JSON array); null means all. */
+    models: text('models', { mode: 'json' }).$type<string[] | null>(),
+    rpm: integer('rpm'),
+    tpm: integer('tpm'),
+    /** Tokens (prompt + completion) the key may use per calendar month (UTC). */
+    monthlyTokenBudget: integer('monthly_token_budget'),
+    /**
+     * May change how long models stay loaded for everyone: Ollama's `keep_alive: 0` (unload now) and `-1` (never
+     * unload). Other keys' keep_alive 0 or below is refused (403).
+     */
+    manageModels: integer('manage_models', { mode: 'boolean' }).notNull().default(false),
+    createdAt: integer('created_at').notNull(),
+    revokedAt: integer('revoked_at'),
+  },
+  (t) => [index('api_keys_tenant').on(t.tenant)],
+);
+
+/** One row per client request, whatever its outcome. */
+export const usage = sqliteTable(
+  'usage',
+  {
+    id: text('id').primaryKey(),
+    at: integer('at').notNull(),
+    keyId: text('key_id'),
+    model: text('model'),
+    endpoint: text('endpoint').notNull(),
+    agentId: text('agent_id'),
+    device: text('device'),
+    promptTokens: integer('prompt_tokens').notNull().default(0),
+    completionTokens: integer('completion_tokens').notNull().default(0),
+    ttftMs: integer('ttft_ms'),
+    durationMs: integer('duration_ms').notNull(),
+    tokensPerSecond: integer('tokens_per_second'),
+    /** HIT, MISS or BYPASS; null when the request never got that far. */
+    cache: text('cache'),
+    status: integer('status').notNull(),
+    errorCode: text('error_code'),
+    /** ok, error, cancelled or rejected. */
+    outcome: text('outcome').notNull(),
+    /**
+     * Requests this row stands for: 1, except the per-minute counter rows of requests refused for a missing or
+     * unknown API key (`refused-…` ids), which are counted in aggregate so strangers cannot make the edge write a row
+     * each. Aggregations sum this column rather than counting rows.
+     */
+    requests: integer('requests').notNull().default(1),
+  },
+  (t) => [
+    // (at, id) rather than (at) alone: the dashboard's export pages through rows in (at, id) order (keyset
+    // pagination), which this index serves without a sort; range queries on `at` use it as before.
+    index('usage_at_id').on(t.at, t.id),
+    index('usage_key_at').on(t.keyId, t.at),
+    index('usage_model_at').on(t.model, t.at),
+  ],
+);
+
+/**
+ * Exact-match response cache. `chunks` keeps the original streaming chunking so a hit replays the same stream; it is
+ * JSON text, so the typed parts a chunk may carry (reasoning, tool-call pieces) are stored without a migration.
+ */
+export const cacheEntries = sqliteTable(
+  'cache_entries',
+  {
+    key: text('key').primaryKey(),
+    tenant: text('tenant').notNull(),
+    endpoint: text('endpoint').notNull(),
+    model: text('model').notNull(),
+    chunks: text('chunks', { mode: 'json' }).$type<StoredChunk[]>().notNull(),
+    /** For embedding requests: the vectors, in input order. */
+    embeddings: text('embeddings', { mode: 'json' }).$type<number[][] | null>(),
+    finishReason: text('finish_reason').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+    /** Of the completion tokens, those spent reasoning; null when the model did not reason. */
+    reasoningTokens: integer('reasoning_tokens'),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('cache_expires').on(t.expiresAt)],
+);
+
+/**
+ * Stored OpenAI Responses API responses (`store: true`), readable only by keys of the tenant that made them, until
+ * `expires_at` (NPU_RELAY_RESPONSES_TTL_S).
+ */
+export const storedResponses = sqliteTable(
+  'responses',
+  {
+    id: text('id').primaryKey(),
+    tenant: text('tenant').notNull(),
+    model: text('model').notNull(),
+    status: text('status').notNull(),
+    /** The response object as `GET /v1/responses/{id}` returns it: output items, usage, status, request parameters. */
+    response: text('response', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** The request's own input items, with ids, as `GET /v1/responses/{id}/input_items` lists them. */
+    inputItems: text('input_items', { mode: 'json' }).$type<Array<Record<string, unknown>>>().notNull(),
+    /**
+     * The conversation up to and including this response as chat messages, without its instructions (they are not
+     * carried over): what a request with `previous_response_id` continues from.
+     */
+    history: text('history', { mode: 'json' }).$type<ChatMessage[]>().notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (t) => [index('responses_tenant').on(t.tenant), index('responses_expires').on(t.expiresAt)],
+);
