@@ -8,7 +8,7 @@ import type { FinishReason, Task } from '../../shared/protocol/frames.ts';
 import type { AnswerChunk } from '../api/format.ts';
 import type { CachedAnswer } from '../api/replay.ts';
 import type { EdgeConfig } from '../config.ts';
-import { cacheEntries } from '../db/schema.ts';
+import { cacheEntries } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import { HotCache } from './hot-cache.ts';
 import type { HubDatabase } from './hub-database.ts';

@@ -3,7 +3,7 @@
  * got to (refused before it ran, answered from the cache, or relayed to an agent). Typed from the drizzle table, so
  * a column added there is a compile error here until it is filled in.
  */
-import type { usage } from '../db/schema.ts';
+import type { usage } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import type { RefusalCount } from './ledger.ts';
 
