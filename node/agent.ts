@@ -191,13 +191,16 @@ export class Agent {
   async start(): Promise<void> {
     this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
-    this.#scheduler.onChange(() => {
-      this.#statusDue ??= setTimeout(() => {
-        this.#statusDue = undefined;
-        this.#sendStatus();
-      }, STATUS_DEBOUNCE_MS);
-    });
+    this.#scheduler.onChange(() => this.statusChanged());
     await this.#tunnel.start();
+  }
+
+  /** Sends a status soon (debounced): the load changed, or a model started or finished loading. */
+  statusChanged(): void {
+    this.#statusDue ??= setTimeout(() => {
+      this.#statusDue = undefined;
+      this.#sendStatus();
+    }, STATUS_DEBOUNCE_MS);
   }
 
   /** Requests admitted and not yet finished (running or queued). */
@@ -218,7 +221,10 @@ export class Agent {
   status(): StatusFrame {
     const s = this.#scheduler.status();
     const byName = new Map(s.devices.map((d) => [d.name, d]));
+    // Loads and compilations under way, on either engine: a waiting client's keep-alives can say what is happening.
+    const loading = this.#engine.loading();
     return {
+      ...(loading.length ? { loading } : {}),
       type: 'status',
       running: s.running,
       queued: s.queued,
@@ -360,7 +366,7 @@ export class Agent {
       }
     } finally {
       release?.();
-      if (frame.keepAliveMs !== undefined) this.#engine.touch?.(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
+      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;
       this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
     }
