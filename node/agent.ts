@@ -30,7 +30,7 @@ export interface AgentOptions {
   onRequestDone?: (done: RequestRecord) => void;
   /** Observes each status heartbeat (for metrics). */
   onStatus?: (status: StatusFrame) => void;
-  /** The models loaded right now, for the heartbeat. */
+  /** The models loaded right now, for the heartbeat; the engine's own report when absent. */
   loadedModels?: () => Array<{ id: string; device?: string | undefined }>;
 }
 
@@ -234,7 +234,7 @@ export class Agent {
         name: d.name,
         running: byName.get(d.name)?.running ?? 0,
         queued: byName.get(d.name)?.queued ?? 0,
-        loadedModels: (this.#options.loadedModels?.() ?? []).filter((m) => m.device === d.name).map((m) => m.id),
+        loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded()).filter((m) => m.device === d.name).map((m) => m.id),
       })),
     };
   }
