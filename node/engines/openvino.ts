@@ -194,7 +194,6 @@ export class OpenVinoEngine implements Engine {
         ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
         ...(m.contextLength ? { contextLength: m.contextLength } : {}),
         ...(Number.isFinite(maxPromptTokens) ? { maxPromptTokens } : {}),
-        ...(m.weights?.openvino ? { sizeBytes: m.weights.openvino } : {}),
         // A pipeline runs one call at a time on any device (the turn queue), whatever the scheduler would allow.
         ...(capacity ? { capacity: { concurrency: 1, queueLimit: capacity.queueLimit } } : {}),
       };

@@ -76,7 +76,6 @@ export class OrtEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
-      ...(m.weights?.onnx?.[this.#dtype] ? { sizeBytes: m.weights.onnx[this.#dtype] } : {}),
       ...(capacity ? { capacity } : {}),
     }));
   }
