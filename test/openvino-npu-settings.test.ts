@@ -153,6 +153,23 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
     }
   });
 
+  test('a load that falls back from the NPU reports the device it compiles for now', async () => {
+    const { runtime, engine } = engineOn(['CPU', 'GPU', 'NPU'], {}, { NPU: 'NPU driver too old for this model' });
+    const release = runtime.holdCompiles();
+    try {
+      const preloading = engine.preload('qwen-npu');
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(engine.loading().map((l) => [l.model, l.device]), [['qwen-npu', 'GPU']]);
+      release();
+      await preloading;
+      assert.equal(engine.loaded()[0]?.device, 'GPU');
+      assert.equal(engine.models().find((m) => m.id === 'qwen-npu')?.device, 'GPU');
+    } finally {
+      release();
+      await engine.close();
+    }
+  });
+
   test('the agent reads the NPU settings, the data folder and the cache from flags and environment', () => {
     const env = { NPU_RELAY_AGENT_TOKEN: 't' };
     const defaults = agentConfig([], env)!;

@@ -206,7 +206,7 @@ export class OpenVinoEngine implements Engine {
    * cooldown after a failed load, and load events.
    */
   #acquire<P extends LLMPipeline | EmbeddingPipeline>(entry: CatalogEntry): Promise<Loaded<P>> {
-    return this.#pool.acquire(entry.id, () => this.#load(entry), {
+    return this.#pool.acquire(entry.id, (onDevice) => this.#load(entry, onDevice), {
       device: this.devices[0]?.name,
       phase: 'compile',
       estimateBytes: () => entry.weights?.openvino ?? 0,
@@ -214,14 +214,17 @@ export class OpenVinoEngine implements Engine {
     }) as Promise<Loaded<P>>;
   }
 
-  async #load(entry: CatalogEntry): Promise<{ handle: Loaded; bytes: number; device: string }> {
+  async #load(entry: CatalogEntry, onDevice: (device: string) => void): Promise<{ handle: Loaded; bytes: number; device: string }> {
     try {
       for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
         await access(path.join(entry.dir, file)).catch(() => {
           throw new EngineError(`model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`);
         });
       }
-      const compile = entry.kind === 'chat' ? (d: string) => this.#compileLLM(entry, d) : (d: string) => this.#compileEmbedder(entry, d);
+      const compile = (d: string) => {
+        onDevice(d);
+        return entry.kind === 'chat' ? this.#compileLLM(entry, d) : this.#compileEmbedder(entry, d);
+      };
       const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({ available: this.#available, choice: this.#choice, what: `model '${entry.id}'`, compile, log: this.#log });
       // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
       const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);

@@ -13,6 +13,12 @@ export interface LoadedModel<T> {
   device?: string | undefined;
 }
 
+/**
+ * Loads a model. `onDevice` says which device the load is trying now (an OpenVINO load falls back from the NPU to a
+ * GPU to the CPU), so a report of the load in progress names it.
+ */
+export type Loader<T> = (onDevice: (device: string) => void) => Promise<LoadedModel<T>>;
+
 export interface AcquireOptions {
   /**
    * The memory the model will hold, known before loading it (its weight files on disk), so that idle models can be
@@ -153,7 +159,7 @@ export class ModelPool<T> {
    * Returns the model, loading it first if needed, and counts it as in use until `release(id)`. Concurrent calls
    * for a model that is not loaded yet share one load. Within the cooldown after a failed load, rejects at once.
    */
-  async acquire(id: string, load: () => Promise<LoadedModel<T>>, options: AcquireOptions = {}): Promise<T> {
+  async acquire(id: string, load: Loader<T>, options: AcquireOptions = {}): Promise<T> {
     let slot = this.#slots.get(id);
     if (!slot) {
       const failure = this.#failures.get(id);
@@ -188,7 +194,7 @@ export class ModelPool<T> {
   }
 
   /** Runs `fn` with the model acquired, and releases it however `fn` ends. */
-  async use<R>(id: string, load: () => Promise<LoadedModel<T>>, fn: (handle: T) => R | Promise<R>, options?: AcquireOptions): Promise<R> {
+  async use<R>(id: string, load: Loader<T>, fn: (handle: T) => R | Promise<R>, options?: AcquireOptions): Promise<R> {
     const handle = await this.acquire(id, load, options);
     try {
       return await fn(handle);
@@ -274,7 +280,7 @@ export class ModelPool<T> {
     return used;
   }
 
-  #startLoad(id: string, load: () => Promise<LoadedModel<T>>, options: AcquireOptions): Slot<T> {
+  #startLoad(id: string, load: Loader<T>, options: AcquireOptions): Slot<T> {
     const slot: Slot<T> = {
       id,
       state: 'loading',
@@ -296,7 +302,7 @@ export class ModelPool<T> {
         const estimate = (await options.estimateBytes?.()) ?? 0;
         this.#onEvent({ type: 'load-start', model: id, device: options.device, estimatedBytes: estimate });
         await this.#reserve(slot, estimate);
-        const loaded = await load();
+        const loaded = await load((device) => (slot.device = device));
         slot.handle = loaded.handle;
         slot.bytes = loaded.bytes;
         slot.device = loaded.device ?? slot.device;
