@@ -30,7 +30,7 @@ export interface AgentOptions {
   onRequestDone?: (done: RequestRecord) => void;
   /** Observes each status heartbeat (for metrics). */
   onStatus?: (status: StatusFrame) => void;
-  /** The models loaded right now, for the heartbeat. */
+  /** The models loaded right now, for the heartbeat; the engine's own report when absent. */
   loadedModels?: () => Array<{ id: string; device?: string | undefined }>;
 }
 
@@ -194,13 +194,16 @@ export class Agent {
   async start(): Promise<void> {
     this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
-    this.#scheduler.onChange(() => {
-      this.#statusDue ??= setTimeout(() => {
-        this.#statusDue = undefined;
-        this.#sendStatus();
-      }, STATUS_DEBOUNCE_MS);
-    });
+    this.#scheduler.onChange(() => this.statusChanged());
     await this.#tunnel.start();
+  }
+
+  /** Sends a status soon (debounced): the load changed, or a model started or finished loading. */
+  statusChanged(): void {
+    this.#statusDue ??= setTimeout(() => {
+      this.#statusDue = undefined;
+      this.#sendStatus();
+    }, STATUS_DEBOUNCE_MS);
   }
 
   /** Requests admitted and not yet finished (running or queued). */
@@ -221,7 +224,10 @@ export class Agent {
   status(): StatusFrame {
     const s = this.#scheduler.status();
     const byName = new Map(s.devices.map((d) => [d.name, d]));
+    // Loads and compilations under way, on either engine: a waiting client's keep-alives can say what is happening.
+    const loading = this.#engine.loading();
     return {
+      ...(loading.length ? { loading } : {}),
       type: 'status',
       running: s.running,
       queued: s.queued,
@@ -231,7 +237,7 @@ export class Agent {
         name: d.name,
         running: byName.get(d.name)?.running ?? 0,
         queued: byName.get(d.name)?.queued ?? 0,
-        loadedModels: (this.#options.loadedModels?.() ?? []).filter((m) => m.device === d.name).map((m) => m.id),
+        loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded()).filter((m) => m.device === d.name).map((m) => m.id),
       })),
     };
   }
@@ -378,7 +384,7 @@ export class Agent {
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
       release?.();
-      if (frame.keepAliveMs !== undefined) this.#engine.touch?.(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
+      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;
       this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
     }

@@ -168,7 +168,7 @@ try {
     say: (line) => console.log(`npu-relay: ${line}`),
   });
   const log = createLogger(config.logLevel, { agentId: 'local' });
-  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, logLevel: config.logLevel }, log);
+  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel }, log);
   await runtime.agent.start();
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);

@@ -58,6 +58,18 @@ export class PacedEngine implements Engine {
       run.endedAt = performance.now();
     }
   }
+  preload(id: string) {
+    return this.#inner.preload(id);
+  }
+  touch(id: string, keepAliveMs?: number) {
+    return this.#inner.touch(id, keepAliveMs);
+  }
+  loaded() {
+    return this.#inner.loaded();
+  }
+  loading() {
+    return this.#inner.loading();
+  }
   close() {
     return this.#inner.close();
   }
