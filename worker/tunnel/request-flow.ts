@@ -11,7 +11,7 @@ import { FORMATS } from '../api/formats.ts';
 import { responseNotFound, type ResponseStore } from '../api/openai-responses/store.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
-import { checkFits, checkScope, refusal, tokenNeed } from './admission.ts';
+import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
 import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
@@ -136,7 +136,7 @@ export class RequestFlow {
       }
     }
 
-    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, (c) => d.exchanges.inFlight(c));
+    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
     checkFits(dispatch, model);
     const keep = this.#keep(dispatch, key.tenant, meta);
     const cache = progress.cache;
@@ -166,7 +166,7 @@ export class RequestFlow {
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
     progress.reservation = undefined;
     progress.flight = undefined;
-    d.exchanges.add(exchange);
+    d.exchanges.add(exchange, dispatch.task.model);
     d.inFlight.begin(base, agentId, cache, reservation);
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
