@@ -51,7 +51,7 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     models: catalog.entries,
     device: config.device,
     npu: config.npu,
-    ort: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onModelEvent },
+    ort: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, prefixCacheBytes: config.prefixCacheBytes, onModelEvent },
     log,
   });
   const engine = new AliasedEngine(chosen, await loadAliases(config.modelsDir, config.aliasesFile));
