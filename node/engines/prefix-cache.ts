@@ -65,6 +65,13 @@ export class PrefixCache<T> {
     return this.#entries.size;
   }
 
+  /** Tokens of all stored sequences together. */
+  get tokens(): number {
+    let n = 0;
+    for (const entry of this.#entries) n += entry.tokens.length;
+    return n;
+  }
+
   /**
    * The stored sequence sharing the longest prefix with `tokens`, counting at most `limit` tokens of it, or
    * undefined when none shares a token. `limit` is below the prompt's length so that its last token is always run
