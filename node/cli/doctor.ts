@@ -91,7 +91,8 @@ const catalog = await scanModels(config.modelsDir);
 const log = createLogger('silent');
 let engine;
 try {
-  engine = await createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, log });
+  // The warm runs repeat one prompt: with prefix reuse they would time a cached prompt, not a model's first token.
+  engine = await createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, ort: { prefixCacheBytes: 0 }, log });
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`npu-relay doctor: ${err.message}`);

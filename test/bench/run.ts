@@ -35,6 +35,8 @@ import { buildWorkerBundle, type WorkerBundle } from '../support/worker-bundle.t
 /** `--quick` scales every count and duration down, for checking the bench itself; its figures are not results. */
 const QUICK = benchArgs.quick;
 const scale = (n: number) => (QUICK ? Math.max(1, Math.ceil(n / 10)) : n);
+/** `--only 4,6`: the row groups to measure (the number before a row's letter; the P rows go with group 1). */
+const wanted = (group: string) => !benchArgs.only || benchArgs.only.includes(group);
 
 /** How much each measurement runs; sized so the whole bench stays well under five minutes on two cores. */
 const PLAN = {
@@ -188,17 +190,17 @@ async function main(): Promise<void> {
     cleanup.unshift(() => direct.stop());
     const stack: Stack = { work, sqld, edge, direct, agent, apiKey, agentToken, vars };
 
-    await edgeOverhead(stack);
-    await cacheHits(stack);
-    await streaming(stack);
-    await footprint(stack, bundle, deployed);
-    await startWorkerComparison(stack, engine);
-    await diskStorageComparison(stack, bundle, engine);
+    if (wanted('1')) await edgeOverhead(stack);
+    if (wanted('2')) await cacheHits(stack);
+    if (wanted('3')) await streaming(stack);
+    if (wanted('5')) await footprint(stack, bundle, deployed);
+    if (wanted('1')) await startWorkerComparison(stack, engine);
+    if (wanted('1')) await diskStorageComparison(stack, bundle, engine);
 
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
-    await engineEfficiency();
-    await constrainedDecoding();
-    await prefixReuse();
+    if (wanted('4')) await engineEfficiency();
+    if (wanted('4')) await constrainedDecoding();
+    if (wanted('6')) await prefixReuse();
   } finally {
     for (const stop of cleanup) await stop().catch((err: Error) => log(`cleanup: ${err.message}`));
   }
