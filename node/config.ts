@@ -156,9 +156,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     preload,
     ...(keepAlive !== undefined ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') } : {}),
     ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
-    ...(prefixCache !== undefined
-      ? { prefixCacheBytes: prefixCache.trim() === '0' ? 0 : parseBytes(prefixCache, '--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE (or 0 to turn it off)') }
-      : {}),
+    ...(prefixCache !== undefined ? { prefixCacheBytes: parsePrefixCacheSize(prefixCache) } : {}),
     ...(metricsPort !== 0 ? { metricsPort } : {}),
     ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
     ...(device ? { device } : {}),
@@ -210,6 +208,16 @@ export function parseBytes(text: string, name: string): number {
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!(bytes > 0)) throw new ConfigError(`${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`);
   return bytes;
+}
+
+/** A size as `parseBytes` reads it, or 0 for no prefix cache. */
+function parsePrefixCacheSize(text: string): number {
+  if (text.trim() === '0') return 0;
+  try {
+    return parseBytes(text, '--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE');
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (or 0 to turn prefix reuse off)`);
+  }
 }
 
 function parsePort(text: string, name: string): number {

@@ -12,6 +12,7 @@ import { Agent } from '../node/agent.ts';
 import type { Engine } from '../node/engines/engine.ts';
 import { OrtEngine } from '../node/engines/ort.ts';
 import { PrefixCache } from '../node/engines/prefix-cache.ts';
+import { agentConfig } from '../node/config.ts';
 import { createLogger } from '../node/log.ts';
 import { metricsRegistry, recordRequest } from '../node/metrics.ts';
 import { scanModels } from '../node/models/catalog.ts';
@@ -158,6 +159,19 @@ describe('prefix reuse: what may share', () => {
     } finally {
       await small.close();
     }
+  });
+});
+
+describe('NPU_RELAY_PREFIX_CACHE_SIZE', () => {
+  test('sets the prefix cache budget (flag first), 0 turns reuse off, and a bad size stops start-up naming it', () => {
+    const env = { NPU_RELAY_AGENT_TOKEN: 't' };
+    assert.equal(agentConfig([], env)!.prefixCacheBytes, undefined, "absent: the engine's default");
+    assert.equal(agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '64MiB' })!.prefixCacheBytes, 64 * 2 ** 20);
+    assert.equal(agentConfig(['--prefix-cache-size', '1GB'], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '64MiB' })!.prefixCacheBytes, 1e9);
+    assert.equal(agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '0' })!.prefixCacheBytes, 0);
+    assert.throws(() => agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: 'lots' }), {
+      message: "--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got 'lots' (or 0 to turn prefix reuse off)",
+    });
   });
 });
 
