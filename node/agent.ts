@@ -41,6 +41,7 @@ export interface RequestRecord {
   outcome: string;
   promptTokens: number;
   completionTokens: number;
+  cachedPromptTokens?: number;
   ttftMs?: number;
   durationMs: number;
 }
@@ -309,6 +310,7 @@ export class Agent {
     let ttftMs: number | undefined;
     let promptTokens = 0;
     let completionTokens = 0;
+    let cachedPromptTokens: number | undefined;
     let outcome: RequestRecord['outcome'] = 'ok';
     let release: (() => void) | undefined;
     // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
@@ -363,6 +365,7 @@ export class Agent {
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;
+          cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
           this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...tail });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
@@ -386,7 +389,7 @@ export class Agent {
       release?.();
       if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;
-      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
+      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}) });
     }
   }
 }

@@ -18,6 +18,8 @@ export interface AgentConfig {
   keepAliveMs?: number | undefined;
   /** Memory all loaded models may hold together, in bytes; no limit when absent. */
   memoryBudgetBytes?: number | undefined;
+  /** Memory for the KV caches kept for prompt-prefix reuse (ONNX Runtime engine), in bytes; 0 turns reuse off; the engine's default when absent. */
+  prefixCacheBytes?: number | undefined;
   /** Port of the health and metrics endpoints on 127.0.0.1 (0: any free port); none when absent. */
   metricsPort?: number | undefined;
   /** The model aliases file; `aliases.json` in the models folder when absent. */
@@ -60,6 +62,9 @@ Options (each also settable by the environment variable shown):
   --keep-alive TIME how long an idle model stays loaded: 30s, 5m, 1h,     NPU_RELAY_KEEP_ALIVE (default 5m)
                     seconds, 0 (unload after each request) or -1 (never)
   --memory-budget SIZE  memory for all loaded models: 8GB, 6GiB, bytes    NPU_RELAY_MEMORY_BUDGET (default no limit)
+  --prefix-cache-size SIZE  KV cache kept so a prompt that repeats an     NPU_RELAY_PREFIX_CACHE_SIZE (default 512MiB)
+                    earlier one (an agent's next turn) prefills only what is new (ONNX Runtime
+                    engine); least recently used goes first; 0 turns it off
   --metrics-port PORT   /health and /metrics on 127.0.0.1; 0 turns off   NPU_RELAY_METRICS_PORT (default 9464)
   --aliases FILE    model aliases, {"alias": "model id"}                  NPU_RELAY_ALIASES   (default <models>/aliases.json)
   --device DEVICE   pin the OpenVINO device: NPU, GPU, CPU or AUTO        NPU_RELAY_DEVICE    (default NPU → GPU → CPU)
@@ -97,6 +102,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         preload: { type: 'string' },
         'keep-alive': { type: 'string' },
         'memory-budget': { type: 'string' },
+        'prefix-cache-size': { type: 'string' },
         'metrics-port': { type: 'string' },
         aliases: { type: 'string' },
         device: { type: 'string' },
@@ -129,6 +135,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   if (!LEVELS.includes(logLevel)) throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
   const keepAlive = values['keep-alive'] ?? env.NPU_RELAY_KEEP_ALIVE;
   const budget = values['memory-budget'] ?? env.NPU_RELAY_MEMORY_BUDGET;
+  const prefixCache = values['prefix-cache-size'] ?? env.NPU_RELAY_PREFIX_CACHE_SIZE;
   const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? '9464', '--metrics-port / NPU_RELAY_METRICS_PORT');
   const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
   const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
@@ -150,6 +157,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     preload,
     ...(keepAlive !== undefined ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') } : {}),
     ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
+    ...(prefixCache !== undefined ? { prefixCacheBytes: parsePrefixCacheSize(prefixCache) } : {}),
     ...(metricsPort !== 0 ? { metricsPort } : {}),
     ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
     ...(device ? { device } : {}),
@@ -220,6 +228,16 @@ export function parseBytes(text: string, name: string): number {
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!(bytes > 0)) throw new ConfigError(`${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`);
   return bytes;
+}
+
+/** A size as `parseBytes` reads it, or 0 for no prefix cache. */
+function parsePrefixCacheSize(text: string): number {
+  if (text.trim() === '0') return 0;
+  try {
+    return parseBytes(text, '--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE');
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (or 0 to turn prefix reuse off)`);
+  }
 }
 
 function parsePort(text: string, name: string): number {

@@ -76,6 +76,7 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     pool: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onEvent: onModelEvent },
     capacityOf,
     loadOpenVino: hooks.loadOpenVino,
+    ort: { prefixCacheBytes: config.prefixCacheBytes },
     log,
   });
   const engine = new AliasedEngine(chosen, await loadAliases(config.modelsDir, config.aliasesFile));

@@ -91,7 +91,8 @@ describe('onnxruntime: a consumer that stops reading', () => {
       // Had it run on while nobody read, everything would have been waiting at once.
       assert.ok(restMs > fullMs / 3, `generation waited for the reader: the rest took ${restMs.toFixed(0)} ms of ${fullMs.toFixed(0)} ms`);
       assert.equal(text, free.text, 'the paused generation produced the same text');
-      assert.deepEqual(done?.type === 'done' && done.usage, free.done.usage);
+      // The tokens read and generated; not how many of the prompt's the second run took from the prefix cache.
+      assert.deepEqual(done?.type === 'done' && [done.usage.promptTokens, done.usage.completionTokens], [free.done.usage.promptTokens, free.done.usage.completionTokens]);
     } finally {
       await engine.close();
     }

@@ -79,7 +79,8 @@ if (openvino.available) {
 
 const catalog = await scanModels(config.modelsDir);
 const log = createLogger('silent');
-const engine = await orExitOnConfigError('doctor', () => createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, log }));
+// The warm runs repeat one prompt: with prefix reuse they would time a cached prompt, not a model's first token.
+const engine = await orExitOnConfigError('doctor', () => createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, ort: { prefixCacheBytes: 0 }, log }));
 const firstDevice = engine.devices[0]?.name ?? 'CPU';
 console.log(`Engine:    ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`);
 console.log(`Models in ${config.modelsDir}:`);

@@ -9,7 +9,8 @@ import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
-import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
+import type { ChatModel, Embedder, KvTensors, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
+import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
 
 export interface OrtEngineOptions {
   modelsDir: string;
@@ -26,6 +27,8 @@ export interface OrtEngineOptions {
   onModelEvent?: ((event: ModelEvent) => void) | undefined;
   /** What the agent's scheduler admits per device, advertised as each model's capacity. */
   capacityOf?: ((device: string) => Capacity) | undefined;
+  /** Bytes of KV cache kept for prompt-prefix reuse, over all models (see prefix-cache.ts); 0 turns reuse off. */
+  prefixCacheBytes?: number | undefined;
 }
 
 type OrtRuntime = typeof import('./ort-runtime.ts');
@@ -47,15 +50,21 @@ export class OrtEngine implements Engine {
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
   readonly #capacityOf: ((device: string) => Capacity) | undefined;
+  readonly #prefixes: PrefixCache<KvTensors> | undefined;
 
   constructor(options: OrtEngineOptions) {
+    const prefixCacheBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
+    this.#prefixes = prefixCacheBytes > 0 ? new PrefixCache(prefixCacheBytes) : undefined;
     this.#modelsDir = options.modelsDir;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
     this.#dtype = options.dtype ?? 'fp32';
     this.#capacityOf = options.capacityOf;
     this.#pool = new ModelPool<LoadedModel>({
       dispose: async (m) => {
-        if (m.kind === 'chat') await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
+        if (m.kind === 'chat') {
+          this.#prefixes?.drop(m.chat);
+          await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
+        }
         else await m.embedder.extractor.dispose();
       },
       keepAliveMs: options.keepAliveMs,
@@ -172,7 +181,7 @@ export class OrtEngine implements Engine {
       const { generate } = await ortRuntime();
       const entry = this.#entries.get(task.model)!;
       const plan = planOutput(task, entry.traits);
-      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)));
+      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes));
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

@@ -29,8 +29,8 @@ export interface CreateEngineOptions {
   pool?: ModelPoolSettings | undefined;
   /** What the agent's scheduler admits per device, advertised per model. */
   capacityOf?: ((device: string) => Capacity) | undefined;
-  /** ONNX Runtime-only settings (weight precision). */
-  ort?: Pick<OrtEngineOptions, 'dtype'> | undefined;
+  /** ONNX Runtime-only settings (weight precision, prompt-prefix reuse). */
+  ort?: Pick<OrtEngineOptions, 'dtype' | 'prefixCacheBytes'> | undefined;
   /** Loads the OpenVINO packages; tests pass a fake of the native runtime here. */
   loadOpenVino?: (() => Promise<OpenVinoModules>) | undefined;
   log: Logger;

@@ -203,6 +203,11 @@ export const Usage = z.object({
   completionTokens: Count,
   /** Of the completion tokens, those spent on reasoning, when the model reasoned. */
   reasoningTokens: Count.optional(),
+  /**
+   * Of the prompt tokens, those the engine took from its cache of earlier sequences instead of prefilling them
+   * (OpenAI's `prompt_tokens_details.cached_tokens`); absent from an engine that keeps no such cache.
+   */
+  cachedPromptTokens: Count.optional(),
 });
 export type Usage = z.infer<typeof Usage>;
 
