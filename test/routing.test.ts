@@ -5,7 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { randomUUID } from 'node:crypto';
 import { createClient } from '@libsql/client';
+import WebSocket from 'ws';
+import { connectUrl } from '../node/tunnel/client.ts';
+import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Agent } from '../node/agent.ts';
 import type { Capacity } from '../shared/protocol/frames.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
@@ -117,5 +121,42 @@ describe('routing by per-model capacity and expected wait', () => {
     const served = await ask();
     assert.equal(served.status, 200, await served.clone().text());
     assert.deepEqual([npu.runs.length - runs[0]!, cpu.runs.length - runs[1]!], [0, 1], 'served by the agent whose device takes the prompt');
+  });
+
+  test('an agent that refuses requests as it starts draining, before the edge has heard, loses none: each goes to another agent', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    // The race, held open: an agent that announces the model and refuses every request the way a draining agent
+    // does, without ever saying it drains.
+    const refused: string[] = [];
+    const ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const welcomed = new Promise((resolve) => {
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text === PING_FRAME) return ws.send(PONG_FRAME);
+        const frame = JSON.parse(text) as { type: string; id?: string };
+        if (frame.type === 'welcome') resolve(true);
+        if (frame.type === 'request') {
+          refused.push(frame.id!);
+          ws.send(JSON.stringify({ type: 'error', id: frame.id, code: 'overloaded', message: 'this agent is shutting down and takes no new requests' }));
+        }
+      });
+    });
+    ws.send(JSON.stringify({
+      type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'draining', agentVersion: '0', engine: 'none', instanceId: randomUUID(),
+      models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }], devices: [{ name: 'CPU' }], capacity: { concurrency: 4, queueLimit: 8 },
+    }));
+    await welcomed;
+    try {
+      const engine = await engineWith({ concurrency: 4, queueLimit: 8 }, 0);
+      agents.push(await startTestAgent(edge, engine, { agentId: 'steady' }));
+      // Together, so the hub spreads them over both agents (each new one goes where fewer are ahead).
+      const statuses = (await Promise.all(Array.from({ length: 6 }, (_, i) => chat(200 + i)))).map((r) => r.status);
+      console.log(`6 requests with a silently draining agent connected: ${statuses.join(', ')}; it refused ${refused.length}`);
+      assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
+      assert.ok(refused.length >= 1, 'the draining agent was offered requests (and refused them)');
+    } finally {
+      ws.close();
+    }
   });
 });

@@ -61,6 +61,17 @@ export class ExchangeTable {
     return ex;
   }
 
+  /** Moves an exchange to another agent connection (a request re-sent elsewhere). */
+  move(id: string, connId: string, agentId: string): void {
+    const ex = this.#byId.get(id);
+    if (!ex) return;
+    const model = this.#modelOf.get(id)!.slice(ex.connId.length + 1);
+    this.take(id);
+    ex.connId = connId;
+    ex.agentId = agentId;
+    this.add(ex, model);
+  }
+
   /** Requests the edge has sent on a connection and not seen end. */
   inFlight(connId: string): number {
     return this.#perConnection.get(connId) ?? 0;

@@ -61,8 +61,9 @@ export interface ExchangeOptions {
 
 export class Exchange {
   readonly id: string;
-  readonly connId: string;
-  readonly agentId: string;
+  /** The agent connection the request is on (it moves when an agent refuses it before running it). */
+  connId: string;
+  agentId: string;
   readonly stream: boolean;
   readonly #options: ExchangeOptions;
   readonly #started = Date.now();
@@ -205,6 +206,11 @@ export class Exchange {
       this.#options.onFlow?.(this, true);
     }
     if (this.#unread > SHED_BYTES) this.#shed();
+  }
+
+  /** Whether the agent has said anything about this request yet (a prompt count or a chunk). */
+  get started(): boolean {
+    return this.#promptTokens > 0 || this.#chunks.length > 0;
   }
 
   /** Tokens known so far: the prompt's (once the agent counted it) and those generated. */

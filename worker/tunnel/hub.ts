@@ -82,7 +82,7 @@ export class AgentHub extends DurableObject<Env> {
       },
     });
     this.#registry = new AgentRegistry(ctx, config, (connId, why) => this.#exchanges.failConnection(connId, why));
-    this.#frames = new AgentFrames(this.#registry, this.#exchanges);
+    this.#frames = new AgentFrames(this.#registry, this.#exchanges, (id, from) => this.#flow.redispatch(id, from));
     this.#keys = new KeyGate(db, ledger, config);
     this.#outbox = new UsageOutbox(ledger, db, ctx);
     this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);

@@ -10,7 +10,8 @@ import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS } from '../api/formats.ts';
 import { responseNotFound, type ResponseStore } from '../api/openai-responses/store.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
-import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
+import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
 import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -50,8 +51,18 @@ function minuteOf(at: number): number {
   return at - (at % 60_000);
 }
 
+/** What re-sending a request to another agent needs, kept until the request ends. */
+interface Sent {
+  frame: RequestFrame;
+  task: Dispatch['task'];
+  flavor: Flavor;
+  /** Connections that refused it. */
+  refusedBy: Set<string>;
+}
+
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
+  readonly #sent = new Map<string, Sent>();
 
   constructor(deps: RequestFlowDeps) {
     this.#d = deps;
@@ -147,11 +158,12 @@ export class RequestFlow {
       headers: { 'x-npu-relay-cache': cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
       // While twins stream along with this request, its generation serves them: it runs on without its own client.
       onClientGone: (ex) => {
-        if (!flight.followed()) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
+        if (!flight.followed()) this.#toAgent(ex.connId, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
       },
       onAnswerChunk: (chunk) => flight.publish(chunk),
-      onFlow: (ex, pause) => sendFrame(ws, { type: 'flow', id: ex.id, pause }),
+      onFlow: (ex, pause) => this.#toAgent(ex.connId, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
+        this.#sent.delete(req.id);
         d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
@@ -159,7 +171,7 @@ export class RequestFlow {
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.ledger.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
-        d.outbox.record(usageRow(base, { kind: 'relayed', agentId, settlement: s, cache, charged }));
+        d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
     });
@@ -171,8 +183,35 @@ export class RequestFlow {
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
-    sendFrame(ws, { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
+    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) };
+    this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set() });
+    sendFrame(ws, frame);
     return exchange.response();
+  }
+
+  /**
+   * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
+   * filled, before the edge heard) to another agent that can take it. False when there is none: the refusal stands.
+   */
+  redispatch(id: string, fromConnId: string): boolean {
+    const sent = this.#sent.get(id);
+    if (!sent) return false;
+    sent.refusedBy.add(fromConnId);
+    const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
+    let pick;
+    try {
+      pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
+    } catch {
+      return false;
+    }
+    this.#d.exchanges.move(id, pick.connId, pick.agentId);
+    sendFrame(pick.ws, sent.frame);
+    return true;
+  }
+
+  #toAgent(connId: string, frame: EdgeFrame): void {
+    const ws = this.#d.registry.socketOf(connId);
+    if (ws) sendFrame(ws, frame);
   }
 
   /** A Responses API request continuing a stored response gets that response's history before its own input. */
