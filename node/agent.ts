@@ -191,12 +191,15 @@ export class Agent {
   async start(): Promise<void> {
     this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
-    this.#scheduler.onChange(() => {
+    const statusSoon = () => {
       this.#statusDue ??= setTimeout(() => {
         this.#statusDue = undefined;
         this.#sendStatus();
       }, STATUS_DEBOUNCE_MS);
-    });
+    };
+    this.#scheduler.onChange(statusSoon);
+    // A model loaded or unloaded changes what /api/ps shows: report it with the next status, not a minute later.
+    this.#engine.onLoadedChange?.(statusSoon);
     await this.#tunnel.start();
   }
 
@@ -230,6 +233,7 @@ export class Agent {
         queued: byName.get(d.name)?.queued ?? 0,
         loadedModels: (this.#options.loadedModels?.() ?? []).filter((m) => m.device === d.name).map((m) => m.id),
       })),
+      ...(this.#engine.loaded ? { loaded: this.#engine.loaded() } : {}),
     };
   }
 
@@ -341,7 +345,8 @@ export class Agent {
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...tail });
+          const extra = { ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}), ...(event.context ? { context: event.context } : {}) };
+          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...extra, ...tail });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
         }
       }

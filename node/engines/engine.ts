@@ -2,7 +2,7 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
+import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, LoadedModel, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -22,6 +22,10 @@ export interface GenerationDone {
   finishReason: FinishReason;
   usage: Usage;
   device: string;
+  /** Milliseconds this generation waited for its model to be loaded (about 0 when it was loaded already). */
+  loadDurationMs?: number;
+  /** With `returnContext`: the token ids of the prompt as the model read it (context included) and of the answer. */
+  context?: number[];
 }
 
 export type GenerationEvent = TextDelta | GenerationDone;
@@ -71,6 +75,10 @@ export interface Engine {
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Keeps a loaded model for `keepAliveMs` after its last use (Infinity: for ever; 0: unload when idle). */
   touch?(id: string, keepAliveMs: number): boolean;
+  /** The models in memory now (Ollama's `/api/ps`); absent from engines that cannot tell. */
+  loaded?(): LoadedModel[];
+  /** Calls `listener` whenever a model has been loaded or unloaded, so the agent can report it at once. */
+  onLoadedChange?(listener: () => void): void;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

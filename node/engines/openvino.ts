@@ -14,11 +14,13 @@ import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type * as OV from 'openvino-node';
-import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, LoadedModel, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
+import { describedFields } from '../models/metadata.ts';
+import { weightBytes } from '../models/weights.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { compactJson } from '../grammar/compact-json.ts';
 import { constraintSubject, planOutput } from '../output/planner.ts';
@@ -117,6 +119,9 @@ export class OpenVinoEngine implements Engine {
   readonly #loaded = new Map<string, Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>>();
   /** The device each loaded model actually runs on. */
   readonly #loadedOn = new Map<string, string>();
+  /** What `loaded()` reports per loaded model: its weight files' bytes (what it maps) and when it loaded. */
+  readonly #resident = new Map<string, { bytes: number; loadedAt: number }>();
+  readonly #loadedListeners: Array<() => void> = [];
 
   /** Fails when the pinned device is unavailable or the NPU settings are not positive integers. */
   constructor(modules: OpenVinoModules, options: OpenVinoEngineOptions) {
@@ -147,6 +152,7 @@ export class OpenVinoEngine implements Engine {
         ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
         ...(m.contextLength ? { contextLength: m.contextLength } : {}),
         ...(Number.isFinite(maxPromptTokens) ? { maxPromptTokens } : {}),
+        ...describedFields(m, 'openvino'),
       };
     });
   }
@@ -188,6 +194,8 @@ export class OpenVinoEngine implements Engine {
     this.#loadedOn.set(entry.id, device);
     // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
     const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
+    this.#resident.set(entry.id, { bytes: await weightBytes(entry.dir, 'openvino'), loadedAt: Date.now() });
+    for (const listener of this.#loadedListeners) listener();
     return { pipeline: compiled, tokenizer, device, turns: new TurnQueue() };
   }
 
@@ -210,12 +218,30 @@ export class OpenVinoEngine implements Engine {
     return { prompt: Math.min(this.#npu.maxPromptLen, context), total: Math.min(this.#npu.maxPromptLen + this.#npu.minResponseLen, context) };
   }
 
+  /** The models compiled now. This engine keeps them until it closes (no keep-alive), so none expires. */
+  loaded(): LoadedModel[] {
+    return [...this.#resident].map(([id, r]) => {
+      const entry = this.#entries.get(id);
+      const device = this.#loadedOn.get(id) ?? 'CPU';
+      const total = entry ? this.#limits(entry, device).total : Infinity;
+      return { id, device, bytes: r.bytes, expiresAt: null, loadedAt: r.loadedAt, ...(Number.isFinite(total) ? { contextLength: total } : {}) };
+    });
+  }
+
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const waitStarted = performance.now();
     const model = await this.#model(task.model, 'chat', this.#compileLLM);
+    const loadDurationMs = performance.now() - waitStarted;
     const plan = planOutput(task, this.#entries.get(task.model)!.traits);
     // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
     if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
-    yield* structured(plan, this.#generate(model, task, plan, signal));
+    for await (const event of structured(plan, this.#generate(model, task, plan, signal))) {
+      yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+    }
   }
 
   async *#generate(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal): AsyncIterable<GenerationEvent> {
@@ -243,9 +269,13 @@ export class OpenVinoEngine implements Engine {
   /** Starts one generation in the caller's turn; `release` is called when the pipeline is free again. */
   #start(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, consumerGone: () => boolean, release: () => void): Channel<GenerationEvent> {
     const genai = this.#genai;
-    const input = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    const history = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    // With Ollama's context the prompt goes to GenAI as text: the earlier ids decoded (special tokens kept, as the
+    // model read them), then this prompt rendered by the chat template, which GenAI must then not apply again.
+    const withContext = Boolean(task.context?.length || task.returnContext);
+    const input = withContext ? contextPrompt(model.tokenizer, task, plan, history) : history;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = countPrompt(model.tokenizer, task, plan, input);
+    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length).length : countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
       const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npu.maxPromptLen ? 'on the NPU (MAX_PROMPT_LEN)' : '(its context window)';
@@ -260,10 +290,12 @@ export class OpenVinoEngine implements Engine {
     // pipeline's own count at the end, so the deltas always add up to the usage.
     let streamedTokens = 0;
     let emittedTokens = 0;
+    let answer = '';
     const { RUNNING, STOP } = genai.StreamingStatus;
     const streamer = (chunk: string): GenAI.StreamingStatus => {
       if (signal.aborted || consumerGone()) return STOP;
       streamedTokens++;
+      if (task.returnContext) answer += chunk;
       const text = stops.push(chunk);
       if (text) {
         events.push({ type: 'delta', text, tokens: streamedTokens - emittedTokens });
@@ -273,6 +305,7 @@ export class OpenVinoEngine implements Engine {
     };
 
     const config = generationConfig(task, maxNewTokens);
+    if (withContext) config.apply_chat_template = false;
     if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
     model.pipeline
       .generate(input, config, streamer)
@@ -284,7 +317,9 @@ export class OpenVinoEngine implements Engine {
           let finishReason: FinishReason = 'stop';
           if (signal.aborted) finishReason = 'cancelled';
           else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
-          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device });
+          // GenAI returns text, not ids: the context is the prompt's ids and the answer's, encoded again.
+          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length), ...idsOf(model.tokenizer, answer, false)] } : {};
+          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device, ...context });
           events.close();
         },
         (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err })),
@@ -334,6 +369,8 @@ export class OpenVinoEngine implements Engine {
     await Promise.allSettled(this.#loaded.values());
     this.#loaded.clear();
     this.#loadedOn.clear();
+    this.#resident.clear();
+    for (const listener of this.#loadedListeners) listener();
   }
 }
 
@@ -363,6 +400,22 @@ function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: Outpu
   }
   // A rendered chat template already holds the special tokens.
   return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
+}
+
+/** The prompt as text: Ollama's context decoded, then the chat rendered by its template (or the raw prompt). */
+function contextPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): string {
+  const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
+  if (typeof input === 'string') return prefix + input;
+  try {
+    return prefix + tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+  } catch (err) {
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Token ids of `text` (a rendered template already holds its special tokens). */
+function idsOf(tokenizer: GenAI.Tokenizer, text: string, addSpecialTokens: boolean): number[] {
+  return Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).input_ids.data as ArrayLike<number | bigint>, Number);
 }
 
 function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {

@@ -2,10 +2,11 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, LoadedModel as LoadedModelInfo, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
+import { describedFields } from '../models/metadata.ts';
 import { weightBytes } from '../models/weights.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
@@ -45,6 +46,7 @@ export class OrtEngine implements Engine {
   readonly #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
+  readonly #loadedListeners: Array<() => void> = [];
 
   constructor(options: OrtEngineOptions) {
     this.#modelsDir = options.modelsDir;
@@ -58,7 +60,10 @@ export class OrtEngine implements Engine {
       keepAliveMs: options.keepAliveMs,
       memoryBudgetBytes: options.memoryBudgetBytes,
       loadCooldownMs: options.loadCooldownMs,
-      onEvent: options.onModelEvent,
+      onEvent: (event) => {
+        options.onModelEvent?.(event);
+        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+      },
     });
   }
 
@@ -72,6 +77,7 @@ export class OrtEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
+      ...describedFields(m, 'onnx'),
     }));
   }
 
@@ -87,6 +93,7 @@ export class OrtEngine implements Engine {
     let bytes = 0;
     return this.#pool.acquire(entry.id, async () => ({ handle: await load(), bytes, device: 'CPU' }), {
       device: 'CPU',
+      contextLength: entry.contextLength,
       estimateBytes: async () => (bytes = await weightBytes(entry.dir, 'onnx', this.#dtype)),
     });
   }
@@ -154,14 +161,26 @@ export class OrtEngine implements Engine {
     }
   }
 
+  loaded(): LoadedModelInfo[] {
+    return this.#pool.loaded().map((m) => ({ ...m, device: m.device ?? 'CPU' }));
+  }
+
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const waitStarted = performance.now();
     const chat = await this.#chatModel(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
       const entry = this.#entries.get(task.model)!;
       const plan = planOutput(task, entry.traits);
-      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)));
+      for await (const event of structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)))) {
+        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+      }
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { CountTask, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask, LoadedModel, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
 
@@ -118,6 +118,15 @@ export class AliasedEngine implements Engine {
   touch(id: string, keepAliveMs?: number): boolean {
     const inner = this.#inner as Engine & { touch?: (id: string, keepAliveMs?: number) => boolean };
     return inner.touch?.(this.resolve(id), keepAliveMs) ?? false;
+  }
+
+  /** The models in memory, under their own ids (an alias names a model; it is not loaded twice). */
+  loaded(): LoadedModel[] {
+    return this.#inner.loaded?.() ?? [];
+  }
+
+  onLoadedChange(listener: () => void): void {
+    this.#inner.onLoadedChange?.(listener);
   }
 
   close(): Promise<void> {

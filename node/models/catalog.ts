@@ -8,7 +8,8 @@ import path from 'node:path';
 import * as z from 'zod';
 import type { ModelInfo, ModelKind } from '../../shared/protocol/frames.ts';
 import { traitsOf, TraitsOverride, withOverride, type OutputTraits } from '../output/traits.ts';
-import { chatTemplateText, findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
+import { chatTemplateText, findChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatTemplateSource } from './chat-template.ts';
+import { MAX_TEMPLATE_CHARS, readModelMetadata, type ModelMetadata } from './metadata.ts';
 
 export interface CatalogEntry {
   id: string;
@@ -29,6 +30,10 @@ export interface CatalogEntry {
    * models: the plain layout's, unused).
    */
   traits: OutputTraits;
+  /** Size, digest, modification time, parameters and precision of the model's files (models/metadata.ts). */
+  metadata?: ModelMetadata;
+  /** Chat models: the chat template's text as the engines apply it, when at most MAX_TEMPLATE_CHARS long. */
+  template?: string;
 }
 
 /** The per-model override file's name, in the model's folder. */
@@ -128,9 +133,15 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
       ...(config.hidden_size ? { hiddenSize: config.hidden_size } : {}),
       ...(kind === 'chat' ? { chatTemplate: (await findChatTemplate(dir)).source } : {}),
       traits: kind === 'chat' ? await readTraits(dir) : traitsOf(undefined),
+      metadata: await readModelMetadata(dir, config as Record<string, unknown>),
+      ...(kind === 'chat' ? templateField((await chatTemplateText(dir)) ?? PLAIN_CHAT_TEMPLATE) : {}),
     });
   }
   return catalog;
+}
+
+function templateField(template: string): { template?: string } {
+  return template.length <= MAX_TEMPLATE_CHARS ? { template } : {};
 }
 
 /**

@@ -23,6 +23,19 @@ export interface AcquireOptions {
   device?: string | undefined;
   /** This model's keep-alive from now on (see `ModelPoolOptions.keepAliveMs`). */
   keepAliveMs?: number | undefined;
+  /** The context window the model is loaded with, tokens, for `loaded()`. */
+  contextLength?: number | undefined;
+}
+
+/** A model in memory as `loaded()` reports it (the tunnel's `LoadedModel`, Ollama's `/api/ps`). */
+export interface PoolLoadedModel {
+  id: string;
+  device: string | undefined;
+  bytes: number;
+  /** When keep-alive will unload it (epoch ms), counting from now while it is in use; null when kept for ever. */
+  expiresAt: number | null;
+  loadedAt: number;
+  contextLength?: number;
 }
 
 export type UnloadReason = 'idle' | 'budget' | 'explicit' | 'close';
@@ -77,6 +90,9 @@ interface Slot<T> {
   lastUsedAt: number;
   keepAliveMs: number;
   timer?: NodeJS.Timeout | undefined;
+  /** `Date.now()` when the load finished. */
+  loadedAt?: number;
+  contextLength?: number | undefined;
 }
 
 interface Failure {
@@ -214,6 +230,21 @@ export class ModelPool<T> {
     }));
   }
 
+  /** The models loaded now (not those still loading), with when keep-alive will unload each. */
+  loaded(): PoolLoadedModel[] {
+    const now = Date.now();
+    return [...this.#slots.values()]
+      .filter((s) => s.state === 'loaded')
+      .map((s) => ({
+        id: s.id,
+        device: s.device,
+        bytes: s.bytes,
+        expiresAt: s.keepAliveMs === Infinity ? null : (s.inUse > 0 ? now : s.lastUsedAt) + s.keepAliveMs,
+        loadedAt: s.loadedAt ?? s.lastUsedAt,
+        ...(s.contextLength !== undefined ? { contextLength: s.contextLength } : {}),
+      }));
+  }
+
   /** Memory held by loaded models plus that reserved by loads in progress. */
   get usedBytes(): number {
     let used = 0;
@@ -231,6 +262,7 @@ export class ModelPool<T> {
       inUse: 0,
       lastUsedAt: Date.now(),
       keepAliveMs: options.keepAliveMs ?? this.#keepAliveMs,
+      contextLength: options.contextLength,
     };
     slot.promise = (async () => {
       const started = performance.now();
@@ -244,6 +276,7 @@ export class ModelPool<T> {
         slot.bytes = loaded.bytes;
         slot.device = loaded.device ?? slot.device;
         slot.state = 'loaded';
+        slot.loadedAt = Date.now();
         this.#onEvent({ type: 'load-end', model: id, device: slot.device, durationMs: performance.now() - started, bytes: loaded.bytes });
         // The estimate may have been low: make room again, now that the real size is known.
         await this.#evictIdle(slot);
