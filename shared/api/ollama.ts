@@ -95,7 +95,8 @@ export const OllamaGenerateRequest = z.object({
   raw: z.boolean().optional(),
   suffix: unsupported('suffix is not supported by this server'),
   images: unsupported('images are not supported: no model here takes images'),
-  context: unsupported('context (token history) is not supported: send the conversation to /api/chat instead'),
+  /** Token ids a previous `/api/generate` returned, put before this prompt (ignored with `raw`, as Ollama does). */
+  context: z.array(z.number().int().nonnegative()).max(262_144).nullable().optional(),
   template: unsupported('a custom template is not supported: the model\'s own chat template is used'),
 }).refine((r) => !r.raw || r.think === undefined || r.think === null, {
   message: 'think needs the chat template, which raw skips: leave out raw or think',
@@ -206,12 +207,17 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
   };
 }
 
-/** `/api/generate` applies the chat template (as Ollama does) unless `raw` is set. */
+/**
+ * `/api/generate` applies the chat template (as Ollama does) unless `raw` is set. Like Ollama, a templated prompt
+ * returns the token ids of the prompt and answer (`context`), and takes them back before the next prompt; `raw`
+ * does neither.
+ */
 export function generateTaskFromOllama(req: OllamaGenerateRequest): ChatTask | CompleteTask {
   const format = responseFormat(req.format);
   if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(req.options), ...format };
   const messages: ChatMessage[] = [...(req.system ? [{ role: 'system' as const, content: req.system }] : []), { role: 'user', content: req.prompt }];
-  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options), ...format, ...thinkOf(req.think) };
+  const context = req.context?.length ? { context: req.context } : {};
+  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options), ...format, ...thinkOf(req.think), ...context, returnContext: true };
 }
 
 export function embedTaskFromOllama(req: OllamaEmbedRequest | OllamaEmbeddingsRequest): EmbedTask {

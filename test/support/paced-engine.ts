@@ -58,6 +58,12 @@ export class PacedEngine implements Engine {
       run.endedAt = performance.now();
     }
   }
+  loaded() {
+    return this.#inner.loaded?.() ?? [];
+  }
+  onLoadedChange(listener: () => void) {
+    this.#inner.onLoadedChange?.(listener);
+  }
   close() {
     return this.#inner.close();
   }

@@ -127,8 +127,14 @@ export class Exchange {
     if (frame.text !== undefined || frame.tokens || frame.reasoning || frame.toolCalls?.length) {
       this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}) });
     }
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
-    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
+    const timing = {
+      durationMs: frame.durationMs,
+      totalMs: Date.now() - this.#started,
+      ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}),
+      ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}),
+    };
+    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing, ...(frame.context ? { context: frame.context } : {}) };
+    if (frame.context) this.#chunks.push({ text: '', tokens: 0, context: frame.context });
     this.#completionTokens = frame.usage.completionTokens;
     let status = 200;
     if (this.stream) {
