@@ -113,6 +113,12 @@ async function filesOf(dir: string): Promise<Array<{ file: string; size: number;
   return out;
 }
 
+/** `model_info` is a JSON object; the client's types call it a Map. */
+const info = (show: { model_info: unknown }) => show.model_info as Record<string, unknown>;
+
+/** The final statistics of a generate body read without the client. */
+type Final = { eval_count: number; eval_duration: number; prompt_eval_duration: number; load_duration: number; context: number[] };
+
 describe('Ollama fidelity: every endpoint against api/types.go, through the real stack', () => {
   let edge: TestEdge;
   let modelsDir: string;
@@ -161,7 +167,7 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
       // The weights hold their parameters: at fp32 four bytes each, so the ONNX files are at least that big.
       const onnxBytes = files.filter((f) => f.file.includes(`${path.sep}onnx${path.sep}model.onnx`)).reduce((n, f) => n + f.size, 0);
       const show = await ollama.show({ model: id });
-      const count = show.model_info['general.parameter_count'] as number;
+      const count = info(show)['general.parameter_count'] as number;
       assert.ok(Number.isSafeInteger(count) && count > 0, 'general.parameter_count');
       assert.ok(count <= onnxBytes, `${id}: ${count} parameters fit in ${onnxBytes} bytes of weights`);
       assert.equal(m.details.format, 'onnx');
@@ -170,7 +176,7 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     assert.equal(chat.details.quantization_level, 'F32', 'the fixture chat model is fp32');
     assert.equal(chat.details.family, 'llama');
     const onnxBytes = (await filesOf(path.join(modelsDir, CHAT_MODEL, 'onnx'))).filter((f) => /model\.onnx(\.data)?$/.test(f.file)).reduce((n, f) => n + f.size, 0);
-    const count = (await ollama.show({ model: CHAT_MODEL })).model_info['general.parameter_count'] as number;
+    const count = info(await ollama.show({ model: CHAT_MODEL }))['general.parameter_count'] as number;
     assert.ok(count * 4 <= onnxBytes && count * 4 > onnxBytes / 2, `fp32: ${count} parameters take most of ${onnxBytes} bytes`);
   });
 
@@ -181,9 +187,9 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     const tokenizerConfig = JSON.parse(await readFile(path.join(modelsDir, CHAT_MODEL, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string };
     if (tokenizerConfig.chat_template) assert.equal(show.template, tokenizerConfig.chat_template, 'the template the model ships');
     else assert.ok(show.template.length > 0);
-    assert.equal(show.model_info['general.architecture'], 'llama');
-    assert.equal(show.model_info['llama.context_length'], config.max_position_embeddings);
-    assert.equal(show.model_info['llama.embedding_length'], config.hidden_size);
+    assert.equal(info(show)['general.architecture'], 'llama');
+    assert.equal(info(show)['llama.context_length'], config.max_position_embeddings);
+    assert.equal(info(show)['llama.embedding_length'], config.hidden_size);
     assert.match(show.parameters, new RegExp(`^num_ctx\\s+${config.max_position_embeddings}$`, 'm'));
     assert.match(show.modelfile, /^FROM /m);
     assert.deepEqual(show.capabilities, ['completion', 'tools']);
@@ -229,10 +235,10 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     const body = { model: CHAT_MODEL, prompt: 'cache me', stream: false, options: { num_predict: 6, temperature: 0 } };
     const post = () => fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
     const miss = await post();
-    const first = (await miss.json()) as Record<string, number> & { context: number[] };
+    const first = (await miss.json()) as Final;
     const hit = await post();
     assert.equal(hit.headers.get('x-npu-relay-cache'), 'HIT');
-    const again = (await hit.json()) as Record<string, number> & { context: number[] };
+    const again = (await hit.json()) as Final;
     conforms(again, GenerateResponse, 'generate(hit)');
     assert.equal(again.eval_count, first.eval_count);
     assert.ok(again.eval_count > 0 && again.eval_duration > 0 && again.prompt_eval_duration > 0, `a hit's durations: ${again.eval_duration} ns for ${again.eval_count} tokens`);
@@ -242,7 +248,7 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     // A streamed hit ends the same way.
     const streamed = await fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...body, stream: true }) });
     assert.equal(streamed.headers.get('x-npu-relay-cache'), 'HIT');
-    const last = JSON.parse((await streamed.text()).trim().split('\n').at(-1)!) as Record<string, number> & { context: number[] };
+    const last = JSON.parse((await streamed.text()).trim().split('\n').at(-1)!) as Final;
     assert.ok(last.eval_duration > 0);
     assert.deepEqual(last.context, first.context);
   });
