@@ -115,7 +115,20 @@ export class FakeGenAI {
   readonly templateCalls: ChatTemplateCall[] = [];
   /** The chunks the next `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
+  /** Every `Tokenizer.decode` call: the ids, and whether special tokens were to be skipped. */
+  readonly decodeCalls: Array<{ ids: number[]; skipSpecialTokens: boolean | undefined }> = [];
   readonly #device: string;
+  readonly #words: string[] = [];
+  readonly #ids = new Map<string, number>();
+
+  #idOf(word: string): number {
+    let id = this.#ids.get(word);
+    if (id === undefined) {
+      id = this.#words.push(word) - 1;
+      this.#ids.set(word, id);
+    }
+    return id;
+  }
 
   constructor(options: { device?: string } = {}) {
     this.#device = options.device ?? 'CPU';
@@ -130,7 +143,15 @@ export class FakeGenAI {
         const messages = Array.isArray(history) ? history : history.getMessages();
         return messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
       },
-      encode: (prompt: string) => ({ input_ids: { getShape: () => [1, prompt.split(/\s+/).filter(Boolean).length] } }),
+      // One id per whitespace-separated word, as `Tensor.data` gives them (BigInt64Array for i64); `decode` maps back.
+      encode: (prompt: string) => {
+        const ids = BigInt64Array.from(prompt.split(/\s+/).filter(Boolean).map((w) => BigInt(fake.#idOf(w))));
+        return { input_ids: { getShape: () => [1, ids.length], data: ids } };
+      },
+      decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
+        fake.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
+        return Array.from(ids, (id) => fake.#words[Number(id)] ?? '').join(' ');
+      },
     };
     const pipeline = {
       getTokenizer: () => tokenizer,
