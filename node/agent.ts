@@ -322,7 +322,8 @@ export class Agent {
         const result = await this.#engine.embed(body, signal);
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
-        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs });
+        const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
+        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs, ...load });
         log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }

@@ -281,6 +281,9 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
 
     await manager.generate({ model: CHAT_MODEL, prompt: 'x', stream: false, keep_alive: 0, options: { num_predict: 1, temperature: 0.5 } });
     await waitFor('/api/ps to be empty after keep_alive 0', async () => (await ollama.ps()).models.length === 0, { timeoutMs: 5000 });
+    // Embeddings time their load too.
+    const embedCold = await manager.embed({ model: EMBED_MODEL, input: 'cold', keep_alive: 0 });
+    assert.ok(embedCold.load_duration > 1_000_000, `an embedding model's cold load (${embedCold.load_duration} ns)`);
   });
 
   test('the digest changes when the files change, and the size with them', async () => {

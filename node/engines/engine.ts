@@ -36,6 +36,8 @@ export interface EmbeddingResult {
   /** Tokens in all inputs together. */
   promptTokens: number;
   device: string;
+  /** Milliseconds spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs?: number;
 }
 
 /**

@@ -343,7 +343,9 @@ export class OpenVinoEngine implements Engine {
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const waitStarted = performance.now();
     const model = await this.#model(task.model, 'embedding', this.#compileEmbedder);
+    const loadDurationMs = performance.now() - waitStarted;
     const release = await model.turns.acquire(signal);
     signal.throwIfAborted();
     try {
@@ -355,7 +357,7 @@ export class OpenVinoEngine implements Engine {
         signal.throwIfAborted();
         for (const v of await model.pipeline.embedDocuments(batch)) vectors.push(Array.from(v));
       }
-      return { vectors, promptTokens, device: model.device };
+      return { vectors, promptTokens, device: model.device, loadDurationMs };
     } catch (err) {
       if (signal.aborted) throw err;
       throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err });

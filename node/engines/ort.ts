@@ -142,9 +142,11 @@ export class OrtEngine implements Engine {
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const waitStarted = performance.now();
     const embedder = await this.#embedder(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     try {
-      return await (await ortRuntime()).embed(task, signal, embedder);
+      return { ...(await (await ortRuntime()).embed(task, signal, embedder)), loadDurationMs };
     } finally {
       this.#pool.release(task.model);
     }

@@ -398,6 +398,8 @@ export const EmbeddingsFrame = z.object({
   usage: Usage,
   device: z.string().max(64),
   durationMs: z.number().nonnegative(),
+  /** Milliseconds of `durationMs` spent waiting for the model to load. */
+  loadDurationMs: z.number().nonnegative().optional(),
 });
 
 // --- both directions ----------------------------------------------------------------------------------------

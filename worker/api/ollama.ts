@@ -154,7 +154,7 @@ export const ollamaEmbed: ResponseFormat = {
     model: meta.model,
     embeddings: vectors,
     total_duration: ns(timing?.totalMs),
-    load_duration: 0,
+    load_duration: ns(timing?.loadMs),
     prompt_eval_count: usage.promptTokens,
   }),
 };

@@ -117,7 +117,7 @@ export class Exchange {
 
   onEmbeddings(frame: EmbeddingsFrame): void {
     const embeddings = this.#options.format.embeddings;
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started };
+    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}) };
     const body = embeddings ? embeddings(this.#options.meta, frame.data, frame.usage, timing) : undefined;
     this.#done.resolve(Response.json(body, { headers: { 'x-request-id': this.id, ...this.#options.headers } }));
     this.#settle({ status: 200, outcome: 'ok', errorCode: null, finishReason: 'stop', usage: frame.usage, device: frame.device, embeddings: frame.data });
