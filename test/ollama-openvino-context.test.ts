@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
+import { weightBytes } from '../node/models/weights.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
@@ -17,16 +18,24 @@ import { FakeGenAI } from './support/fake-openvino.ts';
 
 describe('OpenVINO engine: Ollama context and loaded models', () => {
   let dir: string;
+  let irBytes: number;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-context-'));
     for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
     await writeFile(path.join(dir, 'openvino_model.xml'), '<net/>');
     await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(1000));
+    // What the catalog reads once per model (the pool counts it against the memory budget and reports it).
+    irBytes = await weightBytes(dir, 'openvino');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
+  const KEEP_ALIVE_MS = 60_000;
   const engineWith = (fake: FakeGenAI) =>
-    new OpenVinoEngine(fake.modules(), { models: [{ id: 'ov', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(undefined) }], log: createLogger('silent') });
+    new OpenVinoEngine(fake.modules(), {
+      models: [{ id: 'ov', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(undefined), weights: { openvino: irBytes } }],
+      pool: { keepAliveMs: KEEP_ALIVE_MS },
+      log: createLogger('silent'),
+    });
   const task = (extra: Partial<ChatTask>): ChatTask => ({ task: 'chat', model: 'ov', messages: [{ role: 'user', content: 'why blue' }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] }, ...extra });
 
   test('the returned context is the prompt and the answer; sent back, it is decoded before the next prompt', async () => {
@@ -59,7 +68,12 @@ describe('OpenVINO engine: Ollama context and loaded models', () => {
     const [loaded] = engine.loaded();
     assert.equal(loaded?.id, 'ov');
     assert.equal(loaded?.bytes, 1006, 'the IR files\' bytes');
-    assert.equal(loaded?.expiresAt, null, 'kept until the engine closes');
+    // The model was released when the second answer ended; the pool (as on ONNX Runtime) unloads it a keep-alive later.
+    await new Promise((resolve) => setImmediate(resolve));
+    const expiresAt = engine.loaded()[0]?.expiresAt;
+    assert.ok(typeof expiresAt === 'number' && expiresAt > Date.now() + KEEP_ALIVE_MS - 10_000 && expiresAt <= Date.now() + KEEP_ALIVE_MS, `expires a keep-alive after its last use, got ${expiresAt}`);
+    assert.equal(loaded?.device, 'CPU');
+    assert.equal(loaded?.contextLength, 4096);
     assert.equal(changes, 1, 'the load was announced');
     await engine.close();
     assert.deepEqual(engine.loaded(), []);
