@@ -196,6 +196,8 @@ export class Agent {
     this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
     this.#scheduler.onChange(() => this.statusChanged());
+    // A model loaded or unloaded changes what /api/ps shows: report it with the next status, not a minute later.
+    this.#engine.onLoadedChange?.(() => this.statusChanged());
     await this.#tunnel.start();
   }
 
@@ -240,6 +242,7 @@ export class Agent {
         queued: byName.get(d.name)?.queued ?? 0,
         loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded()).filter((m) => m.device === d.name).map((m) => m.id),
       })),
+      loaded: this.#engine.loaded(),
     };
   }
 
@@ -339,7 +342,8 @@ export class Agent {
         const result = await this.#engine.embed(body, signal);
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
-        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs });
+        const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
+        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs, ...load });
         log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
@@ -367,7 +371,8 @@ export class Agent {
           completionTokens = event.usage.completionTokens;
           cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...tail });
+          const extra = { ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}), ...(event.context ? { context: event.context } : {}) };
+          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...extra, ...tail });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
         }
       }

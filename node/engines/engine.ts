@@ -34,6 +34,10 @@ export interface GenerationDone {
   finishReason: FinishReason;
   usage: Usage;
   device: string;
+  /** Milliseconds this generation waited for its model to be loaded (about 0 when it was loaded already). */
+  loadDurationMs?: number;
+  /** With `returnContext`: the token ids of the prompt as the model read it (context included) and of the answer. */
+  context?: number[];
 }
 
 /**
@@ -54,6 +58,8 @@ export interface EmbeddingResult {
   /** Tokens in all inputs together. */
   promptTokens: number;
   device: string;
+  /** Milliseconds spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs?: number;
 }
 
 /**
@@ -105,6 +111,8 @@ export interface Engine {
   loaded(): LoadedModel[];
   /** Loads and device compilations under way, for the status frame's `loading`. */
   loading(): LoadProgress[];
+  /** Calls `listener` whenever a model has been loaded or unloaded, so the agent can report it at once. */
+  onLoadedChange?(listener: () => void): void;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

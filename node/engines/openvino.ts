@@ -31,6 +31,7 @@ import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
+import { describedFields } from '../models/metadata.ts';
 import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { compactJson } from '../grammar/compact-json.ts';
@@ -156,6 +157,7 @@ export class OpenVinoEngine implements Engine {
   readonly #log: Logger;
   readonly #entries: Map<string, CatalogEntry>;
   readonly #pool: ModelPool<Loaded>;
+  readonly #loadedListeners: Array<() => void> = [];
 
   /** Fails when the pinned device is unavailable or the NPU settings are out of range. */
   constructor(modules: OpenVinoModules, options: OpenVinoEngineOptions) {
@@ -174,7 +176,14 @@ export class OpenVinoEngine implements Engine {
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
     this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({ name, description: deviceDescription(modules.core, name, this.#available) }));
     // The pipelines have no dispose(): dropping the last reference lets the native objects be freed.
-    this.#pool = new ModelPool<Loaded>({ dispose: () => {}, ...options.pool });
+    this.#pool = new ModelPool<Loaded>({
+      dispose: () => {},
+      ...options.pool,
+      onEvent: (event) => {
+        options.pool?.onEvent?.(event);
+        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+      },
+    });
   }
 
   models(): readonly ModelInfo[] {
@@ -194,6 +203,7 @@ export class OpenVinoEngine implements Engine {
         ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
         ...(m.contextLength ? { contextLength: m.contextLength } : {}),
         ...(Number.isFinite(maxPromptTokens) ? { maxPromptTokens } : {}),
+        ...describedFields(m, 'openvino'),
         // A pipeline runs one call at a time on any device (the turn queue), whatever the scheduler would allow.
         ...(capacity ? { capacity: { concurrency: 1, queueLimit: capacity.queueLimit } } : {}),
       };
@@ -298,15 +308,23 @@ export class OpenVinoEngine implements Engine {
     return this.#pool.loading();
   }
 
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
+    const waitStarted = performance.now();
     const model = await this.#acquire<LLMPipeline>(entry);
+    const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
       const plan = planOutput(task, entry.traits);
       // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
       if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
-      yield* structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)));
+      for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
+        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+      }
     } finally {
       // The model stays in use until the native generation has really ended, which may be after the consumer left.
       const release = () => this.#pool.release(entry.id);
@@ -347,9 +365,13 @@ export class OpenVinoEngine implements Engine {
     started: (generation: Promise<unknown>) => void,
   ): Channel<GenerationEvent> {
     const genai = this.#genai;
-    const input = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    const history = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    // With Ollama's context the prompt goes to GenAI as text: the earlier ids decoded (special tokens kept, as the
+    // model read them), then this prompt rendered by the chat template, which GenAI must then not apply again.
+    const withContext = Boolean(task.context?.length || task.returnContext);
+    const input = withContext ? contextPrompt(model.tokenizer, task, plan, history) : history;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = countPrompt(model.tokenizer, task, plan, input);
+    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length).length : countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
       const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npuPromptLimit() ? 'on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)' : '(its context window)';
@@ -365,10 +387,12 @@ export class OpenVinoEngine implements Engine {
     // pipeline's own count at the end, so the deltas always add up to the usage.
     let streamedTokens = 0;
     let emittedTokens = 0;
+    let answer = '';
     const { RUNNING, STOP } = genai.StreamingStatus;
     const streamer = (chunk: string): GenAI.StreamingStatus => {
       if (signal.aborted || consumerGone()) return STOP;
       streamedTokens++;
+      if (task.returnContext) answer += chunk;
       const text = stops.push(chunk);
       if (text) {
         events.push({ type: 'delta', text, tokens: streamedTokens - emittedTokens });
@@ -378,6 +402,7 @@ export class OpenVinoEngine implements Engine {
     };
 
     const config = generationConfig(task, maxNewTokens);
+    if (withContext) config.apply_chat_template = false;
     if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
     const generation = model.pipeline
       .generate(input, config, streamer)
@@ -389,7 +414,9 @@ export class OpenVinoEngine implements Engine {
           let finishReason: FinishReason = 'stop';
           if (signal.aborted) finishReason = 'cancelled';
           else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
-          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device });
+          // GenAI returns text, not ids: the context is the prompt's ids and the answer's, encoded again.
+          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length), ...idsOf(model.tokenizer, answer, false)] } : {};
+          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device, ...context });
           events.close();
         },
         (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err })),
@@ -418,7 +445,9 @@ export class OpenVinoEngine implements Engine {
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     const entry = servedEntry(this.#entries, task.model, 'embedding');
+    const waitStarted = performance.now();
     const model = await this.#acquire<EmbeddingPipeline>(entry);
+    const loadDurationMs = performance.now() - waitStarted;
     let release: (() => void) | undefined;
     try {
       release = await model.turns.acquire(signal);
@@ -431,7 +460,7 @@ export class OpenVinoEngine implements Engine {
         signal.throwIfAborted();
         for (const v of await model.pipeline.embedDocuments(batch)) vectors.push(Array.from(v));
       }
-      return { vectors, promptTokens, device: model.device };
+      return { vectors, promptTokens, device: model.device, loadDurationMs };
     } catch (err) {
       if (signal.aborted || err instanceof AgentError) throw err;
       throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err });
@@ -472,6 +501,22 @@ function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: Outpu
   }
   // A rendered chat template already holds the special tokens.
   return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
+}
+
+/** The prompt as text: Ollama's context decoded, then the chat rendered by its template (or the raw prompt). */
+function contextPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): string {
+  const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
+  if (typeof input === 'string') return prefix + input;
+  try {
+    return prefix + tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+  } catch (err) {
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Token ids of `text` (a rendered template already holds its special tokens). */
+function idsOf(tokenizer: GenAI.Tokenizer, text: string, addSpecialTokens: boolean): number[] {
+  return Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).input_ids.data as ArrayLike<number | bigint>, Number);
 }
 
 function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {

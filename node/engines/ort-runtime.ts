@@ -353,6 +353,21 @@ function keepSequence(prefixes: PrefixCache<KvTensors>, chat: ChatModel, scope: 
   prefixes.store(chat, scope, (sequences.data as BigInt64Array).slice(0, kv.length), kv.tensors, kv.bytes);
 }
 
+/**
+ * Ollama's `context`: the ids of an earlier prompt and answer, put before this prompt as they are. Ids the model's
+ * vocabulary does not have are the client's mistake (a context from another model), not the engine's.
+ */
+function withContext(inputs: { input_ids: Tensor; attention_mask: Tensor }, context: readonly number[], model: PreTrainedModel, name: string): { input_ids: Tensor; attention_mask: Tensor } {
+  const vocab = (model.config as { vocab_size?: number }).vocab_size ?? Infinity;
+  const bad = context.find((id) => id >= vocab);
+  if (bad !== undefined) throw new AgentError('invalid_request', `context holds token id ${bad}, but '${name}' has a vocabulary of ${vocab} tokens: send back the context this model returned`);
+  const prompt = inputs.input_ids.data as BigInt64Array;
+  const ids = new BigInt64Array(context.length + prompt.length);
+  ids.set(context.map((id) => BigInt(id)));
+  ids.set(prompt, context.length);
+  return { input_ids: new Tensor('int64', ids, [1, ids.length]), attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]) };
+}
+
 /** Counts a prompt's tokens with a loaded chat model, as `generate` would feed it (see `Engine.countTokens`). */
 export function countPrompt(task: GenerateTask, plan: OutputPlan, chat: ChatModel): number {
   return encodePrompt(task, plan, chat).input_ids.dims.at(-1) ?? 0;
@@ -377,7 +392,8 @@ export async function* generate(
   prefixes?: PrefixCache<KvTensors>,
 ): AsyncIterable<GenerationEvent> {
   const { tokenizer, model, eosIds, chatTemplate, grammar } = chat;
-  const inputs = encodePrompt(task, plan, { tokenizer, chatTemplate });
+  const encoded = encodePrompt(task, plan, { tokenizer, chatTemplate });
+  const inputs = task.context?.length ? withContext(encoded, task.context, model, task.model) : encoded;
   const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
   const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
   const room = contextLength ? contextLength - promptTokens : Infinity;
@@ -403,11 +419,13 @@ export async function* generate(
   let pendingTokens = 0;
   let lastToken: bigint | undefined;
   let consumerGone = false;
+  const generated: bigint[] = [];
 
   const streamer = new TokenStreamer((id) => {
     completionTokens++;
     pendingTokens++;
     lastToken = id;
+    if (task.returnContext) generated.push(id);
     // The mask allowed only tokens the grammar accepts, so a refusal is a fault here (a vocabulary that does not
     // match the model's), and the output cannot be trusted to follow the grammar any more.
     if (matcher && !matcher.accept(Number(id))) throw new EngineError(`the output grammar refused token ${id}, which its own mask allowed`);
@@ -453,7 +471,8 @@ export async function* generate(
       let finishReason: FinishReason = 'stop';
       if (signal.aborted) finishReason = 'cancelled';
       else if (!stops.stopped && !(lastToken !== undefined && eosIds.has(lastToken)) && completionTokens >= maxNewTokens) finishReason = 'length';
-      events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens, ...(prefixes ? { cachedPromptTokens } : {}) }, device: 'CPU' });
+      const context = task.returnContext ? { context: [...(inputs.input_ids.data as BigInt64Array), ...generated].map(Number) } : {};
+      events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens, ...(prefixes ? { cachedPromptTokens } : {}) }, device: 'CPU', ...context });
       events.close();
     },
     (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}': ${(err as Error).message}`, { cause: err })),

@@ -5,6 +5,7 @@
 import type { Capacity, CountTask, DeviceInfo, EmbedTask, GenerateTask, LoadedModel as LoadedModelInfo, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
+import { describedFields } from '../models/metadata.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
@@ -49,6 +50,7 @@ export class OrtEngine implements Engine {
   readonly #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
+  readonly #loadedListeners: Array<() => void> = [];
   readonly #capacityOf: ((device: string) => Capacity) | undefined;
   readonly #prefixes: PrefixCache<KvTensors> | undefined;
 
@@ -70,7 +72,10 @@ export class OrtEngine implements Engine {
       keepAliveMs: options.keepAliveMs,
       memoryBudgetBytes: options.memoryBudgetBytes,
       loadCooldownMs: options.loadCooldownMs,
-      onEvent: options.onModelEvent,
+      onEvent: (event) => {
+        options.onModelEvent?.(event);
+        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+      },
     });
   }
 
@@ -85,6 +90,7 @@ export class OrtEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
+      ...describedFields(m, 'onnx'),
       ...(capacity ? { capacity } : {}),
     }));
   }
@@ -155,9 +161,11 @@ export class OrtEngine implements Engine {
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const waitStarted = performance.now();
     const embedder = await this.#embedder(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     try {
-      return await (await ortRuntime()).embed(task, signal, embedder);
+      return { ...(await (await ortRuntime()).embed(task, signal, embedder)), loadDurationMs };
     } finally {
       this.#pool.release(task.model);
     }
@@ -174,14 +182,22 @@ export class OrtEngine implements Engine {
     }
   }
 
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const waitStarted = performance.now();
     const chat = await this.#chatModel(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
       const entry = this.#entries.get(task.model)!;
       const plan = planOutput(task, entry.traits);
-      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes));
+      for await (const event of structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes))) {
+        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+      }
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

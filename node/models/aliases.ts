@@ -125,6 +125,10 @@ export class AliasedEngine implements Engine {
     return this.#inner.loading();
   }
 
+  onLoadedChange(listener: () => void): void {
+    this.#inner.onLoadedChange?.(listener);
+  }
+
   close(): Promise<void> {
     return this.#inner.close();
   }

@@ -9,7 +9,8 @@ import * as z from 'zod';
 import type { ModelInfo, ModelKind } from '../../shared/protocol/frames.ts';
 import { AgentError, UnknownModelError } from '../errors.ts';
 import { traitsOf, TraitsOverride, withOverride, type OutputTraits } from '../output/traits.ts';
-import { chatTemplateText, findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
+import { chatTemplateText, findChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatTemplateSource } from './chat-template.ts';
+import { MAX_TEMPLATE_CHARS, readModelMetadata, type ModelMetadata } from './metadata.ts';
 import { ONNX_DTYPES, weightBytes } from './weights.ts';
 
 /** How an embedding model turns token vectors into one vector, from its sentence-transformers files. */
@@ -46,6 +47,10 @@ export interface CatalogEntry {
    * models: the plain layout's, unused).
    */
   traits: OutputTraits;
+  /** Size, digest, modification time, parameters and precision of the model's files (models/metadata.ts). */
+  metadata?: ModelMetadata;
+  /** Chat models: the chat template's text as the engines apply it, when at most MAX_TEMPLATE_CHARS long. */
+  template?: string;
   /** Embedding models: pooling and normalisation (`1_Pooling/config.json`, `modules.json`). */
   embedding?: EmbeddingSettings;
   /** Weight file sizes, read once here so that no engine reads the folder again for them. */
@@ -207,9 +212,15 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
       traits: kind === 'chat' ? await readTraits(dir) : traitsOf(undefined),
       ...(embedding ? { embedding: { pooling: embedding.pooling, normalize: embedding.normalize } } : {}),
       weights: await readWeightSizes(dir, formats),
+      metadata: await readModelMetadata(dir, config as Record<string, unknown>),
+      ...(kind === 'chat' ? templateField((await chatTemplateText(dir)) ?? PLAIN_CHAT_TEMPLATE) : {}),
     });
   }
   return catalog;
+}
+
+function templateField(template: string): { template?: string } {
+  return template.length <= MAX_TEMPLATE_CHARS ? { template } : {};
 }
 
 /**

@@ -91,9 +91,6 @@ export interface PipelineConstruction {
   properties: Record<string, unknown>;
 }
 
-/** Words: the fake tokenizer's tokens. */
-const wordCount = (text: string) => text.split(/\s+/).filter(Boolean).length;
-
 /**
  * The OpenVINO runtime on a machine with the devices a test chooses (as `Core.getAvailableDevices()` would report on
  * one with an NPU or GPU). Compiling for a device named in `failOn` fails with the reason a missing driver or an
@@ -112,6 +109,19 @@ export class FakeOpenVinoRuntime {
   /** The chunks each `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
   #hold: Promise<void> | undefined;
+  /** Every `Tokenizer.decode` call: the ids, and whether special tokens were to be skipped. */
+  readonly decodeCalls: Array<{ ids: number[]; skipSpecialTokens: boolean | undefined }> = [];
+  readonly #words: string[] = [];
+  readonly #ids = new Map<string, number>();
+
+  #idOf(word: string): number {
+    let id = this.#ids.get(word);
+    if (id === undefined) {
+      id = this.#words.push(word) - 1;
+      this.#ids.set(word, id);
+    }
+    return id;
+  }
 
   constructor(options: { devices: readonly string[]; failOn?: Record<string, string> }) {
     this.#devices = options.devices;
@@ -163,7 +173,15 @@ export class FakeOpenVinoRuntime {
         const messages = Array.isArray(history) ? history : history.getMessages();
         return messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
       },
-      encode: (prompt: string) => ({ input_ids: { getShape: () => [1, wordCount(prompt)] } }),
+      // One id per whitespace-separated word, as `Tensor.data` gives them (BigInt64Array for i64); `decode` maps back.
+      encode: (prompt: string) => {
+        const ids = BigInt64Array.from(prompt.split(/\s+/).filter(Boolean).map((w) => BigInt(fake.#idOf(w))));
+        return { input_ids: { getShape: () => [1, ids.length], data: ids } };
+      },
+      decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
+        fake.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
+        return Array.from(ids, (id) => fake.#words[Number(id)] ?? '').join(' ');
+      },
     };
   }
 

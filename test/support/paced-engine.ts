@@ -70,6 +70,9 @@ export class PacedEngine implements Engine {
   loading() {
     return this.#inner.loading();
   }
+  onLoadedChange(listener: () => void) {
+    this.#inner.onLoadedChange?.(listener);
+  }
   close() {
     return this.#inner.close();
   }

@@ -126,7 +126,7 @@ export class Exchange {
 
   onEmbeddings(frame: EmbeddingsFrame): void {
     const embeddings = this.#options.format.embeddings;
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started };
+    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}) };
     const body = embeddings ? embeddings(this.#options.meta, frame.data, frame.usage, timing) : undefined;
     this.#done.resolve(Response.json(body, { headers: { 'x-request-id': this.id, ...this.#options.headers } }));
     this.#settle({ status: 200, outcome: 'ok', errorCode: null, finishReason: 'stop', usage: frame.usage, device: frame.device, embeddings: frame.data });
@@ -136,8 +136,14 @@ export class Exchange {
     if (frame.text !== undefined || frame.tokens || frame.reasoning || frame.toolCalls?.length) {
       this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}) });
     }
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
-    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
+    const timing = {
+      durationMs: frame.durationMs,
+      totalMs: Date.now() - this.#started,
+      ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}),
+      ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}),
+    };
+    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing, ...(frame.context ? { context: frame.context } : {}) };
+    if (frame.context) this.#chunks.push({ text: '', tokens: 0, context: frame.context });
     this.#completionTokens = frame.usage.completionTokens;
     let status = 200;
     if (this.stream) {

@@ -18,6 +18,7 @@ const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools
 const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages', anthropic: 'messages' } };
 const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format', anthropic: 'output_config.format' } };
 const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think', anthropic: 'thinking' } };
+const CONTEXT: Need = { feature: 'context', param: { openai: 'context', ollama: 'context', anthropic: 'context' } };
 const COUNT: Need = { feature: 'count-tokens', param: { openai: 'model', ollama: 'model', anthropic: 'model' }, what: 'counting tokens' };
 
 /** What `task` needs beyond the protocol's core, in the order a client would read the parameters. */
@@ -30,6 +31,8 @@ export function featuresNeeded(task: Task): Need[] {
   }
   if (task.task !== 'count' && task.responseFormat) needs.push(STRUCTURED);
   if ((task.task === 'chat' || task.task === 'count') && task.think !== undefined) needs.push(REASONING);
+  // Only context given changes the answer; an older agent asked to return it just leaves it out.
+  if (task.task !== 'count' && task.context?.length) needs.push(CONTEXT);
   return needs;
 }
 
