@@ -69,6 +69,18 @@ let agent = await spawnAgent(edge, 'soak');
 const db = createClient({ url: edge.sqld.url });
 const t0 = Date.now();
 const memoryStart = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
+/**
+ * Resident memory every 5 s. Start → end mixes warm-up (JIT, the hot cache filling, the isolate's heap growing to
+ * its working size) with leaks; a leak shows as growth that goes on in the second half of the run, so that is what
+ * the table reports as the trend (the agent is a new process after its restart at 20 %, so its half starts later).
+ */
+const samples: Array<{ at: number; workerd: number; agent: number }> = [];
+const sampler = setInterval(() => samples.push({ at: Date.now() - t0, workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) }), 5000);
+/** Mean of the samples in [from, to) of the run, as fractions of it. */
+const meanRss = (key: 'workerd' | 'agent', from: number, to: number) => {
+  const inside = samples.filter((s) => s.at >= from * durationMs && s.at < to * durationMs && s[key] > 0);
+  return inside.reduce((n, s) => n + s[key], 0) / Math.max(1, inside.length);
+};
 
 async function send(kind: Kind, i: number): Promise<Outcome> {
   const started = performance.now();
@@ -130,6 +142,11 @@ for (let i = 0; Date.now() - t0 < durationMs; i++) {
 await faultsDone;
 const outcomes = await Promise.all(pending);
 const memoryEnd = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
+clearInterval(sampler);
+const trend = (key: 'workerd' | 'agent', from: number) => {
+  const [a, b, c] = [meanRss(key, from, from + (1 - from) / 3), meanRss(key, from + (1 - from) / 3, from + (2 * (1 - from)) / 3), meanRss(key, from + (2 * (1 - from)) / 3, 1.01)];
+  return `${a.toFixed(0)} → ${b.toFixed(0)} → ${c.toFixed(0)} MiB (${(((c - a) / a) * 100).toFixed(0)} % over the last two thirds)`;
+};
 
 // Usage rows: the hub writes them in batches and retries while libSQL is away; wait until they stop arriving.
 const usageRows = async () => Number((await db.execute({ sql: 'select count(*) as n from usage where at >= ?', args: [t0] })).rows[0]!.n);
@@ -158,6 +175,8 @@ const lines = [
   `| usage rows / requests | ${rows} / ${outcomes.length} |`,
   `| workerd RSS start → end | ${memoryStart.workerd.toFixed(0)} → ${memoryEnd.workerd.toFixed(0)} MiB |`,
   `| agent RSS start → end (new process after the restart) | ${memoryStart.agent.toFixed(0)} → ${memoryEnd.agent.toFixed(0)} MiB |`,
+  `| workerd RSS after warm-up, by thirds of 25–100 % of the run | ${trend('workerd', 0.25)} |`,
+  `| agent RSS (the new process), by thirds of 35–100 % of the run | ${trend('agent', 0.35)} |`,
   `| faults | ${faults.join('; ')} |`,
 ];
 console.log(lines.join('\n'));
