@@ -65,8 +65,11 @@ export interface StreamWriter {
   close(outcome: Outcome): string;
   /** A terminal error event the client's library will raise. */
   error(err: ApiError): string;
-  /** Something harmless that keeps intermediaries from timing the stream out and reveals a vanished client. */
-  keepAlive(): string;
+  /**
+   * Something harmless that keeps intermediaries from timing the stream out and reveals a vanished client; `note`
+   * says what the wait is for (a model loading), where the dialect has room for a comment.
+   */
+  keepAlive(note?: string): string;
 }
 
 export interface ResponseFormat {
@@ -81,4 +84,9 @@ export interface ResponseFormat {
   body(meta: ResponseMeta, answer: Answer, outcome: Outcome): unknown;
   /** The body of an embeddings response, for formats that serve embeddings. */
   embeddings?(meta: ResponseMeta, vectors: number[][], usage: Usage, timing?: Timing): unknown;
+}
+
+/** An SSE comment line (clients ignore it): a keep-alive, saying what the wait is for when there is a note. */
+export function sseComment(note?: string): string {
+  return `: ${note ? note.replace(/[\r\n]+/g, ' ').slice(0, 200) : 'keep-alive'}\n\n`;
 }

@@ -1,7 +1,7 @@
 /** OpenAI `chat.completion` and `text_completion` responses: JSON bodies and their SSE streams. */
 import type { FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import { errorBody } from '../http/errors.ts';
-import type { Answer, AnswerPart, ResponseFormat, ResponseMeta, StreamWriter } from './format.ts';
+import { type Answer, type AnswerPart, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from './format.ts';
 
 /** OpenAI has no `cancelled`; a cancelled generation only reaches a client that already left. */
 function finishReason(reason: FinishReason): 'stop' | 'length' | 'tool_calls' {
@@ -73,8 +73,8 @@ class ChatChunkWriter implements StreamWriter {
   error(err: Parameters<StreamWriter['error']>[0]) {
     return sse(errorBody(err, 'openai'));
   }
-  keepAlive() {
-    return ': keep-alive\n\n';
+  keepAlive(note?: string) {
+    return sseComment(note);
   }
 }
 
@@ -130,8 +130,8 @@ class CompletionChunkWriter implements StreamWriter {
   error(err: Parameters<StreamWriter['error']>[0]) {
     return sse(errorBody(err, 'openai'));
   }
-  keepAlive() {
-    return ': keep-alive\n\n';
+  keepAlive(note?: string) {
+    return sseComment(note);
   }
 }
 

@@ -150,6 +150,15 @@ export class AgentRegistry {
     return this.#ctx.getWebSockets(connId).find((ws) => ws.readyState === WebSocket.OPEN);
   }
 
+  /** What the agent on `connId` last said it is doing to load `model`, as a keep-alive note; undefined if nothing. */
+  loadingNote(connId: string, model: string, now: number): string | undefined {
+    const loading = this.#store.get(connId)?.status?.loading?.find((l) => l.model === model);
+    if (!loading) return undefined;
+    const what = loading.phase === 'compile' ? `compiling '${model}' for ${loading.device}` : `loading '${model}' on ${loading.device}`;
+    const pct = loading.fraction !== undefined ? `, ${Math.round(loading.fraction * 100)} %` : '';
+    return `${what}${pct} (${Math.round((now - loading.startedAt) / 1000)} s so far)`;
+  }
+
   /** What the agents say about a model (the first that serves it), or undefined. */
   modelInfo(id: string): ModelInfo | undefined {
     for (const a of this.list()) {

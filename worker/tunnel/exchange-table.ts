@@ -17,6 +17,8 @@ export interface ExchangeTableOptions {
   cancel: (exchange: Exchange, reason: string) => void;
   /** Runs on every tick while requests are in flight. */
   onTick: (now: number) => void;
+  /** What a request waiting on `connId` for `model` waits for, to say in its keep-alives (a model loading). */
+  note?: (connId: string, model: string, now: number) => string | undefined;
 }
 
 export class ExchangeTable {
@@ -114,7 +116,9 @@ export class ExchangeTable {
         this.#options.cancel(ex, 'inference timeout');
         ex.onError(new ApiError('timeout', `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`));
       } else {
-        ex.keepAlive(now, KEEPALIVE_MS);
+        const slot = this.#modelOf.get(ex.id);
+        const note = slot && this.#options.note ? this.#options.note(ex.connId, slot.slice(ex.connId.length + 1), now) : undefined;
+        ex.keepAlive(now, KEEPALIVE_MS, note);
       }
     }
     this.#options.onTick(now);

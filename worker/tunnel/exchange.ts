@@ -178,8 +178,9 @@ export class Exchange {
   }
 
   /** Writes a keep-alive if nothing was written for `idleMs`; this is also how a vanished client is noticed. */
-  keepAlive(now: number, idleMs: number): void {
-    if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs) this.#write(this.#sse!.keepAlive());
+  keepAlive(now: number, idleMs: number, note?: string): void {
+    // The note (a model loading) matters only while the client waits for its first token.
+    if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs) this.#write(this.#sse!.keepAlive(this.#chunks.length === 0 ? note : undefined));
   }
 
   /** True once the exchange has run longer than `timeoutMs` without finishing. */

@@ -80,6 +80,7 @@ export class AgentHub extends DurableObject<Env> {
         this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0);
         inFlight.checkpoint(now, this.#exchanges.values());
       },
+      note: (connId, model, now) => this.#registry.loadingNote(connId, model, now),
     });
     this.#registry = new AgentRegistry(ctx, config, (connId, why) => this.#exchanges.failConnection(connId, why));
     this.#frames = new AgentFrames(this.#registry, this.#exchanges, (id, from) => this.#flow.redispatch(id, from));

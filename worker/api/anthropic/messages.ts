@@ -10,7 +10,7 @@
 import type { FinishReason, Usage } from '../../../shared/protocol/frames.ts';
 import { errorBody, type ApiError } from '../../http/errors.ts';
 import { argumentsObject } from '../answer.ts';
-import type { Answer, AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../format.ts';
+import { type Answer, type AnswerPart, type Outcome, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from '../format.ts';
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
 
@@ -90,8 +90,8 @@ class MessageStreamWriter implements StreamWriter {
     return `event: error\ndata: ${JSON.stringify(errorBody(err, 'anthropic'))}\n\n`;
   }
   /** Anthropic's own keep-alive; its SDKs skip it. */
-  keepAlive() {
-    return event('ping', {});
+  keepAlive(note?: string) {
+    return (note ? sseComment(note) : '') + event('ping', {});
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import type { FinishReason, ToolCall, Usage } from '../../../shared/protocol/frames.ts';
 import type { ApiError } from '../../http/errors.ts';
-import type { Answer, AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../format.ts';
+import { type Answer, type AnswerPart, type Outcome, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from '../format.ts';
 
 /** OpenAI's ids are a prefix and an opaque string; the request's UUID without dashes keeps them unique. */
 export const responseId = (requestId: string) => `resp_${requestId.replaceAll('-', '')}`;
@@ -218,8 +218,8 @@ class ResponseEventWriter implements StreamWriter {
     );
   }
 
-  keepAlive() {
-    return ': keep-alive\n\n';
+  keepAlive(note?: string) {
+    return sseComment(note);
   }
 }
 

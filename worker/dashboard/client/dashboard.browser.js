@@ -253,6 +253,20 @@ function tile(id, value, shown) {
   el.dataset.value = value === null ? '' : String(value);
 }
 
+/**
+ * What the agent's last heartbeat says of a model: being loaded or compiled (for how long), or loaded.
+ * @param {any} status
+ * @param {string} id
+ */
+function modelState(status, id) {
+  const loading = status?.loading?.find((/** @type {{ model: string }} */ l) => l.model === id);
+  if (loading) {
+    const pct = loading.fraction !== undefined ? ` ${Math.round(loading.fraction * 100)} %` : '';
+    return `, ${loading.phase === 'compile' ? 'compiling' : 'loading'}${pct}, started ${since(loading.startedAt)}`;
+  }
+  return status?.loaded?.some((/** @type {{ id: string }} */ l) => l.id === id) ? ', loaded' : '';
+}
+
 /** @param {number} ms */
 function since(ms) {
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -347,7 +361,7 @@ async function load() {
         a.agentId,
         `${a.engine} ${a.agentVersion}`,
         a.devices.map((/** @type {{ name: string }} */ d) => d.name).join(', ') || '–',
-        a.models.map((/** @type {{ id: string, device: string }} */ m) => `${m.id} (${m.device})`).join(', ') || '–',
+        a.models.map((/** @type {{ id: string, device: string }} */ m) => `${m.id} (${m.device}${modelState(a.status, m.id)})`).join(', ') || '–',
         `${new Date(a.connectedAt).toLocaleString()} (${since(a.connectedAt)})`,
         a.inFlight,
         a.status ? `${a.status.queued}${a.status.draining ? ' (draining)' : ''}` : 'no heartbeat yet',
