@@ -14,7 +14,7 @@ try {
   console.error(`npu-relay agent: ${err.message}`);
   process.exit(2);
 }
-const { agent, engine, summary, observability } = runtime;
+const { agent, engine, manager, summary, observability } = runtime;
 for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
 
 let stopping = false;
@@ -25,6 +25,7 @@ const stop = async (signal: string) => {
   log.info({ signal }, 'stopping');
   if (signal === 'SIGTERM') await agent.drain(config.drainTimeoutMs ?? 30_000);
   else await agent.stop();
+  manager.close();
   await observability?.close();
   await engine.close();
   process.exit(0);

@@ -3,6 +3,7 @@
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
 import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
+import type { CatalogEntry } from '../models/catalog.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -71,6 +72,15 @@ export interface Engine {
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Keeps a loaded model for `keepAliveMs` after its last use (Infinity: for ever; 0: unload when idle). */
   touch?(id: string, keepAliveMs: number): boolean;
+  /** Loads a model now, ahead of its first request. */
+  preload?(id: string): Promise<void>;
+  /** Unloads a model now (or, when a request is using it, as soon as it is idle); false when it was not loaded. */
+  unload?(id: string): Promise<boolean>;
+  /**
+   * Serves the models of a rescanned models folder from now on (a pull, delete or copy, or a change on disk): new
+   * models become servable, removed ones are unloaded. Requests already running finish on what they have.
+   */
+  updateCatalog?(entries: readonly CatalogEntry[]): Promise<void>;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

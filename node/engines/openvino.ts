@@ -113,7 +113,7 @@ export class OpenVinoEngine implements Engine {
   readonly #choice: DeviceChoice | undefined;
   readonly #npu: NpuSettings;
   readonly #log: Logger;
-  readonly #entries: Map<string, CatalogEntry>;
+  #entries: Map<string, CatalogEntry>;
   readonly #loaded = new Map<string, Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>>();
   /** The device each loaded model actually runs on. */
   readonly #loadedOn = new Map<string, string>();
@@ -327,6 +327,29 @@ export class OpenVinoEngine implements Engine {
     } finally {
       release?.();
     }
+  }
+
+  /** Loads (compiles) a model now rather than on its first request. */
+  async preload(id: string): Promise<void> {
+    const entry = this.#entries.get(id);
+    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
+    await (entry.kind === 'chat' ? this.#model(id, 'chat', this.#compileLLM) : this.#model(id, 'embedding', this.#compileEmbedder));
+  }
+
+  /** Drops a loaded pipeline; a running generation keeps its reference and finishes. False when it was not loaded. */
+  async unload(id: string): Promise<boolean> {
+    const loading = this.#loaded.get(id);
+    if (!loading) return false;
+    this.#loaded.delete(id);
+    this.#loadedOn.delete(id);
+    await loading.catch(() => {});
+    return true;
+  }
+
+  async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
+    const previous = this.#entries;
+    this.#entries = new Map(entries.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
+    for (const [id, old] of previous) if (this.#entries.get(id)?.dir !== old.dir) await this.unload(id);
   }
 
   async close(): Promise<void> {
