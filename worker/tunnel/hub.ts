@@ -32,6 +32,7 @@ import { AgentLiveness, isSilent } from './liveness.ts';
 import { Ledger, type KeyRecord, type RefusalCount, type Reservation, type TokenNeed, type UsageRow } from './ledger.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
+import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
 
 /**
  * What the hub remembers about a socket in its attachment, so it survives hibernation. Only small fixed fields:
@@ -257,11 +258,21 @@ export class AgentHub extends DurableObject<Env> {
   readonly #agentStore: AgentStore;
   readonly #liveness = new AgentLiveness();
   readonly #frameBudget = new FrameBudget();
+  /** Model management (load, unload, pull, delete, copy): worker/tunnel/management.ts. */
+  readonly #management: Management;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#ledger = new Ledger(ctx.storage.sql);
     this.#agentStore = new AgentStore(ctx.storage.sql);
+    this.#management = new Management({
+      agents: () => this.#agents(),
+      send: (ws, frame) => this.#send(ws, frame),
+      store: this.#agentStore,
+      record: (row) => this.record(row),
+      unknown: (ws, connId, id) => void this.#exchangeFor(ws, connId, id),
+      waitUntil: (p) => this.ctx.waitUntil(p),
+    });
     // Records of sockets that closed while the object was gone (a deploy, a crash) have no close event to drop them.
     this.#agentStore.retainOnly(new Set(ctx.getWebSockets().flatMap((ws) => this.#attachment(ws)?.connId ?? [])));
     // Answers heartbeats without waking the object from hibernation.
@@ -295,6 +306,16 @@ export class AgentHub extends DurableObject<Env> {
       }
     }
     return errorResponse(new ApiError('not_found', `no hub route ${pathname}`), 'openai');
+  }
+
+  /** A model load, unload, delete or copy on the agents (worker/tunnel/management.ts). */
+  async manage(request: ManageRequest): Promise<ManageOutcome> {
+    return this.#management.run(request);
+  }
+
+  /** A model pull on the agents, answered with Ollama's progress lines (worker/tunnel/management.ts). */
+  async pull(request: ManageRequest): Promise<Response> {
+    return this.#management.pull(request);
   }
 
   /** The connected agents that have said hello. */
@@ -921,6 +942,12 @@ export class AgentHub extends DurableObject<Env> {
       }
       case 'chunk':
         return this.#exchangeFor(ws, attachment.connId, frame.id)?.onChunk(frame);
+      case 'progress':
+        return this.#management.onProgress(ws, attachment.connId, frame);
+      case 'managed':
+        return this.#management.onManaged(ws, attachment.connId, frame);
+      case 'models':
+        return this.#management.onModels(attachment.connId, frame);
       case 'embeddings': {
         const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
         if (ex) {
@@ -942,6 +969,7 @@ export class AgentHub extends DurableObject<Env> {
           console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
           return;
         }
+        if (this.#management.owns(frame.id)) return this.#management.onError(ws, attachment.connId, { ...frame, id: frame.id });
         const ex = this.#exchangeFor(ws, attachment.connId, frame.id);
         if (ex) {
           this.#exchanges.delete(frame.id);
@@ -1058,6 +1086,7 @@ export class AgentHub extends DurableObject<Env> {
 
   /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
   #connectionGone(connId: string, why: string): void {
+    this.#management.connectionGone(connId, why);
     for (const [id, ex] of this.#exchanges) {
       if (ex.connId !== connId) continue;
       this.#exchanges.delete(id);
