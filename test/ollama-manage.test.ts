@@ -11,9 +11,15 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import { Ollama, type ProgressResponse } from 'ollama';
+import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
+import { AliasedEngine } from '../node/models/aliases.ts';
+import { scanModels } from '../node/models/catalog.ts';
+import { ModelManager } from '../node/models/manage.ts';
 import type { ModelEvent } from '../node/models/pool.ts';
 import { createAgentRuntime, type AgentRuntime } from '../node/runtime.ts';
+import type { AgentFrame, ManageFrame } from '../shared/protocol/frames.ts';
+import { FakeGenAI } from './support/fake-openvino.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { repoFilesFrom, startHub, type Hub } from './support/hub-server.ts';
 import { startTestEdge, type TestEdge } from './support/stack.ts';
@@ -163,6 +169,30 @@ describe('Ollama model management through the edge', () => {
     await assert.rejects(ollama.delete({ model: '../etc' }), (err: Error & { status_code?: number }) => err.status_code === 404, 'a path is no model name');
   });
 
+  test('a client that stops reading a pull stops it on the agent; pulling again resumes where it stopped', async () => {
+    hub.sabotage.stallAfter = { file: 'onnx/model.onnx', bytes: 1_000_000 };
+    const stream = await ollama.pull({ model: REPO, stream: true });
+    for await (const p of stream) if (p.status === 'pulling onnx/model.onnx' && p.completed > 0) break;
+    stream.abort();
+    const db = createClient({ url: edge.sqld.url });
+    try {
+      const row = await waitFor('the cancelled pull\'s usage row', async () => (await db.execute(`select status, outcome, error_code from usage where endpoint = 'api.pull' and status = 499`)).rows[0]);
+      assert.equal(row.outcome, 'cancelled', 'the agent confirmed the cancel');
+    } finally {
+      db.close();
+    }
+    const partial = await stat(path.join(modelsDir, '.pull', CHAT_MODEL, 'onnx/model.onnx.partial'));
+    assert.ok(partial.size > 0, `what arrived stays staged (${partial.size} bytes)`);
+
+    hub.sabotage = {};
+    hub.requests = [];
+    const res = await ollama.pull({ model: REPO, stream: false });
+    assert.equal(res.status, 'success');
+    const weights = chatFiles.find((f) => f.path === 'onnx/model.onnx')!;
+    assert.deepEqual(hub.requests.filter((r) => r.path === `/cdn/${weights.sha256}`).map((r) => r.range), [`bytes=${partial.size}-`], 'the second pull asked for the rest only');
+    assert.ok((await tags()).includes(`${CHAT_MODEL}:latest`));
+  });
+
   test('a model folder that appears on disk is served without a restart; a pull of an unknown repo fails in the stream', async () => {
     // Written elsewhere and moved in, as a copy by hand or another tool would install it.
     const staging = await mkdtemp(path.join(tmpdir(), 'npu-relay-manual-'));
@@ -184,5 +214,54 @@ describe('Ollama model management through the edge', () => {
       /the hub answered 401 \(Repository not found\)/,
     );
     await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+  });
+});
+
+describe('model management on the OpenVINO engine (FakeGenAI stands in for the native runtime)', () => {
+  let modelsDir: string;
+  before(async () => {
+    modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-manage-ov-'));
+    const dir = path.join(modelsDir, 'ov-chat');
+    await mkdir(dir);
+    await writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 2048 }));
+    for (const file of ['openvino_model.xml', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+  });
+  after(() => rm(modelsDir, { recursive: true, force: true }));
+
+  test('load, unload, copy and delete through the manager, and the catalog follows the folder', async () => {
+    const fake = new FakeGenAI();
+    const modules = fake.modules();
+    let compiled = 0;
+    const pipeline = modules.genai.LLMPipeline;
+    modules.genai = { ...modules.genai, LLMPipeline: (async (...args: Parameters<typeof pipeline>) => (compiled++, pipeline(...args))) as typeof pipeline };
+    const log = createLogger('silent');
+    const inner = new OpenVinoEngine(modules, { models: (await scanModels(modelsDir)).entries, log });
+    const engine = new AliasedEngine(inner, { file: undefined, map: new Map() });
+    const manager = new ModelManager({ engine, modelsDir, hub: { endpoint: 'http://127.0.0.1:9' }, log });
+    const lists: string[][] = [];
+    manager.onModelsChanged((models) => lists.push(models.map((m) => m.id)));
+    const run = (op: ManageFrame['op']) =>
+      new Promise<AgentFrame>((resolve) => manager.handle({ type: 'manage', id: crypto.randomUUID(), op }, (f) => f.type !== 'progress' && resolve(f)));
+
+    const loaded = await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(loaded.type === 'managed' && typeof loaded.loadDurationMs, 'number');
+    assert.equal(compiled, 1, 'the pipeline was built');
+    const unloaded = await run({ action: 'unload', model: 'ov-chat' });
+    assert.equal(unloaded.type === 'managed' && unloaded.wasLoaded, true, 'the loaded pipeline was dropped');
+    const unloadedAgain = await run({ action: 'unload', model: 'ov-chat' });
+    assert.deepEqual(unloadedAgain.type === 'managed' && unloadedAgain.wasLoaded, false, 'nothing left to unload');
+    await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(compiled, 2, 'a load after an unload builds the pipeline again');
+
+    assert.equal((await run({ action: 'copy', source: 'ov-chat', destination: 'ov-alias' })).type, 'managed');
+    assert.deepEqual(engine.models().map((m) => m.id), ['ov-chat', 'ov-alias']);
+    const removed = await run({ action: 'delete', model: 'ov-chat' });
+    assert.equal(removed.type, 'managed');
+    assert.deepEqual(engine.models(), [], 'the model and its alias are gone');
+    assert.deepEqual(lists, [['ov-chat', 'ov-alias'], []]);
+    const missing = await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(missing.type === 'error' && missing.code, 'unknown_model');
+    manager.close();
+    await engine.close();
   });
 });

@@ -162,12 +162,19 @@ export class ModelManager {
     progress({ status: 'pulling manifest' });
     const files = new Map<string, HubFile>();
     let last = 0;
-    const report = (file: string, completed: number, total: number, force: boolean) => {
-      const now = performance.now();
-      if (!force && now - last < PROGRESS_INTERVAL_MS) return;
-      last = now;
+    let trailing: NodeJS.Timeout | undefined;
+    const send = (file: string, completed: number, total: number) => {
+      last = performance.now();
       const sha = files.get(file)?.sha256;
       progress({ status: `pulling ${file}`, ...(sha ? { digest: `sha256:${sha}` } : {}), total, completed });
+    };
+    // Throttled, but the latest count always goes out: a transfer that stalls still shows how far it got.
+    const report = (file: string, completed: number, total: number, force: boolean) => {
+      clearTimeout(trailing);
+      trailing = undefined;
+      const wait = PROGRESS_INTERVAL_MS - (performance.now() - last);
+      if (force || wait <= 0) send(file, completed, total);
+      else trailing = setTimeout(() => send(file, completed, total), wait);
     };
     try {
       await pullModel({
@@ -186,6 +193,7 @@ export class ModelManager {
         },
       });
     } catch (err) {
+      clearTimeout(trailing);
       if (signal.aborted) throw err;
       if (!(err instanceof PullError)) throw err;
       const status = err.hubStatus;
