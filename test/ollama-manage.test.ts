@@ -233,7 +233,11 @@ describe('model management on the OpenVINO engine (FakeGenAI stands in for the n
     const modules = fake.modules();
     let compiled = 0;
     const pipeline = modules.genai.LLMPipeline;
-    modules.genai = { ...modules.genai, LLMPipeline: (async (...args: Parameters<typeof pipeline>) => (compiled++, pipeline(...args))) as typeof pipeline };
+    const counted = async (...args: Parameters<typeof pipeline>) => {
+      compiled++;
+      return pipeline(...args);
+    };
+    modules.genai = { ...modules.genai, LLMPipeline: counted as typeof pipeline };
     const log = createLogger('silent');
     const inner = new OpenVinoEngine(modules, { models: (await scanModels(modelsDir)).entries, log });
     const engine = new AliasedEngine(inner, { file: undefined, map: new Map() });
