@@ -138,6 +138,12 @@ describe('Ollama model management through the edge', () => {
     assert.equal(loaded.done_reason, 'load');
     assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], 'nothing changed');
 
+    // The admin token always has the scope.
+    const admin = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.adminToken}` } });
+    await admin.copy({ source: CHAT_MODEL, destination: 'admin-copy' });
+    await admin.delete({ model: 'admin-copy' });
+    assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`]);
+
     const db = createClient({ url: edge.sqld.url });
     try {
       const rows = await waitFor('the usage rows of the refused requests', async () => {
@@ -214,6 +220,60 @@ describe('Ollama model management through the edge', () => {
       /the hub answered 401 \(Repository not found\)/,
     );
     await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+  });
+});
+
+describe('a pull with two agents', () => {
+  let edge: TestEdge;
+  let hub: Hub;
+  const dirs: string[] = [];
+  const runtimes: AgentRuntime[] = [];
+
+  before(async () => {
+    edge = await startTestEdge();
+    hub = await startHub({ [REPO]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)) });
+    for (const agentId of ['left', 'right']) {
+      const modelsDir = await mkdtemp(path.join(tmpdir(), `npu-relay-manage-${agentId}-`));
+      dirs.push(modelsDir);
+      const runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId, modelsDir, logLevel: 'silent', hub: { endpoint: hub.url } }, createLogger('silent'));
+      await runtime.agent.start();
+      runtimes.push(runtime);
+    }
+  });
+  after(async () => {
+    for (const r of runtimes) {
+      r.manager.close();
+      await r.agent.stop();
+      await r.engine.close();
+    }
+    await hub?.close();
+    await edge?.stop();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  const pull = (body: Record<string, unknown>) =>
+    fetch(new URL('/api/pull', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.adminToken}` }, body: JSON.stringify(body) });
+  const servedBy = async () => {
+    const res = await fetch(new URL('/health', edge.url));
+    assert.equal(res.status, 200);
+    return Object.fromEntries(await Promise.all(runtimes.map(async (r) => [r.agent.agentId, r.engine.models().map((m) => m.id)])));
+  };
+
+  test('"agent" picks one agent; without it every agent pulls, and the progress lines say which', async () => {
+    const one = await pull({ model: REPO, agent: 'left', stream: false });
+    assert.equal(one.status, 200, await one.clone().text());
+    assert.deepEqual(await one.json(), { status: 'success' });
+    assert.deepEqual(await servedBy(), { left: [CHAT_MODEL], right: [] });
+
+    const unknown = await pull({ model: REPO, agent: 'nobody' });
+    assert.equal(unknown.status, 400);
+    assert.match(((await unknown.json()) as { error: string }).error, /no agent 'nobody' is connected \(connected: left, right\)/);
+
+    const both = await pull({ model: REPO });
+    const lines = (await both.text()).trim().split('\n').map((l) => JSON.parse(l) as { status: string; agent?: string });
+    assert.deepEqual(lines.at(-1), { status: 'success' });
+    assert.deepEqual(new Set(lines.slice(0, -1).map((l) => l.agent)), new Set(['left', 'right']), 'each line names its agent');
+    assert.deepEqual(await servedBy(), { left: [CHAT_MODEL], right: [CHAT_MODEL] });
   });
 });
 

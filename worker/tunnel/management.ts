@@ -214,7 +214,7 @@ export class Management {
     let candidates = all;
     if (request.agent !== undefined) {
       candidates = all.filter((a) => a.hello.agentId === request.agent);
-      if (candidates.length === 0) throw new ApiError('invalid_request', `no agent '${request.agent}' is connected (connected: ${all.map((a) => a.hello.agentId).join(', ')})`, { param: 'agent' });
+      if (candidates.length === 0) throw new ApiError('invalid_request', `no agent '${request.agent}' is connected (connected: ${all.map((a) => a.hello.agentId).sort().join(', ')})`, { param: 'agent' });
     }
     const { op } = request;
     if (op.action !== 'pull') {
