@@ -145,13 +145,14 @@ export class ModelManager {
   async #load(id: string, keepAliveMs: number | undefined): Promise<number> {
     this.#served(id);
     const keep = keepAliveMs === undefined ? undefined : keepAliveMs === -1 ? Infinity : keepAliveMs;
-    // A touch finds a loaded model (and resets its idle time), so a second load costs nothing.
-    if (this.#engine.touch(id, keep)) return 0;
+    // A touch finds a loaded model (and resets its idle time), so a second load costs nothing; one still loading is
+    // waited for below, so the answer always comes once the model is ready.
+    const wasLoaded = this.#engine.touch(id, keep);
     const started = performance.now();
     await this.#engine.preload(id);
     const ms = performance.now() - started;
     if (keep !== undefined) this.#engine.touch(id, keep);
-    return ms;
+    return wasLoaded ? 0 : ms;
   }
 
   async #pull(op: Extract<ManageOp, { action: 'pull' }>, signal: AbortSignal, progress: (p: Omit<ProgressFrame, 'type' | 'id'>) => void): Promise<void> {
@@ -176,8 +177,9 @@ export class ModelManager {
       if (force || wait <= 0) send(file, completed, total);
       else trailing = setTimeout(() => send(file, completed, total), wait);
     };
+    let upToDate = false;
     try {
-      await pullModel({
+      ({ upToDate } = await pullModel({
         endpoint: this.#hub.endpoint,
         repo,
         revision,
@@ -191,7 +193,7 @@ export class ModelManager {
           else if (e.type === 'file-progress') report(e.path, e.received, e.size, false);
           else report(e.path, e.size, e.size, true);
         },
-      });
+      }));
     } catch (err) {
       clearTimeout(trailing);
       if (signal.aborted) throw err;
@@ -203,6 +205,8 @@ export class ModelManager {
     // Every file was checked against the hub's hashes as it arrived.
     progress({ status: 'verifying sha256 digest' });
     progress({ status: 'writing manifest' });
+    // New files under the same name: the copy in memory is the old model.
+    if (!upToDate) await this.#engine.unload(name);
     await this.rescan();
     if (!this.#engine.models().some((m) => m.id === name)) {
       throw new AgentError('engine_error', `pulled ${repo} into ${path.join(this.#modelsDir, name)}, but the ${this.#engine.name} engine cannot serve it (no weights in a format it runs, or a config it cannot classify)`);
