@@ -6,7 +6,7 @@
  * engine and reports the whole new list (a `models` frame), so no restart is needed.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentFrame, ManageFrame, ManageOp, ModelInfo, ProgressFrame } from '../../shared/protocol/frames.ts';
 import { AgentError, toErrorCode } from '../errors.ts';
@@ -44,6 +44,7 @@ export class ModelManager {
   readonly #listeners: Array<(models: ModelInfo[]) => void> = [];
   #announced: string;
   #watcher: FSWatcher | undefined;
+  #closed = false;
   #debounce: NodeJS.Timeout | undefined;
   /** Rescans run one after another, so the engine never sees an older catalog after a newer one. */
   #rescans: Promise<void> = Promise.resolve();
@@ -62,17 +63,26 @@ export class ModelManager {
     this.#listeners.push(listener);
   }
 
-  /** Watches the models folder (creating it when missing, so the first pull has somewhere to go). */
+  /**
+   * Watches the models folder. A folder that does not exist yet is not created here (a first `npm start` reads a
+   * missing folder as "nobody set this machine up"); it is watched from the first pull that creates it.
+   */
   async watch(): Promise<void> {
-    await mkdir(this.#modelsDir, { recursive: true });
-    this.#watcher = watch(this.#modelsDir, { persistent: false }, () => {
-      clearTimeout(this.#debounce);
-      this.#debounce = setTimeout(() => void this.rescan().catch((err: Error) => this.#log.warn({ err: err.message }, 'rescanning the models folder failed')), RESCAN_DEBOUNCE_MS);
-    });
+    if (this.#watcher || this.#closed) return;
+    try {
+      this.#watcher = watch(this.#modelsDir, { persistent: false }, () => {
+        clearTimeout(this.#debounce);
+        this.#debounce = setTimeout(() => void this.rescan().catch((err: Error) => this.#log.warn({ err: err.message }, 'rescanning the models folder failed')), RESCAN_DEBOUNCE_MS);
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
     this.#watcher.on('error', (err) => this.#log.warn({ err: err.message, dir: this.#modelsDir }, 'stopped watching the models folder'));
   }
 
   close(): void {
+    this.#closed = true;
     this.#watcher?.close();
     clearTimeout(this.#debounce);
     for (const controller of this.#running.values()) controller.abort('agent stopping');
@@ -273,6 +283,7 @@ export class ModelManager {
   }
 
   async #rescan(): Promise<void> {
+    await this.watch();
     const catalog = await scanModels(this.#modelsDir);
     for (const s of catalog.skipped) this.#log.warn({ dir: s.dir }, `skipped a model folder: ${s.reason}`);
     await this.#engine.updateCatalog(catalog.entries);
