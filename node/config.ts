@@ -25,7 +25,13 @@ export interface AgentConfig {
   /** Pinned OpenVINO device (NPU, GPU, CPU, AUTO); NPU → GPU → CPU when absent. Validated by the engine selection. */
   device?: string | undefined;
   /** NPU pipeline limits, in tokens. */
-  npu?: { maxPromptLen?: number; minResponseLen?: number } | undefined;
+  npu?: { maxPromptLen?: number; minResponseLen?: number; prefillChunkSize?: number } | undefined;
+  /** Where the agent keeps its own state (the OpenVINO compiled-model cache); `./.data` when absent. */
+  dataDir?: string | undefined;
+  /** OpenVINO's compiled-model cache (`CACHE_DIR`); `<dataDir>/openvino-cache` when absent, none when `false`. */
+  openvinoCacheDir?: string | false | undefined;
+  /** Reuse the KV cache of repeated prompt prefixes on the OpenVINO engine (NPU, GPU, CPU); on when absent. */
+  prefixCaching?: boolean | undefined;
   /** How long SIGTERM waits for in-flight requests before cancelling them. */
   drainTimeoutMs?: number | undefined;
   /** Requests running at once per device (e.g. `CPU=4,NPU=1`) and requests that may wait. */
@@ -40,26 +46,6 @@ export class ConfigError extends Error {
     super(message);
     this.name = 'ConfigError';
   }
-}
-
-/**
- * What every CLI does with its arguments: a ConfigError is printed as `npu-relay <command>: …` and exits 2, no
- * options left to act on (`--help`) prints `help` and exits 0; anything else is the parsed value.
- */
-export function readCommandLineOrExit<T>(command: string, help: string, read: () => T | undefined): T {
-  let value: T | undefined;
-  try {
-    value = read();
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(`npu-relay ${command}: ${err.message}`);
-    process.exit(2);
-  }
-  if (value === undefined) {
-    console.log(help);
-    process.exit(0);
-  }
-  return value;
 }
 
 export const AGENT_HELP = `Usage: npm run agent -- [options]
@@ -79,8 +65,15 @@ Options (each also settable by the environment variable shown):
   --metrics-port PORT   /health and /metrics on 127.0.0.1; 0 turns off   NPU_RELAY_METRICS_PORT (default 9464)
   --aliases FILE    model aliases, {"alias": "model id"}                  NPU_RELAY_ALIASES   (default <models>/aliases.json)
   --device DEVICE   pin the OpenVINO device: NPU, GPU, CPU or AUTO        NPU_RELAY_DEVICE    (default NPU → GPU → CPU)
-  --npu-max-prompt N    longest prompt the NPU pipeline takes, tokens     NPU_RELAY_NPU_MAX_PROMPT_LEN (default 1024)
-  --npu-min-response N  tokens the NPU pipeline reserves for the answer   NPU_RELAY_NPU_MIN_RESPONSE_LEN (default 128)
+  --npu-max-prompt N    longest prompt the NPU pipeline takes, tokens     NPU_RELAY_NPU_MAX_PROMPT_LEN (default 4096)
+  --npu-min-response N  tokens the NPU pipeline reserves for the answer   NPU_RELAY_NPU_MIN_RESPONSE_LEN (default 512)
+  --npu-prefill-chunk N NPU prompt chunk (power of two); a longer prompt NPU_RELAY_NPU_PREFILL_CHUNK (default 1024)
+                    limit is taken in chunks of this size
+  --prefix-caching on|off  reuse the KV cache of repeated prompt starts  NPU_RELAY_PREFIX_CACHING (default on)
+                    (OpenVINO: NPU, GPU and CPU)
+  --data-dir DIR    the agent's own state                                 NPU_RELAY_DATA_DIR  (default ./.data)
+  --openvino-cache DIR  compiled models, so a restart does not compile   NPU_RELAY_OPENVINO_CACHE_DIR
+                    again; off turns the cache off                       (default <data dir>/openvino-cache)
   --concurrency LIST    requests at once per device, e.g. CPU=4,NPU=1     NPU_RELAY_CONCURRENCY (default NPU=1,GPU=1,CPU=4)
   --queue-limit N   requests that may wait for a device                   NPU_RELAY_QUEUE_LIMIT (default 64)
   --drain-timeout TIME  on SIGTERM, how long in-flight requests may finish NPU_RELAY_DRAIN_TIMEOUT (default 30s)
@@ -111,6 +104,10 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         device: { type: 'string' },
         'npu-max-prompt': { type: 'string' },
         'npu-min-response': { type: 'string' },
+        'npu-prefill-chunk': { type: 'string' },
+        'prefix-caching': { type: 'string' },
+        'data-dir': { type: 'string' },
+        'openvino-cache': { type: 'string' },
         concurrency: { type: 'string' },
         'queue-limit': { type: 'string' },
         'drain-timeout': { type: 'string' },
@@ -140,6 +137,10 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const device = values.device ?? env.NPU_RELAY_DEVICE;
   const maxPrompt = values['npu-max-prompt'] ?? env.NPU_RELAY_NPU_MAX_PROMPT_LEN;
   const minResponse = values['npu-min-response'] ?? env.NPU_RELAY_NPU_MIN_RESPONSE_LEN;
+  const prefillChunk = values['npu-prefill-chunk'] ?? env.NPU_RELAY_NPU_PREFILL_CHUNK;
+  const prefixCaching = values['prefix-caching'] ?? env.NPU_RELAY_PREFIX_CACHING;
+  const dataDir = path.resolve(values['data-dir'] ?? env.NPU_RELAY_DATA_DIR ?? '.data');
+  const openvinoCache = values['openvino-cache'] ?? env.NPU_RELAY_OPENVINO_CACHE_DIR;
   const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
   return {
@@ -157,7 +158,11 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     npu: {
       ...(maxPrompt !== undefined ? { maxPromptLen: parseCount(maxPrompt, '--npu-max-prompt / NPU_RELAY_NPU_MAX_PROMPT_LEN') } : {}),
       ...(minResponse !== undefined ? { minResponseLen: parseCount(minResponse, '--npu-min-response / NPU_RELAY_NPU_MIN_RESPONSE_LEN') } : {}),
+      ...(prefillChunk !== undefined ? { prefillChunkSize: parsePowerOfTwo(prefillChunk, '--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK') } : {}),
     },
+    dataDir,
+    openvinoCacheDir: openvinoCache === undefined ? path.join(dataDir, 'openvino-cache') : openvinoCache.trim().toLowerCase() === 'off' ? false : path.resolve(openvinoCache),
+    prefixCaching: prefixCaching === undefined ? true : parseSwitch(prefixCaching, '--prefix-caching / NPU_RELAY_PREFIX_CACHING'),
     drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
     concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
     ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
@@ -177,6 +182,21 @@ export function parseCount(text: string, name: string, min = 1): number {
   const n = Number(text.trim());
   if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be a whole number of at least ${min}, got '${text}'`);
   return n;
+}
+
+/** A power of two, as GenAI requires of the NPU's prefill chunk. */
+export function parsePowerOfTwo(text: string, name: string): number {
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n) || n < 1 || (n & (n - 1)) !== 0) throw new ConfigError(`${name} must be a power of two such as 256, 512 or 1024, got '${text}'`);
+  return n;
+}
+
+/** `on`/`off` (also `true`/`false`, `yes`/`no`, `1`/`0`). */
+export function parseSwitch(text: string, name: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (['on', 'true', 'yes', '1'].includes(t)) return true;
+  if (['off', 'false', 'no', '0'].includes(t)) return false;
+  throw new ConfigError(`${name} must be on or off, got '${text}'`);
 }
 
 /** `CPU=4,NPU=1`: requests that may run at once on each device. */

@@ -19,7 +19,7 @@ import { ModelManager } from '../node/models/manage.ts';
 import type { ModelEvent } from '../node/models/pool.ts';
 import { createAgentRuntime, type AgentRuntime } from '../node/runtime.ts';
 import type { AgentFrame, ManageFrame } from '../shared/protocol/frames.ts';
-import { FakeGenAI } from './support/fake-openvino.ts';
+import { FakeGenAI, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { repoFilesFrom, startHub, type Hub } from './support/hub-server.ts';
 import { startTestEdge, type TestEdge } from './support/stack.ts';
@@ -34,6 +34,7 @@ describe('Ollama model management through the edge', () => {
   let modelsDir: string;
   let runtime: AgentRuntime;
   let ollama: Ollama;
+  let managerKey: string;
   /** A key without the manage scope. */
   let plain: Ollama;
   let plainKeyId: string;
@@ -51,6 +52,7 @@ describe('Ollama model management through the edge', () => {
     );
     await runtime.agent.start();
     const manager = await edge.createKey({ name: 'manager', manageModels: true });
+    managerKey = manager.key;
     ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${manager.key}` } });
     const other = await edge.createKey({ name: 'plain' });
     plainKeyId = other.id;
@@ -68,6 +70,13 @@ describe('Ollama model management through the edge', () => {
 
   const tags = async () => (await ollama.list()).models.map((m) => m.name).sort();
   const chat = (model: string) => ollama.chat({ model, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0 } });
+  /** The same request as `chat`, answered as a Response, so the `x-npu-relay-cache` header can be read. */
+  const chatResponse = (model: string) =>
+    fetch(new URL('/api/chat', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${managerKey}` },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+    });
 
   test('an agent with an empty models folder pulls a model with progress and serves it without a restart', async () => {
     assert.deepEqual(await tags(), [], 'nothing to serve yet');
@@ -165,8 +174,22 @@ describe('Ollama model management through the edge', () => {
     await ollama.delete({ model: 'my-copy' });
     assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], 'deleting the copy leaves the model');
 
+    // Temperature 0 is cacheable: its answer is in the exact cache now.
+    await waitFor('a cache HIT while the model exists', async () => {
+      const res = await chatResponse(CHAT_MODEL);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return res.headers.get('x-npu-relay-cache') === 'HIT' || undefined;
+    });
+
     await ollama.delete({ model: CHAT_MODEL });
     assert.deepEqual(await tags(), [], 'gone from /api/tags');
+    // With an agent connected that no longer serves it, the cached answer does not bring the deleted model back.
+    const afterDelete = await chatResponse(CHAT_MODEL);
+    assert.equal(afterDelete.status, 404, 'a cacheable request for a deleted model is a 404, not a cache hit');
+    assert.equal(afterDelete.headers.get('x-npu-relay-cache'), null);
+    assert.match(((await afterDelete.json()) as { error: string }).error, new RegExp(`model '${CHAT_MODEL}' does not exist`));
+    await assert.rejects(chat(CHAT_MODEL), (err: Error & { status_code?: number }) => err.status_code === 404, 'the same through the ollama client');
     await assert.rejects(stat(path.join(modelsDir, CHAT_MODEL)), { code: 'ENOENT' }, 'its folder is deleted');
     // Sampled (not cacheable), so the exact cache cannot answer it: the model itself is asked for.
     const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
@@ -220,6 +243,26 @@ describe('Ollama model management through the edge', () => {
       /the hub answered 401 \(Repository not found\)/,
     );
     await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+  });
+
+  test('with no agent connected at all, a cached answer is still served', async () => {
+    await waitFor('a cache HIT while the agent is connected', async () => {
+      const res = await chatResponse(CHAT_MODEL);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return res.headers.get('x-npu-relay-cache') === 'HIT' || undefined;
+    });
+    await runtime.agent.stop();
+    await waitFor('the edge to see no agent', async () => {
+      const res = await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${managerKey}` } });
+      return ((await res.json()) as { models: unknown[] }).models.length === 0 || undefined;
+    });
+    const hit = await chatResponse(CHAT_MODEL);
+    assert.equal(hit.status, 200, 'the relay answers what it holds while its agents are away');
+    assert.equal(hit.headers.get('x-npu-relay-cache'), 'HIT');
+    assert.equal(((await hit.json()) as { done: boolean }).done, true);
+    const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
+    await assert.rejects(sampled, (err: Error & { status_code?: number }) => err.status_code === 503, 'what needs a model is refused: no agent');
   });
 });
 
@@ -281,25 +324,15 @@ describe('model management on the OpenVINO engine (FakeGenAI stands in for the n
   let modelsDir: string;
   before(async () => {
     modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-manage-ov-'));
-    const dir = path.join(modelsDir, 'ov-chat');
-    await mkdir(dir);
-    await writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 2048 }));
-    for (const file of ['openvino_model.xml', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    await writeFakeIrModel(path.join(modelsDir, 'ov-chat'), { kind: 'chat', weightBytes: 1024 });
   });
   after(() => rm(modelsDir, { recursive: true, force: true }));
 
   test('load, unload, copy and delete through the manager, and the catalog follows the folder', async () => {
     const fake = new FakeGenAI();
-    const modules = fake.modules();
-    let compiled = 0;
-    const pipeline = modules.genai.LLMPipeline;
-    const counted = async (...args: Parameters<typeof pipeline>) => {
-      compiled++;
-      return pipeline(...args);
-    };
-    modules.genai = { ...modules.genai, LLMPipeline: counted as typeof pipeline };
+    const compiled = () => fake.built('llm').length;
     const log = createLogger('silent');
-    const inner = new OpenVinoEngine(modules, { models: (await scanModels(modelsDir)).entries, log });
+    const inner = new OpenVinoEngine(fake.modules(), { models: (await scanModels(modelsDir)).entries, log });
     const engine = new AliasedEngine(inner, { file: undefined, map: new Map() });
     const manager = new ModelManager({ engine, modelsDir, hub: { endpoint: 'http://127.0.0.1:9' }, log });
     const lists: string[][] = [];
@@ -309,13 +342,13 @@ describe('model management on the OpenVINO engine (FakeGenAI stands in for the n
 
     const loaded = await run({ action: 'load', model: 'ov-chat' });
     assert.equal(loaded.type === 'managed' && typeof loaded.loadDurationMs, 'number');
-    assert.equal(compiled, 1, 'the pipeline was built');
+    assert.equal(compiled(), 1, 'the pipeline was built');
     const unloaded = await run({ action: 'unload', model: 'ov-chat' });
     assert.equal(unloaded.type === 'managed' && unloaded.wasLoaded, true, 'the loaded pipeline was dropped');
     const unloadedAgain = await run({ action: 'unload', model: 'ov-chat' });
     assert.deepEqual(unloadedAgain.type === 'managed' && unloadedAgain.wasLoaded, false, 'nothing left to unload');
     await run({ action: 'load', model: 'ov-chat' });
-    assert.equal(compiled, 2, 'a load after an unload builds the pipeline again');
+    assert.equal(compiled(), 2, 'a load after an unload builds the pipeline again');
 
     assert.equal((await run({ action: 'copy', source: 'ov-chat', destination: 'ov-alias' })).type, 'managed');
     assert.deepEqual(engine.models().map((m) => m.id), ['ov-chat', 'ov-alias']);

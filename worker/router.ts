@@ -1,4 +1,5 @@
 /** The Worker's routes. Every handler throws `ApiError`s; the router's catch stage turns them into responses. */
+import { usageRow } from './tunnel/usage-row.ts';
 import { Router, type IRequest } from 'itty-router';
 import { AGENT_CONNECT_PATH } from '../shared/protocol/version.ts';
 import { edgeConfig } from './config.ts';
@@ -52,11 +53,9 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
       countRefusal(env, ctx, ENDPOINTS.has(endpoint) ? endpoint : 'other', e);
       return errorResponse(e, flavorOf(request));
     }
-    const row = {
-      id: crypto.randomUUID(), at: Date.now(), keyId: (request.key as KeyRecord | undefined)?.id ?? null, model: null, endpoint,
-      agentId: null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null,
-      status: e.status, errorCode: e.code, outcome: 'rejected' as const,
-    };
+    const at = Date.now();
+    const base = { id: crypto.randomUUID(), at, keyId: (request.key as KeyRecord | undefined)?.id ?? null, model: null, endpoint };
+    const row = usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null }, at);
     ctx.waitUntil(hub(env).record(row).catch((recordErr: unknown) => console.error('could not record a rejected request', recordErr)));
   }
   return errorResponse(e, flavorOf(request));

@@ -26,6 +26,7 @@ import { AgentError, EngineError } from '../errors.ts';
 import { ConstraintCompiler } from '../grammar/constraint-compiler.ts';
 import type { ConstraintMatcher } from '../grammar/constraint-matcher.ts';
 import { grammarVocabulary } from '../grammar/vocabulary.ts';
+import type { EmbeddingSettings } from '../models/catalog.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { constraintSubject } from '../output/planner.ts';
@@ -37,9 +38,8 @@ import { StopSequences } from './stop-sequences.ts';
 
 export interface Embedder {
   extractor: FeatureExtractionPipeline;
-  pooling: 'mean' | 'cls' | 'last_token';
+  pooling: EmbeddingSettings['pooling'];
   normalize: boolean;
-  dimensions: number | undefined;
 }
 
 export interface ChatModel {
@@ -64,6 +64,8 @@ export interface LoadRequest {
   dir: string;
   modelsDir: string;
   dtype: WeightDtype;
+  /** Embedding models: pooling and normalisation, as the catalog read them. */
+  embedding?: EmbeddingSettings;
 }
 
 /**
@@ -74,32 +76,6 @@ function useLocalModels(modelsDir: string): void {
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
   env.localModelPath = modelsDir.endsWith('/') ? modelsDir : `${modelsDir}/`;
-}
-
-/**
- * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
- * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
- */
-async function embeddingSettings(dir: string): Promise<Pick<Embedder, 'pooling' | 'normalize' | 'dimensions'>> {
-  const json = async (file: string) => JSON.parse(await readFile(path.join(dir, file), 'utf8')) as Record<string, unknown>;
-  let pooling: Embedder['pooling'] = 'mean';
-  let dimensions: number | undefined;
-  let normalize = true;
-  try {
-    const p = await json('1_Pooling/config.json');
-    if (p.pooling_mode_cls_token) pooling = 'cls';
-    else if (p.pooling_mode_lasttoken) pooling = 'last_token';
-    if (typeof p.word_embedding_dimension === 'number') dimensions = p.word_embedding_dimension;
-  } catch {
-    // no sentence-transformers pooling config: keep the defaults
-  }
-  try {
-    const modules = (await json('modules.json')) as unknown as Array<{ type?: string }>;
-    normalize = modules.some((m) => m.type?.endsWith('Normalize'));
-  } catch {
-    // no modules.json: keep the default
-  }
-  return { pooling, normalize, dimensions };
 }
 
 /** Loads a chat model and its tokenizer from local files. */
@@ -119,10 +95,10 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
 }
 
 /** Loads an embedding model from local files, with its pooling and normalisation. */
-export async function loadEmbedder({ id, dir, modelsDir, dtype }: LoadRequest): Promise<Embedder> {
+export async function loadEmbedder({ id, modelsDir, dtype, embedding }: LoadRequest): Promise<Embedder> {
   useLocalModels(modelsDir);
   const extractor = await pipeline('feature-extraction', id, { local_files_only: true, dtype, device: 'cpu' });
-  return { extractor, ...(await embeddingSettings(dir)) };
+  return { extractor, pooling: embedding?.pooling ?? 'mean', normalize: embedding?.normalize ?? true };
 }
 
 /** Receives each generated token from `generate()`; the first `put` is the prompt. */
@@ -258,6 +234,7 @@ export async function* generate(
   const matcher = plan.constraint ? await grammar.matcher(plan.constraint, constraintSubject(task)) : undefined;
 
   const events = new Channel<GenerationEvent>();
+  events.push({ type: 'prompt', promptTokens });
   const stops = new StopSequences(task.sampling.stop);
   const detok = new Detokenizer((ids) => tokenizer.decode(ids as bigint[], { skip_special_tokens: true }));
   let completionTokens = 0;

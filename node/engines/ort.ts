@@ -2,11 +2,10 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { Capacity, CountTask, DeviceInfo, EmbedTask, GenerateTask, LoadedModel as LoadedModelInfo, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
-import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
+import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
-import { weightBytes } from '../models/weights.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
@@ -25,6 +24,8 @@ export interface OrtEngineOptions {
   loadCooldownMs?: number | undefined;
   /** Model loads, failures and unloads, for logs and metrics. */
   onModelEvent?: ((event: ModelEvent) => void) | undefined;
+  /** What the agent's scheduler admits per device, advertised as each model's capacity. */
+  capacityOf?: ((device: string) => Capacity) | undefined;
 }
 
 type OrtRuntime = typeof import('./ort-runtime.ts');
@@ -45,11 +46,13 @@ export class OrtEngine implements Engine {
   #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
+  readonly #capacityOf: ((device: string) => Capacity) | undefined;
 
   constructor(options: OrtEngineOptions) {
     this.#modelsDir = options.modelsDir;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
     this.#dtype = options.dtype ?? 'fp32';
+    this.#capacityOf = options.capacityOf;
     this.#pool = new ModelPool<LoadedModel>({
       dispose: async (m) => {
         if (m.kind === 'chat') await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
@@ -63,6 +66,7 @@ export class OrtEngine implements Engine {
   }
 
   models(): readonly ModelInfo[] {
+    const capacity = this.#capacityOf?.('CPU');
     return [...this.#entries.values()].map((m) => ({
       id: m.id,
       kind: m.kind,
@@ -72,27 +76,26 @@ export class OrtEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
+      ...(capacity ? { capacity } : {}),
     }));
   }
 
   #entry(id: string, kind: 'chat' | 'embedding'): CatalogEntry {
-    const entry = this.#entries.get(id);
-    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
-    if (entry.kind !== kind) throw new EngineError(`model '${id}' is an ${entry.kind} model, not a ${kind} model`);
-    return entry;
+    return servedEntry(this.#entries, id, kind);
   }
 
   /** Loads `entry` through the pool (once, however many ask) and marks it in use: `#pool.release(id)` when done. */
   async #acquire(entry: CatalogEntry, load: () => Promise<LoadedModel>): Promise<LoadedModel> {
-    let bytes = 0;
+    const bytes = entry.weights?.onnx?.[this.#dtype] ?? 0;
     return this.#pool.acquire(entry.id, async () => ({ handle: await load(), bytes, device: 'CPU' }), {
       device: 'CPU',
-      estimateBytes: async () => (bytes = await weightBytes(entry.dir, 'onnx', this.#dtype)),
+      estimateBytes: () => bytes,
+      contextLength: entry.contextLength,
     });
   }
 
   #loadRequest(entry: CatalogEntry): LoadRequest {
-    return { id: entry.id, dir: entry.dir, modelsDir: this.#modelsDir, dtype: this.#dtype };
+    return { id: entry.id, dir: entry.dir, modelsDir: this.#modelsDir, dtype: this.#dtype, embedding: entry.embedding ?? { pooling: 'mean', normalize: true } };
   }
 
   /** Acquires a chat model (see #acquire). */
@@ -132,6 +135,14 @@ export class OrtEngine implements Engine {
   /** Counts as a use of a loaded model, optionally with a new keep-alive (ms); false when it is not loaded. */
   touch(id: string, keepAliveMs?: number): boolean {
     return this.#pool.touch(id, keepAliveMs);
+  }
+
+  loaded(): LoadedModelInfo[] {
+    return this.#pool.loaded();
+  }
+
+  loading(): LoadProgress[] {
+    return this.#pool.loading();
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {

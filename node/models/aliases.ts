@@ -7,7 +7,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { CountTask, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
 import type { CatalogEntry } from './catalog.ts';
@@ -144,11 +144,9 @@ export class AliasedEngine implements Engine {
     return this.#inner.embed({ ...task, model: this.resolve(task.model) }, signal);
   }
 
-  /** Loads a model (or an alias's model) ahead of its first request, when the engine can. */
-  async preload(id: string): Promise<void> {
-    const inner = this.#inner as Engine & { preload?: (id: string) => Promise<void> };
-    if (!inner.preload) throw new ConfigError(`the ${this.name} engine cannot preload models; unset NPU_RELAY_PRELOAD`);
-    await inner.preload(this.resolve(id));
+  /** Loads a model (or an alias's model) ahead of its first request. */
+  preload(id: string): Promise<void> {
+    return this.#inner.preload(this.resolve(id));
   }
 
   /** Unloads a model (or an alias's model) now; false when it was not loaded. */
@@ -156,10 +154,17 @@ export class AliasedEngine implements Engine {
     return (await this.#inner.unload?.(this.resolve(id))) ?? false;
   }
 
-  /** Extends a loaded model's keep-alive (a request's `keep_alive`), when the engine keeps models alive. */
+  /** Extends a loaded model's keep-alive (a request's `keep_alive`). */
   touch(id: string, keepAliveMs?: number): boolean {
-    const inner = this.#inner as Engine & { touch?: (id: string, keepAliveMs?: number) => boolean };
-    return inner.touch?.(this.resolve(id), keepAliveMs) ?? false;
+    return this.#inner.touch(this.resolve(id), keepAliveMs);
+  }
+
+  loaded(): LoadedModel[] {
+    return this.#inner.loaded();
+  }
+
+  loading(): LoadProgress[] {
+    return this.#inner.loading();
   }
 
   close(): Promise<void> {

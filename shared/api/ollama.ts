@@ -77,6 +77,9 @@ const common = {
   keep_alive: KeepAlive.optional(),
   format: Format,
   think: Think,
+  // Ollama returns log probabilities when asked; this server cannot, so asking is refused rather than ignored.
+  logprobs: unsupported('logprobs are not supported by this server'),
+  top_logprobs: z.unknown().optional().refine((v) => v === undefined || v === null || v === 0, { message: 'top_logprobs are not supported by this server' }),
 };
 
 export const OllamaChatRequest = z

@@ -343,6 +343,11 @@ export const ChunkFrame = z.object({
   text: z.string(),
   /** Tokens generated since the previous chunk (a chunk may hold several, or none while UTF-8 is incomplete). */
   tokens: Count,
+  /**
+   * The prompt's tokens, once counted: on the request's first chunk, or on a chunk of its own (no text, no tokens)
+   * when the first token is slow to come (a long prefill), so the edge knows them even if the agent then dies.
+   */
+  promptTokens: Count.optional(),
   ...TypedParts,
 });
 

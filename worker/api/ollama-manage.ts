@@ -17,6 +17,7 @@ import { hub, requireApiKey, requireApiKeyCached, type Args } from '../routes/co
 import { countRefusal } from '../routes/refusals.ts';
 import type { ManageOutcome, ManageRequest } from '../tunnel/management.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
+import { usageRow } from '../tunnel/usage-row.ts';
 
 /** Who is asking: a key (with its record) or the admin token, which always has the `manage` scope. */
 type Caller = { key: KeyRecord } | { admin: true };
@@ -67,14 +68,12 @@ function outcomeError(outcome: ManageOutcome): ApiError | undefined {
 
 /** Runs `run` for an authenticated caller; a refusal it throws leaves a usage row (the hub records what it runs). */
 async function guarded(endpoint: string, caller: Caller, env: Env, ctx: ExecutionContext, run: () => Promise<Response>): Promise<Response> {
+  const started = Date.now();
   try {
     return await run();
   } catch (err) {
     const e = toApiError(err);
-    const row = {
-      id: crypto.randomUUID(), at: Date.now(), keyId: keyIdOf(caller), model: null, endpoint, agentId: null, device: null, promptTokens: 0, completionTokens: 0,
-      ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null, status: e.status, errorCode: e.code, outcome: 'rejected' as const,
-    };
+    const row = usageRow({ id: crypto.randomUUID(), at: started, keyId: keyIdOf(caller), model: null, endpoint }, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null });
     ctx.waitUntil(hub(env).record(row).catch((recordErr: unknown) => console.error('could not record a refused management request', recordErr)));
     return errorResponse(e, 'ollama');
   }

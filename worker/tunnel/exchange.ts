@@ -55,6 +55,8 @@ export interface ExchangeOptions {
   /** Called when the client falls behind (pause) and when it has caught up (resume). */
   onFlow?: (exchange: Exchange, pause: boolean) => void;
   onSettled: (settlement: Settlement) => void;
+  /** Each piece of the answer as it comes (for twins of this request that stream along with it). */
+  onAnswerChunk?: (chunk: AnswerChunk) => void;
 }
 
 export class Exchange {
@@ -69,6 +71,8 @@ export class Exchange {
   #readable: ReadableStream<Uint8Array> | undefined;
   readonly #chunks: AnswerChunk[] = [];
   #completionTokens = 0;
+  /** The prompt's tokens as the agent counted them, known before the end (see ChunkFrame.promptTokens). */
+  #promptTokens = 0;
   #ttftMs: number | null = null;
   #lastWrite = Date.now();
   #clientGone = false;
@@ -105,10 +109,14 @@ export class Exchange {
   }
 
   onChunk(frame: ChunkFrame): void {
+    if (frame.promptTokens !== undefined) this.#promptTokens = frame.promptTokens;
+    // A chunk with nothing in it only carried the prompt's count: no token, no event for the client.
+    if (!frame.tokens && !frame.text && !frame.reasoning && !frame.toolCalls?.length) return;
     this.#ttftMs ??= Date.now() - this.#started;
     this.#completionTokens += frame.tokens;
     const chunk: AnswerChunk = { text: frame.text, tokens: frame.tokens, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}) };
     this.#chunks.push(chunk);
+    this.#options.onAnswerChunk?.(chunk);
     if (this.stream) {
       const events = this.#sse!.delta(chunk);
       if (events) this.#write(events);
@@ -157,7 +165,7 @@ export class Exchange {
       outcome: this.#clientGone ? 'cancelled' : 'error',
       errorCode: err.code,
       finishReason: null,
-      usage: { promptTokens: usage?.promptTokens ?? 0, completionTokens: this.#completionTokens },
+      usage: { promptTokens: Math.max(usage?.promptTokens ?? 0, this.#promptTokens), completionTokens: this.#completionTokens },
       device: null,
     });
   }
@@ -197,6 +205,11 @@ export class Exchange {
       this.#options.onFlow?.(this, true);
     }
     if (this.#unread > SHED_BYTES) this.#shed();
+  }
+
+  /** Tokens known so far: the prompt's (once the agent counted it) and those generated. */
+  counts(): { promptTokens: number; completionTokens: number } {
+    return { promptTokens: this.#promptTokens, completionTokens: this.#completionTokens };
   }
 
   /** What an operator needs to see about this exchange. */

@@ -3,7 +3,7 @@
  * a feature would ignore the fields it does not know and answer wrongly (plain text instead of a tool call, prose
  * instead of JSON), so such a task goes only to agents that announced the feature, or is refused by name.
  */
-import type { AgentFeature, Task } from '../../shared/protocol/frames.ts';
+import type { AgentFeature, ModelInfo, Task } from '../../shared/protocol/frames.ts';
 import { ApiError, type Flavor } from '../http/errors.ts';
 
 interface Need {
@@ -37,7 +37,8 @@ export function featuresNeeded(task: Task): Need[] {
  * The agents among `serving` that have every feature `task` needs; throws `invalid_request` naming the first
  * parameter none of them can honour.
  */
-export function capableAgents<A extends { hello: { features?: string[] | undefined } }>(serving: A[], task: Task, flavor: Flavor): A[] {
+export function capableAgents<A extends { hello: { features?: string[] | undefined; models?: ModelInfo[] } }>(serving: A[], task: Task, flavor: Flavor): A[] {
+  checkThinking(serving, task, flavor);
   let able = serving;
   for (const need of featuresNeeded(task)) {
     const next = able.filter((a) => a.hello.features?.includes(need.feature));
@@ -50,4 +51,25 @@ export function capableAgents<A extends { hello: { features?: string[] | undefin
     able = next;
   }
   return able;
+}
+
+/** How to ask for no thinking, in each API's words. */
+const THINKING_OFF: Record<Flavor, string> = {
+  openai: "leave out the reasoning effort (reasoning_effort; reasoning.effort in the Responses API) or set it to 'none'",
+  ollama: 'leave out think or set it to false',
+  anthropic: "leave out thinking or set it to {type: 'disabled'}",
+};
+
+/**
+ * Thinking asked of a model that does not think would be silently ignored (the answer is the same as without it),
+ * so it is refused by name, as Ollama and Anthropic refuse it. Only where the agents announce the model's
+ * capabilities: an older agent's silence says nothing either way.
+ */
+function checkThinking(serving: Array<{ hello: { models?: ModelInfo[] } }>, task: Task, flavor: Flavor): void {
+  if (!('think' in task) || task.think !== true) return;
+  const infos = serving.map((a) => a.hello.models?.find((m) => m.id === task.model)?.capabilities);
+  if (infos.some((c) => c === undefined || c.includes('thinking'))) return;
+  throw new ApiError('invalid_request', `model '${task.model}' does not support thinking (its chat template marks no reasoning block): ${THINKING_OFF[flavor]}`, {
+    param: REASONING.param[flavor],
+  });
 }

@@ -1,3 +1,5 @@
+import type { UsageRow } from './usage-row.ts';
+
 /**
  * The hub's own durable bookkeeping, in the Durable Object's SQLite storage (synchronous, and exact because the
  * object runs one event at a time): verified keys to fall back on while libSQL is unreachable, request and token
@@ -14,26 +16,6 @@ export interface KeyRecord {
   /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
   manageModels?: boolean;
   revokedAt: number | null;
-}
-
-/** A usage row as written to libSQL (see worker/db/schema.ts). */
-export interface UsageRow {
-  id: string;
-  at: number;
-  keyId: string | null;
-  model: string | null;
-  endpoint: string;
-  agentId: string | null;
-  device: string | null;
-  promptTokens: number;
-  completionTokens: number;
-  ttftMs: number | null;
-  durationMs: number;
-  tokensPerSecond: number | null;
-  cache: 'HIT' | 'MISS' | 'BYPASS' | null;
-  status: number;
-  errorCode: string | null;
-  outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
 }
 
 /** Requests refused for a missing or unknown API key, counted per minute instead of a usage row each. */

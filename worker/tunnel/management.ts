@@ -1,13 +1,14 @@
 /**
  * Model management through the tunnel, on the hub's side: sends `manage` frames (load, unload, pull, delete, copy) to
  * the agents that should run them, keeps each operation pending by id until its `managed` or `error` frame, streams a
- * pull's `progress` frames to the client as Ollama's progress lines, and applies `models` frames (an agent's new
- * model list) to the stored hello, so routing and `/api/tags` see a pulled model at once.
+ * pull's `progress` frames to the client as Ollama's progress lines. AgentFrames routes those frames here (after
+ * checking that the operation was sent on the frame's connection); an agent's `models` frame (its new model list)
+ * goes to the AgentRegistry, so routing and `/api/tags` see a pulled model at once.
  */
-import type { EdgeFrame, ErrorFrame, ManagedFrame, ManageOp, ModelKind, ModelsFrame, ProgressFrame } from '../../shared/protocol/frames.ts';
+import type { EdgeFrame, ErrorFrame, ManagedFrame, ManageOp, ModelKind, ProgressFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorBody, errorResponse } from '../http/errors.ts';
-import type { AgentHello, AgentStatus, AgentStore } from './agent-store.ts';
-import type { UsageRow } from './ledger.ts';
+import type { AgentHello, AgentStatus } from './agent-store.ts';
+import { usageRow, type UsageRow } from './usage-row.ts';
 
 /** A management request as the Worker hands it to the hub. */
 export interface ManageRequest {
@@ -37,13 +38,10 @@ export interface ManagedAgent {
 }
 
 export interface ManagementDeps {
-  /** The connected agents (the hub's view, which also drops silent ones). */
+  /** The connected agents (the registry's `list()`, which also drops silent ones). */
   agents: () => ManagedAgent[];
   send: (ws: WebSocket, frame: EdgeFrame) => void;
-  store: AgentStore;
   record: (row: UsageRow) => void;
-  /** A frame about an id this connection does not hold: the hub charges its budget and cancels it once. */
-  unknown: (ws: WebSocket, connId: string, id: string) => void;
   waitUntil: (promise: Promise<unknown>) => void;
 }
 
@@ -74,9 +72,12 @@ export class Management {
     this.#deps = deps;
   }
 
-  /** True when `id` is one of this module's operations (so an `error` frame with it ends that operation). */
-  owns(id: string): boolean {
-    return this.#pending.has(id);
+  /**
+   * True when `id` is one of this module's operations sent on connection `connId`, so a `progress`, `managed` or
+   * `error` frame with it belongs here (an agent cannot end another agent's operation).
+   */
+  owns(connId: string, id: string): boolean {
+    return this.#pending.get(id)?.connId === connId;
   }
 
   /** Runs a load, unload, delete or copy on its agents and reports how it went. */
@@ -168,29 +169,23 @@ export class Management {
     return new Response(readable, { headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' } });
   }
 
-  onProgress(ws: WebSocket, connId: string, frame: ProgressFrame): void {
-    const p = this.#pending.get(frame.id);
-    if (p?.connId !== connId) return this.#deps.unknown(ws, connId, frame.id);
-    p.onProgress?.(frame);
+  /** A step of an operation this module `owns`. */
+  onProgress(frame: ProgressFrame): void {
+    this.#pending.get(frame.id)?.onProgress?.(frame);
   }
 
-  onManaged(ws: WebSocket, connId: string, frame: ManagedFrame): void {
+  /** The successful end of an operation this module `owns`. */
+  onManaged(frame: ManagedFrame): void {
     const p = this.#pending.get(frame.id);
-    if (p?.connId !== connId) return this.#deps.unknown(ws, connId, frame.id);
     this.#pending.delete(frame.id);
-    p.resolve(frame);
+    p?.resolve(frame);
   }
 
-  onError(ws: WebSocket, connId: string, frame: ErrorFrame & { id: string }): void {
+  /** The failed end of an operation this module `owns`. */
+  onError(frame: ErrorFrame & { id: string }): void {
     const p = this.#pending.get(frame.id);
-    if (p?.connId !== connId) return this.#deps.unknown(ws, connId, frame.id);
     this.#pending.delete(frame.id);
-    p.reject(new ApiError(frame.code, frame.message));
-  }
-
-  /** The agent's model list changed: it replaces the hello's, so routing and listings use it from now on. */
-  onModels(connId: string, frame: ModelsFrame): void {
-    this.#deps.store.putModels(connId, frame.models);
+    p?.reject(new ApiError(frame.code, frame.message));
   }
 
   /** The connection closed: its operations fail at once. */
@@ -274,12 +269,7 @@ export class Management {
   }
 
   #row(request: ManageRequest, started: number, agents: ManagedAgent[], status: number, errorCode: string | null): void {
-    const ok = status < 400;
-    this.#deps.record({
-      id: crypto.randomUUID(), at: started, keyId: request.keyId, model: modelOf(request.op), endpoint: request.endpoint,
-      agentId: agents.length ? agents.map((a) => a.hello.agentId).join(',') : null, device: null, promptTokens: 0, completionTokens: 0,
-      ttftMs: null, durationMs: Date.now() - started, tokensPerSecond: null, cache: null, status, errorCode,
-      outcome: ok ? 'ok' : status === 499 ? 'cancelled' : agents.length ? 'error' : 'rejected',
-    });
+    const base = { id: crypto.randomUUID(), at: started, keyId: request.keyId, model: modelOf(request.op), endpoint: request.endpoint };
+    this.#deps.record(usageRow(base, { kind: 'managed', agentIds: agents.map((a) => a.hello.agentId), status, errorCode }));
   }
 }

@@ -1,0 +1,104 @@
+/**
+ * What the edge can check about a request before it runs, without a tokenizer: the most it can cost in tokens
+ * (reserved against the key's limits), whether the key may do what it asks, and whether it fits the model and the
+ * tunnel. Each check throws the error the client should see.
+ */
+import type { ModelInfo, Task } from '../../shared/protocol/frames.ts';
+import { MAX_AGENT_FRAME_BYTES } from '../../shared/protocol/version.ts';
+import { ApiError } from '../http/errors.ts';
+import type { Dispatch } from './dispatch.ts';
+import type { Admission, KeyRecord, TokenNeed } from './ledger.ts';
+import { unknownModel } from './agent-picker.ts';
+
+/**
+ * Without a tokenizer, the edge bounds a prompt's tokens from above by its bytes (every token of a byte-level BPE
+ * or byte-fallback tokenizer covers at least one byte) plus what a chat template adds per message and in all (the
+ * test model's Llama 2 template adds 7–8 per message; templates that inject a long default system prompt add more,
+ * and only for those can a request use more than it reserved).
+ */
+const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+const TEMPLATE_TOKENS_FIXED = 4;
+/** Special tokens an embedding model adds per input ([CLS], [SEP], …). */
+const SPECIAL_TOKENS_PER_INPUT = 4;
+
+/**
+ * The edge refuses only prompts that are certainly too long: no tokenizer in use spends fewer than one token per 8
+ * bytes of UTF-8 on real text. The agent checks the exact count before running anything.
+ */
+const MAX_BYTES_PER_TOKEN = 8;
+
+/** Characters a vector element takes in JSON at most (`-0.012345678918766975,`): float32 values printed as doubles. */
+const CHARS_PER_ELEMENT = 23;
+
+const encoder = new TextEncoder();
+const bytes = (s: string) => encoder.encode(s).byteLength;
+
+/** The most this task can cost in tokens, as far as the edge can tell before it runs. */
+export function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
+  if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  // Counting a prompt is not charged, so it reserves nothing.
+  if (task.task === 'count') return { prompt: 0, completion: 0 };
+  const prompt = task.task === 'chat' ? task.messages.reduce((n, m) => n + bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_FIXED) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED;
+  const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
+  return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
+}
+
+/** What the key may do: its models, and changing a model's residency for every key (a privilege). */
+export function checkScope(key: KeyRecord, dispatch: Dispatch): void {
+  // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
+  if (key.models && !key.models.includes(dispatch.task.model)) throw unknownModel(dispatch.task.model);
+  if (dispatch.keepAliveMs !== undefined && dispatch.keepAliveMs <= 0 && !key.manageModels) {
+    // Unloading a model, or pinning it in memory, changes what every other key gets: a privilege, not a request option.
+    throw new ApiError(
+      'forbidden',
+      `keep_alive ${dispatch.keepAliveMs === 0 ? '0 (unload the model now)' : '-1 (keep the model loaded for ever)'} changes the model for every key; this API key may not do that: ` +
+        'use a key created with --manage-models (or "manageModels": true through POST /admin/keys), or leave keep_alive out',
+      { param: 'keep_alive' },
+    );
+  }
+}
+
+/** The client's error for a request its key's limits refused. */
+export function refusal(key: KeyRecord, need: TokenNeed, refused: Extract<Admission, { refused: unknown }>['refused']): ApiError {
+  const retryAfter = Math.max(1, Math.ceil(refused.retryAfterMs / 1000));
+  const short = refused.left > 0 ? ` for this request: it needs about ${need.prompt} tokens for its prompt, and ${refused.left} are left` : '';
+  if (refused.limit === 'budget') {
+    const state = refused.left > 0 ? `is nearly used up${short}` : 'is used up';
+    return new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) ${state}; it renews at the start of next month (UTC)`, { retryAfter });
+  }
+  const limit = refused.limit === 'rpm' ? `${key.rpm} requests per minute` : `${key.tpm} tokens per minute`;
+  return new ApiError('rate_limited', `rate limit reached for this API key: ${limit}${short}; retry after ${retryAfter} s`, { retryAfter });
+}
+
+/** How many vectors of `dimensions` fit in one agent frame, with room for the frame's other fields. */
+function maxEmbedInputs(dimensions: number): number {
+  return Math.max(1, Math.floor((MAX_AGENT_FRAME_BYTES - 4096) / (dimensions * CHARS_PER_ELEMENT + 2)));
+}
+
+/** The bytes of the prompt; of an embedding batch, of its longest input (each input is a prompt of its own). */
+function promptBytes(task: Task): number {
+  if (task.task === 'embed') return Math.max(...task.input.map(bytes));
+  return bytes(task.task === 'complete' ? task.prompt : task.messages.map((m) => m.content).join(''));
+}
+
+/** The error for a prompt `model` certainly cannot take (on its device), or undefined. */
+export function promptTooLong(task: Task, model: ModelInfo): ApiError | undefined {
+  if (model.maxPromptTokens === undefined || promptBytes(task) <= model.maxPromptTokens * MAX_BYTES_PER_TOKEN) return undefined;
+  return new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
+}
+
+/** Whether the request fits the model the picked agent serves, and the tunnel's message limit. */
+export function checkFits(dispatch: Dispatch, model: ModelInfo): void {
+  const { task } = dispatch;
+  if (task.task === 'embed' && model.dimensions !== undefined) {
+    // The vectors come back in one frame, and a Worker takes WebSocket messages of at most 1 MiB: refuse a batch
+    // whose answer could not fit, rather than have the agent's frame refused.
+    const most = maxEmbedInputs(model.dimensions);
+    if (task.input.length > most) {
+      throw new ApiError('invalid_request', `model '${model.id}' returns ${model.dimensions}-dimensional vectors, so one request takes at most ${most} inputs (the tunnel's 1 MiB message limit); got ${task.input.length}: split them into batches`, { param: 'input' });
+    }
+  }
+  if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
+    throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The requests in flight on this hub, by id, with a count per agent connection (routing asks it for every
+ * candidate agent on every request). While any is in flight a timer writes keep-alives into idle streams (which
+ * is also how a vanished client is noticed), ends requests past the inference timeout, and lets the hub watch its
+ * busy agents.
+ */
+import type { EdgeConfig } from '../config.ts';
+import { ApiError } from '../http/errors.ts';
+import type { Exchange } from './exchange.ts';
+
+/** While a stream waits, something is written this often so a vanished client is noticed quickly. */
+const KEEPALIVE_MS = 250;
+
+export interface ExchangeTableOptions {
+  config: () => EdgeConfig;
+  /** Tells the agent to stop a request the edge gave up on. */
+  cancel: (exchange: Exchange, reason: string) => void;
+  /** Runs on every tick while requests are in flight. */
+  onTick: (now: number) => void;
+}
+
+export class ExchangeTable {
+  readonly #options: ExchangeTableOptions;
+  readonly #byId = new Map<string, Exchange>();
+  readonly #perConnection = new Map<string, number>();
+  /** In flight per connection and model (`connId model`): what the model's device on that agent has ahead of it. */
+  readonly #perModel = new Map<string, number>();
+  readonly #modelOf = new Map<string, string>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: ExchangeTableOptions) {
+    this.#options = options;
+  }
+
+  add(exchange: Exchange, model: string): void {
+    this.#byId.set(exchange.id, exchange);
+    this.#perConnection.set(exchange.connId, (this.#perConnection.get(exchange.connId) ?? 0) + 1);
+    const slot = `${exchange.connId} ${model}`;
+    this.#modelOf.set(exchange.id, slot);
+    this.#perModel.set(slot, (this.#perModel.get(slot) ?? 0) + 1);
+    this.#start();
+  }
+
+  get(id: string): Exchange | undefined {
+    return this.#byId.get(id);
+  }
+
+  /** Removes and returns an exchange (for its terminal frame). */
+  take(id: string): Exchange | undefined {
+    const ex = this.#byId.get(id);
+    if (!ex) return undefined;
+    this.#byId.delete(id);
+    const n = (this.#perConnection.get(ex.connId) ?? 1) - 1;
+    if (n > 0) this.#perConnection.set(ex.connId, n);
+    else this.#perConnection.delete(ex.connId);
+    const slot = this.#modelOf.get(id)!;
+    this.#modelOf.delete(id);
+    const m = (this.#perModel.get(slot) ?? 1) - 1;
+    if (m > 0) this.#perModel.set(slot, m);
+    else this.#perModel.delete(slot);
+    return ex;
+  }
+
+  /** Requests the edge has sent on a connection and not seen end. */
+  inFlight(connId: string): number {
+    return this.#perConnection.get(connId) ?? 0;
+  }
+
+  /** Requests for `model` the edge has sent on a connection and not seen end. */
+  inFlightFor(connId: string, model: string): number {
+    return this.#perModel.get(`${connId} ${model}`) ?? 0;
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  values(): IterableIterator<Exchange> {
+    return this.#byId.values();
+  }
+
+  /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
+  failConnection(connId: string, why: string): void {
+    if (!this.#perConnection.has(connId)) return;
+    for (const ex of [...this.#byId.values()]) {
+      if (ex.connId !== connId) continue;
+      this.take(ex.id);
+      ex.onError(new ApiError('agent_gone', `${why} before the response was complete; retry the request`));
+    }
+  }
+
+  #start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#tick(), KEEPALIVE_MS);
+  }
+
+  #tick(): void {
+    const now = Date.now();
+    const { inferenceTimeoutMs } = this.#options.config();
+    for (const ex of [...this.#byId.values()]) {
+      if (ex.overdue(now, inferenceTimeoutMs)) {
+        this.take(ex.id);
+        this.#options.cancel(ex, 'inference timeout');
+        ex.onError(new ApiError('timeout', `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`));
+      } else {
+        ex.keepAlive(now, KEEPALIVE_MS);
+      }
+    }
+    this.#options.onTick(now);
+    if (this.#byId.size === 0 && this.#timer) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * One client request through the hub, as one straight line: the key, its scope and limits, the stored
+ * conversation it continues, the exact cache (or the identical request already in flight), an agent, and the
+ * exchange that streams the agent's answer back. However it ends, the request leaves exactly one usage row (or,
+ * for a stranger's key, a count) and its reserved tokens are settled.
+ */
+import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
+import { linkToolResults } from '../../shared/api/tools.ts';
+import type { ResponseMeta } from '../api/format.ts';
+import { FORMATS } from '../api/formats.ts';
+import { responseNotFound, type ResponseStore } from '../api/openai-responses/store.ts';
+import { replay, type CachedAnswer } from '../api/replay.ts';
+import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
+import { pickAgent, unknownModel } from './agent-picker.ts';
+import { type AgentRegistry, sendFrame } from './agent-registry.ts';
+import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
+import type { Dispatch } from './dispatch.ts';
+import { Exchange, type Settlement } from './exchange.ts';
+import type { ExchangeTable } from './exchange-table.ts';
+import type { InFlightLog } from './in-flight-log.ts';
+import type { KeyGate } from './key-gate.ts';
+import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import { followLeader } from './twin-stream.ts';
+import type { UsageOutbox } from './usage-outbox.ts';
+import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
+
+export interface RequestFlowDeps {
+  keys: KeyGate;
+  ledger: Ledger;
+  cache: AnswerCache;
+  registry: AgentRegistry;
+  exchanges: ExchangeTable;
+  outbox: UsageOutbox;
+  inFlight: InFlightLog;
+  responses: ResponseStore;
+  waitUntil: (p: Promise<unknown>) => void;
+}
+
+/** What the request has got to, for the row its failure leaves. */
+interface Progress {
+  key: KeyRecord | undefined;
+  cache: UsageRow['cache'];
+  reservation: Reservation | undefined;
+  flight: Flight | undefined;
+}
+
+/** Start of the minute holding `at`. */
+function minuteOf(at: number): number {
+  return at - (at % 60_000);
+}
+
+export class RequestFlow {
+  readonly #d: RequestFlowDeps;
+
+  constructor(deps: RequestFlowDeps) {
+    this.#d = deps;
+  }
+
+  /** Runs a request to its response; never throws (a failure is the client's error response, and its row). */
+  async run(dispatch: Dispatch, signal: AbortSignal): Promise<Response> {
+    const started = Date.now();
+    const id = crypto.randomUUID();
+    const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
+    try {
+      return await this.#run(dispatch, { id, at: started, signal }, progress);
+    } catch (err) {
+      const e = toApiError(err);
+      this.#d.ledger.settle(progress.reservation, 0, Date.now());
+      progress.flight?.settle(unsettled(e.status, e.code));
+      const flavor = FORMATS[dispatch.format].flavor;
+      if (e.code === 'invalid_api_key') {
+        this.#d.outbox.countRefusals([{ minute: minuteOf(started), endpoint: dispatch.endpoint, code: e.code, status: e.status, n: 1, lastAt: started }]);
+        return errorResponse(e, flavor);
+      }
+      const base: RowBase = { id, at: started, keyId: progress.key?.id ?? null, model: dispatch.task.model, endpoint: dispatch.endpoint };
+      this.#d.outbox.record(usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }));
+      return errorResponse(e, flavor);
+    }
+  }
+
+  async #run(dispatch: Dispatch, req: { id: string; at: number; signal: AbortSignal }, progress: Progress): Promise<Response> {
+    const d = this.#d;
+    const auth = await d.keys.authorize(dispatch.keyHash);
+    if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
+    const key = (progress.key = auth.key);
+    checkScope(key, dispatch);
+
+    // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
+    // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
+    const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model));
+    const admitted = d.ledger.admit(key, req.at, need);
+    if ('refused' in admitted) throw refusal(key, need, admitted.refused);
+    progress.reservation = admitted.reservation;
+    const capped = admitted.completion < need.completion;
+    if (capped && (dispatch.task.task === 'chat' || dispatch.task.task === 'complete')) {
+      dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
+    }
+    dispatch = await this.#withConversation(dispatch, key.tenant);
+
+    const format = FORMATS[dispatch.format];
+    const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
+    const meta: ResponseMeta = { id: format.responseId?.(req.id) ?? `${prefix}-${req.id}`, ...dispatch.meta };
+    const ck = isDeterministic(dispatch.task) ? await cacheKey(key.tenant, dispatch.task) : undefined;
+    progress.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
+    const base: RowBase = { id: req.id, at: req.at, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
+
+    // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
+    // back. With no agent connected at all, the cache still answers what it holds (the relay keeps serving what it
+    // has while its agents are away).
+    const agents = d.registry.list();
+    if (agents.length > 0 && !agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model))) throw unknownModel(dispatch.task.model);
+
+    // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
+    // taking its result), else the cache.
+    const flight = (progress.flight = d.cache.flight(ck, dispatch.noCache));
+    if (ck && !dispatch.noCache) {
+      if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
+        const followed = await followLeader(flight.leader, format, meta, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        if (followed) {
+          progress.cache = 'HIT';
+          const reservation = progress.reservation;
+          progress.reservation = undefined;
+          const keep = this.#keep(dispatch, key.tenant, meta);
+          void followed.ended.then((s) => {
+            const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+            d.ledger.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
+            d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
+            keep?.(served ? answerOf(s) : undefined);
+          });
+          return followed.response;
+        }
+      }
+      const hit = flight.leader ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
+      if (hit) {
+        progress.cache = 'HIT';
+        d.ledger.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
+        d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
+        flight.settle(hitSettlement(hit));
+        this.#keep(dispatch, key.tenant, meta)?.(hit);
+        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+      }
+    }
+
+    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
+    checkFits(dispatch, model);
+    const keep = this.#keep(dispatch, key.tenant, meta);
+    const cache = progress.cache;
+    const reservation = progress.reservation;
+    const exchange = new Exchange({
+      id: req.id, connId, agentId, format, meta, stream: dispatch.stream,
+      // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
+      headers: { 'x-npu-relay-cache': cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
+      // While twins stream along with this request, its generation serves them: it runs on without its own client.
+      onClientGone: (ex) => {
+        if (!flight.followed()) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
+      },
+      onAnswerChunk: (chunk) => flight.publish(chunk),
+      onFlow: (ex, pause) => sendFrame(ws, { type: 'flow', id: ex.id, pause }),
+      onSettled: (s) => {
+        d.inFlight.end(req.id);
+        flight.settle(s);
+        // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
+        keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
+        // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
+        const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
+        d.ledger.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
+        d.outbox.record(usageRow(base, { kind: 'relayed', agentId, settlement: s, cache, charged }));
+        if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+      },
+    });
+    // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
+    progress.reservation = undefined;
+    progress.flight = undefined;
+    d.exchanges.add(exchange, dispatch.task.model);
+    d.inFlight.begin(base, agentId, cache, reservation);
+    // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
+    if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
+    else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
+    sendFrame(ws, { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
+    return exchange.response();
+  }
+
+  /** A Responses API request continuing a stored response gets that response's history before its own input. */
+  async #withConversation(dispatch: Dispatch, tenant: string): Promise<Dispatch> {
+    const conversation = dispatch.conversation;
+    if (conversation?.previousResponseId === undefined || dispatch.task.task !== 'chat') return dispatch;
+    const prior = await this.#d.responses.get(tenant, conversation.previousResponseId);
+    if (!prior) throw responseNotFound(conversation.previousResponseId, 'previous_response_id');
+    const messages = dispatch.task.messages;
+    const at = conversation.instructionCount;
+    // Linked again: a function_call_output in the new input answers a call in the stored history.
+    return { ...dispatch, task: { ...dispatch.task, messages: linkToolResults([...messages.slice(0, at), ...prior.history, ...messages.slice(at)]) } };
+  }
+
+  /** For a Responses API request with `store`: stores the response once it settles (see ResponseStore.begin). */
+  #keep(dispatch: Dispatch, tenant: string, meta: ResponseMeta): ReturnType<ResponseStore['begin']> | undefined {
+    const store = dispatch.conversation?.store;
+    if (!store || dispatch.task.task !== 'chat') return undefined;
+    const what = { tenant, meta, task: dispatch.task, instructionCount: dispatch.conversation!.instructionCount, inputItems: store.inputItems };
+    return this.#d.responses.begin(what, (p) => this.#d.waitUntil(p));
+  }
+}
+
+/** A cache hit as a leader's settlement, for twins that followed it. */
+function hitSettlement(hit: CachedAnswer): Settlement {
+  return {
+    status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks,
+    ...(hit.embeddings ? { embeddings: hit.embeddings } : {}),
+  };
+}

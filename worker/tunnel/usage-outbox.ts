@@ -1,0 +1,115 @@
+/**
+ * Usage rows on their way to libSQL. A row is queued durably in the hub's own storage (the ledger) the moment it is
+ * known, and written in batches in the background, so a slow or unreachable database delays no response and loses
+ * no row: while libSQL is down the rows wait and an alarm retries.
+ */
+import { sql } from 'drizzle-orm';
+import { DatabaseTimeout } from '../db/timeout.ts';
+import { insertUsageJson } from '../db/usage-batch.ts';
+import { usage } from '../../shared/db/schema.ts';
+import type { HubDatabase } from './hub-database.ts';
+import type { Ledger, RefusalCount } from './ledger.ts';
+import { refusalRow, type UsageRow } from './usage-row.ts';
+
+/** Rows are written in batches: one INSERT per FLUSH_MS, however many requests finished meanwhile. */
+const FLUSH_MS = 250;
+const ROWS_PER_BATCH = 200;
+const REFUSAL_ROWS_PER_FLUSH = 50;
+const RETRY_MS = 2000;
+
+export class UsageOutbox {
+  readonly #ledger: Ledger;
+  readonly #db: HubDatabase;
+  readonly #ctx: DurableObjectState;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #flushing = false;
+
+  constructor(ledger: Ledger, db: HubDatabase, ctx: DurableObjectState) {
+    this.#ledger = ledger;
+    this.#db = db;
+    this.#ctx = ctx;
+  }
+
+  /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
+  record(row: UsageRow): void {
+    this.#ledger.enqueueUsage(row);
+    this.#schedule();
+  }
+
+  /**
+   * Counts requests refused for a missing or unknown key: a counter per minute, endpoint and code, written to libSQL
+   * as one usage row whose `requests` is the count, so strangers cannot make the edge write a row per request.
+   */
+  countRefusals(counts: RefusalCount[]): void {
+    this.#ledger.addRefusals(counts.map((c) => ({ ...c, endpoint: c.endpoint.toWellFormed().slice(0, 64), code: c.code.slice(0, 64) })));
+    this.#schedule();
+  }
+
+  /** Rows still waiting for libSQL. */
+  get pending(): number {
+    return this.#ledger.outboxSize;
+  }
+
+  #schedule(): void {
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      this.#ctx.waitUntil(this.flush());
+    }, FLUSH_MS);
+  }
+
+  /** Writes what is queued; on failure, keeps it and sets the object's alarm to try again. */
+  async flush(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      for (;;) {
+        const batch = this.#ledger.pendingUsage(ROWS_PER_BATCH);
+        if (batch.ids.length === 0) break;
+        try {
+          await this.#db.query('a usage batch', (db) => db.run(insertUsageJson(batch.json)));
+          this.#ledger.usageWritten(batch.ids);
+        } catch (batchErr) {
+          // A database that does not answer would not answer row by row either (200 timeouts in a row).
+          if (batchErr instanceof DatabaseTimeout) throw batchErr;
+          // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
+          if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
+        }
+      }
+      const counts = this.#ledger.pendingRefusals(REFUSAL_ROWS_PER_FLUSH);
+      if (counts.length > 0) {
+        // Each counter row carries its minute's whole count, so writing it again (a retry) changes nothing.
+        await this.#db.query('refusal counters', (db) => db.insert(usage).values(counts.map(refusalRow)).onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }));
+        this.#ledger.refusalsWritten(counts, Date.now());
+        if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#schedule();
+      }
+    } catch (err) {
+      console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));
+      await this.#ctx.storage.setAlarm(Date.now() + RETRY_MS);
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /**
+   * Writes rows singly. If any row goes in, the database is up and a row it refuses is bad data: that row is
+   * logged in full and dropped. If none goes in, the database is down: all rows stay queued (returns false).
+   */
+  async #writeOneByOne(rows: UsageRow[]): Promise<boolean> {
+    const refused: Array<{ row: UsageRow; err: unknown }> = [];
+    for (const row of rows) {
+      try {
+        await this.#db.query('a usage row', (db) => db.insert(usage).values(row).onConflictDoNothing());
+        this.#ledger.usageWritten([row.id]);
+      } catch (err) {
+        if (err instanceof DatabaseTimeout) throw err;
+        refused.push({ row, err });
+      }
+    }
+    if (refused.length === rows.length) return false;
+    for (const { row, err } of refused) {
+      console.error('libSQL refused a usage row; it is dropped', JSON.stringify(row), String(err));
+      this.#ledger.usageWritten([row.id]);
+    }
+    return true;
+  }
+}
