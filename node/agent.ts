@@ -4,11 +4,12 @@
  * `error`), also when it was cancelled, so the edge always learns how many tokens were produced.
  */
 import { randomUUID } from 'node:crypto';
-import { AGENT_FEATURES, type AgentFrame, type ChunkFrame, type RequestFrame, type StatusFrame, type ToolCallDelta } from '../shared/protocol/frames.ts';
+import { AGENT_FEATURES, type AgentFrame, type ChunkFrame, type ManageFrame, type RequestFrame, type StatusFrame, type ToolCallDelta } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
+import type { ModelManager } from './models/manage.ts';
 import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
@@ -32,6 +33,8 @@ export interface AgentOptions {
   onStatus?: (status: StatusFrame) => void;
   /** The models loaded right now, for the heartbeat; the engine's own report when absent. */
   loadedModels?: () => Array<{ id: string; device?: string | undefined }>;
+  /** Runs `manage` frames (load, unload, pull, delete, copy); without it the agent does not announce `manage`. */
+  manager?: ModelManager;
 }
 
 export interface RequestRecord {
@@ -171,20 +174,37 @@ export class Agent {
         devices: [...this.#engine.devices],
         capacity: this.#capacity(),
         // The edge sends tasks with tools, response formats or think only to agents that announce these.
-        features: [...AGENT_FEATURES],
+        features: AGENT_FEATURES.filter((f) => f !== 'manage' || options.manager),
         instanceId: this.#instanceId,
       }),
       onFrame: (frame) => {
         if (frame.type === 'request') this.#start(frame);
-        else if (frame.type === 'cancel') this.#inFlight.get(frame.id)?.controller.abort(frame.reason ?? 'cancelled by the edge');
+        else if (frame.type === 'manage') this.#manage(frame);
+        else if (frame.type === 'cancel') {
+          this.#inFlight.get(frame.id)?.controller.abort(frame.reason ?? 'cancelled by the edge');
+          options.manager?.cancel(frame.id, frame.reason);
+        }
         else if (frame.type === 'flow') this.#inFlight.get(frame.id)?.flow.set(frame.pause);
         else if (frame.type === 'welcome') this.#sendStatus();
       },
       // Streams cannot resume on a new connection: the edge has already failed them, so stop the work.
       onDisconnect: () => {
         for (const { controller } of this.#inFlight.values()) controller.abort('tunnel disconnected');
+        options.manager?.cancelAll('tunnel disconnected');
       },
     });
+    // A changed model list goes out whole; a reconnecting agent's hello carries it anyway.
+    options.manager?.onModelsChanged((models) => {
+      if (this.#tunnel.ready) this.#tunnel.send({ type: 'models', models });
+    });
+  }
+
+  #manage(frame: ManageFrame): void {
+    if (!this.#options.manager) {
+      this.#send({ type: 'error', id: frame.id, code: 'invalid_request', message: 'this agent does not manage its models over the tunnel (it did not announce manage)' });
+      return;
+    }
+    this.#options.manager.handle(frame, (reply) => this.#send(reply));
   }
 
   /**

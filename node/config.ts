@@ -39,6 +39,8 @@ export interface AgentConfig {
   /** Requests running at once per device (e.g. `CPU=4,NPU=1`) and requests that may wait. */
   concurrency?: Record<string, number> | undefined;
   queueLimit?: number | undefined;
+  /** The model hub `/api/pull` fetches from (`HF_ENDPOINT`, `HF_TOKEN`); huggingface.co without a token when absent. */
+  hub?: { endpoint: string; token?: string | undefined } | undefined;
 }
 
 export class ConfigError extends Error {
@@ -172,7 +174,15 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
     concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
     ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
+    hub: hubOf(env),
   };
+}
+
+/** Where pulls through the API come from: `HF_ENDPOINT` (an http(s) URL) and `HF_TOKEN`. */
+export function hubOf(env: NodeJS.ProcessEnv): { endpoint: string; token?: string } {
+  const endpoint = env.HF_ENDPOINT || 'https://huggingface.co';
+  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) throw new ConfigError(`HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
+  return { endpoint, ...(env.HF_TOKEN ? { token: env.HF_TOKEN } : {}) };
 }
 
 /** A whole number of at least `min`. */

@@ -14,12 +14,15 @@ import type { Logger } from './log.ts';
 import { metricsRegistry, recordModelEvent, recordRequest, setQueueDepth } from './metrics.ts';
 import { AliasedEngine, loadAliases } from './models/aliases.ts';
 import { scanModels } from './models/catalog.ts';
+import { ModelManager } from './models/manage.ts';
 import type { ModelEvent } from './models/pool.ts';
 import { ModelActivity } from './observability/model-activity.ts';
 import { startObservabilityServer, type ObservabilityServer } from './observability/server.ts';
 
 export interface AgentRuntime {
   agent: Agent;
+  /** Pulls, deletes and copies models and follows the models folder; close it when stopping. */
+  manager: ModelManager;
   engine: Engine;
   /** Human-readable lines describing the engine, device and models. */
   summary: string[];
@@ -93,7 +96,10 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
   }
   // One at a time, so the memory budget sees each load.
   for (const id of config.preload ?? []) await engine.preload(id);
+  const manager = new ModelManager({ engine, modelsDir: config.modelsDir, aliasesFile: config.aliasesFile, hub: config.hub ?? { endpoint: 'https://huggingface.co' }, log });
+  await manager.watch();
   const agent = new Agent({
+    manager,
     edgeUrl: config.edgeUrl,
     agentToken: config.agentToken,
     agentId: config.agentId,
@@ -134,5 +140,5 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     summary.push(`health: ${new URL('/health', observability.url)}, metrics: ${new URL('/metrics', observability.url)}`);
     log.info({ url: observability.url.toString() }, `health and metrics endpoints on ${observability.url}`);
   }
-  return { agent, engine, summary, observability };
+  return { agent, engine, manager, summary, observability };
 }

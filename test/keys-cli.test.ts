@@ -168,6 +168,14 @@ test('keys: create shows the key once as the last line and stores only its hash;
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /there is no API key with id 'key_doesnotexist'/);
   assert.equal(unknown.stdout, '');
+
+  // The manage scope: --manage, and its older spelling --manage-models; off by default.
+  for (const [name, flags] of [['ops', ['--manage']], ['ops-old', ['--manage-models']], ['no-scope', []]] as const) {
+    const made = await keysCli(['create', '--name', name, ...flags], { NPU_RELAY_LIBSQL_URL: url });
+    assert.equal(made.code, 0, made.stderr);
+    const [scoped] = (await sql.execute({ sql: 'SELECT manage_models FROM api_keys WHERE name = ?', args: [name] })).rows;
+    assert.equal(Number(scoped!.manage_models), flags.length ? 1 : 0, `${name}: manage scope`);
+  }
 });
 
 test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2 with a message, and write nothing', async () => {

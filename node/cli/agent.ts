@@ -7,7 +7,7 @@ import { orExitOnConfigError, readCommandLineOrExit } from './command.ts';
 
 const config = readCommandLineOrExit('agent', AGENT_HELP, () => agentConfig(process.argv.slice(2), process.env));
 const log = createLogger(config.logLevel, { agentId: config.agentId });
-const { agent, engine, summary, observability } = await orExitOnConfigError('agent', () => createAgentRuntime(config, log));
+const { agent, engine, manager, summary, observability } = await orExitOnConfigError('agent', () => createAgentRuntime(config, log));
 for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
 
 let stopping = false;
@@ -18,6 +18,7 @@ const stop = async (signal: string) => {
   log.info({ signal }, 'stopping');
   if (signal === 'SIGTERM') await agent.drain(config.drainTimeoutMs ?? 30_000);
   else await agent.stop();
+  manager.close();
   await observability?.close();
   await engine.close();
   process.exit(0);

@@ -24,7 +24,7 @@ import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 const HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
-  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage-models]
+  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
@@ -37,7 +37,9 @@ Options of create:
   --tpm N             tokens per minute                                   (default: no limit)
   --budget N          tokens per calendar month (UTC)                     (default: no limit)
   --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
-  --manage-models     may unload (Ollama keep_alive 0) or pin (-1) models for every key (default: no)
+  --manage            the manage scope: may pull, delete and copy models (Ollama /api/pull, /api/delete,
+                      /api/copy) and unload (keep_alive 0) or pin (-1) them for every key (default: no);
+                      --manage-models is the same
 
 Options of every command (each also settable by the environment variable shown):
 ${DATABASE_HELP}
@@ -56,7 +58,7 @@ type KeysCommand =
   | { command: 'list'; target: Target }
   | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
 
-const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'manage-models'] as const;
+const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'manage', 'manage-models'] as const;
 
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -77,6 +79,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tpm: { type: 'string' },
       budget: { type: 'string' },
       tenant: { type: 'string' },
+      manage: { type: 'boolean' },
       'manage-models': { type: 'boolean' },
     },
     true,
@@ -120,7 +123,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tpm: positiveInt('tpm', values.tpm),
       monthlyTokenBudget: positiveInt('budget', values.budget),
       tenant: values.tenant?.trim(),
-      manageModels: values['manage-models'] === true,
+      manageModels: values.manage === true || values['manage-models'] === true,
     };
   }
   // Without a database named, the local stack's: `npm start` keeps it in the data folder.

@@ -135,6 +135,7 @@ let stopping: Promise<never> | undefined;
 function stopAll(code: number): Promise<never> {
   stopping ??= (async () => {
     console.error('\nnpu-relay: stopping…');
+    runtime?.manager.close();
     await runtime?.agent.stop().catch(() => {});
     await runtime?.engine.close().catch(() => {});
     await edge?.stop().catch(() => {});
@@ -168,7 +169,7 @@ try {
     say: (line) => console.log(`npu-relay: ${line}`),
   });
   const log = createLogger(config.logLevel, { agentId: 'local' });
-  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel }, log);
+  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
   await runtime.agent.start();
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);

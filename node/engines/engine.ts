@@ -15,6 +15,7 @@ import type {
   ToolCallDelta,
   Usage,
 } from '../../shared/protocol/frames.ts';
+import type { CatalogEntry } from '../models/catalog.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -113,6 +114,13 @@ export interface Engine {
   loading(): LoadProgress[];
   /** Calls `listener` whenever a model has been loaded or unloaded, so the agent can report it at once. */
   onLoadedChange?(listener: () => void): void;
+  /** Unloads a model now (or, when a request is using it, as soon as it is idle); false when it was not loaded. */
+  unload?(id: string): Promise<boolean>;
+  /**
+   * Serves the models of a rescanned models folder from now on (a pull, delete or copy, or a change on disk): new
+   * models become servable, removed ones are unloaded. Requests already running finish on what they have.
+   */
+  updateCatalog?(entries: readonly CatalogEntry[]): Promise<void>;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

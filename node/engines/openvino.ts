@@ -155,7 +155,7 @@ export class OpenVinoEngine implements Engine {
   readonly #cacheDir: string | undefined;
   readonly #capacityOf: ((device: string) => Capacity) | undefined;
   readonly #log: Logger;
-  readonly #entries: Map<string, CatalogEntry>;
+  #entries: Map<string, CatalogEntry>;
   readonly #pool: ModelPool<Loaded>;
   readonly #loadedListeners: Array<() => void> = [];
 
@@ -468,6 +468,18 @@ export class OpenVinoEngine implements Engine {
       release?.();
       this.#pool.release(entry.id);
     }
+  }
+
+  /** Unloads an idle model now; one in use goes as soon as it is idle. False when it was not loaded. */
+  async unload(id: string): Promise<boolean> {
+    if (await this.#pool.unload(id)) return true;
+    return this.#pool.touch(id, 0);
+  }
+
+  async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
+    const previous = this.#entries;
+    this.#entries = new Map(entries.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
+    for (const [id, old] of previous) if (this.#entries.get(id)?.dir !== old.dir) await this.unload(id);
   }
 
   async close(): Promise<void> {

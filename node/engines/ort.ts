@@ -47,7 +47,7 @@ export class OrtEngine implements Engine {
   readonly name = 'onnxruntime';
   readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' }];
   readonly #modelsDir: string;
-  readonly #entries: Map<string, CatalogEntry>;
+  #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
   readonly #loadedListeners: Array<() => void> = [];
@@ -203,6 +203,19 @@ export class OrtEngine implements Engine {
       const release = () => this.#pool.release(task.model);
       void running.then(release, release);
     }
+  }
+
+  /** Unloads an idle model now; one in use goes as soon as it is idle. False when it was not loaded. */
+  async unload(id: string): Promise<boolean> {
+    if (await this.#pool.unload(id)) return true;
+    return this.#pool.touch(id, 0);
+  }
+
+  async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
+    const previous = this.#entries;
+    this.#entries = new Map(entries.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
+    // A model gone from the folder (or replaced by other files) must not keep being served from memory.
+    for (const [id, old] of previous) if (this.#entries.get(id)?.dir !== old.dir) await this.unload(id);
   }
 
   async close(): Promise<void> {

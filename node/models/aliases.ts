@@ -4,15 +4,16 @@
  * `NPU_RELAY_ALIASES` names, and checked at start-up: an alias that points to no served model stops the agent.
  * `AliasedEngine` wraps any engine, so every engine gets aliases the same way.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
 import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
+import type { CatalogEntry } from './catalog.ts';
 
 /** Model ids are folder names; an alias follows the same rules, so it can never be confused with a path. */
-const ModelName = z
+export const ModelName = z
   .string()
   .min(1)
   .max(256)
@@ -53,13 +54,31 @@ export async function loadAliases(modelsDir: string, file?: string): Promise<Ali
   return { file: target, map: new Map(Object.entries(parsed.data)) };
 }
 
+/** The file aliases are written to: the one configured, else `aliases.json` in the models folder. */
+export function aliasesPath(modelsDir: string, file?: string): string {
+  return file ? path.resolve(file) : path.join(modelsDir, 'aliases.json');
+}
+
+/** Writes the aliases file whole (to a temporary file first, so a reader never sees half of it). */
+export async function saveAliases(target: string, map: ReadonlyMap<string, string>): Promise<void> {
+  const temporary = `${target}.${process.pid}.tmp`;
+  await writeFile(temporary, `${JSON.stringify(Object.fromEntries([...map].sort(([a], [b]) => (a < b ? -1 : 1))), null, 2)}\n`);
+  await rename(temporary, target);
+}
+
 /** An engine that also answers to aliases: it lists them as models of their own and runs them as their target. */
 export class AliasedEngine implements Engine {
   readonly #inner: Engine;
-  readonly #aliases: ReadonlyMap<string, string>;
+  #aliases: ReadonlyMap<string, string>;
 
   /** Throws a `ConfigError` naming the alias and its target when the target is not one of the engine's models. */
   constructor(inner: Engine, aliases: Aliases) {
+    AliasedEngine.#check(inner, aliases);
+    this.#inner = inner;
+    this.#aliases = aliases.map;
+  }
+
+  static #check(inner: Engine, aliases: Aliases): void {
     const served = new Set(inner.models().map((m) => m.id));
     for (const [alias, target] of aliases.map) {
       if (served.has(alias)) throw new ConfigError(`alias '${alias}' in ${aliases.file} is also the id of a model in the models folder; remove the alias or rename it`);
@@ -68,8 +87,26 @@ export class AliasedEngine implements Engine {
         throw new ConfigError(`alias '${alias}' in ${aliases.file} points to model '${target}', but ${why}`);
       }
     }
-    this.#inner = inner;
+  }
+
+  /** The aliases now served, alias → model id. */
+  get aliases(): ReadonlyMap<string, string> {
+    return this.#aliases;
+  }
+
+  /** Serves another set of aliases (checked as at start-up: a `ConfigError` leaves the current ones in place). */
+  setAliases(aliases: Aliases): void {
+    AliasedEngine.#check(this.#inner, aliases);
     this.#aliases = aliases.map;
+  }
+
+  /** Serves a rescanned models folder; aliases whose model is gone are dropped. */
+  async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
+    if (!this.#inner.updateCatalog) throw new ConfigError(`the ${this.name} engine cannot change its models while running; restart the agent`);
+    await this.#inner.updateCatalog(entries);
+    const served = new Set(this.#inner.models().map((m) => m.id));
+    const dropped = [...this.#aliases].filter(([, target]) => !served.has(target)).map(([alias]) => alias);
+    if (dropped.length) this.#aliases = new Map([...this.#aliases].filter(([alias]) => !dropped.includes(alias)));
   }
 
   get name(): string {
@@ -110,6 +147,11 @@ export class AliasedEngine implements Engine {
   /** Loads a model (or an alias's model) ahead of its first request. */
   preload(id: string): Promise<void> {
     return this.#inner.preload(this.resolve(id));
+  }
+
+  /** Unloads a model (or an alias's model) now; false when it was not loaded. */
+  async unload(id: string): Promise<boolean> {
+    return (await this.#inner.unload?.(this.resolve(id))) ?? false;
   }
 
   /** Extends a loaded model's keep-alive (a request's `keep_alive`). */

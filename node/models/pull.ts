@@ -36,10 +36,13 @@ export type PullErrorCode = 'bad_repo_id' | 'hub_request' | 'bad_listing' | 'no_
 
 export class PullError extends Error {
   readonly code: PullErrorCode;
-  constructor(code: PullErrorCode, message: string, options?: ErrorOptions) {
+  /** The hub's HTTP status, when the hub refused a request. */
+  readonly hubStatus: number | undefined;
+  constructor(code: PullErrorCode, message: string, options?: ErrorOptions & { hubStatus?: number }) {
     super(message, options);
     this.name = 'PullError';
     this.code = code;
+    this.hubStatus = options?.hubStatus;
   }
 }
 
@@ -75,6 +78,10 @@ export interface PullOptions {
   /** Globs of further files to fetch, matched against the repo path (`*` stays within a folder, `**` does not). */
   include?: readonly string[];
   onEvent?: (event: PullEvent) => void;
+  /** The model folder's name (the id the agent serves it as); the repo name without its owner when absent. */
+  name?: string;
+  /** Stops the pull (what arrived stays staged, so the same pull resumes). */
+  signal?: AbortSignal;
 }
 
 export interface PullResult {
@@ -98,8 +105,9 @@ export function modelFolderName(repo: string): string {
 
 export async function pullModel(options: PullOptions): Promise<PullResult> {
   const { repo, modelsDir, onEvent = () => {} } = options;
-  const name = modelFolderName(repo);
-  const hub = new Hub(options.endpoint, repo, options.token);
+  const name = options.name ?? modelFolderName(repo);
+  if (options.name !== undefined) modelFolderName(repo);
+  const hub = new Hub(options.endpoint, repo, options.token, options.signal);
   const commit = await hub.commit(options.revision);
   const listing = await hub.tree(commit);
   const files = selectFiles(listing, [...DEFAULT_FILES, ...(options.include ?? [])]);
@@ -267,11 +275,13 @@ class Hub {
   readonly repo: string;
   #base: string;
   #auth: Record<string, string>;
+  #signal: AbortSignal | undefined;
 
-  constructor(endpoint: string, repo: string, token?: string) {
+  constructor(endpoint: string, repo: string, token?: string, signal?: AbortSignal) {
     this.repo = repo;
     this.#base = endpoint.replace(/\/+$/, '');
     this.#auth = token ? { Authorization: `Bearer ${token}` } : {};
+    this.#signal = signal;
   }
 
   async commit(revision: string): Promise<string> {
@@ -306,8 +316,9 @@ class Hub {
 
   async get(url: string, headers: Record<string, string>): Promise<Response> {
     try {
-      return await fetch(url, { headers: { ...this.#auth, ...headers } });
+      return await fetch(url, { headers: { ...this.#auth, ...headers }, ...(this.#signal ? { signal: this.#signal } : {}) });
     } catch (err) {
+      if (this.#signal?.aborted) throw err;
       throw new PullError('hub_request', `cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}; check --endpoint / HF_ENDPOINT and the network`, { cause: err });
     }
   }
@@ -319,7 +330,7 @@ class Hub {
       res.status === 401 || res.status === 403 || res.status === 404
         ? '; check the repo id and --revision, and for a private or gated repo set HF_TOKEN to a token that may read it'
         : '';
-    return new PullError('hub_request', `the hub answered ${res.status} (${detail}) for GET ${url}${hint}`);
+    return new PullError('hub_request', `the hub answered ${res.status} (${detail}) for GET ${url}${hint}`, { hubStatus: res.status });
   }
 
   async #json(url: string): Promise<unknown> {

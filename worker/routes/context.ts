@@ -79,6 +79,14 @@ export async function requireApiKey(request: IRequest, env: Env): Promise<void> 
   request.key = await verifiedKey(await keyHashOf(request), env, false);
 }
 
+/**
+ * Checks the client's key like `requireApiKey`, but may answer from this isolate's memory of keys the hub accepted
+ * in the last minute (the hub checks again when it runs the request, which is where revocation applies).
+ */
+export async function requireApiKeyCached(request: IRequest, env: Env): Promise<void> {
+  request.key = await verifiedKey(await keyHashOf(request), env, true);
+}
+
 export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
   const { adminToken } = edgeConfig(env);
   const given = bearerToken(request);

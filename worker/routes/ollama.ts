@@ -14,6 +14,7 @@ import {
   OllamaShowRequest,
 } from '../../shared/api/ollama.ts';
 import type { ModelInfo } from '../../shared/protocol/frames.ts';
+import { loadOrUnload, ollamaManageRoutes } from '../api/ollama-manage.ts';
 import { edgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { readJson } from '../http/body.ts';
@@ -192,8 +193,10 @@ export function ollamaRoutes(router: RouterType<IRequest, Args>): void {
     .get('/api/tags', requireApiKey, tags)
     .get('/api/ps', requireApiKey, ps)
     .post('/api/show', requireApiKey, show)
-    .post('/api/chat', chat)
-    .post('/api/generate', generate)
+    // Model management (pull, delete, copy; load and unload by an empty request): worker/api/ollama-manage.ts.
+    .post('/api/chat', loadOrUnload('chat'), chat)
+    .post('/api/generate', loadOrUnload('generate'), generate)
     .post('/api/embed', embed)
     .post('/api/embeddings', embeddings);
+  ollamaManageRoutes(router);
 }

@@ -1,10 +1,10 @@
 /**
- * Frames from agents, decoded and routed: a hello and heartbeats to the registry, a request's frames to its
- * exchange. An agent can only write into requests sent on its own connection, and a connection that sends bad
+ * Frames from agents, decoded and routed: a hello, heartbeats and model lists to the registry, a request's frames
+ * to its exchange, a model management operation's frames to `Management` (management.ts). An agent can only write into requests sent on its own connection, and a connection that sends bad
  * frames, or frames for requests it does not have, faster than its budget allows is cut off.
  */
 import { decodeAgentFrame, FrameError } from '../../shared/protocol/codec.ts';
-import type { AgentFrame } from '../../shared/protocol/frames.ts';
+import type { AgentFrame, ErrorFrame, ManagedFrame, ProgressFrame } from '../../shared/protocol/frames.ts';
 import { PONG_FRAME } from '../../shared/protocol/version.ts';
 import { ApiError } from '../http/errors.ts';
 import { type AgentAttachment, type AgentRegistry, CLOSE, sendFrame } from './agent-registry.ts';
@@ -12,16 +12,29 @@ import type { Exchange } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import { BAD_FRAME_BURST, BAD_FRAMES_PER_SECOND, FrameBudget } from './frame-budget.ts';
 
+/** The model management operations in flight (management.ts), as far as agents' frames reach them. */
+export interface ManagementFrames {
+  /** Whether `id` is an operation sent on connection `connId`. */
+  owns(connId: string, id: string): boolean;
+  onProgress(frame: ProgressFrame): void;
+  onManaged(frame: ManagedFrame): void;
+  onError(frame: ErrorFrame & { id: string }): void;
+  /** The connection is being closed: its operations fail. */
+  connectionGone(connId: string, why: string): void;
+}
+
 export class AgentFrames {
   readonly #registry: AgentRegistry;
   readonly #exchanges: ExchangeTable;
+  readonly #management: ManagementFrames;
   readonly #budget = new FrameBudget();
   /** Re-sends a request an agent refused before running it to another agent; false when none can take it. */
   readonly #redispatch: (id: string, fromConnId: string) => boolean;
 
-  constructor(registry: AgentRegistry, exchanges: ExchangeTable, redispatch: (id: string, fromConnId: string) => boolean) {
+  constructor(registry: AgentRegistry, exchanges: ExchangeTable, management: ManagementFrames, redispatch: (id: string, fromConnId: string) => boolean) {
     this.#registry = registry;
     this.#exchanges = exchanges;
+    this.#management = management;
     this.#redispatch = redispatch;
   }
 
@@ -55,6 +68,14 @@ export class AgentFrames {
         return;
       case 'status':
         return this.#registry.status(connId, frame);
+      case 'models':
+        return this.#registry.models(connId, frame);
+      case 'progress':
+        if (this.#management.owns(connId, frame.id)) return this.#management.onProgress(frame);
+        return void this.#exchangeFor(ws, connId, frame.id);
+      case 'managed':
+        if (this.#management.owns(connId, frame.id)) return this.#management.onManaged(frame);
+        return void this.#exchangeFor(ws, connId, frame.id);
       case 'chunk':
         return this.#exchangeFor(ws, connId, frame.id)?.onChunk(frame);
       case 'embeddings':
@@ -66,6 +87,7 @@ export class AgentFrames {
           console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
           return;
         }
+        if (this.#management.owns(connId, frame.id)) return this.#management.onError({ ...frame, id: frame.id });
         // An agent that refuses a request it has not started (it began draining, or its queue filled, before the edge
         // heard) leaves it to another agent: the client never sees the race.
         const ex = this.#exchangeFor(ws, connId, frame.id);
@@ -115,7 +137,9 @@ export class AgentFrames {
       `(more than ${BAD_FRAMES_PER_SECOND} a second); a bug in the agent, or not an agent`;
     console.warn(`${who}: ${message}`);
     sendFrame(ws, { type: 'error', code: 'too_many_bad_frames', message });
-    this.#exchanges.failConnection(attachment.connId, 'the agent connection was closed for sending too many bad frames');
+    const why = 'the agent connection was closed for sending too many bad frames';
+    this.#exchanges.failConnection(attachment.connId, why);
+    this.#management.connectionGone(attachment.connId, why);
     try {
       ws.close(CLOSE.tooManyBadFrames, 'too many bad frames');
     } catch {

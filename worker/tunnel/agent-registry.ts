@@ -4,7 +4,7 @@
  * survives hibernation), and whether each is still alive. Routing, /health and the keep-alive timer all ask
  * `list()`, so they agree on who is there.
  */
-import { EDGE_FEATURES, type HelloFrame, type ModelInfo, type StatusFrame } from '../../shared/protocol/frames.ts';
+import { EDGE_FEATURES, type HelloFrame, type ModelInfo, type ModelsFrame, type StatusFrame } from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { encodeFrame } from '../../shared/protocol/codec.ts';
 import type { EdgeFrame } from '../../shared/protocol/frames.ts';
@@ -233,6 +233,11 @@ export class AgentRegistry {
   status(connId: string, frame: StatusFrame): void {
     const { type: _type, ...status } = frame;
     this.#store.putStatus(connId, { ...status, at: Date.now() });
+  }
+
+  /** The agent's model list changed (it pulled, deleted or copied a model): it replaces the hello's from now on. */
+  models(connId: string, frame: ModelsFrame): void {
+    this.#store.putModels(connId, frame.models);
   }
 
   /** A connection closed or failed: its requests fail, its records go. */

@@ -47,6 +47,14 @@ export class AgentStore {
     this.#memory.set(connId, { hello, status: undefined });
   }
 
+  /** Replaces a connection's model list (a `models` frame: the agent pulled, deleted or copied a model). */
+  putModels(connId: string, models: AgentHello['models']): void {
+    const record = this.get(connId);
+    if (!record) return;
+    record.hello = { ...record.hello, models };
+    this.#sql.exec(`UPDATE agents SET hello = ? WHERE conn_id = ?`, JSON.stringify(record.hello), connId);
+  }
+
   putStatus(connId: string, status: AgentStatus): void {
     const record = this.get(connId);
     if (!record) return;

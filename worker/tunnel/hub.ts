@@ -7,6 +7,7 @@
  * - `AgentRegistry`: the agents, their hellos and heartbeats, liveness (agent-registry.ts);
  * - `AgentFrames`: frames from agents, decoded and routed, with a budget for bad ones (agent-frames.ts);
  * - `ExchangeTable`: requests in flight, keep-alives and timeouts (exchange-table.ts);
+ * - `Management`: model loads, unloads, pulls, deletes and copies on the agents (management.ts);
  * - `RequestFlow`: one request from key to response (request-flow.ts), with `KeyGate`, `Ledger` (limits),
  *   `AnswerCache` (exact cache and single flight) and `UsageOutbox` (usage rows to libSQL).
  *
@@ -33,6 +34,7 @@ import { HubDatabase } from './hub-database.ts';
 import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { Ledger, type RefusalCount } from './ledger.ts';
+import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
@@ -63,6 +65,7 @@ export class AgentHub extends DurableObject<Env> {
   readonly #outbox: UsageOutbox;
   readonly #responses: ResponseStore;
   readonly #flow: RequestFlow;
+  readonly #management: Management;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -82,10 +85,19 @@ export class AgentHub extends DurableObject<Env> {
       },
       note: (connId, model, now) => this.#registry.loadingNote(connId, model, now),
     });
-    this.#registry = new AgentRegistry(ctx, config, (connId, why) => this.#exchanges.failConnection(connId, why));
-    this.#frames = new AgentFrames(this.#registry, this.#exchanges, (id, from) => this.#flow.redispatch(id, from));
+    this.#registry = new AgentRegistry(ctx, config, (connId, why) => {
+      this.#exchanges.failConnection(connId, why);
+      this.#management.connectionGone(connId, why);
+    });
     this.#keys = new KeyGate(db, ledger, config);
     this.#outbox = new UsageOutbox(ledger, db, ctx);
+    this.#management = new Management({
+      agents: () => this.#registry.list(),
+      send: sendFrame,
+      record: (row) => this.#outbox.record(row),
+      waitUntil: (p) => ctx.waitUntil(p),
+    });
+    this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) => this.#flow.redispatch(id, from));
     this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);
     this.#flow = new RequestFlow({
       keys: this.#keys, ledger, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
@@ -114,6 +126,16 @@ export class AgentHub extends DurableObject<Env> {
     } catch (err) {
       return errorResponse(toApiError(err), 'openai');
     }
+  }
+
+  /** A model load, unload, delete or copy on the agents (management.ts). */
+  async manage(request: ManageRequest): Promise<ManageOutcome> {
+    return this.#management.run(request);
+  }
+
+  /** A model pull on the agents, answered with Ollama's progress lines (management.ts). */
+  async pull(request: ManageRequest): Promise<Response> {
+    return this.#management.pull(request);
   }
 
   /** The connected agents that have said hello. */

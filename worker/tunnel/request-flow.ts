@@ -13,7 +13,7 @@ import { replay, type CachedAnswer } from '../api/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
 import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
-import { pickAgent } from './agent-picker.ts';
+import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
 import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
 import type { Dispatch } from './dispatch.ts';
@@ -115,6 +115,12 @@ export class RequestFlow {
     const ck = isDeterministic(dispatch.task) ? await cacheKey(key.tenant, dispatch.task) : undefined;
     progress.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
     const base: RowBase = { id: req.id, at: req.at, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
+
+    // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
+    // back. With no agent connected at all, the cache still answers what it holds (the relay keeps serving what it
+    // has while its agents are away).
+    const agents = d.registry.list();
+    if (agents.length > 0 && !agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model))) throw unknownModel(dispatch.task.model);
 
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
     // taking its result), else the cache.

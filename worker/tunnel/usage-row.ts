@@ -30,7 +30,12 @@ export type RowEnd =
   /** Streamed along with an identical request in flight (its leader), which ended as `settlement` says. */
   | { kind: 'followed'; settlement: Settlement }
   /** Relayed to an agent, which answered (or failed, or was cancelled). */
-  | { kind: 'relayed'; agentId: string; settlement: Settlement; cache: UsageRow['cache']; charged: { promptTokens: number; completionTokens: number } };
+  | { kind: 'relayed'; agentId: string; settlement: Settlement; cache: UsageRow['cache']; charged: { promptTokens: number; completionTokens: number } }
+  /**
+   * A model management operation (pull, delete, copy, load, unload: worker/tunnel/management.ts) on `agentIds`
+   * (none when it was refused before any agent took it); it uses no tokens.
+   */
+  | { kind: 'managed'; agentIds: string[]; status: number; errorCode: string | null };
 
 /** Usage fields come partly from clients (a model name): keep them valid UTF-8 and of sane length. */
 function clean(v: string | null, max = 256): string | null {
@@ -59,6 +64,13 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
         ...common, agentId: clean(end.agentId), device: clean(s.device, 64), ...end.charged, ttftMs: s.ttftMs, durationMs: s.durationMs,
         tokensPerSecond: genMs > 0 && s.usage.completionTokens > 1 ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs) : null,
         cache: end.cache, status: s.status, errorCode: clean(s.errorCode, 64), outcome: s.outcome,
+      };
+    }
+    case 'managed': {
+      const outcome = end.status < 400 ? 'ok' : end.status === 499 ? 'cancelled' : end.agentIds.length ? 'error' : 'rejected';
+      return {
+        ...common, agentId: end.agentIds.length ? clean(end.agentIds.join(',')) : null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null,
+        tokensPerSecond: null, cache: null, status: end.status, errorCode: clean(end.errorCode, 64), outcome,
       };
     }
   }

@@ -1,0 +1,364 @@
+/**
+ * Model management through the API with the official `ollama` client, through the real edge (workerd) to a real
+ * agent (the runtime `npm run agent` builds, ONNX Runtime engine) whose models folder starts empty: a pull from a
+ * local Hugging Face hub with progress, the pulled model served without restarting the agent, load and unload by an
+ * empty request, copy, delete, and the `manage` scope.
+ */
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createClient } from '@libsql/client';
+import { Ollama, type ProgressResponse } from 'ollama';
+import { OpenVinoEngine } from '../node/engines/openvino.ts';
+import { createLogger } from '../node/log.ts';
+import { AliasedEngine } from '../node/models/aliases.ts';
+import { scanModels } from '../node/models/catalog.ts';
+import { ModelManager } from '../node/models/manage.ts';
+import type { ModelEvent } from '../node/models/pool.ts';
+import { createAgentRuntime, type AgentRuntime } from '../node/runtime.ts';
+import type { AgentFrame, ManageFrame } from '../shared/protocol/frames.ts';
+import { FakeGenAI, writeFakeIrModel } from './support/fake-openvino.ts';
+import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { repoFilesFrom, startHub, type Hub } from './support/hub-server.ts';
+import { startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const REPO = `test-org/${CHAT_MODEL}`;
+const EMBED_REPO = `test-org/${EMBED_MODEL}`;
+
+describe('Ollama model management through the edge', () => {
+  let edge: TestEdge;
+  let hub: Hub;
+  let modelsDir: string;
+  let runtime: AgentRuntime;
+  let ollama: Ollama;
+  let managerKey: string;
+  /** A key without the manage scope. */
+  let plain: Ollama;
+  let plainKeyId: string;
+  const events: ModelEvent[] = [];
+  const chatFiles = repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL));
+
+  before(async () => {
+    edge = await startTestEdge();
+    hub = await startHub({ [REPO]: chatFiles, [EMBED_REPO]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
+    modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-manage-'));
+    runtime = await createAgentRuntime(
+      { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: 'manager', modelsDir, logLevel: 'silent', hub: { endpoint: hub.url } },
+      createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
+      { onModelEvent: (e) => events.push(e) },
+    );
+    await runtime.agent.start();
+    const manager = await edge.createKey({ name: 'manager', manageModels: true });
+    managerKey = manager.key;
+    ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${manager.key}` } });
+    const other = await edge.createKey({ name: 'plain' });
+    plainKeyId = other.id;
+    plain = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${other.key}` } });
+  });
+
+  after(async () => {
+    runtime?.manager.close();
+    await runtime?.agent.stop();
+    await runtime?.engine.close();
+    await hub?.close();
+    await edge?.stop();
+    await rm(modelsDir, { recursive: true, force: true });
+  });
+
+  const tags = async () => (await ollama.list()).models.map((m) => m.name).sort();
+  const chat = (model: string) => ollama.chat({ model, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0 } });
+  /** The same request as `chat`, answered as a Response, so the `x-npu-relay-cache` header can be read. */
+  const chatResponse = (model: string) =>
+    fetch(new URL('/api/chat', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${managerKey}` },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+    });
+
+  test('an agent with an empty models folder pulls a model with progress and serves it without a restart', async () => {
+    assert.deepEqual(await tags(), [], 'nothing to serve yet');
+    const progress: ProgressResponse[] = [];
+    for await (const p of await ollama.pull({ model: REPO, stream: true })) progress.push(p);
+
+    assert.equal(progress[0]?.status, 'pulling manifest');
+    assert.equal(progress.at(-1)?.status, 'success');
+    const weights = chatFiles.find((f) => f.path === 'onnx/model.onnx')!;
+    const lines = progress.filter((p) => p.status === 'pulling onnx/model.onnx');
+    assert.ok(lines.length >= 2, `the weights report their progress (${lines.length} lines)`);
+    for (const p of lines) {
+      assert.equal(p.digest, `sha256:${weights.sha256}`, 'an LFS file is named by its sha256, as Ollama names layers');
+      assert.equal(p.total, weights.content.length);
+    }
+    assert.deepEqual(lines.map((p) => p.completed), [...lines.map((p) => p.completed)].sort((a, b) => a - b), 'completed only grows');
+    assert.equal(lines.at(-1)?.completed, weights.content.length);
+    assert.ok(progress.some((p) => p.status === 'verifying sha256 digest'));
+    console.log(`pull: ${progress.length} progress lines, ${lines.length} for onnx/model.onnx (${weights.content.length} bytes)`);
+
+    assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], '/api/tags lists the pulled model at once');
+    assert.equal(runtime.agent.tunnel.ready, true, 'the same agent connection serves it');
+    assert.ok((await readFile(path.join(modelsDir, CHAT_MODEL, 'config.json'))).equals(chatFiles.find((f) => f.path === 'config.json')!.content));
+  });
+
+  test('an empty generate loads the model (done_reason load, a real load_duration); an empty chat reports it loaded', async () => {
+    const loaded = await ollama.generate({ model: CHAT_MODEL, prompt: '' });
+    assert.equal(loaded.done, true);
+    assert.equal(loaded.done_reason, 'load');
+    assert.equal(loaded.response, '');
+    assert.ok(loaded.load_duration > 0, `load_duration is the load's own time (${loaded.load_duration} ns)`);
+    assert.ok(events.some((e) => e.type === 'load-end' && e.model === CHAT_MODEL), 'the engine loaded the model');
+    console.log(`load: ${(loaded.load_duration / 1e6).toFixed(1)} ms`);
+
+    const again = await ollama.chat({ model: CHAT_MODEL, messages: [] });
+    assert.equal(again.done_reason, 'load');
+    assert.deepEqual(again.message, { role: 'assistant', content: '' });
+    assert.equal(again.load_duration, 0, 'an already loaded model loads in no time');
+    assert.equal(events.filter((e) => e.type === 'load-start' && e.model === CHAT_MODEL).length, 1, 'no second load');
+
+    const answer = await chat(CHAT_MODEL);
+    assert.equal(answer.done, true);
+    assert.ok(answer.eval_count > 0, 'the pulled model generates');
+  });
+
+  test('keep_alive 0 with no prompt unloads the model (done_reason unload)', async () => {
+    const unloaded = await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 });
+    assert.equal(unloaded.done_reason, 'unload');
+    assert.equal(unloaded.done, true);
+    assert.ok(events.some((e) => e.type === 'unload' && e.model === CHAT_MODEL), 'the engine unloaded it');
+    const viaChat = await ollama.chat({ model: CHAT_MODEL, messages: [], keep_alive: 0 });
+    assert.equal(viaChat.done_reason, 'unload');
+  });
+
+  test('a key without the manage scope gets 403 for pull, delete, copy and unload, and may still load', async () => {
+    const forbidden = async (what: string, call: () => Promise<unknown>) => {
+      await assert.rejects(call(), (err: Error & { status_code?: number }) => {
+        assert.equal(err.status_code, 403, what);
+        assert.match(err.message, /may not do that: use a key created with --manage/);
+        return true;
+      });
+    };
+    await forbidden('pull', () => plain.pull({ model: REPO }));
+    await forbidden('delete', () => plain.delete({ model: CHAT_MODEL }));
+    await forbidden('copy', () => plain.copy({ source: CHAT_MODEL, destination: 'stolen' }));
+    await forbidden('unload', () => plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 }));
+    const loaded = await plain.generate({ model: CHAT_MODEL, prompt: '' });
+    assert.equal(loaded.done_reason, 'load');
+    assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], 'nothing changed');
+
+    // The admin token always has the scope.
+    const admin = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.adminToken}` } });
+    await admin.copy({ source: CHAT_MODEL, destination: 'admin-copy' });
+    await admin.delete({ model: 'admin-copy' });
+    assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`]);
+
+    const db = createClient({ url: edge.sqld.url });
+    try {
+      const rows = await waitFor('the usage rows of the refused requests', async () => {
+        const r = (await db.execute({ sql: 'select endpoint, status from usage where key_id = ? order by at', args: [plainKeyId] })).rows;
+        return r.length >= 5 ? r.map((x) => `${x.endpoint} ${x.status}`) : undefined;
+      });
+      assert.deepEqual(rows, ['api.pull 403', 'api.delete 403', 'api.copy 403', 'api.generate 403', 'api.generate 200']);
+    } finally {
+      db.close();
+    }
+  });
+
+  test('copy serves the model under a new name; delete removes a copy, then the model, which is a 404 after', async () => {
+    await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
+    assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);
+    assert.equal((await chat('my-copy')).done, true, 'the copy answers');
+    assert.deepEqual(JSON.parse(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8')), { 'my-copy': CHAT_MODEL }, 'the copy is an alias in the models folder');
+
+    await ollama.delete({ model: 'my-copy' });
+    assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], 'deleting the copy leaves the model');
+
+    // Temperature 0 is cacheable: its answer is in the exact cache now.
+    await waitFor('a cache HIT while the model exists', async () => {
+      const res = await chatResponse(CHAT_MODEL);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return res.headers.get('x-npu-relay-cache') === 'HIT' || undefined;
+    });
+
+    await ollama.delete({ model: CHAT_MODEL });
+    assert.deepEqual(await tags(), [], 'gone from /api/tags');
+    // With an agent connected that no longer serves it, the cached answer does not bring the deleted model back.
+    const afterDelete = await chatResponse(CHAT_MODEL);
+    assert.equal(afterDelete.status, 404, 'a cacheable request for a deleted model is a 404, not a cache hit');
+    assert.equal(afterDelete.headers.get('x-npu-relay-cache'), null);
+    assert.match(((await afterDelete.json()) as { error: string }).error, new RegExp(`model '${CHAT_MODEL}' does not exist`));
+    await assert.rejects(chat(CHAT_MODEL), (err: Error & { status_code?: number }) => err.status_code === 404, 'the same through the ollama client');
+    await assert.rejects(stat(path.join(modelsDir, CHAT_MODEL)), { code: 'ENOENT' }, 'its folder is deleted');
+    // Sampled (not cacheable), so the exact cache cannot answer it: the model itself is asked for.
+    const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
+    await assert.rejects(sampled, (err: Error & { status_code?: number }) => err.status_code === 404);
+    await assert.rejects(ollama.delete({ model: CHAT_MODEL }), (err: Error & { status_code?: number }) => err.status_code === 404 && /not found/.test(err.message));
+    await assert.rejects(ollama.delete({ model: '../etc' }), (err: Error & { status_code?: number }) => err.status_code === 404, 'a path is no model name');
+  });
+
+  test('a client that stops reading a pull stops it on the agent; pulling again resumes where it stopped', async () => {
+    hub.sabotage.stallAfter = { file: 'onnx/model.onnx', bytes: 1_000_000 };
+    const stream = await ollama.pull({ model: REPO, stream: true });
+    for await (const p of stream) if (p.status === 'pulling onnx/model.onnx' && p.completed > 0) break;
+    stream.abort();
+    const db = createClient({ url: edge.sqld.url });
+    try {
+      const row = await waitFor('the cancelled pull\'s usage row', async () => (await db.execute(`select status, outcome, error_code from usage where endpoint = 'api.pull' and status = 499`)).rows[0]);
+      assert.equal(row.outcome, 'cancelled', 'the agent confirmed the cancel');
+    } finally {
+      db.close();
+    }
+    const partial = await stat(path.join(modelsDir, '.pull', CHAT_MODEL, 'onnx/model.onnx.partial'));
+    assert.ok(partial.size > 0, `what arrived stays staged (${partial.size} bytes)`);
+
+    hub.sabotage = {};
+    hub.requests = [];
+    const res = await ollama.pull({ model: REPO, stream: false });
+    assert.equal(res.status, 'success');
+    const weights = chatFiles.find((f) => f.path === 'onnx/model.onnx')!;
+    assert.deepEqual(hub.requests.filter((r) => r.path === `/cdn/${weights.sha256}`).map((r) => r.range), [`bytes=${partial.size}-`], 'the second pull asked for the rest only');
+    assert.ok((await tags()).includes(`${CHAT_MODEL}:latest`));
+  });
+
+  test('a model folder that appears on disk is served without a restart; a pull of an unknown repo fails in the stream', async () => {
+    // Written elsewhere and moved in, as a copy by hand or another tool would install it.
+    const staging = await mkdtemp(path.join(tmpdir(), 'npu-relay-manual-'));
+    for (const f of repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL))) {
+      await mkdir(path.dirname(path.join(staging, f.path)), { recursive: true });
+      await writeFile(path.join(staging, f.path), f.content);
+    }
+    const appeared = performance.now();
+    await rename(staging, path.join(modelsDir, EMBED_MODEL));
+    await waitFor('the new folder in /api/tags', async () => (await tags()).includes(`${EMBED_MODEL}:latest`));
+    console.log(`a folder moved into the models folder was listed after ${(performance.now() - appeared).toFixed(0)} ms`);
+    const embedded = await ollama.embed({ model: EMBED_MODEL, input: 'hello' });
+    assert.equal(embedded.embeddings.length, 1, 'and it serves');
+
+    await assert.rejects(
+      (async () => {
+        for await (const _ of await ollama.pull({ model: 'test-org/missing', stream: true })) void _;
+      })(),
+      /the hub answered 401 \(Repository not found\)/,
+    );
+    await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+  });
+
+  test('with no agent connected at all, a cached answer is still served', async () => {
+    await waitFor('a cache HIT while the agent is connected', async () => {
+      const res = await chatResponse(CHAT_MODEL);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return res.headers.get('x-npu-relay-cache') === 'HIT' || undefined;
+    });
+    await runtime.agent.stop();
+    await waitFor('the edge to see no agent', async () => {
+      const res = await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${managerKey}` } });
+      return ((await res.json()) as { models: unknown[] }).models.length === 0 || undefined;
+    });
+    const hit = await chatResponse(CHAT_MODEL);
+    assert.equal(hit.status, 200, 'the relay answers what it holds while its agents are away');
+    assert.equal(hit.headers.get('x-npu-relay-cache'), 'HIT');
+    assert.equal(((await hit.json()) as { done: boolean }).done, true);
+    const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
+    await assert.rejects(sampled, (err: Error & { status_code?: number }) => err.status_code === 503, 'what needs a model is refused: no agent');
+  });
+});
+
+describe('a pull with two agents', () => {
+  let edge: TestEdge;
+  let hub: Hub;
+  const dirs: string[] = [];
+  const runtimes: AgentRuntime[] = [];
+
+  before(async () => {
+    edge = await startTestEdge();
+    hub = await startHub({ [REPO]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)) });
+    for (const agentId of ['left', 'right']) {
+      const modelsDir = await mkdtemp(path.join(tmpdir(), `npu-relay-manage-${agentId}-`));
+      dirs.push(modelsDir);
+      const runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId, modelsDir, logLevel: 'silent', hub: { endpoint: hub.url } }, createLogger('silent'));
+      await runtime.agent.start();
+      runtimes.push(runtime);
+    }
+  });
+  after(async () => {
+    for (const r of runtimes) {
+      r.manager.close();
+      await r.agent.stop();
+      await r.engine.close();
+    }
+    await hub?.close();
+    await edge?.stop();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  const pull = (body: Record<string, unknown>) =>
+    fetch(new URL('/api/pull', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.adminToken}` }, body: JSON.stringify(body) });
+  const servedBy = async () => {
+    const res = await fetch(new URL('/health', edge.url));
+    assert.equal(res.status, 200);
+    return Object.fromEntries(await Promise.all(runtimes.map(async (r) => [r.agent.agentId, r.engine.models().map((m) => m.id)])));
+  };
+
+  test('"agent" picks one agent; without it every agent pulls, and the progress lines say which', async () => {
+    const one = await pull({ model: REPO, agent: 'left', stream: false });
+    assert.equal(one.status, 200, await one.clone().text());
+    assert.deepEqual(await one.json(), { status: 'success' });
+    assert.deepEqual(await servedBy(), { left: [CHAT_MODEL], right: [] });
+
+    const unknown = await pull({ model: REPO, agent: 'nobody' });
+    assert.equal(unknown.status, 400);
+    assert.match(((await unknown.json()) as { error: string }).error, /no agent 'nobody' is connected \(connected: left, right\)/);
+
+    const both = await pull({ model: REPO });
+    const lines = (await both.text()).trim().split('\n').map((l) => JSON.parse(l) as { status: string; agent?: string });
+    assert.deepEqual(lines.at(-1), { status: 'success' });
+    assert.deepEqual(new Set(lines.slice(0, -1).map((l) => l.agent)), new Set(['left', 'right']), 'each line names its agent');
+    assert.deepEqual(await servedBy(), { left: [CHAT_MODEL], right: [CHAT_MODEL] });
+  });
+});
+
+describe('model management on the OpenVINO engine (FakeGenAI stands in for the native runtime)', () => {
+  let modelsDir: string;
+  before(async () => {
+    modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-manage-ov-'));
+    await writeFakeIrModel(path.join(modelsDir, 'ov-chat'), { kind: 'chat', weightBytes: 1024 });
+  });
+  after(() => rm(modelsDir, { recursive: true, force: true }));
+
+  test('load, unload, copy and delete through the manager, and the catalog follows the folder', async () => {
+    const fake = new FakeGenAI();
+    const compiled = () => fake.built('llm').length;
+    const log = createLogger('silent');
+    const inner = new OpenVinoEngine(fake.modules(), { models: (await scanModels(modelsDir)).entries, log });
+    const engine = new AliasedEngine(inner, { file: undefined, map: new Map() });
+    const manager = new ModelManager({ engine, modelsDir, hub: { endpoint: 'http://127.0.0.1:9' }, log });
+    const lists: string[][] = [];
+    manager.onModelsChanged((models) => lists.push(models.map((m) => m.id)));
+    const run = (op: ManageFrame['op']) =>
+      new Promise<AgentFrame>((resolve) => manager.handle({ type: 'manage', id: crypto.randomUUID(), op }, (f) => f.type !== 'progress' && resolve(f)));
+
+    const loaded = await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(loaded.type === 'managed' && typeof loaded.loadDurationMs, 'number');
+    assert.equal(compiled(), 1, 'the pipeline was built');
+    const unloaded = await run({ action: 'unload', model: 'ov-chat' });
+    assert.equal(unloaded.type === 'managed' && unloaded.wasLoaded, true, 'the loaded pipeline was dropped');
+    const unloadedAgain = await run({ action: 'unload', model: 'ov-chat' });
+    assert.deepEqual(unloadedAgain.type === 'managed' && unloadedAgain.wasLoaded, false, 'nothing left to unload');
+    await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(compiled(), 2, 'a load after an unload builds the pipeline again');
+
+    assert.equal((await run({ action: 'copy', source: 'ov-chat', destination: 'ov-alias' })).type, 'managed');
+    assert.deepEqual(engine.models().map((m) => m.id), ['ov-chat', 'ov-alias']);
+    const removed = await run({ action: 'delete', model: 'ov-chat' });
+    assert.equal(removed.type, 'managed');
+    assert.deepEqual(engine.models(), [], 'the model and its alias are gone');
+    assert.deepEqual(lists, [['ov-chat', 'ov-alias'], []]);
+    const missing = await run({ action: 'load', model: 'ov-chat' });
+    assert.equal(missing.type === 'error' && missing.code, 'unknown_model');
+    manager.close();
+    await engine.close();
+  });
+});
