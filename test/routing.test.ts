@@ -159,4 +159,46 @@ describe('routing by per-model capacity and expected wait', () => {
       ws.close();
     }
   });
+
+  test('a request whose only agent goes away before starting it waits for the agent that comes back, and is answered', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    // An agent that takes the request and then disappears without a word (a restart), before its first token.
+    const ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const got = new Promise<string>((resolve) => {
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text === PING_FRAME) return ws.send(PONG_FRAME);
+        const frame = JSON.parse(text) as { type: string; id?: string };
+        if (frame.type === 'welcome') ws.emit('welcomed');
+        if (frame.type === 'request') resolve(frame.id!);
+      });
+    });
+    const welcomed = new Promise((resolve) => ws.once('welcomed', resolve));
+    ws.send(JSON.stringify({
+      type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'restarting', agentVersion: '0', engine: 'none', instanceId: randomUUID(),
+      models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }], devices: [{ name: 'CPU' }], capacity: { concurrency: 4, queueLimit: 8 },
+    }));
+    await welcomed;
+    const started = performance.now();
+    const answer = (async () => {
+      const res = await fetch(new URL('/v1/chat/completions', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'survive the restart' }], max_tokens: 4, temperature: 0.8, stream: true }),
+      });
+      return { status: res.status, text: await res.text() };
+    })();
+    await got;
+    ws.terminate();
+    // The agent is back 2 s later (as a new process: a new connection).
+    await new Promise((r) => setTimeout(r, 2000));
+    agents.push(await startTestAgent(edge, await engineWith({ concurrency: 4, queueLimit: 8 }, 0), { agentId: 'restarting' }));
+    const { status, text } = await answer;
+    console.log(`answered after ${(performance.now() - started).toFixed(0)} ms: ${status}`);
+    assert.equal(status, 200);
+    assert.doesNotMatch(text, /"error"/, 'no error event in the stream');
+    assert.match(text, /"finish_reason":"(stop|length)"/);
+    assert.match(text, /data: \[DONE\]/);
+  });
 });

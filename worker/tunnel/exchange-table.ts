@@ -17,6 +17,11 @@ export interface ExchangeTableOptions {
   cancel: (exchange: Exchange, reason: string) => void;
   /** Runs on every tick while requests are in flight. */
   onTick: (now: number) => void;
+  /**
+   * Offered each request of a connection that ended before the agent started it: true when it was sent elsewhere
+   * (or is waiting for an agent), so it does not fail.
+   */
+  rescue?: (exchange: Exchange, fromConnId: string) => boolean;
   /** What a request waiting on `connId` for `model` waits for, to say in its keep-alives (a model loading). */
   note?: (connId: string, model: string, now: number) => string | undefined;
 }
@@ -97,6 +102,7 @@ export class ExchangeTable {
     if (!this.#perConnection.has(connId)) return;
     for (const ex of [...this.#byId.values()]) {
       if (ex.connId !== connId) continue;
+      if (!ex.started && this.#options.rescue?.(ex, connId)) continue;
       this.take(ex.id);
       ex.onError(new ApiError('agent_gone', `${why} before the response was complete; retry the request`));
     }

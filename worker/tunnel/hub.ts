@@ -82,7 +82,9 @@ export class AgentHub extends DurableObject<Env> {
       onTick: (now) => {
         this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0);
         inFlight.checkpoint(now, this.#exchanges.values());
+        this.#flow.unpark(now);
       },
+      rescue: (ex, from) => this.#flow.redispatch(ex.id, from),
       note: (connId, model, now) => this.#registry.loadingNote(connId, model, now),
     });
     this.#registry = new AgentRegistry(ctx, config, (connId, why) => {

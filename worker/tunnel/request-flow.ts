@@ -56,9 +56,19 @@ interface Sent {
   frame: RequestFrame;
   task: Dispatch['task'];
   flavor: Flavor;
-  /** Connections that refused it. */
+  /** Connections that refused it, or ended before starting it. */
   refusedBy: Set<string>;
+  /** Set while it waits for an agent (none could take it when its own went away): when it gives up. */
+  parkedUntil?: number;
 }
+
+/**
+ * A request whose agent went away (or refused it while draining) before starting it waits this long for another
+ * agent — an agent restart takes a few seconds — rather than fail.
+ */
+const PARK_MS = 15_000;
+/** The connection id of requests waiting for an agent. */
+const PARKED = 'parked';
 
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
@@ -197,12 +207,38 @@ export class RequestFlow {
 
   /**
    * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
-   * filled, before the edge heard) to another agent that can take it. False when there is none: the refusal stands.
+   * filled, before the edge heard), or whose agent went away before starting it, to another agent that can take it;
+   * with none, the request waits up to PARK_MS for one (see `unpark`). False only for a request it does not know.
    */
   redispatch(id: string, fromConnId: string): boolean {
     const sent = this.#sent.get(id);
     if (!sent) return false;
     sent.refusedBy.add(fromConnId);
+    if (this.#sendElsewhere(id, sent)) return true;
+    // None can take it now (the only agent is restarting): it waits for one, as its keep-alives go on.
+    sent.parkedUntil = Date.now() + PARK_MS;
+    this.#d.exchanges.move(id, PARKED, this.#d.exchanges.get(id)?.agentId ?? '');
+    return true;
+  }
+
+  /**
+   * Sends waiting requests to agents that can take them now, and fails those that waited PARK_MS (run on every tick
+   * of the exchange table while requests are in flight).
+   */
+  unpark(now: number): void {
+    for (const [id, sent] of this.#sent) {
+      if (sent.parkedUntil === undefined) continue;
+      if (this.#sendElsewhere(id, sent)) {
+        delete sent.parkedUntil;
+        continue;
+      }
+      if (now < sent.parkedUntil) continue;
+      const ex = this.#d.exchanges.take(id);
+      ex?.onError(new ApiError('no_agent', `the agent serving '${sent.task.model}' went away before it started this request, and no agent could take it within ${PARK_MS / 1000} s; retry shortly`));
+    }
+  }
+
+  #sendElsewhere(id: string, sent: Sent): boolean {
     const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
     let pick;
     try {
