@@ -71,6 +71,7 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
   const agent = new Agent({
     edgeUrl: config.edgeUrl,
     agentToken: config.agentToken,
+    ...(config.pool !== undefined ? { pool: config.pool } : {}),
     agentId: config.agentId,
     engine,
     log,

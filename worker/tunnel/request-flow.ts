@@ -20,12 +20,15 @@ import { Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import type { LimitsPoint } from './limits-point.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
 
 export interface RequestFlowDeps {
   keys: KeyGate;
   ledger: Ledger;
+  /** Where the key's limits are counted: this hub's ledger, or the `default` hub's for another pool (limits-point.ts). */
+  limits: LimitsPoint;
   cache: AnswerCache;
   registry: AgentRegistry;
   exchanges: ExchangeTable;
@@ -63,7 +66,7 @@ export class RequestFlow {
       return await this.#run(dispatch, { id, at: started, signal }, progress);
     } catch (err) {
       const e = toApiError(err);
-      this.#d.ledger.settle(progress.reservation, 0, Date.now());
+      this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
@@ -86,7 +89,7 @@ export class RequestFlow {
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
     const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model));
-    const admitted = d.ledger.admit(key, req.at, need);
+    const admitted = await d.limits.admit(key, req.at, need);
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
@@ -108,7 +111,7 @@ export class RequestFlow {
       const hit = flight.leader ? await flight.leader.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
       if (hit) {
         progress.cache = 'HIT';
-        d.ledger.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
+        d.limits.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
         flight.settle(hitSettlement(hit));
         this.#keep(dispatch, key.tenant, meta)?.(hit);
@@ -133,7 +136,7 @@ export class RequestFlow {
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
-        d.ledger.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
+        d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'relayed', agentId, settlement: s, cache, charged }));
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
