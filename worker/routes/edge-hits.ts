@@ -14,10 +14,10 @@ import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS } from '../api/formats.ts';
 import { replay } from '../api/replay.ts';
 import { edgeConfig } from '../config.ts';
+import { RequestDatabase } from '../db/request-database.ts';
 import type { Env } from '../env.ts';
 import { AnswerCache } from '../tunnel/answer-cache.ts';
 import type { Dispatch } from '../tunnel/dispatch.ts';
-import { HubDatabase } from '../tunnel/hub-database.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { hasLimits } from '../tunnel/limits-point.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
@@ -29,7 +29,7 @@ const HOT_BYTES = 4 * 1024 * 1024;
 let answers: AnswerCache | undefined;
 
 function cacheOf(env: Env): AnswerCache {
-  answers ??= new AnswerCache(new HubDatabase(() => edgeConfig(env)), () => edgeConfig(env), HOT_BYTES);
+  answers ??= new AnswerCache(new RequestDatabase(env), () => edgeConfig(env), HOT_BYTES);
   return answers;
 }
 

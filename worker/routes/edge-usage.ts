@@ -6,10 +6,10 @@
  * flush runs under waitUntil, which Cloudflare honours for 30 s after the response, so that does not happen.)
  */
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
-import { edgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
-import { HubDatabase } from '../tunnel/hub-database.ts';
+import type { HubDatabase } from '../tunnel/hub-database.ts';
+import { RequestDatabase } from '../db/request-database.ts';
 import type { UsageRow } from '../tunnel/usage-row.ts';
 import { hubOf } from './pools.ts';
 
@@ -38,7 +38,8 @@ async function flush(env: Env): Promise<void> {
   const rows = pending;
   pending = [];
   if (rows.length === 0) return;
-  database ??= new HubDatabase(() => edgeConfig(env));
+  // Its health (whether libSQL is down) is kept per isolate; its client is opened per call (see RequestDatabase).
+  database ??= new RequestDatabase(env);
   try {
     if (database.down) throw new Error('libSQL is down');
     await database.query('a usage batch from the Worker', (db) => db.run(insertUsageJson(JSON.stringify(rows))));

@@ -35,7 +35,6 @@ interface Directory {
 }
 
 let directory: Directory | undefined;
-let loading: Promise<Directory> | undefined;
 
 async function agentsOf(env: Env, pools: string[]): Promise<PooledAgent[]> {
   const perPool = await Promise.all(pools.map(async (pool) => (await hubOf(env, pool).agents()).map((a): PooledAgent => ({ ...a, pool }))));
@@ -54,8 +53,9 @@ async function load(env: Env): Promise<Directory> {
 
 async function current(env: Env, maxAgeMs: number): Promise<Directory> {
   if (directory && Date.now() - directory.at < maxAgeMs) return directory;
-  loading ??= load(env).finally(() => (loading = undefined));
-  return loading;
+  // Not shared between concurrent requests: a promise made in one request's context is not awaited in another's
+  // (workerd ties I/O to the request that started it). A few loads at once every DIRECTORY_MS cost little.
+  return load(env);
 }
 
 /** The pool whose hub serves `model`; `default` for a model no pool serves (its hub gives the usual error). */
