@@ -8,7 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import { createClient, type Client } from '@libsql/client';
 import OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
+import { agentConfig, ConfigError } from '../node/config.ts';
 import { OrtEngine } from '../node/engines/ort.ts';
+import { connectUrl } from '../node/tunnel/client.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -25,6 +27,19 @@ interface PoolStats {
   dispatched: number;
   pendingUsageRows: number;
 }
+
+describe('the agent names its pool', () => {
+  const env = { NPU_RELAY_AGENT_TOKEN: 't' };
+  test('--pool and NPU_RELAY_POOL set it, a malformed name is a usage error, and it travels as ?pool= on the connect URL', () => {
+    assert.equal(agentConfig([], env)!.pool, undefined);
+    assert.equal(agentConfig([], { ...env, NPU_RELAY_POOL: 'east' })!.pool, 'east');
+    assert.equal(agentConfig(['--pool', 'gpu_hosts-2'], { ...env, NPU_RELAY_POOL: 'east' })!.pool, 'gpu_hosts-2');
+    assert.throws(() => agentConfig(['--pool', 'no spaces'], env), (err: unknown) => err instanceof ConfigError && /--pool \/ NPU_RELAY_POOL must be 1–32/.test(err.message));
+    assert.equal(connectUrl('https://relay.example.com', 'east'), 'wss://relay.example.com/agent/connect?pool=east');
+    assert.equal(connectUrl('http://127.0.0.1:8787', 'default'), 'ws://127.0.0.1:8787/agent/connect');
+    assert.equal(connectUrl('http://127.0.0.1:8787'), 'ws://127.0.0.1:8787/agent/connect');
+  });
+});
 
 describe('pools: a hub per pool of agents', () => {
   let edge: TestEdge;

@@ -36,9 +36,7 @@ async function connectAgent(request: IRequest, env: Env): Promise<Response> {
   if (!(await hub(env).addPool(pool))) throw new ApiError('invalid_request', `too many pools: the edge keeps at most 64; join an existing pool`, { param: 'pool' });
   poolsChanged();
   // itty's request is a proxy the runtime will not accept as a Request init; pass the parts explicitly.
-  const headers = new Headers(request.headers);
-  headers.set('x-npu-relay-pool', pool);
-  return hubOf(env, pool).fetch('https://hub/connect', { method: 'GET', headers });
+  return hubOf(env, pool).fetch('https://hub/connect', { method: 'GET', headers: request.headers });
 }
 
 async function health(_request: IRequest, env: Env): Promise<Response> {

@@ -6,6 +6,7 @@
  * a Durable Object per key yet: the RPC surface (`admitFor`/`settleFor`) is the one such an object would have.
  */
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
+import { ApiError } from '../http/errors.ts';
 import type { Admission, KeyRecord, Ledger, Reservation, TokenNeed } from './ledger.ts';
 
 /** The `default` hub, as this module needs it. */
@@ -35,7 +36,14 @@ export class LimitsPoint {
 
   async admit(key: KeyRecord, at: number, need: TokenNeed): Promise<Admission> {
     if (this.#pool() === DEFAULT_POOL || !hasLimits(key)) return this.#ledger.admit(key, at, need);
-    const admitted = await this.#home().admitFor(key, at, need);
+    let admitted: Admission;
+    try {
+      admitted = await this.#home().admitFor(key, at, need);
+    } catch (err) {
+      // The limits cannot be checked, so the request cannot be admitted: a retryable refusal, not a crash.
+      console.error('the default hub did not answer an admission for another pool', String(err));
+      throw new ApiError('overloaded', "cannot check this API key's limits right now (the edge's limits point did not answer); retry shortly");
+    }
     if ('reservation' in admitted && admitted.reservation) this.#remote.add(admitted.reservation);
     return admitted;
   }
