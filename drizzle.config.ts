@@ -2,6 +2,6 @@ import { defineConfig } from 'drizzle-kit';
 
 export default defineConfig({
   dialect: 'turso',
-  schema: './worker/db/schema.ts',
+  schema: './shared/db/schema.ts',
   out: './migrations',
 });

@@ -32,7 +32,7 @@ export interface AgentOptions {
   onRequestDone?: (done: RequestRecord) => void;
   /** Observes each status heartbeat (for metrics). */
   onStatus?: (status: StatusFrame) => void;
-  /** The models loaded right now, for the heartbeat. */
+  /** The models loaded right now, for the heartbeat; the engine's own report when absent. */
   loadedModels?: () => Array<{ id: string; device?: string | undefined }>;
 }
 
@@ -43,6 +43,7 @@ export interface RequestRecord {
   outcome: string;
   promptTokens: number;
   completionTokens: number;
+  cachedPromptTokens?: number;
   ttftMs?: number;
   durationMs: number;
 }
@@ -72,6 +73,9 @@ class Flow {
 
 /** What one chunk frame carries: answer text, its tokens, and the typed parts beside it. */
 type ChunkParts = Pick<ChunkFrame, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>;
+
+/** How long the agent waits for a first token before sending the prompt's count on a chunk of its own. */
+const PROMPT_NOTICE_MS = 200;
 
 /**
  * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
@@ -194,13 +198,18 @@ export class Agent {
   async start(): Promise<void> {
     this.#statusTimer = setInterval(() => this.#sendStatus(), this.#options.statusMs ?? 60_000);
     this.#statusTimer.unref();
-    this.#scheduler.onChange(() => {
-      this.#statusDue ??= setTimeout(() => {
-        this.#statusDue = undefined;
-        this.#sendStatus();
-      }, STATUS_DEBOUNCE_MS);
-    });
+    this.#scheduler.onChange(() => this.statusChanged());
+    // A model loaded or unloaded changes what /api/ps shows: report it with the next status, not a minute later.
+    this.#engine.onLoadedChange?.(() => this.statusChanged());
     await this.#tunnel.start();
+  }
+
+  /** Sends a status soon (debounced): the load changed, or a model started or finished loading. */
+  statusChanged(): void {
+    this.#statusDue ??= setTimeout(() => {
+      this.#statusDue = undefined;
+      this.#sendStatus();
+    }, STATUS_DEBOUNCE_MS);
   }
 
   /** Requests admitted and not yet finished (running or queued). */
@@ -221,7 +230,10 @@ export class Agent {
   status(): StatusFrame {
     const s = this.#scheduler.status();
     const byName = new Map(s.devices.map((d) => [d.name, d]));
+    // Loads and compilations under way, on either engine: a waiting client's keep-alives can say what is happening.
+    const loading = this.#engine.loading();
     return {
+      ...(loading.length ? { loading } : {}),
       type: 'status',
       running: s.running,
       queued: s.queued,
@@ -231,8 +243,9 @@ export class Agent {
         name: d.name,
         running: byName.get(d.name)?.running ?? 0,
         queued: byName.get(d.name)?.queued ?? 0,
-        loadedModels: (this.#options.loadedModels?.() ?? []).filter((m) => m.device === d.name).map((m) => m.id),
+        loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded()).filter((m) => m.device === d.name).map((m) => m.id),
       })),
+      loaded: this.#engine.loaded(),
     };
   }
 
@@ -303,9 +316,20 @@ export class Agent {
     let ttftMs: number | undefined;
     let promptTokens = 0;
     let completionTokens = 0;
+    let cachedPromptTokens: number | undefined;
     let outcome: RequestRecord['outcome'] = 'ok';
     let release: (() => void) | undefined;
-    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts }));
+    // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
+    // so the edge has it for the usage row even if this process dies before the first token.
+    let promptNotice: { tokens: number; timer: ReturnType<typeof setTimeout> } | undefined;
+    const takePromptNotice = () => {
+      if (!promptNotice) return {};
+      clearTimeout(promptNotice.timer);
+      const promptTokens = promptNotice.tokens;
+      promptNotice = undefined;
+      return { promptTokens };
+    };
+    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts, ...takePromptNotice() }));
     try {
       if (body.task === 'count') {
         // Tokenising takes no device slot: waiting in the queue behind whole generations would make a count slow.
@@ -321,12 +345,17 @@ export class Agent {
         const result = await this.#engine.embed(body, signal);
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
-        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs });
+        const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
+        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs, ...load });
         log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
       for await (const event of this.#engine.generate(body, signal)) {
-        if (event.type === 'delta') {
+        if (event.type === 'prompt') {
+          promptTokens = event.promptTokens;
+          const timer = setTimeout(() => this.#send({ type: 'chunk', id, text: '', tokens: 0, ...takePromptNotice() }), PROMPT_NOTICE_MS);
+          promptNotice = { tokens: event.promptTokens, timer };
+        } else if (event.type === 'delta') {
           ttftMs ??= performance.now() - started;
           completionTokens += event.tokens;
           // A paused stream waits here; the engine's own backlog limit then pauses generation.
@@ -343,8 +372,10 @@ export class Agent {
           const durationMs = performance.now() - started;
           promptTokens = event.usage.promptTokens;
           completionTokens = event.usage.completionTokens;
+          cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...tail });
+          const extra = { ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}), ...(event.context ? { context: event.context } : {}) };
+          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...extra, ...tail });
           log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
         }
       }
@@ -362,10 +393,11 @@ export class Agent {
         this.#send({ type: 'error', id, code, message, usage: { promptTokens, completionTokens } });
       }
     } finally {
+      if (promptNotice) clearTimeout(promptNotice.timer);
       release?.();
-      if (frame.keepAliveMs !== undefined) this.#engine.touch?.(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
+      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
       const durationMs = performance.now() - started;
-      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}) });
+      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}) });
     }
   }
 }

@@ -21,6 +21,8 @@ export interface AgentConfig {
   keepAliveMs?: number | undefined;
   /** Memory all loaded models may hold together, in bytes; no limit when absent. */
   memoryBudgetBytes?: number | undefined;
+  /** Memory for the KV caches kept for prompt-prefix reuse (ONNX Runtime engine), in bytes; 0 turns reuse off; the engine's default when absent. */
+  prefixCacheBytes?: number | undefined;
   /** Port of the health and metrics endpoints on 127.0.0.1 (0: any free port); none when absent. */
   metricsPort?: number | undefined;
   /** The model aliases file; `aliases.json` in the models folder when absent. */
@@ -28,7 +30,13 @@ export interface AgentConfig {
   /** Pinned OpenVINO device (NPU, GPU, CPU, AUTO); NPU → GPU → CPU when absent. Validated by the engine selection. */
   device?: string | undefined;
   /** NPU pipeline limits, in tokens. */
-  npu?: { maxPromptLen?: number; minResponseLen?: number } | undefined;
+  npu?: { maxPromptLen?: number; minResponseLen?: number; prefillChunkSize?: number } | undefined;
+  /** Where the agent keeps its own state (the OpenVINO compiled-model cache); `./.data` when absent. */
+  dataDir?: string | undefined;
+  /** OpenVINO's compiled-model cache (`CACHE_DIR`); `<dataDir>/openvino-cache` when absent, none when `false`. */
+  openvinoCacheDir?: string | false | undefined;
+  /** Reuse the KV cache of repeated prompt prefixes on the OpenVINO engine (NPU, GPU, CPU); on when absent. */
+  prefixCaching?: boolean | undefined;
   /** How long SIGTERM waits for in-flight requests before cancelling them. */
   drainTimeoutMs?: number | undefined;
   /** Requests running at once per device (e.g. `CPU=4,NPU=1`) and requests that may wait. */
@@ -41,26 +49,6 @@ export class ConfigError extends Error {
     super(message);
     this.name = 'ConfigError';
   }
-}
-
-/**
- * What every CLI does with its arguments: a ConfigError is printed as `npu-relay <command>: …` and exits 2, no
- * options left to act on (`--help`) prints `help` and exits 0; anything else is the parsed value.
- */
-export function readCommandLineOrExit<T>(command: string, help: string, read: () => T | undefined): T {
-  let value: T | undefined;
-  try {
-    value = read();
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    console.error(`npu-relay ${command}: ${err.message}`);
-    process.exit(2);
-  }
-  if (value === undefined) {
-    console.log(help);
-    process.exit(0);
-  }
-  return value;
 }
 
 export const AGENT_HELP = `Usage: npm run agent -- [options]
@@ -78,11 +66,21 @@ Options (each also settable by the environment variable shown):
   --keep-alive TIME how long an idle model stays loaded: 30s, 5m, 1h,     NPU_RELAY_KEEP_ALIVE (default 5m)
                     seconds, 0 (unload after each request) or -1 (never)
   --memory-budget SIZE  memory for all loaded models: 8GB, 6GiB, bytes    NPU_RELAY_MEMORY_BUDGET (default no limit)
+  --prefix-cache-size SIZE  KV cache kept so a prompt that repeats an     NPU_RELAY_PREFIX_CACHE_SIZE (default 512MiB)
+                    earlier one (an agent's next turn) prefills only what is new (ONNX Runtime
+                    engine); least recently used goes first; 0 turns it off
   --metrics-port PORT   /health and /metrics on 127.0.0.1; 0 turns off   NPU_RELAY_METRICS_PORT (default 9464)
   --aliases FILE    model aliases, {"alias": "model id"}                  NPU_RELAY_ALIASES   (default <models>/aliases.json)
   --device DEVICE   pin the OpenVINO device: NPU, GPU, CPU or AUTO        NPU_RELAY_DEVICE    (default NPU → GPU → CPU)
-  --npu-max-prompt N    longest prompt the NPU pipeline takes, tokens     NPU_RELAY_NPU_MAX_PROMPT_LEN (default 1024)
-  --npu-min-response N  tokens the NPU pipeline reserves for the answer   NPU_RELAY_NPU_MIN_RESPONSE_LEN (default 128)
+  --npu-max-prompt N    longest prompt the NPU pipeline takes, tokens     NPU_RELAY_NPU_MAX_PROMPT_LEN (default 4096)
+  --npu-min-response N  tokens the NPU pipeline reserves for the answer   NPU_RELAY_NPU_MIN_RESPONSE_LEN (default 512)
+  --npu-prefill-chunk N NPU prompt chunk (power of two); a longer prompt NPU_RELAY_NPU_PREFILL_CHUNK (default 1024)
+                    limit is taken in chunks of this size
+  --prefix-caching on|off  reuse the KV cache of repeated prompt starts  NPU_RELAY_PREFIX_CACHING (default on)
+                    (OpenVINO: NPU, GPU and CPU)
+  --data-dir DIR    the agent's own state                                 NPU_RELAY_DATA_DIR  (default ./.data)
+  --openvino-cache DIR  compiled models, so a restart does not compile   NPU_RELAY_OPENVINO_CACHE_DIR
+                    again; off turns the cache off                       (default <data dir>/openvino-cache)
   --concurrency LIST    requests at once per device, e.g. CPU=4,NPU=1     NPU_RELAY_CONCURRENCY (default NPU=1,GPU=1,CPU=4)
   --queue-limit N   requests that may wait for a device                   NPU_RELAY_QUEUE_LIMIT (default 64)
   --drain-timeout TIME  on SIGTERM, how long in-flight requests may finish NPU_RELAY_DRAIN_TIMEOUT (default 30s)
@@ -109,11 +107,16 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         preload: { type: 'string' },
         'keep-alive': { type: 'string' },
         'memory-budget': { type: 'string' },
+        'prefix-cache-size': { type: 'string' },
         'metrics-port': { type: 'string' },
         aliases: { type: 'string' },
         device: { type: 'string' },
         'npu-max-prompt': { type: 'string' },
         'npu-min-response': { type: 'string' },
+        'npu-prefill-chunk': { type: 'string' },
+        'prefix-caching': { type: 'string' },
+        'data-dir': { type: 'string' },
+        'openvino-cache': { type: 'string' },
         concurrency: { type: 'string' },
         'queue-limit': { type: 'string' },
         'drain-timeout': { type: 'string' },
@@ -137,12 +140,17 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   if (!LEVELS.includes(logLevel)) throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
   const keepAlive = values['keep-alive'] ?? env.NPU_RELAY_KEEP_ALIVE;
   const budget = values['memory-budget'] ?? env.NPU_RELAY_MEMORY_BUDGET;
+  const prefixCache = values['prefix-cache-size'] ?? env.NPU_RELAY_PREFIX_CACHE_SIZE;
   const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? '9464', '--metrics-port / NPU_RELAY_METRICS_PORT');
   const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
   const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
   const device = values.device ?? env.NPU_RELAY_DEVICE;
   const maxPrompt = values['npu-max-prompt'] ?? env.NPU_RELAY_NPU_MAX_PROMPT_LEN;
   const minResponse = values['npu-min-response'] ?? env.NPU_RELAY_NPU_MIN_RESPONSE_LEN;
+  const prefillChunk = values['npu-prefill-chunk'] ?? env.NPU_RELAY_NPU_PREFILL_CHUNK;
+  const prefixCaching = values['prefix-caching'] ?? env.NPU_RELAY_PREFIX_CACHING;
+  const dataDir = path.resolve(values['data-dir'] ?? env.NPU_RELAY_DATA_DIR ?? '.data');
+  const openvinoCache = values['openvino-cache'] ?? env.NPU_RELAY_OPENVINO_CACHE_DIR;
   const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
   const pool = values.pool ?? env.NPU_RELAY_POOL;
@@ -157,13 +165,18 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     preload,
     ...(keepAlive !== undefined ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') } : {}),
     ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
+    ...(prefixCache !== undefined ? { prefixCacheBytes: parsePrefixCacheSize(prefixCache) } : {}),
     ...(metricsPort !== 0 ? { metricsPort } : {}),
     ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
     ...(device ? { device } : {}),
     npu: {
       ...(maxPrompt !== undefined ? { maxPromptLen: parseCount(maxPrompt, '--npu-max-prompt / NPU_RELAY_NPU_MAX_PROMPT_LEN') } : {}),
       ...(minResponse !== undefined ? { minResponseLen: parseCount(minResponse, '--npu-min-response / NPU_RELAY_NPU_MIN_RESPONSE_LEN') } : {}),
+      ...(prefillChunk !== undefined ? { prefillChunkSize: parsePowerOfTwo(prefillChunk, '--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK') } : {}),
     },
+    dataDir,
+    openvinoCacheDir: openvinoCache === undefined ? path.join(dataDir, 'openvino-cache') : openvinoCache.trim().toLowerCase() === 'off' ? false : path.resolve(openvinoCache),
+    prefixCaching: prefixCaching === undefined ? true : parseSwitch(prefixCaching, '--prefix-caching / NPU_RELAY_PREFIX_CACHING'),
     drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
     concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
     ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
@@ -175,6 +188,21 @@ export function parseCount(text: string, name: string, min = 1): number {
   const n = Number(text.trim());
   if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be a whole number of at least ${min}, got '${text}'`);
   return n;
+}
+
+/** A power of two, as GenAI requires of the NPU's prefill chunk. */
+export function parsePowerOfTwo(text: string, name: string): number {
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n) || n < 1 || (n & (n - 1)) !== 0) throw new ConfigError(`${name} must be a power of two such as 256, 512 or 1024, got '${text}'`);
+  return n;
+}
+
+/** `on`/`off` (also `true`/`false`, `yes`/`no`, `1`/`0`). */
+export function parseSwitch(text: string, name: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (['on', 'true', 'yes', '1'].includes(t)) return true;
+  if (['off', 'false', 'no', '0'].includes(t)) return false;
+  throw new ConfigError(`${name} must be on or off, got '${text}'`);
 }
 
 /** `CPU=4,NPU=1`: requests that may run at once on each device. */
@@ -208,6 +236,16 @@ export function parseBytes(text: string, name: string): number {
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!(bytes > 0)) throw new ConfigError(`${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`);
   return bytes;
+}
+
+/** A size as `parseBytes` reads it, or 0 for no prefix cache. */
+function parsePrefixCacheSize(text: string): number {
+  if (text.trim() === '0') return 0;
+  try {
+    return parseBytes(text, '--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE');
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (or 0 to turn prefix reuse off)`);
+  }
 }
 
 function parsePort(text: string, name: string): number {

@@ -20,7 +20,7 @@ const requests = new Counter({
 
 const tokens = new Counter({
   name: 'npu_relay_tokens_total',
-  help: 'Tokens processed: kind=prompt for tokens read, kind=completion for tokens generated.',
+  help: 'Tokens processed: kind=prompt for tokens read, kind=completion for tokens generated, kind=prompt_cached for the prompt tokens taken from the prefix cache instead of prefilled (also counted in kind=prompt).',
   labelNames: ['model', 'device', 'kind'] as const,
   registers,
 });
@@ -81,6 +81,8 @@ export interface RequestRecord {
   outcome: string;
   promptTokens: number;
   completionTokens: number;
+  /** Of the prompt tokens, those reused from the engine's prefix cache; absent when the engine keeps none. */
+  cachedPromptTokens?: number | undefined;
   /** Time to the first token; absent for embeddings and for requests that produced none. */
   ttftMs?: number | undefined;
   durationMs: number;
@@ -92,6 +94,7 @@ export function recordRequest(r: RequestRecord): void {
   requests.inc({ model: r.model, device, outcome: r.outcome });
   if (r.promptTokens) tokens.inc({ model: r.model, device, kind: 'prompt' }, r.promptTokens);
   if (r.completionTokens) tokens.inc({ model: r.model, device, kind: 'completion' }, r.completionTokens);
+  if (r.cachedPromptTokens) tokens.inc({ model: r.model, device, kind: 'prompt_cached' }, r.cachedPromptTokens);
   if (r.ttftMs !== undefined) {
     ttft.observe({ model: r.model, device }, r.ttftMs / 1000);
     const decodeSeconds = (r.durationMs - r.ttftMs) / 1000;

@@ -2,9 +2,13 @@
  * Builds a running agent from its configuration: finds the models, picks the engine, and says plainly what it
  * will run on. Shared by the `agent` command and `npm start`.
  */
-import { Agent } from './agent.ts';
+import path from 'node:path';
+import type { Capacity } from '../shared/protocol/frames.ts';
+import { Agent, DEFAULT_SCHEDULER } from './agent.ts';
 import { ConfigError, type AgentConfig } from './config.ts';
+import { deviceFamily } from './engines/devices.ts';
 import type { Engine } from './engines/engine.ts';
+import type { OpenVinoModules } from './engines/openvino.ts';
 import { createEngine } from './engines/select.ts';
 import type { Logger } from './log.ts';
 import { metricsRegistry, recordModelEvent, recordRequest, setQueueDepth } from './metrics.ts';
@@ -26,6 +30,8 @@ export interface AgentRuntime {
 export interface RuntimeHooks {
   /** Also receives the engine's model events (tests). */
   onModelEvent?: ((event: ModelEvent) => void) | undefined;
+  /** Loads the OpenVINO packages; tests pass a fake of the native runtime (test/support/fake-openvino.ts). */
+  loadOpenVino?: (() => Promise<OpenVinoModules>) | undefined;
 }
 
 export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks: RuntimeHooks = {}): Promise<AgentRuntime> {
@@ -41,17 +47,36 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     }
   }
   const activity = new ModelActivity(log);
+  // Set once the agent exists; preloads run before it connects, and its hello and first status carry their result.
+  let statusChanged = () => {};
   const onModelEvent = (event: ModelEvent) => {
     activity.record(event);
     recordModelEvent(event);
     hooks.onModelEvent?.(event);
+    // The edge hears of a load starting and ending (the status frame's `loading` and `loaded`) without waiting.
+    statusChanged();
   };
+  const scheduler = {
+    ...DEFAULT_SCHEDULER,
+    ...(config.concurrency && Object.keys(config.concurrency).length ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } } : {}),
+    ...(config.queueLimit !== undefined ? { queueLimit: config.queueLimit } : {}),
+  };
+  // Per device, as the scheduler admits: a device's own limit, else its family's (GPU.1 → GPU), else the default.
+  const capacityOf = (device: string): Capacity => ({
+    concurrency: scheduler.concurrency[device] ?? scheduler.concurrency[deviceFamily(device)] ?? scheduler.defaultConcurrency,
+    queueLimit: scheduler.queueLimit,
+  });
   const chosen = await createEngine({
     modelsDir: config.modelsDir,
     models: catalog.entries,
     device: config.device,
     npu: config.npu,
-    ort: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onModelEvent },
+    prefixCaching: config.prefixCaching,
+    openvinoCacheDir: config.openvinoCacheDir === false ? undefined : (config.openvinoCacheDir ?? path.resolve(config.dataDir ?? '.data', 'openvino-cache')),
+    pool: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onEvent: onModelEvent },
+    capacityOf,
+    loadOpenVino: hooks.loadOpenVino,
+    ort: { prefixCacheBytes: config.prefixCacheBytes },
     log,
   });
   const engine = new AliasedEngine(chosen, await loadAliases(config.modelsDir, config.aliasesFile));
@@ -75,13 +100,14 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     agentId: config.agentId,
     engine,
     log,
-    scheduler: { ...(config.concurrency && Object.keys(config.concurrency).length ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } } : {}), ...(config.queueLimit !== undefined ? { queueLimit: config.queueLimit } : {}) },
+    scheduler,
     onRequestDone: recordRequest,
     onStatus: (status) => {
       for (const d of status.devices) setQueueDepth(d.name, d.queued);
     },
-    loadedModels: () => activity.loaded(),
+    loadedModels: () => engine.loaded(),
   });
+  statusChanged = () => agent.statusChanged();
   let observability: ObservabilityServer | undefined;
   if (config.metricsPort !== undefined) {
     observability = await startObservabilityServer({

@@ -11,7 +11,7 @@ import { applyMigrations } from '../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { openDatabase, type Database } from '../worker/db/client.ts';
 import { latencyByModel, latencyTimeseries, type LatencyPercentiles, type UsageFilter } from '../worker/db/dashboard-queries.ts';
-import { usage } from '../worker/db/schema.ts';
+import { usage } from '../shared/db/schema.ts';
 import { mulberry32 } from './support/prng.ts';
 import { expectedLatency } from './support/percentiles.ts';
 

@@ -204,6 +204,89 @@ describe('edge memory', () => {
     }
   });
 
+  test('a streaming twin streams along with its leader: its first tokens come long before the leader ends, the whole answer matches, the agent runs once', async () => {
+    counted.delayMs = 60;
+    try {
+      const runs = counted.runs.length;
+      const body = JSON.stringify({ model: CHAT_MODEL, messages: ask('stream us together'), temperature: 0, max_tokens: 30, stream: true });
+      const open = () => {
+        requests++;
+        return fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body });
+      };
+      /** Reads an OpenAI stream: its text, and when its first content arrived and when it ended (ms since `t0`). */
+      const read = async (res: Response, t0: number) => {
+        let text = '';
+        let firstMs: number | undefined;
+        let buffered = '';
+        const decoder = new TextDecoder();
+        for await (const bytes of res.body!) {
+          buffered += decoder.decode(bytes, { stream: true });
+          for (let i = buffered.indexOf('\n\n'); i >= 0; i = buffered.indexOf('\n\n')) {
+            const event = buffered.slice(0, i);
+            buffered = buffered.slice(i + 2);
+            const data = event.replace(/^data: /, '');
+            if (data === '[DONE]' || !data.startsWith('{')) continue;
+            const content = (JSON.parse(data) as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content;
+            if (content) {
+              firstMs ??= performance.now() - t0;
+              text += content;
+            }
+          }
+        }
+        return { text, firstMs: firstMs ?? Infinity, endMs: performance.now() - t0 };
+      };
+      const t0 = performance.now();
+      const leaderRes = await open();
+      const leading = read(leaderRes, t0);
+      await new Promise((r) => setTimeout(r, 400));
+      const twinRes = await open();
+      assert.equal(twinRes.headers.get('x-npu-relay-cache'), 'HIT');
+      const [leader, twin] = await Promise.all([leading, read(twinRes, t0)]);
+      console.log(`leader: first ${leader.firstMs.toFixed(0)} ms, end ${leader.endMs.toFixed(0)} ms; twin (sent at 400 ms): first ${twin.firstMs.toFixed(0)} ms, end ${twin.endMs.toFixed(0)} ms`);
+      assert.equal(counted.runs.length - runs, 1, 'one generation for both');
+      assert.equal(twin.text, leader.text, 'the twin got the whole answer');
+      assert.ok(leader.text.length > 0);
+      // Before the fix the twin's first bytes came with the leader's end; now with the leader's next tokens.
+      assert.ok(twin.firstMs < leader.endMs - 500, `the twin streamed along (its first content at ${twin.firstMs.toFixed(0)} ms, the leader ended at ${leader.endMs.toFixed(0)} ms)`);
+    } finally {
+      counted.delayMs = 0;
+    }
+  });
+
+  test("a twin keeps streaming to its end when the leader's own client leaves", async () => {
+    counted.delayMs = 40;
+    try {
+      const client = edge.openai();
+      const body = { model: CHAT_MODEL, messages: ask('leader leaves'), temperature: 0, max_tokens: 30, stream: true as const };
+      const controller = new AbortController();
+      requests += 2;
+      const leader = await client.chat.completions.create(body, { signal: controller.signal });
+      const leaving = (async () => {
+        let n = 0;
+        try {
+          for await (const c of leader) if (c.choices[0]?.delta?.content && ++n === 3) controller.abort();
+        } catch {
+          // aborted
+        }
+        return n;
+      })();
+      await new Promise((r) => setTimeout(r, 100));
+      const twin = await client.chat.completions.create(body);
+      let text = '';
+      let finish: string | null | undefined;
+      for await (const c of twin) {
+        text += c.choices[0]?.delta?.content ?? '';
+        finish = c.choices[0]?.finish_reason ?? finish;
+      }
+      assert.equal(await leaving, 3);
+      assert.ok(finish === 'stop' || finish === 'length', `the twin's answer came to its end (finish_reason ${finish})`);
+      const alone = await chat(edge.apiKey, { ...body, stream: false });
+      assert.equal(text, JSON.parse(alone.text).choices[0].message.content, 'the same answer as the request alone');
+    } finally {
+      counted.delayMs = 0;
+    }
+  });
+
   test('every request made so far is in the usage table (refused strangers as per-minute counters), with token counts', async () => {
     const n = await usageRows(requests);
     assert.equal(n, requests);

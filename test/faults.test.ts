@@ -61,6 +61,8 @@ describe('faults', () => {
   test('agent process killed mid-stream: the client gets a terminal error within 1 s; the usage row says error with the tokens produced', async () => {
     const proc = await spawnAgent(edge, 'doomed');
     const client = edge.openai();
+    // What the prompt counts, asked of the same agent first (no cache: a different max_tokens).
+    const counted = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('kill me'), temperature: 0.8, seed: 1, max_tokens: 1 });
     const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('kill me'), stream: true, temperature: 0.8, seed: 1, max_tokens: 2000 });
     let chunks = 0;
     let killedAt = 0;
@@ -84,13 +86,15 @@ describe('faults', () => {
     await proc.exited;
     const row = await waitFor('the usage row', async () => {
       const db = createClient({ url: edge.sqld.url });
-      const r = (await db.execute(`select outcome, error_code, completion_tokens, status from usage where endpoint = 'chat.completions' and error_code = 'agent_gone'`)).rows[0];
+      const r = (await db.execute(`select outcome, error_code, prompt_tokens, completion_tokens, status from usage where endpoint = 'chat.completions' and error_code = 'agent_gone'`)).rows[0];
       db.close();
       return r;
     });
     assert.equal(row.outcome, 'error');
     assert.equal(Number(row.status), 502);
     assert.ok(Number(row.completion_tokens) >= chunks, `tokens produced are recorded (${row.completion_tokens} ≥ ${chunks})`);
+    // The agent said how long the prompt was when it started: the row has it although no end frame came.
+    assert.equal(Number(row.prompt_tokens), counted.usage?.prompt_tokens, 'the prompt tokens the agent counted are recorded');
   });
 
   test('agent socket dropped: back and serving within 2 s, and no request hangs meanwhile', async () => {

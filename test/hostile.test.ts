@@ -171,6 +171,46 @@ const TOOL_CASES: Array<[string, Record<string, unknown>, string]> = [
   ['/v1/responses', { ...responses, truncation: 'sometimes' }, 'an unknown truncation'],
 ];
 
+/**
+ * Client mistakes that once got a 200 or a 502 (issue 15): each is a 4xx in the caller's shape whose message says
+ * what is wrong. The fixture model's template raises on roles that do not alternate, and the model does not think.
+ */
+const twoUserTurns = [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }];
+const TEMPLATE_REFUSAL = /the chat template of '.*' rejected these messages: Conversation roles must alternate/;
+const CLIENT_MISTAKES: Array<[string, Record<string, unknown>, RegExp, string | null, string]> = [
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user' }] }, /a user message needs content/, 'messages.0.content', 'a content-less user message'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'user' }] }, /a user message needs content/, null, 'a content-less user message'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'user', content: 'x' }, { role: 'assistant' }] }, /an assistant message needs content or tool_calls/, null, 'a content-less assistant message'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user' }] }, /a message needs content/, null, 'a content-less user message'],
+  ['/v1/messages/count_tokens', { ...messages, messages: [{ role: 'user' }] }, /a message needs content/, null, 'a content-less user message'],
+  ['/v1/responses', { ...responses, input: [{ role: 'user' }] }, /a message needs content/, 'input.0.content', 'a content-less message item'],
+  ['/v1/chat/completions', { ...chat, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,aGVsbG8=' } }] }] }, /images are not supported/, 'messages.0.content.0.type', 'an image_url part'],
+  ['/api/chat', { ...ollamaChat, messages: [{ role: 'user', content: 'what is this?', images: ['aGVsbG8='] }] }, /images are not supported/, null, 'images on a message'],
+  ['/api/generate', { ...BASES['/api/generate'], images: ['aGVsbG8='] }, /images are not supported/, null, 'images on a prompt'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'aGVsbG8=' } }] }] }, /images are not supported/, null, 'an image block'],
+  ['/v1/responses', { ...responses, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'data:image/png;base64,aGVsbG8=' }] }] }, /no model here takes images/, 'input.0.content.0.type', 'an input_image part'],
+  ['/v1/chat/completions', { ...chat, messages: twoUserTurns }, TEMPLATE_REFUSAL, null, 'two user turns the template refuses'],
+  ['/v1/completions', { ...BASES['/v1/completions'], n: 2 }, /only n=1 is supported/, 'n', 'n=2'],
+  ['/api/chat', { ...ollamaChat, messages: twoUserTurns }, TEMPLATE_REFUSAL, null, 'two user turns the template refuses'],
+  ['/v1/messages', { ...messages, messages: twoUserTurns }, TEMPLATE_REFUSAL, null, 'two user turns the template refuses'],
+  ['/v1/responses', { ...responses, input: twoUserTurns }, TEMPLATE_REFUSAL, null, 'two user turns the template refuses'],
+  ['/v1/chat/completions', { ...chat, reasoning_effort: 'high' }, /does not support thinking.*reasoning_effort/, 'reasoning_effort', 'reasoning_effort on a model that does not think'],
+  ['/v1/responses', { ...responses, reasoning: { effort: 'high' } }, /does not support thinking.*reasoning\.effort/, 'reasoning_effort', 'a reasoning effort on a model that does not think'],
+  ['/api/chat', { ...ollamaChat, think: true }, /does not support thinking.*: leave out think or/, null, 'think on a model that does not think'],
+  ['/api/generate', { ...BASES['/api/generate'], think: 'high' }, /does not support thinking.*: leave out think or/, null, 'a think level on a model that does not think'],
+  ['/v1/messages', { ...messages, max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 } }, /does not support thinking.*: leave out thinking/, null, 'thinking on a model that does not think'],
+  ['/api/chat', { ...ollamaChat, logprobs: true }, /logprobs are not supported/, null, 'Ollama logprobs'],
+  ['/api/generate', { ...BASES['/api/generate'], logprobs: true, top_logprobs: 3 }, /logprobs are not supported/, null, 'Ollama logprobs with top_logprobs'],
+  ['/api/chat', { ...ollamaChat, top_logprobs: 3 }, /top_logprobs are not supported/, null, 'Ollama top_logprobs'],
+  ['/v1/chat/completions', { ...chat, logprobs: true }, /logprobs are not supported/, 'logprobs', 'OpenAI logprobs'],
+  ['/v1/chat/completions', { ...chat, top_logprobs: 2 }, /top_logprobs are not supported/, 'top_logprobs', 'OpenAI top_logprobs'],
+  ['/v1/chat/completions', { ...chat, n: 3 }, /only n=1 is supported/, 'n', 'n=3'],
+  ['/v1/chat/completions', { ...chat, modalities: ['text', 'audio'] }, /only the 'text' modality/, 'modalities', 'audio output'],
+  ['/v1/chat/completions', { ...chat, audio: { voice: 'alloy', format: 'wav' } }, /audio output is not supported/, 'audio', 'audio settings'],
+  ['/v1/chat/completions', { ...chat, web_search_options: {} }, /web search is not supported/, 'web_search_options', 'web search'],
+  ['/v1/responses', { ...responses, include: ['message.output_text.logprobs'] }, /does not report log probabilities/, 'include', 'included logprobs'],
+];
+
 function corpus(): Case[] {
   const cases: Case[] = [];
   for (const [path, base] of Object.entries(BASES)) {
@@ -186,6 +226,7 @@ function corpus(): Case[] {
     cases.push({ path, body: JSON.stringify(base), contentType: 'text/plain', what: 'JSON sent as text/plain' });
   }
   for (const [path, body, what] of [...TOOL_CASES, ...ANTHROPIC_CASES]) cases.push({ path, body: JSON.stringify(body), what });
+  for (const [path, body, , , what] of CLIENT_MISTAKES) cases.push({ path, body: JSON.stringify(body), what });
   return cases;
 }
 
@@ -301,6 +342,76 @@ describe('hostile requests', () => {
     }
     const image = await fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(TOOL_CASES[10]![1]) });
     assert.match(((await image.json()) as { error: { message: string } }).error.message, /images are not supported/);
+  });
+
+  test('client mistakes are 400s in the caller\'s shape, saying what is wrong (and naming the OpenAI param)', async () => {
+    for (const [path, body, message, param, what] of CLIENT_MISTAKES) {
+      const headers = isAnthropic(path) ? { 'x-api-key': edge.apiKey } : { authorization: `Bearer ${edge.apiKey}` };
+      const res = await fetch(new URL(path, edge.url), { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+      const text = await res.text();
+      assert.equal(res.status, 400, `${path} with ${what}: ${text.slice(0, 300)}`);
+      const json = JSON.parse(text) as { type?: string; error: string | { message: string; type: string; param?: string | null; code?: string } };
+      if (path.startsWith('/api/')) {
+        assert.equal(typeof json.error, 'string', `${path} ${what}: Ollama's shape`);
+        assert.match(json.error as string, message, `${path} with ${what}`);
+      } else {
+        const e = json.error as { message: string; type: string; param?: string | null; code?: string };
+        assert.equal(e.type, 'invalid_request_error', `${path} with ${what}`);
+        assert.match(e.message, message, `${path} with ${what}`);
+        if (isAnthropic(path)) assert.equal(json.type, 'error');
+        else {
+          assert.equal(e.code, 'invalid_request');
+          if (param) assert.equal(e.param, param, `${path} with ${what}: names the param`);
+        }
+      }
+    }
+  });
+
+  test('a template refusal in a stream ends it with an error the client raises, naming the refusal', async () => {
+    // The stream's headers are sent when the request is dispatched, before the agent renders the template, so the
+    // refusal arrives as the dialect's error event (OpenAI `error` data, Ollama `{"error"}` line) rather than a status.
+    const openai = edge.openai();
+    await assert.rejects(
+      (async () => {
+        for await (const _ of await openai.chat.completions.create({ model: CHAT_MODEL, messages: twoUserTurns as never, max_tokens: 2, stream: true })) {
+          // read to the end
+        }
+      })(),
+      (e: unknown) => e instanceof Error && TEMPLATE_REFUSAL.test(e.message),
+    );
+    const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...ollamaChat, messages: twoUserTurns, stream: true }) });
+    const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { error?: string; done?: boolean });
+    assert.match(lines.at(-1)?.error ?? '', TEMPLATE_REFUSAL);
+    assert.ok(!lines.some((l) => l.done), 'no line claims the answer is done');
+  });
+
+  test('thinking off, or left out, on a model that does not think is served', async () => {
+    const ok = async (path: string, body: unknown) => {
+      const res = await fetch(new URL(path, edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
+      assert.equal(res.status, 200, `${path} ${JSON.stringify(body).slice(0, 120)}: ${(await res.text()).slice(0, 200)}`);
+    };
+    await ok('/v1/chat/completions', { ...chat, reasoning_effort: 'none' });
+    await ok('/api/chat', { ...ollamaChat, think: false, logprobs: false });
+    await ok('/v1/messages', { ...messages, thinking: { type: 'disabled' } });
+  });
+
+  test('a wrong or missing key with a malformed body is a 401 in the caller\'s shape, before the body is read', async () => {
+    const paths = [...Object.keys(BASES), '/api/tags', '/api/ps', '/v1/models'];
+    for (const path of paths) {
+      for (const headers of [{ authorization: 'Bearer sk-relay-wrong' }, { 'x-api-key': 'sk-relay-wrong' }, {}] as Array<Record<string, string>>) {
+        const get = path === '/api/tags' || path === '/api/ps' || path === '/v1/models';
+        const res = await fetch(new URL(path, edge.url), { method: get ? 'GET' : 'POST', headers, ...(get ? {} : { body: '{"model": [' }), signal: AbortSignal.timeout(15_000) });
+        const text = await res.text();
+        assert.equal(res.status, 401, `${path} with ${JSON.stringify(headers)}: ${text.slice(0, 200)}`);
+        const json = JSON.parse(text) as { type?: string; error: string | { type: string; message: string } };
+        if (path.startsWith('/api/')) assert.match(json.error as string, /API key/, path);
+        else {
+          assert.equal((json.error as { type: string }).type, 'authentication_error', path);
+          assert.match((json.error as { message: string }).message, /API key/, path);
+          if (isAnthropic(path)) assert.equal(json.type, 'error');
+        }
+      }
+    }
   });
 
   test('property: arbitrary JSON in any field never yields a 5xx', async () => {

@@ -311,6 +311,25 @@ describe('ModelPool', () => {
     assert.equal(pool.models().length, 1);
   });
 
+  test('loading() reports a load with its device, phase and start; loaded() the model with its expiry', async () => {
+    const { pool } = makePool({ keepAliveMs: 30_000 });
+    const loader = deferredLoader('npu-model', 40);
+    const acquiring = pool.acquire('npu-model', loader.load, { device: 'NPU', phase: 'compile', contextLength: 4608 });
+    assert.deepEqual(pool.loading(), [{ model: 'npu-model', device: 'NPU', phase: 'compile', startedAt: 1_000_000 }]);
+    assert.deepEqual(pool.loaded(), []);
+    mock.timers.tick(5_000);
+    await settle();
+    loader.calls[0]!();
+    await acquiring;
+    assert.deepEqual(pool.loading(), []);
+    assert.deepEqual(pool.loaded(), [{ id: 'npu-model', device: 'NPU', bytes: 40, expiresAt: null, loadedAt: 1_005_000, contextLength: 4608 }], 'in use: no expiry');
+    mock.timers.tick(1_000);
+    pool.release('npu-model');
+    assert.equal(pool.loaded()[0]?.expiresAt, 1_006_000 + 30_000);
+    pool.touch('npu-model', Infinity);
+    assert.equal(pool.loaded()[0]?.expiresAt, null, 'kept for ever');
+  });
+
   test('bad settings are refused when the pool is made', () => {
     assert.throws(() => makePool({ memoryBudgetBytes: 0 }), /memoryBudgetBytes must be positive/);
     assert.throws(() => makePool({ keepAliveMs: -5 }), /keepAliveMs must be 0 or more/);

@@ -25,7 +25,7 @@ describe('OpenVINO countTokens at the GenAI boundary (fake GenAI)', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-count-'));
-    for (const file of ['openvino_model.xml', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

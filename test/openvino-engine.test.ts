@@ -19,7 +19,7 @@ import { createLogger } from '../node/log.ts';
 import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
-import { engineContract, runGenerate } from './support/engine-contract.ts';
+import { engineContract, lifecycleContract, runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
 
 /** The EBNF a JSON schema becomes in a constraint (node/grammar/compact-json.ts). */
@@ -54,6 +54,25 @@ const create = async (npu = {}) =>
 
 engineContract({ name: 'openvino', create, chatModel: CHAT_MODEL, embedModel: models.some((m) => m.id === EMBED_MODEL) ? EMBED_MODEL : undefined, skip });
 
+// The model lifecycle on the real engine: a folder whose IR is not one is the model that fails to load.
+let broken: CatalogEntry | undefined;
+if (!skip && models.some((m) => m.id === EMBED_MODEL)) {
+  const brokenDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-broken-'));
+  for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(brokenDir, file), 'not an IR');
+  broken = { id: 'broken-ir', kind: 'chat', dir: brokenDir, formats: ['openvino'], traits: traitsOf(undefined), weights: { openvino: 18 } };
+  after(() => rm(brokenDir, { recursive: true, force: true }));
+}
+lifecycleContract({
+  name: 'openvino',
+  create: async (pool) =>
+    new OpenVinoEngine(modules!, { models: [...models, broken!], device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), pool, log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') }),
+  chatModel: CHAT_MODEL,
+  embedModel: EMBED_MODEL,
+  brokenModel: 'broken-ir',
+  weightBytes: (id) => models.find((m) => m.id === id)?.weights?.openvino ?? 0,
+  skip: skip ?? (broken ? undefined : `${modelsDir} has no ${EMBED_MODEL}/ in OpenVINO IR, which the memory-budget test needs`),
+});
+
 describe('OpenVINO engine', () => {
   test('reports the device a model loaded on, and advertises the NPU prompt limit there', { skip }, async () => {
     const engine = await create({ maxPromptLen: 256 });
@@ -69,12 +88,12 @@ describe('OpenVINO engine', () => {
   });
 
   test('a prompt longer than the NPU accepts is refused before generating', { skip }, async (t) => {
-    const engine = await create({ maxPromptLen: 16, minResponseLen: NPU_DEFAULTS.minResponseLen });
+    const engine = await create({ maxPromptLen: 16, minResponseLen: NPU_DEFAULTS.minResponseLen, prefillChunkSize: 16 });
     const task = (content: string) => ({ task: 'chat' as const, model: CHAT_MODEL, messages: [{ role: 'user' as const, content }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
     try {
       const { done } = await runGenerate(engine, task('hi'));
       if (done.device !== 'NPU') return t.skip(`the model runs on ${done.device} here, not on an NPU`);
-      await assert.rejects(runGenerate(engine, task('word '.repeat(200))), { code: 'invalid_request', message: /accepts at most 16 on the NPU \(MAX_PROMPT_LEN\)/ });
+      await assert.rejects(runGenerate(engine, task('word '.repeat(200))), { code: 'invalid_request', message: /accepts at most 16 on the NPU \(MAX_PROMPT_LEN/ });
     } finally {
       await engine.close();
     }
@@ -95,7 +114,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
-    for (const file of ['openvino_model.xml', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

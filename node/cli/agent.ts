@@ -1,20 +1,13 @@
 #!/usr/bin/env node
 /** `npm run agent`: connect this machine's engine to an edge. */
-import { AGENT_HELP, agentConfig, ConfigError, readCommandLineOrExit } from '../config.ts';
+import { AGENT_HELP, agentConfig } from '../config.ts';
 import { createLogger } from '../log.ts';
 import { createAgentRuntime } from '../runtime.ts';
+import { orExitOnConfigError, readCommandLineOrExit } from './command.ts';
 
 const config = readCommandLineOrExit('agent', AGENT_HELP, () => agentConfig(process.argv.slice(2), process.env));
 const log = createLogger(config.logLevel, { agentId: config.agentId });
-let runtime;
-try {
-  runtime = await createAgentRuntime(config, log);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay agent: ${err.message}`);
-  process.exit(2);
-}
-const { agent, engine, summary, observability } = runtime;
+const { agent, engine, summary, observability } = await orExitOnConfigError('agent', () => createAgentRuntime(config, log));
 for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
 
 let stopping = false;

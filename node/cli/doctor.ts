@@ -4,13 +4,13 @@
  * and device each local model would use and why — and a short measured run of one model.
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { ConfigError, readCommandLineOrExit } from '../config.ts';
+import { ConfigError } from '../config.ts';
 import { probeOpenVino, type OpenVinoReport } from '../doctor/openvino-probe.ts';
 import { measure } from '../doctor/measure.ts';
 import { createEngine } from '../engines/select.ts';
 import { createLogger } from '../log.ts';
 import { scanModels, type CatalogEntry } from '../models/catalog.ts';
+import { orExitOnConfigError, parseCommandLine, readCommandLineOrExit } from './command.ts';
 
 const HELP = `Usage: npm run doctor -- [options]
 
@@ -35,26 +35,16 @@ function count(flag: string, raw: string | undefined, fallback: number): number 
 }
 
 function readDoctorConfig(argv: string[], env: NodeJS.ProcessEnv) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: 'string' },
-        models: { type: 'string' },
-        device: { type: 'string' },
-        tokens: { type: 'string' },
-        runs: { type: 'string' },
-        'no-run': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n\n${HELP}`);
-  }
-  if (values.help) return undefined;
+  const parsed = parseCommandLine(argv, HELP, {
+    model: { type: 'string' },
+    models: { type: 'string' },
+    device: { type: 'string' },
+    tokens: { type: 'string' },
+    runs: { type: 'string' },
+    'no-run': { type: 'boolean' },
+  });
+  if (!parsed) return undefined;
+  const { values } = parsed;
   return {
     model: values.model,
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
@@ -89,14 +79,8 @@ if (openvino.available) {
 
 const catalog = await scanModels(config.modelsDir);
 const log = createLogger('silent');
-let engine;
-try {
-  engine = await createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, log });
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  console.error(`npu-relay doctor: ${err.message}`);
-  process.exit(2);
-}
+// The warm runs repeat one prompt: with prefix reuse they would time a cached prompt, not a model's first token.
+const engine = await orExitOnConfigError('doctor', () => createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, ort: { prefixCacheBytes: 0 }, log }));
 const firstDevice = engine.devices[0]?.name ?? 'CPU';
 console.log(`Engine:    ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`);
 console.log(`Models in ${config.modelsDir}:`);

@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 /** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { ConfigError, readCommandLineOrExit } from '../config.ts';
+import { ConfigError } from '../config.ts';
 import {
   createKey,
   databaseErrorMessage,
@@ -20,6 +19,7 @@ import {
 } from '../db/keys.ts';
 import { PROJECT_ROOT } from '../local/edge.ts';
 import { localDatabase, type LocalDatabase } from '../local/local-db.ts';
+import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 
 const HELP = `Usage: npm run keys -- <command> [options]
 
@@ -66,29 +66,23 @@ function positiveInt(flag: string, raw: string | undefined): number | undefined 
 }
 
 function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        ...DATABASE_OPTIONS,
-        name: { type: 'string' },
-        models: { type: 'string' },
-        rpm: { type: 'string' },
-        tpm: { type: 'string' },
-        budget: { type: 'string' },
-        tenant: { type: 'string' },
-        'manage-models': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n\n${HELP}`);
-  }
+  const parsed = parseCommandLine(
+    argv,
+    HELP,
+    {
+      ...DATABASE_OPTIONS,
+      name: { type: 'string' },
+      models: { type: 'string' },
+      rpm: { type: 'string' },
+      tpm: { type: 'string' },
+      budget: { type: 'string' },
+      tenant: { type: 'string' },
+      'manage-models': { type: 'boolean' },
+    },
+    true,
+  );
+  if (!parsed) return undefined;
   const { values, positionals } = parsed;
-  if (values.help) return undefined;
   const [command, ...rest] = positionals;
   if (command === undefined) throw new ConfigError(`a command is required: create, list or revoke\n\n${HELP}`);
   if (command !== 'create' && command !== 'list' && command !== 'revoke') {

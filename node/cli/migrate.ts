@@ -2,11 +2,10 @@
 /** `npm run migrate`: bring a libSQL database (local sqld or Turso) up to the schema in `migrations/`. */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { createClient } from '@libsql/client';
-import { ConfigError, readCommandLineOrExit } from '../config.ts';
 import { databaseErrorMessage, DATABASE_HELP, DATABASE_OPTIONS, databaseTarget, displayUrl, type DatabaseTarget } from '../db/keys.ts';
 import { applyMigrations, MIGRATIONS_DIR } from '../db/migrate.ts';
+import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 
 const HELP = `Usage: npm run migrate -- [options]
 
@@ -18,14 +17,8 @@ ${DATABASE_HELP}
 `;
 
 function readMigrateConfig(argv: string[], env: NodeJS.ProcessEnv): DatabaseTarget | undefined {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { ...DATABASE_OPTIONS, help: { type: 'boolean', short: 'h' } } }));
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n\n${HELP}`);
-  }
-  if (values.help) return undefined;
-  return databaseTarget(values, env);
+  const parsed = parseCommandLine(argv, HELP, DATABASE_OPTIONS);
+  return parsed && databaseTarget(parsed.values, env);
 }
 
 /** drizzle records each applied migration by its journal timestamp (`when`); the tag is the human name for it. */

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /** `npm run pull`: download a model from the Hugging Face hub into the models folder. */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { ConfigError } from '../config.ts';
 import { formatBytes, pullReporter } from '../models/pull-progress.ts';
 import { modelFolderName, pullModel, PullError } from '../models/pull.ts';
+import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 
 const HELP = `Usage: npm run pull -- <hub repo id> [options]
 
@@ -24,10 +25,8 @@ Environment:
   HF_TOKEN          access token for private or gated repos (sent as Authorization: Bearer)
 `;
 
-function usageError(message: string): never {
-  console.error(`npu-relay pull: ${message}\n\n${HELP}`);
-  process.exit(2);
-}
+/** A usage mistake, reported with the help (as a parse error is). */
+const usageError = (message: string) => new ConfigError(`${message}\n\n${HELP}`);
 
 /** A folder under the working directory relative to it, any other absolute. */
 function shown(dir: string): string {
@@ -35,37 +34,35 @@ function shown(dir: string): string {
   return rel.startsWith('..') || path.isAbsolute(rel) ? dir : rel;
 }
 
-let parsed;
-try {
-  parsed = parseArgs({
-    args: process.argv.slice(2),
-    strict: true,
-    allowPositionals: true,
-    options: {
-      revision: { type: 'string' },
-      models: { type: 'string' },
-      endpoint: { type: 'string' },
-      include: { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-} catch (err) {
-  usageError((err as Error).message);
+function readPullConfig(argv: string[], env: NodeJS.ProcessEnv) {
+  const parsed = parseCommandLine(
+    argv,
+    HELP,
+    { revision: { type: 'string' }, models: { type: 'string' }, endpoint: { type: 'string' }, include: { type: 'string', multiple: true } },
+    true,
+  );
+  if (!parsed) return undefined;
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw usageError(positionals.length ? `expected one hub repo id, got ${positionals.join(' ')}` : 'the hub repo id is missing, e.g. onnx-community/Qwen2.5-0.5B-Instruct');
+  const repo = positionals[0]!;
+  try {
+    modelFolderName(repo);
+  } catch (err) {
+    throw usageError((err as Error).message);
+  }
+  const endpoint = values.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co';
+  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) throw usageError(`--endpoint / HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
+  return {
+    repo,
+    endpoint,
+    revision: values.revision ?? 'main',
+    modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
+    token: env.HF_TOKEN || undefined,
+    include: values.include ?? [],
+  };
 }
-const { values, positionals } = parsed;
-if (values.help) {
-  console.log(HELP);
-  process.exit(0);
-}
-if (positionals.length !== 1) usageError(positionals.length ? `expected one hub repo id, got ${positionals.join(' ')}` : 'the hub repo id is missing, e.g. onnx-community/Qwen2.5-0.5B-Instruct');
-const repo = positionals[0]!;
-try {
-  modelFolderName(repo);
-} catch (err) {
-  usageError((err as Error).message);
-}
-const endpoint = values.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co';
-if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) usageError(`--endpoint / HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
+
+const { repo, endpoint, revision, modelsDir, token, include } = readCommandLineOrExit('pull', HELP, () => readPullConfig(process.argv.slice(2), process.env));
 
 const report = pullReporter(process.stdout.isTTY === true);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -79,10 +76,10 @@ try {
   const result = await pullModel({
     endpoint,
     repo,
-    revision: values.revision ?? 'main',
-    modelsDir: path.resolve(values.models ?? process.env.NPU_RELAY_MODELS_DIR ?? 'models'),
-    ...(process.env.HF_TOKEN ? { token: process.env.HF_TOKEN } : {}),
-    include: values.include ?? [],
+    revision,
+    modelsDir,
+    ...(token ? { token } : {}),
+    include,
     onEvent: report.onEvent,
   });
   report.stop();

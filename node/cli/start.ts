@@ -6,8 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { ConfigError, readCommandLineOrExit } from '../config.ts';
+import { ConfigError } from '../config.ts';
 import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
@@ -16,6 +15,7 @@ import { ensureModels } from '../local/first-start.ts';
 import { forgetLocalDb, noteLocalDb, sqldDataPath } from '../local/local-db.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
 import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
+import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 
 const HELP = `Usage: npm start [-- --help]
 
@@ -38,12 +38,7 @@ Environment:
 `;
 
 function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
-  try {
-    const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { help: { type: 'boolean', short: 'h' } } });
-    if (values.help) return undefined;
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\n\n${HELP}`);
-  }
+  if (!parseCommandLine(argv, HELP, {})) return undefined;
   const port = Number(env.NPU_RELAY_PORT ?? 8787);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`NPU_RELAY_PORT must be a port number, got '${env.NPU_RELAY_PORT}'`);
   return {
@@ -173,7 +168,7 @@ try {
     say: (line) => console.log(`npu-relay: ${line}`),
   });
   const log = createLogger(config.logLevel, { agentId: 'local' });
-  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, logLevel: config.logLevel }, log);
+  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel }, log);
   await runtime.agent.start();
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);

@@ -7,7 +7,7 @@ import { and, asc, count, DrizzleQueryError, eq, isNull } from 'drizzle-orm';
 import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
 import { ConfigError } from '../config.ts';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
-import { apiKeys } from '../../worker/db/schema.ts';
+import { apiKeys } from '../../shared/db/schema.ts';
 
 export type KeysDb = LibSQLDatabase;
 

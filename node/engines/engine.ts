@@ -2,7 +2,19 @@
  * The contract every inference engine implements. The ONNX Runtime engine (`ort.ts`) is the first implementation;
  * the OpenVINO engine is a second one behind the same interface, chosen once at start-up.
  */
-import type { ChatTask, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, ToolCallDelta, Usage } from '../../shared/protocol/frames.ts';
+import type {
+  ChatTask,
+  CountTask,
+  DeviceInfo,
+  EmbedTask,
+  FinishReason,
+  GenerateTask,
+  LoadedModel,
+  LoadProgress,
+  ModelInfo,
+  ToolCallDelta,
+  Usage,
+} from '../../shared/protocol/frames.ts';
 
 /**
  * A piece of generated output and how many tokens produced it: answer text, and, once the model's output has been
@@ -22,9 +34,23 @@ export interface GenerationDone {
   finishReason: FinishReason;
   usage: Usage;
   device: string;
+  /** Milliseconds this generation waited for its model to be loaded (about 0 when it was loaded already). */
+  loadDurationMs?: number;
+  /** With `returnContext`: the token ids of the prompt as the model read it (context included) and of the answer. */
+  context?: number[];
 }
 
-export type GenerationEvent = TextDelta | GenerationDone;
+/**
+ * The prompt's token count, known once it is tokenized and before anything is generated: the agent passes it to
+ * the edge early, so a request whose agent dies or times out mid-way still has its prompt tokens on the usage row.
+ * At most one, before the first delta; optional for an engine (the count also comes with `done`).
+ */
+export interface PromptCounted {
+  type: 'prompt';
+  promptTokens: number;
+}
+
+export type GenerationEvent = TextDelta | PromptCounted | GenerationDone;
 
 export interface EmbeddingResult {
   /** One vector per input, in input order. */
@@ -32,6 +58,8 @@ export interface EmbeddingResult {
   /** Tokens in all inputs together. */
   promptTokens: number;
   device: string;
+  /** Milliseconds spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs?: number;
 }
 
 /**
@@ -69,8 +97,22 @@ export interface Engine {
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds a batch of texts with the model's pooling and normalisation. */
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
-  /** Keeps a loaded model for `keepAliveMs` after its last use (Infinity: for ever; 0: unload when idle). */
-  touch?(id: string, keepAliveMs: number): boolean;
+  /**
+   * Loads a model now rather than on its first request (`NPU_RELAY_PRELOAD`), through the same pool requests use:
+   * its keep-alive starts at once. Rejects with the load's error (a failed load also starts the cooldown).
+   */
+  preload(id: string): Promise<void>;
+  /**
+   * Counts as a use of a loaded model, optionally with a new keep-alive (ms; `Infinity`: for ever; 0: unload when
+   * idle). Returns false when the model is not loaded.
+   */
+  touch(id: string, keepAliveMs?: number): boolean;
+  /** The models loaded in memory now, for heartbeats, `/health/devices` and Ollama's `/api/ps`. */
+  loaded(): LoadedModel[];
+  /** Loads and device compilations under way, for the status frame's `loading`. */
+  loading(): LoadProgress[];
+  /** Calls `listener` whenever a model has been loaded or unloaded, so the agent can report it at once. */
+  onLoadedChange?(listener: () => void): void;
   /** Releases every loaded model. */
   close(): Promise<void>;
 }

@@ -10,15 +10,29 @@
  * and do not need. On the machine with the NPU, run `npm run openvino:runtime` once after `npm ci`.
  */
 import { randomInt } from 'node:crypto';
-import { access, readFile } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type * as OV from 'openvino-node';
-import type { ChatMessage, CountTask, DeviceInfo, EmbedTask, FinishReason, GenerateTask, ModelInfo, Sampling } from '../../shared/protocol/frames.ts';
+import type {
+  Capacity,
+  ChatMessage,
+  CountTask,
+  DeviceInfo,
+  EmbedTask,
+  FinishReason,
+  GenerateTask,
+  LoadedModel,
+  LoadProgress,
+  ModelInfo,
+  Sampling,
+} from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
+import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
+import { describedFields } from '../models/metadata.ts';
+import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { compactJson } from '../grammar/compact-json.ts';
 import { constraintSubject, planOutput } from '../output/planner.ts';
@@ -50,22 +64,45 @@ export async function loadOpenVino(): Promise<OpenVinoModules> {
 }
 
 /**
- * The NPU runs a static-shape graph compiled for one prompt length and a KV cache of `maxPromptLen + minResponseLen`
- * tokens (GenAI's `MAX_PROMPT_LEN` / `MIN_RESPONSE_LEN`). Larger values cost NPU memory and compile time.
+ * The NPU runs a static-shape graph compiled for a prompt length and a KV cache of `maxPromptLen + minResponseLen`
+ * tokens (GenAI's `MAX_PROMPT_LEN` / `MIN_RESPONSE_LEN`). Since OpenVINO 2025.3 it takes the prompt in chunks of
+ * `prefillChunkSize` tokens (`NPUW_LLM_PREFILL_CHUNK_SIZE`, a power of two) when the prompt limit is larger than one
+ * chunk, so a long limit no longer makes every short prompt as slow as a long one. Larger limits cost NPU memory
+ * and compile time.
  */
 export interface NpuSettings {
   maxPromptLen: number;
   minResponseLen: number;
+  prefillChunkSize: number;
 }
 
-/** GenAI's own NPU defaults. */
-export const NPU_DEFAULTS: NpuSettings = { maxPromptLen: 1024, minResponseLen: 128 };
+/**
+ * Defaults for a home user: prompts of an agent or coding tool (system prompt, tool definitions, earlier turns) run
+ * to thousands of tokens, so the NPU takes 4,096 prompt tokens in 1,024-token chunks (GenAI's own defaults are
+ * 1,024 and 128, too short for those), and keeps room for a 512-token answer.
+ */
+export const NPU_DEFAULTS: NpuSettings = { maxPromptLen: 4096, minResponseLen: 512, prefillChunkSize: 1024 };
 
 export interface OpenVinoEngineOptions {
   models: readonly CatalogEntry[];
   /** `NPU_RELAY_DEVICE`, already validated by `parseDeviceChoice`. */
   device?: DeviceChoice | undefined;
   npu?: Partial<NpuSettings> | undefined;
+  /**
+   * Reuse the KV cache of a prompt prefix seen before: on the NPU by `NPUW_LLM_ENABLE_PREFIX_CACHING`, on the CPU
+   * and GPU by GenAI's paged-attention backend (its default, whose scheduler enables prefix caching); off, the CPU
+   * and GPU get `ATTENTION_BACKEND: SDPA`. Default on.
+   */
+  prefixCaching?: boolean | undefined;
+  /**
+   * OpenVINO's compiled-model cache (`CACHE_DIR`): a restart imports the compiled blob instead of compiling the
+   * model for the NPU again (minutes for a 1–8B model). Undefined: no cache.
+   */
+  cacheDir?: string | undefined;
+  /** The model pool's keep-alive, memory budget, cooldown and events (node/models/pool.ts). */
+  pool?: ModelPoolSettings | undefined;
+  /** What the agent's scheduler admits per device; a model's advertised capacity is capped by it. */
+  capacityOf?: ((device: string) => Capacity) | undefined;
   log: Logger;
 }
 
@@ -73,7 +110,7 @@ export interface OpenVinoEngineOptions {
 type LLMPipeline = Awaited<ReturnType<typeof GenAI.LLMPipeline>>;
 type EmbeddingPipeline = Awaited<ReturnType<typeof GenAI.TextEmbeddingPipeline>>;
 
-interface Loaded<P> {
+interface Loaded<P = LLMPipeline | EmbeddingPipeline> {
   pipeline: P;
   tokenizer: GenAI.Tokenizer;
   device: string;
@@ -105,6 +142,8 @@ class TurnQueue {
   }
 }
 
+const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+
 export class OpenVinoEngine implements Engine {
   readonly name = 'openvino';
   readonly devices: readonly DeviceInfo[];
@@ -112,13 +151,15 @@ export class OpenVinoEngine implements Engine {
   readonly #available: readonly string[];
   readonly #choice: DeviceChoice | undefined;
   readonly #npu: NpuSettings;
+  readonly #prefixCaching: boolean;
+  readonly #cacheDir: string | undefined;
+  readonly #capacityOf: ((device: string) => Capacity) | undefined;
   readonly #log: Logger;
   readonly #entries: Map<string, CatalogEntry>;
-  readonly #loaded = new Map<string, Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>>();
-  /** The device each loaded model actually runs on. */
-  readonly #loadedOn = new Map<string, string>();
+  readonly #pool: ModelPool<Loaded>;
+  readonly #loadedListeners: Array<() => void> = [];
 
-  /** Fails when the pinned device is unavailable or the NPU settings are not positive integers. */
+  /** Fails when the pinned device is unavailable or the NPU settings are out of range. */
   constructor(modules: OpenVinoModules, options: OpenVinoEngineOptions) {
     this.#genai = modules.genai;
     this.#available = modules.core.getAvailableDevices();
@@ -127,16 +168,31 @@ export class OpenVinoEngine implements Engine {
     for (const [key, value] of Object.entries(this.#npu)) {
       if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`the NPU setting ${key} must be a positive integer, got ${value}`);
     }
+    if (!isPowerOfTwo(this.#npu.prefillChunkSize)) throw new ConfigError(`the NPU prefill chunk size must be a power of two (GenAI refuses others), got ${this.#npu.prefillChunkSize}`);
+    this.#prefixCaching = options.prefixCaching ?? true;
+    this.#cacheDir = options.cacheDir;
+    this.#capacityOf = options.capacityOf;
     this.#log = options.log;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
     this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({ name, description: deviceDescription(modules.core, name, this.#available) }));
+    // The pipelines have no dispose(): dropping the last reference lets the native objects be freed.
+    this.#pool = new ModelPool<Loaded>({
+      dispose: () => {},
+      ...options.pool,
+      onEvent: (event) => {
+        options.pool?.onEvent?.(event);
+        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+      },
+    });
   }
 
   models(): readonly ModelInfo[] {
+    const loadedOn = new Map(this.#pool.loaded().map((m) => [m.id, m.device]));
     return [...this.#entries.values()].map((m) => {
       // Before a model is loaded, the best candidate is where it will most likely run.
-      const device = this.#loadedOn.get(m.id) ?? this.devices[0]?.name ?? 'CPU';
+      const device = loadedOn.get(m.id) ?? this.devices[0]?.name ?? 'CPU';
       const maxPromptTokens = this.#limits(m, device).prompt;
+      const capacity = this.#capacityOf?.(device);
       return {
         id: m.id,
         kind: m.kind,
@@ -147,78 +203,136 @@ export class OpenVinoEngine implements Engine {
         ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
         ...(m.contextLength ? { contextLength: m.contextLength } : {}),
         ...(Number.isFinite(maxPromptTokens) ? { maxPromptTokens } : {}),
+        ...describedFields(m, 'openvino'),
+        // A pipeline runs one call at a time on any device (the turn queue), whatever the scheduler would allow.
+        ...(capacity ? { capacity: { concurrency: 1, queueLimit: capacity.queueLimit } } : {}),
       };
     });
   }
 
-  #entry(id: string, kind: 'chat' | 'embedding'): CatalogEntry {
-    const entry = this.#entries.get(id);
-    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
-    if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is an ${entry.kind} model, not a ${kind} model`);
-    return entry;
+  /**
+   * Acquires a model from the pool, loading (compiling) it first when needed; `#pool.release(id)` when done. The
+   * pool gives it the same lifecycle as on ONNX Runtime: one load for concurrent callers, keep-alive, memory budget,
+   * cooldown after a failed load, and load events.
+   */
+  #acquire<P extends LLMPipeline | EmbeddingPipeline>(entry: CatalogEntry): Promise<Loaded<P>> {
+    return this.#pool.acquire(entry.id, (onDevice) => this.#load(entry, onDevice), {
+      device: this.devices[0]?.name,
+      phase: 'compile',
+      estimateBytes: () => entry.weights?.openvino ?? 0,
+      contextLength: entry.contextLength,
+    }) as Promise<Loaded<P>>;
   }
 
-  /** Loads a model once; concurrent callers share the same load. A failed load is forgotten so it can be retried. */
-  #model<P>(id: string, kind: 'chat' | 'embedding', compile: (entry: CatalogEntry, device: string) => Promise<P>): Promise<Loaded<P>> {
-    const entry = this.#entry(id, kind);
-    let loading = this.#loaded.get(id) as Promise<Loaded<P>> | undefined;
-    if (!loading) {
-      loading = this.#load(entry, compile).catch((err: unknown) => {
-        this.#loaded.delete(id);
-        throw err instanceof AgentError ? err : new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
-      });
-      this.#loaded.set(id, loading as Promise<Loaded<LLMPipeline> | Loaded<EmbeddingPipeline>>);
+  async #load(entry: CatalogEntry, onDevice: (device: string) => void): Promise<{ handle: Loaded; bytes: number; device: string }> {
+    try {
+      for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
+        await access(path.join(entry.dir, file)).catch(() => {
+          throw new EngineError(`model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`);
+        });
+      }
+      const compile = (d: string) => {
+        onDevice(d);
+        return entry.kind === 'chat' ? this.#compileLLM(entry, d) : this.#compileEmbedder(entry, d);
+      };
+      const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({ available: this.#available, choice: this.#choice, what: `model '${entry.id}'`, compile, log: this.#log });
+      // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
+      const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
+      return { handle: { pipeline: compiled, tokenizer, device, turns: new TurnQueue() }, bytes: entry.weights?.openvino ?? 0, device };
+    } catch (err) {
+      throw err instanceof AgentError ? err : new EngineError(`could not load model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
     }
-    return loading;
   }
 
-  async #load<P>(entry: CatalogEntry, compile: (entry: CatalogEntry, device: string) => Promise<P>): Promise<Loaded<P>> {
-    for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
-      await access(path.join(entry.dir, file)).catch(() => {
-        throw new EngineError(`model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`);
-      });
+  /** The properties an LLMPipeline is built with on `device` (see OpenVinoEngineOptions). */
+  #llmProperties(device: string): GenAI.LLMPipelineProperties {
+    const cache = this.#cacheDir ? { CACHE_DIR: this.#cacheDir } : {};
+    if (deviceFamily(device) === 'NPU') {
+      return {
+        ...cache,
+        MAX_PROMPT_LEN: this.#npu.maxPromptLen,
+        MIN_RESPONSE_LEN: this.#npu.minResponseLen,
+        NPUW_LLM_PREFILL_CHUNK_SIZE: this.#npu.prefillChunkSize,
+        NPUW_LLM_ENABLE_PREFIX_CACHING: this.#prefixCaching ? 'YES' : 'NO',
+      };
     }
-    const { device, compiled } = await selectDevice({
-      available: this.#available,
-      choice: this.#choice,
-      what: `model '${entry.id}'`,
-      compile: (d) => compile(entry, d),
-      log: this.#log,
-    });
-    this.#loadedOn.set(entry.id, device);
-    // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
-    const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
-    return { pipeline: compiled, tokenizer, device, turns: new TurnQueue() };
+    // GenAI's JavaScript SchedulerConfig cannot carry enable_prefix_caching (and passing one would turn it off), so
+    // prefix caching on the CPU and GPU is GenAI's default paged-attention backend, and off is the SDPA backend.
+    return { ...cache, ...(this.#prefixCaching ? {} : { ATTENTION_BACKEND: 'SDPA' }) };
   }
 
-  #compileLLM = (entry: CatalogEntry, device: string): Promise<LLMPipeline> => {
-    const npu = deviceFamily(device) === 'NPU' ? { MAX_PROMPT_LEN: this.#npu.maxPromptLen, MIN_RESPONSE_LEN: this.#npu.minResponseLen } : {};
-    return this.#genai.LLMPipeline(entry.dir, device, npu);
-  };
+  #compileLLM(entry: CatalogEntry, device: string): Promise<LLMPipeline> {
+    return this.#genai.LLMPipeline(entry.dir, device, this.#llmProperties(device));
+  }
 
-  #compileEmbedder = async (entry: CatalogEntry, device: string): Promise<EmbeddingPipeline> => {
-    const config: GenAI.TextEmbeddingConfig = await embeddingConfig(entry.dir, this.#genai);
+  async #compileEmbedder(entry: CatalogEntry, device: string): Promise<EmbeddingPipeline> {
+    const settings = entry.embedding ?? { pooling: 'mean', normalize: true };
+    if (settings.pooling === 'last_token') throw new EngineError(`${entry.dir} asks for last-token pooling, which OpenVINO GenAI's TextEmbeddingPipeline does not offer (CLS or mean)`);
+    const config: GenAI.TextEmbeddingConfig = { pooling_type: settings.pooling === 'cls' ? this.#genai.PoolingType.CLS : this.#genai.PoolingType.MEAN, normalize: settings.normalize };
     // The NPU needs static shapes: one text at a time, padded to a fixed length.
-    if (deviceFamily(device) === 'NPU') Object.assign(config, { max_length: this.#npu.maxPromptLen, pad_to_max_length: true, batch_size: 1 });
+    if (deviceFamily(device) === 'NPU') Object.assign(config, { max_length: Math.min(this.#npu.maxPromptLen, entry.contextLength ?? 512), pad_to_max_length: true, batch_size: 1 });
     return this.#genai.TextEmbeddingPipeline(entry.dir, device, config);
-  };
+  }
+
+  /** The longest prompt the NPU pipeline takes: with chunked prefill, GenAI rounds the limit up to whole chunks. */
+  #npuPromptLimit(): number {
+    const { maxPromptLen, prefillChunkSize } = this.#npu;
+    return maxPromptLen > prefillChunkSize ? Math.ceil(maxPromptLen / prefillChunkSize) * prefillChunkSize : maxPromptLen;
+  }
 
   /** Token budget of a model on a device: the NPU's compiled KV cache, else the context window (or the request's). */
   #limits(entry: CatalogEntry, device: string, contextLimit?: number): { prompt: number; total: number } {
     const context = Math.min(entry.contextLength ?? Infinity, contextLimit ?? Infinity);
     if (deviceFamily(device) !== 'NPU') return { prompt: context, total: context };
-    return { prompt: Math.min(this.#npu.maxPromptLen, context), total: Math.min(this.#npu.maxPromptLen + this.#npu.minResponseLen, context) };
+    const prompt = this.#npuPromptLimit();
+    return { prompt: Math.min(prompt, context), total: Math.min(prompt + this.#npu.minResponseLen, context) };
+  }
+
+  /** Loads a model now (`NPU_RELAY_PRELOAD`); its keep-alive starts at once. */
+  async preload(id: string): Promise<void> {
+    const entry = this.#entries.get(id);
+    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
+    await this.#acquire(entry);
+    this.#pool.release(id);
+  }
+
+  touch(id: string, keepAliveMs?: number): boolean {
+    return this.#pool.touch(id, keepAliveMs);
+  }
+
+  loaded(): LoadedModel[] {
+    return this.#pool.loaded();
+  }
+
+  loading(): LoadProgress[] {
+    return this.#pool.loading();
+  }
+
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
   }
 
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    const model = await this.#model(task.model, 'chat', this.#compileLLM);
-    const plan = planOutput(task, this.#entries.get(task.model)!.traits);
-    // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
-    if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
-    yield* structured(plan, this.#generate(model, task, plan, signal));
+    const entry = servedEntry(this.#entries, task.model, 'chat');
+    const waitStarted = performance.now();
+    const model = await this.#acquire<LLMPipeline>(entry);
+    const loadDurationMs = performance.now() - waitStarted;
+    let running: Promise<unknown> = Promise.resolve();
+    try {
+      const plan = planOutput(task, entry.traits);
+      // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
+      if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
+      for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
+        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+      }
+    } finally {
+      // The model stays in use until the native generation has really ended, which may be after the consumer left.
+      const release = () => this.#pool.release(entry.id);
+      void running.then(release, release);
+    }
   }
 
-  async *#generate(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  async *#generate(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, started: (generation: Promise<unknown>) => void): AsyncIterable<GenerationEvent> {
     const release = await model.turns.acquire(signal);
     if (!release) {
       yield { type: 'done', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, device: model.device };
@@ -227,7 +341,7 @@ export class OpenVinoEngine implements Engine {
     let consumerGone = false;
     let events: Channel<GenerationEvent>;
     try {
-      events = this.#start(model, task, plan, signal, () => consumerGone, release);
+      events = this.#start(model, task, plan, signal, () => consumerGone, release, started);
     } catch (err) {
       release();
       throw err;
@@ -241,29 +355,44 @@ export class OpenVinoEngine implements Engine {
   }
 
   /** Starts one generation in the caller's turn; `release` is called when the pipeline is free again. */
-  #start(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, consumerGone: () => boolean, release: () => void): Channel<GenerationEvent> {
+  #start(
+    model: Loaded<LLMPipeline>,
+    task: GenerateTask,
+    plan: OutputPlan,
+    signal: AbortSignal,
+    consumerGone: () => boolean,
+    release: () => void,
+    started: (generation: Promise<unknown>) => void,
+  ): Channel<GenerationEvent> {
     const genai = this.#genai;
-    const input = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    const history = task.task === 'chat' ? chatHistory(genai, plan, task.messages) : task.prompt;
+    // With Ollama's context the prompt goes to GenAI as text: the earlier ids decoded (special tokens kept, as the
+    // model read them), then this prompt rendered by the chat template, which GenAI must then not apply again.
+    const withContext = Boolean(task.context?.length || task.returnContext);
+    const input = withContext ? contextPrompt(model.tokenizer, task, plan, history) : history;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = countPrompt(model.tokenizer, task, plan, input);
+    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length).length : countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
-      const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npu.maxPromptLen ? 'on the NPU (MAX_PROMPT_LEN)' : '(its context window)';
+      const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npuPromptLimit() ? 'on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)' : '(its context window)';
       throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' accepts at most ${limits.prompt} ${why}`);
     }
     const maxNewTokens = Math.min(task.sampling.maxTokens, limits.total - promptTokens);
 
     const events = new Channel<GenerationEvent>();
+    events.push({ type: 'prompt', promptTokens });
     const stops = new StopSequences(task.sampling.stop);
     // The streamer is called with text, not tokens: GenAI's text streamer holds back a few tokens (and incomplete
     // UTF-8) before calling it. Each call counts as one token for the deltas; the total is corrected from the
     // pipeline's own count at the end, so the deltas always add up to the usage.
     let streamedTokens = 0;
     let emittedTokens = 0;
+    let answer = '';
     const { RUNNING, STOP } = genai.StreamingStatus;
     const streamer = (chunk: string): GenAI.StreamingStatus => {
       if (signal.aborted || consumerGone()) return STOP;
       streamedTokens++;
+      if (task.returnContext) answer += chunk;
       const text = stops.push(chunk);
       if (text) {
         events.push({ type: 'delta', text, tokens: streamedTokens - emittedTokens });
@@ -273,8 +402,9 @@ export class OpenVinoEngine implements Engine {
     };
 
     const config = generationConfig(task, maxNewTokens);
+    if (withContext) config.apply_chat_template = false;
     if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
-    model.pipeline
+    const generation = model.pipeline
       .generate(input, config, streamer)
       .then(
         (results) => {
@@ -284,34 +414,44 @@ export class OpenVinoEngine implements Engine {
           let finishReason: FinishReason = 'stop';
           if (signal.aborted) finishReason = 'cancelled';
           else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
-          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device });
+          // GenAI returns text, not ids: the context is the prompt's ids and the answer's, encoded again.
+          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length), ...idsOf(model.tokenizer, answer, false)] } : {};
+          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device, ...context });
           events.close();
         },
         (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err })),
       )
       .finally(release);
+    started(generation);
     return events;
   }
 
   async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
-    const model = await this.#model(task.model, 'chat', this.#compileLLM);
-    const asChat = countedChat(task);
-    const plan = planOutput(asChat, this.#entries.get(task.model)!.traits);
-    // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
-    const release = await model.turns.acquire(signal);
-    signal.throwIfAborted();
+    const entry = servedEntry(this.#entries, task.model, 'chat');
+    const model = await this.#acquire<LLMPipeline>(entry);
+    let release: (() => void) | undefined;
     try {
+      const asChat = countedChat(task);
+      const plan = planOutput(asChat, entry.traits);
+      // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
+      release = await model.turns.acquire(signal);
+      signal.throwIfAborted();
       return { promptTokens: countPrompt(model.tokenizer, asChat, plan, chatHistory(this.#genai, plan, asChat.messages)), device: model.device };
     } finally {
       release?.();
+      this.#pool.release(entry.id);
     }
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
-    const model = await this.#model(task.model, 'embedding', this.#compileEmbedder);
-    const release = await model.turns.acquire(signal);
-    signal.throwIfAborted();
+    const entry = servedEntry(this.#entries, task.model, 'embedding');
+    const waitStarted = performance.now();
+    const model = await this.#acquire<EmbeddingPipeline>(entry);
+    const loadDurationMs = performance.now() - waitStarted;
+    let release: (() => void) | undefined;
     try {
+      release = await model.turns.acquire(signal);
+      signal.throwIfAborted();
       const promptTokens = task.input.reduce((n, text) => n + (model.tokenizer.encode(text).input_ids.getShape().at(-1) ?? 0), 0);
       // The NPU pipeline is compiled for one text at a time.
       const batches = deviceFamily(model.device) === 'NPU' ? task.input.map((t) => [t]) : [task.input];
@@ -320,20 +460,18 @@ export class OpenVinoEngine implements Engine {
         signal.throwIfAborted();
         for (const v of await model.pipeline.embedDocuments(batch)) vectors.push(Array.from(v));
       }
-      return { vectors, promptTokens, device: model.device };
+      return { vectors, promptTokens, device: model.device, loadDurationMs };
     } catch (err) {
-      if (signal.aborted) throw err;
+      if (signal.aborted || err instanceof AgentError) throw err;
       throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err });
     } finally {
       release?.();
+      this.#pool.release(entry.id);
     }
   }
 
   async close(): Promise<void> {
-    // The pipelines have no dispose(): dropping the last reference lets the native objects be freed.
-    await Promise.allSettled(this.#loaded.values());
-    this.#loaded.clear();
-    this.#loadedOn.clear();
+    await this.#pool.close();
   }
 }
 
@@ -365,6 +503,22 @@ function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: Outpu
   return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
 }
 
+/** The prompt as text: Ollama's context decoded, then the chat rendered by its template (or the raw prompt). */
+function contextPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): string {
+  const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
+  if (typeof input === 'string') return prefix + input;
+  try {
+    return prefix + tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+  } catch (err) {
+    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Token ids of `text` (a rendered template already holds its special tokens). */
+function idsOf(tokenizer: GenAI.Tokenizer, text: string, addSpecialTokens: boolean): number[] {
+  return Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).input_ids.data as ArrayLike<number | bigint>, Number);
+}
+
 function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {
   const s: Sampling = task.sampling;
   const penalties: GenAI.GenerationConfig = {
@@ -390,21 +544,6 @@ function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.Gener
 function isLength(results: GenAI.DecodedResults, genai: typeof GenAI, completionTokens: number, maxNewTokens: number): boolean {
   const reason = results.finishReasons[0];
   return reason === undefined ? completionTokens >= maxNewTokens : reason === genai.GenerationFinishReason.LENGTH;
-}
-
-/**
- * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
- * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
- */
-async function embeddingConfig(dir: string, genai: typeof GenAI): Promise<GenAI.TextEmbeddingConfig> {
-  const json = (file: string) => readFile(path.join(dir, file), 'utf8').then((t) => JSON.parse(t) as unknown, () => undefined);
-  const pooling = (await json('1_Pooling/config.json')) as Record<string, unknown> | undefined;
-  const modules = (await json('modules.json')) as Array<{ type?: string }> | undefined;
-  if (pooling?.pooling_mode_lasttoken) throw new EngineError(`${dir} asks for last-token pooling, which OpenVINO GenAI's TextEmbeddingPipeline does not offer (CLS or mean)`);
-  return {
-    pooling_type: pooling?.pooling_mode_cls_token ? genai.PoolingType.CLS : genai.PoolingType.MEAN,
-    normalize: modules ? modules.some((m) => m.type?.endsWith('Normalize')) : true,
-  };
 }
 
 function deviceDescription(core: OV.Core, device: string, available: readonly string[]): string {

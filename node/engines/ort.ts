@@ -2,15 +2,16 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { Capacity, CountTask, DeviceInfo, EmbedTask, GenerateTask, LoadedModel as LoadedModelInfo, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
-import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
+import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
+import { describedFields } from '../models/metadata.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
-import { weightBytes } from '../models/weights.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
-import type { ChatModel, Embedder, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
+import type { ChatModel, Embedder, KvTensors, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
+import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
 
 export interface OrtEngineOptions {
   modelsDir: string;
@@ -25,6 +26,10 @@ export interface OrtEngineOptions {
   loadCooldownMs?: number | undefined;
   /** Model loads, failures and unloads, for logs and metrics. */
   onModelEvent?: ((event: ModelEvent) => void) | undefined;
+  /** What the agent's scheduler admits per device, advertised as each model's capacity. */
+  capacityOf?: ((device: string) => Capacity) | undefined;
+  /** Bytes of KV cache kept for prompt-prefix reuse, over all models (see prefix-cache.ts); 0 turns reuse off. */
+  prefixCacheBytes?: number | undefined;
 }
 
 type OrtRuntime = typeof import('./ort-runtime.ts');
@@ -45,24 +50,37 @@ export class OrtEngine implements Engine {
   readonly #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
   readonly #pool: ModelPool<LoadedModel>;
+  readonly #loadedListeners: Array<() => void> = [];
+  readonly #capacityOf: ((device: string) => Capacity) | undefined;
+  readonly #prefixes: PrefixCache<KvTensors> | undefined;
 
   constructor(options: OrtEngineOptions) {
+    const prefixCacheBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
+    this.#prefixes = prefixCacheBytes > 0 ? new PrefixCache(prefixCacheBytes) : undefined;
     this.#modelsDir = options.modelsDir;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
     this.#dtype = options.dtype ?? 'fp32';
+    this.#capacityOf = options.capacityOf;
     this.#pool = new ModelPool<LoadedModel>({
       dispose: async (m) => {
-        if (m.kind === 'chat') await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
+        if (m.kind === 'chat') {
+          this.#prefixes?.drop(m.chat);
+          await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
+        }
         else await m.embedder.extractor.dispose();
       },
       keepAliveMs: options.keepAliveMs,
       memoryBudgetBytes: options.memoryBudgetBytes,
       loadCooldownMs: options.loadCooldownMs,
-      onEvent: options.onModelEvent,
+      onEvent: (event) => {
+        options.onModelEvent?.(event);
+        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+      },
     });
   }
 
   models(): readonly ModelInfo[] {
+    const capacity = this.#capacityOf?.('CPU');
     return [...this.#entries.values()].map((m) => ({
       id: m.id,
       kind: m.kind,
@@ -72,27 +90,27 @@ export class OrtEngine implements Engine {
       ...(m.family ? { family: m.family } : {}),
       ...(m.hiddenSize && m.kind === 'embedding' ? { dimensions: m.hiddenSize } : {}),
       ...(m.contextLength ? { contextLength: m.contextLength, maxPromptTokens: m.contextLength } : {}),
+      ...describedFields(m, 'onnx'),
+      ...(capacity ? { capacity } : {}),
     }));
   }
 
   #entry(id: string, kind: 'chat' | 'embedding'): CatalogEntry {
-    const entry = this.#entries.get(id);
-    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
-    if (entry.kind !== kind) throw new EngineError(`model '${id}' is an ${entry.kind} model, not a ${kind} model`);
-    return entry;
+    return servedEntry(this.#entries, id, kind);
   }
 
   /** Loads `entry` through the pool (once, however many ask) and marks it in use: `#pool.release(id)` when done. */
   async #acquire(entry: CatalogEntry, load: () => Promise<LoadedModel>): Promise<LoadedModel> {
-    let bytes = 0;
+    const bytes = entry.weights?.onnx?.[this.#dtype] ?? 0;
     return this.#pool.acquire(entry.id, async () => ({ handle: await load(), bytes, device: 'CPU' }), {
       device: 'CPU',
-      estimateBytes: async () => (bytes = await weightBytes(entry.dir, 'onnx', this.#dtype)),
+      estimateBytes: () => bytes,
+      contextLength: entry.contextLength,
     });
   }
 
   #loadRequest(entry: CatalogEntry): LoadRequest {
-    return { id: entry.id, dir: entry.dir, modelsDir: this.#modelsDir, dtype: this.#dtype };
+    return { id: entry.id, dir: entry.dir, modelsDir: this.#modelsDir, dtype: this.#dtype, embedding: entry.embedding ?? { pooling: 'mean', normalize: true } };
   }
 
   /** Acquires a chat model (see #acquire). */
@@ -134,10 +152,20 @@ export class OrtEngine implements Engine {
     return this.#pool.touch(id, keepAliveMs);
   }
 
+  loaded(): LoadedModelInfo[] {
+    return this.#pool.loaded();
+  }
+
+  loading(): LoadProgress[] {
+    return this.#pool.loading();
+  }
+
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    const waitStarted = performance.now();
     const embedder = await this.#embedder(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     try {
-      return await (await ortRuntime()).embed(task, signal, embedder);
+      return { ...(await (await ortRuntime()).embed(task, signal, embedder)), loadDurationMs };
     } finally {
       this.#pool.release(task.model);
     }
@@ -154,14 +182,22 @@ export class OrtEngine implements Engine {
     }
   }
 
+  onLoadedChange(listener: () => void): void {
+    this.#loadedListeners.push(listener);
+  }
+
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    const waitStarted = performance.now();
     const chat = await this.#chatModel(task.model);
+    const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
       const { generate } = await ortRuntime();
       const entry = this.#entries.get(task.model)!;
       const plan = planOutput(task, entry.traits);
-      yield* structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation)));
+      for await (const event of structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes))) {
+        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
+      }
     } finally {
       // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
       const release = () => this.#pool.release(task.model);

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { CountTask, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
 
@@ -107,17 +107,26 @@ export class AliasedEngine implements Engine {
     return this.#inner.embed({ ...task, model: this.resolve(task.model) }, signal);
   }
 
-  /** Loads a model (or an alias's model) ahead of its first request, when the engine can. */
-  async preload(id: string): Promise<void> {
-    const inner = this.#inner as Engine & { preload?: (id: string) => Promise<void> };
-    if (!inner.preload) throw new ConfigError(`the ${this.name} engine cannot preload models; unset NPU_RELAY_PRELOAD`);
-    await inner.preload(this.resolve(id));
+  /** Loads a model (or an alias's model) ahead of its first request. */
+  preload(id: string): Promise<void> {
+    return this.#inner.preload(this.resolve(id));
   }
 
-  /** Extends a loaded model's keep-alive (a request's `keep_alive`), when the engine keeps models alive. */
+  /** Extends a loaded model's keep-alive (a request's `keep_alive`). */
   touch(id: string, keepAliveMs?: number): boolean {
-    const inner = this.#inner as Engine & { touch?: (id: string, keepAliveMs?: number) => boolean };
-    return inner.touch?.(this.resolve(id), keepAliveMs) ?? false;
+    return this.#inner.touch(this.resolve(id), keepAliveMs);
+  }
+
+  loaded(): LoadedModel[] {
+    return this.#inner.loaded();
+  }
+
+  loading(): LoadProgress[] {
+    return this.#inner.loading();
+  }
+
+  onLoadedChange(listener: () => void): void {
+    this.#inner.onLoadedChange?.(listener);
   }
 
   close(): Promise<void> {

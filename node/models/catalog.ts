@@ -7,8 +7,26 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
 import type { ModelInfo, ModelKind } from '../../shared/protocol/frames.ts';
+import { AgentError, UnknownModelError } from '../errors.ts';
 import { traitsOf, TraitsOverride, withOverride, type OutputTraits } from '../output/traits.ts';
-import { chatTemplateText, findChatTemplate, type ChatTemplateSource } from './chat-template.ts';
+import { chatTemplateText, findChatTemplate, PLAIN_CHAT_TEMPLATE, type ChatTemplateSource } from './chat-template.ts';
+import { MAX_TEMPLATE_CHARS, readModelMetadata, type ModelMetadata } from './metadata.ts';
+import { ONNX_DTYPES, weightBytes } from './weights.ts';
+
+/** How an embedding model turns token vectors into one vector, from its sentence-transformers files. */
+export interface EmbeddingSettings {
+  pooling: 'mean' | 'cls' | 'last_token';
+  /** Unit-length vectors. */
+  normalize: boolean;
+}
+
+/** Bytes of the weight files each engine would load (what the memory budget counts before a load). */
+export interface WeightSizes {
+  /** `openvino_model.xml` and `.bin`, when the folder has the OpenVINO IR layout. */
+  openvino?: number;
+  /** Per ONNX precision found in `onnx/` (`fp32`, `fp16`, `q8`, …). */
+  onnx?: Partial<Record<string, number>>;
+}
 
 export interface CatalogEntry {
   id: string;
@@ -29,6 +47,62 @@ export interface CatalogEntry {
    * models: the plain layout's, unused).
    */
   traits: OutputTraits;
+  /** Size, digest, modification time, parameters and precision of the model's files (models/metadata.ts). */
+  metadata?: ModelMetadata;
+  /** Chat models: the chat template's text as the engines apply it, when at most MAX_TEMPLATE_CHARS long. */
+  template?: string;
+  /** Embedding models: pooling and normalisation (`1_Pooling/config.json`, `modules.json`). */
+  embedding?: EmbeddingSettings;
+  /** Weight file sizes, read once here so that no engine reads the folder again for them. */
+  weights?: WeightSizes;
+}
+
+/**
+ * The catalog entry a request names, checked for the kind of work it asks for. Every engine finds its models this
+ * way, so an unknown model and a model of the wrong kind are the same client errors (404, 400) on every engine.
+ */
+export function servedEntry(entries: ReadonlyMap<string, CatalogEntry>, id: string, kind: ModelKind): CatalogEntry {
+  const entry = entries.get(id);
+  if (!entry) throw new UnknownModelError(id, [...entries.keys()]);
+  if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is an ${entry.kind} model, not a ${kind} model`);
+  return entry;
+}
+
+/**
+ * Pooling and normalisation as the model's sentence-transformers files say (`1_Pooling/config.json`,
+ * `modules.json`); without them, mean pooling and unit-length vectors, the common choice for embedding models.
+ */
+async function readEmbeddingSettings(dir: string): Promise<EmbeddingSettings & { dimensions?: number }> {
+  const json = async (file: string): Promise<unknown> => {
+    try {
+      return JSON.parse(await readFile(path.join(dir, file), 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new Error(`${path.join(dir, file)} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const pooling = (await json('1_Pooling/config.json')) as Record<string, unknown> | undefined;
+  const modules = (await json('modules.json')) as Array<{ type?: string }> | undefined;
+  const dimensions = typeof pooling?.word_embedding_dimension === 'number' ? pooling.word_embedding_dimension : undefined;
+  return {
+    pooling: pooling?.pooling_mode_cls_token ? 'cls' : pooling?.pooling_mode_lasttoken ? 'last_token' : 'mean',
+    normalize: Array.isArray(modules) ? modules.some((m) => m.type?.endsWith('Normalize')) : true,
+    ...(dimensions !== undefined ? { dimensions } : {}),
+  };
+}
+
+async function readWeightSizes(dir: string, formats: CatalogEntry['formats']): Promise<WeightSizes> {
+  const sizes: WeightSizes = {};
+  if (formats.includes('openvino')) sizes.openvino = await weightBytes(dir, 'openvino');
+  if (formats.includes('onnx')) {
+    const onnx: Record<string, number> = {};
+    for (const dtype of ONNX_DTYPES) {
+      const bytes = await weightBytes(dir, 'onnx', dtype);
+      if (bytes > 0) onnx[dtype] = bytes;
+    }
+    sizes.onnx = onnx;
+  }
+  return sizes;
 }
 
 /** The per-model override file's name, in the model's folder. */
@@ -118,6 +192,14 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
     if (await exists(path.join(dir, 'onnx'))) formats.push('onnx');
     if (await exists(path.join(dir, 'openvino_model.xml'))) formats.push('openvino');
     const contextLength = config.max_position_embeddings ?? config.n_positions ?? config.max_sequence_length;
+    let embedding: (EmbeddingSettings & { dimensions?: number }) | undefined;
+    try {
+      embedding = kind === 'embedding' ? await readEmbeddingSettings(dir) : undefined;
+    } catch (err) {
+      catalog.skipped.push({ dir, reason: (err as Error).message });
+      continue;
+    }
+    const hiddenSize = embedding?.dimensions ?? config.hidden_size;
     catalog.entries.push({
       id: name,
       kind,
@@ -125,12 +207,20 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
       formats,
       ...(contextLength ? { contextLength } : {}),
       ...(config.model_type ? { family: config.model_type } : {}),
-      ...(config.hidden_size ? { hiddenSize: config.hidden_size } : {}),
+      ...(hiddenSize ? { hiddenSize } : {}),
       ...(kind === 'chat' ? { chatTemplate: (await findChatTemplate(dir)).source } : {}),
       traits: kind === 'chat' ? await readTraits(dir) : traitsOf(undefined),
+      ...(embedding ? { embedding: { pooling: embedding.pooling, normalize: embedding.normalize } } : {}),
+      weights: await readWeightSizes(dir, formats),
+      metadata: await readModelMetadata(dir, config as Record<string, unknown>),
+      ...(kind === 'chat' ? templateField((await chatTemplateText(dir)) ?? PLAIN_CHAT_TEMPLATE) : {}),
     });
   }
   return catalog;
+}
+
+function templateField(template: string): { template?: string } {
+  return template.length <= MAX_TEMPLATE_CHARS ? { template } : {};
 }
 
 /**

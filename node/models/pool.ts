@@ -13,6 +13,12 @@ export interface LoadedModel<T> {
   device?: string | undefined;
 }
 
+/**
+ * Loads a model. `onDevice` says which device the load is trying now (an OpenVINO load falls back from the NPU to a
+ * GPU to the CPU), so a report of the load in progress names it.
+ */
+export type Loader<T> = (onDevice: (device: string) => void) => Promise<LoadedModel<T>>;
+
 export interface AcquireOptions {
   /**
    * The memory the model will hold, known before loading it (its weight files on disk), so that idle models can be
@@ -23,6 +29,10 @@ export interface AcquireOptions {
   device?: string | undefined;
   /** This model's keep-alive from now on (see `ModelPoolOptions.keepAliveMs`). */
   keepAliveMs?: number | undefined;
+  /** What the load does, for progress reports: `compile` when it compiles for a device (NPU, GPU), else `load`. */
+  phase?: 'load' | 'compile' | undefined;
+  /** The context window the model is loaded with, tokens; reported with the loaded model. */
+  contextLength?: number | undefined;
 }
 
 export type UnloadReason = 'idle' | 'budget' | 'explicit' | 'close';
@@ -50,6 +60,9 @@ export interface ModelPoolOptions<T> {
   onEvent?: ((event: ModelEvent) => void) | undefined;
 }
 
+/** The pool settings an engine passes through from the agent's configuration. */
+export type ModelPoolSettings = Pick<ModelPoolOptions<unknown>, 'keepAliveMs' | 'memoryBudgetBytes' | 'loadCooldownMs' | 'onEvent'>;
+
 /** One loaded (or loading) model, as health endpoints show it. */
 export interface PooledModelInfo {
   id: string;
@@ -60,6 +73,26 @@ export interface PooledModelInfo {
   /** `Date.now()` of the last acquire or release. */
   lastUsedAt: number;
   keepAliveMs: number;
+}
+
+/** A loaded model as heartbeats and Ollama's `/api/ps` show it (shared/protocol/frames.ts `LoadedModel`). */
+export interface LoadedModelInfo {
+  id: string;
+  device: string;
+  bytes: number;
+  /** When keep-alive unloads it (epoch ms); null while a request uses it or its keep-alive is for ever. */
+  expiresAt: number | null;
+  /** When its load finished (epoch ms). */
+  loadedAt: number;
+  contextLength?: number;
+}
+
+/** A load under way (shared/protocol/frames.ts `LoadProgress`). */
+export interface LoadingModelInfo {
+  model: string;
+  device: string;
+  phase: 'load' | 'compile';
+  startedAt: number;
 }
 
 export const DEFAULT_KEEP_ALIVE_MS = 5 * 60_000;
@@ -77,6 +110,11 @@ interface Slot<T> {
   lastUsedAt: number;
   keepAliveMs: number;
   timer?: NodeJS.Timeout | undefined;
+  phase: 'load' | 'compile';
+  /** `Date.now()` when the load started, then when it finished. */
+  startedAt: number;
+  loadedAt: number;
+  contextLength: number | undefined;
 }
 
 interface Failure {
@@ -121,7 +159,7 @@ export class ModelPool<T> {
    * Returns the model, loading it first if needed, and counts it as in use until `release(id)`. Concurrent calls
    * for a model that is not loaded yet share one load. Within the cooldown after a failed load, rejects at once.
    */
-  async acquire(id: string, load: () => Promise<LoadedModel<T>>, options: AcquireOptions = {}): Promise<T> {
+  async acquire(id: string, load: Loader<T>, options: AcquireOptions = {}): Promise<T> {
     let slot = this.#slots.get(id);
     if (!slot) {
       const failure = this.#failures.get(id);
@@ -156,7 +194,7 @@ export class ModelPool<T> {
   }
 
   /** Runs `fn` with the model acquired, and releases it however `fn` ends. */
-  async use<R>(id: string, load: () => Promise<LoadedModel<T>>, fn: (handle: T) => R | Promise<R>, options?: AcquireOptions): Promise<R> {
+  async use<R>(id: string, load: Loader<T>, fn: (handle: T) => R | Promise<R>, options?: AcquireOptions): Promise<R> {
     const handle = await this.acquire(id, load, options);
     try {
       return await fn(handle);
@@ -214,6 +252,27 @@ export class ModelPool<T> {
     }));
   }
 
+  /** The models loaded now, as heartbeats report them. */
+  loaded(): LoadedModelInfo[] {
+    return [...this.#slots.values()]
+      .filter((s) => s.state === 'loaded')
+      .map((s) => ({
+        id: s.id,
+        device: s.device ?? 'unknown',
+        bytes: s.bytes,
+        expiresAt: s.inUse > 0 || s.keepAliveMs === Infinity ? null : s.lastUsedAt + s.keepAliveMs,
+        loadedAt: s.loadedAt,
+        ...(s.contextLength !== undefined ? { contextLength: s.contextLength } : {}),
+      }));
+  }
+
+  /** The loads under way, oldest first. */
+  loading(): LoadingModelInfo[] {
+    return [...this.#slots.values()]
+      .filter((s) => s.state === 'loading')
+      .map((s) => ({ model: s.id, device: s.device ?? 'unknown', phase: s.phase, startedAt: s.startedAt }));
+  }
+
   /** Memory held by loaded models plus that reserved by loads in progress. */
   get usedBytes(): number {
     let used = 0;
@@ -221,7 +280,7 @@ export class ModelPool<T> {
     return used;
   }
 
-  #startLoad(id: string, load: () => Promise<LoadedModel<T>>, options: AcquireOptions): Slot<T> {
+  #startLoad(id: string, load: Loader<T>, options: AcquireOptions): Slot<T> {
     const slot: Slot<T> = {
       id,
       state: 'loading',
@@ -231,6 +290,10 @@ export class ModelPool<T> {
       inUse: 0,
       lastUsedAt: Date.now(),
       keepAliveMs: options.keepAliveMs ?? this.#keepAliveMs,
+      phase: options.phase ?? 'load',
+      startedAt: Date.now(),
+      loadedAt: 0,
+      contextLength: options.contextLength,
     };
     slot.promise = (async () => {
       const started = performance.now();
@@ -239,11 +302,12 @@ export class ModelPool<T> {
         const estimate = (await options.estimateBytes?.()) ?? 0;
         this.#onEvent({ type: 'load-start', model: id, device: options.device, estimatedBytes: estimate });
         await this.#reserve(slot, estimate);
-        const loaded = await load();
+        const loaded = await load((device) => (slot.device = device));
         slot.handle = loaded.handle;
         slot.bytes = loaded.bytes;
         slot.device = loaded.device ?? slot.device;
         slot.state = 'loaded';
+        slot.loadedAt = Date.now();
         this.#onEvent({ type: 'load-end', model: id, device: slot.device, durationMs: performance.now() - started, bytes: loaded.bytes });
         // The estimate may have been low: make room again, now that the real size is known.
         await this.#evictIdle(slot);

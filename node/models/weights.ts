@@ -8,6 +8,9 @@ import path from 'node:path';
 /** transformers.js's file name suffix per ONNX weight precision (`onnx/model_fp16.onnx`, …). */
 const ONNX_SUFFIX: Record<string, string> = { fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4' };
 
+/** The ONNX weight precisions transformers.js knows. */
+export const ONNX_DTYPES = Object.keys(ONNX_SUFFIX);
+
 async function sizes(dir: string, matches: (name: string) => boolean): Promise<number> {
   let names: string[];
   try {

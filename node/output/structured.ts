@@ -29,6 +29,10 @@ export async function* structured(plan: OutputPlan, events: AsyncIterable<Genera
       yield typed(parsed.text, event.tokens, parsed.reasoning, parsed.toolCalls);
       continue;
     }
+    if (event.type === 'prompt') {
+      yield event;
+      continue;
+    }
     const tail = parser.end();
     if (tail.text || tail.reasoning || tail.toolCalls.length) yield typed(tail.text, 0, tail.reasoning, tail.toolCalls);
     yield {

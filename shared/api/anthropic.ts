@@ -79,7 +79,9 @@ const ROLE_BLOCKS: Record<'user' | 'assistant', BlockType[]> = {
 const Message = z
   .object({
     role: z.enum(['user', 'assistant']),
-    content: z.union([z.string(), z.array(AnyBlock).min(1, 'a message needs at least one content block').max(4096)]),
+    content: z.union([z.string(), z.array(AnyBlock).min(1, 'a message needs at least one content block').max(4096)], {
+      error: (issue) => (issue.input === undefined ? 'a message needs content: a string or a list of content blocks' : undefined),
+    }),
   })
   .superRefine((m, ctx) => {
     if (typeof m.content === 'string') return;

@@ -70,13 +70,38 @@ const Format = z.union([z.literal('json'), z.literal(''), JsonSchema]).nullable(
 /** Ollama's `think`: a boolean, or an effort, which the engines here cannot grade, so any effort thinks. */
 const Think = z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).nullable().optional();
 
+/**
+ * Generation settings the AI SDK's Ollama provider (`ollama-ai-provider-v2`) puts beside `options` rather than in
+ * it. Ollama ignores them, so its users get unbounded answers for a `maxOutputTokens` they set; here they count,
+ * below anything `options` says.
+ */
+const TopLevelSettings = {
+  max_tokens: z.number().int().positive().max(UNLIMITED_TOKENS).optional(),
+  max_output_tokens: z.number().int().positive().max(UNLIMITED_TOKENS).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  top_p: z.number().gt(0).max(1).optional(),
+};
+
+/** `options` with the top-level settings filled in where `options` has none. */
+function optionsOf(req: { options?: z.infer<typeof Options> | undefined } & { [K in keyof typeof TopLevelSettings]?: number | undefined }): z.infer<typeof Options> {
+  const o = req.options ?? {};
+  const predict = o.num_predict ?? req.max_tokens ?? req.max_output_tokens;
+  const temperature = o.temperature ?? req.temperature;
+  const topP = o.top_p ?? req.top_p;
+  return { ...o, ...(predict !== undefined ? { num_predict: predict } : {}), ...(temperature !== undefined ? { temperature } : {}), ...(topP !== undefined ? { top_p: topP } : {}) };
+}
+
 const common = {
+  ...TopLevelSettings,
   model: z.string().min(1).max(256),
   stream: z.boolean().optional(),
   options: Options.optional(),
   keep_alive: KeepAlive.optional(),
   format: Format,
   think: Think,
+  // Ollama returns log probabilities when asked; this server cannot, so asking is refused rather than ignored.
+  logprobs: unsupported('logprobs are not supported by this server'),
+  top_logprobs: z.unknown().optional().refine((v) => v === undefined || v === null || v === 0, { message: 'top_logprobs are not supported by this server' }),
 };
 
 export const OllamaChatRequest = z
@@ -95,7 +120,8 @@ export const OllamaGenerateRequest = z.object({
   raw: z.boolean().optional(),
   suffix: unsupported('suffix is not supported by this server'),
   images: unsupported('images are not supported: no model here takes images'),
-  context: unsupported('context (token history) is not supported: send the conversation to /api/chat instead'),
+  /** Token ids a previous `/api/generate` returned, put before this prompt (ignored with `raw`, as Ollama does). */
+  context: z.array(z.number().int().nonnegative()).max(262_144).nullable().optional(),
   template: unsupported('a custom template is not supported: the model\'s own chat template is used'),
 }).refine((r) => !r.raw || r.think === undefined || r.think === null, {
   message: 'think needs the chat template, which raw skips: leave out raw or think',
@@ -198,7 +224,7 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
     task: 'chat',
     model: modelId(req.model),
     messages: linkToolResults(messages),
-    sampling: sampling(req.options),
+    sampling: sampling(optionsOf(req)),
     // Ollama has no tool choice: the model decides, as with OpenAI's `auto`.
     ...toolFields((req.tools ?? []).map((t) => toolDef(t.function)), undefined, undefined),
     ...responseFormat(req.format),
@@ -206,12 +232,17 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
   };
 }
 
-/** `/api/generate` applies the chat template (as Ollama does) unless `raw` is set. */
+/**
+ * `/api/generate` applies the chat template (as Ollama does) unless `raw` is set. Like Ollama, a templated prompt
+ * returns the token ids of the prompt and answer (`context`), and takes them back before the next prompt; `raw`
+ * does neither.
+ */
 export function generateTaskFromOllama(req: OllamaGenerateRequest): ChatTask | CompleteTask {
   const format = responseFormat(req.format);
-  if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(req.options), ...format };
+  if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(optionsOf(req)), ...format };
   const messages: ChatMessage[] = [...(req.system ? [{ role: 'system' as const, content: req.system }] : []), { role: 'user', content: req.prompt }];
-  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(req.options), ...format, ...thinkOf(req.think) };
+  const context = req.context?.length ? { context: req.context } : {};
+  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(optionsOf(req)), ...format, ...thinkOf(req.think), ...context, returnContext: true };
 }
 
 export function embedTaskFromOllama(req: OllamaEmbedRequest | OllamaEmbeddingsRequest): EmbedTask {

@@ -31,7 +31,9 @@ const ContentPart = z
   });
 type ContentPart = z.infer<typeof ContentPart>;
 
-const Content = z.union([z.string(), z.array(ContentPart).max(4096)]);
+const Content = z.union([z.string(), z.array(ContentPart).max(4096)], {
+  error: (issue) => (issue.input === undefined ? 'a message needs content: a string or a list of content parts' : undefined),
+});
 
 const MessageItem = z.object({
   type: z.literal('message'),
@@ -172,6 +174,13 @@ export const ResponsesRequest = z
     conversation: onlyOff(z.unknown(), () => false, 'conversations are not supported by this server: continue a response with previous_response_id'),
     prompt: onlyOff(z.unknown(), () => false, 'stored prompt templates are not supported by this server: send instructions and input'),
     top_logprobs: onlyOff(z.number().int(), (v) => v === 0, 'top_logprobs are not supported by this server'),
+    // Extra output a client asks to be included; log probabilities would be silently missing, so they are refused.
+    include: z
+      .array(z.string())
+      .max(16)
+      .nullable()
+      .optional()
+      .refine((v) => !v?.includes('message.output_text.logprobs'), { message: "'message.output_text.logprobs' is not supported: this server does not report log probabilities" }),
   })
   .superRefine((r, ctx) => {
     const names = (r.tools ?? []).flatMap((t) => (t.type === 'function' ? [t.name] : []));

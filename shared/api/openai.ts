@@ -131,6 +131,10 @@ export const ChatCompletionRequest = z
     /** Mapped to `think`: see thinkOf. */
     reasoning_effort: z.enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max']).nullable().optional(),
     logit_bias: onlyOff(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias is not supported by this server'),
+    // Output other than text would be silently missing from the answer.
+    modalities: onlyOff(z.array(z.string()), (v) => v.every((m) => m === 'text'), "only the 'text' modality is supported: no model here speaks audio"),
+    audio: onlyOff(z.unknown(), () => false, 'audio output is not supported: no model here speaks audio'),
+    web_search_options: onlyOff(z.unknown(), () => false, 'web search is not supported by this server: no model here searches the web'),
   })
   .superRefine((r, ctx) => {
     const names = (r.tools ?? []).map((t) => t.function.name);

@@ -53,6 +53,12 @@ export const ModelInfo = z.object({
   parameterSize: z.string().max(16).optional(),
   /** Weight precision as Ollama writes it, e.g. `F32`, `F16`, `Q4_0`, `INT4`. */
   quantizationLevel: z.string().max(32).optional(),
+  /** The exact parameter count behind `parameterSize` (Ollama's `general.parameter_count` in `/api/show`). */
+  parameterCount: Count.optional(),
+  /** Width of the model's hidden states (`hidden_size`; Ollama's `<arch>.embedding_length`). */
+  embeddingLength: Count.optional(),
+  /** Chat models: the chat template's text (Ollama's `/api/show` `template`), when at most 32 KiB. */
+  template: z.string().max(32 * 1024).optional(),
   /**
    * What the model's device takes at once for this model: requests running together and waiting in the agent's
    * queue. The edge admits and routes by it (an NPU runs one request at a time). Absent: the agent's capacity.
@@ -140,6 +146,16 @@ export const Sampling = z.object({
 });
 export type Sampling = z.infer<typeof Sampling>;
 
+/**
+ * Ollama's `/api/generate` `context`: token ids of an earlier prompt and answer, put before this prompt as they are
+ * (the agent renders the new prompt, then prepends them), and whether the `end` should carry the ids of this prompt
+ * and answer. Only for agents announcing `context`.
+ */
+const ContextFields = {
+  context: z.array(Count).max(262_144).optional(),
+  returnContext: z.boolean().optional(),
+};
+
 export const ChatTask = z.object({
   task: z.literal('chat'),
   model: z.string().min(1),
@@ -158,6 +174,7 @@ export const ChatTask = z.object({
    * from the answer.
    */
   think: z.boolean().optional(),
+  ...ContextFields,
 });
 export type ChatTask = z.infer<typeof ChatTask>;
 
@@ -168,6 +185,7 @@ export const CompleteTask = z.object({
   prompt: z.string(),
   sampling: Sampling,
   responseFormat: ResponseFormat.optional(),
+  ...ContextFields,
 });
 export type CompleteTask = z.infer<typeof CompleteTask>;
 
@@ -184,7 +202,7 @@ export type EmbedTask = z.infer<typeof EmbedTask>;
  * what is generated, not the prompt, so they are not part of it. Answered with an `end` frame whose usage holds the
  * prompt's tokens and no completion tokens. Only for agents announcing `count-tokens`.
  */
-export const CountTask = ChatTask.omit({ task: true, sampling: true, responseFormat: true }).extend({ task: z.literal('count') });
+export const CountTask = ChatTask.omit({ task: true, sampling: true, responseFormat: true, context: true, returnContext: true }).extend({ task: z.literal('count') });
 export type CountTask = z.infer<typeof CountTask>;
 
 /** Tasks that generate text. */
@@ -203,6 +221,11 @@ export const Usage = z.object({
   completionTokens: Count,
   /** Of the completion tokens, those spent on reasoning, when the model reasoned. */
   reasoningTokens: Count.optional(),
+  /**
+   * Of the prompt tokens, those the engine took from its cache of earlier sequences instead of prefilling them
+   * (OpenAI's `prompt_tokens_details.cached_tokens`); absent from an engine that keeps no such cache.
+   */
+  cachedPromptTokens: Count.optional(),
 });
 export type Usage = z.infer<typeof Usage>;
 
@@ -260,9 +283,10 @@ export const HelloFrame = z.object({
  * - `reasoning`: tasks with `think`, `reasoning` deltas;
  * - `count-tokens`: `count` tasks;
  * - `manage`: `manage` frames (load, unload, pull, delete, copy), answered with `progress`* then `managed` or
- *   `error`; the agent sends `models` when its model list changes.
+ *   `error`; the agent sends `models` when its model list changes;
+ * - `context`: tasks with `context` (token ids put before the prompt) and `returnContext`.
  */
-export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens', 'manage'] as const;
+export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens', 'manage', 'context'] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */
@@ -343,6 +367,11 @@ export const ChunkFrame = z.object({
   text: z.string(),
   /** Tokens generated since the previous chunk (a chunk may hold several, or none while UTF-8 is incomplete). */
   tokens: Count,
+  /**
+   * The prompt's tokens, once counted: on the request's first chunk, or on a chunk of its own (no text, no tokens)
+   * when the first token is slow to come (a long prefill), so the edge knows them even if the agent then dies.
+   */
+  promptTokens: Count.optional(),
   ...TypedParts,
 });
 
@@ -355,6 +384,13 @@ export const EndFrame = z.object({
   /** Milliseconds from the agent receiving the request to its first token; absent when none was produced. */
   ttftMs: z.number().nonnegative().optional(),
   durationMs: z.number().nonnegative(),
+  /** Milliseconds of `durationMs` spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs: z.number().nonnegative().optional(),
+  /**
+   * The token ids of the prompt and the answer, when the task asked for them (`returnContext`; Ollama's `context`),
+   * to be sent back as the next task's `context`.
+   */
+  context: z.array(Count).max(262_144).optional(),
   /**
    * Text generated since the last chunk, sent with the end rather than as a chunk of its own, and the tokens it
    * holds: one frame fewer per answer. Only to an edge whose welcome listed `end-text` (an older edge would drop it).
@@ -372,6 +408,8 @@ export const EmbeddingsFrame = z.object({
   usage: Usage,
   device: z.string().max(64),
   durationMs: z.number().nonnegative(),
+  /** Milliseconds of `durationMs` spent waiting for the model to load. */
+  loadDurationMs: z.number().nonnegative().optional(),
 });
 
 // --- both directions ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import {
   type LatencyPercentiles,
   type UsageFilter,
 } from '../../worker/db/dashboard-queries.ts';
-import { apiKeys, usage } from '../../worker/db/schema.ts';
+import { apiKeys, usage } from '../../shared/db/schema.ts';
 import { mulberry32 } from '../support/prng.ts';
 import { expectedLatency } from '../support/percentiles.ts';
 

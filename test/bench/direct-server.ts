@@ -52,7 +52,7 @@ async function chat(engine: Engine, req: IncomingMessage, res: ServerResponse, c
     await write(res, event({ role: 'assistant', content: '' }, null));
     for await (const ev of engine.generate(task, controller.signal)) {
       if (ev.type === 'delta') await write(res, event({ content: ev.text }, null));
-      else await write(res, event({}, ev.finishReason === 'length' ? 'length' : 'stop') + 'data: [DONE]\n\n');
+      else if (ev.type === 'done') await write(res, event({}, ev.finishReason === 'length' ? 'length' : 'stop') + 'data: [DONE]\n\n');
     }
     res.end();
     return;
@@ -63,6 +63,7 @@ async function chat(engine: Engine, req: IncomingMessage, res: ServerResponse, c
       text += ev.text;
       continue;
     }
+    if (ev.type !== 'done') continue;
     const { promptTokens, completionTokens } = ev.usage;
     res.writeHead(200, { 'content-type': 'application/json' }).end(
       JSON.stringify({

@@ -4,7 +4,7 @@
  * - `instant` answers every chat or completion with the same short reply, in one delta, at once.
  * - `instant-flood` emits `maxTokens` one-token deltas as fast as the consumer takes them, to load the tunnel.
  */
-import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 import { UnknownModelError } from '../../node/errors.ts';
 
@@ -60,5 +60,16 @@ export class InstantEngine implements Engine {
     throw new UnknownModelError(task.model, []);
   }
 
+  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
+  async preload(_id: string): Promise<void> {}
+  touch(_id: string, _keepAliveMs?: number): boolean {
+    return false;
+  }
+  loaded(): LoadedModel[] {
+    return [];
+  }
+  loading(): LoadProgress[] {
+    return [];
+  }
   async close(): Promise<void> {}
 }

@@ -24,6 +24,7 @@ import { startDirectServer, type DirectServer } from './direct-server.ts';
 import { measureInOwnProcess as measureConstrainedDecoding } from './constrained-decoding.ts';
 import { compareInOwnProcess, openVinoUnavailable } from './engine-efficiency.ts';
 import { agentFootprint } from './footprint.ts';
+import { measureInOwnProcess as measurePrefixReuse } from './prefix-reuse.ts';
 import { FLOOD_MODEL, INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './instant-engine.ts';
 import { runLoad, type HttpTarget, type LoadResult, type LoadSpec } from './load.ts';
 import { startMiniflareEdge, type MiniflareEdge } from '../support/miniflare-edge.ts';
@@ -34,6 +35,8 @@ import { buildWorkerBundle, type WorkerBundle } from '../support/worker-bundle.t
 /** `--quick` scales every count and duration down, for checking the bench itself; its figures are not results. */
 const QUICK = benchArgs.quick;
 const scale = (n: number) => (QUICK ? Math.max(1, Math.ceil(n / 10)) : n);
+/** `--only 4,6`: the row groups to measure (the number before a row's letter; the P rows go with group 1). */
+const wanted = (group: string) => !benchArgs.only || benchArgs.only.includes(group);
 
 /** How much each measurement runs; sized so the whole bench stays well under five minutes on two cores. */
 const PLAN = {
@@ -45,6 +48,7 @@ const PLAN = {
   // 20 warm-up runs: with 3, both sides were still being compiled and the ratio swung from 93 to 97 % between runs.
   engine: { maxNewTokens: 128, runs: scale(200), warmup: scale(20), maxSeconds: 60 },
   grammar: { steps: scale(2000), runs: scale(20), maxNewTokens: 128, compiles: scale(10), maxSeconds: 120 },
+  prefix: { runs: scale(40), warmup: scale(5), maxSeconds: 120 },
   idleSettleMs: 3000,
 };
 
@@ -60,6 +64,7 @@ const TARGETS = {
   grammarStepMs: 1,
   compileColdMs: 500,
   compileCachedMs: 1,
+  prefixTtftRatio: 0.3,
 };
 
 const rows: Row[] = [];
@@ -185,21 +190,18 @@ async function main(): Promise<void> {
     cleanup.unshift(() => direct.stop());
     const stack: Stack = { work, sqld, edge, direct, agent, apiKey, agentToken, vars };
 
-    if (benchArgs.only === 'scale') {
-      await scaleOut(stack, bundle, adminToken);
-      return;
-    }
-    await edgeOverhead(stack);
-    await cacheHits(stack);
-    await streaming(stack);
-    await footprint(stack, bundle, deployed);
-    await startWorkerComparison(stack, engine);
-    await diskStorageComparison(stack, bundle, engine);
-    await scaleOut(stack, bundle, adminToken);
+    if (wanted('1')) await edgeOverhead(stack);
+    if (wanted('2')) await cacheHits(stack);
+    if (wanted('3')) await streaming(stack);
+    if (wanted('5')) await footprint(stack, bundle, deployed);
+    if (wanted('1')) await startWorkerComparison(stack, engine);
+    if (wanted('1')) await diskStorageComparison(stack, bundle, engine);
+    if (wanted('scale')) await scaleOut(stack, bundle, adminToken);
 
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
-    await engineEfficiency();
-    await constrainedDecoding();
+    if (wanted('4')) await engineEfficiency();
+    if (wanted('4')) await constrainedDecoding();
+    if (wanted('6')) await prefixReuse();
   } finally {
     for (const stop of cleanup) await stop().catch((err: Error) => log(`cleanup: ${err.message}`));
   }
@@ -595,7 +597,32 @@ async function constrainedDecoding(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+/** Prompt-prefix reuse on the ONNX Runtime engine: an agent's second turn, and what its KV cache holds. */
+async function prefixReuse(): Promise<void> {
+  log('6 prefix reuse: second-turn TTFT with and without, KV bytes per 1,000 tokens');
+  const p = await measurePrefixReuse(PLAN.prefix);
+  const ms = (s: Summary) => `${s.median.toFixed(1)} / ${s.p99.toFixed(1)} ms`;
+  rows.push({
+    id: '6a',
+    what: `Prefix reuse: time to first token of an agent's second turn (${p.secondTurnTokens} prompt tokens) that repeats a ${p.firstTurnTokens}-token first turn and its answer, ${p.model}, greedy; OrtEngine with its prefix cache vs the same engine with it off (NPU_RELAY_PREFIX_CACHE_SIZE=0), ${p.runs} alternating runs (each a new question) in a process of its own; median / p99`,
+    measured: `${ms(p.reuseTtftMs)} (${p.prefilledTokens} tokens prefilled)`,
+    baseline: `${ms(p.plainTtftMs)} (${p.secondTurnTokens} tokens prefilled)`,
+    delta: `${percent(p.ratio)} of the time without reuse`,
+    target: `≤ ${percent(TARGETS.prefixTtftRatio)}`,
+    verdict: verdict(p.ratio <= TARGETS.prefixTtftRatio),
+  });
+  rows.push({
+    id: '6b',
+    what: `Prefix reuse: memory the prefix cache holds per 1,000 tokens of a sequence, ${p.model} (fp32 KV), measured on the stored tensors`,
+    measured: `${count(p.kvBytesPer1000)} bytes`,
+    baseline: `${count(p.kvBytesPer1000FromConfig)} bytes from config.json (layers × key and value × KV heads × head size × 4 bytes)`,
+    delta: '—',
+    target: '— (report)',
+    verdict: 'info',
+  });
+}
+
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();

@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Engine, GenerationEvent } from '../../node/engines/engine.ts';
 import { AgentError } from '../../node/errors.ts';
+import type { ModelEvent, ModelPoolSettings } from '../../node/models/pool.ts';
 import type { ChatTask, CompleteTask, Sampling } from '../../shared/protocol/frames.ts';
+import { waitFor } from './wait-for.ts';
 
 export interface ContractTarget {
   name: string;
@@ -30,6 +32,13 @@ export async function runGenerate(engine: Engine, task: ChatTask | CompleteTask,
   const done = events.at(-1);
   assert.equal(done?.type, 'done', 'the last event is done');
   assert.equal(events.filter((e) => e.type === 'done').length, 1, 'exactly one done event');
+  // The prompt's count comes before any token, and is the count the usage reports.
+  const prompts = events.filter((e) => e.type === 'prompt');
+  assert.ok(prompts.length <= 1, 'at most one prompt event');
+  if (prompts[0]) {
+    assert.ok(events.indexOf(prompts[0]) < Math.max(0, events.findIndex((e) => e.type === 'delta')) || deltas.length === 0, 'the prompt count comes before the first delta');
+    assert.equal(prompts[0].promptTokens, (done as Done).usage.promptTokens, 'the early prompt count equals the usage');
+  }
   return { text: deltas.map((d) => d.text).join(''), deltas, done: done as Done };
 }
 
@@ -185,6 +194,144 @@ export function engineContract(target: ContractTarget): void {
         assert.equal(new Set(results.map((r) => r.text)).size, 1);
       } finally {
         await fresh.close();
+      }
+    });
+  });
+}
+
+/** An engine built with the model pool's settings, and the test models it serves. */
+export interface LifecycleTarget {
+  name: string;
+  /** A fresh engine with these pool settings (keep-alive, memory budget, cooldown, events). */
+  create: (pool: ModelPoolSettings) => Promise<Engine>;
+  chatModel: string;
+  embedModel: string;
+  /** A model the engine lists whose load fails (its weights are missing or unreadable). */
+  brokenModel: string;
+  /** The bytes the catalog read for a model's weights: what the memory budget counts. */
+  weightBytes: (id: string) => number;
+  skip?: string | undefined;
+}
+
+const recorder = () => {
+  const events: ModelEvent[] = [];
+  return { events, onEvent: (e: ModelEvent) => void events.push(e), of: (type: ModelEvent['type'], model?: string) => events.filter((e) => e.type === type && (!model || e.model === model)) };
+};
+
+/**
+ * The model lifecycle every engine shares through node/models/pool.ts: preload, keep-alive, memory budget with
+ * least-recently-used unloading, cooldown after a failed load, load events and the loaded/loading reports. Run
+ * against each engine, so both engines keep one behaviour.
+ */
+export function lifecycleContract(target: LifecycleTarget): void {
+  const { chatModel, embedModel, brokenModel, skip } = target;
+  const signal = () => new AbortController().signal;
+  const chat = (model = chatModel): ChatTask => ({ task: 'chat', model, messages: [{ role: 'user', content: 'hello there' }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+
+  describe(`model lifecycle: ${target.name}`, () => {
+    test('preload loads once, reports the load while it runs and the model once loaded; a request then reuses it', { skip }, async () => {
+      const rec = recorder();
+      const engine = await target.create({ onEvent: rec.onEvent, keepAliveMs: 60_000 });
+      try {
+        const before = Date.now();
+        const preloading = engine.preload(chatModel);
+        const [progress] = engine.loading();
+        assert.equal(progress?.model, chatModel, 'the load is reported while it runs');
+        assert.ok(progress && engine.devices.some((d) => d.name === progress.device) && progress.startedAt >= before - 5);
+        await preloading;
+        assert.deepEqual(engine.loading(), []);
+        const [loaded] = engine.loaded();
+        assert.equal(loaded?.id, chatModel);
+        assert.ok(engine.devices.some((d) => d.name === loaded!.device), `loaded on a listed device (${loaded!.device})`);
+        assert.equal(loaded!.bytes, target.weightBytes(chatModel), 'the weight bytes the catalog read');
+        assert.ok(loaded!.expiresAt! >= Date.now() + 50_000 && loaded!.expiresAt! <= Date.now() + 60_000, 'expires a keep-alive after its last use');
+        assert.equal(engine.models().find((m) => m.id === chatModel)?.device, loaded!.device, 'models() names the device it loaded on');
+
+        await runGenerate(engine, chat());
+        assert.equal(rec.of('load-start').length, 1, 'the request reused the preloaded model');
+        const [start, end] = [rec.of('load-start')[0]!, rec.of('load-end')[0]!];
+        assert.equal(start.type === 'load-start' && start.estimatedBytes, target.weightBytes(chatModel));
+        assert.ok(end.type === 'load-end' && end.device === loaded!.device && end.durationMs >= 0);
+        await assert.rejects(engine.preload('no-such-model'), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+      } finally {
+        await engine.close();
+      }
+      assert.deepEqual(rec.of('unload').map((e) => e.type === 'unload' && e.reason), ['close']);
+    });
+
+    test('keep-alive: an idle model unloads after it; touch extends it, for ever with Infinity, at once with 0', { skip }, async () => {
+      const rec = recorder();
+      const engine = await target.create({ onEvent: rec.onEvent, keepAliveMs: 200 });
+      try {
+        await engine.preload(chatModel);
+        await waitFor('the idle unload', () => rec.of('unload', chatModel).length === 1, { timeoutMs: 5000 });
+        assert.equal((rec.of('unload')[0] as Extract<ModelEvent, { type: 'unload' }>).reason, 'idle');
+        assert.deepEqual(engine.loaded(), []);
+        assert.equal(engine.touch(chatModel, 1000), false, 'touching a model that is not loaded says so');
+
+        await engine.preload(chatModel);
+        assert.equal(engine.touch(chatModel, Infinity), true);
+        assert.equal(engine.loaded()[0]?.expiresAt, null, 'kept for ever');
+        await new Promise((r) => setTimeout(r, 400));
+        assert.equal(engine.loaded().length, 1, 'still loaded past the default keep-alive');
+        assert.equal(engine.touch(chatModel, 0), true);
+        await waitFor('the unload after keep_alive 0', () => engine.loaded().length === 0, { timeoutMs: 5000 });
+        assert.equal(rec.of('load-start').length, 2);
+      } finally {
+        await engine.close();
+      }
+    });
+
+    test('memory budget: a load that does not fit unloads the least recently used idle model first', { skip }, async () => {
+      const rec = recorder();
+      const budget = Math.max(target.weightBytes(chatModel), target.weightBytes(embedModel)) + 1;
+      assert.ok(target.weightBytes(chatModel) + target.weightBytes(embedModel) > budget, 'the two models do not fit together');
+      const engine = await target.create({ onEvent: rec.onEvent, memoryBudgetBytes: budget, keepAliveMs: 60_000 });
+      try {
+        await engine.preload(chatModel);
+        await engine.embed({ task: 'embed', model: embedModel, input: ['budget'] }, signal());
+        assert.deepEqual(rec.of('unload').map((e) => `${e.model}:${(e as { reason: string }).reason}`), [`${chatModel}:budget`]);
+        assert.deepEqual(engine.loaded().map((m) => m.id), [embedModel]);
+        const { done } = await runGenerate(engine, chat());
+        assert.ok(done.usage.promptTokens > 0, 'the unloaded model loads again when asked for');
+        assert.deepEqual(engine.loaded().map((m) => m.id), [chatModel]);
+      } finally {
+        await engine.close();
+      }
+      const small = await target.create({ memoryBudgetBytes: Math.max(1, Math.floor(target.weightBytes(chatModel) / 2)) });
+      try {
+        await assert.rejects(small.preload(chatModel), (err: unknown) => err instanceof AgentError && /more than the whole memory budget .*NPU_RELAY_MEMORY_BUDGET/.test(err.message));
+      } finally {
+        await small.close();
+      }
+    });
+
+    test('a failed load is an engine error, and within the cooldown requests fail at once without loading again', { skip }, async () => {
+      const rec = recorder();
+      const engine = await target.create({ onEvent: rec.onEvent, loadCooldownMs: 60_000 });
+      try {
+        await assert.rejects(engine.preload(brokenModel), (err: unknown) => err instanceof AgentError && err.code === 'engine_error' && err.message.includes(brokenModel));
+        assert.equal(rec.of('load-failed', brokenModel).length, 1);
+        await assert.rejects(runGenerate(engine, chat(brokenModel)), (err: unknown) => err instanceof AgentError && err.code === 'engine_error' && /retrying in \d+ s/.test(err.message));
+        assert.equal(rec.of('load-start', brokenModel).length, 1, 'no second load within the cooldown');
+        assert.deepEqual(engine.loaded(), []);
+        // Another model is unaffected.
+        await engine.preload(chatModel);
+      } finally {
+        await engine.close();
+      }
+    });
+
+    test('the wrong kind of model is the client error wrong_model_kind; an unknown one is unknown_model', { skip }, async () => {
+      const engine = await target.create({});
+      try {
+        await assert.rejects(runGenerate(engine, chat(embedModel)), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind' && /is an embedding model, not a chat model/.test(err.message));
+        await assert.rejects(engine.embed({ task: 'embed', model: chatModel, input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind');
+        await assert.rejects(engine.countTokens({ task: 'count', model: embedModel, messages: [{ role: 'user', content: 'x' }] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind');
+        await assert.rejects(engine.embed({ task: 'embed', model: 'nope', input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+        assert.deepEqual(engine.loaded(), [], 'nothing was loaded for a refused request');
+      } finally {
+        await engine.close();
       }
     });
   });

@@ -1,37 +1,15 @@
 /**
- * FAKES of the OpenVINO runtime, for the hardware and native runtime this machine lacks. `FakeOpenVinoRuntime`
- * stands in for device selection; `FakeGenAI` for the GenAI calls a chat generation makes. Neither runs a model.
+ * A FAKE of the OpenVINO runtime, for the hardware and native runtime this machine lacks. It answers the calls the
+ * OpenVINO engine makes to `openvino-node` (`Core.getAvailableDevices`, `getProperty`) and `openvino-genai-node`
+ * (`LLMPipeline`, `TextEmbeddingPipeline`, `Tokenizer`, `ChatHistory`, `generate`, `embedDocuments`) as their
+ * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own:
+ * keep-alive, memory budget, cooldown, device fallback, prompt limits and turn-taking are the real engine's.
  */
+import { createHash } from 'node:crypto';
+import { access, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type { OpenVinoModules } from '../../node/engines/openvino.ts';
-
-/**
- * Reports the devices a test chooses (as `Core.getAvailableDevices()` would on a machine with an NPU or GPU) and
- * fails to compile on the devices a test names, with the reason a missing driver or an unsupported model would give.
- */
-export class FakeOpenVinoRuntime {
-  readonly #devices: readonly string[];
-  readonly #failures: ReadonlyMap<string, string>;
-  /** Every device `compile` was called with, in order. */
-  readonly attempts: string[] = [];
-
-  constructor(options: { devices: readonly string[]; failOn?: Record<string, string> }) {
-    this.#devices = options.devices;
-    this.#failures = new Map(Object.entries(options.failOn ?? {}));
-  }
-
-  getAvailableDevices(): string[] {
-    return [...this.#devices];
-  }
-
-  /** Stands in for compiling a model for `device`; resolves with a handle naming the device. */
-  compile = async (device: string): Promise<{ device: string }> => {
-    this.attempts.push(device);
-    const reason = this.#failures.get(device);
-    if (reason !== undefined) throw new Error(reason);
-    return { device };
-  };
-}
 
 /**
  * The pure-JavaScript part of `openvino-genai-node` (enums and `StructuredOutputConfig` with its static
@@ -104,53 +82,187 @@ class FakeChatHistory {
   }
 }
 
+/** A pipeline the fake was asked to build: what `LLMPipeline()` / `TextEmbeddingPipeline()` received. */
+export interface PipelineConstruction {
+  kind: 'llm' | 'embedding';
+  modelPath: string;
+  device: string;
+  /** LLMPipeline properties (CACHE_DIR, MAX_PROMPT_LEN, …) or the TextEmbeddingConfig. */
+  properties: Record<string, unknown>;
+}
+
 /**
- * A FAKE of the `openvino-genai-node` calls the OpenVINO engine makes for a chat model, on a machine without the
- * native runtime: `LLMPipeline()` on one device, its tokenizer (`applyChatTemplate`, `encode`),
- * `ChatHistory`, and `generate`, which records its input and config and streams the reply the test scripted, one
- * chunk per token, as GenAI's text streamer does. It renders no template and runs no model: it only answers the calls.
+ * The OpenVINO runtime on a machine with the devices a test chooses (as `Core.getAvailableDevices()` would report on
+ * one with an NPU or GPU). Compiling for a device named in `failOn` fails with the reason a missing driver or an
+ * unsupported model would give; a model folder without `openvino_model.bin` fails to load as OpenVINO's IR reader
+ * does. `modules()` hands the engine these fakes in place of the two packages.
  */
-export class FakeGenAI {
+export class FakeOpenVinoRuntime {
+  readonly #devices: readonly string[];
+  readonly #failures: ReadonlyMap<string, string>;
+  /** Every device a compile was tried on, in order. */
+  readonly attempts: string[] = [];
+  /** Every pipeline built (successfully), in order. */
+  readonly pipelines: PipelineConstruction[] = [];
   readonly generateCalls: GenerateCall[] = [];
   readonly templateCalls: ChatTemplateCall[] = [];
-  /** The chunks the next `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
+  /** The chunks each `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
-  readonly #device: string;
+  #hold: Promise<void> | undefined;
+  /** Every `Tokenizer.decode` call: the ids, and whether special tokens were to be skipped. */
+  readonly decodeCalls: Array<{ ids: number[]; skipSpecialTokens: boolean | undefined }> = [];
+  readonly #words: string[] = [];
+  readonly #ids = new Map<string, number>();
 
-  constructor(options: { device?: string } = {}) {
-    this.#device = options.device ?? 'CPU';
+  #idOf(word: string): number {
+    let id = this.#ids.get(word);
+    if (id === undefined) {
+      id = this.#words.push(word) - 1;
+      this.#ids.set(word, id);
+    }
+    return id;
   }
 
-  /** The modules `OpenVinoEngine` takes, with this fake behind them. */
-  modules(): OpenVinoModules {
+  constructor(options: { devices: readonly string[]; failOn?: Record<string, string> }) {
+    this.#devices = options.devices;
+    this.#failures = new Map(Object.entries(options.failOn ?? {}));
+  }
+
+  getAvailableDevices(): string[] {
+    return [...this.#devices];
+  }
+
+  /** Stands in for compiling a model for `device`; resolves with a handle naming the device. */
+  compile = async (device: string): Promise<{ device: string }> => {
+    this.attempts.push(device);
+    const reason = this.#failures.get(device);
+    if (reason !== undefined) throw new Error(reason);
+    return { device };
+  };
+
+  /** Keeps every pipeline construction waiting (a long NPU compile) until the returned function is called. */
+  holdCompiles(): () => void {
+    let release!: () => void;
+    this.#hold = new Promise((resolve) => (release = resolve));
+    return () => {
+      this.#hold = undefined;
+      release();
+    };
+  }
+
+  /** The pipelines built for `kind`, in order. */
+  built(kind: PipelineConstruction['kind']): PipelineConstruction[] {
+    return this.pipelines.filter((p) => p.kind === kind);
+  }
+
+  async #construct(kind: PipelineConstruction['kind'], modelPath: string, device: string, properties: Record<string, unknown>): Promise<void> {
+    const compiled = await this.compile(device);
+    await this.#hold;
+    const weights = path.join(modelPath, 'openvino_model.bin');
+    await access(weights).catch(() => {
+      throw new Error(`Exception from src/inference/src/cpp/core.cpp: Cannot open weights file ${weights}`);
+    });
+    this.pipelines.push({ kind, modelPath, device: compiled.device, properties: { ...properties } });
+  }
+
+  #tokenizer() {
     const fake = this;
-    const tokenizer = {
+    return {
       applyChatTemplate(history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>) {
         fake.templateCalls.push({ history, addGenerationPrompt, chatTemplate, tools, extraContext });
         const messages = Array.isArray(history) ? history : history.getMessages();
         return messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
       },
-      encode: (prompt: string) => ({ input_ids: { getShape: () => [1, prompt.split(/\s+/).filter(Boolean).length] } }),
+      // One id per whitespace-separated word, as `Tensor.data` gives them (BigInt64Array for i64); `decode` maps back.
+      encode: (prompt: string) => {
+        const ids = BigInt64Array.from(prompt.split(/\s+/).filter(Boolean).map((w) => BigInt(fake.#idOf(w))));
+        return { input_ids: { getShape: () => [1, ids.length], data: ids } };
+      },
+      decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
+        fake.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
+        return Array.from(ids, (id) => fake.#words[Number(id)] ?? '').join(' ');
+      },
     };
-    const pipeline = {
+  }
+
+  /** The modules `OpenVinoEngine` takes, with this fake behind them. */
+  modules(): OpenVinoModules {
+    const fake = this;
+    const tokenizer = this.#tokenizer();
+    const llm = {
       getTokenizer: () => tokenizer,
       async generate(input: GenerateCall['input'], config: GenAI.GenerationConfig, streamer: (chunk: string) => GenAI.StreamingStatus) {
         fake.generateCalls.push({ input, config });
         let streamed = 0;
-        for (const chunk of fake.reply) {
+        for (const chunk of fake.reply.slice(0, Number(config.max_new_tokens ?? Infinity))) {
           await new Promise((resolve) => setImmediate(resolve));
           streamed++;
           if (streamer(chunk) !== genaiUtils.StreamingStatus.RUNNING) break;
         }
-        return { texts: [fake.reply.slice(0, streamed).join('')], finishReasons: [genaiUtils.GenerationFinishReason.STOP], perfMetrics: { getNumGeneratedTokens: () => streamed } };
+        const finish = streamed < fake.reply.length ? genaiUtils.GenerationFinishReason.LENGTH : genaiUtils.GenerationFinishReason.STOP;
+        return { texts: [fake.reply.slice(0, streamed).join('')], finishReasons: [finish], perfMetrics: { getNumGeneratedTokens: () => streamed } };
       },
+    };
+    /** A vector per text, derived from its bytes: the same text always gets the same vector, others differ. */
+    const vector = (text: string, config: GenAI.TextEmbeddingConfig) => {
+      const digest = createHash('sha256').update(text).digest();
+      const v = Float32Array.from(digest.subarray(0, 8), (b) => b / 255 - 0.5);
+      const norm = Math.hypot(...v);
+      return config.normalize === false ? v : v.map((x) => x / norm);
     };
     const genai = {
       ...genaiUtils,
+      PoolingType: { CLS: 0, MEAN: 1 },
       ChatHistory: FakeChatHistory,
-      LLMPipeline: async () => pipeline,
+      Tokenizer: class {
+        constructor(_dir: string) {
+          Object.assign(this, fake.#tokenizer());
+        }
+      },
+      LLMPipeline: async (modelPath: string, device: string, properties: GenAI.LLMPipelineProperties = {}) => {
+        await fake.#construct('llm', modelPath, device, properties);
+        return llm;
+      },
+      TextEmbeddingPipeline: async (modelPath: string, device: string, config: GenAI.TextEmbeddingConfig = {}) => {
+        await fake.#construct('embedding', modelPath, device, config as Record<string, unknown>);
+        return {
+          async embedDocuments(texts: string[]) {
+            if (config.batch_size !== undefined && texts.length !== config.batch_size) throw new Error(`this pipeline is compiled for batches of ${config.batch_size}, got ${texts.length}`);
+            return texts.map((t) => vector(t, config));
+          },
+        };
+      },
     };
-    const core = { getAvailableDevices: () => [fake.#device], getProperty: () => `${fake.#device} (fake)` };
+    const core = { getAvailableDevices: () => fake.getAvailableDevices(), getProperty: (device: string) => `${device} (fake)` };
     return { genai: genai as unknown as typeof GenAI, core: core as unknown as OpenVinoModules['core'] };
+  }
+}
+
+/** The fake runtime with one device, as the tests at GenAI's boundary use it. */
+export class FakeGenAI extends FakeOpenVinoRuntime {
+  constructor(options: { device?: string } = {}) {
+    super({ devices: [options.device ?? 'CPU'] });
+  }
+}
+
+/**
+ * Writes a model folder in the OpenVINO IR layout `optimum-cli export openvino` produces (config.json, the model's
+ * XML and `bin` weights of `weightBytes` bytes, tokenizer and detokenizer), for the fake runtime to "load". A chat
+ * model is a Llama; an embedding model a BERT with CLS pooling and normalisation (sentence-transformers files).
+ * `broken` leaves out the weights, so the load fails as it would on real OpenVINO.
+ */
+export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean }): Promise<void> {
+  await mkdir(path.join(dir, '1_Pooling'), { recursive: true });
+  const config =
+    options.kind === 'chat'
+      ? { architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 8192, hidden_size: 64 }
+      : { architectures: ['BertModel'], model_type: 'bert', max_position_embeddings: 512, hidden_size: 8 };
+  await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
+  await writeFile(path.join(dir, 'openvino_model.xml'), '<?xml version="1.0"?>\n<net name="fake" version="11"><layers/></net>\n');
+  if (!options.broken) await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(options.weightBytes));
+  for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '<?xml version="1.0"?>\n<net name="tokenizer" version="11"/>\n');
+  if (options.kind === 'embedding') {
+    await writeFile(path.join(dir, '1_Pooling', 'config.json'), JSON.stringify({ word_embedding_dimension: 8, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+    await writeFile(path.join(dir, 'modules.json'), JSON.stringify([{ type: 'sentence_transformers.models.Transformer' }, { type: 'sentence_transformers.models.Pooling' }, { type: 'sentence_transformers.models.Normalize' }]));
   }
 }

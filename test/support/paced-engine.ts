@@ -51,12 +51,27 @@ export class PacedEngine implements Engine {
       for await (const event of this.#inner.generate(task, signal)) {
         if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, this.delayMs));
         if (event.type === 'delta') run.produced.push(performance.now());
-        else run.done = event;
+        else if (event.type === 'done') run.done = event;
         yield event;
       }
     } finally {
       run.endedAt = performance.now();
     }
+  }
+  preload(id: string) {
+    return this.#inner.preload(id);
+  }
+  touch(id: string, keepAliveMs?: number) {
+    return this.#inner.touch(id, keepAliveMs);
+  }
+  loaded() {
+    return this.#inner.loaded();
+  }
+  loading() {
+    return this.#inner.loading();
+  }
+  onLoadedChange(listener: () => void) {
+    this.#inner.onLoadedChange?.(listener);
   }
   close() {
     return this.#inner.close();

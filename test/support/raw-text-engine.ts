@@ -5,7 +5,7 @@
  * the text are separated exactly as on ONNX Runtime and OpenVINO. It records each plan, so tests see what the chat
  * template would have been given (tools, `enable_thinking`).
  */
-import type { CountTask, EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 import { UnknownModelError } from '../../node/errors.ts';
 import type { OutputPlan } from '../../node/output/plan.ts';
@@ -71,5 +71,16 @@ export class RawTextEngine implements Engine {
     return Promise.reject(new Error('the raw-text engine does not embed'));
   }
 
+  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
+  async preload(_id: string): Promise<void> {}
+  touch(_id: string, _keepAliveMs?: number): boolean {
+    return false;
+  }
+  loaded(): LoadedModel[] {
+    return [];
+  }
+  loading(): LoadProgress[] {
+    return [];
+  }
   async close() {}
 }

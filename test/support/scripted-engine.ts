@@ -5,7 +5,7 @@
  * edge around it are the real ones. It records each task it receives, so tests see what reached the agent, and
  * each run's end, so tests see when a cancellation stopped it.
  */
-import type { CountTask, EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, FinishReason, GenerateTask, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount, TextDelta } from '../../node/engines/engine.ts';
 import { EngineError, UnknownModelError } from '../../node/errors.ts';
 
@@ -111,5 +111,16 @@ export class ScriptedEngine implements Engine {
     return Promise.reject(new Error('the scripted engine does not embed'));
   }
 
+  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
+  async preload(_id: string): Promise<void> {}
+  touch(_id: string, _keepAliveMs?: number): boolean {
+    return false;
+  }
+  loaded(): LoadedModel[] {
+    return [];
+  }
+  loading(): LoadProgress[] {
+    return [];
+  }
   async close() {}
 }

@@ -12,12 +12,17 @@ export interface Timing {
   durationMs: number;
   /** Edge-measured time from dispatch to the end. */
   totalMs: number;
+  /** Agent-measured part of `durationMs` spent waiting for the model to load. */
+  loadMs?: number;
 }
 
 export interface Outcome {
   finishReason: FinishReason;
   usage: Usage;
+  /** Absent for a cache hit: nothing was generated for this request. */
   timing?: Timing;
+  /** Token ids of the prompt and answer, when the task asked for them (Ollama's `/api/generate` `context`). */
+  context?: number[];
 }
 
 /** Response metadata fixed when the request is dispatched. */
@@ -26,6 +31,8 @@ export interface ResponseMeta {
   model: string;
   /** Unix seconds. */
   created: number;
+  /** Epoch milliseconds when the edge read the request (for dialects that time a cache hit). */
+  createdMs?: number;
   includeUsage: boolean;
   /** OpenAI embeddings: how vectors are encoded. */
   encoding?: 'float' | 'base64';
@@ -36,8 +43,11 @@ export interface ResponseMeta {
 /** A piece of the answer as it streams: answer text, reasoning text and tool-call pieces (a chunk frame's parts). */
 export type AnswerPart = Pick<ChunkFrame, 'text' | 'reasoning' | 'toolCalls'>;
 
-/** A chunk as the exchange keeps it (and the cache stores it): its parts and the tokens that produced them. */
-export type AnswerChunk = AnswerPart & Pick<ChunkFrame, 'tokens'>;
+/**
+ * A chunk as the exchange keeps it (and the cache stores it): its parts and the tokens that produced them. The
+ * answer's `context` ids ride on a last, empty chunk of their own, so the cache keeps them without a new column.
+ */
+export type AnswerChunk = AnswerPart & Pick<ChunkFrame, 'tokens'> & { context?: number[] };
 
 /** A whole answer, for a non-streaming body: the text, the reasoning apart from it, and the complete tool calls. */
 export interface Answer {

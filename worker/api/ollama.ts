@@ -16,20 +16,47 @@ function doneReason(reason: FinishReason): string {
   return reason === 'length' ? 'length' : 'stop';
 }
 
-/** The closing statistics, as Ollama names them. */
-function stats(outcome: Outcome) {
+/**
+ * The closing statistics, as Ollama names them. Clients divide by the durations (tokens per second =
+ * `eval_count / eval_duration`), so a count above 0 never comes with a duration of 0.
+ */
+function stats(outcome: Outcome, meta: ResponseMeta) {
   const t = outcome.timing;
-  const promptMs = t?.ttftMs ?? t?.durationMs ?? 0;
+  const { promptTokens, completionTokens } = outcome.usage;
+  const counts = { done_reason: doneReason(outcome.finishReason), prompt_eval_count: promptTokens, eval_count: completionTokens };
+  if (!t) return { ...counts, ...replayDurations(promptTokens, completionTokens, meta) };
+  const loadMs = t.loadMs ?? 0;
+  // The agent's time to first token holds the load and the prompt's evaluation (and any wait in its queue).
+  const firstMs = t.ttftMs ?? t.durationMs;
   return {
-    done_reason: doneReason(outcome.finishReason),
-    total_duration: ns(t?.totalMs),
-    load_duration: 0,
-    prompt_eval_count: outcome.usage.promptTokens,
-    prompt_eval_duration: ns(promptMs),
-    eval_count: outcome.usage.completionTokens,
-    eval_duration: ns(Math.max(0, (t?.durationMs ?? 0) - promptMs)),
+    ...counts,
+    total_duration: ns(t.totalMs),
+    load_duration: ns(loadMs),
+    prompt_eval_duration: atLeast(promptTokens, ns(Math.max(0, firstMs - loadMs))),
+    eval_duration: atLeast(completionTokens, ns(Math.max(0, t.durationMs - firstMs))),
   };
 }
+
+/** A duration that some tokens took is at least 1 ns (below the clock's resolution, but never a division by 0). */
+function atLeast(count: number, durationNs: number): number {
+  return count > 0 ? Math.max(1, durationNs) : durationNs;
+}
+
+/**
+ * A cache hit's own times: nothing was loaded or generated, the answer was found and replayed. The Workers clock
+ * stands still between I/O, so the edge cannot time the lookup and the replay apart: the hit's whole time (from the
+ * edge reading the request, at least 1 ms, the clock's resolution) is shared between the prompt's and the answer's
+ * tokens in proportion to their counts, so both rates are the replay's real throughput.
+ */
+function replayDurations(promptTokens: number, completionTokens: number, meta: ResponseMeta) {
+  const totalMs = Math.max(1, Date.now() - (meta.createdMs ?? Date.now()));
+  const tokens = promptTokens + completionTokens;
+  const share = (n: number) => (tokens === 0 ? 0 : atLeast(n, ns((totalMs * n) / tokens)));
+  return { total_duration: ns(totalMs), load_duration: 0, prompt_eval_duration: share(promptTokens), eval_duration: share(completionTokens) };
+}
+
+/** The time a line is written, as Ollama stamps each line of a stream (sub-second, so each line has its own). */
+const createdAt = () => new Date().toISOString();
 
 type Shape = 'chat' | 'generate';
 
@@ -40,11 +67,20 @@ function ollamaCall(call: ToolCall, index: number) {
 
 /** One line's worth of answer: Ollama calls reasoning `thinking`, beside `content` (chat) or `response` (generate). */
 function piece(shape: Shape, meta: ResponseMeta, part: { text: string; reasoning?: string | undefined; toolCalls?: Array<{ call: ToolCall; index: number }> }, done: boolean) {
-  const base = { model: meta.model, created_at: new Date(meta.created * 1000).toISOString() };
+  const base = { model: meta.model, created_at: createdAt() };
   const thinking = part.reasoning ? { thinking: part.reasoning } : {};
   if (shape === 'generate') return { ...base, response: part.text, ...thinking, done };
   const calls = part.toolCalls?.length ? { tool_calls: part.toolCalls.map((c) => ollamaCall(c.call, c.index)) } : {};
   return { ...base, message: { role: 'assistant', content: part.text, ...thinking, ...calls }, done };
+}
+
+/**
+ * The last line (or the whole body): the answer's last piece, the statistics and, for `/api/generate`, the
+ * `context` ids to send back with the next prompt.
+ */
+function final(shape: Shape, meta: ResponseMeta, part: Parameters<typeof piece>[2], outcome: Outcome) {
+  const context = shape === 'generate' && outcome.context ? { context: outcome.context } : {};
+  return { ...piece(shape, meta, part, true), ...context, ...stats(outcome, meta) };
 }
 
 class NdjsonWriter implements StreamWriter {
@@ -81,7 +117,7 @@ class NdjsonWriter implements StreamWriter {
     return pending ? line(piece(this.#shape, this.#meta, { text: '', toolCalls: [pending] }, false)) : '';
   }
   close(outcome: Outcome) {
-    return this.#flushCall() + line({ ...piece(this.#shape, this.#meta, { text: '' }, true), ...stats(outcome) });
+    return this.#flushCall() + line(final(this.#shape, this.#meta, { text: '' }, outcome));
   }
   error(err: ApiError) {
     return line(errorBody(err, 'ollama'));
@@ -98,7 +134,7 @@ function textFormat(shape: Shape): ResponseFormat {
     stream: (meta) => new NdjsonWriter(shape, meta),
     body: (meta, answer, outcome) => {
       const part = { text: answer.text, reasoning: answer.reasoning, toolCalls: answer.toolCalls.map((call, index) => ({ call, index })) };
-      return { ...piece(shape, meta, part, true), ...stats(outcome) };
+      return final(shape, meta, part, outcome);
     },
   };
 }
@@ -118,7 +154,7 @@ export const ollamaEmbed: ResponseFormat = {
     model: meta.model,
     embeddings: vectors,
     total_duration: ns(timing?.totalMs),
-    load_duration: 0,
+    load_duration: ns(timing?.loadMs),
     prompt_eval_count: usage.promptTokens,
   }),
 };

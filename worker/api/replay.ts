@@ -16,11 +16,15 @@ export function replay(format: ResponseFormat, meta: ResponseMeta, answer: Cache
   if (answer.embeddings && format.embeddings) {
     return Response.json(format.embeddings(meta, answer.embeddings, answer.outcome.usage), { headers });
   }
+  // The context ids were stored on a chunk of their own (see AnswerChunk); they belong to the outcome.
+  const context = answer.chunks.findLast((c) => c.context)?.context;
+  const chunks = context ? answer.chunks.filter((c) => !c.context) : answer.chunks;
+  const outcome = context ? { ...answer.outcome, context } : answer.outcome;
   if (!stream) {
-    const body = format.body(meta, assemble(answer.chunks), answer.outcome);
+    const body = format.body(meta, assemble(chunks), outcome);
     return Response.json(body, { headers });
   }
   const sse = format.stream(meta);
-  const parts = [sse.open(), ...answer.chunks.map((c) => sse.delta(c)), sse.close(answer.outcome)];
+  const parts = [sse.open(), ...chunks.map((c) => sse.delta(c)), sse.close(outcome)];
   return new Response(parts.join(''), { headers: { 'content-type': sse.contentType, ...STREAM_HEADERS, ...headers } });
 }

@@ -1,6 +1,6 @@
 /** The edge's libSQL database through drizzle over HTTP (`@libsql/client/web`, which runs in Workers). */
 import { drizzle } from 'drizzle-orm/libsql/web';
-import * as schema from './schema.ts';
+import * as schema from '../../shared/db/schema.ts';
 import { fetchWithDeadline } from './timeout.ts';
 
 export type Database = ReturnType<typeof openDatabase>;

@@ -5,7 +5,7 @@
  */
 import { and, asc, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
 import type { Database } from './client.ts';
-import { apiKeys, usage } from './schema.ts';
+import { apiKeys, usage } from '../../shared/db/schema.ts';
 
 export interface UsageFilter {
   from: number;

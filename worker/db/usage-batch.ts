@@ -5,7 +5,7 @@
  * CPU in the Worker than the request it accounted for.
  */
 import { getTableColumns, getTableName, sql, type SQL } from 'drizzle-orm';
-import { usage } from './schema.ts';
+import { usage } from '../../shared/db/schema.ts';
 
 const columns = Object.entries(getTableColumns(usage));
 const INSERT_HEAD = sql.raw(

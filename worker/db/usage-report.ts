@@ -1,7 +1,7 @@
 /** Usage totals for the dashboard and the admin API, aggregated in SQL. */
 import { and, gte, lt, sql, sum } from 'drizzle-orm';
 import type { Database } from './client.ts';
-import { usage } from './schema.ts';
+import { usage } from '../../shared/db/schema.ts';
 
 export type Grouping = 'key' | 'model' | 'day';
 

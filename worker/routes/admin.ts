@@ -4,7 +4,7 @@ import * as z from 'zod';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
 import { edgeConfig } from '../config.ts';
 import { openDatabase } from '../db/client.ts';
-import { apiKeys } from '../db/schema.ts';
+import { apiKeys } from '../../shared/db/schema.ts';
 import { usageTotals } from '../db/usage-report.ts';
 import type { Env } from '../env.ts';
 import { readJson } from '../http/body.ts';

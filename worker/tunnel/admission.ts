@@ -81,12 +81,15 @@ function promptBytes(task: Task): number {
   return bytes(task.task === 'complete' ? task.prompt : task.messages.map((m) => m.content).join(''));
 }
 
+/** The error for a prompt `model` certainly cannot take (on its device), or undefined. */
+export function promptTooLong(task: Task, model: ModelInfo): ApiError | undefined {
+  if (model.maxPromptTokens === undefined || promptBytes(task) <= model.maxPromptTokens * MAX_BYTES_PER_TOKEN) return undefined;
+  return new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
+}
+
 /** Whether the request fits the model the picked agent serves, and the tunnel's message limit. */
 export function checkFits(dispatch: Dispatch, model: ModelInfo): void {
   const { task } = dispatch;
-  if (model.maxPromptTokens !== undefined && promptBytes(task) > model.maxPromptTokens * MAX_BYTES_PER_TOKEN) {
-    throw new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
-  }
   if (task.task === 'embed' && model.dimensions !== undefined) {
     // The vectors come back in one frame, and a Worker takes WebSocket messages of at most 1 MiB: refuse a batch
     // whose answer could not fit, rather than have the agent's frame refused.

@@ -16,10 +16,13 @@ export class AgentFrames {
   readonly #registry: AgentRegistry;
   readonly #exchanges: ExchangeTable;
   readonly #budget = new FrameBudget();
+  /** Re-sends a request an agent refused before running it to another agent; false when none can take it. */
+  readonly #redispatch: (id: string, fromConnId: string) => boolean;
 
-  constructor(registry: AgentRegistry, exchanges: ExchangeTable) {
+  constructor(registry: AgentRegistry, exchanges: ExchangeTable, redispatch: (id: string, fromConnId: string) => boolean) {
     this.#registry = registry;
     this.#exchanges = exchanges;
+    this.#redispatch = redispatch;
   }
 
   receive(ws: WebSocket, message: string | ArrayBuffer): void {
@@ -63,7 +66,12 @@ export class AgentFrames {
           console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
           return;
         }
-        return this.#take(ws, connId, frame.id)?.onError(new ApiError(frame.code, frame.message), frame.usage);
+        // An agent that refuses a request it has not started (it began draining, or its queue filled, before the edge
+        // heard) leaves it to another agent: the client never sees the race.
+        const ex = this.#exchangeFor(ws, connId, frame.id);
+        if (!ex) return;
+        if (frame.code === 'overloaded' && !ex.started && this.#redispatch(frame.id, connId)) return;
+        return this.#exchanges.take(frame.id)?.onError(new ApiError(frame.code, frame.message), frame.usage);
       }
       default:
         // Frames of features this hub does not handle yet are dropped, not fatal (see AGENT_FEATURES).

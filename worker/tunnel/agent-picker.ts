@@ -1,8 +1,11 @@
 /**
- * Which agent gets a request: among the agents serving the model that can do what the request asks (features) and
- * are not draining, the least busy one with room left. Throws the error a client should see when there is none.
+ * Which agent gets a request. Among the agents serving the model that can do what the request asks (features), are
+ * not draining, and whose model takes a prompt this long: those with room left for this model (what the model's
+ * device runs at once plus its queue, as the agent advertises per model — an NPU runs one request at a time — and
+ * the agent's own limit over all its models), the one where the request would wait least. Throws the error a
+ * client should see when there is none.
  */
-import type { ModelInfo, Task } from '../../shared/protocol/frames.ts';
+import type { Capacity, ModelInfo, Task } from '../../shared/protocol/frames.ts';
 import { ApiError, type Flavor } from '../http/errors.ts';
 import type { ConnectedAgent } from './agent-registry.ts';
 import { capableAgents } from './features.ts';
@@ -17,39 +20,68 @@ export interface Pick {
   model: ModelInfo;
 }
 
+/** What the edge knows of the requests it has sent and not seen end. */
+export interface InFlightCounts {
+  inFlight(connId: string): number;
+  inFlightFor(connId: string, model: string): number;
+}
+
 export function unknownModel(model: string): ApiError {
   return new ApiError('unknown_model', `model '${model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
 }
 
-export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor: Flavor, inFlight: (connId: string) => number): Pick {
+/**
+ * `tooLong(model)` returns the error for a prompt the model certainly cannot take (see admission.ts), or undefined:
+ * such an agent is passed over for one that can take it, and the error is thrown only when none can.
+ */
+export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor: Flavor, counts: InFlightCounts, tooLong: (model: ModelInfo) => ApiError | undefined): Pick {
   if (agents.length === 0) {
     throw new ApiError('no_agent', 'no agent is connected to this relay, so no model can run; start one (`npm run agent`) and retry', {
       retryAfter: RETRY_AFTER_NO_AGENT_S,
     });
   }
-  const serving = agents.filter((a) => a.hello.models.some((m) => m.id === task.model));
+  const serving = agents.flatMap((a) => {
+    const model = a.hello.models.find((m) => m.id === task.model);
+    return model ? [{ ...a, model }] : [];
+  });
   if (serving.length === 0) throw unknownModel(task.model);
   const want = task.task === 'embed' ? 'embedding' : 'chat';
-  const model = serving[0]!.hello.models.find((m) => m.id === task.model)!;
-  if (model.kind !== want) {
-    throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${model.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
+  const first = serving[0]!.model;
+  if (first.kind !== want) {
+    throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${first.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
   }
   const open = capableAgents(serving, task, flavor).filter((a) => !a.status?.draining);
   if (open.length === 0) {
     throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
   }
-  // Room left on each agent: what it said it can take (running + queued) minus what the edge has sent it.
-  const capacity = (a: ConnectedAgent) => a.status?.capacity ?? a.hello.capacity;
-  const room = (a: ConnectedAgent) => {
-    const c = capacity(a);
-    return c ? c.concurrency + c.queueLimit - inFlight(a.connId) : Infinity;
+  let refusal: ApiError | undefined;
+  const fitting = open.filter((a) => {
+    const err = tooLong(a.model);
+    refusal ??= err;
+    return err === undefined;
+  });
+  if (fitting.length === 0) throw refusal!;
+
+  const agentCapacity = (a: ConnectedAgent): Capacity | undefined => a.status?.capacity ?? a.hello.capacity;
+  const modelCapacity = (a: (typeof fitting)[number]): Capacity | undefined => a.model.capacity ?? agentCapacity(a);
+  const hasRoom = (a: (typeof fitting)[number]) => {
+    const agent = agentCapacity(a);
+    const model = modelCapacity(a);
+    const agentRoom = agent ? agent.concurrency + agent.queueLimit - counts.inFlight(a.connId) : Infinity;
+    const modelRoom = model ? model.concurrency + model.queueLimit - counts.inFlightFor(a.connId, task.model) : Infinity;
+    return agentRoom > 0 && modelRoom > 0;
   };
-  const load = (a: ConnectedAgent) => inFlight(a.connId) / (capacity(a)?.concurrency ?? 1);
-  const candidates = open.filter((a) => room(a) > 0);
+  const candidates = fitting.filter(hasRoom);
   if (candidates.length === 0) {
     throw new ApiError('overloaded', `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`, { retryAfter: RETRY_AFTER_FULL_S });
   }
+  // Expected wait in rounds of the model's device: requests ahead of this one over what it runs at once. Ties go
+  // to the agent with less in flight over all its models.
+  const wait = (a: (typeof candidates)[number]) => counts.inFlightFor(a.connId, task.model) / (modelCapacity(a)?.concurrency ?? 1);
   let best = candidates[0]!;
-  for (const a of candidates.slice(1)) if (load(a) < load(best)) best = a;
-  return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model: best.hello.models.find((m) => m.id === task.model)! };
+  for (const a of candidates.slice(1)) {
+    const [wa, wb] = [wait(a), wait(best)];
+    if (wa < wb || (wa === wb && counts.inFlight(a.connId) < counts.inFlight(best.connId))) best = a;
+  }
+  return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model: best.model };
 }

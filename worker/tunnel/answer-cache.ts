@@ -5,9 +5,10 @@
  */
 import { and, eq, gt, inArray, lte } from 'drizzle-orm';
 import type { FinishReason, Task } from '../../shared/protocol/frames.ts';
+import type { AnswerChunk } from '../api/format.ts';
 import type { CachedAnswer } from '../api/replay.ts';
 import type { EdgeConfig } from '../config.ts';
-import { cacheEntries } from '../db/schema.ts';
+import { cacheEntries } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import { HotCache } from './hot-cache.ts';
 import type { HubDatabase } from './hub-database.ts';
@@ -30,16 +31,65 @@ export function isReplayable(s: Settlement): boolean {
 }
 
 /**
- * One request's part in single flight. The first of identical requests leads (`leader` undefined) and must
- * `settle` exactly once, however it ends; the others follow the leader's settlement. Settling a follower's flight,
- * or settling twice, does nothing.
+ * What followers see of a leader: the answer's chunks as they come (so a streaming twin streams along with it), and
+ * its settlement.
  */
-export interface Flight {
-  readonly leader: Promise<Settlement> | undefined;
-  settle(s: Settlement): void;
+export interface LeaderFeed {
+  readonly settled: Promise<Settlement>;
+  /** The chunks so far. */
+  readonly chunks: readonly AnswerChunk[];
+  /** Calls `listener` with each further chunk until the leader settles; returns the unsubscribe function. */
+  subscribe(listener: (chunk: AnswerChunk) => void): () => void;
 }
 
-const NO_FLIGHT: Flight = { leader: undefined, settle: () => {} };
+/**
+ * One request's part in single flight. The first of identical requests leads (`leader` undefined): it publishes
+ * its chunks as they come and must `settle` exactly once, however it ends. The others follow the leader's feed.
+ * Publishing or settling a follower's flight, or settling twice, does nothing.
+ */
+export interface Flight {
+  readonly leader: LeaderFeed | undefined;
+  publish(chunk: AnswerChunk): void;
+  settle(s: Settlement): void;
+  /** Whether twins are streaming along with this leader right now. */
+  followed(): boolean;
+}
+
+const NO_FLIGHT: Flight = { leader: undefined, publish: () => {}, settle: () => {}, followed: () => false };
+
+/** A leader's feed and the handles that fill it. */
+class Feed implements LeaderFeed {
+  readonly chunks: AnswerChunk[] = [];
+  readonly #listeners = new Set<(chunk: AnswerChunk) => void>();
+  readonly #done = Promise.withResolvers<Settlement>();
+  #ended = false;
+  readonly settled = this.#done.promise;
+
+  get listeners(): number {
+    return this.#listeners.size;
+  }
+
+  subscribe(listener: (chunk: AnswerChunk) => void): () => void {
+    if (this.#ended) return () => {};
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  publish(chunk: AnswerChunk): void {
+    if (this.#ended) return;
+    this.chunks.push(chunk);
+    for (const l of this.#listeners) l(chunk);
+  }
+
+  /** Returns false when already ended. */
+  end(s: Settlement): boolean {
+    if (this.#ended) return false;
+    this.#ended = true;
+    this.#listeners.clear();
+    this.#done.resolve(s);
+    return true;
+  }
+}
 
 /** A settlement for a request that ended before it reached an agent. */
 export function unsettled(status: number, errorCode: string): Settlement {
@@ -51,7 +101,7 @@ export class AnswerCache {
   readonly #config: () => EdgeConfig;
   readonly #hot: HotCache;
   /** In-flight cacheable generations by cache key. */
-  readonly #flights = new Map<string, Promise<Settlement>>();
+  readonly #flights = new Map<string, Feed>();
   #lastSweep = 0;
 
   /** `hotBytes`: memory for the hot layer (the Worker, answering hits itself, keeps a smaller one per isolate). */
@@ -69,18 +119,16 @@ export class AnswerCache {
   flight(key: string | undefined, noCache: boolean): Flight {
     if (!key) return NO_FLIGHT;
     const leader = noCache ? undefined : this.#flights.get(key);
-    if (leader) return { leader, settle: () => {} };
-    const { promise, resolve } = Promise.withResolvers<Settlement>();
-    this.#flights.set(key, promise);
-    let settled = false;
+    if (leader) return { leader, publish: () => {}, settle: () => {}, followed: () => false };
+    const feed = new Feed();
+    this.#flights.set(key, feed);
     return {
       leader: undefined,
+      publish: (chunk) => feed.publish(chunk),
       settle: (s) => {
-        if (settled) return;
-        settled = true;
-        if (this.#flights.get(key) === promise) this.#flights.delete(key);
-        resolve(s);
+        if (feed.end(s) && this.#flights.get(key) === feed) this.#flights.delete(key);
       },
+      followed: () => feed.listeners > 0,
     };
   }
 

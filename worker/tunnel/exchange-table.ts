@@ -23,15 +23,21 @@ export class ExchangeTable {
   readonly #options: ExchangeTableOptions;
   readonly #byId = new Map<string, Exchange>();
   readonly #perConnection = new Map<string, number>();
+  /** In flight per connection and model (`connId model`): what the model's device on that agent has ahead of it. */
+  readonly #perModel = new Map<string, number>();
+  readonly #modelOf = new Map<string, string>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: ExchangeTableOptions) {
     this.#options = options;
   }
 
-  add(exchange: Exchange): void {
+  add(exchange: Exchange, model: string): void {
     this.#byId.set(exchange.id, exchange);
     this.#perConnection.set(exchange.connId, (this.#perConnection.get(exchange.connId) ?? 0) + 1);
+    const slot = `${exchange.connId} ${model}`;
+    this.#modelOf.set(exchange.id, slot);
+    this.#perModel.set(slot, (this.#perModel.get(slot) ?? 0) + 1);
     this.#start();
   }
 
@@ -47,12 +53,33 @@ export class ExchangeTable {
     const n = (this.#perConnection.get(ex.connId) ?? 1) - 1;
     if (n > 0) this.#perConnection.set(ex.connId, n);
     else this.#perConnection.delete(ex.connId);
+    const slot = this.#modelOf.get(id)!;
+    this.#modelOf.delete(id);
+    const m = (this.#perModel.get(slot) ?? 1) - 1;
+    if (m > 0) this.#perModel.set(slot, m);
+    else this.#perModel.delete(slot);
     return ex;
+  }
+
+  /** Moves an exchange to another agent connection (a request re-sent elsewhere). */
+  move(id: string, connId: string, agentId: string): void {
+    const ex = this.#byId.get(id);
+    if (!ex) return;
+    const model = this.#modelOf.get(id)!.slice(ex.connId.length + 1);
+    this.take(id);
+    ex.connId = connId;
+    ex.agentId = agentId;
+    this.add(ex, model);
   }
 
   /** Requests the edge has sent on a connection and not seen end. */
   inFlight(connId: string): number {
     return this.#perConnection.get(connId) ?? 0;
+  }
+
+  /** Requests for `model` the edge has sent on a connection and not seen end. */
+  inFlightFor(connId: string, model: string): number {
+    return this.#perModel.get(`${connId} ${model}`) ?? 0;
   }
 
   get size(): number {

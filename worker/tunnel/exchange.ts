@@ -55,12 +55,15 @@ export interface ExchangeOptions {
   /** Called when the client falls behind (pause) and when it has caught up (resume). */
   onFlow?: (exchange: Exchange, pause: boolean) => void;
   onSettled: (settlement: Settlement) => void;
+  /** Each piece of the answer as it comes (for twins of this request that stream along with it). */
+  onAnswerChunk?: (chunk: AnswerChunk) => void;
 }
 
 export class Exchange {
   readonly id: string;
-  readonly connId: string;
-  readonly agentId: string;
+  /** The agent connection the request is on (it moves when an agent refuses it before running it). */
+  connId: string;
+  agentId: string;
   readonly stream: boolean;
   readonly #options: ExchangeOptions;
   readonly #started = Date.now();
@@ -69,6 +72,8 @@ export class Exchange {
   #readable: ReadableStream<Uint8Array> | undefined;
   readonly #chunks: AnswerChunk[] = [];
   #completionTokens = 0;
+  /** The prompt's tokens as the agent counted them, known before the end (see ChunkFrame.promptTokens). */
+  #promptTokens = 0;
   #ttftMs: number | null = null;
   #lastWrite = Date.now();
   #clientGone = false;
@@ -105,10 +110,14 @@ export class Exchange {
   }
 
   onChunk(frame: ChunkFrame): void {
+    if (frame.promptTokens !== undefined) this.#promptTokens = frame.promptTokens;
+    // A chunk with nothing in it only carried the prompt's count: no token, no event for the client.
+    if (!frame.tokens && !frame.text && !frame.reasoning && !frame.toolCalls?.length) return;
     this.#ttftMs ??= Date.now() - this.#started;
     this.#completionTokens += frame.tokens;
     const chunk: AnswerChunk = { text: frame.text, tokens: frame.tokens, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}) };
     this.#chunks.push(chunk);
+    this.#options.onAnswerChunk?.(chunk);
     if (this.stream) {
       const events = this.#sse!.delta(chunk);
       if (events) this.#write(events);
@@ -117,7 +126,7 @@ export class Exchange {
 
   onEmbeddings(frame: EmbeddingsFrame): void {
     const embeddings = this.#options.format.embeddings;
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started };
+    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}) };
     const body = embeddings ? embeddings(this.#options.meta, frame.data, frame.usage, timing) : undefined;
     this.#done.resolve(Response.json(body, { headers: { 'x-request-id': this.id, ...this.#options.headers } }));
     this.#settle({ status: 200, outcome: 'ok', errorCode: null, finishReason: 'stop', usage: frame.usage, device: frame.device, embeddings: frame.data });
@@ -127,8 +136,14 @@ export class Exchange {
     if (frame.text !== undefined || frame.tokens || frame.reasoning || frame.toolCalls?.length) {
       this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}) });
     }
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}) };
-    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing };
+    const timing = {
+      durationMs: frame.durationMs,
+      totalMs: Date.now() - this.#started,
+      ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}),
+      ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}),
+    };
+    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing, ...(frame.context ? { context: frame.context } : {}) };
+    if (frame.context) this.#chunks.push({ text: '', tokens: 0, context: frame.context });
     this.#completionTokens = frame.usage.completionTokens;
     let status = 200;
     if (this.stream) {
@@ -157,7 +172,7 @@ export class Exchange {
       outcome: this.#clientGone ? 'cancelled' : 'error',
       errorCode: err.code,
       finishReason: null,
-      usage: { promptTokens: usage?.promptTokens ?? 0, completionTokens: this.#completionTokens },
+      usage: { promptTokens: Math.max(usage?.promptTokens ?? 0, this.#promptTokens), completionTokens: this.#completionTokens },
       device: null,
     });
   }
@@ -197,6 +212,16 @@ export class Exchange {
       this.#options.onFlow?.(this, true);
     }
     if (this.#unread > SHED_BYTES) this.#shed();
+  }
+
+  /** Whether the agent has said anything about this request yet (a prompt count or a chunk). */
+  get started(): boolean {
+    return this.#promptTokens > 0 || this.#chunks.length > 0;
+  }
+
+  /** Tokens known so far: the prompt's (once the agent counted it) and those generated. */
+  counts(): { promptTokens: number; completionTokens: number } {
+    return { promptTokens: this.#promptTokens, completionTokens: this.#completionTokens };
   }
 
   /** What an operator needs to see about this exchange. */

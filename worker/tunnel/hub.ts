@@ -30,13 +30,14 @@ import { decodeDispatch } from './dispatch.ts';
 import type { Exchange } from './exchange.ts';
 import { ExchangeTable } from './exchange-table.ts';
 import { HubDatabase } from './hub-database.ts';
+import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { type Admission, type KeyRecord, Ledger, type RefusalCount, type Reservation, type TokenNeed } from './ledger.ts';
 import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
-import type { UsageRow } from './usage-row.ts';
+import { usageRow, type UsageRow } from './usage-row.ts';
 
 export type { Authorization } from './key-gate.ts';
 export type { Dispatch } from './dispatch.ts';
@@ -79,23 +80,28 @@ export class AgentHub extends DurableObject<Env> {
     this.#pools = new PoolList(ctx.storage.sql);
     const home = (): LimitsHome => this.env.HUB.get(this.env.HUB.idFromName(DEFAULT_POOL));
     const limits = new LimitsPoint(ledger, () => this.#pool, home, (p) => ctx.waitUntil(p));
+    const inFlight = new InFlightLog(ctx.storage.sql);
     this.#exchanges = new ExchangeTable({
       config,
       cancel: (ex: Exchange, reason: string) => {
         const ws = this.#registry.socketOf(ex.connId);
         if (ws) sendFrame(ws, { type: 'cancel', id: ex.id, reason });
       },
-      onTick: (now) => this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0),
+      onTick: (now) => {
+        this.#registry.pingBusy(now, (connId) => this.#exchanges.inFlight(connId) > 0);
+        inFlight.checkpoint(now, this.#exchanges.values());
+      },
     });
     this.#registry = new AgentRegistry(ctx, config, (connId, why) => this.#exchanges.failConnection(connId, why));
-    this.#frames = new AgentFrames(this.#registry, this.#exchanges);
+    this.#frames = new AgentFrames(this.#registry, this.#exchanges, (id, from) => this.#flow.redispatch(id, from));
     this.#keys = new KeyGate(db, ledger, config);
     this.#outbox = new UsageOutbox(ledger, db, ctx);
     this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);
     this.#flow = new RequestFlow({
       keys: this.#keys, ledger, limits, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
-      outbox: this.#outbox, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
+      outbox: this.#outbox, inFlight, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
     });
+    for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -213,6 +219,22 @@ export class AgentHub extends DurableObject<Env> {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     this.#connectionEnded(ws, `the agent's connection failed: ${String(error)}`);
+  }
+
+  /**
+   * A request that was in flight when the previous instance of this object died: its usage row, with the tokens
+   * last checkpointed, and its reservation settled to them.
+   */
+  #recover(o: Orphan, limits: LimitsPoint): void {
+    const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
+    // Settled where it was reserved: this hub's ledger, or the `default` hub's for a limited key of another pool.
+    if (o.reservation) limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
+    const settlement = {
+      status: 502, outcome: 'error' as const, errorCode: 'edge_restarted', finishReason: null, usage: used, device: null, ttftMs: null,
+      durationMs: Math.max(0, o.updatedAt - o.base.at), chunks: [],
+    };
+    this.#outbox.record(usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }));
+    console.warn(`request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`);
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

@@ -5,7 +5,7 @@
  */
 import { eq } from 'drizzle-orm';
 import type { EdgeConfig } from '../config.ts';
-import { apiKeys } from '../db/schema.ts';
+import { apiKeys } from '../../shared/db/schema.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import type { HubDatabase } from './hub-database.ts';
 import type { KeyRecord, Ledger } from './ledger.ts';

@@ -15,6 +15,9 @@ export interface LimitsHome {
   settleFor(reservation: Reservation, used: number, at: number): Promise<void>;
 }
 
+/** Which ledger holds a reservation: this hub's, or the `default` hub's (kept with a record that outlives the hub). */
+export type ReservationHolder = 'here' | 'default';
+
 export function hasLimits(key: KeyRecord): boolean {
   return key.rpm !== null || key.tpm !== null || key.monthlyTokenBudget !== null;
 }
@@ -55,5 +58,15 @@ export class LimitsPoint {
     reservation.settled = true;
     const copy = { ...reservation, settled: false };
     this.#waitUntil(this.#home().settleFor(copy, used, at).catch((err: unknown) => console.error('could not settle a reservation in the default hub', String(err))));
+  }
+
+  holder(reservation: Reservation): ReservationHolder {
+    return this.#remote.has(reservation) ? 'default' : 'here';
+  }
+
+  /** Settles a reservation a previous instance of this hub made and recorded with its holder (in-flight-log.ts). */
+  settleRecovered(reservation: Reservation, holder: ReservationHolder, used: number, at: number): void {
+    if (holder === 'default') this.#remote.add(reservation);
+    this.settle(reservation, used, at);
   }
 }

@@ -10,17 +10,20 @@ import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS } from '../api/formats.ts';
 import { responseNotFound, type ResponseStore } from '../api/openai-responses/store.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
-import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
-import { checkFits, checkScope, refusal, tokenNeed } from './admission.ts';
+import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
+import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
+import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
 import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
 import type { Dispatch } from './dispatch.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
+import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
+import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
 
@@ -33,6 +36,7 @@ export interface RequestFlowDeps {
   registry: AgentRegistry;
   exchanges: ExchangeTable;
   outbox: UsageOutbox;
+  inFlight: InFlightLog;
   responses: ResponseStore;
   waitUntil: (p: Promise<unknown>) => void;
 }
@@ -50,8 +54,18 @@ function minuteOf(at: number): number {
   return at - (at % 60_000);
 }
 
+/** What re-sending a request to another agent needs, kept until the request ends. */
+interface Sent {
+  frame: RequestFrame;
+  task: Dispatch['task'];
+  flavor: Flavor;
+  /** Connections that refused it. */
+  refusedBy: Set<string>;
+}
+
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
+  readonly #sent = new Map<string, Sent>();
 
   constructor(deps: RequestFlowDeps) {
     this.#d = deps;
@@ -105,10 +119,27 @@ export class RequestFlow {
     progress.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
     const base: RowBase = { id: req.id, at: req.at, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
 
-    // Single flight: the first of identical in-flight requests leads; a twin follows its result, else the cache.
+    // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
+    // taking its result), else the cache.
     const flight = (progress.flight = d.cache.flight(ck, dispatch.noCache));
     if (ck && !dispatch.noCache) {
-      const hit = flight.leader ? await flight.leader.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
+      if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
+        const followed = await followLeader(flight.leader, format, meta, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        if (followed) {
+          progress.cache = 'HIT';
+          const reservation = progress.reservation;
+          progress.reservation = undefined;
+          const keep = this.#keep(dispatch, key.tenant, meta);
+          void followed.ended.then((s) => {
+            const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+            d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
+            d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
+            keep?.(served ? answerOf(s) : undefined);
+          });
+          return followed.response;
+        }
+      }
+      const hit = flight.leader ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
       if (hit) {
         progress.cache = 'HIT';
         d.limits.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
@@ -119,7 +150,7 @@ export class RequestFlow {
       }
     }
 
-    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, (c) => d.exchanges.inFlight(c));
+    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
     checkFits(dispatch, model);
     const keep = this.#keep(dispatch, key.tenant, meta);
     const cache = progress.cache;
@@ -128,28 +159,62 @@ export class RequestFlow {
       id: req.id, connId, agentId, format, meta, stream: dispatch.stream,
       // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
       headers: { 'x-npu-relay-cache': cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
-      onClientGone: (ex) => sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'client disconnected' }),
-      onFlow: (ex, pause) => sendFrame(ws, { type: 'flow', id: ex.id, pause }),
+      // While twins stream along with this request, its generation serves them: it runs on without its own client.
+      onClientGone: (ex) => {
+        if (!flight.followed()) this.#toAgent(ex.connId, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
+      },
+      onAnswerChunk: (chunk) => flight.publish(chunk),
+      onFlow: (ex, pause) => this.#toAgent(ex.connId, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
+        this.#sent.delete(req.id);
+        d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
-        d.outbox.record(usageRow(base, { kind: 'relayed', agentId, settlement: s, cache, charged }));
+        d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
     });
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
     progress.reservation = undefined;
     progress.flight = undefined;
-    d.exchanges.add(exchange);
+    d.exchanges.add(exchange, dispatch.task.model);
+    d.inFlight.begin(base, agentId, cache, reservation, reservation ? d.limits.holder(reservation) : 'here');
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
-    sendFrame(ws, { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) });
+    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) };
+    this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set() });
+    sendFrame(ws, frame);
     return exchange.response();
+  }
+
+  /**
+   * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
+   * filled, before the edge heard) to another agent that can take it. False when there is none: the refusal stands.
+   */
+  redispatch(id: string, fromConnId: string): boolean {
+    const sent = this.#sent.get(id);
+    if (!sent) return false;
+    sent.refusedBy.add(fromConnId);
+    const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
+    let pick;
+    try {
+      pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
+    } catch {
+      return false;
+    }
+    this.#d.exchanges.move(id, pick.connId, pick.agentId);
+    sendFrame(pick.ws, sent.frame);
+    return true;
+  }
+
+  #toAgent(connId: string, frame: EdgeFrame): void {
+    const ws = this.#d.registry.socketOf(connId);
+    if (ws) sendFrame(ws, frame);
   }
 
   /** A Responses API request continuing a stored response gets that response's history before its own input. */

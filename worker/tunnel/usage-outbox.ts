@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { DatabaseTimeout } from '../db/timeout.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
-import { usage } from '../db/schema.ts';
+import { usage } from '../../shared/db/schema.ts';
 import type { HubDatabase } from './hub-database.ts';
 import type { Ledger, RefusalCount } from './ledger.ts';
 import { refusalRow, type UsageRow } from './usage-row.ts';

@@ -3,7 +3,7 @@
  * got to (refused before it ran, answered from the cache, or relayed to an agent). Typed from the drizzle table, so
  * a column added there is a compile error here until it is filled in.
  */
-import type { usage } from '../db/schema.ts';
+import type { usage } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import type { RefusalCount } from './ledger.ts';
 
@@ -27,6 +27,8 @@ export type RowEnd =
   | { kind: 'rejected'; status: number; errorCode: string; cache: UsageRow['cache'] }
   /** Answered from the exact cache. */
   | { kind: 'hit'; usage: { promptTokens: number; completionTokens: number } }
+  /** Streamed along with an identical request in flight (its leader), which ended as `settlement` says. */
+  | { kind: 'followed'; settlement: Settlement }
   /** Relayed to an agent, which answered (or failed, or was cancelled). */
   | { kind: 'relayed'; agentId: string; settlement: Settlement; cache: UsageRow['cache']; charged: { promptTokens: number; completionTokens: number } };
 
@@ -42,6 +44,14 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
       return { ...common, agentId: null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null, tokensPerSecond: null, cache: end.cache, status: end.status, errorCode: clean(end.errorCode, 64), outcome: 'rejected' };
     case 'hit':
       return { ...common, agentId: null, device: null, ...end.usage, ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' };
+    case 'followed': {
+      const s = end.settlement;
+      const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+      return {
+        ...common, agentId: null, device: null, ...(served ? { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens } : { promptTokens: 0, completionTokens: 0 }),
+        ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: served ? 200 : 502, errorCode: served ? null : clean(s.errorCode ?? 'agent_gone', 64), outcome: served ? 'ok' : 'error',
+      };
+    }
     case 'relayed': {
       const s = end.settlement;
       const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;

@@ -7,7 +7,7 @@
 import { and, eq, gt, lt } from 'drizzle-orm';
 import type { ChatMessage, ChatTask } from '../../../shared/protocol/frames.ts';
 import type { Database } from '../../db/client.ts';
-import { storedResponses } from '../../db/schema.ts';
+import { storedResponses } from '../../../shared/db/schema.ts';
 import { ApiError } from '../../http/errors.ts';
 import { assemble } from '../answer.ts';
 import type { AnswerChunk, Outcome, ResponseMeta } from '../format.ts';

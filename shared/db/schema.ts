@@ -1,10 +1,13 @@
 /**
- * The edge's libSQL schema (drizzle). Migrations in `migrations/` are generated from this file by drizzle-kit
- * (`npm run db:generate`); never edit the SQL by hand.
+ * The edge's libSQL schema (drizzle), in shared/ because the agent-side CLIs (`npm run keys`) write the same tables.
+ * Migrations in `migrations/` are generated from this file by drizzle-kit (`npm run db:generate`); never edit the SQL
+ * by hand.
  */
 import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
-import type { ChatMessage } from '../../shared/protocol/frames.ts';
-import type { AnswerChunk } from '../api/format.ts';
+import type { ChatMessage, ChunkFrame } from '../protocol/frames.ts';
+
+/** What a cache entry keeps of each chunk: its parts and the tokens that produced them (the edge's AnswerChunk). */
+type StoredChunk = Pick<ChunkFrame, 'text' | 'reasoning' | 'toolCalls' | 'tokens'>;
 
 /** Client API keys. Only a SHA-256 hash of the secret is stored; `prefix` lets humans tell keys apart. */
 export const apiKeys = sqliteTable(
@@ -82,7 +85,7 @@ export const cacheEntries = sqliteTable(
     tenant: text('tenant').notNull(),
     endpoint: text('endpoint').notNull(),
     model: text('model').notNull(),
-    chunks: text('chunks', { mode: 'json' }).$type<AnswerChunk[]>().notNull(),
+    chunks: text('chunks', { mode: 'json' }).$type<StoredChunk[]>().notNull(),
     /** For embedding requests: the vectors, in input order. */
     embeddings: text('embeddings', { mode: 'json' }).$type<number[][] | null>(),
     finishReason: text('finish_reason').notNull(),

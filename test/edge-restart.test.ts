@@ -1,0 +1,120 @@
+/**
+ * The edge runtime dying under a request: workerd is killed (SIGKILL, by process id) while a stream is running, and
+ * a new one is started on the same Durable Object storage. The request that was in flight must not vanish from
+ * usage: the new hub finds it, writes its row with the tokens last checkpointed, and gives the key back the worst
+ * case it had reserved.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createClient } from '@libsql/client';
+import OpenAI from 'openai';
+import { applyMigrations } from '../node/db/migrate.ts';
+import { startSqld, type Sqld } from '../node/local/sqld.ts';
+import type { Agent } from '../node/agent.ts';
+import { CHAT_MODEL } from './support/fixtures.ts';
+import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
+import { PacedEngine } from './support/paced-engine.ts';
+import { workerdPids } from './support/process-memory.ts';
+import { createOrtEngine, startTestAgent } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
+import { buildWorkerBundle, type WorkerBundle } from './support/worker-bundle.ts';
+
+describe('edge runtime killed mid-request', () => {
+  let dir: string;
+  let sqld: Sqld;
+  let bundle: WorkerBundle;
+  let edge: MiniflareEdge | undefined;
+  const agents: Agent[] = [];
+  const agentToken = `agent-${randomBytes(12).toString('hex')}`;
+  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
+  const vars = () => ({ NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url });
+  const start = () => startMiniflareEdge(bundle, vars(), { direct: true, stateDir: path.join(dir, 'state') });
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-restart-'));
+    sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
+    await applyMigrations(sqld.url);
+    await mkdir(path.join(dir, 'bundle'));
+    await mkdir(path.join(dir, 'state'));
+    bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+  });
+  after(async () => {
+    for (const a of agents) await a.stop().catch(() => {});
+    await edge?.stop().catch(() => {});
+    await sqld?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('the in-flight request gets its usage row (prompt and checkpointed tokens) and its reservation is settled', async () => {
+    edge = await start();
+    const created = await fetch(new URL('/admin/keys', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      // A budget the stream's worst case nearly fills: a reservation left standing would refuse the next request.
+      body: JSON.stringify({ name: 'budgeted', budget: 1000 }),
+    });
+    assert.equal(created.status, 201);
+    const { key, id: keyId } = (await created.json()) as { key: string; id: string };
+    agents.push(await startTestAgent({ url: edge.url, agentToken }, new PacedEngine(await createOrtEngine(), 40), { agentId: 'first' }));
+    const client = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
+    const messages = [{ role: 'user' as const, content: 'a long answer, please' }];
+
+    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages, stream: true, max_tokens: 900, temperature: 0.7, seed: 3 });
+    let chunks = 0;
+    const reading = (async () => {
+      try {
+        for await (const c of stream) if (c.choices[0]?.delta?.content) chunks++;
+        return 'ended';
+      } catch (err) {
+        return String(err);
+      }
+    })();
+    // Past a checkpoint (every 2 s) with tokens produced, then the runtime dies.
+    await waitFor('tokens streaming for over 2.5 s', () => (chunks >= 20 ? true : undefined), { timeoutMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 2500));
+    const seen = chunks;
+    const pids = workerdPids();
+    assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    console.log(`killed workerd ${pids.join(', ')} after ${seen} chunks: the client saw ${await reading}`);
+    await edge.stop().catch(() => {});
+    edge = undefined;
+
+    // A new runtime on the same Durable Object storage; the first request to the hub wakes it.
+    edge = await start();
+    const health = await fetch(new URL('/health', edge.url));
+    assert.equal(health.status, 200);
+    const db = createClient({ url: sqld.url });
+    try {
+      const row = await waitFor('the usage row of the killed request', async () => {
+        const r = (await db.execute({ sql: `select outcome, error_code, status, prompt_tokens, completion_tokens, key_id from usage where error_code = 'edge_restarted'`, args: [] })).rows[0];
+        return r;
+      }, { timeoutMs: 20_000 });
+      console.log(`recovered row: ${JSON.stringify(row)}`);
+      assert.equal(row.outcome, 'error');
+      assert.equal(Number(row.status), 502);
+      assert.equal(row.key_id, keyId);
+
+      // What the prompt counts, from the same model over the new runtime.
+      agents.push(await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second' }));
+      const client2 = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
+      await waitFor('the new agent serving', async () => ((await client2.models.list()).data.length > 0 ? true : undefined), { timeoutMs: 20_000 });
+      const counted = await client2.chat.completions.create({ model: CHAT_MODEL, messages, max_tokens: 1, temperature: 0.7, seed: 3 });
+      assert.equal(Number(row.prompt_tokens), counted.usage?.prompt_tokens, 'the prompt tokens the agent counted');
+      assert.ok(Number(row.completion_tokens) >= Math.min(seen, 20), `the tokens checkpointed before the kill (${row.completion_tokens}; the client had ${seen} chunks)`);
+
+      // The 900-token reservation was settled to what was used: a request for 600 more fits the 1,000-token budget
+      // uncapped only if it was (used so far: the killed request's tokens and the 1-token count).
+      const used = Number(row.prompt_tokens) + Number(row.completion_tokens) + (counted.usage?.total_tokens ?? 0);
+      const want = Math.max(1, 1000 - used - (counted.usage?.prompt_tokens ?? 0) - 50);
+      const next = await client2.chat.completions.create({ model: CHAT_MODEL, messages, max_tokens: want, temperature: 0.7, seed: 4 }).withResponse();
+      assert.equal(next.response.headers.get('x-npu-relay-max-tokens'), null, `max_tokens ${want} admitted uncapped after ${used} tokens used: the dead request's reservation was released`);
+    } finally {
+      db.close();
+    }
+  });
+});
