@@ -18,6 +18,8 @@ export const AGENT_VERSION = '0.1.0';
 export interface AgentOptions {
   edgeUrl: string;
   agentToken: string;
+  /** The pool of agents this one joins on the edge (each pool has its own hub); `default` when absent. */
+  pool?: string | undefined;
   engine: Engine;
   log: Logger;
   agentId?: string;
@@ -161,6 +163,7 @@ export class Agent {
     this.#tunnel = new TunnelClient({
       edgeUrl: options.edgeUrl,
       agentToken: options.agentToken,
+      ...(options.pool !== undefined ? { pool: options.pool } : {}),
       log: options.log,
       ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
       ...(options.backoff ? { backoff: options.backoff } : {}),

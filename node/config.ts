@@ -5,11 +5,14 @@
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { POOL_NAME } from '../shared/protocol/version.ts';
 
 export interface AgentConfig {
   edgeUrl: string;
   agentToken: string;
   agentId: string;
+  /** The pool of agents this one joins on the edge; the edge's `default` pool when absent. */
+  pool?: string | undefined;
   modelsDir: string;
   logLevel: string;
   /** Models (or aliases) to load at start-up. */
@@ -59,6 +62,7 @@ Options (each also settable by the environment variable shown):
   --token TOKEN     agent token, as set on the edge                        NPU_RELAY_AGENT_TOKEN (required)
   --models DIR      folder of model folders                               NPU_RELAY_MODELS_DIR (default ./models)
   --id ID           this agent's id                                        NPU_RELAY_AGENT_ID  (default the host name)
+  --pool NAME       the pool of agents to join (a hub per pool on the edge) NPU_RELAY_POOL     (default default)
   --log-level LEVEL trace, debug, info, warn, error                        NPU_RELAY_LOG_LEVEL (default info)
   --preload IDS     models to load at start, comma-separated              NPU_RELAY_PRELOAD   (default none)
   --keep-alive TIME how long an idle model stays loaded: 30s, 5m, 1h,     NPU_RELAY_KEEP_ALIVE (default 5m)
@@ -100,6 +104,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         token: { type: 'string' },
         models: { type: 'string' },
         id: { type: 'string' },
+        pool: { type: 'string' },
         'log-level': { type: 'string' },
         preload: { type: 'string' },
         'keep-alive': { type: 'string' },
@@ -150,10 +155,13 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const openvinoCache = values['openvino-cache'] ?? env.NPU_RELAY_OPENVINO_CACHE_DIR;
   const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
+  const pool = values.pool ?? env.NPU_RELAY_POOL;
+  if (pool !== undefined && !POOL_NAME.test(pool)) throw new ConfigError(`--pool / NPU_RELAY_POOL must be 1–32 letters, digits, '-' or '_', got '${pool}'`);
   return {
     edgeUrl,
     agentToken,
     agentId: values.id ?? env.NPU_RELAY_AGENT_ID ?? hostname(),
+    ...(pool !== undefined ? { pool } : {}),
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
     logLevel,
     preload,

@@ -102,6 +102,7 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     manager,
     edgeUrl: config.edgeUrl,
     agentToken: config.agentToken,
+    ...(config.pool !== undefined ? { pool: config.pool } : {}),
     agentId: config.agentId,
     engine,
     log,

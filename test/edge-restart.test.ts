@@ -49,8 +49,17 @@ describe('edge runtime killed mid-request', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  test('the in-flight request gets its usage row (prompt and checkpointed tokens) and its reservation is settled', async () => {
-    edge = await start();
+  // A limited key's reservation is held by the `default` hub's ledger even for a request served by another pool's
+  // hub (limits-point.ts): the recovering hub must settle it there, not in its own ledger.
+  for (const pool of [undefined, 'east'] as const) {
+    const where = pool === undefined ? 'the default pool' : `pool ${pool}, whose reservation the default hub holds`;
+    test(`the in-flight request gets its usage row (prompt and checkpointed tokens) and its reservation is settled (${where})`, () => killMidRequest(pool));
+  }
+
+  async function killMidRequest(pool: string | undefined): Promise<void> {
+    for (const a of agents.splice(0)) await a.stop().catch(() => {});
+    edge ??= await start();
+    const inPool = pool !== undefined ? { pool } : {};
     const created = await fetch(new URL('/admin/keys', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
@@ -59,7 +68,7 @@ describe('edge runtime killed mid-request', () => {
     });
     assert.equal(created.status, 201);
     const { key, id: keyId } = (await created.json()) as { key: string; id: string };
-    agents.push(await startTestAgent({ url: edge.url, agentToken }, new PacedEngine(await createOrtEngine(), 40), { agentId: 'first' }));
+    agents.push(await startTestAgent({ url: edge.url, agentToken }, new PacedEngine(await createOrtEngine(), 40), { agentId: 'first', ...inPool }));
     const client = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
     const messages = [{ role: 'user' as const, content: 'a long answer, please' }];
 
@@ -91,7 +100,7 @@ describe('edge runtime killed mid-request', () => {
     const db = createClient({ url: sqld.url });
     try {
       const row = await waitFor('the usage row of the killed request', async () => {
-        const r = (await db.execute({ sql: `select outcome, error_code, status, prompt_tokens, completion_tokens, key_id from usage where error_code = 'edge_restarted'`, args: [] })).rows[0];
+        const r = (await db.execute({ sql: `select outcome, error_code, status, prompt_tokens, completion_tokens, key_id from usage where error_code = 'edge_restarted' and key_id = ?`, args: [keyId] })).rows[0];
         return r;
       }, { timeoutMs: 20_000 });
       console.log(`recovered row: ${JSON.stringify(row)}`);
@@ -100,7 +109,7 @@ describe('edge runtime killed mid-request', () => {
       assert.equal(row.key_id, keyId);
 
       // What the prompt counts, from the same model over the new runtime.
-      agents.push(await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second' }));
+      agents.push(await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second', ...inPool }));
       const client2 = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
       await waitFor('the new agent serving', async () => ((await client2.models.list()).data.length > 0 ? true : undefined), { timeoutMs: 20_000 });
       const counted = await client2.chat.completions.create({ model: CHAT_MODEL, messages, max_tokens: 1, temperature: 0.7, seed: 3 });
@@ -116,5 +125,5 @@ describe('edge runtime killed mid-request', () => {
     } finally {
       db.close();
     }
-  });
+  }
 });

@@ -1,7 +1,8 @@
 /** The Worker's routes. Every handler throws `ApiError`s; the router's catch stage turns them into responses. */
 import { usageRow } from './tunnel/usage-row.ts';
 import { Router, type IRequest } from 'itty-router';
-import { AGENT_CONNECT_PATH } from '../shared/protocol/version.ts';
+import { AGENT_CONNECT_PATH, DEFAULT_POOL, POOL_NAME } from '../shared/protocol/version.ts';
+import { allAgents, hubOf, poolsChanged } from './routes/pools.ts';
 import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
@@ -29,12 +30,17 @@ async function connectAgent(request: IRequest, env: Env): Promise<Response> {
   if (!given || !(await secretsEqual(given, agentToken))) {
     throw new ApiError('unauthorized', 'agent token missing or wrong: the agent must send Authorization: Bearer <NPU_RELAY_AGENT_TOKEN>');
   }
+  // The pool the agent joins (`?pool=`): its hub, whose name the `default` hub keeps for everyone to find.
+  const pool = new URL(request.url).searchParams.get('pool') ?? DEFAULT_POOL;
+  if (!POOL_NAME.test(pool)) throw new ApiError('invalid_request', `pool names are 1–32 letters, digits, '-' or '_' (starting with a letter or digit), got '${pool.slice(0, 64)}'`, { param: 'pool' });
+  if (!(await hub(env).addPool(pool))) throw new ApiError('invalid_request', `too many pools: the edge keeps at most 64; join an existing pool`, { param: 'pool' });
+  poolsChanged();
   // itty's request is a proxy the runtime will not accept as a Request init; pass the parts explicitly.
-  return hub(env).fetch('https://hub/connect', { method: 'GET', headers: request.headers });
+  return hubOf(env, pool).fetch('https://hub/connect', { method: 'GET', headers: request.headers });
 }
 
 async function health(_request: IRequest, env: Env): Promise<Response> {
-  const agents = await hub(env).agents();
+  const agents = await allAgents(env);
   return Response.json({ status: agents.length > 0 ? 'ok' : 'no_agent', agents: agents.length });
 }
 

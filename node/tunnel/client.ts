@@ -13,6 +13,8 @@ import { Backoff } from './backoff.ts';
 export interface TunnelClientOptions {
   /** The edge's base URL (`https://…`, `http://…`, `wss://…` or `ws://…`). */
   edgeUrl: string;
+  /** The pool this agent joins (NPU_RELAY_POOL); the edge's `default` pool when absent. */
+  pool?: string | undefined;
   agentToken: string;
   hello: () => Omit<HelloFrame, 'type'>;
   onFrame: (frame: Exclude<EdgeFrame, { type: 'ping' | 'pong' }>) => void;
@@ -28,9 +30,10 @@ export interface TunnelClientOptions {
   backoff?: { initialMs: number; maxMs: number };
 }
 
-/** The WebSocket URL agents dial for an edge base URL. */
-export function connectUrl(edgeUrl: string): string {
+/** The WebSocket URL agents dial for an edge base URL (and the pool they join, as `?pool=`). */
+export function connectUrl(edgeUrl: string, pool?: string): string {
   const url = new URL(AGENT_CONNECT_PATH, edgeUrl);
+  if (pool !== undefined && pool !== 'default') url.searchParams.set('pool', pool);
   if (url.protocol === 'http:') url.protocol = 'ws:';
   if (url.protocol === 'https:') url.protocol = 'wss:';
   return url.toString();
@@ -161,7 +164,7 @@ export class TunnelClient {
   #dial(): void {
     if (this.#stopped) return;
     const { log } = this.#options;
-    const url = connectUrl(this.#options.edgeUrl);
+    const url = connectUrl(this.#options.edgeUrl, this.#options.pool);
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#options.agentToken}` }, maxPayload: 16 * 1024 * 1024 });
     this.#ws = ws;
 

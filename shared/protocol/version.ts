@@ -24,3 +24,10 @@ export const AGENT_CONNECT_PATH = '/agent/connect';
  */
 export const PING_FRAME = '{"type":"ping"}';
 export const PONG_FRAME = '{"type":"pong"}';
+
+/**
+ * A pool's name, as an agent gives it on the connect URL (`?pool=`): each pool of agents has its own hub on the
+ * edge. Agents that name none join `default`.
+ */
+export const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
+export const DEFAULT_POOL = 'default';

@@ -11,7 +11,8 @@ prompt-prefix reuse (second-turn time to first token, KV bytes per 1,000 tokens)
 Options:
   --quick     a tenth of every count and duration, to check the bench itself (figures are not results)
   --only LIST row groups to measure, e.g. 4,6 (1 edge overhead and profile, 2 cache hits, 3 streaming,
-              4 engine efficiency and constrained decoding, 5 footprint, 6 prefix reuse); default all
+              4 engine efficiency and constrained decoding, 5 footprint, 6 prefix reuse, scale the scale-out
+              rows S1–S4: one hub, hits in the Worker, two and four pools; docs/SCALING.md); default all
   -h, --help  show this help
 `;
 
@@ -28,8 +29,8 @@ if (args.help) {
 }
 
 const only = args.only?.split(',').map((g) => g.trim());
-if (only?.some((g) => !/^[1-6]$/.test(g))) {
-  console.error(`npu-relay bench: --only takes row groups 1 to 6, comma-separated (e.g. 4,6); got '${args.only}'\n\n${HELP}`);
+if (only?.some((g) => !/^([1-6]|scale)$/.test(g))) {
+  console.error(`npu-relay bench: --only takes row groups 1 to 6 or scale, comma-separated (e.g. 4,6); got '${args.only}'\n\n${HELP}`);
   process.exit(2);
 }
 

@@ -18,12 +18,15 @@ const FLOOD_TOKEN = 'x';
 export class InstantEngine implements Engine {
   readonly name = 'instant';
   readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'no inference: a fixed reply (benchmarks only)' }];
+  /** Models that answer as `instant` does (the scale-out rows give each pool its own). */
+  readonly #replyModels: readonly string[];
+
+  constructor(replyModels: readonly string[] = [INSTANT_MODEL]) {
+    this.#replyModels = replyModels;
+  }
 
   models(): readonly ModelInfo[] {
-    return [
-      { id: INSTANT_MODEL, kind: 'chat', device: 'CPU' },
-      { id: FLOOD_MODEL, kind: 'chat', device: 'CPU' },
-    ];
+    return [...this.#replyModels.map((id): ModelInfo => ({ id, kind: 'chat', device: 'CPU' })), { id: FLOOD_MODEL, kind: 'chat', device: 'CPU' }];
   }
 
   /** A token per four characters, as generate counts. */
@@ -38,12 +41,12 @@ export class InstantEngine implements Engine {
 
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const promptTokens = this.#promptTokens(task);
-    if (task.model === INSTANT_MODEL) {
+    if (this.#replyModels.includes(task.model)) {
       yield { type: 'delta', text: INSTANT_REPLY, tokens: INSTANT_REPLY_TOKENS };
       yield { type: 'done', finishReason: 'stop', usage: { promptTokens, completionTokens: INSTANT_REPLY_TOKENS }, device: 'CPU' };
       return;
     }
-    if (task.model !== FLOOD_MODEL) throw new UnknownModelError(task.model, [INSTANT_MODEL, FLOOD_MODEL]);
+    if (task.model !== FLOOD_MODEL) throw new UnknownModelError(task.model, [...this.#replyModels, FLOOD_MODEL]);
     let produced = 0;
     while (produced < task.sampling.maxTokens && !signal.aborted) {
       produced++;

@@ -158,6 +158,7 @@ async function cannon(target: HttpTarget, connections: number, seconds: number):
     method: target.method,
     headers: target.headers,
     ...(target.body !== undefined ? { body: target.body } : {}),
+    ...(target.bodies ? { requests: target.bodies.map((body) => ({ method: target.method, headers: target.headers, body })) } : {}),
     connections,
     duration: seconds,
     timeout: 10,

@@ -13,6 +13,8 @@ export interface HttpTarget {
   method: 'GET' | 'POST';
   headers: Record<string, string>;
   body?: string;
+  /** Concurrent mode: bodies each connection sends in turn instead of `body` (requests for several models at once). */
+  bodies?: string[];
   /** The status every answer must have; any other counts as an error. */
   status: number;
   /** Text every answer's body must contain. */

@@ -111,11 +111,11 @@ function requireTally(label: string, r: LoadResult, value: string): void {
   if (other.length) failures.push(`${label}: expected every answer to have x-npu-relay-cache ${value}, got ${JSON.stringify(r.tally)}`);
 }
 
-async function connectAgent(edgeUrl: URL, agentToken: string, engine: Engine, agentId: string): Promise<Agent> {
+async function connectAgent(edgeUrl: URL, agentToken: string, engine: Engine, agentId: string, pool?: string): Promise<Agent> {
   // The instant engine occupies no device, so the agent's per-device admission limit (a real NPU runs one request
   // at a time) is lifted: every stream the clients open reaches the tunnel at once, as the rows say.
   const scheduler = { defaultConcurrency: 256, queueLimit: 256 };
-  const agent = new Agent({ edgeUrl: edgeUrl.toString(), agentToken, agentId, engine, log: createLogger('silent'), backoff: { initialMs: 100, maxMs: 1000 }, scheduler });
+  const agent = new Agent({ edgeUrl: edgeUrl.toString(), agentToken, agentId, ...(pool ? { pool } : {}), engine, log: createLogger('silent'), backoff: { initialMs: 100, maxMs: 1000 }, scheduler });
   await agent.start();
   return agent;
 }
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
     if (wanted('5')) await footprint(stack, bundle, deployed);
     if (wanted('1')) await startWorkerComparison(stack, engine);
     if (wanted('1')) await diskStorageComparison(stack, bundle, engine);
+    if (wanted('scale')) await scaleOut(stack, bundle, adminToken);
 
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
     if (wanted('4')) await engineEfficiency();
@@ -327,6 +328,77 @@ async function cacheHits(stack: Stack): Promise<void> {
     target: '—',
     verdict: 'info',
   });
+}
+
+/**
+ * Scale-out (docs/SCALING.md), side by side in one run at 32 concurrent clients: (a) one hub as before pools (every
+ * cache hit through the hub: NPU_RELAY_EDGE_HITS=off), (b) cache hits answered by the Worker without a hub (the
+ * default; measured on the main edge, configured as (a) otherwise), (c) the load spread over two and four pools, a
+ * hub and an agent each, one model per pool (each connection cycles through the models). Relayed requests are
+ * sampled chats with no-cache, no-store; hits the deterministic chat, primed per model.
+ */
+async function scaleOut(stack: Stack, bundle: WorkerBundle, adminToken: string): Promise<void> {
+  const models = ['instant', 'instant-p1', 'instant-p2', 'instant-p3'];
+  const stateDir = await mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : stack.work, 'npu-relay-bench-scale-'));
+  const edge = await startMiniflareEdge(bundle, { ...stack.vars, NPU_RELAY_EDGE_HITS: 'off' }, { direct: true, stateDir });
+  const agents: Agent[] = [];
+  try {
+    const apiKey = await createKey(edge.url, adminToken);
+    const hdrs = (fresh: boolean) => ({ ...json, authorization: `Bearer ${apiKey}`, ...(fresh ? { 'cache-control': 'no-cache, no-store' } : {}) });
+    for (const [i, model] of models.entries()) {
+      agents.push(await connectAgent(edge.url, stack.agentToken, new InstantEngine([model]), `bench-scale-${i}`, i === 0 ? undefined : `p${i}`));
+    }
+    await waitForAgents(edge.url, models.length);
+    const target = (base: URL, fresh: boolean, n: number): HttpTarget => {
+      const bodies = models.slice(0, n).map((model) => JSON.stringify(fresh ? { ...freshChat, model } : { model, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 }));
+      return { ...chat(base, hdrs(fresh), {}), body: bodies[0]!, ...(n > 1 ? { bodies } : {}), expect: INSTANT_REPLY };
+    };
+    for (const body of target(edge.url, false, models.length).bodies!) await primeCache({ ...target(edge.url, false, 1), body });
+    const measure = async (label: string, t: HttpTarget, tally: string) => {
+      const r = await load(label, { mode: 'concurrent', target: t, ...PLAN.concurrent });
+      requireTally(label, r, tally);
+      return r;
+    };
+    const relayed1 = await measure('S one hub relayed', target(edge.url, true, 1), 'BYPASS');
+    const hits1 = await measure('S one hub hits', target(edge.url, false, 1), 'HIT');
+    // (b) on the main edge: the same bundle and storage, Worker-answered hits on; primed with the main edge's key.
+    const mainHit = { ...chat(stack.edge.url, headers(stack, false), { model: INSTANT_MODEL, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 }), expect: INSTANT_REPLY };
+    await primeCache(mainHit);
+    const hitsEdge = await measure('S hits in the Worker', mainHit, 'HIT');
+    const relayed2 = await measure('S two pools relayed', target(edge.url, true, 2), 'BYPASS');
+    const hits2 = await measure('S two pools hits', target(edge.url, false, 2), 'HIT');
+    const relayed4 = await measure('S four pools relayed', target(edge.url, true, 4), 'BYPASS');
+    const hits4 = await measure('S four pools hits', target(edge.url, false, 4), 'HIT');
+    const rate = (r: LoadResult) => `${count(r.reqPerSec!)}/s (${latency(r.latencyMs!)})`;
+    const ratio = (r: LoadResult, base: LoadResult) => `${(r.reqPerSec! / base.reqPerSec!).toFixed(2)}×`;
+    const layout = (id: string, what: string, relayed: LoadResult | undefined, hits: LoadResult) =>
+      rows.push({
+        id,
+        what: `Scale-out, ${PLAN.concurrent.connections} concurrent for ${PLAN.concurrent.seconds} s: ${what}; relayed req/s and cache hits/s (median / p99 latency)`,
+        measured: `${relayed ? `relayed ${rate(relayed)}; ` : ''}hits ${rate(hits)}`,
+        baseline: id === 'S1' ? '—' : `row S1: relayed ${count(relayed1.reqPerSec!)}/s, hits ${count(hits1.reqPerSec!)}/s`,
+        delta: id === 'S1' ? '1.00× (the baseline)' : `${relayed ? `relayed ${ratio(relayed, relayed1)}, ` : ''}hits ${ratio(hits, hits1)}`,
+        target: '— (docs/SCALING.md)',
+        verdict: 'info',
+      });
+    layout('S1', '(a) one hub, as before pools: every cache hit through the hub (NPU_RELAY_EDGE_HITS=off)', relayed1, hits1);
+    layout('S2', '(b) cache hits answered by the Worker, no hub (the default)', undefined, hitsEdge);
+    layout('S3', '(c) two pools, a hub and an agent each; connections alternate between their models', relayed2, hits2);
+    layout('S4', '(c) four pools, a hub and an agent each', relayed4, hits4);
+  } finally {
+    for (const a of agents) await a.stop();
+    await edge.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function waitForAgents(base: URL, n: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const health = (await (await fetch(new URL('/health', base))).json()) as { agents: number };
+    if (health.agents >= n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the scale-out edge never saw its ${n} agents`);
 }
 
 async function streaming(stack: Stack): Promise<void> {
@@ -550,7 +622,7 @@ async function prefixReuse(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();

@@ -82,12 +82,13 @@ export async function createOrtEngine(options: Omit<OrtEngineOptions, 'modelsDir
 export async function startTestAgent(
   edge: Pick<TestEdge, 'url' | 'agentToken'>,
   engine: Engine,
-  options: { agentId?: string; token?: string; scheduler?: Partial<SchedulerOptions>; statusMs?: number } = {},
+  options: { agentId?: string; token?: string; pool?: string; scheduler?: Partial<SchedulerOptions>; statusMs?: number } = {},
 ): Promise<Agent> {
   const agent = new Agent({
     edgeUrl: edge.url.toString(),
     agentToken: options.token ?? edge.agentToken,
     agentId: options.agentId ?? 'test-agent',
+    ...(options.pool !== undefined ? { pool: options.pool } : {}),
     engine,
     log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
     backoff: { initialMs: 100, maxMs: 1000 },

@@ -18,7 +18,8 @@ import { assetResponse } from './assets.ts';
 import { usageExport } from './export.ts';
 import { dashboardPage, loginPage, PAGE_HEADERS } from './page.ts';
 import { exportFormat, statsQuery } from './params.ts';
-import { hub, type Args } from '../routes/context.ts';
+import type { Args } from '../routes/context.ts';
+import { allAgents } from '../routes/pools.ts';
 import { hasSession, newSession, sessionCookieHeader } from './session.ts';
 
 /** Largest login form accepted: the token and little else. */
@@ -129,7 +130,7 @@ async function errors(request: IRequest, env: Env): Promise<Response> {
 
 async function agents(_request: IRequest, env: Env): Promise<Response> {
   // Each agent's `status` is its latest heartbeat (queue depth, per-device load); null until the first one arrives.
-  return Response.json({ data: await hub(env).agents() }, { headers: JSON_HEADERS });
+  return Response.json({ data: await allAgents(env) }, { headers: JSON_HEADERS });
 }
 
 async function exportUsage(request: IRequest, env: Env): Promise<Response> {

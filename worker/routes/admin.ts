@@ -9,7 +9,8 @@ import { usageTotals } from '../db/usage-report.ts';
 import type { Env } from '../env.ts';
 import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
-import { hub, requireAdmin, type Args } from './context.ts';
+import { requireAdmin, type Args } from './context.ts';
+import { hubOf, poolNames } from './pools.ts';
 
 const NewKey = z.object({
   name: z.string().min(1).max(200),
@@ -47,7 +48,9 @@ async function listKeys(_request: IRequest, env: Env): Promise<Response> {
 
 async function revokeKey(request: IRequest, env: Env): Promise<Response> {
   const id = request.params.id!;
-  const result = await hub(env).revokeKey(id);
+  // Every pool's hub keeps its own copy of recently verified keys: each one is told.
+  const results = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).revokeKey(id)));
+  const result = { revoked: results.some((r) => r.revoked), databaseUpdated: results.some((r) => r.databaseUpdated) };
   if (!result.revoked) throw new ApiError('not_found', `no API key with id '${id}'`);
   return Response.json({ id, revoked: true, databaseUpdated: result.databaseUpdated });
 }
@@ -62,8 +65,19 @@ async function usageReport(request: IRequest, env: Env): Promise<Response> {
 }
 
 async function streams(_request: IRequest, env: Env): Promise<Response> {
-  const [inFlight, pendingUsage] = await Promise.all([hub(env).streams(), hub(env).pendingUsage()]);
-  return Response.json({ ...inFlight, pendingUsageRows: pendingUsage });
+  const pools = await poolNames(env);
+  const perPool = await Promise.all(pools.map(async (pool) => {
+    const [inFlight, pendingUsageRows] = await Promise.all([hubOf(env, pool).streams(), hubOf(env, pool).pendingUsage()]);
+    return { ...inFlight, pool, pendingUsageRows };
+  }));
+  // The `default` hub's figures at the top level, as before pools; every pool's (that one included) under `pools`.
+  const home = perPool[0]!;
+  return Response.json({
+    hubStartedAt: home.hubStartedAt,
+    data: perPool.flatMap((p) => p.data),
+    pendingUsageRows: perPool.reduce((n, p) => n + p.pendingUsageRows, 0),
+    pools: perPool.map(({ data: _data, ...rest }) => rest),
+  });
 }
 
 export function adminRoutes(router: RouterType<IRequest, Args>): void {

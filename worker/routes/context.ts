@@ -10,15 +10,15 @@ import { edgeConfig } from '../config.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
+import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
+import { answerAtEdge, mayAnswerAtEdge } from './edge-hits.ts';
+import { allAgents, hubOf, poolFor } from './pools.ts';
 
 export type Args = [Env, ExecutionContext];
 
-/** The one hub's id, derived once per isolate: idFromName hashes the name on every call. */
-let hubId: DurableObjectId | undefined;
-
+/** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (routes/pools.ts). */
 export function hub(env: Env) {
-  hubId ??= env.HUB.idFromName('default');
-  return env.HUB.get(hubId);
+  return hubOf(env, DEFAULT_POOL);
 }
 
 /**
@@ -56,21 +56,26 @@ async function keyHashOf(request: Request): Promise<string> {
  * which is where revocation takes effect). Bounded: a flood of made-up keys only evicts other made-up keys first.
  */
 const refusedKeys = new ExpiringMap<ApiError>(10_000, 60_000);
-const acceptedKeys = new ExpiringMap<KeyRecord>(1024, 60_000);
+const acceptedKeys = new ExpiringMap<{ key: KeyRecord; at: number }>(1024, 60_000);
+/**
+ * A cache hit the Worker answers itself (edge-hits.ts) has no hub to check the key again, so it needs a key a hub
+ * verified this recently: revocation then reaches Worker-answered hits as fast as it reaches the hubs' own checks.
+ */
+const EDGE_KEY_FRESH_MS = 2000;
 
-async function verifiedKey(keyHash: string, env: Env, reuse: boolean): Promise<KeyRecord> {
+async function verifiedKey(keyHash: string, env: Env, reuse: boolean | 'fresh'): Promise<KeyRecord> {
   const now = Date.now();
   const refused = refusedKeys.get(keyHash, now);
   if (refused) throw refused;
   const accepted = reuse ? acceptedKeys.get(keyHash, now) : undefined;
-  if (accepted) return accepted;
+  if (accepted && (reuse !== 'fresh' || now - accepted.at < EDGE_KEY_FRESH_MS)) return accepted.key;
   const auth = await hub(env).authorize(keyHash);
   if ('error' in auth) {
     const err = new ApiError(auth.error.code, auth.error.message);
     if (auth.error.code === 'invalid_api_key') refusedKeys.set(keyHash, err, now);
     throw err;
   }
-  acceptedKeys.set(keyHash, auth.key, now);
+  acceptedKeys.set(keyHash, { key: auth.key, at: now }, now);
   return auth.key;
 }
 
@@ -108,21 +113,30 @@ type Described = Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>;
  * to the hub as `describe` says.
  */
 export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: z.infer<S>) => Described) {
-  return async (request: IRequest, env: Env): Promise<Response> => {
+  return async (request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> => {
     // The key first: a caller without a valid key learns nothing about the body, and costs no parsing of it.
     const keyHash = await keyHashOf(request);
     request.key = await verifiedKey(keyHash, env, true);
-    return dispatch(request, env, keyHash, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
+    return dispatch(request, env, ctx, keyHash, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
   };
 }
 
-/** Hands a validated request to the hub; the hub checks the key, limits and cache, and answers. */
-async function dispatch(request: IRequest, env: Env, keyHash: string, d: Described): Promise<Response> {
+/**
+ * Hands a validated request to the hub of the pool serving its model; the hub checks the key, limits and cache, and
+ * answers. An exact-cache hit for a key without limits is answered here instead, without any hub (edge-hits.ts).
+ */
+async function dispatch(request: IRequest, env: Env, ctx: ExecutionContext, keyHash: string, d: Described): Promise<Response> {
   const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
+  if (mayAnswerAtEdge(env, request.key as KeyRecord, body)) {
+    const key = await verifiedKey(keyHash, env, 'fresh');
+    const hit = mayAnswerAtEdge(env, key, body) ? await answerAtEdge(env, ctx, key, body) : undefined;
+    if (hit) return hit;
+  }
+  const pool = await poolFor(env, body.task.model);
   // The client's signal travels with the subrequest (enable_request_signal), so the hub learns when the client
   // disconnects even while a non-streaming answer is still being generated.
   try {
-    return await hub(env).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), signal: request.signal });
+    return await hubOf(env, pool).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), headers: { 'x-npu-relay-pool': pool }, signal: request.signal });
   } catch (err) {
     // The client left: the hub cancels the generation and records the request (499); there is nobody to answer, and
     // this is not an error of the edge's.
@@ -134,7 +148,7 @@ async function dispatch(request: IRequest, env: Env, keyHash: string, d: Describ
 /** The models a key may see: those the connected agents serve, within the key's scope. */
 export async function visibleModels(request: IRequest, env: Env) {
   const key = request.key as KeyRecord | undefined;
-  const agents: AgentSummary[] = await hub(env).agents();
+  const agents: AgentSummary[] = await allAgents(env);
   const seen = new Map<string, { info: AgentSummary['models'][number]; agent: AgentSummary }>();
   for (const agent of agents) {
     for (const m of agent.models) if (!seen.has(m.id) && (!key?.models || key.models.includes(m.id))) seen.set(m.id, { info: m, agent });

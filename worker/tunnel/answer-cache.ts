@@ -99,14 +99,16 @@ export function unsettled(status: number, errorCode: string): Settlement {
 export class AnswerCache {
   readonly #db: HubDatabase;
   readonly #config: () => EdgeConfig;
-  readonly #hot = new HotCache(HOT_CACHE_BYTES);
+  readonly #hot: HotCache;
   /** In-flight cacheable generations by cache key. */
   readonly #flights = new Map<string, Feed>();
   #lastSweep = 0;
 
-  constructor(db: HubDatabase, config: () => EdgeConfig) {
+  /** `hotBytes`: memory for the hot layer (the Worker, answering hits itself, keeps a smaller one per isolate). */
+  constructor(db: HubDatabase, config: () => EdgeConfig, hotBytes = HOT_CACHE_BYTES) {
     this.#db = db;
     this.#config = config;
+    this.#hot = new HotCache(hotBytes);
   }
 
   /**

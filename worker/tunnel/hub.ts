@@ -17,7 +17,7 @@
  */
 import { DurableObject } from 'cloudflare:workers';
 import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
-import { PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
+import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
 import { ResponseStore, type StoredResponse } from '../api/openai-responses/store.ts';
 import { FORMATS } from '../api/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
@@ -33,8 +33,10 @@ import { ExchangeTable } from './exchange-table.ts';
 import { HubDatabase } from './hub-database.ts';
 import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
-import { Ledger, type RefusalCount } from './ledger.ts';
 import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
+import { type Admission, type KeyRecord, Ledger, type RefusalCount, type Reservation, type TokenNeed } from './ledger.ts';
+import { LimitsPoint, type LimitsHome } from './limits-point.ts';
+import { PoolList } from './pool-list.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
@@ -66,12 +68,21 @@ export class AgentHub extends DurableObject<Env> {
   readonly #responses: ResponseStore;
   readonly #flow: RequestFlow;
   readonly #management: Management;
+  // Pools (docs/SCALING.md): the pool this hub serves (named by the Worker on each dispatch), the pool names (kept
+  // by the `default` hub), the key limits counted here for every pool, and how many dispatches reached this hub.
+  #pool = DEFAULT_POOL;
+  readonly #pools: PoolList;
+  readonly #ledger: Ledger;
+  #dispatched = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const config = (): EdgeConfig => edgeConfig(this.env);
     const db = new HubDatabase(config);
-    const ledger = new Ledger(ctx.storage.sql);
+    const ledger = (this.#ledger = new Ledger(ctx.storage.sql));
+    this.#pools = new PoolList(ctx.storage.sql);
+    const home = (): LimitsHome => this.env.HUB.get(this.env.HUB.idFromName(DEFAULT_POOL));
+    const limits = new LimitsPoint(ledger, () => this.#pool, home, (p) => ctx.waitUntil(p));
     const inFlight = new InFlightLog(ctx.storage.sql);
     this.#exchanges = new ExchangeTable({
       config,
@@ -102,10 +113,10 @@ export class AgentHub extends DurableObject<Env> {
     this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) => this.#flow.redispatch(id, from));
     this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);
     this.#flow = new RequestFlow({
-      keys: this.#keys, ledger, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
+      keys: this.#keys, ledger, limits, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
       outbox: this.#outbox, inFlight, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
     });
-    for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, ledger);
+    for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -116,6 +127,8 @@ export class AgentHub extends DurableObject<Env> {
     try {
       if (pathname === '/connect') return this.#registry.accept(request);
       if (pathname === '/dispatch') {
+        this.#pool = request.headers.get('x-npu-relay-pool') ?? DEFAULT_POOL;
+        this.#dispatched++;
         const json: unknown = await request.json();
         const format = (json as { format?: string } | null)?.format;
         try {
@@ -159,6 +172,24 @@ export class AgentHub extends DurableObject<Env> {
     return this.#keys.authorize(keyHash);
   }
 
+  /** Pools (kept by the `default` hub): every pool's name, and adding one as its first agent connects. */
+  async pools(): Promise<string[]> {
+    return this.#pools.names();
+  }
+
+  async addPool(name: string): Promise<boolean> {
+    return this.#pools.add(name, Date.now());
+  }
+
+  /** A key's limits for a request in another pool's hub (the `default` hub counts them for all; limits-point.ts). */
+  async admitFor(key: KeyRecord, at: number, need: TokenNeed): Promise<Admission> {
+    return this.#ledger.admit(key, at, need);
+  }
+
+  async settleFor(reservation: Reservation, used: number, at: number): Promise<void> {
+    this.#ledger.settle(reservation, used, at);
+  }
+
   async revokeKey(id: string): Promise<{ revoked: boolean; databaseUpdated: boolean }> {
     return this.#keys.revoke(id);
   }
@@ -178,9 +209,9 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
-  async streams(): Promise<{ hubStartedAt: number; data: Array<ReturnType<Exchange['stats']>> }> {
+  async streams(): Promise<{ hubStartedAt: number; pool: string; dispatched: number; data: Array<ReturnType<Exchange['stats']>> }> {
     const now = Date.now();
-    return { hubStartedAt: this.#startedAt, data: [...this.#exchanges.values()].map((ex) => ex.stats(now)) };
+    return { hubStartedAt: this.#startedAt, pool: this.#pool, dispatched: this.#dispatched, data: [...this.#exchanges.values()].map((ex) => ex.stats(now)) };
   }
 
   /** Rows still waiting for libSQL (for health checks and tests). */
@@ -219,9 +250,10 @@ export class AgentHub extends DurableObject<Env> {
    * A request that was in flight when the previous instance of this object died: its usage row, with the tokens
    * last checkpointed, and its reservation settled to them.
    */
-  #recover(o: Orphan, ledger: Ledger): void {
+  #recover(o: Orphan, limits: LimitsPoint): void {
     const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
-    ledger.settle(o.reservation, used.promptTokens + used.completionTokens, Date.now());
+    // Settled where it was reserved: this hub's ledger, or the `default` hub's for a limited key of another pool.
+    if (o.reservation) limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
     const settlement = {
       status: 502, outcome: 'error' as const, errorCode: 'edge_restarted', finishReason: null, usage: used, device: null, ttftMs: null,
       durationMs: Math.max(0, o.updatedAt - o.base.at), chunks: [],

@@ -6,6 +6,7 @@
  * and a key's budget is not left holding a dead request's worst case.
  */
 import type { Reservation } from './ledger.ts';
+import type { ReservationHolder } from './limits-point.ts';
 import type { RowBase, UsageRow } from './usage-row.ts';
 
 /** Tokens of running requests are checkpointed this often (one small write per changed request). */
@@ -16,11 +17,15 @@ export interface Orphan {
   agentId: string;
   cache: UsageRow['cache'];
   reservation: Reservation | undefined;
+  /** Which ledger holds the reservation (a limited key of another pool reserves in the `default` hub's). */
+  reservationHeld: ReservationHolder;
   promptTokens: number;
   completionTokens: number;
   /** When the tokens were last checkpointed. */
   updatedAt: number;
 }
+
+type StoredReservation = Reservation & { held?: ReservationHolder };
 
 /** What a running request reports at a checkpoint. */
 export interface Progressing {
@@ -41,10 +46,12 @@ export class InFlightLog {
     );
   }
 
-  begin(base: RowBase, agentId: string, cache: UsageRow['cache'], reservation: Reservation | undefined): void {
+  begin(base: RowBase, agentId: string, cache: UsageRow['cache'], reservation: Reservation | undefined, held: ReservationHolder): void {
+    // The holder rides in the reservation's JSON: records written before pools existed read back as held here.
+    const stored: StoredReservation | null = reservation ? { ...reservation, ...(held === 'default' ? { held } : {}) } : null;
     this.#sql.exec(
       `INSERT OR REPLACE INTO in_flight (id, base, agent_id, cache, reservation, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
-      base.id, JSON.stringify(base), agentId, cache, reservation ? JSON.stringify(reservation) : null, base.at,
+      base.id, JSON.stringify(base), agentId, cache, stored ? JSON.stringify(stored) : null, base.at,
     );
   }
 
@@ -74,14 +81,18 @@ export class InFlightLog {
       )
       .toArray();
     if (rows.length > 0) this.#sql.exec(`DELETE FROM in_flight`);
-    return rows.map((r) => ({
-      base: JSON.parse(r.base) as RowBase,
-      agentId: r.agent_id,
-      cache: r.cache as UsageRow['cache'],
-      reservation: r.reservation ? (JSON.parse(r.reservation) as Reservation) : undefined,
-      promptTokens: r.prompt,
-      completionTokens: r.completion,
-      updatedAt: r.updated_at,
-    }));
+    return rows.map((r) => {
+      const { held, ...reservation } = r.reservation ? (JSON.parse(r.reservation) as StoredReservation) : { held: undefined };
+      return {
+        base: JSON.parse(r.base) as RowBase,
+        agentId: r.agent_id,
+        cache: r.cache as UsageRow['cache'],
+        reservation: r.reservation ? (reservation as Reservation) : undefined,
+        reservationHeld: held ?? 'here',
+        promptTokens: r.prompt,
+        completionTokens: r.completion,
+        updatedAt: r.updated_at,
+      };
+    });
   }
 }

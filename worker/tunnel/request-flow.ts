@@ -22,6 +22,7 @@ import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import type { LimitsPoint } from './limits-point.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -29,6 +30,8 @@ import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
 export interface RequestFlowDeps {
   keys: KeyGate;
   ledger: Ledger;
+  /** Where the key's limits are counted: this hub's ledger, or the `default` hub's for another pool (limits-point.ts). */
+  limits: LimitsPoint;
   cache: AnswerCache;
   registry: AgentRegistry;
   exchanges: ExchangeTable;
@@ -87,7 +90,7 @@ export class RequestFlow {
       return await this.#run(dispatch, { id, at: started, signal }, progress);
     } catch (err) {
       const e = toApiError(err);
-      this.#d.ledger.settle(progress.reservation, 0, Date.now());
+      this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
@@ -110,7 +113,7 @@ export class RequestFlow {
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
     const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model));
-    const admitted = d.ledger.admit(key, req.at, need);
+    const admitted = await d.limits.admit(key, req.at, need);
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
@@ -145,7 +148,7 @@ export class RequestFlow {
           const keep = this.#keep(dispatch, key.tenant, meta);
           void followed.ended.then((s) => {
             const served = s.finishReason !== null && s.finishReason !== 'cancelled';
-            d.ledger.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
+            d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
             d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
             keep?.(served ? answerOf(s) : undefined);
           });
@@ -155,7 +158,7 @@ export class RequestFlow {
       const hit = flight.leader ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
       if (hit) {
         progress.cache = 'HIT';
-        d.ledger.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
+        d.limits.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
         flight.settle(hitSettlement(hit));
         this.#keep(dispatch, key.tenant, meta)?.(hit);
@@ -186,7 +189,7 @@ export class RequestFlow {
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
-        d.ledger.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
+        d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
@@ -195,7 +198,7 @@ export class RequestFlow {
     progress.reservation = undefined;
     progress.flight = undefined;
     d.exchanges.add(exchange, dispatch.task.model);
-    d.inFlight.begin(base, agentId, cache, reservation);
+    d.inFlight.begin(base, agentId, cache, reservation, reservation ? d.limits.holder(reservation) : 'here');
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });

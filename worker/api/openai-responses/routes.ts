@@ -7,7 +7,8 @@ import * as z from 'zod';
 import { chatTaskFromResponses, inputItems, ResponsesRequest, type InputItem } from '../../../shared/api/openai-responses.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
-import { hub, inferenceRoute, now, requireApiKey, type Args } from '../../routes/context.ts';
+import { inferenceRoute, now, requireApiKey, type Args } from '../../routes/context.ts';
+import { hubOf, poolNames } from '../../routes/pools.ts';
 import type { KeyRecord } from '../../tunnel/ledger.ts';
 import { responseNotFound } from './store.ts';
 
@@ -75,7 +76,10 @@ function idOf(request: IRequest): string {
 
 async function stored(request: IRequest, env: Env): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
   const id = idOf(request);
-  const found = (await hub(env).storedResponse(tenantOf(request), id)) as { response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> } | null;
+  // Stored by the hub of the pool that served it (which waits for a write still under way): every pool is asked.
+  const tenant = tenantOf(request);
+  const answers = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id)));
+  const found = (answers.find((a) => a !== null) ?? null) as { response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> } | null;
   if (!found) throw responseNotFound(id);
   return found;
 }
@@ -86,7 +90,9 @@ async function retrieve(request: IRequest, env: Env): Promise<Response> {
 
 async function remove(request: IRequest, env: Env): Promise<Response> {
   const id = idOf(request);
-  if (!(await hub(env).deleteStoredResponse(tenantOf(request), id))) throw responseNotFound(id);
+  const tenant = tenantOf(request);
+  const deleted = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id)));
+  if (!deleted.some(Boolean)) throw responseNotFound(id);
   return Response.json({ id, object: 'response', deleted: true });
 }
 

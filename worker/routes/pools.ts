@@ -1,0 +1,82 @@
+/**
+ * Pools of agents as the Worker sees them: each pool has its own hub (`idFromName(pool)`; `default` is the hub every
+ * existing deployment already has), and a model is served by the pool whose agents announce it. The Worker keeps a
+ * small directory per isolate — the pool names (from the `default` hub) and which pool serves each model (from each
+ * pool's agents) — for DIRECTORY_MS, so a request costs no extra call to find its hub. A model the directory does
+ * not know makes it look again (at most every REFRESH_MS), so a newly connected agent is reachable at once.
+ */
+import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
+import type { Env } from '../env.ts';
+import type { AgentSummary } from '../tunnel/hub.ts';
+
+const DIRECTORY_MS = 5000;
+const REFRESH_MS = 1000;
+
+/** An agent with the pool it joined. */
+export type PooledAgent = AgentSummary & { pool: string };
+
+/** Hub ids derived once per isolate: idFromName hashes the name on every call. */
+const ids = new Map<string, DurableObjectId>();
+
+export function hubOf(env: Env, pool: string) {
+  let id = ids.get(pool);
+  if (!id) {
+    id = env.HUB.idFromName(pool);
+    ids.set(pool, id);
+  }
+  return env.HUB.get(id);
+}
+
+interface Directory {
+  at: number;
+  pools: string[];
+  /** The pool serving each model: `default` first, then by name, when several do. */
+  modelPool: Map<string, string>;
+}
+
+let directory: Directory | undefined;
+
+async function agentsOf(env: Env, pools: string[]): Promise<PooledAgent[]> {
+  const perPool = await Promise.all(pools.map(async (pool) => (await hubOf(env, pool).agents()).map((a): PooledAgent => ({ ...a, pool }))));
+  return perPool.flat();
+}
+
+async function load(env: Env): Promise<Directory> {
+  const pools = await hubOf(env, DEFAULT_POOL).pools();
+  // With one pool there is nothing to choose: every model goes to `default` without asking its hub.
+  const agents = pools.length > 1 ? await agentsOf(env, pools) : [];
+  const modelPool = new Map<string, string>();
+  for (const a of agents) for (const m of a.models) if (!modelPool.has(m.id)) modelPool.set(m.id, a.pool);
+  directory = { at: Date.now(), pools, modelPool };
+  return directory;
+}
+
+async function current(env: Env, maxAgeMs: number): Promise<Directory> {
+  if (directory && Date.now() - directory.at < maxAgeMs) return directory;
+  // Not shared between concurrent requests: a promise made in one request's context is not awaited in another's
+  // (workerd ties I/O to the request that started it). A few loads at once every DIRECTORY_MS cost little.
+  return load(env);
+}
+
+/** The pool whose hub serves `model`; `default` for a model no pool serves (its hub gives the usual error). */
+export async function poolFor(env: Env, model: string): Promise<string> {
+  const d = await current(env, DIRECTORY_MS);
+  const pool = d.modelPool.get(model);
+  if (pool !== undefined || d.pools.length === 1) return pool ?? DEFAULT_POOL;
+  return (await current(env, REFRESH_MS)).modelPool.get(model) ?? DEFAULT_POOL;
+}
+
+/** Every pool's connected agents, asked now (the pool names may be DIRECTORY_MS old). */
+export async function allAgents(env: Env): Promise<PooledAgent[]> {
+  return agentsOf(env, (await current(env, DIRECTORY_MS)).pools);
+}
+
+/** Every pool's name (from the directory, at most DIRECTORY_MS old). */
+export async function poolNames(env: Env): Promise<string[]> {
+  return (await current(env, DIRECTORY_MS)).pools;
+}
+
+/** Forgets the directory, so the next request asks the hubs (after an agent joined a new pool through this isolate). */
+export function poolsChanged(): void {
+  directory = undefined;
+}
