@@ -5,6 +5,7 @@
  * delete, copy, unload and pinning (`keep_alive: -1`) need a key with the `manage` scope (`manage_models`) or the
  * admin token; loading is harmless and open to any key that may use the model.
  */
+import { poolsChanged } from '../routes/pools.ts';
 import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
 import { KeepAlive, keepAliveMs, modelId } from '../../shared/api/ollama.ts';
@@ -110,6 +111,8 @@ const remove = managed('api.delete', async (request, env, caller) => {
   const model = modelId((body.model ?? body.name)!);
   requireVisible(caller, model);
   const failed = outcomeError(await hub(env).manage({ op: { action: 'delete', model }, agent: body.agent, endpoint: 'api.delete', keyId: keyIdOf(caller) }));
+  // This isolate's model directory is out of date now (cache hits it answers itself must not outlive the model).
+  poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
   return new Response(null, { status: 200 });
 });
@@ -121,6 +124,7 @@ const copy = managed('api.copy', async (request, env, caller) => {
   requireVisible(caller, source);
   const op = { action: 'copy' as const, source, destination: modelId(body.destination) };
   const failed = outcomeError(await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', keyId: keyIdOf(caller) }));
+  poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
   return new Response(null, { status: 200 });
 });

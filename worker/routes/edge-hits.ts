@@ -22,6 +22,7 @@ import type { KeyRecord } from '../tunnel/ledger.ts';
 import { hasLimits } from '../tunnel/limits-point.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 import { recordAtEdge } from './edge-usage.ts';
+import { servedNowhere } from './pools.ts';
 
 /** Answers this isolate keeps in memory: small, as an isolate has 128 MB for everything. */
 const HOT_BYTES = 4 * 1024 * 1024;
@@ -48,6 +49,7 @@ export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean 
 
 /** The cached answer as the hub would send it, or undefined (a miss: the hub takes the request). */
 export async function answerAtEdge(env: Env, ctx: ExecutionContext, key: KeyRecord, d: Dispatch): Promise<Response | undefined> {
+  if (await servedNowhere(env, d.task.model)) return undefined;
   const cache = cacheOf(env);
   const ck = await cacheKey(key.tenant, d.task);
   const hit = await cache.lookup(ck);

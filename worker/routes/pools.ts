@@ -32,6 +32,8 @@ interface Directory {
   pools: string[];
   /** The pool serving each model: `default` first, then by name, when several do. */
   modelPool: Map<string, string>;
+  /** Agents connected over all pools. */
+  agents: number;
 }
 
 let directory: Directory | undefined;
@@ -43,11 +45,11 @@ async function agentsOf(env: Env, pools: string[]): Promise<PooledAgent[]> {
 
 async function load(env: Env): Promise<Directory> {
   const pools = await hubOf(env, DEFAULT_POOL).pools();
-  // With one pool there is nothing to choose: every model goes to `default` without asking its hub.
-  const agents = pools.length > 1 ? await agentsOf(env, pools) : [];
+  // Asked even with one pool: cache hits answered in the Worker must not outlive the model (edge-hits.ts).
+  const agents = await agentsOf(env, pools);
   const modelPool = new Map<string, string>();
   for (const a of agents) for (const m of a.models) if (!modelPool.has(m.id)) modelPool.set(m.id, a.pool);
-  directory = { at: Date.now(), pools, modelPool };
+  directory = { at: Date.now(), pools, modelPool, agents: agents.length };
   return directory;
 }
 
@@ -64,6 +66,15 @@ export async function poolFor(env: Env, model: string): Promise<string> {
   const pool = d.modelPool.get(model);
   if (pool !== undefined || d.pools.length === 1) return pool ?? DEFAULT_POOL;
   return (await current(env, REFRESH_MS)).modelPool.get(model) ?? DEFAULT_POOL;
+}
+
+/**
+ * True when agents are connected and none serves `model` (by the directory, at most DIRECTORY_MS old, or fresh after
+ * `poolsChanged`): a deleted model is not answered from the cache. With no agent at all, cached answers still are.
+ */
+export async function servedNowhere(env: Env, model: string): Promise<boolean> {
+  const d = await current(env, DIRECTORY_MS);
+  return d.agents > 0 && !d.modelPool.has(model);
 }
 
 /** Every pool's connected agents, asked now (the pool names may be DIRECTORY_MS old). */
