@@ -13,7 +13,7 @@ export interface AgentProcess {
   exited: Promise<string>;
 }
 
-export async function spawnAgent(edge: TestEdge, id: string, env: Record<string, string> = {}): Promise<AgentProcess> {
+export async function spawnAgent(edge: Pick<TestEdge, 'url' | 'agentToken'>, id: string, env: Record<string, string> = {}): Promise<AgentProcess> {
   const args = [path.join(PROJECT_ROOT, 'node/cli/agent.ts'), '--edge', edge.url.toString(), '--token', edge.agentToken, '--models', MODELS_DIR, '--id', id];
   return start(args, id, { ...process.env, NPU_RELAY_METRICS_PORT: '0', ...env }, /connected to the edge/);
 }
