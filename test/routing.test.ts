@@ -201,4 +201,28 @@ describe('routing by per-model capacity and expected wait', () => {
     assert.match(text, /"finish_reason":"(stop|length)"/);
     assert.match(text, /data: \[DONE\]/);
   });
+
+  test('a request that arrives while the only agent restarts (gone, not yet back) waits for it and is answered', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    const first = await startTestAgent(edge, await engineWith({ concurrency: 4, queueLimit: 8 }, 0), { agentId: 'restarting-agent' });
+    await first.stop();
+    const health = (await (await fetch(new URL('/health', edge.url))).json()) as { agents: number };
+    assert.equal(health.agents, 0, 'no agent connected when the request arrives');
+    const started = performance.now();
+    const answering = chat(300);
+    await new Promise((r) => setTimeout(r, 1500));
+    agents.push(await startTestAgent(edge, await engineWith({ concurrency: 4, queueLimit: 8 }, 0), { agentId: 'restarting-agent' }));
+    const res = await answering;
+    console.log(`answered ${res.status} after ${(performance.now() - started).toFixed(0)} ms`);
+    assert.equal(res.status, 200, await res.clone().text());
+  });
+
+  test('with no agent serving the model lately, a request is refused at once (503 no_agent), not held', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    await new Promise((r) => setTimeout(r, 15_500));
+    const started = performance.now();
+    const res = await chat(301);
+    assert.equal(res.status, 503);
+    assert.ok(performance.now() - started < 5000, 'refused without waiting');
+  });
 });

@@ -53,6 +53,8 @@ export class AgentRegistry {
   readonly #config: () => EdgeConfig;
   readonly #liveness = new AgentLiveness();
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
+  /** When an agent serving each model last went away (models of agents gone for good are dropped lazily). */
+  readonly #lastServed = new Map<string, number>();
   /** Called when a connection ends for any reason, so its in-flight requests fail at once. */
   readonly #onGone: (connId: string, why: string) => void;
 
@@ -143,6 +145,18 @@ export class AgentRegistry {
       out.push({ ws, connId: attachment.connId, hello: record.hello, status: record.status, attachment });
     }
     return out;
+  }
+
+  /**
+   * Whether an agent serving `model` went away less than `withinMs` ago (a restart, most likely: its successor is on
+   * the way). A draining agent is not counted: it may be shutting down for good, and is still there to say so.
+   */
+  betweenAgents(model: string, now: number, withinMs: number): boolean {
+    const at = this.#lastServed.get(model);
+    if (at === undefined) return false;
+    if (now - at < withinMs) return true;
+    this.#lastServed.delete(model);
+    return false;
   }
 
   /** The live socket of a connection, found by its tag. */
@@ -244,6 +258,8 @@ export class AgentRegistry {
   gone(ws: WebSocket, why: string): void {
     const attachment = this.attachment(ws);
     if (!attachment) return;
+    const now = Date.now();
+    for (const m of this.#store.get(attachment.connId)?.hello.models ?? []) this.#lastServed.set(m.id, now);
     this.#onGone(attachment.connId, why);
     this.#store.delete(attachment.connId);
     this.#liveness.forget(attachment.connId);

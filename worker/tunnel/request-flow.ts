@@ -63,6 +63,8 @@ interface Sent {
   refusedBy: Set<string>;
   /** Set while it waits for an agent (none could take it when its own went away): when it gives up. */
   parkedUntil?: number;
+  /** What the agent it goes to must fit (the prompt on its device, the tunnel's limits). */
+  dispatch: Dispatch;
 }
 
 /**
@@ -166,8 +168,15 @@ export class RequestFlow {
       }
     }
 
-    const { ws, connId, agentId, model } = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
-    checkFits(dispatch, model);
+    let picked: ReturnType<typeof pickAgent> | undefined;
+    try {
+      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
+      checkFits(dispatch, picked.model);
+    } catch (err) {
+      // The model's agent went away moments ago (a restart, most likely): wait for one to come (see `unpark`).
+      if (!(err instanceof ApiError && err.code === 'no_agent' && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
+    }
+    const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
     const keep = this.#keep(dispatch, key.tenant, meta);
     const cache = progress.cache;
     const reservation = progress.reservation;
@@ -203,8 +212,8 @@ export class RequestFlow {
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
     const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) };
-    this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set() });
-    sendFrame(ws, frame);
+    this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set(), ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }), dispatch });
+    if (ws) sendFrame(ws, frame);
     return exchange.response();
   }
 
@@ -237,7 +246,7 @@ export class RequestFlow {
       }
       if (now < sent.parkedUntil) continue;
       const ex = this.#d.exchanges.take(id);
-      ex?.onError(new ApiError('no_agent', `the agent serving '${sent.task.model}' went away before it started this request, and no agent could take it within ${PARK_MS / 1000} s; retry shortly`));
+      ex?.onError(new ApiError('no_agent', `no agent serving '${sent.task.model}' could take this request within ${PARK_MS / 1000} s (its agent went away or was restarting); retry shortly`));
     }
   }
 
@@ -248,6 +257,12 @@ export class RequestFlow {
       pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
     } catch {
       return false;
+    }
+    try {
+      checkFits(sent.dispatch, pick.model);
+    } catch (err) {
+      this.#d.exchanges.take(id)?.onError(toApiError(err));
+      return true;
     }
     this.#d.exchanges.move(id, pick.connId, pick.agentId);
     sendFrame(pick.ws, sent.frame);
