@@ -225,4 +225,21 @@ describe('routing by per-model capacity and expected wait', () => {
     assert.equal(res.status, 503);
     assert.ok(performance.now() - started < 5000, 'refused without waiting');
   });
+
+  test('while the agent of one model restarts and another agent stays, a request for that model waits for it (not a 404)', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    await new Promise((r) => setTimeout(r, 15_500));
+    // Another agent, serving another model, stays connected throughout.
+    const other = await engineWith({ concurrency: 4, queueLimit: 8 }, 0);
+    const models = other.models.bind(other);
+    other.models = () => models().map((m) => ({ ...m, id: `other-${m.id}` }));
+    agents.push(await startTestAgent(edge, other, { agentId: 'other-models' }));
+    const first = await startTestAgent(edge, await engineWith({ concurrency: 4, queueLimit: 8 }, 0), { agentId: 'restarting-one' });
+    await first.stop();
+    const answering = chat(400);
+    await new Promise((r) => setTimeout(r, 1500));
+    agents.push(await startTestAgent(edge, await engineWith({ concurrency: 4, queueLimit: 8 }, 0), { agentId: 'restarting-one' }));
+    const res = await answering;
+    assert.equal(res.status, 200, await res.clone().text());
+  });
 });

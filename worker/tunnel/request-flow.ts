@@ -134,8 +134,10 @@ export class RequestFlow {
     // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
     // back. With no agent connected at all, the cache still answers what it holds (the relay keeps serving what it
     // has while its agents are away).
+    // A model whose agent went away moments ago (a restart) is not gone: it waits below, like any request for it.
     const agents = d.registry.list();
-    if (agents.length > 0 && !agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model))) throw unknownModel(dispatch.task.model);
+    const served = agents.length === 0 || agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model));
+    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS)) throw unknownModel(dispatch.task.model);
 
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
     // taking its result), else the cache.
@@ -174,7 +176,8 @@ export class RequestFlow {
       checkFits(dispatch, picked.model);
     } catch (err) {
       // The model's agent went away moments ago (a restart, most likely): wait for one to come (see `unpark`).
-      if (!(err instanceof ApiError && err.code === 'no_agent' && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
+      const waitable = err instanceof ApiError && (err.code === 'no_agent' || err.code === 'unknown_model');
+      if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
     }
     const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
     const keep = this.#keep(dispatch, key.tenant, meta);
