@@ -4,11 +4,9 @@
  * agent's heartbeats. The agent here is a scripted peer on a real WebSocket that holds a compile open for 1.5 s.
  */
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import WebSocket from 'ws';
-import { connectUrl } from '../node/tunnel/client.ts';
-import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
+import type WebSocket from 'ws';
+import { connectPeer } from './support/scripted-peer.ts';
 import { startTestEdge, type TestEdge } from './support/stack.ts';
 
 const MODEL = 'slow-to-compile';
@@ -21,30 +19,18 @@ describe('load progress reaches waiting clients', () => {
 
   before(async () => {
     edge = await startTestEdge();
-    ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
-    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const welcomed = new Promise((resolve) => {
-      ws.on('message', (data) => {
-        const text = data.toString();
-        if (text === PING_FRAME) return ws.send(PONG_FRAME);
-        const frame = JSON.parse(text) as { type: string; id?: string };
-        if (frame.type === 'welcome') resolve(true);
-        if (frame.type !== 'request') return;
-        // The model is not loaded: compile it (1.5 s), telling the edge, then answer.
-        const startedAt = Date.now();
-        ws.send(status([{ model: MODEL, device: 'NPU', phase: 'compile', startedAt, fraction: 0.4 }]));
-        setTimeout(() => {
-          ws.send(status([]));
-          ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'compiled', tokens: 1, promptTokens: 3 }));
-          ws.send(JSON.stringify({ type: 'end', id: frame.id, finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 1 }, device: 'NPU', durationMs: Date.now() - startedAt }));
-        }, 1500);
-      });
+    const capacity = { concurrency: 1, queueLimit: 3 };
+    ws = await connectPeer(edge, { agentId: 'npu-host', engine: 'openvino', device: 'NPU', capacity, models: [{ id: MODEL, kind: 'chat', device: 'NPU', capacity }] }, (frame) => {
+      if (frame.type !== 'request') return;
+      // The model is not loaded: compile it (1.5 s), telling the edge, then answer.
+      const startedAt = Date.now();
+      ws.send(status([{ model: MODEL, device: 'NPU', phase: 'compile', startedAt, fraction: 0.4 }]));
+      setTimeout(() => {
+        ws.send(status([]));
+        ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'compiled', tokens: 1, promptTokens: 3 }));
+        ws.send(JSON.stringify({ type: 'end', id: frame.id, finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 1 }, device: 'NPU', durationMs: Date.now() - startedAt }));
+      }, 1500);
     });
-    ws.send(JSON.stringify({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'npu-host', agentVersion: '0', engine: 'openvino', instanceId: randomUUID(),
-      models: [{ id: MODEL, kind: 'chat', device: 'NPU', capacity: { concurrency: 1, queueLimit: 3 } }], devices: [{ name: 'NPU' }], capacity: { concurrency: 1, queueLimit: 3 },
-    }));
-    await welcomed;
   });
   after(async () => {
     ws?.close();

@@ -5,15 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { randomUUID } from 'node:crypto';
 import { createClient } from '@libsql/client';
-import WebSocket from 'ws';
-import { connectUrl } from '../node/tunnel/client.ts';
-import { PING_FRAME, PONG_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Agent } from '../node/agent.ts';
 import type { Capacity } from '../shared/protocol/frames.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
+import { connectPeer } from './support/scripted-peer.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -128,25 +125,11 @@ describe('routing by per-model capacity and expected wait', () => {
     // The race, held open: an agent that announces the model and refuses every request the way a draining agent
     // does, without ever saying it drains.
     const refused: string[] = [];
-    const ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
-    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const welcomed = new Promise((resolve) => {
-      ws.on('message', (data) => {
-        const text = data.toString();
-        if (text === PING_FRAME) return ws.send(PONG_FRAME);
-        const frame = JSON.parse(text) as { type: string; id?: string };
-        if (frame.type === 'welcome') resolve(true);
-        if (frame.type === 'request') {
-          refused.push(frame.id!);
-          ws.send(JSON.stringify({ type: 'error', id: frame.id, code: 'overloaded', message: 'this agent is shutting down and takes no new requests' }));
-        }
-      });
+    const ws = await connectPeer(edge, { agentId: 'draining', models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }] }, (frame, peer) => {
+      if (frame.type !== 'request') return;
+      refused.push(frame.id!);
+      peer.send(JSON.stringify({ type: 'error', id: frame.id, code: 'overloaded', message: 'this agent is shutting down and takes no new requests' }));
     });
-    ws.send(JSON.stringify({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'draining', agentVersion: '0', engine: 'none', instanceId: randomUUID(),
-      models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }], devices: [{ name: 'CPU' }], capacity: { concurrency: 4, queueLimit: 8 },
-    }));
-    await welcomed;
     try {
       const engine = await engineWith({ concurrency: 4, queueLimit: 8 }, 0);
       agents.push(await startTestAgent(edge, engine, { agentId: 'steady' }));
@@ -163,23 +146,10 @@ describe('routing by per-model capacity and expected wait', () => {
   test('a request whose only agent goes away before starting it waits for the agent that comes back, and is answered', async () => {
     for (const a of agents.splice(0)) await a.stop();
     // An agent that takes the request and then disappears without a word (a restart), before its first token.
-    const ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
-    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const got = new Promise<string>((resolve) => {
-      ws.on('message', (data) => {
-        const text = data.toString();
-        if (text === PING_FRAME) return ws.send(PONG_FRAME);
-        const frame = JSON.parse(text) as { type: string; id?: string };
-        if (frame.type === 'welcome') ws.emit('welcomed');
-        if (frame.type === 'request') resolve(frame.id!);
-      });
+    const got = Promise.withResolvers<string>();
+    const ws = await connectPeer(edge, { agentId: 'restarting', models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }] }, (frame) => {
+      if (frame.type === 'request') got.resolve(frame.id!);
     });
-    const welcomed = new Promise((resolve) => ws.once('welcomed', resolve));
-    ws.send(JSON.stringify({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'restarting', agentVersion: '0', engine: 'none', instanceId: randomUUID(),
-      models: [{ id: CHAT_MODEL, kind: 'chat', device: 'CPU' }], devices: [{ name: 'CPU' }], capacity: { concurrency: 4, queueLimit: 8 },
-    }));
-    await welcomed;
     const started = performance.now();
     const answer = (async () => {
       const res = await fetch(new URL('/v1/chat/completions', edge.url), {
@@ -189,7 +159,7 @@ describe('routing by per-model capacity and expected wait', () => {
       });
       return { status: res.status, text: await res.text() };
     })();
-    await got;
+    await got.promise;
     ws.terminate();
     // The agent is back 2 s later (as a new process: a new connection).
     await new Promise((r) => setTimeout(r, 2000));

@@ -5,21 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient, type Client } from '@libsql/client';
-import { applyMigrations } from '../node/db/migrate.ts';
-import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { spawnAgent, type AgentProcess } from './support/agent-process.ts';
+import { startDeployedEdge, type DeployedEdge } from './support/deployed-edge.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
 import { nearestRank } from './support/percentiles.ts';
 import { startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
-import { buildWorkerBundle } from './support/worker-bundle.ts';
 
 const FLOOD_SCRIPT = path.join(import.meta.dirname, 'support', 'stranger-flood.ts');
 
@@ -109,33 +103,19 @@ describe('strangers', () => {
  * and is not part of a deployment), with the agent and the flood each in a process of its own.
  */
 describe('a flood of strangers on the edge as deployed', () => {
-  let dir: string;
-  let sqld: Sqld;
-  let edge: MiniflareEdge;
+  let deployed: DeployedEdge;
   let agent: AgentProcess;
-  let apiKey: string;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-strangers-'));
-    sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
-    await applyMigrations(sqld.url);
-    await mkdir(path.join(dir, 'bundle'));
-    const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
-    const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-    const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-    edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true });
-    const created = await fetch(new URL('/admin/keys', edge.url), { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'real' }) });
-    apiKey = ((await created.json()) as { key: string }).key;
-    agent = await spawnAgent({ url: edge.url, agentToken }, 'stranger-agent-direct');
+    deployed = await startDeployedEdge('strangers');
+    agent = await spawnAgent(deployed, 'stranger-agent-direct');
   });
   after(async () => {
     agent?.child.kill('SIGTERM');
     await agent?.exited;
-    await edge?.stop();
-    await sqld?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await deployed?.stop();
   });
   const post = (key: string | null, body: string) =>
-    fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { ...(key === null ? {} : { authorization: `Bearer ${key}` }), 'content-type': 'application/json' }, body });
+    fetch(new URL('/v1/chat/completions', deployed.url), { method: 'POST', headers: { ...(key === null ? {} : { authorization: `Bearer ${key}` }), 'content-type': 'application/json' }, body });
 
   // The flood sends at a fixed rate, 20 connections × one request per 200 ms (100/s), 1,000 requests a phase: a flood
   // that sends as fast as the edge answers takes all the CPU a shared 2-core machine has whatever a refusal costs
@@ -144,7 +124,7 @@ describe('a flood of strangers on the edge as deployed', () => {
   test("a flood of strangers on 20 connections leaves a real key's p50 within 1.5× of its idle p50", async () => {
     const real = async (i: number) => {
       const started = performance.now();
-      const res = await post(apiKey, JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: `real ${i}` }], max_tokens: 2, temperature: 0.5 }));
+      const res = await post(deployed.apiKey, JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: `real ${i}` }], max_tokens: 2, temperature: 0.5 }));
       await res.arrayBuffer();
       assert.equal(res.status, 200);
       return performance.now() - started;
@@ -160,7 +140,7 @@ describe('a flood of strangers on the edge as deployed', () => {
         continue;
       }
       // The flood runs in a process of its own, as an attacker's would, bounded in count and time.
-      const flood = spawn(process.execPath, [FLOOD_SCRIPT, new URL('/v1/chat/completions', edge.url).toString(), '20', '1000', '60000', '200'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const flood = spawn(process.execPath, [FLOOD_SCRIPT, new URL('/v1/chat/completions', deployed.url).toString(), '20', '1000', '60000', '200'], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       flood.stdout.on('data', (d: Buffer) => (out += d));
       const exited = once(flood, 'exit');

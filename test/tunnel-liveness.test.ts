@@ -5,25 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { connectUrl } from '../node/tunnel/client.ts';
-import { applyMigrations } from '../node/db/migrate.ts';
-import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { INSTANT_MODEL, InstantEngine } from './bench/instant-engine.ts';
 import { spawnFloodAgent, type AgentProcess } from './support/agent-process.ts';
-import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
 import { nearestRank } from './support/percentiles.ts';
 import { rssMb, workerdRssMb } from './support/process-memory.ts';
+import { startDeployedEdge, type DeployedEdge } from './support/deployed-edge.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
-import { buildWorkerBundle } from './support/worker-bundle.ts';
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 /** What an agent logs when it gives up on a connection, whatever the reason. */
@@ -242,31 +236,12 @@ describe('tunnel liveness', () => {
  * instead of the hub.
  */
 describe('a connection flooding the hub (deployable bundle in Miniflare)', () => {
-  let dir: string;
-  let sqld: Sqld;
-  let edge: MiniflareEdge;
-  let target: { url: URL; agentToken: string; apiKey: string };
+  let target: DeployedEdge;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-flood-'));
-    sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
-    await applyMigrations(sqld.url);
-    await mkdir(path.join(dir, 'bundle'));
-    const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
-    const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-    const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-    edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true });
-    const created = await fetch(new URL('/admin/keys', edge.url), {
-      method: 'POST',
-      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'flood' }),
-    });
-    assert.equal(created.status, 201);
-    target = { url: edge.url, agentToken, apiKey: ((await created.json()) as { key: string }).key };
+    target = await startDeployedEdge('flood');
   });
   after(async () => {
-    await edge?.stop();
-    await sqld?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await target?.stop();
   });
 
   test('a connection flooding the hub with frames for unknown requests is cut off; workerd memory stays bounded; another agent serves meanwhile', async () => {

@@ -4,9 +4,10 @@
  * - `instant` answers every chat or completion with the same short reply, in one delta, at once.
  * - `instant-flood` emits `maxTokens` one-token deltas as fast as the consumer takes them, to load the tunnel.
  */
-import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
+import type { CountTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 import { UnknownModelError } from '../../node/errors.ts';
+import { ModellessEngine } from '../support/modelless-engine.ts';
 
 export const INSTANT_MODEL = 'instant';
 export const FLOOD_MODEL = 'instant-flood';
@@ -15,13 +16,14 @@ export const INSTANT_REPLY = 'Hello from the instant engine.';
 const INSTANT_REPLY_TOKENS = 7;
 const FLOOD_TOKEN = 'x';
 
-export class InstantEngine implements Engine {
+export class InstantEngine extends ModellessEngine implements Engine {
   readonly name = 'instant';
   readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'no inference: a fixed reply (benchmarks only)' }];
   /** Models that answer as `instant` does (the scale-out rows give each pool its own). */
   readonly #replyModels: readonly string[];
 
   constructor(replyModels: readonly string[] = [INSTANT_MODEL]) {
+    super();
     this.#replyModels = replyModels;
   }
 
@@ -60,16 +62,4 @@ export class InstantEngine implements Engine {
     throw new UnknownModelError(task.model, []);
   }
 
-  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
-  async preload(_id: string): Promise<void> {}
-  touch(_id: string, _keepAliveMs?: number): boolean {
-    return false;
-  }
-  loaded(): LoadedModel[] {
-    return [];
-  }
-  loading(): LoadProgress[] {
-    return [];
-  }
-  async close(): Promise<void> {}
 }

@@ -4,35 +4,20 @@
  * resident memory after each round: a leak grows with every round, a heap settles.
  * `node test/bench/memory-probe.ts [ROUNDS] [PER_ROUND]`
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { applyMigrations } from '../../node/db/migrate.ts';
-import { startSqld } from '../../node/local/sqld.ts';
-import { startMiniflareEdge } from '../support/miniflare-edge.ts';
+import { startDeployedEdge } from '../support/deployed-edge.ts';
 import { workerdRssMb } from '../support/process-memory.ts';
 import { startTestAgent } from '../support/stack.ts';
-import { buildWorkerBundle } from '../support/worker-bundle.ts';
 import { INSTANT_MODEL, InstantEngine } from './instant-engine.ts';
 
 const rounds = Number(process.argv[2] ?? 6);
 const perRound = Number(process.argv[3] ?? 1500);
-const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-memprobe-'));
-const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
-await applyMigrations(sqld.url);
-await mkdir(path.join(dir, 'bundle'));
-const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
-const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-const edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true });
-const created = await fetch(new URL('/admin/keys', edge.url), { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'probe' }) });
-const { key } = (await created.json()) as { key: string };
-const agent = await startTestAgent({ url: edge.url, agentToken }, new InstantEngine());
+const deployed = await startDeployedEdge('memprobe');
+const { url, agentToken, apiKey: key } = deployed;
+const agent = await startTestAgent({ url, agentToken }, new InstantEngine());
 const one = async (i: number) => {
   const kind = i % 3;
   const body = { model: INSTANT_MODEL, messages: [{ role: 'user', content: kind === 2 ? 'same question' : `q ${i}` }], max_tokens: 16, temperature: kind === 2 ? 0 : 0.7, stream: kind === 0 };
-  const res = await fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(new URL('/v1/chat/completions', url), { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   await res.arrayBuffer();
   return res.status;
 };
@@ -47,6 +32,4 @@ for (let r = 0; r < rounds; r++) {
   console.log(`after round ${r + 1} (${(r + 1) * perRound} requests, ${bad} not 200): workerd ${workerdRssMb().toFixed(0)} MiB`);
 }
 await agent.stop();
-await edge.stop();
-await sqld.stop();
-await rm(dir, { recursive: true, force: true });
+await deployed.stop();

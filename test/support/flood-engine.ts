@@ -3,10 +3,11 @@
  * a very fast model in backpressure and throughput tests (the real models here are too small to fill buffers). It
  * counts what it produced, so a test can see whether production stopped when the client stopped reading.
  */
-import type { EmbedTask, GenerateTask, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
+import type { EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
+import { ModellessEngine } from './modelless-engine.ts';
 
-export class FloodEngine implements Engine {
+export class FloodEngine extends ModellessEngine implements Engine {
   readonly name = 'flood';
   readonly devices = [{ name: 'CPU', description: 'test flood engine' }];
   readonly deltaBytes: number;
@@ -19,6 +20,7 @@ export class FloodEngine implements Engine {
   readonly model: string;
 
   constructor(deltaBytes = 1024, intervalMs = 0, { burst = 16, model = 'flood' }: { burst?: number; model?: string } = {}) {
+    super();
     this.deltaBytes = deltaBytes;
     this.intervalMs = intervalMs;
     this.burst = burst;
@@ -48,16 +50,4 @@ export class FloodEngine implements Engine {
   embed(_task: EmbedTask): Promise<EmbeddingResult> {
     return Promise.reject(new Error('the flood engine does not embed'));
   }
-  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
-  async preload(_id: string): Promise<void> {}
-  touch(_id: string, _keepAliveMs?: number): boolean {
-    return false;
-  }
-  loaded(): LoadedModel[] {
-    return [];
-  }
-  loading(): LoadProgress[] {
-    return [];
-  }
-  async close() {}
 }

@@ -5,13 +5,14 @@
  * the text are separated exactly as on ONNX Runtime and OpenVINO. It records each plan, so tests see what the chat
  * template would have been given (tools, `enable_thinking`).
  */
-import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
 import { UnknownModelError } from '../../node/errors.ts';
 import type { OutputPlan } from '../../node/output/plan.ts';
 import { planOutput } from '../../node/output/planner.ts';
 import { structured } from '../../node/output/structured.ts';
 import type { OutputTraits } from '../../node/output/traits.ts';
+import { ModellessEngine } from './modelless-engine.ts';
 
 export const RAW_TEXT_MODEL = 'raw-text';
 
@@ -23,7 +24,7 @@ export const THINKING_TRAITS: OutputTraits = {
   reasoning: { open: '<think>', close: '</think>', openedByPrompt: false },
 };
 
-export class RawTextEngine implements Engine {
+export class RawTextEngine extends ModellessEngine implements Engine {
   readonly name = 'raw-text';
   readonly devices = [{ name: 'CPU', description: 'test raw-text engine' }];
   readonly plans: OutputPlan[] = [];
@@ -33,6 +34,7 @@ export class RawTextEngine implements Engine {
   readonly #traits: OutputTraits;
 
   constructor(traits: OutputTraits = THINKING_TRAITS) {
+    super();
     this.#traits = traits;
   }
 
@@ -71,16 +73,4 @@ export class RawTextEngine implements Engine {
     return Promise.reject(new Error('the raw-text engine does not embed'));
   }
 
-  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
-  async preload(_id: string): Promise<void> {}
-  touch(_id: string, _keepAliveMs?: number): boolean {
-    return false;
-  }
-  loaded(): LoadedModel[] {
-    return [];
-  }
-  loading(): LoadProgress[] {
-    return [];
-  }
-  async close() {}
 }

@@ -5,9 +5,10 @@
  * edge around it are the real ones. It records each task it receives, so tests see what reached the agent, and
  * each run's end, so tests see when a cancellation stopped it.
  */
-import type { CountTask, EmbedTask, FinishReason, GenerateTask, LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
+import type { CountTask, EmbedTask, FinishReason, GenerateTask } from '../../shared/protocol/frames.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount, TextDelta } from '../../node/engines/engine.ts';
 import { EngineError, UnknownModelError } from '../../node/errors.ts';
+import { ModellessEngine } from './modelless-engine.ts';
 
 export const SCRIPTED_MODEL = 'scripted';
 
@@ -41,7 +42,7 @@ export interface ScriptedRun {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class ScriptedEngine implements Engine {
+export class ScriptedEngine extends ModellessEngine implements Engine {
   readonly name = 'scripted';
   readonly devices = [{ name: 'CPU', description: 'test scripted engine' }];
   readonly tasks: GenerateTask[] = [];
@@ -57,6 +58,7 @@ export class ScriptedEngine implements Engine {
 
   /** `scriptFor`, when given, is the script (as setting `script` to a function would be). */
   constructor(scriptFor?: (task: GenerateTask) => Script) {
+    super();
     if (scriptFor) this.script = scriptFor;
   }
 
@@ -111,16 +113,4 @@ export class ScriptedEngine implements Engine {
     return Promise.reject(new Error('the scripted engine does not embed'));
   }
 
-  /** Holds no model in memory: nothing to load ahead, keep alive or report. */
-  async preload(_id: string): Promise<void> {}
-  touch(_id: string, _keepAliveMs?: number): boolean {
-    return false;
-  }
-  loaded(): LoadedModel[] {
-    return [];
-  }
-  loading(): LoadProgress[] {
-    return [];
-  }
-  async close() {}
 }

@@ -1,0 +1,49 @@
+/**
+ * The edge as Cloudflare runs it, for measurements a dev proxy would distort: the deployable Worker bundle in one
+ * workerd (Miniflare, a socket straight into the Worker), a real sqld with the migrations, fresh tokens and one API
+ * key without limits. Each call gets a temporary folder of its own, removed by `stop()`.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { applyMigrations } from '../../node/db/migrate.ts';
+import { startSqld, type Sqld } from '../../node/local/sqld.ts';
+import { startMiniflareEdge, type MiniflareEdge } from './miniflare-edge.ts';
+import { buildWorkerBundle } from './worker-bundle.ts';
+
+export interface DeployedEdge {
+  edge: MiniflareEdge;
+  url: URL;
+  sqld: Sqld;
+  agentToken: string;
+  adminToken: string;
+  apiKey: string;
+  stop(): Promise<void>;
+}
+
+export async function startDeployedEdge(name: string): Promise<DeployedEdge> {
+  const dir = await mkdtemp(path.join(tmpdir(), `npu-relay-${name}-`));
+  const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
+  await applyMigrations(sqld.url);
+  await mkdir(path.join(dir, 'bundle'));
+  const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+  const agentToken = `agent-${randomBytes(12).toString('hex')}`;
+  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
+  const edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true });
+  const created = await fetch(new URL('/admin/keys', edge.url), {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  if (created.status !== 201) throw new Error(`creating a key failed: ${created.status} ${await created.text()}`);
+  const apiKey = ((await created.json()) as { key: string }).key;
+  return {
+    edge, url: edge.url, sqld, agentToken, adminToken, apiKey,
+    stop: async () => {
+      await edge.stop();
+      await sqld.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
