@@ -32,6 +32,7 @@ export class ExchangeTable {
   readonly #perConnection = new Map<string, number>();
   /** In flight per connection and model (`connId model`): what the model's device on that agent has ahead of it. */
   readonly #perModel = new Map<string, number>();
+  /** Each exchange's model, by id. */
   readonly #modelOf = new Map<string, string>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
@@ -43,7 +44,7 @@ export class ExchangeTable {
     this.#byId.set(exchange.id, exchange);
     this.#perConnection.set(exchange.connId, (this.#perConnection.get(exchange.connId) ?? 0) + 1);
     const slot = `${exchange.connId} ${model}`;
-    this.#modelOf.set(exchange.id, slot);
+    this.#modelOf.set(exchange.id, model);
     this.#perModel.set(slot, (this.#perModel.get(slot) ?? 0) + 1);
     this.#start();
   }
@@ -60,7 +61,7 @@ export class ExchangeTable {
     const n = (this.#perConnection.get(ex.connId) ?? 1) - 1;
     if (n > 0) this.#perConnection.set(ex.connId, n);
     else this.#perConnection.delete(ex.connId);
-    const slot = this.#modelOf.get(id)!;
+    const slot = `${ex.connId} ${this.#modelOf.get(id)}`;
     this.#modelOf.delete(id);
     const m = (this.#perModel.get(slot) ?? 1) - 1;
     if (m > 0) this.#perModel.set(slot, m);
@@ -72,7 +73,7 @@ export class ExchangeTable {
   move(id: string, connId: string, agentId: string): void {
     const ex = this.#byId.get(id);
     if (!ex) return;
-    const model = this.#modelOf.get(id)!.slice(ex.connId.length + 1);
+    const model = this.#modelOf.get(id)!;
     this.take(id);
     ex.connId = connId;
     ex.agentId = agentId;
@@ -122,8 +123,8 @@ export class ExchangeTable {
         this.#options.cancel(ex, 'inference timeout');
         ex.onError(new ApiError('timeout', `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`));
       } else {
-        const slot = this.#modelOf.get(ex.id);
-        const note = slot && this.#options.note ? this.#options.note(ex.connId, slot.slice(ex.connId.length + 1), now) : undefined;
+        const model = this.#modelOf.get(ex.id);
+        const note = model !== undefined && this.#options.note ? this.#options.note(ex.connId, model, now) : undefined;
         ex.keepAlive(now, KEEPALIVE_MS, note);
       }
     }

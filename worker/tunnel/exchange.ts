@@ -41,6 +41,14 @@ export interface Settlement {
   embeddings?: number[][];
 }
 
+/**
+ * Whether the answer came to its end (stop, length or tool calls), even if the leader's own client had left: what
+ * twins that followed it may be served and billed.
+ */
+export function answered(s: Settlement): s is Settlement & { finishReason: Exclude<FinishReason, 'cancelled'> } {
+  return s.finishReason !== null && s.finishReason !== 'cancelled';
+}
+
 export interface ExchangeOptions {
   id: string;
   /** The agent connection the request was sent on. */

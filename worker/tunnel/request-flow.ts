@@ -17,7 +17,7 @@ import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
 import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
 import type { Dispatch } from './dispatch.ts';
-import { Exchange, type Settlement } from './exchange.ts';
+import { answered, Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
@@ -151,7 +151,7 @@ export class RequestFlow {
           progress.reservation = undefined;
           const keep = this.#keep(dispatch, key.tenant, meta);
           void followed.ended.then((s) => {
-            const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+            const served = answered(s);
             d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
             d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
             keep?.(served ? answerOf(s) : undefined);

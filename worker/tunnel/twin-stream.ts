@@ -8,7 +8,7 @@ import { ERROR_CODES } from '../../shared/protocol/codes.ts';
 import { ApiError } from '../http/errors.ts';
 import type { LeaderFeed } from './answer-cache.ts';
 import type { Settlement } from './exchange.ts';
-import { STREAM_HEADERS } from './exchange.ts';
+import { answered, STREAM_HEADERS } from './exchange.ts';
 
 const encoder = new TextEncoder();
 
@@ -50,7 +50,7 @@ export async function followLeader(feed: LeaderFeed, format: ResponseFormat, met
   const ended = feed.settled.then((s) => {
     unsubscribe();
     // An answer that came to its end serves the twin even when the leader's own client had left meanwhile.
-    if (s.finishReason !== null && s.finishReason !== 'cancelled') write(sse.close({ finishReason: s.finishReason, usage: s.usage }));
+    if (answered(s)) write(sse.close({ finishReason: s.finishReason, usage: s.usage }));
     else {
       const code = ERROR_CODES.find((c) => c === s.errorCode && c !== 'cancelled') ?? 'agent_gone';
       write(sse.error(new ApiError(code, `the identical request this stream was sharing ended early (${s.errorCode ?? s.outcome}); retry the request`)));

@@ -4,7 +4,7 @@
  * a column added there is a compile error here until it is filled in.
  */
 import type { usage } from '../../shared/db/schema.ts';
-import type { Settlement } from './exchange.ts';
+import { answered, type Settlement } from './exchange.ts';
 import type { RefusalCount } from './ledger.ts';
 
 type Row = typeof usage.$inferSelect;
@@ -51,7 +51,7 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
       return { ...common, agentId: null, device: null, ...end.usage, ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' };
     case 'followed': {
       const s = end.settlement;
-      const served = s.finishReason !== null && s.finishReason !== 'cancelled';
+      const served = answered(s);
       return {
         ...common, agentId: null, device: null, ...(served ? { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens } : { promptTokens: 0, completionTokens: 0 }),
         ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: served ? 200 : 502, errorCode: served ? null : clean(s.errorCode ?? 'agent_gone', 64), outcome: served ? 'ok' : 'error',
