@@ -51,13 +51,17 @@ function firstTurnText(): string {
 
 const chat = (messages: ChatMessage[], maxTokens: number): ChatTask => ({ task: 'chat', model: CHAT_MODEL, messages, sampling: { maxTokens, temperature: 0, topP: 1, stop: [] } });
 
-/** Time to the first event of a generation (its first token: `maxTokens` 1), and its usage. */
+/**
+ * Time to the first token of a generation (`maxTokens` 1: its first `delta`, or its `done` when that token decodes
+ * to no text), and its usage. The `prompt` event does not count: it comes once the prompt is tokenized, before the
+ * prefill this measures.
+ */
 async function firstToken(engine: OrtEngine, task: ChatTask): Promise<{ ms: number; promptTokens: number; cached: number }> {
   const started = performance.now();
   let ms = 0;
   let usage: { promptTokens: number; cachedPromptTokens?: number | undefined } = { promptTokens: 0 };
   for await (const event of engine.generate(task, new AbortController().signal)) {
-    ms ||= performance.now() - started;
+    if (event.type !== 'prompt') ms ||= performance.now() - started;
     if (event.type === 'done') usage = event.usage;
   }
   return { ms, promptTokens: usage.promptTokens, cached: usage.cachedPromptTokens ?? 0 };
