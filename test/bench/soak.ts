@@ -2,19 +2,24 @@
  * `npm run soak [-- --duration 10m]`: the whole relay under a steady mixed load for a while, with the faults an
  * operator meets: the agent restarted, sqld restarted, sqld hung (SIGSTOP) for 30 s. Counts what a client would
  * notice — requests lost (failed after being accepted), refused (503 with Retry-After), hung (no answer within the
- * deadline) — and whether every request left its usage row; reports workerd and agent memory at start and end.
- * Prints one Markdown table (docs/BENCHMARKS.md keeps the latest).
+ * deadline) — and whether every request left its usage row; reports workerd and agent memory over the run, and the
+ * edge isolate's live heap after a full garbage collection (the figure that tells a leak from a heap that grew to
+ * its working size). Prints one Markdown table (docs/BENCHMARKS.md keeps the latest).
  *
- * Everything is real and local: sqld, the Worker in workerd, the agent as its own process with the ONNX Runtime
- * engine on the test models. Not part of `npm test`: it takes as long as --duration.
+ * Everything is real and local: sqld, the Worker bundle as deployed in one workerd (test/support/deployed-edge.ts),
+ * the agent as its own process with the ONNX Runtime engine on the test models. Not part of `npm test`: it takes as
+ * long as --duration.
  */
 import { parseArgs } from 'node:util';
 
-const HELP = `Usage: npm run soak [-- --duration 10m] [--rate 2]
+const HELP = `Usage: npm run soak [-- --duration 10m] [--rate 2] [--warmup 2000]
 
 Options:
   --duration D   how long the load runs: 600s, 10m, 90s (default 10m); faults happen at 20 %, 45 % and 70 % of it
   --rate N       requests started per second (default 2): streaming, non-streaming, cache hits and embeddings in turn
+  --warmup N     requests of the same mix sent 8 at a time before the clock starts (default 2000; 0 for none), so the
+                 run measures an edge that has served traffic (JIT-compiled code, heaps at their working size), as
+                 one in production has, instead of its first minutes
   -h, --help     show this help
 `;
 
@@ -26,14 +31,17 @@ function parseDuration(v: string): number {
 
 let durationMs: number;
 let rate: number;
+let warmup: number;
 try {
-  const { values } = parseArgs({ args: process.argv.slice(2), strict: true, options: { duration: { type: 'string' }, rate: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({ args: process.argv.slice(2), strict: true, options: { duration: { type: 'string' }, rate: { type: 'string' }, warmup: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     console.log(HELP);
     process.exit(0);
   }
   durationMs = parseDuration(values.duration ?? '10m');
   rate = Number(values.rate ?? 2);
+  warmup = Number(values.warmup ?? 2000);
+  if (!(Number.isInteger(warmup) && warmup >= 0)) throw new Error(`--warmup: '${values.warmup}' must be a whole number of requests`);
   if (!(rate > 0 && rate <= 50)) throw new Error(`--rate: '${values.rate}' must be a number of requests per second between 0 and 50`);
   if (durationMs < 20_000) throw new Error('--duration: at least 20s, so the faults fit in');
 } catch (err) {
@@ -46,7 +54,9 @@ const { startSqld } = await import('../../node/local/sqld.ts');
 const { spawnAgent } = await import('../support/agent-process.ts');
 const { CHAT_MODEL, EMBED_MODEL } = await import('../support/fixtures.ts');
 const { rssMb, workerdRssMb } = await import('../support/process-memory.ts');
-const { startTestEdge } = await import('../support/stack.ts');
+const { startDeployedEdge } = await import('../support/deployed-edge.ts');
+const { freePort } = await import('../support/free-port.ts');
+const { openIsolateHeap } = await import('../support/isolate-heap.ts');
 
 /** A request with no answer after this long is counted as hung (and abandoned). */
 const DEADLINE_MS = 90_000;
@@ -64,10 +74,32 @@ interface Outcome {
   detail: string;
 }
 
-const edge = await startTestEdge();
-let agent = await spawnAgent(edge, 'soak');
+const inspectorPort = await freePort();
+const edge = await startDeployedEdge('soak', { inspectorPort });
+const heap = await openIsolateHeap(inspectorPort, 'npu-relay', async () => (await fetch(new URL('/health', edge.url))).arrayBuffer());
+/**
+ * The agent's prompt-prefix cache keeps the KV of recent conversations up to its budget (512 MiB by default): by
+ * design its memory grows with every new conversation until the budget is reached. A budget this small is full a
+ * minute into the run, so the agent's row shows whether anything else grows.
+ */
+const AGENT_ENV = { NPU_RELAY_PREFIX_CACHE_SIZE: '1MiB' };
+let agent = await spawnAgent(edge, 'soak', AGENT_ENV);
 const db = createClient({ url: edge.sqld.url });
-const t0 = Date.now();
+let t0 = Date.now();
+if (warmup > 0) {
+  console.error(`soak: warming up with ${warmup} requests, 8 at a time`);
+  let next = 0;
+  const warm: Outcome[] = [];
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (next < warmup) {
+      const i = next++;
+      warm.push(await send(KINDS[i % KINDS.length]!, -1 - i));
+    }
+  }));
+  console.error(`soak: warm-up done in ${((Date.now() - t0) / 1000).toFixed(0)} s, ${warm.filter((o) => o.result === 'ok').length} of ${warmup} ok`);
+}
+const heapStart = (await heap.sample()).usedMb;
+t0 = Date.now();
 const memoryStart = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
 /**
  * Resident memory every 5 s. Start → end mixes warm-up (JIT, the hot cache filling, the isolate's heap growing to
@@ -76,9 +108,25 @@ const memoryStart = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
  */
 const samples: Array<{ at: number; workerd: number; agent: number }> = [];
 const sampler = setInterval(() => samples.push({ at: Date.now() - t0, workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) }), 5000);
+/**
+ * The isolate's live heap every 60 s (10 times on a shorter run): what the Worker and its hub hold after a full
+ * collection (which the sample forces: a few milliseconds on a heap of this size; the RSS rows read as "with a full GC every minute").
+ */
+const heapSamples: Array<{ at: number; heap: number }> = [{ at: 0, heap: heapStart }];
+const heapSampler = setInterval(
+  () =>
+    void heap.sample().then(
+      (h) => {
+        heapSamples.push({ at: Date.now() - t0, heap: h.usedMb });
+        console.error(`soak: ${((Date.now() - t0) / 1000).toFixed(0)} s, isolate heap ${h.usedMb.toFixed(2)} MiB live, workerd RSS ${workerdRssMb().toFixed(1)} MiB, agent RSS ${rssMb(agent.child.pid!).toFixed(0)} MiB`);
+      },
+      () => {},
+    ),
+  Math.min(60_000, durationMs / 10),
+);
 /** Mean of the samples in [from, to) of the run, as fractions of it. */
-const meanRss = (key: 'workerd' | 'agent', from: number, to: number) => {
-  const inside = samples.filter((s) => s.at >= from * durationMs && s.at < to * durationMs && s[key] > 0);
+const meanOf = <K extends string>(list: Array<{ at: number } & Record<K, number>>, key: K, from: number, to: number) => {
+  const inside = list.filter((s) => s.at >= from * durationMs && s.at < to * durationMs && s[key] > 0);
   return inside.reduce((n, s) => n + s[key], 0) / Math.max(1, inside.length);
 };
 
@@ -119,7 +167,7 @@ async function faultSchedule(): Promise<void> {
   faults.push(`${phase(Date.now())}: agent restarted (SIGTERM, drain, new process)`);
   agent.child.kill('SIGTERM');
   await agent.exited;
-  agent = await spawnAgent(edge, 'soak');
+  agent = await spawnAgent(edge, 'soak', AGENT_ENV);
   await at(0.45);
   faults.push(`${phase(Date.now())}: sqld restarted`);
   await edge.sqld.stop();
@@ -143,10 +191,15 @@ await faultsDone;
 const outcomes = await Promise.all(pending);
 const memoryEnd = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
 clearInterval(sampler);
-const trend = (key: 'workerd' | 'agent', from: number) => {
-  const [a, b, c] = [meanRss(key, from, from + (1 - from) / 3), meanRss(key, from + (1 - from) / 3, from + (2 * (1 - from)) / 3), meanRss(key, from + (2 * (1 - from)) / 3, 1.01)];
-  return `${a.toFixed(0)} → ${b.toFixed(0)} → ${c.toFixed(0)} MiB (${(((c - a) / a) * 100).toFixed(0)} % over the last two thirds)`;
+clearInterval(heapSampler);
+const heapEnd = (await heap.sample()).usedMb;
+heap.close();
+const thirds = (mean: (from: number, to: number) => number, from: number, digits: number) => {
+  const [a, b, c] = [mean(from, from + (1 - from) / 3), mean(from + (1 - from) / 3, from + (2 * (1 - from)) / 3), mean(from + (2 * (1 - from)) / 3, 1.01)];
+  if (!(a > 0 && b > 0 && c > 0)) return 'too few samples';
+  return `${a.toFixed(digits)} → ${b.toFixed(digits)} → ${c.toFixed(digits)} MiB (${(((c - a) / a) * 100).toFixed(0)} % over the last two thirds)`;
 };
+const trend = (key: 'workerd' | 'agent', from: number) => thirds((f, t) => meanOf(samples, key, f, t), from, 0);
 
 // Usage rows: the hub writes them in batches and retries while libSQL is away; wait until they stop arriving.
 const usageRows = async () => Number((await db.execute({ sql: 'select count(*) as n from usage where at >= ?', args: [t0] })).rows[0]!.n);
@@ -173,10 +226,13 @@ const lines = [
   `| hung (no answer in ${DEADLINE_MS / 1000} s) | ${by((o) => o.result === 'hung')} |`,
   `| slower than 10 s (answered) | ${by((o) => o.result !== 'hung' && o.ms > 10_000)} |`,
   `| usage rows / requests | ${rows} / ${outcomes.length} |`,
+  `| warm-up before the clock started | ${warmup} requests of the same mix, 8 at a time |`,
   `| workerd RSS start → end | ${memoryStart.workerd.toFixed(0)} → ${memoryEnd.workerd.toFixed(0)} MiB |`,
   `| agent RSS start → end (new process after the restart) | ${memoryStart.agent.toFixed(0)} → ${memoryEnd.agent.toFixed(0)} MiB |`,
   `| workerd RSS after warm-up, by thirds of 25–100 % of the run | ${trend('workerd', 0.25)} |`,
   `| agent RSS (the new process), by thirds of 35–100 % of the run | ${trend('agent', 0.35)} |`,
+  `| edge isolate live heap after a full GC: start → end | ${heapSamples[0]!.heap.toFixed(1)} → ${heapEnd.toFixed(1)} MiB (${heapSamples.length + 1} samples) |`,
+  `| edge isolate live heap, by thirds of 25–100 % of the run | ${thirds((f, t) => meanOf(heapSamples, 'heap', f, t), 0.25, 1)} |`,
   `| faults | ${faults.join('; ')} |`,
 ];
 console.log(lines.join('\n'));

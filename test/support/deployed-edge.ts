@@ -22,7 +22,8 @@ export interface DeployedEdge {
   stop(): Promise<void>;
 }
 
-export async function startDeployedEdge(name: string): Promise<DeployedEdge> {
+/** `inspectorPort` opens the isolate's V8 inspector (see isolate-heap.ts). */
+export async function startDeployedEdge(name: string, options: { inspectorPort?: number } = {}): Promise<DeployedEdge> {
   const dir = await mkdtemp(path.join(tmpdir(), `npu-relay-${name}-`));
   const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
   await applyMigrations(sqld.url);
@@ -30,7 +31,7 @@ export async function startDeployedEdge(name: string): Promise<DeployedEdge> {
   const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true });
+  const edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true, ...options });
   const created = await fetch(new URL('/admin/keys', edge.url), {
     method: 'POST',
     headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
@@ -38,12 +39,14 @@ export async function startDeployedEdge(name: string): Promise<DeployedEdge> {
   });
   if (created.status !== 201) throw new Error(`creating a key failed: ${created.status} ${await created.text()}`);
   const apiKey = ((await created.json()) as { key: string }).key;
-  return {
+  const deployed: DeployedEdge = {
     edge, url: edge.url, sqld, agentToken, adminToken, apiKey,
     stop: async () => {
       await edge.stop();
-      await sqld.stop();
+      // A caller may have restarted the database (the soak does): stop whichever one is current.
+      await deployed.sqld.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
+  return deployed;
 }
