@@ -110,7 +110,8 @@ const samples: Array<{ at: number; workerd: number; agent: number }> = [];
 const sampler = setInterval(() => samples.push({ at: Date.now() - t0, workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) }), 5000);
 /**
  * The isolate's live heap every 60 s (10 times on a shorter run): what the Worker and its hub hold after a full
- * collection (which the sample forces: a few milliseconds on a heap of this size; the RSS rows read as "with a full GC every minute").
+ * collection, which the sample forces (a few milliseconds on a heap of this size), so the RSS rows read as "with a
+ * full GC every minute".
  */
 const heapSamples: Array<{ at: number; heap: number }> = [{ at: 0, heap: heapStart }];
 const heapSampler = setInterval(
