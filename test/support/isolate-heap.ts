@@ -19,7 +19,8 @@ export interface IsolateHeap {
  */
 export async function openIsolateHeap(inspectorPort: number, worker: string, wake: () => Promise<unknown>): Promise<IsolateHeap> {
   const targets = (await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json()) as Array<{ id?: string; title?: string; webSocketDebuggerUrl?: string }>;
-  const target = targets.find((t) => t.id === `core:user:${worker}` || t.title?.includes(worker)) ?? targets[0];
+  // Miniflare runs workers of its own beside ours: sampling one of those would measure the wrong isolate.
+  const target = targets.find((t) => t.id === `core:user:${worker}`);
   if (!target?.webSocketDebuggerUrl) throw new Error(`no inspector target for '${worker}' on port ${inspectorPort}: ${JSON.stringify(targets)}`);
   const socket = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise<void>((resolve, reject) => {
