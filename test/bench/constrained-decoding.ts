@@ -4,9 +4,6 @@
  * model's own time per token, generation with and without a grammar, and compiling a typical tool's grammar, cold
  * and from the cache. Run in a process of its own (constrained-decoding-process.ts), like the engine comparison.
  */
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ChatTask, ToolDef } from '../../shared/protocol/frames.ts';
 import { OrtEngine } from '../../node/engines/ort.ts';
 import { loadChatModel } from '../../node/engines/ort-runtime.ts';
@@ -15,6 +12,7 @@ import { planOutput } from '../../node/output/planner.ts';
 import { traitsOf } from '../../node/output/traits.ts';
 import { CHAT_MODEL, MODELS_DIR } from '../support/fixtures.ts';
 import { summarize, type Summary } from './summary.ts';
+import { runInOwnProcess } from './own-process.ts';
 
 export interface ConstrainedDecodingOptions {
   /** Grammar steps to time (each: mask computed, applied, token accepted). */
@@ -169,15 +167,5 @@ export async function measureConstrainedDecoding(options: ConstrainedDecodingOpt
 
 /** `measureConstrainedDecoding` in a fresh process, bounded by its time budget. */
 export function measureInOwnProcess(options: ConstrainedDecodingOptions): Promise<ConstrainedDecodingResult> {
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'constrained-decoding-process.ts');
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [script, JSON.stringify(options)], { timeout: (options.maxSeconds + 60) * 1000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`the constrained decoding measurement failed: ${err.message}\n${stderr.slice(-2000)}`));
-      try {
-        resolve(JSON.parse(stdout) as ConstrainedDecodingResult);
-      } catch {
-        reject(new Error(`the constrained decoding measurement printed no result:\n${stdout.slice(0, 500)}\n${stderr.slice(-2000)}`));
-      }
-    });
-  });
+  return runInOwnProcess<ConstrainedDecodingResult>('constrained-decoding-process.ts', options, 'the constrained decoding measurement');
 }

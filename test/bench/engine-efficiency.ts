@@ -4,15 +4,13 @@
  * greedy decoding and `max_new_tokens`. Both sides are timed from the messages to the last token, and the runs
  * alternate so that neither side gets the warmer machine.
  */
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
 import type { ChatTask } from '../../shared/protocol/frames.ts';
 import { OrtEngine } from '../../node/engines/ort.ts';
 import { scanModels } from '../../node/models/catalog.ts';
 import { CHAT_MODEL, MODELS_DIR } from '../support/fixtures.ts';
 import { summarize, type Summary } from './summary.ts';
+import { runInOwnProcess } from './own-process.ts';
 
 export interface EngineSide {
   tokensPerSec: Summary;
@@ -94,17 +92,7 @@ export async function compareOrtWithTransformers(options: EngineComparisonOption
 
 /** `compareOrtWithTransformers` in a fresh process (`engine-efficiency-process.ts`), bounded by its time budget. */
 export function compareInOwnProcess(options: EngineComparisonOptions): Promise<EngineComparison> {
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'engine-efficiency-process.ts');
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [script, JSON.stringify(options)], { timeout: (options.maxSeconds + 60) * 1000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`the engine comparison failed: ${err.message}\n${stderr.slice(-2000)}`));
-      try {
-        resolve(JSON.parse(stdout) as EngineComparison);
-      } catch {
-        reject(new Error(`the engine comparison printed no result:\n${stdout.slice(0, 500)}\n${stderr.slice(-2000)}`));
-      }
-    });
-  });
+  return runInOwnProcess<EngineComparison>('engine-efficiency-process.ts', options, 'the engine comparison');
 }
 
 /** Why the OpenVINO comparison cannot run here, or undefined when the OpenVINO runtime loads. */

@@ -3,10 +3,8 @@
  * agent's second turn, which repeats a 1,000-token first turn, with reuse against the same engine with reuse off;
  * and the memory the KV cache holds per 1,000 tokens.
  */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { OrtEngine } from '../../node/engines/ort.ts';
 import { generate, type KvTensors, loadChatModel } from '../../node/engines/ort-runtime.ts';
 import { PrefixCache } from '../../node/engines/prefix-cache.ts';
@@ -15,6 +13,7 @@ import { planOutput } from '../../node/output/planner.ts';
 import type { ChatMessage, ChatTask } from '../../shared/protocol/frames.ts';
 import { CHAT_MODEL, MODELS_DIR } from '../support/fixtures.ts';
 import { summarize, type Summary } from './summary.ts';
+import { runInOwnProcess } from './own-process.ts';
 
 export interface PrefixReuseOptions {
   runs: number;
@@ -139,15 +138,5 @@ export async function measurePrefixReuse(options: PrefixReuseOptions): Promise<P
 
 /** `measurePrefixReuse` in a fresh process (`prefix-reuse-process.ts`), bounded by its time budget. */
 export function measureInOwnProcess(options: PrefixReuseOptions): Promise<PrefixReuseResult> {
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'prefix-reuse-process.ts');
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [script, JSON.stringify(options)], { timeout: (options.maxSeconds + 60) * 1000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`the prefix reuse measurement failed: ${err.message}\n${stderr.slice(-2000)}`));
-      try {
-        resolve(JSON.parse(stdout) as PrefixReuseResult);
-      } catch {
-        reject(new Error(`the prefix reuse measurement printed no result:\n${stdout.slice(0, 500)}\n${stderr.slice(-2000)}`));
-      }
-    });
-  });
+  return runInOwnProcess<PrefixReuseResult>('prefix-reuse-process.ts', options, 'the prefix reuse measurement');
 }
