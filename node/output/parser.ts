@@ -43,16 +43,17 @@ export class OutputParser {
     return this.#answer(split.reasoning, split.text, false);
   }
 
-  end(): OutputParse {
+  /** The end of the output; `cut` when the token limit stopped it (see ToolCallParser.end). */
+  end(cut = false): OutputParse {
     const split = this.#reasoning ? this.#reasoning.end() : { reasoning: '', text: '' };
-    return this.#answer(split.reasoning, split.text, true);
+    return this.#answer(split.reasoning, split.text, true, cut);
   }
 
-  #answer(reasoning: string, text: string, end: boolean): OutputParse {
+  #answer(reasoning: string, text: string, end: boolean, cut = false): OutputParse {
     if (!this.#tools) return { text, reasoning, toolCalls: [] };
     const parsed = this.#tools.push(text);
     if (end) {
-      const tail = this.#tools.end();
+      const tail = this.#tools.end(cut);
       parsed.text += tail.text;
       parsed.toolCalls.push(...tail.toolCalls);
     }

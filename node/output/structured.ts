@@ -33,7 +33,7 @@ export async function* structured(plan: OutputPlan, events: AsyncIterable<Genera
       yield event;
       continue;
     }
-    const tail = parser.end();
+    const tail = parser.end(event.finishReason === 'length');
     if (tail.text || tail.reasoning || tail.toolCalls.length) yield typed(tail.text, 0, tail.reasoning, tail.toolCalls);
     yield {
       ...event,

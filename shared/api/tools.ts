@@ -5,10 +5,16 @@
 import * as z from 'zod';
 import type { ChatMessage, ChatTask, ToolCall, ToolChoice, ToolDef } from '../protocol/frames.ts';
 
+/**
+ * OpenAI's rule for function names, applied in every dialect: a name is written into the prompt inside the tool
+ * format's markup, so one holding quotes, newlines, NULs or `</tool_call>` could break out of it.
+ */
+export const TOOL_NAME_RULE = /^[A-Za-z0-9_-]{1,64}$/;
+
 export const ToolName = z
   .string({ error: (issue) => (issue.input === undefined ? 'a tool needs a name' : 'a tool name is a string') })
   .min(1, 'a tool needs a name')
-  .max(128);
+  .regex(TOOL_NAME_RULE, `a tool name must match ${TOOL_NAME_RULE.source}: 1 to 64 letters, digits, underscores or dashes`);
 
 /**
  * A tool's `parameters`: a JSON Schema of an object, since a call's arguments are always a JSON object. A schema

@@ -142,18 +142,21 @@ export class JsonCallParser implements ToolCallParser {
     return this.#take();
   }
 
-  end(): ToolParse {
+  end(cut = false): ToolParse {
     this.#sendArguments();
     if (this.#inBlock) {
       // A call already sent stands (cut short by the length limit, or missing its close marker); anything else held
-      // was never a call.
+      // was never a call — unless the length limit cut it while it was being written: then it is the call's markup
+      // (a marker, or Llama's bare `{` once its first key said `name`), which never becomes answer text.
       const held = this.#held;
       const committed = this.#blockCommitted || this.#object?.index !== undefined;
+      const markup = cut && (!this.#block?.openIsObject || (this.#object?.keys ?? 0) > 0);
       this.#leaveBlock();
       this.#afterCall = committed;
-      this.#text(committed ? held.replace(/^\s+/, '') : held);
+      if (!markup) this.#text(committed ? held.replace(/^\s+/, '') : held);
     }
-    this.#text(this.#tail);
+    // Held back because it might begin a marker: cut there, it is the start of one.
+    if (!cut) this.#text(this.#tail);
     this.#tail = '';
     this.#gap = '';
     return this.#take();

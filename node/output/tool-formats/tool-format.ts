@@ -15,8 +15,11 @@ export interface ToolParse {
 /** Reads one answer's raw text, in pieces split anywhere, into text and tool-call deltas. */
 export interface ToolCallParser {
   push(piece: string): ToolParse;
-  /** The end of the output: what was held back because it might have become a call is text after all. */
-  end(): ToolParse;
+  /**
+   * The end of the output: what was held back because it might have become a call is text after all — unless `cut`
+   * (the token limit stopped the model), when a call being written is dropped rather than leak its markup.
+   */
+  end(cut?: boolean): ToolParse;
   /** Calls parsed so far. */
   readonly calls: number;
 }
