@@ -17,7 +17,14 @@ import { unknownModel } from './agent-picker.ts';
  * and only for those can a request use more than it reserved).
  */
 const TEMPLATE_TOKENS_PER_MESSAGE = 8;
-const TEMPLATE_TOKENS_FIXED = 4;
+const TEMPLATE_TOKENS_FIXED = 16;
+/**
+ * What the model reads of tools besides their JSON: the instructions a template (or the agent's generic layout,
+ * node/output/history.ts `describeHermesTools`, ~500 bytes) wraps around them, bounded by its bytes.
+ */
+const TOOLS_PREAMBLE_BYTES = 1024;
+/** Per tool and per call or result in history: the markup around it (`{"type": "function", …}`, `<tool_call>`…). */
+const MARKUP_BYTES_PER_TOOL = 48;
 /** Special tokens an embedding model adds per input ([CLS], [SEP], …). */
 const SPECIAL_TOKENS_PER_INPUT = 4;
 
@@ -38,9 +45,31 @@ export function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
   if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
   // Counting a prompt is not charged, so it reserves nothing.
   if (task.task === 'count') return { prompt: 0, completion: 0 };
-  const prompt = task.task === 'chat' ? task.messages.reduce((n, m) => n + bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_FIXED) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED;
+  // Ollama's `context`: token ids put before the prompt as they are.
+  const prompt = (task.task === 'chat' ? chatBytes(task) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED) + (task.context?.length ?? 0);
   const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
   return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
+}
+
+/**
+ * Everything of a chat the template renders, in bytes: each message's text, reasoning and tool calls or result, the
+ * tools (as JSON, each with a wrapper, after a preamble), and the template's own tokens per message and in all —
+ * so a request with tools or a long stored conversation reserves what the model will read, not just its new text.
+ * The agent's count is the truth; this never falls below it for templates without a long built-in system prompt.
+ */
+function chatBytes(task: Extract<Task, { task: 'chat' }>): number {
+  let n = TEMPLATE_TOKENS_FIXED;
+  for (const m of task.messages) {
+    n += bytes(m.content) + TEMPLATE_TOKENS_PER_MESSAGE + (m.reasoning ? bytes(m.reasoning) : 0);
+    for (const call of m.toolCalls ?? []) n += bytes(call.name) + bytes(call.arguments) + MARKUP_BYTES_PER_TOOL;
+    if (m.role === 'tool') n += MARKUP_BYTES_PER_TOOL + (m.toolName ? bytes(m.toolName) : 0);
+  }
+  if (task.tools?.length) {
+    // A template may render a tool's JSON with a space after each `:` and `,` (Jinja's `tojson`): the
+    // indented form's bytes bound that from above.
+    n += TOOLS_PREAMBLE_BYTES + task.tools.reduce((sum, t) => sum + bytes(JSON.stringify({ type: 'function', function: t }, null, 1)) + MARKUP_BYTES_PER_TOOL, 0);
+  }
+  return n;
 }
 
 /** What the key may do: its models, and changing a model's residency for every key (a privilege). */

@@ -111,6 +111,8 @@ export class RequestFlow {
     if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
     const key = (progress.key = auth.key);
     checkScope(key, dispatch);
+    // The stored conversation comes first: the reservation below covers all the model will read, history included.
+    dispatch = await this.#withConversation(dispatch, key);
 
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
@@ -122,7 +124,6 @@ export class RequestFlow {
     if (capped && (dispatch.task.task === 'chat' || dispatch.task.task === 'complete')) {
       dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
     }
-    dispatch = await this.#withConversation(dispatch, key.tenant);
 
     const format = FORMATS[dispatch.format];
     const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
@@ -278,10 +279,10 @@ export class RequestFlow {
   }
 
   /** A Responses API request continuing a stored response gets that response's history before its own input. */
-  async #withConversation(dispatch: Dispatch, tenant: string): Promise<Dispatch> {
+  async #withConversation(dispatch: Dispatch, key: KeyRecord): Promise<Dispatch> {
     const conversation = dispatch.conversation;
     if (conversation?.previousResponseId === undefined || dispatch.task.task !== 'chat') return dispatch;
-    const prior = await this.#d.responses.get(tenant, conversation.previousResponseId);
+    const prior = await this.#d.responses.get(key.tenant, conversation.previousResponseId);
     if (!prior) throw responseNotFound(conversation.previousResponseId, 'previous_response_id');
     const messages = dispatch.task.messages;
     const at = conversation.instructionCount;
