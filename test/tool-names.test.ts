@@ -54,12 +54,12 @@ describe('tool names and cut tool calls', () => {
           assert.ok((err as Error).message.includes(RULE), `${dialect} ${label} names the rule: ${(err as Error).message}`);
           continue;
         }
-        const api = err as OpenAI.APIError | InstanceType<typeof Anthropic.APIError>;
+        const api = err as InstanceType<typeof OpenAI.APIError> | InstanceType<typeof Anthropic.APIError>;
         assert.equal(api.status, 400, `${dialect} ${label}: ${String(err)}`);
         assert.ok(api instanceof (dialect === 'anthropic' ? Anthropic.BadRequestError : OpenAI.BadRequestError), `${dialect}: the client's own 400 class`);
         assert.ok(api.message.includes(RULE), `${dialect} ${label} names the rule: ${api.message}`);
         if (dialect === 'anthropic') assert.equal((api.error as { error?: { type?: string } }).error?.type, 'invalid_request_error');
-        else assert.match(String((api as OpenAI.APIError).param), /tools\.0/);
+        else assert.match(String((api as InstanceType<typeof OpenAI.APIError>).param), /tools\.0/);
       }
     }
     // The rule's own edge: 64 characters of every allowed kind pass.
