@@ -14,6 +14,8 @@ export interface EdgeConfig {
   cacheTtlMs: number;
   /** How long a stored Responses API response (and its input) is kept. */
   responsesTtlMs: number;
+  /** Most responses one stored conversation may chain through `previous_response_id`. */
+  responsesMaxChain: number;
   keyGraceMs: number;
   inferenceTimeoutMs: number;
   /**
@@ -30,6 +32,7 @@ type NumberName =
   | 'NPU_RELAY_MAX_BODY_BYTES'
   | 'NPU_RELAY_CACHE_TTL_S'
   | 'NPU_RELAY_RESPONSES_TTL_S'
+  | 'NPU_RELAY_RESPONSES_MAX_CHAIN'
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
@@ -65,6 +68,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       cacheTtlMs: positiveInt(env, 'NPU_RELAY_CACHE_TTL_S', 24 * 3600) * 1000,
       // OpenAI keeps stored responses for 30 days.
       responsesTtlMs: positiveInt(env, 'NPU_RELAY_RESPONSES_TTL_S', 30 * 24 * 3600) * 1000,
+      responsesMaxChain: positiveInt(env, 'NPU_RELAY_RESPONSES_MAX_CHAIN', 1000),
       keyGraceMs: positiveInt(env, 'NPU_RELAY_KEY_GRACE_S', 600) * 1000,
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),

@@ -16,6 +16,8 @@ export interface Env {
   NPU_RELAY_CACHE_TTL_S?: string;
   /** How long a stored Responses API response is kept, in seconds. */
   NPU_RELAY_RESPONSES_TTL_S?: string;
+  /** Most responses a stored conversation may chain through `previous_response_id`. */
+  NPU_RELAY_RESPONSES_MAX_CHAIN?: string;
   /** How long a key verified against libSQL may be trusted while libSQL is unreachable, in seconds. */
   NPU_RELAY_KEY_GRACE_S?: string;
   /** Longest a request may take before the client gets 504 and the agent a cancel, in seconds. */

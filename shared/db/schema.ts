@@ -115,11 +115,19 @@ export const storedResponses = sqliteTable(
     /** The request's own input items, with ids, as `GET /v1/responses/{id}/input_items` lists them. */
     inputItems: text('input_items', { mode: 'json' }).$type<Array<Record<string, unknown>>>().notNull(),
     /**
-     * The conversation up to and including this response as chat messages, without its instructions (they are not
-     * carried over): what a request with `previous_response_id` continues from.
+     * This response's own turn as chat messages, without its instructions (they are not carried over): the request's
+     * new input and the answer. A request with `previous_response_id` continues from the whole conversation, read by
+     * following `previous_response_id` back to the first response — each row holds its own turn only, so a long
+     * conversation is stored once, not once per turn. Rows written before migration 0006 hold the whole conversation
+     * and no `previous_response_id`, which reads the same.
      */
     history: text('history', { mode: 'json' }).$type<ChatMessage[]>().notNull(),
+    /** The stored response this one continued; null for the first of a conversation. */
+    previousResponseId: text('previous_response_id'),
+    /** Responses in the conversation up to and including this one (1 for the first): bounded by NPU_RELAY_RESPONSES_MAX_CHAIN. */
+    depth: integer('depth').notNull().default(1),
     createdAt: integer('created_at').notNull(),
+    /** Continuing a conversation extends this for every response of it, so no earlier turn expires before the last. */
     expiresAt: integer('expires_at').notNull(),
   },
   (t) => [index('responses_tenant').on(t.tenant), index('responses_expires').on(t.expiresAt)],

@@ -4,6 +4,7 @@ import * as z from 'zod';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
 import { edgeConfig } from '../config.ts';
 import { openDatabase } from '../db/client.ts';
+import { withDeadline } from '../db/timeout.ts';
 import { apiKeys } from '../../shared/db/schema.ts';
 import { usageTotals } from '../db/usage-report.ts';
 import type { Env } from '../env.ts';
@@ -25,7 +26,18 @@ const NewKey = z.object({
 
 function database(env: Env) {
   const config = edgeConfig(env);
-  return openDatabase(config.libsqlUrl, config.libsqlAuthToken);
+  return openDatabase(config.libsqlUrl, config.libsqlAuthToken, { timeoutMs: config.dbTimeoutMs });
+}
+
+/** One admin call to libSQL: an unreachable database is a 503 the operator can retry, not an internal error. */
+async function adminQuery<T>(env: Env, what: string, call: (db: ReturnType<typeof database>) => PromiseLike<T>): Promise<T> {
+  const { dbTimeoutMs } = edgeConfig(env);
+  try {
+    return await withDeadline(what, dbTimeoutMs, call(database(env)));
+  } catch (err) {
+    console.error(`admin: libSQL failed ${what}`, String(err));
+    throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, { cause: err });
+  }
 }
 
 async function createKey(request: IRequest, env: Env): Promise<Response> {
@@ -36,13 +48,13 @@ async function createKey(request: IRequest, env: Env): Promise<Response> {
     id, name: body.name, tenant: body.tenant ?? id, prefix: visiblePrefix(key), hash: await hashApiKey(key), models: body.models ?? null,
     rpm: body.rpm ?? null, tpm: body.tpm ?? null, monthlyTokenBudget: body.budget ?? null, manageModels: body.manageModels ?? false, createdAt: Date.now(), revokedAt: null,
   };
-  await database(env).insert(apiKeys).values(row);
+  await adminQuery(env, 'create the API key', (db) => db.insert(apiKeys).values(row));
   const { hash: _hash, ...visible } = row;
   return Response.json({ ...visible, key }, { status: 201 });
 }
 
 async function listKeys(_request: IRequest, env: Env): Promise<Response> {
-  const rows = await database(env).select().from(apiKeys);
+  const rows = await adminQuery(env, 'list API keys', (db) => db.select().from(apiKeys));
   return Response.json({ data: rows.map(({ hash: _hash, ...visible }) => visible) });
 }
 
@@ -61,7 +73,7 @@ async function usageReport(request: IRequest, env: Env): Promise<Response> {
   const to = Number(request.query.to ?? Date.now() + 1);
   const from = Number(request.query.from ?? to - 30 * 86_400_000);
   if (!Number.isFinite(from) || !Number.isFinite(to)) throw new ApiError('invalid_request', `'from' and 'to' are milliseconds since the epoch`);
-  return Response.json({ by, from, to, data: await usageTotals(database(env), by, from, to) });
+  return Response.json({ by, from, to, data: await adminQuery(env, 'read usage', (db) => usageTotals(db, by, from, to)) });
 }
 
 async function streams(_request: IRequest, env: Env): Promise<Response> {

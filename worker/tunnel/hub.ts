@@ -18,6 +18,7 @@
 import { DurableObject } from 'cloudflare:workers';
 import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
 import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
+import { PendingResponses } from '../api/openai-responses/pending.ts';
 import { ResponseStore, type StoredResponse } from '../api/openai-responses/store.ts';
 import { FORMATS } from '../api/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
@@ -55,6 +56,16 @@ export interface AgentSummary {
   status: AgentStatus | null;
   /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
   lastSeen: number;
+}
+
+/** An ApiError as a value, to cross the Durable Object's RPC with its code (see `storedResponse`). */
+export interface RpcFailure {
+  error: { code: ApiError['code']; message: string };
+}
+
+function rpcFailure(err: unknown): RpcFailure {
+  const e = toApiError(err);
+  return { error: { code: e.code, message: e.message } };
 }
 
 export class AgentHub extends DurableObject<Env> {
@@ -111,7 +122,10 @@ export class AgentHub extends DurableObject<Env> {
       waitUntil: (p) => ctx.waitUntil(p),
     });
     this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) => this.#flow.redispatch(id, from));
-    this.#responses = new ResponseStore(() => db.handle(), () => config().responsesTtlMs);
+    this.#responses = new ResponseStore({
+      db, pending: new PendingResponses(ctx.storage.sql), ttlMs: () => config().responsesTtlMs, maxChain: () => config().responsesMaxChain,
+      wake: (at) => ctx.waitUntil(this.#wake(at)),
+    });
     this.#flow = new RequestFlow({
       keys: this.#keys, ledger, limits, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
       outbox: this.#outbox, inFlight, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
@@ -203,9 +217,17 @@ export class AgentHub extends DurableObject<Env> {
     this.#outbox.countRefusals(counts);
   }
 
-  /** Retries writing queued usage rows until libSQL takes them. */
+  /** Retries writing queued usage rows and stored responses until libSQL takes them; sweeps expired responses. */
   override async alarm(): Promise<void> {
     await this.#outbox.flush();
+    await this.#responses.flush();
+    await this.#responses.sweepIfDue(Date.now());
+  }
+
+  /** Sets the object's alarm to go off no later than `at`. */
+  async #wake(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
 
   /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
@@ -219,14 +241,26 @@ export class AgentHub extends DurableObject<Env> {
     return this.#outbox.pending;
   }
 
-  /** A tenant's stored Responses API response (through the hub, so a write still under way is waited for). */
-  async storedResponse(tenant: string, id: string): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | null> {
-    const row = await this.#responses.get(tenant, id);
-    return row ? { response: row.response, inputItems: row.inputItems } : null;
+  /**
+   * A tenant's stored Responses API response of a model in the key's scope (through the hub, so a write still under
+   * way or queued while libSQL is down is found). Failures come back as values: an error thrown across the Durable
+   * Object's RPC loses its class, and with it its status.
+   */
+  async storedResponse(tenant: string, id: string, models: string[] | null): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | RpcFailure | null> {
+    try {
+      const row = await this.#responses.get(tenant, id, models);
+      return row ? { response: row.response, inputItems: row.inputItems } : null;
+    } catch (err) {
+      return rpcFailure(err);
+    }
   }
 
-  async deleteStoredResponse(tenant: string, id: string): Promise<boolean> {
-    return this.#responses.delete(tenant, id);
+  async deleteStoredResponse(tenant: string, id: string, models: string[] | null): Promise<boolean | RpcFailure> {
+    try {
+      return await this.#responses.delete(tenant, id, models);
+    } catch (err) {
+      return rpcFailure(err);
+    }
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {

@@ -8,7 +8,7 @@ import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import { linkToolResults } from '../../shared/api/tools.ts';
 import type { ResponseMeta } from '../api/format.ts';
 import { FORMATS } from '../api/formats.ts';
-import { responseNotFound, type ResponseStore } from '../api/openai-responses/store.ts';
+import type { Continued, ResponseStore } from '../api/openai-responses/store.ts';
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
@@ -112,7 +112,8 @@ export class RequestFlow {
     const key = (progress.key = auth.key);
     checkScope(key, dispatch);
     // The stored conversation comes first: the reservation below covers all the model will read, history included.
-    dispatch = await this.#withConversation(dispatch, key);
+    let continued: Continued | undefined;
+    ({ dispatch, continued } = await this.#withConversation(dispatch, key));
 
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
@@ -150,7 +151,7 @@ export class RequestFlow {
           progress.cache = 'HIT';
           const reservation = progress.reservation;
           progress.reservation = undefined;
-          const keep = this.#keep(dispatch, key.tenant, meta);
+          const keep = this.#keep(dispatch, key.tenant, meta, continued);
           void followed.ended.then((s) => {
             const served = answered(s);
             d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
@@ -166,7 +167,7 @@ export class RequestFlow {
         d.limits.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
         flight.settle(hitSettlement(hit));
-        this.#keep(dispatch, key.tenant, meta)?.(hit);
+        this.#keep(dispatch, key.tenant, meta, continued)?.(hit);
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
       }
     }
@@ -181,7 +182,7 @@ export class RequestFlow {
       if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
     }
     const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
-    const keep = this.#keep(dispatch, key.tenant, meta);
+    const keep = this.#keep(dispatch, key.tenant, meta, continued);
     const cache = progress.cache;
     const reservation = progress.reservation;
     const exchange = new Exchange({
@@ -279,22 +280,23 @@ export class RequestFlow {
   }
 
   /** A Responses API request continuing a stored response gets that response's history before its own input. */
-  async #withConversation(dispatch: Dispatch, key: KeyRecord): Promise<Dispatch> {
+  async #withConversation(dispatch: Dispatch, key: KeyRecord): Promise<{ dispatch: Dispatch; continued?: Continued }> {
     const conversation = dispatch.conversation;
-    if (conversation?.previousResponseId === undefined || dispatch.task.task !== 'chat') return dispatch;
-    const prior = await this.#d.responses.get(key.tenant, conversation.previousResponseId);
-    if (!prior) throw responseNotFound(conversation.previousResponseId, 'previous_response_id');
+    if (conversation?.previousResponseId === undefined || dispatch.task.task !== 'chat') return { dispatch };
+    // The key's model scope covers what it continues: a response of a model outside it is one it cannot see.
+    const prior = await this.#d.responses.conversation(key.tenant, conversation.previousResponseId, key.models);
     const messages = dispatch.task.messages;
     const at = conversation.instructionCount;
     // Linked again: a function_call_output in the new input answers a call in the stored history.
-    return { ...dispatch, task: { ...dispatch.task, messages: linkToolResults([...messages.slice(0, at), ...prior.history, ...messages.slice(at)]) } };
+    const task = { ...dispatch.task, messages: linkToolResults([...messages.slice(0, at), ...prior.messages, ...messages.slice(at)]) };
+    return { dispatch: { ...dispatch, task }, continued: prior.continued };
   }
 
   /** For a Responses API request with `store`: stores the response once it settles (see ResponseStore.begin). */
-  #keep(dispatch: Dispatch, tenant: string, meta: ResponseMeta): ReturnType<ResponseStore['begin']> | undefined {
+  #keep(dispatch: Dispatch, tenant: string, meta: ResponseMeta, continued: Continued | undefined): ReturnType<ResponseStore['begin']> | undefined {
     const store = dispatch.conversation?.store;
     if (!store || dispatch.task.task !== 'chat') return undefined;
-    const what = { tenant, meta, task: dispatch.task, instructionCount: dispatch.conversation!.instructionCount, inputItems: store.inputItems };
+    const what = { tenant, meta, task: dispatch.task, instructionCount: dispatch.conversation!.instructionCount, inputItems: store.inputItems, continued };
     return this.#d.responses.begin(what, (p) => this.#d.waitUntil(p));
   }
 }

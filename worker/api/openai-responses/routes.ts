@@ -9,6 +9,7 @@ import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { inferenceRoute, now, requireApiKey, type Args } from '../../routes/context.ts';
 import { hubOf, poolNames } from '../../routes/pools.ts';
+import type { RpcFailure } from '../../tunnel/hub.ts';
 import type { KeyRecord } from '../../tunnel/ledger.ts';
 import { responseNotFound } from './store.ts';
 
@@ -63,7 +64,14 @@ const create = inferenceRoute(ResponsesRequest, (body) => {
   };
 });
 
-const tenantOf = (request: IRequest) => (request.key as KeyRecord).tenant;
+const keyOf = (request: IRequest) => request.key as KeyRecord;
+
+/** A hub's answer, or the error it reported as a value (errors lose their status crossing the Durable Object). */
+function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
+  const failed = answers.find((a): a is RpcFailure => typeof a === 'object' && a !== null && 'error' in a);
+  if (failed && !answers.some((a) => a !== null && a !== false && !(typeof a === 'object' && 'error' in a))) throw new ApiError(failed.error.code, failed.error.message);
+  return answers.filter((a): a is T => !(typeof a === 'object' && a !== null && 'error' in a));
+}
 
 /** The `{id}` of the path; malformed percent-encoding names no response, so it is one that does not exist. */
 function idOf(request: IRequest): string {
@@ -77,8 +85,9 @@ function idOf(request: IRequest): string {
 async function stored(request: IRequest, env: Env): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
   const id = idOf(request);
   // Stored by the hub of the pool that served it (which waits for a write still under way): every pool is asked.
-  const tenant = tenantOf(request);
-  const answers = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id)));
+  // Scoped like every route that touches a model: a response of a model outside the key's scope is not found.
+  const { tenant, models } = keyOf(request);
+  const answers = answerOf(await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id, models))));
   const found = (answers.find((a) => a !== null) ?? null) as { response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> } | null;
   if (!found) throw responseNotFound(id);
   return found;
@@ -90,8 +99,8 @@ async function retrieve(request: IRequest, env: Env): Promise<Response> {
 
 async function remove(request: IRequest, env: Env): Promise<Response> {
   const id = idOf(request);
-  const tenant = tenantOf(request);
-  const deleted = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id)));
+  const { tenant, models } = keyOf(request);
+  const deleted = answerOf(await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id, models))));
   if (!deleted.some(Boolean)) throw responseNotFound(id);
   return Response.json({ id, object: 'response', deleted: true });
 }
