@@ -65,6 +65,9 @@ describe('admission counts everything the model reads', () => {
     ];
     const cases: Array<[string, (key: string) => Promise<number | undefined>]> = [
       ['chat "hi"', async (k) => (await client(k).chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1, temperature: 0.7 })).usage?.prompt_tokens],
+      // Two tools keep the estimate below the model's context (2048), which caps it: this one is compared uncapped.
+      ['chat "hi" + 2 tools', async (k) => (await client(k).chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], tools: openaiTools.slice(0, 2), max_tokens: 1, temperature: 0.7 })).usage?.prompt_tokens],
+      ['chat tool calls and results + 2 tools', async (k) => (await client(k).chat.completions.create({ model: CHAT_MODEL, messages: toolHistory, tools: openaiTools.slice(6, 8), max_tokens: 1, temperature: 0.7 })).usage?.prompt_tokens],
       ['chat "hi" + 10 tools', async (k) => (await client(k).chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], tools: openaiTools, max_tokens: 1, temperature: 0.7 })).usage?.prompt_tokens],
       ['chat tool calls and results + 10 tools', async (k) => (await client(k).chat.completions.create({ model: CHAT_MODEL, messages: toolHistory, tools: openaiTools, max_tokens: 1, temperature: 0.7 })).usage?.prompt_tokens],
       ['responses + instructions + 10 tools', async (k) => (await client(k).responses.create({ model: CHAT_MODEL, instructions: 'Be brief.', input: 'hi', tools: TOOLS.map((t) => ({ type: 'function' as const, ...t, strict: false })), max_output_tokens: 16, temperature: 0.7, store: false })).usage?.input_tokens],
@@ -84,6 +87,7 @@ describe('admission counts everything the model reads', () => {
       const estimate = estimateOf(refused.message);
       lines.push(`${name}: agent ${actual}, edge ${estimate} (×${(estimate / actual).toFixed(2)})`);
       assert.ok(estimate >= actual, `${name}: the edge's estimate ${estimate} is below the agent's count ${actual}`);
+      if (name.includes('2 tools')) assert.ok(estimate < 2048, `${name}: compared below the context cap (${estimate})`);
     }
     console.log(lines.join('\n'));
   });

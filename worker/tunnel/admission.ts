@@ -3,7 +3,7 @@
  * (reserved against the key's limits), whether the key may do what it asks, and whether it fits the model and the
  * tunnel. Each check throws the error the client should see.
  */
-import type { ModelInfo, Task } from '../../shared/protocol/frames.ts';
+import type { ModelInfo, Task, ToolDef } from '../../shared/protocol/frames.ts';
 import { MAX_AGENT_FRAME_BYTES } from '../../shared/protocol/version.ts';
 import { ApiError } from '../http/errors.ts';
 import type { Dispatch } from './dispatch.ts';
@@ -17,7 +17,7 @@ import { unknownModel } from './agent-picker.ts';
  * and only for those can a request use more than it reserved).
  */
 const TEMPLATE_TOKENS_PER_MESSAGE = 8;
-const TEMPLATE_TOKENS_FIXED = 16;
+const TEMPLATE_TOKENS_FIXED = 4;
 /**
  * What the model reads of tools besides their JSON: the instructions a template (or the agent's generic layout,
  * node/output/history.ts `describeHermesTools`, ~500 bytes) wraps around them, bounded by its bytes.
@@ -65,11 +65,20 @@ function chatBytes(task: Extract<Task, { task: 'chat' }>): number {
     if (m.role === 'tool') n += MARKUP_BYTES_PER_TOOL + (m.toolName ? bytes(m.toolName) : 0);
   }
   if (task.tools?.length) {
-    // A template may render a tool's JSON with a space after each `:` and `,` (Jinja's `tojson`): the
-    // indented form's bytes bound that from above.
-    n += TOOLS_PREAMBLE_BYTES + task.tools.reduce((sum, t) => sum + bytes(JSON.stringify({ type: 'function', function: t }, null, 1)) + MARKUP_BYTES_PER_TOOL, 0);
+    n += TOOLS_PREAMBLE_BYTES + task.tools.reduce((sum, t) => sum + toolBytes(t) + MARKUP_BYTES_PER_TOOL, 0);
   }
   return n;
+}
+
+/**
+ * A tool as a template renders it: its JSON, where Jinja's `tojson` puts a space after each `:` and `,` (counting
+ * every `:` and `,`, those inside strings too, bounds that from above).
+ */
+function toolBytes(tool: ToolDef): number {
+  const json = JSON.stringify({ type: 'function', function: tool });
+  let separators = 0;
+  for (const c of json) if (c === ':' || c === ',') separators++;
+  return bytes(json) + separators;
 }
 
 /** What the key may do: its models, and changing a model's residency for every key (a privilege). */
