@@ -13,6 +13,7 @@ import OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
+import { SCRIPTED_MODEL, ScriptedEngine } from './support/scripted-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -35,6 +36,9 @@ describe('admission counts everything the model reads', () => {
   let edge: TestEdge;
   let engine: OrtEngine;
   let agent: Agent;
+  let scriptedAgent: Agent;
+  /** Stands in for a model whose template adds a long built-in system prompt: the agent counts 700 tokens for "hi". */
+  const longTemplate = new ScriptedEngine(() => ({ deltas: [{ text: 'ok', tokens: 1 }], finishReason: 'stop', promptTokens: 700 }));
   let rich: string;
   let probe: string;
   const tenant = 'estimate-tenant';
@@ -43,12 +47,14 @@ describe('admission counts everything the model reads', () => {
     edge = await startTestEdge();
     engine = await createOrtEngine();
     agent = await startTestAgent(edge, engine);
+    scriptedAgent = await startTestAgent(edge, longTemplate, { agentId: 'long-template' });
     rich = (await edge.createKey({ name: 'rich', tenant })).key;
     // A 1-token budget admits nothing, and its refusal says what the request would have needed.
     probe = (await edge.createKey({ name: 'probe', tenant, budget: 1 })).key;
   });
   after(async () => {
     await agent?.stop();
+    await scriptedAgent?.stop();
     await engine?.close();
     await edge?.stop();
   });
@@ -131,5 +137,17 @@ describe('admission counts everything the model reads', () => {
     } finally {
       db.close();
     }
+  });
+
+  test("a template that adds more than the byte bound sees: the agent's count raises the model's allowance for later requests", async () => {
+    const ask = (apiKey: string) => edge.openai({ apiKey }).chat.completions.create({ model: SCRIPTED_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1, temperature: 0.7 });
+    const estimate = async () => estimateOf(((await ask(probe).then(() => assert.fail('admitted'), (e: unknown) => e)) as Error).message);
+    const before = await estimate();
+    const counted = (await ask(rich)).usage?.prompt_tokens;
+    assert.equal(counted, 700);
+    const after = await estimate();
+    console.log(`long built-in template: edge ${before} before the agent's count of ${counted}, ${after} after`);
+    assert.ok(before < 700, 'the byte bound alone cannot see the template');
+    assert.ok(after >= 700, `the next estimate (${after}) covers what the agent counted`);
   });
 });

@@ -40,13 +40,21 @@ const CHARS_PER_ELEMENT = 23;
 const encoder = new TextEncoder();
 const bytes = (s: string) => encoder.encode(s).byteLength;
 
-/** The most this task can cost in tokens, as far as the edge can tell before it runs. */
-export function tokenNeed(task: Task, model: ModelInfo | undefined): TokenNeed {
+/** An upper bound of a text task's prompt tokens from its bytes (before any learned allowance, prompt-allowance.ts). */
+export function promptEstimate(task: Extract<Task, { task: 'chat' | 'complete' }>): number {
+  // Ollama's `context`: token ids put before the prompt as they are.
+  return (task.task === 'chat' ? chatBytes(task) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED) + (task.context?.length ?? 0);
+}
+
+/**
+ * The most this task can cost in tokens, as far as the edge can tell before it runs; `allowance`: what the model's
+ * template has been seen to add beyond the byte bound (prompt-allowance.ts).
+ */
+export function tokenNeed(task: Task, model: ModelInfo | undefined, allowance = 0): TokenNeed {
   if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
   // Counting a prompt is not charged, so it reserves nothing.
   if (task.task === 'count') return { prompt: 0, completion: 0 };
-  // Ollama's `context`: token ids put before the prompt as they are.
-  const prompt = (task.task === 'chat' ? chatBytes(task) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED) + (task.context?.length ?? 0);
+  const prompt = promptEstimate(task) + allowance;
   const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
   return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
 }

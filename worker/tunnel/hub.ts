@@ -38,6 +38,7 @@ import { Management, type ManageOutcome, type ManageRequest } from './management
 import { type Admission, type KeyRecord, Ledger, type RefusalCount, type Reservation, type TokenNeed } from './ledger.ts';
 import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
+import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
@@ -128,7 +129,7 @@ export class AgentHub extends DurableObject<Env> {
     });
     this.#flow = new RequestFlow({
       keys: this.#keys, ledger, limits, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
-      outbox: this.#outbox, inFlight, responses: this.#responses, waitUntil: (p) => ctx.waitUntil(p),
+      outbox: this.#outbox, inFlight, responses: this.#responses, allowance: new PromptAllowance(), waitUntil: (p) => ctx.waitUntil(p),
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
     // Answers heartbeats without waking the object from hibernation.

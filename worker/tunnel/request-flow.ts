@@ -12,7 +12,7 @@ import type { Continued, ResponseStore } from '../api/openai-responses/store.ts'
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
-import { checkFits, checkScope, promptTooLong, refusal, tokenNeed } from './admission.ts';
+import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
 import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
@@ -23,6 +23,7 @@ import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
+import type { PromptAllowance } from './prompt-allowance.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -38,6 +39,8 @@ export interface RequestFlowDeps {
   outbox: UsageOutbox;
   inFlight: InFlightLog;
   responses: ResponseStore;
+  /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
+  allowance: PromptAllowance;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -117,7 +120,7 @@ export class RequestFlow {
 
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
-    const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model));
+    const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model), d.allowance.of(dispatch.task.model));
     const admitted = await d.limits.admit(key, req.at, need);
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
@@ -202,6 +205,8 @@ export class RequestFlow {
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
+        const task = dispatch.task;
+        if ((task.task === 'chat' || task.task === 'complete') && s.usage.promptTokens > 0) d.allowance.learn(task.model, promptEstimate(task), s.usage.promptTokens);
         const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
