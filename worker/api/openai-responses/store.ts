@@ -143,12 +143,19 @@ export class ResponseStore {
     try {
       for (let entry = this.#o.pending.oldest(); entry; entry = this.#o.pending.oldest()) {
         const { row, ancestors } = entry;
-        await this.#o.db.query<unknown>('a stored response', (db) => {
-          const insert = db.insert(storedResponses).values(row).onConflictDoNothing();
-          // No earlier turn of a conversation expires before its latest: each continuation extends them all.
-          const extend = db.update(storedResponses).set({ expiresAt: sql`max(${storedResponses.expiresAt}, ${row.expiresAt})` }).where(inArray(storedResponses.id, ancestors));
-          return ancestors.length ? db.batch([insert, extend]) : insert;
-        });
+        try {
+          await this.#o.db.query<unknown>('a stored response', (db) => {
+            const insert = db.insert(storedResponses).values(row).onConflictDoNothing();
+            // No earlier turn of a conversation expires before its latest: each continuation extends them all.
+            const extend = db.update(storedResponses).set({ expiresAt: sql`max(${storedResponses.expiresAt}, ${row.expiresAt})` }).where(inArray(storedResponses.id, ancestors));
+            return ancestors.length ? db.batch([insert, extend]) : insert;
+          });
+        } catch (err) {
+          // A database that answers a trivial query is up: then this row is what it refused, and must not hold back
+          // the rest for ever. Otherwise the database is down, and every row waits.
+          await this.#o.db.query('a reachability check', (db) => db.run(sql`select 1`));
+          console.error(`libSQL refused stored response ${row.id}; it is dropped (a later previous_response_id naming it gets 404)`, String(err));
+        }
         this.#o.pending.remove(row.id);
         this.#sweepAt(row.expiresAt);
       }
