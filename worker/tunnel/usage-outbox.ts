@@ -5,6 +5,7 @@
  */
 import { sql } from 'drizzle-orm';
 import { DatabaseTimeout } from '../db/timeout.ts';
+import { isRowRefusal } from '../db/row-refusal.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import { usage } from '../../shared/db/schema.ts';
 import type { HubDatabase } from './hub-database.ts';
@@ -91,24 +92,25 @@ export class UsageOutbox {
   }
 
   /**
-   * Writes rows singly. If any row goes in, the database is up and a row it refuses is bad data: that row is
-   * logged in full and dropped. If none goes in, the database is down: all rows stay queued (returns false).
+   * Writes rows singly. A row libSQL refuses (a constraint, a type: see row-refusal.ts) is bad data: it is logged in
+   * full and dropped, so it cannot hold back the rest. Any other failure is the database's (it went down mid-batch):
+   * the rows not yet written stay queued. Returns false when no row went in and none was refused (the database is
+   * down), so the caller retries later.
    */
   async #writeOneByOne(rows: UsageRow[]): Promise<boolean> {
-    const refused: Array<{ row: UsageRow; err: unknown }> = [];
+    let progressed = false;
     for (const row of rows) {
       try {
         await this.#db.query('a usage row', (db) => db.insert(usage).values(row).onConflictDoNothing());
-        this.#ledger.usageWritten([row.id]);
       } catch (err) {
-        if (err instanceof DatabaseTimeout) throw err;
-        refused.push({ row, err });
+        if (err instanceof DatabaseTimeout || !isRowRefusal(err)) {
+          if (progressed) throw err;
+          return false;
+        }
+        console.error('libSQL refused a usage row; it is dropped', JSON.stringify(row), String(err));
       }
-    }
-    if (refused.length === rows.length) return false;
-    for (const { row, err } of refused) {
-      console.error('libSQL refused a usage row; it is dropped', JSON.stringify(row), String(err));
       this.#ledger.usageWritten([row.id]);
+      progressed = true;
     }
     return true;
   }

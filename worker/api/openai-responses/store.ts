@@ -7,6 +7,7 @@
  * the queue first (read-your-writes within the hub, even while libSQL is down). Expired rows are swept by the hub's
  * alarm when they expire, whether or not anything else is written.
  */
+import { isRowRefusal } from '../../db/row-refusal.ts';
 import { and, eq, gt, inArray, lt, min, sql } from 'drizzle-orm';
 import type { ChatMessage, ChatTask } from '../../../shared/protocol/frames.ts';
 import { storedResponses } from '../../../shared/db/schema.ts';
@@ -151,9 +152,9 @@ export class ResponseStore {
             return ancestors.length ? db.batch([insert, extend]) : insert;
           });
         } catch (err) {
-          // A database that answers a trivial query is up: then this row is what it refused, and must not hold back
-          // the rest for ever. Otherwise the database is down, and every row waits.
-          await this.#o.db.query('a reachability check', (db) => db.run(sql`select 1`));
+          // A row the database itself refused (row-refusal.ts) must not hold back the rest for ever; any other failure
+          // is the database's (down, or going down between two calls), and every row waits.
+          if (!isRowRefusal(err)) throw err;
           console.error(`libSQL refused stored response ${row.id}; it is dropped (a later previous_response_id naming it gets 404)`, String(err));
         }
         this.#o.pending.remove(row.id);
