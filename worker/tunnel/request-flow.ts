@@ -223,13 +223,15 @@ export class RequestFlow {
   /**
    * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
    * filled, before the edge heard), or whose agent went away before starting it, to another agent that can take it;
-   * with none, the request waits up to PARK_MS for one (see `unpark`). False only for a request it does not know.
+   * with none, the request waits up to PARK_MS for one (see `unpark`) unless `park` is false (its agent hung: no
+   * successor is on the way). False when it was not taken: the caller fails it.
    */
-  redispatch(id: string, fromConnId: string): boolean {
+  redispatch(id: string, fromConnId: string, park = true): boolean {
     const sent = this.#sent.get(id);
     if (!sent) return false;
     sent.refusedBy.add(fromConnId);
     if (this.#sendElsewhere(id, sent)) return true;
+    if (!park) return false;
     // None can take it now (the only agent is restarting): it waits for one, as its keep-alives go on.
     sent.parkedUntil = Date.now() + PARK_MS;
     this.#d.exchanges.move(id, PARKED, this.#d.exchanges.get(id)?.agentId ?? '');
