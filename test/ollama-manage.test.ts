@@ -165,6 +165,54 @@ describe('Ollama model management through the edge', () => {
     }
   });
 
+  test('keep_alive from a key without manage never unloads or unpins: "1ms" and "5m" leave a pin, over 24 h is 403; a manage key\'s 3000000 s pins rather than unloads', async () => {
+    const expiresIn = () => {
+      const l = runtime.engine.loaded().find((m) => m.id === CHAT_MODEL);
+      return l === undefined ? 'unloaded' : l.expiresAt === null ? 'never' : l.expiresAt - Date.now();
+    };
+    const sampled = (client: Ollama, keep_alive: string | number) =>
+      client.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], keep_alive, options: { num_predict: 2, temperature: 0.8 } });
+    const settle = () => new Promise((r) => setTimeout(r, 300));
+
+    // Another key's pin survives whatever positive keep_alive a plain key sends, through chat or an empty request.
+    assert.equal((await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: -1 })).done_reason, 'load');
+    assert.equal(expiresIn(), 'never');
+    for (const keep of ['1ms', '5m', 1]) {
+      await sampled(plain, keep);
+      await settle();
+      assert.equal(expiresIn(), 'never', `a plain key's keep_alive ${keep} leaves the pin`);
+    }
+    assert.equal((await plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '1ms' })).done_reason, 'load');
+    await settle();
+    assert.equal(expiresIn(), 'never', 'an empty request with keep_alive 1ms leaves the pin');
+
+    // A keep_alive too long for a timer is for ever: a pin, which a plain key may not set; neither may it keep a
+    // model for days.
+    for (const keep of [3_000_000, '25h', '9999999h']) {
+      await assert.rejects(sampled(plain, keep), (err: Error & { status_code?: number }) => err.status_code === 403 && /may not do that/.test(err.message), `chat keep_alive ${keep}`);
+      await assert.rejects(plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: keep }), (err: Error & { status_code?: number }) => err.status_code === 403, `load keep_alive ${keep}`);
+    }
+
+    // The manage key sets the keep-alive (down to a minute); a plain key may lengthen it, not shorten it.
+    await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '1m' });
+    const minute = expiresIn();
+    assert.ok(typeof minute === 'number' && minute <= 60_000 && minute > 50_000, `the manage key set a minute (${minute})`);
+    await sampled(plain, '10m');
+    await settle();
+    const longer = expiresIn();
+    assert.ok(typeof longer === 'number' && longer > 9 * 60_000, `a plain key lengthens it (${longer})`);
+    await sampled(plain, '2s');
+    await settle();
+    const kept = expiresIn();
+    assert.ok(typeof kept === 'number' && kept > 9 * 60_000, `and cannot shorten it (${kept})`);
+
+    // 3,000,000 s from a manage key used to set a 1 ms timer (Node's limit is 24.8 days): it is a pin.
+    await sampled(ollama, 3_000_000);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(expiresIn(), 'never', 'keep_alive 3000000 (s) keeps the model loaded');
+    await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '5m' });
+  });
+
   test('copy serves the model under a new name; delete removes a copy, then the model, which is a 404 after', async () => {
     await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
     assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);

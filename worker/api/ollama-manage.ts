@@ -18,6 +18,7 @@ import { hub, requireApiKey, requireApiKeyCached, type Args } from '../routes/co
 import { countRefusal } from '../routes/refusals.ts';
 import type { ManageOutcome, ManageRequest } from '../tunnel/management.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
+import { residencyChange } from '../tunnel/residency.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 
 /** Who is asking: a key (with its record) or the admin token, which always has the `manage` scope. */
@@ -189,8 +190,11 @@ export function loadOrUnload(shape: Shape) {
         if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
         return loadAnswer(shape, body.model, 'unload');
       }
-      if (keep === -1) requireManage(caller, 'keeping a model loaded for ever (keep_alive -1)');
-      const outcome = await hub(env).manage({ op: { action: 'load', model, ...(keep !== undefined ? { keepAliveMs: keep } : {}) }, endpoint, keyId: keyIdOf(caller), kind: 'chat' });
+      const change = residencyChange(keep);
+      if (change !== undefined) requireManage(caller, change);
+      // Without the scope a keep_alive may only lengthen the model's (the agent keeps another key's pin).
+      const keepAlive = keep === undefined ? {} : { keepAliveMs: keep, ...(mayManage(caller) ? {} : { keepAliveExtends: true as const }) };
+      const outcome = await hub(env).manage({ op: { action: 'load', model, ...keepAlive }, endpoint, keyId: keyIdOf(caller), kind: 'chat' });
       if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
       return loadAnswer(shape, body.model, 'load', outcome.loadDurationMs ?? 0, Date.now() - started);
     });

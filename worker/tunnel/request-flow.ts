@@ -214,7 +214,9 @@ export class RequestFlow {
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
-    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) };
+    // Without the manage scope a keep_alive may only lengthen the model's (residency.ts).
+    const keepAlive = dispatch.keepAliveMs === undefined ? {} : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
+    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
     this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set(), ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }), dispatch });
     if (ws) sendFrame(ws, frame);
     return exchange.response();
