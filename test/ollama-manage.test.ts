@@ -213,6 +213,35 @@ describe('Ollama model management through the edge', () => {
     await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '5m' });
   });
 
+  test('a manage key limited to some models cannot pull into, copy onto or delete a model outside them (404); inside them it can', async () => {
+    const { key } = await edge.createKey({ name: 'scoped manager', manageModels: true, models: [CHAT_MODEL] });
+    const scoped = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
+    const notFound = (what: string) => (err: Error & { status_code?: number }) => {
+      assert.equal(err.status_code, 404, what);
+      assert.match(err.message, /not found/, what);
+      return true;
+    };
+    await ollama.copy({ source: CHAT_MODEL, destination: 'shared-alias' });
+    const aliases = await readFile(path.join(modelsDir, 'aliases.json'), 'utf8');
+    try {
+      // A pull writes the repo's name: another model's files (and template) for every key.
+      await assert.rejects(scoped.pull({ model: EMBED_REPO, stream: false }), notFound('pull into another model'));
+      await assert.rejects(scoped.pull({ model: `someone/${EMBED_MODEL}:main`, stream: false }), notFound('pull of a revision into another model'));
+      await assert.rejects(stat(path.join(modelsDir, EMBED_MODEL)), { code: 'ENOENT' }, 'nothing was written');
+      // A copy re-points its destination for every key: an alias another key made, or a new name outside the scope.
+      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'shared-alias' }), notFound('copy onto an alias'));
+      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'elsewhere' }), notFound('copy onto a new name'));
+      await assert.rejects(scoped.delete({ model: 'shared-alias' }), notFound('delete'));
+      assert.equal(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8'), aliases, 'the aliases are unchanged');
+      // Its own model it may manage: a pull of it (up to date) and a load.
+      const pulled = await scoped.pull({ model: REPO, stream: false });
+      assert.equal(pulled.status, 'success');
+      assert.equal((await scoped.generate({ model: CHAT_MODEL, prompt: '' })).done_reason, 'load');
+    } finally {
+      await ollama.delete({ model: 'shared-alias' });
+    }
+  });
+
   test('copy serves the model under a new name; delete removes a copy, then the model, which is a 404 after', async () => {
     await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
     assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);
