@@ -242,6 +242,47 @@ describe('Ollama model management through the edge', () => {
     }
   });
 
+  test('a revoked manage key loads and unloads nothing from the next request on (401)', async () => {
+    const { id, key } = await edge.createKey({ name: 'revoked manager', manageModels: true });
+    const revoked = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
+    assert.equal((await revoked.generate({ model: CHAT_MODEL, prompt: '' })).done_reason, 'load');
+    assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
+    const unauthorized = (what: string) => (err: Error & { status_code?: number }) => {
+      assert.equal(err.status_code, 401, what);
+      assert.match(err.message, /revoked/, what);
+      return true;
+    };
+    await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 }), unauthorized('unload'));
+    await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '' }), unauthorized('load'));
+    await assert.rejects(revoked.chat({ model: CHAT_MODEL, messages: [], keep_alive: -1 }), unauthorized('pin'));
+    assert.ok(runtime.engine.loaded().some((m) => m.id === CHAT_MODEL), 'the model stayed loaded');
+  });
+
+  test('a revoked key is refused from the next request on, a cache hit the Worker answers included', async () => {
+    const { id, key } = await edge.createKey({ name: 'revoked reader' });
+    const ask = () =>
+      fetch(new URL('/api/chat', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Revoke me' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+      });
+    const dispatched = async () => ((await (await edge.admin('/admin/streams')).json()) as { pools: Array<{ dispatched: number }> }).pools.reduce((n, p) => n + p.dispatched, 0);
+    // Until the Worker answers the hit itself (once the answer is stored and its model directory knows the model).
+    await waitFor('a cache HIT the Worker answers', async () => {
+      // The key verified by a hub a moment ago, as any busy key is.
+      assert.equal((await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${key}` } })).status, 200);
+      const before = await dispatched();
+      const res = await ask();
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return (res.headers.get('x-npu-relay-cache') === 'HIT' && (await dispatched()) === before) || undefined;
+    }, { timeoutMs: 20_000, intervalMs: 200 });
+    assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
+    const next = await ask();
+    assert.equal(next.status, 401, 'the next request after the revoke');
+    assert.match(await next.text(), /revoked/);
+  });
+
   test('copy serves the model under a new name; delete removes a copy, then the model, which is a 404 after', async () => {
     await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
     assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);
