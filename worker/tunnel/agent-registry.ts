@@ -139,6 +139,7 @@ export class AgentRegistry {
     const out: ConnectedAgent[] = [];
     const dead: Array<{ connId: string; why: string }> = [];
     const now = Date.now();
+    this.#liveness.checkAwake(now);
     for (const ws of this.#ctx.getWebSockets()) {
       const attachment = this.attachment(ws);
       if (attachment?.agentId === undefined || ws.readyState !== WebSocket.OPEN) continue;
@@ -210,7 +211,9 @@ export class AgentRegistry {
    * behind its tokens); `list()` drops a silent one, which ends its streams.
    */
   pingBusy(now: number, busy: (connId: string) => boolean): void {
-    for (const a of this.list()) {
+    const agents = this.list();
+    this.#liveness.ticked(now, agents.some((a) => busy(a.connId)));
+    for (const a of agents) {
       if (busy(a.connId) && this.#liveness.pingDue(a.connId, now)) {
         try {
           a.ws.send(PING_FRAME);
