@@ -1,7 +1,7 @@
 /**
  * Each part of the relay stopped while a request waits on it — not mid-stream, where the fault suite already kills
  * them (faults.test.ts, edge-restart.test.ts): the database (sqld, SIGSTOP by pid) under a request whose key it must
- * verify, and the edge runtime (workerd, SIGSTOP by pid) under a request waiting for the agent's answer. (The agent
+ * verify, and the edge runtime (workerd, SIGSTOP and SIGKILL by pid) under a request waiting for the agent's answer. (The agent
  * stopped under a waiting request is in tunnel-liveness.test.ts, beside the other SIGSTOP cases.) Each request must
  * end — answered, or with a clear error in the caller's shape — never hang or 500, and the relay must serve again
  * shortly after the part resumes, with every usage row written.
@@ -21,6 +21,7 @@ import { CHAT_MODEL } from './support/fixtures.ts';
 import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { workerdPids } from './support/process-memory.ts';
+import { freePort } from './support/free-port.ts';
 import { createOrtEngine, startTestAgent } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 import { buildWorkerBundle } from './support/worker-bundle.ts';
@@ -38,6 +39,7 @@ describe('a part stopped while a request waits on it', () => {
   let dir: string;
   let sqld: Sqld;
   let edge: MiniflareEdge;
+  let startEdge: () => Promise<MiniflareEdge>;
   let agent: Agent;
   let engine: PacedEngine;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
@@ -48,9 +50,13 @@ describe('a part stopped while a request waits on it', () => {
     sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
     await applyMigrations(sqld.url);
     await mkdir(path.join(dir, 'bundle'));
+    await mkdir(path.join(dir, 'state'));
     const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
     const vars = { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url, NPU_RELAY_DB_TIMEOUT_MS: String(DB_TIMEOUT_MS) };
-    edge = await startMiniflareEdge(bundle, vars, { direct: true });
+    // One address and one Durable Object storage across restarts, as a real edge keeps them.
+    const port = await freePort();
+    startEdge = () => startMiniflareEdge(bundle, vars, { direct: true, port, stateDir: path.join(dir, 'state') });
+    edge = await startEdge();
     // 60 ms a token: a 40-token answer takes about 2.5 s, long enough to stop a part under it.
     engine = new PacedEngine(await createOrtEngine(), 60);
     agent = await startTestAgent({ url: edge.url, agentToken }, engine, { agentId: 'waited-on' });
@@ -166,5 +172,40 @@ describe('a part stopped while a request waits on it', () => {
     assert.ok(next.endedAt - resumedAt < 5000, 'the relay serves within 5 s of SIGCONT');
     // The warm-up, the waiting request, and every attempt after SIGCONT.
     assert.equal(await rowsReach(id, 2 + attempts), 2 + attempts);
+  });
+  test('the edge runtime killed while a request waits for its first token: the client gets an error at once; the edge restarted on its storage writes the request\'s row, and the agent serves again within 5 s', async () => {
+    const { id, key } = await createKey('edge kill');
+    assert.equal((await chat(key, 'warm up')).status, 200);
+    engine.delayMs = 5000;
+    try {
+      const waiting = chat(key, 'an answer the edge will not see', 4);
+      await waitFor('the agent running it', () => (engine.runs.at(-1)?.firstMessage === 'an answer the edge will not see' ? true : undefined), { timeoutMs: 20_000 });
+      const pids = workerdPids();
+      assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
+      const killedAt = performance.now();
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      const lost = await waiting;
+      console.log(`workerd SIGKILL under a waiting request: the client got ${lost.status} after ${(lost.endedAt - killedAt).toFixed(0)} ms (${lost.body.slice(0, 100)})`);
+      assert.equal(lost.status, 0, 'the connection failed: no answer can come from a dead runtime');
+      assert.ok(lost.endedAt - killedAt < 1000, 'at once');
+      await edge.stop().catch(() => {});
+    } finally {
+      engine.delayMs = 60;
+    }
+    edge = await startEdge();
+    const restartedAt = performance.now();
+    const next = await waitFor('the agent serving again', async () => {
+      const r = await chat(key, 'after the restart');
+      return r.status === 200 ? r : undefined;
+    }, { timeoutMs: 20_000, intervalMs: 100 });
+    console.log(`edge restarted → served again ${(next.endedAt - restartedAt).toFixed(0)} ms later`);
+    assert.ok(next.endedAt - restartedAt < 5000);
+    const db = createClient({ url: sqld.url });
+    try {
+      const row = await waitFor('the killed request\'s row', async () => (await db.execute({ sql: `select status, error_code from usage where key_id = ? and error_code = 'edge_restarted'`, args: [id] })).rows[0], { timeoutMs: 20_000 });
+      assert.equal(Number(row.status), 502);
+    } finally {
+      db.close();
+    }
   });
 });
