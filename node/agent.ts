@@ -415,7 +415,7 @@ export class Agent {
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
       release?.();
-      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs);
+      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
       const durationMs = performance.now() - started;
       this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}) });
     }

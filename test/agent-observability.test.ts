@@ -204,6 +204,26 @@ describe('a running agent, through the edge and its own endpoints', () => {
     assert.equal(post.status, 405);
     assert.equal(post.headers.get('allow'), 'GET, HEAD');
   });
+
+  test('a model that fails to load: API clients learn what failed, not where on the host; the agent keeps the path', async () => {
+    const hostPath = /(^|[\s'"(])(\/|~\/|[A-Za-z]:\\)[^\s]*\//;
+    const openai = edge.openai();
+    for (const attempt of ['first load', 'during the cooldown']) {
+      await assert.rejects(openai.chat.completions.create({ model: BROKEN_MODEL, messages: [{ role: 'user', content: 'hello' }], max_tokens: 2 }), (err: Error & { status?: number }) => {
+        assert.equal(err.status, 502, attempt);
+        assert.match(err.message, new RegExp(`could not load model '${BROKEN_MODEL}'`), attempt);
+        assert.ok(!err.message.includes(modelsDir) && !err.message.includes(tmpdir()) && !hostPath.test(err.message), `no host path (${attempt}): ${err.message}`);
+        return true;
+      });
+    }
+    const viaOllama = await fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ model: BROKEN_MODEL, prompt: '' }) });
+    const text = await viaOllama.text();
+    assert.equal(viaOllama.status, 502);
+    assert.ok(/could not load model/.test(text) && !text.includes(modelsDir) && !hostPath.test(JSON.parse(text).error), `a load by an empty request says no path either: ${text}`);
+    // The operator's own view keeps where it looked.
+    const devices = JSON.parse((await get(base, '/health/devices')).text) as { lastErrors: Array<{ model: string; message: string }> };
+    assert.ok(devices.lastErrors.some((e) => e.model === BROKEN_MODEL && e.message.includes(modelsDir)), 'the agent keeps the path for its operator');
+  });
 });
 
 describe('a broken model', () => {
@@ -217,6 +237,9 @@ describe('a broken model', () => {
     );
     try {
       const base = runtime.observability!.url;
+      // The metrics are the process's: an earlier test's failed load of the same model is already counted.
+      const failedLoads = async () => sample((await get(base, '/metrics')).text, 'npu_relay_model_loads_total', { model: BROKEN_MODEL, device: 'CPU', result: 'failed' }) ?? 0;
+      const failedBefore = await failedLoads();
       await assert.rejects(drain(runtime.engine.generate(chat(BROKEN_MODEL), new AbortController().signal)), (err: Error) => {
         assert.match(err.message, new RegExp(`^could not load model '${BROKEN_MODEL}' from .*${BROKEN_MODEL}: `));
         assert.doesNotMatch(err.message, /retrying/);
@@ -238,8 +261,7 @@ describe('a broken model', () => {
       assert.equal(devices.lastErrors[0].model, BROKEN_MODEL);
       assert.match(devices.lastErrors[0].message, /could not load model 'broken-llama'/);
       assert.deepEqual(devices.models, []);
-      const { text } = await get(base, '/metrics');
-      assert.equal(sample(text, 'npu_relay_model_loads_total', { model: BROKEN_MODEL, device: 'CPU', result: 'failed' }), 1);
+      assert.equal(await failedLoads(), failedBefore + 1);
     } finally {
       await runtime.engine.close();
       await runtime.observability?.close();

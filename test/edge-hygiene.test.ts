@@ -46,6 +46,15 @@ describe('edge hygiene', () => {
     }
     const known = await fetch(new URL(`/v1/models/${encodeURIComponent(CHAT_MODEL)}`, edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } });
     assert.equal(known.status, 200);
+    // The same through the Anthropic route (an `anthropic-version` header): a 400 in Anthropic's shape.
+    for (const path of ['/v1/models/%E0%A4%A', '/v1/models/%ZZ']) {
+      const res = await fetch(new URL(path, edge.url), { headers: { 'x-api-key': edge.apiKey, 'anthropic-version': '2023-06-01' } });
+      const body = (await res.json()) as { type: string; error: { type: string; message: string } };
+      assert.equal(res.status, 400, `${path} (Anthropic)`);
+      assert.equal(body.type, 'error');
+      assert.equal(body.error.type, 'invalid_request_error');
+      assert.match(body.error.message, /not valid percent-encoded UTF-8/);
+    }
   });
 
   test('the CSV export defuses formulas after leading whitespace or a line break, and keeps ;-separated payloads in one quoted cell', async () => {

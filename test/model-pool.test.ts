@@ -229,6 +229,28 @@ describe('ModelPool', () => {
     assert.deepEqual(disposed, ['c', 'a', 'b']);
   });
 
+  test('an extend-only touch (a key without the manage scope) lengthens a keep-alive, never shortens it or lifts a pin', async () => {
+    const { pool, disposed } = makePool({ keepAliveMs: 60_000 });
+    await pool.use('a', instantLoader('a').load, () => {});
+    await pool.use('pinned', instantLoader('pinned').load, () => {});
+    pool.touch('pinned', Infinity);
+    assert.equal(pool.touch('a', 1, true), true);
+    assert.equal(pool.touch('pinned', 300_000, true), true);
+    mock.timers.tick(1000);
+    await settle();
+    assert.deepEqual(disposed, [], "1 ms from a plain key does not unload a model kept for a minute");
+    pool.touch('a', 600_000, true);
+    mock.timers.tick(300_000);
+    await settle();
+    assert.deepEqual(disposed, [], 'lengthened to 10 minutes');
+    mock.timers.tick(300_000);
+    await settle();
+    assert.deepEqual(disposed, ['a']);
+    mock.timers.tick(30 * 24 * 3600_000);
+    await settle();
+    assert.deepEqual(disposed, ['a'], 'the pin holds');
+  });
+
   test('a per-acquire keep-alive applies to that model', async () => {
     const { pool, disposed } = makePool({ keepAliveMs: 1000 });
     await pool.use('a', instantLoader('a').load, () => {}, { keepAliveMs: 0 });
@@ -333,5 +355,16 @@ describe('ModelPool', () => {
   test('bad settings are refused when the pool is made', () => {
     assert.throws(() => makePool({ memoryBudgetBytes: 0 }), /memoryBudgetBytes must be positive/);
     assert.throws(() => makePool({ keepAliveMs: -5 }), /keepAliveMs must be 0 or more/);
+  });
+});
+
+describe('ModelPool with real timers', () => {
+  test('a keep-alive longer than a Node timer takes (2^31 - 1 ms) keeps the model, rather than firing after 1 ms', async () => {
+    const { pool, disposed } = makePool({ keepAliveMs: 30 * 24 * 3600_000 });
+    await pool.use('a', instantLoader('a').load, () => {});
+    await new Promise((r) => setTimeout(r, 50));
+    await settle();
+    assert.deepEqual(disposed, [], 'still loaded after 50 ms');
+    await pool.close();
   });
 });

@@ -165,6 +165,124 @@ describe('Ollama model management through the edge', () => {
     }
   });
 
+  test('keep_alive from a key without manage never unloads or unpins: "1ms" and "5m" leave a pin, over 24 h is 403; a manage key\'s 3000000 s pins rather than unloads', async () => {
+    const expiresIn = () => {
+      const l = runtime.engine.loaded().find((m) => m.id === CHAT_MODEL);
+      return l === undefined ? 'unloaded' : l.expiresAt === null ? 'never' : l.expiresAt - Date.now();
+    };
+    const sampled = (client: Ollama, keep_alive: string | number) =>
+      client.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], keep_alive, options: { num_predict: 2, temperature: 0.8 } });
+    const settle = () => new Promise((r) => setTimeout(r, 300));
+
+    // Another key's pin survives whatever positive keep_alive a plain key sends, through chat or an empty request.
+    assert.equal((await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: -1 })).done_reason, 'load');
+    assert.equal(expiresIn(), 'never');
+    for (const keep of ['1ms', '5m', 1]) {
+      await sampled(plain, keep);
+      await settle();
+      assert.equal(expiresIn(), 'never', `a plain key's keep_alive ${keep} leaves the pin`);
+    }
+    assert.equal((await plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '1ms' })).done_reason, 'load');
+    await settle();
+    assert.equal(expiresIn(), 'never', 'an empty request with keep_alive 1ms leaves the pin');
+
+    // A keep_alive too long for a timer is for ever: a pin, which a plain key may not set; neither may it keep a
+    // model for days.
+    for (const keep of [3_000_000, '25h', '9999999h']) {
+      await assert.rejects(sampled(plain, keep), (err: Error & { status_code?: number }) => err.status_code === 403 && /may not do that/.test(err.message), `chat keep_alive ${keep}`);
+      await assert.rejects(plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: keep }), (err: Error & { status_code?: number }) => err.status_code === 403, `load keep_alive ${keep}`);
+    }
+
+    // The manage key sets the keep-alive (down to a minute); a plain key may lengthen it, not shorten it.
+    await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '1m' });
+    const minute = expiresIn();
+    assert.ok(typeof minute === 'number' && minute <= 60_000 && minute > 50_000, `the manage key set a minute (${minute})`);
+    await sampled(plain, '10m');
+    await settle();
+    const longer = expiresIn();
+    assert.ok(typeof longer === 'number' && longer > 9 * 60_000, `a plain key lengthens it (${longer})`);
+    await sampled(plain, '2s');
+    await settle();
+    const kept = expiresIn();
+    assert.ok(typeof kept === 'number' && kept > 9 * 60_000, `and cannot shorten it (${kept})`);
+
+    // 3,000,000 s from a manage key used to set a 1 ms timer (Node's limit is 24.8 days): it is a pin.
+    await sampled(ollama, 3_000_000);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(expiresIn(), 'never', 'keep_alive 3000000 (s) keeps the model loaded');
+    await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '5m' });
+  });
+
+  test('a manage key limited to some models cannot pull into, copy onto or delete a model outside them (404); inside them it can', async () => {
+    const { key } = await edge.createKey({ name: 'scoped manager', manageModels: true, models: [CHAT_MODEL] });
+    const scoped = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
+    const notFound = (what: string) => (err: Error & { status_code?: number }) => {
+      assert.equal(err.status_code, 404, what);
+      assert.match(err.message, /not found/, what);
+      return true;
+    };
+    await ollama.copy({ source: CHAT_MODEL, destination: 'shared-alias' });
+    const aliases = await readFile(path.join(modelsDir, 'aliases.json'), 'utf8');
+    try {
+      // A pull writes the repo's name: another model's files (and template) for every key.
+      await assert.rejects(scoped.pull({ model: EMBED_REPO, stream: false }), notFound('pull into another model'));
+      await assert.rejects(scoped.pull({ model: `someone/${EMBED_MODEL}:main`, stream: false }), notFound('pull of a revision into another model'));
+      await assert.rejects(stat(path.join(modelsDir, EMBED_MODEL)), { code: 'ENOENT' }, 'nothing was written');
+      // A copy re-points its destination for every key: an alias another key made, or a new name outside the scope.
+      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'shared-alias' }), notFound('copy onto an alias'));
+      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'elsewhere' }), notFound('copy onto a new name'));
+      await assert.rejects(scoped.delete({ model: 'shared-alias' }), notFound('delete'));
+      assert.equal(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8'), aliases, 'the aliases are unchanged');
+      // Its own model it may manage: a pull of it (up to date) and a load.
+      const pulled = await scoped.pull({ model: REPO, stream: false });
+      assert.equal(pulled.status, 'success');
+      assert.equal((await scoped.generate({ model: CHAT_MODEL, prompt: '' })).done_reason, 'load');
+    } finally {
+      await ollama.delete({ model: 'shared-alias' });
+    }
+  });
+
+  test('a revoked manage key loads and unloads nothing from the next request on (401)', async () => {
+    const { id, key } = await edge.createKey({ name: 'revoked manager', manageModels: true });
+    const revoked = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
+    assert.equal((await revoked.generate({ model: CHAT_MODEL, prompt: '' })).done_reason, 'load');
+    assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
+    const unauthorized = (what: string) => (err: Error & { status_code?: number }) => {
+      assert.equal(err.status_code, 401, what);
+      assert.match(err.message, /revoked/, what);
+      return true;
+    };
+    await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 }), unauthorized('unload'));
+    await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '' }), unauthorized('load'));
+    await assert.rejects(revoked.chat({ model: CHAT_MODEL, messages: [], keep_alive: -1 }), unauthorized('pin'));
+    assert.ok(runtime.engine.loaded().some((m) => m.id === CHAT_MODEL), 'the model stayed loaded');
+  });
+
+  test('a revoked key is refused from the next request on, a cache hit the Worker answers included', async () => {
+    const { id, key } = await edge.createKey({ name: 'revoked reader' });
+    const ask = () =>
+      fetch(new URL('/api/chat', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Revoke me' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+      });
+    const dispatched = async () => ((await (await edge.admin('/admin/streams')).json()) as { pools: Array<{ dispatched: number }> }).pools.reduce((n, p) => n + p.dispatched, 0);
+    // Until the Worker answers the hit itself (once the answer is stored and its model directory knows the model).
+    await waitFor('a cache HIT the Worker answers', async () => {
+      // The key verified by a hub a moment ago, as any busy key is.
+      assert.equal((await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${key}` } })).status, 200);
+      const before = await dispatched();
+      const res = await ask();
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      return (res.headers.get('x-npu-relay-cache') === 'HIT' && (await dispatched()) === before) || undefined;
+    }, { timeoutMs: 20_000, intervalMs: 200 });
+    assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
+    const next = await ask();
+    assert.equal(next.status, 401, 'the next request after the revoke');
+    assert.match(await next.text(), /revoked/);
+  });
+
   test('copy serves the model under a new name; delete removes a copy, then the model, which is a 404 after', async () => {
     await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
     assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { connectUrl } from '../node/tunnel/client.ts';
+import { AGENT_SILENT_MS } from '../shared/protocol/liveness.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { INSTANT_MODEL, InstantEngine } from './bench/instant-engine.ts';
 import { spawnFloodAgent, type AgentProcess } from './support/agent-process.ts';
@@ -65,12 +66,13 @@ async function stream(edge: TestEdge, model: string, content: string, maxTokens:
 }
 
 /** A short non-streaming request; resolves with its status and how long it took. */
-async function timedChat(edge: { url: URL }, key: string, model: string): Promise<{ status: number; ms: number; body: string }> {
+async function timedChat(edge: { url: URL }, key: string, model: string, signal?: AbortSignal): Promise<{ status: number; ms: number; body: string }> {
   const started = performance.now();
   const res = await fetch(new URL('/v1/chat/completions', edge.url), {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' },
     body: JSON.stringify({ model, messages: ask('ping'), max_tokens: 4, temperature: 0.7 }),
+    ...(signal ? { signal } : {}),
   });
   const body = await res.text();
   return { status: res.status, ms: performance.now() - started, body };
@@ -199,6 +201,67 @@ describe('tunnel liveness', () => {
       await waitFor('the agent to serve again', async () => (await timedChat(edge, edge.apiKey, 'sleepy')).status === 200, { timeoutMs: 30_000, intervalMs: 200 });
       console.log(`SIGCONT → serving again in ${(performance.now() - resumedAt).toFixed(0)} ms`);
       assert.equal(await health(), agentsBefore);
+    } finally {
+      proc.child.kill('SIGCONT');
+      await stop(proc);
+    }
+  });
+
+  test('an agent stopped with SIGSTOP while a request waits on it: no route ever 500s, the request ends with a clear error within the silence bound + 5 s, and the relay serves within 5 s of SIGCONT', async () => {
+    // The request reaches the stopped agent before the edge can know (it is judged silent only after
+    // AGENT_SILENT_MS): the hub then fails it while routing, /health and new requests ask who is alive. Taking the
+    // agent for dead used to run its callbacks before forgetting it, which re-dispatched the waiting request to the
+    // same agent for ever (a stack overflow, and every route 500 until the agent resumed).
+    const proc = await spawnFloodAgent(edge, 'stalled', { deltaBytes: 8, intervalMs: 20, burst: 1 });
+    const statuses: Array<{ what: string; status: number; body: string }> = [];
+    const probe = async (what: string, run: () => Promise<Response>) => {
+      try {
+        const res = await run();
+        statuses.push({ what, status: res.status, body: (await res.text()).slice(0, 200) });
+      } catch (err) {
+        statuses.push({ what, status: 0, body: String(err) });
+      }
+    };
+    try {
+      await waitFor('the agent to be served', async () => (await timedChat(edge, edge.apiKey, 'stalled')).status === 200, { timeoutMs: 10_000 });
+      proc.child.kill('SIGSTOP');
+      const stoppedAt = performance.now();
+      const waiting = timedChat(edge, edge.apiKey, 'stalled', AbortSignal.timeout(40_000)).then(
+        (r) => ({ ...r, endedAt: performance.now() }),
+        (err: unknown) => ({ status: 0, ms: 0, body: String(err), endedAt: performance.now() }),
+      );
+      // /health, the model list and new requests, while the edge finds out and after: never a 500.
+      const probes: Array<Promise<void>> = [];
+      for (const until = stoppedAt + AGENT_SILENT_MS + 5000; performance.now() < until; ) {
+        probes.push(probe('/health', () => fetch(new URL('/health', edge.url), { signal: AbortSignal.timeout(20_000) })));
+        probes.push(probe('/v1/models', () => fetch(new URL('/v1/models', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` }, signal: AbortSignal.timeout(20_000) })));
+        probes.push(probe('chat', () => fetch(new URL('/v1/chat/completions', edge.url), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' },
+          body: JSON.stringify({ model: 'stalled', messages: ask('anyone?'), max_tokens: 4 }),
+          signal: AbortSignal.timeout(20_000),
+        })));
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      const waited = await waiting;
+      await Promise.all(probes);
+      const waitedMs = waited.endedAt - stoppedAt;
+      const counts = new Map<string, number>();
+      for (const s of statuses) counts.set(`${s.what} ${s.status}`, (counts.get(`${s.what} ${s.status}`) ?? 0) + 1);
+      console.log(`SIGSTOP with a request waiting: it ended ${waited.status} after ${waitedMs.toFixed(0)} ms (${waited.body.slice(0, 160)}); probes meanwhile: ${[...counts].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+      const failed = statuses.filter((s) => s.status === 0 || s.status >= 500 && s.status !== 502 && s.status !== 503);
+      assert.deepEqual(failed, [], 'no probe failed or got a 500 while the agent was stopped');
+      assert.ok(statuses.some((s) => s.what === '/health' && s.status === 200), '/health answered');
+      assert.equal(waited.status, 502, `the waiting request ends with the agent's error (${waited.status} ${waited.body})`);
+      assert.match(waited.body, /the agent stopped responding \(silent for \d+ s\)/);
+      assert.ok(waitedMs < AGENT_SILENT_MS + 5000, `the waiting request ended within the silence bound + 5 s (${waitedMs.toFixed(0)} ms)`);
+
+      proc.child.kill('SIGCONT');
+      const resumedAt = performance.now();
+      await waitFor('the agent to serve again', async () => (await timedChat(edge, edge.apiKey, 'stalled', AbortSignal.timeout(10_000))).status === 200, { timeoutMs: 30_000, intervalMs: 100 });
+      const resumedMs = performance.now() - resumedAt;
+      console.log(`SIGCONT → serving again in ${resumedMs.toFixed(0)} ms`);
+      assert.ok(resumedMs < 5000, `the relay serves within 5 s of SIGCONT (${resumedMs.toFixed(0)} ms)`);
     } finally {
       proc.child.kill('SIGCONT');
       await stop(proc);

@@ -105,9 +105,10 @@ export interface Engine {
   preload(id: string): Promise<void>;
   /**
    * Counts as a use of a loaded model, optionally with a new keep-alive (ms; `Infinity`: for ever; 0: unload when
-   * idle). Returns false when the model is not loaded.
+   * idle); with `extendOnly` the keep-alive only grows (a key without the manage scope). Returns false when the
+   * model is not loaded.
    */
-  touch(id: string, keepAliveMs?: number): boolean;
+  touch(id: string, keepAliveMs?: number, extendOnly?: boolean): boolean;
   /** The models loaded in memory now, for heartbeats, `/health/devices` and Ollama's `/api/ps`. */
   loaded(): LoadedModel[];
   /** Loads and device compilations under way, for the status frame's `loading`. */

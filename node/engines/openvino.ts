@@ -296,8 +296,8 @@ export class OpenVinoEngine implements Engine {
     this.#pool.release(id);
   }
 
-  touch(id: string, keepAliveMs?: number): boolean {
-    return this.#pool.touch(id, keepAliveMs);
+  touch(id: string, keepAliveMs?: number, extendOnly?: boolean): boolean {
+    return this.#pool.touch(id, keepAliveMs, extendOnly);
   }
 
   loaded(): LoadedModel[] {

@@ -148,8 +148,8 @@ export class OrtEngine implements Engine {
   }
 
   /** Counts as a use of a loaded model, optionally with a new keep-alive (ms); false when it is not loaded. */
-  touch(id: string, keepAliveMs?: number): boolean {
-    return this.#pool.touch(id, keepAliveMs);
+  touch(id: string, keepAliveMs?: number, extendOnly?: boolean): boolean {
+    return this.#pool.touch(id, keepAliveMs, extendOnly);
   }
 
   loaded(): LoadedModelInfo[] {

@@ -155,8 +155,8 @@ export class AliasedEngine implements Engine {
   }
 
   /** Extends a loaded model's keep-alive (a request's `keep_alive`). */
-  touch(id: string, keepAliveMs?: number): boolean {
-    return this.#inner.touch(this.resolve(id), keepAliveMs);
+  touch(id: string, keepAliveMs?: number, extendOnly?: boolean): boolean {
+    return this.#inner.touch(this.resolve(id), keepAliveMs, extendOnly);
   }
 
   loaded(): LoadedModel[] {

@@ -128,7 +128,7 @@ export class ModelManager {
     const { op, id } = frame;
     switch (op.action) {
       case 'load':
-        return { loadDurationMs: await this.#load(op.model, op.keepAliveMs) };
+        return { loadDurationMs: await this.#load(op.model, op.keepAliveMs, op.keepAliveExtends) };
       case 'unload':
         this.#served(op.model);
         return { wasLoaded: await this.#engine.unload(op.model) };
@@ -152,16 +152,16 @@ export class ModelManager {
   }
 
   /** Loads the model; the milliseconds it took, 0 when it was loaded already. */
-  async #load(id: string, keepAliveMs: number | undefined): Promise<number> {
+  async #load(id: string, keepAliveMs: number | undefined, extendOnly: boolean | undefined): Promise<number> {
     this.#served(id);
     const keep = keepAliveMs === undefined ? undefined : keepAliveMs === -1 ? Infinity : keepAliveMs;
     // A touch finds a loaded model (and resets its idle time), so a second load costs nothing; one still loading is
     // waited for below, so the answer always comes once the model is ready.
-    const wasLoaded = this.#engine.touch(id, keep);
+    const wasLoaded = this.#engine.touch(id, keep, extendOnly);
     const started = performance.now();
     await this.#engine.preload(id);
     const ms = performance.now() - started;
-    if (keep !== undefined) this.#engine.touch(id, keep);
+    if (keep !== undefined) this.#engine.touch(id, keep, extendOnly);
     return wasLoaded ? 0 : ms;
   }
 

@@ -128,6 +128,9 @@ function formatBytes(n: number): string {
   return `${n} bytes`;
 }
 
+/** The longest delay a Node timer takes as given (longer ones fire after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function checkDuration(name: string, ms: number): number {
   if (!(ms >= 0)) throw new RangeError(`${name} must be 0 or more milliseconds (or Infinity), got ${ms}`);
   return ms;
@@ -205,12 +208,18 @@ export class ModelPool<T> {
 
   /**
    * Counts as a use of a loaded model now, optionally with a new keep-alive (a request asking to keep the model
-   * loaded longer, or to unload it right away with 0). Returns false when the model is not loaded.
+   * loaded longer, or to unload it right away with 0; with `extendOnly`, only longer). Returns false when the model
+   * is not loaded.
    */
-  touch(id: string, keepAliveMs?: number): boolean {
+  touch(id: string, keepAliveMs?: number, extendOnly = false): boolean {
     const slot = this.#slots.get(id);
     if (!slot) return false;
-    if (keepAliveMs !== undefined) slot.keepAliveMs = checkDuration('keepAliveMs', keepAliveMs);
+    // Extend-only (a key without the manage scope): a shorter keep-alive would unload what another key kept, so it
+    // leaves the model's as it is.
+    if (keepAliveMs !== undefined) {
+      const ms = checkDuration('keepAliveMs', keepAliveMs);
+      if (!extendOnly || ms > slot.keepAliveMs) slot.keepAliveMs = ms;
+    }
     slot.lastUsedAt = Date.now();
     if (slot.inUse === 0 && slot.state === 'loaded') this.#scheduleExpiry(slot);
     return true;
@@ -398,6 +407,15 @@ export class ModelPool<T> {
       expire();
       return;
     }
+    // Node fires a timer of over 2^31 - 1 ms (24.8 days) after 1 ms: a longer keep-alive waits in steps.
+    const due = slot.lastUsedAt + slot.keepAliveMs;
+    const step = (): void => {
+      const left = due - Date.now();
+      if (left <= 0) return expire();
+      slot.timer = setTimeout(step, Math.min(left, MAX_TIMER_MS));
+      slot.timer.unref?.();
+    };
+    if (slot.keepAliveMs > MAX_TIMER_MS) return step();
     slot.timer = setTimeout(expire, slot.keepAliveMs);
     // An idle model must not keep the process alive.
     slot.timer.unref?.();

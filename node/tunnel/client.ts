@@ -9,6 +9,7 @@ import { AGENT_PING_MS, EDGE_SILENT_MS } from '../../shared/protocol/liveness.ts
 import { AGENT_CONNECT_PATH, MAX_AGENT_FRAME_BYTES, PING_FRAME } from '../../shared/protocol/version.ts';
 import type { Logger } from '../log.ts';
 import { Backoff } from './backoff.ts';
+import { withoutHostPaths } from './host-paths.ts';
 
 export interface TunnelClientOptions {
   /** The edge's base URL (`https://…`, `http://…`, `wss://…` or `ws://…`). */
@@ -96,6 +97,9 @@ export class TunnelClient {
   /** Sends a frame if connected; returns false if it could not be sent (the stream is lost with the socket). */
   send(frame: AgentFrame): boolean {
     if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
+    // Errors and progress reach API clients: they say what failed, not where on this host (host-paths.ts).
+    if (frame.type === 'error') frame = { ...frame, message: withoutHostPaths(frame.message) };
+    else if (frame.type === 'progress') frame = { ...frame, status: withoutHostPaths(frame.status) };
     let text = encodeFrame(frame);
     // A UTF-16 code unit is at most 3 bytes of UTF-8: most frames need no counting.
     const bytes = text.length * 3 <= MAX_AGENT_FRAME_BYTES ? 0 : Buffer.byteLength(text);

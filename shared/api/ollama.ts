@@ -164,11 +164,16 @@ export function keepAliveMs(value: z.infer<typeof KeepAlive> | undefined): numbe
   const text = String(value).trim();
   const negative = text.startsWith('-');
   if (negative) return -1;
-  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
   let ms = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit!]!;
-  return Math.round(ms);
+  if (/^\d+(\.\d+)?$/.test(text)) ms = Number(text) * 1000;
+  else for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit!]!;
+  // Past what a Node timer takes (24.8 days) a keep-alive is for ever in all but name, and said so: a timer given
+  // more fires after 1 ms, and a huge number is no duration the tunnel can carry.
+  return ms >= KEEP_ALIVE_FOREVER_MS ? -1 : Math.round(ms);
 }
+
+/** A keep_alive this long or longer means for ever (-1): 2^31 - 1 ms, the longest delay a Node timer takes. */
+export const KEEP_ALIVE_FOREVER_MS = 2 ** 31 - 1;
 
 /** Ollama model names carry a tag; `name` and `name:latest` are the same model here. */
 export function modelId(name: string): string {

@@ -448,6 +448,11 @@ export const RequestFrame = z.object({
   keyId: z.string().max(128).optional(),
   /** How long the model should stay loaded after this request (Ollama's `keep_alive`); -1 for ever. */
   keepAliveMs: z.number().int().min(-1).optional(),
+  /**
+   * `keepAliveMs` came from a key without the `manage` scope: it may lengthen the model's keep-alive, never shorten
+   * it or lift a pin another key set. Absent: it sets the keep-alive (the `manage` scope, or an older edge).
+   */
+  keepAliveExtends: z.literal(true).optional(),
 });
 
 /**
@@ -472,7 +477,7 @@ export const CancelFrame = z.object({
  * `cancel` with the id stops a pull.
  */
 export const ManageOp = z.discriminatedUnion('action', [
-  z.object({ action: z.literal('load'), model: z.string().min(1).max(256), keepAliveMs: z.number().int().min(-1).optional() }),
+  z.object({ action: z.literal('load'), model: z.string().min(1).max(256), keepAliveMs: z.number().int().min(-1).optional(), keepAliveExtends: z.literal(true).optional() }),
   z.object({ action: z.literal('unload'), model: z.string().min(1).max(256) }),
   /** `model`: what to fetch (a Hugging Face repo id, or a default model's name); `name`: the id to serve it as. */
   z.object({ action: z.literal('pull'), model: z.string().min(1).max(256), name: z.string().min(1).max(256).optional() }),

@@ -43,6 +43,8 @@ export interface MiniflareEdgeOptions {
    * (which every request otherwise crosses first, and which Cloudflare does not have).
    */
   direct?: boolean;
+  /** With `direct`: the port of that socket (0, the default: any free one), so a restarted edge keeps its address. */
+  port?: number;
   /**
    * Where the hub's Durable Object storage (SQLite files) lives; a temporary folder of Miniflare's when absent.
    * Miniflare's purely in-memory storage has no SQL API, so a folder on a RAM disk is the way to keep the emulated
@@ -70,7 +72,7 @@ export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<stri
     modules,
     modulesRoot: bundle.dir,
     bindings: vars,
-    ...(options.direct ? { unsafeDirectSockets: [{ host: '127.0.0.1', port: 0 }] } : {}),
+    ...(options.direct ? { unsafeDirectSockets: [{ host: '127.0.0.1', port: options.port ?? 0 }] } : {}),
   };
   const callers = (options.callers ?? []).map((c) => ({
     name: c.name,

@@ -6,7 +6,7 @@ import type { LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts'
 
 export abstract class ModellessEngine {
   async preload(_id: string): Promise<void> {}
-  touch(_id: string, _keepAliveMs?: number): boolean {
+  touch(_id: string, _keepAliveMs?: number, _extendOnly?: boolean): boolean {
     return false;
   }
   loaded(): LoadedModel[] {

@@ -62,3 +62,21 @@ test('an unknown request id gets one cancel per connection, however often it com
   for (let i = 0; i < 1024; i++) budget.firstSighting('c', `x${i}`, 2);
   assert.equal(budget.firstSighting('c', 'r1', 3), true);
 });
+
+test('a busy hub whose own tick is overdue was stopped itself: silence counts from when it runs again; an idle hub is judged as before', () => {
+  const l = new AgentLiveness();
+  const t0 = 1_000_000;
+  l.ticked(t0, true);
+  l.checkAwake(t0 + 250);
+  assert.equal(l.caughtUpAt, 0, 'a tick on time changes nothing');
+  l.ticked(t0 + 250, true);
+  // Stopped for 8 s (SIGSTOP, a laptop asleep): the first look afterwards moves the start of silence to now.
+  l.checkAwake(t0 + 8250);
+  assert.equal(l.caughtUpAt, t0 + 8250);
+  assert.equal(isSilent(Math.max(t0, l.caughtUpAt), t0 + 8300, { instanceId: 'i' }), false);
+  // Idle (nothing in flight, so no tick): a long gap between looks is no freeze, and a hung agent is still found.
+  const idle = new AgentLiveness();
+  idle.ticked(t0, false);
+  idle.checkAwake(t0 + 60_000);
+  assert.equal(idle.caughtUpAt, 0);
+});

@@ -18,6 +18,7 @@ import { hub, requireApiKey, requireApiKeyCached, type Args } from '../routes/co
 import { countRefusal } from '../routes/refusals.ts';
 import type { ManageOutcome, ManageRequest } from '../tunnel/management.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
+import { residencyChange } from '../tunnel/residency.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 
 /** Who is asking: a key (with its record) or the admin token, which always has the `manage` scope. */
@@ -97,11 +98,27 @@ function managed(endpoint: string, run: (request: IRequest, env: Env, caller: Ca
 
 const maxBytes = (env: Env) => edgeConfig(env).maxBodyBytes;
 
+/**
+ * The model id a pull writes: the repo's name, without owner or tag (as the agent names the folder; for a default
+ * model's short name, that name).
+ */
+function pullDestination(model: string): string {
+  const at = model.lastIndexOf(':');
+  return (at > 0 ? model.slice(0, at) : model).split('/').at(-1) ?? '';
+}
+
 const pull = managed('api.pull', async (request, env, caller) => {
   requireManage(caller, 'pulling a model');
   const body = await readJson(request, PullRequest, maxBytes(env));
   // The model is what to fetch: a hub repo id (`owner/name`, `:revision` for a branch or tag) or a default's name.
-  const req: ManageRequest = { op: { action: 'pull', model: modelId((body.model ?? body.name)!) }, agent: body.agent, endpoint: 'api.pull', keyId: keyIdOf(caller), stream: body.stream !== false };
+  const model = modelId((body.model ?? body.name)!);
+  // A key limited to some models may pull only into one of them: a pull replaces the files (and the template) of
+  // whatever model has that name, for every key. The agent is told the name checked, so it cannot write another.
+  const scoped = 'key' in caller && caller.key.models !== null;
+  const name = pullDestination(model);
+  if (scoped) requireVisible(caller, name);
+  const op = { action: 'pull' as const, model, ...(scoped ? { name } : {}) };
+  const req: ManageRequest = { op, agent: body.agent, endpoint: 'api.pull', keyId: keyIdOf(caller), stream: body.stream !== false };
   return hub(env).pull(req);
 });
 
@@ -121,8 +138,11 @@ const copy = managed('api.copy', async (request, env, caller) => {
   requireManage(caller, 'copying a model');
   const body = await readJson(request, CopyRequest, maxBytes(env));
   const source = modelId(body.source);
+  const destination = modelId(body.destination);
+  // Both ends: a copy onto a name re-points that model (or alias) for every key.
   requireVisible(caller, source);
-  const op = { action: 'copy' as const, source, destination: modelId(body.destination) };
+  requireVisible(caller, destination);
+  const op = { action: 'copy' as const, source, destination };
   const failed = outcomeError(await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', keyId: keyIdOf(caller) }));
   poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
@@ -189,8 +209,11 @@ export function loadOrUnload(shape: Shape) {
         if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
         return loadAnswer(shape, body.model, 'unload');
       }
-      if (keep === -1) requireManage(caller, 'keeping a model loaded for ever (keep_alive -1)');
-      const outcome = await hub(env).manage({ op: { action: 'load', model, ...(keep !== undefined ? { keepAliveMs: keep } : {}) }, endpoint, keyId: keyIdOf(caller), kind: 'chat' });
+      const change = residencyChange(keep);
+      if (change !== undefined) requireManage(caller, change);
+      // Without the scope a keep_alive may only lengthen the model's (the agent keeps another key's pin).
+      const keepAlive = keep === undefined ? {} : { keepAliveMs: keep, ...(mayManage(caller) ? {} : { keepAliveExtends: true as const }) };
+      const outcome = await hub(env).manage({ op: { action: 'load', model, ...keepAlive }, endpoint, keyId: keyIdOf(caller), kind: 'chat' });
       if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
       return loadAnswer(shape, body.model, 'load', outcome.loadDurationMs ?? 0, Date.now() - started);
     });

@@ -10,7 +10,7 @@ import { usageTotals } from '../db/usage-report.ts';
 import type { Env } from '../env.ts';
 import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
-import { requireAdmin, type Args } from './context.ts';
+import { forgetKey, requireAdmin, type Args } from './context.ts';
 import { hubOf, poolNames } from './pools.ts';
 
 const NewKey = z.object({
@@ -64,6 +64,7 @@ async function revokeKey(request: IRequest, env: Env): Promise<Response> {
   const results = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).revokeKey(id)));
   const result = { revoked: results.some((r) => r.revoked), databaseUpdated: results.some((r) => r.databaseUpdated) };
   if (!result.revoked) throw new ApiError('not_found', `no API key with id '${id}'`);
+  forgetKey(id);
   return Response.json({ id, revoked: true, databaseUpdated: result.databaseUpdated });
 }
 

@@ -23,6 +23,7 @@ import { hasLimits } from '../tunnel/limits-point.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 import { recordAtEdge } from './edge-usage.ts';
 import { servedNowhere } from './pools.ts';
+import { residencyChange } from '../tunnel/residency.ts';
 
 /** Answers this isolate keeps in memory: small, as an isolate has 128 MB for everything. */
 const HOT_BYTES = 4 * 1024 * 1024;
@@ -41,7 +42,7 @@ export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean 
     !hasLimits(key) &&
     !d.noCache &&
     d.conversation === undefined &&
-    (d.keepAliveMs === undefined || d.keepAliveMs > 0 || key.manageModels === true) &&
+    (residencyChange(d.keepAliveMs) === undefined || key.manageModels === true) &&
     (key.models === null || key.models.includes(d.task.model)) &&
     isDeterministic(d.task)
   );

@@ -11,6 +11,7 @@ import {
 import type { Env } from '../env.ts';
 import { ApiError } from '../http/errors.ts';
 import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from './context.ts';
+import { pathId } from '../http/path-id.ts';
 
 function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
   return { id: m.info.id, object: 'model' as const, created: Math.floor(m.agent.connectedAt / 1000), owned_by: m.info.ownedBy ?? 'npu-relay' };
@@ -21,13 +22,7 @@ async function listModels(request: IRequest, env: Env): Promise<Response> {
 }
 
 async function getModel(request: IRequest, env: Env): Promise<Response> {
-  let id: string;
-  try {
-    id = decodeURIComponent(request.params.id!);
-  } catch {
-    // A malformed escape (`%E0%A4%A`) is the client's mistake: no model has a name that cannot be spelled.
-    throw new ApiError('invalid_request', `the model id in the path is not valid percent-encoded UTF-8: '${request.params.id}'`, { param: 'model' });
-  }
+  const id = pathId(request, 'model');
   const found = (await visibleModels(request, env)).find((m) => m.info.id === id);
   if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });
   return Response.json(modelObject(found));

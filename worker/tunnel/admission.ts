@@ -9,6 +9,7 @@ import { ApiError } from '../http/errors.ts';
 import type { Dispatch } from './dispatch.ts';
 import type { Admission, KeyRecord, TokenNeed } from './ledger.ts';
 import { unknownModel } from './agent-picker.ts';
+import { residencyChange } from './residency.ts';
 
 /**
  * Without a tokenizer, the edge bounds a prompt's tokens from above by its bytes (every token of a byte-level BPE
@@ -93,11 +94,12 @@ function toolBytes(tool: ToolDef): number {
 export function checkScope(key: KeyRecord, dispatch: Dispatch): void {
   // The same answer as for a model that does not exist: a key learns nothing about other keys' models.
   if (key.models && !key.models.includes(dispatch.task.model)) throw unknownModel(dispatch.task.model);
-  if (dispatch.keepAliveMs !== undefined && dispatch.keepAliveMs <= 0 && !key.manageModels) {
+  const change = residencyChange(dispatch.keepAliveMs);
+  if (change !== undefined && !key.manageModels) {
     // Unloading a model, or pinning it in memory, changes what every other key gets: a privilege, not a request option.
     throw new ApiError(
       'forbidden',
-      `keep_alive ${dispatch.keepAliveMs === 0 ? '0 (unload the model now)' : '-1 (keep the model loaded for ever)'} changes the model for every key; this API key may not do that: ` +
+      `${change} changes the model for every key; this API key may not do that: ` +
         'use a key created with --manage-models (or "manageModels": true through POST /admin/keys), or leave keep_alive out',
       { param: 'keep_alive' },
     );

@@ -47,6 +47,8 @@ export function sendFrame(ws: WebSocket, frame: EdgeFrame): void {
   }
 }
 
+export type AgentGone = (connId: string, why: string, options: { park: boolean }) => void;
+
 export class AgentRegistry {
   readonly #ctx: DurableObjectState;
   readonly #store: AgentStore;
@@ -55,10 +57,13 @@ export class AgentRegistry {
   readonly #attachments = new WeakMap<WebSocket, AgentAttachment>();
   /** When an agent serving each model last went away (models of agents gone for good are dropped lazily). */
   readonly #lastServed = new Map<string, number>();
-  /** Called when a connection ends for any reason, so its in-flight requests fail at once. */
-  readonly #onGone: (connId: string, why: string) => void;
+  /**
+   * Called when a connection ends for any reason, after the registry has forgotten it, so its in-flight requests fail
+   * at once. `park`: its unstarted requests may wait for a successor (a restart or reconnect, not a hung agent).
+   */
+  readonly #onGone: AgentGone;
 
-  constructor(ctx: DurableObjectState, config: () => EdgeConfig, onGone: (connId: string, why: string) => void) {
+  constructor(ctx: DurableObjectState, config: () => EdgeConfig, onGone: AgentGone) {
     this.#ctx = ctx;
     this.#config = config;
     this.#onGone = onGone;
@@ -125,10 +130,16 @@ export class AgentRegistry {
    * The connected agents that have said hello. An agent silent for AGENT_SILENT_MS (no frame, no ping) is taken for
    * dead and its socket closed: a hung process or a half-open TCP connection would otherwise look alive for ever,
    * and be sent requests.
+   *
+   * Re-entrant by construction: a dead agent is forgotten (its record deleted, its socket closed) while the list is
+   * built, and only then are its requests failed or sent elsewhere — which asks `list()` again and must not find it
+   * (it once did: each re-dispatch re-discovered the same dead agent, without end).
    */
   list(): ConnectedAgent[] {
     const out: ConnectedAgent[] = [];
+    const dead: Array<{ connId: string; why: string }> = [];
     const now = Date.now();
+    this.#liveness.checkAwake(now);
     for (const ws of this.#ctx.getWebSockets()) {
       const attachment = this.attachment(ws);
       if (attachment?.agentId === undefined || ws.readyState !== WebSocket.OPEN) continue;
@@ -137,14 +148,27 @@ export class AgentRegistry {
       const lastSeen = this.lastSeen(ws, attachment, record.status);
       if (isSilent(lastSeen, now, record.hello)) {
         console.warn(`agent ${attachment.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
-        this.#onGone(attachment.connId, `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)`);
-        ws.close(CLOSE.deadPeer, 'no heartbeat');
-        this.#store.delete(attachment.connId);
+        this.#forget(ws, attachment.connId, CLOSE.deadPeer, 'no heartbeat');
+        dead.push({ connId: attachment.connId, why: `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)` });
         continue;
       }
       out.push({ ws, connId: attachment.connId, hello: record.hello, status: record.status, attachment });
     }
+    // A hung agent is not restarting: its unstarted requests go to another agent now, or fail, rather than wait for it.
+    for (const d of dead) this.#onGone(d.connId, d.why, { park: false });
     return out;
+  }
+
+  /** Drops a connection from every record, so nothing finds it again, before anyone is told it is gone. */
+  #forget(ws: WebSocket, connId: string, code?: number, reason?: string): void {
+    this.#store.delete(connId);
+    this.#liveness.forget(connId);
+    if (code === undefined) return;
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Already closing.
+    }
   }
 
   /**
@@ -187,7 +211,9 @@ export class AgentRegistry {
    * behind its tokens); `list()` drops a silent one, which ends its streams.
    */
   pingBusy(now: number, busy: (connId: string) => boolean): void {
-    for (const a of this.list()) {
+    const agents = this.list();
+    this.#liveness.ticked(now, agents.some((a) => busy(a.connId)));
+    for (const a of agents) {
       if (busy(a.connId) && this.#liveness.pingDue(a.connId, now)) {
         try {
           a.ws.send(PING_FRAME);
@@ -223,9 +249,8 @@ export class AgentRegistry {
         ws.close(CLOSE.idInUse, 'agent id in use');
         return;
       }
-      this.#onGone(other.connId, 'the agent reconnected');
-      other.ws.close(CLOSE.replaced, 'replaced by a newer connection of the same agent');
-      this.#store.delete(other.connId);
+      this.#forget(other.ws, other.connId, CLOSE.replaced, 'replaced by a newer connection of the same agent');
+      this.#onGone(other.connId, 'the agent reconnected', { park: true });
     }
     const { type: _type, ...hello } = frame;
     const at = Date.now();
@@ -260,8 +285,7 @@ export class AgentRegistry {
     if (!attachment) return;
     const now = Date.now();
     for (const m of this.#store.get(attachment.connId)?.hello.models ?? []) this.#lastServed.set(m.id, now);
-    this.#onGone(attachment.connId, why);
-    this.#store.delete(attachment.connId);
-    this.#liveness.forget(attachment.connId);
+    this.#forget(ws, attachment.connId);
+    this.#onGone(attachment.connId, why, { park: true });
   }
 }

@@ -19,9 +19,9 @@ export interface ExchangeTableOptions {
   onTick: (now: number) => void;
   /**
    * Offered each request of a connection that ended before the agent started it: true when it was sent elsewhere
-   * (or is waiting for an agent), so it does not fail.
+   * (or, with `park`, is waiting for an agent), so it does not fail.
    */
-  rescue?: (exchange: Exchange, fromConnId: string) => boolean;
+  rescue?: (exchange: Exchange, fromConnId: string, park: boolean) => boolean;
   /** What a request waiting on `connId` for `model` waits for, to say in its keep-alives (a model loading). */
   note?: (connId: string, model: string, now: number) => string | undefined;
 }
@@ -98,12 +98,15 @@ export class ExchangeTable {
     return this.#byId.values();
   }
 
-  /** Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced. */
-  failConnection(connId: string, why: string): void {
+  /**
+   * Ends every in-flight exchange of a connection with a terminal error, keeping the tokens it had produced; one the
+   * agent had not started is offered to `rescue` first (`park`: it may wait for another agent).
+   */
+  failConnection(connId: string, why: string, park = true): void {
     if (!this.#perConnection.has(connId)) return;
     for (const ex of [...this.#byId.values()]) {
       if (ex.connId !== connId) continue;
-      if (!ex.started && this.#options.rescue?.(ex, connId)) continue;
+      if (!ex.started && this.#options.rescue?.(ex, connId, park)) continue;
       this.take(ex.id);
       ex.onError(new ApiError('agent_gone', `${why} before the response was complete; retry the request`));
     }

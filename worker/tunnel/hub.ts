@@ -107,11 +107,11 @@ export class AgentHub extends DurableObject<Env> {
         inFlight.checkpoint(now, this.#exchanges.values());
         this.#flow.unpark(now);
       },
-      rescue: (ex, from) => this.#flow.redispatch(ex.id, from),
+      rescue: (ex, from, park) => this.#flow.redispatch(ex.id, from, park),
       note: (connId, model, now) => this.#registry.loadingNote(connId, model, now),
     });
-    this.#registry = new AgentRegistry(ctx, config, (connId, why) => {
-      this.#exchanges.failConnection(connId, why);
+    this.#registry = new AgentRegistry(ctx, config, (connId, why, { park }) => {
+      this.#exchanges.failConnection(connId, why, park);
       this.#management.connectionGone(connId, why);
     });
     this.#keys = new KeyGate(db, ledger, config);

@@ -6,11 +6,16 @@
  */
 import { AGENT_PING_MS, AGENT_SILENT_MS } from '../../shared/protocol/liveness.ts';
 
+/** A busy hub's tick this overdue (it runs every 250 ms) means the hub itself was stopped, not its agents silent. */
+const HUB_FROZEN_MS = AGENT_PING_MS;
+
 export class AgentLiveness {
   readonly #heard = new Map<string, number>();
   readonly #pinged = new Map<string, number>();
-  /** When the hub last discarded a frame from a connection it had cut off (see `discarding`). */
+  /** When the hub last discarded a frame from a connection it had cut off (see `discarding`), or woke from a freeze. */
   #discardedAt = 0;
+  /** When the hub's own tick last ran while agents had requests in flight (0: none in flight; see `ticked`). */
+  #tickedAt = 0;
 
   /** Any frame is life: under load a ping queues behind the agent's tokens, so pings alone would arrive late. */
   heard(connId: string, now: number): void {
@@ -39,6 +44,29 @@ export class AgentLiveness {
    */
   discarding(now: number): void {
     this.#discardedAt = now;
+  }
+
+  /**
+   * The hub's tick ran (every 250 ms while agents have requests in flight; `busy`: they still do). A hub that was not
+   * running — its process stopped or the machine asleep — heard nothing from anyone meanwhile, though the agents'
+   * frames wait in its sockets: silence is counted only from when it runs again (see `checkAwake`).
+   */
+  ticked(now: number, busy: boolean): void {
+    this.checkAwake(now);
+    this.#tickedAt = busy ? now : 0;
+  }
+
+  /**
+   * Before judging anyone silent: a tick overdue by more than HUB_FROZEN_MS means the hub itself was not running
+   * (it ticks every 250 ms while busy), so nobody is counted silent from before now. Checked on every look, because
+   * after a freeze a request may ask who is alive before the overdue tick runs.
+   */
+  checkAwake(now: number): void {
+    if (this.#tickedAt !== 0 && now - this.#tickedAt > HUB_FROZEN_MS) {
+      console.warn(`the hub did not run for ${now - this.#tickedAt} ms (its process stopped, or the machine slept); counting agents' silence from now`);
+      this.#discardedAt = now;
+      this.#tickedAt = now;
+    }
   }
 
   /** The earliest time silence may be counted from: a connection is never "silent" since before the hub caught up. */

@@ -221,7 +221,9 @@ export class RequestFlow {
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
-    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...(dispatch.keepAliveMs !== undefined ? { keepAliveMs: dispatch.keepAliveMs } : {}) };
+    // Without the manage scope a keep_alive may only lengthen the model's (residency.ts).
+    const keepAlive = dispatch.keepAliveMs === undefined ? {} : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
+    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
     this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set(), ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }), dispatch });
     if (ws) sendFrame(ws, frame);
     return exchange.response();
@@ -230,13 +232,15 @@ export class RequestFlow {
   /**
    * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
    * filled, before the edge heard), or whose agent went away before starting it, to another agent that can take it;
-   * with none, the request waits up to PARK_MS for one (see `unpark`). False only for a request it does not know.
+   * with none, the request waits up to PARK_MS for one (see `unpark`) unless `park` is false (its agent hung: no
+   * successor is on the way). False when it was not taken: the caller fails it.
    */
-  redispatch(id: string, fromConnId: string): boolean {
+  redispatch(id: string, fromConnId: string, park = true): boolean {
     const sent = this.#sent.get(id);
     if (!sent) return false;
     sent.refusedBy.add(fromConnId);
     if (this.#sendElsewhere(id, sent)) return true;
+    if (!park) return false;
     // None can take it now (the only agent is restarting): it waits for one, as its keep-alives go on.
     sent.parkedUntil = Date.now() + PARK_MS;
     this.#d.exchanges.move(id, PARKED, this.#d.exchanges.get(id)?.agentId ?? '');

@@ -8,6 +8,7 @@ import { chatTaskFromAnthropic, CountTokensRequest, countTaskFromAnthropic, Mess
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../routes/context.ts';
+import { pathId } from '../../http/path-id.ts';
 
 const messages = inferenceRoute(MessagesRequest, (body) => ({
   endpoint: 'messages',
@@ -43,7 +44,7 @@ async function models(request: IRequest, env: Env): Promise<Response | undefined
   // The Messages API only chats: embedding models are not listed.
   const data = (await visibleModels(request, env)).filter((m) => m.info.kind === 'chat').map(modelObject);
   if (request.params.id === undefined) return Response.json({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
-  const id = decodeURIComponent(request.params.id);
+  const id = pathId(request, 'model');
   const found = data.find((m) => m.id === id);
   if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });
   return Response.json(found);
