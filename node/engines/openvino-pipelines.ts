@@ -157,6 +157,8 @@ export class Held<P extends object> {
       await new Promise((resolve) => setTimeout(resolve, 10));
       collectGarbage();
     }
+    // Node runs the native finalizers of collected wrappers in a task after the collection.
+    await new Promise((resolve) => setTimeout(resolve, 10));
     return true;
   }
 }

@@ -37,6 +37,10 @@ export interface FakeTokenizerOptions {
   chatTemplate?: string | undefined;
 }
 
+export interface TokenizerState {
+  chatTemplate: string;
+}
+
 /** The template text the fake's models carry unless told otherwise (rendered as `role: content` lines). */
 export const FAKE_CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}{% endfor %}";
 
@@ -48,8 +52,8 @@ export class FakeVocabulary {
   /** Every `Tokenizer.decode` call: the ids, and whether special tokens were to be skipped. */
   readonly decodeCalls: Array<{ ids: number[]; skipSpecialTokens: boolean | undefined }> = [];
   readonly bos: string;
-  /** Shared by every tokenizer of the model, as GenAI's Tokenizer copies share one implementation. */
-  chatTemplate: string;
+  /** The template a freshly loaded tokenizer has. */
+  readonly chatTemplate: string;
 
   constructor(options: FakeTokenizerOptions = {}) {
     this.bos = options.bos ?? '';
@@ -72,10 +76,15 @@ export class FakeVocabulary {
     return [...(addSpecialTokens && this.bos ? [this.bos] : []), ...words].map((w) => this.idOf(w));
   }
 
+  /** A loaded tokenizer's state: its own chat template (GenAI's Tokenizer copies share it, as a pipeline and getTokenizer() do). */
+  load(): TokenizerState {
+    return { chatTemplate: this.chatTemplate };
+  }
+
   /** `Tokenizer.applyChatTemplate`: refuses without a template, as minja's loader in GenAI does. */
-  render(history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>): string {
+  render(state: TokenizerState, history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>): string {
     this.templateCalls.push({ history, addGenerationPrompt, chatTemplate, tools, extraContext });
-    if (!(chatTemplate || this.chatTemplate)) {
+    if (!(chatTemplate || state.chatTemplate)) {
       throw new Error("Chat template wasn't found. This may indicate that the model wasn't trained for chat scenario. Please add 'chat_template' to tokenizer_config.json to use the model in chat scenario.");
     }
     const messages = Array.isArray(history) ? history : history.getMessages();
@@ -83,11 +92,11 @@ export class FakeVocabulary {
   }
 
   /** A `Tokenizer` as `getTokenizer()` and `new Tokenizer(dir)` return it. */
-  tokenizer() {
+  tokenizer(state: TokenizerState = this.load()) {
     const vocab = this;
     return {
       applyChatTemplate: (history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>) =>
-        vocab.render(history, addGenerationPrompt, chatTemplate, tools, extraContext),
+        vocab.render(state, history, addGenerationPrompt, chatTemplate, tools, extraContext),
       // As `Tensor.data` gives them: BigInt64Array for i64.
       encode: (prompt: string, options?: { add_special_tokens?: boolean }) => {
         const ids = BigInt64Array.from(vocab.ids(prompt, options?.add_special_tokens ?? true), BigInt);
@@ -101,15 +110,15 @@ export class FakeVocabulary {
           .join(' ');
       },
       getBosToken: () => vocab.bos,
-      getChatTemplate: () => vocab.chatTemplate,
+      getChatTemplate: () => state.chatTemplate,
       setChatTemplate: (template: string) => {
-        vocab.chatTemplate = template;
+        state.chatTemplate = template;
       },
       get chatTemplate() {
-        return vocab.chatTemplate;
+        return state.chatTemplate;
       },
       set chatTemplate(template: string) {
-        vocab.chatTemplate = template;
+        state.chatTemplate = template;
       },
     };
   }
@@ -176,11 +185,13 @@ export class FakeLLMPipeline {
   #generating = false;
   #chat: 'none' | 'history' | 'string' = 'none';
   #setup: FakeLLMSetup;
+  readonly #tokenizer: TokenizerState;
   /** The native wrapper, as the JavaScript class exposes it (`finishChat` without the deprecation warning). */
   readonly pipeline: { finishChat: (callback: (err: Error | null) => void) => void };
 
   constructor(setup: FakeLLMSetup) {
     this.#setup = setup;
+    this.#tokenizer = setup.vocab.load();
     this.stateful = setup.device.startsWith('NPU') || setup.properties.ATTENTION_BACKEND === 'SDPA';
     this.pipeline = {
       finishChat: (callback) => {
@@ -191,7 +202,7 @@ export class FakeLLMPipeline {
   }
 
   getTokenizer() {
-    return this.#setup.vocab.tokenizer();
+    return this.#setup.vocab.tokenizer(this.#tokenizer);
   }
 
   async finishChat(): Promise<void> {
@@ -226,11 +237,11 @@ export class FakeLLMPipeline {
     let ids: number[];
     if (isChatHistory(input)) {
       if (config.apply_chat_template === false) throw new Error('Chat template must be applied when using ChatHistory in generate method.');
-      if (!vocab.chatTemplate) throw new Error('Chat template must not be empty when using ChatHistory in generate method.');
+      if (!this.#tokenizer.chatTemplate) throw new Error('Chat template must not be empty when using ChatHistory in generate method.');
       if (input.empty()) throw new Error('Chat history must not be empty when using ChatHistory in generate method.');
-      ids = vocab.ids(vocab.render(input, true), false);
-    } else if (config.apply_chat_template !== false && vocab.chatTemplate) {
-      ids = vocab.ids(vocab.render([{ role: 'user', content: input }], true), false);
+      ids = vocab.ids(vocab.render(this.#tokenizer, input, true), false);
+    } else if (config.apply_chat_template !== false && this.#tokenizer.chatTemplate) {
+      ids = vocab.ids(vocab.render(this.#tokenizer, [{ role: 'user', content: input }], true), false);
     } else {
       ids = vocab.ids(input, true);
     }

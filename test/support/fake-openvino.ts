@@ -188,7 +188,13 @@ export class FakeOpenVinoRuntime {
     await access(weights).catch(() => {
       throw new Error(`Exception from src/inference/src/cpp/core.cpp: Cannot open weights file ${weights}`);
     });
-    checkProperties(compiled.device, construction.kind === 'llm' ? construction.properties : (construction.ovProperties ?? {}));
+    const properties = construction.kind === 'llm' ? construction.properties : (construction.ovProperties ?? {});
+    checkProperties(compiled.device, properties);
+    // OpenVINO's model cache: the compiled blob lands in CACHE_DIR, and the next compile imports it.
+    if (typeof properties.CACHE_DIR === 'string') {
+      await mkdir(properties.CACHE_DIR, { recursive: true });
+      await writeFile(path.join(properties.CACHE_DIR, `${createHash('sha256').update(`${construction.modelPath}:${compiled.device}`).digest('hex').slice(0, 16)}.blob`), '');
+    }
     this.pipelines.push({ ...construction, device: compiled.device, properties: { ...construction.properties } });
     const pipeline = build();
     this.#live++;
