@@ -135,7 +135,9 @@ for (const target of [fake, real]) {
           assert.equal(result.finishReasons[0], GenerationFinishReason.STOP);
           assert.ok(result.perfMetrics.getNumGeneratedTokens() < 16);
           assert.ok(chunks.length >= 1 && chunks.length <= 2, `the STOPped call and at most the final one, got ${chunks.length}`);
-          assert.equal(chunks.join(''), result.texts[0]);
+          // Continuous batching has run a few tokens ahead when the STOP lands: in the text, never streamed.
+          if (stateful) assert.equal(chunks.join(''), result.texts[0]);
+          else assert.ok(result.texts[0]?.startsWith(chunks.join('')) && result.texts[0].length > chunks.join('').length);
         });
 
         test('one generation at a time: a second generate while one runs is refused', async () => {

@@ -269,8 +269,13 @@ export class FakeLLMPipeline {
       await new Promise((resolve) => setImmediate(resolve));
       generated.push(token);
       const status = streamer?.write(token) ?? StreamingStatus.RUNNING;
-      // A streamer's STOP ends the answer as EOS would (finish reason STOP); CANCEL drops it.
-      if (status !== StreamingStatus.RUNNING) break;
+      // A streamer's STOP ends the answer with finish reason STOP. The stateful pipeline stops at once; continuous
+      // batching has generated a few tokens more by then, which are in the text but never streamed.
+      if (status !== StreamingStatus.RUNNING) {
+        const ahead = this.stateful ? 0 : 5;
+        generated.push(...reply.slice(generated.length, Math.min(max, generated.length + ahead)));
+        break;
+      }
     }
     streamer?.end();
     return { texts: [generated.join('')], finishReasons: [finish], perfMetrics: { getNumGeneratedTokens: () => generated.length } };
