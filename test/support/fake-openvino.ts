@@ -2,8 +2,10 @@
  * A FAKE of the OpenVINO runtime, for the hardware and native runtime this machine lacks. It answers the calls the
  * OpenVINO engine makes to `openvino-node` (`Core.getAvailableDevices`, `getProperty`) and `openvino-genai-node`
  * (`LLMPipeline`, `TextEmbeddingPipeline`, `Tokenizer`, `ChatHistory`, `generate`, `embedDocuments`) as their
- * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own:
- * keep-alive, memory budget, cooldown, device fallback, prompt limits and turn-taking are the real engine's.
+ * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own
+ * (keep-alive, memory budget, cooldown, device fallback, the engine's prompt limits and turn-taking are the real
+ * engine's), but it behaves as GenAI 2026.4 does where the engine relies on it (fake-genai-llm.ts), which
+ * test/openvino-conformance.test.ts checks against the real runtime.
  */
 import { createHash } from 'node:crypto';
 import { access, mkdir, writeFile } from 'node:fs/promises';
