@@ -5,6 +5,8 @@
  * Every behaviour here that the engine relies on is listed and checked against the real runtime by
  * test/openvino-conformance.test.ts; where the two differ, this file is what changes.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 
 /** GenAI's enums, from the package's pure-JavaScript part (see fake-openvino.ts). */
@@ -44,6 +46,20 @@ export interface TokenizerState {
 /** The template text the fake's models carry unless told otherwise (rendered as `role: content` lines). */
 export const FAKE_CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}{% endfor %}";
 
+/**
+ * The chat template in a model folder's openvino_tokenizer.xml runtime info, where openvino_tokenizers puts it (an
+ * empty value: the model has none). A fake IR that says nothing gets the fake's default template.
+ */
+function irChatTemplate(modelPath: string): string {
+  let xml = '';
+  try {
+    xml = readFileSync(path.join(modelPath, 'openvino_tokenizer.xml'), 'utf8');
+  } catch {
+    // a folder without a tokenizer: the default, as for one whose tokenizer says nothing
+  }
+  return /<chat_template\s+value="([^"]*)"/.exec(xml)?.[1] ?? FAKE_CHAT_TEMPLATE;
+}
+
 /** The word-level tokenizer of the fake: one id per whitespace-separated word, the BOS token a word of its own. */
 export class FakeVocabulary {
   readonly #words: string[] = [];
@@ -77,8 +93,8 @@ export class FakeVocabulary {
   }
 
   /** A loaded tokenizer's state: its own chat template (GenAI's Tokenizer copies share it, as a pipeline and getTokenizer() do). */
-  load(): TokenizerState {
-    return { chatTemplate: this.chatTemplate };
+  load(modelPath?: string): TokenizerState {
+    return { chatTemplate: this.chatTemplate === FAKE_CHAT_TEMPLATE && modelPath ? irChatTemplate(modelPath) : this.chatTemplate };
   }
 
   /** `Tokenizer.applyChatTemplate`: refuses without a template, as minja's loader in GenAI does. */
@@ -166,6 +182,7 @@ class FakeTextStreamer {
 export interface FakeLLMSetup {
   vocab: FakeVocabulary;
   enums: GenAIEnums;
+  modelPath: string;
   device: string;
   properties: Record<string, unknown>;
   /** The chunks (one token each) every generate answers with; running out of them is the model writing EOS. */
@@ -191,7 +208,7 @@ export class FakeLLMPipeline {
 
   constructor(setup: FakeLLMSetup) {
     this.#setup = setup;
-    this.#tokenizer = setup.vocab.load();
+    this.#tokenizer = setup.vocab.load(setup.modelPath);
     this.stateful = setup.device.startsWith('NPU') || setup.properties.ATTENTION_BACKEND === 'SDPA';
     this.pipeline = {
       finishChat: (callback) => {

@@ -244,14 +244,14 @@ export class FakeOpenVinoRuntime {
       PoolingType: { CLS: 0, MEAN: 1, 0: 'CLS', 1: 'MEAN' },
       ChatHistory: FakeChatHistory,
       Tokenizer: class {
-        constructor(_dir: string) {
-          Object.assign(this, fake.#vocab.tokenizer());
+        constructor(dir: string) {
+          Object.assign(this, fake.#vocab.tokenizer(fake.#vocab.load(dir)));
         }
       },
       LLMPipeline: async (modelPath: string, device = 'CPU', properties: GenAI.LLMPipelineProperties = {}) =>
         fake.#construct(
           { kind: 'llm', modelPath, device, properties },
-          () => new FakeLLMPipeline({ vocab: fake.#vocab, enums: genaiUtils, device, properties, reply: () => fake.reply, calls: fake.generateCalls }),
+          () => new FakeLLMPipeline({ vocab: fake.#vocab, enums: genaiUtils, modelPath, device, properties, reply: () => fake.reply, calls: fake.generateCalls }),
         ),
       // The package's factory function, which passes no OpenVINO properties on (src/js/lib/index.ts).
       TextEmbeddingPipeline: async (modelPath: string, device = 'CPU', config: GenAI.TextEmbeddingConfig = {}) => {
@@ -280,9 +280,10 @@ export class FakeGenAI extends FakeOpenVinoRuntime {
  * Writes a model folder in the OpenVINO IR layout `optimum-cli export openvino` produces (config.json, the model's
  * XML and `bin` weights of `weightBytes` bytes, tokenizer and detokenizer), for the fake runtime to "load". A chat
  * model is a Llama; an embedding model a BERT with CLS pooling and normalisation (sentence-transformers files).
- * `broken` leaves out the weights, so the load fails as it would on real OpenVINO.
+ * `broken` leaves out the weights, so the load fails as it would on real OpenVINO; `noChatTemplate` makes a
+ * tokenizer without a chat template.
  */
-export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean }): Promise<void> {
+export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean }): Promise<void> {
   await mkdir(path.join(dir, '1_Pooling'), { recursive: true });
   const config =
     options.kind === 'chat'
@@ -291,7 +292,11 @@ export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'e
   await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
   await writeFile(path.join(dir, 'openvino_model.xml'), '<?xml version="1.0"?>\n<net name="fake" version="11"><layers/></net>\n');
   if (!options.broken) await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(options.weightBytes));
-  for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '<?xml version="1.0"?>\n<net name="tokenizer" version="11"/>\n');
+  for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) {
+    // `noChatTemplate`: the rt_info entry openvino_tokenizers writes for a tokenizer without a template.
+    const rtInfo = file === 'openvino_tokenizer.xml' && options.noChatTemplate ? '<rt_info><chat_template value=""/></rt_info>' : '';
+    await writeFile(path.join(dir, file), `<?xml version="1.0"?>\n<net name="tokenizer" version="11">${rtInfo}</net>\n`);
+  }
   if (options.kind === 'embedding') {
     await writeFile(path.join(dir, '1_Pooling', 'config.json'), JSON.stringify({ word_embedding_dimension: 8, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
     await writeFile(path.join(dir, 'modules.json'), JSON.stringify([{ type: 'sentence_transformers.models.Transformer' }, { type: 'sentence_transformers.models.Pooling' }, { type: 'sentence_transformers.models.Normalize' }]));
