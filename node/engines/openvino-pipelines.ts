@@ -65,28 +65,30 @@ export async function buildEmbedder(Pipeline: EmbeddingPipelineConstructor, entr
 
 /**
  * An LLMPipeline with the chat state GenAI's stateful pipeline keeps (the NPU's, and the CPU's and GPU's with
- * `ATTENTION_BACKEND: SDPA`): a ChatHistory enters chat mode, in which a string input (a completion, an Ollama
- * context) fails with "Chat doesn't support switching between input types", so a string after a chat ends the chat
- * first. Different users' chats need nothing: a ChatHistory that does not continue the remembered one resets the KV
- * cache, and one that does is matched token by token, its cache cut where they differ (pipeline_stateful.cpp). The
- * continuous-batching pipeline keeps no chat state; ending a chat there changes nothing.
+ * `ATTENTION_BACKEND: SDPA`). A ChatHistory enters chat mode, in which a string input (a completion, an Ollama
+ * context) fails with "Chat doesn't support switching between input types"; and a ChatHistory right after a string
+ * takes the string's leftover KV cache for a chat to continue, which fails in the sampler ("token_idx < seq_len") or
+ * crashes the process, depending on the lengths. So whenever the input switches between the two, the chat is ended
+ * first (`finishChat` resets the cache). Different users' chats need nothing: a ChatHistory that does not continue
+ * the remembered one resets the cache, and one that does is matched token by token, the cache cut where they differ
+ * (pipeline_stateful.cpp). The continuous-batching pipeline keeps no such state; ending a chat there changes nothing.
  */
 export class ChatPipeline {
   readonly pipeline: LLMPipeline;
-  #inChat = false;
+  #last: 'string' | 'chat' | undefined;
   constructor(pipeline: LLMPipeline) {
     this.pipeline = pipeline;
   }
 
   async generate(input: string | GenAI.ChatHistory, config: GenAI.GenerationConfig, streamer: (chunk: string) => GenAI.StreamingStatus): Promise<GenAI.DecodedResults> {
-    if (typeof input === 'string' && this.#inChat) {
+    const kind = typeof input === 'string' ? 'string' : 'chat';
+    if (this.#last && this.#last !== kind) {
       // The binding's own method, not the class's finishChat(), which prints a deprecation warning on every call.
       const native = this.pipeline.pipeline;
       if (native) await promisify(native.finishChat.bind(native))();
-      this.#inChat = false;
     }
-    // Set before the call: GenAI enters chat mode even when the ChatHistory generate then fails.
-    if (typeof input !== 'string') this.#inChat = true;
+    // Set before the call: GenAI enters chat mode (or leaves a cache) even when the generate then fails.
+    this.#last = kind;
     return this.pipeline.generate(input, config, streamer);
   }
 }

@@ -201,6 +201,8 @@ export class FakeLLMPipeline {
   readonly stateful: boolean;
   #generating = false;
   #chat: 'none' | 'history' | 'string' = 'none';
+  /** A string generate outside chat mode leaves its KV cache behind, which only finishChat resets. */
+  #stale = false;
   #setup: FakeLLMSetup;
   readonly #tokenizer: TokenizerState;
   /** The native wrapper, as the JavaScript class exposes it (`finishChat` without the deprecation warning). */
@@ -213,6 +215,7 @@ export class FakeLLMPipeline {
     this.pipeline = {
       finishChat: (callback) => {
         this.#chat = 'none';
+        this.#stale = false;
         setImmediate(() => callback(null));
       },
     };
@@ -224,6 +227,7 @@ export class FakeLLMPipeline {
 
   async finishChat(): Promise<void> {
     this.#chat = 'none';
+    this.#stale = false;
   }
 
   async generate(input: string | GenAI.ChatHistory, config: GenAI.GenerationConfig = {}, streamer?: (chunk: string) => GenAI.StreamingStatus) {
@@ -250,7 +254,10 @@ export class FakeLLMPipeline {
       if (this.#chat !== kind) {
         throw new Error(`Chat doesn't support switching between input types. Please, continue using ${kind === 'history' ? 'ChatHistory' : 'StringInputs'} or restart the chat.`);
       }
+      // The real pipeline takes the leftover cache for the chat's own: its sampler fails, or the process crashes.
+      if (kind === 'history' && this.#stale) throw new Error("Check 'token_idx < seq_len' failed at src/cpp/src/sampling/sampler.cpp:933");
     }
+    if (this.stateful && kind === 'string' && this.#chat === 'none') this.#stale = true;
     let ids: number[];
     if (isChatHistory(input)) {
       if (config.apply_chat_template === false) throw new Error('Chat template must be applied when using ChatHistory in generate method.');
