@@ -125,6 +125,21 @@ for (const target of [fake, real]) {
           else assert.equal(outcome, 'answered');
         });
 
+        test('a chat answers the same whatever another conversation did before it (the remembered history is matched, not trusted)', async () => {
+          const m = target.modules('chat');
+          const history = (...turns: string[]) => new m.genai.ChatHistory(turns.map((content, i) => ({ role: i % 2 ? 'assistant' : 'user', content })));
+          const config = { max_new_tokens: 6, ignore_eos: true, do_sample: false };
+          const pipe = await llm();
+          const first = (await pipe.generate(history('tell me about the sea'), config)).texts[0]!;
+          // Another user: the same opening, another answer, another question; then a stranger; then the first again.
+          await pipe.generate(history('tell me about the sea', 'it is wet', 'and the sky?'), config);
+          await pipe.generate(history('something else entirely'), config);
+          const turn = history('tell me about the sea', first, 'and the fish?');
+          const interleaved = (await pipe.generate(turn, config)).texts[0];
+          const alone = (await (await llm()).generate(turn, config)).texts[0];
+          assert.equal(interleaved, alone);
+        });
+
         test('a model without a chat template: ChatHistory fails, a string does not, setChatTemplate on its tokenizer fixes chats', async () => {
           const m = target.modules('plain');
           const pipe = await llm('plain');
