@@ -116,6 +116,22 @@ describe('OpenVINO engine and the tokenizer', () => {
   });
 });
 
+describe('OpenVINO engine and the text streamer', () => {
+  test('after a stop sequence the streamer\'s final call (the text it held back) is not part of the answer or its context', async () => {
+    const { fake, engine } = engineOn({});
+    fake.reply = ['a ', 'b ', 'STOP ', 'c ', 'd '];
+    try {
+      const { text, done } = await runGenerate(engine, { ...chatTask('go'), sampling: { ...sampling, stop: ['STOP'] }, returnContext: true } as GenerateTask);
+      assert.equal(text, 'a b ');
+      assert.equal(done.finishReason, 'stop');
+      // The context is the prompt and the answer as streamed up to the stop: 'a', 'b', 'STOP' — not 'c d'.
+      assert.equal(done.context!.length, done.usage.promptTokens + 3);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
 describe('OpenVINO embedding pipelines and unloading', () => {
   test('LAST_TOKEN pooling (2, missing from the package enum) reaches the pipeline, and CACHE_DIR too', async () => {
     const cacheDir = path.join(dir, 'cache');
