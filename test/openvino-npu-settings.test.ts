@@ -93,21 +93,23 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
     }
   });
 
-  test('the advertised prompt limit is the one the NPU really has (whole chunks), and longer prompts are refused', async () => {
+  test('the advertised prompt limit is MAX_PROMPT_LEN as given (not rounded to whole chunks), and longer prompts are a 400', async () => {
     const { runtime, engine } = engineOn(['NPU'], { npu: { maxPromptLen: 1500, prefillChunkSize: 512, minResponseLen: 128 }, capacityOf: () => ({ concurrency: 4, queueLimit: 16 }) });
     try {
       const info = engine.models().find((m) => m.id === 'qwen-npu')!;
-      // GenAI rounds MAX_PROMPT_LEN up to whole chunks when it prefills in chunks: 1500 → 3 × 512.
-      assert.equal(info.maxPromptTokens, 1536);
+      // NPUW may compile 3 × 512, but GenAI's stateful pipeline refuses any prompt over the 1500 it was given.
+      assert.equal(info.maxPromptTokens, 1500);
       assert.equal(info.device, 'NPU');
       assert.deepEqual(info.capacity, { concurrency: 1, queueLimit: 16 }, 'one request at a time on its device, whatever the scheduler allows');
       // The fake tokenizer counts words; the template adds "user:".
-      const { done } = await runGenerate(engine, words(1530));
-      assert.equal(done.usage.promptTokens, 1531);
-      await assert.rejects(runGenerate(engine, words(1600)), (err: unknown) => {
+      const { done } = await runGenerate(engine, words(1499));
+      assert.equal(done.usage.promptTokens, 1500);
+      assert.equal(runtime.generateCalls[0]?.promptTokens, 1500, 'the count is what GenAI tokenized');
+      // 1531 tokens fit the rounded 1536 but not MAX_PROMPT_LEN: GenAI would fail it (a 500), the engine refuses it first.
+      await assert.rejects(runGenerate(engine, words(1530)), (err: unknown) => {
         assert.ok(err instanceof AgentError);
         assert.equal(err.code, 'invalid_request');
-        assert.equal(err.message, "the prompt is 1601 tokens; 'qwen-npu' accepts at most 1536 on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)");
+        assert.equal(err.message, "the prompt is 1531 tokens; 'qwen-npu' accepts at most 1500 on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)");
         return true;
       });
       assert.equal(runtime.generateCalls.length, 1, 'the long prompt never reached the pipeline');

@@ -32,6 +32,7 @@ import { AgentError, EngineError, UnknownModelError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
 import { describedFields } from '../models/metadata.ts';
+import { PLAIN_CHAT_TEMPLATE } from '../models/chat-template.ts';
 import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { compactJson } from '../grammar/compact-json.ts';
@@ -40,20 +41,26 @@ import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
+import { buildEmbedder, ChatPipeline, type EmbeddingPipeline, type EmbeddingPipelineConstructor, Held, type LLMPipeline, llmProperties, type PipelineSettings, TurnQueue } from './openvino-pipelines.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
   genai: typeof GenAI;
   core: OV.Core;
+  TextEmbeddingPipeline: EmbeddingPipelineConstructor;
 }
+
+/** The TextEmbeddingPipeline class, which the package's index does not export (a variable path: no declarations there). */
+const EMBEDDING_PIPELINE = 'openvino-genai-node/dist/pipelines/textEmbeddingPipeline.js';
 
 /** Loads the OpenVINO packages and their native runtime; the error says why they cannot be used here. */
 export async function loadOpenVino(): Promise<OpenVinoModules> {
   try {
     const ov = await import('openvino-node');
     const genai = await import('openvino-genai-node');
-    return { genai, core: new ov.addon.Core() };
+    const { TextEmbeddingPipeline } = (await import(EMBEDDING_PIPELINE)) as { TextEmbeddingPipeline: EmbeddingPipelineConstructor };
+    return { genai, core: new ov.addon.Core(), TextEmbeddingPipeline };
   } catch (err) {
     throw new EngineError(
       `openvino-genai-node is not installed/loadable here: ${(err as Error).message.split('\n')[0]} ` +
@@ -106,40 +113,11 @@ export interface OpenVinoEngineOptions {
   log: Logger;
 }
 
-/** The package exports its pipelines as factory functions; these are the pipelines they resolve to. */
-type LLMPipeline = Awaited<ReturnType<typeof GenAI.LLMPipeline>>;
-type EmbeddingPipeline = Awaited<ReturnType<typeof GenAI.TextEmbeddingPipeline>>;
-
-interface Loaded<P = LLMPipeline | EmbeddingPipeline> {
-  pipeline: P;
+interface Loaded<P extends object = ChatPipeline | EmbeddingPipeline> {
+  pipeline: Held<P>;
   tokenizer: GenAI.Tokenizer;
   device: string;
   turns: TurnQueue;
-}
-
-/** One call at a time per pipeline: the native LLMPipeline refuses a second concurrent `generate()`. */
-class TurnQueue {
-  #tail: Promise<void> = Promise.resolve();
-
-  /** Resolves with a release function once it is the caller's turn, or with undefined if `signal` aborts first. */
-  async acquire(signal: AbortSignal): Promise<(() => void) | undefined> {
-    const previous = this.#tail;
-    let release!: () => void;
-    this.#tail = new Promise((resolve) => (release = resolve));
-    const aborted = await new Promise<boolean>((resolve) => {
-      const onAbort = () => resolve(true);
-      if (signal.aborted) return resolve(true);
-      signal.addEventListener('abort', onAbort, { once: true });
-      void previous.then(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(false);
-      });
-    });
-    if (!aborted) return release;
-    // Keep our place in the line until the previous turn ends, so the next caller still waits for it.
-    void previous.then(release);
-    return undefined;
-  }
 }
 
 const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -148,11 +126,11 @@ export class OpenVinoEngine implements Engine {
   readonly name = 'openvino';
   readonly devices: readonly DeviceInfo[];
   readonly #genai: typeof GenAI;
+  readonly #EmbeddingPipeline: EmbeddingPipelineConstructor;
   readonly #available: readonly string[];
   readonly #choice: DeviceChoice | undefined;
   readonly #npu: NpuSettings;
-  readonly #prefixCaching: boolean;
-  readonly #cacheDir: string | undefined;
+  readonly #settings: PipelineSettings;
   readonly #capacityOf: ((device: string) => Capacity) | undefined;
   readonly #log: Logger;
   #entries: Map<string, CatalogEntry>;
@@ -162,6 +140,7 @@ export class OpenVinoEngine implements Engine {
   /** Fails when the pinned device is unavailable or the NPU settings are out of range. */
   constructor(modules: OpenVinoModules, options: OpenVinoEngineOptions) {
     this.#genai = modules.genai;
+    this.#EmbeddingPipeline = modules.TextEmbeddingPipeline;
     this.#available = modules.core.getAvailableDevices();
     this.#choice = options.device;
     this.#npu = { ...NPU_DEFAULTS, ...options.npu };
@@ -169,15 +148,15 @@ export class OpenVinoEngine implements Engine {
       if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`the NPU setting ${key} must be a positive integer, got ${value}`);
     }
     if (!isPowerOfTwo(this.#npu.prefillChunkSize)) throw new ConfigError(`the NPU prefill chunk size must be a power of two (GenAI refuses others), got ${this.#npu.prefillChunkSize}`);
-    this.#prefixCaching = options.prefixCaching ?? true;
-    this.#cacheDir = options.cacheDir;
+    this.#settings = { npu: this.#npu, prefixCaching: options.prefixCaching ?? true, cacheDir: options.cacheDir };
     this.#capacityOf = options.capacityOf;
     this.#log = options.log;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
     this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({ name, description: deviceDescription(modules.core, name, this.#available) }));
-    // The pipelines have no dispose(): dropping the last reference lets the native objects be freed.
     this.#pool = new ModelPool<Loaded>({
-      dispose: () => {},
+      dispose: async (handle, id) => {
+        if (!(await handle.pipeline.release())) this.#log.warn({ model: id }, 'an unloaded OpenVINO pipeline is still referenced: its memory is freed only when it is collected');
+      },
       ...options.pool,
       onEvent: (event) => {
         options.pool?.onEvent?.(event);
@@ -215,7 +194,7 @@ export class OpenVinoEngine implements Engine {
    * pool gives it the same lifecycle as on ONNX Runtime: one load for concurrent callers, keep-alive, memory budget,
    * cooldown after a failed load, and load events.
    */
-  #acquire<P extends LLMPipeline | EmbeddingPipeline>(entry: CatalogEntry): Promise<Loaded<P>> {
+  #acquire<P extends ChatPipeline | EmbeddingPipeline>(entry: CatalogEntry): Promise<Loaded<P>> {
     return this.#pool.acquire(entry.id, (onDevice) => this.#load(entry, onDevice), {
       device: this.devices[0]?.name,
       phase: 'compile',
@@ -233,51 +212,30 @@ export class OpenVinoEngine implements Engine {
       }
       const compile = (d: string) => {
         onDevice(d);
-        return entry.kind === 'chat' ? this.#compileLLM(entry, d) : this.#compileEmbedder(entry, d);
+        return entry.kind === 'chat' ? this.#genai.LLMPipeline(entry.dir, d, llmProperties(d, this.#settings)) : buildEmbedder(this.#EmbeddingPipeline, entry, d, this.#settings);
       };
       const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({ available: this.#available, choice: this.#choice, what: `model '${entry.id}'`, compile, log: this.#log });
-      // The tokenizer counts prompt tokens; an LLMPipeline has its own, an embedding pipeline does not expose one.
-      const tokenizer = isLLM(compiled) ? compiled.getTokenizer() : new this.#genai.Tokenizer(entry.dir);
-      return { handle: { pipeline: compiled, tokenizer, device, turns: new TurnQueue() }, bytes: entry.weights?.openvino ?? 0, device };
+      const handle = { device, turns: new TurnQueue() };
+      if (!isLLM(compiled)) {
+        // The tokenizer counts prompt tokens; an embedding pipeline does not expose its own.
+        return { handle: { ...handle, pipeline: new Held(compiled), tokenizer: new this.#genai.Tokenizer(entry.dir) }, bytes: entry.weights?.openvino ?? 0, device };
+      }
+      const tokenizer = compiled.getTokenizer();
+      // A model that ships no chat template chats in the plain layout it gets on ONNX Runtime (models/chat-template.ts);
+      // GenAI refuses a ChatHistory without one. The pipeline shares this tokenizer, so it uses the template too.
+      if (!tokenizer.getChatTemplate()) tokenizer.setChatTemplate(PLAIN_CHAT_TEMPLATE);
+      return { handle: { ...handle, pipeline: new Held(new ChatPipeline(compiled), compiled), tokenizer }, bytes: entry.weights?.openvino ?? 0, device };
     } catch (err) {
       throw err instanceof AgentError ? err : new EngineError(`could not load model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  /** The properties an LLMPipeline is built with on `device` (see OpenVinoEngineOptions). */
-  #llmProperties(device: string): GenAI.LLMPipelineProperties {
-    const cache = this.#cacheDir ? { CACHE_DIR: this.#cacheDir } : {};
-    if (deviceFamily(device) === 'NPU') {
-      return {
-        ...cache,
-        MAX_PROMPT_LEN: this.#npu.maxPromptLen,
-        MIN_RESPONSE_LEN: this.#npu.minResponseLen,
-        NPUW_LLM_PREFILL_CHUNK_SIZE: this.#npu.prefillChunkSize,
-        NPUW_LLM_ENABLE_PREFIX_CACHING: this.#prefixCaching ? 'YES' : 'NO',
-      };
-    }
-    // GenAI's JavaScript SchedulerConfig cannot carry enable_prefix_caching (and passing one would turn it off), so
-    // prefix caching on the CPU and GPU is GenAI's default paged-attention backend, and off is the SDPA backend.
-    return { ...cache, ...(this.#prefixCaching ? {} : { ATTENTION_BACKEND: 'SDPA' }) };
-  }
-
-  #compileLLM(entry: CatalogEntry, device: string): Promise<LLMPipeline> {
-    return this.#genai.LLMPipeline(entry.dir, device, this.#llmProperties(device));
-  }
-
-  async #compileEmbedder(entry: CatalogEntry, device: string): Promise<EmbeddingPipeline> {
-    const settings = entry.embedding ?? { pooling: 'mean', normalize: true };
-    if (settings.pooling === 'last_token') throw new EngineError(`${entry.dir} asks for last-token pooling, which OpenVINO GenAI's TextEmbeddingPipeline does not offer (CLS or mean)`);
-    const config: GenAI.TextEmbeddingConfig = { pooling_type: settings.pooling === 'cls' ? this.#genai.PoolingType.CLS : this.#genai.PoolingType.MEAN, normalize: settings.normalize };
-    // The NPU needs static shapes: one text at a time, padded to a fixed length.
-    if (deviceFamily(device) === 'NPU') Object.assign(config, { max_length: Math.min(this.#npu.maxPromptLen, entry.contextLength ?? 512), pad_to_max_length: true, batch_size: 1 });
-    return this.#genai.TextEmbeddingPipeline(entry.dir, device, config);
-  }
-
-  /** The longest prompt the NPU pipeline takes: with chunked prefill, GenAI rounds the limit up to whole chunks. */
+  /**
+   * The longest prompt the NPU pipeline takes: MAX_PROMPT_LEN as given. NPUW may round its compiled shape up to whole
+   * prefill chunks, but GenAI's stateful pipeline refuses any prompt longer than the value it was given.
+   */
   #npuPromptLimit(): number {
-    const { maxPromptLen, prefillChunkSize } = this.#npu;
-    return maxPromptLen > prefillChunkSize ? Math.ceil(maxPromptLen / prefillChunkSize) * prefillChunkSize : maxPromptLen;
+    return this.#npu.maxPromptLen;
   }
 
   /** Token budget of a model on a device: the NPU's compiled KV cache, else the context window (or the request's). */
@@ -315,7 +273,7 @@ export class OpenVinoEngine implements Engine {
   async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
     const waitStarted = performance.now();
-    const model = await this.#acquire<LLMPipeline>(entry);
+    const model = await this.#acquire<ChatPipeline>(entry);
     const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
@@ -332,7 +290,7 @@ export class OpenVinoEngine implements Engine {
     }
   }
 
-  async *#generate(model: Loaded<LLMPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, started: (generation: Promise<unknown>) => void): AsyncIterable<GenerationEvent> {
+  async *#generate(model: Loaded<ChatPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, started: (generation: Promise<unknown>) => void): AsyncIterable<GenerationEvent> {
     const release = await model.turns.acquire(signal);
     if (!release) {
       yield { type: 'done', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, device: model.device };
@@ -356,7 +314,7 @@ export class OpenVinoEngine implements Engine {
 
   /** Starts one generation in the caller's turn; `release` is called when the pipeline is free again. */
   #start(
-    model: Loaded<LLMPipeline>,
+    model: Loaded<ChatPipeline>,
     task: GenerateTask,
     plan: OutputPlan,
     signal: AbortSignal,
@@ -371,7 +329,7 @@ export class OpenVinoEngine implements Engine {
     const withContext = Boolean(task.context?.length || task.returnContext);
     const input = withContext ? contextPrompt(model.tokenizer, task, plan, history) : history;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length).length : countPrompt(model.tokenizer, task, plan, input);
+    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, true).length : countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
       const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npuPromptLimit() ? 'on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)' : '(its context window)';
@@ -390,7 +348,8 @@ export class OpenVinoEngine implements Engine {
     let answer = '';
     const { RUNNING, STOP } = genai.StreamingStatus;
     const streamer = (chunk: string): GenAI.StreamingStatus => {
-      if (signal.aborted || consumerGone()) return STOP;
+      // After a stop sequence GenAI's streamer still calls once more, with the text it held back: not the answer's.
+      if (signal.aborted || consumerGone() || stops.stopped) return STOP;
       streamedTokens++;
       if (task.returnContext) answer += chunk;
       const text = stops.push(chunk);
@@ -404,7 +363,7 @@ export class OpenVinoEngine implements Engine {
     const config = generationConfig(task, maxNewTokens);
     if (withContext) config.apply_chat_template = false;
     if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
-    const generation = model.pipeline
+    const generation = model.pipeline.value
       .generate(input, config, streamer)
       .then(
         (results) => {
@@ -415,7 +374,7 @@ export class OpenVinoEngine implements Engine {
           if (signal.aborted) finishReason = 'cancelled';
           else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
           // GenAI returns text, not ids: the context is the prompt's ids and the answer's, encoded again.
-          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, task.task === 'complete' && !task.context?.length), ...idsOf(model.tokenizer, answer, false)] } : {};
+          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, true), ...idsOf(model.tokenizer, answer, false)] } : {};
           events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device, ...context });
           events.close();
         },
@@ -428,7 +387,7 @@ export class OpenVinoEngine implements Engine {
 
   async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
-    const model = await this.#acquire<LLMPipeline>(entry);
+    const model = await this.#acquire<ChatPipeline>(entry);
     let release: (() => void) | undefined;
     try {
       const asChat = countedChat(task);
@@ -458,7 +417,7 @@ export class OpenVinoEngine implements Engine {
       const vectors: number[][] = [];
       for (const batch of batches) {
         signal.throwIfAborted();
-        for (const v of await model.pipeline.embedDocuments(batch)) vectors.push(Array.from(v));
+        for (const v of await model.pipeline.value.embedDocuments(batch)) vectors.push(Array.from(v));
       }
       return { vectors, promptTokens, device: model.device, loadDurationMs };
     } catch (err) {
@@ -515,15 +474,21 @@ function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: Outpu
   return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
 }
 
-/** The prompt as text: Ollama's context decoded, then the chat rendered by its template (or the raw prompt). */
+/**
+ * The prompt as text: Ollama's context decoded, then the chat rendered by its template (or the raw prompt). GenAI
+ * encodes a string it does not template with the special tokens added, so a BOS the text starts with (a decoded
+ * context's, a Llama template's) is left to GenAI, or the model would read two.
+ */
 function contextPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): string {
   const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
-  if (typeof input === 'string') return prefix + input;
+  let text: string;
   try {
-    return prefix + tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+    text = prefix + (typeof input === 'string' ? input : tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext));
   } catch (err) {
     throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
   }
+  const bos = tokenizer.getBosToken();
+  return bos && text.startsWith(bos) && idsOf(tokenizer, bos, true).length > idsOf(tokenizer, bos, false).length ? text.slice(bos.length) : text;
 }
 
 /** Token ids of `text` (a rendered template already holds its special tokens). */

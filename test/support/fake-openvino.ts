@@ -2,14 +2,19 @@
  * A FAKE of the OpenVINO runtime, for the hardware and native runtime this machine lacks. It answers the calls the
  * OpenVINO engine makes to `openvino-node` (`Core.getAvailableDevices`, `getProperty`) and `openvino-genai-node`
  * (`LLMPipeline`, `TextEmbeddingPipeline`, `Tokenizer`, `ChatHistory`, `generate`, `embedDocuments`) as their
- * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own:
- * keep-alive, memory budget, cooldown, device fallback, prompt limits and turn-taking are the real engine's.
+ * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own
+ * (keep-alive, memory budget, cooldown, device fallback, the engine's prompt limits and turn-taking are the real
+ * engine's), but it behaves as GenAI 2026.4 does where the engine relies on it (fake-genai-llm.ts), which
+ * test/openvino-conformance.test.ts checks against the real runtime.
  */
 import { createHash } from 'node:crypto';
 import { access, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type { OpenVinoModules } from '../../node/engines/openvino.ts';
+import { type ChatTemplateCall, FakeLLMPipeline, type FakeTokenizerOptions, FakeVocabulary, type GenerateCall } from './fake-genai-llm.ts';
+
+export type { ChatTemplateCall, GenerateCall } from './fake-genai-llm.ts';
 
 /**
  * The pure-JavaScript part of `openvino-genai-node` (enums and `StructuredOutputConfig` with its static
@@ -18,21 +23,6 @@ import type { OpenVinoModules } from '../../node/engines/openvino.ts';
  */
 const UTILS = 'openvino-genai-node/dist/utils.js';
 export const genaiUtils = (await import(UTILS)) as Pick<typeof GenAI, 'StructuredOutputConfig' | 'StreamingStatus' | 'GenerationFinishReason'>;
-
-/** A call to `LLMPipeline.generate` as the fake received it. */
-export interface GenerateCall {
-  input: string | GenAI.ChatHistory;
-  config: GenAI.GenerationConfig;
-}
-
-/** A call to `Tokenizer.applyChatTemplate` as the fake received it. */
-export interface ChatTemplateCall {
-  history: Record<string, unknown>[] | GenAI.ChatHistory;
-  addGenerationPrompt: boolean;
-  chatTemplate: string | undefined;
-  tools: Record<string, unknown>[] | undefined;
-  extraContext: Record<string, unknown> | undefined;
-}
 
 /** GenAI's `ChatHistory` (a native class), holding what it is given as GenAI documents it. */
 class FakeChatHistory {
@@ -82,50 +72,88 @@ class FakeChatHistory {
   }
 }
 
-/** A pipeline the fake was asked to build: what `LLMPipeline()` / `TextEmbeddingPipeline()` received. */
+/** A pipeline the fake was asked to build: what `LLMPipeline()` / `TextEmbeddingPipeline` received. */
 export interface PipelineConstruction {
   kind: 'llm' | 'embedding';
   modelPath: string;
   device: string;
   /** LLMPipeline properties (CACHE_DIR, MAX_PROMPT_LEN, …) or the TextEmbeddingConfig. */
   properties: Record<string, unknown>;
+  /** An embedding pipeline's OpenVINO properties (CACHE_DIR, …): the package's factory function passes none. */
+  ovProperties?: Record<string, unknown>;
+}
+
+/** The properties GenAI passes on to the CPU and GPU plugins that this fake knows them to accept. */
+const PLUGIN_KEYS = new Set(['CACHE_DIR', 'PERFORMANCE_HINT', 'INFERENCE_PRECISION_HINT', 'NUM_STREAMS', 'KV_CACHE_PRECISION', 'ENABLE_MMAP', 'INFERENCE_NUM_THREADS']);
+/** What GenAI's NPU path reads itself (utils.cpp: get_npu_model_config) or hands to the NPU plugin's NPUW. */
+const NPU_KEYS = new Set(['CACHE_DIR', 'MAX_PROMPT_LEN', 'MIN_RESPONSE_LEN', 'GENERATE_HINT', 'PREFILL_HINT']);
+
+/**
+ * Checks properties as GenAI and the plugins do: on the NPU the lengths must be integers (GenAI's pop_int_and_cast)
+ * and the prefill chunk a power of two; the CPU and GPU plugins refuse any key they do not know, once GenAI has taken
+ * its own (`ATTENTION_BACKEND`, the scheduler config).
+ */
+function checkProperties(device: string, properties: Record<string, unknown>): void {
+  const family = device.split('.')[0];
+  for (const [key, value] of Object.entries(properties)) {
+    if (value === undefined) continue;
+    if (family === 'NPU') {
+      if ((key === 'MAX_PROMPT_LEN' || key === 'MIN_RESPONSE_LEN') && !Number.isInteger(value)) throw new Error(`Failed to extract ${key}. Type mismatch: expected types: int or int64_t`);
+      if (key === 'NPUW_LLM_PREFILL_CHUNK_SIZE' && !(Number.isInteger(value) && (value as number) > 0 && ((value as number) & ((value as number) - 1)) === 0)) {
+        throw new Error(`Exception from src/plugins/intel_npu: NPUW_LLM_PREFILL_CHUNK_SIZE must be a power of two, got ${String(value)}`);
+      }
+      if (!NPU_KEYS.has(key) && !key.startsWith('NPUW_') && !key.startsWith('NPU_')) throw new Error(`Exception from src/plugins/intel_npu: Unsupported configuration key: ${key}`);
+    } else if (key !== 'ATTENTION_BACKEND' && key !== 'schedulerConfig' && !PLUGIN_KEYS.has(key)) {
+      throw new Error(`Exception from src/inference/src/cpp/core.cpp: NotFound: Unsupported property ${key} by ${family} plugin.`);
+    }
+  }
+}
+
+/** The runtime's options: the devices it reports, the ones whose compile fails and why, and its model's tokenizer. */
+export interface FakeRuntimeOptions extends FakeTokenizerOptions {
+  devices: readonly string[];
+  failOn?: Record<string, string>;
 }
 
 /**
  * The OpenVINO runtime on a machine with the devices a test chooses (as `Core.getAvailableDevices()` would report on
  * one with an NPU or GPU). Compiling for a device named in `failOn` fails with the reason a missing driver or an
  * unsupported model would give; a model folder without `openvino_model.bin` fails to load as OpenVINO's IR reader
- * does. `modules()` hands the engine these fakes in place of the two packages.
+ * does. `modules()` hands the engine these fakes in place of the two packages. Native objects are held (`live`)
+ * until V8 collects their JavaScript wrapper, as the real bindings' are.
  */
 export class FakeOpenVinoRuntime {
   readonly #devices: readonly string[];
   readonly #failures: ReadonlyMap<string, string>;
+  readonly #vocab: FakeVocabulary;
   /** Every device a compile was tried on, in order. */
   readonly attempts: string[] = [];
   /** Every pipeline built (successfully), in order. */
   readonly pipelines: PipelineConstruction[] = [];
   readonly generateCalls: GenerateCall[] = [];
-  readonly templateCalls: ChatTemplateCall[] = [];
-  /** The chunks each `generate` streams; a finished run reports STOP, as a model that wrote EOS does. */
+  /** The chunks each `generate` streams (one token each); a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
   #hold: Promise<void> | undefined;
-  /** Every `Tokenizer.decode` call: the ids, and whether special tokens were to be skipped. */
-  readonly decodeCalls: Array<{ ids: number[]; skipSpecialTokens: boolean | undefined }> = [];
-  readonly #words: string[] = [];
-  readonly #ids = new Map<string, number>();
+  #live = 0;
+  readonly #collected = new FinalizationRegistry<void>(() => this.#live--);
 
-  #idOf(word: string): number {
-    let id = this.#ids.get(word);
-    if (id === undefined) {
-      id = this.#words.push(word) - 1;
-      this.#ids.set(word, id);
-    }
-    return id;
-  }
-
-  constructor(options: { devices: readonly string[]; failOn?: Record<string, string> }) {
+  constructor(options: FakeRuntimeOptions) {
     this.#devices = options.devices;
     this.#failures = new Map(Object.entries(options.failOn ?? {}));
+    this.#vocab = new FakeVocabulary(options);
+  }
+
+  get templateCalls(): ChatTemplateCall[] {
+    return this.#vocab.templateCalls;
+  }
+
+  get decodeCalls(): FakeVocabulary['decodeCalls'] {
+    return this.#vocab.decodeCalls;
+  }
+
+  /** Pipelines whose native memory is still held: built, and their wrapper not yet collected. */
+  get live(): number {
+    return this.#live;
   }
 
   getAvailableDevices(): string[] {
@@ -155,93 +183,96 @@ export class FakeOpenVinoRuntime {
     return this.pipelines.filter((p) => p.kind === kind);
   }
 
-  async #construct(kind: PipelineConstruction['kind'], modelPath: string, device: string, properties: Record<string, unknown>): Promise<void> {
-    const compiled = await this.compile(device);
+  async #construct<T extends object>(construction: PipelineConstruction, build: () => T): Promise<T> {
+    const compiled = await this.compile(construction.device);
     await this.#hold;
-    const weights = path.join(modelPath, 'openvino_model.bin');
+    const weights = path.join(construction.modelPath, 'openvino_model.bin');
     await access(weights).catch(() => {
       throw new Error(`Exception from src/inference/src/cpp/core.cpp: Cannot open weights file ${weights}`);
     });
-    this.pipelines.push({ kind, modelPath, device: compiled.device, properties: { ...properties } });
-  }
-
-  #tokenizer() {
-    const fake = this;
-    return {
-      applyChatTemplate(history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>) {
-        fake.templateCalls.push({ history, addGenerationPrompt, chatTemplate, tools, extraContext });
-        const messages = Array.isArray(history) ? history : history.getMessages();
-        return messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
-      },
-      // One id per whitespace-separated word, as `Tensor.data` gives them (BigInt64Array for i64); `decode` maps back.
-      encode: (prompt: string) => {
-        const ids = BigInt64Array.from(prompt.split(/\s+/).filter(Boolean).map((w) => BigInt(fake.#idOf(w))));
-        return { input_ids: { getShape: () => [1, ids.length], data: ids } };
-      },
-      decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
-        fake.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
-        return Array.from(ids, (id) => fake.#words[Number(id)] ?? '').join(' ');
-      },
-    };
+    const properties = construction.kind === 'llm' ? construction.properties : (construction.ovProperties ?? {});
+    checkProperties(compiled.device, properties);
+    // OpenVINO's model cache: the compiled blob lands in CACHE_DIR, and the next compile imports it.
+    if (typeof properties.CACHE_DIR === 'string') {
+      await mkdir(properties.CACHE_DIR, { recursive: true });
+      await writeFile(path.join(properties.CACHE_DIR, `${createHash('sha256').update(`${construction.modelPath}:${compiled.device}`).digest('hex').slice(0, 16)}.blob`), '');
+    }
+    this.pipelines.push({ ...construction, device: compiled.device, properties: { ...construction.properties } });
+    const pipeline = build();
+    this.#live++;
+    this.#collected.register(pipeline);
+    return pipeline;
   }
 
   /** The modules `OpenVinoEngine` takes, with this fake behind them. */
   modules(): OpenVinoModules {
     const fake = this;
-    const tokenizer = this.#tokenizer();
-    const llm = {
-      getTokenizer: () => tokenizer,
-      async generate(input: GenerateCall['input'], config: GenAI.GenerationConfig, streamer: (chunk: string) => GenAI.StreamingStatus) {
-        fake.generateCalls.push({ input, config });
-        let streamed = 0;
-        for (const chunk of fake.reply.slice(0, Number(config.max_new_tokens ?? Infinity))) {
-          await new Promise((resolve) => setImmediate(resolve));
-          streamed++;
-          if (streamer(chunk) !== genaiUtils.StreamingStatus.RUNNING) break;
-        }
-        const finish = streamed < fake.reply.length ? genaiUtils.GenerationFinishReason.LENGTH : genaiUtils.GenerationFinishReason.STOP;
-        return { texts: [fake.reply.slice(0, streamed).join('')], finishReasons: [finish], perfMetrics: { getNumGeneratedTokens: () => streamed } };
-      },
-    };
-    /** A vector per text, derived from its bytes: the same text always gets the same vector, others differ. */
+    /** A vector per text and pooling, derived from their bytes: the same text always gets the same vector. */
     const vector = (text: string, config: GenAI.TextEmbeddingConfig) => {
-      const digest = createHash('sha256').update(text).digest();
+      const digest = createHash('sha256').update(`${config.pooling_type ?? 0}:${text}`).digest();
       const v = Float32Array.from(digest.subarray(0, 8), (b) => b / 255 - 0.5);
       const norm = Math.hypot(...v);
       return config.normalize === false ? v : v.map((x) => x / norm);
     };
+    /** GenAI's TextEmbeddingPipeline class: config (pooling CLS by default, MEAN or LAST_TOKEN) and OpenVINO properties. */
+    class TextEmbeddingPipeline {
+      pipeline: object | null = null;
+      readonly modelPath: string;
+      readonly device: string;
+      readonly config: GenAI.TextEmbeddingConfig;
+      readonly ovProperties: Record<string, unknown>;
+      constructor(modelPath: string, device: string, config: GenAI.TextEmbeddingConfig = {}, ovProperties: Record<string, unknown> = {}) {
+        this.modelPath = modelPath;
+        this.device = device;
+        this.config = config;
+        this.ovProperties = ovProperties;
+      }
+      async init() {
+        const pooling = this.config.pooling_type ?? 0;
+        if (![0, 1, 2].includes(Number(pooling))) throw new Error(`Pooling type ${String(pooling)} is not supported`);
+        this.pipeline = await fake.#construct({ kind: 'embedding', modelPath: this.modelPath, device: this.device, properties: this.config as Record<string, unknown>, ovProperties: { ...this.ovProperties } }, () => ({}));
+      }
+      async embedDocuments(texts: string[]) {
+        const { batch_size } = this.config;
+        if (batch_size !== undefined && texts.length !== batch_size) throw new Error(`this pipeline is compiled for batches of ${batch_size}, got ${texts.length}`);
+        return texts.map((t) => vector(t, this.config));
+      }
+    }
     const genai = {
       ...genaiUtils,
-      PoolingType: { CLS: 0, MEAN: 1 },
+      // The package's TypeScript enum lacks LAST_TOKEN (2), which its C++ pipeline has.
+      PoolingType: { CLS: 0, MEAN: 1, 0: 'CLS', 1: 'MEAN' },
       ChatHistory: FakeChatHistory,
       Tokenizer: class {
-        constructor(_dir: string) {
-          Object.assign(this, fake.#tokenizer());
+        constructor(dir: string) {
+          Object.assign(this, fake.#vocab.tokenizer(fake.#vocab.load(dir)));
         }
       },
-      LLMPipeline: async (modelPath: string, device: string, properties: GenAI.LLMPipelineProperties = {}) => {
-        await fake.#construct('llm', modelPath, device, properties);
-        return llm;
-      },
-      TextEmbeddingPipeline: async (modelPath: string, device: string, config: GenAI.TextEmbeddingConfig = {}) => {
-        await fake.#construct('embedding', modelPath, device, config as Record<string, unknown>);
-        return {
-          async embedDocuments(texts: string[]) {
-            if (config.batch_size !== undefined && texts.length !== config.batch_size) throw new Error(`this pipeline is compiled for batches of ${config.batch_size}, got ${texts.length}`);
-            return texts.map((t) => vector(t, config));
-          },
-        };
+      LLMPipeline: async (modelPath: string, device = 'CPU', properties: GenAI.LLMPipelineProperties = {}) =>
+        fake.#construct(
+          { kind: 'llm', modelPath, device, properties },
+          () => new FakeLLMPipeline({ vocab: fake.#vocab, enums: genaiUtils, modelPath, device, properties, reply: () => fake.reply, calls: fake.generateCalls }),
+        ),
+      // The package's factory function, which passes no OpenVINO properties on (src/js/lib/index.ts).
+      TextEmbeddingPipeline: async (modelPath: string, device = 'CPU', config: GenAI.TextEmbeddingConfig = {}) => {
+        const pipeline = new TextEmbeddingPipeline(modelPath, device, config);
+        await pipeline.init();
+        return pipeline;
       },
     };
     const core = { getAvailableDevices: () => fake.getAvailableDevices(), getProperty: (device: string) => `${device} (fake)` };
-    return { genai: genai as unknown as typeof GenAI, core: core as unknown as OpenVinoModules['core'] };
+    return {
+      genai: genai as unknown as typeof GenAI,
+      core: core as unknown as OpenVinoModules['core'],
+      TextEmbeddingPipeline: TextEmbeddingPipeline as unknown as OpenVinoModules['TextEmbeddingPipeline'],
+    };
   }
 }
 
 /** The fake runtime with one device, as the tests at GenAI's boundary use it. */
 export class FakeGenAI extends FakeOpenVinoRuntime {
-  constructor(options: { device?: string } = {}) {
-    super({ devices: [options.device ?? 'CPU'] });
+  constructor(options: { device?: string } & FakeTokenizerOptions = {}) {
+    super({ ...options, devices: [options.device ?? 'CPU'] });
   }
 }
 
@@ -249,9 +280,10 @@ export class FakeGenAI extends FakeOpenVinoRuntime {
  * Writes a model folder in the OpenVINO IR layout `optimum-cli export openvino` produces (config.json, the model's
  * XML and `bin` weights of `weightBytes` bytes, tokenizer and detokenizer), for the fake runtime to "load". A chat
  * model is a Llama; an embedding model a BERT with CLS pooling and normalisation (sentence-transformers files).
- * `broken` leaves out the weights, so the load fails as it would on real OpenVINO.
+ * `broken` leaves out the weights, so the load fails as it would on real OpenVINO; `noChatTemplate` makes a
+ * tokenizer without a chat template.
  */
-export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean }): Promise<void> {
+export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean }): Promise<void> {
   await mkdir(path.join(dir, '1_Pooling'), { recursive: true });
   const config =
     options.kind === 'chat'
@@ -260,7 +292,11 @@ export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'e
   await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
   await writeFile(path.join(dir, 'openvino_model.xml'), '<?xml version="1.0"?>\n<net name="fake" version="11"><layers/></net>\n');
   if (!options.broken) await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(options.weightBytes));
-  for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '<?xml version="1.0"?>\n<net name="tokenizer" version="11"/>\n');
+  for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) {
+    // `noChatTemplate`: the rt_info entry openvino_tokenizers writes for a tokenizer without a template.
+    const rtInfo = file === 'openvino_tokenizer.xml' && options.noChatTemplate ? '<rt_info><chat_template value=""/></rt_info>' : '';
+    await writeFile(path.join(dir, file), `<?xml version="1.0"?>\n<net name="tokenizer" version="11">${rtInfo}</net>\n`);
+  }
   if (options.kind === 'embedding') {
     await writeFile(path.join(dir, '1_Pooling', 'config.json'), JSON.stringify({ word_embedding_dimension: 8, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
     await writeFile(path.join(dir, 'modules.json'), JSON.stringify([{ type: 'sentence_transformers.models.Transformer' }, { type: 'sentence_transformers.models.Pooling' }, { type: 'sentence_transformers.models.Normalize' }]));
