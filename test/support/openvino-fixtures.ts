@@ -11,7 +11,7 @@ import { PROJECT_ROOT } from '../../node/local/edge.ts';
 /** The fixture models, one folder each: see make-models.py. */
 export const OV_FIXTURES = {
   chat: 'tiny-random-llama',
-  plain: 'tiny-random-llama-plain',
+  plain: 'tiny-random-llama-no-template',
   think: 'tiny-random-llama-think',
   embed: 'tiny-bow-embed',
 } as const;
