@@ -14,9 +14,12 @@ import type { Agent } from '../node/agent.ts';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
 import { loadOpenVino, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
-import { scanModels } from '../node/models/catalog.ts';
+import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
+import type { ChatTask } from '../shared/protocol/frames.ts';
 import { missingFixtures, modeOptions, OV_FIXTURES, OV_FIXTURES_DIR, pipelineMode, realRuntimeSkip } from './support/openvino-fixtures.ts';
+import { runGenerate } from './support/engine-contract.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
 
 let modules: OpenVinoModules | undefined;
 const loadError = await loadOpenVino().then(
@@ -46,11 +49,12 @@ describe(`the agent on the real OpenVINO runtime (CPU, ${mode} pipeline), throug
   let edge: TestEdge;
   let engine: OpenVinoEngine;
   let agent: Agent;
+  let models: CatalogEntry[] = [];
   const ollamaFor = (key: string) => new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
 
   before(async () => {
     if (skip) return;
-    const models = (await scanModels(OV_FIXTURES_DIR)).entries.filter((m) => m.formats.includes('openvino'));
+    models = (await scanModels(OV_FIXTURES_DIR)).entries.filter((m) => m.formats.includes('openvino'));
     engine = new OpenVinoEngine(modules!, {
       models,
       device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE),
@@ -64,6 +68,17 @@ describe(`the agent on the real OpenVINO runtime (CPU, ${mode} pipeline), throug
     await agent?.stop();
     await engine?.close();
     await edge?.stop();
+  });
+
+  test('load progress: while the first request loads the model, the engine reports it compiling on the CPU', { skip }, async () => {
+    assert.deepEqual(engine.loading(), [], 'nothing loads before the first request');
+    const answer = edge.openai().chat.completions.create({ model: CHAT, messages: [{ role: 'user', content: 'first' }], max_tokens: 2, temperature: 0 });
+    const seen = await waitFor('the model in the loading list', () => engine.loading().find((l) => l.model === CHAT), { timeoutMs: 30_000, intervalMs: 5 });
+    assert.equal(seen.device, 'CPU');
+    assert.ok(seen.phase === 'compile' || seen.phase === 'load', seen.phase);
+    assert.equal((await answer).usage?.completion_tokens, 2);
+    assert.deepEqual(engine.loading(), [], 'loaded: the list is empty again');
+    assert.ok(engine.loaded().some((m) => m.id === CHAT && m.device === 'CPU'));
   });
 
   test('lists the IR models and the CPU it runs them on', { skip }, async () => {
@@ -112,6 +127,22 @@ describe(`the agent on the real OpenVINO runtime (CPU, ${mode} pipeline), throug
     assert.equal(a2.choices[0]!.message.content, aliceAlone);
     assert.equal(b1.choices[0]!.message.content, bobAlone);
     assert.equal(b2.choices[0]!.message.content, bobAlone);
+  });
+
+  test("a chat's second turn answers as it does on a fresh engine (reused KV cache or chat state changes nothing)", { skip }, async () => {
+    const turn1: ChatTask['messages'] = [{ role: 'system', content: 'You are a relay. '.repeat(8) }, { role: 'user', content: 'first question' }];
+    const task = (messages: ChatTask['messages']): ChatTask => ({ task: 'chat', model: CHAT, messages, sampling: { maxTokens: 8, temperature: 0, topP: 1, stop: [] } });
+    const first = await runGenerate(engine, task(turn1));
+    const turn2: ChatTask['messages'] = [...turn1, { role: 'assistant', content: first.text }, { role: 'user', content: 'second question' }];
+    const warm = await runGenerate(engine, task(turn2));
+    const fresh = new OpenVinoEngine(modules!, { models, device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), ...modeOptions(mode), log: createLogger('silent') });
+    try {
+      const cold = await runGenerate(fresh, task(turn2));
+      assert.equal(warm.text, cold.text);
+      assert.equal(warm.done.usage.promptTokens, cold.done.usage.promptTokens);
+    } finally {
+      await fresh.close();
+    }
   });
 
   test('a chat on the model without a chat template answers, or is a 400 naming the reason (never a 500)', { skip }, async () => {
