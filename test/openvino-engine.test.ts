@@ -1,9 +1,10 @@
 /**
- * The engine contract against the OpenVINO engine, on a machine where OpenVINO can run: `openvino-genai-node` and
- * its native runtime load (`npm run openvino:runtime` downloads it), and NPU_RELAY_OPENVINO_MODELS_DIR points at a
- * folder holding the test models exported to OpenVINO IR (`optimum-cli export openvino`): tiny-random-llama/ and,
- * optionally, tiny-bow-embed/. NPU_RELAY_DEVICE pins a device as it does for the agent. Anywhere else every test is
- * skipped, with the reason. Run it with `npm run test:openvino`.
+ * The engine contract and model lifecycle against the OpenVINO engine on the real runtime: `openvino-genai-node`
+ * and its native runtime load (`npm run openvino:runtime`), and the IR fixtures of
+ * test/fixtures/openvino/make-models.py are in NPU_RELAY_OPENVINO_MODELS_DIR (default .data/openvino-fixtures).
+ * NPU_RELAY_OPENVINO_PIPELINE picks the GenAI pipeline (test/support/openvino-fixtures.ts); NPU_RELAY_DEVICE pins a
+ * device as it does for the agent. Anywhere else every test is skipped, with the reason. `npm run test:openvino`
+ * makes the fixtures and runs this file in both pipeline modes.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, lifecycleContract, runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
+import { modeOptions, OV_FIXTURES_DIR, pipelineMode, realRuntimeSkip } from './support/openvino-fixtures.ts';
 
 /** The EBNF a JSON schema becomes in a constraint (node/grammar/compact-json.ts). */
 async function compactGrammar(schema: Record<string, unknown>): Promise<string> {
@@ -31,7 +33,8 @@ async function compactGrammar(schema: Record<string, unknown>): Promise<string> 
 
 const CHAT_MODEL = 'tiny-random-llama';
 const EMBED_MODEL = 'tiny-bow-embed';
-const modelsDir = process.env.NPU_RELAY_OPENVINO_MODELS_DIR;
+const modelsDir = OV_FIXTURES_DIR;
+const mode = pipelineMode();
 
 let modules: OpenVinoModules | undefined;
 let models: CatalogEntry[] = [];
@@ -41,18 +44,16 @@ try {
 } catch (err) {
   skip = (err as Error).message;
 }
-if (!skip && !modelsDir) {
-  skip = `NPU_RELAY_OPENVINO_MODELS_DIR is not set: point it at a folder holding ${CHAT_MODEL}/ exported to OpenVINO IR (optimum-cli export openvino)`;
+if (!skip) {
+  models = (await scanModels(modelsDir).catch(() => ({ entries: [] as CatalogEntry[] }))).entries.filter((m) => m.formats.includes('openvino'));
+  if (!models.some((m) => m.id === CHAT_MODEL)) skip = `${modelsDir} has no ${CHAT_MODEL}/ with openvino_model.xml: \`npm run test:openvino\` makes it (test/fixtures/openvino/make-models.py)`;
 }
-if (!skip && modelsDir) {
-  models = (await scanModels(path.resolve(modelsDir))).entries.filter((m) => m.formats.includes('openvino'));
-  if (!models.some((m) => m.id === CHAT_MODEL)) skip = `${modelsDir} has no ${CHAT_MODEL}/ with openvino_model.xml: export it with optimum-cli export openvino`;
-}
+skip = realRuntimeSkip([skip]);
 
 const create = async (npu = {}) =>
-  new OpenVinoEngine(modules!, { models, device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), npu, log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') });
+  new OpenVinoEngine(modules!, { models, device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), npu, ...modeOptions(mode), log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') });
 
-engineContract({ name: 'openvino', create, chatModel: CHAT_MODEL, embedModel: models.some((m) => m.id === EMBED_MODEL) ? EMBED_MODEL : undefined, skip });
+engineContract({ name: `openvino (${mode} pipeline)`, create, chatModel: CHAT_MODEL, embedModel: models.some((m) => m.id === EMBED_MODEL) ? EMBED_MODEL : undefined, skip });
 
 // The model lifecycle on the real engine: a folder whose IR is not one is the model that fails to load.
 let broken: CatalogEntry | undefined;
@@ -65,7 +66,7 @@ if (!skip && models.some((m) => m.id === EMBED_MODEL)) {
 lifecycleContract({
   name: 'openvino',
   create: async (pool) =>
-    new OpenVinoEngine(modules!, { models: [...models, broken!], device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), pool, log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') }),
+    new OpenVinoEngine(modules!, { models: [...models, broken!], device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), pool, ...modeOptions(mode), log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') }),
   chatModel: CHAT_MODEL,
   embedModel: EMBED_MODEL,
   brokenModel: 'broken-ir',

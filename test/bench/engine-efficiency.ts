@@ -94,14 +94,3 @@ export async function compareOrtWithTransformers(options: EngineComparisonOption
 export function compareInOwnProcess(options: EngineComparisonOptions): Promise<EngineComparison> {
   return runInOwnProcess<EngineComparison>('engine-efficiency-process.ts', options, 'the engine comparison');
 }
-
-/** Why the OpenVINO comparison cannot run here, or undefined when the OpenVINO runtime loads. */
-export async function openVinoUnavailable(): Promise<string | undefined> {
-  try {
-    const ov = await import('openvino-node');
-    new ov.addon.Core();
-    return undefined;
-  } catch {
-    return 'OpenVINO not installed';
-  }
-}

@@ -22,7 +22,9 @@ import { decodeAgentFrame } from '../../shared/protocol/codec.ts';
 import { childPids, cpuMs, machineBusyMs, ownCpuMs, runCpuMs } from './cpu.ts';
 import { startDirectServer, type DirectServer } from './direct-server.ts';
 import { measureInOwnProcess as measureConstrainedDecoding } from './constrained-decoding.ts';
-import { compareInOwnProcess, openVinoUnavailable } from './engine-efficiency.ts';
+import { compareInOwnProcess } from './engine-efficiency.ts';
+import { compareOpenVinoWithLLMPipeline, openVinoBenchUnavailable } from './openvino-efficiency.ts';
+import { PIPELINE_MODES } from '../support/openvino-fixtures.ts';
 import { agentFootprint } from './footprint.ts';
 import { measureInOwnProcess as measurePrefixReuse } from './prefix-reuse.ts';
 import { FLOOD_MODEL, INSTANT_MODEL, INSTANT_REPLY, InstantEngine } from './instant-engine.ts';
@@ -560,16 +562,25 @@ async function engineEfficiency(): Promise<void> {
     target: `≥ ${percent(TARGETS.engineRatio)}`,
     verdict: verdict(c.ratio >= TARGETS.engineRatio),
   });
-  const ov = await openVinoUnavailable();
-  rows.push({
-    id: '4b',
-    what: 'Engine efficiency: OpenVINO engine vs openvino-genai-node LLMPipeline directly',
-    measured: ov ? `skipped: ${ov}` : 'skipped: no OpenVINO IR fixture model to compare on',
-    baseline: '—',
-    delta: '—',
-    target: `≥ ${percent(TARGETS.engineRatio)}`,
-    verdict: 'skipped',
-  });
+  const ov = await openVinoBenchUnavailable();
+  for (const mode of PIPELINE_MODES) {
+    const id = mode === 'continuous-batching' ? '4b' : '4b-s';
+    const what = `Engine efficiency: OpenVinoEngine.generate() vs openvino-genai-node LLMPipeline.generate() directly (ChatHistory, no streamer), real runtime on the CPU, ${mode} pipeline`;
+    if (ov) {
+      rows.push({ id, what, measured: `skipped: ${ov}`, baseline: '—', delta: '—', target: `≥ ${percent(TARGETS.engineRatio)}`, verdict: 'skipped' });
+      continue;
+    }
+    const o = await compareOpenVinoWithLLMPipeline({ ...PLAN.engine, runs: Math.min(PLAN.engine.runs, 40), warmup: Math.min(PLAN.engine.warmup, 5) }, mode);
+    rows.push({
+      id,
+      what: `${what}, ${o.model} IR fixture, greedy, max_new_tokens ${o.maxNewTokens}, ${o.runs} alternating runs; median tokens/s (${o.engine.tokens} / ${o.direct.tokens} tokens per run)`,
+      measured: `${count(o.engine.tokensPerSec.median)} tokens/s`,
+      baseline: `${count(o.direct.tokensPerSec.median)} tokens/s`,
+      delta: `${percent(o.ratio)} of direct (+${(1e6 / o.engine.tokensPerSec.median - 1e6 / o.direct.tokensPerSec.median).toFixed(0)} µs per token)`,
+      target: `≥ ${percent(TARGETS.engineRatio)}`,
+      verdict: verdict(o.ratio >= TARGETS.engineRatio),
+    });
+  }
 }
 
 /** Constrained decoding on the ONNX Runtime engine: the grammar's cost per token, and compiling a tool's grammar. */
@@ -622,7 +633,7 @@ async function prefixReuse(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4b-s', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();
