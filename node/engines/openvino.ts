@@ -43,6 +43,7 @@ import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from 
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import { buildEmbedder, ChatPipeline, type EmbeddingPipeline, type EmbeddingPipelineConstructor, Held, type LLMPipeline, llmProperties, type PipelineSettings, TurnQueue } from './openvino-pipelines.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
+import { type GenAiSpelling, genaiSpellingOf } from './genai-vocabulary.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
@@ -118,6 +119,8 @@ interface Loaded<P extends object = ChatPipeline | EmbeddingPipeline> {
   tokenizer: GenAI.Tokenizer;
   device: string;
   turns: TurnQueue;
+  /** How constraint literals are spelled for GenAI's grammar engine with this model's tokenizer. */
+  spelling?: GenAiSpelling;
 }
 
 const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -224,7 +227,7 @@ export class OpenVinoEngine implements Engine {
       // A model that ships no chat template chats in the plain layout it gets on ONNX Runtime (models/chat-template.ts);
       // GenAI refuses a ChatHistory without one. The pipeline shares this tokenizer, so it uses the template too.
       if (!tokenizer.getChatTemplate()) tokenizer.setChatTemplate(PLAIN_CHAT_TEMPLATE);
-      return { handle: { ...handle, pipeline: new Held(new ChatPipeline(compiled), compiled), tokenizer }, bytes: entry.weights?.openvino ?? 0, device };
+      return { handle: { ...handle, pipeline: new Held(new ChatPipeline(compiled), compiled), tokenizer, spelling: genaiSpellingOf(entry.dir) }, bytes: entry.weights?.openvino ?? 0, device };
     } catch (err) {
       throw err instanceof AgentError ? err : new EngineError(`could not load model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
     }
@@ -362,7 +365,7 @@ export class OpenVinoEngine implements Engine {
 
     const config = generationConfig(task, maxNewTokens);
     if (withContext) config.apply_chat_template = false;
-    if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint);
+    if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint, model.spelling);
     const generation = model.pipeline.value
       .generate(input, config, streamer)
       .then(

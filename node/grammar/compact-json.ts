@@ -1,7 +1,10 @@
 /**
  * JSON inside a constraint as compact, strict JSON: every `json_schema` element becomes the EBNF grammar xgrammar
- * derives from the schema with no free whitespace (one line, `", "` and `": "` separators) and only the properties
- * the schema lists. Structural tags otherwise allow any whitespace between JSON tokens, and a model can then write
+ * derives from the schema with no whitespace at all (one line, `,` and `:` separators, as OpenAI writes tool-call
+ * arguments) and only the properties the schema lists. No separator has a space because OpenVINO GenAI builds its
+ * grammar vocabulary by decoding each token alone, which drops a SentencePiece token's leading space: with a
+ * Llama-2-style tokenizer no token can write `": "`'s space there, and the answer stalls after `{"a":` (seen on the
+ * real runtime). Structural tags otherwise allow any whitespace between JSON tokens, and a model can then write
  * whitespace until its token limit (greedy decoding of the fixture model does so at once, inside a tool call as much
  * as in a whole-answer JSON). Both engines apply this, so a constraint means the same on ONNX Runtime and on
  * OpenVINO GenAI (which takes the EBNF as a structural tag of its own), and a schema xgrammar refuses is refused
@@ -31,7 +34,7 @@ async function schemaGrammar(schema: Record<string, unknown> | boolean, what: st
   let ebnf = ebnfOf.get(text);
   if (!ebnf) {
     const xgrammar = await loadXGrammar();
-    ebnf = compiling(what, () => xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, undefined, true));
+    ebnf = compiling(what, () => xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, [",", ":"], true));
     ebnf.catch(() => ebnfOf.delete(text));
     if (ebnfOf.size >= EBNF_CACHE) ebnfOf.delete(ebnfOf.keys().next().value!);
     ebnfOf.set(text, ebnf);
