@@ -34,7 +34,7 @@ import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalo
 import { describedFields } from '../models/metadata.ts';
 import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
-import { compactJson } from '../grammar/compact-json.ts';
+import { checkedCompactConstraint } from '../grammar/constraint-check.ts';
 import { constraintSubject, planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
@@ -320,8 +320,9 @@ export class OpenVinoEngine implements Engine {
     let running: Promise<unknown> = Promise.resolve();
     try {
       const plan = planOutput(task, entry.traits);
-      // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
-      if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
+      // The same compact, strict JSON as on ONNX Runtime; a schema xgrammar refuses, or cannot compile within the grammar
+      // time limit, is a 400 before GenAI runs (see constraint-check.ts).
+      if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task));
       for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }
