@@ -38,6 +38,7 @@ export function checkedCompactConstraint(constraint: Constraint, what: string, t
   // One check at a time, so each time limit measures its own compile.
   const run = queue.then(async () => {
     if (!thread?.alive) thread = new GrammarWorker({ vocabulary: BYTE_VOCABULARY });
+    await thread.ready;
     return (await thread.call({ op: 'compact', constraint, what }, { ms: timeoutMs, what })).value as Constraint;
   });
   queue = run.catch(() => {});

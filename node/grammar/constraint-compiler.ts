@@ -29,6 +29,7 @@ export class ConstraintCompiler {
   /** Constraints compiled in the matching thread, by canonical JSON. */
   readonly #cache = new Map<string, Promise<void>>();
   #nextMatcher = 1;
+  #disposed = false;
 
   /**
    * `vocabulary` is read on the first compile only: building xgrammar's tokenizer info for a 32k vocabulary takes
@@ -56,6 +57,7 @@ export class ConstraintCompiler {
       this.#cache.clear();
       this.#matching = new GrammarWorker({ vocabulary });
     }
+    await this.#matching.ready;
     return this.#matching;
   }
 
@@ -90,12 +92,20 @@ export class ConstraintCompiler {
   /** Compiles `constraint` once in the checking thread, under the time limit, and throws the result away. */
   #check(constraint: Constraint, what: string): Promise<void> {
     const run = this.#checks.then(async () => {
-      const vocabulary = await this.#vocabularyOnce();
-      if (!this.#checker?.alive) this.#checker = new GrammarWorker({ vocabulary });
-      await this.#checker.call({ op: 'compile', key: '', constraint, what, keep: false }, { ms: this.#timeoutMs ?? grammarTimeoutMs(), what });
+      const checker = await this.#checkingThread();
+      await checker.ready;
+      await checker.call({ op: 'compile', key: '', constraint, what, keep: false }, { ms: this.#timeoutMs ?? grammarTimeoutMs(), what });
     });
-    this.#checks = run.catch(() => {});
+    // A check that ended its thread (timed out, trapped) has the next one started at once, so the next request
+    // does not wait for its setup.
+    this.#checks = run.catch(() => (this.#disposed ? undefined : this.#checkingThread())).catch(() => {});
     return run;
+  }
+
+  async #checkingThread(): Promise<GrammarWorker> {
+    const vocabulary = await this.#vocabularyOnce();
+    if (!this.#checker?.alive) this.#checker = new GrammarWorker({ vocabulary });
+    return this.#checker;
   }
 
   /** A matcher that follows one generation through `constraint`. */
@@ -111,6 +121,7 @@ export class ConstraintCompiler {
 
   /** Ends the grammar threads, with the compiled grammars and any matcher still open. */
   async dispose(): Promise<void> {
+    this.#disposed = true;
     this.#cache.clear();
     this.#checker?.terminate();
     this.#matching?.terminate();

@@ -18,6 +18,7 @@ import { loadXGrammar, type XGrammar } from './xgrammar.ts';
 export type ThreadRequest =
   | { id: number; op: 'compile'; key: string; constraint: Constraint; what: string; keep: boolean }
   | { id: number; op: 'compact'; constraint: Constraint; what: string }
+  | { id: number; op: 'ready' }
   | { id: number; op: 'matcher'; key: string; matcher: number }
   | { id: number; op: 'mask'; matcher: number }
   | { op: 'accept'; matcher: number; token: number }
@@ -73,6 +74,9 @@ async function handle(request: ThreadRequest): Promise<{ value?: unknown; bitmas
       else grammar.dispose();
       return {};
     }
+    case 'ready':
+      await setup();
+      return {};
     case 'compact': {
       await setup();
       const compact = await compactJson(request.constraint, request.what);

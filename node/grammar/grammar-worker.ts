@@ -47,6 +47,9 @@ export class GrammarWorker {
   /** Why this thread answers no more; set once. */
   #ended: Error | undefined;
 
+  /** Starts the thread; `ready` resolves once xgrammar and the vocabulary are set up in it (it may reject). */
+  readonly ready: Promise<unknown>;
+
   constructor(data: ThreadData) {
     this.#worker = new Worker(new URL('./grammar-thread.ts', import.meta.url), { workerData: data, stdout: false, stderr: false });
     // An idle grammar thread must not keep the agent's process alive.
@@ -54,6 +57,9 @@ export class GrammarWorker {
     this.#worker.on('message', (reply: ThreadReply) => this.#answer(reply));
     this.#worker.on('error', (err) => this.#end(new EngineError(`the grammar engine failed: ${err.message}`, { cause: err })));
     this.#worker.on('exit', (code) => this.#end(new EngineError(`the grammar engine stopped (exit code ${code})`)));
+    // Set up at once and untimed: a time limit then measures only the compile it is given.
+    this.ready = this.call({ op: 'ready' });
+    this.ready.catch(() => {});
   }
 
   /** False once the thread has ended: its owner starts another. */
