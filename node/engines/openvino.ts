@@ -322,7 +322,7 @@ export class OpenVinoEngine implements Engine {
       const plan = planOutput(task, entry.traits);
       // The same compact, strict JSON as on ONNX Runtime; a schema xgrammar refuses, or cannot compile within the grammar
       // time limit, is a 400 before GenAI runs (see constraint-check.ts).
-      if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task));
+      if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
       for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }

@@ -10,6 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import type { Constraint } from '../output/plan.ts';
 import { compactJson, openAnyObject } from './compact-json.ts';
+import { modelVocabulary } from './model-vocabulary.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
 import { compiling } from './xgrammar-errors.ts';
 import { loadXGrammar, type XGrammar } from './xgrammar.ts';
@@ -29,19 +30,20 @@ export type ThreadReply =
   | { id: number; ok: true; value?: unknown; bitmask?: Int32Array }
   | { id: number; ok: false; message: string; code: string | undefined; poisoned: boolean };
 
-/** What the thread is started with: the vocabulary to compile for (none: it only converts schemas). */
-export interface ThreadData {
-  vocabulary: GrammarVocabulary | undefined;
-}
+/**
+ * What the thread is started with: the vocabulary to compile for, or the folder of a model whose `tokenizer.json`
+ * holds it (read here, since parsing a large one takes the main thread ~0.3 s).
+ */
+export type ThreadData = { vocabulary: GrammarVocabulary } | { modelDir: string };
 
 const port = parentPort!;
-const { vocabulary } = workerData as ThreadData;
+const data = workerData as ThreadData;
 
-let ready: Promise<{ xgrammar: XGrammar; info?: TokenizerInfo; compiler?: GrammarCompiler }> | undefined;
+let ready: Promise<{ xgrammar: XGrammar; info: TokenizerInfo; compiler: GrammarCompiler }> | undefined;
 function setup() {
   return (ready ??= (async () => {
     const xgrammar = await loadXGrammar();
-    if (!vocabulary) return { xgrammar };
+    const vocabulary = 'vocabulary' in data ? data.vocabulary : await modelVocabulary(data.modelDir);
     const { tokens, vocabType, prependSpace, vocabSize, stopTokenIds } = vocabulary;
     const info = await xgrammar.TokenizerInfo.createTokenizerInfo(tokens, vocabType, prependSpace, vocabSize, stopTokenIds);
     // xgrammar's own cache is unbounded; the owner bounds what is kept here (`keep` and `evict`).
@@ -55,7 +57,6 @@ const matchers = new Map<number, GrammarMatcher>();
 
 async function compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
   const { compiler } = await setup();
-  if (!compiler) throw new Error('this grammar thread has no vocabulary to compile for');
   if (constraint.type === 'json_schema') {
     // A whole answer in JSON, compiled directly: compact, strict (see compact-json.ts).
     const schema = JSON.stringify(openAnyObject(constraint.json_schema));
@@ -80,9 +81,9 @@ async function handle(request: ThreadRequest): Promise<{ value?: unknown; bitmas
     case 'compact': {
       await setup();
       const compact = await compactJson(request.constraint, request.what);
-      // With a vocabulary, the result is also compiled once and thrown away: a check, under the owner's time limit,
-      // of what an engine that compiles natively (OpenVINO GenAI) would be given.
-      if (vocabulary) (await compile(compact, request.what)).dispose();
+      // The result is also compiled once and thrown away: a check, under the owner's time limit, of what an engine
+      // that compiles natively (OpenVINO GenAI) would be given.
+      (await compile(compact, request.what)).dispose();
       return { value: compact };
     }
     case 'matcher': {

@@ -52,8 +52,8 @@ export class GrammarWorker {
 
   constructor(data: ThreadData) {
     this.#worker = new Worker(new URL('./grammar-thread.ts', import.meta.url), { workerData: data, stdout: false, stderr: false });
-    // An idle grammar thread must not keep the agent's process alive.
-    this.#worker.unref();
+    // An idle grammar thread must not keep the agent's process alive; one with requests pending does (#holdWhileBusy).
+    this.#worker.once('online', () => this.#holdWhileBusy());
     this.#worker.on('message', (reply: ThreadReply) => this.#answer(reply));
     this.#worker.on('error', (err) => this.#end(new EngineError(`the grammar engine failed: ${err.message}`, { cause: err })));
     this.#worker.on('exit', (code) => this.#end(new EngineError(`the grammar engine stopped (exit code ${code})`)));
@@ -79,6 +79,7 @@ export class GrammarWorker {
       const pending: Pending = { resolve, reject };
       if (limit) pending.timer = setTimeout(() => this.#end(new GrammarTimeoutError(limit.what, limit.ms)), limit.ms);
       this.#pending.set(id, pending);
+      this.#holdWhileBusy();
       this.#worker.postMessage({ ...request, id });
     });
   }
@@ -97,6 +98,7 @@ export class GrammarWorker {
     const pending = this.#pending.get(reply.id);
     if (!pending) return;
     this.#pending.delete(reply.id);
+    this.#holdWhileBusy();
     clearTimeout(pending.timer);
     if (reply.ok) {
       pending.resolve(reply);
@@ -106,6 +108,12 @@ export class GrammarWorker {
     pending.reject(err);
     // The WebAssembly module trapped: later calls on it would fail or spin, for other requests too.
     if (reply.poisoned) this.#end(new EngineError('the grammar engine was restarted after a fault'));
+  }
+
+  /** Node counts a worker as keeping the process alive only while this thread waits for one of its answers. */
+  #holdWhileBusy(): void {
+    if (this.#pending.size > 0) this.#worker.ref();
+    else this.#worker.unref();
   }
 
   #end(reason: Error): void {
