@@ -41,6 +41,8 @@ import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
+import { openVinoSpecials } from './openvino-user-text.ts';
+import { markUserText, WORD_JOINER } from './user-text.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
@@ -319,7 +321,8 @@ export class OpenVinoEngine implements Engine {
     const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
-      const plan = planOutput(task, entry.traits);
+      // The client's special-token texts reach GenAI broken by a word joiner: text, never control tokens (user-text.ts).
+      const plan = planOutput(markUserText(task, openVinoSpecials(model.tokenizer), WORD_JOINER), entry.traits);
       // The same compact, strict JSON as on ONNX Runtime; a schema xgrammar refuses, or cannot compile within the grammar
       // time limit, is a 400 before GenAI runs (see constraint-check.ts).
       if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
@@ -433,7 +436,7 @@ export class OpenVinoEngine implements Engine {
     let release: (() => void) | undefined;
     try {
       const asChat = countedChat(task);
-      const plan = planOutput(asChat, entry.traits);
+      const plan = planOutput(markUserText(asChat, openVinoSpecials(model.tokenizer), WORD_JOINER), entry.traits);
       // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
       release = await model.turns.acquire(signal);
       signal.throwIfAborted();

@@ -174,15 +174,37 @@ export class FakeOpenVinoRuntime {
         return messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
       },
       // One id per whitespace-separated word, as `Tensor.data` gives them (BigInt64Array for i64); `decode` maps back.
+      // The special tokens `<s>` and `</s>` are read wherever they stand, as GenAI's tokenizer reads them.
       encode: (prompt: string) => {
-        const ids = BigInt64Array.from(prompt.split(/\s+/).filter(Boolean).map((w) => BigInt(fake.#idOf(w))));
+        const ids = BigInt64Array.from(fake.promptIds(prompt).map(BigInt));
         return { input_ids: { getShape: () => [1, ids.length], data: ids } };
       },
+      getBosToken: () => '<s>',
+      getEosToken: () => '</s>',
+      getPadToken: () => '',
+      getEosTokenId: () => fake.eosTokenId,
       decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
         fake.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
         return Array.from(ids, (id) => fake.#words[Number(id)] ?? '').join(' ');
       },
     };
+  }
+
+  /** The id of the special token `</s>` (EOS). */
+  get eosTokenId(): bigint {
+    return BigInt(this.#idOf('</s>'));
+  }
+
+  /**
+   * The ids a prompt is read as: words, and the special tokens `<s>` and `</s>` wherever they stand. A ChatHistory
+   * is rendered first, as `applyChatTemplate` renders it here.
+   */
+  promptIds(input: string | GenAI.ChatHistory): number[] {
+    const text = typeof input === 'string' ? input : input.getMessages().map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
+    return text
+      .split(/(<\/?s>)|\s+/)
+      .filter(Boolean)
+      .map((w) => this.#idOf(w));
   }
 
   /** The modules `OpenVinoEngine` takes, with this fake behind them. */
