@@ -41,6 +41,8 @@ export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean 
     !hasLimits(key) &&
     !d.noCache &&
     d.conversation === undefined &&
+    // The hub checks a requested vector size against the model's before its cache is read.
+    d.dimensions === undefined &&
     (d.keepAliveMs === undefined || d.keepAliveMs > 0 || key.manageModels === true) &&
     (key.models === null || key.models.includes(d.task.model)) &&
     isDeterministic(d.task)

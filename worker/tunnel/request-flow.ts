@@ -123,6 +123,10 @@ export class RequestFlow {
       dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
     }
     dispatch = await this.#withConversation(dispatch, key.tenant);
+    // A vector size the model cannot give is refused before the cache is read: a cached answer must not make a
+    // request good that the model would refuse (`dimensions: 32` of a 64-dimension model).
+    const known = dispatch.dimensions !== undefined ? d.registry.modelInfo(dispatch.task.model) : undefined;
+    if (known) checkFits(dispatch, known);
 
     const format = FORMATS[dispatch.format];
     const prefix = dispatch.task.task === 'chat' ? 'chatcmpl' : dispatch.task.task === 'complete' ? 'cmpl' : 'embd';
