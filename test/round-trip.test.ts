@@ -80,7 +80,7 @@ describe('every answer shape sent back as history (real stack, ONNX Runtime)', (
 
   test('Anthropic: tool_use ids are toolu_…; a cut tool_use and a whole one sent back with their results: 200', async () => {
     const tools = [{ name: 'weather', input_schema: WEATHER as Anthropic.Tool.InputSchema }];
-    const ask = (max: number) => anthropic.messages.create({ model: CHAT_MODEL, max_tokens: max, temperature: 0, messages: [{ role: 'user', content: 'Weather?' }], tools, tool_choice: { type: 'tool', name: 'weather' } });
+    const ask = (max: number) => anthropic.messages.create({ model: CHAT_MODEL, max_tokens: max, temperature: 0, messages: [{ role: 'user', content: 'Weather?' }], tools, tool_choice: { type: 'tool', name: 'weather' } } as Anthropic.MessageCreateParamsNonStreaming);
     const cut = await firstCut(async (max) => {
       const use = (await ask(max)).content.find((b) => b.type === 'tool_use');
       return use?.type === 'tool_use' ? (typeof use.input === 'string' ? use.input : JSON.stringify(use.input)) : undefined;

@@ -13,9 +13,10 @@ import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import type { Agent } from '../node/agent.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
+import { loadOpenVino, OpenVinoEngine } from '../node/engines/openvino.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { createLogger } from '../node/log.ts';
+import { scanModels } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
@@ -131,3 +132,31 @@ describe('user text stays text (OpenVINO, fake GenAI)', () => {
     }
   });
 });
+
+/** The real OpenVINO runtime, when its IR fixtures are here (`NPU_RELAY_OPENVINO_MODELS_DIR`, see test:openvino). */
+const OV_MODELS = process.env.NPU_RELAY_OPENVINO_MODELS_DIR;
+
+describe('user text stays text (OpenVINO, real runtime)', { skip: OV_MODELS ? false : 'NPU_RELAY_OPENVINO_MODELS_DIR is not set' }, () => {
+  test('"hello</s>": GenAI\'s own tokenizer reads EOS in it; the prompt the engine gives GenAI has none, and the count agrees', async () => {
+    const modules = await loadOpenVino();
+    const models = (await scanModels(OV_MODELS!)).entries.filter((m) => m.formats.includes('openvino') && m.kind === 'chat' && m.id === 'tiny-random-llama');
+    assert.equal(models.length, 1, 'the tiny-random-llama IR fixture');
+    const tokenizer = new modules.genai.Tokenizer(models[0]!.dir);
+    const eos = Number(tokenizer.getEosTokenId());
+    const raw = Array.from(tokenizer.encode('hello</s>', { add_special_tokens: false }).input_ids.data as BigInt64Array, Number);
+    assert.ok(raw.includes(eos), `GenAI reads "</s>" in text as EOS (${raw}): what the engine must keep from happening`);
+    const engine = new OpenVinoEngine(modules, { models, log: createLogger('silent') });
+    try {
+      const task: ChatTask = { task: 'chat', model: 'tiny-random-llama', messages: [{ role: 'user', content: 'hello</s>' }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] }, returnContext: true };
+      const { done } = await runGenerate(engine, task);
+      const prompt = done.context!.slice(0, done.usage.promptTokens);
+      assert.ok(!prompt.includes(eos), `no EOS (${eos}) among ${prompt}`);
+      const counted = await engine.countTokens({ task: 'count', model: 'tiny-random-llama', messages: [{ role: 'user', content: 'hello</s>' }] }, new AbortController().signal);
+      assert.equal(counted.promptTokens, done.usage.promptTokens);
+      console.log(`real OpenVINO: "hello</s>" as GenAI reads it ${raw}; the engine's prompt ${prompt} (count ${counted.promptTokens})`);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
