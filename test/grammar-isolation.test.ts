@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
+import { agentConfig } from '../node/config.ts';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { DEFAULT_GRAMMAR_TIMEOUT_MS, setGrammarTimeout } from '../node/grammar/grammar-worker.ts';
@@ -59,6 +60,13 @@ function loopWatch(): { stop(): number } {
     },
   };
 }
+
+test('NPU_RELAY_GRAMMAR_TIMEOUT_MS / --grammar-timeout: read in milliseconds, refused unless a whole number', () => {
+  assert.equal(agentConfig(['--token', 't'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '1500' })?.grammarTimeoutMs, 1500);
+  assert.equal(agentConfig(['--token', 't', '--grammar-timeout', '250'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '1500' })?.grammarTimeoutMs, 250);
+  assert.equal(agentConfig(['--token', 't'], {})?.grammarTimeoutMs, undefined, 'the default is the grammar module\'s');
+  assert.throws(() => agentConfig(['--token', 't'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '3s' }), { name: 'ConfigError', message: /NPU_RELAY_GRAMMAR_TIMEOUT_MS must be a whole number/ });
+});
 
 describe('schema limits at the edge', () => {
   let edge: TestEdge;
