@@ -39,6 +39,8 @@ export interface AgentConfig {
   prefixCaching?: boolean | undefined;
   /** How long SIGTERM waits for in-flight requests before cancelling them. */
   drainTimeoutMs?: number | undefined;
+  /** How long one compile of a client's schema or grammar may run, in ms; node/grammar's default when absent. */
+  grammarTimeoutMs?: number | undefined;
   /** Requests running at once per device (e.g. `CPU=4,NPU=1`) and requests that may wait. */
   concurrency?: Record<string, number> | undefined;
   queueLimit?: number | undefined;
@@ -86,6 +88,8 @@ Options (each also settable by the environment variable shown):
   --concurrency LIST    requests at once per device, e.g. CPU=4,NPU=1     NPU_RELAY_CONCURRENCY (default NPU=1,GPU=1,CPU=4)
   --queue-limit N   requests that may wait for a device                   NPU_RELAY_QUEUE_LIMIT (default 64)
   --drain-timeout TIME  on SIGTERM, how long in-flight requests may finish NPU_RELAY_DRAIN_TIMEOUT (default 30s)
+  --grammar-timeout MS  how long compiling one client schema may take;  NPU_RELAY_GRAMMAR_TIMEOUT_MS (default 3000)
+                    past it the request is a 400
   -h, --help        show this help
 `;
 
@@ -122,6 +126,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
         concurrency: { type: 'string' },
         'queue-limit': { type: 'string' },
         'drain-timeout': { type: 'string' },
+        'grammar-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -155,6 +160,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const openvinoCache = values['openvino-cache'] ?? env.NPU_RELAY_OPENVINO_CACHE_DIR;
   const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
+  const grammarTimeout = values['grammar-timeout'] ?? env.NPU_RELAY_GRAMMAR_TIMEOUT_MS;
   const pool = values.pool ?? env.NPU_RELAY_POOL;
   if (pool !== undefined && !POOL_NAME.test(pool)) throw new ConfigError(`--pool / NPU_RELAY_POOL must be 1–32 letters, digits, '-' or '_', got '${pool}'`);
   return {
@@ -180,6 +186,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     openvinoCacheDir: openvinoCache === undefined ? path.join(dataDir, 'openvino-cache') : openvinoCache.trim().toLowerCase() === 'off' ? false : path.resolve(openvinoCache),
     prefixCaching: prefixCaching === undefined ? true : parseSwitch(prefixCaching, '--prefix-caching / NPU_RELAY_PREFIX_CACHING'),
     drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
+    ...(grammarTimeout !== undefined ? { grammarTimeoutMs: parseCount(grammarTimeout, '--grammar-timeout / NPU_RELAY_GRAMMAR_TIMEOUT_MS') } : {}),
     concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
     ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
     hub: hubOf(env),

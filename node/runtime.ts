@@ -10,6 +10,7 @@ import { deviceFamily } from './engines/devices.ts';
 import type { Engine } from './engines/engine.ts';
 import type { OpenVinoModules } from './engines/openvino.ts';
 import { createEngine } from './engines/select.ts';
+import { setGrammarTimeout } from './grammar/grammar-worker.ts';
 import type { Logger } from './log.ts';
 import { metricsRegistry, recordModelEvent, recordRequest, setQueueDepth } from './metrics.ts';
 import { AliasedEngine, loadAliases } from './models/aliases.ts';
@@ -69,6 +70,7 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     concurrency: scheduler.concurrency[device] ?? scheduler.concurrency[deviceFamily(device)] ?? scheduler.defaultConcurrency,
     queueLimit: scheduler.queueLimit,
   });
+  if (config.grammarTimeoutMs !== undefined) setGrammarTimeout(config.grammarTimeoutMs);
   const chosen = await createEngine({
     modelsDir: config.modelsDir,
     models: catalog.entries,

@@ -57,7 +57,7 @@ const ANTHROPIC_CASES: Array<[string, Record<string, unknown>, string]> = [
   ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'r' }] }, { role: 'user', content: 'y' }] }, 'tool_result in an assistant turn'],
   ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'tool_result', content: 'r' }] }] }, 'a tool_result without tool_use_id'],
   ['/v1/messages', { ...messages, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'image', source: {} }] }] }] }, 'an image inside a tool_result'],
-  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: '{}' }] }, { role: 'user', content: 'y' }] }, 'tool_use input as text'],
+  ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: 5 }] }, { role: 'user', content: 'y' }] }, 'tool_use input as a number (text is taken back: a cut call)'],
   ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_search', input: {} }] }, { role: 'user', content: 'y' }] }, 'a server_tool_use block'],
   ['/v1/messages', { ...messages, messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'prefill' }] }, 'a prefilled assistant turn'],
   ['/v1/messages', { ...messages, tools: [{ description: 'no name', input_schema: { type: 'object' } }] }, 'a tool without a name'],

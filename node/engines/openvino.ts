@@ -35,7 +35,7 @@ import { describedFields } from '../models/metadata.ts';
 import { PLAIN_CHAT_TEMPLATE } from '../models/chat-template.ts';
 import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
-import { compactJson } from '../grammar/compact-json.ts';
+import { checkedCompactConstraint } from '../grammar/constraint-check.ts';
 import { constraintSubject, planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
@@ -44,6 +44,8 @@ import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, t
 import { buildEmbedder, ChatPipeline, type EmbeddingPipeline, type EmbeddingPipelineConstructor, Held, type LLMPipeline, llmProperties, type PipelineSettings, TurnQueue } from './openvino-pipelines.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
 import { type GenAiSpelling, genaiSpellingOf } from './genai-vocabulary.ts';
+import { openVinoSpecials } from './openvino-user-text.ts';
+import { markUserText, WORD_JOINER } from './user-text.ts';
 import { StopSequences } from './stop-sequences.ts';
 
 export interface OpenVinoModules {
@@ -280,9 +282,11 @@ export class OpenVinoEngine implements Engine {
     const loadDurationMs = performance.now() - waitStarted;
     let running: Promise<unknown> = Promise.resolve();
     try {
-      const plan = planOutput(task, entry.traits);
-      // The same compact, strict JSON as on ONNX Runtime, and a schema xgrammar refuses is a 400 before GenAI runs.
-      if (plan.constraint) plan.constraint = await compactJson(plan.constraint, constraintSubject(task));
+      // The client's special-token texts reach GenAI broken by a word joiner: text, never control tokens (user-text.ts).
+      const plan = planOutput(markUserText(task, openVinoSpecials(model.tokenizer), WORD_JOINER), entry.traits);
+      // The same compact, strict JSON as on ONNX Runtime; a schema xgrammar refuses, or cannot compile within the grammar
+      // time limit, is a 400 before GenAI runs (see constraint-check.ts).
+      if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
       for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }
@@ -394,7 +398,7 @@ export class OpenVinoEngine implements Engine {
     let release: (() => void) | undefined;
     try {
       const asChat = countedChat(task);
-      const plan = planOutput(asChat, entry.traits);
+      const plan = planOutput(markUserText(asChat, openVinoSpecials(model.tokenizer), WORD_JOINER), entry.traits);
       // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
       release = await model.turns.acquire(signal);
       signal.throwIfAborted();

@@ -36,7 +36,9 @@ import { Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
 import type { PrefixCache } from './prefix-cache.ts';
 import { GrammarMask, PenaltyProcessor, SeededSampler } from './sampling.ts';
+import { encodeMarked, innerTokenizer, specialTokens } from './special-split.ts';
 import { StopSequences } from './stop-sequences.ts';
+import { MARK, specialTokenPattern } from './user-text.ts';
 
 export interface Embedder {
   extractor: FeatureExtractionPipeline;
@@ -52,6 +54,11 @@ export interface ChatModel {
   chatTemplate: string | undefined;
   /** Compiles this model's output constraints (constrained decoding) and keeps them. */
   grammar: ConstraintCompiler;
+  /**
+   * The tokenizer's special-token texts, to mark in the client's strings (user-text.ts) so that they are tokenized
+   * as text; undefined when the tokenizer is one `special-split.ts` cannot read (then nothing is marked).
+   */
+  specials: RegExp | undefined;
 }
 
 /** Chat models and embedders share one pool, so they share one memory budget. */
@@ -93,7 +100,9 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
   const grammar = new ConstraintCompiler(async () =>
     grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>, logitsWidth, eosIds),
   );
-  return { tokenizer, model, eosIds, chatTemplate: (await findChatTemplate(dir)).template, grammar };
+  const inner = innerTokenizer(tokenizer);
+  const specials = inner ? specialTokenPattern(specialTokens(inner)) : undefined;
+  return { tokenizer, model, eosIds, chatTemplate: (await findChatTemplate(dir)).template, grammar, specials };
 }
 
 /** Loads an embedding model from local files, with its pooling and normalisation. */
@@ -325,22 +334,28 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
  */
 function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
   type Inputs = { input_ids: Tensor; attention_mask: Tensor };
+  if (task.task !== 'chat') return tokenizer(task.prompt) as Inputs;
+  let rendered: string;
   try {
-    return task.task === 'chat'
-      ? (tokenizer.apply_chat_template(plan.messages ?? task.messages, {
-          // The plan's variables first, so none of them can turn off the generation prompt or the token output.
-          ...plan.templateContext,
-          ...(plan.tools ? { tools: plan.tools } : {}),
-          add_generation_prompt: true,
-          return_dict: true,
-          ...(chatTemplate ? { chat_template: chatTemplate } : {}),
-        }) as Inputs)
-      : (tokenizer(task.prompt) as Inputs);
+    rendered = tokenizer.apply_chat_template(plan.messages ?? task.messages, {
+      // The plan's variables first, so none of them can turn off the generation prompt or the text output.
+      ...plan.templateContext,
+      ...(plan.tools ? { tools: plan.tools } : {}),
+      add_generation_prompt: true,
+      tokenize: false,
+      ...(chatTemplate ? { chat_template: chatTemplate } : {}),
+    }) as string;
   } catch (err) {
     // Templates raise on conversations they do not support (roles out of order, a tool turn they cannot place):
     // that is the client's request, not a fault of the engine.
     throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
   }
+  // The client's special-token texts were marked before the template ran (user-text.ts): tokenized as text here.
+  const inner = innerTokenizer(tokenizer);
+  const input = inner
+    ? BigInt64Array.from(encodeMarked(inner, rendered), (id) => BigInt(id))
+    : ((tokenizer(rendered.replaceAll(MARK, ''), { add_special_tokens: false }) as Inputs).input_ids.data as BigInt64Array);
+  return { input_ids: new Tensor('int64', input, [1, input.length]), attention_mask: new Tensor('int64', new BigInt64Array(input.length).fill(1n), [1, input.length]) };
 }
 
 /**

@@ -8,6 +8,7 @@ import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalo
 import { describedFields } from '../models/metadata.ts';
 import { ModelPool, type ModelEvent } from '../models/pool.ts';
 import { planOutput } from '../output/planner.ts';
+import { markUserText } from './user-text.ts';
 import { structured } from '../output/structured.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
 import type { ChatModel, Embedder, KvTensors, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
@@ -176,7 +177,8 @@ export class OrtEngine implements Engine {
     try {
       signal.throwIfAborted();
       const asChat = countedChat(task);
-      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(asChat, this.#entry(task.model, 'chat').traits), chat), device: 'CPU' };
+      // Counted as generate reads it: the client's special-token texts as text (user-text.ts).
+      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(markUserText(asChat, chat.specials), this.#entry(task.model, 'chat').traits), chat), device: 'CPU' };
     } finally {
       this.#pool.release(task.model);
     }
@@ -194,7 +196,8 @@ export class OrtEngine implements Engine {
     try {
       const { generate } = await ortRuntime();
       const entry = this.#entries.get(task.model)!;
-      const plan = planOutput(task, entry.traits);
+      // The template gets the client's strings with their special-token texts marked, to be tokenized as text.
+      const plan = planOutput(markUserText(task, chat.specials), entry.traits);
       for await (const event of structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes))) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }

@@ -6,7 +6,6 @@
  */
 import { createHash } from 'node:crypto';
 import type { ChatMessage, ToolDef } from '../../shared/protocol/frames.ts';
-import { AgentError } from '../errors.ts';
 import type { TemplateMessage } from './plan.ts';
 import { describeHermesTools, renderHermesCall, renderHermesResult } from './tool-formats/hermes.ts';
 import { renderPhi4Calls } from './tool-formats/phi4.ts';
@@ -24,23 +23,30 @@ export function toolLayout(traits: OutputTraits): ToolLayout {
 interface ParsedCall {
   id: string;
   name: string;
-  args: Record<string, unknown>;
+  /** The arguments object; or, for arguments that are not a JSON object, their text as the client sent it. */
+  args: Record<string, unknown> | string;
 }
 
-function parseCalls(message: ChatMessage, at: number): ParsedCall[] {
-  return (message.toolCalls ?? []).map((call, j) => {
+/**
+ * The calls of an assistant turn. A call's arguments that are not a JSON object are passed on as their text: that
+ * is what a call cut by the token limit looks like when a client sends it back (the relay emitted it, so it takes it
+ * back), and the model then reads what it wrote.
+ */
+function parseCalls(message: ChatMessage): ParsedCall[] {
+  return (message.toolCalls ?? []).map((call) => {
     let args: unknown;
     try {
       args = JSON.parse(call.arguments);
-    } catch (err) {
-      throw new AgentError('invalid_request', `messages[${at}].tool_calls[${j}] (${call.name}): arguments are not valid JSON (${(err as Error).message}); send the JSON text of an object`);
+    } catch {
+      args = undefined;
     }
-    if (typeof args !== 'object' || args === null || Array.isArray(args)) {
-      throw new AgentError('invalid_request', `messages[${at}].tool_calls[${j}] (${call.name}): arguments must be a JSON object, got ${JSON.stringify(args)}`);
-    }
-    return { id: call.id, name: call.name, args: args as Record<string, unknown> };
+    const isObject = typeof args === 'object' && args !== null && !Array.isArray(args);
+    return { id: call.id, name: call.name, args: isObject ? (args as Record<string, unknown>) : call.arguments };
   });
 }
+
+/** A call's arguments as JSON text: the object written compactly, or the text that was not one, as it came. */
+const argumentsText = (c: ParsedCall) => (typeof c.args === 'string' ? c.args : JSON.stringify(c.args));
 
 /**
  * Mistral's templates refuse any call id that is not 9 letters or digits; clients send back whatever ids they were
@@ -54,16 +60,15 @@ function mistralId(id: string): string {
 
 /**
  * The template messages for `messages`; `describe` are the tools to describe in the system message (generic layout)
- * or hand to it (`system-message` layout), if any. Throws `invalid_request` for a call whose arguments are not a JSON
- * object.
+ * or hand to it (`system-message` layout), if any. A call whose arguments are not a JSON object goes on as its text.
  */
 export function templateMessages(messages: readonly ChatMessage[], traits: OutputTraits, describe: readonly ToolDef[] | undefined): TemplateMessage[] {
   const layout = toolLayout(traits);
   const idOf = traits.toolFormat === 'mistral' ? mistralId : (id: string) => id;
   const namesById = new Map<string, string>();
   const out: TemplateMessage[] = [];
-  messages.forEach((m, at) => {
-    const calls = parseCalls(m, at);
+  messages.forEach((m) => {
+    const calls = parseCalls(m);
     for (const c of calls) namesById.set(c.id, c.name);
     const base: TemplateMessage = { role: m.role, content: m.content };
     if (m.role === 'assistant' && m.reasoning) base.reasoning_content = m.reasoning;
@@ -88,8 +93,8 @@ export function templateMessages(messages: readonly ChatMessage[], traits: Outpu
       } else {
         const written =
           layout === 'generic'
-            ? calls.map((c) => renderHermesCall(c.name, JSON.stringify(c.args))).join('\n')
-            : renderPhi4Calls(calls.map((c) => ({ name: c.name, arguments: JSON.stringify(c.args) })));
+            ? calls.map((c) => renderHermesCall(c.name, argumentsText(c))).join('\n')
+            : renderPhi4Calls(calls.map((c) => ({ name: c.name, arguments: argumentsText(c) })));
         base.content = base.content ? `${base.content}\n${written}` : written;
       }
     }

@@ -39,7 +39,8 @@ export interface TagFormat {
 export interface TemplateMessage {
   role: string;
   content: string;
-  tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: Record<string, unknown> } }>;
+  /** A call's arguments: the object, or the text of arguments that are not one (a call cut by the token limit). */
+  tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: Record<string, unknown> | string } }>;
   tool_call_id?: string;
   name?: string;
   reasoning_content?: string;

@@ -58,7 +58,8 @@ const ToolUseBlock = z.object({
   type: z.literal('tool_use'),
   id: z.string().min(1).max(128),
   name: ToolName,
-  input: z.record(z.string(), z.unknown()),
+  /** An object; or text, as this server returns the input of a call cut by the token limit (it takes it back). */
+  input: z.union([z.record(z.string(), z.unknown()), z.string()]),
 });
 
 /** An earlier turn's reasoning, as this server (or Anthropic) returned it; the signature is not checked. */
@@ -222,7 +223,7 @@ function toChatMessages(m: z.infer<typeof Message>): ChatMessage[] {
   if (m.role === 'assistant') {
     const text = joinText(blocks.filter((b) => b.type === 'text'));
     const reasoning = blocks.flatMap((b) => (b.type === 'thinking' ? [b.thinking] : [])).join('\n\n');
-    const calls: ToolCall[] = blocks.flatMap((b) => (b.type === 'tool_use' ? [{ id: b.id, name: b.name, arguments: JSON.stringify(b.input) }] : []));
+    const calls: ToolCall[] = blocks.flatMap((b) => (b.type === 'tool_use' ? [{ id: b.id, name: b.name, arguments: typeof b.input === 'string' ? b.input : JSON.stringify(b.input) }] : []));
     return [{ role: 'assistant', content: text, ...(calls.length ? { toolCalls: calls } : {}), ...(reasoning ? { reasoning } : {}) }];
   }
   const out: ChatMessage[] = [];

@@ -16,6 +16,14 @@ export const KeepAlive = z.union([z.number(), z.string().regex(/^-?(\d+(\.\d+)?(
 
 const unsupported = (why: string) => z.unknown().optional().refine((v) => v === undefined || v === null || v === false || (Array.isArray(v) && v.length === 0), { message: why });
 
+/** A sampling option the engines cannot honour: accepted only at `off`, its neutral value. */
+const notSampledHere = (name: string, off: number, what: string) =>
+  z
+    .number()
+    .optional()
+    .nullable()
+    .refine((v) => v === undefined || v === null || v === off, { message: `${name}: ${what} is not supported by this server's engines; leave ${name} out (or ${off})` });
+
 export const Options = z
   .object({
     num_predict: z.number().int().min(-2).max(UNLIMITED_TOKENS).optional(),
@@ -28,14 +36,22 @@ export const Options = z
     repeat_penalty: z.number().gt(0).max(10).optional(),
     presence_penalty: z.number().min(-2).max(2).optional(),
     frequency_penalty: z.number().min(-2).max(2).optional(),
+    // Sampling methods neither engine has: refused by name rather than silently sampled otherwise. Their neutral
+    // values (off), which some clients send as defaults, are accepted.
+    mirostat: notSampledHere('mirostat', 0, 'Mirostat sampling'),
+    tfs_z: notSampledHere('tfs_z', 1, 'tail-free sampling'),
+    typical_p: notSampledHere('typical_p', 1, 'locally typical sampling'),
+    min_p: notSampledHere('min_p', 0, 'min-p sampling'),
   })
-  // Ollama has many more runner options (num_thread, mirostat, …); they tune its own runtime and are ignored here.
+  // Ollama has more runner options (num_thread, num_gpu, mirostat_tau, …); they tune its own runtime, or only
+  // matter with a sampler refused above, and are ignored here.
   .loose();
 
 /** A call in an assistant turn of the history: Ollama carries the arguments as an object, and usually no id. */
 const ToolCallIn = z.object({
   id: z.string().min(1).max(128).optional(),
-  function: z.object({ name: ToolName, arguments: z.record(z.string(), z.unknown()), index: z.number().int().optional() }),
+  // Text as well: the arguments of a call cut by the token limit, as this server returns them (it takes them back).
+  function: z.object({ name: ToolName, arguments: z.union([z.record(z.string(), z.unknown()), z.string()]), index: z.number().int().optional() }),
 });
 
 const Message = z
@@ -219,7 +235,7 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
     role: m.role,
     content: m.content ?? '',
     ...(m.role === 'assistant' && m.tool_calls?.length
-      ? { toolCalls: m.tool_calls.map((c, j) => ({ id: c.id ?? toolCallId(i, j), name: c.function.name, arguments: JSON.stringify(c.function.arguments) })) }
+      ? { toolCalls: m.tool_calls.map((c, j) => ({ id: c.id ?? toolCallId(i, j), name: c.function.name, arguments: typeof c.function.arguments === 'string' ? c.function.arguments : JSON.stringify(c.function.arguments) })) }
       : {}),
     ...(m.role === 'tool' && m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {}),
     ...(m.role === 'tool' && m.tool_name !== undefined ? { toolName: m.tool_name } : {}),

@@ -3,6 +3,7 @@
  * and a tool choice are checked, and how tool calls in a conversation are linked to the results that answer them.
  */
 import * as z from 'zod';
+import { checkSchemaLimits } from '../protocol/schema-limits.ts';
 import type { ChatMessage, ChatTask, ToolCall, ToolChoice, ToolDef } from '../protocol/frames.ts';
 
 /**
@@ -22,7 +23,8 @@ export const ToolName = z
  */
 export const JsonObjectSchema = z
   .record(z.string(), z.unknown())
-  .refine((s) => s.type === undefined || s.type === 'object', { message: 'must be a JSON Schema of an object ({"type":"object",…}): tool arguments are a JSON object' });
+  .refine((s) => s.type === undefined || s.type === 'object', { message: 'must be a JSON Schema of an object ({"type":"object",…}): tool arguments are a JSON object' })
+  .superRefine(checkSchemaLimits);
 
 /** OpenAI's default for a function declared without `parameters`: a call with no arguments. */
 export const DEFAULT_PARAMETERS = { type: 'object', properties: {} } as const;

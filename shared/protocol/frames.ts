@@ -8,6 +8,7 @@
  */
 import * as z from 'zod';
 import { ERROR_CODES } from './codes.ts';
+import { checkSchemaLimits } from './schema-limits.ts';
 
 const Id = z.string().min(1).max(128);
 const Count = z.number().int().nonnegative();
@@ -73,8 +74,11 @@ export const DeviceInfo = z.object({
 });
 export type DeviceInfo = z.infer<typeof DeviceInfo>;
 
-/** A JSON Schema, as clients send it (an object; its validity is the grammar compiler's to judge). */
-export const JsonSchema = z.record(z.string(), z.unknown());
+/**
+ * A JSON Schema, as clients send it (an object; its validity is the grammar compiler's to judge), within the limits
+ * that keep its compile bounded (schema-limits.ts).
+ */
+export const JsonSchema = z.record(z.string(), z.unknown()).superRefine(checkSchemaLimits);
 export type JsonSchema = z.infer<typeof JsonSchema>;
 
 /** A function the model may call: OpenAI `tools[].function`, Ollama `tools[].function`, Anthropic `tools[]`. */

@@ -85,10 +85,17 @@ export class FakeVocabulary {
     return id;
   }
 
-  /** Token ids of `text`; GenAI's default adds the special tokens (here: the BOS, when the tokenizer has one). */
+  /** The EOS token's text. */
+  static readonly EOS = '</s>';
+
+  /**
+   * Token ids of `text`; GenAI's default adds the special tokens (here: the BOS, when the tokenizer has one). The
+   * special tokens (BOS, EOS) are read as themselves wherever they stand, as GenAI's tokenizer reads them.
+   */
   ids(text: string, addSpecialTokens = true): number[] {
-    const parts = this.bos ? text.split(this.bos).flatMap((p, i) => (i ? [this.bos, p] : [p])) : [text];
-    const words = parts.flatMap((p) => (p === this.bos && this.bos ? [p] : p.split(/\s+/).filter(Boolean)));
+    const specials = [this.bos, FakeVocabulary.EOS].filter(Boolean);
+    const pattern = new RegExp(`(${specials.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`);
+    const words = text.split(pattern).flatMap((p) => (specials.includes(p) ? [p] : p.split(/\s+/).filter(Boolean)));
     return [...(addSpecialTokens && this.bos ? [this.bos] : []), ...words].map((w) => this.idOf(w));
   }
 
@@ -126,6 +133,9 @@ export class FakeVocabulary {
           .join(' ');
       },
       getBosToken: () => vocab.bos,
+      getEosToken: () => FakeVocabulary.EOS,
+      getPadToken: () => '',
+      getEosTokenId: () => BigInt(vocab.idOf(FakeVocabulary.EOS)),
       getChatTemplate: () => state.chatTemplate,
       setChatTemplate: (template: string) => {
         state.chatTemplate = template;

@@ -151,6 +151,20 @@ export class FakeOpenVinoRuntime {
     return this.#vocab.decodeCalls;
   }
 
+  /** The id of the special token `</s>` (EOS). */
+  get eosTokenId(): bigint {
+    return BigInt(this.#vocab.idOf(FakeVocabulary.EOS));
+  }
+
+  /**
+   * The ids a generate input is read as: a string as GenAI encodes it (special tokens added), a ChatHistory rendered
+   * by the template first and encoded without adding them (the template writes its own), as GenAI does.
+   */
+  promptIds(input: string | GenAI.ChatHistory): number[] {
+    if (typeof input === 'string') return this.#vocab.ids(input, true);
+    return this.#vocab.ids(this.#vocab.render(this.#vocab.load(), input, true), false);
+  }
+
   /** Pipelines whose native memory is still held: built, and their wrapper not yet collected. */
   get live(): number {
     return this.#live;

@@ -42,6 +42,8 @@ export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean 
     !hasLimits(key) &&
     !d.noCache &&
     d.conversation === undefined &&
+    // The hub checks a requested vector size against the model's before its cache is read.
+    d.dimensions === undefined &&
     (residencyChange(d.keepAliveMs) === undefined || key.manageModels === true) &&
     (key.models === null || key.models.includes(d.task.model)) &&
     isDeterministic(d.task)

@@ -117,6 +117,10 @@ export class RequestFlow {
     // The stored conversation comes first: the reservation below covers all the model will read, history included.
     let continued: Continued | undefined;
     ({ dispatch, continued } = await this.#withConversation(dispatch, key));
+    // A vector size the model cannot give is refused before the cache is read: a cached answer must not make a
+    // request good that the model would refuse (`dimensions: 32` of a 64-dimension model).
+    const known = dispatch.dimensions !== undefined ? d.registry.modelInfo(dispatch.task.model) : undefined;
+    if (known) checkFits(dispatch, known);
 
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).

@@ -34,6 +34,15 @@ export const messageId = (requestId: string) => `msg_${requestId.replace(/-/g, '
 
 const event = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 
+/**
+ * A tool call's id as Anthropic writes them (`toolu_…`): the agent's ids are OpenAI-shaped (`call_` and hex), and
+ * clients and SDKs that check the shape of what they send back expect Anthropic's. The same call always gets the same
+ * id, streamed or not, and one already in Anthropic's shape is kept.
+ */
+export function toolUseId(id: string): string {
+  return id.startsWith('toolu_') ? id : `toolu_${id.replace(/^call_/, '')}`;
+}
+
 type Open = { kind: 'thinking' } | { kind: 'text' } | { kind: 'tool_use'; call: number };
 
 class MessageStreamWriter implements StreamWriter {
@@ -77,7 +86,7 @@ class MessageStreamWriter implements StreamWriter {
     if (part.text) out += this.#enter({ kind: 'text' }, { type: 'text', text: '' }) + this.#delta({ type: 'text_delta', text: part.text });
     for (const d of part.toolCalls ?? []) {
       // A call's first piece names it; an id the agent left out is made from the index, as assemble() makes it.
-      out += this.#enter({ kind: 'tool_use', call: d.index }, { type: 'tool_use', id: d.id ?? `call_${d.index}`, name: d.name ?? '', input: {} });
+      out += this.#enter({ kind: 'tool_use', call: d.index }, { type: 'tool_use', id: toolUseId(d.id ?? `call_${d.index}`), name: d.name ?? '', input: {} });
       if (d.arguments) out += this.#delta({ type: 'input_json_delta', partial_json: d.arguments });
     }
     return out;
@@ -100,7 +109,7 @@ function content(answer: Answer) {
   return [
     ...(answer.reasoning ? [{ type: 'thinking', thinking: answer.reasoning, signature: '' }] : []),
     ...(answer.text ? [{ type: 'text', text: answer.text }] : []),
-    ...answer.toolCalls.map((c) => ({ type: 'tool_use', id: c.id, name: c.name, input: argumentsObject(c.arguments) })),
+    ...answer.toolCalls.map((c) => ({ type: 'tool_use', id: toolUseId(c.id), name: c.name, input: argumentsObject(c.arguments) })),
   ];
 }
 
