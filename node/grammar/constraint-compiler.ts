@@ -5,7 +5,7 @@
 import type { CompiledGrammar, GrammarCompiler, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import type { Constraint } from '../output/plan.ts';
 import { canonicalJson } from './canonical-json.ts';
-import { compactJson, openAnyObject } from './compact-json.ts';
+import { compactJson, schemaGrammar } from './compact-json.ts';
 import { compiling } from './xgrammar-errors.ts';
 import { ConstraintMatcher } from './constraint-matcher.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
@@ -71,9 +71,9 @@ export class ConstraintCompiler {
   async #compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
     const { compiler } = await this.#setup();
     if (constraint.type === 'json_schema') {
-      // A whole answer in JSON, compiled directly: compact, strict (see compact-json.ts).
-      const schema = JSON.stringify(openAnyObject(constraint.json_schema));
-      return compiling(what, () => compiler.compileJSONSchema(schema, false, -1, undefined, true));
+      // A whole answer in JSON: the schema's compact, strict grammar, as inside a structural tag (see compact-json.ts).
+      const ebnf = await schemaGrammar(constraint.json_schema, what);
+      return compiling(what, () => compiler.compileGrammar(ebnf));
     }
     const format = (await compactJson(constraint, what)) as StructuralTagFormat;
     return compiling(what, () => compiler.compileStructuralTag({ type: 'structural_tag', format }));
