@@ -8,6 +8,7 @@ import { canonicalJson } from './canonical-json.ts';
 import { compactJson, schemaGrammar } from './compact-json.ts';
 import { compiling } from './xgrammar-errors.ts';
 import { ConstraintMatcher } from './constraint-matcher.ts';
+import { Utf8Guard } from './utf8-guard.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
 import { loadXGrammar, type XGrammar } from './xgrammar.ts';
 
@@ -16,7 +17,7 @@ const CACHE_ENTRIES = 64;
 
 export class ConstraintCompiler {
   readonly #vocabulary: () => GrammarVocabulary | Promise<GrammarVocabulary>;
-  #ready: Promise<{ xgrammar: XGrammar; info: TokenizerInfo; compiler: GrammarCompiler }> | undefined;
+  #ready: Promise<{ xgrammar: XGrammar; info: TokenizerInfo; compiler: GrammarCompiler; utf8: Utf8Guard }> | undefined;
   readonly #cache = new Map<string, Promise<CompiledGrammar>>();
 
   /**
@@ -34,7 +35,7 @@ export class ConstraintCompiler {
       const info = await xgrammar.TokenizerInfo.createTokenizerInfo(tokens, vocabType, prependSpace, vocabSize, stopTokenIds);
       // xgrammar's own cache is unbounded; this class bounds what it keeps instead.
       const compiler = await xgrammar.GrammarCompiler.createGrammarCompiler(info, false);
-      return { xgrammar, info, compiler };
+      return { xgrammar, info, compiler, utf8: new Utf8Guard(tokens) };
     })());
   }
 
@@ -82,8 +83,8 @@ export class ConstraintCompiler {
   /** A matcher that follows one generation through `constraint`. */
   async matcher(constraint: Constraint, what: string): Promise<ConstraintMatcher> {
     const compiled = await this.compile(constraint, what);
-    const { xgrammar, info } = await this.#setup();
-    return ConstraintMatcher.create(xgrammar, compiled, info.getVocabSize());
+    const { xgrammar, info, utf8 } = await this.#setup();
+    return ConstraintMatcher.create(xgrammar, compiled, info.getVocabSize(), utf8.follow());
   }
 
   /** Frees the compiled grammars and the compiler. */

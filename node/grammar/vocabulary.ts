@@ -140,7 +140,7 @@ const BYTE_TO_UNICODE: string[] = (() => {
   }
   return table;
 })();
-const UNICODE_TO_BYTE = new Map(BYTE_TO_UNICODE.map((ch, b) => [ch, b]));
+export const UNICODE_TO_BYTE = new Map(BYTE_TO_UNICODE.map((ch, b) => [ch, b]));
 
 /** `bytes` in byte-level form, one character a byte, as xgrammar's `byte_level` vocabulary type reads it. */
 export function byteLevelString(bytes: Uint8Array): string {
