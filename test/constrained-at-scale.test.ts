@@ -39,7 +39,7 @@ const WEATHER = {
 };
 const TIME = { type: 'object', properties: { zone: { type: 'string', maxLength: 8 }, exact: { type: 'boolean' } }, required: ['zone', 'exact'], additionalProperties: false };
 const ANY_OBJECT = { type: 'object' };
-const SCHEMAS: Record<string, object> = { get_weather: WEATHER, get_time: TIME };
+const SCHEMAS: Record<string, Record<string, unknown>> = { get_weather: WEATHER, get_time: TIME };
 
 const ask = 'What is the weather in Paris? Answer in JSON.';
 const openaiTools = Object.entries(SCHEMAS).map(([name, parameters]) => ({ type: 'function' as const, function: { name, description: `${name} tool`, parameters } }));

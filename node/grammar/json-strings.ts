@@ -154,7 +154,7 @@ function classOf(ranges: ReadonlyArray<readonly [number, number]>): string | und
 }
 
 /** JSON's short escapes, by the character they stand for. */
-const SHORT: Record<number, string> = { 0x22: '"', 0x5c: '\\', 0x08: 'b', 0x0c: 'f', 0x0a: 'n', 0x0d: 'r', 0x09: 't' };
+const SHORT = new Map<number, string>([[0x22, '"'], [0x5c, '\\'], [0x08, 'b'], [0x0c, 'f'], [0x0a, 'n'], [0x0d, 'r'], [0x09, 't']]);
 
 /**
  * `cls` as a JSON string holds it: the characters it may hold raw, and the others (controls, `"`, `\`) escaped, so
@@ -173,9 +173,9 @@ function narrowed(cls: string): string {
   const controls = escaped.filter((cp) => cp < 0x20);
   const alternatives = rawClass ? [rawClass] : [];
   // Each as an EBNF literal of the JSON text: a backslash, then the escape's letter (or `u` and four hex digits).
-  const literal = (escape: string) => `"\\\\${escape}"`;
+  const literal = (rest: string) => `"\\\\${rest}"`;
   for (const cp of escaped) {
-    const short = SHORT[cp];
+    const short = SHORT.get(cp);
     if (short && (cp >= 0x20 || controls.length < 32)) alternatives.push(literal(short === '"' ? '\\"' : short === '\\' ? '\\\\' : short));
   }
   if (controls.length === 32) alternatives.push(`${literal('')} [bfnrt]`, `${literal('u00')} [01] [0-9A-Fa-f]`);
