@@ -11,6 +11,7 @@ import { AutoTokenizer, env } from '@huggingface/transformers';
 import { canonicalJson } from '../node/grammar/canonical-json.ts';
 import { ConstraintCompiler } from '../node/grammar/constraint-compiler.ts';
 import { applyTokenBitmask } from '../node/grammar/token-bitmask.ts';
+import { DECODE_OPTIONS } from '../node/engines/detokenizer.ts';
 import { grammarVocabulary, vocabTypeOf } from '../node/grammar/vocabulary.ts';
 import { AgentError } from '../node/errors.ts';
 import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
@@ -21,19 +22,24 @@ env.allowRemoteModels = false;
 env.localModelPath = `${MODELS_DIR}/`;
 const tokenizer = await AutoTokenizer.from_pretrained(CHAT_MODEL, { local_files_only: true });
 const vocab = tokenizer.get_vocab() as unknown as Map<string, number>;
-const vocabulary = grammarVocabulary(vocab, tokenizerJson, config.vocab_size, [config.eos_token_id]);
+const vocabulary = grammarVocabulary(vocab, tokenizerJson, config.vocab_size, [config.eos_token_id], (ids) => tokenizer.decode(ids, DECODE_OPTIONS));
 
 const SCHEMA = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'] };
 const jsonSchema = (json_schema: Record<string, unknown>) => ({ type: 'json_schema' as const, json_schema });
 
 describe('grammar vocabulary', () => {
-  test('a SentencePiece vocabulary with byte fallback (Llama-2) is byte_fallback with a prepended space', () => {
-    assert.equal(vocabulary.vocabType, 'byte_fallback');
-    assert.equal(vocabulary.prependSpace, true);
+  test('a SentencePiece vocabulary with byte fallback (Llama-2) reads as byte_fallback with a prepended space', () => {
+    assert.deepEqual(vocabTypeOf(tokenizerJson), { vocabType: 'byte_fallback', prependSpace: true });
+  });
+
+  test('xgrammar gets each token as the bytes the detokenizer emits for it, in byte-level form', () => {
+    assert.equal(vocabulary.vocabType, 'byte_level');
+    assert.equal(vocabulary.prependSpace, false);
     assert.equal(vocabulary.vocabSize, 32_000);
     assert.deepEqual(vocabulary.stopTokenIds, [2]);
-    assert.equal(vocabulary.tokens[13], '<0x0A>', 'byte tokens keep their stored form');
-    assert.ok(vocabulary.tokens.includes('▁the'), 'word-initial tokens keep their ▁');
+    assert.equal(vocabulary.tokens[13], 'Ċ', 'the byte token <0x0A> is the byte 0x0A');
+    assert.equal(vocabulary.tokens[vocab.get('▁the')!], 'Ġthe', '▁ is a space');
+    assert.deepEqual([0, 1, 2].map((id) => vocabulary.tokens[id]), ['', '', ''], 'special tokens emit nothing');
   });
 
   test('a byte-level BPE vocabulary (GPT-2, Qwen) is byte_level', () => {
@@ -42,9 +48,8 @@ describe('grammar vocabulary', () => {
   });
 
   test('padded logits: ids past the tokenizer are empty tokens, the size is the logits width', () => {
-    const v = grammarVocabulary(new Map([['a', 0], ['b', 1]]), { model: { type: 'WordLevel' } }, 4, [1n]);
-    assert.deepEqual(v.tokens, ['a', 'b', '', '']);
-    assert.equal(v.vocabType, 'raw');
+    const v = grammarVocabulary(new Map([['a', 0], ['b', 1]]), { model: { type: 'WordLevel' } }, 4, [1n], (ids) => ids.map((id) => ['a', ''][id] ?? '').join(''));
+    assert.deepEqual(v.tokens, ['a', '', '', '']);
     assert.deepEqual(v.stopTokenIds, [1]);
   });
 });
@@ -75,8 +80,8 @@ describe('constraint compiler', () => {
       const id = (token: string) => vocab.get(token)!;
       await matcher.prepare();
       assert.equal(matcher.accept(id('▁hello')), false, 'free text is refused');
-      // `{"ok": true, "n": 7}` as a model would write it (the tokenizer's own encoding starts with `▁{`).
-      const tokens = ['{"', 'ok', '":', '▁true', ',', '▁"', 'n', '":', '▁', '7', '}'].map(id);
+      // `{"ok":true,"n":7}` (compact: no spaces, compact-json.ts) in the tokenizer's pieces.
+      const tokens = ['{"', 'ok', '":', 'true', ',', '"', 'n', '":', '7', '}'].map(id);
       for (const [i, token] of tokens.entries()) {
         if (i > 0) await matcher.prepare();
         const logits = new Float32Array(matcher.vocabSize);
@@ -150,7 +155,8 @@ describe('constraint compiler', () => {
       await compiler.compile({ json_schema: reordered.json_schema, type: 'json_schema' }, 'tool parameter schema');
       const cachedMs = performance.now() - t;
       console.log(`grammar compile (32k vocabulary): cold ${coldMs.toFixed(1)} ms, cached ${cachedMs.toFixed(3)} ms`);
-      assert.ok(cachedMs < 1, `cached compile ${cachedMs} ms`);
+      // A ratio measured side by side: absolute times drift with the machine's load, a compile does not hide in it.
+      assert.ok(cachedMs < coldMs / 10, `cached compile ${cachedMs.toFixed(3)} ms against ${coldMs.toFixed(1)} ms cold`);
     } finally {
       await compiler.dispose();
     }

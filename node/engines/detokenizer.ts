@@ -5,6 +5,14 @@
  */
 export type Decode = (ids: readonly bigint[]) => string;
 
+/**
+ * How the detokenizer decodes (transformers.js `decode` options), and so how the grammar's vocabulary is read
+ * (node/grammar/vocabulary.ts): special tokens emit nothing, and the text is the tokens' own, with no
+ * `clean_up_tokenization_spaces` (Llama 3's tokenizer sets it: it deletes the space before `.`, `,`, `'s` and the
+ * like, which would change a string the grammar has already measured and matched).
+ */
+export const DECODE_OPTIONS = { skip_special_tokens: true, clean_up_tokenization_spaces: false } as const;
+
 export class Detokenizer {
   readonly #decode: Decode;
   readonly #ids: bigint[] = [];

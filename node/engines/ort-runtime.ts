@@ -32,7 +32,7 @@ import { findChatTemplate } from '../models/chat-template.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { constraintSubject } from '../output/planner.ts';
 import { Channel } from './channel.ts';
-import { Detokenizer } from './detokenizer.ts';
+import { DECODE_OPTIONS, Detokenizer } from './detokenizer.ts';
 import type { EmbeddingResult, GenerationEvent } from './engine.ts';
 import type { PrefixCache } from './prefix-cache.ts';
 import { GrammarMask, PenaltyProcessor, SeededSampler } from './sampling.ts';
@@ -94,11 +94,17 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
   const model = await AutoModelForCausalLM.from_pretrained(id, { local_files_only: true, dtype, device: 'cpu' });
   const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
   const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
-  // The grammar masks the logits, so its vocabulary is as wide as they are; the tokenizer's type of vocabulary (how
-  // token strings map to bytes) is in tokenizer.json, which transformers.js has read but does not expose.
+  // The grammar masks the logits, so its vocabulary is as wide as they are; each token is read as the detokenizer
+  // decodes it, and tokenizer.json (which transformers.js has read but does not expose) says which tokens name bytes.
   const logitsWidth = (model.config as { vocab_size?: number }).vocab_size ?? 0;
   const grammar = new ConstraintCompiler(async () =>
-    grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>, logitsWidth, eosIds),
+    grammarVocabulary(
+      tokenizer.get_vocab() as unknown as Map<string, number>,
+      JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>,
+      logitsWidth,
+      eosIds,
+      (ids) => tokenizer.decode(ids, DECODE_OPTIONS),
+    ),
   );
   const inner = innerTokenizer(tokenizer);
   const specials = inner ? specialTokenPattern(specialTokens(inner)) : undefined;
@@ -429,7 +435,7 @@ export async function* generate(
   const events = new Channel<GenerationEvent>();
   events.push({ type: 'prompt', promptTokens });
   const stops = new StopSequences(task.sampling.stop);
-  const detok = new Detokenizer((ids) => tokenizer.decode(ids as bigint[], { skip_special_tokens: true }));
+  const detok = new Detokenizer((ids) => tokenizer.decode(ids as bigint[], DECODE_OPTIONS));
   let completionTokens = 0;
   let pendingTokens = 0;
   let lastToken: bigint | undefined;

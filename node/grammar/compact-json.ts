@@ -11,6 +11,7 @@
  * before either runs anything.
  */
 import type { Constraint, StructuralTagFormat, TagFormat } from '../output/plan.ts';
+import { jsonSafeStrings } from './json-strings.ts';
 import { compiling } from './xgrammar-errors.ts';
 import { loadXGrammar } from './xgrammar.ts';
 
@@ -25,16 +26,16 @@ export function openAnyObject(schema: Record<string, unknown> | boolean): Record
 }
 
 
-/** Schema text to compact EBNF, once per distinct schema: tool schemas repeat on every request of a client. */
+/** Schema text to compact EBNF with JSON-safe strings (json-strings.ts), once per distinct schema: tool schemas repeat on every request of a client. */
 const ebnfOf = new Map<string, Promise<string>>();
 const EBNF_CACHE = 256;
 
-async function schemaGrammar(schema: Record<string, unknown> | boolean, what: string): Promise<string> {
+export async function schemaGrammar(schema: Record<string, unknown> | boolean, what: string): Promise<string> {
   const text = JSON.stringify(openAnyObject(schema));
   let ebnf = ebnfOf.get(text);
   if (!ebnf) {
     const xgrammar = await loadXGrammar();
-    ebnf = compiling(what, () => xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, [",", ":"], true));
+    ebnf = compiling(what, async () => jsonSafeStrings(await xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, [',', ':'], true)));
     ebnf.catch(() => ebnfOf.delete(text));
     if (ebnfOf.size >= EBNF_CACHE) ebnfOf.delete(ebnfOf.keys().next().value!);
     ebnfOf.set(text, ebnf);

@@ -13,6 +13,7 @@ import type { Constraint } from '../output/plan.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { ConstraintMatcher } from './constraint-matcher.ts';
 import { grammarTimeoutMs, GrammarWorker } from './grammar-worker.ts';
+import { Utf8Guard } from './utf8-guard.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
 
 /** Compiled grammars kept per model; the least recently used one goes first. */
@@ -22,6 +23,8 @@ export class ConstraintCompiler {
   readonly #vocabulary: () => GrammarVocabulary | Promise<GrammarVocabulary>;
   readonly #timeoutMs: number | undefined;
   #vocab: Promise<GrammarVocabulary> | undefined;
+  /** Keeps constrained output valid UTF-8 on top of xgrammar's mask (utf8-guard.ts); built with the first matcher. */
+  #utf8: Utf8Guard | undefined;
   #checker: GrammarWorker | undefined;
   /** Checks run one at a time, so each one's time limit measures its own compile. */
   #checks: Promise<unknown> = Promise.resolve();
@@ -115,8 +118,9 @@ export class ConstraintCompiler {
     const thread = await this.#matchingThread();
     const id = this.#nextMatcher++;
     await thread.call({ op: 'matcher', key, matcher: id });
-    const { vocabSize, stopTokenIds } = await this.#vocabularyOnce();
-    return new ConstraintMatcher(thread, id, vocabSize, stopTokenIds);
+    const vocabulary = await this.#vocabularyOnce();
+    this.#utf8 ??= new Utf8Guard(vocabulary.tokens);
+    return new ConstraintMatcher(thread, id, vocabulary.vocabSize, vocabulary.stopTokenIds, this.#utf8.follow());
   }
 
   /** Ends the grammar threads, with the compiled grammars and any matcher still open. */

@@ -5,18 +5,22 @@
  */
 import { applyTokenBitmask } from './token-bitmask.ts';
 import type { GrammarWorker } from './grammar-worker.ts';
+import type { Utf8Follower } from './utf8-guard.ts';
 
 export class ConstraintMatcher {
   readonly #thread: GrammarWorker;
   readonly #id: number;
   readonly #stopTokenIds: ReadonlySet<number>;
+  /** Refuses what the grammar lets through that is not UTF-8 (utf8-guard.ts). */
+  readonly #utf8: Utf8Follower | undefined;
   /** The bitmask for the next token, computed by `prepare()` for the current state; undefined once it is used up. */
   #bitmask: Int32Array | undefined;
   #terminated = false;
   readonly vocabSize: number;
 
-  constructor(thread: GrammarWorker, id: number, vocabSize: number, stopTokenIds: readonly number[]) {
+  constructor(thread: GrammarWorker, id: number, vocabSize: number, stopTokenIds: readonly number[], utf8?: Utf8Follower) {
     this.#thread = thread;
+    this.#utf8 = utf8;
     this.#id = id;
     this.vocabSize = vocabSize;
     this.#stopTokenIds = new Set(stopTokenIds);
@@ -34,6 +38,7 @@ export class ConstraintMatcher {
   mask(logits: Float32Array): void {
     if (!this.#bitmask) throw new Error('the grammar mask for this step was not prepared');
     applyTokenBitmask(logits, this.#bitmask);
+    this.#utf8?.mask(logits);
   }
 
   /**
@@ -46,6 +51,7 @@ export class ConstraintMatcher {
     if (token < 0 || token >= bitmask.length * 32 || ((bitmask[token >> 5]! >>> (token & 31)) & 1) === 0) return false;
     this.#bitmask = undefined;
     this.#thread.post({ op: 'accept', matcher: this.#id, token });
+    this.#utf8?.accept(token);
     // A finished grammar allows only the stop tokens, so accepting one is where it terminates.
     if (this.#stopTokenIds.has(token)) this.#terminated = true;
     return true;

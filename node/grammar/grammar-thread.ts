@@ -9,7 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import type { Constraint } from '../output/plan.ts';
-import { compactJson, openAnyObject } from './compact-json.ts';
+import { compactJson, schemaGrammar } from './compact-json.ts';
 import { modelVocabulary } from './model-vocabulary.ts';
 import type { GrammarVocabulary } from './vocabulary.ts';
 import { compiling } from './xgrammar-errors.ts';
@@ -58,9 +58,10 @@ const matchers = new Map<number, GrammarMatcher>();
 async function compile(constraint: Constraint, what: string): Promise<CompiledGrammar> {
   const { compiler } = await setup();
   if (constraint.type === 'json_schema') {
-    // A whole answer in JSON, compiled directly: compact, strict (see compact-json.ts).
-    const schema = JSON.stringify(openAnyObject(constraint.json_schema));
-    return compiling(what, () => compiler.compileJSONSchema(schema, false, -1, undefined, true));
+    // A whole answer in JSON: the schema's compact, strict grammar with JSON-safe strings, as inside a structural tag
+    // (see compact-json.ts).
+    const ebnf = await schemaGrammar(constraint.json_schema, what);
+    return compiling(what, () => compiler.compileGrammar(ebnf));
   }
   const format = (await compactJson(constraint, what)) as StructuralTagFormat;
   return compiling(what, () => compiler.compileStructuralTag({ type: 'structural_tag', format }));

@@ -5,6 +5,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { DECODE_OPTIONS } from '../engines/detokenizer.ts';
 import { grammarVocabulary, type GrammarVocabulary } from './vocabulary.ts';
 
 /** The 256 byte tokens and an end token. */
@@ -37,5 +39,7 @@ export async function modelVocabulary(dir: string): Promise<GrammarVocabulary> {
   const config = await readJson(path.join(dir, 'config.json'));
   const generation = await readJson(path.join(dir, 'generation_config.json'));
   const eos = [generation?.eos_token_id ?? config?.eos_token_id ?? []].flat() as number[];
-  return grammarVocabulary(vocab, tokenizer, Number(config?.vocab_size ?? 0), eos);
+  // Each token as the tokenizer decodes it (vocabulary.ts), with the library transformers.js decodes with.
+  const decoder = new Tokenizer(tokenizer, (await readJson(path.join(dir, 'tokenizer_config.json'))) ?? {});
+  return grammarVocabulary(vocab, tokenizer, Number(config?.vocab_size ?? 0), eos, (ids) => decoder.decode(ids, DECODE_OPTIONS));
 }
