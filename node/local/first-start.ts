@@ -50,7 +50,7 @@ export async function ensureModels(options: FirstStartOptions): Promise<FirstSta
   const instead = `pull a model yourself: ${repos.map((r) => `npm run pull -- ${r}`).join(' ; ')} (or set NPU_RELAY_MODELS_DIR to a folder of models)`;
   const folderExists = await stat(modelsDir).then(() => true, () => false);
   if (options.noPull || (!options.interactive && !folderExists)) {
-    say(`No models in ${modelsDir}, and ${options.noPull ? 'NPU_RELAY_NO_PULL is set' : 'this is not an interactive terminal'}: starting without models. To serve something, ${instead}, then restart.`);
+    say(`No models in ${modelsDir}, and ${options.noPull ? 'NPU_RELAY_NO_PULL is set' : 'this is not an interactive terminal'}: starting without models. To serve something, ${instead}: it is served as soon as it is in the folder.`);
     return { outcome: 'skipped' };
   }
   say(`No models in ${modelsDir} yet: pulling the defaults, ${repos.join(' and ')}, from ${options.endpoint} (Ctrl-C stops; running again resumes).`);
