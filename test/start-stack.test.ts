@@ -6,12 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { agentConfig, ConfigError } from '../node/config.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { EDGE_VARIABLES } from '../node/local/edge-vars.ts';
 import { freePort } from '../node/local/ports.ts';
@@ -232,4 +233,23 @@ test('every edge variable of the README configuration table and of the Worker re
   const inWorker = [...envTs.matchAll(/^\s*(NPU_RELAY_\w+)\?:/gm)].map((m) => m[1]!);
   assert.ok(inTable.length >= 10 && inWorker.length >= 10);
   for (const name of [...inTable, ...inWorker]) assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
+});
+
+test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN_FILE) or the environment; --local needs a running npm start', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-token-'));
+  try {
+    const file = path.join(dir, 'token');
+    await writeFile(file, 'from-the-file\n', { mode: 0o600 });
+    assert.equal(agentConfig(['--token-file', file], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-the-file');
+    assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN_FILE: file })!.agentToken, 'from-the-file');
+    assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-env');
+    const refused = (argv: string[], env: NodeJS.ProcessEnv, why: RegExp) => assert.throws(() => agentConfig(argv, env), (err: unknown) => err instanceof ConfigError && why.test(err.message));
+    refused(['--token-file', path.join(dir, 'absent')], {}, /--token-file: cannot read the agent token from .*absent/);
+    await writeFile(path.join(dir, 'empty'), '\n');
+    refused([], { NPU_RELAY_AGENT_TOKEN_FILE: path.join(dir, 'empty') }, /empty; it should hold the agent token/);
+    refused([], {}, /the agent token is required: set NPU_RELAY_AGENT_TOKEN, or pass --token-file/);
+    refused(['--local', '--data-dir', dir], {}, /--local: no running `npm start` found in the data folder/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
