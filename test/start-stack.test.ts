@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,9 @@ import { modelFolderName } from '../node/models/pull.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { repoFilesFrom, startHub } from './support/hub-server.ts';
 import { runScript } from './support/run-command.ts';
+import WebSocket from 'ws';
+import { connectUrl } from '../node/tunnel/client.ts';
+import { PING_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import { connectPeer } from './support/scripted-peer.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -40,6 +44,27 @@ function startProcess(command: string, args: string[], env: NodeJS.ProcessEnv): 
   child.stderr!.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return { child, out: () => out, exited };
+}
+
+/** Says hello on a raw agent connection; the edge's first answer (welcome or error). */
+async function sayHello(base: string, token: string, agentId: string): Promise<{ type: string; message?: string }> {
+  const ws = new WebSocket(connectUrl(base), { headers: { authorization: `Bearer ${token}` } });
+  try {
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const answer = new Promise<{ type: string; message?: string }>((resolve) =>
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text !== PING_FRAME) resolve(JSON.parse(text) as { type: string; message?: string });
+      }),
+    );
+    ws.send(JSON.stringify({
+      type: 'hello', protocol: PROTOCOL_VERSION, agentId, agentVersion: '0', engine: 'none', instanceId: randomUUID(),
+      models: [], devices: [{ name: 'CPU' }], capacity: { concurrency: 1, queueLimit: 1 },
+    }));
+    return await answer;
+  } finally {
+    ws.close();
+  }
 }
 
 async function stop(p: Proc): Promise<void> {
@@ -74,6 +99,11 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
+    // Room for the short ids of this test's agents, not for a long one.
+    NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
+    // Checked last, with the database stopped.
+    NPU_RELAY_KEY_GRACE_S: '1',
+    NPU_RELAY_DB_TIMEOUT_MS: '1000',
   };
   const env = {
     NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: modelsDir, NPU_RELAY_LOG_LEVEL: 'info',
@@ -153,7 +183,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     const post = (route: string, body: unknown, headers: Record<string, string> = {}) =>
       fetch(`${base}${route}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
     const greedy = (content: string) => ({ model: CHAT_MODEL, max_tokens: 3, temperature: 0, messages: [{ role: 'user', content }] });
-    const checks: Record<keyof typeof edgeVars, () => Promise<void>> = {
+    const checks: Record<Exclude<keyof typeof edgeVars, 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS'>, () => Promise<void>> = {
       NPU_RELAY_MAX_BODY_BYTES: async () => {
         const big = await post('/v1/chat/completions', greedy('x'.repeat(5000)));
         assert.equal(big.status, 413, 'a 5 KB body is over 3000 bytes');
@@ -188,6 +218,12 @@ test('npm start offline with no models serves at once, takes agents from its ban
         assert.equal(res.status, 504);
         assert.match(await res.text(), /NPU_RELAY_INFERENCE_TIMEOUT_S/);
       },
+      NPU_RELAY_ATTACHMENT_LIMIT_BYTES: async () => {
+        assert.equal((await sayHello(base, agentToken, 'short-id')).type, 'welcome');
+        const refused = await sayHello(base, agentToken, 'x'.repeat(128));
+        assert.equal(refused.type, 'error');
+        assert.match(refused.message ?? '', /exceeds the 200-byte limit \(NPU_RELAY_ATTACHMENT_LIMIT_BYTES\)/);
+      },
       NPU_RELAY_CORS_ORIGINS: async () => {
         const preflight = (origin: string) =>
           fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' } });
@@ -200,6 +236,23 @@ test('npm start offline with no models serves at once, takes agents from its ban
     await pulledOrSay();
     assert.match(stack.out(), /pulled .* into /, 'the background pull reports its progress');
     console.log(`background pull served the defaults ${((performance.now() - started) / 1000).toFixed(0)} s after npm start`);
+
+    // Last, the database stops answering (SIGSTOP, a hang): a key verified 4 s ago is past a 1 s grace, so it is
+    // refused (the default 600 s would serve it), after a lookup that gave up at 1000 ms.
+    await t.test('NPU_RELAY_KEY_GRACE_S=1 and NPU_RELAY_DB_TIMEOUT_MS=1000', async () => {
+      const { stdout: procs } = await run('ps', ['-eo', 'pid=,args=']);
+      const sqldPid = Number(procs.split('\n').find((l) => /sqld/.test(l) && l.includes(dataDir))?.trim().split(/\s+/)[0]);
+      assert.ok(sqldPid > 0, 'the stack\'s sqld is found');
+      assert.equal((await fetch(`${base}/v1/models`, { headers: auth })).status, 200);
+      process.kill(sqldPid, 'SIGSTOP');
+      closers.unshift(async () => process.kill(sqldPid, 'SIGCONT'));
+      await sleep(4000);
+      const res = await fetch(`${base}/v1/models`, { headers: auth, signal: AbortSignal.timeout(60_000) });
+      assert.equal(res.status, 503);
+      assert.match(await res.text(), /database_unavailable/);
+      await waitFor('the Worker log to name the timeout', () => /within 1000 ms \(NPU_RELAY_DB_TIMEOUT_MS\)/.test(stack.out()), { timeoutMs: 10_000 });
+      process.kill(sqldPid, 'SIGCONT');
+    });
   } finally {
     for (const a of agents) await stop(a);
     await stop(stack);
