@@ -14,6 +14,7 @@ import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
 import { EDGE_VARIABLES, edgeVarsFrom } from '../local/edge-vars.ts';
 import { ensureModels, retryPulls, type FirstStartOptions } from '../local/first-start.ts';
 import { forgetLocalEdge, localAgentToken, noteLocalEdge } from '../local/local-stack.ts';
+import { freePort } from '../local/ports.ts';
 import { forgetLocalDb, noteLocalDb, sqldDataPath } from '../local/local-db.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
 import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
@@ -141,6 +142,7 @@ let edge: LocalEdge | undefined;
 let runtime: AgentRuntime | undefined;
 let stopping: Promise<never> | undefined;
 let startLog: ReturnType<typeof createLogger> | undefined;
+let retryPullsAfterBanner: (() => void) | undefined;
 
 /** Stops the agent, then the edge, then the database; a second Ctrl-C waits for the first instead of cutting it short. */
 function stopAll(code: number): Promise<never> {
@@ -162,17 +164,28 @@ process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
 
 try {
-  sqld = await startSqld({ dbPath: sqldDataPath(config.dataDir) });
-  await applyMigrations(sqld.url);
-  await noteLocalDb(config.dataDir, sqld.url);
-  apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
-  edge = await startLocalEdge({
-    port: config.port,
-    persistDir: path.join(config.dataDir, 'wrangler'),
-    // The edge checks API keys against libSQL, so the key itself is not among its variables.
-    vars: { ...config.edgeVars, NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
-  });
-  await noteLocalEdge(config.dataDir, edge.url.toString());
+  // The database and the edge start side by side (the edge reads libSQL only when requests come): the edge's
+  // bundling and workerd's start take seconds, and a first start should answer as soon as it can.
+  const sqldUrl = `http://127.0.0.1:${await freePort()}`;
+  const started = await Promise.allSettled([
+    (async () => {
+      sqld = await startSqld({ dbPath: sqldDataPath(config.dataDir), port: Number(new URL(sqldUrl).port) });
+      await applyMigrations(sqld.url);
+      await noteLocalDb(config.dataDir, sqld.url);
+      apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
+    })(),
+    (async () => {
+      edge = await startLocalEdge({
+        port: config.port,
+        persistDir: path.join(config.dataDir, 'wrangler'),
+        // The edge checks API keys against libSQL, so the key itself is not among its variables.
+        vars: { ...config.edgeVars, NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqldUrl },
+      });
+      await noteLocalEdge(config.dataDir, edge.url.toString());
+    })(),
+  ]);
+  // Both settled first, so that stopping finds whatever did start.
+  for (const s of started) if (s.status === 'rejected') throw s.reason;
   const firstStart: FirstStartOptions = {
     modelsDir: config.modelsDir,
     noPull: config.noPull,
@@ -187,11 +200,13 @@ try {
   // Until the banner is out, only warnings: its start-up info lines say what the banner says, and would break it up.
   if (log.levelVal < log.levels.values.warn!) log.level = 'warn';
   startLog = log;
-  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
+  runtime = await createAgentRuntime({ edgeUrl: edge!.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
   await runtime.agent.start();
   if (models.outcome === 'failed') {
     const manager = runtime.manager;
-    retryPulls(models.missing, firstStart, () => manager.rescan(), pulls.signal).catch((err: Error) => console.error(`npu-relay: the background pull stopped: ${err.message}`));
+    // After the banner, so its lines follow it.
+    retryPullsAfterBanner = () =>
+      void retryPulls(models.missing, firstStart, () => manager.rescan(), pulls.signal).catch((err: Error) => console.error(`npu-relay: the background pull stopped: ${err.message}`));
   }
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);
@@ -227,3 +242,4 @@ if (startLog) startLog.level = config.logLevel;
 if (models.length === 0) {
   console.log(`\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`);
 }
+retryPullsAfterBanner?.();
