@@ -207,7 +207,13 @@ export class Agent {
       this.#send({ type: 'error', id: frame.id, code: 'invalid_request', message: 'this agent does not manage its models over the tunnel (it did not announce manage)' });
       return;
     }
-    this.#options.manager.handle(frame, (reply) => this.#send(reply));
+    const residency = frame.op.action === 'load' || frame.op.action === 'unload';
+    this.#options.manager.handle(frame, (reply) => {
+      // The status first, at once rather than debounced: the edge handles frames in order, so a client told "loaded"
+      // or "unloaded" finds /api/ps already showing it.
+      if (residency && reply.type === 'managed') this.#sendStatusNow();
+      this.#send(reply);
+    });
   }
 
   /**
@@ -271,6 +277,12 @@ export class Agent {
 
   #capacity() {
     return this.#scheduler.capacity(this.#engine.devices.map((d) => d.name));
+  }
+
+  #sendStatusNow(): void {
+    clearTimeout(this.#statusDue);
+    this.#statusDue = undefined;
+    this.#sendStatus();
   }
 
   #sendStatus(): void {

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { POOL_NAME } from '../shared/protocol/version.ts';
+import { readLocalStack, readTokenFile } from './local/local-stack.ts';
 
 export interface AgentConfig {
   edgeUrl: string;
@@ -61,7 +62,11 @@ Connects this machine's inference engine to an npu-relay edge over an outbound W
 
 Options (each also settable by the environment variable shown):
   --edge URL        edge base URL, e.g. https://relay.example.workers.dev   NPU_RELAY_EDGE_URL  (default http://127.0.0.1:8787)
-  --token TOKEN     agent token, as set on the edge                        NPU_RELAY_AGENT_TOKEN (required)
+  --token-file FILE a file holding the agent token, as set on the edge   NPU_RELAY_AGENT_TOKEN_FILE
+                    (or the token itself in NPU_RELAY_AGENT_TOKEN; one of them is required)
+  --token TOKEN     the token on the command line: visible in \`ps\` and npm's echo, prefer the two above
+  --local           join the \`npm start\` running from the data folder: its edge URL and its agent token
+                    (from <data dir>/agent-token); the id defaults to local-<pid> and metrics to off
   --models DIR      folder of model folders                               NPU_RELAY_MODELS_DIR (default ./models)
   --id ID           this agent's id                                        NPU_RELAY_AGENT_ID  (default the host name)
   --pool NAME       the pool of agents to join (a hub per pool on the edge) NPU_RELAY_POOL     (default default)
@@ -106,6 +111,8 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
       options: {
         edge: { type: 'string' },
         token: { type: 'string' },
+        'token-file': { type: 'string' },
+        local: { type: 'boolean' },
         models: { type: 'string' },
         id: { type: 'string' },
         pool: { type: 'string' },
@@ -134,21 +141,30 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     throw new ConfigError(`${(err as Error).message}\n\n${AGENT_HELP}`);
   }
   if (values.help) return undefined;
-  const edgeUrl = values.edge ?? env.NPU_RELAY_EDGE_URL ?? 'http://127.0.0.1:8787';
+  const dataDir = path.resolve(values['data-dir'] ?? env.NPU_RELAY_DATA_DIR ?? '.data');
+  // --local: the running `npm start`'s edge and token, read from its data folder, so the token never is an argument.
+  const local = values.local ? readLocalStack(dataDir) : undefined;
+  const edgeUrl = values.edge ?? local?.edgeUrl ?? env.NPU_RELAY_EDGE_URL ?? 'http://127.0.0.1:8787';
   try {
     const u = new URL(edgeUrl);
     if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) throw new Error('bad scheme');
   } catch {
     throw new ConfigError(`--edge / NPU_RELAY_EDGE_URL must be an http(s):// or ws(s):// URL, got '${edgeUrl}'`);
   }
-  const agentToken = values.token ?? env.NPU_RELAY_AGENT_TOKEN;
-  if (!agentToken) throw new ConfigError('the agent token is required: pass --token or set NPU_RELAY_AGENT_TOKEN (the same value the edge has)');
+  const tokenFile = values['token-file'] ?? env.NPU_RELAY_AGENT_TOKEN_FILE;
+  const agentToken =
+    values.token ??
+    (values['token-file'] !== undefined ? readTokenFile(values['token-file'], '--token-file') : undefined) ??
+    local?.agentToken ??
+    (tokenFile !== undefined ? readTokenFile(tokenFile, 'NPU_RELAY_AGENT_TOKEN_FILE') : undefined) ??
+    env.NPU_RELAY_AGENT_TOKEN;
+  if (!agentToken) throw new ConfigError('the agent token is required: set NPU_RELAY_AGENT_TOKEN, or pass --token-file FILE (or NPU_RELAY_AGENT_TOKEN_FILE), holding the same value the edge has; --local reads it from a running `npm start`');
   const logLevel = values['log-level'] ?? env.NPU_RELAY_LOG_LEVEL ?? 'info';
   if (!LEVELS.includes(logLevel)) throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
   const keepAlive = values['keep-alive'] ?? env.NPU_RELAY_KEEP_ALIVE;
   const budget = values['memory-budget'] ?? env.NPU_RELAY_MEMORY_BUDGET;
   const prefixCache = values['prefix-cache-size'] ?? env.NPU_RELAY_PREFIX_CACHE_SIZE;
-  const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? '9464', '--metrics-port / NPU_RELAY_METRICS_PORT');
+  const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? (local ? '0' : '9464'), '--metrics-port / NPU_RELAY_METRICS_PORT');
   const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
   const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
   const device = values.device ?? env.NPU_RELAY_DEVICE;
@@ -156,7 +172,6 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const minResponse = values['npu-min-response'] ?? env.NPU_RELAY_NPU_MIN_RESPONSE_LEN;
   const prefillChunk = values['npu-prefill-chunk'] ?? env.NPU_RELAY_NPU_PREFILL_CHUNK;
   const prefixCaching = values['prefix-caching'] ?? env.NPU_RELAY_PREFIX_CACHING;
-  const dataDir = path.resolve(values['data-dir'] ?? env.NPU_RELAY_DATA_DIR ?? '.data');
   const openvinoCache = values['openvino-cache'] ?? env.NPU_RELAY_OPENVINO_CACHE_DIR;
   const queueLimit = values['queue-limit'] ?? env.NPU_RELAY_QUEUE_LIMIT;
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
@@ -166,7 +181,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   return {
     edgeUrl,
     agentToken,
-    agentId: values.id ?? env.NPU_RELAY_AGENT_ID ?? hostname(),
+    agentId: values.id ?? env.NPU_RELAY_AGENT_ID ?? (local ? `local-${process.pid}` : hostname()),
     ...(pool !== undefined ? { pool } : {}),
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
     logLevel,

@@ -132,7 +132,7 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const stored = JSON.stringify(rows);
   assert.ok(!stored.includes(key) && !stored.includes(secret), 'the clear key appears nowhere in api_keys');
 
-  const plain = await keysCli(['create', '--name', 'ci'], { NPU_RELAY_LIBSQL_URL: url });
+  const plain = await keysCli(['create', '--name', 'ci', '--manage'], { NPU_RELAY_LIBSQL_URL: url });
   assert.equal(plain.code, 0, plain.stderr);
   const [second] = (await sql.execute({ sql: 'SELECT id, tenant, models, rpm FROM api_keys WHERE name = ?', args: ['ci'] })).rows;
   assert.equal(second!.tenant, second!.id, 'the tenant defaults to the key id');
@@ -142,9 +142,10 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const listed = await keysCli(['list', '--url', url]);
   assert.equal(listed.code, 0, listed.stderr);
   const lines = listed.stdout.trimEnd().split('\n');
-  assert.match(lines[0]!, /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+created\s+revoked$/);
+  assert.match(lines[0]!, /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+manage\s+created\s+revoked$/);
   assert.equal(lines.length, 3);
-  assert.match(listed.stdout, new RegExp(`${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`));
+  assert.match(listed.stdout, new RegExp(`${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`));
+  assert.match(listed.stdout, /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+yes\s+\d{4}-/, 'list shows the manage scope');
   assert.ok(!listed.stdout.includes(key) && !listed.stdout.includes(secret), 'list never shows the secret');
   assert.ok(!listed.stdout.includes(String(row.hash)), 'list never shows the hash');
 

@@ -104,6 +104,8 @@ describe('Ollama model management through the edge', () => {
 
   test('an empty generate loads the model (done_reason load, a real load_duration); an empty chat reports it loaded', async () => {
     const loaded = await ollama.generate({ model: CHAT_MODEL, prompt: '' });
+    // The answer comes once the edge knows: /api/ps, asked right after, already lists it.
+    assert.ok((await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`), '/api/ps shows the load as soon as it answered');
     assert.equal(loaded.done, true);
     assert.equal(loaded.done_reason, 'load');
     assert.equal(loaded.response, '');
@@ -125,6 +127,7 @@ describe('Ollama model management through the edge', () => {
   test('keep_alive 0 with no prompt unloads the model (done_reason unload)', async () => {
     const unloaded = await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 });
     assert.equal(unloaded.done_reason, 'unload');
+    assert.ok(!(await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`), '/api/ps shows the unload as soon as it answered');
     assert.equal(unloaded.done, true);
     assert.ok(events.some((e) => e.type === 'unload' && e.model === CHAT_MODEL), 'the engine unloaded it');
     const viaChat = await ollama.chat({ model: CHAT_MODEL, messages: [], keep_alive: 0 });
@@ -361,6 +364,18 @@ describe('Ollama model management through the edge', () => {
       /the hub answered 401 \(Repository not found\)/,
     );
     await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+  });
+
+  test("/api/tags' digest follows any file of a model folder, added or edited, without a restart", async () => {
+    const digest = async () => (await ollama.list()).models.find((m) => m.name === `${EMBED_MODEL}:latest`)?.digest;
+    const before = await digest();
+    assert.ok(before);
+    // Not the weights: a small file beside them, added and then rewritten in place with the same size.
+    const file = path.join(modelsDir, EMBED_MODEL, 'README.md');
+    await writeFile(file, 'first\n');
+    const added = await waitFor('the digest to change after a file was added', async () => ((await digest()) !== before ? await digest() : undefined));
+    await writeFile(file, 'again\n');
+    await waitFor('the digest to change after a file was edited', async () => (await digest()) !== added);
   });
 
   test('with no agent connected at all, a cached answer is still served', async () => {

@@ -119,20 +119,24 @@ test('a first npm start with an empty models folder pulls the default models, wi
   const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-first-'));
   const modelsDir = path.join(dataDir, 'models');
   await mkdir(modelsDir);
-  const [chatRepo, embedRepo] = DEFAULT_MODELS.onnx;
-  // A local hub stands in for huggingface.co, serving the fixture models under the default ids.
-  const hub = await startHub({ [chatRepo]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)), [embedRepo]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
+  // A local hub stands in for huggingface.co, serving the fixture models under the default ids of both engines: the
+  // defaults pulled are those of the engine this machine runs (OpenVINO where it loads, ONNX Runtime otherwise).
+  const chatFiles = repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL));
+  const embedFiles = repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL));
+  const hub = await startHub(Object.fromEntries(Object.values(DEFAULT_MODELS).flatMap(([chat, embed]) => [[chat!, chatFiles], [embed!, embedFiles]])));
+  const pulledSet = () => Object.values(DEFAULT_MODELS).find(([chat]) => hub.requests.some((r) => r.path.includes(chat!)))!;
   const port = await freePort();
   try {
-    const chatModel = modelFolderName(chatRepo);
     const { stdout } = await startAndStop({ NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: modelsDir, HF_ENDPOINT: hub.url }, async (out) => {
       const apiKey = /API key:\s+(\S+)/.exec(out)?.[1];
       const { stdout: sse } = await run('curl', [
         '-sN', '--max-time', '30', `http://127.0.0.1:${port}/v1/chat/completions`, '-H', `Authorization: Bearer ${apiKey}`, '-H', 'Content-Type: application/json',
-        '-d', JSON.stringify({ model: chatModel, stream: true, max_tokens: 5, messages: [{ role: 'user', content: 'Hello!' }] }),
+        '-d', JSON.stringify({ model: modelFolderName(pulledSet()[0]!), stream: true, max_tokens: 5, messages: [{ role: 'user', content: 'Hello!' }] }),
       ]);
       assert.match(sse, /data: \[DONE\]/, 'the pulled chat model streams an answer');
     });
+    const [chatRepo, embedRepo] = pulledSet();
+    const chatModel = modelFolderName(chatRepo!);
     assert.match(stdout, new RegExp(`pulling the defaults, ${chatRepo} and ${embedRepo}, from ${hub.url}`));
     assert.match(stdout, new RegExp(`${chatRepo}: \\d+ files, [\\d.]+ (kB|MB)`), 'the size is printed before the download');
     assert.match(stdout, /onnx\/model\.onnx: downloading/, 'progress is shown');

@@ -144,7 +144,7 @@ const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOStrin
 const limit = (n: number | null) => (n === null ? '-' : String(n));
 
 function table(keys: KeyInfo[]): string {
-  const header = ['id', 'name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'budget', 'created', 'revoked'];
+  const header = ['id', 'name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'budget', 'manage', 'created', 'revoked'];
   const rows = keys.map((k) => [
     k.id,
     k.name,
@@ -154,6 +154,7 @@ function table(keys: KeyInfo[]): string {
     limit(k.rpm),
     limit(k.tpm),
     limit(k.monthlyTokenBudget),
+    k.manageModels ? 'yes' : '-',
     time(k.createdAt),
     time(k.revokedAt),
   ]);

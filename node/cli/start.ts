@@ -11,7 +11,10 @@ import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
 import { createLogger } from '../log.ts';
 import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
-import { ensureModels } from '../local/first-start.ts';
+import { EDGE_VARIABLES, edgeVarsFrom } from '../local/edge-vars.ts';
+import { ensureModels, retryPulls, type FirstStartOptions } from '../local/first-start.ts';
+import { forgetLocalEdge, localAgentToken, noteLocalEdge } from '../local/local-stack.ts';
+import { freePort } from '../local/ports.ts';
 import { forgetLocalDb, noteLocalDb, sqldDataPath } from '../local/local-db.ts';
 import { startSqld, type Sqld } from '../local/sqld.ts';
 import { createAgentRuntime, type AgentRuntime } from '../runtime.ts';
@@ -28,6 +31,8 @@ Environment:
   NPU_RELAY_API_KEY     API key clients use, added to the database if missing
                                                                  (default: a key made once, kept in .data/api-key)
   NPU_RELAY_ADMIN_TOKEN token for the edge's /admin/ endpoints   (default: generated once, kept in .data/admin-token)
+  NPU_RELAY_AGENT_TOKEN token agents present to attach           (default: generated once, kept in .data/agent-token;
+                                                                 \`npm run agent -- --local\` reads it from there)
   NPU_RELAY_MODELS_DIR  folder of model folders                  (default ./models)
   NPU_RELAY_DATA_DIR    where local state is kept                (default ./.data)
   NPU_RELAY_LOG_LEVEL   agent log level                          (default info)
@@ -35,6 +40,9 @@ Environment:
                                                                  (default: pull the default models when there are none)
   NPU_RELAY_DEFAULT_MODELS  hub repo ids to pull when there are no models, comma-separated
   HF_ENDPOINT, HF_TOKEN the model hub and its token              (default https://huggingface.co, none)
+
+The edge's own settings (${Object.keys(EDGE_VARIABLES).join(', ')})
+apply as under \`wrangler dev\` and in production; NPU_RELAY_LIBSQL_URL is refused (npm start runs its own database).
 `;
 
 function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
@@ -45,6 +53,8 @@ function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
     port,
     apiKey: env.NPU_RELAY_API_KEY || undefined,
     adminToken: env.NPU_RELAY_ADMIN_TOKEN || undefined,
+    agentToken: env.NPU_RELAY_AGENT_TOKEN || undefined,
+    edgeVars: edgeVarsFrom(env),
     modelsDir: path.resolve(env.NPU_RELAY_MODELS_DIR ?? path.join(PROJECT_ROOT, 'models')),
     dataDir: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')),
     logLevel: env.NPU_RELAY_LOG_LEVEL ?? 'info',
@@ -122,19 +132,24 @@ const config = readCommandLineOrExit('start', HELP, () => readStartConfig(proces
 
 await mkdir(config.dataDir, { recursive: true });
 const adminToken = await devAdminToken(config.dataDir, config.adminToken);
-// The agent and the edge run side by side here, so a fresh token each run is enough.
-const agentToken = randomBytes(24).toString('base64url');
+// Kept in the data folder, where `npm run agent -- --local` finds it to join this stack.
+const agentToken = await localAgentToken(config.dataDir, config.agentToken);
+const pulls = new AbortController();
 
 let apiKey: string | undefined;
 let sqld: Sqld | undefined;
 let edge: LocalEdge | undefined;
 let runtime: AgentRuntime | undefined;
 let stopping: Promise<never> | undefined;
+let startLog: ReturnType<typeof createLogger> | undefined;
+let retryPullsAfterBanner: (() => void) | undefined;
 
 /** Stops the agent, then the edge, then the database; a second Ctrl-C waits for the first instead of cutting it short. */
 function stopAll(code: number): Promise<never> {
   stopping ??= (async () => {
     console.error('\nnpu-relay: stopping…');
+    pulls.abort();
+    await forgetLocalEdge(config.dataDir).catch(() => {});
     runtime?.manager.close();
     await runtime?.agent.stop().catch(() => {});
     await runtime?.engine.close().catch(() => {});
@@ -149,17 +164,29 @@ process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
 
 try {
-  sqld = await startSqld({ dbPath: sqldDataPath(config.dataDir) });
-  await applyMigrations(sqld.url);
-  await noteLocalDb(config.dataDir, sqld.url);
-  apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
-  edge = await startLocalEdge({
-    port: config.port,
-    persistDir: path.join(config.dataDir, 'wrangler'),
-    // The edge checks API keys against libSQL, so the key itself is not among its variables.
-    vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
-  });
-  await ensureModels({
+  // The database and the edge start side by side (the edge reads libSQL only when requests come): the edge's
+  // bundling and workerd's start take seconds, and a first start should answer as soon as it can.
+  const sqldUrl = `http://127.0.0.1:${await freePort()}`;
+  const started = await Promise.allSettled([
+    (async () => {
+      sqld = await startSqld({ dbPath: sqldDataPath(config.dataDir), port: Number(new URL(sqldUrl).port) });
+      await applyMigrations(sqld.url);
+      await noteLocalDb(config.dataDir, sqld.url);
+      apiKey = await devApiKey(sqld.url, config.dataDir, config.apiKey);
+    })(),
+    (async () => {
+      edge = await startLocalEdge({
+        port: config.port,
+        persistDir: path.join(config.dataDir, 'wrangler'),
+        // The edge checks API keys against libSQL, so the key itself is not among its variables.
+        vars: { ...config.edgeVars, NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqldUrl },
+      });
+      await noteLocalEdge(config.dataDir, edge.url.toString());
+    })(),
+  ]);
+  // Both settled first, so that stopping finds whatever did start.
+  for (const s of started) if (s.status === 'rejected') throw s.reason;
+  const firstStart: FirstStartOptions = {
     modelsDir: config.modelsDir,
     noPull: config.noPull,
     defaults: config.defaultModels,
@@ -167,10 +194,20 @@ try {
     token: config.hubToken,
     interactive: process.stdin.isTTY === true && process.stdout.isTTY === true,
     say: (line) => console.log(`npu-relay: ${line}`),
-  });
+  };
+  const models = await ensureModels(firstStart);
   const log = createLogger(config.logLevel, { agentId: 'local' });
-  runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
+  // Until the banner is out, only warnings: its start-up info lines say what the banner says, and would break it up.
+  if (log.levelVal < log.levels.values.warn!) log.level = 'warn';
+  startLog = log;
+  runtime = await createAgentRuntime({ edgeUrl: edge!.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
   await runtime.agent.start();
+  if (models.outcome === 'failed') {
+    const manager = runtime.manager;
+    // After the banner, so its lines follow it.
+    retryPullsAfterBanner = () =>
+      void retryPulls(models.missing, firstStart, () => manager.rescan(), pulls.signal).catch((err: Error) => console.error(`npu-relay: the background pull stopped: ${err.message}`));
+  }
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);
   await stopAll(1);
@@ -179,13 +216,21 @@ try {
 const base = new URL('/v1', edge!.url).toString();
 const models = runtime!.engine.models();
 const chatModel = models.find((m) => m.kind === 'chat')?.id ?? '<model>';
+const defaultDataDir = path.join(PROJECT_ROOT, '.data');
+const agentLine = `npm run agent -- --local${config.dataDir === defaultDataDir ? '' : ` --data-dir ${config.dataDir}`} [--pool P] [--models DIR]`;
 console.log(`
 npu-relay is running
-  OpenAI API:  ${base}
-  API key:     ${apiKey ?? '(none shown: see the note above, or `npm run keys -- list`)'}
-  Admin token: ${adminToken}
+  OpenAI API:    ${base}
+  Anthropic API: ${new URL('/v1/messages', edge!.url)}
+  Ollama API:    ${new URL('/', edge!.url)}  (OLLAMA_HOST)
+  Dashboard:     ${new URL('/dashboard', edge!.url)}  (log in with the admin token)
+  API key:       ${apiKey ?? '(none shown: see the note above, or `npm run keys -- list`)'}
+  Admin token:   ${adminToken}
   ${runtime!.summary.join('\n  ')}
-  libSQL:      ${sqld!.url} (data in ${config.dataDir})
+  libSQL:        ${sqld!.url} (data in ${config.dataDir})
+
+Another agent joins this stack (its token is read from ${path.join(config.dataDir, 'agent-token')}):
+  ${agentLine}
 
 Try it:
   curl -N ${base}/chat/completions \\
@@ -193,6 +238,8 @@ Try it:
     -d '{"model":"${chatModel}","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
 
 Press Ctrl-C to stop.`);
+if (startLog) startLog.level = config.logLevel;
 if (models.length === 0) {
-  console.log(`\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models), then restart.`);
+  console.log(`\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`);
 }
+retryPullsAfterBanner?.();

@@ -34,6 +34,8 @@ export interface KeyInfo {
   rpm: number | null;
   tpm: number | null;
   monthlyTokenBudget: number | null;
+  /** The manage scope: may pull, delete and copy models, and unload or pin them for everyone. */
+  manageModels: boolean;
   /** Milliseconds since the epoch. */
   createdAt: number;
   revokedAt: number | null;
@@ -73,6 +75,7 @@ const info = {
   rpm: apiKeys.rpm,
   tpm: apiKeys.tpm,
   monthlyTokenBudget: apiKeys.monthlyTokenBudget,
+  manageModels: apiKeys.manageModels,
   createdAt: apiKeys.createdAt,
   revokedAt: apiKeys.revokedAt,
 };

@@ -57,6 +57,9 @@ export interface CatalogEntry {
   weights?: WeightSizes;
 }
 
+/** `a chat`, `an embedding`. */
+const aKind = (kind: ModelKind) => `${kind === 'embedding' ? 'an' : 'a'} ${kind}`;
+
 /**
  * The catalog entry a request names, checked for the kind of work it asks for. Every engine finds its models this
  * way, so an unknown model and a model of the wrong kind are the same client errors (404, 400) on every engine.
@@ -64,7 +67,7 @@ export interface CatalogEntry {
 export function servedEntry(entries: ReadonlyMap<string, CatalogEntry>, id: string, kind: ModelKind): CatalogEntry {
   const entry = entries.get(id);
   if (!entry) throw new UnknownModelError(id, [...entries.keys()]);
-  if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is an ${entry.kind} model, not a ${kind} model`);
+  if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is ${aKind(entry.kind)} model, not ${aKind(kind)} model`);
   return entry;
 }
 

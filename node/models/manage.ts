@@ -70,7 +70,11 @@ export class ModelManager {
   async watch(): Promise<void> {
     if (this.#watcher || this.#closed) return;
     try {
-      this.#watcher = watch(this.#modelsDir, { persistent: false }, () => {
+      // Recursive: an edit inside a model folder (a config, a template, new weights) must change its digest and what
+      // is served, not only a folder added or removed. A pull's staging folder changes with every chunk written;
+      // the rename that ends the pull is seen at the top.
+      this.#watcher = watch(this.#modelsDir, { persistent: false, recursive: true }, (_event, file) => {
+        if (file && (file === '.pull' || file.startsWith(`.pull${path.sep}`))) return;
         clearTimeout(this.#debounce);
         this.#debounce = setTimeout(() => void this.rescan().catch((err: Error) => this.#log.warn({ err: err.message }, 'rescanning the models folder failed')), RESCAN_DEBOUNCE_MS);
       });

@@ -326,7 +326,7 @@ export function lifecycleContract(target: LifecycleTarget): void {
       const engine = await target.create({});
       try {
         await assert.rejects(runGenerate(engine, chat(embedModel)), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind' && /is an embedding model, not a chat model/.test(err.message));
-        await assert.rejects(engine.embed({ task: 'embed', model: chatModel, input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind');
+        await assert.rejects(engine.embed({ task: 'embed', model: chatModel, input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind' && /is a chat model, not an embedding model/.test(err.message));
         await assert.rejects(engine.countTokens({ task: 'count', model: embedModel, messages: [{ role: 'user', content: 'x' }] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind');
         await assert.rejects(engine.embed({ task: 'embed', model: 'nope', input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
         assert.deepEqual(engine.loaded(), [], 'nothing was loaded for a refused request');

@@ -48,7 +48,7 @@ export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor:
   const want = task.task === 'embed' ? 'embedding' : 'chat';
   const first = serving[0]!.model;
   if (first.kind !== want) {
-    throw new ApiError('wrong_model_kind', `model '${task.model}' is an ${first.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
+    throw new ApiError('wrong_model_kind', `model '${task.model}' is ${first.kind === 'embedding' ? 'an' : 'a'} ${first.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
   }
   const open = capableAgents(serving, task, flavor).filter((a) => !a.status?.draining);
   if (open.length === 0) {

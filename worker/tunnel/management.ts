@@ -218,7 +218,7 @@ export class Management {
       if (candidates.length === 0) throw new ApiError('unknown_model', `model '${model}' not found`, { param: 'model' });
       const kind = candidates[0]!.hello.models.find((m) => m.id === model)!.kind;
       if (request.kind !== undefined && kind !== request.kind) {
-        throw new ApiError('wrong_model_kind', `model '${model}' is an ${kind} model and cannot serve ${request.endpoint.replace('api.', '')} requests`, { param: 'model' });
+        throw new ApiError('wrong_model_kind', `model '${model}' is ${kind === 'embedding' ? 'an' : 'a'} ${kind} model and cannot serve ${request.endpoint.replace('api.', '')} requests`, { param: 'model' });
       }
     }
     const able = candidates.filter((a) => a.hello.features?.includes('manage') && !(op.action !== 'unload' && a.status?.draining));

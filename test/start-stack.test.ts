@@ -1,0 +1,308 @@
+/**
+ * `npm start` as a first user meets it offline and as it grows: with no models and no reachable hub it still serves
+ * (empty lists) and keeps retrying the default pull in the background, serving the models once the hub answers;
+ * the banner's agent line attaches more agents (default pool and another) with the token from the data folder; and
+ * each edge variable set in `npm start`'s environment takes effect on its local edge. One stack for all of it.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { agentConfig, ConfigError } from '../node/config.ts';
+import { PROJECT_ROOT } from '../node/local/edge.ts';
+import { EDGE_VARIABLES } from '../node/local/edge-vars.ts';
+import { freePort } from '../node/local/ports.ts';
+import { modelFolderName } from '../node/models/pull.ts';
+import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
+import { repoFilesFrom, startHub } from './support/hub-server.ts';
+import { runScript } from './support/run-command.ts';
+import WebSocket from 'ws';
+import { connectUrl } from '../node/tunnel/client.ts';
+import { PING_FRAME, PROTOCOL_VERSION } from '../shared/protocol/version.ts';
+import { connectPeer } from './support/scripted-peer.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Proc {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<void>;
+}
+
+/** A command in its own process group (so the test can stop it and all under it, as Ctrl-C does). */
+function startProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Proc {
+  const child = spawn(command, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d));
+  child.stderr!.on('data', (d: Buffer) => (out += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return { child, out: () => out, exited };
+}
+
+/** Says hello on a raw agent connection; the edge's first answer (welcome or error). */
+async function sayHello(base: string, token: string, agentId: string): Promise<{ type: string; message?: string }> {
+  const ws = new WebSocket(connectUrl(base), { headers: { authorization: `Bearer ${token}` } });
+  try {
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const answer = new Promise<{ type: string; message?: string }>((resolve) =>
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text !== PING_FRAME) resolve(JSON.parse(text) as { type: string; message?: string });
+      }),
+    );
+    ws.send(JSON.stringify({
+      type: 'hello', protocol: PROTOCOL_VERSION, agentId, agentVersion: '0', engine: 'none', instanceId: randomUUID(),
+      models: [], devices: [{ name: 'CPU' }], capacity: { concurrency: 1, queueLimit: 1 },
+    }));
+    return await answer;
+  } finally {
+    ws.close();
+  }
+}
+
+async function stop(p: Proc): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  try {
+    process.kill(-p.child.pid!, 'SIGINT');
+  } catch {
+    return;
+  }
+  await Promise.race([p.exited, sleep(15_000)]);
+}
+
+test('npm start offline with no models serves at once, takes agents from its banner line, honours every edge variable, and serves the default models once the hub answers', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-stack-'));
+  const dataDir = path.join(dir, 'data');
+  const modelsDir = path.join(dir, 'models');
+  const chatOnly = path.join(dir, 'chat-only');
+  const embedOnly = path.join(dir, 'embed-only');
+  for (const d of [modelsDir, chatOnly, embedOnly]) await mkdir(d);
+  await symlink(path.join(MODELS_DIR, CHAT_MODEL), path.join(chatOnly, CHAT_MODEL));
+  await symlink(path.join(MODELS_DIR, EMBED_MODEL), path.join(embedOnly, EMBED_MODEL));
+  const port = await freePort();
+  // Nothing listens here yet: the hub is unreachable, as offline.
+  const hubPort = await freePort();
+  const agentToken = 'agent-token-chosen-by-the-user-0123456789';
+  // Named, so the test does not depend on which engine this machine would pick defaults for.
+  const defaults = ['test-org/first-chat', 'test-org/first-embed'] as const;
+  const edgeVars = {
+    NPU_RELAY_MAX_BODY_BYTES: '3000',
+    NPU_RELAY_CACHE_TTL_S: '3',
+    NPU_RELAY_RESPONSES_TTL_S: '3',
+    NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
+    NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
+    NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
+    // Room for the short ids of this test's agents, not for a long one.
+    NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
+    // Checked last, with the database stopped.
+    NPU_RELAY_KEY_GRACE_S: '1',
+    NPU_RELAY_DB_TIMEOUT_MS: '1000',
+  };
+  const env = {
+    NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: modelsDir, NPU_RELAY_LOG_LEVEL: 'info',
+    HF_ENDPOINT: `http://127.0.0.1:${hubPort}`, NPU_RELAY_DEFAULT_MODELS: defaults.join(','), NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_API_KEY: '', NPU_RELAY_LIBSQL_URL: '', NPU_RELAY_LIBSQL_AUTH_TOKEN: '', ...edgeVars,
+  };
+  const started = performance.now();
+  const stack = startProcess('npm', ['start'], env);
+  const agents: Proc[] = [];
+  const closers: Array<() => Promise<unknown>> = [];
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    // Serving: /health, then (with the key from the banner) empty model lists, while the stack keeps running.
+    await waitFor('npm start to print its banner', () => {
+      if (stack.child.exitCode !== null) assert.fail(`npm start exited (${stack.child.exitCode}):\n${stack.out()}`);
+      return /Press Ctrl-C to stop/.test(stack.out());
+    }, { timeoutMs: 120_000, intervalMs: 100 });
+    const banner = stack.out();
+    const apiKey = /API key:\s+(sk-relay-\S+)/.exec(banner)?.[1];
+    assert.ok(apiKey, `an API key is printed:\n${banner}`);
+    const auth = { authorization: `Bearer ${apiKey}` };
+    assert.equal((await fetch(`${base}/health`)).status, 200);
+    assert.deepEqual(((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: unknown[] }).data, []);
+    assert.deepEqual(((await (await fetch(`${base}/api/tags`, { headers: auth })).json()) as { models: unknown[] }).models, []);
+    console.log(`offline, no models: /health, /v1/models and /api/tags answered ${((performance.now() - started) / 1000).toFixed(1)} s after npm start`);
+    assert.match(banner, /could not pull .*cannot reach http:\/\/127\.0\.0\.1:\d+.*retried in the background/, 'the failed pull is explained');
+    assert.match(banner, /NPU_RELAY_NO_PULL=1/, 'and how to stop it');
+    // The banner has every URL a client needs, and no JSON log line breaks it up.
+    for (const what of ['OpenAI API', 'Anthropic API', 'Ollama API', 'Dashboard']) assert.match(banner, new RegExp(`${what}:\\s+http://127\\.0\\.0\\.1:${port}/`));
+    assert.doesNotMatch(banner, /"level":30/, 'no info log lines before the banner');
+    await sleep(2000);
+    assert.equal(stack.child.exitCode, null, 'npm start keeps running');
+    assert.match(stack.out(), /retrying the pull of/, 'the retry is in the log');
+
+    // The banner's line attaches more agents: the token comes from the data folder (it is the one set), not argv.
+    assert.equal((await readFile(path.join(dataDir, 'agent-token'), 'utf8')).trim(), agentToken);
+    const line = /^\s*(npm run agent -- --local.*?) \[--pool P\] \[--models DIR\]$/m.exec(banner)?.[1];
+    assert.ok(line, `the banner prints the agent line:\n${banner}`);
+    assert.doesNotMatch(line, new RegExp(agentToken));
+    const words = line.split(' ');
+    const agentEnv = { NPU_RELAY_AGENT_TOKEN: '', NPU_RELAY_EDGE_URL: '', NPU_RELAY_DATA_DIR: '', NPU_RELAY_LOG_LEVEL: 'warn' };
+    agents.push(startProcess(words[0]!, [...words.slice(1), '--models', chatOnly], agentEnv));
+    agents.push(startProcess(words[0]!, [...words.slice(1), '--pool', 'other', '--models', embedOnly], agentEnv));
+    await waitFor('both agents to serve their models', async () => {
+      for (const a of agents) if (a.child.exitCode !== null) assert.fail(`an agent exited:\n${a.out()}`);
+      const ids = ((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+      return ids.includes(CHAT_MODEL) && ids.includes(EMBED_MODEL);
+    }, { timeoutMs: 120_000, intervalMs: 250 });
+    const { stdout: ps } = await run('ps', ['-eo', 'args']);
+    assert.doesNotMatch(ps, new RegExp(agentToken), 'the agent token is in no process list');
+    const chat = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }),
+    });
+    assert.equal(chat.status, 200, await chat.clone().text());
+    const emb = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ model: EMBED_MODEL, input: 'hello' }) });
+    assert.equal(emb.status, 200, 'the agent of the other pool serves its model');
+    const wrongKind = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ model: CHAT_MODEL, input: 'hello' }) });
+    assert.equal(wrongKind.status, 400);
+    assert.match(await wrongKind.text(), /is a chat model and cannot serve/);
+
+    // The hub comes back: the background pull fetches the defaults and the stack's own agent serves them.
+    const [chatRepo, embedRepo] = defaults;
+    const hub = await startHub({ [chatRepo]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)), [embedRepo]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
+    closers.push(() => hub.close());
+    const hubUrl = new URL(hub.url);
+    const proxy = createServer((sock) => sock.pipe(connect(Number(hubUrl.port), '127.0.0.1').on('error', () => sock.destroy())).pipe(sock));
+    await new Promise<void>((resolve) => proxy.listen(hubPort, '127.0.0.1', resolve));
+    closers.push(() => new Promise((r) => proxy.close(r)));
+    const pulled = waitFor('the pulled default models to be served', async () => {
+      const ids = ((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+      return ids.includes(modelFolderName(chatRepo)) && ids.includes(modelFolderName(embedRepo));
+    }, { timeoutMs: 170_000, intervalMs: 500 });
+    pulled.catch(() => {});
+    const pulledOrSay = () => pulled.catch((err: Error) => assert.fail(`${err.message}:\n${stack.out().slice(-4000)}`));
+
+    // Each edge variable, set in npm start's environment, as the edge applies it.
+    const post = (route: string, body: unknown, headers: Record<string, string> = {}) =>
+      fetch(`${base}${route}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+    const greedy = (content: string) => ({ model: CHAT_MODEL, max_tokens: 3, temperature: 0, messages: [{ role: 'user', content }] });
+    const checks: Record<Exclude<keyof typeof edgeVars, 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS'>, () => Promise<void>> = {
+      NPU_RELAY_MAX_BODY_BYTES: async () => {
+        const big = await post('/v1/chat/completions', greedy('x'.repeat(5000)));
+        assert.equal(big.status, 413, 'a 5 KB body is over 3000 bytes');
+        assert.equal((await post('/v1/chat/completions', greedy('y'.repeat(2000)))).status, 200);
+      },
+      NPU_RELAY_CACHE_TTL_S: async () => {
+        const ask = async () => (await post('/v1/chat/completions', greedy('cache me'))).headers.get('x-npu-relay-cache');
+        assert.equal(await ask(), 'MISS');
+        await waitFor('the answer to be cached', async () => (await ask()) === 'HIT', { timeoutMs: 20_000, intervalMs: 200 });
+        await sleep(4000);
+        assert.equal(await ask(), 'MISS', 'a cached answer is not served past 3 s');
+      },
+      NPU_RELAY_RESPONSES_TTL_S: async () => {
+        const made = await post('/v1/responses', { model: CHAT_MODEL, input: 'keep me', max_output_tokens: 3 });
+        assert.equal(made.status, 200);
+        const { id } = (await made.json()) as { id: string };
+        assert.equal((await fetch(`${base}/v1/responses/${id}`, { headers: auth })).status, 200);
+        await sleep(4000);
+        assert.equal((await fetch(`${base}/v1/responses/${id}`, { headers: auth })).status, 404, 'a stored response is gone past 3 s');
+      },
+      NPU_RELAY_RESPONSES_MAX_CHAIN: async () => {
+        const first = (await (await post('/v1/responses', { model: CHAT_MODEL, input: 'one', max_output_tokens: 3 })).json()) as { id: string };
+        const next = await post('/v1/responses', { model: CHAT_MODEL, input: 'two', max_output_tokens: 3, previous_response_id: first.id });
+        assert.equal(next.status, 400);
+        assert.match(await next.text(), /NPU_RELAY_RESPONSES_MAX_CHAIN = 1/);
+      },
+      NPU_RELAY_INFERENCE_TIMEOUT_S: async () => {
+        // An agent that takes the request and never answers: the edge gives up after 2 s, not 600.
+        const peer = await connectPeer({ url: new URL(base), agentToken }, { agentId: 'silent', models: [{ id: 'silent-model', kind: 'chat', device: 'CPU' }] }, () => {});
+        closers.push(async () => peer.close());
+        const res = await post('/v1/chat/completions', { model: 'silent-model', max_tokens: 3, messages: [{ role: 'user', content: 'hello?' }] });
+        assert.equal(res.status, 504);
+        assert.match(await res.text(), /NPU_RELAY_INFERENCE_TIMEOUT_S/);
+      },
+      NPU_RELAY_ATTACHMENT_LIMIT_BYTES: async () => {
+        assert.equal((await sayHello(base, agentToken, 'short-id')).type, 'welcome');
+        const refused = await sayHello(base, agentToken, 'x'.repeat(128));
+        assert.equal(refused.type, 'error');
+        assert.match(refused.message ?? '', /exceeds the 200-byte limit \(NPU_RELAY_ATTACHMENT_LIMIT_BYTES\)/);
+      },
+      NPU_RELAY_CORS_ORIGINS: async () => {
+        const preflight = (origin: string) =>
+          fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' } });
+        assert.equal((await preflight('https://chat.example')).headers.get('access-control-allow-origin'), 'https://chat.example');
+        assert.equal((await preflight('https://other.example')).headers.get('access-control-allow-origin'), null, 'an origin not listed is not allowed');
+      },
+    };
+    for (const [name, check] of Object.entries(checks)) await t.test(`${name}=${edgeVars[name as keyof typeof edgeVars]}`, check);
+
+    await pulledOrSay();
+    assert.match(stack.out(), /pulled .* into /, 'the background pull reports its progress');
+    console.log(`background pull served the defaults ${((performance.now() - started) / 1000).toFixed(0)} s after npm start`);
+
+    // Last, the database stops answering (SIGSTOP, a hang): a key verified 4 s ago is past a 1 s grace, so it is
+    // refused (the default 600 s would serve it), after a lookup that gave up at 1000 ms.
+    await t.test('NPU_RELAY_KEY_GRACE_S=1 and NPU_RELAY_DB_TIMEOUT_MS=1000', async () => {
+      const { stdout: procs } = await run('ps', ['-eo', 'pid=,args=']);
+      const sqldPid = Number(procs.split('\n').find((l) => /sqld/.test(l) && l.includes(dataDir))?.trim().split(/\s+/)[0]);
+      assert.ok(sqldPid > 0, 'the stack\'s sqld is found');
+      assert.equal((await fetch(`${base}/v1/models`, { headers: auth })).status, 200);
+      process.kill(sqldPid, 'SIGSTOP');
+      closers.unshift(async () => process.kill(sqldPid, 'SIGCONT'));
+      await sleep(4000);
+      const res = await fetch(`${base}/v1/models`, { headers: auth, signal: AbortSignal.timeout(60_000) });
+      assert.equal(res.status, 503);
+      assert.match(await res.text(), /database_unavailable/);
+      await waitFor('the Worker log to name the timeout', () => /within 1000 ms \(NPU_RELAY_DB_TIMEOUT_MS\)/.test(stack.out()), { timeoutMs: 10_000 });
+      process.kill(sqldPid, 'SIGCONT');
+    });
+  } finally {
+    for (const a of agents) await stop(a);
+    await stop(stack);
+    for (const close of closers) await close().catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('npm start refuses, by name, an edge setting it cannot apply', async () => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-refuse-'));
+  try {
+    for (const [name, value, why] of [
+      ['NPU_RELAY_CACHE_TTL_S', 'soon', /NPU_RELAY_CACHE_TTL_S must be a positive integer, got 'soon'/],
+      ['NPU_RELAY_EDGE_HITS', 'of', /NPU_RELAY_EDGE_HITS must be on or off/],
+      ['NPU_RELAY_LIBSQL_URL', 'libsql://elsewhere.turso.io', /NPU_RELAY_LIBSQL_URL is set, but `npm start` runs its own local database/],
+    ] as const) {
+      const r = await runScript('node/cli/start.ts', [], { env: { NPU_RELAY_DATA_DIR: dataDir, [name]: value }, timeoutMs: 30_000 });
+      assert.equal(r.code, 2, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, why);
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('every edge variable of the README configuration table and of the Worker reaches the local edge', async () => {
+  const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+  const envTs = await readFile(path.join(PROJECT_ROOT, 'worker/env.ts'), 'utf8');
+  const passed = new Set([...Object.keys(EDGE_VARIABLES), 'NPU_RELAY_AGENT_TOKEN', 'NPU_RELAY_ADMIN_TOKEN', 'NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN']);
+  const inTable = [...readme.matchAll(/^\| `(NPU_RELAY_\w+)` \| edge\b/gm)].map((m) => m[1]!);
+  const inWorker = [...envTs.matchAll(/^\s*(NPU_RELAY_\w+)\?:/gm)].map((m) => m[1]!);
+  assert.ok(inTable.length >= 10 && inWorker.length >= 10);
+  for (const name of [...inTable, ...inWorker]) assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
+});
+
+test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN_FILE) or the environment; --local needs a running npm start', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-token-'));
+  try {
+    const file = path.join(dir, 'token');
+    await writeFile(file, 'from-the-file\n', { mode: 0o600 });
+    assert.equal(agentConfig(['--token-file', file], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-the-file');
+    assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN_FILE: file })!.agentToken, 'from-the-file');
+    assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-env');
+    const refused = (argv: string[], env: NodeJS.ProcessEnv, why: RegExp) => assert.throws(() => agentConfig(argv, env), (err: unknown) => err instanceof ConfigError && why.test(err.message));
+    refused(['--token-file', path.join(dir, 'absent')], {}, /--token-file: cannot read the agent token from .*absent/);
+    await writeFile(path.join(dir, 'empty'), '\n');
+    refused([], { NPU_RELAY_AGENT_TOKEN_FILE: path.join(dir, 'empty') }, /empty; it should hold the agent token/);
+    refused([], {}, /the agent token is required: set NPU_RELAY_AGENT_TOKEN, or pass --token-file/);
+    refused(['--local', '--data-dir', dir], {}, /--local: no running `npm start` found in the data folder/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
