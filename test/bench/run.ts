@@ -24,6 +24,7 @@ import { startDirectServer, type DirectServer } from './direct-server.ts';
 import { measureInOwnProcess as measureConstrainedDecoding } from './constrained-decoding.ts';
 import { compareInOwnProcess } from './engine-efficiency.ts';
 import { compareOpenVinoWithLLMPipeline, openVinoBenchUnavailable } from './openvino-efficiency.ts';
+import { measureOpenVinoPrefixReuse } from './openvino-prefix-reuse.ts';
 import { PIPELINE_MODES } from '../support/openvino-fixtures.ts';
 import { agentFootprint } from './footprint.ts';
 import { measureInOwnProcess as measurePrefixReuse } from './prefix-reuse.ts';
@@ -51,6 +52,7 @@ const PLAN = {
   engine: { maxNewTokens: 128, runs: scale(200), warmup: scale(20), maxSeconds: 60 },
   grammar: { steps: scale(2000), runs: scale(20), maxNewTokens: 128, compiles: scale(10), maxSeconds: 120 },
   prefix: { runs: scale(40), warmup: scale(5), maxSeconds: 120 },
+  openVinoPrefix: { runs: scale(20), warmup: scale(3), maxSeconds: 120, firstTurnWords: 600 },
   idleSettleMs: 3000,
 };
 
@@ -203,6 +205,7 @@ async function main(): Promise<void> {
     for (const stop of cleanup.splice(0, cleanup.length - 1)) await stop();
     if (wanted('4')) await engineEfficiency();
     if (wanted('4')) await constrainedDecoding();
+    if (wanted('4')) await openVinoPrefixReuse();
     if (wanted('6')) await prefixReuse();
   } finally {
     for (const stop of cleanup) await stop().catch((err: Error) => log(`cleanup: ${err.message}`));
@@ -608,6 +611,28 @@ async function constrainedDecoding(): Promise<void> {
   });
 }
 
+/** A second chat turn's TTFT on the real OpenVINO runtime, prefix caching off (stateful) and on (continuous batching). */
+async function openVinoPrefixReuse(): Promise<void> {
+  const what = "Second chat turn's time to first token, OpenVinoEngine on the real runtime (CPU): prefix caching off = stateful pipeline (ATTENTION_BACKEND: SDPA, what the NPU runs; its chat-history KV reuse) vs on = continuous batching (GenAI's prefix cache)";
+  const ov = await openVinoBenchUnavailable();
+  if (ov) {
+    rows.push({ id: '4e', what, measured: `skipped: ${ov}`, baseline: '—', delta: '—', target: '— (report)', verdict: 'skipped' });
+    return;
+  }
+  log('4e OpenVINO prefix reuse: second-turn TTFT, stateful vs continuous batching');
+  const p = await measureOpenVinoPrefixReuse(PLAN.openVinoPrefix);
+  const ms = (s: Summary) => `${s.median.toFixed(1)} / ${s.p99.toFixed(1)} ms`;
+  rows.push({
+    id: '4e',
+    what: `${what}; ${p.model} IR fixture, a ${p.firstTurnTokens}-token first turn (16 answered), second turn ${p.secondTurnTokens} tokens, maxTokens 1, each run a new conversation; baseline: the same prompt on an engine of the same pipeline that never saw the conversation; ${p.runs} runs of each, rotating order; median / p99`,
+    measured: `off ${ms(p.stateful.reuseMs)}, on ${ms(p.continuousBatching.reuseMs)}`,
+    baseline: `no reuse: stateful ${ms(p.stateful.freshMs)}, continuous batching ${ms(p.continuousBatching.freshMs)}`,
+    delta: `off ${percent(p.stateful.ratio)}, on ${percent(p.continuousBatching.ratio)} of no reuse; on = ${percent(p.onVsOff)} of off`,
+    target: '— (report)',
+    verdict: 'info',
+  });
+}
+
 /** Prompt-prefix reuse on the ONNX Runtime engine: an agent's second turn, and what its KV cache holds. */
 async function prefixReuse(): Promise<void> {
   log('6 prefix reuse: second-turn TTFT with and without, KV bytes per 1,000 tokens');
@@ -633,7 +658,7 @@ async function prefixReuse(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4b-s', '4c', '4d', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4b-s', '4c', '4d', '4e', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
 
 try {
   await main();
