@@ -119,7 +119,7 @@ describe('Anthropic messages (@anthropic-ai/sdk)', () => {
       const [thinking, text, tool] = m.content as [Anthropic.ThinkingBlock, Anthropic.TextBlock, Anthropic.ToolUseBlock];
       assert.equal(thinking.thinking, REASONING);
       assert.equal(text.text, TEXT);
-      assert.deepEqual([tool.id, tool.name, tool.input], ['call_abc', 'get_weather', JSON.parse(ARGS)]);
+      assert.deepEqual([tool.id, tool.name, tool.input], ['toolu_abc', 'get_weather', JSON.parse(ARGS)]);
       assert.equal(m.stop_reason, 'tool_use');
       assert.deepEqual([m.usage.input_tokens, m.usage.output_tokens], [21, 18]);
     }
