@@ -35,6 +35,35 @@ export interface EngineComparisonOptions {
   maxSeconds: number;
 }
 
+/** One generation of a side: the tokens it made and how long it took. */
+export type TimedRun = () => Promise<{ tokens: number; seconds: number }>;
+
+/**
+ * Runs the engine and the same work called directly, warm-up first, then alternately (which side goes first swaps
+ * each run, so neither always follows the other's garbage) until `runs` or `maxSeconds`; tokens/s of each side.
+ */
+export async function alternate(viaEngine: TimedRun, direct: TimedRun, options: EngineComparisonOptions): Promise<Pick<EngineComparison, 'runs' | 'engine' | 'direct' | 'ratio'>> {
+  for (let i = 0; i < options.warmup; i++) {
+    await viaEngine();
+    await direct();
+  }
+  const deadline = performance.now() + options.maxSeconds * 1000;
+  const e: number[] = [];
+  const d: number[] = [];
+  let engineTokens = 0;
+  let directTokens = 0;
+  for (let i = 0; i < options.runs && performance.now() < deadline; i++) {
+    const [a, b] = i % 2 === 0 ? [await viaEngine(), await direct()] : ([await direct(), await viaEngine()].reverse() as [Awaited<ReturnType<TimedRun>>, Awaited<ReturnType<TimedRun>>]);
+    e.push(a.tokens / a.seconds);
+    d.push(b.tokens / b.seconds);
+    engineTokens = a.tokens;
+    directTokens = b.tokens;
+  }
+  const engine = { tokensPerSec: summarize(e), tokens: engineTokens };
+  const directSide = { tokensPerSec: summarize(d), tokens: directTokens };
+  return { runs: e.length, engine, direct: directSide, ratio: engine.tokensPerSec.median / directSide.tokensPerSec.median };
+}
+
 const PROMPT = 'Write a short story about a relay that carries messages between two towns.';
 
 export async function compareOrtWithTransformers(options: EngineComparisonOptions): Promise<EngineComparison> {
@@ -63,27 +92,7 @@ export async function compareOrtWithTransformers(options: EngineComparisonOption
   };
 
   try {
-    for (let i = 0; i < options.warmup; i++) {
-      await viaEngine();
-      await direct();
-    }
-    const deadline = performance.now() + options.maxSeconds * 1000;
-    const e: number[] = [];
-    const d: number[] = [];
-    let engineTokens = 0;
-    let directTokens = 0;
-    for (let i = 0; i < options.runs && performance.now() < deadline; i++) {
-      // Alternate which side goes first, so neither always follows the other's garbage.
-      const pair = i % 2 === 0 ? [await viaEngine(), await direct()] : [await direct(), await viaEngine()].reverse();
-      const [a, b] = pair as [{ tokens: number; seconds: number }, { tokens: number; seconds: number }];
-      e.push(a.tokens / a.seconds);
-      d.push(b.tokens / b.seconds);
-      engineTokens = a.tokens;
-      directTokens = b.tokens;
-    }
-    const engineSide = { tokensPerSec: summarize(e), tokens: engineTokens };
-    const directSide = { tokensPerSec: summarize(d), tokens: directTokens };
-    return { model: CHAT_MODEL, maxNewTokens: options.maxNewTokens, runs: e.length, engine: engineSide, direct: directSide, ratio: engineSide.tokensPerSec.median / directSide.tokensPerSec.median };
+    return { model: CHAT_MODEL, maxNewTokens: options.maxNewTokens, ...(await alternate(viaEngine, direct, options)) };
   } finally {
     await engine.close();
     await model.dispose();

@@ -11,8 +11,7 @@ import { loadOpenVino, OpenVinoEngine } from '../../node/engines/openvino.ts';
 import { createLogger } from '../../node/log.ts';
 import { scanModels } from '../../node/models/catalog.ts';
 import { missingFixtures, modeOptions, OV_FIXTURES, OV_FIXTURES_DIR, PIPELINE_MODES, type PipelineMode } from '../support/openvino-fixtures.ts';
-import type { EngineComparison, EngineComparisonOptions } from './engine-efficiency.ts';
-import { summarize } from './summary.ts';
+import { alternate, type EngineComparison, type EngineComparisonOptions } from './engine-efficiency.ts';
 
 const PROMPT = 'Write a short story about a relay that carries messages between two towns.';
 
@@ -50,26 +49,7 @@ export async function compareOpenVinoWithLLMPipeline(options: EngineComparisonOp
   };
 
   try {
-    for (let i = 0; i < options.warmup; i++) {
-      await viaEngine();
-      await direct();
-    }
-    const deadline = performance.now() + options.maxSeconds * 1000;
-    const e: number[] = [];
-    const d: number[] = [];
-    let engineTokens = 0;
-    let directTokens = 0;
-    for (let i = 0; i < options.runs && performance.now() < deadline; i++) {
-      // Alternate which side goes first, so neither always follows the other.
-      const [a, b] = i % 2 === 0 ? [await viaEngine(), await direct()] : [await direct(), await viaEngine()].reverse();
-      e.push(a!.tokens / a!.seconds);
-      d.push(b!.tokens / b!.seconds);
-      engineTokens = a!.tokens;
-      directTokens = b!.tokens;
-    }
-    const engineSide = { tokensPerSec: summarize(e), tokens: engineTokens };
-    const directSide = { tokensPerSec: summarize(d), tokens: directTokens };
-    return { mode, model: OV_FIXTURES.chat, maxNewTokens: options.maxNewTokens, runs: e.length, engine: engineSide, direct: directSide, ratio: engineSide.tokensPerSec.median / directSide.tokensPerSec.median };
+    return { mode, model: OV_FIXTURES.chat, maxNewTokens: options.maxNewTokens, ...(await alternate(viaEngine, direct, options)) };
   } finally {
     await engine.close();
   }
