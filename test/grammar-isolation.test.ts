@@ -10,7 +10,7 @@
  *   turning while a compile runs; OpenVINO gets the same time-boxed check before GenAI.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,7 +19,11 @@ import OpenAI from 'openai';
 import { agentConfig } from '../node/config.ts';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
+import { AutoTokenizer, env } from '@huggingface/transformers';
+import { DECODE_OPTIONS } from '../node/engines/detokenizer.ts';
+import { ConstraintCompiler } from '../node/grammar/constraint-compiler.ts';
 import { DEFAULT_GRAMMAR_TIMEOUT_MS, setGrammarTimeout } from '../node/grammar/grammar-worker.ts';
+import { grammarVocabulary } from '../node/grammar/vocabulary.ts';
 import { createLogger } from '../node/log.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask, JsonSchema } from '../shared/protocol/frames.ts';
@@ -50,7 +54,41 @@ const slow = (variant = 0): JsonSchema => ({
 const SLOW = slow();
 const GOOD = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'] };
 const WEATHER = { type: 'object', properties: { unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['unit', 'days'] };
-const GRAMMAR_TIMEOUT_MS = 1000;
+
+/**
+ * The grammar time limit these tests run with: between what the good schemas and the slow one take to compile on
+ * this machine now (the geometric mean), since a fixed limit is a bet on the machine's speed: the slow schema
+ * compiles in ~0.7 s on a quiet machine and ~1.7 s on a busy one. Each is timed in a compiler of its own, after a
+ * warm-up compile, as the agent's checking thread times a compile (its setup untimed); `compile` compiles twice
+ * (checking and matching thread), which scales both sides alike.
+ */
+async function calibratedLimit(): Promise<number> {
+  env.allowRemoteModels = false;
+  env.localModelPath = `${MODELS_DIR}/`;
+  const tokenizer = await AutoTokenizer.from_pretrained(CHAT_MODEL, { local_files_only: true });
+  const tokenizerJson = JSON.parse(await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+  const { vocab_size: width, eos_token_id: eos } = JSON.parse(await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'), 'utf8')) as { vocab_size: number; eos_token_id: number };
+  const vocabulary = grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, tokenizerJson, width, [eos], (ids) => tokenizer.decode(ids, DECODE_OPTIONS));
+  const compileMs = async (schema: JsonSchema): Promise<number> => {
+    const compiler = new ConstraintCompiler(() => vocabulary, { timeoutMs: 120_000 });
+    try {
+      await compiler.compile({ type: 'json_schema', json_schema: { type: 'boolean' } }, 'warm-up');
+      const t = performance.now();
+      await compiler.compile({ type: 'json_schema', json_schema: schema }, 'calibration');
+      return performance.now() - t;
+    } finally {
+      await compiler.dispose();
+    }
+  };
+  const good = Math.max(await compileMs(GOOD), await compileMs(WEATHER));
+  const slowMs = await compileMs(SLOW);
+  assert.ok(slowMs > 9 * good, `the slow schema must compile far slower than the good ones for the limit to fall between them: ${slowMs.toFixed(0)} ms against ${good.toFixed(0)} ms`);
+  const limit = Math.round(Math.sqrt(good * slowMs) / 2);
+  console.log(`grammar time limit for these tests: ${limit} ms (good schemas ${good.toFixed(0)} ms, the slow one ${slowMs.toFixed(0)} ms, each compiled twice)`);
+  return limit;
+}
+const GRAMMAR_TIMEOUT_MS = await calibratedLimit();
+const LIMIT_MESSAGE = new RegExp(`grammar time limit of ${GRAMMAR_TIMEOUT_MS} ms \\(NPU_RELAY_GRAMMAR_TIMEOUT_MS\\)`);
 
 /** Watches the event loop: the longest a 5 ms timer was late while watching. */
 function loopWatch(): { stop(): number } {
@@ -225,7 +263,7 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
         await assert.rejects(
           // Each a schema the agent has not seen (a different bound), so each is compiled.
           hostile.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'slow', schema: slow(i + 1) } } }),
-          (err: unknown) => err instanceof OpenAI.BadRequestError && /grammar time limit of 1000 ms \(NPU_RELAY_GRAMMAR_TIMEOUT_MS\)/.test(err.message),
+          (err: unknown) => err instanceof OpenAI.BadRequestError && LIMIT_MESSAGE.test(err.message),
         );
         toRefusal.push(performance.now() - t);
       }
@@ -269,7 +307,6 @@ describe('grammar isolation in the engines', () => {
   test('ONNX Runtime: schemas that crash xgrammar, and a slow one, are each a 400; a generation running meanwhile and the ones after are valid; the main thread keeps turning', async () => {
     const ajv = new Ajv({ strict: false });
     await runGenerate(engine, chat(GOOD)); // the model loaded, the good schema compiled
-    setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
     const watch = loopWatch();
     const running = runGenerate(engine, chat(GOOD, 7));
     let during: Awaited<typeof running>;
@@ -277,8 +314,10 @@ describe('grammar isolation in the engines', () => {
       for (const depth of POISON_DEPTHS) {
         await assert.rejects(runGenerate(engine, chat(nested(depth))), { code: 'invalid_request', message: /^response_format schema could not be compiled: memory access out of bounds/ });
       }
+      // The crashes above ran under the default limit (a crash takes a while to come); the slow one under this one.
+      setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
       const t = performance.now();
-      await assert.rejects(runGenerate(engine, chat(SLOW)), { code: 'invalid_request', message: /grammar time limit of 1000 ms \(NPU_RELAY_GRAMMAR_TIMEOUT_MS\)/ });
+      await assert.rejects(runGenerate(engine, chat(SLOW)), { code: 'invalid_request', message: LIMIT_MESSAGE });
       console.log(`engine: slow schema refused after ${(performance.now() - t).toFixed(0)} ms`);
       during = await running;
     } finally {
@@ -298,7 +337,6 @@ describe('grammar isolation in the engines', () => {
   test('OpenVINO (fake GenAI): a crashing schema and a slow one are 400s before GenAI runs; the main thread keeps turning; a good one reaches GenAI', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-grammar-'));
     let ov: OpenVinoEngine | undefined;
-    setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
     try {
       for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
       // optimum's export keeps the Hugging Face tokenizer files beside the IR: the fixture model's stand in.
@@ -309,8 +347,9 @@ describe('grammar isolation in the engines', () => {
       const task = (schema: JsonSchema): ChatTask => ({ ...chat(schema), model: 'ov-chat' });
       const watch = loopWatch();
       for (const depth of [100, 1000]) await assert.rejects(runGenerate(ov, task(nested(depth))), { code: 'invalid_request', message: /could not be compiled: memory access out of bounds/ });
+      setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
       const t = performance.now();
-      await assert.rejects(runGenerate(ov, task(SLOW)), { code: 'invalid_request', message: /grammar time limit of 1000 ms \(NPU_RELAY_GRAMMAR_TIMEOUT_MS\)/ });
+      await assert.rejects(runGenerate(ov, task(SLOW)), { code: 'invalid_request', message: LIMIT_MESSAGE });
       const refusedMs = performance.now() - t;
       const lag = watch.stop();
       console.log(`OpenVINO check: slow schema refused after ${refusedMs.toFixed(0)} ms; event loop at most ${lag.toFixed(1)} ms late`);
