@@ -206,6 +206,11 @@ export class AgentRegistry {
     return undefined;
   }
 
+  /** A request went out while none was in flight: a freeze of the hub from now on is told from its agents' silence. */
+  busySince(now: number): void {
+    this.#liveness.ticked(now, true);
+  }
+
   /**
    * Pings each busy agent every AGENT_PING_MS (so it hears from the edge although its own pings' answers queue
    * behind its tokens); `list()` drops a silent one, which ends its streams.

@@ -17,6 +17,8 @@ export interface ExchangeTableOptions {
   cancel: (exchange: Exchange, reason: string) => void;
   /** Runs on every tick while requests are in flight. */
   onTick: (now: number) => void;
+  /** The table went from no exchange to one: the hub is busy from now, before its first tick (see liveness.ts). */
+  onBusy?: (now: number) => void;
   /**
    * Offered each request of a connection that ended before the agent started it: true when it was sent elsewhere
    * (or, with `park`, is waiting for an agent), so it does not fail.
@@ -114,6 +116,7 @@ export class ExchangeTable {
 
   #start(): void {
     if (this.#timer) return;
+    this.#options.onBusy?.(Date.now());
     this.#timer = setInterval(() => this.#tick(), KEEPALIVE_MS);
   }
 

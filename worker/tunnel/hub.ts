@@ -107,6 +107,8 @@ export class AgentHub extends DurableObject<Env> {
         inFlight.checkpoint(now, this.#exchanges.values());
         this.#flow.unpark(now);
       },
+      // A hub stopped within its first tick of a request would otherwise not know it had been busy (liveness.ts).
+      onBusy: (now) => this.#registry.busySince(now),
       rescue: (ex, from, park) => this.#flow.redispatch(ex.id, from, park),
       note: (connId, model, now) => this.#registry.loadingNote(connId, model, now),
     });
