@@ -4,7 +4,15 @@
  * `error`), also when it was cancelled, so the edge always learns how many tokens were produced.
  */
 import { randomUUID } from 'node:crypto';
-import { AGENT_FEATURES, type AgentFrame, type ChunkFrame, type ManageFrame, type RequestFrame, type StatusFrame, type ToolCallDelta } from '../shared/protocol/frames.ts';
+import {
+  AGENT_FEATURES,
+  type AgentFrame,
+  type ChunkFrame,
+  type ManageFrame,
+  type RequestFrame,
+  type StatusFrame,
+  type ToolCallDelta,
+} from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
@@ -54,7 +62,11 @@ export interface RequestRecord {
 const STATUS_DEBOUNCE_MS = 250;
 
 /** Per-device defaults: accelerators run one generation at a time, the CPU a few. */
-export const DEFAULT_SCHEDULER: SchedulerOptions = { concurrency: { NPU: 1, GPU: 1 }, defaultConcurrency: 4, queueLimit: 64 };
+export const DEFAULT_SCHEDULER: SchedulerOptions = {
+  concurrency: { NPU: 1, GPU: 1 },
+  defaultConcurrency: 4,
+  queueLimit: 64,
+};
 
 /** A pause switch the edge flips for one stream (flow frames). */
 class Flow {
@@ -102,7 +114,8 @@ class ChunkBatch {
     if (delta.reasoning) this.#reasoning += delta.reasoning;
     for (const d of delta.toolCalls ?? []) {
       const last = this.#toolCalls.at(-1);
-      if (last && last.index === d.index && d.id === undefined && d.name === undefined) last.arguments = (last.arguments ?? '') + (d.arguments ?? '');
+      if (last && last.index === d.index && d.id === undefined && d.name === undefined)
+        last.arguments = (last.arguments ?? '') + (d.arguments ?? '');
       else this.#toolCalls.push({ ...d });
     }
     if (!this.#scheduled) {
@@ -186,8 +199,7 @@ export class Agent {
         else if (frame.type === 'cancel') {
           this.#inFlight.get(frame.id)?.controller.abort(frame.reason ?? 'cancelled by the edge');
           options.manager?.cancel(frame.id, frame.reason);
-        }
-        else if (frame.type === 'flow') this.#inFlight.get(frame.id)?.flow.set(frame.pause);
+        } else if (frame.type === 'flow') this.#inFlight.get(frame.id)?.flow.set(frame.pause);
         else if (frame.type === 'welcome') this.#sendStatus();
       },
       // Streams cannot resume on a new connection: the edge has already failed them, so stop the work.
@@ -204,7 +216,12 @@ export class Agent {
 
   #manage(frame: ManageFrame): void {
     if (!this.#options.manager) {
-      this.#send({ type: 'error', id: frame.id, code: 'invalid_request', message: 'this agent does not manage its models over the tunnel (it did not announce manage)' });
+      this.#send({
+        type: 'error',
+        id: frame.id,
+        code: 'invalid_request',
+        message: 'this agent does not manage its models over the tunnel (it did not announce manage)',
+      });
       return;
     }
     const residency = frame.op.action === 'load' || frame.op.action === 'unload';
@@ -269,7 +286,9 @@ export class Agent {
         name: d.name,
         running: byName.get(d.name)?.running ?? 0,
         queued: byName.get(d.name)?.queued ?? 0,
-        loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded()).filter((m) => m.device === d.name).map((m) => m.id),
+        loadedModels: (this.#options.loadedModels?.() ?? this.#engine.loaded())
+          .filter((m) => m.device === d.name)
+          .map((m) => m.id),
       })),
       loaded: this.#engine.loaded(),
     };
@@ -301,7 +320,8 @@ export class Agent {
     this.#log.info({ inFlight: this.#inFlight.size, deadlineMs }, 'draining: finishing in-flight requests');
     const deadline = Date.now() + deadlineMs;
     while (this.#inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (this.#inFlight.size > 0) this.#log.warn({ left: this.#inFlight.size }, 'drain deadline reached; cancelling the rest');
+    if (this.#inFlight.size > 0)
+      this.#log.warn({ left: this.#inFlight.size }, 'drain deadline reached; cancelling the rest');
     await this.stop();
   }
 
@@ -319,11 +339,21 @@ export class Agent {
 
   #start(frame: RequestFrame): void {
     if (this.#inFlight.has(frame.id)) {
-      this.#send({ type: 'error', id: frame.id, code: 'bad_frame', message: `request id ${frame.id} is already in flight` });
+      this.#send({
+        type: 'error',
+        id: frame.id,
+        code: 'bad_frame',
+        message: `request id ${frame.id} is already in flight`,
+      });
       return;
     }
     if (this.#draining) {
-      this.#send({ type: 'error', id: frame.id, code: 'overloaded', message: 'this agent is shutting down and takes no new requests' });
+      this.#send({
+        type: 'error',
+        id: frame.id,
+        code: 'overloaded',
+        message: 'this agent is shutting down and takes no new requests',
+      });
       return;
     }
     const running: Running = { controller: new AbortController(), flow: new Flow() };
@@ -368,7 +398,14 @@ export class Agent {
         const counted = await this.#engine.countTokens(body, signal);
         promptTokens = counted.promptTokens;
         const durationMs = performance.now() - started;
-        this.#send({ type: 'end', id, finishReason: 'stop', usage: { promptTokens, completionTokens: 0 }, device: counted.device, durationMs });
+        this.#send({
+          type: 'end',
+          id,
+          finishReason: 'stop',
+          usage: { promptTokens, completionTokens: 0 },
+          device: counted.device,
+          durationMs,
+        });
         log.info({ promptTokens, durationMs: Math.round(durationMs) }, 'prompt counted');
         return;
       }
@@ -378,14 +415,25 @@ export class Agent {
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
         const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
-        this.#send({ type: 'embeddings', id, data: result.vectors, usage: { promptTokens, completionTokens: 0 }, device: result.device, durationMs, ...load });
+        this.#send({
+          type: 'embeddings',
+          id,
+          data: result.vectors,
+          usage: { promptTokens, completionTokens: 0 },
+          device: result.device,
+          durationMs,
+          ...load,
+        });
         log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
       for await (const event of this.#engine.generate(body, signal)) {
         if (event.type === 'prompt') {
           promptTokens = event.promptTokens;
-          const timer = setTimeout(() => this.#send({ type: 'chunk', id, text: '', tokens: 0, ...takePromptNotice() }), PROMPT_NOTICE_MS);
+          const timer = setTimeout(
+            () => this.#send({ type: 'chunk', id, text: '', tokens: 0, ...takePromptNotice() }),
+            PROMPT_NOTICE_MS,
+          );
           promptNotice = { tokens: event.promptTokens, timer };
         } else if (event.type === 'delta') {
           ttftMs ??= performance.now() - started;
@@ -406,9 +454,25 @@ export class Agent {
           completionTokens = event.usage.completionTokens;
           cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          const extra = { ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}), ...(event.context ? { context: event.context } : {}) };
-          this.#send({ type: 'end', id, finishReason: event.finishReason, usage: event.usage, device: event.device, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...extra, ...tail });
-          log.info({ finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) }, 'request finished');
+          const extra = {
+            ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}),
+            ...(event.context ? { context: event.context } : {}),
+          };
+          this.#send({
+            type: 'end',
+            id,
+            finishReason: event.finishReason,
+            usage: event.usage,
+            device: event.device,
+            durationMs,
+            ...(ttftMs !== undefined ? { ttftMs } : {}),
+            ...extra,
+            ...tail,
+          });
+          log.info(
+            { finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) },
+            'request finished',
+          );
         }
       }
     } catch (err) {
@@ -417,7 +481,14 @@ export class Agent {
       outcome = code;
       if (code === 'cancelled') {
         // Cancelled before or between tokens: still a normal end, with what was produced.
-        this.#send({ type: 'end', id, finishReason: 'cancelled', usage: { promptTokens, completionTokens }, device, durationMs: performance.now() - started });
+        this.#send({
+          type: 'end',
+          id,
+          finishReason: 'cancelled',
+          usage: { promptTokens, completionTokens },
+          device,
+          durationMs: performance.now() - started,
+        });
       } else {
         const message = err instanceof AgentError ? err.message : `the agent failed: ${(err as Error).message}`;
         if (code === 'internal') log.error({ err }, 'unexpected failure');
@@ -427,9 +498,19 @@ export class Agent {
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
       release?.();
-      if (frame.keepAliveMs !== undefined) this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
+      if (frame.keepAliveMs !== undefined)
+        this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
       const durationMs = performance.now() - started;
-      this.#options.onRequestDone?.({ model: body.model, device, outcome, promptTokens, completionTokens, durationMs, ...(ttftMs !== undefined ? { ttftMs } : {}), ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}) });
+      this.#options.onRequestDone?.({
+        model: body.model,
+        device,
+        outcome,
+        promptTokens,
+        completionTokens,
+        durationMs,
+        ...(ttftMs !== undefined ? { ttftMs } : {}),
+        ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}),
+      });
     }
   }
 }

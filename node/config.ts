@@ -158,14 +158,28 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     local?.agentToken ??
     (tokenFile !== undefined ? readTokenFile(tokenFile, 'NPU_RELAY_AGENT_TOKEN_FILE') : undefined) ??
     env.NPU_RELAY_AGENT_TOKEN;
-  if (!agentToken) throw new ConfigError('the agent token is required: set NPU_RELAY_AGENT_TOKEN, or pass --token-file FILE (or NPU_RELAY_AGENT_TOKEN_FILE), holding the same value the edge has; --local reads it from a running `npm start`');
+  if (!agentToken)
+    throw new ConfigError(
+      'the agent token is required: set NPU_RELAY_AGENT_TOKEN, or pass --token-file FILE (or NPU_RELAY_AGENT_TOKEN_FILE), holding the same value the edge has; --local reads it from a running `npm start`',
+    );
   const logLevel = values['log-level'] ?? env.NPU_RELAY_LOG_LEVEL ?? 'info';
-  if (!LEVELS.includes(logLevel)) throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
+  if (!LEVELS.includes(logLevel))
+    throw new ConfigError(`--log-level / NPU_RELAY_LOG_LEVEL must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
   const keepAlive = values['keep-alive'] ?? env.NPU_RELAY_KEEP_ALIVE;
   const budget = values['memory-budget'] ?? env.NPU_RELAY_MEMORY_BUDGET;
   const prefixCache = values['prefix-cache-size'] ?? env.NPU_RELAY_PREFIX_CACHE_SIZE;
-  const metricsPort = parsePort(values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? (local ? '0' : '9464'), '--metrics-port / NPU_RELAY_METRICS_PORT');
-  const preload = [...new Set((values.preload ?? env.NPU_RELAY_PRELOAD ?? '').split(',').map((s) => s.trim()).filter(Boolean))];
+  const metricsPort = parsePort(
+    values['metrics-port'] ?? env.NPU_RELAY_METRICS_PORT ?? (local ? '0' : '9464'),
+    '--metrics-port / NPU_RELAY_METRICS_PORT',
+  );
+  const preload = [
+    ...new Set(
+      (values.preload ?? env.NPU_RELAY_PRELOAD ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
+  ];
   const aliasesFile = values.aliases ?? env.NPU_RELAY_ALIASES;
   const device = values.device ?? env.NPU_RELAY_DEVICE;
   const maxPrompt = values['npu-max-prompt'] ?? env.NPU_RELAY_NPU_MAX_PROMPT_LEN;
@@ -177,7 +191,8 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   const drain = values['drain-timeout'] ?? env.NPU_RELAY_DRAIN_TIMEOUT;
   const grammarTimeout = values['grammar-timeout'] ?? env.NPU_RELAY_GRAMMAR_TIMEOUT_MS;
   const pool = values.pool ?? env.NPU_RELAY_POOL;
-  if (pool !== undefined && !POOL_NAME.test(pool)) throw new ConfigError(`--pool / NPU_RELAY_POOL must be 1–32 letters, digits, '-' or '_', got '${pool}'`);
+  if (pool !== undefined && !POOL_NAME.test(pool))
+    throw new ConfigError(`--pool / NPU_RELAY_POOL must be 1–32 letters, digits, '-' or '_', got '${pool}'`);
   return {
     edgeUrl,
     agentToken,
@@ -186,24 +201,44 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),
     logLevel,
     preload,
-    ...(keepAlive !== undefined ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') } : {}),
-    ...(budget !== undefined ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') } : {}),
+    ...(keepAlive !== undefined
+      ? { keepAliveMs: parseDuration(keepAlive, '--keep-alive / NPU_RELAY_KEEP_ALIVE') }
+      : {}),
+    ...(budget !== undefined
+      ? { memoryBudgetBytes: parseBytes(budget, '--memory-budget / NPU_RELAY_MEMORY_BUDGET') }
+      : {}),
     ...(prefixCache !== undefined ? { prefixCacheBytes: parsePrefixCacheSize(prefixCache) } : {}),
     ...(metricsPort !== 0 ? { metricsPort } : {}),
     ...(aliasesFile ? { aliasesFile: path.resolve(aliasesFile) } : {}),
     ...(device ? { device } : {}),
     npu: {
-      ...(maxPrompt !== undefined ? { maxPromptLen: parseCount(maxPrompt, '--npu-max-prompt / NPU_RELAY_NPU_MAX_PROMPT_LEN') } : {}),
-      ...(minResponse !== undefined ? { minResponseLen: parseCount(minResponse, '--npu-min-response / NPU_RELAY_NPU_MIN_RESPONSE_LEN') } : {}),
-      ...(prefillChunk !== undefined ? { prefillChunkSize: parsePowerOfTwo(prefillChunk, '--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK') } : {}),
+      ...(maxPrompt !== undefined
+        ? { maxPromptLen: parseCount(maxPrompt, '--npu-max-prompt / NPU_RELAY_NPU_MAX_PROMPT_LEN') }
+        : {}),
+      ...(minResponse !== undefined
+        ? { minResponseLen: parseCount(minResponse, '--npu-min-response / NPU_RELAY_NPU_MIN_RESPONSE_LEN') }
+        : {}),
+      ...(prefillChunk !== undefined
+        ? { prefillChunkSize: parsePowerOfTwo(prefillChunk, '--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK') }
+        : {}),
     },
     dataDir,
-    openvinoCacheDir: openvinoCache === undefined ? path.join(dataDir, 'openvino-cache') : openvinoCache.trim().toLowerCase() === 'off' ? false : path.resolve(openvinoCache),
-    prefixCaching: prefixCaching === undefined ? true : parseSwitch(prefixCaching, '--prefix-caching / NPU_RELAY_PREFIX_CACHING'),
+    openvinoCacheDir:
+      openvinoCache === undefined
+        ? path.join(dataDir, 'openvino-cache')
+        : openvinoCache.trim().toLowerCase() === 'off'
+          ? false
+          : path.resolve(openvinoCache),
+    prefixCaching:
+      prefixCaching === undefined ? true : parseSwitch(prefixCaching, '--prefix-caching / NPU_RELAY_PREFIX_CACHING'),
     drainTimeoutMs: drain !== undefined ? parseDuration(drain, '--drain-timeout / NPU_RELAY_DRAIN_TIMEOUT') : 30_000,
-    ...(grammarTimeout !== undefined ? { grammarTimeoutMs: parseCount(grammarTimeout, '--grammar-timeout / NPU_RELAY_GRAMMAR_TIMEOUT_MS') } : {}),
+    ...(grammarTimeout !== undefined
+      ? { grammarTimeoutMs: parseCount(grammarTimeout, '--grammar-timeout / NPU_RELAY_GRAMMAR_TIMEOUT_MS') }
+      : {}),
     concurrency: parseConcurrency(values.concurrency ?? env.NPU_RELAY_CONCURRENCY ?? ''),
-    ...(queueLimit !== undefined ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) } : {}),
+    ...(queueLimit !== undefined
+      ? { queueLimit: parseCount(queueLimit, '--queue-limit / NPU_RELAY_QUEUE_LIMIT', 0) }
+      : {}),
     hub: hubOf(env),
   };
 }
@@ -211,21 +246,24 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
 /** Where pulls through the API come from: `HF_ENDPOINT` (an http(s) URL) and `HF_TOKEN`. */
 export function hubOf(env: NodeJS.ProcessEnv): { endpoint: string; token?: string } {
   const endpoint = env.HF_ENDPOINT || 'https://huggingface.co';
-  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) throw new ConfigError(`HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
+  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint))
+    throw new ConfigError(`HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
   return { endpoint, ...(env.HF_TOKEN ? { token: env.HF_TOKEN } : {}) };
 }
 
 /** A whole number of at least `min`. */
 export function parseCount(text: string, name: string, min = 1): number {
   const n = Number(text.trim());
-  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be a whole number of at least ${min}, got '${text}'`);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new ConfigError(`${name} must be a whole number of at least ${min}, got '${text}'`);
   return n;
 }
 
 /** A power of two, as GenAI requires of the NPU's prefill chunk. */
 export function parsePowerOfTwo(text: string, name: string): number {
   const n = Number(text.trim());
-  if (!Number.isSafeInteger(n) || n < 1 || (n & (n - 1)) !== 0) throw new ConfigError(`${name} must be a power of two such as 256, 512 or 1024, got '${text}'`);
+  if (!Number.isSafeInteger(n) || n < 1 || (n & (n - 1)) !== 0)
+    throw new ConfigError(`${name} must be a power of two such as 256, 512 or 1024, got '${text}'`);
   return n;
 }
 
@@ -240,9 +278,15 @@ export function parseSwitch(text: string, name: string): boolean {
 /** `CPU=4,NPU=1`: requests that may run at once on each device. */
 export function parseConcurrency(text: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^([A-Za-z][\w.]*)=(\d+)$/.exec(part);
-    if (!m || Number(m[2]) < 1) throw new ConfigError(`--concurrency / NPU_RELAY_CONCURRENCY must look like CPU=4,NPU=1 (each at least 1), got '${text}'`);
+    if (!m || Number(m[2]) < 1)
+      throw new ConfigError(
+        `--concurrency / NPU_RELAY_CONCURRENCY must look like CPU=4,NPU=1 (each at least 1), got '${text}'`,
+      );
     out[m[1]!.toUpperCase()] = Number(m[2]);
   }
   return out;
@@ -255,18 +299,34 @@ export function parseDuration(text: string, name: string): number {
   const t = text.trim();
   if (t === '-1') return Infinity;
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(t);
-  if (!m) throw new ConfigError(`${name} must be a duration like 30s, 5m or 1h, a number of seconds, or -1 for ever; got '${text}'`);
+  if (!m)
+    throw new ConfigError(
+      `${name} must be a duration like 30s, 5m or 1h, a number of seconds, or -1 for ever; got '${text}'`,
+    );
   return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's']!);
 }
 
-const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+const BYTE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
+};
 
 /** `8GB` (10^9), `6GiB` (2^30), `512MB`, or a number of bytes; in bytes. */
 export function parseBytes(text: string, name: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)?$/i.exec(text.trim());
   const unit = BYTE_UNITS[(m?.[2] ?? 'b').toLowerCase()];
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
-  if (!(bytes > 0)) throw new ConfigError(`${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`);
+  if (!(bytes > 0))
+    throw new ConfigError(
+      `${name} must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '${text}'`,
+    );
   return bytes;
 }
 
@@ -282,6 +342,7 @@ function parsePrefixCacheSize(text: string): number {
 
 function parsePort(text: string, name: string): number {
   const port = Number(text);
-  if (!/^\d+$/.test(text.trim()) || port > 65535) throw new ConfigError(`${name} must be a port number from 1 to 65535, or 0 to turn it off; got '${text}'`);
+  if (!/^\d+$/.test(text.trim()) || port > 65535)
+    throw new ConfigError(`${name} must be a port number from 1 to 65535, or 0 to turn it off; got '${text}'`);
   return port;
 }

@@ -98,7 +98,8 @@ export function recordRequest(r: RequestRecord): void {
   if (r.ttftMs !== undefined) {
     ttft.observe({ model: r.model, device }, r.ttftMs / 1000);
     const decodeSeconds = (r.durationMs - r.ttftMs) / 1000;
-    if (r.completionTokens > 1 && decodeSeconds > 0) tokensPerSecond.observe({ model: r.model, device }, (r.completionTokens - 1) / decodeSeconds);
+    if (r.completionTokens > 1 && decodeSeconds > 0)
+      tokensPerSecond.observe({ model: r.model, device }, (r.completionTokens - 1) / decodeSeconds);
   }
 }
 

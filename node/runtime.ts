@@ -38,16 +38,26 @@ export interface RuntimeHooks {
   loadOpenVino?: (() => Promise<OpenVinoModules>) | undefined;
 }
 
-export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks: RuntimeHooks = {}): Promise<AgentRuntime> {
+export async function createAgentRuntime(
+  config: AgentConfig,
+  log: Logger,
+  hooks: RuntimeHooks = {},
+): Promise<AgentRuntime> {
   const catalog = await scanModels(config.modelsDir);
   for (const s of catalog.skipped) log.warn({ dir: s.dir }, `skipped a model folder: ${s.reason}`);
   for (const e of catalog.entries) {
     // OpenVINO IR keeps its template in openvino_tokenizer.xml, so only the ONNX path is known to lack one.
     if (e.chatTemplate === 'plain' && e.formats.includes('onnx')) {
-      log.warn({ model: e.id }, `model '${e.id}' ships no chat template: chat requests get a plain "role: content" layout (add chat_template.jinja to ${e.dir} for the model's own, or use /v1/completions and /api/generate)`);
+      log.warn(
+        { model: e.id },
+        `model '${e.id}' ships no chat template: chat requests get a plain "role: content" layout (add chat_template.jinja to ${e.dir} for the model's own, or use /v1/completions and /api/generate)`,
+      );
     }
     if (e.kind === 'chat' && !e.traits.templateTools) {
-      log.info({ model: e.id }, `model '${e.id}': its chat template has no tool support, so tools use the generic layout (described in the system prompt, calls read in <tool_call> tags); set "toolFormat" and "templateTools" in ${e.dir}/npu-relay.json if the model knows a format of its own`);
+      log.info(
+        { model: e.id },
+        `model '${e.id}': its chat template has no tool support, so tools use the generic layout (described in the system prompt, calls read in <tool_call> tags); set "toolFormat" and "templateTools" in ${e.dir}/npu-relay.json if the model knows a format of its own`,
+      );
     }
   }
   const activity = new ModelActivity(log);
@@ -62,12 +72,15 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
   };
   const scheduler = {
     ...DEFAULT_SCHEDULER,
-    ...(config.concurrency && Object.keys(config.concurrency).length ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } } : {}),
+    ...(config.concurrency && Object.keys(config.concurrency).length
+      ? { concurrency: { NPU: 1, GPU: 1, ...config.concurrency } }
+      : {}),
     ...(config.queueLimit !== undefined ? { queueLimit: config.queueLimit } : {}),
   };
   // Per device, as the scheduler admits: a device's own limit, else its family's (GPU.1 → GPU), else the default.
   const capacityOf = (device: string): Capacity => ({
-    concurrency: scheduler.concurrency[device] ?? scheduler.concurrency[deviceFamily(device)] ?? scheduler.defaultConcurrency,
+    concurrency:
+      scheduler.concurrency[device] ?? scheduler.concurrency[deviceFamily(device)] ?? scheduler.defaultConcurrency,
     queueLimit: scheduler.queueLimit,
   });
   if (config.grammarTimeoutMs !== undefined) setGrammarTimeout(config.grammarTimeoutMs);
@@ -77,7 +90,10 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
     device: config.device,
     npu: config.npu,
     prefixCaching: config.prefixCaching,
-    openvinoCacheDir: config.openvinoCacheDir === false ? undefined : (config.openvinoCacheDir ?? path.resolve(config.dataDir ?? '.data', 'openvino-cache')),
+    openvinoCacheDir:
+      config.openvinoCacheDir === false
+        ? undefined
+        : (config.openvinoCacheDir ?? path.resolve(config.dataDir ?? '.data', 'openvino-cache')),
     pool: { keepAliveMs: config.keepAliveMs, memoryBudgetBytes: config.memoryBudgetBytes, onEvent: onModelEvent },
     capacityOf,
     loadOpenVino: hooks.loadOpenVino,
@@ -92,13 +108,30 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
       ? `models: ${models.map((m) => `${m.id} (${m.kind})`).join(', ')}`
       : `models: none found in ${config.modelsDir} — get one with \`npm run pull -- <hub repo id>\` (ONNX or OpenVINO IR layout), or set NPU_RELAY_MODELS_DIR`,
   ];
-  log.info({ engine: engine.name, devices: engine.devices.map((d) => d.name), models: models.map((m) => m.id), modelsDir: config.modelsDir }, summary.join('; '));
+  log.info(
+    {
+      engine: engine.name,
+      devices: engine.devices.map((d) => d.name),
+      models: models.map((m) => m.id),
+      modelsDir: config.modelsDir,
+    },
+    summary.join('; '),
+  );
   for (const id of config.preload ?? []) {
-    if (!models.some((m) => m.id === id)) throw new ConfigError(`cannot preload '${id}' (NPU_RELAY_PRELOAD / --preload): no such model; this agent has: ${models.map((m) => m.id).join(', ') || 'none'}`);
+    if (!models.some((m) => m.id === id))
+      throw new ConfigError(
+        `cannot preload '${id}' (NPU_RELAY_PRELOAD / --preload): no such model; this agent has: ${models.map((m) => m.id).join(', ') || 'none'}`,
+      );
   }
   // One at a time, so the memory budget sees each load.
   for (const id of config.preload ?? []) await engine.preload(id);
-  const manager = new ModelManager({ engine, modelsDir: config.modelsDir, aliasesFile: config.aliasesFile, hub: config.hub ?? { endpoint: 'https://huggingface.co' }, log });
+  const manager = new ModelManager({
+    engine,
+    modelsDir: config.modelsDir,
+    aliasesFile: config.aliasesFile,
+    hub: config.hub ?? { endpoint: 'https://huggingface.co' },
+    log,
+  });
   await manager.watch();
   const agent = new Agent({
     manager,
@@ -140,7 +173,9 @@ export async function createAgentRuntime(config: AgentConfig, log: Logger, hooks
         };
       },
     });
-    summary.push(`health: ${new URL('/health', observability.url)}, metrics: ${new URL('/metrics', observability.url)}`);
+    summary.push(
+      `health: ${new URL('/health', observability.url)}, metrics: ${new URL('/metrics', observability.url)}`,
+    );
     log.info({ url: observability.url.toString() }, `health and metrics endpoints on ${observability.url}`);
   }
   return { agent, engine, manager, summary, observability };

@@ -73,7 +73,9 @@ export class Scheduler {
       return Promise.resolve(release);
     }
     if (this.#queued >= this.#options.queueLimit) {
-      return Promise.reject(new OverloadedError(`the agent's queue is full (${this.#options.queueLimit} waiting); retry shortly`));
+      return Promise.reject(
+        new OverloadedError(`the agent's queue is full (${this.#options.queueLimit} waiting); retry shortly`),
+      );
     }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
@@ -135,12 +137,22 @@ export class Scheduler {
 
   /** Running and waiting requests, per device and in total. */
   status(): { running: number; queued: number; devices: Array<{ name: string; running: number; queued: number }> } {
-    const devices = [...this.#devices].map(([name, d]) => ({ name, running: d.running, queued: [...d.queues.values()].reduce((n, q) => n + q.length, 0) }));
+    const devices = [...this.#devices].map(([name, d]) => ({
+      name,
+      running: d.running,
+      queued: [...d.queues.values()].reduce((n, q) => n + q.length, 0),
+    }));
     return { running: devices.reduce((n, d) => n + d.running, 0), queued: this.#queued, devices };
   }
 
   /** Total concurrency over the given devices, and the queue limit. */
   capacity(devices: readonly string[]): { concurrency: number; queueLimit: number } {
-    return { concurrency: Math.max(1, devices.reduce((n, d) => n + this.limit(d), 0)), queueLimit: this.#options.queueLimit };
+    return {
+      concurrency: Math.max(
+        1,
+        devices.reduce((n, d) => n + this.limit(d), 0),
+      ),
+      queueLimit: this.#options.queueLimit,
+    };
   }
 }

@@ -36,7 +36,10 @@ before(async () => {
   await symlink(path.join(MODELS_DIR, CHAT_MODEL), path.join(modelsDir, CHAT_MODEL));
   await symlink(path.join(MODELS_DIR, EMBED_MODEL), path.join(modelsDir, EMBED_MODEL));
   const broken = path.join(modelsDir, BROKEN_MODEL);
-  await cp(path.join(MODELS_DIR, CHAT_MODEL), broken, { recursive: true, filter: (src) => !src.includes(`${path.sep}onnx${path.sep}`) });
+  await cp(path.join(MODELS_DIR, CHAT_MODEL), broken, {
+    recursive: true,
+    filter: (src) => !src.includes(`${path.sep}onnx${path.sep}`),
+  });
   await writeFile(path.join(broken, 'onnx', 'model.onnx'), 'these are not ONNX weights');
   await writeFile(path.join(modelsDir, 'aliases.json'), JSON.stringify({ llama3: CHAT_MODEL, embedder: EMBED_MODEL }));
 });
@@ -59,7 +62,12 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 }
 
 function chat(model: string, maxTokens = 4): ChatTask {
-  return { task: 'chat', model, messages: [{ role: 'user', content: 'hello' }], sampling: { maxTokens, temperature: 0, topP: 1, stop: [] } };
+  return {
+    task: 'chat',
+    model,
+    messages: [{ role: 'user', content: 'hello' }],
+    sampling: { maxTokens, temperature: 0, topP: 1, stop: [] },
+  };
 }
 
 async function drain(events: AsyncIterable<GenerationEvent>): Promise<Extract<GenerationEvent, { type: 'done' }>> {
@@ -73,7 +81,11 @@ async function weightsOnDisk(model: string): Promise<number> {
   const onnx = path.join(MODELS_DIR, model, 'onnx');
   // The full-precision graph and its external data, when it has any.
   let total = 0;
-  for (const f of ['model.onnx', 'model.onnx.data', 'model.onnx_data']) total += await stat(path.join(onnx, f)).then((s) => s.size, () => 0);
+  for (const f of ['model.onnx', 'model.onnx.data', 'model.onnx_data'])
+    total += await stat(path.join(onnx, f)).then(
+      (s) => s.size,
+      () => 0,
+    );
   return total;
 }
 
@@ -87,7 +99,14 @@ describe('a running agent, through the edge and its own endpoints', () => {
   before(async () => {
     edge = await startTestEdge();
     runtime = await createAgentRuntime(
-      { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: 'obs-agent', modelsDir, logLevel: 'silent', metricsPort: 0 },
+      {
+        edgeUrl: edge.url.toString(),
+        agentToken: edge.agentToken,
+        agentId: 'obs-agent',
+        modelsDir,
+        logLevel: 'silent',
+        metricsPort: 0,
+      },
       silent(),
       {
         onModelEvent: (e) => {
@@ -123,10 +142,20 @@ describe('a running agent, through the edge and its own endpoints', () => {
     const openai = edge.openai();
     // Ten different prompts: the edge runs identical requests once, and caches answers.
     const answers = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: `cold start ${i}` }], max_tokens: 4, temperature: 0 })),
+      Array.from({ length: 10 }, (_, i) =>
+        openai.chat.completions.create({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: `cold start ${i}` }],
+          max_tokens: 4,
+          temperature: 0,
+        }),
+      ),
     );
     for (const a of answers) assert.equal(a.usage?.completion_tokens, 4);
-    assert.ok(inFlightAtFirstLoad! >= 2, `requests were waiting for the load together (${inFlightAtFirstLoad} in flight when it finished)`);
+    assert.ok(
+      inFlightAtFirstLoad! >= 2,
+      `requests were waiting for the load together (${inFlightAtFirstLoad} in flight when it finished)`,
+    );
 
     const loads = events.filter((e) => e.model === CHAT_MODEL && e.type !== 'unload');
     assert.deepEqual(
@@ -141,24 +170,47 @@ describe('a running agent, through the edge and its own endpoints', () => {
     const metrics = await get(base, '/metrics');
     assert.equal(metrics.status, 200);
     assert.match(metrics.type ?? '', /^text\/plain; version=0\.0\.4/);
-    assert.equal(sample(metrics.text, 'npu_relay_model_loads_total', { model: CHAT_MODEL, device: 'CPU', result: 'ok' }), 1, 'one load, seen through /metrics');
+    assert.equal(
+      sample(metrics.text, 'npu_relay_model_loads_total', { model: CHAT_MODEL, device: 'CPU', result: 'ok' }),
+      1,
+      'one load, seen through /metrics',
+    );
   });
 
   test('/metrics exposes the model-load metrics with real values, and the process metrics', async () => {
     const openai = edge.openai();
     await openai.embeddings.create({ model: EMBED_MODEL, input: ['the cat sat', 'on the mat'] });
-    await openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'warm now' }], max_tokens: 3 });
+    await openai.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'warm now' }],
+      max_tokens: 3,
+    });
     const { text } = await get(base, '/metrics');
 
     for (const model of [CHAT_MODEL, EMBED_MODEL]) {
-      assert.equal(sample(text, 'npu_relay_model_load_seconds_count', { model, device: 'CPU' }), 1, `${model}: one load timed`);
+      assert.equal(
+        sample(text, 'npu_relay_model_load_seconds_count', { model, device: 'CPU' }),
+        1,
+        `${model}: one load timed`,
+      );
       const seconds = sample(text, 'npu_relay_model_load_seconds_sum', { model, device: 'CPU' })!;
-      const durationMs = (events.find((e) => e.type === 'load-end' && e.model === model) as Extract<ModelEvent, { type: 'load-end' }>).durationMs;
-      assert.ok(seconds > 0 && Math.abs(seconds - durationMs / 1000) < 1e-6, `${model}: load took ${seconds} s, as the event said`);
+      const durationMs = (
+        events.find((e) => e.type === 'load-end' && e.model === model) as Extract<ModelEvent, { type: 'load-end' }>
+      ).durationMs;
+      assert.ok(
+        seconds > 0 && Math.abs(seconds - durationMs / 1000) < 1e-6,
+        `${model}: load took ${seconds} s, as the event said`,
+      );
       assert.equal(sample(text, 'npu_relay_model_loads_total', { model, device: 'CPU', result: 'ok' }), 1);
     }
     assert.equal(sample(text, 'npu_relay_models_loaded', { device: 'CPU' }), 2);
-    for (const name of ['npu_relay_requests_total', 'npu_relay_tokens_total', 'npu_relay_ttft_seconds', 'npu_relay_tokens_per_second', 'npu_relay_queue_depth']) {
+    for (const name of [
+      'npu_relay_requests_total',
+      'npu_relay_tokens_total',
+      'npu_relay_ttft_seconds',
+      'npu_relay_tokens_per_second',
+      'npu_relay_queue_depth',
+    ]) {
       assert.match(text, new RegExp(`^# TYPE ${name} (counter|gauge|histogram)$`, 'm'), `${name} is declared`);
     }
     assert.ok(sample(text, 'process_resident_memory_bytes', {})! > 0, 'default process metrics');
@@ -187,13 +239,27 @@ describe('a running agent, through the edge and its own endpoints', () => {
     const openai = edge.openai();
     const ids = (await openai.models.list()).data.map((m) => m.id).sort();
     assert.deepEqual(ids, [BROKEN_MODEL, CHAT_MODEL, EMBED_MODEL, 'embedder', 'llama3'].sort());
-    const viaAlias = await openai.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'by another name' }], max_tokens: 4, temperature: 0 });
-    const direct = await openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'by another name' }], max_tokens: 4, temperature: 0 });
+    const viaAlias = await openai.chat.completions.create({
+      model: 'llama3',
+      messages: [{ role: 'user', content: 'by another name' }],
+      max_tokens: 4,
+      temperature: 0,
+    });
+    const direct = await openai.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'by another name' }],
+      max_tokens: 4,
+      temperature: 0,
+    });
     assert.equal(viaAlias.model, 'llama3');
     assert.equal(viaAlias.choices[0]!.message.content, direct.choices[0]!.message.content);
     const embedded = await openai.embeddings.create({ model: 'embedder', input: 'the cat sat' });
     assert.equal(embedded.data.length, 1);
-    assert.equal(events.filter((e) => e.type === 'load-start').length, 2, 'an alias shares its model: nothing loaded again');
+    assert.equal(
+      events.filter((e) => e.type === 'load-start').length,
+      2,
+      'an alias shares its model: nothing loaded again',
+    );
   });
 
   test('unknown paths and other methods get JSON errors', async () => {
@@ -209,20 +275,42 @@ describe('a running agent, through the edge and its own endpoints', () => {
     const hostPath = /(^|[\s'"(])(\/|~\/|[A-Za-z]:\\)[^\s]*\//;
     const openai = edge.openai();
     for (const attempt of ['first load', 'during the cooldown']) {
-      await assert.rejects(openai.chat.completions.create({ model: BROKEN_MODEL, messages: [{ role: 'user', content: 'hello' }], max_tokens: 2 }), (err: Error & { status?: number }) => {
-        assert.equal(err.status, 502, attempt);
-        assert.match(err.message, new RegExp(`could not load model '${BROKEN_MODEL}'`), attempt);
-        assert.ok(!err.message.includes(modelsDir) && !err.message.includes(tmpdir()) && !hostPath.test(err.message), `no host path (${attempt}): ${err.message}`);
-        return true;
-      });
+      await assert.rejects(
+        openai.chat.completions.create({
+          model: BROKEN_MODEL,
+          messages: [{ role: 'user', content: 'hello' }],
+          max_tokens: 2,
+        }),
+        (err: Error & { status?: number }) => {
+          assert.equal(err.status, 502, attempt);
+          assert.match(err.message, new RegExp(`could not load model '${BROKEN_MODEL}'`), attempt);
+          assert.ok(
+            !err.message.includes(modelsDir) && !err.message.includes(tmpdir()) && !hostPath.test(err.message),
+            `no host path (${attempt}): ${err.message}`,
+          );
+          return true;
+        },
+      );
     }
-    const viaOllama = await fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ model: BROKEN_MODEL, prompt: '' }) });
+    const viaOllama = await fetch(new URL('/api/generate', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}` },
+      body: JSON.stringify({ model: BROKEN_MODEL, prompt: '' }),
+    });
     const text = await viaOllama.text();
     assert.equal(viaOllama.status, 502);
-    assert.ok(/could not load model/.test(text) && !text.includes(modelsDir) && !hostPath.test(JSON.parse(text).error), `a load by an empty request says no path either: ${text}`);
+    assert.ok(
+      /could not load model/.test(text) && !text.includes(modelsDir) && !hostPath.test(JSON.parse(text).error),
+      `a load by an empty request says no path either: ${text}`,
+    );
     // The operator's own view keeps where it looked.
-    const devices = JSON.parse((await get(base, '/health/devices')).text) as { lastErrors: Array<{ model: string; message: string }> };
-    assert.ok(devices.lastErrors.some((e) => e.model === BROKEN_MODEL && e.message.includes(modelsDir)), 'the agent keeps the path for its operator');
+    const devices = JSON.parse((await get(base, '/health/devices')).text) as {
+      lastErrors: Array<{ model: string; message: string }>;
+    };
+    assert.ok(
+      devices.lastErrors.some((e) => e.model === BROKEN_MODEL && e.message.includes(modelsDir)),
+      'the agent keeps the path for its operator',
+    );
   });
 });
 
@@ -231,25 +319,46 @@ describe('a broken model', () => {
     const events: ModelEvent[] = [];
     // Not connected to any edge: the engine is driven directly, the endpoints report the disconnection.
     const runtime = await createAgentRuntime(
-      { edgeUrl: 'http://127.0.0.1:9', agentToken: 't', agentId: 'lonely', modelsDir, logLevel: 'silent', metricsPort: 0 },
+      {
+        edgeUrl: 'http://127.0.0.1:9',
+        agentToken: 't',
+        agentId: 'lonely',
+        modelsDir,
+        logLevel: 'silent',
+        metricsPort: 0,
+      },
       silent(),
       { onModelEvent: (e) => events.push(e) },
     );
     try {
       const base = runtime.observability!.url;
       // The metrics are the process's: an earlier test's failed load of the same model is already counted.
-      const failedLoads = async () => sample((await get(base, '/metrics')).text, 'npu_relay_model_loads_total', { model: BROKEN_MODEL, device: 'CPU', result: 'failed' }) ?? 0;
+      const failedLoads = async () =>
+        sample((await get(base, '/metrics')).text, 'npu_relay_model_loads_total', {
+          model: BROKEN_MODEL,
+          device: 'CPU',
+          result: 'failed',
+        }) ?? 0;
       const failedBefore = await failedLoads();
-      await assert.rejects(drain(runtime.engine.generate(chat(BROKEN_MODEL), new AbortController().signal)), (err: Error) => {
-        assert.match(err.message, new RegExp(`^could not load model '${BROKEN_MODEL}' from .*${BROKEN_MODEL}: `));
-        assert.doesNotMatch(err.message, /retrying/);
-        return true;
-      });
+      await assert.rejects(
+        drain(runtime.engine.generate(chat(BROKEN_MODEL), new AbortController().signal)),
+        (err: Error) => {
+          assert.match(err.message, new RegExp(`^could not load model '${BROKEN_MODEL}' from .*${BROKEN_MODEL}: `));
+          assert.doesNotMatch(err.message, /retrying/);
+          return true;
+        },
+      );
       const started = performance.now();
-      await assert.rejects(drain(runtime.engine.generate(chat(BROKEN_MODEL), new AbortController().signal)), (err: Error) => {
-        assert.match(err.message, new RegExp(`^could not load model '${BROKEN_MODEL}' from .*; retrying in (30|29) s$`));
-        return true;
-      });
+      await assert.rejects(
+        drain(runtime.engine.generate(chat(BROKEN_MODEL), new AbortController().signal)),
+        (err: Error) => {
+          assert.match(
+            err.message,
+            new RegExp(`^could not load model '${BROKEN_MODEL}' from .*; retrying in (30|29) s$`),
+          );
+          return true;
+        },
+      );
       assert.ok(performance.now() - started < 50, 'no second load attempt');
       assert.equal(events.filter((e) => e.type === 'load-start').length, 1);
 
@@ -279,7 +388,11 @@ describe('model lifetime with real models', () => {
     const events: ModelEvent[] = [];
     const engine = await create({}, events);
     try {
-      const done = await Promise.all(Array.from({ length: 10 }, (_, i) => drain(engine.generate(chat(CHAT_MODEL, 2 + (i % 3)), new AbortController().signal))));
+      const done = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          drain(engine.generate(chat(CHAT_MODEL, 2 + (i % 3)), new AbortController().signal)),
+        ),
+      );
       assert.deepEqual(
         done.map((d) => d.usage.completionTokens),
         Array.from({ length: 10 }, (_, i) => 2 + (i % 3)),
@@ -318,7 +431,11 @@ describe('model lifetime with real models', () => {
       let deltas = 0;
       for await (const e of engine.generate(chat(CHAT_MODEL, 40), new AbortController().signal)) {
         if (e.type === 'delta') deltas++;
-        assert.equal(events.some((ev) => ev.type === 'unload'), false, 'not unloaded mid-generation');
+        assert.equal(
+          events.some((ev) => ev.type === 'unload'),
+          false,
+          'not unloaded mid-generation',
+        );
       }
       assert.ok(deltas > 1);
       await sleep(50);
@@ -334,13 +451,17 @@ describe('model lifetime with real models', () => {
     const engine = await create({ memoryBudgetBytes: chatBytes + 1000 }, events);
     try {
       await drain(engine.generate(chat(CHAT_MODEL), new AbortController().signal));
-      const r = await engine.embed({ task: 'embed', model: EMBED_MODEL, input: ['the cat sat'] }, new AbortController().signal);
+      const r = await engine.embed(
+        { task: 'embed', model: EMBED_MODEL, input: ['the cat sat'] },
+        new AbortController().signal,
+      );
       assert.equal(r.vectors.length, 1);
       const unload = events.find((e) => e.type === 'unload') as Extract<ModelEvent, { type: 'unload' }>;
       assert.equal(unload.model, CHAT_MODEL);
       assert.equal(unload.reason, 'budget');
       assert.ok(
-        events.findIndex((e) => e.type === 'unload') < events.findIndex((e) => e.type === 'load-end' && e.model === EMBED_MODEL),
+        events.findIndex((e) => e.type === 'unload') <
+          events.findIndex((e) => e.type === 'load-end' && e.model === EMBED_MODEL),
         'unloaded before the embedder was loaded',
       );
       // And back: the chat model still answers, after the embedder made way.
@@ -357,13 +478,18 @@ describe('start-up options', () => {
   test('preloaded models (also by alias) are loaded before the runtime is returned, and logged with load time and device', async () => {
     const events: ModelEvent[] = [];
     const lines: Array<Record<string, unknown>> = [];
-    const log = pino({ level: 'info' }, new Writable({
-      write: (chunk, _enc, next) => {
-        lines.push(JSON.parse(String(chunk)));
-        next();
-      },
-    }));
-    const runtime = await createAgentRuntime({ ...base, modelsDir, preload: ['llama3', EMBED_MODEL] }, log, { onModelEvent: (e) => events.push(e) });
+    const log = pino(
+      { level: 'info' },
+      new Writable({
+        write: (chunk, _enc, next) => {
+          lines.push(JSON.parse(String(chunk)));
+          next();
+        },
+      }),
+    );
+    const runtime = await createAgentRuntime({ ...base, modelsDir, preload: ['llama3', EMBED_MODEL] }, log, {
+      onModelEvent: (e) => events.push(e),
+    });
     try {
       const loaded = lines.filter((l) => l.loadMs !== undefined);
       assert.deepEqual(
@@ -373,7 +499,10 @@ describe('start-up options', () => {
           [EMBED_MODEL, 'CPU'],
         ],
       );
-      assert.match(String(loaded[0]!.msg), new RegExp(`^loaded model '${CHAT_MODEL}' on CPU in \\d+ ms \\(\\d+\\.\\d MiB\\)$`));
+      assert.match(
+        String(loaded[0]!.msg),
+        new RegExp(`^loaded model '${CHAT_MODEL}' on CPU in \\d+ ms \\(\\d+\\.\\d MiB\\)$`),
+      );
       assert.deepEqual(
         events.filter((e) => e.type === 'load-end').map((e) => [e.model, (e as { device: string }).device]),
         [
@@ -390,7 +519,10 @@ describe('start-up options', () => {
   test('preloading an unknown model is a start-up error naming it and the models there are', async () => {
     await assert.rejects(createAgentRuntime({ ...base, modelsDir, preload: ['llama4'] }, silent()), (err: Error) => {
       assert.ok(err instanceof ConfigError);
-      assert.equal(err.message, `cannot preload 'llama4' (NPU_RELAY_PRELOAD / --preload): no such model; this agent has: ${BROKEN_MODEL}, ${EMBED_MODEL}, ${CHAT_MODEL}, llama3, embedder`);
+      assert.equal(
+        err.message,
+        `cannot preload 'llama4' (NPU_RELAY_PRELOAD / --preload): no such model; this agent has: ${BROKEN_MODEL}, ${EMBED_MODEL}, ${CHAT_MODEL}, llama3, embedder`,
+      );
       return true;
     });
   });
@@ -400,19 +532,31 @@ describe('start-up options', () => {
     await writeFile(file, JSON.stringify({ mistral: 'mistral-7b-instruct' }));
     await assert.rejects(createAgentRuntime({ ...base, modelsDir, aliasesFile: file }, silent()), (err: Error) => {
       assert.ok(err instanceof ConfigError);
-      assert.equal(err.message, `alias 'mistral' in ${file} points to model 'mistral-7b-instruct', but 'mistral-7b-instruct' is not a model this agent serves (it has: ${BROKEN_MODEL}, ${EMBED_MODEL}, ${CHAT_MODEL})`);
+      assert.equal(
+        err.message,
+        `alias 'mistral' in ${file} points to model 'mistral-7b-instruct', but 'mistral-7b-instruct' is not a model this agent serves (it has: ${BROKEN_MODEL}, ${EMBED_MODEL}, ${CHAT_MODEL})`,
+      );
       return true;
     });
     await writeFile(file, JSON.stringify({ mistral: 42 }));
-    await assert.rejects(createAgentRuntime({ ...base, modelsDir, aliasesFile: file }, silent()), /must be a JSON object of "alias": "model id" pairs; 'mistral': /);
-    await assert.rejects(createAgentRuntime({ ...base, modelsDir, aliasesFile: path.join(modelsDir, 'nope.json') }, silent()), /cannot read the model aliases file .*nope\.json/);
+    await assert.rejects(
+      createAgentRuntime({ ...base, modelsDir, aliasesFile: file }, silent()),
+      /must be a JSON object of "alias": "model id" pairs; 'mistral': /,
+    );
+    await assert.rejects(
+      createAgentRuntime({ ...base, modelsDir, aliasesFile: path.join(modelsDir, 'nope.json') }, silent()),
+      /cannot read the model aliases file .*nope\.json/,
+    );
   });
 
   test('a metrics port in use is a start-up error that names the setting', async () => {
     const first = await createAgentRuntime({ ...base, modelsDir, metricsPort: 0 }, silent());
     try {
       const port = Number(first.observability!.url.port);
-      await assert.rejects(createAgentRuntime({ ...base, modelsDir, metricsPort: port }, silent()), new RegExp(`port ${port} on 127.0.0.1 is already in use: set NPU_RELAY_METRICS_PORT`));
+      await assert.rejects(
+        createAgentRuntime({ ...base, modelsDir, metricsPort: port }, silent()),
+        new RegExp(`port ${port} on 127.0.0.1 is already in use: set NPU_RELAY_METRICS_PORT`),
+      );
     } finally {
       await first.observability?.close();
     }
@@ -426,14 +570,24 @@ describe('start-up options', () => {
     assert.equal(defaults.keepAliveMs, undefined);
     assert.equal(defaults.memoryBudgetBytes, undefined);
 
-    const set = agentConfig([], { ...env, NPU_RELAY_KEEP_ALIVE: '5m', NPU_RELAY_MEMORY_BUDGET: '8GB', NPU_RELAY_METRICS_PORT: '0', NPU_RELAY_PRELOAD: 'a, b,,a', NPU_RELAY_ALIASES: 'x.json' })!;
+    const set = agentConfig([], {
+      ...env,
+      NPU_RELAY_KEEP_ALIVE: '5m',
+      NPU_RELAY_MEMORY_BUDGET: '8GB',
+      NPU_RELAY_METRICS_PORT: '0',
+      NPU_RELAY_PRELOAD: 'a, b,,a',
+      NPU_RELAY_ALIASES: 'x.json',
+    })!;
     assert.equal(set.keepAliveMs, 300_000);
     assert.equal(set.memoryBudgetBytes, 8e9);
     assert.equal(set.metricsPort, undefined, '0 turns the endpoints off');
     assert.deepEqual(set.preload, ['a', 'b']);
     assert.equal(set.aliasesFile, path.resolve('x.json'));
 
-    const flags = agentConfig(['--keep-alive', '90', '--memory-budget', '6GiB', '--metrics-port', '9500', '--preload', 'c'], { ...env, NPU_RELAY_KEEP_ALIVE: '1h' })!;
+    const flags = agentConfig(
+      ['--keep-alive', '90', '--memory-budget', '6GiB', '--metrics-port', '9500', '--preload', 'c'],
+      { ...env, NPU_RELAY_KEEP_ALIVE: '1h' },
+    )!;
     assert.equal(flags.keepAliveMs, 90_000, 'a bare number is seconds, and the flag wins');
     assert.equal(flags.memoryBudgetBytes, 6 * 2 ** 30);
     assert.equal(flags.metricsPort, 9500);
@@ -443,14 +597,17 @@ describe('start-up options', () => {
     assert.equal(agentConfig([], { ...env, NPU_RELAY_MEMORY_BUDGET: '1073741824' })!.memoryBudgetBytes, 2 ** 30);
 
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_KEEP_ALIVE: '5 minutes' }), {
-      message: "--keep-alive / NPU_RELAY_KEEP_ALIVE must be a duration like 30s, 5m or 1h, a number of seconds, or -1 for ever; got '5 minutes'",
+      message:
+        "--keep-alive / NPU_RELAY_KEEP_ALIVE must be a duration like 30s, 5m or 1h, a number of seconds, or -1 for ever; got '5 minutes'",
     });
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_MEMORY_BUDGET: '8 gigs' }), {
-      message: "--memory-budget / NPU_RELAY_MEMORY_BUDGET must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '8 gigs'",
+      message:
+        "--memory-budget / NPU_RELAY_MEMORY_BUDGET must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got '8 gigs'",
     });
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_MEMORY_BUDGET: '0' }), ConfigError);
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_METRICS_PORT: '70000' }), {
-      message: "--metrics-port / NPU_RELAY_METRICS_PORT must be a port number from 1 to 65535, or 0 to turn it off; got '70000'",
+      message:
+        "--metrics-port / NPU_RELAY_METRICS_PORT must be a port number from 1 to 65535, or 0 to turn it off; got '70000'",
     });
   });
 });

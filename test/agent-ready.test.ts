@@ -29,20 +29,69 @@ async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
 
 /** Ten small argument schemas: bounded strings, enums, booleans, small integer ranges, arrays, nesting, none. */
 const SCHEMAS: Array<Record<string, unknown>> = [
-  { type: 'object', properties: { city: { type: 'string', maxLength: 12 } }, required: ['city'], additionalProperties: false },
-  { type: 'object', properties: { unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } }, required: ['unit'], additionalProperties: false },
-  { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false },
-  { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['n'], additionalProperties: false },
-  { type: 'object', properties: { a: { type: 'string', maxLength: 5 }, b: { type: 'boolean' } }, required: ['a', 'b'], additionalProperties: false },
-  { type: 'object', properties: { tags: { type: 'array', items: { type: 'string', enum: ['x', 'y', 'z'] }, maxItems: 3 } }, required: ['tags'], additionalProperties: false },
-  { type: 'object', properties: { level: { type: 'integer', enum: [1, 2, 3] } }, required: ['level'], additionalProperties: false },
   {
     type: 'object',
-    properties: { point: { type: 'object', properties: { x: { type: 'integer', minimum: -9, maximum: 9 }, y: { type: 'integer', minimum: -9, maximum: 9 } }, required: ['x', 'y'], additionalProperties: false } },
+    properties: { city: { type: 'string', maxLength: 12 } },
+    required: ['city'],
+    additionalProperties: false,
+  },
+  {
+    type: 'object',
+    properties: { unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+    required: ['unit'],
+    additionalProperties: false,
+  },
+  { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false },
+  {
+    type: 'object',
+    properties: { n: { type: 'integer', minimum: 0, maximum: 99 } },
+    required: ['n'],
+    additionalProperties: false,
+  },
+  {
+    type: 'object',
+    properties: { a: { type: 'string', maxLength: 5 }, b: { type: 'boolean' } },
+    required: ['a', 'b'],
+    additionalProperties: false,
+  },
+  {
+    type: 'object',
+    properties: { tags: { type: 'array', items: { type: 'string', enum: ['x', 'y', 'z'] }, maxItems: 3 } },
+    required: ['tags'],
+    additionalProperties: false,
+  },
+  {
+    type: 'object',
+    properties: { level: { type: 'integer', enum: [1, 2, 3] } },
+    required: ['level'],
+    additionalProperties: false,
+  },
+  {
+    type: 'object',
+    properties: {
+      point: {
+        type: 'object',
+        properties: {
+          x: { type: 'integer', minimum: -9, maximum: 9 },
+          y: { type: 'integer', minimum: -9, maximum: 9 },
+        },
+        required: ['x', 'y'],
+        additionalProperties: false,
+      },
+    },
     required: ['point'],
     additionalProperties: false,
   },
-  { type: 'object', properties: { name: { type: 'string', maxLength: 8 }, ok: { type: 'boolean' }, mode: { type: 'string', enum: ['a', 'b'] } }, required: ['name', 'ok', 'mode'], additionalProperties: false },
+  {
+    type: 'object',
+    properties: {
+      name: { type: 'string', maxLength: 8 },
+      ok: { type: 'boolean' },
+      mode: { type: 'string', enum: ['a', 'b'] },
+    },
+    required: ['name', 'ok', 'mode'],
+    additionalProperties: false,
+  },
   { type: 'object', properties: {}, additionalProperties: false },
 ];
 
@@ -51,7 +100,14 @@ const RUNS_PER_SCHEMA = 5;
 function toolsFor(schema: Record<string, unknown>, i: number): OpenAI.Chat.Completions.ChatCompletionTool[] {
   return [
     { type: 'function', function: { name: `tool_${i}`, description: `test tool ${i}`, parameters: schema } },
-    { type: 'function', function: { name: 'other', description: 'another tool', parameters: { type: 'object', properties: { q: { type: 'string', maxLength: 4 } } } } },
+    {
+      type: 'function',
+      function: {
+        name: 'other',
+        description: 'another tool',
+        parameters: { type: 'object', properties: { q: { type: 'string', maxLength: 4 } } },
+      },
+    },
   ];
 }
 
@@ -115,7 +171,8 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
           messages: [{ role: 'user' as const, content: `call tool ${i}` }],
           tools: toolsFor(schema, i),
           // Alternate the two ways of forcing: a named function and `required` with a single candidate.
-          tool_choice: seed % 2 ? ({ type: 'function', function: { name: `tool_${i}` } } as const) : ('required' as const),
+          tool_choice:
+            seed % 2 ? ({ type: 'function', function: { name: `tool_${i}` } } as const) : ('required' as const),
           parallel_tool_calls: false,
           temperature: 1,
           seed,
@@ -126,7 +183,14 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
         const choice = whole.choices[0]!;
         const streamed = reassemble(await collect(await openai.chat.completions.create({ ...request, stream: true })));
         for (const [calls, finish] of [
-          [choice.message.tool_calls?.map((c) => ({ id: c.id, name: (c as { function: { name: string } }).function.name, arguments: (c as { function: { arguments: string } }).function.arguments })) ?? [], choice.finish_reason],
+          [
+            choice.message.tool_calls?.map((c) => ({
+              id: c.id,
+              name: (c as { function: { name: string } }).function.name,
+              arguments: (c as { function: { arguments: string } }).function.arguments,
+            })) ?? [],
+            choice.finish_reason,
+          ],
           [streamed.calls, streamed.finish],
         ] as const) {
           if (finish === 'length') {
@@ -149,11 +213,16 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
         }
         // The same seed gives the same call, streamed or not.
         if (choice.finish_reason === 'tool_calls' && streamed.finish === 'tool_calls') {
-          assert.equal(streamed.calls[0]!.arguments, choice.message.tool_calls![0]!.type === 'function' ? choice.message.tool_calls![0]!.function.arguments : '');
+          assert.equal(
+            streamed.calls[0]!.arguments,
+            choice.message.tool_calls![0]!.type === 'function' ? choice.message.tool_calls![0]!.function.arguments : '',
+          );
         }
       }
     }
-    console.log(`forced tool calls: ${valid} valid, ${invalid} invalid, ${length} cut off by max_tokens (of ${SCHEMAS.length * RUNS_PER_SCHEMA * 2})`);
+    console.log(
+      `forced tool calls: ${valid} valid, ${invalid} invalid, ${length} cut off by max_tokens (of ${SCHEMAS.length * RUNS_PER_SCHEMA * 2})`,
+    );
     assert.equal(invalid, 0);
     assert.ok(valid >= SCHEMAS.length * RUNS_PER_SCHEMA, `at most half may be cut off by max_tokens, got ${length}`);
   });
@@ -185,7 +254,12 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
           if (validate(parsed)) counts.openai.valid++;
           else counts.openai.invalid++;
         }
-        const o = await ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: `answer in JSON ${i}` }], format: schema, options: { seed, temperature: 1, num_predict: 200 } });
+        const o = await ollama.chat({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: `answer in JSON ${i}` }],
+          format: schema,
+          options: { seed, temperature: 1, num_predict: 200 },
+        });
         if (o.done_reason === 'length') counts.ollama.length++;
         else {
           let parsed: unknown;
@@ -208,7 +282,14 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
     let objects = 0;
     let cut = 0;
     for (let seed = 1; seed <= 10; seed++) {
-      const obj = await openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'json' }], response_format: { type: 'json_object' }, temperature: 1, seed, max_tokens: 40 });
+      const obj = await openai.chat.completions.create({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'json' }],
+        response_format: { type: 'json_object' },
+        temperature: 1,
+        seed,
+        max_tokens: 40,
+      });
       const c = obj.choices[0]!;
       if (c.finish_reason === 'length') {
         cut++;
@@ -219,7 +300,13 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
       objects++;
     }
     console.log(`json_object: ${objects} objects, ${cut} cut off by max_tokens`);
-    const short = await openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'json' }], response_format: { type: 'json_schema', json_schema: { name: 'long', schema: SCHEMAS[8]! } }, temperature: 0, max_tokens: 2 });
+    const short = await openai.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'json' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'long', schema: SCHEMAS[8]! } },
+      temperature: 0,
+      max_tokens: 2,
+    });
     assert.equal(short.choices[0]!.finish_reason, 'length', 'a schema answer cut short says length');
   });
 
@@ -228,7 +315,10 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
       openai.chat.completions.create({
         model: CHAT_MODEL,
         messages: [{ role: 'user', content: 'x' }],
-        response_format: { type: 'json_schema', json_schema: { name: 'bad', schema: { type: 'object', properties: { a: { $ref: '#/$defs/missing' } } } } },
+        response_format: {
+          type: 'json_schema',
+          json_schema: { name: 'bad', schema: { type: 'object', properties: { a: { $ref: '#/$defs/missing' } } } },
+        },
       }),
       (err: unknown) => {
         const e = err as { status?: number; message?: string };
@@ -240,14 +330,24 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
   });
 
   test('the Vercel AI SDK tool loop: a forced first step runs the tool, the second turn with its result is accepted', async () => {
-    const relay = createOpenAICompatible({ name: 'npu-relay', baseURL: new URL('/v1', edge.url).toString(), apiKey: edge.apiKey, supportsStructuredOutputs: true });
+    const relay = createOpenAICompatible({
+      name: 'npu-relay',
+      baseURL: new URL('/v1', edge.url).toString(),
+      apiKey: edge.apiKey,
+      supportsStructuredOutputs: true,
+    });
     const seen: unknown[] = [];
     const result = await generateText({
       model: relay.chatModel(CHAT_MODEL),
       tools: {
         weather: tool({
           description: 'Get the weather in a city',
-          inputSchema: jsonSchema<{ city: string }>({ type: 'object', properties: { city: { type: 'string', maxLength: 10 } }, required: ['city'], additionalProperties: false }),
+          inputSchema: jsonSchema<{ city: string }>({
+            type: 'object',
+            properties: { city: { type: 'string', maxLength: 10 } },
+            required: ['city'],
+            additionalProperties: false,
+          }),
           execute: async (input) => {
             seen.push(input);
             return { temperatureC: 21 };
@@ -265,13 +365,25 @@ describe('agent-ready inference through the edge (ONNX Runtime, fixture model)',
     assert.equal(result.steps.length, 2);
     assert.equal(result.steps[0]!.finishReason, 'tool-calls');
     assert.equal(result.steps[0]!.toolCalls[0]!.toolName, 'weather');
-    assert.ok(['stop', 'length'].includes(result.steps[1]!.finishReason), `second turn answered: ${result.steps[1]!.finishReason}`);
+    assert.ok(
+      ['stop', 'length'].includes(result.steps[1]!.finishReason),
+      `second turn answered: ${result.steps[1]!.finishReason}`,
+    );
   });
 
   test('LangChain: bindTools with tool_choice, and withStructuredOutput(zod)', async () => {
-    const llm = new ChatOpenAI({ model: CHAT_MODEL, apiKey: edge.apiKey, configuration: { baseURL: new URL('/v1', edge.url).toString() }, temperature: 0, maxTokens: 100, maxRetries: 0 });
+    const llm = new ChatOpenAI({
+      model: CHAT_MODEL,
+      apiKey: edge.apiKey,
+      configuration: { baseURL: new URL('/v1', edge.url).toString() },
+      temperature: 0,
+      maxTokens: 100,
+      maxRetries: 0,
+    });
     const Weather = z.object({ city: z.string().max(10), celsius: z.boolean() });
-    const bound = llm.bindTools([{ name: 'weather', description: 'Get the weather', schema: Weather }], { tool_choice: 'weather' });
+    const bound = llm.bindTools([{ name: 'weather', description: 'Get the weather', schema: Weather }], {
+      tool_choice: 'weather',
+    });
     const msg = await bound.invoke('weather in Oslo?');
     assert.equal(msg.tool_calls?.length, 1);
     assert.equal(msg.tool_calls![0]!.name, 'weather');

@@ -24,7 +24,11 @@ const WEATHER_SCHEMA: { type: 'object'; [k: string]: unknown } = {
   required: ['city', 'unit'],
   additionalProperties: false,
 };
-const WEATHER: Anthropic.Tool = { name: 'get_weather', description: 'The weather now in a city', input_schema: WEATHER_SCHEMA };
+const WEATHER: Anthropic.Tool = {
+  name: 'get_weather',
+  description: 'The weather now in a city',
+  input_schema: WEATHER_SCHEMA,
+};
 
 /** What the scripted model answers, by the last user text (or by a forced tool choice). */
 function script(task: GenerateTask): Script {
@@ -33,7 +37,11 @@ function script(task: GenerateTask): Script {
     return {
       finishReason: 'tool_calls',
       deltas: [
-        { text: '', tokens: 3, toolCalls: [{ index: 0, id: 'toolu_01ScriptedCall', name: task.toolChoice.name, arguments: '{"ci' }] },
+        {
+          text: '',
+          tokens: 3,
+          toolCalls: [{ index: 0, id: 'toolu_01ScriptedCall', name: task.toolChoice.name, arguments: '{"ci' }],
+        },
         { text: '', tokens: 2, toolCalls: [{ index: 0, arguments: 'ty": "Par' }] },
         { text: '', tokens: 2, toolCalls: [{ index: 0, arguments: 'is", "unit": ' }] },
         { text: '', tokens: 2, toolCalls: [{ index: 0, arguments: '"celsius"}' }] },
@@ -53,10 +61,26 @@ function script(task: GenerateTask): Script {
       ],
     };
   }
-  if (last.includes('slowly')) return { finishReason: 'length', delayMs: 30, deltas: Array.from({ length: 300 }, (_, i) => ({ text: `w${i} `, tokens: 1 })) };
-  if (last.includes('together')) return { finishReason: 'stop', delayMs: 20, deltas: Array.from({ length: 10 }, (_, i) => ({ text: `t${i} `, tokens: 1 })) };
-  if (last.includes('late')) return { finishReason: 'stop', firstDelayMs: 900, deltas: [{ text: 'finally', tokens: 1 }] };
-  if (last.includes('break')) return { finishReason: 'stop', deltas: [{ text: 'half', tokens: 1 }], failWith: 'the scripted engine broke on purpose' };
+  if (last.includes('slowly'))
+    return {
+      finishReason: 'length',
+      delayMs: 30,
+      deltas: Array.from({ length: 300 }, (_, i) => ({ text: `w${i} `, tokens: 1 })),
+    };
+  if (last.includes('together'))
+    return {
+      finishReason: 'stop',
+      delayMs: 20,
+      deltas: Array.from({ length: 10 }, (_, i) => ({ text: `t${i} `, tokens: 1 })),
+    };
+  if (last.includes('late'))
+    return { finishReason: 'stop', firstDelayMs: 900, deltas: [{ text: 'finally', tokens: 1 }] };
+  if (last.includes('break'))
+    return {
+      finishReason: 'stop',
+      deltas: [{ text: 'half', tokens: 1 }],
+      failWith: 'the scripted engine broke on purpose',
+    };
   return { finishReason: 'stop', deltas: [{ text: `echo: ${last.slice(0, 40)}`, tokens: 4 }] };
 }
 
@@ -109,10 +133,15 @@ describe('Anthropic Messages API', () => {
   const agents: Agent[] = [];
   let client: Anthropic;
 
-  const anthropic = (apiKey = edge.apiKey) => new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey, maxRetries: 0 });
+  const anthropic = (apiKey = edge.apiKey) =>
+    new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey, maxRetries: 0 });
   const db = () => createClient({ url: edge.sqld.url });
   const post = (path: string, body: unknown, key = edge.apiKey) =>
-    fetch(new URL(path, edge.url), { method: 'POST', headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    fetch(new URL(path, edge.url), {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   before(async () => {
     edge = await startTestEdge();
@@ -129,7 +158,11 @@ describe('Anthropic Messages API', () => {
   });
 
   test('messages.create: a message with thinking and text blocks, end_turn, usage', async () => {
-    const msg = await client.messages.create({ model: SCRIPTED_MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'think first, then greet' }] });
+    const msg = await client.messages.create({
+      model: SCRIPTED_MODEL,
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'think first, then greet' }],
+    });
     assert.match(msg.id, /^msg_[0-9a-f]{32}$/);
     assert.equal(msg.type, 'message');
     assert.equal(msg.role, 'assistant');
@@ -146,8 +179,12 @@ describe('Anthropic Messages API', () => {
     assert.equal(msg.usage.cache_read_input_tokens, 0);
   });
 
-  test('messages.stream: events in Anthropic\'s order, finalMessage() equal to the accumulated deltas and to create()', async () => {
-    const params = { model: SCRIPTED_MODEL, max_tokens: 64, messages: [{ role: 'user' as const, content: 'think first, then greet' }] };
+  test("messages.stream: events in Anthropic's order, finalMessage() equal to the accumulated deltas and to create()", async () => {
+    const params = {
+      model: SCRIPTED_MODEL,
+      max_tokens: 64,
+      messages: [{ role: 'user' as const, content: 'think first, then greet' }],
+    };
     const stream = client.messages.stream(params);
     const events: Anthropic.MessageStreamEvent[] = [];
     for await (const e of stream) events.push(e);
@@ -200,21 +237,35 @@ describe('Anthropic Messages API', () => {
     const validate = new Ajv().compile(WEATHER_SCHEMA);
     assert.ok(validate(call.input), JSON.stringify(validate.errors));
     const start = events.find((e) => e.type === 'content_block_start');
-    assert.deepEqual(start?.type === 'content_block_start' && start.content_block, { type: 'tool_use', id: 'toolu_01ScriptedCall', name: 'get_weather', input: {} });
+    assert.deepEqual(start?.type === 'content_block_start' && start.content_block, {
+      type: 'tool_use',
+      id: 'toolu_01ScriptedCall',
+      name: 'get_weather',
+      input: {},
+    });
     // The tool choice reached the engine as a named choice, one call at most.
     const task = scripted.runs.at(-1)!.task;
     assert.ok(task.task === 'chat');
     assert.deepEqual(task.toolChoice, { name: 'get_weather' });
     assert.equal(task.parallelToolCalls, false);
-    assert.deepEqual(task.tools, [{ name: 'get_weather', description: 'The weather now in a city', parameters: WEATHER_SCHEMA }]);
+    assert.deepEqual(task.tools, [
+      { name: 'get_weather', description: 'The weather now in a city', parameters: WEATHER_SCHEMA },
+    ]);
 
     const body = await client.messages.create(params);
-    assert.deepEqual(body.content, [{ type: 'tool_use', id: 'toolu_01ScriptedCall', name: 'get_weather', input: { city: 'Paris', unit: 'celsius' } }]);
+    assert.deepEqual(body.content, [
+      { type: 'tool_use', id: 'toolu_01ScriptedCall', name: 'get_weather', input: { city: 'Paris', unit: 'celsius' } },
+    ]);
     assert.equal(body.stop_reason, 'tool_use');
   });
 
   test('a forced tool_use on the real engine (constrained decoding): streamed fragments reassemble to an input that validates', async () => {
-    const schema = { type: 'object' as const, properties: { city: { enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false };
+    const schema = {
+      type: 'object' as const,
+      properties: { city: { enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+      required: ['city', 'days'],
+      additionalProperties: false,
+    };
     const validate = new Ajv({ strict: false }).compile(schema);
     const outcomes: string[] = [];
     // Sampled (Anthropic's API has no seed): on the random fixture model a call may run out of tokens in whitespace
@@ -228,7 +279,9 @@ describe('Anthropic Messages API', () => {
         messages: [{ role: 'user', content: `Weather in Paris? (${attempt})` }],
       });
       const fragments: string[] = [];
-      for await (const e of stream) if (e.type === 'content_block_delta' && e.delta.type === 'input_json_delta') fragments.push(e.delta.partial_json);
+      for await (const e of stream)
+        if (e.type === 'content_block_delta' && e.delta.type === 'input_json_delta')
+          fragments.push(e.delta.partial_json);
       const final = await stream.finalMessage();
       outcomes.push(final.stop_reason ?? 'null');
       const calls = final.content.filter((b) => b.type === 'tool_use');
@@ -237,8 +290,15 @@ describe('Anthropic Messages API', () => {
       assert.equal(call.type === 'tool_use' && call.name, 'get_weather');
       if (final.stop_reason === 'max_tokens') continue;
       assert.equal(final.stop_reason, 'tool_use');
-      assert.ok(call.type === 'tool_use' && validate(call.input), `${JSON.stringify(call)}: ${JSON.stringify(validate.errors)}`);
-      assert.deepEqual(JSON.parse(fragments.join('')), call.type === 'tool_use' && call.input, 'the fragments reassemble to the input');
+      assert.ok(
+        call.type === 'tool_use' && validate(call.input),
+        `${JSON.stringify(call)}: ${JSON.stringify(validate.errors)}`,
+      );
+      assert.deepEqual(
+        JSON.parse(fragments.join('')),
+        call.type === 'tool_use' && call.input,
+        'the fragments reassemble to the input',
+      );
     }
     console.log(`real engine, forced get_weather: stop reasons ${outcomes.join(', ')}`);
     assert.ok(outcomes.includes('tool_use'), 'a call finished within max_tokens');
@@ -275,7 +335,12 @@ describe('Anthropic Messages API', () => {
     assert.deepEqual(task.messages, [
       { role: 'system', content: 'You report weather.' },
       { role: 'user', content: 'What is the weather in Paris?' },
-      { role: 'assistant', content: '', toolCalls: [{ id: 'toolu_01A', name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }], reasoning: 'I should call the tool.' },
+      {
+        role: 'assistant',
+        content: '',
+        toolCalls: [{ id: 'toolu_01A', name: 'get_weather', arguments: '{"city":"Paris","unit":"celsius"}' }],
+        reasoning: 'I should call the tool.',
+      },
       { role: 'tool', content: '21 °C, sunny', toolCallId: 'toolu_01A', toolName: 'get_weather' },
       { role: 'user', content: 'And tomorrow?' },
     ]);
@@ -300,18 +365,36 @@ describe('Anthropic Messages API', () => {
     assert.deepEqual(Object.keys(counted), ['input_tokens']);
     assert.ok(counted.input_tokens > 10);
     assert.equal(counted.input_tokens, msg.usage.input_tokens);
-    const shorter = await client.messages.countTokens({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hi' }] });
+    const shorter = await client.messages.countTokens({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'Hi' }],
+    });
     assert.ok(shorter.input_tokens < counted.input_tokens);
   });
 
-  test('401 and 400 in Anthropic\'s error shape: the SDK raises AuthenticationError and BadRequestError', async () => {
-    await assert.rejects(anthropic('sk-relay-nope').messages.create({ model: SCRIPTED_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {
-      assert.ok(err instanceof Anthropic.AuthenticationError, String(err));
-      assert.equal(err.status, 401);
-      assert.deepEqual(err.error, { type: 'error', error: { type: 'authentication_error', message: 'invalid API key' } });
-      return true;
-    });
-    const tooHot = { model: SCRIPTED_MODEL, max_tokens: 4, temperature: 1.5, messages: [{ role: 'user' as const, content: 'x' }] };
+  test("401 and 400 in Anthropic's error shape: the SDK raises AuthenticationError and BadRequestError", async () => {
+    await assert.rejects(
+      anthropic('sk-relay-nope').messages.create({
+        model: SCRIPTED_MODEL,
+        max_tokens: 4,
+        messages: [{ role: 'user', content: 'x' }],
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof Anthropic.AuthenticationError, String(err));
+        assert.equal(err.status, 401);
+        assert.deepEqual(err.error, {
+          type: 'error',
+          error: { type: 'authentication_error', message: 'invalid API key' },
+        });
+        return true;
+      },
+    );
+    const tooHot = {
+      model: SCRIPTED_MODEL,
+      max_tokens: 4,
+      temperature: 1.5,
+      messages: [{ role: 'user' as const, content: 'x' }],
+    };
     await assert.rejects(client.messages.create(tooHot), (err: unknown) => {
       assert.ok(err instanceof Anthropic.BadRequestError, String(err));
       const body = err.error as { type: string; error: { type: string; message: string } };
@@ -321,28 +404,67 @@ describe('Anthropic Messages API', () => {
       return true;
     });
     const refusals: Array<[Record<string, unknown>, RegExp]> = [
-      [{ messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'aGk=' } }] }] }, /images are not supported/],
-      [{ messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'x' } }] }] }, /documents are not supported/],
-      [{ tools: [{ type: 'web_search_20250305', name: 'web_search' }] }, /server tools \('web_search_20250305'\) are not supported/],
+      [
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'aGk=' } }],
+            },
+          ],
+        },
+        /images are not supported/,
+      ],
+      [
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'x' } }],
+            },
+          ],
+        },
+        /documents are not supported/,
+      ],
+      [
+        { tools: [{ type: 'web_search_20250305', name: 'web_search' }] },
+        /server tools \('web_search_20250305'\) are not supported/,
+      ],
       [{ mcp_servers: [{ type: 'url', url: 'https://mcp.example', name: 'x' }] }, /mcp_servers are not supported/],
       [{ container: 'container_1' }, /container is not supported/],
       [{ max_tokens: undefined }, /max_tokens/],
-      [{ messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'prefill' }] }, /prefill/],
+      [
+        {
+          messages: [
+            { role: 'user', content: 'x' },
+            { role: 'assistant', content: 'prefill' },
+          ],
+        },
+        /prefill/,
+      ],
       [{ tool_choice: { type: 'tool', name: 'nope' }, tools: [WEATHER] }, /'nope', which is not among tools/],
     ];
     for (const [extra, message] of refusals) {
-      const res = await post('/v1/messages', { model: SCRIPTED_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'x' }], ...extra });
+      const res = await post('/v1/messages', {
+        model: SCRIPTED_MODEL,
+        max_tokens: 4,
+        messages: [{ role: 'user', content: 'x' }],
+        ...extra,
+      });
       const body = (await res.json()) as { type: string; error: { type: string; message: string } };
       assert.equal(res.status, 400, JSON.stringify(extra));
       assert.equal(body.type, 'error');
       assert.equal(body.error.type, 'invalid_request_error');
       assert.match(body.error.message, message);
     }
-    await assert.rejects(client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }), (err: unknown) => {
-      assert.ok(err instanceof Anthropic.NotFoundError, String(err));
-      assert.equal((err.error as { error: { type: string } }).error.type, 'not_found_error');
-      return true;
-    });
+    await assert.rejects(
+      client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }),
+      (err: unknown) => {
+        assert.ok(err instanceof Anthropic.NotFoundError, String(err));
+        assert.equal((err.error as { error: { type: string } }).error.type, 'not_found_error');
+        return true;
+      },
+    );
   });
 
   test("models.list() and models.retrieve() get Anthropic's shape; OpenAI clients still get OpenAI's on the same path", async () => {
@@ -353,9 +475,19 @@ describe('Anthropic Messages API', () => {
     assert.ok(!Number.isNaN(Date.parse(page.data[0]!.created_at)));
     const one = await client.models.retrieve(SCRIPTED_MODEL);
     assert.deepEqual([one.type, one.id, one.display_name], ['model', SCRIPTED_MODEL, SCRIPTED_MODEL]);
-    await assert.rejects(client.models.retrieve('claude-opus-4'), (err: unknown) => err instanceof Anthropic.NotFoundError && (err.error as { error: { type: string } }).error.type === 'not_found_error');
-    await assert.rejects(anthropic('sk-relay-nope').models.list(), (err: unknown) => err instanceof Anthropic.AuthenticationError);
-    const openai = (await (await fetch(new URL('/v1/models', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as { object: string };
+    await assert.rejects(
+      client.models.retrieve('claude-opus-4'),
+      (err: unknown) =>
+        err instanceof Anthropic.NotFoundError &&
+        (err.error as { error: { type: string } }).error.type === 'not_found_error',
+    );
+    await assert.rejects(
+      anthropic('sk-relay-nope').models.list(),
+      (err: unknown) => err instanceof Anthropic.AuthenticationError,
+    );
+    const openai = (await (
+      await fetch(new URL('/v1/models', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } })
+    ).json()) as { object: string };
     assert.equal(openai.object, 'list');
   });
 
@@ -363,8 +495,18 @@ describe('Anthropic Messages API', () => {
     // Claude Code adds ?beta=true to its Messages calls.
     const res = await fetch(new URL('/v1/messages?beta=true', edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}`, 'anthropic-version': '2023-06-01', 'anthropic-beta': 'interleaved-thinking-2025-05-14', 'content-type': 'application/json' },
-      body: JSON.stringify({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'bearer' }], metadata: { user_id: 'u1' } }),
+      headers: {
+        authorization: `Bearer ${edge.apiKey}`,
+        'anthropic-version': '2023-06-01',
+        'anthropic-beta': 'interleaved-thinking-2025-05-14',
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({
+        model: SCRIPTED_MODEL,
+        max_tokens: 8,
+        messages: [{ role: 'user', content: 'bearer' }],
+        metadata: { user_id: 'u1' },
+      }),
     });
     assert.equal(res.status, 200);
     assert.equal(((await res.json()) as { content: Array<{ text: string }> }).content[0]!.text, 'echo: bearer');
@@ -372,7 +514,13 @@ describe('Anthropic Messages API', () => {
 
   test('a deterministic repeat is a HIT replayed as Anthropic events; each request leaves one usage row (messages)', async () => {
     const { id, key } = await edge.createKey({ name: 'anthropic-usage' });
-    const body = { model: SCRIPTED_MODEL, max_tokens: 64, temperature: 0, stream: true, messages: [{ role: 'user', content: 'think first, cache me' }] };
+    const body = {
+      model: SCRIPTED_MODEL,
+      max_tokens: 64,
+      temperature: 0,
+      stream: true,
+      messages: [{ role: 'user', content: 'think first, cache me' }],
+    };
     const runsBefore = scripted.runs.length;
     const first = await post('/v1/messages', body, key);
     const firstText = await first.text();
@@ -384,7 +532,10 @@ describe('Anthropic Messages API', () => {
     const a = rawEvents(firstText).filter((e) => e.event !== 'ping');
     const b = rawEvents(secondText);
     checkOrder(b.map((e) => e.data as { type: string; index?: number }));
-    const withoutId = (events: RawEvent[]) => events.map((e) => (e.event === 'message_start' ? { ...e, data: { ...e.data, message: { ...e.data.message, id: 'x' } } } : e));
+    const withoutId = (events: RawEvent[]) =>
+      events.map((e) =>
+        e.event === 'message_start' ? { ...e, data: { ...e.data, message: { ...e.data.message, id: 'x' } } } : e,
+      );
     assert.deepEqual(withoutId(b), withoutId(a), 'the replay is the live stream');
     assert.notEqual(a[0]!.data.message.id, b[0]!.data.message.id);
     console.log(`cache: MISS then HIT, ${b.length} replayed events`);
@@ -398,18 +549,26 @@ describe('Anthropic Messages API', () => {
     const conn = db();
     try {
       const rows = await waitFor('four usage rows', async () => {
-        const r = (await conn.execute({ sql: 'select endpoint, cache, status, prompt_tokens, completion_tokens from usage where key_id = ? order by at', args: [id] })).rows;
+        const r = (
+          await conn.execute({
+            sql: 'select endpoint, cache, status, prompt_tokens, completion_tokens from usage where key_id = ? order by at',
+            args: [id],
+          })
+        ).rows;
         return r.length >= 4 ? r : undefined;
       });
       await new Promise((r) => setTimeout(r, 500));
       const all = (await conn.execute({ sql: 'select endpoint from usage where key_id = ?', args: [id] })).rows;
       assert.equal(all.length, 4, 'exactly one row per request');
-      assert.deepEqual(rows.map((r) => [r.endpoint, r.cache, r.status]), [
-        ['messages', 'MISS', 200],
-        ['messages', 'HIT', 200],
-        ['messages', 'HIT', 200],
-        ['messages.count_tokens', 'BYPASS', 200],
-      ]);
+      assert.deepEqual(
+        rows.map((r) => [r.endpoint, r.cache, r.status]),
+        [
+          ['messages', 'MISS', 200],
+          ['messages', 'HIT', 200],
+          ['messages', 'HIT', 200],
+          ['messages.count_tokens', 'BYPASS', 200],
+        ],
+      );
       assert.ok(Number(rows[0]!.completion_tokens) > 0);
       assert.deepEqual([rows[3]!.prompt_tokens, rows[3]!.completion_tokens], [0, 0], 'a count is not charged');
       console.log(`usage rows: ${rows.map((r) => `${r.endpoint}/${r.cache}`).join(', ')}`);
@@ -419,13 +578,20 @@ describe('Anthropic Messages API', () => {
   });
 
   test('identical deterministic requests in flight together run once (coalescing); the twin is a HIT', async () => {
-    const body = { model: SCRIPTED_MODEL, max_tokens: 32, temperature: 0, messages: [{ role: 'user', content: 'run us together' }] };
+    const body = {
+      model: SCRIPTED_MODEL,
+      max_tokens: 32,
+      temperature: 0,
+      messages: [{ role: 'user', content: 'run us together' }],
+    };
     const runsBefore = scripted.runs.length;
     const [a, b] = await Promise.all([post('/v1/messages', body), post('/v1/messages', { ...body, stream: true })]);
     assert.deepEqual([a.headers.get('x-npu-relay-cache'), b.headers.get('x-npu-relay-cache')].sort(), ['HIT', 'MISS']);
     assert.equal(scripted.runs.length, runsBefore + 1, 'one generation for both');
     const whole = (await a.json()) as { content: Array<{ text: string }> };
-    const streamed = rawEvents(await b.text()).flatMap((e) => (e.data.delta?.type === 'text_delta' ? [e.data.delta.text as string] : [])).join('');
+    const streamed = rawEvents(await b.text())
+      .flatMap((e) => (e.data.delta?.type === 'text_delta' ? [e.data.delta.text as string] : []))
+      .join('');
     assert.equal(whole.content[0]!.text, streamed);
     assert.equal(streamed, Array.from({ length: 10 }, (_, i) => `t${i} `).join(''));
   });
@@ -434,12 +600,21 @@ describe('Anthropic Messages API', () => {
     const { key } = await edge.createKey({ name: 'anthropic-scoped', models: [CHAT_MODEL] });
     const scoped = anthropic(key);
     for (const call of [
-      () => scoped.messages.create({ model: SCRIPTED_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }),
+      () =>
+        scoped.messages.create({ model: SCRIPTED_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'x' }] }),
       () => scoped.messages.countTokens({ model: SCRIPTED_MODEL, messages: [{ role: 'user', content: 'x' }] }),
     ]) {
-      await assert.rejects(call(), (err: unknown) => err instanceof Anthropic.NotFoundError && (err.error as { error: { type: string } }).error.type === 'not_found_error');
+      await assert.rejects(
+        call(),
+        (err: unknown) =>
+          err instanceof Anthropic.NotFoundError &&
+          (err.error as { error: { type: string } }).error.type === 'not_found_error',
+      );
     }
-    assert.ok((await scoped.messages.countTokens({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'x' }] })).input_tokens > 0);
+    assert.ok(
+      (await scoped.messages.countTokens({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'x' }] }))
+        .input_tokens > 0,
+    );
   });
 
   test('rpm limits and budgets answer 429 rate_limit_error with Retry-After', async () => {
@@ -465,7 +640,12 @@ describe('Anthropic Messages API', () => {
   });
 
   test('ping keep-alives while the agent is silent; a failure mid-stream is an error event the SDK raises', async () => {
-    const res = await post('/v1/messages', { model: SCRIPTED_MODEL, max_tokens: 8, stream: true, messages: [{ role: 'user', content: 'answer late' }] });
+    const res = await post('/v1/messages', {
+      model: SCRIPTED_MODEL,
+      max_tokens: 8,
+      stream: true,
+      messages: [{ role: 'user', content: 'answer late' }],
+    });
     const events = rawEvents(await res.text());
     const firstBlock = events.findIndex((e) => e.event === 'content_block_start');
     const pings = events.slice(0, firstBlock).filter((e) => e.event === 'ping');
@@ -473,25 +653,53 @@ describe('Anthropic Messages API', () => {
     assert.deepEqual(pings[0]!.data, { type: 'ping' });
     checkOrder(events.map((e) => e.data as { type: string; index?: number }));
 
-    const broken = await post('/v1/messages', { model: SCRIPTED_MODEL, max_tokens: 8, stream: true, messages: [{ role: 'user', content: 'break midway' }] });
+    const broken = await post('/v1/messages', {
+      model: SCRIPTED_MODEL,
+      max_tokens: 8,
+      stream: true,
+      messages: [{ role: 'user', content: 'break midway' }],
+    });
     const last = rawEvents(await broken.text()).at(-1)!;
     assert.equal(last.event, 'error');
-    assert.deepEqual(last.data, { type: 'error', error: { type: 'api_error', message: 'the scripted engine broke on purpose' } });
-    const stream = client.messages.stream({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'break midway again' }] });
-    await assert.rejects(stream.finalMessage(), (err: unknown) => err instanceof Anthropic.APIError && /broke on purpose/.test(err.message));
-    // Not streamed, the same failure is a 502 api_error body.
-    await assert.rejects(client.messages.create({ model: SCRIPTED_MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'break, not streamed' }] }), (err: unknown) => {
-      assert.ok(err instanceof Anthropic.InternalServerError, String(err));
-      assert.equal(err.status, 502);
-      assert.deepEqual(err.error, { type: 'error', error: { type: 'api_error', message: 'the scripted engine broke on purpose' } });
-      return true;
+    assert.deepEqual(last.data, {
+      type: 'error',
+      error: { type: 'api_error', message: 'the scripted engine broke on purpose' },
     });
+    const stream = client.messages.stream({
+      model: SCRIPTED_MODEL,
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'break midway again' }],
+    });
+    await assert.rejects(
+      stream.finalMessage(),
+      (err: unknown) => err instanceof Anthropic.APIError && /broke on purpose/.test(err.message),
+    );
+    // Not streamed, the same failure is a 502 api_error body.
+    await assert.rejects(
+      client.messages.create({
+        model: SCRIPTED_MODEL,
+        max_tokens: 8,
+        messages: [{ role: 'user', content: 'break, not streamed' }],
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof Anthropic.InternalServerError, String(err));
+        assert.equal(err.status, 502);
+        assert.deepEqual(err.error, {
+          type: 'error',
+          error: { type: 'api_error', message: 'the scripted engine broke on purpose' },
+        });
+        return true;
+      },
+    );
   });
 
   test('a client that leaves mid-stream stops generation within a second; its usage row says cancelled', async () => {
     const { id, key } = await edge.createKey({ name: 'anthropic-cancel' });
     const controller = new AbortController();
-    const stream = anthropic(key).messages.stream({ model: SCRIPTED_MODEL, max_tokens: 400, messages: [{ role: 'user', content: 'talk slowly' }] }, { signal: controller.signal });
+    const stream = anthropic(key).messages.stream(
+      { model: SCRIPTED_MODEL, max_tokens: 400, messages: [{ role: 'user', content: 'talk slowly' }] },
+      { signal: controller.signal },
+    );
     let received = 0;
     let leftAt = 0;
     try {
@@ -504,14 +712,26 @@ describe('Anthropic Messages API', () => {
     } catch (err) {
       assert.ok(err instanceof Anthropic.APIUserAbortError, `only an abort may end the stream, got ${String(err)}`);
     }
-    const run = await waitFor('the run to end', () => scripted.runs.find((r) => r.task.task === 'chat' && r.task.messages.at(-1)?.content === 'talk slowly' && r.endedAt !== undefined), { timeoutMs: 5000 });
+    const run = await waitFor(
+      'the run to end',
+      () =>
+        scripted.runs.find(
+          (r) => r.task.task === 'chat' && r.task.messages.at(-1)?.content === 'talk slowly' && r.endedAt !== undefined,
+        ),
+      { timeoutMs: 5000 },
+    );
     const stopMs = run.endedAt! - leftAt;
     console.log(`client left → generation stopped ${stopMs.toFixed(0)} ms later, after ${run.produced} of 300 deltas`);
     assert.ok(stopMs < 1000, `stopped ${stopMs.toFixed(0)} ms after the client left`);
     assert.equal(run.done?.finishReason, 'cancelled');
     const conn = db();
     try {
-      const row = await waitFor('the usage row', async () => (await conn.execute({ sql: 'select endpoint, status, outcome from usage where key_id = ?', args: [id] })).rows[0]);
+      const row = await waitFor(
+        'the usage row',
+        async () =>
+          (await conn.execute({ sql: 'select endpoint, status, outcome from usage where key_id = ?', args: [id] }))
+            .rows[0],
+      );
       assert.deepEqual([row.endpoint, row.status, row.outcome], ['messages', 499, 'cancelled']);
     } finally {
       conn.close();

@@ -58,7 +58,11 @@ describe('a client that abandons a non-streaming request', () => {
     const bundle = await buildWorkerBundle(bundleDir);
     const agentToken = `agent-${randomBytes(12).toString('hex')}`;
     const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-    edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { callers: [{ name: 'caller', scriptPath: CALLER }] });
+    edge = await startMiniflareEdge(
+      bundle,
+      { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
+      { callers: [{ name: 'caller', scriptPath: CALLER }] },
+    );
     const created = await fetch(new URL('/admin/keys', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
@@ -80,15 +84,31 @@ describe('a client that abandons a non-streaming request', () => {
   });
 
   const call = (content: string, maxTokens: number, abortMs?: number) => {
-    const q = new URLSearchParams({ key: apiKey, body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content }], temperature: 0.8, seed: 3, max_tokens: maxTokens }) });
+    const q = new URLSearchParams({
+      key: apiKey,
+      body: JSON.stringify({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content }],
+        temperature: 0.8,
+        seed: 3,
+        max_tokens: maxTokens,
+      }),
+    });
     if (abortMs !== undefined) q.set('abortMs', String(abortMs));
-    return edge.call('caller', `https://caller/?${q}`).then((r) => JSON.parse(r.text) as { outcome: string; status?: number; body?: string; error?: string });
+    return edge
+      .call('caller', `https://caller/?${q}`)
+      .then((r) => JSON.parse(r.text) as { outcome: string; status?: number; body?: string; error?: string });
   };
 
   async function usageRow(where: string): Promise<Row> {
     const db = createClient({ url: sqld.url });
     try {
-      return await until(`a usage row where ${where}`, 5000, async () => (await db.execute(`select status, outcome, error_code, completion_tokens from usage where ${where}`)).rows[0]);
+      return await until(
+        `a usage row where ${where}`,
+        5000,
+        async () =>
+          (await db.execute(`select status, outcome, error_code, completion_tokens from usage where ${where}`)).rows[0],
+      );
     } finally {
       db.close();
     }
@@ -98,7 +118,10 @@ describe('a client that abandons a non-streaming request', () => {
     const answer = await call('wait for me', 8);
     assert.equal(answer.outcome, 'answered');
     assert.equal(answer.status, 200, answer.body);
-    const body = JSON.parse(answer.body!) as { choices: Array<{ finish_reason: string }>; usage: { completion_tokens: number } };
+    const body = JSON.parse(answer.body!) as {
+      choices: Array<{ finish_reason: string }>;
+      usage: { completion_tokens: number };
+    };
     assert.equal(body.choices[0]!.finish_reason, 'length');
     assert.equal(body.usage.completion_tokens, 8);
     const run = paced.runs.find((r) => r.firstMessage === 'wait for me')!;
@@ -108,13 +131,17 @@ describe('a client that abandons a non-streaming request', () => {
   test('the generation stops within a second of the client leaving, and the usage row says cancelled (499)', async () => {
     const first = paced.runs.length;
     const pending = call('abandon me', 2000, 1500);
-    const run: PacedRun = await until('the agent to start generating', 10_000, () => paced.runs.slice(first).find((r) => r.firstMessage === 'abandon me'));
+    const run: PacedRun = await until('the agent to start generating', 10_000, () =>
+      paced.runs.slice(first).find((r) => r.firstMessage === 'abandon me'),
+    );
     const answer = await pending;
     const leftAt = performance.now();
     assert.deepEqual(answer, { outcome: 'abandoned', error: 'TimeoutError' });
     await until('the generation to end', 5000, () => run.endedAt);
     const stopMs = run.endedAt! - leftAt;
-    console.log(`non-streaming client left → generation stopped ${stopMs.toFixed(0)} ms later, after ${run.done?.usage.completionTokens} of 2000 tokens`);
+    console.log(
+      `non-streaming client left → generation stopped ${stopMs.toFixed(0)} ms later, after ${run.done?.usage.completionTokens} of 2000 tokens`,
+    );
     assert.ok(stopMs < 1000, `generation stopped ${stopMs.toFixed(0)} ms after the client left`);
     assert.equal(run.done?.finishReason, 'cancelled');
     assert.ok(run.done!.usage.completionTokens < 2000);
@@ -125,7 +152,9 @@ describe('a client that abandons a non-streaming request', () => {
     const db = createClient({ url: sqld.url });
     try {
       await sleep(500);
-      const rows = (await db.execute(`select status, outcome from usage order by at`)).rows.map((r) => `${r.status} ${r.outcome}`);
+      const rows = (await db.execute(`select status, outcome from usage order by at`)).rows.map(
+        (r) => `${r.status} ${r.outcome}`,
+      );
       assert.deepEqual(rows, ['200 ok', '499 cancelled']);
     } finally {
       db.close();

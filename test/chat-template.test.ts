@@ -24,7 +24,9 @@ async function templateless(dir: string): Promise<string> {
   for (const name of await readdir(SOURCE)) {
     if (name !== 'tokenizer_config.json') await symlink(path.join(SOURCE, name), path.join(dir, name));
   }
-  const config = JSON.parse(await readFile(path.join(SOURCE, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string };
+  const config = JSON.parse(await readFile(path.join(SOURCE, 'tokenizer_config.json'), 'utf8')) as {
+    chat_template?: string;
+  };
   // A test model that ships no template (the public one) gets the plain layout, here and in the reference engine.
   const template = config.chat_template ?? PLAIN_CHAT_TEMPLATE;
   delete config.chat_template;
@@ -33,7 +35,12 @@ async function templateless(dir: string): Promise<string> {
 }
 
 const greedy = { maxTokens: 12, temperature: 0, topP: 1, stop: [] };
-const chat = (model: string, content: string): ChatTask => ({ task: 'chat', model, messages: [{ role: 'user', content }], sampling: greedy });
+const chat = (model: string, content: string): ChatTask => ({
+  task: 'chat',
+  model,
+  messages: [{ role: 'user', content }],
+  sampling: greedy,
+});
 
 describe('chat templates', () => {
   let root: string;
@@ -66,7 +73,9 @@ describe('chat templates', () => {
         ['plain-llama', 'plain'],
       ],
     );
-    const own = (JSON.parse(await readFile(path.join(SOURCE, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string }).chat_template;
+    const own = (
+      JSON.parse(await readFile(path.join(SOURCE, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string }
+    ).chat_template;
     assert.equal((await findChatTemplate(SOURCE)).source, own ? 'tokenizer_config.json' : 'plain');
   });
 
@@ -83,7 +92,12 @@ describe('chat templates', () => {
     const got = await runGenerate(engine, chat('plain-llama', 'Hello there'));
     assert.ok(got.done.usage.completionTokens > 0);
     // The same conversation written out by hand as a raw completion gives the same prompt and the same answer.
-    const raw: CompleteTask = { task: 'complete', model: 'plain-llama', prompt: 'user: Hello there\nassistant:', sampling: greedy };
+    const raw: CompleteTask = {
+      task: 'complete',
+      model: 'plain-llama',
+      prompt: 'user: Hello there\nassistant:',
+      sampling: greedy,
+    };
     const byHand = await runGenerate(engine, raw);
     assert.equal(got.done.usage.promptTokens, byHand.done.usage.promptTokens);
     assert.equal(got.text, byHand.text);

@@ -16,7 +16,10 @@ const COMMANDS: Record<string, string> = {
 };
 
 async function cli(file: string, args: string[]) {
-  const { code, stdout, stderr } = await runScript(path.join(PROJECT_ROOT, file), args, { env: { NPU_RELAY_AGENT_TOKEN: '' }, timeoutMs: 30_000 });
+  const { code, stdout, stderr } = await runScript(path.join(PROJECT_ROOT, file), args, {
+    env: { NPU_RELAY_AGENT_TOKEN: '' },
+    timeoutMs: 30_000,
+  });
   return { code, out: stdout + stderr };
 }
 

@@ -37,18 +37,30 @@ const WEATHER = {
   required: ['city', 'note', 'days', 'unit'],
   additionalProperties: false,
 };
-const TIME = { type: 'object', properties: { zone: { type: 'string', maxLength: 8 }, exact: { type: 'boolean' } }, required: ['zone', 'exact'], additionalProperties: false };
+const TIME = {
+  type: 'object',
+  properties: { zone: { type: 'string', maxLength: 8 }, exact: { type: 'boolean' } },
+  required: ['zone', 'exact'],
+  additionalProperties: false,
+};
 const ANY_OBJECT = { type: 'object' };
 const SCHEMAS: Record<string, Record<string, unknown>> = { get_weather: WEATHER, get_time: TIME };
 
 const ask = 'What is the weather in Paris? Answer in JSON.';
-const openaiTools = Object.entries(SCHEMAS).map(([name, parameters]) => ({ type: 'function' as const, function: { name, description: `${name} tool`, parameters } }));
+const openaiTools = Object.entries(SCHEMAS).map(([name, parameters]) => ({
+  type: 'function' as const,
+  function: { name, description: `${name} tool`, parameters },
+}));
 
 type Outcome = { kind: 'answer'; json: string; schema: object } | { kind: 'cut' } | { kind: 'silent'; why: string };
 
 /** Finish reasons that mean a finished answer, and those that mean a cut one, per dialect. */
 const finished = (reason: string | null | undefined, done: string[], cut: string[], json: () => Outcome): Outcome =>
-  reason && cut.includes(reason) ? { kind: 'cut' } : reason && done.includes(reason) ? json() : { kind: 'silent', why: `finish ${reason}` };
+  reason && cut.includes(reason)
+    ? { kind: 'cut' }
+    : reason && done.includes(reason)
+      ? json()
+      : { kind: 'silent', why: `finish ${reason}` };
 
 interface Shape {
   name: string;
@@ -78,12 +90,27 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
   });
 
   /** An OpenAI chat completion, streamed or not, as its text, its first tool call and its finish reason. */
-  async function chat(body: Omit<OpenAI.ChatCompletionCreateParamsNonStreaming, 'model' | 'messages'>, stream: boolean, seed: number) {
-    const params = { model: CHAT_MODEL, messages: [{ role: 'user' as const, content: ask }], max_tokens: MAX_TOKENS, temperature: 1, seed, ...body };
+  async function chat(
+    body: Omit<OpenAI.ChatCompletionCreateParamsNonStreaming, 'model' | 'messages'>,
+    stream: boolean,
+    seed: number,
+  ) {
+    const params = {
+      model: CHAT_MODEL,
+      messages: [{ role: 'user' as const, content: ask }],
+      max_tokens: MAX_TOKENS,
+      temperature: 1,
+      seed,
+      ...body,
+    };
     if (!stream) {
       const r = await openai.chat.completions.create(params);
       const c = r.choices[0]!;
-      return { text: c.message.content ?? '', call: c.message.tool_calls?.[0] as { function: { name: string; arguments: string } } | undefined, finish: c.finish_reason };
+      return {
+        text: c.message.content ?? '',
+        call: c.message.tool_calls?.[0] as { function: { name: string; arguments: string } } | undefined,
+        finish: c.finish_reason,
+      };
     }
     let text = '';
     let finish: string | null = null;
@@ -103,13 +130,19 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
   }
 
   const toolCall = (r: Awaited<ReturnType<typeof chat>>): Outcome =>
-    r.call ? { kind: 'answer', json: r.call.function.arguments, schema: SCHEMAS[r.call.function.name] ?? { not: {} } } : { kind: 'silent', why: `no tool call (content ${JSON.stringify(r.text)})` };
+    r.call
+      ? { kind: 'answer', json: r.call.function.arguments, schema: SCHEMAS[r.call.function.name] ?? { not: {} } }
+      : { kind: 'silent', why: `no tool call (content ${JSON.stringify(r.text)})` };
 
   const SHAPES: Shape[] = [
     {
       name: 'OpenAI json_schema',
       run: async (stream, seed) => {
-        const r = await chat({ response_format: { type: 'json_schema', json_schema: { name: 'weather', schema: WEATHER } } }, stream, seed);
+        const r = await chat(
+          { response_format: { type: 'json_schema', json_schema: { name: 'weather', schema: WEATHER } } },
+          stream,
+          seed,
+        );
         return finished(r.finish, ['stop'], ['length'], () => ({ kind: 'answer', json: r.text, schema: WEATHER }));
       },
     },
@@ -124,7 +157,11 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
     {
       name: 'OpenAI forced tool call',
       run: async (stream, seed) => {
-        const r = await chat({ tools: openaiTools, tool_choice: { type: 'function', function: { name: 'get_weather' } } }, stream, seed);
+        const r = await chat(
+          { tools: openaiTools, tool_choice: { type: 'function', function: { name: 'get_weather' } } },
+          stream,
+          seed,
+        );
         return finished(r.finish, ['stop', 'tool_calls'], ['length'], () => toolCall(r));
       },
     },
@@ -138,7 +175,12 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
     {
       name: 'Ollama format',
       run: async (stream, seed) => {
-        const request = { model: CHAT_MODEL, messages: [{ role: 'user', content: ask }], format: WEATHER, options: { temperature: 1, seed, num_predict: MAX_TOKENS } };
+        const request = {
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: ask }],
+          format: WEATHER,
+          options: { temperature: 1, seed, num_predict: MAX_TOKENS },
+        };
         let text = '';
         let reason: string | undefined;
         if (stream) {
@@ -162,14 +204,20 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
           max_tokens: MAX_TOKENS,
           temperature: 1,
           messages: [{ role: 'user' as const, content: ask }],
-          tools: Object.entries(SCHEMAS).map(([name, input_schema]) => ({ name, description: `${name} tool`, input_schema: input_schema as Anthropic.Tool.InputSchema })),
+          tools: Object.entries(SCHEMAS).map(([name, input_schema]) => ({
+            name,
+            description: `${name} tool`,
+            input_schema: input_schema as Anthropic.Tool.InputSchema,
+          })),
           tool_choice: { type: 'tool' as const, name: 'get_weather' },
         };
         if (!stream) {
           const r = await anthropic.messages.create(params);
           const use = r.content.find((b) => b.type === 'tool_use');
           return finished(r.stop_reason, ['tool_use', 'end_turn'], ['max_tokens'], () =>
-            use ? { kind: 'answer', json: JSON.stringify(use.input), schema: SCHEMAS[use.name] ?? { not: {} } } : { kind: 'silent', why: 'no tool_use block' },
+            use
+              ? { kind: 'answer', json: JSON.stringify(use.input), schema: SCHEMAS[use.name] ?? { not: {} } }
+              : { kind: 'silent', why: 'no tool_use block' },
           );
         }
         // The raw deltas: what a client that parses them itself reads (the SDK would parse them into `input`).
@@ -177,11 +225,17 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
         let name = '';
         let reason: string | null | undefined;
         for await (const event of await anthropic.messages.create({ ...params, stream: true })) {
-          if (event.type === 'content_block_start' && event.content_block.type === 'tool_use') name = event.content_block.name;
-          if (event.type === 'content_block_delta' && event.delta.type === 'input_json_delta') json += event.delta.partial_json;
+          if (event.type === 'content_block_start' && event.content_block.type === 'tool_use')
+            name = event.content_block.name;
+          if (event.type === 'content_block_delta' && event.delta.type === 'input_json_delta')
+            json += event.delta.partial_json;
           if (event.type === 'message_delta') reason = event.delta.stop_reason;
         }
-        return finished(reason, ['tool_use', 'end_turn'], ['max_tokens'], () => (name ? { kind: 'answer', json, schema: SCHEMAS[name] ?? { not: {} } } : { kind: 'silent', why: 'no tool_use block' }));
+        return finished(reason, ['tool_use', 'end_turn'], ['max_tokens'], () =>
+          name
+            ? { kind: 'answer', json, schema: SCHEMAS[name] ?? { not: {} } }
+            : { kind: 'silent', why: 'no tool_use block' },
+        );
       },
     },
     {
@@ -193,7 +247,12 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
           max_output_tokens: MAX_TOKENS,
           temperature: 1,
           store: false,
-          tools: Object.entries(SCHEMAS).map(([name, parameters]) => ({ type: 'function' as const, name, parameters: parameters as Record<string, unknown>, strict: false })),
+          tools: Object.entries(SCHEMAS).map(([name, parameters]) => ({
+            type: 'function' as const,
+            name,
+            parameters: parameters as Record<string, unknown>,
+            strict: false,
+          })),
           tool_choice: { type: 'function' as const, name: 'get_weather' },
         };
         let response: OpenAI.Responses.Response | undefined;
@@ -206,18 +265,26 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
         } else response = await openai.responses.create(params);
         if (!response) return { kind: 'silent', why: 'no final response' };
         const call = response.output.find((o) => o.type === 'function_call');
-        const status = response.status === 'incomplete' ? `incomplete:${response.incomplete_details?.reason}` : response.status;
+        const status =
+          response.status === 'incomplete' ? `incomplete:${response.incomplete_details?.reason}` : response.status;
         return finished(status, ['completed'], ['incomplete:max_output_tokens'], () =>
-          call ? { kind: 'answer', json: stream ? streamed : call.arguments, schema: SCHEMAS[call.name] ?? { not: {} } } : { kind: 'silent', why: 'no function_call item' },
+          call
+            ? { kind: 'answer', json: stream ? streamed : call.arguments, schema: SCHEMAS[call.name] ?? { not: {} } }
+            : { kind: 'silent', why: 'no function_call item' },
         );
       },
     },
   ];
 
-  test(`${TOTAL} constrained answers: 0 invalid JSON, 0 off-schema, cut answers say so`, { timeout: Math.max(600_000, TOTAL * 2_000) }, async (t) => {
+  test(`${TOTAL} constrained answers: 0 invalid JSON, 0 off-schema, cut answers say so`, {
+    timeout: Math.max(600_000, TOTAL * 2_000),
+  }, async (t) => {
     const ajv = new Ajv({ strict: false });
     const combos = SHAPES.flatMap((shape) => [false, true].map((stream) => ({ shape, stream })));
-    const counts = new Map<string, { total: number; valid: number; invalid: number; offSchema: number; cut: number; silent: number }>();
+    const counts = new Map<
+      string,
+      { total: number; valid: number; invalid: number; offSchema: number; cut: number; silent: number }
+    >();
     const failures: string[] = [];
     let next = 0;
     const worker = async () => {
@@ -254,10 +321,14 @@ describe('constrained answers at scale through the edge (ONNX Runtime, official 
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     const sum = { total: 0, valid: 0, invalid: 0, offSchema: 0, cut: 0, silent: 0 };
     for (const [key, c] of counts) {
-      t.diagnostic(`${key}: total ${c.total}, valid ${c.valid}, invalid JSON ${c.invalid}, off-schema ${c.offSchema}, cut by the limit ${c.cut}, silent ${c.silent}`);
+      t.diagnostic(
+        `${key}: total ${c.total}, valid ${c.valid}, invalid JSON ${c.invalid}, off-schema ${c.offSchema}, cut by the limit ${c.cut}, silent ${c.silent}`,
+      );
       for (const k of Object.keys(sum) as Array<keyof typeof sum>) sum[k] += c[k];
     }
-    t.diagnostic(`all: total ${sum.total}, valid ${sum.valid}, invalid JSON ${sum.invalid}, off-schema ${sum.offSchema}, cut by the limit ${sum.cut}, silent ${sum.silent}`);
+    t.diagnostic(
+      `all: total ${sum.total}, valid ${sum.valid}, invalid JSON ${sum.invalid}, off-schema ${sum.offSchema}, cut by the limit ${sum.cut}, silent ${sum.silent}`,
+    );
     assert.deepEqual(failures, []);
     assert.equal(sum.total, TOTAL);
     // Most answers finish within the limit; a run where nearly all were cut would judge nothing.

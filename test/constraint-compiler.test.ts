@@ -16,15 +16,27 @@ import { grammarVocabulary, vocabTypeOf } from '../node/grammar/vocabulary.ts';
 import { AgentError } from '../node/errors.ts';
 import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
 
-const tokenizerJson = JSON.parse(readFileSync(path.join(MODELS_DIR, CHAT_MODEL, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
-const config = JSON.parse(readFileSync(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'), 'utf8')) as { vocab_size: number; eos_token_id: number };
+const tokenizerJson = JSON.parse(readFileSync(path.join(MODELS_DIR, CHAT_MODEL, 'tokenizer.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
+const config = JSON.parse(readFileSync(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'), 'utf8')) as {
+  vocab_size: number;
+  eos_token_id: number;
+};
 env.allowRemoteModels = false;
 env.localModelPath = `${MODELS_DIR}/`;
 const tokenizer = await AutoTokenizer.from_pretrained(CHAT_MODEL, { local_files_only: true });
 const vocab = tokenizer.get_vocab() as unknown as Map<string, number>;
-const vocabulary = grammarVocabulary(vocab, tokenizerJson, config.vocab_size, [config.eos_token_id], (ids) => tokenizer.decode(ids, DECODE_OPTIONS));
+const vocabulary = grammarVocabulary(vocab, tokenizerJson, config.vocab_size, [config.eos_token_id], (ids) =>
+  tokenizer.decode(ids, DECODE_OPTIONS),
+);
 
-const SCHEMA = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'] };
+const SCHEMA = {
+  type: 'object',
+  properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } },
+  required: ['ok', 'n'],
+};
 const jsonSchema = (json_schema: Record<string, unknown>) => ({ type: 'json_schema' as const, json_schema });
 
 describe('grammar vocabulary', () => {
@@ -39,16 +51,33 @@ describe('grammar vocabulary', () => {
     assert.deepEqual(vocabulary.stopTokenIds, [2]);
     assert.equal(vocabulary.tokens[13], 'Ċ', 'the byte token <0x0A> is the byte 0x0A');
     assert.equal(vocabulary.tokens[vocab.get('▁the')!], 'Ġthe', '▁ is a space');
-    assert.deepEqual([0, 1, 2].map((id) => vocabulary.tokens[id]), ['', '', ''], 'special tokens emit nothing');
+    assert.deepEqual(
+      [0, 1, 2].map((id) => vocabulary.tokens[id]),
+      ['', '', ''],
+      'special tokens emit nothing',
+    );
   });
 
   test('a byte-level BPE vocabulary (GPT-2, Qwen) is byte_level', () => {
-    const qwenLike = { model: { type: 'BPE', byte_fallback: false }, decoder: { type: 'ByteLevel', add_prefix_space: false }, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split' }, { type: 'ByteLevel' }] } };
+    const qwenLike = {
+      model: { type: 'BPE', byte_fallback: false },
+      decoder: { type: 'ByteLevel', add_prefix_space: false },
+      pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split' }, { type: 'ByteLevel' }] },
+    };
     assert.deepEqual(vocabTypeOf(qwenLike), { vocabType: 'byte_level', prependSpace: false });
   });
 
   test('padded logits: ids past the tokenizer are empty tokens, the size is the logits width', () => {
-    const v = grammarVocabulary(new Map([['a', 0], ['b', 1]]), { model: { type: 'WordLevel' } }, 4, [1n], (ids) => ids.map((id) => ['a', ''][id] ?? '').join(''));
+    const v = grammarVocabulary(
+      new Map([
+        ['a', 0],
+        ['b', 1],
+      ]),
+      { model: { type: 'WordLevel' } },
+      4,
+      [1n],
+      (ids) => ids.map((id) => ['a', ''][id] ?? '').join(''),
+    );
     assert.deepEqual(v.tokens, ['a', '', '', '']);
     assert.deepEqual(v.stopTokenIds, [1]);
   });
@@ -70,7 +99,10 @@ describe('token bitmask', () => {
 
 describe('constraint compiler', () => {
   test('canonical JSON ignores key order', () => {
-    assert.equal(canonicalJson({ b: 1, a: { d: [{ y: 1, x: 2 }], c: 0 } }), canonicalJson({ a: { c: 0, d: [{ x: 2, y: 1 }] }, b: 1 }));
+    assert.equal(
+      canonicalJson({ b: 1, a: { d: [{ y: 1, x: 2 }], c: 0 } }),
+      canonicalJson({ a: { c: 0, d: [{ x: 2, y: 1 }] }, b: 1 }),
+    );
   });
 
   test('a compiled schema allows only what the schema can start with, and ends with EOS', async () => {
@@ -92,7 +124,11 @@ describe('constraint compiler', () => {
       await matcher.prepare();
       const logits = new Float32Array(matcher.vocabSize);
       matcher.mask(logits);
-      assert.deepEqual([...logits.keys()].filter((i) => logits[i] !== -Infinity), [2], 'a finished object allows only EOS');
+      assert.deepEqual(
+        [...logits.keys()].filter((i) => logits[i] !== -Infinity),
+        [2],
+        'a finished object allows only EOS',
+      );
       assert.equal(matcher.accept(2), true);
       assert.equal(matcher.terminated, true);
       matcher.dispose();
@@ -101,19 +137,31 @@ describe('constraint compiler', () => {
     }
   });
 
-  test('a schema that cannot be compiled is invalid_request, with xgrammar\'s reason', async () => {
+  test("a schema that cannot be compiled is invalid_request, with xgrammar's reason", async () => {
     const compiler = new ConstraintCompiler(() => vocabulary);
     try {
-      await assert.rejects(compiler.compile(jsonSchema({ type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }), 'response_format schema'), (err: unknown) => {
-        assert.ok(err instanceof AgentError);
-        assert.equal(err.code, 'invalid_request');
-        assert.match(err.message, /^response_format schema could not be compiled: .*missing/);
-        return true;
-      });
-      await assert.rejects(compiler.compile(jsonSchema({ type: 'object', properties: { a: { type: 'string', pattern: '[' } } }), 'tool parameter schema'), {
-        code: 'invalid_request',
-        message: /^tool parameter schema could not be compiled: Regex parsing error/,
-      });
+      await assert.rejects(
+        compiler.compile(
+          jsonSchema({ type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }),
+          'response_format schema',
+        ),
+        (err: unknown) => {
+          assert.ok(err instanceof AgentError);
+          assert.equal(err.code, 'invalid_request');
+          assert.match(err.message, /^response_format schema could not be compiled: .*missing/);
+          return true;
+        },
+      );
+      await assert.rejects(
+        compiler.compile(
+          jsonSchema({ type: 'object', properties: { a: { type: 'string', pattern: '[' } } }),
+          'tool parameter schema',
+        ),
+        {
+          code: 'invalid_request',
+          message: /^tool parameter schema could not be compiled: Regex parsing error/,
+        },
+      );
       // The failure is not cached, and the compiler still works.
       await compiler.compile(jsonSchema(SCHEMA), 'response_format schema');
     } finally {
@@ -126,12 +174,18 @@ describe('constraint compiler', () => {
     const [a, b] = [new ConstraintCompiler(() => vocabulary), new ConstraintCompiler(() => vocabulary)];
     try {
       const results = await Promise.allSettled([
-        a.compile(jsonSchema({ type: 'object', properties: { x: { type: 'string', pattern: '(' } } }), 'response_format schema'),
+        a.compile(
+          jsonSchema({ type: 'object', properties: { x: { type: 'string', pattern: '(' } } }),
+          'response_format schema',
+        ),
         b.compile(jsonSchema({ type: 'frobnicate' }), 'response_format schema'),
       ]);
       assert.deepEqual(
         results.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'compiled')),
-        ['response_format schema could not be compiled: Regex parsing error at position 2: The parenthesis is not closed.', 'response_format schema could not be compiled: Unsupported type "frobnicate"'],
+        [
+          'response_format schema could not be compiled: Regex parsing error at position 2: The parenthesis is not closed.',
+          'response_format schema could not be compiled: Unsupported type "frobnicate"',
+        ],
       );
       assert.equal(process.stderr.write, write);
     } finally {
@@ -145,7 +199,15 @@ describe('constraint compiler', () => {
       await compiler.vocabSize(); // tokenizer info apart: it is built once per model
       // A typical tool: free-text and enum arguments. (Bounded strings cost more: xgrammar expands `maxLength: 40`
       // into 40 optional characters, ~1.3 s cold here.)
-      const tool = jsonSchema({ type: 'object', properties: { city: { type: 'string', description: 'City name' }, unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city'] });
+      const tool = jsonSchema({
+        type: 'object',
+        properties: {
+          city: { type: 'string', description: 'City name' },
+          unit: { enum: ['celsius', 'fahrenheit'] },
+          days: { type: 'integer', minimum: 1, maximum: 7 },
+        },
+        required: ['city'],
+      });
       let t = performance.now();
       await compiler.compile(tool, 'tool parameter schema');
       const coldMs = performance.now() - t;
@@ -156,7 +218,10 @@ describe('constraint compiler', () => {
       const cachedMs = performance.now() - t;
       console.log(`grammar compile (32k vocabulary): cold ${coldMs.toFixed(1)} ms, cached ${cachedMs.toFixed(3)} ms`);
       // A ratio measured side by side: absolute times drift with the machine's load, a compile does not hide in it.
-      assert.ok(cachedMs < coldMs / 10, `cached compile ${cachedMs.toFixed(3)} ms against ${coldMs.toFixed(1)} ms cold`);
+      assert.ok(
+        cachedMs < coldMs / 10,
+        `cached compile ${cachedMs.toFixed(3)} ms against ${coldMs.toFixed(1)} ms cold`,
+      );
     } finally {
       await compiler.dispose();
     }

@@ -20,7 +20,10 @@ declare const document: any;
 const SDK_HEADERS = 'authorization,content-type,x-stainless-arch,x-stainless-lang,x-stainless-os';
 
 function preflight(url: URL, origin: string, method = 'POST') {
-  return fetch(url, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': SDK_HEADERS } });
+  return fetch(url, {
+    method: 'OPTIONS',
+    headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': SDK_HEADERS },
+  });
 }
 
 describe('CORS, allowing every origin (the default)', () => {
@@ -35,7 +38,9 @@ describe('CORS, allowing every origin (the default)', () => {
     engine = await createOrtEngine();
     agent = await startTestAgent(edge, engine);
     // A page on another origin: same host, another port.
-    site = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>a chat front end</title>'));
+    site = http.createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>a chat front end</title>'),
+    );
     site.listen(0, '127.0.0.1');
     await once(site, 'listening');
     siteOrigin = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
@@ -68,8 +73,15 @@ describe('CORS, allowing every origin (the default)', () => {
     assert.equal(keys.headers.get('access-control-allow-origin'), null);
   });
 
-  test('in Chromium, a page on another origin streams a chat completion and reads its headers; the admin API stays closed to it', { skip: chromiumMissing }, async () => {
-    const expected = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'from a browser' }], max_tokens: 8, temperature: 0 });
+  test('in Chromium, a page on another origin streams a chat completion and reads its headers; the admin API stays closed to it', {
+    skip: chromiumMissing,
+  }, async () => {
+    const expected = await edge.openai().chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'from a browser' }],
+      max_tokens: 8,
+      temperature: 0,
+    });
     const { chromium } = await import('playwright-core');
     const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
     try {
@@ -79,8 +91,18 @@ describe('CORS, allowing every origin (the default)', () => {
         async ([base, key, model]) => {
           const res = await fetch(`${base}v1/chat/completions`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'cache-control': 'no-cache' },
-            body: JSON.stringify({ model, messages: [{ role: 'user', content: 'from a browser' }], max_tokens: 8, temperature: 0, stream: true }),
+            headers: {
+              authorization: `Bearer ${key}`,
+              'content-type': 'application/json',
+              'cache-control': 'no-cache',
+            },
+            body: JSON.stringify({
+              model,
+              messages: [{ role: 'user', content: 'from a browser' }],
+              max_tokens: 8,
+              temperature: 0,
+              stream: true,
+            }),
           });
           const reader = res.body!.getReader();
           const decoder = new TextDecoder();
@@ -101,14 +123,26 @@ describe('CORS, allowing every origin (the default)', () => {
           } catch (err) {
             admin = `blocked: ${(err as Error).name}`;
           }
-          return { status: res.status, requestId: res.headers.get('x-request-id'), text, done: sse.trimEnd().endsWith('data: [DONE]'), reads, admin, origin: document.location.origin };
+          return {
+            status: res.status,
+            requestId: res.headers.get('x-request-id'),
+            text,
+            done: sse.trimEnd().endsWith('data: [DONE]'),
+            reads,
+            admin,
+            origin: document.location.origin,
+          };
         },
         [edge.url.toString(), edge.apiKey, CHAT_MODEL] as const,
       );
       assert.equal(result.origin, siteOrigin);
       assert.equal(result.status, 200);
       assert.match(result.requestId ?? '', /^[0-9a-f-]{36}$/, 'x-request-id is exposed to the page');
-      assert.equal(result.text, expected.choices[0]!.message.content, 'the page got the same answer as the Node client');
+      assert.equal(
+        result.text,
+        expected.choices[0]!.message.content,
+        'the page got the same answer as the Node client',
+      );
       assert.ok(result.done, 'the stream ended with [DONE]');
       assert.equal(result.admin, 'blocked: TypeError', 'the browser does not let the page call the admin API');
     } finally {
@@ -133,7 +167,9 @@ describe('CORS, limited to a list of origins', () => {
     assert.equal(ok.status, 204);
     assert.equal(ok.headers.get('access-control-allow-origin'), allowed);
     assert.match(ok.headers.get('vary') ?? '', /Origin/);
-    const models = await fetch(new URL('/v1/models', edge.url), { headers: { origin: allowed, authorization: `Bearer ${edge.apiKey}` } });
+    const models = await fetch(new URL('/v1/models', edge.url), {
+      headers: { origin: allowed, authorization: `Bearer ${edge.apiKey}` },
+    });
     assert.equal(models.status, 200);
     assert.equal(models.headers.get('access-control-allow-origin'), allowed);
     assert.match(models.headers.get('access-control-expose-headers') ?? '', /x-request-id/);
@@ -141,7 +177,9 @@ describe('CORS, limited to a list of origins', () => {
     const refused = await preflight(new URL('/v1/chat/completions', edge.url), 'https://evil.example.net');
     assert.equal(refused.headers.get('access-control-allow-origin'), null);
     await refused.arrayBuffer();
-    const other = await fetch(new URL('/v1/models', edge.url), { headers: { origin: 'https://evil.example.net', authorization: `Bearer ${edge.apiKey}` } });
+    const other = await fetch(new URL('/v1/models', edge.url), {
+      headers: { origin: 'https://evil.example.net', authorization: `Bearer ${edge.apiKey}` },
+    });
     assert.equal(other.headers.get('access-control-allow-origin'), null);
     await other.arrayBuffer();
   });

@@ -10,7 +10,12 @@ import { after, before, describe, test } from 'node:test';
 import { applyMigrations } from '../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { openDatabase, type Database } from '../worker/db/client.ts';
-import { latencyByModel, latencyTimeseries, type LatencyPercentiles, type UsageFilter } from '../worker/db/dashboard-queries.ts';
+import {
+  latencyByModel,
+  latencyTimeseries,
+  type LatencyPercentiles,
+  type UsageFilter,
+} from '../worker/db/dashboard-queries.ts';
 import { usage } from '../shared/db/schema.ts';
 import { mulberry32 } from './support/prng.ts';
 import { expectedLatency } from './support/percentiles.ts';
@@ -28,7 +33,10 @@ interface Served {
 
 /** What the dashboard should report for these requests, computed the slow way. */
 function expected(rows: Served[]): LatencyPercentiles {
-  return expectedLatency(rows.map((r) => r.durationMs), rows.flatMap((r) => (r.ttftMs === null ? [] : [r.ttftMs])));
+  return expectedLatency(
+    rows.map((r) => r.durationMs),
+    rows.flatMap((r) => (r.ttftMs === null ? [] : [r.ttftMs])),
+  );
 }
 
 function assertExact(got: LatencyPercentiles, rows: Served[], where: string): void {
@@ -37,14 +45,25 @@ function assertExact(got: LatencyPercentiles, rows: Served[], where: string): vo
 }
 
 let seq = 0;
-async function seed(db: Database, served: Served[], others: Array<Partial<typeof usage.$inferInsert> & { at: number }> = []): Promise<void> {
+async function seed(
+  db: Database,
+  served: Served[],
+  others: Array<Partial<typeof usage.$inferInsert> & { at: number }> = [],
+): Promise<void> {
   const rows: Array<typeof usage.$inferInsert> = [
-    ...served.map((r) => ({ ...r, endpoint: 'chat.completions', agentId: 'a', device: 'NPU', cache: 'MISS', status: 200, outcome: 'ok' })),
+    ...served.map((r) => ({
+      ...r,
+      endpoint: 'chat.completions',
+      agentId: 'a',
+      device: 'NPU',
+      cache: 'MISS',
+      status: 200,
+      outcome: 'ok',
+    })),
     ...others.map((r) => ({ endpoint: 'chat.completions', durationMs: 1, status: 200, outcome: 'ok', ...r })),
   ].map((r) => ({ id: `pct-${String(seq++).padStart(6, '0')}`, ...r }));
   for (let i = 0; i < rows.length; i += 200) await db.insert(usage).values(rows.slice(i, i + 200));
 }
-
 
 describe('latency percentiles', () => {
   let dir: string;
@@ -66,10 +85,28 @@ describe('latency percentiles', () => {
     const start = Date.UTC(2025, 0, 10, 9);
     // Nearest rank of 40: the p50 is the 20th value, the p95 the 38th.
     const durations = [
-      3, 7, 12, 20, 33, 41, 50, 58, 62, 63,
+      3,
+      7,
+      12,
+      20,
+      33,
+      41,
+      50,
+      58,
+      62,
+      63,
       // Ties across rank 20: the 18th to the 22nd value are all 3035 ms.
       ...Array.from({ length: 20 }, (_, i) => (i >= 7 && i <= 11 ? 3035 : 3008 + 3 * i)),
-      9000, 9100, 12000, 12001, 12002, 16384, 20000, 20010, 20400, 65000,
+      9000,
+      9100,
+      12000,
+      12001,
+      12002,
+      16384,
+      20000,
+      20010,
+      20400,
+      65000,
     ];
     const served: Served[] = durations.map((d, i) => ({
       at: start + i * 120_000,
@@ -82,8 +119,25 @@ describe('latency percentiles', () => {
     await seed(db, served, [
       // None of these is latency an agent served: a cache hit, a failure, a cancellation, and one outside the range.
       { at: start, keyId: 'key_known', model: 'known', durationMs: 1, ttftMs: 0, cache: 'HIT' },
-      { at: start, keyId: 'key_known', model: 'known', durationMs: 90_000, status: 502, errorCode: 'engine_error', outcome: 'error' },
-      { at: start, keyId: 'key_known', model: 'known', durationMs: 80_000, ttftMs: 5000, status: 499, errorCode: 'cancelled', outcome: 'cancelled' },
+      {
+        at: start,
+        keyId: 'key_known',
+        model: 'known',
+        durationMs: 90_000,
+        status: 502,
+        errorCode: 'engine_error',
+        outcome: 'error',
+      },
+      {
+        at: start,
+        keyId: 'key_known',
+        model: 'known',
+        durationMs: 80_000,
+        ttftMs: 5000,
+        status: 499,
+        errorCode: 'cancelled',
+        outcome: 'cancelled',
+      },
       { at: start - 2 * DAY, keyId: 'key_known', model: 'known', durationMs: 70_000, ttftMs: 7000, cache: 'MISS' },
     ]);
     const f: UsageFilter = { from: Date.UTC(2025, 0, 10), to: Date.UTC(2025, 0, 11), keyId: 'key_known' };
@@ -97,8 +151,16 @@ describe('latency percentiles', () => {
     assert.deepEqual(byModel, { model: 'known', ...want });
 
     const hourly = await latencyTimeseries(db, f, 'hour');
-    assert.deepEqual(hourly.map((h) => h.t), [start, start + HOUR]);
-    for (const h of hourly) assertExact(h, served.filter((r) => r.at >= h.t && r.at < h.t + HOUR), `hour ${new Date(h.t).toISOString()}`);
+    assert.deepEqual(
+      hourly.map((h) => h.t),
+      [start, start + HOUR],
+    );
+    for (const h of hourly)
+      assertExact(
+        h,
+        served.filter((r) => r.at >= h.t && r.at < h.t + HOUR),
+        `hour ${new Date(h.t).toISOString()}`,
+      );
   });
 
   test('six hundred log-uniform durations over three days and three models: exact in every group', async () => {
@@ -120,15 +182,36 @@ describe('latency percentiles', () => {
     const f: UsageFilter = { from: start, to: start + 3 * DAY, keyId: 'key_spread' };
 
     const daily = await latencyTimeseries(db, f, 'day');
-    assert.deepEqual(daily.map((d) => d.t), [start, start + DAY, start + 2 * DAY]);
-    for (const d of daily) assertExact(d, served.filter((r) => r.at >= d.t && r.at < d.t + DAY), `day ${new Date(d.t).toISOString()}`);
+    assert.deepEqual(
+      daily.map((d) => d.t),
+      [start, start + DAY, start + 2 * DAY],
+    );
+    for (const d of daily)
+      assertExact(
+        d,
+        served.filter((r) => r.at >= d.t && r.at < d.t + DAY),
+        `day ${new Date(d.t).toISOString()}`,
+      );
 
     const byModel = await latencyByModel(db, f);
-    assert.deepEqual(byModel.map((m) => m.model), models);
-    for (const m of byModel) assertExact(m, served.filter((r) => r.model === m.model), `model ${m.model}`);
+    assert.deepEqual(
+      byModel.map((m) => m.model),
+      models,
+    );
+    for (const m of byModel)
+      assertExact(
+        m,
+        served.filter((r) => r.model === m.model),
+        `model ${m.model}`,
+      );
 
     const hourly = await latencyTimeseries(db, f, 'hour');
     assert.equal(hourly.length, 72);
-    for (const h of hourly) assertExact(h, served.filter((r) => r.at >= h.t && r.at < h.t + HOUR), `hour ${new Date(h.t).toISOString()}`);
+    for (const h of hourly)
+      assertExact(
+        h,
+        served.filter((r) => r.at >= h.t && r.at < h.t + HOUR),
+        `hour ${new Date(h.t).toISOString()}`,
+      );
   });
 });

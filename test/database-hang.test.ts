@@ -36,7 +36,12 @@ describe('a hung database', () => {
         method: 'POST',
         headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
         // Even requests are cacheable (a lookup and a store each), odd ones are not.
-        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: `hang ${i}` }], max_tokens: 3, temperature: i % 2 ? 0.5 : 0 }),
+        body: JSON.stringify({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: `hang ${i}` }],
+          max_tokens: 3,
+          temperature: i % 2 ? 0.5 : 0,
+        }),
         signal: AbortSignal.timeout(60_000),
       });
       await res.arrayBuffer();
@@ -61,20 +66,32 @@ describe('a hung database', () => {
     }
     const done = await Promise.all(results);
     const ms = done.map((r) => r.ms);
-    const statuses = Object.entries(Object.groupBy(done, (r) => String(r.status))).map(([s, rs]) => `${s}×${rs!.length}`);
+    const statuses = Object.entries(Object.groupBy(done, (r) => String(r.status))).map(
+      ([s, rs]) => `${s}×${rs!.length}`,
+    );
     console.log(
       `${done.length} requests during the hang: statuses ${statuses.join(', ')}; ` +
         `p50 ${nearestRank(ms, 50)!.toFixed(0)} ms, p95 ${nearestRank(ms, 95)!.toFixed(0)} ms, max ${Math.max(...ms).toFixed(0)} ms`,
     );
-    assert.ok(done.every((r) => r.status === 200), 'every request with the verified key was served');
+    assert.ok(
+      done.every((r) => r.status === 200),
+      'every request with the verified key was served',
+    );
     assert.ok(nearestRank(ms, 50)! < 2000, `p50 under 2 s (${nearestRank(ms, 50)!.toFixed(0)} ms)`);
 
     const expected = done.length + 1;
     const db = createClient({ url: edge.sqld.url });
-    const count = async () => Number((await db.execute(`select count(*) as n from usage where endpoint = 'chat.completions'`)).rows[0]!.n);
+    const count = async () =>
+      Number((await db.execute(`select count(*) as n from usage where endpoint = 'chat.completions'`)).rows[0]!.n);
     const resumedAt = performance.now();
-    const rows = await waitFor(`${expected} usage rows`, async () => ((await count()) >= expected ? count() : undefined), { timeoutMs: 60_000 }).catch(count);
-    console.log(`usage rows after SIGCONT: ${rows} of ${expected} requests, all in within ${((performance.now() - resumedAt) / 1000).toFixed(1)} s`);
+    const rows = await waitFor(
+      `${expected} usage rows`,
+      async () => ((await count()) >= expected ? count() : undefined),
+      { timeoutMs: 60_000 },
+    ).catch(count);
+    console.log(
+      `usage rows after SIGCONT: ${rows} of ${expected} requests, all in within ${((performance.now() - resumedAt) / 1000).toFixed(1)} s`,
+    );
     db.close();
     assert.equal(rows, expected, 'one usage row per request, none lost and none doubled');
   });

@@ -29,7 +29,12 @@ describe('Cloudflare limits', () => {
     edge = await startTestEdge({ NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '2048' });
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-aliases-'));
     // Long alias names, so the hello is far larger than an attachment may be (it was all kept in one before).
-    const aliases = Object.fromEntries(Array.from({ length: ALIASES }, (_, i) => [`alias-${String(i).padStart(3, '0')}-${'x'.repeat(40)}`, i % 2 ? CHAT_MODEL : EMBED_MODEL]));
+    const aliases = Object.fromEntries(
+      Array.from({ length: ALIASES }, (_, i) => [
+        `alias-${String(i).padStart(3, '0')}-${'x'.repeat(40)}`,
+        i % 2 ? CHAT_MODEL : EMBED_MODEL,
+      ]),
+    );
     await writeFile(path.join(dir, 'aliases.json'), JSON.stringify(aliases));
     agent = await spawnAgent(edge, 'many-models', { NPU_RELAY_ALIASES: path.join(dir, 'aliases.json') });
   });
@@ -43,23 +48,38 @@ describe('Cloudflare limits', () => {
   test(`an agent with ${ALIASES} aliases attaches and serves under a 2,048-byte attachment limit, also after the hub hibernated`, async () => {
     const listed = async () => (await edge.openai().models.list()).data.map((m) => m.id);
     const models = await listed();
-    const helloBytes = Buffer.byteLength(JSON.stringify(((await (await edge.admin('/admin/agents')).json()) as { data: unknown[] }).data ?? []));
-    console.log(`agent attached with ${models.length} models (its listing is ${helloBytes} bytes of JSON; the attachment limit is 2048)`);
+    const helloBytes = Buffer.byteLength(
+      JSON.stringify(((await (await edge.admin('/admin/agents')).json()) as { data: unknown[] }).data ?? []),
+    );
+    console.log(
+      `agent attached with ${models.length} models (its listing is ${helloBytes} bytes of JSON; the attachment limit is 2048)`,
+    );
     assert.equal(models.length, ALIASES + 2);
     const alias = models.find((m) => m.startsWith('alias-499'))!;
-    const r = await edge.openai().chat.completions.create({ model: alias, messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, temperature: 0.5 });
+    const r = await edge.openai().chat.completions.create({
+      model: alias,
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 3,
+      temperature: 0.5,
+    });
     assert.equal(r.usage?.completion_tokens, 3);
 
     // Idle until the hub is evicted (the agent's pings are answered without waking it), then serve again: the
     // models must come back from the hub's storage, not from memory.
-    const startedAt = async () => ((await (await edge.admin('/admin/streams')).json()) as { hubStartedAt: number }).hubStartedAt;
+    const startedAt = async () =>
+      ((await (await edge.admin('/admin/streams')).json()) as { hubStartedAt: number }).hubStartedAt;
     const first = await startedAt();
     await new Promise((r) => setTimeout(r, 15_000));
     const second = await startedAt();
     console.log(`hub ${second === first ? 'stayed awake' : 'was evicted and re-created'} during 15 s idle`);
     assert.notEqual(second, first, 'the idle hub hibernated');
     assert.equal((await listed()).length, ALIASES + 2, 'the models survive hibernation');
-    const again = await edge.openai().chat.completions.create({ model: alias, messages: [{ role: 'user', content: 'again' }], max_tokens: 2, temperature: 0.5 });
+    const again = await edge.openai().chat.completions.create({
+      model: alias,
+      messages: [{ role: 'user', content: 'again' }],
+      max_tokens: 2,
+      temperature: 0.5,
+    });
     assert.equal(again.usage?.completion_tokens, 2);
   });
 
@@ -69,7 +89,10 @@ describe('Cloudflare limits', () => {
       fetch(new URL('/v1/embeddings', edge.url), {
         method: 'POST',
         headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: EMBED_MODEL, input: Array.from({ length: n }, (_, i) => `text number ${i} with some words`) }),
+        body: JSON.stringify({
+          model: EMBED_MODEL,
+          input: Array.from({ length: n }, (_, i) => `text number ${i} with some words`),
+        }),
       });
     const refused = await embed(most + 1);
     const body = (await refused.json()) as { error: { message: string; param: string } };
@@ -81,16 +104,26 @@ describe('Cloudflare limits', () => {
     assert.equal(served.status, 200);
     assert.equal(json.data.length, most);
     // The tunnel survived: the agent is still attached and serving.
-    await waitFor('the agent still attached', async () => (await (await edge.admin('/admin/agents')).json() as { data: unknown[] }).data.length === 1 || undefined);
+    await waitFor(
+      'the agent still attached',
+      async () =>
+        ((await (await edge.admin('/admin/agents')).json()) as { data: unknown[] }).data.length === 1 || undefined,
+    );
   });
 
-  test('the agent never sends a frame over 1 MiB: an answer that would not fit becomes that request\'s error', async () => {
+  test("the agent never sends a frame over 1 MiB: an answer that would not fit becomes that request's error", async () => {
     // A plain ws server as the edge, so nothing refuses the batch before the agent runs it.
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await once(wss, 'listening');
     const { port } = wss.address() as { port: number };
     const engine = await createOrtEngine();
-    const local = new Agent({ edgeUrl: `http://127.0.0.1:${port}`, agentToken: 't', agentId: 'big-answers', engine, log: createLogger('silent') });
+    const local = new Agent({
+      edgeUrl: `http://127.0.0.1:${port}`,
+      agentToken: 't',
+      agentId: 'big-answers',
+      engine,
+      log: createLogger('silent'),
+    });
     void local.start();
     try {
       const [ws] = (await once(wss, 'connection')) as [WebSocket];
@@ -102,18 +135,30 @@ describe('Cloudflare limits', () => {
       });
       ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'big-answers' }));
       const embed = (id: string, n: number) =>
-        ws.send(JSON.stringify({ type: 'request', id, body: { task: 'embed', model: EMBED_MODEL, input: Array.from({ length: n }, (_, i) => `input ${i}`) } }));
+        ws.send(
+          JSON.stringify({
+            type: 'request',
+            id,
+            body: { task: 'embed', model: EMBED_MODEL, input: Array.from({ length: n }, (_, i) => `input ${i}`) },
+          }),
+        );
       // 2,048 vectors of 64 numbers: about 2.6 MB of JSON.
       embed('big', 2048);
       embed('small', 8);
-      const terminal = (id: string) => frames.find((f) => f.id === id && (f.type === 'error' || f.type === 'embeddings'));
+      const terminal = (id: string) =>
+        frames.find((f) => f.id === id && (f.type === 'error' || f.type === 'embeddings'));
       await waitFor('both answers', () => (terminal('big') && terminal('small')) || undefined, { timeoutMs: 60_000 });
       const big = terminal('big')!;
-      console.log(`largest frame from the agent: ${largest} bytes; the 2,048-vector answer became: ${big.type} ${big.message ?? ''}`);
+      console.log(
+        `largest frame from the agent: ${largest} bytes; the 2,048-vector answer became: ${big.type} ${big.message ?? ''}`,
+      );
       assert.ok(largest <= 1024 * 1024, `no frame over 1 MiB (largest ${largest})`);
       assert.equal(big.type, 'error');
       assert.equal(big.code, 'invalid_request');
-      assert.match(big.message!, /the embeddings frame would be \d+ bytes, over the edge's 1048576-byte message limit; send fewer inputs per request/);
+      assert.match(
+        big.message!,
+        /the embeddings frame would be \d+ bytes, over the edge's 1048576-byte message limit; send fewer inputs per request/,
+      );
       assert.equal(terminal('small')!.type, 'embeddings', 'the tunnel stays up and serves the next request');
       assert.equal(terminal('small')!.data!.length, 8);
     } finally {
@@ -143,12 +188,32 @@ describe('an agent the edge cannot keep', () => {
     ws.on('message', (d: Buffer) => frames.push(JSON.parse(d.toString())));
     const closed = once(ws, 'close') as Promise<[number, Buffer]>;
     await once(ws, 'open');
-    ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId: `agent-with-a-long-name-${'x'.repeat(60)}`, agentVersion: '1', engine: 'x', models: [{ id: 'm', kind: 'chat', device: 'CPU' }], devices: [] }));
+    ws.send(
+      JSON.stringify({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        agentId: `agent-with-a-long-name-${'x'.repeat(60)}`,
+        agentVersion: '1',
+        engine: 'x',
+        models: [{ id: 'm', kind: 'chat', device: 'CPU' }],
+        devices: [],
+      }),
+    );
     const [code, reason] = await closed;
     console.log(`refused agent: frames ${JSON.stringify(frames)}; close ${code} ${reason.toString()}`);
     assert.equal(code, 4010);
-    assert.deepEqual(frames.map((f) => f.type), ['error']);
-    assert.match(frames[0]!.message!, /the edge could not accept this agent's hello \(1 models, 0 devices\): .*exceeds the 100-byte limit/);
-    assert.deepEqual((await (await edge.admin('/admin/agents')).json() as { data: unknown[] }).data, [], 'not listed as attached');
+    assert.deepEqual(
+      frames.map((f) => f.type),
+      ['error'],
+    );
+    assert.match(
+      frames[0]!.message!,
+      /the edge could not accept this agent's hello \(1 models, 0 devices\): .*exceeds the 100-byte limit/,
+    );
+    assert.deepEqual(
+      ((await (await edge.admin('/admin/agents')).json()) as { data: unknown[] }).data,
+      [],
+      'not listed as attached',
+    );
   });
 });

@@ -32,7 +32,12 @@ describe('edge memory', () => {
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
       body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 6, ...body }),
     });
-    return { status: res.status, cache: res.headers.get('x-npu-relay-cache'), retryAfter: res.headers.get('retry-after'), text: await res.text() };
+    return {
+      status: res.status,
+      cache: res.headers.get('x-npu-relay-cache'),
+      retryAfter: res.headers.get('retry-after'),
+      text: await res.text(),
+    };
   }
   const db = () => createClient({ url: edge.sqld.url });
   async function usageRows(expected: number) {
@@ -68,25 +73,36 @@ describe('edge memory', () => {
     assert.equal(after.status, 401);
     assert.match(after.text, /revoked/);
     // Admin endpoints refuse client keys.
-    const asClient = await fetch(new URL('/admin/keys', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } });
+    const asClient = await fetch(new URL('/admin/keys', edge.url), {
+      headers: { authorization: `Bearer ${edge.apiKey}` },
+    });
     assert.equal(asClient.status, 401);
     const list = (await (await edge.admin('/admin/keys')).json()) as { data: Array<Record<string, unknown>> };
-    assert.ok(list.data.every((k) => !('hash' in k) && !('key' in k)), 'listing never shows secrets or hashes');
+    assert.ok(
+      list.data.every((k) => !('hash' in k) && !('key' in k)),
+      'listing never shows secrets or hashes',
+    );
   });
 
   test('npm run keys -- revoke, told the edge, refuses the key on the very next request', async () => {
     const { id, key } = await edge.createKey({ name: 'cli-revoked' });
     assert.equal((await chat(key, { messages: ask('before'), temperature: 0.7 })).status, 200);
-    const { stdout } = await run(process.execPath, [path.join(PROJECT_ROOT, 'node/cli/keys.ts'), 'revoke', id, '--url', edge.sqld.url], {
-      env: { ...process.env, NPU_RELAY_EDGE_URL: edge.url.toString(), NPU_RELAY_ADMIN_TOKEN: edge.adminToken },
-    });
+    const { stdout } = await run(
+      process.execPath,
+      [path.join(PROJECT_ROOT, 'node/cli/keys.ts'), 'revoke', id, '--url', edge.sqld.url],
+      {
+        env: { ...process.env, NPU_RELAY_EDGE_URL: edge.url.toString(), NPU_RELAY_ADMIN_TOKEN: edge.adminToken },
+      },
+    );
     assert.match(stdout, /refuses it from the next request on/);
     assert.equal((await chat(key, { messages: ask('after'), temperature: 0.7 })).status, 401);
   });
 
   test('32 parallel requests against rpm 10 let exactly 10 through; 429s carry Retry-After', async () => {
     const { key } = await edge.createKey({ name: 'rpm', rpm: 10 });
-    const results = await Promise.all(Array.from({ length: 32 }, (_, i) => chat(key, { messages: ask(`rpm ${i}`), temperature: 0.7, max_tokens: 2 })));
+    const results = await Promise.all(
+      Array.from({ length: 32 }, (_, i) => chat(key, { messages: ask(`rpm ${i}`), temperature: 0.7, max_tokens: 2 })),
+    );
     const ok = results.filter((r) => r.status === 200).length;
     const limited = results.filter((r) => r.status === 429);
     assert.equal(ok, 10);
@@ -112,7 +128,7 @@ describe('edge memory', () => {
     assert.match(JSON.parse(last).error.message, /monthly token budget .*40 tokens/);
   });
 
-  test('a model outside the key\'s scope looks like a model that does not exist', async () => {
+  test("a model outside the key's scope looks like a model that does not exist", async () => {
     const { key } = await edge.createKey({ name: 'scoped', models: ['some-other-model'] });
     const r = await chat(key, { messages: ask('x'), temperature: 0 });
     assert.equal(r.status, 404);
@@ -132,19 +148,41 @@ describe('edge memory', () => {
 
     const other = await edge.createKey({ name: 'other tenant' });
     assert.equal((await chat(other.key, body)).cache, 'MISS', 'another tenant does not share the entry');
-    assert.equal((await chat(edge.apiKey, { messages: ask('cache me'), temperature: 0.9 })).cache, 'BYPASS', 'sampled requests are not cached');
+    assert.equal(
+      (await chat(edge.apiKey, { messages: ask('cache me'), temperature: 0.9 })).cache,
+      'BYPASS',
+      'sampled requests are not cached',
+    );
     assert.equal((await chat(edge.apiKey, body, { 'cache-control': 'no-cache' })).cache, 'BYPASS');
     assert.equal((await chat(edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache, 'MISS');
-    assert.equal((await chat(edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache, 'HIT', 'a fixed seed is cacheable');
-    assert.equal((await chat(edge.apiKey, { messages: ask('not stored') , temperature: 0 }, { 'cache-control': 'no-store' })).cache, 'MISS');
-    assert.equal((await chat(edge.apiKey, { messages: ask('not stored'), temperature: 0 })).cache, 'MISS', 'no-store kept it out of the cache');
+    assert.equal(
+      (await chat(edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache,
+      'HIT',
+      'a fixed seed is cacheable',
+    );
+    assert.equal(
+      (await chat(edge.apiKey, { messages: ask('not stored'), temperature: 0 }, { 'cache-control': 'no-store' })).cache,
+      'MISS',
+    );
+    assert.equal(
+      (await chat(edge.apiKey, { messages: ask('not stored'), temperature: 0 })).cache,
+      'MISS',
+      'no-store kept it out of the cache',
+    );
   });
 
   test('a streamed HIT is a well-formed stream for the openai client', async () => {
     const client = edge.openai();
     const read = async () => {
       const { data: stream, response } = await client.chat.completions
-        .create({ model: CHAT_MODEL, messages: ask('stream cache'), stream: true, temperature: 0, max_tokens: 6, stream_options: { include_usage: true } })
+        .create({
+          model: CHAT_MODEL,
+          messages: ask('stream cache'),
+          stream: true,
+          temperature: 0,
+          max_tokens: 6,
+          stream_options: { include_usage: true },
+        })
         .withResponse();
       let text = '';
       let finish = '';
@@ -170,10 +208,12 @@ describe('edge memory', () => {
     counted.delayMs = 100;
     try {
       const controller = new AbortController();
-      const stream = await edge.openai().chat.completions.create(
-        { model: CHAT_MODEL, messages: ask('cancel and do not cache'), stream: true, temperature: 0, max_tokens: 40 },
-        { signal: controller.signal },
-      );
+      const stream = await edge
+        .openai()
+        .chat.completions.create(
+          { model: CHAT_MODEL, messages: ask('cancel and do not cache'), stream: true, temperature: 0, max_tokens: 40 },
+          { signal: controller.signal },
+        );
       requests++;
       let n = 0;
       try {
@@ -208,10 +248,20 @@ describe('edge memory', () => {
     counted.delayMs = 60;
     try {
       const runs = counted.runs.length;
-      const body = JSON.stringify({ model: CHAT_MODEL, messages: ask('stream us together'), temperature: 0, max_tokens: 30, stream: true });
+      const body = JSON.stringify({
+        model: CHAT_MODEL,
+        messages: ask('stream us together'),
+        temperature: 0,
+        max_tokens: 30,
+        stream: true,
+      });
       const open = () => {
         requests++;
-        return fetch(new URL('/v1/chat/completions', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body });
+        return fetch(new URL('/v1/chat/completions', edge.url), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
+          body,
+        });
       };
       /** Reads an OpenAI stream: its text, and when its first content arrived and when it ended (ms since `t0`). */
       const read = async (res: Response, t0: number) => {
@@ -226,7 +276,8 @@ describe('edge memory', () => {
             buffered = buffered.slice(i + 2);
             const data = event.replace(/^data: /, '');
             if (data === '[DONE]' || !data.startsWith('{')) continue;
-            const content = (JSON.parse(data) as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content;
+            const content = (JSON.parse(data) as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta
+              .content;
             if (content) {
               firstMs ??= performance.now() - t0;
               text += content;
@@ -242,12 +293,17 @@ describe('edge memory', () => {
       const twinRes = await open();
       assert.equal(twinRes.headers.get('x-npu-relay-cache'), 'HIT');
       const [leader, twin] = await Promise.all([leading, read(twinRes, t0)]);
-      console.log(`leader: first ${leader.firstMs.toFixed(0)} ms, end ${leader.endMs.toFixed(0)} ms; twin (sent at 400 ms): first ${twin.firstMs.toFixed(0)} ms, end ${twin.endMs.toFixed(0)} ms`);
+      console.log(
+        `leader: first ${leader.firstMs.toFixed(0)} ms, end ${leader.endMs.toFixed(0)} ms; twin (sent at 400 ms): first ${twin.firstMs.toFixed(0)} ms, end ${twin.endMs.toFixed(0)} ms`,
+      );
       assert.equal(counted.runs.length - runs, 1, 'one generation for both');
       assert.equal(twin.text, leader.text, 'the twin got the whole answer');
       assert.ok(leader.text.length > 0);
       // Before the fix the twin's first bytes came with the leader's end; now with the leader's next tokens.
-      assert.ok(twin.firstMs < leader.endMs - 500, `the twin streamed along (its first content at ${twin.firstMs.toFixed(0)} ms, the leader ended at ${leader.endMs.toFixed(0)} ms)`);
+      assert.ok(
+        twin.firstMs < leader.endMs - 500,
+        `the twin streamed along (its first content at ${twin.firstMs.toFixed(0)} ms, the leader ended at ${leader.endMs.toFixed(0)} ms)`,
+      );
     } finally {
       counted.delayMs = 0;
     }
@@ -257,7 +313,13 @@ describe('edge memory', () => {
     counted.delayMs = 40;
     try {
       const client = edge.openai();
-      const body = { model: CHAT_MODEL, messages: ask('leader leaves'), temperature: 0, max_tokens: 30, stream: true as const };
+      const body = {
+        model: CHAT_MODEL,
+        messages: ask('leader leaves'),
+        temperature: 0,
+        max_tokens: 30,
+        stream: true as const,
+      };
       const controller = new AbortController();
       requests += 2;
       const leader = await client.chat.completions.create(body, { signal: controller.signal });
@@ -279,7 +341,10 @@ describe('edge memory', () => {
         finish = c.choices[0]?.finish_reason ?? finish;
       }
       assert.equal(await leaving, 3);
-      assert.ok(finish === 'stop' || finish === 'length', `the twin's answer came to its end (finish_reason ${finish})`);
+      assert.ok(
+        finish === 'stop' || finish === 'length',
+        `the twin's answer came to its end (finish_reason ${finish})`,
+      );
       const alone = await chat(edge.apiKey, { ...body, stream: false });
       assert.equal(text, JSON.parse(alone.text).choices[0].message.content, 'the same answer as the request alone');
     } finally {
@@ -290,9 +355,13 @@ describe('edge memory', () => {
   test('every request made so far is in the usage table (refused strangers as per-minute counters), with token counts', async () => {
     const n = await usageRows(requests);
     assert.equal(n, requests);
-    const rows = (await db().execute(`select outcome, cache, prompt_tokens, completion_tokens, status from usage`)).rows;
+    const rows = (await db().execute(`select outcome, cache, prompt_tokens, completion_tokens, status from usage`))
+      .rows;
     const ok = rows.filter((r) => r.outcome === 'ok');
-    assert.ok(ok.every((r) => Number(r.prompt_tokens) > 0 && Number(r.completion_tokens) > 0), 'served requests have tokens');
+    assert.ok(
+      ok.every((r) => Number(r.prompt_tokens) > 0 && Number(r.completion_tokens) > 0),
+      'served requests have tokens',
+    );
     assert.ok(rows.some((r) => r.outcome === 'rejected' && Number(r.status) === 429));
     assert.ok(rows.some((r) => r.outcome === 'cancelled'));
     assert.ok(rows.some((r) => r.cache === 'HIT'));
@@ -304,7 +373,8 @@ describe('edge memory', () => {
     const before = await usageRows(requests);
     await edge.sqld.stop();
     let served = 0;
-    for (let i = 0; i < 5; i++) if ((await chat(edge.apiKey, { messages: ask(`while down ${i}`), temperature: 0.7 })).status === 200) served++;
+    for (let i = 0; i < 5; i++)
+      if ((await chat(edge.apiKey, { messages: ask(`while down ${i}`), temperature: 0.7 })).status === 200) served++;
     assert.equal(served, 5, 'requests from a verified key are served while sqld is down');
     const revoke = await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' });
     assert.equal(revoke.status, 200);
@@ -312,6 +382,10 @@ describe('edge memory', () => {
     const restarted = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
     edge.sqld = restarted;
     const n = await usageRows(requests);
-    assert.equal(n, requests, `all ${requests} usage rows are there after sqld restarted (had ${before} before it stopped)`);
+    assert.equal(
+      n,
+      requests,
+      `all ${requests} usage rows are there after sqld restarted (had ${before} before it stopped)`,
+    );
   });
 });

@@ -31,7 +31,11 @@ describe('edge runtime killed mid-request', () => {
   const agents: Agent[] = [];
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const vars = () => ({ NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url });
+  const vars = () => ({
+    NPU_RELAY_AGENT_TOKEN: agentToken,
+    NPU_RELAY_ADMIN_TOKEN: adminToken,
+    NPU_RELAY_LIBSQL_URL: sqld.url,
+  });
   const start = () => startMiniflareEdge(bundle, vars(), { direct: true, stateDir: path.join(dir, 'state') });
 
   before(async () => {
@@ -53,7 +57,8 @@ describe('edge runtime killed mid-request', () => {
   // hub (limits-point.ts): the recovering hub must settle it there, not in its own ledger.
   for (const pool of [undefined, 'east'] as const) {
     const where = pool === undefined ? 'the default pool' : `pool ${pool}, whose reservation the default hub holds`;
-    test(`the in-flight request gets its usage row (prompt and checkpointed tokens) and its reservation is settled (${where})`, () => killMidRequest(pool));
+    test(`the in-flight request gets its usage row (prompt and checkpointed tokens) and its reservation is settled (${where})`, () =>
+      killMidRequest(pool));
   }
 
   async function killMidRequest(pool: string | undefined): Promise<void> {
@@ -68,11 +73,23 @@ describe('edge runtime killed mid-request', () => {
     });
     assert.equal(created.status, 201);
     const { key, id: keyId } = (await created.json()) as { key: string; id: string };
-    agents.push(await startTestAgent({ url: edge.url, agentToken }, new PacedEngine(await createOrtEngine(), 40), { agentId: 'first', ...inPool }));
+    agents.push(
+      await startTestAgent({ url: edge.url, agentToken }, new PacedEngine(await createOrtEngine(), 40), {
+        agentId: 'first',
+        ...inPool,
+      }),
+    );
     const client = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
     const messages = [{ role: 'user' as const, content: 'a long answer, please' }];
 
-    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages, stream: true, max_tokens: 900, temperature: 0.7, seed: 3 });
+    const stream = await client.chat.completions.create({
+      model: CHAT_MODEL,
+      messages,
+      stream: true,
+      max_tokens: 900,
+      temperature: 0.7,
+      seed: 3,
+    });
     let chunks = 0;
     const reading = (async () => {
       try {
@@ -99,29 +116,59 @@ describe('edge runtime killed mid-request', () => {
     assert.equal(health.status, 200);
     const db = createClient({ url: sqld.url });
     try {
-      const row = await waitFor('the usage row of the killed request', async () => {
-        const r = (await db.execute({ sql: `select outcome, error_code, status, prompt_tokens, completion_tokens, key_id from usage where error_code = 'edge_restarted' and key_id = ?`, args: [keyId] })).rows[0];
-        return r;
-      }, { timeoutMs: 20_000 });
+      const row = await waitFor(
+        'the usage row of the killed request',
+        async () => {
+          const r = (
+            await db.execute({
+              sql: `select outcome, error_code, status, prompt_tokens, completion_tokens, key_id from usage where error_code = 'edge_restarted' and key_id = ?`,
+              args: [keyId],
+            })
+          ).rows[0];
+          return r;
+        },
+        { timeoutMs: 20_000 },
+      );
       console.log(`recovered row: ${JSON.stringify(row)}`);
       assert.equal(row.outcome, 'error');
       assert.equal(Number(row.status), 502);
       assert.equal(row.key_id, keyId);
 
       // What the prompt counts, from the same model over the new runtime.
-      agents.push(await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second', ...inPool }));
+      agents.push(
+        await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second', ...inPool }),
+      );
       const client2 = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
-      await waitFor('the new agent serving', async () => ((await client2.models.list()).data.length > 0 ? true : undefined), { timeoutMs: 20_000 });
-      const counted = await client2.chat.completions.create({ model: CHAT_MODEL, messages, max_tokens: 1, temperature: 0.7, seed: 3 });
+      await waitFor(
+        'the new agent serving',
+        async () => ((await client2.models.list()).data.length > 0 ? true : undefined),
+        { timeoutMs: 20_000 },
+      );
+      const counted = await client2.chat.completions.create({
+        model: CHAT_MODEL,
+        messages,
+        max_tokens: 1,
+        temperature: 0.7,
+        seed: 3,
+      });
       assert.equal(Number(row.prompt_tokens), counted.usage?.prompt_tokens, 'the prompt tokens the agent counted');
-      assert.ok(Number(row.completion_tokens) >= Math.min(seen, 20), `the tokens checkpointed before the kill (${row.completion_tokens}; the client had ${seen} chunks)`);
+      assert.ok(
+        Number(row.completion_tokens) >= Math.min(seen, 20),
+        `the tokens checkpointed before the kill (${row.completion_tokens}; the client had ${seen} chunks)`,
+      );
 
       // The 900-token reservation was settled to what was used: a request for 600 more fits the 1,000-token budget
       // uncapped only if it was (used so far: the killed request's tokens and the 1-token count).
       const used = Number(row.prompt_tokens) + Number(row.completion_tokens) + (counted.usage?.total_tokens ?? 0);
       const want = Math.max(1, 1000 - used - (counted.usage?.prompt_tokens ?? 0) - 50);
-      const next = await client2.chat.completions.create({ model: CHAT_MODEL, messages, max_tokens: want, temperature: 0.7, seed: 4 }).withResponse();
-      assert.equal(next.response.headers.get('x-npu-relay-max-tokens'), null, `max_tokens ${want} admitted uncapped after ${used} tokens used: the dead request's reservation was released`);
+      const next = await client2.chat.completions
+        .create({ model: CHAT_MODEL, messages, max_tokens: want, temperature: 0.7, seed: 4 })
+        .withResponse();
+      assert.equal(
+        next.response.headers.get('x-npu-relay-max-tokens'),
+        null,
+        `max_tokens ${want} admitted uncapped after ${used} tokens used: the dead request's reservation was released`,
+      );
     } finally {
       db.close();
     }

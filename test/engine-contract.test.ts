@@ -26,11 +26,25 @@ engineContract({ name: 'onnxruntime', create: createOrtEngine, chatModel: CHAT_M
 // A model whose weights are not where transformers.js looks (models/broken-model/onnx/model.onnx): its load fails.
 const BROKEN = 'broken-model';
 const ortEntries = (await scanModels(MODELS_DIR)).entries;
-const brokenOrt: CatalogEntry = { id: BROKEN, kind: 'chat', dir: path.join(MODELS_DIR, BROKEN), formats: ['onnx'], traits: traitsOf(undefined), weights: { onnx: { fp32: 1000 } } };
+const brokenOrt: CatalogEntry = {
+  id: BROKEN,
+  kind: 'chat',
+  dir: path.join(MODELS_DIR, BROKEN),
+  formats: ['onnx'],
+  traits: traitsOf(undefined),
+  weights: { onnx: { fp32: 1000 } },
+};
 lifecycleContract({
   name: 'onnxruntime',
   create: async (pool) =>
-    new OrtEngine({ modelsDir: MODELS_DIR, models: [...ortEntries, brokenOrt], keepAliveMs: pool.keepAliveMs, memoryBudgetBytes: pool.memoryBudgetBytes, loadCooldownMs: pool.loadCooldownMs, onModelEvent: pool.onEvent }),
+    new OrtEngine({
+      modelsDir: MODELS_DIR,
+      models: [...ortEntries, brokenOrt],
+      keepAliveMs: pool.keepAliveMs,
+      memoryBudgetBytes: pool.memoryBudgetBytes,
+      loadCooldownMs: pool.loadCooldownMs,
+      onModelEvent: pool.onEvent,
+    }),
   chatModel: CHAT_MODEL,
   embedModel: EMBED_MODEL,
   brokenModel: BROKEN,
@@ -68,7 +82,12 @@ describe('onnxruntime: a consumer that stops reading', () => {
     const engine = await createOrtEngine();
     try {
       // Sampled with a seed: the same tokens every run, and no early end-of-sequence on this random model.
-      const task: ChatTask = { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content: 'keep talking' }], sampling: { maxTokens: 1500, temperature: 0.9, topP: 1, seed: 21, stop: [] } };
+      const task: ChatTask = {
+        task: 'chat',
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'keep talking' }],
+        sampling: { maxTokens: 1500, temperature: 0.9, topP: 1, seed: 21, stop: [] },
+      };
       const started = performance.now();
       const free = await runGenerate(engine, task);
       const fullMs = performance.now() - started;
@@ -87,12 +106,20 @@ describe('onnxruntime: a consumer that stops reading', () => {
         else done = r.value;
       }
       const restMs = performance.now() - resumed;
-      console.log(`whole generation ${fullMs.toFixed(0)} ms (${free.done.usage.completionTokens} tokens); after a ${fullMs.toFixed(0)} ms pause the rest took ${restMs.toFixed(0)} ms`);
+      console.log(
+        `whole generation ${fullMs.toFixed(0)} ms (${free.done.usage.completionTokens} tokens); after a ${fullMs.toFixed(0)} ms pause the rest took ${restMs.toFixed(0)} ms`,
+      );
       // Had it run on while nobody read, everything would have been waiting at once.
-      assert.ok(restMs > fullMs / 3, `generation waited for the reader: the rest took ${restMs.toFixed(0)} ms of ${fullMs.toFixed(0)} ms`);
+      assert.ok(
+        restMs > fullMs / 3,
+        `generation waited for the reader: the rest took ${restMs.toFixed(0)} ms of ${fullMs.toFixed(0)} ms`,
+      );
       assert.equal(text, free.text, 'the paused generation produced the same text');
       // The tokens read and generated; not how many of the prompt's the second run took from the prefix cache.
-      assert.deepEqual(done?.type === 'done' && [done.usage.promptTokens, done.usage.completionTokens], [free.done.usage.promptTokens, free.done.usage.completionTokens]);
+      assert.deepEqual(done?.type === 'done' && [done.usage.promptTokens, done.usage.completionTokens], [
+        free.done.usage.promptTokens,
+        free.done.usage.completionTokens,
+      ]);
     } finally {
       await engine.close();
     }

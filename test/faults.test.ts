@@ -62,8 +62,21 @@ describe('faults', () => {
     const proc = await spawnAgent(edge, 'doomed');
     const client = edge.openai();
     // What the prompt counts, asked of the same agent first (no cache: a different max_tokens).
-    const counted = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('kill me'), temperature: 0.8, seed: 1, max_tokens: 1 });
-    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('kill me'), stream: true, temperature: 0.8, seed: 1, max_tokens: 2000 });
+    const counted = await client.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: ask('kill me'),
+      temperature: 0.8,
+      seed: 1,
+      max_tokens: 1,
+    });
+    const stream = await client.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: ask('kill me'),
+      stream: true,
+      temperature: 0.8,
+      seed: 1,
+      max_tokens: 2000,
+    });
     let chunks = 0;
     let killedAt = 0;
     let failedAt = 0;
@@ -86,15 +99,26 @@ describe('faults', () => {
     await proc.exited;
     const row = await waitFor('the usage row', async () => {
       const db = createClient({ url: edge.sqld.url });
-      const r = (await db.execute(`select outcome, error_code, prompt_tokens, completion_tokens, status from usage where endpoint = 'chat.completions' and error_code = 'agent_gone'`)).rows[0];
+      const r = (
+        await db.execute(
+          `select outcome, error_code, prompt_tokens, completion_tokens, status from usage where endpoint = 'chat.completions' and error_code = 'agent_gone'`,
+        )
+      ).rows[0];
       db.close();
       return r;
     });
     assert.equal(row.outcome, 'error');
     assert.equal(Number(row.status), 502);
-    assert.ok(Number(row.completion_tokens) >= chunks, `tokens produced are recorded (${row.completion_tokens} ≥ ${chunks})`);
+    assert.ok(
+      Number(row.completion_tokens) >= chunks,
+      `tokens produced are recorded (${row.completion_tokens} ≥ ${chunks})`,
+    );
     // The agent said how long the prompt was when it started: the row has it although no end frame came.
-    assert.equal(Number(row.prompt_tokens), counted.usage?.prompt_tokens, 'the prompt tokens the agent counted are recorded');
+    assert.equal(
+      Number(row.prompt_tokens),
+      counted.usage?.prompt_tokens,
+      'the prompt tokens the agent counted are recorded',
+    );
   });
 
   test('agent socket dropped: back and serving within 2 s, and no request hangs meanwhile', async () => {
@@ -133,18 +157,32 @@ describe('faults', () => {
     const b = await spawnAgent(edge, 'twin-b');
     const client = edge.openai();
     const many = (n: number, tag: string) =>
-      Promise.all(Array.from({ length: n }, (_, i) => client.chat.completions.create({ model: CHAT_MODEL, messages: ask(`${tag} ${i}`), max_tokens: 8, temperature: 0.5 })));
+      Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          client.chat.completions.create({
+            model: CHAT_MODEL,
+            messages: ask(`${tag} ${i}`),
+            max_tokens: 8,
+            temperature: 0.5,
+          }),
+        ),
+      );
     await many(16, 'spread');
     // Usage rows are written in batches after the answers; wait for all 16 rather than a fixed pause.
     const db = createClient({ url: edge.sqld.url });
     const byAgent = await waitFor('16 usage rows from the twins', async () => {
-      const rows = (await db.execute(`select agent_id, count(*) as n from usage where agent_id like 'twin-%' group by agent_id`)).rows;
+      const rows = (
+        await db.execute(`select agent_id, count(*) as n from usage where agent_id like 'twin-%' group by agent_id`)
+      ).rows;
       return rows.reduce((n, r) => n + Number(r.n), 0) >= 16 ? rows : undefined;
     });
     db.close();
     const counts = Object.fromEntries(byAgent.map((r) => [String(r.agent_id), Number(r.n)]));
     console.log(`load spread over two agents: ${JSON.stringify(counts)}`);
-    assert.ok((counts['twin-a'] ?? 0) >= 4 && (counts['twin-b'] ?? 0) >= 4, `both agents served (${JSON.stringify(counts)})`);
+    assert.ok(
+      (counts['twin-a'] ?? 0) >= 4 && (counts['twin-b'] ?? 0) >= 4,
+      `both agents served (${JSON.stringify(counts)})`,
+    );
     a.child.kill('SIGKILL');
     await a.exited;
     const results = await many(10, 'after');
@@ -156,7 +194,13 @@ describe('faults', () => {
   test('SIGTERM drains: the agent takes nothing new and finishes its in-flight stream before exiting', async () => {
     const proc = await spawnAgent(edge, 'drainer', { NPU_RELAY_DRAIN_TIMEOUT_S: '20' });
     const client = edge.openai();
-    const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask('finish me'), stream: true, temperature: 0, max_tokens: 600 });
+    const stream = await client.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: ask('finish me'),
+      stream: true,
+      temperature: 0,
+      max_tokens: 600,
+    });
     let text = '';
     let finish: string | null = null;
     let signalled = false;
@@ -187,7 +231,8 @@ describe('faults', () => {
     const engine = await createOrtEngine();
     const agent = await startTestAgent(edge, engine, { agentId: 'sleeper' });
     try {
-      const startedAt = async () => ((await (await edge.admin('/admin/streams')).json()) as { hubStartedAt: number }).hubStartedAt;
+      const startedAt = async () =>
+        ((await (await edge.admin('/admin/streams')).json()) as { hubStartedAt: number }).hubStartedAt;
       const before = await startedAt();
       // Idle: no requests, no status changes; the agent's pings are answered without waking the hub.
       await new Promise((r) => setTimeout(r, 15_000));
@@ -196,7 +241,9 @@ describe('faults', () => {
       assert.notEqual(after, before, 'the idle hub hibernated (a new instance answered)');
       const models = (await edge.openai().models.list()).data.map((m) => m.id);
       assert.ok(models.includes(CHAT_MODEL), 'the agent and its models are still known');
-      const r = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('after a nap'), max_tokens: 3, temperature: 0.5 });
+      const r = await edge
+        .openai()
+        .chat.completions.create({ model: CHAT_MODEL, messages: ask('after a nap'), max_tokens: 3, temperature: 0.5 });
       assert.equal(r.usage?.completion_tokens, 3);
     } finally {
       await agent.stop();
@@ -210,14 +257,24 @@ describe('faults', () => {
         edgeUrl: edge.url.toString(),
         agentToken: edge.agentToken,
         log: createLogger('silent'),
-        hello: () => ({ protocol: PROTOCOL_VERSION + 98, agentId: 'time-traveller', agentVersion: '9.9.9', engine: 'x', models: [], devices: [] }),
+        hello: () => ({
+          protocol: PROTOCOL_VERSION + 98,
+          agentId: 'time-traveller',
+          agentVersion: '9.9.9',
+          engine: 'x',
+          models: [],
+          devices: [],
+        }),
         onFrame: () => {},
         onDisconnect: () => {},
         onFatal: resolve,
       });
       client.start().catch(() => {});
     });
-    assert.match(fatal.message, /the edge refused this agent: this edge speaks tunnel protocol 1 but the agent speaks 99; install matching versions/);
+    assert.match(
+      fatal.message,
+      /the edge refused this agent: this edge speaks tunnel protocol 1 but the agent speaks 99; install matching versions/,
+    );
   });
 
   describe('a client reading very slowly', () => {
@@ -246,14 +303,22 @@ describe('faults', () => {
       const socket = net.connect(Number(edge.url.port), '127.0.0.1');
       await once(socket, 'connect');
       const body = JSON.stringify({ model: 'flood', messages: ask('slow reader'), stream: true, max_tokens: 200_000 });
-      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${edge.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${edge.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
       socket.pause();
       const rssBefore = process.memoryUsage().rss;
 
       // Meanwhile a normal stream: its chunks must keep arriving at the engine's pace.
       const arrivals: number[] = [];
       const normal = (async () => {
-        const s = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('steady'), stream: true, temperature: 0, max_tokens: 10 });
+        const s = await edge.openai().chat.completions.create({
+          model: CHAT_MODEL,
+          messages: ask('steady'),
+          stream: true,
+          temperature: 0,
+          max_tokens: 10,
+        });
         for await (const c of s) if (c.choices[0]?.delta?.content) arrivals.push(performance.now());
       })();
 
@@ -261,12 +326,19 @@ describe('faults', () => {
       // depends on the machine's load (4.5 s idle, 5.5 s with every core busy), so no fixed number of samples.
       const samples: Array<{ produced: number; unread: number | 'shed'; workerdMb: number }> = [];
       const FLAT = 5;
-      const flat = () => samples.length >= 12 && samples.slice(-FLAT).every((s) => s.produced === samples.at(-1)!.produced);
+      const flat = () =>
+        samples.length >= 12 && samples.slice(-FLAT).every((s) => s.produced === samples.at(-1)!.produced);
       for (const until = performance.now() + 30_000; !flat() && performance.now() < until; ) {
         await new Promise((r) => setTimeout(r, 500));
-        const streams = (await (await edge.admin('/admin/streams')).json()) as { data: Array<{ agentId: string; unreadBytes: number; paused: boolean }> };
+        const streams = (await (await edge.admin('/admin/streams')).json()) as {
+          data: Array<{ agentId: string; unreadBytes: number; paused: boolean }>;
+        };
         const s = streams.data.find((x) => x.agentId === 'flood');
-        samples.push({ produced: flood.produced.get('slow reader') ?? 0, unread: s ? s.unreadBytes : 'shed', workerdMb: workerdRssMb() });
+        samples.push({
+          produced: flood.produced.get('slow reader') ?? 0,
+          unread: s ? s.unreadBytes : 'shed',
+          workerdMb: workerdRssMb(),
+        });
       }
       await normal;
       const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1e6;
@@ -283,22 +355,37 @@ describe('faults', () => {
         const shed = await usageCount(edge, `outcome = 'cancelled' and model = 'flood'`);
         assert.equal(shed, 1, 'the shed stream has its usage row');
       } else {
-        assert.ok(last.unread < 4 * 1024 * 1024, `the edge holds a bounded amount for the slow client (${last.unread} bytes)`);
+        assert.ok(
+          last.unread < 4 * 1024 * 1024,
+          `the edge holds a bounded amount for the slow client (${last.unread} bytes)`,
+        );
       }
       // While ~8 MB flowed, workerd's heap grew by 50–60 MB before a collection (GC timing, not held data); once
       // paused it must stay put.
       const paused = samples.slice(-FLAT).map((s) => s.workerdMb);
-      assert.ok(Math.max(...paused) - Math.min(...paused) < 16, `workerd memory stays flat while the client does not read (${paused.map((m) => m.toFixed(0)).join(', ')} MB)`);
-      assert.ok(Math.max(...samples.map((s) => s.workerdMb)) - samples[0]!.workerdMb < 128, 'workerd memory stays bounded while the stream flowed');
+      assert.ok(
+        Math.max(...paused) - Math.min(...paused) < 16,
+        `workerd memory stays flat while the client does not read (${paused.map((m) => m.toFixed(0)).join(', ')} MB)`,
+      );
+      assert.ok(
+        Math.max(...samples.map((s) => s.workerdMb)) - samples[0]!.workerdMb < 128,
+        'workerd memory stays bounded while the stream flowed',
+      );
       const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
-      assert.ok(gaps.length >= 5 && Math.max(...gaps) < 500, `the other stream kept its pace (gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`);
+      assert.ok(
+        gaps.length >= 5 && Math.max(...gaps) < 500,
+        `the other stream kept its pace (gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms)`,
+      );
       socket.destroy();
     });
   });
 
   test('200 concurrent streams for 30 s over one agent: no errors, no lost usage rows', async () => {
     const engine = await createOrtEngine();
-    const agent = await startTestAgent(edge, engine, { agentId: 'soak', scheduler: { defaultConcurrency: 8, queueLimit: 256 } });
+    const agent = await startTestAgent(edge, engine, {
+      agentId: 'soak',
+      scheduler: { defaultConcurrency: 8, queueLimit: 256 },
+    });
     const client = edge.openai({ maxRetries: 0 });
     const until = performance.now() + 30_000;
     const ttfts: number[] = [];
@@ -335,8 +422,14 @@ describe('faults', () => {
     const p = (q: number) => ttfts[Math.min(ttfts.length - 1, Math.floor(q * ttfts.length))]!;
     // This agent's rows: rows of earlier tests may still be on their way to libSQL and must not be counted.
     const soakRows = () => usageCount(edge, `agent_id = 'soak'`);
-    const rows = await waitFor('all usage rows', async () => ((await soakRows()) >= requests ? soakRows() : undefined), { timeoutMs: 30_000 }).catch(soakRows);
-    console.log(`soak: ${requests} streams by 200 clients in 30 s, ${errors} errors, ${rows} usage rows; TTFT p50 ${p(0.5).toFixed(0)} ms, p99 ${p(0.99).toFixed(0)} ms`);
+    const rows = await waitFor(
+      'all usage rows',
+      async () => ((await soakRows()) >= requests ? soakRows() : undefined),
+      { timeoutMs: 30_000 },
+    ).catch(soakRows);
+    console.log(
+      `soak: ${requests} streams by 200 clients in 30 s, ${errors} errors, ${rows} usage rows; TTFT p50 ${p(0.5).toFixed(0)} ms, p99 ${p(0.99).toFixed(0)} ms`,
+    );
     assert.equal(errors, 0);
     assert.equal(rows, requests, 'one usage row per request');
   });

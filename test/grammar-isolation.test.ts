@@ -49,11 +49,21 @@ const POISON_DEPTHS = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000];
  */
 const slow = (variant = 0): JsonSchema => ({
   type: 'object',
-  properties: Object.fromEntries(Array.from({ length: 1000 }, (_, k) => [`p${variant}_${k}`, { type: 'integer', minimum: -999, maximum: 999 }])),
+  properties: Object.fromEntries(
+    Array.from({ length: 1000 }, (_, k) => [`p${variant}_${k}`, { type: 'integer', minimum: -999, maximum: 999 }]),
+  ),
 });
 const SLOW = slow();
-const GOOD = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'] };
-const WEATHER = { type: 'object', properties: { unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['unit', 'days'] };
+const GOOD = {
+  type: 'object',
+  properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } },
+  required: ['ok', 'n'],
+};
+const WEATHER = {
+  type: 'object',
+  properties: { unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+  required: ['unit', 'days'],
+};
 
 /**
  * The grammar time limit these tests run with: between what the good schemas and the slow one take to compile on
@@ -66,9 +76,19 @@ async function calibratedLimit(): Promise<number> {
   env.allowRemoteModels = false;
   env.localModelPath = `${MODELS_DIR}/`;
   const tokenizer = await AutoTokenizer.from_pretrained(CHAT_MODEL, { local_files_only: true });
-  const tokenizerJson = JSON.parse(await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
-  const { vocab_size: width, eos_token_id: eos } = JSON.parse(await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'), 'utf8')) as { vocab_size: number; eos_token_id: number };
-  const vocabulary = grammarVocabulary(tokenizer.get_vocab() as unknown as Map<string, number>, tokenizerJson, width, [eos], (ids) => tokenizer.decode(ids, DECODE_OPTIONS));
+  const tokenizerJson = JSON.parse(
+    await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'tokenizer.json'), 'utf8'),
+  ) as Record<string, unknown>;
+  const { vocab_size: width, eos_token_id: eos } = JSON.parse(
+    await readFile(path.join(MODELS_DIR, CHAT_MODEL, 'config.json'), 'utf8'),
+  ) as { vocab_size: number; eos_token_id: number };
+  const vocabulary = grammarVocabulary(
+    tokenizer.get_vocab() as unknown as Map<string, number>,
+    tokenizerJson,
+    width,
+    [eos],
+    (ids) => tokenizer.decode(ids, DECODE_OPTIONS),
+  );
   const compileMs = async (schema: JsonSchema): Promise<number> => {
     const compiler = new ConstraintCompiler(() => vocabulary, { timeoutMs: 120_000 });
     try {
@@ -82,9 +102,14 @@ async function calibratedLimit(): Promise<number> {
   };
   const good = Math.max(await compileMs(GOOD), await compileMs(WEATHER));
   const slowMs = await compileMs(SLOW);
-  assert.ok(slowMs > 9 * good, `the slow schema must compile far slower than the good ones for the limit to fall between them: ${slowMs.toFixed(0)} ms against ${good.toFixed(0)} ms`);
+  assert.ok(
+    slowMs > 9 * good,
+    `the slow schema must compile far slower than the good ones for the limit to fall between them: ${slowMs.toFixed(0)} ms against ${good.toFixed(0)} ms`,
+  );
   const limit = Math.round(Math.sqrt(good * slowMs) / 2);
-  console.log(`grammar time limit for these tests: ${limit} ms (good schemas ${good.toFixed(0)} ms, the slow one ${slowMs.toFixed(0)} ms, each compiled twice)`);
+  console.log(
+    `grammar time limit for these tests: ${limit} ms (good schemas ${good.toFixed(0)} ms, the slow one ${slowMs.toFixed(0)} ms, each compiled twice)`,
+  );
   return limit;
 }
 const GRAMMAR_TIMEOUT_MS = await calibratedLimit();
@@ -109,9 +134,16 @@ function loopWatch(): { stop(): number } {
 
 test('NPU_RELAY_GRAMMAR_TIMEOUT_MS / --grammar-timeout: read in milliseconds, refused unless a whole number', () => {
   assert.equal(agentConfig(['--token', 't'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '1500' })?.grammarTimeoutMs, 1500);
-  assert.equal(agentConfig(['--token', 't', '--grammar-timeout', '250'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '1500' })?.grammarTimeoutMs, 250);
-  assert.equal(agentConfig(['--token', 't'], {})?.grammarTimeoutMs, undefined, 'the default is the grammar module\'s');
-  assert.throws(() => agentConfig(['--token', 't'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '3s' }), { name: 'ConfigError', message: /NPU_RELAY_GRAMMAR_TIMEOUT_MS must be a whole number/ });
+  assert.equal(
+    agentConfig(['--token', 't', '--grammar-timeout', '250'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '1500' })
+      ?.grammarTimeoutMs,
+    250,
+  );
+  assert.equal(agentConfig(['--token', 't'], {})?.grammarTimeoutMs, undefined, "the default is the grammar module's");
+  assert.throws(() => agentConfig(['--token', 't'], { NPU_RELAY_GRAMMAR_TIMEOUT_MS: '3s' }), {
+    name: 'ConfigError',
+    message: /NPU_RELAY_GRAMMAR_TIMEOUT_MS must be a whole number/,
+  });
 });
 
 describe('schema limits at the edge', () => {
@@ -123,29 +155,62 @@ describe('schema limits at the edge', () => {
     await edge?.stop();
   });
 
-  const props = (n: number) => ({ type: 'object', properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { type: 'integer' }])) });
+  const props = (n: number) => ({
+    type: 'object',
+    properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { type: 'integer' }])),
+  });
   const cases: Array<[string, JsonSchema, RegExp]> = [
     ['nested 100 deep', nested(100), /schema depth limit/],
     ['6,000 optional properties', props(6000), /schema (size|properties) limit/],
     ['3,000 properties', props(3000), /schema (size|properties) limit/],
     ['1,001 properties', props(1001), /schema properties limit/],
-    ['maxLength 100000', { type: 'object', properties: { s: { type: 'string', maxLength: 100_000 } } }, /maxLength range limit/],
-    ['a 10,000-value enum', { type: 'object', properties: { s: { enum: Array.from({ length: 10_000 }, (_, i) => i) } } }, /enum size limit/],
+    [
+      'maxLength 100000',
+      { type: 'object', properties: { s: { type: 'string', maxLength: 100_000 } } },
+      /maxLength range limit/,
+    ],
+    [
+      'a 10,000-value enum',
+      { type: 'object', properties: { s: { enum: Array.from({ length: 10_000 }, (_, i) => i) } } },
+      /enum size limit/,
+    ],
     ['70 KiB of description', { type: 'object', description: 'x'.repeat(70 * 1024) }, /schema size limit/],
   ];
   for (const [name, schema, limit] of cases) {
     test(`${name}: 400 naming the limit, as response_format and as tool parameters (OpenAI), input_schema (Anthropic), format (Ollama)`, async () => {
-      const headers = { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', 'x-api-key': edge.apiKey, 'anthropic-version': '2023-06-01' };
-      const post = (p: string, body: unknown) => fetch(new URL(p, edge.url), { method: 'POST', headers, body: JSON.stringify(body) });
+      const headers = {
+        authorization: `Bearer ${edge.apiKey}`,
+        'content-type': 'application/json',
+        'x-api-key': edge.apiKey,
+        'anthropic-version': '2023-06-01',
+      };
+      const post = (p: string, body: unknown) =>
+        fetch(new URL(p, edge.url), { method: 'POST', headers, body: JSON.stringify(body) });
       const messages = [{ role: 'user', content: 'hi' }];
       const answers = await Promise.all([
-        post('/v1/chat/completions', { model: CHAT_MODEL, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }),
-        post('/v1/chat/completions', { model: CHAT_MODEL, messages, tools: [{ type: 'function', function: { name: 'f', parameters: schema } }] }),
-        post('/v1/messages', { model: CHAT_MODEL, max_tokens: 8, messages, tools: [{ name: 'f', input_schema: schema }] }),
+        post('/v1/chat/completions', {
+          model: CHAT_MODEL,
+          messages,
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema } },
+        }),
+        post('/v1/chat/completions', {
+          model: CHAT_MODEL,
+          messages,
+          tools: [{ type: 'function', function: { name: 'f', parameters: schema } }],
+        }),
+        post('/v1/messages', {
+          model: CHAT_MODEL,
+          max_tokens: 8,
+          messages,
+          tools: [{ name: 'f', input_schema: schema }],
+        }),
         post('/api/chat', { model: CHAT_MODEL, messages, format: schema, stream: false }),
       ]);
-      const [openaiFormat, openaiTool, anthropic, ollama] = await Promise.all(answers.map(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, any> })));
-      for (const a of [openaiFormat, openaiTool, anthropic, ollama]) assert.equal(a!.status, 400, JSON.stringify(a!.body).slice(0, 300));
+      const [openaiFormat, openaiTool, anthropic, ollama] = await Promise.all(
+        answers.map(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, any> })),
+      );
+      for (const a of [openaiFormat, openaiTool, anthropic, ollama])
+        assert.equal(a!.status, 400, JSON.stringify(a!.body).slice(0, 300));
       assert.match(openaiFormat!.body.error.message, limit);
       assert.match(openaiTool!.body.error.message, limit);
       assert.equal(anthropic!.body.type, 'error');
@@ -164,12 +229,19 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
   before(async () => {
     edge = await startTestEdge();
     const port = await freePort();
-    agent = await spawnAgent(edge, 'grammar-agent', { NPU_RELAY_GRAMMAR_TIMEOUT_MS: String(GRAMMAR_TIMEOUT_MS), NPU_RELAY_METRICS_PORT: String(port) });
+    agent = await spawnAgent(edge, 'grammar-agent', {
+      NPU_RELAY_GRAMMAR_TIMEOUT_MS: String(GRAMMAR_TIMEOUT_MS),
+      NPU_RELAY_METRICS_PORT: String(port),
+    });
     healthUrl = new URL(`http://127.0.0.1:${port}/health`);
     hostile = edge.openai({ apiKey: (await edge.createKey({ name: 'hostile' })).key });
     victim = edge.openai({ apiKey: (await edge.createKey({ name: 'victim' })).key });
     // The model loads once, before anything is timed.
-    await victim.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+    await victim.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 2,
+    });
   });
   after(async () => {
     agent?.child.kill('SIGKILL');
@@ -205,11 +277,15 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
     };
   }
 
-  test('poison: ten schemas nested 100–1,000 deep from one key, then another key\'s json_schema and forced tool call are 200 and valid', async () => {
+  test("poison: ten schemas nested 100–1,000 deep from one key, then another key's json_schema and forced tool call are 200 and valid", async () => {
     const health = watchHealth();
     for (const depth of POISON_DEPTHS) {
       await assert.rejects(
-        hostile.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'deep', schema: nested(depth) } } }),
+        hostile.chat.completions.create({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: 'hi' }],
+          response_format: { type: 'json_schema', json_schema: { name: 'deep', schema: nested(depth) } },
+        }),
         (err: unknown) => err instanceof OpenAI.BadRequestError && /schema depth limit/.test(err.message),
       );
     }
@@ -224,7 +300,10 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
         seed,
       });
       if (answer.choices[0]!.finish_reason === 'length') continue;
-      assert.ok(ajv.validate(GOOD, JSON.parse(answer.choices[0]!.message.content!)), answer.choices[0]!.message.content!);
+      assert.ok(
+        ajv.validate(GOOD, JSON.parse(answer.choices[0]!.message.content!)),
+        answer.choices[0]!.message.content!,
+      );
       const call = await victim.chat.completions.create({
         model: CHAT_MODEL,
         messages: [{ role: 'user', content: 'Weather?' }],
@@ -243,10 +322,15 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
     assert.deepEqual(failures, [], '/health answered throughout');
   });
 
-  test('stall: while one key sends a slow schema within the limits, another key\'s plain chat keeps its p50; the slow one is a 400 within the time limit', async () => {
+  test("stall: while one key sends a slow schema within the limits, another key's plain chat keeps its p50; the slow one is a 400 within the time limit", async () => {
     const plain = async () => {
       const t = performance.now();
-      await victim.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Say hi.' }], max_tokens: 4, temperature: 0 });
+      await victim.chat.completions.create({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'Say hi.' }],
+        max_tokens: 4,
+        temperature: 0,
+      });
       return performance.now() - t;
     };
     // Idle before and after the attack: this machine's load drifts (other work shares its 2 cores), and the baseline
@@ -262,7 +346,11 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
         const t = performance.now();
         await assert.rejects(
           // Each a schema the agent has not seen (a different bound), so each is compiled.
-          hostile.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_schema', json_schema: { name: 'slow', schema: slow(i + 1) } } }),
+          hostile.chat.completions.create({
+            model: CHAT_MODEL,
+            messages: [{ role: 'user', content: 'hi' }],
+            response_format: { type: 'json_schema', json_schema: { name: 'slow', schema: slow(i + 1) } },
+          }),
           (err: unknown) => err instanceof OpenAI.BadRequestError && LIMIT_MESSAGE.test(err.message),
         );
         toRefusal.push(performance.now() - t);
@@ -282,7 +370,10 @@ describe('grammar isolation on the real stack (agent process, ONNX Runtime)', ()
         `slow schema refused after ${toRefusal.map((t) => t.toFixed(0)).join(', ')} ms (limit ${GRAMMAR_TIMEOUT_MS} ms); /health slowest ${worstMs.toFixed(1)} ms`,
     );
     assert.deepEqual(failures, [], '/health answered throughout');
-    assert.ok(busyP50 <= 2 * idleP50, `plain chat p50 under attack ${busyP50.toFixed(1)} ms, idle ${idleP50.toFixed(1)} ms`);
+    assert.ok(
+      busyP50 <= 2 * idleP50,
+      `plain chat p50 under attack ${busyP50.toFixed(1)} ms, idle ${idleP50.toFixed(1)} ms`,
+    );
     // The limit, plus the round trip and the setup of a thread that replaced one a timed-out compile ended.
     for (const t of toRefusal) assert.ok(t < GRAMMAR_TIMEOUT_MS + 1500, `refused after ${t.toFixed(0)} ms`);
   });
@@ -312,7 +403,10 @@ describe('grammar isolation in the engines', () => {
     let during: Awaited<typeof running>;
     try {
       for (const depth of POISON_DEPTHS) {
-        await assert.rejects(runGenerate(engine, chat(nested(depth))), { code: 'invalid_request', message: /^response_format schema could not be compiled: memory access out of bounds/ });
+        await assert.rejects(runGenerate(engine, chat(nested(depth))), {
+          code: 'invalid_request',
+          message: /^response_format schema could not be compiled: memory access out of bounds/,
+        });
       }
       // The crashes above ran under the default limit (a crash takes a while to come); the slow one under this one.
       setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
@@ -324,7 +418,9 @@ describe('grammar isolation in the engines', () => {
       setGrammarTimeout(DEFAULT_GRAMMAR_TIMEOUT_MS);
     }
     const lag = watch.stop();
-    console.log(`engine poison: event loop at most ${lag.toFixed(1)} ms late while ten crashing schemas and a slow one were compiled`);
+    console.log(
+      `engine poison: event loop at most ${lag.toFixed(1)} ms late while ten crashing schemas and a slow one were compiled`,
+    );
     assert.ok(during.done.finishReason === 'length' || ajv.validate(GOOD, JSON.parse(during.text)), during.text);
     for (let seed = 0; seed < 3; seed++) {
       const { text, done } = await runGenerate(engine, chat(GOOD, seed));
@@ -338,21 +434,39 @@ describe('grammar isolation in the engines', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-grammar-'));
     let ov: OpenVinoEngine | undefined;
     try {
-      for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+      for (const file of [
+        'openvino_model.xml',
+        'openvino_model.bin',
+        'openvino_tokenizer.xml',
+        'openvino_detokenizer.xml',
+      ])
+        await writeFile(path.join(dir, file), '');
       // optimum's export keeps the Hugging Face tokenizer files beside the IR: the fixture model's stand in.
-      for (const file of ['tokenizer.json', 'config.json', 'generation_config.json']) await copyFile(path.join(MODELS_DIR, CHAT_MODEL, file), path.join(dir, file));
+      for (const file of ['tokenizer.json', 'config.json', 'generation_config.json'])
+        await copyFile(path.join(MODELS_DIR, CHAT_MODEL, file), path.join(dir, file));
       const fake = new FakeGenAI();
       fake.reply = ['{"ok": true, "n": 3}'];
-      ov = new OpenVinoEngine(fake.modules(), { models: [{ id: 'ov-chat', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf('') }], log: createLogger('silent') });
+      ov = new OpenVinoEngine(fake.modules(), {
+        models: [
+          { id: 'ov-chat', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf('') },
+        ],
+        log: createLogger('silent'),
+      });
       const task = (schema: JsonSchema): ChatTask => ({ ...chat(schema), model: 'ov-chat' });
       const watch = loopWatch();
-      for (const depth of [100, 1000]) await assert.rejects(runGenerate(ov, task(nested(depth))), { code: 'invalid_request', message: /could not be compiled: memory access out of bounds/ });
+      for (const depth of [100, 1000])
+        await assert.rejects(runGenerate(ov, task(nested(depth))), {
+          code: 'invalid_request',
+          message: /could not be compiled: memory access out of bounds/,
+        });
       setGrammarTimeout(GRAMMAR_TIMEOUT_MS);
       const t = performance.now();
       await assert.rejects(runGenerate(ov, task(SLOW)), { code: 'invalid_request', message: LIMIT_MESSAGE });
       const refusedMs = performance.now() - t;
       const lag = watch.stop();
-      console.log(`OpenVINO check: slow schema refused after ${refusedMs.toFixed(0)} ms; event loop at most ${lag.toFixed(1)} ms late`);
+      console.log(
+        `OpenVINO check: slow schema refused after ${refusedMs.toFixed(0)} ms; event loop at most ${lag.toFixed(1)} ms late`,
+      );
       assert.equal(fake.generateCalls.length, 0, 'GenAI never saw them');
       const { text } = await runGenerate(ov, task(GOOD));
       assert.deepEqual(JSON.parse(text), { ok: true, n: 3 });

@@ -20,14 +20,43 @@ import { runGenerate } from './support/engine-contract.ts';
 import { FakeGenAI } from './support/fake-openvino.ts';
 
 /** Every character that matters inside a JSON string, one token each, and a stop token. */
-const CHARS = ['{', '}', '"', ':', ' ', ',', '\\', 'n', 'u', '0', 'b', 'a', 'p', 'Z', '\u000b', '\u0018', '\u001e', '\n', '\t', 'é', '[', ']'];
+const CHARS = [
+  '{',
+  '}',
+  '"',
+  ':',
+  ' ',
+  ',',
+  '\\',
+  'n',
+  'u',
+  '0',
+  'b',
+  'a',
+  'p',
+  'Z',
+  '\u000b',
+  '\u0018',
+  '\u001e',
+  '\n',
+  '\t',
+  'é',
+  '[',
+  ']',
+];
 const STOP = CHARS.length;
 
 describe('JSON-safe strings in the grammar OpenVINO GenAI is given', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
-    for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of [
+      'openvino_model.xml',
+      'openvino_model.bin',
+      'openvino_tokenizer.xml',
+      'openvino_detokenizer.xml',
+    ])
+      await writeFile(path.join(dir, file), '');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
@@ -35,11 +64,24 @@ describe('JSON-safe strings in the grammar OpenVINO GenAI is given', () => {
   async function ebnfFor(schema: JsonSchema): Promise<string> {
     const fake = new FakeGenAI();
     fake.reply = ['{}'];
-    const engine = new OpenVinoEngine(fake.modules(), { models: [{ id: 'm', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf('{{ messages }}') }], log: createLogger('silent') });
-    const task: ChatTask = { task: 'chat', model: 'm', messages: [{ role: 'user', content: 'JSON please' }], sampling: { maxTokens: 8, temperature: 1, topP: 1, stop: [] }, responseFormat: { type: 'json_schema', schema } };
+    const engine = new OpenVinoEngine(fake.modules(), {
+      models: [
+        { id: 'm', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf('{{ messages }}') },
+      ],
+      log: createLogger('silent'),
+    });
+    const task: ChatTask = {
+      task: 'chat',
+      model: 'm',
+      messages: [{ role: 'user', content: 'JSON please' }],
+      sampling: { maxTokens: 8, temperature: 1, topP: 1, stop: [] },
+      responseFormat: { type: 'json_schema', schema },
+    };
     await runGenerate(engine, task);
     await engine.close();
-    const tag = fake.generateCalls[0]?.config.structured_output_config?.structural_tags_config as { structuralTagType: string; value: string } | undefined;
+    const tag = fake.generateCalls[0]?.config.structured_output_config?.structural_tags_config as
+      | { structuralTagType: string; value: string }
+      | undefined;
     assert.equal(tag?.structuralTagType, 'EBNF');
     return tag!.value;
   }
@@ -47,11 +89,17 @@ describe('JSON-safe strings in the grammar OpenVINO GenAI is given', () => {
   /** Which characters the grammar allows after `prefix`, and whether `prefix` is accepted at all. */
   async function allowedAfter(ebnf: string, prefix: string): Promise<string[]> {
     const xgrammar = await loadXGrammar();
-    const info = await xgrammar.TokenizerInfo.createTokenizerInfo([...CHARS, ''], 'raw', false, CHARS.length + 1, [STOP]);
+    const info = await xgrammar.TokenizerInfo.createTokenizerInfo([...CHARS, ''], 'raw', false, CHARS.length + 1, [
+      STOP,
+    ]);
     const compiler = await xgrammar.GrammarCompiler.createGrammarCompiler(info, false);
     const matcher = await xgrammar.GrammarMatcher.createGrammarMatcher(await compiler.compileGrammar(ebnf));
     try {
-      for (const ch of prefix) assert.ok(matcher.acceptToken(CHARS.indexOf(ch)), `the grammar refuses ${JSON.stringify(ch)} after ${JSON.stringify(prefix)}`);
+      for (const ch of prefix)
+        assert.ok(
+          matcher.acceptToken(CHARS.indexOf(ch)),
+          `the grammar refuses ${JSON.stringify(ch)} after ${JSON.stringify(prefix)}`,
+        );
       const mask = await matcher.getNextTokenBitmask();
       return [...CHARS, '<stop>'].filter((_, i) => (mask[i >> 5]! >>> (i & 31)) & 1);
     } finally {
@@ -62,22 +110,48 @@ describe('JSON-safe strings in the grammar OpenVINO GenAI is given', () => {
   }
 
   test('a maxLength string: no raw control character, escapes allowed and counted as one character', async () => {
-    const ebnf = await ebnfFor({ type: 'object', properties: { a: { type: 'string', maxLength: 3 } }, required: ['a'], additionalProperties: false });
+    const ebnf = await ebnfFor({
+      type: 'object',
+      properties: { a: { type: 'string', maxLength: 3 } },
+      required: ['a'],
+      additionalProperties: false,
+    });
     const inside = await allowedAfter(ebnf, '{"a":"');
-    for (const bad of ['\u000b', '\u0018', '\u001e', '\n', '\t']) assert.ok(!inside.includes(bad), `raw ${JSON.stringify(bad)} allowed inside the string: ${JSON.stringify(inside)}`);
-    for (const good of ['a', 'é', '\\', '"']) assert.ok(inside.includes(good), `${JSON.stringify(good)} refused inside the string`);
-    assert.deepEqual(await allowedAfter(ebnf, '{"a":"\\'), ['"', '\\', 'n', 'u', 'b'], 'after a backslash only an escape');
+    for (const bad of ['\u000b', '\u0018', '\u001e', '\n', '\t'])
+      assert.ok(
+        !inside.includes(bad),
+        `raw ${JSON.stringify(bad)} allowed inside the string: ${JSON.stringify(inside)}`,
+      );
+    for (const good of ['a', 'é', '\\', '"'])
+      assert.ok(inside.includes(good), `${JSON.stringify(good)} refused inside the string`);
+    assert.deepEqual(
+      await allowedAfter(ebnf, '{"a":"\\'),
+      ['"', '\\', 'n', 'u', 'b'],
+      'after a backslash only an escape',
+    );
     // Three characters, one of them an escape: the string must close.
     assert.deepEqual(await allowedAfter(ebnf, '{"a":"a\\nb'), ['"']);
   });
 
   test('a pattern string: the class keeps only what JSON holds raw, and what it needs escaped is escaped', async () => {
     // `.` is any character in the pattern: raw only where JSON allows it, `"` and controls as escapes.
-    const ebnf = await ebnfFor({ type: 'object', properties: { p: { type: 'string', pattern: '^.{1,3}$' } }, required: ['p'], additionalProperties: false });
+    const ebnf = await ebnfFor({
+      type: 'object',
+      properties: { p: { type: 'string', pattern: '^.{1,3}$' } },
+      required: ['p'],
+      additionalProperties: false,
+    });
     const inside = await allowedAfter(ebnf, '{"p":"');
-    for (const bad of ['\u000b', '\u0018', '\n', '"']) assert.ok(!inside.includes(bad), `raw ${JSON.stringify(bad)} allowed inside the pattern string: ${JSON.stringify(inside)}`);
+    for (const bad of ['\u000b', '\u0018', '\n', '"'])
+      assert.ok(
+        !inside.includes(bad),
+        `raw ${JSON.stringify(bad)} allowed inside the pattern string: ${JSON.stringify(inside)}`,
+      );
     assert.ok(inside.includes('a') && inside.includes('\\'));
     const escaped = await allowedAfter(ebnf, '{"p":"\\');
-    assert.ok(escaped.includes('"') && escaped.includes('n') && escaped.includes('u'), `after a backslash: ${JSON.stringify(escaped)}`);
+    assert.ok(
+      escaped.includes('"') && escaped.includes('n') && escaped.includes('u'),
+      `after a backslash: ${JSON.stringify(escaped)}`,
+    );
   });
 });

@@ -15,9 +15,11 @@ import { hashApiKey, visiblePrefix } from '../shared/keys.ts';
 import { runCommand } from './support/run-command.ts';
 
 /** Runs a command in the project root with no database settings inherited from the caller's environment. */
-const run = (command: string, args: string[], env: NodeJS.ProcessEnv = {}) => runCommand(command, args, { env, unset: ['NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN'] });
+const run = (command: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runCommand(command, args, { env, unset: ['NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN'] });
 
-const migrateCli = (args: string[], env?: NodeJS.ProcessEnv) => run(process.execPath, ['node/cli/migrate.ts', ...args], env);
+const migrateCli = (args: string[], env?: NodeJS.ProcessEnv) =>
+  run(process.execPath, ['node/cli/migrate.ts', ...args], env);
 const keysCli = (args: string[], env?: NodeJS.ProcessEnv) => run(process.execPath, ['node/cli/keys.ts', ...args], env);
 
 let dir: string;
@@ -43,12 +45,16 @@ async function freshDatabase(): Promise<{ url: string; sql: Client }> {
 }
 
 async function schemaOf(sql: Client) {
-  const schema = await sql.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name");
+  const schema = await sql.execute(
+    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+  );
   return schema.rows.map((r) => ({ ...r }));
 }
 
 async function migrationsOf(sql: Client) {
-  return (await sql.execute('SELECT id, hash, created_at FROM __drizzle_migrations ORDER BY id')).rows.map((r) => ({ ...r }));
+  return (await sql.execute('SELECT id, hash, created_at FROM __drizzle_migrations ORDER BY id')).rows.map((r) => ({
+    ...r,
+  }));
 }
 
 const lastLine = (out: string) => out.trimEnd().split('\n').at(-1)!;
@@ -64,7 +70,9 @@ test('migrate creates the tables on an empty database, and a second run succeeds
   assert.deepEqual(tables, ['__drizzle_migrations', 'api_keys', 'cache_entries', 'responses', 'usage']);
   const schema = await schemaOf(sql);
   const migrations = await migrationsOf(sql);
-  const journal = JSON.parse(readFileSync(path.join(MIGRATIONS_DIR, 'meta/_journal.json'), 'utf8')) as { entries: Array<{ tag: string }> };
+  const journal = JSON.parse(readFileSync(path.join(MIGRATIONS_DIR, 'meta/_journal.json'), 'utf8')) as {
+    entries: Array<{ tag: string }>;
+  };
   assert.equal(migrations.length, journal.entries.length, 'every migration in the journal is applied once');
   const latest = journal.entries.at(-1)!.tag;
 
@@ -84,7 +92,10 @@ test('migrate: a missing URL or an unknown flag exits 2 with a message naming th
 
   const badUrl = await migrateCli(['--url', 'postgres://somewhere/db']);
   assert.equal(badUrl.code, 2);
-  assert.match(badUrl.stderr, /--url \/ NPU_RELAY_LIBSQL_URL must be a libsql:\/\/, http\(s\):\/\/.* got 'postgres:\/\/somewhere\/db'/);
+  assert.match(
+    badUrl.stderr,
+    /--url \/ NPU_RELAY_LIBSQL_URL must be a libsql:\/\/, http\(s\):\/\/.* got 'postgres:\/\/somewhere\/db'/,
+  );
 
   const unknown = await migrateCli(['--frob']);
   assert.equal(unknown.code, 2);
@@ -107,7 +118,23 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const { url, sql } = await freshDatabase();
   await applyMigrations(url);
 
-  const created = await keysCli(['create', '--name', 'laptop', '--models', 'tiny-random-llama, other', '--rpm', '60', '--tpm', '5000', '--budget', '1000000', '--tenant', 'acme', '--url', url]);
+  const created = await keysCli([
+    'create',
+    '--name',
+    'laptop',
+    '--models',
+    'tiny-random-llama, other',
+    '--rpm',
+    '60',
+    '--tpm',
+    '5000',
+    '--budget',
+    '1000000',
+    '--tenant',
+    'acme',
+    '--url',
+    url,
+  ]);
   assert.equal(created.code, 0, created.stderr);
   const key = lastLine(created.stdout);
   assert.match(key, /^sk-relay-[A-Za-z0-9_-]{43}$/);
@@ -134,7 +161,9 @@ test('keys: create shows the key once as the last line and stores only its hash;
 
   const plain = await keysCli(['create', '--name', 'ci', '--manage'], { NPU_RELAY_LIBSQL_URL: url });
   assert.equal(plain.code, 0, plain.stderr);
-  const [second] = (await sql.execute({ sql: 'SELECT id, tenant, models, rpm FROM api_keys WHERE name = ?', args: ['ci'] })).rows;
+  const [second] = (
+    await sql.execute({ sql: 'SELECT id, tenant, models, rpm FROM api_keys WHERE name = ?', args: ['ci'] })
+  ).rows;
   assert.equal(second!.tenant, second!.id, 'the tenant defaults to the key id');
   assert.equal(second!.models, null);
   assert.equal(second!.rpm, null);
@@ -144,26 +173,48 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const lines = listed.stdout.trimEnd().split('\n');
   assert.match(lines[0]!, /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+manage\s+created\s+revoked$/);
   assert.equal(lines.length, 3);
-  assert.match(listed.stdout, new RegExp(`${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`));
-  assert.match(listed.stdout, /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+yes\s+\d{4}-/, 'list shows the manage scope');
+  assert.match(
+    listed.stdout,
+    new RegExp(
+      `${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`,
+    ),
+  );
+  assert.match(
+    listed.stdout,
+    /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+yes\s+\d{4}-/,
+    'list shows the manage scope',
+  );
   assert.ok(!listed.stdout.includes(key) && !listed.stdout.includes(secret), 'list never shows the secret');
   assert.ok(!listed.stdout.includes(String(row.hash)), 'list never shows the hash');
 
   const revoked = await keysCli(['revoke', String(row.id), '--url', url]);
   assert.equal(revoked.code, 0, revoked.stderr);
   assert.match(revoked.stdout, new RegExp(`Revoked ${row.id} 'laptop'`));
-  const revokedAt = (await sql.execute({ sql: 'SELECT revoked_at FROM api_keys WHERE id = ?', args: [id] })).rows[0]!.revoked_at;
+  const revokedAt = (await sql.execute({ sql: 'SELECT revoked_at FROM api_keys WHERE id = ?', args: [id] })).rows[0]!
+    .revoked_at;
   assert.ok(typeof revokedAt === 'number' && Math.abs(revokedAt - Date.now()) < 60_000, 'revoked_at is set to now');
   const others = (await sql.execute({ sql: 'SELECT revoked_at FROM api_keys WHERE id != ?', args: [id] })).rows;
-  assert.deepEqual(others.map((r) => r.revoked_at), [null], 'only that key is revoked');
+  assert.deepEqual(
+    others.map((r) => r.revoked_at),
+    [null],
+    'only that key is revoked',
+  );
 
   const again = await keysCli(['revoke', String(row.id), '--url', url]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /was already revoked/);
-  assert.equal((await sql.execute({ sql: 'SELECT revoked_at FROM api_keys WHERE id = ?', args: [id] })).rows[0]!.revoked_at, revokedAt, 'the first revocation time stays');
+  assert.equal(
+    (await sql.execute({ sql: 'SELECT revoked_at FROM api_keys WHERE id = ?', args: [id] })).rows[0]!.revoked_at,
+    revokedAt,
+    'the first revocation time stays',
+  );
 
   const relisted = await keysCli(['list', '--url', url]);
-  assert.match(relisted.stdout, new RegExp(`${row.id}\\s+laptop\\s.*Z\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\n`), 'list shows when the key was revoked');
+  assert.match(
+    relisted.stdout,
+    new RegExp(`${row.id}\\s+laptop\\s.*Z\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\n`),
+    'list shows when the key was revoked',
+  );
 
   const unknown = await keysCli(['revoke', 'key_doesnotexist', '--url', url]);
   assert.equal(unknown.code, 1);
@@ -171,10 +222,15 @@ test('keys: create shows the key once as the last line and stores only its hash;
   assert.equal(unknown.stdout, '');
 
   // The manage scope: --manage, and its older spelling --manage-models; off by default.
-  for (const [name, flags] of [['ops', ['--manage']], ['ops-old', ['--manage-models']], ['no-scope', []]] as const) {
+  for (const [name, flags] of [
+    ['ops', ['--manage']],
+    ['ops-old', ['--manage-models']],
+    ['no-scope', []],
+  ] as const) {
     const made = await keysCli(['create', '--name', name, ...flags], { NPU_RELAY_LIBSQL_URL: url });
     assert.equal(made.code, 0, made.stderr);
-    const [scoped] = (await sql.execute({ sql: 'SELECT manage_models FROM api_keys WHERE name = ?', args: [name] })).rows;
+    const [scoped] = (await sql.execute({ sql: 'SELECT manage_models FROM api_keys WHERE name = ?', args: [name] }))
+      .rows;
     assert.equal(Number(scoped!.manage_models), flags.length ? 1 : 0, `${name}: manage scope`);
   }
 });
@@ -211,7 +267,10 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2
   // Neither a URL nor a local stack (`npm start`'s data folder) to fall back on.
   const noUrl = await keysCli(['list'], { NPU_RELAY_DATA_DIR: path.join(dir, 'no-local-stack') });
   assert.equal(noUrl.code, 2);
-  assert.match(noUrl.stderr, /no database given and no local one in .*no-local-stack .*pass --url or set NPU_RELAY_LIBSQL_URL/);
+  assert.match(
+    noUrl.stderr,
+    /no database given and no local one in .*no-local-stack .*pass --url or set NPU_RELAY_LIBSQL_URL/,
+  );
   assert.equal((await sql.execute('SELECT count(*) AS n FROM api_keys')).rows[0]!.n, 0, 'no key was created');
 });
 

@@ -15,22 +15,49 @@ describe('load progress reaches waiting clients', () => {
   let edge: TestEdge;
   let ws: WebSocket;
   const status = (loading: unknown[]) =>
-    JSON.stringify({ type: 'status', running: 0, queued: 0, capacity: { concurrency: 1, queueLimit: 3 }, draining: false, devices: [{ name: 'NPU', running: 0, queued: 0, loadedModels: [] }], loading });
+    JSON.stringify({
+      type: 'status',
+      running: 0,
+      queued: 0,
+      capacity: { concurrency: 1, queueLimit: 3 },
+      draining: false,
+      devices: [{ name: 'NPU', running: 0, queued: 0, loadedModels: [] }],
+      loading,
+    });
 
   before(async () => {
     edge = await startTestEdge();
     const capacity = { concurrency: 1, queueLimit: 3 };
-    ws = await connectPeer(edge, { agentId: 'npu-host', engine: 'openvino', device: 'NPU', capacity, models: [{ id: MODEL, kind: 'chat', device: 'NPU', capacity }] }, (frame) => {
-      if (frame.type !== 'request') return;
-      // The model is not loaded: compile it (1.5 s), telling the edge, then answer.
-      const startedAt = Date.now();
-      ws.send(status([{ model: MODEL, device: 'NPU', phase: 'compile', startedAt, fraction: 0.4 }]));
-      setTimeout(() => {
-        ws.send(status([]));
-        ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'compiled', tokens: 1, promptTokens: 3 }));
-        ws.send(JSON.stringify({ type: 'end', id: frame.id, finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 1 }, device: 'NPU', durationMs: Date.now() - startedAt }));
-      }, 1500);
-    });
+    ws = await connectPeer(
+      edge,
+      {
+        agentId: 'npu-host',
+        engine: 'openvino',
+        device: 'NPU',
+        capacity,
+        models: [{ id: MODEL, kind: 'chat', device: 'NPU', capacity }],
+      },
+      (frame) => {
+        if (frame.type !== 'request') return;
+        // The model is not loaded: compile it (1.5 s), telling the edge, then answer.
+        const startedAt = Date.now();
+        ws.send(status([{ model: MODEL, device: 'NPU', phase: 'compile', startedAt, fraction: 0.4 }]));
+        setTimeout(() => {
+          ws.send(status([]));
+          ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'compiled', tokens: 1, promptTokens: 3 }));
+          ws.send(
+            JSON.stringify({
+              type: 'end',
+              id: frame.id,
+              finishReason: 'stop',
+              usage: { promptTokens: 3, completionTokens: 1 },
+              device: 'NPU',
+              durationMs: Date.now() - startedAt,
+            }),
+          );
+        }, 1500);
+      },
+    );
   });
   after(async () => {
     ws?.close();
@@ -41,14 +68,24 @@ describe('load progress reaches waiting clients', () => {
     const res = await fetch(new URL('/v1/chat/completions', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true, temperature: 0.5 }),
+      body: JSON.stringify({
+        model: MODEL,
+        messages: [{ role: 'user', content: 'hi' }],
+        stream: true,
+        temperature: 0.5,
+      }),
     });
     assert.equal(res.status, 200);
     const reading = res.text();
     // While it compiles, the dashboard's agents list shows the load.
     await new Promise((r) => setTimeout(r, 700));
-    const agents = (await (await edge.admin('/admin/agents')).json()) as { data: Array<{ status: { loading?: Array<{ model: string; phase: string }> } | null }> };
-    assert.deepEqual(agents.data[0]?.status?.loading?.map((l) => [l.model, l.phase]), [[MODEL, 'compile']]);
+    const agents = (await (await edge.admin('/admin/agents')).json()) as {
+      data: Array<{ status: { loading?: Array<{ model: string; phase: string }> } | null }>;
+    };
+    assert.deepEqual(
+      agents.data[0]?.status?.loading?.map((l) => [l.model, l.phase]),
+      [[MODEL, 'compile']],
+    );
     const text = await reading;
     const notes = text.split('\n\n').filter((e) => e.startsWith(': compiling'));
     console.log(`${notes.length} keep-alives named the compile, e.g. "${notes[0]}"`);

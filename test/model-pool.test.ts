@@ -48,7 +48,13 @@ function makePool(options: Partial<ModelPoolOptions<Fake>> = {}) {
     onEvent: (e) => events.push(e),
     ...options,
   });
-  return { pool, events, disposed, unloads: () => events.filter((e) => e.type === 'unload').map((e) => `${e.model}:${(e as { reason: string }).reason}`) };
+  return {
+    pool,
+    events,
+    disposed,
+    unloads: () =>
+      events.filter((e) => e.type === 'unload').map((e) => `${e.model}:${(e as { reason: string }).reason}`),
+  };
 }
 
 /** Lets the pool's pending promise callbacks (disposals, wake-ups) run. */
@@ -124,7 +130,14 @@ describe('ModelPool', () => {
     assert.equal(bLoaded, false);
     assert.equal(b.count, 0);
     const waiting = events.find((e) => e.type === 'waiting-for-memory');
-    assert.deepEqual(waiting, { type: 'waiting-for-memory', model: 'b', neededBytes: 60, usedBytes: 60, budgetBytes: 100, inUse: ['a'] });
+    assert.deepEqual(waiting, {
+      type: 'waiting-for-memory',
+      model: 'b',
+      neededBytes: 60,
+      usedBytes: 60,
+      budgetBytes: 100,
+      inUse: ['a'],
+    });
 
     pool.release('a');
     await acquiringB;
@@ -147,7 +160,10 @@ describe('ModelPool', () => {
     await use('d'); // a is older than c
     assert.deepEqual(unloads(), ['b:budget', 'a:budget']);
     assert.deepEqual(
-      pool.models().map((m) => m.id).sort(),
+      pool
+        .models()
+        .map((m) => m.id)
+        .sort(),
       ['c', 'd'],
     );
     assert.equal(pool.usedBytes, 80);
@@ -168,7 +184,10 @@ describe('ModelPool', () => {
     const loader = instantLoader('huge', 3 * 2 ** 30);
     await assert.rejects(pool.acquire('huge', loader.load, { estimateBytes: () => 3 * 2 ** 30 }), (err: Error) => {
       assert.ok(err instanceof AgentError);
-      assert.equal(err.message, "model 'huge' needs about 3.0 GiB, more than the whole memory budget of 1.0 GiB; raise NPU_RELAY_MEMORY_BUDGET or use a smaller model");
+      assert.equal(
+        err.message,
+        "model 'huge' needs about 3.0 GiB, more than the whole memory budget of 1.0 GiB; raise NPU_RELAY_MEMORY_BUDGET or use a smaller model",
+      );
       return true;
     });
     assert.equal(loader.count, 0);
@@ -203,8 +222,15 @@ describe('ModelPool', () => {
 
   test('a non-agent error from a loader becomes an engine error during the cooldown', async () => {
     const { pool } = makePool({ loadCooldownMs: 5000 });
-    await assert.rejects(pool.acquire('x', () => Promise.reject(new TypeError('boom'))), { message: 'boom' });
-    await assert.rejects(pool.acquire('x', () => Promise.reject(new TypeError('boom'))), (err: Error) => err instanceof AgentError && err.code === 'engine_error' && err.message === 'boom; retrying in 5 s');
+    await assert.rejects(
+      pool.acquire('x', () => Promise.reject(new TypeError('boom'))),
+      { message: 'boom' },
+    );
+    await assert.rejects(
+      pool.acquire('x', () => Promise.reject(new TypeError('boom'))),
+      (err: Error) =>
+        err instanceof AgentError && err.code === 'engine_error' && err.message === 'boom; retrying in 5 s',
+    );
   });
 
   test('touch extends a keep-alive, 0 unloads at once, Infinity keeps the model', async () => {
@@ -238,7 +264,7 @@ describe('ModelPool', () => {
     assert.equal(pool.touch('pinned', 300_000, true), true);
     mock.timers.tick(1000);
     await settle();
-    assert.deepEqual(disposed, [], "1 ms from a plain key does not unload a model kept for a minute");
+    assert.deepEqual(disposed, [], '1 ms from a plain key does not unload a model kept for a minute');
     pool.touch('a', 600_000, true);
     mock.timers.tick(300_000);
     await settle();
@@ -344,7 +370,11 @@ describe('ModelPool', () => {
     loader.calls[0]!();
     await acquiring;
     assert.deepEqual(pool.loading(), []);
-    assert.deepEqual(pool.loaded(), [{ id: 'npu-model', device: 'NPU', bytes: 40, expiresAt: null, loadedAt: 1_005_000, contextLength: 4608 }], 'in use: no expiry');
+    assert.deepEqual(
+      pool.loaded(),
+      [{ id: 'npu-model', device: 'NPU', bytes: 40, expiresAt: null, loadedAt: 1_005_000, contextLength: 4608 }],
+      'in use: no expiry',
+    );
     mock.timers.tick(1_000);
     pool.release('npu-model');
     assert.equal(pool.loaded()[0]?.expiresAt, 1_006_000 + 30_000);

@@ -24,7 +24,10 @@ describe('Ollama client libraries against the edge', () => {
     edge = await startTestEdge();
     engine = await createOrtEngine();
     agent = await startTestAgent(edge, engine);
-    provider = createOllama({ baseURL: new URL('/api', edge.url).toString(), headers: { Authorization: `Bearer ${edge.apiKey}` } });
+    provider = createOllama({
+      baseURL: new URL('/api', edge.url).toString(),
+      headers: { Authorization: `Bearer ${edge.apiKey}` },
+    });
   });
   after(async () => {
     await agent?.stop();
@@ -33,7 +36,12 @@ describe('Ollama client libraries against the edge', () => {
   });
 
   test('AI SDK (ollama-ai-provider-v2): completion model', async () => {
-    const result = await generateText({ model: provider.completion(CHAT_MODEL), prompt: 'Why is the sky blue?', maxOutputTokens: 5, temperature: 0 });
+    const result = await generateText({
+      model: provider.completion(CHAT_MODEL),
+      prompt: 'Why is the sky blue?',
+      maxOutputTokens: 5,
+      temperature: 0,
+    });
     assert.equal(typeof result.text, 'string');
     assert.equal(result.usage.outputTokens, 5);
     assert.ok((result.usage.inputTokens ?? 0) > 0);
@@ -42,7 +50,12 @@ describe('Ollama client libraries against the edge', () => {
   });
 
   test('AI SDK (ollama-ai-provider-v2): chat model, whole and streamed', async () => {
-    const whole = await generateText({ model: provider.chat(CHAT_MODEL), prompt: 'hello', maxOutputTokens: 6, temperature: 0 });
+    const whole = await generateText({
+      model: provider.chat(CHAT_MODEL),
+      prompt: 'hello',
+      maxOutputTokens: 6,
+      temperature: 0,
+    });
     assert.equal(whole.usage.outputTokens, 6);
     const streamed = streamText({ model: provider(CHAT_MODEL), prompt: 'hello', maxOutputTokens: 6, temperature: 0 });
     let text = '';
@@ -53,7 +66,13 @@ describe('Ollama client libraries against the edge', () => {
   });
 
   test('LangChain ChatOllama: invoke and stream', async () => {
-    const chat = new ChatOllama({ model: CHAT_MODEL, baseUrl: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` }, temperature: 0, numPredict: 6 });
+    const chat = new ChatOllama({
+      model: CHAT_MODEL,
+      baseUrl: edge.url.origin,
+      headers: { Authorization: `Bearer ${edge.apiKey}` },
+      temperature: 0,
+      numPredict: 6,
+    });
     const reply = await chat.invoke([new HumanMessage('hello')]);
     assert.equal(typeof reply.content, 'string');
     // The package's types lose usage_metadata's type on invoke's result.

@@ -35,24 +35,74 @@ const ModelDetails: Table = {
   parameter_size: req('string'),
   quantization_level: req('string'),
 };
-const ListModelResponse: Table = { name: req('string'), model: req('string'), modified_at: req('time'), size: req('int'), digest: req('string'), details: opt('object', ModelDetails) };
+const ListModelResponse: Table = {
+  name: req('string'),
+  model: req('string'),
+  modified_at: req('time'),
+  size: req('int'),
+  digest: req('string'),
+  details: opt('object', ModelDetails),
+};
 const ProcessModelResponse: Table = {
-  name: req('string'), model: req('string'), size: req('int'), digest: req('string'), details: opt('object', ModelDetails),
-  expires_at: req('time'), size_vram: req('int'), context_length: opt('int'),
+  name: req('string'),
+  model: req('string'),
+  size: req('int'),
+  digest: req('string'),
+  details: opt('object', ModelDetails),
+  expires_at: req('time'),
+  size_vram: req('int'),
+  context_length: opt('int'),
 };
 const ShowResponse: Table = {
-  license: opt('string'), modelfile: opt('string'), parameters: opt('string'), template: opt('string'), system: opt('string'),
-  details: opt('object', ModelDetails), model_info: opt('object'), capabilities: opt('array'), modified_at: opt('time'),
+  license: opt('string'),
+  modelfile: opt('string'),
+  parameters: opt('string'),
+  template: opt('string'),
+  system: opt('string'),
+  details: opt('object', ModelDetails),
+  model_info: opt('object'),
+  capabilities: opt('array'),
+  modified_at: opt('time'),
 };
 const Metrics: Table = {
-  total_duration: opt('int'), load_duration: opt('int'), prompt_eval_count: opt('int'), prompt_eval_duration: opt('int'), eval_count: opt('int'), eval_duration: opt('int'),
+  total_duration: opt('int'),
+  load_duration: opt('int'),
+  prompt_eval_count: opt('int'),
+  prompt_eval_duration: opt('int'),
+  eval_count: opt('int'),
+  eval_duration: opt('int'),
 };
 const GenerateResponse: Table = {
-  model: req('string'), created_at: req('time'), response: req('string'), thinking: opt('string'), done: req('bool'), done_reason: opt('string'), context: opt('ints'), ...Metrics,
+  model: req('string'),
+  created_at: req('time'),
+  response: req('string'),
+  thinking: opt('string'),
+  done: req('bool'),
+  done_reason: opt('string'),
+  context: opt('ints'),
+  ...Metrics,
 };
-const Message: Table = { role: req('string'), content: req('string'), thinking: opt('string'), tool_calls: opt('array') };
-const ChatResponse: Table = { model: req('string'), created_at: req('time'), message: req('object', Message), done: req('bool'), done_reason: opt('string'), ...Metrics };
-const EmbedResponse: Table = { model: req('string'), embeddings: req('array'), total_duration: opt('int'), load_duration: opt('int'), prompt_eval_count: opt('int') };
+const Message: Table = {
+  role: req('string'),
+  content: req('string'),
+  thinking: opt('string'),
+  tool_calls: opt('array'),
+};
+const ChatResponse: Table = {
+  model: req('string'),
+  created_at: req('time'),
+  message: req('object', Message),
+  done: req('bool'),
+  done_reason: opt('string'),
+  ...Metrics,
+};
+const EmbedResponse: Table = {
+  model: req('string'),
+  embeddings: req('array'),
+  total_duration: opt('int'),
+  load_duration: opt('int'),
+  prompt_eval_count: opt('int'),
+};
 const EmbeddingResponse: Table = { embedding: req('array') };
 
 /** Go's time.Time in JSON: RFC 3339 with an optional fraction. */
@@ -86,10 +136,16 @@ function conforms(value: unknown, table: Table, where: string): void {
         assert.ok(Array.isArray(v), `${at} is an array`);
         break;
       case 'ints':
-        assert.ok(Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0), `${at} is an array of token ids`);
+        assert.ok(
+          Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0),
+          `${at} is an array of token ids`,
+        );
         break;
       case 'strings|null':
-        assert.ok(v === null || (Array.isArray(v) && v.every((x) => typeof x === 'string')), `${at} is null or strings`);
+        assert.ok(
+          v === null || (Array.isArray(v) && v.every((x) => typeof x === 'string')),
+          `${at} is null or strings`,
+        );
         break;
       case 'object':
         if (f.table) conforms(v, f.table, at);
@@ -117,7 +173,13 @@ async function filesOf(dir: string): Promise<Array<{ file: string; size: number;
 const info = (show: { model_info: unknown }) => show.model_info as Record<string, unknown>;
 
 /** The final statistics of a generate body read without the client. */
-type Final = { eval_count: number; eval_duration: number; prompt_eval_duration: number; load_duration: number; context: number[] };
+type Final = {
+  eval_count: number;
+  eval_duration: number;
+  prompt_eval_duration: number;
+  load_duration: number;
+  context: number[];
+};
 
 describe('Ollama fidelity: every endpoint against api/types.go, through the real stack', () => {
   let edge: TestEdge;
@@ -140,7 +202,8 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
   before(async () => {
     // A copy of the fixtures, so the test can change the files and see the digest change.
     modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-fidelity-'));
-    for (const id of [CHAT_MODEL, EMBED_MODEL]) await cp(path.join(MODELS_DIR, id), path.join(modelsDir, id), { recursive: true });
+    for (const id of [CHAT_MODEL, EMBED_MODEL])
+      await cp(path.join(MODELS_DIR, id), path.join(modelsDir, id), { recursive: true });
     edge = await startTestEdge();
     await startAgent();
     const auth = (key: string) => ({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } });
@@ -160,12 +223,22 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     for (const id of [CHAT_MODEL, EMBED_MODEL]) {
       const m = list.models.find((x) => x.name === `${id}:latest`)!;
       const files = await filesOf(path.join(modelsDir, id));
-      assert.equal(m.size, files.reduce((n, f) => n + f.size, 0), `${id}: size is the files' bytes`);
-      assert.equal(new Date(m.modified_at).getTime(), Math.floor(Math.max(...files.map((f) => f.mtimeMs))), `${id}: modified_at`);
+      assert.equal(
+        m.size,
+        files.reduce((n, f) => n + f.size, 0),
+        `${id}: size is the files' bytes`,
+      );
+      assert.equal(
+        new Date(m.modified_at).getTime(),
+        Math.floor(Math.max(...files.map((f) => f.mtimeMs))),
+        `${id}: modified_at`,
+      );
       assert.match(m.digest, /^[0-9a-f]{64}$/);
       assert.match(m.details.parameter_size, /^\d+(\.\d+)?[KMB]$/);
       // The weights hold their parameters: at fp32 four bytes each, so the ONNX files are at least that big.
-      const onnxBytes = files.filter((f) => f.file.includes(`${path.sep}onnx${path.sep}model.onnx`)).reduce((n, f) => n + f.size, 0);
+      const onnxBytes = files
+        .filter((f) => f.file.includes(`${path.sep}onnx${path.sep}model.onnx`))
+        .reduce((n, f) => n + f.size, 0);
       const show = await ollama.show({ model: id });
       const count = info(show)['general.parameter_count'] as number;
       assert.ok(Number.isSafeInteger(count) && count > 0, 'general.parameter_count');
@@ -175,17 +248,28 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     const chat = list.models.find((x) => x.name === `${CHAT_MODEL}:latest`)!;
     assert.equal(chat.details.quantization_level, 'F32', 'the fixture chat model is fp32');
     assert.equal(chat.details.family, 'llama');
-    const onnxBytes = (await filesOf(path.join(modelsDir, CHAT_MODEL, 'onnx'))).filter((f) => /model\.onnx(\.data)?$/.test(f.file)).reduce((n, f) => n + f.size, 0);
+    const onnxBytes = (await filesOf(path.join(modelsDir, CHAT_MODEL, 'onnx')))
+      .filter((f) => /model\.onnx(\.data)?$/.test(f.file))
+      .reduce((n, f) => n + f.size, 0);
     const count = info(await ollama.show({ model: CHAT_MODEL }))['general.parameter_count'] as number;
-    assert.ok(count * 4 <= onnxBytes && count * 4 > onnxBytes / 2, `fp32: ${count} parameters take most of ${onnxBytes} bytes`);
+    assert.ok(
+      count * 4 <= onnxBytes && count * 4 > onnxBytes / 2,
+      `fp32: ${count} parameters take most of ${onnxBytes} bytes`,
+    );
   });
 
   test('/api/show: the real template, parameters, model_info and capabilities', async () => {
     const show = await ollama.show({ model: CHAT_MODEL });
     conforms(show, ShowResponse, 'show');
-    const config = JSON.parse(await readFile(path.join(modelsDir, CHAT_MODEL, 'config.json'), 'utf8')) as { hidden_size: number; max_position_embeddings: number };
-    const tokenizerConfig = JSON.parse(await readFile(path.join(modelsDir, CHAT_MODEL, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string };
-    if (tokenizerConfig.chat_template) assert.equal(show.template, tokenizerConfig.chat_template, 'the template the model ships');
+    const config = JSON.parse(await readFile(path.join(modelsDir, CHAT_MODEL, 'config.json'), 'utf8')) as {
+      hidden_size: number;
+      max_position_embeddings: number;
+    };
+    const tokenizerConfig = JSON.parse(
+      await readFile(path.join(modelsDir, CHAT_MODEL, 'tokenizer_config.json'), 'utf8'),
+    ) as { chat_template?: string };
+    if (tokenizerConfig.chat_template)
+      assert.equal(show.template, tokenizerConfig.chat_template, 'the template the model ships');
     else assert.ok(show.template.length > 0);
     assert.equal(info(show)['general.architecture'], 'llama');
     assert.equal(info(show)['llama.context_length'], config.max_position_embeddings);
@@ -200,31 +284,91 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
   });
 
   test('generate, chat, embed, embeddings and version conform; durations are real and context carries on', async () => {
-    const r1 = await ollama.generate({ model: CHAT_MODEL, prompt: 'Why is the sky blue?', stream: false, options: { num_predict: 5, temperature: 0 } });
+    const r1 = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'Why is the sky blue?',
+      stream: false,
+      options: { num_predict: 5, temperature: 0 },
+    });
     conforms(r1, GenerateResponse, 'generate');
-    assert.ok(r1.context && r1.context.length === r1.prompt_eval_count + r1.eval_count, `context is the prompt's and the answer's ids (${r1.context?.length})`);
-    assert.ok(r1.eval_duration > 0 && r1.prompt_eval_duration > 0 && r1.load_duration > 0 && r1.total_duration >= r1.eval_duration);
+    assert.ok(
+      r1.context && r1.context.length === r1.prompt_eval_count + r1.eval_count,
+      `context is the prompt's and the answer's ids (${r1.context?.length})`,
+    );
+    assert.ok(
+      r1.eval_duration > 0 &&
+        r1.prompt_eval_duration > 0 &&
+        r1.load_duration > 0 &&
+        r1.total_duration >= r1.eval_duration,
+    );
     // The ids sent back are put before the next prompt, so the model reads them as well.
-    const fresh = await ollama.generate({ model: CHAT_MODEL, prompt: 'And at night?', stream: false, options: { num_predict: 3, temperature: 0 } });
-    const next = await ollama.generate({ model: CHAT_MODEL, prompt: 'And at night?', context: r1.context, stream: false, options: { num_predict: 3, temperature: 0 } });
+    const fresh = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'And at night?',
+      stream: false,
+      options: { num_predict: 3, temperature: 0 },
+    });
+    const next = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'And at night?',
+      context: r1.context,
+      stream: false,
+      options: { num_predict: 3, temperature: 0 },
+    });
     assert.equal(next.prompt_eval_count, r1.context!.length + fresh.prompt_eval_count);
-    assert.equal(next.context!.slice(0, r1.context!.length).join(), r1.context!.join(), 'the new context starts with the old');
-    const raw = await ollama.generate({ model: CHAT_MODEL, prompt: 'raw text', raw: true, stream: false, options: { num_predict: 2, temperature: 0 } });
+    assert.equal(
+      next.context!.slice(0, r1.context!.length).join(),
+      r1.context!.join(),
+      'the new context starts with the old',
+    );
+    const raw = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'raw text',
+      raw: true,
+      stream: false,
+      options: { num_predict: 2, temperature: 0 },
+    });
     conforms(raw, GenerateResponse, 'generate(raw)');
     assert.equal(raw.context, undefined, 'raw returns no context, as Ollama');
 
     const lines = [];
-    for await (const p of await ollama.generate({ model: CHAT_MODEL, prompt: 'Count to twenty.', stream: true, options: { num_predict: 40, temperature: 0 } })) lines.push(p);
+    for await (const p of await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'Count to twenty.',
+      stream: true,
+      options: { num_predict: 40, temperature: 0 },
+    }))
+      lines.push(p);
     for (const [i, l] of lines.entries()) conforms(l, GenerateResponse, `generate stream line ${i}`);
     const stamps = lines.map((l) => String(l.created_at));
-    assert.ok(stamps.every((s) => /\.\d{3}/.test(s)), 'created_at has sub-second precision');
-    assert.ok(new Set(stamps).size > 1, `created_at changes along the stream (${new Set(stamps).size} distinct of ${stamps.length})`);
-    assert.ok(stamps.every((s, i) => i === 0 || s >= stamps[i - 1]!), 'and never goes back');
+    assert.ok(
+      stamps.every((s) => /\.\d{3}/.test(s)),
+      'created_at has sub-second precision',
+    );
+    assert.ok(
+      new Set(stamps).size > 1,
+      `created_at changes along the stream (${new Set(stamps).size} distinct of ${stamps.length})`,
+    );
+    assert.ok(
+      stamps.every((s, i) => i === 0 || s >= stamps[i - 1]!),
+      'and never goes back',
+    );
     assert.ok(lines.at(-1)!.context!.length > 0, 'the last line carries the context');
 
-    const chat = await ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], stream: false, options: { num_predict: 3, temperature: 0 } });
+    const chat = await ollama.chat({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: false,
+      options: { num_predict: 3, temperature: 0 },
+    });
     conforms(chat, ChatResponse, 'chat');
-    for await (const p of await ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], stream: true, options: { num_predict: 3, temperature: 0.7 } })) conforms(p, ChatResponse, 'chat stream line');
+    for await (const p of await ollama.chat({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      options: { num_predict: 3, temperature: 0.7 },
+    }))
+      conforms(p, ChatResponse, 'chat stream line');
     conforms(await ollama.embed({ model: EMBED_MODEL, input: ['a', 'b'] }), EmbedResponse, 'embed');
     conforms(await ollama.embeddings({ model: EMBED_MODEL, prompt: 'a' }), EmbeddingResponse, 'embeddings');
     const version = (await (await fetch(new URL('/api/version', edge.url))).json()) as Record<string, unknown>;
@@ -233,7 +377,12 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
 
   test('a cache hit reports its own durations, never eval_duration 0 with tokens, and keeps the context', async () => {
     const body = { model: CHAT_MODEL, prompt: 'cache me', stream: false, options: { num_predict: 6, temperature: 0 } };
-    const post = () => fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
+    const post = () =>
+      fetch(new URL('/api/generate', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${edge.apiKey}` },
+        body: JSON.stringify(body),
+      });
     const miss = await post();
     const first = (await miss.json()) as Final;
     const hit = await post();
@@ -241,12 +390,19 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     const again = (await hit.json()) as Final;
     conforms(again, GenerateResponse, 'generate(hit)');
     assert.equal(again.eval_count, first.eval_count);
-    assert.ok(again.eval_count > 0 && again.eval_duration > 0 && again.prompt_eval_duration > 0, `a hit's durations: ${again.eval_duration} ns for ${again.eval_count} tokens`);
+    assert.ok(
+      again.eval_count > 0 && again.eval_duration > 0 && again.prompt_eval_duration > 0,
+      `a hit's durations: ${again.eval_duration} ns for ${again.eval_count} tokens`,
+    );
     assert.ok(Number.isFinite(again.eval_count / (again.eval_duration / 1e9)), 'tokens per second is a number');
     assert.equal(again.load_duration, 0, 'a hit loads nothing');
     assert.deepEqual(again.context, first.context, 'the context is replayed too');
     // A streamed hit ends the same way.
-    const streamed = await fetch(new URL('/api/generate', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...body, stream: true }) });
+    const streamed = await fetch(new URL('/api/generate', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}` },
+      body: JSON.stringify({ ...body, stream: true }),
+    });
     assert.equal(streamed.headers.get('x-npu-relay-cache'), 'HIT');
     const last = JSON.parse((await streamed.text()).trim().split('\n').at(-1)!) as Final;
     assert.ok(last.eval_duration > 0);
@@ -254,33 +410,73 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
   });
 
   test('/api/ps: only loaded models, with their memory, keep-alive and context; empty after keep_alive 0; a cold load is timed', async () => {
-    await manager.generate({ model: CHAT_MODEL, prompt: 'x', stream: false, keep_alive: 0, options: { num_predict: 1, temperature: 0.5 } });
+    await manager.generate({
+      model: CHAT_MODEL,
+      prompt: 'x',
+      stream: false,
+      keep_alive: 0,
+      options: { num_predict: 1, temperature: 0.5 },
+    });
     await manager.embed({ model: EMBED_MODEL, input: 'x', keep_alive: 0 });
-    await waitFor('/api/ps to be empty after keep_alive 0', async () => (await ollama.ps()).models.length === 0, { timeoutMs: 5000 });
+    await waitFor('/api/ps to be empty after keep_alive 0', async () => (await ollama.ps()).models.length === 0, {
+      timeoutMs: 5000,
+    });
 
-    const cold = await ollama.generate({ model: CHAT_MODEL, prompt: 'cold', stream: false, keep_alive: '10m', options: { num_predict: 2, temperature: 0.5 } });
-    const warm = await ollama.generate({ model: CHAT_MODEL, prompt: 'warm', stream: false, keep_alive: '10m', options: { num_predict: 2, temperature: 0.5 } });
+    const cold = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'cold',
+      stream: false,
+      keep_alive: '10m',
+      options: { num_predict: 2, temperature: 0.5 },
+    });
+    const warm = await ollama.generate({
+      model: CHAT_MODEL,
+      prompt: 'warm',
+      stream: false,
+      keep_alive: '10m',
+      options: { num_predict: 2, temperature: 0.5 },
+    });
     assert.ok(cold.load_duration > 1_000_000, `a cold load takes its time (${cold.load_duration} ns)`);
-    assert.ok(warm.load_duration < cold.load_duration / 10, `a loaded model does not (${warm.load_duration} ns against ${cold.load_duration} ns)`);
+    assert.ok(
+      warm.load_duration < cold.load_duration / 10,
+      `a loaded model does not (${warm.load_duration} ns against ${cold.load_duration} ns)`,
+    );
 
     const ps = await waitFor('the chat model in /api/ps', async () => {
       const r = await ollama.ps();
       return r.models.length > 0 && r;
     });
-    assert.deepEqual(ps.models.map((m) => m.name), [`${CHAT_MODEL}:latest`], 'only the loaded model');
+    assert.deepEqual(
+      ps.models.map((m) => m.name),
+      [`${CHAT_MODEL}:latest`],
+      'only the loaded model',
+    );
     const m = ps.models[0]!;
     conforms(m, ProcessModelResponse, 'ps');
-    const weights = (await filesOf(path.join(modelsDir, CHAT_MODEL, 'onnx'))).filter((f) => /model\.onnx(\.data)?$/.test(f.file)).reduce((n, f) => n + f.size, 0);
+    const weights = (await filesOf(path.join(modelsDir, CHAT_MODEL, 'onnx')))
+      .filter((f) => /model\.onnx(\.data)?$/.test(f.file))
+      .reduce((n, f) => n + f.size, 0);
     assert.equal(m.size, weights, 'size is the memory its weights take');
     assert.equal(m.size_vram, 0, 'on the CPU nothing is in accelerator memory');
     const expires = new Date(m.expires_at).getTime() - Date.now();
-    assert.ok(expires > 9 * 60_000 && expires <= 10 * 60_000, `expires_at follows keep_alive 10m (${expires} ms from now)`);
+    assert.ok(
+      expires > 9 * 60_000 && expires <= 10 * 60_000,
+      `expires_at follows keep_alive 10m (${expires} ms from now)`,
+    );
     assert.equal((m as unknown as { context_length: number }).context_length, 2048);
     const listed = (await ollama.list()).models.find((x) => x.name === m.name)!;
     assert.equal(m.digest, listed.digest);
 
-    await manager.generate({ model: CHAT_MODEL, prompt: 'x', stream: false, keep_alive: 0, options: { num_predict: 1, temperature: 0.5 } });
-    await waitFor('/api/ps to be empty after keep_alive 0', async () => (await ollama.ps()).models.length === 0, { timeoutMs: 5000 });
+    await manager.generate({
+      model: CHAT_MODEL,
+      prompt: 'x',
+      stream: false,
+      keep_alive: 0,
+      options: { num_predict: 1, temperature: 0.5 },
+    });
+    await waitFor('/api/ps to be empty after keep_alive 0', async () => (await ollama.ps()).models.length === 0, {
+      timeoutMs: 5000,
+    });
     // Embeddings time their load too.
     const embedCold = await manager.embed({ model: EMBED_MODEL, input: 'cold', keep_alive: 0 });
     assert.ok(embedCold.load_duration > 1_000_000, `an embedding model's cold load (${embedCold.load_duration} ns)`);
@@ -294,14 +490,18 @@ describe('Ollama fidelity: every endpoint against api/types.go, through the real
     await writeFile(file, `${text}\n`);
     await stopAgent();
     await startAgent();
-    const after = await waitFor('the restarted agent', async () => (await ollama.list()).models.find((m) => m.name === `${CHAT_MODEL}:latest`));
+    const after = await waitFor('the restarted agent', async () =>
+      (await ollama.list()).models.find((m) => m.name === `${CHAT_MODEL}:latest`),
+    );
     assert.notEqual(after.digest, before.digest);
     assert.equal(after.size, before.size + 1);
     assert.ok(new Date(after.modified_at) > new Date(before.modified_at));
     // The same files give the same digest.
     await stopAgent();
     await startAgent();
-    const same = await waitFor('the restarted agent', async () => (await ollama.list()).models.find((m) => m.name === `${CHAT_MODEL}:latest`));
+    const same = await waitFor('the restarted agent', async () =>
+      (await ollama.list()).models.find((m) => m.name === `${CHAT_MODEL}:latest`),
+    );
     assert.equal(same.digest, after.digest);
   });
 });

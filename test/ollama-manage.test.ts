@@ -46,7 +46,14 @@ describe('Ollama model management through the edge', () => {
     hub = await startHub({ [REPO]: chatFiles, [EMBED_REPO]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
     modelsDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-manage-'));
     runtime = await createAgentRuntime(
-      { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: 'manager', modelsDir, logLevel: 'silent', hub: { endpoint: hub.url } },
+      {
+        edgeUrl: edge.url.toString(),
+        agentToken: edge.agentToken,
+        agentId: 'manager',
+        modelsDir,
+        logLevel: 'silent',
+        hub: { endpoint: hub.url },
+      },
       createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
       { onModelEvent: (e) => events.push(e) },
     );
@@ -69,13 +76,19 @@ describe('Ollama model management through the edge', () => {
   });
 
   const tags = async () => (await ollama.list()).models.map((m) => m.name).sort();
-  const chat = (model: string) => ollama.chat({ model, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0 } });
+  const chat = (model: string) =>
+    ollama.chat({ model, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0 } });
   /** The same request as `chat`, answered as a Response, so the `x-npu-relay-cache` header can be read. */
   const chatResponse = (model: string) =>
     fetch(new URL('/api/chat', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${managerKey}` },
-      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+      body: JSON.stringify({
+        model,
+        messages: [{ role: 'user', content: 'Hello' }],
+        stream: false,
+        options: { num_predict: 3, temperature: 0 },
+      }),
     });
 
   test('an agent with an empty models folder pulls a model with progress and serves it without a restart', async () => {
@@ -92,25 +105,41 @@ describe('Ollama model management through the edge', () => {
       assert.equal(p.digest, `sha256:${weights.sha256}`, 'an LFS file is named by its sha256, as Ollama names layers');
       assert.equal(p.total, weights.content.length);
     }
-    assert.deepEqual(lines.map((p) => p.completed), [...lines.map((p) => p.completed)].sort((a, b) => a - b), 'completed only grows');
+    assert.deepEqual(
+      lines.map((p) => p.completed),
+      [...lines.map((p) => p.completed)].sort((a, b) => a - b),
+      'completed only grows',
+    );
     assert.equal(lines.at(-1)?.completed, weights.content.length);
     assert.ok(progress.some((p) => p.status === 'verifying sha256 digest'));
-    console.log(`pull: ${progress.length} progress lines, ${lines.length} for onnx/model.onnx (${weights.content.length} bytes)`);
+    console.log(
+      `pull: ${progress.length} progress lines, ${lines.length} for onnx/model.onnx (${weights.content.length} bytes)`,
+    );
 
     assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], '/api/tags lists the pulled model at once');
     assert.equal(runtime.agent.tunnel.ready, true, 'the same agent connection serves it');
-    assert.ok((await readFile(path.join(modelsDir, CHAT_MODEL, 'config.json'))).equals(chatFiles.find((f) => f.path === 'config.json')!.content));
+    assert.ok(
+      (await readFile(path.join(modelsDir, CHAT_MODEL, 'config.json'))).equals(
+        chatFiles.find((f) => f.path === 'config.json')!.content,
+      ),
+    );
   });
 
   test('an empty generate loads the model (done_reason load, a real load_duration); an empty chat reports it loaded', async () => {
     const loaded = await ollama.generate({ model: CHAT_MODEL, prompt: '' });
     // The answer comes once the edge knows: /api/ps, asked right after, already lists it.
-    assert.ok((await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`), '/api/ps shows the load as soon as it answered');
+    assert.ok(
+      (await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`),
+      '/api/ps shows the load as soon as it answered',
+    );
     assert.equal(loaded.done, true);
     assert.equal(loaded.done_reason, 'load');
     assert.equal(loaded.response, '');
     assert.ok(loaded.load_duration > 0, `load_duration is the load's own time (${loaded.load_duration} ns)`);
-    assert.ok(events.some((e) => e.type === 'load-end' && e.model === CHAT_MODEL), 'the engine loaded the model');
+    assert.ok(
+      events.some((e) => e.type === 'load-end' && e.model === CHAT_MODEL),
+      'the engine loaded the model',
+    );
     console.log(`load: ${(loaded.load_duration / 1e6).toFixed(1)} ms`);
 
     const again = await ollama.chat({ model: CHAT_MODEL, messages: [] });
@@ -127,9 +156,15 @@ describe('Ollama model management through the edge', () => {
   test('keep_alive 0 with no prompt unloads the model (done_reason unload)', async () => {
     const unloaded = await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 });
     assert.equal(unloaded.done_reason, 'unload');
-    assert.ok(!(await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`), '/api/ps shows the unload as soon as it answered');
+    assert.ok(
+      !(await ollama.ps()).models.some((m) => m.name === `${CHAT_MODEL}:latest`),
+      '/api/ps shows the unload as soon as it answered',
+    );
     assert.equal(unloaded.done, true);
-    assert.ok(events.some((e) => e.type === 'unload' && e.model === CHAT_MODEL), 'the engine unloaded it');
+    assert.ok(
+      events.some((e) => e.type === 'unload' && e.model === CHAT_MODEL),
+      'the engine unloaded it',
+    );
     const viaChat = await ollama.chat({ model: CHAT_MODEL, messages: [], keep_alive: 0 });
     assert.equal(viaChat.done_reason, 'unload');
   });
@@ -159,10 +194,21 @@ describe('Ollama model management through the edge', () => {
     const db = createClient({ url: edge.sqld.url });
     try {
       const rows = await waitFor('the usage rows of the refused requests', async () => {
-        const r = (await db.execute({ sql: 'select endpoint, status from usage where key_id = ? order by at', args: [plainKeyId] })).rows;
+        const r = (
+          await db.execute({
+            sql: 'select endpoint, status from usage where key_id = ? order by at',
+            args: [plainKeyId],
+          })
+        ).rows;
         return r.length >= 5 ? r.map((x) => `${x.endpoint} ${x.status}`) : undefined;
       });
-      assert.deepEqual(rows, ['api.pull 403', 'api.delete 403', 'api.copy 403', 'api.generate 403', 'api.generate 200']);
+      assert.deepEqual(rows, [
+        'api.pull 403',
+        'api.delete 403',
+        'api.copy 403',
+        'api.generate 403',
+        'api.generate 200',
+      ]);
     } finally {
       db.close();
     }
@@ -174,7 +220,12 @@ describe('Ollama model management through the edge', () => {
       return l === undefined ? 'unloaded' : l.expiresAt === null ? 'never' : l.expiresAt - Date.now();
     };
     const sampled = (client: Ollama, keep_alive: string | number) =>
-      client.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], keep_alive, options: { num_predict: 2, temperature: 0.8 } });
+      client.chat({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'Hello' }],
+        keep_alive,
+        options: { num_predict: 2, temperature: 0.8 },
+      });
     const settle = () => new Promise((r) => setTimeout(r, 300));
 
     // Another key's pin survives whatever positive keep_alive a plain key sends, through chat or an empty request.
@@ -192,14 +243,25 @@ describe('Ollama model management through the edge', () => {
     // A keep_alive too long for a timer is for ever: a pin, which a plain key may not set; neither may it keep a
     // model for days.
     for (const keep of [3_000_000, '25h', '9999999h']) {
-      await assert.rejects(sampled(plain, keep), (err: Error & { status_code?: number }) => err.status_code === 403 && /may not do that/.test(err.message), `chat keep_alive ${keep}`);
-      await assert.rejects(plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: keep }), (err: Error & { status_code?: number }) => err.status_code === 403, `load keep_alive ${keep}`);
+      await assert.rejects(
+        sampled(plain, keep),
+        (err: Error & { status_code?: number }) => err.status_code === 403 && /may not do that/.test(err.message),
+        `chat keep_alive ${keep}`,
+      );
+      await assert.rejects(
+        plain.generate({ model: CHAT_MODEL, prompt: '', keep_alive: keep }),
+        (err: Error & { status_code?: number }) => err.status_code === 403,
+        `load keep_alive ${keep}`,
+      );
     }
 
     // The manage key sets the keep-alive (down to a minute); a plain key may lengthen it, not shorten it.
     await ollama.generate({ model: CHAT_MODEL, prompt: '', keep_alive: '1m' });
     const minute = expiresIn();
-    assert.ok(typeof minute === 'number' && minute <= 60_000 && minute > 50_000, `the manage key set a minute (${minute})`);
+    assert.ok(
+      typeof minute === 'number' && minute <= 60_000 && minute > 50_000,
+      `the manage key set a minute (${minute})`,
+    );
     await sampled(plain, '10m');
     await settle();
     const longer = expiresIn();
@@ -229,11 +291,20 @@ describe('Ollama model management through the edge', () => {
     try {
       // A pull writes the repo's name: another model's files (and template) for every key.
       await assert.rejects(scoped.pull({ model: EMBED_REPO, stream: false }), notFound('pull into another model'));
-      await assert.rejects(scoped.pull({ model: `someone/${EMBED_MODEL}:main`, stream: false }), notFound('pull of a revision into another model'));
+      await assert.rejects(
+        scoped.pull({ model: `someone/${EMBED_MODEL}:main`, stream: false }),
+        notFound('pull of a revision into another model'),
+      );
       await assert.rejects(stat(path.join(modelsDir, EMBED_MODEL)), { code: 'ENOENT' }, 'nothing was written');
       // A copy re-points its destination for every key: an alias another key made, or a new name outside the scope.
-      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'shared-alias' }), notFound('copy onto an alias'));
-      await assert.rejects(scoped.copy({ source: CHAT_MODEL, destination: 'elsewhere' }), notFound('copy onto a new name'));
+      await assert.rejects(
+        scoped.copy({ source: CHAT_MODEL, destination: 'shared-alias' }),
+        notFound('copy onto an alias'),
+      );
+      await assert.rejects(
+        scoped.copy({ source: CHAT_MODEL, destination: 'elsewhere' }),
+        notFound('copy onto a new name'),
+      );
       await assert.rejects(scoped.delete({ model: 'shared-alias' }), notFound('delete'));
       assert.equal(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8'), aliases, 'the aliases are unchanged');
       // Its own model it may manage: a pull of it (up to date) and a load.
@@ -258,7 +329,10 @@ describe('Ollama model management through the edge', () => {
     await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '', keep_alive: 0 }), unauthorized('unload'));
     await assert.rejects(revoked.generate({ model: CHAT_MODEL, prompt: '' }), unauthorized('load'));
     await assert.rejects(revoked.chat({ model: CHAT_MODEL, messages: [], keep_alive: -1 }), unauthorized('pin'));
-    assert.ok(runtime.engine.loaded().some((m) => m.id === CHAT_MODEL), 'the model stayed loaded');
+    assert.ok(
+      runtime.engine.loaded().some((m) => m.id === CHAT_MODEL),
+      'the model stayed loaded',
+    );
   });
 
   test('a revoked key is refused from the next request on, a cache hit the Worker answers included', async () => {
@@ -267,19 +341,35 @@ describe('Ollama model management through the edge', () => {
       fetch(new URL('/api/chat', edge.url), {
         method: 'POST',
         headers: { authorization: `Bearer ${key}` },
-        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Revoke me' }], stream: false, options: { num_predict: 3, temperature: 0 } }),
+        body: JSON.stringify({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: 'Revoke me' }],
+          stream: false,
+          options: { num_predict: 3, temperature: 0 },
+        }),
       });
-    const dispatched = async () => ((await (await edge.admin('/admin/streams')).json()) as { pools: Array<{ dispatched: number }> }).pools.reduce((n, p) => n + p.dispatched, 0);
+    const dispatched = async () =>
+      ((await (await edge.admin('/admin/streams')).json()) as { pools: Array<{ dispatched: number }> }).pools.reduce(
+        (n, p) => n + p.dispatched,
+        0,
+      );
     // Until the Worker answers the hit itself (once the answer is stored and its model directory knows the model).
-    await waitFor('a cache HIT the Worker answers', async () => {
-      // The key verified by a hub a moment ago, as any busy key is.
-      assert.equal((await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${key}` } })).status, 200);
-      const before = await dispatched();
-      const res = await ask();
-      assert.equal(res.status, 200);
-      await res.arrayBuffer();
-      return (res.headers.get('x-npu-relay-cache') === 'HIT' && (await dispatched()) === before) || undefined;
-    }, { timeoutMs: 20_000, intervalMs: 200 });
+    await waitFor(
+      'a cache HIT the Worker answers',
+      async () => {
+        // The key verified by a hub a moment ago, as any busy key is.
+        assert.equal(
+          (await fetch(new URL('/api/tags', edge.url), { headers: { authorization: `Bearer ${key}` } })).status,
+          200,
+        );
+        const before = await dispatched();
+        const res = await ask();
+        assert.equal(res.status, 200);
+        await res.arrayBuffer();
+        return (res.headers.get('x-npu-relay-cache') === 'HIT' && (await dispatched()) === before) || undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 200 },
+    );
     assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
     const next = await ask();
     assert.equal(next.status, 401, 'the next request after the revoke');
@@ -290,7 +380,11 @@ describe('Ollama model management through the edge', () => {
     await ollama.copy({ source: CHAT_MODEL, destination: 'my-copy' });
     assert.deepEqual(await tags(), ['my-copy:latest', `${CHAT_MODEL}:latest`]);
     assert.equal((await chat('my-copy')).done, true, 'the copy answers');
-    assert.deepEqual(JSON.parse(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8')), { 'my-copy': CHAT_MODEL }, 'the copy is an alias in the models folder');
+    assert.deepEqual(
+      JSON.parse(await readFile(path.join(modelsDir, 'aliases.json'), 'utf8')),
+      { 'my-copy': CHAT_MODEL },
+      'the copy is an alias in the models folder',
+    );
 
     await ollama.delete({ model: 'my-copy' });
     assert.deepEqual(await tags(), [`${CHAT_MODEL}:latest`], 'deleting the copy leaves the model');
@@ -309,14 +403,32 @@ describe('Ollama model management through the edge', () => {
     const afterDelete = await chatResponse(CHAT_MODEL);
     assert.equal(afterDelete.status, 404, 'a cacheable request for a deleted model is a 404, not a cache hit');
     assert.equal(afterDelete.headers.get('x-npu-relay-cache'), null);
-    assert.match(((await afterDelete.json()) as { error: string }).error, new RegExp(`model '${CHAT_MODEL}' does not exist`));
-    await assert.rejects(chat(CHAT_MODEL), (err: Error & { status_code?: number }) => err.status_code === 404, 'the same through the ollama client');
+    assert.match(
+      ((await afterDelete.json()) as { error: string }).error,
+      new RegExp(`model '${CHAT_MODEL}' does not exist`),
+    );
+    await assert.rejects(
+      chat(CHAT_MODEL),
+      (err: Error & { status_code?: number }) => err.status_code === 404,
+      'the same through the ollama client',
+    );
     await assert.rejects(stat(path.join(modelsDir, CHAT_MODEL)), { code: 'ENOENT' }, 'its folder is deleted');
     // Sampled (not cacheable), so the exact cache cannot answer it: the model itself is asked for.
-    const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
+    const sampled = ollama.chat({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'Hello' }],
+      options: { num_predict: 3, temperature: 0.7 },
+    });
     await assert.rejects(sampled, (err: Error & { status_code?: number }) => err.status_code === 404);
-    await assert.rejects(ollama.delete({ model: CHAT_MODEL }), (err: Error & { status_code?: number }) => err.status_code === 404 && /not found/.test(err.message));
-    await assert.rejects(ollama.delete({ model: '../etc' }), (err: Error & { status_code?: number }) => err.status_code === 404, 'a path is no model name');
+    await assert.rejects(
+      ollama.delete({ model: CHAT_MODEL }),
+      (err: Error & { status_code?: number }) => err.status_code === 404 && /not found/.test(err.message),
+    );
+    await assert.rejects(
+      ollama.delete({ model: '../etc' }),
+      (err: Error & { status_code?: number }) => err.status_code === 404,
+      'a path is no model name',
+    );
   });
 
   test('a client that stops reading a pull stops it on the agent; pulling again resumes where it stopped', async () => {
@@ -326,7 +438,15 @@ describe('Ollama model management through the edge', () => {
     stream.abort();
     const db = createClient({ url: edge.sqld.url });
     try {
-      const row = await waitFor('the cancelled pull\'s usage row', async () => (await db.execute(`select status, outcome, error_code from usage where endpoint = 'api.pull' and status = 499`)).rows[0]);
+      const row = await waitFor(
+        "the cancelled pull's usage row",
+        async () =>
+          (
+            await db.execute(
+              `select status, outcome, error_code from usage where endpoint = 'api.pull' and status = 499`,
+            )
+          ).rows[0],
+      );
       assert.equal(row.outcome, 'cancelled', 'the agent confirmed the cancel');
     } finally {
       db.close();
@@ -339,7 +459,11 @@ describe('Ollama model management through the edge', () => {
     const res = await ollama.pull({ model: REPO, stream: false });
     assert.equal(res.status, 'success');
     const weights = chatFiles.find((f) => f.path === 'onnx/model.onnx')!;
-    assert.deepEqual(hub.requests.filter((r) => r.path === `/cdn/${weights.sha256}`).map((r) => r.range), [`bytes=${partial.size}-`], 'the second pull asked for the rest only');
+    assert.deepEqual(
+      hub.requests.filter((r) => r.path === `/cdn/${weights.sha256}`).map((r) => r.range),
+      [`bytes=${partial.size}-`],
+      'the second pull asked for the rest only',
+    );
     assert.ok((await tags()).includes(`${CHAT_MODEL}:latest`));
   });
 
@@ -353,7 +477,9 @@ describe('Ollama model management through the edge', () => {
     const appeared = performance.now();
     await rename(staging, path.join(modelsDir, EMBED_MODEL));
     await waitFor('the new folder in /api/tags', async () => (await tags()).includes(`${EMBED_MODEL}:latest`));
-    console.log(`a folder moved into the models folder was listed after ${(performance.now() - appeared).toFixed(0)} ms`);
+    console.log(
+      `a folder moved into the models folder was listed after ${(performance.now() - appeared).toFixed(0)} ms`,
+    );
     const embedded = await ollama.embed({ model: EMBED_MODEL, input: 'hello' });
     assert.equal(embedded.embeddings.length, 1, 'and it serves');
 
@@ -363,7 +489,10 @@ describe('Ollama model management through the edge', () => {
       })(),
       /the hub answered 401 \(Repository not found\)/,
     );
-    await assert.rejects(ollama.pull({ model: 'test-org/missing', stream: false }), (err: Error & { status_code?: number }) => err.status_code === 404);
+    await assert.rejects(
+      ollama.pull({ model: 'test-org/missing', stream: false }),
+      (err: Error & { status_code?: number }) => err.status_code === 404,
+    );
   });
 
   test("/api/tags' digest follows any file of a model folder, added or edited, without a restart", async () => {
@@ -373,7 +502,9 @@ describe('Ollama model management through the edge', () => {
     // Not the weights: a small file beside them, added and then rewritten in place with the same size.
     const file = path.join(modelsDir, EMBED_MODEL, 'README.md');
     await writeFile(file, 'first\n');
-    const added = await waitFor('the digest to change after a file was added', async () => ((await digest()) !== before ? await digest() : undefined));
+    const added = await waitFor('the digest to change after a file was added', async () =>
+      (await digest()) !== before ? await digest() : undefined,
+    );
     await writeFile(file, 'again\n');
     await waitFor('the digest to change after a file was edited', async () => (await digest()) !== added);
   });
@@ -394,8 +525,16 @@ describe('Ollama model management through the edge', () => {
     assert.equal(hit.status, 200, 'the relay answers what it holds while its agents are away');
     assert.equal(hit.headers.get('x-npu-relay-cache'), 'HIT');
     assert.equal(((await hit.json()) as { done: boolean }).done, true);
-    const sampled = ollama.chat({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Hello' }], options: { num_predict: 3, temperature: 0.7 } });
-    await assert.rejects(sampled, (err: Error & { status_code?: number }) => err.status_code === 503, 'what needs a model is refused: no agent');
+    const sampled = ollama.chat({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'Hello' }],
+      options: { num_predict: 3, temperature: 0.7 },
+    });
+    await assert.rejects(
+      sampled,
+      (err: Error & { status_code?: number }) => err.status_code === 503,
+      'what needs a model is refused: no agent',
+    );
   });
 });
 
@@ -411,7 +550,17 @@ describe('a pull with two agents', () => {
     for (const agentId of ['left', 'right']) {
       const modelsDir = await mkdtemp(path.join(tmpdir(), `npu-relay-manage-${agentId}-`));
       dirs.push(modelsDir);
-      const runtime = await createAgentRuntime({ edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId, modelsDir, logLevel: 'silent', hub: { endpoint: hub.url } }, createLogger('silent'));
+      const runtime = await createAgentRuntime(
+        {
+          edgeUrl: edge.url.toString(),
+          agentToken: edge.agentToken,
+          agentId,
+          modelsDir,
+          logLevel: 'silent',
+          hub: { endpoint: hub.url },
+        },
+        createLogger('silent'),
+      );
       await runtime.agent.start();
       runtimes.push(runtime);
     }
@@ -428,11 +577,17 @@ describe('a pull with two agents', () => {
   });
 
   const pull = (body: Record<string, unknown>) =>
-    fetch(new URL('/api/pull', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.adminToken}` }, body: JSON.stringify(body) });
+    fetch(new URL('/api/pull', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.adminToken}` },
+      body: JSON.stringify(body),
+    });
   const servedBy = async () => {
     const res = await fetch(new URL('/health', edge.url));
     assert.equal(res.status, 200);
-    return Object.fromEntries(await Promise.all(runtimes.map(async (r) => [r.agent.agentId, r.engine.models().map((m) => m.id)])));
+    return Object.fromEntries(
+      await Promise.all(runtimes.map(async (r) => [r.agent.agentId, r.engine.models().map((m) => m.id)])),
+    );
   };
 
   test('"agent" picks one agent; without it every agent pulls, and the progress lines say which', async () => {
@@ -443,12 +598,22 @@ describe('a pull with two agents', () => {
 
     const unknown = await pull({ model: REPO, agent: 'nobody' });
     assert.equal(unknown.status, 400);
-    assert.match(((await unknown.json()) as { error: string }).error, /no agent 'nobody' is connected \(connected: left, right\)/);
+    assert.match(
+      ((await unknown.json()) as { error: string }).error,
+      /no agent 'nobody' is connected \(connected: left, right\)/,
+    );
 
     const both = await pull({ model: REPO });
-    const lines = (await both.text()).trim().split('\n').map((l) => JSON.parse(l) as { status: string; agent?: string });
+    const lines = (await both.text())
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { status: string; agent?: string });
     assert.deepEqual(lines.at(-1), { status: 'success' });
-    assert.deepEqual(new Set(lines.slice(0, -1).map((l) => l.agent)), new Set(['left', 'right']), 'each line names its agent');
+    assert.deepEqual(
+      new Set(lines.slice(0, -1).map((l) => l.agent)),
+      new Set(['left', 'right']),
+      'each line names its agent',
+    );
     assert.deepEqual(await servedBy(), { left: [CHAT_MODEL], right: [CHAT_MODEL] });
   });
 });
@@ -471,7 +636,9 @@ describe('model management on the OpenVINO engine (FakeGenAI stands in for the n
     const lists: string[][] = [];
     manager.onModelsChanged((models) => lists.push(models.map((m) => m.id)));
     const run = (op: ManageFrame['op']) =>
-      new Promise<AgentFrame>((resolve) => manager.handle({ type: 'manage', id: crypto.randomUUID(), op }, (f) => f.type !== 'progress' && resolve(f)));
+      new Promise<AgentFrame>((resolve) =>
+        manager.handle({ type: 'manage', id: crypto.randomUUID(), op }, (f) => f.type !== 'progress' && resolve(f)),
+      );
 
     const loaded = await run({ action: 'load', model: 'ov-chat' });
     assert.equal(loaded.type === 'managed' && typeof loaded.loadDurationMs, 'number');
@@ -484,7 +651,10 @@ describe('model management on the OpenVINO engine (FakeGenAI stands in for the n
     assert.equal(compiled(), 2, 'a load after an unload builds the pipeline again');
 
     assert.equal((await run({ action: 'copy', source: 'ov-chat', destination: 'ov-alias' })).type, 'managed');
-    assert.deepEqual(engine.models().map((m) => m.id), ['ov-chat', 'ov-alias']);
+    assert.deepEqual(
+      engine.models().map((m) => m.id),
+      ['ov-chat', 'ov-alias'],
+    );
     const removed = await run({ action: 'delete', model: 'ov-chat' });
     assert.equal(removed.type, 'managed');
     assert.deepEqual(engine.models(), [], 'the model and its alias are gone');

@@ -21,7 +21,8 @@ describe('OpenVINO engine: Ollama context and loaded models', () => {
   let irBytes: number;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-context-'));
-    for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'])
+      await writeFile(path.join(dir, file), '');
     await writeFile(path.join(dir, 'openvino_model.xml'), '<net/>');
     await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(1000));
     // What the catalog reads once per model (the pool counts it against the memory budget and reports it).
@@ -32,11 +33,27 @@ describe('OpenVINO engine: Ollama context and loaded models', () => {
   const KEEP_ALIVE_MS = 60_000;
   const engineWith = (fake: FakeGenAI) =>
     new OpenVinoEngine(fake.modules(), {
-      models: [{ id: 'ov', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(undefined), weights: { openvino: irBytes } }],
+      models: [
+        {
+          id: 'ov',
+          kind: 'chat',
+          dir,
+          formats: ['openvino'],
+          contextLength: 4096,
+          traits: traitsOf(undefined),
+          weights: { openvino: irBytes },
+        },
+      ],
       pool: { keepAliveMs: KEEP_ALIVE_MS },
       log: createLogger('silent'),
     });
-  const task = (extra: Partial<ChatTask>): ChatTask => ({ task: 'chat', model: 'ov', messages: [{ role: 'user', content: 'why blue' }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] }, ...extra });
+  const task = (extra: Partial<ChatTask>): ChatTask => ({
+    task: 'chat',
+    model: 'ov',
+    messages: [{ role: 'user', content: 'why blue' }],
+    sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] },
+    ...extra,
+  });
 
   test('the returned context is the prompt and the answer; sent back, it is decoded before the next prompt', async () => {
     const fake = new FakeGenAI();
@@ -51,11 +68,18 @@ describe('OpenVINO engine: Ollama context and loaded models', () => {
     assert.equal(call1?.input, 'user: why blue', 'the prompt goes to GenAI as the rendered template');
     assert.equal(call1?.config.apply_chat_template, false, 'which GenAI must not apply again');
     const context = first.done.context!;
-    assert.equal(context.length, first.done.usage.promptTokens + 3, 'the prompt\'s ids and the answer\'s');
+    assert.equal(context.length, first.done.usage.promptTokens + 3, "the prompt's ids and the answer's");
 
     fake.reply = ['dark'];
-    const second = await runGenerate(engine, task({ messages: [{ role: 'user', content: 'and night' }], context, returnContext: true }));
-    assert.deepEqual(fake.decodeCalls.at(-1), { ids: context, skipSpecialTokens: false }, 'the context is decoded with its special tokens');
+    const second = await runGenerate(
+      engine,
+      task({ messages: [{ role: 'user', content: 'and night' }], context, returnContext: true }),
+    );
+    assert.deepEqual(
+      fake.decodeCalls.at(-1),
+      { ids: context, skipSpecialTokens: false },
+      'the context is decoded with its special tokens',
+    );
     // Decoded text and the new prompt are joined as they are, as Ollama does (the fake's words show the seam).
     const input = fake.generateCalls[1]?.input as string;
     assert.equal(input, 'user: why blue because of lightuser: and night');
@@ -67,11 +91,16 @@ describe('OpenVINO engine: Ollama context and loaded models', () => {
 
     const [loaded] = engine.loaded();
     assert.equal(loaded?.id, 'ov');
-    assert.equal(loaded?.bytes, 1006, 'the IR files\' bytes');
+    assert.equal(loaded?.bytes, 1006, "the IR files' bytes");
     // The model was released when the second answer ended; the pool (as on ONNX Runtime) unloads it a keep-alive later.
     await new Promise((resolve) => setImmediate(resolve));
     const expiresAt = engine.loaded()[0]?.expiresAt;
-    assert.ok(typeof expiresAt === 'number' && expiresAt > Date.now() + KEEP_ALIVE_MS - 10_000 && expiresAt <= Date.now() + KEEP_ALIVE_MS, `expires a keep-alive after its last use, got ${expiresAt}`);
+    assert.ok(
+      typeof expiresAt === 'number' &&
+        expiresAt > Date.now() + KEEP_ALIVE_MS - 10_000 &&
+        expiresAt <= Date.now() + KEEP_ALIVE_MS,
+      `expires a keep-alive after its last use, got ${expiresAt}`,
+    );
     assert.equal(loaded?.device, 'CPU');
     assert.equal(loaded?.contextLength, 4096);
     assert.equal(changes, 1, 'the load was announced');

@@ -30,7 +30,8 @@ try {
   realSkip = (err as Error).message;
 }
 const fixtures = process.env.NPU_RELAY_OPENVINO_MODELS_DIR;
-if (!realSkip && !fixtures) realSkip = `NPU_RELAY_OPENVINO_MODELS_DIR is not set: point it at the IR fixtures (${CHAT}, ${PLAIN})`;
+if (!realSkip && !fixtures)
+  realSkip = `NPU_RELAY_OPENVINO_MODELS_DIR is not set: point it at the IR fixtures (${CHAT}, ${PLAIN})`;
 
 let root: string;
 let edge: TestEdge;
@@ -84,7 +85,9 @@ for (const target of targets) {
           NPU_RELAY_PREFIX_CACHING: prefixCaching,
           NPU_RELAY_LOG_LEVEL: 'silent',
         })!;
-        const runtime = await createAgentRuntime({ ...config, metricsPort: 0 }, createLogger('silent'), { loadOpenVino: async () => target.modules() });
+        const runtime = await createAgentRuntime({ ...config, metricsPort: 0 }, createLogger('silent'), {
+          loadOpenVino: async () => target.modules(),
+        });
         try {
           assert.equal(runtime.engine.name, 'openvino');
           await runtime.agent.start();
@@ -94,19 +97,46 @@ for (const target of targets) {
             ollama: new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${key}` } }),
           }));
           const tag = `${target.name} ${mode}`;
-          const chat = (u: number, content: string) => users[u]!.openai.chat.completions.create({ model: CHAT, messages: [{ role: 'user', content: `${content} (${tag})` }], max_tokens: 4, temperature: 0 });
+          const chat = (u: number, content: string) =>
+            users[u]!.openai.chat.completions.create({
+              model: CHAT,
+              messages: [{ role: 'user', content: `${content} (${tag})` }],
+              max_tokens: 4,
+              temperature: 0,
+            });
 
           // One user: each call throws on anything but a 200.
           await chat(0, 'hello');
-          await users[0]!.openai.completions.create({ model: CHAT, prompt: `once upon a time (${tag})`, max_tokens: 4, temperature: 0 });
-          const g1 = await users[0]!.ollama.generate({ model: CHAT, prompt: `why is the sky blue (${tag})`, stream: false, options: { num_predict: 4, temperature: 0 } });
+          await users[0]!.openai.completions.create({
+            model: CHAT,
+            prompt: `once upon a time (${tag})`,
+            max_tokens: 4,
+            temperature: 0,
+          });
+          const g1 = await users[0]!.ollama.generate({
+            model: CHAT,
+            prompt: `why is the sky blue (${tag})`,
+            stream: false,
+            options: { num_predict: 4, temperature: 0 },
+          });
           assert.ok(g1.context?.length, 'Ollama gets a context back');
-          await users[0]!.ollama.generate({ model: CHAT, prompt: 'and at night?', context: g1.context, stream: false, options: { num_predict: 4, temperature: 0 } });
+          await users[0]!.ollama.generate({
+            model: CHAT,
+            prompt: 'and at night?',
+            context: g1.context,
+            stream: false,
+            options: { num_predict: 4, temperature: 0 },
+          });
           await chat(0, 'hello again');
 
           // Two users, interleaved.
           const a = await chat(0, 'I am the first user');
-          const b = await users[1]!.ollama.generate({ model: CHAT, prompt: `I am the second user (${tag})`, stream: false, options: { num_predict: 4, temperature: 0 } });
+          const b = await users[1]!.ollama.generate({
+            model: CHAT,
+            prompt: `I am the second user (${tag})`,
+            stream: false,
+            options: { num_predict: 4, temperature: 0 },
+          });
           await users[0]!.openai.chat.completions.create({
             model: CHAT,
             messages: [
@@ -118,11 +148,27 @@ for (const target of targets) {
             temperature: 0,
           });
           await chat(1, 'now a chat from the second user');
-          await users[1]!.ollama.generate({ model: CHAT, prompt: 'continue', context: b.context, stream: false, options: { num_predict: 4, temperature: 0 } });
-          await users[0]!.openai.completions.create({ model: CHAT, prompt: `first user's completion (${tag})`, max_tokens: 4, temperature: 0 });
+          await users[1]!.ollama.generate({
+            model: CHAT,
+            prompt: 'continue',
+            context: b.context,
+            stream: false,
+            options: { num_predict: 4, temperature: 0 },
+          });
+          await users[0]!.openai.completions.create({
+            model: CHAT,
+            prompt: `first user's completion (${tag})`,
+            max_tokens: 4,
+            temperature: 0,
+          });
 
           // A model whose IR has no chat template answers a chat.
-          const plain = await users[0]!.openai.chat.completions.create({ model: PLAIN, messages: [{ role: 'user', content: `hi (${tag})` }], max_tokens: 4, temperature: 0 });
+          const plain = await users[0]!.openai.chat.completions.create({
+            model: PLAIN,
+            messages: [{ role: 'user', content: `hi (${tag})` }],
+            max_tokens: 4,
+            temperature: 0,
+          });
           assert.ok(plain.choices[0]);
         } finally {
           await runtime.agent.stop();

@@ -27,7 +27,11 @@ interface Target {
 }
 
 /** The fixture folders under NPU_RELAY_OPENVINO_MODELS_DIR (made by the fixture script of `npm run test:openvino`). */
-const FIXTURES: Record<Kind, string> = { chat: 'tiny-random-llama', plain: 'tiny-random-llama-no-template', embed: 'tiny-bow-embed' };
+const FIXTURES: Record<Kind, string> = {
+  chat: 'tiny-random-llama',
+  plain: 'tiny-random-llama-no-template',
+  embed: 'tiny-bow-embed',
+};
 
 let fakeDir = '';
 const fakeRuntimes = new Map<Kind, FakeOpenVinoRuntime>();
@@ -38,7 +42,11 @@ const fake: Target = {
     let runtime = fakeRuntimes.get(kind);
     if (!runtime) {
       // A Llama tokenizer: BOS `<s>`; the template-less model's IR carries no chat template.
-      runtime = new FakeOpenVinoRuntime({ devices: ['CPU', 'NPU'], bos: '<s>', chatTemplate: kind === 'plain' ? '' : undefined });
+      runtime = new FakeOpenVinoRuntime({
+        devices: ['CPU', 'NPU'],
+        bos: '<s>',
+        chatTemplate: kind === 'plain' ? '' : undefined,
+      });
       runtime.reply = Array.from({ length: 64 }, (_, i) => `w${i} `);
       fakeRuntimes.set(kind, runtime);
     }
@@ -62,7 +70,8 @@ try {
 } catch (err) {
   realSkip = (err as Error).message;
 }
-if (!realSkip && !modelsDir) realSkip = `NPU_RELAY_OPENVINO_MODELS_DIR is not set: point it at the IR fixtures (${Object.values(FIXTURES).join(', ')})`;
+if (!realSkip && !modelsDir)
+  realSkip = `NPU_RELAY_OPENVINO_MODELS_DIR is not set: point it at the IR fixtures (${Object.values(FIXTURES).join(', ')})`;
 const real: Target = {
   name: 'the real runtime',
   skip: realSkip,
@@ -74,14 +83,16 @@ const real: Target = {
 const MODES = { stateful: { ATTENTION_BACKEND: 'SDPA' }, 'continuous batching': {} } as const;
 const LONG = { max_new_tokens: 8, ignore_eos: true, do_sample: false } as GenAI.GenerationConfig;
 const chat = (m: OpenVinoModules, content: string) => new m.genai.ChatHistory([{ role: 'user', content }]);
-const idCount = (t: GenAI.Tokenizer, text: string, add: boolean) => t.encode(text, { add_special_tokens: add }).input_ids.getShape().at(-1);
+const idCount = (t: GenAI.Tokenizer, text: string, add: boolean) =>
+  t.encode(text, { add_special_tokens: add }).input_ids.getShape().at(-1);
 
 for (const target of [fake, real]) {
   describe(`GenAI conformance: ${target.name}`, { skip: target.skip }, () => {
     for (const [mode, properties] of Object.entries(MODES)) {
       describe(mode, () => {
         const stateful = mode === 'stateful';
-        const llm = (kind: Kind = 'chat') => target.modules(kind).genai.LLMPipeline(target.dir(kind), 'CPU', { ...properties });
+        const llm = (kind: Kind = 'chat') =>
+          target.modules(kind).genai.LLMPipeline(target.dir(kind), 'CPU', { ...properties });
 
         test(`input types: ${stateful ? 'after a ChatHistory a string fails until finishChat, and finishChat makes a ChatHistory after a string safe' : 'strings and ChatHistory mix freely'}`, async () => {
           const m = target.modules('chat');
@@ -118,7 +129,10 @@ for (const target of [fake, real]) {
             );
           } else {
             // In a process of its own: the real pipeline may take this one down.
-            const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+            const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+              encoding: 'utf8',
+              timeout: 120_000,
+            });
             outcome = child.status === 0 ? child.stdout.trim() : `crashed (${child.signal ?? child.status})`;
           }
           if (stateful) assert.match(outcome, /^(refused: .*token_idx < seq_len|crashed)/);
@@ -127,7 +141,8 @@ for (const target of [fake, real]) {
 
         test('a chat answers the same whatever another conversation did before it (the remembered history is matched, not trusted)', async () => {
           const m = target.modules('chat');
-          const history = (...turns: string[]) => new m.genai.ChatHistory(turns.map((content, i) => ({ role: i % 2 ? 'assistant' : 'user', content })));
+          const history = (...turns: string[]) =>
+            new m.genai.ChatHistory(turns.map((content, i) => ({ role: i % 2 ? 'assistant' : 'user', content })));
           const config = { max_new_tokens: 6, ignore_eos: true, do_sample: false };
           const pipe = await llm();
           const first = (await pipe.generate(history('tell me about the sea'), config)).texts[0]!;
@@ -145,15 +160,24 @@ for (const target of [fake, real]) {
           const pipe = await llm('plain');
           const tokenizer = pipe.getTokenizer();
           assert.equal(tokenizer.getChatTemplate(), '');
-          assert.throws(() => tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }], true), /Chat template wasn't found/);
-          await assert.rejects(pipe.generate(chat(m, 'hi'), LONG), /Chat template must not be empty when using ChatHistory/);
+          assert.throws(
+            () => tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }], true),
+            /Chat template wasn't found/,
+          );
+          await assert.rejects(
+            pipe.generate(chat(m, 'hi'), LONG),
+            /Chat template must not be empty when using ChatHistory/,
+          );
           if (stateful) await promisify(pipe.pipeline!.finishChat.bind(pipe.pipeline!))();
           await pipe.generate('hi', LONG);
           if (stateful) await promisify(pipe.pipeline!.finishChat.bind(pipe.pipeline!))();
           tokenizer.setChatTemplate("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}");
           assert.notEqual(pipe.getTokenizer().getChatTemplate(), '', 'the pipeline shares its tokenizer');
           await pipe.generate(chat(m, 'hi'), LONG);
-          await assert.rejects(pipe.generate(chat(m, 'hi'), { ...LONG, apply_chat_template: false }), /Chat template must be applied/);
+          await assert.rejects(
+            pipe.generate(chat(m, 'hi'), { ...LONG, apply_chat_template: false }),
+            /Chat template must be applied/,
+          );
         });
 
         test('the text streamer holds tokens back and calls once more at the end; the chunks make the text', async () => {
@@ -166,7 +190,10 @@ for (const target of [fake, real]) {
           assert.equal(result.perfMetrics.getNumGeneratedTokens(), 8);
           assert.equal(result.finishReasons[0], target.modules('chat').genai.GenerationFinishReason.LENGTH);
           assert.ok(chunks.length > 0 && chunks.length < 8, `fewer calls than tokens, got ${chunks.length}`);
-          assert.ok(chunks.every((c) => c.length > 0), 'never an empty chunk');
+          assert.ok(
+            chunks.every((c) => c.length > 0),
+            'never an empty chunk',
+          );
           assert.equal(chunks.join(''), result.texts[0]);
         });
 
@@ -180,10 +207,14 @@ for (const target of [fake, real]) {
           });
           assert.equal(result.finishReasons[0], GenerationFinishReason.STOP);
           assert.ok(result.perfMetrics.getNumGeneratedTokens() < 16);
-          assert.ok(chunks.length >= 1 && chunks.length <= 2, `the STOPped call and at most the final one, got ${chunks.length}`);
+          assert.ok(
+            chunks.length >= 1 && chunks.length <= 2,
+            `the STOPped call and at most the final one, got ${chunks.length}`,
+          );
           // Continuous batching has run a few tokens ahead when the STOP lands: in the text, never streamed.
           if (stateful) assert.equal(chunks.join(''), result.texts[0]);
-          else assert.ok(result.texts[0]?.startsWith(chunks.join('')) && result.texts[0].length > chunks.join('').length);
+          else
+            assert.ok(result.texts[0]?.startsWith(chunks.join('')) && result.texts[0].length > chunks.join('').length);
         });
 
         test('one generation at a time: a second generate while one runs is refused', async () => {
@@ -201,8 +232,15 @@ for (const target of [fake, real]) {
       const bos = tokenizer.getBosToken();
       assert.ok(bos);
       assert.equal(idCount(tokenizer, 'hello there', true), (idCount(tokenizer, 'hello there', false) ?? 0) + 1);
-      assert.equal(idCount(tokenizer, `${bos}hello there`, true), (idCount(tokenizer, 'hello there', true) ?? 0) + 1, 'a BOS in the text is a second one');
-      const ids = Array.from(tokenizer.encode('hello', { add_special_tokens: true }).input_ids.data as ArrayLike<number | bigint>, Number);
+      assert.equal(
+        idCount(tokenizer, `${bos}hello there`, true),
+        (idCount(tokenizer, 'hello there', true) ?? 0) + 1,
+        'a BOS in the text is a second one',
+      );
+      const ids = Array.from(
+        tokenizer.encode('hello', { add_special_tokens: true }).input_ids.data as ArrayLike<number | bigint>,
+        Number,
+      );
       assert.ok(tokenizer.decode(ids, { skip_special_tokens: false }).startsWith(bos));
     });
 
@@ -218,13 +256,24 @@ for (const target of [fake, real]) {
       }
     });
 
-    test('NPU properties: lengths must be integers, the prefill chunk a power of two; a longer prompt than MAX_PROMPT_LEN fails', { skip: target.hasNpu ? undefined : 'no NPU here' }, async () => {
+    test('NPU properties: lengths must be integers, the prefill chunk a power of two; a longer prompt than MAX_PROMPT_LEN fails', {
+      skip: target.hasNpu ? undefined : 'no NPU here',
+    }, async () => {
       const { genai } = target.modules('chat');
       const npu = { MIN_RESPONSE_LEN: 16, NPUW_LLM_PREFILL_CHUNK_SIZE: 16 };
-      await assert.rejects(genai.LLMPipeline(target.dir('chat'), 'NPU', { ...npu, MAX_PROMPT_LEN: 32.5 }), /MAX_PROMPT_LEN/);
-      await assert.rejects(genai.LLMPipeline(target.dir('chat'), 'NPU', { ...npu, MAX_PROMPT_LEN: 32, NPUW_LLM_PREFILL_CHUNK_SIZE: 24 }), /PREFILL_CHUNK_SIZE/);
+      await assert.rejects(
+        genai.LLMPipeline(target.dir('chat'), 'NPU', { ...npu, MAX_PROMPT_LEN: 32.5 }),
+        /MAX_PROMPT_LEN/,
+      );
+      await assert.rejects(
+        genai.LLMPipeline(target.dir('chat'), 'NPU', { ...npu, MAX_PROMPT_LEN: 32, NPUW_LLM_PREFILL_CHUNK_SIZE: 24 }),
+        /PREFILL_CHUNK_SIZE/,
+      );
       const pipe = await genai.LLMPipeline(target.dir('chat'), 'NPU', { ...npu, MAX_PROMPT_LEN: 40 });
-      await assert.rejects(pipe.generate('word '.repeat(60), { ...LONG, apply_chat_template: false }), /may only process prompts or hold chat history up to 40 tokens/);
+      await assert.rejects(
+        pipe.generate('word '.repeat(60), { ...LONG, apply_chat_template: false }),
+        /may only process prompts or hold chat history up to 40 tokens/,
+      );
     });
 
     test('embedding pooling: CLS (0), MEAN (1) and LAST_TOKEN (2) are accepted and differ; vectors are unit length; CACHE_DIR reaches the class, not the factory', async () => {
@@ -235,14 +284,22 @@ for (const target of [fake, real]) {
         const [v] = (await pipe.embedDocuments(['the quick brown fox'])) as Float32Array[];
         // Unit length; a token whose embedding is all zeros (the bag-of-wordpieces fixture's [CLS] and [SEP]) stays zero.
         const norm = v ? Math.hypot(...v) : Number.NaN;
-        assert.ok(Math.abs(norm - 1) < 1e-3 || (pooling_type !== 1 && norm === 0), `pooling ${pooling_type}: norm ${norm}`);
+        assert.ok(
+          Math.abs(norm - 1) < 1e-3 || (pooling_type !== 1 && norm === 0),
+          `pooling ${pooling_type}: norm ${norm}`,
+        );
         if (v) vectors.push(v);
       }
       assert.notDeepEqual(vectors[0], vectors[1]);
       assert.notDeepEqual(vectors[1], vectors[2]);
       const cache = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-cache-'));
       try {
-        await (m.genai.TextEmbeddingPipeline as unknown as (...a: unknown[]) => Promise<unknown>)(target.dir('embed'), 'CPU', {}, { CACHE_DIR: cache });
+        await (m.genai.TextEmbeddingPipeline as unknown as (...a: unknown[]) => Promise<unknown>)(
+          target.dir('embed'),
+          'CPU',
+          {},
+          { CACHE_DIR: cache },
+        );
         assert.deepEqual(await readdir(cache), [], 'the factory drops OpenVINO properties');
         const pipe = new m.TextEmbeddingPipeline(target.dir('embed'), 'CPU', {}, { CACHE_DIR: cache });
         await pipe.init();

@@ -18,21 +18,37 @@ import { FakeGenAI } from './support/fake-openvino.ts';
 
 // The traits of a Qwen-style template (the catalog reads them from the model's files): it renders `tools` itself and
 // honours enable_thinking.
-const QWEN_LIKE = "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
-const WEATHER = { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+const QWEN_LIKE =
+  "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
+const WEATHER = {
+  name: 'get_weather',
+  description: 'Weather for a city',
+  parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+};
 
 describe('OpenVINO countTokens at the GenAI boundary (fake GenAI)', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-count-'));
-    for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of [
+      'openvino_model.xml',
+      'openvino_model.bin',
+      'openvino_tokenizer.xml',
+      'openvino_detokenizer.xml',
+    ])
+      await writeFile(path.join(dir, file), '');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   test('renders through the same template call as generate, with tools and variables, and generates nothing', async () => {
     const fake = new FakeGenAI();
     fake.reply = ['hello'];
-    const engine = new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) }], log: createLogger('silent') });
+    const engine = new OpenVinoEngine(fake.modules(), {
+      models: [
+        { id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) },
+      ],
+      log: createLogger('silent'),
+    });
     try {
       const prompt = {
         model: 'qwen-like',
@@ -57,7 +73,10 @@ describe('OpenVINO countTokens at the GenAI boundary (fake GenAI)', () => {
       assert.deepEqual(forCount.tools, [{ type: 'function', function: WEATHER }], 'the tools reach the template');
       assert.deepEqual(forCount.extraContext, { enable_thinking: false }, 'the think switch reaches the template');
       const messages = (c: typeof forCount) => (Array.isArray(c.history) ? c.history : c.history.getMessages());
-      assert.deepEqual([messages(forCount), forCount.addGenerationPrompt, forCount.tools, forCount.extraContext], [messages(forGenerate), forGenerate.addGenerationPrompt, forGenerate.tools, forGenerate.extraContext]);
+      assert.deepEqual(
+        [messages(forCount), forCount.addGenerationPrompt, forCount.tools, forCount.extraContext],
+        [messages(forGenerate), forGenerate.addGenerationPrompt, forGenerate.tools, forGenerate.extraContext],
+      );
       const aborted = new AbortController();
       aborted.abort();
       await assert.rejects(engine.countTokens(count, aborted.signal));

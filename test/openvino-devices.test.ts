@@ -26,7 +26,13 @@ function recordingLogger() {
 
 async function select(runtime: FakeOpenVinoRuntime, choice?: DeviceChoice) {
   const { log, lines } = recordingLogger();
-  const result = await selectDevice({ available: runtime.getAvailableDevices(), choice, what: "model 'tiny'", compile: runtime.compile, log });
+  const result = await selectDevice({
+    available: runtime.getAvailableDevices(),
+    choice,
+    what: "model 'tiny'",
+    compile: runtime.compile,
+    log,
+  });
   return { ...result, lines };
 }
 
@@ -40,7 +46,10 @@ describe('OpenVINO device selection', () => {
     assert.equal(device, 'NPU');
     assert.deepEqual(compiled, { device: 'NPU' });
     assert.deepEqual(runtime.attempts, ['NPU']);
-    assert.deepEqual(lines.map((l) => [l.level, l.msg]), [[INFO, "model 'tiny' runs on NPU"]]);
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg]),
+      [[INFO, "model 'tiny' runs on NPU"]],
+    );
   });
 
   test('falls through NPU → GPU → CPU, logging each failure with its reason', async () => {
@@ -51,26 +60,41 @@ describe('OpenVINO device selection', () => {
     const { device, lines } = await select(runtime);
     assert.equal(device, 'CPU');
     assert.deepEqual(runtime.attempts, ['NPU', 'GPU', 'CPU']);
-    assert.deepEqual(lines.map((l) => [l.level, l.msg]), [
-      [WARN, "could not compile model 'tiny' for NPU: NPU driver 1.2 is older than the 1.10 this compiler needs; trying GPU"],
-      [WARN, "could not compile model 'tiny' for GPU: CL_OUT_OF_RESOURCES; trying CPU"],
-      [INFO, "model 'tiny' runs on CPU (after NPU, GPU failed)"],
-    ]);
-    assert.deepEqual(lines.slice(0, 2).map((l) => [l.device, l.reason]), [
-      ['NPU', 'NPU driver 1.2 is older than the 1.10 this compiler needs'],
-      ['GPU', 'CL_OUT_OF_RESOURCES'],
-    ]);
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg]),
+      [
+        [
+          WARN,
+          "could not compile model 'tiny' for NPU: NPU driver 1.2 is older than the 1.10 this compiler needs; trying GPU",
+        ],
+        [WARN, "could not compile model 'tiny' for GPU: CL_OUT_OF_RESOURCES; trying CPU"],
+        [INFO, "model 'tiny' runs on CPU (after NPU, GPU failed)"],
+      ],
+    );
+    assert.deepEqual(
+      lines.slice(0, 2).map((l) => [l.device, l.reason]),
+      [
+        ['NPU', 'NPU driver 1.2 is older than the 1.10 this compiler needs'],
+        ['GPU', 'CL_OUT_OF_RESOURCES'],
+      ],
+    );
   });
 
   test('skips devices OpenVINO does not report, and tries numbered GPUs in order', async () => {
-    const runtime = new FakeOpenVinoRuntime({ devices: ['CPU', 'GPU.0', 'GPU.1'], failOn: { 'GPU.0': 'out of memory' } });
+    const runtime = new FakeOpenVinoRuntime({
+      devices: ['CPU', 'GPU.0', 'GPU.1'],
+      failOn: { 'GPU.0': 'out of memory' },
+    });
     const { device } = await select(runtime);
     assert.equal(device, 'GPU.1');
     assert.deepEqual(runtime.attempts, ['GPU.0', 'GPU.1']);
   });
 
   test('when every device fails, the error lists each one with its reason', async () => {
-    const runtime = new FakeOpenVinoRuntime({ devices: ['CPU', 'NPU'], failOn: { NPU: 'unsupported op', CPU: 'bad IR' } });
+    const runtime = new FakeOpenVinoRuntime({
+      devices: ['CPU', 'NPU'],
+      failOn: { NPU: 'unsupported op', CPU: 'bad IR' },
+    });
     await assert.rejects(select(runtime), (err: unknown) => {
       assert.ok(err instanceof AgentError);
       assert.equal(err.code, 'engine_error');
@@ -86,7 +110,8 @@ describe('OpenVINO device selection', () => {
 
     const failing = new FakeOpenVinoRuntime({ devices: ['CPU', 'GPU', 'NPU'], failOn: { GPU: 'CL_OUT_OF_RESOURCES' } });
     await assert.rejects(select(failing, 'GPU'), {
-      message: "could not compile model 'tiny' for any device (NPU_RELAY_DEVICE=GPU allows no other device; unset it to fall back): GPU: CL_OUT_OF_RESOURCES",
+      message:
+        "could not compile model 'tiny' for any device (NPU_RELAY_DEVICE=GPU allows no other device; unset it to fall back): GPU: CL_OUT_OF_RESOURCES",
     });
     assert.deepEqual(failing.attempts, ['GPU']);
   });
@@ -94,7 +119,8 @@ describe('OpenVINO device selection', () => {
   test('a pinned device OpenVINO does not see is an error naming what it does see', async () => {
     const runtime = new FakeOpenVinoRuntime({ devices: ['CPU', 'GPU'] });
     await assert.rejects(select(runtime, 'NPU'), {
-      message: 'NPU_RELAY_DEVICE is NPU, but OpenVINO sees no NPU device (it sees: CPU, GPU); install the NPU driver, or unset NPU_RELAY_DEVICE to use the best device found',
+      message:
+        'NPU_RELAY_DEVICE is NPU, but OpenVINO sees no NPU device (it sees: CPU, GPU); install the NPU driver, or unset NPU_RELAY_DEVICE to use the best device found',
     });
     assert.deepEqual(runtime.attempts, []);
   });
@@ -111,10 +137,13 @@ describe('OpenVINO device selection', () => {
     assert.equal(parseDeviceChoice(''), undefined);
     assert.equal(parseDeviceChoice('npu'), 'NPU');
     assert.equal(parseDeviceChoice('AUTO'), 'AUTO');
-    assert.throws(() => parseDeviceChoice('XPU'), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.equal(err.message, "NPU_RELAY_DEVICE must be one of NPU, GPU, CPU, AUTO, got 'XPU'");
-      return true;
-    });
+    assert.throws(
+      () => parseDeviceChoice('XPU'),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.message, "NPU_RELAY_DEVICE must be one of NPU, GPU, CPU, AUTO, got 'XPU'");
+        return true;
+      },
+    );
   });
 });

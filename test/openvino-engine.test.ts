@@ -45,40 +45,76 @@ try {
   skip = (err as Error).message;
 }
 if (!skip) {
-  models = (await scanModels(modelsDir).catch(() => ({ entries: [] as CatalogEntry[] }))).entries.filter((m) => m.formats.includes('openvino'));
-  if (!models.some((m) => m.id === CHAT_MODEL)) skip = `${modelsDir} has no ${CHAT_MODEL}/ with openvino_model.xml: \`npm run test:openvino\` makes it (test/fixtures/openvino/make-models.py)`;
+  models = (await scanModels(modelsDir).catch(() => ({ entries: [] as CatalogEntry[] }))).entries.filter((m) =>
+    m.formats.includes('openvino'),
+  );
+  if (!models.some((m) => m.id === CHAT_MODEL))
+    skip = `${modelsDir} has no ${CHAT_MODEL}/ with openvino_model.xml: \`npm run test:openvino\` makes it (test/fixtures/openvino/make-models.py)`;
 }
 skip = realRuntimeSkip([skip]);
 
 const create = async (npu = {}) =>
-  new OpenVinoEngine(modules!, { models, device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), npu, ...modeOptions(mode), log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') });
+  new OpenVinoEngine(modules!, {
+    models,
+    device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE),
+    npu,
+    ...modeOptions(mode),
+    log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
+  });
 
-engineContract({ name: `openvino (${mode} pipeline)`, create, chatModel: CHAT_MODEL, embedModel: models.some((m) => m.id === EMBED_MODEL) ? EMBED_MODEL : undefined, skip });
+engineContract({
+  name: `openvino (${mode} pipeline)`,
+  create,
+  chatModel: CHAT_MODEL,
+  embedModel: models.some((m) => m.id === EMBED_MODEL) ? EMBED_MODEL : undefined,
+  skip,
+});
 
 // The model lifecycle on the real engine: a folder whose IR is not one is the model that fails to load.
 let broken: CatalogEntry | undefined;
 if (!skip && models.some((m) => m.id === EMBED_MODEL)) {
   const brokenDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-broken-'));
-  for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(brokenDir, file), 'not an IR');
-  broken = { id: 'broken-ir', kind: 'chat', dir: brokenDir, formats: ['openvino'], traits: traitsOf(undefined), weights: { openvino: 18 } };
+  for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml'])
+    await writeFile(path.join(brokenDir, file), 'not an IR');
+  broken = {
+    id: 'broken-ir',
+    kind: 'chat',
+    dir: brokenDir,
+    formats: ['openvino'],
+    traits: traitsOf(undefined),
+    weights: { openvino: 18 },
+  };
   after(() => rm(brokenDir, { recursive: true, force: true }));
 }
 lifecycleContract({
   name: 'openvino',
   create: async (pool) =>
-    new OpenVinoEngine(modules!, { models: [...models, broken!], device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE), pool, ...modeOptions(mode), log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent') }),
+    new OpenVinoEngine(modules!, {
+      models: [...models, broken!],
+      device: parseDeviceChoice(process.env.NPU_RELAY_DEVICE),
+      pool,
+      ...modeOptions(mode),
+      log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
+    }),
   chatModel: CHAT_MODEL,
   embedModel: EMBED_MODEL,
   brokenModel: 'broken-ir',
   weightBytes: (id) => models.find((m) => m.id === id)?.weights?.openvino ?? 0,
-  skip: skip ?? (broken ? undefined : `${modelsDir} has no ${EMBED_MODEL}/ in OpenVINO IR, which the memory-budget test needs`),
+  skip:
+    skip ??
+    (broken ? undefined : `${modelsDir} has no ${EMBED_MODEL}/ in OpenVINO IR, which the memory-budget test needs`),
 });
 
 describe('OpenVINO engine', () => {
   test('reports the device a model loaded on, and advertises the NPU prompt limit there', { skip }, async () => {
     const engine = await create({ maxPromptLen: 256 });
     try {
-      const { done } = await runGenerate(engine, { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+      const { done } = await runGenerate(engine, {
+        task: 'chat',
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'hi' }],
+        sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] },
+      });
       const info = engine.models().find((m) => m.id === CHAT_MODEL)!;
       assert.equal(info.device, done.device);
       if (done.device === 'NPU') assert.equal(info.maxPromptTokens, Math.min(256, info.contextLength ?? Infinity));
@@ -89,12 +125,24 @@ describe('OpenVINO engine', () => {
   });
 
   test('a prompt longer than the NPU accepts is refused before generating', { skip }, async (t) => {
-    const engine = await create({ maxPromptLen: 16, minResponseLen: NPU_DEFAULTS.minResponseLen, prefillChunkSize: 16 });
-    const task = (content: string) => ({ task: 'chat' as const, model: CHAT_MODEL, messages: [{ role: 'user' as const, content }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+    const engine = await create({
+      maxPromptLen: 16,
+      minResponseLen: NPU_DEFAULTS.minResponseLen,
+      prefillChunkSize: 16,
+    });
+    const task = (content: string) => ({
+      task: 'chat' as const,
+      model: CHAT_MODEL,
+      messages: [{ role: 'user' as const, content }],
+      sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] },
+    });
     try {
       const { done } = await runGenerate(engine, task('hi'));
       if (done.device !== 'NPU') return t.skip(`the model runs on ${done.device} here, not on an NPU`);
-      await assert.rejects(runGenerate(engine, task('word '.repeat(200))), { code: 'invalid_request', message: /accepts at most 16 on the NPU \(MAX_PROMPT_LEN/ });
+      await assert.rejects(runGenerate(engine, task('word '.repeat(200))), {
+        code: 'invalid_request',
+        message: /accepts at most 16 on the NPU \(MAX_PROMPT_LEN/,
+      });
     } finally {
       await engine.close();
     }
@@ -110,17 +158,33 @@ describe('OpenVINO engine', () => {
 describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   // The traits of a Qwen-style template (the catalog reads them from the model's files): it renders `tools` itself,
   // writes hermes calls, and honours enable_thinking (no think markers, so no reasoning block before the calls).
-  const QWEN_LIKE = "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
-  const WEATHER = { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+  const QWEN_LIKE =
+    "{%- if tools %}<tools>{{ tools | tojson }}</tools>{%- endif %}{{ '<tool_call>' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '' }}{%- endif %}";
+  const WEATHER = {
+    name: 'get_weather',
+    description: 'Weather for a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  };
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
-    for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml']) await writeFile(path.join(dir, file), '');
+    for (const file of [
+      'openvino_model.xml',
+      'openvino_model.bin',
+      'openvino_tokenizer.xml',
+      'openvino_detokenizer.xml',
+    ])
+      await writeFile(path.join(dir, file), '');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
   const engineWith = (fake: FakeGenAI) =>
-    new OpenVinoEngine(fake.modules(), { models: [{ id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) }], log: createLogger('silent') });
+    new OpenVinoEngine(fake.modules(), {
+      models: [
+        { id: 'qwen-like', kind: 'chat', dir, formats: ['openvino'], contextLength: 4096, traits: traitsOf(QWEN_LIKE) },
+      ],
+      log: createLogger('silent'),
+    });
   const chat = (extra: Partial<ChatTask>): ChatTask => ({
     task: 'chat',
     model: 'qwen-like',
@@ -143,13 +207,19 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     assert.equal(call.config.apply_chat_template, true);
 
     const config = call.config.structured_output_config;
-    assert.ok(config instanceof genaiUtils.StructuredOutputConfig, 'built with GenAI\'s StructuredOutputConfig');
+    assert.ok(config instanceof genaiUtils.StructuredOutputConfig, "built with GenAI's StructuredOutputConfig");
     const { StructuredOutputConfig: S } = genaiUtils;
     assert.deepEqual(
       config.structural_tags_config,
       S.TagsWithSeparator({
         // The arguments as compact, strict JSON (node/grammar/compact-json.ts), the same grammar ONNX Runtime runs.
-        tags: [S.Tag({ begin: '<tool_call>\n{"name": "get_weather", "arguments": ', content: S.EBNF(await compactGrammar(WEATHER.parameters)), end: '}\n</tool_call>' })],
+        tags: [
+          S.Tag({
+            begin: '<tool_call>\n{"name": "get_weather", "arguments": ',
+            content: S.EBNF(await compactGrammar(WEATHER.parameters)),
+            end: '}\n</tool_call>',
+          }),
+        ],
         separator: '\n',
         atLeastOne: true,
         stopAfterFirst: true,
@@ -161,7 +231,10 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     assert.equal(counted?.addGenerationPrompt, true);
     assert.deepEqual(counted?.tools, [{ type: 'function', function: WEATHER }]);
 
-    const args = deltas.flatMap((d) => d.toolCalls ?? []).map((c) => c.arguments ?? '').join('');
+    const args = deltas
+      .flatMap((d) => d.toolCalls ?? [])
+      .map((c) => c.arguments ?? '')
+      .join('');
     assert.deepEqual(JSON.parse(args), { city: 'Paris' });
     assert.equal(deltas.flatMap((d) => d.toolCalls ?? []).find((c) => c.name)?.name, 'get_weather');
     assert.equal(done.finishReason, 'tool_calls');
@@ -177,8 +250,15 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     const [call] = fake.generateCalls;
     assert.deepEqual((call!.input as GenAI.ChatHistory).getExtraContext(), { enable_thinking: false });
     assert.deepEqual(fake.templateCalls[0]?.extraContext, { enable_thinking: false });
-    assert.deepEqual(call!.config.structured_output_config?.structural_tags_config, genaiUtils.StructuredOutputConfig.EBNF(await compactGrammar(schema)));
-    assert.match(await compactGrammar(schema), /^root ::= "\{" "" \(\("\\"ok\\"" ":" /m, 'one line, no whitespace at all');
+    assert.deepEqual(
+      call!.config.structured_output_config?.structural_tags_config,
+      genaiUtils.StructuredOutputConfig.EBNF(await compactGrammar(schema)),
+    );
+    assert.match(
+      await compactGrammar(schema),
+      /^root ::= "\{" "" \(\("\\"ok\\"" ":" /m,
+      'one line, no whitespace at all',
+    );
     assert.equal(text, '{"ok": true}');
     await engine.close();
   });
@@ -187,11 +267,14 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
     const fake = new FakeGenAI();
     const engine = engineWith(fake);
     const schema = { type: 'object', properties: { a: { type: 'string', pattern: '(unclosed' } } };
-    await assert.rejects(runGenerate(engine, chat({ responseFormat: { type: 'json_schema', schema } })), (err: unknown) => {
-      assert.equal((err as AgentError).code, 'invalid_request');
-      assert.match((err as Error).message, /response_format schema could not be compiled: .*parenthesis/i);
-      return true;
-    });
+    await assert.rejects(
+      runGenerate(engine, chat({ responseFormat: { type: 'json_schema', schema } })),
+      (err: unknown) => {
+        assert.equal((err as AgentError).code, 'invalid_request');
+        assert.match((err as Error).message, /response_format schema could not be compiled: .*parenthesis/i);
+        return true;
+      },
+    );
     assert.equal(fake.generateCalls.length, 0);
     await engine.close();
   });

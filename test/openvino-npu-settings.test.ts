@@ -35,19 +35,31 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-function engineOn(devices: string[], options: Partial<OpenVinoEngineOptions> = {}, failOn: Record<string, string> = {}) {
+function engineOn(
+  devices: string[],
+  options: Partial<OpenVinoEngineOptions> = {},
+  failOn: Record<string, string> = {},
+) {
   const runtime = new FakeOpenVinoRuntime({ devices, failOn });
   runtime.reply = ['fine', ' thanks'];
   const engine = new OpenVinoEngine(runtime.modules(), { models: entries, log: silent(), ...options });
   return { runtime, engine };
 }
 
-const words = (n: number): ChatTask => ({ task: 'chat', model: 'qwen-npu', messages: [{ role: 'user', content: 'word '.repeat(n) }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+const words = (n: number): ChatTask => ({
+  task: 'chat',
+  model: 'qwen-npu',
+  messages: [{ role: 'user', content: 'word '.repeat(n) }],
+  sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] },
+});
 
 describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () => {
   test('on the NPU: the blob cache, prompt and answer lengths, prefill chunk and prefix caching reach LLMPipeline', async () => {
     const cacheDir = path.join(dir, 'cache');
-    const { runtime, engine } = engineOn(['CPU', 'GPU', 'NPU'], { cacheDir, npu: { maxPromptLen: 3000, minResponseLen: 256, prefillChunkSize: 1024 } });
+    const { runtime, engine } = engineOn(['CPU', 'GPU', 'NPU'], {
+      cacheDir,
+      npu: { maxPromptLen: 3000, minResponseLen: 256, prefillChunkSize: 1024 },
+    });
     try {
       await engine.preload('qwen-npu');
       const [built] = runtime.built('llm');
@@ -68,13 +80,18 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
     const { runtime, engine } = engineOn(['CPU', 'NPU']);
     try {
       await engine.preload('qwen-npu');
-      assert.deepEqual(runtime.built('llm')[0]?.properties, { MAX_PROMPT_LEN: 4096, MIN_RESPONSE_LEN: 512, NPUW_LLM_PREFILL_CHUNK_SIZE: 1024, NPUW_LLM_ENABLE_PREFIX_CACHING: 'YES' });
+      assert.deepEqual(runtime.built('llm')[0]?.properties, {
+        MAX_PROMPT_LEN: 4096,
+        MIN_RESPONSE_LEN: 512,
+        NPUW_LLM_PREFILL_CHUNK_SIZE: 1024,
+        NPUW_LLM_ENABLE_PREFIX_CACHING: 'YES',
+      });
     } finally {
       await engine.close();
     }
   });
 
-  test('on the CPU and GPU: the cache, and prefix caching through GenAI\'s paged-attention default (off: the SDPA backend)', async () => {
+  test("on the CPU and GPU: the cache, and prefix caching through GenAI's paged-attention default (off: the SDPA backend)", async () => {
     const cacheDir = path.join(dir, 'cache');
     // The NPU fails to compile this model: it falls back to the GPU, which gets no NPU properties.
     const on = engineOn(['CPU', 'GPU', 'NPU'], { cacheDir }, { NPU: 'unsupported operation' });
@@ -85,8 +102,14 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
       await off.engine.preload('qwen-npu');
       await offNpu.engine.preload('qwen-npu');
       assert.deepEqual(on.runtime.attempts, ['NPU', 'GPU']);
-      assert.deepEqual(on.runtime.built('llm').map((p) => [p.device, p.properties]), [['GPU', { CACHE_DIR: cacheDir }]]);
-      assert.deepEqual(off.runtime.built('llm').map((p) => [p.device, p.properties]), [['CPU', { CACHE_DIR: cacheDir, ATTENTION_BACKEND: 'SDPA' }]]);
+      assert.deepEqual(
+        on.runtime.built('llm').map((p) => [p.device, p.properties]),
+        [['GPU', { CACHE_DIR: cacheDir }]],
+      );
+      assert.deepEqual(
+        off.runtime.built('llm').map((p) => [p.device, p.properties]),
+        [['CPU', { CACHE_DIR: cacheDir, ATTENTION_BACKEND: 'SDPA' }]],
+      );
       assert.equal(offNpu.runtime.built('llm')[0]?.properties.NPUW_LLM_ENABLE_PREFIX_CACHING, 'NO');
     } finally {
       await Promise.all([on.engine.close(), off.engine.close(), offNpu.engine.close()]);
@@ -94,13 +117,20 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
   });
 
   test('the advertised prompt limit is MAX_PROMPT_LEN as given (not rounded to whole chunks), and longer prompts are a 400', async () => {
-    const { runtime, engine } = engineOn(['NPU'], { npu: { maxPromptLen: 1500, prefillChunkSize: 512, minResponseLen: 128 }, capacityOf: () => ({ concurrency: 4, queueLimit: 16 }) });
+    const { runtime, engine } = engineOn(['NPU'], {
+      npu: { maxPromptLen: 1500, prefillChunkSize: 512, minResponseLen: 128 },
+      capacityOf: () => ({ concurrency: 4, queueLimit: 16 }),
+    });
     try {
       const info = engine.models().find((m) => m.id === 'qwen-npu')!;
       // NPUW may compile 3 × 512, but GenAI's stateful pipeline refuses any prompt over the 1500 it was given.
       assert.equal(info.maxPromptTokens, 1500);
       assert.equal(info.device, 'NPU');
-      assert.deepEqual(info.capacity, { concurrency: 1, queueLimit: 16 }, 'one request at a time on its device, whatever the scheduler allows');
+      assert.deepEqual(
+        info.capacity,
+        { concurrency: 1, queueLimit: 16 },
+        'one request at a time on its device, whatever the scheduler allows',
+      );
       // The fake tokenizer counts words; the template adds "user:".
       const { done } = await runGenerate(engine, words(1499));
       assert.equal(done.usage.promptTokens, 1500);
@@ -109,7 +139,10 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
       await assert.rejects(runGenerate(engine, words(1530)), (err: unknown) => {
         assert.ok(err instanceof AgentError);
         assert.equal(err.code, 'invalid_request');
-        assert.equal(err.message, "the prompt is 1531 tokens; 'qwen-npu' accepts at most 1500 on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)");
+        assert.equal(
+          err.message,
+          "the prompt is 1531 tokens; 'qwen-npu' accepts at most 1500 on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)",
+        );
         return true;
       });
       assert.equal(runtime.generateCalls.length, 1, 'the long prompt never reached the pipeline');
@@ -121,18 +154,27 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
   test('an embedding model gets its pooling from the catalog, and static shapes on the NPU', async () => {
     const { runtime, engine } = engineOn(['NPU'], { capacityOf: () => ({ concurrency: 1, queueLimit: 64 }) });
     try {
-      const r = await engine.embed({ task: 'embed', model: 'bge-npu', input: ['a', 'b c'] }, new AbortController().signal);
+      const r = await engine.embed(
+        { task: 'embed', model: 'bge-npu', input: ['a', 'b c'] },
+        new AbortController().signal,
+      );
       assert.equal(r.vectors.length, 2);
       assert.equal(r.device, 'NPU');
       // 1_Pooling/config.json asks for CLS, modules.json for Normalize; the NPU pads to the model's 512 positions.
-      assert.deepEqual(runtime.built('embedding')[0]?.properties, { pooling_type: 0, normalize: true, max_length: 512, pad_to_max_length: true, batch_size: 1 });
+      assert.deepEqual(runtime.built('embedding')[0]?.properties, {
+        pooling_type: 0,
+        normalize: true,
+        max_length: 512,
+        pad_to_max_length: true,
+        batch_size: 1,
+      });
       assert.equal(engine.models().find((m) => m.id === 'bge-npu')?.dimensions, 8);
     } finally {
       await engine.close();
     }
   });
 
-  test('a compile in progress is in the status frame\'s loading, on the device it compiles for, until it ends', async () => {
+  test("a compile in progress is in the status frame's loading, on the device it compiles for, until it ends", async () => {
     const { runtime, engine } = engineOn(['CPU', 'NPU']);
     const agent = new Agent({ edgeUrl: 'http://127.0.0.1:9', agentToken: 't', engine, log: silent() });
     const release = runtime.holdCompiles();
@@ -161,7 +203,10 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
     try {
       const preloading = engine.preload('qwen-npu');
       await new Promise((r) => setTimeout(r, 20));
-      assert.deepEqual(engine.loading().map((l) => [l.model, l.device]), [['qwen-npu', 'GPU']]);
+      assert.deepEqual(
+        engine.loading().map((l) => [l.model, l.device]),
+        [['qwen-npu', 'GPU']],
+      );
       release();
       await preloading;
       assert.equal(engine.loaded()[0]?.device, 'GPU');
@@ -178,14 +223,20 @@ describe('NPU settings at the pipeline constructor (FakeOpenVinoRuntime)', () =>
     assert.equal(defaults.dataDir, path.resolve('.data'));
     assert.equal(defaults.openvinoCacheDir, path.resolve('.data', 'openvino-cache'));
     assert.equal(defaults.prefixCaching, true);
-    const set = agentConfig(['--npu-prefill-chunk', '512'], { ...env, NPU_RELAY_DATA_DIR: '/var/lib/npu-relay', NPU_RELAY_PREFIX_CACHING: 'off', NPU_RELAY_NPU_MAX_PROMPT_LEN: '8192' })!;
+    const set = agentConfig(['--npu-prefill-chunk', '512'], {
+      ...env,
+      NPU_RELAY_DATA_DIR: '/var/lib/npu-relay',
+      NPU_RELAY_PREFIX_CACHING: 'off',
+      NPU_RELAY_NPU_MAX_PROMPT_LEN: '8192',
+    })!;
     assert.equal(set.openvinoCacheDir, '/var/lib/npu-relay/openvino-cache');
     assert.equal(set.prefixCaching, false);
     assert.deepEqual(set.npu, { maxPromptLen: 8192, prefillChunkSize: 512 });
     assert.equal(agentConfig([], { ...env, NPU_RELAY_OPENVINO_CACHE_DIR: 'off' })!.openvinoCacheDir, false);
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_NPU_PREFILL_CHUNK: '1000' }), {
       name: 'ConfigError',
-      message: "--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK must be a power of two such as 256, 512 or 1024, got '1000'",
+      message:
+        "--npu-prefill-chunk / NPU_RELAY_NPU_PREFILL_CHUNK must be a power of two such as 256, 512 or 1024, got '1000'",
     });
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHING: 'maybe' }), ConfigError);
   });
@@ -213,7 +264,10 @@ describe('the documented systemd environment on the OpenVINO engine (FakeOpenVin
 
   test('NPU_RELAY_PRELOAD compiles the model on the NPU at start-up, with the cache under the data folder, and the agent serves it', async () => {
     const env = await documentedEnvironment();
-    assert.ok(env.NPU_RELAY_PRELOAD && env.NPU_RELAY_DATA_DIR && env.NPU_RELAY_MODELS_DIR, 'the documented file sets preload, data and models folders');
+    assert.ok(
+      env.NPU_RELAY_PRELOAD && env.NPU_RELAY_DATA_DIR && env.NPU_RELAY_MODELS_DIR,
+      'the documented file sets preload, data and models folders',
+    );
     const root = await mkdtemp(path.join(dir, 'host-'));
     const modelsDir = path.join(root, env.NPU_RELAY_MODELS_DIR);
     await writeFakeIrModel(path.join(modelsDir, env.NPU_RELAY_PRELOAD), { kind: 'chat', weightBytes: 4096 });
@@ -228,7 +282,9 @@ describe('the documented systemd environment on the OpenVINO engine (FakeOpenVin
     })!;
     const runtime = new FakeOpenVinoRuntime({ devices: ['CPU', 'GPU', 'NPU'] });
     runtime.reply = ['Hello', ' from', ' the', ' NPU'];
-    const agentRuntime = await createAgentRuntime({ ...config, metricsPort: 0 }, silent(), { loadOpenVino: async () => runtime.modules() });
+    const agentRuntime = await createAgentRuntime({ ...config, metricsPort: 0 }, silent(), {
+      loadOpenVino: async () => runtime.modules(),
+    });
     try {
       assert.equal(agentRuntime.engine.name, 'openvino');
       const [built] = runtime.built('llm');
@@ -243,10 +299,16 @@ describe('the documented systemd environment on the OpenVINO engine (FakeOpenVin
       assert.deepEqual(agentRuntime.engine.models()[0]?.capacity, { concurrency: 1, queueLimit: 64 });
 
       await agentRuntime.agent.start();
-      const answer = await edge.openai().chat.completions.create({ model: env.NPU_RELAY_PRELOAD, messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
+      const answer = await edge.openai().chat.completions.create({
+        model: env.NPU_RELAY_PRELOAD,
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 8,
+      });
       assert.equal(answer.choices[0]?.message.content, 'Hello from the NPU');
       assert.equal(runtime.built('llm').length, 1, 'the request used the preloaded pipeline');
-      const devices = (await (await fetch(new URL('/health/devices', agentRuntime.observability!.url))).json()) as { devices: Array<{ name: string; loadedModels: string[] }> };
+      const devices = (await (await fetch(new URL('/health/devices', agentRuntime.observability!.url))).json()) as {
+        devices: Array<{ name: string; loadedModels: string[] }>;
+      };
       assert.deepEqual(devices.devices.find((d) => d.name === 'NPU')?.loadedModels, [env.NPU_RELAY_PRELOAD]);
     } finally {
       await agentRuntime.agent.stop();

@@ -24,8 +24,24 @@ before(async () => {
   await writeFakeIrModel(path.join(dir, 'llama'), { kind: 'chat', weightBytes: 64 });
   await writeFakeIrModel(path.join(dir, 'embed'), { kind: 'embedding', weightBytes: 64 });
   models = [
-    { id: 'llama', kind: 'chat', dir: path.join(dir, 'llama'), formats: ['openvino'], contextLength: 4096, traits: traitsOf(undefined), weights: { openvino: 64 } },
-    { id: 'qwen3-embed', kind: 'embedding', dir: path.join(dir, 'embed'), formats: ['openvino'], embedding: { pooling: 'last_token', normalize: true }, traits: traitsOf(undefined), weights: { openvino: 64 } },
+    {
+      id: 'llama',
+      kind: 'chat',
+      dir: path.join(dir, 'llama'),
+      formats: ['openvino'],
+      contextLength: 4096,
+      traits: traitsOf(undefined),
+      weights: { openvino: 64 },
+    },
+    {
+      id: 'qwen3-embed',
+      kind: 'embedding',
+      dir: path.join(dir, 'embed'),
+      formats: ['openvino'],
+      embedding: { pooling: 'last_token', normalize: true },
+      traits: traitsOf(undefined),
+      weights: { openvino: 64 },
+    },
   ];
 });
 after(() => rm(dir, { recursive: true, force: true }));
@@ -43,13 +59,17 @@ function engineOn(runtime: Partial<FakeRuntimeOptions>, options: Partial<OpenVin
 }
 
 const sampling = { maxTokens: 8, temperature: 0, topP: 1, stop: [] };
-const chatTask = (content: string, earlier: Array<{ role: 'user' | 'assistant'; content: string }> = []): GenerateTask => ({
+const chatTask = (
+  content: string,
+  earlier: Array<{ role: 'user' | 'assistant'; content: string }> = [],
+): GenerateTask => ({
   task: 'chat',
   model: 'llama',
   messages: [...earlier, { role: 'user', content }],
   sampling,
 });
-const completion = (prompt: string, extra: Partial<GenerateTask> = {}): GenerateTask => ({ task: 'complete', model: 'llama', prompt, sampling, ...extra }) as GenerateTask;
+const completion = (prompt: string, extra: Partial<GenerateTask> = {}): GenerateTask =>
+  ({ task: 'complete', model: 'llama', prompt, sampling, ...extra }) as GenerateTask;
 
 describe('OpenVINO engine on the stateful pipeline and its chat mode', () => {
   for (const [mode, runtime, options] of [
@@ -65,10 +85,24 @@ describe('OpenVINO engine on the stateful pipeline and its chat mode', () => {
         // Before the fix GenAI's stateful pipeline failed this: "Chat doesn't support switching between input types".
         const b1 = await runGenerate(engine, completion('once upon a time', { returnContext: true }));
         const b2 = await runGenerate(engine, completion('and then', { context: b1.done.context, returnContext: true }));
-        const a2 = await runGenerate(engine, chatTask('more', [{ role: 'user', content: 'hello' }, { role: 'assistant', content: a1.text }]));
+        const a2 = await runGenerate(
+          engine,
+          chatTask('more', [
+            { role: 'user', content: 'hello' },
+            { role: 'assistant', content: a1.text },
+          ]),
+        );
         const c1 = await runGenerate(engine, chatTask('I am someone else'));
         const b3 = await runGenerate(engine, completion('the end', { context: b2.done.context }));
-        const a3 = await runGenerate(engine, chatTask('last', [{ role: 'user', content: 'hello' }, { role: 'assistant', content: a1.text }, { role: 'user', content: 'more' }, { role: 'assistant', content: a2.text }]));
+        const a3 = await runGenerate(
+          engine,
+          chatTask('last', [
+            { role: 'user', content: 'hello' },
+            { role: 'assistant', content: a1.text },
+            { role: 'user', content: 'more' },
+            { role: 'assistant', content: a2.text },
+          ]),
+        );
         for (const r of [b1, b2, a2, c1, b3, a3]) assert.equal(r.done.finishReason, 'stop');
         assert.equal(fake.generateCalls.length, 7);
         assert.deepEqual(
@@ -100,11 +134,23 @@ describe('OpenVINO engine and the tokenizer', () => {
     try {
       const first = await runGenerate(engine, chatTask('why blue'));
       const withContext = await runGenerate(engine, { ...chatTask('why blue'), returnContext: true } as GenerateTask);
-      const again = await runGenerate(engine, { ...chatTask('and night'), context: withContext.done.context, returnContext: true } as GenerateTask);
+      const again = await runGenerate(engine, {
+        ...chatTask('and night'),
+        context: withContext.done.context,
+        returnContext: true,
+      } as GenerateTask);
       for (const [i, r] of [first, withContext, again].entries()) {
-        assert.equal(r.done.usage.promptTokens, fake.generateCalls[i]?.promptTokens, `request ${i}: counted as GenAI tokenized it`);
+        assert.equal(
+          r.done.usage.promptTokens,
+          fake.generateCalls[i]?.promptTokens,
+          `request ${i}: counted as GenAI tokenized it`,
+        );
       }
-      for (const call of fake.generateCalls.slice(1)) assert.ok(typeof call.input === 'string' && !call.input.startsWith('<s>'), `GenAI adds the BOS itself: ${String(call.input)}`);
+      for (const call of fake.generateCalls.slice(1))
+        assert.ok(
+          typeof call.input === 'string' && !call.input.startsWith('<s>'),
+          `GenAI adds the BOS itself: ${String(call.input)}`,
+        );
       // The context starts with one BOS, as the model read it.
       const bosId = withContext.done.context![0];
       assert.notEqual(withContext.done.context![1], bosId);
@@ -117,11 +163,15 @@ describe('OpenVINO engine and the tokenizer', () => {
 });
 
 describe('OpenVINO engine and the text streamer', () => {
-  test('after a stop sequence the streamer\'s final call (the text it held back) is not part of the answer or its context', async () => {
+  test("after a stop sequence the streamer's final call (the text it held back) is not part of the answer or its context", async () => {
     const { fake, engine } = engineOn({});
     fake.reply = ['a ', 'b ', 'STOP ', 'c ', 'd '];
     try {
-      const { text, done } = await runGenerate(engine, { ...chatTask('go'), sampling: { ...sampling, stop: ['STOP'] }, returnContext: true } as GenerateTask);
+      const { text, done } = await runGenerate(engine, {
+        ...chatTask('go'),
+        sampling: { ...sampling, stop: ['STOP'] },
+        returnContext: true,
+      } as GenerateTask);
       assert.equal(text, 'a b ');
       assert.equal(done.finishReason, 'stop');
       // The context is the prompt and the answer as streamed up to the stop: 'a', 'b', 'STOP' — not 'c d'.
@@ -137,12 +187,18 @@ describe('OpenVINO embedding pipelines and unloading', () => {
     const cacheDir = path.join(dir, 'cache');
     const { fake, engine } = engineOn({}, { cacheDir });
     try {
-      const r = await engine.embed({ task: 'embed', model: 'qwen3-embed', input: ['a b', 'c'] }, new AbortController().signal);
+      const r = await engine.embed(
+        { task: 'embed', model: 'qwen3-embed', input: ['a b', 'c'] },
+        new AbortController().signal,
+      );
       assert.equal(r.vectors.length, 2);
       const [built] = fake.built('embedding');
       assert.equal(built?.properties.pooling_type, 2);
       assert.deepEqual(built?.ovProperties, { CACHE_DIR: cacheDir });
-      assert.ok((await readdir(cacheDir)).some((f) => f.endsWith('.blob')), 'the compiled embedder is cached for the next load');
+      assert.ok(
+        (await readdir(cacheDir)).some((f) => f.endsWith('.blob')),
+        'the compiled embedder is cached for the next load',
+      );
     } finally {
       await engine.close();
     }

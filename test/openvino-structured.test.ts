@@ -20,8 +20,25 @@ describe('constraints as GenAI structural tags', () => {
         {
           type: 'or',
           elements: [
-            { type: 'triggered_tags', triggers: ['<tool_call>'], tags: [{ type: 'tag', begin: '<tool_call>', content: { type: 'json_schema', json_schema: schema }, end: '</tool_call>' }], stop_after_first: true },
-            { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '[', content: { type: 'regex', pattern: '[a-z]+' }, end: ']' }], separator: ',', at_least_one: true },
+            {
+              type: 'triggered_tags',
+              triggers: ['<tool_call>'],
+              tags: [
+                {
+                  type: 'tag',
+                  begin: '<tool_call>',
+                  content: { type: 'json_schema', json_schema: schema },
+                  end: '</tool_call>',
+                },
+              ],
+              stop_after_first: true,
+            },
+            {
+              type: 'tags_with_separator',
+              tags: [{ type: 'tag', begin: '[', content: { type: 'regex', pattern: '[a-z]+' }, end: ']' }],
+              separator: ',',
+              at_least_one: true,
+            },
             { type: 'const_string', value: 'none' },
             { type: 'grammar', grammar: 'root ::= "yes" | "no"' },
           ],
@@ -41,13 +58,27 @@ describe('constraints as GenAI structural tags', () => {
             {
               structuralTagType: 'TriggeredTags',
               triggers: ['<tool_call>'],
-              tags: [{ structuralTagType: 'Tag', begin: '<tool_call>', content: { structuralTagType: 'JSONSchema', value: JSON.stringify(schema) }, end: '</tool_call>' }],
+              tags: [
+                {
+                  structuralTagType: 'Tag',
+                  begin: '<tool_call>',
+                  content: { structuralTagType: 'JSONSchema', value: JSON.stringify(schema) },
+                  end: '</tool_call>',
+                },
+              ],
               atLeastOne: false,
               stopAfterFirst: true,
             },
             {
               structuralTagType: 'TagsWithSeparator',
-              tags: [{ structuralTagType: 'Tag', begin: '[', content: { structuralTagType: 'Regex', value: '[a-z]+' }, end: ']' }],
+              tags: [
+                {
+                  structuralTagType: 'Tag',
+                  begin: '[',
+                  content: { structuralTagType: 'Regex', value: '[a-z]+' },
+                  end: ']',
+                },
+              ],
               separator: ',',
               atLeastOne: true,
               stopAfterFirst: false,
@@ -62,6 +93,9 @@ describe('constraints as GenAI structural tags', () => {
 
   test('a JSON schema travels as JSON text', () => {
     const config = structuredOutputConfig(StructuredOutputConfig, { type: 'json_schema', json_schema: schema });
-    assert.deepEqual(config.structural_tags_config, { structuralTagType: 'JSONSchema', value: '{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}' });
+    assert.deepEqual(config.structural_tags_config, {
+      structuralTagType: 'JSONSchema',
+      value: '{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}',
+    });
   });
 });

@@ -88,7 +88,12 @@ for (const family of FAMILIES) {
 }
 
 describe('response formats and reasoning', () => {
-  const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'], additionalProperties: false };
+  const schema = {
+    type: 'object',
+    properties: { n: { type: 'integer' } },
+    required: ['n'],
+    additionalProperties: false,
+  };
 
   test('json_object and json_schema', async () => {
     const object = planOutput(chat({ responseFormat: { type: 'json_object' } }), TRAITS.qwen25).constraint;
@@ -114,7 +119,10 @@ describe('response formats and reasoning', () => {
 
   test('a thinking model with tools: reasoning, then a call', async () => {
     const c = planOutput(chat({ ...TOOLS, toolChoice: 'required' }), TRAITS.qwen3).constraint;
-    assert.equal(await accepts(c, `<think>Need weather.</think>\n\n${call(TRAITS.qwen3, 'get_weather', '{"city": "Rome"}')}`), true);
+    assert.equal(
+      await accepts(c, `<think>Need weather.</think>\n\n${call(TRAITS.qwen3, 'get_weather', '{"city": "Rome"}')}`),
+      true,
+    );
   });
 
   test('tools on auto with a response format: one call, or an answer in the format', async () => {

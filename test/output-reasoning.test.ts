@@ -19,7 +19,9 @@ let runs = 0;
 after(() => console.log(`reasoning: ${runs} fast-check runs`));
 
 const THINK: ReasoningMarkers = { open: '<think>', close: '</think>', openedByPrompt: false };
-const words = fc.array(fc.constantFrom('so', 'hmm', '<', '</', '</thin', 'think', '>', '\n', ' ', 'é', '42'), { maxLength: 15 }).map((w) => w.join(''));
+const words = fc
+  .array(fc.constantFrom('so', 'hmm', '<', '</', '</thin', 'think', '>', '\n', ' ', 'é', '42'), { maxLength: 15 })
+  .map((w) => w.join(''));
 
 function split(markers: ReasoningMarkers, pieces: readonly string[]) {
   const s = new ReasoningSplitter(markers);
@@ -35,54 +37,82 @@ function split(markers: ReasoningMarkers, pieces: readonly string[]) {
 describe('ReasoningSplitter', () => {
   test('a think block and an answer, in random pieces', () => {
     fc.assert(
-      fc.property(words.filter((w) => !w.includes('</think>')), words, cuts, (thought, answer, at) => {
-        runs++;
-        const got = split(THINK, splitAt(`\n<think>${thought}</think>\n\n${answer}`, at));
-        assert.equal(got.reasoning, thought);
-        assert.equal(got.text, answer.trimStart());
-      }),
+      fc.property(
+        words.filter((w) => !w.includes('</think>')),
+        words,
+        cuts,
+        (thought, answer, at) => {
+          runs++;
+          const got = split(THINK, splitAt(`\n<think>${thought}</think>\n\n${answer}`, at));
+          assert.equal(got.reasoning, thought);
+          assert.equal(got.text, answer.trimStart());
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 
   test('opened by the prompt: the output starts inside the block', () => {
     fc.assert(
-      fc.property(words.filter((w) => !w.includes('</think>')), words, cuts, (thought, answer, at) => {
-        runs++;
-        const got = split({ ...THINK, openedByPrompt: true }, splitAt(`${thought}</think>\n\n${answer}`, at));
-        assert.equal(got.reasoning, thought);
-        assert.equal(got.text, answer.trimStart());
-      }),
+      fc.property(
+        words.filter((w) => !w.includes('</think>')),
+        words,
+        cuts,
+        (thought, answer, at) => {
+          runs++;
+          const got = split({ ...THINK, openedByPrompt: true }, splitAt(`${thought}</think>\n\n${answer}`, at));
+          assert.equal(got.reasoning, thought);
+          assert.equal(got.text, answer.trimStart());
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 
   test('a block that never closes was all reasoning (a truncated think)', () => {
     fc.assert(
-      fc.property(words.filter((w) => !w.includes('</think>')), cuts, (thought, at) => {
-        runs++;
-        assert.deepEqual(split(THINK, splitAt(`<think>${thought}`, at)), { reasoning: thought, text: '' });
-      }),
+      fc.property(
+        words.filter((w) => !w.includes('</think>')),
+        cuts,
+        (thought, at) => {
+          runs++;
+          assert.deepEqual(split(THINK, splitAt(`<think>${thought}`, at)), { reasoning: thought, text: '' });
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 
   test('no block: everything is answer, even a <think> later on', () => {
     fc.assert(
-      fc.property(words.filter((w) => w.trim() !== '' && !w.trimStart().startsWith('<')), cuts, (answer, at) => {
-        runs++;
-        const text = `${answer} <think>x</think>`;
-        assert.deepEqual(split(THINK, splitAt(text, at)), { reasoning: '', text });
-      }),
+      fc.property(
+        words.filter((w) => w.trim() !== '' && !w.trimStart().startsWith('<')),
+        cuts,
+        (answer, at) => {
+          runs++;
+          const text = `${answer} <think>x</think>`;
+          assert.deepEqual(split(THINK, splitAt(text, at)), { reasoning: '', text });
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 });
 
 const QWEN3: OutputTraits = { toolFormat: 'hermes', templateTools: true, reasoning: THINK, thinkingSwitch: true };
-const plan = (p: Partial<OutputPlan>): OutputPlan => ({ traits: QWEN3, templateContext: {}, parseTools: true, parseReasoning: true, ...p });
+const plan = (p: Partial<OutputPlan>): OutputPlan => ({
+  traits: QWEN3,
+  templateContext: {},
+  parseTools: true,
+  parseReasoning: true,
+  ...p,
+});
 
-async function run(p: OutputPlan, deltas: Array<[string, number]>, finishReason: GenerationDone['finishReason'] = 'stop') {
+async function run(
+  p: OutputPlan,
+  deltas: Array<[string, number]>,
+  finishReason: GenerationDone['finishReason'] = 'stop',
+) {
   const completionTokens = deltas.reduce((n, [, t]) => n + t, 0);
   async function* engine(): AsyncIterable<GenerationEvent> {
     for (const [text, tokens] of deltas) yield { type: 'delta', text, tokens };
@@ -124,7 +154,10 @@ describe('structured()', () => {
     assert.equal(got.done.finishReason, 'tool_calls');
     assert.equal(got.reasoning, '\nThe user wants weather.\n');
     assert.equal(got.text, '');
-    assert.deepEqual(got.calls.map((c) => [c.name, JSON.parse(c.arguments)]), [['get_weather', { city: 'Paris' }]]);
+    assert.deepEqual(
+      got.calls.map((c) => [c.name, JSON.parse(c.arguments)]),
+      [['get_weather', { city: 'Paris' }]],
+    );
   });
 
   test('a call cut short by the length limit keeps finish reason length', async () => {
@@ -134,21 +167,42 @@ describe('structured()', () => {
   });
 
   test('a thinking model that answers in text: stop, the answer apart from the reasoning', async () => {
-    const got = await run(plan({}), [['<think>', 1], ['ok', 1], ['</think>', 1], ['\n\nHello', 2], [' there', 1]]);
-    assert.deepEqual([got.done.finishReason, got.done.usage.reasoningTokens, got.text, got.reasoning], ['stop', 3, 'Hello there', 'ok']);
+    const got = await run(plan({}), [
+      ['<think>', 1],
+      ['ok', 1],
+      ['</think>', 1],
+      ['\n\nHello', 2],
+      [' there', 1],
+    ]);
+    assert.deepEqual(
+      [got.done.finishReason, got.done.usage.reasoningTokens, got.text, got.reasoning],
+      ['stop', 3, 'Hello there', 'ok'],
+    );
   });
 
   test('a model without reasoning that answers in text, with tools offered: the text as is, stop', async () => {
     const traits: OutputTraits = { toolFormat: 'llama3-json', templateTools: true, thinkingSwitch: false };
-    const got = await run(plan({ traits, parseReasoning: false }), [['It is', 2], [' {sunny} ', 3], ['today.', 1]]);
-    assert.deepEqual([got.text, got.calls, got.done.finishReason, got.done.usage.reasoningTokens, got.tokens], ['It is {sunny} today.', [], 'stop', undefined, 6]);
+    const got = await run(plan({ traits, parseReasoning: false }), [
+      ['It is', 2],
+      [' {sunny} ', 3],
+      ['today.', 1],
+    ]);
+    assert.deepEqual(
+      [got.text, got.calls, got.done.finishReason, got.done.usage.reasoningTokens, got.tokens],
+      ['It is {sunny} today.', [], 'stop', undefined, 6],
+    );
   });
 
   test("the planner's generic layout is read back in hermes, whatever the model's own format", async () => {
     const traits: OutputTraits = { toolFormat: 'mistral', templateTools: false, thinkingSwitch: false };
     const p = planOutput(chat({ tools: [WEATHER] }), traits);
-    const got = await run(p, [['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>', 12]]);
-    assert.deepEqual(got.calls.map((c) => [c.name, c.arguments]), [['get_weather', '{"city": "Oslo"}']]);
+    const got = await run(p, [
+      ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>', 12],
+    ]);
+    assert.deepEqual(
+      got.calls.map((c) => [c.name, c.arguments]),
+      [['get_weather', '{"city": "Oslo"}']],
+    );
     assert.equal(got.done.finishReason, 'tool_calls');
   });
 
@@ -166,7 +220,10 @@ describe('structured()', () => {
   });
 
   test('a plan that reads nothing passes the events through unchanged', async () => {
-    const got = await run(plan({ parseTools: false, parseReasoning: false }), [['<think>a</think>', 4], ['<tool_call>', 1]]);
+    const got = await run(plan({ parseTools: false, parseReasoning: false }), [
+      ['<think>a</think>', 4],
+      ['<tool_call>', 1],
+    ]);
     assert.equal(got.text, '<think>a</think><tool_call>');
     assert.equal(got.done.usage.reasoningTokens, undefined);
   });
@@ -177,7 +234,10 @@ describe('structured()', () => {
       fc.asyncProperty(cuts, async (at) => {
         runs++;
         const pieces = splitAt(raw, at);
-        const got = await run(plan({}), pieces.map((p, i) => [p, i % 3]));
+        const got = await run(
+          plan({}),
+          pieces.map((p, i) => [p, i % 3]),
+        );
         assert.equal(got.tokens, got.completionTokens);
         assert.equal(got.done.finishReason, 'tool_calls');
         assert.ok((got.done.usage.reasoningTokens ?? 0) <= got.completionTokens);

@@ -22,9 +22,11 @@ interface Wanted {
 
 /** Each family's calls as its documentation shows them (written here, independently of the grammars). */
 const DOCUMENTED: Record<ToolFormatName, (calls: Wanted[]) => string> = {
-  hermes: (calls) => calls.map((c) => `<tool_call>\n${JSON.stringify({ name: c.name, arguments: c.args })}\n</tool_call>`).join('\n'),
+  hermes: (calls) =>
+    calls.map((c) => `<tool_call>\n${JSON.stringify({ name: c.name, arguments: c.args })}\n</tool_call>`).join('\n'),
   'llama3-json': (calls) => calls.map((c) => JSON.stringify({ name: c.name, parameters: c.args })).join('; '),
-  mistral: (calls) => `[TOOL_CALLS]${JSON.stringify(calls.map((c, i) => ({ name: c.name, arguments: c.args, id: `abc12345${i % 10}` })))}`,
+  mistral: (calls) =>
+    `[TOOL_CALLS]${JSON.stringify(calls.map((c, i) => ({ name: c.name, arguments: c.args, id: `abc12345${i % 10}` })))}`,
   'mistral-v11': (calls) => calls.map((c) => `[TOOL_CALLS]${c.name}[ARGS]${JSON.stringify(c.args)}`).join(''),
   phi4: (calls) => `functools${JSON.stringify(calls.map((c) => ({ name: c.name, arguments: c.args })))}`,
 };
@@ -32,11 +34,35 @@ const DOCUMENTED: Record<ToolFormatName, (calls: Wanted[]) => string> = {
 const FAMILIES = Object.keys(DOCUMENTED) as ToolFormatName[];
 
 const name = fc.stringMatching(/^[a-zA-Z_][a-zA-Z0-9_.-]{0,24}$/);
-const args = fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 }) as fc.Arbitrary<Record<string, unknown>>;
+const args = fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 }) as fc.Arbitrary<
+  Record<string, unknown>
+>;
 const wanted = fc.record({ name, args });
 /** Prose with pieces of every family's markers in it, none complete. */
 const prose = fc
-  .array(fc.constantFrom('The', 'weather', 'in Paris', 'is', 'fine.', '\n', 'let me check', '<tool', '<tool_call', 'func', 'functools.partial', '{', '{"a": 1}', '[TOOL', '[', 'a < b', 'é', '😀'), { maxLength: 12 })
+  .array(
+    fc.constantFrom(
+      'The',
+      'weather',
+      'in Paris',
+      'is',
+      'fine.',
+      '\n',
+      'let me check',
+      '<tool',
+      '<tool_call',
+      'func',
+      'functools.partial',
+      '{',
+      '{"a": 1}',
+      '[TOOL',
+      '[',
+      'a < b',
+      'é',
+      '😀',
+    ),
+    { maxLength: 12 },
+  )
   .map((words) => words.join(' '));
 
 function parse(family: ToolFormatName, pieces: readonly string[]) {
@@ -67,7 +93,11 @@ function assertCalls(got: ReturnType<typeof parse>['calls'], want: readonly Want
 }
 
 /** Arguments with text from all of Unicode: accents, CJK, emoji (astral, so two UTF-16 units and four UTF-8 bytes). */
-const unicodeArgs = fc.dictionary(fc.string({ unit: 'grapheme', maxLength: 6 }), fc.string({ unit: 'grapheme', maxLength: 12 }), { minKeys: 1, maxKeys: 4 });
+const unicodeArgs = fc.dictionary(
+  fc.string({ unit: 'grapheme', maxLength: 6 }),
+  fc.string({ unit: 'grapheme', maxLength: 12 }),
+  { minKeys: 1, maxKeys: 4 },
+);
 
 /**
  * The text as an engine hands it over: UTF-8 bytes cut anywhere, even inside a character, and decoded as a stream
@@ -91,14 +121,18 @@ for (const family of FAMILIES) {
   describe(`${family} calls`, () => {
     test('calls whose arguments hold any Unicode, cut at random UTF-8 byte offsets (inside characters too), parse to the same calls', () => {
       fc.assert(
-        fc.property(fc.array(fc.record({ name, args: unicodeArgs }), { minLength: 1, maxLength: 2 }), cuts, (calls, at) => {
-          tally.runs++;
-          const text = 'Sure, für 東京 😀: ' + DOCUMENTED[family](calls);
-          const pieces = byteSplit(text, at);
-          const got = parse(family, pieces);
-          assertCalls(got.calls, calls);
-          assert.equal(got.text, 'Sure, für 東京 😀: ');
-        }),
+        fc.property(
+          fc.array(fc.record({ name, args: unicodeArgs }), { minLength: 1, maxLength: 2 }),
+          cuts,
+          (calls, at) => {
+            tally.runs++;
+            const text = 'Sure, für 東京 😀: ' + DOCUMENTED[family](calls);
+            const pieces = byteSplit(text, at);
+            const got = parse(family, pieces);
+            assertCalls(got.calls, calls);
+            assert.equal(got.text, 'Sure, für 東京 😀: ');
+          },
+        ),
         { numRuns: RUNS / 2 },
       );
     });
@@ -191,7 +225,10 @@ describe('near misses', () => {
   test('a call after a false start is still found', () => {
     const got = parse('hermes', ['<tool_call nope <tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>']);
     assert.equal(got.text, '<tool_call nope ');
-    assert.deepEqual(got.calls.map((c) => [c.name, c.arguments]), [['f', '{"a": 1}']]);
+    assert.deepEqual(
+      got.calls.map((c) => [c.name, c.arguments]),
+      [['f', '{"a": 1}']],
+    );
   });
 
   test('only what could still become a marker is held back', () => {
@@ -204,7 +241,10 @@ describe('near misses', () => {
   test('arguments stream as they are generated, before the call is complete', () => {
     const parser = toolFormat('hermes').createParser();
     const first = parser.push('<tool_call>\n{"name": "search", "arguments": {"q": "cats');
-    assert.deepEqual(first.toolCalls.map((d) => [d.name, d.arguments]), [['search', '{"q": "cats']]);
+    assert.deepEqual(
+      first.toolCalls.map((d) => [d.name, d.arguments]),
+      [['search', '{"q": "cats']],
+    );
     assert.deepEqual(parser.push(' and dogs"}}\n</tool_call>').toolCalls, [{ index: 0, arguments: ' and dogs"}' }]);
   });
 
@@ -219,18 +259,30 @@ describe('near misses', () => {
   test('Llama 3.1 with <|python_tag|> kept by the decoder', () => {
     const got = parse('llama3-json', ['<|python_tag|>{"name": "f", "parameters": {"x": "y"}}']);
     assert.equal(got.text, '');
-    assert.deepEqual(got.calls.map((c) => [c.name, JSON.parse(c.arguments)]), [['f', { x: 'y' }]]);
+    assert.deepEqual(
+      got.calls.map((c) => [c.name, JSON.parse(c.arguments)]),
+      [['f', { x: 'y' }]],
+    );
   });
 
   test('Mistral v11 calls with [ARGS] dropped by the decoder', () => {
     const got = parse('mistral-v11', ['[TOOL_CALLS]f{"a": 1}[TOOL_CALLS]g{}']);
     assert.equal(got.text, '');
-    assert.deepEqual(got.calls.map((c) => [c.name, c.arguments]), [['f', '{"a": 1}'], ['g', '{}']]);
+    assert.deepEqual(
+      got.calls.map((c) => [c.name, c.arguments]),
+      [
+        ['f', '{"a": 1}'],
+        ['g', '{}'],
+      ],
+    );
   });
 
   test('Phi-4-mini calls between <|tool_call|> markers', () => {
     const got = parse('phi4', ['Sure. <|tool_call|>[{"name": "f", "arguments": {}}]<|/tool_call|>']);
     assert.equal(got.text, 'Sure. ');
-    assert.deepEqual(got.calls.map((c) => c.name), ['f']);
+    assert.deepEqual(
+      got.calls.map((c) => c.name),
+      ['f'],
+    );
   });
 });

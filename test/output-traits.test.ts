@@ -33,7 +33,12 @@ describe('traitsOf', () => {
     assert.deepEqual(traitsOf(LLAMA31), { toolFormat: 'llama3-json', templateTools: true, thinkingSwitch: false });
     assert.deepEqual(traitsOf(MISTRAL), { toolFormat: 'mistral', templateTools: true, thinkingSwitch: false });
     assert.deepEqual(traitsOf(MISTRAL_V11), { toolFormat: 'mistral-v11', templateTools: true, thinkingSwitch: false });
-    assert.deepEqual(traitsOf(PHI4), { toolFormat: 'phi4', templateTools: true, toolsInSystemMessage: true, thinkingSwitch: false });
+    assert.deepEqual(traitsOf(PHI4), {
+      toolFormat: 'phi4',
+      templateTools: true,
+      toolsInSystemMessage: true,
+      thinkingSwitch: false,
+    });
   });
 
   test('reasoning: Qwen3 thinks with a switch; an R1 distill starts inside the block', () => {
@@ -77,24 +82,53 @@ describe('catalog traits', () => {
   }
 
   test('named templates in tokenizer_config.json, chat_template.jinja, and the override file', async () => {
-    await model('a-named', { 'tokenizer_config.json': { chat_template: [{ name: 'default', template: NO_TOOLS }, { name: 'tool_use', template: QWEN25 }] } });
+    await model('a-named', {
+      'tokenizer_config.json': {
+        chat_template: [
+          { name: 'default', template: NO_TOOLS },
+          { name: 'tool_use', template: QWEN25 },
+        ],
+      },
+    });
     await model('b-jinja', { 'chat_template.jinja': LLAMA31 });
-    await model('c-override', { 'tokenizer_config.json': { chat_template: NO_TOOLS }, 'npu-relay.json': { toolFormat: 'mistral', templateTools: true, reasoning: { open: '<reasoning>', close: '</reasoning>' } } });
+    await model('c-override', {
+      'tokenizer_config.json': { chat_template: NO_TOOLS },
+      'npu-relay.json': {
+        toolFormat: 'mistral',
+        templateTools: true,
+        reasoning: { open: '<reasoning>', close: '</reasoning>' },
+      },
+    });
     await model('d-off', { 'tokenizer_config.json': { chat_template: QWEN3 }, 'npu-relay.json': { reasoning: false } });
     const { entries } = await scanModels(dir);
     const traits = Object.fromEntries(entries.map((e) => [e.id, e.traits]));
     assert.deepEqual(traits['a-named'], { toolFormat: 'hermes', templateTools: true, thinkingSwitch: false });
     assert.equal(traits['b-jinja']?.toolFormat, 'llama3-json');
-    assert.deepEqual(traits['c-override'], { toolFormat: 'mistral', templateTools: true, thinkingSwitch: false, reasoning: { open: '<reasoning>', close: '</reasoning>', openedByPrompt: false } });
+    assert.deepEqual(traits['c-override'], {
+      toolFormat: 'mistral',
+      templateTools: true,
+      thinkingSwitch: false,
+      reasoning: { open: '<reasoning>', close: '</reasoning>', openedByPrompt: false },
+    });
     assert.equal(traits['d-off']?.reasoning, undefined);
     assert.equal(traits['d-off']?.thinkingSwitch, true);
   });
 
   test("an OpenVINO IR model's template, from openvino_tokenizer.xml", async () => {
-    const escaped = QWEN25.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');
-    await model('e-ir', { 'openvino_model.xml': '<net/>', 'openvino_tokenizer.xml': `<net><rt_info><chat_template value="${escaped}" /></rt_info></net>` });
+    const escaped = QWEN25.replaceAll('&', '&amp;')
+      .replaceAll('<', '&lt;')
+      .replaceAll('>', '&gt;')
+      .replaceAll('"', '&quot;');
+    await model('e-ir', {
+      'openvino_model.xml': '<net/>',
+      'openvino_tokenizer.xml': `<net><rt_info><chat_template value="${escaped}" /></rt_info></net>`,
+    });
     const { entries } = await scanModels(dir);
-    assert.deepEqual(entries.find((e) => e.id === 'e-ir')?.traits, { toolFormat: 'hermes', templateTools: true, thinkingSwitch: false });
+    assert.deepEqual(entries.find((e) => e.id === 'e-ir')?.traits, {
+      toolFormat: 'hermes',
+      templateTools: true,
+      thinkingSwitch: false,
+    });
   });
 
   test('a malformed override stops the scan, naming the file and the key', async () => {
@@ -103,7 +137,11 @@ describe('catalog traits', () => {
       await mkdir(path.join(bad, 'm'));
       await writeFile(path.join(bad, 'm', 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'] }));
       await writeFile(path.join(bad, 'm', 'npu-relay.json'), JSON.stringify({ toolFormat: 'qwen' }));
-      await assert.rejects(scanModels(bad), (err: Error) => err.message.includes(path.join(bad, 'm', 'npu-relay.json')) && err.message.includes('toolFormat'));
+      await assert.rejects(
+        scanModels(bad),
+        (err: Error) =>
+          err.message.includes(path.join(bad, 'm', 'npu-relay.json')) && err.message.includes('toolFormat'),
+      );
     } finally {
       await rm(bad, { recursive: true, force: true });
     }

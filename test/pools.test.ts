@@ -34,7 +34,10 @@ describe('the agent names its pool', () => {
     assert.equal(agentConfig([], env)!.pool, undefined);
     assert.equal(agentConfig([], { ...env, NPU_RELAY_POOL: 'east' })!.pool, 'east');
     assert.equal(agentConfig(['--pool', 'gpu_hosts-2'], { ...env, NPU_RELAY_POOL: 'east' })!.pool, 'gpu_hosts-2');
-    assert.throws(() => agentConfig(['--pool', 'no spaces'], env), (err: unknown) => err instanceof ConfigError && /--pool \/ NPU_RELAY_POOL must be 1–32/.test(err.message));
+    assert.throws(
+      () => agentConfig(['--pool', 'no spaces'], env),
+      (err: unknown) => err instanceof ConfigError && /--pool \/ NPU_RELAY_POOL must be 1–32/.test(err.message),
+    );
     assert.equal(connectUrl('https://relay.example.com', 'east'), 'wss://relay.example.com/agent/connect?pool=east');
     assert.equal(connectUrl('http://127.0.0.1:8787', 'default'), 'ws://127.0.0.1:8787/agent/connect');
     assert.equal(connectUrl('http://127.0.0.1:8787'), 'ws://127.0.0.1:8787/agent/connect');
@@ -80,28 +83,52 @@ describe('pools: a hub per pool of agents', () => {
     assert.equal(health.status, 'ok');
     const models = await edge.openai().models.list();
     assert.deepEqual(models.data.map((m) => m.id).sort(), [CHAT_MODEL, EMBED_MODEL].sort());
-    const table = (await (await edge.admin('/admin/agents')).json()) as { data: Array<{ agentId: string; pool: string }> };
+    const table = (await (await edge.admin('/admin/agents')).json()) as {
+      data: Array<{ agentId: string; pool: string }>;
+    };
     assert.deepEqual(table.data.map((a) => `${a.pool}/${a.agentId}`).sort(), ['default/home-agent', 'east/east-agent']);
-    assert.deepEqual((await pools()).map((p) => p.pool), ['default', 'east']);
+    assert.deepEqual(
+      (await pools()).map((p) => p.pool),
+      ['default', 'east'],
+    );
   });
 
   test("each model's requests reach its own pool's hub and agent", async () => {
     const client = edge.openai();
     const before = { default: await dispatched('default'), east: await dispatched('east') };
-    const chat = await client.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'pool routing' }], max_tokens: 4, temperature: 0.9 });
+    const chat = await client.chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'pool routing' }],
+      max_tokens: 4,
+      temperature: 0.9,
+    });
     assert.ok(chat.choices[0]?.message.content !== undefined);
-    const embed = await client.embeddings.create({ model: EMBED_MODEL, input: 'pool routing' }, { headers: { 'cache-control': 'no-cache, no-store' } });
+    const embed = await client.embeddings.create(
+      { model: EMBED_MODEL, input: 'pool routing' },
+      { headers: { 'cache-control': 'no-cache, no-store' } },
+    );
     assert.ok((embed.data[0]?.embedding.length ?? 0) > 0);
-    assert.deepEqual({ default: await dispatched('default'), east: await dispatched('east') }, { default: before.default + 1, east: before.east + 1 });
+    assert.deepEqual(
+      { default: await dispatched('default'), east: await dispatched('east') },
+      { default: before.default + 1, east: before.east + 1 },
+    );
     const served = await waitFor('both usage rows', async () => {
-      const r = await rows(`select endpoint, agent_id from usage where model in (?, ?) and agent_id is not null order by endpoint`, [CHAT_MODEL, EMBED_MODEL]);
+      const r = await rows(
+        `select endpoint, agent_id from usage where model in (?, ?) and agent_id is not null order by endpoint`,
+        [CHAT_MODEL, EMBED_MODEL],
+      );
       return r.length >= 2 ? r : undefined;
     });
-    assert.deepEqual(served.map((r) => `${r.endpoint} ${r.agent_id}`), ['chat.completions home-agent', 'embeddings east-agent']);
+    assert.deepEqual(
+      served.map((r) => `${r.endpoint} ${r.agent_id}`),
+      ['chat.completions home-agent', 'embeddings east-agent'],
+    );
   });
 
   test('an agent naming a malformed pool is refused before it reaches any hub', async () => {
-    const res = await fetch(new URL('/agent/connect?pool=no%20spaces!', edge.url), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+    const res = await fetch(new URL('/agent/connect?pool=no%20spaces!', edge.url), {
+      headers: { authorization: `Bearer ${edge.agentToken}` },
+    });
     assert.equal(res.status, 400);
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /pool names are 1–32 letters/);
   });
@@ -113,18 +140,31 @@ describe('pools: a hub per pool of agents', () => {
     const first = await ask();
     assert.equal(first.response.headers.get('x-npu-relay-cache'), 'MISS');
     // The hub stores the answer in libSQL after responding; the Worker finds it there.
-    await waitFor('the answer stored', async () => (await rows(`select count(*) as n from cache_entries where model = ?`, [EMBED_MODEL]))[0]!.n === 1);
+    await waitFor(
+      'the answer stored',
+      async () => (await rows(`select count(*) as n from cache_entries where model = ?`, [EMBED_MODEL]))[0]!.n === 1,
+    );
     await east!.stop();
-    await waitFor('the east pool without agents', async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents === 1);
+    await waitFor(
+      'the east pool without agents',
+      async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents === 1,
+    );
     const before = { default: await dispatched('default'), east: await dispatched('east') };
     for (let i = 0; i < 5; i++) {
       const hit = await ask();
       assert.equal(hit.response.headers.get('x-npu-relay-cache'), 'HIT');
       assert.deepEqual(hit.data.data[0]?.embedding, first.data.data[0]?.embedding);
     }
-    assert.deepEqual({ default: await dispatched('default'), east: await dispatched('east') }, before, 'no hub saw the hits');
+    assert.deepEqual(
+      { default: await dispatched('default'), east: await dispatched('east') },
+      before,
+      'no hub saw the hits',
+    );
     const hits = await waitFor('five hit rows', async () => {
-      const r = await rows(`select cache, status, agent_id, prompt_tokens from usage where key_id = ? and cache = 'HIT'`, [id]);
+      const r = await rows(
+        `select cache, status, agent_id, prompt_tokens from usage where key_id = ? and cache = 'HIT'`,
+        [id],
+      );
       return r.length === 5 ? r : undefined;
     });
     for (const r of hits) assert.deepEqual([r.status, r.agent_id, Number(r.prompt_tokens) > 0], [200, null, true]);
@@ -139,18 +179,42 @@ describe('pools: a hub per pool of agents', () => {
 
     // Revoking the key stops Worker-answered hits too, within the hubs' own recheck time.
     assert.equal((await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' })).status, 200);
-    await waitFor('the revoked key refused', async () => (await ask().then(() => 200, (e: { status?: number }) => e.status)) === 401, { timeoutMs: 6000 });
+    await waitFor(
+      'the revoked key refused',
+      async () =>
+        (await ask().then(
+          () => 200,
+          (e: { status?: number }) => e.status,
+        )) === 401,
+      { timeoutMs: 6000 },
+    );
   });
 
   test("a key's rpm is counted once across pools, not once per pool", async () => {
     east = await startTestAgent(edge, await engineFor([EMBED_MODEL]), { agentId: 'east-agent-2', pool: 'east' });
     agents.push(east);
-    await waitFor('east back', async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents === 2);
+    await waitFor(
+      'east back',
+      async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents === 2,
+    );
     const { key } = await edge.createKey({ name: 'rpm-3', rpm: 3 });
     const post = (path: string, body: Record<string, unknown>) =>
-      fetch(new URL(path, edge.url), { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' }, body: JSON.stringify(body) });
+      fetch(new URL(path, edge.url), {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          'cache-control': 'no-cache, no-store',
+        },
+        body: JSON.stringify(body),
+      });
     const embed = () => post('/v1/embeddings', { model: EMBED_MODEL, input: 'limits' });
-    const chat = () => post('/v1/chat/completions', { model: CHAT_MODEL, messages: [{ role: 'user', content: 'limits' }], max_tokens: 2 });
+    const chat = () =>
+      post('/v1/chat/completions', {
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'limits' }],
+        max_tokens: 2,
+      });
     const statuses: number[] = [];
     for (const send of [embed, chat, embed, embed, chat]) {
       const res = await send();

@@ -21,12 +21,16 @@ import { runGenerate } from './support/engine-contract.ts';
 import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { createOrtEngine, startTestEdge } from './support/stack.ts';
 
-const WORDS = 'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(' ');
+const WORDS =
+  'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(
+    ' ',
+  );
 
 /** A user message of about `tokens` tokens on the fixture's tokenizer, different for each `salt`. */
 function longText(tokens: number, salt: string): string {
   const parts: string[] = [salt];
-  for (let i = 0; parts.length < tokens * 0.6; i++) parts.push(i % 7 === 0 ? `${salt}${i}` : WORDS[(i * 5) % WORDS.length]!);
+  for (let i = 0; parts.length < tokens * 0.6; i++)
+    parts.push(i % 7 === 0 ? `${salt}${i}` : WORDS[(i * 5) % WORDS.length]!);
   return parts.join(' ');
 }
 
@@ -62,11 +66,17 @@ describe('prefix reuse on the ONNX Runtime engine', () => {
     assert.equal(t1.done.usage.promptTokens, p1);
     assert.equal(t1.done.usage.cachedPromptTokens, 0, 'nothing to reuse yet');
 
-    const secondTurn: ChatMessage[] = [...firstTurn, { role: 'assistant', content: t1.text }, { role: 'user', content: 'Now say it in one line.' }];
+    const secondTurn: ChatMessage[] = [
+      ...firstTurn,
+      { role: 'assistant', content: t1.text },
+      { role: 'user', content: 'Now say it in one line.' },
+    ];
     const p2 = await promptTokens(reusing, secondTurn);
     const t2 = await runGenerate(reusing, chat(secondTurn));
     const cached = t2.done.usage.cachedPromptTokens;
-    console.log(`first turn ${p1} tokens; second turn ${p2} tokens, of which ${cached} reused and ${p2 - cached!} prefilled`);
+    console.log(
+      `first turn ${p1} tokens; second turn ${p2} tokens, of which ${cached} reused and ${p2 - cached!} prefilled`,
+    );
     assert.equal(t2.done.usage.promptTokens, p2);
     assert.equal(cached, p1, 'the whole first turn is reused');
     assert.equal(p2 - cached, p2 - p1, 'only the answer, the new question and the template between them are prefilled');
@@ -84,13 +94,28 @@ describe('prefix reuse on the ONNX Runtime engine', () => {
     // them as the template renders back the same way.
     const t1 = await runGenerate(reusing, chat(firstTurn, { maxTokens: 16 }));
     // Top-k on some runs, the whole distribution on the others (top-p below 1 sorts 32,000 logits a token: slow here).
-    const runs = [...Array.from({ length: 20 }, (_, i) => ({ temperature: 0.9, topP: 1, seed: 1000 + i, ...(i % 2 ? { topK: 40 } : {}) })), { temperature: 0 }];
+    const runs = [
+      ...Array.from({ length: 20 }, (_, i) => ({
+        temperature: 0.9,
+        topP: 1,
+        seed: 1000 + i,
+        ...(i % 2 ? { topK: 40 } : {}),
+      })),
+      { temperature: 0 },
+    ];
     const answers = new Set<string>();
     for (const [i, sampling] of runs.entries()) {
-      const secondTurn: ChatMessage[] = [...firstTurn, { role: 'assistant', content: t1.text }, { role: 'user', content: `Question ${i}: and then?` }];
+      const secondTurn: ChatMessage[] = [
+        ...firstTurn,
+        { role: 'assistant', content: t1.text },
+        { role: 'user', content: `Question ${i}: and then?` },
+      ];
       const withReuse = await runGenerate(reusing, chat(secondTurn, sampling));
       const without = await runGenerate(plain, chat(secondTurn, sampling));
-      assert.ok(withReuse.done.usage.cachedPromptTokens! >= p1, `run ${i}: the first turn is reused (${withReuse.done.usage.cachedPromptTokens} of ${withReuse.done.usage.promptTokens})`);
+      assert.ok(
+        withReuse.done.usage.cachedPromptTokens! >= p1,
+        `run ${i}: the first turn is reused (${withReuse.done.usage.cachedPromptTokens} of ${withReuse.done.usage.promptTokens})`,
+      );
       assert.equal(without.done.usage.cachedPromptTokens, undefined, 'the baseline reuses nothing');
       assert.equal(withReuse.text, without.text, `run ${i} (${JSON.stringify(sampling)}): the same text`);
       assert.equal(withReuse.done.usage.completionTokens, without.done.usage.completionTokens);
@@ -104,10 +129,19 @@ describe('prefix reuse on the ONNX Runtime engine', () => {
   test('a prefix shared only in part is reused up to where the prompts part', async () => {
     const base = longText(600, 'shared');
     const a = await runGenerate(reusing, chat([{ role: 'user', content: `${base} first ending` }], { maxTokens: 1 }));
-    const b = await runGenerate(reusing, chat([{ role: 'user', content: `${base} second ending, longer than the first` }], { maxTokens: 8 }));
+    const b = await runGenerate(
+      reusing,
+      chat([{ role: 'user', content: `${base} second ending, longer than the first` }], { maxTokens: 8 }),
+    );
     const cached = b.done.usage.cachedPromptTokens!;
-    assert.ok(cached >= a.done.usage.promptTokens - 8 && cached < a.done.usage.promptTokens, `reused ${cached} of the ${a.done.usage.promptTokens} shared-ish tokens`);
-    const baseline = await runGenerate(plain, chat([{ role: 'user', content: `${base} second ending, longer than the first` }], { maxTokens: 8 }));
+    assert.ok(
+      cached >= a.done.usage.promptTokens - 8 && cached < a.done.usage.promptTokens,
+      `reused ${cached} of the ${a.done.usage.promptTokens} shared-ish tokens`,
+    );
+    const baseline = await runGenerate(
+      plain,
+      chat([{ role: 'user', content: `${base} second ending, longer than the first` }], { maxTokens: 8 }),
+    );
     assert.equal(b.text, baseline.text);
   });
 });
@@ -121,7 +155,8 @@ describe('prefix reuse: what may share', () => {
     root = await mkdtemp(path.join(tmpdir(), 'npu-relay-prefix-'));
     for (const id of ['llama-a', 'llama-b']) {
       await mkdir(path.join(root, id));
-      for (const name of await readdir(path.join(MODELS_DIR, CHAT_MODEL))) await symlink(path.join(MODELS_DIR, CHAT_MODEL, name), path.join(root, id, name));
+      for (const name of await readdir(path.join(MODELS_DIR, CHAT_MODEL)))
+        await symlink(path.join(MODELS_DIR, CHAT_MODEL, name), path.join(root, id, name));
     }
     engine = new OrtEngine({ modelsDir: root, models: (await scanModels(root)).entries });
   });
@@ -145,7 +180,11 @@ describe('prefix reuse: what may share', () => {
   test('the memory budget holds: the least recently used sequence is evicted', async () => {
     // About 256 bytes of KV per token on the fixture (2 layers × key and value × 16 floats): room for one
     // 700-token conversation, not two.
-    const small = new OrtEngine({ modelsDir: root, models: (await scanModels(root)).entries, prefixCacheBytes: 250_000 });
+    const small = new OrtEngine({
+      modelsDir: root,
+      models: (await scanModels(root)).entries,
+      prefixCacheBytes: 250_000,
+    });
     try {
       const first: ChatMessage[] = [{ role: 'user', content: longText(700, 'north') }];
       const second: ChatMessage[] = [{ role: 'user', content: longText(700, 'south') }];
@@ -154,7 +193,10 @@ describe('prefix reuse: what may share', () => {
       const s2 = await runGenerate(small, chat(second, { maxTokens: 4 }, 'llama-a'));
       assert.equal(s2.done.usage.cachedPromptTokens, s1.done.usage.promptTokens - 1, 'the latest sequence is kept');
       const n2 = await runGenerate(small, chat(first, { maxTokens: 4 }, 'llama-a'));
-      assert.ok(n2.done.usage.cachedPromptTokens! < 8, `the first conversation was evicted: only the template's opening is shared (${n2.done.usage.cachedPromptTokens} tokens)`);
+      assert.ok(
+        n2.done.usage.cachedPromptTokens! < 8,
+        `the first conversation was evicted: only the template's opening is shared (${n2.done.usage.cachedPromptTokens} tokens)`,
+      );
       assert.equal(n2.text, n1.text);
     } finally {
       await small.close();
@@ -167,10 +209,14 @@ describe('NPU_RELAY_PREFIX_CACHE_SIZE', () => {
     const env = { NPU_RELAY_AGENT_TOKEN: 't' };
     assert.equal(agentConfig([], env)!.prefixCacheBytes, undefined, "absent: the engine's default");
     assert.equal(agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '64MiB' })!.prefixCacheBytes, 64 * 2 ** 20);
-    assert.equal(agentConfig(['--prefix-cache-size', '1GB'], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '64MiB' })!.prefixCacheBytes, 1e9);
+    assert.equal(
+      agentConfig(['--prefix-cache-size', '1GB'], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '64MiB' })!.prefixCacheBytes,
+      1e9,
+    );
     assert.equal(agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: '0' })!.prefixCacheBytes, 0);
     assert.throws(() => agentConfig([], { ...env, NPU_RELAY_PREFIX_CACHE_SIZE: 'lots' }), {
-      message: "--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got 'lots' (or 0 to turn prefix reuse off)",
+      message:
+        "--prefix-cache-size / NPU_RELAY_PREFIX_CACHE_SIZE must be a positive size like 8GB, 6GiB or 512MB, or a number of bytes; got 'lots' (or 0 to turn prefix reuse off)",
     });
   });
 });
@@ -184,7 +230,11 @@ describe('PrefixCache', () => {
     cache.store(owner, 's', tokens(1, 2, 3, 4), 'a', 40);
     cache.store(owner, 's', tokens(1, 2, 9), 'b', 40);
     assert.deepEqual(cache.take(owner, 's', tokens(1, 2, 3, 4, 5), 4), { value: 'a', stored: 4, reused: 4 });
-    assert.deepEqual(cache.take(owner, 's', tokens(1, 2, 3, 4), 3), { value: 'a', stored: 4, reused: 3 }, 'the last prompt token is left to run');
+    assert.deepEqual(
+      cache.take(owner, 's', tokens(1, 2, 3, 4), 3),
+      { value: 'a', stored: 4, reused: 3 },
+      'the last prompt token is left to run',
+    );
     assert.equal(cache.take(owner, 's', tokens(7, 8), 1), undefined);
     assert.equal(cache.take({}, 's', tokens(1, 2, 3, 4, 5), 4), undefined, 'another owner');
     assert.equal(cache.take(owner, 't', tokens(1, 2, 3, 4, 5), 4), undefined, 'another scope');
@@ -214,7 +264,14 @@ describe('prefix reuse through the relay', () => {
   test('the agent counts the reused prompt tokens in its metrics (npu_relay_tokens_total{kind="prompt_cached"})', async () => {
     const edge = await startTestEdge();
     const engine = await createOrtEngine();
-    const agent = new Agent({ edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: 'prefix-agent', engine, log: createLogger('silent'), onRequestDone: recordRequest });
+    const agent = new Agent({
+      edgeUrl: edge.url.toString(),
+      agentToken: edge.agentToken,
+      agentId: 'prefix-agent',
+      engine,
+      log: createLogger('silent'),
+      onRequestDone: recordRequest,
+    });
     await agent.start();
     const cachedCount = async () => {
       const metric = await metricsRegistry.getSingleMetric('npu_relay_tokens_total')!.get();
@@ -224,12 +281,20 @@ describe('prefix reuse through the relay', () => {
       const client = edge.openai();
       const messages = [{ role: 'user' as const, content: longText(400, 'relay') }];
       // no-cache, no-store: the edge's exact cache would answer the repeated greedy request without the agent.
-      const ask = () => client.chat.completions.create({ model: CHAT_MODEL, messages, temperature: 0, max_tokens: 4 }, { headers: { 'cache-control': 'no-cache, no-store' } });
+      const ask = () =>
+        client.chat.completions.create(
+          { model: CHAT_MODEL, messages, temperature: 0, max_tokens: 4 },
+          { headers: { 'cache-control': 'no-cache, no-store' } },
+        );
       const before = await cachedCount();
       const first = await ask();
       assert.equal(await cachedCount(), before, 'nothing reused on the first request');
       const second = await ask();
-      assert.equal(await cachedCount(), before + second.usage!.prompt_tokens - 1, 'all of the repeated prompt but its last token was reused');
+      assert.equal(
+        await cachedCount(),
+        before + second.usage!.prompt_tokens - 1,
+        'all of the repeated prompt but its last token was reused',
+      );
       assert.equal(second.choices[0]?.message.content, first.choices[0]?.message.content);
     } finally {
       await agent.stop();

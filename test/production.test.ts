@@ -27,7 +27,11 @@ async function dirBytes(dir: string, skip = /$^/): Promise<number> {
 test('wrangler deploy --dry-run builds the production bundle under 1 MiB', async () => {
   const out = await mkdtemp(path.join(tmpdir(), 'npu-relay-bundle-'));
   try {
-    const { stdout, stderr } = await run(path.join(PROJECT_ROOT, 'node_modules/.bin/wrangler'), ['deploy', '--dry-run', '--env', 'production', '--outdir', out], { cwd: PROJECT_ROOT, timeout: 120_000 });
+    const { stdout, stderr } = await run(
+      path.join(PROJECT_ROOT, 'node_modules/.bin/wrangler'),
+      ['deploy', '--dry-run', '--env', 'production', '--outdir', out],
+      { cwd: PROJECT_ROOT, timeout: 120_000 },
+    );
     assert.match(stdout + stderr, /--dry-run: exiting now/);
     // What is uploaded: the modules, not the source map and notes wrangler writes beside them.
     const bytes = await dirBytes(out, /\.map$|\.md$/);
@@ -44,7 +48,8 @@ test('the agent installs alone with npm ci --omit=dev, without wrangler, workerd
   const edge = await startTestEdge();
   let child;
   try {
-    for (const entry of ['package.json', 'package-lock.json', 'node', 'shared']) await cp(path.join(PROJECT_ROOT, entry), path.join(dir, entry), { recursive: true });
+    for (const entry of ['package.json', 'package-lock.json', 'node', 'shared'])
+      await cp(path.join(PROJECT_ROOT, entry), path.join(dir, entry), { recursive: true });
     const started = performance.now();
     await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], { cwd: dir, timeout: 600_000 });
     const installMs = performance.now() - started;
@@ -52,13 +57,29 @@ test('the agent installs alone with npm ci --omit=dev, without wrangler, workerd
       assert.ok(!existsSync(path.join(dir, 'node_modules', devOnly)), `${devOnly} is not installed`);
     }
     const size = await dirBytes(path.join(dir, 'node_modules'));
-    console.log(`agent production install: ${(installMs / 1000).toFixed(1)} s, node_modules ${(size / 1e6).toFixed(0)} MB`);
+    console.log(
+      `agent production install: ${(installMs / 1000).toFixed(1)} s, node_modules ${(size / 1e6).toFixed(0)} MB`,
+    );
 
-    child = spawn(process.execPath, [path.join(dir, 'node/cli/agent.ts'), '--edge', edge.url.toString(), '--token', edge.agentToken, '--models', MODELS_DIR, '--id', 'installed'], {
-      cwd: dir,
-      env: { ...process.env, NPU_RELAY_METRICS_PORT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    child = spawn(
+      process.execPath,
+      [
+        path.join(dir, 'node/cli/agent.ts'),
+        '--edge',
+        edge.url.toString(),
+        '--token',
+        edge.agentToken,
+        '--models',
+        MODELS_DIR,
+        '--id',
+        'installed',
+      ],
+      {
+        cwd: dir,
+        env: { ...process.env, NPU_RELAY_METRICS_PORT: '0' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stderr!.on('data', (d: Buffer) => (out += d));
     const deadline = Date.now() + 30_000;
@@ -66,7 +87,12 @@ test('the agent installs alone with npm ci --omit=dev, without wrangler, workerd
       assert.ok(Date.now() < deadline && child.exitCode === null, `the installed agent connects:\n${out}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const reply = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'from the installed agent' }], max_tokens: 4, temperature: 0.5 });
+    const reply = await edge.openai().chat.completions.create({
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'from the installed agent' }],
+      max_tokens: 4,
+      temperature: 0.5,
+    });
     assert.equal(reply.usage?.completion_tokens, 4);
   } finally {
     child?.kill('SIGKILL');

@@ -28,9 +28,32 @@ describe('frame codec', () => {
     const agentFrames: AgentFrame[] = [
       hello,
       { type: 'chunk', id: 'r1', text: 'héllo 👋', tokens: 2 },
-      { type: 'end', id: 'r1', finishReason: 'stop', usage: { promptTokens: 3, completionTokens: 2 }, device: 'NPU', ttftMs: 12.5, durationMs: 40 },
-      { type: 'end', id: 'r2', finishReason: 'length', usage: { promptTokens: 3, completionTokens: 4 }, device: 'CPU', durationMs: 9, text: 'the rest', tokens: 2 },
-      { type: 'error', id: 'r1', code: 'engine_error', message: 'boom', usage: { promptTokens: 0, completionTokens: 1 } },
+      {
+        type: 'end',
+        id: 'r1',
+        finishReason: 'stop',
+        usage: { promptTokens: 3, completionTokens: 2 },
+        device: 'NPU',
+        ttftMs: 12.5,
+        durationMs: 40,
+      },
+      {
+        type: 'end',
+        id: 'r2',
+        finishReason: 'length',
+        usage: { promptTokens: 3, completionTokens: 4 },
+        device: 'CPU',
+        durationMs: 9,
+        text: 'the rest',
+        tokens: 2,
+      },
+      {
+        type: 'error',
+        id: 'r1',
+        code: 'engine_error',
+        message: 'boom',
+        usage: { promptTokens: 0, completionTokens: 1 },
+      },
       { type: 'ping' },
       { type: 'pong' },
     ];
@@ -38,7 +61,16 @@ describe('frame codec', () => {
     const edgeFrames: EdgeFrame[] = [
       { type: 'welcome', protocol: 1, agentId: 'a1' },
       { type: 'welcome', protocol: 1, agentId: 'a1', features: ['end-text'] },
-      { type: 'request', id: 'r1', body: { task: 'chat', model: 'm', messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 5, temperature: 0, topP: 1, stop: [] } } },
+      {
+        type: 'request',
+        id: 'r1',
+        body: {
+          task: 'chat',
+          model: 'm',
+          messages: [{ role: 'user', content: 'hi' }],
+          sampling: { maxTokens: 5, temperature: 0, topP: 1, stop: [] },
+        },
+      },
       { type: 'cancel', id: 'r1', reason: 'client disconnected' },
     ];
     for (const f of edgeFrames) assert.deepEqual(decodeEdgeFrame(encodeFrame(f)), f);
@@ -57,17 +89,28 @@ describe('frame codec', () => {
     ['a negative token count', '{"type":"chunk","id":"x","text":"x","tokens":-1}', /tokens/],
     ['an unknown error code', '{"type":"error","code":"nope","message":"m"}', /code/],
     ['a hello with a fractional protocol', JSON.stringify({ ...hello, protocol: 1.5 }), /protocol/],
-    ['a model of an unknown kind', JSON.stringify({ ...hello, models: [{ id: 'm', kind: 'vision', device: 'CPU' }] }), /models\.0\.kind/],
-    ['an oversized frame', `{"type":"chunk","id":"x","tokens":1,"text":"${'a'.repeat(MAX_FRAME_CHARS)}"}`, /frame limit/],
+    [
+      'a model of an unknown kind',
+      JSON.stringify({ ...hello, models: [{ id: 'm', kind: 'vision', device: 'CPU' }] }),
+      /models\.0\.kind/,
+    ],
+    [
+      'an oversized frame',
+      `{"type":"chunk","id":"x","tokens":1,"text":"${'a'.repeat(MAX_FRAME_CHARS)}"}`,
+      /frame limit/,
+    ],
   ];
   for (const [what, data, message] of bad) {
     test(`rejects ${what} with a FrameError that says why`, () => {
-      assert.throws(() => decodeAgentFrame(data), (err: unknown) => {
-        assert.ok(err instanceof FrameError);
-        assert.equal(err.code, 'bad_frame');
-        assert.match(err.message, message);
-        return true;
-      });
+      assert.throws(
+        () => decodeAgentFrame(data),
+        (err: unknown) => {
+          assert.ok(err instanceof FrameError);
+          assert.equal(err.code, 'bad_frame');
+          assert.match(err.message, message);
+          return true;
+        },
+      );
     });
   }
 
@@ -129,7 +172,16 @@ describe('peers under hostile frames', () => {
     });
     const request = await next((f) => f.type === 'request');
     ws.send(JSON.stringify({ type: 'chunk', id: request.id, text: 'fine', tokens: 1 }));
-    ws.send(JSON.stringify({ type: 'end', id: request.id, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, device: 'CPU', durationMs: 1 }));
+    ws.send(
+      JSON.stringify({
+        type: 'end',
+        id: request.id,
+        finishReason: 'stop',
+        usage: { promptTokens: 1, completionTokens: 1 },
+        device: 'CPU',
+        durationMs: 1,
+      }),
+    );
     const body = (await (await reply).json()) as any;
     assert.equal(body.choices[0].message.content, 'fine');
     ws.close();
@@ -150,7 +202,7 @@ describe('peers under hostile frames', () => {
     await once(future.ws, 'close');
   });
 
-  test('an agent cannot end another agent\'s request', async () => {
+  test("an agent cannot end another agent's request", async () => {
     const a = await rawAgent(edge);
     a.ws.send(JSON.stringify({ ...hello, agentId: 'owner' }));
     await a.next((f) => f.type === 'welcome');
@@ -164,9 +216,22 @@ describe('peers under hostile frames', () => {
     });
     const request = await a.next((f) => f.type === 'request');
     b.ws.send(JSON.stringify({ type: 'chunk', id: request.id, text: 'injected', tokens: 1 }));
-    assert.equal((await b.next((f) => f.type === 'cancel')).id, request.id, 'the intruder is told the request is not its own');
+    assert.equal(
+      (await b.next((f) => f.type === 'cancel')).id,
+      request.id,
+      'the intruder is told the request is not its own',
+    );
     a.ws.send(JSON.stringify({ type: 'chunk', id: request.id, text: 'genuine', tokens: 1 }));
-    a.ws.send(JSON.stringify({ type: 'end', id: request.id, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1 }, device: 'CPU', durationMs: 1 }));
+    a.ws.send(
+      JSON.stringify({
+        type: 'end',
+        id: request.id,
+        finishReason: 'stop',
+        usage: { promptTokens: 1, completionTokens: 1 },
+        device: 'CPU',
+        durationMs: 1,
+      }),
+    );
     const body = (await (await reply).json()) as any;
     assert.equal(body.choices[0].message.content, 'genuine');
     a.ws.close();
@@ -179,18 +244,35 @@ describe('peers under hostile frames', () => {
     await once(wss, 'listening');
     const { port } = wss.address() as { port: number };
     const engine = await createOrtEngine();
-    const agent = new Agent({ edgeUrl: `http://127.0.0.1:${port}`, agentToken: 't', agentId: 'victim', engine, log: createLogger('silent') });
+    const agent = new Agent({
+      edgeUrl: `http://127.0.0.1:${port}`,
+      agentToken: 't',
+      agentId: 'victim',
+      engine,
+      log: createLogger('silent'),
+    });
     void agent.start();
     const [ws] = (await once(wss, 'connection')) as [WebSocket];
     const frames: any[] = [];
     ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
-    await waitFor('the agent\'s first frame', () => frames.length > 0, { timeoutMs: 5000, intervalMs: 5 });
+    await waitFor("the agent's first frame", () => frames.length > 0, { timeoutMs: 5000, intervalMs: 5 });
     assert.equal(frames[0]?.type, 'hello');
     ws.send('not json at all');
     ws.send('{"type":"request","id":"r0"}');
     ws.send(Buffer.from([0xff, 0xfe]));
     ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'victim' }));
-    ws.send(JSON.stringify({ type: 'request', id: 'r1', body: { task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 3, temperature: 0, topP: 1, stop: [] } } }));
+    ws.send(
+      JSON.stringify({
+        type: 'request',
+        id: 'r1',
+        body: {
+          task: 'chat',
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: 'hi' }],
+          sampling: { maxTokens: 3, temperature: 0, topP: 1, stop: [] },
+        },
+      }),
+    );
     await waitFor('the end frame', () => frames.some((f) => f.type === 'end'), { timeoutMs: 5000, intervalMs: 20 });
     const errors = frames.filter((f) => f.type === 'error');
     assert.equal(errors.length, 3, 'each bad frame is answered with an error');
@@ -210,14 +292,31 @@ describe('end-text', () => {
       const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
       await once(wss, 'listening');
       const { port } = wss.address() as { port: number };
-      const agent = new Agent({ edgeUrl: `http://127.0.0.1:${port}`, agentToken: 't', agentId: 'e', engine: new InstantEngine(), log: createLogger('silent') });
+      const agent = new Agent({
+        edgeUrl: `http://127.0.0.1:${port}`,
+        agentToken: 't',
+        agentId: 'e',
+        engine: new InstantEngine(),
+        log: createLogger('silent'),
+      });
       void agent.start();
       try {
         const [ws] = (await once(wss, 'connection')) as [WebSocket];
         const frames: any[] = [];
         ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
         ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: 'e', ...(features ? { features } : {}) }));
-        ws.send(JSON.stringify({ type: 'request', id: 'r1', body: { task: 'chat', model: INSTANT_MODEL, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } } }));
+        ws.send(
+          JSON.stringify({
+            type: 'request',
+            id: 'r1',
+            body: {
+              task: 'chat',
+              model: INSTANT_MODEL,
+              messages: [{ role: 'user', content: 'hi' }],
+              sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] },
+            },
+          }),
+        );
         await waitFor('the end frame', () => frames.some((f) => f.type === 'end'), { timeoutMs: 5000, intervalMs: 10 });
         const chunks = frames.filter((f) => f.type === 'chunk' && f.id === 'r1');
         const end = frames.find((f) => f.type === 'end');
@@ -243,8 +342,17 @@ describe('agent token', () => {
     const edge = await startTestEdge();
     try {
       const engine = await createOrtEngine();
-      const agent = new Agent({ edgeUrl: edge.url.toString(), agentToken: 'wrong', engine, log: createLogger('silent'), backoff: { initialMs: 100, maxMs: 200 } });
-      const outcome = await Promise.race([agent.start().then(() => 'attached'), new Promise((r) => setTimeout(() => r('still refused'), 1500))]);
+      const agent = new Agent({
+        edgeUrl: edge.url.toString(),
+        agentToken: 'wrong',
+        engine,
+        log: createLogger('silent'),
+        backoff: { initialMs: 100, maxMs: 200 },
+      });
+      const outcome = await Promise.race([
+        agent.start().then(() => 'attached'),
+        new Promise((r) => setTimeout(() => r('still refused'), 1500)),
+      ]);
       assert.equal(outcome, 'still refused');
       assert.deepEqual((await edge.openai().models.list()).data, []);
       await agent.stop();

@@ -39,14 +39,22 @@ describe('reasoning through the edge', () => {
   });
 
   test('OpenAI chat: reasoning_content apart from the content, streamed and not, reasoning tokens counted', async () => {
-    const request = { model: RAW_TEXT_MODEL, messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 200, temperature: 0.5 };
+    const request = {
+      model: RAW_TEXT_MODEL,
+      messages: [{ role: 'user' as const, content: 'hi' }],
+      max_tokens: 200,
+      temperature: 0.5,
+    };
     const whole = await openai.chat.completions.create(request);
-    const message = whole.choices[0]!.message as typeof whole.choices[0]['message'] & WithReasoning;
+    const message = whole.choices[0]!.message as (typeof whole.choices)[0]['message'] & WithReasoning;
     assert.equal(message.content, ANSWER);
     assert.equal(message.reasoning_content?.trim(), THOUGHT);
     assert.equal(whole.choices[0]!.finish_reason, 'stop');
     const reasoningTokens = whole.usage?.completion_tokens_details?.reasoning_tokens ?? 0;
-    assert.ok(reasoningTokens > 0 && reasoningTokens < (whole.usage?.completion_tokens ?? 0), `reasoning ${reasoningTokens} of ${whole.usage?.completion_tokens} tokens`);
+    assert.ok(
+      reasoningTokens > 0 && reasoningTokens < (whole.usage?.completion_tokens ?? 0),
+      `reasoning ${reasoningTokens} of ${whole.usage?.completion_tokens} tokens`,
+    );
 
     let content = '';
     let reasoning = '';
@@ -65,11 +73,18 @@ describe('reasoning through the edge', () => {
     assert.equal(reasoning.trim(), THOUGHT);
     assert.ok(reasoningChunks > 1, `the reasoning streamed in ${reasoningChunks} pieces`);
     assert.equal(sawAnswerBeforeReasoningEnded, false, 'no answer text arrives before the reasoning ends');
-    console.log(`openai: ${reasoningChunks} reasoning deltas, ${reasoningTokens} reasoning tokens of ${whole.usage?.completion_tokens}`);
+    console.log(
+      `openai: ${reasoningChunks} reasoning deltas, ${reasoningTokens} reasoning tokens of ${whole.usage?.completion_tokens}`,
+    );
   });
 
   test('Ollama chat with think: message.thinking apart from the content, streamed and not; think:false reaches the template', async () => {
-    const request = { model: RAW_TEXT_MODEL, messages: [{ role: 'user', content: 'hi' }], think: true, options: { num_predict: 200 } };
+    const request = {
+      model: RAW_TEXT_MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      think: true,
+      options: { num_predict: 200 },
+    };
     const whole = await ollama.chat({ ...request, stream: false });
     assert.equal(whole.message.content, ANSWER);
     assert.equal(whole.message.thinking?.trim(), THOUGHT);
@@ -85,7 +100,11 @@ describe('reasoning through the edge', () => {
     }
     assert.equal(content, ANSWER);
     assert.equal(thinking.trim(), THOUGHT);
-    assert.equal(engine.plans.at(-1)!.templateContext.enable_thinking, true, 'think: true switches thinking on in the template');
+    assert.equal(
+      engine.plans.at(-1)!.templateContext.enable_thinking,
+      true,
+      'think: true switches thinking on in the template',
+    );
 
     // think: false switches thinking off through the template (Qwen3's enable_thinking): the answer comes alone.
     const off = await ollama.chat({ ...request, think: false, stream: false });
@@ -96,10 +115,17 @@ describe('reasoning through the edge', () => {
   });
 
   test('a think block cut off by max_tokens is all reasoning, and the answer is empty', async () => {
-    const r = await openai.chat.completions.create({ model: RAW_TEXT_MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 });
-    const message = r.choices[0]!.message as typeof r.choices[0]['message'] & WithReasoning;
+    const r = await openai.chat.completions.create({
+      model: RAW_TEXT_MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 5,
+    });
+    const message = r.choices[0]!.message as (typeof r.choices)[0]['message'] & WithReasoning;
     assert.equal(r.choices[0]!.finish_reason, 'length');
     assert.ok(!message.content, `no answer text: ${JSON.stringify(message.content)}`);
-    assert.ok(THOUGHT.startsWith(message.reasoning_content!.trim().slice(0, 5)), JSON.stringify(message.reasoning_content));
+    assert.ok(
+      THOUGHT.startsWith(message.reasoning_content!.trim().slice(0, 5)),
+      JSON.stringify(message.reasoning_content),
+    );
   });
 });

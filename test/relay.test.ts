@@ -16,7 +16,13 @@ const greedy = { temperature: 0, max_tokens: 16 } as const;
 const ask = (content: string) => [{ role: 'user' as const, content }];
 
 async function collectStream(client: OpenAI, content: string, extra: Record<string, unknown> = {}) {
-  const stream = await client.chat.completions.create({ model: CHAT_MODEL, messages: ask(content), stream: true, ...greedy, ...extra });
+  const stream = await client.chat.completions.create({
+    model: CHAT_MODEL,
+    messages: ask(content),
+    stream: true,
+    ...greedy,
+    ...extra,
+  });
   const chunks = [];
   for await (const chunk of stream) chunks.push(chunk);
   const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
@@ -52,11 +58,14 @@ describe('relay', () => {
     assert.equal(body.error.code, 'no_agent');
     assert.equal(body.error.type, 'server_error');
     assert.match(body.error.message, /no agent is connected/);
-    await assert.rejects(edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('hi') }), (err: unknown) => {
-      assert.ok(err instanceof OpenAI.APIError);
-      assert.equal(err.status, 503);
-      return true;
-    });
+    await assert.rejects(
+      edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('hi') }),
+      (err: unknown) => {
+        assert.ok(err instanceof OpenAI.APIError);
+        assert.equal(err.status, 503);
+        return true;
+      },
+    );
   });
 
   test('a wrong agent token cannot attach an agent', async () => {
@@ -81,13 +90,19 @@ describe('relay', () => {
   });
 
   test('wrong or missing API key: 401', async () => {
-    await assert.rejects(edge.openai({ apiKey: 'sk-wrong' }).chat.completions.create({ model: CHAT_MODEL, messages: ask('hi') }), (err: unknown) => {
-      assert.ok(err instanceof OpenAI.AuthenticationError, `expected 401, got ${String(err)}`);
-      assert.match(err.message, /invalid API key/);
-      return true;
-    });
+    await assert.rejects(
+      edge.openai({ apiKey: 'sk-wrong' }).chat.completions.create({ model: CHAT_MODEL, messages: ask('hi') }),
+      (err: unknown) => {
+        assert.ok(err instanceof OpenAI.AuthenticationError, `expected 401, got ${String(err)}`);
+        assert.match(err.message, /invalid API key/);
+        return true;
+      },
+    );
     // The official client refuses to send no key at all, so ask without one directly.
-    for (const headers of [{}, { authorization: 'Bearer ' }, { authorization: 'Basic abc' }] as Record<string, string>[]) {
+    for (const headers of [{}, { authorization: 'Bearer ' }, { authorization: 'Basic abc' }] as Record<
+      string,
+      string
+    >[]) {
       const res = await fetch(new URL('/v1/models', edge.url), { headers });
       assert.equal(res.status, 401, `401 for ${JSON.stringify(headers)}`);
       const body = (await res.json()) as { error: { code: string; type: string } };
@@ -97,7 +112,9 @@ describe('relay', () => {
   });
 
   test('the openai client streams a chat completion; non-streaming returns the same text', async () => {
-    const { chunks, text } = await collectStream(edge.openai(), 'Tell me a story', { stream_options: { include_usage: true } });
+    const { chunks, text } = await collectStream(edge.openai(), 'Tell me a story', {
+      stream_options: { include_usage: true },
+    });
     const content = chunks.filter((c) => c.choices[0]?.delta?.content);
     assert.ok(content.length >= 3, `several content chunks (got ${content.length})`);
     const finals = chunks.filter((c) => c.choices[0]?.finish_reason);
@@ -107,7 +124,9 @@ describe('relay', () => {
     assert.equal(usage?.completion_tokens, 16);
     assert.ok(text.length > 0);
 
-    const whole = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('Tell me a story'), ...greedy });
+    const whole = await edge
+      .openai()
+      .chat.completions.create({ model: CHAT_MODEL, messages: ask('Tell me a story'), ...greedy });
     assert.equal(whole.choices[0]!.message.content, text);
     assert.equal(whole.choices[0]!.finish_reason, 'length');
     assert.equal(whole.usage?.completion_tokens, 16);
@@ -126,7 +145,8 @@ describe('relay', () => {
     assert.equal(res.headers.get('x-accel-buffering'), 'no');
     const raw = await res.text();
     const events = raw.split('\n\n').filter(Boolean);
-    for (const e of events) assert.match(e, /^(data: .+|: keep-alive)$/s, `each event is a data line or a comment: ${e}`);
+    for (const e of events)
+      assert.match(e, /^(data: .+|: keep-alive)$/s, `each event is a data line or a comment: ${e}`);
     const data = events.filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
     assert.equal(data.at(-1), '[DONE]');
     for (const d of data.slice(0, -1)) assert.equal(JSON.parse(d).object, 'chat.completion.chunk');
@@ -137,19 +157,34 @@ describe('relay', () => {
     try {
       const started = paced.runs.length;
       const arrivals: number[] = [];
-      const stream = await edge.openai().chat.completions.create({ model: CHAT_MODEL, messages: ask('pace me'), stream: true, temperature: 0, max_tokens: 8 });
+      const stream = await edge.openai().chat.completions.create({
+        model: CHAT_MODEL,
+        messages: ask('pace me'),
+        stream: true,
+        temperature: 0,
+        max_tokens: 8,
+      });
       for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) arrivals.push(performance.now());
       const produced = paced.runs[started]!.produced;
       assert.equal(arrivals.length, produced.length, 'one client chunk per produced delta');
       const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
       const producedSpread = produced.at(-1)! - produced[0]!;
       const arrivalSpread = arrivals.at(-1)! - arrivals[0]!;
-      console.log(`arrival gaps (ms): ${gaps.map((g) => g.toFixed(0)).join(', ')}; spread produced ${producedSpread.toFixed(0)} ms, arrived ${arrivalSpread.toFixed(0)} ms`);
-      for (const g of gaps) assert.ok(g >= 75, `chunks arrive spread out (gap ${g.toFixed(0)} ms, tokens 150 ms apart)`);
-      assert.ok(Math.abs(arrivalSpread - producedSpread) < 0.25 * producedSpread, 'arrival spread matches production spread');
+      console.log(
+        `arrival gaps (ms): ${gaps.map((g) => g.toFixed(0)).join(', ')}; spread produced ${producedSpread.toFixed(0)} ms, arrived ${arrivalSpread.toFixed(0)} ms`,
+      );
+      for (const g of gaps)
+        assert.ok(g >= 75, `chunks arrive spread out (gap ${g.toFixed(0)} ms, tokens 150 ms apart)`);
+      assert.ok(
+        Math.abs(arrivalSpread - producedSpread) < 0.25 * producedSpread,
+        'arrival spread matches production spread',
+      );
       // Each chunk arrives soon after it was produced: the lag does not grow over the stream.
       const lags = arrivals.map((t, i) => t - produced[i]!);
-      assert.ok(Math.max(...lags) - Math.min(...lags) < 100, `lag stays flat (lags ${lags.map((l) => l.toFixed(0)).join(', ')} ms)`);
+      assert.ok(
+        Math.max(...lags) - Math.min(...lags) < 100,
+        `lag stays flat (lags ${lags.map((l) => l.toFixed(0)).join(', ')} ms)`,
+      );
     } finally {
       paced.delayMs = 0;
     }
@@ -160,7 +195,15 @@ describe('relay', () => {
     const expected = await Promise.all(
       prompts.map(async (p) => {
         let text = '';
-        for await (const e of engine.generate({ task: 'chat', model: CHAT_MODEL, messages: ask(p), sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] } }, new AbortController().signal)) {
+        for await (const e of engine.generate(
+          {
+            task: 'chat',
+            model: CHAT_MODEL,
+            messages: ask(p),
+            sampling: { maxTokens: 16, temperature: 0, topP: 1, stop: [] },
+          },
+          new AbortController().signal,
+        )) {
           if (e.type === 'delta') text += e.text;
         }
         return text;
@@ -178,7 +221,10 @@ describe('relay', () => {
     {
       const client = edge.openai();
       const first = paced.runs.length;
-      const others = [collectStream(client, 'keep going one', { max_tokens: 12 }), collectStream(client, 'keep going two', { max_tokens: 12 })];
+      const others = [
+        collectStream(client, 'keep going one', { max_tokens: 12 }),
+        collectStream(client, 'keep going two', { max_tokens: 12 }),
+      ];
       const controller = new AbortController();
       const stream = await client.chat.completions.create(
         { model: CHAT_MODEL, messages: ask('abort me'), stream: true, temperature: 0.8, seed: 7, max_tokens: 2000 },
@@ -195,7 +241,10 @@ describe('relay', () => {
         }
       } catch (err) {
         // Depending on timing the client ends the iteration quietly or with an abort error.
-        assert.ok(err instanceof OpenAI.APIUserAbortError, `only an abort error may end the stream, got ${String(err)}`);
+        assert.ok(
+          err instanceof OpenAI.APIUserAbortError,
+          `only an abort error may end the stream, got ${String(err)}`,
+        );
       }
       assert.equal(received, 3, 'no chunk is delivered after the abort');
       const run = paced.runs.slice(first).find((r) => r.firstMessage === 'abort me')!;
@@ -203,12 +252,21 @@ describe('relay', () => {
       while (run.endedAt === undefined && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       assert.ok(run.endedAt !== undefined, 'generation ended');
       const stopMs = run.endedAt - abortedAt;
-      console.log(`client abort → agent generation stopped in ${stopMs.toFixed(0)} ms after ${run.done?.usage.completionTokens} tokens`);
+      console.log(
+        `client abort → agent generation stopped in ${stopMs.toFixed(0)} ms after ${run.done?.usage.completionTokens} tokens`,
+      );
       assert.ok(stopMs < 1000, `generation stopped ${stopMs.toFixed(0)} ms after the client aborted`);
       assert.equal(run.done?.finishReason, 'cancelled');
-      assert.ok(run.done!.usage.completionTokens < 1000, `generation stopped early (${run.done!.usage.completionTokens} tokens)`);
+      assert.ok(
+        run.done!.usage.completionTokens < 1000,
+        `generation stopped early (${run.done!.usage.completionTokens} tokens)`,
+      );
       for (const r of await Promise.all(others)) {
-        assert.equal(r.chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0]?.finish_reason, 'length', 'the other streams ran to their token limit');
+        assert.equal(
+          r.chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0]?.finish_reason,
+          'length',
+          'the other streams ran to their token limit',
+        );
       }
       assert.equal(agent.inFlight, 0);
     }

@@ -77,13 +77,30 @@ function parseEvents(text: string): Event[] {
 
 /** Sequence numbers count up from 0 without gaps, and every event has the shape OpenAI documents. */
 function checkSequence(events: Event[]): void {
-  assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, i) => i));
+  assert.deepEqual(
+    events.map((e) => e.sequence_number),
+    events.map((_, i) => i),
+  );
   for (const e of events) conforms(e, EVENT_SCHEMAS[e.type] ?? `unknown event ${e.type}`);
 }
 
-const counts = (events: Event[]) => Object.entries(Object.groupBy(events, (e) => e.type)).map(([t, es]) => `${t}×${es!.length}`).join(', ');
+const counts = (events: Event[]) =>
+  Object.entries(Object.groupBy(events, (e) => e.type))
+    .map(([t, es]) => `${t}×${es!.length}`)
+    .join(', ');
 
-const WEATHER = { type: 'function' as const, name: 'get_weather', description: 'The weather now in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }, strict: true };
+const WEATHER = {
+  type: 'function' as const,
+  name: 'get_weather',
+  description: 'The weather now in a city',
+  parameters: {
+    type: 'object',
+    properties: { city: { type: 'string' } },
+    required: ['city'],
+    additionalProperties: false,
+  },
+  strict: true,
+};
 
 const callScript = (args: string[], id = 'call_w1'): Script => ({
   deltas: [
@@ -115,7 +132,11 @@ describe('OpenAI Responses API', () => {
 
   const post = async (body: Record<string, unknown>, key = edge.apiKey) => {
     posts++;
-    return fetch(new URL('/v1/responses', edge.url), { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return fetch(new URL('/v1/responses', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   };
   const lastTask = () => scripted.tasks.at(-1) as ChatTask;
 
@@ -124,7 +145,10 @@ describe('OpenAI Responses API', () => {
     ort = await createOrtEngine();
     paced = new PacedEngine(ort, 0);
     scripted = new ScriptedEngine();
-    agents.push(await startTestAgent(edge, paced, { agentId: 'ort' }), await startTestAgent(edge, scripted, { agentId: 'scripted' }));
+    agents.push(
+      await startTestAgent(edge, paced, { agentId: 'ort' }),
+      await startTestAgent(edge, scripted, { agentId: 'scripted' }),
+    );
     openai = edge.openai();
   });
   after(async () => {
@@ -135,7 +159,13 @@ describe('OpenAI Responses API', () => {
 
   test('string input: a response object with a message, incomplete at max_output_tokens, usage, the request echoed', async () => {
     posts++;
-    const r = await openai.responses.create({ model: CHAT_MODEL, input: 'Say hello', max_output_tokens: 8, temperature: 0, metadata: { run: 'a' } });
+    const r = await openai.responses.create({
+      model: CHAT_MODEL,
+      input: 'Say hello',
+      max_output_tokens: 8,
+      temperature: 0,
+      metadata: { run: 'a' },
+    });
     assert.match(r.id, /^resp_[0-9a-f]{32}$/);
     assert.equal(r.object, 'response');
     assert.equal(r.status, 'incomplete');
@@ -179,7 +209,13 @@ describe('OpenAI Responses API', () => {
   });
 
   test('raw stream: events in order, sequence numbers from 0, each shaped as OpenAI documents', async () => {
-    const res = await post({ model: CHAT_MODEL, input: 'Count to three', max_output_tokens: 12, temperature: 0, stream: true });
+    const res = await post({
+      model: CHAT_MODEL,
+      input: 'Count to three',
+      max_output_tokens: 12,
+      temperature: 0,
+      stream: true,
+    });
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type')!, /text\/event-stream/);
     const events = parseEvents(await res.text());
@@ -188,12 +224,21 @@ describe('OpenAI Responses API', () => {
     const types = events.map((e) => e.type);
     const deltas = types.filter((t) => t === 'response.output_text.delta').length;
     assert.deepEqual(types, [
-      'response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added',
+      'response.created',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.content_part.added',
       ...Array<string>(deltas).fill('response.output_text.delta'),
-      'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete',
+      'response.output_text.done',
+      'response.content_part.done',
+      'response.output_item.done',
+      'response.incomplete',
     ]);
     assert.ok(deltas > 0);
-    const text = events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('');
+    const text = events
+      .filter((e) => e.type === 'response.output_text.delta')
+      .map((e) => e.delta)
+      .join('');
     assert.equal(events.find((e) => e.type === 'response.output_text.done')!.text, text);
     const final = events.at(-1)!.response;
     assert.equal(final.output[0].content[0].text, text);
@@ -204,39 +249,75 @@ describe('OpenAI Responses API', () => {
   test('responses.stream(): reasoning then text, as reasoning_text and output_text events; the final response assembled', async () => {
     scripted.script = textScript(['Rayleigh ', 'scattering.'], 'Why blue? Short waves scatter.');
     posts++;
-    const stream = openai.responses.stream({ model: 'scripted', input: 'Why is the sky blue?', reasoning: { effort: 'high', summary: 'auto' } });
+    const stream = openai.responses.stream({
+      model: 'scripted',
+      input: 'Why is the sky blue?',
+      reasoning: { effort: 'high', summary: 'auto' },
+    });
     const events: Event[] = [];
     for await (const e of stream) events.push(e as Event);
     const final = await stream.finalResponse();
     console.log(`scripted reasoning stream: ${events.length} events (${counts(events)})`);
     checkSequence(events);
-    assert.deepEqual(events.map((e) => e.type), [
-      'response.created', 'response.in_progress',
-      'response.output_item.added', 'response.content_part.added', 'response.reasoning_text.delta', 'response.reasoning_text.done', 'response.content_part.done', 'response.output_item.done',
-      'response.output_item.added', 'response.content_part.added', 'response.output_text.delta', 'response.output_text.delta', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done',
-      'response.completed',
-    ]);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      [
+        'response.created',
+        'response.in_progress',
+        'response.output_item.added',
+        'response.content_part.added',
+        'response.reasoning_text.delta',
+        'response.reasoning_text.done',
+        'response.content_part.done',
+        'response.output_item.done',
+        'response.output_item.added',
+        'response.content_part.added',
+        'response.output_text.delta',
+        'response.output_text.delta',
+        'response.output_text.done',
+        'response.content_part.done',
+        'response.output_item.done',
+        'response.completed',
+      ],
+    );
     assert.equal(final.output_text, 'Rayleigh scattering.');
     const reasoning = final.output[0]!;
     assert.equal(reasoning.type, 'reasoning');
-    assert.deepEqual(reasoning.type === 'reasoning' && reasoning.content, [{ type: 'reasoning_text', text: 'Why blue? Short waves scatter.' }]);
+    assert.deepEqual(reasoning.type === 'reasoning' && reasoning.content, [
+      { type: 'reasoning_text', text: 'Why blue? Short waves scatter.' },
+    ]);
     assert.equal(final.usage?.output_tokens_details.reasoning_tokens, 3);
     assert.equal(lastTask().think, true);
   });
 
   test('a forced function call: arguments stream in pieces and validate against the parameters; the call is an output item', async () => {
     scripted.script = callScript(['{"ci', 'ty": "Par', 'is"}']);
-    const res = await post({ model: 'scripted', input: 'Weather in Paris?', tools: [WEATHER], tool_choice: { type: 'function', name: 'get_weather' }, stream: true });
+    const res = await post({
+      model: 'scripted',
+      input: 'Weather in Paris?',
+      tools: [WEATHER],
+      tool_choice: { type: 'function', name: 'get_weather' },
+      stream: true,
+    });
     const events = parseEvents(await res.text());
     console.log(`scripted call stream: ${events.length} events (${counts(events)})`);
     checkSequence(events);
-    assert.deepEqual(events.filter((e) => e.type === 'response.function_call_arguments.delta').map((e) => e.delta), ['{"ci', 'ty": "Par', 'is"}']);
+    assert.deepEqual(
+      events.filter((e) => e.type === 'response.function_call_arguments.delta').map((e) => e.delta),
+      ['{"ci', 'ty": "Par', 'is"}'],
+    );
     const done = events.find((e) => e.type === 'response.function_call_arguments.done')!;
     assert.equal(done.arguments, '{"city": "Paris"}');
     assert.deepEqual(lastTask().toolChoice, { name: 'get_weather' });
 
     posts++;
-    const r = await openai.responses.create({ model: 'scripted', input: 'Weather in Paris?', tools: [WEATHER], tool_choice: { type: 'function', name: 'get_weather' }, store: false });
+    const r = await openai.responses.create({
+      model: 'scripted',
+      input: 'Weather in Paris?',
+      tools: [WEATHER],
+      tool_choice: { type: 'function', name: 'get_weather' },
+      store: false,
+    });
     const call = r.output.find((o) => o.type === 'function_call');
     assert.ok(call && call.type === 'function_call');
     assert.match(call.id!, /^fc_/);
@@ -247,7 +328,10 @@ describe('OpenAI Responses API', () => {
     assert.ok(validate(JSON.parse(call.arguments)), JSON.stringify(validate.errors));
     const streamedCall = events.at(-1)!.response.output.find((o: { type: string }) => o.type === 'function_call');
     assert.equal(streamedCall.id, done.item_id, "the events and the stream's final response name the call alike");
-    assert.deepEqual(r.tools.map((t) => t.type === 'function' && t.name), ['get_weather']);
+    assert.deepEqual(
+      r.tools.map((t) => t.type === 'function' && t.name),
+      ['get_weather'],
+    );
 
     // The second turn: the call and its output go back as items; the agent sees them linked.
     scripted.script = textScript(['It is 21 °C.']);
@@ -256,45 +340,83 @@ describe('OpenAI Responses API', () => {
       model: 'scripted',
       tools: [WEATHER],
       store: false,
-      input: [{ role: 'user', content: 'Weather in Paris?' }, ...(r.output.filter((o) => o.type !== 'message') as OpenAI.Responses.ResponseInputItem[]), { type: 'function_call_output', call_id: call.call_id, output: '21 °C, sunny' }],
+      input: [
+        { role: 'user', content: 'Weather in Paris?' },
+        ...(r.output.filter((o) => o.type !== 'message') as OpenAI.Responses.ResponseInputItem[]),
+        { type: 'function_call_output', call_id: call.call_id, output: '21 °C, sunny' },
+      ],
     });
     assert.equal(second.output_text, 'It is 21 °C.');
     assert.deepEqual(lastTask().messages.slice(1), [
-      { role: 'assistant', content: '', reasoning: 'The user wants the weather.', toolCalls: [{ id: 'call_w1', name: 'get_weather', arguments: '{"city": "Paris"}' }] },
+      {
+        role: 'assistant',
+        content: '',
+        reasoning: 'The user wants the weather.',
+        toolCalls: [{ id: 'call_w1', name: 'get_weather', arguments: '{"city": "Paris"}' }],
+      },
       { role: 'tool', content: '21 °C, sunny', toolCallId: 'call_w1', toolName: 'get_weather' },
     ]);
   });
 
   test('text.format json_schema: the task carries the schema; the answer validates', async () => {
-    const schema = { type: 'object', properties: { city: { type: 'string' }, celsius: { type: 'number' } }, required: ['city', 'celsius'], additionalProperties: false };
+    const schema = {
+      type: 'object',
+      properties: { city: { type: 'string' }, celsius: { type: 'number' } },
+      required: ['city', 'celsius'],
+      additionalProperties: false,
+    };
     scripted.script = textScript(['{"city": "Paris", ', '"celsius": 21}']);
     posts++;
-    const r = await openai.responses.create({ model: 'scripted', input: 'Weather as JSON', text: { format: { type: 'json_schema', name: 'weather', schema, strict: true } } });
+    const r = await openai.responses.create({
+      model: 'scripted',
+      input: 'Weather as JSON',
+      text: { format: { type: 'json_schema', name: 'weather', schema, strict: true } },
+    });
     assert.deepEqual(lastTask().responseFormat, { type: 'json_schema', name: 'weather', schema, strict: true });
     const validate = new Ajv().compile(schema);
     assert.ok(validate(JSON.parse(r.output_text)), JSON.stringify(validate.errors));
     assert.equal(r.text?.format?.type, 'json_schema');
     posts++;
-    await openai.responses.create({ model: 'scripted', input: 'JSON please', text: { format: { type: 'json_object' } } });
+    await openai.responses.create({
+      model: 'scripted',
+      input: 'JSON please',
+      text: { format: { type: 'json_object' } },
+    });
     assert.deepEqual(lastTask().responseFormat, { type: 'json_object' });
   });
 
   test('store, previous_response_id, retrieve, input_items, delete; another tenant sees 404', async () => {
     scripted.script = textScript(['Nice to meet you, Ada.']);
     posts++;
-    const first = await openai.responses.create({ model: 'scripted', instructions: 'Be kind.', input: [{ role: 'user', content: 'I am Ada.' }, { role: 'user', content: 'Hello!' }] });
+    const first = await openai.responses.create({
+      model: 'scripted',
+      instructions: 'Be kind.',
+      input: [
+        { role: 'user', content: 'I am Ada.' },
+        { role: 'user', content: 'Hello!' },
+      ],
+    });
     scripted.script = textScript(['Your name is Ada.']);
     // Straight after the first: the hub waits for the first response's row if it is still being written.
     posts++;
-    const second = await openai.responses.create({ model: 'scripted', instructions: 'Be terse.', input: 'What is my name?', previous_response_id: first.id });
+    const second = await openai.responses.create({
+      model: 'scripted',
+      instructions: 'Be terse.',
+      input: 'What is my name?',
+      previous_response_id: first.id,
+    });
     assert.equal(second.previous_response_id, first.id);
-    assert.deepEqual(lastTask().messages, [
-      { role: 'system', content: 'Be terse.' },
-      { role: 'user', content: 'I am Ada.' },
-      { role: 'user', content: 'Hello!' },
-      { role: 'assistant', content: 'Nice to meet you, Ada.' },
-      { role: 'user', content: 'What is my name?' },
-    ], "the first response's input and output come before the new input; its instructions are not carried over");
+    assert.deepEqual(
+      lastTask().messages,
+      [
+        { role: 'system', content: 'Be terse.' },
+        { role: 'user', content: 'I am Ada.' },
+        { role: 'user', content: 'Hello!' },
+        { role: 'assistant', content: 'Nice to meet you, Ada.' },
+        { role: 'user', content: 'What is my name?' },
+      ],
+      "the first response's input and output come before the new input; its instructions are not carried over",
+    );
 
     const got = await openai.responses.retrieve(second.id);
     assert.equal(got.id, second.id);
@@ -303,22 +425,46 @@ describe('OpenAI Responses API', () => {
     conforms(Object.fromEntries(Object.entries(got).filter(([k]) => k !== 'output_text')), 'Response');
 
     const items = await openai.responses.inputItems.list(first.id);
-    assert.deepEqual(items.data.map((i) => i.type === 'message' && i.content.map((c) => c.type === 'input_text' && c.text).join('')), ['Hello!', 'I am Ada.'], 'newest first');
-    const page = await fetch(new URL(`/v1/responses/${first.id}/input_items?order=asc&limit=1`, edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } });
-    const list = (await page.json()) as { object: string; data: Array<{ id: string }>; first_id: string; last_id: string; has_more: boolean };
+    assert.deepEqual(
+      items.data.map((i) => i.type === 'message' && i.content.map((c) => c.type === 'input_text' && c.text).join('')),
+      ['Hello!', 'I am Ada.'],
+      'newest first',
+    );
+    const page = await fetch(new URL(`/v1/responses/${first.id}/input_items?order=asc&limit=1`, edge.url), {
+      headers: { authorization: `Bearer ${edge.apiKey}` },
+    });
+    const list = (await page.json()) as {
+      object: string;
+      data: Array<{ id: string }>;
+      first_id: string;
+      last_id: string;
+      has_more: boolean;
+    };
     assert.equal(list.object, 'list');
     assert.equal(list.has_more, true);
     assert.equal(list.first_id, list.data[0]!.id);
     conforms(list, 'ResponseItemList');
-    const rest = await fetch(new URL(`/v1/responses/${first.id}/input_items?order=asc&after=${list.last_id}`, edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } });
+    const rest = await fetch(
+      new URL(`/v1/responses/${first.id}/input_items?order=asc&after=${list.last_id}`, edge.url),
+      { headers: { authorization: `Bearer ${edge.apiKey}` } },
+    );
     assert.deepEqual(((await rest.json()) as { data: unknown[]; has_more: boolean }).has_more, false);
 
     const other = edge.openai({ apiKey: (await edge.createKey({ name: 'other', tenant: 'someone-else' })).key });
-    await assert.rejects(other.responses.retrieve(first.id), (e: unknown) => e instanceof OpenAI.NotFoundError && /not found/.test(e.message));
-    const res = await post({ model: 'scripted', input: 'hi', previous_response_id: first.id }, (await edge.createKey({ name: 'other2', tenant: 'someone-else' })).key);
+    await assert.rejects(
+      other.responses.retrieve(first.id),
+      (e: unknown) => e instanceof OpenAI.NotFoundError && /not found/.test(e.message),
+    );
+    const res = await post(
+      { model: 'scripted', input: 'hi', previous_response_id: first.id },
+      (await edge.createKey({ name: 'other2', tenant: 'someone-else' })).key,
+    );
     assert.equal(res.status, 404);
     const err = (await res.json()) as { error: { type: string; param: string; code: string } };
-    assert.deepEqual([err.error.type, err.error.param, err.error.code], ['not_found_error', 'previous_response_id', 'not_found']);
+    assert.deepEqual(
+      [err.error.type, err.error.param, err.error.code],
+      ['not_found_error', 'previous_response_id', 'not_found'],
+    );
 
     const deleted = await openai.responses.delete(first.id);
     assert.deepEqual(deleted as unknown, { id: first.id, object: 'response', deleted: true });
@@ -345,7 +491,12 @@ describe('OpenAI Responses API', () => {
     assert.equal(second.output_text, 'Cold.');
     assert.deepEqual(lastTask().messages, [
       { role: 'user', content: 'Weather in Oslo?' },
-      { role: 'assistant', content: '', toolCalls: [{ id: 'call_prev', name: 'get_weather', arguments: '{"city":"Oslo"}' }], reasoning: 'The user wants the weather.' },
+      {
+        role: 'assistant',
+        content: '',
+        toolCalls: [{ id: 'call_prev', name: 'get_weather', arguments: '{"city":"Oslo"}' }],
+        reasoning: 'The user wants the weather.',
+      },
       { role: 'tool', content: '-3 °C', toolCallId: 'call_prev', toolName: 'get_weather' },
     ]);
   });
@@ -353,9 +504,13 @@ describe('OpenAI Responses API', () => {
   test('the OpenAI Agents SDK runs an agent with one function tool through the relay (scripted model)', async () => {
     const cities: string[] = [];
     scripted.script = (task: GenerateTask) =>
-      task.task === 'chat' && task.messages.some((m) => m.role === 'tool') ? textScript(['It is 21 °C ', 'and sunny in Paris.']) : callScript(['{"city":"Paris"}'], 'call_sdk');
+      task.task === 'chat' && task.messages.some((m) => m.role === 'tool')
+        ? textScript(['It is 21 °C ', 'and sunny in Paris.'])
+        : callScript(['{"city":"Paris"}'], 'call_sdk');
     setTracingDisabled(true);
-    setDefaultOpenAIClient(new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: edge.apiKey, maxRetries: 0 }));
+    setDefaultOpenAIClient(
+      new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: edge.apiKey, maxRetries: 0 }),
+    );
     setOpenAIAPI('responses');
     const getWeather = tool({
       name: 'get_weather',
@@ -366,16 +521,28 @@ describe('OpenAI Responses API', () => {
         return `21 °C and sunny in ${city}`;
       },
     });
-    const agent = new SdkAgent({ name: 'Weather', instructions: 'Answer questions about the weather.', model: 'scripted', tools: [getWeather] });
+    const agent = new SdkAgent({
+      name: 'Weather',
+      instructions: 'Answer questions about the weather.',
+      model: 'scripted',
+      tools: [getWeather],
+    });
     const before = scripted.tasks.length;
     const result = await run(agent, 'What is the weather in Paris?', { maxTurns: 3 });
     posts += scripted.tasks.length - before;
-    console.log(`Agents SDK: ${scripted.tasks.length - before} model calls, tool calls ${JSON.stringify(cities)}, final output ${JSON.stringify(result.finalOutput)}`);
+    console.log(
+      `Agents SDK: ${scripted.tasks.length - before} model calls, tool calls ${JSON.stringify(cities)}, final output ${JSON.stringify(result.finalOutput)}`,
+    );
     assert.deepEqual(cities, ['Paris']);
     assert.equal(result.finalOutput, 'It is 21 °C and sunny in Paris.');
     const second = lastTask();
     assert.equal(second.messages[0]!.role, 'system');
-    assert.deepEqual(second.messages.at(-1), { role: 'tool', content: '21 °C and sunny in Paris', toolCallId: 'call_sdk', toolName: 'get_weather' });
+    assert.deepEqual(second.messages.at(-1), {
+      role: 'tool',
+      content: '21 °C and sunny in Paris',
+      toolCallId: 'call_sdk',
+      toolName: 'get_weather',
+    });
   });
 
   test('a deterministic repeat is a HIT replayed as Responses events; the same task through chat completions hits it too', async () => {
@@ -388,15 +555,21 @@ describe('OpenAI Responses API', () => {
     const hitEvents = parseEvents(await hit.text());
     checkSequence(hitEvents);
     // Each response has its own id, and its items' ids derive from it; all else is replayed as generated.
-    const strip = (es: Event[]) => es.map((e) => (e.response ? e.type : JSON.stringify(e).replace(/(msg|rs|fc)_[0-9a-f]{32}/g, '$1_…')));
+    const strip = (es: Event[]) =>
+      es.map((e) => (e.response ? e.type : JSON.stringify(e).replace(/(msg|rs|fc)_[0-9a-f]{32}/g, '$1_…')));
     assert.deepEqual(strip(hitEvents), strip(missEvents), 'the replay streams the same events as the generation');
     const plain = await post({ ...body, stream: false });
     assert.equal(plain.headers.get('x-npu-relay-cache'), 'HIT');
-    const text = ((await plain.json()) as { output: Array<{ content: Array<{ text: string }> }> }).output[0]!.content[0]!.text;
-    const { data, response } = await openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Cache me' }], max_tokens: 6, temperature: 0 }).withResponse();
+    const text = ((await plain.json()) as { output: Array<{ content: Array<{ text: string }> }> }).output[0]!
+      .content[0]!.text;
+    const { data, response } = await openai.chat.completions
+      .create({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'Cache me' }], max_tokens: 6, temperature: 0 })
+      .withResponse();
     assert.equal(response.headers.get('x-npu-relay-cache'), 'HIT', 'the cache is dialect-neutral');
     assert.equal(data.choices[0]!.message.content, text);
-    console.log(`cache: MISS then HIT (${hitEvents.length} replayed events), HIT as a body, HIT through chat completions`);
+    console.log(
+      `cache: MISS then HIT (${hitEvents.length} replayed events), HIT as a body, HIT through chat completions`,
+    );
   });
 
   test('a client that leaves mid-stream stops generation within a second', async () => {
@@ -405,7 +578,10 @@ describe('OpenAI Responses API', () => {
       const first = paced.runs.length;
       const controller = new AbortController();
       posts++;
-      const stream = await openai.responses.create({ model: CHAT_MODEL, input: 'abort me', stream: true, temperature: 0.8, max_output_tokens: 2000 }, { signal: controller.signal });
+      const stream = await openai.responses.create(
+        { model: CHAT_MODEL, input: 'abort me', stream: true, temperature: 0.8, max_output_tokens: 2000 },
+        { signal: controller.signal },
+      );
       let deltas = 0;
       let abortedAt = 0;
       try {
@@ -421,7 +597,9 @@ describe('OpenAI Responses API', () => {
       const run = paced.runs.slice(first).find((r) => r.firstMessage === 'abort me')!;
       await waitFor('the generation to end', () => run.endedAt !== undefined, { timeoutMs: 3000 });
       const stopMs = run.endedAt! - abortedAt;
-      console.log(`responses stream abandoned → generation stopped ${stopMs.toFixed(0)} ms later after ${run.done?.usage.completionTokens} tokens`);
+      console.log(
+        `responses stream abandoned → generation stopped ${stopMs.toFixed(0)} ms later after ${run.done?.usage.completionTokens} tokens`,
+      );
       assert.ok(stopMs < 1000, `stopped ${stopMs.toFixed(0)} ms after the client left`);
       assert.equal(run.done?.finishReason, 'cancelled');
     } finally {
@@ -454,9 +632,17 @@ describe('OpenAI Responses API', () => {
       [{ tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] }, 'tools.0.type', /'code_interpreter'/],
       [{ background: true }, 'background', /background responses are not supported/],
       [{ conversation: 'conv_1' }, 'conversation', /previous_response_id/],
-      [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] }, 'input.0.content.0.type', /'input_image' parts are not supported/],
+      [
+        { input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
+        'input.0.content.0.type',
+        /'input_image' parts are not supported/,
+      ],
       [{ input: [{ type: 'item_reference', id: 'msg_1' }] }, 'input.0.type', /item_reference/],
-      [{ tool_choice: { type: 'function', name: 'nope' }, tools: [WEATHER] }, 'tool_choice', /'nope', which is not among tools/],
+      [
+        { tool_choice: { type: 'function', name: 'nope' }, tools: [WEATHER] },
+        'tool_choice',
+        /'nope', which is not among tools/,
+      ],
       [{ text: { format: { type: 'json_schema', name: 'x' } } }, 'text.format.schema', /./],
     ];
     for (const [extra, param, message] of cases) {
@@ -472,7 +658,12 @@ describe('OpenAI Responses API', () => {
   test('an engine that fails mid-answer: the client raises the error event; the stream ends with response.failed', async () => {
     scripted.script = { ...textScript(['Half ', 'an answer']), error: new EngineError('the model crashed (scripted)') };
     posts++;
-    const stream = await openai.responses.create({ model: 'scripted', input: 'fail please', stream: true, store: false });
+    const stream = await openai.responses.create({
+      model: 'scripted',
+      input: 'fail please',
+      stream: true,
+      store: false,
+    });
     const seen: string[] = [];
     await assert.rejects(
       (async () => {
@@ -483,12 +674,25 @@ describe('OpenAI Responses API', () => {
     assert.deepEqual(seen.slice(0, 2), ['response.created', 'response.in_progress']);
     assert.ok(seen.includes('response.output_text.delta'), 'the text before the failure arrived');
     scripted.script = { ...textScript(['Half']), error: new EngineError('the model crashed (scripted)') };
-    const raw = parseEvents(await (await post({ model: 'scripted', input: 'fail again', stream: true, store: false })).text());
+    const raw = parseEvents(
+      await (await post({ model: 'scripted', input: 'fail again', stream: true, store: false })).text(),
+    );
     checkSequence(raw);
-    assert.deepEqual(raw.slice(-2).map((e) => e.type), ['error', 'response.failed']);
+    assert.deepEqual(
+      raw.slice(-2).map((e) => e.type),
+      ['error', 'response.failed'],
+    );
     assert.equal(raw.at(-2)!.code, 'engine_error');
     assert.equal(raw.at(-1)!.response.status, 'failed');
-    const row = await waitFor('the failed request\'s usage row', async () => (await db().execute(`select status, outcome, error_code from usage where endpoint = 'responses' and outcome = 'error'`)).rows[1]);
+    const row = await waitFor(
+      "the failed request's usage row",
+      async () =>
+        (
+          await db().execute(
+            `select status, outcome, error_code from usage where endpoint = 'responses' and outcome = 'error'`,
+          )
+        ).rows[1],
+    );
     assert.deepEqual([row.status, row.error_code], [502, 'engine_error']);
   });
 
@@ -503,9 +707,15 @@ describe('OpenAI Responses API', () => {
       const before = scripted.tasks.length;
       const body = { model: 'scripted', input: 'twins', temperature: 0, store: false };
       const [a, b] = await Promise.all([post(body), post(body)]);
-      assert.deepEqual([a.headers.get('x-npu-relay-cache'), b.headers.get('x-npu-relay-cache')].sort(), ['HIT', 'MISS']);
+      assert.deepEqual([a.headers.get('x-npu-relay-cache'), b.headers.get('x-npu-relay-cache')].sort(), [
+        'HIT',
+        'MISS',
+      ]);
       assert.equal(scripted.tasks.length - before, 1, 'the agent ran the twins once');
-      const [ja, jb] = (await Promise.all([a.json(), b.json()])) as [{ id: string; output: unknown }, { id: string; output: unknown }];
+      const [ja, jb] = (await Promise.all([a.json(), b.json()])) as [
+        { id: string; output: unknown },
+        { id: string; output: unknown },
+      ];
       assert.notEqual(ja.id, jb.id);
       assert.deepEqual(
         JSON.stringify(ja.output).replace(/(msg|rs|fc)_[0-9a-f]{32}/g, ''),
@@ -516,15 +726,23 @@ describe('OpenAI Responses API', () => {
     }
   });
 
-  test('no key, no answer: 401 in OpenAI\'s shape', async () => {
+  test("no key, no answer: 401 in OpenAI's shape", async () => {
     posts++;
-    const res = await fetch(new URL('/v1/responses', edge.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'scripted', input: 'hi' }) });
+    const res = await fetch(new URL('/v1/responses', edge.url), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'scripted', input: 'hi' }),
+    });
     assert.equal(res.status, 401);
     assert.equal(((await res.json()) as { error: { type: string } }).error.type, 'authentication_error');
   });
 
   test('each request left exactly one usage row with endpoint responses', async () => {
-    const count = async () => Number((await db().execute(`select coalesce(sum(requests), 0) as n from usage where endpoint = 'responses'`)).rows[0]!.n);
+    const count = async () =>
+      Number(
+        (await db().execute(`select coalesce(sum(requests), 0) as n from usage where endpoint = 'responses'`)).rows[0]!
+          .n,
+      );
     const n = await waitFor(`${posts} usage rows`, async () => {
       const c = await count();
       return c >= posts ? c : undefined;
@@ -532,8 +750,14 @@ describe('OpenAI Responses API', () => {
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(await count(), n);
     assert.equal(n, posts);
-    const byOutcome = (await db().execute(`select outcome, cache, status, sum(requests) as n from usage where endpoint = 'responses' group by 1, 2, 3 order by 1, 2, 3`)).rows;
-    console.log(`usage rows for responses: ${n} (${byOutcome.map((r) => `${r.outcome}/${r.cache}/${r.status}×${r.n}`).join(', ')})`);
+    const byOutcome = (
+      await db().execute(
+        `select outcome, cache, status, sum(requests) as n from usage where endpoint = 'responses' group by 1, 2, 3 order by 1, 2, 3`,
+      )
+    ).rows;
+    console.log(
+      `usage rows for responses: ${n} (${byOutcome.map((r) => `${r.outcome}/${r.cache}/${r.status}×${r.n}`).join(', ')})`,
+    );
   });
 });
 
@@ -558,6 +782,9 @@ describe('stored responses expire', () => {
     assert.equal((await openai.responses.retrieve(r.id)).output_text, 'remember me');
     await new Promise((done) => setTimeout(done, 1200));
     await assert.rejects(openai.responses.retrieve(r.id), OpenAI.NotFoundError);
-    await assert.rejects(openai.responses.create({ model: 'scripted', input: 'again', previous_response_id: r.id }), (e: unknown) => e instanceof OpenAI.NotFoundError && e.param === 'previous_response_id');
+    await assert.rejects(
+      openai.responses.create({ model: 'scripted', input: 'again', previous_response_id: r.id }),
+      (e: unknown) => e instanceof OpenAI.NotFoundError && e.param === 'previous_response_id',
+    );
   });
 });

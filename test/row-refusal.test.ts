@@ -42,7 +42,9 @@ describe('row refusals against a real sqld', () => {
     const db = openDatabase(sqld.url, undefined, { timeoutMs: 2000 });
     await db.insert(usage).values(row);
     // `outcome` is NOT NULL: the database answers and refuses this row, and would refuse it again on every retry.
-    const bad = await failure(() => db.run(sql`insert into usage (id, at, endpoint, duration_ms, status) values ('r2', 1, '/x', 1, 200)`));
+    const bad = await failure(() =>
+      db.run(sql`insert into usage (id, at, endpoint, duration_ms, status) values ('r2', 1, '/x', 1, 200)`),
+    );
     assert.equal(isRowRefusal(bad), true, String(bad));
     // A schema between migrations: the row would go in once the migration runs.
     const noTable = await failure(() => db.run(sql`insert into usage_next (id) values ('r3')`));

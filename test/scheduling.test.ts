@@ -77,7 +77,13 @@ describe('scheduling through the edge', () => {
     fetch(new URL('/v1/chat/completions', edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content }], max_tokens: 4, temperature: 0.5, stream: signal !== undefined }),
+      body: JSON.stringify({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content }],
+        max_tokens: 4,
+        temperature: 0.5,
+        stream: signal !== undefined,
+      }),
       ...(signal ? { signal } : {}),
     }).then(async (res) => {
       await res.arrayBuffer();
@@ -109,6 +115,10 @@ describe('scheduling through the edge', () => {
     assert.ok(Number(refused.headers.get('retry-after')) >= 1);
     await new Promise((r) => setTimeout(r, 300));
     const order = paced.runs.slice(runs).map((r) => r.firstMessage);
-    assert.deepEqual(order, ['a1', 'a2', 'b1', 'a4'], 'round-robin between A and B after the running request; a3 never ran');
+    assert.deepEqual(
+      order,
+      ['a1', 'a2', 'b1', 'a4'],
+      'round-robin between A and B after the running request; a3 never ran',
+    );
   });
 });

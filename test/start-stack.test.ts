@@ -38,7 +38,12 @@ interface Proc {
 
 /** A command in its own process group (so the test can stop it and all under it, as Ctrl-C does). */
 function startProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(command, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(command, args, {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d));
   child.stderr!.on('data', (d: Buffer) => (out += d));
@@ -57,10 +62,19 @@ async function sayHello(base: string, token: string, agentId: string): Promise<{
         if (text !== PING_FRAME) resolve(JSON.parse(text) as { type: string; message?: string });
       }),
     );
-    ws.send(JSON.stringify({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentId, agentVersion: '0', engine: 'none', instanceId: randomUUID(),
-      models: [], devices: [{ name: 'CPU' }], capacity: { concurrency: 1, queueLimit: 1 },
-    }));
+    ws.send(
+      JSON.stringify({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        agentId,
+        agentVersion: '0',
+        engine: 'none',
+        instanceId: randomUUID(),
+        models: [],
+        devices: [{ name: 'CPU' }],
+        capacity: { concurrency: 1, queueLimit: 1 },
+      }),
+    );
     return await answer;
   } finally {
     ws.close();
@@ -106,8 +120,17 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_DB_TIMEOUT_MS: '1000',
   };
   const env = {
-    NPU_RELAY_PORT: String(port), NPU_RELAY_DATA_DIR: dataDir, NPU_RELAY_MODELS_DIR: modelsDir, NPU_RELAY_LOG_LEVEL: 'info',
-    HF_ENDPOINT: `http://127.0.0.1:${hubPort}`, NPU_RELAY_DEFAULT_MODELS: defaults.join(','), NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_API_KEY: '', NPU_RELAY_LIBSQL_URL: '', NPU_RELAY_LIBSQL_AUTH_TOKEN: '', ...edgeVars,
+    NPU_RELAY_PORT: String(port),
+    NPU_RELAY_DATA_DIR: dataDir,
+    NPU_RELAY_MODELS_DIR: modelsDir,
+    NPU_RELAY_LOG_LEVEL: 'info',
+    HF_ENDPOINT: `http://127.0.0.1:${hubPort}`,
+    NPU_RELAY_DEFAULT_MODELS: defaults.join(','),
+    NPU_RELAY_AGENT_TOKEN: agentToken,
+    NPU_RELAY_API_KEY: '',
+    NPU_RELAY_LIBSQL_URL: '',
+    NPU_RELAY_LIBSQL_AUTH_TOKEN: '',
+    ...edgeVars,
   };
   const started = performance.now();
   const stack = startProcess('npm', ['start'], env);
@@ -116,22 +139,39 @@ test('npm start offline with no models serves at once, takes agents from its ban
   const base = `http://127.0.0.1:${port}`;
   try {
     // Serving: /health, then (with the key from the banner) empty model lists, while the stack keeps running.
-    await waitFor('npm start to print its banner', () => {
-      if (stack.child.exitCode !== null) assert.fail(`npm start exited (${stack.child.exitCode}):\n${stack.out()}`);
-      return /Press Ctrl-C to stop/.test(stack.out());
-    }, { timeoutMs: 120_000, intervalMs: 100 });
+    await waitFor(
+      'npm start to print its banner',
+      () => {
+        if (stack.child.exitCode !== null) assert.fail(`npm start exited (${stack.child.exitCode}):\n${stack.out()}`);
+        return /Press Ctrl-C to stop/.test(stack.out());
+      },
+      { timeoutMs: 120_000, intervalMs: 100 },
+    );
     const banner = stack.out();
     const apiKey = /API key:\s+(sk-relay-\S+)/.exec(banner)?.[1];
     assert.ok(apiKey, `an API key is printed:\n${banner}`);
     const auth = { authorization: `Bearer ${apiKey}` };
     assert.equal((await fetch(`${base}/health`)).status, 200);
-    assert.deepEqual(((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: unknown[] }).data, []);
-    assert.deepEqual(((await (await fetch(`${base}/api/tags`, { headers: auth })).json()) as { models: unknown[] }).models, []);
-    console.log(`offline, no models: /health, /v1/models and /api/tags answered ${((performance.now() - started) / 1000).toFixed(1)} s after npm start`);
-    assert.match(banner, /could not pull .*cannot reach http:\/\/127\.0\.0\.1:\d+.*retried in the background/, 'the failed pull is explained');
+    assert.deepEqual(
+      ((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: unknown[] }).data,
+      [],
+    );
+    assert.deepEqual(
+      ((await (await fetch(`${base}/api/tags`, { headers: auth })).json()) as { models: unknown[] }).models,
+      [],
+    );
+    console.log(
+      `offline, no models: /health, /v1/models and /api/tags answered ${((performance.now() - started) / 1000).toFixed(1)} s after npm start`,
+    );
+    assert.match(
+      banner,
+      /could not pull .*cannot reach http:\/\/127\.0\.0\.1:\d+.*retried in the background/,
+      'the failed pull is explained',
+    );
     assert.match(banner, /NPU_RELAY_NO_PULL=1/, 'and how to stop it');
     // The banner has every URL a client needs, and no JSON log line breaks it up.
-    for (const what of ['OpenAI API', 'Anthropic API', 'Ollama API', 'Dashboard']) assert.match(banner, new RegExp(`${what}:\\s+http://127\\.0\\.0\\.1:${port}/`));
+    for (const what of ['OpenAI API', 'Anthropic API', 'Ollama API', 'Dashboard'])
+      assert.match(banner, new RegExp(`${what}:\\s+http://127\\.0\\.0\\.1:${port}/`));
     assert.doesNotMatch(banner, /"level":30/, 'no info log lines before the banner');
     await sleep(2000);
     assert.equal(stack.child.exitCode, null, 'npm start keeps running');
@@ -143,56 +183,104 @@ test('npm start offline with no models serves at once, takes agents from its ban
     assert.ok(line, `the banner prints the agent line:\n${banner}`);
     assert.doesNotMatch(line, new RegExp(agentToken));
     const words = line.split(' ');
-    const agentEnv = { NPU_RELAY_AGENT_TOKEN: '', NPU_RELAY_EDGE_URL: '', NPU_RELAY_DATA_DIR: '', NPU_RELAY_LOG_LEVEL: 'warn' };
+    const agentEnv = {
+      NPU_RELAY_AGENT_TOKEN: '',
+      NPU_RELAY_EDGE_URL: '',
+      NPU_RELAY_DATA_DIR: '',
+      NPU_RELAY_LOG_LEVEL: 'warn',
+    };
     agents.push(startProcess(words[0]!, [...words.slice(1), '--models', chatOnly], agentEnv));
     agents.push(startProcess(words[0]!, [...words.slice(1), '--pool', 'other', '--models', embedOnly], agentEnv));
-    await waitFor('both agents to serve their models', async () => {
-      for (const a of agents) if (a.child.exitCode !== null) assert.fail(`an agent exited:\n${a.out()}`);
-      const ids = ((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
-      return ids.includes(CHAT_MODEL) && ids.includes(EMBED_MODEL);
-    }, { timeoutMs: 120_000, intervalMs: 250 });
+    await waitFor(
+      'both agents to serve their models',
+      async () => {
+        for (const a of agents) if (a.child.exitCode !== null) assert.fail(`an agent exited:\n${a.out()}`);
+        const ids = (
+          (await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }
+        ).data.map((m) => m.id);
+        return ids.includes(CHAT_MODEL) && ids.includes(EMBED_MODEL);
+      },
+      { timeoutMs: 120_000, intervalMs: 250 },
+    );
     const { stdout: ps } = await run('ps', ['-eo', 'args']);
     assert.doesNotMatch(ps, new RegExp(agentToken), 'the agent token is in no process list');
     const chat = await fetch(`${base}/v1/chat/completions`, {
-      method: 'POST', headers: { ...auth, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }),
     });
     assert.equal(chat.status, 200, await chat.clone().text());
-    const emb = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ model: EMBED_MODEL, input: 'hello' }) });
+    const emb = await fetch(`${base}/v1/embeddings`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: EMBED_MODEL, input: 'hello' }),
+    });
     assert.equal(emb.status, 200, 'the agent of the other pool serves its model');
-    const wrongKind = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ model: CHAT_MODEL, input: 'hello' }) });
+    const wrongKind = await fetch(`${base}/v1/embeddings`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: CHAT_MODEL, input: 'hello' }),
+    });
     assert.equal(wrongKind.status, 400);
     assert.match(await wrongKind.text(), /is a chat model and cannot serve/);
 
     // The hub comes back: the background pull fetches the defaults and the stack's own agent serves them.
     const [chatRepo, embedRepo] = defaults;
-    const hub = await startHub({ [chatRepo]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)), [embedRepo]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)) });
+    const hub = await startHub({
+      [chatRepo]: repoFilesFrom(path.join(MODELS_DIR, CHAT_MODEL)),
+      [embedRepo]: repoFilesFrom(path.join(MODELS_DIR, EMBED_MODEL)),
+    });
     closers.push(() => hub.close());
     const hubUrl = new URL(hub.url);
-    const proxy = createServer((sock) => sock.pipe(connect(Number(hubUrl.port), '127.0.0.1').on('error', () => sock.destroy())).pipe(sock));
+    const proxy = createServer((sock) =>
+      sock.pipe(connect(Number(hubUrl.port), '127.0.0.1').on('error', () => sock.destroy())).pipe(sock),
+    );
     await new Promise<void>((resolve) => proxy.listen(hubPort, '127.0.0.1', resolve));
     closers.push(() => new Promise((r) => proxy.close(r)));
-    const pulled = waitFor('the pulled default models to be served', async () => {
-      const ids = ((await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
-      return ids.includes(modelFolderName(chatRepo)) && ids.includes(modelFolderName(embedRepo));
-    }, { timeoutMs: 170_000, intervalMs: 500 });
+    const pulled = waitFor(
+      'the pulled default models to be served',
+      async () => {
+        const ids = (
+          (await (await fetch(`${base}/v1/models`, { headers: auth })).json()) as { data: Array<{ id: string }> }
+        ).data.map((m) => m.id);
+        return ids.includes(modelFolderName(chatRepo)) && ids.includes(modelFolderName(embedRepo));
+      },
+      { timeoutMs: 170_000, intervalMs: 500 },
+    );
     pulled.catch(() => {});
     const pulledOrSay = () => pulled.catch((err: Error) => assert.fail(`${err.message}:\n${stack.out().slice(-4000)}`));
 
     // Each edge variable, set in npm start's environment, as the edge applies it.
     const post = (route: string, body: unknown, headers: Record<string, string> = {}) =>
-      fetch(`${base}${route}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
-    const greedy = (content: string) => ({ model: CHAT_MODEL, max_tokens: 3, temperature: 0, messages: [{ role: 'user', content }] });
-    const checks: Record<Exclude<keyof typeof edgeVars, 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS'>, () => Promise<void>> = {
+      fetch(`${base}${route}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json', ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+        signal: AbortSignal.timeout(60_000),
+      });
+    const greedy = (content: string) => ({
+      model: CHAT_MODEL,
+      max_tokens: 3,
+      temperature: 0,
+      messages: [{ role: 'user', content }],
+    });
+    const checks: Record<
+      Exclude<keyof typeof edgeVars, 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS'>,
+      () => Promise<void>
+    > = {
       NPU_RELAY_MAX_BODY_BYTES: async () => {
         const big = await post('/v1/chat/completions', greedy('x'.repeat(5000)));
         assert.equal(big.status, 413, 'a 5 KB body is over 3000 bytes');
         assert.equal((await post('/v1/chat/completions', greedy('y'.repeat(2000)))).status, 200);
       },
       NPU_RELAY_CACHE_TTL_S: async () => {
-        const ask = async () => (await post('/v1/chat/completions', greedy('cache me'))).headers.get('x-npu-relay-cache');
+        const ask = async () =>
+          (await post('/v1/chat/completions', greedy('cache me'))).headers.get('x-npu-relay-cache');
         assert.equal(await ask(), 'MISS');
-        await waitFor('the answer to be cached', async () => (await ask()) === 'HIT', { timeoutMs: 20_000, intervalMs: 200 });
+        await waitFor('the answer to be cached', async () => (await ask()) === 'HIT', {
+          timeoutMs: 20_000,
+          intervalMs: 200,
+        });
         await sleep(4000);
         assert.equal(await ask(), 'MISS', 'a cached answer is not served past 3 s');
       },
@@ -202,19 +290,38 @@ test('npm start offline with no models serves at once, takes agents from its ban
         const { id } = (await made.json()) as { id: string };
         assert.equal((await fetch(`${base}/v1/responses/${id}`, { headers: auth })).status, 200);
         await sleep(4000);
-        assert.equal((await fetch(`${base}/v1/responses/${id}`, { headers: auth })).status, 404, 'a stored response is gone past 3 s');
+        assert.equal(
+          (await fetch(`${base}/v1/responses/${id}`, { headers: auth })).status,
+          404,
+          'a stored response is gone past 3 s',
+        );
       },
       NPU_RELAY_RESPONSES_MAX_CHAIN: async () => {
-        const first = (await (await post('/v1/responses', { model: CHAT_MODEL, input: 'one', max_output_tokens: 3 })).json()) as { id: string };
-        const next = await post('/v1/responses', { model: CHAT_MODEL, input: 'two', max_output_tokens: 3, previous_response_id: first.id });
+        const first = (await (
+          await post('/v1/responses', { model: CHAT_MODEL, input: 'one', max_output_tokens: 3 })
+        ).json()) as { id: string };
+        const next = await post('/v1/responses', {
+          model: CHAT_MODEL,
+          input: 'two',
+          max_output_tokens: 3,
+          previous_response_id: first.id,
+        });
         assert.equal(next.status, 400);
         assert.match(await next.text(), /NPU_RELAY_RESPONSES_MAX_CHAIN = 1/);
       },
       NPU_RELAY_INFERENCE_TIMEOUT_S: async () => {
         // An agent that takes the request and never answers: the edge gives up after 2 s, not 600.
-        const peer = await connectPeer({ url: new URL(base), agentToken }, { agentId: 'silent', models: [{ id: 'silent-model', kind: 'chat', device: 'CPU' }] }, () => {});
+        const peer = await connectPeer(
+          { url: new URL(base), agentToken },
+          { agentId: 'silent', models: [{ id: 'silent-model', kind: 'chat', device: 'CPU' }] },
+          () => {},
+        );
         closers.push(async () => peer.close());
-        const res = await post('/v1/chat/completions', { model: 'silent-model', max_tokens: 3, messages: [{ role: 'user', content: 'hello?' }] });
+        const res = await post('/v1/chat/completions', {
+          model: 'silent-model',
+          max_tokens: 3,
+          messages: [{ role: 'user', content: 'hello?' }],
+        });
         assert.equal(res.status, 504);
         assert.match(await res.text(), /NPU_RELAY_INFERENCE_TIMEOUT_S/);
       },
@@ -226,23 +333,46 @@ test('npm start offline with no models serves at once, takes agents from its ban
       },
       NPU_RELAY_CORS_ORIGINS: async () => {
         const preflight = (origin: string) =>
-          fetch(`${base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' } });
-        assert.equal((await preflight('https://chat.example')).headers.get('access-control-allow-origin'), 'https://chat.example');
-        assert.equal((await preflight('https://other.example')).headers.get('access-control-allow-origin'), null, 'an origin not listed is not allowed');
+          fetch(`${base}/v1/chat/completions`, {
+            method: 'OPTIONS',
+            headers: {
+              origin,
+              'access-control-request-method': 'POST',
+              'access-control-request-headers': 'authorization',
+            },
+          });
+        assert.equal(
+          (await preflight('https://chat.example')).headers.get('access-control-allow-origin'),
+          'https://chat.example',
+        );
+        assert.equal(
+          (await preflight('https://other.example')).headers.get('access-control-allow-origin'),
+          null,
+          'an origin not listed is not allowed',
+        );
       },
     };
-    for (const [name, check] of Object.entries(checks)) await t.test(`${name}=${edgeVars[name as keyof typeof edgeVars]}`, check);
+    for (const [name, check] of Object.entries(checks))
+      await t.test(`${name}=${edgeVars[name as keyof typeof edgeVars]}`, check);
 
     await pulledOrSay();
     assert.match(stack.out(), /pulled .* into /, 'the background pull reports its progress');
-    console.log(`background pull served the defaults ${((performance.now() - started) / 1000).toFixed(0)} s after npm start`);
+    console.log(
+      `background pull served the defaults ${((performance.now() - started) / 1000).toFixed(0)} s after npm start`,
+    );
 
     // Last, the database stops answering (SIGSTOP, a hang): a key verified 4 s ago is past a 1 s grace, so it is
     // refused (the default 600 s would serve it), after a lookup that gave up at 1000 ms.
     await t.test('NPU_RELAY_KEY_GRACE_S=1 and NPU_RELAY_DB_TIMEOUT_MS=1000', async () => {
       const { stdout: procs } = await run('ps', ['-eo', 'pid=,args=']);
-      const sqldPid = Number(procs.split('\n').find((l) => /sqld/.test(l) && l.includes(dataDir))?.trim().split(/\s+/)[0]);
-      assert.ok(sqldPid > 0, 'the stack\'s sqld is found');
+      const sqldPid = Number(
+        procs
+          .split('\n')
+          .find((l) => /sqld/.test(l) && l.includes(dataDir))
+          ?.trim()
+          .split(/\s+/)[0],
+      );
+      assert.ok(sqldPid > 0, "the stack's sqld is found");
       assert.equal((await fetch(`${base}/v1/models`, { headers: auth })).status, 200);
       process.kill(sqldPid, 'SIGSTOP');
       closers.unshift(async () => process.kill(sqldPid, 'SIGCONT'));
@@ -250,7 +380,11 @@ test('npm start offline with no models serves at once, takes agents from its ban
       const res = await fetch(`${base}/v1/models`, { headers: auth, signal: AbortSignal.timeout(60_000) });
       assert.equal(res.status, 503);
       assert.match(await res.text(), /database_unavailable/);
-      await waitFor('the Worker log to name the timeout', () => /within 1000 ms \(NPU_RELAY_DB_TIMEOUT_MS\)/.test(stack.out()), { timeoutMs: 10_000 });
+      await waitFor(
+        'the Worker log to name the timeout',
+        () => /within 1000 ms \(NPU_RELAY_DB_TIMEOUT_MS\)/.test(stack.out()),
+        { timeoutMs: 10_000 },
+      );
       process.kill(sqldPid, 'SIGCONT');
     });
   } finally {
@@ -267,9 +401,16 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
     for (const [name, value, why] of [
       ['NPU_RELAY_CACHE_TTL_S', 'soon', /NPU_RELAY_CACHE_TTL_S must be a positive integer, got 'soon'/],
       ['NPU_RELAY_EDGE_HITS', 'of', /NPU_RELAY_EDGE_HITS must be on or off/],
-      ['NPU_RELAY_LIBSQL_URL', 'libsql://elsewhere.turso.io', /NPU_RELAY_LIBSQL_URL is set, but `npm start` runs its own local database/],
+      [
+        'NPU_RELAY_LIBSQL_URL',
+        'libsql://elsewhere.turso.io',
+        /NPU_RELAY_LIBSQL_URL is set, but `npm start` runs its own local database/,
+      ],
     ] as const) {
-      const r = await runScript('node/cli/start.ts', [], { env: { NPU_RELAY_DATA_DIR: dataDir, [name]: value }, timeoutMs: 30_000 });
+      const r = await runScript('node/cli/start.ts', [], {
+        env: { NPU_RELAY_DATA_DIR: dataDir, [name]: value },
+        timeoutMs: 30_000,
+      });
       assert.equal(r.code, 2, `${name}: ${r.stderr}`);
       assert.match(r.stderr, why);
     }
@@ -281,11 +422,18 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
 test('every edge variable of the README configuration table and of the Worker reaches the local edge', async () => {
   const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
   const envTs = await readFile(path.join(PROJECT_ROOT, 'worker/env.ts'), 'utf8');
-  const passed = new Set([...Object.keys(EDGE_VARIABLES), 'NPU_RELAY_AGENT_TOKEN', 'NPU_RELAY_ADMIN_TOKEN', 'NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN']);
+  const passed = new Set([
+    ...Object.keys(EDGE_VARIABLES),
+    'NPU_RELAY_AGENT_TOKEN',
+    'NPU_RELAY_ADMIN_TOKEN',
+    'NPU_RELAY_LIBSQL_URL',
+    'NPU_RELAY_LIBSQL_AUTH_TOKEN',
+  ]);
   const inTable = [...readme.matchAll(/^\| `(NPU_RELAY_\w+)` \| edge\b/gm)].map((m) => m[1]!);
   const inWorker = [...envTs.matchAll(/^\s*(NPU_RELAY_\w+)\?:/gm)].map((m) => m[1]!);
   assert.ok(inTable.length >= 10 && inWorker.length >= 10);
-  for (const name of [...inTable, ...inWorker]) assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
+  for (const name of [...inTable, ...inWorker])
+    assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
 });
 
 test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN_FILE) or the environment; --local needs a running npm start', async () => {
@@ -293,10 +441,17 @@ test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN
   try {
     const file = path.join(dir, 'token');
     await writeFile(file, 'from-the-file\n', { mode: 0o600 });
-    assert.equal(agentConfig(['--token-file', file], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-the-file');
+    assert.equal(
+      agentConfig(['--token-file', file], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken,
+      'from-the-file',
+    );
     assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN_FILE: file })!.agentToken, 'from-the-file');
     assert.equal(agentConfig([], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!.agentToken, 'from-env');
-    const refused = (argv: string[], env: NodeJS.ProcessEnv, why: RegExp) => assert.throws(() => agentConfig(argv, env), (err: unknown) => err instanceof ConfigError && why.test(err.message));
+    const refused = (argv: string[], env: NodeJS.ProcessEnv, why: RegExp) =>
+      assert.throws(
+        () => agentConfig(argv, env),
+        (err: unknown) => err instanceof ConfigError && why.test(err.message),
+      );
     refused(['--token-file', path.join(dir, 'absent')], {}, /--token-file: cannot read the agent token from .*absent/);
     await writeFile(path.join(dir, 'empty'), '\n');
     refused([], { NPU_RELAY_AGENT_TOKEN_FILE: path.join(dir, 'empty') }, /empty; it should hold the agent token/);

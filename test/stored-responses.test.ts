@@ -21,7 +21,14 @@ const MAX_CHAIN = 170;
 /** Answers each turn with a line naming the turn, so the history it is given can be checked. */
 function answering(task: GenerateTask): Script {
   const turn = task.task === 'chat' ? task.messages.filter((m) => m.role === 'user').length : 0;
-  return { deltas: [{ text: `Answer ${turn}: noted, `, tokens: 4 }, { text: 'carry on with the next part.', tokens: 6 }], finishReason: 'stop', promptTokens: 10 };
+  return {
+    deltas: [
+      { text: `Answer ${turn}: noted, `, tokens: 4 },
+      { text: 'carry on with the next part.', tokens: 6 },
+    ],
+    finishReason: 'stop',
+    promptTokens: 10,
+  };
 }
 
 async function rows<T>(edge: TestEdge, sql: string, args: Array<string | number> = []): Promise<T[]> {
@@ -49,19 +56,27 @@ describe('stored responses', () => {
     await edge?.stop();
   });
 
-  test("a same-tenant key scoped to another model cannot read, list, delete or continue a response of a model outside its scope", async () => {
+  test('a same-tenant key scoped to another model cannot read, list, delete or continue a response of a model outside its scope', async () => {
     const tenant = 'scope-tenant';
     const all = edge.openai({ apiKey: (await edge.createKey({ name: 'all models', tenant })).key });
-    const narrow = edge.openai({ apiKey: (await edge.createKey({ name: 'other model only', tenant, models: ['tiny-random-llama'] })).key });
+    const narrow = edge.openai({
+      apiKey: (await edge.createKey({ name: 'other model only', tenant, models: ['tiny-random-llama'] })).key,
+    });
     const made = await all.responses.create({ model: SCRIPTED_MODEL, input: 'a secret plan' });
     const refusals: Array<[string, () => Promise<unknown>]> = [
       ['retrieve', () => narrow.responses.retrieve(made.id)],
       ['input_items', () => narrow.responses.inputItems.list(made.id)],
       ['delete', () => narrow.responses.delete(made.id)],
-      ['previous_response_id', () => narrow.responses.create({ model: 'tiny-random-llama', previous_response_id: made.id, input: 'go on' })],
+      [
+        'previous_response_id',
+        () => narrow.responses.create({ model: 'tiny-random-llama', previous_response_id: made.id, input: 'go on' }),
+      ],
     ];
     for (const [what, call] of refusals) {
-      const err = await call().then(() => assert.fail(`${what} was allowed`), (e: unknown) => e);
+      const err = await call().then(
+        () => assert.fail(`${what} was allowed`),
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof OpenAI.NotFoundError, `${what}: 404, got ${String(err)}`);
       assert.match(err.message, new RegExp(`response with id '${made.id}' not found`));
     }
@@ -76,7 +91,11 @@ describe('stored responses', () => {
     const ids: string[] = [];
     for (let turn = 1; turn <= 165; turn++) {
       const input = `Part ${turn} of the specification: the widget shall accept inputs of type ${turn % 7}.`;
-      const r = await openai.responses.create({ model: SCRIPTED_MODEL, input, ...(previous ? { previous_response_id: previous } : {}) });
+      const r = await openai.responses.create({
+        model: SCRIPTED_MODEL,
+        input,
+        ...(previous ? { previous_response_id: previous } : {}),
+      });
       conversationBytes += Buffer.byteLength(input) + Buffer.byteLength(r.output_text);
       previous = r.id;
       ids.push(r.id);
@@ -97,9 +116,14 @@ describe('stored responses', () => {
       );
       return Number(r!.n) === 165 ? r : undefined;
     });
-    console.log(`165 turns: conversation ${conversationBytes} B of text; stored history ${size.history} B, whole rows ${size.total} B; depth ${size.depth}`);
+    console.log(
+      `165 turns: conversation ${conversationBytes} B of text; stored history ${size.history} B, whole rows ${size.total} B; depth ${size.depth}`,
+    );
     assert.equal(Number(size.depth), 165);
-    assert.ok(Number(size.history) < 3 * conversationBytes, `history stored once: ${size.history} B for ${conversationBytes} B of conversation`);
+    assert.ok(
+      Number(size.history) < 3 * conversationBytes,
+      `history stored once: ${size.history} B for ${conversationBytes} B of conversation`,
+    );
     // Linear, not quadratic: the 165th row is about as large as the 2nd (each holds its own turn, not the whole).
     const perRow = await rows<{ depth: number; bytes: number }>(
       edge,
@@ -108,34 +132,69 @@ describe('stored responses', () => {
     );
     const [second, latest] = [Number(perRow[1]!.bytes), Number(perRow.at(-1)!.bytes)];
     console.log(`row 2: ${second} B, row 165: ${latest} B`);
-    assert.ok(latest < second * 1.2, `the 165th row (${latest} B) does not hold the conversation (the 2nd is ${second} B)`);
+    assert.ok(
+      latest < second * 1.2,
+      `the 165th row (${latest} B) does not hold the conversation (the 2nd is ${second} B)`,
+    );
 
-    for (let turn = 166; turn <= MAX_CHAIN; turn++) previous = (await openai.responses.create({ model: SCRIPTED_MODEL, input: `Part ${turn}.`, previous_response_id: previous! })).id;
-    const err = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'one more', previous_response_id: previous! }).then(() => assert.fail('past the bound'), (e: unknown) => e);
+    for (let turn = 166; turn <= MAX_CHAIN; turn++)
+      previous = (
+        await openai.responses.create({
+          model: SCRIPTED_MODEL,
+          input: `Part ${turn}.`,
+          previous_response_id: previous!,
+        })
+      ).id;
+    const err = await openai.responses
+      .create({ model: SCRIPTED_MODEL, input: 'one more', previous_response_id: previous! })
+      .then(
+        () => assert.fail('past the bound'),
+        (e: unknown) => e,
+      );
     assert.ok(err instanceof OpenAI.BadRequestError, String(err));
     assert.equal(err.param, 'previous_response_id');
-    assert.match(err.message, new RegExp(`conversation of ${MAX_CHAIN} responses.*NPU_RELAY_RESPONSES_MAX_CHAIN = ${MAX_CHAIN}`));
+    assert.match(
+      err.message,
+      new RegExp(`conversation of ${MAX_CHAIN} responses.*NPU_RELAY_RESPONSES_MAX_CHAIN = ${MAX_CHAIN}`),
+    );
 
     // Deleting a turn in the middle: continuing after it says which response is missing.
     await openai.responses.delete(ids[99]!);
-    const broken = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'go on', previous_response_id: ids[120]! }).then(() => assert.fail('continued'), (e: unknown) => e);
+    const broken = await openai.responses
+      .create({ model: SCRIPTED_MODEL, input: 'go on', previous_response_id: ids[120]! })
+      .then(
+        () => assert.fail('continued'),
+        (e: unknown) => e,
+      );
     assert.ok(broken instanceof OpenAI.NotFoundError, String(broken));
     assert.match(broken.message, new RegExp(`continues response '${ids[99]}', which has expired or been deleted`));
   });
 
   test('sqld stopped: GET is a 503 in OpenAI shape, POST /admin/keys a 503; a response answered meanwhile is readable and stored once sqld is back', async () => {
     const before = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'stored before the outage' });
-    await waitFor('the row', async () => (await rows(edge, 'select id from responses where id = ?', [before.id])).length > 0);
+    await waitFor(
+      'the row',
+      async () => (await rows(edge, 'select id from responses where id = ?', [before.id])).length > 0,
+    );
     await edge.sqld.stop();
     try {
-      const err = await openai.responses.retrieve(before.id).then(() => assert.fail('read while down'), (e: unknown) => e);
+      const err = await openai.responses.retrieve(before.id).then(
+        () => assert.fail('read while down'),
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof OpenAI.APIError && err.status === 503, `503, got ${String(err)}`);
       assert.deepEqual([(err.error as { type?: string }).type, err.code], ['server_error', 'database_unavailable']);
       assert.match(err.message, /database is unreachable; retry shortly/);
-      const del = await fetch(new URL(`/v1/responses/${before.id}`, edge.url), { method: 'DELETE', headers: { authorization: `Bearer ${edge.apiKey}` } });
+      const del = await fetch(new URL(`/v1/responses/${before.id}`, edge.url), {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${edge.apiKey}` },
+      });
       assert.equal(del.status, 503);
 
-      const created = await edge.admin('/admin/keys', { method: 'POST', body: JSON.stringify({ name: 'during the outage' }) });
+      const created = await edge.admin('/admin/keys', {
+        method: 'POST',
+        body: JSON.stringify({ name: 'during the outage' }),
+      });
       assert.equal(created.status, 503);
       const body = (await created.json()) as { error: { code: string; type: string; message: string } };
       assert.deepEqual([body.error.code, body.error.type], ['database_unavailable', 'server_error']);
@@ -143,25 +202,51 @@ describe('stored responses', () => {
       // Streamed while the database is down: answered, readable (from the hub's queue), continued.
       let id = '';
       let text = '';
-      for await (const event of await openai.responses.create({ model: SCRIPTED_MODEL, input: 'remember me through the outage', stream: true })) {
+      for await (const event of await openai.responses.create({
+        model: SCRIPTED_MODEL,
+        input: 'remember me through the outage',
+        stream: true,
+      })) {
         if (event.type === 'response.completed') id = event.response.id;
         if (event.type === 'response.output_text.delta') text += event.delta;
       }
       assert.ok(id && text, 'the stream completed');
       assert.equal((await openai.responses.retrieve(id)).output_text, text);
-      const next = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'and again', previous_response_id: id });
-      assert.match(engine.tasks.at(-1)!.task === 'chat' ? (engine.tasks.at(-1) as { messages: Array<{ content: string }> }).messages[0]!.content : '', /remember me/);
+      const next = await openai.responses.create({
+        model: SCRIPTED_MODEL,
+        input: 'and again',
+        previous_response_id: id,
+      });
+      assert.match(
+        engine.tasks.at(-1)!.task === 'chat'
+          ? (engine.tasks.at(-1) as { messages: Array<{ content: string }> }).messages[0]!.content
+          : '',
+        /remember me/,
+      );
 
       edge.sqld = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
-      const stored = await waitFor('the responses answered during the outage in sqld', async () => {
-        const r = await rows<{ id: string; previous_response_id: string | null }>(edge, 'select id, previous_response_id from responses where id in (?, ?)', [id, next.id]);
-        return r.length === 2 ? r : undefined;
-      }, { timeoutMs: 15_000 });
+      const stored = await waitFor(
+        'the responses answered during the outage in sqld',
+        async () => {
+          const r = await rows<{ id: string; previous_response_id: string | null }>(
+            edge,
+            'select id, previous_response_id from responses where id in (?, ?)',
+            [id, next.id],
+          );
+          return r.length === 2 ? r : undefined;
+        },
+        { timeoutMs: 15_000 },
+      );
       assert.equal(stored.find((r) => r.id === next.id)?.previous_response_id, id);
       assert.equal((await openai.responses.retrieve(before.id)).id, before.id);
-      assert.equal((await edge.admin('/admin/keys', { method: 'POST', body: JSON.stringify({ name: 'after the outage' }) })).status, 201);
+      assert.equal(
+        (await edge.admin('/admin/keys', { method: 'POST', body: JSON.stringify({ name: 'after the outage' }) }))
+          .status,
+        201,
+      );
     } finally {
-      if (edge.sqld.process.exitCode !== null || edge.sqld.process.signalCode !== null) edge.sqld = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
+      if (edge.sqld.process.exitCode !== null || edge.sqld.process.signalCode !== null)
+        edge.sqld = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
     }
   });
 });
@@ -184,17 +269,34 @@ describe('stored responses expire on an idle relay', () => {
     const openai = edge.openai();
     const first = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'turn one' });
     await new Promise((r) => setTimeout(r, 1200));
-    const second = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'turn two', previous_response_id: first.id });
+    const second = await openai.responses.create({
+      model: SCRIPTED_MODEL,
+      input: 'turn two',
+      previous_response_id: first.id,
+    });
     // Past the first turn's own expiry: continuing extended it.
     await new Promise((r) => setTimeout(r, 1200));
-    const third = await openai.responses.create({ model: SCRIPTED_MODEL, input: 'turn three', previous_response_id: second.id });
+    const third = await openai.responses.create({
+      model: SCRIPTED_MODEL,
+      input: 'turn three',
+      previous_response_id: second.id,
+    });
     const messages = (engine.tasks.at(-1) as { messages: Array<{ content: string }> }).messages.map((m) => m.content);
-    assert.deepEqual(messages.filter((c) => c.startsWith('turn')), ['turn one', 'turn two', 'turn three']);
+    assert.deepEqual(
+      messages.filter((c) => c.startsWith('turn')),
+      ['turn one', 'turn two', 'turn three'],
+    );
     const ids = [first.id, second.id, third.id];
-    await waitFor('the three rows in sqld', async () => (await rows(edge, 'select id from responses where id in (?, ?, ?)', ids)).length === 3);
+    await waitFor(
+      'the three rows in sqld',
+      async () => (await rows(edge, 'select id from responses where id in (?, ?, ?)', ids)).length === 3,
+    );
     const startedAt = Date.now();
     // Nothing more is written: the hub's alarm alone deletes them.
-    await waitFor('the sweep', async () => (await rows(edge, 'select id from responses')).length === 0, { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('the sweep', async () => (await rows(edge, 'select id from responses')).length === 0, {
+      timeoutMs: 15_000,
+      intervalMs: 200,
+    });
     console.log(`expired rows swept ${Date.now() - startedAt} ms after the last write (TTL 2 s)`);
   });
 });

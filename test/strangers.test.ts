@@ -28,7 +28,8 @@ describe('strangers', () => {
       body,
     });
   const rows = async () => Number((await db.execute('select count(*) as n from usage')).rows[0]!.n);
-  const requestsCounted = async () => Number((await db.execute('select coalesce(sum(requests), 0) as n from usage')).rows[0]!.n);
+  const requestsCounted = async () =>
+    Number((await db.execute('select coalesce(sum(requests), 0) as n from usage')).rows[0]!.n);
 
   before(async () => {
     edge = await startTestEdge();
@@ -43,7 +44,10 @@ describe('strangers', () => {
   });
 
   test('the key is checked before the body: a wrong or missing key with a malformed body gets 401, a valid key 400', async () => {
-    for (const [what, key] of [['a wrong key', 'sk-relay-wrong'], ['no key', null]] as const) {
+    for (const [what, key] of [
+      ['a wrong key', 'sk-relay-wrong'],
+      ['no key', null],
+    ] as const) {
       for (const path of ['/v1/chat/completions', '/api/chat', '/v1/embeddings']) {
         const res = await post(key, '{"model": oops', path);
         assert.equal(res.status, 401, `${what} + malformed body on ${path}`);
@@ -52,20 +56,30 @@ describe('strangers', () => {
     const res = await post(edge.apiKey, '{"model": oops');
     assert.equal(res.status, 400, 'a valid key with a malformed body');
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /not valid JSON/);
-    const row = await waitFor('the 400 usage row', async () => (await db.execute(`select key_id from usage where status = 400`)).rows[0]);
+    const row = await waitFor(
+      'the 400 usage row',
+      async () => (await db.execute(`select key_id from usage where status = 400`)).rows[0],
+    );
     assert.ok(row.key_id, 'a refused body of a known key is recorded under that key');
   });
 
   test('1,000 requests with made-up or missing keys write no usage row each, yet the dashboard counts all of them', async () => {
     // Let earlier tests' rows and counters settle first.
-    await waitFor('a quiet usage table', async () => {
-      const a = await requestsCounted();
-      await new Promise((r) => setTimeout(r, 1500));
-      return (await requestsCounted()) === a || undefined;
-    }, { timeoutMs: 20_000 });
+    await waitFor(
+      'a quiet usage table',
+      async () => {
+        const a = await requestsCounted();
+        await new Promise((r) => setTimeout(r, 1500));
+        return (await requestsCounted()) === a || undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     const rowsBefore = await rows();
     const countedBefore = await requestsCounted();
-    const summaryBefore = (await (await edge.admin('/admin/stats/summary')).json()) as { requests: number; rejected: number };
+    const summaryBefore = (await (await edge.admin('/admin/stats/summary')).json()) as {
+      requests: number;
+      rejected: number;
+    };
     const N = 1000;
     let sent = 0;
     const statuses = new Map<number, number>();
@@ -74,17 +88,26 @@ describe('strangers', () => {
         while (sent < N) {
           const i = sent++;
           // Ten made-up keys over and over, and some requests with no key at all.
-          const res = await post(i % 4 === 0 ? null : `sk-relay-stranger-${i % 10}`, JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'let me in' }] }));
+          const res = await post(
+            i % 4 === 0 ? null : `sk-relay-stranger-${i % 10}`,
+            JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: 'let me in' }] }),
+          );
           await res.arrayBuffer();
           statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
         }
       }),
     );
     assert.deepEqual([...statuses], [[401, N]]);
-    const counted = await waitFor(`${N} refusals counted`, async () => ((await requestsCounted()) - countedBefore >= N ? requestsCounted() : undefined), { timeoutMs: 20_000 });
+    const counted = await waitFor(
+      `${N} refusals counted`,
+      async () => ((await requestsCounted()) - countedBefore >= N ? requestsCounted() : undefined),
+      { timeoutMs: 20_000 },
+    );
     const newRows = (await rows()) - rowsBefore;
     const summary = (await (await edge.admin('/admin/stats/summary')).json()) as { requests: number; rejected: number };
-    const errors = (await (await edge.admin('/admin/stats/errors')).json()) as { data: Array<{ code: string; requests: number }> };
+    const errors = (await (await edge.admin('/admin/stats/errors')).json()) as {
+      data: Array<{ code: string; requests: number }>;
+    };
     console.log(
       `${N} stranger requests: ${newRows} new usage rows (per-minute counters) standing for ${counted - countedBefore} requests; ` +
         `dashboard: requests ${summaryBefore.requests} → ${summary.requests}, rejected ${summaryBefore.rejected} → ${summary.rejected}; errors ${JSON.stringify(errors.data)}`,
@@ -94,7 +117,6 @@ describe('strangers', () => {
     assert.equal(summary.rejected - summaryBefore.rejected, N, 'the dashboard shows every refused request');
     assert.ok((errors.data.find((e) => e.code === 'invalid_api_key')?.requests ?? 0) >= N);
   });
-
 });
 
 /**
@@ -115,7 +137,11 @@ describe('a flood of strangers on the edge as deployed', () => {
     await deployed?.stop();
   });
   const post = (key: string | null, body: string) =>
-    fetch(new URL('/v1/chat/completions', deployed.url), { method: 'POST', headers: { ...(key === null ? {} : { authorization: `Bearer ${key}` }), 'content-type': 'application/json' }, body });
+    fetch(new URL('/v1/chat/completions', deployed.url), {
+      method: 'POST',
+      headers: { ...(key === null ? {} : { authorization: `Bearer ${key}` }), 'content-type': 'application/json' },
+      body,
+    });
 
   // The flood sends at a fixed rate, 20 connections × one request per 200 ms (100/s), 1,000 requests a phase: a flood
   // that sends as fast as the edge answers takes all the CPU a shared 2-core machine has whatever a refusal costs
@@ -124,7 +150,15 @@ describe('a flood of strangers on the edge as deployed', () => {
   test("a flood of strangers on 20 connections leaves a real key's p50 within 1.5× of its idle p50", async () => {
     const real = async (i: number) => {
       const started = performance.now();
-      const res = await post(deployed.apiKey, JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: `real ${i}` }], max_tokens: 2, temperature: 0.5 }));
+      const res = await post(
+        deployed.apiKey,
+        JSON.stringify({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: `real ${i}` }],
+          max_tokens: 2,
+          temperature: 0.5,
+        }),
+      );
       await res.arrayBuffer();
       assert.equal(res.status, 200);
       return performance.now() - started;
@@ -140,7 +174,11 @@ describe('a flood of strangers on the edge as deployed', () => {
         continue;
       }
       // The flood runs in a process of its own, as an attacker's would, bounded in count and time.
-      const flood = spawn(process.execPath, [FLOOD_SCRIPT, new URL('/v1/chat/completions', deployed.url).toString(), '20', '1000', '60000', '200'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const flood = spawn(
+        process.execPath,
+        [FLOOD_SCRIPT, new URL('/v1/chat/completions', deployed.url).toString(), '20', '1000', '60000', '200'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       let out = '';
       flood.stdout.on('data', (d: Buffer) => (out += d));
       const exited = once(flood, 'exit');
@@ -155,7 +193,12 @@ describe('a flood of strangers on the edge as deployed', () => {
     }
     const p50Idle = nearestRank(idle, 50)!;
     const p50Flood = nearestRank(flooded, 50)!;
-    console.log(`real key p50: idle ${p50Idle.toFixed(1)} ms (${idle.length} requests), under the stranger floods (${floods.join('; ')}) ${p50Flood.toFixed(1)} ms (${flooded.length} requests, ${(p50Flood / p50Idle).toFixed(2)}×)`);
-    assert.ok(p50Flood <= 1.5 * p50Idle, `p50 under the flood ${p50Flood.toFixed(1)} ms ≤ 1.5 × idle ${p50Idle.toFixed(1)} ms`);
+    console.log(
+      `real key p50: idle ${p50Idle.toFixed(1)} ms (${idle.length} requests), under the stranger floods (${floods.join('; ')}) ${p50Flood.toFixed(1)} ms (${flooded.length} requests, ${(p50Flood / p50Idle).toFixed(2)}×)`,
+    );
+    assert.ok(
+      p50Flood <= 1.5 * p50Idle,
+      `p50 under the flood ${p50Flood.toFixed(1)} ms ≤ 1.5 × idle ${p50Idle.toFixed(1)} ms`,
+    );
   });
 });

@@ -18,13 +18,46 @@ const SCHEMAS: Record<string, JsonSchema> = {
   boolean: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] },
   enum: { type: 'object', properties: { color: { enum: ['red', 'green', 'blue'] } }, required: ['color'] },
   'integer range': { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['n'] },
-  'short string': { type: 'object', properties: { name: { type: 'string', maxLength: 6 }, ok: { type: 'boolean' } }, required: ['name', 'ok'] },
-  'enum + integer': { type: 'object', properties: { level: { enum: ['low', 'mid', 'high'] }, score: { type: 'integer', minimum: 1, maximum: 5 } }, required: ['level', 'score'] },
-  'array of enums': { type: 'object', properties: { tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, maxItems: 3 } }, required: ['tags'] },
-  nested: { type: 'object', properties: { inner: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'] } }, required: ['inner'] },
-  'string pattern': { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]{3}$' } }, required: ['code'] },
-  'three fields': { type: 'object', properties: { x: { type: 'integer', minimum: -5, maximum: 5 }, y: { type: 'integer', minimum: -5, maximum: 5 }, on: { type: 'boolean' } }, required: ['x', 'y', 'on'], additionalProperties: false },
-  'const and null': { type: 'object', properties: { kind: { const: 'point' }, note: { type: 'null' } }, required: ['kind', 'note'] },
+  'short string': {
+    type: 'object',
+    properties: { name: { type: 'string', maxLength: 6 }, ok: { type: 'boolean' } },
+    required: ['name', 'ok'],
+  },
+  'enum + integer': {
+    type: 'object',
+    properties: { level: { enum: ['low', 'mid', 'high'] }, score: { type: 'integer', minimum: 1, maximum: 5 } },
+    required: ['level', 'score'],
+  },
+  'array of enums': {
+    type: 'object',
+    properties: { tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, maxItems: 3 } },
+    required: ['tags'],
+  },
+  nested: {
+    type: 'object',
+    properties: { inner: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'] } },
+    required: ['inner'],
+  },
+  'string pattern': {
+    type: 'object',
+    properties: { code: { type: 'string', pattern: '^[A-Z]{3}$' } },
+    required: ['code'],
+  },
+  'three fields': {
+    type: 'object',
+    properties: {
+      x: { type: 'integer', minimum: -5, maximum: 5 },
+      y: { type: 'integer', minimum: -5, maximum: 5 },
+      on: { type: 'boolean' },
+    },
+    required: ['x', 'y', 'on'],
+    additionalProperties: false,
+  },
+  'const and null': {
+    type: 'object',
+    properties: { kind: { const: 'point' }, note: { type: 'null' } },
+    required: ['kind', 'note'],
+  },
 };
 const RUNS = 50;
 
@@ -70,11 +103,15 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
         if (validate(value)) valid++;
         else invalid.push(`${JSON.stringify(text)}: ${ajv.errorsText(validate.errors)}`);
       }
-      rows.push(`${name.padEnd(16)} valid ${String(valid).padStart(2)}  invalid ${invalid.length}  length ${String(length).padStart(2)}`);
+      rows.push(
+        `${name.padEnd(16)} valid ${String(valid).padStart(2)}  invalid ${invalid.length}  length ${String(length).padStart(2)}`,
+      );
       assert.deepEqual(invalid, [], `schema '${name}': every answer that finished is valid`);
       assert.ok(valid > 0, `schema '${name}': some answers finish within 64 tokens`);
     }
-    console.log(`json_schema, ${RUNS} runs each (seeds 0–${RUNS - 1}, temperature 1, max 64 tokens):\n  ${rows.join('\n  ')}`);
+    console.log(
+      `json_schema, ${RUNS} runs each (seeds 0–${RUNS - 1}, temperature 1, max 64 tokens):\n  ${rows.join('\n  ')}`,
+    );
   });
 
   test('json_object: every finished answer is a JSON object', async () => {
@@ -95,7 +132,10 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
   });
 
   test('greedy decoding follows the grammar too, and its answer ends with the stop token', async () => {
-    const { text, done } = await runGenerate(engine, { ...task({ type: 'json_schema', schema: SCHEMAS.enum! }, 0), sampling: { maxTokens: 64, temperature: 0, topP: 1, stop: [] } });
+    const { text, done } = await runGenerate(engine, {
+      ...task({ type: 'json_schema', schema: SCHEMAS.enum! }, 0),
+      sampling: { maxTokens: 64, temperature: 0, topP: 1, stop: [] },
+    });
     assert.equal(done.finishReason, 'stop', `finished: ${JSON.stringify(text)}`);
     assert.ok(['red', 'green', 'blue'].includes((JSON.parse(text) as { color: string }).color), text);
   });
@@ -104,12 +144,22 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
     {
       name: 'get_weather',
       description: 'Weather for a city',
-      parameters: { type: 'object', properties: { city: { enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false },
+      parameters: {
+        type: 'object',
+        properties: { city: { enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+        required: ['city', 'days'],
+        additionalProperties: false,
+      },
     },
     {
       name: 'set_alarm',
       description: 'Set an alarm',
-      parameters: { type: 'object', properties: { hour: { type: 'integer', minimum: 0, maximum: 23 }, label: { type: 'string', maxLength: 6 } }, required: ['hour'], additionalProperties: false },
+      parameters: {
+        type: 'object',
+        properties: { hour: { type: 'integer', minimum: 0, maximum: 23 }, label: { type: 'string', maxLength: 6 } },
+        required: ['hour'],
+        additionalProperties: false,
+      },
     },
   ];
 
@@ -124,7 +174,10 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
     return calls;
   }
 
-  for (const [label, toolChoice] of [['required', 'required'], ['named (set_alarm)', { name: 'set_alarm' }]] as const) {
+  for (const [label, toolChoice] of [
+    ['required', 'required'],
+    ['named (set_alarm)', { name: 'set_alarm' }],
+  ] as const) {
     test(`tool_choice ${label}: the calls reassemble to arguments that validate against the tool's schema`, async () => {
       const ajv = new Ajv({ strict: false });
       const validators = new Map(TOOLS.map((t) => [t.name, ajv.compile(t.parameters)]));
@@ -132,7 +185,12 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
       let length = 0;
       const names = new Set<string>();
       for (let seed = 0; seed < 20; seed++) {
-        const { deltas, text, done } = await runGenerate(engine, { ...task({ type: 'json_object' }, seed, 96), responseFormat: undefined, tools: TOOLS, toolChoice });
+        const { deltas, text, done } = await runGenerate(engine, {
+          ...task({ type: 'json_object' }, seed, 96),
+          responseFormat: undefined,
+          tools: TOOLS,
+          toolChoice,
+        });
         if (done.finishReason === 'length') {
           length++;
           continue;
@@ -140,29 +198,52 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
         assert.equal(done.finishReason, 'tool_calls', `finished with calls: ${JSON.stringify(text)}`);
         const calls = reassemble(deltas.flatMap((d) => d.toolCalls ?? []));
         assert.ok(calls.length >= 1);
-        if (typeof toolChoice === 'object') assert.deepEqual(calls.map((c) => c.name), [toolChoice.name], 'exactly the named tool, once');
+        if (typeof toolChoice === 'object')
+          assert.deepEqual(
+            calls.map((c) => c.name),
+            [toolChoice.name],
+            'exactly the named tool, once',
+          );
         for (const call of calls) {
           const validate = validators.get(call.name);
           assert.ok(validate, `a known tool: ${call.name}`);
-          assert.ok(validate(JSON.parse(call.arguments)), `${call.name}(${call.arguments}): ${ajv.errorsText(validate.errors)}`);
+          assert.ok(
+            validate(JSON.parse(call.arguments)),
+            `${call.name}(${call.arguments}): ${ajv.errorsText(validate.errors)}`,
+          );
           names.add(call.name);
         }
         called++;
       }
-      console.log(`tool_choice ${label}, 20 runs: tool_calls ${called}, length ${length}, tools called: ${[...names].join(', ')}`);
+      console.log(
+        `tool_choice ${label}, 20 runs: tool_calls ${called}, length ${length}, tools called: ${[...names].join(', ')}`,
+      );
       assert.ok(called > 0);
     });
   }
 
   test("a conversation the chat template refuses is the client's invalid_request, not an engine error", async () => {
     // Llama-2's template raises unless user and assistant turns alternate.
-    const twoUsers: ChatTask = { ...task({ type: 'json_object' }, 0), responseFormat: undefined, messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }] };
-    await assert.rejects(runGenerate(engine, twoUsers), { code: 'invalid_request', message: /the chat template of '.*' rejected these messages: .*alternate/ });
+    const twoUsers: ChatTask = {
+      ...task({ type: 'json_object' }, 0),
+      responseFormat: undefined,
+      messages: [
+        { role: 'user', content: 'a' },
+        { role: 'user', content: 'b' },
+      ],
+    };
+    await assert.rejects(runGenerate(engine, twoUsers), {
+      code: 'invalid_request',
+      message: /the chat template of '.*' rejected these messages: .*alternate/,
+    });
   });
 
   test('a schema that cannot be compiled is invalid_request before any token', async () => {
     const events: unknown[] = [];
-    const bad = task({ type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(unclosed' } } } }, 0);
+    const bad = task(
+      { type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(unclosed' } } } },
+      0,
+    );
     await assert.rejects(
       (async () => {
         for await (const e of engine.generate(bad, new AbortController().signal)) events.push(e);
@@ -170,7 +251,10 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
       (err: unknown) => {
         assert.ok(err instanceof AgentError);
         assert.equal(err.code, 'invalid_request');
-        assert.match(err.message, /^response_format schema could not be compiled: Regex parsing error .*parenthesis is not closed/);
+        assert.match(
+          err.message,
+          /^response_format schema could not be compiled: Regex parsing error .*parenthesis is not closed/,
+        );
         return true;
       },
     );

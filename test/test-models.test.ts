@@ -56,12 +56,26 @@ describe('fetching the test models', () => {
     assert.deepEqual(locateTestModels({ NPU_RELAY_TEST_MODELS_DIR: dir }), { dir, set: PUBLIC });
 
     const { entries } = await scanModels(dir);
-    assert.deepEqual(new Map(entries.map((e) => [e.id, e.kind])), new Map([[PUBLIC.chat, 'chat'], [PUBLIC.embed, 'embedding']]));
+    assert.deepEqual(
+      new Map(entries.map((e) => [e.id, e.kind])),
+      new Map([
+        [PUBLIC.chat, 'chat'],
+        [PUBLIC.embed, 'embedding'],
+      ]),
+    );
     const engine = new OrtEngine({ modelsDir: dir, models: entries });
     try {
-      const answer = await runGenerate(engine, { task: 'chat', model: PUBLIC.chat, messages: [{ role: 'user', content: 'hi' }], sampling: { maxTokens: 5, temperature: 0, topP: 1, stop: [] } });
+      const answer = await runGenerate(engine, {
+        task: 'chat',
+        model: PUBLIC.chat,
+        messages: [{ role: 'user', content: 'hi' }],
+        sampling: { maxTokens: 5, temperature: 0, topP: 1, stop: [] },
+      });
       assert.equal(answer.done.usage.completionTokens, 5);
-      const { vectors } = await engine.embed({ task: 'embed', model: PUBLIC.embed, input: ['a test sentence'] }, new AbortController().signal);
+      const { vectors } = await engine.embed(
+        { task: 'embed', model: PUBLIC.embed, input: ['a test sentence'] },
+        new AbortController().signal,
+      );
       assert.equal(vectors[0]!.length, entries.find((e) => e.id === PUBLIC.embed)!.hiddenSize);
     } finally {
       await engine.close();
@@ -81,6 +95,9 @@ describe('fetching the test models', () => {
     const { code, stderr } = await runFetch({ NPU_RELAY_TEST_MODELS_DIR: dir, HF_ENDPOINT: closed.url });
     assert.equal(code, 1);
     assert.match(stderr, new RegExp(`could not pull ${PUBLIC.repos!.chat}: cannot reach ${closed.url}`));
-    assert.match(stderr, /set NPU_RELAY_TEST_MODELS_DIR to a folder that holds tiny-random-llama\/ and tiny-bow-embed\//);
+    assert.match(
+      stderr,
+      /set NPU_RELAY_TEST_MODELS_DIR to a folder that holds tiny-random-llama\/ and tiny-bow-embed\//,
+    );
   });
 });

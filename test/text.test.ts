@@ -47,6 +47,9 @@ describe('Detokenizer', () => {
     const out = bytes.map((b) => d.push(BigInt(b)));
     assert.equal(out.join(''), 'é👋!');
     assert.equal(out[0], '', 'first byte of é alone is held');
-    assert.ok(out.every((o) => !o.includes('\uFFFD')), 'no replacement characters leak');
+    assert.ok(
+      out.every((o) => !o.includes('\uFFFD')),
+      'no replacement characters leak',
+    );
   });
 });

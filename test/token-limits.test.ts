@@ -33,17 +33,38 @@ describe('token limits under concurrency', () => {
         const res = await fetch(new URL('/v1/chat/completions', edge.url), {
           method: 'POST',
           headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content: `${tag} ${i}` }], max_tokens: 20, temperature: 0.8 }),
+          body: JSON.stringify({
+            model: CHAT_MODEL,
+            messages: [{ role: 'user', content: `${tag} ${i}` }],
+            max_tokens: 20,
+            temperature: 0.8,
+          }),
         });
-        const body = (await res.json()) as { usage?: { total_tokens: number }; choices?: Array<{ finish_reason: string }>; error?: { code: string; message: string } };
-        return { status: res.status, capped: res.headers.get('x-npu-relay-max-tokens'), tokens: body.usage?.total_tokens ?? 0, finish: body.choices?.[0]?.finish_reason, error: body.error };
+        const body = (await res.json()) as {
+          usage?: { total_tokens: number };
+          choices?: Array<{ finish_reason: string }>;
+          error?: { code: string; message: string };
+        };
+        return {
+          status: res.status,
+          capped: res.headers.get('x-npu-relay-max-tokens'),
+          tokens: body.usage?.total_tokens ?? 0,
+          finish: body.choices?.[0]?.finish_reason,
+          error: body.error,
+        };
       }),
     );
   }
 
   /** Tokens the usage table holds for a key, once all `n` rows are in. */
   async function usedTokens(keyId: string, n: number): Promise<number> {
-    const q = async () => (await db.execute({ sql: `select count(*) as n, coalesce(sum(prompt_tokens + completion_tokens), 0) as t from usage where key_id = ?`, args: [keyId] })).rows[0]!;
+    const q = async () =>
+      (
+        await db.execute({
+          sql: `select count(*) as n, coalesce(sum(prompt_tokens + completion_tokens), 0) as t from usage where key_id = ?`,
+          args: [keyId],
+        })
+      ).rows[0]!;
     const row = await waitFor(`${n} usage rows`, async () => {
       const r = await q();
       return Number(r.n) >= n ? r : undefined;
@@ -60,14 +81,26 @@ describe('token limits under concurrency', () => {
     const refused = results.filter((r) => r.status === 429);
     const used = await usedTokens(id, results.length);
     console.log(
-      `budget 50: ${served.length} served (${served.filter((r) => r.capped).length} with max_tokens capped to ${served.filter((r) => r.capped).map((r) => r.capped).join(',')}), ` +
+      `budget 50: ${served.length} served (${served.filter((r) => r.capped).length} with max_tokens capped to ${served
+        .filter((r) => r.capped)
+        .map((r) => r.capped)
+        .join(',')}), ` +
         `${refused.length} refused; tokens used ${used} (per request ${served.map((r) => r.tokens).join(',')})`,
     );
     assert.equal(served.length + refused.length, results.length);
     assert.ok(served.length >= 1, 'the budget serves what fits');
     assert.ok(used <= 50, `tokens used (${used}) stay within the budget of 50`);
-    assert.ok(refused.every((r) => r.error?.code === 'insufficient_quota' && /monthly token budget of this API key \(50 tokens\)/.test(r.error.message)));
-    assert.ok(served.filter((r) => r.capped).every((r) => r.finish === 'length'), 'a capped completion ends with finish_reason length');
+    assert.ok(
+      refused.every(
+        (r) =>
+          r.error?.code === 'insufficient_quota' &&
+          /monthly token budget of this API key \(50 tokens\)/.test(r.error.message),
+      ),
+    );
+    assert.ok(
+      served.filter((r) => r.capped).every((r) => r.finish === 'length'),
+      'a capped completion ends with finish_reason length',
+    );
   });
 
   test('tpm 50 and 20 concurrent requests: at most 50 tokens in the minute', async () => {
@@ -76,7 +109,9 @@ describe('token limits under concurrency', () => {
     const served = results.filter((r) => r.status === 200);
     const refused = results.filter((r) => r.status === 429);
     const used = await usedTokens(id, results.length);
-    console.log(`tpm 50: ${served.length} served, ${refused.length} refused (${refused[0]?.error?.message}); tokens used ${used}`);
+    console.log(
+      `tpm 50: ${served.length} served, ${refused.length} refused (${refused[0]?.error?.message}); tokens used ${used}`,
+    );
     assert.equal(served.length + refused.length, 20);
     assert.ok(served.length >= 1);
     assert.ok(used <= 50, `tokens used within the minute (${used}) stay within tpm 50`);

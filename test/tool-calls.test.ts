@@ -19,7 +19,11 @@ import { waitFor } from './support/wait-for.ts';
 const MODEL = 'scripted';
 const weather = {
   type: 'function' as const,
-  function: { name: 'get_weather', description: 'The weather now in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
+  function: {
+    name: 'get_weather',
+    description: 'The weather now in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
 };
 const ask = [{ role: 'user' as const, content: 'What is the weather in Paris and the time?' }];
 
@@ -87,15 +91,32 @@ describe('tool calls, reasoning and structured output through the edge', () => {
   test('OpenAI, not streamed: message.tool_calls (content null), reasoning_content, finish_reason tool_calls, reasoning tokens', async () => {
     engine.script = TOOL_SCRIPT;
     requests++;
-    const r = await openai.chat.completions.create({ model: MODEL, messages: ask, tools: TOOLS, tool_choice: 'auto', reasoning_effort: 'low' });
+    const r = await openai.chat.completions.create({
+      model: MODEL,
+      messages: ask,
+      tools: TOOLS,
+      tool_choice: 'auto',
+      reasoning_effort: 'low',
+    });
     const choice = r.choices[0]!;
     assert.deepEqual(choice.message.tool_calls, CALLS);
     assert.equal(choice.message.content, null);
-    assert.equal((choice.message as unknown as { reasoning_content: string }).reasoning_content, 'Two questions: weather and time.');
+    assert.equal(
+      (choice.message as unknown as { reasoning_content: string }).reasoning_content,
+      'Two questions: weather and time.',
+    );
     assert.equal(choice.finish_reason, 'tool_calls');
-    assert.deepEqual(r.usage, { prompt_tokens: 30, completion_tokens: 13, total_tokens: 43, completion_tokens_details: { reasoning_tokens: 4 } });
+    assert.deepEqual(r.usage, {
+      prompt_tokens: 30,
+      completion_tokens: 13,
+      total_tokens: 43,
+      completion_tokens_details: { reasoning_tokens: 4 },
+    });
     const task = lastTask();
-    assert.deepEqual(task.tools?.map((t) => t.name), ['get_weather', 'get_time']);
+    assert.deepEqual(
+      task.tools?.map((t) => t.name),
+      ['get_weather', 'get_time'],
+    );
     assert.deepEqual(task.tools?.[1]?.parameters, { type: 'object', properties: {} });
     assert.equal(task.toolChoice, 'auto');
     assert.equal(task.think, true);
@@ -140,7 +161,11 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     } finally {
       agent.tunnel.send = send;
     }
-    assert.deepEqual(sent.filter((f) => f.type === 'chunk'), [], 'no chunk frame: everything rode with the end');
+    assert.deepEqual(
+      sent.filter((f) => f.type === 'chunk'),
+      [],
+      'no chunk frame: everything rode with the end',
+    );
     const end = sent.find((f) => f.type === 'end')!;
     assert.equal(end.type === 'end' && end.reasoning, 'Two questions: weather and time.');
     assert.deepEqual(end.type === 'end' && end.toolCalls, [
@@ -148,10 +173,17 @@ describe('tool calls, reasoning and structured output through the edge', () => {
       { index: 1, id: 'call_t1', name: 'get_time', arguments: '{}' },
     ]);
     assert.deepEqual(r.choices[0]!.message.tool_calls, CALLS);
-    assert.equal((r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content, 'Two questions: weather and time.');
+    assert.equal(
+      (r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content,
+      'Two questions: weather and time.',
+    );
     const parts = [];
-    for await (const p of await ollama.chat({ model: MODEL, messages: ask, tools: TOOLS as never, stream: true })) parts.push(p);
-    assert.deepEqual(parts.flatMap((p) => p.message.tool_calls ?? []), OLLAMA_CALLS);
+    for await (const p of await ollama.chat({ model: MODEL, messages: ask, tools: TOOLS as never, stream: true }))
+      parts.push(p);
+    assert.deepEqual(
+      parts.flatMap((p) => p.message.tool_calls ?? []),
+      OLLAMA_CALLS,
+    );
     assert.equal(parts.map((p) => p.message.thinking ?? '').join(''), 'Two questions: weather and time.');
   });
 
@@ -161,24 +193,44 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     const r = await openai.chat.completions.create({
       model: MODEL,
       tools: TOOLS,
-      messages: [...ask, { role: 'assistant', content: null, tool_calls: CALLS as never }, { role: 'tool', tool_call_id: 'call_w1', content: '21 °C' }, { role: 'tool', tool_call_id: 'call_t1', content: '12:00' }],
+      messages: [
+        ...ask,
+        { role: 'assistant', content: null, tool_calls: CALLS as never },
+        { role: 'tool', tool_call_id: 'call_w1', content: '21 °C' },
+        { role: 'tool', tool_call_id: 'call_t1', content: '12:00' },
+      ],
     });
     assert.equal(r.choices[0]!.message.content, 'It is 21 °C in Paris.');
     assert.equal(r.choices[0]!.message.tool_calls, undefined);
     assert.equal(r.choices[0]!.finish_reason, 'stop');
-    assert.deepEqual(lastTask().messages.slice(1).map((m) => [m.role, m.toolCalls?.length ?? 0, m.toolCallId, m.toolName]), [
-      ['assistant', 2, undefined, undefined],
-      ['tool', 0, 'call_w1', 'get_weather'],
-      ['tool', 0, 'call_t1', 'get_time'],
-    ]);
+    assert.deepEqual(
+      lastTask()
+        .messages.slice(1)
+        .map((m) => [m.role, m.toolCalls?.length ?? 0, m.toolCallId, m.toolName]),
+      [
+        ['assistant', 2, undefined, undefined],
+        ['tool', 0, 'call_w1', 'get_weather'],
+        ['tool', 0, 'call_t1', 'get_time'],
+      ],
+    );
   });
 
   test('Ollama, streamed and not: message.thinking, each call whole with an object for arguments, done_reason stop', async () => {
     engine.script = TOOL_SCRIPT;
     requests += 2;
     const parts = [];
-    for await (const p of await ollama.chat({ model: MODEL, messages: ask, tools: TOOLS as never, think: true, stream: true })) parts.push(p);
-    assert.deepEqual(parts.flatMap((p) => p.message.tool_calls ?? []), OLLAMA_CALLS);
+    for await (const p of await ollama.chat({
+      model: MODEL,
+      messages: ask,
+      tools: TOOLS as never,
+      think: true,
+      stream: true,
+    }))
+      parts.push(p);
+    assert.deepEqual(
+      parts.flatMap((p) => p.message.tool_calls ?? []),
+      OLLAMA_CALLS,
+    );
     assert.equal(parts.map((p) => p.message.thinking ?? '').join(''), 'Two questions: weather and time.');
     assert.equal(parts.map((p) => p.message.content).join(''), '');
     const last = parts.at(-1)!;
@@ -196,7 +248,12 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     const r = await ollama.chat({
       model: MODEL,
       stream: false,
-      messages: [...ask, { role: 'assistant', content: '', tool_calls: OLLAMA_CALLS }, { role: 'tool', tool_name: 'get_time', content: '12:00' }, { role: 'tool', tool_name: 'get_weather', content: '21 °C' }],
+      messages: [
+        ...ask,
+        { role: 'assistant', content: '', tool_calls: OLLAMA_CALLS },
+        { role: 'tool', tool_name: 'get_time', content: '12:00' },
+        { role: 'tool', tool_name: 'get_weather', content: '21 °C' },
+      ],
     });
     assert.equal(r.message.content, 'Sunny.');
     const m = lastTask().messages;
@@ -204,29 +261,59 @@ describe('tool calls, reasoning and structured output through the edge', () => {
       { id: 'call_1_0', name: 'get_weather', arguments: '{"city":"Paris"}' },
       { id: 'call_1_1', name: 'get_time', arguments: '{}' },
     ]);
-    assert.deepEqual(m.slice(2).map((x) => x.toolCallId), ['call_1_1', 'call_1_0']);
+    assert.deepEqual(
+      m.slice(2).map((x) => x.toolCallId),
+      ['call_1_1', 'call_1_0'],
+    );
   });
 
   test('reasoning apart from the answer: reasoning_content / message.thinking; think and reasoning_effort reach the agent', async () => {
     engine.script = THINK_SCRIPT;
     requests += 3;
-    const r = await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Why is the sky blue?' }], reasoning_effort: 'high' });
+    const r = await openai.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Why is the sky blue?' }],
+      reasoning_effort: 'high',
+    });
     assert.equal(r.choices[0]!.message.content, 'Rayleigh scattering.');
-    assert.equal((r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content, 'The sky scatters blue light.');
+    assert.equal(
+      (r.choices[0]!.message as unknown as { reasoning_content: string }).reasoning_content,
+      'The sky scatters blue light.',
+    );
     assert.equal(r.usage?.completion_tokens_details?.reasoning_tokens, 3);
-    const o = await ollama.chat({ model: MODEL, messages: [{ role: 'user', content: 'Why is the sky blue?' }], think: 'medium', stream: false });
+    const o = await ollama.chat({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Why is the sky blue?' }],
+      think: 'medium',
+      stream: false,
+    });
     assert.equal(o.message.content, 'Rayleigh scattering.');
     assert.equal(o.message.thinking, 'The sky scatters blue light.');
     assert.equal(lastTask().think, true);
-    await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'quick' }], reasoning_effort: 'minimal' });
+    await openai.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'quick' }],
+      reasoning_effort: 'minimal',
+    });
     assert.equal(lastTask().think, false);
   });
 
-  test('structured output: response_format and format reach the agent as the task\'s responseFormat', async () => {
-    engine.script = { deltas: [{ text: '{"n":', tokens: 2 }, { text: '1}', tokens: 1 }], finishReason: 'stop', promptTokens: 5 };
+  test("structured output: response_format and format reach the agent as the task's responseFormat", async () => {
+    engine.script = {
+      deltas: [
+        { text: '{"n":', tokens: 2 },
+        { text: '1}', tokens: 1 },
+      ],
+      finishReason: 'stop',
+      promptTokens: 5,
+    };
     requests += 3;
     const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
-    const r = await openai.chat.completions.create({ model: MODEL, messages: ask, response_format: { type: 'json_schema', json_schema: { name: 'n', schema, strict: true } } });
+    const r = await openai.chat.completions.create({
+      model: MODEL,
+      messages: ask,
+      response_format: { type: 'json_schema', json_schema: { name: 'n', schema, strict: true } },
+    });
     assert.deepEqual(JSON.parse(r.choices[0]!.message.content!), { n: 1 });
     assert.deepEqual(lastTask().responseFormat, { type: 'json_schema', schema, name: 'n', strict: true });
     await ollama.chat({ model: MODEL, messages: ask, format: 'json', stream: false });
@@ -239,7 +326,15 @@ describe('tool calls, reasoning and structured output through the edge', () => {
   test('a deterministic tool-call request twice is a cache HIT that replays the identical calls, in either API', async () => {
     engine.script = TOOL_SCRIPT;
     const runs = engine.tasks.length;
-    const body = { model: MODEL, messages: ask, tools: TOOLS, temperature: 0, max_tokens: 64, stream: true as const, stream_options: { include_usage: true } };
+    const body = {
+      model: MODEL,
+      messages: ask,
+      tools: TOOLS,
+      temperature: 0,
+      max_tokens: 64,
+      stream: true as const,
+      stream_options: { include_usage: true },
+    };
     const streamed = async () => {
       requests++;
       const { data, response } = await openai.chat.completions.create(body).withResponse();
@@ -248,7 +343,12 @@ describe('tool calls, reasoning and structured output through the edge', () => {
       let finish: string | null = null;
       let usage;
       for await (const c of data) {
-        const d = c.choices[0]?.delta as { reasoning_content?: string; tool_calls?: OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall[] } | undefined;
+        const d = c.choices[0]?.delta as
+          | {
+              reasoning_content?: string;
+              tool_calls?: OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall[];
+            }
+          | undefined;
         reasoning += d?.reasoning_content ?? '';
         for (const t of d?.tool_calls ?? []) {
           calls[t.index] ??= { id: t.id!, name: t.function!.name!, arguments: '' };
@@ -264,40 +364,94 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     assert.equal(miss.cache, 'MISS');
     assert.equal(hit.cache, 'HIT');
     assert.deepEqual(hit, { ...miss, cache: 'HIT' });
-    assert.deepEqual(miss.calls, CALLS.map((c) => ({ id: c.id, ...c.function })));
+    assert.deepEqual(
+      miss.calls,
+      CALLS.map((c) => ({ id: c.id, ...c.function })),
+    );
     assert.equal(miss.finish, 'tool_calls');
-    assert.deepEqual(hit.usage, { prompt_tokens: 30, completion_tokens: 13, total_tokens: 43, completion_tokens_details: { reasoning_tokens: 4 } });
+    assert.deepEqual(hit.usage, {
+      prompt_tokens: 30,
+      completion_tokens: 13,
+      total_tokens: 43,
+      completion_tokens_details: { reasoning_tokens: 4 },
+    });
     // The same task through Ollama (greedy, the same length limit, no repetition penalty): the same entry, replayed
     // as Ollama streams calls, streamed and not.
-    const ollamaBody = { model: MODEL, messages: ask, tools: TOOLS, options: { temperature: 0, num_predict: 64, repeat_penalty: 1 } };
+    const ollamaBody = {
+      model: MODEL,
+      messages: ask,
+      tools: TOOLS,
+      options: { temperature: 0, num_predict: 64, repeat_penalty: 1 },
+    };
     for (const stream of [true, false]) {
       requests++;
-      const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...ollamaBody, stream }) });
+      const res = await fetch(new URL('/api/chat', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${edge.apiKey}` },
+        body: JSON.stringify({ ...ollamaBody, stream }),
+      });
       assert.equal(res.headers.get('x-npu-relay-cache'), 'HIT', `Ollama, stream: ${stream}`);
-      const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { message: { thinking?: string; tool_calls?: unknown[] } });
-      assert.deepEqual(lines.flatMap((l) => l.message.tool_calls ?? []), OLLAMA_CALLS);
+      const lines = (await res.text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { message: { thinking?: string; tool_calls?: unknown[] } });
+      assert.deepEqual(
+        lines.flatMap((l) => l.message.tool_calls ?? []),
+        OLLAMA_CALLS,
+      );
       assert.equal(lines.map((l) => l.message.thinking ?? '').join(''), 'Two questions: weather and time.');
     }
     assert.equal(engine.tasks.length - runs, 1, 'only the first request reached the agent');
     // What libSQL keeps (the hub answered from its memory above): the typed chunks and the reasoning tokens.
-    const row = await waitFor('the cache entry', async () => (await db().execute(`select finish_reason, reasoning_tokens, chunks from cache_entries where finish_reason = 'tool_calls'`)).rows[0]);
+    const row = await waitFor(
+      'the cache entry',
+      async () =>
+        (
+          await db().execute(
+            `select finish_reason, reasoning_tokens, chunks from cache_entries where finish_reason = 'tool_calls'`,
+          )
+        ).rows[0],
+    );
     assert.equal(row.reasoning_tokens, 4);
-    const chunks = JSON.parse(String(row.chunks)) as Array<{ reasoning?: string; toolCalls?: Array<{ index: number; arguments?: string }> }>;
+    const chunks = JSON.parse(String(row.chunks)) as Array<{
+      reasoning?: string;
+      toolCalls?: Array<{ index: number; arguments?: string }>;
+    }>;
     assert.equal(chunks.map((c) => c.reasoning ?? '').join(''), 'Two questions: weather and time.');
     // How the pieces fell into frames depends on timing; what they add up to does not.
     const pieces = chunks.flatMap((c) => c.toolCalls ?? []);
-    assert.deepEqual([0, 1].map((i) => pieces.filter((p) => p.index === i).map((p) => p.arguments ?? '').join('')), ['{"city": "Paris"}', '{}']);
+    assert.deepEqual(
+      [0, 1].map((i) =>
+        pieces
+          .filter((p) => p.index === i)
+          .map((p) => p.arguments ?? '')
+          .join(''),
+      ),
+      ['{"city": "Paris"}', '{}'],
+    );
   });
 
-  test('an agent that does not announce the features: 400 naming the parameter, in the caller\'s shape', async () => {
+  test("an agent that does not announce the features: 400 naming the parameter, in the caller's shape", async () => {
     // An agent from before issue 13: its hello has no `features`.
-    oldAgent = new WebSocket(new URL('/agent/connect', edge.url), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+    oldAgent = new WebSocket(new URL('/agent/connect', edge.url), {
+      headers: { authorization: `Bearer ${edge.agentToken}` },
+    });
     const welcomed = new Promise<void>((resolve, reject) => {
       oldAgent!.on('message', (data) => JSON.parse(String(data)).type === 'welcome' && resolve());
       oldAgent!.on('error', reject);
     });
     await new Promise((resolve) => oldAgent!.once('open', resolve));
-    oldAgent.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'old-agent', agentVersion: '0.0.9', engine: 'old', models: [{ id: 'old-model', kind: 'chat', device: 'CPU' }], devices: [{ name: 'CPU' }] }));
+    oldAgent.send(
+      JSON.stringify({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        agentId: 'old-agent',
+        agentVersion: '0.0.9',
+        engine: 'old',
+        models: [{ id: 'old-model', kind: 'chat', device: 'CPU' }],
+        devices: [{ name: 'CPU' }],
+      }),
+    );
     await welcomed;
     requests += 5;
     const cases: Array<[Record<string, unknown>, string]> = [
@@ -308,14 +462,28 @@ describe('tool calls, reasoning and structured output through the edge', () => {
     for (const [extra, param] of cases) {
       await assert.rejects(
         openai.chat.completions.create({ model: 'old-model', messages: ask, ...extra } as never),
-        (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === param && e.code === 'invalid_request' && new RegExp(`the agent serving 'old-model' is too old for ${param}.*update it`).test(e.message),
+        (e: unknown) =>
+          e instanceof OpenAI.BadRequestError &&
+          e.param === param &&
+          e.code === 'invalid_request' &&
+          new RegExp(`the agent serving 'old-model' is too old for ${param}.*update it`).test(e.message),
         param,
       );
     }
-    for (const [extra, param] of [[{ think: true }, 'think'], [{ format: 'json' }, 'format']] as const) {
-      const res = await fetch(new URL('/api/chat', edge.url), { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ model: 'old-model', messages: ask, stream: false, ...extra }) });
+    for (const [extra, param] of [
+      [{ think: true }, 'think'],
+      [{ format: 'json' }, 'format'],
+    ] as const) {
+      const res = await fetch(new URL('/api/chat', edge.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${edge.apiKey}` },
+        body: JSON.stringify({ model: 'old-model', messages: ask, stream: false, ...extra }),
+      });
       assert.equal(res.status, 400);
-      assert.match(((await res.json()) as { error: string }).error, new RegExp(`the agent serving 'old-model' is too old for ${param} .*; update it`));
+      assert.match(
+        ((await res.json()) as { error: string }).error,
+        new RegExp(`the agent serving 'old-model' is too old for ${param} .*; update it`),
+      );
     }
   });
 

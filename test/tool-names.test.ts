@@ -33,16 +33,43 @@ describe('tool names and cut tool calls', () => {
 
   test('a tool name outside ^[A-Za-z0-9_-]{1,64}$ is a 400 naming the rule, in each dialect', async () => {
     const openai = edge.openai();
-    const anthropic = new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey: edge.apiKey, maxRetries: 0 });
+    const anthropic = new Anthropic({
+      baseURL: edge.url.toString().replace(/\/$/, ''),
+      apiKey: edge.apiKey,
+      maxRetries: 0,
+    });
     const ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` } });
     const user = [{ role: 'user' as const, content: 'weather?' }];
     for (const name of BAD_NAMES) {
       const label = JSON.stringify(name);
       const refusals = {
-        chat: () => openai.chat.completions.create({ model: RAW_TEXT_MODEL, messages: user, tools: [{ type: 'function', function: { name, parameters: PARAMETERS } }] }),
-        responses: () => openai.responses.create({ model: RAW_TEXT_MODEL, input: 'weather?', tools: [{ type: 'function', name, parameters: PARAMETERS, strict: false }] }),
-        anthropic: () => anthropic.messages.create({ model: RAW_TEXT_MODEL, max_tokens: 20, messages: user, tools: [{ name, input_schema: { type: 'object', properties: {} } }] }),
-        ollama: () => ollama.chat({ model: RAW_TEXT_MODEL, messages: user, tools: [{ type: 'function', function: { name, description: '', parameters: { type: 'object', properties: {} } } }] }),
+        chat: () =>
+          openai.chat.completions.create({
+            model: RAW_TEXT_MODEL,
+            messages: user,
+            tools: [{ type: 'function', function: { name, parameters: PARAMETERS } }],
+          }),
+        responses: () =>
+          openai.responses.create({
+            model: RAW_TEXT_MODEL,
+            input: 'weather?',
+            tools: [{ type: 'function', name, parameters: PARAMETERS, strict: false }],
+          }),
+        anthropic: () =>
+          anthropic.messages.create({
+            model: RAW_TEXT_MODEL,
+            max_tokens: 20,
+            messages: user,
+            tools: [{ name, input_schema: { type: 'object', properties: {} } }],
+          }),
+        ollama: () =>
+          ollama.chat({
+            model: RAW_TEXT_MODEL,
+            messages: user,
+            tools: [
+              { type: 'function', function: { name, description: '', parameters: { type: 'object', properties: {} } } },
+            ],
+          }),
       };
       for (const [dialect, call] of Object.entries(refusals)) {
         const err = await call().then(
@@ -51,21 +78,33 @@ describe('tool names and cut tool calls', () => {
         );
         if (dialect === 'ollama') {
           assert.equal((err as { status_code?: number }).status_code, 400, `${dialect} ${label}: ${String(err)}`);
-          assert.ok((err as Error).message.includes(RULE), `${dialect} ${label} names the rule: ${(err as Error).message}`);
+          assert.ok(
+            (err as Error).message.includes(RULE),
+            `${dialect} ${label} names the rule: ${(err as Error).message}`,
+          );
           continue;
         }
         const api = err as InstanceType<typeof OpenAI.APIError> | InstanceType<typeof Anthropic.APIError>;
         assert.equal(api.status, 400, `${dialect} ${label}: ${String(err)}`);
-        assert.ok(api instanceof (dialect === 'anthropic' ? Anthropic.BadRequestError : OpenAI.BadRequestError), `${dialect}: the client's own 400 class`);
+        assert.ok(
+          api instanceof (dialect === 'anthropic' ? Anthropic.BadRequestError : OpenAI.BadRequestError),
+          `${dialect}: the client's own 400 class`,
+        );
         assert.ok(api.message.includes(RULE), `${dialect} ${label} names the rule: ${api.message}`);
-        if (dialect === 'anthropic') assert.equal((api.error as { error?: { type?: string } }).error?.type, 'invalid_request_error');
+        if (dialect === 'anthropic')
+          assert.equal((api.error as { error?: { type?: string } }).error?.type, 'invalid_request_error');
         else assert.match(String((api as InstanceType<typeof OpenAI.APIError>).param), /tools\.0/);
       }
     }
     // The rule's own edge: 64 characters of every allowed kind pass.
     const ok = 'A-z_0-9'.padEnd(64, 'x');
     engine.text = 'fine';
-    const served = await openai.chat.completions.create({ model: RAW_TEXT_MODEL, messages: user, max_tokens: 5, tools: [{ type: 'function', function: { name: ok, parameters: PARAMETERS } }] });
+    const served = await openai.chat.completions.create({
+      model: RAW_TEXT_MODEL,
+      messages: user,
+      max_tokens: 5,
+      tools: [{ type: 'function', function: { name: ok, parameters: PARAMETERS } }],
+    });
     assert.equal(served.choices[0]!.message.content, 'fine');
   });
 
@@ -76,12 +115,22 @@ describe('tool names and cut tool calls', () => {
     engine.charsPerToken = 3;
     const openai = edge.openai();
     const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: PARAMETERS } }];
-    const request = { model: RAW_TEXT_MODEL, messages: [{ role: 'user' as const, content: 'weather in Paris?' }], tools, max_tokens: 12, temperature: 0.5 };
+    const request = {
+      model: RAW_TEXT_MODEL,
+      messages: [{ role: 'user' as const, content: 'weather in Paris?' }],
+      tools,
+      max_tokens: 12,
+      temperature: 0.5,
+    };
     try {
       const whole = await openai.chat.completions.create(request);
       const choice = whole.choices[0]!;
       assert.equal(choice.finish_reason, 'length');
-      assert.equal(choice.message.content?.trim(), prose, `no markup in content: ${JSON.stringify(choice.message.content)}`);
+      assert.equal(
+        choice.message.content?.trim(),
+        prose,
+        `no markup in content: ${JSON.stringify(choice.message.content)}`,
+      );
       assert.equal(choice.message.tool_calls, undefined);
 
       let content = '';
@@ -99,7 +148,12 @@ describe('tool names and cut tool calls', () => {
       assert.doesNotMatch(atMarker.choices[0]!.message.content ?? '', /<tool|<\/?tool_call|"name"/);
 
       // Without tools the same text is plain answer text, markup and all: only a call in the making is dropped.
-      const plain = await openai.chat.completions.create({ model: RAW_TEXT_MODEL, messages: request.messages, max_tokens: 12, temperature: 0.5 });
+      const plain = await openai.chat.completions.create({
+        model: RAW_TEXT_MODEL,
+        messages: request.messages,
+        max_tokens: 12,
+        temperature: 0.5,
+      });
       assert.match(plain.choices[0]!.message.content ?? '', /<tool_call>/);
     } finally {
       engine.charsPerToken = 3;

@@ -32,10 +32,20 @@ interface StreamResult {
 }
 
 /** One streaming chat request read to its end with fetch: how much text came, how it finished, any error event. */
-async function stream(edge: TestEdge, model: string, content: string, maxTokens: number, onText?: (chars: number) => void): Promise<StreamResult> {
+async function stream(
+  edge: TestEdge,
+  model: string,
+  content: string,
+  maxTokens: number,
+  onText?: (chars: number) => void,
+): Promise<StreamResult> {
   const res = await fetch(new URL('/v1/chat/completions', edge.url), {
     method: 'POST',
-    headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', 'cache-control': 'no-store' },
+    headers: {
+      authorization: `Bearer ${edge.apiKey}`,
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+    },
     body: JSON.stringify({ model, messages: ask(content), stream: true, max_tokens: maxTokens, temperature: 0.7 }),
   });
   const out: StreamResult = { status: res.status, text: 0, finish: null, error: null };
@@ -66,11 +76,20 @@ async function stream(edge: TestEdge, model: string, content: string, maxTokens:
 }
 
 /** A short non-streaming request; resolves with its status and how long it took. */
-async function timedChat(edge: { url: URL }, key: string, model: string, signal?: AbortSignal): Promise<{ status: number; ms: number; body: string }> {
+async function timedChat(
+  edge: { url: URL },
+  key: string,
+  model: string,
+  signal?: AbortSignal,
+): Promise<{ status: number; ms: number; body: string }> {
   const started = performance.now();
   const res = await fetch(new URL('/v1/chat/completions', edge.url), {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' },
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      'cache-control': 'no-cache, no-store',
+    },
     body: JSON.stringify({ model, messages: ask('ping'), max_tokens: 4, temperature: 0.7 }),
     ...(signal ? { signal } : {}),
   });
@@ -98,11 +117,17 @@ describe('tunnel liveness', () => {
     try {
       for (const n of [50, 100]) {
         const started = performance.now();
-        const results = await Promise.all(Array.from({ length: n }, (_, i) => stream(edge, 'busy', `load ${n} ${i}`, 1000)));
+        const results = await Promise.all(
+          Array.from({ length: n }, (_, i) => stream(edge, 'busy', `load ${n} ${i}`, 1000)),
+        );
         const seconds = (performance.now() - started) / 1000;
-        const complete = results.filter((r) => r.status === 200 && r.finish === 'length' && r.text === 8000 && !r.error);
+        const complete = results.filter(
+          (r) => r.status === 200 && r.finish === 'length' && r.text === 8000 && !r.error,
+        );
         const failures = results.filter((r) => !complete.includes(r)).map((r) => `${r.status} ${r.error ?? r.finish}`);
-        console.log(`${n} concurrent streams of 1,000 tokens (8 per frame): ${complete.length} complete in ${seconds.toFixed(1)} s (${Math.round((n * 1000) / seconds)} frames/s)${failures.length ? `; failed: ${failures.slice(0, 3).join(' | ')}` : ''}`);
+        console.log(
+          `${n} concurrent streams of 1,000 tokens (8 per frame): ${complete.length} complete in ${seconds.toFixed(1)} s (${Math.round((n * 1000) / seconds)} frames/s)${failures.length ? `; failed: ${failures.slice(0, 3).join(' | ')}` : ''}`,
+        );
         assert.equal(complete.length, n, `every stream completed (${failures.slice(0, 3).join(' | ')})`);
       }
       assert.doesNotMatch(proc.output(), RECONNECTED, 'the agent kept its connection');
@@ -140,32 +165,49 @@ describe('tunnel liveness', () => {
       assert.equal(read.filter((r) => r.finish === 'length' && !r.error).length, 50);
       const afterRead = memory();
 
-      const body = (i: number) => JSON.stringify({ model: 'hog', messages: ask(`never read ${i}`), stream: true, max_tokens: 1000 });
+      const body = (i: number) =>
+        JSON.stringify({ model: 'hog', messages: ask(`never read ${i}`), stream: true, max_tokens: 1000 });
       for (let i = 0; i < 50; i++) {
         const socket = net.connect(Number(edge.url.port), '127.0.0.1');
         await once(socket, 'connect');
-        socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${edge.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body(i))}\r\n\r\n${body(i)}`);
+        socket.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${edge.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body(i))}\r\n\r\n${body(i)}`,
+        );
         socket.pause();
         sockets.push(socket);
       }
       // Memory until it has been flat for two seconds (the kernel's socket buffers take a moment to fill).
       const samples: Array<{ workerd: number; agent: number }> = [];
-      const flat = () => samples.length >= 8 && samples.slice(-4).every((s) => Math.abs(s.workerd - samples.at(-4)!.workerd) < 16);
+      const flat = () =>
+        samples.length >= 8 && samples.slice(-4).every((s) => Math.abs(s.workerd - samples.at(-4)!.workerd) < 16);
       for (const until = performance.now() + 30_000; !flat() && performance.now() < until; ) {
         await new Promise((r) => setTimeout(r, 500));
         samples.push(memory());
       }
       const busyP50 = await sample(30);
-      const peak = { workerd: Math.max(...samples.map((s) => s.workerd)), agent: Math.max(...samples.map((s) => s.agent)) };
-      const grew = { read: afterRead.workerd - start.workerd, unread: peak.workerd - afterRead.workerd, agent: peak.agent - start.agent };
+      const peak = {
+        workerd: Math.max(...samples.map((s) => s.workerd)),
+        agent: Math.max(...samples.map((s) => s.agent)),
+      };
+      const grew = {
+        read: afterRead.workerd - start.workerd,
+        unread: peak.workerd - afterRead.workerd,
+        agent: peak.agent - start.agent,
+      };
       console.log(
         `50 streams read: workerd RSS ${start.workerd.toFixed(0)} → ${afterRead.workerd.toFixed(0)} MiB; then 50 never read: → ${samples.map((s) => s.workerd.toFixed(0)).join(' → ')} MiB; ` +
           `agent RSS ${start.agent.toFixed(0)} → peak ${peak.agent.toFixed(0)} MiB; another key's p50 idle ${idleP50.toFixed(1)} ms, with the 50 unread streams open ${busyP50.toFixed(1)} ms`,
       );
       assert.ok(flat(), 'workerd memory levelled off while the 50 clients still read nothing');
-      assert.ok(grew.unread < grew.read + 64, `never-read streams cost workerd no more than read ones (${grew.unread.toFixed(0)} vs ${grew.read.toFixed(0)} MiB)`);
+      assert.ok(
+        grew.unread < grew.read + 64,
+        `never-read streams cost workerd no more than read ones (${grew.unread.toFixed(0)} vs ${grew.read.toFixed(0)} MiB)`,
+      );
       assert.ok(grew.agent < 64, `the agent's memory stays bounded (grew ${grew.agent.toFixed(0)} MiB)`);
-      assert.ok(busyP50 < 2 * idleP50, `another key's p50 stays within 2× of idle (${busyP50.toFixed(1)} vs ${idleP50.toFixed(1)} ms)`);
+      assert.ok(
+        busyP50 < 2 * idleP50,
+        `another key's p50 stays within 2× of idle (${busyP50.toFixed(1)} vs ${idleP50.toFixed(1)} ms)`,
+      );
       assert.doesNotMatch(proc.output(), RECONNECTED, 'the agent kept its connection');
     } finally {
       for (const s of sockets) s.destroy();
@@ -176,7 +218,8 @@ describe('tunnel liveness', () => {
 
   test('an agent stopped with SIGSTOP mid-stream: the stream ends with an error within 10 s, /health and routing drop it, and it serves again after SIGCONT', async () => {
     const proc = await spawnFloodAgent(edge, 'sleepy', { deltaBytes: 8, intervalMs: 20, burst: 1 });
-    const health = async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents;
+    const health = async () =>
+      ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents;
     try {
       const agentsBefore = await health();
       let stoppedAt = 0;
@@ -189,16 +232,31 @@ describe('tunnel liveness', () => {
       const detectedMs = performance.now() - stoppedAt;
       const next = await timedChat(edge, edge.apiKey, 'sleepy');
       const agentsAfter = await health();
-      console.log(`SIGSTOP → error event after ${detectedMs.toFixed(0)} ms (${result.error}); a new request then: ${next.status} in ${next.ms.toFixed(0)} ms; /health agents ${agentsBefore} → ${agentsAfter}`);
+      console.log(
+        `SIGSTOP → error event after ${detectedMs.toFixed(0)} ms (${result.error}); a new request then: ${next.status} in ${next.ms.toFixed(0)} ms; /health agents ${agentsBefore} → ${agentsAfter}`,
+      );
       assert.ok(stoppedAt > 0, 'the stream started');
-      assert.match(result.error ?? '', /the agent stopped responding \(silent for \d+ s\) before the response was complete; retry the request/);
-      assert.ok(detectedMs < 10_000, `the stream ended within 10 s of the agent going silent (${detectedMs.toFixed(0)} ms)`);
-      assert.ok(next.status === 503 || next.status === 404, `a new request is not routed to the stopped agent (${next.status})`);
+      assert.match(
+        result.error ?? '',
+        /the agent stopped responding \(silent for \d+ s\) before the response was complete; retry the request/,
+      );
+      assert.ok(
+        detectedMs < 10_000,
+        `the stream ended within 10 s of the agent going silent (${detectedMs.toFixed(0)} ms)`,
+      );
+      assert.ok(
+        next.status === 503 || next.status === 404,
+        `a new request is not routed to the stopped agent (${next.status})`,
+      );
       assert.equal(agentsAfter, agentsBefore - 1, '/health stops counting it');
 
       proc.child.kill('SIGCONT');
       const resumedAt = performance.now();
-      await waitFor('the agent to serve again', async () => (await timedChat(edge, edge.apiKey, 'sleepy')).status === 200, { timeoutMs: 30_000, intervalMs: 200 });
+      await waitFor(
+        'the agent to serve again',
+        async () => (await timedChat(edge, edge.apiKey, 'sleepy')).status === 200,
+        { timeoutMs: 30_000, intervalMs: 200 },
+      );
       console.log(`SIGCONT → serving again in ${(performance.now() - resumedAt).toFixed(0)} ms`);
       assert.equal(await health(), agentsBefore);
     } finally {
@@ -223,7 +281,11 @@ describe('tunnel liveness', () => {
       }
     };
     try {
-      await waitFor('the agent to be served', async () => (await timedChat(edge, edge.apiKey, 'stalled')).status === 200, { timeoutMs: 10_000 });
+      await waitFor(
+        'the agent to be served',
+        async () => (await timedChat(edge, edge.apiKey, 'stalled')).status === 200,
+        { timeoutMs: 10_000 },
+      );
       proc.child.kill('SIGSTOP');
       const stoppedAt = performance.now();
       const waiting = timedChat(edge, edge.apiKey, 'stalled', AbortSignal.timeout(40_000)).then(
@@ -233,14 +295,31 @@ describe('tunnel liveness', () => {
       // /health, the model list and new requests, while the edge finds out and after: never a 500.
       const probes: Array<Promise<void>> = [];
       for (const until = stoppedAt + AGENT_SILENT_MS + 5000; performance.now() < until; ) {
-        probes.push(probe('/health', () => fetch(new URL('/health', edge.url), { signal: AbortSignal.timeout(20_000) })));
-        probes.push(probe('/v1/models', () => fetch(new URL('/v1/models', edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` }, signal: AbortSignal.timeout(20_000) })));
-        probes.push(probe('chat', () => fetch(new URL('/v1/chat/completions', edge.url), {
-          method: 'POST',
-          headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' },
-          body: JSON.stringify({ model: 'stalled', messages: ask('anyone?'), max_tokens: 4 }),
-          signal: AbortSignal.timeout(20_000),
-        })));
+        probes.push(
+          probe('/health', () => fetch(new URL('/health', edge.url), { signal: AbortSignal.timeout(20_000) })),
+        );
+        probes.push(
+          probe('/v1/models', () =>
+            fetch(new URL('/v1/models', edge.url), {
+              headers: { authorization: `Bearer ${edge.apiKey}` },
+              signal: AbortSignal.timeout(20_000),
+            }),
+          ),
+        );
+        probes.push(
+          probe('chat', () =>
+            fetch(new URL('/v1/chat/completions', edge.url), {
+              method: 'POST',
+              headers: {
+                authorization: `Bearer ${edge.apiKey}`,
+                'content-type': 'application/json',
+                'cache-control': 'no-cache, no-store',
+              },
+              body: JSON.stringify({ model: 'stalled', messages: ask('anyone?'), max_tokens: 4 }),
+              signal: AbortSignal.timeout(20_000),
+            }),
+          ),
+        );
         await new Promise((r) => setTimeout(r, 500));
       }
       const waited = await waiting;
@@ -248,17 +327,35 @@ describe('tunnel liveness', () => {
       const waitedMs = waited.endedAt - stoppedAt;
       const counts = new Map<string, number>();
       for (const s of statuses) counts.set(`${s.what} ${s.status}`, (counts.get(`${s.what} ${s.status}`) ?? 0) + 1);
-      console.log(`SIGSTOP with a request waiting: it ended ${waited.status} after ${waitedMs.toFixed(0)} ms (${waited.body.slice(0, 160)}); probes meanwhile: ${[...counts].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
-      const failed = statuses.filter((s) => s.status === 0 || s.status >= 500 && s.status !== 502 && s.status !== 503);
+      console.log(
+        `SIGSTOP with a request waiting: it ended ${waited.status} after ${waitedMs.toFixed(0)} ms (${waited.body.slice(0, 160)}); probes meanwhile: ${[...counts].map(([k, n]) => `${k} ×${n}`).join(', ')}`,
+      );
+      const failed = statuses.filter(
+        (s) => s.status === 0 || (s.status >= 500 && s.status !== 502 && s.status !== 503),
+      );
       assert.deepEqual(failed, [], 'no probe failed or got a 500 while the agent was stopped');
-      assert.ok(statuses.some((s) => s.what === '/health' && s.status === 200), '/health answered');
-      assert.equal(waited.status, 502, `the waiting request ends with the agent's error (${waited.status} ${waited.body})`);
+      assert.ok(
+        statuses.some((s) => s.what === '/health' && s.status === 200),
+        '/health answered',
+      );
+      assert.equal(
+        waited.status,
+        502,
+        `the waiting request ends with the agent's error (${waited.status} ${waited.body})`,
+      );
       assert.match(waited.body, /the agent stopped responding \(silent for \d+ s\)/);
-      assert.ok(waitedMs < AGENT_SILENT_MS + 5000, `the waiting request ended within the silence bound + 5 s (${waitedMs.toFixed(0)} ms)`);
+      assert.ok(
+        waitedMs < AGENT_SILENT_MS + 5000,
+        `the waiting request ended within the silence bound + 5 s (${waitedMs.toFixed(0)} ms)`,
+      );
 
       proc.child.kill('SIGCONT');
       const resumedAt = performance.now();
-      await waitFor('the agent to serve again', async () => (await timedChat(edge, edge.apiKey, 'stalled', AbortSignal.timeout(10_000))).status === 200, { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor(
+        'the agent to serve again',
+        async () => (await timedChat(edge, edge.apiKey, 'stalled', AbortSignal.timeout(10_000))).status === 200,
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
       const resumedMs = performance.now() - resumedAt;
       console.log(`SIGCONT → serving again in ${resumedMs.toFixed(0)} ms`);
       assert.ok(resumedMs < 5000, `the relay serves within 5 s of SIGCONT (${resumedMs.toFixed(0)} ms)`);
@@ -273,17 +370,29 @@ describe('tunnel liveness', () => {
     const second = await spawnFloodAgent(edge, 'clone', { burst: 8 }, /already in use/);
     try {
       const statuses: number[] = [];
-      for (const until = performance.now() + 6_000; performance.now() < until; ) statuses.push((await timedChat(edge, edge.apiKey, 'clone')).status);
+      for (const until = performance.now() + 6_000; performance.now() < until; )
+        statuses.push((await timedChat(edge, edge.apiKey, 'clone')).status);
       const refusals = second.output().match(/already in use/g)?.length ?? 0;
-      console.log(`same id twice: ${statuses.filter((s) => s === 200).length}/${statuses.length} requests served in 6 s; the second agent was refused ${refusals} times; the first connected ${first.output().match(/connected to the edge/g)?.length} time(s)`);
-      assert.ok(statuses.length > 0 && statuses.every((s) => s === 200), `every request served (${[...new Set(statuses)].join(', ')})`);
+      console.log(
+        `same id twice: ${statuses.filter((s) => s === 200).length}/${statuses.length} requests served in 6 s; the second agent was refused ${refusals} times; the first connected ${first.output().match(/connected to the edge/g)?.length} time(s)`,
+      );
+      assert.ok(
+        statuses.length > 0 && statuses.every((s) => s === 200),
+        `every request served (${[...new Set(statuses)].join(', ')})`,
+      );
       assert.doesNotMatch(first.output(), RECONNECTED, 'the first agent is never replaced');
-      assert.match(second.output(), /agent id 'clone' is already in use by another agent process connected to this edge since .*; give each machine its own id \(--id or NPU_RELAY_AGENT_ID\); trying again in \d+ s/);
+      assert.match(
+        second.output(),
+        /agent id 'clone' is already in use by another agent process connected to this edge since .*; give each machine its own id \(--id or NPU_RELAY_AGENT_ID\); trying again in \d+ s/,
+      );
       assert.ok(refusals <= 4, `the refused agent backs off (${refusals} attempts in 6 s)`);
 
       first.child.kill('SIGKILL');
       await first.exited;
-      await waitFor('the second agent to take over', () => /connected to the edge/.test(second.output()), { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor('the second agent to take over', () => /connected to the edge/.test(second.output()), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+      });
       assert.equal((await timedChat(edge, edge.apiKey, 'clone')).status, 200);
     } finally {
       await stop(first);
@@ -324,17 +433,31 @@ describe('a connection flooding the hub (deployable bundle in Miniflare)', () =>
       const idleP50 = await p50(20);
       const rssBefore = workerdRssMb();
 
-      ws = new WebSocket(connectUrl(target.url.toString()), { headers: { authorization: `Bearer ${target.agentToken}` } });
+      ws = new WebSocket(connectUrl(target.url.toString()), {
+        headers: { authorization: `Bearer ${target.agentToken}` },
+      });
       const frames: Array<{ type: string; code?: string; message?: string }> = [];
       ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
       await once(ws, 'open');
-      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'flooder', agentVersion: '0', engine: 'none', models: [], devices: [], instanceId: randomUUID() }));
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          protocol: PROTOCOL_VERSION,
+          agentId: 'flooder',
+          agentVersion: '0',
+          engine: 'none',
+          models: [],
+          devices: [],
+          instanceId: randomUUID(),
+        }),
+      );
       await waitFor('welcome', () => frames.some((f) => f.type === 'welcome'));
       const closed = once(ws, 'close') as Promise<[number, Buffer]>;
       // A peer that does not read what the hub sends back, and sends 50,000 frames about requests that do not exist.
       (ws as unknown as { _socket: net.Socket })._socket.pause();
       const FLOOD = 50_000;
-      for (let i = 0; i < FLOOD; i++) ws.send(JSON.stringify({ type: 'chunk', id: randomUUID(), text: 'x', tokens: 1 }));
+      for (let i = 0; i < FLOOD; i++)
+        ws.send(JSON.stringify({ type: 'chunk', id: randomUUID(), text: 'x', tokens: 1 }));
 
       const during: number[] = [];
       const peak = { rss: rssBefore };
@@ -357,8 +480,14 @@ describe('a connection flooding the hub (deployable bundle in Miniflare)', () =>
       assert.equal(code, 4429);
       assert.equal(error?.code, 'too_many_bad_frames');
       assert.ok(cancels < FLOOD / 5, `cancels are bounded by the budget, not one per frame (${cancels})`);
-      assert.ok(peak.rss - rssBefore < 96, `workerd memory stays bounded (grew ${(peak.rss - rssBefore).toFixed(0)} MiB)`);
-      assert.ok(duringP50 < 3 * idleP50 + 10, `the other agent's requests are not held up (p50 ${duringP50.toFixed(1)} vs ${idleP50.toFixed(1)} ms idle)`);
+      assert.ok(
+        peak.rss - rssBefore < 96,
+        `workerd memory stays bounded (grew ${(peak.rss - rssBefore).toFixed(0)} MiB)`,
+      );
+      assert.ok(
+        duringP50 < 3 * idleP50 + 10,
+        `the other agent's requests are not held up (p50 ${duringP50.toFixed(1)} vs ${idleP50.toFixed(1)} ms idle)`,
+      );
     } finally {
       ws?.terminate();
       await stop(proc);

@@ -52,7 +52,12 @@ describe('a part stopped while a request waits on it', () => {
     await mkdir(path.join(dir, 'bundle'));
     await mkdir(path.join(dir, 'state'));
     const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
-    const vars = { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url, NPU_RELAY_DB_TIMEOUT_MS: String(DB_TIMEOUT_MS) };
+    const vars = {
+      NPU_RELAY_AGENT_TOKEN: agentToken,
+      NPU_RELAY_ADMIN_TOKEN: adminToken,
+      NPU_RELAY_LIBSQL_URL: sqld.url,
+      NPU_RELAY_DB_TIMEOUT_MS: String(DB_TIMEOUT_MS),
+    };
     // One address and one Durable Object storage across restarts, as a real edge keeps them.
     const port = await freePort();
     startEdge = () => startMiniflareEdge(bundle, vars, { direct: true, port, stateDir: path.join(dir, 'state') });
@@ -84,8 +89,18 @@ describe('a part stopped while a request waits on it', () => {
     try {
       const res = await fetch(new URL('/v1/chat/completions', edge.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'cache-control': 'no-cache, no-store' },
-        body: JSON.stringify({ model: CHAT_MODEL, messages: [{ role: 'user', content }], max_tokens: tokens, temperature: 0.7, seed: 1 }),
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          'cache-control': 'no-cache, no-store',
+        },
+        body: JSON.stringify({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content }],
+          max_tokens: tokens,
+          temperature: 0.7,
+          seed: 1,
+        }),
         signal: AbortSignal.timeout(60_000),
       });
       return { status: res.status, body: await res.text(), endedAt: performance.now() };
@@ -98,12 +113,22 @@ describe('a part stopped while a request waits on it', () => {
     const db = createClient({ url: sqld.url });
     try {
       const where = keyId === null ? 'key_id is null' : 'key_id = ?';
-      return Number((await db.execute({ sql: `select count(*) as n from usage where endpoint = 'chat.completions' and ${where}`, args: keyId === null ? [] : [keyId] })).rows[0]!.n);
+      return Number(
+        (
+          await db.execute({
+            sql: `select count(*) as n from usage where endpoint = 'chat.completions' and ${where}`,
+            args: keyId === null ? [] : [keyId],
+          })
+        ).rows[0]!.n,
+      );
     } finally {
       db.close();
     }
   };
-  const rowsReach = (keyId: string | null, n: number) => waitFor(`${n} usage rows`, async () => ((await usageRows(keyId)) >= n ? usageRows(keyId) : undefined), { timeoutMs: 20_000 });
+  const rowsReach = (keyId: string | null, n: number) =>
+    waitFor(`${n} usage rows`, async () => ((await usageRows(keyId)) >= n ? usageRows(keyId) : undefined), {
+      timeoutMs: 20_000,
+    });
 
   test('sqld stopped: a key it must verify gets a 503 saying so within two deadlines, a verified key is served, a request in flight completes; all served again after SIGCONT, every row written', async () => {
     const { id: verifiedId, key: verified } = await createKey('verified');
@@ -112,7 +137,15 @@ describe('a part stopped while a request waits on it', () => {
     const refusedBefore = await usageRows(null);
 
     const inFlight = chat(verified, 'a longer answer while the database stops', 40);
-    await waitFor('tokens being produced', () => engine.runs.at(-1)?.firstMessage === 'a longer answer while the database stops' && engine.runs.at(-1)!.produced.length > 0 ? true : undefined, { timeoutMs: 20_000 });
+    await waitFor(
+      'tokens being produced',
+      () =>
+        engine.runs.at(-1)?.firstMessage === 'a longer answer while the database stops' &&
+        engine.runs.at(-1)!.produced.length > 0
+          ? true
+          : undefined,
+      { timeoutMs: 20_000 },
+    );
     const pid = sqld.process.pid!;
     process.kill(pid, 'SIGSTOP');
     const stoppedAt = performance.now();
@@ -132,12 +165,19 @@ describe('a part stopped while a request waits on it', () => {
     const error = (JSON.parse(unverifiable!.body) as { error: { code: string; message: string } }).error;
     assert.equal(error.code, 'database_unavailable');
     assert.match(error.message, /key database is unreachable/);
-    assert.ok(unverifiable!.endedAt - stoppedAt < 2 * DB_TIMEOUT_MS + 3000, 'the unverifiable request ends within two database deadlines (+ 3 s)');
+    assert.ok(
+      unverifiable!.endedAt - stoppedAt < 2 * DB_TIMEOUT_MS + 3000,
+      'the unverifiable request ends within two database deadlines (+ 3 s)',
+    );
     assert.equal(served!.status, 200, served!.body);
     assert.equal(completed!.status, 200, completed!.body);
 
     let attempts = 0;
-    const back = await waitFor('the new key served', async () => (++attempts && (await chat(fresh, 'who am I now?')).status === 200 ? performance.now() : undefined), { timeoutMs: 10_000, intervalMs: 100 });
+    const back = await waitFor(
+      'the new key served',
+      async () => (++attempts && (await chat(fresh, 'who am I now?')).status === 200 ? performance.now() : undefined),
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     console.log(`SIGCONT → the new key served in ${(back - resumedAt).toFixed(0)} ms (attempt ${attempts})`);
     assert.ok(back - resumedAt < 5000);
     // A row each: the verified key's three, the refused request (its key unknown), every attempt after SIGCONT.
@@ -150,7 +190,14 @@ describe('a part stopped while a request waits on it', () => {
     const { id, key } = await createKey('edge pause');
     assert.equal((await chat(key, 'warm up')).status, 200);
     const waiting = chat(key, 'an answer across an edge pause', 40);
-    await waitFor('tokens being produced', () => engine.runs.at(-1)?.firstMessage === 'an answer across an edge pause' && engine.runs.at(-1)!.produced.length > 0 ? true : undefined, { timeoutMs: 20_000 });
+    await waitFor(
+      'tokens being produced',
+      () =>
+        engine.runs.at(-1)?.firstMessage === 'an answer across an edge pause' && engine.runs.at(-1)!.produced.length > 0
+          ? true
+          : undefined,
+      { timeoutMs: 20_000 },
+    );
     const pids = workerdPids();
     assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
     for (const pid of pids) process.kill(pid, 'SIGSTOP');
@@ -159,11 +206,15 @@ describe('a part stopped while a request waits on it', () => {
     const resumedAt = performance.now();
     const answered = await waiting;
     let attempts = 0;
-    const next = await waitFor('a new request served', async () => {
-      attempts++;
-      const r = await chat(key, 'after the pause');
-      return r.status === 200 ? r : undefined;
-    }, { timeoutMs: 20_000, intervalMs: 100 });
+    const next = await waitFor(
+      'a new request served',
+      async () => {
+        attempts++;
+        const r = await chat(key, 'after the pause');
+        return r.status === 200 ? r : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 100 },
+    );
     console.log(
       `workerd SIGSTOP for ${(AGENT_SILENT_MS + 2000) / 1000} s under a waiting request: it ended ${answered.status} ${(answered.endedAt - resumedAt).toFixed(0)} ms after SIGCONT (${answered.body.slice(0, 160)}); ` +
         `a new request served ${(next.endedAt - resumedAt).toFixed(0)} ms after SIGCONT`,
@@ -173,19 +224,25 @@ describe('a part stopped while a request waits on it', () => {
     // The warm-up, the waiting request, and every attempt after SIGCONT.
     assert.equal(await rowsReach(id, 2 + attempts), 2 + attempts);
   });
-  test('the edge runtime killed while a request waits for its first token: the client gets an error at once; the edge restarted on its storage writes the request\'s row, and the agent serves again within 5 s', async () => {
+  test("the edge runtime killed while a request waits for its first token: the client gets an error at once; the edge restarted on its storage writes the request's row, and the agent serves again within 5 s", async () => {
     const { id, key } = await createKey('edge kill');
     assert.equal((await chat(key, 'warm up')).status, 200);
     engine.delayMs = 5000;
     try {
       const waiting = chat(key, 'an answer the edge will not see', 4);
-      await waitFor('the agent running it', () => (engine.runs.at(-1)?.firstMessage === 'an answer the edge will not see' ? true : undefined), { timeoutMs: 20_000 });
+      await waitFor(
+        'the agent running it',
+        () => (engine.runs.at(-1)?.firstMessage === 'an answer the edge will not see' ? true : undefined),
+        { timeoutMs: 20_000 },
+      );
       const pids = workerdPids();
       assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
       const killedAt = performance.now();
       for (const pid of pids) process.kill(pid, 'SIGKILL');
       const lost = await waiting;
-      console.log(`workerd SIGKILL under a waiting request: the client got ${lost.status} after ${(lost.endedAt - killedAt).toFixed(0)} ms (${lost.body.slice(0, 100)})`);
+      console.log(
+        `workerd SIGKILL under a waiting request: the client got ${lost.status} after ${(lost.endedAt - killedAt).toFixed(0)} ms (${lost.body.slice(0, 100)})`,
+      );
       assert.equal(lost.status, 0, 'the connection failed: no answer can come from a dead runtime');
       assert.ok(lost.endedAt - killedAt < 1000, 'at once');
       await edge.stop().catch(() => {});
@@ -194,15 +251,29 @@ describe('a part stopped while a request waits on it', () => {
     }
     edge = await startEdge();
     const restartedAt = performance.now();
-    const next = await waitFor('the agent serving again', async () => {
-      const r = await chat(key, 'after the restart');
-      return r.status === 200 ? r : undefined;
-    }, { timeoutMs: 20_000, intervalMs: 100 });
+    const next = await waitFor(
+      'the agent serving again',
+      async () => {
+        const r = await chat(key, 'after the restart');
+        return r.status === 200 ? r : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 100 },
+    );
     console.log(`edge restarted → served again ${(next.endedAt - restartedAt).toFixed(0)} ms later`);
     assert.ok(next.endedAt - restartedAt < 5000);
     const db = createClient({ url: sqld.url });
     try {
-      const row = await waitFor('the killed request\'s row', async () => (await db.execute({ sql: `select status, error_code from usage where key_id = ? and error_code = 'edge_restarted'`, args: [id] })).rows[0], { timeoutMs: 20_000 });
+      const row = await waitFor(
+        "the killed request's row",
+        async () =>
+          (
+            await db.execute({
+              sql: `select status, error_code from usage where key_id = ? and error_code = 'edge_restarted'`,
+              args: [id],
+            })
+          ).rows[0],
+        { timeoutMs: 20_000 },
+      );
       assert.equal(Number(row.status), 502);
     } finally {
       db.close();

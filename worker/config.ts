@@ -41,7 +41,10 @@ type NumberName =
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
   if (!value) {
-    throw new ApiError('misconfigured', `the edge is missing the secret ${name}: set it with \`wrangler secret put ${name}\` (or in .dev.vars for local development)`);
+    throw new ApiError(
+      'misconfigured',
+      `the edge is missing the secret ${name}: set it with \`wrangler secret put ${name}\` (or in .dev.vars for local development)`,
+    );
   }
   return value;
 }
@@ -50,7 +53,8 @@ function positiveInt<F extends number | undefined>(env: Env, name: NumberName, f
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new ApiError('misconfigured', `${name} must be a positive integer, got '${raw}'`);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new ApiError('misconfigured', `${name} must be a positive integer, got '${raw}'`);
   return n;
 }
 
@@ -91,7 +95,13 @@ export function corsOrigins(env: Env): CorsOrigins {
     const raw = (env.NPU_RELAY_CORS_ORIGINS ?? '*').trim();
     if (raw === '*') origins = '*';
     else if (raw === '' || raw.toLowerCase() === 'none') origins = 'none';
-    else origins = new Set(raw.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean));
+    else
+      origins = new Set(
+        raw
+          .split(',')
+          .map((o) => o.trim().replace(/\/+$/, ''))
+          .filter(Boolean),
+      );
     corsCache.set(env, origins);
   }
   return origins;

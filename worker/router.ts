@@ -28,12 +28,23 @@ async function connectAgent(request: IRequest, env: Env): Promise<Response> {
   const { agentToken } = edgeConfig(env);
   const given = bearerToken(request);
   if (!given || !(await secretsEqual(given, agentToken))) {
-    throw new ApiError('unauthorized', 'agent token missing or wrong: the agent must send Authorization: Bearer <NPU_RELAY_AGENT_TOKEN>');
+    throw new ApiError(
+      'unauthorized',
+      'agent token missing or wrong: the agent must send Authorization: Bearer <NPU_RELAY_AGENT_TOKEN>',
+    );
   }
   // The pool the agent joins (`?pool=`): its hub, whose name the `default` hub keeps for everyone to find.
   const pool = new URL(request.url).searchParams.get('pool') ?? DEFAULT_POOL;
-  if (!POOL_NAME.test(pool)) throw new ApiError('invalid_request', `pool names are 1–32 letters, digits, '-' or '_' (starting with a letter or digit), got '${pool.slice(0, 64)}'`, { param: 'pool' });
-  if (!(await hub(env).addPool(pool))) throw new ApiError('invalid_request', `too many pools: the edge keeps at most 64; join an existing pool`, { param: 'pool' });
+  if (!POOL_NAME.test(pool))
+    throw new ApiError(
+      'invalid_request',
+      `pool names are 1–32 letters, digits, '-' or '_' (starting with a letter or digit), got '${pool.slice(0, 64)}'`,
+      { param: 'pool' },
+    );
+  if (!(await hub(env).addPool(pool)))
+    throw new ApiError('invalid_request', `too many pools: the edge keeps at most 64; join an existing pool`, {
+      param: 'pool',
+    });
   poolsChanged();
   // itty's request is a proxy the runtime will not accept as a Request init; pass the parts explicitly.
   return hubOf(env, pool).fetch('https://hub/connect', { method: 'GET', headers: request.headers });
@@ -60,20 +71,45 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
       return errorResponse(e, flavorOf(request));
     }
     const at = Date.now();
-    const base = { id: crypto.randomUUID(), at, keyId: (request.key as KeyRecord | undefined)?.id ?? null, model: null, endpoint };
+    const base = {
+      id: crypto.randomUUID(),
+      at,
+      keyId: (request.key as KeyRecord | undefined)?.id ?? null,
+      model: null,
+      endpoint,
+    };
     const row = usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null }, at);
-    ctx.waitUntil(hub(env).record(row).catch((recordErr: unknown) => console.error('could not record a rejected request', recordErr)));
+    ctx.waitUntil(
+      hub(env)
+        .record(row)
+        .catch((recordErr: unknown) => console.error('could not record a rejected request', recordErr)),
+    );
   }
   return errorResponse(e, flavorOf(request));
 }
 
 /** The inference endpoints, as usage rows name them. */
-const ENDPOINTS = new Set(['chat.completions', 'completions', 'embeddings', 'responses', 'messages', 'messages.count_tokens', 'api.chat', 'api.generate', 'api.embed', 'api.embeddings', 'api.show']);
+const ENDPOINTS = new Set([
+  'chat.completions',
+  'completions',
+  'embeddings',
+  'responses',
+  'messages',
+  'messages.count_tokens',
+  'api.chat',
+  'api.generate',
+  'api.embed',
+  'api.embeddings',
+  'api.show',
+]);
 
 export const router = Router<IRequest, Args>({ catch: recordRejection });
 
 /** Ollama clients and front ends (Open WebUI among them) probe the server's root before anything else. */
-const ollamaProbe = (request: IRequest) => new Response(request.method === 'HEAD' ? null : 'Ollama is running', { headers: { 'content-type': 'text/plain; charset=utf-8' } });
+const ollamaProbe = (request: IRequest) =>
+  new Response(request.method === 'HEAD' ? null : 'Ollama is running', {
+    headers: { 'content-type': 'text/plain; charset=utf-8' },
+  });
 
 router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', ollamaProbe).head('/', ollamaProbe);
 // Before the OpenAI routes: `GET /v1/models` from an Anthropic SDK is answered in Anthropic's shape.

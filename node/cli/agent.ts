@@ -7,7 +7,9 @@ import { orExitOnConfigError, readCommandLineOrExit } from './command.ts';
 
 const config = readCommandLineOrExit('agent', AGENT_HELP, () => agentConfig(process.argv.slice(2), process.env));
 const log = createLogger(config.logLevel, { agentId: config.agentId });
-const { agent, engine, manager, summary, observability } = await orExitOnConfigError('agent', () => createAgentRuntime(config, log));
+const { agent, engine, manager, summary, observability } = await orExitOnConfigError('agent', () =>
+  createAgentRuntime(config, log),
+);
 for (const line of summary) console.error(`npu-relay agent ${config.agentId}: ${line}`);
 
 let stopping = false;

@@ -12,10 +12,20 @@ const HELP_FLAG = { help: { type: 'boolean', short: 'h' } } as const;
  * `argv` parsed strictly against `options` and `-h/--help`; undefined when help was asked for. An unknown flag, a
  * missing value or (without `positionals`) a stray argument is a ConfigError that ends with `help`.
  */
-export function parseCommandLine<const O extends ParseArgsOptionsConfig, const P extends boolean = false>(argv: string[], help: string, options: O, positionals?: P) {
+export function parseCommandLine<const O extends ParseArgsOptionsConfig, const P extends boolean = false>(
+  argv: string[],
+  help: string,
+  options: O,
+  positionals?: P,
+) {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, strict: true, allowPositionals: (positionals ?? false) as P, options: { ...options, ...HELP_FLAG } });
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: (positionals ?? false) as P,
+      options: { ...options, ...HELP_FLAG },
+    });
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}\n\n${help}`);
   }

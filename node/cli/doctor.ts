@@ -60,9 +60,14 @@ function placement(entry: CatalogEntry, engineName: string, firstDevice: string,
   const ir = entry.formats.includes('openvino');
   const onnx = entry.formats.includes('onnx');
   if (engineName === 'openvino') {
-    return ir ? `OpenVINO on ${firstDevice} (the first device that compiles it, else the next)` : 'not served: the agent runs OpenVINO (other models have IR) and this one has no openvino_model.xml';
+    return ir
+      ? `OpenVINO on ${firstDevice} (the first device that compiles it, else the next)`
+      : 'not served: the agent runs OpenVINO (other models have IR) and this one has no openvino_model.xml';
   }
-  if (onnx) return ir ? `ONNX Runtime on CPU: it has OpenVINO IR too, but ${openvino.available ? 'no OpenVINO device was chosen' : 'OpenVINO is not available'}` : 'ONNX Runtime on CPU: it has only the ONNX layout';
+  if (onnx)
+    return ir
+      ? `ONNX Runtime on CPU: it has OpenVINO IR too, but ${openvino.available ? 'no OpenVINO device was chosen' : 'OpenVINO is not available'}`
+      : 'ONNX Runtime on CPU: it has only the ONNX layout';
   return `not served: it has only OpenVINO IR and ${openvino.available ? 'the agent chose ONNX Runtime' : 'OpenVINO is not available here'}`;
 }
 
@@ -71,8 +76,12 @@ const openvino = await probeOpenVino();
 console.log('npu-relay doctor');
 if (openvino.available) {
   console.log(`OpenVINO:  runtime ${openvino.version}`);
-  for (const d of openvino.devices) console.log(`  ${d.name.padEnd(6)} ${d.fullName ?? ''}${d.driver ? `, driver ${d.driver}` : ''}${d.plugin ? ` (${d.plugin})` : ''}`);
-  if (!openvino.devices.some((d) => d.name.startsWith('NPU'))) console.log('  no NPU: check the NPU driver (intel-npu-driver on Linux) and that /dev/accel/accel0 is accessible');
+  for (const d of openvino.devices)
+    console.log(
+      `  ${d.name.padEnd(6)} ${d.fullName ?? ''}${d.driver ? `, driver ${d.driver}` : ''}${d.plugin ? ` (${d.plugin})` : ''}`,
+    );
+  if (!openvino.devices.some((d) => d.name.startsWith('NPU')))
+    console.log('  no NPU: check the NPU driver (intel-npu-driver on Linux) and that /dev/accel/accel0 is accessible');
 } else {
   console.log(`OpenVINO:  not available here: ${openvino.reason}`);
 }
@@ -80,13 +89,24 @@ if (openvino.available) {
 const catalog = await scanModels(config.modelsDir);
 const log = createLogger('silent');
 // The warm runs repeat one prompt: with prefix reuse they would time a cached prompt, not a model's first token.
-const engine = await orExitOnConfigError('doctor', () => createEngine({ modelsDir: config.modelsDir, models: catalog.entries, device: config.device, ort: { prefixCacheBytes: 0 }, log }));
+const engine = await orExitOnConfigError('doctor', () =>
+  createEngine({
+    modelsDir: config.modelsDir,
+    models: catalog.entries,
+    device: config.device,
+    ort: { prefixCacheBytes: 0 },
+    log,
+  }),
+);
 const firstDevice = engine.devices[0]?.name ?? 'CPU';
-console.log(`Engine:    ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`);
+console.log(
+  `Engine:    ${engine.name} on ${engine.devices.map((d) => d.name).join(', ')} (${engine.devices[0]?.description ?? ''})`,
+);
 console.log(`Models in ${config.modelsDir}:`);
 if (catalog.entries.length === 0) console.log('  none: `npm run pull -- <hub repo id>` gets one');
 const width = Math.max(0, ...catalog.entries.map((e) => e.id.length));
-for (const e of catalog.entries) console.log(`  ${e.id.padEnd(width)}  ${e.kind.padEnd(9)}  ${placement(e, engine.name, firstDevice, openvino)}`);
+for (const e of catalog.entries)
+  console.log(`  ${e.id.padEnd(width)}  ${e.kind.padEnd(9)}  ${placement(e, engine.name, firstDevice, openvino)}`);
 for (const s of catalog.skipped) console.log(`  skipped ${s.dir}: ${s.reason}`);
 
 if (config.run) {
@@ -95,12 +115,16 @@ if (config.run) {
   if (!model) {
     console.log('Measured:  nothing (no chat model to run)');
   } else if (!served.some((m) => m.id === model)) {
-    console.error(`npu-relay doctor: no chat model '${model}' on the ${engine.name} engine; it serves: ${served.map((m) => m.id).join(', ') || 'none'}`);
+    console.error(
+      `npu-relay doctor: no chat model '${model}' on the ${engine.name} engine; it serves: ${served.map((m) => m.id).join(', ') || 'none'}`,
+    );
     await engine.close();
     process.exit(2);
   } else {
     const m = await measure(engine, model, { tokens: config.tokens, runs: config.runs });
-    console.log(`Measured:  ${m.model} on ${engine.name} / ${m.device}, ${m.tokens} tokens greedy, ${m.runs} warm runs after a cold one`);
+    console.log(
+      `Measured:  ${m.model} on ${engine.name} / ${m.device}, ${m.tokens} tokens greedy, ${m.runs} warm runs after a cold one`,
+    );
     console.log(`  load + first token (cold)  ${m.coldFirstTokenMs.toFixed(0)} ms`);
     console.log(`  load (cold - warm)         ${m.loadMs.toFixed(0)} ms`);
     console.log(`  time to first token        ${m.firstTokenMs.toFixed(1)} ms (median)`);

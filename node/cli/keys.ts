@@ -63,7 +63,8 @@ const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'man
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (!/^[1-9][0-9]*$/.test(raw) || !Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`--${flag} must be a positive integer, got '${raw}'`);
+  if (!/^[1-9][0-9]*$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
+    throw new ConfigError(`--${flag} must be a positive integer, got '${raw}'`);
   return n;
 }
 
@@ -93,7 +94,10 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
   }
   if (command !== 'create') {
     const misplaced = CREATE_OPTIONS.filter((o) => values[o] !== undefined);
-    if (misplaced.length > 0) throw new ConfigError(`${misplaced.map((o) => `--${o}`).join(', ')} ${misplaced.length === 1 ? 'goes' : 'go'} only with create, not with ${command}`);
+    if (misplaced.length > 0)
+      throw new ConfigError(
+        `${misplaced.map((o) => `--${o}`).join(', ')} ${misplaced.length === 1 ? 'goes' : 'go'} only with create, not with ${command}`,
+      );
   }
   const expected = command === 'revoke' ? 1 : 0;
   if (rest.length !== expected) {
@@ -109,11 +113,17 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
   let input: NewKey | undefined;
   if (command === 'create') {
     const name = values.name?.trim();
-    if (!name) throw new ConfigError(values.name === undefined ? 'create needs --name NAME: what the key is for' : '--name must not be empty');
+    if (!name)
+      throw new ConfigError(
+        values.name === undefined ? 'create needs --name NAME: what the key is for' : '--name must not be empty',
+      );
     let models: string[] | undefined;
     if (values.models !== undefined) {
       models = values.models.split(',').map((m) => m.trim());
-      if (models.some((m) => !m)) throw new ConfigError(`--models must be model ids separated by commas, with no empty ones, got '${values.models}'`);
+      if (models.some((m) => !m))
+        throw new ConfigError(
+          `--models must be model ids separated by commas, with no empty ones, got '${values.models}'`,
+        );
     }
     if (values.tenant !== undefined && !values.tenant.trim()) throw new ConfigError('--tenant must not be empty');
     input = {
@@ -128,14 +138,21 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
   }
   // Without a database named, the local stack's: `npm start` keeps it in the data folder.
   const target: Target =
-    values.url === undefined && !env.NPU_RELAY_LIBSQL_URL ? { local: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')) } : databaseTarget(values, env);
+    values.url === undefined && !env.NPU_RELAY_LIBSQL_URL
+      ? { local: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')) }
+      : databaseTarget(values, env);
   if (command === 'create') return { command, target, input: input! };
   if (command === 'revoke') {
     // With the edge's URL and admin token, the running edge is told too, so it refuses the key from the very next
     // request (otherwise it rechecks keys against the database within 2 s).
     const edgeUrl = env.NPU_RELAY_EDGE_URL;
     const adminToken = env.NPU_RELAY_ADMIN_TOKEN;
-    return { command, target, id: rest[0]!.trim(), edge: edgeUrl && adminToken ? { url: edgeUrl, adminToken } : undefined };
+    return {
+      command,
+      target,
+      id: rest[0]!.trim(),
+      edge: edgeUrl && adminToken ? { url: edgeUrl, adminToken } : undefined,
+    };
   }
   return { command, target };
 }
@@ -159,7 +176,14 @@ function table(keys: KeyInfo[]): string {
     time(k.revokedAt),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 const cmd = readCommandLineOrExit('keys', HELP, () => readKeysCommand(process.argv.slice(2), process.env));
@@ -168,15 +192,23 @@ let local: LocalDatabase | undefined;
 let target: DatabaseTarget;
 if ('local' in cmd.target) {
   local = await localDatabase(cmd.target.local).catch((err: unknown) => {
-    console.error(`npu-relay keys: could not start the local database in ${cmd.target && 'local' in cmd.target ? cmd.target.local : ''}: ${(err as Error).message}`);
+    console.error(
+      `npu-relay keys: could not start the local database in ${cmd.target && 'local' in cmd.target ? cmd.target.local : ''}: ${(err as Error).message}`,
+    );
     process.exit(1);
   });
   if (!local) {
-    console.error(`npu-relay keys: no database given and no local one in ${cmd.target.local} (run \`npm start\` once, or set NPU_RELAY_DATA_DIR): pass --url or set NPU_RELAY_LIBSQL_URL for another database (libsql://… for Turso)`);
+    console.error(
+      `npu-relay keys: no database given and no local one in ${cmd.target.local} (run \`npm start\` once, or set NPU_RELAY_DATA_DIR): pass --url or set NPU_RELAY_LIBSQL_URL for another database (libsql://… for Turso)`,
+    );
     process.exit(2);
   }
   target = { url: local.url, authToken: undefined };
-  console.error(local.via === 'running' ? `Using the database of the running \`npm start\` (${local.url}).` : `Using the local database in ${cmd.target.local} (\`npm start\` is not running).`);
+  console.error(
+    local.via === 'running'
+      ? `Using the database of the running \`npm start\` (${local.url}).`
+      : `Using the local database in ${cmd.target.local} (\`npm start\` is not running).`,
+  );
 } else {
   target = cmd.target;
 }
@@ -185,26 +217,44 @@ try {
   switch (cmd.command) {
     case 'create': {
       const { key, info } = await createKey(db, cmd.input);
-      console.log(`Created API key ${info.id} '${info.name}' (tenant ${info.tenant}; models: ${info.models ? info.models.join(', ') : 'all'}; ` +
-        `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}).`);
+      console.log(
+        `Created API key ${info.id} '${info.name}' (tenant ${info.tenant}; models: ${info.models ? info.models.join(', ') : 'all'}; ` +
+          `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}).`,
+      );
       console.log('This is the only time the key is shown: only its hash is stored. Keep it now:');
       console.log(key);
       break;
     }
     case 'list': {
       const keys = await listKeys(db);
-      console.log(keys.length === 0 ? `No API keys in ${displayUrl(target.url)}: create one with \`npm run keys -- create --name NAME\`.` : table(keys));
+      console.log(
+        keys.length === 0
+          ? `No API keys in ${displayUrl(target.url)}: create one with \`npm run keys -- create --name NAME\`.`
+          : table(keys),
+      );
       break;
     }
     case 'revoke': {
       const { info, alreadyRevoked } = await revokeKey(db, cmd.id);
-      console.log(alreadyRevoked ? `${info.id} '${info.name}' was already revoked at ${time(info.revokedAt)}.` : `Revoked ${info.id} '${info.name}' at ${time(info.revokedAt)}.`);
+      console.log(
+        alreadyRevoked
+          ? `${info.id} '${info.name}' was already revoked at ${time(info.revokedAt)}.`
+          : `Revoked ${info.id} '${info.name}' at ${time(info.revokedAt)}.`,
+      );
       if (cmd.edge) {
-        const res = await fetch(new URL(`/admin/keys/${encodeURIComponent(cmd.id)}/revoke`, cmd.edge.url), { method: 'POST', headers: { authorization: `Bearer ${cmd.edge.adminToken}` } });
+        const res = await fetch(new URL(`/admin/keys/${encodeURIComponent(cmd.id)}/revoke`, cmd.edge.url), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${cmd.edge.adminToken}` },
+        });
         if (res.ok) console.log(`The edge at ${cmd.edge.url} refuses it from the next request on.`);
-        else console.error(`npu-relay keys: the edge at ${cmd.edge.url} answered ${res.status}; it will refuse the key within 2 s anyway.`);
+        else
+          console.error(
+            `npu-relay keys: the edge at ${cmd.edge.url} answered ${res.status}; it will refuse the key within 2 s anyway.`,
+          );
       } else {
-        console.log('A running edge refuses it within 2 s (set NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN to tell it at once).');
+        console.log(
+          'A running edge refuses it within 2 s (set NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN to tell it at once).',
+        );
       }
       break;
     }

@@ -3,7 +3,14 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createClient } from '@libsql/client';
-import { databaseErrorMessage, DATABASE_HELP, DATABASE_OPTIONS, databaseTarget, displayUrl, type DatabaseTarget } from '../db/keys.ts';
+import {
+  databaseErrorMessage,
+  DATABASE_HELP,
+  DATABASE_OPTIONS,
+  databaseTarget,
+  displayUrl,
+  type DatabaseTarget,
+} from '../db/keys.ts';
 import { applyMigrations, MIGRATIONS_DIR } from '../db/migrate.ts';
 import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 
@@ -32,7 +39,10 @@ async function journal(): Promise<Map<number, string>> {
 async function appliedMigrations(target: DatabaseTarget): Promise<number[]> {
   const client = createClient({ url: target.url, ...(target.authToken ? { authToken: target.authToken } : {}) });
   try {
-    const table = await client.execute({ sql: "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", args: ['__drizzle_migrations'] });
+    const table = await client.execute({
+      sql: "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+      args: ['__drizzle_migrations'],
+    });
     if (table.rows.length === 0) return [];
     const rows = await client.execute('SELECT created_at FROM __drizzle_migrations ORDER BY created_at');
     return rows.rows.map((r) => Number(r.created_at));
@@ -53,7 +63,9 @@ try {
   const added = after.filter((when) => !before.has(when));
   const current = after.length > 0 ? name(after.at(-1)!) : 'no migration';
   if (added.length === 0) {
-    console.log(`${where}: up to date, nothing to apply (at ${current}, ${after.length} migration${after.length === 1 ? '' : 's'} applied)`);
+    console.log(
+      `${where}: up to date, nothing to apply (at ${current}, ${after.length} migration${after.length === 1 ? '' : 's'} applied)`,
+    );
   } else {
     for (const when of added) console.log(`${where}: applied ${name(when)}`);
     console.log(`${where}: ${added.length} migration${added.length === 1 ? '' : 's'} applied, now at ${current}`);

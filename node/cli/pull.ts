@@ -38,12 +38,22 @@ function readPullConfig(argv: string[], env: NodeJS.ProcessEnv) {
   const parsed = parseCommandLine(
     argv,
     HELP,
-    { revision: { type: 'string' }, models: { type: 'string' }, endpoint: { type: 'string' }, include: { type: 'string', multiple: true } },
+    {
+      revision: { type: 'string' },
+      models: { type: 'string' },
+      endpoint: { type: 'string' },
+      include: { type: 'string', multiple: true },
+    },
     true,
   );
   if (!parsed) return undefined;
   const { values, positionals } = parsed;
-  if (positionals.length !== 1) throw usageError(positionals.length ? `expected one hub repo id, got ${positionals.join(' ')}` : 'the hub repo id is missing, e.g. onnx-community/Qwen2.5-0.5B-Instruct');
+  if (positionals.length !== 1)
+    throw usageError(
+      positionals.length
+        ? `expected one hub repo id, got ${positionals.join(' ')}`
+        : 'the hub repo id is missing, e.g. onnx-community/Qwen2.5-0.5B-Instruct',
+    );
   const repo = positionals[0]!;
   try {
     modelFolderName(repo);
@@ -51,7 +61,8 @@ function readPullConfig(argv: string[], env: NodeJS.ProcessEnv) {
     throw usageError((err as Error).message);
   }
   const endpoint = values.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co';
-  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) throw usageError(`--endpoint / HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
+  if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint))
+    throw usageError(`--endpoint / HF_ENDPOINT must be an http(s):// URL, got '${endpoint}'`);
   return {
     repo,
     endpoint,
@@ -62,7 +73,9 @@ function readPullConfig(argv: string[], env: NodeJS.ProcessEnv) {
   };
 }
 
-const { repo, endpoint, revision, modelsDir, token, include } = readCommandLineOrExit('pull', HELP, () => readPullConfig(process.argv.slice(2), process.env));
+const { repo, endpoint, revision, modelsDir, token, include } = readCommandLineOrExit('pull', HELP, () =>
+  readPullConfig(process.argv.slice(2), process.env),
+);
 
 const report = pullReporter(process.stdout.isTTY === true);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

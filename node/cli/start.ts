@@ -48,7 +48,8 @@ apply as under \`wrangler dev\` and in production; NPU_RELAY_LIBSQL_URL is refus
 function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
   if (!parseCommandLine(argv, HELP, {})) return undefined;
   const port = Number(env.NPU_RELAY_PORT ?? 8787);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`NPU_RELAY_PORT must be a port number, got '${env.NPU_RELAY_PORT}'`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new ConfigError(`NPU_RELAY_PORT must be a port number, got '${env.NPU_RELAY_PORT}'`);
   return {
     port,
     apiKey: env.NPU_RELAY_API_KEY || undefined,
@@ -59,7 +60,11 @@ function readStartConfig(argv: string[], env: NodeJS.ProcessEnv) {
     dataDir: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')),
     logLevel: env.NPU_RELAY_LOG_LEVEL ?? 'info',
     noPull: booleanVar('NPU_RELAY_NO_PULL', env.NPU_RELAY_NO_PULL),
-    defaultModels: env.NPU_RELAY_DEFAULT_MODELS ? env.NPU_RELAY_DEFAULT_MODELS.split(',').map((r) => r.trim()).filter(Boolean) : undefined,
+    defaultModels: env.NPU_RELAY_DEFAULT_MODELS
+      ? env.NPU_RELAY_DEFAULT_MODELS.split(',')
+          .map((r) => r.trim())
+          .filter(Boolean)
+      : undefined,
     hubEndpoint: env.HF_ENDPOINT || 'https://huggingface.co',
     hubToken: env.HF_TOKEN || undefined,
   };
@@ -108,7 +113,9 @@ async function devApiKey(dbUrl: string, dataDir: string, given: string | undefin
   switch (chosen.source) {
     case 'env':
       if (chosen.info.revokedAt !== null) {
-        console.error(`npu-relay: warning: NPU_RELAY_API_KEY is the key ${chosen.info.id}, revoked at ${new Date(chosen.info.revokedAt).toISOString()}; clients using it will be refused`);
+        console.error(
+          `npu-relay: warning: NPU_RELAY_API_KEY is the key ${chosen.info.id}, revoked at ${new Date(chosen.info.revokedAt).toISOString()}; clients using it will be refused`,
+        );
       } else if (chosen.created) {
         console.error(`npu-relay: added NPU_RELAY_API_KEY to the database as ${chosen.info.id} '${chosen.info.name}'`);
       }
@@ -179,7 +186,12 @@ try {
         port: config.port,
         persistDir: path.join(config.dataDir, 'wrangler'),
         // The edge checks API keys against libSQL, so the key itself is not among its variables.
-        vars: { ...config.edgeVars, NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqldUrl },
+        vars: {
+          ...config.edgeVars,
+          NPU_RELAY_AGENT_TOKEN: agentToken,
+          NPU_RELAY_ADMIN_TOKEN: adminToken,
+          NPU_RELAY_LIBSQL_URL: sqldUrl,
+        },
       });
       await noteLocalEdge(config.dataDir, edge.url.toString());
     })(),
@@ -200,13 +212,26 @@ try {
   // Until the banner is out, only warnings: its start-up info lines say what the banner says, and would break it up.
   if (log.levelVal < log.levels.values.warn!) log.level = 'warn';
   startLog = log;
-  runtime = await createAgentRuntime({ edgeUrl: edge!.url.toString(), agentToken, agentId: 'local', modelsDir: config.modelsDir, dataDir: config.dataDir, logLevel: config.logLevel, hub: { endpoint: config.hubEndpoint, token: config.hubToken } }, log);
+  runtime = await createAgentRuntime(
+    {
+      edgeUrl: edge!.url.toString(),
+      agentToken,
+      agentId: 'local',
+      modelsDir: config.modelsDir,
+      dataDir: config.dataDir,
+      logLevel: config.logLevel,
+      hub: { endpoint: config.hubEndpoint, token: config.hubToken },
+    },
+    log,
+  );
   await runtime.agent.start();
   if (models.outcome === 'failed') {
     const manager = runtime.manager;
     // After the banner, so its lines follow it.
     retryPullsAfterBanner = () =>
-      void retryPulls(models.missing, firstStart, () => manager.rescan(), pulls.signal).catch((err: Error) => console.error(`npu-relay: the background pull stopped: ${err.message}`));
+      void retryPulls(models.missing, firstStart, () => manager.rescan(), pulls.signal).catch((err: Error) =>
+        console.error(`npu-relay: the background pull stopped: ${err.message}`),
+      );
   }
 } catch (err) {
   console.error(`npu-relay: could not start: ${(err as Error).message}`);
@@ -240,6 +265,8 @@ Try it:
 Press Ctrl-C to stop.`);
 if (startLog) startLog.level = config.logLevel;
 if (models.length === 0) {
-  console.log(`\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`);
+  console.log(
+    `\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`,
+  );
 }
 retryPullsAfterBanner?.();

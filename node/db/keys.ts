@@ -82,14 +82,16 @@ const info = {
 
 function checkLimit(field: string, value: number | null | undefined): number | null {
   if (value === undefined || value === null) return null;
-  if (!Number.isSafeInteger(value) || value <= 0) throw new KeyError('invalid_key', `${field} must be a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new KeyError('invalid_key', `${field} must be a positive integer, got ${value}`);
   return value;
 }
 
 function checkInput(input: NewKey) {
   const name = input.name.trim();
   if (!name) throw new KeyError('invalid_key', 'a key needs a non-empty name');
-  if (input.tenant !== undefined && !input.tenant.trim()) throw new KeyError('invalid_key', 'the tenant, when given, must not be empty');
+  if (input.tenant !== undefined && !input.tenant.trim())
+    throw new KeyError('invalid_key', 'the tenant, when given, must not be empty');
   if (input.models && (input.models.length === 0 || input.models.some((m) => !m.trim()))) {
     throw new KeyError('invalid_key', 'the model list must name at least one model and hold no empty names');
   }
@@ -112,7 +114,14 @@ export async function createKey(db: KeysDb, input: NewKey, now = Date.now()): Pr
   const id = newKeyId();
   const [row] = await db
     .insert(apiKeys)
-    .values({ ...checked, id, tenant: checked.tenant ?? id, prefix: visiblePrefix(key), hash: await hashApiKey(key), createdAt: now })
+    .values({
+      ...checked,
+      id,
+      tenant: checked.tenant ?? id,
+      prefix: visiblePrefix(key),
+      hash: await hashApiKey(key),
+      createdAt: now,
+    })
     .returning(info);
   return { key, info: row! };
 }
@@ -124,7 +133,10 @@ export function listKeys(db: KeysDb): Promise<KeyInfo[]> {
 
 /** The stored key whose hash is that of `key`, revoked or not. */
 export async function findKey(db: KeysDb, key: string): Promise<KeyInfo | undefined> {
-  const [row] = await db.select(info).from(apiKeys).where(eq(apiKeys.hash, await hashApiKey(key)));
+  const [row] = await db
+    .select(info)
+    .from(apiKeys)
+    .where(eq(apiKeys.hash, await hashApiKey(key)));
   return row;
 }
 
@@ -138,7 +150,11 @@ export async function countActiveKeys(db: KeysDb): Promise<number> {
  * Revokes a key. Revoking a revoked key changes nothing: its first `revokedAt` stays, and `alreadyRevoked` says so.
  * An id that does not exist is a `KeyError` with code `unknown_key`.
  */
-export async function revokeKey(db: KeysDb, id: string, now = Date.now()): Promise<{ info: KeyInfo; alreadyRevoked: boolean }> {
+export async function revokeKey(
+  db: KeysDb,
+  id: string,
+  now = Date.now(),
+): Promise<{ info: KeyInfo; alreadyRevoked: boolean }> {
   const [revoked] = await db
     .update(apiKeys)
     .set({ revokedAt: now })
@@ -146,7 +162,11 @@ export async function revokeKey(db: KeysDb, id: string, now = Date.now()): Promi
     .returning(info);
   if (revoked) return { info: revoked, alreadyRevoked: false };
   const [existing] = await db.select(info).from(apiKeys).where(eq(apiKeys.id, id));
-  if (!existing) throw new KeyError('unknown_key', `there is no API key with id '${id}' (the ids are in the first column of \`npm run keys -- list\`)`);
+  if (!existing)
+    throw new KeyError(
+      'unknown_key',
+      `there is no API key with id '${id}' (the ids are in the first column of \`npm run keys -- list\`)`,
+    );
   return { info: existing, alreadyRevoked: true };
 }
 
@@ -170,7 +190,10 @@ export const FIRST_KEY_NAME = 'first key';
  * A saved key the database has never seen (saved before keys lived in the database, or the database was reset) is
  * what that new row stores, so clients already using it keep working; a revoked one is never brought back.
  */
-export async function startKey(db: KeysDb, options: { given?: string | undefined; saved?: string | undefined }): Promise<StartKey> {
+export async function startKey(
+  db: KeysDb,
+  options: { given?: string | undefined; saved?: string | undefined },
+): Promise<StartKey> {
   if (options.given) {
     const existing = await findKey(db, options.given);
     if (existing) return { source: 'env', key: options.given, info: existing, created: false };
@@ -202,10 +225,15 @@ const DATABASE_SCHEMES = ['libsql:', 'http:', 'https:', 'ws:', 'wss:', 'file:'];
  * The database the CLIs work on, from their flags and the environment (flags win). A missing or malformed URL is a
  * `ConfigError` naming the flag and the variable.
  */
-export function databaseTarget(values: { url?: string | undefined; 'auth-token'?: string | undefined }, env: NodeJS.ProcessEnv): DatabaseTarget {
+export function databaseTarget(
+  values: { url?: string | undefined; 'auth-token'?: string | undefined },
+  env: NodeJS.ProcessEnv,
+): DatabaseTarget {
   const url = values.url ?? env.NPU_RELAY_LIBSQL_URL;
   if (!url) {
-    throw new ConfigError('no database given: pass --url or set NPU_RELAY_LIBSQL_URL (http://127.0.0.1:PORT for a local sqld — `npm start` prints its URL — or libsql://… for Turso)');
+    throw new ConfigError(
+      'no database given: pass --url or set NPU_RELAY_LIBSQL_URL (http://127.0.0.1:PORT for a local sqld — `npm start` prints its URL — or libsql://… for Turso)',
+    );
   }
   let protocol;
   try {
@@ -214,7 +242,9 @@ export function databaseTarget(values: { url?: string | undefined; 'auth-token'?
     protocol = undefined;
   }
   if (!protocol || !DATABASE_SCHEMES.includes(protocol)) {
-    throw new ConfigError(`--url / NPU_RELAY_LIBSQL_URL must be a libsql://, http(s)://, ws(s):// or file: URL, got '${url}'`);
+    throw new ConfigError(
+      `--url / NPU_RELAY_LIBSQL_URL must be a libsql://, http(s)://, ws(s):// or file: URL, got '${url}'`,
+    );
   }
   const authToken = values['auth-token'] ?? env.NPU_RELAY_LIBSQL_AUTH_TOKEN;
   return { url, authToken: authToken || undefined };

@@ -23,7 +23,10 @@ export interface Measurement {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
-async function timeOne(engine: Engine, task: GenerateTask): Promise<{ firstMs: number; totalMs: number; tokens: number; device: string }> {
+async function timeOne(
+  engine: Engine,
+  task: GenerateTask,
+): Promise<{ firstMs: number; totalMs: number; tokens: number; device: string }> {
   const started = performance.now();
   let firstMs: number | undefined;
   let tokens = 0;
@@ -39,7 +42,11 @@ async function timeOne(engine: Engine, task: GenerateTask): Promise<{ firstMs: n
   return { firstMs: firstMs ?? totalMs, totalMs, tokens, device };
 }
 
-export async function measure(engine: Engine, model: string, options: { tokens: number; runs: number }): Promise<Measurement> {
+export async function measure(
+  engine: Engine,
+  model: string,
+  options: { tokens: number; runs: number },
+): Promise<Measurement> {
   const task: GenerateTask = {
     task: 'chat',
     model,
@@ -50,7 +57,9 @@ export async function measure(engine: Engine, model: string, options: { tokens: 
   const warm = [];
   for (let i = 0; i < options.runs; i++) warm.push(await timeOne(engine, task));
   const firstTokenMs = median(warm.map((w) => w.firstMs));
-  const speeds = warm.filter((w) => w.tokens > 1 && w.totalMs > w.firstMs).map((w) => ((w.tokens - 1) * 1000) / (w.totalMs - w.firstMs));
+  const speeds = warm
+    .filter((w) => w.tokens > 1 && w.totalMs > w.firstMs)
+    .map((w) => ((w.tokens - 1) * 1000) / (w.totalMs - w.firstMs));
   return {
     model,
     device: cold.device,

@@ -12,7 +12,9 @@ export interface DeviceReport {
   plugin?: string;
 }
 
-export type OpenVinoReport = { available: true; version: string; devices: DeviceReport[] } | { available: false; reason: string };
+export type OpenVinoReport =
+  | { available: true; version: string; devices: DeviceReport[] }
+  | { available: false; reason: string };
 
 function read(get: () => unknown): string | undefined {
   try {

@@ -68,7 +68,9 @@ export class Channel<T> implements AsyncIterable<T> {
           return Promise.resolve({ value, done: false });
         }
         if (this.#closed) {
-          return this.#error !== undefined ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
+          return this.#error !== undefined
+            ? Promise.reject(this.#error)
+            : Promise.resolve({ value: undefined, done: true });
         }
         return new Promise((resolve, reject) => {
           this.#waiting = resolve;

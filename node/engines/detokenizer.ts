@@ -26,7 +26,8 @@ export class Detokenizer {
   /** Adds one token; returns the newly completed text (possibly empty). */
   push(id: bigint): string {
     this.#ids.push(id);
-    const prefix = this.#readOffset > this.#prefixOffset ? this.#decode(this.#ids.slice(this.#prefixOffset, this.#readOffset)) : '';
+    const prefix =
+      this.#readOffset > this.#prefixOffset ? this.#decode(this.#ids.slice(this.#prefixOffset, this.#readOffset)) : '';
     const full = this.#decode(this.#ids.slice(this.#prefixOffset));
     if (full.length <= prefix.length || full.endsWith('\uFFFD')) return '';
     this.#prefixOffset = this.#readOffset;

@@ -70,10 +70,15 @@ export async function selectDevice<T>(options: SelectDeviceOptions<T>): Promise<
       const reason = err instanceof Error ? err.message : String(err);
       failures.push({ device, reason });
       const next = candidates[i + 1];
-      options.log.warn({ device, reason }, `could not compile ${options.what} for ${device}: ${reason}${next ? `; trying ${next}` : ''}`);
+      options.log.warn(
+        { device, reason },
+        `could not compile ${options.what} for ${device}: ${reason}${next ? `; trying ${next}` : ''}`,
+      );
     }
   }
   const reasons = failures.map((f) => `${f.device}: ${f.reason}`).join('; ');
-  const hint = options.choice ? ` (NPU_RELAY_DEVICE=${options.choice} allows no other device; unset it to fall back)` : '';
+  const hint = options.choice
+    ? ` (NPU_RELAY_DEVICE=${options.choice} allows no other device; unset it to fall back)`
+    : '';
   throw new EngineError(`could not compile ${options.what} for any device${hint}: ${reasons}`);
 }

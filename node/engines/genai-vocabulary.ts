@@ -31,7 +31,9 @@ export function genaiSpellingOf(dir: string): GenAiSpelling {
   }
   // A decoder (or pre-tokenizer) that maps ▁ to a space is SentencePiece's metaspace, in either of its spellings
   // (`Metaspace`, or `Replace` ▁ → " " as Llama 2's tokenizer.json has it).
-  const metaspace = [tokenizer.decoder, tokenizer.pre_tokenizer].some((part) => JSON.stringify(part ?? null).includes(METASPACE) || JSON.stringify(part ?? null).includes('"Metaspace"'));
+  const metaspace = [tokenizer.decoder, tokenizer.pre_tokenizer].some(
+    (part) => JSON.stringify(part ?? null).includes(METASPACE) || JSON.stringify(part ?? null).includes('"Metaspace"'),
+  );
   return { ...(metaspace ? { space: METASPACE } : {}), byteFallback: tokenizer.model?.byte_fallback === true };
 }
 

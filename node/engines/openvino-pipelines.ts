@@ -53,11 +53,21 @@ export function llmProperties(device: string, settings: PipelineSettings): GenAI
 const POOLING = { cls: 0, mean: 1, last_token: 2 } as const;
 
 /** Builds the embedding pipeline of `entry` on `device`, with the compiled-model cache. */
-export async function buildEmbedder(Pipeline: EmbeddingPipelineConstructor, entry: CatalogEntry, device: string, settings: PipelineSettings): Promise<EmbeddingPipeline> {
+export async function buildEmbedder(
+  Pipeline: EmbeddingPipelineConstructor,
+  entry: CatalogEntry,
+  device: string,
+  settings: PipelineSettings,
+): Promise<EmbeddingPipeline> {
   const { pooling, normalize } = entry.embedding ?? { pooling: 'mean', normalize: true };
   const config: GenAI.TextEmbeddingConfig = { pooling_type: POOLING[pooling] as GenAI.PoolingType, normalize };
   // The NPU needs static shapes: one text at a time, padded to a fixed length.
-  if (deviceFamily(device) === 'NPU') Object.assign(config, { max_length: Math.min(settings.npu.maxPromptLen, entry.contextLength ?? 512), pad_to_max_length: true, batch_size: 1 });
+  if (deviceFamily(device) === 'NPU')
+    Object.assign(config, {
+      max_length: Math.min(settings.npu.maxPromptLen, entry.contextLength ?? 512),
+      pad_to_max_length: true,
+      batch_size: 1,
+    });
   const pipeline = new Pipeline(entry.dir, device, config, settings.cacheDir ? { CACHE_DIR: settings.cacheDir } : {});
   await pipeline.init();
   return pipeline;
@@ -80,7 +90,11 @@ export class ChatPipeline {
     this.pipeline = pipeline;
   }
 
-  async generate(input: string | GenAI.ChatHistory, config: GenAI.GenerationConfig, streamer: (chunk: string) => GenAI.StreamingStatus): Promise<GenAI.DecodedResults> {
+  async generate(
+    input: string | GenAI.ChatHistory,
+    config: GenAI.GenerationConfig,
+    streamer: (chunk: string) => GenAI.StreamingStatus,
+  ): Promise<GenAI.DecodedResults> {
     const kind = typeof input === 'string' ? 'string' : 'chat';
     if (this.#last && this.#last !== kind) {
       // The binding's own method, not the class's finishChat(), which prints a deprecation warning on every call.

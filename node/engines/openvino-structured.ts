@@ -16,13 +16,25 @@ type StructuralTag = GenAI.StructuredOutputConfig.StructuralTag;
  * `constraint` as a generation config's `structured_output_config`, built with GenAI's own constructors, its literals
  * spelled as the model's vocabulary reads them in GenAI (genai-vocabulary.ts).
  */
-export function structuredOutputConfig(Config: StructuredOutputConfigClass, constraint: Constraint, spelling: GenAiSpelling = { byteFallback: false }): GenAI.StructuredOutputConfig {
-  return new Config({ structural_tags_config: structuralTag(Config, constraint, (text) => spellForGenAi(text, spelling), spelling) });
+export function structuredOutputConfig(
+  Config: StructuredOutputConfigClass,
+  constraint: Constraint,
+  spelling: GenAiSpelling = { byteFallback: false },
+): GenAI.StructuredOutputConfig {
+  return new Config({
+    structural_tags_config: structuralTag(Config, constraint, (text) => spellForGenAi(text, spelling), spelling),
+  });
 }
 
-function structuralTag(Config: StructuredOutputConfigClass, format: StructuralTagFormat, spell: (text: string) => string, spelling: GenAiSpelling): StructuralTag {
+function structuralTag(
+  Config: StructuredOutputConfigClass,
+  format: StructuralTagFormat,
+  spell: (text: string) => string,
+  spelling: GenAiSpelling,
+): StructuralTag {
   const inner = (f: StructuralTagFormat) => structuralTag(Config, f, spell, spelling);
-  const tag = (t: TagFormat): GenAI.StructuredOutputConfig.Tag => Config.Tag({ begin: spell(t.begin), content: inner(t.content), end: spell(t.end) });
+  const tag = (t: TagFormat): GenAI.StructuredOutputConfig.Tag =>
+    Config.Tag({ begin: spell(t.begin), content: inner(t.content), end: spell(t.end) });
   switch (format.type) {
     case 'any_text':
       return Config.AnyText();
@@ -41,8 +53,18 @@ function structuralTag(Config: StructuredOutputConfigClass, format: StructuralTa
     case 'tag':
       return tag(format);
     case 'triggered_tags':
-      return Config.TriggeredTags({ triggers: format.triggers.map(spell), tags: format.tags.map(tag), atLeastOne: format.at_least_one ?? false, stopAfterFirst: format.stop_after_first ?? false });
+      return Config.TriggeredTags({
+        triggers: format.triggers.map(spell),
+        tags: format.tags.map(tag),
+        atLeastOne: format.at_least_one ?? false,
+        stopAfterFirst: format.stop_after_first ?? false,
+      });
     case 'tags_with_separator':
-      return Config.TagsWithSeparator({ tags: format.tags.map(tag), separator: spell(format.separator), atLeastOne: format.at_least_one ?? false, stopAfterFirst: format.stop_after_first ?? false });
+      return Config.TagsWithSeparator({
+        tags: format.tags.map(tag),
+        separator: spell(format.separator),
+        atLeastOne: format.at_least_one ?? false,
+        stopAfterFirst: format.stop_after_first ?? false,
+      });
   }
 }

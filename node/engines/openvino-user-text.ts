@@ -16,7 +16,9 @@ export function openVinoSpecials(tokenizer: GenAI.Tokenizer): RegExp | undefined
       return '';
     }
   };
-  const pattern = specialTokenPattern([read(tokenizer.getBosToken), read(tokenizer.getEosToken), read(tokenizer.getPadToken)].filter(Boolean));
+  const pattern = specialTokenPattern(
+    [read(tokenizer.getBosToken), read(tokenizer.getEosToken), read(tokenizer.getPadToken)].filter(Boolean),
+  );
   known.set(tokenizer, pattern);
   return pattern;
 }

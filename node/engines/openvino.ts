@@ -41,7 +41,17 @@ import { structured } from '../output/structured.ts';
 import { Channel } from './channel.ts';
 import { deviceCandidates, deviceFamily, selectDevice, type DeviceChoice } from './devices.ts';
 import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
-import { buildEmbedder, ChatPipeline, type EmbeddingPipeline, type EmbeddingPipelineConstructor, Held, type LLMPipeline, llmProperties, type PipelineSettings, TurnQueue } from './openvino-pipelines.ts';
+import {
+  buildEmbedder,
+  ChatPipeline,
+  type EmbeddingPipeline,
+  type EmbeddingPipelineConstructor,
+  Held,
+  type LLMPipeline,
+  llmProperties,
+  type PipelineSettings,
+  TurnQueue,
+} from './openvino-pipelines.ts';
 import { structuredOutputConfig } from './openvino-structured.ts';
 import { type GenAiSpelling, genaiSpellingOf } from './genai-vocabulary.ts';
 import { openVinoSpecials } from './openvino-user-text.ts';
@@ -62,7 +72,9 @@ export async function loadOpenVino(): Promise<OpenVinoModules> {
   try {
     const ov = await import('openvino-node');
     const genai = await import('openvino-genai-node');
-    const { TextEmbeddingPipeline } = (await import(EMBEDDING_PIPELINE)) as { TextEmbeddingPipeline: EmbeddingPipelineConstructor };
+    const { TextEmbeddingPipeline } = (await import(EMBEDDING_PIPELINE)) as {
+      TextEmbeddingPipeline: EmbeddingPipelineConstructor;
+    };
     return { genai, core: new ov.addon.Core(), TextEmbeddingPipeline };
   } catch (err) {
     throw new EngineError(
@@ -150,22 +162,34 @@ export class OpenVinoEngine implements Engine {
     this.#choice = options.device;
     this.#npu = { ...NPU_DEFAULTS, ...options.npu };
     for (const [key, value] of Object.entries(this.#npu)) {
-      if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`the NPU setting ${key} must be a positive integer, got ${value}`);
+      if (!Number.isInteger(value) || value <= 0)
+        throw new ConfigError(`the NPU setting ${key} must be a positive integer, got ${value}`);
     }
-    if (!isPowerOfTwo(this.#npu.prefillChunkSize)) throw new ConfigError(`the NPU prefill chunk size must be a power of two (GenAI refuses others), got ${this.#npu.prefillChunkSize}`);
+    if (!isPowerOfTwo(this.#npu.prefillChunkSize))
+      throw new ConfigError(
+        `the NPU prefill chunk size must be a power of two (GenAI refuses others), got ${this.#npu.prefillChunkSize}`,
+      );
     this.#settings = { npu: this.#npu, prefixCaching: options.prefixCaching ?? true, cacheDir: options.cacheDir };
     this.#capacityOf = options.capacityOf;
     this.#log = options.log;
     this.#entries = new Map(options.models.filter((m) => m.formats.includes('openvino')).map((m) => [m.id, m]));
-    this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({ name, description: deviceDescription(modules.core, name, this.#available) }));
+    this.devices = deviceCandidates(this.#available, this.#choice).map((name) => ({
+      name,
+      description: deviceDescription(modules.core, name, this.#available),
+    }));
     this.#pool = new ModelPool<Loaded>({
       dispose: async (handle, id) => {
-        if (!(await handle.pipeline.release())) this.#log.warn({ model: id }, 'an unloaded OpenVINO pipeline is still referenced: its memory is freed only when it is collected');
+        if (!(await handle.pipeline.release()))
+          this.#log.warn(
+            { model: id },
+            'an unloaded OpenVINO pipeline is still referenced: its memory is freed only when it is collected',
+          );
       },
       ...options.pool,
       onEvent: (event) => {
         options.pool?.onEvent?.(event);
-        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+        if (event.type === 'load-end' || event.type === 'unload')
+          for (const listener of this.#loadedListeners) listener();
       },
     });
   }
@@ -208,30 +232,63 @@ export class OpenVinoEngine implements Engine {
     }) as Promise<Loaded<P>>;
   }
 
-  async #load(entry: CatalogEntry, onDevice: (device: string) => void): Promise<{ handle: Loaded; bytes: number; device: string }> {
+  async #load(
+    entry: CatalogEntry,
+    onDevice: (device: string) => void,
+  ): Promise<{ handle: Loaded; bytes: number; device: string }> {
     try {
-      for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
+      for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(
+        0,
+        entry.kind === 'chat' ? 2 : 1,
+      )) {
         await access(path.join(entry.dir, file)).catch(() => {
-          throw new EngineError(`model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`);
+          throw new EngineError(
+            `model '${entry.id}' has no ${file} in ${entry.dir}: export it with \`optimum-cli export openvino\`, which converts the tokenizer too`,
+          );
         });
       }
       const compile = (d: string) => {
         onDevice(d);
-        return entry.kind === 'chat' ? this.#genai.LLMPipeline(entry.dir, d, llmProperties(d, this.#settings)) : buildEmbedder(this.#EmbeddingPipeline, entry, d, this.#settings);
+        return entry.kind === 'chat'
+          ? this.#genai.LLMPipeline(entry.dir, d, llmProperties(d, this.#settings))
+          : buildEmbedder(this.#EmbeddingPipeline, entry, d, this.#settings);
       };
-      const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({ available: this.#available, choice: this.#choice, what: `model '${entry.id}'`, compile, log: this.#log });
+      const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({
+        available: this.#available,
+        choice: this.#choice,
+        what: `model '${entry.id}'`,
+        compile,
+        log: this.#log,
+      });
       const handle = { device, turns: new TurnQueue() };
       if (!isLLM(compiled)) {
         // The tokenizer counts prompt tokens; an embedding pipeline does not expose its own.
-        return { handle: { ...handle, pipeline: new Held(compiled), tokenizer: new this.#genai.Tokenizer(entry.dir) }, bytes: entry.weights?.openvino ?? 0, device };
+        return {
+          handle: { ...handle, pipeline: new Held(compiled), tokenizer: new this.#genai.Tokenizer(entry.dir) },
+          bytes: entry.weights?.openvino ?? 0,
+          device,
+        };
       }
       const tokenizer = compiled.getTokenizer();
       // A model that ships no chat template chats in the plain layout it gets on ONNX Runtime (models/chat-template.ts);
       // GenAI refuses a ChatHistory without one. The pipeline shares this tokenizer, so it uses the template too.
       if (!tokenizer.getChatTemplate()) tokenizer.setChatTemplate(PLAIN_CHAT_TEMPLATE);
-      return { handle: { ...handle, pipeline: new Held(new ChatPipeline(compiled), compiled), tokenizer, spelling: genaiSpellingOf(entry.dir) }, bytes: entry.weights?.openvino ?? 0, device };
+      return {
+        handle: {
+          ...handle,
+          pipeline: new Held(new ChatPipeline(compiled), compiled),
+          tokenizer,
+          spelling: genaiSpellingOf(entry.dir),
+        },
+        bytes: entry.weights?.openvino ?? 0,
+        device,
+      };
     } catch (err) {
-      throw err instanceof AgentError ? err : new EngineError(`could not load model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+      throw err instanceof AgentError
+        ? err
+        : new EngineError(`could not load model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, {
+            cause: err,
+          });
     }
   }
 
@@ -286,8 +343,12 @@ export class OpenVinoEngine implements Engine {
       const plan = planOutput(markUserText(task, openVinoSpecials(model.tokenizer), WORD_JOINER), entry.traits);
       // The same compact, strict JSON as on ONNX Runtime; a schema xgrammar refuses, or cannot compile within the grammar
       // time limit, is a 400 before GenAI runs (see constraint-check.ts).
-      if (plan.constraint) plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
-      for await (const event of structured(plan, this.#generate(model, task, plan, signal, (generation) => (running = generation)))) {
+      if (plan.constraint)
+        plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
+      for await (const event of structured(
+        plan,
+        this.#generate(model, task, plan, signal, (generation) => (running = generation)),
+      )) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }
     } finally {
@@ -297,10 +358,21 @@ export class OpenVinoEngine implements Engine {
     }
   }
 
-  async *#generate(model: Loaded<ChatPipeline>, task: GenerateTask, plan: OutputPlan, signal: AbortSignal, started: (generation: Promise<unknown>) => void): AsyncIterable<GenerationEvent> {
+  async *#generate(
+    model: Loaded<ChatPipeline>,
+    task: GenerateTask,
+    plan: OutputPlan,
+    signal: AbortSignal,
+    started: (generation: Promise<unknown>) => void,
+  ): AsyncIterable<GenerationEvent> {
     const release = await model.turns.acquire(signal);
     if (!release) {
-      yield { type: 'done', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0 }, device: model.device };
+      yield {
+        type: 'done',
+        finishReason: 'cancelled',
+        usage: { promptTokens: 0, completionTokens: 0 },
+        device: model.device,
+      };
       return;
     }
     let consumerGone = false;
@@ -336,11 +408,19 @@ export class OpenVinoEngine implements Engine {
     const withContext = Boolean(task.context?.length || task.returnContext);
     const input = withContext ? contextPrompt(model.tokenizer, task, plan, history) : history;
     // Counted inside the turn: the tokenizer is shared with the generation running on OpenVINO's own thread.
-    const promptTokens = withContext ? idsOf(model.tokenizer, input as string, true).length : countPrompt(model.tokenizer, task, plan, input);
+    const promptTokens = withContext
+      ? idsOf(model.tokenizer, input as string, true).length
+      : countPrompt(model.tokenizer, task, plan, input);
     const limits = this.#limits(this.#entries.get(task.model)!, model.device, task.sampling.contextLimit);
     if (promptTokens > limits.prompt || promptTokens >= limits.total) {
-      const why = deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npuPromptLimit() ? 'on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)' : '(its context window)';
-      throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' accepts at most ${limits.prompt} ${why}`);
+      const why =
+        deviceFamily(model.device) === 'NPU' && limits.prompt === this.#npuPromptLimit()
+          ? 'on the NPU (MAX_PROMPT_LEN; raise NPU_RELAY_NPU_MAX_PROMPT_LEN)'
+          : '(its context window)';
+      throw new AgentError(
+        'invalid_request',
+        `the prompt is ${promptTokens} tokens; '${task.model}' accepts at most ${limits.prompt} ${why}`,
+      );
     }
     const maxNewTokens = Math.min(task.sampling.maxTokens, limits.total - promptTokens);
 
@@ -369,23 +449,42 @@ export class OpenVinoEngine implements Engine {
 
     const config = generationConfig(task, maxNewTokens);
     if (withContext) config.apply_chat_template = false;
-    if (plan.constraint) config.structured_output_config = structuredOutputConfig(genai.StructuredOutputConfig, plan.constraint, model.spelling);
+    if (plan.constraint)
+      config.structured_output_config = structuredOutputConfig(
+        genai.StructuredOutputConfig,
+        plan.constraint,
+        model.spelling,
+      );
     const generation = model.pipeline.value
       .generate(input, config, streamer)
       .then(
         (results) => {
           const completionTokens = Math.max(results.perfMetrics.getNumGeneratedTokens(), streamedTokens);
           const tail = signal.aborted ? '' : stops.flush();
-          if (tail || completionTokens > emittedTokens) events.push({ type: 'delta', text: tail, tokens: completionTokens - emittedTokens });
+          if (tail || completionTokens > emittedTokens)
+            events.push({ type: 'delta', text: tail, tokens: completionTokens - emittedTokens });
           let finishReason: FinishReason = 'stop';
           if (signal.aborted) finishReason = 'cancelled';
           else if (!stops.stopped && isLength(results, genai, completionTokens, maxNewTokens)) finishReason = 'length';
           // GenAI returns text, not ids: the context is the prompt's ids and the answer's, encoded again.
-          const context = task.returnContext ? { context: [...idsOf(model.tokenizer, input as string, true), ...idsOf(model.tokenizer, answer, false)] } : {};
-          events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens }, device: model.device, ...context });
+          const context = task.returnContext
+            ? { context: [...idsOf(model.tokenizer, input as string, true), ...idsOf(model.tokenizer, answer, false)] }
+            : {};
+          events.push({
+            type: 'done',
+            finishReason,
+            usage: { promptTokens, completionTokens },
+            device: model.device,
+            ...context,
+          });
           events.close();
         },
-        (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err })),
+        (err: unknown) =>
+          events.close(
+            new EngineError(`generation failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, {
+              cause: err,
+            }),
+          ),
       )
       .finally(release);
     started(generation);
@@ -402,7 +501,10 @@ export class OpenVinoEngine implements Engine {
       // In a turn of its own, as generate counts: the tokenizer is shared with generations on OpenVINO's thread.
       release = await model.turns.acquire(signal);
       signal.throwIfAborted();
-      return { promptTokens: countPrompt(model.tokenizer, asChat, plan, chatHistory(this.#genai, plan, asChat.messages)), device: model.device };
+      return {
+        promptTokens: countPrompt(model.tokenizer, asChat, plan, chatHistory(this.#genai, plan, asChat.messages)),
+        device: model.device,
+      };
     } finally {
       release?.();
       this.#pool.release(entry.id);
@@ -418,7 +520,10 @@ export class OpenVinoEngine implements Engine {
     try {
       release = await model.turns.acquire(signal);
       signal.throwIfAborted();
-      const promptTokens = task.input.reduce((n, text) => n + (model.tokenizer.encode(text).input_ids.getShape().at(-1) ?? 0), 0);
+      const promptTokens = task.input.reduce(
+        (n, text) => n + (model.tokenizer.encode(text).input_ids.getShape().at(-1) ?? 0),
+        0,
+      );
       // The NPU pipeline is compiled for one text at a time.
       const batches = deviceFamily(model.device) === 'NPU' ? task.input.map((t) => [t]) : [task.input];
       const vectors: number[][] = [];
@@ -429,7 +534,9 @@ export class OpenVinoEngine implements Engine {
       return { vectors, promptTokens, device: model.device, loadDurationMs };
     } catch (err) {
       if (signal.aborted || err instanceof AgentError) throw err;
-      throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, { cause: err });
+      throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, {
+        cause: err,
+      });
     } finally {
       release?.();
       this.#pool.release(entry.id);
@@ -469,16 +576,39 @@ function chatHistory(genai: typeof GenAI, plan: OutputPlan, messages: readonly C
 }
 
 /** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
-function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): number {
+function countPrompt(
+  tokenizer: GenAI.Tokenizer,
+  task: GenerateTask,
+  plan: OutputPlan,
+  input: GenAI.ChatHistory | string,
+): number {
   let prompt: string;
   try {
-    prompt = typeof input === 'string' ? input : tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext);
+    prompt =
+      typeof input === 'string'
+        ? input
+        : tokenizer.applyChatTemplate(
+            input,
+            true,
+            undefined,
+            plan.tools as unknown as Record<string, unknown>[] | undefined,
+            plan.templateContext,
+          );
   } catch (err) {
     // Templates raise on conversations they do not support: that is the client's request, not an engine fault.
-    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+    throw new AgentError(
+      'invalid_request',
+      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   // A rendered chat template already holds the special tokens.
-  return tokenizer.encode(prompt, { add_special_tokens: typeof input === 'string' }).input_ids.getShape().at(-1) ?? 0;
+  return (
+    tokenizer
+      .encode(prompt, { add_special_tokens: typeof input === 'string' })
+      .input_ids.getShape()
+      .at(-1) ?? 0
+  );
 }
 
 /**
@@ -486,21 +616,45 @@ function countPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: Outpu
  * encodes a string it does not template with the special tokens added, so a BOS the text starts with (a decoded
  * context's, a Llama template's) is left to GenAI, or the model would read two.
  */
-function contextPrompt(tokenizer: GenAI.Tokenizer, task: GenerateTask, plan: OutputPlan, input: GenAI.ChatHistory | string): string {
+function contextPrompt(
+  tokenizer: GenAI.Tokenizer,
+  task: GenerateTask,
+  plan: OutputPlan,
+  input: GenAI.ChatHistory | string,
+): string {
   const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
   let text: string;
   try {
-    text = prefix + (typeof input === 'string' ? input : tokenizer.applyChatTemplate(input, true, undefined, plan.tools as unknown as Record<string, unknown>[] | undefined, plan.templateContext));
+    text =
+      prefix +
+      (typeof input === 'string'
+        ? input
+        : tokenizer.applyChatTemplate(
+            input,
+            true,
+            undefined,
+            plan.tools as unknown as Record<string, unknown>[] | undefined,
+            plan.templateContext,
+          ));
   } catch (err) {
-    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+    throw new AgentError(
+      'invalid_request',
+      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   const bos = tokenizer.getBosToken();
-  return bos && text.startsWith(bos) && idsOf(tokenizer, bos, true).length > idsOf(tokenizer, bos, false).length ? text.slice(bos.length) : text;
+  return bos && text.startsWith(bos) && idsOf(tokenizer, bos, true).length > idsOf(tokenizer, bos, false).length
+    ? text.slice(bos.length)
+    : text;
 }
 
 /** Token ids of `text` (a rendered template already holds its special tokens). */
 function idsOf(tokenizer: GenAI.Tokenizer, text: string, addSpecialTokens: boolean): number[] {
-  return Array.from(tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).input_ids.data as ArrayLike<number | bigint>, Number);
+  return Array.from(
+    tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).input_ids.data as ArrayLike<number | bigint>,
+    Number,
+  );
 }
 
 function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.GenerationConfig {
@@ -525,7 +679,12 @@ function generationConfig(task: GenerateTask, maxNewTokens: number): GenAI.Gener
   };
 }
 
-function isLength(results: GenAI.DecodedResults, genai: typeof GenAI, completionTokens: number, maxNewTokens: number): boolean {
+function isLength(
+  results: GenAI.DecodedResults,
+  genai: typeof GenAI,
+  completionTokens: number,
+  maxNewTokens: number,
+): boolean {
   const reason = results.finishReasons[0];
   return reason === undefined ? completionTokens >= maxNewTokens : reason === genai.GenerationFinishReason.LENGTH;
 }

@@ -92,7 +92,9 @@ export async function loadChatModel({ id, dir, modelsDir, dtype }: LoadRequest):
   useLocalModels(modelsDir);
   const tokenizer = await AutoTokenizer.from_pretrained(id, { local_files_only: true });
   const model = await AutoModelForCausalLM.from_pretrained(id, { local_files_only: true, dtype, device: 'cpu' });
-  const eos = (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ?? (model.config as { eos_token_id?: number | number[] }).eos_token_id;
+  const eos =
+    (model.generation_config as { eos_token_id?: number | number[] } | null)?.eos_token_id ??
+    (model.config as { eos_token_id?: number | number[] }).eos_token_id;
   const eosIds = new Set([eos ?? []].flat().map((n) => BigInt(n)));
   // The grammar masks the logits, so its vocabulary is as wide as they are; each token is read as the detokenizer
   // decodes it, and tokenizer.json (which transformers.js has read but does not expose) says which tokens name bytes.
@@ -158,11 +160,17 @@ const MAX_BACKLOG = 32;
  * wait. A consumer that stops reading thus stops the model after a bounded number of tokens. (An earlier version
  * found the gate through AsyncLocalStorage, which on Node 22 puts a hook on every promise in the process.)
  */
-function pacedView(model: PreTrainedModel, gate: () => Promise<void> | undefined, grammar: ConstraintMatcher | undefined): PreTrainedModel {
+function pacedView(
+  model: PreTrainedModel,
+  gate: () => Promise<void> | undefined,
+  grammar: ConstraintMatcher | undefined,
+): PreTrainedModel {
   const forward = model.forward.bind(model);
   // The grammar's next-token mask is computed (in xgrammar's WebAssembly, on this thread) while ONNX Runtime runs
   // the step on its own threads, so the mask costs little wall time; the logits processor then only applies it.
-  const step = grammar ? (inputs: Parameters<typeof forward>[0]) => Promise.all([forward(inputs), grammar.prepare()]).then(([out]) => out) : forward;
+  const step = grammar
+    ? (inputs: Parameters<typeof forward>[0]) => Promise.all([forward(inputs), grammar.prepare()]).then(([out]) => out)
+    : forward;
   const paced = (inputs: Parameters<typeof forward>[0]) => {
     const wait = gate();
     return wait ? wait.then(() => step(inputs)) : step(inputs);
@@ -189,12 +197,15 @@ export type KvTensors = Record<string, Tensor>;
  * states (Mamba's `past_ssm`, LFM2's `past_conv`, …) summarise the whole sequence and cannot, so such models prefill
  * every prompt in full.
  */
-function reusableKv(cache: DynamicCache | undefined): { tensors: KvTensors; length: number; bytes: number } | undefined {
+function reusableKv(
+  cache: DynamicCache | undefined,
+): { tensors: KvTensors; length: number; bytes: number } | undefined {
   const tensors: KvTensors = {};
   let length: number | undefined;
   let bytes = 0;
   for (const [name, t] of Object.entries(cache ?? {}) as Array<[string, Tensor]>) {
-    if (!name.startsWith('past_key_values.') || t.location !== 'cpu' || t.dims.length !== 4 || t.dims[0] !== 1) return undefined;
+    if (!name.startsWith('past_key_values.') || t.location !== 'cpu' || t.dims.length !== 4 || t.dims[0] !== 1)
+      return undefined;
     if (length !== undefined && t.dims[2] !== length) return undefined;
     length = t.dims[2]!;
     bytes += (t.data as ArrayBufferView).byteLength;
@@ -216,7 +227,8 @@ function truncateKv(kv: KvTensors, length: number): DynamicCache {
     }
     const data = t.data as Float32Array;
     const cut = new (data.constructor as Float32ArrayConstructor)(batch * heads * length * size);
-    for (let row = 0; row < batch * heads; row++) cut.set(data.subarray(row * stored * size, (row * stored + length) * size), row * length * size);
+    for (let row = 0; row < batch * heads; row++)
+      cut.set(data.subarray(row * stored * size, (row * stored + length) * size), row * length * size);
     out[name] = new Tensor(t.type, cut, [batch, heads, length, size]);
   }
   return new DynamicCache(out);
@@ -224,7 +236,12 @@ function truncateKv(kv: KvTensors, length: number): DynamicCache {
 
 /** The parts of an ONNX Runtime session the prefill probe uses. */
 interface ProbedSession {
-  inputMetadata: ReadonlyArray<{ name: string; isTensor: boolean; type?: string; shape?: ReadonlyArray<number | string> }>;
+  inputMetadata: ReadonlyArray<{
+    name: string;
+    isTensor: boolean;
+    type?: string;
+    shape?: ReadonlyArray<number | string>;
+  }>;
   run(feeds: Record<string, unknown>, options: { logSeverityLevel: 4 }): Promise<unknown>;
 }
 
@@ -255,7 +272,11 @@ async function probePrefill(session: ProbedSession | undefined): Promise<boolean
     if (meta.name === 'input_ids') t = ids([1n, 1n]);
     else if (meta.name === 'attention_mask') t = ids([1n, 1n, 1n]);
     else if (meta.name === 'position_ids') t = ids([1n, 2n]);
-    else if (meta.name.startsWith('past_key_values.') && meta.shape && (meta.type === 'float32' || meta.type === 'float16')) {
+    else if (
+      meta.name.startsWith('past_key_values.') &&
+      meta.shape &&
+      (meta.type === 'float32' || meta.type === 'float16')
+    ) {
       // [batch, heads, past, head size]: a batch of one with one cached position; the rest is fixed by the graph.
       const rank = meta.shape.length;
       const shape = meta.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 || i === rank - 2 ? 1 : Number.NaN));
@@ -287,7 +308,8 @@ async function stepThrough(model: PreTrainedModel, past: DynamicCache, tokens: B
       past_key_values: cache,
     })) as Record<string, Tensor>;
     const next: KvTensors = {};
-    for (const [name, t] of Object.entries(out)) if (name.startsWith('present.')) next[name.replace('present', 'past_key_values')] = t;
+    for (const [name, t] of Object.entries(out))
+      if (name.startsWith('present.')) next[name.replace('present', 'past_key_values')] = t;
     cache = new DynamicCache(next);
   }
   return cache;
@@ -316,11 +338,18 @@ async function startingCache(
   const catchUp = prompt.length - 1 - hit.reused;
   if (catchUp === 0 || (await prefillsAfterCache(chat.model))) return { past, reused: hit.reused };
   if (catchUp > hit.reused * STEPPED_CATCH_UP_RATIO) return undefined;
-  return { past: await stepThrough(chat.model, past, prompt.subarray(hit.reused, prompt.length - 1)), reused: hit.reused };
+  return {
+    past: await stepThrough(chat.model, past, prompt.subarray(hit.reused, prompt.length - 1)),
+    reused: hit.reused,
+  };
 }
 
 /** Embeds `task.input` with a loaded embedder (see `Engine.embed`). */
-export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, pooling, normalize }: Embedder): Promise<EmbeddingResult> {
+export async function embed(
+  task: EmbedTask,
+  signal: AbortSignal,
+  { extractor, pooling, normalize }: Embedder,
+): Promise<EmbeddingResult> {
   signal.throwIfAborted();
   try {
     const encoded = extractor.tokenizer(task.input, { padding: true, truncation: true }) as { attention_mask: Tensor };
@@ -332,13 +361,16 @@ export async function embed(task: EmbedTask, signal: AbortSignal, { extractor, p
   }
 }
 
-
 /**
  * The prompt as the model reads it: a chat through the chat template with the plan's messages, tools and template
  * variables, a raw completion as it is. `generate` and `countPrompt` both use this, so a count is what a generation
  * would see.
  */
-function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>): { input_ids: Tensor; attention_mask: Tensor } {
+function encodePrompt(
+  task: GenerateTask,
+  plan: OutputPlan,
+  { tokenizer, chatTemplate }: Pick<ChatModel, 'tokenizer' | 'chatTemplate'>,
+): { input_ids: Tensor; attention_mask: Tensor } {
   type Inputs = { input_ids: Tensor; attention_mask: Tensor };
   if (task.task !== 'chat') return tokenizer(task.prompt) as Inputs;
   let rendered: string;
@@ -354,21 +386,34 @@ function encodePrompt(task: GenerateTask, plan: OutputPlan, { tokenizer, chatTem
   } catch (err) {
     // Templates raise on conversations they do not support (roles out of order, a tool turn they cannot place):
     // that is the client's request, not a fault of the engine.
-    throw new AgentError('invalid_request', `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`, { cause: err });
+    throw new AgentError(
+      'invalid_request',
+      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   // The client's special-token texts were marked before the template ran (user-text.ts): tokenized as text here.
   const inner = innerTokenizer(tokenizer);
   const input = inner
     ? BigInt64Array.from(encodeMarked(inner, rendered), (id) => BigInt(id))
-    : ((tokenizer(rendered.replaceAll(MARK, ''), { add_special_tokens: false }) as Inputs).input_ids.data as BigInt64Array);
-  return { input_ids: new Tensor('int64', input, [1, input.length]), attention_mask: new Tensor('int64', new BigInt64Array(input.length).fill(1n), [1, input.length]) };
+    : ((tokenizer(rendered.replaceAll(MARK, ''), { add_special_tokens: false }) as Inputs).input_ids
+        .data as BigInt64Array);
+  return {
+    input_ids: new Tensor('int64', input, [1, input.length]),
+    attention_mask: new Tensor('int64', new BigInt64Array(input.length).fill(1n), [1, input.length]),
+  };
 }
 
 /**
  * Stores a finished generation's KV cache with the tokens it covers: the prompt and every generated token but the
  * last, which was sampled and never fed back. A cancelled generation's cache is as valid as any.
  */
-function keepSequence(prefixes: PrefixCache<KvTensors>, chat: ChatModel, scope: string, { sequences, past_key_values }: { sequences: Tensor; past_key_values?: DynamicCache }): void {
+function keepSequence(
+  prefixes: PrefixCache<KvTensors>,
+  chat: ChatModel,
+  scope: string,
+  { sequences, past_key_values }: { sequences: Tensor; past_key_values?: DynamicCache },
+): void {
   const kv = reusableKv(past_key_values);
   if (!kv) return;
   prefixes.store(chat, scope, (sequences.data as BigInt64Array).slice(0, kv.length), kv.tensors, kv.bytes);
@@ -378,15 +423,27 @@ function keepSequence(prefixes: PrefixCache<KvTensors>, chat: ChatModel, scope: 
  * Ollama's `context`: the ids of an earlier prompt and answer, put before this prompt as they are. Ids the model's
  * vocabulary does not have are the client's mistake (a context from another model), not the engine's.
  */
-function withContext(inputs: { input_ids: Tensor; attention_mask: Tensor }, context: readonly number[], model: PreTrainedModel, name: string): { input_ids: Tensor; attention_mask: Tensor } {
+function withContext(
+  inputs: { input_ids: Tensor; attention_mask: Tensor },
+  context: readonly number[],
+  model: PreTrainedModel,
+  name: string,
+): { input_ids: Tensor; attention_mask: Tensor } {
   const vocab = (model.config as { vocab_size?: number }).vocab_size ?? Infinity;
   const bad = context.find((id) => id >= vocab);
-  if (bad !== undefined) throw new AgentError('invalid_request', `context holds token id ${bad}, but '${name}' has a vocabulary of ${vocab} tokens: send back the context this model returned`);
+  if (bad !== undefined)
+    throw new AgentError(
+      'invalid_request',
+      `context holds token id ${bad}, but '${name}' has a vocabulary of ${vocab} tokens: send back the context this model returned`,
+    );
   const prompt = inputs.input_ids.data as BigInt64Array;
   const ids = new BigInt64Array(context.length + prompt.length);
   ids.set(context.map((id) => BigInt(id)));
   ids.set(prompt, context.length);
-  return { input_ids: new Tensor('int64', ids, [1, ids.length]), attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]) };
+  return {
+    input_ids: new Tensor('int64', ids, [1, ids.length]),
+    attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+  };
 }
 
 /** Counts a prompt's tokens with a loaded chat model, as `generate` would feed it (see `Engine.countTokens`). */
@@ -416,10 +473,16 @@ export async function* generate(
   const encoded = encodePrompt(task, plan, { tokenizer, chatTemplate });
   const inputs = task.context?.length ? withContext(encoded, task.context, model, task.model) : encoded;
   const promptTokens = inputs.input_ids.dims.at(-1) ?? 0;
-  const contextLength = task.sampling.contextLimit && modelContext ? Math.min(task.sampling.contextLimit, modelContext) : (task.sampling.contextLimit ?? modelContext);
+  const contextLength =
+    task.sampling.contextLimit && modelContext
+      ? Math.min(task.sampling.contextLimit, modelContext)
+      : (task.sampling.contextLimit ?? modelContext);
   const room = contextLength ? contextLength - promptTokens : Infinity;
   if (room <= 0) {
-    throw new AgentError('invalid_request', `the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength} tokens`);
+    throw new AgentError(
+      'invalid_request',
+      `the prompt is ${promptTokens} tokens; '${task.model}' has a context of ${contextLength} tokens`,
+    );
   }
   // Sequences share a KV cache only under the same context window, though this engine's KV does not depend on it
   // today: a window that ever truncates or slides the prompt would make the same tokens hold different KV.
@@ -449,7 +512,8 @@ export async function* generate(
     if (task.returnContext) generated.push(id);
     // The mask allowed only tokens the grammar accepts, so a refusal is a fault here (a vocabulary that does not
     // match the model's), and the output cannot be trusted to follow the grammar any more.
-    if (matcher && !matcher.accept(Number(id))) throw new EngineError(`the output grammar refused token ${id}, which its own mask allowed`);
+    if (matcher && !matcher.accept(Number(id)))
+      throw new EngineError(`the output grammar refused token ${id}, which its own mask allowed`);
     if (eosIds.has(id)) return;
     const text = stops.push(detok.push(id));
     if (text) {
@@ -461,12 +525,15 @@ export async function* generate(
   // Penalties shape the logits first, then the grammar removes what it does not allow; then either greedy decoding
   // or the seeded sampler picks the token. (transformers.js runs its own repetition penalty before these.)
   const logitProcessors: LogitsProcessor[] = [];
-  if (presencePenalty || frequencyPenalty) logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
+  if (presencePenalty || frequencyPenalty)
+    logitProcessors.push(new PenaltyProcessor(presencePenalty ?? 0, frequencyPenalty ?? 0, promptTokens));
   if (matcher) logitProcessors.push(new GrammarMask(matcher));
   if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
   const aborted = abortedPromise(signal);
   const gate = () =>
-    signal.aborted || consumerGone || events.size <= MAX_BACKLOG ? undefined : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+    signal.aborted || consumerGone || events.size <= MAX_BACKLOG
+      ? undefined
+      : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
   const generation = pacedView(model, gate, matcher).generate({
     ...inputs,
     ...(start ? { past_key_values: start.past } : {}),
@@ -478,7 +545,9 @@ export async function* generate(
     // generate() is typed for TextStreamer, but accepts any BaseStreamer.
     streamer: streamer as unknown as TextStreamer,
     // A terminated grammar allows only the stop tokens, which end generation anyway; stopping here saves the step.
-    stopping_criteria: [new StopWhen(() => signal.aborted || consumerGone || stops.stopped || matcher?.terminated === true)],
+    stopping_criteria: [
+      new StopWhen(() => signal.aborted || consumerGone || stops.stopped || matcher?.terminated === true),
+    ],
     ...(logitProcessors.length ? { logits_processor: processors(...logitProcessors) } : {}),
   });
 
@@ -486,17 +555,32 @@ export async function* generate(
   void generation.finally(() => matcher?.dispose()).catch(() => {});
   generation.then(
     (result) => {
-      if (prefixes) keepSequence(prefixes, chat, scope, result as { sequences: Tensor; past_key_values?: DynamicCache });
+      if (prefixes)
+        keepSequence(prefixes, chat, scope, result as { sequences: Tensor; past_key_values?: DynamicCache });
       const tail = stops.flush();
       if (tail || pendingTokens) events.push({ type: 'delta', text: tail, tokens: pendingTokens });
       let finishReason: FinishReason = 'stop';
       if (signal.aborted) finishReason = 'cancelled';
-      else if (!stops.stopped && !(lastToken !== undefined && eosIds.has(lastToken)) && completionTokens >= maxNewTokens) finishReason = 'length';
-      const context = task.returnContext ? { context: [...(inputs.input_ids.data as BigInt64Array), ...generated].map(Number) } : {};
-      events.push({ type: 'done', finishReason, usage: { promptTokens, completionTokens, ...(prefixes ? { cachedPromptTokens } : {}) }, device: 'CPU', ...context });
+      else if (
+        !stops.stopped &&
+        !(lastToken !== undefined && eosIds.has(lastToken)) &&
+        completionTokens >= maxNewTokens
+      )
+        finishReason = 'length';
+      const context = task.returnContext
+        ? { context: [...(inputs.input_ids.data as BigInt64Array), ...generated].map(Number) }
+        : {};
+      events.push({
+        type: 'done',
+        finishReason,
+        usage: { promptTokens, completionTokens, ...(prefixes ? { cachedPromptTokens } : {}) },
+        device: 'CPU',
+        ...context,
+      });
       events.close();
     },
-    (err: unknown) => events.close(new EngineError(`generation failed in '${task.model}': ${(err as Error).message}`, { cause: err })),
+    (err: unknown) =>
+      events.close(new EngineError(`generation failed in '${task.model}': ${(err as Error).message}`, { cause: err })),
   );
   try {
     yield* events;

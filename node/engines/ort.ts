@@ -2,7 +2,16 @@
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
  */
-import type { Capacity, CountTask, DeviceInfo, EmbedTask, GenerateTask, LoadedModel as LoadedModelInfo, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
+import type {
+  Capacity,
+  CountTask,
+  DeviceInfo,
+  EmbedTask,
+  GenerateTask,
+  LoadedModel as LoadedModelInfo,
+  LoadProgress,
+  ModelInfo,
+} from '../../shared/protocol/frames.ts';
 import { EngineError, UnknownModelError } from '../errors.ts';
 import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
 import { describedFields } from '../models/metadata.ts';
@@ -46,7 +55,9 @@ function ortRuntime(): Promise<OrtRuntime> {
 
 export class OrtEngine implements Engine {
   readonly name = 'onnxruntime';
-  readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' }];
+  readonly devices: readonly DeviceInfo[] = [
+    { name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' },
+  ];
   readonly #modelsDir: string;
   #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
@@ -67,15 +78,15 @@ export class OrtEngine implements Engine {
         if (m.kind === 'chat') {
           this.#prefixes?.drop(m.chat);
           await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
-        }
-        else await m.embedder.extractor.dispose();
+        } else await m.embedder.extractor.dispose();
       },
       keepAliveMs: options.keepAliveMs,
       memoryBudgetBytes: options.memoryBudgetBytes,
       loadCooldownMs: options.loadCooldownMs,
       onEvent: (event) => {
         options.onModelEvent?.(event);
-        if (event.type === 'load-end' || event.type === 'unload') for (const listener of this.#loadedListeners) listener();
+        if (event.type === 'load-end' || event.type === 'unload')
+          for (const listener of this.#loadedListeners) listener();
       },
     });
   }
@@ -111,7 +122,13 @@ export class OrtEngine implements Engine {
   }
 
   #loadRequest(entry: CatalogEntry): LoadRequest {
-    return { id: entry.id, dir: entry.dir, modelsDir: this.#modelsDir, dtype: this.#dtype, embedding: entry.embedding ?? { pooling: 'mean', normalize: true } };
+    return {
+      id: entry.id,
+      dir: entry.dir,
+      modelsDir: this.#modelsDir,
+      dtype: this.#dtype,
+      embedding: entry.embedding ?? { pooling: 'mean', normalize: true },
+    };
   }
 
   /** Acquires a chat model (see #acquire). */
@@ -121,7 +138,9 @@ export class OrtEngine implements Engine {
       try {
         return { kind: 'chat', chat: await (await ortRuntime()).loadChatModel(this.#loadRequest(entry)) };
       } catch (err) {
-        throw new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+        throw new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
     });
     return (loaded as Extract<LoadedModel, { kind: 'chat' }>).chat;
@@ -134,7 +153,9 @@ export class OrtEngine implements Engine {
       try {
         return { kind: 'embedding', embedder: await (await ortRuntime()).loadEmbedder(this.#loadRequest(entry)) };
       } catch (err) {
-        throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, { cause: err });
+        throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
     });
     return (loaded as Extract<LoadedModel, { kind: 'embedding' }>).embedder;
@@ -178,7 +199,14 @@ export class OrtEngine implements Engine {
       signal.throwIfAborted();
       const asChat = countedChat(task);
       // Counted as generate reads it: the client's special-token texts as text (user-text.ts).
-      return { promptTokens: (await ortRuntime()).countPrompt(asChat, planOutput(markUserText(asChat, chat.specials), this.#entry(task.model, 'chat').traits), chat), device: 'CPU' };
+      return {
+        promptTokens: (await ortRuntime()).countPrompt(
+          asChat,
+          planOutput(markUserText(asChat, chat.specials), this.#entry(task.model, 'chat').traits),
+          chat,
+        ),
+        device: 'CPU',
+      };
     } finally {
       this.#pool.release(task.model);
     }
@@ -198,7 +226,10 @@ export class OrtEngine implements Engine {
       const entry = this.#entries.get(task.model)!;
       // The template gets the client's strings with their special-token texts marked, to be tokenized as text.
       const plan = planOutput(markUserText(task, chat.specials), entry.traits);
-      for await (const event of structured(plan, generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes))) {
+      for await (const event of structured(
+        plan,
+        generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes),
+      )) {
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
       }
     } finally {

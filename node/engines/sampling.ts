@@ -38,7 +38,8 @@ export class SeededSampler extends LogitsProcessor {
 
   #draw(row: Float32Array): number {
     const { temperature, topP } = this.#settings;
-    const topK = this.#settings.topK && this.#settings.topK > 0 ? Math.min(this.#settings.topK, row.length) : row.length;
+    const topK =
+      this.#settings.topK && this.#settings.topK > 0 ? Math.min(this.#settings.topK, row.length) : row.length;
     let max = -Infinity;
     for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
     const weights = new Float64Array(row.length);
@@ -107,7 +108,8 @@ export class PenaltyProcessor extends LogitsProcessor {
     for (let b = 0; b < inputIds.length; b++) {
       const row = (logits as unknown as Tensor[])[b]!.data as Float32Array;
       const counts = new Map<number, number>();
-      for (const id of inputIds[b]!.slice(this.#promptLength)) counts.set(Number(id), (counts.get(Number(id)) ?? 0) + 1);
+      for (const id of inputIds[b]!.slice(this.#promptLength))
+        counts.set(Number(id), (counts.get(Number(id)) ?? 0) + 1);
       for (const [id, n] of counts) row[id] = row[id]! - this.#presence - this.#frequency * n;
     }
     return logits;
@@ -133,7 +135,8 @@ export class GrammarMask extends LogitsProcessor {
   }
 
   override _call(inputIds: bigint[][], logits: Tensor): Tensor {
-    for (let b = 0; b < inputIds.length; b++) this.#matcher.mask((logits as unknown as Tensor[])[b]!.data as Float32Array);
+    for (let b = 0; b < inputIds.length; b++)
+      this.#matcher.mask((logits as unknown as Tensor[])[b]!.data as Float32Array);
     return logits;
   }
 }

@@ -42,7 +42,10 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   const irModels = options.models.filter((m) => m.formats.includes('openvino'));
   const ort = (why: string): Engine => {
     // A pinned device is an OpenVINO device: silently running on ONNX Runtime instead would hide the mistake.
-    if (choice) throw new ConfigError(`NPU_RELAY_DEVICE=${choice} needs the OpenVINO engine, but ${why}; unset NPU_RELAY_DEVICE to run ONNX models on the CPU`);
+    if (choice)
+      throw new ConfigError(
+        `NPU_RELAY_DEVICE=${choice} needs the OpenVINO engine, but ${why}; unset NPU_RELAY_DEVICE to run ONNX models on the CPU`,
+      );
     log.info({ engine: 'onnxruntime', device: 'CPU', reason: why }, `engine: ONNX Runtime on the CPU, because ${why}`);
     const pool = options.pool ?? {};
     return new OrtEngine({
@@ -70,7 +73,9 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   const cacheDir = options.openvinoCacheDir;
   if (cacheDir) {
     await mkdir(cacheDir, { recursive: true }).catch((err: Error) => {
-      throw new ConfigError(`cannot create the OpenVINO model cache ${cacheDir}: ${err.message}; set NPU_RELAY_OPENVINO_CACHE_DIR (or NPU_RELAY_DATA_DIR) to a folder this user can write, or to off`);
+      throw new ConfigError(
+        `cannot create the OpenVINO model cache ${cacheDir}: ${err.message}; set NPU_RELAY_OPENVINO_CACHE_DIR (or NPU_RELAY_DATA_DIR) to a folder this user can write, or to off`,
+      );
     });
   }
   const engine = new OpenVinoEngine(modules, {
@@ -85,7 +90,12 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   });
   const devices = engine.devices.map((d) => `${d.name} (${d.description ?? ''})`).join(', ');
   log.info(
-    { engine: engine.name, devices: engine.devices.map((d) => d.name), pinned: choice ?? null, models: irModels.map((m) => m.id) },
+    {
+      engine: engine.name,
+      devices: engine.devices.map((d) => d.name),
+      pinned: choice ?? null,
+      models: irModels.map((m) => m.id),
+    },
     `engine: OpenVINO; each model runs on the first of these that compiles it: ${devices}${choice ? ` (pinned by NPU_RELAY_DEVICE=${choice})` : ''}; compiled models are cached in ${cacheDir ?? 'no folder (NPU_RELAY_OPENVINO_CACHE_DIR=off)'}`,
   );
   const onnxOnly = options.models.filter((m) => !m.formats.includes('openvino'));

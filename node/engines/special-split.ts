@@ -31,7 +31,14 @@ interface HfTokenizer {
 /** The library tokenizer inside a transformers.js tokenizer, when it has every part `encodeMarked` needs. */
 export function innerTokenizer(tokenizer: unknown): HfTokenizer | undefined {
   const inner = (tokenizer as { _tokenizer?: Partial<HfTokenizer> })._tokenizer;
-  if (!inner?.splitter_unnormalized || !inner.splitter_normalized || !inner.added_tokens_map || !inner.model?.tokens_to_ids || !Array.isArray(inner.added_tokens)) return undefined;
+  if (
+    !inner?.splitter_unnormalized ||
+    !inner.splitter_normalized ||
+    !inner.added_tokens_map ||
+    !inner.model?.tokens_to_ids ||
+    !Array.isArray(inner.added_tokens)
+  )
+    return undefined;
   // Lowercasing with accent removal (XLM) is the library's own helper; such tokenizers keep the library's encode.
   if (inner.do_lowercase_and_remove_accent) return undefined;
   return inner as HfTokenizer;

@@ -21,10 +21,11 @@ import { loadXGrammar } from './xgrammar.ts';
  */
 export function openAnyObject(schema: Record<string, unknown> | boolean): Record<string, unknown> | boolean {
   if (typeof schema !== 'object' || schema.type !== 'object') return schema;
-  const constrains = ['properties', 'patternProperties', 'additionalProperties', 'unevaluatedProperties'].some((k) => k in schema);
+  const constrains = ['properties', 'patternProperties', 'additionalProperties', 'unevaluatedProperties'].some(
+    (k) => k in schema,
+  );
   return constrains ? schema : { ...schema, additionalProperties: true };
 }
-
 
 /** Schema text to compact EBNF with JSON-safe strings (json-strings.ts), once per distinct schema: tool schemas repeat on every request of a client. */
 const ebnfOf = new Map<string, Promise<string>>();
@@ -35,7 +36,9 @@ export async function schemaGrammar(schema: Record<string, unknown> | boolean, w
   let ebnf = ebnfOf.get(text);
   if (!ebnf) {
     const xgrammar = await loadXGrammar();
-    ebnf = compiling(what, async () => jsonSafeStrings(await xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, [',', ':'], true)));
+    ebnf = compiling(what, async () =>
+      jsonSafeStrings(await xgrammar.Testings._jsonSchemaToEBNF(text, false, -1, [',', ':'], true)),
+    );
     ebnf.catch(() => ebnfOf.delete(text));
     if (ebnfOf.size >= EBNF_CACHE) ebnfOf.delete(ebnfOf.keys().next().value!);
     ebnfOf.set(text, ebnf);

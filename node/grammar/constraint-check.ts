@@ -28,7 +28,12 @@ const PASSED_ENTRIES = 64;
  * `constraint` with every JSON schema in it compact (see compact-json.ts), once it has passed the check for the
  * model in `modelDir`.
  */
-export function checkedCompactConstraint(constraint: Constraint, what: string, modelDir: string, timeoutMs = grammarTimeoutMs()): Promise<Constraint> {
+export function checkedCompactConstraint(
+  constraint: Constraint,
+  what: string,
+  modelDir: string,
+  timeoutMs = grammarTimeoutMs(),
+): Promise<Constraint> {
   let checker = checkers.get(modelDir);
   if (!checker) checkers.set(modelDir, (checker = { queue: Promise.resolve(), passed: new Map() }));
   const c = checker;

@@ -81,7 +81,9 @@ export class ConstraintCompiler {
       this.#cache.set(key, cached);
       return cached;
     }
-    const compiling = this.#check(constraint, what).then(() => thread.call({ op: 'compile', key, constraint, what, keep: true })).then(() => {});
+    const compiling = this.#check(constraint, what)
+      .then(() => thread.call({ op: 'compile', key, constraint, what, keep: true }))
+      .then(() => {});
     this.#cache.set(key, compiling);
     compiling.catch(() => this.#cache.get(key) === compiling && this.#cache.delete(key));
     while (this.#cache.size > CACHE_ENTRIES) {
@@ -97,7 +99,10 @@ export class ConstraintCompiler {
     const run = this.#checks.then(async () => {
       const checker = await this.#checkingThread();
       await checker.ready;
-      await checker.call({ op: 'compile', key: '', constraint, what, keep: false }, { ms: this.#timeoutMs ?? grammarTimeoutMs(), what });
+      await checker.call(
+        { op: 'compile', key: '', constraint, what, keep: false },
+        { ms: this.#timeoutMs ?? grammarTimeoutMs(), what },
+      );
     });
     // A check that ended its thread (timed out, trapped) has the next one started at once, so the next request
     // does not wait for its setup.

@@ -18,7 +18,13 @@ export class ConstraintMatcher {
   #terminated = false;
   readonly vocabSize: number;
 
-  constructor(thread: GrammarWorker, id: number, vocabSize: number, stopTokenIds: readonly number[], utf8?: Utf8Follower) {
+  constructor(
+    thread: GrammarWorker,
+    id: number,
+    vocabSize: number,
+    stopTokenIds: readonly number[],
+    utf8?: Utf8Follower,
+  ) {
     this.#thread = thread;
     this.#utf8 = utf8;
     this.#id = id;

@@ -7,7 +7,13 @@
  * Messages are handled in order, so an `accept` posted before a `mask` of the same matcher is applied first.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, StructuralTagFormat, TokenizerInfo } from '@mlc-ai/web-xgrammar';
+import type {
+  CompiledGrammar,
+  GrammarCompiler,
+  GrammarMatcher,
+  StructuralTagFormat,
+  TokenizerInfo,
+} from '@mlc-ai/web-xgrammar';
 import type { Constraint } from '../output/plan.ts';
 import { compactJson, schemaGrammar } from './compact-json.ts';
 import { modelVocabulary } from './model-vocabulary.ts';
@@ -45,7 +51,13 @@ function setup() {
     const xgrammar = await loadXGrammar();
     const vocabulary = 'vocabulary' in data ? data.vocabulary : await modelVocabulary(data.modelDir);
     const { tokens, vocabType, prependSpace, vocabSize, stopTokenIds } = vocabulary;
-    const info = await xgrammar.TokenizerInfo.createTokenizerInfo(tokens, vocabType, prependSpace, vocabSize, stopTokenIds);
+    const info = await xgrammar.TokenizerInfo.createTokenizerInfo(
+      tokens,
+      vocabType,
+      prependSpace,
+      vocabSize,
+      stopTokenIds,
+    );
     // xgrammar's own cache is unbounded; the owner bounds what is kept here (`keep` and `evict`).
     const compiler = await xgrammar.GrammarCompiler.createGrammarCompiler(info, false);
     return { xgrammar, info, compiler };
@@ -131,8 +143,16 @@ port.on('message', (request: ThreadRequest) => {
       // A trap inside the WebAssembly module (a refusal's `Aborted()` included) can leave its memory corrupt, after
       // which every later call fails: the owner throws this thread away rather than trust it again.
       const cause = (err as { cause?: unknown }).cause ?? err;
-      const poisoned = (cause as Error)?.name === 'RuntimeError' || /memory access out of bounds|Aborted\(/.test(String((cause as Error)?.message));
-      const reply: ThreadReply = { id: request.id, ok: false, message: err instanceof Error ? err.message : String(err), code: (err as { code?: string }).code, poisoned };
+      const poisoned =
+        (cause as Error)?.name === 'RuntimeError' ||
+        /memory access out of bounds|Aborted\(/.test(String((cause as Error)?.message));
+      const reply: ThreadReply = {
+        id: request.id,
+        ok: false,
+        message: err instanceof Error ? err.message : String(err),
+        code: (err as { code?: string }).code,
+        poisoned,
+      };
       port.postMessage(reply);
     },
   );

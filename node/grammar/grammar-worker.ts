@@ -25,7 +25,10 @@ export function grammarTimeoutMs(): number {
 /** A request that ran past its time limit; the thread that ran it is gone. */
 export class GrammarTimeoutError extends AgentError {
   constructor(what: string, ms: number) {
-    super('invalid_request', `${what} could not be compiled within the grammar time limit of ${ms} ms (NPU_RELAY_GRAMMAR_TIMEOUT_MS): simplify the schema`);
+    super(
+      'invalid_request',
+      `${what} could not be compiled within the grammar time limit of ${ms} ms (NPU_RELAY_GRAMMAR_TIMEOUT_MS): simplify the schema`,
+    );
     this.name = 'GrammarTimeoutError';
   }
 }
@@ -51,11 +54,17 @@ export class GrammarWorker {
   readonly ready: Promise<unknown>;
 
   constructor(data: ThreadData) {
-    this.#worker = new Worker(new URL('./grammar-thread.ts', import.meta.url), { workerData: data, stdout: false, stderr: false });
+    this.#worker = new Worker(new URL('./grammar-thread.ts', import.meta.url), {
+      workerData: data,
+      stdout: false,
+      stderr: false,
+    });
     // An idle grammar thread must not keep the agent's process alive; one with requests pending does (#holdWhileBusy).
     this.#worker.once('online', () => this.#holdWhileBusy());
     this.#worker.on('message', (reply: ThreadReply) => this.#answer(reply));
-    this.#worker.on('error', (err) => this.#end(new EngineError(`the grammar engine failed: ${err.message}`, { cause: err })));
+    this.#worker.on('error', (err) =>
+      this.#end(new EngineError(`the grammar engine failed: ${err.message}`, { cause: err })),
+    );
     this.#worker.on('exit', (code) => this.#end(new EngineError(`the grammar engine stopped (exit code ${code})`)));
     // Set up at once and untimed: a time limit then measures only the compile it is given.
     this.ready = this.call({ op: 'ready' });
@@ -104,7 +113,10 @@ export class GrammarWorker {
       pending.resolve(reply);
       return;
     }
-    const err = reply.code === 'invalid_request' ? new AgentError('invalid_request', reply.message) : new EngineError(`the grammar engine failed: ${reply.message}`);
+    const err =
+      reply.code === 'invalid_request'
+        ? new AgentError('invalid_request', reply.message)
+        : new EngineError(`the grammar engine failed: ${reply.message}`);
     pending.reject(err);
     // The WebAssembly module trapped: later calls on it would fail or spin, for other requests too.
     if (reply.poisoned) this.#end(new EngineError('the grammar engine was restarted after a fault'));

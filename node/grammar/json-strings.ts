@@ -119,7 +119,10 @@ function parseClass(cls: string): Array<[number, number]> {
 }
 
 /** `ranges` without any code point in `minus`. */
-function subtract(ranges: ReadonlyArray<readonly [number, number]>, minus: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+function subtract(
+  ranges: ReadonlyArray<readonly [number, number]>,
+  minus: ReadonlyArray<readonly [number, number]>,
+): Array<[number, number]> {
   let out = ranges.map(([a, b]) => [a, b] as [number, number]);
   for (const [ma, mb] of minus) {
     out = out.flatMap(([a, b]): Array<[number, number]> => {
@@ -133,8 +136,10 @@ function subtract(ranges: ReadonlyArray<readonly [number, number]>, minus: Reado
   return out.sort((x, y) => x[0] - y[0]);
 }
 
-const point = (cp: number) => (cp < 0x80 ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u${cp.toString(16).padStart(4, '0')}`);
-const list = (ranges: ReadonlyArray<readonly [number, number]>) => ranges.map(([a, b]) => (a === b ? point(a) : `${point(a)}-${point(b)}`)).join('');
+const point = (cp: number) =>
+  cp < 0x80 ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+const list = (ranges: ReadonlyArray<readonly [number, number]>) =>
+  ranges.map(([a, b]) => (a === b ? point(a) : `${point(a)}-${point(b)}`)).join('');
 
 /**
  * `ranges` (none of them forbidden) as an EBNF class xgrammar reads right. Its WebAssembly build matches non-ASCII
@@ -148,13 +153,22 @@ function classOf(ranges: ReadonlyArray<readonly [number, number]>): string | und
   if (ranges.length === 0) return undefined;
   const ascii = subtract(ranges, [[0x80, MAX]]);
   const wide = subtract(ranges, [[0, 0x7f]]);
-  if (subtract([[0x80, MAX]], [...wide, [0xd800, 0xdfff]]).length === 0) return `[^${list(subtract([[0, 0x7f]], ascii))}]`;
+  if (subtract([[0x80, MAX]], [...wide, [0xd800, 0xdfff]]).length === 0)
+    return `[^${list(subtract([[0, 0x7f]], ascii))}]`;
   const bmp = subtract(wide, [[0x10000, MAX]]);
   return ascii.length + bmp.length ? `[${list([...ascii, ...bmp])}]` : undefined;
 }
 
 /** JSON's short escapes, by the character they stand for. */
-const SHORT = new Map<number, string>([[0x22, '"'], [0x5c, '\\'], [0x08, 'b'], [0x0c, 'f'], [0x0a, 'n'], [0x0d, 'r'], [0x09, 't']]);
+const SHORT = new Map<number, string>([
+  [0x22, '"'],
+  [0x5c, '\\'],
+  [0x08, 'b'],
+  [0x0c, 'f'],
+  [0x0a, 'n'],
+  [0x0d, 'r'],
+  [0x09, 't'],
+]);
 
 /**
  * `cls` as a JSON string holds it: the characters it may hold raw, and the others (controls, `"`, `\`) escaped, so
@@ -164,11 +178,14 @@ function narrowed(cls: string): string {
   const ranges = parseClass(cls);
   const raw = subtract(ranges, FORBIDDEN);
   const escaped: number[] = [];
-  for (const [a, b] of ranges) for (let cp = a; cp <= Math.min(b, 0x5c); cp++) if (cp < 0x20 || cp === 0x22 || cp === 0x5c) escaped.push(cp);
+  for (const [a, b] of ranges)
+    for (let cp = a; cp <= Math.min(b, 0x5c); cp++) if (cp < 0x20 || cp === 0x22 || cp === 0x5c) escaped.push(cp);
   const rawClass = classOf(raw);
   if (escaped.length === 0) {
     if (rawClass) return rawClass;
-    throw new Error(`the character class ${cls} holds only characters outside the Basic Multilingual Plane, which the grammar engine cannot match exactly`);
+    throw new Error(
+      `the character class ${cls} holds only characters outside the Basic Multilingual Plane, which the grammar engine cannot match exactly`,
+    );
   }
   const controls = escaped.filter((cp) => cp < 0x20);
   const alternatives = rawClass ? [rawClass] : [];
@@ -176,7 +193,8 @@ function narrowed(cls: string): string {
   const literal = (rest: string) => `"\\\\${rest}"`;
   for (const cp of escaped) {
     const short = SHORT.get(cp);
-    if (short && (cp >= 0x20 || controls.length < 32)) alternatives.push(literal(short === '"' ? '\\"' : short === '\\' ? '\\\\' : short));
+    if (short && (cp >= 0x20 || controls.length < 32))
+      alternatives.push(literal(short === '"' ? '\\"' : short === '\\' ? '\\\\' : short));
   }
   if (controls.length === 32) alternatives.push(`${literal('')} [bfnrt]`, `${literal('u00')} [01] [0-9A-Fa-f]`);
   else for (const cp of controls) alternatives.push(literal(`u${cp.toString(16).padStart(4, '0')}`));

@@ -34,12 +34,19 @@ export async function modelVocabulary(dir: string): Promise<GrammarVocabulary> {
   const model = tokenizer?.model as { vocab?: Record<string, number> | Array<[string, number]> } | undefined;
   if (!tokenizer || !model?.vocab) return BYTE_VOCABULARY;
   // BPE and WordPiece keep a token → id map; Unigram a list of [piece, score] by id.
-  const vocab = new Map<string, number>(Array.isArray(model.vocab) ? model.vocab.map(([piece], id) => [piece, id] as [string, number]) : Object.entries(model.vocab));
-  for (const added of (tokenizer.added_tokens ?? []) as Array<{ id: number; content: string }>) vocab.set(added.content, added.id);
+  const vocab = new Map<string, number>(
+    Array.isArray(model.vocab)
+      ? model.vocab.map(([piece], id) => [piece, id] as [string, number])
+      : Object.entries(model.vocab),
+  );
+  for (const added of (tokenizer.added_tokens ?? []) as Array<{ id: number; content: string }>)
+    vocab.set(added.content, added.id);
   const config = await readJson(path.join(dir, 'config.json'));
   const generation = await readJson(path.join(dir, 'generation_config.json'));
   const eos = [generation?.eos_token_id ?? config?.eos_token_id ?? []].flat() as number[];
   // Each token as the tokenizer decodes it (vocabulary.ts), with the library transformers.js decodes with.
   const decoder = new Tokenizer(tokenizer, (await readJson(path.join(dir, 'tokenizer_config.json'))) ?? {});
-  return grammarVocabulary(vocab, tokenizer, Number(config?.vocab_size ?? 0), eos, (ids) => decoder.decode(ids, DECODE_OPTIONS));
+  return grammarVocabulary(vocab, tokenizer, Number(config?.vocab_size ?? 0), eos, (ids) =>
+    decoder.decode(ids, DECODE_OPTIONS),
+  );
 }

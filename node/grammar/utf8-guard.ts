@@ -86,7 +86,9 @@ export class Utf8Follower {
     }
     // Inside a character: only a token that goes on with it can come.
     const keep = new Map<number, number>();
-    for (const id of this.continuing) if (id < logits.length && logits[id] !== -Infinity && pendingAfter(this.#pending, this.bytes[id]!)) keep.set(id, logits[id]!);
+    for (const id of this.continuing)
+      if (id < logits.length && logits[id] !== -Infinity && pendingAfter(this.#pending, this.bytes[id]!))
+        keep.set(id, logits[id]!);
     logits.fill(-Infinity);
     for (const [id, logit] of keep) logits[id] = logit;
   }

@@ -40,7 +40,10 @@ export function vocabTypeOf(tokenizerJson: Json): { vocabType: VocabType; prepen
   const metaspace = [...decoders, ...preTokenizers].find((p) => p.type === 'Metaspace');
   const prependSpace =
     normalizers.some((p) => p.type === 'Prepend' && p.prepend === '\u2581') ||
-    (metaspace !== undefined && (metaspace.prepend_scheme === 'always' || metaspace.prepend_scheme === 'first' || metaspace.add_prefix_space === true));
+    (metaspace !== undefined &&
+      (metaspace.prepend_scheme === 'always' ||
+        metaspace.prepend_scheme === 'first' ||
+        metaspace.add_prefix_space === true));
   let vocabType: VocabType = 'raw';
   if (decoders.some((p) => p.type === 'ByteLevel')) vocabType = 'byte_level';
   else if (model.byte_fallback === true || decoders.some((p) => p.type === 'ByteFallback')) vocabType = 'byte_fallback';
@@ -60,7 +63,13 @@ export type DecodeIds = (ids: number[]) => string;
  * reads: a special token decode skips is empty (xgrammar never allows an empty token, save a stop token), a
  * non-special added token is its content, and a byte token is its byte.
  */
-export function grammarVocabulary(vocab: ReadonlyMap<string, number>, tokenizerJson: Json, logitsWidth: number, eosIds: Iterable<number | bigint>, decode: DecodeIds): GrammarVocabulary {
+export function grammarVocabulary(
+  vocab: ReadonlyMap<string, number>,
+  tokenizerJson: Json,
+  logitsWidth: number,
+  eosIds: Iterable<number | bigint>,
+  decode: DecodeIds,
+): GrammarVocabulary {
   let largest = -1;
   for (const id of vocab.values()) largest = Math.max(largest, id);
   const vocabSize = Math.max(logitsWidth, largest + 1);
@@ -80,7 +89,12 @@ const lenientUtf8 = new TextDecoder();
  * decode to that same text. undefined: the token emits nothing (a special token, an id the tokenizer lacks) or
  * something no bytes account for, and must never be allowed.
  */
-export function tokenBytes(vocab: ReadonlyMap<string, number>, tokenizerJson: Json, vocabSize: number, decode: DecodeIds): Array<Uint8Array | undefined> {
+export function tokenBytes(
+  vocab: ReadonlyMap<string, number>,
+  tokenizerJson: Json,
+  vocabSize: number,
+  decode: DecodeIds,
+): Array<Uint8Array | undefined> {
   const stored = new Array<string | undefined>(vocabSize);
   for (const [token, id] of vocab) if (id < vocabSize) stored[id] = token;
   const { vocabType } = vocabTypeOf(tokenizerJson);

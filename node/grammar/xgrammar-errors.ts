@@ -11,7 +11,9 @@ import { AgentError } from '../errors.ts';
  * module starts, so the only place to read the reason is stderr itself. Only xgrammar's lines are held back, and
  * only for the one call.
  */
-export function capturingFatal<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
+export function capturingFatal<T>(
+  call: () => Promise<T>,
+): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
   // One at a time (compiles of two models could overlap): each call must restore the `write` it replaced, and the
   // WebAssembly module runs one call at a time anyway.
   const run = queue.then(() => captureOne(call));
@@ -24,7 +26,9 @@ export function capturingFatal<T>(call: () => Promise<T>): Promise<{ result: { v
 
 let queue: Promise<void> = Promise.resolve();
 
-async function captureOne<T>(call: () => Promise<T>): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
+async function captureOne<T>(
+  call: () => Promise<T>,
+): Promise<{ result: { value: T } | { error: unknown }; fatal: string | undefined }> {
   const stderr = process.stderr;
   const write = stderr.write;
   let fatal: string | undefined;

@@ -21,7 +21,12 @@ export const EDGE_VARIABLES = {
 } as const;
 
 /** Edge variables `npm start` sets itself (tokens), or cannot take (it runs its own database). */
-export const OWNED_EDGE_VARIABLES = ['NPU_RELAY_AGENT_TOKEN', 'NPU_RELAY_ADMIN_TOKEN', 'NPU_RELAY_LIBSQL_URL', 'NPU_RELAY_LIBSQL_AUTH_TOKEN'] as const;
+export const OWNED_EDGE_VARIABLES = [
+  'NPU_RELAY_AGENT_TOKEN',
+  'NPU_RELAY_ADMIN_TOKEN',
+  'NPU_RELAY_LIBSQL_URL',
+  'NPU_RELAY_LIBSQL_AUTH_TOKEN',
+] as const;
 
 /** The edge variables set in `env`, checked; a value the edge would refuse, or a database URL, is a ConfigError. */
 export function edgeVarsFrom(env: NodeJS.ProcessEnv): Record<string, string> {
@@ -37,8 +42,10 @@ export function edgeVarsFrom(env: NodeJS.ProcessEnv): Record<string, string> {
   for (const [name, kind] of Object.entries(EDGE_VARIABLES)) {
     const raw = env[name];
     if (raw === undefined || raw === '') continue;
-    if (kind === 'positive' && !(Number.isSafeInteger(Number(raw)) && Number(raw) > 0)) throw new ConfigError(`${name} must be a positive integer, got '${raw}'`);
-    if (kind === 'switch' && !['on', 'off'].includes(raw)) throw new ConfigError(`${name} must be on or off, got '${raw}'`);
+    if (kind === 'positive' && !(Number.isSafeInteger(Number(raw)) && Number(raw) > 0))
+      throw new ConfigError(`${name} must be a positive integer, got '${raw}'`);
+    if (kind === 'switch' && !['on', 'off'].includes(raw))
+      throw new ConfigError(`${name} must be on or off, got '${raw}'`);
     vars[name] = raw;
   }
   return vars;

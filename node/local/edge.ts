@@ -28,7 +28,9 @@ export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEd
   // unless the user chose otherwise (Miniflare's own switch).
   process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= 'false';
   const { unstable_startWorker } = await import('wrangler');
-  const bindings = Object.fromEntries(Object.entries(options.vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]));
+  const bindings = Object.fromEntries(
+    Object.entries(options.vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
+  );
   const worker = await unstable_startWorker({
     config: path.join(PROJECT_ROOT, 'wrangler.jsonc'),
     bindings,

@@ -48,12 +48,19 @@ export async function ensureModels(options: FirstStartOptions): Promise<FirstSta
   if ((await scanModels(modelsDir)).entries.length > 0) return { outcome: 'has-models' };
   const repos = options.defaults?.length ? options.defaults : await defaultRepos();
   const instead = `pull a model yourself: ${repos.map((r) => `npm run pull -- ${r}`).join(' ; ')} (or set NPU_RELAY_MODELS_DIR to a folder of models)`;
-  const folderExists = await stat(modelsDir).then(() => true, () => false);
+  const folderExists = await stat(modelsDir).then(
+    () => true,
+    () => false,
+  );
   if (options.noPull || (!options.interactive && !folderExists)) {
-    say(`No models in ${modelsDir}, and ${options.noPull ? 'NPU_RELAY_NO_PULL is set' : 'this is not an interactive terminal'}: starting without models. To serve something, ${instead}: it is served as soon as it is in the folder.`);
+    say(
+      `No models in ${modelsDir}, and ${options.noPull ? 'NPU_RELAY_NO_PULL is set' : 'this is not an interactive terminal'}: starting without models. To serve something, ${instead}: it is served as soon as it is in the folder.`,
+    );
     return { outcome: 'skipped' };
   }
-  say(`No models in ${modelsDir} yet: pulling the defaults, ${repos.join(' and ')}, from ${options.endpoint} (Ctrl-C stops; running again resumes).`);
+  say(
+    `No models in ${modelsDir} yet: pulling the defaults, ${repos.join(' and ')}, from ${options.endpoint} (Ctrl-C stops; running again resumes).`,
+  );
   for (const [i, repo] of repos.entries()) {
     try {
       await pullOne(repo, options, options.interactive);
@@ -80,7 +87,8 @@ async function pullOne(repo: string, options: FirstStartOptions, interactive: bo
       modelsDir: options.modelsDir,
       ...(options.token ? { token: options.token } : {}),
       onEvent: (e) => {
-        if (e.type === 'resolved') say(`${repo}: ${e.files.length} files, ${formatBytes(e.files.reduce((n, f) => n + f.size, 0))}`);
+        if (e.type === 'resolved')
+          say(`${repo}: ${e.files.length} files, ${formatBytes(e.files.reduce((n, f) => n + f.size, 0))}`);
         report.onEvent(e);
       },
     });
@@ -99,7 +107,12 @@ const RETRY_MAX_MS = 60_000;
  * after each (the runtime rescans, so the model is served at once). Progress goes to `say` as lines, since the
  * banner is already out. Ends when all are pulled or `signal` aborts.
  */
-export async function retryPulls(repos: readonly string[], options: FirstStartOptions, onPulled: () => Promise<void>, signal: AbortSignal): Promise<void> {
+export async function retryPulls(
+  repos: readonly string[],
+  options: FirstStartOptions,
+  onPulled: () => Promise<void>,
+  signal: AbortSignal,
+): Promise<void> {
   const missing = [...repos];
   let wait = RETRY_FIRST_MS;
   while (missing.length && !signal.aborted) {
@@ -115,8 +128,14 @@ export async function retryPulls(repos: readonly string[], options: FirstStartOp
       if (!(err instanceof PullError)) throw err;
       options.say(`could not pull ${missing[0]}: ${err.message}`);
       // The hub answered, and said no (no such repo, no access, nothing to run): asking again will not change that.
-      if (err.code === 'bad_repo_id' || err.code === 'no_weights' || (err.hubStatus !== undefined && err.hubStatus >= 400 && err.hubStatus < 500 && err.hubStatus !== 429)) {
-        options.say(`not retrying ${missing[0]}: the hub refused it. Fix the repo id (NPU_RELAY_DEFAULT_MODELS) or HF_TOKEN and restart, or pull a model yourself.`);
+      if (
+        err.code === 'bad_repo_id' ||
+        err.code === 'no_weights' ||
+        (err.hubStatus !== undefined && err.hubStatus >= 400 && err.hubStatus < 500 && err.hubStatus !== 429)
+      ) {
+        options.say(
+          `not retrying ${missing[0]}: the hub refused it. Fix the repo id (NPU_RELAY_DEFAULT_MODELS) or HF_TOKEN and restart, or pull a model yourself.`,
+        );
         missing.shift();
         continue;
       }
@@ -130,9 +149,13 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
     timer.unref();
-    signal.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }

@@ -54,14 +54,25 @@ export interface LocalDatabase {
 export async function localDatabase(dataDir: string): Promise<LocalDatabase | undefined> {
   try {
     const noted = JSON.parse(await readFile(path.join(dataDir, FILE), 'utf8')) as { url?: unknown; pid?: unknown };
-    if (typeof noted.url === 'string' && typeof noted.pid === 'number' && alive(noted.pid) && (await healthy(noted.url))) {
+    if (
+      typeof noted.url === 'string' &&
+      typeof noted.pid === 'number' &&
+      alive(noted.pid) &&
+      (await healthy(noted.url))
+    ) {
       return { url: noted.url, via: 'running', stop: async () => {} };
     }
   } catch {
     // No note, or a stale one from a stack that did not stop cleanly: look for its data instead.
   }
   const dbPath = sqldDataPath(dataDir);
-  if (!(await stat(dbPath).then(() => true, () => false))) return undefined;
+  if (
+    !(await stat(dbPath).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return undefined;
   const sqld = await startSqld({ dbPath });
   return { url: sqld.url, via: 'started', stop: () => sqld.stop() };
 }

@@ -15,7 +15,10 @@ const EDGE_FILE = 'local-edge.json';
 /** The agent token: `given` (NPU_RELAY_AGENT_TOKEN) when set, else the one kept in the data folder, else a new one; kept there for `--local`. */
 export async function localAgentToken(dataDir: string, given: string | undefined): Promise<string> {
   const file = path.join(dataDir, AGENT_TOKEN_FILE);
-  const saved = await readFile(file, 'utf8').then((t) => t.trim() || undefined, () => undefined);
+  const saved = await readFile(file, 'utf8').then(
+    (t) => t.trim() || undefined,
+    () => undefined,
+  );
   const token = given || saved || randomBytes(24).toString('base64url');
   if (token !== saved) await writeFile(file, `${token}\n`, { mode: 0o600 });
   return token;
@@ -37,7 +40,10 @@ export function readLocalStack(dataDir: string): { edgeUrl: string; agentToken: 
   } catch {
     // Handled below.
   }
-  if (!edgeUrl) throw new ConfigError(`--local: no running \`npm start\` found in the data folder ${dataDir} (start it first, or pass --data-dir / NPU_RELAY_DATA_DIR of the one that runs)`);
+  if (!edgeUrl)
+    throw new ConfigError(
+      `--local: no running \`npm start\` found in the data folder ${dataDir} (start it first, or pass --data-dir / NPU_RELAY_DATA_DIR of the one that runs)`,
+    );
   return { edgeUrl, agentToken: readTokenFile(path.join(dataDir, AGENT_TOKEN_FILE), '--local') };
 }
 

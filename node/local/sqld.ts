@@ -41,9 +41,13 @@ async function waitHealthy(url: string, child: ChildProcess, output: () => strin
 export async function startSqld(options: { dbPath: string; port?: number; timeoutMs?: number }): Promise<Sqld> {
   await mkdir(path.dirname(options.dbPath), { recursive: true });
   const port = options.port ?? (await freePort());
-  const child = spawn(sqldBinary(), ['--db-path', options.dbPath, '--http-listen-addr', `127.0.0.1:${port}`, '--no-welcome'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    sqldBinary(),
+    ['--db-path', options.dbPath, '--http-listen-addr', `127.0.0.1:${port}`, '--no-welcome'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   const keep = (d: Buffer) => {
     output = (output + d.toString('utf8')).slice(-4000);
@@ -54,7 +58,9 @@ export async function startSqld(options: { dbPath: string; port?: number; timeou
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
   child.once('exit', () => process.removeListener('exit', killOnExit));
-  const spawnError = new Promise<never>((_, reject) => child.once('error', (err) => reject(new Error(`cannot start sqld (${sqldBinary()}): ${err.message}`))));
+  const spawnError = new Promise<never>((_, reject) =>
+    child.once('error', (err) => reject(new Error(`cannot start sqld (${sqldBinary()}): ${err.message}`))),
+  );
   const url = `http://127.0.0.1:${port}`;
   await Promise.race([waitHealthy(url, child, () => output, options.timeoutMs ?? 15_000), spawnError]);
   return {

@@ -7,7 +7,14 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
-import type { CountTask, EmbedTask, GenerateTask, LoadedModel, LoadProgress, ModelInfo } from '../../shared/protocol/frames.ts';
+import type {
+  CountTask,
+  EmbedTask,
+  GenerateTask,
+  LoadedModel,
+  LoadProgress,
+  ModelInfo,
+} from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
 import type { CatalogEntry } from './catalog.ts';
@@ -17,7 +24,10 @@ export const ModelName = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'a name starts with a letter or digit and holds only letters, digits and . _ : -');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._:-]*$/,
+    'a name starts with a letter or digit and holds only letters, digits and . _ : -',
+  );
 
 export const AliasesFile = z.record(ModelName, ModelName);
 
@@ -38,7 +48,9 @@ export async function loadAliases(modelsDir: string, file?: string): Promise<Ali
     text = await readFile(target, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !file) return { file: undefined, map: new Map() };
-    throw new ConfigError(`cannot read the model aliases file ${target} (NPU_RELAY_ALIASES / --aliases): ${(err as Error).message}`);
+    throw new ConfigError(
+      `cannot read the model aliases file ${target} (NPU_RELAY_ALIASES / --aliases): ${(err as Error).message}`,
+    );
   }
   let json: unknown;
   try {
@@ -48,8 +60,12 @@ export async function loadAliases(modelsDir: string, file?: string): Promise<Ali
   }
   const parsed = AliasesFile.safeParse(json);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.length ? `'${i.path.join('.')}'` : 'the file'}: ${i.message}`).join('; ');
-    throw new ConfigError(`the model aliases file ${target} must be a JSON object of "alias": "model id" pairs; ${issues}`);
+    const issues = parsed.error.issues
+      .map((i) => `${i.path.length ? `'${i.path.join('.')}'` : 'the file'}: ${i.message}`)
+      .join('; ');
+    throw new ConfigError(
+      `the model aliases file ${target} must be a JSON object of "alias": "model id" pairs; ${issues}`,
+    );
   }
   return { file: target, map: new Map(Object.entries(parsed.data)) };
 }
@@ -62,7 +78,10 @@ export function aliasesPath(modelsDir: string, file?: string): string {
 /** Writes the aliases file whole (to a temporary file first, so a reader never sees half of it). */
 export async function saveAliases(target: string, map: ReadonlyMap<string, string>): Promise<void> {
   const temporary = `${target}.${process.pid}.tmp`;
-  await writeFile(temporary, `${JSON.stringify(Object.fromEntries([...map].sort(([a], [b]) => (a < b ? -1 : 1))), null, 2)}\n`);
+  await writeFile(
+    temporary,
+    `${JSON.stringify(Object.fromEntries([...map].sort(([a], [b]) => (a < b ? -1 : 1))), null, 2)}\n`,
+  );
   await rename(temporary, target);
 }
 
@@ -81,9 +100,14 @@ export class AliasedEngine implements Engine {
   static #check(inner: Engine, aliases: Aliases): void {
     const served = new Set(inner.models().map((m) => m.id));
     for (const [alias, target] of aliases.map) {
-      if (served.has(alias)) throw new ConfigError(`alias '${alias}' in ${aliases.file} is also the id of a model in the models folder; remove the alias or rename it`);
+      if (served.has(alias))
+        throw new ConfigError(
+          `alias '${alias}' in ${aliases.file} is also the id of a model in the models folder; remove the alias or rename it`,
+        );
       if (!served.has(target)) {
-        const why = aliases.map.has(target) ? `'${target}' is itself an alias (point aliases at model ids)` : `'${target}' is not a model this agent serves (it has: ${[...served].join(', ') || 'none'})`;
+        const why = aliases.map.has(target)
+          ? `'${target}' is itself an alias (point aliases at model ids)`
+          : `'${target}' is not a model this agent serves (it has: ${[...served].join(', ') || 'none'})`;
         throw new ConfigError(`alias '${alias}' in ${aliases.file} points to model '${target}', but ${why}`);
       }
     }
@@ -102,7 +126,8 @@ export class AliasedEngine implements Engine {
 
   /** Serves a rescanned models folder; aliases whose model is gone are dropped. */
   async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
-    if (!this.#inner.updateCatalog) throw new ConfigError(`the ${this.name} engine cannot change its models while running; restart the agent`);
+    if (!this.#inner.updateCatalog)
+      throw new ConfigError(`the ${this.name} engine cannot change its models while running; restart the agent`);
     await this.#inner.updateCatalog(entries);
     const served = new Set(this.#inner.models().map((m) => m.id));
     const dropped = [...this.#aliases].filter(([, target]) => !served.has(target)).map(([alias]) => alias);

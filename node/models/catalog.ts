@@ -67,7 +67,8 @@ const aKind = (kind: ModelKind) => `${kind === 'embedding' ? 'an' : 'a'} ${kind}
 export function servedEntry(entries: ReadonlyMap<string, CatalogEntry>, id: string, kind: ModelKind): CatalogEntry {
   const entry = entries.get(id);
   if (!entry) throw new UnknownModelError(id, [...entries.keys()]);
-  if (entry.kind !== kind) throw new AgentError('wrong_model_kind', `model '${id}' is ${aKind(entry.kind)} model, not ${aKind(kind)} model`);
+  if (entry.kind !== kind)
+    throw new AgentError('wrong_model_kind', `model '${id}' is ${aKind(entry.kind)} model, not ${aKind(kind)} model`);
   return entry;
 }
 
@@ -86,7 +87,8 @@ async function readEmbeddingSettings(dir: string): Promise<EmbeddingSettings & {
   };
   const pooling = (await json('1_Pooling/config.json')) as Record<string, unknown> | undefined;
   const modules = (await json('modules.json')) as Array<{ type?: string }> | undefined;
-  const dimensions = typeof pooling?.word_embedding_dimension === 'number' ? pooling.word_embedding_dimension : undefined;
+  const dimensions =
+    typeof pooling?.word_embedding_dimension === 'number' ? pooling.word_embedding_dimension : undefined;
   return {
     pooling: pooling?.pooling_mode_cls_token ? 'cls' : pooling?.pooling_mode_lasttoken ? 'last_token' : 'mean',
     normalize: Array.isArray(modules) ? modules.some((m) => m.type?.endsWith('Normalize')) : true,
@@ -130,7 +132,9 @@ async function readTraits(dir: string): Promise<OutputTraits> {
   }
   const parsed = TraitsOverride.safeParse(json);
   if (!parsed.success) {
-    throw new Error(`${file} is not a valid override: ${z.prettifyError(parsed.error)} (see "Tool calling and reasoning" in README.md)`);
+    throw new Error(
+      `${file} is not a valid override: ${z.prettifyError(parsed.error)} (see "Tool calling and reasoning" in README.md)`,
+    );
   }
   return withOverride(traits, parsed.data);
 }
@@ -152,25 +156,48 @@ interface HfConfig {
 }
 
 /** Encoder families whose bare model (no LM head) is used for sentence embeddings. */
-const ENCODER_TYPES = new Set(['bert', 'roberta', 'xlm-roberta', 'distilbert', 'mpnet', 'nomic_bert', 'modernbert', 'electra', 'deberta-v2', 'e5', 'gte', 'jina_bert']);
+const ENCODER_TYPES = new Set([
+  'bert',
+  'roberta',
+  'xlm-roberta',
+  'distilbert',
+  'mpnet',
+  'nomic_bert',
+  'modernbert',
+  'electra',
+  'deberta-v2',
+  'e5',
+  'gte',
+  'jina_bert',
+]);
 
 export function classify(config: HfConfig): ModelKind | undefined {
   const archs = config.architectures ?? [];
   if (archs.some((a) => /ForCausalLM$|LMHeadModel$|ForConditionalGeneration$/.test(a))) return 'chat';
   if (config.model_type && ENCODER_TYPES.has(config.model_type) && !config.is_decoder) return 'embedding';
-  if (archs.some((a) => /(Model|ForSentenceEmbedding)$/.test(a)) && config.model_type && ENCODER_TYPES.has(config.model_type)) return 'embedding';
+  if (
+    archs.some((a) => /(Model|ForSentenceEmbedding)$/.test(a)) &&
+    config.model_type &&
+    ENCODER_TYPES.has(config.model_type)
+  )
+    return 'embedding';
   return undefined;
 }
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 export async function scanModels(modelsDir: string): Promise<Catalog> {
   const catalog: Catalog = { entries: [], skipped: [] };
   let names: string[];
   try {
-    names = (await readdir(modelsDir, { withFileTypes: true })).filter((d) => d.isDirectory() || d.isSymbolicLink()).map((d) => d.name);
+    names = (await readdir(modelsDir, { withFileTypes: true }))
+      .filter((d) => d.isDirectory() || d.isSymbolicLink())
+      .map((d) => d.name);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return catalog;
     throw err;
@@ -188,7 +215,10 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
     }
     const kind = classify(config);
     if (!kind) {
-      catalog.skipped.push({ dir, reason: `cannot tell whether ${config.architectures?.join(',') ?? config.model_type ?? 'this model'} is a chat or an embedding model` });
+      catalog.skipped.push({
+        dir,
+        reason: `cannot tell whether ${config.architectures?.join(',') ?? config.model_type ?? 'this model'} is a chat or an embedding model`,
+      });
       continue;
     }
     const formats: CatalogEntry['formats'] = [];

@@ -53,7 +53,11 @@ export async function findChatTemplate(dir: string): Promise<{ source: ChatTempl
 function templatesIn(value: unknown): string[] {
   if (typeof value === 'string') return [value];
   if (Array.isArray(value)) {
-    return value.flatMap((t) => (t && typeof t === 'object' && typeof (t as { template?: unknown }).template === 'string' ? [(t as { template: string }).template] : []));
+    return value.flatMap((t) =>
+      t && typeof t === 'object' && typeof (t as { template?: unknown }).template === 'string'
+        ? [(t as { template: string }).template]
+        : [],
+    );
   }
   return [];
 }
@@ -78,7 +82,9 @@ export async function chatTemplateText(dir: string): Promise<string | undefined>
   const found = await findChatTemplate(dir);
   if (found.source !== 'plain') {
     if (found.template !== undefined) return found.template;
-    const config = JSON.parse((await readOptional(path.join(dir, 'tokenizer_config.json'))) ?? '{}') as { chat_template?: unknown };
+    const config = JSON.parse((await readOptional(path.join(dir, 'tokenizer_config.json'))) ?? '{}') as {
+      chat_template?: unknown;
+    };
     return templatesIn(config.chat_template).join('\n') || undefined;
   }
   const ir = await readOptional(path.join(dir, 'openvino_tokenizer.xml'));

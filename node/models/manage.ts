@@ -76,13 +76,21 @@ export class ModelManager {
       this.#watcher = watch(this.#modelsDir, { persistent: false, recursive: true }, (_event, file) => {
         if (file && (file === '.pull' || file.startsWith(`.pull${path.sep}`))) return;
         clearTimeout(this.#debounce);
-        this.#debounce = setTimeout(() => void this.rescan().catch((err: Error) => this.#log.warn({ err: err.message }, 'rescanning the models folder failed')), RESCAN_DEBOUNCE_MS);
+        this.#debounce = setTimeout(
+          () =>
+            void this.rescan().catch((err: Error) =>
+              this.#log.warn({ err: err.message }, 'rescanning the models folder failed'),
+            ),
+          RESCAN_DEBOUNCE_MS,
+        );
       });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    this.#watcher.on('error', (err) => this.#log.warn({ err: err.message, dir: this.#modelsDir }, 'stopped watching the models folder'));
+    this.#watcher.on('error', (err) =>
+      this.#log.warn({ err: err.message, dir: this.#modelsDir }, 'stopped watching the models folder'),
+    );
   }
 
   close(): void {
@@ -119,7 +127,12 @@ export class ModelManager {
         },
         (err: unknown) => {
           const code = controller.signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
-          const message = code === 'cancelled' ? `${frame.op.action} stopped: ${String(controller.signal.reason)}` : err instanceof Error ? err.message : String(err);
+          const message =
+            code === 'cancelled'
+              ? `${frame.op.action} stopped: ${String(controller.signal.reason)}`
+              : err instanceof Error
+                ? err.message
+                : String(err);
           if (code === 'internal') log.error({ err }, 'model operation failed unexpectedly');
           else log.warn({ code, err: message }, 'model operation failed');
           send({ type: 'error', id: frame.id, code, message });
@@ -128,7 +141,11 @@ export class ModelManager {
       .finally(() => this.#running.delete(frame.id));
   }
 
-  async #run(frame: ManageFrame, signal: AbortSignal, send: Send): Promise<{ loadDurationMs?: number; wasLoaded?: boolean }> {
+  async #run(
+    frame: ManageFrame,
+    signal: AbortSignal,
+    send: Send,
+  ): Promise<{ loadDurationMs?: number; wasLoaded?: boolean }> {
     const { op, id } = frame;
     switch (op.action) {
       case 'load':
@@ -151,7 +168,11 @@ export class ModelManager {
   #served(id: string): ModelInfo {
     const models = this.#engine.models();
     const model = models.find((m) => m.id === id);
-    if (!model) throw new AgentError('unknown_model', `model '${id}' is not served by this agent (it has: ${models.map((m) => m.id).join(', ') || 'none'})`);
+    if (!model)
+      throw new AgentError(
+        'unknown_model',
+        `model '${id}' is not served by this agent (it has: ${models.map((m) => m.id).join(', ') || 'none'})`,
+      );
     return model;
   }
 
@@ -169,11 +190,23 @@ export class ModelManager {
     return wasLoaded ? 0 : ms;
   }
 
-  async #pull(op: Extract<ManageOp, { action: 'pull' }>, signal: AbortSignal, progress: (p: Omit<ProgressFrame, 'type' | 'id'>) => void): Promise<void> {
+  async #pull(
+    op: Extract<ManageOp, { action: 'pull' }>,
+    signal: AbortSignal,
+    progress: (p: Omit<ProgressFrame, 'type' | 'id'>) => void,
+  ): Promise<void> {
     const { repo, revision } = this.#source(op.model);
     const name = op.name ?? modelFolderName(repo);
-    if (!ModelName.safeParse(name).success) throw new AgentError('invalid_request', `'${name}' cannot be a model id: it starts with a letter or digit and holds only letters, digits and . _ : -`);
-    if (this.#engine.aliases.has(name)) throw new AgentError('invalid_request', `'${name}' is already an alias on this agent; delete it first or pull under another name`);
+    if (!ModelName.safeParse(name).success)
+      throw new AgentError(
+        'invalid_request',
+        `'${name}' cannot be a model id: it starts with a letter or digit and holds only letters, digits and . _ : -`,
+      );
+    if (this.#engine.aliases.has(name))
+      throw new AgentError(
+        'invalid_request',
+        `'${name}' is already an alias on this agent; delete it first or pull under another name`,
+      );
     progress({ status: 'pulling manifest' });
     const files = new Map<string, HubFile>();
     let last = 0;
@@ -213,7 +246,12 @@ export class ModelManager {
       if (signal.aborted) throw err;
       if (!(err instanceof PullError)) throw err;
       const status = err.hubStatus;
-      const code = err.code === 'bad_repo_id' ? 'invalid_request' : status === 401 || status === 403 || status === 404 ? 'unknown_model' : 'engine_error';
+      const code =
+        err.code === 'bad_repo_id'
+          ? 'invalid_request'
+          : status === 401 || status === 403 || status === 404
+            ? 'unknown_model'
+            : 'engine_error';
       throw new AgentError(code, err.message, { cause: err });
     }
     // Every file was checked against the hub's hashes as it arrived.
@@ -223,7 +261,10 @@ export class ModelManager {
     if (!upToDate) await this.#engine.unload(name);
     await this.rescan();
     if (!this.#engine.models().some((m) => m.id === name)) {
-      throw new AgentError('engine_error', `pulled ${repo} into ${path.join(this.#modelsDir, name)}, but the ${this.#engine.name} engine cannot serve it (no weights in a format it runs, or a config it cannot classify)`);
+      throw new AgentError(
+        'engine_error',
+        `pulled ${repo} into ${path.join(this.#modelsDir, name)}, but the ${this.#engine.name} engine cannot serve it (no weights in a format it runs, or a config it cannot classify)`,
+      );
     }
   }
 
@@ -237,7 +278,10 @@ export class ModelManager {
     const defaults = this.#engine.name === 'openvino' ? DEFAULT_MODELS.openvino : DEFAULT_MODELS.onnx;
     const known = defaults.find((r) => modelFolderName(r) === base);
     if (known) return { repo: known, revision };
-    throw new AgentError('invalid_request', `'${model}' is not a Hugging Face repo id; pull owner/name (e.g. ${defaults[0]}), or the short name of a default model (${defaults.map(modelFolderName).join(', ')})`);
+    throw new AgentError(
+      'invalid_request',
+      `'${model}' is not a Hugging Face repo id; pull owner/name (e.g. ${defaults[0]}), or the short name of a default model (${defaults.map(modelFolderName).join(', ')})`,
+    );
   }
 
   async #delete(id: string): Promise<void> {
@@ -250,7 +294,12 @@ export class ModelManager {
     // Only a model the catalog found, by the folder name it found it under: a name cannot reach outside the folder.
     const entry = (await scanModels(this.#modelsDir)).entries.find((e) => e.id === id);
     const dir = path.resolve(this.#modelsDir, id);
-    if (!entry || !ModelName.safeParse(id).success || path.dirname(dir) !== path.resolve(this.#modelsDir) || path.resolve(entry.dir) !== dir) {
+    if (
+      !entry ||
+      !ModelName.safeParse(id).success ||
+      path.dirname(dir) !== path.resolve(this.#modelsDir) ||
+      path.resolve(entry.dir) !== dir
+    ) {
       throw new AgentError('unknown_model', `model '${id}' is not in this agent's models folder`);
     }
     await this.#engine.unload(id);
@@ -263,10 +312,16 @@ export class ModelManager {
   async #copy(source: string, destination: string): Promise<void> {
     const target = this.#engine.resolve(this.#served(source).id);
     if (!ModelName.safeParse(destination).success) {
-      throw new AgentError('invalid_request', `'${destination}' cannot be a model name: it starts with a letter or digit and holds only letters, digits and . _ : -`);
+      throw new AgentError(
+        'invalid_request',
+        `'${destination}' cannot be a model name: it starts with a letter or digit and holds only letters, digits and . _ : -`,
+      );
     }
     if (this.#engine.models().some((m) => m.id === destination && !this.#engine.aliases.has(destination))) {
-      throw new AgentError('invalid_request', `'${destination}' is a model in the models folder; delete it first or copy to another name`);
+      throw new AgentError(
+        'invalid_request',
+        `'${destination}' is a model in the models folder; delete it first or copy to another name`,
+      );
     }
     await this.#saveAliases(new Map([...this.#engine.aliases, [destination, target]]));
     await this.rescan();
@@ -292,7 +347,12 @@ export class ModelManager {
     for (const s of catalog.skipped) this.#log.warn({ dir: s.dir }, `skipped a model folder: ${s.reason}`);
     await this.#engine.updateCatalog(catalog.entries);
     const aliases = await loadAliases(this.#modelsDir, this.#aliasesFile);
-    const served = new Set(this.#engine.models().filter((m) => !this.#engine.aliases.has(m.id)).map((m) => m.id));
+    const served = new Set(
+      this.#engine
+        .models()
+        .filter((m) => !this.#engine.aliases.has(m.id))
+        .map((m) => m.id),
+    );
     // An alias file edited by hand may point at a model that is not there (yet): serve the rest of it.
     const usable = new Map([...aliases.map].filter(([alias, target]) => served.has(target) && !served.has(alias)));
     this.#engine.setAliases({ file: aliases.file, map: usable });

@@ -70,9 +70,13 @@ export async function readModelMetadata(dir: string, config: Record<string, unkn
   const fromConfig = configStats(config);
   const weights: ModelMetadata['weights'] = {};
   const safetensors = await safetensorsStats(dir, files);
-  const onnx = files.some((f) => f.rel === 'onnx/model.onnx') ? await onnxStats(path.join(dir, 'onnx/model.onnx')).catch(() => undefined) : undefined;
+  const onnx = files.some((f) => f.rel === 'onnx/model.onnx')
+    ? await onnxStats(path.join(dir, 'onnx/model.onnx')).catch(() => undefined)
+    : undefined;
   if (files.some((f) => f.rel.startsWith('onnx/'))) weights.onnx = merge(onnx, safetensors, fromConfig);
-  const ir = files.some((f) => f.rel === 'openvino_model.xml') ? await openVinoStats(path.join(dir, 'openvino_model.xml')).catch(() => undefined) : undefined;
+  const ir = files.some((f) => f.rel === 'openvino_model.xml')
+    ? await openVinoStats(path.join(dir, 'openvino_model.xml')).catch(() => undefined)
+    : undefined;
   if (ir) weights.openvino = merge(ir, safetensors, fromConfig);
   return { sizeBytes, digest: `sha256:${hash.digest('hex')}`, modifiedAt, weights };
 }
@@ -85,7 +89,10 @@ function merge(...sources: Array<WeightStats | undefined>): WeightStats {
 }
 
 /** The ModelInfo fields for a model served from `format`'s weights. */
-export function metadataFields(meta: ModelMetadata | undefined, format: 'onnx' | 'openvino'): Pick<ModelInfo, 'sizeBytes' | 'digest' | 'modifiedAt' | 'parameterSize' | 'parameterCount' | 'quantizationLevel'> {
+export function metadataFields(
+  meta: ModelMetadata | undefined,
+  format: 'onnx' | 'openvino',
+): Pick<ModelInfo, 'sizeBytes' | 'digest' | 'modifiedAt' | 'parameterSize' | 'parameterCount' | 'quantizationLevel'> {
   if (!meta) return {};
   const w = meta.weights[format] ?? {};
   return {
@@ -134,7 +141,16 @@ function configStats(config: Record<string, unknown>): WeightStats {
 }
 
 /** safetensors dtypes that hold weights (integer tensors are indices and buffers, not parameters). */
-const SAFETENSORS_DTYPES: Record<string, string> = { F64: 'F64', F32: 'F32', F16: 'F16', BF16: 'BF16', I8: 'INT8', U8: 'INT8', F8_E4M3: 'F8', F8_E5M2: 'F8' };
+const SAFETENSORS_DTYPES: Record<string, string> = {
+  F64: 'F64',
+  F32: 'F32',
+  F16: 'F16',
+  BF16: 'BF16',
+  I8: 'INT8',
+  U8: 'INT8',
+  F8_E4M3: 'F8',
+  F8_E5M2: 'F8',
+};
 
 /** Each `.safetensors` file starts with an 8-byte little-endian header length and a JSON header of tensor shapes. */
 async function safetensorsStats(dir: string, files: FileEntry[]): Promise<WeightStats | undefined> {
@@ -161,7 +177,16 @@ async function safetensorsStats(dir: string, files: FileEntry[]): Promise<Weight
 }
 
 /** ONNX `TensorProto.DataType`s that hold weights, by Ollama's precision names. */
-const ONNX_TYPES: Record<number, string> = { 1: 'F32', 2: 'INT8', 3: 'INT8', 10: 'F16', 11: 'F64', 16: 'BF16', 21: 'INT4', 22: 'INT4' };
+const ONNX_TYPES: Record<number, string> = {
+  1: 'F32',
+  2: 'INT8',
+  3: 'INT8',
+  10: 'F16',
+  11: 'F64',
+  16: 'BF16',
+  21: 'INT4',
+  22: 'INT4',
+};
 
 /**
  * Reads a file through a small window, for walking a protobuf without loading the weights inside it: a model's
@@ -208,8 +233,7 @@ class Cursor {
     else if (wire === 2) {
       const length = await this.varint();
       this.pos += length;
-    }
-    else if (wire === 5) this.pos += 4;
+    } else if (wire === 5) this.pos += 4;
     else throw new Error(`unsupported protobuf wire type ${wire}`);
   }
 }
@@ -268,7 +292,19 @@ export async function onnxStats(file: string): Promise<WeightStats | undefined> 
 }
 
 /** OpenVINO IR element types that hold weights. */
-const IR_TYPES: Record<string, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', f64: 'F64', u8: 'INT8', i8: 'INT8', u4: 'INT4', i4: 'INT4', nf4: 'INT4', f8e4m3: 'F8', f8e5m2: 'F8' };
+const IR_TYPES: Record<string, string> = {
+  f32: 'F32',
+  f16: 'F16',
+  bf16: 'BF16',
+  f64: 'F64',
+  u8: 'INT8',
+  i8: 'INT8',
+  u4: 'INT4',
+  i4: 'INT4',
+  nf4: 'INT4',
+  f8e4m3: 'F8',
+  f8e5m2: 'F8',
+};
 
 /**
  * Counts the parameters of an OpenVINO IR from its `Const` layers' shapes. A compressed IR (int8/int4 weights) also
@@ -298,7 +334,17 @@ async function openVinoStats(file: string): Promise<WeightStats | undefined> {
 export function describedFields(
   entry: { metadata?: ModelMetadata | undefined; template?: string | undefined; hiddenSize?: number | undefined },
   format: 'onnx' | 'openvino',
-): Pick<ModelInfo, 'sizeBytes' | 'digest' | 'modifiedAt' | 'parameterSize' | 'parameterCount' | 'quantizationLevel' | 'embeddingLength' | 'template'> {
+): Pick<
+  ModelInfo,
+  | 'sizeBytes'
+  | 'digest'
+  | 'modifiedAt'
+  | 'parameterSize'
+  | 'parameterCount'
+  | 'quantizationLevel'
+  | 'embeddingLength'
+  | 'template'
+> {
   return {
     ...metadataFields(entry.metadata, format),
     ...(entry.hiddenSize ? { embeddingLength: entry.hiddenSize } : {}),

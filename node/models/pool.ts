@@ -43,7 +43,14 @@ export type ModelEvent =
   | { type: 'load-end'; model: string; device: string | undefined; durationMs: number; bytes: number }
   | { type: 'load-failed'; model: string; device?: string | undefined; durationMs: number; error: Error }
   | { type: 'unload'; model: string; device: string | undefined; bytes: number; reason: UnloadReason; error?: Error }
-  | { type: 'waiting-for-memory'; model: string; neededBytes: number; usedBytes: number; budgetBytes: number; inUse: string[] };
+  | {
+      type: 'waiting-for-memory';
+      model: string;
+      neededBytes: number;
+      usedBytes: number;
+      budgetBytes: number;
+      inUse: string[];
+    };
 
 export interface ModelPoolOptions<T> {
   /** Frees a model's memory. */
@@ -61,7 +68,10 @@ export interface ModelPoolOptions<T> {
 }
 
 /** The pool settings an engine passes through from the agent's configuration. */
-export type ModelPoolSettings = Pick<ModelPoolOptions<unknown>, 'keepAliveMs' | 'memoryBudgetBytes' | 'loadCooldownMs' | 'onEvent'>;
+export type ModelPoolSettings = Pick<
+  ModelPoolOptions<unknown>,
+  'keepAliveMs' | 'memoryBudgetBytes' | 'loadCooldownMs' | 'onEvent'
+>;
 
 /** One loaded (or loading) model, as health endpoints show it. */
 export interface PooledModelInfo {
@@ -153,7 +163,8 @@ export class ModelPool<T> {
     this.#dispose = options.dispose;
     this.#keepAliveMs = checkDuration('keepAliveMs', options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS);
     this.#budget = options.memoryBudgetBytes ?? Infinity;
-    if (!(this.#budget > 0)) throw new RangeError(`memoryBudgetBytes must be positive, got ${options.memoryBudgetBytes}`);
+    if (!(this.#budget > 0))
+      throw new RangeError(`memoryBudgetBytes must be positive, got ${options.memoryBudgetBytes}`);
     this.#cooldownMs = checkDuration('loadCooldownMs', options.loadCooldownMs ?? DEFAULT_LOAD_COOLDOWN_MS);
     this.#onEvent = options.onEvent ?? (() => {});
   }
@@ -317,7 +328,13 @@ export class ModelPool<T> {
         slot.device = loaded.device ?? slot.device;
         slot.state = 'loaded';
         slot.loadedAt = Date.now();
-        this.#onEvent({ type: 'load-end', model: id, device: slot.device, durationMs: performance.now() - started, bytes: loaded.bytes });
+        this.#onEvent({
+          type: 'load-end',
+          model: id,
+          device: slot.device,
+          durationMs: performance.now() - started,
+          bytes: loaded.bytes,
+        });
         // The estimate may have been low: make room again, now that the real size is known.
         await this.#evictIdle(slot);
         return loaded.handle;
@@ -326,7 +343,13 @@ export class ModelPool<T> {
         this.#slots.delete(id);
         this.#failures.set(id, { error, until: Date.now() + this.#cooldownMs });
         this.#wakeMemoryWaiters();
-        this.#onEvent({ type: 'load-failed', model: id, device: slot.device, durationMs: performance.now() - started, error });
+        this.#onEvent({
+          type: 'load-failed',
+          model: id,
+          device: slot.device,
+          durationMs: performance.now() - started,
+          error,
+        });
         throw error;
       }
     })();
@@ -351,7 +374,14 @@ export class ModelPool<T> {
       if (!announced) {
         announced = true;
         const inUse = [...this.#slots.values()].filter((s) => s !== slot && s.inUse > 0).map((s) => s.id);
-        this.#onEvent({ type: 'waiting-for-memory', model: slot.id, neededBytes: bytes, usedBytes: used, budgetBytes: this.#budget, inUse });
+        this.#onEvent({
+          type: 'waiting-for-memory',
+          model: slot.id,
+          neededBytes: bytes,
+          usedBytes: used,
+          budgetBytes: this.#budget,
+          inUse,
+        });
       }
       await new Promise<void>((resolve) => this.#memoryWaiters.push(resolve));
     }
@@ -380,7 +410,14 @@ export class ModelPool<T> {
       } catch (err) {
         error = err instanceof Error ? err : new Error(String(err));
       }
-      this.#onEvent({ type: 'unload', model: slot.id, device: slot.device, bytes: slot.bytes, reason, ...(error ? { error } : {}) });
+      this.#onEvent({
+        type: 'unload',
+        model: slot.id,
+        device: slot.device,
+        bytes: slot.bytes,
+        reason,
+        ...(error ? { error } : {}),
+      });
       if (error) throw error;
     })();
     const settled = done.catch(() => {});
@@ -436,6 +473,8 @@ export class ModelPool<T> {
     const seconds = Math.max(1, Math.ceil((failure.until - Date.now()) / 1000));
     const message = `${failure.error.message}; retrying in ${seconds} s`;
     const { error } = failure;
-    return error instanceof AgentError ? new AgentError(error.code, message, { cause: error }) : new EngineError(message, { cause: error });
+    return error instanceof AgentError
+      ? new AgentError(error.code, message, { cause: error })
+      : new EngineError(message, { cause: error });
   }
 }

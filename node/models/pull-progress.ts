@@ -20,7 +20,14 @@ function barReporter(): Reporter {
   const bars = new cliProgress.MultiBar(
     // File name first: a terminal narrower than the line cuts its end off.
     // gracefulExit off: its SIGINT listener would keep the process (and the download) running after Ctrl-C.
-    { stream: process.stdout, format: ' {file} {bar} {percentage}% | {done}/{size}', barsize: 24, hideCursor: true, autopadding: true, gracefulExit: false },
+    {
+      stream: process.stdout,
+      format: ' {file} {bar} {percentage}% | {done}/{size}',
+      barsize: 24,
+      hideCursor: true,
+      autopadding: true,
+      gracefulExit: false,
+    },
     cliProgress.Presets.shades_classic,
   );
   const open = new Map<string, cliProgress.SingleBar>();
@@ -37,7 +44,8 @@ function barReporter(): Reporter {
         console.log(`${e.repo}@${e.commit.slice(0, 7)} → ${e.dir}`);
       } else if (e.type === 'file-start') show(e.path, e.offset, e.size);
       else if (e.type === 'file-progress') show(e.path, e.received, e.size);
-      else if (e.type === 'file-done') show(e.path, e.size, e.size, e.how === 'downloaded' ? '' : ` (${OUTCOME[e.how]})`);
+      else if (e.type === 'file-done')
+        show(e.path, e.size, e.size, e.how === 'downloaded' ? '' : ` (${OUTCOME[e.how]})`);
     },
     stop: () => bars.stop(),
   };
@@ -51,7 +59,11 @@ function lineReporter(): Reporter {
       if (e.type === 'resolved') console.log(`${e.repo}@${e.commit.slice(0, 7)} → ${e.dir}: ${e.files.length} files`);
       else if (e.type === 'file-start') {
         quarter.set(e.path, Math.floor((4 * e.offset) / Math.max(e.size, 1)));
-        console.log(e.offset > 0 ? `${e.path}: resuming at ${formatBytes(e.offset)}/${formatBytes(e.size)}` : `${e.path}: downloading ${formatBytes(e.size)}`);
+        console.log(
+          e.offset > 0
+            ? `${e.path}: resuming at ${formatBytes(e.offset)}/${formatBytes(e.size)}`
+            : `${e.path}: downloading ${formatBytes(e.size)}`,
+        );
       } else if (e.type === 'file-progress' && e.size >= 1 << 20 && e.received < e.size) {
         const q = Math.floor((4 * e.received) / e.size);
         if (q > (quarter.get(e.path) ?? 0)) {
@@ -78,7 +90,6 @@ export function formatBytes(n: number): string {
   }
   return `${value.toFixed(1)} ${units[unit]}`;
 }
-
 
 /** Bars for a terminal, lines otherwise. */
 export function pullReporter(tty: boolean): Reporter {

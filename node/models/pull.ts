@@ -98,7 +98,10 @@ const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]+$/;
 export function modelFolderName(repo: string): string {
   const name = repo.split('/').at(-1) ?? '';
   if (!REPO_ID.test(repo) || name.startsWith('.')) {
-    throw new PullError('bad_repo_id', `'${repo}' is not a hub repo id; expected owner/name, e.g. onnx-community/Qwen2.5-0.5B-Instruct`);
+    throw new PullError(
+      'bad_repo_id',
+      `'${repo}' is not a hub repo id; expected owner/name, e.g. onnx-community/Qwen2.5-0.5B-Instruct`,
+    );
   }
   return name;
 }
@@ -112,7 +115,10 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   const listing = await hub.tree(commit);
   const files = selectFiles(listing, [...DEFAULT_FILES, ...(options.include ?? [])]);
   if (!files.some((f) => /\.(onnx|xml)$/.test(f.path))) {
-    throw new PullError('no_weights', `${repo}@${options.revision} has no onnx/model.onnx and no openvino_model.xml, so there is nothing the agent can run; its files are: ${listing.map((f) => f.path).join(', ')}. Pass --include GLOB to pick the weights`);
+    throw new PullError(
+      'no_weights',
+      `${repo}@${options.revision} has no onnx/model.onnx and no openvino_model.xml, so there is nothing the agent can run; its files are: ${listing.map((f) => f.path).join(', ')}. Pass --include GLOB to pick the weights`,
+    );
   }
 
   const dir = path.join(modelsDir, name);
@@ -175,7 +181,10 @@ async function stageFile(file: HubFile, ctx: StageContext): Promise<FileOutcome>
   const problem = await mismatch(file, partial);
   if (problem) {
     await rm(partial, { force: true });
-    throw new PullError('integrity', `${file.path} from ${ctx.hub.repo}@${ctx.commit} is corrupt: ${problem}. The download was deleted; run the pull again to fetch it afresh`);
+    throw new PullError(
+      'integrity',
+      `${file.path} from ${ctx.hub.repo}@${ctx.commit} is corrupt: ${problem}. The download was deleted; run the pull again to fetch it afresh`,
+    );
   }
   const handle = await open(partial, 'r+');
   await handle.datasync().finally(() => handle.close());
@@ -218,13 +227,24 @@ async function download(file: HubFile, partial: string, ctx: StageContext): Prom
       out,
     );
   } catch (err) {
-    throw interrupted(file, received, (err as Error).cause instanceof Error ? `${(err as Error).message}: ${((err as Error).cause as Error).message}` : (err as Error).message, err);
+    throw interrupted(
+      file,
+      received,
+      (err as Error).cause instanceof Error
+        ? `${(err as Error).message}: ${((err as Error).cause as Error).message}`
+        : (err as Error).message,
+      err,
+    );
   }
   if (received < file.size) throw interrupted(file, received, 'the server ended the transfer early');
 }
 
 function interrupted(file: HubFile, received: number, why: string, cause?: unknown): PullError {
-  return new PullError('interrupted', `download of ${file.path} stopped at ${received} of ${file.size} bytes (${why}); run the same pull again to resume from there`, { cause });
+  return new PullError(
+    'interrupted',
+    `download of ${file.path} stopped at ${received} of ${file.size} bytes (${why}); run the same pull again to resume from there`,
+    { cause },
+  );
 }
 
 function rangeStart(res: Response): number | undefined {
@@ -258,16 +278,22 @@ async function hashFile(p: string, algorithm: 'sha256' | 'sha1', prefix = ''): P
 async function replaceFolder(dir: string, staging: string): Promise<void> {
   const old = `${staging}.replaced`;
   await rm(old, { recursive: true, force: true });
-  const hadOld = await rename(dir, old).then(() => true, (err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return false;
-    throw err;
-  });
+  const hadOld = await rename(dir, old).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    },
+  );
   await rename(staging, dir);
   if (hadOld) await rm(old, { recursive: true, force: true });
 }
 
 async function sizeOf(p: string): Promise<number | undefined> {
-  return stat(p).then((s) => s.size, () => undefined);
+  return stat(p).then(
+    (s) => s.size,
+    () => undefined,
+  );
 }
 
 /** The hub's HTTP API for one repo. */
@@ -285,9 +311,14 @@ class Hub {
   }
 
   async commit(revision: string): Promise<string> {
-    const info = (await this.#json(`${this.#base}/api/models/${this.repo}/revision/${encodeURIComponent(revision)}`)) as { sha?: unknown };
+    const info = (await this.#json(
+      `${this.#base}/api/models/${this.repo}/revision/${encodeURIComponent(revision)}`,
+    )) as { sha?: unknown };
     if (typeof info.sha !== 'string' || !/^[0-9a-f]{40}$/.test(info.sha)) {
-      throw new PullError('bad_listing', `the hub's answer for ${this.repo}@${revision} has no commit sha; is ${this.#base} a Hugging Face hub?`);
+      throw new PullError(
+        'bad_listing',
+        `the hub's answer for ${this.repo}@${revision} has no commit sha; is ${this.#base} a Hugging Face hub?`,
+      );
     }
     return info.sha;
   }
@@ -300,7 +331,8 @@ class Hub {
       const res = await this.get(url, { Accept: 'application/json' });
       if (!res.ok) throw await this.httpError(url, res);
       const page = (await res.json()) as unknown;
-      if (!Array.isArray(page)) throw new PullError('bad_listing', `the hub's file list for ${this.repo} at ${url} is not a JSON array`);
+      if (!Array.isArray(page))
+        throw new PullError('bad_listing', `the hub's file list for ${this.repo} at ${url} is not a JSON array`);
       for (const entry of page as TreeEntry[]) {
         if (entry.type === 'file') files.push(hubFile(entry, this.repo));
       }
@@ -316,10 +348,17 @@ class Hub {
 
   async get(url: string, headers: Record<string, string>): Promise<Response> {
     try {
-      return await fetch(url, { headers: { ...this.#auth, ...headers }, ...(this.#signal ? { signal: this.#signal } : {}) });
+      return await fetch(url, {
+        headers: { ...this.#auth, ...headers },
+        ...(this.#signal ? { signal: this.#signal } : {}),
+      });
     } catch (err) {
       if (this.#signal?.aborted) throw err;
-      throw new PullError('hub_request', `cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}; check --endpoint / HF_ENDPOINT and the network`, { cause: err });
+      throw new PullError(
+        'hub_request',
+        `cannot reach ${url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}; check --endpoint / HF_ENDPOINT and the network`,
+        { cause: err },
+      );
     }
   }
 
@@ -330,7 +369,9 @@ class Hub {
       res.status === 401 || res.status === 403 || res.status === 404
         ? '; check the repo id and --revision, and for a private or gated repo set HF_TOKEN to a token that may read it'
         : '';
-    return new PullError('hub_request', `the hub answered ${res.status} (${detail}) for GET ${url}${hint}`, { hubStatus: res.status });
+    return new PullError('hub_request', `the hub answered ${res.status} (${detail}) for GET ${url}${hint}`, {
+      hubStatus: res.status,
+    });
   }
 
   async #json(url: string): Promise<unknown> {
@@ -352,8 +393,16 @@ function hubFile(entry: TreeEntry, repo: string): HubFile {
   const p = entry.path;
   const size = entry.lfs?.size ?? entry.size;
   // The paths become local file names: nothing may climb out of the model folder.
-  if (typeof p !== 'string' || p.startsWith('/') || p.split('/').some((s) => s === '' || s === '.' || s === '..') || typeof size !== 'number') {
-    throw new PullError('bad_listing', `the hub's file list for ${repo} has an invalid entry: ${JSON.stringify(entry)}`);
+  if (
+    typeof p !== 'string' ||
+    p.startsWith('/') ||
+    p.split('/').some((s) => s === '' || s === '.' || s === '..') ||
+    typeof size !== 'number'
+  ) {
+    throw new PullError(
+      'bad_listing',
+      `the hub's file list for ${repo} has an invalid entry: ${JSON.stringify(entry)}`,
+    );
   }
   const sha256 = typeof entry.lfs?.oid === 'string' ? entry.lfs.oid : undefined;
   const oid = typeof entry.oid === 'string' ? entry.oid : undefined;

@@ -6,7 +6,16 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 /** transformers.js's file name suffix per ONNX weight precision (`onnx/model_fp16.onnx`, …). */
-const ONNX_SUFFIX: Record<string, string> = { fp32: '', fp16: '_fp16', q8: '_quantized', int8: '_int8', uint8: '_uint8', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4' };
+const ONNX_SUFFIX: Record<string, string> = {
+  fp32: '',
+  fp16: '_fp16',
+  q8: '_quantized',
+  int8: '_int8',
+  uint8: '_uint8',
+  q4: '_q4',
+  q4f16: '_q4f16',
+  bnb4: '_bnb4',
+};
 
 /** The ONNX weight precisions transformers.js knows. */
 export const ONNX_DTYPES = Object.keys(ONNX_SUFFIX);
@@ -29,9 +38,14 @@ async function sizes(dir: string, matches: (name: string) => boolean): Promise<n
  * data (`model.onnx_data`, `model.onnx.data`, numbered parts); for OpenVINO IR, `openvino_model.xml` and `.bin`.
  */
 export async function weightBytes(modelDir: string, format: 'onnx' | 'openvino', dtype = 'fp32'): Promise<number> {
-  if (format === 'openvino') return sizes(modelDir, (name) => name === 'openvino_model.xml' || name === 'openvino_model.bin');
+  if (format === 'openvino')
+    return sizes(modelDir, (name) => name === 'openvino_model.xml' || name === 'openvino_model.bin');
   const suffix = ONNX_SUFFIX[dtype];
-  if (suffix === undefined) throw new RangeError(`unknown ONNX weight precision '${dtype}' (known: ${Object.keys(ONNX_SUFFIX).join(', ')})`);
+  if (suffix === undefined)
+    throw new RangeError(`unknown ONNX weight precision '${dtype}' (known: ${Object.keys(ONNX_SUFFIX).join(', ')})`);
   const base = `model${suffix}.onnx`;
-  return sizes(path.join(modelDir, 'onnx'), (name) => name === base || name.startsWith(`${base}_data`) || name.startsWith(`${base}.data`));
+  return sizes(
+    path.join(modelDir, 'onnx'),
+    (name) => name === base || name.startsWith(`${base}_data`) || name.startsWith(`${base}.data`),
+  );
 }

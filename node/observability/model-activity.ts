@@ -42,26 +42,48 @@ export class ModelActivity {
         break;
       case 'load-end': {
         const ms = Math.round(event.durationMs);
-        this.#loaded.set(event.model, { id: event.model, device: event.device, bytes: event.bytes, loadedAt: new Date().toISOString() });
-        log.info({ device: event.device, loadMs: ms, bytes: event.bytes }, `loaded model '${event.model}' on ${event.device ?? 'an unknown device'} in ${ms} ms (${mib(event.bytes)})`);
+        this.#loaded.set(event.model, {
+          id: event.model,
+          device: event.device,
+          bytes: event.bytes,
+          loadedAt: new Date().toISOString(),
+        });
+        log.info(
+          { device: event.device, loadMs: ms, bytes: event.bytes },
+          `loaded model '${event.model}' on ${event.device ?? 'an unknown device'} in ${ms} ms (${mib(event.bytes)})`,
+        );
         break;
       }
       case 'load-failed':
         this.#error(event.model, event.error.message);
-        log.warn({ device: event.device, loadMs: Math.round(event.durationMs), err: event.error.message }, `could not load model '${event.model}'`);
+        log.warn(
+          { device: event.device, loadMs: Math.round(event.durationMs), err: event.error.message },
+          `could not load model '${event.model}'`,
+        );
         break;
       case 'unload':
         this.#loaded.delete(event.model);
         if (event.error) {
           this.#error(event.model, `unloading failed: ${event.error.message}`);
-          log.warn({ device: event.device, reason: event.reason, err: event.error.message }, `unloading model '${event.model}' failed`);
+          log.warn(
+            { device: event.device, reason: event.reason, err: event.error.message },
+            `unloading model '${event.model}' failed`,
+          );
         } else {
-          log.info({ device: event.device, reason: event.reason, bytes: event.bytes }, `unloaded model '${event.model}' (${event.reason})`);
+          log.info(
+            { device: event.device, reason: event.reason, bytes: event.bytes },
+            `unloaded model '${event.model}' (${event.reason})`,
+          );
         }
         break;
       case 'waiting-for-memory':
         log.info(
-          { neededBytes: event.neededBytes, usedBytes: event.usedBytes, budgetBytes: event.budgetBytes, inUse: event.inUse },
+          {
+            neededBytes: event.neededBytes,
+            usedBytes: event.usedBytes,
+            budgetBytes: event.budgetBytes,
+            inUse: event.inUse,
+          },
           `model '${event.model}' waits for memory: it needs ${mib(event.neededBytes)}, ${mib(event.usedBytes)} of ${mib(event.budgetBytes)} are held by models in use (${event.inUse.join(', ')})`,
         );
         break;

@@ -62,7 +62,13 @@ export async function startObservabilityServer(options: ObservabilityServerOptio
     },
     '/health/devices': async (res) => {
       const s = await options.status();
-      json(res, 200, { agentId: s.agentId, engine: s.engine, devices: s.devices, models: s.models, lastErrors: s.lastErrors });
+      json(res, 200, {
+        agentId: s.agentId,
+        engine: s.engine,
+        devices: s.devices,
+        models: s.models,
+        lastErrors: s.lastErrors,
+      });
     },
     '/metrics': async (res) => {
       const text = await options.registry.metrics();
@@ -73,7 +79,8 @@ export async function startObservabilityServer(options: ObservabilityServerOptio
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const route = routes[new URL(req.url ?? '/', 'http://localhost').pathname];
-    if (!route) return json(res, 404, { error: `no such endpoint: ${req.url}; try /health, /health/devices or /metrics` });
+    if (!route)
+      return json(res, 404, { error: `no such endpoint: ${req.url}; try /health, /health/devices or /metrics` });
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
       return json(res, 405, { error: `${req.method} is not allowed here; use GET` });
@@ -92,7 +99,9 @@ export async function startObservabilityServer(options: ObservabilityServerOptio
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(
         err.code === 'EADDRINUSE'
-          ? new Error(`the health and metrics port ${options.port} on ${host} is already in use: set NPU_RELAY_METRICS_PORT (or --metrics-port) to a free port, or 0 to turn the endpoints off`)
+          ? new Error(
+              `the health and metrics port ${options.port} on ${host} is already in use: set NPU_RELAY_METRICS_PORT (or --metrics-port) to a free port, or 0 to turn the endpoints off`,
+            )
           : err,
       );
     });

@@ -55,14 +55,20 @@ const argumentsText = (c: ParsedCall) => (typeof c.args === 'string' ? c.args : 
 function mistralId(id: string): string {
   if (/^[a-zA-Z0-9]{9}$/.test(id)) return id;
   const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  return [...createHash('sha256').update(id).digest().subarray(0, 9)].map((b) => ALPHABET[b % ALPHABET.length]).join('');
+  return [...createHash('sha256').update(id).digest().subarray(0, 9)]
+    .map((b) => ALPHABET[b % ALPHABET.length])
+    .join('');
 }
 
 /**
  * The template messages for `messages`; `describe` are the tools to describe in the system message (generic layout)
  * or hand to it (`system-message` layout), if any. A call whose arguments are not a JSON object goes on as its text.
  */
-export function templateMessages(messages: readonly ChatMessage[], traits: OutputTraits, describe: readonly ToolDef[] | undefined): TemplateMessage[] {
+export function templateMessages(
+  messages: readonly ChatMessage[],
+  traits: OutputTraits,
+  describe: readonly ToolDef[] | undefined,
+): TemplateMessage[] {
   const layout = toolLayout(traits);
   const idOf = traits.toolFormat === 'mistral' ? mistralId : (id: string) => id;
   const namesById = new Map<string, string>();
@@ -89,7 +95,11 @@ export function templateMessages(messages: readonly ChatMessage[], traits: Outpu
     }
     if (calls.length) {
       if (layout === 'template') {
-        base.tool_calls = calls.map((c) => ({ id: idOf(c.id), type: 'function', function: { name: c.name, arguments: c.args } }));
+        base.tool_calls = calls.map((c) => ({
+          id: idOf(c.id),
+          type: 'function',
+          function: { name: c.name, arguments: c.args },
+        }));
       } else {
         const written =
           layout === 'generic'

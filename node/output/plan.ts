@@ -25,8 +25,20 @@ export type StructuralTagFormat =
   | { type: 'sequence'; elements: StructuralTagFormat[] }
   | { type: 'or'; elements: StructuralTagFormat[] }
   | TagFormat
-  | { type: 'triggered_tags'; triggers: string[]; tags: TagFormat[]; at_least_one?: boolean; stop_after_first?: boolean }
-  | { type: 'tags_with_separator'; tags: TagFormat[]; separator: string; at_least_one?: boolean; stop_after_first?: boolean };
+  | {
+      type: 'triggered_tags';
+      triggers: string[];
+      tags: TagFormat[];
+      at_least_one?: boolean;
+      stop_after_first?: boolean;
+    }
+  | {
+      type: 'tags_with_separator';
+      tags: TagFormat[];
+      separator: string;
+      at_least_one?: boolean;
+      stop_after_first?: boolean;
+    };
 
 export interface TagFormat {
   type: 'tag';
@@ -40,7 +52,11 @@ export interface TemplateMessage {
   role: string;
   content: string;
   /** A call's arguments: the object, or the text of arguments that are not one (a call cut by the token limit). */
-  tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: Record<string, unknown> | string } }>;
+  tool_calls?: Array<{
+    id: string;
+    type: 'function';
+    function: { name: string; arguments: Record<string, unknown> | string };
+  }>;
   tool_call_id?: string;
   name?: string;
   reasoning_content?: string;

@@ -17,7 +17,13 @@ import type { OutputTraits } from './traits.ts';
 export const planOutput: PlanOutput = (task, traits) => {
   if (task.task === 'complete') {
     const constraint = task.responseFormat ? answerFormat(task.responseFormat) : undefined;
-    return { traits, templateContext: {}, parseTools: false, parseReasoning: false, ...(constraint ? { constraint } : {}) };
+    return {
+      traits,
+      templateContext: {},
+      parseTools: false,
+      parseReasoning: false,
+      ...(constraint ? { constraint } : {}),
+    };
   }
   const tools = task.tools?.length ? task.tools : undefined;
   const choice = task.toolChoice ?? 'auto';
@@ -27,17 +33,21 @@ export const planOutput: PlanOutput = (task, traits) => {
   const planTraits: OutputTraits = traits.templateTools ? traits : { ...traits, toolFormat: 'hermes' };
   const layout = toolLayout(planTraits);
   const parseReasoning = traits.reasoning !== undefined && !(task.think === false && traits.thinkingSwitch);
-  const templateContext: Record<string, unknown> = traits.thinkingSwitch && task.think !== undefined ? { enable_thinking: task.think } : {};
+  const templateContext: Record<string, unknown> =
+    traits.thinkingSwitch && task.think !== undefined ? { enable_thinking: task.think } : {};
 
   let answer: Constraint | undefined;
   if (useTools) answer = toolConstraint(planTraits, tools, task);
   else if (task.responseFormat) answer = answerFormat(task.responseFormat);
-  const constraint = answer && parseReasoning && planTraits.reasoning ? afterThinking(planTraits.reasoning, answer) : answer;
+  const constraint =
+    answer && parseReasoning && planTraits.reasoning ? afterThinking(planTraits.reasoning, answer) : answer;
 
   return {
     traits: planTraits,
     messages: templateMessages(task.messages, planTraits, useTools ? tools : undefined),
-    ...(useTools && layout === 'template' ? { tools: tools.map((t) => ({ type: 'function' as const, function: t })) } : {}),
+    ...(useTools && layout === 'template'
+      ? { tools: tools.map((t) => ({ type: 'function' as const, function: t })) }
+      : {}),
     templateContext,
     ...(constraint ? { constraint } : {}),
     parseTools: useTools,
@@ -50,10 +60,16 @@ function checkChoice(task: ChatTask, tools: ToolDef[] | undefined): void {
   if (choice === undefined || choice === 'auto' || choice === 'none') return;
   if (!tools) {
     const what = choice === 'required' ? "tool_choice 'required'" : `tool_choice naming '${choice.name}'`;
-    throw new AgentError('invalid_request', `${what} needs tools, but the request has none; add the function to tools or drop tool_choice`);
+    throw new AgentError(
+      'invalid_request',
+      `${what} needs tools, but the request has none; add the function to tools or drop tool_choice`,
+    );
   }
   if (choice !== 'required' && !tools.some((t) => t.name === choice.name)) {
-    throw new AgentError('invalid_request', `tool_choice names '${choice.name}', which is not among the tools (${tools.map((t) => t.name).join(', ')})`);
+    throw new AgentError(
+      'invalid_request',
+      `tool_choice names '${choice.name}', which is not among the tools (${tools.map((t) => t.name).join(', ')})`,
+    );
   }
 }
 
@@ -63,12 +79,30 @@ function toolConstraint(traits: OutputTraits, tools: ToolDef[], task: ChatTask):
   const choice = task.toolChoice ?? 'auto';
   if (typeof choice === 'object') {
     const tool = tools.find((t) => t.name === choice.name) as ToolDef;
-    return { type: 'tags_with_separator', tags: [format.callTag(tool)], separator: format.separator, at_least_one: true, stop_after_first: true };
+    return {
+      type: 'tags_with_separator',
+      tags: [format.callTag(tool)],
+      separator: format.separator,
+      at_least_one: true,
+      stop_after_first: true,
+    };
   }
   const tags = tools.map((t) => format.callTag(t));
   const stopAfterFirst = task.parallelToolCalls === false;
-  if (choice === 'required') return { type: 'tags_with_separator', tags, separator: format.separator, at_least_one: true, stop_after_first: stopAfterFirst };
-  const calls: Constraint = { type: 'triggered_tags', triggers: [...format.triggers], tags, stop_after_first: stopAfterFirst };
+  if (choice === 'required')
+    return {
+      type: 'tags_with_separator',
+      tags,
+      separator: format.separator,
+      at_least_one: true,
+      stop_after_first: stopAfterFirst,
+    };
+  const calls: Constraint = {
+    type: 'triggered_tags',
+    triggers: [...format.triggers],
+    tags,
+    stop_after_first: stopAfterFirst,
+  };
   if (!task.responseFormat) return calls;
   // Either a call or an answer in the requested format. xgrammar (0.1.x) takes tag lists only at the end of a
   // grammar, not inside an `or`, so this branch allows one call per turn.
@@ -87,7 +121,12 @@ function afterThinking(markers: NonNullable<OutputTraits['reasoning']>, answer: 
   return {
     type: 'sequence',
     elements: [
-      { type: 'tag', begin: markers.openedByPrompt ? '' : markers.open, content: { type: 'any_text' }, end: markers.close },
+      {
+        type: 'tag',
+        begin: markers.openedByPrompt ? '' : markers.open,
+        content: { type: 'any_text' },
+        end: markers.close,
+      },
       { type: 'regex', pattern: '\\s*' },
       answer,
     ],

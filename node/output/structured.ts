@@ -13,7 +13,10 @@ import type { OutputPlan } from './plan.ts';
  * of 0 tokens. At `done`, a model that stopped on its own after calling a tool finishes with `tool_calls`, and the
  * usage counts the tokens of deltas read inside the reasoning block as `reasoningTokens`.
  */
-export async function* structured(plan: OutputPlan, events: AsyncIterable<GenerationEvent>): AsyncIterable<GenerationEvent> {
+export async function* structured(
+  plan: OutputPlan,
+  events: AsyncIterable<GenerationEvent>,
+): AsyncIterable<GenerationEvent> {
   if (!plan.parseReasoning && !plan.parseTools) {
     yield* events;
     return;

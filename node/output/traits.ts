@@ -42,7 +42,8 @@ const TOOLS_NAME = /(?<![\w.[])tools(?!\w)/;
 
 /** The template uses a `tools` variable (`{% if tools %}`, `{{ tools | tojson }}`), not the word in its text. */
 function usesToolsVariable(t: string): boolean {
-  for (const [, code] of t.matchAll(JINJA_TAG)) if (TOOLS_NAME.test((code ?? '').replace(STRING_LITERAL, "''"))) return true;
+  for (const [, code] of t.matchAll(JINJA_TAG))
+    if (TOOLS_NAME.test((code ?? '').replace(STRING_LITERAL, "''"))) return true;
   return false;
 }
 
@@ -60,10 +61,16 @@ export function traitsOf(templateText: string | undefined): OutputTraits {
   const reasoning = reasoningOf(t);
   if (reasoning) traits.reasoning = reasoning;
   const toolsVariable = usesToolsVariable(t);
-  if (t.includes('[TOOL_CALLS]')) return { ...traits, toolFormat: t.includes('[ARGS]') ? 'mistral-v11' : 'mistral', templateTools: toolsVariable };
+  if (t.includes('[TOOL_CALLS]'))
+    return { ...traits, toolFormat: t.includes('[ARGS]') ? 'mistral-v11' : 'mistral', templateTools: toolsVariable };
   if (t.includes('<|tool_call|>') || t.includes('<|tool|>')) {
     const inMessage = !toolsVariable && TOOLS_IN_MESSAGE.test(t);
-    return { ...traits, toolFormat: 'phi4', templateTools: toolsVariable || inMessage, ...(inMessage ? { toolsInSystemMessage: true } : {}) };
+    return {
+      ...traits,
+      toolFormat: 'phi4',
+      templateTools: toolsVariable || inMessage,
+      ...(inMessage ? { toolsInSystemMessage: true } : {}),
+    };
   }
   if (t.includes('<tool_call>')) return { ...traits, toolFormat: 'hermes', templateTools: toolsVariable };
   if (t.includes('<|python_tag|>') || (t.includes('ipython') && t.includes('"parameters"'))) {
@@ -97,7 +104,10 @@ export const TraitsOverride = z.strictObject({
   templateTools: z.boolean().optional(),
   toolsInSystemMessage: z.boolean().optional(),
   reasoning: z
-    .union([z.literal(false), z.strictObject({ open: z.string().min(1), close: z.string().min(1), openedByPrompt: z.boolean().default(false) })])
+    .union([
+      z.literal(false),
+      z.strictObject({ open: z.string().min(1), close: z.string().min(1), openedByPrompt: z.boolean().default(false) }),
+    ])
     .optional(),
   thinkingSwitch: z.boolean().optional(),
 });

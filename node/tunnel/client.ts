@@ -125,7 +125,8 @@ export class TunnelClient {
    */
   whenWritable(signal?: AbortSignal): Promise<void> | undefined {
     const ws = this.#ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount < SOCKET_HIGH_BYTES || signal?.aborted) return undefined;
+    if (!ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount < SOCKET_HIGH_BYTES || signal?.aborted)
+      return undefined;
     return new Promise((resolve) => {
       const done = () => {
         signal?.removeEventListener('abort', done);
@@ -169,15 +170,24 @@ export class TunnelClient {
     if (this.#stopped) return;
     const { log } = this.#options;
     const url = connectUrl(this.#options.edgeUrl, this.#options.pool);
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#options.agentToken}` }, maxPayload: 16 * 1024 * 1024 });
+    const ws = new WebSocket(url, {
+      headers: { authorization: `Bearer ${this.#options.agentToken}` },
+      maxPayload: 16 * 1024 * 1024,
+    });
     this.#ws = ws;
 
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString('utf8')));
       res.on('end', () => {
-        const reason = res.statusCode === 401 ? 'the edge rejected the agent token (check NPU_RELAY_AGENT_TOKEN)' : `HTTP ${res.statusCode}`;
-        log.error({ status: res.statusCode, body: body.slice(0, 500) }, `cannot attach to the edge at ${url}: ${reason}`);
+        const reason =
+          res.statusCode === 401
+            ? 'the edge rejected the agent token (check NPU_RELAY_AGENT_TOKEN)'
+            : `HTTP ${res.statusCode}`;
+        log.error(
+          { status: res.statusCode, body: body.slice(0, 500) },
+          `cannot attach to the edge at ${url}: ${reason}`,
+        );
         ws.terminate();
       });
     });
@@ -253,7 +263,10 @@ export class TunnelClient {
       flushed = this.#flushed;
       const silent = now - Math.max(this.#lastReceived, this.#lastProgress);
       if (silent > silentMs) {
-        this.#options.log.warn({ queuedBytes: queued }, `nothing heard from the edge, and nothing it took, for ${silent} ms; reconnecting`);
+        this.#options.log.warn(
+          { queuedBytes: queued },
+          `nothing heard from the edge, and nothing it took, for ${silent} ms; reconnecting`,
+        );
         ws.terminate();
         return;
       }
@@ -277,7 +290,10 @@ export class TunnelClient {
     }
     const delay = this.#idConflict ? Math.max(ID_CONFLICT_RETRY_MS, this.#backoff.next()) : this.#backoff.next();
     if (this.#idConflict) {
-      this.#options.log.error({ code, retryInMs: delay }, `${this.#idConflict}; trying again in ${Math.round(delay / 1000)} s`);
+      this.#options.log.error(
+        { code, retryInMs: delay },
+        `${this.#idConflict}; trying again in ${Math.round(delay / 1000)} s`,
+      );
       this.#idConflict = undefined;
     } else {
       this.#options.log.warn({ code, reason, retryInMs: delay }, 'tunnel closed; reconnecting');

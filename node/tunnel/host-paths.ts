@@ -12,5 +12,7 @@ const WINDOWS = /(?<![\w.:/\\-])[A-Za-z]:\\(?:[^\s\\'"`,;()[\]{}<>]+\\)*([^\s\\'
 
 /** `text` with each absolute path cut to its last component (`…/model.onnx`): what failed, not where it lives. */
 export function withoutHostPaths(text: string): string {
-  return text.replace(POSIX, (_path, last: string) => `…/${last}`).replace(WINDOWS, (_path, last: string) => `…\\${last}`);
+  return text
+    .replace(POSIX, (_path, last: string) => `…/${last}`)
+    .replace(WINDOWS, (_path, last: string) => `…\\${last}`);
 }

@@ -6,8 +6,23 @@
  */
 import * as z from 'zod';
 import { DEFAULT_TOP_P } from './defaults.ts';
-import { JsonSchema, type ChatMessage, type ChatTask, type CountTask, type ToolCall, type ToolChoice } from '../protocol/frames.ts';
-import { checkToolChoice, checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
+import {
+  JsonSchema,
+  type ChatMessage,
+  type ChatTask,
+  type CountTask,
+  type ToolCall,
+  type ToolChoice,
+} from '../protocol/frames.ts';
+import {
+  checkToolChoice,
+  checkUniqueToolNames,
+  JsonObjectSchema,
+  linkToolResults,
+  ToolName,
+  toolDef,
+  toolFields,
+} from './tools.ts';
 
 /** Anthropic's default temperature (its range is 0–1). */
 const ANTHROPIC_DEFAULT_TEMPERATURE = 1;
@@ -24,7 +39,10 @@ const REFUSED_BLOCKS: Record<string, string> = {
 
 /** Server tools and other Anthropic-run blocks have types of their own (`server_tool_use`, `web_search_tool_result`, …). */
 function blockRefusal(type: string): string {
-  return REFUSED_BLOCKS[type] ?? `content blocks of type '${type}' are not supported: send text, tool_use, tool_result or thinking blocks`;
+  return (
+    REFUSED_BLOCKS[type] ??
+    `content blocks of type '${type}' are not supported: send text, tool_use, tool_result or thinking blocks`
+  );
 }
 
 const TextBlock = z.object({ type: z.literal('text'), text: z.string() });
@@ -67,7 +85,9 @@ const ThinkingBlock = z.object({ type: z.literal('thinking'), thinking: z.string
 /** Anthropic's encrypted reasoning: opaque, so it is accepted in history and not shown to the model. */
 const RedactedThinkingBlock = z.object({ type: z.literal('redacted_thinking'), data: z.string() });
 
-const AnyBlock = typeGate(KNOWN_BLOCKS).pipe(z.discriminatedUnion('type', [TextBlock, ToolResultBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock]));
+const AnyBlock = typeGate(KNOWN_BLOCKS).pipe(
+  z.discriminatedUnion('type', [TextBlock, ToolResultBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock]),
+);
 type Block = z.infer<typeof AnyBlock>;
 type BlockType = Block['type'];
 
@@ -81,7 +101,8 @@ const Message = z
   .object({
     role: z.enum(['user', 'assistant']),
     content: z.union([z.string(), z.array(AnyBlock).min(1, 'a message needs at least one content block').max(4096)], {
-      error: (issue) => (issue.input === undefined ? 'a message needs content: a string or a list of content blocks' : undefined),
+      error: (issue) =>
+        issue.input === undefined ? 'a message needs content: a string or a list of content blocks' : undefined,
     }),
   })
   .superRefine((m, ctx) => {
@@ -89,7 +110,11 @@ const Message = z
     m.content.forEach((b, i) => {
       if (!ROLE_BLOCKS[m.role].includes(b.type)) {
         const who = b.type === 'tool_result' ? 'user' : 'assistant';
-        ctx.addIssue({ code: 'custom', path: ['content', i, 'type'], message: `'${b.type}' blocks belong in ${who} messages, not ${m.role} messages` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['content', i, 'type'],
+          message: `'${b.type}' blocks belong in ${who} messages, not ${m.role} messages`,
+        });
       }
     });
   });
@@ -102,13 +127,22 @@ const Tool = z
   .loose()
   .superRefine((t, ctx) => {
     if (t.type === undefined || t.type === 'custom') return;
-    ctx.addIssue({ code: 'custom', path: ['type'], message: `server tools ('${t.type}') are not supported: this server runs no tools itself; declare a custom tool (name, description, input_schema) and run it in your client` });
+    ctx.addIssue({
+      code: 'custom',
+      path: ['type'],
+      message: `server tools ('${t.type}') are not supported: this server runs no tools itself; declare a custom tool (name, description, input_schema) and run it in your client`,
+    });
   })
   .pipe(
     z.object({
       name: ToolName,
       description: z.string().max(16_384).optional(),
-      input_schema: z.custom<Record<string, unknown>>((v) => v !== undefined, 'a tool needs its input_schema: a JSON Schema of the input object').pipe(JsonObjectSchema),
+      input_schema: z
+        .custom<Record<string, unknown>>(
+          (v) => v !== undefined,
+          'a tool needs its input_schema: a JSON Schema of the input object',
+        )
+        .pipe(JsonObjectSchema),
     }),
   );
 
@@ -135,12 +169,19 @@ const Thinking = z.discriminatedUnion('type', [
  * and left out.
  */
 const OutputConfig = z.object({
-  format: z.object({ type: z.literal('json_schema'), schema: JsonSchema }).nullable().optional(),
+  format: z
+    .object({ type: z.literal('json_schema'), schema: JsonSchema })
+    .nullable()
+    .optional(),
   effort: z.enum(['low', 'medium', 'high', 'xhigh', 'max']).nullable().optional(),
 });
 
 /** Fields that are refused whatever their value: they ask for work only Anthropic's servers do. */
-const refused = (why: string) => z.unknown().refine((v) => v === undefined || v === null, { message: why }).optional();
+const refused = (why: string) =>
+  z
+    .unknown()
+    .refine((v) => v === undefined || v === null, { message: why })
+    .optional();
 
 /** What `/v1/messages` and `/v1/messages/count_tokens` share: everything that makes the prompt. */
 const PROMPT_FIELDS = {
@@ -150,18 +191,31 @@ const PROMPT_FIELDS = {
   tools: z.array(Tool).max(128).optional(),
   tool_choice: ToolChoiceIn.optional(),
   thinking: Thinking.optional(),
-  mcp_servers: refused('mcp_servers are not supported: this server connects to no MCP servers; declare their tools as custom tools and call them from your client'),
+  mcp_servers: refused(
+    'mcp_servers are not supported: this server connects to no MCP servers; declare their tools as custom tools and call them from your client',
+  ),
   container: refused('container is not supported: this server runs no code containers'),
 };
 
 /** Checks shared by both schemas: unique tool names, a tool choice that fits the tools, no prefilled answer. */
-function checkPrompt(r: { messages: Array<z.infer<typeof Message>>; tools?: Array<{ name: string }> | undefined; tool_choice?: z.infer<typeof ToolChoiceIn> | undefined }, ctx: z.RefinementCtx) {
+function checkPrompt(
+  r: {
+    messages: Array<z.infer<typeof Message>>;
+    tools?: Array<{ name: string }> | undefined;
+    tool_choice?: z.infer<typeof ToolChoiceIn> | undefined;
+  },
+  ctx: z.RefinementCtx,
+) {
   const names = (r.tools ?? []).map((t) => t.name);
   checkUniqueToolNames(names, ctx, ['tools']);
   checkToolChoice(toolChoice(r.tool_choice), names, ctx, ['tool_choice']);
   // A final assistant turn asks Anthropic to continue that text; the chat templates here always open a new turn.
   if (r.messages.at(-1)?.role === 'assistant') {
-    ctx.addIssue({ code: 'custom', path: ['messages', r.messages.length - 1, 'role'], message: 'a final assistant message (prefill) is not supported: end the conversation with a user message' });
+    ctx.addIssue({
+      code: 'custom',
+      path: ['messages', r.messages.length - 1, 'role'],
+      message: 'a final assistant message (prefill) is not supported: end the conversation with a user message',
+    });
   }
 }
 
@@ -169,7 +223,12 @@ export const MessagesRequest = z
   .object({
     ...PROMPT_FIELDS,
     max_tokens: z
-      .number({ error: (issue) => (issue.input === undefined ? 'is required, as Anthropic requires it: the most tokens to generate' : 'must be a number') })
+      .number({
+        error: (issue) =>
+          issue.input === undefined
+            ? 'is required, as Anthropic requires it: the most tokens to generate'
+            : 'must be a number',
+      })
       .int()
       .positive()
       .max(1_000_000),
@@ -223,8 +282,19 @@ function toChatMessages(m: z.infer<typeof Message>): ChatMessage[] {
   if (m.role === 'assistant') {
     const text = joinText(blocks.filter((b) => b.type === 'text'));
     const reasoning = blocks.flatMap((b) => (b.type === 'thinking' ? [b.thinking] : [])).join('\n\n');
-    const calls: ToolCall[] = blocks.flatMap((b) => (b.type === 'tool_use' ? [{ id: b.id, name: b.name, arguments: typeof b.input === 'string' ? b.input : JSON.stringify(b.input) }] : []));
-    return [{ role: 'assistant', content: text, ...(calls.length ? { toolCalls: calls } : {}), ...(reasoning ? { reasoning } : {}) }];
+    const calls: ToolCall[] = blocks.flatMap((b) =>
+      b.type === 'tool_use'
+        ? [{ id: b.id, name: b.name, arguments: typeof b.input === 'string' ? b.input : JSON.stringify(b.input) }]
+        : [],
+    );
+    return [
+      {
+        role: 'assistant',
+        content: text,
+        ...(calls.length ? { toolCalls: calls } : {}),
+        ...(reasoning ? { reasoning } : {}),
+      },
+    ];
   }
   const out: ChatMessage[] = [];
   let texts: Array<{ text: string }> = [];
@@ -249,11 +319,21 @@ function thinkOf(thinking: z.infer<typeof Thinking> | undefined): { think?: bool
 }
 
 /** The prompt part of a task: messages (system first), tools with their choice, think. */
-function promptOf(req: CountTokensRequest): Pick<ChatTask, 'model' | 'messages' | 'tools' | 'toolChoice' | 'parallelToolCalls' | 'think'> {
+function promptOf(
+  req: CountTokensRequest,
+): Pick<ChatTask, 'model' | 'messages' | 'tools' | 'toolChoice' | 'parallelToolCalls' | 'think'> {
   const system = systemText(req.system);
-  const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), ...req.messages.flatMap(toChatMessages)];
-  const tools = (req.tools ?? []).map((t) => toolDef({ name: t.name, description: t.description, parameters: t.input_schema }));
-  const parallel = req.tool_choice && req.tool_choice.type !== 'none' && req.tool_choice.disable_parallel_tool_use !== undefined ? !req.tool_choice.disable_parallel_tool_use : undefined;
+  const messages: ChatMessage[] = [
+    ...(system ? [{ role: 'system' as const, content: system }] : []),
+    ...req.messages.flatMap(toChatMessages),
+  ];
+  const tools = (req.tools ?? []).map((t) =>
+    toolDef({ name: t.name, description: t.description, parameters: t.input_schema }),
+  );
+  const parallel =
+    req.tool_choice && req.tool_choice.type !== 'none' && req.tool_choice.disable_parallel_tool_use !== undefined
+      ? !req.tool_choice.disable_parallel_tool_use
+      : undefined;
   return {
     model: req.model,
     messages: linkToolResults(messages),
@@ -274,7 +354,9 @@ export function chatTaskFromAnthropic(req: MessagesRequest): ChatTask {
       ...(req.top_k ? { topK: req.top_k } : {}),
       stop: req.stop_sequences ?? [],
     },
-    ...(req.output_config?.format ? { responseFormat: { type: 'json_schema', schema: req.output_config.format.schema } } : {}),
+    ...(req.output_config?.format
+      ? { responseFormat: { type: 'json_schema', schema: req.output_config.format.schema } }
+      : {}),
   };
 }
 

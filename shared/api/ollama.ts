@@ -3,7 +3,15 @@
  * OpenAI's), so the tunnel task is fully specified.
  */
 import * as z from 'zod';
-import { JsonSchema, type ChatMessage, type ChatTask, type CompleteTask, type EmbedTask, type ResponseFormat, type Sampling } from '../protocol/frames.ts';
+import {
+  JsonSchema,
+  type ChatMessage,
+  type ChatTask,
+  type CompleteTask,
+  type EmbedTask,
+  type ResponseFormat,
+  type Sampling,
+} from '../protocol/frames.ts';
 import { checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
 
 /** Ollama's documented defaults for the sampling options it maps. */
@@ -12,9 +20,23 @@ export const OLLAMA_DEFAULTS = { temperature: 0.8, topP: 0.9, topK: 40, repeatPe
 const UNLIMITED_TOKENS = 1_000_000;
 
 /** Ollama accepts a duration string ("5m", "1h30m", "10s") or a number of seconds; negative keeps a model forever. */
-export const KeepAlive = z.union([z.number(), z.string().regex(/^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^-?\d+$/, 'keep_alive must be a duration like "5m" or a number of seconds')]);
+export const KeepAlive = z.union([
+  z.number(),
+  z
+    .string()
+    .regex(
+      /^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^-?\d+$/,
+      'keep_alive must be a duration like "5m" or a number of seconds',
+    ),
+]);
 
-const unsupported = (why: string) => z.unknown().optional().refine((v) => v === undefined || v === null || v === false || (Array.isArray(v) && v.length === 0), { message: why });
+const unsupported = (why: string) =>
+  z
+    .unknown()
+    .optional()
+    .refine((v) => v === undefined || v === null || v === false || (Array.isArray(v) && v.length === 0), {
+      message: why,
+    });
 
 /** A sampling option the engines cannot honour: accepted only at `off`, its neutral value. */
 const notSampledHere = (name: string, off: number, what: string) =>
@@ -22,7 +44,9 @@ const notSampledHere = (name: string, off: number, what: string) =>
     .number()
     .optional()
     .nullable()
-    .refine((v) => v === undefined || v === null || v === off, { message: `${name}: ${what} is not supported by this server's engines; leave ${name} out (or ${off})` });
+    .refine((v) => v === undefined || v === null || v === off, {
+      message: `${name}: ${what} is not supported by this server's engines; leave ${name} out (or ${off})`,
+    });
 
 export const Options = z
   .object({
@@ -51,7 +75,11 @@ export const Options = z
 const ToolCallIn = z.object({
   id: z.string().min(1).max(128).optional(),
   // Text as well: the arguments of a call cut by the token limit, as this server returns them (it takes them back).
-  function: z.object({ name: ToolName, arguments: z.union([z.record(z.string(), z.unknown()), z.string()]), index: z.number().int().optional() }),
+  function: z.object({
+    name: ToolName,
+    arguments: z.union([z.record(z.string(), z.unknown()), z.string()]),
+    index: z.number().int().optional(),
+  }),
 });
 
 const Message = z
@@ -69,22 +97,36 @@ const Message = z
   .superRefine((m, ctx) => {
     const calls = m.tool_calls?.length ?? 0;
     if (m.content === undefined && !(m.role === 'assistant' && calls > 0)) {
-      const message = m.role === 'assistant' ? 'an assistant message needs content or tool_calls' : `a ${m.role} message needs content`;
+      const message =
+        m.role === 'assistant'
+          ? 'an assistant message needs content or tool_calls'
+          : `a ${m.role} message needs content`;
       ctx.addIssue({ code: 'custom', path: ['content'], message });
     }
-    if (calls > 0 && m.role !== 'assistant') ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
+    if (calls > 0 && m.role !== 'assistant')
+      ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
   });
 
 const Tool = z.object({
   type: z.literal('function').optional(),
-  function: z.object({ name: ToolName, description: z.string().max(16_384).optional(), parameters: JsonObjectSchema.optional() }),
+  function: z.object({
+    name: ToolName,
+    description: z.string().max(16_384).optional(),
+    parameters: JsonObjectSchema.optional(),
+  }),
 });
 
 /** `"json"` for any JSON object, or the JSON Schema the answer must follow; `""` (as Ollama reads it) for none. */
-const Format = z.union([z.literal('json'), z.literal(''), JsonSchema]).nullable().optional();
+const Format = z
+  .union([z.literal('json'), z.literal(''), JsonSchema])
+  .nullable()
+  .optional();
 
 /** Ollama's `think`: a boolean, or an effort, which the engines here cannot grade, so any effort thinks. */
-const Think = z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).nullable().optional();
+const Think = z
+  .union([z.boolean(), z.enum(['low', 'medium', 'high'])])
+  .nullable()
+  .optional();
 
 /**
  * Generation settings the AI SDK's Ollama provider (`ollama-ai-provider-v2`) puts beside `options` rather than in
@@ -99,12 +141,21 @@ const TopLevelSettings = {
 };
 
 /** `options` with the top-level settings filled in where `options` has none. */
-function optionsOf(req: { options?: z.infer<typeof Options> | undefined } & { [K in keyof typeof TopLevelSettings]?: number | undefined }): z.infer<typeof Options> {
+function optionsOf(
+  req: { options?: z.infer<typeof Options> | undefined } & {
+    [K in keyof typeof TopLevelSettings]?: number | undefined;
+  },
+): z.infer<typeof Options> {
   const o = req.options ?? {};
   const predict = o.num_predict ?? req.max_tokens ?? req.max_output_tokens;
   const temperature = o.temperature ?? req.temperature;
   const topP = o.top_p ?? req.top_p;
-  return { ...o, ...(predict !== undefined ? { num_predict: predict } : {}), ...(temperature !== undefined ? { temperature } : {}), ...(topP !== undefined ? { top_p: topP } : {}) };
+  return {
+    ...o,
+    ...(predict !== undefined ? { num_predict: predict } : {}),
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(topP !== undefined ? { top_p: topP } : {}),
+  };
 }
 
 const common = {
@@ -117,7 +168,12 @@ const common = {
   think: Think,
   // Ollama returns log probabilities when asked; this server cannot, so asking is refused rather than ignored.
   logprobs: unsupported('logprobs are not supported by this server'),
-  top_logprobs: z.unknown().optional().refine((v) => v === undefined || v === null || v === 0, { message: 'top_logprobs are not supported by this server' }),
+  top_logprobs: z
+    .unknown()
+    .optional()
+    .refine((v) => v === undefined || v === null || v === 0, {
+      message: 'top_logprobs are not supported by this server',
+    }),
 };
 
 export const OllamaChatRequest = z
@@ -126,28 +182,39 @@ export const OllamaChatRequest = z
     messages: z.array(Message).min(1).max(4096),
     tools: z.array(Tool).max(128).nullable().optional(),
   })
-  .superRefine((r, ctx) => checkUniqueToolNames((r.tools ?? []).map((t) => t.function.name), ctx, ['tools']));
+  .superRefine((r, ctx) =>
+    checkUniqueToolNames(
+      (r.tools ?? []).map((t) => t.function.name),
+      ctx,
+      ['tools'],
+    ),
+  );
 export type OllamaChatRequest = z.infer<typeof OllamaChatRequest>;
 
-export const OllamaGenerateRequest = z.object({
-  ...common,
-  prompt: z.string(),
-  system: z.string().optional(),
-  raw: z.boolean().optional(),
-  suffix: unsupported('suffix is not supported by this server'),
-  images: unsupported('images are not supported: no model here takes images'),
-  /** Token ids a previous `/api/generate` returned, put before this prompt (ignored with `raw`, as Ollama does). */
-  context: z.array(z.number().int().nonnegative()).max(262_144).nullable().optional(),
-  template: unsupported('a custom template is not supported: the model\'s own chat template is used'),
-}).refine((r) => !r.raw || r.think === undefined || r.think === null, {
-  message: 'think needs the chat template, which raw skips: leave out raw or think',
-  path: ['think'],
-});
+export const OllamaGenerateRequest = z
+  .object({
+    ...common,
+    prompt: z.string(),
+    system: z.string().optional(),
+    raw: z.boolean().optional(),
+    suffix: unsupported('suffix is not supported by this server'),
+    images: unsupported('images are not supported: no model here takes images'),
+    /** Token ids a previous `/api/generate` returned, put before this prompt (ignored with `raw`, as Ollama does). */
+    context: z.array(z.number().int().nonnegative()).max(262_144).nullable().optional(),
+    template: unsupported("a custom template is not supported: the model's own chat template is used"),
+  })
+  .refine((r) => !r.raw || r.think === undefined || r.think === null, {
+    message: 'think needs the chat template, which raw skips: leave out raw or think',
+    path: ['think'],
+  });
 export type OllamaGenerateRequest = z.infer<typeof OllamaGenerateRequest>;
 
 export const OllamaEmbedRequest = z.object({
   model: z.string().min(1).max(256),
-  input: z.union([z.string().min(1, 'input must not be empty'), z.array(z.string().min(1, 'input must not contain empty strings')).min(1).max(2048)]),
+  input: z.union([
+    z.string().min(1, 'input must not be empty'),
+    z.array(z.string().min(1, 'input must not contain empty strings')).min(1).max(2048),
+  ]),
   truncate: z.boolean().optional(),
   options: Options.optional(),
   keep_alive: KeepAlive.optional(),
@@ -164,10 +231,12 @@ export const OllamaEmbeddingsRequest = z.object({
 });
 export type OllamaEmbeddingsRequest = z.infer<typeof OllamaEmbeddingsRequest>;
 
-export const OllamaShowRequest = z.object({ model: z.string().min(1).max(256).optional(), name: z.string().min(1).max(256).optional() }).refine((v) => v.model ?? v.name, {
-  message: 'model is required',
-  path: ['model'],
-});
+export const OllamaShowRequest = z
+  .object({ model: z.string().min(1).max(256).optional(), name: z.string().min(1).max(256).optional() })
+  .refine((v) => v.model ?? v.name, {
+    message: 'model is required',
+    path: ['model'],
+  });
 
 const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
@@ -182,7 +251,8 @@ export function keepAliveMs(value: z.infer<typeof KeepAlive> | undefined): numbe
   if (negative) return -1;
   let ms = 0;
   if (/^\d+(\.\d+)?$/.test(text)) ms = Number(text) * 1000;
-  else for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit!]!;
+  else
+    for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit!]!;
   // Past what a Node timer takes (24.8 days) a keep-alive is for ever in all but name, and said so: a timer given
   // more fires after 1 ms, and a huge number is no duration the tunnel can carry.
   return ms >= KEEP_ALIVE_FOREVER_MS ? -1 : Math.round(ms);
@@ -235,7 +305,14 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
     role: m.role,
     content: m.content ?? '',
     ...(m.role === 'assistant' && m.tool_calls?.length
-      ? { toolCalls: m.tool_calls.map((c, j) => ({ id: c.id ?? toolCallId(i, j), name: c.function.name, arguments: typeof c.function.arguments === 'string' ? c.function.arguments : JSON.stringify(c.function.arguments) })) }
+      ? {
+          toolCalls: m.tool_calls.map((c, j) => ({
+            id: c.id ?? toolCallId(i, j),
+            name: c.function.name,
+            arguments:
+              typeof c.function.arguments === 'string' ? c.function.arguments : JSON.stringify(c.function.arguments),
+          })),
+        }
       : {}),
     ...(m.role === 'tool' && m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {}),
     ...(m.role === 'tool' && m.tool_name !== undefined ? { toolName: m.tool_name } : {}),
@@ -247,7 +324,11 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
     messages: linkToolResults(messages),
     sampling: sampling(optionsOf(req)),
     // Ollama has no tool choice: the model decides, as with OpenAI's `auto`.
-    ...toolFields((req.tools ?? []).map((t) => toolDef(t.function)), undefined, undefined),
+    ...toolFields(
+      (req.tools ?? []).map((t) => toolDef(t.function)),
+      undefined,
+      undefined,
+    ),
     ...responseFormat(req.format),
     ...thinkOf(req.think),
   };
@@ -260,10 +341,29 @@ export function chatTaskFromOllama(req: OllamaChatRequest): ChatTask {
  */
 export function generateTaskFromOllama(req: OllamaGenerateRequest): ChatTask | CompleteTask {
   const format = responseFormat(req.format);
-  if (req.raw) return { task: 'complete', model: modelId(req.model), prompt: req.prompt, sampling: sampling(optionsOf(req)), ...format };
-  const messages: ChatMessage[] = [...(req.system ? [{ role: 'system' as const, content: req.system }] : []), { role: 'user', content: req.prompt }];
+  if (req.raw)
+    return {
+      task: 'complete',
+      model: modelId(req.model),
+      prompt: req.prompt,
+      sampling: sampling(optionsOf(req)),
+      ...format,
+    };
+  const messages: ChatMessage[] = [
+    ...(req.system ? [{ role: 'system' as const, content: req.system }] : []),
+    { role: 'user', content: req.prompt },
+  ];
   const context = req.context?.length ? { context: req.context } : {};
-  return { task: 'chat', model: modelId(req.model), messages, sampling: sampling(optionsOf(req)), ...format, ...thinkOf(req.think), ...context, returnContext: true };
+  return {
+    task: 'chat',
+    model: modelId(req.model),
+    messages,
+    sampling: sampling(optionsOf(req)),
+    ...format,
+    ...thinkOf(req.think),
+    ...context,
+    returnContext: true,
+  };
 }
 
 export function embedTaskFromOllama(req: OllamaEmbedRequest | OllamaEmbeddingsRequest): EmbedTask {

@@ -6,8 +6,22 @@
  */
 import * as z from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P } from './defaults.ts';
-import { JsonSchema, type ChatMessage, type ChatTask, type ResponseFormat, type ToolChoice } from '../protocol/frames.ts';
-import { checkToolChoice, checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
+import {
+  JsonSchema,
+  type ChatMessage,
+  type ChatTask,
+  type ResponseFormat,
+  type ToolChoice,
+} from '../protocol/frames.ts';
+import {
+  checkToolChoice,
+  checkUniqueToolNames,
+  JsonObjectSchema,
+  linkToolResults,
+  ToolName,
+  toolDef,
+  toolFields,
+} from './tools.ts';
 
 const ID = z.string().min(1).max(128);
 
@@ -20,19 +34,30 @@ const ContentPart = z
   .loose()
   .superRefine((p, ctx) => {
     if (p.type === 'input_text' || p.type === 'output_text' || p.type === 'text') {
-      if (typeof p.text !== 'string') ctx.addIssue({ code: 'custom', path: ['text'], message: `an ${p.type} part needs its text as a string` });
+      if (typeof p.text !== 'string')
+        ctx.addIssue({ code: 'custom', path: ['text'], message: `an ${p.type} part needs its text as a string` });
     } else if (p.type === 'refusal') {
-      if (typeof p.refusal !== 'string') ctx.addIssue({ code: 'custom', path: ['refusal'], message: 'a refusal part needs its refusal as a string' });
+      if (typeof p.refusal !== 'string')
+        ctx.addIssue({ code: 'custom', path: ['refusal'], message: 'a refusal part needs its refusal as a string' });
     } else if (MEDIA_PARTS.has(p.type)) {
-      ctx.addIssue({ code: 'custom', path: ['type'], message: `'${p.type}' parts are not supported: no model here takes images, files or audio; send input_text parts only` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        message: `'${p.type}' parts are not supported: no model here takes images, files or audio; send input_text parts only`,
+      });
     } else {
-      ctx.addIssue({ code: 'custom', path: ['type'], message: `content parts of type '${p.type}' are not supported: send input_text parts` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        message: `content parts of type '${p.type}' are not supported: send input_text parts`,
+      });
     }
   });
 type ContentPart = z.infer<typeof ContentPart>;
 
 const Content = z.union([z.string(), z.array(ContentPart).max(4096)], {
-  error: (issue) => (issue.input === undefined ? 'a message needs content: a string or a list of content parts' : undefined),
+  error: (issue) =>
+    issue.input === undefined ? 'a message needs content: a string or a list of content parts' : undefined,
 });
 
 const MessageItem = z.object({
@@ -75,28 +100,71 @@ const ReasoningItem = z.object({
 
 /** Item types OpenAI defines that belong to features this server does not have. */
 const UNSUPPORTED_ITEMS = [
-  'item_reference', 'file_search_call', 'web_search_call', 'computer_call', 'computer_call_output', 'image_generation_call',
-  'code_interpreter_call', 'local_shell_call', 'local_shell_call_output', 'shell_call', 'shell_call_output', 'apply_patch_call',
-  'apply_patch_call_output', 'mcp_list_tools', 'mcp_approval_request', 'mcp_approval_response', 'mcp_call', 'custom_tool_call',
-  'custom_tool_call_output', 'compaction',
+  'item_reference',
+  'file_search_call',
+  'web_search_call',
+  'computer_call',
+  'computer_call_output',
+  'image_generation_call',
+  'code_interpreter_call',
+  'local_shell_call',
+  'local_shell_call_output',
+  'shell_call',
+  'shell_call_output',
+  'apply_patch_call',
+  'apply_patch_call_output',
+  'mcp_list_tools',
+  'mcp_approval_request',
+  'mcp_approval_response',
+  'mcp_call',
+  'custom_tool_call',
+  'custom_tool_call_output',
+  'compaction',
 ] as const;
 
 const UnsupportedItem = z.object({ type: z.enum(UNSUPPORTED_ITEMS) }).superRefine((item, ctx) => {
-  const why = item.type === 'item_reference' ? 'send the item itself, or continue with previous_response_id' : 'this server runs local models with function tools only';
+  const why =
+    item.type === 'item_reference'
+      ? 'send the item itself, or continue with previous_response_id'
+      : 'this server runs local models with function tools only';
   ctx.addIssue({ code: 'custom', path: ['type'], message: `'${item.type}' items are not supported: ${why}` });
 });
 
 const Item = z.preprocess(
   // A message may leave out its `type` (OpenAI's "easy input message").
-  (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) && (v as { type?: unknown }).type === undefined && 'role' in v ? { ...v, type: 'message' } : v),
+  (v) =>
+    v !== null &&
+    typeof v === 'object' &&
+    !Array.isArray(v) &&
+    (v as { type?: unknown }).type === undefined &&
+    'role' in v
+      ? { ...v, type: 'message' }
+      : v,
   z.discriminatedUnion('type', [MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, UnsupportedItem]),
 );
-export type InputItem = z.infer<typeof MessageItem> | z.infer<typeof FunctionCallItem> | z.infer<typeof FunctionCallOutputItem> | z.infer<typeof ReasoningItem>;
+export type InputItem =
+  | z.infer<typeof MessageItem>
+  | z.infer<typeof FunctionCallItem>
+  | z.infer<typeof FunctionCallOutputItem>
+  | z.infer<typeof ReasoningItem>;
 
 /** Built-in tools OpenAI runs on its side; none exists here. */
 const BUILT_IN_TOOLS = [
-  'web_search', 'web_search_preview', 'web_search_preview_2025_03_11', 'web_search_2025_08_26', 'file_search', 'computer_use',
-  'computer_use_preview', 'computer', 'code_interpreter', 'image_generation', 'mcp', 'local_shell', 'shell', 'apply_patch', 'custom',
+  'web_search',
+  'web_search_preview',
+  'web_search_preview_2025_03_11',
+  'web_search_2025_08_26',
+  'file_search',
+  'computer_use',
+  'computer_use_preview',
+  'computer',
+  'code_interpreter',
+  'image_generation',
+  'mcp',
+  'local_shell',
+  'shell',
+  'apply_patch',
+  'custom',
 ] as const;
 
 const FunctionTool = z.object({
@@ -108,13 +176,23 @@ const FunctionTool = z.object({
   strict: z.boolean().nullable().optional(),
 });
 
-const BuiltInTool = z.object({ type: z.enum(BUILT_IN_TOOLS) }).loose().superRefine((t, ctx) => {
-  ctx.addIssue({ code: 'custom', path: ['type'], message: `built-in tool '${t.type}' is not supported: this server runs local models and serves function tools only` });
-});
+const BuiltInTool = z
+  .object({ type: z.enum(BUILT_IN_TOOLS) })
+  .loose()
+  .superRefine((t, ctx) => {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['type'],
+      message: `built-in tool '${t.type}' is not supported: this server runs local models and serves function tools only`,
+    });
+  });
 
 const Tool = z.discriminatedUnion('type', [FunctionTool, BuiltInTool]);
 
-const ToolChoiceIn = z.union([z.enum(['auto', 'none', 'required']), z.object({ type: z.literal('function'), name: ToolName })]);
+const ToolChoiceIn = z.union([
+  z.enum(['auto', 'none', 'required']),
+  z.object({ type: z.literal('function'), name: ToolName }),
+]);
 
 const TextFormat = z.discriminatedUnion('type', [
   z.object({ type: z.literal('text') }),
@@ -134,7 +212,10 @@ const Metadata = z
 
 /** Fields accepted only with the value that means "off"; anything else asks for something this server cannot do. */
 const onlyOff = <T extends z.ZodType>(schema: T, off: (v: z.infer<T>) => boolean, why: string) =>
-  schema.optional().nullable().refine((v) => v === undefined || v === null || off(v as z.infer<T>), { message: why });
+  schema
+    .optional()
+    .nullable()
+    .refine((v) => v === undefined || v === null || off(v as z.infer<T>), { message: why });
 
 export const ResponsesRequest = z
   .object({
@@ -143,13 +224,24 @@ export const ResponsesRequest = z
     // the item (a union would only say that neither a string nor a list fits).
     input: z.preprocess(
       (v) => (typeof v === 'string' ? [{ type: 'message', role: 'user', content: v }] : v),
-      z.array(Item, { error: (issue) => (issue.input === undefined ? 'is required: a string or a list of items' : 'must be a string or a list of items') }).min(1, 'input must not be an empty list').max(4096),
+      z
+        .array(Item, {
+          error: (issue) =>
+            issue.input === undefined
+              ? 'is required: a string or a list of items'
+              : 'must be a string or a list of items',
+        })
+        .min(1, 'input must not be an empty list')
+        .max(4096),
     ),
     instructions: z.string().nullable().optional(),
     tools: z.array(Tool).max(128).nullable().optional(),
     tool_choice: ToolChoiceIn.nullable().optional(),
     parallel_tool_calls: z.boolean().nullable().optional(),
-    text: z.object({ format: TextFormat.optional(), verbosity: z.enum(['low', 'medium', 'high']).nullable().optional() }).nullable().optional(),
+    text: z
+      .object({ format: TextFormat.optional(), verbosity: z.enum(['low', 'medium', 'high']).nullable().optional() })
+      .nullable()
+      .optional(),
     max_output_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
     temperature: z.number().min(0).max(2).nullable().optional(),
     top_p: z.number().gt(0).max(1).nullable().optional(),
@@ -170,9 +262,21 @@ export const ResponsesRequest = z
     // `auto` asks to drop the start of a conversation that does not fit; nothing is dropped here, and one that does
     // not fit is refused (a 400), so accepting it never changes an answer silently.
     truncation: z.enum(['auto', 'disabled']).nullable().optional(),
-    background: onlyOff(z.boolean(), (v) => v === false, 'background responses are not supported by this server: send the request without background and wait for it (or stream it)'),
-    conversation: onlyOff(z.unknown(), () => false, 'conversations are not supported by this server: continue a response with previous_response_id'),
-    prompt: onlyOff(z.unknown(), () => false, 'stored prompt templates are not supported by this server: send instructions and input'),
+    background: onlyOff(
+      z.boolean(),
+      (v) => v === false,
+      'background responses are not supported by this server: send the request without background and wait for it (or stream it)',
+    ),
+    conversation: onlyOff(
+      z.unknown(),
+      () => false,
+      'conversations are not supported by this server: continue a response with previous_response_id',
+    ),
+    prompt: onlyOff(
+      z.unknown(),
+      () => false,
+      'stored prompt templates are not supported by this server: send instructions and input',
+    ),
     top_logprobs: onlyOff(z.number().int(), (v) => v === 0, 'top_logprobs are not supported by this server'),
     // Extra output a client asks to be included; log probabilities would be silently missing, so they are refused.
     include: z
@@ -180,7 +284,9 @@ export const ResponsesRequest = z
       .max(16)
       .nullable()
       .optional()
-      .refine((v) => !v?.includes('message.output_text.logprobs'), { message: "'message.output_text.logprobs' is not supported: this server does not report log probabilities" }),
+      .refine((v) => !v?.includes('message.output_text.logprobs'), {
+        message: "'message.output_text.logprobs' is not supported: this server does not report log probabilities",
+      }),
   })
   .superRefine((r, ctx) => {
     const names = (r.tools ?? []).flatMap((t) => (t.type === 'function' ? [t.name] : []));
@@ -194,7 +300,9 @@ function toolChoice(choice: z.infer<typeof ToolChoiceIn> | undefined): ToolChoic
 }
 
 function contentText(content: string | ContentPart[]): string {
-  return typeof content === 'string' ? content : content.map((p) => (p.type === 'refusal' ? (p.refusal as string) : (p.text as string))).join('');
+  return typeof content === 'string'
+    ? content
+    : content.map((p) => (p.type === 'refusal' ? (p.refusal as string) : (p.text as string))).join('');
 }
 
 /** The input as a list of items (a string input has become one user message). */
@@ -217,15 +325,22 @@ export function messagesFromItems(items: InputItem[]): ChatMessage[] {
   };
   for (const item of items) {
     if (item.type === 'reasoning') {
-      reasoning += [...(item.content ?? []), ...(item.content?.length ? [] : (item.summary ?? []))].map((p) => p.text).join('');
+      reasoning += [...(item.content ?? []), ...(item.content?.length ? [] : (item.summary ?? []))]
+        .map((p) => p.text)
+        .join('');
     } else if (item.type === 'message') {
       // `developer` is OpenAI's newer name for the system role.
       const role = item.role === 'developer' ? 'system' : item.role;
-      out.push(role === 'assistant' ? withReasoning({ role, content: contentText(item.content) }) : { role, content: contentText(item.content) });
+      out.push(
+        role === 'assistant'
+          ? withReasoning({ role, content: contentText(item.content) })
+          : { role, content: contentText(item.content) },
+      );
     } else if (item.type === 'function_call') {
       const call = { id: item.call_id, name: item.name, arguments: item.arguments };
       const last = out.at(-1);
-      if (last?.role === 'assistant' && !reasoning) out[out.length - 1] = { ...last, toolCalls: [...(last.toolCalls ?? []), call] };
+      if (last?.role === 'assistant' && !reasoning)
+        out[out.length - 1] = { ...last, toolCalls: [...(last.toolCalls ?? []), call] };
       else out.push(withReasoning({ role: 'assistant', content: '', toolCalls: [call] }));
     } else {
       out.push({ role: 'tool', content: contentText(item.output), toolCallId: item.call_id });
@@ -238,7 +353,14 @@ export function messagesFromItems(items: InputItem[]): ChatMessage[] {
 function responseFormat(f: z.infer<typeof TextFormat> | undefined): { responseFormat?: ResponseFormat } {
   if (!f || f.type === 'text') return {};
   if (f.type === 'json_object') return { responseFormat: { type: 'json_object' } };
-  return { responseFormat: { type: 'json_schema', schema: f.schema, name: f.name, ...(f.strict !== undefined && f.strict !== null ? { strict: f.strict } : {}) } };
+  return {
+    responseFormat: {
+      type: 'json_schema',
+      schema: f.schema,
+      name: f.name,
+      ...(f.strict !== undefined && f.strict !== null ? { strict: f.strict } : {}),
+    },
+  };
 }
 
 /** As chat's `reasoning_effort`: the engines switch thinking on or off but cannot grade it. */
@@ -260,7 +382,12 @@ export function chatTaskFromResponses(req: ResponsesRequest): { task: ChatTask; 
     task: 'chat',
     model: req.model,
     messages: linkToolResults([...instructions, ...messagesFromItems(inputItems(req))]),
-    sampling: { maxTokens: req.max_output_tokens ?? DEFAULT_MAX_TOKENS, temperature: req.temperature ?? DEFAULT_TEMPERATURE, topP: req.top_p ?? DEFAULT_TOP_P, stop: [] },
+    sampling: {
+      maxTokens: req.max_output_tokens ?? DEFAULT_MAX_TOKENS,
+      temperature: req.temperature ?? DEFAULT_TEMPERATURE,
+      topP: req.top_p ?? DEFAULT_TOP_P,
+      stop: [],
+    },
     ...toolFields(tools, toolChoice(req.tool_choice ?? undefined), req.parallel_tool_calls),
     ...responseFormat(req.text?.format),
     ...thinkOf(req.reasoning),

@@ -5,8 +5,25 @@
  */
 import * as z from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, MAX_STOP_SEQUENCES } from './defaults.ts';
-import { JsonSchema, type ChatMessage, type ChatTask, type CompleteTask, type EmbedTask, type ResponseFormat, type Sampling, type ToolChoice } from '../protocol/frames.ts';
-import { checkToolChoice, checkUniqueToolNames, JsonObjectSchema, linkToolResults, ToolName, toolDef, toolFields } from './tools.ts';
+import {
+  JsonSchema,
+  type ChatMessage,
+  type ChatTask,
+  type CompleteTask,
+  type EmbedTask,
+  type ResponseFormat,
+  type Sampling,
+  type ToolChoice,
+} from '../protocol/frames.ts';
+import {
+  checkToolChoice,
+  checkUniqueToolNames,
+  JsonObjectSchema,
+  linkToolResults,
+  ToolName,
+  toolDef,
+  toolFields,
+} from './tools.ts';
 
 /**
  * A content part. Only text is supported; an image or audio part is refused by name (no engine here takes them)
@@ -17,11 +34,20 @@ const ContentPart = z
   .loose()
   .superRefine((p, ctx) => {
     if (p.type === 'text') {
-      if (typeof p.text !== 'string') ctx.addIssue({ code: 'custom', path: ['text'], message: 'a text part needs its text as a string' });
+      if (typeof p.text !== 'string')
+        ctx.addIssue({ code: 'custom', path: ['text'], message: 'a text part needs its text as a string' });
     } else if (p.type === 'image_url' || p.type === 'input_image' || p.type === 'image') {
-      ctx.addIssue({ code: 'custom', path: ['type'], message: 'images are not supported: no model here takes images; send text parts only' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        message: 'images are not supported: no model here takes images; send text parts only',
+      });
     } else {
-      ctx.addIssue({ code: 'custom', path: ['type'], message: `content parts of type '${p.type}' are not supported: send text parts only` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        message: `content parts of type '${p.type}' are not supported: send text parts only`,
+      });
     }
   });
 
@@ -48,21 +74,35 @@ const Message = z
   .superRefine((m, ctx) => {
     const calls = m.tool_calls?.length ?? 0;
     if ((m.content === undefined || m.content === null) && !(m.role === 'assistant' && calls > 0)) {
-      const message = m.role === 'assistant' ? 'an assistant message needs content or tool_calls' : `a ${m.role} message needs content`;
+      const message =
+        m.role === 'assistant'
+          ? 'an assistant message needs content or tool_calls'
+          : `a ${m.role} message needs content`;
       ctx.addIssue({ code: 'custom', path: ['content'], message });
     }
-    if (calls > 0 && m.role !== 'assistant') ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
+    if (calls > 0 && m.role !== 'assistant')
+      ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
     if (m.role === 'tool' && m.tool_call_id === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['tool_call_id'], message: 'a tool message needs the tool_call_id of the call it answers' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tool_call_id'],
+        message: 'a tool message needs the tool_call_id of the call it answers',
+      });
     }
   });
 
-const Stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(MAX_STOP_SEQUENCES)]).nullable().optional();
+const Stop = z
+  .union([z.string().min(1), z.array(z.string().min(1)).max(MAX_STOP_SEQUENCES)])
+  .nullable()
+  .optional();
 const Probability = z.number().min(0).max(1);
 
 /** Fields accepted only with the value that means "off"; anything else changes the answer in a way we cannot. */
 const onlyOff = <T extends z.ZodType>(schema: T, off: (v: z.infer<T>) => boolean, why: string) =>
-  schema.optional().nullable().refine((v) => v === undefined || v === null || off(v as z.infer<T>), { message: why });
+  schema
+    .optional()
+    .nullable()
+    .refine((v) => v === undefined || v === null || off(v as z.infer<T>), { message: why });
 
 /** Fields chat and legacy completions share. */
 const SAMPLING_FIELDS = {
@@ -70,7 +110,13 @@ const SAMPLING_FIELDS = {
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: Probability.gt(0).nullable().optional(),
   stop: Stop,
-  seed: z.number().int().min(-(2 ** 53) + 1).max(2 ** 53 - 1).nullable().optional(),
+  seed: z
+    .number()
+    .int()
+    .min(-(2 ** 53) + 1)
+    .max(2 ** 53 - 1)
+    .nullable()
+    .optional(),
   presence_penalty: z.number().min(-2).max(2).nullable().optional(),
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   user: z.string().max(256).optional(),
@@ -81,15 +127,22 @@ const SAMPLING_FIELDS = {
       z.object({ type: z.literal('json_object') }),
       z.object({
         type: z.literal('json_schema'),
-        json_schema: z.object({
-          name: z.string().min(1).max(128),
-          description: z.string().optional(),
-          schema: JsonSchema.optional(),
-          strict: z.boolean().nullable().optional(),
-        }).superRefine((j, ctx) => {
-          // OpenAI lets `schema` out; without one there is nothing to constrain the answer to.
-          if (j.schema === undefined) ctx.addIssue({ code: 'custom', path: ['schema'], message: 'is required: the JSON Schema the answer must follow' });
-        }),
+        json_schema: z
+          .object({
+            name: z.string().min(1).max(128),
+            description: z.string().optional(),
+            schema: JsonSchema.optional(),
+            strict: z.boolean().nullable().optional(),
+          })
+          .superRefine((j, ctx) => {
+            // OpenAI lets `schema` out; without one there is nothing to constrain the answer to.
+            if (j.schema === undefined)
+              ctx.addIssue({
+                code: 'custom',
+                path: ['schema'],
+                message: 'is required: the JSON Schema the answer must follow',
+              });
+          }),
       }),
     ])
     .nullable()
@@ -126,15 +179,35 @@ export const ChatCompletionRequest = z
     tool_choice: ToolChoiceIn.nullable().optional(),
     parallel_tool_calls: z.boolean().nullable().optional(),
     // OpenAI's deprecated forms of tools: ignoring them would answer without the functions the client declared.
-    functions: onlyOff(z.array(z.unknown()), (v) => v.length === 0, 'functions (deprecated by OpenAI) is not supported: declare them in tools'),
-    function_call: onlyOff(z.unknown(), (v) => v === 'none', 'function_call (deprecated by OpenAI) is not supported: use tool_choice'),
+    functions: onlyOff(
+      z.array(z.unknown()),
+      (v) => v.length === 0,
+      'functions (deprecated by OpenAI) is not supported: declare them in tools',
+    ),
+    function_call: onlyOff(
+      z.unknown(),
+      (v) => v === 'none',
+      'function_call (deprecated by OpenAI) is not supported: use tool_choice',
+    ),
     /** Mapped to `think`: see thinkOf. */
     reasoning_effort: z.enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max']).nullable().optional(),
-    logit_bias: onlyOff(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias is not supported by this server'),
+    logit_bias: onlyOff(
+      z.record(z.string(), z.number()),
+      (v) => Object.keys(v).length === 0,
+      'logit_bias is not supported by this server',
+    ),
     // Output other than text would be silently missing from the answer.
-    modalities: onlyOff(z.array(z.string()), (v) => v.every((m) => m === 'text'), "only the 'text' modality is supported: no model here speaks audio"),
+    modalities: onlyOff(
+      z.array(z.string()),
+      (v) => v.every((m) => m === 'text'),
+      "only the 'text' modality is supported: no model here speaks audio",
+    ),
     audio: onlyOff(z.unknown(), () => false, 'audio output is not supported: no model here speaks audio'),
-    web_search_options: onlyOff(z.unknown(), () => false, 'web search is not supported by this server: no model here searches the web'),
+    web_search_options: onlyOff(
+      z.unknown(),
+      () => false,
+      'web search is not supported by this server: no model here searches the web',
+    ),
   })
   .superRefine((r, ctx) => {
     const names = (r.tools ?? []).map((t) => t.function.name);
@@ -152,7 +225,10 @@ function contentText(content: z.infer<typeof Message>['content']): string {
   return typeof content === 'string' ? content : content.map((p) => p.text as string).join('');
 }
 
-type SamplingFields = Pick<ChatCompletionRequest, 'max_tokens' | 'temperature' | 'top_p' | 'stop' | 'seed' | 'presence_penalty' | 'frequency_penalty'> & {
+type SamplingFields = Pick<
+  ChatCompletionRequest,
+  'max_tokens' | 'temperature' | 'top_p' | 'stop' | 'seed' | 'presence_penalty' | 'frequency_penalty'
+> & {
   max_completion_tokens?: number | null | undefined;
 };
 
@@ -174,7 +250,14 @@ function responseFormat(f: z.infer<typeof SAMPLING_FIELDS.response_format>): { r
   if (!f || f.type === 'text') return {};
   if (f.type === 'json_object') return { responseFormat: { type: 'json_object' } };
   const { name, schema, strict } = f.json_schema;
-  return { responseFormat: { type: 'json_schema', schema: schema!, name, ...(strict !== undefined && strict !== null ? { strict } : {}) } };
+  return {
+    responseFormat: {
+      type: 'json_schema',
+      schema: schema!,
+      name,
+      ...(strict !== undefined && strict !== null ? { strict } : {}),
+    },
+  };
 }
 
 /**
@@ -192,7 +275,9 @@ export function chatTaskFromOpenAI(req: ChatCompletionRequest): ChatTask {
     // `developer` is OpenAI's newer name for the system role.
     role: m.role === 'developer' ? 'system' : m.role,
     content: contentText(m.content),
-    ...(m.role === 'assistant' && m.tool_calls?.length ? { toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) } : {}),
+    ...(m.role === 'assistant' && m.tool_calls?.length
+      ? { toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) }
+      : {}),
     ...(m.role === 'tool' && m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {}),
     ...(m.role === 'assistant' && m.reasoning_content ? { reasoning: m.reasoning_content } : {}),
   }));
@@ -201,7 +286,11 @@ export function chatTaskFromOpenAI(req: ChatCompletionRequest): ChatTask {
     model: req.model,
     messages: linkToolResults(messages),
     sampling: sampling(req, DEFAULT_MAX_TOKENS),
-    ...toolFields((req.tools ?? []).map((t) => toolDef(t.function)), toolChoice(req.tool_choice ?? undefined), req.parallel_tool_calls),
+    ...toolFields(
+      (req.tools ?? []).map((t) => toolDef(t.function)),
+      toolChoice(req.tool_choice ?? undefined),
+      req.parallel_tool_calls,
+    ),
     ...responseFormat(req.response_format),
     ...thinkOf(req.reasoning_effort),
   };
@@ -220,20 +309,33 @@ export const CompletionRequest = z.object({
   logprobs: onlyOff(z.number().int(), (v) => v === 0, 'logprobs are not supported by this server'),
   echo: onlyOff(z.boolean(), (v) => v === false, 'echo is not supported by this server'),
   suffix: onlyOff(z.string(), (v) => v === '', 'suffix (insertion) is not supported by this server'),
-  logit_bias: onlyOff(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias is not supported by this server'),
+  logit_bias: onlyOff(
+    z.record(z.string(), z.number()),
+    (v) => Object.keys(v).length === 0,
+    'logit_bias is not supported by this server',
+  ),
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
 export function completeTaskFromOpenAI(req: CompletionRequest): CompleteTask {
   const prompt = typeof req.prompt === 'string' ? req.prompt : req.prompt[0]!;
-  return { task: 'complete', model: req.model, prompt, sampling: sampling(req, COMPLETIONS_DEFAULT_MAX_TOKENS), ...responseFormat(req.response_format) };
+  return {
+    task: 'complete',
+    model: req.model,
+    prompt,
+    sampling: sampling(req, COMPLETIONS_DEFAULT_MAX_TOKENS),
+    ...responseFormat(req.response_format),
+  };
 }
 
 export const EmbeddingRequest = z.object({
   model: z.string().min(1).max(256),
   input: z.union([
     z.string().min(1, 'input must not be empty'),
-    z.array(z.string().min(1, 'input must not contain empty strings')).min(1, 'input must not be an empty list').max(2048),
+    z
+      .array(z.string().min(1, 'input must not contain empty strings'))
+      .min(1, 'input must not be an empty list')
+      .max(2048),
   ]),
   encoding_format: z.enum(['float', 'base64']).optional(),
   dimensions: z.number().int().positive().optional(),

@@ -15,7 +15,10 @@ export const TOOL_NAME_RULE = /^[A-Za-z0-9_-]{1,64}$/;
 export const ToolName = z
   .string({ error: (issue) => (issue.input === undefined ? 'a tool needs a name' : 'a tool name is a string') })
   .min(1, 'a tool needs a name')
-  .regex(TOOL_NAME_RULE, `a tool name must match ${TOOL_NAME_RULE.source}: 1 to 64 letters, digits, underscores or dashes`);
+  .regex(
+    TOOL_NAME_RULE,
+    `a tool name must match ${TOOL_NAME_RULE.source}: 1 to 64 letters, digits, underscores or dashes`,
+  );
 
 /**
  * A tool's `parameters`: a JSON Schema of an object, since a call's arguments are always a JSON object. A schema
@@ -23,7 +26,9 @@ export const ToolName = z
  */
 export const JsonObjectSchema = z
   .record(z.string(), z.unknown())
-  .refine((s) => s.type === undefined || s.type === 'object', { message: 'must be a JSON Schema of an object ({"type":"object",…}): tool arguments are a JSON object' })
+  .refine((s) => s.type === undefined || s.type === 'object', {
+    message: 'must be a JSON Schema of an object ({"type":"object",…}): tool arguments are a JSON object',
+  })
   .superRefine(checkSchemaLimits);
 
 /** OpenAI's default for a function declared without `parameters`: a call with no arguments. */
@@ -33,24 +38,50 @@ export const DEFAULT_PARAMETERS = { type: 'object', properties: {} } as const;
 export function checkUniqueToolNames(names: string[], ctx: z.RefinementCtx, path: PropertyKey[]): void {
   const seen = new Set<string>();
   names.forEach((name, i) => {
-    if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [...path, i], message: `tool '${name}' is declared twice; tool names must be unique` });
+    if (seen.has(name))
+      ctx.addIssue({
+        code: 'custom',
+        path: [...path, i],
+        message: `tool '${name}' is declared twice; tool names must be unique`,
+      });
     seen.add(name);
   });
 }
 
 /** A tool choice that asks for a call needs tools, and a named one must be among them. */
-export function checkToolChoice(choice: 'auto' | 'none' | 'required' | { name: string } | undefined, names: string[], ctx: z.RefinementCtx, path: PropertyKey[]): void {
+export function checkToolChoice(
+  choice: 'auto' | 'none' | 'required' | { name: string } | undefined,
+  names: string[],
+  ctx: z.RefinementCtx,
+  path: PropertyKey[],
+): void {
   if (choice === undefined || choice === 'auto' || choice === 'none') return;
   if (names.length === 0) {
-    ctx.addIssue({ code: 'custom', path, message: `${typeof choice === 'string' ? `'${choice}'` : `function '${choice.name}'`} needs tools: declare the functions in tools` });
+    ctx.addIssue({
+      code: 'custom',
+      path,
+      message: `${typeof choice === 'string' ? `'${choice}'` : `function '${choice.name}'`} needs tools: declare the functions in tools`,
+    });
   } else if (typeof choice === 'object' && !names.includes(choice.name)) {
-    ctx.addIssue({ code: 'custom', path, message: `names function '${choice.name}', which is not among tools (${names.map((n) => `'${n}'`).join(', ')})` });
+    ctx.addIssue({
+      code: 'custom',
+      path,
+      message: `names function '${choice.name}', which is not among tools (${names.map((n) => `'${n}'`).join(', ')})`,
+    });
   }
 }
 
 /** A tool declaration as the task carries it, with the default schema for one declared without parameters. */
-export function toolDef(fn: { name: string; description?: string | null | undefined; parameters?: Record<string, unknown> | null | undefined }): ToolDef {
-  return { name: fn.name, ...(fn.description ? { description: fn.description } : {}), parameters: fn.parameters ?? { ...DEFAULT_PARAMETERS, properties: {} } };
+export function toolDef(fn: {
+  name: string;
+  description?: string | null | undefined;
+  parameters?: Record<string, unknown> | null | undefined;
+}): ToolDef {
+  return {
+    name: fn.name,
+    ...(fn.description ? { description: fn.description } : {}),
+    parameters: fn.parameters ?? { ...DEFAULT_PARAMETERS, properties: {} },
+  };
 }
 
 /**
@@ -66,7 +97,13 @@ export function linkToolResults(messages: ChatMessage[]): ChatMessage[] {
       return m;
     }
     if (m.role !== 'tool') return m;
-    const i = m.toolCallId !== undefined ? open.findIndex((c) => c.id === m.toolCallId) : Math.max(0, open.findIndex((c) => c.name === m.toolName));
+    const i =
+      m.toolCallId !== undefined
+        ? open.findIndex((c) => c.id === m.toolCallId)
+        : Math.max(
+            0,
+            open.findIndex((c) => c.name === m.toolName),
+          );
     const call = open[i];
     if (!call) return m;
     open.splice(i, 1);
@@ -78,8 +115,11 @@ export function linkToolResults(messages: ChatMessage[]): ChatMessage[] {
  * The tools part of a task, with its defaults filled in (choice `auto`, parallel calls allowed) so that requests
  * meaning the same share a cache key. No tools (absent or empty) means none of it.
  */
-export function toolFields(tools: ToolDef[], choice: ToolChoice | undefined, parallel: boolean | null | undefined): Pick<ChatTask, 'tools' | 'toolChoice' | 'parallelToolCalls'> {
+export function toolFields(
+  tools: ToolDef[],
+  choice: ToolChoice | undefined,
+  parallel: boolean | null | undefined,
+): Pick<ChatTask, 'tools' | 'toolChoice' | 'parallelToolCalls'> {
   if (tools.length === 0) return {};
   return { tools, toolChoice: choice ?? 'auto', parallelToolCalls: parallel ?? true };
 }
-

@@ -32,7 +32,10 @@ function decode<S extends z.ZodType>(schema: S, data: unknown, side: string): z.
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const where = issue.path.length ? issue.path.join('.') : 'frame';
-    const type = typeof json === 'object' && json !== null && 'type' in json ? ` (type ${JSON.stringify((json as { type: unknown }).type)})` : '';
+    const type =
+      typeof json === 'object' && json !== null && 'type' in json
+        ? ` (type ${JSON.stringify((json as { type: unknown }).type)})`
+        : '';
     throw new FrameError(`bad frame${type}: ${where}: ${issue.message}`);
   }
   return parsed.data;

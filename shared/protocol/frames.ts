@@ -43,7 +43,10 @@ export const ModelInfo = z.object({
   format: z.string().max(64).optional(),
   ownedBy: z.string().max(128).optional(),
   /** What the model can do, in Ollama's words (`/api/show`): `completion`, `tools`, `thinking`, `embedding`. */
-  capabilities: z.array(z.enum(['completion', 'tools', 'thinking', 'embedding'])).max(8).optional(),
+  capabilities: z
+    .array(z.enum(['completion', 'tools', 'thinking', 'embedding']))
+    .max(8)
+    .optional(),
   /** Bytes of the model's files on disk (Ollama's `size` in `/api/tags`). */
   sizeBytes: Count.optional(),
   /** A digest of the model's files, `sha256:<64 hex>`: it changes when the files change. */
@@ -59,7 +62,10 @@ export const ModelInfo = z.object({
   /** Width of the model's hidden states (`hidden_size`; Ollama's `<arch>.embedding_length`). */
   embeddingLength: Count.optional(),
   /** Chat models: the chat template's text (Ollama's `/api/show` `template`), when at most 32 KiB. */
-  template: z.string().max(32 * 1024).optional(),
+  template: z
+    .string()
+    .max(32 * 1024)
+    .optional(),
   /**
    * What the model's device takes at once for this model: requests running together and waiting in the agent's
    * queue. The edge admits and routes by it (an NPU runs one request at a time). Absent: the agent's capacity.
@@ -116,7 +122,10 @@ export type ChatMessage = z.infer<typeof ChatMessage>;
  * Which tool the model must use: `auto` (it decides), `none` (answer in text), `required` (at least one call), or
  * one named function.
  */
-export const ToolChoice = z.union([z.enum(['auto', 'none', 'required']), z.object({ name: z.string().min(1).max(128) })]);
+export const ToolChoice = z.union([
+  z.enum(['auto', 'none', 'required']),
+  z.object({ name: z.string().min(1).max(128) }),
+]);
 export type ToolChoice = z.infer<typeof ToolChoice>;
 
 /**
@@ -125,7 +134,12 @@ export type ToolChoice = z.infer<typeof ToolChoice>;
  */
 export const ResponseFormat = z.discriminatedUnion('type', [
   z.object({ type: z.literal('json_object') }),
-  z.object({ type: z.literal('json_schema'), schema: JsonSchema, name: z.string().max(128).optional(), strict: z.boolean().optional() }),
+  z.object({
+    type: z.literal('json_schema'),
+    schema: JsonSchema,
+    name: z.string().max(128).optional(),
+    strict: z.boolean().optional(),
+  }),
 ]);
 export type ResponseFormat = z.infer<typeof ResponseFormat>;
 
@@ -206,7 +220,13 @@ export type EmbedTask = z.infer<typeof EmbedTask>;
  * what is generated, not the prompt, so they are not part of it. Answered with an `end` frame whose usage holds the
  * prompt's tokens and no completion tokens. Only for agents announcing `count-tokens`.
  */
-export const CountTask = ChatTask.omit({ task: true, sampling: true, responseFormat: true, context: true, returnContext: true }).extend({ task: z.literal('count') });
+export const CountTask = ChatTask.omit({
+  task: true,
+  sampling: true,
+  responseFormat: true,
+  context: true,
+  returnContext: true,
+}).extend({ task: z.literal('count') });
 export type CountTask = z.infer<typeof CountTask>;
 
 /** Tasks that generate text. */
@@ -260,7 +280,6 @@ export const LoadProgress = z.object({
 });
 export type LoadProgress = z.infer<typeof LoadProgress>;
 
-
 export const HelloFrame = z.object({
   type: z.literal('hello'),
   protocol: z.number().int().positive(),
@@ -302,7 +321,14 @@ export const StatusFrame = z.object({
   /** True once the agent is shutting down: it finishes what it has and takes nothing new. */
   draining: z.boolean(),
   devices: z
-    .array(z.object({ name: z.string().max(64), running: Count, queued: Count, loadedModels: z.array(z.string().max(256)).max(1024) }))
+    .array(
+      z.object({
+        name: z.string().max(64),
+        running: Count,
+        queued: Count,
+        loadedModels: z.array(z.string().max(256)).max(1024),
+      }),
+    )
     .max(64),
   /** Models loaded in memory now (Ollama's `/api/ps`), on either engine. */
   loaded: z.array(LoadedModel).max(1024).optional(),
@@ -481,10 +507,19 @@ export const CancelFrame = z.object({
  * `cancel` with the id stops a pull.
  */
 export const ManageOp = z.discriminatedUnion('action', [
-  z.object({ action: z.literal('load'), model: z.string().min(1).max(256), keepAliveMs: z.number().int().min(-1).optional(), keepAliveExtends: z.literal(true).optional() }),
+  z.object({
+    action: z.literal('load'),
+    model: z.string().min(1).max(256),
+    keepAliveMs: z.number().int().min(-1).optional(),
+    keepAliveExtends: z.literal(true).optional(),
+  }),
   z.object({ action: z.literal('unload'), model: z.string().min(1).max(256) }),
   /** `model`: what to fetch (a Hugging Face repo id, or a default model's name); `name`: the id to serve it as. */
-  z.object({ action: z.literal('pull'), model: z.string().min(1).max(256), name: z.string().min(1).max(256).optional() }),
+  z.object({
+    action: z.literal('pull'),
+    model: z.string().min(1).max(256),
+    name: z.string().min(1).max(256).optional(),
+  }),
   z.object({ action: z.literal('delete'), model: z.string().min(1).max(256) }),
   z.object({ action: z.literal('copy'), source: z.string().min(1).max(256), destination: z.string().min(1).max(256) }),
 ]);
@@ -497,8 +532,29 @@ export const ManageFrame = z.object({
 });
 export type ManageFrame = z.infer<typeof ManageFrame>;
 
-export const AgentFrame = z.discriminatedUnion('type', [HelloFrame, StatusFrame, ChunkFrame, EndFrame, EmbeddingsFrame, ErrorFrame, PingFrame, PongFrame, ModelsFrame, ProgressFrame, ManagedFrame]);
-export const EdgeFrame = z.discriminatedUnion('type', [WelcomeFrame, RequestFrame, CancelFrame, FlowFrame, ErrorFrame, PingFrame, PongFrame, ManageFrame]);
+export const AgentFrame = z.discriminatedUnion('type', [
+  HelloFrame,
+  StatusFrame,
+  ChunkFrame,
+  EndFrame,
+  EmbeddingsFrame,
+  ErrorFrame,
+  PingFrame,
+  PongFrame,
+  ModelsFrame,
+  ProgressFrame,
+  ManagedFrame,
+]);
+export const EdgeFrame = z.discriminatedUnion('type', [
+  WelcomeFrame,
+  RequestFrame,
+  CancelFrame,
+  FlowFrame,
+  ErrorFrame,
+  PingFrame,
+  PongFrame,
+  ManageFrame,
+]);
 
 export type HelloFrame = z.infer<typeof HelloFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;

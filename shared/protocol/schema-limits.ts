@@ -31,14 +31,16 @@ export function schemaLimitExceeded(schema: unknown): string | undefined {
   } catch {
     return 'cannot be read as JSON';
   }
-  if (size > SCHEMA_LIMITS.size) return `is ${size} characters of JSON; schemas are limited to ${SCHEMA_LIMITS.size} (schema size limit)`;
+  if (size > SCHEMA_LIMITS.size)
+    return `is ${size} characters of JSON; schemas are limited to ${SCHEMA_LIMITS.size} (schema size limit)`;
   let properties = 0;
   // Iterative, so a schema nested past any limit cannot overflow this check's own stack.
   const stack: Array<{ node: unknown; depth: number }> = [{ node: schema, depth: 1 }];
   while (stack.length) {
     const { node, depth } = stack.pop()!;
     if (node === null || typeof node !== 'object') continue;
-    if (depth > SCHEMA_LIMITS.depth) return `nests deeper than ${SCHEMA_LIMITS.depth} levels of JSON (schema depth limit)`;
+    if (depth > SCHEMA_LIMITS.depth)
+      return `nests deeper than ${SCHEMA_LIMITS.depth} levels of JSON (schema depth limit)`;
     if (Array.isArray(node)) {
       for (const child of node) stack.push({ node: child, depth: depth + 1 });
       continue;
@@ -46,15 +48,18 @@ export function schemaLimitExceeded(schema: unknown): string | undefined {
     const record = node as Record<string, unknown>;
     for (const key of ['properties', 'patternProperties']) {
       const declared = record[key];
-      if (declared && typeof declared === 'object' && !Array.isArray(declared)) properties += Object.keys(declared).length;
+      if (declared && typeof declared === 'object' && !Array.isArray(declared))
+        properties += Object.keys(declared).length;
     }
-    if (properties > SCHEMA_LIMITS.properties) return `declares more than ${SCHEMA_LIMITS.properties} properties (schema properties limit)`;
+    if (properties > SCHEMA_LIMITS.properties)
+      return `declares more than ${SCHEMA_LIMITS.properties} properties (schema properties limit)`;
     if (Array.isArray(record.enum) && record.enum.length > SCHEMA_LIMITS.enumValues) {
       return `has an enum of ${record.enum.length} values; at most ${SCHEMA_LIMITS.enumValues} are accepted (enum size limit)`;
     }
     for (const key of LENGTH_KEYS) {
       const bound = record[key];
-      if (typeof bound === 'number' && bound > SCHEMA_LIMITS.lengthBound) return `sets ${key} to ${bound}; at most ${SCHEMA_LIMITS.lengthBound} is accepted (${key} range limit)`;
+      if (typeof bound === 'number' && bound > SCHEMA_LIMITS.lengthBound)
+        return `sets ${key} to ${bound}; at most ${SCHEMA_LIMITS.lengthBound} is accepted (${key} range limit)`;
     }
     for (const child of Object.values(record)) stack.push({ node: child, depth: depth + 1 });
   }

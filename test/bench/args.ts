@@ -18,7 +18,12 @@ Options:
 
 let args;
 try {
-  ({ values: args } = parseArgs({ args: process.argv.slice(2), strict: true, allowPositionals: false, options: { quick: { type: 'boolean' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values: args } = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    allowPositionals: false,
+    options: { quick: { type: 'boolean' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  }));
 } catch (err) {
   console.error(`npu-relay bench: ${(err as Error).message}\n\n${HELP}`);
   process.exit(2);
@@ -30,7 +35,9 @@ if (args.help) {
 
 const only = args.only?.split(',').map((g) => g.trim());
 if (only?.some((g) => !/^([1-6]|scale)$/.test(g))) {
-  console.error(`npu-relay bench: --only takes row groups 1 to 6 or scale, comma-separated (e.g. 4,6); got '${args.only}'\n\n${HELP}`);
+  console.error(
+    `npu-relay bench: --only takes row groups 1 to 6 or scale, comma-separated (e.g. 4,6); got '${args.only}'\n\n${HELP}`,
+  );
   process.exit(2);
 }
 

@@ -48,7 +48,11 @@ const tool = (n: number): ToolDef => ({
   description: `Current weather for a city (variant ${n})`,
   parameters: {
     type: 'object',
-    properties: { city: { type: 'string', description: `City name, variant ${n}` }, unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+    properties: {
+      city: { type: 'string', description: `City name, variant ${n}` },
+      unit: { enum: ['celsius', 'fahrenheit'] },
+      days: { type: 'integer', minimum: 1, maximum: 7 },
+    },
     required: ['city'],
   },
 });
@@ -56,10 +60,12 @@ const tool = (n: number): ToolDef => ({
 /** A seeded generator, so every run walks the grammar the same way. */
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
-export async function measureConstrainedDecoding(options: ConstrainedDecodingOptions): Promise<ConstrainedDecodingResult> {
+export async function measureConstrainedDecoding(
+  options: ConstrainedDecodingOptions,
+): Promise<ConstrainedDecodingResult> {
   const deadline = performance.now() + options.maxSeconds * 1000;
   const catalog = await scanModels(MODELS_DIR);
   const entry = catalog.entries.find((e) => e.id === CHAT_MODEL)!;
@@ -67,7 +73,13 @@ export async function measureConstrainedDecoding(options: ConstrainedDecodingOpt
   const engine = new OrtEngine({ modelsDir: MODELS_DIR, models: catalog.entries });
   try {
     // Compile: the grammar a tool-calling request gets (tool choice auto, the model's own call format).
-    const toolTask = (n: number): ChatTask => ({ task: 'chat', model: CHAT_MODEL, messages: [{ role: 'user', content: 'weather?' }], sampling: { maxTokens: 1, temperature: 0, topP: 1, stop: [] }, tools: [tool(n)] });
+    const toolTask = (n: number): ChatTask => ({
+      task: 'chat',
+      model: CHAT_MODEL,
+      messages: [{ role: 'user', content: 'weather?' }],
+      sampling: { maxTokens: 1, temperature: 0, topP: 1, stop: [] },
+      tools: [tool(n)],
+    });
     const constraintOf = (n: number) => planOutput(toolTask(n), traitsOf(undefined)).constraint!;
     const grammar = chat.grammar;
     const vocabSize = await grammar.vocabSize(); // the tokenizer info is built once per model, apart from compiles
@@ -116,7 +128,8 @@ export async function measureConstrainedDecoding(options: ConstrainedDecodingOpt
     const perToken = async (task: ChatTask) => {
       const started = performance.now();
       let tokens = 0;
-      for await (const e of engine.generate(task, new AbortController().signal)) if (e.type === 'done') tokens = e.usage.completionTokens;
+      for await (const e of engine.generate(task, new AbortController().signal))
+        if (e.type === 'done') tokens = e.usage.completionTokens;
       return (performance.now() - started) / Math.max(1, tokens);
     };
     // Both sides sampled with the same seeds (the seeded sampler has a cost of its own), the constrained one to any
@@ -167,5 +180,9 @@ export async function measureConstrainedDecoding(options: ConstrainedDecodingOpt
 
 /** `measureConstrainedDecoding` in a fresh process, bounded by its time budget. */
 export function measureInOwnProcess(options: ConstrainedDecodingOptions): Promise<ConstrainedDecodingResult> {
-  return runInOwnProcess<ConstrainedDecodingResult>('constrained-decoding-process.ts', options, 'the constrained decoding measurement');
+  return runInOwnProcess<ConstrainedDecodingResult>(
+    'constrained-decoding-process.ts',
+    options,
+    'the constrained decoding measurement',
+  );
 }

@@ -25,7 +25,11 @@ function stat(pid: number): Stat | undefined {
   const comm = text.slice(text.indexOf('(') + 1, close);
   const fields = text.slice(close + 2).split(' ');
   // After the name: state(0) ppid(1) … utime(11) stime(12), in clock ticks.
-  return { comm, ppid: Number(fields[1]), cpuMs: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND };
+  return {
+    comm,
+    ppid: Number(fields[1]),
+    cpuMs: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND,
+  };
 }
 
 /** Direct children of this process whose command name is `comm` (e.g. the workerd processes Miniflare started). */
@@ -82,7 +86,10 @@ function descendants(): number[] {
  */
 export function runCpuMs(): number {
   const self = readFileSync('/proc/self/stat', 'utf8');
-  const f = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
+  const f = self
+    .slice(self.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
   const own = ((f[11]! + f[12]! + f[13]! + f[14]!) * 1000) / TICKS_PER_SECOND;
   return own + cpuMs(descendants());
 }

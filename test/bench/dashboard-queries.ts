@@ -63,10 +63,16 @@ const ERRORS = [
   { code: 'cancelled', status: 499, outcome: 'cancelled' },
 ] as const;
 
-
 async function seed(db: Database, now: number): Promise<void> {
   await db.insert(apiKeys).values(
-    KEYS.map((id, i) => ({ id, name: `bench ${i}`, tenant: id, prefix: `sk-relay-b${i}`, hash: `hash-${id}`, createdAt: now - DAYS * DAY })),
+    KEYS.map((id, i) => ({
+      id,
+      name: `bench ${i}`,
+      tenant: id,
+      prefix: `sk-relay-b${i}`,
+      hash: `hash-${id}`,
+      createdAt: now - DAYS * DAY,
+    })),
   );
   const random = mulberry32(42);
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
@@ -77,22 +83,51 @@ async function seed(db: Database, now: number): Promise<void> {
       // Rows arrive in time order, as the hub's usage outbox writes them; jitter keeps some timestamps equal or swapped.
       const at = now - DAYS * DAY + Math.floor(((i + random() * 2) * DAYS * DAY) / (ROWS + 2));
       const roll = random();
-      const base = { id: `bench-${String(i).padStart(7, '0')}`, at, keyId: pick(KEYS), model: pick(MODELS), endpoint: 'chat.completions' };
+      const base = {
+        id: `bench-${String(i).padStart(7, '0')}`,
+        at,
+        keyId: pick(KEYS),
+        model: pick(MODELS),
+        endpoint: 'chat.completions',
+      };
       if (roll < 0.05) {
         const e = pick(ERRORS);
-        rows.push({ ...base, durationMs: Math.floor(random() * 50), status: e.status, errorCode: e.code, outcome: e.outcome });
+        rows.push({
+          ...base,
+          durationMs: Math.floor(random() * 50),
+          status: e.status,
+          errorCode: e.code,
+          outcome: e.outcome,
+        });
       } else if (roll < 0.25) {
         const completionTokens = 5 + Math.floor(random() * 200);
-        rows.push({ ...base, promptTokens: 10 + Math.floor(random() * 400), completionTokens, ttftMs: 0, durationMs: 1 + Math.floor(random() * 5), cache: 'HIT', status: 200, outcome: 'ok' });
+        rows.push({
+          ...base,
+          promptTokens: 10 + Math.floor(random() * 400),
+          completionTokens,
+          ttftMs: 0,
+          durationMs: 1 + Math.floor(random() * 5),
+          cache: 'HIT',
+          status: 200,
+          outcome: 'ok',
+        });
       } else {
         const agent = pick(AGENTS);
         const completionTokens = 5 + Math.floor(random() * 200);
         const ttftMs = 40 + Math.floor(random() * 400);
         const tps = 5 + Math.floor(random() * 60);
         rows.push({
-          ...base, agentId: agent.agentId, device: pick(agent.devices), promptTokens: 10 + Math.floor(random() * 400), completionTokens,
-          ttftMs, durationMs: ttftMs + Math.round((completionTokens * 1000) / tps), tokensPerSecond: tps, cache: random() < 0.7 ? 'MISS' : 'BYPASS',
-          status: 200, outcome: 'ok',
+          ...base,
+          agentId: agent.agentId,
+          device: pick(agent.devices),
+          promptTokens: 10 + Math.floor(random() * 400),
+          completionTokens,
+          ttftMs,
+          durationMs: ttftMs + Math.round((completionTokens * 1000) / tps),
+          tokensPerSecond: tps,
+          cache: random() < 0.7 ? 'MISS' : 'BYPASS',
+          status: 200,
+          outcome: 'ok',
         });
       }
     }
@@ -133,14 +168,25 @@ async function servedRows(db: Database, f: UsageFilter): Promise<ServedRow[]> {
       ...(await db
         .select({ at: usage.at, model: usage.model, durationMs: usage.durationMs, ttftMs: usage.ttftMs })
         .from(usage)
-        .where(and(gte(usage.at, from), lt(usage.at, to), eq(usage.outcome, 'ok'), or(isNull(usage.cache), ne(usage.cache, 'HIT'))))),
+        .where(
+          and(
+            gte(usage.at, from),
+            lt(usage.at, to),
+            eq(usage.outcome, 'ok'),
+            or(isNull(usage.cache), ne(usage.cache, 'HIT')),
+          ),
+        )),
     );
   }
   return rows;
 }
 
 /** The groups whose percentiles differ from the nearest-rank ones computed from `rows`, described for a reader. */
-function mismatches(rows: ServedRow[], groups: Array<LatencyPercentiles & { group: string | number | null }>, groupOf: (r: ServedRow) => string | number | null): string[] {
+function mismatches(
+  rows: ServedRow[],
+  groups: Array<LatencyPercentiles & { group: string | number | null }>,
+  groupOf: (r: ServedRow) => string | number | null,
+): string[] {
   const values = new Map<string | number | null, { durations: number[]; ttfts: number[] }>();
   for (const r of rows) {
     const g = groupOf(r);
@@ -167,13 +213,20 @@ try {
   const now = Date.now();
   const seeding = performance.now();
   await seed(db, now);
-  console.log(`seeded ${ROWS} usage rows over ${DAYS} days in ${((performance.now() - seeding) / 1000).toFixed(1)} s (sqld ${sqld.url})`);
+  console.log(
+    `seeded ${ROWS} usage rows over ${DAYS} days in ${((performance.now() - seeding) / 1000).toFixed(1)} s (sqld ${sqld.url})`,
+  );
 
   const all: UsageFilter = { from: now - DAYS * DAY, to: now + 1 };
   const day: UsageFilter = { from: now - DAY, to: now + 1 };
   const oneKey: UsageFilter = { ...all, keyId: KEYS[3] };
   /** The export's deepest page: the keyset cursor sits just before the last 1000 rows. */
-  const [deep] = await db.select({ at: usage.at, id: usage.id }).from(usage).orderBy(usage.at, usage.id).limit(1).offset(ROWS - 1001);
+  const [deep] = await db
+    .select({ at: usage.at, id: usage.id })
+    .from(usage)
+    .orderBy(usage.at, usage.id)
+    .limit(1)
+    .offset(ROWS - 1001);
 
   const cases: Array<[string, () => Promise<unknown>]> = [
     ['summary, 30 days', () => usageSummary(db, all)],
@@ -192,24 +245,51 @@ try {
     ['export page (1000 rows), first', () => usagePage(db, all, undefined, 1000)],
     ['export page (1000 rows), last', () => usagePage(db, all, deep, 1000)],
   ];
-  console.log(`\n${'query'.padEnd(48)} ${'median'.padStart(9)} ${'max'.padStart(9)}   (${RUNS} runs, limit ${LIMIT_MS} ms)`);
+  console.log(
+    `\n${'query'.padEnd(48)} ${'median'.padStart(9)} ${'max'.padStart(9)}   (${RUNS} runs, limit ${LIMIT_MS} ms)`,
+  );
   for (const [name, run] of cases) {
     const { median, max } = await time(run);
     const ok = max < LIMIT_MS;
     if (!ok) failed++;
-    console.log(`${name.padEnd(48)} ${median.toFixed(1).padStart(6)} ms ${max.toFixed(1).padStart(6)} ms   ${ok ? 'ok' : 'TOO SLOW'}`);
+    console.log(
+      `${name.padEnd(48)} ${median.toFixed(1).padStart(6)} ms ${max.toFixed(1).padStart(6)} ms   ${ok ? 'ok' : 'TOO SLOW'}`,
+    );
   }
 
   const served = await servedRows(db, all);
   const checks: Array<[string, string[]]> = [
-    ['latency per model', mismatches(served, (await latencyByModel(db, all)).map(({ model, ...r }) => ({ group: model, ...r })), (r) => r.model)],
-    ['latency per day', mismatches(served, (await latencyTimeseries(db, all, 'day')).map(({ t, ...r }) => ({ group: t, ...r })), (r) => Math.floor(r.at / DAY) * DAY)],
-    ['latency per hour', mismatches(served, (await latencyTimeseries(db, all, 'hour')).map(({ t, ...r }) => ({ group: t, ...r })), (r) => Math.floor(r.at / HOUR) * HOUR)],
+    [
+      'latency per model',
+      mismatches(
+        served,
+        (await latencyByModel(db, all)).map(({ model, ...r }) => ({ group: model, ...r })),
+        (r) => r.model,
+      ),
+    ],
+    [
+      'latency per day',
+      mismatches(
+        served,
+        (await latencyTimeseries(db, all, 'day')).map(({ t, ...r }) => ({ group: t, ...r })),
+        (r) => Math.floor(r.at / DAY) * DAY,
+      ),
+    ],
+    [
+      'latency per hour',
+      mismatches(
+        served,
+        (await latencyTimeseries(db, all, 'hour')).map(({ t, ...r }) => ({ group: t, ...r })),
+        (r) => Math.floor(r.at / HOUR) * HOUR,
+      ),
+    ],
   ];
   console.log(`\npercentiles against nearest rank computed here from ${served.length} served requests`);
   for (const [name, wrong] of checks) {
     if (wrong.length > 0) inaccurate++;
-    console.log(`${name.padEnd(48)} ${wrong.length === 0 ? 'exact' : `WRONG in ${wrong.length} groups, e.g. ${wrong[0]}`}`);
+    console.log(
+      `${name.padEnd(48)} ${wrong.length === 0 ? 'exact' : `WRONG in ${wrong.length} groups, e.g. ${wrong[0]}`}`,
+    );
   }
   if (args.keep) {
     console.log(`\nsqld keeps running at ${sqld.url}; Ctrl-C stops it`);
@@ -220,7 +300,10 @@ try {
   await rm(dataDir, { recursive: true, force: true });
 }
 if (failed > 0) console.error(`\n${failed} quer${failed === 1 ? 'y' : 'ies'} took ${LIMIT_MS} ms or more`);
-if (inaccurate > 0) console.error(`\n${inaccurate} latency quer${inaccurate === 1 ? 'y' : 'ies'} reported percentiles other than the nearest-rank values`);
+if (inaccurate > 0)
+  console.error(
+    `\n${inaccurate} latency quer${inaccurate === 1 ? 'y' : 'ies'} reported percentiles other than the nearest-rank values`,
+  );
 if (failed > 0 || inaccurate > 0) {
   process.exitCode = 1;
 } else {

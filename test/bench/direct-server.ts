@@ -28,7 +28,9 @@ async function readBody(req: IncomingMessage): Promise<string> {
 }
 
 function fail(res: ServerResponse, status: number, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: null } }));
+  res
+    .writeHead(status, { 'content-type': 'application/json' })
+    .end(JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: null } }));
 }
 
 /** Writes and waits for the socket to drain when its buffer is full, so a slow reader slows the engine down. */
@@ -41,18 +43,28 @@ async function chat(engine: Engine, req: IncomingMessage, res: ServerResponse, c
   if (!parsed.success) return fail(res, 400, parsed.error.issues[0]?.message ?? 'invalid request');
   const body = parsed.data;
   const task = chatTaskFromOpenAI(body);
-  const meta = { id: `chatcmpl-direct-${++counter.n}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: body.model, system_fingerprint: null };
+  const meta = {
+    id: `chatcmpl-direct-${++counter.n}`,
+    object: 'chat.completion.chunk',
+    created: Math.floor(Date.now() / 1000),
+    model: body.model,
+    system_fingerprint: null,
+  };
   const controller = new AbortController();
   res.once('close', () => controller.abort('client disconnected'));
 
   if (body.stream) {
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform' });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+    });
     const event = (delta: Record<string, string>, finish: string | null) =>
       `data: ${JSON.stringify({ ...meta, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] })}\n\n`;
     await write(res, event({ role: 'assistant', content: '' }, null));
     for await (const ev of engine.generate(task, controller.signal)) {
       if (ev.type === 'delta') await write(res, event({ content: ev.text }, null));
-      else if (ev.type === 'done') await write(res, event({}, ev.finishReason === 'length' ? 'length' : 'stop') + 'data: [DONE]\n\n');
+      else if (ev.type === 'done')
+        await write(res, event({}, ev.finishReason === 'length' ? 'length' : 'stop') + 'data: [DONE]\n\n');
     }
     res.end();
     return;
@@ -72,8 +84,19 @@ async function chat(engine: Engine, req: IncomingMessage, res: ServerResponse, c
         created: meta.created,
         model: body.model,
         system_fingerprint: null,
-        choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: ev.finishReason === 'length' ? 'length' : 'stop' }],
-        usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: text, refusal: null },
+            logprobs: null,
+            finish_reason: ev.finishReason === 'length' ? 'length' : 'stop',
+          },
+        ],
+        usage: {
+          prompt_tokens: promptTokens,
+          completion_tokens: completionTokens,
+          total_tokens: promptTokens + completionTokens,
+        },
       }),
     );
   }
@@ -83,7 +106,8 @@ async function chat(engine: Engine, req: IncomingMessage, res: ServerResponse, c
 export async function startDirectServer(engine: Engine): Promise<DirectServer> {
   const counter = { n: 0 };
   const server: Server = createServer((req, res) => {
-    if (req.method !== 'POST' || req.url !== '/v1/chat/completions') return fail(res, 404, `no route for ${req.method} ${req.url}`);
+    if (req.method !== 'POST' || req.url !== '/v1/chat/completions')
+      return fail(res, 404, `no route for ${req.method} ${req.url}`);
     chat(engine, req, res, counter).catch((err: Error) => {
       if (!res.headersSent) fail(res, 500, err.message);
       else res.destroy(err);

@@ -42,7 +42,11 @@ export type TimedRun = () => Promise<{ tokens: number; seconds: number }>;
  * Runs the engine and the same work called directly, warm-up first, then alternately (which side goes first swaps
  * each run, so neither always follows the other's garbage) until `runs` or `maxSeconds`; tokens/s of each side.
  */
-export async function alternate(viaEngine: TimedRun, direct: TimedRun, options: EngineComparisonOptions): Promise<Pick<EngineComparison, 'runs' | 'engine' | 'direct' | 'ratio'>> {
+export async function alternate(
+  viaEngine: TimedRun,
+  direct: TimedRun,
+  options: EngineComparisonOptions,
+): Promise<Pick<EngineComparison, 'runs' | 'engine' | 'direct' | 'ratio'>> {
   for (let i = 0; i < options.warmup; i++) {
     await viaEngine();
     await direct();
@@ -53,7 +57,13 @@ export async function alternate(viaEngine: TimedRun, direct: TimedRun, options: 
   let engineTokens = 0;
   let directTokens = 0;
   for (let i = 0; i < options.runs && performance.now() < deadline; i++) {
-    const [a, b] = i % 2 === 0 ? [await viaEngine(), await direct()] : ([await direct(), await viaEngine()].reverse() as [Awaited<ReturnType<TimedRun>>, Awaited<ReturnType<TimedRun>>]);
+    const [a, b] =
+      i % 2 === 0
+        ? [await viaEngine(), await direct()]
+        : ([await direct(), await viaEngine()].reverse() as [
+            Awaited<ReturnType<TimedRun>>,
+            Awaited<ReturnType<TimedRun>>,
+          ]);
     e.push(a.tokens / a.seconds);
     d.push(b.tokens / b.seconds);
     engineTokens = a.tokens;
@@ -61,7 +71,12 @@ export async function alternate(viaEngine: TimedRun, direct: TimedRun, options: 
   }
   const engine = { tokensPerSec: summarize(e), tokens: engineTokens };
   const directSide = { tokensPerSec: summarize(d), tokens: directTokens };
-  return { runs: e.length, engine, direct: directSide, ratio: engine.tokensPerSec.median / directSide.tokensPerSec.median };
+  return {
+    runs: e.length,
+    engine,
+    direct: directSide,
+    ratio: engine.tokensPerSec.median / directSide.tokensPerSec.median,
+  };
 }
 
 const PROMPT = 'Write a short story about a relay that carries messages between two towns.';
@@ -73,20 +88,37 @@ export async function compareOrtWithTransformers(options: EngineComparisonOption
   env.localModelPath = `${MODELS_DIR}/`;
   const engine = new OrtEngine({ modelsDir: MODELS_DIR, models: catalog.entries });
   const messages = [{ role: 'user' as const, content: PROMPT }];
-  const task: ChatTask = { task: 'chat', model: CHAT_MODEL, messages, sampling: { maxTokens: options.maxNewTokens, temperature: 0, topP: 1, stop: [] } };
+  const task: ChatTask = {
+    task: 'chat',
+    model: CHAT_MODEL,
+    messages,
+    sampling: { maxTokens: options.maxNewTokens, temperature: 0, topP: 1, stop: [] },
+  };
   const tokenizer = await AutoTokenizer.from_pretrained(CHAT_MODEL, { local_files_only: true });
-  const model = await AutoModelForCausalLM.from_pretrained(CHAT_MODEL, { local_files_only: true, dtype: 'fp32', device: 'cpu' });
+  const model = await AutoModelForCausalLM.from_pretrained(CHAT_MODEL, {
+    local_files_only: true,
+    dtype: 'fp32',
+    device: 'cpu',
+  });
 
   const viaEngine = async (): Promise<{ tokens: number; seconds: number }> => {
     const started = performance.now();
     let tokens = 0;
-    for await (const event of engine.generate(task, new AbortController().signal)) if (event.type === 'done') tokens = event.usage.completionTokens;
+    for await (const event of engine.generate(task, new AbortController().signal))
+      if (event.type === 'done') tokens = event.usage.completionTokens;
     return { tokens, seconds: (performance.now() - started) / 1000 };
   };
   const direct = async (): Promise<{ tokens: number; seconds: number }> => {
     const started = performance.now();
-    const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true }) as { input_ids: Tensor; attention_mask: Tensor };
-    const output = (await model.generate({ ...inputs, max_new_tokens: options.maxNewTokens, do_sample: false })) as Tensor;
+    const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true }) as {
+      input_ids: Tensor;
+      attention_mask: Tensor;
+    };
+    const output = (await model.generate({
+      ...inputs,
+      max_new_tokens: options.maxNewTokens,
+      do_sample: false,
+    })) as Tensor;
     const tokens = (output.dims.at(-1) ?? 0) - (inputs.input_ids.dims.at(-1) ?? 0);
     return { tokens, seconds: (performance.now() - started) / 1000 };
   };

@@ -36,12 +36,20 @@ function stop(child: ChildProcess): Promise<void> {
 }
 
 /** Starts `args` under this Node, waits until `ready` sees the wanted output (bounded), lets it settle, reads its RSS. */
-async function measure(args: string[], ready: (stderr: string) => boolean, settleMs: number, timeoutMs: number): Promise<Rss> {
+async function measure(
+  args: string[],
+  ready: (stderr: string) => boolean,
+  settleMs: number,
+  timeoutMs: number,
+): Promise<Rss> {
   const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${args.join(' ')} was not ready within ${timeoutMs} ms:\n${stderr.slice(-2000)}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${args.join(' ')} was not ready within ${timeoutMs} ms:\n${stderr.slice(-2000)}`)),
+        timeoutMs,
+      );
       child.stderr!.on('data', (d: Buffer) => {
         stderr += d.toString('utf8');
         if (ready(stderr)) {
@@ -75,15 +83,46 @@ export async function agentFootprint(edgeUrl: string, agentToken: string, settle
   const empty = await mkdtemp(path.join(tmpdir(), 'npu-relay-bench-models-'));
   const scratch = await mkdtemp(path.join(tmpdir(), 'npu-relay-bench-idle-'));
   try {
-    const args = ['node/cli/agent.ts', '--edge', edgeUrl, '--token', agentToken, '--models', empty, '--id', 'bench-idle-agent', '--log-level', 'info'];
+    const args = [
+      'node/cli/agent.ts',
+      '--edge',
+      edgeUrl,
+      '--token',
+      agentToken,
+      '--models',
+      empty,
+      '--id',
+      'bench-idle-agent',
+      '--log-level',
+      'info',
+    ];
     const agent = await measure(args, (err) => err.includes('connected to the edge'), settleMs, 30_000);
     const readyLine = "process.stderr.write('ready\\n'); setTimeout(() => {}, 60_000);";
-    const bareNode = await measure(['--input-type=module', '-e', readyLine], (err) => err.includes('ready'), settleMs, 30_000);
+    const bareNode = await measure(
+      ['--input-type=module', '-e', readyLine],
+      (err) => err.includes('ready'),
+      settleMs,
+      30_000,
+    );
     const script = path.join(scratch, 'idle.ts');
-    await writeFile(script, "const ready: string = 'ready\\n';\nprocess.stderr.write(ready);\nsetTimeout(() => {}, 60_000);\n");
+    await writeFile(
+      script,
+      "const ready: string = 'ready\\n';\nprocess.stderr.write(ready);\nsetTimeout(() => {}, 60_000);\n",
+    );
     const bareTypeScript = await measure([script], (err) => err.includes('ready'), settleMs, 30_000);
-    const transformersImported = await measure(['--input-type=module', '-e', `await import('@huggingface/transformers'); ${readyLine}`], (err) => err.includes('ready'), settleMs, 30_000);
-    return { agent, bareNode, bareTypeScript, transformersImported, command: `node node/cli/agent.ts --edge <edge> --token <token> --models <empty dir>` };
+    const transformersImported = await measure(
+      ['--input-type=module', '-e', `await import('@huggingface/transformers'); ${readyLine}`],
+      (err) => err.includes('ready'),
+      settleMs,
+      30_000,
+    );
+    return {
+      agent,
+      bareNode,
+      bareTypeScript,
+      transformersImported,
+      command: `node node/cli/agent.ts --edge <edge> --token <token> --models <empty dir>`,
+    };
   } finally {
     await rm(empty, { recursive: true, force: true });
     await rm(scratch, { recursive: true, force: true });

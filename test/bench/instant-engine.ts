@@ -18,7 +18,9 @@ const FLOOD_TOKEN = 'x';
 
 export class InstantEngine extends ModellessEngine implements Engine {
   readonly name = 'instant';
-  readonly devices: readonly DeviceInfo[] = [{ name: 'CPU', description: 'no inference: a fixed reply (benchmarks only)' }];
+  readonly devices: readonly DeviceInfo[] = [
+    { name: 'CPU', description: 'no inference: a fixed reply (benchmarks only)' },
+  ];
   /** Models that answer as `instant` does (the scale-out rows give each pool its own). */
   readonly #replyModels: readonly string[];
 
@@ -28,12 +30,16 @@ export class InstantEngine extends ModellessEngine implements Engine {
   }
 
   models(): readonly ModelInfo[] {
-    return [...this.#replyModels.map((id): ModelInfo => ({ id, kind: 'chat', device: 'CPU' })), { id: FLOOD_MODEL, kind: 'chat', device: 'CPU' }];
+    return [
+      ...this.#replyModels.map((id): ModelInfo => ({ id, kind: 'chat', device: 'CPU' })),
+      { id: FLOOD_MODEL, kind: 'chat', device: 'CPU' },
+    ];
   }
 
   /** A token per four characters, as generate counts. */
   #promptTokens(task: GenerateTask | CountTask): number {
-    const promptChars = task.task === 'complete' ? task.prompt.length : task.messages.reduce((n, m) => n + m.content.length, 0);
+    const promptChars =
+      task.task === 'complete' ? task.prompt.length : task.messages.reduce((n, m) => n + m.content.length, 0);
     return Math.ceil(promptChars / 4);
   }
 
@@ -45,7 +51,12 @@ export class InstantEngine extends ModellessEngine implements Engine {
     const promptTokens = this.#promptTokens(task);
     if (this.#replyModels.includes(task.model)) {
       yield { type: 'delta', text: INSTANT_REPLY, tokens: INSTANT_REPLY_TOKENS };
-      yield { type: 'done', finishReason: 'stop', usage: { promptTokens, completionTokens: INSTANT_REPLY_TOKENS }, device: 'CPU' };
+      yield {
+        type: 'done',
+        finishReason: 'stop',
+        usage: { promptTokens, completionTokens: INSTANT_REPLY_TOKENS },
+        device: 'CPU',
+      };
       return;
     }
     if (task.model !== FLOOD_MODEL) throw new UnknownModelError(task.model, [...this.#replyModels, FLOOD_MODEL]);
@@ -61,5 +72,4 @@ export class InstantEngine extends ModellessEngine implements Engine {
   async embed(task: EmbedTask): Promise<EmbeddingResult> {
     throw new UnknownModelError(task.model, []);
   }
-
 }

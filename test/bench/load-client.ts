@@ -28,7 +28,11 @@ function count(o: Outcome, value: string | undefined): void {
 }
 
 /** Sends one request and calls back with each body chunk; resolves with the status when the body has ended. */
-function send(target: HttpTarget, agent: http.Agent, onData: (chunk: string) => void): Promise<{ status: number; header: string | undefined }> {
+function send(
+  target: HttpTarget,
+  agent: http.Agent,
+  onData: (chunk: string) => void,
+): Promise<{ status: number; header: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = http.request(target.url, { method: target.method, headers: target.headers, agent }, (res) => {
       res.setEncoding('utf8');
@@ -54,7 +58,8 @@ async function timedRequest(target: HttpTarget, agent: http.Agent, o: Outcome): 
     const ms = performance.now() - started;
     if (target.tally) count(o, header);
     if (status !== target.status) fault(o, `status ${status}: ${body.slice(0, 300)}`);
-    else if (target.expect && !body.includes(target.expect)) fault(o, `the body lacks ${JSON.stringify(target.expect)}: ${body.slice(0, 300)}`);
+    else if (target.expect && !body.includes(target.expect))
+      fault(o, `the body lacks ${JSON.stringify(target.expect)}: ${body.slice(0, 300)}`);
     return ms;
   } catch (err) {
     fault(o, (err as Error).message);
@@ -86,7 +91,10 @@ class StreamReader {
           this.done = true;
           continue;
         }
-        const parsed = JSON.parse(data) as { error?: { message: string }; choices?: Array<{ delta?: { content?: string } }> };
+        const parsed = JSON.parse(data) as {
+          error?: { message: string };
+          choices?: Array<{ delta?: { content?: string } }>;
+        };
         if (parsed.error) this.error ??= parsed.error.message;
         const content = parsed.choices?.[0]?.delta?.content;
         if (content) {
@@ -98,7 +106,12 @@ class StreamReader {
   }
 }
 
-async function timedStream(target: HttpTarget, agent: http.Agent, o: Outcome, expectChars?: number): Promise<{ ttft: number; total: number; chars: number }> {
+async function timedStream(
+  target: HttpTarget,
+  agent: http.Agent,
+  o: Outcome,
+  expectChars?: number,
+): Promise<{ ttft: number; total: number; chars: number }> {
   const reader = new StreamReader();
   const started = performance.now();
   try {
@@ -107,7 +120,8 @@ async function timedStream(target: HttpTarget, agent: http.Agent, o: Outcome, ex
     if (status !== target.status) fault(o, `status ${status}`);
     else if (reader.error) fault(o, `the stream ended with an error event: ${reader.error}`);
     else if (!reader.done) fault(o, 'the stream ended without data: [DONE]');
-    else if (expectChars !== undefined && reader.contentChars !== expectChars) fault(o, `${reader.contentChars} content characters, expected ${expectChars}`);
+    else if (expectChars !== undefined && reader.contentChars !== expectChars)
+      fault(o, `${reader.contentChars} content characters, expected ${expectChars}`);
   } catch (err) {
     fault(o, (err as Error).message);
   }
@@ -115,7 +129,9 @@ async function timedStream(target: HttpTarget, agent: http.Agent, o: Outcome, ex
   return { ttft: (reader.firstContentAt ?? now) - started, total: now - started, chars: reader.contentChars };
 }
 
-async function sequential(spec: Extract<LoadSpec, { mode: 'sequential' | 'ttft' }>): Promise<Partial<LoadResult> & Outcome> {
+async function sequential(
+  spec: Extract<LoadSpec, { mode: 'sequential' | 'ttft' }>,
+): Promise<Partial<LoadResult> & Outcome> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const deadline = performance.now() + spec.maxSeconds * 1000;
   const warm = outcome();
@@ -137,7 +153,12 @@ async function sequential(spec: Extract<LoadSpec, { mode: 'sequential' | 'ttft' 
     }
   }
   agent.destroy();
-  return { ...o, completed: latencies.length, latencyMs: summarize(latencies), ...(ttfts.length ? { ttftMs: summarize(ttfts) } : {}) };
+  return {
+    ...o,
+    completed: latencies.length,
+    latencyMs: summarize(latencies),
+    ...(ttfts.length ? { ttftMs: summarize(ttfts) } : {}),
+  };
 }
 
 /** Raw header pairs as http-parser-js reports them: [name, value, name, value, …]. */
@@ -148,7 +169,11 @@ function headerValue(info: unknown, name: string): string | undefined {
   return undefined;
 }
 
-async function cannon(target: HttpTarget, connections: number, seconds: number): Promise<Outcome & { latencies: number[]; elapsedMs: number }> {
+async function cannon(
+  target: HttpTarget,
+  connections: number,
+  seconds: number,
+): Promise<Outcome & { latencies: number[]; elapsedMs: number }> {
   const o = outcome();
   const latencies: number[] = [];
   const tally = target.tally?.toLowerCase();
@@ -158,12 +183,21 @@ async function cannon(target: HttpTarget, connections: number, seconds: number):
     method: target.method,
     headers: target.headers,
     ...(target.body !== undefined ? { body: target.body } : {}),
-    ...(target.bodies ? { requests: target.bodies.map((body) => ({ method: target.method, headers: target.headers, body })) } : {}),
+    ...(target.bodies
+      ? { requests: target.bodies.map((body) => ({ method: target.method, headers: target.headers, body })) }
+      : {}),
     connections,
     duration: seconds,
     timeout: 10,
-    ...(target.expect ? { verifyBody: (body: string | Buffer | undefined) => String(body ?? '').includes(target.expect!) } : {}),
-    ...(tally ? { setupClient: (client: autocannon.Client) => client.on('headers', (info: unknown) => count(o, headerValue(info, tally))) } : {}),
+    ...(target.expect
+      ? { verifyBody: (body: string | Buffer | undefined) => String(body ?? '').includes(target.expect!) }
+      : {}),
+    ...(tally
+      ? {
+          setupClient: (client: autocannon.Client) =>
+            client.on('headers', (info: unknown) => count(o, headerValue(info, tally))),
+        }
+      : {}),
   };
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(options, (err: unknown, res: autocannon.Result) => (err ? reject(err) : resolve(res)));
@@ -210,7 +244,9 @@ async function streams(spec: Extract<LoadSpec, { mode: 'streams' }>): Promise<Pa
   // One unmeasured round opens the connections and warms both ends.
   for (let round = 0; round <= spec.rounds && performance.now() < deadline; round++) {
     const started = performance.now();
-    const results = await Promise.all(Array.from({ length: spec.streams }, () => timedStream(spec.target, agent, o, spec.tokensPerStream)));
+    const results = await Promise.all(
+      Array.from({ length: spec.streams }, () => timedStream(spec.target, agent, o, spec.tokensPerStream)),
+    );
     const seconds = (performance.now() - started) / 1000;
     if (round === 0) continue;
     completed += results.length;

@@ -31,7 +31,14 @@ export type LoadSpec =
   /** Streaming requests one at a time: time to the first content delta, and to the end of the stream. */
   | { mode: 'ttft'; target: HttpTarget; count: number; warmup: number; maxSeconds: number }
   /** `streams` streaming requests at once, `rounds` times: tokens (content characters) received per second of wall time. */
-  | { mode: 'streams'; target: HttpTarget; streams: number; rounds: number; tokensPerStream: number; maxSeconds: number };
+  | {
+      mode: 'streams';
+      target: HttpTarget;
+      streams: number;
+      rounds: number;
+      tokensPerStream: number;
+      maxSeconds: number;
+    };
 
 export interface LoadResult {
   completed: number;

@@ -51,16 +51,25 @@ export interface OpenVinoPrefixReuseResult {
   onVsOff: number;
 }
 
-const WORDS = 'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(' ');
+const WORDS =
+  'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(
+    ' ',
+  );
 
 /** A first turn of `words` words that no other run shares beyond its first few tokens. */
 function firstTurnText(run: number, words: number): string {
   const parts = [`Conversation ${run}:`];
-  for (let i = 0; parts.length < words; i++) parts.push(i % 7 === 0 ? `courier${(i * 31 + run) % 97}` : WORDS[(i * 5) % WORDS.length]!);
+  for (let i = 0; parts.length < words; i++)
+    parts.push(i % 7 === 0 ? `courier${(i * 31 + run) % 97}` : WORDS[(i * 5) % WORDS.length]!);
   return parts.join(' ');
 }
 
-const chat = (messages: ChatMessage[], maxTokens: number): ChatTask => ({ task: 'chat', model: OV_FIXTURES.chat, messages, sampling: { maxTokens, temperature: 0, topP: 1, stop: [] } });
+const chat = (messages: ChatMessage[], maxTokens: number): ChatTask => ({
+  task: 'chat',
+  model: OV_FIXTURES.chat,
+  messages,
+  sampling: { maxTokens, temperature: 0, topP: 1, stop: [] },
+});
 
 interface Turn {
   ms: number;
@@ -97,7 +106,14 @@ class Side {
   async start(run: number, words: number): Promise<number> {
     const firstTurn: ChatMessage[] = [{ role: 'user', content: firstTurnText(run, words) }];
     const first = await turn(this.#holder, chat(firstTurn, 16));
-    this.#secondTurn = chat([...firstTurn, { role: 'assistant', content: first.text }, { role: 'user', content: `Question ${run}: what happened next?` }], 1);
+    this.#secondTurn = chat(
+      [
+        ...firstTurn,
+        { role: 'assistant', content: first.text },
+        { role: 'user', content: `Question ${run}: what happened next?` },
+      ],
+      1,
+    );
     return first.promptTokens;
   }
 
@@ -126,7 +142,9 @@ class Side {
   }
 }
 
-export async function measureOpenVinoPrefixReuse(options: OpenVinoPrefixReuseOptions): Promise<OpenVinoPrefixReuseResult> {
+export async function measureOpenVinoPrefixReuse(
+  options: OpenVinoPrefixReuseOptions,
+): Promise<OpenVinoPrefixReuseResult> {
   const modules = await loadOpenVino();
   const models = (await scanModels(OV_FIXTURES_DIR)).entries.filter((m) => m.id === OV_FIXTURES.chat);
   const stateful = new Side(modules, models, 'stateful');
@@ -138,7 +156,12 @@ export async function measureOpenVinoPrefixReuse(options: OpenVinoPrefixReuseOpt
     const run = async (i: number, record: boolean) => {
       for (const side of [stateful, batching]) firstTokens.push(await side.start(i, options.firstTurnWords));
       // Rotate the order of the four measurements, so none always follows the same one.
-      const steps = [() => stateful.second(record), () => stateful.stranger(record), () => batching.second(record), () => batching.stranger(record)];
+      const steps = [
+        () => stateful.second(record),
+        () => stateful.stranger(record),
+        () => batching.second(record),
+        () => batching.stranger(record),
+      ];
       rotation++;
       for (let k = 0; k < steps.length; k++) {
         const tokens = await steps[(rotation + k) % steps.length]!();
@@ -176,5 +199,7 @@ if (import.meta.main) {
   }
   const runs = Number(process.argv[2] ?? 20);
   const maxSeconds = Number(process.argv[3] ?? 120);
-  console.log(JSON.stringify(await measureOpenVinoPrefixReuse({ runs, warmup: 3, maxSeconds, firstTurnWords: 600 }), null, 2));
+  console.log(
+    JSON.stringify(await measureOpenVinoPrefixReuse({ runs, warmup: 3, maxSeconds, firstTurnWords: 600 }), null, 2),
+  );
 }

@@ -39,23 +39,35 @@ export interface PrefixReuseResult {
   kvBytesPer1000FromConfig: number;
 }
 
-const WORDS = 'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(' ');
+const WORDS =
+  'the relay carries each message between two towns across a river, and every courier counts the bridges twice before dawn'.split(
+    ' ',
+  );
 
 /** A first turn of about 1,000 tokens on the fixture's tokenizer (test/prefix-reuse.test.ts uses the same text). */
 function firstTurnText(): string {
   const parts = ['agent'];
-  for (let i = 0; parts.length < 1040 * 0.6; i++) parts.push(i % 7 === 0 ? `agent${i}` : WORDS[(i * 5) % WORDS.length]!);
+  for (let i = 0; parts.length < 1040 * 0.6; i++)
+    parts.push(i % 7 === 0 ? `agent${i}` : WORDS[(i * 5) % WORDS.length]!);
   return parts.join(' ');
 }
 
-const chat = (messages: ChatMessage[], maxTokens: number): ChatTask => ({ task: 'chat', model: CHAT_MODEL, messages, sampling: { maxTokens, temperature: 0, topP: 1, stop: [] } });
+const chat = (messages: ChatMessage[], maxTokens: number): ChatTask => ({
+  task: 'chat',
+  model: CHAT_MODEL,
+  messages,
+  sampling: { maxTokens, temperature: 0, topP: 1, stop: [] },
+});
 
 /**
  * Time to the first token of a generation (`maxTokens` 1: its first `delta`, or its `done` when that token decodes
  * to no text), and its usage. The `prompt` event does not count: it comes once the prompt is tokenized, before the
  * prefill this measures.
  */
-async function firstToken(engine: OrtEngine, task: ChatTask): Promise<{ ms: number; promptTokens: number; cached: number }> {
+async function firstToken(
+  engine: OrtEngine,
+  task: ChatTask,
+): Promise<{ ms: number; promptTokens: number; cached: number }> {
   const started = performance.now();
   let ms = 0;
   let usage: { promptTokens: number; cachedPromptTokens?: number | undefined } = { promptTokens: 0 };
@@ -80,7 +92,15 @@ export async function measurePrefixReuse(options: PrefixReuseOptions): Promise<P
       else if (event.type === 'done') firstTurnTokens = event.usage.promptTokens;
     }
     // Each run is a new second turn of the same conversation (a new question), so none repeats an earlier one whole.
-    const secondTurn = (i: number): ChatTask => chat([...firstTurn, { role: 'assistant', content: answer }, { role: 'user', content: `Question ${i}: what happened next?` }], 1);
+    const secondTurn = (i: number): ChatTask =>
+      chat(
+        [
+          ...firstTurn,
+          { role: 'assistant', content: answer },
+          { role: 'user', content: `Question ${i}: what happened next?` },
+        ],
+        1,
+      );
     for (let i = 0; i < options.warmup; i++) {
       await firstToken(reusing, secondTurn(-1 - i));
       await firstToken(plain, secondTurn(-1 - i));
@@ -94,7 +114,10 @@ export async function measurePrefixReuse(options: PrefixReuseOptions): Promise<P
       const a = i % 2 === 0 ? await firstToken(reusing, secondTurn(i)) : undefined;
       const b = await firstToken(plain, secondTurn(i));
       const r = a ?? (await firstToken(reusing, secondTurn(i)));
-      if (r.cached < firstTurnTokens) throw new Error(`run ${i}: the second turn reused ${r.cached} tokens, fewer than the ${firstTurnTokens}-token first turn`);
+      if (r.cached < firstTurnTokens)
+        throw new Error(
+          `run ${i}: the second turn reused ${r.cached} tokens, fewer than the ${firstTurnTokens}-token first turn`,
+        );
       reuse.push(r.ms);
       without.push(b.ms);
       prompt.push(r.promptTokens);
@@ -110,7 +133,15 @@ export async function measurePrefixReuse(options: PrefixReuseOptions): Promise<P
     try {
       const task = chat(firstTurn, 16);
       let running: Promise<unknown> = Promise.resolve();
-      for await (const _ of generate(task, planOutput(task, entry.traits), new AbortController().signal, model, entry.contextLength, (g) => (running = g), cache));
+      for await (const _ of generate(
+        task,
+        planOutput(task, entry.traits),
+        new AbortController().signal,
+        model,
+        entry.contextLength,
+        (g) => (running = g),
+        cache,
+      ));
       await running;
     } finally {
       await model.grammar.dispose();
@@ -128,7 +159,13 @@ export async function measurePrefixReuse(options: PrefixReuseOptions): Promise<P
       plainTtftMs,
       ratio: reuseTtftMs.median / plainTtftMs.median,
       kvBytesPer1000: (cache.bytes / cache.tokens) * 1000,
-      kvBytesPer1000FromConfig: config.num_hidden_layers! * 2 * (config.num_key_value_heads ?? config.num_attention_heads!) * headSize * 4 * 1000,
+      kvBytesPer1000FromConfig:
+        config.num_hidden_layers! *
+        2 *
+        (config.num_key_value_heads ?? config.num_attention_heads!) *
+        headSize *
+        4 *
+        1000,
     };
   } finally {
     await reusing.close();

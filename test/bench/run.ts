@@ -102,24 +102,47 @@ async function load(label: string, spec: LoadSpec): Promise<Measured> {
   if (spec.mode === 'sequential' || spec.mode === 'ttft') {
     const n = spec.warmup + r.completed;
     const us = (ms: number) => (ms * 1000) / n;
-    r.cpu = { workerd: us(cpuMs(workerd) - before.workerd), sqld: us(cpuMs([sqldPid]) - before.sqld), agent: us(ownCpuMs() - before.agent) };
+    r.cpu = {
+      workerd: us(cpuMs(workerd) - before.workerd),
+      sqld: us(cpuMs([sqldPid]) - before.sqld),
+      agent: us(ownCpuMs() - before.agent),
+    };
   }
   return r;
 }
 
-const cpuNote = (c: CpuPerRequest | undefined) => (c ? `CPU/req: workerd ${c.workerd.toFixed(0)} µs, sqld ${c.sqld.toFixed(0)} µs, agent process ${c.agent.toFixed(0)} µs` : '');
+const cpuNote = (c: CpuPerRequest | undefined) =>
+  c
+    ? `CPU/req: workerd ${c.workerd.toFixed(0)} µs, sqld ${c.sqld.toFixed(0)} µs, agent process ${c.agent.toFixed(0)} µs`
+    : '';
 
 /** Fails the run when the answers did not come from the path the row claims to measure. */
 function requireTally(label: string, r: LoadResult, value: string): void {
   const other = Object.entries(r.tally).filter(([k]) => k !== value);
-  if (other.length) failures.push(`${label}: expected every answer to have x-npu-relay-cache ${value}, got ${JSON.stringify(r.tally)}`);
+  if (other.length)
+    failures.push(`${label}: expected every answer to have x-npu-relay-cache ${value}, got ${JSON.stringify(r.tally)}`);
 }
 
-async function connectAgent(edgeUrl: URL, agentToken: string, engine: Engine, agentId: string, pool?: string): Promise<Agent> {
+async function connectAgent(
+  edgeUrl: URL,
+  agentToken: string,
+  engine: Engine,
+  agentId: string,
+  pool?: string,
+): Promise<Agent> {
   // The instant engine occupies no device, so the agent's per-device admission limit (a real NPU runs one request
   // at a time) is lifted: every stream the clients open reaches the tunnel at once, as the rows say.
   const scheduler = { defaultConcurrency: 256, queueLimit: 256 };
-  const agent = new Agent({ edgeUrl: edgeUrl.toString(), agentToken, agentId, ...(pool ? { pool } : {}), engine, log: createLogger('silent'), backoff: { initialMs: 100, maxMs: 1000 }, scheduler });
+  const agent = new Agent({
+    edgeUrl: edgeUrl.toString(),
+    agentToken,
+    agentId,
+    ...(pool ? { pool } : {}),
+    engine,
+    log: createLogger('silent'),
+    backoff: { initialMs: 100, maxMs: 1000 },
+    scheduler,
+  });
   await agent.start();
   return agent;
 }
@@ -176,7 +199,11 @@ async function main(): Promise<void> {
     await applyMigrations(sqld.url);
     const agentToken = `agent-${randomBytes(12).toString('hex')}`;
     const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-    const vars = { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url };
+    const vars = {
+      NPU_RELAY_AGENT_TOKEN: agentToken,
+      NPU_RELAY_ADMIN_TOKEN: adminToken,
+      NPU_RELAY_LIBSQL_URL: sqld.url,
+    };
     // The hub's storage on a RAM disk: Miniflare keeps a Durable Object's SQLite files in a folder and fsyncs its
     // WAL on every commit, which blocks workerd's one thread on this VM's disk (about 0.3 ms a request, and half the
     // throughput). Cloudflare's storage is nothing like a local ext4 file; row 1e measures the disk-backed way anyway.
@@ -217,11 +244,22 @@ const ask = (content: string) => [{ role: 'user', content }];
 
 function headers(stack: Stack, fresh: boolean): Record<string, string> {
   // no-cache: do not answer from the cache; no-store: do not fill it. The relay path runs in full every time.
-  return { ...json, authorization: `Bearer ${stack.apiKey}`, ...(fresh ? { 'cache-control': 'no-cache, no-store' } : {}) };
+  return {
+    ...json,
+    authorization: `Bearer ${stack.apiKey}`,
+    ...(fresh ? { 'cache-control': 'no-cache, no-store' } : {}),
+  };
 }
 
 function chat(base: URL, hdrs: Record<string, string>, body: Record<string, unknown>): HttpTarget {
-  return { url: new URL('/v1/chat/completions', base).href, method: 'POST', headers: hdrs, body: JSON.stringify(body), status: 200, tally: 'x-npu-relay-cache' };
+  return {
+    url: new URL('/v1/chat/completions', base).href,
+    method: 'POST',
+    headers: hdrs,
+    body: JSON.stringify(body),
+    status: 200,
+    tally: 'x-npu-relay-cache',
+  };
 }
 
 /** A non-streaming chat that no cache may answer: sampled (temperature > 0, no seed) and sent with no-cache, no-store. */
@@ -246,7 +284,11 @@ async function edgeOverhead(stack: Stack): Promise<void> {
     verdict: verdict(addedMedian <= TARGETS.addedMedianMs && addedP99 <= TARGETS.addedP99Ms),
   });
 
-  const concDirect = await load('1 direct concurrent', { mode: 'concurrent', target: directTarget, ...PLAN.concurrent });
+  const concDirect = await load('1 direct concurrent', {
+    mode: 'concurrent',
+    target: directTarget,
+    ...PLAN.concurrent,
+  });
   const workerd = childPids('workerd');
   const cpu0 = { workerd: cpuMs(workerd), sqld: cpuMs([stack.sqld.process.pid!]), agent: ownCpuMs() };
   const concRelay = await load('1 relay concurrent', { mode: 'concurrent', target: relayTarget, ...PLAN.concurrent });
@@ -264,12 +306,28 @@ async function edgeOverhead(stack: Stack): Promise<void> {
     target: `≥ ${count(TARGETS.tunnelReqPerSec)} req/s through the tunnel`,
     verdict: verdict(concRelay.reqPerSec! >= TARGETS.tunnelReqPerSec),
   });
-  rows.push({ id: 'P1', what: `Profile: CPU during row 1b (${PLAN.concurrent.seconds} s through the relay)`, measured: cpuLine, baseline: '—', delta: '—', target: '—', verdict: 'info' });
+  rows.push({
+    id: 'P1',
+    what: `Profile: CPU during row 1b (${PLAN.concurrent.seconds} s through the relay)`,
+    measured: cpuLine,
+    baseline: '—',
+    delta: '—',
+    target: '—',
+    verdict: 'info',
+  });
 
   // The same requests through Miniflare's HTTP entry: its entry worker runs in front of the Worker, in the same workerd.
   const entryTarget = { ...chat(stack.edge.entryUrl, headers(stack, true), freshChat), expect: INSTANT_REPLY };
-  const seqEntry = await load('1d relay sequential (entry worker)', { mode: 'sequential', target: entryTarget, ...PLAN.sequential });
-  const concEntry = await load('1d relay concurrent (entry worker)', { mode: 'concurrent', target: entryTarget, ...PLAN.concurrent });
+  const seqEntry = await load('1d relay sequential (entry worker)', {
+    mode: 'sequential',
+    target: entryTarget,
+    ...PLAN.sequential,
+  });
+  const concEntry = await load('1d relay concurrent (entry worker)', {
+    mode: 'concurrent',
+    target: entryTarget,
+    ...PLAN.concurrent,
+  });
   requireTally('1d relay sequential (entry worker)', seqEntry, 'BYPASS');
   rows.push({
     id: '1d',
@@ -283,31 +341,125 @@ async function edgeOverhead(stack: Stack): Promise<void> {
 
   // Where the sequential time goes: the same edge, stopping earlier and earlier on the request's path.
   const p = PLAN.profile;
-  const nope = await load('P worker only', { mode: 'sequential', target: { url: new URL('/bench-no-such-route', stack.edge.url).href, method: 'GET', headers: {}, status: 404 }, ...p });
-  const health = await load('P health', { mode: 'sequential', target: { url: new URL('/health', stack.edge.url).href, method: 'GET', headers: {}, status: 200, expect: '"status":"ok"' }, ...p });
-  const models = await load('P models', { mode: 'sequential', target: { url: new URL('/v1/models', stack.edge.url).href, method: 'GET', headers: headers(stack, false), status: 200, expect: INSTANT_MODEL }, ...p });
+  const nope = await load('P worker only', {
+    mode: 'sequential',
+    target: { url: new URL('/bench-no-such-route', stack.edge.url).href, method: 'GET', headers: {}, status: 404 },
+    ...p,
+  });
+  const health = await load('P health', {
+    mode: 'sequential',
+    target: {
+      url: new URL('/health', stack.edge.url).href,
+      method: 'GET',
+      headers: {},
+      status: 200,
+      expect: '"status":"ok"',
+    },
+    ...p,
+  });
+  const models = await load('P models', {
+    mode: 'sequential',
+    target: {
+      url: new URL('/v1/models', stack.edge.url).href,
+      method: 'GET',
+      headers: headers(stack, false),
+      status: 200,
+      expect: INSTANT_MODEL,
+    },
+    ...p,
+  });
   const keyHash = await hashApiKey(stack.apiKey);
-  const sqlBody = { requests: [{ type: 'execute', stmt: { sql: 'SELECT id, revoked_at FROM api_keys WHERE hash = ? LIMIT 1', args: [{ type: 'text', value: keyHash }] } }, { type: 'close' }] };
-  const sql = await load('P sqld', { mode: 'sequential', target: { url: new URL('/v2/pipeline', stack.sqld.url).href, method: 'POST', headers: json, body: JSON.stringify(sqlBody), status: 200, expect: '"type":"ok"' }, ...p });
+  const sqlBody = {
+    requests: [
+      {
+        type: 'execute',
+        stmt: {
+          sql: 'SELECT id, revoked_at FROM api_keys WHERE hash = ? LIMIT 1',
+          args: [{ type: 'text', value: keyHash }],
+        },
+      },
+      { type: 'close' },
+    ],
+  };
+  const sql = await load('P sqld', {
+    mode: 'sequential',
+    target: {
+      url: new URL('/v2/pipeline', stack.sqld.url).href,
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify(sqlBody),
+      status: 200,
+      expect: '"type":"ok"',
+    },
+    ...p,
+  });
   // A refusal carries no cache header to tally.
-  const { tally: _noTally, ...wrongKeyTarget } = chat(stack.edge.url, { ...headers(stack, true), authorization: 'Bearer sk-relay-not-a-key' }, freshChat);
+  const { tally: _noTally, ...wrongKeyTarget } = chat(
+    stack.edge.url,
+    { ...headers(stack, true), authorization: 'Bearer sk-relay-not-a-key' },
+    freshChat,
+  );
   const wrongKey = await load('P wrong key', { mode: 'sequential', target: { ...wrongKeyTarget, status: 401 }, ...p });
   const prof = (id: string, what: string, r: Measured, note: string) =>
-    rows.push({ id, what, measured: `${latency(r.latencyMs!)}; ${cpuNote(r.cpu)}`, baseline: '—', delta: note, target: '—', verdict: 'info' });
+    rows.push({
+      id,
+      what,
+      measured: `${latency(r.latencyMs!)}; ${cpuNote(r.cpu)}`,
+      baseline: '—',
+      delta: note,
+      target: '—',
+      verdict: 'info',
+    });
   const d = (a: LoadResult, b: LoadResult) => `≈ ${(a.latencyMs!.median - b.latencyMs!.median).toFixed(2)} ms median`;
-  prof('P0', 'Profile: the row-1a relay request (sequential), for the CPU it costs each process', seqRelay, `direct baseline: ${cpuNote(seqDirect.cpu).replace('CPU/req: ', '')}`);
-  prof('P2', 'Profile: Worker only — GET /bench-no-such-route (404 in the router; no DO, no libSQL)', nope, `${d(nope, seqDirect)} over the direct chat`);
+  prof(
+    'P0',
+    'Profile: the row-1a relay request (sequential), for the CPU it costs each process',
+    seqRelay,
+    `direct baseline: ${cpuNote(seqDirect.cpu).replace('CPU/req: ', '')}`,
+  );
+  prof(
+    'P2',
+    'Profile: Worker only — GET /bench-no-such-route (404 in the router; no DO, no libSQL)',
+    nope,
+    `${d(nope, seqDirect)} over the direct chat`,
+  );
   prof('P3', 'Profile: Worker → DO RPC — GET /health (hub.agents())', health, `DO hop ${d(health, nope)}`);
-  prof('P4', 'Profile: Worker → DO key check in libSQL → DO agents() — GET /v1/models', models, `key check + 2nd RPC ${d(models, health)}`);
-  prof('P5', 'Profile: one libSQL round trip from Node — POST sqld /v2/pipeline (the key SELECT the DO runs)', sql, 'the floor under every key check');
-  prof('P6', 'Profile: Worker → DO /dispatch → key lookup misses → 401 + usage row (wrong API key, same chat body)', wrongKey, `tunnel + agent + formatting ${d(seqRelay, wrongKey)}`);
+  prof(
+    'P4',
+    'Profile: Worker → DO key check in libSQL → DO agents() — GET /v1/models',
+    models,
+    `key check + 2nd RPC ${d(models, health)}`,
+  );
+  prof(
+    'P5',
+    'Profile: one libSQL round trip from Node — POST sqld /v2/pipeline (the key SELECT the DO runs)',
+    sql,
+    'the floor under every key check',
+  );
+  prof(
+    'P6',
+    'Profile: Worker → DO /dispatch → key lookup misses → 401 + usage row (wrong API key, same chat body)',
+    wrongKey,
+    `tunnel + agent + formatting ${d(seqRelay, wrongKey)}`,
+  );
 }
 
 async function cacheHits(stack: Stack): Promise<void> {
-  const deterministic = { model: INSTANT_MODEL, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 };
+  const deterministic = {
+    model: INSTANT_MODEL,
+    messages: ask('Say hello, deterministically.'),
+    temperature: 0,
+    max_tokens: 16,
+  };
   const hitTarget = { ...chat(stack.edge.url, headers(stack, false), deterministic), expect: INSTANT_REPLY };
   await primeCache(hitTarget);
-  const healthTarget: HttpTarget = { url: new URL('/health', stack.edge.url).href, method: 'GET', headers: {}, status: 200, expect: '"status":"ok"' };
+  const healthTarget: HttpTarget = {
+    url: new URL('/health', stack.edge.url).href,
+    method: 'GET',
+    headers: {},
+    status: 200,
+    expect: '"status":"ok"',
+  };
   const seqHit = await load('2 cache hit sequential', { mode: 'sequential', target: hitTarget, ...PLAN.sequential });
   requireTally('2 cache hit sequential', seqHit, 'HIT');
   const seqHealth = await load('2 health sequential', { mode: 'sequential', target: healthTarget, ...PLAN.sequential });
@@ -320,10 +472,22 @@ async function cacheHits(stack: Stack): Promise<void> {
     target: `≤ ${TARGETS.cacheHitMedianMs} ms median`,
     verdict: verdict(seqHit.latencyMs!.median <= TARGETS.cacheHitMedianMs),
   });
-  rows.push({ id: 'P7', what: 'Profile: the row-2a cache hit (sequential), for the CPU it costs each process', measured: `${latency(seqHit.latencyMs!)}; ${cpuNote(seqHit.cpu)}`, baseline: '—', delta: `GET /health: ${cpuNote(seqHealth.cpu).replace('CPU/req: ', '')}`, target: '—', verdict: 'info' });
+  rows.push({
+    id: 'P7',
+    what: 'Profile: the row-2a cache hit (sequential), for the CPU it costs each process',
+    measured: `${latency(seqHit.latencyMs!)}; ${cpuNote(seqHit.cpu)}`,
+    baseline: '—',
+    delta: `GET /health: ${cpuNote(seqHealth.cpu).replace('CPU/req: ', '')}`,
+    target: '—',
+    verdict: 'info',
+  });
   const concHit = await load('2 cache hit concurrent', { mode: 'concurrent', target: hitTarget, ...PLAN.concurrent });
   requireTally('2 cache hit concurrent', concHit, 'HIT');
-  const concHealth = await load('2 health concurrent', { mode: 'concurrent', target: healthTarget, ...PLAN.concurrent });
+  const concHealth = await load('2 health concurrent', {
+    mode: 'concurrent',
+    target: healthTarget,
+    ...PLAN.concurrent,
+  });
   rows.push({
     id: '2b',
     what: `Exact-cache hit, ${PLAN.concurrent.connections} concurrent for ${PLAN.concurrent.seconds} s; req/s (median / p99 latency)`,
@@ -345,20 +509,45 @@ async function cacheHits(stack: Stack): Promise<void> {
 async function scaleOut(stack: Stack, bundle: WorkerBundle, adminToken: string): Promise<void> {
   const models = ['instant', 'instant-p1', 'instant-p2', 'instant-p3'];
   const stateDir = await mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : stack.work, 'npu-relay-bench-scale-'));
-  const edge = await startMiniflareEdge(bundle, { ...stack.vars, NPU_RELAY_EDGE_HITS: 'off' }, { direct: true, stateDir });
+  const edge = await startMiniflareEdge(
+    bundle,
+    { ...stack.vars, NPU_RELAY_EDGE_HITS: 'off' },
+    { direct: true, stateDir },
+  );
   const agents: Agent[] = [];
   try {
     const apiKey = await createKey(edge.url, adminToken);
-    const hdrs = (fresh: boolean) => ({ ...json, authorization: `Bearer ${apiKey}`, ...(fresh ? { 'cache-control': 'no-cache, no-store' } : {}) });
+    const hdrs = (fresh: boolean) => ({
+      ...json,
+      authorization: `Bearer ${apiKey}`,
+      ...(fresh ? { 'cache-control': 'no-cache, no-store' } : {}),
+    });
     for (const [i, model] of models.entries()) {
-      agents.push(await connectAgent(edge.url, stack.agentToken, new InstantEngine([model]), `bench-scale-${i}`, i === 0 ? undefined : `p${i}`));
+      agents.push(
+        await connectAgent(
+          edge.url,
+          stack.agentToken,
+          new InstantEngine([model]),
+          `bench-scale-${i}`,
+          i === 0 ? undefined : `p${i}`,
+        ),
+      );
     }
     await waitForAgents(edge.url, models.length);
     const target = (base: URL, fresh: boolean, n: number): HttpTarget => {
-      const bodies = models.slice(0, n).map((model) => JSON.stringify(fresh ? { ...freshChat, model } : { model, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 }));
+      const bodies = models
+        .slice(0, n)
+        .map((model) =>
+          JSON.stringify(
+            fresh
+              ? { ...freshChat, model }
+              : { model, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 },
+          ),
+        );
       return { ...chat(base, hdrs(fresh), {}), body: bodies[0]!, ...(n > 1 ? { bodies } : {}), expect: INSTANT_REPLY };
     };
-    for (const body of target(edge.url, false, models.length).bodies!) await primeCache({ ...target(edge.url, false, 1), body });
+    for (const body of target(edge.url, false, models.length).bodies!)
+      await primeCache({ ...target(edge.url, false, 1), body });
     const measure = async (label: string, t: HttpTarget, tally: string) => {
       const r = await load(label, { mode: 'concurrent', target: t, ...PLAN.concurrent });
       requireTally(label, r, tally);
@@ -367,7 +556,15 @@ async function scaleOut(stack: Stack, bundle: WorkerBundle, adminToken: string):
     const relayed1 = await measure('S one hub relayed', target(edge.url, true, 1), 'BYPASS');
     const hits1 = await measure('S one hub hits', target(edge.url, false, 1), 'HIT');
     // (b) on the main edge: the same bundle and storage, Worker-answered hits on; primed with the main edge's key.
-    const mainHit = { ...chat(stack.edge.url, headers(stack, false), { model: INSTANT_MODEL, messages: ask('Say hello, deterministically.'), temperature: 0, max_tokens: 16 }), expect: INSTANT_REPLY };
+    const mainHit = {
+      ...chat(stack.edge.url, headers(stack, false), {
+        model: INSTANT_MODEL,
+        messages: ask('Say hello, deterministically.'),
+        temperature: 0,
+        max_tokens: 16,
+      }),
+      expect: INSTANT_REPLY,
+    };
     await primeCache(mainHit);
     const hitsEdge = await measure('S hits in the Worker', mainHit, 'HIT');
     const relayed2 = await measure('S two pools relayed', target(edge.url, true, 2), 'BYPASS');
@@ -381,12 +578,21 @@ async function scaleOut(stack: Stack, bundle: WorkerBundle, adminToken: string):
         id,
         what: `Scale-out, ${PLAN.concurrent.connections} concurrent for ${PLAN.concurrent.seconds} s: ${what}; relayed req/s and cache hits/s (median / p99 latency)`,
         measured: `${relayed ? `relayed ${rate(relayed)}; ` : ''}hits ${rate(hits)}`,
-        baseline: id === 'S1' ? '—' : `row S1: relayed ${count(relayed1.reqPerSec!)}/s, hits ${count(hits1.reqPerSec!)}/s`,
-        delta: id === 'S1' ? '1.00× (the baseline)' : `${relayed ? `relayed ${ratio(relayed, relayed1)}, ` : ''}hits ${ratio(hits, hits1)}`,
+        baseline:
+          id === 'S1' ? '—' : `row S1: relayed ${count(relayed1.reqPerSec!)}/s, hits ${count(hits1.reqPerSec!)}/s`,
+        delta:
+          id === 'S1'
+            ? '1.00× (the baseline)'
+            : `${relayed ? `relayed ${ratio(relayed, relayed1)}, ` : ''}hits ${ratio(hits, hits1)}`,
         target: '— (docs/SCALING.md)',
         verdict: 'info',
       });
-    layout('S1', '(a) one hub, as before pools: every cache hit through the hub (NPU_RELAY_EDGE_HITS=off)', relayed1, hits1);
+    layout(
+      'S1',
+      '(a) one hub, as before pools: every cache hit through the hub (NPU_RELAY_EDGE_HITS=off)',
+      relayed1,
+      hits1,
+    );
     layout('S2', '(b) cache hits answered by the Worker, no hub (the default)', undefined, hitsEdge);
     layout('S3', '(c) two pools, a hub and an agent each; connections alternate between their models', relayed2, hits2);
     layout('S4', '(c) four pools, a hub and an agent each', relayed4, hits4);
@@ -409,7 +615,11 @@ async function waitForAgents(base: URL, n: number): Promise<void> {
 async function streaming(stack: Stack): Promise<void> {
   const streamBody = { ...freshChat, stream: true };
   const t = (base: URL, body: Record<string, unknown>) => chat(base, headers(stack, true), body);
-  const ttftDirect = await load('3 direct ttft', { mode: 'ttft', target: t(stack.direct.url, streamBody), ...PLAN.ttft });
+  const ttftDirect = await load('3 direct ttft', {
+    mode: 'ttft',
+    target: t(stack.direct.url, streamBody),
+    ...PLAN.ttft,
+  });
   const ttftRelay = await load('3 relay ttft', { mode: 'ttft', target: t(stack.edge.url, streamBody), ...PLAN.ttft });
   requireTally('3 relay ttft', ttftRelay, 'BYPASS');
   rows.push({
@@ -422,8 +632,21 @@ async function streaming(stack: Stack): Promise<void> {
     verdict: 'info',
   });
   const { streams, tokensPerStream, rounds, maxSeconds } = PLAN.flood;
-  const floodBody = { model: FLOOD_MODEL, messages: ask('Flood.'), temperature: 0.7, max_tokens: tokensPerStream, stream: true };
-  const spec = (base: URL): LoadSpec => ({ mode: 'streams', target: t(base, floodBody), streams, rounds, tokensPerStream, maxSeconds });
+  const floodBody = {
+    model: FLOOD_MODEL,
+    messages: ask('Flood.'),
+    temperature: 0.7,
+    max_tokens: tokensPerStream,
+    stream: true,
+  };
+  const spec = (base: URL): LoadSpec => ({
+    mode: 'streams',
+    target: t(base, floodBody),
+    streams,
+    rounds,
+    tokensPerStream,
+    maxSeconds,
+  });
   const floodDirect = await load('3 direct flood', spec(stack.direct.url));
   const workerd = childPids('workerd');
   const before = { workerd: cpuMs(workerd), agent: ownCpuMs() };
@@ -505,7 +728,11 @@ async function startWorkerComparison(stack: Stack, engine: Engine): Promise<void
     try {
       const target = { ...chat(edge.url, headers(stack, true), freshChat), expect: INSTANT_REPLY };
       const seq = await load('1c relay sequential (startWorker)', { mode: 'sequential', target, ...PLAN.sequential });
-      const nope = await load('1c worker only (startWorker)', { mode: 'sequential', target: { url: new URL('/bench-no-such-route', edge.url).href, method: 'GET', headers: {}, status: 404 }, ...PLAN.profile });
+      const nope = await load('1c worker only (startWorker)', {
+        mode: 'sequential',
+        target: { url: new URL('/bench-no-such-route', edge.url).href, method: 'GET', headers: {}, status: 404 },
+        ...PLAN.profile,
+      });
       const conc = await load('1c relay concurrent (startWorker)', { mode: 'concurrent', target, ...PLAN.concurrent });
       rows.push({
         id: '1c',
@@ -532,8 +759,16 @@ async function diskStorageComparison(stack: Stack, bundle: WorkerBundle, engine:
     const agent = await connectAgent(edge.url, stack.agentToken, engine, 'bench-agent-disk');
     try {
       const target = { ...chat(edge.url, headers(stack, true), freshChat), expect: INSTANT_REPLY };
-      const seq = await load('1e relay sequential (storage on disk)', { mode: 'sequential', target, ...PLAN.sequential });
-      const conc = await load('1e relay concurrent (storage on disk)', { mode: 'concurrent', target, ...PLAN.concurrent });
+      const seq = await load('1e relay sequential (storage on disk)', {
+        mode: 'sequential',
+        target,
+        ...PLAN.sequential,
+      });
+      const conc = await load('1e relay concurrent (storage on disk)', {
+        mode: 'concurrent',
+        target,
+        ...PLAN.concurrent,
+      });
       requireTally('1e relay sequential (storage on disk)', seq, 'BYPASS');
       rows.push({
         id: '1e',
@@ -570,10 +805,21 @@ async function engineEfficiency(): Promise<void> {
     const id = mode === 'continuous-batching' ? '4b' : '4b-s';
     const what = `Engine efficiency: OpenVinoEngine.generate() vs openvino-genai-node LLMPipeline.generate() directly (ChatHistory, no streamer), real runtime on the CPU, ${mode} pipeline`;
     if (ov) {
-      rows.push({ id, what, measured: `skipped: ${ov}`, baseline: '—', delta: '—', target: `≥ ${percent(TARGETS.engineRatio)}`, verdict: 'skipped' });
+      rows.push({
+        id,
+        what,
+        measured: `skipped: ${ov}`,
+        baseline: '—',
+        delta: '—',
+        target: `≥ ${percent(TARGETS.engineRatio)}`,
+        verdict: 'skipped',
+      });
       continue;
     }
-    const o = await compareOpenVinoWithLLMPipeline({ ...PLAN.engine, runs: Math.min(PLAN.engine.runs, 40), warmup: Math.min(PLAN.engine.warmup, 5) }, mode);
+    const o = await compareOpenVinoWithLLMPipeline(
+      { ...PLAN.engine, runs: Math.min(PLAN.engine.runs, 40), warmup: Math.min(PLAN.engine.warmup, 5) },
+      mode,
+    );
     rows.push({
       id,
       what: `${what}, ${o.model} IR fixture, greedy, max_new_tokens ${o.maxNewTokens}, ${o.runs} alternating runs; median tokens/s (${o.engine.tokens} / ${o.direct.tokens} tokens per run)`,
@@ -607,16 +853,27 @@ async function constrainedDecoding(): Promise<void> {
     baseline: `cached ${ms(c.compileCachedMs.median)} / ${ms(c.compileCachedMs.p99)}`,
     delta: '—',
     target: `cold ≤ ${TARGETS.compileColdMs} ms, cached ≤ ${TARGETS.compileCachedMs} ms`,
-    verdict: verdict(c.compileColdMs.median <= TARGETS.compileColdMs && c.compileCachedMs.median <= TARGETS.compileCachedMs),
+    verdict: verdict(
+      c.compileColdMs.median <= TARGETS.compileColdMs && c.compileCachedMs.median <= TARGETS.compileCachedMs,
+    ),
   });
 }
 
 /** A second chat turn's TTFT on the real OpenVINO runtime, prefix caching off (stateful) and on (continuous batching). */
 async function openVinoPrefixReuse(): Promise<void> {
-  const what = "Second chat turn's time to first token, OpenVinoEngine on the real runtime (CPU): prefix caching off = stateful pipeline (ATTENTION_BACKEND: SDPA, what the NPU runs; its chat-history KV reuse) vs on = continuous batching (GenAI's prefix cache)";
+  const what =
+    "Second chat turn's time to first token, OpenVinoEngine on the real runtime (CPU): prefix caching off = stateful pipeline (ATTENTION_BACKEND: SDPA, what the NPU runs; its chat-history KV reuse) vs on = continuous batching (GenAI's prefix cache)";
   const ov = await openVinoBenchUnavailable();
   if (ov) {
-    rows.push({ id: '4e', what, measured: `skipped: ${ov}`, baseline: '—', delta: '—', target: '— (report)', verdict: 'skipped' });
+    rows.push({
+      id: '4e',
+      what,
+      measured: `skipped: ${ov}`,
+      baseline: '—',
+      delta: '—',
+      target: '— (report)',
+      verdict: 'skipped',
+    });
     return;
   }
   log('4e OpenVINO prefix reuse: second-turn TTFT, stateful vs continuous batching');
@@ -658,7 +915,40 @@ async function prefixReuse(): Promise<void> {
   });
 }
 
-const ORDER = ['1a', '1b', '1c', '1d', '1e', '2a', '2b', 'S1', 'S2', 'S3', 'S4', '3a', '3b', '4a', '4b', '4b-s', '4c', '4d', '4e', '5a', '5b', '6a', '6b', 'P0', 'P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'];
+const ORDER = [
+  '1a',
+  '1b',
+  '1c',
+  '1d',
+  '1e',
+  '2a',
+  '2b',
+  'S1',
+  'S2',
+  'S3',
+  'S4',
+  '3a',
+  '3b',
+  '4a',
+  '4b',
+  '4b-s',
+  '4c',
+  '4d',
+  '4e',
+  '5a',
+  '5b',
+  '6a',
+  '6b',
+  'P0',
+  'P1',
+  'P2',
+  'P3',
+  'P4',
+  'P5',
+  'P6',
+  'P7',
+  'P8',
+];
 
 try {
   await main();
@@ -669,10 +959,14 @@ const wallS = (performance.now() - startedAt) / 1000;
 // Anything else running on this machine during the run competes for the same cores; say how much there was.
 const othersPct = ((machineBusyMs() - machineBusyAtStart - runCpuMs()) / (wallS * 1000)) * 100;
 rows.sort((a, b) => ORDER.indexOf(a.id) - ORDER.indexOf(b.id));
-process.stdout.write(`\nnpu-relay bench — ${new Date().toISOString()} — ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${mib(totalmem())} RAM, Node ${process.version}, wall ${wallS.toFixed(0)} s; other processes used ${Math.max(0, othersPct).toFixed(0)} % of one core on average during the run\n\n`);
+process.stdout.write(
+  `\nnpu-relay bench — ${new Date().toISOString()} — ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${mib(totalmem())} RAM, Node ${process.version}, wall ${wallS.toFixed(0)} s; other processes used ${Math.max(0, othersPct).toFixed(0)} % of one core on average during the run\n\n`,
+);
 process.stdout.write(renderTable(rows) + '\n');
 if (failures.length) {
-  process.stdout.write(`\nThe bench is invalid: measurements saw errors:\n${failures.map((f) => `- ${f}`).join('\n')}\n`);
+  process.stdout.write(
+    `\nThe bench is invalid: measurements saw errors:\n${failures.map((f) => `- ${f}`).join('\n')}\n`,
+  );
   process.exitCode = 1;
 }
 process.exit();

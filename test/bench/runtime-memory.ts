@@ -38,7 +38,9 @@ const mf = new Miniflare(
 );
 await mf.ready;
 const url = await mf.unsafeGetDirectURL('bare-hub');
-const heap = await openIsolateHeap(inspectorPort, 'bare-hub', async () => (await fetch(new URL('/wake', url))).arrayBuffer());
+const heap = await openIsolateHeap(inspectorPort, 'bare-hub', async () =>
+  (await fetch(new URL('/wake', url))).arrayBuffer(),
+);
 const agent = new WebSocket(new URL('/agent', url).toString().replace(/^http/, 'ws'));
 await new Promise((resolve, reject) => agent.once('open', resolve).once('error', reject));
 agent.on('message', (data) => {
@@ -52,11 +54,14 @@ for (let r = 0; r < rounds; r++) {
   let next = 0;
   await Promise.all(
     Array.from({ length: 16 }, async () => {
-      while (next++ < perRound) await (await fetch(new URL('/v1', url), { method: 'POST', body: JSON.stringify({ n: next }) })).arrayBuffer();
+      while (next++ < perRound)
+        await (await fetch(new URL('/v1', url), { method: 'POST', body: JSON.stringify({ n: next }) })).arrayBuffer();
     }),
   );
   const h = await heap.sample();
-  console.log(`after round ${r + 1} (${(r + 1) * perRound} requests): workerd ${workerdRssMb().toFixed(0)} MiB, isolate heap ${h.usedMb.toFixed(2)} MiB live`);
+  console.log(
+    `after round ${r + 1} (${(r + 1) * perRound} requests): workerd ${workerdRssMb().toFixed(0)} MiB, isolate heap ${h.usedMb.toFixed(2)} MiB live`,
+  );
 }
 heap.close();
 agent.close();

@@ -33,7 +33,16 @@ let durationMs: number;
 let rate: number;
 let warmup: number;
 try {
-  const { values } = parseArgs({ args: process.argv.slice(2), strict: true, options: { duration: { type: 'string' }, rate: { type: 'string' }, warmup: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    options: {
+      duration: { type: 'string' },
+      rate: { type: 'string' },
+      warmup: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   if (values.help) {
     console.log(HELP);
     process.exit(0);
@@ -41,8 +50,10 @@ try {
   durationMs = parseDuration(values.duration ?? '10m');
   rate = Number(values.rate ?? 2);
   warmup = Number(values.warmup ?? 2000);
-  if (!(Number.isInteger(warmup) && warmup >= 0)) throw new Error(`--warmup: '${values.warmup}' must be a whole number of requests`);
-  if (!(rate > 0 && rate <= 50)) throw new Error(`--rate: '${values.rate}' must be a number of requests per second between 0 and 50`);
+  if (!(Number.isInteger(warmup) && warmup >= 0))
+    throw new Error(`--warmup: '${values.warmup}' must be a whole number of requests`);
+  if (!(rate > 0 && rate <= 50))
+    throw new Error(`--rate: '${values.rate}' must be a number of requests per second between 0 and 50`);
   if (durationMs < 20_000) throw new Error('--duration: at least 20s, so the faults fit in');
 } catch (err) {
   console.error(`npu-relay soak: ${(err as Error).message}\n\n${HELP}`);
@@ -76,7 +87,9 @@ interface Outcome {
 
 const inspectorPort = await freePort();
 const edge = await startDeployedEdge('soak', { inspectorPort });
-const heap = await openIsolateHeap(inspectorPort, 'npu-relay', async () => (await fetch(new URL('/health', edge.url))).arrayBuffer());
+const heap = await openIsolateHeap(inspectorPort, 'npu-relay', async () =>
+  (await fetch(new URL('/health', edge.url))).arrayBuffer(),
+);
 /**
  * The agent's prompt-prefix cache keeps the KV of recent conversations up to its budget (512 MiB by default): by
  * design its memory grows with every new conversation until the budget is reached. A budget this small is full a
@@ -90,13 +103,17 @@ if (warmup > 0) {
   console.error(`soak: warming up with ${warmup} requests, 8 at a time`);
   let next = 0;
   const warm: Outcome[] = [];
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (next < warmup) {
-      const i = next++;
-      warm.push(await send(KINDS[i % KINDS.length]!, -1 - i));
-    }
-  }));
-  console.error(`soak: warm-up done in ${((Date.now() - t0) / 1000).toFixed(0)} s, ${warm.filter((o) => o.result === 'ok').length} of ${warmup} ok`);
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < warmup) {
+        const i = next++;
+        warm.push(await send(KINDS[i % KINDS.length]!, -1 - i));
+      }
+    }),
+  );
+  console.error(
+    `soak: warm-up done in ${((Date.now() - t0) / 1000).toFixed(0)} s, ${warm.filter((o) => o.result === 'ok').length} of ${warmup} ok`,
+  );
 }
 const heapStart = (await heap.sample()).usedMb;
 t0 = Date.now();
@@ -107,7 +124,10 @@ const memoryStart = { workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) };
  * the table reports as the trend (the agent is a new process after its restart at 20 %, so its half starts later).
  */
 const samples: Array<{ at: number; workerd: number; agent: number }> = [];
-const sampler = setInterval(() => samples.push({ at: Date.now() - t0, workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) }), 5000);
+const sampler = setInterval(
+  () => samples.push({ at: Date.now() - t0, workerd: workerdRssMb(), agent: rssMb(agent.child.pid!) }),
+  5000,
+);
 /**
  * The isolate's live heap every 60 s (10 times on a shorter run): what the Worker and its hub hold after a full
  * collection, which the sample forces (a few milliseconds on a heap of this size), so the RSS rows read as "with a
@@ -119,14 +139,21 @@ const heapSampler = setInterval(
     void heap.sample().then(
       (h) => {
         heapSamples.push({ at: Date.now() - t0, heap: h.usedMb });
-        console.error(`soak: ${((Date.now() - t0) / 1000).toFixed(0)} s, isolate heap ${h.usedMb.toFixed(2)} MiB live, workerd RSS ${workerdRssMb().toFixed(1)} MiB, agent RSS ${rssMb(agent.child.pid!).toFixed(0)} MiB`);
+        console.error(
+          `soak: ${((Date.now() - t0) / 1000).toFixed(0)} s, isolate heap ${h.usedMb.toFixed(2)} MiB live, workerd RSS ${workerdRssMb().toFixed(1)} MiB, agent RSS ${rssMb(agent.child.pid!).toFixed(0)} MiB`,
+        );
       },
       () => {},
     ),
   Math.min(60_000, durationMs / 10),
 );
 /** Mean of the samples in [from, to) of the run, as fractions of it. */
-const meanOf = <K extends string>(list: Array<{ at: number } & Record<K, number>>, key: K, from: number, to: number) => {
+const meanOf = <K extends string>(
+  list: Array<{ at: number } & Record<K, number>>,
+  key: K,
+  from: number,
+  to: number,
+) => {
   const inside = list.filter((s) => s.at >= from * durationMs && s.at < to * durationMs && s[key] > 0);
   return inside.reduce((n, s) => n + s[key], 0) / Math.max(1, inside.length);
 };
@@ -134,36 +161,63 @@ const meanOf = <K extends string>(list: Array<{ at: number } & Record<K, number>
 async function send(kind: Kind, i: number): Promise<Outcome> {
   const started = performance.now();
   const at = Date.now() - t0;
-  const done = (result: Outcome['result'], detail: string): Outcome => ({ kind, at, ms: performance.now() - started, result, detail });
+  const done = (result: Outcome['result'], detail: string): Outcome => ({
+    kind,
+    at,
+    ms: performance.now() - started,
+    result,
+    detail,
+  });
   const path = kind === 'embed' ? '/v1/embeddings' : '/v1/chat/completions';
   const body =
     kind === 'embed'
       ? { model: EMBED_MODEL, input: [`soak embedding ${i}`] }
       : kind === 'cached'
-        ? { model: CHAT_MODEL, messages: [{ role: 'user', content: 'the soak question everyone asks' }], max_tokens: 16, temperature: 0 }
-        : { model: CHAT_MODEL, messages: [{ role: 'user', content: `soak ${kind} ${i}` }], max_tokens: kind === 'stream' ? 48 : 16, temperature: 0.7, stream: kind === 'stream' };
+        ? {
+            model: CHAT_MODEL,
+            messages: [{ role: 'user', content: 'the soak question everyone asks' }],
+            max_tokens: 16,
+            temperature: 0,
+          }
+        : {
+            model: CHAT_MODEL,
+            messages: [{ role: 'user', content: `soak ${kind} ${i}` }],
+            max_tokens: kind === 'stream' ? 48 : 16,
+            temperature: 0.7,
+            stream: kind === 'stream',
+          };
   try {
     const res = await fetch(new URL(path, edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json', ...(kind === 'cached' ? {} : { 'cache-control': 'no-store' }) },
+      headers: {
+        authorization: `Bearer ${edge.apiKey}`,
+        'content-type': 'application/json',
+        ...(kind === 'cached' ? {} : { 'cache-control': 'no-store' }),
+      },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(DEADLINE_MS),
     });
     const text = await res.text();
     if (res.status === 503) return done('refused', `503 ${/"code":"(\w+)"/.exec(text)?.[1] ?? ''}`);
-    if (res.status !== 200) return done('lost', `${res.status} ${/"code":"(\w+)"/.exec(text)?.[1] ?? text.slice(0, 80)}`);
-    if (kind === 'stream' && (!text.includes('data: [DONE]') || /"error":\{/.test(text))) return done('lost', `stream error ${/"code":"(\w+)"/.exec(text)?.[1] ?? ''}`);
+    if (res.status !== 200)
+      return done('lost', `${res.status} ${/"code":"(\w+)"/.exec(text)?.[1] ?? text.slice(0, 80)}`);
+    if (kind === 'stream' && (!text.includes('data: [DONE]') || /"error":\{/.test(text)))
+      return done('lost', `stream error ${/"code":"(\w+)"/.exec(text)?.[1] ?? ''}`);
     return done('ok', kind === 'cached' ? (res.headers.get('x-npu-relay-cache') ?? '') : '');
   } catch (err) {
     const e = err as Error;
-    return done(e.name === 'TimeoutError' ? 'hung' : 'lost', e.name === 'TimeoutError' ? `no answer in ${DEADLINE_MS / 1000} s` : e.message);
+    return done(
+      e.name === 'TimeoutError' ? 'hung' : 'lost',
+      e.name === 'TimeoutError' ? `no answer in ${DEADLINE_MS / 1000} s` : e.message,
+    );
   }
 }
 
 const faults: string[] = [];
 const phase = (ms: number) => `${((ms - t0) / 1000).toFixed(0)} s`;
 async function faultSchedule(): Promise<void> {
-  const at = (fraction: number) => new Promise((r) => setTimeout(r, Math.max(0, t0 + durationMs * fraction - Date.now())));
+  const at = (fraction: number) =>
+    new Promise((r) => setTimeout(r, Math.max(0, t0 + durationMs * fraction - Date.now())));
   await at(0.2);
   faults.push(`${phase(Date.now())}: agent restarted (SIGTERM, drain, new process)`);
   agent.child.kill('SIGTERM');
@@ -186,7 +240,8 @@ const pending: Array<Promise<Outcome>> = [];
 for (let i = 0; Date.now() - t0 < durationMs; i++) {
   pending.push(send(KINDS[i % KINDS.length]!, i));
   await new Promise((r) => setTimeout(r, Math.max(0, t0 + ((i + 1) * 1000) / rate - Date.now())));
-  if (i % (rate * 30) === 0) console.error(`soak: ${Math.round((Date.now() - t0) / 1000)} s, ${i + 1} requests started`);
+  if (i % (rate * 30) === 0)
+    console.error(`soak: ${Math.round((Date.now() - t0) / 1000)} s, ${i + 1} requests started`);
 }
 await faultsDone;
 const outcomes = await Promise.all(pending);
@@ -196,16 +251,24 @@ clearInterval(heapSampler);
 const heapEnd = (await heap.sample()).usedMb;
 heap.close();
 const thirds = (mean: (from: number, to: number) => number, from: number, digits: number) => {
-  const [a, b, c] = [mean(from, from + (1 - from) / 3), mean(from + (1 - from) / 3, from + (2 * (1 - from)) / 3), mean(from + (2 * (1 - from)) / 3, 1.01)];
+  const [a, b, c] = [
+    mean(from, from + (1 - from) / 3),
+    mean(from + (1 - from) / 3, from + (2 * (1 - from)) / 3),
+    mean(from + (2 * (1 - from)) / 3, 1.01),
+  ];
   if (!(a > 0 && b > 0 && c > 0)) return 'too few samples';
   return `${a.toFixed(digits)} → ${b.toFixed(digits)} → ${c.toFixed(digits)} MiB (${(((c - a) / a) * 100).toFixed(0)} % over the last two thirds)`;
 };
 const trend = (key: 'workerd' | 'agent', from: number) => thirds((f, t) => meanOf(samples, key, f, t), from, 0);
 
 // Usage rows: the hub writes them in batches and retries while libSQL is away; wait until they stop arriving.
-const usageRows = async () => Number((await db.execute({ sql: 'select count(*) as n from usage where at >= ?', args: [t0] })).rows[0]!.n);
+const usageRows = async () =>
+  Number((await db.execute({ sql: 'select count(*) as n from usage where at >= ?', args: [t0] })).rows[0]!.n);
 let rows = await usageRows();
-for (let lastChange = Date.now(), deadline = Date.now() + 90_000; rows < outcomes.length && Date.now() < deadline && Date.now() - lastChange < 20_000; ) {
+for (
+  let lastChange = Date.now(), deadline = Date.now() + 90_000;
+  rows < outcomes.length && Date.now() < deadline && Date.now() - lastChange < 20_000;
+) {
   await new Promise((r) => setTimeout(r, 1000));
   const n = await usageRows();
   if (n !== rows) lastChange = Date.now();
@@ -213,14 +276,21 @@ for (let lastChange = Date.now(), deadline = Date.now() + 90_000; rows < outcome
 }
 
 const by = (f: (o: Outcome) => boolean) => outcomes.filter(f).length;
-const p = (values: number[], q: number) => values.sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? 0;
+const p = (values: number[], q: number) =>
+  values.sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? 0;
 const lines = [
   `| soak: ${(durationMs / 60_000).toFixed(1)} min at ${rate} req/s | ${outcomes.length} requests |`,
   '|---|---|',
   ...KINDS.map((k) => {
     const mine = outcomes.filter((o) => o.kind === k);
     const ok = mine.filter((o) => o.result === 'ok');
-    return `| ${k} | ${ok.length} ok of ${mine.length}; p50 ${p(ok.map((o) => o.ms), 0.5).toFixed(0)} ms, p99 ${p(ok.map((o) => o.ms), 0.99).toFixed(0)} ms${k === 'cached' ? `; ${by((o) => o.kind === 'cached' && o.detail === 'HIT')} cache hits` : ''} |`;
+    return `| ${k} | ${ok.length} ok of ${mine.length}; p50 ${p(
+      ok.map((o) => o.ms),
+      0.5,
+    ).toFixed(0)} ms, p99 ${p(
+      ok.map((o) => o.ms),
+      0.99,
+    ).toFixed(0)} ms${k === 'cached' ? `; ${by((o) => o.kind === 'cached' && o.detail === 'HIT')} cache hits` : ''} |`;
   }),
   `| refused (503, Retry-After) | ${by((o) => o.result === 'refused')} |`,
   `| lost (failed after reaching the relay) | ${by((o) => o.result === 'lost')} |`,
@@ -246,7 +316,10 @@ for (const o of bad) {
   g.last = o.at;
   groups.set(key, g);
 }
-if (groups.size) console.log(`\nNot ok, by kind and reason (seconds into the run):\n${[...groups].map(([k, g]) => `- ${k}: ${g.n} (${(g.first / 1000).toFixed(0)}–${(g.last / 1000).toFixed(0)} s)`).join('\n')}`);
+if (groups.size)
+  console.log(
+    `\nNot ok, by kind and reason (seconds into the run):\n${[...groups].map(([k, g]) => `- ${k}: ${g.n} (${(g.first / 1000).toFixed(0)}–${(g.last / 1000).toFixed(0)} s)`).join('\n')}`,
+  );
 
 db.close();
 agent.child.kill('SIGKILL');

@@ -20,7 +20,14 @@ export function summarize(samples: readonly number[]): Summary {
   const sorted = Float64Array.from(samples).sort();
   let sum = 0;
   for (const v of sorted) sum += v;
-  return { n: sorted.length, median: percentile(sorted, 50), p99: percentile(sorted, 99), mean: sum / sorted.length, min: sorted[0]!, max: sorted[sorted.length - 1]! };
+  return {
+    n: sorted.length,
+    median: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    mean: sum / sorted.length,
+    min: sorted[0]!,
+    max: sorted[sorted.length - 1]!,
+  };
 }
 
 /** The median of a few repeated figures (e.g. rounds of a throughput run). */

@@ -13,8 +13,22 @@ export interface AgentProcess {
   exited: Promise<string>;
 }
 
-export async function spawnAgent(edge: Pick<TestEdge, 'url' | 'agentToken'>, id: string, env: Record<string, string> = {}): Promise<AgentProcess> {
-  const args = [path.join(PROJECT_ROOT, 'node/cli/agent.ts'), '--edge', edge.url.toString(), '--token', edge.agentToken, '--models', MODELS_DIR, '--id', id];
+export async function spawnAgent(
+  edge: Pick<TestEdge, 'url' | 'agentToken'>,
+  id: string,
+  env: Record<string, string> = {},
+): Promise<AgentProcess> {
+  const args = [
+    path.join(PROJECT_ROOT, 'node/cli/agent.ts'),
+    '--edge',
+    edge.url.toString(),
+    '--token',
+    edge.agentToken,
+    '--models',
+    MODELS_DIR,
+    '--id',
+    id,
+  ];
   return start(args, id, { ...process.env, NPU_RELAY_METRICS_PORT: '0', ...env }, /connected to the edge/);
 }
 
@@ -28,7 +42,16 @@ export async function spawnFloodAgent(
   options: Partial<Omit<FloodAgentOptions, 'edgeUrl' | 'agentToken' | 'agentId'>> = {},
   until: RegExp = /connected to the edge/,
 ): Promise<AgentProcess> {
-  const o: FloodAgentOptions = { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: id, model: id, deltaBytes: 8, intervalMs: 0, burst: 1, ...options };
+  const o: FloodAgentOptions = {
+    edgeUrl: edge.url.toString(),
+    agentToken: edge.agentToken,
+    agentId: id,
+    model: id,
+    deltaBytes: 8,
+    intervalMs: 0,
+    burst: 1,
+    ...options,
+  };
   return start([path.join(PROJECT_ROOT, 'test/support/flood-agent.ts'), JSON.stringify(o)], id, process.env, until);
 }
 
@@ -37,7 +60,9 @@ async function start(args: string[], id: string, env: NodeJS.ProcessEnv, until: 
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d));
   child.stderr!.on('data', (d: Buffer) => (out += d));
-  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? String(code))));
+  const exited = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(signal ?? String(code))),
+  );
   const deadline = Date.now() + 30_000;
   while (!until.test(out)) {
     if (child.exitCode !== null) throw new Error(`agent ${id} exited early:\n${out}`);

@@ -7,7 +7,11 @@
 export default {
   async fetch(request, env) {
     const q = new URL(request.url).searchParams;
-    const init = { method: 'POST', headers: { authorization: `Bearer ${q.get('key')}`, 'content-type': 'application/json' }, body: q.get('body') };
+    const init = {
+      method: 'POST',
+      headers: { authorization: `Bearer ${q.get('key')}`, 'content-type': 'application/json' },
+      body: q.get('body'),
+    };
     if (q.get('abortMs')) init.signal = AbortSignal.timeout(Number(q.get('abortMs')));
     try {
       const res = await env.EDGE.fetch('https://edge/v1/chat/completions', init);

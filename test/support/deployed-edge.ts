@@ -31,7 +31,11 @@ export async function startDeployedEdge(name: string, options: { inspectorPort?:
   const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const edge = await startMiniflareEdge(bundle, { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url }, { direct: true, ...options });
+  const edge = await startMiniflareEdge(
+    bundle,
+    { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
+    { direct: true, ...options },
+  );
   const created = await fetch(new URL('/admin/keys', edge.url), {
     method: 'POST',
     headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
@@ -40,7 +44,12 @@ export async function startDeployedEdge(name: string, options: { inspectorPort?:
   if (created.status !== 201) throw new Error(`creating a key failed: ${created.status} ${await created.text()}`);
   const apiKey = ((await created.json()) as { key: string }).key;
   const deployed: DeployedEdge = {
-    edge, url: edge.url, sqld, agentToken, adminToken, apiKey,
+    edge,
+    url: edge.url,
+    sqld,
+    agentToken,
+    adminToken,
+    apiKey,
     stop: async () => {
       await edge.stop();
       // A caller may have restarted the database (the soak does): stop whichever one is current.

@@ -25,7 +25,11 @@ export interface ContractTarget {
 type Done = Extract<GenerationEvent, { type: 'done' }>;
 
 /** Runs a generation to its end and checks the stream's shape: deltas, then exactly one `done`, last. */
-export async function runGenerate(engine: Engine, task: ChatTask | CompleteTask, signal = new AbortController().signal) {
+export async function runGenerate(
+  engine: Engine,
+  task: ChatTask | CompleteTask,
+  signal = new AbortController().signal,
+) {
   const events: GenerationEvent[] = [];
   for await (const e of engine.generate(task, signal)) events.push(e);
   const deltas = events.filter((e) => e.type === 'delta');
@@ -36,7 +40,14 @@ export async function runGenerate(engine: Engine, task: ChatTask | CompleteTask,
   const prompts = events.filter((e) => e.type === 'prompt');
   assert.ok(prompts.length <= 1, 'at most one prompt event');
   if (prompts[0]) {
-    assert.ok(events.indexOf(prompts[0]) < Math.max(0, events.findIndex((e) => e.type === 'delta')) || deltas.length === 0, 'the prompt count comes before the first delta');
+    assert.ok(
+      events.indexOf(prompts[0]) <
+        Math.max(
+          0,
+          events.findIndex((e) => e.type === 'delta'),
+        ) || deltas.length === 0,
+      'the prompt count comes before the first delta',
+    );
     assert.equal(prompts[0].promptTokens, (done as Done).usage.promptTokens, 'the early prompt count equals the usage');
   }
   return { text: deltas.map((d) => d.text).join(''), deltas, done: done as Done };
@@ -64,7 +75,11 @@ export function engineContract(target: ContractTarget): void {
       const models = engine.models();
       assert.equal(models.find((m) => m.id === chatModel)?.kind, 'chat');
       if (embedModel) assert.equal(models.find((m) => m.id === embedModel)?.kind, 'embedding');
-      for (const m of models) assert.ok(engine.devices.some((d) => d.name === m.device), `${m.id} runs on a listed device`);
+      for (const m of models)
+        assert.ok(
+          engine.devices.some((d) => d.name === m.device),
+          `${m.id} runs on a listed device`,
+        );
     });
 
     test('streams deltas whose token counts add up to the usage, and stops at max tokens', { skip }, async () => {
@@ -72,25 +87,51 @@ export function engineContract(target: ContractTarget): void {
       assert.ok(deltas.length >= 3, 'several deltas');
       assert.equal(done.finishReason, 'length');
       assert.equal(done.usage.completionTokens, 12);
-      assert.equal(deltas.reduce((n, d) => n + d.tokens, 0), 12, 'delta token counts add up to the usage');
+      assert.equal(
+        deltas.reduce((n, d) => n + d.tokens, 0),
+        12,
+        'delta token counts add up to the usage',
+      );
       assert.ok(done.usage.promptTokens > 3, 'the prompt went through the chat template');
-      assert.ok(engine.devices.some((d) => d.name === done.device), `done names a listed device (${done.device})`);
+      assert.ok(
+        engine.devices.some((d) => d.name === done.device),
+        `done names a listed device (${done.device})`,
+      );
     });
 
-    test('countTokens is the prompt count of a generation with the same chat, and generates nothing', { skip }, async () => {
+    test('countTokens is the prompt count of a generation with the same chat, and generates nothing', {
+      skip,
+    }, async () => {
       const messages: ChatTask['messages'] = [
         { role: 'system', content: 'You are terse.' },
         { role: 'user', content: 'How many tokens is this?' },
         { role: 'assistant', content: 'Some.' },
         { role: 'user', content: 'Exactly?' },
       ];
-      const { done } = await runGenerate(engine, { ...chat(''), messages, sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
-      const counted = await engine.countTokens({ task: 'count', model: chatModel, messages }, new AbortController().signal);
+      const { done } = await runGenerate(engine, {
+        ...chat(''),
+        messages,
+        sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] },
+      });
+      const counted = await engine.countTokens(
+        { task: 'count', model: chatModel, messages },
+        new AbortController().signal,
+      );
       assert.equal(counted.promptTokens, done.usage.promptTokens);
       assert.ok(engine.devices.some((d) => d.name === counted.device));
-      const longer = await engine.countTokens({ task: 'count', model: chatModel, messages: [...messages, { role: 'assistant', content: 'Yes.' }, { role: 'user', content: 'Thanks.' }] }, new AbortController().signal);
+      const longer = await engine.countTokens(
+        {
+          task: 'count',
+          model: chatModel,
+          messages: [...messages, { role: 'assistant', content: 'Yes.' }, { role: 'user', content: 'Thanks.' }],
+        },
+        new AbortController().signal,
+      );
       assert.ok(longer.promptTokens > counted.promptTokens, 'a longer chat counts more tokens');
-      await assert.rejects(engine.countTokens({ task: 'count', model: 'no-such-model', messages }, new AbortController().signal), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+      await assert.rejects(
+        engine.countTokens({ task: 'count', model: 'no-such-model', messages }, new AbortController().signal),
+        (err: unknown) => err instanceof AgentError && err.code === 'unknown_model',
+      );
     });
 
     test('greedy decoding is deterministic', { skip }, async () => {
@@ -100,8 +141,11 @@ export function engineContract(target: ContractTarget): void {
       assert.ok(a.text.length > 0);
     });
 
-    test('a seed makes sampling reproducible, also with concurrent requests; other seeds differ', { skip }, async () => {
-      const sampled = (seed: number) => runGenerate(engine, chat('roll the dice', { temperature: 1, topP: 0.95, seed, maxTokens: 24 }));
+    test('a seed makes sampling reproducible, also with concurrent requests; other seeds differ', {
+      skip,
+    }, async () => {
+      const sampled = (seed: number) =>
+        runGenerate(engine, chat('roll the dice', { temperature: 1, topP: 0.95, seed, maxTokens: 24 }));
       const [a, b, c] = await Promise.all([sampled(42), sampled(42), sampled(43)]);
       assert.equal(a.text, b.text, 'same seed, same text');
       assert.notEqual(a.text, c.text, 'another seed, another text');
@@ -119,23 +163,33 @@ export function engineContract(target: ContractTarget): void {
       assert.ok(!stopped.text.includes(stop));
     });
 
-    test('cancellation stops generation at the next token and still reports the tokens produced', { skip }, async () => {
+    test('cancellation stops generation at the next token and still reports the tokens produced', {
+      skip,
+    }, async () => {
       const controller = new AbortController();
       const events: GenerationEvent[] = [];
       const started = performance.now();
-      for await (const e of engine.generate(chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }), controller.signal)) {
+      for await (const e of engine.generate(
+        chat('go on forever', { maxTokens: 1500, temperature: 0.8, seed: 1 }),
+        controller.signal,
+      )) {
         events.push(e);
         if (events.length === 5) controller.abort();
       }
       const done = events.at(-1) as Done;
       assert.equal(done.type, 'done');
       assert.equal(done.finishReason, 'cancelled');
-      assert.ok(done.usage.completionTokens >= 5 && done.usage.completionTokens < 50, `stopped promptly (${done.usage.completionTokens} tokens)`);
+      assert.ok(
+        done.usage.completionTokens >= 5 && done.usage.completionTokens < 50,
+        `stopped promptly (${done.usage.completionTokens} tokens)`,
+      );
       assert.ok(performance.now() - started < 5000);
     });
 
     test('a consumer that stops iterating stops generation', { skip }, async () => {
-      const iterator = engine.generate(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)[Symbol.asyncIterator]();
+      const iterator = engine
+        .generate(chat('abandon me', { maxTokens: 1500, temperature: 0.8, seed: 2 }), new AbortController().signal)
+        [Symbol.asyncIterator]();
       await iterator.next();
       await iterator.return?.();
       // The engine is free again right away: a new request completes normally.
@@ -151,18 +205,28 @@ export function engineContract(target: ContractTarget): void {
         return true;
       });
       if (embedModel) {
-        await assert.rejects(runGenerate(engine, { ...chat('x'), model: embedModel }), (err: unknown) => err instanceof AgentError && /embedding model/.test(err.message));
+        await assert.rejects(
+          runGenerate(engine, { ...chat('x'), model: embedModel }),
+          (err: unknown) => err instanceof AgentError && /embedding model/.test(err.message),
+        );
       }
     });
 
     test('a raw completion skips the chat template', { skip }, async () => {
-      const raw = await runGenerate(engine, { task: 'complete', model: chatModel, prompt: 'count my tokens', sampling: { maxTokens: 4, temperature: 0, topP: 1, stop: [] } });
+      const raw = await runGenerate(engine, {
+        task: 'complete',
+        model: chatModel,
+        prompt: 'count my tokens',
+        sampling: { maxTokens: 4, temperature: 0, topP: 1, stop: [] },
+      });
       const templated = await runGenerate(engine, chat('count my tokens', { maxTokens: 4 }));
       assert.equal(raw.done.usage.completionTokens, 4);
       assert.ok(raw.done.usage.promptTokens < templated.done.usage.promptTokens);
     });
 
-    test('embeddings: one unit vector per input, in order, with token counts', { skip: skip ?? (embedModel ? undefined : 'this target has no embedding model') }, async () => {
+    test('embeddings: one unit vector per input, in order, with token counts', {
+      skip: skip ?? (embedModel ? undefined : 'this target has no embedding model'),
+    }, async () => {
       const input = ['the cat sat', 'on the mat', 'the cat sat'];
       const r = await engine.embed({ task: 'embed', model: embedModel!, input }, new AbortController().signal);
       assert.equal(r.vectors.length, 3);
@@ -175,7 +239,10 @@ export function engineContract(target: ContractTarget): void {
       assert.notDeepEqual(r.vectors[0], r.vectors[1]);
       // [CLS] the cat sat [SEP] and so on: at least the words plus two markers per input.
       assert.ok(r.promptTokens >= 3 * 4, `token count ${r.promptTokens}`);
-      const one = await engine.embed({ task: 'embed', model: embedModel!, input: ['on the mat'] }, new AbortController().signal);
+      const one = await engine.embed(
+        { task: 'embed', model: embedModel!, input: ['on the mat'] },
+        new AbortController().signal,
+      );
       assert.deepEqual(one.vectors[0], r.vectors[1], 'batching does not change a vector');
     });
 
@@ -183,14 +250,19 @@ export function engineContract(target: ContractTarget): void {
       // Greedy decoding of a tiny random model falls into a loop within 64 tokens (the fixture repeats a phrase
       // after 8, the template-less public model after about 20), so penalties on repeated tokens must change it.
       const plain = await runGenerate(engine, chat('hi', { maxTokens: 64 }));
-      const penalised = await runGenerate(engine, chat('hi', { maxTokens: 64, presencePenalty: 2, frequencyPenalty: 2 }));
+      const penalised = await runGenerate(
+        engine,
+        chat('hi', { maxTokens: 64, presencePenalty: 2, frequencyPenalty: 2 }),
+      );
       assert.notEqual(plain.text, penalised.text);
     });
 
     test('ten concurrent cold requests share one model load and all complete', { skip }, async () => {
       const fresh = await target.create();
       try {
-        const results = await Promise.all(Array.from({ length: 10 }, () => runGenerate(fresh, chat('cold start', { maxTokens: 4 }))));
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () => runGenerate(fresh, chat('cold start', { maxTokens: 4 }))),
+        );
         assert.equal(new Set(results.map((r) => r.text)).size, 1);
       } finally {
         await fresh.close();
@@ -215,7 +287,12 @@ export interface LifecycleTarget {
 
 const recorder = () => {
   const events: ModelEvent[] = [];
-  return { events, onEvent: (e: ModelEvent) => void events.push(e), of: (type: ModelEvent['type'], model?: string) => events.filter((e) => e.type === type && (!model || e.model === model)) };
+  return {
+    events,
+    onEvent: (e: ModelEvent) => void events.push(e),
+    of: (type: ModelEvent['type'], model?: string) =>
+      events.filter((e) => e.type === type && (!model || e.model === model)),
+  };
 };
 
 /**
@@ -226,10 +303,17 @@ const recorder = () => {
 export function lifecycleContract(target: LifecycleTarget): void {
   const { chatModel, embedModel, brokenModel, skip } = target;
   const signal = () => new AbortController().signal;
-  const chat = (model = chatModel): ChatTask => ({ task: 'chat', model, messages: [{ role: 'user', content: 'hello there' }], sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] } });
+  const chat = (model = chatModel): ChatTask => ({
+    task: 'chat',
+    model,
+    messages: [{ role: 'user', content: 'hello there' }],
+    sampling: { maxTokens: 2, temperature: 0, topP: 1, stop: [] },
+  });
 
   describe(`model lifecycle: ${target.name}`, () => {
-    test('preload loads once, reports the load while it runs and the model once loaded; a request then reuses it', { skip }, async () => {
+    test('preload loads once, reports the load while it runs and the model once loaded; a request then reuses it', {
+      skip,
+    }, async () => {
       const rec = recorder();
       const engine = await target.create({ onEvent: rec.onEvent, keepAliveMs: 60_000 });
       try {
@@ -237,29 +321,49 @@ export function lifecycleContract(target: LifecycleTarget): void {
         const preloading = engine.preload(chatModel);
         const [progress] = engine.loading();
         assert.equal(progress?.model, chatModel, 'the load is reported while it runs');
-        assert.ok(progress && engine.devices.some((d) => d.name === progress.device) && progress.startedAt >= before - 5);
+        assert.ok(
+          progress && engine.devices.some((d) => d.name === progress.device) && progress.startedAt >= before - 5,
+        );
         await preloading;
         assert.deepEqual(engine.loading(), []);
         const [loaded] = engine.loaded();
         assert.equal(loaded?.id, chatModel);
-        assert.ok(engine.devices.some((d) => d.name === loaded!.device), `loaded on a listed device (${loaded!.device})`);
+        assert.ok(
+          engine.devices.some((d) => d.name === loaded!.device),
+          `loaded on a listed device (${loaded!.device})`,
+        );
         assert.equal(loaded!.bytes, target.weightBytes(chatModel), 'the weight bytes the catalog read');
-        assert.ok(loaded!.expiresAt! >= Date.now() + 50_000 && loaded!.expiresAt! <= Date.now() + 60_000, 'expires a keep-alive after its last use');
-        assert.equal(engine.models().find((m) => m.id === chatModel)?.device, loaded!.device, 'models() names the device it loaded on');
+        assert.ok(
+          loaded!.expiresAt! >= Date.now() + 50_000 && loaded!.expiresAt! <= Date.now() + 60_000,
+          'expires a keep-alive after its last use',
+        );
+        assert.equal(
+          engine.models().find((m) => m.id === chatModel)?.device,
+          loaded!.device,
+          'models() names the device it loaded on',
+        );
 
         await runGenerate(engine, chat());
         assert.equal(rec.of('load-start').length, 1, 'the request reused the preloaded model');
         const [start, end] = [rec.of('load-start')[0]!, rec.of('load-end')[0]!];
         assert.equal(start.type === 'load-start' && start.estimatedBytes, target.weightBytes(chatModel));
         assert.ok(end.type === 'load-end' && end.device === loaded!.device && end.durationMs >= 0);
-        await assert.rejects(engine.preload('no-such-model'), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+        await assert.rejects(
+          engine.preload('no-such-model'),
+          (err: unknown) => err instanceof AgentError && err.code === 'unknown_model',
+        );
       } finally {
         await engine.close();
       }
-      assert.deepEqual(rec.of('unload').map((e) => e.type === 'unload' && e.reason), ['close']);
+      assert.deepEqual(
+        rec.of('unload').map((e) => e.type === 'unload' && e.reason),
+        ['close'],
+      );
     });
 
-    test('keep-alive: an idle model unloads after it; touch extends it, for ever with Infinity, at once with 0', { skip }, async () => {
+    test('keep-alive: an idle model unloads after it; touch extends it, for ever with Infinity, at once with 0', {
+      skip,
+    }, async () => {
       const rec = recorder();
       const engine = await target.create({ onEvent: rec.onEvent, keepAliveMs: 200 });
       try {
@@ -282,37 +386,68 @@ export function lifecycleContract(target: LifecycleTarget): void {
       }
     });
 
-    test('memory budget: a load that does not fit unloads the least recently used idle model first', { skip }, async () => {
+    test('memory budget: a load that does not fit unloads the least recently used idle model first', {
+      skip,
+    }, async () => {
       const rec = recorder();
       const budget = Math.max(target.weightBytes(chatModel), target.weightBytes(embedModel)) + 1;
-      assert.ok(target.weightBytes(chatModel) + target.weightBytes(embedModel) > budget, 'the two models do not fit together');
+      assert.ok(
+        target.weightBytes(chatModel) + target.weightBytes(embedModel) > budget,
+        'the two models do not fit together',
+      );
       const engine = await target.create({ onEvent: rec.onEvent, memoryBudgetBytes: budget, keepAliveMs: 60_000 });
       try {
         await engine.preload(chatModel);
         await engine.embed({ task: 'embed', model: embedModel, input: ['budget'] }, signal());
-        assert.deepEqual(rec.of('unload').map((e) => `${e.model}:${(e as { reason: string }).reason}`), [`${chatModel}:budget`]);
-        assert.deepEqual(engine.loaded().map((m) => m.id), [embedModel]);
+        assert.deepEqual(
+          rec.of('unload').map((e) => `${e.model}:${(e as { reason: string }).reason}`),
+          [`${chatModel}:budget`],
+        );
+        assert.deepEqual(
+          engine.loaded().map((m) => m.id),
+          [embedModel],
+        );
         const { done } = await runGenerate(engine, chat());
         assert.ok(done.usage.promptTokens > 0, 'the unloaded model loads again when asked for');
-        assert.deepEqual(engine.loaded().map((m) => m.id), [chatModel]);
+        assert.deepEqual(
+          engine.loaded().map((m) => m.id),
+          [chatModel],
+        );
       } finally {
         await engine.close();
       }
-      const small = await target.create({ memoryBudgetBytes: Math.max(1, Math.floor(target.weightBytes(chatModel) / 2)) });
+      const small = await target.create({
+        memoryBudgetBytes: Math.max(1, Math.floor(target.weightBytes(chatModel) / 2)),
+      });
       try {
-        await assert.rejects(small.preload(chatModel), (err: unknown) => err instanceof AgentError && /more than the whole memory budget .*NPU_RELAY_MEMORY_BUDGET/.test(err.message));
+        await assert.rejects(
+          small.preload(chatModel),
+          (err: unknown) =>
+            err instanceof AgentError &&
+            /more than the whole memory budget .*NPU_RELAY_MEMORY_BUDGET/.test(err.message),
+        );
       } finally {
         await small.close();
       }
     });
 
-    test('a failed load is an engine error, and within the cooldown requests fail at once without loading again', { skip }, async () => {
+    test('a failed load is an engine error, and within the cooldown requests fail at once without loading again', {
+      skip,
+    }, async () => {
       const rec = recorder();
       const engine = await target.create({ onEvent: rec.onEvent, loadCooldownMs: 60_000 });
       try {
-        await assert.rejects(engine.preload(brokenModel), (err: unknown) => err instanceof AgentError && err.code === 'engine_error' && err.message.includes(brokenModel));
+        await assert.rejects(
+          engine.preload(brokenModel),
+          (err: unknown) =>
+            err instanceof AgentError && err.code === 'engine_error' && err.message.includes(brokenModel),
+        );
         assert.equal(rec.of('load-failed', brokenModel).length, 1);
-        await assert.rejects(runGenerate(engine, chat(brokenModel)), (err: unknown) => err instanceof AgentError && err.code === 'engine_error' && /retrying in \d+ s/.test(err.message));
+        await assert.rejects(
+          runGenerate(engine, chat(brokenModel)),
+          (err: unknown) =>
+            err instanceof AgentError && err.code === 'engine_error' && /retrying in \d+ s/.test(err.message),
+        );
         assert.equal(rec.of('load-start', brokenModel).length, 1, 'no second load within the cooldown');
         assert.deepEqual(engine.loaded(), []);
         // Another model is unaffected.
@@ -322,13 +457,36 @@ export function lifecycleContract(target: LifecycleTarget): void {
       }
     });
 
-    test('the wrong kind of model is the client error wrong_model_kind; an unknown one is unknown_model', { skip }, async () => {
+    test('the wrong kind of model is the client error wrong_model_kind; an unknown one is unknown_model', {
+      skip,
+    }, async () => {
       const engine = await target.create({});
       try {
-        await assert.rejects(runGenerate(engine, chat(embedModel)), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind' && /is an embedding model, not a chat model/.test(err.message));
-        await assert.rejects(engine.embed({ task: 'embed', model: chatModel, input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind' && /is a chat model, not an embedding model/.test(err.message));
-        await assert.rejects(engine.countTokens({ task: 'count', model: embedModel, messages: [{ role: 'user', content: 'x' }] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind');
-        await assert.rejects(engine.embed({ task: 'embed', model: 'nope', input: ['x'] }, signal()), (err: unknown) => err instanceof AgentError && err.code === 'unknown_model');
+        await assert.rejects(
+          runGenerate(engine, chat(embedModel)),
+          (err: unknown) =>
+            err instanceof AgentError &&
+            err.code === 'wrong_model_kind' &&
+            /is an embedding model, not a chat model/.test(err.message),
+        );
+        await assert.rejects(
+          engine.embed({ task: 'embed', model: chatModel, input: ['x'] }, signal()),
+          (err: unknown) =>
+            err instanceof AgentError &&
+            err.code === 'wrong_model_kind' &&
+            /is a chat model, not an embedding model/.test(err.message),
+        );
+        await assert.rejects(
+          engine.countTokens(
+            { task: 'count', model: embedModel, messages: [{ role: 'user', content: 'x' }] },
+            signal(),
+          ),
+          (err: unknown) => err instanceof AgentError && err.code === 'wrong_model_kind',
+        );
+        await assert.rejects(
+          engine.embed({ task: 'embed', model: 'nope', input: ['x'] }, signal()),
+          (err: unknown) => err instanceof AgentError && err.code === 'unknown_model',
+        );
         assert.deepEqual(engine.loaded(), [], 'nothing was loaded for a refused request');
       } finally {
         await engine.close();

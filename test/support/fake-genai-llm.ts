@@ -101,14 +101,26 @@ export class FakeVocabulary {
 
   /** A loaded tokenizer's state: its own chat template (GenAI's Tokenizer copies share it, as a pipeline and getTokenizer() do). */
   load(modelPath?: string): TokenizerState {
-    return { chatTemplate: this.chatTemplate === FAKE_CHAT_TEMPLATE && modelPath ? irChatTemplate(modelPath) : this.chatTemplate };
+    return {
+      chatTemplate:
+        this.chatTemplate === FAKE_CHAT_TEMPLATE && modelPath ? irChatTemplate(modelPath) : this.chatTemplate,
+    };
   }
 
   /** `Tokenizer.applyChatTemplate`: refuses without a template, as minja's loader in GenAI does. */
-  render(state: TokenizerState, history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>): string {
+  render(
+    state: TokenizerState,
+    history: ChatTemplateCall['history'],
+    addGenerationPrompt: boolean,
+    chatTemplate?: string,
+    tools?: Record<string, unknown>[],
+    extraContext?: Record<string, unknown>,
+  ): string {
     this.templateCalls.push({ history, addGenerationPrompt, chatTemplate, tools, extraContext });
     if (!(chatTemplate || state.chatTemplate)) {
-      throw new Error("Chat template wasn't found. This may indicate that the model wasn't trained for chat scenario. Please add 'chat_template' to tokenizer_config.json to use the model in chat scenario.");
+      throw new Error(
+        "Chat template wasn't found. This may indicate that the model wasn't trained for chat scenario. Please add 'chat_template' to tokenizer_config.json to use the model in chat scenario.",
+      );
     }
     const messages = Array.isArray(history) ? history : history.getMessages();
     return this.bos + messages.map((m) => `${String(m.role)}: ${String(m.content)}`).join('\n');
@@ -118,8 +130,13 @@ export class FakeVocabulary {
   tokenizer(state: TokenizerState = this.load()) {
     const vocab = this;
     return {
-      applyChatTemplate: (history: ChatTemplateCall['history'], addGenerationPrompt: boolean, chatTemplate?: string, tools?: Record<string, unknown>[], extraContext?: Record<string, unknown>) =>
-        vocab.render(state, history, addGenerationPrompt, chatTemplate, tools, extraContext),
+      applyChatTemplate: (
+        history: ChatTemplateCall['history'],
+        addGenerationPrompt: boolean,
+        chatTemplate?: string,
+        tools?: Record<string, unknown>[],
+        extraContext?: Record<string, unknown>,
+      ) => vocab.render(state, history, addGenerationPrompt, chatTemplate, tools, extraContext),
       // As `Tensor.data` gives them: BigInt64Array for i64.
       encode: (prompt: string, options?: { add_special_tokens?: boolean }) => {
         const ids = BigInt64Array.from(vocab.ids(prompt, options?.add_special_tokens ?? true), BigInt);
@@ -200,7 +217,8 @@ export interface FakeLLMSetup {
   calls: GenerateCall[];
 }
 
-const isChatHistory = (input: unknown): input is GenAI.ChatHistory => typeof (input as GenAI.ChatHistory)?.getMessages === 'function';
+const isChatHistory = (input: unknown): input is GenAI.ChatHistory =>
+  typeof (input as GenAI.ChatHistory)?.getMessages === 'function';
 
 /**
  * One LLMPipeline. It is GenAI's stateful pipeline on the NPU and with `ATTENTION_BACKEND: SDPA` (which enters chat
@@ -240,7 +258,11 @@ export class FakeLLMPipeline {
     this.#stale = false;
   }
 
-  async generate(input: string | GenAI.ChatHistory, config: GenAI.GenerationConfig = {}, streamer?: (chunk: string) => GenAI.StreamingStatus) {
+  async generate(
+    input: string | GenAI.ChatHistory,
+    config: GenAI.GenerationConfig = {},
+    streamer?: (chunk: string) => GenAI.StreamingStatus,
+  ) {
     if (this.#generating) throw new Error('Another generation is already in progress');
     this.#generating = true;
     try {
@@ -262,16 +284,21 @@ export class FakeLLMPipeline {
     if (this.stateful && (kind === 'history' || this.#chat !== 'none')) {
       if (this.#chat === 'none') this.#chat = kind;
       if (this.#chat !== kind) {
-        throw new Error(`Chat doesn't support switching between input types. Please, continue using ${kind === 'history' ? 'ChatHistory' : 'StringInputs'} or restart the chat.`);
+        throw new Error(
+          `Chat doesn't support switching between input types. Please, continue using ${kind === 'history' ? 'ChatHistory' : 'StringInputs'} or restart the chat.`,
+        );
       }
       // The real pipeline takes the leftover cache for the chat's own: its sampler fails, or the process crashes.
-      if (kind === 'history' && this.#stale) throw new Error("Check 'token_idx < seq_len' failed at src/cpp/src/sampling/sampler.cpp:933");
+      if (kind === 'history' && this.#stale)
+        throw new Error("Check 'token_idx < seq_len' failed at src/cpp/src/sampling/sampler.cpp:933");
     }
     if (this.stateful && kind === 'string' && this.#chat === 'none') this.#stale = true;
     let ids: number[];
     if (isChatHistory(input)) {
-      if (config.apply_chat_template === false) throw new Error('Chat template must be applied when using ChatHistory in generate method.');
-      if (!this.#tokenizer.chatTemplate) throw new Error('Chat template must not be empty when using ChatHistory in generate method.');
+      if (config.apply_chat_template === false)
+        throw new Error('Chat template must be applied when using ChatHistory in generate method.');
+      if (!this.#tokenizer.chatTemplate)
+        throw new Error('Chat template must not be empty when using ChatHistory in generate method.');
       if (input.empty()) throw new Error('Chat history must not be empty when using ChatHistory in generate method.');
       ids = vocab.ids(vocab.render(this.#tokenizer, input, true), false);
     } else if (config.apply_chat_template !== false && this.#tokenizer.chatTemplate) {
@@ -312,6 +339,10 @@ export class FakeLLMPipeline {
       }
     }
     streamer?.end();
-    return { texts: [generated.join('')], finishReasons: [finish], perfMetrics: { getNumGeneratedTokens: () => generated.length } };
+    return {
+      texts: [generated.join('')],
+      finishReasons: [finish],
+      perfMetrics: { getNumGeneratedTokens: () => generated.length },
+    };
   }
 }

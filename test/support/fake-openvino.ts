@@ -12,7 +12,13 @@ import { access, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type { OpenVinoModules } from '../../node/engines/openvino.ts';
-import { type ChatTemplateCall, FakeLLMPipeline, type FakeTokenizerOptions, FakeVocabulary, type GenerateCall } from './fake-genai-llm.ts';
+import {
+  type ChatTemplateCall,
+  FakeLLMPipeline,
+  type FakeTokenizerOptions,
+  FakeVocabulary,
+  type GenerateCall,
+} from './fake-genai-llm.ts';
 
 export type { ChatTemplateCall, GenerateCall } from './fake-genai-llm.ts';
 
@@ -22,7 +28,10 @@ export type { ChatTemplateCall, GenerateCall } from './fake-genai-llm.ts';
  * engine builds is what GenAI would receive. (A variable path: the package ships no declarations beside dist/.)
  */
 const UTILS = 'openvino-genai-node/dist/utils.js';
-export const genaiUtils = (await import(UTILS)) as Pick<typeof GenAI, 'StructuredOutputConfig' | 'StreamingStatus' | 'GenerationFinishReason'>;
+export const genaiUtils = (await import(UTILS)) as Pick<
+  typeof GenAI,
+  'StructuredOutputConfig' | 'StreamingStatus' | 'GenerationFinishReason'
+>;
 
 /** GenAI's `ChatHistory` (a native class), holding what it is given as GenAI documents it. */
 class FakeChatHistory {
@@ -84,7 +93,15 @@ export interface PipelineConstruction {
 }
 
 /** The properties GenAI passes on to the CPU and GPU plugins that this fake knows them to accept. */
-const PLUGIN_KEYS = new Set(['CACHE_DIR', 'PERFORMANCE_HINT', 'INFERENCE_PRECISION_HINT', 'NUM_STREAMS', 'KV_CACHE_PRECISION', 'ENABLE_MMAP', 'INFERENCE_NUM_THREADS']);
+const PLUGIN_KEYS = new Set([
+  'CACHE_DIR',
+  'PERFORMANCE_HINT',
+  'INFERENCE_PRECISION_HINT',
+  'NUM_STREAMS',
+  'KV_CACHE_PRECISION',
+  'ENABLE_MMAP',
+  'INFERENCE_NUM_THREADS',
+]);
 /** What GenAI's NPU path reads itself (utils.cpp: get_npu_model_config) or hands to the NPU plugin's NPUW. */
 const NPU_KEYS = new Set(['CACHE_DIR', 'MAX_PROMPT_LEN', 'MIN_RESPONSE_LEN', 'GENERATE_HINT', 'PREFILL_HINT']);
 
@@ -98,13 +115,22 @@ function checkProperties(device: string, properties: Record<string, unknown>): v
   for (const [key, value] of Object.entries(properties)) {
     if (value === undefined) continue;
     if (family === 'NPU') {
-      if ((key === 'MAX_PROMPT_LEN' || key === 'MIN_RESPONSE_LEN') && !Number.isInteger(value)) throw new Error(`Failed to extract ${key}. Type mismatch: expected types: int or int64_t`);
-      if (key === 'NPUW_LLM_PREFILL_CHUNK_SIZE' && !(Number.isInteger(value) && (value as number) > 0 && ((value as number) & ((value as number) - 1)) === 0)) {
-        throw new Error(`Exception from src/plugins/intel_npu: NPUW_LLM_PREFILL_CHUNK_SIZE must be a power of two, got ${String(value)}`);
+      if ((key === 'MAX_PROMPT_LEN' || key === 'MIN_RESPONSE_LEN') && !Number.isInteger(value))
+        throw new Error(`Failed to extract ${key}. Type mismatch: expected types: int or int64_t`);
+      if (
+        key === 'NPUW_LLM_PREFILL_CHUNK_SIZE' &&
+        !(Number.isInteger(value) && (value as number) > 0 && ((value as number) & ((value as number) - 1)) === 0)
+      ) {
+        throw new Error(
+          `Exception from src/plugins/intel_npu: NPUW_LLM_PREFILL_CHUNK_SIZE must be a power of two, got ${String(value)}`,
+        );
       }
-      if (!NPU_KEYS.has(key) && !key.startsWith('NPUW_') && !key.startsWith('NPU_')) throw new Error(`Exception from src/plugins/intel_npu: Unsupported configuration key: ${key}`);
+      if (!NPU_KEYS.has(key) && !key.startsWith('NPUW_') && !key.startsWith('NPU_'))
+        throw new Error(`Exception from src/plugins/intel_npu: Unsupported configuration key: ${key}`);
     } else if (key !== 'ATTENTION_BACKEND' && key !== 'schedulerConfig' && !PLUGIN_KEYS.has(key)) {
-      throw new Error(`Exception from src/inference/src/cpp/core.cpp: NotFound: Unsupported property ${key} by ${family} plugin.`);
+      throw new Error(
+        `Exception from src/inference/src/cpp/core.cpp: NotFound: Unsupported property ${key} by ${family} plugin.`,
+      );
     }
   }
 }
@@ -209,7 +235,13 @@ export class FakeOpenVinoRuntime {
     // OpenVINO's model cache: the compiled blob lands in CACHE_DIR, and the next compile imports it.
     if (typeof properties.CACHE_DIR === 'string') {
       await mkdir(properties.CACHE_DIR, { recursive: true });
-      await writeFile(path.join(properties.CACHE_DIR, `${createHash('sha256').update(`${construction.modelPath}:${compiled.device}`).digest('hex').slice(0, 16)}.blob`), '');
+      await writeFile(
+        path.join(
+          properties.CACHE_DIR,
+          `${createHash('sha256').update(`${construction.modelPath}:${compiled.device}`).digest('hex').slice(0, 16)}.blob`,
+        ),
+        '',
+      );
     }
     this.pipelines.push({ ...construction, device: compiled.device, properties: { ...construction.properties } });
     const pipeline = build();
@@ -223,7 +255,9 @@ export class FakeOpenVinoRuntime {
     const fake = this;
     /** A vector per text and pooling, derived from their bytes: the same text always gets the same vector. */
     const vector = (text: string, config: GenAI.TextEmbeddingConfig) => {
-      const digest = createHash('sha256').update(`${config.pooling_type ?? 0}:${text}`).digest();
+      const digest = createHash('sha256')
+        .update(`${config.pooling_type ?? 0}:${text}`)
+        .digest();
       const v = Float32Array.from(digest.subarray(0, 8), (b) => b / 255 - 0.5);
       const norm = Math.hypot(...v);
       return config.normalize === false ? v : v.map((x) => x / norm);
@@ -235,7 +269,12 @@ export class FakeOpenVinoRuntime {
       readonly device: string;
       readonly config: GenAI.TextEmbeddingConfig;
       readonly ovProperties: Record<string, unknown>;
-      constructor(modelPath: string, device: string, config: GenAI.TextEmbeddingConfig = {}, ovProperties: Record<string, unknown> = {}) {
+      constructor(
+        modelPath: string,
+        device: string,
+        config: GenAI.TextEmbeddingConfig = {},
+        ovProperties: Record<string, unknown> = {},
+      ) {
         this.modelPath = modelPath;
         this.device = device;
         this.config = config;
@@ -244,11 +283,21 @@ export class FakeOpenVinoRuntime {
       async init() {
         const pooling = this.config.pooling_type ?? 0;
         if (![0, 1, 2].includes(Number(pooling))) throw new Error(`Pooling type ${String(pooling)} is not supported`);
-        this.pipeline = await fake.#construct({ kind: 'embedding', modelPath: this.modelPath, device: this.device, properties: this.config as Record<string, unknown>, ovProperties: { ...this.ovProperties } }, () => ({}));
+        this.pipeline = await fake.#construct(
+          {
+            kind: 'embedding',
+            modelPath: this.modelPath,
+            device: this.device,
+            properties: this.config as Record<string, unknown>,
+            ovProperties: { ...this.ovProperties },
+          },
+          () => ({}),
+        );
       }
       async embedDocuments(texts: string[]) {
         const { batch_size } = this.config;
-        if (batch_size !== undefined && texts.length !== batch_size) throw new Error(`this pipeline is compiled for batches of ${batch_size}, got ${texts.length}`);
+        if (batch_size !== undefined && texts.length !== batch_size)
+          throw new Error(`this pipeline is compiled for batches of ${batch_size}, got ${texts.length}`);
         return texts.map((t) => vector(t, this.config));
       }
     }
@@ -265,7 +314,16 @@ export class FakeOpenVinoRuntime {
       LLMPipeline: async (modelPath: string, device = 'CPU', properties: GenAI.LLMPipelineProperties = {}) =>
         fake.#construct(
           { kind: 'llm', modelPath, device, properties },
-          () => new FakeLLMPipeline({ vocab: fake.#vocab, enums: genaiUtils, modelPath, device, properties, reply: () => fake.reply, calls: fake.generateCalls }),
+          () =>
+            new FakeLLMPipeline({
+              vocab: fake.#vocab,
+              enums: genaiUtils,
+              modelPath,
+              device,
+              properties,
+              reply: () => fake.reply,
+              calls: fake.generateCalls,
+            }),
         ),
       // The package's factory function, which passes no OpenVINO properties on (src/js/lib/index.ts).
       TextEmbeddingPipeline: async (modelPath: string, device = 'CPU', config: GenAI.TextEmbeddingConfig = {}) => {
@@ -274,7 +332,10 @@ export class FakeOpenVinoRuntime {
         return pipeline;
       },
     };
-    const core = { getAvailableDevices: () => fake.getAvailableDevices(), getProperty: (device: string) => `${device} (fake)` };
+    const core = {
+      getAvailableDevices: () => fake.getAvailableDevices(),
+      getProperty: (device: string) => `${device} (fake)`,
+    };
     return {
       genai: genai as unknown as typeof GenAI,
       core: core as unknown as OpenVinoModules['core'],
@@ -297,22 +358,42 @@ export class FakeGenAI extends FakeOpenVinoRuntime {
  * `broken` leaves out the weights, so the load fails as it would on real OpenVINO; `noChatTemplate` makes a
  * tokenizer without a chat template.
  */
-export async function writeFakeIrModel(dir: string, options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean }): Promise<void> {
+export async function writeFakeIrModel(
+  dir: string,
+  options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean },
+): Promise<void> {
   await mkdir(path.join(dir, '1_Pooling'), { recursive: true });
   const config =
     options.kind === 'chat'
       ? { architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 8192, hidden_size: 64 }
       : { architectures: ['BertModel'], model_type: 'bert', max_position_embeddings: 512, hidden_size: 8 };
   await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
-  await writeFile(path.join(dir, 'openvino_model.xml'), '<?xml version="1.0"?>\n<net name="fake" version="11"><layers/></net>\n');
+  await writeFile(
+    path.join(dir, 'openvino_model.xml'),
+    '<?xml version="1.0"?>\n<net name="fake" version="11"><layers/></net>\n',
+  );
   if (!options.broken) await writeFile(path.join(dir, 'openvino_model.bin'), Buffer.alloc(options.weightBytes));
   for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml']) {
     // `noChatTemplate`: the rt_info entry openvino_tokenizers writes for a tokenizer without a template.
-    const rtInfo = file === 'openvino_tokenizer.xml' && options.noChatTemplate ? '<rt_info><chat_template value=""/></rt_info>' : '';
-    await writeFile(path.join(dir, file), `<?xml version="1.0"?>\n<net name="tokenizer" version="11">${rtInfo}</net>\n`);
+    const rtInfo =
+      file === 'openvino_tokenizer.xml' && options.noChatTemplate ? '<rt_info><chat_template value=""/></rt_info>' : '';
+    await writeFile(
+      path.join(dir, file),
+      `<?xml version="1.0"?>\n<net name="tokenizer" version="11">${rtInfo}</net>\n`,
+    );
   }
   if (options.kind === 'embedding') {
-    await writeFile(path.join(dir, '1_Pooling', 'config.json'), JSON.stringify({ word_embedding_dimension: 8, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
-    await writeFile(path.join(dir, 'modules.json'), JSON.stringify([{ type: 'sentence_transformers.models.Transformer' }, { type: 'sentence_transformers.models.Pooling' }, { type: 'sentence_transformers.models.Normalize' }]));
+    await writeFile(
+      path.join(dir, '1_Pooling', 'config.json'),
+      JSON.stringify({ word_embedding_dimension: 8, pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }),
+    );
+    await writeFile(
+      path.join(dir, 'modules.json'),
+      JSON.stringify([
+        { type: 'sentence_transformers.models.Transformer' },
+        { type: 'sentence_transformers.models.Pooling' },
+        { type: 'sentence_transformers.models.Normalize' },
+      ]),
+    );
   }
 }

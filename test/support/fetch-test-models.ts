@@ -18,9 +18,17 @@ const endpoint = process.env.HF_ENDPOINT ?? 'https://huggingface.co';
 console.log(`test models: none found; pulling ${repos.chat} and ${repos.embed} from ${endpoint} into ${dir}`);
 for (const repo of [repos.chat, repos.embed]) {
   try {
-    const result = await pullModel({ endpoint, repo, revision: 'main', modelsDir: dir, ...(process.env.HF_TOKEN ? { token: process.env.HF_TOKEN } : {}) });
+    const result = await pullModel({
+      endpoint,
+      repo,
+      revision: 'main',
+      modelsDir: dir,
+      ...(process.env.HF_TOKEN ? { token: process.env.HF_TOKEN } : {}),
+    });
     const bytes = result.files.reduce((n, f) => n + f.size, 0);
-    console.log(`test models: ${repo}@${result.commit.slice(0, 7)} → ${result.dir} (${result.files.length} files, ${(bytes / 1e6).toFixed(1)} MB)`);
+    console.log(
+      `test models: ${repo}@${result.commit.slice(0, 7)} → ${result.dir} (${result.files.length} files, ${(bytes / 1e6).toFixed(1)} MB)`,
+    );
   } catch (err) {
     const reason = err instanceof PullError ? err.message : String(err);
     console.error(

@@ -15,4 +15,6 @@ export const MODELS_DIR = located.dir;
 export const CHAT_MODEL = located.set.chat;
 export const EMBED_MODEL = located.set.embed;
 /** The vector size of EMBED_MODEL, from its config. */
-export const EMBED_DIMENSIONS = (JSON.parse(readFileSync(path.join(MODELS_DIR, EMBED_MODEL, 'config.json'), 'utf8')) as { hidden_size: number }).hidden_size;
+export const EMBED_DIMENSIONS = (
+  JSON.parse(readFileSync(path.join(MODELS_DIR, EMBED_MODEL, 'config.json'), 'utf8')) as { hidden_size: number }
+).hidden_size;

@@ -19,7 +19,11 @@ export class FloodEngine extends ModellessEngine implements Engine {
   readonly burst: number;
   readonly model: string;
 
-  constructor(deltaBytes = 1024, intervalMs = 0, { burst = 16, model = 'flood' }: { burst?: number; model?: string } = {}) {
+  constructor(
+    deltaBytes = 1024,
+    intervalMs = 0,
+    { burst = 16, model = 'flood' }: { burst?: number; model?: string } = {},
+  ) {
     super();
     this.deltaBytes = deltaBytes;
     this.intervalMs = intervalMs;
@@ -41,7 +45,12 @@ export class FloodEngine extends ModellessEngine implements Engine {
       if (this.intervalMs > 0) await new Promise((r) => setTimeout(r, this.intervalMs));
       else if (n % this.burst === 0) await new Promise((r) => setImmediate(r));
     }
-    yield { type: 'done', finishReason: signal.aborted ? 'cancelled' : 'length', usage: { promptTokens: 1, completionTokens: n }, device: 'CPU' };
+    yield {
+      type: 'done',
+      finishReason: signal.aborted ? 'cancelled' : 'length',
+      usage: { promptTokens: 1, completionTokens: n },
+      device: 'CPU',
+    };
   }
   /** Every flood prompt counts as one token, as generate reports it. */
   async countTokens(): Promise<PromptCount> {

@@ -37,11 +37,19 @@ export interface Hub {
 
 /** A repo file from its content; ONNX weights are LFS files, as on the hub. */
 export function repoFile(rel: string, content: Buffer): RepoFile {
-  return { path: rel, content, lfs: /\.(onnx|data)$/.test(rel), sha256: createHash('sha256').update(content).digest('hex') };
+  return {
+    path: rel,
+    content,
+    lfs: /\.(onnx|data)$/.test(rel),
+    sha256: createHash('sha256').update(content).digest('hex'),
+  };
 }
 
 /** Every file under `dir` (following symlinks), as repo files sorted by path; `transform` may rewrite one. */
-export function repoFilesFrom(dir: string, transform: (rel: string, content: Buffer) => Buffer = (_, c) => c): RepoFile[] {
+export function repoFilesFrom(
+  dir: string,
+  transform: (rel: string, content: Buffer) => Buffer = (_, c) => c,
+): RepoFile[] {
   const files: RepoFile[] = [];
   for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
     const abs = path.join(entry.parentPath, entry.name);
@@ -62,16 +70,28 @@ export function repoFilesFrom(dir: string, transform: (rel: string, content: Buf
 function treeEntry(f: RepoFile) {
   const blobSha1 = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
   if (!f.lfs) return { type: 'file', oid: blobSha1(f.content), size: f.content.length, path: f.path };
-  const pointer = Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${f.sha256}\nsize ${f.content.length}\n`);
-  return { type: 'file', oid: blobSha1(pointer), size: f.content.length, path: f.path, lfs: { oid: f.sha256, size: f.content.length, pointerSize: pointer.length } };
+  const pointer = Buffer.from(
+    `version https://git-lfs.github.com/spec/v1\noid sha256:${f.sha256}\nsize ${f.content.length}\n`,
+  );
+  return {
+    type: 'file',
+    oid: blobSha1(pointer),
+    size: f.content.length,
+    path: f.path,
+    lfs: { oid: f.sha256, size: f.content.length, pointerSize: pointer.length },
+  };
 }
 
 /** Starts a hub serving `repos` (repo id → files) on an ephemeral port. */
 export async function startHub(repos: Record<string, RepoFile[]>): Promise<Hub> {
   const commit = createHash('sha1').update('fixture commit').digest('hex');
   const hub: Hub = { url: '', commit, sabotage: {}, requests: [], close: async () => {} };
-  const byRepo = new Map(Object.entries(repos).map(([id, files]) => [id, { files, byPath: new Map(files.map((f) => [f.path, f])) }]));
-  const lfs = new Map([...byRepo.values()].flatMap((r) => r.files.filter((f) => f.lfs).map((f) => [f.sha256, f] as const)));
+  const byRepo = new Map(
+    Object.entries(repos).map(([id, files]) => [id, { files, byPath: new Map(files.map((f) => [f.path, f])) }]),
+  );
+  const lfs = new Map(
+    [...byRepo.values()].flatMap((r) => r.files.filter((f) => f.lfs).map((f) => [f.sha256, f] as const)),
+  );
 
   const serveFile = (f: RepoFile, req: IncomingMessage, res: ServerResponse) => {
     let content = f.content;
@@ -87,7 +107,10 @@ export async function startHub(repos: Record<string, RepoFile[]>): Promise<Hub> 
         res.writeHead(416, { 'Content-Range': `bytes */${content.length}` }).end();
         return;
       }
-      res.writeHead(206, { 'Content-Range': `bytes ${start}-${content.length - 1}/${content.length}`, 'Content-Length': content.length - start });
+      res.writeHead(206, {
+        'Content-Range': `bytes ${start}-${content.length - 1}/${content.length}`,
+        'Content-Length': content.length - start,
+      });
     } else {
       res.writeHead(200, { 'Content-Length': content.length, 'Accept-Ranges': 'bytes' });
     }
@@ -121,9 +144,16 @@ export async function startHub(repos: Record<string, RepoFile[]>): Promise<Hub> 
         // Small pages, so the client has to follow the Link header as it must on the real hub.
         const cursor = Number(url.searchParams.get('cursor') ?? 0);
         const page = repo.files.slice(cursor, cursor + 3).map(treeEntry);
-        const next: Record<string, string> = cursor + 3 < repo.files.length ? { Link: `<${hub.url}${api}tree/${commit}?recursive=true&cursor=${cursor + 3}>; rel="next"` } : {};
+        const next: Record<string, string> =
+          cursor + 3 < repo.files.length
+            ? { Link: `<${hub.url}${api}tree/${commit}?recursive=true&cursor=${cursor + 3}>; rel="next"` }
+            : {};
         const dirs = [...new Set(repo.files.map((f) => path.posix.dirname(f.path)).filter((d) => d !== '.'))];
-        return json(200, cursor === 0 ? [...dirs.map((d) => ({ type: 'directory', oid: commit, size: 0, path: d })), ...page] : page, next);
+        return json(
+          200,
+          cursor === 0 ? [...dirs.map((d) => ({ type: 'directory', oid: commit, size: 0, path: d })), ...page] : page,
+          next,
+        );
       }
       const resolve = `/${id}/resolve/${commit}/`;
       const file = pathname.startsWith(resolve) ? repo.byPath.get(pathname.slice(resolve.length)) : undefined;
@@ -131,7 +161,11 @@ export async function startHub(repos: Record<string, RepoFile[]>): Promise<Hub> 
       if (file) return serveFile(file, req, res);
     }
     // What the real hub says for a repo that does not exist or that this caller may not see.
-    return json(401, { error: 'Repository not found' }, { 'X-Error-Code': 'RepoNotFound', 'X-Error-Message': 'Repository not found' });
+    return json(
+      401,
+      { error: 'Repository not found' },
+      { 'X-Error-Code': 'RepoNotFound', 'X-Error-Message': 'Repository not found' },
+    );
   };
 
   const server = createServer(handle);

@@ -17,11 +17,20 @@ export interface IsolateHeap {
  * reads inspector messages only while its isolate has something to run, so an idle edge would leave a sample
  * unanswered: `wake` (a request to the edge, such as GET /health) is called every 100 ms until the answer comes.
  */
-export async function openIsolateHeap(inspectorPort: number, worker: string, wake: () => Promise<unknown>): Promise<IsolateHeap> {
-  const targets = (await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json()) as Array<{ id?: string; title?: string; webSocketDebuggerUrl?: string }>;
+export async function openIsolateHeap(
+  inspectorPort: number,
+  worker: string,
+  wake: () => Promise<unknown>,
+): Promise<IsolateHeap> {
+  const targets = (await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json()) as Array<{
+    id?: string;
+    title?: string;
+    webSocketDebuggerUrl?: string;
+  }>;
   // Miniflare runs workers of its own beside ours: sampling one of those would measure the wrong isolate.
   const target = targets.find((t) => t.id === `core:user:${worker}`);
-  if (!target?.webSocketDebuggerUrl) throw new Error(`no inspector target for '${worker}' on port ${inspectorPort}: ${JSON.stringify(targets)}`);
+  if (!target?.webSocketDebuggerUrl)
+    throw new Error(`no inspector target for '${worker}' on port ${inspectorPort}: ${JSON.stringify(targets)}`);
   const socket = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());

@@ -52,7 +52,10 @@ export function isJsonPrefix(text: string): boolean {
         continue;
       case 'number': {
         const next = number + c;
-        if (/^-?(0|[1-9][0-9]*)?(\.[0-9]*)?([eE][+-]?[0-9]*)?$/.test(next) && !/^-?\.|^-?0[0-9]|\.[eE]|^-[eE]/.test(next)) {
+        if (
+          /^-?(0|[1-9][0-9]*)?(\.[0-9]*)?([eE][+-]?[0-9]*)?$/.test(next) &&
+          !/^-?\.|^-?0[0-9]|\.[eE]|^-[eE]/.test(next)
+        ) {
           number = next;
           continue;
         }

@@ -60,12 +60,21 @@ export interface MiniflareEdge extends LocalEdge {
   call(name: string, url: URL | string): Promise<{ status: number; text: string }>;
 }
 
-export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<string, string>, options: MiniflareEdgeOptions = {}): Promise<MiniflareEdge> {
+export async function startMiniflareEdge(
+  bundle: WorkerBundle,
+  vars: Record<string, string>,
+  options: MiniflareEdgeOptions = {},
+): Promise<MiniflareEdge> {
   const { Miniflare, convertV4MiniflareOptions } = await import('miniflare');
   const { unstable_getMiniflareWorkerOptions } = await import('wrangler');
-  const { modulesRules, ...workerOptions } = unstable_getMiniflareWorkerOptions(path.join(PROJECT_ROOT, 'wrangler.jsonc')).workerOptions;
+  const { modulesRules, ...workerOptions } = unstable_getMiniflareWorkerOptions(
+    path.join(PROJECT_ROOT, 'wrangler.jsonc'),
+  ).workerOptions;
   // The bundle is already resolved: list its modules explicitly, typed by the same rules wrangler bundled them with.
-  const modules = bundle.modules.map((m, i) => ({ type: i === 0 ? ('ESModule' as const) : moduleType(m, modulesRules ?? []), path: path.join(bundle.dir, m) }));
+  const modules = bundle.modules.map((m, i) => ({
+    type: i === 0 ? ('ESModule' as const) : moduleType(m, modulesRules ?? []),
+    path: path.join(bundle.dir, m),
+  }));
   const edge = {
     ...workerOptions,
     name: EDGE_NAME,
@@ -81,20 +90,18 @@ export async function startMiniflareEdge(bundle: WorkerBundle, vars: Record<stri
     compatibilityDate: workerOptions.compatibilityDate as string,
     serviceBindings: { EDGE: EDGE_NAME },
   }));
-  const mf = new Miniflare(
-    {
-      ...convertV4MiniflareOptions({
-        host: '127.0.0.1',
-        port: 0,
-        // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
-        cf: false,
-        ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
-        // The first worker gets the HTTP port.
-        workers: [edge, ...callers],
-      }),
-      ...(options.stateDir ? { resourcePersistencePath: options.stateDir } : {}),
-    },
-  );
+  const mf = new Miniflare({
+    ...convertV4MiniflareOptions({
+      host: '127.0.0.1',
+      port: 0,
+      // Do not ask workers.cloudflare.com for a `request.cf` object: this machine may be offline.
+      cf: false,
+      ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
+      // The first worker gets the HTTP port.
+      workers: [edge, ...callers],
+    }),
+    ...(options.stateDir ? { resourcePersistencePath: options.stateDir } : {}),
+  });
   const entry = await mf.ready;
   const url = options.direct ? await mf.unsafeGetDirectURL(EDGE_NAME) : entry;
   return {

@@ -45,7 +45,8 @@ function parseMap(lines: Line[], i: number, indent: number): [Node, number] {
     i++;
     if (rest === undefined || rest === '') {
       const next = lines[i];
-      if (next && (next.indent > indent || (next.indent === indent && next.text.startsWith('- ')))) [out[key], i] = parse(lines, i, next.indent);
+      if (next && (next.indent > indent || (next.indent === indent && next.text.startsWith('- '))))
+        [out[key], i] = parse(lines, i, next.indent);
       else out[key] = null;
     } else {
       out[key] = /^[|>][-+]?$/.test(rest) ? '' : scalar(rest);
@@ -131,7 +132,8 @@ export class OpenApiSpec {
   #check(value: unknown, schema: Schema, path: string, problems: string[], extensions: Set<string>): void {
     // OpenAPI 3.0 puts `nullable` beside a `$ref` to allow null in place of the referenced object.
     if (value === null && schema.nullable === true) return;
-    if (typeof schema.$ref === 'string') return this.#check(value, this.schema(schema.$ref.split('/').pop()!), path, problems, extensions);
+    if (typeof schema.$ref === 'string')
+      return this.#check(value, this.schema(schema.$ref.split('/').pop()!), path, problems, extensions);
     if (schema.allOf) {
       // The members of an allOf describe one object together: a property declared by any of them is in the spec.
       const merged = this.#merge(schema);
@@ -149,10 +151,12 @@ export class OpenApiSpec {
       return;
     }
     if (value === null) {
-      if (schema.nullable !== true && schema.type !== 'null' && schema.type !== undefined) problems.push(`${path}: null is not allowed`);
+      if (schema.nullable !== true && schema.type !== 'null' && schema.type !== undefined)
+        problems.push(`${path}: null is not allowed`);
       return;
     }
-    if (Array.isArray(schema.enum) && !schema.enum.includes(value)) problems.push(`${path}: ${JSON.stringify(value)} is not one of ${JSON.stringify(schema.enum)}`);
+    if (Array.isArray(schema.enum) && !schema.enum.includes(value))
+      problems.push(`${path}: ${JSON.stringify(value)} is not one of ${JSON.stringify(schema.enum)}`);
     switch (schema.type) {
       case 'null':
         problems.push(`${path}: expected null`);
@@ -163,17 +167,21 @@ export class OpenApiSpec {
         return;
       case 'integer':
       case 'number':
-        if (typeof value !== 'number' || (schema.type === 'integer' && !Number.isInteger(value))) problems.push(`${path}: expected an ${schema.type}`);
+        if (typeof value !== 'number' || (schema.type === 'integer' && !Number.isInteger(value)))
+          problems.push(`${path}: expected an ${schema.type}`);
         return;
       case 'array':
         if (!Array.isArray(value)) problems.push(`${path}: expected an array`);
-        else if (schema.items) for (const [i, v] of value.entries()) this.#check(v, schema.items as Schema, `${path}[${i}]`, problems, extensions);
+        else if (schema.items)
+          for (const [i, v] of value.entries())
+            this.#check(v, schema.items as Schema, `${path}[${i}]`, problems, extensions);
         return;
     }
     if (schema.type === 'object' || schema.properties) {
       if (typeof value !== 'object' || Array.isArray(value)) return void problems.push(`${path}: expected an object`);
       const props = (schema.properties ?? {}) as Record<string, Schema>;
-      for (const key of (schema.required as string[] | undefined) ?? []) if (!(key in value)) problems.push(`${path}.${key}: required`);
+      for (const key of (schema.required as string[] | undefined) ?? [])
+        if (!(key in value)) problems.push(`${path}.${key}: required`);
       for (const [key, v] of Object.entries(value)) {
         if (props[key]) this.#check(v, props[key], `${path}.${key}`, problems, extensions);
         else if (!schema.additionalProperties && !extensions.has(key)) problems.push(`${path}.${key}: not in the spec`);

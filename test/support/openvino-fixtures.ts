@@ -18,7 +18,9 @@ export const OV_FIXTURES = {
 
 /** `NPU_RELAY_OPENVINO_MODELS_DIR` when set, else the cache folder the runner fills (outside git). */
 export const OV_FIXTURES_DIR = path.resolve(
-  process.env.NPU_RELAY_OPENVINO_MODELS_DIR ?? process.env.NPU_RELAY_OV_FIXTURES_DIR ?? path.join(PROJECT_ROOT, '.data/openvino-fixtures'),
+  process.env.NPU_RELAY_OPENVINO_MODELS_DIR ??
+    process.env.NPU_RELAY_OV_FIXTURES_DIR ??
+    path.join(PROJECT_ROOT, '.data/openvino-fixtures'),
 );
 
 export const PIPELINE_MODES = ['stateful', 'continuous-batching'] as const;
@@ -31,7 +33,8 @@ export type PipelineMode = (typeof PIPELINE_MODES)[number];
  */
 export function pipelineMode(env: NodeJS.ProcessEnv = process.env): PipelineMode {
   const mode = env.NPU_RELAY_OPENVINO_PIPELINE ?? 'continuous-batching';
-  if (!(PIPELINE_MODES as readonly string[]).includes(mode)) throw new Error(`NPU_RELAY_OPENVINO_PIPELINE=${mode}: expected ${PIPELINE_MODES.join(' or ')}`);
+  if (!(PIPELINE_MODES as readonly string[]).includes(mode))
+    throw new Error(`NPU_RELAY_OPENVINO_PIPELINE=${mode}: expected ${PIPELINE_MODES.join(' or ')}`);
   return mode as PipelineMode;
 }
 
@@ -49,6 +52,7 @@ export function missingFixtures(dir = OV_FIXTURES_DIR): string[] {
  */
 export function realRuntimeSkip(reasons: (string | undefined)[]): string | undefined {
   const reason = reasons.find(Boolean);
-  if (reason && process.env.NPU_RELAY_OPENVINO_REQUIRED === '1') throw new Error(`the real OpenVINO runtime tests cannot run: ${reason}`);
+  if (reason && process.env.NPU_RELAY_OPENVINO_REQUIRED === '1')
+    throw new Error(`the real OpenVINO runtime tests cannot run: ${reason}`);
   return reason;
 }

@@ -49,7 +49,8 @@ export class PacedEngine implements Engine {
     signal.addEventListener('abort', () => (run.abortedAt = performance.now()), { once: true });
     try {
       for await (const event of this.#inner.generate(task, signal)) {
-        if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, this.delayMs));
+        if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted)
+          await new Promise((r) => setTimeout(r, this.delayMs));
         if (event.type === 'delta') run.produced.push(performance.now());
         else if (event.type === 'done') run.done = event;
         yield event;

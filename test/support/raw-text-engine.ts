@@ -53,7 +53,10 @@ export class RawTextEngine extends ModellessEngine implements Engine {
     this.plans.push(plan);
     // A Qwen3 template given `enable_thinking: false` ends the prompt with an empty think block, and the model
     // answers without one: this stand-in writes its text less the block.
-    const text = plan.templateContext.enable_thinking === false ? this.text.replace(/^<think>[\s\S]*?<\/think>\s*/, '') : this.text;
+    const text =
+      plan.templateContext.enable_thinking === false
+        ? this.text.replace(/^<think>[\s\S]*?<\/think>\s*/, '')
+        : this.text;
     yield* structured(plan, this.#raw(task, text, signal));
   }
 
@@ -72,5 +75,4 @@ export class RawTextEngine extends ModellessEngine implements Engine {
   embed(_task: EmbedTask): Promise<EmbeddingResult> {
     return Promise.reject(new Error('the raw-text engine does not embed'));
   }
-
 }

@@ -24,12 +24,21 @@ export function commandEnv({ env = {}, unset = [] }: Pick<CommandOptions, 'env' 
 }
 
 /** Runs `command args` in the project root; never rejects, the outcome is in `code`. */
-export function runCommand(command: string, args: readonly string[], options: CommandOptions = {}): Promise<CommandRun> {
+export function runCommand(
+  command: string,
+  args: readonly string[],
+  options: CommandOptions = {},
+): Promise<CommandRun> {
   return new Promise((resolve) => {
-    execFile(command, [...args], { cwd: PROJECT_ROOT, env: commandEnv(options), timeout: options.timeoutMs ?? 120_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      command,
+      [...args],
+      { cwd: PROJECT_ROOT, env: commandEnv(options), timeout: options.timeoutMs ?? 120_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 

@@ -68,7 +68,10 @@ export class ScriptedEngine extends ModellessEngine implements Engine {
 
   /** A stand-in for a tokenizer: one token per four characters of what the template would be given. */
   #promptTokens(task: GenerateTask | CountTask): number {
-    const rendered = task.task === 'complete' ? task.prompt : JSON.stringify([task.messages, task.tools ?? [], task.toolChoice ?? null, task.think ?? null]);
+    const rendered =
+      task.task === 'complete'
+        ? task.prompt
+        : JSON.stringify([task.messages, task.tools ?? [], task.toolChoice ?? null, task.think ?? null]);
     return Math.ceil(rendered.length / 4);
   }
 
@@ -88,7 +91,8 @@ export class ScriptedEngine extends ModellessEngine implements Engine {
     let completionTokens = 0;
     try {
       for (const [i, d] of script.deltas.entries()) {
-        const wait = i === 0 ? (script.firstDelayMs ?? script.delayMs ?? this.delayMs) : (script.delayMs ?? this.delayMs);
+        const wait =
+          i === 0 ? (script.firstDelayMs ?? script.delayMs ?? this.delayMs) : (script.delayMs ?? this.delayMs);
         if (!script.burst) await sleep(wait);
         if (signal.aborted) break;
         completionTokens += d.tokens;
@@ -102,7 +106,12 @@ export class ScriptedEngine extends ModellessEngine implements Engine {
         completionTokens,
         ...(script.reasoningTokens !== undefined ? { reasoningTokens: script.reasoningTokens } : {}),
       };
-      run.done = { type: 'done', finishReason: signal.aborted ? 'cancelled' : script.finishReason, usage, device: 'CPU' };
+      run.done = {
+        type: 'done',
+        finishReason: signal.aborted ? 'cancelled' : script.finishReason,
+        usage,
+        device: 'CPU',
+      };
       yield run.done;
     } finally {
       run.endedAt = performance.now();
@@ -112,5 +121,4 @@ export class ScriptedEngine extends ModellessEngine implements Engine {
   embed(_task: EmbedTask): Promise<EmbeddingResult> {
     return Promise.reject(new Error('the scripted engine does not embed'));
   }
-
 }

@@ -18,8 +18,14 @@ export interface PeerHello {
 }
 
 /** Resolves once the edge has welcomed the peer. */
-export async function connectPeer(edge: { url: URL; agentToken: string }, hello: PeerHello, onFrame: (frame: { type: string; id?: string }, ws: WebSocket) => void): Promise<WebSocket> {
-  const ws = new WebSocket(connectUrl(edge.url.toString()), { headers: { authorization: `Bearer ${edge.agentToken}` } });
+export async function connectPeer(
+  edge: { url: URL; agentToken: string },
+  hello: PeerHello,
+  onFrame: (frame: { type: string; id?: string }, ws: WebSocket) => void,
+): Promise<WebSocket> {
+  const ws = new WebSocket(connectUrl(edge.url.toString()), {
+    headers: { authorization: `Bearer ${edge.agentToken}` },
+  });
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
   const welcomed = new Promise((resolve) => {
     ws.on('message', (data) => {
@@ -32,8 +38,15 @@ export async function connectPeer(edge: { url: URL; agentToken: string }, hello:
   });
   ws.send(
     JSON.stringify({
-      type: 'hello', protocol: PROTOCOL_VERSION, agentId: hello.agentId, agentVersion: '0', engine: hello.engine ?? 'none', instanceId: randomUUID(),
-      models: hello.models, devices: [{ name: hello.device ?? 'CPU' }], capacity: hello.capacity ?? { concurrency: 4, queueLimit: 8 },
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      agentId: hello.agentId,
+      agentVersion: '0',
+      engine: hello.engine ?? 'none',
+      instanceId: randomUUID(),
+      models: hello.models,
+      devices: [{ name: hello.device ?? 'CPU' }],
+      capacity: hello.capacity ?? { concurrency: 4, queueLimit: 8 },
     }),
   );
   await welcomed;

@@ -27,7 +27,15 @@ export interface TestEdge {
   agentToken: string;
   adminToken: string;
   /** Creates another key through the admin API. */
-  createKey(options: { name: string; models?: string[]; rpm?: number; tpm?: number; budget?: number; tenant?: string; manageModels?: boolean }): Promise<{ id: string; key: string }>;
+  createKey(options: {
+    name: string;
+    models?: string[];
+    rpm?: number;
+    tpm?: number;
+    budget?: number;
+    tenant?: string;
+    manageModels?: boolean;
+  }): Promise<{ id: string; key: string }>;
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */
   openai(options?: { apiKey?: string; maxRetries?: number }): OpenAI;
@@ -41,13 +49,25 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const edge = await startLocalEdge({
-    vars: { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url, ...vars },
+    vars: {
+      NPU_RELAY_AGENT_TOKEN: agentToken,
+      NPU_RELAY_ADMIN_TOKEN: adminToken,
+      NPU_RELAY_LIBSQL_URL: sqld.url,
+      ...vars,
+    },
     // Durable Object state of its own, so no test sees another's (wrangler would share .wrangler/state).
     persistDir: path.join(dataDir, 'wrangler'),
     logLevel: (process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') as 'error',
   });
   const admin = (p: string, init: RequestInit = {}) =>
-    fetch(new URL(p, edge.url), { ...init, headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
+    fetch(new URL(p, edge.url), {
+      ...init,
+      headers: {
+        authorization: `Bearer ${adminToken}`,
+        'content-type': 'application/json',
+        ...(init.headers as Record<string, string>),
+      },
+    });
   const createKey: TestEdge['createKey'] = async (options) => {
     const res = await admin('/admin/keys', { method: 'POST', body: JSON.stringify(options) });
     if (res.status !== 201) throw new Error(`creating a key failed: ${res.status} ${await res.text()}`);
@@ -63,7 +83,12 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
     adminToken,
     createKey,
     admin,
-    openai: (o = {}) => new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: o.apiKey ?? apiKey, maxRetries: o.maxRetries ?? 0 }),
+    openai: (o = {}) =>
+      new OpenAI({
+        baseURL: new URL('/v1', edge.url).toString(),
+        apiKey: o.apiKey ?? apiKey,
+        maxRetries: o.maxRetries ?? 0,
+      }),
     stop: async () => {
       await edge.stop();
       // A test may have restarted the database; stop whichever one is current.
@@ -74,7 +99,9 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
   return testEdge;
 }
 
-export async function createOrtEngine(options: Omit<OrtEngineOptions, 'modelsDir' | 'models'> = {}): Promise<OrtEngine> {
+export async function createOrtEngine(
+  options: Omit<OrtEngineOptions, 'modelsDir' | 'models'> = {},
+): Promise<OrtEngine> {
   const catalog = await scanModels(MODELS_DIR);
   return new OrtEngine({ ...options, modelsDir: MODELS_DIR, models: catalog.entries });
 }
@@ -82,7 +109,13 @@ export async function createOrtEngine(options: Omit<OrtEngineOptions, 'modelsDir
 export async function startTestAgent(
   edge: Pick<TestEdge, 'url' | 'agentToken'>,
   engine: Engine,
-  options: { agentId?: string; token?: string; pool?: string; scheduler?: Partial<SchedulerOptions>; statusMs?: number } = {},
+  options: {
+    agentId?: string;
+    token?: string;
+    pool?: string;
+    scheduler?: Partial<SchedulerOptions>;
+    statusMs?: number;
+  } = {},
 ): Promise<Agent> {
   const agent = new Agent({
     edgeUrl: edge.url.toString(),

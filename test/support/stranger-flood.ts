@@ -5,7 +5,8 @@
  * MAX_MS, or on SIGTERM, and prints `sent N in MS ms` as its last line.
  */
 const [url, connections, maxRequests, maxMs, everyMs = '0'] = process.argv.slice(2);
-if (!url || !connections || !maxRequests || !maxMs) throw new Error('usage: stranger-flood.ts URL CONNECTIONS MAX_REQUESTS MAX_MS');
+if (!url || !connections || !maxRequests || !maxMs)
+  throw new Error('usage: stranger-flood.ts URL CONNECTIONS MAX_REQUESTS MAX_MS');
 
 let sent = 0;
 let stop = false;
@@ -21,7 +22,10 @@ await Promise.all(
       const next = performance.now() + Number(everyMs);
       sent++;
       // Five made-up keys per connection, over and over, and every third request with no key at all.
-      const headers: Record<string, string> = { 'content-type': 'application/json', ...(i % 3 === 0 ? {} : { authorization: `Bearer sk-relay-flood-${c}-${i % 5}` }) };
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        ...(i % 3 === 0 ? {} : { authorization: `Bearer sk-relay-flood-${c}-${i % 5}` }),
+      };
       try {
         const res = await fetch(url, { method: 'POST', headers, body });
         await res.arrayBuffer();

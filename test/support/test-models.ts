@@ -23,7 +23,10 @@ export const TEST_MODEL_SETS: readonly TestModelSet[] = [
   {
     chat: 'tiny-random-LlamaForCausalLM',
     embed: 'tiny-random-BertModel',
-    repos: { chat: 'hf-internal-testing/tiny-random-LlamaForCausalLM', embed: 'hf-internal-testing/tiny-random-BertModel' },
+    repos: {
+      chat: 'hf-internal-testing/tiny-random-LlamaForCausalLM',
+      embed: 'hf-internal-testing/tiny-random-BertModel',
+    },
   },
 ];
 
@@ -35,11 +38,12 @@ const holds = (dir: string, set: TestModelSet) =>
 
 /** The folder to use and the set in it (undefined when it holds none yet). */
 export function locateTestModels(env: NodeJS.ProcessEnv = process.env): { dir: string; set: TestModelSet | undefined } {
-  const candidates = env.NPU_RELAY_TEST_MODELS_DIR ? [path.resolve(env.NPU_RELAY_TEST_MODELS_DIR)] : [SHARED_MODELS_DIR, FETCHED_MODELS_DIR];
+  const candidates = env.NPU_RELAY_TEST_MODELS_DIR
+    ? [path.resolve(env.NPU_RELAY_TEST_MODELS_DIR)]
+    : [SHARED_MODELS_DIR, FETCHED_MODELS_DIR];
   for (const dir of candidates) {
     const set = TEST_MODEL_SETS.find((s) => holds(dir, s));
     if (set) return { dir, set };
   }
   return { dir: candidates.at(-1)!, set: undefined };
 }
-

@@ -20,7 +20,40 @@ export interface TokenizerFixture {
 }
 
 /** Words that become merged tokens: the pieces of JSON and of text, some with the characters JSON escapes. */
-const WORDS = ['{"', '":', '": "', ' "', '",', '", "', '"}', '"]', '[', '\\n', '\\"', '\\\\', '\\u00', ' the', ' cat', ' sat', 'name', 'value', 'true', 'false', 'null', '12', '345', ' ,', ' .', "'s", ' <', '\n\n', '\t', 'é', 'ok"', '"\n'];
+const WORDS = [
+  '{"',
+  '":',
+  '": "',
+  ' "',
+  '",',
+  '", "',
+  '"}',
+  '"]',
+  '[',
+  '\\n',
+  '\\"',
+  '\\\\',
+  '\\u00',
+  ' the',
+  ' cat',
+  ' sat',
+  'name',
+  'value',
+  'true',
+  'false',
+  'null',
+  '12',
+  '345',
+  ' ,',
+  ' .',
+  "'s",
+  ' <',
+  '\n\n',
+  '\t',
+  'é',
+  'ok"',
+  '"\n',
+];
 /** Multi-byte characters, whose bytes the byte-level and byte-fallback tokenizers split over tokens. */
 const WIDE = ['é', '—', '🙂', '日本'];
 
@@ -30,7 +63,15 @@ interface Added {
 }
 
 function addedTokens(added: Added[], firstId: number) {
-  return added.map((a, i) => ({ id: firstId + i, content: a.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: a.special }));
+  return added.map((a, i) => ({
+    id: firstId + i,
+    content: a.content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: a.special,
+  }));
 }
 
 /** BPE merges that build each word from its characters, left to right, adding every intermediate to `vocab`. */
@@ -55,7 +96,10 @@ function write(root: string, name: string, tokenizer: unknown, config: Record<st
   const dir = path.join(root, name);
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
-  writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', model_max_length: 4096, ...config }));
+  writeFileSync(
+    path.join(dir, 'tokenizer_config.json'),
+    JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', model_max_length: 4096, ...config }),
+  );
 }
 
 const utf8 = new TextEncoder();
@@ -85,9 +129,24 @@ function byteLevel(root: string): TokenizerFixture {
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab: Object.fromEntries(vocab), merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab: Object.fromEntries(vocab),
+      merges,
+    },
   };
-  write(root, 'byte-level-bpe', tokenizer, { eos_token: '<|endoftext|>', bos_token: null, clean_up_tokenization_spaces: true });
+  write(root, 'byte-level-bpe', tokenizer, {
+    eos_token: '<|endoftext|>',
+    bos_token: null,
+    clean_up_tokenization_spaces: true,
+  });
   return { name: 'byte-level-bpe', dir: path.join(root, 'byte-level-bpe'), eosIds: [added[0]!.id] };
 }
 
@@ -104,7 +163,10 @@ function metaspace(root: string): TokenizerFixture {
     ],
     0,
   );
-  const vocab: Array<[string, number]> = [...added.map((a) => [a.content, 0] as [string, number]), ...[...pieces].map((p, i) => [p, -1 - i / 100] as [string, number])];
+  const vocab: Array<[string, number]> = [
+    ...added.map((a) => [a.content, 0] as [string, number]),
+    ...[...pieces].map((p, i) => [p, -1 - i / 100] as [string, number]),
+  ];
   const tokenizer = {
     version: '1.0',
     added_tokens: added,
@@ -114,7 +176,12 @@ function metaspace(root: string): TokenizerFixture {
     decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: true },
     model: { type: 'Unigram', unk_id: 0, vocab, byte_fallback: false },
   };
-  write(root, 'metaspace-unigram', tokenizer, { eos_token: '</s>', bos_token: '<s>', unk_token: '<unk>', clean_up_tokenization_spaces: false });
+  write(root, 'metaspace-unigram', tokenizer, {
+    eos_token: '</s>',
+    bos_token: '<s>',
+    unk_token: '<unk>',
+    clean_up_tokenization_spaces: false,
+  });
   return { name: 'metaspace-unigram', dir: path.join(root, 'metaspace-unigram'), eosIds: [2] };
 }
 
@@ -127,7 +194,10 @@ function gemmaLike(root: string): TokenizerFixture {
   vocab.set('▁', vocab.size);
   vocab.set('\n', vocab.size);
   for (const ch of WIDE.join('')) if (!vocab.has(ch)) vocab.set(ch, vocab.size);
-  const merges = mergesFor(WORDS.map((w) => w.replaceAll(' ', '▁')), vocab);
+  const merges = mergesFor(
+    WORDS.map((w) => w.replaceAll(' ', '▁')),
+    vocab,
+  );
   const added = addedTokens(
     [
       ...specials.map((content) => ({ content, special: true })),
@@ -145,10 +215,34 @@ function gemmaLike(root: string): TokenizerFixture {
     normalizer: { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
     pre_tokenizer: null,
     post_processor: null,
-    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }] },
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab: Object.fromEntries(vocab), merges },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+      ],
+    },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab: Object.fromEntries(vocab),
+      merges,
+    },
   };
-  write(root, 'gemma-like', tokenizer, { eos_token: '<eos>', bos_token: '<bos>', unk_token: '<unk>', pad_token: '<pad>', clean_up_tokenization_spaces: false });
+  write(root, 'gemma-like', tokenizer, {
+    eos_token: '<eos>',
+    bos_token: '<bos>',
+    unk_token: '<unk>',
+    pad_token: '<pad>',
+    clean_up_tokenization_spaces: false,
+  });
   return { name: 'gemma-like', dir: path.join(root, 'gemma-like'), eosIds: [1, added[5]!.id] };
 }
 

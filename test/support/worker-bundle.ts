@@ -38,18 +38,28 @@ function contributor(input: string): string {
  * `wrangler dev` runs) or for one of its environments (`production` is what `npm run deploy` uploads).
  */
 export async function buildWorkerBundle(dir: string, env?: string): Promise<WorkerBundle> {
-  const wrangler = path.join(path.dirname(createRequire(import.meta.url).resolve('wrangler/package.json')), 'bin', 'wrangler.js');
+  const wrangler = path.join(
+    path.dirname(createRequire(import.meta.url).resolve('wrangler/package.json')),
+    'bin',
+    'wrangler.js',
+  );
   const meta = path.join(dir, 'meta.json');
   const args = ['deploy', '--dry-run', ...(env ? ['--env', env] : []), '--outdir', dir, '--metafile', meta];
   await new Promise<void>((resolve, reject) => {
-    execFile(process.execPath, [wrangler, ...args], { cwd: PROJECT_ROOT, timeout: 120_000, env: { ...process.env, WRANGLER_SEND_METRICS: 'false' } }, (err, _stdout, stderr) =>
-      err ? reject(new Error(`wrangler ${args.join(' ')} failed: ${err.message}\n${stderr}`)) : resolve(),
+    execFile(
+      process.execPath,
+      [wrangler, ...args],
+      { cwd: PROJECT_ROOT, timeout: 120_000, env: { ...process.env, WRANGLER_SEND_METRICS: 'false' } },
+      (err, _stdout, stderr) =>
+        err ? reject(new Error(`wrangler ${args.join(' ')} failed: ${err.message}\n${stderr}`)) : resolve(),
     );
   });
   const mainPath = path.join(dir, 'index.js');
   // Besides the entry, the output holds the modules wrangler.jsonc's `rules` attach (text, data, wasm), which are
   // uploaded with it; not the README, the source map or our metafile.
-  const extra = (await readdir(dir)).filter((f) => f !== 'index.js' && f !== 'README.md' && f !== 'meta.json' && !f.endsWith('.map')).sort();
+  const extra = (await readdir(dir))
+    .filter((f) => f !== 'index.js' && f !== 'README.md' && f !== 'meta.json' && !f.endsWith('.map'))
+    .sort();
   const modules = ['index.js', ...extra];
   let bytes = 0;
   let gzipBytes = 0;
@@ -66,6 +76,17 @@ export async function buildWorkerBundle(dir: string, env?: string): Promise<Work
     byName.set(name, (byName.get(name) ?? 0) + bytesInOutput);
   }
   for (const m of extra) byName.set(m.replace(/^[0-9a-f]{40}-/, ''), (await stat(path.join(dir, m))).size);
-  const largest = [...byName].map(([name, b]) => ({ name, bytes: b })).sort((a, b) => b.bytes - a.bytes).slice(0, 4);
-  return { dir, mainPath, modules, bytes, gzipBytes, largest, command: `wrangler ${args.slice(0, args.indexOf('--outdir') + 1).join(' ')} <tmp>` };
+  const largest = [...byName]
+    .map(([name, b]) => ({ name, bytes: b }))
+    .sort((a, b) => b.bytes - a.bytes)
+    .slice(0, 4);
+  return {
+    dir,
+    mainPath,
+    modules,
+    bytes,
+    gzipBytes,
+    largest,
+    command: `wrangler ${args.slice(0, args.indexOf('--outdir') + 1).join(' ')} <tmp>`,
+  };
 }

@@ -14,13 +14,21 @@ const task = (extra: Partial<ChatTask> = {}): ChatTask => ({
 });
 
 test('canonical JSON sorts keys at every depth and drops undefined, so field order never splits an entry', () => {
-  assert.equal(canonicalJson({ b: 1, a: { d: [2, { y: 1, x: undefined, w: 0 }], c: null } }), '{"a":{"c":null,"d":[2,{"w":0,"y":1}]},"b":1}');
+  assert.equal(
+    canonicalJson({ b: 1, a: { d: [2, { y: 1, x: undefined, w: 0 }], c: null } }),
+    '{"a":{"c":null,"d":[2,{"w":0,"y":1}]},"b":1}',
+  );
 });
 
 test('the same request is one key whatever the field order; tenant, model, input and sampling each change it', async () => {
   const base = await cacheKey('t1', task());
   assert.match(base, /^[0-9a-f]{64}$/);
-  const reordered: ChatTask = { sampling: { stop: [], topP: 1, temperature: 0, maxTokens: 16 }, messages: [{ content: 'hi', role: 'user' }], model: 'm', task: 'chat' };
+  const reordered: ChatTask = {
+    sampling: { stop: [], topP: 1, temperature: 0, maxTokens: 16 },
+    messages: [{ content: 'hi', role: 'user' }],
+    model: 'm',
+    task: 'chat',
+  };
   assert.equal(await cacheKey('t1', reordered), base);
   const differing = await Promise.all([
     cacheKey('t2', task()),
@@ -35,9 +43,21 @@ test('the same request is one key whatever the field order; tenant, model, input
 });
 
 test('an OpenAI request with every default spelled out is the same entry as one that leaves them out', async () => {
-  const bare = chatTaskFromOpenAI(ChatCompletionRequest.parse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], temperature: 0 }));
+  const bare = chatTaskFromOpenAI(
+    ChatCompletionRequest.parse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], temperature: 0 }),
+  );
   const spelled = chatTaskFromOpenAI(
-    ChatCompletionRequest.parse({ model: 'm', messages: [{ role: 'user', content: 'hi' }], temperature: 0, top_p: 1, n: 1, stop: null, presence_penalty: 0, tools: [], user: 'alice' }),
+    ChatCompletionRequest.parse({
+      model: 'm',
+      messages: [{ role: 'user', content: 'hi' }],
+      temperature: 0,
+      top_p: 1,
+      n: 1,
+      stop: null,
+      presence_penalty: 0,
+      tools: [],
+      user: 'alice',
+    }),
   );
   assert.equal(await cacheKey('t', spelled), await cacheKey('t', bare));
 });
@@ -45,7 +65,10 @@ test('an OpenAI request with every default spelled out is the same entry as one 
 test('only reproducible requests are cached: greedy, seeded sampling and embeddings; never random sampling or counts', () => {
   assert.equal(isDeterministic(task()), true);
   assert.equal(isDeterministic(task({ sampling: { maxTokens: 16, temperature: 0.8, topP: 1, stop: [] } })), false);
-  assert.equal(isDeterministic(task({ sampling: { maxTokens: 16, temperature: 0.8, topP: 1, stop: [], seed: 7 } })), true);
+  assert.equal(
+    isDeterministic(task({ sampling: { maxTokens: 16, temperature: 0.8, topP: 1, stop: [], seed: 7 } })),
+    true,
+  );
   assert.equal(isDeterministic({ task: 'embed', model: 'e', input: ['x'] }), true);
   assert.equal(isDeterministic({ task: 'count', model: 'm', messages: [{ role: 'user', content: 'x' }] }), false);
 });

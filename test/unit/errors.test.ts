@@ -8,17 +8,43 @@ test('every tunnel code has a status; client mistakes are 4xx and agent or engin
   for (const code of ERROR_CODES) assert.ok(Number.isInteger(new ApiError(code, 'x').status), code);
   const status = (code: EdgeErrorCode) => new ApiError(code, 'x').status;
   assert.deepEqual(
-    (['invalid_request', 'bad_frame', 'wrong_model_kind', 'unknown_model', 'invalid_json', 'invalid_api_key', 'forbidden', 'payload_too_large', 'rate_limited', 'cancelled'] as const).map(status),
+    (
+      [
+        'invalid_request',
+        'bad_frame',
+        'wrong_model_kind',
+        'unknown_model',
+        'invalid_json',
+        'invalid_api_key',
+        'forbidden',
+        'payload_too_large',
+        'rate_limited',
+        'cancelled',
+      ] as const
+    ).map(status),
     [400, 400, 400, 404, 400, 401, 403, 413, 429, 499],
   );
-  assert.deepEqual((['engine_error', 'agent_gone', 'no_agent', 'timeout', 'internal', 'database_unavailable'] as const).map(status), [502, 502, 503, 504, 500, 503]);
+  assert.deepEqual(
+    (['engine_error', 'agent_gone', 'no_agent', 'timeout', 'internal', 'database_unavailable'] as const).map(status),
+    [502, 502, 503, 504, 500, 503],
+  );
 });
 
 test('one error, three shapes: OpenAI names the param and code, Ollama is a string, Anthropic types by status', () => {
   const e = new ApiError('invalid_request', "invalid 'temperature': too hot", { param: 'temperature' });
-  assert.deepEqual(errorBody(e, 'openai'), { error: { message: "invalid 'temperature': too hot", type: 'invalid_request_error', param: 'temperature', code: 'invalid_request' } });
+  assert.deepEqual(errorBody(e, 'openai'), {
+    error: {
+      message: "invalid 'temperature': too hot",
+      type: 'invalid_request_error',
+      param: 'temperature',
+      code: 'invalid_request',
+    },
+  });
   assert.deepEqual(errorBody(e, 'ollama'), { error: "invalid 'temperature': too hot" });
-  assert.deepEqual(errorBody(e, 'anthropic'), { type: 'error', error: { type: 'invalid_request_error', message: "invalid 'temperature': too hot" } });
+  assert.deepEqual(errorBody(e, 'anthropic'), {
+    type: 'error',
+    error: { type: 'invalid_request_error', message: "invalid 'temperature': too hot" },
+  });
   const types = (code: EdgeErrorCode) => [
     (errorBody(new ApiError(code, 'm'), 'openai') as { error: { type: string } }).error.type,
     (errorBody(new ApiError(code, 'm'), 'anthropic') as { error: { type: string } }).error.type,
@@ -38,11 +64,17 @@ test('responses carry the status, JSON, Retry-After rounded up to whole seconds,
   assert.equal(limited.status, 429);
   assert.equal(limited.headers.get('retry-after'), '1');
   assert.equal(limited.headers.get('content-type'), 'application/json');
-  assert.equal(errorResponse(new ApiError('overloaded', 'busy', { retryAfter: 2.1 }), 'ollama').headers.get('retry-after'), '3');
+  assert.equal(
+    errorResponse(new ApiError('overloaded', 'busy', { retryAfter: 2.1 }), 'ollama').headers.get('retry-after'),
+    '3',
+  );
   const denied = errorResponse(new ApiError('invalid_api_key', 'invalid API key'), 'anthropic');
   assert.equal(denied.status, 401);
   assert.match(denied.headers.get('www-authenticate') ?? '', /^Bearer /);
-  assert.deepEqual(await denied.json(), { type: 'error', error: { type: 'authentication_error', message: 'invalid API key' } });
+  assert.deepEqual(await denied.json(), {
+    type: 'error',
+    error: { type: 'authentication_error', message: 'invalid API key' },
+  });
 });
 
 test('anything that is not an ApiError becomes a 500 that keeps its detail out of the body', async () => {

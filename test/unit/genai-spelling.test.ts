@@ -21,12 +21,19 @@ test('a SentencePiece tokenizer with byte fallback (Llama 2) is spelled in piece
 
 test('a tool-call marker: spaces become ▁ and line breaks are left out; plain spelling changes nothing', () => {
   const begin = '<tool_call>\n{"name": "get_weather", "arguments": ';
-  assert.equal(spellForGenAi(begin, { space: '\u2581', byteFallback: true }), '<tool_call>{"name":\u2581"get_weather",\u2581"arguments":\u2581');
+  assert.equal(
+    spellForGenAi(begin, { space: '\u2581', byteFallback: true }),
+    '<tool_call>{"name":\u2581"get_weather",\u2581"arguments":\u2581',
+  );
   assert.equal(spellForGenAi(begin, { byteFallback: false }), begin);
 });
 
 test('an EBNF grammar: spaces inside quoted literals are respelled; grammar syntax and character classes are not', () => {
-  const ebnf = 'basic_escape ::= ["\\\\/bfnrt] | "u"\nroot ::= "{" ("\\"New York\\"" | "\\"a b\\"") (", " [ \\n\\t]*) "}"';
+  const ebnf =
+    'basic_escape ::= ["\\\\/bfnrt] | "u"\nroot ::= "{" ("\\"New York\\"" | "\\"a b\\"") (", " [ \\n\\t]*) "}"';
   const spelled = spellGrammarForGenAi(ebnf, { space: '\u2581', byteFallback: true });
-  assert.equal(spelled, 'basic_escape ::= ["\\\\/bfnrt] | "u"\nroot ::= "{" ("\\"New\u2581York\\"" | "\\"a\u2581b\\"") (",\u2581" [ \\n\\t]*) "}"');
+  assert.equal(
+    spelled,
+    'basic_escape ::= ["\\\\/bfnrt] | "u"\nroot ::= "{" ("\\"New\u2581York\\"" | "\\"a\u2581b\\"") (",\u2581" [ \\n\\t]*) "}"',
+  );
 });

@@ -8,13 +8,27 @@ import { decodeAgentFrame, decodeEdgeFrame, encodeFrame, FrameError } from '../.
 import type { AgentFrame, EdgeFrame, ModelInfo } from '../../shared/protocol/frames.ts';
 import { MAX_FRAME_CHARS } from '../../shared/protocol/version.ts';
 
-const model: ModelInfo = { id: 'qwen', kind: 'chat', device: 'NPU', sizeBytes: 1_234_567, digest: `sha256:${'a'.repeat(64)}`, capabilities: ['completion', 'tools'] };
+const model: ModelInfo = {
+  id: 'qwen',
+  kind: 'chat',
+  device: 'NPU',
+  sizeBytes: 1_234_567,
+  digest: `sha256:${'a'.repeat(64)}`,
+  capabilities: ['completion', 'tools'],
+};
 
 describe('agent → edge frames', () => {
   test('the model-management frames (models, progress, managed) and an error ending a manage op round-trip unchanged', () => {
     const frames: AgentFrame[] = [
       { type: 'models', models: [model, { id: 'bge', kind: 'embedding', device: 'CPU', dimensions: 384 }] },
-      { type: 'progress', id: 'op-1', status: 'pulling onnx/model.onnx', digest: 'sha256:abc', total: 1000, completed: 250 },
+      {
+        type: 'progress',
+        id: 'op-1',
+        status: 'pulling onnx/model.onnx',
+        digest: 'sha256:abc',
+        total: 1000,
+        completed: 250,
+      },
       { type: 'progress', id: 'op-1', status: 'verifying sha256 digest' },
       { type: 'managed', id: 'op-1', loadDurationMs: 812.5 },
       { type: 'managed', id: 'op-2', wasLoaded: false },
@@ -24,20 +38,44 @@ describe('agent → edge frames', () => {
   });
 
   test('a chunk with text, reasoning and a tool-call piece, and an end with usage, decode as sent', () => {
-    const chunk: AgentFrame = { type: 'chunk', id: 'r1', text: 'Hé', tokens: 2, reasoning: 'hmm', toolCalls: [{ index: 0, id: 'call_1', name: 'f', arguments: '{"a"' }] };
+    const chunk: AgentFrame = {
+      type: 'chunk',
+      id: 'r1',
+      text: 'Hé',
+      tokens: 2,
+      reasoning: 'hmm',
+      toolCalls: [{ index: 0, id: 'call_1', name: 'f', arguments: '{"a"' }],
+    };
     assert.deepEqual(decodeAgentFrame(encodeFrame(chunk)), chunk);
-    const end: AgentFrame = { type: 'end', id: 'r1', finishReason: 'tool_calls', usage: { promptTokens: 9, completionTokens: 4 }, device: 'NPU', durationMs: 40, ttftMs: 12, text: '!', tokens: 1 };
+    const end: AgentFrame = {
+      type: 'end',
+      id: 'r1',
+      finishReason: 'tool_calls',
+      usage: { promptTokens: 9, completionTokens: 4 },
+      device: 'NPU',
+      durationMs: 40,
+      ttftMs: 12,
+      text: '!',
+      tokens: 1,
+    };
     assert.deepEqual(decodeAgentFrame(encodeFrame(end)), end);
   });
 
   test('bad frames are FrameErrors naming the field and the frame type, whatever the input', () => {
     const refused = (data: unknown, pattern: RegExp) =>
-      assert.throws(() => decodeAgentFrame(data), (e: unknown) => e instanceof FrameError && e.code === 'bad_frame' && pattern.test(e.message), String(data).slice(0, 60));
+      assert.throws(
+        () => decodeAgentFrame(data),
+        (e: unknown) => e instanceof FrameError && e.code === 'bad_frame' && pattern.test(e.message),
+        String(data).slice(0, 60),
+      );
     refused(new Uint8Array([1, 2]), /JSON text messages, got a binary message/);
     refused('{', /not JSON/);
     refused('{"type":"progress","id":"op","status":"x","completed":-1}', /\(type "progress"\): completed:/);
     refused('{"type":"progress","id":"op","status":"x","total":1.5}', /total:/);
-    refused(JSON.stringify({ type: 'models', models: [{ ...model, kind: 'vision' }] }), /\(type "models"\): models\.0\.kind:/);
+    refused(
+      JSON.stringify({ type: 'models', models: [{ ...model, kind: 'vision' }] }),
+      /\(type "models"\): models\.0\.kind:/,
+    );
     refused(JSON.stringify({ type: 'managed' }), /\(type "managed"\): id:/);
     refused(JSON.stringify({ type: 'error', id: 'r', code: 'made_up', message: 'x' }), /code:/);
     refused('{"type":"manage","id":"op","op":{"action":"load","model":"m"}}', /type/);
@@ -56,9 +94,18 @@ describe('edge → agent frames', () => {
       { type: 'manage', id: 'm5', op: { action: 'copy', source: 'qwen', destination: 'qwen-copy' } },
     ];
     for (const frame of ops) assert.deepEqual(decodeEdgeFrame(encodeFrame(frame)), frame);
-    assert.throws(() => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"format-disk"}}'), /\(type "manage"\): op\.action:/);
-    assert.throws(() => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"copy","source":"a"}}'), /op\.destination:/);
-    assert.throws(() => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"load","model":"m","keepAliveMs":-2}}'), /op\.keepAliveMs:/);
+    assert.throws(
+      () => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"format-disk"}}'),
+      /\(type "manage"\): op\.action:/,
+    );
+    assert.throws(
+      () => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"copy","source":"a"}}'),
+      /op\.destination:/,
+    );
+    assert.throws(
+      () => decodeEdgeFrame('{"type":"manage","id":"m","op":{"action":"load","model":"m","keepAliveMs":-2}}'),
+      /op\.keepAliveMs:/,
+    );
     // The agent never receives agent frames: a `progress` sent to it is a bad frame, not silently taken.
     assert.throws(() => decodeEdgeFrame('{"type":"progress","id":"op","status":"x"}'), FrameError);
   });

@@ -12,10 +12,15 @@ import { readJson } from '../../worker/http/body.ts';
 import { ApiError } from '../../worker/http/errors.ts';
 import { ExpiringMap } from '../../worker/expiring-map.ts';
 
-const post = (body: string | Uint8Array | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) => new Request('http://edge.test/v1/chat/completions', { method: 'POST', body, headers, duplex: 'half' } as RequestInit);
+const post = (body: string | Uint8Array | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) =>
+  new Request('http://edge.test/v1/chat/completions', { method: 'POST', body, headers, duplex: 'half' } as RequestInit);
 const chat = { model: 'm', messages: [{ role: 'user', content: 'hi' }] };
 
-async function refused(request: Request, schema: z.ZodType = ChatCompletionRequest, maxBytes = 1024): Promise<ApiError> {
+async function refused(
+  request: Request,
+  schema: z.ZodType = ChatCompletionRequest,
+  maxBytes = 1024,
+): Promise<ApiError> {
   try {
     await readJson(request, schema, maxBytes);
   } catch (err) {
@@ -27,7 +32,11 @@ async function refused(request: Request, schema: z.ZodType = ChatCompletionReque
 
 describe('readJson', () => {
   test('a valid body is parsed whatever Content-Type says (curl -d sends a form type)', async () => {
-    const parsed = await readJson(post(JSON.stringify(chat), { 'content-type': 'application/x-www-form-urlencoded' }), ChatCompletionRequest, 1024);
+    const parsed = await readJson(
+      post(JSON.stringify(chat), { 'content-type': 'application/x-www-form-urlencoded' }),
+      ChatCompletionRequest,
+      1024,
+    );
     assert.equal(parsed.messages[0]!.content, 'hi');
   });
 
@@ -60,10 +69,20 @@ describe('readJson', () => {
     const e = await refused(post(JSON.stringify({ ...chat, temperature: 9 })));
     assert.deepEqual([e.status, e.code, e.param], [400, 'invalid_request', 'temperature']);
     assert.match(e.message, /^invalid 'temperature': /);
-    const image = await refused(post(JSON.stringify({ ...chat, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] })));
+    const image = await refused(
+      post(
+        JSON.stringify({
+          ...chat,
+          messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }],
+        }),
+      ),
+    );
     assert.equal(image.param, 'messages.0.content.0.type');
     assert.match(image.message, /images are not supported/);
-    const ollama = await refused(post(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }], logprobs: true })), OllamaChatRequest);
+    const ollama = await refused(
+      post(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }], logprobs: true })),
+      OllamaChatRequest,
+    );
     assert.equal(ollama.param, 'logprobs');
   });
 });
@@ -78,7 +97,11 @@ describe('ExpiringMap', () => {
     m.set('b', 2, 10);
     m.set('a', 3, 20);
     m.set('c', 4, 30);
-    assert.deepEqual([m.get('a', 40), m.get('b', 40), m.get('c', 40)], [3, undefined, 4], 'setting a key again makes it the newest');
+    assert.deepEqual(
+      [m.get('a', 40), m.get('b', 40), m.get('c', 40)],
+      [3, undefined, 4],
+      'setting a key again makes it the newest',
+    );
     m.delete('c');
     assert.equal(m.get('c', 40), undefined);
   });

@@ -28,19 +28,38 @@ test('results without ids (Ollama) answer the earliest open call of their tool, 
     { role: 'tool', content: '21 °C', toolName: 'get_weather' },
     { role: 'tool', content: '4 °C' },
   ]);
-  assert.deepEqual(out.slice(2).map((m) => [m.toolCallId, m.toolName]), [['c3', 'get_time'], ['c1', 'get_weather'], ['c2', 'get_weather']]);
+  assert.deepEqual(
+    out.slice(2).map((m) => [m.toolCallId, m.toolName]),
+    [
+      ['c3', 'get_time'],
+      ['c1', 'get_weather'],
+      ['c2', 'get_weather'],
+    ],
+  );
 });
 
 test('a result for no open call is passed on as it came; a new assistant turn closes the previous calls', () => {
   const stray: ChatMessage = { role: 'tool', content: 'late', toolCallId: 'c9' };
   assert.deepEqual(linkToolResults([ask, calls, stray])[2], stray);
-  const out = linkToolResults([ask, calls, { role: 'assistant', content: 'Let me check.' }, { role: 'tool', content: 'x' }]);
-  assert.deepEqual(out[3], { role: 'tool', content: 'x' }, 'the calls of an earlier turn are not answered by a later result');
+  const out = linkToolResults([
+    ask,
+    calls,
+    { role: 'assistant', content: 'Let me check.' },
+    { role: 'tool', content: 'x' },
+  ]);
+  assert.deepEqual(
+    out[3],
+    { role: 'tool', content: 'x' },
+    'the calls of an earlier turn are not answered by a later result',
+  );
   assert.notEqual(linkToolResults([ask, calls])[1], undefined);
 });
 
 test('tool defaults: parameters default to an empty object schema; choice auto and parallel calls only with tools', () => {
-  assert.deepEqual(toolDef({ name: 'now', description: null }), { name: 'now', parameters: { type: 'object', properties: {} } });
+  assert.deepEqual(toolDef({ name: 'now', description: null }), {
+    name: 'now',
+    parameters: { type: 'object', properties: {} },
+  });
   const a = toolDef({ name: 'a' });
   const b = toolDef({ name: 'b' });
   (a.parameters.properties as Record<string, unknown>).x = 1;

@@ -29,9 +29,17 @@ const Name = z.string().min(1).max(256);
 const Agent = z.string().min(1).max(128).optional();
 
 const PullRequest = z
-  .object({ model: Name.optional(), name: Name.optional(), insecure: z.boolean().optional(), stream: z.boolean().optional(), agent: Agent })
+  .object({
+    model: Name.optional(),
+    name: Name.optional(),
+    insecure: z.boolean().optional(),
+    stream: z.boolean().optional(),
+    agent: Agent,
+  })
   .refine((r) => r.model ?? r.name, { message: 'model is required', path: ['model'] });
-const DeleteRequest = z.object({ model: Name.optional(), name: Name.optional(), agent: Agent }).refine((r) => r.model ?? r.name, { message: 'model is required', path: ['model'] });
+const DeleteRequest = z
+  .object({ model: Name.optional(), name: Name.optional(), agent: Agent })
+  .refine((r) => r.model ?? r.name, { message: 'model is required', path: ['model'] });
 const CopyRequest = z.object({ source: Name, destination: Name, agent: Agent });
 /** An empty generate or chat: only these fields matter (the rest — options, format — change nothing for a load). */
 const LoadRequest = z.looseObject({ model: Name, keep_alive: KeepAlive.optional(), stream: z.boolean().optional() });
@@ -61,7 +69,8 @@ function requireManage(caller: Caller, what: string): void {
 
 /** A key limited to some models sees no other: the same answer as for a model that does not exist. */
 function requireVisible(caller: Caller, model: string): void {
-  if ('key' in caller && caller.key.models && !caller.key.models.includes(model)) throw new ApiError('unknown_model', `model '${model}' not found`, { param: 'model' });
+  if ('key' in caller && caller.key.models && !caller.key.models.includes(model))
+    throw new ApiError('unknown_model', `model '${model}' not found`, { param: 'model' });
 }
 
 function outcomeError(outcome: ManageOutcome): ApiError | undefined {
@@ -69,14 +78,27 @@ function outcomeError(outcome: ManageOutcome): ApiError | undefined {
 }
 
 /** Runs `run` for an authenticated caller; a refusal it throws leaves a usage row (the hub records what it runs). */
-async function guarded(endpoint: string, caller: Caller, env: Env, ctx: ExecutionContext, run: () => Promise<Response>): Promise<Response> {
+async function guarded(
+  endpoint: string,
+  caller: Caller,
+  env: Env,
+  ctx: ExecutionContext,
+  run: () => Promise<Response>,
+): Promise<Response> {
   const started = Date.now();
   try {
     return await run();
   } catch (err) {
     const e = toApiError(err);
-    const row = usageRow({ id: crypto.randomUUID(), at: started, keyId: keyIdOf(caller), model: null, endpoint }, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null });
-    ctx.waitUntil(hub(env).record(row).catch((recordErr: unknown) => console.error('could not record a refused management request', recordErr)));
+    const row = usageRow(
+      { id: crypto.randomUUID(), at: started, keyId: keyIdOf(caller), model: null, endpoint },
+      { kind: 'rejected', status: e.status, errorCode: e.code, cache: null },
+    );
+    ctx.waitUntil(
+      hub(env)
+        .record(row)
+        .catch((recordErr: unknown) => console.error('could not record a refused management request', recordErr)),
+    );
     return errorResponse(e, 'ollama');
   }
 }
@@ -118,7 +140,13 @@ const pull = managed('api.pull', async (request, env, caller) => {
   const name = pullDestination(model);
   if (scoped) requireVisible(caller, name);
   const op = { action: 'pull' as const, model, ...(scoped ? { name } : {}) };
-  const req: ManageRequest = { op, agent: body.agent, endpoint: 'api.pull', keyId: keyIdOf(caller), stream: body.stream !== false };
+  const req: ManageRequest = {
+    op,
+    agent: body.agent,
+    endpoint: 'api.pull',
+    keyId: keyIdOf(caller),
+    stream: body.stream !== false,
+  };
   return hub(env).pull(req);
 });
 
@@ -127,7 +155,14 @@ const remove = managed('api.delete', async (request, env, caller) => {
   const body = await readJson(request, DeleteRequest, maxBytes(env));
   const model = modelId((body.model ?? body.name)!);
   requireVisible(caller, model);
-  const failed = outcomeError(await hub(env).manage({ op: { action: 'delete', model }, agent: body.agent, endpoint: 'api.delete', keyId: keyIdOf(caller) }));
+  const failed = outcomeError(
+    await hub(env).manage({
+      op: { action: 'delete', model },
+      agent: body.agent,
+      endpoint: 'api.delete',
+      keyId: keyIdOf(caller),
+    }),
+  );
   // This isolate's model directory is out of date now (cache hits it answers itself must not outlive the model).
   poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
@@ -143,7 +178,9 @@ const copy = managed('api.copy', async (request, env, caller) => {
   requireVisible(caller, source);
   requireVisible(caller, destination);
   const op = { action: 'copy' as const, source, destination };
-  const failed = outcomeError(await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', keyId: keyIdOf(caller) }));
+  const failed = outcomeError(
+    await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', keyId: keyIdOf(caller) }),
+  );
   poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
   return new Response(null, { status: 200 });
@@ -161,11 +198,23 @@ function isLoad(shape: Shape, body: unknown): boolean {
 }
 
 /** The answer Ollama gives a load or unload: one object, `done: true`, nothing generated. */
-function loadAnswer(shape: Shape, model: string, reason: 'load' | 'unload', loadMs?: number, totalMs?: number): Response {
+function loadAnswer(
+  shape: Shape,
+  model: string,
+  reason: 'load' | 'unload',
+  loadMs?: number,
+  totalMs?: number,
+): Response {
   const base = { model, created_at: new Date().toISOString() };
-  const answer = shape === 'generate' ? { ...base, response: '' } : { ...base, message: { role: 'assistant', content: '' } };
-  const durations = loadMs === undefined ? {} : { total_duration: Math.round((totalMs ?? loadMs) * 1e6), load_duration: Math.round(loadMs * 1e6) };
-  return new Response(`${JSON.stringify({ ...answer, done_reason: reason, done: true, ...durations })}\n`, { headers: { 'content-type': 'application/json; charset=utf-8' } });
+  const answer =
+    shape === 'generate' ? { ...base, response: '' } : { ...base, message: { role: 'assistant', content: '' } };
+  const durations =
+    loadMs === undefined
+      ? {}
+      : { total_duration: Math.round((totalMs ?? loadMs) * 1e6), load_duration: Math.round(loadMs * 1e6) };
+  return new Response(`${JSON.stringify({ ...answer, done_reason: reason, done: true, ...durations })}\n`, {
+    headers: { 'content-type': 'application/json; charset=utf-8' },
+  });
 }
 
 /**
@@ -197,7 +246,11 @@ export function loadOrUnload(shape: Shape) {
       if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
         const param = issue.path.map(String).join('.') || null;
-        throw new ApiError('invalid_request', param ? `invalid '${param}': ${issue.message}` : `invalid request body: ${issue.message}`, { param });
+        throw new ApiError(
+          'invalid_request',
+          param ? `invalid '${param}': ${issue.message}` : `invalid request body: ${issue.message}`,
+          { param },
+        );
       }
       const body = parsed.data;
       const model = modelId(body.model);
@@ -212,8 +265,16 @@ export function loadOrUnload(shape: Shape) {
       const change = residencyChange(keep);
       if (change !== undefined) requireManage(caller, change);
       // Without the scope a keep_alive may only lengthen the model's (the agent keeps another key's pin).
-      const keepAlive = keep === undefined ? {} : { keepAliveMs: keep, ...(mayManage(caller) ? {} : { keepAliveExtends: true as const }) };
-      const outcome = await hub(env).manage({ op: { action: 'load', model, ...keepAlive }, endpoint, keyId: keyIdOf(caller), kind: 'chat' });
+      const keepAlive =
+        keep === undefined
+          ? {}
+          : { keepAliveMs: keep, ...(mayManage(caller) ? {} : { keepAliveExtends: true as const }) };
+      const outcome = await hub(env).manage({
+        op: { action: 'load', model, ...keepAlive },
+        endpoint,
+        keyId: keyIdOf(caller),
+        kind: 'chat',
+      });
       if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
       return loadAnswer(shape, body.model, 'load', outcome.loadDurationMs ?? 0, Date.now() - started);
     });

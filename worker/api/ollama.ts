@@ -23,7 +23,11 @@ function doneReason(reason: FinishReason): string {
 function stats(outcome: Outcome, meta: ResponseMeta) {
   const t = outcome.timing;
   const { promptTokens, completionTokens } = outcome.usage;
-  const counts = { done_reason: doneReason(outcome.finishReason), prompt_eval_count: promptTokens, eval_count: completionTokens };
+  const counts = {
+    done_reason: doneReason(outcome.finishReason),
+    prompt_eval_count: promptTokens,
+    eval_count: completionTokens,
+  };
   if (!t) return { ...counts, ...replayDurations(promptTokens, completionTokens, meta) };
   const loadMs = t.loadMs ?? 0;
   // The agent's time to first token holds the load and the prompt's evaluation (and any wait in its queue).
@@ -52,7 +56,12 @@ function replayDurations(promptTokens: number, completionTokens: number, meta: R
   const totalMs = Math.max(1, Date.now() - (meta.createdMs ?? Date.now()));
   const tokens = promptTokens + completionTokens;
   const share = (n: number) => (tokens === 0 ? 0 : atLeast(n, ns((totalMs * n) / tokens)));
-  return { total_duration: ns(totalMs), load_duration: 0, prompt_eval_duration: share(promptTokens), eval_duration: share(completionTokens) };
+  return {
+    total_duration: ns(totalMs),
+    load_duration: 0,
+    prompt_eval_duration: share(promptTokens),
+    eval_duration: share(completionTokens),
+  };
 }
 
 /** The time a line is written, as Ollama stamps each line of a stream (sub-second, so each line has its own). */
@@ -66,7 +75,12 @@ function ollamaCall(call: ToolCall, index: number) {
 }
 
 /** One line's worth of answer: Ollama calls reasoning `thinking`, beside `content` (chat) or `response` (generate). */
-function piece(shape: Shape, meta: ResponseMeta, part: { text: string; reasoning?: string | undefined; toolCalls?: Array<{ call: ToolCall; index: number }> }, done: boolean) {
+function piece(
+  shape: Shape,
+  meta: ResponseMeta,
+  part: { text: string; reasoning?: string | undefined; toolCalls?: Array<{ call: ToolCall; index: number }> },
+  done: boolean,
+) {
   const base = { model: meta.model, created_at: createdAt() };
   const thinking = part.reasoning ? { thinking: part.reasoning } : {};
   if (shape === 'generate') return { ...base, response: part.text, ...thinking, done };
@@ -100,14 +114,20 @@ class NdjsonWriter implements StreamWriter {
     return '';
   }
   delta(part: AnswerPart) {
-    let out = part.text || part.reasoning ? line(piece(this.#shape, this.#meta, { text: part.text, reasoning: part.reasoning }, false)) : '';
+    let out =
+      part.text || part.reasoning
+        ? line(piece(this.#shape, this.#meta, { text: part.text, reasoning: part.reasoning }, false))
+        : '';
     for (const d of part.toolCalls ?? []) {
       if (this.#call?.index === d.index) {
         this.#call.call.arguments += d.arguments ?? '';
         continue;
       }
       out += this.#flushCall();
-      this.#call = { index: d.index, call: { id: d.id ?? `call_${d.index}`, name: d.name ?? '', arguments: d.arguments ?? '' } };
+      this.#call = {
+        index: d.index,
+        call: { id: d.id ?? `call_${d.index}`, name: d.name ?? '', arguments: d.arguments ?? '' },
+      };
     }
     return out;
   }
@@ -133,7 +153,11 @@ function textFormat(shape: Shape): ResponseFormat {
     flavor: 'ollama',
     stream: (meta) => new NdjsonWriter(shape, meta),
     body: (meta, answer, outcome) => {
-      const part = { text: answer.text, reasoning: answer.reasoning, toolCalls: answer.toolCalls.map((call, index) => ({ call, index })) };
+      const part = {
+        text: answer.text,
+        reasoning: answer.reasoning,
+        toolCalls: answer.toolCalls.map((call, index) => ({ call, index })),
+      };
       return final(shape, meta, part, outcome);
     },
   };

@@ -1,7 +1,14 @@
 /** OpenAI `chat.completion` and `text_completion` responses: JSON bodies and their SSE streams. */
 import type { FinishReason, Usage } from '../../shared/protocol/frames.ts';
 import { errorBody } from '../http/errors.ts';
-import { type Answer, type AnswerPart, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from './format.ts';
+import {
+  type Answer,
+  type AnswerPart,
+  type ResponseFormat,
+  type ResponseMeta,
+  type StreamWriter,
+  sseComment,
+} from './format.ts';
 
 /** OpenAI has no `cancelled`; a cancelled generation only reaches a client that already left. */
 function finishReason(reason: FinishReason): 'stop' | 'length' | 'tool_calls' {
@@ -55,10 +62,16 @@ class ChatChunkWriter implements StreamWriter {
     for (const d of part.toolCalls ?? []) {
       if (!this.#opened.has(d.index)) {
         this.#opened.add(d.index);
-        const opening = { index: d.index, id: d.id ?? `call_${d.index}`, type: 'function', function: { name: d.name ?? '', arguments: '' } };
+        const opening = {
+          index: d.index,
+          id: d.id ?? `call_${d.index}`,
+          type: 'function',
+          function: { name: d.name ?? '', arguments: '' },
+        };
         out += this.#chunk({ tool_calls: [opening] }, null);
       }
-      if (d.arguments) out += this.#chunk({ tool_calls: [{ index: d.index, function: { arguments: d.arguments } }] }, null);
+      if (d.arguments)
+        out += this.#chunk({ tool_calls: [{ index: d.index, function: { arguments: d.arguments } }] }, null);
     }
     return out;
   }
@@ -66,7 +79,15 @@ class ChatChunkWriter implements StreamWriter {
     const { id, created, model, includeUsage } = this.#meta;
     let out = this.#chunk({}, finishReason(outcome.finishReason), includeUsage ? { usage: null } : {});
     if (includeUsage) {
-      out += sse({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage: usage(outcome.usage) });
+      out += sse({
+        id,
+        object: 'chat.completion.chunk',
+        created,
+        model,
+        system_fingerprint: null,
+        choices: [],
+        usage: usage(outcome.usage),
+      });
     }
     return out + 'data: [DONE]\n\n';
   }
@@ -86,7 +107,15 @@ function message(answer: Answer) {
     content: answer.text === '' && calls.length > 0 ? null : answer.text,
     refusal: null,
     ...(answer.reasoning ? { reasoning_content: answer.reasoning } : {}),
-    ...(calls.length > 0 ? { tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })) } : {}),
+    ...(calls.length > 0
+      ? {
+          tool_calls: calls.map((c) => ({
+            id: c.id,
+            type: 'function',
+            function: { name: c.name, arguments: c.arguments },
+          })),
+        }
+      : {}),
   };
 }
 
@@ -99,7 +128,9 @@ export const openaiChat: ResponseFormat = {
     created: meta.created,
     model: meta.model,
     system_fingerprint: null,
-    choices: [{ index: 0, message: message(answer), logprobs: null, finish_reason: finishReason(outcome.finishReason) }],
+    choices: [
+      { index: 0, message: message(answer), logprobs: null, finish_reason: finishReason(outcome.finishReason) },
+    ],
     usage: usage(outcome.usage),
   }),
 };
@@ -112,7 +143,15 @@ class CompletionChunkWriter implements StreamWriter {
   }
   #chunk(text: string, finish: string | null, extra: Record<string, unknown> = {}) {
     const { id, created, model } = this.#meta;
-    return sse({ id, object: 'text_completion', created, model, system_fingerprint: null, choices: [{ text, index: 0, logprobs: null, finish_reason: finish }], ...extra });
+    return sse({
+      id,
+      object: 'text_completion',
+      created,
+      model,
+      system_fingerprint: null,
+      choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
+      ...extra,
+    });
   }
   open() {
     return '';
@@ -124,7 +163,16 @@ class CompletionChunkWriter implements StreamWriter {
   close(outcome: { finishReason: FinishReason; usage: Usage }) {
     const { id, created, model, includeUsage } = this.#meta;
     let out = this.#chunk('', finishReason(outcome.finishReason));
-    if (includeUsage) out += sse({ id, object: 'text_completion', created, model, system_fingerprint: null, choices: [], usage: usage(outcome.usage) });
+    if (includeUsage)
+      out += sse({
+        id,
+        object: 'text_completion',
+        created,
+        model,
+        system_fingerprint: null,
+        choices: [],
+        usage: usage(outcome.usage),
+      });
     return out + 'data: [DONE]\n\n';
   }
   error(err: Parameters<StreamWriter['error']>[0]) {

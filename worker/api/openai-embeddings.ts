@@ -19,7 +19,11 @@ export const openaiEmbeddings: ResponseFormat = {
   body: notStreamed,
   embeddings: (meta, vectors, usage) => ({
     object: 'list',
-    data: vectors.map((v, index) => ({ object: 'embedding', index, embedding: meta.encoding === 'base64' ? base64Float32(v) : v })),
+    data: vectors.map((v, index) => ({
+      object: 'embedding',
+      index,
+      embedding: meta.encoding === 'base64' ? base64Float32(v) : v,
+    })),
     model: meta.model,
     usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens },
   }),

@@ -12,7 +12,13 @@ export interface CachedAnswer {
   outcome: Outcome;
 }
 
-export function replay(format: ResponseFormat, meta: ResponseMeta, answer: CachedAnswer, stream: boolean, headers: Record<string, string>): Response {
+export function replay(
+  format: ResponseFormat,
+  meta: ResponseMeta,
+  answer: CachedAnswer,
+  stream: boolean,
+  headers: Record<string, string>,
+): Response {
   if (answer.embeddings && format.embeddings) {
     return Response.json(format.embeddings(meta, answer.embeddings, answer.outcome.usage), { headers });
   }

@@ -12,14 +12,46 @@ export const EXPORT_PAGE_ROWS = 1000;
 
 /** CSV columns, in order: each is a usage column, plus `time` (ISO 8601) beside `at` (ms) for people reading it. */
 const COLUMNS = [
-  'id', 'time', 'at', 'key_id', 'model', 'endpoint', 'agent_id', 'device', 'prompt_tokens', 'completion_tokens', 'ttft_ms',
-  'duration_ms', 'tokens_per_second', 'cache', 'status', 'error_code', 'outcome', 'requests',
+  'id',
+  'time',
+  'at',
+  'key_id',
+  'model',
+  'endpoint',
+  'agent_id',
+  'device',
+  'prompt_tokens',
+  'completion_tokens',
+  'ttft_ms',
+  'duration_ms',
+  'tokens_per_second',
+  'cache',
+  'status',
+  'error_code',
+  'outcome',
+  'requests',
 ] as const;
 
 function csvCells(r: UsageRecord): Array<string | number | null> {
   return [
-    r.id, new Date(r.at).toISOString(), r.at, r.keyId, r.model, r.endpoint, r.agentId, r.device, r.promptTokens, r.completionTokens, r.ttftMs,
-    r.durationMs, r.tokensPerSecond, r.cache, r.status, r.errorCode, r.outcome, r.requests,
+    r.id,
+    new Date(r.at).toISOString(),
+    r.at,
+    r.keyId,
+    r.model,
+    r.endpoint,
+    r.agentId,
+    r.device,
+    r.promptTokens,
+    r.completionTokens,
+    r.ttftMs,
+    r.durationMs,
+    r.tokensPerSecond,
+    r.cache,
+    r.status,
+    r.errorCode,
+    r.outcome,
+    r.requests,
   ];
 }
 
@@ -79,7 +111,8 @@ export async function usageExport(db: Database, filter: UsageFilter, format: Exp
           cursor = { at: last.at, id: last.id };
         }
         if (page.length < EXPORT_PAGE_ROWS) {
-          if (format === 'json') controller.enqueue(encoder.encode(page.length === 0 && cursor === undefined ? ']\n' : '\n]\n'));
+          if (format === 'json')
+            controller.enqueue(encoder.encode(page.length === 0 && cursor === undefined ? ']\n' : '\n]\n'));
           controller.close();
         }
       },

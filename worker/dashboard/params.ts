@@ -26,7 +26,11 @@ function time(request: IRequest, name: string): number | undefined {
   if (raw === undefined) return undefined;
   const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
   if (!Number.isSafeInteger(ms)) {
-    throw new ApiError('invalid_request', `'${name}' must be milliseconds since the epoch or an ISO 8601 date, got '${raw}'`, { param: name });
+    throw new ApiError(
+      'invalid_request',
+      `'${name}' must be milliseconds since the epoch or an ISO 8601 date, got '${raw}'`,
+      { param: name },
+    );
   }
   return ms;
 }
@@ -47,15 +51,28 @@ function choice<T extends string>(request: IRequest, name: string, allowed: read
 export function statsQuery(request: IRequest, now = Date.now()): StatsQuery {
   const to = time(request, 'to') ?? now + 1;
   const from = time(request, 'from') ?? to - DAY_MS;
-  if (from >= to) throw new ApiError('invalid_request', `'from' (${new Date(from).toISOString()}) must be before 'to' (${new Date(to).toISOString()})`, { param: 'from' });
-  if (to - from > MAX_RANGE_MS) throw new ApiError('invalid_request', `the range may span at most ${MAX_RANGE_MS / DAY_MS} days`, { param: 'from' });
+  if (from >= to)
+    throw new ApiError(
+      'invalid_request',
+      `'from' (${new Date(from).toISOString()}) must be before 'to' (${new Date(to).toISOString()})`,
+      { param: 'from' },
+    );
+  if (to - from > MAX_RANGE_MS)
+    throw new ApiError('invalid_request', `the range may span at most ${MAX_RANGE_MS / DAY_MS} days`, {
+      param: 'from',
+    });
   const bucket = choice<Bucket>(request, 'bucket', ['hour', 'day'], to - from <= 7 * DAY_MS ? 'hour' : 'day');
   if ((to - from) / BUCKET_MS[bucket] > MAX_BUCKETS) {
-    throw new ApiError('invalid_request', `${Math.ceil((to - from) / BUCKET_MS[bucket])} ${bucket}s is too many buckets (at most ${MAX_BUCKETS}): use bucket=day or a shorter range`, { param: 'bucket' });
+    throw new ApiError(
+      'invalid_request',
+      `${Math.ceil((to - from) / BUCKET_MS[bucket])} ${bucket}s is too many buckets (at most ${MAX_BUCKETS}): use bucket=day or a shorter range`,
+      { param: 'bucket' },
+    );
   }
   const split = choice<Split>(request, 'split', ['key', 'model'], 'key');
   const keyId = one(request, 'key');
-  if (keyId !== undefined && keyId.length > 200) throw new ApiError('invalid_request', `'key' is a key id (at most 200 characters)`, { param: 'key' });
+  if (keyId !== undefined && keyId.length > 200)
+    throw new ApiError('invalid_request', `'key' is a key id (at most 200 characters)`, { param: 'key' });
   return { from, to, bucket, split, keyId };
 }
 

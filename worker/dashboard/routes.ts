@@ -10,7 +10,15 @@
 import type { IRequest, RouterType } from 'itty-router';
 import { edgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
-import { errorCounts, keyLabels, latencyByModel, latencyTimeseries, throughputByDevice, usageSummary, usageTimeseries } from '../db/dashboard-queries.ts';
+import {
+  errorCounts,
+  keyLabels,
+  latencyByModel,
+  latencyTimeseries,
+  throughputByDevice,
+  usageSummary,
+  usageTimeseries,
+} from '../db/dashboard-queries.ts';
 import type { Env } from '../env.ts';
 import { bearerToken, secretsEqual } from '../http/auth.ts';
 import { ApiError } from '../http/errors.ts';
@@ -38,7 +46,10 @@ async function isAdminToken(given: string | undefined, env: Env): Promise<boolea
 async function requireDashboardAccess(request: IRequest, env: Env): Promise<void> {
   if (await isAdminToken(bearerToken(request), env)) return;
   if (await hasSession(request, edgeConfig(env).adminToken)) return;
-  throw new ApiError('invalid_api_key', 'dashboard endpoints need Authorization: Bearer <NPU_RELAY_ADMIN_TOKEN>, or a dashboard session: log in at /dashboard');
+  throw new ApiError(
+    'invalid_api_key',
+    'dashboard endpoints need Authorization: Bearer <NPU_RELAY_ADMIN_TOKEN>, or a dashboard session: log in at /dashboard',
+  );
 }
 
 /**
@@ -48,7 +59,10 @@ async function requireDashboardAccess(request: IRequest, env: Env): Promise<void
 function requireSameOrigin(request: IRequest): void {
   const origin = request.headers.get('origin');
   if (origin !== null && origin !== new URL(request.url).origin) {
-    throw new ApiError('forbidden', `a form on ${origin} may not post to the dashboard; open it at ${new URL(request.url).origin}/dashboard`);
+    throw new ApiError(
+      'forbidden',
+      `a form on ${origin} may not post to the dashboard; open it at ${new URL(request.url).origin}/dashboard`,
+    );
   }
 }
 
@@ -59,7 +73,10 @@ async function withDatabase<T>(env: Env, run: (db: Database) => Promise<T>): Pro
   } catch (err) {
     if (err instanceof ApiError) throw err;
     const detail = err instanceof Error ? err.message : String(err);
-    throw new ApiError('database_unavailable', `the usage database at ${libsqlUrl} did not answer: ${detail}`, { cause: err, retryAfter: 5 });
+    throw new ApiError('database_unavailable', `the usage database at ${libsqlUrl} did not answer: ${detail}`, {
+      cause: err,
+      retryAfter: 5,
+    });
   }
 }
 
@@ -72,21 +89,34 @@ async function login(request: IRequest, env: Env): Promise<Response> {
   requireSameOrigin(request);
   const type = request.headers.get('content-type') ?? '';
   if (!type.startsWith('application/x-www-form-urlencoded')) {
-    throw new ApiError('unsupported_media_type', 'post the login form (application/x-www-form-urlencoded with a `token` field)');
+    throw new ApiError(
+      'unsupported_media_type',
+      'post the login form (application/x-www-form-urlencoded with a `token` field)',
+    );
   }
   const length = Number(request.headers.get('content-length') ?? NaN);
-  if (!(length <= MAX_LOGIN_BYTES)) throw new ApiError('payload_too_large', `the login form must be at most ${MAX_LOGIN_BYTES} bytes, with a Content-Length`);
+  if (!(length <= MAX_LOGIN_BYTES))
+    throw new ApiError(
+      'payload_too_large',
+      `the login form must be at most ${MAX_LOGIN_BYTES} bytes, with a Content-Length`,
+    );
   const token = new URLSearchParams(await request.text()).get('token')?.trim();
   if (!(await isAdminToken(token, env))) {
     return page(loginPage('That is not the admin token. It is the value of NPU_RELAY_ADMIN_TOKEN on the edge.'), 401);
   }
   const session = await newSession(edgeConfig(env).adminToken);
-  return new Response(null, { status: 303, headers: { location: '/dashboard', 'set-cookie': sessionCookieHeader(session), 'cache-control': 'no-store' } });
+  return new Response(null, {
+    status: 303,
+    headers: { location: '/dashboard', 'set-cookie': sessionCookieHeader(session), 'cache-control': 'no-store' },
+  });
 }
 
 function logout(request: IRequest): Response {
   requireSameOrigin(request);
-  return new Response(null, { status: 303, headers: { location: '/dashboard', 'set-cookie': sessionCookieHeader(undefined), 'cache-control': 'no-store' } });
+  return new Response(null, {
+    status: 303,
+    headers: { location: '/dashboard', 'set-cookie': sessionCookieHeader(undefined), 'cache-control': 'no-store' },
+  });
 }
 
 function asset(request: IRequest): Response | undefined {
@@ -107,13 +137,21 @@ async function summary(request: IRequest, env: Env): Promise<Response> {
 async function timeseries(request: IRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const data = await withDatabase(env, (db) => usageTimeseries(db, q, q.bucket, q.split));
-  return Response.json({ from: q.from, to: q.to, key: q.keyId ?? null, bucket: q.bucket, split: q.split, data }, { headers: JSON_HEADERS });
+  return Response.json(
+    { from: q.from, to: q.to, key: q.keyId ?? null, bucket: q.bucket, split: q.split, data },
+    { headers: JSON_HEADERS },
+  );
 }
 
 async function latency(request: IRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
-  const [series, byModel] = await withDatabase(env, (db) => Promise.all([latencyTimeseries(db, q, q.bucket), latencyByModel(db, q)]));
-  return Response.json({ from: q.from, to: q.to, key: q.keyId ?? null, bucket: q.bucket, timeseries: series, byModel }, { headers: JSON_HEADERS });
+  const [series, byModel] = await withDatabase(env, (db) =>
+    Promise.all([latencyTimeseries(db, q, q.bucket), latencyByModel(db, q)]),
+  );
+  return Response.json(
+    { from: q.from, to: q.to, key: q.keyId ?? null, bucket: q.bucket, timeseries: series, byModel },
+    { headers: JSON_HEADERS },
+  );
 }
 
 async function devices(request: IRequest, env: Env): Promise<Response> {

@@ -25,7 +25,13 @@ function base64url(bytes: ArrayBuffer | Uint8Array): string {
 }
 
 async function signature(adminToken: string, payload: string): Promise<string> {
-  const key = await crypto.subtle.importKey('raw', encoder.encode(adminToken), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  const key = await crypto.subtle.importKey(
+    'raw',
+    encoder.encode(adminToken),
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign'],
+  );
   return base64url(await crypto.subtle.sign('HMAC', key, encoder.encode(`${CONTEXT}\n${payload}`)));
 }
 
@@ -64,7 +70,9 @@ export function sessionCookieHeader(value: string | undefined): string {
   // Secure even on http://127.0.0.1 and http://localhost: browsers count those as secure contexts and keep the cookie
   // (the dashboard test checks this in Chromium).
   const attributes = `Path=/; HttpOnly; Secure; SameSite=Strict`;
-  return value === undefined ? `${SESSION_COOKIE}=; Max-Age=0; ${attributes}` : `${SESSION_COOKIE}=${value}; Max-Age=${SESSION_TTL_S}; ${attributes}`;
+  return value === undefined
+    ? `${SESSION_COOKIE}=; Max-Age=0; ${attributes}`
+    : `${SESSION_COOKIE}=${value}; Max-Age=${SESSION_TTL_S}; ${attributes}`;
 }
 
 /** Whether the request carries a valid dashboard session. */

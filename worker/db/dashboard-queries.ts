@@ -20,7 +20,12 @@ export type Split = 'key' | 'model';
 export const BUCKET_MS: Record<Bucket, number> = { hour: 3_600_000, day: 86_400_000 };
 
 function inRange(f: UsageFilter, ...more: Array<SQL | undefined>): SQL | undefined {
-  return and(gte(usage.at, f.from), lt(usage.at, f.to), f.keyId === undefined ? undefined : eq(usage.keyId, f.keyId), ...more);
+  return and(
+    gte(usage.at, f.from),
+    lt(usage.at, f.to),
+    f.keyId === undefined ? undefined : eq(usage.keyId, f.keyId),
+    ...more,
+  );
 }
 
 /**
@@ -52,11 +57,22 @@ export interface TimeseriesPoint {
 }
 
 /** Requests and tokens per bucket and per key or model. */
-export async function usageTimeseries(db: Database, f: UsageFilter, bucket: Bucket, split: Split): Promise<TimeseriesPoint[]> {
+export async function usageTimeseries(
+  db: Database,
+  f: UsageFilter,
+  bucket: Bucket,
+  split: Split,
+): Promise<TimeseriesPoint[]> {
   const t = bucketStart(bucket);
   const group = split === 'key' ? usage.keyId : usage.model;
   const rows = await db
-    .select({ t, group, requests: requestCount(), promptTokens: sum(usage.promptTokens), completionTokens: sum(usage.completionTokens) })
+    .select({
+      t,
+      group,
+      requests: requestCount(),
+      promptTokens: sum(usage.promptTokens),
+      completionTokens: sum(usage.completionTokens),
+    })
     .from(usage)
     .where(inRange(f))
     .groupBy(t, group)
@@ -87,7 +103,8 @@ export interface UsageSummary {
   tokensSaved: number;
 }
 
-const countWhen = (condition: SQL) => sql<number>`coalesce(sum(case when ${condition} then ${usage.requests} else 0 end), 0)`;
+const countWhen = (condition: SQL) =>
+  sql<number>`coalesce(sum(case when ${condition} then ${usage.requests} else 0 end), 0)`;
 
 export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageSummary> {
   const [r] = await db
@@ -150,7 +167,11 @@ type PercentilePair = [number | null, number | null];
  * window passes over every row, once per measure: on the benchmark's 100,000 requests over 30 days, SQLite spent
  * 80–125 ms of CPU per measure (the most on the few large groups per model), against 100–110 ms here for both.
  */
-async function latencyBy(db: Database, f: UsageFilter, group: SQL<string | number | null>): Promise<Array<LatencyPercentiles & { group: string | number | null }>> {
+async function latencyBy(
+  db: Database,
+  f: UsageFilter,
+  group: SQL<string | number | null>,
+): Promise<Array<LatencyPercentiles & { group: string | number | null }>> {
   const values = db.$with('latency_values').as(
     db
       .select({
@@ -172,24 +193,45 @@ async function latencyBy(db: Database, f: UsageFilter, group: SQL<string | numbe
   };
   const rows = await db
     .with(values)
-    .select({ group: values.g, n: values.n, durations: percentiles(values.durations, values.n), ttftN: values.ttftN, ttfts: percentiles(values.ttfts, values.ttftN) })
+    .select({
+      group: values.g,
+      n: values.n,
+      durations: percentiles(values.durations, values.n),
+      ttftN: values.ttftN,
+      ttfts: percentiles(values.ttfts, values.ttftN),
+    })
     .from(values)
     .orderBy(sql`${values.g}`);
   return rows.map((r) => {
     const [durationP50, durationP95] = JSON.parse(r.durations) as PercentilePair;
     const [ttftP50, ttftP95] = JSON.parse(r.ttfts) as PercentilePair;
-    return { group: r.group, requests: Number(r.n), durationP50, durationP95, ttftRequests: Number(r.ttftN), ttftP50, ttftP95 };
+    return {
+      group: r.group,
+      requests: Number(r.n),
+      durationP50,
+      durationP95,
+      ttftRequests: Number(r.ttftN),
+      ttftP50,
+      ttftP95,
+    };
   });
 }
 
 /** Latency percentiles per time bucket. */
-export async function latencyTimeseries(db: Database, f: UsageFilter, bucket: Bucket): Promise<Array<LatencyPercentiles & { t: number }>> {
+export async function latencyTimeseries(
+  db: Database,
+  f: UsageFilter,
+  bucket: Bucket,
+): Promise<Array<LatencyPercentiles & { t: number }>> {
   const rows = await latencyBy(db, f, bucketStart(bucket));
   return rows.map(({ group, ...r }) => ({ t: Number(group), ...r }));
 }
 
 /** Latency percentiles per model over the whole range. */
-export async function latencyByModel(db: Database, f: UsageFilter): Promise<Array<LatencyPercentiles & { model: string | null }>> {
+export async function latencyByModel(
+  db: Database,
+  f: UsageFilter,
+): Promise<Array<LatencyPercentiles & { model: string | null }>> {
   const rows = await latencyBy(db, f, sql<string | null>`${usage.model}`);
   return rows.map(({ group, ...r }) => ({ model: group === null ? null : String(group), ...r }));
 }
@@ -226,7 +268,8 @@ export async function throughputByDevice(db: Database, f: UsageFilter): Promise<
     requests: r.requests,
     completionTokens: Number(r.completionTokens),
     meanTokensPerSecond: r.meanTokensPerSecond === null ? null : Math.round(Number(r.meanTokensPerSecond) * 10) / 10,
-    overallTokensPerSecond: Number(r.durationMs) > 0 ? Math.round((Number(r.completionTokens) * 10_000) / Number(r.durationMs)) / 10 : null,
+    overallTokensPerSecond:
+      Number(r.durationMs) > 0 ? Math.round((Number(r.completionTokens) * 10_000) / Number(r.durationMs)) / 10 : null,
   }));
 }
 
@@ -242,12 +285,24 @@ export interface ErrorCount {
 /** Failed, cancelled and refused requests per error code. */
 export async function errorCounts(db: Database, f: UsageFilter): Promise<ErrorCount[]> {
   const rows = await db
-    .select({ code: usage.errorCode, status: usage.status, outcome: usage.outcome, requests: requestCount(), lastAt: sql<number>`max(${usage.at})` })
+    .select({
+      code: usage.errorCode,
+      status: usage.status,
+      outcome: usage.outcome,
+      requests: requestCount(),
+      lastAt: sql<number>`max(${usage.at})`,
+    })
     .from(usage)
     .where(inRange(f, isNotNull(usage.errorCode)))
     .groupBy(usage.errorCode, usage.status, usage.outcome)
     .orderBy(sql`sum(${usage.requests}) desc`, usage.errorCode);
-  return rows.map((r) => ({ code: r.code ?? '', status: r.status, outcome: r.outcome, requests: r.requests, lastAt: Number(r.lastAt) }));
+  return rows.map((r) => ({
+    code: r.code ?? '',
+    status: r.status,
+    outcome: r.outcome,
+    requests: r.requests,
+    lastAt: Number(r.lastAt),
+  }));
 }
 
 export interface KeyLabel {
@@ -277,7 +332,15 @@ export interface UsageCursor {
  * One page of usage rows in (at, id) order, starting after `cursor`. Keyset pagination: each page is an index range
  * scan on `usage_at_id`, however deep into the export it is (an OFFSET would rescan every earlier row).
  */
-export async function usagePage(db: Database, f: UsageFilter, cursor: UsageCursor | undefined, limit: number): Promise<UsageRecord[]> {
-  const after = cursor === undefined ? undefined : or(gt(usage.at, cursor.at), and(eq(usage.at, cursor.at), gt(usage.id, cursor.id)));
+export async function usagePage(
+  db: Database,
+  f: UsageFilter,
+  cursor: UsageCursor | undefined,
+  limit: number,
+): Promise<UsageRecord[]> {
+  const after =
+    cursor === undefined
+      ? undefined
+      : or(gt(usage.at, cursor.at), and(eq(usage.at, cursor.at), gt(usage.id, cursor.id)));
   return db.select().from(usage).where(inRange(f, after)).orderBy(asc(usage.at), asc(usage.id)).limit(limit);
 }

@@ -21,4 +21,3 @@ export class RequestDatabase extends HubDatabase {
     return openDatabase(libsqlUrl, libsqlAuthToken, { timeoutMs: dbTimeoutMs });
   }
 }
-

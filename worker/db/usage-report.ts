@@ -16,7 +16,11 @@ export interface UsageTotal {
 
 export async function usageTotals(db: Database, by: Grouping, from: number, to: number): Promise<UsageTotal[]> {
   const group =
-    by === 'key' ? usage.keyId : by === 'model' ? usage.model : sql<string>`strftime('%Y-%m-%d', ${usage.at} / 1000, 'unixepoch')`;
+    by === 'key'
+      ? usage.keyId
+      : by === 'model'
+        ? usage.model
+        : sql<string>`strftime('%Y-%m-%d', ${usage.at} / 1000, 'unixepoch')`;
   const rows = await db
     .select({
       group,

@@ -48,7 +48,11 @@ function tooLarge(maxBytes: number): ApiError {
 }
 
 /** Reads a JSON body and validates it; every failure is an `ApiError` naming the problem (and the field). */
-export async function readJson<S extends z.ZodType>(request: Request, schema: S, maxBytes: number): Promise<z.infer<S>> {
+export async function readJson<S extends z.ZodType>(
+  request: Request,
+  schema: S,
+  maxBytes: number,
+): Promise<z.infer<S>> {
   // Like OpenAI and Ollama, parse the body whatever Content-Type says (curl -d sends a form type by default).
   const text = await readLimited(request, maxBytes);
   let json: unknown;
@@ -63,7 +67,11 @@ export async function readJson<S extends z.ZodType>(request: Request, schema: S,
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const param = issue.path.map(String).join('.') || null;
-    throw new ApiError('invalid_request', param ? `invalid '${param}': ${issue.message}` : `invalid request body: ${issue.message}`, { param });
+    throw new ApiError(
+      'invalid_request',
+      param ? `invalid '${param}': ${issue.message}` : `invalid request body: ${issue.message}`,
+      { param },
+    );
   }
   return parsed.data;
 }

@@ -87,7 +87,11 @@ export class ApiError extends Error {
   /** Seconds a client should wait before retrying; sent as `Retry-After`. */
   readonly retryAfter: number | undefined;
 
-  constructor(code: EdgeErrorCode, message: string, options: { param?: string | null; retryAfter?: number; cause?: unknown } = {}) {
+  constructor(
+    code: EdgeErrorCode,
+    message: string,
+    options: { param?: string | null; retryAfter?: number; cause?: unknown } = {},
+  ) {
     super(message, { cause: options.cause });
     this.name = 'ApiError';
     this.code = code;
@@ -107,7 +111,8 @@ export function toApiError(err: unknown): ApiError {
 /** The error body in the caller's dialect (also used for terminal events inside a stream). */
 export function errorBody(err: ApiError, flavor: Flavor): unknown {
   if (flavor === 'ollama') return { error: err.message };
-  if (flavor === 'anthropic') return { type: 'error', error: { type: anthropicType(err.status), message: err.message } };
+  if (flavor === 'anthropic')
+    return { type: 'error', error: { type: anthropicType(err.status), message: err.message } };
   return { error: { message: err.message, type: openaiType(err.status), param: err.param, code: err.code } };
 }
 

@@ -9,6 +9,8 @@ export function pathId(request: IRequest, what: string): string {
     return decodeURIComponent(raw);
   } catch {
     // A malformed escape (`%E0%A4%A`) is the client's mistake: nothing has a name that cannot be spelled.
-    throw new ApiError('invalid_request', `the ${what} id in the path is not valid percent-encoded UTF-8: '${raw}'`, { param: what });
+    throw new ApiError('invalid_request', `the ${what} id in the path is not valid percent-encoded UTF-8: '${raw}'`, {
+      param: what,
+    });
   }
 }

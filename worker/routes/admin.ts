@@ -30,13 +30,19 @@ function database(env: Env) {
 }
 
 /** One admin call to libSQL: an unreachable database is a 503 the operator can retry, not an internal error. */
-async function adminQuery<T>(env: Env, what: string, call: (db: ReturnType<typeof database>) => PromiseLike<T>): Promise<T> {
+async function adminQuery<T>(
+  env: Env,
+  what: string,
+  call: (db: ReturnType<typeof database>) => PromiseLike<T>,
+): Promise<T> {
   const { dbTimeoutMs } = edgeConfig(env);
   try {
     return await withDeadline(what, dbTimeoutMs, call(database(env)));
   } catch (err) {
     console.error(`admin: libSQL failed ${what}`, String(err));
-    throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, { cause: err });
+    throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, {
+      cause: err,
+    });
   }
 }
 
@@ -45,8 +51,18 @@ async function createKey(request: IRequest, env: Env): Promise<Response> {
   const key = newApiKey();
   const id = newKeyId();
   const row = {
-    id, name: body.name, tenant: body.tenant ?? id, prefix: visiblePrefix(key), hash: await hashApiKey(key), models: body.models ?? null,
-    rpm: body.rpm ?? null, tpm: body.tpm ?? null, monthlyTokenBudget: body.budget ?? null, manageModels: body.manageModels ?? false, createdAt: Date.now(), revokedAt: null,
+    id,
+    name: body.name,
+    tenant: body.tenant ?? id,
+    prefix: visiblePrefix(key),
+    hash: await hashApiKey(key),
+    models: body.models ?? null,
+    rpm: body.rpm ?? null,
+    tpm: body.tpm ?? null,
+    monthlyTokenBudget: body.budget ?? null,
+    manageModels: body.manageModels ?? false,
+    createdAt: Date.now(),
+    revokedAt: null,
   };
   await adminQuery(env, 'create the API key', (db) => db.insert(apiKeys).values(row));
   const { hash: _hash, ...visible } = row;
@@ -70,19 +86,31 @@ async function revokeKey(request: IRequest, env: Env): Promise<Response> {
 
 async function usageReport(request: IRequest, env: Env): Promise<Response> {
   const by = String(request.query.by ?? 'day');
-  if (by !== 'key' && by !== 'model' && by !== 'day') throw new ApiError('invalid_request', `'by' must be key, model or day`, { param: 'by' });
+  if (by !== 'key' && by !== 'model' && by !== 'day')
+    throw new ApiError('invalid_request', `'by' must be key, model or day`, { param: 'by' });
   const to = Number(request.query.to ?? Date.now() + 1);
   const from = Number(request.query.from ?? to - 30 * 86_400_000);
-  if (!Number.isFinite(from) || !Number.isFinite(to)) throw new ApiError('invalid_request', `'from' and 'to' are milliseconds since the epoch`);
-  return Response.json({ by, from, to, data: await adminQuery(env, 'read usage', (db) => usageTotals(db, by, from, to)) });
+  if (!Number.isFinite(from) || !Number.isFinite(to))
+    throw new ApiError('invalid_request', `'from' and 'to' are milliseconds since the epoch`);
+  return Response.json({
+    by,
+    from,
+    to,
+    data: await adminQuery(env, 'read usage', (db) => usageTotals(db, by, from, to)),
+  });
 }
 
 async function streams(_request: IRequest, env: Env): Promise<Response> {
   const pools = await poolNames(env);
-  const perPool = await Promise.all(pools.map(async (pool) => {
-    const [inFlight, pendingUsageRows] = await Promise.all([hubOf(env, pool).streams(), hubOf(env, pool).pendingUsage()]);
-    return { ...inFlight, pool, pendingUsageRows };
-  }));
+  const perPool = await Promise.all(
+    pools.map(async (pool) => {
+      const [inFlight, pendingUsageRows] = await Promise.all([
+        hubOf(env, pool).streams(),
+        hubOf(env, pool).pendingUsage(),
+      ]);
+      return { ...inFlight, pool, pendingUsageRows };
+    }),
+  );
   // The `default` hub's figures at the top level, as before pools; every pool's (that one included) under `pools`.
   const home = perPool[0]!;
   return Response.json({

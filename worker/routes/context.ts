@@ -27,7 +27,11 @@ export function hub(env: Env) {
  */
 export function apiKeyOf(request: Request): string {
   const key = bearerToken(request) ?? request.headers.get('x-api-key')?.trim();
-  if (!key) throw new ApiError('invalid_api_key', 'missing API key: send it as Authorization: Bearer <key> or X-API-Key: <key>');
+  if (!key)
+    throw new ApiError(
+      'invalid_api_key',
+      'missing API key: send it as Authorization: Bearer <key> or X-API-Key: <key>',
+    );
   return key;
 }
 
@@ -122,7 +126,13 @@ export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: 
     // The key first: a caller without a valid key learns nothing about the body, and costs no parsing of it.
     const keyHash = await keyHashOf(request);
     request.key = await verifiedKey(keyHash, env, true);
-    return dispatch(request, env, ctx, keyHash, describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)));
+    return dispatch(
+      request,
+      env,
+      ctx,
+      keyHash,
+      describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)),
+    );
   };
 }
 
@@ -130,7 +140,13 @@ export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: 
  * Hands a validated request to the hub of the pool serving its model; the hub checks the key, limits and cache, and
  * answers. An exact-cache hit for a key without limits is answered here instead, without any hub (edge-hits.ts).
  */
-async function dispatch(request: IRequest, env: Env, ctx: ExecutionContext, keyHash: string, d: Described): Promise<Response> {
+async function dispatch(
+  request: IRequest,
+  env: Env,
+  ctx: ExecutionContext,
+  keyHash: string,
+  d: Described,
+): Promise<Response> {
   const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
   const key = request.key as KeyRecord;
   if (mayAnswerAtEdge(env, key, body)) {
@@ -142,7 +158,12 @@ async function dispatch(request: IRequest, env: Env, ctx: ExecutionContext, keyH
   // The client's signal travels with the subrequest (enable_request_signal), so the hub learns when the client
   // disconnects even while a non-streaming answer is still being generated.
   try {
-    return await hubOf(env, pool).fetch('https://hub/dispatch', { method: 'POST', body: JSON.stringify(body), headers: { 'x-npu-relay-pool': pool }, signal: request.signal });
+    return await hubOf(env, pool).fetch('https://hub/dispatch', {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'x-npu-relay-pool': pool },
+      signal: request.signal,
+    });
   } catch (err) {
     // The client left: the hub cancels the generation and records the request (499); there is nobody to answer, and
     // this is not an error of the edge's.
@@ -157,7 +178,8 @@ export async function visibleModels(request: IRequest, env: Env) {
   const agents: AgentSummary[] = await allAgents(env);
   const seen = new Map<string, { info: AgentSummary['models'][number]; agent: AgentSummary }>();
   for (const agent of agents) {
-    for (const m of agent.models) if (!seen.has(m.id) && (!key?.models || key.models.includes(m.id))) seen.set(m.id, { info: m, agent });
+    for (const m of agent.models)
+      if (!seen.has(m.id) && (!key?.models || key.models.includes(m.id))) seen.set(m.id, { info: m, agent });
   }
   return [...seen.values()];
 }

@@ -51,7 +51,12 @@ export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean 
 }
 
 /** The cached answer as the hub would send it, or undefined (a miss: the hub takes the request). */
-export async function answerAtEdge(env: Env, ctx: ExecutionContext, key: KeyRecord, d: Dispatch): Promise<Response | undefined> {
+export async function answerAtEdge(
+  env: Env,
+  ctx: ExecutionContext,
+  key: KeyRecord,
+  d: Dispatch,
+): Promise<Response | undefined> {
   if (await servedNowhere(env, d.task.model)) return undefined;
   const cache = cacheOf(env);
   const ck = await cacheKey(key.tenant, d.task);
@@ -62,6 +67,13 @@ export async function answerAtEdge(env: Env, ctx: ExecutionContext, key: KeyReco
   const format = FORMATS[d.format];
   const prefix = d.task.task === 'chat' ? 'chatcmpl' : d.task.task === 'complete' ? 'cmpl' : 'embd';
   const meta: ResponseMeta = { id: format.responseId?.(id) ?? `${prefix}-${id}`, ...d.meta };
-  recordAtEdge(env, ctx, usageRow({ id, at, keyId: key.id, model: d.task.model, endpoint: d.endpoint }, { kind: 'hit', usage: hit.outcome.usage }));
+  recordAtEdge(
+    env,
+    ctx,
+    usageRow(
+      { id, at, keyId: key.id, model: d.task.model, endpoint: d.endpoint },
+      { kind: 'hit', usage: hit.outcome.usage },
+    ),
+  );
   return replay(format, meta, hit, d.stream, { 'x-request-id': id, 'x-npu-relay-cache': 'HIT' });
 }

@@ -45,8 +45,13 @@ async function flush(env: Env): Promise<void> {
     await database.query('a usage batch from the Worker', (db) => db.run(insertUsageJson(JSON.stringify(rows))));
   } catch (err) {
     // drizzle wraps the driver's error: its cause says why (a deadline, a refused statement).
-    console.warn(`could not write ${rows.length} usage rows from the Worker; handing them to the hub's outbox`, String((err as { cause?: unknown }).cause ?? err));
+    console.warn(
+      `could not write ${rows.length} usage rows from the Worker; handing them to the hub's outbox`,
+      String((err as { cause?: unknown }).cause ?? err),
+    );
     const home = hubOf(env, DEFAULT_POOL);
-    await Promise.all(rows.map((row) => home.record(row))).catch((e: unknown) => console.error('could not hand usage rows to the hub', e));
+    await Promise.all(rows.map((row) => home.record(row))).catch((e: unknown) =>
+      console.error('could not hand usage rows to the hub', e),
+    );
   }
 }

@@ -14,7 +14,12 @@ import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from './
 import { pathId } from '../http/path-id.ts';
 
 function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
-  return { id: m.info.id, object: 'model' as const, created: Math.floor(m.agent.connectedAt / 1000), owned_by: m.info.ownedBy ?? 'npu-relay' };
+  return {
+    id: m.info.id,
+    object: 'model' as const,
+    created: Math.floor(m.agent.connectedAt / 1000),
+    owned_by: m.info.ownedBy ?? 'npu-relay',
+  };
 }
 
 async function listModels(request: IRequest, env: Env): Promise<Response> {
@@ -29,7 +34,10 @@ async function getModel(request: IRequest, env: Env): Promise<Response> {
 }
 
 /** Response metadata of the text endpoints. */
-const textMeta = (body: { model: string; stream_options?: { include_usage?: boolean | undefined } | null | undefined }) => ({
+const textMeta = (body: {
+  model: string;
+  stream_options?: { include_usage?: boolean | undefined } | null | undefined;
+}) => ({
   model: body.model,
   created: now(),
   includeUsage: body.stream_options?.include_usage === true,

@@ -39,7 +39,9 @@ interface Directory {
 let directory: Directory | undefined;
 
 async function agentsOf(env: Env, pools: string[]): Promise<PooledAgent[]> {
-  const perPool = await Promise.all(pools.map(async (pool) => (await hubOf(env, pool).agents()).map((a): PooledAgent => ({ ...a, pool }))));
+  const perPool = await Promise.all(
+    pools.map(async (pool) => (await hubOf(env, pool).agents()).map((a): PooledAgent => ({ ...a, pool }))),
+  );
   return perPool.flat();
 }
 

@@ -44,7 +44,9 @@ const bytes = (s: string) => encoder.encode(s).byteLength;
 /** An upper bound of a text task's prompt tokens from its bytes (before any learned allowance, prompt-allowance.ts). */
 export function promptEstimate(task: Extract<Task, { task: 'chat' | 'complete' }>): number {
   // Ollama's `context`: token ids put before the prompt as they are.
-  return (task.task === 'chat' ? chatBytes(task) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED) + (task.context?.length ?? 0);
+  return (
+    (task.task === 'chat' ? chatBytes(task) : bytes(task.prompt) + TEMPLATE_TOKENS_FIXED) + (task.context?.length ?? 0)
+  );
 }
 
 /**
@@ -52,12 +54,17 @@ export function promptEstimate(task: Extract<Task, { task: 'chat' | 'complete' }
  * template has been seen to add beyond the byte bound (prompt-allowance.ts).
  */
 export function tokenNeed(task: Task, model: ModelInfo | undefined, allowance = 0): TokenNeed {
-  if (task.task === 'embed') return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  if (task.task === 'embed')
+    return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
   // Counting a prompt is not charged, so it reserves nothing.
   if (task.task === 'count') return { prompt: 0, completion: 0 };
   const prompt = promptEstimate(task) + allowance;
   const context = Math.min(model?.contextLength ?? Infinity, task.sampling.contextLimit ?? Infinity);
-  return { prompt: Math.min(prompt, context), completion: task.sampling.maxTokens, ...(Number.isFinite(context) ? { total: context } : {}) };
+  return {
+    prompt: Math.min(prompt, context),
+    completion: task.sampling.maxTokens,
+    ...(Number.isFinite(context) ? { total: context } : {}),
+  };
 }
 
 /**
@@ -107,15 +114,30 @@ export function checkScope(key: KeyRecord, dispatch: Dispatch): void {
 }
 
 /** The client's error for a request its key's limits refused. */
-export function refusal(key: KeyRecord, need: TokenNeed, refused: Extract<Admission, { refused: unknown }>['refused']): ApiError {
+export function refusal(
+  key: KeyRecord,
+  need: TokenNeed,
+  refused: Extract<Admission, { refused: unknown }>['refused'],
+): ApiError {
   const retryAfter = Math.max(1, Math.ceil(refused.retryAfterMs / 1000));
-  const short = refused.left > 0 ? ` for this request: it needs about ${need.prompt} tokens for its prompt, and ${refused.left} are left` : '';
+  const short =
+    refused.left > 0
+      ? ` for this request: it needs about ${need.prompt} tokens for its prompt, and ${refused.left} are left`
+      : '';
   if (refused.limit === 'budget') {
     const state = refused.left > 0 ? `is nearly used up${short}` : 'is used up';
-    return new ApiError('insufficient_quota', `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) ${state}; it renews at the start of next month (UTC)`, { retryAfter });
+    return new ApiError(
+      'insufficient_quota',
+      `the monthly token budget of this API key (${key.monthlyTokenBudget} tokens) ${state}; it renews at the start of next month (UTC)`,
+      { retryAfter },
+    );
   }
   const limit = refused.limit === 'rpm' ? `${key.rpm} requests per minute` : `${key.tpm} tokens per minute`;
-  return new ApiError('rate_limited', `rate limit reached for this API key: ${limit}${short}; retry after ${retryAfter} s`, { retryAfter });
+  return new ApiError(
+    'rate_limited',
+    `rate limit reached for this API key: ${limit}${short}; retry after ${retryAfter} s`,
+    { retryAfter },
+  );
 }
 
 /** How many vectors of `dimensions` fit in one agent frame, with room for the frame's other fields. */
@@ -131,8 +153,13 @@ function promptBytes(task: Task): number {
 
 /** The error for a prompt `model` certainly cannot take (on its device), or undefined. */
 export function promptTooLong(task: Task, model: ModelInfo): ApiError | undefined {
-  if (model.maxPromptTokens === undefined || promptBytes(task) <= model.maxPromptTokens * MAX_BYTES_PER_TOKEN) return undefined;
-  return new ApiError('invalid_request', `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`, { param: 'messages' });
+  if (model.maxPromptTokens === undefined || promptBytes(task) <= model.maxPromptTokens * MAX_BYTES_PER_TOKEN)
+    return undefined;
+  return new ApiError(
+    'invalid_request',
+    `the prompt is far longer than model '${model.id}' on ${model.device} takes (at most ${model.maxPromptTokens} tokens)`,
+    { param: 'messages' },
+  );
 }
 
 /** Whether the request fits the model the picked agent serves, and the tunnel's message limit. */
@@ -143,10 +170,18 @@ export function checkFits(dispatch: Dispatch, model: ModelInfo): void {
     // whose answer could not fit, rather than have the agent's frame refused.
     const most = maxEmbedInputs(model.dimensions);
     if (task.input.length > most) {
-      throw new ApiError('invalid_request', `model '${model.id}' returns ${model.dimensions}-dimensional vectors, so one request takes at most ${most} inputs (the tunnel's 1 MiB message limit); got ${task.input.length}: split them into batches`, { param: 'input' });
+      throw new ApiError(
+        'invalid_request',
+        `model '${model.id}' returns ${model.dimensions}-dimensional vectors, so one request takes at most ${most} inputs (the tunnel's 1 MiB message limit); got ${task.input.length}: split them into batches`,
+        { param: 'input' },
+      );
     }
   }
   if (dispatch.dimensions !== undefined && model.dimensions !== undefined && dispatch.dimensions !== model.dimensions) {
-    throw new ApiError('invalid_request', `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`, { param: 'dimensions' });
+    throw new ApiError(
+      'invalid_request',
+      `model '${model.id}' produces ${model.dimensions}-dimensional vectors; other sizes are not supported`,
+      { param: 'dimensions' },
+    );
   }
 }

@@ -31,7 +31,12 @@ export class AgentFrames {
   /** Re-sends a request an agent refused before running it to another agent; false when none can take it. */
   readonly #redispatch: (id: string, fromConnId: string) => boolean;
 
-  constructor(registry: AgentRegistry, exchanges: ExchangeTable, management: ManagementFrames, redispatch: (id: string, fromConnId: string) => boolean) {
+  constructor(
+    registry: AgentRegistry,
+    exchanges: ExchangeTable,
+    management: ManagementFrames,
+    redispatch: (id: string, fromConnId: string) => boolean,
+  ) {
     this.#registry = registry;
     this.#exchanges = exchanges;
     this.#management = management;
@@ -56,7 +61,11 @@ export class AgentFrames {
     }
     if (frame.type === 'hello') return this.#registry.hello(ws, attachment, frame);
     if (attachment.agentId === undefined) {
-      sendFrame(ws, { type: 'error', code: 'bad_frame', message: `bad frame: expected hello first, got ${frame.type}` });
+      sendFrame(ws, {
+        type: 'error',
+        code: 'bad_frame',
+        message: `bad frame: expected hello first, got ${frame.type}`,
+      });
       ws.close(CLOSE.protocol, 'hello expected first');
       return;
     }
@@ -124,7 +133,8 @@ export class AgentFrames {
       this.#cutOff(ws, this.#registry.attachment(ws)!);
       return undefined;
     }
-    if (this.#budget.firstSighting(connId, id, now)) sendFrame(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
+    if (this.#budget.firstSighting(connId, id, now))
+      sendFrame(ws, { type: 'cancel', id, reason: 'the edge has no such request on this connection' });
     return undefined;
   }
 

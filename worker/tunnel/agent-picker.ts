@@ -27,18 +27,30 @@ export interface InFlightCounts {
 }
 
 export function unknownModel(model: string): ApiError {
-  return new ApiError('unknown_model', `model '${model}' does not exist; GET /v1/models lists the models you can use`, { param: 'model' });
+  return new ApiError('unknown_model', `model '${model}' does not exist; GET /v1/models lists the models you can use`, {
+    param: 'model',
+  });
 }
 
 /**
  * `tooLong(model)` returns the error for a prompt the model certainly cannot take (see admission.ts), or undefined:
  * such an agent is passed over for one that can take it, and the error is thrown only when none can.
  */
-export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor: Flavor, counts: InFlightCounts, tooLong: (model: ModelInfo) => ApiError | undefined): Pick {
+export function pickAgent(
+  agents: readonly ConnectedAgent[],
+  task: Task,
+  flavor: Flavor,
+  counts: InFlightCounts,
+  tooLong: (model: ModelInfo) => ApiError | undefined,
+): Pick {
   if (agents.length === 0) {
-    throw new ApiError('no_agent', 'no agent is connected to this relay, so no model can run; start one (`npm run agent`) and retry', {
-      retryAfter: RETRY_AFTER_NO_AGENT_S,
-    });
+    throw new ApiError(
+      'no_agent',
+      'no agent is connected to this relay, so no model can run; start one (`npm run agent`) and retry',
+      {
+        retryAfter: RETRY_AFTER_NO_AGENT_S,
+      },
+    );
   }
   const serving = agents.flatMap((a) => {
     const model = a.hello.models.find((m) => m.id === task.model);
@@ -48,11 +60,17 @@ export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor:
   const want = task.task === 'embed' ? 'embedding' : 'chat';
   const first = serving[0]!.model;
   if (first.kind !== want) {
-    throw new ApiError('wrong_model_kind', `model '${task.model}' is ${first.kind === 'embedding' ? 'an' : 'a'} ${first.kind} model and cannot serve ${task.task} requests`, { param: 'model' });
+    throw new ApiError(
+      'wrong_model_kind',
+      `model '${task.model}' is ${first.kind === 'embedding' ? 'an' : 'a'} ${first.kind} model and cannot serve ${task.task} requests`,
+      { param: 'model' },
+    );
   }
   const open = capableAgents(serving, task, flavor).filter((a) => !a.status?.draining);
   if (open.length === 0) {
-    throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, { retryAfter: RETRY_AFTER_NO_AGENT_S });
+    throw new ApiError('no_agent', `every agent serving '${task.model}' is shutting down; retry shortly`, {
+      retryAfter: RETRY_AFTER_NO_AGENT_S,
+    });
   }
   let refusal: ApiError | undefined;
   const fitting = open.filter((a) => {
@@ -68,16 +86,23 @@ export function pickAgent(agents: readonly ConnectedAgent[], task: Task, flavor:
     const agent = agentCapacity(a);
     const model = modelCapacity(a);
     const agentRoom = agent ? agent.concurrency + agent.queueLimit - counts.inFlight(a.connId) : Infinity;
-    const modelRoom = model ? model.concurrency + model.queueLimit - counts.inFlightFor(a.connId, task.model) : Infinity;
+    const modelRoom = model
+      ? model.concurrency + model.queueLimit - counts.inFlightFor(a.connId, task.model)
+      : Infinity;
     return agentRoom > 0 && modelRoom > 0;
   };
   const candidates = fitting.filter(hasRoom);
   if (candidates.length === 0) {
-    throw new ApiError('overloaded', `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`, { retryAfter: RETRY_AFTER_FULL_S });
+    throw new ApiError(
+      'overloaded',
+      `the agents serving '${task.model}' are at capacity (their queues are full); retry shortly`,
+      { retryAfter: RETRY_AFTER_FULL_S },
+    );
   }
   // Expected wait in rounds of the model's device: requests ahead of this one over what it runs at once. Ties go
   // to the agent with less in flight over all its models.
-  const wait = (a: (typeof candidates)[number]) => counts.inFlightFor(a.connId, task.model) / (modelCapacity(a)?.concurrency ?? 1);
+  const wait = (a: (typeof candidates)[number]) =>
+    counts.inFlightFor(a.connId, task.model) / (modelCapacity(a)?.concurrency ?? 1);
   let best = candidates[0]!;
   for (const a of candidates.slice(1)) {
     const [wa, wb] = [wait(a), wait(best)];

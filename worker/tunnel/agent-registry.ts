@@ -4,7 +4,13 @@
  * survives hibernation), and whether each is still alive. Routing, /health and the keep-alive timer all ask
  * `list()`, so they agree on who is there.
  */
-import { EDGE_FEATURES, type HelloFrame, type ModelInfo, type ModelsFrame, type StatusFrame } from '../../shared/protocol/frames.ts';
+import {
+  EDGE_FEATURES,
+  type HelloFrame,
+  type ModelInfo,
+  type ModelsFrame,
+  type StatusFrame,
+} from '../../shared/protocol/frames.ts';
 import { PING_FRAME, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '../../shared/protocol/version.ts';
 import { encodeFrame } from '../../shared/protocol/codec.ts';
 import type { EdgeFrame } from '../../shared/protocol/frames.ts';
@@ -36,7 +42,16 @@ export interface ConnectedAgent {
 }
 
 /** WebSocket close codes the hub uses (4000–4999 is the application range); docs/PROTOCOL.md lists them. */
-export const CLOSE = { protocol: 4002, unsupported: 4006, deadPeer: 4008, replaced: 4009, notAccepted: 4010, badFrame: 4400, idInUse: 4409, tooManyBadFrames: 4429 } as const;
+export const CLOSE = {
+  protocol: 4002,
+  unsupported: 4006,
+  deadPeer: 4008,
+  replaced: 4009,
+  notAccepted: 4010,
+  badFrame: 4400,
+  idInUse: 4409,
+  tooManyBadFrames: 4429,
+} as const;
 
 /** Sends a frame, ignoring a socket that is closing (its close event ends what depends on it). */
 export function sendFrame(ws: WebSocket, frame: EdgeFrame): void {
@@ -104,7 +119,10 @@ export class AgentRegistry {
     const limit = this.#config().attachmentLimitBytes;
     if (limit !== undefined) {
       const bytes = new TextEncoder().encode(JSON.stringify(attachment)).byteLength;
-      if (bytes > limit) throw new Error(`a WebSocket attachment of ${bytes} bytes exceeds the ${limit}-byte limit (NPU_RELAY_ATTACHMENT_LIMIT_BYTES)`);
+      if (bytes > limit)
+        throw new Error(
+          `a WebSocket attachment of ${bytes} bytes exceeds the ${limit}-byte limit (NPU_RELAY_ATTACHMENT_LIMIT_BYTES)`,
+        );
     }
     ws.serializeAttachment(attachment);
     this.#attachments.set(ws, attachment);
@@ -113,7 +131,14 @@ export class AgentRegistry {
   /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
   lastSeen(ws: WebSocket, attachment: AgentAttachment, status?: AgentStatus): number {
     const auto = this.#ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-    return Math.max(auto, this.#liveness.lastHeard(attachment.connId), this.#liveness.caughtUpAt, status?.at ?? 0, attachment.helloAt ?? 0, attachment.connectedAt);
+    return Math.max(
+      auto,
+      this.#liveness.lastHeard(attachment.connId),
+      this.#liveness.caughtUpAt,
+      status?.at ?? 0,
+      attachment.helloAt ?? 0,
+      attachment.connectedAt,
+    );
   }
 
   /** A frame arrived on the connection. */
@@ -149,7 +174,10 @@ export class AgentRegistry {
       if (isSilent(lastSeen, now, record.hello)) {
         console.warn(`agent ${attachment.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
         this.#forget(ws, attachment.connId, CLOSE.deadPeer, 'no heartbeat');
-        dead.push({ connId: attachment.connId, why: `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)` });
+        dead.push({
+          connId: attachment.connId,
+          why: `the agent stopped responding (silent for ${Math.round((now - lastSeen) / 1000)} s)`,
+        });
         continue;
       }
       out.push({ ws, connId: attachment.connId, hello: record.hello, status: record.status, attachment });
@@ -192,7 +220,10 @@ export class AgentRegistry {
   loadingNote(connId: string, model: string, now: number): string | undefined {
     const loading = this.#store.get(connId)?.status?.loading?.find((l) => l.model === model);
     if (!loading) return undefined;
-    const what = loading.phase === 'compile' ? `compiling '${model}' for ${loading.device}` : `loading '${model}' on ${loading.device}`;
+    const what =
+      loading.phase === 'compile'
+        ? `compiling '${model}' for ${loading.device}`
+        : `loading '${model}' on ${loading.device}`;
     const pct = loading.fraction !== undefined ? `, ${Math.round(loading.fraction * 100)} %` : '';
     return `${what}${pct} (${Math.round((now - loading.startedAt) / 1000)} s so far)`;
   }
@@ -217,7 +248,10 @@ export class AgentRegistry {
    */
   pingBusy(now: number, busy: (connId: string) => boolean): void {
     const agents = this.list();
-    this.#liveness.ticked(now, agents.some((a) => busy(a.connId)));
+    this.#liveness.ticked(
+      now,
+      agents.some((a) => busy(a.connId)),
+    );
     for (const a of agents) {
       if (busy(a.connId) && this.#liveness.pingDue(a.connId, now)) {
         try {
@@ -249,7 +283,9 @@ export class AgentRegistry {
         const message =
           `agent id '${frame.agentId}' is already in use by another agent process connected to this edge since ${new Date(other.attachment.connectedAt).toISOString()}; ` +
           `give each machine its own id (--id or NPU_RELAY_AGENT_ID)`;
-        console.warn(`refused a second agent with id '${frame.agentId}' (instance ${mine.slice(0, 8)}; instance ${theirs.slice(0, 8)} holds it)`);
+        console.warn(
+          `refused a second agent with id '${frame.agentId}' (instance ${mine.slice(0, 8)}; instance ${theirs.slice(0, 8)} holds it)`,
+        );
         sendFrame(ws, { type: 'error', code: 'agent_id_in_use', message });
         ws.close(CLOSE.idInUse, 'agent id in use');
         return;
@@ -271,7 +307,12 @@ export class AgentRegistry {
       ws.close(CLOSE.notAccepted, 'hello not accepted');
       return;
     }
-    sendFrame(ws, { type: 'welcome', protocol: PROTOCOL_VERSION, agentId: frame.agentId, features: [...EDGE_FEATURES] });
+    sendFrame(ws, {
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      agentId: frame.agentId,
+      features: [...EDGE_FEATURES],
+    });
   }
 
   status(connId: string, frame: StatusFrame): void {

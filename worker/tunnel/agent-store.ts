@@ -34,16 +34,25 @@ export class AgentStore {
   get(connId: string): AgentRecord | undefined {
     let record = this.#memory.get(connId);
     if (record) return record;
-    const row = this.#sql.exec<{ hello: string; status: string | null }>(`SELECT hello, status FROM agents WHERE conn_id = ?`, connId).toArray()[0];
+    const row = this.#sql
+      .exec<{ hello: string; status: string | null }>(`SELECT hello, status FROM agents WHERE conn_id = ?`, connId)
+      .toArray()[0];
     if (!row) return undefined;
-    record = { hello: JSON.parse(row.hello) as AgentHello, status: row.status === null ? undefined : (JSON.parse(row.status) as AgentStatus) };
+    record = {
+      hello: JSON.parse(row.hello) as AgentHello,
+      status: row.status === null ? undefined : (JSON.parse(row.status) as AgentStatus),
+    };
     this.#memory.set(connId, record);
     return record;
   }
 
   /** Stores a connection's hello. Throws when storage refuses it (the hub then refuses the agent, saying why). */
   putHello(connId: string, hello: AgentHello): void {
-    this.#sql.exec(`INSERT OR REPLACE INTO agents (conn_id, hello, status) VALUES (?, ?, NULL)`, connId, JSON.stringify(hello));
+    this.#sql.exec(
+      `INSERT OR REPLACE INTO agents (conn_id, hello, status) VALUES (?, ?, NULL)`,
+      connId,
+      JSON.stringify(hello),
+    );
     this.#memory.set(connId, { hello, status: undefined });
   }
 

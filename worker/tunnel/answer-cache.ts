@@ -22,12 +22,18 @@ const SWEEP_BATCHES = 20;
 
 /** The answer a settled generation leaves, as the cache keeps it. */
 export function answerOf(s: Settlement): CachedAnswer {
-  return { chunks: s.chunks, ...(s.embeddings ? { embeddings: s.embeddings } : {}), outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage } };
+  return {
+    chunks: s.chunks,
+    ...(s.embeddings ? { embeddings: s.embeddings } : {}),
+    outcome: { finishReason: s.finishReason ?? 'stop', usage: s.usage },
+  };
 }
 
 /** Whether a settlement is an answer worth replaying: one that finished normally, never a cancelled or failed one. */
 export function isReplayable(s: Settlement): boolean {
-  return s.outcome === 'ok' && (s.finishReason === 'stop' || s.finishReason === 'length' || s.finishReason === 'tool_calls');
+  return (
+    s.outcome === 'ok' && (s.finishReason === 'stop' || s.finishReason === 'length' || s.finishReason === 'tool_calls')
+  );
 }
 
 /**
@@ -93,7 +99,17 @@ class Feed implements LeaderFeed {
 
 /** A settlement for a request that ended before it reached an agent. */
 export function unsettled(status: number, errorCode: string): Settlement {
-  return { status, outcome: 'error', errorCode, finishReason: null, usage: { promptTokens: 0, completionTokens: 0 }, device: null, ttftMs: null, durationMs: 0, chunks: [] };
+  return {
+    status,
+    outcome: 'error',
+    errorCode,
+    finishReason: null,
+    usage: { promptTokens: 0, completionTokens: 0 },
+    device: null,
+    ttftMs: null,
+    durationMs: 0,
+    chunks: [],
+  };
 }
 
 export class AnswerCache {
@@ -138,14 +154,26 @@ export class AnswerCache {
     if (hot) return hot;
     if (this.#db.down) return undefined;
     try {
-      const row = (await this.#db.query('a cache lookup', (db) => db.select().from(cacheEntries).where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now()))).limit(1)))[0];
+      const row = (
+        await this.#db.query('a cache lookup', (db) =>
+          db
+            .select()
+            .from(cacheEntries)
+            .where(and(eq(cacheEntries.key, key), gt(cacheEntries.expiresAt, Date.now())))
+            .limit(1),
+        )
+      )[0];
       if (!row) return undefined;
       const answer: CachedAnswer = {
         chunks: row.chunks,
         ...(row.embeddings ? { embeddings: row.embeddings } : {}),
         outcome: {
           finishReason: row.finishReason as FinishReason,
-          usage: { promptTokens: row.promptTokens, completionTokens: row.completionTokens, ...(row.reasoningTokens !== null ? { reasoningTokens: row.reasoningTokens } : {}) },
+          usage: {
+            promptTokens: row.promptTokens,
+            completionTokens: row.completionTokens,
+            ...(row.reasoningTokens !== null ? { reasoningTokens: row.reasoningTokens } : {}),
+          },
         },
       };
       this.#hot.set(key, answer, row.expiresAt);
@@ -160,14 +188,26 @@ export class AnswerCache {
   async store(key: string, tenant: string, task: Task, s: Settlement): Promise<void> {
     const now = Date.now();
     const entry = {
-      key, tenant, endpoint: task.task, model: task.model, chunks: s.chunks, embeddings: s.embeddings ?? null, finishReason: s.finishReason!,
-      promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens, reasoningTokens: s.usage.reasoningTokens ?? null, createdAt: now, expiresAt: now + this.#config().cacheTtlMs,
+      key,
+      tenant,
+      endpoint: task.task,
+      model: task.model,
+      chunks: s.chunks,
+      embeddings: s.embeddings ?? null,
+      finishReason: s.finishReason!,
+      promptTokens: s.usage.promptTokens,
+      completionTokens: s.usage.completionTokens,
+      reasoningTokens: s.usage.reasoningTokens ?? null,
+      createdAt: now,
+      expiresAt: now + this.#config().cacheTtlMs,
     };
     this.#hot.set(key, answerOf(s), entry.expiresAt);
     // While libSQL is down the answer stays in the hot cache only: a store would just wait for the timeout.
     if (this.#db.down) return;
     try {
-      await this.#db.query('a cache store', (db) => db.insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry }));
+      await this.#db.query('a cache store', (db) =>
+        db.insert(cacheEntries).values(entry).onConflictDoUpdate({ target: cacheEntries.key, set: entry }),
+      );
       await this.#sweep(now);
     } catch (err) {
       console.warn('could not store a cache entry', String(err));
@@ -182,8 +222,15 @@ export class AnswerCache {
     if (now - this.#lastSweep < Math.min(SWEEP_MS, this.#config().cacheTtlMs)) return;
     this.#lastSweep = now;
     for (let i = 0; i < SWEEP_BATCHES; i++) {
-      const expired = this.#db.handle().select({ key: cacheEntries.key }).from(cacheEntries).where(lte(cacheEntries.expiresAt, now)).limit(SWEEP_BATCH);
-      const deleted = await this.#db.query('a cache sweep', (db) => db.delete(cacheEntries).where(inArray(cacheEntries.key, expired)).returning({ key: cacheEntries.key }));
+      const expired = this.#db
+        .handle()
+        .select({ key: cacheEntries.key })
+        .from(cacheEntries)
+        .where(lte(cacheEntries.expiresAt, now))
+        .limit(SWEEP_BATCH);
+      const deleted = await this.#db.query('a cache sweep', (db) =>
+        db.delete(cacheEntries).where(inArray(cacheEntries.key, expired)).returning({ key: cacheEntries.key }),
+      );
       if (deleted.length < SWEEP_BATCH) return;
     }
   }

@@ -8,7 +8,9 @@ import { Task } from '../../shared/protocol/frames.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
 import { ApiError } from '../http/errors.ts';
 
-const FormatNameSchema = z.custom<FormatName>((v) => typeof v === 'string' && Object.hasOwn(FORMATS, v), { message: 'unknown response format' });
+const FormatNameSchema = z.custom<FormatName>((v) => typeof v === 'string' && Object.hasOwn(FORMATS, v), {
+  message: 'unknown response format',
+});
 
 export const Dispatch = z.object({
   /** SHA-256 of the API key the client sent. */
@@ -47,6 +49,10 @@ export type Dispatch = z.infer<typeof Dispatch>;
 /** Decodes a dispatch; a body that is not one is the Worker's bug, reported as such. */
 export function decodeDispatch(json: unknown): Dispatch {
   const parsed = Dispatch.safeParse(json);
-  if (!parsed.success) throw new ApiError('internal', `the Worker handed the hub a malformed request: ${z.prettifyError(parsed.error).slice(0, 512)}`);
+  if (!parsed.success)
+    throw new ApiError(
+      'internal',
+      `the Worker handed the hub a malformed request: ${z.prettifyError(parsed.error).slice(0, 512)}`,
+    );
   return parsed.data;
 }

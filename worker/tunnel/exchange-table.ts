@@ -127,7 +127,12 @@ export class ExchangeTable {
       if (ex.overdue(now, inferenceTimeoutMs)) {
         this.take(ex.id);
         this.#options.cancel(ex, 'inference timeout');
-        ex.onError(new ApiError('timeout', `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`));
+        ex.onError(
+          new ApiError(
+            'timeout',
+            `inference did not finish within ${inferenceTimeoutMs / 1000} s (NPU_RELAY_INFERENCE_TIMEOUT_S)`,
+          ),
+        );
       } else {
         const model = this.#modelOf.get(ex.id);
         const note = model !== undefined && this.#options.note ? this.#options.note(ex.connId, model, now) : undefined;

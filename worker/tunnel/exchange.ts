@@ -112,7 +112,12 @@ export class Exchange {
     if (!this.stream) return this.#done.promise;
     return Promise.resolve(
       new Response(this.#readable!, {
-        headers: { 'content-type': this.#sse!.contentType, 'x-request-id': this.id, ...STREAM_HEADERS, ...this.#options.headers },
+        headers: {
+          'content-type': this.#sse!.contentType,
+          'x-request-id': this.id,
+          ...STREAM_HEADERS,
+          ...this.#options.headers,
+        },
       }),
     );
   }
@@ -123,7 +128,12 @@ export class Exchange {
     if (!frame.tokens && !frame.text && !frame.reasoning && !frame.toolCalls?.length) return;
     this.#ttftMs ??= Date.now() - this.#started;
     this.#completionTokens += frame.tokens;
-    const chunk: AnswerChunk = { text: frame.text, tokens: frame.tokens, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}) };
+    const chunk: AnswerChunk = {
+      text: frame.text,
+      tokens: frame.tokens,
+      ...(frame.reasoning ? { reasoning: frame.reasoning } : {}),
+      ...(frame.toolCalls?.length ? { toolCalls: frame.toolCalls } : {}),
+    };
     this.#chunks.push(chunk);
     this.#options.onAnswerChunk?.(chunk);
     if (this.stream) {
@@ -134,15 +144,34 @@ export class Exchange {
 
   onEmbeddings(frame: EmbeddingsFrame): void {
     const embeddings = this.#options.format.embeddings;
-    const timing = { durationMs: frame.durationMs, totalMs: Date.now() - this.#started, ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}) };
+    const timing = {
+      durationMs: frame.durationMs,
+      totalMs: Date.now() - this.#started,
+      ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}),
+    };
     const body = embeddings ? embeddings(this.#options.meta, frame.data, frame.usage, timing) : undefined;
     this.#done.resolve(Response.json(body, { headers: { 'x-request-id': this.id, ...this.#options.headers } }));
-    this.#settle({ status: 200, outcome: 'ok', errorCode: null, finishReason: 'stop', usage: frame.usage, device: frame.device, embeddings: frame.data });
+    this.#settle({
+      status: 200,
+      outcome: 'ok',
+      errorCode: null,
+      finishReason: 'stop',
+      usage: frame.usage,
+      device: frame.device,
+      embeddings: frame.data,
+    });
   }
 
   onEnd(frame: EndFrame): void {
     if (frame.text !== undefined || frame.tokens || frame.reasoning || frame.toolCalls?.length) {
-      this.onChunk({ type: 'chunk', id: frame.id, text: frame.text ?? '', tokens: frame.tokens ?? 0, ...(frame.reasoning ? { reasoning: frame.reasoning } : {}), ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}) });
+      this.onChunk({
+        type: 'chunk',
+        id: frame.id,
+        text: frame.text ?? '',
+        tokens: frame.tokens ?? 0,
+        ...(frame.reasoning ? { reasoning: frame.reasoning } : {}),
+        ...(frame.toolCalls ? { toolCalls: frame.toolCalls } : {}),
+      });
     }
     const timing = {
       durationMs: frame.durationMs,
@@ -150,7 +179,12 @@ export class Exchange {
       ...(frame.ttftMs !== undefined ? { ttftMs: frame.ttftMs } : {}),
       ...(frame.loadDurationMs !== undefined ? { loadMs: frame.loadDurationMs } : {}),
     };
-    const outcome: Outcome = { finishReason: frame.finishReason, usage: frame.usage, timing, ...(frame.context ? { context: frame.context } : {}) };
+    const outcome: Outcome = {
+      finishReason: frame.finishReason,
+      usage: frame.usage,
+      timing,
+      ...(frame.context ? { context: frame.context } : {}),
+    };
     if (frame.context) this.#chunks.push({ text: '', tokens: 0, context: frame.context });
     this.#completionTokens = frame.usage.completionTokens;
     let status = 200;
@@ -159,11 +193,22 @@ export class Exchange {
       this.#closeStream();
     } else {
       const body = JSON.stringify(this.#options.format.body(this.#options.meta, assemble(this.#chunks), outcome));
-      this.#done.resolve(new Response(body, { headers: { 'content-type': 'application/json', 'x-request-id': this.id, ...this.#options.headers } }));
+      this.#done.resolve(
+        new Response(body, {
+          headers: { 'content-type': 'application/json', 'x-request-id': this.id, ...this.#options.headers },
+        }),
+      );
     }
     const cancelled = frame.finishReason === 'cancelled' || this.#clientGone;
     if (cancelled) status = 499;
-    this.#settle({ status, outcome: cancelled ? 'cancelled' : 'ok', errorCode: cancelled ? 'cancelled' : null, finishReason: frame.finishReason, usage: frame.usage, device: frame.device });
+    this.#settle({
+      status,
+      outcome: cancelled ? 'cancelled' : 'ok',
+      errorCode: cancelled ? 'cancelled' : null,
+      finishReason: frame.finishReason,
+      usage: frame.usage,
+      device: frame.device,
+    });
   }
 
   /** Ends the exchange with an error: from the agent, or because the agent went away. */
@@ -180,7 +225,10 @@ export class Exchange {
       outcome: this.#clientGone ? 'cancelled' : 'error',
       errorCode: err.code,
       finishReason: null,
-      usage: { promptTokens: Math.max(usage?.promptTokens ?? 0, this.#promptTokens), completionTokens: this.#completionTokens },
+      usage: {
+        promptTokens: Math.max(usage?.promptTokens ?? 0, this.#promptTokens),
+        completionTokens: this.#completionTokens,
+      },
       device: null,
     });
   }
@@ -188,7 +236,8 @@ export class Exchange {
   /** Writes a keep-alive if nothing was written for `idleMs`; this is also how a vanished client is noticed. */
   keepAlive(now: number, idleMs: number, note?: string): void {
     // The note (a model loading) matters only while the client waits for its first token.
-    if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs) this.#write(this.#sse!.keepAlive(this.#chunks.length === 0 ? note : undefined));
+    if (this.stream && !this.#finished && now - this.#lastWrite >= idleMs)
+      this.#write(this.#sse!.keepAlive(this.#chunks.length === 0 ? note : undefined));
   }
 
   /** True once the exchange has run longer than `timeoutMs` without finishing. */
@@ -198,7 +247,12 @@ export class Exchange {
 
   #settle(s: Omit<Settlement, 'ttftMs' | 'durationMs' | 'chunks'>): void {
     this.#finished = true;
-    this.#options.onSettled({ ...s, ttftMs: this.#ttftMs, durationMs: Date.now() - this.#started, chunks: this.#chunks });
+    this.#options.onSettled({
+      ...s,
+      ttftMs: this.#ttftMs,
+      durationMs: Date.now() - this.#started,
+      chunks: this.#chunks,
+    });
   }
 
   #write(text: string): void {
@@ -234,8 +288,24 @@ export class Exchange {
   }
 
   /** What an operator needs to see about this exchange. */
-  stats(now: number): { id: string; agentId: string; stream: boolean; unreadBytes: number; paused: boolean; completionTokens: number; ageMs: number } {
-    return { id: this.id, agentId: this.agentId, stream: this.stream, unreadBytes: this.#unread, paused: this.#paused, completionTokens: this.#completionTokens, ageMs: now - this.#started };
+  stats(now: number): {
+    id: string;
+    agentId: string;
+    stream: boolean;
+    unreadBytes: number;
+    paused: boolean;
+    completionTokens: number;
+    ageMs: number;
+  } {
+    return {
+      id: this.id,
+      agentId: this.agentId,
+      stream: this.stream,
+      unreadBytes: this.#unread,
+      paused: this.#paused,
+      completionTokens: this.#completionTokens,
+      ageMs: now - this.#started,
+    };
   }
 
   /** The client fell too far behind despite a pause: end its stream rather than buffer more. */

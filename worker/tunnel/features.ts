@@ -15,11 +15,24 @@ interface Need {
 }
 
 const TOOLS: Need = { feature: 'tools', param: { openai: 'tools', ollama: 'tools', anthropic: 'tools' } };
-const TOOL_HISTORY: Need = { feature: 'tools', param: { openai: 'messages', ollama: 'messages', anthropic: 'messages' } };
-const STRUCTURED: Need = { feature: 'structured-output', param: { openai: 'response_format', ollama: 'format', anthropic: 'output_config.format' } };
-const REASONING: Need = { feature: 'reasoning', param: { openai: 'reasoning_effort', ollama: 'think', anthropic: 'thinking' } };
+const TOOL_HISTORY: Need = {
+  feature: 'tools',
+  param: { openai: 'messages', ollama: 'messages', anthropic: 'messages' },
+};
+const STRUCTURED: Need = {
+  feature: 'structured-output',
+  param: { openai: 'response_format', ollama: 'format', anthropic: 'output_config.format' },
+};
+const REASONING: Need = {
+  feature: 'reasoning',
+  param: { openai: 'reasoning_effort', ollama: 'think', anthropic: 'thinking' },
+};
 const CONTEXT: Need = { feature: 'context', param: { openai: 'context', ollama: 'context', anthropic: 'context' } };
-const COUNT: Need = { feature: 'count-tokens', param: { openai: 'model', ollama: 'model', anthropic: 'model' }, what: 'counting tokens' };
+const COUNT: Need = {
+  feature: 'count-tokens',
+  param: { openai: 'model', ollama: 'model', anthropic: 'model' },
+  what: 'counting tokens',
+};
 
 /** What `task` needs beyond the protocol's core, in the order a client would read the parameters. */
 export function featuresNeeded(task: Task): Need[] {
@@ -40,7 +53,11 @@ export function featuresNeeded(task: Task): Need[] {
  * The agents among `serving` that have every feature `task` needs; throws `invalid_request` naming the first
  * parameter none of them can honour.
  */
-export function capableAgents<A extends { hello: { features?: string[] | undefined; models?: ModelInfo[] } }>(serving: A[], task: Task, flavor: Flavor): A[] {
+export function capableAgents<A extends { hello: { features?: string[] | undefined; models?: ModelInfo[] } }>(
+  serving: A[],
+  task: Task,
+  flavor: Flavor,
+): A[] {
   checkThinking(serving, task, flavor);
   let able = serving;
   for (const need of featuresNeeded(task)) {
@@ -48,8 +65,13 @@ export function capableAgents<A extends { hello: { features?: string[] | undefin
     if (next.length === 0) {
       const param = need.param[flavor];
       const what = need.what ?? (param === 'messages' ? 'tool calls and tool results in messages' : param);
-      const who = serving.length === 1 ? `the agent serving '${task.model}' is` : `the agents serving '${task.model}' are`;
-      throw new ApiError('invalid_request', `${who} too old for ${what} (it does not announce the '${need.feature}' feature); update ${serving.length === 1 ? 'it' : 'them'}`, { param });
+      const who =
+        serving.length === 1 ? `the agent serving '${task.model}' is` : `the agents serving '${task.model}' are`;
+      throw new ApiError(
+        'invalid_request',
+        `${who} too old for ${what} (it does not announce the '${need.feature}' feature); update ${serving.length === 1 ? 'it' : 'them'}`,
+        { param },
+      );
     }
     able = next;
   }
@@ -58,7 +80,8 @@ export function capableAgents<A extends { hello: { features?: string[] | undefin
 
 /** How to ask for no thinking, in each API's words. */
 const THINKING_OFF: Record<Flavor, string> = {
-  openai: "leave out the reasoning effort (reasoning_effort; reasoning.effort in the Responses API) or set it to 'none'",
+  openai:
+    "leave out the reasoning effort (reasoning_effort; reasoning.effort in the Responses API) or set it to 'none'",
   ollama: 'leave out think or set it to false',
   anthropic: "leave out thinking or set it to {type: 'disabled'}",
 };
@@ -72,7 +95,11 @@ function checkThinking(serving: Array<{ hello: { models?: ModelInfo[] } }>, task
   if (!('think' in task) || task.think !== true) return;
   const infos = serving.map((a) => a.hello.models?.find((m) => m.id === task.model)?.capabilities);
   if (infos.some((c) => c === undefined || c.includes('thinking'))) return;
-  throw new ApiError('invalid_request', `model '${task.model}' does not support thinking (its chat template marks no reasoning block): ${THINKING_OFF[flavor]}`, {
-    param: REASONING.param[flavor],
-  });
+  throw new ApiError(
+    'invalid_request',
+    `model '${task.model}' does not support thinking (its chat template marks no reasoning block): ${THINKING_OFF[flavor]}`,
+    {
+      param: REASONING.param[flavor],
+    },
+  );
 }

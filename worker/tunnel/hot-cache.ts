@@ -6,7 +6,8 @@ function sizeOf(answer: CachedAnswer): number {
   let bytes = 64;
   for (const c of answer.chunks) {
     bytes += 16 + c.text.length * 2 + (c.reasoning?.length ?? 0) * 2;
-    for (const t of c.toolCalls ?? []) bytes += 48 + ((t.arguments?.length ?? 0) + (t.name?.length ?? 0) + (t.id?.length ?? 0)) * 2;
+    for (const t of c.toolCalls ?? [])
+      bytes += 48 + ((t.arguments?.length ?? 0) + (t.name?.length ?? 0) + (t.id?.length ?? 0)) * 2;
   }
   for (const v of answer.embeddings ?? []) bytes += 16 + v.length * 8;
   return bytes;

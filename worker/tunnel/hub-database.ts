@@ -36,7 +36,8 @@ export class HubDatabase {
       return result;
     } catch (err) {
       // Logged once per outage: while it lasts, every background recheck and flush would fail the same way.
-      if (this.#health.failed(Date.now())) console.error(`libSQL failed ${what}; treating it as down until a call succeeds`, String(err));
+      if (this.#health.failed(Date.now()))
+        console.error(`libSQL failed ${what}; treating it as down until a call succeeds`, String(err));
       throw err;
     }
   }

@@ -35,7 +35,14 @@ import { HubDatabase } from './hub-database.ts';
 import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
-import { type Admission, type KeyRecord, Ledger, type RefusalCount, type Reservation, type TokenNeed } from './ledger.ts';
+import {
+  type Admission,
+  type KeyRecord,
+  Ledger,
+  type RefusalCount,
+  type Reservation,
+  type TokenNeed,
+} from './ledger.ts';
 import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
 import { PromptAllowance } from './prompt-allowance.ts';
@@ -94,7 +101,12 @@ export class AgentHub extends DurableObject<Env> {
     const ledger = (this.#ledger = new Ledger(ctx.storage.sql));
     this.#pools = new PoolList(ctx.storage.sql);
     const home = (): LimitsHome => this.env.HUB.get(this.env.HUB.idFromName(DEFAULT_POOL));
-    const limits = new LimitsPoint(ledger, () => this.#pool, home, (p) => ctx.waitUntil(p));
+    const limits = new LimitsPoint(
+      ledger,
+      () => this.#pool,
+      home,
+      (p) => ctx.waitUntil(p),
+    );
     const inFlight = new InFlightLog(ctx.storage.sql);
     this.#exchanges = new ExchangeTable({
       config,
@@ -124,14 +136,28 @@ export class AgentHub extends DurableObject<Env> {
       record: (row) => this.#outbox.record(row),
       waitUntil: (p) => ctx.waitUntil(p),
     });
-    this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) => this.#flow.redispatch(id, from));
+    this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) =>
+      this.#flow.redispatch(id, from),
+    );
     this.#responses = new ResponseStore({
-      db, pending: new PendingResponses(ctx.storage.sql), ttlMs: () => config().responsesTtlMs, maxChain: () => config().responsesMaxChain,
+      db,
+      pending: new PendingResponses(ctx.storage.sql),
+      ttlMs: () => config().responsesTtlMs,
+      maxChain: () => config().responsesMaxChain,
       wake: (at) => ctx.waitUntil(this.#wake(at)),
     });
     this.#flow = new RequestFlow({
-      keys: this.#keys, ledger, limits, cache: new AnswerCache(db, config), registry: this.#registry, exchanges: this.#exchanges,
-      outbox: this.#outbox, inFlight, responses: this.#responses, allowance: new PromptAllowance(), waitUntil: (p) => ctx.waitUntil(p),
+      keys: this.#keys,
+      ledger,
+      limits,
+      cache: new AnswerCache(db, config),
+      registry: this.#registry,
+      exchanges: this.#exchanges,
+      outbox: this.#outbox,
+      inFlight,
+      responses: this.#responses,
+      allowance: new PromptAllowance(),
+      waitUntil: (p) => ctx.waitUntil(p),
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
     // Answers heartbeats without waking the object from hibernation.
@@ -151,7 +177,12 @@ export class AgentHub extends DurableObject<Env> {
         try {
           return await this.#flow.run(decodeDispatch(json), request.signal);
         } catch (err) {
-          return errorResponse(toApiError(err), format !== undefined && Object.hasOwn(FORMATS, format) ? FORMATS[format as keyof typeof FORMATS].flavor : 'openai');
+          return errorResponse(
+            toApiError(err),
+            format !== undefined && Object.hasOwn(FORMATS, format)
+              ? FORMATS[format as keyof typeof FORMATS].flavor
+              : 'openai',
+          );
         }
       }
       throw new ApiError('not_found', `no hub route ${pathname}`);
@@ -234,9 +265,19 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
-  async streams(): Promise<{ hubStartedAt: number; pool: string; dispatched: number; data: Array<ReturnType<Exchange['stats']>> }> {
+  async streams(): Promise<{
+    hubStartedAt: number;
+    pool: string;
+    dispatched: number;
+    data: Array<ReturnType<Exchange['stats']>>;
+  }> {
     const now = Date.now();
-    return { hubStartedAt: this.#startedAt, pool: this.#pool, dispatched: this.#dispatched, data: [...this.#exchanges.values()].map((ex) => ex.stats(now)) };
+    return {
+      hubStartedAt: this.#startedAt,
+      pool: this.#pool,
+      dispatched: this.#dispatched,
+      data: [...this.#exchanges.values()].map((ex) => ex.stats(now)),
+    };
   }
 
   /** Rows still waiting for libSQL (for health checks and tests). */
@@ -249,7 +290,11 @@ export class AgentHub extends DurableObject<Env> {
    * way or queued while libSQL is down is found). Failures come back as values: an error thrown across the Durable
    * Object's RPC loses its class, and with it its status.
    */
-  async storedResponse(tenant: string, id: string, models: string[] | null): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | RpcFailure | null> {
+  async storedResponse(
+    tenant: string,
+    id: string,
+    models: string[] | null,
+  ): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | RpcFailure | null> {
     try {
       const row = await this.#responses.get(tenant, id, models);
       return row ? { response: row.response, inputItems: row.inputItems } : null;
@@ -290,13 +335,25 @@ export class AgentHub extends DurableObject<Env> {
   #recover(o: Orphan, limits: LimitsPoint): void {
     const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
     // Settled where it was reserved: this hub's ledger, or the `default` hub's for a limited key of another pool.
-    if (o.reservation) limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
+    if (o.reservation)
+      limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
     const settlement = {
-      status: 502, outcome: 'error' as const, errorCode: 'edge_restarted', finishReason: null, usage: used, device: null, ttftMs: null,
-      durationMs: Math.max(0, o.updatedAt - o.base.at), chunks: [],
+      status: 502,
+      outcome: 'error' as const,
+      errorCode: 'edge_restarted',
+      finishReason: null,
+      usage: used,
+      device: null,
+      ttftMs: null,
+      durationMs: Math.max(0, o.updatedAt - o.base.at),
+      chunks: [],
     };
-    this.#outbox.record(usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }));
-    console.warn(`request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`);
+    this.#outbox.record(
+      usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }),
+    );
+    console.warn(
+      `request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`,
+    );
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

@@ -46,12 +46,25 @@ export class InFlightLog {
     );
   }
 
-  begin(base: RowBase, agentId: string, cache: UsageRow['cache'], reservation: Reservation | undefined, held: ReservationHolder): void {
+  begin(
+    base: RowBase,
+    agentId: string,
+    cache: UsageRow['cache'],
+    reservation: Reservation | undefined,
+    held: ReservationHolder,
+  ): void {
     // The holder rides in the reservation's JSON: records written before pools existed read back as held here.
-    const stored: StoredReservation | null = reservation ? { ...reservation, ...(held === 'default' ? { held } : {}) } : null;
+    const stored: StoredReservation | null = reservation
+      ? { ...reservation, ...(held === 'default' ? { held } : {}) }
+      : null;
     this.#sql.exec(
       `INSERT OR REPLACE INTO in_flight (id, base, agent_id, cache, reservation, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
-      base.id, JSON.stringify(base), agentId, cache, stored ? JSON.stringify(stored) : null, base.at,
+      base.id,
+      JSON.stringify(base),
+      agentId,
+      cache,
+      stored ? JSON.stringify(stored) : null,
+      base.at,
     );
   }
 
@@ -69,20 +82,34 @@ export class InFlightLog {
       const mark = `${promptTokens}/${completionTokens}`;
       if (this.#written.get(r.id) === mark) continue;
       this.#written.set(r.id, mark);
-      this.#sql.exec(`UPDATE in_flight SET prompt = ?, completion = ?, updated_at = ? WHERE id = ?`, promptTokens, completionTokens, now, r.id);
+      this.#sql.exec(
+        `UPDATE in_flight SET prompt = ?, completion = ?, updated_at = ? WHERE id = ?`,
+        promptTokens,
+        completionTokens,
+        now,
+        r.id,
+      );
     }
   }
 
   /** Takes the records a previous instance left behind (read once, at start-up, then deleted). */
   takeOrphans(): Orphan[] {
     const rows = this.#sql
-      .exec<{ base: string; agent_id: string; cache: string | null; reservation: string | null; prompt: number; completion: number; updated_at: number }>(
-        `SELECT base, agent_id, cache, reservation, prompt, completion, updated_at FROM in_flight`,
-      )
+      .exec<{
+        base: string;
+        agent_id: string;
+        cache: string | null;
+        reservation: string | null;
+        prompt: number;
+        completion: number;
+        updated_at: number;
+      }>(`SELECT base, agent_id, cache, reservation, prompt, completion, updated_at FROM in_flight`)
       .toArray();
     if (rows.length > 0) this.#sql.exec(`DELETE FROM in_flight`);
     return rows.map((r) => {
-      const { held, ...reservation } = r.reservation ? (JSON.parse(r.reservation) as StoredReservation) : { held: undefined };
+      const { held, ...reservation } = r.reservation
+        ? (JSON.parse(r.reservation) as StoredReservation)
+        : { held: undefined };
       return {
         base: JSON.parse(r.base) as RowBase,
         agentId: r.agent_id,

@@ -11,7 +11,9 @@ import type { HubDatabase } from './hub-database.ts';
 import type { KeyRecord, Ledger } from './ledger.ts';
 
 /** The outcome of checking a key, as plain data (errors do not cross RPC with their fields). */
-export type Authorization = { key: KeyRecord } | { error: { code: 'invalid_api_key' | 'database_unavailable'; message: string } };
+export type Authorization =
+  | { key: KeyRecord }
+  | { error: { code: 'invalid_api_key' | 'database_unavailable'; message: string } };
 
 const KEY_RECHECK_MS = 2000;
 /** How long a key hash libSQL does not know is answered from memory, and how many such hashes are kept. */
@@ -20,7 +22,8 @@ const UNKNOWN_KEYS_MAX = 10_000;
 
 function verdict(record: KeyRecord | undefined): Authorization {
   if (!record) return { error: { code: 'invalid_api_key', message: 'invalid API key' } };
-  if (record.revokedAt !== null) return { error: { code: 'invalid_api_key', message: 'this API key has been revoked' } };
+  if (record.revokedAt !== null)
+    return { error: { code: 'invalid_api_key', message: 'this API key has been revoked' } };
   return { key: record };
 }
 
@@ -52,7 +55,8 @@ export class KeyGate {
     if (fresh && now - fresh.at < KEY_RECHECK_MS) return verdict(fresh.record);
     if (this.#unknown.get(keyHash, now)) return verdict(undefined);
     const { keyGraceMs } = this.#config();
-    const known = fresh && now - fresh.at <= keyGraceMs ? fresh.record : this.#ledger.recentKey(keyHash, now, keyGraceMs);
+    const known =
+      fresh && now - fresh.at <= keyGraceMs ? fresh.record : this.#ledger.recentKey(keyHash, now, keyGraceMs);
     const inFlight = this.#lookups.get(keyHash);
     const lookup = inFlight ?? this.#lookUp(keyHash);
     if (known && (inFlight || this.#db.down)) return verdict(known);
@@ -62,19 +66,38 @@ export class KeyGate {
     if (result === 'unreachable' && !known) result = await (this.#lookups.get(keyHash) ?? this.#lookUp(keyHash));
     if (result !== 'unreachable') return verdict(result);
     if (known) return verdict(known);
-    return { error: { code: 'database_unavailable', message: 'cannot verify the API key right now: the key database is unreachable; retry shortly' } };
+    return {
+      error: {
+        code: 'database_unavailable',
+        message: 'cannot verify the API key right now: the key database is unreachable; retry shortly',
+      },
+    };
   }
 
   /** Looks a key up in libSQL, once at a time per key; 'unreachable' when libSQL failed or did not answer in time. */
   #lookUp(keyHash: string): Promise<KeyRecord | undefined | 'unreachable'> {
     const lookup = (async () => {
       try {
-        const row = (await this.#db.query('a key lookup', (db) => db.select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1)))[0];
+        const row = (
+          await this.#db.query('a key lookup', (db) =>
+            db.select().from(apiKeys).where(eq(apiKeys.hash, keyHash)).limit(1),
+          )
+        )[0];
         if (!row) {
           this.#unknown.set(keyHash, true, Date.now());
           return undefined;
         }
-        const record: KeyRecord = { id: row.id, name: row.name, tenant: row.tenant, models: row.models ?? null, rpm: row.rpm, tpm: row.tpm, monthlyTokenBudget: row.monthlyTokenBudget, manageModels: row.manageModels, revokedAt: row.revokedAt };
+        const record: KeyRecord = {
+          id: row.id,
+          name: row.name,
+          tenant: row.tenant,
+          models: row.models ?? null,
+          rpm: row.rpm,
+          tpm: row.tpm,
+          monthlyTokenBudget: row.monthlyTokenBudget,
+          manageModels: row.manageModels,
+          revokedAt: row.revokedAt,
+        };
         const now = Date.now();
         this.#ledger.rememberKey(keyHash, record, now);
         this.#recent.set(keyHash, { record, at: now });
@@ -94,9 +117,12 @@ export class KeyGate {
   async revoke(id: string): Promise<{ revoked: boolean; databaseUpdated: boolean }> {
     const now = Date.now();
     const known = this.#ledger.revokeKey(id, now);
-    for (const entry of this.#recent.values()) if (entry.record.id === id) entry.record = { ...entry.record, revokedAt: entry.record.revokedAt ?? now };
+    for (const entry of this.#recent.values())
+      if (entry.record.id === id) entry.record = { ...entry.record, revokedAt: entry.record.revokedAt ?? now };
     try {
-      const updated = await this.#db.query('a key revocation', (db) => db.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id }));
+      const updated = await this.#db.query('a key revocation', (db) =>
+        db.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).returning({ id: apiKeys.id }),
+      );
       return { revoked: known || updated.length > 0, databaseUpdated: true };
     } catch (err) {
       console.error('libSQL unreachable while revoking a key; revoked in the hub only', err);

@@ -69,12 +69,16 @@ export class Ledger {
 
   constructor(sql: SqlStorage) {
     this.#sql = sql;
-    sql.exec(`CREATE TABLE IF NOT EXISTS verified_keys (hash TEXT PRIMARY KEY, record TEXT NOT NULL, verified_at INTEGER NOT NULL)`);
+    sql.exec(
+      `CREATE TABLE IF NOT EXISTS verified_keys (hash TEXT PRIMARY KEY, record TEXT NOT NULL, verified_at INTEGER NOT NULL)`,
+    );
     sql.exec(`CREATE TABLE IF NOT EXISTS requests (key_id TEXT NOT NULL, at INTEGER NOT NULL)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key_id, at)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS tokens (key_id TEXT NOT NULL, at INTEGER NOT NULL, n INTEGER NOT NULL)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS tokens_key_at ON tokens (key_id, at)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS monthly (key_id TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key_id, month))`);
+    sql.exec(
+      `CREATE TABLE IF NOT EXISTS monthly (key_id TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key_id, month))`,
+    );
     sql.exec(`CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, row TEXT NOT NULL)`);
     sql.exec(
       `CREATE TABLE IF NOT EXISTS refusals (minute INTEGER NOT NULL, endpoint TEXT NOT NULL, code TEXT NOT NULL, status INTEGER NOT NULL, ` +
@@ -87,7 +91,12 @@ export class Ledger {
       this.#sql.exec(
         `INSERT INTO refusals (minute, endpoint, code, status, n, last_at, dirty) VALUES (?, ?, ?, ?, ?, ?, 1) ` +
           `ON CONFLICT (minute, endpoint, code, status) DO UPDATE SET n = n + excluded.n, last_at = max(last_at, excluded.last_at), dirty = 1`,
-        c.minute, c.endpoint, c.code, c.status, c.n, c.lastAt,
+        c.minute,
+        c.endpoint,
+        c.code,
+        c.status,
+        c.n,
+        c.lastAt,
       );
     }
   }
@@ -100,24 +109,48 @@ export class Ledger {
         limit,
       )
       .toArray()
-      .map((r) => ({ minute: r.minute, endpoint: r.endpoint, code: r.code, status: r.status, n: r.n, lastAt: r.last_at }));
+      .map((r) => ({
+        minute: r.minute,
+        endpoint: r.endpoint,
+        code: r.code,
+        status: r.status,
+        n: r.n,
+        lastAt: r.last_at,
+      }));
   }
 
   /** Marks counters written (unless they grew meanwhile), and forgets minutes long past. */
   refusalsWritten(written: readonly RefusalCount[], now: number): void {
     for (const c of written) {
-      this.#sql.exec(`UPDATE refusals SET dirty = 0 WHERE minute = ? AND endpoint = ? AND code = ? AND status = ? AND n = ?`, c.minute, c.endpoint, c.code, c.status, c.n);
+      this.#sql.exec(
+        `UPDATE refusals SET dirty = 0 WHERE minute = ? AND endpoint = ? AND code = ? AND status = ? AND n = ?`,
+        c.minute,
+        c.endpoint,
+        c.code,
+        c.status,
+        c.n,
+      );
     }
     this.#sql.exec(`DELETE FROM refusals WHERE dirty = 0 AND minute < ?`, now - REFUSALS_KEPT_MS);
   }
 
   rememberKey(hash: string, record: KeyRecord, now: number): void {
-    this.#sql.exec(`INSERT OR REPLACE INTO verified_keys (hash, record, verified_at) VALUES (?, ?, ?)`, hash, JSON.stringify(record), now);
+    this.#sql.exec(
+      `INSERT OR REPLACE INTO verified_keys (hash, record, verified_at) VALUES (?, ?, ?)`,
+      hash,
+      JSON.stringify(record),
+      now,
+    );
   }
 
   /** A key verified against libSQL no longer ago than `graceMs`. */
   recentKey(hash: string, now: number, graceMs: number): KeyRecord | undefined {
-    const row = this.#sql.exec<{ record: string; verified_at: number }>(`SELECT record, verified_at FROM verified_keys WHERE hash = ?`, hash).toArray()[0];
+    const row = this.#sql
+      .exec<{ record: string; verified_at: number }>(
+        `SELECT record, verified_at FROM verified_keys WHERE hash = ?`,
+        hash,
+      )
+      .toArray()[0];
     if (!row || now - row.verified_at > graceMs) return undefined;
     return JSON.parse(row.record) as KeyRecord;
   }
@@ -145,26 +178,40 @@ export class Ledger {
    */
   admit(key: KeyRecord, now: number, need: TokenNeed): Admission {
     // A key without limits needs no bookkeeping (and costs no storage writes per request).
-    if (key.rpm === null && key.tpm === null && key.monthlyTokenBudget === null) return { completion: need.completion, reservation: undefined };
+    if (key.rpm === null && key.tpm === null && key.monthlyTokenBudget === null)
+      return { completion: need.completion, reservation: undefined };
     const since = now - WINDOW_MS;
     this.#sql.exec(`DELETE FROM requests WHERE at <= ?`, since);
     this.#sql.exec(`DELETE FROM tokens WHERE at <= ?`, since);
     const month = monthOf(now);
     let budgetLeft = Infinity;
     if (key.monthlyTokenBudget !== null) {
-      const used = this.#sql.exec<{ n: number }>(`SELECT n FROM monthly WHERE key_id = ? AND month = ?`, key.id, month).toArray()[0]?.n ?? 0;
+      const used =
+        this.#sql
+          .exec<{ n: number }>(`SELECT n FROM monthly WHERE key_id = ? AND month = ?`, key.id, month)
+          .toArray()[0]?.n ?? 0;
       budgetLeft = key.monthlyTokenBudget - used;
       if (budgetLeft <= 0) return { refused: { limit: 'budget', retryAfterMs: untilNextMonth(now), left: 0 } };
     }
     if (key.rpm !== null) {
-      const rows = this.#sql.exec<{ c: number; oldest: number | null }>(`SELECT count(*) AS c, min(at) AS oldest FROM requests WHERE key_id = ?`, key.id).toArray();
+      const rows = this.#sql
+        .exec<{ c: number; oldest: number | null }>(
+          `SELECT count(*) AS c, min(at) AS oldest FROM requests WHERE key_id = ?`,
+          key.id,
+        )
+        .toArray();
       const { c, oldest } = rows[0]!;
       if (c >= key.rpm) return { refused: { limit: 'rpm', retryAfterMs: (oldest ?? now) + WINDOW_MS - now, left: 0 } };
     }
     let tpmLeft = Infinity;
     let tpmRetryMs = WINDOW_MS;
     if (key.tpm !== null) {
-      const rows = this.#sql.exec<{ n: number | null; oldest: number | null }>(`SELECT sum(n) AS n, min(at) AS oldest FROM tokens WHERE key_id = ?`, key.id).toArray();
+      const rows = this.#sql
+        .exec<{ n: number | null; oldest: number | null }>(
+          `SELECT sum(n) AS n, min(at) AS oldest FROM tokens WHERE key_id = ?`,
+          key.id,
+        )
+        .toArray();
       const { n, oldest } = rows[0]!;
       tpmLeft = key.tpm - (n ?? 0);
       tpmRetryMs = (oldest ?? now) + WINDOW_MS - now;
@@ -185,7 +232,14 @@ export class Ledger {
     this.#sql.exec(`INSERT INTO requests (key_id, at) VALUES (?, ?)`, key.id, now);
     const reservation: Reservation = { keyId: key.id, month: null, tokensRow: null, reserved: reserve, settled: false };
     if (key.tpm !== null) {
-      reservation.tokensRow = this.#sql.exec<{ id: number }>(`INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?) RETURNING rowid AS id`, key.id, now, reserve).one().id;
+      reservation.tokensRow = this.#sql
+        .exec<{ id: number }>(
+          `INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?) RETURNING rowid AS id`,
+          key.id,
+          now,
+          reserve,
+        )
+        .one().id;
     }
     if (key.monthlyTokenBudget !== null) {
       reservation.month = month;
@@ -198,17 +252,28 @@ export class Ledger {
   settle(reservation: Reservation | undefined, used: number, _now: number): void {
     if (!reservation || reservation.settled) return;
     reservation.settled = true;
-    if (reservation.tokensRow !== null) this.#sql.exec(`UPDATE tokens SET n = ? WHERE rowid = ?`, used, reservation.tokensRow);
-    if (reservation.month !== null && used !== reservation.reserved) this.#addMonthly(reservation.keyId, reservation.month, used - reservation.reserved);
+    if (reservation.tokensRow !== null)
+      this.#sql.exec(`UPDATE tokens SET n = ? WHERE rowid = ?`, used, reservation.tokensRow);
+    if (reservation.month !== null && used !== reservation.reserved)
+      this.#addMonthly(reservation.keyId, reservation.month, used - reservation.reserved);
   }
 
   #addMonthly(keyId: string, month: string, n: number): void {
-    this.#sql.exec(`INSERT INTO monthly (key_id, month, n) VALUES (?, ?, ?) ON CONFLICT (key_id, month) DO UPDATE SET n = n + excluded.n`, keyId, month, n);
+    this.#sql.exec(
+      `INSERT INTO monthly (key_id, month, n) VALUES (?, ?, ?) ON CONFLICT (key_id, month) DO UPDATE SET n = n + excluded.n`,
+      keyId,
+      month,
+      n,
+    );
   }
 
   /** Tokens a key used this month (for tests and operators). */
   monthlyUsed(keyId: string, now: number): number {
-    return this.#sql.exec<{ n: number }>(`SELECT n FROM monthly WHERE key_id = ? AND month = ?`, keyId, monthOf(now)).toArray()[0]?.n ?? 0;
+    return (
+      this.#sql
+        .exec<{ n: number }>(`SELECT n FROM monthly WHERE key_id = ? AND month = ?`, keyId, monthOf(now))
+        .toArray()[0]?.n ?? 0
+    );
   }
 
   enqueueUsage(row: UsageRow): void {
@@ -217,7 +282,9 @@ export class Ledger {
 
   /** Up to `limit` queued rows: their ids, and the rows as one JSON array, as stored (not parsed). */
   pendingUsage(limit: number): { ids: string[]; json: string } {
-    const rows = this.#sql.exec<{ id: string; row: string }>(`SELECT id, row FROM usage_outbox LIMIT ?`, limit).toArray();
+    const rows = this.#sql
+      .exec<{ id: string; row: string }>(`SELECT id, row FROM usage_outbox LIMIT ?`, limit)
+      .toArray();
     return { ids: rows.map((r) => r.id), json: `[${rows.map((r) => r.row).join(',')}]` };
   }
 

@@ -45,7 +45,10 @@ export class LimitsPoint {
     } catch (err) {
       // The limits cannot be checked, so the request cannot be admitted: a retryable refusal, not a crash.
       console.error('the default hub did not answer an admission for another pool', String(err));
-      throw new ApiError('overloaded', "cannot check this API key's limits right now (the edge's limits point did not answer); retry shortly");
+      throw new ApiError(
+        'overloaded',
+        "cannot check this API key's limits right now (the edge's limits point did not answer); retry shortly",
+      );
     }
     if ('reservation' in admitted && admitted.reservation) this.#remote.add(admitted.reservation);
     return admitted;
@@ -57,7 +60,11 @@ export class LimitsPoint {
     if (!this.#remote.has(reservation)) return this.#ledger.settle(reservation, used, at);
     reservation.settled = true;
     const copy = { ...reservation, settled: false };
-    this.#waitUntil(this.#home().settleFor(copy, used, at).catch((err: unknown) => console.error('could not settle a reservation in the default hub', String(err))));
+    this.#waitUntil(
+      this.#home()
+        .settleFor(copy, used, at)
+        .catch((err: unknown) => console.error('could not settle a reservation in the default hub', String(err))),
+    );
   }
 
   holder(reservation: Reservation): ReservationHolder {

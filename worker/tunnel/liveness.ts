@@ -63,7 +63,9 @@ export class AgentLiveness {
    */
   checkAwake(now: number): void {
     if (this.#tickedAt !== 0 && now - this.#tickedAt > HUB_FROZEN_MS) {
-      console.warn(`the hub did not run for ${now - this.#tickedAt} ms (its process stopped, or the machine slept); counting agents' silence from now`);
+      console.warn(
+        `the hub did not run for ${now - this.#tickedAt} ms (its process stopped, or the machine slept); counting agents' silence from now`,
+      );
       this.#discardedAt = now;
       this.#tickedAt = now;
     }

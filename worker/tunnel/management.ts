@@ -5,7 +5,14 @@
  * checking that the operation was sent on the frame's connection); an agent's `models` frame (its new model list)
  * goes to the AgentRegistry, so routing and `/api/tags` see a pulled model at once.
  */
-import type { EdgeFrame, ErrorFrame, ManagedFrame, ManageOp, ModelKind, ProgressFrame } from '../../shared/protocol/frames.ts';
+import type {
+  EdgeFrame,
+  ErrorFrame,
+  ManagedFrame,
+  ManageOp,
+  ModelKind,
+  ProgressFrame,
+} from '../../shared/protocol/frames.ts';
 import { ApiError, errorBody, errorResponse } from '../http/errors.ts';
 import type { AgentHello, AgentStatus } from './agent-store.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
@@ -91,7 +98,9 @@ export class Management {
       return {
         ok: true,
         agents: agents.map((a) => a.hello.agentId),
-        ...(request.op.action === 'load' ? { loadDurationMs: Math.max(...results.map((r) => r.loadDurationMs ?? 0)) } : {}),
+        ...(request.op.action === 'load'
+          ? { loadDurationMs: Math.max(...results.map((r) => r.loadDurationMs ?? 0)) }
+          : {}),
         ...(request.op.action === 'unload' ? { wasLoaded: results.some((r) => r.wasLoaded === true) } : {}),
       };
     } catch (err) {
@@ -146,11 +155,16 @@ export class Management {
     };
     const heartbeat = () => last && write(last);
     this.#heartbeats.add(heartbeat);
-    const done = this.#all(agents, request.op, (agent, frame) => {
-      const { type: _type, id: _id, ...progress } = frame;
-      last = `${JSON.stringify({ ...progress, ...(several ? { agent: agent.hello.agentId } : {}) })}\n`;
-      write(last);
-    }, ids)
+    const done = this.#all(
+      agents,
+      request.op,
+      (agent, frame) => {
+        const { type: _type, id: _id, ...progress } = frame;
+        last = `${JSON.stringify({ ...progress, ...(several ? { agent: agent.hello.agentId } : {}) })}\n`;
+        write(last);
+      },
+      ids,
+    )
       .then(
         () => {
           this.#row(request, started, agents, 200, null);
@@ -166,7 +180,13 @@ export class Management {
         writer.close().catch(() => {});
       });
     this.#deps.waitUntil(done);
-    return new Response(readable, { headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' } });
+    return new Response(readable, {
+      headers: {
+        'content-type': 'application/x-ndjson',
+        'cache-control': 'no-cache, no-transform',
+        'x-accel-buffering': 'no',
+      },
+    });
   }
 
   /** A step of an operation this module `owns`. */
@@ -204,33 +224,58 @@ export class Management {
   #targets(request: ManageRequest): ManagedAgent[] {
     const all = this.#deps.agents();
     if (all.length === 0) {
-      throw new ApiError('no_agent', 'no agent is connected to this relay; start one (`npm run agent`) and retry', { retryAfter: RETRY_AFTER_NO_AGENT_S });
+      throw new ApiError('no_agent', 'no agent is connected to this relay; start one (`npm run agent`) and retry', {
+        retryAfter: RETRY_AFTER_NO_AGENT_S,
+      });
     }
     let candidates = all;
     if (request.agent !== undefined) {
       candidates = all.filter((a) => a.hello.agentId === request.agent);
-      if (candidates.length === 0) throw new ApiError('invalid_request', `no agent '${request.agent}' is connected (connected: ${all.map((a) => a.hello.agentId).sort().join(', ')})`, { param: 'agent' });
+      if (candidates.length === 0)
+        throw new ApiError(
+          'invalid_request',
+          `no agent '${request.agent}' is connected (connected: ${all
+            .map((a) => a.hello.agentId)
+            .sort()
+            .join(', ')})`,
+          { param: 'agent' },
+        );
     }
     const { op } = request;
     if (op.action !== 'pull') {
       const model = modelOf(op);
       candidates = candidates.filter((a) => a.hello.models.some((m) => m.id === model));
-      if (candidates.length === 0) throw new ApiError('unknown_model', `model '${model}' not found`, { param: 'model' });
+      if (candidates.length === 0)
+        throw new ApiError('unknown_model', `model '${model}' not found`, { param: 'model' });
       const kind = candidates[0]!.hello.models.find((m) => m.id === model)!.kind;
       if (request.kind !== undefined && kind !== request.kind) {
-        throw new ApiError('wrong_model_kind', `model '${model}' is ${kind === 'embedding' ? 'an' : 'a'} ${kind} model and cannot serve ${request.endpoint.replace('api.', '')} requests`, { param: 'model' });
+        throw new ApiError(
+          'wrong_model_kind',
+          `model '${model}' is ${kind === 'embedding' ? 'an' : 'a'} ${kind} model and cannot serve ${request.endpoint.replace('api.', '')} requests`,
+          { param: 'model' },
+        );
       }
     }
-    const able = candidates.filter((a) => a.hello.features?.includes('manage') && !(op.action !== 'unload' && a.status?.draining));
+    const able = candidates.filter(
+      (a) => a.hello.features?.includes('manage') && !(op.action !== 'unload' && a.status?.draining),
+    );
     if (able.length === 0) {
       const who = op.action === 'pull' ? 'the connected agents' : `the agents serving '${modelOf(op)}'`;
-      throw new ApiError('invalid_request', `${who} cannot ${op.action} models on request (too old to announce manage, or shutting down); update the agent`);
+      throw new ApiError(
+        'invalid_request',
+        `${who} cannot ${op.action} models on request (too old to announce manage, or shutting down); update the agent`,
+      );
     }
     return able;
   }
 
   /** Sends the operation to each agent and waits for all; the first failure fails it (naming the agent when several). */
-  async #all(agents: ManagedAgent[], op: ManageOp, onProgress?: (agent: ManagedAgent, frame: ProgressFrame) => void, ids: Array<{ id: string; agent: ManagedAgent }> = []): Promise<ManagedFrame[]> {
+  async #all(
+    agents: ManagedAgent[],
+    op: ManageOp,
+    onProgress?: (agent: ManagedAgent, frame: ProgressFrame) => void,
+    ids: Array<{ id: string; agent: ManagedAgent }> = [],
+  ): Promise<ManagedFrame[]> {
     const runs = agents.map((agent) => {
       const id = crypto.randomUUID();
       ids.push({ id, agent });
@@ -240,7 +285,8 @@ export class Management {
           agentId: agent.hello.agentId,
           ...(onProgress ? { onProgress: (frame: ProgressFrame) => onProgress(agent, frame) } : {}),
           resolve,
-          reject: (err) => reject(agents.length > 1 ? new ApiError(err.code, `agent ${agent.hello.agentId}: ${err.message}`) : err),
+          reject: (err) =>
+            reject(agents.length > 1 ? new ApiError(err.code, `agent ${agent.hello.agentId}: ${err.message}`) : err),
         });
         this.#deps.send(agent.ws, { type: 'manage', id, op });
         this.#watch();
@@ -268,8 +314,22 @@ export class Management {
     }, WATCH_MS);
   }
 
-  #row(request: ManageRequest, started: number, agents: ManagedAgent[], status: number, errorCode: string | null): void {
-    const base = { id: crypto.randomUUID(), at: started, keyId: request.keyId, model: modelOf(request.op), endpoint: request.endpoint };
-    this.#deps.record(usageRow(base, { kind: 'managed', agentIds: agents.map((a) => a.hello.agentId), status, errorCode }));
+  #row(
+    request: ManageRequest,
+    started: number,
+    agents: ManagedAgent[],
+    status: number,
+    errorCode: string | null,
+  ): void {
+    const base = {
+      id: crypto.randomUUID(),
+      at: started,
+      keyId: request.keyId,
+      model: modelOf(request.op),
+      endpoint: request.endpoint,
+    };
+    this.#deps.record(
+      usageRow(base, { kind: 'managed', agentIds: agents.map((a) => a.hello.agentId), status, errorCode }),
+    );
   }
 }

@@ -27,6 +27,12 @@ export class PoolList {
 
   /** Every pool, `default` first, then by name. */
   names(): string[] {
-    return [DEFAULT_POOL, ...this.#sql.exec<{ name: string }>(`SELECT name FROM pools ORDER BY name`).toArray().map((r) => r.name)];
+    return [
+      DEFAULT_POOL,
+      ...this.#sql
+        .exec<{ name: string }>(`SELECT name FROM pools ORDER BY name`)
+        .toArray()
+        .map((r) => r.name),
+    ];
   }
 }

@@ -99,16 +99,37 @@ export class RequestFlow {
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
-        this.#d.outbox.countRefusals([{ minute: minuteOf(started), endpoint: dispatch.endpoint, code: e.code, status: e.status, n: 1, lastAt: started }]);
+        this.#d.outbox.countRefusals([
+          {
+            minute: minuteOf(started),
+            endpoint: dispatch.endpoint,
+            code: e.code,
+            status: e.status,
+            n: 1,
+            lastAt: started,
+          },
+        ]);
         return errorResponse(e, flavor);
       }
-      const base: RowBase = { id, at: started, keyId: progress.key?.id ?? null, model: dispatch.task.model, endpoint: dispatch.endpoint };
-      this.#d.outbox.record(usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }));
+      const base: RowBase = {
+        id,
+        at: started,
+        keyId: progress.key?.id ?? null,
+        model: dispatch.task.model,
+        endpoint: dispatch.endpoint,
+      };
+      this.#d.outbox.record(
+        usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
+      );
       return errorResponse(e, flavor);
     }
   }
 
-  async #run(dispatch: Dispatch, req: { id: string; at: number; signal: AbortSignal }, progress: Progress): Promise<Response> {
+  async #run(
+    dispatch: Dispatch,
+    req: { id: string; at: number; signal: AbortSignal },
+    progress: Progress,
+  ): Promise<Response> {
     const d = this.#d;
     const auth = await d.keys.authorize(dispatch.keyHash);
     if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
@@ -124,13 +145,20 @@ export class RequestFlow {
 
     // Tokens are held for the request's worst case until it ends, so concurrent requests cannot together overrun
     // the budget or tokens per minute. A completion that does not fit what is left is capped (and says so).
-    const need = tokenNeed(dispatch.task, d.registry.modelInfo(dispatch.task.model), d.allowance.of(dispatch.task.model));
+    const need = tokenNeed(
+      dispatch.task,
+      d.registry.modelInfo(dispatch.task.model),
+      d.allowance.of(dispatch.task.model),
+    );
     const admitted = await d.limits.admit(key, req.at, need);
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
     if (capped && (dispatch.task.task === 'chat' || dispatch.task.task === 'complete')) {
-      dispatch = { ...dispatch, task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } } };
+      dispatch = {
+        ...dispatch,
+        task: { ...dispatch.task, sampling: { ...dispatch.task.sampling, maxTokens: admitted.completion } },
+      };
     }
 
     const format = FORMATS[dispatch.format];
@@ -138,7 +166,13 @@ export class RequestFlow {
     const meta: ResponseMeta = { id: format.responseId?.(req.id) ?? `${prefix}-${req.id}`, ...dispatch.meta };
     const ck = isDeterministic(dispatch.task) ? await cacheKey(key.tenant, dispatch.task) : undefined;
     progress.cache = !ck || dispatch.noCache ? 'BYPASS' : 'MISS';
-    const base: RowBase = { id: req.id, at: req.at, keyId: key.id, model: dispatch.task.model, endpoint: dispatch.endpoint };
+    const base: RowBase = {
+      id: req.id,
+      at: req.at,
+      keyId: key.id,
+      model: dispatch.task.model,
+      endpoint: dispatch.endpoint,
+    };
 
     // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
     // back. With no agent connected at all, the cache still answers what it holds (the relay keeps serving what it
@@ -146,14 +180,18 @@ export class RequestFlow {
     // A model whose agent went away moments ago (a restart) is not gone: it waits below, like any request for it.
     const agents = d.registry.list();
     const served = agents.length === 0 || agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model));
-    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS)) throw unknownModel(dispatch.task.model);
+    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))
+      throw unknownModel(dispatch.task.model);
 
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
     // taking its result), else the cache.
     const flight = (progress.flight = d.cache.flight(ck, dispatch.noCache));
     if (ck && !dispatch.noCache) {
       if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
-        const followed = await followLeader(flight.leader, format, meta, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        const followed = await followLeader(flight.leader, format, meta, {
+          'x-request-id': req.id,
+          'x-npu-relay-cache': 'HIT',
+        });
         if (followed) {
           progress.cache = 'HIT';
           const reservation = progress.reservation;
@@ -168,10 +206,16 @@ export class RequestFlow {
           return followed.response;
         }
       }
-      const hit = flight.leader ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined)) : await d.cache.lookup(ck);
+      const hit = flight.leader
+        ? await flight.leader.settled.then((s) => (s.outcome === 'ok' ? answerOf(s) : undefined))
+        : await d.cache.lookup(ck);
       if (hit) {
         progress.cache = 'HIT';
-        d.limits.settle(progress.reservation, hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens, Date.now());
+        d.limits.settle(
+          progress.reservation,
+          hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens,
+          Date.now(),
+        );
         d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
         flight.settle(hitSettlement(hit));
         this.#keep(dispatch, key.tenant, meta, continued)?.(hit);
@@ -181,7 +225,9 @@ export class RequestFlow {
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) => promptTooLong(dispatch.task, m));
+      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) =>
+        promptTooLong(dispatch.task, m),
+      );
       checkFits(dispatch, picked.model);
     } catch (err) {
       // The model's agent went away moments ago (a restart, most likely): wait for one to come (see `unpark`).
@@ -193,9 +239,17 @@ export class RequestFlow {
     const cache = progress.cache;
     const reservation = progress.reservation;
     const exchange = new Exchange({
-      id: req.id, connId, agentId, format, meta, stream: dispatch.stream,
+      id: req.id,
+      connId,
+      agentId,
+      format,
+      meta,
+      stream: dispatch.stream,
       // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
-      headers: { 'x-npu-relay-cache': cache, ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}) },
+      headers: {
+        'x-npu-relay-cache': cache,
+        ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}),
+      },
       // While twins stream along with this request, its generation serves them: it runs on without its own client.
       onClientGone: (ex) => {
         if (!flight.followed()) this.#toAgent(ex.connId, { type: 'cancel', id: ex.id, reason: 'client disconnected' });
@@ -210,8 +264,12 @@ export class RequestFlow {
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const task = dispatch.task;
-        if ((task.task === 'chat' || task.task === 'complete') && s.usage.promptTokens > 0) d.allowance.learn(task.model, promptEstimate(task), s.usage.promptTokens);
-        const charged = dispatch.task.task === 'count' ? { promptTokens: 0, completionTokens: 0 } : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
+        if ((task.task === 'chat' || task.task === 'complete') && s.usage.promptTokens > 0)
+          d.allowance.learn(task.model, promptEstimate(task), s.usage.promptTokens);
+        const charged =
+          dispatch.task.task === 'count'
+            ? { promptTokens: 0, completionTokens: 0 }
+            : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
@@ -226,9 +284,19 @@ export class RequestFlow {
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
     else req.signal.addEventListener('abort', () => exchange.abandon(), { once: true });
     // Without the manage scope a keep_alive may only lengthen the model's (residency.ts).
-    const keepAlive = dispatch.keepAliveMs === undefined ? {} : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
+    const keepAlive =
+      dispatch.keepAliveMs === undefined
+        ? {}
+        : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
     const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
-    this.#sent.set(req.id, { frame, task: dispatch.task, flavor: format.flavor, refusedBy: new Set(), ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }), dispatch });
+    this.#sent.set(req.id, {
+      frame,
+      task: dispatch.task,
+      flavor: format.flavor,
+      refusedBy: new Set(),
+      ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }),
+      dispatch,
+    });
     if (ws) sendFrame(ws, frame);
     return exchange.response();
   }
@@ -264,7 +332,12 @@ export class RequestFlow {
       }
       if (now < sent.parkedUntil) continue;
       const ex = this.#d.exchanges.take(id);
-      ex?.onError(new ApiError('no_agent', `no agent serving '${sent.task.model}' could take this request within ${PARK_MS / 1000} s (its agent went away or was restarting); retry shortly`));
+      ex?.onError(
+        new ApiError(
+          'no_agent',
+          `no agent serving '${sent.task.model}' could take this request within ${PARK_MS / 1000} s (its agent went away or was restarting); retry shortly`,
+        ),
+      );
     }
   }
 
@@ -301,15 +374,30 @@ export class RequestFlow {
     const messages = dispatch.task.messages;
     const at = conversation.instructionCount;
     // Linked again: a function_call_output in the new input answers a call in the stored history.
-    const task = { ...dispatch.task, messages: linkToolResults([...messages.slice(0, at), ...prior.messages, ...messages.slice(at)]) };
+    const task = {
+      ...dispatch.task,
+      messages: linkToolResults([...messages.slice(0, at), ...prior.messages, ...messages.slice(at)]),
+    };
     return { dispatch: { ...dispatch, task }, continued: prior.continued };
   }
 
   /** For a Responses API request with `store`: stores the response once it settles (see ResponseStore.begin). */
-  #keep(dispatch: Dispatch, tenant: string, meta: ResponseMeta, continued: Continued | undefined): ReturnType<ResponseStore['begin']> | undefined {
+  #keep(
+    dispatch: Dispatch,
+    tenant: string,
+    meta: ResponseMeta,
+    continued: Continued | undefined,
+  ): ReturnType<ResponseStore['begin']> | undefined {
     const store = dispatch.conversation?.store;
     if (!store || dispatch.task.task !== 'chat') return undefined;
-    const what = { tenant, meta, task: dispatch.task, instructionCount: dispatch.conversation!.instructionCount, inputItems: store.inputItems, continued };
+    const what = {
+      tenant,
+      meta,
+      task: dispatch.task,
+      instructionCount: dispatch.conversation!.instructionCount,
+      inputItems: store.inputItems,
+      continued,
+    };
     return this.#d.responses.begin(what, (p) => this.#d.waitUntil(p));
   }
 }
@@ -317,7 +405,15 @@ export class RequestFlow {
 /** A cache hit as a leader's settlement, for twins that followed it. */
 function hitSettlement(hit: CachedAnswer): Settlement {
   return {
-    status: 200, outcome: 'ok', errorCode: null, finishReason: hit.outcome.finishReason, usage: hit.outcome.usage, device: null, ttftMs: 0, durationMs: 0, chunks: hit.chunks,
+    status: 200,
+    outcome: 'ok',
+    errorCode: null,
+    finishReason: hit.outcome.finishReason,
+    usage: hit.outcome.usage,
+    device: null,
+    ttftMs: 0,
+    durationMs: 0,
+    chunks: hit.chunks,
     ...(hit.embeddings ? { embeddings: hit.embeddings } : {}),
   };
 }

@@ -13,6 +13,7 @@ export function residencyChange(ms: number | undefined): string | undefined {
   if (ms === undefined) return undefined;
   if (ms === 0) return 'keep_alive 0 (unload the model now)';
   if (ms < 0) return 'keep_alive -1 (keep the model loaded for ever)';
-  if (ms > PLAIN_KEEP_ALIVE_MAX_MS) return `keep_alive over ${PLAIN_KEEP_ALIVE_MAX_MS / 3_600_000} h (keep the model loaded for days)`;
+  if (ms > PLAIN_KEEP_ALIVE_MAX_MS)
+    return `keep_alive over ${PLAIN_KEEP_ALIVE_MAX_MS / 3_600_000} h (keep the model loaded for days)`;
   return undefined;
 }

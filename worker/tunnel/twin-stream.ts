@@ -23,7 +23,12 @@ export interface FollowedStream {
  * before producing anything, or answered without chunks), returns undefined and the twin goes its own way (runs
  * itself, or replays the settled answer).
  */
-export async function followLeader(feed: LeaderFeed, format: ResponseFormat, meta: ResponseMeta, headers: Record<string, string>): Promise<FollowedStream | undefined> {
+export async function followLeader(
+  feed: LeaderFeed,
+  format: ResponseFormat,
+  meta: ResponseMeta,
+  headers: Record<string, string>,
+): Promise<FollowedStream | undefined> {
   if (feed.chunks.length === 0) {
     const first = Promise.withResolvers<'chunk'>();
     const unsubscribe = feed.subscribe(() => first.resolve('chunk'));
@@ -53,10 +58,20 @@ export async function followLeader(feed: LeaderFeed, format: ResponseFormat, met
     if (answered(s)) write(sse.close({ finishReason: s.finishReason, usage: s.usage }));
     else {
       const code = ERROR_CODES.find((c) => c === s.errorCode && c !== 'cancelled') ?? 'agent_gone';
-      write(sse.error(new ApiError(code, `the identical request this stream was sharing ended early (${s.errorCode ?? s.outcome}); retry the request`)));
+      write(
+        sse.error(
+          new ApiError(
+            code,
+            `the identical request this stream was sharing ended early (${s.errorCode ?? s.outcome}); retry the request`,
+          ),
+        ),
+      );
     }
     writer.close().catch(() => {});
     return s;
   });
-  return { response: new Response(readable, { headers: { 'content-type': sse.contentType, ...STREAM_HEADERS, ...headers } }), ended };
+  return {
+    response: new Response(readable, { headers: { 'content-type': sse.contentType, ...STREAM_HEADERS, ...headers } }),
+    ended,
+  };
 }

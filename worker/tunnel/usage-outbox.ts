@@ -42,7 +42,9 @@ export class UsageOutbox {
    * as one usage row whose `requests` is the count, so strangers cannot make the edge write a row per request.
    */
   countRefusals(counts: RefusalCount[]): void {
-    this.#ledger.addRefusals(counts.map((c) => ({ ...c, endpoint: c.endpoint.toWellFormed().slice(0, 64), code: c.code.slice(0, 64) })));
+    this.#ledger.addRefusals(
+      counts.map((c) => ({ ...c, endpoint: c.endpoint.toWellFormed().slice(0, 64), code: c.code.slice(0, 64) })),
+    );
     this.#schedule();
   }
 
@@ -79,12 +81,20 @@ export class UsageOutbox {
       const counts = this.#ledger.pendingRefusals(REFUSAL_ROWS_PER_FLUSH);
       if (counts.length > 0) {
         // Each counter row carries its minute's whole count, so writing it again (a retry) changes nothing.
-        await this.#db.query('refusal counters', (db) => db.insert(usage).values(counts.map(refusalRow)).onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }));
+        await this.#db.query('refusal counters', (db) =>
+          db
+            .insert(usage)
+            .values(counts.map(refusalRow))
+            .onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }),
+        );
         this.#ledger.refusalsWritten(counts, Date.now());
         if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#schedule();
       }
     } catch (err) {
-      console.warn(`libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`, String(err));
+      console.warn(
+        `libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`,
+        String(err),
+      );
       await this.#ctx.storage.setAlarm(Date.now() + RETRY_MS);
     } finally {
       this.#flushing = false;

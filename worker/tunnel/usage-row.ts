@@ -10,7 +10,10 @@ import type { RefusalCount } from './ledger.ts';
 type Row = typeof usage.$inferSelect;
 
 /** A usage row as written to libSQL (`requests` is 1 for these; refusal counters carry their count). */
-export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & { cache: 'HIT' | 'MISS' | 'BYPASS' | null; outcome: 'ok' | 'error' | 'cancelled' | 'rejected' };
+export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & {
+  cache: 'HIT' | 'MISS' | 'BYPASS' | null;
+  outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
+};
 
 /** What every row of a request has, known from its start. */
 export interface RowBase {
@@ -30,7 +33,13 @@ export type RowEnd =
   /** Streamed along with an identical request in flight (its leader), which ended as `settlement` says. */
   | { kind: 'followed'; settlement: Settlement }
   /** Relayed to an agent, which answered (or failed, or was cancelled). */
-  | { kind: 'relayed'; agentId: string; settlement: Settlement; cache: UsageRow['cache']; charged: { promptTokens: number; completionTokens: number } }
+  | {
+      kind: 'relayed';
+      agentId: string;
+      settlement: Settlement;
+      cache: UsageRow['cache'];
+      charged: { promptTokens: number; completionTokens: number };
+    }
   /**
    * A model management operation (pull, delete, copy, load, unload: worker/tunnel/management.ts) on `agentIds`
    * (none when it was refused before any agent took it); it uses no tokens.
@@ -43,34 +52,95 @@ function clean(v: string | null, max = 256): string | null {
 }
 
 export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow {
-  const common = { id: base.id, at: base.at, keyId: base.keyId, model: clean(base.model), endpoint: clean(base.endpoint, 64)!, durationMs: now - base.at };
+  const common = {
+    id: base.id,
+    at: base.at,
+    keyId: base.keyId,
+    model: clean(base.model),
+    endpoint: clean(base.endpoint, 64)!,
+    durationMs: now - base.at,
+  };
   switch (end.kind) {
     case 'rejected':
-      return { ...common, agentId: null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null, tokensPerSecond: null, cache: end.cache, status: end.status, errorCode: clean(end.errorCode, 64), outcome: 'rejected' };
+      return {
+        ...common,
+        agentId: null,
+        device: null,
+        promptTokens: 0,
+        completionTokens: 0,
+        ttftMs: null,
+        tokensPerSecond: null,
+        cache: end.cache,
+        status: end.status,
+        errorCode: clean(end.errorCode, 64),
+        outcome: 'rejected',
+      };
     case 'hit':
-      return { ...common, agentId: null, device: null, ...end.usage, ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: 200, errorCode: null, outcome: 'ok' };
+      return {
+        ...common,
+        agentId: null,
+        device: null,
+        ...end.usage,
+        ttftMs: 0,
+        tokensPerSecond: null,
+        cache: 'HIT',
+        status: 200,
+        errorCode: null,
+        outcome: 'ok',
+      };
     case 'followed': {
       const s = end.settlement;
       const served = answered(s);
       return {
-        ...common, agentId: null, device: null, ...(served ? { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens } : { promptTokens: 0, completionTokens: 0 }),
-        ttftMs: 0, tokensPerSecond: null, cache: 'HIT', status: served ? 200 : 502, errorCode: served ? null : clean(s.errorCode ?? 'agent_gone', 64), outcome: served ? 'ok' : 'error',
+        ...common,
+        agentId: null,
+        device: null,
+        ...(served
+          ? { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens }
+          : { promptTokens: 0, completionTokens: 0 }),
+        ttftMs: 0,
+        tokensPerSecond: null,
+        cache: 'HIT',
+        status: served ? 200 : 502,
+        errorCode: served ? null : clean(s.errorCode ?? 'agent_gone', 64),
+        outcome: served ? 'ok' : 'error',
       };
     }
     case 'relayed': {
       const s = end.settlement;
       const genMs = s.ttftMs !== null ? s.durationMs - s.ttftMs : 0;
       return {
-        ...common, agentId: clean(end.agentId), device: clean(s.device, 64), ...end.charged, ttftMs: s.ttftMs, durationMs: s.durationMs,
-        tokensPerSecond: genMs > 0 && s.usage.completionTokens > 1 ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs) : null,
-        cache: end.cache, status: s.status, errorCode: clean(s.errorCode, 64), outcome: s.outcome,
+        ...common,
+        agentId: clean(end.agentId),
+        device: clean(s.device, 64),
+        ...end.charged,
+        ttftMs: s.ttftMs,
+        durationMs: s.durationMs,
+        tokensPerSecond:
+          genMs > 0 && s.usage.completionTokens > 1
+            ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs)
+            : null,
+        cache: end.cache,
+        status: s.status,
+        errorCode: clean(s.errorCode, 64),
+        outcome: s.outcome,
       };
     }
     case 'managed': {
-      const outcome = end.status < 400 ? 'ok' : end.status === 499 ? 'cancelled' : end.agentIds.length ? 'error' : 'rejected';
+      const outcome =
+        end.status < 400 ? 'ok' : end.status === 499 ? 'cancelled' : end.agentIds.length ? 'error' : 'rejected';
       return {
-        ...common, agentId: end.agentIds.length ? clean(end.agentIds.join(',')) : null, device: null, promptTokens: 0, completionTokens: 0, ttftMs: null,
-        tokensPerSecond: null, cache: null, status: end.status, errorCode: clean(end.errorCode, 64), outcome,
+        ...common,
+        agentId: end.agentIds.length ? clean(end.agentIds.join(',')) : null,
+        device: null,
+        promptTokens: 0,
+        completionTokens: 0,
+        ttftMs: null,
+        tokensPerSecond: null,
+        cache: null,
+        status: end.status,
+        errorCode: clean(end.errorCode, 64),
+        outcome,
       };
     }
   }
@@ -79,7 +149,22 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
 /** A refusal counter as a usage row: one per minute, endpoint and code, standing for `n` requests. */
 export function refusalRow(c: RefusalCount): UsageRow & { requests: number } {
   return {
-    id: `refused-${c.minute}-${c.endpoint}-${c.code}-${c.status}`, at: c.minute, keyId: null, model: null, endpoint: c.endpoint, agentId: null, device: null,
-    promptTokens: 0, completionTokens: 0, ttftMs: null, durationMs: 0, tokensPerSecond: null, cache: null, status: c.status, errorCode: c.code, outcome: 'rejected', requests: c.n,
+    id: `refused-${c.minute}-${c.endpoint}-${c.code}-${c.status}`,
+    at: c.minute,
+    keyId: null,
+    model: null,
+    endpoint: c.endpoint,
+    agentId: null,
+    device: null,
+    promptTokens: 0,
+    completionTokens: 0,
+    ttftMs: null,
+    durationMs: 0,
+    tokensPerSecond: null,
+    cache: null,
+    status: c.status,
+    errorCode: c.code,
+    outcome: 'rejected',
+    requests: c.n,
   };
 }

@@ -8,7 +8,13 @@ import type { ToolFormat } from './tool-format.ts';
 
 export type { ToolCallParser, ToolFormat, ToolParse } from './tool-format.ts';
 
-const FORMATS: Record<ToolFormatName, ToolFormat> = { hermes, 'llama3-json': llama3Json, mistral, 'mistral-v11': mistralV11, phi4 };
+const FORMATS: Record<ToolFormatName, ToolFormat> = {
+  hermes,
+  'llama3-json': llama3Json,
+  mistral,
+  'mistral-v11': mistralV11,
+  phi4,
+};
 
 /** The family called `name`. */
 export function toolFormat(name: ToolFormatName): ToolFormat {

@@ -84,7 +84,21 @@ class ValueScanner {
   }
 }
 
-type Phase = 'bareName' | 'argsMarker' | 'start' | 'arrayItem' | 'arrayNext' | 'key' | 'keyString' | 'colon' | 'value' | 'name' | 'args' | 'skip' | 'afterValue' | 'close';
+type Phase =
+  | 'bareName'
+  | 'argsMarker'
+  | 'start'
+  | 'arrayItem'
+  | 'arrayNext'
+  | 'key'
+  | 'keyString'
+  | 'colon'
+  | 'value'
+  | 'name'
+  | 'args'
+  | 'skip'
+  | 'afterValue'
+  | 'close';
 
 /** The call object being read. */
 interface CallObject {
@@ -367,7 +381,11 @@ export class JsonCallParser implements ToolCallParser {
       const key = o.key;
       const first = o.keys++ === 0;
       if (!CALL_KEYS.has(key) || (o.nameFirst && first && key !== 'name')) return this.#fail();
-      if ((key === 'name' && o.nameRaw !== undefined) || ((key === 'arguments' || key === 'parameters') && o.args !== undefined)) return this.#fail();
+      if (
+        (key === 'name' && o.nameRaw !== undefined) ||
+        ((key === 'arguments' || key === 'parameters') && o.args !== undefined)
+      )
+        return this.#fail();
       this.#phase = 'colon';
     } else {
       o.key += c;

@@ -10,7 +10,15 @@
 import type { FinishReason, Usage } from '../../../shared/protocol/frames.ts';
 import { errorBody, type ApiError } from '../../http/errors.ts';
 import { argumentsObject } from '../answer.ts';
-import { type Answer, type AnswerPart, type Outcome, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from '../format.ts';
+import {
+  type Answer,
+  type AnswerPart,
+  type Outcome,
+  type ResponseFormat,
+  type ResponseMeta,
+  type StreamWriter,
+  sseComment,
+} from '../format.ts';
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
 
@@ -26,13 +34,19 @@ function stopReason(reason: FinishReason): StopReason {
 
 /** Prompt caching is Anthropic's; nothing here is ever created in or read from it. */
 function usage(u: Usage) {
-  return { input_tokens: u.promptTokens, output_tokens: u.completionTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  return {
+    input_tokens: u.promptTokens,
+    output_tokens: u.completionTokens,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+  };
 }
 
 /** Anthropic's message ids are `msg_` and an opaque token; the request's UUID is that token. */
 export const messageId = (requestId: string) => `msg_${requestId.replace(/-/g, '')}`;
 
-const event = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+const event = (type: string, data: Record<string, unknown>) =>
+  `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 
 /**
  * A tool call's id as Anthropic writes them (`toolu_…`): the agent's ids are OpenAI-shaped (`call_` and hex), and
@@ -60,13 +74,23 @@ class MessageStreamWriter implements StreamWriter {
    */
   open() {
     const { id, model } = this.#meta;
-    const message = { id, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: usage({ promptTokens: 0, completionTokens: 0 }) };
+    const message = {
+      id,
+      type: 'message',
+      role: 'assistant',
+      model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: usage({ promptTokens: 0, completionTokens: 0 }),
+    };
     return event('message_start', { message });
   }
   /** Closes the open block unless it is `want`'s, and opens `want`'s with its empty start. */
   #enter(want: Open, start: Record<string, unknown>): string {
     const open = this.#open;
-    if (open && open.kind === want.kind && (open.kind !== 'tool_use' || open.call === (want as { call: number }).call)) return '';
+    if (open && open.kind === want.kind && (open.kind !== 'tool_use' || open.call === (want as { call: number }).call))
+      return '';
     const out = this.#closeBlock() + event('content_block_start', { index: this.#next, content_block: start });
     this.#open = want;
     this.#next++;
@@ -82,18 +106,29 @@ class MessageStreamWriter implements StreamWriter {
   }
   delta(part: AnswerPart) {
     let out = '';
-    if (part.reasoning) out += this.#enter({ kind: 'thinking' }, { type: 'thinking', thinking: '', signature: '' }) + this.#delta({ type: 'thinking_delta', thinking: part.reasoning });
-    if (part.text) out += this.#enter({ kind: 'text' }, { type: 'text', text: '' }) + this.#delta({ type: 'text_delta', text: part.text });
+    if (part.reasoning)
+      out +=
+        this.#enter({ kind: 'thinking' }, { type: 'thinking', thinking: '', signature: '' }) +
+        this.#delta({ type: 'thinking_delta', thinking: part.reasoning });
+    if (part.text)
+      out +=
+        this.#enter({ kind: 'text' }, { type: 'text', text: '' }) +
+        this.#delta({ type: 'text_delta', text: part.text });
     for (const d of part.toolCalls ?? []) {
       // A call's first piece names it; an id the agent left out is made from the index, as assemble() makes it.
-      out += this.#enter({ kind: 'tool_use', call: d.index }, { type: 'tool_use', id: toolUseId(d.id ?? `call_${d.index}`), name: d.name ?? '', input: {} });
+      out += this.#enter(
+        { kind: 'tool_use', call: d.index },
+        { type: 'tool_use', id: toolUseId(d.id ?? `call_${d.index}`), name: d.name ?? '', input: {} },
+      );
       if (d.arguments) out += this.#delta({ type: 'input_json_delta', partial_json: d.arguments });
     }
     return out;
   }
   close(outcome: Outcome) {
     const delta = { stop_reason: stopReason(outcome.finishReason), stop_sequence: null };
-    return this.#closeBlock() + event('message_delta', { delta, usage: usage(outcome.usage) }) + event('message_stop', {});
+    return (
+      this.#closeBlock() + event('message_delta', { delta, usage: usage(outcome.usage) }) + event('message_stop', {})
+    );
   }
   error(err: ApiError) {
     return `event: error\ndata: ${JSON.stringify(errorBody(err, 'anthropic'))}\n\n`;
@@ -109,7 +144,12 @@ function content(answer: Answer) {
   return [
     ...(answer.reasoning ? [{ type: 'thinking', thinking: answer.reasoning, signature: '' }] : []),
     ...(answer.text ? [{ type: 'text', text: answer.text }] : []),
-    ...answer.toolCalls.map((c) => ({ type: 'tool_use', id: toolUseId(c.id), name: c.name, input: argumentsObject(c.arguments) })),
+    ...answer.toolCalls.map((c) => ({
+      type: 'tool_use',
+      id: toolUseId(c.id),
+      name: c.name,
+      input: argumentsObject(c.arguments),
+    })),
   ];
 }
 

@@ -4,7 +4,12 @@
  * `anthropic-beta` are accepted and change nothing: the one version this follows is the current one.
  */
 import type { IRequest, RouterType } from 'itty-router';
-import { chatTaskFromAnthropic, CountTokensRequest, countTaskFromAnthropic, MessagesRequest } from '../../../shared/api/anthropic.ts';
+import {
+  chatTaskFromAnthropic,
+  CountTokensRequest,
+  countTaskFromAnthropic,
+  MessagesRequest,
+} from '../../../shared/api/anthropic.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../routes/context.ts';
@@ -30,7 +35,12 @@ const countTokens = inferenceRoute(CountTokensRequest, (body) => ({
 export const fromAnthropicClient = (request: Request) => request.headers.has('anthropic-version');
 
 function modelObject(m: Awaited<ReturnType<typeof visibleModels>>[number]) {
-  return { type: 'model', id: m.info.id, display_name: m.info.id, created_at: new Date(m.agent.connectedAt).toISOString() };
+  return {
+    type: 'model',
+    id: m.info.id,
+    display_name: m.info.id,
+    created_at: new Date(m.agent.connectedAt).toISOString(),
+  };
 }
 
 /**
@@ -43,7 +53,8 @@ async function models(request: IRequest, env: Env): Promise<Response | undefined
   await requireApiKey(request, env);
   // The Messages API only chats: embedding models are not listed.
   const data = (await visibleModels(request, env)).filter((m) => m.info.kind === 'chat').map(modelObject);
-  if (request.params.id === undefined) return Response.json({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
+  if (request.params.id === undefined)
+    return Response.json({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
   const id = pathId(request, 'model');
   const found = data.find((m) => m.id === id);
   if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });

@@ -22,7 +22,11 @@ export class PendingResponses {
   }
 
   add(entry: PendingResponse): void {
-    this.#sql.exec(`INSERT OR REPLACE INTO response_outbox (id, entry) VALUES (?, ?)`, entry.row.id, JSON.stringify(entry));
+    this.#sql.exec(
+      `INSERT OR REPLACE INTO response_outbox (id, entry) VALUES (?, ?)`,
+      entry.row.id,
+      JSON.stringify(entry),
+    );
   }
 
   get(id: string): PendingResponse | undefined {
@@ -32,7 +36,9 @@ export class PendingResponses {
 
   /** The oldest queued response (responses of one conversation are written in the order they were answered). */
   oldest(): PendingResponse | undefined {
-    const row = this.#sql.exec<{ entry: string }>(`SELECT entry FROM response_outbox ORDER BY rowid LIMIT 1`).toArray()[0];
+    const row = this.#sql
+      .exec<{ entry: string }>(`SELECT entry FROM response_outbox ORDER BY rowid LIMIT 1`)
+      .toArray()[0];
     return row ? (JSON.parse(row.entry) as PendingResponse) : undefined;
   }
 
@@ -46,11 +52,16 @@ export class PendingResponses {
 
   /** When the next sweep is due; null: nothing is known to expire; undefined: never set in this hub's storage. */
   get nextSweepAt(): number | null | undefined {
-    const row = this.#sql.exec<{ next_at: number | null }>(`SELECT next_at FROM response_sweep WHERE k = 0`).toArray()[0];
+    const row = this.#sql
+      .exec<{ next_at: number | null }>(`SELECT next_at FROM response_sweep WHERE k = 0`)
+      .toArray()[0];
     return row ? row.next_at : undefined;
   }
 
   set nextSweepAt(at: number | null) {
-    this.#sql.exec(`INSERT INTO response_sweep (k, next_at) VALUES (0, ?) ON CONFLICT (k) DO UPDATE SET next_at = excluded.next_at`, at);
+    this.#sql.exec(
+      `INSERT INTO response_sweep (k, next_at) VALUES (0, ?) ON CONFLICT (k) DO UPDATE SET next_at = excluded.next_at`,
+      at,
+    );
   }
 }

@@ -7,7 +7,15 @@
  */
 import type { FinishReason, ToolCall, Usage } from '../../../shared/protocol/frames.ts';
 import type { ApiError } from '../../http/errors.ts';
-import { type Answer, type AnswerPart, type Outcome, type ResponseFormat, type ResponseMeta, type StreamWriter, sseComment } from '../format.ts';
+import {
+  type Answer,
+  type AnswerPart,
+  type Outcome,
+  type ResponseFormat,
+  type ResponseMeta,
+  type StreamWriter,
+  sseComment,
+} from '../format.ts';
 
 /** OpenAI's ids are a prefix and an opaque string; the request's UUID without dashes keeps them unique. */
 export const responseId = (requestId: string) => `resp_${requestId.replaceAll('-', '')}`;
@@ -52,7 +60,12 @@ const ECHO_DEFAULTS = {
   metadata: {},
 };
 
-function responseObject(meta: ResponseMeta, status: Status | 'in_progress' | 'failed', output: unknown[], extra: { usage?: Usage; error?: ApiError } = {}) {
+function responseObject(
+  meta: ResponseMeta,
+  status: Status | 'in_progress' | 'failed',
+  output: unknown[],
+  extra: { usage?: Usage; error?: ApiError } = {},
+) {
   return {
     id: meta.id,
     object: 'response',
@@ -60,7 +73,9 @@ function responseObject(meta: ResponseMeta, status: Status | 'in_progress' | 'fa
     status,
     background: false,
     completed_at: status === 'completed' ? Math.floor(Date.now() / 1000) : null,
-    error: extra.error ? { code: extra.error.status === 429 ? 'rate_limit_exceeded' : 'server_error', message: extra.error.message } : null,
+    error: extra.error
+      ? { code: extra.error.status === 429 ? 'rate_limit_exceeded' : 'server_error', message: extra.error.message }
+      : null,
     incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
     model: meta.model,
     output,
@@ -71,10 +86,29 @@ function responseObject(meta: ResponseMeta, status: Status | 'in_progress' | 'fa
   };
 }
 
-const reasoningItem = (id: string, text: string, status: string) => ({ id, type: 'reasoning', summary: [], content: [{ type: 'reasoning_text', text }], status });
+const reasoningItem = (id: string, text: string, status: string) => ({
+  id,
+  type: 'reasoning',
+  summary: [],
+  content: [{ type: 'reasoning_text', text }],
+  status,
+});
 const outputText = (text: string) => ({ type: 'output_text', text, annotations: [], logprobs: [] });
-const messageItem = (id: string, text: string, status: string) => ({ id, type: 'message', status, role: 'assistant', content: [outputText(text)] });
-const callItem = (id: string, call: ToolCall, status: string) => ({ id, type: 'function_call', status, call_id: call.id, name: call.name, arguments: call.arguments });
+const messageItem = (id: string, text: string, status: string) => ({
+  id,
+  type: 'message',
+  status,
+  role: 'assistant',
+  content: [outputText(text)],
+});
+const callItem = (id: string, call: ToolCall, status: string) => ({
+  id,
+  type: 'function_call',
+  status,
+  call_id: call.id,
+  name: call.name,
+  arguments: call.arguments,
+});
 
 /** The output items of a whole answer, in the order a stream announces them. */
 export function outputItems(meta: ResponseMeta, answer: Answer, status: Status): unknown[] {
@@ -129,10 +163,26 @@ class ResponseEventWriter implements StreamWriter {
 
   #add(item: Open): string {
     this.#items.push(item);
-    const shown = item.kind === 'reasoning' ? { ...reasoningItem(item.id, '', 'in_progress'), content: [] } : item.kind === 'message' ? { ...messageItem(item.id, '', 'in_progress'), content: [] } : this.#snapshot(item, 'in_progress');
+    const shown =
+      item.kind === 'reasoning'
+        ? { ...reasoningItem(item.id, '', 'in_progress'), content: [] }
+        : item.kind === 'message'
+          ? { ...messageItem(item.id, '', 'in_progress'), content: [] }
+          : this.#snapshot(item, 'in_progress');
     let out = this.#event('response.output_item.added', { output_index: item.index, item: shown });
-    const part = item.kind === 'reasoning' ? { type: 'reasoning_text', text: '' } : item.kind === 'message' ? outputText('') : undefined;
-    if (part) out += this.#event('response.content_part.added', { item_id: item.id, output_index: item.index, content_index: 0, part });
+    const part =
+      item.kind === 'reasoning'
+        ? { type: 'reasoning_text', text: '' }
+        : item.kind === 'message'
+          ? outputText('')
+          : undefined;
+    if (part)
+      out += this.#event('response.content_part.added', {
+        item_id: item.id,
+        output_index: item.index,
+        content_index: 0,
+        part,
+      });
     return out;
   }
 
@@ -143,14 +193,24 @@ class ResponseEventWriter implements StreamWriter {
     let out = '';
     if (item.kind === 'reasoning') {
       out += this.#event('response.reasoning_text.done', { ...at, content_index: 0, text: item.text });
-      out += this.#event('response.content_part.done', { ...at, content_index: 0, part: { type: 'reasoning_text', text: item.text } });
+      out += this.#event('response.content_part.done', {
+        ...at,
+        content_index: 0,
+        part: { type: 'reasoning_text', text: item.text },
+      });
     } else if (item.kind === 'message') {
       out += this.#event('response.output_text.done', { ...at, content_index: 0, text: item.text, logprobs: [] });
       out += this.#event('response.content_part.done', { ...at, content_index: 0, part: outputText(item.text) });
     } else {
-      out += this.#event('response.function_call_arguments.done', { ...at, name: item.call.name, arguments: item.call.arguments });
+      out += this.#event('response.function_call_arguments.done', {
+        ...at,
+        name: item.call.name,
+        arguments: item.call.arguments,
+      });
     }
-    return out + this.#event('response.output_item.done', { output_index: item.index, item: this.#snapshot(item, status) });
+    return (
+      out + this.#event('response.output_item.done', { output_index: item.index, item: this.#snapshot(item, status) })
+    );
   }
 
   /** The reasoning or message item a piece of that kind goes to: the growing one, or a new one after it. */
@@ -160,7 +220,12 @@ class ResponseEventWriter implements StreamWriter {
     // Reasoning after an answer began (rare) is a new item; ids stay unique with the output index.
     const index = this.#items.length;
     const base = kind === 'reasoning' ? this.#ids.reasoning : this.#ids.message;
-    const item = { kind, index, id: this.#items.some((i) => i.kind === kind) ? `${base}_${index}` : base, text: '' } as Open & { kind: typeof kind };
+    const item = {
+      kind,
+      index,
+      id: this.#items.some((i) => i.kind === kind) ? `${base}_${index}` : base,
+      text: '',
+    } as Open & { kind: typeof kind };
     this.#current = item;
     return { item, out: out + this.#add(item) };
   }
@@ -170,25 +235,49 @@ class ResponseEventWriter implements StreamWriter {
     if (part.reasoning) {
       const g = this.#grow('reasoning');
       g.item.text += part.reasoning;
-      out += g.out + this.#event('response.reasoning_text.delta', { item_id: g.item.id, output_index: g.item.index, content_index: 0, delta: part.reasoning });
+      out +=
+        g.out +
+        this.#event('response.reasoning_text.delta', {
+          item_id: g.item.id,
+          output_index: g.item.index,
+          content_index: 0,
+          delta: part.reasoning,
+        });
     }
     if (part.text) {
       const g = this.#grow('message');
       g.item.text += part.text;
-      out += g.out + this.#event('response.output_text.delta', { item_id: g.item.id, output_index: g.item.index, content_index: 0, delta: part.text, logprobs: [] });
+      out +=
+        g.out +
+        this.#event('response.output_text.delta', {
+          item_id: g.item.id,
+          output_index: g.item.index,
+          content_index: 0,
+          delta: part.text,
+          logprobs: [],
+        });
     }
     for (const d of part.toolCalls ?? []) {
       let item = this.#calls.get(d.index);
       if (!item) {
         if (this.#current) out += this.#finish(this.#current, 'completed');
         this.#current = undefined;
-        item = { kind: 'call', index: this.#items.length, id: this.#ids.call(this.#calls.size), call: { id: d.id ?? `call_${d.index}`, name: d.name ?? '', arguments: '' } };
+        item = {
+          kind: 'call',
+          index: this.#items.length,
+          id: this.#ids.call(this.#calls.size),
+          call: { id: d.id ?? `call_${d.index}`, name: d.name ?? '', arguments: '' },
+        };
         this.#calls.set(d.index, item);
         out += this.#add(item);
       }
       if (d.arguments) {
         item.call.arguments += d.arguments;
-        out += this.#event('response.function_call_arguments.delta', { item_id: item.id, output_index: item.index, delta: d.arguments });
+        out += this.#event('response.function_call_arguments.delta', {
+          item_id: item.id,
+          output_index: item.index,
+          delta: d.arguments,
+        });
       }
     }
     return out;

@@ -4,7 +4,12 @@
  */
 import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
-import { chatTaskFromResponses, inputItems, ResponsesRequest, type InputItem } from '../../../shared/api/openai-responses.ts';
+import {
+  chatTaskFromResponses,
+  inputItems,
+  ResponsesRequest,
+  type InputItem,
+} from '../../../shared/api/openai-responses.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { inferenceRoute, now, requireApiKey, type Args } from '../../routes/context.ts';
@@ -23,10 +28,23 @@ function echo(req: ResponsesRequest): Record<string, unknown> {
     reasoning: { effort: req.reasoning?.effort ?? null, summary: req.reasoning?.summary ?? null },
     store: req.store ?? true,
     temperature: req.temperature ?? 1,
-    text: { format: req.text?.format ?? { type: 'text' }, ...(req.text?.verbosity ? { verbosity: req.text.verbosity } : {}) },
+    text: {
+      format: req.text?.format ?? { type: 'text' },
+      ...(req.text?.verbosity ? { verbosity: req.text.verbosity } : {}),
+    },
     tool_choice: req.tool_choice ?? 'auto',
     tools: (req.tools ?? []).flatMap((t) =>
-      t.type === 'function' ? [{ type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? true }] : [],
+      t.type === 'function'
+        ? [
+            {
+              type: 'function',
+              name: t.name,
+              description: t.description ?? null,
+              parameters: t.parameters ?? null,
+              strict: t.strict ?? true,
+            },
+          ]
+        : [],
     ),
     top_p: req.top_p ?? 1,
     truncation: req.truncation ?? 'disabled',
@@ -35,14 +53,22 @@ function echo(req: ResponsesRequest): Record<string, unknown> {
   };
 }
 
-const ITEM_PREFIX: Record<InputItem['type'], string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco', reasoning: 'rs' };
+const ITEM_PREFIX: Record<InputItem['type'], string> = {
+  message: 'msg',
+  function_call: 'fc',
+  function_call_output: 'fco',
+  reasoning: 'rs',
+};
 
 /** Input items as `input_items` lists them: each with an id (the client's, or a new one) and content as parts. */
 function storedItems(req: ResponsesRequest): Array<Record<string, unknown>> {
   return inputItems(req).map((item) => {
     const id = item.id ?? `${ITEM_PREFIX[item.type]}_${crypto.randomUUID().replaceAll('-', '')}`;
     if (item.type !== 'message') return { ...item, id, status: item.status ?? 'completed' };
-    const content = typeof item.content === 'string' ? [{ type: item.role === 'assistant' ? 'output_text' : 'input_text', text: item.content }] : item.content;
+    const content =
+      typeof item.content === 'string'
+        ? [{ type: item.role === 'assistant' ? 'output_text' : 'input_text', text: item.content }]
+        : item.content;
     return { id, type: 'message', role: item.role, content, status: item.status ?? 'completed' };
   });
 }
@@ -69,7 +95,8 @@ const keyOf = (request: IRequest) => request.key as KeyRecord;
 /** A hub's answer, or the error it reported as a value (errors lose their status crossing the Durable Object). */
 function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
   const failed = answers.find((a): a is RpcFailure => typeof a === 'object' && a !== null && 'error' in a);
-  if (failed && !answers.some((a) => a !== null && a !== false && !(typeof a === 'object' && 'error' in a))) throw new ApiError(failed.error.code, failed.error.message);
+  if (failed && !answers.some((a) => a !== null && a !== false && !(typeof a === 'object' && 'error' in a)))
+    throw new ApiError(failed.error.code, failed.error.message);
   return answers.filter((a): a is T => !(typeof a === 'object' && a !== null && 'error' in a));
 }
 
@@ -82,13 +109,21 @@ function idOf(request: IRequest): string {
   }
 }
 
-async function stored(request: IRequest, env: Env): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
+async function stored(
+  request: IRequest,
+  env: Env,
+): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
   const id = idOf(request);
   // Stored by the hub of the pool that served it (which waits for a write still under way): every pool is asked.
   // Scoped like every route that touches a model: a response of a model outside the key's scope is not found.
   const { tenant, models } = keyOf(request);
-  const answers = answerOf(await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id, models))));
-  const found = (answers.find((a) => a !== null) ?? null) as { response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> } | null;
+  const answers = answerOf(
+    await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id, models))),
+  );
+  const found = (answers.find((a) => a !== null) ?? null) as {
+    response: Record<string, unknown>;
+    inputItems: Array<Record<string, unknown>>;
+  } | null;
   if (!found) throw responseNotFound(id);
   return found;
 }
@@ -100,7 +135,9 @@ async function retrieve(request: IRequest, env: Env): Promise<Response> {
 async function remove(request: IRequest, env: Env): Promise<Response> {
   const id = idOf(request);
   const { tenant, models } = keyOf(request);
-  const deleted = answerOf(await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id, models))));
+  const deleted = answerOf(
+    await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id, models))),
+  );
   if (!deleted.some(Boolean)) throw responseNotFound(id);
   return Response.json({ id, object: 'response', deleted: true });
 }
@@ -125,7 +162,12 @@ async function listInputItems(request: IRequest, env: Env): Promise<Response> {
   let start = 0;
   if (after !== undefined) {
     const at = ordered.findIndex((i) => i.id === after);
-    if (at < 0) throw new ApiError('invalid_request', `'after' names item '${after}', which is not among this response's input items`, { param: 'after' });
+    if (at < 0)
+      throw new ApiError(
+        'invalid_request',
+        `'after' names item '${after}', which is not among this response's input items`,
+        { param: 'after' },
+      );
     start = at + 1;
   }
   const data = ordered.slice(start, start + limit);

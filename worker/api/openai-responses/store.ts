@@ -75,7 +75,12 @@ interface ChainRow {
 /** The key's models, when it is limited to some: a stored response of another model is one it cannot see. */
 type Scope = readonly string[] | null;
 
-function visible(row: Pick<StoredResponse, 'tenant' | 'model' | 'expiresAt'>, tenant: string, models: Scope, now: number): boolean {
+function visible(
+  row: Pick<StoredResponse, 'tenant' | 'model' | 'expiresAt'>,
+  tenant: string,
+  models: Scope,
+  now: number,
+): boolean {
   return row.tenant === tenant && row.expiresAt > now && (models === null || models.includes(row.model));
 }
 
@@ -95,7 +100,10 @@ export class ResponseStore {
    * Registers a response about to be answered; the returned function stores it (given the answer) or gives up
    * (given nothing, when it failed or was cancelled). Either way, readers waiting for it are released.
    */
-  begin(what: ResponseToStore, waitUntil: (p: Promise<unknown>) => void): (answer?: { chunks: AnswerChunk[]; outcome: Outcome }) => void {
+  begin(
+    what: ResponseToStore,
+    waitUntil: (p: Promise<unknown>) => void,
+  ): (answer?: { chunks: AnswerChunk[]; outcome: Outcome }) => void {
     const done = Promise.withResolvers<void>();
     this.#writing.set(what.meta.id, done.promise);
     const release = () => {
@@ -148,20 +156,29 @@ export class ResponseStore {
           await this.#o.db.query<unknown>('a stored response', (db) => {
             const insert = db.insert(storedResponses).values(row).onConflictDoNothing();
             // No earlier turn of a conversation expires before its latest: each continuation extends them all.
-            const extend = db.update(storedResponses).set({ expiresAt: sql`max(${storedResponses.expiresAt}, ${row.expiresAt})` }).where(inArray(storedResponses.id, ancestors));
+            const extend = db
+              .update(storedResponses)
+              .set({ expiresAt: sql`max(${storedResponses.expiresAt}, ${row.expiresAt})` })
+              .where(inArray(storedResponses.id, ancestors));
             return ancestors.length ? db.batch([insert, extend]) : insert;
           });
         } catch (err) {
           // A row the database itself refused (row-refusal.ts) must not hold back the rest for ever; any other failure
           // is the database's (down, or going down between two calls), and every row waits.
           if (!isRowRefusal(err)) throw err;
-          console.error(`libSQL refused stored response ${row.id}; it is dropped (a later previous_response_id naming it gets 404)`, String(err));
+          console.error(
+            `libSQL refused stored response ${row.id}; it is dropped (a later previous_response_id naming it gets 404)`,
+            String(err),
+          );
         }
         this.#o.pending.remove(row.id);
         this.#sweepAt(row.expiresAt);
       }
     } catch (err) {
-      console.warn(`libSQL unreachable; ${this.#o.pending.size} stored responses wait in the hub and will be retried`, String(err));
+      console.warn(
+        `libSQL unreachable; ${this.#o.pending.size} stored responses wait in the hub and will be retried`,
+        String(err),
+      );
       this.#o.wake(Date.now() + RETRY_MS);
     } finally {
       this.#flushing = false;
@@ -204,7 +221,11 @@ export class ResponseStore {
     const queued = this.#o.pending.get(id)?.row;
     if (queued) return visible(queued, tenant, models, now) ? queued : undefined;
     const rows = await this.#read('read', (db) =>
-      db.select().from(storedResponses).where(and(eq(storedResponses.id, id), eq(storedResponses.tenant, tenant), gt(storedResponses.expiresAt, now))).limit(1),
+      db
+        .select()
+        .from(storedResponses)
+        .where(and(eq(storedResponses.id, id), eq(storedResponses.tenant, tenant), gt(storedResponses.expiresAt, now)))
+        .limit(1),
     );
     return rows[0] && visible(rows[0], tenant, models, now) ? rows[0] : undefined;
   }
@@ -214,7 +235,11 @@ export class ResponseStore {
    * what it was made of. 404 for a response the key cannot see, or whose earlier part expired or was deleted; 400
    * when continuing it would pass NPU_RELAY_RESPONSES_MAX_CHAIN.
    */
-  async conversation(tenant: string, id: string, models: Scope): Promise<{ messages: ChatMessage[]; continued: Continued }> {
+  async conversation(
+    tenant: string,
+    id: string,
+    models: Scope,
+  ): Promise<{ messages: ChatMessage[]; continued: Continued }> {
     const max = this.#o.maxChain();
     const now = Date.now();
     // Newest first: the queue holds the latest turns (answered moments ago, or while libSQL was down).
@@ -223,12 +248,17 @@ export class ResponseStore {
     while (next !== null && chain.length <= max) {
       await this.#writing.get(next);
       const queued = this.#o.pending.get(next)?.row;
-      const found: typeof chain = queued ? (visible(queued, tenant, null, now) ? [queued] : []) : await this.#walk(tenant, next, max - chain.length, now);
+      const found: typeof chain = queued
+        ? visible(queued, tenant, null, now)
+          ? [queued]
+          : []
+        : await this.#walk(tenant, next, max - chain.length, now);
       if (found.length === 0) break;
       chain.push(...found);
       next = found.at(-1)!.previousResponseId;
     }
-    if (chain.length === 0 || (models !== null && chain.some((r) => !models.includes(r.model)))) throw responseNotFound(id, 'previous_response_id');
+    if (chain.length === 0 || (models !== null && chain.some((r) => !models.includes(r.model))))
+      throw responseNotFound(id, 'previous_response_id');
     if (chain[0]!.depth >= max) {
       throw new ApiError(
         'invalid_request',
@@ -238,16 +268,25 @@ export class ResponseStore {
       );
     }
     if (next !== null) {
-      throw new ApiError('not_found', `response '${id}' continues response '${next}', which has expired or been deleted: this conversation cannot be continued; start a new one`, {
-        param: 'previous_response_id',
-      });
+      throw new ApiError(
+        'not_found',
+        `response '${id}' continues response '${next}', which has expired or been deleted: this conversation cannot be continued; start a new one`,
+        {
+          param: 'previous_response_id',
+        },
+      );
     }
     const messages = chain.toReversed().flatMap((r) => r.history);
     return { messages, continued: { ids: chain.map((r) => r.id).toReversed(), messages: messages.length } };
   }
 
   /** Up to `limit` responses of a conversation from `start` back, newest first, in one recursive query. */
-  async #walk(tenant: string, start: string, limit: number, now: number): Promise<Array<Pick<StoredResponse, 'id' | 'model' | 'history' | 'previousResponseId' | 'depth'>>> {
+  async #walk(
+    tenant: string,
+    start: string,
+    limit: number,
+    now: number,
+  ): Promise<Array<Pick<StoredResponse, 'id' | 'model' | 'history' | 'previousResponseId' | 'depth'>>> {
     const rows = await this.#read('read', (db) =>
       db.all<ChainRow>(sql`
         WITH RECURSIVE chain(id, n) AS (
@@ -266,7 +305,13 @@ export class ResponseStore {
     let want: string | null = start;
     for (const r of rows) {
       if (r.id !== want) break;
-      out.push({ id: r.id, model: r.model, history: JSON.parse(r.history) as ChatMessage[], previousResponseId: r.prev, depth: Number(r.depth) });
+      out.push({
+        id: r.id,
+        model: r.model,
+        history: JSON.parse(r.history) as ChatMessage[],
+        previousResponseId: r.prev,
+        depth: Number(r.depth),
+      });
       want = r.prev;
     }
     return out;
@@ -283,7 +328,9 @@ export class ResponseStore {
       gt(storedResponses.expiresAt, Date.now()),
       ...(models !== null ? [inArray(storedResponses.model, [...models])] : []),
     );
-    const gone = await this.#read('delete', (db) => db.delete(storedResponses).where(conditions).returning({ id: storedResponses.id }));
+    const gone = await this.#read('delete', (db) =>
+      db.delete(storedResponses).where(conditions).returning({ id: storedResponses.id }),
+    );
     return gone.length > 0;
   }
 
@@ -291,12 +338,20 @@ export class ResponseStore {
     try {
       return await this.#o.db.query(`a stored response (${what})`, call);
     } catch (err) {
-      throw new ApiError('database_unavailable', `stored responses cannot be ${what === 'read' ? 'read' : 'deleted'} right now: the database is unreachable; retry shortly`, { cause: err });
+      throw new ApiError(
+        'database_unavailable',
+        `stored responses cannot be ${what === 'read' ? 'read' : 'deleted'} right now: the database is unreachable; retry shortly`,
+        { cause: err },
+      );
     }
   }
 }
 
 /** The 404 for a response id this tenant cannot see: missing, expired, deleted or another tenant's look alike. */
 export function responseNotFound(id: string, param: string | null = null): ApiError {
-  return new ApiError('not_found', `response with id '${id}' not found (it may have expired, been deleted, or been made with store: false)`, { param });
+  return new ApiError(
+    'not_found',
+    `response with id '${id}' not found (it may have expired, been deleted, or been made with store: false)`,
+    { param },
+  );
 }

@@ -68,7 +68,10 @@ function query(view, extra = {}) {
  * @returns {Promise<any>}
  */
 async function api(path, search = '') {
-  const res = await fetch(`/admin/${path}${search ? `?${search}` : ''}`, { headers: { accept: 'application/json' }, credentials: 'same-origin' });
+  const res = await fetch(`/admin/${path}${search ? `?${search}` : ''}`, {
+    headers: { accept: 'application/json' },
+    credentials: 'same-origin',
+  });
   if (res.status === 401) {
     location.assign('/dashboard');
     throw new Error('the session has ended: log in again');
@@ -123,7 +126,12 @@ function seriesOf(points, starts, measure, label) {
     values[i] = (values[i] ?? 0) + measure(p);
   }
   const sum = (/** @type {number[]} */ xs) => xs.reduce((a, b) => a + b, 0);
-  const groups = [...byGroup.entries()].map(([group, values]) => ({ id: group ?? '', label: label(group), values, total: sum(values) }));
+  const groups = [...byGroup.entries()].map(([group, values]) => ({
+    id: group ?? '',
+    label: label(group),
+    values,
+    total: sum(values),
+  }));
   groups.sort((a, b) => b.total - a.total || a.label.localeCompare(b.label));
   if (groups.length <= MAX_SERIES) return groups;
   const kept = groups.slice(0, MAX_SERIES - 1);
@@ -147,9 +155,16 @@ function formatValue(v) {
  */
 function renderLegend(figure, series, idx, starts, totals) {
   const legend = /** @type {HTMLElement} */ (figure.querySelector('.legend'));
-  const at = figure.querySelector('figcaption .at') ?? figure.querySelector('figcaption')?.appendChild(Object.assign(document.createElement('span'), { className: 'at' }));
+  const at =
+    figure.querySelector('figcaption .at') ??
+    figure.querySelector('figcaption')?.appendChild(Object.assign(document.createElement('span'), { className: 'at' }));
   const hovered = idx !== null && idx !== undefined && idx >= 0 && idx < starts.length;
-  if (at) at.textContent = hovered ? new Date(/** @type {number} */ (starts[idx])).toLocaleString() : totals ? 'total for the range' : 'point at a bucket for values';
+  if (at)
+    at.textContent = hovered
+      ? new Date(/** @type {number} */ (starts[idx])).toLocaleString()
+      : totals
+        ? 'total for the range'
+        : 'point at a bucket for values';
   legend.replaceChildren(
     ...series.map((s, i) => {
       const li = document.createElement('li');
@@ -182,7 +197,10 @@ function drawChart(id, starts, series, options) {
   charts.get(id)?.plot.destroy();
   figure.querySelector('.empty')?.remove();
   const hasData = series.some((s) => s.values.some((v) => v !== null && v !== 0));
-  if (!hasData) figure.append(Object.assign(document.createElement('p'), { className: 'empty', textContent: 'No requests in this range' }));
+  if (!hasData)
+    figure.append(
+      Object.assign(document.createElement('p'), { className: 'empty', textContent: 'No requests in this range' }),
+    );
   const text = getComputedStyle(document.body).color;
   const grid = { stroke: 'rgba(128, 128, 128, 0.18)', width: 1 };
   /** @type {uPlot.Options} */
@@ -302,8 +320,13 @@ async function load() {
     tile('t-requests', summary.requests, numbers.format(summary.requests));
     const tokens = summary.promptTokens + summary.completionTokens;
     tile('t-tokens', tokens, numbers.format(tokens));
-    tile('t-hit-rate', summary.cacheHitRate, summary.cacheHitRate === null ? '–' : percent.format(summary.cacheHitRate));
-    element('t-hit-rate').title = `${summary.cacheHits} hits, ${summary.cacheMisses} misses, ${summary.cacheBypasses} not cacheable`;
+    tile(
+      't-hit-rate',
+      summary.cacheHitRate,
+      summary.cacheHitRate === null ? '–' : percent.format(summary.cacheHitRate),
+    );
+    element('t-hit-rate').title =
+      `${summary.cacheHits} hits, ${summary.cacheMisses} misses, ${summary.cacheBypasses} not cacheable`;
     tile('t-saved', summary.tokensSaved, numbers.format(summary.tokensSaved));
     const failed = summary.errors + summary.rejected + summary.cancelled;
     tile('t-errors', failed, numbers.format(failed));
@@ -345,15 +368,35 @@ async function load() {
 
     fillTable(
       'latency-by-model',
-      latency.byModel.map((/** @type {Latency & { model: string | null }} */ r) => [modelName(r.model), r.requests, r.durationP50, r.durationP95, r.ttftP50, r.ttftP95]),
+      latency.byModel.map((/** @type {Latency & { model: string | null }} */ r) => [
+        modelName(r.model),
+        r.requests,
+        r.durationP50,
+        r.durationP95,
+        r.ttftP50,
+        r.ttftP95,
+      ]),
     );
     fillTable(
       'devices',
-      devices.data.map((/** @type {any} */ d) => [d.agentId ?? '–', d.device ?? '(not reported)', d.requests, d.completionTokens, d.meanTokensPerSecond, d.overallTokensPerSecond]),
+      devices.data.map((/** @type {any} */ d) => [
+        d.agentId ?? '–',
+        d.device ?? '(not reported)',
+        d.requests,
+        d.completionTokens,
+        d.meanTokensPerSecond,
+        d.overallTokensPerSecond,
+      ]),
     );
     fillTable(
       'errors',
-      errors.data.map((/** @type {any} */ e) => [e.code, e.status, e.outcome, e.requests, new Date(e.lastAt).toLocaleString()]),
+      errors.data.map((/** @type {any} */ e) => [
+        e.code,
+        e.status,
+        e.outcome,
+        e.requests,
+        new Date(e.lastAt).toLocaleString(),
+      ]),
     );
     fillTable(
       'agents',
@@ -361,7 +404,11 @@ async function load() {
         a.agentId,
         `${a.engine} ${a.agentVersion}`,
         a.devices.map((/** @type {{ name: string }} */ d) => d.name).join(', ') || '–',
-        a.models.map((/** @type {{ id: string, device: string }} */ m) => `${m.id} (${m.device}${modelState(a.status, m.id)})`).join(', ') || '–',
+        a.models
+          .map(
+            (/** @type {{ id: string, device: string }} */ m) => `${m.id} (${m.device}${modelState(a.status, m.id)})`,
+          )
+          .join(', ') || '–',
         `${new Date(a.connectedAt).toLocaleString()} (${since(a.connectedAt)})`,
         a.inFlight,
         a.status ? `${a.status.queued}${a.status.draining ? ' (draining)' : ''}` : 'no heartbeat yet',
@@ -369,8 +416,10 @@ async function load() {
       ]),
     );
 
-    /** @type {HTMLAnchorElement} */ (element('export-csv')).href = `/admin/usage/export?${query(view, { format: 'csv' })}`;
-    /** @type {HTMLAnchorElement} */ (element('export-json')).href = `/admin/usage/export?${query(view, { format: 'json' })}`;
+    /** @type {HTMLAnchorElement} */ (element('export-csv')).href =
+      `/admin/usage/export?${query(view, { format: 'csv' })}`;
+    /** @type {HTMLAnchorElement} */ (element('export-json')).href =
+      `/admin/usage/export?${query(view, { format: 'json' })}`;
 
     status.textContent = `Updated ${new Date().toLocaleTimeString()} · ${view.bucket === 'hour' ? 'hourly' : 'daily'} buckets, UTC`;
     body.dataset.state = 'ready';
