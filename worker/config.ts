@@ -3,7 +3,37 @@
  * secret or a malformed number is a clear error that names the variable and how to set it.
  */
 import { ApiError } from './http/errors.ts';
-import type { Env } from './env.ts';
+
+/** The Worker's variables and secrets (`wrangler.jsonc` `vars`, `wrangler secret put`), read only here. */
+export interface EdgeVars {
+  /** The secret agents present to attach. */
+  NPU_RELAY_AGENT_TOKEN?: string;
+  /** The secret that guards /admin/. */
+  NPU_RELAY_ADMIN_TOKEN?: string;
+  /** libSQL database: a local sqld (http://…) or Turso (libsql://…). */
+  NPU_RELAY_LIBSQL_URL?: string;
+  NPU_RELAY_LIBSQL_AUTH_TOKEN?: string;
+  /** Largest accepted request body in bytes. */
+  NPU_RELAY_MAX_BODY_BYTES?: string;
+  /** How long a cached answer is served, in seconds. */
+  NPU_RELAY_CACHE_TTL_S?: string;
+  /** How long a stored Responses API response is kept, in seconds. */
+  NPU_RELAY_RESPONSES_TTL_S?: string;
+  /** Most responses a stored conversation may chain through `previous_response_id`. */
+  NPU_RELAY_RESPONSES_MAX_CHAIN?: string;
+  /** How long a key verified against libSQL may be trusted while libSQL is unreachable, in seconds. */
+  NPU_RELAY_KEY_GRACE_S?: string;
+  /** Longest a request may take before the client gets 504 and the agent a cancel, in seconds. */
+  NPU_RELAY_INFERENCE_TIMEOUT_S?: string;
+  /** Largest WebSocket attachment the hub writes (tests set Cloudflare's 2048); unset: no check of its own. */
+  NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
+  /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
+  NPU_RELAY_DB_TIMEOUT_MS?: string;
+  /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
+  NPU_RELAY_EDGE_HITS?: string;
+  /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
+  NPU_RELAY_CORS_ORIGINS?: string;
+}
 
 export interface EdgeConfig {
   agentToken: string;
@@ -25,6 +55,8 @@ export interface EdgeConfig {
   attachmentLimitBytes: number | undefined;
   /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
   dbTimeoutMs: number;
+  /** Whether the Worker answers cache hits itself (edge/hits.ts); `NPU_RELAY_EDGE_HITS=off` sends them to a hub. */
+  edgeHits: boolean;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -38,7 +70,7 @@ type NumberName =
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
   | 'NPU_RELAY_DB_TIMEOUT_MS';
 
-function secret(env: Env, name: SecretName): string {
+function secret(env: EdgeVars, name: SecretName): string {
   const value = env[name];
   if (!value) {
     throw new ApiError(
@@ -49,7 +81,7 @@ function secret(env: Env, name: SecretName): string {
   return value;
 }
 
-function positiveInt<F extends number | undefined>(env: Env, name: NumberName, fallback: F): number | F {
+function positiveInt<F extends number | undefined>(env: EdgeVars, name: NumberName, fallback: F): number | F {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
@@ -58,9 +90,16 @@ function positiveInt<F extends number | undefined>(env: Env, name: NumberName, f
   return n;
 }
 
-const cache = new WeakMap<Env, EdgeConfig>();
+function onOff(env: EdgeVars, name: 'NPU_RELAY_EDGE_HITS', fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'on' || raw === 'off') return raw === 'on';
+  throw new ApiError('misconfigured', `${name} must be on or off, got '${env[name]}'`);
+}
 
-export function edgeConfig(env: Env): EdgeConfig {
+const cache = new WeakMap<EdgeVars, EdgeConfig>();
+
+export function edgeConfig(env: EdgeVars): EdgeConfig {
   let config = cache.get(env);
   if (!config) {
     config = {
@@ -77,6 +116,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
+      edgeHits: onOff(env, 'NPU_RELAY_EDGE_HITS', true),
     };
     cache.set(env, config);
   }
@@ -86,10 +126,10 @@ export function edgeConfig(env: Env): EdgeConfig {
 /** Which browser origins may call the API routes: any, a list, or none (see worker/http/cors.ts). */
 export type CorsOrigins = '*' | ReadonlySet<string> | 'none';
 
-const corsCache = new WeakMap<Env, CorsOrigins>();
+const corsCache = new WeakMap<EdgeVars, CorsOrigins>();
 
 /** Read apart from `edgeConfig` because it needs no secret: a preflight is answered even by a misconfigured edge. */
-export function corsOrigins(env: Env): CorsOrigins {
+export function corsOrigins(env: EdgeVars): CorsOrigins {
   let origins = corsCache.get(env);
   if (origins === undefined) {
     const raw = (env.NPU_RELAY_CORS_ORIGINS ?? '*').trim();

@@ -4,7 +4,7 @@ import type { Env } from './env.ts';
 import { preflight, withCors } from './http/cors.ts';
 import { router } from './router.ts';
 
-export { AgentHub } from './tunnel/hub.ts';
+export { AgentHub } from './hub.ts';
 
 export default {
   fetch: async (request, env, ctx) => {

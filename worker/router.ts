@@ -1,6 +1,7 @@
 /** The Worker's routes. Every handler throws `ApiError`s; the router's catch stage turns them into responses. */
+import type { Args, EdgeRequest } from './edge/request.ts';
 import { usageRow } from './tunnel/usage-row.ts';
-import { Router, type IRequest } from 'itty-router';
+import { Router } from 'itty-router';
 import { AGENT_CONNECT_PATH, DEFAULT_POOL, POOL_NAME } from '../shared/protocol/version.ts';
 import { allAgents, hubOf, poolsChanged } from './edge/pools.ts';
 import { edgeConfig } from './config.ts';
@@ -11,10 +12,9 @@ import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.
 import { responsesRoutes } from './dialects/openai-responses/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './dialects/management/routes.ts';
-import { hub, type Args } from './edge/context.ts';
+import { hub } from './edge/context.ts';
 import { ollamaRoutes } from './dialects/ollama/routes.ts';
 import { countRefusal } from './edge/refusals.ts';
-import type { KeyRecord } from './tunnel/ledger.ts';
 import { openaiRoutes } from './dialects/openai-chat/routes.ts';
 
 function flavorOf(request: Request): Flavor {
@@ -24,7 +24,7 @@ function flavorOf(request: Request): Flavor {
   return pathname.startsWith('/v1/models') && fromAnthropicClient(request) ? 'anthropic' : 'openai';
 }
 
-async function connectAgent(request: IRequest, env: Env): Promise<Response> {
+async function connectAgent(request: EdgeRequest, env: Env): Promise<Response> {
   const { agentToken } = edgeConfig(env);
   const given = bearerToken(request);
   if (!given || !(await secretsEqual(given, agentToken))) {
@@ -50,7 +50,7 @@ async function connectAgent(request: IRequest, env: Env): Promise<Response> {
   return hubOf(env, pool).fetch('https://hub/connect', { method: 'GET', headers: request.headers });
 }
 
-async function health(_request: IRequest, env: Env): Promise<Response> {
+async function health(_request: EdgeRequest, env: Env): Promise<Response> {
   const agents = await allAgents(env);
   return Response.json({ status: agents.length > 0 ? 'ok' : 'no_agent', agents: agents.length });
 }
@@ -59,7 +59,7 @@ async function health(_request: IRequest, env: Env): Promise<Response> {
  * Requests refused before they reach the hub still leave a usage row (the hub records the rest); those refused for
  * a missing or unknown key are only counted, per minute (edge/refusals.ts), so strangers cost no row each.
  */
-function recordRejection(err: unknown, request: IRequest, env: Env, ctx: ExecutionContext): Response {
+function recordRejection(err: unknown, request: EdgeRequest, env: Env, ctx: ExecutionContext): Response {
   const e = toApiError(err);
   const { pathname } = new URL(request.url);
   if (request.method === 'POST' && (pathname.startsWith('/v1/') || pathname.startsWith('/api/'))) {
@@ -74,7 +74,7 @@ function recordRejection(err: unknown, request: IRequest, env: Env, ctx: Executi
     const base = {
       id: crypto.randomUUID(),
       at,
-      keyId: (request.key as KeyRecord | undefined)?.id ?? null,
+      keyId: request.key?.id ?? null,
       model: null,
       endpoint,
     };
@@ -103,10 +103,10 @@ const ENDPOINTS = new Set([
   'api.show',
 ]);
 
-export const router = Router<IRequest, Args>({ catch: recordRejection });
+export const router = Router<EdgeRequest, Args>({ catch: recordRejection });
 
 /** Ollama clients and front ends (Open WebUI among them) probe the server's root before anything else. */
-const ollamaProbe = (request: IRequest) =>
+const ollamaProbe = (request: EdgeRequest) =>
   new Response(request.method === 'HEAD' ? null : 'Ollama is running', {
     headers: { 'content-type': 'text/plain; charset=utf-8' },
   });
@@ -119,6 +119,6 @@ responsesRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);
-router.all('*', (request: IRequest) => {
+router.all('*', (request: EdgeRequest) => {
   throw new ApiError('not_found', `no route for ${request.method} ${new URL(request.url).pathname}`);
 });

@@ -1,5 +1,5 @@
 /** The query parameters the dashboard's JSON endpoints share, read and validated in one place. */
-import type { IRequest } from 'itty-router';
+import type { EdgeRequest } from '../edge/request.ts';
 import { BUCKET_MS, type Bucket, type Split, type UsageFilter } from '../db/dashboard-queries.ts';
 import { ApiError } from '../http/errors.ts';
 
@@ -14,14 +14,14 @@ export interface StatsQuery extends UsageFilter {
   split: Split;
 }
 
-function one(request: IRequest, name: string): string | undefined {
+function one(request: EdgeRequest, name: string): string | undefined {
   const value = request.query[name];
   if (Array.isArray(value)) throw new ApiError('invalid_request', `give '${name}' once`, { param: name });
   return value === undefined || value === '' ? undefined : value;
 }
 
 /** A time: milliseconds since the epoch, or an ISO 8601 date or date-time (`2026-11-22`, `2026-11-22T10:00:00Z`). */
-function time(request: IRequest, name: string): number | undefined {
+function time(request: EdgeRequest, name: string): number | undefined {
   const raw = one(request, name);
   if (raw === undefined) return undefined;
   const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
@@ -35,7 +35,7 @@ function time(request: IRequest, name: string): number | undefined {
   return ms;
 }
 
-function choice<T extends string>(request: IRequest, name: string, allowed: readonly T[], fallback: T): T {
+function choice<T extends string>(request: EdgeRequest, name: string, allowed: readonly T[], fallback: T): T {
   const raw = one(request, name);
   if (raw === undefined) return fallback;
   if (!(allowed as readonly string[]).includes(raw)) {
@@ -48,7 +48,7 @@ function choice<T extends string>(request: IRequest, name: string, allowed: read
  * `from` and `to` (default: the last 24 hours; `to` is exclusive), `bucket` (hour or day; by default hours for
  * ranges up to 7 days), `split` (key or model) and `key` (one key id; all keys when absent).
  */
-export function statsQuery(request: IRequest, now = Date.now()): StatsQuery {
+export function statsQuery(request: EdgeRequest, now = Date.now()): StatsQuery {
   const to = time(request, 'to') ?? now + 1;
   const from = time(request, 'from') ?? to - DAY_MS;
   if (from >= to)
@@ -78,6 +78,6 @@ export function statsQuery(request: IRequest, now = Date.now()): StatsQuery {
 
 export type ExportFormat = 'csv' | 'json';
 
-export function exportFormat(request: IRequest): ExportFormat {
+export function exportFormat(request: EdgeRequest): ExportFormat {
   return choice<ExportFormat>(request, 'format', ['csv', 'json'], 'csv');
 }

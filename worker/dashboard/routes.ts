@@ -7,7 +7,7 @@
  * page); the session is granted only for the admin token, by the login form. A session reaches nothing but these
  * read-only endpoints: key management under /admin/ still needs the bearer token.
  */
-import type { IRequest, RouterType } from 'itty-router';
+import type { EdgeRequest, EdgeRouter } from '../edge/request.ts';
 import { edgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
 import {
@@ -26,7 +26,6 @@ import { assetResponse } from './assets.ts';
 import { usageExport } from './export.ts';
 import { dashboardPage, loginPage, PAGE_HEADERS } from './page.ts';
 import { exportFormat, statsQuery } from './params.ts';
-import type { Args } from '../edge/context.ts';
 import { allAgents } from '../edge/pools.ts';
 import { hasSession, newSession, sessionCookieHeader } from './session.ts';
 
@@ -43,7 +42,7 @@ async function isAdminToken(given: string | undefined, env: Env): Promise<boolea
   return given !== undefined && given !== '' && (await secretsEqual(given, edgeConfig(env).adminToken));
 }
 
-async function requireDashboardAccess(request: IRequest, env: Env): Promise<void> {
+async function requireDashboardAccess(request: EdgeRequest, env: Env): Promise<void> {
   if (await isAdminToken(bearerToken(request), env)) return;
   if (await hasSession(request, edgeConfig(env).adminToken)) return;
   throw new ApiError(
@@ -56,7 +55,7 @@ async function requireDashboardAccess(request: IRequest, env: Env): Promise<void
  * A cross-site form cannot post to the login or logout (the session cookie is SameSite=Strict as well): browsers
  * send Origin on every POST, and it must be this edge.
  */
-function requireSameOrigin(request: IRequest): void {
+function requireSameOrigin(request: EdgeRequest): void {
   const origin = request.headers.get('origin');
   if (origin !== null && origin !== new URL(request.url).origin) {
     throw new ApiError(
@@ -80,12 +79,12 @@ async function withDatabase<T>(env: Env, run: (db: Database) => Promise<T>): Pro
   }
 }
 
-async function showDashboard(request: IRequest, env: Env): Promise<Response> {
+async function showDashboard(request: EdgeRequest, env: Env): Promise<Response> {
   if (!(await hasSession(request, edgeConfig(env).adminToken))) return page(loginPage());
   return page(dashboardPage());
 }
 
-async function login(request: IRequest, env: Env): Promise<Response> {
+async function login(request: EdgeRequest, env: Env): Promise<Response> {
   requireSameOrigin(request);
   const type = request.headers.get('content-type') ?? '';
   if (!type.startsWith('application/x-www-form-urlencoded')) {
@@ -111,7 +110,7 @@ async function login(request: IRequest, env: Env): Promise<Response> {
   });
 }
 
-function logout(request: IRequest): Response {
+function logout(request: EdgeRequest): Response {
   requireSameOrigin(request);
   return new Response(null, {
     status: 303,
@@ -119,22 +118,22 @@ function logout(request: IRequest): Response {
   });
 }
 
-function asset(request: IRequest): Response | undefined {
+function asset(request: EdgeRequest): Response | undefined {
   const version = request.query.v;
   return assetResponse(request.params.name!, typeof version === 'string' ? version : undefined);
 }
 
-async function keys(_request: IRequest, env: Env): Promise<Response> {
+async function keys(_request: EdgeRequest, env: Env): Promise<Response> {
   return Response.json({ data: await withDatabase(env, keyLabels) }, { headers: JSON_HEADERS });
 }
 
-async function summary(request: IRequest, env: Env): Promise<Response> {
+async function summary(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const totals = await withDatabase(env, (db) => usageSummary(db, q));
   return Response.json({ from: q.from, to: q.to, key: q.keyId ?? null, ...totals }, { headers: JSON_HEADERS });
 }
 
-async function timeseries(request: IRequest, env: Env): Promise<Response> {
+async function timeseries(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const data = await withDatabase(env, (db) => usageTimeseries(db, q, q.bucket, q.split));
   return Response.json(
@@ -143,7 +142,7 @@ async function timeseries(request: IRequest, env: Env): Promise<Response> {
   );
 }
 
-async function latency(request: IRequest, env: Env): Promise<Response> {
+async function latency(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const [series, byModel] = await withDatabase(env, (db) =>
     Promise.all([latencyTimeseries(db, q, q.bucket), latencyByModel(db, q)]),
@@ -154,24 +153,24 @@ async function latency(request: IRequest, env: Env): Promise<Response> {
   );
 }
 
-async function devices(request: IRequest, env: Env): Promise<Response> {
+async function devices(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const data = await withDatabase(env, (db) => throughputByDevice(db, q));
   return Response.json({ from: q.from, to: q.to, key: q.keyId ?? null, data }, { headers: JSON_HEADERS });
 }
 
-async function errors(request: IRequest, env: Env): Promise<Response> {
+async function errors(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const data = await withDatabase(env, (db) => errorCounts(db, q));
   return Response.json({ from: q.from, to: q.to, key: q.keyId ?? null, data }, { headers: JSON_HEADERS });
 }
 
-async function agents(_request: IRequest, env: Env): Promise<Response> {
+async function agents(_request: EdgeRequest, env: Env): Promise<Response> {
   // Each agent's `status` is its latest heartbeat (queue depth, per-device load); null until the first one arrives.
   return Response.json({ data: await allAgents(env) }, { headers: JSON_HEADERS });
 }
 
-async function exportUsage(request: IRequest, env: Env): Promise<Response> {
+async function exportUsage(request: EdgeRequest, env: Env): Promise<Response> {
   const q = statsQuery(request);
   const format = exportFormat(request);
   const out = await withDatabase(env, (db) => usageExport(db, q, format));
@@ -186,7 +185,7 @@ async function exportUsage(request: IRequest, env: Env): Promise<Response> {
 }
 
 /** Registers the dashboard's routes; must come before `adminRoutes`, whose `/admin/*` guard refuses sessions. */
-export function dashboardRoutes(router: RouterType<IRequest, Args>): void {
+export function dashboardRoutes(router: EdgeRouter): void {
   router
     .get('/dashboard/assets/:name', asset)
     .get('/dashboard', showDashboard)

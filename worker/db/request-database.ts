@@ -1,7 +1,6 @@
 /** libSQL for code running in a Worker request rather than in a hub (edge/hits.ts, edge/usage.ts). */
-import { edgeConfig } from '../config.ts';
-import type { Env } from '../env.ts';
-import { HubDatabase } from '../tunnel/hub-database.ts';
+import { type EdgeVars, edgeConfig } from '../config.ts';
+import { HubDatabase } from './hub-database.ts';
 import { openDatabase, type Database } from './client.ts';
 
 /**
@@ -9,9 +8,9 @@ import { openDatabase, type Database } from './client.ts';
  * carry one request's I/O (its HTTP streams) into another's, which workerd refuses.
  */
 export class RequestDatabase extends HubDatabase {
-  readonly #env: Env;
+  readonly #env: EdgeVars;
 
-  constructor(env: Env) {
+  constructor(env: EdgeVars) {
     super(() => edgeConfig(env));
     this.#env = env;
   }

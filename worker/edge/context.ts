@@ -1,5 +1,5 @@
 /** What every route module needs: the hub stub, key checks and dispatching to the hub. */
-import type { IRequest } from 'itty-router';
+import { type EdgeRequest, keyOf } from './request.ts';
 import type { z } from 'zod';
 import { hashApiKey } from '../../shared/keys.ts';
 import type { Env } from '../env.ts';
@@ -8,13 +8,12 @@ import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
 import { edgeConfig } from '../config.ts';
 import { ExpiringMap } from '../expiring-map.ts';
-import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
+import type { Dispatch } from '../tunnel/dispatch.ts';
+import type { AgentSummary } from '../tunnel/hub-api.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import { answerAtEdge, mayAnswerAtEdge } from './hits.ts';
 import { allAgents, hubOf, poolFor } from './pools.ts';
-
-export type Args = [Env, ExecutionContext];
 
 /** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (edge/pools.ts). */
 export function hub(env: Env) {
@@ -89,7 +88,7 @@ async function verifiedKey(keyHash: string, env: Env, reuse: boolean): Promise<K
 }
 
 /** Checks the client's key; the record is kept on the request for the handlers. */
-export async function requireApiKey(request: IRequest, env: Env): Promise<void> {
+export async function requireApiKey(request: EdgeRequest, env: Env): Promise<void> {
   request.key = await verifiedKey(await keyHashOf(request), env, false);
 }
 
@@ -97,11 +96,11 @@ export async function requireApiKey(request: IRequest, env: Env): Promise<void> 
  * Checks the client's key like `requireApiKey`, but may answer from this isolate's memory of keys the hub accepted
  * in the last KEY_REUSE_MS.
  */
-export async function requireApiKeyCached(request: IRequest, env: Env): Promise<void> {
+export async function requireApiKeyCached(request: EdgeRequest, env: Env): Promise<void> {
   request.key = await verifiedKey(await keyHashOf(request), env, true);
 }
 
-export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
+export async function requireAdmin(request: EdgeRequest, env: Env): Promise<void> {
   const { adminToken } = edgeConfig(env);
   const given = bearerToken(request);
   if (!given || !(await secretsEqual(given, adminToken))) {
@@ -122,7 +121,7 @@ type Described = Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>;
  * to the hub as `describe` says.
  */
 export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: z.infer<S>) => Described) {
-  return async (request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> => {
+  return async (request: EdgeRequest, env: Env, ctx: ExecutionContext): Promise<Response> => {
     // The key first: a caller without a valid key learns nothing about the body, and costs no parsing of it.
     const keyHash = await keyHashOf(request);
     request.key = await verifiedKey(keyHash, env, true);
@@ -141,14 +140,14 @@ export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: 
  * answers. An exact-cache hit for a key without limits is answered here instead, without any hub (edge-hits.ts).
  */
 async function dispatch(
-  request: IRequest,
+  request: EdgeRequest,
   env: Env,
   ctx: ExecutionContext,
   keyHash: string,
   d: Described,
 ): Promise<Response> {
   const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
-  const key = request.key as KeyRecord;
+  const key = keyOf(request);
   if (mayAnswerAtEdge(env, key, body)) {
     // No hub checks the key of a hit answered here: it was verified within KEY_REUSE_MS (see verifiedKey).
     const hit = await answerAtEdge(env, ctx, key, body);
@@ -173,8 +172,8 @@ async function dispatch(
 }
 
 /** The models a key may see: those the connected agents serve, within the key's scope. */
-export async function visibleModels(request: IRequest, env: Env) {
-  const key = request.key as KeyRecord | undefined;
+export async function visibleModels(request: EdgeRequest, env: Env) {
+  const key = request.key;
   const agents: AgentSummary[] = await allAgents(env);
   const seen = new Map<string, { info: AgentSummary['models'][number]; agent: AgentSummary }>();
   for (const agent of agents) {

@@ -38,7 +38,7 @@ function cacheOf(env: Env): AnswerCache {
 /** Whether this request could be answered here at all, before any hashing or lookup. */
 export function mayAnswerAtEdge(env: Env, key: KeyRecord, d: Dispatch): boolean {
   return (
-    env.NPU_RELAY_EDGE_HITS !== 'off' &&
+    edgeConfig(env).edgeHits &&
     !hasLimits(key) &&
     !d.noCache &&
     d.conversation === undefined &&

@@ -7,7 +7,7 @@
  */
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import type { Env } from '../env.ts';
-import type { AgentSummary } from '../tunnel/hub.ts';
+import type { AgentSummary } from '../tunnel/hub-api.ts';
 
 const DIRECTORY_MS = 5000;
 const REFRESH_MS = 1000;

@@ -5,7 +5,7 @@
  */
 import type { Env } from '../env.ts';
 import type { ApiError } from '../http/errors.ts';
-import type { RefusalCount } from '../tunnel/ledger.ts';
+import type { RefusalCount } from '../tunnel/usage-row.ts';
 import { hub } from './context.ts';
 
 const FLUSH_MS = 1000;

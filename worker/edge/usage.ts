@@ -8,7 +8,7 @@
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import type { Env } from '../env.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
-import type { HubDatabase } from '../tunnel/hub-database.ts';
+import type { HubDatabase } from '../db/hub-database.ts';
 import { RequestDatabase } from '../db/request-database.ts';
 import type { UsageRow } from '../tunnel/usage-row.ts';
 import { hubOf } from './pools.ts';

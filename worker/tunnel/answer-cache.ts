@@ -11,7 +11,7 @@ import type { EdgeConfig } from '../config.ts';
 import { cacheEntries } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import { HotCache } from './hot-cache.ts';
-import type { HubDatabase } from './hub-database.ts';
+import type { HubDatabase } from '../db/hub-database.ts';
 
 /** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
 const HOT_CACHE_BYTES = 16 * 1024 * 1024;

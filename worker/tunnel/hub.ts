@@ -16,67 +16,47 @@
  * Durable Object with a response still streaming is not evicted.
  */
 import { DurableObject } from 'cloudflare:workers';
-import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
 import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
-import { PendingResponses } from '../dialects/openai-responses/pending.ts';
-import { ResponseStore, type StoredResponse } from '../dialects/openai-responses/store.ts';
 import { FORMATS } from '../dialects/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { AgentFrames } from './agent-frames.ts';
 import { AgentRegistry, sendFrame } from './agent-registry.ts';
-import type { AgentStatus } from './agent-store.ts';
 import { AnswerCache } from './answer-cache.ts';
 import { decodeDispatch } from './dispatch.ts';
 import type { Exchange } from './exchange.ts';
 import { ExchangeTable } from './exchange-table.ts';
-import { HubDatabase } from './hub-database.ts';
+import { HubDatabase } from '../db/hub-database.ts';
 import { InFlightLog, type Orphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
-import {
-  type Admission,
-  type KeyRecord,
-  Ledger,
-  type RefusalCount,
-  type Reservation,
-  type TokenNeed,
-} from './ledger.ts';
+import { type Admission, type KeyRecord, Ledger, type Reservation, type TokenNeed } from './ledger.ts';
 import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
 import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
+import type { AgentSummary, HubApi, RpcFailure, StreamsReport } from './hub-api.ts';
+import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
 import { UsageOutbox } from './usage-outbox.ts';
-import { usageRow, type UsageRow } from './usage-row.ts';
-
-export type { Authorization } from './key-gate.ts';
-export type { Dispatch } from './dispatch.ts';
-
-export interface AgentSummary {
-  agentId: string;
-  engine: string;
-  agentVersion: string;
-  models: ModelInfo[];
-  devices: DeviceInfo[];
-  connectedAt: number;
-  inFlight: number;
-  status: AgentStatus | null;
-  /** When the edge last heard from the agent (a frame or an automatic heartbeat answer). */
-  lastSeen: number;
-}
-
-/** An ApiError as a value, to cross the Durable Object's RPC with its code (see `storedResponse`). */
-export interface RpcFailure {
-  error: { code: ApiError['code']; message: string };
-}
+import { type RefusalCount, usageRow, type UsageRow } from './usage-row.ts';
 
 function rpcFailure(err: unknown): RpcFailure {
   const e = toApiError(err);
   return { error: { code: e.code, message: e.message } };
 }
 
-export class AgentHub extends DurableObject<Env> {
+/** What a dialect plugs into the hub (worker/hub.ts gives them). */
+export interface HubFeatures {
+  /** Stored responses (the Responses API's). */
+  responses: ResponseMemoryFactory;
+}
+
+/**
+ * The hub without its class name: the Durable Object class the runtime builds (worker/hub.ts) extends it with the
+ * dialects' features, so nothing here imports a dialect's routes or storage.
+ */
+export class Hub extends DurableObject<Env> implements HubApi {
   /** When this instance was created: a new value after hibernation or a restart. */
   readonly #startedAt = Date.now();
   readonly #registry: AgentRegistry;
@@ -84,7 +64,7 @@ export class AgentHub extends DurableObject<Env> {
   readonly #frames: AgentFrames;
   readonly #keys: KeyGate;
   readonly #outbox: UsageOutbox;
-  readonly #responses: ResponseStore;
+  readonly #responses: ResponseMemory;
   readonly #flow: RequestFlow;
   readonly #management: Management;
   // Pools (docs/SCALING.md): the pool this hub serves (named by the Worker on each dispatch), the pool names (kept
@@ -94,7 +74,7 @@ export class AgentHub extends DurableObject<Env> {
   readonly #ledger: Ledger;
   #dispatched = 0;
 
-  constructor(ctx: DurableObjectState, env: Env) {
+  constructor(ctx: DurableObjectState, env: Env, features: HubFeatures) {
     super(ctx, env);
     const config = (): EdgeConfig => edgeConfig(this.env);
     const db = new HubDatabase(config);
@@ -139,12 +119,12 @@ export class AgentHub extends DurableObject<Env> {
     this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) =>
       this.#flow.redispatch(id, from),
     );
-    this.#responses = new ResponseStore({
+    this.#responses = features.responses({
       db,
-      pending: new PendingResponses(ctx.storage.sql),
-      ttlMs: () => config().responsesTtlMs,
-      maxChain: () => config().responsesMaxChain,
+      sql: ctx.storage.sql,
+      config,
       wake: (at) => ctx.waitUntil(this.#wake(at)),
+      waitUntil: (p) => ctx.waitUntil(p),
     });
     this.#flow = new RequestFlow({
       keys: this.#keys,
@@ -254,8 +234,7 @@ export class AgentHub extends DurableObject<Env> {
   /** Retries writing queued usage rows and stored responses until libSQL takes them; sweeps expired responses. */
   override async alarm(): Promise<void> {
     await this.#outbox.flush();
-    await this.#responses.flush();
-    await this.#responses.sweepIfDue(Date.now());
+    await this.#responses.alarm(Date.now());
   }
 
   /** Sets the object's alarm to go off no later than `at`. */
@@ -265,12 +244,7 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /** In-flight requests with how far each client is behind (for operators, and the slow-client tests). */
-  async streams(): Promise<{
-    hubStartedAt: number;
-    pool: string;
-    dispatched: number;
-    data: Array<ReturnType<Exchange['stats']>>;
-  }> {
+  async streams(): Promise<StreamsReport> {
     const now = Date.now();
     return {
       hubStartedAt: this.#startedAt,
@@ -290,14 +264,9 @@ export class AgentHub extends DurableObject<Env> {
    * way or queued while libSQL is down is found). Failures come back as values: an error thrown across the Durable
    * Object's RPC loses its class, and with it its status.
    */
-  async storedResponse(
-    tenant: string,
-    id: string,
-    models: string[] | null,
-  ): Promise<Pick<StoredResponse, 'response' | 'inputItems'> | RpcFailure | null> {
+  async storedResponse(tenant: string, id: string, models: string[] | null): Promise<Remembered | RpcFailure | null> {
     try {
-      const row = await this.#responses.get(tenant, id, models);
-      return row ? { response: row.response, inputItems: row.inputItems } : null;
+      return await this.#responses.get(tenant, id, models);
     } catch (err) {
       return rpcFailure(err);
     }

@@ -7,7 +7,7 @@ import { eq } from 'drizzle-orm';
 import type { EdgeConfig } from '../config.ts';
 import { apiKeys } from '../../shared/db/schema.ts';
 import { ExpiringMap } from '../expiring-map.ts';
-import type { HubDatabase } from './hub-database.ts';
+import type { HubDatabase } from '../db/hub-database.ts';
 import type { KeyRecord, Ledger } from './ledger.ts';
 
 /** The outcome of checking a key, as plain data (errors do not cross RPC with their fields). */

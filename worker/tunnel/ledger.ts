@@ -1,4 +1,4 @@
-import type { UsageRow } from './usage-row.ts';
+import type { RefusalCount, UsageRow } from './usage-row.ts';
 
 /**
  * The hub's own durable bookkeeping, in the Durable Object's SQLite storage (synchronous, and exact because the
@@ -16,17 +16,6 @@ export interface KeyRecord {
   /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
   manageModels?: boolean;
   revokedAt: number | null;
-}
-
-/** Requests refused for a missing or unknown API key, counted per minute instead of a usage row each. */
-export interface RefusalCount {
-  /** Start of the minute, ms since the epoch. */
-  minute: number;
-  endpoint: string;
-  code: string;
-  status: number;
-  n: number;
-  lastAt: number;
 }
 
 /** The most a request can cost, in tokens, as far as the edge can tell before it runs (see `AgentHub`). */

@@ -5,10 +5,8 @@
  * for a stranger's key, a count) and its reserved tokens are settled.
  */
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
-import { linkToolResults } from '../../shared/api/tools.ts';
 import type { ResponseMeta } from '../dialects/core/format.ts';
 import { FORMATS } from '../dialects/formats.ts';
-import type { Continued, ResponseStore } from '../dialects/openai-responses/store.ts';
 import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
@@ -24,6 +22,7 @@ import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
+import type { ResponseMemory } from './response-memory.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -38,7 +37,8 @@ export interface RequestFlowDeps {
   exchanges: ExchangeTable;
   outbox: UsageOutbox;
   inFlight: InFlightLog;
-  responses: ResponseStore;
+  /** Stored responses: a conversation a request continues, and keeping its answer (response-memory.ts). */
+  responses: ResponseMemory;
   /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
   allowance: PromptAllowance;
   waitUntil: (p: Promise<unknown>) => void;
@@ -136,8 +136,8 @@ export class RequestFlow {
     const key = (progress.key = auth.key);
     checkScope(key, dispatch);
     // The stored conversation comes first: the reservation below covers all the model will read, history included.
-    let continued: Continued | undefined;
-    ({ dispatch, continued } = await this.#withConversation(dispatch, key));
+    const recalled = await d.responses.recall(dispatch, key);
+    dispatch = recalled.dispatch;
     // A vector size the model cannot give is refused before the cache is read: a cached answer must not make a
     // request good that the model would refuse (`dimensions: 32` of a 64-dimension model).
     const known = dispatch.dimensions !== undefined ? d.registry.modelInfo(dispatch.task.model) : undefined;
@@ -196,7 +196,7 @@ export class RequestFlow {
           progress.cache = 'HIT';
           const reservation = progress.reservation;
           progress.reservation = undefined;
-          const keep = this.#keep(dispatch, key.tenant, meta, continued);
+          const keep = recalled.keep(meta);
           void followed.ended.then((s) => {
             const served = answered(s);
             d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
@@ -218,7 +218,7 @@ export class RequestFlow {
         );
         d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
         flight.settle(hitSettlement(hit));
-        this.#keep(dispatch, key.tenant, meta, continued)?.(hit);
+        recalled.keep(meta)?.(hit);
         return replay(format, meta, hit, dispatch.stream, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
       }
     }
@@ -235,7 +235,7 @@ export class RequestFlow {
       if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
     }
     const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
-    const keep = this.#keep(dispatch, key.tenant, meta, continued);
+    const keep = recalled.keep(meta);
     const cache = progress.cache;
     const reservation = progress.reservation;
     const exchange = new Exchange({
@@ -363,42 +363,6 @@ export class RequestFlow {
   #toAgent(connId: string, frame: EdgeFrame): void {
     const ws = this.#d.registry.socketOf(connId);
     if (ws) sendFrame(ws, frame);
-  }
-
-  /** A Responses API request continuing a stored response gets that response's history before its own input. */
-  async #withConversation(dispatch: Dispatch, key: KeyRecord): Promise<{ dispatch: Dispatch; continued?: Continued }> {
-    const conversation = dispatch.conversation;
-    if (conversation?.previousResponseId === undefined || dispatch.task.task !== 'chat') return { dispatch };
-    // The key's model scope covers what it continues: a response of a model outside it is one it cannot see.
-    const prior = await this.#d.responses.conversation(key.tenant, conversation.previousResponseId, key.models);
-    const messages = dispatch.task.messages;
-    const at = conversation.instructionCount;
-    // Linked again: a function_call_output in the new input answers a call in the stored history.
-    const task = {
-      ...dispatch.task,
-      messages: linkToolResults([...messages.slice(0, at), ...prior.messages, ...messages.slice(at)]),
-    };
-    return { dispatch: { ...dispatch, task }, continued: prior.continued };
-  }
-
-  /** For a Responses API request with `store`: stores the response once it settles (see ResponseStore.begin). */
-  #keep(
-    dispatch: Dispatch,
-    tenant: string,
-    meta: ResponseMeta,
-    continued: Continued | undefined,
-  ): ReturnType<ResponseStore['begin']> | undefined {
-    const store = dispatch.conversation?.store;
-    if (!store || dispatch.task.task !== 'chat') return undefined;
-    const what = {
-      tenant,
-      meta,
-      task: dispatch.task,
-      instructionCount: dispatch.conversation!.instructionCount,
-      inputItems: store.inputItems,
-      continued,
-    };
-    return this.#d.responses.begin(what, (p) => this.#d.waitUntil(p));
   }
 }
 

@@ -8,8 +8,9 @@ import { DatabaseTimeout } from '../db/timeout.ts';
 import { isRowRefusal } from '../db/row-refusal.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import { usage } from '../../shared/db/schema.ts';
-import type { HubDatabase } from './hub-database.ts';
-import type { Ledger, RefusalCount } from './ledger.ts';
+import type { HubDatabase } from '../db/hub-database.ts';
+import type { Ledger } from './ledger.ts';
+import type { RefusalCount } from './usage-row.ts';
 import { refusalRow, type UsageRow } from './usage-row.ts';
 
 /** Rows are written in batches: one INSERT per FLUSH_MS, however many requests finished meanwhile. */

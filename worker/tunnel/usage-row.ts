@@ -5,11 +5,21 @@
  */
 import type { usage } from '../../shared/db/schema.ts';
 import { answered, type Settlement } from './exchange.ts';
-import type { RefusalCount } from './ledger.ts';
 
 type Row = typeof usage.$inferSelect;
 
 /** A usage row as written to libSQL (`requests` is 1 for these; refusal counters carry their count). */
+/** Requests refused for a missing or unknown API key, counted per minute instead of a usage row each. */
+export interface RefusalCount {
+  /** Start of the minute, ms since the epoch. */
+  minute: number;
+  endpoint: string;
+  code: string;
+  status: number;
+  n: number;
+  lastAt: number;
+}
+
 export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & {
   cache: 'HIT' | 'MISS' | 'BYPASS' | null;
   outcome: 'ok' | 'error' | 'cancelled' | 'rejected';

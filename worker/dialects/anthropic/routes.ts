@@ -3,7 +3,7 @@
  * (the SDKs) or `Authorization: Bearer` (Claude Code with ANTHROPIC_AUTH_TOKEN); `anthropic-version` and
  * `anthropic-beta` are accepted and change nothing: the one version this follows is the current one.
  */
-import type { IRequest, RouterType } from 'itty-router';
+import type { EdgeRequest, EdgeRouter } from '../../edge/request.ts';
 import {
   chatTaskFromAnthropic,
   CountTokensRequest,
@@ -13,7 +13,7 @@ import {
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { postOnly } from '../core/post-only.ts';
-import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels } from '../../edge/context.ts';
 import { pathId } from '../core/path-id.ts';
 
 const messages = inferenceRoute(MessagesRequest, (body) => ({
@@ -49,7 +49,7 @@ function modelObject(m: Awaited<ReturnType<typeof visibleModels>>[number]) {
  * fall through to the OpenAI route of the same path (returning nothing lets itty try the next route). One page
  * holds every model: agents serve a handful.
  */
-async function models(request: IRequest, env: Env): Promise<Response | undefined> {
+async function models(request: EdgeRequest, env: Env): Promise<Response | undefined> {
   if (!fromAnthropicClient(request)) return undefined;
   await requireApiKey(request, env);
   // The Messages API only chats: embedding models are not listed.
@@ -62,7 +62,7 @@ async function models(request: IRequest, env: Env): Promise<Response | undefined
   return Response.json(found);
 }
 
-export function anthropicRoutes(router: RouterType<IRequest, Args>): void {
+export function anthropicRoutes(router: EdgeRouter): void {
   router
     .get('/v1/models', models)
     .get('/v1/models/:id', models)

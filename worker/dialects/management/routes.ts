@@ -1,5 +1,5 @@
 /** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
-import type { IRequest, RouterType } from 'itty-router';
+import type { EdgeRequest, EdgeRouter } from '../../edge/request.ts';
 import * as z from 'zod';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../../shared/keys.ts';
 import { edgeConfig } from '../../config.ts';
@@ -10,7 +10,7 @@ import { usageTotals } from '../../db/usage-report.ts';
 import type { Env } from '../../env.ts';
 import { readJson } from '../../http/body.ts';
 import { ApiError } from '../../http/errors.ts';
-import { forgetKey, requireAdmin, type Args } from '../../edge/context.ts';
+import { forgetKey, requireAdmin } from '../../edge/context.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
 
 const NewKey = z.object({
@@ -46,7 +46,7 @@ async function adminQuery<T>(
   }
 }
 
-async function createKey(request: IRequest, env: Env): Promise<Response> {
+async function createKey(request: EdgeRequest, env: Env): Promise<Response> {
   const body = await readJson(request, NewKey, edgeConfig(env).maxBodyBytes);
   const key = newApiKey();
   const id = newKeyId();
@@ -69,12 +69,12 @@ async function createKey(request: IRequest, env: Env): Promise<Response> {
   return Response.json({ ...visible, key }, { status: 201 });
 }
 
-async function listKeys(_request: IRequest, env: Env): Promise<Response> {
+async function listKeys(_request: EdgeRequest, env: Env): Promise<Response> {
   const rows = await adminQuery(env, 'list API keys', (db) => db.select().from(apiKeys));
   return Response.json({ data: rows.map(({ hash: _hash, ...visible }) => visible) });
 }
 
-async function revokeKey(request: IRequest, env: Env): Promise<Response> {
+async function revokeKey(request: EdgeRequest, env: Env): Promise<Response> {
   const id = request.params.id!;
   // Every pool's hub keeps its own copy of recently verified keys: each one is told.
   const results = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).revokeKey(id)));
@@ -84,7 +84,7 @@ async function revokeKey(request: IRequest, env: Env): Promise<Response> {
   return Response.json({ id, revoked: true, databaseUpdated: result.databaseUpdated });
 }
 
-async function usageReport(request: IRequest, env: Env): Promise<Response> {
+async function usageReport(request: EdgeRequest, env: Env): Promise<Response> {
   const by = String(request.query.by ?? 'day');
   if (by !== 'key' && by !== 'model' && by !== 'day')
     throw new ApiError('invalid_request', `'by' must be key, model or day`, { param: 'by' });
@@ -100,7 +100,7 @@ async function usageReport(request: IRequest, env: Env): Promise<Response> {
   });
 }
 
-async function streams(_request: IRequest, env: Env): Promise<Response> {
+async function streams(_request: EdgeRequest, env: Env): Promise<Response> {
   const pools = await poolNames(env);
   const perPool = await Promise.all(
     pools.map(async (pool) => {
@@ -121,7 +121,7 @@ async function streams(_request: IRequest, env: Env): Promise<Response> {
   });
 }
 
-export function adminRoutes(router: RouterType<IRequest, Args>): void {
+export function adminRoutes(router: EdgeRouter): void {
   router
     .all('/admin/*', requireAdmin)
     .post('/admin/keys', createKey)

@@ -5,8 +5,8 @@
  * delete, copy, unload and pinning (`keep_alive: -1`) need a key with the `manage` scope (`manage_models`) or the
  * admin token; loading is harmless and open to any key that may use the model.
  */
+import { type EdgeRequest, type EdgeRouter, keyOf } from '../../edge/request.ts';
 import { poolsChanged } from '../../edge/pools.ts';
-import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
 import { KeepAlive, keepAliveMs, modelId } from '../../../shared/api/ollama.ts';
 import { edgeConfig } from '../../config.ts';
@@ -14,7 +14,7 @@ import type { Env } from '../../env.ts';
 import { bearerToken, secretsEqual } from '../../http/auth.ts';
 import { readJson } from '../../http/body.ts';
 import { ApiError, errorResponse, toApiError } from '../../http/errors.ts';
-import { hub, requireApiKey, requireApiKeyCached, type Args } from '../../edge/context.ts';
+import { hub, requireApiKey, requireApiKeyCached } from '../../edge/context.ts';
 import { countRefusal } from '../../edge/refusals.ts';
 import type { ManageOutcome, ManageRequest } from '../../tunnel/management.ts';
 import type { KeyRecord } from '../../tunnel/ledger.ts';
@@ -48,11 +48,11 @@ const LoadRequest = z.looseObject({ model: Name, keep_alive: KeepAlive.optional(
 const LOAD_PEEK_MAX_BYTES = 64 * 1024;
 
 /** `cached`: a key the hub accepted lately in this isolate is taken as is (the hub checks again when it runs). */
-async function callerOf(request: IRequest, env: Env, cached = false): Promise<Caller> {
+async function callerOf(request: EdgeRequest, env: Env, cached = false): Promise<Caller> {
   const token = bearerToken(request);
   if (token && (await secretsEqual(token, edgeConfig(env).adminToken))) return { admin: true };
   await (cached ? requireApiKeyCached : requireApiKey)(request, env);
-  return { key: request.key as KeyRecord };
+  return { key: keyOf(request) };
 }
 
 const keyIdOf = (caller: Caller) => ('key' in caller ? caller.key.id : null);
@@ -104,8 +104,8 @@ async function guarded(
 }
 
 /** A management route: the caller is authenticated before anything is read; strangers are only counted, as elsewhere. */
-function managed(endpoint: string, run: (request: IRequest, env: Env, caller: Caller) => Promise<Response>) {
-  return async (request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> => {
+function managed(endpoint: string, run: (request: EdgeRequest, env: Env, caller: Caller) => Promise<Response>) {
+  return async (request: EdgeRequest, env: Env, ctx: ExecutionContext): Promise<Response> => {
     let caller: Caller;
     try {
       caller = await callerOf(request, env);
@@ -223,7 +223,7 @@ function loadAnswer(
  */
 export function loadOrUnload(shape: Shape) {
   const endpoint = `api.${shape}`;
-  return async (request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response | undefined> => {
+  return async (request: EdgeRequest, env: Env, ctx: ExecutionContext): Promise<Response | undefined> => {
     const declared = Number(request.headers.get('content-length') ?? NaN);
     if (declared > LOAD_PEEK_MAX_BYTES) return undefined;
     // The key first, as on every route: a stranger costs no reading of the body (the route refuses it).
@@ -282,6 +282,6 @@ export function loadOrUnload(shape: Shape) {
 }
 
 /** The management routes; `loadOrUnload` is mounted by the `/api/generate` and `/api/chat` routes themselves. */
-export function ollamaManageRoutes(router: RouterType<IRequest, Args>): void {
+export function ollamaManageRoutes(router: EdgeRouter): void {
   router.post('/api/pull', pull).delete('/api/delete', remove).post('/api/copy', copy);
 }

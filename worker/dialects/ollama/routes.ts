@@ -1,5 +1,5 @@
 /** The Ollama-compatible surface under `/api/`. */
-import type { IRequest, RouterType } from 'itty-router';
+import type { EdgeRequest, EdgeRouter } from '../../edge/request.ts';
 import {
   chatTaskFromOllama,
   embedTaskFromOllama,
@@ -19,9 +19,8 @@ import { edgeConfig } from '../../config.ts';
 import type { Env } from '../../env.ts';
 import { readJson } from '../../http/body.ts';
 import { ApiError } from '../../http/errors.ts';
-import type { AgentSummary } from '../../tunnel/hub.ts';
-import type { KeyRecord } from '../../tunnel/ledger.ts';
-import { hub, inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
+import type { AgentSummary } from '../../tunnel/hub-api.ts';
+import { hub, inferenceRoute, now, requireApiKey, visibleModels } from '../../edge/context.ts';
 
 /** The Ollama API version this surface follows; clients gate features on it. */
 export const OLLAMA_API_VERSION = '0.12.0';
@@ -73,7 +72,7 @@ async function tagEntry(v: Visible) {
   };
 }
 
-async function tags(request: IRequest, env: Env): Promise<Response> {
+async function tags(request: EdgeRequest, env: Env): Promise<Response> {
   const models = await visibleModels(request, env);
   return Response.json({ models: await Promise.all(models.map(tagEntry)) });
 }
@@ -88,8 +87,8 @@ const ACCELERATED = /^(GPU|NPU)/i;
  * The models loaded in memory now, from each agent's latest status (sent when a model loads or unloads), with the
  * memory they hold and when keep-alive unloads them. An agent too old to report them shows none.
  */
-async function ps(request: IRequest, env: Env): Promise<Response> {
-  const key = request.key as KeyRecord | undefined;
+async function ps(request: EdgeRequest, env: Env): Promise<Response> {
+  const key = request.key;
   const agents: AgentSummary[] = await hub(env).agents();
   const seen = new Set<string>();
   const models = [];
@@ -128,7 +127,7 @@ function parameters(m: ModelInfo): string {
   return lines.map(([k, v]) => `${k.padEnd(30)} ${v}`).join('\n');
 }
 
-async function show(request: IRequest, env: Env): Promise<Response> {
+async function show(request: EdgeRequest, env: Env): Promise<Response> {
   const body = await readJson(request, OllamaShowRequest, edgeConfig(env).maxBodyBytes);
   const id = modelId((body.model ?? body.name)!);
   const found = (await visibleModels(request, env)).find((m) => m.info.id === id);
@@ -204,7 +203,7 @@ const embeddings = inferenceRoute(OllamaEmbeddingsRequest, (body) => ({
   meta: meta(body.model),
 }));
 
-export function ollamaRoutes(router: RouterType<IRequest, Args>): void {
+export function ollamaRoutes(router: EdgeRouter): void {
   router
     .get('/api/version', () => Response.json({ version: OLLAMA_API_VERSION }))
     .get('/api/tags', requireApiKey, tags)

@@ -1,5 +1,5 @@
 /** The OpenAI-compatible surface under `/v1/`. */
-import type { IRequest, RouterType } from 'itty-router';
+import type { EdgeRequest, EdgeRouter } from '../../edge/request.ts';
 import {
   ChatCompletionRequest,
   chatTaskFromOpenAI,
@@ -11,7 +11,7 @@ import {
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { postOnly } from '../core/post-only.ts';
-import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels } from '../../edge/context.ts';
 import { pathId } from '../core/path-id.ts';
 
 function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
@@ -23,11 +23,11 @@ function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; ag
   };
 }
 
-async function listModels(request: IRequest, env: Env): Promise<Response> {
+async function listModels(request: EdgeRequest, env: Env): Promise<Response> {
   return Response.json({ object: 'list', data: (await visibleModels(request, env)).map(modelObject) });
 }
 
-async function getModel(request: IRequest, env: Env): Promise<Response> {
+async function getModel(request: EdgeRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'model');
   const found = (await visibleModels(request, env)).find((m) => m.info.id === id);
   if (!found) throw new ApiError('unknown_model', `model '${id}' does not exist`, { param: 'model' });
@@ -69,7 +69,7 @@ const embeddings = inferenceRoute(EmbeddingRequest, (body) => ({
   meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
 }));
 
-export function openaiRoutes(router: RouterType<IRequest, Args>): void {
+export function openaiRoutes(router: EdgeRouter): void {
   router
     .get('/v1/models', requireApiKey, listModels)
     .get('/v1/models/:id', requireApiKey, getModel)

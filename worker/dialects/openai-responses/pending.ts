@@ -4,7 +4,9 @@
  * (the hub's alarm retries), and reading it meanwhile — `GET`, `previous_response_id` — finds it here. Also keeps
  * when the next sweep of expired responses is due, so an idle relay still deletes them on time.
  */
-import type { StoredResponse } from './store.ts';
+import type { storedResponses } from '../../../shared/db/schema.ts';
+
+export type StoredResponse = typeof storedResponses.$inferSelect;
 
 /** A response waiting to be written, with the earlier responses of its conversation whose expiry it extends. */
 export interface PendingResponse {

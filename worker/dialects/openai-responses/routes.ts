@@ -2,7 +2,7 @@
  * The Responses API under `/v1/responses`: creating a response goes through the same dispatch as chat completions
  * (`inferenceRoute`: key, limits, cache, coalescing, usage); stored responses are read and deleted through the hub.
  */
-import type { IRequest, RouterType } from 'itty-router';
+import { type EdgeRequest, type EdgeRouter, keyOf } from '../../edge/request.ts';
 import * as z from 'zod';
 import {
   chatTaskFromResponses,
@@ -14,10 +14,10 @@ import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
 import { pathId } from '../core/path-id.ts';
 import { postOnly } from '../core/post-only.ts';
-import { inferenceRoute, now, requireApiKey, type Args } from '../../edge/context.ts';
+import { inferenceRoute, now, requireApiKey } from '../../edge/context.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
-import type { RpcFailure } from '../../tunnel/hub.ts';
-import type { KeyRecord } from '../../tunnel/ledger.ts';
+import type { RpcFailure } from '../../tunnel/hub-api.ts';
+import type { Remembered } from '../../tunnel/response-memory.ts';
 import { responseNotFound } from './store.ts';
 
 /** The request parameters a response object repeats, with OpenAI's defaults for those left out. */
@@ -92,8 +92,6 @@ const create = inferenceRoute(ResponsesRequest, (body) => {
   };
 });
 
-const keyOf = (request: IRequest) => request.key as KeyRecord;
-
 /** A hub's answer, or the error it reported as a value (errors lose their status crossing the Durable Object). */
 function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
   const failed = answers.find((a): a is RpcFailure => typeof a === 'object' && a !== null && 'error' in a);
@@ -102,10 +100,7 @@ function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
   return answers.filter((a): a is T => !(typeof a === 'object' && a !== null && 'error' in a));
 }
 
-async function stored(
-  request: IRequest,
-  env: Env,
-): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
+async function stored(request: EdgeRequest, env: Env): Promise<Remembered> {
   const id = pathId(request, 'response');
   // Stored by the hub of the pool that served it (which waits for a write still under way): every pool is asked.
   // Scoped like every route that touches a model: a response of a model outside the key's scope is not found.
@@ -113,19 +108,16 @@ async function stored(
   const answers = answerOf(
     await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).storedResponse(tenant, id, models))),
   );
-  const found = (answers.find((a) => a !== null) ?? null) as {
-    response: Record<string, unknown>;
-    inputItems: Array<Record<string, unknown>>;
-  } | null;
+  const found = (answers.find((a) => a !== null) ?? null) as Remembered | null;
   if (!found) throw responseNotFound(id);
   return found;
 }
 
-async function retrieve(request: IRequest, env: Env): Promise<Response> {
+async function retrieve(request: EdgeRequest, env: Env): Promise<Response> {
   return Response.json((await stored(request, env)).response);
 }
 
-async function remove(request: IRequest, env: Env): Promise<Response> {
+async function remove(request: EdgeRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'response');
   const { tenant, models } = keyOf(request);
   const deleted = answerOf(
@@ -142,7 +134,7 @@ const ListQuery = z.object({
 });
 
 /** `GET /v1/responses/{id}/input_items`: newest first by default, paged with `after` (an item id) and `limit`. */
-async function listInputItems(request: IRequest, env: Env): Promise<Response> {
+async function listInputItems(request: EdgeRequest, env: Env): Promise<Response> {
   const query = ListQuery.safeParse(Object.fromEntries(new URL(request.url).searchParams));
   if (!query.success) {
     const issue = query.error.issues[0]!;
@@ -173,7 +165,7 @@ async function listInputItems(request: IRequest, env: Env): Promise<Response> {
   });
 }
 
-export function responsesRoutes(router: RouterType<IRequest, Args>): void {
+export function responsesRoutes(router: EdgeRouter): void {
   router
     .post('/v1/responses', create)
     .get('/v1/responses/:id', requireApiKey, retrieve)

@@ -13,13 +13,11 @@ import type { ChatMessage, ChatTask } from '../../../shared/protocol/frames.ts';
 import { storedResponses } from '../../../shared/db/schema.ts';
 import { ApiError } from '../../http/errors.ts';
 import type { Database } from '../../db/client.ts';
-import type { HubDatabase } from '../../tunnel/hub-database.ts';
+import type { HubDatabase } from '../../db/hub-database.ts';
 import { assemble } from '../core/answer.ts';
 import type { AnswerChunk, Outcome, ResponseMeta } from '../core/format.ts';
-import type { PendingResponses } from './pending.ts';
+import type { PendingResponses, StoredResponse } from './pending.ts';
 import { openaiResponses } from './writer.ts';
-
-export type StoredResponse = typeof storedResponses.$inferSelect;
 
 /** The stored conversation a request continued. */
 export interface Continued {

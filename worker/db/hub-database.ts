@@ -3,8 +3,8 @@
  * tracked so callers can skip the database while it is down instead of each waiting for a timeout.
  */
 import type { EdgeConfig } from '../config.ts';
-import { openDatabase, type Database } from '../db/client.ts';
-import { DatabaseHealth, withDeadline } from '../db/timeout.ts';
+import { openDatabase, type Database } from './client.ts';
+import { DatabaseHealth, withDeadline } from './timeout.ts';
 
 export class HubDatabase {
   readonly #config: () => EdgeConfig;
