@@ -113,6 +113,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
+    NPU_RELAY_EDGE_HITS: 'off',
     // Room for the short ids of this test's agents, not for a long one.
     NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
     // Checked last, with the database stopped.
@@ -204,18 +205,32 @@ test('npm start offline with no models serves at once, takes agents from its ban
     );
     const { stdout: ps } = await run('ps', ['-eo', 'args']);
     assert.doesNotMatch(ps, new RegExp(agentToken), 'the agent token is in no process list');
-    const chat = await fetch(`${base}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }),
+    // The inference limit here is 2 s (NPU_RELAY_INFERENCE_TIMEOUT_S below), which a first load on a busy machine
+    // can pass: a 504 then is that limit at work, and the load goes on, so the request is asked again.
+    const served = async (route: string, body: unknown) => {
+      let last = '';
+      await waitFor(
+        `${route} to be served`,
+        async () => {
+          const res = await fetch(`${base}${route}`, {
+            method: 'POST',
+            headers: { ...auth, 'content-type': 'application/json' },
+            body: JSON.stringify(body),
+          });
+          last = `${res.status} ${await res.text()}`;
+          if (res.status !== 200 && res.status !== 504) assert.fail(last);
+          return res.status === 200;
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      ).catch(() => assert.fail(`${route}: ${last}`));
+    };
+    await served('/v1/chat/completions', {
+      model: CHAT_MODEL,
+      max_tokens: 4,
+      messages: [{ role: 'user', content: 'Hi' }],
     });
-    assert.equal(chat.status, 200, await chat.clone().text());
-    const emb = await fetch(`${base}/v1/embeddings`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: EMBED_MODEL, input: 'hello' }),
-    });
-    assert.equal(emb.status, 200, 'the agent of the other pool serves its model');
+    // The agent of the other pool serves its model.
+    await served('/v1/embeddings', { model: EMBED_MODEL, input: 'hello' });
     const wrongKind = await fetch(`${base}/v1/embeddings`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
@@ -331,6 +346,23 @@ test('npm start offline with no models serves at once, takes agents from its ban
         assert.equal(refused.type, 'error');
         assert.match(refused.message ?? '', /exceeds the 200-byte limit \(NPU_RELAY_ATTACHMENT_LIMIT_BYTES\)/);
       },
+      NPU_RELAY_EDGE_HITS: async () => {
+        // Off: a cache hit is not answered by the Worker itself but dispatched to the hub (on, the default, the hub
+        // never sees it: test/pools.test.ts), which /admin/streams counts.
+        const adminToken = /Admin token:\s+(\S+)/.exec(banner)?.[1];
+        assert.ok(adminToken, 'the banner prints the admin token');
+        const dispatched = async () => {
+          const res = await fetch(`${base}/admin/streams`, { headers: { authorization: `Bearer ${adminToken}` } });
+          const { pools } = (await res.json()) as { pools: Array<{ pool: string; dispatched: number }> };
+          return pools.find((p) => p.pool === 'default')?.dispatched ?? 0;
+        };
+        const ask = async () => (await post('/v1/chat/completions', greedy('hit me'))).headers.get('x-npu-relay-cache');
+        // The cache TTL here is 3 s: each hit is asked for as soon as the answer is stored.
+        await waitFor('a cache hit', async () => (await ask()) === 'HIT', { timeoutMs: 20_000, intervalMs: 100 });
+        const before = await dispatched();
+        assert.equal(await ask(), 'HIT');
+        assert.equal(await dispatched(), before + 1, 'the hit went through the hub');
+      },
       NPU_RELAY_CORS_ORIGINS: async () => {
         const preflight = (origin: string) =>
           fetch(`${base}/v1/chat/completions`, {
@@ -354,6 +386,12 @@ test('npm start offline with no models serves at once, takes agents from its ban
     };
     for (const [name, check] of Object.entries(checks))
       await t.test(`${name}=${edgeVars[name as keyof typeof edgeVars]}`, check);
+    // One behaviour check per variable npm start passes on (the last two below): a new one needs its own.
+    assert.deepEqual(
+      Object.keys(EDGE_VARIABLES).filter((name) => !(name in edgeVars)),
+      [],
+      'every edge variable npm start passes on is checked here',
+    );
 
     await pulledOrSay();
     assert.match(stack.out(), /pulled .* into /, 'the background pull reports its progress');
@@ -419,8 +457,8 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
   }
 });
 
-test('every edge variable of the README configuration table and of the Worker reaches the local edge', async () => {
-  const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+test('every edge variable of the configuration table (docs/configuration.md) and of the Worker reaches the local edge', async () => {
+  const readme = await readFile(path.join(PROJECT_ROOT, 'docs/configuration.md'), 'utf8');
   const envTs = await readFile(path.join(PROJECT_ROOT, 'worker/env.ts'), 'utf8');
   const passed = new Set([
     ...Object.keys(EDGE_VARIABLES),
@@ -434,6 +472,33 @@ test('every edge variable of the README configuration table and of the Worker re
   assert.ok(inTable.length >= 10 && inWorker.length >= 10);
   for (const name of [...inTable, ...inWorker])
     assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
+});
+
+test("npm run agent -- --token warns that the token shows in ps and npm's echo, and names the ways that do not", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-argv-'));
+  // An edge that is not there: the agent keeps retrying, so the test stops it once it has warned.
+  const agent = startProcess(
+    'npm',
+    ['run', 'agent', '--', '--token', 'argv-token-0123', '--edge', `http://127.0.0.1:${await freePort()}`],
+    { NPU_RELAY_MODELS_DIR: dir, NPU_RELAY_METRICS_PORT: '0', NPU_RELAY_DATA_DIR: dir, NPU_RELAY_LOG_LEVEL: 'warn' },
+  );
+  try {
+    await waitFor('the warning', () => /warning: --token/.test(agent.out()), { timeoutMs: 60_000, intervalMs: 100 });
+    const warning = agent
+      .out()
+      .split('\n')
+      .find((l) => l.includes('warning: --token'))!;
+    assert.match(warning, /`ps` and npm's echo show it/);
+    for (const way of ['--token-file FILE', 'NPU_RELAY_AGENT_TOKEN', '--local'])
+      assert.ok(warning.includes(way), `the warning names ${way}: ${warning}`);
+    assert.doesNotMatch(warning, /argv-token-0123/, 'the warning itself does not repeat the token');
+    assert.match(agent.out(), /> node node\/cli\/agent\.ts --token argv-token-0123/, "npm's echo shows it indeed");
+  } finally {
+    await stop(agent);
+    await rm(dir, { recursive: true, force: true });
+  }
+  const quiet = agentConfig([], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!;
+  assert.equal(quiet.tokenInArgv, undefined, 'a token from the environment is no warning');
 });
 
 test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN_FILE) or the environment; --local needs a running npm start', async () => {
