@@ -104,6 +104,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
   // Nothing listens here yet: the hub is unreachable, as offline.
   const hubPort = await freePort();
   const agentToken = 'agent-token-chosen-by-the-user-0123456789';
+  const adminToken = 'admin-token-chosen-by-the-user-0123456789';
   // Named, so the test does not depend on which engine this machine would pick defaults for.
   const defaults = ['test-org/first-chat', 'test-org/first-embed'] as const;
   const edgeVars = {
@@ -128,6 +129,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     HF_ENDPOINT: `http://127.0.0.1:${hubPort}`,
     NPU_RELAY_DEFAULT_MODELS: defaults.join(','),
     NPU_RELAY_AGENT_TOKEN: agentToken,
+    NPU_RELAY_ADMIN_TOKEN: adminToken,
     NPU_RELAY_API_KEY: '',
     NPU_RELAY_LIBSQL_URL: '',
     NPU_RELAY_LIBSQL_AUTH_TOKEN: '',
@@ -174,6 +176,11 @@ test('npm start offline with no models serves at once, takes agents from its ban
     for (const what of ['OpenAI API', 'Anthropic API', 'Ollama API', 'Dashboard'])
       assert.match(banner, new RegExp(`${what}:\\s+http://127\\.0\\.0\\.1:${port}/`));
     assert.doesNotMatch(banner, /"level":30/, 'no info log lines before the banner');
+    // The admin token set in the environment is the edge's (the banner shows it; another is refused).
+    assert.match(banner, new RegExp(`Admin token:\\s+${adminToken}`));
+    const adminGet = (token: string) => fetch(`${base}/admin/keys`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await adminGet(adminToken)).status, 200);
+    assert.equal((await adminGet('admin-token-of-someone-else')).status, 401);
     await sleep(2000);
     assert.equal(stack.child.exitCode, null, 'npm start keeps running');
     assert.match(stack.out(), /retrying the pull of/, 'the retry is in the log');
@@ -349,8 +356,6 @@ test('npm start offline with no models serves at once, takes agents from its ban
       NPU_RELAY_EDGE_HITS: async () => {
         // Off: a cache hit is not answered by the Worker itself but dispatched to the hub (on, the default, the hub
         // never sees it: test/pools.test.ts), which /admin/streams counts.
-        const adminToken = /Admin token:\s+(\S+)/.exec(banner)?.[1];
-        assert.ok(adminToken, 'the banner prints the admin token');
         const dispatched = async () => {
           const res = await fetch(`${base}/admin/streams`, { headers: { authorization: `Bearer ${adminToken}` } });
           const { pools } = (await res.json()) as { pools: Array<{ pool: string; dispatched: number }> };
@@ -439,6 +444,11 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
     for (const [name, value, why] of [
       ['NPU_RELAY_CACHE_TTL_S', 'soon', /NPU_RELAY_CACHE_TTL_S must be a positive integer, got 'soon'/],
       ['NPU_RELAY_EDGE_HITS', 'of', /NPU_RELAY_EDGE_HITS must be on or off/],
+      [
+        'NPU_RELAY_LIBSQL_AUTH_TOKEN',
+        'turso-token',
+        /NPU_RELAY_LIBSQL_AUTH_TOKEN is set, but `npm start` runs its own/,
+      ],
       [
         'NPU_RELAY_LIBSQL_URL',
         'libsql://elsewhere.turso.io',
