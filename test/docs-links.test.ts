@@ -8,11 +8,10 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import GithubSlugger from 'github-slugger';
-import MarkdownIt from 'markdown-it';
+import MarkdownIt, { type Token } from 'markdown-it';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 
 const md = new MarkdownIt({ html: true });
-type Token = ReturnType<MarkdownIt['parse']>[number];
 
 const pages = [
   'README.md',
@@ -45,7 +44,7 @@ function links(tokens: Token[]): { href: string; line: number }[] {
     for (const c of t.children ?? []) {
       if (c.type === 'link_open' || c.type === 'image') {
         const href = c.attrGet(c.type === 'image' ? 'src' : 'href');
-        if (href) out.push({ href, line });
+        if (href) out.push({ href: String(href), line });
       }
     }
   }
