@@ -27,7 +27,7 @@ const SEED_AT = Date.UTC(2025, 5, 1, 12);
 declare const document: any;
 declare const window: any;
 
-/** The series colours the page uses, in order (worker/dashboard/client/dashboard.browser.js). */
+/** The series colours the page uses, in order (worker/dashboard/client/dashboard-charts.browser.js). */
 const PALETTE_RGB = [
   [0x00, 0x72, 0xb2],
   [0xe6, 0x9f, 0x00],

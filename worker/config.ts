@@ -4,37 +4,6 @@
  */
 import { ApiError } from './http/errors.ts';
 
-/** The Worker's variables and secrets (`wrangler.jsonc` `vars`, `wrangler secret put`), read only here. */
-export interface EdgeVars {
-  /** The secret agents present to attach. */
-  NPU_RELAY_AGENT_TOKEN?: string;
-  /** The secret that guards /admin/. */
-  NPU_RELAY_ADMIN_TOKEN?: string;
-  /** libSQL database: a local sqld (http://…) or Turso (libsql://…). */
-  NPU_RELAY_LIBSQL_URL?: string;
-  NPU_RELAY_LIBSQL_AUTH_TOKEN?: string;
-  /** Largest accepted request body in bytes. */
-  NPU_RELAY_MAX_BODY_BYTES?: string;
-  /** How long a cached answer is served, in seconds. */
-  NPU_RELAY_CACHE_TTL_S?: string;
-  /** How long a stored Responses API response is kept, in seconds. */
-  NPU_RELAY_RESPONSES_TTL_S?: string;
-  /** Most responses a stored conversation may chain through `previous_response_id`. */
-  NPU_RELAY_RESPONSES_MAX_CHAIN?: string;
-  /** How long a key verified against libSQL may be trusted while libSQL is unreachable, in seconds. */
-  NPU_RELAY_KEY_GRACE_S?: string;
-  /** Longest a request may take before the client gets 504 and the agent a cancel, in seconds. */
-  NPU_RELAY_INFERENCE_TIMEOUT_S?: string;
-  /** Largest WebSocket attachment the hub writes (tests set Cloudflare's 2048); unset: no check of its own. */
-  NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
-  /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
-  NPU_RELAY_DB_TIMEOUT_MS?: string;
-  /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
-  NPU_RELAY_EDGE_HITS?: string;
-  /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
-  NPU_RELAY_CORS_ORIGINS?: string;
-}
-
 export interface EdgeConfig {
   agentToken: string;
   adminToken: string;
@@ -69,6 +38,13 @@ type NumberName =
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
   | 'NPU_RELAY_DB_TIMEOUT_MS';
+type OtherName = 'NPU_RELAY_LIBSQL_AUTH_TOKEN' | 'NPU_RELAY_EDGE_HITS' | 'NPU_RELAY_CORS_ORIGINS';
+
+/**
+ * The variables read here (env.ts documents each), typed by name rather than as `Env`: `Env` also names the hub's
+ * namespace, and the configuration would then depend on the hub's types.
+ */
+export type EdgeVars = Partial<Record<SecretName | NumberName | OtherName, string>>;
 
 function secret(env: EdgeVars, name: SecretName): string {
   const value = env[name];

@@ -1,10 +1,36 @@
 /**
- * The Worker's bindings, as declared in `wrangler.jsonc`: the hub's namespace and the variables (config.ts). The hub's
- * namespace is typed by its RPC surface (tunnel/hub-api.ts), not its class, so nothing here imports the hub.
+ * The Worker's bindings, as declared in `wrangler.jsonc`; the variables are read only by `config.ts`. The hub's
+ * namespace is typed by its RPC surface (tunnel/hub-api.ts), not by its class, so this file imports no hub code.
  */
-import type { EdgeVars } from './config.ts';
 import type { HubApi } from './tunnel/hub-api.ts';
 
-export interface Env extends EdgeVars {
+export interface Env {
   HUB: DurableObjectNamespace<HubApi>;
+  /** The secret agents present to attach. */
+  NPU_RELAY_AGENT_TOKEN?: string;
+  /** The secret that guards /admin/. */
+  NPU_RELAY_ADMIN_TOKEN?: string;
+  /** libSQL database: a local sqld (http://…) or Turso (libsql://…). */
+  NPU_RELAY_LIBSQL_URL?: string;
+  NPU_RELAY_LIBSQL_AUTH_TOKEN?: string;
+  /** Largest accepted request body in bytes. */
+  NPU_RELAY_MAX_BODY_BYTES?: string;
+  /** How long a cached answer is served, in seconds. */
+  NPU_RELAY_CACHE_TTL_S?: string;
+  /** How long a stored Responses API response is kept, in seconds. */
+  NPU_RELAY_RESPONSES_TTL_S?: string;
+  /** Most responses a stored conversation may chain through `previous_response_id`. */
+  NPU_RELAY_RESPONSES_MAX_CHAIN?: string;
+  /** How long a key verified against libSQL may be trusted while libSQL is unreachable, in seconds. */
+  NPU_RELAY_KEY_GRACE_S?: string;
+  /** Longest a request may take before the client gets 504 and the agent a cancel, in seconds. */
+  NPU_RELAY_INFERENCE_TIMEOUT_S?: string;
+  /** Largest WebSocket attachment the hub writes (tests set Cloudflare's 2048); unset: no check of its own. */
+  NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
+  /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
+  NPU_RELAY_DB_TIMEOUT_MS?: string;
+  /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
+  NPU_RELAY_EDGE_HITS?: string;
+  /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
+  NPU_RELAY_CORS_ORIGINS?: string;
 }

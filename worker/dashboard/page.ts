@@ -68,12 +68,16 @@ const chart = (id: string, title: string) =>
 const table = (id: string, title: string, columns: string[], note = '') =>
   `<section class="panel"><h2>${title}</h2>${note}<div class="scroll"><table id="${id}"><thead><tr>${columns.map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead><tbody></tbody></table></div></section>`;
 
-/** The dashboard shell. Its script (client/dashboard.browser.js) loads the data and draws the charts. */
+/**
+ * The dashboard shell. Its scripts (client/dashboard.browser.js, and the charts in client/dashboard-charts.browser.js)
+ * load the data and draw the charts.
+ */
 export function dashboardPage(): string {
   return `${head(
     'npu-relay · usage',
     `<link rel="stylesheet" href="${assetUrl('uplot.css')}">
 <script defer src="${assetUrl('uplot.js')}"></script>
+<script defer src="${assetUrl('dashboard-charts.js')}"></script>
 <script defer src="${assetUrl('dashboard.js')}"></script>
 `,
   )}

@@ -9,7 +9,7 @@ import type { ResponseMeta } from '../dialects/core/format.ts';
 import { FORMATS } from '../dialects/formats.ts';
 import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
-import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
+import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -23,6 +23,7 @@ import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import type { ResponseMemory } from './response-memory.ts';
+import { PARKED, SentRequests } from './sent-requests.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -57,33 +58,19 @@ function minuteOf(at: number): number {
   return at - (at % 60_000);
 }
 
-/** What re-sending a request to another agent needs, kept until the request ends. */
-interface Sent {
-  frame: RequestFrame;
-  task: Dispatch['task'];
-  flavor: Flavor;
-  /** Connections that refused it, or ended before starting it. */
-  refusedBy: Set<string>;
-  /** Set while it waits for an agent (none could take it when its own went away): when it gives up. */
-  parkedUntil?: number;
-  /** What the agent it goes to must fit (the prompt on its device, the tunnel's limits). */
-  dispatch: Dispatch;
-}
-
 /**
  * A request whose agent went away (or refused it while draining) before starting it waits this long for another
  * agent — an agent restart takes a few seconds — rather than fail.
  */
 const PARK_MS = 15_000;
-/** The connection id of requests waiting for an agent. */
-const PARKED = 'parked';
 
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
-  readonly #sent = new Map<string, Sent>();
+  readonly #sent: SentRequests;
 
   constructor(deps: RequestFlowDeps) {
     this.#d = deps;
+    this.#sent = new SentRequests(deps.registry, deps.exchanges, () => PARK_MS);
   }
 
   /** Runs a request to its response; never throws (a failure is the client's error response, and its row). */
@@ -257,7 +244,7 @@ export class RequestFlow {
       onAnswerChunk: (chunk) => flight.publish(chunk),
       onFlow: (ex, pause) => this.#toAgent(ex.connId, { type: 'flow', id: ex.id, pause }),
       onSettled: (s) => {
-        this.#sent.delete(req.id);
+        this.#sent.end(req.id);
         d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
@@ -289,75 +276,19 @@ export class RequestFlow {
         ? {}
         : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
     const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
-    this.#sent.set(req.id, {
-      frame,
-      task: dispatch.task,
-      flavor: format.flavor,
-      refusedBy: new Set(),
-      ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }),
-      dispatch,
-    });
+    this.#sent.add(req.id, { frame, task: dispatch.task, flavor: format.flavor, dispatch }, ws === undefined);
     if (ws) sendFrame(ws, frame);
     return exchange.response();
   }
 
-  /**
-   * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
-   * filled, before the edge heard), or whose agent went away before starting it, to another agent that can take it;
-   * with none, the request waits up to PARK_MS for one (see `unpark`) unless `park` is false (its agent hung: no
-   * successor is on the way). False when it was not taken: the caller fails it.
-   */
+  /** An agent refused a request before running it, or went away: another takes it, or it waits (sent-requests.ts). */
   redispatch(id: string, fromConnId: string, park = true): boolean {
-    const sent = this.#sent.get(id);
-    if (!sent) return false;
-    sent.refusedBy.add(fromConnId);
-    if (this.#sendElsewhere(id, sent)) return true;
-    if (!park) return false;
-    // None can take it now (the only agent is restarting): it waits for one, as its keep-alives go on.
-    sent.parkedUntil = Date.now() + PARK_MS;
-    this.#d.exchanges.move(id, PARKED, this.#d.exchanges.get(id)?.agentId ?? '');
-    return true;
+    return this.#sent.redispatch(id, fromConnId, park);
   }
 
-  /**
-   * Sends waiting requests to agents that can take them now, and fails those that waited PARK_MS (run on every tick
-   * of the exchange table while requests are in flight).
-   */
+  /** Sends waiting requests to agents that can take them now; fails those that waited too long (sent-requests.ts). */
   unpark(now: number): void {
-    for (const [id, sent] of this.#sent) {
-      if (sent.parkedUntil === undefined) continue;
-      if (this.#sendElsewhere(id, sent)) {
-        delete sent.parkedUntil;
-        continue;
-      }
-      if (now < sent.parkedUntil) continue;
-      const ex = this.#d.exchanges.take(id);
-      ex?.onError(
-        new ApiError(
-          'no_agent',
-          `no agent serving '${sent.task.model}' could take this request within ${PARK_MS / 1000} s (its agent went away or was restarting); retry shortly`,
-        ),
-      );
-    }
-  }
-
-  #sendElsewhere(id: string, sent: Sent): boolean {
-    const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
-    let pick;
-    try {
-      pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
-    } catch {
-      return false;
-    }
-    try {
-      checkFits(sent.dispatch, pick.model);
-    } catch (err) {
-      this.#d.exchanges.take(id)?.onError(toApiError(err));
-      return true;
-    }
-    this.#d.exchanges.move(id, pick.connId, pick.agentId);
-    sendFrame(pick.ws, sent.frame);
-    return true;
+    this.#sent.unpark(now);
   }
 
   #toAgent(connId: string, frame: EdgeFrame): void {

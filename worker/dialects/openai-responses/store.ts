@@ -16,6 +16,7 @@ import type { Database } from '../../db/client.ts';
 import type { HubDatabase } from '../../db/hub-database.ts';
 import { assemble } from '../core/answer.ts';
 import type { AnswerChunk, Outcome, ResponseMeta } from '../core/format.ts';
+import { type ChainLink, walkChain } from './chain.ts';
 import type { PendingResponses, StoredResponse } from './pending.ts';
 import { openaiResponses } from './writer.ts';
 
@@ -61,14 +62,6 @@ export interface ResponseStoreOptions {
 const RETRY_MS = 2000;
 /** Sweeps run at most this often (or once per TTL, when that is shorter). */
 const SWEEP_GAP_MS = 60_000;
-
-interface ChainRow {
-  id: string;
-  model: string;
-  history: string;
-  prev: string | null;
-  depth: number;
-}
 
 /** The key's models, when it is limited to some: a stored response of another model is one it cannot see. */
 type Scope = readonly string[] | null;
@@ -241,7 +234,7 @@ export class ResponseStore {
     const max = this.#o.maxChain();
     const now = Date.now();
     // Newest first: the queue holds the latest turns (answered moments ago, or while libSQL was down).
-    const chain: Array<Pick<StoredResponse, 'id' | 'model' | 'history' | 'previousResponseId' | 'depth'>> = [];
+    const chain: ChainLink[] = [];
     let next: string | null = id;
     while (next !== null && chain.length <= max) {
       await this.#writing.get(next);
@@ -250,7 +243,7 @@ export class ResponseStore {
         ? visible(queued, tenant, null, now)
           ? [queued]
           : []
-        : await this.#walk(tenant, next, max - chain.length, now);
+        : await walkChain((call) => this.#read('read', call), tenant, next, max - chain.length, now);
       if (found.length === 0) break;
       chain.push(...found);
       next = found.at(-1)!.previousResponseId;
@@ -276,43 +269,6 @@ export class ResponseStore {
     }
     const messages = chain.toReversed().flatMap((r) => r.history);
     return { messages, continued: { ids: chain.map((r) => r.id).toReversed(), messages: messages.length } };
-  }
-
-  /** Up to `limit` responses of a conversation from `start` back, newest first, in one recursive query. */
-  async #walk(
-    tenant: string,
-    start: string,
-    limit: number,
-    now: number,
-  ): Promise<Array<Pick<StoredResponse, 'id' | 'model' | 'history' | 'previousResponseId' | 'depth'>>> {
-    const rows = await this.#read('read', (db) =>
-      db.all<ChainRow>(sql`
-        WITH RECURSIVE chain(id, n) AS (
-          SELECT id, 0 FROM responses WHERE id = ${start}
-          UNION ALL
-          SELECT r.previous_response_id, chain.n + 1 FROM chain JOIN responses r ON r.id = chain.id
-          WHERE r.previous_response_id IS NOT NULL AND chain.n + 1 < ${limit}
-        )
-        SELECT r.id AS id, r.model AS model, r.history AS history, r.previous_response_id AS prev, r.depth AS depth
-        FROM chain JOIN responses r ON r.id = chain.id
-        WHERE r.tenant = ${tenant} AND r.expires_at > ${now}
-        ORDER BY chain.n`),
-    );
-    // A link that is missing (expired, deleted, another tenant's) ends the walk there.
-    const out: Array<Pick<StoredResponse, 'id' | 'model' | 'history' | 'previousResponseId' | 'depth'>> = [];
-    let want: string | null = start;
-    for (const r of rows) {
-      if (r.id !== want) break;
-      out.push({
-        id: r.id,
-        model: r.model,
-        history: JSON.parse(r.history) as ChatMessage[],
-        previousResponseId: r.prev,
-        depth: Number(r.depth),
-      });
-      want = r.prev;
-    }
-    return out;
   }
 
   /** Deletes a tenant's response (of a model the key may use); false when there was none to delete. */
