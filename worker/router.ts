@@ -9,6 +9,7 @@ import { bearerToken, secretsEqual } from './http/auth.ts';
 import { anthropicRoutes, fromAnthropicClient } from './api/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './api/openai-responses/routes.ts';
+import { batchRoutes } from './batch/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { hub, type Args } from './routes/context.ts';
@@ -116,6 +117,7 @@ router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', oll
 anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
+batchRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

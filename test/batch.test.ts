@@ -1,0 +1,328 @@
+/**
+ * OpenAI's Batch API on the real stack (sqld, the Worker in workerd with its R2 bucket and Durable Objects, an agent
+ * on ONNX Runtime over the tunnel), called through the official `openai` client unchanged: files.create,
+ * batches.create / retrieve / list / cancel, files.content; output lines one to one with the input's custom_ids;
+ * one usage row per line, marked with its batch; OpenAI's object shapes (checked against its published OpenAPI
+ * document when ../shared/specs has it); per-tenant files and batches; bad input refused in OpenAI's shape.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createClient } from '@libsql/client';
+import OpenAI, { toFile } from 'openai';
+import type { Agent } from '../node/agent.ts';
+import { PROJECT_ROOT } from '../node/local/edge.ts';
+import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
+import { OpenApiSpec } from './support/openapi-spec.ts';
+import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { waitFor } from './support/wait-for.ts';
+
+const SPEC_PATH = path.join(PROJECT_ROOT, '../shared/specs/openai-openapi.yaml');
+const spec = existsSync(SPEC_PATH) ? new OpenApiSpec(SPEC_PATH) : undefined;
+
+function conforms(value: unknown, schema: string): void {
+  if (!spec) return;
+  assert.deepEqual(spec.check(value, schema), [], `${schema}: ${JSON.stringify(value).slice(0, 400)}`);
+}
+
+const jsonl = (lines: unknown[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
+
+function chatLine(i: number) {
+  return {
+    custom_id: `req-${i}`,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: {
+      model: CHAT_MODEL,
+      max_tokens: 3,
+      temperature: 0,
+      messages: [{ role: 'user', content: `Count to ${i}.` }],
+    },
+  };
+}
+
+async function usageRows(edge: TestEdge, batchId: string) {
+  const db = createClient({ url: edge.sqld.url });
+  try {
+    const r = await db.execute({
+      sql: `SELECT id, endpoint, status, outcome, prompt_tokens, completion_tokens, requests FROM usage WHERE batch_id = ?`,
+      args: [batchId],
+    });
+    return r.rows as unknown as Array<{ id: string; endpoint: string; status: number; outcome: string }>;
+  } finally {
+    db.close();
+  }
+}
+
+/** A list as the wire carries it (the client's pages wrap it). */
+async function raw(edge: TestEdge, p: string): Promise<unknown> {
+  const res = await fetch(new URL(p, edge.url), { headers: { authorization: `Bearer ${edge.apiKey}` } });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+async function finished(openai: OpenAI, id: string, timeoutMs = 120_000) {
+  return waitFor(
+    `batch ${id} to end`,
+    async () => {
+      const b = await openai.batches.retrieve(id);
+      return ['completed', 'failed', 'expired', 'cancelled'].includes(b.status) ? b : undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
+}
+
+async function contentLines(openai: OpenAI, fileId: string | null | undefined) {
+  if (!fileId) return [];
+  const text = await (await openai.files.content(fileId)).text();
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { id: string; custom_id: string; response: any; error: any });
+}
+
+describe('Batch API', () => {
+  let edge: TestEdge;
+  let agent: Agent;
+  let openai: OpenAI;
+
+  before(async () => {
+    edge = await startTestEdge();
+    agent = await startTestAgent(edge, await createOrtEngine());
+    openai = edge.openai();
+  });
+  after(async () => {
+    await agent?.stop();
+    await edge?.stop();
+  });
+
+  test('a chat batch: every custom_id answered once, a bad line in the error file, one batch usage row per line', async () => {
+    const lines = Array.from({ length: 24 }, (_, i) => chatLine(i));
+    // A line whose body its endpoint refuses: a 400 in the error file, the rest unaffected.
+    lines.push({ ...chatLine(99), custom_id: 'bad-line', body: { model: CHAT_MODEL } as never });
+    const content = jsonl(lines);
+    const file = await openai.files.create({ file: await toFile(Buffer.from(content), 'in.jsonl'), purpose: 'batch' });
+    conforms(file, 'OpenAIFile');
+    assert.equal(file.purpose, 'batch');
+    assert.equal(file.bytes, Buffer.byteLength(content));
+    assert.equal((await openai.files.retrieve(file.id)).id, file.id);
+    assert.equal(await (await openai.files.content(file.id)).text(), content);
+
+    const created = await openai.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { purpose: 'test' },
+    });
+    conforms(created, 'Batch');
+    assert.ok(['validating', 'in_progress'].includes(created.status));
+    const listed = await openai.batches.list();
+    assert.ok(listed.data.some((b) => b.id === created.id));
+    conforms(await raw(edge, '/v1/batches'), 'ListBatchesResponse');
+
+    const done = await finished(openai, created.id);
+    conforms(done, 'Batch');
+    assert.equal(done.status, 'completed');
+    assert.deepEqual(done.request_counts, { total: 25, completed: 24, failed: 1 });
+    assert.deepEqual(done.metadata, { purpose: 'test' });
+    assert.ok(done.in_progress_at && done.completed_at && done.output_file_id && done.error_file_id);
+
+    const out = await contentLines(openai, done.output_file_id);
+    assert.deepEqual(
+      out.map((l) => l.custom_id).sort(),
+      lines
+        .slice(0, 24)
+        .map((l) => l.custom_id)
+        .sort(),
+    );
+    for (const l of out) {
+      assert.equal(l.response.status_code, 200);
+      assert.equal(l.response.body.object, 'chat.completion');
+      assert.equal(l.error, null);
+      assert.ok(l.response.body.usage.completion_tokens > 0);
+    }
+    const errors = await contentLines(openai, done.error_file_id);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.custom_id, 'bad-line');
+    assert.equal(errors[0]!.response.status_code, 400);
+    assert.equal(errors[0]!.response.body.error.param, 'messages');
+
+    const outFile = await openai.files.retrieve(done.output_file_id!);
+    conforms(outFile, 'OpenAIFile');
+    assert.equal(outFile.purpose, 'batch_output');
+    assert.equal(outFile.bytes, Buffer.byteLength(await (await openai.files.content(outFile.id)).text()));
+
+    const rows = await waitFor('a usage row per line', async () => {
+      const r = await usageRows(edge, created.id);
+      return r.length >= 25 ? r : undefined;
+    });
+    assert.equal(rows.length, 25, 'one row per line, the refused one included');
+    assert.deepEqual(new Set(rows.map((r) => r.id)), new Set([...out, ...errors].map((l) => l.id)));
+    assert.ok(rows.every((r) => r.endpoint === 'chat.completions'));
+    assert.equal(rows.filter((r) => r.outcome === 'ok').length, 24);
+  });
+
+  test('an embeddings batch, and files.list / files.delete', async () => {
+    const lines = ['alpha', 'beta', 'gamma'].map((input, i) => ({
+      custom_id: `e${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: EMBED_MODEL, input },
+    }));
+    const file = await openai.files.create({
+      file: await toFile(Buffer.from(jsonl(lines)), 'e.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await openai.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/embeddings',
+      completion_window: '24h',
+    });
+    const done = await finished(openai, b.id);
+    assert.equal(done.status, 'completed');
+    const out = await contentLines(openai, done.output_file_id);
+    assert.deepEqual(out.map((l) => l.custom_id).sort(), ['e0', 'e1', 'e2']);
+    assert.ok(out.every((l) => l.response.body.data[0].embedding.length > 0));
+
+    const files = await openai.files.list();
+    assert.ok(files.data.some((f) => f.id === file.id));
+    conforms(await raw(edge, '/v1/files'), 'ListFilesResponse');
+    const deleted = await openai.files.delete(file.id);
+    conforms(deleted, 'DeleteFileResponse');
+    assert.equal(deleted.deleted, true);
+    await assert.rejects(openai.files.retrieve(file.id), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  });
+
+  test('a cancelled batch ends cancelled, each line once in the output or error file', async () => {
+    const lines = Array.from({ length: 30 }, (_, i) => ({
+      ...chatLine(i),
+      body: { ...chatLine(i).body, max_tokens: 24 },
+    }));
+    const file = await openai.files.create({
+      file: await toFile(Buffer.from(jsonl(lines)), 'c.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await openai.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    await waitFor('a line done', async () => {
+      const r = await openai.batches.retrieve(b.id);
+      return r.request_counts!.completed > 0 ? r : undefined;
+    });
+    const cancelling = await openai.batches.cancel(b.id);
+    assert.ok(['cancelling', 'cancelled'].includes(cancelling.status));
+    const done = await finished(openai, b.id);
+    assert.equal(done.status, 'cancelled');
+    assert.ok(done.cancelled_at && done.cancelling_at);
+    const out = await contentLines(openai, done.output_file_id);
+    const errors = await contentLines(openai, done.error_file_id);
+    assert.ok(out.length > 0 && errors.length > 0, `${out.length} answered, ${errors.length} cancelled`);
+    assert.ok(errors.every((l) => l.error.code === 'batch_cancelled'));
+    const ids = [...out, ...errors].map((l) => l.custom_id);
+    assert.equal(new Set(ids).size, 30);
+    assert.equal(ids.length, 30);
+    assert.deepEqual(done.request_counts, { total: 30, completed: out.length, failed: errors.length });
+    // Only the lines that ran have usage rows.
+    const rows = await waitFor('rows of the lines that ran', async () => {
+      const r = await usageRows(edge, b.id);
+      return r.length >= out.length ? r : undefined;
+    });
+    assert.equal(rows.length, out.length);
+  });
+
+  test("files and batches are the tenant's: another tenant's key cannot see, read, use or cancel them", async () => {
+    const { key } = await edge.createKey({ name: 'other', tenant: 'someone-else' });
+    const other = edge.openai({ apiKey: key });
+    const file = await openai.files.create({
+      file: await toFile(Buffer.from(jsonl([chatLine(1)])), 'mine.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await openai.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const notFound = (e: unknown) => e instanceof OpenAI.NotFoundError;
+    await assert.rejects(other.files.retrieve(file.id), notFound);
+    await assert.rejects(other.files.content(file.id), notFound);
+    await assert.rejects(other.files.delete(file.id), notFound);
+    await assert.rejects(other.batches.retrieve(b.id), notFound);
+    await assert.rejects(other.batches.cancel(b.id), notFound);
+    await assert.rejects(
+      other.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      notFound,
+    );
+    assert.ok(!(await other.batches.list()).data.some((x) => x.id === b.id));
+    assert.ok(!(await other.files.list()).data.some((x) => x.id === file.id));
+    assert.equal((await finished(openai, b.id)).status, 'completed');
+  });
+
+  test('bad input is refused in OpenAI shape', async () => {
+    const bad = async (p: Promise<unknown>, status: number, param?: string) =>
+      assert.rejects(p, (e: unknown) => {
+        assert.ok(e instanceof OpenAI.APIError, String(e));
+        assert.equal(e.status, status, e.message);
+        if (param) assert.equal(e.param, param, e.message);
+        return true;
+      });
+    await bad(
+      openai.files.create({ file: await toFile(Buffer.from('{}\n'), 'x.jsonl'), purpose: 'fine-tune' }),
+      400,
+      'purpose',
+    );
+    const file = await openai.files.create({
+      file: await toFile(Buffer.from(jsonl([chatLine(1)])), 'ok.jsonl'),
+      purpose: 'batch',
+    });
+    await bad(
+      openai.batches.create({ input_file_id: file.id, endpoint: '/v1/moderations' as never, completion_window: '24h' }),
+      400,
+      'endpoint',
+    );
+    await bad(
+      openai.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '1h' as never,
+      }),
+      400,
+      'completion_window',
+    );
+    await bad(
+      openai.batches.create({ input_file_id: 'file-nope', endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      404,
+      'input_file_id',
+    );
+    await bad(openai.batches.retrieve('batch_nope'), 404);
+    // A file whose lines break the format: the batch fails validation with each problem's line.
+    const broken = jsonl([chatLine(1), chatLine(1), { ...chatLine(2), url: '/v1/embeddings' }]) + 'not json\n';
+    const bf = await openai.files.create({ file: await toFile(Buffer.from(broken), 'b.jsonl'), purpose: 'batch' });
+    const b = await openai.batches.create({
+      input_file_id: bf.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const failed = await finished(openai, b.id);
+    conforms(failed, 'Batch');
+    assert.equal(failed.status, 'failed');
+    assert.deepEqual(
+      failed.errors!.data!.map((e) => [e.code, e.line]),
+      [
+        ['duplicate_custom_id', 2],
+        ['mismatched_endpoint', 3],
+        ['invalid_json_line', 4],
+      ],
+    );
+    // A file larger than the limit never reaches the bucket.
+    const res = await fetch(new URL('/v1/files', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'multipart/form-data; boundary=x' },
+      body: `--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--x\r\nContent-Disposition: form-data; name="file"; filename="f.jsonl"\r\n\r\n${'a'.repeat(40 * 1024 * 1024)}\r\n--x--\r\n`,
+    });
+    assert.equal(res.status, 413);
+    assert.equal(((await res.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
+  });
+});
