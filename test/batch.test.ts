@@ -15,6 +15,7 @@ import type { Agent } from '../node/agent.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { OpenApiSpec } from './support/openapi-spec.ts';
+import { connectPeer } from './support/scripted-peer.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -258,6 +259,76 @@ describe('Batch API', () => {
     assert.ok(!(await other.batches.list()).data.some((x) => x.id === b.id));
     assert.ok(!(await other.files.list()).data.some((x) => x.id === file.id));
     assert.equal((await finished(openai, b.id)).status, 'completed');
+  });
+
+  test("lines reach the agent as class 'batch' under their own ids; a line whose agent fails is retried under the same id, one row", async () => {
+    const seen: Array<{ id: string; priority?: string; content: string }> = [];
+    let failedOnce = false;
+    const peer = await connectPeer(
+      edge,
+      { agentId: 'peer', models: [{ id: 'peer-chat', kind: 'chat', device: 'CPU' }] },
+      (frame, ws) => {
+        if (frame.type !== 'request') return;
+        const f = frame as unknown as { id: string; priority?: string; body: { messages: Array<{ content: string }> } };
+        const content = f.body.messages.at(-1)!.content;
+        seen.push({ id: f.id, content, ...(f.priority !== undefined ? { priority: f.priority } : {}) });
+        if (content === 'p1' && !failedOnce) {
+          failedOnce = true;
+          ws.send(
+            JSON.stringify({ type: 'error', id: f.id, code: 'agent_gone', message: 'the model process crashed' }),
+          );
+          return;
+        }
+        ws.send(JSON.stringify({ type: 'chunk', id: f.id, text: `re: ${content}`, tokens: 2, promptTokens: 5 }));
+        const usage = { promptTokens: 5, completionTokens: 2 };
+        ws.send(JSON.stringify({ type: 'end', id: f.id, finishReason: 'stop', usage, device: 'CPU', durationMs: 1 }));
+      },
+    );
+    try {
+      const lines = ['p0', 'p1', 'p2'].map((content) => ({
+        custom_id: content,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model: 'peer-chat', messages: [{ role: 'user', content }] },
+      }));
+      const file = await openai.files.create({
+        file: await toFile(Buffer.from(jsonl(lines)), 'p.jsonl'),
+        purpose: 'batch',
+      });
+      const b = await openai.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
+      const done = await finished(openai, b.id);
+      assert.deepEqual(done.request_counts, { total: 3, completed: 3, failed: 0 });
+      await openai.chat.completions.create({
+        model: 'peer-chat',
+        messages: [{ role: 'user', content: 'interactive' }],
+      });
+
+      const batchFrames = seen.filter((f) => f.content !== 'interactive');
+      assert.equal(batchFrames.length, 4, 'three lines, one of them twice');
+      assert.ok(batchFrames.every((f) => f.priority === 'batch' && f.id.startsWith('batch_req_')));
+      const p1 = batchFrames.filter((f) => f.content === 'p1');
+      assert.equal(p1.length, 2);
+      assert.equal(p1[0]!.id, p1[1]!.id, 'the retry has the id of the first attempt');
+      assert.equal(seen.find((f) => f.content === 'interactive')!.priority, undefined);
+
+      const out = await contentLines(openai, done.output_file_id);
+      assert.deepEqual(out.map((l) => [l.custom_id, l.response.body.choices[0].message.content]).sort(), [
+        ['p0', 're: p0'],
+        ['p1', 're: p1'],
+        ['p2', 're: p2'],
+      ]);
+      const rows = await waitFor('the rows of the lines', async () => {
+        const r = await usageRows(edge, b.id);
+        return r.length === 3 && r.every((x) => x.outcome === 'ok') ? r : undefined;
+      });
+      assert.equal(rows.find((r) => r.id === p1[0]!.id)?.status, 200, "the failed attempt's row was replaced");
+    } finally {
+      peer.close();
+    }
   });
 
   test('bad input is refused in OpenAI shape', async () => {

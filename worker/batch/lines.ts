@@ -67,14 +67,26 @@ function lineDispatch(keyHash: string, batchId: string, endpointName: BatchEndpo
 }
 
 /**
- * Why a line's attempt is tried again rather than written as failed: the agent went away or restarted (502, 503),
- * the edge restarted under it (the hub call threw), or a limit will reset (429: requests or tokens per minute,
- * the budget, a full queue). Other answers are the line's outcome. A timeout or an internal error is tried a few
- * times, not until the batch expires.
+ * Why a line's attempt is tried again rather than written as failed: the agent went away or restarted (`agent_gone`,
+ * `no_agent`), a limit or a queue will make room (`overloaded`, `rate_limited`, `insufficient_quota`: requests or
+ * tokens per minute, the budget), the database is back soon, or the edge restarted under it (the hub call threw).
+ * These are retried until the batch expires. An engine error, a timeout or an internal error may be the line's own
+ * doing: tried three times, then the line's outcome. Any other answer is the line's outcome at once.
  */
-function retryable(status: number, attempts: number): boolean {
-  if (status === 429 || status === 502 || status === 503) return true;
-  return (status === 500 || status === 504) && attempts < 3;
+const TRANSIENT = new Set([
+  'agent_gone',
+  'no_agent',
+  'overloaded',
+  'rate_limited',
+  'insufficient_quota',
+  'database_unavailable',
+]);
+const RETRIED_A_FEW_TIMES = new Set(['engine_error', 'timeout', 'internal']);
+
+function retryable(status: number, code: unknown, attempts: number): boolean {
+  if (status < 400) return false;
+  if (typeof code === 'string' && TRANSIENT.has(code)) return true;
+  return typeof code === 'string' && RETRIED_A_FEW_TIMES.has(code) && attempts < 2;
 }
 
 export type Attempt = { end: LineEnd } | { retry: true };
@@ -127,13 +139,14 @@ export async function runLine(
     console.warn(`batch ${batch.id} line ${line.idx}: the hub call failed; it will be retried`, String(err));
     return { retry: true };
   }
-  if (retryable(status, line.attempts)) return { retry: true };
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
     body = errorBody(new ApiError('internal', 'the relay answered this line with a body that is not JSON'), 'openai');
   }
+  if (retryable(status, (body as { error?: { code?: unknown } } | null)?.error?.code, line.attempts))
+    return { retry: true };
   return { end: answered(requestId, line.custom_id, status, body) };
 }
 
