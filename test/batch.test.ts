@@ -331,6 +331,78 @@ describe('Batch API', () => {
     }
   });
 
+  test("a batch's lines count against its key's budget: once spent, lines wait (not fail) and the key's other requests are refused", async () => {
+    const { key } = await edge.createKey({ name: 'budgeted', tenant: 'budget-tenant', budget: 60 });
+    const client = edge.openai({ apiKey: key });
+    const peer = await connectPeer(
+      edge,
+      { agentId: 'budget-peer', models: [{ id: 'budget-chat', kind: 'chat', device: 'CPU' }] },
+      (frame, ws) => {
+        if (frame.type !== 'request') return;
+        const usage = { promptTokens: 6, completionTokens: 2 };
+        ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'ok', tokens: 2, promptTokens: 6 }));
+        ws.send(
+          JSON.stringify({ type: 'end', id: frame.id, finishReason: 'stop', usage, device: 'CPU', durationMs: 1 }),
+        );
+      },
+    );
+    try {
+      const lines = Array.from({ length: 12 }, (_, i) => ({
+        custom_id: `b${i}`,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model: 'budget-chat', max_tokens: 2, messages: [{ role: 'user', content: `q${i}` }] },
+      }));
+      const file = await client.files.create({
+        file: await toFile(Buffer.from(jsonl(lines)), 'q.jsonl'),
+        purpose: 'batch',
+      });
+      const b = await client.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
+      // 8 tokens a line against a 60-token budget: a few lines run, then the rest wait for budget that never comes.
+      await waitFor(
+        'the budget to run out under the batch',
+        async () => {
+          const r = await client.batches.retrieve(b.id);
+          const c = r.request_counts!;
+          const refused = (await usageRows(edge, b.id)).some((x) => x.status === 429);
+          return c.completed > 0 && refused ? r : undefined;
+        },
+        { timeoutMs: 20_000, intervalMs: 500 },
+      );
+      // Lines that were running when the budget ran out finish; then nothing moves.
+      await new Promise((r) => setTimeout(r, 2000));
+      const settled = await client.batches.retrieve(b.id);
+      assert.ok(settled.request_counts!.completed < 12);
+      await new Promise((r) => setTimeout(r, 3000));
+      const later = await client.batches.retrieve(b.id);
+      assert.equal(later.status, 'in_progress');
+      assert.equal(later.request_counts!.completed, settled.request_counts!.completed, 'no line ran past the budget');
+      assert.equal(later.request_counts!.failed, 0, 'lines over the budget wait rather than fail');
+      // One row per line tried: those that ran, and those the budget refused (their last attempt's row).
+      const rows = await usageRows(edge, b.id);
+      assert.equal(rows.filter((x) => x.outcome === 'ok').length, later.request_counts!.completed);
+      assert.ok(rows.length <= 12);
+      assert.ok(rows.filter((x) => x.outcome !== 'ok').every((x) => x.status === 429));
+      await assert.rejects(
+        client.chat.completions.create({ model: 'budget-chat', messages: [{ role: 'user', content: 'and me?' }] }),
+        (e: unknown) =>
+          e instanceof OpenAI.RateLimitError && (e.error as { code?: string }).code === 'insufficient_quota',
+      );
+      const cancelled = await client.batches.cancel(b.id);
+      assert.ok(['cancelling', 'cancelled'].includes(cancelled.status));
+      const done = await finished(client, b.id);
+      assert.equal(done.status, 'cancelled');
+      assert.equal(done.request_counts!.completed + done.request_counts!.failed, 12);
+      console.log(`budget 60: ${done.request_counts!.completed} of 12 lines ran (8 tokens each), the rest cancelled`);
+    } finally {
+      peer.close();
+    }
+  });
+
   test('bad input is refused in OpenAI shape', async () => {
     const bad = async (p: Promise<unknown>, status: number, param?: string) =>
       assert.rejects(p, (e: unknown) => {
