@@ -6,11 +6,11 @@
 import type { z } from 'zod';
 import { ChatCompletionRequest, CompletionRequest, EmbeddingRequest } from '../../shared/api/openai.ts';
 import { ResponsesRequest } from '../../shared/api/openai-responses.ts';
-import { describeResponse } from '../api/openai-responses/routes.ts';
+import { describeResponse } from '../dialects/openai-responses/routes.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorBody } from '../http/errors.ts';
-import { describeChat, describeCompletion, describeEmbeddings } from '../routes/openai.ts';
-import { hubOf, poolFor } from '../routes/pools.ts';
+import { describeChat, describeCompletion, describeEmbeddings } from '../dialects/openai-chat/routes.ts';
+import { hubOf, poolFor } from '../edge/pools.ts';
 import type { Dispatch } from '../tunnel/dispatch.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
