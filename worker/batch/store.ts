@@ -253,11 +253,11 @@ export class BatchStore {
     );
   }
 
-  /** The lines of a batch still pending (to be ended as expired or cancelled). */
+  /** The lines of a batch still pending, without their bodies (to be ended as expired or cancelled). */
   pending(batchId: string): PendingLine[] {
     return this.#sql
       .exec<PendingLine & Record<string, SqlStorageValue>>(
-        `SELECT batch_id, idx, custom_id, body, attempts FROM lines WHERE batch_id = ? AND state = 'pending' ORDER BY idx`,
+        `SELECT batch_id, idx, custom_id, '' AS body, attempts FROM lines WHERE batch_id = ? AND state = 'pending' ORDER BY idx`,
         batchId,
       )
       .toArray();
