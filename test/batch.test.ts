@@ -22,9 +22,10 @@ import { waitFor } from './support/wait-for.ts';
 const SPEC_PATH = path.join(PROJECT_ROOT, '../shared/specs/openai-openapi.yaml');
 const spec = existsSync(SPEC_PATH) ? new OpenApiSpec(SPEC_PATH) : undefined;
 
-function conforms(value: unknown, schema: string): void {
+/** `store` on a response is the relay's, as in test/responses.test.ts. */
+function conforms(value: unknown, schema: string, extensions: string[] = []): void {
   if (!spec) return;
-  assert.deepEqual(spec.check(value, schema), [], `${schema}: ${JSON.stringify(value).slice(0, 400)}`);
+  assert.deepEqual(spec.check(value, schema, extensions), [], `${schema}: ${JSON.stringify(value).slice(0, 400)}`);
 }
 
 const jsonl = (lines: unknown[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
@@ -193,6 +194,34 @@ describe('Batch API', () => {
     conforms(deleted, 'DeleteFileResponse');
     assert.equal(deleted.deleted, true);
     await assert.rejects(openai.files.retrieve(file.id), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  });
+
+  test('completions and Responses batches', async () => {
+    const run = async (endpoint: '/v1/completions' | '/v1/responses', bodies: object[]) => {
+      const lines = bodies.map((body, i) => ({ custom_id: `x${i}`, method: 'POST', url: endpoint, body }));
+      const file = await openai.files.create({
+        file: await toFile(Buffer.from(jsonl(lines)), 'x.jsonl'),
+        purpose: 'batch',
+      });
+      const b = await openai.batches.create({ input_file_id: file.id, endpoint, completion_window: '24h' });
+      const done = await finished(openai, b.id);
+      assert.equal(done.status, 'completed', JSON.stringify(done));
+      assert.deepEqual(done.request_counts, { total: bodies.length, completed: bodies.length, failed: 0 });
+      const out = await contentLines(openai, done.output_file_id);
+      assert.deepEqual(out.map((l) => l.custom_id).sort(), lines.map((l) => l.custom_id).sort());
+      return out.map((l) => l.response.body);
+    };
+    const completions = await run('/v1/completions', [
+      { model: CHAT_MODEL, prompt: 'Once upon', max_tokens: 3 },
+      { model: CHAT_MODEL, prompt: 'In a galaxy', max_tokens: 3 },
+    ]);
+    assert.ok(completions.every((c) => c.object === 'text_completion' && typeof c.choices[0].text === 'string'));
+    const responses = await run('/v1/responses', [
+      { model: CHAT_MODEL, input: 'Hello', max_output_tokens: 3 },
+      { model: CHAT_MODEL, input: 'Goodbye', max_output_tokens: 3, store: false },
+    ]);
+    assert.ok(responses.every((r) => r.object === 'response' && r.usage.output_tokens > 0));
+    conforms(responses[0], 'Response', ['store']);
   });
 
   test('a cancelled batch ends cancelled, each line once in the output or error file', async () => {
