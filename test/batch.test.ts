@@ -432,6 +432,36 @@ describe('Batch API', () => {
     }
   });
 
+  test('like stored responses, a same-tenant key scoped to other models does not see a batch of a model outside its scope, nor its files', async () => {
+    const { key: full } = await edge.createKey({ name: 'full', tenant: 'scope-tenant' });
+    const { key: scoped } = await edge.createKey({ name: 'scoped', tenant: 'scope-tenant', models: [EMBED_MODEL] });
+    const mine = edge.openai({ apiKey: full });
+    const narrow = edge.openai({ apiKey: scoped });
+    const file = await mine.files.create({
+      file: await toFile(Buffer.from(jsonl([chatLine(7)])), 's.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await mine.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const done = await finished(mine, b.id);
+    assert.equal(done.status, 'completed');
+    const notFound = (e: unknown) => e instanceof OpenAI.NotFoundError;
+    await assert.rejects(narrow.batches.retrieve(b.id), notFound);
+    await assert.rejects(narrow.batches.cancel(b.id), notFound);
+    await assert.rejects(narrow.files.retrieve(done.output_file_id!), notFound);
+    await assert.rejects(narrow.files.content(done.output_file_id!), notFound);
+    await assert.rejects(narrow.files.delete(done.output_file_id!), notFound);
+    assert.ok(!(await narrow.batches.list()).data.some((x) => x.id === b.id));
+    assert.ok(!(await narrow.files.list()).data.some((x) => x.id === done.output_file_id));
+    // The tenant's upload has no model: both keys see it; the unrestricted key sees everything.
+    assert.equal((await narrow.files.retrieve(file.id)).id, file.id);
+    assert.equal((await mine.files.retrieve(done.output_file_id!)).id, done.output_file_id);
+    assert.ok((await mine.batches.list()).data.some((x) => x.id === b.id));
+  });
+
   test('bad input is refused in OpenAI shape', async () => {
     const bad = async (p: Promise<unknown>, status: number, param?: string) =>
       assert.rejects(p, (e: unknown) => {

@@ -15,7 +15,16 @@ import { batchConfig } from './config.ts';
 import { parseInput } from './input.ts';
 import { type BatchEndpoint, notRun, runLine } from './lines.ts';
 import { type BatchObject, batchObject, type FileObject, fileObject } from './objects.ts';
-import { ACTIVE, type BatchRow, BatchStore, type FileRow, lineKey, type PendingLine } from './store.ts';
+import {
+  ACTIVE,
+  type BatchRow,
+  BatchStore,
+  type FileRow,
+  inScope,
+  lineKey,
+  type PendingLine,
+  type Scope,
+} from './store.ts';
 
 /** An ApiError as a value: errors thrown across a Durable Object's RPC lose their class and status. */
 export interface DeskFailure {
@@ -56,19 +65,27 @@ export class BatchDesk extends DurableObject<Env> {
     return fileObject(row);
   }
 
-  async file(id: string): Promise<FileObject | null> {
+  /** A file the key may see: an upload, or the output or error file of a batch of a model in its scope. */
+  #visibleFile(id: string, models: Scope): FileRow | undefined {
     const f = this.#store.file(id);
+    if (!f || f.batch_id === null) return f;
+    const b = this.#store.batch(f.batch_id);
+    return !b || inScope(b, models) ? f : undefined;
+  }
+
+  async file(id: string, models: Scope): Promise<FileObject | null> {
+    const f = this.#visibleFile(id, models);
     return f ? fileObject(f) : null;
   }
 
-  async files(q: { limit: number; order: 'asc' | 'desc'; after?: string; purpose?: string }) {
+  async files(q: { limit: number; order: 'asc' | 'desc'; after?: string; purpose?: string; models: Scope }) {
     const rows = this.#store.files({ ...q, limit: q.limit + 1 });
     return { data: rows.slice(0, q.limit).map(fileObject), hasMore: rows.length > q.limit };
   }
 
-  /** Deletes a file (an upload's bytes in R2 too); false when the tenant has no such file. */
-  async deleteFile(id: string): Promise<boolean> {
-    const f = this.#store.file(id);
+  /** Deletes a file (an upload's bytes in R2 too); false when the key sees no such file. */
+  async deleteFile(id: string, models: Scope): Promise<boolean> {
+    const f = this.#visibleFile(id, models);
     if (!f) return false;
     if (f.kind === 'input') await this.env.BATCH_FILES.delete(inputKey(id));
     this.#store.deleteFile(id);
@@ -77,8 +94,10 @@ export class BatchDesk extends DurableObject<Env> {
 
   /** `GET /content/{id}`: a file's bytes; an output or error file is streamed from the batch's lines. */
   override async fetch(request: Request): Promise<Response> {
-    const id = decodeURIComponent(new URL(request.url).pathname.replace(/^\/content\//, ''));
-    const f = this.#store.file(id);
+    const url = new URL(request.url);
+    const id = decodeURIComponent(url.pathname.replace(/^\/content\//, ''));
+    const models = url.searchParams.get('models');
+    const f = this.#visibleFile(id, models === null ? null : (JSON.parse(models) as string[]));
     if (!f) return new Response(null, { status: 404 });
     const headers = { 'content-type': 'application/jsonl', 'content-length': String(f.bytes) };
     if (f.kind === 'input') {
@@ -146,23 +165,27 @@ export class BatchDesk extends DurableObject<Env> {
     }
   }
 
-  async batch(id: string): Promise<BatchObject | null> {
+  async batch(id: string, models: Scope): Promise<BatchObject | null> {
     const b = this.#store.batch(id);
-    if (!b) return null;
+    if (!b || !inScope(b, models)) return null;
     if (ACTIVE.includes(b.status)) await this.#ensureAlarm();
     return this.#object(b);
   }
 
-  async batches(limit: number, after?: string): Promise<{ data: BatchObject[]; hasMore: boolean }> {
-    const rows = this.#store.batches(limit + 1, after);
+  async batches(
+    limit: number,
+    after: string | undefined,
+    models: Scope,
+  ): Promise<{ data: BatchObject[]; hasMore: boolean }> {
+    const rows = this.#store.batches(limit + 1, after, models);
     if (rows.some((b) => ACTIVE.includes(b.status))) await this.#ensureAlarm();
     return { data: rows.slice(0, limit).map((b) => this.#object(b)), hasMore: rows.length > limit };
   }
 
   /** Cancels a batch: no more of its lines start; those running finish; the rest end as cancelled. */
-  async cancel(id: string): Promise<BatchObject | DeskFailure | null> {
+  async cancel(id: string, models: Scope): Promise<BatchObject | DeskFailure | null> {
     const b = this.#store.batch(id);
-    if (!b) return null;
+    if (!b || !inScope(b, models)) return null;
     if (b.status === 'validating' || b.status === 'in_progress') {
       this.#store.update(id, { status: 'cancelling', cancelling_at: seconds(Date.now()) });
       await this.ctx.storage.setAlarm(Date.now());

@@ -80,6 +80,12 @@ export interface Counts {
   outputTokens: number;
 }
 
+/** The models a key may use (null: all); a batch of another model, and its files, are not the key's to see. */
+export type Scope = readonly string[] | null;
+
+export const inScope = (b: Pick<BatchRow, 'model'>, models: Scope) =>
+  models === null || b.model === null || models.includes(b.model);
+
 const utf8Bytes = (s: string) => new TextEncoder().encode(s).byteLength;
 
 export class BatchStore {
@@ -127,18 +133,33 @@ export class BatchStore {
       .toArray()[0];
   }
 
-  /** Files newest first (or oldest first), after the file `after` in that order. */
-  files(q: { limit: number; order: 'asc' | 'desc'; after?: string; purpose?: string }): FileRow[] {
+  /**
+   * Files newest first (or oldest first), after the file `after` in that order; with `models`, only uploads and the
+   * files of batches of those models (or of no model).
+   */
+  files(q: { limit: number; order: 'asc' | 'desc'; after?: string; purpose?: string; models: Scope }): FileRow[] {
     const cmp = q.order === 'desc' ? '<' : '>';
-    const cursor = q.after !== undefined ? `AND rowid ${cmp} coalesce((SELECT rowid FROM files WHERE id = ?), 0)` : '';
+    const where = ['true'];
     const args: SqlStorageValue[] = [];
-    if (q.purpose !== undefined) args.push(q.purpose);
-    if (q.after !== undefined) args.push(q.after);
-    args.push(q.limit);
+    if (q.purpose !== undefined) {
+      where.push('purpose = ?');
+      args.push(q.purpose);
+    }
+    if (q.after !== undefined) {
+      where.push(`rowid ${cmp} coalesce((SELECT rowid FROM files WHERE id = ?), 0)`);
+      args.push(q.after);
+    }
+    if (q.models !== null) {
+      where.push(
+        `(batch_id IS NULL OR batch_id IN (SELECT id FROM batches WHERE model IS NULL OR model IN (SELECT value FROM json_each(?))))`,
+      );
+      args.push(JSON.stringify(q.models));
+    }
     return this.#sql
       .exec<FileRow & Record<string, SqlStorageValue>>(
-        `SELECT * FROM files WHERE ${q.purpose !== undefined ? 'purpose = ?' : 'true'} ${cursor} ORDER BY rowid ${q.order} LIMIT ?`,
+        `SELECT * FROM files WHERE ${where.join(' AND ')} ORDER BY rowid ${q.order} LIMIT ?`,
         ...args,
+        q.limit,
       )
       .toArray();
   }
@@ -161,13 +182,23 @@ export class BatchStore {
       .toArray()[0];
   }
 
-  /** Batches newest first, after the batch `after`. */
-  batches(limit: number, after?: string): BatchRow[] {
-    const cursor = after !== undefined ? `WHERE rowid < coalesce((SELECT rowid FROM batches WHERE id = ?), 0)` : '';
+  /** Batches newest first, after the batch `after`; with `models`, only batches of those models (or of none). */
+  batches(limit: number, after: string | undefined, models: Scope): BatchRow[] {
+    const where = ['true'];
+    const args: SqlStorageValue[] = [];
+    if (after !== undefined) {
+      where.push(`rowid < coalesce((SELECT rowid FROM batches WHERE id = ?), 0)`);
+      args.push(after);
+    }
+    if (models !== null) {
+      where.push(`(model IS NULL OR model IN (SELECT value FROM json_each(?)))`);
+      args.push(JSON.stringify(models));
+    }
     return this.#sql
       .exec<BatchRow & Record<string, SqlStorageValue>>(
-        `SELECT * FROM batches ${cursor} ORDER BY rowid DESC LIMIT ?`,
-        ...(after !== undefined ? [after, limit] : [limit]),
+        `SELECT * FROM batches WHERE ${where.join(' AND ')} ORDER BY rowid DESC LIMIT ?`,
+        ...args,
+        limit,
       )
       .toArray();
   }

@@ -28,6 +28,12 @@ function deskOf(request: IRequest, env: Env) {
   return env.BATCHES.get(id);
 }
 
+/**
+ * The models the key may use: like stored responses, a batch of a model outside the key's scope (and its output
+ * and error files) is one it cannot see.
+ */
+const scopeOf = (request: IRequest) => (request.key as KeyRecord).models;
+
 function unwrap<T>(answer: T | DeskFailure): Exclude<T, DeskFailure> {
   if (typeof answer === 'object' && answer !== null && 'error' in answer) {
     const { code, message, param } = (answer as DeskFailure).error;
@@ -104,27 +110,30 @@ async function listFiles(request: IRequest, env: Env): Promise<Response> {
     order,
     ...(after !== undefined ? { after } : {}),
     ...(purpose !== undefined ? { purpose } : {}),
+    models: scopeOf(request),
   });
   return Response.json(list(page.data, page.hasMore));
 }
 
 async function getFile(request: IRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'file');
-  const f = await deskOf(request, env).file(id);
+  const f = await deskOf(request, env).file(id, scopeOf(request));
   if (!f) throw fileNotFound(id);
   return Response.json(f);
 }
 
 async function fileContent(request: IRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'file');
-  const res = await deskOf(request, env).fetch(`https://desk/content/${encodeURIComponent(id)}`);
+  const models = scopeOf(request);
+  const scope = models === null ? '' : `?models=${encodeURIComponent(JSON.stringify(models))}`;
+  const res = await deskOf(request, env).fetch(`https://desk/content/${encodeURIComponent(id)}${scope}`);
   if (res.status === 404) throw fileNotFound(id);
   return res;
 }
 
 async function deleteFile(request: IRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'file');
-  if (!(await deskOf(request, env).deleteFile(id))) throw fileNotFound(id);
+  if (!(await deskOf(request, env).deleteFile(id, scopeOf(request)))) throw fileNotFound(id);
   return Response.json({ id, object: 'file', deleted: true });
 }
 
@@ -154,7 +163,7 @@ async function createBatch(request: IRequest, env: Env): Promise<Response> {
 
 async function getBatch(request: IRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'batch');
-  const b = await deskOf(request, env).batch(id);
+  const b = await deskOf(request, env).batch(id, scopeOf(request));
   if (!b) throw batchNotFound(id);
   return Response.json(b);
 }
@@ -162,13 +171,13 @@ async function getBatch(request: IRequest, env: Env): Promise<Response> {
 async function listBatches(request: IRequest, env: Env): Promise<Response> {
   const url = new URL(request.url);
   const after = url.searchParams.get('after') ?? undefined;
-  const page = await deskOf(request, env).batches(limitOf(url, 100, 20), after);
+  const page = await deskOf(request, env).batches(limitOf(url, 100, 20), after, scopeOf(request));
   return Response.json(list(page.data, page.hasMore));
 }
 
 async function cancelBatch(request: IRequest, env: Env): Promise<Response> {
   const id = pathId(request, 'batch');
-  const b = await deskOf(request, env).cancel(id);
+  const b = await deskOf(request, env).cancel(id, scopeOf(request));
   if (!b) throw batchNotFound(id);
   return Response.json(unwrap(b));
 }
