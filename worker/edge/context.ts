@@ -42,7 +42,8 @@ export function apiKeyOf(request: Request): string {
 const keyHashes = new Map<string, string>();
 const KEY_HASHES_MAX = 1024;
 
-async function keyHashOf(request: Request): Promise<string> {
+/** The SHA-256 of the request's API key (the Batch API keeps it to run a batch's lines under the key). */
+export async function keyHashOf(request: Request): Promise<string> {
   const key = apiKeyOf(request);
   let hash = keyHashes.get(key);
   if (hash === undefined) {
