@@ -10,13 +10,14 @@ const LAYERS = [
   ['storage', '^worker/db/'],
   // What the hub writes responses with: the dialects' shared core, each dialect's writer, and their registry.
   ['writers', '^worker/dialects/(core/|formats\\.ts$|[^/]+/[a-z-]*writer\\.ts$)'],
-  // The hub (the Durable Object) and the bindings it is given.
-  ['hub', '^worker/(tunnel/|env\\.ts$)'],
+  // The hub (the Durable Object), with the bindings it and the edge use (HubEnv in tunnel/hub-api.ts).
+  ['hub', '^worker/tunnel/'],
   // The Worker's side of a request before the hub: keys, dispatch, pools, answers at the edge.
   ['edge', '^worker/edge/'],
-  // Routes and the features a dialect plugs into the hub (stored responses); the dashboard. (The dialects' writers
-  // match this pattern too, and belong to the lower layer that matches them first.)
-  ['routes', '^worker/(dialects/|dashboard/)'],
+  // Routes and the features a dialect plugs into the hub (stored responses), the Batch API's desk, the dashboard, and
+  // the Worker's whole bindings (env.ts names the desk). (The dialects' writers match this pattern too, and belong to
+  // the lower layer that matches them first.)
+  ['routes', '^worker/(dialects/|dashboard/|batch/|env\\.ts$)'],
   // What puts it all together: the router, the Durable Object class with its features, the entry point.
   ['entry', '^worker/(router|index|hub)\\.ts$'],
 ];

@@ -1,11 +1,16 @@
 /**
- * The Worker's bindings, as declared in `wrangler.jsonc`; the variables are read only by `config.ts`. The hub's
- * namespace is typed by its RPC surface (tunnel/hub-api.ts), not by its class, so this file imports no hub code.
+ * The Worker's bindings, as declared in `wrangler.jsonc`; the variables are read only by `config.ts` (and
+ * `batch/config.ts`). The hub's namespace is typed by its RPC surface (tunnel/hub-api.ts), not by its class. The hub
+ * and edge/ use the part they need (`HubEnv`), the Batch API its own (`BatchEnv`), so nothing below imports this.
  */
+import type { BatchDesk } from './batch/desk.ts';
 import type { HubApi } from './tunnel/hub-api.ts';
 
 export interface Env {
   HUB: DurableObjectNamespace<HubApi>;
+  /** The Batch API: one desk per tenant (its files, batches and lines), and the bucket holding uploaded files. */
+  BATCHES: DurableObjectNamespace<BatchDesk>;
+  BATCH_FILES: R2Bucket;
   /** The secret agents present to attach. */
   NPU_RELAY_AGENT_TOKEN?: string;
   /** The secret that guards /admin/. */
@@ -33,4 +38,8 @@ export interface Env {
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
   NPU_RELAY_CORS_ORIGINS?: string;
+  /** Largest Batch API input file, in bytes (docs/batch.md). */
+  NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
+  /** Batch lines of one tenant in flight at once. */
+  NPU_RELAY_BATCH_CONCURRENCY?: string;
 }

@@ -10,6 +10,7 @@ import { bearerToken, secretsEqual } from './http/auth.ts';
 import { anthropicRoutes, fromAnthropicClient } from './dialects/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './dialects/openai-responses/routes.ts';
+import { batchRoutes } from './dialects/openai-batch/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './dialects/management/routes.ts';
 import { hub } from './edge/context.ts';
@@ -59,7 +60,7 @@ async function health(_request: EdgeRequest, env: Env): Promise<Response> {
  * Requests refused before they reach the hub still leave a usage row (the hub records the rest); those refused for
  * a missing or unknown key are only counted, per minute (edge/refusals.ts), so strangers cost no row each.
  */
-function recordRejection(err: unknown, request: EdgeRequest, env: Env, ctx: ExecutionContext): Response {
+function recordRejection(err: unknown, request: EdgeRequest, env: Args[0], ctx: ExecutionContext): Response {
   const e = toApiError(err);
   const { pathname } = new URL(request.url);
   if (request.method === 'POST' && (pathname.startsWith('/v1/') || pathname.startsWith('/api/'))) {
@@ -116,6 +117,7 @@ router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', oll
 anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
+batchRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

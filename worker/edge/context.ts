@@ -2,7 +2,7 @@
 import { type EdgeRequest, keyOf } from './request.ts';
 import type { z } from 'zod';
 import { hashApiKey } from '../../shared/keys.ts';
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import { bearerToken, secretsEqual } from '../http/auth.ts';
 import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
@@ -41,7 +41,8 @@ export function apiKeyOf(request: Request): string {
 const keyHashes = new Map<string, string>();
 const KEY_HASHES_MAX = 1024;
 
-async function keyHashOf(request: Request): Promise<string> {
+/** The SHA-256 of the request's API key (the Batch API keeps it to run a batch's lines under the key). */
+export async function keyHashOf(request: Request): Promise<string> {
   const key = apiKeyOf(request);
   let hash = keyHashes.get(key);
   if (hash === undefined) {

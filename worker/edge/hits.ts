@@ -15,7 +15,7 @@ import { FORMATS } from '../dialects/formats.ts';
 import { replay } from '../dialects/core/replay.ts';
 import { edgeConfig } from '../config.ts';
 import { RequestDatabase } from '../db/request-database.ts';
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import { AnswerCache } from '../tunnel/answer-cache.ts';
 import type { Dispatch } from '../tunnel/dispatch.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';

@@ -6,7 +6,7 @@
  * not know makes it look again (at most every REFRESH_MS), so a newly connected agent is reachable at once.
  */
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import type { AgentSummary } from '../tunnel/hub-api.ts';
 
 const DIRECTORY_MS = 5000;

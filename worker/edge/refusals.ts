@@ -3,7 +3,7 @@
  * at most once a second as per-minute counters. A stranger's request thus costs no hub call, no storage write and
  * no libSQL row of its own, while the dashboard still shows how many there were (see `AgentHub.countRefusals`).
  */
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import type { ApiError } from '../http/errors.ts';
 import type { RefusalCount } from '../tunnel/usage-row.ts';
 import { hub } from './context.ts';

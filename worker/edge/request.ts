@@ -3,7 +3,7 @@
  * typed, instead of itty's default of any property at all.
  */
 import type { IRequestStrict, RouterType } from 'itty-router';
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { ApiError } from '../http/errors.ts';
 

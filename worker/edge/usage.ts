@@ -6,7 +6,7 @@
  * flush runs under waitUntil, which Cloudflare honours for 30 s after the response, so that does not happen.)
  */
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
-import type { Env } from '../env.ts';
+import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import { insertUsageJson } from '../db/usage-batch.ts';
 import type { HubDatabase } from '../db/hub-database.ts';
 import { RequestDatabase } from '../db/request-database.ts';

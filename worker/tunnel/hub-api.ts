@@ -3,6 +3,7 @@
  * class so the bindings (env.ts) and the routes type against it without importing the hub.
  */
 import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { EdgeVars } from '../config.ts';
 import type { ApiError } from '../http/errors.ts';
 import type { AgentStatus } from './agent-store.ts';
 import type { Exchange } from './exchange.ts';
@@ -64,4 +65,12 @@ export interface HubApi extends Rpc.DurableObjectBranded {
   /** A tenant's stored response (see response-memory.ts); failures come back as values. */
   storedResponse(tenant: string, id: string, models: string[] | null): Promise<Remembered | RpcFailure | null>;
   deleteStoredResponse(tenant: string, id: string, models: string[] | null): Promise<boolean | RpcFailure>;
+}
+
+/**
+ * The bindings the hub and the Worker's pre-hub side (edge/) use: the variables and the hub's namespace. The Worker's
+ * whole `Env` (env.ts) adds what features above them bind (the Batch API's desks and bucket).
+ */
+export interface HubEnv extends EdgeVars {
+  HUB: DurableObjectNamespace<HubApi>;
 }

@@ -19,7 +19,6 @@ import { DurableObject } from 'cloudflare:workers';
 import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
 import { FORMATS } from '../dialects/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
-import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import { AgentFrames } from './agent-frames.ts';
 import { AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -36,7 +35,7 @@ import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
 import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
-import type { AgentSummary, HubApi, RpcFailure, StreamsReport } from './hub-api.ts';
+import type { AgentSummary, HubApi, HubEnv, RpcFailure, StreamsReport } from './hub-api.ts';
 import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { type RefusalCount, usageRow, type UsageRow } from './usage-row.ts';
@@ -56,7 +55,7 @@ export interface HubFeatures {
  * The hub without its class name: the Durable Object class the runtime builds (worker/hub.ts) extends it with the
  * dialects' features, so nothing here imports a dialect's routes or storage.
  */
-export class Hub extends DurableObject<Env> implements HubApi {
+export class Hub extends DurableObject<HubEnv> implements HubApi {
   /** When this instance was created: a new value after hibernation or a restart. */
   readonly #startedAt = Date.now();
   readonly #registry: AgentRegistry;
@@ -74,7 +73,7 @@ export class Hub extends DurableObject<Env> implements HubApi {
   readonly #ledger: Ledger;
   #dispatched = 0;
 
-  constructor(ctx: DurableObjectState, env: Env, features: HubFeatures) {
+  constructor(ctx: DurableObjectState, env: HubEnv, features: HubFeatures) {
     super(ctx, env);
     const config = (): EdgeConfig => edgeConfig(this.env);
     const db = new HubDatabase(config);

@@ -47,6 +47,10 @@ export class SentRequests {
     });
   }
 
+  has(id: string): boolean {
+    return this.#sent.has(id);
+  }
+
   end(id: string): void {
     this.#sent.delete(id);
   }

@@ -10,7 +10,7 @@ import {
   ResponsesRequest,
   type InputItem,
 } from '../../../shared/api/openai-responses.ts';
-import type { Env } from '../../env.ts';
+import type { HubEnv as Env } from '../../tunnel/hub-api.ts';
 import { ApiError } from '../../http/errors.ts';
 import { pathId } from '../core/path-id.ts';
 import { postOnly } from '../core/post-only.ts';
@@ -75,12 +75,13 @@ function storedItems(req: ResponsesRequest): Array<Record<string, unknown>> {
   });
 }
 
-const create = inferenceRoute(ResponsesRequest, (body) => {
+/** How a Responses request goes to the hub; also what a Batch API line of `/v1/responses` becomes (worker/batch/). */
+export const describeResponse = (body: ResponsesRequest) => {
   const { task, instructionCount } = chatTaskFromResponses(body);
   return {
     endpoint: 'responses',
     task,
-    format: 'openai.responses',
+    format: 'openai.responses' as const,
     stream: body.stream === true,
     meta: { model: body.model, created: now(), includeUsage: true, echo: echo(body) },
     conversation: {
@@ -90,7 +91,9 @@ const create = inferenceRoute(ResponsesRequest, (body) => {
       ...(body.store !== false ? { store: { inputItems: storedItems(body) } } : {}),
     },
   };
-});
+};
+
+const create = inferenceRoute(ResponsesRequest, describeResponse);
 
 /** A hub's answer, or the error it reported as a value (errors lose their status crossing the Durable Object). */
 function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
