@@ -25,6 +25,8 @@ export interface EdgeConfig {
   attachmentLimitBytes: number | undefined;
   /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
   dbTimeoutMs: number;
+  /** A conversation's next turn goes to the agent holding its KV cache (tunnel/affinity.ts); default on. */
+  conversationAffinity: boolean;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -58,6 +60,14 @@ function positiveInt<F extends number | undefined>(env: Env, name: NumberName, f
   return n;
 }
 
+/** `on` (or unset) or `off`, case-insensitive. */
+function onOff(raw: string | undefined, name: string): boolean {
+  const value = (raw ?? '').trim().toLowerCase();
+  if (value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new ApiError('misconfigured', `${name} must be on or off, got '${raw}'`);
+}
+
 const cache = new WeakMap<Env, EdgeConfig>();
 
 export function edgeConfig(env: Env): EdgeConfig {
@@ -77,6 +87,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
+      conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
     };
     cache.set(env, config);
   }

@@ -24,6 +24,7 @@ import { FORMATS } from '../dialects/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import { ConversationAffinity } from './affinity.ts';
 import { AgentFrames } from './agent-frames.ts';
 import { AgentRegistry, sendFrame } from './agent-registry.ts';
 import type { AgentStatus } from './agent-store.ts';
@@ -157,6 +158,7 @@ export class AgentHub extends DurableObject<Env> {
       inFlight,
       responses: this.#responses,
       allowance: new PromptAllowance(),
+      affinity: new ConversationAffinity(() => config().conversationAffinity),
       waitUntil: (p) => ctx.waitUntil(p),
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);

@@ -12,6 +12,7 @@ import type { Continued, ResponseStore } from '../dialects/openai-responses/stor
 import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
+import type { ConversationAffinity } from './affinity.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -41,6 +42,8 @@ export interface RequestFlowDeps {
   responses: ResponseStore;
   /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
   allowance: PromptAllowance;
+  /** Which agent holds the KV cache of the conversation a request continues. */
+  affinity: ConversationAffinity;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -236,8 +239,14 @@ export class RequestFlow {
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) =>
-        promptTooLong(dispatch.task, m),
+      const holder = d.affinity.holder(dispatch.task, Date.now());
+      picked = pickAgent(
+        d.registry.list(),
+        dispatch.task,
+        format.flavor,
+        d.exchanges,
+        (m) => promptTooLong(dispatch.task, m),
+        holder,
       );
       checkFits(dispatch, picked.model);
     } catch (err) {
@@ -272,7 +281,16 @@ export class RequestFlow {
         d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
-        keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
+        const ended = s.outcome === 'ok' && s.finishReason !== null;
+        keep?.(ended ? answerOf(s) : undefined);
+        // Its agent now holds the conversation's KV cache: the next turn goes there (affinity.ts).
+        if (ended && exchange.agentId)
+          d.affinity.remember(
+            dispatch.task,
+            exchange.agentId,
+            s.chunks.findLast((c) => c.context)?.context,
+            Date.now(),
+          );
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const task = dispatch.task;
         if ((task.task === 'chat' || task.task === 'complete') && s.usage.promptTokens > 0)
