@@ -49,6 +49,8 @@ import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
+import { logWarn } from '../observability/log.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 export type { Authorization } from './key-gate.ts';
 export type { Dispatch } from './dispatch.ts';
@@ -348,12 +350,14 @@ export class AgentHub extends DurableObject<Env> {
       durationMs: Math.max(0, o.updatedAt - o.base.at),
       chunks: [],
     };
-    this.#outbox.record(
-      usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }),
-    );
-    console.warn(
-      `request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`,
-    );
+    const row = usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used });
+    this.#outbox.record(row);
+    logUsage(row, undefined);
+    logWarn('a request was in flight when the edge restarted; recorded it as failed', {
+      usageId: o.base.id,
+      promptTokens: used.promptTokens,
+      completionTokens: used.completionTokens,
+    });
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {
