@@ -12,6 +12,7 @@ import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
 import { forgetKey, requireAdmin, type Args } from './context.ts';
 import { hubOf, poolNames } from './pools.ts';
+import { metrics } from '../observability/metrics-route.ts';
 
 const NewKey = z.object({
   name: z.string().min(1).max(200),
@@ -128,5 +129,6 @@ export function adminRoutes(router: RouterType<IRequest, Args>): void {
     .get('/admin/keys', listKeys)
     .post('/admin/keys/:id/revoke', revokeKey)
     .get('/admin/usage', usageReport)
-    .get('/admin/streams', streams);
+    .get('/admin/streams', streams)
+    .get('/admin/metrics', metrics);
 }

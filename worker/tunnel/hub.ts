@@ -50,6 +50,7 @@ import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
 import { logWarn } from '../observability/log.ts';
+import type { HubGauges } from '../observability/hub-gauges.ts';
 import { logUsage } from '../observability/request-log.ts';
 
 export type { Authorization } from './key-gate.ts';
@@ -279,6 +280,17 @@ export class AgentHub extends DurableObject<Env> {
       pool: this.#pool,
       dispatched: this.#dispatched,
       data: [...this.#exchanges.values()].map((ex) => ex.stats(now)),
+    };
+  }
+
+  /** The pool's live state for `/admin/metrics`. */
+  async gauges(): Promise<HubGauges> {
+    const agents = this.#registry.list();
+    return {
+      agents: agents.length,
+      inFlight: [...this.#exchanges.values()].length,
+      waitingForAgent: this.#flow.waiting(),
+      queuedAtAgents: agents.reduce((n, a) => n + (a.status?.queued ?? 0), 0),
     };
   }
 

@@ -277,7 +277,10 @@ export class RequestFlow {
             ? { promptTokens: 0, completionTokens: 0 }
             : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
-        this.#record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }), rid);
+        this.#record(
+          usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }),
+          rid,
+        );
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
     });
@@ -371,6 +374,13 @@ export class RequestFlow {
     this.#d.exchanges.move(id, pick.connId, pick.agentId);
     sendFrame(pick.ws, sent.frame);
     return true;
+  }
+
+  /** Requests waiting for an agent (see `unpark`). */
+  waiting(): number {
+    let n = 0;
+    for (const sent of this.#sent.values()) if (sent.parkedUntil !== undefined) n++;
+    return n;
   }
 
   /** A request's usage row, and its log line from the same row. */

@@ -1,0 +1,62 @@
+/**
+ * `GET /admin/metrics` (admin token): the edge's metrics for a Prometheus scrape, in OpenMetrics or the classic text
+ * format as the scraper asks. Counters and histograms from the usage rows (usage-metrics.ts), gauges from every
+ * pool's hub, read at scrape time.
+ */
+import type { IRequest } from 'itty-router';
+import { RequestDatabase } from '../db/request-database.ts';
+import type { Env } from '../env.ts';
+import { ApiError } from '../http/errors.ts';
+import { hubOf, poolNames } from '../routes/pools.ts';
+import { CONTENT_TYPES, exposition, expositionFor, type Family } from './exposition.ts';
+import type { HubGauges } from './hub-gauges.ts';
+import { usageFamilies } from './usage-metrics.ts';
+
+type PoolGauges = HubGauges & { pool: string };
+
+function gaugeFamilies(hubs: PoolGauges[]): Family[] {
+  const gauge = (name: string, help: string, value: (h: PoolGauges) => number): Family => ({
+    type: 'gauge',
+    name,
+    help,
+    samples: hubs.map((h) => ({ labels: { pool: h.pool }, value: value(h) })),
+  });
+  return [
+    gauge('npu_relay_edge_agents_connected', 'Agents connected to the pool.', (h) => h.agents),
+    gauge(
+      'npu_relay_edge_in_flight',
+      'Requests the pool is relaying now (being answered by an agent, or waiting for one).',
+      (h) => h.inFlight,
+    ),
+    {
+      type: 'gauge',
+      name: 'npu_relay_edge_queue_depth',
+      help: 'Requests waiting: at the agents (their queues, as last reported) or at the edge (for an agent to come back).',
+      samples: hubs.flatMap((h) => [
+        { labels: { pool: h.pool, place: 'agents' }, value: h.queuedAtAgents },
+        { labels: { pool: h.pool, place: 'edge' }, value: h.waitingForAgent },
+      ]),
+    },
+  ];
+}
+
+export async function metrics(request: IRequest, env: Env): Promise<Response> {
+  const database = new RequestDatabase(env);
+  const [usage, hubs] = await Promise.all([
+    database.query('read the usage totals for /admin/metrics', usageFamilies).catch((err: unknown) => {
+      throw new ApiError(
+        'database_unavailable',
+        'cannot read the usage totals right now: the database is unreachable; retry shortly',
+        { cause: err },
+      );
+    }),
+    // A hub knows its pool only from dispatches since it woke: the pool is named here.
+    poolNames(env).then((pools) =>
+      Promise.all(pools.map(async (pool): Promise<PoolGauges> => ({ pool, ...(await hubOf(env, pool).gauges()) }))),
+    ),
+  ]);
+  const format = expositionFor(request.headers.get('accept'));
+  return new Response(exposition([...usage, ...gaugeFamilies(hubs)], format), {
+    headers: { 'content-type': CONTENT_TYPES[format], 'cache-control': 'no-store' },
+  });
+}
