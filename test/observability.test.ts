@@ -255,7 +255,7 @@ describe('/admin/metrics', () => {
         headers: authorization ? { authorization } : {},
       });
       assert.equal(res.status, 401);
-      assert.match((await res.json()).error.message, /NPU_RELAY_ADMIN_TOKEN/);
+      assert.match(((await res.json()) as { error: { message: string } }).error.message, /NPU_RELAY_ADMIN_TOKEN/);
     }
   });
 
