@@ -13,6 +13,7 @@ import { ApiError } from '../http/errors.ts';
 import { forgetKey, requireAdmin, type Args } from './context.ts';
 import { hubOf, poolNames } from './pools.ts';
 import { metrics } from '../observability/metrics-route.ts';
+import { logError } from '../observability/log.ts';
 
 const NewKey = z.object({
   name: z.string().min(1).max(200),
@@ -40,7 +41,7 @@ async function adminQuery<T>(
   try {
     return await withDeadline(what, dbTimeoutMs, call(database(env)));
   } catch (err) {
-    console.error(`admin: libSQL failed ${what}`, String(err));
+    logError('admin: libSQL failed', { what, err: String(err) });
     throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, {
       cause: err,
     });

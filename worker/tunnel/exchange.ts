@@ -8,6 +8,7 @@ import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from 
 import { assemble } from '../api/answer.ts';
 import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
 import { type ApiError, errorResponse } from '../http/errors.ts';
+import { logWarn } from '../observability/log.ts';
 
 const encoder = new TextEncoder();
 
@@ -310,7 +311,10 @@ export class Exchange {
 
   /** The client fell too far behind despite a pause: end its stream rather than buffer more. */
   #shed(): void {
-    console.warn(`stream ${this.id}: the client is ${this.#unread} bytes behind; ending it`);
+    logWarn('a streaming client fell too far behind; ending its stream', {
+      usageId: this.id,
+      unreadBytes: this.#unread,
+    });
     this.#gone();
   }
 
