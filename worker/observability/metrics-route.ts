@@ -7,7 +7,7 @@ import type { IRequest } from 'itty-router';
 import { RequestDatabase } from '../db/request-database.ts';
 import type { Env } from '../env.ts';
 import { ApiError } from '../http/errors.ts';
-import { hubOf, poolNames } from '../routes/pools.ts';
+import { hubOf, poolNames } from '../edge/pools.ts';
 import { CONTENT_TYPES, exposition, expositionFor, type Family } from './exposition.ts';
 import type { HubGauges } from './hub-gauges.ts';
 import { usageFamilies } from './usage-metrics.ts';
