@@ -12,7 +12,7 @@ import { readJson } from '../../http/body.ts';
 import { ApiError } from '../../http/errors.ts';
 import { forgetKey, requireAdmin, type Args } from '../../edge/context.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
-import { metrics } from '../../observability/metrics-route.ts';
+import { metrics } from './metrics.ts';
 import { logError } from '../../observability/log.ts';
 
 const NewKey = z.object({

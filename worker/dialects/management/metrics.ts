@@ -1,16 +1,16 @@
 /**
  * `GET /admin/metrics` (admin token): the edge's metrics for a Prometheus scrape, in OpenMetrics or the classic text
- * format as the scraper asks. Counters and histograms from the usage rows (usage-metrics.ts), gauges from every
- * pool's hub, read at scrape time.
+ * format as the scraper asks. Counters and histograms from the usage rows (observability/usage-metrics.ts), gauges
+ * from every pool's hub, read at scrape time.
  */
 import type { IRequest } from 'itty-router';
-import { RequestDatabase } from '../db/request-database.ts';
-import type { Env } from '../env.ts';
-import { ApiError } from '../http/errors.ts';
-import { hubOf, poolNames } from '../edge/pools.ts';
-import { CONTENT_TYPES, exposition, expositionFor, type Family } from './exposition.ts';
-import type { HubGauges } from './hub-gauges.ts';
-import { usageFamilies } from './usage-metrics.ts';
+import { RequestDatabase } from '../../db/request-database.ts';
+import type { Env } from '../../env.ts';
+import { ApiError } from '../../http/errors.ts';
+import { hubOf, poolNames } from '../../edge/pools.ts';
+import { CONTENT_TYPES, exposition, expositionFor, type Family } from '../../observability/exposition.ts';
+import type { HubGauges } from '../../observability/hub-gauges.ts';
+import { usageFamilies } from '../../observability/usage-metrics.ts';
 
 type PoolGauges = HubGauges & { pool: string };
 
