@@ -115,6 +115,8 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
     NPU_RELAY_EDGE_HITS: 'off',
+    NPU_RELAY_BATCH_FILE_MAX_BYTES: '2000',
+    NPU_RELAY_BATCH_CONCURRENCY: '1',
     // Room for the short ids of this test's agents, not for a long one.
     NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
     // Checked last, with the database stopped.
@@ -387,6 +389,85 @@ test('npm start offline with no models serves at once, takes agents from its ban
           null,
           'an origin not listed is not allowed',
         );
+      },
+      // Also: npm start's edge has the Batch API's R2 bucket (an upload is stored and read back).
+      NPU_RELAY_BATCH_FILE_MAX_BYTES: async () => {
+        const upload = (bytes: number) => {
+          const form = new FormData();
+          form.set('purpose', 'batch');
+          form.set('file', new Blob([`${'x'.repeat(bytes - 1)}\n`]), 'in.jsonl');
+          return fetch(`${base}/v1/files`, { method: 'POST', headers: auth, body: form });
+        };
+        assert.equal((await upload(3000)).status, 413, 'a 3000-byte file is over 2000');
+        const ok = await upload(1500);
+        assert.equal(ok.status, 200);
+        const { id } = (await ok.json()) as { id: string };
+        const content = await fetch(`${base}/v1/files/${id}/content`, { headers: auth });
+        assert.equal((await content.text()).length, 1500);
+      },
+      NPU_RELAY_BATCH_CONCURRENCY: async () => {
+        // An agent that holds each request 300 ms: with concurrency 1 a batch's lines never overlap.
+        let running = 0;
+        let most = 0;
+        const peer = await connectPeer(
+          { url: new URL(base), agentToken },
+          { agentId: 'batch-peer', models: [{ id: 'batch-model', kind: 'chat', device: 'CPU' }] },
+          (frame, ws) => {
+            if (frame.type !== 'request') return;
+            most = Math.max(most, ++running);
+            setTimeout(() => {
+              running--;
+              const usage = { promptTokens: 1, completionTokens: 1 };
+              ws.send(JSON.stringify({ type: 'chunk', id: frame.id, text: 'k', tokens: 1 }));
+              ws.send(
+                JSON.stringify({
+                  type: 'end',
+                  id: frame.id,
+                  finishReason: 'stop',
+                  usage,
+                  device: 'CPU',
+                  durationMs: 1,
+                }),
+              );
+            }, 300);
+          },
+        );
+        closers.push(async () => peer.close());
+        const lines = [0, 1, 2, 3].map((i) =>
+          JSON.stringify({
+            custom_id: `c${i}`,
+            method: 'POST',
+            url: '/v1/chat/completions',
+            body: { model: 'batch-model', messages: [{ role: 'user', content: `n${i}` }] },
+          }),
+        );
+        const form = new FormData();
+        form.set('purpose', 'batch');
+        form.set('file', new Blob([lines.join('\n')]), 'c.jsonl');
+        const file = (await (
+          await fetch(`${base}/v1/files`, { method: 'POST', headers: auth, body: form })
+        ).json()) as {
+          id: string;
+        };
+        const made = await post('/v1/batches', {
+          input_file_id: file.id,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+        });
+        const { id } = (await made.json()) as { id: string };
+        const done = await waitFor(
+          'the batch to complete',
+          async () => {
+            const b = (await (await fetch(`${base}/v1/batches/${id}`, { headers: auth })).json()) as {
+              status: string;
+              request_counts: { completed: number };
+            };
+            return b.status === 'completed' ? b : undefined;
+          },
+          { timeoutMs: 30_000, intervalMs: 200 },
+        );
+        assert.equal(done.request_counts.completed, 4);
+        assert.equal(most, 1, 'one line at a time');
       },
     };
     for (const [name, check] of Object.entries(checks))

@@ -6,6 +6,7 @@ import { observed } from './observability/entry.ts';
 import { router } from './router.ts';
 
 export { AgentHub } from './tunnel/hub.ts';
+export { BatchDesk } from './batch/desk.ts';
 
 export default {
   fetch: async (request, env, ctx) => {

@@ -9,6 +9,7 @@ import { bearerToken, secretsEqual } from './http/auth.ts';
 import { anthropicRoutes, fromAnthropicClient } from './dialects/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './dialects/openai-responses/routes.ts';
+import { batchRoutes } from './dialects/openai-batch/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './dialects/management/routes.ts';
 import { hub, type Args } from './edge/context.ts';
@@ -123,6 +124,7 @@ router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', oll
 anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
+batchRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

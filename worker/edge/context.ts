@@ -43,7 +43,8 @@ export function apiKeyOf(request: Request): string {
 const keyHashes = new Map<string, string>();
 const KEY_HASHES_MAX = 1024;
 
-async function keyHashOf(request: Request): Promise<string> {
+/** The SHA-256 of the request's API key (the Batch API keeps it to run a batch's lines under the key). */
+export async function keyHashOf(request: Request): Promise<string> {
   const key = apiKeyOf(request);
   let hash = keyHashes.get(key);
   if (hash === undefined) {
@@ -148,7 +149,7 @@ async function dispatch(
   keyHash: string,
   d: Described,
 ): Promise<Response> {
-  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request), requestId: requestIdOf(request) };
+  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request), clientRequestId: requestIdOf(request) };
   // Its line is written with its usage row: by the hub, or below for a cache hit answered here.
   loggedElsewhere(request);
   const key = request.key as KeyRecord;

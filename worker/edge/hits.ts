@@ -73,6 +73,6 @@ export async function answerAtEdge(
     { kind: 'hit', usage: hit.outcome.usage },
   );
   recordAtEdge(env, ctx, row);
-  logUsage(row, d.requestId);
-  return replay(format, meta, hit, d.stream, { 'x-request-id': d.requestId ?? id, 'x-npu-relay-cache': 'HIT' });
+  logUsage(row, d.clientRequestId);
+  return replay(format, meta, hit, d.stream, { 'x-request-id': d.clientRequestId ?? id, 'x-npu-relay-cache': 'HIT' });
 }

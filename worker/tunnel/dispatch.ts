@@ -13,8 +13,11 @@ const FormatNameSchema = z.custom<FormatName>((v) => typeof v === 'string' && Ob
 });
 
 export const Dispatch = z.object({
-  /** The id the client sees in X-Request-Id and the logs show (worker/observability/request-id.ts). */
-  requestId: z.string().regex(REQUEST_ID).optional(),
+  /**
+   * The id the client sees in X-Request-Id (its own, or one the Worker made) and the log lines show
+   * (worker/observability/request-id.ts). Not unique (clients choose it): the usage row's id is `requestId` or a UUID.
+   */
+  clientRequestId: z.string().regex(REQUEST_ID).optional(),
   /** SHA-256 of the API key the client sent. */
   keyHash: z.string().min(1).max(128),
   /** The API route, for usage records (e.g. `chat.completions`). */
@@ -45,6 +48,18 @@ export const Dispatch = z.object({
       store: z.object({ inputItems: z.array(z.record(z.string(), z.unknown())) }).optional(),
     })
     .optional(),
+  /** `batch` for a Batch API line: sent on to the agent (RequestFrame.priority) and marked on its usage row. */
+  priority: z.enum(['interactive', 'batch']).optional(),
+  /**
+   * A Batch API line's own request id (`batch_req_…`, the same on every attempt), so a line retried after an edge or
+   * agent restart keeps one usage row (usage-batch.ts) instead of one per attempt. Others get a fresh UUID.
+   */
+  requestId: z
+    .string()
+    .regex(/^batch_req_[A-Za-z0-9_]{1,100}$/)
+    .optional(),
+  /** The batch a line belongs to, written to its usage row's `batch_id`. */
+  batchId: z.string().min(1).max(64).optional(),
 });
 export type Dispatch = z.infer<typeof Dispatch>;
 

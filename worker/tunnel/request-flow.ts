@@ -90,7 +90,16 @@ export class RequestFlow {
   /** Runs a request to its response; never throws (a failure is the client's error response, and its row). */
   async run(dispatch: Dispatch, signal: AbortSignal): Promise<Response> {
     const started = Date.now();
-    const id = crypto.randomUUID();
+    // A Batch API line brings its own id, the same on every attempt: its usage row is replaced, not added to.
+    const id = dispatch.requestId ?? crypto.randomUUID();
+    const batch = dispatch.batchId !== undefined ? { batchId: dispatch.batchId } : {};
+    // A batch line still running here from an attempt whose runner died: the runner retries once it has ended. No
+    // row: the running attempt writes the line's.
+    if (this.#sent.has(id) || this.#d.exchanges.get(id))
+      return errorResponse(
+        new ApiError('overloaded', `request ${id} is still running; retry once it has ended`),
+        FORMATS[dispatch.format].flavor,
+      );
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
     try {
       return await this.#run(dispatch, { id, at: started, signal }, progress);
@@ -100,7 +109,7 @@ export class RequestFlow {
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
-        logStranger(dispatch.requestId ?? id, dispatch.endpoint, e.status, e.code);
+        logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
         this.#d.outbox.countRefusals([
           {
             minute: minuteOf(started),
@@ -119,10 +128,11 @@ export class RequestFlow {
         keyId: progress.key?.id ?? null,
         model: dispatch.task.model,
         endpoint: dispatch.endpoint,
+        ...batch,
       };
       this.#record(
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
-        dispatch.requestId,
+        dispatch.clientRequestId,
       );
       return errorResponse(e, flavor);
     }
@@ -135,7 +145,7 @@ export class RequestFlow {
   ): Promise<Response> {
     const d = this.#d;
     // The id the client sees (its own X-Request-Id, or the Worker's); the exchange's own id stays unique.
-    const rid = dispatch.requestId ?? req.id;
+    const rid = dispatch.clientRequestId ?? req.id;
     const auth = await d.keys.authorize(dispatch.keyHash);
     if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
     const key = (progress.key = auth.key);
@@ -177,6 +187,7 @@ export class RequestFlow {
       keyId: key.id,
       model: dispatch.task.model,
       endpoint: dispatch.endpoint,
+      ...(dispatch.batchId !== undefined ? { batchId: dispatch.batchId } : {}),
     };
 
     // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
@@ -304,6 +315,7 @@ export class RequestFlow {
       body: dispatch.task,
       keyId: key.id,
       ...keepAlive,
+      ...(dispatch.priority !== undefined ? { priority: dispatch.priority } : {}),
     };
     this.#sent.set(req.id, {
       frame,
