@@ -12,6 +12,7 @@ import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import { answerAtEdge, mayAnswerAtEdge } from './hits.ts';
+import { loggedElsewhere, requestIdOf } from '../observability/request-id.ts';
 import { allAgents, hubOf, poolFor } from './pools.ts';
 
 export type Args = [Env, ExecutionContext];
@@ -148,7 +149,9 @@ async function dispatch(
   keyHash: string,
   d: Described,
 ): Promise<Response> {
-  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
+  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request), clientRequestId: requestIdOf(request) };
+  // Its line is written with its usage row: by the hub, or below for a cache hit answered here.
+  loggedElsewhere(request);
   const key = request.key as KeyRecord;
   if (mayAnswerAtEdge(env, key, body)) {
     // No hub checks the key of a hit answered here: it was verified within KEY_REUSE_MS (see verifiedKey).

@@ -50,6 +50,9 @@ import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
+import { logWarn } from '../observability/log.ts';
+import type { HubGauges } from '../observability/hub-gauges.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 export type { Authorization } from './key-gate.ts';
 export type { Dispatch } from './dispatch.ts';
@@ -282,6 +285,17 @@ export class AgentHub extends DurableObject<Env> {
     };
   }
 
+  /** The pool's live state for `/admin/metrics`. */
+  async gauges(): Promise<HubGauges> {
+    const agents = this.#registry.list();
+    return {
+      agents: agents.length,
+      inFlight: [...this.#exchanges.values()].length,
+      waitingForAgent: this.#flow.waiting(),
+      queuedAtAgents: agents.reduce((n, a) => n + (a.status?.queued ?? 0), 0),
+    };
+  }
+
   /** Rows still waiting for libSQL (for health checks and tests). */
   async pendingUsage(): Promise<number> {
     return this.#outbox.pending;
@@ -350,12 +364,14 @@ export class AgentHub extends DurableObject<Env> {
       durationMs: Math.max(0, o.updatedAt - o.base.at),
       chunks: [],
     };
-    this.#outbox.record(
-      usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }),
-    );
-    console.warn(
-      `request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`,
-    );
+    const row = usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used });
+    this.#outbox.record(row);
+    logUsage(row, undefined);
+    logWarn('a request was in flight when the edge restarted; recorded it as failed', {
+      usageId: o.base.id,
+      promptTokens: used.promptTokens,
+      completionTokens: used.completionTokens,
+    });
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

@@ -28,6 +28,7 @@ import type { PromptAllowance } from './prompt-allowance.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
+import { logStranger, logUsage } from '../observability/request-log.ts';
 
 export interface RequestFlowDeps {
   keys: KeyGate;
@@ -111,6 +112,7 @@ export class RequestFlow {
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
+        logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
         this.#d.outbox.countRefusals([
           {
             minute: minuteOf(started),
@@ -131,8 +133,9 @@ export class RequestFlow {
         endpoint: dispatch.endpoint,
         ...batch,
       };
-      this.#d.outbox.record(
+      this.#record(
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
+        dispatch.clientRequestId,
       );
       return errorResponse(e, flavor);
     }
@@ -144,6 +147,8 @@ export class RequestFlow {
     progress: Progress,
   ): Promise<Response> {
     const d = this.#d;
+    // The id the client sees (its own X-Request-Id, or the Worker's); the exchange's own id stays unique.
+    const rid = dispatch.clientRequestId ?? req.id;
     const auth = await d.keys.authorize(dispatch.keyHash);
     if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
     const key = (progress.key = auth.key);
@@ -203,7 +208,7 @@ export class RequestFlow {
     if (ck && !dispatch.noCache) {
       if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
         const followed = await followLeader(flight.leader, format, meta, {
-          'x-request-id': req.id,
+          'x-request-id': rid,
           'x-npu-relay-cache': 'HIT',
         });
         if (followed) {
@@ -214,7 +219,7 @@ export class RequestFlow {
           void followed.ended.then((s) => {
             const served = answered(s);
             d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
-            d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
+            this.#record(usageRow(base, { kind: 'followed', settlement: s }), rid);
             keep?.(served ? answerOf(s) : undefined);
           });
           return followed.response;
@@ -230,10 +235,10 @@ export class RequestFlow {
           hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens,
           Date.now(),
         );
-        d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
+        this.#record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }), rid);
         flight.settle(hitSettlement(hit));
         this.#keep(dispatch, key.tenant, meta, continued)?.(hit);
-        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': rid, 'x-npu-relay-cache': 'HIT' });
       }
     }
 
@@ -267,6 +272,7 @@ export class RequestFlow {
       stream: dispatch.stream,
       // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
       headers: {
+        'x-request-id': rid,
         'x-npu-relay-cache': cache,
         ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}),
       },
@@ -300,7 +306,10 @@ export class RequestFlow {
             ? { promptTokens: 0, completionTokens: 0 }
             : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
-        d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
+        this.#record(
+          usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }),
+          rid,
+        );
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
     });
@@ -320,6 +329,7 @@ export class RequestFlow {
     const frame: RequestFrame = {
       type: 'request',
       id: req.id,
+      requestId: rid,
       body: dispatch.task,
       keyId: key.id,
       ...keepAlive,
@@ -394,6 +404,19 @@ export class RequestFlow {
     this.#d.exchanges.move(id, pick.connId, pick.agentId);
     sendFrame(pick.ws, sent.frame);
     return true;
+  }
+
+  /** Requests waiting for an agent (see `unpark`). */
+  waiting(): number {
+    let n = 0;
+    for (const sent of this.#sent.values()) if (sent.parkedUntil !== undefined) n++;
+    return n;
+  }
+
+  /** A request's usage row, and its log line from the same row. */
+  #record(row: UsageRow, requestId: string | undefined): void {
+    this.#d.outbox.record(row);
+    logUsage(row, requestId);
   }
 
   #toAgent(connId: string, frame: EdgeFrame): void {
