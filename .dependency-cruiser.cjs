@@ -4,16 +4,17 @@
  * `npm run check:layers` runs it; `npm run lint` includes it.
  */
 const LAYERS = [
-  // Plain HTTP (errors, auth, bodies, CORS), the configuration, small utilities.
-  ['base', '^worker/(http/|config\\.ts$|expiring-map\\.ts$)'],
-  // libSQL.
-  ['storage', '^worker/db/'],
+  // Plain HTTP (errors, auth, bodies, CORS), the configuration, small utilities, logging and metrics formats.
+  ['base', '^worker/(http/|config\\.ts$|expiring-map\\.ts$|observability/(log|request-id|dialect|exposition|hub-gauges)\\.ts$)'],
+  // libSQL (and the usage metrics read from it).
+  ['storage', '^worker/(db/|observability/usage-metrics\\.ts$)'],
   // What the hub writes responses with: the dialects' shared core, each dialect's writer, and their registry.
   ['writers', '^worker/dialects/(core/|formats\\.ts$|[^/]+/[a-z-]*writer\\.ts$)'],
-  // The hub (the Durable Object), with the bindings it and the edge use (HubEnv in tunnel/hub-api.ts).
-  ['hub', '^worker/tunnel/'],
-  // The Worker's side of a request before the hub: keys, dispatch, pools, answers at the edge.
-  ['edge', '^worker/edge/'],
+  // The hub (the Durable Object), with the bindings it and the edge use (HubEnv in tunnel/hub-api.ts), and the
+  // request log lines it writes from usage rows.
+  ['hub', '^worker/(tunnel/|observability/request-log\\.ts$)'],
+  // The Worker's side of a request before the hub: keys, dispatch, pools, answers at the edge, the entry's log line.
+  ['edge', '^worker/(edge/|observability/entry\\.ts$)'],
   // Routes and the features a dialect plugs into the hub (stored responses), the Batch API's desk, the dashboard, and
   // the Worker's whole bindings (env.ts names the desk). (The dialects' writers match this pattern too, and belong to
   // the lower layer that matches them first.)

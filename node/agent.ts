@@ -373,7 +373,15 @@ export class Agent {
     const { id, body } = frame;
     const signal = controller.signal;
     const device = this.#deviceOf(body.model);
-    const log = this.#log.child({ requestId: id, model: body.model, task: body.task, device });
+    // requestId: what the client saw in X-Request-Id (its own, or the edge's); exchangeId: the tunnel's id, which is
+    // also the request's usage row id at the edge.
+    const log = this.#log.child({
+      requestId: frame.requestId ?? id,
+      exchangeId: id,
+      model: body.model,
+      task: body.task,
+      device,
+    });
     const started = performance.now();
     let ttftMs: number | undefined;
     let promptTokens = 0;

@@ -17,7 +17,7 @@ import type { GenerationEvent } from '../node/engines/engine.ts';
 import { OrtEngine } from '../node/engines/ort.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
-import type { ModelEvent } from '../node/models/pool.ts';
+import type { ModelEvent, ModelPoolSettings } from '../node/models/pool.ts';
 import { createAgentRuntime, type AgentRuntime } from '../node/runtime.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
@@ -379,9 +379,9 @@ describe('a broken model', () => {
 });
 
 describe('model lifetime with real models', () => {
-  const create = async (options: Partial<ConstructorParameters<typeof OrtEngine>[0]>, events: ModelEvent[]) => {
+  const create = async (pool: ModelPoolSettings, events: ModelEvent[]) => {
     const catalog = await scanModels(modelsDir);
-    return new OrtEngine({ modelsDir, models: catalog.entries, onModelEvent: (e) => events.push(e), ...options });
+    return new OrtEngine({ modelsDir, models: catalog.entries, pool: { onEvent: (e) => events.push(e), ...pool } });
   };
 
   test('ten concurrent cold generations on one engine share a single load', async () => {

@@ -320,7 +320,7 @@ describe('API surface', () => {
     const operator = await edge.createKey({ name: 'operator', manageModels: true });
     const ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${operator.key}` } });
     const events: Array<{ type: string; model: string }> = [];
-    const own = await createOrtEngine({ onModelEvent: (e) => events.push(e) });
+    const own = await createOrtEngine({ pool: { onEvent: (e) => events.push(e) } });
     const keeper = await startTestAgent(edge, own, { agentId: 'keep-alive' });
     // The model is served only by this agent for the request below: stop the suite's agent meanwhile.
     await agent.stop();

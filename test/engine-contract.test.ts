@@ -40,10 +40,7 @@ lifecycleContract({
     new OrtEngine({
       modelsDir: MODELS_DIR,
       models: [...ortEntries, brokenOrt],
-      keepAliveMs: pool.keepAliveMs,
-      memoryBudgetBytes: pool.memoryBudgetBytes,
-      loadCooldownMs: pool.loadCooldownMs,
-      onModelEvent: pool.onEvent,
+      pool,
     }),
   chatModel: CHAT_MODEL,
   embedModel: EMBED_MODEL,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { AgentError } from '../node/errors.ts';
-import { ModelPool, type LoadedModel, type ModelEvent, type ModelPoolOptions } from '../node/models/pool.ts';
+import { ModelPool, type LoadResult, type ModelEvent, type ModelPoolOptions } from '../node/models/pool.ts';
 
 interface Fake {
   id: string;
@@ -18,7 +18,7 @@ interface Fake {
 function deferredLoader(id: string, bytes = 10) {
   const calls: Array<(err?: Error) => void> = [];
   const load = () =>
-    new Promise<LoadedModel<Fake>>((resolve, reject) => {
+    new Promise<LoadResult<Fake>>((resolve, reject) => {
       calls.push((err) => (err ? reject(err) : resolve({ handle: { id, disposed: false }, bytes, device: 'NPU' })));
     });
   return { load, calls };
@@ -27,7 +27,7 @@ function deferredLoader(id: string, bytes = 10) {
 function instantLoader(id: string, bytes = 10) {
   let count = 0;
   return {
-    load: async (): Promise<LoadedModel<Fake>> => {
+    load: async (): Promise<LoadResult<Fake>> => {
       count++;
       return { handle: { id, disposed: false }, bytes, device: 'CPU' };
     },
@@ -311,7 +311,7 @@ describe('ModelPool', () => {
         }),
     });
     const loader = {
-      load: async (): Promise<LoadedModel<Fake>> => {
+      load: async (): Promise<LoadResult<Fake>> => {
         order.push('load');
         return { handle: { id: 'm', disposed: false }, bytes: 1 };
       },

@@ -26,6 +26,8 @@ export interface EdgeConfig {
   dbTimeoutMs: number;
   /** Whether the Worker answers cache hits itself (edge/hits.ts); `NPU_RELAY_EDGE_HITS=off` sends them to a hub. */
   edgeHits: boolean;
+  /** A conversation's next turn goes to the agent holding its KV cache (tunnel/affinity.ts); default on. */
+  conversationAffinity: boolean;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -38,7 +40,11 @@ type NumberName =
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
   | 'NPU_RELAY_DB_TIMEOUT_MS';
-type OtherName = 'NPU_RELAY_LIBSQL_AUTH_TOKEN' | 'NPU_RELAY_EDGE_HITS' | 'NPU_RELAY_CORS_ORIGINS';
+type OtherName =
+  | 'NPU_RELAY_LIBSQL_AUTH_TOKEN'
+  | 'NPU_RELAY_EDGE_HITS'
+  | 'NPU_RELAY_CONVERSATION_AFFINITY'
+  | 'NPU_RELAY_CORS_ORIGINS';
 
 /**
  * The variables read here (env.ts documents each), typed by name rather than as `Env`: `Env` also names the hub's
@@ -66,11 +72,12 @@ function positiveInt<F extends number | undefined>(env: EdgeVars, name: NumberNa
   return n;
 }
 
-function onOff(env: EdgeVars, name: 'NPU_RELAY_EDGE_HITS', fallback: boolean): boolean {
-  const raw = env[name]?.trim().toLowerCase();
-  if (raw === undefined || raw === '') return fallback;
-  if (raw === 'on' || raw === 'off') return raw === 'on';
-  throw new ApiError('misconfigured', `${name} must be on or off, got '${env[name]}'`);
+/** `on` (or unset) or `off`, case-insensitive. */
+function onOff(raw: string | undefined, name: string): boolean {
+  const value = (raw ?? '').trim().toLowerCase();
+  if (value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new ApiError('misconfigured', `${name} must be on or off, got '${raw}'`);
 }
 
 const cache = new WeakMap<EdgeVars, EdgeConfig>();
@@ -92,7 +99,8 @@ export function edgeConfig(env: EdgeVars): EdgeConfig {
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
-      edgeHits: onOff(env, 'NPU_RELAY_EDGE_HITS', true),
+      edgeHits: onOff(env.NPU_RELAY_EDGE_HITS, 'NPU_RELAY_EDGE_HITS'),
+      conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
     };
     cache.set(env, config);
   }

@@ -34,6 +34,8 @@ export interface Env {
   NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
   /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
   NPU_RELAY_DB_TIMEOUT_MS?: string;
+  /** `off`: a conversation's next turn is routed by load alone, not to the agent holding its cache (tunnel/affinity.ts). */
+  NPU_RELAY_CONVERSATION_AFFINITY?: string;
   /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */

@@ -2,6 +2,7 @@
 import { corsOrigins } from './config.ts';
 import type { Env } from './env.ts';
 import { preflight, withCors } from './http/cors.ts';
+import { observed } from './observability/entry.ts';
 import { router } from './router.ts';
 
 export { AgentHub } from './hub.ts';
@@ -10,6 +11,9 @@ export { BatchDesk } from './batch/desk.ts';
 export default {
   fetch: async (request, env, ctx) => {
     const origins = corsOrigins(env);
-    return preflight(request, origins) ?? withCors(request, await router.fetch(request, env, ctx), origins);
+    return observed(
+      request,
+      async () => preflight(request, origins) ?? withCors(request, await router.fetch(request, env, ctx), origins),
+    );
   },
 } satisfies ExportedHandler<Env>;

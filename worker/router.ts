@@ -17,6 +17,9 @@ import { hub } from './edge/context.ts';
 import { ollamaRoutes } from './dialects/ollama/routes.ts';
 import { countRefusal } from './edge/refusals.ts';
 import { openaiRoutes } from './dialects/openai-chat/routes.ts';
+import { loggedElsewhere, requestIdOf } from './observability/request-id.ts';
+import { logStranger, logUsage } from './observability/request-log.ts';
+import { logError } from './observability/log.ts';
 
 function flavorOf(request: Request): Flavor {
   const { pathname } = new URL(request.url);
@@ -67,8 +70,11 @@ function recordRejection(err: unknown, request: EdgeRequest, env: Args[0], ctx: 
     const endpoint = pathname.slice(1).replace(/^v1\//, '').replace(/\//g, '.');
     // A caller without a verified key (a stranger, or a route that does not exist) is only counted: the endpoint is
     // named only when it exists, so made-up paths cannot multiply the counters either.
+    loggedElsewhere(request);
     if (e.code === 'invalid_api_key' || request.key === undefined) {
-      countRefusal(env, ctx, ENDPOINTS.has(endpoint) ? endpoint : 'other', e);
+      const counted = ENDPOINTS.has(endpoint) ? endpoint : 'other';
+      countRefusal(env, ctx, counted, e);
+      logStranger(requestIdOf(request), counted, e.status, e.code);
       return errorResponse(e, flavorOf(request));
     }
     const at = Date.now();
@@ -80,10 +86,11 @@ function recordRejection(err: unknown, request: EdgeRequest, env: Args[0], ctx: 
       endpoint,
     };
     const row = usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null }, at);
+    logUsage(row, requestIdOf(request));
     ctx.waitUntil(
       hub(env)
         .record(row)
-        .catch((recordErr: unknown) => console.error('could not record a rejected request', recordErr)),
+        .catch((recordErr: unknown) => logError('could not record a rejected request', { err: recordErr })),
     );
   }
   return errorResponse(e, flavorOf(request));

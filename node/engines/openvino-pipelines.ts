@@ -10,7 +10,7 @@ import type * as GenAI from 'openvino-genai-node';
 import type { TextEmbeddingPipeline as EmbeddingPipelineClass } from 'openvino-genai-node/types/pipelines/textEmbeddingPipeline.js';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { deviceFamily } from './devices.ts';
-import type { NpuSettings } from './openvino.ts';
+import type { NpuSettings } from './npu-settings.ts';
 
 /** The package exports its LLM pipeline as a factory function; this is the pipeline it resolves to. */
 export type LLMPipeline = Awaited<ReturnType<typeof GenAI.LLMPipeline>>;

@@ -1,43 +1,23 @@
 /**
  * The ONNX Runtime engine: models in the Hugging Face ONNX layout, run on the CPU through `@huggingface/transformers`
- * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub.
+ * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub. The pool, lifecycle
+ * and output parsing are the pooled engine's (pooled-engine.ts); this file loads, generates, embeds and counts.
  */
-import type {
-  Capacity,
-  CountTask,
-  DeviceInfo,
-  EmbedTask,
-  GenerateTask,
-  LoadedModel as LoadedModelInfo,
-  LoadProgress,
-  ModelInfo,
-} from '../../shared/protocol/frames.ts';
-import { EngineError, UnknownModelError } from '../errors.ts';
-import { capabilitiesOf, servedEntry, type CatalogEntry } from '../models/catalog.ts';
+import type { ChatTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import { EngineError } from '../errors.ts';
+import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import { describedFields } from '../models/metadata.ts';
-import { ModelPool, type ModelEvent } from '../models/pool.ts';
-import { planOutput } from '../output/planner.ts';
-import { markUserText } from './user-text.ts';
-import { structured } from '../output/structured.ts';
-import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
-import type { ChatModel, Embedder, KvTensors, LoadedModel, LoadRequest, WeightDtype } from './ort-runtime.ts';
+import type { OutputPlan } from '../output/plan.ts';
+import type { EmbeddingResult, GenerationEvent, PromptCount } from './engine.ts';
+import type { KvTensors } from './ort-kv-reuse.ts';
+import type { ChatModel, Embedder, LoadRequest, WeightDtype } from './ort-models.ts';
+import { type Loaded, PooledEngine, type PooledEngineOptions, type UserTextMarking } from './pooled-engine.ts';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
 
-export interface OrtEngineOptions {
+export interface OrtEngineOptions extends PooledEngineOptions {
   modelsDir: string;
-  models: readonly CatalogEntry[];
   /** Weight precision to load (`fp32` reads `onnx/model.onnx`). */
   dtype?: WeightDtype;
-  /** How long a model stays loaded after its last request (ms); default 5 minutes, `Infinity` for ever. */
-  keepAliveMs?: number | undefined;
-  /** Bytes all loaded models may hold together (estimated from their weight files); default no limit. */
-  memoryBudgetBytes?: number | undefined;
-  /** How long a failed load is remembered before the model is tried again (ms); default 30 s. */
-  loadCooldownMs?: number | undefined;
-  /** Model loads, failures and unloads, for logs and metrics. */
-  onModelEvent?: ((event: ModelEvent) => void) | undefined;
-  /** What the agent's scheduler admits per device, advertised as each model's capacity. */
-  capacityOf?: ((device: string) => Capacity) | undefined;
   /** Bytes of KV cache kept for prompt-prefix reuse, over all models (see prefix-cache.ts); 0 turns reuse off. */
   prefixCacheBytes?: number | undefined;
 }
@@ -53,47 +33,28 @@ function ortRuntime(): Promise<OrtRuntime> {
   return (runtime ??= import('./ort-runtime.ts'));
 }
 
-export class OrtEngine implements Engine {
+const isChat = (model: ChatModel | Embedder): model is ChatModel => 'model' in model;
+
+export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
   readonly name = 'onnxruntime';
   readonly devices: readonly DeviceInfo[] = [
     { name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' },
   ];
   readonly #modelsDir: string;
-  #entries: Map<string, CatalogEntry>;
   readonly #dtype: WeightDtype;
-  readonly #pool: ModelPool<LoadedModel>;
-  readonly #loadedListeners: Array<() => void> = [];
-  readonly #capacityOf: ((device: string) => Capacity) | undefined;
   readonly #prefixes: PrefixCache<KvTensors> | undefined;
 
   constructor(options: OrtEngineOptions) {
+    super('onnx', options);
     const prefixCacheBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
     this.#prefixes = prefixCacheBytes > 0 ? new PrefixCache(prefixCacheBytes) : undefined;
     this.#modelsDir = options.modelsDir;
-    this.#entries = new Map(options.models.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
     this.#dtype = options.dtype ?? 'fp32';
-    this.#capacityOf = options.capacityOf;
-    this.#pool = new ModelPool<LoadedModel>({
-      dispose: async (m) => {
-        if (m.kind === 'chat') {
-          this.#prefixes?.drop(m.chat);
-          await Promise.all([m.chat.model.dispose(), m.chat.grammar.dispose()]);
-        } else await m.embedder.extractor.dispose();
-      },
-      keepAliveMs: options.keepAliveMs,
-      memoryBudgetBytes: options.memoryBudgetBytes,
-      loadCooldownMs: options.loadCooldownMs,
-      onEvent: (event) => {
-        options.onModelEvent?.(event);
-        if (event.type === 'load-end' || event.type === 'unload')
-          for (const listener of this.#loadedListeners) listener();
-      },
-    });
   }
 
   models(): readonly ModelInfo[] {
-    const capacity = this.#capacityOf?.('CPU');
-    return [...this.#entries.values()].map((m) => ({
+    const capacity = this.capacityOf?.('CPU');
+    return [...this.entries.values()].map((m) => ({
       id: m.id,
       kind: m.kind,
       device: 'CPU',
@@ -107,152 +68,68 @@ export class OrtEngine implements Engine {
     }));
   }
 
-  #entry(id: string, kind: 'chat' | 'embedding'): CatalogEntry {
-    return servedEntry(this.#entries, id, kind);
+  protected override weightBytes(entry: CatalogEntry): number {
+    return entry.weights?.onnx?.[this.#dtype] ?? 0;
   }
 
-  /** Loads `entry` through the pool (once, however many ask) and marks it in use: `#pool.release(id)` when done. */
-  async #acquire(entry: CatalogEntry, load: () => Promise<LoadedModel>): Promise<LoadedModel> {
-    const bytes = entry.weights?.onnx?.[this.#dtype] ?? 0;
-    return this.#pool.acquire(entry.id, async () => ({ handle: await load(), bytes, device: 'CPU' }), {
-      device: 'CPU',
-      estimateBytes: () => bytes,
-      contextLength: entry.contextLength,
-    });
-  }
-
-  #loadRequest(entry: CatalogEntry): LoadRequest {
-    return {
+  protected override async load(entry: CatalogEntry): Promise<Loaded<ChatModel | Embedder>> {
+    const request: LoadRequest = {
       id: entry.id,
       dir: entry.dir,
       modelsDir: this.#modelsDir,
       dtype: this.#dtype,
       embedding: entry.embedding ?? { pooling: 'mean', normalize: true },
     };
-  }
-
-  /** Acquires a chat model (see #acquire). */
-  async #chatModel(id: string): Promise<ChatModel> {
-    const entry = this.#entry(id, 'chat');
-    const loaded = await this.#acquire(entry, async () => {
-      try {
-        return { kind: 'chat', chat: await (await ortRuntime()).loadChatModel(this.#loadRequest(entry)) };
-      } catch (err) {
-        throw new EngineError(`could not load model '${id}' from ${entry.dir}: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
-    });
-    return (loaded as Extract<LoadedModel, { kind: 'chat' }>).chat;
-  }
-
-  /** Acquires an embedding model, like #chatModel. */
-  async #embedder(id: string): Promise<Embedder> {
-    const entry = this.#entry(id, 'embedding');
-    const loaded = await this.#acquire(entry, async () => {
-      try {
-        return { kind: 'embedding', embedder: await (await ortRuntime()).loadEmbedder(this.#loadRequest(entry)) };
-      } catch (err) {
-        throw new EngineError(`could not load embedding model '${id}' from ${entry.dir}: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
-    });
-    return (loaded as Extract<LoadedModel, { kind: 'embedding' }>).embedder;
-  }
-
-  /** Loads a model now rather than on its first request (`NPU_RELAY_PRELOAD`); its keep-alive starts right away. */
-  async preload(id: string): Promise<void> {
-    const entry = this.#entries.get(id);
-    if (!entry) throw new UnknownModelError(id, [...this.#entries.keys()]);
-    await (entry.kind === 'chat' ? this.#chatModel(id) : this.#embedder(id));
-    this.#pool.release(id);
-  }
-
-  /** Counts as a use of a loaded model, optionally with a new keep-alive (ms); false when it is not loaded. */
-  touch(id: string, keepAliveMs?: number, extendOnly?: boolean): boolean {
-    return this.#pool.touch(id, keepAliveMs, extendOnly);
-  }
-
-  loaded(): LoadedModelInfo[] {
-    return this.#pool.loaded();
-  }
-
-  loading(): LoadProgress[] {
-    return this.#pool.loading();
-  }
-
-  async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
-    const waitStarted = performance.now();
-    const embedder = await this.#embedder(task.model);
-    const loadDurationMs = performance.now() - waitStarted;
+    const chat = entry.kind === 'chat';
     try {
-      return { ...(await (await ortRuntime()).embed(task, signal, embedder)), loadDurationMs };
-    } finally {
-      this.#pool.release(task.model);
+      const { loadChatModel, loadEmbedder } = await ortRuntime();
+      return { handle: chat ? await loadChatModel(request) : await loadEmbedder(request), device: 'CPU' };
+    } catch (err) {
+      throw new EngineError(
+        `could not load ${chat ? '' : 'embedding '}model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 
-  async countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
-    const chat = await this.#chatModel(task.model);
-    try {
-      signal.throwIfAborted();
-      const asChat = countedChat(task);
-      // Counted as generate reads it: the client's special-token texts as text (user-text.ts).
-      return {
-        promptTokens: (await ortRuntime()).countPrompt(
-          asChat,
-          planOutput(markUserText(asChat, chat.specials), this.#entry(task.model, 'chat').traits),
-          chat,
-        ),
-        device: 'CPU',
-      };
-    } finally {
-      this.#pool.release(task.model);
-    }
+  protected override async dispose(model: ChatModel | Embedder): Promise<void> {
+    if (isChat(model)) {
+      this.#prefixes?.drop(model);
+      await Promise.all([model.model.dispose(), model.grammar.dispose()]);
+    } else await model.extractor.dispose();
   }
 
-  onLoadedChange(listener: () => void): void {
-    this.#loadedListeners.push(listener);
+  protected override userText(chat: ChatModel): UserTextMarking {
+    return { specials: chat.specials };
   }
 
-  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    const waitStarted = performance.now();
-    const chat = await this.#chatModel(task.model);
-    const loadDurationMs = performance.now() - waitStarted;
-    let running: Promise<unknown> = Promise.resolve();
-    try {
-      const { generate } = await ortRuntime();
-      const entry = this.#entries.get(task.model)!;
-      // The template gets the client's strings with their special-token texts marked, to be tokenized as text.
-      const plan = planOutput(markUserText(task, chat.specials), entry.traits);
-      for await (const event of structured(
-        plan,
-        generate(task, plan, signal, chat, entry.contextLength, (generation) => (running = generation), this.#prefixes),
-      )) {
-        yield event.type === 'done' ? { ...event, loadDurationMs } : event;
-      }
-    } finally {
-      // The model stays in use until generation has really stopped: after the consumer leaves it finishes a step.
-      const release = () => this.#pool.release(task.model);
-      void running.then(release, release);
-    }
+  protected override async *run(
+    chat: ChatModel,
+    entry: CatalogEntry,
+    task: GenerateTask,
+    plan: OutputPlan,
+    signal: AbortSignal,
+    started: (generation: Promise<unknown>) => void,
+  ): AsyncIterable<GenerationEvent> {
+    const { generate } = await ortRuntime();
+    yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes);
   }
 
-  /** Unloads an idle model now; one in use goes as soon as it is idle. False when it was not loaded. */
-  async unload(id: string): Promise<boolean> {
-    if (await this.#pool.unload(id)) return true;
-    return this.#pool.touch(id, 0);
+  protected override async count(
+    chat: ChatModel,
+    task: ChatTask,
+    plan: OutputPlan,
+    signal: AbortSignal,
+  ): Promise<PromptCount> {
+    signal.throwIfAborted();
+    return { promptTokens: (await ortRuntime()).countPrompt(task, plan, chat), device: 'CPU' };
   }
 
-  async updateCatalog(entries: readonly CatalogEntry[]): Promise<void> {
-    const previous = this.#entries;
-    this.#entries = new Map(entries.filter((m) => m.formats.includes('onnx')).map((m) => [m.id, m]));
-    // A model gone from the folder (or replaced by other files) must not keep being served from memory.
-    for (const [id, old] of previous) if (this.#entries.get(id)?.dir !== old.dir) await this.unload(id);
-  }
-
-  async close(): Promise<void> {
-    await this.#pool.close();
+  protected override async embedWith(
+    embedder: Embedder,
+    task: EmbedTask,
+    signal: AbortSignal,
+  ): Promise<EmbeddingResult> {
+    return (await ortRuntime()).embed(task, signal, embedder);
   }
 }

@@ -5,7 +5,7 @@
  * every other logit so the greedy step picks exactly the drawn token.
  *
  * These classes extend transformers.js's, so importing this module loads transformers.js and onnxruntime-node: only
- * `ort-runtime.ts`, which the engine imports lazily, may import it.
+ * the modules behind `ort-runtime.ts`, which the engine imports lazily, may import it.
  */
 import { LogitsProcessor, random, type Tensor } from '@huggingface/transformers';
 

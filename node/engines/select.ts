@@ -47,13 +47,9 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
         `NPU_RELAY_DEVICE=${choice} needs the OpenVINO engine, but ${why}; unset NPU_RELAY_DEVICE to run ONNX models on the CPU`,
       );
     log.info({ engine: 'onnxruntime', device: 'CPU', reason: why }, `engine: ONNX Runtime on the CPU, because ${why}`);
-    const pool = options.pool ?? {};
     return new OrtEngine({
       ...options.ort,
-      keepAliveMs: pool.keepAliveMs,
-      memoryBudgetBytes: pool.memoryBudgetBytes,
-      loadCooldownMs: pool.loadCooldownMs,
-      onModelEvent: pool.onEvent,
+      pool: options.pool,
       capacityOf: options.capacityOf,
       modelsDir: options.modelsDir,
       models: options.models,

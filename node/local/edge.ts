@@ -20,6 +20,11 @@ export interface LocalEdgeOptions {
   /** Where Durable Object state is kept between runs; wrangler's shared `.wrangler/state` when omitted. */
   persistDir?: string;
   logLevel?: 'none' | 'error' | 'warn' | 'info' | 'debug' | 'log';
+  /**
+   * Takes every line the Worker writes on its console (workerd's structured stdout and stderr, whatever `logLevel`)
+   * instead of wrangler's printing them: the edge's JSON log lines, for tests and tools that read them.
+   */
+  onLog?: (line: { level: string; message: string }) => void;
 }
 
 export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEdge> {
@@ -40,6 +45,7 @@ export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEd
       watch: false,
       logLevel: options.logLevel ?? 'warn',
       ...(options.persistDir ? { persist: options.persistDir } : {}),
+      ...(options.onLog ? { structuredLogsHandler: options.onLog } : {}),
     },
   });
   await worker.ready;

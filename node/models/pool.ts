@@ -4,10 +4,11 @@
  * a new load needs the memory (least recently used first). A model that failed to load is not retried until a
  * cooldown has passed, so a broken model cannot turn every request into a slow, doomed load.
  */
+import type { LoadedModel, LoadProgress } from '../../shared/protocol/frames.ts';
 import { AgentError, EngineError } from '../errors.ts';
 
 /** What a loader returns: the loaded model, the memory it holds and the device it ended up on. */
-export interface LoadedModel<T> {
+export interface LoadResult<T> {
   handle: T;
   bytes: number;
   device?: string | undefined;
@@ -17,7 +18,7 @@ export interface LoadedModel<T> {
  * Loads a model. `onDevice` says which device the load is trying now (an OpenVINO load falls back from the NPU to a
  * GPU to the CPU), so a report of the load in progress names it.
  */
-export type Loader<T> = (onDevice: (device: string) => void) => Promise<LoadedModel<T>>;
+export type Loader<T> = (onDevice: (device: string) => void) => Promise<LoadResult<T>>;
 
 export interface AcquireOptions {
   /**
@@ -83,26 +84,6 @@ export interface PooledModelInfo {
   /** `Date.now()` of the last acquire or release. */
   lastUsedAt: number;
   keepAliveMs: number;
-}
-
-/** A loaded model as heartbeats and Ollama's `/api/ps` show it (shared/protocol/frames.ts `LoadedModel`). */
-export interface LoadedModelInfo {
-  id: string;
-  device: string;
-  bytes: number;
-  /** When keep-alive unloads it (epoch ms); null while a request uses it or its keep-alive is for ever. */
-  expiresAt: number | null;
-  /** When its load finished (epoch ms). */
-  loadedAt: number;
-  contextLength?: number;
-}
-
-/** A load under way (shared/protocol/frames.ts `LoadProgress`). */
-export interface LoadingModelInfo {
-  model: string;
-  device: string;
-  phase: 'load' | 'compile';
-  startedAt: number;
 }
 
 export const DEFAULT_KEEP_ALIVE_MS = 5 * 60_000;
@@ -272,8 +253,8 @@ export class ModelPool<T> {
     }));
   }
 
-  /** The models loaded now, as heartbeats report them. */
-  loaded(): LoadedModelInfo[] {
+  /** The models loaded now, as heartbeats and Ollama's `/api/ps` report them. */
+  loaded(): LoadedModel[] {
     return [...this.#slots.values()]
       .filter((s) => s.state === 'loaded')
       .map((s) => ({
@@ -287,7 +268,7 @@ export class ModelPool<T> {
   }
 
   /** The loads under way, oldest first. */
-  loading(): LoadingModelInfo[] {
+  loading(): LoadProgress[] {
     return [...this.#slots.values()]
       .filter((s) => s.state === 'loading')
       .map((s) => ({ model: s.id, device: s.device ?? 'unknown', phase: s.phase, startedAt: s.startedAt }));

@@ -11,6 +11,13 @@ import { ERROR_CODES } from './codes.ts';
 import { checkSchemaLimits } from './schema-limits.ts';
 
 const Id = z.string().min(1).max(128);
+
+/**
+ * A request id a client may send as `X-Request-Id` and see again in the edge's and the agent's logs: 1–128 of
+ * letters, digits and `. _ : -`. Nothing else is taken as it comes (a log line must not carry a client's newline or
+ * quote); an id outside the rule is replaced by one the edge makes.
+ */
+export const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const Count = z.number().int().nonnegative();
 
 export const ModelKind = z.enum(['chat', 'embedding']);
@@ -476,6 +483,11 @@ export const RequestFrame = z.object({
   body: Task,
   /** The API key's id, so the agent can share its queue fairly between keys. */
   keyId: z.string().max(128).optional(),
+  /**
+   * The request's id for logs: the client's `X-Request-Id` (REQUEST_ID), else the one the edge made and echoed.
+   * Unlike `id` (one exchange on this connection, unique), two requests may share it. Absent from an older edge.
+   */
+  requestId: z.string().regex(REQUEST_ID).optional(),
   /** How long the model should stay loaded after this request (Ollama's `keep_alive`); -1 for ever. */
   keepAliveMs: z.number().int().min(-1).optional(),
   /**

@@ -6,7 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { OrtEngine } from '../../node/engines/ort.ts';
-import { generate, type KvTensors, loadChatModel } from '../../node/engines/ort-runtime.ts';
+import type { KvTensors } from '../../node/engines/ort-kv-reuse.ts';
+import { generate, loadChatModel } from '../../node/engines/ort-runtime.ts';
 import { PrefixCache } from '../../node/engines/prefix-cache.ts';
 import { scanModels } from '../../node/models/catalog.ts';
 import { planOutput } from '../../node/output/planner.ts';

@@ -13,8 +13,8 @@ import { Agent } from '../../node/agent.ts';
 import type { SchedulerOptions } from '../../node/scheduler.ts';
 import type { Engine } from '../../node/engines/engine.ts';
 import { OrtEngine, type OrtEngineOptions } from '../../node/engines/ort.ts';
-import { createLogger } from '../../node/log.ts';
-import { startLocalEdge, type LocalEdge } from '../../node/local/edge.ts';
+import { createLogger, type Logger } from '../../node/log.ts';
+import { startLocalEdge, type LocalEdge, type LocalEdgeOptions } from '../../node/local/edge.ts';
 import { scanModels } from '../../node/models/catalog.ts';
 import { MODELS_DIR } from './fixtures.ts';
 
@@ -42,7 +42,10 @@ export interface TestEdge {
   stop(): Promise<void>;
 }
 
-export async function startTestEdge(vars: Record<string, string> = {}): Promise<TestEdge> {
+export async function startTestEdge(
+  vars: Record<string, string> = {},
+  options: Pick<LocalEdgeOptions, 'onLog'> = {},
+): Promise<TestEdge> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-test-'));
   const sqld = await startSqld({ dbPath: path.join(dataDir, 'sqld') });
   await applyMigrations(sqld.url);
@@ -58,6 +61,7 @@ export async function startTestEdge(vars: Record<string, string> = {}): Promise<
     // Durable Object state of its own, so no test sees another's (wrangler would share .wrangler/state).
     persistDir: path.join(dataDir, 'wrangler'),
     logLevel: (process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') as 'error',
+    ...options,
   });
   const admin = (p: string, init: RequestInit = {}) =>
     fetch(new URL(p, edge.url), {
@@ -115,6 +119,8 @@ export async function startTestAgent(
     pool?: string;
     scheduler?: Partial<SchedulerOptions>;
     statusMs?: number;
+    /** The agent's logger (silent, or NPU_RELAY_TEST_LOG_LEVEL, by default). */
+    log?: Logger;
   } = {},
 ): Promise<Agent> {
   const agent = new Agent({
@@ -123,7 +129,7 @@ export async function startTestAgent(
     agentId: options.agentId ?? 'test-agent',
     ...(options.pool !== undefined ? { pool: options.pool } : {}),
     engine,
-    log: createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
+    log: options.log ?? createLogger(process.env.NPU_RELAY_TEST_LOG_LEVEL ?? 'silent'),
     backoff: { initialMs: 100, maxMs: 1000 },
     ...(options.scheduler ? { scheduler: options.scheduler } : {}),
     ...(options.statusMs ? { statusMs: options.statusMs } : {}),

@@ -15,6 +15,8 @@ import type { Dispatch } from '../tunnel/dispatch.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import type { LineEnd, PendingLine } from './store.ts';
+import { logWarn } from '../observability/log.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 type Described = Omit<Dispatch, 'keyHash' | 'noCache' | 'noStore'>;
 
@@ -114,14 +116,18 @@ export async function runLine(
       endpoint: ENDPOINT_NAMES[batch.endpoint as BatchEndpoint],
       batchId: batch.id,
     };
+    const row = usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null }, at);
     try {
-      await hubOf(env, DEFAULT_POOL).record(
-        usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: null }, at),
-      );
+      await hubOf(env, DEFAULT_POOL).record(row);
     } catch (recordErr) {
-      console.warn(`batch ${batch.id} line ${line.idx}: its usage row could not be queued; retried`, String(recordErr));
+      logWarn("a batch line's usage row could not be queued; retried", {
+        batchId: batch.id,
+        line: line.idx,
+        err: String(recordErr),
+      });
       return { retry: true };
     }
+    logUsage(row, requestId);
     return { end: answered(requestId, line.custom_id, e.status, errorBody(e, 'openai')) };
   }
   let status: number;
@@ -136,7 +142,11 @@ export async function runLine(
     status = res.status;
     text = await res.text();
   } catch (err) {
-    console.warn(`batch ${batch.id} line ${line.idx}: the hub call failed; it will be retried`, String(err));
+    logWarn("a batch line's hub call failed; it will be retried", {
+      batchId: batch.id,
+      line: line.idx,
+      err: String(err),
+    });
     return { retry: true };
   }
   let body: unknown;

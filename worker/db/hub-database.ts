@@ -5,6 +5,7 @@
 import type { EdgeConfig } from '../config.ts';
 import { openDatabase, type Database } from './client.ts';
 import { DatabaseHealth, withDeadline } from './timeout.ts';
+import { logError, logWarn } from '../observability/log.ts';
 
 export class HubDatabase {
   readonly #config: () => EdgeConfig;
@@ -32,12 +33,12 @@ export class HubDatabase {
     try {
       const result = await withDeadline(what, this.#config().dbTimeoutMs, call(this.handle()));
       const outage = this.#health.succeeded(Date.now());
-      if (outage !== undefined) console.warn(`libSQL answers again (${what}) after ${(outage / 1000).toFixed(1)} s`);
+      if (outage !== undefined) logWarn('libSQL answers again', { what, outageMs: outage });
       return result;
     } catch (err) {
       // Logged once per outage: while it lasts, every background recheck and flush would fail the same way.
       if (this.#health.failed(Date.now()))
-        console.error(`libSQL failed ${what}; treating it as down until a call succeeds`, String(err));
+        logError('libSQL failed; treating it as down until a call succeeds', { what, err: String(err) });
       throw err;
     }
   }

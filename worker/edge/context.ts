@@ -13,6 +13,7 @@ import type { AgentSummary } from '../tunnel/hub-api.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import { answerAtEdge, mayAnswerAtEdge } from './hits.ts';
+import { loggedElsewhere, requestIdOf } from '../observability/request-id.ts';
 import { allAgents, hubOf, poolFor } from './pools.ts';
 
 /** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (edge/pools.ts). */
@@ -147,7 +148,9 @@ async function dispatch(
   keyHash: string,
   d: Described,
 ): Promise<Response> {
-  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request) };
+  const body: Dispatch = { ...d, keyHash, ...cacheDirectives(request), clientRequestId: requestIdOf(request) };
+  // Its line is written with its usage row: by the hub, or below for a cache hit answered here.
+  loggedElsewhere(request);
   const key = keyOf(request);
   if (mayAnswerAtEdge(env, key, body)) {
     // No hub checks the key of a hit answered here: it was verified within KEY_REUSE_MS (see verifiedKey).

@@ -22,6 +22,7 @@ import type { KeyRecord } from '../tunnel/ledger.ts';
 import { hasLimits } from '../tunnel/limits-point.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
 import { recordAtEdge } from './usage.ts';
+import { logUsage } from '../observability/request-log.ts';
 import { servedNowhere } from './pools.ts';
 import { residencyChange } from '../tunnel/residency.ts';
 
@@ -67,13 +68,11 @@ export async function answerAtEdge(
   const format = FORMATS[d.format];
   const prefix = d.task.task === 'chat' ? 'chatcmpl' : d.task.task === 'complete' ? 'cmpl' : 'embd';
   const meta: ResponseMeta = { id: format.responseId?.(id) ?? `${prefix}-${id}`, ...d.meta };
-  recordAtEdge(
-    env,
-    ctx,
-    usageRow(
-      { id, at, keyId: key.id, model: d.task.model, endpoint: d.endpoint },
-      { kind: 'hit', usage: hit.outcome.usage },
-    ),
+  const row = usageRow(
+    { id, at, keyId: key.id, model: d.task.model, endpoint: d.endpoint },
+    { kind: 'hit', usage: hit.outcome.usage },
   );
-  return replay(format, meta, hit, d.stream, { 'x-request-id': id, 'x-npu-relay-cache': 'HIT' });
+  recordAtEdge(env, ctx, row);
+  logUsage(row, d.clientRequestId);
+  return replay(format, meta, hit, d.stream, { 'x-request-id': d.clientRequestId ?? id, 'x-npu-relay-cache': 'HIT' });
 }

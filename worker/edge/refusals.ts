@@ -7,6 +7,7 @@ import type { HubEnv as Env } from '../tunnel/hub-api.ts';
 import type { ApiError } from '../http/errors.ts';
 import type { RefusalCount } from '../tunnel/usage-row.ts';
 import { hub } from './context.ts';
+import { logError } from '../observability/log.ts';
 
 const FLUSH_MS = 1000;
 
@@ -31,7 +32,7 @@ export function countRefusal(env: Env, ctx: ExecutionContext, endpoint: string, 
     pending.clear();
     flushing = undefined;
     await hub(env).countRefusals(counts);
-  })().catch((e: unknown) => console.error('could not hand refusal counts to the hub', e));
+  })().catch((err: unknown) => logError('could not hand refusal counts to the hub', { err }));
   // The isolate stays alive for the flush after the response has gone.
   ctx.waitUntil(flushing);
 }

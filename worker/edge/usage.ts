@@ -12,6 +12,7 @@ import type { HubDatabase } from '../db/hub-database.ts';
 import { RequestDatabase } from '../db/request-database.ts';
 import type { UsageRow } from '../tunnel/usage-row.ts';
 import { hubOf } from './pools.ts';
+import { logError, logWarn } from '../observability/log.ts';
 
 const FLUSH_MS = 250;
 const BATCH_ROWS = 200;
@@ -45,13 +46,13 @@ async function flush(env: Env): Promise<void> {
     await database.query('a usage batch from the Worker', (db) => db.run(insertUsageJson(JSON.stringify(rows))));
   } catch (err) {
     // drizzle wraps the driver's error: its cause says why (a deadline, a refused statement).
-    console.warn(
-      `could not write ${rows.length} usage rows from the Worker; handing them to the hub's outbox`,
-      String((err as { cause?: unknown }).cause ?? err),
-    );
+    logWarn("could not write usage rows from the Worker; handing them to the hub's outbox", {
+      rows: rows.length,
+      err: String((err as { cause?: unknown }).cause ?? err),
+    });
     const home = hubOf(env, DEFAULT_POOL);
     await Promise.all(rows.map((row) => home.record(row))).catch((e: unknown) =>
-      console.error('could not hand usage rows to the hub', e),
+      logError('could not hand usage rows to the hub', { err: e }),
     );
   }
 }

@@ -4,6 +4,7 @@
  * error response.
  */
 import type { ErrorCode } from '../../shared/protocol/codes.ts';
+import { logError } from '../observability/log.ts';
 
 /** Codes the edge adds to the tunnel's codes for failures that never reach an agent. */
 export type EdgeErrorCode =
@@ -104,7 +105,7 @@ export class ApiError extends Error {
 /** Anything thrown becomes an ApiError; unexpected errors keep their detail out of the response. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
-  console.error('unexpected error', err);
+  logError('unexpected error', { err, stack: err instanceof Error ? err.stack : undefined });
   return new ApiError('internal', 'internal error in npu-relay edge; see the Worker logs');
 }
 

@@ -11,6 +11,7 @@ import { type AgentAttachment, type AgentRegistry, CLOSE, sendFrame } from './ag
 import type { Exchange } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import { BAD_FRAME_BURST, BAD_FRAMES_PER_SECOND, FrameBudget } from './frame-budget.ts';
+import { logWarn } from '../observability/log.ts';
 
 /** The model management operations in flight (management.ts), as far as agents' frames reach them. */
 export interface ManagementFrames {
@@ -93,7 +94,11 @@ export class AgentFrames {
         return this.#take(ws, connId, frame.id)?.onEnd(frame);
       case 'error': {
         if (frame.id === undefined) {
-          console.warn(`agent ${attachment.agentId} reported: ${frame.code}: ${frame.message}`);
+          logWarn('an agent reported an error', {
+            agent: attachment.agentId,
+            code: frame.code,
+            message: frame.message,
+          });
           return;
         }
         if (this.#management.owns(connId, frame.id)) return this.#management.onError({ ...frame, id: frame.id });
@@ -141,11 +146,10 @@ export class AgentFrames {
   /** Closes a connection that spent its frame budget, telling it why; its in-flight requests fail. */
   #cutOff(ws: WebSocket, attachment: AgentAttachment): void {
     this.#budget.cutOff(attachment.connId, Date.now());
-    const who = attachment.agentId !== undefined ? `agent ${attachment.agentId}` : 'an agent connection (before hello)';
     const message =
       `closing this connection: it sent more than ${BAD_FRAME_BURST} bad frames or frames for requests it does not have ` +
       `(more than ${BAD_FRAMES_PER_SECOND} a second); a bug in the agent, or not an agent`;
-    console.warn(`${who}: ${message}`);
+    logWarn(message, { agent: attachment.agentId ?? null, connection: attachment.connId });
     sendFrame(ws, { type: 'error', code: 'too_many_bad_frames', message });
     const why = 'the agent connection was closed for sending too many bad frames';
     this.#exchanges.failConnection(attachment.connId, why);

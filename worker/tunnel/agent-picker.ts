@@ -7,6 +7,7 @@
  */
 import type { Capacity, ModelInfo, Task } from '../../shared/protocol/frames.ts';
 import { ApiError, type Flavor } from '../http/errors.ts';
+import { holderWithinMargin } from './affinity.ts';
 import type { ConnectedAgent } from './agent-registry.ts';
 import { capableAgents } from './features.ts';
 
@@ -34,7 +35,9 @@ export function unknownModel(model: string): ApiError {
 
 /**
  * `tooLong(model)` returns the error for a prompt the model certainly cannot take (see admission.ts), or undefined:
- * such an agent is passed over for one that can take it, and the error is thrown only when none can.
+ * such an agent is passed over for one that can take it, and the error is thrown only when none can. `holder` is the
+ * agent that holds the KV cache of the conversation the task continues (affinity.ts): it gets the task unless it
+ * would make it wait longer than the margin there.
  */
 export function pickAgent(
   agents: readonly ConnectedAgent[],
@@ -42,6 +45,7 @@ export function pickAgent(
   flavor: Flavor,
   counts: InFlightCounts,
   tooLong: (model: ModelInfo) => ApiError | undefined,
+  holder?: string,
 ): Pick {
   if (agents.length === 0) {
     throw new ApiError(
@@ -108,5 +112,7 @@ export function pickAgent(
     const [wa, wb] = [wait(a), wait(best)];
     if (wa < wb || (wa === wb && counts.inFlight(a.connId) < counts.inFlight(best.connId))) best = a;
   }
+  const kept = holder === undefined ? undefined : candidates.find((a) => a.hello.agentId === holder);
+  if (kept && holderWithinMargin(wait(kept), wait(best))) best = kept;
   return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model: best.model };
 }

@@ -18,6 +18,7 @@ import type { EdgeConfig } from '../config.ts';
 import { ApiError } from '../http/errors.ts';
 import { AgentStore, type AgentHello, type AgentStatus } from './agent-store.ts';
 import { AgentLiveness, isSilent } from './liveness.ts';
+import { logError, logWarn } from '../observability/log.ts';
 
 /**
  * What the hub remembers about a socket in its attachment, so it survives hibernation. Only small fixed fields:
@@ -172,7 +173,10 @@ export class AgentRegistry {
       if (!record) continue;
       const lastSeen = this.lastSeen(ws, attachment, record.status);
       if (isSilent(lastSeen, now, record.hello)) {
-        console.warn(`agent ${attachment.agentId} has been silent for ${now - lastSeen} ms; taking it for dead`);
+        logWarn('an agent has been silent too long; taking it for dead', {
+          agent: attachment.agentId,
+          silentMs: now - lastSeen,
+        });
         this.#forget(ws, attachment.connId, CLOSE.deadPeer, 'no heartbeat');
         dead.push({
           connId: attachment.connId,
@@ -283,9 +287,11 @@ export class AgentRegistry {
         const message =
           `agent id '${frame.agentId}' is already in use by another agent process connected to this edge since ${new Date(other.attachment.connectedAt).toISOString()}; ` +
           `give each machine its own id (--id or NPU_RELAY_AGENT_ID)`;
-        console.warn(
-          `refused a second agent with id '${frame.agentId}' (instance ${mine.slice(0, 8)}; instance ${theirs.slice(0, 8)} holds it)`,
-        );
+        logWarn('refused a second agent with an id already connected', {
+          agent: frame.agentId,
+          instance: mine.slice(0, 8),
+          holder: theirs.slice(0, 8),
+        });
         sendFrame(ws, { type: 'error', code: 'agent_id_in_use', message });
         ws.close(CLOSE.idInUse, 'agent id in use');
         return;
@@ -302,7 +308,7 @@ export class AgentRegistry {
       // Never leave an agent connected but silently unattached: tell it why, and close so it logs and redials.
       this.#store.delete(attachment.connId);
       const message = `the edge could not accept this agent's hello (${hello.models.length} models, ${hello.devices.length} devices): ${String(err)}`;
-      console.error(message);
+      logError(message);
       sendFrame(ws, { type: 'error', code: 'internal', message });
       ws.close(CLOSE.notAccepted, 'hello not accepted');
       return;

@@ -12,6 +12,7 @@ import { cacheEntries } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';
 import { HotCache } from './hot-cache.ts';
 import type { HubDatabase } from '../db/hub-database.ts';
+import { logWarn } from '../observability/log.ts';
 
 /** Memory the hub may spend on hot cache entries (a Durable Object has 128 MB). */
 const HOT_CACHE_BYTES = 16 * 1024 * 1024;
@@ -179,7 +180,7 @@ export class AnswerCache {
       this.#hot.set(key, answer, row.expiresAt);
       return answer;
     } catch (err) {
-      console.warn('cache lookup failed; treating it as a miss', String(err));
+      logWarn('cache lookup failed; treating it as a miss', { err: String(err) });
       return undefined;
     }
   }
@@ -210,7 +211,7 @@ export class AnswerCache {
       );
       await this.#sweep(now);
     } catch (err) {
-      console.warn('could not store a cache entry', String(err));
+      logWarn('could not store a cache entry', { err: String(err) });
     }
   }
 

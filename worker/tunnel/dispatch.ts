@@ -4,7 +4,7 @@
  * be deployed apart (a rolling deploy), and a malformed dispatch must be a clear error, not a crash mid-request.
  */
 import * as z from 'zod';
-import { Task } from '../../shared/protocol/frames.ts';
+import { REQUEST_ID, Task } from '../../shared/protocol/frames.ts';
 import { FORMATS, type FormatName } from '../dialects/formats.ts';
 import { ApiError } from '../http/errors.ts';
 
@@ -13,6 +13,11 @@ const FormatNameSchema = z.custom<FormatName>((v) => typeof v === 'string' && Ob
 });
 
 export const Dispatch = z.object({
+  /**
+   * The id the client sees in X-Request-Id (its own, or one the Worker made) and the log lines show
+   * (worker/observability/request-id.ts). Not unique (clients choose it): the usage row's id is `requestId` or a UUID.
+   */
+  clientRequestId: z.string().regex(REQUEST_ID).optional(),
   /** SHA-256 of the API key the client sent. */
   keyHash: z.string().min(1).max(128),
   /** The API route, for usage records (e.g. `chat.completions`). */

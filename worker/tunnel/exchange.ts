@@ -9,6 +9,7 @@ import { assemble } from '../dialects/core/answer.ts';
 import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../dialects/core/format.ts';
 import { type ApiError, errorResponse } from '../http/errors.ts';
 import { STREAM_HEADERS } from '../dialects/core/sse.ts';
+import { logWarn } from '../observability/log.ts';
 
 const encoder = new TextEncoder();
 
@@ -305,7 +306,10 @@ export class Exchange {
 
   /** The client fell too far behind despite a pause: end its stream rather than buffer more. */
   #shed(): void {
-    console.warn(`stream ${this.id}: the client is ${this.#unread} bytes behind; ending it`);
+    logWarn('a streaming client fell too far behind; ending its stream', {
+      usageId: this.id,
+      unreadBytes: this.#unread,
+    });
     this.#gone();
   }
 

@@ -5,6 +5,7 @@
 import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
 import type { EdgeVars } from '../config.ts';
 import type { ApiError } from '../http/errors.ts';
+import type { HubGauges } from '../observability/hub-gauges.ts';
 import type { AgentStatus } from './agent-store.ts';
 import type { Exchange } from './exchange.ts';
 import type { Authorization } from './key-gate.ts';
@@ -62,6 +63,8 @@ export interface HubApi extends Rpc.DurableObjectBranded {
   streams(): Promise<StreamsReport>;
   /** Rows still waiting for libSQL (for health checks and tests). */
   pendingUsage(): Promise<number>;
+  /** What `/metrics` shows of this hub. */
+  gauges(): Promise<HubGauges>;
   /** A tenant's stored response (see response-memory.ts); failures come back as values. */
   storedResponse(tenant: string, id: string, models: string[] | null): Promise<Remembered | RpcFailure | null>;
   deleteStoredResponse(tenant: string, id: string, models: string[] | null): Promise<boolean | RpcFailure>;

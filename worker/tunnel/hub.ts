@@ -20,6 +20,7 @@ import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/vers
 import { FORMATS } from '../dialects/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import { ConversationAffinity } from './affinity.ts';
 import { AgentFrames } from './agent-frames.ts';
 import { AgentRegistry, sendFrame } from './agent-registry.ts';
 import { AnswerCache } from './answer-cache.ts';
@@ -39,6 +40,9 @@ import type { AgentSummary, HubApi, HubEnv, RpcFailure, StreamsReport } from './
 import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { type RefusalCount, usageRow, type UsageRow } from './usage-row.ts';
+import { logWarn } from '../observability/log.ts';
+import type { HubGauges } from '../observability/hub-gauges.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 function rpcFailure(err: unknown): RpcFailure {
   const e = toApiError(err);
@@ -136,6 +140,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       inFlight,
       responses: this.#responses,
       allowance: new PromptAllowance(),
+      affinity: new ConversationAffinity(() => config().conversationAffinity),
       waitUntil: (p) => ctx.waitUntil(p),
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
@@ -253,6 +258,17 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
     };
   }
 
+  /** The pool's live state for `/admin/metrics`. */
+  async gauges(): Promise<HubGauges> {
+    const agents = this.#registry.list();
+    return {
+      agents: agents.length,
+      inFlight: [...this.#exchanges.values()].length,
+      waitingForAgent: this.#flow.waiting(),
+      queuedAtAgents: agents.reduce((n, a) => n + (a.status?.queued ?? 0), 0),
+    };
+  }
+
   /** Rows still waiting for libSQL (for health checks and tests). */
   async pendingUsage(): Promise<number> {
     return this.#outbox.pending;
@@ -316,12 +332,14 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       durationMs: Math.max(0, o.updatedAt - o.base.at),
       chunks: [],
     };
-    this.#outbox.record(
-      usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used }),
-    );
-    console.warn(
-      `request ${o.base.id} was in flight when the edge restarted; recorded it as failed (${used.promptTokens} + ${used.completionTokens} tokens)`,
-    );
+    const row = usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used });
+    this.#outbox.record(row);
+    logUsage(row, undefined);
+    logWarn('a request was in flight when the edge restarted; recorded it as failed', {
+      usageId: o.base.id,
+      promptTokens: used.promptTokens,
+      completionTokens: used.completionTokens,
+    });
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

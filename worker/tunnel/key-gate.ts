@@ -9,6 +9,7 @@ import { apiKeys } from '../../shared/db/schema.ts';
 import { ExpiringMap } from '../expiring-map.ts';
 import type { HubDatabase } from '../db/hub-database.ts';
 import type { KeyRecord, Ledger } from './ledger.ts';
+import { logError } from '../observability/log.ts';
 
 /** The outcome of checking a key, as plain data (errors do not cross RPC with their fields). */
 export type Authorization =
@@ -125,7 +126,7 @@ export class KeyGate {
       );
       return { revoked: known || updated.length > 0, databaseUpdated: true };
     } catch (err) {
-      console.error('libSQL unreachable while revoking a key; revoked in the hub only', err);
+      logError('libSQL unreachable while revoking a key; revoked in the hub only', { keyId: id, err });
       return { revoked: known, databaseUpdated: false };
     }
   }

@@ -8,6 +8,7 @@
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
 import { ApiError } from '../http/errors.ts';
 import type { Admission, KeyRecord, Ledger, Reservation, TokenNeed } from './ledger.ts';
+import { logError } from '../observability/log.ts';
 
 /** The `default` hub, as this module needs it. */
 export interface LimitsHome {
@@ -44,7 +45,7 @@ export class LimitsPoint {
       admitted = await this.#home().admitFor(key, at, need);
     } catch (err) {
       // The limits cannot be checked, so the request cannot be admitted: a retryable refusal, not a crash.
-      console.error('the default hub did not answer an admission for another pool', String(err));
+      logError('the default hub did not answer an admission for another pool', { err: String(err) });
       throw new ApiError(
         'overloaded',
         "cannot check this API key's limits right now (the edge's limits point did not answer); retry shortly",
@@ -63,7 +64,7 @@ export class LimitsPoint {
     this.#waitUntil(
       this.#home()
         .settleFor(copy, used, at)
-        .catch((err: unknown) => console.error('could not settle a reservation in the default hub', String(err))),
+        .catch((err: unknown) => logError('could not settle a reservation in the default hub', { err: String(err) })),
     );
   }
 

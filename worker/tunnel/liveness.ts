@@ -5,6 +5,7 @@
  * a hub with requests in flight is not evicted.
  */
 import { AGENT_PING_MS, AGENT_SILENT_MS } from '../../shared/protocol/liveness.ts';
+import { logWarn } from '../observability/log.ts';
 
 /** A busy hub's tick this overdue (it runs every 250 ms) means the hub itself was stopped, not its agents silent. */
 const HUB_FROZEN_MS = AGENT_PING_MS;
@@ -63,8 +64,11 @@ export class AgentLiveness {
    */
   checkAwake(now: number): void {
     if (this.#tickedAt !== 0 && now - this.#tickedAt > HUB_FROZEN_MS) {
-      console.warn(
-        `the hub did not run for ${now - this.#tickedAt} ms (its process stopped, or the machine slept); counting agents' silence from now`,
+      logWarn(
+        "the hub did not run for a while (its process stopped, or the machine slept); counting agents' silence from now",
+        {
+          pausedMs: now - this.#tickedAt,
+        },
       );
       this.#discardedAt = now;
       this.#tickedAt = now;

@@ -16,6 +16,7 @@ import type {
 import { ApiError, errorBody, errorResponse } from '../http/errors.ts';
 import type { AgentHello, AgentStatus } from './agent-store.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 /** A management request as the Worker hands it to the hub. */
 export interface ManageRequest {
@@ -26,6 +27,8 @@ export interface ManageRequest {
   endpoint: string;
   /** The key's id; null for the admin token. */
   keyId: string | null;
+  /** The id the client sees in X-Request-Id, for the log line (worker/observability/request-id.ts). */
+  requestId?: string;
   /** Pulls: stream progress lines (Ollama's default) or answer once at the end. */
   stream?: boolean;
   /** The kind of model the route serves (`/api/generate` loads chat models only), checked like a request's. */
@@ -328,8 +331,8 @@ export class Management {
       model: modelOf(request.op),
       endpoint: request.endpoint,
     };
-    this.#deps.record(
-      usageRow(base, { kind: 'managed', agentIds: agents.map((a) => a.hello.agentId), status, errorCode }),
-    );
+    const row = usageRow(base, { kind: 'managed', agentIds: agents.map((a) => a.hello.agentId), status, errorCode });
+    this.#deps.record(row);
+    logUsage(row, request.requestId);
   }
 }

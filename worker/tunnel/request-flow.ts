@@ -10,6 +10,7 @@ import { FORMATS } from '../dialects/formats.ts';
 import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
+import type { ConversationAffinity } from './affinity.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -27,6 +28,7 @@ import { PARKED, SentRequests } from './sent-requests.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
+import { logStranger, logUsage } from '../observability/request-log.ts';
 
 export interface RequestFlowDeps {
   keys: KeyGate;
@@ -42,6 +44,8 @@ export interface RequestFlowDeps {
   responses: ResponseMemory;
   /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
   allowance: PromptAllowance;
+  /** Which agent holds the KV cache of the conversation a request continues. */
+  affinity: ConversationAffinity;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -95,6 +99,7 @@ export class RequestFlow {
       progress.flight?.settle(unsettled(e.status, e.code));
       const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
+        logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
         this.#d.outbox.countRefusals([
           {
             minute: minuteOf(started),
@@ -115,8 +120,9 @@ export class RequestFlow {
         endpoint: dispatch.endpoint,
         ...batch,
       };
-      this.#d.outbox.record(
+      this.#record(
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
+        dispatch.clientRequestId,
       );
       return errorResponse(e, flavor);
     }
@@ -128,6 +134,8 @@ export class RequestFlow {
     progress: Progress,
   ): Promise<Response> {
     const d = this.#d;
+    // The id the client sees (its own X-Request-Id, or the Worker's); the exchange's own id stays unique.
+    const rid = dispatch.clientRequestId ?? req.id;
     const auth = await d.keys.authorize(dispatch.keyHash);
     if ('error' in auth) throw new ApiError(auth.error.code, auth.error.message);
     const key = (progress.key = auth.key);
@@ -187,7 +195,7 @@ export class RequestFlow {
     if (ck && !dispatch.noCache) {
       if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
         const followed = await followLeader(flight.leader, format, meta, {
-          'x-request-id': req.id,
+          'x-request-id': rid,
           'x-npu-relay-cache': 'HIT',
         });
         if (followed) {
@@ -198,7 +206,7 @@ export class RequestFlow {
           void followed.ended.then((s) => {
             const served = answered(s);
             d.limits.settle(reservation, served ? s.usage.promptTokens + s.usage.completionTokens : 0, Date.now());
-            d.outbox.record(usageRow(base, { kind: 'followed', settlement: s }));
+            this.#record(usageRow(base, { kind: 'followed', settlement: s }), rid);
             keep?.(served ? answerOf(s) : undefined);
           });
           return followed.response;
@@ -214,17 +222,23 @@ export class RequestFlow {
           hit.outcome.usage.promptTokens + hit.outcome.usage.completionTokens,
           Date.now(),
         );
-        d.outbox.record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }));
+        this.#record(usageRow(base, { kind: 'hit', usage: hit.outcome.usage }), rid);
         flight.settle(hitSettlement(hit));
         recalled.keep(meta)?.(hit);
-        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': req.id, 'x-npu-relay-cache': 'HIT' });
+        return replay(format, meta, hit, dispatch.stream, { 'x-request-id': rid, 'x-npu-relay-cache': 'HIT' });
       }
     }
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) =>
-        promptTooLong(dispatch.task, m),
+      const holder = d.affinity.holder(dispatch.task, Date.now());
+      picked = pickAgent(
+        d.registry.list(),
+        dispatch.task,
+        format.flavor,
+        d.exchanges,
+        (m) => promptTooLong(dispatch.task, m),
+        holder,
       );
       checkFits(dispatch, picked.model);
     } catch (err) {
@@ -245,6 +259,7 @@ export class RequestFlow {
       stream: dispatch.stream,
       // A completion capped to the key's remaining tokens says so (its finish reason is then `length`).
       headers: {
+        'x-request-id': rid,
         'x-npu-relay-cache': cache,
         ...(capped ? { 'x-npu-relay-max-tokens': String(admitted.completion) } : {}),
       },
@@ -259,7 +274,16 @@ export class RequestFlow {
         d.inFlight.end(req.id);
         flight.settle(s);
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
-        keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
+        const ended = s.outcome === 'ok' && s.finishReason !== null;
+        keep?.(ended ? answerOf(s) : undefined);
+        // Its agent now holds the conversation's KV cache: the next turn goes there (affinity.ts).
+        if (ended && exchange.agentId)
+          d.affinity.remember(
+            dispatch.task,
+            exchange.agentId,
+            s.chunks.findLast((c) => c.context)?.context,
+            Date.now(),
+          );
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
         const task = dispatch.task;
         if ((task.task === 'chat' || task.task === 'complete') && s.usage.promptTokens > 0)
@@ -269,7 +293,10 @@ export class RequestFlow {
             ? { promptTokens: 0, completionTokens: 0 }
             : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
-        d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
+        this.#record(
+          usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }),
+          rid,
+        );
         if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
       },
     });
@@ -289,6 +316,7 @@ export class RequestFlow {
     const frame: RequestFrame = {
       type: 'request',
       id: req.id,
+      requestId: rid,
       body: dispatch.task,
       keyId: key.id,
       ...keepAlive,
@@ -307,6 +335,17 @@ export class RequestFlow {
   /** Sends waiting requests to agents that can take them now; fails those that waited too long (sent-requests.ts). */
   unpark(now: number): void {
     this.#sent.unpark(now);
+  }
+
+  /** Requests waiting for an agent (see `unpark`). */
+  waiting(): number {
+    return this.#sent.waiting();
+  }
+
+  /** A request's usage row, and its log line from the same row. */
+  #record(row: UsageRow, requestId: string | undefined): void {
+    this.#d.outbox.record(row);
+    logUsage(row, requestId);
   }
 
   #toAgent(connId: string, frame: EdgeFrame): void {

@@ -47,6 +47,13 @@ export class SentRequests {
     });
   }
 
+  /** Requests waiting for an agent (see `unpark`). */
+  waiting(): number {
+    let n = 0;
+    for (const sent of this.#sent.values()) if (sent.parkedUntil !== undefined) n++;
+    return n;
+  }
+
   has(id: string): boolean {
     return this.#sent.has(id);
   }

@@ -12,6 +12,7 @@ import type { HubDatabase } from '../db/hub-database.ts';
 import type { Ledger } from './ledger.ts';
 import type { RefusalCount } from './usage-row.ts';
 import { refusalRow, type UsageRow } from './usage-row.ts';
+import { logError, logWarn } from '../observability/log.ts';
 
 /** Rows are written in batches: one INSERT per FLUSH_MS, however many requests finished meanwhile. */
 const FLUSH_MS = 250;
@@ -92,10 +93,10 @@ export class UsageOutbox {
         if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#schedule();
       }
     } catch (err) {
-      console.warn(
-        `libSQL unreachable; ${this.#ledger.outboxSize} usage rows wait in the hub and will be retried`,
-        String(err),
-      );
+      logWarn('libSQL unreachable; usage rows wait in the hub and will be retried', {
+        pending: this.#ledger.outboxSize,
+        err: String(err),
+      });
       await this.#ctx.storage.setAlarm(Date.now() + RETRY_MS);
     } finally {
       this.#flushing = false;
@@ -120,7 +121,7 @@ export class UsageOutbox {
           if (progressed) throw err;
           return false;
         }
-        console.error('libSQL refused a usage row; it is dropped', JSON.stringify(row), String(err));
+        logError('libSQL refused a usage row; it is dropped', { row, err: String(err) });
       }
       this.#ledger.usageWritten([row.id]);
       progressed = true;

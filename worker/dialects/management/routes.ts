@@ -12,6 +12,8 @@ import { readJson } from '../../http/body.ts';
 import { ApiError } from '../../http/errors.ts';
 import { forgetKey, requireAdmin } from '../../edge/context.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
+import { metrics } from './metrics.ts';
+import { logError } from '../../observability/log.ts';
 
 const NewKey = z.object({
   name: z.string().min(1).max(200),
@@ -39,7 +41,7 @@ async function adminQuery<T>(
   try {
     return await withDeadline(what, dbTimeoutMs, call(database(env)));
   } catch (err) {
-    console.error(`admin: libSQL failed ${what}`, String(err));
+    logError('admin: libSQL failed', { what, err: String(err) });
     throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, {
       cause: err,
     });
@@ -128,5 +130,6 @@ export function adminRoutes(router: EdgeRouter): void {
     .get('/admin/keys', listKeys)
     .post('/admin/keys/:id/revoke', revokeKey)
     .get('/admin/usage', usageReport)
-    .get('/admin/streams', streams);
+    .get('/admin/streams', streams)
+    .get('/admin/metrics', metrics);
 }

@@ -20,9 +20,15 @@ import type { ManageOutcome, ManageRequest } from '../../tunnel/management.ts';
 import type { KeyRecord } from '../../tunnel/ledger.ts';
 import { residencyChange } from '../../tunnel/residency.ts';
 import { usageRow } from '../../tunnel/usage-row.ts';
+import { loggedElsewhere, requestIdOf } from '../../observability/request-id.ts';
+import { logStranger, logUsage } from '../../observability/request-log.ts';
+import { logError } from '../../observability/log.ts';
 
-/** Who is asking: a key (with its record) or the admin token, which always has the `manage` scope. */
-type Caller = { key: KeyRecord } | { admin: true };
+/**
+ * Who is asking: a key (with its record) or the admin token, which always has the `manage` scope; with the request's
+ * id for its log line.
+ */
+type Caller = ({ key: KeyRecord } | { admin: true }) & { requestId: string };
 
 const Name = z.string().min(1).max(256);
 /** Which agent runs it (an npu-relay extension); absent: every agent that can. */
@@ -50,12 +56,21 @@ const LOAD_PEEK_MAX_BYTES = 64 * 1024;
 /** `cached`: a key the hub accepted lately in this isolate is taken as is (the hub checks again when it runs). */
 async function callerOf(request: EdgeRequest, env: Env, cached = false): Promise<Caller> {
   const token = bearerToken(request);
-  if (token && (await secretsEqual(token, edgeConfig(env).adminToken))) return { admin: true };
-  await (cached ? requireApiKeyCached : requireApiKey)(request, env);
-  return { key: keyOf(request) };
+  const requestId = requestIdOf(request);
+  let caller: Caller;
+  if (token && (await secretsEqual(token, edgeConfig(env).adminToken))) caller = { admin: true, requestId };
+  else {
+    await (cached ? requireApiKeyCached : requireApiKey)(request, env);
+    caller = { key: keyOf(request), requestId };
+  }
+  // From here the request leaves a usage row, whose place writes its log line.
+  loggedElsewhere(request);
+  return caller;
 }
 
 const keyIdOf = (caller: Caller) => ('key' in caller ? caller.key.id : null);
+/** Who a management request is for, as the hub's usage row and log line name it. */
+const askerOf = (caller: Caller) => ({ keyId: keyIdOf(caller), requestId: caller.requestId });
 const mayManage = (caller: Caller) => 'admin' in caller || caller.key.manageModels === true;
 
 function requireManage(caller: Caller, what: string): void {
@@ -94,10 +109,11 @@ async function guarded(
       { id: crypto.randomUUID(), at: started, keyId: keyIdOf(caller), model: null, endpoint },
       { kind: 'rejected', status: e.status, errorCode: e.code, cache: null },
     );
+    logUsage(row, caller.requestId);
     ctx.waitUntil(
       hub(env)
         .record(row)
-        .catch((recordErr: unknown) => console.error('could not record a refused management request', recordErr)),
+        .catch((recordErr: unknown) => logError('could not record a refused management request', { err: recordErr })),
     );
     return errorResponse(e, 'ollama');
   }
@@ -111,7 +127,11 @@ function managed(endpoint: string, run: (request: EdgeRequest, env: Env, caller:
       caller = await callerOf(request, env);
     } catch (err) {
       const e = toApiError(err);
-      if (e.code === 'invalid_api_key') countRefusal(env, ctx, endpoint, e);
+      if (e.code === 'invalid_api_key') {
+        countRefusal(env, ctx, endpoint, e);
+        logStranger(requestIdOf(request), endpoint, e.status, e.code);
+        loggedElsewhere(request);
+      }
       return errorResponse(e, 'ollama');
     }
     return guarded(endpoint, caller, env, ctx, () => run(request, env, caller));
@@ -144,7 +164,7 @@ const pull = managed('api.pull', async (request, env, caller) => {
     op,
     agent: body.agent,
     endpoint: 'api.pull',
-    keyId: keyIdOf(caller),
+    ...askerOf(caller),
     stream: body.stream !== false,
   };
   return hub(env).pull(req);
@@ -160,7 +180,7 @@ const remove = managed('api.delete', async (request, env, caller) => {
       op: { action: 'delete', model },
       agent: body.agent,
       endpoint: 'api.delete',
-      keyId: keyIdOf(caller),
+      ...askerOf(caller),
     }),
   );
   // This isolate's model directory is out of date now (cache hits it answers itself must not outlive the model).
@@ -179,7 +199,7 @@ const copy = managed('api.copy', async (request, env, caller) => {
   requireVisible(caller, destination);
   const op = { action: 'copy' as const, source, destination };
   const failed = outcomeError(
-    await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', keyId: keyIdOf(caller) }),
+    await hub(env).manage({ op, agent: body.agent, endpoint: 'api.copy', ...askerOf(caller) }),
   );
   poolsChanged();
   if (failed) return errorResponse(failed, 'ollama');
@@ -258,7 +278,7 @@ export function loadOrUnload(shape: Shape) {
       const keep = keepAliveMs(body.keep_alive);
       if (keep === 0) {
         requireManage(caller, 'unloading a model (keep_alive 0)');
-        const outcome = await hub(env).manage({ op: { action: 'unload', model }, endpoint, keyId: keyIdOf(caller) });
+        const outcome = await hub(env).manage({ op: { action: 'unload', model }, endpoint, ...askerOf(caller) });
         if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');
         return loadAnswer(shape, body.model, 'unload');
       }
@@ -272,7 +292,7 @@ export function loadOrUnload(shape: Shape) {
       const outcome = await hub(env).manage({
         op: { action: 'load', model, ...keepAlive },
         endpoint,
-        keyId: keyIdOf(caller),
+        ...askerOf(caller),
         kind: 'chat',
       });
       if ('error' in outcome) return errorResponse(new ApiError(outcome.error.code, outcome.error.message), 'ollama');

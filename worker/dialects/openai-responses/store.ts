@@ -19,6 +19,7 @@ import type { AnswerChunk, Outcome, ResponseMeta } from '../core/format.ts';
 import { type ChainLink, walkChain } from './chain.ts';
 import type { PendingResponses, StoredResponse } from './pending.ts';
 import { openaiResponses } from './writer.ts';
+import { logError, logWarn } from '../../observability/log.ts';
 
 /** The stored conversation a request continued. */
 export interface Continued {
@@ -157,19 +158,22 @@ export class ResponseStore {
           // A row the database itself refused (row-refusal.ts) must not hold back the rest for ever; any other failure
           // is the database's (down, or going down between two calls), and every row waits.
           if (!isRowRefusal(err)) throw err;
-          console.error(
-            `libSQL refused stored response ${row.id}; it is dropped (a later previous_response_id naming it gets 404)`,
-            String(err),
+          logError(
+            'libSQL refused a stored response; it is dropped (a later previous_response_id naming it gets 404)',
+            {
+              responseId: row.id,
+              err: String(err),
+            },
           );
         }
         this.#o.pending.remove(row.id);
         this.#sweepAt(row.expiresAt);
       }
     } catch (err) {
-      console.warn(
-        `libSQL unreachable; ${this.#o.pending.size} stored responses wait in the hub and will be retried`,
-        String(err),
-      );
+      logWarn('libSQL unreachable; stored responses wait in the hub and will be retried', {
+        pending: this.#o.pending.size,
+        err: String(err),
+      });
       this.#o.wake(Date.now() + RETRY_MS);
     } finally {
       this.#flushing = false;
@@ -188,7 +192,7 @@ export class ResponseStore {
       this.#o.pending.nextSweepAt = null;
       if (next !== null) this.#sweepAt(Math.max(next + 1, now + this.#sweepGap()));
     } catch (err) {
-      console.warn('could not sweep expired responses; retrying later', String(err));
+      logWarn('could not sweep expired responses; retrying later', { err: String(err) });
       this.#o.pending.nextSweepAt = null;
       this.#sweepAt(now + this.#sweepGap());
     }

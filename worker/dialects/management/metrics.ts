@@ -1,0 +1,74 @@
+/**
+ * `GET /admin/metrics` (admin token): the edge's metrics for a Prometheus scrape, in OpenMetrics or the classic text
+ * format as the scraper asks. Counters and histograms from the usage rows (observability/usage-metrics.ts), gauges
+ * from every pool's hub, read at scrape time.
+ */
+import type { IRequest } from 'itty-router';
+import { edgeConfig } from '../../config.ts';
+import { openDatabase } from '../../db/client.ts';
+import { withDeadline } from '../../db/timeout.ts';
+import type { Env } from '../../env.ts';
+import { ApiError } from '../../http/errors.ts';
+import { hubOf, poolNames } from '../../edge/pools.ts';
+import { CONTENT_TYPES, exposition, expositionFor, type Family } from '../../observability/exposition.ts';
+import type { HubGauges } from '../../observability/hub-gauges.ts';
+import { logError } from '../../observability/log.ts';
+import { usageFamilies } from '../../observability/usage-metrics.ts';
+
+/**
+ * How long the totals' query may take: it scans the usage table (about 1 s per 100,000 rows measured on a loaded
+ * 2-core machine), so it gets Prometheus's default scrape timeout rather than NPU_RELAY_DB_TIMEOUT_MS, which bounds
+ * the calls a request waits on; a slow scrape does not mark libSQL down for anyone.
+ */
+const QUERY_MS = 10_000;
+
+type PoolGauges = HubGauges & { pool: string };
+
+function gaugeFamilies(hubs: PoolGauges[]): Family[] {
+  const gauge = (name: string, help: string, value: (h: PoolGauges) => number): Family => ({
+    type: 'gauge',
+    name,
+    help,
+    samples: hubs.map((h) => ({ labels: { pool: h.pool }, value: value(h) })),
+  });
+  return [
+    gauge('npu_relay_edge_agents_connected', 'Agents connected to the pool.', (h) => h.agents),
+    gauge(
+      'npu_relay_edge_in_flight',
+      'Requests the pool is relaying now (being answered by an agent, or waiting for one).',
+      (h) => h.inFlight,
+    ),
+    {
+      type: 'gauge',
+      name: 'npu_relay_edge_queue_depth',
+      help: 'Requests waiting: at the agents (their queues, as last reported) or at the edge (for an agent to come back).',
+      samples: hubs.flatMap((h) => [
+        { labels: { pool: h.pool, place: 'agents' }, value: h.queuedAtAgents },
+        { labels: { pool: h.pool, place: 'edge' }, value: h.waitingForAgent },
+      ]),
+    },
+  ];
+}
+
+export async function metrics(request: IRequest, env: Env): Promise<Response> {
+  const { libsqlUrl, libsqlAuthToken } = edgeConfig(env);
+  const db = openDatabase(libsqlUrl, libsqlAuthToken, { timeoutMs: QUERY_MS });
+  const [usage, hubs] = await Promise.all([
+    withDeadline('read the usage totals for /admin/metrics', QUERY_MS, usageFamilies(db)).catch((err: unknown) => {
+      logError('/admin/metrics: libSQL did not answer the usage totals', { err: String(err) });
+      throw new ApiError(
+        'database_unavailable',
+        `cannot read the usage totals right now: libSQL did not answer within ${QUERY_MS / 1000} s; retry shortly`,
+        { cause: err },
+      );
+    }),
+    // A hub knows its pool only from dispatches since it woke: the pool is named here.
+    poolNames(env).then((pools) =>
+      Promise.all(pools.map(async (pool): Promise<PoolGauges> => ({ pool, ...(await hubOf(env, pool).gauges()) }))),
+    ),
+  ]);
+  const format = expositionFor(request.headers.get('accept'));
+  return new Response(exposition([...usage, ...gaugeFamilies(hubs)], format), {
+    headers: { 'content-type': CONTENT_TYPES[format], 'cache-control': 'no-store' },
+  });
+}

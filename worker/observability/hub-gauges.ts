@@ -1,0 +1,11 @@
+/** What a hub reports of its present state for `/admin/metrics` (the live gauges; the counters come from libSQL). */
+export interface HubGauges {
+  /** Agents connected to this hub that have said hello. */
+  agents: number;
+  /** Requests this hub is relaying now (an agent working on them, or waiting for one). */
+  inFlight: number;
+  /** Of those, requests waiting at the edge for an agent (theirs went away; see RequestFlow's PARK_MS). */
+  waitingForAgent: number;
+  /** Requests waiting in the agents' queues, as their last status reports said. */
+  queuedAtAgents: number;
+}
