@@ -21,6 +21,22 @@ const SWEEP_MS = 10 * 60_000;
 const SWEEP_BATCH = 500;
 const SWEEP_BATCHES = 20;
 
+/** A cache hit as a leader's settlement, for twins that followed it. */
+export function hitSettlement(hit: CachedAnswer): Settlement {
+  return {
+    status: 200,
+    outcome: 'ok',
+    errorCode: null,
+    finishReason: hit.outcome.finishReason,
+    usage: hit.outcome.usage,
+    device: null,
+    ttftMs: 0,
+    durationMs: 0,
+    chunks: hit.chunks,
+    ...(hit.embeddings ? { embeddings: hit.embeddings } : {}),
+  };
+}
+
 /** The answer a settled generation leaves, as the cache keeps it. */
 export function answerOf(s: Settlement): CachedAnswer {
   return {

@@ -7,16 +7,16 @@
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../dialects/core/format.ts';
 import { FORMATS } from '../dialects/formats.ts';
-import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
+import { replay } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
 import type { ConversationAffinity } from './affinity.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
-import { answerOf, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
+import { answerOf, hitSettlement, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
 import type { Dispatch } from './dispatch.ts';
-import { answered, Exchange, type Settlement } from './exchange.ts';
+import { answered, Exchange } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
@@ -24,7 +24,7 @@ import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import type { ResponseMemory } from './response-memory.ts';
-import { PARKED, SentRequests } from './sent-requests.ts';
+import { PARK_MS, PARKED, SentRequests } from './sent-requests.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -56,17 +56,6 @@ interface Progress {
   reservation: Reservation | undefined;
   flight: Flight | undefined;
 }
-
-/** Start of the minute holding `at`. */
-function minuteOf(at: number): number {
-  return at - (at % 60_000);
-}
-
-/**
- * A request whose agent went away (or refused it while draining) before starting it waits this long for another
- * agent — an agent restart takes a few seconds — rather than fail.
- */
-const PARK_MS = 15_000;
 
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
@@ -102,7 +91,7 @@ export class RequestFlow {
         logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
         this.#d.outbox.countRefusals([
           {
-            minute: minuteOf(started),
+            minute: started - (started % 60_000),
             endpoint: dispatch.endpoint,
             code: e.code,
             status: e.status,
@@ -352,20 +341,4 @@ export class RequestFlow {
     const ws = this.#d.registry.socketOf(connId);
     if (ws) sendFrame(ws, frame);
   }
-}
-
-/** A cache hit as a leader's settlement, for twins that followed it. */
-function hitSettlement(hit: CachedAnswer): Settlement {
-  return {
-    status: 200,
-    outcome: 'ok',
-    errorCode: null,
-    finishReason: hit.outcome.finishReason,
-    usage: hit.outcome.usage,
-    device: null,
-    ttftMs: 0,
-    durationMs: 0,
-    chunks: hit.chunks,
-    ...(hit.embeddings ? { embeddings: hit.embeddings } : {}),
-  };
 }

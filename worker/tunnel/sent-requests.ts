@@ -23,6 +23,12 @@ interface Sent {
   dispatch: Dispatch;
 }
 
+/**
+ * A request whose agent went away (or refused it while draining) before starting it waits this long for another
+ * agent — an agent restart takes a few seconds — rather than fail.
+ */
+export const PARK_MS = 15_000;
+
 /** The connection id of requests waiting for an agent. */
 export const PARKED = 'parked';
 
