@@ -16,6 +16,7 @@ import { ollamaRoutes } from './routes/ollama.ts';
 import { countRefusal } from './routes/refusals.ts';
 import type { KeyRecord } from './tunnel/ledger.ts';
 import { openaiRoutes } from './routes/openai.ts';
+import { rerankRoutes } from './routes/rerank.ts';
 
 function flavorOf(request: Request): Flavor {
   const { pathname } = new URL(request.url);
@@ -62,7 +63,10 @@ async function health(_request: IRequest, env: Env): Promise<Response> {
 function recordRejection(err: unknown, request: IRequest, env: Env, ctx: ExecutionContext): Response {
   const e = toApiError(err);
   const { pathname } = new URL(request.url);
-  if (request.method === 'POST' && (pathname.startsWith('/v1/') || pathname.startsWith('/api/'))) {
+  if (
+    request.method === 'POST' &&
+    (pathname.startsWith('/v1/') || pathname.startsWith('/api/') || pathname === '/rerank')
+  ) {
     const endpoint = pathname.slice(1).replace(/^v1\//, '').replace(/\//g, '.');
     // A caller without a verified key (a stranger, or a route that does not exist) is only counted: the endpoint is
     // named only when it exists, so made-up paths cannot multiply the counters either.
@@ -101,6 +105,7 @@ const ENDPOINTS = new Set([
   'api.embed',
   'api.embeddings',
   'api.show',
+  'rerank',
 ]);
 
 export const router = Router<IRequest, Args>({ catch: recordRejection });
@@ -116,6 +121,7 @@ router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', oll
 anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
+rerankRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
 adminRoutes(router);

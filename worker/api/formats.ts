@@ -5,6 +5,7 @@ import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './oll
 import { openaiChat, openaiCompletion } from './openai-chat.ts';
 import { openaiEmbeddings } from './openai-embeddings.ts';
 import { openaiResponses } from './openai-responses/response.ts';
+import { rerank } from './rerank.ts';
 
 export const FORMATS = {
   'openai.chat': openaiChat,
@@ -17,6 +18,7 @@ export const FORMATS = {
   'ollama.embeddings': ollamaEmbeddings,
   'anthropic.messages': anthropicMessages,
   'anthropic.count_tokens': anthropicCountTokens,
+  rerank,
 } satisfies Record<string, ResponseFormat>;
 
 export type FormatName = keyof typeof FORMATS;
