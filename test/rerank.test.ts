@@ -39,7 +39,7 @@ before(async () => {
 });
 after(() => edge?.stop());
 
-const post = async (body: unknown, options: { key?: string | null; path?: string } = {}) => {
+const post = async (body: unknown, options: { key?: string | null | undefined; path?: string } = {}) => {
   const key = options.key === undefined ? edge.apiKey : options.key;
   const res = await fetch(new URL(options.path ?? '/v1/rerank', edge.url), {
     method: 'POST',

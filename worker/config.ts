@@ -25,6 +25,10 @@ export interface EdgeConfig {
   attachmentLimitBytes: number | undefined;
   /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
   dbTimeoutMs: number;
+  /** The semantic cache's embedding model for keys that name none (else the first embedding model a key may use). */
+  semanticEmbedModel: string | undefined;
+  /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
+  semanticWaitMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -36,7 +40,8 @@ type NumberName =
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
-  | 'NPU_RELAY_DB_TIMEOUT_MS';
+  | 'NPU_RELAY_DB_TIMEOUT_MS'
+  | 'NPU_RELAY_SEMANTIC_WAIT_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -77,6 +82,8 @@ export function edgeConfig(env: Env): EdgeConfig {
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
+      semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
+      semanticWaitMs: positiveInt(env, 'NPU_RELAY_SEMANTIC_WAIT_MS', 1000),
     };
     cache.set(env, config);
   }

@@ -30,4 +30,8 @@ export interface Env {
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
   NPU_RELAY_CORS_ORIGINS?: string;
+  /** The semantic cache's embedding model for keys that name none (docs/semantic-cache.md). */
+  NPU_RELAY_SEMANTIC_EMBED_MODEL?: string;
+  /** Longest a semantic-cache miss waits for its lookup, in milliseconds (default 1000). */
+  NPU_RELAY_SEMANTIC_WAIT_MS?: string;
 }

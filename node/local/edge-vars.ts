@@ -18,6 +18,8 @@ export const EDGE_VARIABLES = {
   NPU_RELAY_ATTACHMENT_LIMIT_BYTES: 'positive',
   NPU_RELAY_EDGE_HITS: 'switch',
   NPU_RELAY_CORS_ORIGINS: 'text',
+  NPU_RELAY_SEMANTIC_EMBED_MODEL: 'text',
+  NPU_RELAY_SEMANTIC_WAIT_MS: 'positive',
 } as const;
 
 /** Edge variables `npm start` sets itself (tokens), or cannot take (it runs its own database). */

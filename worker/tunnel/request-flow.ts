@@ -24,6 +24,7 @@ import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
+import type { SemanticTier } from './semantic-tier.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -41,6 +42,8 @@ export interface RequestFlowDeps {
   responses: ResponseStore;
   /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
   allowance: PromptAllowance;
+  /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
+  semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -223,6 +226,11 @@ export class RequestFlow {
       }
     }
 
+    // The semantic tier's lookup: its embed request goes to the agent before the generation, which is not held back.
+    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task) : undefined;
+    /** Set when a semantic hit answered instead: the cancelled generation's settlement then leaves no row. */
+    let superseded = false;
+
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
       picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) =>
@@ -260,6 +268,11 @@ export class RequestFlow {
         this.#sent.delete(req.id);
         d.inFlight.end(req.id);
         flight.settle(s);
+        if (superseded) {
+          // Twins streaming along with it may have let it finish: its answer is still worth keeping.
+          if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+          return;
+        }
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         keep?.(s.outcome === 'ok' && s.finishReason !== null ? answerOf(s) : undefined);
         // Counting a prompt generates nothing and uses no model time worth a budget: it is recorded, not charged.
@@ -272,7 +285,9 @@ export class RequestFlow {
             : { promptTokens: s.usage.promptTokens, completionTokens: s.usage.completionTokens };
         d.limits.settle(reservation, charged.promptTokens + charged.completionTokens, Date.now());
         d.outbox.record(usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }));
-        if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+        if (ck && !dispatch.noStore && isReplayable(s)) {
+          d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s).then(() => semantic?.file(ck)));
+        }
       },
     });
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
@@ -298,6 +313,24 @@ export class RequestFlow {
       dispatch,
     });
     if (ws) sendFrame(ws, frame);
+    if (semantic) {
+      const hit = await d.semantic.settle(semantic);
+      // Only while the generation is still running: once it has ended, its own answer (and row) stands.
+      if (hit && d.exchanges.get(req.id) === exchange) {
+        superseded = true;
+        const usage = hit.answer.outcome.usage;
+        flight.settle(hitSettlement(hit.answer));
+        d.limits.settle(reservation, usage.promptTokens + usage.completionTokens, Date.now());
+        d.outbox.record(usageRow(base, { kind: 'hit', usage, semantic: true }));
+        keep?.(hit.answer);
+        exchange.abandon();
+        return replay(format, meta, hit.answer, dispatch.stream, {
+          'x-request-id': req.id,
+          'x-npu-relay-cache': 'SEMANTIC',
+          'x-npu-relay-cache-score': hit.score.toFixed(4),
+        });
+      }
+    }
     return exchange.response();
   }
 
