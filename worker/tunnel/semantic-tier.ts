@@ -7,8 +7,8 @@
  */
 import { isSemanticCandidate, semanticSettings, semanticText } from '../../shared/cache/semantic.ts';
 import type { EmbedTask, Task } from '../../shared/protocol/frames.ts';
-import { FORMATS } from '../api/formats.ts';
-import type { CachedAnswer } from '../api/replay.ts';
+import { FORMATS } from '../dialects/formats.ts';
+import type { CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeConfig } from '../config.ts';
 import { pickAgent } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';

@@ -3,9 +3,9 @@
  * index, its relevance score and (unless `return_documents: false`) its text. Scores come from the embedding
  * vectors of the query and the documents (shared/api/rerank.ts); `meta.scorer` says so.
  */
-import { rankByCosine } from '../../shared/api/rerank.ts';
-import { ApiError } from '../http/errors.ts';
-import type { ResponseFormat } from './format.ts';
+import { rankByCosine } from '../../../shared/api/rerank.ts';
+import { ApiError } from '../../http/errors.ts';
+import type { ResponseFormat } from '../core/format.ts';
 
 /** How a rerank request's parameters ride in the dispatch's `meta.echo`. */
 export interface RerankEcho {

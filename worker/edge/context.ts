@@ -11,12 +11,12 @@ import { ExpiringMap } from '../expiring-map.ts';
 import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
-import { answerAtEdge, mayAnswerAtEdge } from './edge-hits.ts';
+import { answerAtEdge, mayAnswerAtEdge } from './hits.ts';
 import { allAgents, hubOf, poolFor } from './pools.ts';
 
 export type Args = [Env, ExecutionContext];
 
-/** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (routes/pools.ts). */
+/** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (edge/pools.ts). */
 export function hub(env: Env) {
   return hubOf(env, DEFAULT_POOL);
 }

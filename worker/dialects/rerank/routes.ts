@@ -1,9 +1,9 @@
 /** `POST /v1/rerank` (and `/rerank`, where vLLM and Jina also answer): an embedding model scores documents. */
 import type { IRequest, RouterType } from 'itty-router';
-import { documentText, RerankRequest, rerankTaskOf } from '../../shared/api/rerank.ts';
-import type { RerankEcho } from '../api/rerank.ts';
-import { ApiError } from '../http/errors.ts';
-import { inferenceRoute, now, type Args } from './context.ts';
+import { documentText, RerankRequest, rerankTaskOf } from '../../../shared/api/rerank.ts';
+import { inferenceRoute, now, type Args } from '../../edge/context.ts';
+import { postOnly } from '../core/post-only.ts';
+import type { RerankEcho } from './writer.ts';
 
 const rerank = inferenceRoute(RerankRequest, (body) => {
   const echo: RerankEcho = {
@@ -19,14 +19,6 @@ const rerank = inferenceRoute(RerankRequest, (body) => {
   };
 });
 
-const postOnly = (path: string) => () => {
-  throw new ApiError('method_not_allowed', `use POST for ${path}`);
-};
-
 export function rerankRoutes(router: RouterType<IRequest, Args>): void {
-  router
-    .post('/v1/rerank', rerank)
-    .post('/rerank', rerank)
-    .all('/v1/rerank', postOnly('/v1/rerank'))
-    .all('/rerank', postOnly('/rerank'));
+  router.post('/v1/rerank', rerank).post('/rerank', rerank).all('/v1/rerank', postOnly).all('/rerank', postOnly);
 }
