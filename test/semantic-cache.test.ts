@@ -153,6 +153,25 @@ describe('semantic cache', () => {
     assert.equal(text, original);
   });
 
+  test("replayed in the caller's dialect: an Ollama /api/chat gets the answer the OpenAI request cached", async () => {
+    const res = await fetch(new URL('/api/chat', edge.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${keys.a!.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: CHAT_MODEL,
+        messages: [{ role: 'user', content: 'what is the Capital city of France' }],
+        stream: false,
+        // Ollama's default repeat_penalty (1.1) changes the output: 1 asks for what the OpenAI request got.
+        options: { temperature: 0, num_predict: 8, repeat_penalty: 1 },
+      }),
+    });
+    const body = (await res.json()) as { message?: { content: string }; done?: boolean };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(res.headers.get('x-npu-relay-cache'), 'SEMANTIC');
+    assert.equal(body.message?.content, original);
+    assert.equal(body.done, true);
+  });
+
   test('other words, another tenant, a key not opted in, another model, other settings, no-cache: never SEMANTIC', async () => {
     assert.equal((await ask(keys.a!.key, OTHER)).cache, 'MISS');
     assert.equal((await ask(keys.otherTenant!.key, REWORDED)).cache, 'MISS');
@@ -192,9 +211,14 @@ describe('semantic cache', () => {
           sql: `select endpoint, cache, status, completion_tokens from usage where key_id = ? and cache = 'SEMANTIC'`,
           args: [keys.a!.id],
         });
-        return rs.rows.length >= 3 ? rs.rows : undefined;
+        return rs.rows.length >= 4 ? rs.rows : undefined;
       });
-      for (const r of rows) assert.deepEqual([r.endpoint, r.status], ['chat.completions', 200]);
+      assert.deepEqual(rows.map((r) => r.status).sort(), [200, 200, 200, 200]);
+      assert.deepEqual(
+        [...new Set(rows.map((r) => String(r.endpoint)))].sort(),
+        ['api.chat', 'chat.completions'],
+        'each row names the endpoint the caller used',
+      );
       assert.ok(Number(rows[0]!.completion_tokens) > 0, 'the replayed answer tokens are counted as saved');
     } finally {
       c.close();
@@ -202,6 +226,6 @@ describe('semantic cache', () => {
     const res = await edge.admin(`/admin/stats/summary?key=${keys.a!.id}`);
     assert.equal(res.status, 200);
     const s = (await res.json()) as { semanticHits: number; cacheHits: number; tokensSaved: number };
-    assert.ok(s.semanticHits >= 3 && s.cacheHits >= s.semanticHits && s.tokensSaved > 0, JSON.stringify(s));
+    assert.ok(s.semanticHits >= 4 && s.cacheHits >= s.semanticHits && s.tokensSaved > 0, JSON.stringify(s));
   });
 });
