@@ -1,8 +1,12 @@
 /** The Worker's bindings, as declared in `wrangler.jsonc`. Read only by `config.ts` and the entry point. */
+import type { BatchDesk } from './batch/desk.ts';
 import type { AgentHub } from './tunnel/hub.ts';
 
 export interface Env {
   HUB: DurableObjectNamespace<AgentHub>;
+  /** The Batch API: one desk per tenant (its files, batches and lines), and the bucket holding uploaded files. */
+  BATCHES: DurableObjectNamespace<BatchDesk>;
+  BATCH_FILES: R2Bucket;
   /** The secret agents present to attach. */
   NPU_RELAY_AGENT_TOKEN?: string;
   /** The secret that guards /admin/. */
@@ -34,4 +38,8 @@ export interface Env {
   NPU_RELAY_SEMANTIC_EMBED_MODEL?: string;
   /** Longest a semantic-cache miss waits for its lookup, in milliseconds (default 1000). */
   NPU_RELAY_SEMANTIC_WAIT_MS?: string;
+  /** Largest Batch API input file, in bytes (docs/batch.md). */
+  NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
+  /** Batch lines of one tenant in flight at once. */
+  NPU_RELAY_BATCH_CONCURRENCY?: string;
 }

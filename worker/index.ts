@@ -5,6 +5,7 @@ import { preflight, withCors } from './http/cors.ts';
 import { router } from './router.ts';
 
 export { AgentHub } from './tunnel/hub.ts';
+export { BatchDesk } from './batch/desk.ts';
 
 export default {
   fetch: async (request, env, ctx) => {

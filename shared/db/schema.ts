@@ -72,6 +72,11 @@ export const usage = sqliteTable(
      * each. Aggregations sum this column rather than counting rows.
      */
     requests: integer('requests').notNull().default(1),
+    /**
+     * The Batch API batch this request was a line of (worker/batch/); null for interactive requests. A line's row
+     * id is its `batch_req_…` id, so a line retried after a restart replaces its row rather than adding one.
+     */
+    batchId: text('batch_id'),
   },
   (t) => [
     // (at, id) rather than (at) alone: the dashboard's export pages through rows in (at, id) order (keyset
@@ -79,6 +84,7 @@ export const usage = sqliteTable(
     index('usage_at_id').on(t.at, t.id),
     index('usage_key_at').on(t.keyId, t.at),
     index('usage_model_at').on(t.model, t.at),
+    index('usage_batch').on(t.batchId),
   ],
 );
 

@@ -483,6 +483,11 @@ export const RequestFrame = z.object({
    * it or lift a pin another key set. Absent: it sets the keep-alive (the `manage` scope, or an older edge).
    */
   keepAliveExtends: z.literal(true).optional(),
+  /**
+   * The request's class: `batch` for the Batch API's lines (worker/batch/), which the agent's queue serves only when
+   * no interactive request waits. Absent: interactive. An older agent ignores the field (frames are not strict).
+   */
+  priority: z.enum(['interactive', 'batch']).optional(),
 });
 
 /**

@@ -9,11 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
-import { startMiniflareEdge, type MiniflareEdge } from './miniflare-edge.ts';
-import { buildWorkerBundle } from './worker-bundle.ts';
+import { startMiniflareEdge, type MiniflareEdge, type MiniflareEdgeOptions } from './miniflare-edge.ts';
+import { buildWorkerBundle, type WorkerBundle } from './worker-bundle.ts';
 
 export interface DeployedEdge {
   edge: MiniflareEdge;
+  /** The Worker bundle the edge runs (its source map places a profile's samples in the sources). */
+  bundle: WorkerBundle;
   url: URL;
   sqld: Sqld;
   agentToken: string;
@@ -22,19 +24,26 @@ export interface DeployedEdge {
   stop(): Promise<void>;
 }
 
-/** `inspectorPort` opens the isolate's V8 inspector (see isolate-heap.ts). */
-export async function startDeployedEdge(name: string, options: { inspectorPort?: number } = {}): Promise<DeployedEdge> {
+/**
+ * `inspectorPort` opens the isolate's V8 inspector (see inspector.ts); `stateDir` is where the hub's storage lives;
+ * `root` is the checkout whose Worker is built (another one's, to compare two versions side by side).
+ */
+export async function startDeployedEdge(
+  name: string,
+  options: Pick<MiniflareEdgeOptions, 'inspectorPort' | 'stateDir'> & { root?: string } = {},
+): Promise<DeployedEdge> {
+  const { root, ...edgeOptions } = options;
   const dir = await mkdtemp(path.join(tmpdir(), `npu-relay-${name}-`));
   const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
   await applyMigrations(sqld.url);
   await mkdir(path.join(dir, 'bundle'));
-  const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+  const bundle = await buildWorkerBundle(path.join(dir, 'bundle'), undefined, root);
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const edge = await startMiniflareEdge(
     bundle,
     { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
-    { direct: true, ...options },
+    { direct: true, ...edgeOptions },
   );
   const created = await fetch(new URL('/admin/keys', edge.url), {
     method: 'POST',
@@ -45,6 +54,7 @@ export async function startDeployedEdge(name: string, options: { inspectorPort?:
   const apiKey = ((await created.json()) as { key: string }).key;
   const deployed: DeployedEdge = {
     edge,
+    bundle,
     url: edge.url,
     sqld,
     agentToken,

@@ -37,7 +37,7 @@ function contributor(input: string): string {
  * Builds the Worker into `dir` (which must exist and be empty), for wrangler.jsonc's top-level configuration (what
  * `wrangler dev` runs) or for one of its environments (`production` is what `npm run deploy` uploads).
  */
-export async function buildWorkerBundle(dir: string, env?: string): Promise<WorkerBundle> {
+export async function buildWorkerBundle(dir: string, env?: string, root = PROJECT_ROOT): Promise<WorkerBundle> {
   const wrangler = path.join(
     path.dirname(createRequire(import.meta.url).resolve('wrangler/package.json')),
     'bin',
@@ -49,7 +49,7 @@ export async function buildWorkerBundle(dir: string, env?: string): Promise<Work
     execFile(
       process.execPath,
       [wrangler, ...args],
-      { cwd: PROJECT_ROOT, timeout: 120_000, env: { ...process.env, WRANGLER_SEND_METRICS: 'false' } },
+      { cwd: root, timeout: 120_000, env: { ...process.env, WRANGLER_SEND_METRICS: 'false' } },
       (err, _stdout, stderr) =>
         err ? reject(new Error(`wrangler ${args.join(' ')} failed: ${err.message}\n${stderr}`)) : resolve(),
     );

@@ -42,7 +42,8 @@ export function apiKeyOf(request: Request): string {
 const keyHashes = new Map<string, string>();
 const KEY_HASHES_MAX = 1024;
 
-async function keyHashOf(request: Request): Promise<string> {
+/** The SHA-256 of the request's API key (the Batch API keeps it to run a batch's lines under the key). */
+export async function keyHashOf(request: Request): Promise<string> {
   const key = apiKeyOf(request);
   let hash = keyHashes.get(key);
   if (hash === undefined) {
@@ -60,7 +61,7 @@ async function keyHashOf(request: Request): Promise<string> {
  * evicts other made-up keys first.
  *
  * Revocation: the revoking isolate forgets the key at once (`forgetKey`) and the hubs refuse it from the revoke on;
- * another isolate may reuse what it accepted for KEY_REUSE_MS more — the documented bound (README, "Keys"), for
+ * another isolate may reuse what it accepted for KEY_REUSE_MS more — the documented bound (docs/operations.md, "Security model"), for
  * every route, cache hits the Worker answers and model management included.
  */
 const KEY_REUSE_MS = 2000;

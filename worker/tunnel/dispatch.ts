@@ -43,6 +43,18 @@ export const Dispatch = z.object({
       store: z.object({ inputItems: z.array(z.record(z.string(), z.unknown())) }).optional(),
     })
     .optional(),
+  /** `batch` for a Batch API line: sent on to the agent (RequestFrame.priority) and marked on its usage row. */
+  priority: z.enum(['interactive', 'batch']).optional(),
+  /**
+   * A Batch API line's own request id (`batch_req_…`, the same on every attempt), so a line retried after an edge or
+   * agent restart keeps one usage row (usage-batch.ts) instead of one per attempt. Others get a fresh UUID.
+   */
+  requestId: z
+    .string()
+    .regex(/^batch_req_[A-Za-z0-9_]{1,100}$/)
+    .optional(),
+  /** The batch a line belongs to, written to its usage row's `batch_id`. */
+  batchId: z.string().min(1).max(64).optional(),
 });
 export type Dispatch = z.infer<typeof Dispatch>;
 

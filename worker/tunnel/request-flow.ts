@@ -92,7 +92,16 @@ export class RequestFlow {
   /** Runs a request to its response; never throws (a failure is the client's error response, and its row). */
   async run(dispatch: Dispatch, signal: AbortSignal): Promise<Response> {
     const started = Date.now();
-    const id = crypto.randomUUID();
+    // A Batch API line brings its own id, the same on every attempt: its usage row is replaced, not added to.
+    const id = dispatch.requestId ?? crypto.randomUUID();
+    const batch = dispatch.batchId !== undefined ? { batchId: dispatch.batchId } : {};
+    // A batch line still running here from an attempt whose runner died: the runner retries once it has ended. No
+    // row: the running attempt writes the line's.
+    if (this.#sent.has(id) || this.#d.exchanges.get(id))
+      return errorResponse(
+        new ApiError('overloaded', `request ${id} is still running; retry once it has ended`),
+        FORMATS[dispatch.format].flavor,
+      );
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
     try {
       return await this.#run(dispatch, { id, at: started, signal }, progress);
@@ -120,6 +129,7 @@ export class RequestFlow {
         keyId: progress.key?.id ?? null,
         model: dispatch.task.model,
         endpoint: dispatch.endpoint,
+        ...batch,
       };
       this.#d.outbox.record(
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
@@ -175,6 +185,7 @@ export class RequestFlow {
       keyId: key.id,
       model: dispatch.task.model,
       endpoint: dispatch.endpoint,
+      ...(dispatch.batchId !== undefined ? { batchId: dispatch.batchId } : {}),
     };
 
     // A model no connected agent serves is gone (deleted, or its agent was replaced): no cached answer brings it
@@ -303,7 +314,14 @@ export class RequestFlow {
       dispatch.keepAliveMs === undefined
         ? {}
         : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
-    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
+    const frame: RequestFrame = {
+      type: 'request',
+      id: req.id,
+      body: dispatch.task,
+      keyId: key.id,
+      ...keepAlive,
+      ...(dispatch.priority !== undefined ? { priority: dispatch.priority } : {}),
+    };
     this.#sent.set(req.id, {
       frame,
       task: dispatch.task,

@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { DatabaseTimeout } from '../db/timeout.ts';
 import { isRowRefusal } from '../db/row-refusal.ts';
-import { insertUsageJson } from '../db/usage-batch.ts';
+import { BATCH_ROW_UPSERT, insertUsageJson } from '../db/usage-batch.ts';
 import { usage } from '../../shared/db/schema.ts';
 import type { HubDatabase } from './hub-database.ts';
 import type { Ledger, RefusalCount } from './ledger.ts';
@@ -111,7 +111,9 @@ export class UsageOutbox {
     let progressed = false;
     for (const row of rows) {
       try {
-        await this.#db.query('a usage row', (db) => db.insert(usage).values(row).onConflictDoNothing());
+        await this.#db.query('a usage row', (db) =>
+          db.run(sql`${db.insert(usage).values(row).getSQL()} ${sql.raw(BATCH_ROW_UPSERT)}`),
+        );
       } catch (err) {
         if (err instanceof DatabaseTimeout || !isRowRefusal(err)) {
           if (progressed) throw err;

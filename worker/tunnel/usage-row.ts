@@ -23,6 +23,8 @@ export interface RowBase {
   keyId: string | null;
   model: string | null;
   endpoint: string;
+  /** The Batch API batch the request is a line of (worker/batch/); absent for interactive requests. */
+  batchId?: string | null;
 }
 
 /** What the request got to. */
@@ -60,6 +62,7 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
     model: clean(base.model),
     endpoint: clean(base.endpoint, 64)!,
     durationMs: now - base.at,
+    batchId: base.batchId ?? null,
   };
   switch (end.kind) {
     case 'rejected':
@@ -167,5 +170,6 @@ export function refusalRow(c: RefusalCount): UsageRow & { requests: number } {
     errorCode: c.code,
     outcome: 'rejected',
     requests: c.n,
+    batchId: null,
   };
 }

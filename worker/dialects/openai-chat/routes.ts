@@ -44,30 +44,40 @@ const textMeta = (body: {
   includeUsage: body.stream_options?.include_usage === true,
 });
 
-const chatCompletions = inferenceRoute(ChatCompletionRequest, (body) => ({
+/** How each endpoint's request goes to the hub; also what a Batch API line of that endpoint becomes (worker/batch/). */
+export const describeChat = (body: ChatCompletionRequest) => ({
   endpoint: 'chat.completions',
   task: chatTaskFromOpenAI(body),
-  format: 'openai.chat',
+  format: 'openai.chat' as const,
   stream: body.stream === true,
   meta: textMeta(body),
-}));
+});
 
-const completions = inferenceRoute(CompletionRequest, (body) => ({
+export const describeCompletion = (body: CompletionRequest) => ({
   endpoint: 'completions',
   task: completeTaskFromOpenAI(body),
-  format: 'openai.completion',
+  format: 'openai.completion' as const,
   stream: body.stream === true,
   meta: textMeta(body),
-}));
+});
 
-const embeddings = inferenceRoute(EmbeddingRequest, (body) => ({
+export const describeEmbeddings = (body: EmbeddingRequest) => ({
   endpoint: 'embeddings',
   task: embedTaskFromOpenAI(body),
-  format: 'openai.embeddings',
+  format: 'openai.embeddings' as const,
   stream: false,
   ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
-  meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
-}));
+  meta: {
+    model: body.model,
+    created: now(),
+    includeUsage: false,
+    encoding: body.encoding_format ?? ('float' as const),
+  },
+});
+
+const chatCompletions = inferenceRoute(ChatCompletionRequest, describeChat);
+const completions = inferenceRoute(CompletionRequest, describeCompletion);
+const embeddings = inferenceRoute(EmbeddingRequest, describeEmbeddings);
 
 export function openaiRoutes(router: RouterType<IRequest, Args>): void {
   router

@@ -75,12 +75,13 @@ function storedItems(req: ResponsesRequest): Array<Record<string, unknown>> {
   });
 }
 
-const create = inferenceRoute(ResponsesRequest, (body) => {
+/** How a Responses request goes to the hub; also what a Batch API line of `/v1/responses` becomes (worker/batch/). */
+export const describeResponse = (body: ResponsesRequest) => {
   const { task, instructionCount } = chatTaskFromResponses(body);
   return {
     endpoint: 'responses',
     task,
-    format: 'openai.responses',
+    format: 'openai.responses' as const,
     stream: body.stream === true,
     meta: { model: body.model, created: now(), includeUsage: true, echo: echo(body) },
     conversation: {
@@ -90,7 +91,9 @@ const create = inferenceRoute(ResponsesRequest, (body) => {
       ...(body.store !== false ? { store: { inputItems: storedItems(body) } } : {}),
     },
   };
-});
+};
+
+const create = inferenceRoute(ResponsesRequest, describeResponse);
 
 const keyOf = (request: IRequest) => request.key as KeyRecord;
 

@@ -1,0 +1,42 @@
+/**
+ * The Batch API's settings, read from the Worker environment like worker/config.ts reads the rest (kept apart so
+ * the batch feature stays in its own folder).
+ */
+import type { Env } from '../env.ts';
+import { ApiError } from '../http/errors.ts';
+
+export interface BatchConfig {
+  /** Largest input file `POST /v1/files` takes, in bytes. */
+  fileMaxBytes: number;
+  /** Lines of one tenant's batches in flight at once (each is one request in an agent's queue). */
+  concurrency: number;
+}
+
+/**
+ * 32 MiB by default: the upload is read whole (multipart parsing) and the file is split into lines in the tenant's
+ * Durable Object, both within a Worker's 128 MB of memory; Cloudflare's request body limit (100 MB on the Free and
+ * Pro plans) is the ceiling whatever this says.
+ */
+const FILE_MAX_BYTES = 32 * 1024 * 1024;
+/** OpenAI's own limit on lines per batch. */
+export const MAX_LINES = 50_000;
+
+function positiveInt(
+  env: Env,
+  name: 'NPU_RELAY_BATCH_FILE_MAX_BYTES' | 'NPU_RELAY_BATCH_CONCURRENCY',
+  fallback: number,
+) {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new ApiError('misconfigured', `${name} must be a positive integer, got '${raw}'`);
+  return n;
+}
+
+export function batchConfig(env: Env): BatchConfig {
+  return {
+    fileMaxBytes: positiveInt(env, 'NPU_RELAY_BATCH_FILE_MAX_BYTES', FILE_MAX_BYTES),
+    concurrency: positiveInt(env, 'NPU_RELAY_BATCH_CONCURRENCY', 2),
+  };
+}
