@@ -40,8 +40,7 @@ type NumberName =
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
-  | 'NPU_RELAY_DB_TIMEOUT_MS'
-  | 'NPU_RELAY_SEMANTIC_WAIT_MS';
+  | 'NPU_RELAY_DB_TIMEOUT_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -63,6 +62,9 @@ function positiveInt<F extends number | undefined>(env: Env, name: NumberName, f
   return n;
 }
 
+/** Longest a miss of the semantic tier waits for its lookup (docs/semantic-cache.md). */
+const SEMANTIC_WAIT_MS = 1000;
+
 const cache = new WeakMap<Env, EdgeConfig>();
 
 export function edgeConfig(env: Env): EdgeConfig {
@@ -83,7 +85,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
       semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
-      semanticWaitMs: positiveInt(env, 'NPU_RELAY_SEMANTIC_WAIT_MS', 1000),
+      semanticWaitMs: SEMANTIC_WAIT_MS,
     };
     cache.set(env, config);
   }

@@ -36,8 +36,6 @@ export interface Env {
   NPU_RELAY_CORS_ORIGINS?: string;
   /** The semantic cache's embedding model for keys that name none (docs/semantic-cache.md). */
   NPU_RELAY_SEMANTIC_EMBED_MODEL?: string;
-  /** Longest a semantic-cache miss waits for its lookup, in milliseconds (default 1000). */
-  NPU_RELAY_SEMANTIC_WAIT_MS?: string;
   /** Largest Batch API input file, in bytes (docs/batch.md). */
   NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
   /** Batch lines of one tenant in flight at once. */

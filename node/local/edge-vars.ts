@@ -19,7 +19,6 @@ export const EDGE_VARIABLES = {
   NPU_RELAY_EDGE_HITS: 'switch',
   NPU_RELAY_CORS_ORIGINS: 'text',
   NPU_RELAY_SEMANTIC_EMBED_MODEL: 'text',
-  NPU_RELAY_SEMANTIC_WAIT_MS: 'positive',
   NPU_RELAY_BATCH_FILE_MAX_BYTES: 'positive',
   NPU_RELAY_BATCH_CONCURRENCY: 'positive',
 } as const;

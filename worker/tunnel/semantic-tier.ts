@@ -78,7 +78,7 @@ export class SemanticTier {
   }
 
   /**
-   * The lookup's outcome, waiting at most NPU_RELAY_SEMANTIC_WAIT_MS: a lookup slower than that (an agent busy with
+   * The lookup's outcome, waiting at most 1 s (EdgeConfig.semanticWaitMs): a lookup slower than that (an agent busy with
    * something else) is a miss, so a miss never waits longer for it.
    */
   async settle(lookup: SemanticLookup): Promise<SemanticHit | undefined> {
