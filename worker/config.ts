@@ -27,6 +27,10 @@ export interface EdgeConfig {
   dbTimeoutMs: number;
   /** A conversation's next turn goes to the agent holding its KV cache (tunnel/affinity.ts); default on. */
   conversationAffinity: boolean;
+  /** The semantic cache's embedding model for keys that name none (else the first embedding model a key may use). */
+  semanticEmbedModel: string | undefined;
+  /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
+  semanticWaitMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -67,6 +71,8 @@ function onOff(raw: string | undefined, name: string): boolean {
   if (value === 'off') return false;
   throw new ApiError('misconfigured', `${name} must be on or off, got '${raw}'`);
 }
+/** Longest a miss of the semantic tier waits for its lookup (docs/semantic-cache.md). */
+const SEMANTIC_WAIT_MS = 1000;
 
 const cache = new WeakMap<Env, EdgeConfig>();
 
@@ -88,6 +94,8 @@ export function edgeConfig(env: Env): EdgeConfig {
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
       conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
+      semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
+      semanticWaitMs: SEMANTIC_WAIT_MS,
     };
     cache.set(env, config);
   }

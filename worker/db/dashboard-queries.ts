@@ -3,7 +3,7 @@
  * Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are UTC hours
  * or days. Percentiles are exact, by the nearest-rank definition (see `latencyBy`).
  */
-import { and, asc, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, isNotNull, lt, notInArray, or, sql, sum, type SQL } from 'drizzle-orm';
 import type { Database } from './client.ts';
 import { apiKeys, usage } from '../../shared/db/schema.ts';
 
@@ -44,7 +44,10 @@ function bucketStart(bucket: Bucket): SQL<number> {
  */
 const requestCount = () => sql<number>`coalesce(sum(${usage.requests}), 0)`.mapWith(Number);
 
-const servedByAgent = and(eq(usage.outcome, 'ok'), or(sql`${usage.cache} is null`, ne(usage.cache, 'HIT')));
+const servedByAgent = and(
+  eq(usage.outcome, 'ok'),
+  or(sql`${usage.cache} is null`, notInArray(usage.cache, ['HIT', 'SEMANTIC'])),
+);
 
 export interface TimeseriesPoint {
   /** Bucket start, ms since the epoch (UTC). */
@@ -99,6 +102,8 @@ export interface UsageSummary {
   cacheBypasses: number;
   /** Hits over cache lookups (hits + misses); null when nothing was looked up. Bypassed requests were not cacheable. */
   cacheHitRate: number | null;
+  /** Of the hits, those the semantic tier answered (a reworded question). */
+  semanticHits: number;
   /** Completion tokens that cache hits answered without running a model. */
   tokensSaved: number;
 }
@@ -116,10 +121,11 @@ export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageS
       rejected: countWhen(sql`${usage.outcome} = 'rejected'`),
       promptTokens: sql<number>`coalesce(sum(${usage.promptTokens}), 0)`,
       completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`,
-      cacheHits: countWhen(sql`${usage.cache} = 'HIT'`),
+      cacheHits: countWhen(sql`${usage.cache} in ('HIT', 'SEMANTIC')`),
+      semanticHits: countWhen(sql`${usage.cache} = 'SEMANTIC'`),
       cacheMisses: countWhen(sql`${usage.cache} = 'MISS'`),
       cacheBypasses: countWhen(sql`${usage.cache} = 'BYPASS'`),
-      tokensSaved: sql<number>`coalesce(sum(case when ${usage.cache} = 'HIT' then ${usage.completionTokens} else 0 end), 0)`,
+      tokensSaved: sql<number>`coalesce(sum(case when ${usage.cache} in ('HIT', 'SEMANTIC') then ${usage.completionTokens} else 0 end), 0)`,
     })
     .from(usage)
     .where(inRange(f));
@@ -135,6 +141,7 @@ export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageS
     promptTokens: n(r?.promptTokens),
     completionTokens: n(r?.completionTokens),
     cacheHits: hits,
+    semanticHits: n(r?.semanticHits),
     cacheMisses: misses,
     cacheBypasses: n(r?.cacheBypasses),
     cacheHitRate: hits + misses > 0 ? hits / (hits + misses) : null,

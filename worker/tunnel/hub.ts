@@ -48,6 +48,8 @@ import { LimitsPoint, type LimitsHome } from './limits-point.ts';
 import { PoolList } from './pool-list.ts';
 import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
+import { SemanticIndex } from './semantic-index.ts';
+import { SemanticTier } from './semantic-tier.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import { usageRow, type UsageRow } from './usage-row.ts';
 import { logWarn } from '../observability/log.ts';
@@ -150,11 +152,12 @@ export class AgentHub extends DurableObject<Env> {
       maxChain: () => config().responsesMaxChain,
       wake: (at) => ctx.waitUntil(this.#wake(at)),
     });
+    const cache = new AnswerCache(db, config);
     this.#flow = new RequestFlow({
       keys: this.#keys,
       ledger,
       limits,
-      cache: new AnswerCache(db, config),
+      cache,
       registry: this.#registry,
       exchanges: this.#exchanges,
       outbox: this.#outbox,
@@ -162,6 +165,13 @@ export class AgentHub extends DurableObject<Env> {
       responses: this.#responses,
       allowance: new PromptAllowance(),
       affinity: new ConversationAffinity(() => config().conversationAffinity),
+      semantic: new SemanticTier({
+        registry: this.#registry,
+        exchanges: this.#exchanges,
+        cache,
+        index: new SemanticIndex(db),
+        config,
+      }),
       waitUntil: (p) => ctx.waitUntil(p),
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);

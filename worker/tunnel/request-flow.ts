@@ -25,6 +25,7 @@ import type { KeyGate } from './key-gate.ts';
 import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
+import type { SemanticTier } from './semantic-tier.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
@@ -45,6 +46,8 @@ export interface RequestFlowDeps {
   allowance: PromptAllowance;
   /** Which agent holds the KV cache of the conversation a request continues. */
   affinity: ConversationAffinity;
+  /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
+  semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -242,6 +245,11 @@ export class RequestFlow {
       }
     }
 
+    // The semantic tier's lookup: its embed request goes to the agent before the generation, which is not held back.
+    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task) : undefined;
+    /** Set when a semantic hit answered instead: the cancelled generation's settlement then leaves no row. */
+    let superseded = false;
+
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
       const holder = d.affinity.holder(dispatch.task, Date.now());
@@ -286,6 +294,11 @@ export class RequestFlow {
         this.#sent.delete(req.id);
         d.inFlight.end(req.id);
         flight.settle(s);
+        if (superseded) {
+          // Twins streaming along with it may have let it finish: its answer is still worth keeping.
+          if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+          return;
+        }
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         const ended = s.outcome === 'ok' && s.finishReason !== null;
         keep?.(ended ? answerOf(s) : undefined);
@@ -310,7 +323,9 @@ export class RequestFlow {
           usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }),
           rid,
         );
-        if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+        if (ck && !dispatch.noStore && isReplayable(s)) {
+          d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s).then(() => semantic?.file(ck)));
+        }
       },
     });
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
@@ -344,6 +359,24 @@ export class RequestFlow {
       dispatch,
     });
     if (ws) sendFrame(ws, frame);
+    if (semantic) {
+      const hit = await d.semantic.settle(semantic);
+      // Only while the generation is still running: once it has ended, its own answer (and row) stands.
+      if (hit && d.exchanges.get(req.id) === exchange) {
+        superseded = true;
+        const usage = hit.answer.outcome.usage;
+        flight.settle(hitSettlement(hit.answer));
+        d.limits.settle(reservation, usage.promptTokens + usage.completionTokens, Date.now());
+        this.#record(usageRow(base, { kind: 'hit', usage, semantic: true }), rid);
+        keep?.(hit.answer);
+        exchange.abandon();
+        return replay(format, meta, hit.answer, dispatch.stream, {
+          'x-request-id': rid,
+          'x-npu-relay-cache': 'SEMANTIC',
+          'x-npu-relay-cache-score': hit.score.toFixed(4),
+        });
+      }
+    }
     return exchange.response();
   }
 
