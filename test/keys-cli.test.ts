@@ -233,6 +233,27 @@ test('keys: create shows the key once as the last line and stores only its hash;
       .rows;
     assert.equal(Number(scoped!.manage_models), flags.length ? 1 : 0, `${name}: manage scope`);
   }
+
+  // The semantic cache tier: off by default; on with the default threshold and model, or with both given.
+  for (const [name, flags, expected] of [
+    ['no-semantic', [], [0, null, null]],
+    ['semantic', ['--semantic-cache'], [1, 0.92, null]],
+    [
+      'semantic-tuned',
+      ['--semantic-cache', '--semantic-threshold', '0.85', '--semantic-model', 'bge'],
+      [1, 0.85, 'bge'],
+    ],
+  ] as const) {
+    const made = await keysCli(['create', '--name', name, ...flags], { NPU_RELAY_LIBSQL_URL: url });
+    assert.equal(made.code, 0, made.stderr);
+    const [row] = (
+      await sql.execute({
+        sql: 'SELECT semantic_cache, semantic_threshold, semantic_model FROM api_keys WHERE name = ?',
+        args: [name],
+      })
+    ).rows;
+    assert.deepEqual([Number(row!.semantic_cache), row!.semantic_threshold, row!.semantic_model], expected, name);
+  }
 });
 
 test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2 with a message, and write nothing', async () => {
@@ -250,6 +271,10 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2
     [['create'], /create needs --name NAME/],
     [['create', '--name', 'x', '--models', 'a,,b'], /--models must be model ids separated by commas/],
     [['create', '--name', 'x', '--tenant', ''], /--tenant must not be empty/],
+    [['create', '--name', 'x', '--semantic-threshold', '0.9'], /go only with --semantic-cache/],
+    [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', '1.5'], /must be a number in \(0, 1\]/],
+    [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', 'high'], /must be a number in \(0, 1\]/],
+    [['create', '--name', 'x', '--semantic-cache', '--semantic-model', ' '], /--semantic-model must not be empty/],
     [['create', '--name', 'x', '--bogus'], /Unknown option '--bogus'/],
     [['create', '--name', 'x', 'extra'], /create takes no arguments, got 'extra'/],
     [['list', '--rpm', '5'], /--rpm goes only with create, not with list/],

@@ -115,6 +115,8 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
     NPU_RELAY_EDGE_HITS: 'off',
+    // Checked once the defaults are pulled (an embedding model in the chat model's pool).
+    NPU_RELAY_SEMANTIC_EMBED_MODEL: 'no-such-embedder',
     NPU_RELAY_BATCH_FILE_MAX_BYTES: '2000',
     NPU_RELAY_BATCH_CONCURRENCY: '1',
     // Room for the short ids of this test's agents, not for a long one.
@@ -289,7 +291,10 @@ test('npm start offline with no models serves at once, takes agents from its ban
       messages: [{ role: 'user', content }],
     });
     const checks: Record<
-      Exclude<keyof typeof edgeVars, 'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS'>,
+      Exclude<
+        keyof typeof edgeVars,
+        'NPU_RELAY_KEY_GRACE_S' | 'NPU_RELAY_DB_TIMEOUT_MS' | 'NPU_RELAY_SEMANTIC_EMBED_MODEL'
+      >,
       () => Promise<void>
     > = {
       NPU_RELAY_MAX_BODY_BYTES: async () => {
@@ -484,6 +489,49 @@ test('npm start offline with no models serves at once, takes agents from its ban
     console.log(
       `background pull served the defaults ${((performance.now() - started) / 1000).toFixed(0)} s after npm start`,
     );
+
+    // A semantic-cache key naming no embedding model uses the edge's: one no agent serves, so its reworded questions
+    // never hit; a key naming the pulled embedder gets SEMANTIC hits (which the first would get too, without the
+    // variable: it is the only embedding model of the pool).
+    await t.test('NPU_RELAY_SEMANTIC_EMBED_MODEL=no-such-embedder', async () => {
+      const semanticKey = async (name: string, extra: Record<string, unknown>) => {
+        const res = await fetch(`${base}/admin/keys`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name, semanticCache: true, ...extra }),
+        });
+        assert.equal(res.status, 201);
+        return ((await res.json()) as { key: string }).key;
+      };
+      const edgeDefault = await semanticKey('semantic, edge default', {});
+      const named = await semanticKey('semantic, named', { semanticModel: modelFolderName(embedRepo) });
+      const ask = async (key: string, content: string) =>
+        (
+          await fetch(`${base}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({
+              model: modelFolderName(chatRepo),
+              max_tokens: 64,
+              temperature: 0,
+              messages: [{ role: 'user', content }],
+            }),
+          })
+        ).headers.get('x-npu-relay-cache');
+      /** A question, then the same in capitals: its cache header (entries live 3 s here; the embedder lowercases). */
+      const reworded = async (key: string, n: number) => {
+        const q = `which semantic question is this, number ${n}`;
+        assert.equal(await ask(key, q), 'MISS');
+        await sleep(400);
+        return ask(key, q.toUpperCase());
+      };
+      let n = 0;
+      // Retried: a generation that ends before the lookup does is served as the miss it is.
+      await waitFor('a SEMANTIC hit for the key naming the embedder', async () =>
+        (await reworded(named, n++)) === 'SEMANTIC' ? true : undefined,
+      );
+      for (let i = 0; i < 3; i++) assert.equal(await reworded(edgeDefault, n++), 'MISS');
+    });
 
     // Last, the database stops answering (SIGSTOP, a hang): a key verified 4 s ago is past a 1 s grace, so it is
     // refused (the default 600 s would serve it), after a lookup that gave up at 1000 ms.

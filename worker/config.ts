@@ -28,6 +28,10 @@ export interface EdgeConfig {
   edgeHits: boolean;
   /** A conversation's next turn goes to the agent holding its KV cache (tunnel/affinity.ts); default on. */
   conversationAffinity: boolean;
+  /** The semantic cache's embedding model for keys that name none (else the first embedding model a key may use). */
+  semanticEmbedModel: string | undefined;
+  /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
+  semanticWaitMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -44,6 +48,7 @@ type OtherName =
   | 'NPU_RELAY_LIBSQL_AUTH_TOKEN'
   | 'NPU_RELAY_EDGE_HITS'
   | 'NPU_RELAY_CONVERSATION_AFFINITY'
+  | 'NPU_RELAY_SEMANTIC_EMBED_MODEL'
   | 'NPU_RELAY_CORS_ORIGINS';
 
 /**
@@ -79,6 +84,8 @@ function onOff(raw: string | undefined, name: string): boolean {
   if (value === 'off') return false;
   throw new ApiError('misconfigured', `${name} must be on or off, got '${raw}'`);
 }
+/** Longest a miss of the semantic tier waits for its lookup (docs/semantic-cache.md). */
+const SEMANTIC_WAIT_MS = 1000;
 
 const cache = new WeakMap<EdgeVars, EdgeConfig>();
 
@@ -101,6 +108,8 @@ export function edgeConfig(env: EdgeVars): EdgeConfig {
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
       edgeHits: onOff(env.NPU_RELAY_EDGE_HITS, 'NPU_RELAY_EDGE_HITS'),
       conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
+      semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
+      semanticWaitMs: SEMANTIC_WAIT_MS,
     };
     cache.set(env, config);
   }

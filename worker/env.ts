@@ -40,6 +40,8 @@ export interface Env {
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
   NPU_RELAY_CORS_ORIGINS?: string;
+  /** The semantic cache's embedding model for keys that name none (docs/semantic-cache.md). */
+  NPU_RELAY_SEMANTIC_EMBED_MODEL?: string;
   /** Largest Batch API input file, in bytes (docs/batch.md). */
   NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
   /** Batch lines of one tenant in flight at once. */

@@ -20,6 +20,7 @@ import { openaiRoutes } from './dialects/openai-chat/routes.ts';
 import { loggedElsewhere, requestIdOf } from './observability/request-id.ts';
 import { logStranger, logUsage } from './observability/request-log.ts';
 import { logError } from './observability/log.ts';
+import { rerankRoutes } from './dialects/rerank/routes.ts';
 
 function flavorOf(request: Request): Flavor {
   const { pathname } = new URL(request.url);
@@ -66,7 +67,10 @@ async function health(_request: EdgeRequest, env: Env): Promise<Response> {
 function recordRejection(err: unknown, request: EdgeRequest, env: Args[0], ctx: ExecutionContext): Response {
   const e = toApiError(err);
   const { pathname } = new URL(request.url);
-  if (request.method === 'POST' && (pathname.startsWith('/v1/') || pathname.startsWith('/api/'))) {
+  if (
+    request.method === 'POST' &&
+    (pathname.startsWith('/v1/') || pathname.startsWith('/api/') || pathname === '/rerank')
+  ) {
     const endpoint = pathname.slice(1).replace(/^v1\//, '').replace(/\//g, '.');
     // A caller without a verified key (a stranger, or a route that does not exist) is only counted: the endpoint is
     // named only when it exists, so made-up paths cannot multiply the counters either.
@@ -109,6 +113,7 @@ const ENDPOINTS = new Set([
   'api.embed',
   'api.embeddings',
   'api.show',
+  'rerank',
 ]);
 
 export const router = Router<EdgeRequest, Args>({ catch: recordRejection });
@@ -124,6 +129,7 @@ router.get('/health', health).get(AGENT_CONNECT_PATH, connectAgent).get('/', oll
 anthropicRoutes(router);
 openaiRoutes(router);
 responsesRoutes(router);
+rerankRoutes(router);
 batchRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);

@@ -25,6 +25,7 @@ const HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
   create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage]
+         [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL]]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
@@ -40,6 +41,11 @@ Options of create:
   --manage            the manage scope: may pull, delete and copy models (Ollama /api/pull, /api/delete,
                       /api/copy) and unload (keep_alive 0) or pin (-1) them for every key (default: no);
                       --manage-models is the same
+  --semantic-cache    the semantic cache tier: a reworded question may be answered from the cache
+                      (docs/semantic-cache.md)                             (default: no)
+  --semantic-threshold X  the cosine similarity a cached question needs, in (0, 1]  (default: 0.92)
+  --semantic-model M  the embedding model that compares questions (default: NPU_RELAY_SEMANTIC_EMBED_MODEL,
+                      else the first embedding model the key may use)
 
 Options of every command (each also settable by the environment variable shown):
 ${DATABASE_HELP}
@@ -58,7 +64,19 @@ type KeysCommand =
   | { command: 'list'; target: Target }
   | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
 
-const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'manage', 'manage-models'] as const;
+const CREATE_OPTIONS = [
+  'name',
+  'models',
+  'rpm',
+  'tpm',
+  'budget',
+  'tenant',
+  'manage',
+  'manage-models',
+  'semantic-cache',
+  'semantic-threshold',
+  'semantic-model',
+] as const;
 
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -66,6 +84,29 @@ function positiveInt(flag: string, raw: string | undefined): number | undefined 
   if (!/^[1-9][0-9]*$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
     throw new ConfigError(`--${flag} must be a positive integer, got '${raw}'`);
   return n;
+}
+
+function semanticFlags(values: {
+  'semantic-cache'?: boolean | undefined;
+  'semantic-threshold'?: string | undefined;
+  'semantic-model'?: string | undefined;
+}): Pick<NewKey, 'semanticCache' | 'semanticThreshold' | 'semanticModel'> {
+  const raw = values['semantic-threshold'];
+  const model = values['semantic-model'];
+  if (values['semantic-cache'] !== true) {
+    if (raw !== undefined || model !== undefined)
+      throw new ConfigError('--semantic-threshold and --semantic-model go only with --semantic-cache');
+    return {};
+  }
+  const threshold = raw === undefined ? undefined : Number(raw);
+  if (threshold !== undefined && !(raw!.trim() !== '' && threshold > 0 && threshold <= 1))
+    throw new ConfigError(`--semantic-threshold must be a number in (0, 1], got '${raw}'`);
+  if (model !== undefined && !model.trim()) throw new ConfigError('--semantic-model must not be empty');
+  return {
+    semanticCache: true,
+    ...(threshold !== undefined ? { semanticThreshold: threshold } : {}),
+    ...(model !== undefined ? { semanticModel: model.trim() } : {}),
+  };
 }
 
 function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | undefined {
@@ -82,6 +123,9 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tenant: { type: 'string' },
       manage: { type: 'boolean' },
       'manage-models': { type: 'boolean' },
+      'semantic-cache': { type: 'boolean' },
+      'semantic-threshold': { type: 'string' },
+      'semantic-model': { type: 'string' },
     },
     true,
   );
@@ -134,6 +178,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       monthlyTokenBudget: positiveInt('budget', values.budget),
       tenant: values.tenant?.trim(),
       manageModels: values.manage === true || values['manage-models'] === true,
+      ...semanticFlags(values),
     };
   }
   // Without a database named, the local stack's: `npm start` keeps it in the data folder.

@@ -8,6 +8,7 @@ import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
 import { ConfigError } from '../config.ts';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
 import { apiKeys } from '../../shared/db/schema.ts';
+import { DEFAULT_SEMANTIC_THRESHOLD } from '../../shared/cache/semantic.ts';
 
 export type KeysDb = LibSQLDatabase;
 
@@ -36,6 +37,10 @@ export interface KeyInfo {
   monthlyTokenBudget: number | null;
   /** The manage scope: may pull, delete and copy models, and unload or pin them for everyone. */
   manageModels: boolean;
+  /** The semantic cache tier (docs/semantic-cache.md). */
+  semanticCache: boolean;
+  semanticThreshold: number | null;
+  semanticModel: string | null;
   /** Milliseconds since the epoch. */
   createdAt: number;
   revokedAt: number | null;
@@ -51,6 +56,10 @@ export interface NewKey {
   tenant?: string | undefined;
   /** May unload (`keep_alive: 0`) or pin (`-1`) models for every key. */
   manageModels?: boolean | undefined;
+  /** Opt in to the semantic cache tier, with a cosine threshold (default 0.92) and an embedding model. */
+  semanticCache?: boolean | undefined;
+  semanticThreshold?: number | undefined;
+  semanticModel?: string | undefined;
   /** Store this secret instead of generating one (how `npm start` registers `NPU_RELAY_API_KEY`). */
   key?: string | undefined;
 }
@@ -76,6 +85,9 @@ const info = {
   tpm: apiKeys.tpm,
   monthlyTokenBudget: apiKeys.monthlyTokenBudget,
   manageModels: apiKeys.manageModels,
+  semanticCache: apiKeys.semanticCache,
+  semanticThreshold: apiKeys.semanticThreshold,
+  semanticModel: apiKeys.semanticModel,
   createdAt: apiKeys.createdAt,
   revokedAt: apiKeys.revokedAt,
 };
@@ -85,6 +97,24 @@ function checkLimit(field: string, value: number | null | undefined): number | n
   if (!Number.isSafeInteger(value) || value <= 0)
     throw new KeyError('invalid_key', `${field} must be a positive integer, got ${value}`);
   return value;
+}
+
+function semanticOf(input: NewKey) {
+  const t = input.semanticThreshold;
+  if (t !== undefined && !(t > 0 && t <= 1))
+    throw new KeyError('invalid_key', `the semantic threshold must be a number in (0, 1], got ${t}`);
+  if (input.semanticModel !== undefined && !input.semanticModel.trim())
+    throw new KeyError('invalid_key', 'the semantic model, when given, must not be empty');
+  if (!input.semanticCache) {
+    if (t !== undefined || input.semanticModel !== undefined)
+      throw new KeyError('invalid_key', 'a semantic threshold or model needs the semantic cache turned on');
+    return { semanticCache: false, semanticThreshold: null, semanticModel: null };
+  }
+  return {
+    semanticCache: true,
+    semanticThreshold: t ?? DEFAULT_SEMANTIC_THRESHOLD,
+    semanticModel: input.semanticModel?.trim() ?? null,
+  };
 }
 
 function checkInput(input: NewKey) {
@@ -104,6 +134,7 @@ function checkInput(input: NewKey) {
     tpm: checkLimit('tpm', input.tpm),
     monthlyTokenBudget: checkLimit('the monthly token budget', input.monthlyTokenBudget),
     manageModels: input.manageModels ?? false,
+    ...semanticOf(input),
   };
 }
 

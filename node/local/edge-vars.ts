@@ -18,6 +18,7 @@ export const EDGE_VARIABLES = {
   NPU_RELAY_ATTACHMENT_LIMIT_BYTES: 'positive',
   NPU_RELAY_EDGE_HITS: 'switch',
   NPU_RELAY_CORS_ORIGINS: 'text',
+  NPU_RELAY_SEMANTIC_EMBED_MODEL: 'text',
   NPU_RELAY_BATCH_FILE_MAX_BYTES: 'positive',
   NPU_RELAY_BATCH_CONCURRENCY: 'positive',
 } as const;

@@ -3,7 +3,7 @@
  * Migrations in `migrations/` are generated from this file by drizzle-kit (`npm run db:generate`); never edit the SQL
  * by hand.
  */
-import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import { index, integer, real, sqliteTable, text } from 'drizzle-orm/sqlite-core';
 import type { ChatMessage, ChunkFrame } from '../protocol/frames.ts';
 
 /** What a cache entry keeps of each chunk: its parts and the tokens that produced them (the edge's AnswerChunk). */
@@ -30,6 +30,14 @@ export const apiKeys = sqliteTable(
      * unload). Other keys' keep_alive 0 or below is refused (403).
      */
     manageModels: integer('manage_models', { mode: 'boolean' }).notNull().default(false),
+    /**
+     * The semantic cache tier (docs/semantic-cache.md): a request of this key may be answered by a cached answer to
+     * a question whose embedding is at least `semantic_threshold` similar (cosine), embedded with `semantic_model`
+     * (null: NPU_RELAY_SEMANTIC_EMBED_MODEL, else the first embedding model the key may use).
+     */
+    semanticCache: integer('semantic_cache', { mode: 'boolean' }).notNull().default(false),
+    semanticThreshold: real('semantic_threshold'),
+    semanticModel: text('semantic_model'),
     createdAt: integer('created_at').notNull(),
     revokedAt: integer('revoked_at'),
   },

@@ -18,16 +18,15 @@ import { startSqld } from '../../node/local/sqld.ts';
 import { openDatabase, type Database } from '../../worker/db/client.ts';
 import {
   errorCounts,
-  keyLabels,
   latencyByModel,
   latencyTimeseries,
   throughputByDevice,
-  usagePage,
   usageSummary,
   usageTimeseries,
   type LatencyPercentiles,
   type UsageFilter,
 } from '../../worker/db/dashboard-queries.ts';
+import { keyLabels, usagePage } from '../../worker/db/usage-pages.ts';
 import { apiKeys, usage } from '../../shared/db/schema.ts';
 import { mulberry32 } from '../support/prng.ts';
 import { expectedLatency } from '../support/percentiles.ts';

@@ -4,7 +4,8 @@
  * and a client that reads slowly slows the database reads down with it.
  */
 import type { Database } from '../db/client.ts';
-import { usagePage, type UsageCursor, type UsageFilter, type UsageRecord } from '../db/dashboard-queries.ts';
+import type { UsageFilter } from '../db/dashboard-queries.ts';
+import { usagePage, type UsageCursor, type UsageRecord } from '../db/usage-pages.ts';
 import type { ExportFormat } from './params.ts';
 
 /** Rows per database read. The benchmark (test/bench/dashboard-queries.ts) times one such page. */

@@ -12,13 +12,13 @@ import { edgeConfig } from '../config.ts';
 import { openDatabase, type Database } from '../db/client.ts';
 import {
   errorCounts,
-  keyLabels,
   latencyByModel,
   latencyTimeseries,
   throughputByDevice,
   usageSummary,
   usageTimeseries,
 } from '../db/dashboard-queries.ts';
+import { keyLabels } from '../db/usage-pages.ts';
 import type { Env } from '../env.ts';
 import { bearerToken, secretsEqual } from '../http/auth.ts';
 import { ApiError } from '../http/errors.ts';

@@ -3,9 +3,9 @@
  * Every query reads one time range `[from, to)` of the `usage` table, optionally for one key; buckets are UTC hours
  * or days. Percentiles are exact, by the nearest-rank definition (see `latencyBy`).
  */
-import { and, asc, eq, gt, gte, isNotNull, lt, ne, or, sql, sum, type SQL } from 'drizzle-orm';
+import { and, eq, gte, isNotNull, lt, notInArray, or, sql, sum, type SQL } from 'drizzle-orm';
 import type { Database } from './client.ts';
-import { apiKeys, usage } from '../../shared/db/schema.ts';
+import { usage } from '../../shared/db/schema.ts';
 
 export interface UsageFilter {
   from: number;
@@ -19,7 +19,7 @@ export type Split = 'key' | 'model';
 
 export const BUCKET_MS: Record<Bucket, number> = { hour: 3_600_000, day: 86_400_000 };
 
-function inRange(f: UsageFilter, ...more: Array<SQL | undefined>): SQL | undefined {
+export function inRange(f: UsageFilter, ...more: Array<SQL | undefined>): SQL | undefined {
   return and(
     gte(usage.at, f.from),
     lt(usage.at, f.to),
@@ -37,14 +37,17 @@ function bucketStart(bucket: Bucket): SQL<number> {
   return sql<number>`cast(${usage.at} / ${ms} as integer) * ${ms}`;
 }
 
-/** Requests served from an agent: cache hits are excluded from latency and throughput figures. */
 /**
  * Requests a set of rows stands for: rows are one request each, except the per-minute counters of requests refused
  * for a missing or unknown key (see `usage.requests`).
  */
 const requestCount = () => sql<number>`coalesce(sum(${usage.requests}), 0)`.mapWith(Number);
 
-const servedByAgent = and(eq(usage.outcome, 'ok'), or(sql`${usage.cache} is null`, ne(usage.cache, 'HIT')));
+/** Requests served from an agent: cache hits are excluded from latency and throughput figures. */
+const servedByAgent = and(
+  eq(usage.outcome, 'ok'),
+  or(sql`${usage.cache} is null`, notInArray(usage.cache, ['HIT', 'SEMANTIC'])),
+);
 
 export interface TimeseriesPoint {
   /** Bucket start, ms since the epoch (UTC). */
@@ -99,6 +102,8 @@ export interface UsageSummary {
   cacheBypasses: number;
   /** Hits over cache lookups (hits + misses); null when nothing was looked up. Bypassed requests were not cacheable. */
   cacheHitRate: number | null;
+  /** Of the hits, those the semantic tier answered (a reworded question). */
+  semanticHits: number;
   /** Completion tokens that cache hits answered without running a model. */
   tokensSaved: number;
 }
@@ -116,10 +121,11 @@ export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageS
       rejected: countWhen(sql`${usage.outcome} = 'rejected'`),
       promptTokens: sql<number>`coalesce(sum(${usage.promptTokens}), 0)`,
       completionTokens: sql<number>`coalesce(sum(${usage.completionTokens}), 0)`,
-      cacheHits: countWhen(sql`${usage.cache} = 'HIT'`),
+      cacheHits: countWhen(sql`${usage.cache} in ('HIT', 'SEMANTIC')`),
+      semanticHits: countWhen(sql`${usage.cache} = 'SEMANTIC'`),
       cacheMisses: countWhen(sql`${usage.cache} = 'MISS'`),
       cacheBypasses: countWhen(sql`${usage.cache} = 'BYPASS'`),
-      tokensSaved: sql<number>`coalesce(sum(case when ${usage.cache} = 'HIT' then ${usage.completionTokens} else 0 end), 0)`,
+      tokensSaved: sql<number>`coalesce(sum(case when ${usage.cache} in ('HIT', 'SEMANTIC') then ${usage.completionTokens} else 0 end), 0)`,
     })
     .from(usage)
     .where(inRange(f));
@@ -135,6 +141,7 @@ export async function usageSummary(db: Database, f: UsageFilter): Promise<UsageS
     promptTokens: n(r?.promptTokens),
     completionTokens: n(r?.completionTokens),
     cacheHits: hits,
+    semanticHits: n(r?.semanticHits),
     cacheMisses: misses,
     cacheBypasses: n(r?.cacheBypasses),
     cacheHitRate: hits + misses > 0 ? hits / (hits + misses) : null,
@@ -303,44 +310,4 @@ export async function errorCounts(db: Database, f: UsageFilter): Promise<ErrorCo
     requests: r.requests,
     lastAt: Number(r.lastAt),
   }));
-}
-
-export interface KeyLabel {
-  id: string;
-  name: string;
-  prefix: string;
-  revokedAt: number | null;
-}
-
-/** Every key's id, name and visible prefix: labels for the charts and the key filter. Never the hash. */
-export async function keyLabels(db: Database): Promise<KeyLabel[]> {
-  return db
-    .select({ id: apiKeys.id, name: apiKeys.name, prefix: apiKeys.prefix, revokedAt: apiKeys.revokedAt })
-    .from(apiKeys)
-    .orderBy(asc(apiKeys.name), asc(apiKeys.id));
-}
-
-export type UsageRecord = typeof usage.$inferSelect;
-
-/** Where a page of the export ended: the next page starts strictly after this (at, id). */
-export interface UsageCursor {
-  at: number;
-  id: string;
-}
-
-/**
- * One page of usage rows in (at, id) order, starting after `cursor`. Keyset pagination: each page is an index range
- * scan on `usage_at_id`, however deep into the export it is (an OFFSET would rescan every earlier row).
- */
-export async function usagePage(
-  db: Database,
-  f: UsageFilter,
-  cursor: UsageCursor | undefined,
-  limit: number,
-): Promise<UsageRecord[]> {
-  const after =
-    cursor === undefined
-      ? undefined
-      : or(gt(usage.at, cursor.at), and(eq(usage.at, cursor.at), gt(usage.id, cursor.id)));
-  return db.select().from(usage).where(inRange(f, after)).orderBy(asc(usage.at), asc(usage.id)).limit(limit);
 }

@@ -27,7 +27,7 @@ export async function usageTotals(db: Database, by: Grouping, from: number, to: 
       requests: sql<number>`coalesce(sum(${usage.requests}), 0)`.mapWith(Number),
       promptTokens: sum(usage.promptTokens),
       completionTokens: sum(usage.completionTokens),
-      cacheHits: sum(sql<number>`case when ${usage.cache} = 'HIT' then 1 else 0 end`),
+      cacheHits: sum(sql<number>`case when ${usage.cache} in ('HIT', 'SEMANTIC') then 1 else 0 end`),
       errors: sum(sql<number>`case when ${usage.outcome} in ('error', 'rejected') then ${usage.requests} else 0 end`),
     })
     .from(usage)

@@ -5,6 +5,7 @@ import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './oll
 import { openaiChat, openaiCompletion } from './openai-chat/writer.ts';
 import { openaiEmbeddings } from './openai-chat/embeddings-writer.ts';
 import { openaiResponses } from './openai-responses/writer.ts';
+import { rerank } from './rerank/writer.ts';
 
 export const FORMATS = {
   'openai.chat': openaiChat,
@@ -17,6 +18,7 @@ export const FORMATS = {
   'ollama.embeddings': ollamaEmbeddings,
   'anthropic.messages': anthropicMessages,
   'anthropic.count_tokens': anthropicCountTokens,
+  rerank,
 } satisfies Record<string, ResponseFormat>;
 
 export type FormatName = keyof typeof FORMATS;

@@ -28,7 +28,7 @@ import { decodeDispatch } from './dispatch.ts';
 import type { Exchange } from './exchange.ts';
 import { ExchangeTable } from './exchange-table.ts';
 import { HubDatabase } from '../db/hub-database.ts';
-import { InFlightLog, type Orphan } from './in-flight-log.ts';
+import { InFlightLog, recoverOrphan } from './in-flight-log.ts';
 import { KeyGate, type Authorization } from './key-gate.ts';
 import { Management, type ManageOutcome, type ManageRequest } from './management.ts';
 import { type Admission, type KeyRecord, Ledger, type Reservation, type TokenNeed } from './ledger.ts';
@@ -38,11 +38,11 @@ import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
 import type { AgentSummary, HubApi, HubEnv, RpcFailure, StreamsReport } from './hub-api.ts';
 import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
+import { SemanticIndex } from './semantic-index.ts';
+import { SemanticTier } from './semantic-tier.ts';
 import { UsageOutbox } from './usage-outbox.ts';
-import { type RefusalCount, usageRow, type UsageRow } from './usage-row.ts';
-import { logWarn } from '../observability/log.ts';
+import type { RefusalCount, UsageRow } from './usage-row.ts';
 import type { HubGauges } from '../observability/hub-gauges.ts';
-import { logUsage } from '../observability/request-log.ts';
 
 function rpcFailure(err: unknown): RpcFailure {
   const e = toApiError(err);
@@ -129,11 +129,12 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       wake: (at) => ctx.waitUntil(this.#wake(at)),
       waitUntil: (p) => ctx.waitUntil(p),
     });
+    const cache = new AnswerCache(db, config);
     this.#flow = new RequestFlow({
       keys: this.#keys,
       ledger,
       limits,
-      cache: new AnswerCache(db, config),
+      cache,
       registry: this.#registry,
       exchanges: this.#exchanges,
       outbox: this.#outbox,
@@ -141,9 +142,16 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       responses: this.#responses,
       allowance: new PromptAllowance(),
       affinity: new ConversationAffinity(() => config().conversationAffinity),
+      semantic: new SemanticTier({
+        registry: this.#registry,
+        exchanges: this.#exchanges,
+        cache,
+        index: new SemanticIndex(db),
+        config,
+      }),
       waitUntil: (p) => ctx.waitUntil(p),
     });
-    for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
+    for (const orphan of inFlight.takeOrphans()) recoverOrphan(orphan, limits, (row) => this.#outbox.record(row));
     // Answers heartbeats without waking the object from hibernation.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -310,36 +318,6 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     this.#connectionEnded(ws, `the agent's connection failed: ${String(error)}`);
-  }
-
-  /**
-   * A request that was in flight when the previous instance of this object died: its usage row, with the tokens
-   * last checkpointed, and its reservation settled to them.
-   */
-  #recover(o: Orphan, limits: LimitsPoint): void {
-    const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
-    // Settled where it was reserved: this hub's ledger, or the `default` hub's for a limited key of another pool.
-    if (o.reservation)
-      limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
-    const settlement = {
-      status: 502,
-      outcome: 'error' as const,
-      errorCode: 'edge_restarted',
-      finishReason: null,
-      usage: used,
-      device: null,
-      ttftMs: null,
-      durationMs: Math.max(0, o.updatedAt - o.base.at),
-      chunks: [],
-    };
-    const row = usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used });
-    this.#outbox.record(row);
-    logUsage(row, undefined);
-    logWarn('a request was in flight when the edge restarted; recorded it as failed', {
-      usageId: o.base.id,
-      promptTokens: used.promptTokens,
-      completionTokens: used.completionTokens,
-    });
   }
 
   #connectionEnded(ws: WebSocket, why: string): void {

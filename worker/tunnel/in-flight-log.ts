@@ -6,8 +6,10 @@
  * and a key's budget is not left holding a dead request's worst case.
  */
 import type { Reservation } from './ledger.ts';
-import type { ReservationHolder } from './limits-point.ts';
-import type { RowBase, UsageRow } from './usage-row.ts';
+import type { LimitsPoint, ReservationHolder } from './limits-point.ts';
+import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
+import { logWarn } from '../observability/log.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 /** Tokens of running requests are checkpointed this often (one small write per changed request). */
 const CHECKPOINT_MS = 2000;
@@ -122,4 +124,34 @@ export class InFlightLog {
       };
     });
   }
+}
+
+/**
+ * A request that was in flight when the previous instance of this object died: its usage row, with the tokens
+ * last checkpointed, and its reservation settled to them.
+ */
+export function recoverOrphan(o: Orphan, limits: LimitsPoint, record: (row: UsageRow) => void): void {
+  const used = { promptTokens: o.promptTokens, completionTokens: o.completionTokens };
+  // Settled where it was reserved: this hub's ledger, or the `default` hub's for a limited key of another pool.
+  if (o.reservation)
+    limits.settleRecovered(o.reservation, o.reservationHeld, used.promptTokens + used.completionTokens, Date.now());
+  const settlement = {
+    status: 502,
+    outcome: 'error' as const,
+    errorCode: 'edge_restarted',
+    finishReason: null,
+    usage: used,
+    device: null,
+    ttftMs: null,
+    durationMs: Math.max(0, o.updatedAt - o.base.at),
+    chunks: [],
+  };
+  const row = usageRow(o.base, { kind: 'relayed', agentId: o.agentId, settlement, cache: o.cache, charged: used });
+  record(row);
+  logUsage(row, undefined);
+  logWarn('a request was in flight when the edge restarted; recorded it as failed', {
+    usageId: o.base.id,
+    promptTokens: used.promptTokens,
+    completionTokens: used.completionTokens,
+  });
 }

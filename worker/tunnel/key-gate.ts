@@ -3,6 +3,7 @@
  * to the database takes effect within about that; a stranger's made-up key is remembered as unknown for a while,
  * so repeating it costs no query.
  */
+import { DEFAULT_SEMANTIC_THRESHOLD } from '../../shared/cache/semantic.ts';
 import { eq } from 'drizzle-orm';
 import type { EdgeConfig } from '../config.ts';
 import { apiKeys } from '../../shared/db/schema.ts';
@@ -97,6 +98,9 @@ export class KeyGate {
           tpm: row.tpm,
           monthlyTokenBudget: row.monthlyTokenBudget,
           manageModels: row.manageModels,
+          ...(row.semanticCache
+            ? { semantic: { threshold: row.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD, model: row.semanticModel } }
+            : {}),
           revokedAt: row.revokedAt,
         };
         const now = Date.now();

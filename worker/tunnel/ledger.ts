@@ -15,6 +15,8 @@ export interface KeyRecord {
   monthlyTokenBudget: number | null;
   /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
   manageModels?: boolean;
+  /** The semantic cache tier, when the key opted in (docs/semantic-cache.md); model null: the edge's default. */
+  semantic?: { threshold: number; model: string | null };
   revokedAt: number | null;
 }
 

@@ -24,11 +24,13 @@ import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import type { ResponseMemory } from './response-memory.ts';
-import { PARK_MS, PARKED, SentRequests } from './sent-requests.ts';
+import { PARK_MS, PARKED, SentRequests, stillRunning } from './sent-requests.ts';
+import type { SemanticTier } from './semantic-tier.ts';
+import { recordRejection } from './rejection.ts';
 import { followLeader } from './twin-stream.ts';
 import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
-import { logStranger, logUsage } from '../observability/request-log.ts';
+import { logUsage } from '../observability/request-log.ts';
 
 export interface RequestFlowDeps {
   keys: KeyGate;
@@ -46,6 +48,8 @@ export interface RequestFlowDeps {
   allowance: PromptAllowance;
   /** Which agent holds the KV cache of the conversation a request continues. */
   affinity: ConversationAffinity;
+  /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
+  semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
 }
 
@@ -71,14 +75,10 @@ export class RequestFlow {
     const started = Date.now();
     // A Batch API line brings its own id, the same on every attempt: its usage row is replaced, not added to.
     const id = dispatch.requestId ?? crypto.randomUUID();
-    const batch = dispatch.batchId !== undefined ? { batchId: dispatch.batchId } : {};
     // A batch line still running here from an attempt whose runner died: the runner retries once it has ended. No
     // row: the running attempt writes the line's.
-    if (this.#sent.has(id) || this.#d.exchanges.get(id))
-      return errorResponse(
-        new ApiError('overloaded', `request ${id} is still running; retry once it has ended`),
-        FORMATS[dispatch.format].flavor,
-      );
+    const flavor = FORMATS[dispatch.format].flavor;
+    if (this.#sent.has(id) || this.#d.exchanges.get(id)) return errorResponse(stillRunning(id), flavor);
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
     try {
       return await this.#run(dispatch, { id, at: started, signal }, progress);
@@ -86,33 +86,7 @@ export class RequestFlow {
       const e = toApiError(err);
       this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
-      const flavor = FORMATS[dispatch.format].flavor;
-      if (e.code === 'invalid_api_key') {
-        logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
-        this.#d.outbox.countRefusals([
-          {
-            minute: started - (started % 60_000),
-            endpoint: dispatch.endpoint,
-            code: e.code,
-            status: e.status,
-            n: 1,
-            lastAt: started,
-          },
-        ]);
-        return errorResponse(e, flavor);
-      }
-      const base: RowBase = {
-        id,
-        at: started,
-        keyId: progress.key?.id ?? null,
-        model: dispatch.task.model,
-        endpoint: dispatch.endpoint,
-        ...batch,
-      };
-      this.#record(
-        usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
-        dispatch.clientRequestId,
-      );
+      recordRejection(this.#d.outbox, dispatch, { id, at: started }, progress, e);
       return errorResponse(e, flavor);
     }
   }
@@ -218,6 +192,11 @@ export class RequestFlow {
       }
     }
 
+    // The semantic tier's lookup: its embed request goes to the agent before the generation, which is not held back.
+    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task) : undefined;
+    /** Set when a semantic hit answered instead: the cancelled generation's settlement then leaves no row. */
+    let superseded = false;
+
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
       const holder = d.affinity.holder(dispatch.task, Date.now());
@@ -262,6 +241,11 @@ export class RequestFlow {
         this.#sent.end(req.id);
         d.inFlight.end(req.id);
         flight.settle(s);
+        if (superseded) {
+          // Twins streaming along with it may have let it finish: its answer is still worth keeping.
+          if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+          return;
+        }
         // Only a response that came to an end is stored: a failed or cancelled one has nothing to continue from.
         const ended = s.outcome === 'ok' && s.finishReason !== null;
         keep?.(ended ? answerOf(s) : undefined);
@@ -286,7 +270,9 @@ export class RequestFlow {
           usageRow(base, { kind: 'relayed', agentId: exchange.agentId, settlement: s, cache, charged }),
           rid,
         );
-        if (ck && !dispatch.noStore && isReplayable(s)) d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s));
+        if (ck && !dispatch.noStore && isReplayable(s)) {
+          d.waitUntil(d.cache.store(ck, key.tenant, dispatch.task, s).then(() => semantic?.file(ck)));
+        }
       },
     });
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
@@ -313,6 +299,24 @@ export class RequestFlow {
     };
     this.#sent.add(req.id, { frame, task: dispatch.task, flavor: format.flavor, dispatch }, ws === undefined);
     if (ws) sendFrame(ws, frame);
+    if (semantic) {
+      const hit = await d.semantic.settle(semantic);
+      // Only while the generation is still running: once it has ended, its own answer (and row) stands.
+      if (hit && d.exchanges.get(req.id) === exchange) {
+        superseded = true;
+        const usage = hit.answer.outcome.usage;
+        flight.settle(hitSettlement(hit.answer));
+        d.limits.settle(reservation, usage.promptTokens + usage.completionTokens, Date.now());
+        this.#record(usageRow(base, { kind: 'hit', usage, semantic: true }), rid);
+        keep?.(hit.answer);
+        exchange.abandon();
+        return replay(format, meta, hit.answer, dispatch.stream, {
+          'x-request-id': rid,
+          'x-npu-relay-cache': 'SEMANTIC',
+          'x-npu-relay-cache-score': hit.score.toFixed(4),
+        });
+      }
+    }
     return exchange.response();
   }
 

@@ -29,6 +29,10 @@ interface Sent {
  */
 export const PARK_MS = 15_000;
 
+/** A Batch API line whose earlier attempt still runs here (its runner died): the runner retries once it has ended. */
+export const stillRunning = (id: string) =>
+  new ApiError('overloaded', `request ${id} is still running; retry once it has ended`);
+
 /** The connection id of requests waiting for an agent. */
 export const PARKED = 'parked';
 

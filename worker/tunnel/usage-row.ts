@@ -21,7 +21,8 @@ export interface RefusalCount {
 }
 
 export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & {
-  cache: 'HIT' | 'MISS' | 'BYPASS' | null;
+  /** SEMANTIC: answered by the semantic tier (a cached answer to a reworded question); a hit, counted apart. */
+  cache: 'HIT' | 'SEMANTIC' | 'MISS' | 'BYPASS' | null;
   outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
 };
 
@@ -40,8 +41,8 @@ export interface RowBase {
 export type RowEnd =
   /** Refused before it reached an agent (limits, validation, no agent); tokens are those it was known to use. */
   | { kind: 'rejected'; status: number; errorCode: string; cache: UsageRow['cache'] }
-  /** Answered from the exact cache. */
-  | { kind: 'hit'; usage: { promptTokens: number; completionTokens: number } }
+  /** Answered from the exact cache, or (`semantic`) from the semantic tier. */
+  | { kind: 'hit'; usage: { promptTokens: number; completionTokens: number }; semantic?: boolean }
   /** Streamed along with an identical request in flight (its leader), which ended as `settlement` says. */
   | { kind: 'followed'; settlement: Settlement }
   /** Relayed to an agent, which answered (or failed, or was cancelled). */
@@ -96,7 +97,7 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
         ...end.usage,
         ttftMs: 0,
         tokensPerSecond: null,
-        cache: 'HIT',
+        cache: end.semantic ? 'SEMANTIC' : 'HIT',
         status: 200,
         errorCode: null,
         outcome: 'ok',

@@ -164,7 +164,7 @@ async function load() {
       summary.cacheHitRate === null ? '–' : percent.format(summary.cacheHitRate),
     );
     element('t-hit-rate').title =
-      `${summary.cacheHits} hits, ${summary.cacheMisses} misses, ${summary.cacheBypasses} not cacheable`;
+      `${summary.cacheHits} hits (${summary.semanticHits ?? 0} semantic), ${summary.cacheMisses} misses, ${summary.cacheBypasses} not cacheable`;
     tile('t-saved', summary.tokensSaved, numbers.format(summary.tokensSaved));
     const failed = summary.errors + summary.rejected + summary.cancelled;
     tile('t-errors', failed, numbers.format(failed));

@@ -6,6 +6,7 @@ import { edgeConfig } from '../../config.ts';
 import { openDatabase } from '../../db/client.ts';
 import { withDeadline } from '../../db/timeout.ts';
 import { apiKeys } from '../../../shared/db/schema.ts';
+import { DEFAULT_SEMANTIC_THRESHOLD } from '../../../shared/cache/semantic.ts';
 import { usageTotals } from '../../db/usage-report.ts';
 import type { Env } from '../../env.ts';
 import { readJson } from '../../http/body.ts';
@@ -24,6 +25,10 @@ const NewKey = z.object({
   budget: z.number().int().positive().optional(),
   /** May unload (`keep_alive: 0`) or pin (`-1`) models for everyone. */
   manageModels: z.boolean().optional(),
+  /** The semantic cache tier (docs/semantic-cache.md). */
+  semanticCache: z.boolean().optional(),
+  semanticThreshold: z.number().gt(0).lte(1).optional(),
+  semanticModel: z.string().min(1).max(256).optional(),
 });
 
 function database(env: Env) {
@@ -63,6 +68,9 @@ async function createKey(request: EdgeRequest, env: Env): Promise<Response> {
     tpm: body.tpm ?? null,
     monthlyTokenBudget: body.budget ?? null,
     manageModels: body.manageModels ?? false,
+    semanticCache: body.semanticCache ?? false,
+    semanticThreshold: body.semanticCache ? (body.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD) : null,
+    semanticModel: body.semanticCache ? (body.semanticModel ?? null) : null,
     createdAt: Date.now(),
     revokedAt: null,
   };
