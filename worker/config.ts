@@ -25,6 +25,8 @@ export interface EdgeConfig {
   attachmentLimitBytes: number | undefined;
   /** Longest the hub waits for one libSQL call before treating the database as unreachable. */
   dbTimeoutMs: number;
+  /** How long a request whose agent went away before starting it waits for another (an agent restart takes seconds). */
+  parkMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -36,7 +38,8 @@ type NumberName =
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
-  | 'NPU_RELAY_DB_TIMEOUT_MS';
+  | 'NPU_RELAY_DB_TIMEOUT_MS'
+  | 'NPU_RELAY_PARK_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -77,6 +80,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       inferenceTimeoutMs: positiveInt(env, 'NPU_RELAY_INFERENCE_TIMEOUT_S', 600) * 1000,
       attachmentLimitBytes: positiveInt(env, 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES', undefined),
       dbTimeoutMs: positiveInt(env, 'NPU_RELAY_DB_TIMEOUT_MS', 2000),
+      parkMs: positiveInt(env, 'NPU_RELAY_PARK_MS', 15_000),
     };
     cache.set(env, config);
   }
