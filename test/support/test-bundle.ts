@@ -11,11 +11,14 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from '
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../node/local/edge.ts';
+import { miniflareWorkerOptions } from './miniflare-edge.ts';
 import { buildWorkerBundle, type WorkerBundle } from './worker-bundle.ts';
 
 const SOURCES = ['worker', 'shared'];
 const CONFIG = ['wrangler.jsonc', 'package-lock.json', 'tsconfig.json', 'tsconfig.base.json'];
 const CACHE_DIR = path.join(tmpdir(), 'npu-relay-test-bundle');
+/** Changes when what is cached changes shape, so an older cache entry is not read as a newer one. */
+const FORMAT = 'bundle.json v2';
 
 /** A hash of every file the bundle is built from, in a stable order. */
 async function sourceHash(): Promise<string> {
@@ -25,7 +28,7 @@ async function sourceHash(): Promise<string> {
     for (const e of entries) if (e.isFile()) files.push(path.relative(PROJECT_ROOT, path.join(e.parentPath, e.name)));
   }
   files.sort();
-  const hash = createHash('sha256');
+  const hash = createHash('sha256').update(`${FORMAT}\0`);
   for (const f of files) {
     hash.update(`${f}\0`);
     hash.update(await readFile(path.join(PROJECT_ROOT, f)).catch(() => Buffer.alloc(0)));
@@ -34,25 +37,33 @@ async function sourceHash(): Promise<string> {
   return hash.digest('hex').slice(0, 24);
 }
 
-let pending: Promise<WorkerBundle> | undefined;
+/** The bundle, with wrangler.jsonc's Miniflare options read when it was built (so no test process imports wrangler). */
+export type TestBundle = WorkerBundle & { workerOptions: Awaited<ReturnType<typeof miniflareWorkerOptions>> };
+
+let pending: Promise<TestBundle> | undefined;
 
 /** The bundle of the current sources, built at most once per source state (per machine, across processes). */
-export function testWorkerBundle(): Promise<WorkerBundle> {
+export function testWorkerBundle(): Promise<TestBundle> {
   pending ??= load();
   return pending;
 }
 
-async function load(): Promise<WorkerBundle> {
+async function load(): Promise<TestBundle> {
   const dir = path.join(CACHE_DIR, await sourceHash());
   const recorded = path.join(dir, 'bundle.json');
   const cached = await readFile(recorded, 'utf8').catch(() => undefined);
-  if (cached !== undefined) return JSON.parse(cached) as WorkerBundle;
+  if (cached !== undefined) return JSON.parse(cached) as TestBundle;
   // Built beside its final place and renamed into it in one step, so a process never sees half a bundle; when two
   // build at once, the first rename wins and the other uses it.
   await mkdir(CACHE_DIR, { recursive: true });
   const building = await mkdtemp(path.join(CACHE_DIR, 'building-'));
   const built = await buildWorkerBundle(building);
-  const bundle: WorkerBundle = { ...built, dir, mainPath: path.join(dir, path.relative(building, built.mainPath)) };
+  const bundle: TestBundle = {
+    ...built,
+    dir,
+    mainPath: path.join(dir, path.relative(building, built.mainPath)),
+    workerOptions: await miniflareWorkerOptions(),
+  };
   await writeFile(path.join(building, 'bundle.json'), JSON.stringify(bundle));
   try {
     await rename(building, dir);
