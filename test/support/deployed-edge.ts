@@ -1,16 +1,16 @@
 /**
- * The edge as Cloudflare runs it, for measurements a dev proxy would distort: the deployable Worker bundle in one
- * workerd (Miniflare, a socket straight into the Worker), a real sqld with the migrations, fresh tokens and one API
+ * The edge as Cloudflare runs it, for measurements a dev proxy would distort: the deployable Worker bundle (the one
+ * the whole suite shares, test-bundle.ts) in one workerd (Miniflare, a socket straight into the Worker), a real sqld with the migrations, fresh tokens and one API
  * key without limits. Each call gets a temporary folder of its own, removed by `stop()`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import { startMiniflareEdge, type MiniflareEdge } from './miniflare-edge.ts';
-import { buildWorkerBundle } from './worker-bundle.ts';
+import { testWorkerBundle } from './test-bundle.ts';
 
 export interface DeployedEdge {
   edge: MiniflareEdge;
@@ -27,8 +27,7 @@ export async function startDeployedEdge(name: string, options: { inspectorPort?:
   const dir = await mkdtemp(path.join(tmpdir(), `npu-relay-${name}-`));
   const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
   await applyMigrations(sqld.url);
-  await mkdir(path.join(dir, 'bundle'));
-  const bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+  const bundle = await testWorkerBundle();
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const edge = await startMiniflareEdge(
