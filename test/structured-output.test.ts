@@ -171,5 +171,5 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
   });
 });
 
-// The schema statistics with 5 seeds per schema; test/slow/structured-output.test.ts runs 50.
-jsonSchemaSeeds(5);
+// The schema statistics with 2 seeds per schema; test/slow/structured-output.test.ts runs 50.
+jsonSchemaSeeds(2);

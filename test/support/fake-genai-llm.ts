@@ -128,7 +128,6 @@ export class FakeVocabulary {
 
   /** A `Tokenizer` as `getTokenizer()` and `new Tokenizer(dir)` return it. */
   tokenizer(state: TokenizerState = this.load()) {
-    const vocab = this;
     return {
       applyChatTemplate: (
         history: ChatTemplateCall['history'],
@@ -136,23 +135,23 @@ export class FakeVocabulary {
         chatTemplate?: string,
         tools?: Record<string, unknown>[],
         extraContext?: Record<string, unknown>,
-      ) => vocab.render(state, history, addGenerationPrompt, chatTemplate, tools, extraContext),
+      ) => this.render(state, history, addGenerationPrompt, chatTemplate, tools, extraContext),
       // As `Tensor.data` gives them: BigInt64Array for i64.
       encode: (prompt: string, options?: { add_special_tokens?: boolean }) => {
-        const ids = BigInt64Array.from(vocab.ids(prompt, options?.add_special_tokens ?? true), BigInt);
+        const ids = BigInt64Array.from(this.ids(prompt, options?.add_special_tokens ?? true), BigInt);
         return { input_ids: { getShape: () => [1, ids.length], data: ids } };
       },
       decode: (ids: ArrayLike<number | bigint>, options?: { skip_special_tokens?: boolean }) => {
-        vocab.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
+        this.decodeCalls.push({ ids: Array.from(ids, Number), skipSpecialTokens: options?.skip_special_tokens });
         const skip = options?.skip_special_tokens ?? true;
-        return Array.from(ids, (id) => vocab.#words[Number(id)] ?? '')
-          .filter((w) => !(skip && vocab.bos && w === vocab.bos))
+        return Array.from(ids, (id) => this.#words[Number(id)] ?? '')
+          .filter((w) => !(skip && this.bos && w === this.bos))
           .join(' ');
       },
-      getBosToken: () => vocab.bos,
+      getBosToken: () => this.bos,
       getEosToken: () => FakeVocabulary.EOS,
       getPadToken: () => '',
-      getEosTokenId: () => BigInt(vocab.idOf(FakeVocabulary.EOS)),
+      getEosTokenId: () => BigInt(this.idOf(FakeVocabulary.EOS)),
       getChatTemplate: () => state.chatTemplate,
       setChatTemplate: (template: string) => {
         state.chatTemplate = template;

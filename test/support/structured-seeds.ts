@@ -1,7 +1,7 @@
 /**
  * Constrained decoding's schema statistics on the ONNX Runtime engine (the fixture chat model, random weights): each
  * schema sampled at temperature 1 over a number of seeds, every finished answer validated. test/structured-output
- * runs it with 5 seeds per schema, test/slow/structured-output with 50.
+ * runs it with 2 seeds per schema, test/slow/structured-output with 50.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
