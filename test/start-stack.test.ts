@@ -113,6 +113,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_RESPONSES_TTL_S: '3',
     NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
+    NPU_RELAY_PARK_MS: '1500',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
     NPU_RELAY_EDGE_HITS: 'off',
     // Checked once the defaults are pulled (an embedding model in the chat model's pool).
@@ -353,6 +354,28 @@ test('npm start offline with no models serves at once, takes agents from its ban
         });
         assert.equal(res.status, 504);
         assert.match(await res.text(), /NPU_RELAY_INFERENCE_TIMEOUT_S/);
+      },
+      NPU_RELAY_PARK_MS: async () => {
+        // An agent that takes the request and goes away before starting it: the request waits 1.5 s for another agent
+        // serving its model (15 s by default), then fails saying how long it waited.
+        const peer = await connectPeer(
+          { url: new URL(base), agentToken },
+          { agentId: 'leaving', models: [{ id: 'leaving-model', kind: 'chat', device: 'CPU' }] },
+          (frame, ws) => {
+            if (frame.type === 'request') ws.terminate();
+          },
+        );
+        closers.push(async () => peer.close());
+        const started = performance.now();
+        const res = await post('/v1/chat/completions', {
+          model: 'leaving-model',
+          max_tokens: 3,
+          messages: [{ role: 'user', content: 'still there?' }],
+        });
+        const waited = performance.now() - started;
+        assert.equal(res.status, 503);
+        assert.match(await res.text(), /could take this request within 1\.5 s/);
+        assert.ok(waited >= 1400 && waited < 10_000, `gave up after ${waited.toFixed(0)} ms`);
       },
       NPU_RELAY_ATTACHMENT_LIMIT_BYTES: async () => {
         assert.equal((await sayHello(base, agentToken, 'short-id')).type, 'welcome');

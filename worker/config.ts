@@ -31,6 +31,8 @@ export interface EdgeConfig {
   semanticEmbedModel: string | undefined;
   /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
   semanticWaitMs: number;
+  /** How long a request whose agent went away before starting it waits for another (an agent restart takes seconds). */
+  parkMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -42,7 +44,8 @@ type NumberName =
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
-  | 'NPU_RELAY_DB_TIMEOUT_MS';
+  | 'NPU_RELAY_DB_TIMEOUT_MS'
+  | 'NPU_RELAY_PARK_MS';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -96,6 +99,7 @@ export function edgeConfig(env: Env): EdgeConfig {
       conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
       semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
       semanticWaitMs: SEMANTIC_WAIT_MS,
+      parkMs: positiveInt(env, 'NPU_RELAY_PARK_MS', 15_000),
     };
     cache.set(env, config);
   }

@@ -14,6 +14,7 @@ export const EDGE_VARIABLES = {
   NPU_RELAY_RESPONSES_MAX_CHAIN: 'positive',
   NPU_RELAY_KEY_GRACE_S: 'positive',
   NPU_RELAY_DB_TIMEOUT_MS: 'positive',
+  NPU_RELAY_PARK_MS: 'positive',
   NPU_RELAY_INFERENCE_TIMEOUT_S: 'positive',
   NPU_RELAY_ATTACHMENT_LIMIT_BYTES: 'positive',
   NPU_RELAY_EDGE_HITS: 'switch',

@@ -173,6 +173,7 @@ export class AgentHub extends DurableObject<Env> {
         config,
       }),
       waitUntil: (p) => ctx.waitUntil(p),
+      parkMs: () => config().parkMs,
     });
     for (const orphan of inFlight.takeOrphans()) this.#recover(orphan, limits);
     // Answers heartbeats without waking the object from hibernation.

@@ -49,6 +49,11 @@ export interface RequestFlowDeps {
   /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
   semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
+  /**
+   * How long a request whose agent went away (or refused it while draining) before starting it waits for another
+   * agent — an agent restart takes a few seconds — rather than fail (NPU_RELAY_PARK_MS, 15 s).
+   */
+  parkMs: () => number;
 }
 
 /** What the request has got to, for the row its failure leaves. */
@@ -77,11 +82,6 @@ interface Sent {
   dispatch: Dispatch;
 }
 
-/**
- * A request whose agent went away (or refused it while draining) before starting it waits this long for another
- * agent — an agent restart takes a few seconds — rather than fail.
- */
-const PARK_MS = 15_000;
 /** The connection id of requests waiting for an agent. */
 const PARKED = 'parked';
 
@@ -202,7 +202,7 @@ export class RequestFlow {
     // A model whose agent went away moments ago (a restart) is not gone: it waits below, like any request for it.
     const agents = d.registry.list();
     const served = agents.length === 0 || agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model));
-    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))
+    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), d.parkMs()))
       throw unknownModel(dispatch.task.model);
 
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
@@ -265,7 +265,7 @@ export class RequestFlow {
     } catch (err) {
       // The model's agent went away moments ago (a restart, most likely): wait for one to come (see `unpark`).
       const waitable = err instanceof ApiError && (err.code === 'no_agent' || err.code === 'unknown_model');
-      if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
+      if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), this.#d.parkMs()))) throw err;
     }
     const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
     const keep = this.#keep(dispatch, key.tenant, meta, continued);
@@ -355,7 +355,7 @@ export class RequestFlow {
       task: dispatch.task,
       flavor: format.flavor,
       refusedBy: new Set(),
-      ...(ws ? {} : { parkedUntil: Date.now() + PARK_MS }),
+      ...(ws ? {} : { parkedUntil: Date.now() + this.#d.parkMs() }),
       dispatch,
     });
     if (ws) sendFrame(ws, frame);
@@ -383,7 +383,7 @@ export class RequestFlow {
   /**
    * Re-sends a request that an agent refused before running it (`overloaded`: it started draining, or its queue
    * filled, before the edge heard), or whose agent went away before starting it, to another agent that can take it;
-   * with none, the request waits up to PARK_MS for one (see `unpark`) unless `park` is false (its agent hung: no
+   * with none, the request waits up to `parkMs` for one (see `unpark`) unless `park` is false (its agent hung: no
    * successor is on the way). False when it was not taken: the caller fails it.
    */
   redispatch(id: string, fromConnId: string, park = true): boolean {
@@ -393,13 +393,13 @@ export class RequestFlow {
     if (this.#sendElsewhere(id, sent)) return true;
     if (!park) return false;
     // None can take it now (the only agent is restarting): it waits for one, as its keep-alives go on.
-    sent.parkedUntil = Date.now() + PARK_MS;
+    sent.parkedUntil = Date.now() + this.#d.parkMs();
     this.#d.exchanges.move(id, PARKED, this.#d.exchanges.get(id)?.agentId ?? '');
     return true;
   }
 
   /**
-   * Sends waiting requests to agents that can take them now, and fails those that waited PARK_MS (run on every tick
+   * Sends waiting requests to agents that can take them now, and fails those that waited `parkMs` (run on every tick
    * of the exchange table while requests are in flight).
    */
   unpark(now: number): void {
@@ -414,7 +414,7 @@ export class RequestFlow {
       ex?.onError(
         new ApiError(
           'no_agent',
-          `no agent serving '${sent.task.model}' could take this request within ${PARK_MS / 1000} s (its agent went away or was restarting); retry shortly`,
+          `no agent serving '${sent.task.model}' could take this request within ${this.#d.parkMs() / 1000} s (its agent went away or was restarting); retry shortly`,
         ),
       );
     }

@@ -12,16 +12,16 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI from 'openai';
-import { applyMigrations } from '../node/db/migrate.ts';
-import { startSqld, type Sqld } from '../node/local/sqld.ts';
-import type { Agent } from '../node/agent.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
-import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
-import { PacedEngine } from './support/paced-engine.ts';
-import { workerdPids } from './support/process-memory.ts';
-import { createOrtEngine, startTestAgent } from './support/stack.ts';
-import { waitFor } from './support/wait-for.ts';
-import { buildWorkerBundle, type WorkerBundle } from './support/worker-bundle.ts';
+import { applyMigrations } from '../../node/db/migrate.ts';
+import { startSqld, type Sqld } from '../../node/local/sqld.ts';
+import type { Agent } from '../../node/agent.ts';
+import { CHAT_MODEL } from '../support/fixtures.ts';
+import { startMiniflareEdge, type MiniflareEdge } from '../support/miniflare-edge.ts';
+import { PacedEngine } from '../support/paced-engine.ts';
+import { workerdPids } from '../support/process-memory.ts';
+import { createOrtEngine, startTestAgent } from '../support/stack.ts';
+import { waitFor } from '../support/wait-for.ts';
+import { buildWorkerBundle, type WorkerBundle } from '../support/worker-bundle.ts';
 
 describe('edge runtime killed mid-request', () => {
   let dir: string;
