@@ -23,13 +23,8 @@ import { deviceDescription, type OpenVinoModules } from './openvino-modules.ts';
 import type { ChatPipeline, EmbeddingPipeline } from './openvino-pipelines.ts';
 import { chatHistory, countPrompt } from './openvino-prompt.ts';
 import { openVinoSpecials } from './openvino-user-text.ts';
-import {
-  type Generation,
-  type Loaded,
-  PooledEngine,
-  type PooledEngineOptions,
-  type UserTextMarking,
-} from './pooled-engine.ts';
+import { PooledEngine } from './pooled-engine.ts';
+import type { Generation, Loaded, PooledEngineOptions, UserTextMarking } from './pooled-engine.ts';
 import { WORD_JOINER } from './user-text.ts';
 
 export { NPU_DEFAULTS, type NpuSettings } from './npu-settings.ts';

@@ -11,13 +11,8 @@ import type { OutputPlan } from '../output/plan.ts';
 import type { EmbeddingResult, GenerationEvent, PromptCount } from './engine.ts';
 import type { KvTensors } from './ort-kv-reuse.ts';
 import type { ChatModel, Embedder, LoadRequest, WeightDtype } from './ort-models.ts';
-import {
-  type Generation,
-  type Loaded,
-  PooledEngine,
-  type PooledEngineOptions,
-  type UserTextMarking,
-} from './pooled-engine.ts';
+import { PooledEngine } from './pooled-engine.ts';
+import type { Generation, Loaded, PooledEngineOptions, UserTextMarking } from './pooled-engine.ts';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
 
 export interface OrtEngineOptions extends PooledEngineOptions {
