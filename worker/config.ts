@@ -45,7 +45,9 @@ type NumberName =
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
   | 'NPU_RELAY_DB_TIMEOUT_MS'
-  | 'NPU_RELAY_PARK_MS';
+  | 'NPU_RELAY_PARK_MS'
+  | 'NPU_RELAY_BATCH_FILE_MAX_BYTES'
+  | 'NPU_RELAY_BATCH_CONCURRENCY';
 
 function secret(env: Env, name: SecretName): string {
   const value = env[name];
@@ -58,7 +60,8 @@ function secret(env: Env, name: SecretName): string {
   return value;
 }
 
-function positiveInt<F extends number | undefined>(env: Env, name: NumberName, fallback: F): number | F {
+/** `name` as a positive integer, `fallback` when unset; anything else is a `misconfigured` error naming it. */
+export function positiveInt<F extends number | undefined>(env: Env, name: NumberName, fallback: F): number | F {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
