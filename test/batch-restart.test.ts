@@ -6,70 +6,45 @@
  * row replaced). Real sqld, real agent processes on ONNX Runtime, the official `openai` client.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI, { toFile } from 'openai';
-import { applyMigrations } from '../node/db/migrate.ts';
-import { startSqld, type Sqld } from '../node/local/sqld.ts';
 import { type AgentProcess, spawnAgent } from './support/agent-process.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { type MiniflareEdge, startMiniflareEdge } from './support/miniflare-edge.ts';
-import { workerdPids } from './support/process-memory.ts';
 import { waitFor } from './support/wait-for.ts';
-import { buildWorkerBundle, type WorkerBundle } from './support/worker-bundle.ts';
+import { RestartableEdge } from './support/restartable-edge.ts';
 
 /** Lines in the batch; NPU_RELAY_BATCH_RESTART_LINES makes it bigger (test/slow/ runs 200). */
 const LINES = Number(process.env.NPU_RELAY_BATCH_RESTART_LINES ?? 40);
 
 describe('a batch through an agent kill and an edge restart', () => {
-  let dir: string;
-  let sqld: Sqld;
-  let bundle: WorkerBundle;
-  let edge: MiniflareEdge | undefined;
+  let stack: RestartableEdge;
   const agents: AgentProcess[] = [];
-  const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const start = () =>
-    startMiniflareEdge(
-      bundle,
-      { NPU_RELAY_AGENT_TOKEN: agentToken, NPU_RELAY_ADMIN_TOKEN: adminToken, NPU_RELAY_LIBSQL_URL: sqld.url },
-      { direct: true, stateDir: path.join(dir, 'state') },
-    );
   const agent = async (id: string) => {
-    const a = await spawnAgent({ url: edge!.url, agentToken }, id);
+    const a = await spawnAgent({ url: stack.edge!.url, agentToken: stack.agentToken }, id);
     agents.push(a);
     return a;
   };
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-batch-restart-'));
-    sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
-    await applyMigrations(sqld.url);
-    await mkdir(path.join(dir, 'bundle'));
-    await mkdir(path.join(dir, 'state'));
-    bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+    stack = await RestartableEdge.create('npu-relay-batch-restart-');
   });
   after(async () => {
     for (const a of agents) a.child.kill('SIGKILL');
-    await edge?.stop().catch(() => {});
-    await sqld?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.close();
   });
 
   test(`${LINES} lines: agent SIGKILLed and edge restarted mid-batch, every line ends exactly once`, async () => {
-    edge = await start();
-    const created = await fetch(new URL('/admin/keys', edge.url), {
+    const edge = () => stack.edge!;
+    await stack.start();
+    const created = await fetch(new URL('/admin/keys', edge().url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${stack.adminToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'batcher' }),
     });
     assert.equal(created.status, 201);
     const { key } = (await created.json()) as { key: string };
-    const client = () => new OpenAI({ baseURL: new URL('/v1', edge!.url).toString(), apiKey: key, maxRetries: 0 });
+    const client = () => new OpenAI({ baseURL: new URL('/v1', edge().url).toString(), apiKey: key, maxRetries: 0 });
     const first = await agent('batch-agent-1');
 
     const lines = Array.from({ length: LINES }, (_, i) => ({
@@ -103,13 +78,10 @@ describe('a batch through an agent kill and an edge restart', () => {
       { timeoutMs: 120_000, intervalMs: 100 },
     );
     process.kill(first.child.pid!, 'SIGKILL');
-    const pids = workerdPids();
-    assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await edge.stop().catch(() => {});
+    await stack.kill();
     console.log(`killed the agent and workerd with ${before.request_counts!.completed}/${LINES} lines done`);
 
-    edge = await start();
+    await stack.start();
     await agent('batch-agent-2');
     const done = await waitFor(
       'the batch to end',
@@ -134,7 +106,7 @@ describe('a batch through an agent kill and an edge restart', () => {
     );
     assert.ok(out.every((l) => l.response.status_code === 200));
 
-    const db = createClient({ url: sqld.url });
+    const db = createClient({ url: stack.sqld.url });
     try {
       const rows = await waitFor(
         'a usage row per line',

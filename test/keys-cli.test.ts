@@ -11,6 +11,8 @@ import { createClient, type Client } from '@libsql/client';
 import { createKey, ENV_KEY_NAME, FIRST_KEY_NAME, openKeysDb, revokeKey, startKey } from '../node/db/keys.ts';
 import { applyMigrations, MIGRATIONS_DIR } from '../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../node/local/sqld.ts';
+import { ConfigError } from '../node/config.ts';
+import { readKeysCommand } from '../node/cli/keys-command.ts';
 import { hashApiKey, visiblePrefix } from '../shared/keys.ts';
 import { runCommand } from './support/run-command.ts';
 
@@ -256,9 +258,7 @@ test('keys: create shows the key once as the last line and stores only its hash;
   }
 });
 
-test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2 with a message, and write nothing', async () => {
-  const { url, sql } = await freshDatabase();
-  await applyMigrations(url);
+test('keys: bad numbers, bad names, unknown flags and misplaced arguments are each refused with a message naming the fix', () => {
   const cases: Array<[string[], RegExp]> = [
     [['create', '--name', 'x', '--rpm', '0'], /--rpm must be a positive integer, got '0'/],
     [['create', '--name', 'x', '--rpm=-5'], /--rpm must be a positive integer, got '-5'/],
@@ -283,7 +283,24 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments exit 2
     [['rotate'], /unknown command 'rotate': use create, list or revoke/],
     [[], /a command is required: create, list or revoke/],
   ];
+  // The command line is read as a function (no process, no database): each mistake is a ConfigError, which the CLI
+  // turns into exit 2 with the message on stderr (the next test runs two of them as the real CLI).
   for (const [args, message] of cases) {
+    assert.throws(
+      () => readKeysCommand([...args, '--url', 'http://127.0.0.1:1'], {}),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      args.join(' '),
+    );
+  }
+});
+
+test('keys: a mistake on the command line exits 2 with the message on stderr, nothing on stdout, and writes nothing', async () => {
+  const { url, sql } = await freshDatabase();
+  await applyMigrations(url);
+  for (const [args, message] of [
+    [['create', '--name', 'x', '--rpm', '0'], /--rpm must be a positive integer, got '0'/],
+    [['create', '--name', 'x', '--bogus'], /Unknown option '--bogus'/],
+  ] as const) {
     const r = await keysCli([...args, '--url', url]);
     assert.equal(r.code, 2, `${args.join(' ')} exits 2 (got ${r.code}: ${r.stderr})`);
     assert.match(r.stderr, message, args.join(' '));

@@ -1,6 +1,7 @@
 /**
  * The walking skeleton end to end: official `openai` client → Worker (workerd) → Durable Object → WebSocket →
- * agent → ONNX Runtime on the fixture model, and back as a stream.
+ * agent → ONNX Runtime on the fixture model, and back as a stream. That tokens arrive as they are produced (the
+ * gaps between them measured) needs a quiet machine: test/slow/relay.test.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -150,44 +151,6 @@ describe('relay', () => {
     const data = events.filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
     assert.equal(data.at(-1), '[DONE]');
     for (const d of data.slice(0, -1)) assert.equal(JSON.parse(d).object, 'chat.completion.chunk');
-  });
-
-  test('tokens reach the client as they are produced, not at the end', async () => {
-    paced.delayMs = 150;
-    try {
-      const started = paced.runs.length;
-      const arrivals: number[] = [];
-      const stream = await edge.openai().chat.completions.create({
-        model: CHAT_MODEL,
-        messages: ask('pace me'),
-        stream: true,
-        temperature: 0,
-        max_tokens: 8,
-      });
-      for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) arrivals.push(performance.now());
-      const produced = paced.runs[started]!.produced;
-      assert.equal(arrivals.length, produced.length, 'one client chunk per produced delta');
-      const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
-      const producedSpread = produced.at(-1)! - produced[0]!;
-      const arrivalSpread = arrivals.at(-1)! - arrivals[0]!;
-      console.log(
-        `arrival gaps (ms): ${gaps.map((g) => g.toFixed(0)).join(', ')}; spread produced ${producedSpread.toFixed(0)} ms, arrived ${arrivalSpread.toFixed(0)} ms`,
-      );
-      for (const g of gaps)
-        assert.ok(g >= 75, `chunks arrive spread out (gap ${g.toFixed(0)} ms, tokens 150 ms apart)`);
-      assert.ok(
-        Math.abs(arrivalSpread - producedSpread) < 0.25 * producedSpread,
-        'arrival spread matches production spread',
-      );
-      // Each chunk arrives soon after it was produced: the lag does not grow over the stream.
-      const lags = arrivals.map((t, i) => t - produced[i]!);
-      assert.ok(
-        Math.max(...lags) - Math.min(...lags) < 100,
-        `lag stays flat (lags ${lags.map((l) => l.toFixed(0)).join(', ')} ms)`,
-      );
-    } finally {
-      paced.delayMs = 0;
-    }
   });
 
   test('32 concurrent streams over one agent connection each get their own text', async () => {

@@ -27,11 +27,17 @@ async function engineWith(capacity: Capacity, delayMs: number, maxPromptTokens?:
   return engine;
 }
 
+/**
+ * How long a request whose agent went away waits for another: 15 s by default, shortened so the tests that wait it
+ * out take seconds; still well above the 2 s restarts below.
+ */
+const PARK_MS = 6000;
+
 describe('routing by per-model capacity and expected wait', () => {
   let edge: TestEdge;
   const agents: Agent[] = [];
   before(async () => {
-    edge = await startTestEdge();
+    edge = await startTestEdge({ NPU_RELAY_PARK_MS: String(PARK_MS) });
   });
   after(async () => {
     for (const a of agents) await a.stop();
@@ -254,7 +260,7 @@ describe('routing by per-model capacity and expected wait', () => {
 
   test('with no agent serving the model lately, a request is refused at once (503 no_agent), not held', async () => {
     for (const a of agents.splice(0)) await a.stop();
-    await new Promise((r) => setTimeout(r, 15_500));
+    await new Promise((r) => setTimeout(r, PARK_MS + 500));
     const started = performance.now();
     const res = await chat(301);
     assert.equal(res.status, 503);
@@ -263,7 +269,7 @@ describe('routing by per-model capacity and expected wait', () => {
 
   test('while the agent of one model restarts and another agent stays, a request for that model waits for it (not a 404)', async () => {
     for (const a of agents.splice(0)) await a.stop();
-    await new Promise((r) => setTimeout(r, 15_500));
+    await new Promise((r) => setTimeout(r, PARK_MS + 500));
     // Another agent, serving another model, stays connected throughout.
     const other = await engineWith({ concurrency: 4, queueLimit: 8 }, 0);
     const models = other.models.bind(other);

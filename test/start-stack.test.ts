@@ -113,8 +113,10 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_RESPONSES_TTL_S: '3',
     NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
+    NPU_RELAY_PARK_MS: '1500',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
     NPU_RELAY_EDGE_HITS: 'off',
+    NPU_RELAY_CONVERSATION_AFFINITY: 'off',
     // Checked once the defaults are pulled (an embedding model in the chat model's pool).
     NPU_RELAY_SEMANTIC_EMBED_MODEL: 'no-such-embedder',
     NPU_RELAY_BATCH_FILE_MAX_BYTES: '2000',
@@ -354,11 +356,96 @@ test('npm start offline with no models serves at once, takes agents from its ban
         assert.equal(res.status, 504);
         assert.match(await res.text(), /NPU_RELAY_INFERENCE_TIMEOUT_S/);
       },
+      NPU_RELAY_PARK_MS: async () => {
+        // An agent that takes the request and goes away before starting it: the request waits 1.5 s for another agent
+        // serving its model (15 s by default), then fails saying how long it waited.
+        const peer = await connectPeer(
+          { url: new URL(base), agentToken },
+          { agentId: 'leaving', models: [{ id: 'leaving-model', kind: 'chat', device: 'CPU' }] },
+          (frame, ws) => {
+            if (frame.type === 'request') ws.terminate();
+          },
+        );
+        closers.push(async () => peer.close());
+        const started = performance.now();
+        const res = await post('/v1/chat/completions', {
+          model: 'leaving-model',
+          max_tokens: 3,
+          messages: [{ role: 'user', content: 'still there?' }],
+        });
+        const waited = performance.now() - started;
+        assert.equal(res.status, 503);
+        assert.match(await res.text(), /could take this request within 1\.5 s/);
+        assert.ok(waited >= 1400 && waited < 10_000, `gave up after ${waited.toFixed(0)} ms`);
+      },
       NPU_RELAY_ATTACHMENT_LIMIT_BYTES: async () => {
         assert.equal((await sayHello(base, agentToken, 'short-id')).type, 'welcome');
         const refused = await sayHello(base, agentToken, 'x'.repeat(128));
         assert.equal(refused.type, 'error');
         assert.match(refused.message ?? '', /exceeds the 200-byte limit \(NPU_RELAY_ATTACHMENT_LIMIT_BYTES\)/);
+      },
+      NPU_RELAY_CONVERSATION_AFFINITY: async () => {
+        // Off: a conversation's next turn goes by load alone. Two peers serve one model, one request at a time each;
+        // the peer that served the first turn is kept busy, so its next turn goes to the other one (on, the default,
+        // it would wait there for its KV cache: test/conversation-affinity.test.ts).
+        const held: Array<() => void> = [];
+        const served: string[] = [];
+        const twin = (agentId: string) =>
+          connectPeer(
+            { url: new URL(base), agentToken },
+            {
+              agentId,
+              models: [{ id: 'twin-model', kind: 'chat', device: 'CPU' }],
+              capacity: { concurrency: 1, queueLimit: 8 },
+            },
+            (frame, ws) => {
+              if (frame.type !== 'request') return;
+              const f = frame as unknown as { id: string; body: { messages: Array<{ content: string }> } };
+              const content = f.body.messages.at(-1)!.content;
+              const answer = () => {
+                const usage = { promptTokens: 3, completionTokens: 1 };
+                ws.send(JSON.stringify({ type: 'chunk', id: f.id, text: agentId, tokens: 1, promptTokens: 3 }));
+                ws.send(
+                  JSON.stringify({ type: 'end', id: f.id, finishReason: 'stop', usage, device: 'CPU', durationMs: 1 }),
+                );
+              };
+              if (content === 'hold') held.push(answer);
+              else {
+                served.push(`${agentId}: ${content}`);
+                answer();
+              }
+            },
+          );
+        const peers = [await twin('twin-a'), await twin('twin-b')];
+        closers.push(async () => {
+          for (const p of peers) p.close();
+        });
+        const turn = async (messages: Array<{ role: string; content: string }>) =>
+          (
+            (await (
+              await post('/v1/chat/completions', { model: 'twin-model', temperature: 0.7, messages })
+            ).json()) as {
+              choices: Array<{ message: { content: string } }>;
+            }
+          ).choices[0]!.message.content;
+        const first = [{ role: 'user', content: 'turn one' }];
+        const holder = await turn(first);
+        assert.match(holder, /^twin-[ab]$/);
+        // The holder takes a request it does not answer yet: it is one request busier than the other peer.
+        const busy = post('/v1/chat/completions', {
+          model: 'twin-model',
+          temperature: 0.7,
+          messages: [{ role: 'user', content: 'hold' }],
+        });
+        await waitFor('a request held', () => (held.length > 0 ? true : undefined), { timeoutMs: 10_000 });
+        const second = await turn([
+          ...first,
+          { role: 'assistant', content: holder },
+          { role: 'user', content: 'turn two' },
+        ]);
+        for (const answer of held) answer();
+        await (await busy).arrayBuffer();
+        assert.notEqual(second, holder, 'the next turn went by load, not to the peer holding the conversation');
       },
       NPU_RELAY_EDGE_HITS: async () => {
         // Off: a cache hit is not answered by the Worker itself but dispatched to the hub (on, the default, the hub

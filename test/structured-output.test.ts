@@ -9,65 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { AgentError } from '../node/errors.ts';
-import type { ChatTask, JsonSchema, ResponseFormat, ToolCallDelta, ToolDef } from '../shared/protocol/frames.ts';
+import type { ChatTask, ToolCallDelta, ToolDef } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine } from './support/stack.ts';
-
-const SCHEMAS: Record<string, JsonSchema> = {
-  boolean: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] },
-  enum: { type: 'object', properties: { color: { enum: ['red', 'green', 'blue'] } }, required: ['color'] },
-  'integer range': { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['n'] },
-  'short string': {
-    type: 'object',
-    properties: { name: { type: 'string', maxLength: 6 }, ok: { type: 'boolean' } },
-    required: ['name', 'ok'],
-  },
-  'enum + integer': {
-    type: 'object',
-    properties: { level: { enum: ['low', 'mid', 'high'] }, score: { type: 'integer', minimum: 1, maximum: 5 } },
-    required: ['level', 'score'],
-  },
-  'array of enums': {
-    type: 'object',
-    properties: { tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, maxItems: 3 } },
-    required: ['tags'],
-  },
-  nested: {
-    type: 'object',
-    properties: { inner: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'] } },
-    required: ['inner'],
-  },
-  'string pattern': {
-    type: 'object',
-    properties: { code: { type: 'string', pattern: '^[A-Z]{3}$' } },
-    required: ['code'],
-  },
-  'three fields': {
-    type: 'object',
-    properties: {
-      x: { type: 'integer', minimum: -5, maximum: 5 },
-      y: { type: 'integer', minimum: -5, maximum: 5 },
-      on: { type: 'boolean' },
-    },
-    required: ['x', 'y', 'on'],
-    additionalProperties: false,
-  },
-  'const and null': {
-    type: 'object',
-    properties: { kind: { const: 'point' }, note: { type: 'null' } },
-    required: ['kind', 'note'],
-  },
-};
-const RUNS = 50;
-
-const task = (responseFormat: ResponseFormat, seed: number, maxTokens = 64): ChatTask => ({
-  task: 'chat',
-  model: CHAT_MODEL,
-  messages: [{ role: 'user', content: 'Describe the weather as JSON.' }],
-  sampling: { maxTokens, temperature: 1, topP: 1, stop: [], seed },
-  responseFormat,
-});
+import { jsonSchemaSeeds, SCHEMAS, task } from './support/structured-seeds.ts';
 
 describe('structured outputs (ONNX Runtime, random weights)', () => {
   let engine: OrtEngine;
@@ -76,42 +21,6 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
   });
   after(async () => {
     await engine.close();
-  });
-
-  test(`json_schema: ${Object.keys(SCHEMAS).length} schemas × ${RUNS} seeds at temperature 1 — every finished answer validates`, async () => {
-    const ajv = new Ajv({ strict: false });
-    const rows: string[] = [];
-    for (const [name, schema] of Object.entries(SCHEMAS)) {
-      const validate = ajv.compile(schema);
-      let valid = 0;
-      let length = 0;
-      const invalid: string[] = [];
-      for (let seed = 0; seed < RUNS; seed++) {
-        const { text, done } = await runGenerate(engine, task({ type: 'json_schema', schema }, seed));
-        if (done.finishReason === 'length') {
-          length++;
-          continue;
-        }
-        assert.equal(done.finishReason, 'stop');
-        let value: unknown;
-        try {
-          value = JSON.parse(text);
-        } catch {
-          invalid.push(`not JSON: ${JSON.stringify(text)}`);
-          continue;
-        }
-        if (validate(value)) valid++;
-        else invalid.push(`${JSON.stringify(text)}: ${ajv.errorsText(validate.errors)}`);
-      }
-      rows.push(
-        `${name.padEnd(16)} valid ${String(valid).padStart(2)}  invalid ${invalid.length}  length ${String(length).padStart(2)}`,
-      );
-      assert.deepEqual(invalid, [], `schema '${name}': every answer that finished is valid`);
-      assert.ok(valid > 0, `schema '${name}': some answers finish within 64 tokens`);
-    }
-    console.log(
-      `json_schema, ${RUNS} runs each (seeds 0–${RUNS - 1}, temperature 1, max 64 tokens):\n  ${rows.join('\n  ')}`,
-    );
   });
 
   test('json_object: every finished answer is a JSON object', async () => {
@@ -261,3 +170,6 @@ describe('structured outputs (ONNX Runtime, random weights)', () => {
     assert.deepEqual(events, [], 'nothing was generated');
   });
 });
+
+// The schema statistics with 2 seeds per schema; test/slow/structured-output.test.ts runs 50.
+jsonSchemaSeeds(2);

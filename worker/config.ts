@@ -32,6 +32,8 @@ export interface EdgeConfig {
   semanticEmbedModel: string | undefined;
   /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
   semanticWaitMs: number;
+  /** How long a request whose agent went away before starting it waits for another (an agent restart takes seconds). */
+  parkMs: number;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -43,7 +45,10 @@ type NumberName =
   | 'NPU_RELAY_KEY_GRACE_S'
   | 'NPU_RELAY_INFERENCE_TIMEOUT_S'
   | 'NPU_RELAY_ATTACHMENT_LIMIT_BYTES'
-  | 'NPU_RELAY_DB_TIMEOUT_MS';
+  | 'NPU_RELAY_DB_TIMEOUT_MS'
+  | 'NPU_RELAY_PARK_MS'
+  | 'NPU_RELAY_BATCH_FILE_MAX_BYTES'
+  | 'NPU_RELAY_BATCH_CONCURRENCY';
 type OtherName =
   | 'NPU_RELAY_LIBSQL_AUTH_TOKEN'
   | 'NPU_RELAY_EDGE_HITS'
@@ -68,7 +73,8 @@ function secret(env: EdgeVars, name: SecretName): string {
   return value;
 }
 
-function positiveInt<F extends number | undefined>(env: EdgeVars, name: NumberName, fallback: F): number | F {
+/** `name` as a positive integer, `fallback` when unset; anything else is a `misconfigured` error naming it. */
+export function positiveInt<F extends number | undefined>(env: EdgeVars, name: NumberName, fallback: F): number | F {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
@@ -110,6 +116,7 @@ export function edgeConfig(env: EdgeVars): EdgeConfig {
       conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
       semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
       semanticWaitMs: SEMANTIC_WAIT_MS,
+      parkMs: positiveInt(env, 'NPU_RELAY_PARK_MS', 15_000),
     };
     cache.set(env, config);
   }

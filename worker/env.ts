@@ -36,6 +36,8 @@ export interface Env {
   NPU_RELAY_DB_TIMEOUT_MS?: string;
   /** `off`: a conversation's next turn is routed by load alone, not to the agent holding its cache (tunnel/affinity.ts). */
   NPU_RELAY_CONVERSATION_AFFINITY?: string;
+  /** How long a request whose agent went away waits for another, in milliseconds (tests shorten it). */
+  NPU_RELAY_PARK_MS?: string;
   /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */

@@ -1,13 +1,8 @@
 #!/usr/bin/env node
-/** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
-import path from 'node:path';
-import { ConfigError } from '../config.ts';
+/** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database (flags: keys-command.ts). */
 import {
   createKey,
   databaseErrorMessage,
-  DATABASE_HELP,
-  DATABASE_OPTIONS,
-  databaseTarget,
   displayUrl,
   KeyError,
   listKeys,
@@ -15,192 +10,10 @@ import {
   revokeKey,
   type DatabaseTarget,
   type KeyInfo,
-  type NewKey,
 } from '../db/keys.ts';
-import { PROJECT_ROOT } from '../local/edge.ts';
 import { localDatabase, type LocalDatabase } from '../local/local-db.ts';
-import { parseCommandLine, readCommandLineOrExit } from './command.ts';
-
-const HELP = `Usage: npm run keys -- <command> [options]
-
-Commands:
-  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage]
-         [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL]]
-                      creates a key and prints it, once, as the last line: only its hash is stored
-  list                lists the keys (never their secrets)
-  revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
-                      when NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN are set (the edge is told)
-
-Options of create:
-  --name NAME         what the key is for (required)
-  --models a,b        the models the key may use, comma-separated          (default: all)
-  --rpm N             requests per minute                                 (default: no limit)
-  --tpm N             tokens per minute                                   (default: no limit)
-  --budget N          tokens per calendar month (UTC)                     (default: no limit)
-  --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
-  --manage            the manage scope: may pull, delete and copy models (Ollama /api/pull, /api/delete,
-                      /api/copy) and unload (keep_alive 0) or pin (-1) them for every key (default: no);
-                      --manage-models is the same
-  --semantic-cache    the semantic cache tier: a reworded question may be answered from the cache
-                      (docs/semantic-cache.md)                             (default: no)
-  --semantic-threshold X  the cosine similarity a cached question needs, in (0, 1]  (default: 0.92)
-  --semantic-model M  the embedding model that compares questions (default: NPU_RELAY_SEMANTIC_EMBED_MODEL,
-                      else the first embedding model the key may use)
-
-Options of every command (each also settable by the environment variable shown):
-${DATABASE_HELP}
-                      without either: the local database of \`npm start\` (in NPU_RELAY_DATA_DIR, default .data),
-                      while it runs or after
-  -h, --help          show this help
-
-The database must be migrated first: npm run migrate -- --url URL
-`;
-
-/** A database named by flags or the environment, or `local`: the local stack's (`npm start`), found at run time. */
-type Target = DatabaseTarget | { local: string };
-
-type KeysCommand =
-  | { command: 'create'; target: Target; input: NewKey }
-  | { command: 'list'; target: Target }
-  | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
-
-const CREATE_OPTIONS = [
-  'name',
-  'models',
-  'rpm',
-  'tpm',
-  'budget',
-  'tenant',
-  'manage',
-  'manage-models',
-  'semantic-cache',
-  'semantic-threshold',
-  'semantic-model',
-] as const;
-
-function positiveInt(flag: string, raw: string | undefined): number | undefined {
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!/^[1-9][0-9]*$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
-    throw new ConfigError(`--${flag} must be a positive integer, got '${raw}'`);
-  return n;
-}
-
-function semanticFlags(values: {
-  'semantic-cache'?: boolean | undefined;
-  'semantic-threshold'?: string | undefined;
-  'semantic-model'?: string | undefined;
-}): Pick<NewKey, 'semanticCache' | 'semanticThreshold' | 'semanticModel'> {
-  const raw = values['semantic-threshold'];
-  const model = values['semantic-model'];
-  if (values['semantic-cache'] !== true) {
-    if (raw !== undefined || model !== undefined)
-      throw new ConfigError('--semantic-threshold and --semantic-model go only with --semantic-cache');
-    return {};
-  }
-  const threshold = raw === undefined ? undefined : Number(raw);
-  if (threshold !== undefined && !(raw!.trim() !== '' && threshold > 0 && threshold <= 1))
-    throw new ConfigError(`--semantic-threshold must be a number in (0, 1], got '${raw}'`);
-  if (model !== undefined && !model.trim()) throw new ConfigError('--semantic-model must not be empty');
-  return {
-    semanticCache: true,
-    ...(threshold !== undefined ? { semanticThreshold: threshold } : {}),
-    ...(model !== undefined ? { semanticModel: model.trim() } : {}),
-  };
-}
-
-function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | undefined {
-  const parsed = parseCommandLine(
-    argv,
-    HELP,
-    {
-      ...DATABASE_OPTIONS,
-      name: { type: 'string' },
-      models: { type: 'string' },
-      rpm: { type: 'string' },
-      tpm: { type: 'string' },
-      budget: { type: 'string' },
-      tenant: { type: 'string' },
-      manage: { type: 'boolean' },
-      'manage-models': { type: 'boolean' },
-      'semantic-cache': { type: 'boolean' },
-      'semantic-threshold': { type: 'string' },
-      'semantic-model': { type: 'string' },
-    },
-    true,
-  );
-  if (!parsed) return undefined;
-  const { values, positionals } = parsed;
-  const [command, ...rest] = positionals;
-  if (command === undefined) throw new ConfigError(`a command is required: create, list or revoke\n\n${HELP}`);
-  if (command !== 'create' && command !== 'list' && command !== 'revoke') {
-    throw new ConfigError(`unknown command '${command}': use create, list or revoke\n\n${HELP}`);
-  }
-  if (command !== 'create') {
-    const misplaced = CREATE_OPTIONS.filter((o) => values[o] !== undefined);
-    if (misplaced.length > 0)
-      throw new ConfigError(
-        `${misplaced.map((o) => `--${o}`).join(', ')} ${misplaced.length === 1 ? 'goes' : 'go'} only with create, not with ${command}`,
-      );
-  }
-  const expected = command === 'revoke' ? 1 : 0;
-  if (rest.length !== expected) {
-    throw new ConfigError(
-      command === 'revoke'
-        ? `revoke takes exactly one key id (see \`npm run keys -- list\`), got ${rest.length === 0 ? 'none' : rest.map((r) => `'${r}'`).join(' ')}`
-        : `${command} takes no arguments, got ${rest.map((r) => `'${r}'`).join(' ')}`,
-    );
-  }
-  if (command === 'revoke' && !rest[0]!.trim()) throw new ConfigError('the key id to revoke must not be empty');
-
-  // Validate every flag before touching the database, so a typo never half-creates anything.
-  let input: NewKey | undefined;
-  if (command === 'create') {
-    const name = values.name?.trim();
-    if (!name)
-      throw new ConfigError(
-        values.name === undefined ? 'create needs --name NAME: what the key is for' : '--name must not be empty',
-      );
-    let models: string[] | undefined;
-    if (values.models !== undefined) {
-      models = values.models.split(',').map((m) => m.trim());
-      if (models.some((m) => !m))
-        throw new ConfigError(
-          `--models must be model ids separated by commas, with no empty ones, got '${values.models}'`,
-        );
-    }
-    if (values.tenant !== undefined && !values.tenant.trim()) throw new ConfigError('--tenant must not be empty');
-    input = {
-      name,
-      models,
-      rpm: positiveInt('rpm', values.rpm),
-      tpm: positiveInt('tpm', values.tpm),
-      monthlyTokenBudget: positiveInt('budget', values.budget),
-      tenant: values.tenant?.trim(),
-      manageModels: values.manage === true || values['manage-models'] === true,
-      ...semanticFlags(values),
-    };
-  }
-  // Without a database named, the local stack's: `npm start` keeps it in the data folder.
-  const target: Target =
-    values.url === undefined && !env.NPU_RELAY_LIBSQL_URL
-      ? { local: path.resolve(env.NPU_RELAY_DATA_DIR ?? path.join(PROJECT_ROOT, '.data')) }
-      : databaseTarget(values, env);
-  if (command === 'create') return { command, target, input: input! };
-  if (command === 'revoke') {
-    // With the edge's URL and admin token, the running edge is told too, so it refuses the key from the very next
-    // request (otherwise it rechecks keys against the database within 2 s).
-    const edgeUrl = env.NPU_RELAY_EDGE_URL;
-    const adminToken = env.NPU_RELAY_ADMIN_TOKEN;
-    return {
-      command,
-      target,
-      id: rest[0]!.trim(),
-      edge: edgeUrl && adminToken ? { url: edgeUrl, adminToken } : undefined,
-    };
-  }
-  return { command, target };
-}
+import { readCommandLineOrExit } from './command.ts';
+import { KEYS_HELP, readKeysCommand } from './keys-command.ts';
 
 const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 const limit = (n: number | null) => (n === null ? '-' : String(n));
@@ -231,7 +44,7 @@ function table(keys: KeyInfo[]): string {
     .join('\n');
 }
 
-const cmd = readCommandLineOrExit('keys', HELP, () => readKeysCommand(process.argv.slice(2), process.env));
+const cmd = readCommandLineOrExit('keys', KEYS_HELP, () => readKeysCommand(process.argv.slice(2), process.env));
 
 let local: LocalDatabase | undefined;
 let target: DatabaseTarget;

@@ -23,6 +23,34 @@ export function chatHistory(
   return history;
 }
 
+/**
+ * The chat rendered by the model's template as GenAI renders it (a raw prompt as it is). Templates raise on
+ * conversations they do not support: that is the client's request, not an engine fault.
+ */
+function rendered(
+  tokenizer: GenAI.Tokenizer,
+  task: GenerateTask,
+  plan: OutputPlan,
+  input: GenAI.ChatHistory | string,
+): string {
+  if (typeof input === 'string') return input;
+  try {
+    return tokenizer.applyChatTemplate(
+      input,
+      true,
+      undefined,
+      plan.tools as unknown as Record<string, unknown>[] | undefined,
+      plan.templateContext,
+    );
+  } catch (err) {
+    throw new AgentError(
+      'invalid_request',
+      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
 /** Renders and encodes the prompt as GenAI does, so the count is what the model sees. */
 export function countPrompt(
   tokenizer: GenAI.Tokenizer,
@@ -30,26 +58,7 @@ export function countPrompt(
   plan: OutputPlan,
   input: GenAI.ChatHistory | string,
 ): number {
-  let prompt: string;
-  try {
-    prompt =
-      typeof input === 'string'
-        ? input
-        : tokenizer.applyChatTemplate(
-            input,
-            true,
-            undefined,
-            plan.tools as unknown as Record<string, unknown>[] | undefined,
-            plan.templateContext,
-          );
-  } catch (err) {
-    // Templates raise on conversations they do not support: that is the client's request, not an engine fault.
-    throw new AgentError(
-      'invalid_request',
-      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
+  const prompt = rendered(tokenizer, task, plan, input);
   // A rendered chat template already holds the special tokens.
   return (
     tokenizer
@@ -71,26 +80,7 @@ export function contextPrompt(
   input: GenAI.ChatHistory | string,
 ): string {
   const prefix = task.context?.length ? tokenizer.decode(task.context, { skip_special_tokens: false }) : '';
-  let text: string;
-  try {
-    text =
-      prefix +
-      (typeof input === 'string'
-        ? input
-        : tokenizer.applyChatTemplate(
-            input,
-            true,
-            undefined,
-            plan.tools as unknown as Record<string, unknown>[] | undefined,
-            plan.templateContext,
-          ));
-  } catch (err) {
-    throw new AgentError(
-      'invalid_request',
-      `the chat template of '${task.model}' rejected these messages: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
+  const text = prefix + rendered(tokenizer, task, plan, input);
   const bos = tokenizer.getBosToken();
   return bos && text.startsWith(bos) && idsOf(tokenizer, bos, true).length > idsOf(tokenizer, bos, false).length
     ? text.slice(bos.length)

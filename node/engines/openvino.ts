@@ -23,7 +23,8 @@ import { deviceDescription, type OpenVinoModules } from './openvino-modules.ts';
 import type { ChatPipeline, EmbeddingPipeline } from './openvino-pipelines.ts';
 import { chatHistory, countPrompt } from './openvino-prompt.ts';
 import { openVinoSpecials } from './openvino-user-text.ts';
-import { type Loaded, PooledEngine, type PooledEngineOptions, type UserTextMarking } from './pooled-engine.ts';
+import { PooledEngine } from './pooled-engine.ts';
+import type { Generation, Loaded, PooledEngineOptions, UserTextMarking } from './pooled-engine.ts';
 import { WORD_JOINER } from './user-text.ts';
 
 export { NPU_DEFAULTS, type NpuSettings } from './npu-settings.ts';
@@ -137,15 +138,8 @@ export class OpenVinoEngine extends PooledEngine<ChatModel, Embedder> {
       plan.constraint = await checkedCompactConstraint(plan.constraint, constraintSubject(task), entry.dir);
   }
 
-  protected override run(
-    model: ChatModel,
-    entry: CatalogEntry,
-    task: GenerateTask,
-    plan: OutputPlan,
-    signal: AbortSignal,
-    started: (generation: Promise<unknown>) => void,
-  ): AsyncIterable<GenerationEvent> {
-    return generate({ genai: this.#genai, npu: this.#npu, model, entry, task, plan, signal, started });
+  protected override run({ chat, ...generation }: Generation<ChatModel>): AsyncIterable<GenerationEvent> {
+    return generate({ genai: this.#genai, npu: this.#npu, model: chat, ...generation });
   }
 
   protected override async count(

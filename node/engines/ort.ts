@@ -3,7 +3,7 @@
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub. The pool, lifecycle
  * and output parsing are the pooled engine's (pooled-engine.ts); this file loads, generates, embeds and counts.
  */
-import type { ChatTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { ChatTask, DeviceInfo, EmbedTask, ModelInfo } from '../../shared/protocol/frames.ts';
 import { EngineError } from '../errors.ts';
 import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import { describedFields } from '../models/metadata.ts';
@@ -11,7 +11,8 @@ import type { OutputPlan } from '../output/plan.ts';
 import type { EmbeddingResult, GenerationEvent, PromptCount } from './engine.ts';
 import type { KvTensors } from './ort-kv-reuse.ts';
 import type { ChatModel, Embedder, LoadRequest, WeightDtype } from './ort-models.ts';
-import { type Loaded, PooledEngine, type PooledEngineOptions, type UserTextMarking } from './pooled-engine.ts';
+import { PooledEngine } from './pooled-engine.ts';
+import type { Generation, Loaded, PooledEngineOptions, UserTextMarking } from './pooled-engine.ts';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
 
 export interface OrtEngineOptions extends PooledEngineOptions {
@@ -103,14 +104,14 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
     return { specials: chat.specials };
   }
 
-  protected override async *run(
-    chat: ChatModel,
-    entry: CatalogEntry,
-    task: GenerateTask,
-    plan: OutputPlan,
-    signal: AbortSignal,
-    started: (generation: Promise<unknown>) => void,
-  ): AsyncIterable<GenerationEvent> {
+  protected override async *run({
+    chat,
+    entry,
+    task,
+    plan,
+    signal,
+    started,
+  }: Generation<ChatModel>): AsyncIterable<GenerationEvent> {
     const { generate } = await ortRuntime();
     yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes);
   }

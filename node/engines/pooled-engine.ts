@@ -50,6 +50,17 @@ export interface Loaded<H> {
   device: string;
 }
 
+/** One generation, as an engine's `run` receives it. */
+export interface Generation<Chat> {
+  chat: Chat;
+  entry: CatalogEntry;
+  task: GenerateTask;
+  plan: OutputPlan;
+  signal: AbortSignal;
+  /** Receives the runtime's work, which may outlive the consumer. */
+  started: (generation: Promise<unknown>) => void;
+}
+
 /**
  * An engine over a pool of `Chat | Embedder` handles: a chat model's handle is a `Chat`, an embedding model's an
  * `Embedder` (the loader makes the one its catalog entry's kind asks for).
@@ -94,14 +105,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
    * Streams the raw text of a generation shaped by `plan` (parsing it is left to this class), ending with exactly one
    * `done`; `started` receives the runtime's work, which may outlive the consumer, so the model is released after it.
    */
-  protected abstract run(
-    chat: Chat,
-    entry: CatalogEntry,
-    task: GenerateTask,
-    plan: OutputPlan,
-    signal: AbortSignal,
-    started: (generation: Promise<unknown>) => void,
-  ): AsyncIterable<GenerationEvent>;
+  protected abstract run(generation: Generation<Chat>): AsyncIterable<GenerationEvent>;
   /** Counts the prompt `run` would feed for the same chat and plan. */
   protected abstract count(chat: Chat, task: ChatTask, plan: OutputPlan, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds with a loaded embedder. */
@@ -150,7 +154,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
       const plan = this.#plan(chat, task, entry);
       await this.checkPlan(plan, task, entry);
       // Every engine's raw text is parsed here, so reasoning and tool calls come out of each of them alike.
-      const raw = this.run(chat, entry, task, plan, signal, (generation) => (running = generation));
+      const raw = this.run({ chat, entry, task, plan, signal, started: (generation) => (running = generation) });
       for await (const event of structured(plan, raw))
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
     } finally {

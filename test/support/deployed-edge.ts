@@ -1,6 +1,6 @@
 /**
- * The edge as Cloudflare runs it, for measurements a dev proxy would distort: the deployable Worker bundle in one
- * workerd (Miniflare, a socket straight into the Worker), a real sqld with the migrations, fresh tokens and one API
+ * The edge as Cloudflare runs it, for measurements a dev proxy would distort: the deployable Worker bundle (the one
+ * the whole suite shares, test-bundle.ts) in one workerd (Miniflare, a socket straight into the Worker), a real sqld with the migrations, fresh tokens and one API
  * key without limits. Each call gets a temporary folder of its own, removed by `stop()`.
  */
 import { randomBytes } from 'node:crypto';
@@ -10,6 +10,7 @@ import path from 'node:path';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import { startMiniflareEdge, type MiniflareEdge, type MiniflareEdgeOptions } from './miniflare-edge.ts';
+import { testWorkerBundle } from './test-bundle.ts';
 import { buildWorkerBundle, type WorkerBundle } from './worker-bundle.ts';
 
 export interface DeployedEdge {
@@ -36,8 +37,10 @@ export async function startDeployedEdge(
   const dir = await mkdtemp(path.join(tmpdir(), `npu-relay-${name}-`));
   const sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
   await applyMigrations(sqld.url);
-  await mkdir(path.join(dir, 'bundle'));
-  const bundle = await buildWorkerBundle(path.join(dir, 'bundle'), undefined, root);
+  // This checkout's Worker is the tests' shared bundle; another checkout's is built for the comparison.
+  const bundle = root
+    ? await mkdir(path.join(dir, 'bundle')).then(() => buildWorkerBundle(path.join(dir, 'bundle'), undefined, root))
+    : await testWorkerBundle();
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const edge = await startMiniflareEdge(

@@ -51,6 +51,8 @@ export interface MiniflareEdgeOptions {
    * store from waiting for this machine's disk on every commit.
    */
   stateDir?: string;
+  /** Takes every line the Worker writes on its console (workerd's structured logs), as startLocalEdge's `onLog`. */
+  onLog?: (line: { level: string; message: string }) => void;
 }
 
 export interface MiniflareEdge extends LocalEdge {
@@ -60,16 +62,24 @@ export interface MiniflareEdge extends LocalEdge {
   call(name: string, url: URL | string): Promise<{ status: number; text: string }>;
 }
 
+type WorkerOptions = ReturnType<typeof import('wrangler').unstable_getMiniflareWorkerOptions>['workerOptions'];
+
+/**
+ * wrangler.jsonc as Miniflare options for the edge (compatibility date and flags, the Durable Object, module rules).
+ * Importing wrangler costs a second of CPU, so a bundle may carry these, read when it was built (test-bundle.ts).
+ */
+export async function miniflareWorkerOptions(): Promise<WorkerOptions> {
+  const { unstable_getMiniflareWorkerOptions } = await import('wrangler');
+  return unstable_getMiniflareWorkerOptions(path.join(PROJECT_ROOT, 'wrangler.jsonc')).workerOptions;
+}
+
 export async function startMiniflareEdge(
-  bundle: WorkerBundle,
+  bundle: WorkerBundle & { workerOptions?: WorkerOptions },
   vars: Record<string, string>,
   options: MiniflareEdgeOptions = {},
 ): Promise<MiniflareEdge> {
   const { Miniflare, convertV4MiniflareOptions } = await import('miniflare');
-  const { unstable_getMiniflareWorkerOptions } = await import('wrangler');
-  const { modulesRules, ...workerOptions } = unstable_getMiniflareWorkerOptions(
-    path.join(PROJECT_ROOT, 'wrangler.jsonc'),
-  ).workerOptions;
+  const { modulesRules, ...workerOptions } = bundle.workerOptions ?? (await miniflareWorkerOptions());
   // The bundle is already resolved: list its modules explicitly, typed by the same rules wrangler bundled them with.
   const modules = bundle.modules.map((m, i) => ({
     type: i === 0 ? ('ESModule' as const) : moduleType(m, modulesRules ?? []),
@@ -101,6 +111,12 @@ export async function startMiniflareEdge(
       workers: [edge, ...callers],
     }),
     ...(options.stateDir ? { resourcePersistencePath: options.stateDir } : {}),
+    ...(options.onLog
+      ? {
+          handleStructuredLogs: ({ level, message }: { level: string; message: string }) =>
+            options.onLog!({ level, message }),
+        }
+      : {}),
   });
   const entry = await mf.ready;
   const url = options.direct ? await mf.unsafeGetDirectURL(EDGE_NAME) : entry;

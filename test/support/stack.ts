@@ -1,9 +1,12 @@
 /**
  * A real relay for tests: the Worker in workerd on an ephemeral port and, when asked, an agent in this process
- * with the real ONNX Runtime engine, connected over a real WebSocket.
+ * with the real ONNX Runtime engine, connected over a real WebSocket. The Worker is the deployable bundle, built once
+ * for the whole suite (test-bundle.ts), in one workerd with a socket straight into it, as Cloudflare runs it;
+ * NPU_RELAY_TEST_EDGE=wrangler runs it under wrangler's `unstable_startWorker` instead (what `npm start` does:
+ * a fresh bundle and a proxy workerd in front, 3–5 s more per edge).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { applyMigrations } from '../../node/db/migrate.ts';
@@ -15,6 +18,8 @@ import type { Engine } from '../../node/engines/engine.ts';
 import { OrtEngine, type OrtEngineOptions } from '../../node/engines/ort.ts';
 import { createLogger, type Logger } from '../../node/log.ts';
 import { startLocalEdge, type LocalEdge, type LocalEdgeOptions } from '../../node/local/edge.ts';
+import { startMiniflareEdge } from './miniflare-edge.ts';
+import { testWorkerBundle } from './test-bundle.ts';
 import { scanModels } from '../../node/models/catalog.ts';
 import { MODELS_DIR } from './fixtures.ts';
 
@@ -51,18 +56,24 @@ export async function startTestEdge(
   await applyMigrations(sqld.url);
   const agentToken = `agent-${randomBytes(12).toString('hex')}`;
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const edge = await startLocalEdge({
-    vars: {
-      NPU_RELAY_AGENT_TOKEN: agentToken,
-      NPU_RELAY_ADMIN_TOKEN: adminToken,
-      NPU_RELAY_LIBSQL_URL: sqld.url,
-      ...vars,
-    },
-    // Durable Object state of its own, so no test sees another's (wrangler would share .wrangler/state).
-    persistDir: path.join(dataDir, 'wrangler'),
-    logLevel: (process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') as 'error',
-    ...options,
-  });
+  const allVars = {
+    NPU_RELAY_AGENT_TOKEN: agentToken,
+    NPU_RELAY_ADMIN_TOKEN: adminToken,
+    NPU_RELAY_LIBSQL_URL: sqld.url,
+    ...vars,
+  };
+  // Durable Object state of its own, so no test sees another's (wrangler would share .wrangler/state).
+  const stateDir = path.join(dataDir, 'wrangler');
+  await mkdir(stateDir);
+  const edge: LocalEdge =
+    process.env.NPU_RELAY_TEST_EDGE === 'wrangler'
+      ? await startLocalEdge({
+          vars: allVars,
+          persistDir: stateDir,
+          logLevel: (process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') as 'error',
+          ...options,
+        })
+      : await startMiniflareEdge(await testWorkerBundle(), allVars, { direct: true, stateDir, ...options });
   const admin = (p: string, init: RequestInit = {}) =>
     fetch(new URL(p, edge.url), {
       ...init,

@@ -1,9 +1,9 @@
 /**
- * The Batch API's settings, read from the Worker environment like worker/config.ts reads the rest (kept apart so
+ * The Batch API's settings, read from the Worker environment with worker/config.ts's readers (kept apart so
  * the batch feature stays in its own folder).
  */
 import type { HubEnv } from '../tunnel/hub-api.ts';
-import { ApiError } from '../http/errors.ts';
+import { positiveInt } from '../config.ts';
 
 /** The bindings the Batch API's desk and its lines use (env.ts adds the desks' namespace, typed by the desk). */
 export interface BatchEnv extends HubEnv {
@@ -27,19 +27,6 @@ export interface BatchConfig {
 const FILE_MAX_BYTES = 32 * 1024 * 1024;
 /** OpenAI's own limit on lines per batch. */
 export const MAX_LINES = 50_000;
-
-function positiveInt(
-  env: BatchEnv,
-  name: 'NPU_RELAY_BATCH_FILE_MAX_BYTES' | 'NPU_RELAY_BATCH_CONCURRENCY',
-  fallback: number,
-) {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new ApiError('misconfigured', `${name} must be a positive integer, got '${raw}'`);
-  return n;
-}
 
 export function batchConfig(env: BatchEnv): BatchConfig {
   return {

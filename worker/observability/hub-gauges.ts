@@ -4,7 +4,7 @@ export interface HubGauges {
   agents: number;
   /** Requests this hub is relaying now (an agent working on them, or waiting for one). */
   inFlight: number;
-  /** Of those, requests waiting at the edge for an agent (theirs went away; see RequestFlow's PARK_MS). */
+  /** Of those, requests waiting at the edge for an agent (theirs went away; see NPU_RELAY_PARK_MS, tunnel/sent-requests.ts). */
   waitingForAgent: number;
   /** Requests waiting in the agents' queues, as their last status reports said. */
   queuedAtAgents: number;

@@ -150,6 +150,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
         config,
       }),
       waitUntil: (p) => ctx.waitUntil(p),
+      parkMs: () => config().parkMs,
     });
     for (const orphan of inFlight.takeOrphans()) recoverOrphan(orphan, limits, (row) => this.#outbox.record(row));
     // Answers heartbeats without waking the object from hibernation.

@@ -24,7 +24,7 @@ import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import type { ResponseMemory } from './response-memory.ts';
-import { PARK_MS, PARKED, SentRequests, stillRunning } from './sent-requests.ts';
+import { PARKED, SentRequests, stillRunning } from './sent-requests.ts';
 import type { SemanticTier } from './semantic-tier.ts';
 import { recordRejection } from './rejection.ts';
 import { followLeader } from './twin-stream.ts';
@@ -51,6 +51,11 @@ export interface RequestFlowDeps {
   /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
   semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
+  /**
+   * How long a request whose agent went away (or refused it while draining) before starting it waits for another
+   * agent — an agent restart takes a few seconds — rather than fail (NPU_RELAY_PARK_MS, 15 s).
+   */
+  parkMs: () => number;
 }
 
 /** What the request has got to, for the row its failure leaves. */
@@ -67,7 +72,7 @@ export class RequestFlow {
 
   constructor(deps: RequestFlowDeps) {
     this.#d = deps;
-    this.#sent = new SentRequests(deps.registry, deps.exchanges, () => PARK_MS);
+    this.#sent = new SentRequests(deps.registry, deps.exchanges, deps.parkMs);
   }
 
   /** Runs a request to its response; never throws (a failure is the client's error response, and its row). */
@@ -149,7 +154,7 @@ export class RequestFlow {
     // A model whose agent went away moments ago (a restart) is not gone: it waits below, like any request for it.
     const agents = d.registry.list();
     const served = agents.length === 0 || agents.some((a) => a.hello.models.some((m) => m.id === dispatch.task.model));
-    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))
+    if (!served && !d.registry.betweenAgents(dispatch.task.model, Date.now(), d.parkMs()))
       throw unknownModel(dispatch.task.model);
 
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
@@ -212,7 +217,7 @@ export class RequestFlow {
     } catch (err) {
       // The model's agent went away moments ago (a restart, most likely): wait for one to come (see `unpark`).
       const waitable = err instanceof ApiError && (err.code === 'no_agent' || err.code === 'unknown_model');
-      if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), PARK_MS))) throw err;
+      if (!(waitable && d.registry.betweenAgents(dispatch.task.model, Date.now(), this.#d.parkMs()))) throw err;
     }
     const { ws, connId, agentId } = picked ?? { ws: undefined, connId: PARKED, agentId: '' };
     const keep = recalled.keep(meta);

@@ -23,12 +23,6 @@ interface Sent {
   dispatch: Dispatch;
 }
 
-/**
- * A request whose agent went away (or refused it while draining) before starting it waits this long for another
- * agent — an agent restart takes a few seconds — rather than fail.
- */
-export const PARK_MS = 15_000;
-
 /** A Batch API line whose earlier attempt still runs here (its runner died): the runner retries once it has ended. */
 export const stillRunning = (id: string) =>
   new ApiError('overloaded', `request ${id} is still running; retry once it has ended`);

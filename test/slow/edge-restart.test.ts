@@ -5,52 +5,26 @@
  * case it had reserved.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI from 'openai';
-import { applyMigrations } from '../node/db/migrate.ts';
-import { startSqld, type Sqld } from '../node/local/sqld.ts';
-import type { Agent } from '../node/agent.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
-import { startMiniflareEdge, type MiniflareEdge } from './support/miniflare-edge.ts';
-import { PacedEngine } from './support/paced-engine.ts';
-import { workerdPids } from './support/process-memory.ts';
-import { createOrtEngine, startTestAgent } from './support/stack.ts';
-import { waitFor } from './support/wait-for.ts';
-import { buildWorkerBundle, type WorkerBundle } from './support/worker-bundle.ts';
+import type { Agent } from '../../node/agent.ts';
+import { CHAT_MODEL } from '../support/fixtures.ts';
+import { PacedEngine } from '../support/paced-engine.ts';
+import { RestartableEdge } from '../support/restartable-edge.ts';
+import { createOrtEngine, startTestAgent } from '../support/stack.ts';
+import { waitFor } from '../support/wait-for.ts';
 
 describe('edge runtime killed mid-request', () => {
-  let dir: string;
-  let sqld: Sqld;
-  let bundle: WorkerBundle;
-  let edge: MiniflareEdge | undefined;
+  let stack: RestartableEdge;
   const agents: Agent[] = [];
-  const agentToken = `agent-${randomBytes(12).toString('hex')}`;
-  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
-  const vars = () => ({
-    NPU_RELAY_AGENT_TOKEN: agentToken,
-    NPU_RELAY_ADMIN_TOKEN: adminToken,
-    NPU_RELAY_LIBSQL_URL: sqld.url,
-  });
-  const start = () => startMiniflareEdge(bundle, vars(), { direct: true, stateDir: path.join(dir, 'state') });
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-restart-'));
-    sqld = await startSqld({ dbPath: path.join(dir, 'sqld') });
-    await applyMigrations(sqld.url);
-    await mkdir(path.join(dir, 'bundle'));
-    await mkdir(path.join(dir, 'state'));
-    bundle = await buildWorkerBundle(path.join(dir, 'bundle'));
+    stack = await RestartableEdge.create('npu-relay-restart-');
   });
   after(async () => {
     for (const a of agents) await a.stop().catch(() => {});
-    await edge?.stop().catch(() => {});
-    await sqld?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.close();
   });
 
   // A limited key's reservation is held by the `default` hub's ledger even for a request served by another pool's
@@ -63,7 +37,8 @@ describe('edge runtime killed mid-request', () => {
 
   async function killMidRequest(pool: string | undefined): Promise<void> {
     for (const a of agents.splice(0)) await a.stop().catch(() => {});
-    edge ??= await start();
+    const edge = stack.edge ?? (await stack.start());
+    const { agentToken, adminToken } = stack;
     const inPool = pool !== undefined ? { pool } : {};
     const created = await fetch(new URL('/admin/keys', edge.url), {
       method: 'POST',
@@ -103,18 +78,14 @@ describe('edge runtime killed mid-request', () => {
     await waitFor('tokens streaming for over 2.5 s', () => (chunks >= 20 ? true : undefined), { timeoutMs: 60_000 });
     await new Promise((r) => setTimeout(r, 2500));
     const seen = chunks;
-    const pids = workerdPids();
-    assert.ok(pids.length > 0, 'the edge runs in a workerd of this test');
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    const pids = await stack.kill();
     console.log(`killed workerd ${pids.join(', ')} after ${seen} chunks: the client saw ${await reading}`);
-    await edge.stop().catch(() => {});
-    edge = undefined;
 
     // A new runtime on the same Durable Object storage; the first request to the hub wakes it.
-    edge = await start();
-    const health = await fetch(new URL('/health', edge.url));
+    const restarted = await stack.start();
+    const health = await fetch(new URL('/health', restarted.url));
     assert.equal(health.status, 200);
-    const db = createClient({ url: sqld.url });
+    const db = createClient({ url: stack.sqld.url });
     try {
       const row = await waitFor(
         'the usage row of the killed request',
@@ -136,9 +107,12 @@ describe('edge runtime killed mid-request', () => {
 
       // What the prompt counts, from the same model over the new runtime.
       agents.push(
-        await startTestAgent({ url: edge.url, agentToken }, await createOrtEngine(), { agentId: 'second', ...inPool }),
+        await startTestAgent({ url: restarted.url, agentToken }, await createOrtEngine(), {
+          agentId: 'second',
+          ...inPool,
+        }),
       );
-      const client2 = new OpenAI({ baseURL: new URL('/v1', edge.url).toString(), apiKey: key, maxRetries: 0 });
+      const client2 = new OpenAI({ baseURL: new URL('/v1', restarted.url).toString(), apiKey: key, maxRetries: 0 });
       await waitFor(
         'the new agent serving',
         async () => ((await client2.models.list()).data.length > 0 ? true : undefined),

@@ -15,10 +15,10 @@ import Anthropic from '@anthropic-ai/sdk';
 import { Ajv } from 'ajv';
 import { Ollama } from 'ollama';
 import type OpenAI from 'openai';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import type { Agent } from '../../node/agent.ts';
+import type { OrtEngine } from '../../node/engines/ort.ts';
+import { CHAT_MODEL } from '../support/fixtures.ts';
+import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from '../support/stack.ts';
 
 const TOTAL = Number(process.env.NPU_RELAY_CONSTRAINED_ANSWERS ?? 70);
 /** Room for a tool call and its markup; an object with free keys (json_object) can still run past it. */

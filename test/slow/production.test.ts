@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { PROJECT_ROOT } from '../node/local/edge.ts';
-import { CHAT_MODEL, MODELS_DIR } from './support/fixtures.ts';
-import { startTestEdge } from './support/stack.ts';
+import { PROJECT_ROOT } from '../../node/local/edge.ts';
+import { CHAT_MODEL, MODELS_DIR } from '../support/fixtures.ts';
+import { startTestEdge } from '../support/stack.ts';
 
 const run = promisify(execFile);
 

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
-import { spawnAgent, type AgentProcess } from './support/agent-process.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
-import { nearestRank } from './support/percentiles.ts';
-import { startTestEdge, type TestEdge } from './support/stack.ts';
-import { waitFor } from './support/wait-for.ts';
+import { spawnAgent, type AgentProcess } from '../support/agent-process.ts';
+import { CHAT_MODEL } from '../support/fixtures.ts';
+import { nearestRank } from '../support/percentiles.ts';
+import { startTestEdge, type TestEdge } from '../support/stack.ts';
+import { waitFor } from '../support/wait-for.ts';
 
 const HANG_MS = 30_000;
 const EVERY_MS = 200;
