@@ -51,10 +51,7 @@ export interface RequestFlowDeps {
   /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
   semantic: SemanticTier;
   waitUntil: (p: Promise<unknown>) => void;
-  /**
-   * How long a request whose agent went away (or refused it while draining) before starting it waits for another
-   * agent — an agent restart takes a few seconds — rather than fail (NPU_RELAY_PARK_MS, 15 s).
-   */
+  /** How long a request whose agent went away waits for another (NPU_RELAY_PARK_MS; sent-requests.ts). */
   parkMs: () => number;
 }
 

@@ -34,6 +34,10 @@ export class SentRequests {
   readonly #sent = new Map<string, Sent>();
   readonly #registry: AgentRegistry;
   readonly #exchanges: ExchangeTable;
+  /**
+   * How long a request whose agent went away (or refused it while draining) before starting it waits for another
+   * agent — an agent restart takes a few seconds — rather than fail (NPU_RELAY_PARK_MS, 15 s).
+   */
   readonly #parkMs: () => number;
 
   constructor(registry: AgentRegistry, exchanges: ExchangeTable, parkMs: () => number) {
