@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `npm run keys`: create, list and revoke client API keys in the edge's libSQL database. */
+import { MAX_KEY_WEIGHT } from '../../shared/protocol/frames.ts';
 import path from 'node:path';
 import { ConfigError } from '../config.ts';
 import {
@@ -24,7 +25,7 @@ import { parseCommandLine, readCommandLineOrExit } from './command.ts';
 const HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
-  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage]
+  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--weight N] [--manage]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
@@ -37,6 +38,8 @@ Options of create:
   --tpm N             tokens per minute                                   (default: no limit)
   --budget N          tokens per calendar month (UTC)                     (default: no limit)
   --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
+  --weight N          its share of a busy device against other keys', 1 to 1000: a key of weight 3
+                      is served three times the tokens of a key of weight 1 (docs/fair-shares.md) (default: 1)
   --manage            the manage scope: may pull, delete and copy models (Ollama /api/pull, /api/delete,
                       /api/copy) and unload (keep_alive 0) or pin (-1) them for every key (default: no);
                       --manage-models is the same
@@ -58,7 +61,17 @@ type KeysCommand =
   | { command: 'list'; target: Target }
   | { command: 'revoke'; target: Target; id: string; edge: { url: string; adminToken: string } | undefined };
 
-const CREATE_OPTIONS = ['name', 'models', 'rpm', 'tpm', 'budget', 'tenant', 'manage', 'manage-models'] as const;
+const CREATE_OPTIONS = [
+  'name',
+  'models',
+  'rpm',
+  'tpm',
+  'budget',
+  'tenant',
+  'weight',
+  'manage',
+  'manage-models',
+] as const;
 
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -80,6 +93,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       tpm: { type: 'string' },
       budget: { type: 'string' },
       tenant: { type: 'string' },
+      weight: { type: 'string' },
       manage: { type: 'boolean' },
       'manage-models': { type: 'boolean' },
     },
@@ -126,6 +140,9 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
         );
     }
     if (values.tenant !== undefined && !values.tenant.trim()) throw new ConfigError('--tenant must not be empty');
+    const weight = positiveInt('weight', values.weight);
+    if (weight !== undefined && weight > MAX_KEY_WEIGHT)
+      throw new ConfigError(`--weight must be at most ${MAX_KEY_WEIGHT}, got ${weight}`);
     input = {
       name,
       models,
@@ -134,6 +151,7 @@ function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCommand | 
       monthlyTokenBudget: positiveInt('budget', values.budget),
       tenant: values.tenant?.trim(),
       manageModels: values.manage === true || values['manage-models'] === true,
+      weight,
     };
   }
   // Without a database named, the local stack's: `npm start` keeps it in the data folder.
@@ -161,7 +179,20 @@ const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOStrin
 const limit = (n: number | null) => (n === null ? '-' : String(n));
 
 function table(keys: KeyInfo[]): string {
-  const header = ['id', 'name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'budget', 'manage', 'created', 'revoked'];
+  const header = [
+    'id',
+    'name',
+    'prefix',
+    'tenant',
+    'models',
+    'rpm',
+    'tpm',
+    'budget',
+    'weight',
+    'manage',
+    'created',
+    'revoked',
+  ];
   const rows = keys.map((k) => [
     k.id,
     k.name,
@@ -171,6 +202,7 @@ function table(keys: KeyInfo[]): string {
     limit(k.rpm),
     limit(k.tpm),
     limit(k.monthlyTokenBudget),
+    String(k.weight),
     k.manageModels ? 'yes' : '-',
     time(k.createdAt),
     time(k.revokedAt),
@@ -219,7 +251,7 @@ try {
       const { key, info } = await createKey(db, cmd.input);
       console.log(
         `Created API key ${info.id} '${info.name}' (tenant ${info.tenant}; models: ${info.models ? info.models.join(', ') : 'all'}; ` +
-          `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}).`,
+          `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}; weight: ${info.weight}).`,
       );
       console.log('This is the only time the key is shown: only its hash is stored. Keep it now:');
       console.log(key);

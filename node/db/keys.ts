@@ -2,6 +2,7 @@
  * Client API keys in the edge's libSQL database, for the `keys` CLI and `npm start`. A key's secret is returned
  * once, by `createKey`; the database keeps only its SHA-256 (`hashApiKey`) and a short visible prefix.
  */
+import { MAX_KEY_WEIGHT } from '../../shared/protocol/frames.ts';
 import { createClient } from '@libsql/client';
 import { and, asc, count, DrizzleQueryError, eq, isNull } from 'drizzle-orm';
 import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
@@ -36,6 +37,8 @@ export interface KeyInfo {
   monthlyTokenBudget: number | null;
   /** The manage scope: may pull, delete and copy models, and unload or pin them for everyone. */
   manageModels: boolean;
+  /** Its share of a busy device relative to other keys' (docs/fair-shares.md). */
+  weight: number;
   /** Milliseconds since the epoch. */
   createdAt: number;
   revokedAt: number | null;
@@ -51,6 +54,8 @@ export interface NewKey {
   tenant?: string | undefined;
   /** May unload (`keep_alive: 0`) or pin (`-1`) models for every key. */
   manageModels?: boolean | undefined;
+  /** Its share of a busy device relative to other keys' (1–MAX_KEY_WEIGHT; default 1). */
+  weight?: number | undefined;
   /** Store this secret instead of generating one (how `npm start` registers `NPU_RELAY_API_KEY`). */
   key?: string | undefined;
 }
@@ -76,6 +81,7 @@ const info = {
   tpm: apiKeys.tpm,
   monthlyTokenBudget: apiKeys.monthlyTokenBudget,
   manageModels: apiKeys.manageModels,
+  weight: apiKeys.weight,
   createdAt: apiKeys.createdAt,
   revokedAt: apiKeys.revokedAt,
 };
@@ -104,7 +110,15 @@ function checkInput(input: NewKey) {
     tpm: checkLimit('tpm', input.tpm),
     monthlyTokenBudget: checkLimit('the monthly token budget', input.monthlyTokenBudget),
     manageModels: input.manageModels ?? false,
+    weight: checkWeight(input.weight),
   };
+}
+
+function checkWeight(value: number | undefined): number {
+  if (value === undefined) return 1;
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_KEY_WEIGHT)
+    throw new KeyError('invalid_key', `the weight must be a whole number from 1 to ${MAX_KEY_WEIGHT}, got ${value}`);
+  return value;
 }
 
 /** Creates a key and returns its secret (shown to the user once, never stored) with what was stored. */

@@ -1,6 +1,7 @@
 /** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
 import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
+import { KeyWeight } from '../../shared/protocol/frames.ts';
 import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
 import { edgeConfig } from '../config.ts';
 import { openDatabase } from '../db/client.ts';
@@ -22,6 +23,8 @@ const NewKey = z.object({
   budget: z.number().int().positive().optional(),
   /** May unload (`keep_alive: 0`) or pin (`-1`) models for everyone. */
   manageModels: z.boolean().optional(),
+  /** Its share of a busy device against other keys' (docs/fair-shares.md). */
+  weight: KeyWeight.optional(),
 });
 
 function database(env: Env) {
@@ -61,6 +64,7 @@ async function createKey(request: IRequest, env: Env): Promise<Response> {
     tpm: body.tpm ?? null,
     monthlyTokenBudget: body.budget ?? null,
     manageModels: body.manageModels ?? false,
+    weight: body.weight ?? 1,
     createdAt: Date.now(),
     revokedAt: null,
   };

@@ -4,7 +4,7 @@
  * be deployed apart (a rolling deploy), and a malformed dispatch must be a clear error, not a crash mid-request.
  */
 import * as z from 'zod';
-import { Task } from '../../shared/protocol/frames.ts';
+import { Priority, Task } from '../../shared/protocol/frames.ts';
 import { FORMATS, type FormatName } from '../api/formats.ts';
 import { ApiError } from '../http/errors.ts';
 
@@ -28,6 +28,8 @@ export const Dispatch = z.object({
     encoding: z.enum(['float', 'base64']).exactOptional(),
     echo: z.record(z.string(), z.unknown()).exactOptional(),
   }),
+  /** The request's queue class (`service_tier: "flex"`, Batch API lines: `batch`); absent: interactive. */
+  priority: Priority.optional(),
   /** Embeddings: the vector size the client asked for, which must be the model's. */
   dimensions: z.number().int().positive().optional(),
   /** How long the agent should keep the model loaded afterwards (-1: for ever). */

@@ -96,6 +96,7 @@ export class KeyGate {
           tpm: row.tpm,
           monthlyTokenBudget: row.monthlyTokenBudget,
           manageModels: row.manageModels,
+          weight: row.weight,
           revokedAt: row.revokedAt,
         };
         const now = Date.now();

@@ -15,6 +15,8 @@ export interface KeyRecord {
   monthlyTokenBudget: number | null;
   /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
   manageModels?: boolean;
+  /** The key's share of a busy device (docs/fair-shares.md); absent in records verified before it existed: 1. */
+  weight?: number;
   revokedAt: number | null;
 }
 

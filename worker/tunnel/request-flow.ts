@@ -288,7 +288,15 @@ export class RequestFlow {
       dispatch.keepAliveMs === undefined
         ? {}
         : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
-    const frame: RequestFrame = { type: 'request', id: req.id, body: dispatch.task, keyId: key.id, ...keepAlive };
+    const frame: RequestFrame = {
+      type: 'request',
+      id: req.id,
+      body: dispatch.task,
+      keyId: key.id,
+      ...(key.weight !== undefined && key.weight !== 1 ? { weight: key.weight } : {}),
+      ...(dispatch.priority === 'batch' ? { priority: dispatch.priority } : {}),
+      ...keepAlive,
+    };
     this.#sent.set(req.id, {
       frame,
       task: dispatch.task,
