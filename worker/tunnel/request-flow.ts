@@ -225,8 +225,13 @@ export class RequestFlow {
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      picked = pickAgent(d.registry.list(), dispatch.task, format.flavor, d.exchanges, (m) =>
-        promptTooLong(dispatch.task, m),
+      picked = pickAgent(
+        d.registry.list(),
+        dispatch.task,
+        format.flavor,
+        d.exchanges,
+        (m) => promptTooLong(dispatch.task, m),
+        dispatch.priority,
       );
       checkFits(dispatch, picked.model);
     } catch (err) {
@@ -278,7 +283,7 @@ export class RequestFlow {
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
     progress.reservation = undefined;
     progress.flight = undefined;
-    d.exchanges.add(exchange, dispatch.task.model);
+    d.exchanges.add(exchange, dispatch.task.model, dispatch.priority === 'batch');
     d.inFlight.begin(base, agentId, cache, reservation, reservation ? d.limits.holder(reservation) : 'here');
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
@@ -353,7 +358,14 @@ export class RequestFlow {
     const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
     let pick;
     try {
-      pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
+      pick = pickAgent(
+        others,
+        sent.task,
+        sent.flavor,
+        this.#d.exchanges,
+        (m) => promptTooLong(sent.task, m),
+        sent.dispatch.priority,
+      );
     } catch {
       return false;
     }
