@@ -12,6 +12,7 @@ import type { Continued, ResponseStore } from '../api/openai-responses/store.ts'
 import { replay, type CachedAnswer } from '../api/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
+import { withRateLimitHeaders } from '../http/rate-limit-headers.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
@@ -21,7 +22,7 @@ import { answered, Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
-import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import type { KeyRecord, Ledger, LimitsView, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import { followLeader } from './twin-stream.ts';
@@ -50,6 +51,8 @@ interface Progress {
   cache: UsageRow['cache'];
   reservation: Reservation | undefined;
   flight: Flight | undefined;
+  /** The key's limits after its admission, for the rate-limit headers of whatever the answer is. */
+  limits?: LimitsView | undefined;
 }
 
 /** Start of the minute holding `at`. */
@@ -91,13 +94,17 @@ export class RequestFlow {
     const started = Date.now();
     const id = crypto.randomUUID();
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
+    const flavor = FORMATS[dispatch.format].flavor;
     try {
-      return await this.#run(dispatch, { id, at: started, signal }, progress);
+      return withRateLimitHeaders(
+        await this.#run(dispatch, { id, at: started, signal }, progress),
+        progress.limits,
+        flavor,
+      );
     } catch (err) {
       const e = toApiError(err);
       this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
-      const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
         this.#d.outbox.countRefusals([
           {
@@ -121,7 +128,7 @@ export class RequestFlow {
       this.#d.outbox.record(
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
       );
-      return errorResponse(e, flavor);
+      return withRateLimitHeaders(errorResponse(e, flavor), progress.limits, flavor);
     }
   }
 
@@ -151,6 +158,7 @@ export class RequestFlow {
       d.allowance.of(dispatch.task.model),
     );
     const admitted = await d.limits.admit(key, req.at, need);
+    progress.limits = admitted.limits;
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
