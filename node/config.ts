@@ -11,6 +11,8 @@ import { readLocalStack, readTokenFile } from './local/local-stack.ts';
 export interface AgentConfig {
   edgeUrl: string;
   agentToken: string;
+  /** The token came as `--token` on the command line, where `ps` and npm's echo show it: the agent warns. */
+  tokenInArgv?: boolean;
   agentId: string;
   /** The pool of agents this one joins on the edge; the edge's `default` pool when absent. */
   pool?: string | undefined;
@@ -196,6 +198,7 @@ export function agentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig
   return {
     edgeUrl,
     agentToken,
+    ...(values.token !== undefined ? { tokenInArgv: true } : {}),
     agentId: values.id ?? env.NPU_RELAY_AGENT_ID ?? (local ? `local-${process.pid}` : hostname()),
     ...(pool !== undefined ? { pool } : {}),
     modelsDir: path.resolve(values.models ?? env.NPU_RELAY_MODELS_DIR ?? 'models'),

@@ -13,10 +13,10 @@ import {
 import { ChatCompletionRequest, chatTaskFromOpenAI } from '../shared/api/openai.ts';
 import { cacheKey } from '../shared/cache/key.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
-import { assemble } from '../worker/api/answer.ts';
-import { anthropicCountTokens, anthropicMessages, messageId } from '../worker/api/anthropic/messages.ts';
-import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/api/format.ts';
-import { replay } from '../worker/api/replay.ts';
+import { assemble } from '../worker/dialects/core/answer.ts';
+import { anthropicCountTokens, anthropicMessages, messageId } from '../worker/dialects/anthropic/writer.ts';
+import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/dialects/core/format.ts';
+import { replay } from '../worker/dialects/core/replay.ts';
 import { ApiError, errorResponse } from '../worker/http/errors.ts';
 import { capableAgents } from '../worker/tunnel/features.ts';
 

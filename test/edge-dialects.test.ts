@@ -22,11 +22,11 @@ import {
 import { cacheKey } from '../shared/cache/key.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
-import { assemble } from '../worker/api/answer.ts';
-import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/api/format.ts';
-import { ollamaChat } from '../worker/api/ollama.ts';
-import { openaiChat } from '../worker/api/openai-chat.ts';
-import { replay } from '../worker/api/replay.ts';
+import { assemble } from '../worker/dialects/core/answer.ts';
+import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/dialects/core/format.ts';
+import { ollamaChat } from '../worker/dialects/ollama/writer.ts';
+import { openaiChat } from '../worker/dialects/openai-chat/writer.ts';
+import { replay } from '../worker/dialects/core/replay.ts';
 import { ApiError } from '../worker/http/errors.ts';
 import { capableAgents } from '../worker/tunnel/features.ts';
 import { OpenApiSpec } from './support/openapi-spec.ts';

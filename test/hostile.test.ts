@@ -916,12 +916,12 @@ describe('hostile requests', () => {
     ]);
   });
 
-  test("stored responses: unknown ids are 404, bad list parameters 400, no key 401, always in OpenAI's shape", async () => {
+  test("stored responses: unknown ids are 404, malformed ids and bad list parameters 400, no key 401, always in OpenAI's shape", async () => {
     const cases: Array<[string, string, number, string | undefined]> = [
       ['GET', '/v1/responses/resp_nope', 404, edge.apiKey],
       ['GET', `/v1/responses/${encodeURIComponent('\u0000../é')}`, 404, edge.apiKey],
-      ['GET', '/v1/responses/%E0%A4%A', 404, edge.apiKey],
-      ['DELETE', '/v1/responses/%ff', 404, edge.apiKey],
+      ['GET', '/v1/responses/%E0%A4%A', 400, edge.apiKey],
+      ['DELETE', '/v1/responses/%ff', 400, edge.apiKey],
       ['DELETE', '/v1/responses/resp_nope', 404, edge.apiKey],
       ['GET', '/v1/responses/resp_nope/input_items', 404, edge.apiKey],
       ['GET', '/v1/responses/resp_nope/input_items?limit=0', 400, edge.apiKey],

@@ -5,7 +5,7 @@
  * empty request, copy, delete, and the `manage` scope.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -506,7 +506,34 @@ describe('Ollama model management through the edge', () => {
       (await digest()) !== before ? await digest() : undefined,
     );
     await writeFile(file, 'again\n');
-    await waitFor('the digest to change after a file was edited', async () => (await digest()) !== added);
+    const edited = await waitFor('the digest to change after a file was edited', async () => {
+      const d = await digest();
+      return d !== added ? d : undefined;
+    });
+
+    // Inside a subfolder, over 1 MiB (the weights, digested by path, size and time): rewritten in place, same bytes.
+    const weights = path.join(modelsDir, EMBED_MODEL, 'onnx/model.onnx');
+    assert.ok((await stat(weights)).size > 1024 * 1024, 'the embedder is over 1 MiB');
+    await writeFile(weights, await readFile(weights));
+    const rewritten = await waitFor('the digest to change after the weights were rewritten', async () => {
+      const d = await digest();
+      return d !== edited ? d : undefined;
+    });
+
+    // An edit that keeps the size and the modification time: only the file's content tells. The time is set to a
+    // whole second first, so putting it back is exact.
+    const second = 1_700_000_000;
+    await utimes(file, second, second);
+    const timed = await waitFor('the digest to change with the time', async () => {
+      const d = await digest();
+      return d !== rewritten ? d : undefined;
+    });
+    await writeFile(file, 'AGAIN\n');
+    await utimes(file, second, second);
+    await waitFor('the digest to change after a same-size, same-time edit', async () => (await digest()) !== timed);
+    // Past the rescan that follows the time put back (300 ms debounce): the final state still differs.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.notEqual(await digest(), timed, 'same path, size and time, other content: another digest');
   });
 
   test('with no agent connected at all, a cached answer is still served', async () => {

@@ -12,10 +12,10 @@ import { chatTaskFromResponses, ResponsesRequest } from '../shared/api/openai-re
 import { cacheKey } from '../shared/cache/key.ts';
 import { ChatCompletionRequest, chatTaskFromOpenAI } from '../shared/api/openai.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
-import { assemble } from '../worker/api/answer.ts';
-import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/api/format.ts';
-import { openaiResponses } from '../worker/api/openai-responses/response.ts';
-import { replay } from '../worker/api/replay.ts';
+import { assemble } from '../worker/dialects/core/answer.ts';
+import type { AnswerChunk, Outcome, ResponseMeta } from '../worker/dialects/core/format.ts';
+import { openaiResponses } from '../worker/dialects/openai-responses/writer.ts';
+import { replay } from '../worker/dialects/core/replay.ts';
 import { ApiError } from '../worker/http/errors.ts';
 import { OpenApiSpec } from './support/openapi-spec.ts';
 

@@ -104,6 +104,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
   // Nothing listens here yet: the hub is unreachable, as offline.
   const hubPort = await freePort();
   const agentToken = 'agent-token-chosen-by-the-user-0123456789';
+  const adminToken = 'admin-token-chosen-by-the-user-0123456789';
   // Named, so the test does not depend on which engine this machine would pick defaults for.
   const defaults = ['test-org/first-chat', 'test-org/first-embed'] as const;
   const edgeVars = {
@@ -113,6 +114,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_RESPONSES_MAX_CHAIN: '1',
     NPU_RELAY_INFERENCE_TIMEOUT_S: '2',
     NPU_RELAY_CORS_ORIGINS: 'https://chat.example',
+    NPU_RELAY_EDGE_HITS: 'off',
     // Room for the short ids of this test's agents, not for a long one.
     NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
     // Checked last, with the database stopped.
@@ -127,6 +129,7 @@ test('npm start offline with no models serves at once, takes agents from its ban
     HF_ENDPOINT: `http://127.0.0.1:${hubPort}`,
     NPU_RELAY_DEFAULT_MODELS: defaults.join(','),
     NPU_RELAY_AGENT_TOKEN: agentToken,
+    NPU_RELAY_ADMIN_TOKEN: adminToken,
     NPU_RELAY_API_KEY: '',
     NPU_RELAY_LIBSQL_URL: '',
     NPU_RELAY_LIBSQL_AUTH_TOKEN: '',
@@ -173,6 +176,11 @@ test('npm start offline with no models serves at once, takes agents from its ban
     for (const what of ['OpenAI API', 'Anthropic API', 'Ollama API', 'Dashboard'])
       assert.match(banner, new RegExp(`${what}:\\s+http://127\\.0\\.0\\.1:${port}/`));
     assert.doesNotMatch(banner, /"level":30/, 'no info log lines before the banner');
+    // The admin token set in the environment is the edge's (the banner shows it; another is refused).
+    assert.match(banner, new RegExp(`Admin token:\\s+${adminToken}`));
+    const adminGet = (token: string) => fetch(`${base}/admin/keys`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await adminGet(adminToken)).status, 200);
+    assert.equal((await adminGet('admin-token-of-someone-else')).status, 401);
     await sleep(2000);
     assert.equal(stack.child.exitCode, null, 'npm start keeps running');
     assert.match(stack.out(), /retrying the pull of/, 'the retry is in the log');
@@ -204,18 +212,32 @@ test('npm start offline with no models serves at once, takes agents from its ban
     );
     const { stdout: ps } = await run('ps', ['-eo', 'args']);
     assert.doesNotMatch(ps, new RegExp(agentToken), 'the agent token is in no process list');
-    const chat = await fetch(`${base}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }),
+    // The inference limit here is 2 s (NPU_RELAY_INFERENCE_TIMEOUT_S below), which a first load on a busy machine
+    // can pass: a 504 then is that limit at work, and the load goes on, so the request is asked again.
+    const served = async (route: string, body: unknown) => {
+      let last = '';
+      await waitFor(
+        `${route} to be served`,
+        async () => {
+          const res = await fetch(`${base}${route}`, {
+            method: 'POST',
+            headers: { ...auth, 'content-type': 'application/json' },
+            body: JSON.stringify(body),
+          });
+          last = `${res.status} ${await res.text()}`;
+          if (res.status !== 200 && res.status !== 504) assert.fail(last);
+          return res.status === 200;
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      ).catch(() => assert.fail(`${route}: ${last}`));
+    };
+    await served('/v1/chat/completions', {
+      model: CHAT_MODEL,
+      max_tokens: 4,
+      messages: [{ role: 'user', content: 'Hi' }],
     });
-    assert.equal(chat.status, 200, await chat.clone().text());
-    const emb = await fetch(`${base}/v1/embeddings`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: EMBED_MODEL, input: 'hello' }),
-    });
-    assert.equal(emb.status, 200, 'the agent of the other pool serves its model');
+    // The agent of the other pool serves its model.
+    await served('/v1/embeddings', { model: EMBED_MODEL, input: 'hello' });
     const wrongKind = await fetch(`${base}/v1/embeddings`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
@@ -331,6 +353,21 @@ test('npm start offline with no models serves at once, takes agents from its ban
         assert.equal(refused.type, 'error');
         assert.match(refused.message ?? '', /exceeds the 200-byte limit \(NPU_RELAY_ATTACHMENT_LIMIT_BYTES\)/);
       },
+      NPU_RELAY_EDGE_HITS: async () => {
+        // Off: a cache hit is not answered by the Worker itself but dispatched to the hub (on, the default, the hub
+        // never sees it: test/pools.test.ts), which /admin/streams counts.
+        const dispatched = async () => {
+          const res = await fetch(`${base}/admin/streams`, { headers: { authorization: `Bearer ${adminToken}` } });
+          const { pools } = (await res.json()) as { pools: Array<{ pool: string; dispatched: number }> };
+          return pools.find((p) => p.pool === 'default')?.dispatched ?? 0;
+        };
+        const ask = async () => (await post('/v1/chat/completions', greedy('hit me'))).headers.get('x-npu-relay-cache');
+        // The cache TTL here is 3 s: each hit is asked for as soon as the answer is stored.
+        await waitFor('a cache hit', async () => (await ask()) === 'HIT', { timeoutMs: 20_000, intervalMs: 100 });
+        const before = await dispatched();
+        assert.equal(await ask(), 'HIT');
+        assert.equal(await dispatched(), before + 1, 'the hit went through the hub');
+      },
       NPU_RELAY_CORS_ORIGINS: async () => {
         const preflight = (origin: string) =>
           fetch(`${base}/v1/chat/completions`, {
@@ -354,6 +391,12 @@ test('npm start offline with no models serves at once, takes agents from its ban
     };
     for (const [name, check] of Object.entries(checks))
       await t.test(`${name}=${edgeVars[name as keyof typeof edgeVars]}`, check);
+    // One behaviour check per variable npm start passes on (the last two below): a new one needs its own.
+    assert.deepEqual(
+      Object.keys(EDGE_VARIABLES).filter((name) => !(name in edgeVars)),
+      [],
+      'every edge variable npm start passes on is checked here',
+    );
 
     await pulledOrSay();
     assert.match(stack.out(), /pulled .* into /, 'the background pull reports its progress');
@@ -402,6 +445,11 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
       ['NPU_RELAY_CACHE_TTL_S', 'soon', /NPU_RELAY_CACHE_TTL_S must be a positive integer, got 'soon'/],
       ['NPU_RELAY_EDGE_HITS', 'of', /NPU_RELAY_EDGE_HITS must be on or off/],
       [
+        'NPU_RELAY_LIBSQL_AUTH_TOKEN',
+        'turso-token',
+        /NPU_RELAY_LIBSQL_AUTH_TOKEN is set, but `npm start` runs its own/,
+      ],
+      [
         'NPU_RELAY_LIBSQL_URL',
         'libsql://elsewhere.turso.io',
         /NPU_RELAY_LIBSQL_URL is set, but `npm start` runs its own local database/,
@@ -419,8 +467,8 @@ test('npm start refuses, by name, an edge setting it cannot apply', async () => 
   }
 });
 
-test('every edge variable of the README configuration table and of the Worker reaches the local edge', async () => {
-  const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+test('every edge variable of the configuration table (docs/configuration.md) and of the Worker reaches the local edge', async () => {
+  const readme = await readFile(path.join(PROJECT_ROOT, 'docs/configuration.md'), 'utf8');
   const envTs = await readFile(path.join(PROJECT_ROOT, 'worker/env.ts'), 'utf8');
   const passed = new Set([
     ...Object.keys(EDGE_VARIABLES),
@@ -434,6 +482,33 @@ test('every edge variable of the README configuration table and of the Worker re
   assert.ok(inTable.length >= 10 && inWorker.length >= 10);
   for (const name of [...inTable, ...inWorker])
     assert.ok(passed.has(name), `${name} is not passed to (nor refused by) npm start's edge`);
+});
+
+test("npm run agent -- --token warns that the token shows in ps and npm's echo, and names the ways that do not", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-argv-'));
+  // An edge that is not there: the agent keeps retrying, so the test stops it once it has warned.
+  const agent = startProcess(
+    'npm',
+    ['run', 'agent', '--', '--token', 'argv-token-0123', '--edge', `http://127.0.0.1:${await freePort()}`],
+    { NPU_RELAY_MODELS_DIR: dir, NPU_RELAY_METRICS_PORT: '0', NPU_RELAY_DATA_DIR: dir, NPU_RELAY_LOG_LEVEL: 'warn' },
+  );
+  try {
+    await waitFor('the warning', () => /warning: --token/.test(agent.out()), { timeoutMs: 60_000, intervalMs: 100 });
+    const warning = agent
+      .out()
+      .split('\n')
+      .find((l) => l.includes('warning: --token'))!;
+    assert.match(warning, /`ps` and npm's echo show it/);
+    for (const way of ['--token-file FILE', 'NPU_RELAY_AGENT_TOKEN', '--local'])
+      assert.ok(warning.includes(way), `the warning names ${way}: ${warning}`);
+    assert.doesNotMatch(warning, /argv-token-0123/, 'the warning itself does not repeat the token');
+    assert.match(agent.out(), /> node node\/cli\/agent\.ts --token argv-token-0123/, "npm's echo shows it indeed");
+  } finally {
+    await stop(agent);
+    await rm(dir, { recursive: true, force: true });
+  }
+  const quiet = agentConfig([], { NPU_RELAY_AGENT_TOKEN: 'from-env' })!;
+  assert.equal(quiet.tokenInArgv, undefined, 'a token from the environment is no warning');
 });
 
 test('the agent takes its token from a file (--token-file, NPU_RELAY_AGENT_TOKEN_FILE) or the environment; --local needs a running npm start', async () => {

@@ -26,7 +26,7 @@ export interface Env {
   NPU_RELAY_ATTACHMENT_LIMIT_BYTES?: string;
   /** Longest the hub waits for one libSQL call, in milliseconds, before treating the database as unreachable. */
   NPU_RELAY_DB_TIMEOUT_MS?: string;
-  /** `off`: every cache hit goes through a hub instead of being answered by the Worker (routes/edge-hits.ts). */
+  /** `off`: every cache hit goes through a hub instead of being answered by the Worker (edge/hits.ts). */
   NPU_RELAY_EDGE_HITS?: string;
   /** Browser origins allowed to call /v1/ and /api/: `*` (the default), a comma-separated list, or `none`. */
   NPU_RELAY_CORS_ORIGINS?: string;

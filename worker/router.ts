@@ -2,20 +2,20 @@
 import { usageRow } from './tunnel/usage-row.ts';
 import { Router, type IRequest } from 'itty-router';
 import { AGENT_CONNECT_PATH, DEFAULT_POOL, POOL_NAME } from '../shared/protocol/version.ts';
-import { allAgents, hubOf, poolsChanged } from './routes/pools.ts';
+import { allAgents, hubOf, poolsChanged } from './edge/pools.ts';
 import { edgeConfig } from './config.ts';
 import type { Env } from './env.ts';
 import { bearerToken, secretsEqual } from './http/auth.ts';
-import { anthropicRoutes, fromAnthropicClient } from './api/anthropic/routes.ts';
+import { anthropicRoutes, fromAnthropicClient } from './dialects/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
-import { responsesRoutes } from './api/openai-responses/routes.ts';
+import { responsesRoutes } from './dialects/openai-responses/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
-import { adminRoutes } from './routes/admin.ts';
-import { hub, type Args } from './routes/context.ts';
-import { ollamaRoutes } from './routes/ollama.ts';
-import { countRefusal } from './routes/refusals.ts';
+import { adminRoutes } from './dialects/management/routes.ts';
+import { hub, type Args } from './edge/context.ts';
+import { ollamaRoutes } from './dialects/ollama/routes.ts';
+import { countRefusal } from './edge/refusals.ts';
 import type { KeyRecord } from './tunnel/ledger.ts';
-import { openaiRoutes } from './routes/openai.ts';
+import { openaiRoutes } from './dialects/openai-chat/routes.ts';
 
 function flavorOf(request: Request): Flavor {
   const { pathname } = new URL(request.url);
@@ -57,7 +57,7 @@ async function health(_request: IRequest, env: Env): Promise<Response> {
 
 /**
  * Requests refused before they reach the hub still leave a usage row (the hub records the rest); those refused for
- * a missing or unknown key are only counted, per minute (routes/refusals.ts), so strangers cost no row each.
+ * a missing or unknown key are only counted, per minute (edge/refusals.ts), so strangers cost no row each.
  */
 function recordRejection(err: unknown, request: IRequest, env: Env, ctx: ExecutionContext): Response {
   const e = toApiError(err);

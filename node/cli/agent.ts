@@ -6,6 +6,13 @@ import { createAgentRuntime } from '../runtime.ts';
 import { orExitOnConfigError, readCommandLineOrExit } from './command.ts';
 
 const config = readCommandLineOrExit('agent', AGENT_HELP, () => agentConfig(process.argv.slice(2), process.env));
+if (config.tokenInArgv) {
+  console.error(
+    "npu-relay agent: warning: --token puts the agent token on the command line, where `ps` and npm's echo show it " +
+      'to anyone on this machine; use --token-file FILE (or NPU_RELAY_AGENT_TOKEN_FILE), the NPU_RELAY_AGENT_TOKEN ' +
+      'variable, or --local beside a running `npm start`',
+  );
+}
 const log = createLogger(config.logLevel, { agentId: config.agentId });
 const { agent, engine, manager, summary, observability } = await orExitOnConfigError('agent', () =>
   createAgentRuntime(config, log),

@@ -133,7 +133,7 @@ async function readTraits(dir: string): Promise<OutputTraits> {
   const parsed = TraitsOverride.safeParse(json);
   if (!parsed.success) {
     throw new Error(
-      `${file} is not a valid override: ${z.prettifyError(parsed.error)} (see "Tool calling and reasoning" in README.md)`,
+      `${file} is not a valid override: ${z.prettifyError(parsed.error)} (see "Tool calling and reasoning" in docs/models.md)`,
     );
   }
   return withOverride(traits, parsed.data);

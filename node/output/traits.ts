@@ -1,7 +1,7 @@
 /**
  * What a chat model's template says about its output: how it writes tool calls, whether it can be given tools, and
  * whether it thinks before answering. Read once per model from its chat template text (node/models/catalog.ts) and
- * overridable per model with an `npu-relay.json` in the model's folder (see README).
+ * overridable per model with an `npu-relay.json` in the model's folder (see docs/models.md).
  */
 import * as z from 'zod';
 

@@ -1,5 +1,5 @@
 /**
- * The edge's response writers (worker/api/*) read by the official clients, in process: each client's `fetch` is
+ * The edge's response writers (worker/dialects/<name>/writer.ts) read by the official clients, in process: each client's `fetch` is
  * answered by the writer itself (through `replay`, which drives open → delta* → close as a live exchange does), so
  * no server runs. What a user checks: a streamed answer reassembles, in their own client, to the same text,
  * reasoning and tool calls as the non-streamed body; a failure mid-stream raises in their client with our message.
@@ -9,9 +9,9 @@ import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta } from '../../worker/api/format.ts';
-import { FORMATS } from '../../worker/api/formats.ts';
-import { replay } from '../../worker/api/replay.ts';
+import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta } from '../../worker/dialects/core/format.ts';
+import { FORMATS } from '../../worker/dialects/formats.ts';
+import { replay } from '../../worker/dialects/core/replay.ts';
 import { ApiError } from '../../worker/http/errors.ts';
 
 const REQUEST_ID = '0b5c1a4e-7d1f-4a8e-9c3b-2f6e8d9a1b2c';

@@ -26,8 +26,8 @@ import { assetResponse } from './assets.ts';
 import { usageExport } from './export.ts';
 import { dashboardPage, loginPage, PAGE_HEADERS } from './page.ts';
 import { exportFormat, statsQuery } from './params.ts';
-import type { Args } from '../routes/context.ts';
-import { allAgents } from '../routes/pools.ts';
+import type { Args } from '../edge/context.ts';
+import { allAgents } from '../edge/pools.ts';
 import { hasSession, newSession, sessionCookieHeader } from './session.ts';
 
 /** Largest login form accepted: the token and little else. */

@@ -1,4 +1,4 @@
-/** libSQL for code running in a Worker request rather than in a hub (routes/edge-hits.ts, routes/edge-usage.ts). */
+/** libSQL for code running in a Worker request rather than in a hub (edge/hits.ts, edge/usage.ts). */
 import { edgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { HubDatabase } from '../tunnel/hub-database.ts';

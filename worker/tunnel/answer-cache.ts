@@ -5,8 +5,8 @@
  */
 import { and, eq, gt, inArray, lte } from 'drizzle-orm';
 import type { FinishReason, Task } from '../../shared/protocol/frames.ts';
-import type { AnswerChunk } from '../api/format.ts';
-import type { CachedAnswer } from '../api/replay.ts';
+import type { AnswerChunk } from '../dialects/core/format.ts';
+import type { CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeConfig } from '../config.ts';
 import { cacheEntries } from '../../shared/db/schema.ts';
 import type { Settlement } from './exchange.ts';

@@ -5,7 +5,7 @@
  */
 import * as z from 'zod';
 import { Priority, Task } from '../../shared/protocol/frames.ts';
-import { FORMATS, type FormatName } from '../api/formats.ts';
+import { FORMATS, type FormatName } from '../dialects/formats.ts';
 import { ApiError } from '../http/errors.ts';
 
 const FormatNameSchema = z.custom<FormatName>((v) => typeof v === 'string' && Object.hasOwn(FORMATS, v), {

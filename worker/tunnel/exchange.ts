@@ -5,9 +5,10 @@
  * When it ends it reports a `Settlement`: what the usage row and the cache need.
  */
 import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
-import { assemble } from '../api/answer.ts';
-import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../api/format.ts';
+import { assemble } from '../dialects/core/answer.ts';
+import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../dialects/core/format.ts';
 import { type ApiError, errorResponse } from '../http/errors.ts';
+import { STREAM_HEADERS } from '../dialects/core/sse.ts';
 
 const encoder = new TextEncoder();
 
@@ -19,12 +20,6 @@ const encoder = new TextEncoder();
 const PAUSE_BYTES = 64 * 1024;
 const RESUME_BYTES = 16 * 1024;
 const SHED_BYTES = 4 * 1024 * 1024;
-
-/** Headers that stop proxies and CDNs from buffering a stream. */
-export const STREAM_HEADERS = {
-  'cache-control': 'no-cache, no-transform',
-  'x-accel-buffering': 'no',
-};
 
 export interface Settlement {
   status: number;

@@ -1,5 +1,5 @@
 /** A least-recently-used map of cache answers in the hub's memory, bounded by their approximate size in bytes. */
-import type { CachedAnswer } from '../api/replay.ts';
+import type { CachedAnswer } from '../dialects/core/replay.ts';
 
 /** Approximate bytes an answer holds in memory (UTF-16 strings, doubles for vectors, some overhead per object). */
 function sizeOf(answer: CachedAnswer): number {

@@ -18,9 +18,9 @@
 import { DurableObject } from 'cloudflare:workers';
 import type { DeviceInfo, ModelInfo } from '../../shared/protocol/frames.ts';
 import { DEFAULT_POOL, PING_FRAME, PONG_FRAME } from '../../shared/protocol/version.ts';
-import { PendingResponses } from '../api/openai-responses/pending.ts';
-import { ResponseStore, type StoredResponse } from '../api/openai-responses/store.ts';
-import { FORMATS } from '../api/formats.ts';
+import { PendingResponses } from '../dialects/openai-responses/pending.ts';
+import { ResponseStore, type StoredResponse } from '../dialects/openai-responses/store.ts';
+import { FORMATS } from '../dialects/formats.ts';
 import { edgeConfig, type EdgeConfig } from '../config.ts';
 import type { Env } from '../env.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';

@@ -6,10 +6,10 @@
  */
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import { linkToolResults } from '../../shared/api/tools.ts';
-import type { ResponseMeta } from '../api/format.ts';
-import { FORMATS } from '../api/formats.ts';
-import type { Continued, ResponseStore } from '../api/openai-responses/store.ts';
-import { replay, type CachedAnswer } from '../api/replay.ts';
+import type { ResponseMeta } from '../dialects/core/format.ts';
+import { FORMATS } from '../dialects/formats.ts';
+import type { Continued, ResponseStore } from '../dialects/openai-responses/store.ts';
+import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
 import { withRateLimitHeaders } from '../http/rate-limit-headers.ts';

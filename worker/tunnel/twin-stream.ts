@@ -3,12 +3,13 @@
  * the chunks the leader has produced so far at once, then each further one as the leader gets it, rendered in its
  * own API's format — instead of waiting in silence for the leader's whole answer.
  */
-import type { ResponseFormat, ResponseMeta } from '../api/format.ts';
+import type { ResponseFormat, ResponseMeta } from '../dialects/core/format.ts';
 import { ERROR_CODES } from '../../shared/protocol/codes.ts';
 import { ApiError } from '../http/errors.ts';
 import type { LeaderFeed } from './answer-cache.ts';
 import type { Settlement } from './exchange.ts';
-import { answered, STREAM_HEADERS } from './exchange.ts';
+import { answered } from './exchange.ts';
+import { STREAM_HEADERS } from '../dialects/core/sse.ts';
 
 const encoder = new TextEncoder();
 

@@ -2,7 +2,7 @@
  * Exact-cache hits answered by the Worker itself, without a call to any hub: a cache hit needs no serialisation
  * point, only the key (verified by a hub lately and cached in this isolate) and the stored answer (this isolate's hot
  * layer, else libSQL). The client sees what a hub would have sent: the same body, `x-npu-relay-cache: HIT`, a usage
- * row (batched per isolate, routes/edge-usage.ts).
+ * row (batched per isolate, edge/usage.ts).
  *
  * Not answered here (the hub does, as before): keys with rpm/tpm/budget (their limits count hits too and need their
  * one point, limits-point.ts), `no-cache` requests, Responses API requests that continue or store a conversation,
@@ -10,9 +10,9 @@
  * still hold the answer). Turned off with NPU_RELAY_EDGE_HITS=off.
  */
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
-import type { ResponseMeta } from '../api/format.ts';
-import { FORMATS } from '../api/formats.ts';
-import { replay } from '../api/replay.ts';
+import type { ResponseMeta } from '../dialects/core/format.ts';
+import { FORMATS } from '../dialects/formats.ts';
+import { replay } from '../dialects/core/replay.ts';
 import { edgeConfig } from '../config.ts';
 import { RequestDatabase } from '../db/request-database.ts';
 import type { Env } from '../env.ts';
@@ -21,7 +21,7 @@ import type { Dispatch } from '../tunnel/dispatch.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { hasLimits } from '../tunnel/limits-point.ts';
 import { usageRow } from '../tunnel/usage-row.ts';
-import { recordAtEdge } from './edge-usage.ts';
+import { recordAtEdge } from './usage.ts';
 import { servedNowhere } from './pools.ts';
 import { residencyChange } from '../tunnel/residency.ts';
 

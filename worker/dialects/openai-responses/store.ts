@@ -14,10 +14,10 @@ import { storedResponses } from '../../../shared/db/schema.ts';
 import { ApiError } from '../../http/errors.ts';
 import type { Database } from '../../db/client.ts';
 import type { HubDatabase } from '../../tunnel/hub-database.ts';
-import { assemble } from '../answer.ts';
-import type { AnswerChunk, Outcome, ResponseMeta } from '../format.ts';
+import { assemble } from '../core/answer.ts';
+import type { AnswerChunk, Outcome, ResponseMeta } from '../core/format.ts';
 import type { PendingResponses } from './pending.ts';
-import { openaiResponses } from './response.ts';
+import { openaiResponses } from './writer.ts';
 
 export type StoredResponse = typeof storedResponses.$inferSelect;
 

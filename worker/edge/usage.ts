@@ -1,5 +1,5 @@
 /**
- * Usage rows of requests the Worker answers itself (cache hits, routes/edge-hits.ts), batched per isolate and
+ * Usage rows of requests the Worker answers itself (cache hits, edge/hits.ts), batched per isolate and
  * written to libSQL in one statement at most every FLUSH_MS (or at BATCH_ROWS), after the response has gone: the hot
  * path pays for an array push. A batch libSQL does not take is handed to the `default` hub, whose durable outbox
  * retries it, so an outage loses no row. (An isolate evicted within FLUSH_MS of a hit would lose its batch; the

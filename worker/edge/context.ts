@@ -12,12 +12,12 @@ import { ExpiringMap } from '../expiring-map.ts';
 import type { AgentSummary, Dispatch } from '../tunnel/hub.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
-import { answerAtEdge, mayAnswerAtEdge } from './edge-hits.ts';
+import { answerAtEdge, mayAnswerAtEdge } from './hits.ts';
 import { allAgents, hubOf, poolFor } from './pools.ts';
 
 export type Args = [Env, ExecutionContext];
 
-/** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (routes/pools.ts). */
+/** The `default` pool's hub, which also keeps the pool names and counts key limits for every pool (edge/pools.ts). */
 export function hub(env: Env) {
   return hubOf(env, DEFAULT_POOL);
 }
@@ -61,7 +61,7 @@ async function keyHashOf(request: Request): Promise<string> {
  * evicts other made-up keys first.
  *
  * Revocation: the revoking isolate forgets the key at once (`forgetKey`) and the hubs refuse it from the revoke on;
- * another isolate may reuse what it accepted for KEY_REUSE_MS more — the documented bound (README, "Keys"), for
+ * another isolate may reuse what it accepted for KEY_REUSE_MS more — the documented bound (docs/operations.md, "Security model"), for
  * every route, cache hits the Worker answers and model management included.
  */
 const KEY_REUSE_MS = 2000;

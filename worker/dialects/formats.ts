@@ -1,10 +1,10 @@
 /** Every response format the edge can produce, by name; the name travels from the Worker to the Durable Object. */
-import { anthropicCountTokens, anthropicMessages } from './anthropic/messages.ts';
-import type { ResponseFormat } from './format.ts';
-import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './ollama.ts';
-import { openaiChat, openaiCompletion } from './openai-chat.ts';
-import { openaiEmbeddings } from './openai-embeddings.ts';
-import { openaiResponses } from './openai-responses/response.ts';
+import { anthropicCountTokens, anthropicMessages } from './anthropic/writer.ts';
+import type { ResponseFormat } from './core/format.ts';
+import { ollamaChat, ollamaEmbed, ollamaEmbeddings, ollamaGenerate } from './ollama/writer.ts';
+import { openaiChat, openaiCompletion } from './openai-chat/writer.ts';
+import { openaiEmbeddings } from './openai-chat/embeddings-writer.ts';
+import { openaiResponses } from './openai-responses/writer.ts';
 
 export const FORMATS = {
   'openai.chat': openaiChat,

@@ -1,6 +1,6 @@
 /** The `{id}` in a route's path, decoded: the one place a malformed percent-escape becomes the client's 400. */
 import type { IRequest } from 'itty-router';
-import { ApiError } from './errors.ts';
+import { ApiError } from '../../http/errors.ts';
 
 /** `what` names the id in the error (`model`), and is the OpenAI `param`. */
 export function pathId(request: IRequest, what: string): string {

@@ -1,6 +1,6 @@
 /** OpenAI `/v1/embeddings` responses, with vectors as float arrays or base64 little-endian float32. */
-import { ApiError } from '../http/errors.ts';
-import type { ResponseFormat } from './format.ts';
+import { ApiError } from '../../http/errors.ts';
+import type { ResponseFormat } from '../core/format.ts';
 
 function base64Float32(vector: number[]): string {
   const bytes = new Uint8Array(new Float32Array(vector).buffer);

@@ -7,11 +7,12 @@ import {
   CompletionRequest,
   EmbeddingRequest,
   embedTaskFromOpenAI,
-} from '../../shared/api/openai.ts';
-import type { Env } from '../env.ts';
-import { ApiError } from '../http/errors.ts';
-import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from './context.ts';
-import { pathId } from '../http/path-id.ts';
+} from '../../../shared/api/openai.ts';
+import type { Env } from '../../env.ts';
+import { ApiError } from '../../http/errors.ts';
+import { postOnly } from '../core/post-only.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
+import { pathId } from '../core/path-id.ts';
 
 function modelObject(m: { info: { id: string; ownedBy?: string | undefined }; agent: { connectedAt: number } }) {
   return {
@@ -68,10 +69,6 @@ const embeddings = inferenceRoute(EmbeddingRequest, (body) => ({
   meta: { model: body.model, created: now(), includeUsage: false, encoding: body.encoding_format ?? 'float' },
 }));
 
-const postOnly = (path: string) => () => {
-  throw new ApiError('method_not_allowed', `use POST for ${path}`);
-};
-
 export function openaiRoutes(router: RouterType<IRequest, Args>): void {
   router
     .get('/v1/models', requireApiKey, listModels)
@@ -79,7 +76,7 @@ export function openaiRoutes(router: RouterType<IRequest, Args>): void {
     .post('/v1/chat/completions', chatCompletions)
     .post('/v1/completions', completions)
     .post('/v1/embeddings', embeddings)
-    .all('/v1/chat/completions', postOnly('/v1/chat/completions'))
-    .all('/v1/completions', postOnly('/v1/completions'))
-    .all('/v1/embeddings', postOnly('/v1/embeddings'));
+    .all('/v1/chat/completions', postOnly)
+    .all('/v1/completions', postOnly)
+    .all('/v1/embeddings', postOnly);
 }

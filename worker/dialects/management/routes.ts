@@ -1,18 +1,18 @@
 /** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
 import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
-import { KeyWeight } from '../../shared/protocol/frames.ts';
-import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../shared/keys.ts';
-import { edgeConfig } from '../config.ts';
-import { openDatabase } from '../db/client.ts';
-import { withDeadline } from '../db/timeout.ts';
-import { apiKeys } from '../../shared/db/schema.ts';
-import { usageTotals } from '../db/usage-report.ts';
-import type { Env } from '../env.ts';
-import { readJson } from '../http/body.ts';
-import { ApiError } from '../http/errors.ts';
-import { forgetKey, requireAdmin, type Args } from './context.ts';
-import { hubOf, poolNames } from './pools.ts';
+import { KeyWeight } from '../../../shared/protocol/frames.ts';
+import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../../shared/keys.ts';
+import { edgeConfig } from '../../config.ts';
+import { openDatabase } from '../../db/client.ts';
+import { withDeadline } from '../../db/timeout.ts';
+import { apiKeys } from '../../../shared/db/schema.ts';
+import { usageTotals } from '../../db/usage-report.ts';
+import type { Env } from '../../env.ts';
+import { readJson } from '../../http/body.ts';
+import { ApiError } from '../../http/errors.ts';
+import { forgetKey, requireAdmin, type Args } from '../../edge/context.ts';
+import { hubOf, poolNames } from '../../edge/pools.ts';
 
 const NewKey = z.object({
   name: z.string().min(1).max(200),

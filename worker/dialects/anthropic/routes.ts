@@ -12,8 +12,9 @@ import {
 } from '../../../shared/api/anthropic.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
-import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../routes/context.ts';
-import { pathId } from '../../http/path-id.ts';
+import { postOnly } from '../core/post-only.ts';
+import { inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
+import { pathId } from '../core/path-id.ts';
 
 const messages = inferenceRoute(MessagesRequest, (body) => ({
   endpoint: 'messages',
@@ -61,16 +62,12 @@ async function models(request: IRequest, env: Env): Promise<Response | undefined
   return Response.json(found);
 }
 
-const postOnly = (path: string) => () => {
-  throw new ApiError('method_not_allowed', `use POST for ${path}`);
-};
-
 export function anthropicRoutes(router: RouterType<IRequest, Args>): void {
   router
     .get('/v1/models', models)
     .get('/v1/models/:id', models)
     .post('/v1/messages', messages)
     .post('/v1/messages/count_tokens', countTokens)
-    .all('/v1/messages', postOnly('/v1/messages'))
-    .all('/v1/messages/count_tokens', postOnly('/v1/messages/count_tokens'));
+    .all('/v1/messages', postOnly)
+    .all('/v1/messages/count_tokens', postOnly);
 }

@@ -2,10 +2,10 @@
  * Ollama responses: NDJSON streams for `/api/chat` and `/api/generate` (one JSON object per line, the last with
  * `done: true`, `done_reason` and the counts and durations in nanoseconds Ollama reports), and the embedding bodies.
  */
-import type { FinishReason, ToolCall, Usage } from '../../shared/protocol/frames.ts';
-import { ApiError, errorBody } from '../http/errors.ts';
-import { argumentsObject } from './answer.ts';
-import type { AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter, Timing } from './format.ts';
+import type { FinishReason, ToolCall, Usage } from '../../../shared/protocol/frames.ts';
+import { ApiError, errorBody } from '../../http/errors.ts';
+import { argumentsObject } from '../core/answer.ts';
+import type { AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter, Timing } from '../core/format.ts';
 
 const NS_PER_MS = 1_000_000;
 const ns = (ms: number | undefined) => Math.round((ms ?? 0) * NS_PER_MS);

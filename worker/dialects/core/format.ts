@@ -2,8 +2,8 @@
  * How a tunnel exchange becomes an HTTP response in one API dialect. The Durable Object drives a format with the
  * events of one request; it never builds API JSON itself.
  */
-import type { ChunkFrame, FinishReason, ToolCall, Usage } from '../../shared/protocol/frames.ts';
-import type { ApiError, Flavor } from '../http/errors.ts';
+import type { ChunkFrame, FinishReason, ToolCall, Usage } from '../../../shared/protocol/frames.ts';
+import type { ApiError, Flavor } from '../../http/errors.ts';
 
 export interface Timing {
   /** Agent-measured time to first token, when a token was produced. */
@@ -84,9 +84,4 @@ export interface ResponseFormat {
   body(meta: ResponseMeta, answer: Answer, outcome: Outcome): unknown;
   /** The body of an embeddings response, for formats that serve embeddings. */
   embeddings?(meta: ResponseMeta, vectors: number[][], usage: Usage, timing?: Timing): unknown;
-}
-
-/** An SSE comment line (clients ignore it): a keep-alive, saying what the wait is for when there is a note. */
-export function sseComment(note?: string): string {
-  return `: ${note ? note.replace(/[\r\n]+/g, ' ').slice(0, 200) : 'keep-alive'}\n\n`;
 }

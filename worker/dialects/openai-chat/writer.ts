@@ -1,14 +1,8 @@
 /** OpenAI `chat.completion` and `text_completion` responses: JSON bodies and their SSE streams. */
-import type { FinishReason, Usage } from '../../shared/protocol/frames.ts';
-import { errorBody } from '../http/errors.ts';
-import {
-  type Answer,
-  type AnswerPart,
-  type ResponseFormat,
-  type ResponseMeta,
-  type StreamWriter,
-  sseComment,
-} from './format.ts';
+import type { FinishReason, Usage } from '../../../shared/protocol/frames.ts';
+import { errorBody } from '../../http/errors.ts';
+import type { Answer, AnswerPart, ResponseFormat, ResponseMeta, StreamWriter } from '../core/format.ts';
+import { SSE_CONTENT_TYPE, SSE_DONE, sseComment, sseEvent } from '../core/sse.ts';
 
 /** OpenAI has no `cancelled`; a cancelled generation only reaches a client that already left. */
 function finishReason(reason: FinishReason): 'stop' | 'length' | 'tool_calls' {
@@ -25,10 +19,8 @@ export function usage(u: Usage) {
   };
 }
 
-export const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
-
 class ChatChunkWriter implements StreamWriter {
-  readonly contentType = 'text/event-stream; charset=utf-8';
+  readonly contentType = SSE_CONTENT_TYPE;
   readonly #meta: ResponseMeta;
   /** Indexes of the tool calls whose opening delta (id, type, name) has been sent. */
   readonly #opened = new Set<number>();
@@ -37,7 +29,7 @@ class ChatChunkWriter implements StreamWriter {
   }
   #chunk(delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}) {
     const { id, created, model } = this.#meta;
-    return sse({
+    return sseEvent({
       id,
       object: 'chat.completion.chunk',
       created,
@@ -79,7 +71,7 @@ class ChatChunkWriter implements StreamWriter {
     const { id, created, model, includeUsage } = this.#meta;
     let out = this.#chunk({}, finishReason(outcome.finishReason), includeUsage ? { usage: null } : {});
     if (includeUsage) {
-      out += sse({
+      out += sseEvent({
         id,
         object: 'chat.completion.chunk',
         created,
@@ -89,10 +81,10 @@ class ChatChunkWriter implements StreamWriter {
         usage: usage(outcome.usage),
       });
     }
-    return out + 'data: [DONE]\n\n';
+    return out + SSE_DONE;
   }
   error(err: Parameters<StreamWriter['error']>[0]) {
-    return sse(errorBody(err, 'openai'));
+    return sseEvent(errorBody(err, 'openai'));
   }
   keepAlive(note?: string) {
     return sseComment(note);
@@ -136,14 +128,14 @@ export const openaiChat: ResponseFormat = {
 };
 
 class CompletionChunkWriter implements StreamWriter {
-  readonly contentType = 'text/event-stream; charset=utf-8';
+  readonly contentType = SSE_CONTENT_TYPE;
   readonly #meta: ResponseMeta;
   constructor(meta: ResponseMeta) {
     this.#meta = meta;
   }
   #chunk(text: string, finish: string | null, extra: Record<string, unknown> = {}) {
     const { id, created, model } = this.#meta;
-    return sse({
+    return sseEvent({
       id,
       object: 'text_completion',
       created,
@@ -164,7 +156,7 @@ class CompletionChunkWriter implements StreamWriter {
     const { id, created, model, includeUsage } = this.#meta;
     let out = this.#chunk('', finishReason(outcome.finishReason));
     if (includeUsage)
-      out += sse({
+      out += sseEvent({
         id,
         object: 'text_completion',
         created,
@@ -173,10 +165,10 @@ class CompletionChunkWriter implements StreamWriter {
         choices: [],
         usage: usage(outcome.usage),
       });
-    return out + 'data: [DONE]\n\n';
+    return out + SSE_DONE;
   }
   error(err: Parameters<StreamWriter['error']>[0]) {
-    return sse(errorBody(err, 'openai'));
+    return sseEvent(errorBody(err, 'openai'));
   }
   keepAlive(note?: string) {
     return sseComment(note);

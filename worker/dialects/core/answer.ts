@@ -1,5 +1,5 @@
 /** A streamed answer put back together: the text, the reasoning and each tool call from its pieces. */
-import type { ToolCall } from '../../shared/protocol/frames.ts';
+import type { ToolCall } from '../../../shared/protocol/frames.ts';
 import type { Answer, AnswerPart } from './format.ts';
 
 /**

@@ -12,8 +12,10 @@ import {
 } from '../../../shared/api/openai-responses.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
-import { inferenceRoute, now, requireApiKey, type Args } from '../../routes/context.ts';
-import { hubOf, poolNames } from '../../routes/pools.ts';
+import { pathId } from '../core/path-id.ts';
+import { postOnly } from '../core/post-only.ts';
+import { inferenceRoute, now, requireApiKey, type Args } from '../../edge/context.ts';
+import { hubOf, poolNames } from '../../edge/pools.ts';
 import type { RpcFailure } from '../../tunnel/hub.ts';
 import type { KeyRecord } from '../../tunnel/ledger.ts';
 import { responseNotFound } from './store.ts';
@@ -100,20 +102,11 @@ function answerOf<T>(answers: Array<T | RpcFailure>): T[] {
   return answers.filter((a): a is T => !(typeof a === 'object' && a !== null && 'error' in a));
 }
 
-/** The `{id}` of the path; malformed percent-encoding names no response, so it is one that does not exist. */
-function idOf(request: IRequest): string {
-  try {
-    return decodeURIComponent(request.params.id!);
-  } catch {
-    return request.params.id!;
-  }
-}
-
 async function stored(
   request: IRequest,
   env: Env,
 ): Promise<{ response: Record<string, unknown>; inputItems: Array<Record<string, unknown>> }> {
-  const id = idOf(request);
+  const id = pathId(request, 'response');
   // Stored by the hub of the pool that served it (which waits for a write still under way): every pool is asked.
   // Scoped like every route that touches a model: a response of a model outside the key's scope is not found.
   const { tenant, models } = keyOf(request);
@@ -133,7 +126,7 @@ async function retrieve(request: IRequest, env: Env): Promise<Response> {
 }
 
 async function remove(request: IRequest, env: Env): Promise<Response> {
-  const id = idOf(request);
+  const id = pathId(request, 'response');
   const { tenant, models } = keyOf(request);
   const deleted = answerOf(
     await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).deleteStoredResponse(tenant, id, models))),
@@ -179,10 +172,6 @@ async function listInputItems(request: IRequest, env: Env): Promise<Response> {
     has_more: start + limit < ordered.length,
   });
 }
-
-const postOnly = () => {
-  throw new ApiError('method_not_allowed', 'use POST for /v1/responses');
-};
 
 export function responsesRoutes(router: RouterType<IRequest, Args>): void {
   router

@@ -12,16 +12,16 @@ import {
   OllamaGenerateRequest,
   OLLAMA_DEFAULTS,
   OllamaShowRequest,
-} from '../../shared/api/ollama.ts';
-import type { ModelInfo } from '../../shared/protocol/frames.ts';
-import { loadOrUnload, ollamaManageRoutes } from '../api/ollama-manage.ts';
-import { edgeConfig } from '../config.ts';
-import type { Env } from '../env.ts';
-import { readJson } from '../http/body.ts';
-import { ApiError } from '../http/errors.ts';
-import type { AgentSummary } from '../tunnel/hub.ts';
-import type { KeyRecord } from '../tunnel/ledger.ts';
-import { hub, inferenceRoute, now, requireApiKey, visibleModels, type Args } from './context.ts';
+} from '../../../shared/api/ollama.ts';
+import type { ModelInfo } from '../../../shared/protocol/frames.ts';
+import { loadOrUnload, ollamaManageRoutes } from './manage.ts';
+import { edgeConfig } from '../../config.ts';
+import type { Env } from '../../env.ts';
+import { readJson } from '../../http/body.ts';
+import { ApiError } from '../../http/errors.ts';
+import type { AgentSummary } from '../../tunnel/hub.ts';
+import type { KeyRecord } from '../../tunnel/ledger.ts';
+import { hub, inferenceRoute, now, requireApiKey, visibleModels, type Args } from '../../edge/context.ts';
 
 /** The Ollama API version this surface follows; clients gate features on it. */
 export const OLLAMA_API_VERSION = '0.12.0';
@@ -210,7 +210,7 @@ export function ollamaRoutes(router: RouterType<IRequest, Args>): void {
     .get('/api/tags', requireApiKey, tags)
     .get('/api/ps', requireApiKey, ps)
     .post('/api/show', requireApiKey, show)
-    // Model management (pull, delete, copy; load and unload by an empty request): worker/api/ollama-manage.ts.
+    // Model management (pull, delete, copy; load and unload by an empty request): manage.ts.
     .post('/api/chat', loadOrUnload('chat'), chat)
     .post('/api/generate', loadOrUnload('generate'), generate)
     .post('/api/embed', embed)

@@ -9,16 +9,9 @@
  */
 import type { FinishReason, Usage } from '../../../shared/protocol/frames.ts';
 import { errorBody, type ApiError } from '../../http/errors.ts';
-import { argumentsObject } from '../answer.ts';
-import {
-  type Answer,
-  type AnswerPart,
-  type Outcome,
-  type ResponseFormat,
-  type ResponseMeta,
-  type StreamWriter,
-  sseComment,
-} from '../format.ts';
+import { argumentsObject } from '../core/answer.ts';
+import type { Answer, AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../core/format.ts';
+import { SSE_CONTENT_TYPE, sseComment, sseEvent } from '../core/sse.ts';
 
 type StopReason = 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
 
@@ -45,8 +38,7 @@ function usage(u: Usage) {
 /** Anthropic's message ids are `msg_` and an opaque token; the request's UUID is that token. */
 export const messageId = (requestId: string) => `msg_${requestId.replace(/-/g, '')}`;
 
-const event = (type: string, data: Record<string, unknown>) =>
-  `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+const event = (type: string, data: Record<string, unknown>) => sseEvent({ type, ...data }, type);
 
 /**
  * A tool call's id as Anthropic writes them (`toolu_…`): the agent's ids are OpenAI-shaped (`call_` and hex), and
@@ -60,7 +52,7 @@ export function toolUseId(id: string): string {
 type Open = { kind: 'thinking' } | { kind: 'text' } | { kind: 'tool_use'; call: number };
 
 class MessageStreamWriter implements StreamWriter {
-  readonly contentType = 'text/event-stream; charset=utf-8';
+  readonly contentType = SSE_CONTENT_TYPE;
   readonly #meta: ResponseMeta;
   /** The block being filled, and the index the next block will have. */
   #open: Open | undefined;
@@ -131,7 +123,7 @@ class MessageStreamWriter implements StreamWriter {
     );
   }
   error(err: ApiError) {
-    return `event: error\ndata: ${JSON.stringify(errorBody(err, 'anthropic'))}\n\n`;
+    return sseEvent(errorBody(err, 'anthropic'), 'error');
   }
   /** Anthropic's own keep-alive; its SDKs skip it. */
   keepAlive(note?: string) {

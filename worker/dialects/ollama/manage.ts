@@ -5,21 +5,21 @@
  * delete, copy, unload and pinning (`keep_alive: -1`) need a key with the `manage` scope (`manage_models`) or the
  * admin token; loading is harmless and open to any key that may use the model.
  */
-import { poolsChanged } from '../routes/pools.ts';
+import { poolsChanged } from '../../edge/pools.ts';
 import type { IRequest, RouterType } from 'itty-router';
 import * as z from 'zod';
-import { KeepAlive, keepAliveMs, modelId } from '../../shared/api/ollama.ts';
-import { edgeConfig } from '../config.ts';
-import type { Env } from '../env.ts';
-import { bearerToken, secretsEqual } from '../http/auth.ts';
-import { readJson } from '../http/body.ts';
-import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
-import { hub, requireApiKey, requireApiKeyCached, type Args } from '../routes/context.ts';
-import { countRefusal } from '../routes/refusals.ts';
-import type { ManageOutcome, ManageRequest } from '../tunnel/management.ts';
-import type { KeyRecord } from '../tunnel/ledger.ts';
-import { residencyChange } from '../tunnel/residency.ts';
-import { usageRow } from '../tunnel/usage-row.ts';
+import { KeepAlive, keepAliveMs, modelId } from '../../../shared/api/ollama.ts';
+import { edgeConfig } from '../../config.ts';
+import type { Env } from '../../env.ts';
+import { bearerToken, secretsEqual } from '../../http/auth.ts';
+import { readJson } from '../../http/body.ts';
+import { ApiError, errorResponse, toApiError } from '../../http/errors.ts';
+import { hub, requireApiKey, requireApiKeyCached, type Args } from '../../edge/context.ts';
+import { countRefusal } from '../../edge/refusals.ts';
+import type { ManageOutcome, ManageRequest } from '../../tunnel/management.ts';
+import type { KeyRecord } from '../../tunnel/ledger.ts';
+import { residencyChange } from '../../tunnel/residency.ts';
+import { usageRow } from '../../tunnel/usage-row.ts';
 
 /** Who is asking: a key (with its record) or the admin token, which always has the `manage` scope. */
 type Caller = { key: KeyRecord } | { admin: true };

@@ -4,7 +4,7 @@
  */
 import { assemble } from './answer.ts';
 import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta } from './format.ts';
-import { STREAM_HEADERS } from '../tunnel/exchange.ts';
+import { STREAM_HEADERS } from './sse.ts';
 
 export interface CachedAnswer {
   chunks: AnswerChunk[];

@@ -7,15 +7,8 @@
  */
 import type { FinishReason, ToolCall, Usage } from '../../../shared/protocol/frames.ts';
 import type { ApiError } from '../../http/errors.ts';
-import {
-  type Answer,
-  type AnswerPart,
-  type Outcome,
-  type ResponseFormat,
-  type ResponseMeta,
-  type StreamWriter,
-  sseComment,
-} from '../format.ts';
+import type { Answer, AnswerPart, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../core/format.ts';
+import { SSE_CONTENT_TYPE, sseComment, sseEvent } from '../core/sse.ts';
 
 /** OpenAI's ids are a prefix and an opaque string; the request's UUID without dashes keeps them unique. */
 export const responseId = (requestId: string) => `resp_${requestId.replaceAll('-', '')}`;
@@ -129,7 +122,7 @@ type Open =
   | { kind: 'call'; index: number; id: string; call: ToolCall };
 
 class ResponseEventWriter implements StreamWriter {
-  readonly contentType = 'text/event-stream; charset=utf-8';
+  readonly contentType = SSE_CONTENT_TYPE;
   readonly #meta: ResponseMeta;
   readonly #ids: ReturnType<typeof itemIds>;
   #sequence = 0;
@@ -147,7 +140,7 @@ class ResponseEventWriter implements StreamWriter {
 
   /** OpenAI names each event twice, in `event:` and in the data's `type`; clients read either. */
   #event(type: string, fields: Record<string, unknown>): string {
-    return `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: this.#sequence++, ...fields })}\n\n`;
+    return sseEvent({ type, sequence_number: this.#sequence++, ...fields }, type);
   }
 
   open() {
