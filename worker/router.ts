@@ -9,6 +9,7 @@ import { bearerToken, secretsEqual } from './http/auth.ts';
 import { anthropicRoutes, fromAnthropicClient } from './dialects/anthropic/routes.ts';
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './dialects/openai-responses/routes.ts';
+import { dashboardKeyRoutes } from './dashboard/keys.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './dialects/management/routes.ts';
 import { hub, type Args } from './edge/context.ts';
@@ -118,6 +119,7 @@ openaiRoutes(router);
 responsesRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
+dashboardKeyRoutes(router);
 adminRoutes(router);
 router.all('*', (request: IRequest) => {
   throw new ApiError('not_found', `no route for ${request.method} ${new URL(request.url).pathname}`);
