@@ -81,6 +81,12 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
     }
     return sent;
   })();
+  const weighted = [
+    ...Array.from({ length: 8 }, (_, w) => keep(light.key, 'light', w)),
+    ...Array.from({ length: 8 }, (_, w) => keep(heavy.key, 'heavy', w)),
+  ];
+  // The batch load starts once the weighted keys keep the device busy (on an idle device it would rightly run).
+  await sleep(500);
   let batchDone = 0;
   let next = 0;
   const batch = withBatch
@@ -101,10 +107,6 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
         }
       })
     : [];
-  const weighted = [
-    ...Array.from({ length: 8 }, (_, w) => keep(light.key, 'light', w)),
-    ...Array.from({ length: 8 }, (_, w) => keep(heavy.key, 'heavy', w)),
-  ];
   await Promise.all(weighted);
   const sporadicSent = await sporadicRun;
   await Promise.all(batch);
@@ -197,13 +199,14 @@ describe('fair shares on ONNX Runtime: the agent process at NPU_RELAY_CONCURRENC
 describe('fair shares on OpenVINO (the fake runtime), one request at a time', () => {
   let edge: TestEdge;
   let agent: Agent;
+  let engine: OpenVinoEngine;
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-fair-ov-'));
     await writeFakeIrModel(path.join(dir, 'fake-chat'), { kind: 'chat', weightBytes: 100_000 });
     const runtime = new FakeOpenVinoRuntime({ devices: ['CPU'] });
     runtime.reply = Array.from({ length: 16 }, (_, i) => ` w${i}`);
-    const engine = new OpenVinoEngine(runtime.modules(), {
+    engine = new OpenVinoEngine(runtime.modules(), {
       models: (await scanModels(dir)).entries,
       log: createLogger('silent'),
     });
@@ -215,6 +218,7 @@ describe('fair shares on OpenVINO (the fake runtime), one request at a time', ()
   });
   after(async () => {
     await agent?.stop();
+    await engine?.close();
     await edge?.stop();
     await rm(dir, { recursive: true, force: true });
   });
