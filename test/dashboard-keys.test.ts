@@ -13,6 +13,9 @@ import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
+// The page's globals, in functions that run in Chromium.
+declare const document: any;
+
 interface KeyRow {
   id: string;
   name: string;
@@ -44,7 +47,12 @@ describe('dashboard key management', () => {
     const res = await fetch(url('/v1/chat/completions'), {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 8, temperature: 0.7, messages: [{ role: 'user', content }] }),
+      body: JSON.stringify({
+        model: CHAT_MODEL,
+        max_tokens: 8,
+        temperature: 0.7,
+        messages: [{ role: 'user', content }],
+      }),
     });
     await res.text();
     return res.status;

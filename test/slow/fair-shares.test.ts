@@ -54,15 +54,13 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
   const sporadic = await edge.createKey({ name: `${tag}-sporadic`, weight: 1 });
   const bulk = await edge.createKey({ name: `${tag}-bulk`, weight: 1 });
   const ask = (key: string, content: string, flex = false) =>
-    edge
-      .openai({ apiKey: key })
-      .chat.completions.create({
-        model: s.model,
-        messages: [{ role: 'user', content }],
-        max_tokens: s.maxTokens,
-        temperature: 0.8,
-        ...(flex ? { service_tier: 'flex' as const } : {}),
-      });
+    edge.openai({ apiKey: key }).chat.completions.create({
+      model: s.model,
+      messages: [{ role: 'user', content }],
+      max_tokens: s.maxTokens,
+      temperature: 0.8,
+      ...(flex ? { service_tier: 'flex' as const } : {}),
+    });
 
   const started = Date.now();
   const deadline = started + s.seconds * 1000;
@@ -122,7 +120,8 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
   await waitFor(
     'the usage rows of the sporadic and batch requests',
     async () =>
-      (await rows(sporadic.id)).length === sporadicSent && (await rows(bulk.id)).length === (withBatch ? s.batchLines : 0),
+      (await rows(sporadic.id)).length === sporadicSent &&
+      (await rows(bulk.id)).length === (withBatch ? s.batchLines : 0),
     { timeoutMs: 20_000, intervalMs: 250 },
   );
   const weightedRows = [...(await rows(light.id)), ...(await rows(heavy.id))];
@@ -156,7 +155,10 @@ async function fairShares(edge: TestEdge, s: Scenario, label: string): Promise<v
       ['with batch', withBatch],
     ] as const) {
       const ratio = r.heavyTokens / r.lightTokens;
-      assert.ok(Math.abs(ratio / 3 - 1) <= 0.2, `${name}: heavy:light completion tokens ${ratio.toFixed(3)}, want 3 ± 20 %`);
+      assert.ok(
+        Math.abs(ratio / 3 - 1) <= 0.2,
+        `${name}: heavy:light completion tokens ${ratio.toFixed(3)}, want 3 ± 20 %`,
+      );
       assert.ok(
         median(r.sporadicWaits) <= r.serviceMs,
         `${name}: the third key's median queue time ${median(r.sporadicWaits)} ms is more than one request's service time (${r.serviceMs} ms)`,

@@ -38,7 +38,11 @@ function monthStart(now: number): number {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
 }
 
-export async function keyStats(db: Database, range: { from: number; to: number }, now = Date.now()): Promise<KeyStats[]> {
+export async function keyStats(
+  db: Database,
+  range: { from: number; to: number },
+  now = Date.now(),
+): Promise<KeyStats[]> {
   const keys = await db.select().from(apiKeys).orderBy(asc(apiKeys.name), asc(apiKeys.id));
   const tokens = sql<number>`coalesce(sum(${usage.promptTokens} + ${usage.completionTokens}), 0)`.mapWith(Number);
   const month = await db

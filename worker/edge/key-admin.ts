@@ -77,7 +77,10 @@ export async function createApiKey(env: Env, body: NewKey) {
 }
 
 /** Revokes a key in libSQL and in every pool's hub (each keeps its own copy of recently verified keys). */
-export async function revokeApiKey(env: Env, id: string): Promise<{ id: string; revoked: true; databaseUpdated: boolean }> {
+export async function revokeApiKey(
+  env: Env,
+  id: string,
+): Promise<{ id: string; revoked: true; databaseUpdated: boolean }> {
   const results = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).revokeKey(id)));
   const result = { revoked: results.some((r) => r.revoked), databaseUpdated: results.some((r) => r.databaseUpdated) };
   if (!result.revoked) throw new ApiError('not_found', `no API key with id '${id}'`);

@@ -91,7 +91,9 @@
     const days = RANGE_DAYS[/** @type {HTMLSelectElement} */ (element('range')).value] ?? 1;
     const to = Date.now() + 1;
     try {
-      const { data } = await call(`/dashboard/keys?${new URLSearchParams({ from: String(to - days * DAY), to: String(to) })}`);
+      const { data } = await call(
+        `/dashboard/keys?${new URLSearchParams({ from: String(to - days * DAY), to: String(to) })}`,
+      );
       const body = /** @type {HTMLTableSectionElement} */ (element('keys-table').querySelector('tbody'));
       body.replaceChildren(...data.map(row));
     } catch (err) {
