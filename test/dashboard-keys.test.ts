@@ -162,6 +162,9 @@ describe('dashboard key management', () => {
         if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
       });
       page.on('dialog', (dialog) => void dialog.accept());
+      page.on('response', (res) => {
+        if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.request().method()} ${res.url()}`);
+      });
       await page.goto(url('/dashboard'));
       await page.fill('#token', edge.adminToken);
       await page.click('button[type=submit]');

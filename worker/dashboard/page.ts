@@ -38,6 +38,7 @@ function head(title: string, extra = ''): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <meta name="robots" content="noindex">
+<link rel="icon" href="data:,">
 <title>${escapeHtml(title)}</title>
 <link rel="stylesheet" href="${assetUrl('dashboard.css')}">
 ${extra}</head>`;
