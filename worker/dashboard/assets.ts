@@ -8,6 +8,7 @@ import uplotJs from 'uplot/dist/uPlot.iife.min.js';
 import uplotCss from 'uplot/dist/uPlot.min.css';
 import dashboardCss from './client/dashboard.css';
 import dashboardJs from './client/dashboard.browser.js';
+import keysJs from './client/keys.browser.js';
 
 interface Asset {
   body: string;
@@ -18,10 +19,11 @@ const ASSETS: Record<string, Asset> = {
   'uplot.js': { body: uplotJs, type: 'text/javascript; charset=utf-8' },
   'uplot.css': { body: uplotCss, type: 'text/css; charset=utf-8' },
   'dashboard.js': { body: dashboardJs, type: 'text/javascript; charset=utf-8' },
+  'keys.js': { body: keysJs, type: 'text/javascript; charset=utf-8' },
   'dashboard.css': { body: dashboardCss, type: 'text/css; charset=utf-8' },
 };
 
-export type AssetName = 'uplot.js' | 'uplot.css' | 'dashboard.js' | 'dashboard.css';
+export type AssetName = 'uplot.js' | 'uplot.css' | 'dashboard.js' | 'keys.js' | 'dashboard.css';
 
 /** FNV-1a: a cache-busting fingerprint, not a security measure. */
 function fingerprint(text: string): string {

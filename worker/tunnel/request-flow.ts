@@ -12,6 +12,7 @@ import type { Continued, ResponseStore } from '../dialects/openai-responses/stor
 import { replay, type CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, type Flavor, toApiError } from '../http/errors.ts';
+import { withRateLimitHeaders } from '../http/rate-limit-headers.ts';
 import type { ConversationAffinity } from './affinity.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
@@ -22,7 +23,7 @@ import { answered, Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { InFlightLog } from './in-flight-log.ts';
 import type { KeyGate } from './key-gate.ts';
-import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
+import type { KeyRecord, Ledger, LimitsView, Reservation } from './ledger.ts';
 import type { LimitsPoint } from './limits-point.ts';
 import type { PromptAllowance } from './prompt-allowance.ts';
 import type { SemanticTier } from './semantic-tier.ts';
@@ -62,6 +63,8 @@ interface Progress {
   cache: UsageRow['cache'];
   reservation: Reservation | undefined;
   flight: Flight | undefined;
+  /** The key's limits after its admission, for the rate-limit headers of whatever the answer is. */
+  limits?: LimitsView | undefined;
 }
 
 /** Start of the minute holding `at`. */
@@ -107,13 +110,17 @@ export class RequestFlow {
         FORMATS[dispatch.format].flavor,
       );
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
+    const flavor = FORMATS[dispatch.format].flavor;
     try {
-      return await this.#run(dispatch, { id, at: started, signal }, progress);
+      return withRateLimitHeaders(
+        await this.#run(dispatch, { id, at: started, signal }, progress),
+        progress.limits,
+        flavor,
+      );
     } catch (err) {
       const e = toApiError(err);
       this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
-      const flavor = FORMATS[dispatch.format].flavor;
       if (e.code === 'invalid_api_key') {
         logStranger(dispatch.clientRequestId ?? id, dispatch.endpoint, e.status, e.code);
         this.#d.outbox.countRefusals([
@@ -140,7 +147,7 @@ export class RequestFlow {
         usageRow(base, { kind: 'rejected', status: e.status, errorCode: e.code, cache: progress.cache }),
         dispatch.clientRequestId,
       );
-      return errorResponse(e, flavor);
+      return withRateLimitHeaders(errorResponse(e, flavor), progress.limits, flavor);
     }
   }
 
@@ -172,6 +179,7 @@ export class RequestFlow {
       d.allowance.of(dispatch.task.model),
     );
     const admitted = await d.limits.admit(key, req.at, need);
+    progress.limits = admitted.limits;
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
@@ -260,6 +268,7 @@ export class RequestFlow {
         d.exchanges,
         (m) => promptTooLong(dispatch.task, m),
         holder,
+        dispatch.priority,
       );
       checkFits(dispatch, picked.model);
     } catch (err) {
@@ -331,7 +340,7 @@ export class RequestFlow {
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
     progress.reservation = undefined;
     progress.flight = undefined;
-    d.exchanges.add(exchange, dispatch.task.model);
+    d.exchanges.add(exchange, dispatch.task.model, dispatch.priority === 'batch');
     d.inFlight.begin(base, agentId, cache, reservation, reservation ? d.limits.holder(reservation) : 'here');
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
@@ -347,8 +356,9 @@ export class RequestFlow {
       requestId: rid,
       body: dispatch.task,
       keyId: key.id,
+      ...(key.weight !== undefined && key.weight !== 1 ? { weight: key.weight } : {}),
+      ...(dispatch.priority === 'batch' ? { priority: dispatch.priority } : {}),
       ...keepAlive,
-      ...(dispatch.priority !== undefined ? { priority: dispatch.priority } : {}),
     };
     this.#sent.set(req.id, {
       frame,
@@ -424,7 +434,14 @@ export class RequestFlow {
     const others = this.#d.registry.list().filter((a) => !sent.refusedBy.has(a.connId));
     let pick;
     try {
-      pick = pickAgent(others, sent.task, sent.flavor, this.#d.exchanges, (m) => promptTooLong(sent.task, m));
+      pick = pickAgent(
+        others,
+        sent.task,
+        sent.flavor,
+        this.#d.exchanges,
+        (m) => promptTooLong(sent.task, m),
+        sent.dispatch.priority,
+      );
     } catch {
       return false;
     }

@@ -10,7 +10,9 @@ import type { RefusalCount } from './ledger.ts';
 type Row = typeof usage.$inferSelect;
 
 /** A usage row as written to libSQL (`requests` is 1 for these; refusal counters carry their count). */
-export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & {
+export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome' | 'queueMs'> & {
+  /** Only a relayed request has one (rows queued before it existed have none: null in libSQL). */
+  queueMs?: number | null;
   /** SEMANTIC: answered by the semantic tier (a cached answer to a reworded question); a hit, counted apart. */
   cache: 'HIT' | 'SEMANTIC' | 'MISS' | 'BYPASS' | null;
   outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
@@ -120,6 +122,7 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
         ...end.charged,
         ttftMs: s.ttftMs,
         durationMs: s.durationMs,
+        ...(s.queueMs !== undefined ? { queueMs: Math.round(s.queueMs) } : {}),
         tokensPerSecond:
           genMs > 0 && s.usage.completionTokens > 1
             ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs)
