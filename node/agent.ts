@@ -18,7 +18,7 @@ import type { Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { ModelManager } from './models/manage.ts';
-import { Scheduler, type SchedulerOptions } from './scheduler.ts';
+import { type Release, Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
 export const AGENT_VERSION = '0.1.0';
@@ -388,7 +388,8 @@ export class Agent {
     let completionTokens = 0;
     let cachedPromptTokens: number | undefined;
     let outcome: RequestRecord['outcome'] = 'ok';
-    let release: (() => void) | undefined;
+    let release: Release | undefined;
+    let queueMs: number | undefined;
     // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
     // so the edge has it for the usage row even if this process dies before the first token.
     let promptNotice: { tokens: number; timer: ReturnType<typeof setTimeout> } | undefined;
@@ -417,7 +418,10 @@ export class Agent {
         log.info({ promptTokens, durationMs: Math.round(durationMs) }, 'prompt counted');
         return;
       }
-      release = await this.#scheduler.acquire(device, frame.keyId ?? 'anonymous', signal);
+      const ticket = { keyId: frame.keyId ?? 'anonymous', weight: frame.weight, priority: frame.priority };
+      const queued = performance.now();
+      release = await this.#scheduler.acquire(device, ticket, signal);
+      queueMs = performance.now() - queued;
       if (body.task === 'embed') {
         const result = await this.#engine.embed(body, signal);
         promptTokens = result.promptTokens;
@@ -430,6 +434,7 @@ export class Agent {
           usage: { promptTokens, completionTokens: 0 },
           device: result.device,
           durationMs,
+          queueMs,
           ...load,
         });
         log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
@@ -473,6 +478,7 @@ export class Agent {
             usage: event.usage,
             device: event.device,
             durationMs,
+            ...(queueMs !== undefined ? { queueMs } : {}),
             ...(ttftMs !== undefined ? { ttftMs } : {}),
             ...extra,
             ...tail,
@@ -505,7 +511,8 @@ export class Agent {
       }
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
-      release?.();
+      // Its key's share is charged what the device served it: the answer's tokens (an embedding's, its input's).
+      release?.(body.task === 'embed' ? promptTokens : completionTokens);
       if (frame.keepAliveMs !== undefined)
         this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
       const durationMs = performance.now() - started;

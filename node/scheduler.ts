@@ -1,10 +1,15 @@
 /**
  * Admission to the inference devices. Each device runs a fixed number of requests at once (the NPU one); the rest
- * wait in a bounded queue that is shared fairly between API keys — round-robin over the keys that have requests
- * waiting, first-in first-out within a key — so one busy key cannot starve the others. A request cancelled while
- * waiting leaves the queue and never runs.
+ * wait in a bounded queue per device in two classes. Interactive requests are shared between API keys by weighted
+ * fair queuing in tokens served (fair-queue.ts): a key of weight 3 gets three times the tokens of a key of weight 1
+ * while both wait, and a key that sends now and then goes ahead of busy keys. Batch requests (the Batch API's,
+ * `service_tier: "flex"`) run only when no interactive request waits on the device, and never take the queue's
+ * last place, which stays for an interactive request. A request cancelled while waiting leaves the queue and never
+ * runs. See docs/fair-shares.md.
  */
+import type { Priority } from '../shared/protocol/frames.ts';
 import { AgentError } from './errors.ts';
+import { FairQueue, type FairWaiter } from './fair-queue.ts';
 
 export interface SchedulerOptions {
   /** Requests that may run at once per device name; devices not listed get `defaultConcurrency`. */
@@ -14,18 +19,25 @@ export interface SchedulerOptions {
   queueLimit: number;
 }
 
-interface Waiter {
+/** Who asks for a slot: the key (and its weight) the request is shared under, and its class. */
+export interface Ticket {
   keyId: string;
-  start: () => void;
+  /** The key's share relative to other keys' (default 1). */
+  weight?: number | undefined;
+  priority?: Priority | undefined;
 }
+
+/** Frees a slot; `tokens`: what the request was served, charged to its key's share (estimated when left out). */
+export type Release = (tokens?: number) => void;
 
 interface DeviceState {
   running: number;
-  /** Waiting requests per key, in arrival order. */
-  queues: Map<string, Waiter[]>;
-  /** Keys with waiting requests, in the order they will be served next. */
-  turn: string[];
+  interactive: FairQueue;
+  batch: FairQueue;
 }
+
+/** Places in the queue only interactive requests may take. */
+const INTERACTIVE_RESERVE = 1;
 
 export class OverloadedError extends AgentError {
   constructor(message: string) {
@@ -55,66 +67,69 @@ export class Scheduler {
 
   #device(name: string): DeviceState {
     let d = this.#devices.get(name);
-    if (!d) this.#devices.set(name, (d = { running: 0, queues: new Map(), turn: [] }));
+    if (!d) this.#devices.set(name, (d = { running: 0, interactive: new FairQueue(), batch: new FairQueue() }));
     return d;
   }
 
   /**
    * Waits for a slot on `device`; resolves with the function that frees it. Rejects with `OverloadedError` when the
-   * queue is full, and with a `cancelled` AgentError when `signal` aborts while waiting.
+   * queue is full (for a batch request: when only the interactive reserve is left), and with a `cancelled`
+   * AgentError when `signal` aborts while waiting.
    */
-  acquire(device: string, keyId: string, signal: AbortSignal): Promise<() => void> {
+  acquire(device: string, ticket: Ticket, signal: AbortSignal): Promise<Release> {
     const d = this.#device(device);
-    const release = this.#releaser(device);
+    const batch = ticket.priority === 'batch';
     if (signal.aborted) return Promise.reject(new AgentError('cancelled', 'cancelled before it started'));
-    if (d.running < this.limit(device) && d.turn.length === 0) {
+    const idle = d.interactive.waiting === 0 && (!batch || d.batch.waiting === 0);
+    if (d.running < this.limit(device) && idle) {
+      // Nobody waits: it starts at once, and is charged to its key's share like any other.
+      const queue = batch ? d.batch : d.interactive;
+      const self: FairWaiter = { keyId: ticket.keyId, weight: ticket.weight ?? 1, start: () => {} };
+      queue.push(self);
+      const { settle } = queue.next()!;
       d.running++;
       this.#onChange?.();
-      return Promise.resolve(release);
+      return Promise.resolve(this.#releaser(device, settle));
     }
-    if (this.#queued >= this.#options.queueLimit) {
+    const room = this.#options.queueLimit - (batch ? INTERACTIVE_RESERVE : 0);
+    if (this.#queued >= room) {
       return Promise.reject(
-        new OverloadedError(`the agent's queue is full (${this.#options.queueLimit} waiting); retry shortly`),
+        new OverloadedError(
+          batch
+            ? `the agent's queue has no room for batch requests (${this.#queued} waiting, the last places are kept for interactive ones); retry later`
+            : `the agent's queue is full (${this.#options.queueLimit} waiting); retry shortly`,
+        ),
       );
     }
+    const queue = batch ? d.batch : d.interactive;
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        keyId,
+      const waiter: FairWaiter & { settle?: (tokens: number | undefined) => void } = {
+        keyId: ticket.keyId,
+        weight: ticket.weight ?? 1,
         start: () => {
           signal.removeEventListener('abort', onAbort);
-          resolve(release);
+          resolve(this.#releaser(device, waiter.settle!));
         },
       };
       const onAbort = () => {
-        const queue = d.queues.get(keyId);
-        const at = queue?.indexOf(waiter) ?? -1;
-        if (at === -1) return;
-        queue!.splice(at, 1);
-        if (queue!.length === 0) {
-          d.queues.delete(keyId);
-          d.turn = d.turn.filter((k) => k !== keyId);
-        }
+        if (!queue.remove(waiter)) return;
         this.#queued--;
         this.#onChange?.();
         reject(new AgentError('cancelled', 'cancelled while waiting in the queue'));
       };
       signal.addEventListener('abort', onAbort, { once: true });
-      let queue = d.queues.get(keyId);
-      if (!queue) {
-        d.queues.set(keyId, (queue = []));
-        d.turn.push(keyId);
-      }
       queue.push(waiter);
       this.#queued++;
       this.#onChange?.();
     });
   }
 
-  #releaser(device: string): () => void {
+  #releaser(device: string, settle: (tokens: number | undefined) => void): Release {
     let released = false;
-    return () => {
+    return (tokens) => {
       if (released) return;
       released = true;
+      settle(tokens);
       const d = this.#device(device);
       d.running--;
       this.#next(d, device);
@@ -123,12 +138,12 @@ export class Scheduler {
   }
 
   #next(d: DeviceState, device: string): void {
-    while (d.running < this.limit(device) && d.turn.length > 0) {
-      const keyId = d.turn.shift()!;
-      const queue = d.queues.get(keyId)!;
-      const waiter = queue.shift()!;
-      if (queue.length > 0) d.turn.push(keyId);
-      else d.queues.delete(keyId);
+    while (d.running < this.limit(device)) {
+      // Batch work fills the device only when no interactive request waits for it.
+      const taken = d.interactive.next() ?? d.batch.next();
+      if (!taken) return;
+      const waiter = taken.waiter as FairWaiter & { settle?: (tokens: number | undefined) => void };
+      waiter.settle = taken.settle;
       this.#queued--;
       d.running++;
       waiter.start();
@@ -140,7 +155,7 @@ export class Scheduler {
     const devices = [...this.#devices].map(([name, d]) => ({
       name,
       running: d.running,
-      queued: [...d.queues.values()].reduce((n, q) => n + q.length, 0),
+      queued: d.interactive.waiting + d.batch.waiting,
     }));
     return { running: devices.reduce((n, d) => n + d.running, 0), queued: this.#queued, devices };
   }

@@ -134,6 +134,8 @@ test('keys: create shows the key once as the last line and stores only its hash;
     '1000000',
     '--tenant',
     'acme',
+    '--weight',
+    '3',
     '--url',
     url,
   ]);
@@ -155,6 +157,7 @@ test('keys: create shows the key once as the last line and stores only its hash;
   assert.equal(row.rpm, 60);
   assert.equal(row.tpm, 5000);
   assert.equal(row.monthly_token_budget, 1000000);
+  assert.equal(row.weight, 3);
   assert.equal(row.revoked_at, null);
   assert.ok(Math.abs(Number(row.created_at) - Date.now()) < 60_000, 'created_at is now, in milliseconds');
   const secret = key.slice(visiblePrefix(key).length);
@@ -164,26 +167,30 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const plain = await keysCli(['create', '--name', 'ci', '--manage'], { NPU_RELAY_LIBSQL_URL: url });
   assert.equal(plain.code, 0, plain.stderr);
   const [second] = (
-    await sql.execute({ sql: 'SELECT id, tenant, models, rpm FROM api_keys WHERE name = ?', args: ['ci'] })
+    await sql.execute({ sql: 'SELECT id, tenant, models, rpm, weight FROM api_keys WHERE name = ?', args: ['ci'] })
   ).rows;
   assert.equal(second!.tenant, second!.id, 'the tenant defaults to the key id');
+  assert.equal(second!.weight, 1, 'the weight defaults to 1');
   assert.equal(second!.models, null);
   assert.equal(second!.rpm, null);
 
   const listed = await keysCli(['list', '--url', url]);
   assert.equal(listed.code, 0, listed.stderr);
   const lines = listed.stdout.trimEnd().split('\n');
-  assert.match(lines[0]!, /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+manage\s+created\s+revoked$/);
+  assert.match(
+    lines[0]!,
+    /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+weight\s+manage\s+created\s+revoked$/,
+  );
   assert.equal(lines.length, 3);
   assert.match(
     listed.stdout,
     new RegExp(
-      `${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`,
+      `${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+3\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`,
     ),
   );
   assert.match(
     listed.stdout,
-    /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+yes\s+\d{4}-/,
+    /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+1\s+yes\s+\d{4}-/,
     'list shows the manage scope',
   );
   assert.ok(!listed.stdout.includes(key) && !listed.stdout.includes(secret), 'list never shows the secret');
@@ -275,6 +282,8 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments are ea
     [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', '1.5'], /must be a number in \(0, 1\]/],
     [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', 'high'], /must be a number in \(0, 1\]/],
     [['create', '--name', 'x', '--semantic-cache', '--semantic-model', ' '], /--semantic-model must not be empty/],
+    [['create', '--name', 'x', '--weight', '0'], /--weight must be a positive integer, got '0'/],
+    [['create', '--name', 'x', '--weight', '1001'], /--weight must be at most 1000, got 1001/],
     [['create', '--name', 'x', '--bogus'], /Unknown option '--bogus'/],
     [['create', '--name', 'x', 'extra'], /create takes no arguments, got 'extra'/],
     [['list', '--rpm', '5'], /--rpm goes only with create, not with list/],

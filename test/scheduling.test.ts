@@ -1,5 +1,6 @@
 /**
- * Scheduling: per-device concurrency, a bounded queue shared fairly between API keys, the edge refusing overflow
+ * Scheduling: per-device concurrency, a bounded queue shared fairly between API keys (weighted fair queuing in
+ * tokens: test/unit/fair-queue.test.ts, and at length test/slow/fair-shares.test.ts), the edge refusing overflow
  * with 429 + Retry-After, and cancelled queued requests never running.
  */
 import assert from 'node:assert/strict';
@@ -13,31 +14,35 @@ import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from '.
 import { waitFor } from './support/wait-for.ts';
 
 describe('Scheduler', () => {
-  test('round-robin between keys, FIFO within a key, one at a time per device', async () => {
+  test('fair between keys of equal weight, FIFO within a key, one at a time per device', async () => {
     const s = new Scheduler({ concurrency: { NPU: 1 }, defaultConcurrency: 4, queueLimit: 10 });
     const order: string[] = [];
     const never = new AbortController().signal;
-    const first = await s.acquire('NPU', 'a', never);
+    const first = await s.acquire('NPU', { keyId: 'a' }, never);
     const jobs = ['a1', 'a2', 'a3', 'b1', 'b2', 'c1'].map((name) =>
-      s.acquire('NPU', name[0]!, never).then((release) => {
+      s.acquire('NPU', { keyId: name[0]! }, never).then((release) => {
         order.push(name);
-        release();
+        release(10);
       }),
     );
     assert.deepEqual(s.status().devices, [{ name: 'NPU', running: 1, queued: 6 }]);
-    first();
+    first(10);
     await Promise.all(jobs);
-    assert.deepEqual(order, ['a1', 'b1', 'c1', 'a2', 'b2', 'a3']);
+    // A was served first, so B and C go before A's next; then turns, each request serving the same 10 tokens.
+    assert.deepEqual(order, ['b1', 'c1', 'a1', 'b2', 'a2', 'a3']);
   });
 
   test('a full queue refuses at once; a cancelled waiter leaves the queue and never runs', async () => {
     const s = new Scheduler({ concurrency: {}, defaultConcurrency: 1, queueLimit: 1 });
     const never = new AbortController().signal;
-    const running = await s.acquire('CPU', 'k', never);
+    const running = await s.acquire('CPU', { keyId: 'k' }, never);
     const cancel = new AbortController();
     let ran = false;
-    const waiting = s.acquire('CPU', 'k', cancel.signal).then(() => (ran = true));
-    await assert.rejects(s.acquire('CPU', 'k', never), (e: Error & { code?: string }) => e.code === 'overloaded');
+    const waiting = s.acquire('CPU', { keyId: 'k' }, cancel.signal).then(() => (ran = true));
+    await assert.rejects(
+      s.acquire('CPU', { keyId: 'k' }, never),
+      (e: Error & { code?: string }) => e.code === 'overloaded',
+    );
     cancel.abort();
     await assert.rejects(waiting, (e: Error & { code?: string }) => e.code === 'cancelled');
     assert.equal(s.status().queued, 0);
@@ -117,8 +122,8 @@ describe('scheduling through the edge', () => {
     const order = paced.runs.slice(runs).map((r) => r.firstMessage);
     assert.deepEqual(
       order,
-      ['a1', 'a2', 'b1', 'a4'],
-      'round-robin between A and B after the running request; a3 never ran',
+      ['a1', 'b1', 'a2', 'a4'],
+      "B, not yet served, goes before A's second request; a3 never ran",
     );
   });
 });

@@ -11,6 +11,7 @@ import { anthropicRoutes, fromAnthropicClient } from './dialects/anthropic/route
 import { ApiError, errorResponse, toApiError, type Flavor } from './http/errors.ts';
 import { responsesRoutes } from './dialects/openai-responses/routes.ts';
 import { batchRoutes } from './dialects/openai-batch/routes.ts';
+import { dashboardKeyRoutes } from './dashboard/keys.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { adminRoutes } from './dialects/management/routes.ts';
 import { hub } from './edge/context.ts';
@@ -133,6 +134,7 @@ rerankRoutes(router);
 batchRoutes(router);
 ollamaRoutes(router);
 dashboardRoutes(router);
+dashboardKeyRoutes(router);
 adminRoutes(router);
 router.all('*', (request: EdgeRequest) => {
   throw new ApiError('not_found', `no route for ${request.method} ${new URL(request.url).pathname}`);

@@ -3,6 +3,7 @@
  * (a typo never half-creates a key). A function of argv and the environment, so tests read it without a process.
  */
 import path from 'node:path';
+import { MAX_KEY_WEIGHT } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { DATABASE_HELP, DATABASE_OPTIONS, databaseTarget, type DatabaseTarget, type NewKey } from '../db/keys.ts';
 import { PROJECT_ROOT } from '../local/edge.ts';
@@ -11,7 +12,7 @@ import { parseCommandLine } from './command.ts';
 export const KEYS_HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
-  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--manage]
+  create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--weight N] [--manage]
          [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL]]
                       creates a key and prints it, once, as the last line: only its hash is stored
   list                lists the keys (never their secrets)
@@ -25,6 +26,8 @@ Options of create:
   --tpm N             tokens per minute                                   (default: no limit)
   --budget N          tokens per calendar month (UTC)                     (default: no limit)
   --tenant T          keys of one tenant may share cached answers         (default: the key's own id)
+  --weight N          its share of a busy device against other keys', 1 to 1000: a key of weight 3
+                      is served three times the tokens of a key of weight 1 (docs/fair-shares.md) (default: 1)
   --manage            the manage scope: may pull, delete and copy models (Ollama /api/pull, /api/delete,
                       /api/copy) and unload (keep_alive 0) or pin (-1) them for every key (default: no);
                       --manage-models is the same
@@ -58,6 +61,7 @@ const CREATE_OPTIONS = [
   'tpm',
   'budget',
   'tenant',
+  'weight',
   'manage',
   'manage-models',
   'semantic-cache',
@@ -108,6 +112,7 @@ export function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCom
       tpm: { type: 'string' },
       budget: { type: 'string' },
       tenant: { type: 'string' },
+      weight: { type: 'string' },
       manage: { type: 'boolean' },
       'manage-models': { type: 'boolean' },
       'semantic-cache': { type: 'boolean' },
@@ -157,6 +162,9 @@ export function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCom
         );
     }
     if (values.tenant !== undefined && !values.tenant.trim()) throw new ConfigError('--tenant must not be empty');
+    const weight = positiveInt('weight', values.weight);
+    if (weight !== undefined && weight > MAX_KEY_WEIGHT)
+      throw new ConfigError(`--weight must be at most ${MAX_KEY_WEIGHT}, got ${weight}`);
     input = {
       name,
       models,
@@ -164,6 +172,7 @@ export function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCom
       tpm: positiveInt('tpm', values.tpm),
       monthlyTokenBudget: positiveInt('budget', values.budget),
       tenant: values.tenant?.trim(),
+      weight,
       manageModels: values.manage === true || values['manage-models'] === true,
       ...semanticFlags(values),
     };

@@ -19,7 +19,20 @@ const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOStrin
 const limit = (n: number | null) => (n === null ? '-' : String(n));
 
 function table(keys: KeyInfo[]): string {
-  const header = ['id', 'name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'budget', 'manage', 'created', 'revoked'];
+  const header = [
+    'id',
+    'name',
+    'prefix',
+    'tenant',
+    'models',
+    'rpm',
+    'tpm',
+    'budget',
+    'weight',
+    'manage',
+    'created',
+    'revoked',
+  ];
   const rows = keys.map((k) => [
     k.id,
     k.name,
@@ -29,6 +42,7 @@ function table(keys: KeyInfo[]): string {
     limit(k.rpm),
     limit(k.tpm),
     limit(k.monthlyTokenBudget),
+    String(k.weight),
     k.manageModels ? 'yes' : '-',
     time(k.createdAt),
     time(k.revokedAt),
@@ -77,7 +91,7 @@ try {
       const { key, info } = await createKey(db, cmd.input);
       console.log(
         `Created API key ${info.id} '${info.name}' (tenant ${info.tenant}; models: ${info.models ? info.models.join(', ') : 'all'}; ` +
-          `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}).`,
+          `rpm: ${limit(info.rpm)}; tpm: ${limit(info.tpm)}; monthly token budget: ${limit(info.monthlyTokenBudget)}; weight: ${info.weight}).`,
       );
       console.log('This is the only time the key is shown: only its hash is stored. Keep it now:');
       console.log(key);

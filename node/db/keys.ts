@@ -2,6 +2,7 @@
  * Client API keys in the edge's libSQL database, for the `keys` CLI and `npm start`. A key's secret is returned
  * once, by `createKey`; the database keeps only its SHA-256 (`hashApiKey`) and a short visible prefix.
  */
+import { MAX_KEY_WEIGHT } from '../../shared/protocol/frames.ts';
 import { createClient } from '@libsql/client';
 import { and, asc, count, DrizzleQueryError, eq, isNull } from 'drizzle-orm';
 import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
@@ -41,6 +42,8 @@ export interface KeyInfo {
   semanticCache: boolean;
   semanticThreshold: number | null;
   semanticModel: string | null;
+  /** Its share of a busy device relative to other keys' (docs/fair-shares.md). */
+  weight: number;
   /** Milliseconds since the epoch. */
   createdAt: number;
   revokedAt: number | null;
@@ -60,6 +63,8 @@ export interface NewKey {
   semanticCache?: boolean | undefined;
   semanticThreshold?: number | undefined;
   semanticModel?: string | undefined;
+  /** Its share of a busy device relative to other keys' (1–MAX_KEY_WEIGHT; default 1). */
+  weight?: number | undefined;
   /** Store this secret instead of generating one (how `npm start` registers `NPU_RELAY_API_KEY`). */
   key?: string | undefined;
 }
@@ -88,6 +93,7 @@ const info = {
   semanticCache: apiKeys.semanticCache,
   semanticThreshold: apiKeys.semanticThreshold,
   semanticModel: apiKeys.semanticModel,
+  weight: apiKeys.weight,
   createdAt: apiKeys.createdAt,
   revokedAt: apiKeys.revokedAt,
 };
@@ -135,7 +141,15 @@ function checkInput(input: NewKey) {
     monthlyTokenBudget: checkLimit('the monthly token budget', input.monthlyTokenBudget),
     manageModels: input.manageModels ?? false,
     ...semanticOf(input),
+    weight: checkWeight(input.weight),
   };
+}
+
+function checkWeight(value: number | undefined): number {
+  if (value === undefined) return 1;
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_KEY_WEIGHT)
+    throw new KeyError('invalid_key', `the weight must be a whole number from 1 to ${MAX_KEY_WEIGHT}, got ${value}`);
+  return value;
 }
 
 /** Creates a key and returns its secret (shown to the user once, never stored) with what was stored. */

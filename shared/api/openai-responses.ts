@@ -4,6 +4,7 @@
  * the same helpers chat completions use. Unknown fields are ignored; what this server cannot honour (built-in
  * tools, background runs, conversations, images and files) is refused by name.
  */
+import { ServiceTier } from './service-tier.ts';
 import * as z from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P } from './defaults.ts';
 import {
@@ -235,6 +236,8 @@ export const ResponsesRequest = z
         .max(4096),
     ),
     instructions: z.string().nullable().optional(),
+    /** `flex` runs the request in the batch class (service-tier.ts). */
+    service_tier: ServiceTier,
     tools: z.array(Tool).max(128).nullable().optional(),
     tool_choice: ToolChoiceIn.nullable().optional(),
     parallel_tool_calls: z.boolean().nullable().optional(),

@@ -3,6 +3,7 @@
  * Unknown fields are ignored (clients send many harmless extras); fields whose meaning this server cannot honour
  * are refused by name instead of silently changing the answer.
  */
+import { ServiceTier } from './service-tier.ts';
 import * as z from 'zod';
 import { DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, MAX_STOP_SEQUENCES } from './defaults.ts';
 import {
@@ -106,6 +107,8 @@ const onlyOff = <T extends z.ZodType>(schema: T, off: (v: z.infer<T>) => boolean
 
 /** Fields chat and legacy completions share. */
 const SAMPLING_FIELDS = {
+  /** `flex` runs the request in the batch class (service-tier.ts). */
+  service_tier: ServiceTier,
   max_tokens: z.number().int().positive().max(1_000_000).nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: Probability.gt(0).nullable().optional(),

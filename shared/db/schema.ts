@@ -38,6 +38,8 @@ export const apiKeys = sqliteTable(
     semanticCache: integer('semantic_cache', { mode: 'boolean' }).notNull().default(false),
     semanticThreshold: real('semantic_threshold'),
     semanticModel: text('semantic_model'),
+    /** The key's share of a busy device relative to other keys' (1–1000; docs/fair-shares.md). */
+    weight: integer('weight').notNull().default(1),
     createdAt: integer('created_at').notNull(),
     revokedAt: integer('revoked_at'),
   },
@@ -59,6 +61,8 @@ export const usage = sqliteTable(
     completionTokens: integer('completion_tokens').notNull().default(0),
     ttftMs: integer('ttft_ms'),
     durationMs: integer('duration_ms').notNull(),
+    /** Of `durationMs`, the time spent waiting in the agent's queue for a device; null when it never got there. */
+    queueMs: integer('queue_ms'),
     tokensPerSecond: integer('tokens_per_second'),
     /** HIT, MISS or BYPASS; null when the request never got that far. */
     cache: text('cache'),

@@ -423,6 +423,8 @@ export const EndFrame = z.object({
   durationMs: z.number().nonnegative(),
   /** Milliseconds of `durationMs` spent waiting for the model to load (about 0 when it was loaded already). */
   loadDurationMs: z.number().nonnegative().optional(),
+  /** Milliseconds of `durationMs` spent waiting in the agent's queue for a device slot. */
+  queueMs: z.number().nonnegative().optional(),
   /**
    * The token ids of the prompt and the answer, when the task asked for them (`returnContext`; Ollama's `context`),
    * to be sent back as the next task's `context`.
@@ -447,6 +449,8 @@ export const EmbeddingsFrame = z.object({
   durationMs: z.number().nonnegative(),
   /** Milliseconds of `durationMs` spent waiting for the model to load. */
   loadDurationMs: z.number().nonnegative().optional(),
+  /** Milliseconds of `durationMs` spent waiting in the agent's queue for a device slot. */
+  queueMs: z.number().nonnegative().optional(),
 });
 
 // --- both directions ----------------------------------------------------------------------------------------
@@ -477,6 +481,18 @@ export const WelcomeFrame = z.object({
   features: z.array(z.string().max(64)).max(64).optional(),
 });
 
+/**
+ * A request's class in the agent's queue: `interactive` (the default) is shared between keys by weight; `batch` (the
+ * Batch API's lines, `service_tier: "flex"`) runs only when no interactive request waits. See docs/fair-shares.md.
+ */
+export const PRIORITIES = ['interactive', 'batch'] as const;
+export const Priority = z.enum(PRIORITIES);
+export type Priority = z.infer<typeof Priority>;
+
+/** An API key's share of a device relative to other keys' (`npm run keys -- create --weight`). */
+export const MAX_KEY_WEIGHT = 1000;
+export const KeyWeight = z.number().int().min(1).max(MAX_KEY_WEIGHT);
+
 export const RequestFrame = z.object({
   type: z.literal('request'),
   id: Id,
@@ -488,6 +504,8 @@ export const RequestFrame = z.object({
    * Unlike `id` (one exchange on this connection, unique), two requests may share it. Absent from an older edge.
    */
   requestId: z.string().regex(REQUEST_ID).optional(),
+  /** The key's weight in that sharing; absent: 1. */
+  weight: KeyWeight.optional(),
   /** How long the model should stay loaded after this request (Ollama's `keep_alive`); -1 for ever. */
   keepAliveMs: z.number().int().min(-1).optional(),
   /**
@@ -496,10 +514,11 @@ export const RequestFrame = z.object({
    */
   keepAliveExtends: z.literal(true).optional(),
   /**
-   * The request's class: `batch` for the Batch API's lines (worker/batch/), which the agent's queue serves only when
-   * no interactive request waits. Absent: interactive. An older agent ignores the field (frames are not strict).
+   * The request's class: `batch` for the Batch API's lines (worker/batch/) and `service_tier: "flex"`, which the
+   * agent's queue serves only when no interactive request waits. Absent: interactive. An older agent ignores the
+   * field (frames are not strict).
    */
-  priority: z.enum(['interactive', 'batch']).optional(),
+  priority: Priority.optional(),
 });
 
 /**

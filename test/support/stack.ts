@@ -40,6 +40,7 @@ export interface TestEdge {
     budget?: number;
     tenant?: string;
     manageModels?: boolean;
+    weight?: number;
   }): Promise<{ id: string; key: string }>;
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */

@@ -9,6 +9,7 @@ import uplotCss from 'uplot/dist/uPlot.min.css';
 import dashboardCss from './client/dashboard.css';
 import dashboardJs from './client/dashboard.browser.js';
 import dashboardChartsJs from './client/dashboard-charts.browser.js';
+import keysJs from './client/keys.browser.js';
 
 interface Asset {
   body: string;
@@ -20,10 +21,11 @@ const ASSETS: Record<string, Asset> = {
   'uplot.css': { body: uplotCss, type: 'text/css; charset=utf-8' },
   'dashboard-charts.js': { body: dashboardChartsJs, type: 'text/javascript; charset=utf-8' },
   'dashboard.js': { body: dashboardJs, type: 'text/javascript; charset=utf-8' },
+  'keys.js': { body: keysJs, type: 'text/javascript; charset=utf-8' },
   'dashboard.css': { body: dashboardCss, type: 'text/css; charset=utf-8' },
 };
 
-export type AssetName = 'uplot.js' | 'uplot.css' | 'dashboard-charts.js' | 'dashboard.js' | 'dashboard.css';
+export type AssetName = 'uplot.js' | 'uplot.css' | 'dashboard-charts.js' | 'dashboard.js' | 'keys.js' | 'dashboard.css';
 
 /** FNV-1a: a cache-busting fingerprint, not a security measure. */
 function fingerprint(text: string): string {

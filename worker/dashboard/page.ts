@@ -38,6 +38,7 @@ function head(title: string, extra = ''): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <meta name="robots" content="noindex">
+<link rel="icon" href="data:,">
 <title>${escapeHtml(title)}</title>
 <link rel="stylesheet" href="${assetUrl('dashboard.css')}">
 ${extra}</head>`;
@@ -68,6 +69,26 @@ const chart = (id: string, title: string) =>
 const table = (id: string, title: string, columns: string[], note = '') =>
   `<section class="panel"><h2>${title}</h2>${note}<div class="scroll"><table id="${id}"><thead><tr>${columns.map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead><tbody></tbody></table></div></section>`;
 
+/** API keys: the table and the form that creates one (client/keys.browser.js). */
+const keysPanel = () => `<section class="panel keys" aria-labelledby="keys-title">
+    <h2 id="keys-title">API keys</h2>
+    <p class="note">Budget left is this month's (UTC); the share of served tokens and the queue wait (p50 / p95, ms) are over the range above, for requests an agent served. A key's weight is its share of a busy device against other keys' (docs/fair-shares.md).</p>
+    <form id="new-key" class="new-key">
+      <label>Name <input name="name" required maxlength="200"></label>
+      <label>Tenant <input name="tenant" maxlength="200" placeholder="its own id"></label>
+      <label>Models <input name="models" placeholder="all (comma-separated)"></label>
+      <label>Requests/min <input name="rpm" type="number" min="1" step="1" placeholder="no limit"></label>
+      <label>Tokens/min <input name="tpm" type="number" min="1" step="1" placeholder="no limit"></label>
+      <label>Monthly budget <input name="budget" type="number" min="1" step="1" placeholder="no limit"></label>
+      <label>Weight <input name="weight" type="number" min="1" max="1000" step="1" value="1"></label>
+      <label><input name="manageModels" type="checkbox"> may manage models</label>
+      <button type="submit">Create key</button>
+    </form>
+    <p id="new-key-secret" class="secret" hidden>New key, shown this once: <code id="new-key-value"></code></p>
+    <p id="keys-status" role="status" aria-live="polite"></p>
+    <div class="scroll"><table id="keys-table"><thead><tr>${['name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'weight', 'manage', 'budget left', 'share of served tokens', 'queue wait p50 / p95', ''].map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead><tbody></tbody></table></div>
+  </section>`;
+
 /**
  * The dashboard shell. Its scripts (client/dashboard.browser.js, and the charts in client/dashboard-charts.browser.js)
  * load the data and draw the charts.
@@ -79,6 +100,7 @@ export function dashboardPage(): string {
 <script defer src="${assetUrl('uplot.js')}"></script>
 <script defer src="${assetUrl('dashboard-charts.js')}"></script>
 <script defer src="${assetUrl('dashboard.js')}"></script>
+<script defer src="${assetUrl('keys.js')}"></script>
 `,
   )}
 <body>
@@ -128,6 +150,7 @@ export function dashboardPage(): string {
   ${table('devices', 'Tokens per second by device', ['agent', 'device', 'requests', 'completion tokens', 'mean tok/s', 'overall tok/s'])}
   ${table('errors', 'Errors by code', ['code', 'status', 'outcome', 'requests', 'last'])}
   ${table('agents', 'Connected agents', ['agent', 'engine', 'devices', 'models', 'connected since', 'in flight', 'queued', 'last heartbeat'], '<p class="note">Queue depth and the last heartbeat come from the status frames agents send; an agent that has not sent one yet shows none.</p>')}
+  ${keysPanel()}
   <section class="panel">
     <h2>Export</h2>
     <p>The usage rows of the range (and of the key, when one is chosen), one per request: <a id="export-csv" download href="/admin/usage/export?format=csv">CSV</a> · <a id="export-json" download href="/admin/usage/export?format=json">JSON</a></p>

@@ -4,8 +4,9 @@
  * token only.
  *
  * Access: the data endpoints take the admin token as a bearer token (scripts) or a dashboard session cookie (the
- * page); the session is granted only for the admin token, by the login form. A session reaches nothing but these
- * read-only endpoints: key management under /admin/ still needs the bearer token.
+ * page); the session is granted only for the admin token, by the login form. A session reaches these read-only
+ * endpoints and the dashboard's key management (keys.ts, same-origin only); the rest of /admin/ needs the bearer
+ * token.
  */
 import type { EdgeRequest, EdgeRouter } from '../edge/request.ts';
 import { edgeConfig } from '../config.ts';

@@ -1,5 +1,6 @@
 /** What every route module needs: the hub stub, key checks and dispatching to the hub. */
 import { type EdgeRequest, keyOf } from './request.ts';
+import { priorityOf } from '../../shared/api/service-tier.ts';
 import type { z } from 'zod';
 import { hashApiKey } from '../../shared/keys.ts';
 import type { HubEnv as Env } from '../tunnel/hub-api.ts';
@@ -127,13 +128,12 @@ export function inferenceRoute<S extends z.ZodType>(schema: S, describe: (body: 
     // The key first: a caller without a valid key learns nothing about the body, and costs no parsing of it.
     const keyHash = await keyHashOf(request);
     request.key = await verifiedKey(keyHash, env, true);
-    return dispatch(
-      request,
-      env,
-      ctx,
-      keyHash,
-      describe(await readJson(request, schema, edgeConfig(env).maxBodyBytes)),
-    );
+    const body = await readJson(request, schema, edgeConfig(env).maxBodyBytes);
+    const priority = priorityOf(body);
+    return dispatch(request, env, ctx, keyHash, {
+      ...describe(body),
+      ...(priority === 'batch' ? { priority } : {}),
+    });
   };
 }
 

@@ -10,7 +10,15 @@
 import type { CorsOrigins } from '../config.ts';
 
 const API_PATH = /^\/(v1|api)\//;
-const EXPOSED = 'x-request-id, x-npu-relay-cache, retry-after';
+const EXPOSED = [
+  'x-request-id, x-npu-relay-cache, retry-after',
+  // A browser client reads its limits too (rate-limit-headers.ts).
+  'x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests',
+  'x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens',
+  'anthropic-ratelimit-requests-limit, anthropic-ratelimit-requests-remaining, anthropic-ratelimit-requests-reset',
+  'anthropic-ratelimit-tokens-limit, anthropic-ratelimit-tokens-remaining, anthropic-ratelimit-tokens-reset',
+  'x-npu-relay-budget-limit-tokens, x-npu-relay-budget-remaining-tokens, x-npu-relay-budget-reset',
+].join(', ');
 const MAX_AGE_S = '86400';
 
 /** The origin to allow for this request, or undefined when CORS does not apply to it. */

@@ -2,10 +2,11 @@
  * Which agent gets a request. Among the agents serving the model that can do what the request asks (features), are
  * not draining, and whose model takes a prompt this long: those with room left for this model (what the model's
  * device runs at once plus its queue, as the agent advertises per model — an NPU runs one request at a time — and
- * the agent's own limit over all its models), the one where the request would wait least. Throws the error a
+ * the agent's own limit over all its models), the one where the request would wait least; a batch-class request
+ * (docs/fair-shares.md) leaves the last place for interactive ones and prefers an idle agent. Throws the error a
  * client should see when there is none.
  */
-import type { Capacity, ModelInfo, Task } from '../../shared/protocol/frames.ts';
+import type { Capacity, ModelInfo, Priority, Task } from '../../shared/protocol/frames.ts';
 import { ApiError, type Flavor } from '../http/errors.ts';
 import { holderWithinMargin } from './affinity.ts';
 import type { ConnectedAgent } from './agent-registry.ts';
@@ -25,7 +26,12 @@ export interface Pick {
 export interface InFlightCounts {
   inFlight(connId: string): number;
   inFlightFor(connId: string, model: string): number;
+  /** Of `inFlightFor`, the batch-class requests. */
+  batchFor(connId: string, model: string): number;
 }
+
+/** Places of an agent's queue a batch request may not take: they stay for interactive requests (as on the agent). */
+const INTERACTIVE_RESERVE = 1;
 
 export function unknownModel(model: string): ApiError {
   return new ApiError('unknown_model', `model '${model}' does not exist; GET /v1/models lists the models you can use`, {
@@ -46,6 +52,7 @@ export function pickAgent(
   counts: InFlightCounts,
   tooLong: (model: ModelInfo) => ApiError | undefined,
   holder?: string,
+  priority: Priority = 'interactive',
 ): Pick {
   if (agents.length === 0) {
     throw new ApiError(
@@ -86,6 +93,8 @@ export function pickAgent(
 
   const agentCapacity = (a: ConnectedAgent): Capacity | undefined => a.status?.capacity ?? a.hello.capacity;
   const modelCapacity = (a: (typeof fitting)[number]): Capacity | undefined => a.model.capacity ?? agentCapacity(a);
+  // A batch request never takes the last place an interactive one could use.
+  const reserve = priority === 'batch' ? INTERACTIVE_RESERVE : 0;
   const hasRoom = (a: (typeof fitting)[number]) => {
     const agent = agentCapacity(a);
     const model = modelCapacity(a);
@@ -93,7 +102,7 @@ export function pickAgent(
     const modelRoom = model
       ? model.concurrency + model.queueLimit - counts.inFlightFor(a.connId, task.model)
       : Infinity;
-    return agentRoom > 0 && modelRoom > 0;
+    return agentRoom > reserve && modelRoom > reserve;
   };
   const candidates = fitting.filter(hasRoom);
   if (candidates.length === 0) {
@@ -104,9 +113,16 @@ export function pickAgent(
     );
   }
   // Expected wait in rounds of the model's device: requests ahead of this one over what it runs at once. Ties go
-  // to the agent with less in flight over all its models.
-  const wait = (a: (typeof candidates)[number]) =>
-    counts.inFlightFor(a.connId, task.model) / (modelCapacity(a)?.concurrency ?? 1);
+  // to the agent with less in flight over all its models. An interactive request waits only for the batch requests
+  // already running (at most what the device runs at once), not for those queued behind it; a batch request goes to
+  // an idle agent when there is one, else where the least is ahead of it (it then waits there behind interactive work).
+  const wait = (a: (typeof candidates)[number]) => {
+    const concurrency = modelCapacity(a)?.concurrency ?? 1;
+    const all = counts.inFlightFor(a.connId, task.model);
+    if (priority === 'batch') return counts.inFlight(a.connId) === 0 ? -1 : all / concurrency;
+    const batch = counts.batchFor(a.connId, task.model);
+    return (all - batch + Math.min(batch, concurrency)) / concurrency;
+  };
   let best = candidates[0]!;
   for (const a of candidates.slice(1)) {
     const [wa, wb] = [wait(a), wait(best)];

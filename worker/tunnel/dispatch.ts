@@ -4,7 +4,7 @@
  * be deployed apart (a rolling deploy), and a malformed dispatch must be a clear error, not a crash mid-request.
  */
 import * as z from 'zod';
-import { REQUEST_ID, Task } from '../../shared/protocol/frames.ts';
+import { Priority, REQUEST_ID, Task } from '../../shared/protocol/frames.ts';
 import { FORMATS, type FormatName } from '../dialects/formats.ts';
 import { ApiError } from '../http/errors.ts';
 
@@ -48,8 +48,11 @@ export const Dispatch = z.object({
       store: z.object({ inputItems: z.array(z.record(z.string(), z.unknown())) }).optional(),
     })
     .optional(),
-  /** `batch` for a Batch API line: sent on to the agent (RequestFrame.priority) and marked on its usage row. */
-  priority: z.enum(['interactive', 'batch']).optional(),
+  /**
+   * The request's queue class: `batch` for a Batch API line (marked on its usage row) and `service_tier: "flex"`;
+   * sent on to the agent (RequestFrame.priority). Absent: interactive.
+   */
+  priority: Priority.optional(),
   /**
    * A Batch API line's own request id (`batch_req_…`, the same on every attempt), so a line retried after an edge or
    * agent restart keeps one usage row (usage-batch.ts) instead of one per attempt. Others get a fresh UUID.

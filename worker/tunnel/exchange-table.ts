@@ -36,18 +36,25 @@ export class ExchangeTable {
   readonly #perModel = new Map<string, number>();
   /** Each exchange's model, by id. */
   readonly #modelOf = new Map<string, string>();
+  /** Batch-class exchanges (docs/fair-shares.md), and how many per connection and model. */
+  readonly #batch = new Set<string>();
+  readonly #perModelBatch = new Map<string, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: ExchangeTableOptions) {
     this.#options = options;
   }
 
-  add(exchange: Exchange, model: string): void {
+  add(exchange: Exchange, model: string, batch = false): void {
     this.#byId.set(exchange.id, exchange);
     this.#perConnection.set(exchange.connId, (this.#perConnection.get(exchange.connId) ?? 0) + 1);
     const slot = `${exchange.connId} ${model}`;
     this.#modelOf.set(exchange.id, model);
     this.#perModel.set(slot, (this.#perModel.get(slot) ?? 0) + 1);
+    if (batch) {
+      this.#batch.add(exchange.id);
+      this.#perModelBatch.set(slot, (this.#perModelBatch.get(slot) ?? 0) + 1);
+    }
     this.#start();
   }
 
@@ -68,6 +75,11 @@ export class ExchangeTable {
     const m = (this.#perModel.get(slot) ?? 1) - 1;
     if (m > 0) this.#perModel.set(slot, m);
     else this.#perModel.delete(slot);
+    if (this.#batch.delete(id)) {
+      const b = (this.#perModelBatch.get(slot) ?? 1) - 1;
+      if (b > 0) this.#perModelBatch.set(slot, b);
+      else this.#perModelBatch.delete(slot);
+    }
     return ex;
   }
 
@@ -76,10 +88,11 @@ export class ExchangeTable {
     const ex = this.#byId.get(id);
     if (!ex) return;
     const model = this.#modelOf.get(id)!;
+    const batch = this.#batch.has(id);
     this.take(id);
     ex.connId = connId;
     ex.agentId = agentId;
-    this.add(ex, model);
+    this.add(ex, model, batch);
   }
 
   /** Requests the edge has sent on a connection and not seen end. */
@@ -90,6 +103,11 @@ export class ExchangeTable {
   /** Requests for `model` the edge has sent on a connection and not seen end. */
   inFlightFor(connId: string, model: string): number {
     return this.#perModel.get(`${connId} ${model}`) ?? 0;
+  }
+
+  /** Of those, the batch-class ones: they wait behind every interactive request at the agent. */
+  batchFor(connId: string, model: string): number {
+    return this.#perModelBatch.get(`${connId} ${model}`) ?? 0;
   }
 
   get size(): number {

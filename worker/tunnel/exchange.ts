@@ -31,6 +31,8 @@ export interface Settlement {
   device: string | null;
   ttftMs: number | null;
   durationMs: number;
+  /** Milliseconds the request waited in the agent's queue, as the agent reported it. */
+  queueMs?: number;
   /** The answer as it was chunked (text, reasoning, tool-call pieces), for the cache. */
   chunks: AnswerChunk[];
   /** The vectors of an embeddings request, for the cache. */
@@ -155,6 +157,7 @@ export class Exchange {
       usage: frame.usage,
       device: frame.device,
       embeddings: frame.data,
+      ...(frame.queueMs !== undefined ? { queueMs: frame.queueMs } : {}),
     });
   }
 
@@ -204,6 +207,7 @@ export class Exchange {
       finishReason: frame.finishReason,
       usage: frame.usage,
       device: frame.device,
+      ...(frame.queueMs !== undefined ? { queueMs: frame.queueMs } : {}),
     });
   }
 

@@ -101,6 +101,7 @@ export class KeyGate {
           ...(row.semanticCache
             ? { semantic: { threshold: row.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD, model: row.semanticModel } }
             : {}),
+          weight: row.weight,
           revokedAt: row.revokedAt,
         };
         const now = Date.now();

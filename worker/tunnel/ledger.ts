@@ -1,4 +1,8 @@
+import { WINDOW_MS } from './rate-window.ts';
 import type { RefusalCount, UsageRow } from './usage-row.ts';
+import type { LimitsView } from '../http/rate-limit-headers.ts';
+
+export type { LimitState, LimitsView } from '../http/rate-limit-headers.ts';
 
 /**
  * The hub's own durable bookkeeping, in the Durable Object's SQLite storage (synchronous, and exact because the
@@ -17,6 +21,8 @@ export interface KeyRecord {
   manageModels?: boolean;
   /** The semantic cache tier, when the key opted in (docs/semantic-cache.md); model null: the edge's default. */
   semantic?: { threshold: number; model: string | null };
+  /** The key's share of a busy device (docs/fair-shares.md); absent in records verified before it existed: 1. */
+  weight?: number;
   revokedAt: number | null;
 }
 
@@ -39,15 +45,14 @@ export interface Reservation {
 }
 
 export type Admission =
-  | { completion: number; reservation: Reservation | undefined }
-  | { refused: { limit: 'rpm' | 'tpm' | 'budget'; retryAfterMs: number; left: number } };
+  | { completion: number; reservation: Reservation | undefined; limits?: LimitsView }
+  | { refused: { limit: 'rpm' | 'tpm' | 'budget'; retryAfterMs: number; left: number }; limits?: LimitsView };
 
 function untilNextMonth(now: number): number {
   const d = new Date(now);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) - now;
 }
 
-const WINDOW_MS = 60_000;
 /** How long a minute's refusal counter is kept after it was written, for counts that arrive late. */
 const REFUSALS_KEPT_MS = 10 * 60_000;
 
@@ -171,6 +176,50 @@ export class Ledger {
     // A key without limits needs no bookkeeping (and costs no storage writes per request).
     if (key.rpm === null && key.tpm === null && key.monthlyTokenBudget === null)
       return { completion: need.completion, reservation: undefined };
+    const admission = this.#admit(key, now, need);
+    return { ...admission, limits: this.#view(key, now) };
+  }
+
+  /** The key's limits as they stand, for the rate-limit headers (the window's rows were pruned by the admission). */
+  #view(key: KeyRecord, now: number): LimitsView {
+    const view: LimitsView = {};
+    if (key.rpm !== null) {
+      const { c, newest } = this.#sql
+        .exec<{ c: number; newest: number | null }>(
+          `SELECT count(*) AS c, max(at) AS newest FROM requests WHERE key_id = ?`,
+          key.id,
+        )
+        .one();
+      view.requests = {
+        limit: key.rpm,
+        remaining: Math.max(0, key.rpm - c),
+        resetAt: newest === null ? now : newest + WINDOW_MS,
+      };
+    }
+    if (key.tpm !== null) {
+      const { n, newest } = this.#sql
+        .exec<{ n: number | null; newest: number | null }>(
+          `SELECT sum(n) AS n, max(CASE WHEN n > 0 THEN at END) AS newest FROM tokens WHERE key_id = ?`,
+          key.id,
+        )
+        .one();
+      view.tokens = {
+        limit: key.tpm,
+        remaining: Math.max(0, key.tpm - (n ?? 0)),
+        resetAt: newest === null ? now : newest + WINDOW_MS,
+      };
+    }
+    if (key.monthlyTokenBudget !== null) {
+      view.budget = {
+        limit: key.monthlyTokenBudget,
+        remaining: Math.max(0, key.monthlyTokenBudget - this.monthlyUsed(key.id, now)),
+        resetAt: now + untilNextMonth(now),
+      };
+    }
+    return view;
+  }
+
+  #admit(key: KeyRecord, now: number, need: TokenNeed): Admission {
     const since = now - WINDOW_MS;
     this.#sql.exec(`DELETE FROM requests WHERE at <= ?`, since);
     this.#sql.exec(`DELETE FROM tokens WHERE at <= ?`, since);

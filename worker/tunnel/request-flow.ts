@@ -10,58 +10,21 @@ import { FORMATS } from '../dialects/formats.ts';
 import { replay } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
-import type { ConversationAffinity } from './affinity.ts';
+import { withRateLimitHeaders } from '../http/rate-limit-headers.ts';
 import { checkFits, checkScope, promptEstimate, promptTooLong, refusal, tokenNeed } from './admission.ts';
 import { pickAgent, unknownModel } from './agent-picker.ts';
-import { type AgentRegistry, sendFrame } from './agent-registry.ts';
-import { answerOf, hitSettlement, isReplayable, unsettled, type AnswerCache, type Flight } from './answer-cache.ts';
+import { sendFrame } from './agent-registry.ts';
+import { answerOf, hitSettlement, isReplayable, unsettled } from './answer-cache.ts';
 import type { Dispatch } from './dispatch.ts';
 import { answered, Exchange } from './exchange.ts';
-import type { ExchangeTable } from './exchange-table.ts';
-import type { InFlightLog } from './in-flight-log.ts';
-import type { KeyGate } from './key-gate.ts';
-import type { KeyRecord, Ledger, Reservation } from './ledger.ts';
-import type { LimitsPoint } from './limits-point.ts';
-import type { PromptAllowance } from './prompt-allowance.ts';
-import type { ResponseMemory } from './response-memory.ts';
 import { PARKED, SentRequests, stillRunning } from './sent-requests.ts';
-import type { SemanticTier } from './semantic-tier.ts';
 import { recordRejection } from './rejection.ts';
 import { followLeader } from './twin-stream.ts';
-import type { UsageOutbox } from './usage-outbox.ts';
 import { type RowBase, type UsageRow, usageRow } from './usage-row.ts';
 import { logUsage } from '../observability/request-log.ts';
+import type { Progress, RequestFlowDeps } from './request-flow-deps.ts';
 
-export interface RequestFlowDeps {
-  keys: KeyGate;
-  ledger: Ledger;
-  /** Where the key's limits are counted: this hub's ledger, or the `default` hub's for another pool (limits-point.ts). */
-  limits: LimitsPoint;
-  cache: AnswerCache;
-  registry: AgentRegistry;
-  exchanges: ExchangeTable;
-  outbox: UsageOutbox;
-  inFlight: InFlightLog;
-  /** Stored responses: a conversation a request continues, and keeping its answer (response-memory.ts). */
-  responses: ResponseMemory;
-  /** What each model's template adds beyond the byte estimate, learned from the agents' counts. */
-  allowance: PromptAllowance;
-  /** Which agent holds the KV cache of the conversation a request continues. */
-  affinity: ConversationAffinity;
-  /** The cache's second tier, for keys that opted in (semantic-tier.ts). */
-  semantic: SemanticTier;
-  waitUntil: (p: Promise<unknown>) => void;
-  /** How long a request whose agent went away waits for another (NPU_RELAY_PARK_MS; sent-requests.ts). */
-  parkMs: () => number;
-}
-
-/** What the request has got to, for the row its failure leaves. */
-interface Progress {
-  key: KeyRecord | undefined;
-  cache: UsageRow['cache'];
-  reservation: Reservation | undefined;
-  flight: Flight | undefined;
-}
+export type { RequestFlowDeps } from './request-flow-deps.ts';
 
 export class RequestFlow {
   readonly #d: RequestFlowDeps;
@@ -83,13 +46,17 @@ export class RequestFlow {
     if (this.#sent.has(id) || this.#d.exchanges.get(id)) return errorResponse(stillRunning(id), flavor);
     const progress: Progress = { key: undefined, cache: null, reservation: undefined, flight: undefined };
     try {
-      return await this.#run(dispatch, { id, at: started, signal }, progress);
+      return withRateLimitHeaders(
+        await this.#run(dispatch, { id, at: started, signal }, progress),
+        progress.limits,
+        flavor,
+      );
     } catch (err) {
       const e = toApiError(err);
       this.#d.limits.settle(progress.reservation, 0, Date.now());
       progress.flight?.settle(unsettled(e.status, e.code));
       recordRejection(this.#d.outbox, dispatch, { id, at: started }, progress, e);
-      return errorResponse(e, flavor);
+      return withRateLimitHeaders(errorResponse(e, flavor), progress.limits, flavor);
     }
   }
 
@@ -121,6 +88,7 @@ export class RequestFlow {
       d.allowance.of(dispatch.task.model),
     );
     const admitted = await d.limits.admit(key, req.at, need);
+    progress.limits = admitted.limits;
     if ('refused' in admitted) throw refusal(key, need, admitted.refused);
     progress.reservation = admitted.reservation;
     const capped = admitted.completion < need.completion;
@@ -209,6 +177,7 @@ export class RequestFlow {
         d.exchanges,
         (m) => promptTooLong(dispatch.task, m),
         holder,
+        dispatch.priority,
       );
       checkFits(dispatch, picked.model);
     } catch (err) {
@@ -280,7 +249,7 @@ export class RequestFlow {
     // From here the exchange owns the request's end: its settlement writes the row and releases the reservation.
     progress.reservation = undefined;
     progress.flight = undefined;
-    d.exchanges.add(exchange, dispatch.task.model);
+    d.exchanges.add(exchange, dispatch.task.model, dispatch.priority === 'batch');
     d.inFlight.begin(base, agentId, cache, reservation, reservation ? d.limits.holder(reservation) : 'here');
     // A client that leaves cancels the generation, streaming or not (a stream also notices at its next write).
     if (req.signal.aborted) queueMicrotask(() => exchange.abandon());
@@ -296,8 +265,9 @@ export class RequestFlow {
       requestId: rid,
       body: dispatch.task,
       keyId: key.id,
+      ...(key.weight !== undefined && key.weight !== 1 ? { weight: key.weight } : {}),
+      ...(dispatch.priority === 'batch' ? { priority: dispatch.priority } : {}),
       ...keepAlive,
-      ...(dispatch.priority !== undefined ? { priority: dispatch.priority } : {}),
     };
     this.#sent.add(req.id, { frame, task: dispatch.task, flavor: format.flavor, dispatch }, ws === undefined);
     if (ws) sendFrame(ws, frame);

@@ -114,7 +114,15 @@ export class SentRequests {
     const others = this.#registry.list().filter((a) => !sent.refusedBy.has(a.connId));
     let pick;
     try {
-      pick = pickAgent(others, sent.task, sent.flavor, this.#exchanges, (m) => promptTooLong(sent.task, m));
+      pick = pickAgent(
+        others,
+        sent.task,
+        sent.flavor,
+        this.#exchanges,
+        (m) => promptTooLong(sent.task, m),
+        undefined,
+        sent.dispatch.priority,
+      );
     } catch {
       return false;
     }

@@ -20,7 +20,9 @@ export interface RefusalCount {
   lastAt: number;
 }
 
-export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome'> & {
+export type UsageRow = Omit<Row, 'requests' | 'cache' | 'outcome' | 'queueMs'> & {
+  /** Only a relayed request has one (rows queued before it existed have none: null in libSQL). */
+  queueMs?: number | null;
   /** SEMANTIC: answered by the semantic tier (a cached answer to a reworded question); a hit, counted apart. */
   cache: 'HIT' | 'SEMANTIC' | 'MISS' | 'BYPASS' | null;
   outcome: 'ok' | 'error' | 'cancelled' | 'rejected';
@@ -130,6 +132,7 @@ export function usageRow(base: RowBase, end: RowEnd, now = Date.now()): UsageRow
         ...end.charged,
         ttftMs: s.ttftMs,
         durationMs: s.durationMs,
+        ...(s.queueMs !== undefined ? { queueMs: Math.round(s.queueMs) } : {}),
         tokensPerSecond:
           genMs > 0 && s.usage.completionTokens > 1
             ? Math.round(((s.usage.completionTokens - 1) * 1000) / genMs)

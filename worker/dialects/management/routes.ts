@@ -1,82 +1,19 @@
 /** Admin endpoints under `/admin/`, guarded by NPU_RELAY_ADMIN_TOKEN. */
 import type { EdgeRequest, EdgeRouter } from '../../edge/request.ts';
-import * as z from 'zod';
-import { hashApiKey, newApiKey, newKeyId, visiblePrefix } from '../../../shared/keys.ts';
 import { edgeConfig } from '../../config.ts';
-import { openDatabase } from '../../db/client.ts';
-import { withDeadline } from '../../db/timeout.ts';
 import { apiKeys } from '../../../shared/db/schema.ts';
-import { DEFAULT_SEMANTIC_THRESHOLD } from '../../../shared/cache/semantic.ts';
 import { usageTotals } from '../../db/usage-report.ts';
 import type { Env } from '../../env.ts';
 import { readJson } from '../../http/body.ts';
 import { ApiError } from '../../http/errors.ts';
-import { forgetKey, requireAdmin } from '../../edge/context.ts';
+import { requireAdmin } from '../../edge/context.ts';
+import { adminQuery, createApiKey, NewKey, revokeApiKey } from '../../edge/key-admin.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
 import { metrics } from './metrics.ts';
-import { logError } from '../../observability/log.ts';
-
-const NewKey = z.object({
-  name: z.string().min(1).max(200),
-  tenant: z.string().min(1).max(200).optional(),
-  models: z.array(z.string().min(1)).min(1).optional(),
-  rpm: z.number().int().positive().optional(),
-  tpm: z.number().int().positive().optional(),
-  budget: z.number().int().positive().optional(),
-  /** May unload (`keep_alive: 0`) or pin (`-1`) models for everyone. */
-  manageModels: z.boolean().optional(),
-  /** The semantic cache tier (docs/semantic-cache.md). */
-  semanticCache: z.boolean().optional(),
-  semanticThreshold: z.number().gt(0).lte(1).optional(),
-  semanticModel: z.string().min(1).max(256).optional(),
-});
-
-function database(env: Env) {
-  const config = edgeConfig(env);
-  return openDatabase(config.libsqlUrl, config.libsqlAuthToken, { timeoutMs: config.dbTimeoutMs });
-}
-
-/** One admin call to libSQL: an unreachable database is a 503 the operator can retry, not an internal error. */
-async function adminQuery<T>(
-  env: Env,
-  what: string,
-  call: (db: ReturnType<typeof database>) => PromiseLike<T>,
-): Promise<T> {
-  const { dbTimeoutMs } = edgeConfig(env);
-  try {
-    return await withDeadline(what, dbTimeoutMs, call(database(env)));
-  } catch (err) {
-    logError('admin: libSQL failed', { what, err: String(err) });
-    throw new ApiError('database_unavailable', `cannot ${what} right now: the database is unreachable; retry shortly`, {
-      cause: err,
-    });
-  }
-}
 
 async function createKey(request: EdgeRequest, env: Env): Promise<Response> {
   const body = await readJson(request, NewKey, edgeConfig(env).maxBodyBytes);
-  const key = newApiKey();
-  const id = newKeyId();
-  const row = {
-    id,
-    name: body.name,
-    tenant: body.tenant ?? id,
-    prefix: visiblePrefix(key),
-    hash: await hashApiKey(key),
-    models: body.models ?? null,
-    rpm: body.rpm ?? null,
-    tpm: body.tpm ?? null,
-    monthlyTokenBudget: body.budget ?? null,
-    manageModels: body.manageModels ?? false,
-    semanticCache: body.semanticCache ?? false,
-    semanticThreshold: body.semanticCache ? (body.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD) : null,
-    semanticModel: body.semanticCache ? (body.semanticModel ?? null) : null,
-    createdAt: Date.now(),
-    revokedAt: null,
-  };
-  await adminQuery(env, 'create the API key', (db) => db.insert(apiKeys).values(row));
-  const { hash: _hash, ...visible } = row;
-  return Response.json({ ...visible, key }, { status: 201 });
+  return Response.json(await createApiKey(env, body), { status: 201 });
 }
 
 async function listKeys(_request: EdgeRequest, env: Env): Promise<Response> {
@@ -85,13 +22,7 @@ async function listKeys(_request: EdgeRequest, env: Env): Promise<Response> {
 }
 
 async function revokeKey(request: EdgeRequest, env: Env): Promise<Response> {
-  const id = request.params.id!;
-  // Every pool's hub keeps its own copy of recently verified keys: each one is told.
-  const results = await Promise.all((await poolNames(env)).map((pool) => hubOf(env, pool).revokeKey(id)));
-  const result = { revoked: results.some((r) => r.revoked), databaseUpdated: results.some((r) => r.databaseUpdated) };
-  if (!result.revoked) throw new ApiError('not_found', `no API key with id '${id}'`);
-  forgetKey(id);
-  return Response.json({ id, revoked: true, databaseUpdated: result.databaseUpdated });
+  return Response.json(await revokeApiKey(env, request.params.id!));
 }
 
 async function usageReport(request: EdgeRequest, env: Env): Promise<Response> {
