@@ -111,12 +111,12 @@ export async function startMiniflareEdge(
       workers: [edge, ...callers],
     }),
     ...(options.stateDir ? { resourcePersistencePath: options.stateDir } : {}),
-    ...(options.onLog
-      ? {
-          handleStructuredLogs: ({ level, message }: { level: string; message: string }) =>
-            options.onLog!({ level, message }),
-        }
-      : {}),
+    // The Worker's console: to `onLog` when given; else only its errors (or what NPU_RELAY_TEST_EDGE_LOG names: `info`,
+    // `warn`), as the wrangler-run edge did: one JSON line per request would bury a test run's own output.
+    handleStructuredLogs: ({ level, message }: { level: string; message: string }) => {
+      if (options.onLog) options.onLog({ level, message });
+      else if (shownLevels.has(level)) console.error(message);
+    },
   });
   const entry = await mf.ready;
   const url = options.direct ? await mf.unsafeGetDirectURL(EDGE_NAME) : entry;
@@ -132,3 +132,8 @@ export async function startMiniflareEdge(
 }
 
 const EDGE_NAME = 'npu-relay';
+
+const LOG_LEVELS = ['error', 'warn', 'info', 'log', 'debug'];
+const shownLevels = new Set(
+  LOG_LEVELS.slice(0, Math.max(1, LOG_LEVELS.indexOf(process.env.NPU_RELAY_TEST_EDGE_LOG ?? 'error') + 1)),
+);
