@@ -5,40 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { spawnFloodAgent, type AgentProcess } from './support/agent-process.ts';
+import { spawnFloodAgent, stopAgentProcess as stop, timedChat } from './support/agent-process.ts';
 import { startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
-const ask = (content: string) => [{ role: 'user' as const, content }];
 /** What an agent logs when it gives up on a connection, whatever the reason. */
 const RECONNECTED = /reconnecting|tunnel closed/;
-
-/** A short non-streaming request; resolves with its status and how long it took. */
-async function timedChat(
-  edge: { url: URL },
-  key: string,
-  model: string,
-  signal?: AbortSignal,
-): Promise<{ status: number; ms: number; body: string }> {
-  const started = performance.now();
-  const res = await fetch(new URL('/v1/chat/completions', edge.url), {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${key}`,
-      'content-type': 'application/json',
-      'cache-control': 'no-cache, no-store',
-    },
-    body: JSON.stringify({ model, messages: ask('ping'), max_tokens: 4, temperature: 0.7 }),
-    ...(signal ? { signal } : {}),
-  });
-  const body = await res.text();
-  return { status: res.status, ms: performance.now() - started, body };
-}
-
-async function stop(proc: AgentProcess): Promise<void> {
-  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGKILL');
-  await proc.exited;
-}
 
 describe('tunnel liveness', () => {
   let edge: TestEdge;

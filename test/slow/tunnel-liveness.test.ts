@@ -14,7 +14,7 @@ import { connectUrl } from '../../node/tunnel/client.ts';
 import { AGENT_SILENT_MS } from '../../shared/protocol/liveness.ts';
 import { PROTOCOL_VERSION } from '../../shared/protocol/version.ts';
 import { INSTANT_MODEL, InstantEngine } from '../bench/instant-engine.ts';
-import { spawnFloodAgent, type AgentProcess } from '../support/agent-process.ts';
+import { spawnFloodAgent, stopAgentProcess as stop, timedChat } from '../support/agent-process.ts';
 import { nearestRank } from '../support/percentiles.ts';
 import { rssMb, workerdRssMb } from '../support/process-memory.ts';
 import { startDeployedEdge, type DeployedEdge } from '../support/deployed-edge.ts';
@@ -74,33 +74,6 @@ async function stream(
     }
   }
   return out;
-}
-
-/** A short non-streaming request; resolves with its status and how long it took. */
-async function timedChat(
-  edge: { url: URL },
-  key: string,
-  model: string,
-  signal?: AbortSignal,
-): Promise<{ status: number; ms: number; body: string }> {
-  const started = performance.now();
-  const res = await fetch(new URL('/v1/chat/completions', edge.url), {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${key}`,
-      'content-type': 'application/json',
-      'cache-control': 'no-cache, no-store',
-    },
-    body: JSON.stringify({ model, messages: ask('ping'), max_tokens: 4, temperature: 0.7 }),
-    ...(signal ? { signal } : {}),
-  });
-  const body = await res.text();
-  return { status: res.status, ms: performance.now() - started, body };
-}
-
-async function stop(proc: AgentProcess): Promise<void> {
-  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGKILL');
-  await proc.exited;
 }
 
 describe('tunnel liveness', () => {

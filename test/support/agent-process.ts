@@ -71,3 +71,36 @@ async function start(args: string[], id: string, env: NodeJS.ProcessEnv, until: 
   }
   return { child, output: () => out, exited };
 }
+
+/** Kills an agent process that is still running (SIGKILL) and waits for it to exit. */
+export async function stopAgentProcess(proc: AgentProcess): Promise<void> {
+  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill('SIGKILL');
+  await proc.exited;
+}
+
+/** A short non-streaming chat no cache may answer; resolves with its status, body and how long it took. */
+export async function timedChat(
+  edge: { url: URL },
+  key: string,
+  model: string,
+  signal?: AbortSignal,
+): Promise<{ status: number; ms: number; body: string }> {
+  const started = performance.now();
+  const res = await fetch(new URL('/v1/chat/completions', edge.url), {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      'cache-control': 'no-cache, no-store',
+    },
+    body: JSON.stringify({
+      model,
+      messages: [{ role: 'user', content: 'ping' }],
+      max_tokens: 4,
+      temperature: 0.7,
+    }),
+    ...(signal ? { signal } : {}),
+  });
+  const body = await res.text();
+  return { status: res.status, ms: performance.now() - started, body };
+}
