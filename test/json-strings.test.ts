@@ -7,9 +7,7 @@
  * over a vocabulary of single characters and asked, character by character, what it allows inside a string.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
@@ -17,7 +15,7 @@ import { loadXGrammar } from '../node/grammar/xgrammar.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask, JsonSchema } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
-import { FakeGenAI } from './support/fake-openvino.ts';
+import { emptyIrFolder, FakeGenAI } from './support/fake-openvino.ts';
 
 /** Every character that matters inside a JSON string, one token each, and a stop token. */
 const CHARS = [
@@ -49,14 +47,7 @@ const STOP = CHARS.length;
 describe('JSON-safe strings in the grammar OpenVINO GenAI is given', () => {
   let dir: string;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
-    for (const file of [
-      'openvino_model.xml',
-      'openvino_model.bin',
-      'openvino_tokenizer.xml',
-      'openvino_detokenizer.xml',
-    ])
-      await writeFile(path.join(dir, file), '');
+    dir = await emptyIrFolder('npu-relay-ov-');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

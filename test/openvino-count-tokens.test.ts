@@ -5,16 +5,14 @@
  * prompt count, and it never generates.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask, CountTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
-import { FakeGenAI } from './support/fake-openvino.ts';
+import { emptyIrFolder, FakeGenAI } from './support/fake-openvino.ts';
 
 // The traits of a Qwen-style template (the catalog reads them from the model's files): it renders `tools` itself and
 // honours enable_thinking.
@@ -29,14 +27,7 @@ const WEATHER = {
 describe('OpenVINO countTokens at the GenAI boundary (fake GenAI)', () => {
   let dir: string;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-count-'));
-    for (const file of [
-      'openvino_model.xml',
-      'openvino_model.bin',
-      'openvino_tokenizer.xml',
-      'openvino_detokenizer.xml',
-    ])
-      await writeFile(path.join(dir, file), '');
+    dir = await emptyIrFolder('npu-relay-ov-count-');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

@@ -21,7 +21,7 @@ import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, lifecycleContract, runGenerate } from './support/engine-contract.ts';
-import { FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
+import { emptyIrFolder, FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
 import { modeOptions, OV_FIXTURES_DIR, pipelineMode, realRuntimeSkip } from './support/openvino-fixtures.ts';
 
 /** The EBNF a JSON schema becomes in a constraint (node/grammar/compact-json.ts). */
@@ -167,14 +167,7 @@ describe('OpenVINO engine at the GenAI boundary (fake GenAI)', () => {
   };
   let dir: string;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-'));
-    for (const file of [
-      'openvino_model.xml',
-      'openvino_model.bin',
-      'openvino_tokenizer.xml',
-      'openvino_detokenizer.xml',
-    ])
-      await writeFile(path.join(dir, file), '');
+    dir = await emptyIrFolder('npu-relay-ov-');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

@@ -6,9 +6,7 @@
  * does.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
@@ -20,7 +18,7 @@ import { scanModels } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
-import { FakeGenAI } from './support/fake-openvino.ts';
+import { emptyIrFolder, FakeGenAI } from './support/fake-openvino.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 
@@ -125,14 +123,7 @@ describe('user text stays text (ONNX Runtime, real stack)', () => {
 describe('user text stays text (OpenVINO, fake GenAI)', () => {
   let dir: string;
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-usertext-'));
-    for (const file of [
-      'openvino_model.xml',
-      'openvino_model.bin',
-      'openvino_tokenizer.xml',
-      'openvino_detokenizer.xml',
-    ])
-      await writeFile(path.join(dir, file), '');
+    dir = await emptyIrFolder('npu-relay-ov-usertext-');
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

@@ -10,8 +10,7 @@
  *   turning while a compile runs; OpenVINO gets the same time-boxed check before GenAI.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
@@ -29,7 +28,7 @@ import { traitsOf } from '../../node/output/traits.ts';
 import type { ChatTask, JsonSchema } from '../../shared/protocol/frames.ts';
 import { spawnAgent, type AgentProcess } from '../support/agent-process.ts';
 import { runGenerate } from '../support/engine-contract.ts';
-import { FakeGenAI } from '../support/fake-openvino.ts';
+import { emptyIrFolder, FakeGenAI } from '../support/fake-openvino.ts';
 import { CHAT_MODEL, MODELS_DIR } from '../support/fixtures.ts';
 import { freePort } from '../support/free-port.ts';
 import { nearestRank } from '../support/percentiles.ts';
@@ -431,16 +430,9 @@ describe('grammar isolation in the engines', () => {
   });
 
   test('OpenVINO (fake GenAI): a crashing schema and a slow one are 400s before GenAI runs; the main thread keeps turning; a good one reaches GenAI', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-ov-grammar-'));
+    const dir = await emptyIrFolder('npu-relay-ov-grammar-');
     let ov: OpenVinoEngine | undefined;
     try {
-      for (const file of [
-        'openvino_model.xml',
-        'openvino_model.bin',
-        'openvino_tokenizer.xml',
-        'openvino_detokenizer.xml',
-      ])
-        await writeFile(path.join(dir, file), '');
       // optimum's export keeps the Hugging Face tokenizer files beside the IR: the fixture model's stand in.
       for (const file of ['tokenizer.json', 'config.json', 'generation_config.json'])
         await copyFile(path.join(MODELS_DIR, CHAT_MODEL, file), path.join(dir, file));

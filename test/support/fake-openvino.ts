@@ -8,7 +8,8 @@
  * test/openvino-conformance.test.ts checks against the real runtime.
  */
 import { createHash } from 'node:crypto';
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type { OpenVinoModules } from '../../node/engines/openvino.ts';
@@ -396,4 +397,15 @@ export async function writeFakeIrModel(
       ]),
     );
   }
+}
+
+/**
+ * A new temporary folder holding the four files of an OpenVINO IR model, empty: enough for the engine to find the
+ * model and for the fake GenAI, which reads none of them, to "load" it. `prefix` names the folder in the temp dir.
+ */
+export async function emptyIrFolder(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml'])
+    await writeFile(path.join(dir, file), '');
+  return dir;
 }
