@@ -372,8 +372,8 @@ describe('ModelPool', () => {
     assert.deepEqual(pool.loading(), []);
     assert.deepEqual(
       pool.loaded(),
-      [{ id: 'npu-model', device: 'NPU', bytes: 40, expiresAt: null, loadedAt: 1_005_000, contextLength: 4608 }],
-      'in use: no expiry',
+      [{ id: 'npu-model', device: 'NPU', bytes: 40, expiresAt: 1_035_000, loadedAt: 1_005_000, contextLength: 4608 }],
+      'in use: a keep-alive from now at the soonest',
     );
     mock.timers.tick(1_000);
     pool.release('npu-model');

@@ -261,7 +261,8 @@ export class ModelPool<T> {
         id: s.id,
         device: s.device ?? 'unknown',
         bytes: s.bytes,
-        expiresAt: s.inUse > 0 || s.keepAliveMs === Infinity ? null : s.lastUsedAt + s.keepAliveMs,
+        // A model in use goes no sooner than a keep-alive after now (Ollama's /api/ps reports a busy model so too).
+        expiresAt: s.keepAliveMs === Infinity ? null : (s.inUse > 0 ? Date.now() : s.lastUsedAt) + s.keepAliveMs,
         loadedAt: s.loadedAt,
         ...(s.contextLength !== undefined ? { contextLength: s.contextLength } : {}),
       }));
