@@ -10,12 +10,13 @@ import {
   type ChunkFrame,
   type ManageFrame,
   type RequestFrame,
+  type RerankTask,
   type StatusFrame,
   type ToolCallDelta,
 } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
-import type { Engine, TextDelta } from './engines/engine.ts';
-import { AgentError, toErrorCode } from './errors.ts';
+import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
+import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { ModelManager } from './models/manage.ts';
 import { type Release, Scheduler, type SchedulerOptions } from './scheduler.ts';
@@ -333,6 +334,13 @@ export class Agent {
     await this.#tunnel.stop();
   }
 
+  /** A rerank's scores as its `embeddings` frame carries them: one `[score]` per document (shared/protocol). */
+  async #rerank(task: RerankTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    if (!this.#engine.rerank) throw new UnknownModelError(task.model, []);
+    const { scores, ...rest } = await this.#engine.rerank(task, signal);
+    return { vectors: scores.map((s) => [s]), ...rest };
+  }
+
   #send(frame: AgentFrame): void {
     this.#tunnel.send(frame);
   }
@@ -422,8 +430,9 @@ export class Agent {
       const queued = performance.now();
       release = await this.#scheduler.acquire(device, ticket, signal);
       queueMs = performance.now() - queued;
-      if (body.task === 'embed') {
-        const result = await this.#engine.embed(body, signal);
+      if (body.task === 'embed' || body.task === 'rerank') {
+        const result =
+          body.task === 'embed' ? await this.#engine.embed(body, signal) : await this.#rerank(body, signal);
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
         const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
@@ -437,7 +446,8 @@ export class Agent {
           queueMs,
           ...load,
         });
-        log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
+        const inputs = body.task === 'embed' ? body.input.length : body.documents.length;
+        log.info({ inputs, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
       for await (const event of this.#engine.generate(body, signal)) {
@@ -512,7 +522,7 @@ export class Agent {
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
       // Its key's share is charged what the device served it: the answer's tokens (an embedding's, its input's).
-      release?.(body.task === 'embed' ? promptTokens : completionTokens);
+      release?.(body.task === 'embed' || body.task === 'rerank' ? promptTokens : completionTokens);
       if (frame.keepAliveMs !== undefined)
         this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
       const durationMs = performance.now() - started;

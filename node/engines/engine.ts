@@ -12,6 +12,7 @@ import type {
   LoadedModel,
   LoadProgress,
   ModelInfo,
+  RerankTask,
   ToolCallDelta,
   Usage,
 } from '../../shared/protocol/frames.ts';
@@ -63,6 +64,16 @@ export interface EmbeddingResult {
   loadDurationMs?: number;
 }
 
+export interface RerankScores {
+  /** One relevance score per document, 0..1, in document order (shared/api/rerank.ts `relevanceOfLogits`). */
+  scores: number[];
+  /** Tokens of every (query, document) pair together, as the model read them. */
+  promptTokens: number;
+  device: string;
+  /** Milliseconds spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs?: number;
+}
+
 /**
  * The chat whose prompt a count measures: the count's own fields, with sampling that only a generation would read
  * (the output plan and the template never do), so an engine renders it with the very code its `generate` uses.
@@ -98,6 +109,11 @@ export interface Engine {
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds a batch of texts with the model's pooling and normalisation. */
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
+  /**
+   * Scores documents against a query with a cross-encoder (a `rerank` model), each pair read together. Absent from
+   * an engine that serves no such model (a test engine); the agent then refuses rerank tasks.
+   */
+  rerank?(task: RerankTask, signal: AbortSignal): Promise<RerankScores>;
   /**
    * Loads a model now rather than on its first request (`NPU_RELAY_PRELOAD`), through the same pool requests use:
    * its keep-alive starts at once. Rejects with the load's error (a failed load also starts the cooldown).
