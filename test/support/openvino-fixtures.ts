@@ -14,6 +14,8 @@ export const OV_FIXTURES = {
   plain: 'tiny-random-llama-no-template',
   think: 'tiny-random-llama-think',
   embed: 'tiny-bow-embed',
+  /** The token-overlap cross-encoder of cross-encoder-fixture.ts, converted to IR. */
+  rerank: 'tiny-bow-rerank',
 } as const;
 
 /** `NPU_RELAY_OPENVINO_MODELS_DIR` when set, else the cache folder the runner fills (outside git). */
