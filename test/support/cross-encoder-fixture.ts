@@ -162,6 +162,16 @@ export async function crossEncoderOnnx(vocabSize: number, specials: ReadonlySet<
   return ModelProto.encode(ModelProto.fromObject(model)).finish();
 }
 
+/** The special token ids and the vocabulary size of the tokenizer in `dir` (its `tokenizer.json`). */
+export async function readTokenizer(dir: string): Promise<{ specials: ReadonlySet<number>; vocabSize: number }> {
+  const tokenizer = JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as {
+    model: { vocab: Record<string, number> };
+    added_tokens: Array<{ id: number; special: boolean }>;
+  };
+  const specials = new Set(tokenizer.added_tokens.filter((t) => t.special).map((t) => t.id));
+  return { specials, vocabSize: Math.max(...Object.values(tokenizer.model.vocab), ...specials) + 1 };
+}
+
 /** The tokenizer files a cross-encoder folder takes from the embedder's folder, those it has. */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
 
@@ -171,12 +181,7 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
  */
 export async function writeCrossEncoder(dir: string, embedDir: string): Promise<ReadonlySet<number>> {
   await mkdir(path.join(dir, 'onnx'), { recursive: true });
-  const tokenizer = JSON.parse(await readFile(path.join(embedDir, 'tokenizer.json'), 'utf8')) as {
-    model: { vocab: Record<string, number> };
-    added_tokens: Array<{ id: number; special: boolean }>;
-  };
-  const specials = new Set(tokenizer.added_tokens.filter((t) => t.special).map((t) => t.id));
-  const vocabSize = Math.max(...Object.values(tokenizer.model.vocab), ...specials) + 1;
+  const { specials, vocabSize } = await readTokenizer(embedDir);
   await writeFile(
     path.join(dir, 'config.json'),
     JSON.stringify({
