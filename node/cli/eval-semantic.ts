@@ -197,15 +197,14 @@ async function main(): Promise<void> {
     const verdicts =
       options.reranker && rerankerKind === 'rerank' ? await relevanceOf(engine, options.reranker, pairs) : undefined;
     const ms = performance.now() - started;
-    const scores = pairs.map((p, i) => {
+    const similarity = pairs.map((p) => {
       const s = cosine(main.get(p.a)!, main.get(p.b)!);
-      if (second) return Math.min(s, cosine(second.get(p.a)!, second.get(p.b)!));
-      // A pair the cross-encoder rejects is never a hit, whatever its cosine.
-      if (verdicts) return verdicts[i]! >= options.rerankerThreshold ? s : -1;
-      return s;
+      return second ? Math.min(s, cosine(second.get(p.a)!, second.get(p.b)!)) : s;
     });
+    // A pair the cross-encoder rejects is never a hit, whatever its cosine.
+    const scores = similarity.map((s, i) => (verdicts && verdicts[i]! < options.rerankerThreshold ? -1 : s));
     const mean = (same: boolean) => {
-      const xs = scores.filter((_, i) => pairs[i]!.same === same);
+      const xs = similarity.filter((_, i) => pairs[i]!.same === same);
       return xs.reduce((a, b) => a + b, 0) / (xs.length || 1);
     };
     console.log(
