@@ -7,7 +7,7 @@
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../dialects/core/format.ts';
 import { FORMATS } from '../dialects/formats.ts';
-import { withRerankScorer } from '../dialects/rerank/scorer.ts';
+import { withRerankScorer } from './rerank-scorer.ts';
 import { replay } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';

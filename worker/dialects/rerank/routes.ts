@@ -1,6 +1,6 @@
 /**
  * `POST /v1/rerank` (and `/rerank`, where vLLM and Jina also answer): a cross-encoder, or an embedding model by cosine,
- * scores the documents (which one is the hub's to decide: dialects/rerank/scorer.ts).
+ * scores the documents (which one is the hub's to decide: tunnel/rerank-scorer.ts).
  */
 import { documentText, RerankRequest, rerankTaskOf } from '../../../shared/api/rerank.ts';
 import { inferenceRoute, now } from '../../edge/context.ts';

@@ -13,7 +13,7 @@ export interface RerankEcho {
   top_n?: number;
   /** The documents' text, when the response repeats them. */
   documents?: string[];
-  /** Set by the hub when an embedding model scores (dialects/rerank/scorer.ts); absent: a cross-encoder. */
+  /** Set by the hub when an embedding model scores (tunnel/rerank-scorer.ts); absent: a cross-encoder. */
   scorer?: RerankScorer;
 }
 
