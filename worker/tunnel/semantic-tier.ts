@@ -16,6 +16,7 @@ import type { AnswerCache } from './answer-cache.ts';
 import { Exchange, type Settlement } from './exchange.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 import type { KeyRecord } from './ledger.ts';
+import { RERANK_VERDICT, rerankRelevance } from './rerank-verdict.ts';
 import type { SemanticIndex, SemanticScope } from './semantic-index.ts';
 
 export interface SemanticHit {
@@ -66,7 +67,11 @@ export class SemanticTier {
       if (!match) return undefined;
       // Verified: the entry it points at still holds an answer (it may have expired or been swept since).
       const answer = await this.#d.cache.lookup(match.cacheKey);
-      return answer ? { answer, score: match.score } : undefined;
+      if (!answer) return undefined;
+      // A key with a reranker: its cross-encoder must also find the cached answer relevant to this question.
+      if (semantic.reranker && !(await this.#relevant(semantic.reranker, semanticText(task), answer, key.id)))
+        return undefined;
+      return { answer, score: match.score };
     })().catch(() => undefined);
     return {
       hit,
@@ -91,6 +96,13 @@ export class SemanticTier {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Whether the cross-encoder `model` judges `answer` relevant to `question` (rerank-verdict.ts). */
+  async #relevant(model: string, question: string, answer: CachedAnswer, keyId: string): Promise<boolean> {
+    const text = answer.chunks.map((c) => c.text ?? '').join('');
+    const relevance = await rerankRelevance(this.#d, model, question, text, keyId);
+    return relevance !== undefined && relevance >= RERANK_VERDICT;
   }
 
   /** The key's model, else NPU_RELAY_SEMANTIC_EMBED_MODEL, else the first embedding model the key may use. */
