@@ -23,7 +23,14 @@ import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
-import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
+import {
+  countedChat,
+  type EmbeddingResult,
+  type Engine,
+  type GenerationEvent,
+  type GenerationHold,
+  type PromptCount,
+} from './engine.ts';
 import { markUserText } from './user-text.ts';
 
 type ModelFormat = CatalogEntry['formats'][number];
@@ -57,6 +64,8 @@ export interface Generation<Chat> {
   task: GenerateTask;
   plan: OutputPlan;
   signal: AbortSignal;
+  /** Asked between tokens by an engine that can pause (Engine.pausesBetweenTokens). */
+  hold?: GenerationHold | undefined;
   /** Receives the runtime's work, which may outlive the consumer. */
   started: (generation: Promise<unknown>) => void;
 }
@@ -144,7 +153,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
     return planOutput(markUserText(task, specials, marker), entry.traits);
   }
 
-  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  async *generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
     const waitStarted = performance.now();
     const chat = (await this.#acquire(entry)) as Chat;
@@ -154,7 +163,8 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
       const plan = this.#plan(chat, task, entry);
       await this.checkPlan(plan, task, entry);
       // Every engine's raw text is parsed here, so reasoning and tool calls come out of each of them alike.
-      const raw = this.run({ chat, entry, task, plan, signal, started: (generation) => (running = generation) });
+      const started = (generation: Promise<unknown>) => (running = generation);
+      const raw = this.run({ chat, entry, task, plan, signal, hold, started });
       for await (const event of structured(plan, raw))
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
     } finally {
