@@ -47,6 +47,8 @@ interface PhaseResult {
   batchSeconds: number;
   /** Batch lines that started on the device while the weighted keys still had requests waiting. */
   batchStartedEarly: number;
+  /** Queue times (ms) of the third key's requests once the batch had the device to itself (every 2 s). */
+  amidBatchWaits: number[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
@@ -113,7 +115,18 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
   const sporadicSent = await sporadicRun;
   let batchDone = 0;
   let batchSeconds = 0;
+  // While the batch has the device to itself (the weighted keys have stopped), the third key goes on asking every
+  // 2 s under a key of its own: each request then finds a batch line running, which must give the device up.
+  const amid = await edge.createKey({ name: `${tag}-amid-batch`, weight: 1 });
+  let amidSent = 0;
+  let amidUntil = 0;
   if (batch) {
+    for (let at = Date.now(); ; at += 2000) {
+      await sleep(at - Date.now());
+      if ((await bulkClient.batches.retrieve(batch.id)).status !== 'in_progress') break;
+      await ask(amid.key, `amid ${amidSent++}`);
+      amidUntil = Date.now();
+    }
     const done = await waitFor(
       'the batch to end',
       async () => {
@@ -142,7 +155,8 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
     'the usage rows of the sporadic key and the batch',
     async () =>
       (await rows(sporadic.id)).length === sporadicSent &&
-      (await rows(bulk.id)).length === (withBatch ? s.batchLines : 0),
+      (await rows(bulk.id)).length === (withBatch ? s.batchLines : 0) &&
+      (await rows(amid.id)).length === amidSent,
     { timeoutMs: 20_000, intervalMs: 250 },
   );
   const weightedRows = [...(await rows(light.id)), ...(await rows(heavy.id))];
@@ -157,6 +171,8 @@ async function phase(edge: TestEdge, db: Client, s: Scenario, withBatch: boolean
     batchDone,
     batchSeconds,
     batchStartedEarly: batchRows.filter((r) => r.at + r.queueMs < lastWeightedStart - 250).length,
+    // Those asked while batch lines still ran (the last may have found the batch's last line done).
+    amidBatchWaits: (await rows(amid.id)).filter((r) => r.at < amidUntil - 2000).map((r) => r.queueMs),
   };
 }
 
@@ -188,6 +204,17 @@ async function fairShares(edge: TestEdge, s: Scenario, label: string): Promise<v
     }
     assert.equal(withBatch.batchDone, s.batchLines, 'every line of the batch was answered');
     assert.equal(withBatch.batchStartedEarly, 0, 'no batch line started while interactive requests waited');
+    // A request arriving while a batch line runs takes the device at that line's next token: its wait is a small
+    // part of a service time, where without preemption it would be the rest of the line (half a service, typically).
+    const amid = withBatch.amidBatchWaits;
+    console.log(
+      `${label}: amid the batch alone on the device, the third key's queue p50 ${median(amid).toFixed(0)} ms (n ${amid.length}, max ${Math.max(...amid).toFixed(0)}), ${((100 * median(amid)) / withBatch.serviceMs).toFixed(1)} % of a service time`,
+    );
+    assert.ok(amid.length >= 3, `${amid.length} requests while the batch ran`);
+    assert.ok(
+      median(amid) <= 0.1 * withBatch.serviceMs,
+      `amid the batch the third key waited ${median(amid)} ms (p50), more than 10 % of a service time (${withBatch.serviceMs} ms)`,
+    );
     // The third key's wait is the rest of the request running when it arrives, spread evenly over one service time,
     // so two runs of 15 such waits differ by chance by a good part of it. The batch load may raise the mean wait by
     // 10 %, beyond two standard errors of the difference of the two means (what chance alone gives 95 % of the time).
