@@ -81,7 +81,8 @@ export class PreemptibleGeneration {
     const ended = Promise.withResolvers<'ended'>();
     let tokens = 0;
     const watch = () => {
-      this.#slot.preempted.addEventListener('abort', () => void preempted(), { once: true });
+      if (this.#slot.preempted.aborted) void preempted();
+      else this.#slot.preempted.addEventListener('abort', () => void preempted(), { once: true });
     };
     const preempted = async () => {
       // Parked between tokens (or ended meanwhile: then the slot is simply released at the end).
