@@ -164,7 +164,7 @@ describe('preemption on ONNX Runtime: the batch request pauses between tokens', 
       edge,
       CHAT_MODEL,
       () => (flexRun()?.produced.length ?? 0) >= 5,
-      60,
+      100,
     );
     assert.deepEqual(ended, ['interactive', 'flex'], 'the interactive answer came first');
     assert.equal(interactive.usage?.completion_tokens, 3);
@@ -196,7 +196,7 @@ describe('preemption on OpenVINO (the fake runtime): the batch request is stoppe
   let runtime: FakeOpenVinoRuntime;
   let paced: PacedEngine;
   let dir: string;
-  const reply = Array.from({ length: 40 }, (_, i) => ` t${i}`);
+  const reply = Array.from({ length: 80 }, (_, i) => ` t${i}`);
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-preempt-ov-'));
     await writeFakeIrModel(path.join(dir, 'fake-chat'), { kind: 'chat', weightBytes: 100_000 });
