@@ -19,7 +19,8 @@ import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { ModelManager } from './models/manage.ts';
-import { type Release, Scheduler, type SchedulerOptions } from './scheduler.ts';
+import { PreemptibleGeneration } from './preemption.ts';
+import { Scheduler, type SchedulerOptions, type Slot } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
 export const AGENT_VERSION = '0.1.0';
@@ -396,7 +397,7 @@ export class Agent {
     let completionTokens = 0;
     let cachedPromptTokens: number | undefined;
     let outcome: RequestRecord['outcome'] = 'ok';
-    let release: Release | undefined;
+    let release: ((tokens?: number) => void) | undefined;
     let queueMs: number | undefined;
     // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
     // so the edge has it for the usage row even if this process dies before the first token.
@@ -428,7 +429,8 @@ export class Agent {
       }
       const ticket = { keyId: frame.keyId ?? 'anonymous', weight: frame.weight, priority: frame.priority };
       const queued = performance.now();
-      release = await this.#scheduler.acquire(device, ticket, signal);
+      const slot: Slot = await this.#scheduler.acquire(device, ticket, signal);
+      release = slot;
       queueMs = performance.now() - queued;
       if (body.task === 'embed' || body.task === 'rerank') {
         const result =
@@ -450,7 +452,12 @@ export class Agent {
         log.info({ inputs, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
-      for await (const event of this.#engine.generate(body, signal)) {
+      // A batch request gives its slot up to an interactive one that waits for it (preemption.ts).
+      const preemptible =
+        frame.priority === 'batch' ? new PreemptibleGeneration(this.#engine, slot, signal) : undefined;
+      if (preemptible) release = (tokens) => preemptible.release(tokens);
+      const events = preemptible ? preemptible.events(body) : this.#engine.generate(body, signal);
+      for await (const event of events) {
         if (event.type === 'prompt') {
           promptTokens = event.promptTokens;
           const timer = setTimeout(
@@ -477,6 +484,8 @@ export class Agent {
           completionTokens = event.usage.completionTokens;
           cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
+          // Time it waited for its slot back after giving it up counts as queue time too.
+          if (preemptible) queueMs = (queueMs ?? 0) + preemptible.waitedMs;
           const extra = {
             ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}),
             ...(event.context ? { context: event.context } : {}),
@@ -494,7 +503,13 @@ export class Agent {
             ...tail,
           });
           log.info(
-            { finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) },
+            {
+              finishReason: event.finishReason,
+              ...event.usage,
+              ttftMs,
+              durationMs: Math.round(durationMs),
+              ...(preemptible?.preemptions ? { preemptions: preemptible.preemptions } : {}),
+            },
             'request finished',
           );
         }

@@ -40,6 +40,8 @@ const isCrossEncoder = (model: Handle): model is CrossEncoder => 'classifier' in
 
 export class OrtEngine extends PooledEngine<ChatModel, Embedder, CrossEncoder> {
   readonly name = 'onnxruntime';
+  /** Each generation's state (its KV cache) is its own, and the gate before each step can hold it (ort-generation.ts). */
+  readonly pausesBetweenTokens = true;
   readonly devices: readonly DeviceInfo[] = [
     { name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' },
   ];
@@ -113,10 +115,11 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder, CrossEncoder> {
     task,
     plan,
     signal,
+    hold,
     started,
   }: Generation<ChatModel>): AsyncIterable<GenerationEvent> {
     const { generate } = await ortRuntime();
-    yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes);
+    yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes, hold);
   }
 
   protected override async count(

@@ -29,6 +29,7 @@ import {
   type EmbeddingResult,
   type Engine,
   type GenerationEvent,
+  type GenerationHold,
   type PromptCount,
   type RerankScores,
 } from './engine.ts';
@@ -65,6 +66,8 @@ export interface Generation<Chat> {
   task: GenerateTask;
   plan: OutputPlan;
   signal: AbortSignal;
+  /** Asked between tokens by an engine that can pause (Engine.pausesBetweenTokens). */
+  hold?: GenerationHold | undefined;
   /** Receives the runtime's work, which may outlive the consumer. */
   started: (generation: Promise<unknown>) => void;
 }
@@ -157,7 +160,7 @@ export abstract class PooledEngine<Chat, Embedder, Scorer> implements Engine {
     return planOutput(markUserText(task, specials, marker), entry.traits);
   }
 
-  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  async *generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
     const waitStarted = performance.now();
     const chat = (await this.#acquire(entry)) as Chat;
@@ -167,7 +170,8 @@ export abstract class PooledEngine<Chat, Embedder, Scorer> implements Engine {
       const plan = this.#plan(chat, task, entry);
       await this.checkPlan(plan, task, entry);
       // Every engine's raw text is parsed here, so reasoning and tool calls come out of each of them alike.
-      const raw = this.run({ chat, entry, task, plan, signal, started: (generation) => (running = generation) });
+      const started = (generation: Promise<unknown>) => (running = generation);
+      const raw = this.run({ chat, entry, task, plan, signal, hold, started });
       for await (const event of structured(plan, raw))
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
     } finally {

@@ -18,7 +18,14 @@ import type {
 } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
 import { UnknownModelError } from '../errors.ts';
-import type { EmbeddingResult, Engine, GenerationEvent, PromptCount, RerankScores } from '../engines/engine.ts';
+import type {
+  EmbeddingResult,
+  Engine,
+  GenerationEvent,
+  GenerationHold,
+  PromptCount,
+  RerankScores,
+} from '../engines/engine.ts';
 import type { CatalogEntry } from './catalog.ts';
 
 /** Model ids are folder names; an alias follows the same rules, so it can never be confused with a path. */
@@ -159,8 +166,12 @@ export class AliasedEngine implements Engine {
     return [...models, ...aliased];
   }
 
-  generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal);
+  get pausesBetweenTokens(): boolean | undefined {
+    return this.#inner.pausesBetweenTokens;
+  }
+
+  generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
+    return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal, hold);
   }
 
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {

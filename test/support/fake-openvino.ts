@@ -162,6 +162,8 @@ export class FakeOpenVinoRuntime {
   readonly generateCalls: GenerateCall[] = [];
   /** The chunks each `generate` streams (one token each); a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
+  /** Milliseconds each generated token takes (0: the next turn of the event loop), as a device's pace. */
+  tokenMs = 0;
   #hold: Promise<void> | undefined;
   #live = 0;
   readonly #collected = new FinalizationRegistry<void>(() => this.#live--);
@@ -383,6 +385,7 @@ export class FakeOpenVinoRuntime {
               device,
               properties,
               reply: () => fake.reply,
+              tokenMs: () => fake.tokenMs,
               calls: fake.generateCalls,
             }),
         ),
