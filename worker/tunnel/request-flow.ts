@@ -172,7 +172,7 @@ export class RequestFlow {
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      const holder = d.affinity.holder(dispatch.task, Date.now());
+      const holder = () => d.affinity.holder(dispatch.task, Date.now());
       picked = pickAgent(
         awaited ? d.registry.list() : agents,
         dispatch.task,
