@@ -19,7 +19,7 @@ import { startDeployedEdge, type DeployedEdge } from '../support/deployed-edge.t
 import { freePort } from '../support/free-port.ts';
 import { openInspector } from '../support/inspector.ts';
 import { startTestAgent } from '../support/stack.ts';
-import { childPids, cpuMs } from './cpu.ts';
+import { childPids, cpuExactMs } from './cpu.ts';
 import { INSTANT_MODEL, InstantEngine } from './instant-engine.ts';
 
 const { values: args } = parseArgs({
@@ -124,9 +124,9 @@ function origin(map: SourceMapConsumer, frame: ProfileNode['callFrame']): { file
 async function profile(side: Side, inspectorPort: number, label: keyof Side['workloads']) {
   const one = side.workloads[label];
   for (let i = 0; i < 300; i++) await one(); // warm: compiled code, filled pools, a settled heap
-  const before = cpuMs(side.workerd);
+  const before = cpuExactMs(side.workerd);
   for (let i = 0; i < requests; i++) await one();
-  const plainUs = ((cpuMs(side.workerd) - before) * 1000) / requests;
+  const plainUs = ((cpuExactMs(side.workerd) - before) * 1000) / requests;
 
   const map = new SourceMapConsumer(
     JSON.parse(readFileSync(`${side.deployed.bundle.mainPath}.map`, 'utf8')) as RawSourceMap,
@@ -194,22 +194,32 @@ async function plain(sides: Side[], rounds: number): Promise<void> {
   for (let r = 0; r < rounds; r++)
     for (const side of sides)
       for (const [label, one] of Object.entries(side.workloads)) {
-        const before = cpuMs(side.workerd);
+        const before = cpuExactMs(side.workerd);
         for (let i = 0; i < perRound; i++) await one();
         const key = `${side.label}: ${label}`;
-        per.set(key, [...(per.get(key) ?? []), ((cpuMs(side.workerd) - before) * 1000) / perRound]);
+        per.set(key, [...(per.get(key) ?? []), ((cpuExactMs(side.workerd) - before) * 1000) / perRound]);
       }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const rows = (side: Side) => ({
+    p0: per.get(`${side.label}: P0 relayed chat`)!,
+    p3: per.get(`${side.label}: P3 GET /health`)!,
+  });
   for (const side of sides) {
-    const p0 = med(per.get(`${side.label}: P0 relayed chat`)!);
-    const p3 = med(per.get(`${side.label}: P3 GET /health`)!);
-    // The fastest round too: a busy machine only ever adds to a round's CPU (caches, frequency), so it is the steadier.
-    const p0min = Math.min(...per.get(`${side.label}: P0 relayed chat`)!);
-    const p3min = Math.min(...per.get(`${side.label}: P3 GET /health`)!);
+    const { p0, p3 } = rows(side);
+    // A round's P0 and P3 run back to back, so a busy moment on the machine weighs on both: the median of the rounds'
+    // own ratios is steadier than the ratio of the medians. The fastest round too: load only ever adds to a round.
+    const ratio = med(p0.map((x, r) => x / p3[r]!));
     console.log(
-      `${side.label}: workerd CPU per request P0 ${p0.toFixed(0)} µs, P3 ${p3.toFixed(0)} µs, ratio ${(p0 / p3).toFixed(2)}× ` +
-        `(median of ${rounds} rounds of ${perRound}; fastest rounds P0 ${p0min.toFixed(0)} µs, P3 ${p3min.toFixed(0)} µs, ` +
-        `${(p0min / p3min).toFixed(2)}×)`,
+      `${side.label}: workerd CPU per request P0 ${med(p0).toFixed(0)} µs, P3 ${med(p3).toFixed(0)} µs, ` +
+        `ratio ${ratio.toFixed(2)}× (median of ${rounds} rounds of ${perRound} and of their ratios; fastest rounds ` +
+        `P0 ${Math.min(...p0).toFixed(0)} µs, P3 ${Math.min(...p3).toFixed(0)} µs)`,
+    );
+  }
+  if (sides.length === 2) {
+    const [a, b] = sides.map(rows) as [ReturnType<typeof rows>, ReturnType<typeof rows>];
+    const change = (x: number[], y: number[]) => `${((med(x.map((v, r) => v / y[r]!)) - 1) * 100).toFixed(1)} %`;
+    console.log(
+      `${sides[0]!.label} / ${sides[1]!.label}, round by round: P0 ${change(a.p0, b.p0)}, P3 ${change(a.p3, b.p3)}`,
     );
   }
 }
