@@ -11,6 +11,8 @@ export interface Env {
   /** The Batch API: one desk per tenant (its files, batches and lines), and the bucket holding uploaded files. */
   BATCHES: DurableObjectNamespace<BatchDesk>;
   BATCH_FILES: R2Bucket;
+  /** Which deployed version of the Worker this is (see HubEnv). */
+  CF_VERSION_METADATA?: WorkerVersionMetadata;
   /** The secret agents present to attach. */
   NPU_RELAY_AGENT_TOKEN?: string;
   /** The secret that guards /admin/. */

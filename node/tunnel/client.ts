@@ -173,6 +173,9 @@ export class TunnelClient {
     const ws = new WebSocket(url, {
       headers: { authorization: `Bearer ${this.#options.agentToken}` },
       maxPayload: 16 * 1024 * 1024,
+      // No permessage-deflate: workerd would deflate every frame it sends (the whole prompt of every request), on
+      // the edge's CPU, the relay's scarcest resource; frames are small JSON and the tunnel is not bandwidth-bound.
+      perMessageDeflate: false,
     });
     this.#ws = ws;
 

@@ -48,6 +48,31 @@ export function cpuMs(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + (stat(pid)?.cpuMs ?? 0), 0);
 }
 
+/**
+ * Like `cpuMs`, to the nanosecond: the scheduler's own count of each thread's time on a CPU (/proc/PID/task/TID/
+ * schedstat), where /proc/PID/stat counts clock ticks (10 ms), too coarse for a fraction of a second of work. Threads
+ * that have exited no longer count.
+ */
+export function cpuExactMs(pids: readonly number[]): number {
+  let ns = 0;
+  for (const pid of pids) {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // the process has exited
+    }
+    for (const tid of tasks) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ', 1)[0]);
+      } catch {
+        // the thread has exited
+      }
+    }
+  }
+  return ns / 1e6;
+}
+
 /** CPU milliseconds this process has used so far (the agent and the baseline server live here). */
 export function ownCpuMs(): number {
   const u = process.cpuUsage();

@@ -5,8 +5,9 @@
  * every sample in the Worker's sources through the bundle's source map. Prints, per source file, the CPU each request
  * spends in that file's own code (self) and in calls that pass through it (total), beside workerd's CPU per request
  * measured without the profiler. `--plain` measures workerd's CPU per request only; `--against DIR` does that for this
- * checkout and another one (a worktree of the commit before a change) side by side, in one run.
- * `npm run bench:profile [-- --requests N] [--top K] [--plain] [--against DIR]`
+ * checkout and another one (a worktree of the commit before a change: its Worker and its agent) side by side, in one
+ * run, in `--rounds` interleaved rounds.
+ * `npm run bench:profile [-- --requests N] [--top K] [--plain] [--against DIR] [--rounds R]`
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,7 +19,7 @@ import { startDeployedEdge, type DeployedEdge } from '../support/deployed-edge.t
 import { freePort } from '../support/free-port.ts';
 import { openInspector } from '../support/inspector.ts';
 import { startTestAgent } from '../support/stack.ts';
-import { childPids, cpuMs } from './cpu.ts';
+import { childPids, cpuExactMs } from './cpu.ts';
 import { INSTANT_MODEL, InstantEngine } from './instant-engine.ts';
 
 const { values: args } = parseArgs({
@@ -27,6 +28,7 @@ const { values: args } = parseArgs({
     top: { type: 'string', default: '25' },
     plain: { type: 'boolean', default: false },
     against: { type: 'string' },
+    rounds: { type: 'string', default: '7' },
   },
 });
 const requests = Number(args.requests);
@@ -64,7 +66,16 @@ async function startSide(label: string, root: string | undefined, inspectorPort?
     ...(root ? { root } : {}),
   });
   const workerd = childPids('workerd').filter((pid) => !before.has(pid));
-  const agent = await startTestAgent(deployed, new InstantEngine(), { scheduler: { defaultConcurrency: 256 } });
+  // Another checkout's side runs that checkout's agent too (what the agent sends is part of what the edge spends).
+  const agentCode: { startTestAgent: typeof startTestAgent; InstantEngine: typeof InstantEngine } = root
+    ? {
+        ...(await import(path.join(root, 'test/support/stack.ts'))),
+        ...(await import(path.join(root, 'test/bench/instant-engine.ts'))),
+      }
+    : { startTestAgent, InstantEngine };
+  const agent = await agentCode.startTestAgent(deployed, new agentCode.InstantEngine(), {
+    scheduler: { defaultConcurrency: 256 },
+  });
   const health = () => fetch(new URL('/health', deployed.url)).then((r) => r.arrayBuffer());
   const relayed = async () => {
     const res = await fetch(new URL('/v1/chat/completions', deployed.url), {
@@ -113,9 +124,9 @@ function origin(map: SourceMapConsumer, frame: ProfileNode['callFrame']): { file
 async function profile(side: Side, inspectorPort: number, label: keyof Side['workloads']) {
   const one = side.workloads[label];
   for (let i = 0; i < 300; i++) await one(); // warm: compiled code, filled pools, a settled heap
-  const before = cpuMs(side.workerd);
+  const before = cpuExactMs(side.workerd);
   for (let i = 0; i < requests; i++) await one();
-  const plainUs = ((cpuMs(side.workerd) - before) * 1000) / requests;
+  const plainUs = ((cpuExactMs(side.workerd) - before) * 1000) / requests;
 
   const map = new SourceMapConsumer(
     JSON.parse(readFileSync(`${side.deployed.bundle.mainPath}.map`, 'utf8')) as RawSourceMap,
@@ -176,25 +187,39 @@ async function profile(side: Side, inspectorPort: number, label: keyof Side['wor
  * workerd's CPU per request of each workload on each side, without the profiler, in interleaved rounds (so a busy
  * moment on the machine lands on every figure alike); each figure is the median round.
  */
-async function plain(sides: Side[], rounds = 7): Promise<void> {
+async function plain(sides: Side[], rounds: number): Promise<void> {
   const perRound = Math.ceil(requests / rounds);
   for (const side of sides) for (const one of Object.values(side.workloads)) for (let i = 0; i < 300; i++) await one();
   const per = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++)
     for (const side of sides)
       for (const [label, one] of Object.entries(side.workloads)) {
-        const before = cpuMs(side.workerd);
+        const before = cpuExactMs(side.workerd);
         for (let i = 0; i < perRound; i++) await one();
         const key = `${side.label}: ${label}`;
-        per.set(key, [...(per.get(key) ?? []), ((cpuMs(side.workerd) - before) * 1000) / perRound]);
+        per.set(key, [...(per.get(key) ?? []), ((cpuExactMs(side.workerd) - before) * 1000) / perRound]);
       }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const rows = (side: Side) => ({
+    p0: per.get(`${side.label}: P0 relayed chat`)!,
+    p3: per.get(`${side.label}: P3 GET /health`)!,
+  });
   for (const side of sides) {
-    const p0 = med(per.get(`${side.label}: P0 relayed chat`)!);
-    const p3 = med(per.get(`${side.label}: P3 GET /health`)!);
+    const { p0, p3 } = rows(side);
+    // A round's P0 and P3 run back to back, so a busy moment on the machine weighs on both: the median of the rounds'
+    // own ratios is steadier than the ratio of the medians. The fastest round too: load only ever adds to a round.
+    const ratio = med(p0.map((x, r) => x / p3[r]!));
     console.log(
-      `${side.label}: workerd CPU per request P0 ${p0.toFixed(0)} µs, P3 ${p3.toFixed(0)} µs, ratio ${(p0 / p3).toFixed(2)}× ` +
-        `(median of ${rounds} rounds of ${perRound})`,
+      `${side.label}: workerd CPU per request P0 ${med(p0).toFixed(0)} µs, P3 ${med(p3).toFixed(0)} µs, ` +
+        `ratio ${ratio.toFixed(2)}× (median of ${rounds} rounds of ${perRound} and of their ratios; fastest rounds ` +
+        `P0 ${Math.min(...p0).toFixed(0)} µs, P3 ${Math.min(...p3).toFixed(0)} µs)`,
+    );
+  }
+  if (sides.length === 2) {
+    const [a, b] = sides.map(rows) as [ReturnType<typeof rows>, ReturnType<typeof rows>];
+    const change = (x: number[], y: number[]) => `${((med(x.map((v, r) => v / y[r]!)) - 1) * 100).toFixed(1)} %`;
+    console.log(
+      `${sides[0]!.label} / ${sides[1]!.label}, round by round: P0 ${change(a.p0, b.p0)}, P3 ${change(a.p3, b.p3)}`,
     );
   }
 }
@@ -204,7 +229,7 @@ try {
   if (args.plain || args.against) {
     sides.push(await startSide(args.against ? 'this checkout' : 'edge', undefined));
     if (args.against) sides.push(await startSide(`against ${args.against}`, path.resolve(args.against)));
-    await plain(sides);
+    await plain(sides, Number(args.rounds));
   } else {
     const inspectorPort = await freePort();
     const side = await startSide('edge', undefined, inspectorPort);

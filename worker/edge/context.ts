@@ -9,7 +9,7 @@ import { readJson } from '../http/body.ts';
 import { ApiError } from '../http/errors.ts';
 import { edgeConfig } from '../config.ts';
 import { ExpiringMap } from '../expiring-map.ts';
-import type { Dispatch } from '../tunnel/dispatch.ts';
+import { type Dispatch, dispatchHeaders } from '../tunnel/dispatch.ts';
 import type { AgentSummary } from '../tunnel/hub-api.ts';
 import type { KeyRecord } from '../tunnel/ledger.ts';
 import { DEFAULT_POOL } from '../../shared/protocol/version.ts';
@@ -164,7 +164,7 @@ async function dispatch(
     return await hubOf(env, pool).fetch('https://hub/dispatch', {
       method: 'POST',
       body: JSON.stringify(body),
-      headers: { 'x-npu-relay-pool': pool },
+      headers: dispatchHeaders(env, pool),
       signal: request.signal,
     });
   } catch (err) {

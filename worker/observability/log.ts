@@ -12,10 +12,21 @@ function plain(v: unknown): unknown {
   return v;
 }
 
+/** A log line's record: `level` and `msg` first, then its fields. */
+type Line = { level: Level; msg: string; [field: string]: unknown };
+
 /** Writes one log line: `{"level":…,"msg":…,…fields}`. */
 export function logLine(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
-  const line: Record<string, unknown> = { level, msg };
+  const line: Line = { level, msg };
   for (const [k, v] of Object.entries(fields)) if (v !== undefined) line[k] = plain(v);
+  writeLine(level, line);
+}
+
+/**
+ * Writes a line already in its final shape (`level` and `msg` first, no Error values; undefined fields are left out
+ * by JSON): a request's line, written for every request, costs no copy of its fields.
+ */
+export function writeLine(level: Level, line: Line): void {
   const text = JSON.stringify(line);
   if (level === 'error') console.error(text);
   else if (level === 'warn') console.warn(text);

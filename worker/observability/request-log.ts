@@ -6,11 +6,14 @@
  */
 import type { UsageRow } from '../tunnel/usage-row.ts';
 import { dialectOf } from './dialect.ts';
-import { logLine } from './log.ts';
+import { logLine, writeLine } from './log.ts';
 
 /** The line of a request with a usage row. `requestId`: what the client saw in X-Request-Id. */
 export function logUsage(row: UsageRow, requestId: string | undefined): void {
-  logLine(row.status >= 500 ? 'error' : 'info', 'request', {
+  const level = row.status >= 500 ? 'error' : 'info';
+  writeLine(level, {
+    level,
+    msg: 'request',
     requestId: requestId ?? row.id,
     usageId: row.id,
     keyId: row.keyId,

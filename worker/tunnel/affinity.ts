@@ -46,11 +46,23 @@ function hash53(text: string, seed = 0): number {
   return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
+/** The keys of a task's conversation, hashed once per request (`holder` at its start, `remember` at its end). */
+const hashed = new WeakMap<Task, string[]>();
+
+function chatKeys(task: Extract<Task, { task: 'chat' }>): string[] {
+  let keys = hashed.get(task);
+  if (!keys) {
+    keys = hashChatKeys(task);
+    hashed.set(task, keys);
+  }
+  return keys;
+}
+
 /**
  * The keys of a chat's message prefixes, shortest first: key `i` covers messages 0..i. Each message is hashed by
  * the fields a template renders, so a history that comes back from the Responses store matches the one sent.
  */
-function chatKeys(task: Extract<Task, { task: 'chat' }>): string[] {
+function hashChatKeys(task: Extract<Task, { task: 'chat' }>): string[] {
   let chain = hash53(JSON.stringify([task.model, task.tools ?? null]));
   return task.messages.map((m) => {
     const fields = [m.role, m.content, m.reasoning ?? null, m.toolCalls ?? null, m.toolCallId ?? null];

@@ -41,8 +41,8 @@ export function unknownModel(model: string): ApiError {
 
 /**
  * `tooLong(model)` returns the error for a prompt the model certainly cannot take (see admission.ts), or undefined:
- * such an agent is passed over for one that can take it, and the error is thrown only when none can. `holder` is the
- * agent that holds the KV cache of the conversation the task continues (affinity.ts): it gets the task unless it
+ * such an agent is passed over for one that can take it, and the error is thrown only when none can. `holder` names
+ * the agent that holds the KV cache of the conversation the task continues (affinity.ts): it gets the task unless it
  * would make it wait longer than the margin there.
  */
 export function pickAgent(
@@ -51,7 +51,7 @@ export function pickAgent(
   flavor: Flavor,
   counts: InFlightCounts,
   tooLong: (model: ModelInfo) => ApiError | undefined,
-  holder?: string,
+  holder?: () => string | undefined,
   priority: Priority = 'interactive',
 ): Pick {
   if (agents.length === 0) {
@@ -128,7 +128,9 @@ export function pickAgent(
     const [wa, wb] = [wait(a), wait(best)];
     if (wa < wb || (wa === wb && counts.inFlight(a.connId) < counts.inFlight(best.connId))) best = a;
   }
-  const kept = holder === undefined ? undefined : candidates.find((a) => a.hello.agentId === holder);
+  // Asked only when there is a choice: finding the holder hashes the whole conversation.
+  const held = holder && candidates.length > 1 ? holder() : undefined;
+  const kept = held === undefined ? undefined : candidates.find((a) => a.hello.agentId === held);
   if (kept && holderWithinMargin(wait(kept), wait(best))) best = kept;
   return { ws: best.ws, connId: best.connId, agentId: best.hello.agentId, model: best.model };
 }

@@ -76,3 +76,28 @@ export function decodeDispatch(json: unknown): Dispatch {
     );
   return parsed.data;
 }
+
+/** The header a dispatch names the version of the Worker that made it in. */
+const VERSION_HEADER = 'x-npu-relay-version';
+
+/** The binding that names the deployed version (HubEnv's `CF_VERSION_METADATA`). */
+export interface Versioned {
+  CF_VERSION_METADATA?: { id: string };
+}
+
+/** The headers a dispatch travels with: the pool whose hub takes it, and the Worker's version. */
+export function dispatchHeaders(env: Versioned, pool: string): Record<string, string> {
+  const version = env.CF_VERSION_METADATA?.id;
+  return { 'x-npu-relay-pool': pool, ...(version ? { [VERSION_HEADER]: version } : {}) };
+}
+
+/**
+ * The dispatch a hub was handed. A Worker of the hub's own version built it, typed, from input it had validated:
+ * decoding it again would only repeat that work on every request (a tenth of the hub's own JavaScript). One of another
+ * version (a rolling deploy pairs them for a while) is decoded.
+ */
+export function receivedDispatch(json: unknown, headers: Headers, env: Versioned): Dispatch {
+  const version = env.CF_VERSION_METADATA?.id;
+  if (version && headers.get(VERSION_HEADER) === version) return json as Dispatch;
+  return decodeDispatch(json);
+}

@@ -76,4 +76,10 @@ export interface HubApi extends Rpc.DurableObjectBranded {
  */
 export interface HubEnv extends EdgeVars {
   HUB: DurableObjectNamespace<HubApi>;
+  /**
+   * Which deployed version of the Worker this is (wrangler.jsonc's `version_metadata`). The Worker and the hub run
+   * the same code when their ids agree: the hub then trusts a dispatch's shape instead of decoding it again
+   * (dispatch.ts). Absent: every dispatch is decoded.
+   */
+  CF_VERSION_METADATA?: WorkerVersionMetadata;
 }

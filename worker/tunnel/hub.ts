@@ -24,7 +24,7 @@ import { ConversationAffinity } from './affinity.ts';
 import { AgentFrames } from './agent-frames.ts';
 import { AgentRegistry, sendFrame } from './agent-registry.ts';
 import { AnswerCache } from './answer-cache.ts';
-import { decodeDispatch } from './dispatch.ts';
+import { receivedDispatch } from './dispatch.ts';
 import type { Exchange } from './exchange.ts';
 import { ExchangeTable } from './exchange-table.ts';
 import { HubDatabase } from '../db/hub-database.ts';
@@ -168,7 +168,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
         const json: unknown = await request.json();
         const format = (json as { format?: string } | null)?.format;
         try {
-          return await this.#flow.run(decodeDispatch(json), request.signal);
+          return await this.#flow.run(receivedDispatch(json, request.headers, this.env), request.signal);
         } catch (err) {
           return errorResponse(
             toApiError(err),

@@ -128,7 +128,10 @@ export class RequestFlow {
     // Single flight: the first of identical in-flight requests leads; a twin follows it (streaming along with it, or
     // taking its result), else the cache.
     const flight = (progress.flight = d.cache.flight(ck, dispatch.noCache));
+    /** Set once the cache was asked (an await): agents may have come or gone since `agents` was taken. */
+    let awaited = false;
     if (ck && !dispatch.noCache) {
+      awaited = true;
       if (flight.leader && dispatch.stream && dispatch.task.task !== 'embed') {
         const followed = await followLeader(flight.leader, format, meta, {
           'x-request-id': rid,
@@ -172,9 +175,9 @@ export class RequestFlow {
 
     let picked: ReturnType<typeof pickAgent> | undefined;
     try {
-      const holder = d.affinity.holder(dispatch.task, Date.now());
+      const holder = () => d.affinity.holder(dispatch.task, Date.now());
       picked = pickAgent(
-        d.registry.list(),
+        awaited ? d.registry.list() : agents,
         dispatch.task,
         format.flavor,
         d.exchanges,
