@@ -17,6 +17,7 @@ import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
+import { sendLookupVector } from './lookup-vector.ts';
 import type { ModelManager } from './models/manage.ts';
 import { type Release, Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
@@ -363,6 +364,13 @@ export class Agent {
       this.#running.delete(run);
     });
     this.#running.add(run);
+    // The semantic cache's lookup vector, computed beside the generation rather than ahead of it (lookup-vector.ts).
+    if (frame.lookup) {
+      const embedding = sendLookupVector(this.#engine, frame, running.controller.signal, (f) => this.#send(f), this.#log)
+        .catch(() => undefined)
+        .finally(() => this.#running.delete(embedding));
+      this.#running.add(embedding);
+    }
   }
 
   #deviceOf(model: string): string {

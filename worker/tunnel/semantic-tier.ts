@@ -1,21 +1,18 @@
 /**
  * The cache's second tier: a request the exact cache missed may be answered by the cached answer to a question the
- * embedding model finds similar enough. The agent computes (an embed request over the tunnel, sent before the
- * generation so it runs first), the hub decides (libSQL's vector index, then the exact-cache entry it points at).
- * The generation is not held back: RequestFlow sends it right after the lookup's embed request and cancels it when
- * the lookup finds a verified hit (docs/DESIGN.md, "Semantic cache").
+ * embedding model finds similar enough. The agent computes (the question's vector, embedded beside the generation:
+ * lookup-vectors.ts), the hub decides (libSQL's vector index, then the exact-cache entry it points at). A miss does
+ * not wait for the lookup: the generation starts with it, and its first token is held only while the lookup is
+ * still running, and never longer than a few percent of the time that token took (docs/DESIGN.md, "Semantic cache").
  */
 import { isSemanticCandidate, semanticSettings, semanticText } from '../../shared/cache/semantic.ts';
-import type { EmbedTask, Task } from '../../shared/protocol/frames.ts';
-import { FORMATS } from '../dialects/formats.ts';
+import type { RequestFrame, Task } from '../../shared/protocol/frames.ts';
 import type { CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeConfig } from '../config.ts';
-import { pickAgent } from './agent-picker.ts';
-import { type AgentRegistry, sendFrame } from './agent-registry.ts';
+import type { AgentRegistry, ConnectedAgent } from './agent-registry.ts';
 import type { AnswerCache } from './answer-cache.ts';
-import { Exchange, type Settlement } from './exchange.ts';
-import type { ExchangeTable } from './exchange-table.ts';
 import type { KeyRecord } from './ledger.ts';
+import type { LookupVectors } from './lookup-vectors.ts';
 import type { SemanticIndex, SemanticScope } from './semantic-index.ts';
 
 export interface SemanticHit {
@@ -23,19 +20,35 @@ export interface SemanticHit {
   score: number;
 }
 
-/** One request's semantic lookup, started before its generation. */
+/** One request's semantic lookup, begun before its generation is sent. */
 export interface SemanticLookup {
+  /**
+   * Where the question's vector comes from, once the generation's agent is known (`undefined`: none yet, the request
+   * waits for one): riding on the generation's request when that agent can embed it — the field to put on the
+   * request frame is returned — else an embed request of the edge's own to an agent that can (undefined returned).
+   */
+  attach(id: string, agent: ConnectedAgent | undefined): RequestFrame['lookup'];
   /** The verified hit, or undefined (a miss); never rejects. */
   readonly hit: Promise<SemanticHit | undefined>;
   /** After a miss is answered: files the question under the exact-cache entry now holding its answer. */
   file(cacheKey: string): Promise<void>;
 }
 
+/** What the response's wait for the lookup watches of the generation running meanwhile (exchange.ts). */
+export interface RunningGeneration {
+  /** When the request began at the hub (ms since the epoch): the first token's time is measured from here. */
+  startedAt: number;
+  /** Resolves when the client's first piece of the answer is ready: a stream's first token, else the whole answer. */
+  firstOutput: Promise<void>;
+  /** Resolves when the generation has ended: its own answer then stands, a later hit would be of no use. */
+  ended: Promise<void>;
+}
+
 export interface SemanticTierDeps {
   registry: AgentRegistry;
-  exchanges: ExchangeTable;
   cache: AnswerCache;
   index: SemanticIndex;
+  vectors: LookupVectors;
   config: () => EdgeConfig;
 }
 
@@ -47,7 +60,7 @@ export class SemanticTier {
   }
 
   /**
-   * Starts the lookup of a request whose exact-cache entry would be allowed (the caller checked the key, no-cache
+   * Begins the lookup of a request whose exact-cache entry would be allowed (the caller checked the key, no-cache
    * and the cache key), when the key opted in and the task is a candidate; undefined otherwise.
    */
   begin(key: KeyRecord, task: Task): SemanticLookup | undefined {
@@ -55,41 +68,67 @@ export class SemanticTier {
     if (!semantic || !isSemanticCandidate(task)) return undefined;
     const embedModel = this.#embedModelFor(key, semantic.model);
     if (!embedModel) return undefined;
-    const vector = this.#embed(embedModel, semanticText(task), key.id);
+    const text = semanticText(task);
+    const vector = Promise.withResolvers<number[] | undefined>();
     const scope = semanticSettings(task).then(
       (settings): SemanticScope => ({ tenant: key.tenant, model: task.model, embedModel, settings }),
     );
     const hit = (async () => {
-      const v = await vector;
-      if (!v) return undefined;
-      const match = await this.#d.index.nearest(await scope, v, semantic.threshold);
-      if (!match) return undefined;
-      // Verified: the entry it points at still holds an answer (it may have expired or been swept since).
-      const answer = await this.#d.cache.lookup(match.cacheKey);
-      return answer ? { answer, score: match.score } : undefined;
+      const v = await vector.promise;
+      return v ? await this.#verified(await scope, v, semantic.threshold) : undefined;
     })().catch(() => undefined);
     return {
+      attach: (id, agent) => {
+        const vectors = this.#d.vectors;
+        if (agent && vectors.canRide(agent, embedModel)) {
+          vector.resolve(vectors.expect(id, agent.connId));
+          return { model: embedModel, text };
+        }
+        vector.resolve(vectors.embed(embedModel, text, key.id));
+        return undefined;
+      },
       hit,
       file: async (cacheKey) => {
-        const v = await vector;
+        const v = await vector.promise;
         if (v) await this.#d.index.add(await scope, v, cacheKey, Date.now() + this.#d.config().cacheTtlMs);
       },
     };
   }
 
   /**
-   * The lookup's outcome, waiting at most 1 s (EdgeConfig.semanticWaitMs): a lookup slower than that (an agent busy with
-   * something else) is a miss, so a miss never waits longer for it.
+   * The nearest cached question in scope that reaches the threshold, verified: the exact-cache entry it points at
+   * still holds an answer (it may have expired or been swept since).
    */
-  async settle(lookup: SemanticLookup): Promise<SemanticHit | undefined> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, this.#d.config().semanticWaitMs, undefined);
-    });
+  async #verified(scope: SemanticScope, vector: number[], threshold: number): Promise<SemanticHit | undefined> {
+    const match = await this.#d.index.nearest(scope, vector, threshold);
+    if (!match) return undefined;
+    const answer = await this.#d.cache.lookup(match.cacheKey);
+    return answer ? { answer, score: match.score } : undefined;
+  }
+
+  /**
+   * The lookup's outcome, or a miss once waiting longer would cost the client: when the generation's first output is
+   * ready it waits at most EdgeConfig.semanticHoldPercent of the time that output took (a miss's time to first token
+   * grows by at most that share), and never longer than EdgeConfig.semanticWaitMs in all (a model still loading).
+   */
+  async settle(lookup: SemanticLookup, generation: RunningGeneration): Promise<SemanticHit | undefined> {
+    const { semanticHoldPercent, semanticWaitMs } = this.#d.config();
+    const timers: Array<ReturnType<typeof setTimeout>> = [];
+    let over = false;
+    const after = (ms: number) =>
+      new Promise<undefined>((resolve) => {
+        if (over) resolve(undefined);
+        else timers.push(setTimeout(resolve, Math.max(0, ms), undefined));
+      });
+    const held = generation.firstOutput.then(() =>
+      after(((Date.now() - generation.startedAt) * semanticHoldPercent) / 100),
+    );
+    const ended = generation.ended.then(() => undefined);
     try {
-      return await Promise.race([lookup.hit, late]);
+      return await Promise.race([lookup.hit, held, ended, after(semanticWaitMs)]);
     } finally {
-      clearTimeout(timer);
+      over = true;
+      for (const t of timers) clearTimeout(t);
     }
   }
 
@@ -101,39 +140,5 @@ export class SemanticTier {
     for (const agent of this.#d.registry.list())
       for (const m of agent.hello.models) if (m.kind === 'embedding' && allowed(m.id)) return m.id;
     return undefined;
-  }
-
-  /**
-   * The text's vector from an agent serving `model`: an embed request of the edge's own, not the client's (no
-   * usage row, no tokens charged to the key). Undefined when no agent can take it or it fails.
-   */
-  #embed(model: string, text: string, keyId: string): Promise<number[] | undefined> {
-    const task: EmbedTask = { task: 'embed', model, input: [text] };
-    const d = this.#d;
-    let picked: ReturnType<typeof pickAgent>;
-    try {
-      picked = pickAgent(d.registry.list(), task, 'openai', d.exchanges, () => undefined);
-    } catch {
-      return Promise.resolve(undefined);
-    }
-    const id = crypto.randomUUID();
-    const settled = Promise.withResolvers<Settlement>();
-    const exchange = new Exchange({
-      id,
-      connId: picked.connId,
-      agentId: picked.agentId,
-      format: FORMATS['openai.embeddings'],
-      meta: { id, model, created: 0, includeUsage: false },
-      stream: false,
-      headers: {},
-      onClientGone: (ex) => {
-        const ws = d.registry.socketOf(ex.connId);
-        if (ws) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'semantic lookup abandoned' });
-      },
-      onSettled: (s) => settled.resolve(s),
-    });
-    d.exchanges.add(exchange, model);
-    sendFrame(picked.ws, { type: 'request', id, body: task, keyId });
-    return settled.promise.then((s) => (s.outcome === 'ok' ? s.embeddings?.[0] : undefined));
   }
 }
