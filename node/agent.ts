@@ -366,7 +366,13 @@ export class Agent {
     this.#running.add(run);
     // The semantic cache's lookup vector, computed beside the generation rather than ahead of it (lookup-vector.ts).
     if (frame.lookup) {
-      const embedding = sendLookupVector(this.#engine, frame, running.controller.signal, (f) => this.#send(f), this.#log)
+      const embedding = sendLookupVector(
+        this.#engine,
+        frame,
+        running.controller.signal,
+        (f) => this.#send(f),
+        this.#log,
+      )
         .catch(() => undefined)
         .finally(() => this.#running.delete(embedding));
       this.#running.add(embedding);

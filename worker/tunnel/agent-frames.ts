@@ -4,13 +4,7 @@
  * frames, or frames for requests it does not have, faster than its budget allows is cut off.
  */
 import { decodeAgentFrame, FrameError } from '../../shared/protocol/codec.ts';
-import type {
-  AgentFrame,
-  ErrorFrame,
-  ManagedFrame,
-  ProgressFrame,
-  VectorFrame,
-} from '../../shared/protocol/frames.ts';
+import type { AgentFrame, ErrorFrame, ManagedFrame, ProgressFrame, VectorFrame } from '../../shared/protocol/frames.ts';
 import { PONG_FRAME } from '../../shared/protocol/version.ts';
 import { ApiError } from '../http/errors.ts';
 import { type AgentAttachment, type AgentRegistry, CLOSE, sendFrame } from './agent-registry.ts';

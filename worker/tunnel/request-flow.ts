@@ -260,10 +260,7 @@ export class RequestFlow {
         ? {}
         : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
     // The question's vector rides on the generation's request when its agent can embed it (lookup-vectors.ts).
-    const lookup = semantic?.attach(
-      req.id,
-      picked && d.registry.list().find((a) => a.connId === picked.connId),
-    );
+    const lookup = semantic?.attach(req.id, picked && d.registry.list().find((a) => a.connId === picked.connId));
     const frame: RequestFrame = {
       type: 'request',
       id: req.id,
