@@ -98,6 +98,29 @@ describe('semantic cache', () => {
     };
   };
 
+  test("the key listings show each key's semantic cache settings: the admin API's and the dashboard's", async () => {
+    await createKey({ name: 'tuned', semanticCache: true, semanticThreshold: 0.85, semanticModel: 'bge' });
+    type Listed = {
+      name: string;
+      semanticCache: boolean;
+      semanticThreshold: number | null;
+      semanticModel: string | null;
+    };
+    const settings = (rows: Listed[]) =>
+      Object.fromEntries(rows.map((k) => [k.name, [k.semanticCache, k.semanticThreshold, k.semanticModel]] as const));
+    const expected = { 'semantic a': [true, 0.92, null], plain: [false, null, null], tuned: [true, 0.85, 'bge'] };
+    const admin = await edge.admin('/admin/keys');
+    assert.equal(admin.status, 200);
+    const fromAdmin = settings(((await admin.json()) as { data: Listed[] }).data);
+    const dashboard = await edge.admin('/dashboard/keys');
+    assert.equal(dashboard.status, 200);
+    const fromDashboard = settings(((await dashboard.json()) as { data: Listed[] }).data);
+    for (const [name, want] of Object.entries(expected)) {
+      assert.deepEqual(fromAdmin[name], want, `admin API: ${name}`);
+      assert.deepEqual(fromDashboard[name], want, `dashboard: ${name}`);
+    }
+  });
+
   /** The question was filed in the vector index (after its answer was stored, in the background). */
   const filed = (tenant: string, n: number, model = CHAT_MODEL) =>
     waitFor(`${n} semantic entries of ${tenant}`, async () => {

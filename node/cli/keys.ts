@@ -17,6 +17,8 @@ import { KEYS_HELP, readKeysCommand } from './keys-command.ts';
 
 const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 const limit = (n: number | null) => (n === null ? '-' : String(n));
+/** The semantic cache tier: its threshold and embedding model (`auto`: the edge's default, then the first one). */
+const semantic = (k: KeyInfo) => (k.semanticCache ? `${k.semanticThreshold} ${k.semanticModel ?? 'auto'}` : '-');
 
 function table(keys: KeyInfo[]): string {
   const header = [
@@ -30,6 +32,7 @@ function table(keys: KeyInfo[]): string {
     'budget',
     'weight',
     'manage',
+    'semantic',
     'created',
     'revoked',
   ];
@@ -44,6 +47,7 @@ function table(keys: KeyInfo[]): string {
     limit(k.monthlyTokenBudget),
     String(k.weight),
     k.manageModels ? 'yes' : '-',
+    semantic(k),
     time(k.createdAt),
     time(k.revokedAt),
   ]);

@@ -41,6 +41,9 @@ export interface TestEdge {
     tenant?: string;
     manageModels?: boolean;
     weight?: number;
+    semanticCache?: boolean;
+    semanticThreshold?: number;
+    semanticModel?: string;
   }): Promise<{ id: string; key: string }>;
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */
