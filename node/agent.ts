@@ -364,15 +364,11 @@ export class Agent {
       this.#running.delete(run);
     });
     this.#running.add(run);
-    // The semantic cache's lookup vector, computed beside the generation rather than ahead of it (lookup-vector.ts).
+    // The semantic cache's lookup vector, computed beside the generation rather than ahead of it, or after it when the
+    // edge only files it (lookup-vector.ts).
     if (frame.lookup) {
-      const embedding = sendLookupVector(
-        this.#engine,
-        frame,
-        running.controller.signal,
-        (f) => this.#send(f),
-        this.#log,
-      )
+      const embedding = (frame.lookup.after ? run : Promise.resolve())
+        .then(() => sendLookupVector(this.#engine, frame, running.controller.signal, (f) => this.#send(f), this.#log))
         .catch(() => undefined)
         .finally(() => this.#running.delete(embedding));
       this.#running.add(embedding);

@@ -121,22 +121,24 @@ describe('semantic cache', () => {
     }
   });
 
+  /** Questions of `tenant` filed in the vector index for `model`; 0 before the table exists. */
+  const count = async (tenant: string, model = CHAT_MODEL) => {
+    const c = db();
+    try {
+      const rs = await c.execute({
+        sql: `select count(*) as n from semantic_vectors_${EMBED_DIMENSIONS} where tenant = ? and model = ?`,
+        args: [tenant, model],
+      });
+      return Number(rs.rows[0]!.n);
+    } catch {
+      return 0;
+    } finally {
+      c.close();
+    }
+  };
   /** The question was filed in the vector index (after its answer was stored, in the background). */
   const filed = (tenant: string, n: number, model = CHAT_MODEL) =>
-    waitFor(`${n} semantic entries of ${tenant}`, async () => {
-      const c = db();
-      try {
-        const rs = await c.execute({
-          sql: `select count(*) as n from semantic_vectors_${EMBED_DIMENSIONS} where tenant = ? and model = ?`,
-          args: [tenant, model],
-        });
-        return Number(rs.rows[0]!.n) >= n ? true : undefined;
-      } catch {
-        return undefined;
-      } finally {
-        c.close();
-      }
-    });
+    waitFor(`${n} semantic entries of ${tenant}`, async () => ((await count(tenant, model)) >= n ? true : undefined));
 
   let original = '';
   test('a question, then the same with other case, spacing and punctuation: MISS then SEMANTIC, the answer replayed and the generation cancelled', async () => {
@@ -197,8 +199,8 @@ describe('semantic cache', () => {
   });
 
   test('a miss does not wait for a slow lookup: its first token is held a few percent of its time at most, and it is filed when the vector comes', async () => {
-    // The embedding takes 2 s, long after the answer has ended (the old design held the first token for up to 1 s).
-    paced.embedDelayMs = 2000;
+    // The embedding takes 1.2 s, after the answer has ended (the old design held the first token for up to 1 s).
+    paced.embedDelayMs = 1200;
     const runs = paced.runs.length;
     let firstAt: number | undefined;
     try {
@@ -289,5 +291,41 @@ describe('semantic cache', () => {
     assert.equal(res.status, 200);
     const s = (await res.json()) as { semanticHits: number; cacheHits: number; tokensSaved: number };
     assert.ok(s.semanticHits >= 5 && s.cacheHits >= s.semanticHits && s.tokensSaved > 0, JSON.stringify(s));
+  });
+
+  test('a model whose first token comes before a lookup could end: its misses are not raced, the question is embedded after the answer and filed all the same', async () => {
+    // A fast model (no prefill, no pacing) and a slow lookup: the hub learns both and stops racing.
+    paced.firstTokenMs = 0;
+    paced.delayMs = 0;
+    paced.embedDelayMs = 400;
+    let after: { question: string } | undefined;
+    const filedBefore = await count('t1');
+    let asked = 0;
+    try {
+      for (let i = 0; i < 12 && !after; i++) {
+        asked++;
+        const question = `Name the planet number ${i + 1} from the sun`;
+        const runs = paced.runs.length;
+        const embeds = paced.embedStarts.length;
+        const stream = await edge.openai({ apiKey: keys.a!.key }).chat.completions.create({
+          model: CHAT_MODEL,
+          messages: [{ role: 'user', content: question }],
+          max_tokens: 8,
+          temperature: 0,
+          stream: true,
+        });
+        for await (const _ of stream);
+        const run = paced.runs[runs]!;
+        const embedded = await waitFor('the question embedded', async () => paced.embedStarts[embeds]);
+        if (embedded >= run.endedAt!) after = { question };
+      }
+    } finally {
+      paced.firstTokenMs = 300;
+      paced.delayMs = 25;
+      paced.embedDelayMs = 0;
+    }
+    assert.ok(after, 'within 12 misses, one was embedded after its answer rather than raced beside it');
+    // Each of the questions is filed, the unraced ones too (their vectors came after their answers).
+    await filed('t1', filedBefore + asked);
   });
 });

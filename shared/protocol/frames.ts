@@ -547,7 +547,17 @@ export const RequestFrame = z.object({
    * so the edge searches its index while the model works. Only to agents announcing `lookup-vector` and serving
    * `model`; an older agent ignores it (the lookup is then a miss).
    */
-  lookup: z.object({ model: z.string().min(1).max(256), text: z.string() }).optional(),
+  lookup: z
+    .object({
+      model: z.string().min(1).max(256),
+      text: z.string(),
+      /**
+       * Embed it once the generation has ended, not beside it: the edge does not race this lookup (the model's first
+       * token comes sooner than a lookup takes) and wants the vector only to file the answer under.
+       */
+      after: z.literal(true).optional(),
+    })
+    .optional(),
 });
 
 /**

@@ -40,8 +40,11 @@ export class PacedEngine implements Engine {
   }
   /** Embedding requests seen, so tests can tell whether one reached the agent. */
   embedCalls = 0;
+  /** performance.now() when each embedding was asked for. */
+  readonly embedStarts: number[] = [];
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     this.embedCalls++;
+    this.embedStarts.push(performance.now());
     const result = await this.#inner.embed(task, signal);
     if (this.embedDelayMs > 0) await new Promise((r) => setTimeout(r, this.embedDelayMs));
     return result;

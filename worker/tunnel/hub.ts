@@ -40,6 +40,7 @@ import type { AgentSummary, HubApi, HubEnv, RpcFailure, StreamsReport } from './
 import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
 import { LookupVectors } from './lookup-vectors.ts';
 import { SemanticIndex } from './semantic-index.ts';
+import { SemanticOdds } from './semantic-odds.ts';
 import { SemanticTier } from './semantic-tier.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import type { RefusalCount, UsageRow } from './usage-row.ts';
@@ -147,6 +148,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       semantic: new SemanticTier({
         registry: this.#registry,
         vectors,
+        odds: new SemanticOdds(),
         cache,
         index: new SemanticIndex(db),
         config,

@@ -163,7 +163,7 @@ export class RequestFlow {
     }
 
     // The semantic tier's lookup runs beside the generation, which is not held back (semantic-tier.ts).
-    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task) : undefined;
+    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task, dispatch.stream) : undefined;
     /** Set when a semantic hit answered instead: the cancelled generation's settlement then leaves no row. */
     let superseded = false;
 

@@ -14,6 +14,7 @@ import type { AnswerCache } from './answer-cache.ts';
 import type { KeyRecord } from './ledger.ts';
 import type { LookupVectors } from './lookup-vectors.ts';
 import type { SemanticIndex, SemanticScope } from './semantic-index.ts';
+import type { SemanticOdds } from './semantic-odds.ts';
 
 export interface SemanticHit {
   answer: CachedAnswer;
@@ -22,6 +23,9 @@ export interface SemanticHit {
 
 /** One request's semantic lookup, begun before its generation is sent. */
 export interface SemanticLookup {
+  /** The request's model, and whether its response streams: what its first output's time is learnt for. */
+  readonly model: string;
+  readonly stream: boolean;
   /**
    * Where the question's vector comes from, once the generation's agent is known (`undefined`: none yet, the request
    * waits for one): riding on the generation's request when that agent can embed it — the field to put on the
@@ -49,6 +53,7 @@ export interface SemanticTierDeps {
   cache: AnswerCache;
   index: SemanticIndex;
   vectors: LookupVectors;
+  odds: SemanticOdds;
   config: () => EdgeConfig;
 }
 
@@ -61,36 +66,50 @@ export class SemanticTier {
 
   /**
    * Begins the lookup of a request whose exact-cache entry would be allowed (the caller checked the key, no-cache
-   * and the cache key), when the key opted in and the task is a candidate; undefined otherwise.
+   * and the cache key), when the key opted in and the task is a candidate; undefined otherwise. A lookup that cannot
+   * win against the model's first output (semantic-odds.ts) is not raced: it only files the question afterwards.
    */
-  begin(key: KeyRecord, task: Task): SemanticLookup | undefined {
+  begin(key: KeyRecord, task: Task, stream: boolean): SemanticLookup | undefined {
     const semantic = key.semantic;
     if (!semantic || !isSemanticCandidate(task)) return undefined;
     const embedModel = this.#embedModelFor(key, semantic.model);
     if (!embedModel) return undefined;
+    const d = this.#d;
+    const raced = d.odds.worthRacing(task.model, stream, embedModel, d.config().semanticHoldPercent);
     const text = semanticText(task);
     const vector = Promise.withResolvers<number[] | undefined>();
+    /** The vector of a lookup that is not raced and cannot ride: asked for only when the answer is filed. */
+    let later: (() => Promise<number[] | undefined>) | undefined;
+    let sent = 0;
     const scope = semanticSettings(task).then(
       (settings): SemanticScope => ({ tenant: key.tenant, model: task.model, embedModel, settings }),
     );
-    const hit = (async () => {
-      const v = await vector.promise;
-      return v ? await this.#verified(await scope, v, semantic.threshold) : undefined;
-    })().catch(() => undefined);
+    const hit = raced
+      ? (async () => {
+          const v = await vector.promise;
+          const found = v ? await this.#verified(await scope, v, semantic.threshold) : undefined;
+          d.odds.lookup(embedModel, Date.now() - sent);
+          return found;
+        })().catch(() => undefined)
+      : Promise.resolve(undefined);
     return {
+      model: task.model,
+      stream,
       attach: (id, agent) => {
-        const vectors = this.#d.vectors;
-        if (agent && vectors.canRide(agent, embedModel)) {
-          vector.resolve(vectors.expect(id, agent.connId));
-          return { model: embedModel, text };
+        sent = Date.now();
+        if (agent && d.vectors.canRide(agent, embedModel)) {
+          vector.resolve(d.vectors.expect(id, agent.connId));
+          return { model: embedModel, text, ...(raced ? {} : { after: true as const }) };
         }
-        vector.resolve(vectors.embed(embedModel, text, key.id));
+        if (raced) vector.resolve(d.vectors.embed(embedModel, text, key.id));
+        else later = () => d.vectors.embed(embedModel, text, key.id);
         return undefined;
       },
       hit,
       file: async (cacheKey) => {
+        if (later) vector.resolve(later());
         const v = await vector.promise;
-        if (v) await this.#d.index.add(await scope, v, cacheKey, Date.now() + this.#d.config().cacheTtlMs);
+        if (v) await d.index.add(await scope, v, cacheKey, Date.now() + d.config().cacheTtlMs);
       },
     };
   }
@@ -125,7 +144,13 @@ export class SemanticTier {
     );
     const ended = generation.ended.then(() => undefined);
     try {
-      return await Promise.race([lookup.hit, held, ended, after(semanticWaitMs)]);
+      const hit = await Promise.race([lookup.hit, held, ended, after(semanticWaitMs)]);
+      // A miss's generation runs on: its first output's time is the model's (a hit's was cut short).
+      if (!hit)
+        void generation.firstOutput.then(() =>
+          this.#d.odds.firstOutput(lookup.model, lookup.stream, Date.now() - generation.startedAt),
+        );
+      return hit;
     } finally {
       over = true;
       for (const t of timers) clearTimeout(t);
