@@ -4,30 +4,34 @@
  * model's first token comes sooner than the lookup usually takes, racing would only cost the miss the lookup's work
  * (an embedding on the agent beside the prefill, a search at the hub) and never produce a hit. Such a request is not
  * raced: its question is embedded after its answer, to be filed for later requests all the same. Both times are
- * learnt from what this hub sees, as moving averages; every EXPLORE-th request is raced anyway, so a lookup that got
- * faster (or a model that got slower, as prompts grow) is noticed.
+ * learnt from what this hub sees, as the median of the last few (a median, so one outlier — the index table created
+ * on the first lookup, a model loading — does not stop the racing for long); every EXPLORE-th request is raced anyway,
+ * so a lookup that got faster (or a model that got slower, as prompts grow) is noticed.
  */
 
-/** Weight of the newest sample in the moving averages. */
-const ALPHA = 0.2;
+/** How many of the latest times the median is taken over. */
+const SAMPLES = 9;
+/** Times known from this many samples on. */
+const MIN_SAMPLES = 3;
 /** One request in this many is raced even when the odds say no. */
 const EXPLORE = 16;
 
 export class SemanticOdds {
   /** Milliseconds to the first output, by model and by whether the response streams. */
-  readonly #firstOutput = new Map<string, number>();
+  readonly #firstOutput = new Map<string, number[]>();
   /** Milliseconds from sending a lookup to its verdict, by embedding model. */
-  readonly #lookup = new Map<string, number>();
+  readonly #lookup = new Map<string, number[]>();
   readonly #skipped = new Map<string, number>();
 
   /**
    * Whether to race the lookup of a request for `model` (streamed or not) embedded with `embedModel`, when its first
-   * output may wait `holdPercent` of its time: yes until both times are known, then while the lookup is the faster.
+   * output may wait `holdPercent` of its time: yes until both times are known (3 samples each), then while the lookup
+   * is the faster.
    */
   worthRacing(model: string, stream: boolean, embedModel: string, holdPercent: number): boolean {
     const key = `${stream ? 's' : 'b'}:${model}`;
-    const first = this.#firstOutput.get(key);
-    const lookup = this.#lookup.get(embedModel);
+    const first = median(this.#firstOutput.get(key));
+    const lookup = median(this.#lookup.get(embedModel));
     if (first === undefined || lookup === undefined || lookup <= first * (1 + holdPercent / 100)) return true;
     const skipped = (this.#skipped.get(key) ?? 0) + 1;
     this.#skipped.set(key, skipped % EXPLORE);
@@ -35,15 +39,24 @@ export class SemanticOdds {
   }
 
   firstOutput(model: string, stream: boolean, ms: number): void {
-    average(this.#firstOutput, `${stream ? 's' : 'b'}:${model}`, ms);
+    remember(this.#firstOutput, `${stream ? 's' : 'b'}:${model}`, ms);
   }
 
   lookup(embedModel: string, ms: number): void {
-    average(this.#lookup, embedModel, ms);
+    remember(this.#lookup, embedModel, ms);
   }
 }
 
-function average(map: Map<string, number>, key: string, sample: number): void {
-  const old = map.get(key);
-  map.set(key, old === undefined ? sample : old + ALPHA * (sample - old));
+function remember(map: Map<string, number[]>, key: string, sample: number): void {
+  const samples = map.get(key) ?? [];
+  samples.push(sample);
+  if (samples.length > SAMPLES) samples.shift();
+  map.set(key, samples);
+}
+
+/** The lower median, once there are MIN_SAMPLES: until then the time counts as unknown (and the lookup is raced). */
+function median(samples: number[] | undefined): number | undefined {
+  if (!samples || samples.length < MIN_SAMPLES) return undefined;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
