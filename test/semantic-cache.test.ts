@@ -328,4 +328,48 @@ describe('semantic cache', () => {
     // Each of the questions is filed, the unraced ones too (their vectors came after their answers).
     await filed('t1', filedBefore + asked);
   });
+
+  test('on the OpenVINO engine too, the agent that generates embeds the question riding on its request (CI: the fake runtime)', async () => {
+    const ovDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-semantic-ov-'));
+    await writeFakeIrModel(path.join(ovDir, 'ov-chat-2'), { kind: 'chat', weightBytes: 16 });
+    await writeFakeIrModel(path.join(ovDir, 'ov-embed'), { kind: 'embedding', weightBytes: 16 });
+    const fake = new FakeOpenVinoRuntime({ devices: ['CPU'] });
+    const engine = new OpenVinoEngine(fake.modules(), {
+      models: (await scanModels(ovDir)).entries,
+      log: createLogger('silent'),
+    });
+    const both = new PacedEngine(engine, 25, { firstTokenMs: 300 });
+    const ran: string[] = [];
+    const agent = await startTestAgent(edge, both, { agentId: 'ov-both', onRequestDone: (r) => ran.push(r.model) });
+    try {
+      const k = await createKey({ name: 'ov semantic', tenant: 't4', semanticCache: true, semanticModel: 'ov-embed' });
+      await waitFor('the agent with both models', async () =>
+        (await edge.openai().models.list()).data.some((m) => m.id === 'ov-chat-2') ? true : undefined,
+      );
+      const embeds = both.embedStarts.length;
+      const r = await ask(k.key, QUESTION, { model: 'ov-chat-2' });
+      assert.equal(r.cache, 'MISS');
+      // Filed under the vector the OpenVINO engine computed (the fake's vectors are 8 wide), in the request's scope.
+      const c = db();
+      try {
+        await waitFor('the question filed with its OpenVINO vector', async () => {
+          const rs = await c
+            .execute({
+              sql: `select count(*) as n from semantic_vectors_8 where tenant = 't4' and model = 'ov-chat-2' and embed_model = 'ov-embed'`,
+              args: [],
+            })
+            .catch(() => undefined);
+          return rs && Number(rs.rows[0]!.n) === 1 ? true : undefined;
+        });
+      } finally {
+        c.close();
+      }
+      assert.equal(both.embedStarts.length, embeds + 1, 'one embedding, on the agent that generated');
+      assert.deepEqual(ran, ['ov-chat-2'], 'one request: the embedding rode on it, no embed request of its own');
+    } finally {
+      await agent.stop();
+      await engine.close();
+      await rm(ovDir, { recursive: true, force: true });
+    }
+  });
 });
