@@ -1,8 +1,8 @@
 /**
  * Whether a semantic lookup can win its race against the generation it runs beside (semantic-tier.ts). A lookup only
  * helps if it ends before the client's first output is due (plus the few percent that output may be held): when a
- * model's first token comes sooner than the lookup usually takes, racing would only cost the miss the lookup's work
- * (an embedding on the agent beside the prefill, a search at the hub) and never produce a hit. Such a request is not
+ * model's first token comes sooner than the lookup usually takes (or not much later), racing would only cost the miss
+ * the lookup's work (an embedding on the agent beside the prefill, a search at the hub) and seldom produce a hit. Such a request is not
  * raced: its question is embedded after its answer, to be filed for later requests all the same. Both times are
  * learnt from what this hub sees, as the median of the last few (a median, so one outlier — the index table created
  * on the first lookup, a model loading — does not stop the racing for long); every EXPLORE-th request is raced anyway,
@@ -13,6 +13,12 @@
 const SAMPLES = 9;
 /** Times known from this many samples on. */
 const MIN_SAMPLES = 3;
+/**
+ * A lookup is raced when it usually takes at most this share of the model's time to first output: it then ends in
+ * time with room to spare, and its own work (the embedding on the agent, the search) overlaps at most this share of
+ * the prefill it might slow down. Nearer 1 it would often end just too late, having cost the miss its work for nothing.
+ */
+const RACE_SHARE = 0.5;
 /** One request in this many is raced even when the odds say no. */
 const EXPLORE = 16;
 
@@ -24,15 +30,14 @@ export class SemanticOdds {
   readonly #skipped = new Map<string, number>();
 
   /**
-   * Whether to race the lookup of a request for `model` (streamed or not) embedded with `embedModel`, when its first
-   * output may wait `holdPercent` of its time: yes until both times are known (3 samples each), then while the lookup
-   * is the faster.
+   * Whether to race the lookup of a request for `model` (streamed or not) embedded with `embedModel`: yes until both
+   * times are known (3 samples each), then while the lookup usually takes at most RACE_SHARE of the first output's.
    */
-  worthRacing(model: string, stream: boolean, embedModel: string, holdPercent: number): boolean {
+  worthRacing(model: string, stream: boolean, embedModel: string): boolean {
     const key = `${stream ? 's' : 'b'}:${model}`;
     const first = median(this.#firstOutput.get(key));
     const lookup = median(this.#lookup.get(embedModel));
-    if (first === undefined || lookup === undefined || lookup <= first * (1 + holdPercent / 100)) return true;
+    if (first === undefined || lookup === undefined || lookup <= first * RACE_SHARE) return true;
     const skipped = (this.#skipped.get(key) ?? 0) + 1;
     this.#skipped.set(key, skipped % EXPLORE);
     return skipped % EXPLORE === 0;

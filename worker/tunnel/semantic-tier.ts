@@ -75,7 +75,7 @@ export class SemanticTier {
     const embedModel = this.#embedModelFor(key, semantic.model);
     if (!embedModel) return undefined;
     const d = this.#d;
-    const raced = d.odds.worthRacing(task.model, stream, embedModel, d.config().semanticHoldPercent);
+    const raced = d.odds.worthRacing(task.model, stream, embedModel);
     const text = semanticText(task);
     const vector = Promise.withResolvers<number[] | undefined>();
     /** The vector of a lookup that is not raced and cannot ride: asked for only when the answer is filed. */
