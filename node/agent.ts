@@ -10,16 +10,18 @@ import {
   type ChunkFrame,
   type ManageFrame,
   type RequestFrame,
+  type RerankTask,
   type StatusFrame,
   type ToolCallDelta,
 } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
-import type { Engine, TextDelta } from './engines/engine.ts';
-import { AgentError, toErrorCode } from './errors.ts';
+import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
+import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { sendLookupVector } from './lookup-vector.ts';
 import type { ModelManager } from './models/manage.ts';
-import { type Release, Scheduler, type SchedulerOptions } from './scheduler.ts';
+import { PreemptibleGeneration } from './preemption.ts';
+import { Scheduler, type SchedulerOptions, type Slot } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
 export const AGENT_VERSION = '0.1.0';
@@ -334,6 +336,13 @@ export class Agent {
     await this.#tunnel.stop();
   }
 
+  /** A rerank's scores as its `embeddings` frame carries them: one `[score]` per document (shared/protocol). */
+  async #rerank(task: RerankTask, signal: AbortSignal): Promise<EmbeddingResult> {
+    if (!this.#engine.rerank) throw new UnknownModelError(task.model, []);
+    const { scores, ...rest } = await this.#engine.rerank(task, signal);
+    return { vectors: scores.map((s) => [s]), ...rest };
+  }
+
   #send(frame: AgentFrame): void {
     this.#tunnel.send(frame);
   }
@@ -398,7 +407,7 @@ export class Agent {
     let completionTokens = 0;
     let cachedPromptTokens: number | undefined;
     let outcome: RequestRecord['outcome'] = 'ok';
-    let release: Release | undefined;
+    let release: ((tokens?: number) => void) | undefined;
     let queueMs: number | undefined;
     // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
     // so the edge has it for the usage row even if this process dies before the first token.
@@ -430,10 +439,12 @@ export class Agent {
       }
       const ticket = { keyId: frame.keyId ?? 'anonymous', weight: frame.weight, priority: frame.priority };
       const queued = performance.now();
-      release = await this.#scheduler.acquire(device, ticket, signal);
+      const slot: Slot = await this.#scheduler.acquire(device, ticket, signal);
+      release = slot;
       queueMs = performance.now() - queued;
-      if (body.task === 'embed') {
-        const result = await this.#engine.embed(body, signal);
+      if (body.task === 'embed' || body.task === 'rerank') {
+        const result =
+          body.task === 'embed' ? await this.#engine.embed(body, signal) : await this.#rerank(body, signal);
         promptTokens = result.promptTokens;
         const durationMs = performance.now() - started;
         const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
@@ -447,10 +458,16 @@ export class Agent {
           queueMs,
           ...load,
         });
-        log.info({ inputs: body.input.length, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
+        const inputs = body.task === 'embed' ? body.input.length : body.documents.length;
+        log.info({ inputs, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
         return;
       }
-      for await (const event of this.#engine.generate(body, signal)) {
+      // A batch request gives its slot up to an interactive one that waits for it (preemption.ts).
+      const preemptible =
+        frame.priority === 'batch' ? new PreemptibleGeneration(this.#engine, slot, signal) : undefined;
+      if (preemptible) release = (tokens) => preemptible.release(tokens);
+      const events = preemptible ? preemptible.events(body) : this.#engine.generate(body, signal);
+      for await (const event of events) {
         if (event.type === 'prompt') {
           promptTokens = event.promptTokens;
           const timer = setTimeout(
@@ -477,6 +494,8 @@ export class Agent {
           completionTokens = event.usage.completionTokens;
           cachedPromptTokens = event.usage.cachedPromptTokens;
           if (event.finishReason === 'cancelled') outcome = 'cancelled';
+          // Time it waited for its slot back after giving it up counts as queue time too.
+          if (preemptible) queueMs = (queueMs ?? 0) + preemptible.waitedMs;
           const extra = {
             ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}),
             ...(event.context ? { context: event.context } : {}),
@@ -494,7 +513,13 @@ export class Agent {
             ...tail,
           });
           log.info(
-            { finishReason: event.finishReason, ...event.usage, ttftMs, durationMs: Math.round(durationMs) },
+            {
+              finishReason: event.finishReason,
+              ...event.usage,
+              ttftMs,
+              durationMs: Math.round(durationMs),
+              ...(preemptible?.preemptions ? { preemptions: preemptible.preemptions } : {}),
+            },
             'request finished',
           );
         }
@@ -522,7 +547,7 @@ export class Agent {
     } finally {
       if (promptNotice) clearTimeout(promptNotice.timer);
       // Its key's share is charged what the device served it: the answer's tokens (an embedding's, its input's).
-      release?.(body.task === 'embed' ? promptTokens : completionTokens);
+      release?.(body.task === 'embed' || body.task === 'rerank' ? promptTokens : completionTokens);
       if (frame.keepAliveMs !== undefined)
         this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
       const durationMs = performance.now() - started;

@@ -39,6 +39,8 @@ export class FairQueue {
   readonly #flows = new Map<string, Flow>();
   #waiting = 0;
   #arrivals = 0;
+  /** Waiters put ahead of the rest (pushFront), oldest first. */
+  readonly #first: FairWaiter[] = [];
   #average = FIRST_ESTIMATE;
   /** The virtual time the last request to start had: no waiting key is behind it. */
   #now = 0;
@@ -55,6 +57,21 @@ export class FairQueue {
   }
 
   push(waiter: FairWaiter): void {
+    this.#enter(waiter).waiting.push(waiter);
+    this.#waiting++;
+  }
+
+  /**
+   * Puts a waiter ahead of every other in this queue, whatever its key's virtual time: a request that gave its slot
+   * up for a more urgent one (a preempted batch request) gets it back before anything new starts. In order among such.
+   */
+  pushFront(waiter: FairWaiter): void {
+    this.#enter(waiter).waiting.unshift(waiter);
+    this.#first.push(waiter);
+    this.#waiting++;
+  }
+
+  #enter(waiter: FairWaiter): Flow {
     let flow = this.#flows.get(waiter.keyId);
     const weight = Math.max(MIN_WEIGHT, waiter.weight);
     if (!flow) {
@@ -66,8 +83,7 @@ export class FairQueue {
     // The newest weight wins: a key whose weight was changed takes it from its next request on.
     flow.weight = weight;
     if (flow.waiting.length === 0) flow.since = this.#arrivals++;
-    flow.waiting.push(waiter);
-    this.#waiting++;
+    return flow;
   }
 
   /** Removes a waiter that gave up; false when it was not waiting (it had started). */
@@ -76,6 +92,8 @@ export class FairQueue {
     const at = flow?.waiting.indexOf(waiter) ?? -1;
     if (at === -1) return false;
     flow!.waiting.splice(at, 1);
+    const first = this.#first.indexOf(waiter);
+    if (first !== -1) this.#first.splice(first, 1);
     this.#waiting--;
     this.#forgetIfIdle(waiter.keyId, flow!);
     return true;
@@ -87,7 +105,14 @@ export class FairQueue {
    */
   next(): { waiter: FairWaiter; settle: (tokens: number | undefined) => void } | undefined {
     let best: [string, Flow] | undefined;
-    for (const entry of this.#flows) {
+    const first = this.#first.shift();
+    if (first) {
+      const flow = this.#flows.get(first.keyId)!;
+      flow.waiting.splice(flow.waiting.indexOf(first), 1);
+      flow.waiting.unshift(first);
+      best = [first.keyId, flow];
+    }
+    for (const entry of best ? [] : this.#flows) {
       const flow = entry[1];
       if (flow.waiting.length === 0) continue;
       if (!best || flow.vtime < best[1].vtime || (flow.vtime === best[1].vtime && flow.since < best[1].since))

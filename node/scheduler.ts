@@ -5,7 +5,10 @@
  * while both wait, and a key that sends now and then goes ahead of busy keys. Batch requests (the Batch API's,
  * `service_tier: "flex"`) run only when no interactive request waits on the device, and never take the queue's
  * last place, which stays for an interactive request. A request cancelled while waiting leaves the queue and never
- * runs. See docs/fair-shares.md.
+ * runs. An interactive request that finds every slot of its device taken while one of them runs a batch request
+ * preempts it: that slot's `preempted` signal aborts, and its holder gives the slot up (`yield`) between tokens,
+ * then waits ahead of every other batch request for one again (see node/preemption.ts for what the holder does).
+ * See docs/fair-shares.md.
  */
 import type { Priority } from '../shared/protocol/frames.ts';
 import { AgentError } from './errors.ts';
@@ -30,10 +33,24 @@ export interface Ticket {
 /** Frees a slot; `tokens`: what the request was served, charged to its key's share (estimated when left out). */
 export type Release = (tokens?: number) => void;
 
+/** A slot held: call it to free the slot. A batch request's slot can also be asked for back and given up for now. */
+export type Slot = Release & {
+  /** Aborts when an interactive request waits for this device and this batch request should give its slot up. */
+  readonly preempted: AbortSignal;
+  /**
+   * Gives the slot up for now, charging `tokens` (served so far, in all) to the key's share, and waits ahead of every
+   * other batch request for a slot again; resolves with the new slot (whose release counts `tokens` as charged).
+   * Rejects with a `cancelled` AgentError when `signal` aborts while waiting.
+   */
+  yield(tokens: number, signal: AbortSignal): Promise<Slot>;
+};
+
 interface DeviceState {
   running: number;
   interactive: FairQueue;
   batch: FairQueue;
+  /** Batch requests running, with the controllers of their `preempted` signals. */
+  batchRunning: Set<AbortController>;
 }
 
 /** Places in the queue only interactive requests may take. */
@@ -67,7 +84,11 @@ export class Scheduler {
 
   #device(name: string): DeviceState {
     let d = this.#devices.get(name);
-    if (!d) this.#devices.set(name, (d = { running: 0, interactive: new FairQueue(), batch: new FairQueue() }));
+    if (!d)
+      this.#devices.set(
+        name,
+        (d = { running: 0, interactive: new FairQueue(), batch: new FairQueue(), batchRunning: new Set() }),
+      );
     return d;
   }
 
@@ -76,7 +97,11 @@ export class Scheduler {
    * queue is full (for a batch request: when only the interactive reserve is left), and with a `cancelled`
    * AgentError when `signal` aborts while waiting.
    */
-  acquire(device: string, ticket: Ticket, signal: AbortSignal): Promise<Release> {
+  acquire(device: string, ticket: Ticket, signal: AbortSignal): Promise<Slot> {
+    return this.#acquire(device, ticket, signal, false, 0);
+  }
+
+  #acquire(device: string, ticket: Ticket, signal: AbortSignal, resumed: boolean, charged: number): Promise<Slot> {
     const d = this.#device(device);
     const batch = ticket.priority === 'batch';
     if (signal.aborted) return Promise.reject(new AgentError('cancelled', 'cancelled before it started'));
@@ -89,10 +114,11 @@ export class Scheduler {
       const { settle } = queue.next()!;
       d.running++;
       this.#onChange?.();
-      return Promise.resolve(this.#releaser(device, settle));
+      return Promise.resolve(this.#slot(device, ticket, settle, charged));
     }
     const room = this.#options.queueLimit - (batch ? INTERACTIVE_RESERVE : 0);
-    if (this.#queued >= room) {
+    // A preempted request was admitted already: it waits again whatever the queue holds.
+    if (!resumed && this.#queued >= room) {
       return Promise.reject(
         new OverloadedError(
           batch
@@ -108,7 +134,7 @@ export class Scheduler {
         weight: ticket.weight ?? 1,
         start: () => {
           signal.removeEventListener('abort', onAbort);
-          resolve(this.#releaser(device, waiter.settle!));
+          resolve(this.#slot(device, ticket, waiter.settle!, charged));
         },
       };
       const onAbort = () => {
@@ -118,23 +144,50 @@ export class Scheduler {
         reject(new AgentError('cancelled', 'cancelled while waiting in the queue'));
       };
       signal.addEventListener('abort', onAbort, { once: true });
-      queue.push(waiter);
+      if (resumed) queue.pushFront(waiter);
+      else queue.push(waiter);
       this.#queued++;
+      if (!batch) this.#preempt(d);
       this.#onChange?.();
     });
   }
 
-  #releaser(device: string, settle: (tokens: number | undefined) => void): Release {
+  /**
+   * Asks one running batch request to give its slot up, unless enough have been asked already to make room for
+   * every interactive request waiting: the one that started last, which has the least work to lose.
+   */
+  #preempt(d: DeviceState): void {
+    let asked = 0;
+    let last: AbortController | undefined;
+    for (const c of d.batchRunning) {
+      if (c.signal.aborted) asked++;
+      else last = c;
+    }
+    if (last && asked < d.interactive.waiting) last.abort();
+  }
+
+  /** A slot held on `device`; `charged`: tokens its request was charged under slots it gave up earlier. */
+  #slot(device: string, ticket: Ticket, settle: (tokens: number | undefined) => void, charged: number): Slot {
+    const d = this.#device(device);
+    const preemption = new AbortController();
+    if (ticket.priority === 'batch') d.batchRunning.add(preemption);
     let released = false;
-    return (tokens) => {
+    const release = (tokens?: number) => {
       if (released) return;
       released = true;
-      settle(tokens);
-      const d = this.#device(device);
+      d.batchRunning.delete(preemption);
+      settle(tokens === undefined ? undefined : Math.max(0, tokens - charged));
       d.running--;
       this.#next(d, device);
       this.#onChange?.();
     };
+    return Object.assign(release, {
+      preempted: preemption.signal,
+      yield: (tokens: number, signal: AbortSignal) => {
+        release(tokens);
+        return this.#acquire(device, ticket, signal, true, tokens);
+      },
+    });
   }
 
   #next(d: DeviceState, device: string): void {

@@ -3,7 +3,8 @@
  * on ONNX Runtime over the tunnel), called through the official `openai` client unchanged: files.create,
  * batches.create / retrieve / list / cancel, files.content; output lines one to one with the input's custom_ids;
  * one usage row per line, marked with its batch; OpenAI's object shapes (checked against its published OpenAPI
- * document when ../shared/specs has it); per-tenant files and batches; bad input refused in OpenAI's shape.
+ * document when ../shared/specs has it); per-tenant files and batches; bad input refused in OpenAI's shape; a batch
+ * that outlives its completion window ends `expired` as OpenAI's does.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -12,9 +13,11 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI, { toFile } from 'openai';
 import type { Agent } from '../node/agent.ts';
+import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { OpenApiSpec } from './support/openapi-spec.ts';
+import { PacedEngine } from './support/paced-engine.ts';
 import { connectPeer } from './support/scripted-peer.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -526,5 +529,83 @@ describe('Batch API', () => {
     });
     assert.equal(res.status, 413);
     assert.equal(((await res.json()) as { error: { type: string } }).error.type, 'invalid_request_error');
+  });
+});
+
+describe('Batch API: the completion window', () => {
+  let edge: TestEdge;
+  let agent: Agent;
+  let engine: OrtEngine;
+  let openai: OpenAI;
+  before(async () => {
+    // A 4-second window (the test-only knob; the batch still says 24h) and a device at 40 ms a token, one request at
+    // a time: about two lines a second run, so most of a 16-line batch is left when the window closes.
+    edge = await startTestEdge({ NPU_RELAY_TEST_BATCH_WINDOW_S: '4' });
+    engine = await createOrtEngine();
+    agent = await startTestAgent(edge, new PacedEngine(engine, 40), {
+      scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 },
+    });
+    openai = edge.openai();
+  });
+  after(async () => {
+    await agent?.stop();
+    await engine?.close();
+    await edge?.stop();
+  });
+
+  test('a batch not finished within its window ends expired: finished lines in the output file, the rest batch_expired', async () => {
+    const lines = Array.from({ length: 16 }, (_, i) => ({
+      ...chatLine(i),
+      body: { ...chatLine(i).body, max_tokens: 12 },
+    }));
+    const file = await openai.files.create({
+      file: await toFile(Buffer.from(jsonl(lines)), 'slow.jsonl'),
+      purpose: 'batch',
+    });
+    const b = await openai.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    assert.equal(b.completion_window, '24h');
+    assert.ok(b.expires_at! - b.created_at <= 4, 'the window the knob set');
+    const done = await finished(openai, b.id, 60_000);
+    conforms(done, 'Batch');
+    assert.equal(done.status, 'expired');
+    assert.ok(done.expired_at && done.expired_at >= done.expires_at!, 'expired at or after its expiry time');
+    assert.equal(done.completed_at ?? null, null);
+    const out = await contentLines(openai, done.output_file_id);
+    const errors = await contentLines(openai, done.error_file_id);
+    assert.ok(out.length > 0, 'lines finished in the window are in the output file');
+    assert.ok(errors.length > 0, 'the lines left are in the error file');
+    assert.ok(out.every((l) => l.response.status_code === 200 && l.error === null));
+    for (const l of errors) {
+      assert.equal(l.response, null);
+      assert.equal(l.error.code, 'batch_expired');
+      assert.match(l.error.message, /completion window/);
+    }
+    // Every line ends exactly once.
+    const ids = [...out, ...errors].map((l) => l.custom_id).sort();
+    assert.deepEqual(ids, lines.map((l) => l.custom_id).sort());
+    assert.deepEqual(done.request_counts, { total: 16, completed: out.length, failed: errors.length });
+    // Only lines that ran have usage rows (an expired line is never charged), and none started after the window.
+    const rows = await waitFor('rows of the lines that ran', async () => {
+      const r = await usageRows(edge, b.id);
+      return r.length >= out.length ? r : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await usageRows(edge, b.id)).length, out.length);
+    assert.equal(rows.length, out.length);
+    const db = createClient({ url: edge.sqld.url });
+    try {
+      const late = await db.execute({
+        sql: 'SELECT count(*) AS n FROM usage WHERE batch_id = ? AND at > ?',
+        // A second's margin: the desk's clock and the hub's stamp of the row are not one instant.
+        args: [b.id, done.expires_at! * 1000 + 1000],
+      });
+      assert.equal(Number(late.rows[0]!.n), 0, 'no line started after the window closed');
+    } finally {
+      db.close();
+    }
   });
 });

@@ -243,27 +243,40 @@ test('keys: create shows the key once as the last line and stores only its hash;
     assert.equal(Number(scoped!.manage_models), flags.length ? 1 : 0, `${name}: manage scope`);
   }
 
-  // The semantic cache tier: off by default; on with the default threshold and model, or with both given.
+  // The semantic cache tier: off by default; on with the default threshold and model, or with both given (and a
+  // cross-encoder's verdict).
   for (const [name, flags, expected] of [
-    ['no-semantic', [], [0, null, null]],
-    ['semantic', ['--semantic-cache'], [1, 0.92, null]],
+    ['no-semantic', [], [0, null, null, null]],
+    ['semantic', ['--semantic-cache'], [1, 0.92, null, null]],
     [
       'semantic-tuned',
-      ['--semantic-cache', '--semantic-threshold', '0.85', '--semantic-model', 'bge'],
-      [1, 0.85, 'bge'],
+      [
+        '--semantic-cache',
+        '--semantic-threshold',
+        '0.85',
+        '--semantic-model',
+        'bge',
+        '--semantic-reranker',
+        'ms-marco',
+      ],
+      [1, 0.85, 'bge', 'ms-marco'],
     ],
   ] as const) {
     const made = await keysCli(['create', '--name', name, ...flags], { NPU_RELAY_LIBSQL_URL: url });
     assert.equal(made.code, 0, made.stderr);
     const [row] = (
       await sql.execute({
-        sql: 'SELECT semantic_cache, semantic_threshold, semantic_model FROM api_keys WHERE name = ?',
+        sql: 'SELECT semantic_cache, semantic_threshold, semantic_model, semantic_reranker FROM api_keys WHERE name = ?',
         args: [name],
       })
     ).rows;
-    assert.deepEqual([Number(row!.semantic_cache), row!.semantic_threshold, row!.semantic_model], expected, name);
+    assert.deepEqual(
+      [Number(row!.semantic_cache), row!.semantic_threshold, row!.semantic_model, row!.semantic_reranker],
+      expected,
+      name,
+    );
   }
-  // `list` shows each key's semantic cache settings: off, or its threshold and embedding model (`auto`: the default).
+  // `list` shows each key's semantic cache settings: off, or its threshold, embedding model (`auto`: the default), reranker.
   const withSemantic = await keysCli(['list'], { NPU_RELAY_LIBSQL_URL: url });
   assert.equal(withSemantic.code, 0, withSemantic.stderr);
   const [header, ...listedRows] = withSemantic.stdout.trimEnd().split('\n');
@@ -276,7 +289,7 @@ test('keys: create shows the key once as the last line and stores only its hash;
       .trim();
   assert.equal(semanticOf('no-semantic'), '-');
   assert.equal(semanticOf('semantic'), '0.92 auto');
-  assert.equal(semanticOf('semantic-tuned'), '0.85 bge');
+  assert.equal(semanticOf('semantic-tuned'), '0.85 bge +ms-marco');
 });
 
 test('keys: bad numbers, bad names, unknown flags and misplaced arguments are each refused with a message naming the fix', () => {
@@ -296,6 +309,8 @@ test('keys: bad numbers, bad names, unknown flags and misplaced arguments are ea
     [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', '1.5'], /must be a number in \(0, 1\]/],
     [['create', '--name', 'x', '--semantic-cache', '--semantic-threshold', 'high'], /must be a number in \(0, 1\]/],
     [['create', '--name', 'x', '--semantic-cache', '--semantic-model', ' '], /--semantic-model must not be empty/],
+    [['create', '--name', 'x', '--semantic-reranker', 'r'], /go only with --semantic-cache/],
+    [['create', '--name', 'x', '--semantic-cache', '--semantic-reranker', ''], /--semantic-reranker must not be empty/],
     [['create', '--name', 'x', '--weight', '0'], /--weight must be a positive integer, got '0'/],
     [['create', '--name', 'x', '--weight', '1001'], /--weight must be at most 1000, got 1001/],
     [['create', '--name', 'x', '--bogus'], /Unknown option '--bogus'/],

@@ -149,6 +149,9 @@ describe('pools: a hub per pool of agents', () => {
       'the east pool without agents',
       async () => ((await (await fetch(new URL('/health', edge.url))).json()) as { agents: number }).agents === 1,
     );
+    // Past the Worker's directory age (5 s, worker/edge/pools.ts): the directory it reads now has no agent serving
+    // the model, and must still route it to its (emptied) pool rather than forget it.
+    await new Promise((r) => setTimeout(r, 5500));
     const before = { default: await dispatched('default'), east: await dispatched('east') };
     for (let i = 0; i < 5; i++) {
       const hit = await ask();

@@ -99,16 +99,29 @@ describe('semantic cache', () => {
   };
 
   test("the key listings show each key's semantic cache settings: the admin API's and the dashboard's", async () => {
-    await createKey({ name: 'tuned', semanticCache: true, semanticThreshold: 0.85, semanticModel: 'bge' });
+    await createKey({
+      name: 'tuned',
+      semanticCache: true,
+      semanticThreshold: 0.85,
+      semanticModel: 'bge',
+      semanticReranker: 'ms-marco',
+    });
     type Listed = {
       name: string;
       semanticCache: boolean;
       semanticThreshold: number | null;
       semanticModel: string | null;
+      semanticReranker: string | null;
     };
     const settings = (rows: Listed[]) =>
-      Object.fromEntries(rows.map((k) => [k.name, [k.semanticCache, k.semanticThreshold, k.semanticModel]] as const));
-    const expected = { 'semantic a': [true, 0.92, null], plain: [false, null, null], tuned: [true, 0.85, 'bge'] };
+      Object.fromEntries(
+        rows.map((k) => [k.name, [k.semanticCache, k.semanticThreshold, k.semanticModel, k.semanticReranker]] as const),
+      );
+    const expected = {
+      'semantic a': [true, 0.92, null, null],
+      plain: [false, null, null, null],
+      tuned: [true, 0.85, 'bge', 'ms-marco'],
+    };
     const admin = await edge.admin('/admin/keys');
     assert.equal(admin.status, 200);
     const fromAdmin = settings(((await admin.json()) as { data: Listed[] }).data);

@@ -16,6 +16,7 @@ import { modelFolderName } from '../node/models/pull.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { repoFilesFrom, startHub } from './support/hub-server.ts';
 import { runCommand } from './support/run-command.ts';
+import { waitFor } from './support/wait-for.ts';
 
 const run = promisify(execFile);
 
@@ -35,7 +36,7 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
     NPU_RELAY_PORT: String(port),
     NPU_RELAY_DATA_DIR: dataDir,
     NPU_RELAY_MODELS_DIR: MODELS_DIR,
-    NPU_RELAY_LOG_LEVEL: 'warn',
+    NPU_RELAY_LOG_LEVEL: 'info',
   };
   delete env.NPU_RELAY_API_KEY;
   // Its own process group, so Ctrl-C can be delivered the way a terminal does: to npm and everything under it.
@@ -92,6 +93,18 @@ test('npm start serves a streamed curl request within 60 s and stops cleanly on 
     assert.ok(content.length > 0, 'curl received generated text');
     console.log(`npm start → streamed answer in ${(elapsed / 1000).toFixed(1)} s (${data.length - 1} chunks)`);
     assert.ok(elapsed < 60_000);
+    // The terminal shows the edge's line for that request, as `wrangler tail` would.
+    await waitFor('the edge line of the curl request', () =>
+      stderr
+        .split('\n')
+        .some(
+          (l) =>
+            l.startsWith('{') &&
+            /"msg":"request"/.test(l) &&
+            /"endpoint":"chat\.completions"/.test(l) &&
+            /"status":200/.test(l),
+        ),
+    );
 
     // A key made with no database flags lands in the running stack's database and works on the next request.
     const made = await keys(['create', '--name', 'alice'], dataDir);

@@ -13,11 +13,11 @@ export const KEYS_HELP = `Usage: npm run keys -- <command> [options]
 
 Commands:
   create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--weight N] [--manage]
-         [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL]]
+         [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL] [--semantic-reranker RERANK_MODEL]]
                       creates a key and prints it, once, as the last line: only its hash is stored
-  list                lists the keys (never their secrets); \`semantic\` is the semantic cache's threshold and
+  list                lists the keys (never their secrets); \`semantic\` is the semantic cache's threshold,
                       embedding model (auto: NPU_RELAY_SEMANTIC_EMBED_MODEL, else the first embedding
-                      model the key may use), \`-\` when it is off
+                      model the key may use) and +reranker when it has one; \`-\` when it is off
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
                       when NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN are set (the edge is told)
 
@@ -38,6 +38,8 @@ Options of create:
   --semantic-threshold X  the cosine similarity a cached question needs, in (0, 1]  (default: 0.92)
   --semantic-model M  the embedding model that compares questions (default: NPU_RELAY_SEMANTIC_EMBED_MODEL,
                       else the first embedding model the key may use)
+  --semantic-reranker R  a cross-encoder that must also judge the cached answer relevant to the new
+                      question (relevance at least 0.5) before it is served (default: none)
 
 Options of every command (each also settable by the environment variable shown):
 ${DATABASE_HELP}
@@ -69,6 +71,7 @@ const CREATE_OPTIONS = [
   'semantic-cache',
   'semantic-threshold',
   'semantic-model',
+  'semantic-reranker',
 ] as const;
 
 function positiveInt(flag: string, raw: string | undefined): number | undefined {
@@ -83,22 +86,28 @@ function semanticFlags(values: {
   'semantic-cache'?: boolean | undefined;
   'semantic-threshold'?: string | undefined;
   'semantic-model'?: string | undefined;
-}): Pick<NewKey, 'semanticCache' | 'semanticThreshold' | 'semanticModel'> {
+  'semantic-reranker'?: string | undefined;
+}): Pick<NewKey, 'semanticCache' | 'semanticThreshold' | 'semanticModel' | 'semanticReranker'> {
   const raw = values['semantic-threshold'];
   const model = values['semantic-model'];
+  const reranker = values['semantic-reranker'];
   if (values['semantic-cache'] !== true) {
-    if (raw !== undefined || model !== undefined)
-      throw new ConfigError('--semantic-threshold and --semantic-model go only with --semantic-cache');
+    if (raw !== undefined || model !== undefined || reranker !== undefined)
+      throw new ConfigError(
+        '--semantic-threshold, --semantic-model and --semantic-reranker go only with --semantic-cache',
+      );
     return {};
   }
   const threshold = raw === undefined ? undefined : Number(raw);
   if (threshold !== undefined && !(raw!.trim() !== '' && threshold > 0 && threshold <= 1))
     throw new ConfigError(`--semantic-threshold must be a number in (0, 1], got '${raw}'`);
   if (model !== undefined && !model.trim()) throw new ConfigError('--semantic-model must not be empty');
+  if (reranker !== undefined && !reranker.trim()) throw new ConfigError('--semantic-reranker must not be empty');
   return {
     semanticCache: true,
     ...(threshold !== undefined ? { semanticThreshold: threshold } : {}),
     ...(model !== undefined ? { semanticModel: model.trim() } : {}),
+    ...(reranker !== undefined ? { semanticReranker: reranker.trim() } : {}),
   };
 }
 
@@ -120,6 +129,7 @@ export function readKeysCommand(argv: string[], env: NodeJS.ProcessEnv): KeysCom
       'semantic-cache': { type: 'boolean' },
       'semantic-threshold': { type: 'string' },
       'semantic-model': { type: 'string' },
+      'semantic-reranker': { type: 'string' },
     },
     true,
   );

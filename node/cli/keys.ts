@@ -17,8 +17,14 @@ import { KEYS_HELP, readKeysCommand } from './keys-command.ts';
 
 const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 const limit = (n: number | null) => (n === null ? '-' : String(n));
-/** The semantic cache tier: its threshold and embedding model (`auto`: the edge's default, then the first one). */
-const semantic = (k: KeyInfo) => (k.semanticCache ? `${k.semanticThreshold} ${k.semanticModel ?? 'auto'}` : '-');
+/**
+ * The semantic cache tier: its threshold, embedding model (`auto`: the edge's default, then the first one) and, when
+ * it has one, the reranker whose verdict a hit also needs.
+ */
+const semantic = (k: KeyInfo) =>
+  k.semanticCache
+    ? `${k.semanticThreshold} ${k.semanticModel ?? 'auto'}${k.semanticReranker ? ` +${k.semanticReranker}` : ''}`
+    : '-';
 
 function table(keys: KeyInfo[]): string {
   const header = [

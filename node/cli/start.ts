@@ -35,7 +35,7 @@ Environment:
                                                                  \`npm run agent -- --local\` reads it from there)
   NPU_RELAY_MODELS_DIR  folder of model folders                  (default ./models)
   NPU_RELAY_DATA_DIR    where local state is kept                (default ./.data)
-  NPU_RELAY_LOG_LEVEL   agent log level                          (default info)
+  NPU_RELAY_LOG_LEVEL   agent and edge log level                 (default info)
   NPU_RELAY_NO_PULL     1: never pull models; with an empty models folder, start without any
                                                                  (default: pull the default models when there are none)
   NPU_RELAY_DEFAULT_MODELS  hub repo ids to pull when there are no models, comma-separated
@@ -146,6 +146,22 @@ const pulls = new AbortController();
 let apiKey: string | undefined;
 let sqld: Sqld | undefined;
 let edge: LocalEdge | undefined;
+
+/** Pino's level numbers, which the agent's NPU_RELAY_LOG_LEVEL names; the edge's lines are filtered by the same. */
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, log: 30, info: 30, warn: 40, error: 50, fatal: 60 };
+/** Until the banner is out, only warnings (as for the agent's own lines). */
+let edgeLevel = LEVELS.warn!;
+function printEdgeLine(line: { level: string; message: string }): void {
+  const text = line.message.trimEnd();
+  if (text === '') return;
+  let level = line.level;
+  try {
+    level = (JSON.parse(text) as { level?: string }).level ?? level;
+  } catch {
+    // Not one of the Worker's JSON lines (workerd's own messages): its console level stands.
+  }
+  if ((LEVELS[level] ?? LEVELS.info!) >= edgeLevel) process.stderr.write(`${text}\n`);
+}
 let runtime: AgentRuntime | undefined;
 let stopping: Promise<never> | undefined;
 let startLog: ReturnType<typeof createLogger> | undefined;
@@ -185,6 +201,8 @@ try {
       edge = await startLocalEdge({
         port: config.port,
         persistDir: path.join(config.dataDir, 'wrangler'),
+        // The edge's JSON lines (one per request, and its warnings) go to stderr beside the agent's, at the same level.
+        onLog: printEdgeLine,
         // The edge checks API keys against libSQL, so the key itself is not among its variables.
         vars: {
           ...config.edgeVars,
@@ -264,6 +282,7 @@ Try it:
 
 Press Ctrl-C to stop.`);
 if (startLog) startLog.level = config.logLevel;
+edgeLevel = LEVELS[config.logLevel] ?? LEVELS.info!;
 if (models.length === 0) {
   console.log(
     `\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`,

@@ -42,6 +42,7 @@ export interface KeyInfo {
   semanticCache: boolean;
   semanticThreshold: number | null;
   semanticModel: string | null;
+  semanticReranker: string | null;
   /** Its share of a busy device relative to other keys' (docs/fair-shares.md). */
   weight: number;
   /** Milliseconds since the epoch. */
@@ -63,6 +64,8 @@ export interface NewKey {
   semanticCache?: boolean | undefined;
   semanticThreshold?: number | undefined;
   semanticModel?: string | undefined;
+  /** A cross-encoder whose verdict a semantic hit also needs. */
+  semanticReranker?: string | undefined;
   /** Its share of a busy device relative to other keys' (1–MAX_KEY_WEIGHT; default 1). */
   weight?: number | undefined;
   /** Store this secret instead of generating one (how `npm start` registers `NPU_RELAY_API_KEY`). */
@@ -93,6 +96,7 @@ const info = {
   semanticCache: apiKeys.semanticCache,
   semanticThreshold: apiKeys.semanticThreshold,
   semanticModel: apiKeys.semanticModel,
+  semanticReranker: apiKeys.semanticReranker,
   weight: apiKeys.weight,
   createdAt: apiKeys.createdAt,
   revokedAt: apiKeys.revokedAt,
@@ -111,15 +115,18 @@ function semanticOf(input: NewKey) {
     throw new KeyError('invalid_key', `the semantic threshold must be a number in (0, 1], got ${t}`);
   if (input.semanticModel !== undefined && !input.semanticModel.trim())
     throw new KeyError('invalid_key', 'the semantic model, when given, must not be empty');
+  if (input.semanticReranker !== undefined && !input.semanticReranker.trim())
+    throw new KeyError('invalid_key', 'the semantic reranker, when given, must not be empty');
   if (!input.semanticCache) {
-    if (t !== undefined || input.semanticModel !== undefined)
-      throw new KeyError('invalid_key', 'a semantic threshold or model needs the semantic cache turned on');
-    return { semanticCache: false, semanticThreshold: null, semanticModel: null };
+    if (t !== undefined || input.semanticModel !== undefined || input.semanticReranker !== undefined)
+      throw new KeyError('invalid_key', 'a semantic threshold, model or reranker needs the semantic cache turned on');
+    return { semanticCache: false, semanticThreshold: null, semanticModel: null, semanticReranker: null };
   }
   return {
     semanticCache: true,
     semanticThreshold: t ?? DEFAULT_SEMANTIC_THRESHOLD,
     semanticModel: input.semanticModel?.trim() ?? null,
+    semanticReranker: input.semanticReranker?.trim() ?? null,
   };
 }
 

@@ -12,6 +12,7 @@ import type {
   LoadedModel,
   LoadProgress,
   ModelInfo,
+  RerankTask,
   ToolCallDelta,
   Usage,
 } from '../../shared/protocol/frames.ts';
@@ -63,6 +64,16 @@ export interface EmbeddingResult {
   loadDurationMs?: number;
 }
 
+export interface RerankScores {
+  /** One relevance score per document, 0..1, in document order (shared/api/rerank.ts `relevanceOfLogits`). */
+  scores: number[];
+  /** Tokens of every (query, document) pair together, as the model read them. */
+  promptTokens: number;
+  device: string;
+  /** Milliseconds spent waiting for the model to load (about 0 when it was loaded already). */
+  loadDurationMs?: number;
+}
+
 /**
  * The chat whose prompt a count measures: the count's own fields, with sampling that only a generation would read
  * (the output plan and the template never do), so an engine renders it with the very code its `generate` uses.
@@ -77,9 +88,21 @@ export interface PromptCount {
   device: string;
 }
 
+/**
+ * Asked by an engine that can pause (`Engine.pausesBetweenTokens`) before each step of a generation: a promise means
+ * wait for it before the next token (the generation keeps its state, KV cache included); undefined means go on.
+ * The agent pauses a batch request this way while an interactive one uses its device (node/preemption.ts).
+ */
+export type GenerationHold = () => Promise<void> | undefined;
+
 export interface Engine {
   /** Engine name as printed at start-up and advertised to the edge, e.g. `onnxruntime`. */
   readonly name: string;
+  /**
+   * True when a generation can wait between tokens without holding the device (it calls `generate`'s `hold`), so
+   * another generation may run meanwhile; absent when a model runs one generation to its end at a time.
+   */
+  readonly pausesBetweenTokens?: boolean | undefined;
   /** Devices this engine can run on, in the order it prefers them. */
   readonly devices: readonly DeviceInfo[];
   /** The models this engine serves. */
@@ -88,9 +111,10 @@ export interface Engine {
    * Streams generated text: a chat completion (through the model's chat template) or a raw completion. The
    * iterable ends with exactly one `done` event. Aborting `signal` stops generation at the next token and still
    * ends with `done` (finish reason `cancelled`, the tokens produced so far). Errors (unknown model, load failure,
-   * engine fault) are thrown as `AgentError`s.
+   * engine fault) are thrown as `AgentError`s. `hold`: see `GenerationHold` (only an engine that
+   * `pausesBetweenTokens` calls it).
    */
-  generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent>;
   /**
    * Counts the tokens of a chat prompt rendered as `generate` renders it (template, tools, think switch), without
    * generating. Equal to `usage.promptTokens` of a `generate` with the same chat.
@@ -98,6 +122,11 @@ export interface Engine {
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds a batch of texts with the model's pooling and normalisation. */
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
+  /**
+   * Scores documents against a query with a cross-encoder (a `rerank` model), each pair read together. Absent from
+   * an engine that serves no such model (a test engine); the agent then refuses rerank tasks.
+   */
+  rerank?(task: RerankTask, signal: AbortSignal): Promise<RerankScores>;
   /**
    * Loads a model now rather than on its first request (`NPU_RELAY_PRELOAD`), through the same pool requests use:
    * its keep-alive starts at once. Rejects with the load's error (a failed load also starts the cooldown).

@@ -1,6 +1,6 @@
 /**
- * Loading an OpenVINO model: its tokenizer files checked, its pipeline compiled on the first device that takes it
- * (devices.ts), a chat model's tokenizer given a template when it ships none.
+ * Loading an OpenVINO model: its tokenizer files checked, its pipeline (LLM, embedding or rerank) compiled on the
+ * first device that takes it (devices.ts), a chat model's tokenizer given a template when it ships none.
  */
 import { access } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import { type DeviceChoice, selectDevice } from './devices.ts';
 import { type GenAiSpelling, genaiSpellingOf } from './genai-vocabulary.ts';
 import {
   buildEmbedder,
+  buildReranker,
   ChatPipeline,
   type EmbeddingPipeline,
   type EmbeddingPipelineConstructor,
@@ -20,18 +21,21 @@ import {
   type LLMPipeline,
   llmProperties,
   type PipelineSettings,
+  type RerankPipeline,
   TurnQueue,
 } from './openvino-pipelines.ts';
 import type { Loaded } from './pooled-engine.ts';
 
 /** A loaded OpenVINO model: its pipeline, tokenizer, device, and the queue of calls it runs one at a time. */
-export interface OpenVinoModel<P extends object = ChatPipeline | EmbeddingPipeline> {
+export interface OpenVinoModel<P extends object = ChatPipeline | EmbeddingPipeline | RerankPipeline> {
   pipeline: Held<P>;
   tokenizer: GenAI.Tokenizer;
   device: string;
   turns: TurnQueue;
   /** How constraint literals are spelled for GenAI's grammar engine with this model's tokenizer. */
   spelling?: GenAiSpelling;
+  /** Rerank models: the tokenizer encodes (query, document) pairs, as the pipeline's own does. */
+  pairs?: boolean;
 }
 
 /** What loading needs from the engine: the packages, the devices and the pipelines' settings. */
@@ -53,7 +57,7 @@ export async function loadOpenVinoModel(
   context: LoaderContext,
   entry: CatalogEntry,
   onDevice: (device: string) => void,
-): Promise<Loaded<OpenVinoModel<ChatPipeline> | OpenVinoModel<EmbeddingPipeline>>> {
+): Promise<Loaded<OpenVinoModel<ChatPipeline> | OpenVinoModel<EmbeddingPipeline> | OpenVinoModel<RerankPipeline>>> {
   const { genai, settings } = context;
   try {
     for (const file of ['openvino_tokenizer.xml', 'openvino_detokenizer.xml'].slice(0, entry.kind === 'chat' ? 2 : 1)) {
@@ -65,11 +69,11 @@ export async function loadOpenVinoModel(
     }
     const compile = (d: string) => {
       onDevice(d);
-      return entry.kind === 'chat'
-        ? genai.LLMPipeline(entry.dir, d, llmProperties(d, settings))
-        : buildEmbedder(context.EmbeddingPipeline, entry, d, settings);
+      if (entry.kind === 'chat') return genai.LLMPipeline(entry.dir, d, llmProperties(d, settings));
+      if (entry.kind === 'rerank') return buildReranker(genai, entry, d, settings);
+      return buildEmbedder(context.EmbeddingPipeline, entry, d, settings);
     };
-    const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline>({
+    const { device, compiled } = await selectDevice<LLMPipeline | EmbeddingPipeline | RerankPipeline>({
       available: context.available,
       choice: context.choice,
       what: `model '${entry.id}'`,
@@ -78,11 +82,14 @@ export async function loadOpenVinoModel(
     });
     const handle = { device, turns: new TurnQueue() };
     if (!isLLM(compiled)) {
-      // The tokenizer counts prompt tokens; an embedding pipeline does not expose its own.
-      return {
-        handle: { ...handle, pipeline: new Held(compiled), tokenizer: new genai.Tokenizer(entry.dir) },
-        device,
-      };
+      // The tokenizer counts prompt tokens; an embedding or rerank pipeline does not expose its own. The entry's kind
+      // decided which pipeline this is.
+      // A reranker's pipeline encodes pairs with a second tokenizer input, which GenAI adds to every tokenizer but
+      // Qwen3's (text_rerank_pipeline.cpp); its prompt tokens are counted the same way.
+      const pairs = entry.kind === 'rerank' && entry.family !== 'qwen3';
+      const tokenizer = new genai.Tokenizer(entry.dir, pairs ? { add_second_input: true } : {});
+      const model = { ...handle, pipeline: new Held(compiled), tokenizer, pairs };
+      return { handle: model as OpenVinoModel<EmbeddingPipeline> | OpenVinoModel<RerankPipeline>, device };
     }
     const tokenizer = compiled.getTokenizer();
     // A model that ships no chat template chats in the plain layout it gets on ONNX Runtime (models/chat-template.ts);

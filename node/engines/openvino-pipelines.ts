@@ -8,6 +8,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type * as GenAI from 'openvino-genai-node';
 import type { TextEmbeddingPipeline as EmbeddingPipelineClass } from 'openvino-genai-node/types/pipelines/textEmbeddingPipeline.js';
+import type { TextRerankPipeline as RerankPipelineClass } from 'openvino-genai-node/types/pipelines/textRerankPipeline.js';
+import { MAX_RERANK_DOCUMENTS } from '../../shared/api/rerank.ts';
 import type { CatalogEntry } from '../models/catalog.ts';
 import { deviceFamily } from './devices.ts';
 import type { NpuSettings } from './npu-settings.ts';
@@ -15,6 +17,8 @@ import type { NpuSettings } from './npu-settings.ts';
 /** The package exports its LLM pipeline as a factory function; this is the pipeline it resolves to. */
 export type LLMPipeline = Awaited<ReturnType<typeof GenAI.LLMPipeline>>;
 export type EmbeddingPipeline = EmbeddingPipelineClass;
+/** GenAI's TextRerankPipeline: a cross-encoder's scores (the sigmoid of its logit) for (query, document) pairs. */
+export type RerankPipeline = RerankPipelineClass;
 /**
  * GenAI's TextEmbeddingPipeline class. The engine builds it itself: the package's factory function
  * (`TextEmbeddingPipeline(path, device, config)`) passes no OpenVINO properties on, so an NPU embedder would get no
@@ -71,6 +75,30 @@ export async function buildEmbedder(
   const pipeline = new Pipeline(entry.dir, device, config, settings.cacheDir ? { CACHE_DIR: settings.cacheDir } : {});
   await pipeline.init();
   return pipeline;
+}
+
+/**
+ * Builds the rerank pipeline of `entry` on `device`, with the compiled-model cache. GenAI returns only the best
+ * `top_n` documents (3 unless told), fixed when the pipeline is built: it is told the most a request may send, and
+ * the engine orders them itself. The NPU needs static shapes: pairs padded to a fixed length, one at a time.
+ */
+export async function buildReranker(
+  genai: typeof GenAI,
+  entry: CatalogEntry,
+  device: string,
+  settings: PipelineSettings,
+): Promise<RerankPipeline> {
+  const config: GenAI.TextRerankPipelineConfig = { top_n: MAX_RERANK_DOCUMENTS };
+  if (deviceFamily(device) === 'NPU')
+    Object.assign(config, {
+      max_length: Math.min(settings.npu.maxPromptLen, entry.contextLength ?? 512),
+      pad_to_max_length: true,
+    });
+  return genai.TextRerankPipeline(entry.dir, {
+    device,
+    config,
+    ovProperties: settings.cacheDir ? { CACHE_DIR: settings.cacheDir } : {},
+  });
 }
 
 /**

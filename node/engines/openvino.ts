@@ -1,12 +1,19 @@
 /**
  * The OpenVINO engine: models in the OpenVINO IR layout (`openvino_model.xml` plus `openvino_tokenizer.xml` and
  * `openvino_detokenizer.xml`, as `optimum-cli export openvino` writes them), run by OpenVINO GenAI's LLMPipeline
- * (text generation) and TextEmbeddingPipeline (embeddings) on the NPU, a GPU or the CPU (see `devices.ts`). The
+ * (text generation), TextEmbeddingPipeline (embeddings) and TextRerankPipeline (cross-encoders) on the NPU, a GPU or the CPU (see `devices.ts`). The
  * packages are loaded on demand (openvino-modules.ts). The pool, lifecycle and output parsing are the pooled
  * engine's (pooled-engine.ts); this file loads, generates, embeds and counts, through the modules named for each.
  */
 import type * as GenAI from 'openvino-genai-node';
-import type { ChatTask, DeviceInfo, EmbedTask, GenerateTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type {
+  ChatTask,
+  DeviceInfo,
+  EmbedTask,
+  GenerateTask,
+  ModelInfo,
+  RerankTask,
+} from '../../shared/protocol/frames.ts';
 import { AgentError, EngineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
@@ -15,12 +22,12 @@ import { checkedCompactConstraint } from '../grammar/constraint-check.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { constraintSubject } from '../output/planner.ts';
 import { deviceCandidates, deviceFamily, type DeviceChoice } from './devices.ts';
-import type { EmbeddingResult, GenerationEvent, PromptCount } from './engine.ts';
+import type { EmbeddingResult, GenerationEvent, PromptCount, RerankScores } from './engine.ts';
 import { npuSettings, type NpuSettings, tokenLimits } from './npu-settings.ts';
 import { generate } from './openvino-generation.ts';
 import { type LoaderContext, loadOpenVinoModel, type OpenVinoModel } from './openvino-loader.ts';
 import { deviceDescription, type OpenVinoModules } from './openvino-modules.ts';
-import type { ChatPipeline, EmbeddingPipeline } from './openvino-pipelines.ts';
+import type { ChatPipeline, EmbeddingPipeline, RerankPipeline } from './openvino-pipelines.ts';
 import { chatHistory, countPrompt } from './openvino-prompt.ts';
 import { openVinoSpecials } from './openvino-user-text.ts';
 import { PooledEngine } from './pooled-engine.ts';
@@ -51,7 +58,12 @@ export interface OpenVinoEngineOptions extends PooledEngineOptions {
 type ChatModel = OpenVinoModel<ChatPipeline>;
 type Embedder = OpenVinoModel<EmbeddingPipeline>;
 
-export class OpenVinoEngine extends PooledEngine<ChatModel, Embedder> {
+/** The tokens of a batch of encoded pairs, padding left out. */
+const pairTokens = (encoded: GenAI.TokenizedInputs): number =>
+  Number((encoded.attention_mask.data as BigInt64Array).reduce((a, b) => a + b, 0n));
+type Reranker = OpenVinoModel<RerankPipeline>;
+
+export class OpenVinoEngine extends PooledEngine<ChatModel, Embedder, Reranker> {
   readonly name = 'openvino';
   readonly devices: readonly DeviceInfo[];
   protected override readonly loadPhase = 'compile';
@@ -112,11 +124,11 @@ export class OpenVinoEngine extends PooledEngine<ChatModel, Embedder> {
   protected override load(
     entry: CatalogEntry,
     onDevice: (device: string) => void,
-  ): Promise<Loaded<ChatModel | Embedder>> {
+  ): Promise<Loaded<ChatModel | Embedder | Reranker>> {
     return loadOpenVinoModel(this.#loader, entry, onDevice);
   }
 
-  protected override async dispose(model: ChatModel | Embedder, id: string): Promise<void> {
+  protected override async dispose(model: ChatModel | Embedder | Reranker, id: string): Promise<void> {
     if (!(await model.pipeline.release()))
       this.#log.warn(
         { model: id },
@@ -181,6 +193,50 @@ export class OpenVinoEngine extends PooledEngine<ChatModel, Embedder> {
     } catch (err) {
       if (signal.aborted || err instanceof AgentError) throw err;
       throw new EngineError(`embedding failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    } finally {
+      release?.();
+    }
+  }
+
+  protected override async scoreWith(model: Reranker, task: RerankTask, signal: AbortSignal): Promise<RerankScores> {
+    let release: (() => void) | undefined;
+    try {
+      release = await model.turns.acquire(signal);
+      signal.throwIfAborted();
+      const promptTokens = model.pairs
+        ? pairTokens(
+            model.tokenizer.encode(
+              task.documents.map(() => task.query),
+              task.documents,
+            ),
+          )
+        : task.documents.reduce(
+            (n, d) =>
+              n +
+              (model.tokenizer
+                .encode(task.query + d)
+                .input_ids.getShape()
+                .at(-1) ?? 0),
+            0,
+          );
+      // The NPU pipeline is compiled for one pair at a time.
+      const batches =
+        deviceFamily(model.device) === 'NPU'
+          ? task.documents.map((d, i) => ({ from: i, documents: [d] }))
+          : [{ from: 0, documents: task.documents }];
+      const scores = new Array<number>(task.documents.length).fill(0);
+      for (const { from, documents } of batches) {
+        signal.throwIfAborted();
+        // GenAI answers best first, as (index, score) pairs; the edge wants them in document order.
+        for (const [index, score] of await model.pipeline.value.rerank(task.query, documents))
+          scores[from + index] = score;
+      }
+      return { scores, promptTokens, device: model.device };
+    } catch (err) {
+      if (signal.aborted || err instanceof AgentError) throw err;
+      throw new EngineError(`rerank failed in '${task.model}' on ${model.device}: ${(err as Error).message}`, {
         cause: err,
       });
     } finally {

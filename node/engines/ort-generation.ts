@@ -20,7 +20,7 @@ import type { OutputPlan } from '../output/plan.ts';
 import { constraintSubject } from '../output/planner.ts';
 import { Channel } from './channel.ts';
 import { DECODE_OPTIONS, Detokenizer } from './detokenizer.ts';
-import type { GenerationEvent } from './engine.ts';
+import type { GenerationEvent, GenerationHold } from './engine.ts';
 import { keepSequence, type KvTensors, startingCache } from './ort-kv-reuse.ts';
 import type { ChatModel } from './ort-models.ts';
 import { encodePrompt, withContext } from './ort-prompt.ts';
@@ -101,7 +101,7 @@ function abortedPromise(signal: AbortSignal): Promise<void> {
  * chat template gets the plan's messages, tools and template variables, and when the plan has a constraint every
  * token is drawn from those its grammar allows. The events carry the raw text; the engine parses them with the
  * plan. `modelContext` is the model's context length, when known; `started` receives the running generation,
- * which may outlive the consumer by one step. With `prefixes`, the prompt starts from the longest prefix cached
+ * which may outlive the consumer by one step; `hold` is asked before each step (Engine.generate). With `prefixes`, the prompt starts from the longest prefix cached
  * there and the sequence's KV cache is stored there when generation ends (`usage.cachedPromptTokens` says how many
  * prompt tokens were not prefilled).
  */
@@ -113,6 +113,7 @@ export async function* generate(
   modelContext: number | undefined,
   started: (generation: Promise<unknown>) => void,
   prefixes?: PrefixCache<KvTensors>,
+  hold?: GenerationHold,
 ): AsyncIterable<GenerationEvent> {
   const { tokenizer, model, eosIds, chatTemplate, grammar } = chat;
   const encoded = encodePrompt(task, plan, { tokenizer, chatTemplate });
@@ -175,10 +176,13 @@ export async function* generate(
   if (matcher) logitProcessors.push(new GrammarMask(matcher));
   if (temperature > 0) logitProcessors.push(new SeededSampler({ temperature, topP, topK, seed }));
   const aborted = abortedPromise(signal);
-  const gate = () =>
-    signal.aborted || consumerGone || events.size <= MAX_BACKLOG
-      ? undefined
-      : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+  const gate = (): Promise<void> | undefined => {
+    if (signal.aborted || consumerGone) return undefined;
+    // Held (a batch request preempted by an interactive one): the KV cache stays in this generation's closure.
+    const held = hold?.();
+    if (held) return Promise.race([held, aborted]).then(() => gate());
+    return events.size <= MAX_BACKLOG ? undefined : Promise.race([events.whenBelow(MAX_BACKLOG), aborted]);
+  };
   const generation = pacedView(model, gate, matcher).generate({
     ...inputs,
     ...(start ? { past_key_values: start.past } : {}),

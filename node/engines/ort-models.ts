@@ -1,12 +1,13 @@
 /**
  * The models the ONNX Runtime engine holds: chat models with their tokenizer, grammar compiler and special tokens,
- * and embedders with their pooling, loaded by `@huggingface/transformers` from local files only; and embedding
- * with a loaded embedder. Reached through ort-runtime.ts only (see there why).
+ * embedders with their pooling, and cross-encoders with their pair tokenizer, loaded by `@huggingface/transformers`
+ * from local files only; and embedding and scoring with them. Reached through ort-runtime.ts only (see there why).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   AutoModelForCausalLM,
+  AutoModelForSequenceClassification,
   AutoTokenizer,
   env,
   type FeatureExtractionPipeline,
@@ -15,14 +16,15 @@ import {
   type PreTrainedTokenizer,
   type Tensor,
 } from '@huggingface/transformers';
-import type { EmbedTask } from '../../shared/protocol/frames.ts';
+import { relevanceOfLogits } from '../../shared/api/rerank.ts';
+import type { EmbedTask, RerankTask } from '../../shared/protocol/frames.ts';
 import { EngineError } from '../errors.ts';
 import { ConstraintCompiler } from '../grammar/constraint-compiler.ts';
 import { grammarVocabulary } from '../grammar/vocabulary.ts';
 import type { EmbeddingSettings } from '../models/catalog.ts';
 import { findChatTemplate } from '../models/chat-template.ts';
 import { DECODE_OPTIONS } from './detokenizer.ts';
-import type { EmbeddingResult } from './engine.ts';
+import type { EmbeddingResult, RerankScores } from './engine.ts';
 import { innerTokenizer, specialTokens } from './special-split.ts';
 import { specialTokenPattern } from './user-text.ts';
 
@@ -30,6 +32,12 @@ export interface Embedder {
   extractor: FeatureExtractionPipeline;
   pooling: EmbeddingSettings['pooling'];
   normalize: boolean;
+}
+
+/** A cross-encoder: a sequence-classification model and the tokenizer that encodes (query, document) pairs. */
+export interface CrossEncoder {
+  tokenizer: PreTrainedTokenizer;
+  classifier: PreTrainedModel;
 }
 
 export interface ChatModel {
@@ -118,4 +126,56 @@ export async function embed(
   } catch (err) {
     throw new EngineError(`embedding failed in '${task.model}': ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Loads a cross-encoder (`*ForSequenceClassification`, e.g. an ONNX export of cross-encoder/ms-marco-MiniLM-L-6-v2
+ * or BAAI/bge-reranker-base) and its tokenizer from local files.
+ */
+export async function loadCrossEncoder({ id, modelsDir, dtype }: LoadRequest): Promise<CrossEncoder> {
+  useLocalModels(modelsDir);
+  const tokenizer = await AutoTokenizer.from_pretrained(id, { local_files_only: true });
+  const classifier = await AutoModelForSequenceClassification.from_pretrained(id, {
+    local_files_only: true,
+    dtype,
+    device: 'cpu',
+  });
+  return { tokenizer, classifier };
+}
+
+/** Pairs run through the model at once: a long document list is scored in batches, abortable between them. */
+const PAIRS_PER_BATCH = 32;
+
+/**
+ * Scores each document against the query (see `Engine.rerank`): the pair encoded as the model was trained on it
+ * (`[CLS] query [SEP] document [SEP]` with token_type_ids for BERT, `<s> query </s></s> document </s>` for
+ * XLM-RoBERTa), truncated to the model's length, one logit (or two) per pair made a 0..1 relevance.
+ */
+export async function score(
+  task: RerankTask,
+  signal: AbortSignal,
+  { tokenizer, classifier }: CrossEncoder,
+): Promise<RerankScores> {
+  const scores: number[] = [];
+  let promptTokens = 0;
+  try {
+    for (let from = 0; from < task.documents.length; from += PAIRS_PER_BATCH) {
+      signal.throwIfAborted();
+      const documents = task.documents.slice(from, from + PAIRS_PER_BATCH);
+      const inputs = tokenizer(
+        documents.map(() => task.query),
+        { text_pair: documents, padding: true, truncation: true },
+      ) as Record<string, Tensor> & { attention_mask: Tensor };
+      promptTokens += Number((inputs.attention_mask.data as BigInt64Array).reduce((a, b) => a + b, 0n));
+      const { logits } = (await classifier(inputs)) as { logits: Tensor };
+      const labels = logits.dims.at(-1) ?? 1;
+      const data = logits.data as Float32Array;
+      for (let i = 0; i < documents.length; i++)
+        scores.push(relevanceOfLogits(data.subarray(i * labels, (i + 1) * labels)));
+    }
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new EngineError(`rerank failed in '${task.model}': ${(err as Error).message}`, { cause: err });
+  }
+  return { scores, promptTokens, device: 'CPU' };
 }

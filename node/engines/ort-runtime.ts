@@ -6,5 +6,5 @@
  * from it, and from the modules it gathers, statically.
  */
 export { generate } from './ort-generation.ts';
-export { embed, loadChatModel, loadEmbedder } from './ort-models.ts';
+export { embed, loadChatModel, loadCrossEncoder, loadEmbedder, score } from './ort-models.ts';
 export { countPrompt } from './ort-prompt.ts';

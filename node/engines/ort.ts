@@ -3,14 +3,14 @@
  * (which drives `onnxruntime-node`). It reads local files only; it never contacts a model hub. The pool, lifecycle
  * and output parsing are the pooled engine's (pooled-engine.ts); this file loads, generates, embeds and counts.
  */
-import type { ChatTask, DeviceInfo, EmbedTask, ModelInfo } from '../../shared/protocol/frames.ts';
+import type { ChatTask, DeviceInfo, EmbedTask, ModelInfo, RerankTask } from '../../shared/protocol/frames.ts';
 import { EngineError } from '../errors.ts';
 import { capabilitiesOf, type CatalogEntry } from '../models/catalog.ts';
 import { describedFields } from '../models/metadata.ts';
 import type { OutputPlan } from '../output/plan.ts';
-import type { EmbeddingResult, GenerationEvent, PromptCount } from './engine.ts';
+import type { EmbeddingResult, GenerationEvent, PromptCount, RerankScores } from './engine.ts';
 import type { KvTensors } from './ort-kv-reuse.ts';
-import type { ChatModel, Embedder, LoadRequest, WeightDtype } from './ort-models.ts';
+import type { ChatModel, CrossEncoder, Embedder, LoadRequest, WeightDtype } from './ort-models.ts';
 import { PooledEngine } from './pooled-engine.ts';
 import type { Generation, Loaded, PooledEngineOptions, UserTextMarking } from './pooled-engine.ts';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.ts';
@@ -34,10 +34,14 @@ function ortRuntime(): Promise<OrtRuntime> {
   return (runtime ??= import('./ort-runtime.ts'));
 }
 
-const isChat = (model: ChatModel | Embedder): model is ChatModel => 'model' in model;
+type Handle = ChatModel | Embedder | CrossEncoder;
+const isChat = (model: Handle): model is ChatModel => 'model' in model;
+const isCrossEncoder = (model: Handle): model is CrossEncoder => 'classifier' in model;
 
-export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
+export class OrtEngine extends PooledEngine<ChatModel, Embedder, CrossEncoder> {
   readonly name = 'onnxruntime';
+  /** Each generation's state (its KV cache) is its own, and the gate before each step can hold it (ort-generation.ts). */
+  readonly pausesBetweenTokens = true;
   readonly devices: readonly DeviceInfo[] = [
     { name: 'CPU', description: 'ONNX Runtime (onnxruntime-node) on the CPU' },
   ];
@@ -73,7 +77,7 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
     return entry.weights?.onnx?.[this.#dtype] ?? 0;
   }
 
-  protected override async load(entry: CatalogEntry): Promise<Loaded<ChatModel | Embedder>> {
+  protected override async load(entry: CatalogEntry): Promise<Loaded<Handle>> {
     const request: LoadRequest = {
       id: entry.id,
       dir: entry.dir,
@@ -81,23 +85,24 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
       dtype: this.#dtype,
       embedding: entry.embedding ?? { pooling: 'mean', normalize: true },
     };
-    const chat = entry.kind === 'chat';
     try {
-      const { loadChatModel, loadEmbedder } = await ortRuntime();
-      return { handle: chat ? await loadChatModel(request) : await loadEmbedder(request), device: 'CPU' };
+      const { loadChatModel, loadCrossEncoder, loadEmbedder } = await ortRuntime();
+      const load = { chat: loadChatModel, embedding: loadEmbedder, rerank: loadCrossEncoder }[entry.kind];
+      return { handle: await load(request), device: 'CPU' };
     } catch (err) {
-      throw new EngineError(
-        `could not load ${chat ? '' : 'embedding '}model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`,
-        { cause: err },
-      );
+      const what = { chat: '', embedding: 'embedding ', rerank: 'rerank ' }[entry.kind];
+      throw new EngineError(`could not load ${what}model '${entry.id}' from ${entry.dir}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
-  protected override async dispose(model: ChatModel | Embedder): Promise<void> {
+  protected override async dispose(model: Handle): Promise<void> {
     if (isChat(model)) {
       this.#prefixes?.drop(model);
       await Promise.all([model.model.dispose(), model.grammar.dispose()]);
-    } else await model.extractor.dispose();
+    } else if (isCrossEncoder(model)) await model.classifier.dispose();
+    else await model.extractor.dispose();
   }
 
   protected override userText(chat: ChatModel): UserTextMarking {
@@ -110,10 +115,11 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
     task,
     plan,
     signal,
+    hold,
     started,
   }: Generation<ChatModel>): AsyncIterable<GenerationEvent> {
     const { generate } = await ortRuntime();
-    yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes);
+    yield* generate(task, plan, signal, chat, entry.contextLength, started, this.#prefixes, hold);
   }
 
   protected override async count(
@@ -132,5 +138,13 @@ export class OrtEngine extends PooledEngine<ChatModel, Embedder> {
     signal: AbortSignal,
   ): Promise<EmbeddingResult> {
     return (await ortRuntime()).embed(task, signal, embedder);
+  }
+
+  protected override async scoreWith(
+    scorer: CrossEncoder,
+    task: RerankTask,
+    signal: AbortSignal,
+  ): Promise<RerankScores> {
+    return (await ortRuntime()).score(task, signal, scorer);
   }
 }

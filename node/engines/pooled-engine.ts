@@ -4,7 +4,7 @@
  * each request's path from plan to release: the model acquired, the output planned (node/output/planner.ts) with the
  * client's special-token texts marked as text, the raw text parsed into answer, reasoning and tool calls
  * (node/output/structured.ts), the model released once the runtime has really stopped. An engine (ort.ts,
- * openvino.ts) supplies only what differs: loading a model, generating, embedding and counting with it.
+ * openvino.ts) supplies only what differs: loading a model, generating, embedding, scoring and counting with it.
  */
 import type {
   Capacity,
@@ -16,6 +16,7 @@ import type {
   LoadedModel,
   LoadProgress,
   ModelInfo,
+  RerankTask,
 } from '../../shared/protocol/frames.ts';
 import { UnknownModelError } from '../errors.ts';
 import { servedEntry, type CatalogEntry } from '../models/catalog.ts';
@@ -23,7 +24,15 @@ import { ModelPool, type ModelPoolSettings } from '../models/pool.ts';
 import type { OutputPlan } from '../output/plan.ts';
 import { planOutput } from '../output/planner.ts';
 import { structured } from '../output/structured.ts';
-import { countedChat, type EmbeddingResult, type Engine, type GenerationEvent, type PromptCount } from './engine.ts';
+import {
+  countedChat,
+  type EmbeddingResult,
+  type Engine,
+  type GenerationEvent,
+  type GenerationHold,
+  type PromptCount,
+  type RerankScores,
+} from './engine.ts';
 import { markUserText } from './user-text.ts';
 
 type ModelFormat = CatalogEntry['formats'][number];
@@ -57,20 +66,22 @@ export interface Generation<Chat> {
   task: GenerateTask;
   plan: OutputPlan;
   signal: AbortSignal;
+  /** Asked between tokens by an engine that can pause (Engine.pausesBetweenTokens). */
+  hold?: GenerationHold | undefined;
   /** Receives the runtime's work, which may outlive the consumer. */
   started: (generation: Promise<unknown>) => void;
 }
 
 /**
- * An engine over a pool of `Chat | Embedder` handles: a chat model's handle is a `Chat`, an embedding model's an
- * `Embedder` (the loader makes the one its catalog entry's kind asks for).
+ * An engine over a pool of `Chat | Embedder | Scorer` handles: a chat model's handle is a `Chat`, an embedding
+ * model's an `Embedder`, a cross-encoder's a `Scorer` (the loader makes the one its catalog entry's kind asks for).
  */
-export abstract class PooledEngine<Chat, Embedder> implements Engine {
+export abstract class PooledEngine<Chat, Embedder, Scorer> implements Engine {
   abstract readonly name: string;
   abstract readonly devices: readonly DeviceInfo[];
   readonly #format: ModelFormat;
   #entries: Map<string, CatalogEntry>;
-  readonly #pool: ModelPool<Chat | Embedder>;
+  readonly #pool: ModelPool<Chat | Embedder | Scorer>;
   readonly #loadedListeners: Array<() => void> = [];
   protected readonly capacityOf: ((device: string) => Capacity) | undefined;
 
@@ -79,7 +90,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
     this.#format = format;
     this.#entries = this.#served(options.models);
     this.capacityOf = options.capacityOf;
-    this.#pool = new ModelPool<Chat | Embedder>({
+    this.#pool = new ModelPool<Chat | Embedder | Scorer>({
       dispose: (handle, id) => this.dispose(handle, id),
       ...options.pool,
       onEvent: (event) => {
@@ -93,9 +104,12 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
   abstract models(): readonly ModelInfo[];
 
   /** Loads (or compiles) `entry`; `onDevice` names each device a load with fallbacks tries. */
-  protected abstract load(entry: CatalogEntry, onDevice: (device: string) => void): Promise<Loaded<Chat | Embedder>>;
+  protected abstract load(
+    entry: CatalogEntry,
+    onDevice: (device: string) => void,
+  ): Promise<Loaded<Chat | Embedder | Scorer>>;
   /** Frees a model's memory when the pool unloads it. */
-  protected abstract dispose(handle: Chat | Embedder, id: string): Promise<void>;
+  protected abstract dispose(handle: Chat | Embedder | Scorer, id: string): Promise<void>;
   /** Bytes `entry` holds once loaded (its weight files), known before loading it. */
   protected abstract weightBytes(entry: CatalogEntry): number;
   /** What a load does, for progress reports: `compile` when it compiles for a device. */
@@ -110,6 +124,8 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
   protected abstract count(chat: Chat, task: ChatTask, plan: OutputPlan, signal: AbortSignal): Promise<PromptCount>;
   /** Embeds with a loaded embedder. */
   protected abstract embedWith(embedder: Embedder, task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult>;
+  /** Scores (query, document) pairs with a loaded cross-encoder. */
+  protected abstract scoreWith(scorer: Scorer, task: RerankTask, signal: AbortSignal): Promise<RerankScores>;
   /** Checks a generation's plan before the runtime is asked for anything; throws the client's error. */
   protected async checkPlan(_plan: OutputPlan, _task: GenerateTask, _entry: CatalogEntry): Promise<void> {}
 
@@ -128,7 +144,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
   }
 
   /** Acquires `entry`'s model, loading it first when needed; `#pool.release(id)` when done. */
-  #acquire(entry: CatalogEntry): Promise<Chat | Embedder> {
+  #acquire(entry: CatalogEntry): Promise<Chat | Embedder | Scorer> {
     const bytes = this.weightBytes(entry);
     return this.#pool.acquire(entry.id, async (onDevice) => ({ ...(await this.load(entry, onDevice)), bytes }), {
       device: this.devices[0]?.name,
@@ -144,7 +160,7 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
     return planOutput(markUserText(task, specials, marker), entry.traits);
   }
 
-  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  async *generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
     const entry = servedEntry(this.#entries, task.model, 'chat');
     const waitStarted = performance.now();
     const chat = (await this.#acquire(entry)) as Chat;
@@ -154,7 +170,8 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
       const plan = this.#plan(chat, task, entry);
       await this.checkPlan(plan, task, entry);
       // Every engine's raw text is parsed here, so reasoning and tool calls come out of each of them alike.
-      const raw = this.run({ chat, entry, task, plan, signal, started: (generation) => (running = generation) });
+      const started = (generation: Promise<unknown>) => (running = generation);
+      const raw = this.run({ chat, entry, task, plan, signal, hold, started });
       for await (const event of structured(plan, raw))
         yield event.type === 'done' ? { ...event, loadDurationMs } : event;
     } finally {
@@ -183,6 +200,18 @@ export abstract class PooledEngine<Chat, Embedder> implements Engine {
     const loadDurationMs = performance.now() - waitStarted;
     try {
       return { ...(await this.embedWith(embedder, task, signal)), loadDurationMs };
+    } finally {
+      this.#pool.release(entry.id);
+    }
+  }
+
+  async rerank(task: RerankTask, signal: AbortSignal): Promise<RerankScores> {
+    const entry = servedEntry(this.#entries, task.model, 'rerank');
+    const waitStarted = performance.now();
+    const scorer = (await this.#acquire(entry)) as Scorer;
+    const loadDurationMs = performance.now() - waitStarted;
+    try {
+      return { ...(await this.scoreWith(scorer, task, signal)), loadDurationMs };
     } finally {
       this.#pool.release(entry.id);
     }

@@ -10,13 +10,22 @@ import * as z from 'zod';
 import type {
   CountTask,
   EmbedTask,
+  RerankTask,
   GenerateTask,
   LoadedModel,
   LoadProgress,
   ModelInfo,
 } from '../../shared/protocol/frames.ts';
 import { ConfigError } from '../config.ts';
-import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../engines/engine.ts';
+import { UnknownModelError } from '../errors.ts';
+import type {
+  EmbeddingResult,
+  Engine,
+  GenerationEvent,
+  GenerationHold,
+  PromptCount,
+  RerankScores,
+} from '../engines/engine.ts';
 import type { CatalogEntry } from './catalog.ts';
 
 /** Model ids are folder names; an alias follows the same rules, so it can never be confused with a path. */
@@ -157,8 +166,12 @@ export class AliasedEngine implements Engine {
     return [...models, ...aliased];
   }
 
-  generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
-    return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal);
+  get pausesBetweenTokens(): boolean | undefined {
+    return this.#inner.pausesBetweenTokens;
+  }
+
+  generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
+    return this.#inner.generate({ ...task, model: this.resolve(task.model) }, signal, hold);
   }
 
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
@@ -167,6 +180,12 @@ export class AliasedEngine implements Engine {
 
   embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     return this.#inner.embed({ ...task, model: this.resolve(task.model) }, signal);
+  }
+
+  rerank(task: RerankTask, signal: AbortSignal): Promise<RerankScores> {
+    const model = this.resolve(task.model);
+    if (!this.#inner.rerank) return Promise.reject(new UnknownModelError(task.model, []));
+    return this.#inner.rerank({ ...task, model }, signal);
   }
 
   /** Loads a model (or an alias's model) ahead of its first request. */

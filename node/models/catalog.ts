@@ -1,7 +1,8 @@
 /**
  * Finds the models in the models directory. A model is a sub-folder holding a Hugging Face `config.json`; its id is
- * the folder name and its kind comes from the config: a causal language model serves chat, an encoder serves
- * embeddings. Folders that are neither are reported, not silently dropped.
+ * the folder name and its kind comes from the config: a causal language model serves chat, a sequence classifier
+ * (a cross-encoder) serves rerank, an encoder serves embeddings. Folders that are none of these are reported, not
+ * silently dropped.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -57,7 +58,7 @@ export interface CatalogEntry {
   weights?: WeightSizes;
 }
 
-/** `a chat`, `an embedding`. */
+/** `a chat`, `an embedding`, `a rerank`. */
 const aKind = (kind: ModelKind) => `${kind === 'embedding' ? 'an' : 'a'} ${kind}`;
 
 /**
@@ -174,6 +175,8 @@ const ENCODER_TYPES = new Set([
 export function classify(config: HfConfig): ModelKind | undefined {
   const archs = config.architectures ?? [];
   if (archs.some((a) => /ForCausalLM$|LMHeadModel$|ForConditionalGeneration$/.test(a))) return 'chat';
+  // A cross-encoder (ms-marco MiniLM, bge-reranker, …): one relevance logit per (query, document) pair.
+  if (archs.some((a) => /ForSequenceClassification$/.test(a))) return 'rerank';
   if (config.model_type && ENCODER_TYPES.has(config.model_type) && !config.is_decoder) return 'embedding';
   if (
     archs.some((a) => /(Model|ForSentenceEmbedding)$/.test(a)) &&
@@ -217,7 +220,7 @@ export async function scanModels(modelsDir: string): Promise<Catalog> {
     if (!kind) {
       catalog.skipped.push({
         dir,
-        reason: `cannot tell whether ${config.architectures?.join(',') ?? config.model_type ?? 'this model'} is a chat or an embedding model`,
+        reason: `cannot tell whether ${config.architectures?.join(',') ?? config.model_type ?? 'this model'} is a chat, an embedding or a rerank model`,
       });
       continue;
     }
@@ -262,5 +265,6 @@ function templateField(template: string): { template?: string } {
  */
 export function capabilitiesOf(entry: CatalogEntry): NonNullable<ModelInfo['capabilities']> {
   if (entry.kind === 'embedding') return ['embedding'];
+  if (entry.kind === 'rerank') return ['rerank'];
   return ['completion', 'tools', ...(entry.traits.reasoning ? (['thinking'] as const) : [])];
 }

@@ -24,12 +24,12 @@ export function canonicalJson(value: unknown): string {
 }
 
 /**
- * Only reproducible requests are cached: embeddings, greedy decoding, or sampling with a fixed seed. A token count
+ * Only reproducible requests are cached: embeddings, rerank scores, greedy decoding, or sampling with a fixed seed. A token count
  * costs no more than a lookup would, so it is never cached.
  */
 export function isDeterministic(task: Task): boolean {
   if (task.task === 'count') return false;
-  if (task.task === 'embed') return true;
+  if (task.task === 'embed' || task.task === 'rerank') return true;
   return task.sampling.temperature === 0 || task.sampling.seed !== undefined;
 }
 
@@ -40,7 +40,7 @@ export function isDeterministic(task: Task): boolean {
  * same thing already carry the same values.
  */
 export function canonicalTask(task: Task): unknown {
-  if (task.task === 'embed' || task.task === 'count') return task;
+  if (task.task === 'embed' || task.task === 'rerank' || task.task === 'count') return task;
   const { topK, topP, seed, repetitionPenalty, presencePenalty, frequencyPenalty, ...rest } = task.sampling;
   const greedy = rest.temperature === 0;
   const sampling = {

@@ -38,6 +38,11 @@ export const apiKeys = sqliteTable(
     semanticCache: integer('semantic_cache', { mode: 'boolean' }).notNull().default(false),
     semanticThreshold: real('semantic_threshold'),
     semanticModel: text('semantic_model'),
+    /**
+     * A cross-encoder (a `rerank` model) that must also judge the cached answer relevant to the new question before a
+     * semantic hit is served (docs/semantic-cache.md); null: the score alone decides.
+     */
+    semanticReranker: text('semantic_reranker'),
     /** The key's share of a busy device relative to other keys' (1–1000; docs/fair-shares.md). */
     weight: integer('weight').notNull().default(1),
     createdAt: integer('created_at').notNull(),

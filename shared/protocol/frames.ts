@@ -20,7 +20,8 @@ const Id = z.string().min(1).max(128);
 export const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const Count = z.number().int().nonnegative();
 
-export const ModelKind = z.enum(['chat', 'embedding']);
+/** `rerank`: a cross-encoder (a sequence-classification model) that scores (query, document) pairs. */
+export const ModelKind = z.enum(['chat', 'embedding', 'rerank']);
 export type ModelKind = z.infer<typeof ModelKind>;
 
 /** What the agent can take: requests running plus requests waiting, beyond which the edge refuses new ones. */
@@ -49,9 +50,12 @@ export const ModelInfo = z.object({
   /** Weight format and precision, e.g. `onnx fp32`, `openvino int4`. */
   format: z.string().max(64).optional(),
   ownedBy: z.string().max(128).optional(),
-  /** What the model can do, in Ollama's words (`/api/show`): `completion`, `tools`, `thinking`, `embedding`. */
+  /**
+   * What the model can do, in Ollama's words (`/api/show`): `completion`, `tools`, `thinking`, `embedding`; and
+   * `rerank` for a cross-encoder (no Ollama word yet: ollama#3368).
+   */
   capabilities: z
-    .array(z.enum(['completion', 'tools', 'thinking', 'embedding']))
+    .array(z.enum(['completion', 'tools', 'thinking', 'embedding', 'rerank']))
     .max(8)
     .optional(),
   /** Bytes of the model's files on disk (Ollama's `size` in `/api/tags`). */
@@ -222,6 +226,20 @@ export const EmbedTask = z.object({
 export type EmbedTask = z.infer<typeof EmbedTask>;
 
 /**
+ * Scores each document against the query with a cross-encoder (a `rerank` model): one relevance score per document,
+ * 0..1 (the sigmoid of the model's one logit; with two labels, the softmax's second), answered by an `embeddings`
+ * frame whose `data` holds one `[score]` per document, in document order. An agent that lists a `rerank` model takes
+ * these tasks.
+ */
+export const RerankTask = z.object({
+  task: z.literal('rerank'),
+  model: z.string().min(1),
+  query: z.string().min(1),
+  documents: z.array(z.string().min(1)).min(1).max(2047),
+});
+export type RerankTask = z.infer<typeof RerankTask>;
+
+/**
  * Counts the tokens of a chat prompt, rendered exactly as a `chat` task with the same fields would be (template,
  * tools, think switch), without generating: Anthropic's `count_tokens`. Sampling and the response format change
  * what is generated, not the prompt, so they are not part of it. Answered with an `end` frame whose usage holds the
@@ -239,7 +257,7 @@ export type CountTask = z.infer<typeof CountTask>;
 /** Tasks that generate text. */
 export type GenerateTask = ChatTask | CompleteTask;
 
-export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask, CountTask]);
+export const Task = z.discriminatedUnion('task', [ChatTask, CompleteTask, EmbedTask, RerankTask, CountTask]);
 export type Task = z.infer<typeof Task>;
 
 /** `tool_calls`: the model ended its turn with one or more tool calls. */
@@ -448,7 +466,10 @@ export const EndFrame = z.object({
   ...TypedParts,
 });
 
-/** Terminal frame of an `embed` request: one vector per input, in input order. */
+/**
+ * Terminal frame of an `embed` request: one vector per input, in input order; of a `rerank` request: one `[score]`
+ * per document, in document order.
+ */
 export const EmbeddingsFrame = z.object({
   type: z.literal('embeddings'),
   id: Id,

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../node/local/edge.ts';
 import type { FloodAgentOptions } from './flood-agent.ts';
+import type { PacedAgentOptions } from './paced-agent.ts';
 import { MODELS_DIR } from './fixtures.ts';
 import type { TestEdge } from './stack.ts';
 
@@ -53,6 +54,21 @@ export async function spawnFloodAgent(
     ...options,
   };
   return start([path.join(PROJECT_ROOT, 'test/support/flood-agent.ts'), JSON.stringify(o)], id, process.env, until);
+}
+
+/** The real agent on ONNX Runtime, each token paced (test/support/paced-agent.ts), in its own process. */
+export async function spawnPacedAgent(
+  edge: Pick<TestEdge, 'url' | 'agentToken'>,
+  id: string,
+  options: Pick<PacedAgentOptions, 'tokenMs' | 'concurrency'>,
+): Promise<AgentProcess> {
+  const o: PacedAgentOptions = { edgeUrl: edge.url.toString(), agentToken: edge.agentToken, agentId: id, ...options };
+  return start(
+    [path.join(PROJECT_ROOT, 'test/support/paced-agent.ts'), JSON.stringify(o)],
+    id,
+    process.env,
+    /connected to the edge/,
+  );
 }
 
 async function start(args: string[], id: string, env: NodeJS.ProcessEnv, until: RegExp): Promise<AgentProcess> {

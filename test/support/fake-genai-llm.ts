@@ -213,6 +213,8 @@ export interface FakeLLMSetup {
   properties: Record<string, unknown>;
   /** The chunks (one token each) every generate answers with; running out of them is the model writing EOS. */
   reply: () => string[];
+  /** Milliseconds a token takes. */
+  tokenMs?: () => number;
   calls: GenerateCall[];
 }
 
@@ -326,7 +328,8 @@ export class FakeLLMPipeline {
         finish = GenerationFinishReason.LENGTH;
         break;
       }
-      await new Promise((resolve) => setImmediate(resolve));
+      const ms = this.#setup.tokenMs?.() ?? 0;
+      await new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
       generated.push(token);
       const status = streamer?.write(token) ?? StreamingStatus.RUNNING;
       // A streamer's STOP ends the answer with finish reason STOP. The stateful pipeline stops at once; continuous

@@ -1,7 +1,8 @@
 /**
  * A FAKE of the OpenVINO runtime, for the hardware and native runtime this machine lacks. It answers the calls the
  * OpenVINO engine makes to `openvino-node` (`Core.getAvailableDevices`, `getProperty`) and `openvino-genai-node`
- * (`LLMPipeline`, `TextEmbeddingPipeline`, `Tokenizer`, `ChatHistory`, `generate`, `embedDocuments`) as their
+ * (`LLMPipeline`, `TextEmbeddingPipeline`, `TextRerankPipeline`, `Tokenizer`, `ChatHistory`, `generate`,
+ * `embedDocuments`, `rerank`) as their
  * `.d.ts` declares them, and records what it was given. It runs no model and has no engine behaviour of its own
  * (keep-alive, memory budget, cooldown, device fallback, the engine's prompt limits and turn-taking are the real
  * engine's), but it behaves as GenAI 2026.4 does where the engine relies on it (fake-genai-llm.ts), which
@@ -12,6 +13,7 @@ import { access, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
+import type { TextRerankPipelineOptions } from 'openvino-genai-node/types/pipelines/textRerankPipeline.js';
 import type { OpenVinoModules } from '../../node/engines/openvino.ts';
 import {
   type ChatTemplateCall,
@@ -82,14 +84,14 @@ class FakeChatHistory {
   }
 }
 
-/** A pipeline the fake was asked to build: what `LLMPipeline()` / `TextEmbeddingPipeline` received. */
+/** A pipeline the fake was asked to build: what `LLMPipeline()` / `TextEmbeddingPipeline` / `TextRerankPipeline()` received. */
 export interface PipelineConstruction {
-  kind: 'llm' | 'embedding';
+  kind: 'llm' | 'embedding' | 'rerank';
   modelPath: string;
   device: string;
-  /** LLMPipeline properties (CACHE_DIR, MAX_PROMPT_LEN, …) or the TextEmbeddingConfig. */
+  /** LLMPipeline properties (CACHE_DIR, MAX_PROMPT_LEN, …), the TextEmbeddingConfig or the TextRerankPipelineConfig. */
   properties: Record<string, unknown>;
-  /** An embedding pipeline's OpenVINO properties (CACHE_DIR, …): the package's factory function passes none. */
+  /** An embedding or rerank pipeline's OpenVINO properties (CACHE_DIR, …); the embedding factory passes none. */
   ovProperties?: Record<string, unknown>;
 }
 
@@ -160,6 +162,8 @@ export class FakeOpenVinoRuntime {
   readonly generateCalls: GenerateCall[] = [];
   /** The chunks each `generate` streams (one token each); a finished run reports STOP, as a model that wrote EOS does. */
   reply: string[] = [];
+  /** Milliseconds each generated token takes (0: the next turn of the event loop), as a device's pace. */
+  tokenMs = 0;
   #hold: Promise<void> | undefined;
   #live = 0;
   readonly #collected = new FinalizationRegistry<void>(() => this.#live--);
@@ -302,14 +306,72 @@ export class FakeOpenVinoRuntime {
         return texts.map((t) => vector(t, this.config));
       }
     }
+    /**
+     * GenAI's TextRerankPipeline (text_rerank_pipeline.cpp): the model's relevance per pair (the fake's "model": the
+     * sigmoid of 8 × the Jaccard overlap of the query's and the document's lower-cased words, − 4), answered best
+     * first as [index, score] pairs and cut to `top_n`, which is 3 unless the config says otherwise.
+     */
+    class TextRerankPipeline {
+      pipeline: object | null = null;
+      readonly modelPath: string;
+      readonly device: string;
+      readonly config: GenAI.TextRerankPipelineConfig;
+      readonly ovProperties: Record<string, unknown>;
+      constructor(modelPath: string, options: TextRerankPipelineOptions = {}) {
+        this.modelPath = modelPath;
+        this.device = options.device ?? 'CPU';
+        this.config = options.config ?? {};
+        this.ovProperties = (options.ovProperties ?? {}) as Record<string, unknown>;
+      }
+      async init() {
+        if (this.pipeline) throw new Error('TextRerankPipeline is already initialized');
+        this.pipeline = await fake.#construct(
+          {
+            kind: 'rerank',
+            modelPath: this.modelPath,
+            device: this.device,
+            properties: this.config as Record<string, unknown>,
+            ovProperties: { ...this.ovProperties },
+          },
+          () => ({}),
+        );
+      }
+      async rerank(query: string, documents: string[]): Promise<Array<[number, number]>> {
+        if (!this.pipeline) throw new Error('Pipeline is not initialized');
+        const scored = documents.map((d, i): [number, number] => [i, fakeRelevance(query, d)]);
+        scored.sort((a, b) => b[1] - a[1]);
+        return scored.slice(0, this.config.top_n ?? 3);
+      }
+    }
     const genai = {
       ...genaiUtils,
       // The package's TypeScript enum lacks LAST_TOKEN (2), which its C++ pipeline has.
       PoolingType: { CLS: 0, MEAN: 1, 0: 'CLS', 1: 'MEAN' },
       ChatHistory: FakeChatHistory,
       Tokenizer: class {
-        constructor(dir: string) {
-          Object.assign(this, fake.#vocab.tokenizer(fake.#vocab.load(dir)));
+        constructor(dir: string, properties: Record<string, unknown> = {}) {
+          const tokenizer = fake.#vocab.tokenizer(fake.#vocab.load(dir));
+          // Pairs (two lists of prompts) take the second input GenAI adds with `add_second_input`; without it,
+          // encoding them fails as GenAI's does. A pair is its first text's ids then its second's, padded on the right.
+          const encodePairs = (first: string[], second: string[]) => {
+            if (properties.add_second_input !== true)
+              throw new Error('Input port for index 1 was not found! The model has only 1 inputs.');
+            const rows = first.map((a, i) => [...fake.#vocab.ids(a, true), ...fake.#vocab.ids(second[i] ?? '', false)]);
+            const width = Math.max(...rows.map((r) => r.length));
+            const padded = (f: (row: number[], j: number) => bigint) =>
+              BigInt64Array.from(rows.flatMap((row) => Array.from({ length: width }, (_, j) => f(row, j))));
+            const shape = () => [rows.length, width];
+            return {
+              input_ids: { getShape: shape, data: padded((row, j) => BigInt(row[j] ?? 0)) },
+              attention_mask: { getShape: shape, data: padded((row, j) => (j < row.length ? 1n : 0n)) },
+            };
+          };
+          Object.assign(this, tokenizer, {
+            encode: (prompt: string | string[], second?: unknown, options?: { add_special_tokens?: boolean }) =>
+              Array.isArray(prompt) && Array.isArray(second)
+                ? encodePairs(prompt, second as string[])
+                : tokenizer.encode(prompt as string, (second ?? options) as { add_special_tokens?: boolean }),
+          });
         }
       },
       LLMPipeline: async (modelPath: string, device = 'CPU', properties: GenAI.LLMPipelineProperties = {}) =>
@@ -323,12 +385,19 @@ export class FakeOpenVinoRuntime {
               device,
               properties,
               reply: () => fake.reply,
+              tokenMs: () => fake.tokenMs,
               calls: fake.generateCalls,
             }),
         ),
       // The package's factory function, which passes no OpenVINO properties on (src/js/lib/index.ts).
       TextEmbeddingPipeline: async (modelPath: string, device = 'CPU', config: GenAI.TextEmbeddingConfig = {}) => {
         const pipeline = new TextEmbeddingPipeline(modelPath, device, config);
+        await pipeline.init();
+        return pipeline;
+      },
+      // The package's factory function, which passes its options on as they are.
+      TextRerankPipeline: async (modelPath: string, options: TextRerankPipelineOptions = {}) => {
+        const pipeline = new TextRerankPipeline(modelPath, options);
         await pipeline.init();
         return pipeline;
       },
@@ -345,6 +414,16 @@ export class FakeOpenVinoRuntime {
   }
 }
 
+/** The relevance the fake rerank pipeline gives a pair: see its TextRerankPipeline. */
+export function fakeRelevance(query: string, document: string): number {
+  const words = (text: string) => new Set(text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []);
+  const q = words(query);
+  const d = words(document);
+  const shared = [...q].filter((w) => d.has(w)).length;
+  const union = q.size + d.size - shared;
+  return 1 / (1 + Math.exp(-(8 * (union ? shared / union : 0) - 4)));
+}
+
 /** The fake runtime with one device, as the tests at GenAI's boundary use it. */
 export class FakeGenAI extends FakeOpenVinoRuntime {
   constructor(options: { device?: string } & FakeTokenizerOptions = {}) {
@@ -355,19 +434,27 @@ export class FakeGenAI extends FakeOpenVinoRuntime {
 /**
  * Writes a model folder in the OpenVINO IR layout `optimum-cli export openvino` produces (config.json, the model's
  * XML and `bin` weights of `weightBytes` bytes, tokenizer and detokenizer), for the fake runtime to "load". A chat
- * model is a Llama; an embedding model a BERT with CLS pooling and normalisation (sentence-transformers files).
+ * model is a Llama; an embedding model a BERT with CLS pooling and normalisation (sentence-transformers files); a
+ * rerank model a BERT cross-encoder (`BertForSequenceClassification`, one label).
  * `broken` leaves out the weights, so the load fails as it would on real OpenVINO; `noChatTemplate` makes a
  * tokenizer without a chat template.
  */
 export async function writeFakeIrModel(
   dir: string,
-  options: { kind: 'chat' | 'embedding'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean },
+  options: { kind: 'chat' | 'embedding' | 'rerank'; weightBytes: number; broken?: boolean; noChatTemplate?: boolean },
 ): Promise<void> {
   await mkdir(path.join(dir, '1_Pooling'), { recursive: true });
-  const config =
-    options.kind === 'chat'
-      ? { architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 8192, hidden_size: 64 }
-      : { architectures: ['BertModel'], model_type: 'bert', max_position_embeddings: 512, hidden_size: 8 };
+  const config = {
+    chat: { architectures: ['LlamaForCausalLM'], model_type: 'llama', max_position_embeddings: 8192, hidden_size: 64 },
+    embedding: { architectures: ['BertModel'], model_type: 'bert', max_position_embeddings: 512, hidden_size: 8 },
+    rerank: {
+      architectures: ['BertForSequenceClassification'],
+      model_type: 'bert',
+      max_position_embeddings: 512,
+      hidden_size: 8,
+      id2label: { 0: 'LABEL_0' },
+    },
+  }[options.kind];
   await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
   await writeFile(
     path.join(dir, 'openvino_model.xml'),

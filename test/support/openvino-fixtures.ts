@@ -14,6 +14,8 @@ export const OV_FIXTURES = {
   plain: 'tiny-random-llama-no-template',
   think: 'tiny-random-llama-think',
   embed: 'tiny-bow-embed',
+  /** The token-overlap cross-encoder of cross-encoder-fixture.ts, converted to IR. */
+  rerank: 'tiny-bow-rerank',
 } as const;
 
 /** `NPU_RELAY_OPENVINO_MODELS_DIR` when set, else the cache folder the runner fills (outside git). */
@@ -41,9 +43,11 @@ export function pipelineMode(env: NodeJS.ProcessEnv = process.env): PipelineMode
 /** The engine options that put the LLMPipeline in `mode` on the CPU (node/engines/openvino.ts #llmProperties). */
 export const modeOptions = (mode: PipelineMode = pipelineMode()) => ({ prefixCaching: mode === 'continuous-batching' });
 
-/** The fixture folders that are missing (a folder counts once its openvino_model.xml is there). */
-export function missingFixtures(dir = OV_FIXTURES_DIR): string[] {
-  return Object.values(OV_FIXTURES).filter((id) => !existsSync(path.join(dir, id, 'openvino_model.xml')));
+/**
+ * The fixture folders of `ids` (default: all) that are missing (a folder counts once its openvino_model.xml is there).
+ */
+export function missingFixtures(dir = OV_FIXTURES_DIR, ids: readonly string[] = Object.values(OV_FIXTURES)): string[] {
+  return ids.filter((id) => !existsSync(path.join(dir, id, 'openvino_model.xml')));
 }
 
 /**

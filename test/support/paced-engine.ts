@@ -3,7 +3,13 @@
  * see when tokens are produced and when generation stops. It records what it observed; it does not fake output.
  */
 import type { CountTask, EmbedTask, GenerateTask } from '../../shared/protocol/frames.ts';
-import type { EmbeddingResult, Engine, GenerationEvent, PromptCount } from '../../node/engines/engine.ts';
+import type {
+  EmbeddingResult,
+  Engine,
+  GenerationEvent,
+  GenerationHold,
+  PromptCount,
+} from '../../node/engines/engine.ts';
 
 export interface PacedRun {
   model: string;
@@ -35,6 +41,9 @@ export class PacedEngine implements Engine {
   get devices() {
     return this.#inner.devices;
   }
+  get pausesBetweenTokens() {
+    return this.#inner.pausesBetweenTokens;
+  }
   models() {
     return this.#inner.models();
   }
@@ -52,13 +61,16 @@ export class PacedEngine implements Engine {
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
     return this.#inner.countTokens(task, signal);
   }
-  async *generate(task: GenerateTask, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+  async *generate(task: GenerateTask, signal: AbortSignal, hold?: GenerationHold): AsyncIterable<GenerationEvent> {
     const firstMessage = task.task === 'chat' ? (task.messages[0]?.content ?? '') : task.prompt;
     const run: PacedRun = { model: task.model, firstMessage, produced: [] };
     this.runs.push(run);
     signal.addEventListener('abort', () => (run.abortedAt = performance.now()), { once: true });
     try {
-      for await (const event of this.#inner.generate(task, signal)) {
+      for await (const event of this.#inner.generate(task, signal, hold)) {
+        // The pace stands for the device's time per token, so a held generation (Engine.generate) stops it too.
+        const held = event.type === 'delta' && !signal.aborted ? hold?.() : undefined;
+        if (held) await Promise.race([held, new Promise((r) => signal.addEventListener('abort', r, { once: true }))]);
         const wait = event.type === 'delta' ? this.delayMs + (run.produced.length === 0 ? this.firstTokenMs : 0) : 0;
         if (wait > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, wait));
         if (event.type === 'delta') run.produced.push(performance.now());

@@ -10,6 +10,11 @@ export interface BatchEnv extends HubEnv {
   BATCH_FILES: R2Bucket;
   NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
   NPU_RELAY_BATCH_CONCURRENCY?: string;
+  /**
+   * For tests only (not an operator's setting, so `npm start` does not pass it on): the completion window's length in
+   * seconds instead of OpenAI's 24 h, so a test sees a batch expire. The batch object still says `24h`.
+   */
+  NPU_RELAY_TEST_BATCH_WINDOW_S?: string;
 }
 
 export interface BatchConfig {
@@ -17,6 +22,8 @@ export interface BatchConfig {
   fileMaxBytes: number;
   /** Lines of one tenant's batches in flight at once (each is one request in an agent's queue). */
   concurrency: number;
+  /** Seconds from a batch's creation to its expiry: OpenAI's `24h`. */
+  completionWindowS: number;
 }
 
 /**
@@ -25,6 +32,8 @@ export interface BatchConfig {
  * Pro plans) is the ceiling whatever this says.
  */
 const FILE_MAX_BYTES = 32 * 1024 * 1024;
+/** OpenAI's only completion window, `24h`. */
+const COMPLETION_WINDOW_S = 24 * 3600;
 /** OpenAI's own limit on lines per batch. */
 export const MAX_LINES = 50_000;
 
@@ -32,5 +41,7 @@ export function batchConfig(env: BatchEnv): BatchConfig {
   return {
     fileMaxBytes: positiveInt(env, 'NPU_RELAY_BATCH_FILE_MAX_BYTES', FILE_MAX_BYTES),
     concurrency: positiveInt(env, 'NPU_RELAY_BATCH_CONCURRENCY', 2),
+    completionWindowS:
+      Number(env.NPU_RELAY_TEST_BATCH_WINDOW_S) > 0 ? Number(env.NPU_RELAY_TEST_BATCH_WINDOW_S) : COMPLETION_WINDOW_S,
   };
 }

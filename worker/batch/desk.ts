@@ -39,7 +39,6 @@ function failure(err: unknown): DeskFailure {
 const WATCHDOG_MS = 5000;
 /** Lines one alarm run starts, so a run stays well within a Worker invocation's subrequest limit. */
 const LINES_PER_RUN = 40;
-const COMPLETION_WINDOW_S = 24 * 3600;
 const RESULT_PAGE = 200;
 
 export const inputKey = (fileId: string) => `batch-input/${fileId}`;
@@ -147,7 +146,7 @@ export class BatchDesk extends DurableObject<BatchEnv> {
         error_file_id: null,
         created_at: now,
         in_progress_at: null,
-        expires_at: now + COMPLETION_WINDOW_S,
+        expires_at: now + batchConfig(this.env).completionWindowS,
         finalizing_at: null,
         completed_at: null,
         failed_at: null,

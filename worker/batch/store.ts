@@ -234,14 +234,16 @@ export class BatchStore {
   }
 
   /**
-   * The next lines ready to run (pending, of batches in progress, not waiting out a retry), oldest batch first;
-   * `skip` are lines already running here.
+   * The next lines ready to run (pending, of batches in progress whose window has not passed — nothing starts after
+   * it —, not waiting out a retry), oldest batch first; `skip` are lines already running here.
    */
   ready(now: number, skip: ReadonlySet<string>): PendingLine | undefined {
     const rows = this.#sql
       .exec<PendingLine & Record<string, SqlStorageValue>>(
         `SELECT l.batch_id, l.idx, l.custom_id, l.body, l.attempts FROM batches b JOIN lines l ON l.batch_id = b.id ` +
-          `WHERE b.status = 'in_progress' AND l.state = 'pending' AND l.retry_at <= ? ORDER BY b.created_at, b.rowid, l.idx LIMIT ?`,
+          `WHERE b.status = 'in_progress' AND b.expires_at * 1000 > ? AND l.state = 'pending' AND l.retry_at <= ? ` +
+          `ORDER BY b.created_at, b.rowid, l.idx LIMIT ?`,
+        now,
         now,
         skip.size + 1,
       )

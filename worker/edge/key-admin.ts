@@ -33,6 +33,8 @@ export const NewKey = z.object({
   semanticCache: z.boolean().optional(),
   semanticThreshold: z.number().gt(0).lte(1).optional(),
   semanticModel: z.string().min(1).max(256).optional(),
+  /** A cross-encoder whose verdict a semantic hit also needs (docs/semantic-cache.md). */
+  semanticReranker: z.string().min(1).max(256).optional(),
 });
 export type NewKey = z.infer<typeof NewKey>;
 
@@ -77,6 +79,7 @@ export async function createApiKey(env: Env, body: NewKey) {
     semanticCache: body.semanticCache ?? false,
     semanticThreshold: body.semanticCache ? (body.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD) : null,
     semanticModel: body.semanticCache ? (body.semanticModel ?? null) : null,
+    semanticReranker: body.semanticCache ? (body.semanticReranker ?? null) : null,
     createdAt: Date.now(),
     revokedAt: null,
   };

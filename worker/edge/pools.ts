@@ -11,6 +11,12 @@ import type { AgentSummary } from '../tunnel/hub-api.ts';
 
 const DIRECTORY_MS = 5000;
 const REFRESH_MS = 1000;
+/**
+ * How long a model stays routed to its pool after that pool's last agent left. Without this memory the model would
+ * fall to `default` once the directory refreshed, and a request during an agent's restart would get 404 "unknown
+ * model" instead of waiting for the agent (503 with Retry-After when it does not come back).
+ */
+const EMPTIED_POOL_MS = 10 * 60_000;
 
 /** An agent with the pool it joined. */
 export type PooledAgent = AgentSummary & { pool: string };
@@ -34,6 +40,8 @@ interface Directory {
   modelPool: Map<string, string>;
   /** Agents connected over all pools. */
   agents: number;
+  /** Models of pools that have no agent now, with when their pool was last seen serving them. */
+  orphans: Map<string, { pool: string; seenAt: number }>;
 }
 
 let directory: Directory | undefined;
@@ -51,7 +59,18 @@ async function load(env: Env): Promise<Directory> {
   const agents = await agentsOf(env, pools);
   const modelPool = new Map<string, string>();
   for (const a of agents) for (const m of a.models) if (!modelPool.has(m.id)) modelPool.set(m.id, a.pool);
-  directory = { at: Date.now(), pools, modelPool, agents: agents.length };
+  const now = Date.now();
+  const orphans = new Map<string, { pool: string; seenAt: number }>();
+  const staffed = new Set(agents.map((a) => a.pool));
+  const remember = (model: string, pool: string, seenAt: number) => {
+    if (!modelPool.has(model) && !staffed.has(pool) && now - seenAt < EMPTIED_POOL_MS)
+      orphans.set(model, { pool, seenAt });
+  };
+  if (directory) {
+    for (const [model, o] of directory.orphans) remember(model, o.pool, o.seenAt);
+    for (const [model, pool] of directory.modelPool) remember(model, pool, directory.at);
+  }
+  directory = { at: now, pools, modelPool, agents: agents.length, orphans };
   return directory;
 }
 
@@ -67,16 +86,18 @@ export async function poolFor(env: Env, model: string): Promise<string> {
   const d = await current(env, DIRECTORY_MS);
   const pool = d.modelPool.get(model);
   if (pool !== undefined || d.pools.length === 1) return pool ?? DEFAULT_POOL;
-  return (await current(env, REFRESH_MS)).modelPool.get(model) ?? DEFAULT_POOL;
+  const fresh = await current(env, REFRESH_MS);
+  return fresh.modelPool.get(model) ?? fresh.orphans.get(model)?.pool ?? DEFAULT_POOL;
 }
 
 /**
  * True when agents are connected and none serves `model` (by the directory, at most DIRECTORY_MS old, or fresh after
- * `poolsChanged`): a deleted model is not answered from the cache. With no agent at all, cached answers still are.
+ * `poolsChanged`): a deleted model is not answered from the cache. With no agent at all, cached answers still are,
+ * and so are those of a model whose whole pool is away (its agents restarting), as long as the pool is remembered.
  */
 export async function servedNowhere(env: Env, model: string): Promise<boolean> {
   const d = await current(env, DIRECTORY_MS);
-  return d.agents > 0 && !d.modelPool.has(model);
+  return d.agents > 0 && !d.modelPool.has(model) && !d.orphans.has(model);
 }
 
 /** Every pool's connected agents, asked now (the pool names may be DIRECTORY_MS old). */

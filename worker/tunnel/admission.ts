@@ -56,6 +56,11 @@ export function promptEstimate(task: Extract<Task, { task: 'chat' | 'complete' }
 export function tokenNeed(task: Task, model: ModelInfo | undefined, allowance = 0): TokenNeed {
   if (task.task === 'embed')
     return { prompt: task.input.reduce((n, i) => n + bytes(i) + SPECIAL_TOKENS_PER_INPUT, 0), completion: 0 };
+  // A cross-encoder reads the query again with every document: each pair is a prompt.
+  if (task.task === 'rerank') {
+    const query = bytes(task.query) + SPECIAL_TOKENS_PER_INPUT;
+    return { prompt: task.documents.reduce((n, d) => n + query + bytes(d), 0), completion: 0 };
+  }
   // Counting a prompt is not charged, so it reserves nothing.
   if (task.task === 'count') return { prompt: 0, completion: 0 };
   const prompt = promptEstimate(task) + allowance;
@@ -145,9 +150,13 @@ function maxEmbedInputs(dimensions: number): number {
   return Math.max(1, Math.floor((MAX_AGENT_FRAME_BYTES - 4096) / (dimensions * CHARS_PER_ELEMENT + 2)));
 }
 
-/** The bytes of the prompt; of an embedding batch, of its longest input (each input is a prompt of its own). */
+/**
+ * The bytes of the prompt; of an embedding batch, of its longest input (each input is a prompt of its own); of a
+ * rerank, of its longest (query, document) pair.
+ */
 function promptBytes(task: Task): number {
   if (task.task === 'embed') return Math.max(...task.input.map(bytes));
+  if (task.task === 'rerank') return bytes(task.query) + Math.max(...task.documents.map(bytes));
   return bytes(task.task === 'complete' ? task.prompt : task.messages.map((m) => m.content).join(''));
 }
 

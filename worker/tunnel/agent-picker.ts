@@ -68,7 +68,7 @@ export function pickAgent(
     return model ? [{ ...a, model }] : [];
   });
   if (serving.length === 0) throw unknownModel(task.model);
-  const want = task.task === 'embed' ? 'embedding' : 'chat';
+  const want = task.task === 'embed' ? 'embedding' : task.task === 'rerank' ? 'rerank' : 'chat';
   const first = serving[0]!.model;
   if (first.kind !== want) {
     throw new ApiError(

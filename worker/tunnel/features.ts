@@ -36,7 +36,7 @@ const COUNT: Need = {
 
 /** What `task` needs beyond the protocol's core, in the order a client would read the parameters. */
 export function featuresNeeded(task: Task): Need[] {
-  if (task.task === 'embed') return [];
+  if (task.task === 'embed' || task.task === 'rerank') return [];
   const needs: Need[] = task.task === 'count' ? [COUNT] : [];
   if (task.task === 'chat' || task.task === 'count') {
     if (task.tools?.length) needs.push(TOOLS);

@@ -147,6 +147,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       affinity: new ConversationAffinity(() => config().conversationAffinity),
       semantic: new SemanticTier({
         registry: this.#registry,
+        exchanges: this.#exchanges,
         vectors,
         odds: new SemanticOdds(),
         cache,

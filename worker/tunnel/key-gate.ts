@@ -99,7 +99,13 @@ export class KeyGate {
           monthlyTokenBudget: row.monthlyTokenBudget,
           manageModels: row.manageModels,
           ...(row.semanticCache
-            ? { semantic: { threshold: row.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD, model: row.semanticModel } }
+            ? {
+                semantic: {
+                  threshold: row.semanticThreshold ?? DEFAULT_SEMANTIC_THRESHOLD,
+                  model: row.semanticModel,
+                  reranker: row.semanticReranker,
+                },
+              }
             : {}),
           weight: row.weight,
           revokedAt: row.revokedAt,

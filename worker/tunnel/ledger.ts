@@ -19,8 +19,11 @@ export interface KeyRecord {
   monthlyTokenBudget: number | null;
   /** May unload (`keep_alive: 0`) or pin (`-1`) models; absent in records verified before this field existed. */
   manageModels?: boolean;
-  /** The semantic cache tier, when the key opted in (docs/semantic-cache.md); model null: the edge's default. */
-  semantic?: { threshold: number; model: string | null };
+  /**
+   * The semantic cache tier, when the key opted in (docs/semantic-cache.md); model null: the edge's default; reranker:
+   * a cross-encoder whose verdict a hit also needs (absent or null: none).
+   */
+  semantic?: { threshold: number; model: string | null; reranker?: string | null };
   /** The key's share of a busy device (docs/fair-shares.md); absent in records verified before it existed: 1. */
   weight?: number;
   revokedAt: number | null;

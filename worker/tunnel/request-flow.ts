@@ -7,6 +7,7 @@
 import { cacheKey, isDeterministic } from '../../shared/cache/key.ts';
 import type { ResponseMeta } from '../dialects/core/format.ts';
 import { FORMATS } from '../dialects/formats.ts';
+import { withRerankScorer } from './rerank-scorer.ts';
 import { replay } from '../dialects/core/replay.ts';
 import type { EdgeFrame, RequestFrame } from '../../shared/protocol/frames.ts';
 import { ApiError, errorResponse, toApiError } from '../http/errors.ts';
@@ -75,6 +76,8 @@ export class RequestFlow {
     // The stored conversation comes first: the reservation below covers all the model will read, history included.
     const recalled = await d.responses.recall(dispatch, key);
     dispatch = recalled.dispatch;
+    // A rerank for an embedding model is an embedding batch scored by cosine (before the cache key is made of it).
+    dispatch = withRerankScorer(dispatch, d.registry.modelInfo(dispatch.task.model));
     // A vector size the model cannot give is refused before the cache is read: a cached answer must not make a
     // request good that the model would refuse (`dimensions: 32` of a 64-dimension model).
     const known = dispatch.dimensions !== undefined ? d.registry.modelInfo(dispatch.task.model) : undefined;

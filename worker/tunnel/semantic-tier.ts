@@ -12,7 +12,9 @@ import type { EdgeConfig } from '../config.ts';
 import type { AgentRegistry, ConnectedAgent } from './agent-registry.ts';
 import type { AnswerCache } from './answer-cache.ts';
 import type { KeyRecord } from './ledger.ts';
+import type { ExchangeTable } from './exchange-table.ts';
 import type { LookupVectors } from './lookup-vectors.ts';
+import { RERANK_VERDICT, rerankRelevance } from './rerank-verdict.ts';
 import type { SemanticIndex, SemanticScope } from './semantic-index.ts';
 import type { SemanticOdds } from './semantic-odds.ts';
 
@@ -50,6 +52,8 @@ export interface RunningGeneration {
 
 export interface SemanticTierDeps {
   registry: AgentRegistry;
+  /** For the reranker's verdict, an exchange of the edge's own (rerank-verdict.ts). */
+  exchanges: ExchangeTable;
   cache: AnswerCache;
   index: SemanticIndex;
   vectors: LookupVectors;
@@ -87,7 +91,7 @@ export class SemanticTier {
     const hit = raced
       ? (async () => {
           const v = await vector.promise;
-          const found = v ? await this.#verified(await scope, v, semantic.threshold) : undefined;
+          const found = v ? await this.#verified(await scope, v, semantic, text, key.id) : undefined;
           d.odds.lookup(embedModel, Date.now() - sent);
           return found;
         })().catch(() => undefined)
@@ -116,13 +120,29 @@ export class SemanticTier {
 
   /**
    * The nearest cached question in scope that reaches the threshold, verified: the exact-cache entry it points at
-   * still holds an answer (it may have expired or been swept since).
+   * still holds an answer (it may have expired or been swept since), and, for a key with a reranker, its
+   * cross-encoder finds that answer relevant to this question.
    */
-  async #verified(scope: SemanticScope, vector: number[], threshold: number): Promise<SemanticHit | undefined> {
-    const match = await this.#d.index.nearest(scope, vector, threshold);
+  async #verified(
+    scope: SemanticScope,
+    vector: number[],
+    semantic: NonNullable<KeyRecord['semantic']>,
+    question: string,
+    keyId: string,
+  ): Promise<SemanticHit | undefined> {
+    const match = await this.#d.index.nearest(scope, vector, semantic.threshold);
     if (!match) return undefined;
     const answer = await this.#d.cache.lookup(match.cacheKey);
-    return answer ? { answer, score: match.score } : undefined;
+    if (!answer) return undefined;
+    if (semantic.reranker && !(await this.#relevant(semantic.reranker, question, answer, keyId))) return undefined;
+    return { answer, score: match.score };
+  }
+
+  /** Whether the cross-encoder `model` judges `answer` relevant to `question` (rerank-verdict.ts). */
+  async #relevant(model: string, question: string, answer: CachedAnswer, keyId: string): Promise<boolean> {
+    const text = answer.chunks.map((c) => c.text ?? '').join('');
+    const relevance = await rerankRelevance(this.#d, model, question, text, keyId);
+    return relevance !== undefined && relevance >= RERANK_VERDICT;
   }
 
   /**

@@ -1,4 +1,7 @@
-/** `POST /v1/rerank` (and `/rerank`, where vLLM and Jina also answer): an embedding model scores documents. */
+/**
+ * `POST /v1/rerank` (and `/rerank`, where vLLM and Jina also answer): a cross-encoder, or an embedding model by cosine,
+ * scores the documents (which one is the hub's to decide: tunnel/rerank-scorer.ts).
+ */
 import { documentText, RerankRequest, rerankTaskOf } from '../../../shared/api/rerank.ts';
 import { inferenceRoute, now } from '../../edge/context.ts';
 import type { EdgeRouter } from '../../edge/request.ts';

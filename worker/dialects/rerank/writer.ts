@@ -1,9 +1,10 @@
 /**
  * `/v1/rerank` responses in the shape vLLM, Jina and Cohere share: results best first, each with the document's
- * index, its relevance score and (unless `return_documents: false`) its text. Scores come from the embedding
- * vectors of the query and the documents (shared/api/rerank.ts); `meta.scorer` says so.
+ * index, its relevance score and (unless `return_documents: false`) its text. A cross-encoder's answer holds one
+ * score per document; an embedding model's, the vectors of the query and the documents, scored here by cosine
+ * (shared/api/rerank.ts). `meta.scorer` says which.
  */
-import { rankByCosine } from '../../../shared/api/rerank.ts';
+import { rankByCosine, rankByScore, type RerankScorer } from '../../../shared/api/rerank.ts';
 import { ApiError } from '../../http/errors.ts';
 import type { ResponseFormat } from '../core/format.ts';
 
@@ -12,9 +13,9 @@ export interface RerankEcho {
   top_n?: number;
   /** The documents' text, when the response repeats them. */
   documents?: string[];
+  /** Set by the hub when an embedding model scores (tunnel/rerank-scorer.ts); absent: a cross-encoder. */
+  scorer?: RerankScorer;
 }
-
-export const RERANK_SCORER = 'embedding-cosine';
 
 const notStreamed = () => {
   throw new ApiError('invalid_request', 'rerank results are not streamed');
@@ -26,7 +27,15 @@ export const rerank: ResponseFormat = {
   body: notStreamed,
   embeddings: (meta, vectors, usage) => {
     const echo = (meta.echo ?? {}) as RerankEcho;
-    const results = rankByCosine(vectors, echo.top_n).map((r) => ({
+    const scorer: RerankScorer = echo.scorer ?? 'cross-encoder';
+    const ranked =
+      scorer === 'embedding-cosine'
+        ? rankByCosine(vectors, echo.top_n)
+        : rankByScore(
+            vectors.map((v) => v[0] ?? 0),
+            echo.top_n,
+          );
+    const results = ranked.map((r) => ({
       index: r.index,
       relevance_score: r.relevance_score,
       ...(echo.documents ? { document: { text: echo.documents[r.index] ?? '' } } : {}),
@@ -37,7 +46,7 @@ export const rerank: ResponseFormat = {
       model: meta.model,
       results,
       usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens },
-      meta: { scorer: RERANK_SCORER },
+      meta: { scorer },
     };
   },
 };
