@@ -18,6 +18,7 @@ import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
 import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
 import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { sendLookupVector } from './lookup-vector.ts';
 import type { ModelManager } from './models/manage.ts';
 import { PreemptibleGeneration } from './preemption.ts';
 import { Scheduler, type SchedulerOptions, type Slot } from './scheduler.ts';
@@ -372,6 +373,15 @@ export class Agent {
       this.#running.delete(run);
     });
     this.#running.add(run);
+    // The semantic cache's lookup vector, computed beside the generation rather than ahead of it, or after it when the
+    // edge only files it (lookup-vector.ts).
+    if (frame.lookup) {
+      const embedding = (frame.lookup.after ? run : Promise.resolve())
+        .then(() => sendLookupVector(this.#engine, frame, running.controller.signal, (f) => this.#send(f), this.#log))
+        .catch(() => undefined)
+        .finally(() => this.#running.delete(embedding));
+      this.#running.add(embedding);
+    }
   }
 
   #deviceOf(model: string): string {

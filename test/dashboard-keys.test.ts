@@ -71,7 +71,7 @@ describe('dashboard key management', () => {
     // One request at a time: requests sent together wait in the queue, so queue times are there to show.
     agent = await startTestAgent(edge, engine, { scheduler: { defaultConcurrency: 1 } });
     light = await edge.createKey({ name: 'light', weight: 1, budget: 100_000 });
-    heavy = await edge.createKey({ name: 'heavy', weight: 3 });
+    heavy = await edge.createKey({ name: 'heavy', weight: 3, semanticCache: true, semanticThreshold: 0.9 });
   });
   after(async () => {
     await agent?.stop();
@@ -182,6 +182,8 @@ describe('dashboard key management', () => {
       assert.match(lightCells[8]!, /^[\d,. ]+ of 100,000$/, 'budget left');
       assert.match(lightCells[9]!, /%/, 'share of served tokens');
       assert.match((await cells(heavy.id))[6]!, /^3$/);
+      assert.equal(lightCells[11], 'off', 'semantic cache');
+      assert.equal((await cells(heavy.id))[11], '0.9 · auto', 'semantic cache: threshold and embedding model');
 
       // Every option of `npm run keys -- create`.
       await page.fill('#new-key [name=name]', 'from the browser');

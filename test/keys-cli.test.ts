@@ -179,18 +179,18 @@ test('keys: create shows the key once as the last line and stores only its hash;
   const lines = listed.stdout.trimEnd().split('\n');
   assert.match(
     lines[0]!,
-    /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+weight\s+manage\s+created\s+revoked$/,
+    /^id\s+name\s+prefix\s+tenant\s+models\s+rpm\s+tpm\s+budget\s+weight\s+manage\s+semantic\s+created\s+revoked$/,
   );
   assert.equal(lines.length, 3);
   assert.match(
     listed.stdout,
     new RegExp(
-      `${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+3\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`,
+      `${row.id}\\s+laptop\\s+${visiblePrefix(key)}…\\s+acme\\s+tiny-random-llama,other\\s+60\\s+5000\\s+1000000\\s+3\\s+-\\s+-\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+-\\n`,
     ),
   );
   assert.match(
     listed.stdout,
-    /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+1\s+yes\s+\d{4}-/,
+    /\sci\s+sk-relay-\S+\s+\S+\s+all\s+-\s+-\s+-\s+1\s+yes\s+-\s+\d{4}-/,
     'list shows the manage scope',
   );
   assert.ok(!listed.stdout.includes(key) && !listed.stdout.includes(secret), 'list never shows the secret');
@@ -276,6 +276,20 @@ test('keys: create shows the key once as the last line and stores only its hash;
       name,
     );
   }
+  // `list` shows each key's semantic cache settings: off, or its threshold, embedding model (`auto`: the default), reranker.
+  const withSemantic = await keysCli(['list'], { NPU_RELAY_LIBSQL_URL: url });
+  assert.equal(withSemantic.code, 0, withSemantic.stderr);
+  const [header, ...listedRows] = withSemantic.stdout.trimEnd().split('\n');
+  const [from, to] = [header!.indexOf('semantic'), header!.indexOf('created')];
+  assert.ok(from > 0 && to > from, header);
+  const semanticOf = (name: string) =>
+    listedRows
+      .find((l) => l.includes(`  ${name}  `))
+      ?.slice(from, to)
+      .trim();
+  assert.equal(semanticOf('no-semantic'), '-');
+  assert.equal(semanticOf('semantic'), '0.92 auto');
+  assert.equal(semanticOf('semantic-tuned'), '0.85 bge +ms-marco');
 });
 
 test('keys: bad numbers, bad names, unknown flags and misplaced arguments are each refused with a message naming the fix', () => {

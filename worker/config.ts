@@ -32,6 +32,11 @@ export interface EdgeConfig {
   semanticEmbedModel: string | undefined;
   /** Longest a miss of the semantic tier waits for its lookup before its answer is let through (docs/DESIGN.md). */
   semanticWaitMs: number;
+  /**
+   * How long, in percent of the time it took, a miss's first token may wait for a semantic lookup still running: the
+   * bound on what the tier costs a miss's time to first token.
+   */
+  semanticHoldPercent: number;
   /** How long a request whose agent went away before starting it waits for another (an agent restart takes seconds). */
   parkMs: number;
 }
@@ -92,6 +97,8 @@ function onOff(raw: string | undefined, name: string): boolean {
 }
 /** Longest a miss of the semantic tier waits for its lookup (docs/semantic-cache.md). */
 const SEMANTIC_WAIT_MS = 1000;
+/** How long a miss's first token may wait for a lookup still running, in percent of the time it took (DESIGN.md). */
+const SEMANTIC_HOLD_PERCENT = 5;
 
 const cache = new WeakMap<EdgeVars, EdgeConfig>();
 
@@ -116,6 +123,7 @@ export function edgeConfig(env: EdgeVars): EdgeConfig {
       conversationAffinity: onOff(env.NPU_RELAY_CONVERSATION_AFFINITY, 'NPU_RELAY_CONVERSATION_AFFINITY'),
       semanticEmbedModel: env.NPU_RELAY_SEMANTIC_EMBED_MODEL?.trim() || undefined,
       semanticWaitMs: SEMANTIC_WAIT_MS,
+      semanticHoldPercent: SEMANTIC_HOLD_PERCENT,
       parkMs: positiveInt(env, 'NPU_RELAY_PARK_MS', 15_000),
     };
     cache.set(env, config);

@@ -15,7 +15,9 @@ Commands:
   create --name NAME [--models a,b] [--rpm N] [--tpm N] [--budget N] [--tenant T] [--weight N] [--manage]
          [--semantic-cache [--semantic-threshold X] [--semantic-model EMBED_MODEL] [--semantic-reranker RERANK_MODEL]]
                       creates a key and prints it, once, as the last line: only its hash is stored
-  list                lists the keys (never their secrets)
+  list                lists the keys (never their secrets); \`semantic\` is the semantic cache's threshold,
+                      embedding model (auto: NPU_RELAY_SEMANTIC_EMBED_MODEL, else the first embedding
+                      model the key may use) and +reranker when it has one; \`-\` when it is off
   revoke ID           revokes the key with that id; a running edge refuses it within 2 s, or at once
                       when NPU_RELAY_EDGE_URL and NPU_RELAY_ADMIN_TOKEN are set (the edge is told)
 

@@ -17,6 +17,14 @@ import { KEYS_HELP, readKeysCommand } from './keys-command.ts';
 
 const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 const limit = (n: number | null) => (n === null ? '-' : String(n));
+/**
+ * The semantic cache tier: its threshold, embedding model (`auto`: the edge's default, then the first one) and, when
+ * it has one, the reranker whose verdict a hit also needs.
+ */
+const semantic = (k: KeyInfo) =>
+  k.semanticCache
+    ? `${k.semanticThreshold} ${k.semanticModel ?? 'auto'}${k.semanticReranker ? ` +${k.semanticReranker}` : ''}`
+    : '-';
 
 function table(keys: KeyInfo[]): string {
   const header = [
@@ -30,6 +38,7 @@ function table(keys: KeyInfo[]): string {
     'budget',
     'weight',
     'manage',
+    'semantic',
     'created',
     'revoked',
   ];
@@ -44,6 +53,7 @@ function table(keys: KeyInfo[]): string {
     limit(k.monthlyTokenBudget),
     String(k.weight),
     k.manageModels ? 'yes' : '-',
+    semantic(k),
     time(k.createdAt),
     time(k.revokedAt),
   ]);

@@ -332,9 +332,18 @@ export const HelloFrame = z.object({
  * - `count-tokens`: `count` tasks;
  * - `manage`: `manage` frames (load, unload, pull, delete, copy), answered with `progress`* then `managed` or
  *   `error`; the agent sends `models` when its model list changes;
- * - `context`: tasks with `context` (token ids put before the prompt) and `returnContext`.
+ * - `context`: tasks with `context` (token ids put before the prompt) and `returnContext`;
+ * - `lookup-vector`: a request's `lookup` (the semantic cache's text to embed), answered with one `vector` frame.
  */
-export const AGENT_FEATURES = ['tools', 'structured-output', 'reasoning', 'count-tokens', 'manage', 'context'] as const;
+export const AGENT_FEATURES = [
+  'tools',
+  'structured-output',
+  'reasoning',
+  'count-tokens',
+  'manage',
+  'context',
+  'lookup-vector',
+] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** Heartbeat with the agent's load, sent periodically and whenever it changes state (e.g. starts draining). */
@@ -474,6 +483,19 @@ export const EmbeddingsFrame = z.object({
   queueMs: z.number().nonnegative().optional(),
 });
 
+/**
+ * The vector of a request's `lookup` text (the semantic cache's question), sent as soon as it is computed, whether
+ * before, between or after the request's chunks; without `data` when it could not be computed (the lookup is then a
+ * miss). Exactly one per request that carried a `lookup`, from agents announcing `lookup-vector`.
+ */
+export const VectorFrame = z.object({
+  type: z.literal('vector'),
+  id: Id,
+  data: z.array(z.number()).max(16_384).optional(),
+  /** Milliseconds from the request's arrival to the vector (the embedding model's load included). */
+  durationMs: z.number().nonnegative(),
+});
+
 // --- both directions ----------------------------------------------------------------------------------------
 
 export const ErrorFrame = z.object({
@@ -540,6 +562,23 @@ export const RequestFrame = z.object({
    * field (frames are not strict).
    */
   priority: Priority.optional(),
+  /**
+   * The semantic cache's lookup riding on a generation (docs/DESIGN.md, "Semantic cache"): the agent embeds `text`
+   * with `model` beside the generation, without waiting for a device slot, and sends the vector in a `vector` frame,
+   * so the edge searches its index while the model works. Only to agents announcing `lookup-vector` and serving
+   * `model`; an older agent ignores it (the lookup is then a miss).
+   */
+  lookup: z
+    .object({
+      model: z.string().min(1).max(256),
+      text: z.string(),
+      /**
+       * Embed it once the generation has ended, not beside it: the edge does not race this lookup (the model's first
+       * token comes sooner than a lookup takes) and wants the vector only to file the answer under.
+       */
+      after: z.literal(true).optional(),
+    })
+    .optional(),
 });
 
 /**
@@ -595,6 +634,7 @@ export const AgentFrame = z.discriminatedUnion('type', [
   ChunkFrame,
   EndFrame,
   EmbeddingsFrame,
+  VectorFrame,
   ErrorFrame,
   PingFrame,
   PongFrame,
@@ -617,6 +657,7 @@ export type HelloFrame = z.infer<typeof HelloFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;
 export type EndFrame = z.infer<typeof EndFrame>;
 export type EmbeddingsFrame = z.infer<typeof EmbeddingsFrame>;
+export type VectorFrame = z.infer<typeof VectorFrame>;
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
 export type RequestFrame = z.infer<typeof RequestFrame>;

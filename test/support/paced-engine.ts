@@ -24,11 +24,16 @@ export interface PacedRun {
 export class PacedEngine implements Engine {
   readonly #inner: Engine;
   delayMs: number;
+  /** Waited before the first delta on top of `delayMs`: a model's prefill of a long prompt. */
+  firstTokenMs: number;
+  /** Waited before an embedding's result: a slow embedding model (or one still loading). */
+  embedDelayMs = 0;
   readonly runs: PacedRun[] = [];
 
-  constructor(inner: Engine, delayMs: number) {
+  constructor(inner: Engine, delayMs: number, options: { firstTokenMs?: number } = {}) {
     this.#inner = inner;
     this.delayMs = delayMs;
+    this.firstTokenMs = options.firstTokenMs ?? 0;
   }
   get name() {
     return this.#inner.name;
@@ -44,9 +49,14 @@ export class PacedEngine implements Engine {
   }
   /** Embedding requests seen, so tests can tell whether one reached the agent. */
   embedCalls = 0;
-  embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
+  /** performance.now() when each embedding was asked for. */
+  readonly embedStarts: number[] = [];
+  async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
     this.embedCalls++;
-    return this.#inner.embed(task, signal);
+    this.embedStarts.push(performance.now());
+    const result = await this.#inner.embed(task, signal);
+    if (this.embedDelayMs > 0) await new Promise((r) => setTimeout(r, this.embedDelayMs));
+    return result;
   }
   countTokens(task: CountTask, signal: AbortSignal): Promise<PromptCount> {
     return this.#inner.countTokens(task, signal);
@@ -61,8 +71,8 @@ export class PacedEngine implements Engine {
         // The pace stands for the device's time per token, so a held generation (Engine.generate) stops it too.
         const held = event.type === 'delta' && !signal.aborted ? hold?.() : undefined;
         if (held) await Promise.race([held, new Promise((r) => signal.addEventListener('abort', r, { once: true }))]);
-        if (event.type === 'delta' && this.delayMs > 0 && !signal.aborted)
-          await new Promise((r) => setTimeout(r, this.delayMs));
+        const wait = event.type === 'delta' ? this.delayMs + (run.produced.length === 0 ? this.firstTokenMs : 0) : 0;
+        if (wait > 0 && !signal.aborted) await new Promise((r) => setTimeout(r, wait));
         if (event.type === 'delta') run.produced.push(performance.now());
         else if (event.type === 'done') run.done = event;
         yield event;

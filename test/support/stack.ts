@@ -12,7 +12,7 @@ import path from 'node:path';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import OpenAI from 'openai';
-import { Agent } from '../../node/agent.ts';
+import { Agent, type AgentOptions } from '../../node/agent.ts';
 import type { SchedulerOptions } from '../../node/scheduler.ts';
 import type { Engine } from '../../node/engines/engine.ts';
 import { OrtEngine, type OrtEngineOptions } from '../../node/engines/ort.ts';
@@ -41,6 +41,9 @@ export interface TestEdge {
     tenant?: string;
     manageModels?: boolean;
     weight?: number;
+    semanticCache?: boolean;
+    semanticThreshold?: number;
+    semanticModel?: string;
   }): Promise<{ id: string; key: string }>;
   admin(path: string, init?: RequestInit): Promise<Response>;
   /** An official OpenAI client pointed at the edge. */
@@ -133,6 +136,8 @@ export async function startTestAgent(
     statusMs?: number;
     /** The agent's logger (silent, or NPU_RELAY_TEST_LOG_LEVEL, by default). */
     log?: Logger;
+    /** Observes each request the agent ran (AgentOptions.onRequestDone). */
+    onRequestDone?: AgentOptions['onRequestDone'];
   } = {},
 ): Promise<Agent> {
   const agent = new Agent({
@@ -145,6 +150,7 @@ export async function startTestAgent(
     backoff: { initialMs: 100, maxMs: 1000 },
     ...(options.scheduler ? { scheduler: options.scheduler } : {}),
     ...(options.statusMs ? { statusMs: options.statusMs } : {}),
+    ...(options.onRequestDone ? { onRequestDone: options.onRequestDone } : {}),
   });
   await agent.start();
   return agent;

@@ -72,7 +72,7 @@ const table = (id: string, title: string, columns: string[], note = '') =>
 /** API keys: the table and the form that creates one (client/keys.browser.js). */
 const keysPanel = () => `<section class="panel keys" aria-labelledby="keys-title">
     <h2 id="keys-title">API keys</h2>
-    <p class="note">Budget left is this month's (UTC); the share of served tokens and the queue wait (p50 / p95, ms) are over the range above, for requests an agent served. A key's weight is its share of a busy device against other keys' (docs/fair-shares.md).</p>
+    <p class="note">Budget left is this month's (UTC); the share of served tokens and the queue wait (p50 / p95, ms) are over the range above, for requests an agent served. A key's weight is its share of a busy device against other keys' (docs/fair-shares.md). The semantic cache column is the threshold and embedding model of a key that opted in (auto: the edge's NPU_RELAY_SEMANTIC_EMBED_MODEL, else the first embedding model the key may use; docs/semantic-cache.md).</p>
     <form id="new-key" class="new-key">
       <label>Name <input name="name" required maxlength="200"></label>
       <label>Tenant <input name="tenant" maxlength="200" placeholder="its own id"></label>
@@ -86,7 +86,7 @@ const keysPanel = () => `<section class="panel keys" aria-labelledby="keys-title
     </form>
     <p id="new-key-secret" class="secret" hidden>New key, shown this once: <code id="new-key-value"></code></p>
     <p id="keys-status" role="status" aria-live="polite"></p>
-    <div class="scroll"><table id="keys-table"><thead><tr>${['name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'weight', 'manage', 'budget left', 'share of served tokens', 'queue wait p50 / p95', ''].map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead><tbody></tbody></table></div>
+    <div class="scroll"><table id="keys-table"><thead><tr>${['name', 'prefix', 'tenant', 'models', 'rpm', 'tpm', 'weight', 'manage', 'budget left', 'share of served tokens', 'queue wait p50 / p95', 'semantic cache', ''].map((c) => `<th scope="col">${c}</th>`).join('')}</tr></thead><tbody></tbody></table></div>
   </section>`;
 
 /**

@@ -19,6 +19,11 @@ export interface KeyStats {
   monthlyTokenBudget: number | null;
   manageModels: boolean;
   weight: number;
+  /** The semantic cache tier: on or off, its threshold, embedding model (null: the edge's default) and reranker. */
+  semanticCache: boolean;
+  semanticThreshold: number | null;
+  semanticModel: string | null;
+  semanticReranker: string | null;
   createdAt: number;
   revokedAt: number | null;
   /** Tokens the key used this calendar month (UTC), and what is left of its budget (null: no budget). */

@@ -4,7 +4,7 @@
  * frames, or frames for requests it does not have, faster than its budget allows is cut off.
  */
 import { decodeAgentFrame, FrameError } from '../../shared/protocol/codec.ts';
-import type { AgentFrame, ErrorFrame, ManagedFrame, ProgressFrame } from '../../shared/protocol/frames.ts';
+import type { AgentFrame, ErrorFrame, ManagedFrame, ProgressFrame, VectorFrame } from '../../shared/protocol/frames.ts';
 import { PONG_FRAME } from '../../shared/protocol/version.ts';
 import { ApiError } from '../http/errors.ts';
 import { type AgentAttachment, type AgentRegistry, CLOSE, sendFrame } from './agent-registry.ts';
@@ -24,10 +24,17 @@ export interface ManagementFrames {
   connectionGone(connId: string, why: string): void;
 }
 
+/** The semantic tier's vectors awaited from agents (lookup-vectors.ts). */
+export interface VectorFrames {
+  /** False when no request sent on `connId` awaits this vector. */
+  accept(connId: string, frame: VectorFrame): boolean;
+}
+
 export class AgentFrames {
   readonly #registry: AgentRegistry;
   readonly #exchanges: ExchangeTable;
   readonly #management: ManagementFrames;
+  readonly #vectors: VectorFrames;
   readonly #budget = new FrameBudget();
   /** Re-sends a request an agent refused before running it to another agent; false when none can take it. */
   readonly #redispatch: (id: string, fromConnId: string) => boolean;
@@ -36,11 +43,13 @@ export class AgentFrames {
     registry: AgentRegistry,
     exchanges: ExchangeTable,
     management: ManagementFrames,
+    vectors: VectorFrames,
     redispatch: (id: string, fromConnId: string) => boolean,
   ) {
     this.#registry = registry;
     this.#exchanges = exchanges;
     this.#management = management;
+    this.#vectors = vectors;
     this.#redispatch = redispatch;
   }
 
@@ -88,6 +97,10 @@ export class AgentFrames {
         return void this.#exchangeFor(ws, connId, frame.id);
       case 'chunk':
         return this.#exchangeFor(ws, connId, frame.id)?.onChunk(frame);
+      case 'vector':
+        // It may come after its request's end: the vector is also what the answer is filed under.
+        if (this.#vectors.accept(connId, frame)) return;
+        return void this.#exchangeFor(ws, connId, frame.id);
       case 'embeddings':
         return this.#take(ws, connId, frame.id)?.onEmbeddings(frame);
       case 'end':

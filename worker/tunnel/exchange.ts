@@ -88,6 +88,8 @@ export class Exchange {
   #unread = 0;
   #paused = false;
   readonly #done = Promise.withResolvers<Response>();
+  readonly #firstOutput = Promise.withResolvers<void>();
+  readonly #ended = Promise.withResolvers<void>();
 
   constructor(options: ExchangeOptions) {
     this.#options = options;
@@ -103,6 +105,19 @@ export class Exchange {
       const opening = this.#sse.open();
       if (opening) this.#write(opening);
     }
+  }
+
+  /**
+   * Resolves when the client's first piece of the answer is ready (a stream's first token; the whole answer
+   * otherwise), or at the end when there is none: what a semantic lookup may hold back (semantic-tier.ts).
+   */
+  get firstOutput(): Promise<void> {
+    return this.stream ? this.#firstOutput.promise : this.#ended.promise;
+  }
+
+  /** Resolves when the exchange has ended, however it ended. */
+  get ended(): Promise<void> {
+    return this.#ended.promise;
   }
 
   /** The response to give the client: at once for a stream, at the end otherwise. */
@@ -125,6 +140,7 @@ export class Exchange {
     // A chunk with nothing in it only carried the prompt's count: no token, no event for the client.
     if (!frame.tokens && !frame.text && !frame.reasoning && !frame.toolCalls?.length) return;
     this.#ttftMs ??= Date.now() - this.#started;
+    this.#firstOutput.resolve();
     this.#completionTokens += frame.tokens;
     const chunk: AnswerChunk = {
       text: frame.text,
@@ -247,6 +263,8 @@ export class Exchange {
 
   #settle(s: Omit<Settlement, 'ttftMs' | 'durationMs' | 'chunks'>): void {
     this.#finished = true;
+    this.#firstOutput.resolve();
+    this.#ended.resolve();
     this.#options.onSettled({
       ...s,
       ttftMs: this.#ttftMs,

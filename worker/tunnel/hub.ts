@@ -38,7 +38,9 @@ import { PromptAllowance } from './prompt-allowance.ts';
 import { RequestFlow } from './request-flow.ts';
 import type { AgentSummary, HubApi, HubEnv, RpcFailure, StreamsReport } from './hub-api.ts';
 import type { Remembered, ResponseMemory, ResponseMemoryFactory } from './response-memory.ts';
+import { LookupVectors } from './lookup-vectors.ts';
 import { SemanticIndex } from './semantic-index.ts';
+import { SemanticOdds } from './semantic-odds.ts';
 import { SemanticTier } from './semantic-tier.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import type { RefusalCount, UsageRow } from './usage-row.ts';
@@ -119,7 +121,8 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       record: (row) => this.#outbox.record(row),
       waitUntil: (p) => ctx.waitUntil(p),
     });
-    this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, (id, from) =>
+    const vectors = new LookupVectors(this.#registry, this.#exchanges);
+    this.#frames = new AgentFrames(this.#registry, this.#exchanges, this.#management, vectors, (id, from) =>
       this.#flow.redispatch(id, from),
     );
     this.#responses = features.responses({
@@ -145,6 +148,8 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       semantic: new SemanticTier({
         registry: this.#registry,
         exchanges: this.#exchanges,
+        vectors,
+        odds: new SemanticOdds(),
         cache,
         index: new SemanticIndex(db),
         config,

@@ -168,8 +168,8 @@ export class RequestFlow {
       }
     }
 
-    // The semantic tier's lookup: its embed request goes to the agent before the generation, which is not held back.
-    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task) : undefined;
+    // The semantic tier's lookup runs beside the generation, which is not held back (semantic-tier.ts).
+    const semantic = ck && !dispatch.noCache ? d.semantic.begin(key, dispatch.task, dispatch.stream) : undefined;
     /** Set when a semantic hit answered instead: the cancelled generation's settlement then leaves no row. */
     let superseded = false;
 
@@ -265,6 +265,8 @@ export class RequestFlow {
       dispatch.keepAliveMs === undefined
         ? {}
         : { keepAliveMs: dispatch.keepAliveMs, ...(key.manageModels ? {} : { keepAliveExtends: true as const }) };
+    // The question's vector rides on the generation's request when its agent can embed it (lookup-vectors.ts).
+    const lookup = semantic?.attach(req.id, picked && d.registry.list().find((a) => a.connId === picked.connId));
     const frame: RequestFrame = {
       type: 'request',
       id: req.id,
@@ -274,11 +276,16 @@ export class RequestFlow {
       ...(key.weight !== undefined && key.weight !== 1 ? { weight: key.weight } : {}),
       ...(dispatch.priority === 'batch' ? { priority: dispatch.priority } : {}),
       ...keepAlive,
+      ...(lookup ? { lookup } : {}),
     };
     this.#sent.add(req.id, { frame, task: dispatch.task, flavor: format.flavor, dispatch }, ws === undefined);
     if (ws) sendFrame(ws, frame);
     if (semantic) {
-      const hit = await d.semantic.settle(semantic);
+      const hit = await d.semantic.settle(semantic, {
+        startedAt: req.at,
+        firstOutput: exchange.firstOutput,
+        ended: exchange.ended,
+      });
       // Only while the generation is still running: once it has ended, its own answer (and row) stands.
       if (hit && d.exchanges.get(req.id) === exchange) {
         superseded = true;

@@ -65,6 +65,9 @@
       k.monthlyTokenBudget === null ? 'no budget' : `${count(k.budgetLeft)} of ${count(k.monthlyTokenBudget)}`,
       k.servedRequests ? `${percent.format(k.share)} (${count(k.servedTokens)})` : '–',
       k.queueP50 === null ? '–' : `${count(k.queueP50)} / ${count(k.queueP95)}`,
+      k.semanticCache
+        ? `${k.semanticThreshold} · ${k.semanticModel ?? 'auto'}${k.semanticReranker ? ` · ${k.semanticReranker}` : ''}`
+        : 'off',
     ];
     for (const [i, text] of cells.entries()) {
       const td = document.createElement('td');
