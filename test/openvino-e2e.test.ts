@@ -103,7 +103,9 @@ describe(`the agent on the real OpenVINO runtime (CPU, ${mode} pipeline), throug
 
   test('lists the IR models and the CPU it runs them on', { skip }, async () => {
     const ids = (await edge.openai().models.list()).data.map((m) => m.id).sort();
-    assert.deepEqual(ids, [CHAT, PLAIN, THINK, EMBED].sort());
+    // The cross-encoder is listed too once `npm run test:openvino` has made it (older fixture folders lack it).
+    const rerank = missingFixtures(OV_FIXTURES_DIR, [OV_FIXTURES.rerank]).length === 0 ? [OV_FIXTURES.rerank] : [];
+    assert.deepEqual(ids, [CHAT, PLAIN, THINK, EMBED, ...rerank].sort());
     assert.ok(
       engine.devices.some((d) => d.name === 'CPU'),
       `devices: ${engine.devices.map((d) => d.name).join(', ')}`,
