@@ -5,10 +5,8 @@
  * without the embedding model), an embed request of the edge's own to an agent that serves the model.
  */
 import type { EmbedTask, VectorFrame } from '../../shared/protocol/frames.ts';
-import { FORMATS } from '../dialects/formats.ts';
-import { pickAgent } from './agent-picker.ts';
-import { type AgentRegistry, type ConnectedAgent, sendFrame } from './agent-registry.ts';
-import { Exchange, type Settlement } from './exchange.ts';
+import type { AgentRegistry, ConnectedAgent } from './agent-registry.ts';
+import { askAgent } from './edge-task.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 
 /** How long a riding vector is awaited for filing the answer; the hit itself never waits this long (settle). */
@@ -69,30 +67,8 @@ export class LookupVectors {
    */
   embed(model: string, text: string, keyId: string): Promise<number[] | undefined> {
     const task: EmbedTask = { task: 'embed', model, input: [text] };
-    let picked: ReturnType<typeof pickAgent>;
-    try {
-      picked = pickAgent(this.#registry.list(), task, 'openai', this.#exchanges, () => undefined);
-    } catch {
-      return Promise.resolve(undefined);
-    }
-    const id = crypto.randomUUID();
-    const settled = Promise.withResolvers<Settlement>();
-    const exchange = new Exchange({
-      id,
-      connId: picked.connId,
-      agentId: picked.agentId,
-      format: FORMATS['openai.embeddings'],
-      meta: { id, model, created: 0, includeUsage: false },
-      stream: false,
-      headers: {},
-      onClientGone: (ex) => {
-        const ws = this.#registry.socketOf(ex.connId);
-        if (ws) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'semantic lookup abandoned' });
-      },
-      onSettled: (s) => settled.resolve(s),
-    });
-    this.#exchanges.add(exchange, model);
-    sendFrame(picked.ws, { type: 'request', id, body: task, keyId });
-    return settled.promise.then((s) => (s.outcome === 'ok' ? s.embeddings?.[0] : undefined));
+    return askAgent({ registry: this.#registry, exchanges: this.#exchanges }, task, keyId, 'semantic lookup').then(
+      (vectors) => vectors?.[0],
+    );
   }
 }

@@ -5,19 +5,12 @@
  * edge's own, not the client's: no usage row, no tokens charged to the key.
  */
 import type { RerankTask } from '../../shared/protocol/frames.ts';
-import { FORMATS } from '../dialects/formats.ts';
-import { pickAgent } from './agent-picker.ts';
-import { type AgentRegistry, sendFrame } from './agent-registry.ts';
-import { Exchange, type Settlement } from './exchange.ts';
-import type { ExchangeTable } from './exchange-table.ts';
+import { askAgent, type EdgeTaskDeps } from './edge-task.ts';
 
 /** A cross-encoder's relevance is a probability (the sigmoid of its logit): from one half, it judges the pair relevant. */
 export const RERANK_VERDICT = 0.5;
 
-export interface RerankVerdictDeps {
-  registry: AgentRegistry;
-  exchanges: ExchangeTable;
-}
+export type RerankVerdictDeps = EdgeTaskDeps;
 
 /**
  * The reranker's relevance of `document` to `query`, 0..1; undefined when no agent can take the request or it fails
@@ -32,30 +25,5 @@ export function rerankRelevance(
 ): Promise<number | undefined> {
   if (!query || !document) return Promise.resolve(undefined);
   const task: RerankTask = { task: 'rerank', model, query, documents: [document] };
-  let picked: ReturnType<typeof pickAgent>;
-  try {
-    picked = pickAgent(d.registry.list(), task, 'openai', d.exchanges, () => undefined);
-  } catch {
-    return Promise.resolve(undefined);
-  }
-  const id = crypto.randomUUID();
-  const settled = Promise.withResolvers<Settlement>();
-  const exchange = new Exchange({
-    id,
-    connId: picked.connId,
-    agentId: picked.agentId,
-    // Any format that keeps an `embeddings` frame's data: the settlement carries the one `[score]`.
-    format: FORMATS['openai.embeddings'],
-    meta: { id, model, created: 0, includeUsage: false },
-    stream: false,
-    headers: {},
-    onClientGone: (ex) => {
-      const ws = d.registry.socketOf(ex.connId);
-      if (ws) sendFrame(ws, { type: 'cancel', id: ex.id, reason: 'semantic verdict abandoned' });
-    },
-    onSettled: (s) => settled.resolve(s),
-  });
-  d.exchanges.add(exchange, model);
-  sendFrame(picked.ws, { type: 'request', id, body: task, keyId });
-  return settled.promise.then((s) => (s.outcome === 'ok' ? s.embeddings?.[0]?.[0] : undefined));
+  return askAgent(d, task, keyId, 'semantic verdict').then((scores) => scores?.[0]?.[0]);
 }
