@@ -12,7 +12,7 @@ import { Ollama } from 'ollama';
 import type OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
-import { loadOpenVino, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
+import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels, type CatalogEntry } from '../node/models/catalog.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
@@ -21,28 +21,14 @@ import {
   modeOptions,
   OV_FIXTURES,
   OV_FIXTURES_DIR,
-  pipelineMode,
-  realRuntimeSkip,
+  realRuntime,
 } from './support/openvino-fixtures.ts';
 import { runGenerate } from './support/engine-contract.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
-let modules: OpenVinoModules | undefined;
-const loadError = await loadOpenVino().then(
-  (m) => void (modules = m),
-  (err: Error) => err.message,
-);
 const { chat: CHAT, plain: PLAIN, think: THINK, embed: EMBED } = OV_FIXTURES;
-// The models this file runs: a fixture it does not use (the cross-encoder) is no reason to skip it.
-const missing = missingFixtures(OV_FIXTURES_DIR, [CHAT, PLAIN, THINK, EMBED]);
-const skip = realRuntimeSkip([
-  loadError ?? undefined,
-  missing.length
-    ? `no OpenVINO IR fixtures (${missing.join(', ')}) in ${OV_FIXTURES_DIR}: \`npm run test:openvino\` makes them`
-    : undefined,
-]);
-const mode = pipelineMode();
+const { modules, skip, mode } = await realRuntime([CHAT, PLAIN, THINK, EMBED]);
 
 /** What a caller sees of a failed request: the status and the message, in the API's own error shape. */
 async function outcome(run: () => Promise<unknown>): Promise<{ status: number; message: string }> {

@@ -8,34 +8,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../node/agent.ts';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
-import { loadOpenVino, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
+import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
-import {
-  missingFixtures,
-  modeOptions,
-  OV_FIXTURES,
-  OV_FIXTURES_DIR,
-  pipelineMode,
-  realRuntimeSkip,
-} from './support/openvino-fixtures.ts';
+import { modeOptions, OV_FIXTURES, OV_FIXTURES_DIR, realRuntime } from './support/openvino-fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
-let modules: OpenVinoModules | undefined;
-const loadError = await loadOpenVino().then(
-  (m) => void (modules = m),
-  (err: Error) => err.message,
-);
-const missing = missingFixtures();
-const skip = realRuntimeSkip([
-  loadError ?? undefined,
-  missing.length
-    ? `no OpenVINO IR fixtures (${missing.join(', ')}) in ${OV_FIXTURES_DIR}: \`npm run test:openvino\` makes them`
-    : undefined,
-]);
-const mode = pipelineMode();
+const { modules, skip, mode } = await realRuntime([OV_FIXTURES.chat, OV_FIXTURES.embed]);
 
 describe(`the semantic cache on the real OpenVINO runtime (CPU, ${mode} pipeline)`, () => {
   let edge: TestEdge;

@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { loadOpenVino, type OpenVinoModules } from '../../node/engines/openvino.ts';
 import { PROJECT_ROOT } from '../../node/local/edge.ts';
 
 /** The fixture models, one folder each: see make-models.py. */
@@ -59,4 +60,26 @@ export function realRuntimeSkip(reasons: (string | undefined)[]): string | undef
   if (reason && process.env.NPU_RELAY_OPENVINO_REQUIRED === '1')
     throw new Error(`the real OpenVINO runtime tests cannot run: ${reason}`);
   return reason;
+}
+
+/** The real runtime for a test file: its modules (undefined when absent), its skip reason, and the pipeline mode. */
+export async function realRuntime(ids: readonly string[]): Promise<{
+  modules: OpenVinoModules | undefined;
+  skip: string | undefined;
+  mode: PipelineMode;
+}> {
+  let modules: OpenVinoModules | undefined;
+  const loadError = await loadOpenVino().then(
+    (m) => void (modules = m),
+    (err: Error) => err.message,
+  );
+  // Only the models the file runs: a fixture it does not use is no reason to skip it.
+  const missing = missingFixtures(OV_FIXTURES_DIR, ids);
+  const skip = realRuntimeSkip([
+    loadError ?? undefined,
+    missing.length
+      ? `no OpenVINO IR fixtures (${missing.join(', ')}) in ${OV_FIXTURES_DIR}: \`npm run test:openvino\` makes them`
+      : undefined,
+  ]);
+  return { modules, skip, mode: pipelineMode() };
 }
