@@ -9,7 +9,7 @@ import type { AnswerChunk } from '../dialects/core/format.ts';
 import type { CachedAnswer } from '../dialects/core/replay.ts';
 import type { EdgeConfig } from '../config.ts';
 import { cacheEntries } from '../../shared/db/schema.ts';
-import type { Settlement } from './exchange.ts';
+import type { Settlement } from './settlement.ts';
 import { HotCache } from './hot-cache.ts';
 import type { HubDatabase } from '../db/hub-database.ts';
 import { logWarn } from '../observability/log.ts';

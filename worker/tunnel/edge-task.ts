@@ -6,7 +6,8 @@ import type { EmbedTask, RerankTask } from '../../shared/protocol/frames.ts';
 import { FORMATS } from '../dialects/formats.ts';
 import { pickAgent } from './agent-picker.ts';
 import { type AgentRegistry, sendFrame } from './agent-registry.ts';
-import { Exchange, type Settlement } from './exchange.ts';
+import { Exchange } from './exchange.ts';
+import type { Settlement } from './settlement.ts';
 import type { ExchangeTable } from './exchange-table.ts';
 
 export interface EdgeTaskDeps {

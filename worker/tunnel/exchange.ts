@@ -4,12 +4,13 @@
  * stream fails), and stays registered until the agent confirms the end, so the tokens actually produced are known.
  * When it ends it reports a `Settlement`: what the usage row and the cache need.
  */
-import type { ChunkFrame, EmbeddingsFrame, EndFrame, FinishReason, Usage } from '../../shared/protocol/frames.ts';
+import type { ChunkFrame, EmbeddingsFrame, EndFrame, Usage } from '../../shared/protocol/frames.ts';
 import { assemble } from '../dialects/core/answer.ts';
 import type { AnswerChunk, Outcome, ResponseFormat, ResponseMeta, StreamWriter } from '../dialects/core/format.ts';
 import { type ApiError, errorResponse } from '../http/errors.ts';
 import { STREAM_HEADERS } from '../dialects/core/sse.ts';
 import { logWarn } from '../observability/log.ts';
+import type { Settlement } from './settlement.ts';
 
 const encoder = new TextEncoder();
 
@@ -21,31 +22,6 @@ const encoder = new TextEncoder();
 const PAUSE_BYTES = 64 * 1024;
 const RESUME_BYTES = 16 * 1024;
 const SHED_BYTES = 4 * 1024 * 1024;
-
-export interface Settlement {
-  status: number;
-  outcome: 'ok' | 'error' | 'cancelled';
-  errorCode: string | null;
-  finishReason: FinishReason | null;
-  usage: Usage;
-  device: string | null;
-  ttftMs: number | null;
-  durationMs: number;
-  /** Milliseconds the request waited in the agent's queue, as the agent reported it. */
-  queueMs?: number;
-  /** The answer as it was chunked (text, reasoning, tool-call pieces), for the cache. */
-  chunks: AnswerChunk[];
-  /** The vectors of an embeddings request, for the cache. */
-  embeddings?: number[][];
-}
-
-/**
- * Whether the answer came to its end (stop, length or tool calls), even if the leader's own client had left: what
- * twins that followed it may be served and billed.
- */
-export function answered(s: Settlement): s is Settlement & { finishReason: Exclude<FinishReason, 'cancelled'> } {
-  return s.finishReason !== null && s.finishReason !== 'cancelled';
-}
 
 export interface ExchangeOptions {
   id: string;

@@ -7,8 +7,8 @@ import type { ResponseFormat, ResponseMeta } from '../dialects/core/format.ts';
 import { ERROR_CODES } from '../../shared/protocol/codes.ts';
 import { ApiError } from '../http/errors.ts';
 import type { LeaderFeed } from './answer-cache.ts';
-import type { Settlement } from './exchange.ts';
-import { answered } from './exchange.ts';
+import type { Settlement } from './settlement.ts';
+import { answered } from './settlement.ts';
 import { STREAM_HEADERS } from '../dialects/core/sse.ts';
 
 const encoder = new TextEncoder();

@@ -4,7 +4,7 @@
  * a column added there is a compile error here until it is filled in.
  */
 import type { usage } from '../../shared/db/schema.ts';
-import { answered, type Settlement } from './exchange.ts';
+import { answered, type Settlement } from './settlement.ts';
 
 type Row = typeof usage.$inferSelect;
 
