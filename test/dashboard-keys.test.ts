@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
-import { CHAT_MODEL } from './support/fixtures.ts';
+import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -33,6 +33,10 @@ interface KeyRow {
   rpm: number | null;
   tpm: number | null;
   manageModels: boolean;
+  semanticCache: boolean;
+  semanticThreshold: number | null;
+  semanticModel: string | null;
+  semanticReranker: string | null;
 }
 
 describe('dashboard key management', () => {
@@ -194,6 +198,10 @@ describe('dashboard key management', () => {
       await page.fill('#new-key [name=budget]', '5000');
       await page.fill('#new-key [name=weight]', '4');
       await page.check('#new-key [name=manageModels]');
+      await page.check('#new-key [name=semanticCache]');
+      await page.fill('#new-key [name=semanticThreshold]', '0.85');
+      await page.fill('#new-key [name=semanticModel]', EMBED_MODEL);
+      await page.fill('#new-key [name=semanticReranker]', 'some-reranker');
       await page.click('#new-key button[type=submit]');
       await loaded();
       await page.waitForSelector('#new-key-secret:not([hidden])');
@@ -209,6 +217,7 @@ describe('dashboard key management', () => {
           budget: made.monthlyTokenBudget,
           weight: made.weight,
           manage: made.manageModels,
+          semantic: [made.semanticCache, made.semanticThreshold, made.semanticModel, made.semanticReranker],
         },
         {
           tenant: 'family',
@@ -218,6 +227,7 @@ describe('dashboard key management', () => {
           budget: 5000,
           weight: 4,
           manage: true,
+          semantic: [true, 0.85, EMBED_MODEL, 'some-reranker'],
         },
       );
       assert.equal(await page.inputValue('#new-key [name=name]'), '', 'the form is cleared for the next key');

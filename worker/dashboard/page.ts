@@ -82,6 +82,10 @@ const keysPanel = () => `<section class="panel keys" aria-labelledby="keys-title
       <label>Monthly budget <input name="budget" type="number" min="1" step="1" placeholder="no limit"></label>
       <label>Weight <input name="weight" type="number" min="1" max="1000" step="1" value="1"></label>
       <label><input name="manageModels" type="checkbox"> may manage models</label>
+      <label><input name="semanticCache" type="checkbox"> semantic cache</label>
+      <label>Similarity <input name="semanticThreshold" type="number" min="0.01" max="1" step="0.01" placeholder="0.92"></label>
+      <label>Embedding model <input name="semanticModel" maxlength="256" placeholder="auto"></label>
+      <label>Reranker <input name="semanticReranker" maxlength="256" placeholder="none"></label>
       <button type="submit">Create key</button>
     </form>
     <p id="new-key-secret" class="secret" hidden>New key, shown this once: <code id="new-key-value"></code></p>

@@ -135,6 +135,13 @@
         .filter(Boolean);
     for (const field of ['rpm', 'tpm', 'budget', 'weight']) if (text(field)) body[field] = Number(text(field));
     if (data.get('manageModels') === 'on') body.manageModels = true;
+    // The semantic settings mean something only for a key that opts in (as `keys create --semantic-cache`).
+    if (data.get('semanticCache') === 'on') {
+      body.semanticCache = true;
+      if (text('semanticThreshold')) body.semanticThreshold = Number(text('semanticThreshold'));
+      if (text('semanticModel')) body.semanticModel = text('semanticModel');
+      if (text('semanticReranker')) body.semanticReranker = text('semanticReranker');
+    }
     try {
       const made = await call('/dashboard/keys', { method: 'POST', body: JSON.stringify(body) });
       element('new-key-value').textContent = made.key;
