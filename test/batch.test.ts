@@ -67,6 +67,22 @@ async function raw(edge: TestEdge, p: string): Promise<unknown> {
   return res.json();
 }
 
+/** Uploads `lines` as a batch input file and starts a batch on it, as a client of the Batch API does. */
+async function submit(
+  openai: OpenAI,
+  lines: unknown[],
+  name: string,
+  endpoint: OpenAI.BatchCreateParams['endpoint'] = '/v1/chat/completions',
+) {
+  const file = await openai.files.create({ file: await toFile(Buffer.from(jsonl(lines)), name), purpose: 'batch' });
+  const batch = await openai.batches.create({
+    input_file_id: file.id,
+    endpoint,
+    completion_window: '24h',
+  });
+  return { file, batch };
+}
+
 async function finished(openai: OpenAI, id: string, timeoutMs = 120_000) {
   return waitFor(
     `batch ${id} to end`,
@@ -175,15 +191,7 @@ describe('Batch API', () => {
       url: '/v1/embeddings',
       body: { model: EMBED_MODEL, input },
     }));
-    const file = await openai.files.create({
-      file: await toFile(Buffer.from(jsonl(lines)), 'e.jsonl'),
-      purpose: 'batch',
-    });
-    const b = await openai.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/embeddings',
-      completion_window: '24h',
-    });
+    const { file, batch: b } = await submit(openai, lines, 'e.jsonl', '/v1/embeddings');
     const done = await finished(openai, b.id);
     assert.equal(done.status, 'completed');
     const out = await contentLines(openai, done.output_file_id);
@@ -202,11 +210,7 @@ describe('Batch API', () => {
   test('completions and Responses batches', async () => {
     const run = async (endpoint: '/v1/completions' | '/v1/responses', bodies: object[]) => {
       const lines = bodies.map((body, i) => ({ custom_id: `x${i}`, method: 'POST', url: endpoint, body }));
-      const file = await openai.files.create({
-        file: await toFile(Buffer.from(jsonl(lines)), 'x.jsonl'),
-        purpose: 'batch',
-      });
-      const b = await openai.batches.create({ input_file_id: file.id, endpoint, completion_window: '24h' });
+      const { batch: b } = await submit(openai, lines, 'x.jsonl', endpoint);
       const done = await finished(openai, b.id);
       assert.equal(done.status, 'completed', JSON.stringify(done));
       assert.deepEqual(done.request_counts, { total: bodies.length, completed: bodies.length, failed: 0 });
@@ -232,15 +236,7 @@ describe('Batch API', () => {
       ...chatLine(i),
       body: { ...chatLine(i).body, max_tokens: 24 },
     }));
-    const file = await openai.files.create({
-      file: await toFile(Buffer.from(jsonl(lines)), 'c.jsonl'),
-      purpose: 'batch',
-    });
-    const b = await openai.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const { batch: b } = await submit(openai, lines, 'c.jsonl');
     await waitFor('a line done', async () => {
       const r = await openai.batches.retrieve(b.id);
       return r.request_counts!.completed > 0 ? r : undefined;
@@ -269,15 +265,7 @@ describe('Batch API', () => {
   test("files and batches are the tenant's: another tenant's key cannot see, read, use or cancel them", async () => {
     const { key } = await edge.createKey({ name: 'other', tenant: 'someone-else' });
     const other = edge.openai({ apiKey: key });
-    const file = await openai.files.create({
-      file: await toFile(Buffer.from(jsonl([chatLine(1)])), 'mine.jsonl'),
-      purpose: 'batch',
-    });
-    const b = await openai.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const { file, batch: b } = await submit(openai, [chatLine(1)], 'mine.jsonl');
     const notFound = (e: unknown) => e instanceof OpenAI.NotFoundError;
     await assert.rejects(other.files.retrieve(file.id), notFound);
     await assert.rejects(other.files.content(file.id), notFound);
@@ -323,15 +311,7 @@ describe('Batch API', () => {
         url: '/v1/chat/completions',
         body: { model: 'peer-chat', messages: [{ role: 'user', content }] },
       }));
-      const file = await openai.files.create({
-        file: await toFile(Buffer.from(jsonl(lines)), 'p.jsonl'),
-        purpose: 'batch',
-      });
-      const b = await openai.batches.create({
-        input_file_id: file.id,
-        endpoint: '/v1/chat/completions',
-        completion_window: '24h',
-      });
+      const { batch: b } = await submit(openai, lines, 'p.jsonl');
       const done = await finished(openai, b.id);
       assert.deepEqual(done.request_counts, { total: 3, completed: 3, failed: 0 });
       await openai.chat.completions.create({
@@ -385,15 +365,7 @@ describe('Batch API', () => {
         url: '/v1/chat/completions',
         body: { model: 'budget-chat', max_tokens: 2, messages: [{ role: 'user', content: `q${i}` }] },
       }));
-      const file = await client.files.create({
-        file: await toFile(Buffer.from(jsonl(lines)), 'q.jsonl'),
-        purpose: 'batch',
-      });
-      const b = await client.batches.create({
-        input_file_id: file.id,
-        endpoint: '/v1/chat/completions',
-        completion_window: '24h',
-      });
+      const { batch: b } = await submit(client, lines, 'q.jsonl');
       // 8 tokens a line against a 60-token budget: a few lines run, then the rest wait for budget that never comes.
       await waitFor(
         'the budget to run out under the batch',
@@ -440,15 +412,7 @@ describe('Batch API', () => {
     const { key: scoped } = await edge.createKey({ name: 'scoped', tenant: 'scope-tenant', models: [EMBED_MODEL] });
     const mine = edge.openai({ apiKey: full });
     const narrow = edge.openai({ apiKey: scoped });
-    const file = await mine.files.create({
-      file: await toFile(Buffer.from(jsonl([chatLine(7)])), 's.jsonl'),
-      purpose: 'batch',
-    });
-    const b = await mine.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const { file, batch: b } = await submit(mine, [chatLine(7)], 's.jsonl');
     const done = await finished(mine, b.id);
     assert.equal(done.status, 'completed');
     const notFound = (e: unknown) => e instanceof OpenAI.NotFoundError;
@@ -558,15 +522,7 @@ describe('Batch API: the completion window', () => {
       ...chatLine(i),
       body: { ...chatLine(i).body, max_tokens: 12 },
     }));
-    const file = await openai.files.create({
-      file: await toFile(Buffer.from(jsonl(lines)), 'slow.jsonl'),
-      purpose: 'batch',
-    });
-    const b = await openai.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const { batch: b } = await submit(openai, lines, 'slow.jsonl');
     assert.equal(b.completion_window, '24h');
     assert.ok(b.expires_at! - b.created_at <= 4, 'the window the knob set');
     const done = await finished(openai, b.id, 60_000);
