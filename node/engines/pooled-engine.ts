@@ -194,24 +194,27 @@ export abstract class PooledEngine<Chat, Embedder, Scorer> implements Engine {
   }
 
   async embed(task: EmbedTask, signal: AbortSignal): Promise<EmbeddingResult> {
-    const entry = servedEntry(this.#entries, task.model, 'embedding');
-    const waitStarted = performance.now();
-    const embedder = (await this.#acquire(entry)) as Embedder;
-    const loadDurationMs = performance.now() - waitStarted;
-    try {
-      return { ...(await this.embedWith(embedder, task, signal)), loadDurationMs };
-    } finally {
-      this.#pool.release(entry.id);
-    }
+    return this.#timedUse(servedEntry(this.#entries, task.model, 'embedding'), (embedder: Embedder) =>
+      this.embedWith(embedder, task, signal),
+    );
   }
 
   async rerank(task: RerankTask, signal: AbortSignal): Promise<RerankScores> {
-    const entry = servedEntry(this.#entries, task.model, 'rerank');
+    return this.#timedUse(servedEntry(this.#entries, task.model, 'rerank'), (scorer: Scorer) =>
+      this.scoreWith(scorer, task, signal),
+    );
+  }
+
+  /** Runs `use` on `entry`'s model, loaded if it is not, with how long the load kept it waiting. */
+  async #timedUse<M extends Embedder | Scorer, R>(
+    entry: CatalogEntry,
+    use: (model: M) => Promise<R>,
+  ): Promise<R & { loadDurationMs: number }> {
     const waitStarted = performance.now();
-    const scorer = (await this.#acquire(entry)) as Scorer;
+    const model = (await this.#acquire(entry)) as M;
     const loadDurationMs = performance.now() - waitStarted;
     try {
-      return { ...(await this.scoreWith(scorer, task, signal)), loadDurationMs };
+      return { ...(await use(model)), loadDurationMs };
     } finally {
       this.#pool.release(entry.id);
     }
