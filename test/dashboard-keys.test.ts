@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../node/agent.ts';
 import type { OrtEngine } from '../node/engines/ort.ts';
+import type { KeyStats } from '../worker/db/key-stats.ts';
 import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -16,28 +17,8 @@ import { waitFor } from './support/wait-for.ts';
 // The page's globals, in functions that run in Chromium.
 declare const document: any;
 
-interface KeyRow {
-  id: string;
-  name: string;
-  weight: number;
-  monthlyTokenBudget: number | null;
-  budgetLeft: number | null;
-  servedRequests: number;
-  servedTokens: number;
-  share: number;
-  queueP50: number | null;
-  queueP95: number | null;
-  revokedAt: number | null;
-  tenant: string;
-  models: string[] | null;
-  rpm: number | null;
-  tpm: number | null;
-  manageModels: boolean;
-  semanticCache: boolean;
-  semanticThreshold: number | null;
-  semanticModel: string | null;
-  semanticReranker: string | null;
-}
+/** A row of `/admin/stats/keys`, as the Worker builds it. */
+type KeyRow = KeyStats;
 
 describe('dashboard key management', () => {
   let edge: TestEdge;
