@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ConfigError } from '../config.ts';
 import { openKeysDb, startKey } from '../db/keys.ts';
 import { applyMigrations } from '../db/migrate.ts';
-import { createLogger } from '../log.ts';
+import { createLogger, levelValue } from '../log.ts';
 import { PROJECT_ROOT, startLocalEdge, type LocalEdge } from '../local/edge.ts';
 import { EDGE_VARIABLES, edgeVarsFrom } from '../local/edge-vars.ts';
 import { ensureModels, retryPulls, type FirstStartOptions } from '../local/first-start.ts';
@@ -147,10 +147,8 @@ let apiKey: string | undefined;
 let sqld: Sqld | undefined;
 let edge: LocalEdge | undefined;
 
-/** Pino's level numbers, which the agent's NPU_RELAY_LOG_LEVEL names; the edge's lines are filtered by the same. */
-const LEVELS: Record<string, number> = { trace: 10, debug: 20, log: 30, info: 30, warn: 40, error: 50, fatal: 60 };
-/** Until the banner is out, only warnings (as for the agent's own lines). */
-let edgeLevel = LEVELS.warn!;
+/** The edge's lines are filtered by the agent's NPU_RELAY_LOG_LEVEL; until the banner is out, only warnings. */
+let edgeLevel = levelValue('warn');
 function printEdgeLine(line: { level: string; message: string }): void {
   const text = line.message.trimEnd();
   if (text === '') return;
@@ -160,7 +158,7 @@ function printEdgeLine(line: { level: string; message: string }): void {
   } catch {
     // Not one of the Worker's JSON lines (workerd's own messages): its console level stands.
   }
-  if ((LEVELS[level] ?? LEVELS.info!) >= edgeLevel) process.stderr.write(`${text}\n`);
+  if (levelValue(level) >= edgeLevel) process.stderr.write(`${text}\n`);
 }
 let runtime: AgentRuntime | undefined;
 let stopping: Promise<never> | undefined;
@@ -282,7 +280,7 @@ Try it:
 
 Press Ctrl-C to stop.`);
 if (startLog) startLog.level = config.logLevel;
-edgeLevel = LEVELS[config.logLevel] ?? LEVELS.info!;
+edgeLevel = levelValue(config.logLevel);
 if (models.length === 0) {
   console.log(
     `\nNo models yet: \`npm run pull -- <hub repo id>\` (e.g. onnx-community/Qwen2.5-0.5B-Instruct) puts one in ${config.modelsDir} (or set NPU_RELAY_MODELS_DIR to a folder of models); it is served as soon as it is there.`,
