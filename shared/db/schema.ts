@@ -1,10 +1,11 @@
 /**
  * The edge's libSQL schema (drizzle), in shared/ because the agent-side CLIs (`npm run keys`) write the same tables.
  * Migrations in `migrations/` are generated from this file by drizzle-kit (`npm run db:generate`); never edit the SQL
- * by hand.
+ * by hand. What a schema cannot say (triggers) goes in a custom migration (`npm run db:generate -- --custom`).
  */
-import { index, integer, real, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+import { index, integer, primaryKey, real, sqliteTable, text } from 'drizzle-orm/sqlite-core';
 import type { ChatMessage, ChunkFrame } from '../protocol/frames.ts';
+import { bucketColumn, DURATION_BUCKETS, type LatencyKind, TTFT_BUCKETS } from './latency-buckets.ts';
 
 /** What a cache entry keeps of each chunk: its parts and the tokens that produced them (the edge's AnswerChunk). */
 type StoredChunk = Pick<ChunkFrame, 'text' | 'reasoning' | 'toolCalls' | 'tokens'>;
@@ -95,6 +96,49 @@ export const usage = sqliteTable(
     index('usage_model_at').on(t.model, t.at),
     index('usage_batch').on(t.batchId),
   ],
+);
+
+/** One `usage_totals` column per histogram bucket (shared/db/latency-buckets.ts), named by bucketColumn. */
+function bucketColumns(kind: LatencyKind, bounds: number[]) {
+  return Object.fromEntries(
+    bounds.map((s) => [bucketColumn(kind, s), integer(bucketColumn(kind, s)).notNull().default(0)]),
+  );
+}
+
+/**
+ * The usage rows summed by the labels `/admin/metrics` reports, kept by triggers on `usage` (migration 0012) so a
+ * scrape reads a few hundred rows rather than scanning every request ever made. An insert adds a row's share; an
+ * upsert that rewrites a row (a refusal counter's minute, a batch line retried) takes the old share off and adds the
+ * new. Deleting usage rows (pruning old history) leaves the totals as they were: they are counters since the
+ * database began, as Prometheus expects counters to be.
+ *
+ * The label columns are never null ('' stands for none), so the primary key can tell the groups apart.
+ */
+export const usageTotals = sqliteTable(
+  'usage_totals',
+  {
+    endpoint: text('endpoint').notNull(),
+    /** The usage row's model; '' for a refused request (whatever the client wrote names no series) or none. */
+    model: text('model').notNull(),
+    status: integer('status').notNull(),
+    /** HIT, MISS, BYPASS, or '' when the request never reached the cache. */
+    cache: text('cache').notNull(),
+    outcome: text('outcome').notNull(),
+    /** '' when the row had no error code. */
+    errorCode: text('error_code').notNull(),
+    requests: integer('requests').notNull().default(0),
+    promptTokens: integer('prompt_tokens').notNull().default(0),
+    completionTokens: integer('completion_tokens').notNull().default(0),
+    /** Requests with a time to first token, and the sum of those times. */
+    ttftCount: integer('ttft_count').notNull().default(0),
+    ttftSumMs: integer('ttft_sum_ms').notNull().default(0),
+    /** Requests that were not refused, and the sum of their durations. */
+    durationCount: integer('duration_count').notNull().default(0),
+    durationSumMs: integer('duration_sum_ms').notNull().default(0),
+    ...bucketColumns('ttft', TTFT_BUCKETS),
+    ...bucketColumns('duration', DURATION_BUCKETS),
+  },
+  (t) => [primaryKey({ columns: [t.endpoint, t.model, t.status, t.cache, t.outcome, t.errorCode] })],
 );
 
 /**

@@ -4,58 +4,33 @@
  * it. Counting in the isolates or hubs instead would split the totals over many short-lived instances, each losing
  * its count when it goes; the rows are the totals, and the metrics match them by construction.
  *
- * One aggregate over the table per scrape (a scan; docs/observability.md says how often to scrape). Rows still in a
- * hub's outbox (libSQL down) or in an isolate's batch (at most FLUSH_MS) appear once written.
+ * A scrape reads `usage_totals`, the rows summed per label set by triggers as they are written (migration 0012), so
+ * its cost is the number of label sets, not of requests. Rows still in a hub's outbox (libSQL down) or in an
+ * isolate's batch (at most FLUSH_MS) appear once written.
  */
-import { ne, sql } from 'drizzle-orm';
-import { usage } from '../../shared/db/schema.ts';
+import { ne } from 'drizzle-orm';
+import { DURATION_BUCKETS, TTFT_BUCKETS, bucketColumn, type LatencyKind } from '../../shared/db/latency-buckets.ts';
+import { usageTotals } from '../../shared/db/schema.ts';
 import type { Database } from '../db/client.ts';
 import { dialectOf } from './dialect.ts';
 import type { Family, HistogramSample, Labels, Sample } from './exposition.ts';
 
-/** Upper bounds in seconds. A cache hit's time to first token is 0; generation on an NPU can take minutes. */
-export const TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
-export const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+export { DURATION_BUCKETS, TTFT_BUCKETS };
 
-const total = (expr: ReturnType<typeof sql>) => sql<number>`coalesce(sum(${expr}), 0)`.mapWith(Number);
+type TotalsRow = typeof usageTotals.$inferSelect;
 
-/** A refused request's model is whatever the client wrote: it names no series (a made-up name must not add one). */
-const modelLabel = sql<string>`case when ${usage.outcome} = 'rejected' or ${usage.model} is null then '' else ${usage.model} end`;
-const answered = ne(usage.outcome, 'rejected');
+/**
+ * A row's cumulative bucket counts, in the order of `bounds`. The bucket columns are made in a loop
+ * (shared/db/schema.ts), which drizzle's inferred row type cannot name, so they are read by name.
+ */
+function bucketCounts(row: TotalsRow, kind: LatencyKind, bounds: number[]): number[] {
+  const columns = row as unknown as Record<string, number | undefined>;
+  return bounds.map((s) => Number(columns[bucketColumn(kind, s)] ?? 0));
+}
 
-async function groups(db: Database) {
-  return db
-    .select({
-      endpoint: usage.endpoint,
-      model: modelLabel,
-      status: usage.status,
-      cache: usage.cache,
-      outcome: usage.outcome,
-      errorCode: usage.errorCode,
-      requests: total(sql`${usage.requests}`),
-      promptTokens: total(sql`${usage.promptTokens}`),
-      completionTokens: total(sql`${usage.completionTokens}`),
-      ttftCount: total(sql`case when ${usage.ttftMs} is not null then ${usage.requests} else 0 end`),
-      ttftSumMs: total(sql`coalesce(${usage.ttftMs}, 0) * ${usage.requests}`),
-      durationCount: total(sql`case when ${answered} then ${usage.requests} else 0 end`),
-      durationSumMs: total(sql`case when ${answered} then ${usage.durationMs} * ${usage.requests} else 0 end`),
-      ttft: sql<string>`json_array(${sql.join(
-        TTFT_BUCKETS.map(
-          (s) =>
-            sql`coalesce(sum(case when ${usage.ttftMs} is not null and ${usage.ttftMs} <= ${Math.round(s * 1000)} then ${usage.requests} else 0 end), 0)`,
-        ),
-        sql`, `,
-      )})`,
-      duration: sql<string>`json_array(${sql.join(
-        DURATION_BUCKETS.map(
-          (s) =>
-            sql`coalesce(sum(case when ${answered} and ${usage.durationMs} <= ${Math.round(s * 1000)} then ${usage.requests} else 0 end), 0)`,
-        ),
-        sql`, `,
-      )})`,
-    })
-    .from(usage)
-    .groupBy(usage.endpoint, modelLabel, usage.status, usage.cache, usage.outcome, usage.errorCode);
+/** The label sets with requests: a group emptied by rewritten rows (a retried batch line's old status) names none. */
+async function groups(db: Database): Promise<TotalsRow[]> {
+  return db.select().from(usageTotals).where(ne(usageTotals.requests, 0));
 }
 
 /** Adds `value` to the sample with these labels. */
@@ -97,15 +72,15 @@ export async function usageFamilies(db: Database): Promise<Family[]> {
     const dialect = dialectOf(g.endpoint);
     const model = g.model;
     add(requests, { dialect, endpoint: g.endpoint, model, status: String(g.status), outcome: g.outcome }, g.requests);
-    if (g.status >= 400) add(errors, { dialect, endpoint: g.endpoint, code: g.errorCode ?? 'unknown' }, g.requests);
-    if (g.cache !== null) add(cache, { dialect, model, result: g.cache }, g.requests);
+    if (g.status >= 400) add(errors, { dialect, endpoint: g.endpoint, code: g.errorCode || 'unknown' }, g.requests);
+    if (g.cache !== '') add(cache, { dialect, model, result: g.cache }, g.requests);
     add(tokens, { dialect, model, kind: 'prompt' }, g.promptTokens);
     add(tokens, { dialect, model, kind: 'completion' }, g.completionTokens);
-    addHistogram(ttft, { dialect, model }, JSON.parse(g.ttft) as number[], g.ttftCount, g.ttftSumMs / 1000);
+    addHistogram(ttft, { dialect, model }, bucketCounts(g, 'ttft', TTFT_BUCKETS), g.ttftCount, g.ttftSumMs / 1000);
     addHistogram(
       duration,
       { dialect, model },
-      JSON.parse(g.duration) as number[],
+      bucketCounts(g, 'duration', DURATION_BUCKETS),
       g.durationCount,
       g.durationSumMs / 1000,
     );

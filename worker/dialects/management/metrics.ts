@@ -16,9 +16,9 @@ import { logError } from '../../observability/log.ts';
 import { usageFamilies } from '../../observability/usage-metrics.ts';
 
 /**
- * How long the totals' query may take: it scans the usage table (about 1 s per 100,000 rows measured on a loaded
- * 2-core machine), so it gets Prometheus's default scrape timeout rather than NPU_RELAY_DB_TIMEOUT_MS, which bounds
- * the calls a request waits on; a slow scrape does not mark libSQL down for anyone.
+ * How long the totals' query may take. It reads usage_totals (a row per label set, kept by triggers), so it is quick
+ * when libSQL is; it still gets Prometheus's default scrape timeout rather than NPU_RELAY_DB_TIMEOUT_MS, which bounds
+ * the calls a request waits on, so a slow scrape does not mark libSQL down for anyone.
  */
 const QUERY_MS = 10_000;
 
