@@ -351,3 +351,23 @@ describe('/admin/metrics', () => {
     assert.equal(om.metrics.npu_relay_edge_requests?.type, 'counter');
   });
 });
+
+describe('/admin/metrics on a database the migrations have not reached', () => {
+  test('a Worker deployed before `npm run migrate` says to run it, rather than that libSQL did not answer', async () => {
+    // The schema as it was before migrations 0011 and 0012: no totals table, no triggers.
+    const db = createClient({ url: edge.sqld.url });
+    try {
+      await db.batch([
+        'drop trigger usage_totals_insert',
+        'drop trigger usage_totals_update',
+        'drop table usage_totals',
+      ]);
+    } finally {
+      db.close();
+    }
+    const res = await edge.admin('/admin/metrics');
+    assert.equal(res.status, 500);
+    const { error } = (await res.json()) as { error: { message: string } };
+    assert.match(error.message, /older than this Worker; run `npm run migrate`/);
+  });
+});

@@ -6,6 +6,7 @@
 import type { IRequest } from 'itty-router';
 import { edgeConfig } from '../../config.ts';
 import { openDatabase } from '../../db/client.ts';
+import { missingFromSchema } from '../../db/schema-behind.ts';
 import { withDeadline } from '../../db/timeout.ts';
 import type { Env } from '../../env.ts';
 import { ApiError } from '../../http/errors.ts';
@@ -55,6 +56,14 @@ export async function metrics(request: IRequest, env: Env): Promise<Response> {
   const db = openDatabase(libsqlUrl, libsqlAuthToken, { timeoutMs: QUERY_MS });
   const [usage, hubs] = await Promise.all([
     withDeadline('read the usage totals for /admin/metrics', QUERY_MS, usageFamilies(db)).catch((err: unknown) => {
+      // A Worker deployed before `npm run migrate` ran against its database: say so, rather than "did not answer".
+      const missing = missingFromSchema(err);
+      if (missing)
+        throw new ApiError(
+          'misconfigured',
+          `the database has no ${missing}: its schema is older than this Worker; run \`npm run migrate\` against it (docs/operations.md#upgrading)`,
+          { cause: err },
+        );
       logError('/admin/metrics: libSQL did not answer the usage totals', { err: String(err) });
       throw new ApiError(
         'database_unavailable',
