@@ -7,20 +7,20 @@ import { randomUUID } from 'node:crypto';
 import {
   AGENT_FEATURES,
   type AgentFrame,
-  type ChunkFrame,
   type ManageFrame,
   type RequestFrame,
   type RerankTask,
   type StatusFrame,
-  type ToolCallDelta,
 } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
-import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
+import type { EmbeddingResult, Engine } from './engines/engine.ts';
 import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { sendLookupVector } from './lookup-vector.ts';
 import type { ModelManager } from './models/manage.ts';
 import { PreemptibleGeneration } from './preemption.ts';
+import { ChunkBatch } from './requests/chunk-batch.ts';
+import { Flow } from './requests/flow.ts';
 import { Scheduler, type SchedulerOptions, type Slot } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
@@ -71,84 +71,8 @@ export const DEFAULT_SCHEDULER: SchedulerOptions = {
   queueLimit: 64,
 };
 
-/** A pause switch the edge flips for one stream (flow frames). */
-class Flow {
-  #paused = false;
-  #waiters: Array<() => void> = [];
-  set(paused: boolean): void {
-    this.#paused = paused;
-    if (!paused) for (const w of this.#waiters.splice(0)) w();
-  }
-  /** Resolves when the stream may send again (at once unless paused), or when `signal` aborts. */
-  ready(signal: AbortSignal): Promise<void> {
-    if (!this.#paused || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#waiters.push(resolve);
-      signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-  }
-}
-
-/** What one chunk frame carries: answer text, its tokens, and the typed parts beside it. */
-type ChunkParts = Pick<ChunkFrame, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>;
-
 /** How long the agent waits for a first token before sending the prompt's count on a chunk of its own. */
 const PROMPT_NOTICE_MS = 200;
-
-/**
- * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
- * one token per forward pass, so this changes nothing there; a fast engine (or a burst after a pause) no longer
- * costs one frame, and one client write at the edge, per token. Reasoning is concatenated like text; tool-call
- * pieces keep their order, and a piece that only continues the previous piece's arguments joins it.
- */
-class ChunkBatch {
-  #text = '';
-  #tokens = 0;
-  #reasoning = '';
-  #toolCalls: ToolCallDelta[] = [];
-  #scheduled = false;
-  readonly #send: (parts: ChunkParts) => void;
-  constructor(send: (parts: ChunkParts) => void) {
-    this.#send = send;
-  }
-  add(delta: Pick<TextDelta, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>): void {
-    this.#text += delta.text;
-    this.#tokens += delta.tokens;
-    if (delta.reasoning) this.#reasoning += delta.reasoning;
-    for (const d of delta.toolCalls ?? []) {
-      const last = this.#toolCalls.at(-1);
-      if (last && last.index === d.index && d.id === undefined && d.name === undefined)
-        last.arguments = (last.arguments ?? '') + (d.arguments ?? '');
-      else this.#toolCalls.push({ ...d });
-    }
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => {
-        this.#scheduled = false;
-        this.flush();
-      });
-    }
-  }
-  flush(): void {
-    const pending = this.take();
-    if (pending) this.#send(pending);
-  }
-  /** The parts not yet sent, which the caller now sends itself; undefined when there are none. */
-  take(): ChunkParts | undefined {
-    if (!this.#text && !this.#tokens && !this.#reasoning && this.#toolCalls.length === 0) return undefined;
-    const pending: ChunkParts = {
-      text: this.#text,
-      tokens: this.#tokens,
-      ...(this.#reasoning ? { reasoning: this.#reasoning } : {}),
-      ...(this.#toolCalls.length ? { toolCalls: this.#toolCalls } : {}),
-    };
-    this.#text = '';
-    this.#tokens = 0;
-    this.#reasoning = '';
-    this.#toolCalls = [];
-    return pending;
-  }
-}
 
 interface Running {
   controller: AbortController;
