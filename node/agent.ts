@@ -1,30 +1,29 @@
 /**
- * The agent: admits each request that arrives over the tunnel through the scheduler, runs it in the engine and
- * streams the result back as frames. Every request ends with exactly one terminal frame (`end`, `embeddings` or
- * `error`), also when it was cancelled, so the edge always learns how many tokens were produced.
+ * The agent: keeps the tunnel to the edge, reports its load in status frames, runs `manage` frames, and admits each
+ * request that arrives over the tunnel, handing it to its run (requests/request-run.ts), which streams the result
+ * back as frames and ends it with exactly one terminal frame. Cancel and flow frames reach the run they name.
  */
 import { randomUUID } from 'node:crypto';
 import {
   AGENT_FEATURES,
   type AgentFrame,
-  type ChunkFrame,
   type ManageFrame,
   type RequestFrame,
-  type RerankTask,
   type StatusFrame,
-  type ToolCallDelta,
 } from '../shared/protocol/frames.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.ts';
-import type { EmbeddingResult, Engine, TextDelta } from './engines/engine.ts';
-import { AgentError, toErrorCode, UnknownModelError } from './errors.ts';
+import type { Engine } from './engines/engine.ts';
 import type { Logger } from './log.ts';
 import { sendLookupVector } from './lookup-vector.ts';
 import type { ModelManager } from './models/manage.ts';
-import { PreemptibleGeneration } from './preemption.ts';
-import { Scheduler, type SchedulerOptions, type Slot } from './scheduler.ts';
+import { Flow } from './requests/flow.ts';
+import { type RequestRecord, type RequestRunContext, type RunningRequest, runRequest } from './requests/request-run.ts';
+import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { TunnelClient } from './tunnel/client.ts';
 
 export const AGENT_VERSION = '0.1.0';
+
+export type { RequestRecord };
 
 export interface AgentOptions {
   edgeUrl: string;
@@ -50,18 +49,6 @@ export interface AgentOptions {
   manager?: ModelManager;
 }
 
-export interface RequestRecord {
-  model: string;
-  device: string;
-  /** `ok`, `cancelled`, or the error code the request failed with. */
-  outcome: string;
-  promptTokens: number;
-  completionTokens: number;
-  cachedPromptTokens?: number;
-  ttftMs?: number;
-  durationMs: number;
-}
-
 const STATUS_DEBOUNCE_MS = 250;
 
 /** Per-device defaults: accelerators run one generation at a time, the CPU a few. */
@@ -71,90 +58,6 @@ export const DEFAULT_SCHEDULER: SchedulerOptions = {
   queueLimit: 64,
 };
 
-/** A pause switch the edge flips for one stream (flow frames). */
-class Flow {
-  #paused = false;
-  #waiters: Array<() => void> = [];
-  set(paused: boolean): void {
-    this.#paused = paused;
-    if (!paused) for (const w of this.#waiters.splice(0)) w();
-  }
-  /** Resolves when the stream may send again (at once unless paused), or when `signal` aborts. */
-  ready(signal: AbortSignal): Promise<void> {
-    if (!this.#paused || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#waiters.push(resolve);
-      signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-  }
-}
-
-/** What one chunk frame carries: answer text, its tokens, and the typed parts beside it. */
-type ChunkParts = Pick<ChunkFrame, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>;
-
-/** How long the agent waits for a first token before sending the prompt's count on a chunk of its own. */
-const PROMPT_NOTICE_MS = 200;
-
-/**
- * Merges the deltas an engine produces within one turn of the event loop into one chunk frame. A real model yields
- * one token per forward pass, so this changes nothing there; a fast engine (or a burst after a pause) no longer
- * costs one frame, and one client write at the edge, per token. Reasoning is concatenated like text; tool-call
- * pieces keep their order, and a piece that only continues the previous piece's arguments joins it.
- */
-class ChunkBatch {
-  #text = '';
-  #tokens = 0;
-  #reasoning = '';
-  #toolCalls: ToolCallDelta[] = [];
-  #scheduled = false;
-  readonly #send: (parts: ChunkParts) => void;
-  constructor(send: (parts: ChunkParts) => void) {
-    this.#send = send;
-  }
-  add(delta: Pick<TextDelta, 'text' | 'tokens' | 'reasoning' | 'toolCalls'>): void {
-    this.#text += delta.text;
-    this.#tokens += delta.tokens;
-    if (delta.reasoning) this.#reasoning += delta.reasoning;
-    for (const d of delta.toolCalls ?? []) {
-      const last = this.#toolCalls.at(-1);
-      if (last && last.index === d.index && d.id === undefined && d.name === undefined)
-        last.arguments = (last.arguments ?? '') + (d.arguments ?? '');
-      else this.#toolCalls.push({ ...d });
-    }
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => {
-        this.#scheduled = false;
-        this.flush();
-      });
-    }
-  }
-  flush(): void {
-    const pending = this.take();
-    if (pending) this.#send(pending);
-  }
-  /** The parts not yet sent, which the caller now sends itself; undefined when there are none. */
-  take(): ChunkParts | undefined {
-    if (!this.#text && !this.#tokens && !this.#reasoning && this.#toolCalls.length === 0) return undefined;
-    const pending: ChunkParts = {
-      text: this.#text,
-      tokens: this.#tokens,
-      ...(this.#reasoning ? { reasoning: this.#reasoning } : {}),
-      ...(this.#toolCalls.length ? { toolCalls: this.#toolCalls } : {}),
-    };
-    this.#text = '';
-    this.#tokens = 0;
-    this.#reasoning = '';
-    this.#toolCalls = [];
-    return pending;
-  }
-}
-
-interface Running {
-  controller: AbortController;
-  flow: Flow;
-}
-
 export class Agent {
   readonly agentId: string;
   readonly #engine: Engine;
@@ -162,9 +65,10 @@ export class Agent {
   readonly #tunnel: TunnelClient;
   readonly #scheduler: Scheduler;
   readonly #options: AgentOptions;
+  readonly #runContext: RequestRunContext;
   /** Tells this process apart from another agent started with the same id (a cloned machine). */
   readonly #instanceId = randomUUID();
-  readonly #inFlight = new Map<string, Running>();
+  readonly #inFlight = new Map<string, RunningRequest>();
   readonly #running = new Set<Promise<void>>();
   #statusTimer: NodeJS.Timeout | undefined;
   #statusDue: NodeJS.Timeout | undefined;
@@ -211,6 +115,13 @@ export class Agent {
         options.manager?.cancelAll('tunnel disconnected');
       },
     });
+    this.#runContext = {
+      engine: this.#engine,
+      scheduler: this.#scheduler,
+      tunnel: this.#tunnel,
+      log: this.#log,
+      onRequestDone: options.onRequestDone,
+    };
     // A changed model list goes out whole; a reconnecting agent's hello carries it anyway.
     options.manager?.onModelsChanged((models) => {
       if (this.#tunnel.ready) this.#tunnel.send({ type: 'models', models });
@@ -336,13 +247,6 @@ export class Agent {
     await this.#tunnel.stop();
   }
 
-  /** A rerank's scores as its `embeddings` frame carries them: one `[score]` per document (shared/protocol). */
-  async #rerank(task: RerankTask, signal: AbortSignal): Promise<EmbeddingResult> {
-    if (!this.#engine.rerank) throw new UnknownModelError(task.model, []);
-    const { scores, ...rest } = await this.#engine.rerank(task, signal);
-    return { vectors: scores.map((s) => [s]), ...rest };
-  }
-
   #send(frame: AgentFrame): void {
     this.#tunnel.send(frame);
   }
@@ -366,9 +270,9 @@ export class Agent {
       });
       return;
     }
-    const running: Running = { controller: new AbortController(), flow: new Flow() };
+    const running: RunningRequest = { controller: new AbortController(), flow: new Flow() };
     this.#inFlight.set(frame.id, running);
-    const run = this.#run(frame, running).finally(() => {
+    const run = runRequest(this.#runContext, frame, running).finally(() => {
       this.#inFlight.delete(frame.id);
       this.#running.delete(run);
     });
@@ -381,186 +285,6 @@ export class Agent {
         .catch(() => undefined)
         .finally(() => this.#running.delete(embedding));
       this.#running.add(embedding);
-    }
-  }
-
-  #deviceOf(model: string): string {
-    return this.#engine.models().find((m) => m.id === model)?.device ?? this.#engine.devices[0]?.name ?? 'CPU';
-  }
-
-  async #run(frame: RequestFrame, { controller, flow }: Running): Promise<void> {
-    const { id, body } = frame;
-    const signal = controller.signal;
-    const device = this.#deviceOf(body.model);
-    // requestId: what the client saw in X-Request-Id (its own, or the edge's); exchangeId: the tunnel's id, which is
-    // also the request's usage row id at the edge.
-    const log = this.#log.child({
-      requestId: frame.requestId ?? id,
-      exchangeId: id,
-      model: body.model,
-      task: body.task,
-      device,
-    });
-    const started = performance.now();
-    let ttftMs: number | undefined;
-    let promptTokens = 0;
-    let completionTokens = 0;
-    let cachedPromptTokens: number | undefined;
-    let outcome: RequestRecord['outcome'] = 'ok';
-    let release: ((tokens?: number) => void) | undefined;
-    let queueMs: number | undefined;
-    // The prompt's count rides on the first chunk; when that is slow to come (a long prefill) it goes on its own,
-    // so the edge has it for the usage row even if this process dies before the first token.
-    let promptNotice: { tokens: number; timer: ReturnType<typeof setTimeout> } | undefined;
-    const takePromptNotice = () => {
-      if (!promptNotice) return {};
-      clearTimeout(promptNotice.timer);
-      const promptTokens = promptNotice.tokens;
-      promptNotice = undefined;
-      return { promptTokens };
-    };
-    const batch = new ChunkBatch((parts) => this.#send({ type: 'chunk', id, ...parts, ...takePromptNotice() }));
-    try {
-      if (body.task === 'count') {
-        // Tokenising takes no device slot: waiting in the queue behind whole generations would make a count slow.
-        const counted = await this.#engine.countTokens(body, signal);
-        promptTokens = counted.promptTokens;
-        const durationMs = performance.now() - started;
-        this.#send({
-          type: 'end',
-          id,
-          finishReason: 'stop',
-          usage: { promptTokens, completionTokens: 0 },
-          device: counted.device,
-          durationMs,
-        });
-        log.info({ promptTokens, durationMs: Math.round(durationMs) }, 'prompt counted');
-        return;
-      }
-      const ticket = { keyId: frame.keyId ?? 'anonymous', weight: frame.weight, priority: frame.priority };
-      const queued = performance.now();
-      const slot: Slot = await this.#scheduler.acquire(device, ticket, signal);
-      release = slot;
-      queueMs = performance.now() - queued;
-      if (body.task === 'embed' || body.task === 'rerank') {
-        const result =
-          body.task === 'embed' ? await this.#engine.embed(body, signal) : await this.#rerank(body, signal);
-        promptTokens = result.promptTokens;
-        const durationMs = performance.now() - started;
-        const load = result.loadDurationMs !== undefined ? { loadDurationMs: result.loadDurationMs } : {};
-        this.#send({
-          type: 'embeddings',
-          id,
-          data: result.vectors,
-          usage: { promptTokens, completionTokens: 0 },
-          device: result.device,
-          durationMs,
-          queueMs,
-          ...load,
-        });
-        const inputs = body.task === 'embed' ? body.input.length : body.documents.length;
-        log.info({ inputs, promptTokens, durationMs: Math.round(durationMs) }, 'request finished');
-        return;
-      }
-      // A batch request gives its slot up to an interactive one that waits for it (preemption.ts).
-      const preemptible =
-        frame.priority === 'batch' ? new PreemptibleGeneration(this.#engine, slot, signal) : undefined;
-      if (preemptible) release = (tokens) => preemptible.release(tokens);
-      const events = preemptible ? preemptible.events(body) : this.#engine.generate(body, signal);
-      for await (const event of events) {
-        if (event.type === 'prompt') {
-          promptTokens = event.promptTokens;
-          const timer = setTimeout(
-            () => this.#send({ type: 'chunk', id, text: '', tokens: 0, ...takePromptNotice() }),
-            PROMPT_NOTICE_MS,
-          );
-          promptNotice = { tokens: event.promptTokens, timer };
-        } else if (event.type === 'delta') {
-          ttftMs ??= performance.now() - started;
-          completionTokens += event.tokens;
-          // A paused stream waits here; the engine's own backlog limit then pauses generation.
-          await flow.ready(signal);
-          batch.add(event);
-          // A tunnel the edge is not draining fast enough pauses generation too, rather than queue without bound.
-          const writable = this.#tunnel.whenWritable(signal);
-          if (writable) await writable;
-        } else {
-          // The last parts ride with the end when the edge takes them there: one frame fewer for every answer.
-          let tail: ReturnType<ChunkBatch['take']>;
-          if (this.#tunnel.edgeFeatures.has('end-text')) tail = batch.take();
-          else batch.flush();
-          const durationMs = performance.now() - started;
-          promptTokens = event.usage.promptTokens;
-          completionTokens = event.usage.completionTokens;
-          cachedPromptTokens = event.usage.cachedPromptTokens;
-          if (event.finishReason === 'cancelled') outcome = 'cancelled';
-          // Time it waited for its slot back after giving it up counts as queue time too.
-          if (preemptible) queueMs = (queueMs ?? 0) + preemptible.waitedMs;
-          const extra = {
-            ...(event.loadDurationMs !== undefined ? { loadDurationMs: event.loadDurationMs } : {}),
-            ...(event.context ? { context: event.context } : {}),
-          };
-          this.#send({
-            type: 'end',
-            id,
-            finishReason: event.finishReason,
-            usage: event.usage,
-            device: event.device,
-            durationMs,
-            ...(queueMs !== undefined ? { queueMs } : {}),
-            ...(ttftMs !== undefined ? { ttftMs } : {}),
-            ...extra,
-            ...tail,
-          });
-          log.info(
-            {
-              finishReason: event.finishReason,
-              ...event.usage,
-              ttftMs,
-              durationMs: Math.round(durationMs),
-              ...(preemptible?.preemptions ? { preemptions: preemptible.preemptions } : {}),
-            },
-            'request finished',
-          );
-        }
-      }
-    } catch (err) {
-      batch.flush();
-      const code = signal.aborted && !(err instanceof AgentError) ? 'cancelled' : toErrorCode(err);
-      outcome = code;
-      if (code === 'cancelled') {
-        // Cancelled before or between tokens: still a normal end, with what was produced.
-        this.#send({
-          type: 'end',
-          id,
-          finishReason: 'cancelled',
-          usage: { promptTokens, completionTokens },
-          device,
-          durationMs: performance.now() - started,
-        });
-      } else {
-        const message = err instanceof AgentError ? err.message : `the agent failed: ${(err as Error).message}`;
-        if (code === 'internal') log.error({ err }, 'unexpected failure');
-        else log.warn({ code, err: (err as Error).message }, 'request failed');
-        this.#send({ type: 'error', id, code, message, usage: { promptTokens, completionTokens } });
-      }
-    } finally {
-      if (promptNotice) clearTimeout(promptNotice.timer);
-      // Its key's share is charged what the device served it: the answer's tokens (an embedding's, its input's).
-      release?.(body.task === 'embed' || body.task === 'rerank' ? promptTokens : completionTokens);
-      if (frame.keepAliveMs !== undefined)
-        this.#engine.touch(body.model, frame.keepAliveMs === -1 ? Infinity : frame.keepAliveMs, frame.keepAliveExtends);
-      const durationMs = performance.now() - started;
-      this.#options.onRequestDone?.({
-        model: body.model,
-        device,
-        outcome,
-        promptTokens,
-        completionTokens,
-        durationMs,
-        ...(ttftMs !== undefined ? { ttftMs } : {}),
-        ...(cachedPromptTokens !== undefined ? { cachedPromptTokens } : {}),
-      });
     }
   }
 }
