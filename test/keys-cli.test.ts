@@ -69,7 +69,7 @@ test('migrate creates the tables on an empty database, and a second run succeeds
   assert.equal(first.code, 0, first.stderr);
   assert.match(first.stdout, /applied 0000_init/);
   const tables = (await schemaOf(sql)).filter((o) => o.type === 'table').map((o) => o.name);
-  assert.deepEqual(tables, ['__drizzle_migrations', 'api_keys', 'cache_entries', 'responses', 'usage']);
+  assert.deepEqual(tables, ['__drizzle_migrations', 'api_keys', 'cache_entries', 'responses', 'usage', 'usage_totals']);
   const schema = await schemaOf(sql);
   const migrations = await migrationsOf(sql);
   const journal = JSON.parse(readFileSync(path.join(MIGRATIONS_DIR, 'meta/_journal.json'), 'utf8')) as {
