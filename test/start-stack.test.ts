@@ -12,10 +12,12 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { createClient, type ResultSet } from '@libsql/client';
 import { promisify } from 'node:util';
 import { agentConfig, ConfigError } from '../node/config.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { EDGE_VARIABLES } from '../node/local/edge-vars.ts';
+import { localDatabase } from '../node/local/local-db.ts';
 import { freePort } from '../node/local/ports.ts';
 import { modelFolderName } from '../node/models/pull.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
@@ -91,6 +93,16 @@ async function stop(p: Proc): Promise<void> {
   await Promise.race([p.exited, sleep(15_000)]);
 }
 
+/** Runs statements on npm start's local database, as an operator would with a SQL shell. */
+async function usageSql(url: string, statements: string[]): Promise<ResultSet[]> {
+  const db = createClient({ url });
+  try {
+    return await db.batch(statements);
+  } finally {
+    db.close();
+  }
+}
+
 test('npm start offline with no models serves at once, takes agents from its banner line, honours every edge variable, and serves the default models once the hub answers', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-stack-'));
   const dataDir = path.join(dir, 'data');
@@ -123,6 +135,8 @@ test('npm start offline with no models serves at once, takes agents from its ban
     NPU_RELAY_BATCH_CONCURRENCY: '1',
     // Room for the short ids of this test's agents, not for a long one.
     NPU_RELAY_ATTACHMENT_LIMIT_BYTES: '200',
+    // Rows of 40 and 20 days ago are put in before any request: the hubs' first writes sweep the first away.
+    NPU_RELAY_USAGE_RETENTION_DAYS: '31',
     // Checked last, with the database stopped.
     NPU_RELAY_KEY_GRACE_S: '1',
     NPU_RELAY_DB_TIMEOUT_MS: '1000',
@@ -157,6 +171,14 @@ test('npm start offline with no models serves at once, takes agents from its ban
       { timeoutMs: 120_000, intervalMs: 100 },
     );
     const banner = stack.out();
+    const database = await localDatabase(dataDir);
+    assert.equal(database?.via, 'running', 'npm start notes its database in the data folder');
+    assert.ok(database);
+    const day = 86_400_000;
+    await usageSql(database.url, [
+      `insert into usage (id, at, endpoint, duration_ms, status, outcome) values ('retention-40d', ${Date.now() - 40 * day}, 'chat.completions', 5, 200, 'ok')`,
+      `insert into usage (id, at, endpoint, duration_ms, status, outcome) values ('retention-20d', ${Date.now() - 20 * day}, 'chat.completions', 5, 200, 'ok')`,
+    ]);
     const apiKey = /API key:\s+(sk-relay-\S+)/.exec(banner)?.[1];
     assert.ok(apiKey, `an API key is printed:\n${banner}`);
     const auth = { authorization: `Bearer ${apiKey}` };
@@ -481,6 +503,18 @@ test('npm start offline with no models serves at once, takes agents from its ban
           null,
           'an origin not listed is not allowed',
         );
+      },
+      NPU_RELAY_USAGE_RETENTION_DAYS: async () => {
+        const left = await waitFor(
+          'the hub to delete the usage row of 40 days ago',
+          async () => {
+            const [rs] = await usageSql(database.url, ["select id from usage where id like 'retention-%' order by id"]);
+            const ids = rs!.rows.map((r) => String(r.id));
+            return ids.includes('retention-40d') ? undefined : ids;
+          },
+          { timeoutMs: 30_000, intervalMs: 200 },
+        );
+        assert.deepEqual(left, ['retention-20d'], 'the row of 20 days ago is kept');
       },
       // Also: npm start's edge has the Batch API's R2 bucket (an upload is stored and read back).
       NPU_RELAY_BATCH_FILE_MAX_BYTES: async () => {

@@ -2,6 +2,7 @@
  * The edge's configuration, read from the Worker environment in this one place and validated strictly: a missing
  * secret or a malformed number is a clear error that names the variable and how to set it.
  */
+import { MIN_USAGE_RETENTION_DAYS } from '../shared/db/usage-retention.ts';
 import { ApiError } from './http/errors.ts';
 
 export interface EdgeConfig {
@@ -39,6 +40,8 @@ export interface EdgeConfig {
   semanticHoldPercent: number;
   /** How long a request whose agent went away before starting it waits for another (an agent restart takes seconds). */
   parkMs: number;
+  /** How long usage rows are kept before the hubs delete them (tunnel/usage-retention.ts); unset: for ever. */
+  usageRetentionMs: number | undefined;
 }
 
 type SecretName = 'NPU_RELAY_AGENT_TOKEN' | 'NPU_RELAY_ADMIN_TOKEN' | 'NPU_RELAY_LIBSQL_URL';
@@ -53,7 +56,8 @@ type NumberName =
   | 'NPU_RELAY_DB_TIMEOUT_MS'
   | 'NPU_RELAY_PARK_MS'
   | 'NPU_RELAY_BATCH_FILE_MAX_BYTES'
-  | 'NPU_RELAY_BATCH_CONCURRENCY';
+  | 'NPU_RELAY_BATCH_CONCURRENCY'
+  | 'NPU_RELAY_USAGE_RETENTION_DAYS';
 type OtherName =
   | 'NPU_RELAY_LIBSQL_AUTH_TOKEN'
   | 'NPU_RELAY_EDGE_HITS'
@@ -86,6 +90,17 @@ export function positiveInt<F extends number | undefined>(env: EdgeVars, name: N
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new ApiError('misconfigured', `${name} must be a positive integer, got '${raw}'`);
   return n;
+}
+
+function usageRetentionMs(env: EdgeVars): number | undefined {
+  const days = positiveInt(env, 'NPU_RELAY_USAGE_RETENTION_DAYS', undefined);
+  if (days === undefined) return undefined;
+  if (days < MIN_USAGE_RETENTION_DAYS)
+    throw new ApiError(
+      'misconfigured',
+      `NPU_RELAY_USAGE_RETENTION_DAYS must be at least ${MIN_USAGE_RETENTION_DAYS} (the dashboard counts a key's monthly budget from the usage rows), got '${env.NPU_RELAY_USAGE_RETENTION_DAYS}'`,
+    );
+  return days * 86_400_000;
 }
 
 /** `on` (or unset) or `off`, case-insensitive. */
@@ -125,6 +140,7 @@ export function edgeConfig(env: EdgeVars): EdgeConfig {
       semanticWaitMs: SEMANTIC_WAIT_MS,
       semanticHoldPercent: SEMANTIC_HOLD_PERCENT,
       parkMs: positiveInt(env, 'NPU_RELAY_PARK_MS', 15_000),
+      usageRetentionMs: usageRetentionMs(env),
     };
     cache.set(env, config);
   }

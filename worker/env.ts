@@ -50,4 +50,6 @@ export interface Env {
   NPU_RELAY_BATCH_FILE_MAX_BYTES?: string;
   /** Batch lines of one tenant in flight at once. */
   NPU_RELAY_BATCH_CONCURRENCY?: string;
+  /** Days usage rows are kept (at least 31); unset: for ever. The metrics' totals are kept either way. */
+  NPU_RELAY_USAGE_RETENTION_DAYS?: string;
 }

@@ -4,6 +4,7 @@
  * same in all three. Those `npm start` owns itself (the tokens and the database it runs) are not passed through, and
  * one it cannot honour is refused by name rather than ignored.
  */
+import { MIN_USAGE_RETENTION_DAYS } from '../../shared/db/usage-retention.ts';
 import { ConfigError } from '../config.ts';
 
 /** Edge variables passed through unchanged. Numbers are checked here too, so a typo stops `npm start` at once. */
@@ -23,6 +24,7 @@ export const EDGE_VARIABLES = {
   NPU_RELAY_SEMANTIC_EMBED_MODEL: 'text',
   NPU_RELAY_BATCH_FILE_MAX_BYTES: 'positive',
   NPU_RELAY_BATCH_CONCURRENCY: 'positive',
+  NPU_RELAY_USAGE_RETENTION_DAYS: 'retention',
 } as const;
 
 /** Edge variables `npm start` sets itself (tokens), or cannot take (it runs its own database). */
@@ -49,6 +51,10 @@ export function edgeVarsFrom(env: NodeJS.ProcessEnv): Record<string, string> {
     if (raw === undefined || raw === '') continue;
     if (kind === 'positive' && !(Number.isSafeInteger(Number(raw)) && Number(raw) > 0))
       throw new ConfigError(`${name} must be a positive integer, got '${raw}'`);
+    if (kind === 'retention' && !(Number.isSafeInteger(Number(raw)) && Number(raw) >= MIN_USAGE_RETENTION_DAYS))
+      throw new ConfigError(
+        `${name} must be a whole number of days, at least ${MIN_USAGE_RETENTION_DAYS}, got '${raw}'`,
+      );
     if (kind === 'switch' && !['on', 'off'].includes(raw))
       throw new ConfigError(`${name} must be on or off, got '${raw}'`);
     vars[name] = raw;

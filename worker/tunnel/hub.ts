@@ -42,6 +42,7 @@ import { LookupVectors } from './lookup-vectors.ts';
 import { SemanticIndex } from './semantic-index.ts';
 import { SemanticOdds } from './semantic-odds.ts';
 import { SemanticTier } from './semantic-tier.ts';
+import { UsageRetention } from './usage-retention.ts';
 import { UsageOutbox } from './usage-outbox.ts';
 import type { RefusalCount, UsageRow } from './usage-row.ts';
 import type { HubGauges } from '../observability/hub-gauges.ts';
@@ -114,7 +115,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       this.#management.connectionGone(connId, why);
     });
     this.#keys = new KeyGate(db, ledger, config);
-    this.#outbox = new UsageOutbox(ledger, db, ctx);
+    this.#outbox = new UsageOutbox(ledger, db, ctx, new UsageRetention(db, () => config().usageRetentionMs));
     this.#management = new Management({
       agents: () => this.#registry.list(),
       send: sendFrame,

@@ -13,6 +13,7 @@ import type { Ledger } from './ledger.ts';
 import type { RefusalCount } from './usage-row.ts';
 import { refusalRow, type UsageRow } from './usage-row.ts';
 import { logError, logWarn } from '../observability/log.ts';
+import type { UsageRetention } from './usage-retention.ts';
 
 /** Rows are written in batches: one INSERT per FLUSH_MS, however many requests finished meanwhile. */
 const FLUSH_MS = 250;
@@ -24,13 +25,15 @@ export class UsageOutbox {
   readonly #ledger: Ledger;
   readonly #db: HubDatabase;
   readonly #ctx: DurableObjectState;
+  readonly #retention: UsageRetention;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
 
-  constructor(ledger: Ledger, db: HubDatabase, ctx: DurableObjectState) {
+  constructor(ledger: Ledger, db: HubDatabase, ctx: DurableObjectState, retention: UsageRetention) {
     this.#ledger = ledger;
     this.#db = db;
     this.#ctx = ctx;
+    this.#retention = retention;
   }
 
   /** Queues a usage row durably and tries to write it to libSQL without delaying anyone. */
@@ -66,6 +69,7 @@ export class UsageOutbox {
   async flush(): Promise<void> {
     if (this.#flushing) return;
     this.#flushing = true;
+    let wrote = false;
     try {
       for (;;) {
         const batch = this.#ledger.pendingUsage(ROWS_PER_BATCH);
@@ -73,11 +77,13 @@ export class UsageOutbox {
         try {
           await this.#db.query('a usage batch', (db) => db.run(insertUsageJson(batch.json)));
           this.#ledger.usageWritten(batch.ids);
+          wrote = true;
         } catch (batchErr) {
           // A database that does not answer would not answer row by row either (200 timeouts in a row).
           if (batchErr instanceof DatabaseTimeout) throw batchErr;
           // One bad row must not hold back the rest: if the database answers row by row, it is reachable.
           if (!(await this.#writeOneByOne(JSON.parse(batch.json) as UsageRow[]))) throw batchErr;
+          wrote = true;
         }
       }
       const counts = this.#ledger.pendingRefusals(REFUSAL_ROWS_PER_FLUSH);
@@ -90,6 +96,7 @@ export class UsageOutbox {
             .onConflictDoUpdate({ target: usage.id, set: { requests: sql`excluded.requests` } }),
         );
         this.#ledger.refusalsWritten(counts, Date.now());
+        wrote = true;
         if (counts.length === REFUSAL_ROWS_PER_FLUSH) this.#schedule();
       }
     } catch (err) {
@@ -101,6 +108,8 @@ export class UsageOutbox {
     } finally {
       this.#flushing = false;
     }
+    // Apart from the flush, so rows recorded meanwhile are not held up behind a sweep.
+    if (wrote) this.#ctx.waitUntil(this.#retention.sweepIfDue(Date.now()));
   }
 
   /**
