@@ -7,7 +7,7 @@
  *
  * The totals /admin/metrics reports are kept by triggers on insert and update only (migration 0012), so they stay.
  */
-import { inArray, lt } from 'drizzle-orm';
+import { asc, inArray, lt } from 'drizzle-orm';
 import { usage } from '../../shared/db/schema.ts';
 import type { HubDatabase } from '../db/hub-database.ts';
 import { logLine, logWarn } from '../observability/log.ts';
@@ -29,7 +29,13 @@ export class UsageRetention {
   }
 
   async sweepIfDue(now: number): Promise<void> {
-    const retentionMs = this.#retentionMs();
+    // A malformed setting is reported, by name, on every request the edge gets; the sweep just does not run.
+    let retentionMs: number | undefined;
+    try {
+      retentionMs = this.#retentionMs();
+    } catch {
+      return;
+    }
     if (retentionMs === undefined || now < this.#nextSweep) return;
     this.#nextSweep = now + SWEEP_MS;
     const before = now - retentionMs;
@@ -42,6 +48,7 @@ export class UsageRetention {
           .select({ id: usage.id })
           .from(usage)
           .where(lt(usage.at, before))
+          .orderBy(asc(usage.at))
           .limit(SWEEP_BATCH);
         const gone = await this.#db.query('the sweep of old usage rows', (db) =>
           db.delete(usage).where(inArray(usage.id, old)).returning({ id: usage.id }),
