@@ -11,10 +11,9 @@ import { createClient } from '@libsql/client';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { SCRIPTED_MODEL, ScriptedEngine } from './support/scripted-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack, startTestAgent } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 /** Ten tools of the size real agents declare. */
@@ -40,9 +39,6 @@ function estimateOf(message: string): number {
 }
 
 describe('admission counts everything the model reads', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
   let scriptedAgent: Agent;
   /** Stands in for a model whose template adds a long built-in system prompt: the agent counts 700 tokens for "hi". */
   const longTemplate = new ScriptedEngine(() => ({
@@ -54,28 +50,24 @@ describe('admission counts everything the model reads', () => {
   let probe: string;
   const tenant = 'estimate-tenant';
 
-  before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-    scriptedAgent = await startTestAgent(edge, longTemplate, { agentId: 'long-template' });
-    rich = (await edge.createKey({ name: 'rich', tenant })).key;
-    // A 1-token budget admits nothing, and its refusal says what the request would have needed.
-    probe = (await edge.createKey({ name: 'probe', tenant, budget: 1 })).key;
-  });
+  // Registered before the stack's own hooks (they run in that order), so this agent stops while its edge still runs.
   after(async () => {
-    await agent?.stop();
     await scriptedAgent?.stop();
-    await engine?.close();
-    await edge?.stop();
+  });
+  const stack = relayStack();
+  before(async () => {
+    scriptedAgent = await startTestAgent(stack.edge, longTemplate, { agentId: 'long-template' });
+    rich = (await stack.edge.createKey({ name: 'rich', tenant })).key;
+    // A 1-token budget admits nothing, and its refusal says what the request would have needed.
+    probe = (await stack.edge.createKey({ name: 'probe', tenant, budget: 1 })).key;
   });
 
   test("the edge's estimate is never below the agent's prompt count: every dialect, with tools, tool history and stored history", async () => {
-    const client = (apiKey: string) => edge.openai({ apiKey });
+    const client = (apiKey: string) => stack.edge.openai({ apiKey });
     const anthropic = (apiKey: string) =>
-      new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey, maxRetries: 0 });
+      new Anthropic({ baseURL: stack.edge.url.toString().replace(/\/$/, ''), apiKey, maxRetries: 0 });
     const ollama = (apiKey: string) =>
-      new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${apiKey}` } });
+      new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${apiKey}` } });
     const stored = await client(rich).responses.create({
       model: CHAT_MODEL,
       input: 'Remember the parts list: gear, axle, spring, bolt. '.repeat(8),
@@ -240,8 +232,8 @@ describe('admission counts everything the model reads', () => {
   });
 
   test('a 50-token budget sending "hi" with 10 tools is refused (429)', async () => {
-    const { key } = await edge.createKey({ name: 'fifty', tenant, budget: 50 });
-    const err = await edge
+    const { key } = await stack.edge.createKey({ name: 'fifty', tenant, budget: 50 });
+    const err = await stack.edge
       .openai({ apiKey: key })
       .chat.completions.create({
         model: CHAT_MODEL,
@@ -259,7 +251,7 @@ describe('admission counts everything the model reads', () => {
   });
 
   test('a 200-token budget / 300 tpm key continuing a long stored response, 8 in parallel: served tokens stay within the budget', async () => {
-    const long = await edge.openai({ apiKey: rich }).responses.create({
+    const long = await stack.edge.openai({ apiKey: rich }).responses.create({
       model: CHAT_MODEL,
       input: 'Inventory note: the gear sits left of the axle; the spring sits under the bolt. '.repeat(49),
       max_output_tokens: 16,
@@ -267,8 +259,8 @@ describe('admission counts everything the model reads', () => {
     });
     const storedTokens = (long.usage?.input_tokens ?? 0) + (long.usage?.output_tokens ?? 0);
     assert.ok(storedTokens > 1000, `a long stored conversation (${storedTokens} tokens)`);
-    const { id, key } = await edge.createKey({ name: 'small', tenant, budget: 200, tpm: 300 });
-    const client = edge.openai({ apiKey: key });
+    const { id, key } = await stack.edge.createKey({ name: 'small', tenant, budget: 200, tpm: 300 });
+    const client = stack.edge.openai({ apiKey: key });
     const maxOutput = 32;
     const outcomes = await Promise.allSettled(
       Array.from({ length: 8 }, (_, i) =>
@@ -281,7 +273,7 @@ describe('admission counts everything the model reads', () => {
         }),
       ),
     );
-    const db = createClient({ url: edge.sqld.url });
+    const db = createClient({ url: stack.edge.sqld.url });
     try {
       const rows = await waitFor('8 usage rows of the small key', async () => {
         const r = (
@@ -313,7 +305,7 @@ describe('admission counts everything the model reads', () => {
 
   test("a template that adds more than the byte bound sees: the agent's count raises the model's allowance for later requests", async () => {
     const ask = (apiKey: string) =>
-      edge.openai({ apiKey }).chat.completions.create({
+      stack.edge.openai({ apiKey }).chat.completions.create({
         model: SCRIPTED_MODEL,
         messages: [{ role: 'user', content: 'hi' }],
         max_tokens: 1,

@@ -3,38 +3,24 @@
  * completions, embeddings, models), `ollama` (chat, generate, embed, list, show, ps) and LangChain's ChatOpenAI.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { ChatOpenAI } from '@langchain/openai';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL, EMBED_DIMENSIONS, EMBED_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { createOrtEngine, relayStack, startTestAgent } from './support/stack.ts';
 
 const norm = (v: number[]) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 
 describe('API surface', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let counted: PacedEngine;
-  let agent: Agent;
+  const stack = relayStack({ serve: (engine) => new PacedEngine(engine, 0) });
   let openai: OpenAI;
   let ollama: Ollama;
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    counted = new PacedEngine(engine, 0);
-    agent = await startTestAgent(edge, counted);
-    openai = edge.openai();
-    ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` } });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    openai = stack.edge.openai();
+    ollama = new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${stack.edge.apiKey}` } });
   });
 
   describe('openai client', () => {
@@ -169,15 +155,15 @@ describe('API surface', () => {
       assert.equal(show.details.family, 'llama');
       const ps = await ollama.ps();
       assert.ok(ps.models.some((m) => m.name === `${CHAT_MODEL}:latest`));
-      const version = await fetch(new URL('/api/version', edge.url)).then(
+      const version = await fetch(new URL('/api/version', stack.edge.url)).then(
         (r) => r.json() as Promise<{ version: string }>,
       );
       assert.match(version.version, /^\d+\.\d+\.\d+$/);
       // Clients probe the root first, with GET or HEAD, and without a key.
-      const root = await fetch(edge.url);
+      const root = await fetch(stack.edge.url);
       assert.equal(root.status, 200);
       assert.equal(await root.text(), 'Ollama is running');
-      assert.equal((await fetch(edge.url, { method: 'HEAD' })).status, 200);
+      assert.equal((await fetch(stack.edge.url, { method: 'HEAD' })).status, 200);
     });
 
     test('chat streams NDJSON with a final message carrying counts and nanosecond durations; stream:false matches', async () => {
@@ -264,9 +250,9 @@ describe('API surface', () => {
         ollama.chat({ model: 'missing', messages: [{ role: 'user', content: 'x' }] }),
         (e: unknown) => (e as { status_code?: number }).status_code === 404 && /missing/.test((e as Error).message),
       );
-      const res = await fetch(new URL('/api/chat', edge.url), {
+      const res = await fetch(new URL('/api/chat', stack.edge.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${edge.apiKey}` },
+        headers: { authorization: `Bearer ${stack.edge.apiKey}` },
         body: '{"model":',
       });
       assert.equal(res.status, 400);
@@ -276,7 +262,7 @@ describe('API surface', () => {
   });
 
   test('an Ollama and an OpenAI request for the same thing share a cache entry, each replayed in its own format', async () => {
-    const runs = counted.runs.length;
+    const runs = stack.served.runs.length;
     const o = await openai.chat.completions.create({
       model: CHAT_MODEL,
       messages: [{ role: 'user', content: 'share me' }],
@@ -284,9 +270,9 @@ describe('API surface', () => {
       max_tokens: 5,
     });
     // The same task: greedy decoding of the same conversation; Ollama's sampling defaults do not matter when greedy.
-    const res = await fetch(new URL('/api/chat', edge.url), {
+    const res = await fetch(new URL('/api/chat', stack.edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}` },
+      headers: { authorization: `Bearer ${stack.edge.apiKey}` },
       body: JSON.stringify({
         model: CHAT_MODEL,
         messages: [{ role: 'user', content: 'share me' }],
@@ -297,17 +283,17 @@ describe('API surface', () => {
     const body = (await res.json()) as { message: { content: string } };
     assert.equal(res.headers.get('x-npu-relay-cache'), 'HIT');
     assert.equal(body.message.content, o.choices[0]!.message.content);
-    assert.equal(counted.runs.length - runs, 1, 'only the first request reached the agent');
+    assert.equal(stack.served.runs.length - runs, 1, 'only the first request reached the agent');
   });
 
   test('prompts longer than the model takes are refused: grossly long ones at the edge, the rest by the agent before running', async () => {
-    const runs = counted.runs.length;
+    const runs = stack.served.runs.length;
     const huge = 'word '.repeat(5000); // 25 kB: over 8 bytes per token for the 2048-token context
     await assert.rejects(
       openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: huge }], max_tokens: 2 }),
       (e: unknown) => e instanceof OpenAI.BadRequestError && /far longer than model/.test(e.message),
     );
-    assert.equal(counted.runs.length, runs, 'the edge refused it without involving the agent');
+    assert.equal(stack.served.runs.length, runs, 'the edge refused it without involving the agent');
     const long = 'a '.repeat(2500); // about 2500 tokens in 5 kB
     await assert.rejects(
       openai.chat.completions.create({ model: CHAT_MODEL, messages: [{ role: 'user', content: long }], max_tokens: 2 }),
@@ -317,13 +303,13 @@ describe('API surface', () => {
 
   test("Ollama's keep_alive reaches the agent: 0 unloads the model right after the request", async () => {
     // Unloading a model affects every key, so it takes a key allowed to manage models.
-    const operator = await edge.createKey({ name: 'operator', manageModels: true });
-    const ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${operator.key}` } });
+    const operator = await stack.edge.createKey({ name: 'operator', manageModels: true });
+    const ollama = new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${operator.key}` } });
     const events: Array<{ type: string; model: string }> = [];
     const own = await createOrtEngine({ pool: { onEvent: (e) => events.push(e) } });
-    const keeper = await startTestAgent(edge, own, { agentId: 'keep-alive' });
+    const keeper = await startTestAgent(stack.edge, own, { agentId: 'keep-alive' });
     // The model is served only by this agent for the request below: stop the suite's agent meanwhile.
-    await agent.stop();
+    await stack.agent.stop();
     try {
       await ollama.embed({ model: EMBED_MODEL, input: 'load me', keep_alive: 0 });
       const deadline = Date.now() + 5000;
@@ -336,15 +322,15 @@ describe('API surface', () => {
     } finally {
       await keeper.stop();
       await own.close();
-      agent = await startTestAgent(edge, counted);
+      stack.agent = await startTestAgent(stack.edge, stack.served);
     }
   });
 
   test('LangChain ChatOpenAI streams a reply', async () => {
     const model = new ChatOpenAI({
       model: CHAT_MODEL,
-      apiKey: edge.apiKey,
-      configuration: { baseURL: new URL('/v1', edge.url).toString() },
+      apiKey: stack.edge.apiKey,
+      configuration: { baseURL: new URL('/v1', stack.edge.url).toString() },
       temperature: 0,
       maxTokens: 6,
       maxRetries: 0,

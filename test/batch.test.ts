@@ -13,13 +13,12 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI, { toFile } from 'openai';
 import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
 import { OpenApiSpec } from './support/openapi-spec.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { connectPeer } from './support/scripted-peer.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { createOrtEngine, relayStack, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const SPEC_PATH = path.join(PROJECT_ROOT, '../shared/specs/openai-openapi.yaml');
@@ -497,24 +496,16 @@ describe('Batch API', () => {
 });
 
 describe('Batch API: the completion window', () => {
-  let edge: TestEdge;
-  let agent: Agent;
-  let engine: OrtEngine;
-  let openai: OpenAI;
-  before(async () => {
-    // A 4-second window (the test-only knob; the batch still says 24h) and a device at 40 ms a token, one request at
-    // a time: about two lines a second run, so most of a 16-line batch is left when the window closes.
-    edge = await startTestEdge({ NPU_RELAY_TEST_BATCH_WINDOW_S: '4' });
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, new PacedEngine(engine, 40), {
-      scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 },
-    });
-    openai = edge.openai();
+  // A 4-second window (the test-only knob; the batch still says 24h) and a device at 40 ms a token, one request at
+  // a time: about two lines a second run, so most of a 16-line batch is left when the window closes.
+  const stack = relayStack({
+    vars: { NPU_RELAY_TEST_BATCH_WINDOW_S: '4' },
+    serve: (engine) => new PacedEngine(engine, 40),
+    agent: { scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 } },
   });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+  let openai: OpenAI;
+  before(() => {
+    openai = stack.edge.openai();
   });
 
   test('a batch not finished within its window ends expired: finished lines in the output file, the rest batch_expired', async () => {
@@ -546,13 +537,13 @@ describe('Batch API: the completion window', () => {
     assert.deepEqual(done.request_counts, { total: 16, completed: out.length, failed: errors.length });
     // Only lines that ran have usage rows (an expired line is never charged), and none started after the window.
     const rows = await waitFor('rows of the lines that ran', async () => {
-      const r = await usageRows(edge, b.id);
+      const r = await usageRows(stack.edge, b.id);
       return r.length >= out.length ? r : undefined;
     });
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal((await usageRows(edge, b.id)).length, out.length);
+    assert.equal((await usageRows(stack.edge, b.id)).length, out.length);
     assert.equal(rows.length, out.length);
-    const db = createClient({ url: edge.sqld.url });
+    const db = createClient({ url: stack.edge.sqld.url });
     try {
       const late = await db.execute({
         sql: 'SELECT count(*) AS n FROM usage WHERE batch_id = ? AND at > ?',

@@ -7,11 +7,9 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack, startTestEdge, type TestEdge } from './support/stack.ts';
 
 // page.evaluate callbacks run in Chromium; this Node program has no DOM types.
 declare const document: any;
@@ -27,16 +25,11 @@ function preflight(url: URL, origin: string, method = 'POST') {
 }
 
 describe('CORS, allowing every origin (the default)', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack();
   let site: http.Server;
   let siteOrigin: string;
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
     // A page on another origin: same host, another port.
     site = http.createServer((_req, res) =>
       res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>a chat front end</title>'),
@@ -45,16 +38,13 @@ describe('CORS, allowing every origin (the default)', () => {
     await once(site, 'listening');
     siteOrigin = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
   });
-  after(async () => {
+  after(() => {
     site?.close();
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
   });
 
   test('preflights of the OpenAI and Ollama routes are allowed, naming back the headers asked for', async () => {
     for (const p of ['/v1/chat/completions', '/api/chat', '/v1/models']) {
-      const res = await preflight(new URL(p, edge.url), siteOrigin, p === '/v1/models' ? 'GET' : 'POST');
+      const res = await preflight(new URL(p, stack.edge.url), siteOrigin, p === '/v1/models' ? 'GET' : 'POST');
       assert.equal(res.status, 204, p);
       assert.equal(res.headers.get('access-control-allow-origin'), '*');
       assert.match(res.headers.get('access-control-allow-methods') ?? '', /POST/);
@@ -64,11 +54,11 @@ describe('CORS, allowing every origin (the default)', () => {
 
   test('the admin API and the dashboard answer no preflight and carry no CORS header', async () => {
     for (const p of ['/admin/keys', '/admin/stats/summary', '/dashboard/login']) {
-      const res = await preflight(new URL(p, edge.url), siteOrigin);
+      const res = await preflight(new URL(p, stack.edge.url), siteOrigin);
       assert.equal(res.headers.get('access-control-allow-origin'), null, p);
       await res.arrayBuffer();
     }
-    const keys = await edge.admin('/admin/keys', { headers: { origin: siteOrigin } });
+    const keys = await stack.edge.admin('/admin/keys', { headers: { origin: siteOrigin } });
     assert.equal(keys.status, 200);
     assert.equal(keys.headers.get('access-control-allow-origin'), null);
   });
@@ -76,7 +66,7 @@ describe('CORS, allowing every origin (the default)', () => {
   test('in Chromium, a page on another origin streams a chat completion and reads its headers; the admin API stays closed to it', {
     skip: chromiumMissing,
   }, async () => {
-    const expected = await edge.openai().chat.completions.create({
+    const expected = await stack.edge.openai().chat.completions.create({
       model: CHAT_MODEL,
       messages: [{ role: 'user', content: 'from a browser' }],
       max_tokens: 8,
@@ -133,7 +123,7 @@ describe('CORS, allowing every origin (the default)', () => {
             origin: document.location.origin,
           };
         },
-        [edge.url.toString(), edge.apiKey, CHAT_MODEL] as const,
+        [stack.edge.url.toString(), stack.edge.apiKey, CHAT_MODEL] as const,
       );
       assert.equal(result.origin, siteOrigin);
       assert.equal(result.status, 200);

@@ -5,13 +5,11 @@
  * headless Chromium: create a key with every option the CLI has, see its budget go down as it is used, revoke it.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
+import { before, describe, test } from 'node:test';
 import type { KeyStats } from '../worker/db/key-stats.ts';
 import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 // The page's globals, in functions that run in Chromium.
@@ -21,13 +19,12 @@ declare const document: any;
 type KeyRow = KeyStats;
 
 describe('dashboard key management', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  // One request at a time: requests sent together wait in the queue, so queue times are there to show.
+  const stack = relayStack({ agent: { scheduler: { defaultConcurrency: 1 } } });
   let light: { id: string; key: string };
   let heavy: { id: string; key: string };
 
-  const url = (p: string) => new URL(p, edge.url).toString();
+  const url = (p: string) => new URL(p, stack.edge.url).toString();
   const chat = async (key: string, content: string) => {
     const res = await fetch(url('/v1/chat/completions'), {
       method: 'POST',
@@ -44,24 +41,15 @@ describe('dashboard key management', () => {
   };
   const table = async (): Promise<KeyRow[]> => {
     const res = await fetch(url(`/dashboard/keys?from=${Date.now() - 3_600_000}&to=${Date.now() + 1}`), {
-      headers: { authorization: `Bearer ${edge.adminToken}` },
+      headers: { authorization: `Bearer ${stack.edge.adminToken}` },
     });
     assert.equal(res.status, 200);
     return ((await res.json()) as { data: KeyRow[] }).data;
   };
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    // One request at a time: requests sent together wait in the queue, so queue times are there to show.
-    agent = await startTestAgent(edge, engine, { scheduler: { defaultConcurrency: 1 } });
-    light = await edge.createKey({ name: 'light', weight: 1, budget: 100_000 });
-    heavy = await edge.createKey({ name: 'heavy', weight: 3, semanticCache: true, semanticThreshold: 0.9 });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    light = await stack.edge.createKey({ name: 'light', weight: 1, budget: 100_000 });
+    heavy = await stack.edge.createKey({ name: 'heavy', weight: 3, semanticCache: true, semanticThreshold: 0.9 });
   });
 
   test('the key table: weight, budget left, share of served tokens and queue wait, from the usage rows', async () => {
@@ -109,8 +97,8 @@ describe('dashboard key management', () => {
     const login = await fetch(url('/dashboard/login'), {
       method: 'POST',
       redirect: 'manual',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(edge.url).origin },
-      body: new URLSearchParams({ token: edge.adminToken }),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(stack.edge.url).origin },
+      body: new URLSearchParams({ token: stack.edge.adminToken }),
     });
     assert.equal(login.status, 303);
     const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
@@ -130,7 +118,7 @@ describe('dashboard key management', () => {
     assert.ok(!(await table()).some((r) => r.name === 'planted' || r.revokedAt !== null), 'nothing changed');
     const bad = await fetch(url('/dashboard/keys'), {
       method: 'POST',
-      headers: { cookie, origin: new URL(edge.url).origin },
+      headers: { cookie, origin: new URL(stack.edge.url).origin },
       body: JSON.stringify({ name: 'too heavy', weight: 5000 }),
     });
     assert.equal(bad.status, 400);
@@ -154,7 +142,7 @@ describe('dashboard key management', () => {
         if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.request().method()} ${res.url()}`);
       });
       await page.goto(url('/dashboard'));
-      await page.fill('#token', edge.adminToken);
+      await page.fill('#token', stack.edge.adminToken);
       await page.click('button[type=submit]');
       let loads = 0;
       const loaded = async () => {

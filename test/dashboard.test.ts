@@ -9,12 +9,10 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient, type Client } from '@libsql/client';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { CHROMIUM, CHROMIUM_ARGS, chromiumMissing } from './support/chromium.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts');
 const SESSION_COOKIE = '__Host-npu-relay-session';
@@ -82,16 +80,14 @@ async function seedUsage(db: Client, rows: UsageSeed[]): Promise<void> {
 }
 
 describe('usage dashboard', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack({ agent: { agentId: 'dash-agent' } });
   let db: Client;
   /** Ids of the harness key ('test') and a second key ('beta'). */
   let alpha: { id: string; key: string };
   let beta: { id: string; key: string };
   /** Requests made through the relay so far; each leaves one usage row. */
   let requests = 0;
-  const url = (p: string) => new URL(p, edge.url).toString();
+  const url = (p: string) => new URL(p, stack.edge.url).toString();
 
   async function chat(key: string, content: string, temperature: number) {
     requests++;
@@ -109,21 +105,15 @@ describe('usage dashboard', () => {
   }
 
   before(async () => {
-    edge = await startTestEdge();
-    db = createClient({ url: edge.sqld.url });
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine, { agentId: 'dash-agent' });
-    const keys = (await (await edge.admin('/admin/stats/keys')).json()) as {
+    db = createClient({ url: stack.edge.sqld.url });
+    const keys = (await (await stack.edge.admin('/admin/stats/keys')).json()) as {
       data: Array<{ id: string; name: string }>;
     };
-    alpha = { id: keys.data.find((k) => k.name === 'test')!.id, key: edge.apiKey };
-    beta = await edge.createKey({ name: 'beta' });
+    alpha = { id: keys.data.find((k) => k.name === 'test')!.id, key: stack.edge.apiKey };
+    beta = await stack.edge.createKey({ name: 'beta' });
   });
-  after(async () => {
+  after(() => {
     db?.close();
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
   });
 
   test('real requests through the relay each leave a usage row', async () => {
@@ -158,18 +148,21 @@ describe('usage dashboard', () => {
         'a session signed with another token',
         { cookie: `${SESSION_COOKIE}=${forgeSession('not-the-admin-token', now, now + 3600)}` },
       ],
-      ['an expired session', { cookie: `${SESSION_COOKIE}=${forgeSession(edge.adminToken, now - 7200, now - 60)}` }],
+      [
+        'an expired session',
+        { cookie: `${SESSION_COOKIE}=${forgeSession(stack.edge.adminToken, now - 7200, now - 60)}` },
+      ],
       [
         'a session longer than the edge grants',
-        { cookie: `${SESSION_COOKIE}=${forgeSession(edge.adminToken, now, now + 30 * 86400)}` },
+        { cookie: `${SESSION_COOKIE}=${forgeSession(stack.edge.adminToken, now, now + 30 * 86400)}` },
       ],
       [
         'a tampered session',
         {
-          cookie: `${SESSION_COOKIE}=${forgeSession(edge.adminToken, now, now + 3600).replace(/\.(\d+)\./, (_m, e) => `.${Number(e) + 1}.`)}`,
+          cookie: `${SESSION_COOKIE}=${forgeSession(stack.edge.adminToken, now, now + 3600).replace(/\.(\d+)\./, (_m, e) => `.${Number(e) + 1}.`)}`,
         },
       ],
-      ['the admin token as a cookie', { cookie: `${SESSION_COOKIE}=${edge.adminToken}` }],
+      ['the admin token as a cookie', { cookie: `${SESSION_COOKIE}=${stack.edge.adminToken}` }],
     ];
     for (const [what, headers] of refused) {
       for (const endpoint of endpoints) {
@@ -202,18 +195,18 @@ describe('usage dashboard', () => {
     assert.equal(withClientKey.status, 401);
     assert.equal(withClientKey.headers.get('set-cookie'), null);
     assert.match(await withClientKey.text(), /That is not the admin token/);
-    const crossSite = await login(edge.adminToken, { origin: 'https://evil.example' });
+    const crossSite = await login(stack.edge.adminToken, { origin: 'https://evil.example' });
     assert.equal(crossSite.status, 403);
     assert.equal(crossSite.headers.get('set-cookie'), null);
 
     // The admin token logs in; the session opens the dashboard endpoints, and nothing else under /admin/.
-    const ok = await login(edge.adminToken, { origin: new URL(edge.url).origin });
+    const ok = await login(stack.edge.adminToken, { origin: new URL(stack.edge.url).origin });
     assert.equal(ok.status, 303);
     assert.equal(ok.headers.get('location'), '/dashboard');
     const setCookie = ok.headers.get('set-cookie')!;
     for (const attribute of ['HttpOnly', 'Secure', 'SameSite=Strict', 'Path=/', 'Max-Age=28800'])
       assert.ok(setCookie.includes(attribute), `the cookie has ${attribute}: ${setCookie}`);
-    assert.ok(!setCookie.includes(edge.adminToken), 'the cookie does not hold the admin token');
+    assert.ok(!setCookie.includes(stack.edge.adminToken), 'the cookie does not hold the admin token');
     const cookie = setCookie.split(';')[0]!;
     for (const endpoint of endpoints)
       assert.equal((await fetch(url(endpoint), { headers: { cookie } })).status, 200, `${endpoint} with the session`);
@@ -224,7 +217,7 @@ describe('usage dashboard', () => {
     );
     assert.equal((await fetch(url('/admin/usage'), { headers: { cookie } })).status, 401);
     for (const endpoint of endpoints)
-      assert.equal((await edge.admin(endpoint)).status, 200, `${endpoint} with the admin bearer token`);
+      assert.equal((await stack.edge.admin(endpoint)).status, 200, `${endpoint} with the admin bearer token`);
 
     const logout = await fetch(url('/dashboard/logout'), { method: 'POST', redirect: 'manual', headers: { cookie } });
     assert.equal(logout.status, 303);
@@ -274,7 +267,7 @@ describe('usage dashboard', () => {
     await seedUsage(db, rows);
     const q = `from=${SEED_AT - DAY}&to=${SEED_AT + DAY}&key=key_seed_pct`;
 
-    const latency = (await (await edge.admin(`/admin/stats/latency?${q}&bucket=day`)).json()) as {
+    const latency = (await (await stack.edge.admin(`/admin/stats/latency?${q}&bucket=day`)).json()) as {
       byModel: Array<{
         model: string;
         requests: number;
@@ -302,7 +295,7 @@ describe('usage dashboard', () => {
       [[Date.UTC(2025, 5, 1), 20, 100]],
     );
 
-    const summary = (await (await edge.admin(`/admin/stats/summary?${q}`)).json()) as Record<string, number>;
+    const summary = (await (await stack.edge.admin(`/admin/stats/summary?${q}`)).json()) as Record<string, number>;
     assert.equal(summary.requests, 23);
     assert.equal(summary.cacheHits, 1);
     assert.equal(summary.cacheMisses, 21);
@@ -311,7 +304,7 @@ describe('usage dashboard', () => {
     assert.equal(summary.errors, 1);
     assert.equal(summary.cancelled, 1);
 
-    const errors = (await (await edge.admin(`/admin/stats/errors?${q}`)).json()) as {
+    const errors = (await (await stack.edge.admin(`/admin/stats/errors?${q}`)).json()) as {
       data: Array<{ code: string; requests: number }>;
     };
     assert.deepEqual(errors.data.map((e) => [e.code, e.requests]).sort(), [
@@ -319,7 +312,7 @@ describe('usage dashboard', () => {
       ['engine_error', 1],
     ]);
 
-    const bad = await edge.admin(`/admin/stats/timeseries?from=${SEED_AT}&to=${SEED_AT + 200 * DAY}&bucket=hour`);
+    const bad = await stack.edge.admin(`/admin/stats/timeseries?from=${SEED_AT}&to=${SEED_AT + 200 * DAY}&bucket=hour`);
     assert.equal(bad.status, 400);
     assert.match(
       ((await bad.json()) as { error: { message: string } }).error.message,
@@ -341,7 +334,7 @@ describe('usage dashboard', () => {
       .map((r) => [r.at, r.id])
       .sort((a, b) => (a[0] as number) - (b[0] as number) || String(a[1]).localeCompare(String(b[1])));
 
-    const csvRes = await edge.admin(`/admin/usage/export?format=csv&${range}`);
+    const csvRes = await stack.edge.admin(`/admin/usage/export?format=csv&${range}`);
     assert.equal(csvRes.status, 200);
     assert.match(csvRes.headers.get('content-type')!, /^text\/csv/);
     assert.match(
@@ -369,7 +362,7 @@ describe('usage dashboard', () => {
       'commas and quotes are quoted',
     );
 
-    const json = (await (await edge.admin(`/admin/usage/export?format=json&${range}`)).json()) as Array<{
+    const json = (await (await stack.edge.admin(`/admin/usage/export?format=json&${range}`)).json()) as Array<{
       id: string;
       at: number;
       model: string;
@@ -381,7 +374,7 @@ describe('usage dashboard', () => {
     );
     assert.equal(json[0]!.time, new Date(json[0]!.at).toISOString());
 
-    const empty = await (await edge.admin(`/admin/usage/export?format=json&from=0&to=1000`)).json();
+    const empty = await (await stack.edge.admin(`/admin/usage/export?format=json&from=0&to=1000`)).json();
     assert.deepEqual(empty, []);
   });
 
@@ -400,7 +393,7 @@ describe('usage dashboard', () => {
         if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console ${msg.type()}: ${msg.text()}`);
       });
       // Nothing may leave for another origin: no CDN, no fonts, no beacons.
-      const origin = new URL(edge.url).origin;
+      const origin = new URL(stack.edge.url).origin;
       const elsewhere: string[] = [];
       await context.route('**/*', (route) => {
         if (new URL(route.request().url()).origin === origin) return route.continue();
@@ -409,7 +402,7 @@ describe('usage dashboard', () => {
       });
 
       await page.goto(url('/dashboard'));
-      await page.fill('#token', edge.adminToken);
+      await page.fill('#token', stack.edge.adminToken);
       await page.click('button[type=submit]');
       await page.waitForSelector('#chart-requests-by-key');
       const cookies = await context.cookies();

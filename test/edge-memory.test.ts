@@ -3,31 +3,26 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import OpenAI from 'openai';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { PROJECT_ROOT } from '../node/local/edge.ts';
 import { startSqld } from '../node/local/sqld.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 const run = promisify(execFile);
 
 describe('edge memory', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let counted: PacedEngine;
-  let agent: Agent;
+  const stack = relayStack({ vars: { NPU_RELAY_KEY_GRACE_S: '300' }, serve: (engine) => new PacedEngine(engine, 0) });
   let requests = 0;
 
   /** A chat request through fetch, counted, returning status, cache header and body. */
   async function chat(key: string, body: Record<string, unknown>, headers: Record<string, string> = {}) {
     requests++;
-    const res = await fetch(new URL('/v1/chat/completions', edge.url), {
+    const res = await fetch(new URL('/v1/chat/completions', stack.edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
       body: JSON.stringify({ model: CHAT_MODEL, max_tokens: 6, ...body }),
@@ -39,7 +34,7 @@ describe('edge memory', () => {
       text: await res.text(),
     };
   }
-  const db = () => createClient({ url: edge.sqld.url });
+  const db = () => createClient({ url: stack.edge.sqld.url });
   async function usageRows(expected: number) {
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -49,35 +44,26 @@ describe('edge memory', () => {
     }
   }
 
-  before(async () => {
-    edge = await startTestEdge({ NPU_RELAY_KEY_GRACE_S: '300' });
-    engine = await createOrtEngine();
-    counted = new PacedEngine(engine, 0);
-    agent = await startTestAgent(edge, counted);
+  before(() => {
     requests = 0; // the key created by the harness made no chat request
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
   });
 
   test('unknown, missing and revoked keys get 401; a new key works at once; revocation holds on the next request', async () => {
     assert.equal((await chat('sk-relay-nope', { messages: ask('x') })).status, 401);
     assert.equal((await chat('', { messages: ask('x') })).status, 401);
-    const { id, key } = await edge.createKey({ name: 'short-lived' });
+    const { id, key } = await stack.edge.createKey({ name: 'short-lived' });
     assert.equal((await chat(key, { messages: ask('hello'), temperature: 0.7 })).status, 200);
-    const revoke = await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' });
+    const revoke = await stack.edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' });
     assert.equal(revoke.status, 200);
     const after = await chat(key, { messages: ask('hello'), temperature: 0.7 });
     assert.equal(after.status, 401);
     assert.match(after.text, /revoked/);
     // Admin endpoints refuse client keys.
-    const asClient = await fetch(new URL('/admin/keys', edge.url), {
-      headers: { authorization: `Bearer ${edge.apiKey}` },
+    const asClient = await fetch(new URL('/admin/keys', stack.edge.url), {
+      headers: { authorization: `Bearer ${stack.edge.apiKey}` },
     });
     assert.equal(asClient.status, 401);
-    const list = (await (await edge.admin('/admin/keys')).json()) as { data: Array<Record<string, unknown>> };
+    const list = (await (await stack.edge.admin('/admin/keys')).json()) as { data: Array<Record<string, unknown>> };
     assert.ok(
       list.data.every((k) => !('hash' in k) && !('key' in k)),
       'listing never shows secrets or hashes',
@@ -85,13 +71,17 @@ describe('edge memory', () => {
   });
 
   test('npm run keys -- revoke, told the edge, refuses the key on the very next request', async () => {
-    const { id, key } = await edge.createKey({ name: 'cli-revoked' });
+    const { id, key } = await stack.edge.createKey({ name: 'cli-revoked' });
     assert.equal((await chat(key, { messages: ask('before'), temperature: 0.7 })).status, 200);
     const { stdout } = await run(
       process.execPath,
-      [path.join(PROJECT_ROOT, 'node/cli/keys.ts'), 'revoke', id, '--url', edge.sqld.url],
+      [path.join(PROJECT_ROOT, 'node/cli/keys.ts'), 'revoke', id, '--url', stack.edge.sqld.url],
       {
-        env: { ...process.env, NPU_RELAY_EDGE_URL: edge.url.toString(), NPU_RELAY_ADMIN_TOKEN: edge.adminToken },
+        env: {
+          ...process.env,
+          NPU_RELAY_EDGE_URL: stack.edge.url.toString(),
+          NPU_RELAY_ADMIN_TOKEN: stack.edge.adminToken,
+        },
       },
     );
     assert.match(stdout, /refuses it from the next request on/);
@@ -99,7 +89,7 @@ describe('edge memory', () => {
   });
 
   test('32 parallel requests against rpm 10 let exactly 10 through; 429s carry Retry-After', async () => {
-    const { key } = await edge.createKey({ name: 'rpm', rpm: 10 });
+    const { key } = await stack.edge.createKey({ name: 'rpm', rpm: 10 });
     const results = await Promise.all(
       Array.from({ length: 32 }, (_, i) => chat(key, { messages: ask(`rpm ${i}`), temperature: 0.7, max_tokens: 2 })),
     );
@@ -114,7 +104,7 @@ describe('edge memory', () => {
   });
 
   test('a monthly budget stops a key at its limit with an error naming the budget', async () => {
-    const { key } = await edge.createKey({ name: 'budget', budget: 40 });
+    const { key } = await stack.edge.createKey({ name: 'budget', budget: 40 });
     const statuses: number[] = [];
     let last = '';
     for (let i = 0; i < 6; i++) {
@@ -129,7 +119,7 @@ describe('edge memory', () => {
   });
 
   test("a model outside the key's scope looks like a model that does not exist", async () => {
-    const { key } = await edge.createKey({ name: 'scoped', models: ['some-other-model'] });
+    const { key } = await stack.edge.createKey({ name: 'scoped', models: ['some-other-model'] });
     const r = await chat(key, { messages: ask('x'), temperature: 0 });
     assert.equal(r.status, 404);
     assert.doesNotMatch(r.text, /some-other-model/);
@@ -137,42 +127,43 @@ describe('edge memory', () => {
 
   test('exact cache: MISS then HIT without reaching the agent; per tenant; sampled and no-cache bypass', async () => {
     const body = { messages: ask('cache me'), temperature: 0 };
-    const runs = counted.runs.length;
-    const first = await chat(edge.apiKey, body);
-    const second = await chat(edge.apiKey, body);
+    const runs = stack.served.runs.length;
+    const first = await chat(stack.edge.apiKey, body);
+    const second = await chat(stack.edge.apiKey, body);
     assert.equal(first.cache, 'MISS');
     assert.equal(second.cache, 'HIT');
     assert.equal(JSON.parse(second.text).choices[0].message.content, JSON.parse(first.text).choices[0].message.content);
     assert.deepEqual(JSON.parse(second.text).usage, JSON.parse(first.text).usage);
-    assert.equal(counted.runs.length - runs, 1, 'the hit did not reach the agent');
+    assert.equal(stack.served.runs.length - runs, 1, 'the hit did not reach the agent');
 
-    const other = await edge.createKey({ name: 'other tenant' });
+    const other = await stack.edge.createKey({ name: 'other tenant' });
     assert.equal((await chat(other.key, body)).cache, 'MISS', 'another tenant does not share the entry');
     assert.equal(
-      (await chat(edge.apiKey, { messages: ask('cache me'), temperature: 0.9 })).cache,
+      (await chat(stack.edge.apiKey, { messages: ask('cache me'), temperature: 0.9 })).cache,
       'BYPASS',
       'sampled requests are not cached',
     );
-    assert.equal((await chat(edge.apiKey, body, { 'cache-control': 'no-cache' })).cache, 'BYPASS');
-    assert.equal((await chat(edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache, 'MISS');
+    assert.equal((await chat(stack.edge.apiKey, body, { 'cache-control': 'no-cache' })).cache, 'BYPASS');
+    assert.equal((await chat(stack.edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache, 'MISS');
     assert.equal(
-      (await chat(edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache,
+      (await chat(stack.edge.apiKey, { messages: ask('seeded'), temperature: 0.9, seed: 5 })).cache,
       'HIT',
       'a fixed seed is cacheable',
     );
     assert.equal(
-      (await chat(edge.apiKey, { messages: ask('not stored'), temperature: 0 }, { 'cache-control': 'no-store' })).cache,
+      (await chat(stack.edge.apiKey, { messages: ask('not stored'), temperature: 0 }, { 'cache-control': 'no-store' }))
+        .cache,
       'MISS',
     );
     assert.equal(
-      (await chat(edge.apiKey, { messages: ask('not stored'), temperature: 0 })).cache,
+      (await chat(stack.edge.apiKey, { messages: ask('not stored'), temperature: 0 })).cache,
       'MISS',
       'no-store kept it out of the cache',
     );
   });
 
   test('a streamed HIT is a well-formed stream for the openai client', async () => {
-    const client = edge.openai();
+    const client = stack.edge.openai();
     const read = async () => {
       const { data: stream, response } = await client.chat.completions
         .create({
@@ -205,10 +196,10 @@ describe('edge memory', () => {
   });
 
   test('a cancelled stream leaves no cache entry', async () => {
-    counted.delayMs = 100;
+    stack.served.delayMs = 100;
     try {
       const controller = new AbortController();
-      const stream = await edge
+      const stream = await stack.edge
         .openai()
         .chat.completions.create(
           { model: CHAT_MODEL, messages: ask('cancel and do not cache'), stream: true, temperature: 0, max_tokens: 40 },
@@ -223,31 +214,35 @@ describe('edge memory', () => {
       }
       await new Promise((r) => setTimeout(r, 1500));
     } finally {
-      counted.delayMs = 0;
+      stack.served.delayMs = 0;
     }
-    const again = await chat(edge.apiKey, { messages: ask('cancel and do not cache'), temperature: 0, max_tokens: 40 });
+    const again = await chat(stack.edge.apiKey, {
+      messages: ask('cancel and do not cache'),
+      temperature: 0,
+      max_tokens: 40,
+    });
     assert.equal(again.cache, 'MISS');
   });
 
   test('two identical concurrent requests reach the agent once', async () => {
-    counted.delayMs = 50;
+    stack.served.delayMs = 50;
     try {
-      const runs = counted.runs.length;
+      const runs = stack.served.runs.length;
       const body = { messages: ask('coalesce us'), temperature: 0, max_tokens: 6 };
-      const [a, b] = await Promise.all([chat(edge.apiKey, body), chat(edge.apiKey, body)]);
+      const [a, b] = await Promise.all([chat(stack.edge.apiKey, body), chat(stack.edge.apiKey, body)]);
       assert.equal(a.status, 200);
       assert.equal(b.status, 200);
       assert.equal(JSON.parse(a.text).choices[0].message.content, JSON.parse(b.text).choices[0].message.content);
-      assert.equal(counted.runs.length - runs, 1);
+      assert.equal(stack.served.runs.length - runs, 1);
     } finally {
-      counted.delayMs = 0;
+      stack.served.delayMs = 0;
     }
   });
 
   test('a streaming twin streams along with its leader: its first tokens come long before the leader ends, the whole answer matches, the agent runs once', async () => {
-    counted.delayMs = 60;
+    stack.served.delayMs = 60;
     try {
-      const runs = counted.runs.length;
+      const runs = stack.served.runs.length;
       const body = JSON.stringify({
         model: CHAT_MODEL,
         messages: ask('stream us together'),
@@ -257,9 +252,9 @@ describe('edge memory', () => {
       });
       const open = () => {
         requests++;
-        return fetch(new URL('/v1/chat/completions', edge.url), {
+        return fetch(new URL('/v1/chat/completions', stack.edge.url), {
           method: 'POST',
-          headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
+          headers: { authorization: `Bearer ${stack.edge.apiKey}`, 'content-type': 'application/json' },
           body,
         });
       };
@@ -296,7 +291,7 @@ describe('edge memory', () => {
       console.log(
         `leader: first ${leader.firstMs.toFixed(0)} ms, end ${leader.endMs.toFixed(0)} ms; twin (sent at 400 ms): first ${twin.firstMs.toFixed(0)} ms, end ${twin.endMs.toFixed(0)} ms`,
       );
-      assert.equal(counted.runs.length - runs, 1, 'one generation for both');
+      assert.equal(stack.served.runs.length - runs, 1, 'one generation for both');
       assert.equal(twin.text, leader.text, 'the twin got the whole answer');
       assert.ok(leader.text.length > 0);
       // Before the fix the twin's first bytes came with the leader's end; now with the leader's next tokens.
@@ -305,14 +300,14 @@ describe('edge memory', () => {
         `the twin streamed along (its first content at ${twin.firstMs.toFixed(0)} ms, the leader ended at ${leader.endMs.toFixed(0)} ms)`,
       );
     } finally {
-      counted.delayMs = 0;
+      stack.served.delayMs = 0;
     }
   });
 
   test("a twin keeps streaming to its end when the leader's own client leaves", async () => {
-    counted.delayMs = 40;
+    stack.served.delayMs = 40;
     try {
-      const client = edge.openai();
+      const client = stack.edge.openai();
       const body = {
         model: CHAT_MODEL,
         messages: ask('leader leaves'),
@@ -345,10 +340,10 @@ describe('edge memory', () => {
         finish === 'stop' || finish === 'length',
         `the twin's answer came to its end (finish_reason ${finish})`,
       );
-      const alone = await chat(edge.apiKey, { ...body, stream: false });
+      const alone = await chat(stack.edge.apiKey, { ...body, stream: false });
       assert.equal(text, JSON.parse(alone.text).choices[0].message.content, 'the same answer as the request alone');
     } finally {
-      counted.delayMs = 0;
+      stack.served.delayMs = 0;
     }
   });
 
@@ -368,19 +363,20 @@ describe('edge memory', () => {
   });
 
   test('with sqld down, verified keys keep working and admin revocation still holds; rows arrive when it is back', async () => {
-    const { id, key } = await edge.createKey({ name: 'to revoke while down' });
+    const { id, key } = await stack.edge.createKey({ name: 'to revoke while down' });
     assert.equal((await chat(key, { messages: ask('verify me'), temperature: 0.7 })).status, 200);
     const before = await usageRows(requests);
-    await edge.sqld.stop();
+    await stack.edge.sqld.stop();
     let served = 0;
     for (let i = 0; i < 5; i++)
-      if ((await chat(edge.apiKey, { messages: ask(`while down ${i}`), temperature: 0.7 })).status === 200) served++;
+      if ((await chat(stack.edge.apiKey, { messages: ask(`while down ${i}`), temperature: 0.7 })).status === 200)
+        served++;
     assert.equal(served, 5, 'requests from a verified key are served while sqld is down');
-    const revoke = await edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' });
+    const revoke = await stack.edge.admin(`/admin/keys/${id}/revoke`, { method: 'POST' });
     assert.equal(revoke.status, 200);
     assert.equal((await chat(key, { messages: ask('revoked while down'), temperature: 0.7 })).status, 401);
-    const restarted = await startSqld({ dbPath: edge.sqld.dbPath, port: edge.sqld.port });
-    edge.sqld = restarted;
+    const restarted = await startSqld({ dbPath: stack.edge.sqld.dbPath, port: stack.edge.sqld.port });
+    stack.edge.sqld = restarted;
     const n = await usageRows(requests);
     assert.equal(
       n,

@@ -3,12 +3,10 @@
  * and every error must come in the caller's API shape. Property-based cases (fast-check) run on top.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 interface Case {
   path: string;
@@ -822,25 +820,12 @@ function corpus(): Case[] {
 }
 
 describe('hostile requests', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
-
-  before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
-  });
+  const stack = relayStack();
 
   async function send(c: Case): Promise<void> {
-    const res = await fetch(new URL(c.path, edge.url), {
+    const res = await fetch(new URL(c.path, stack.edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': c.contentType ?? 'application/json' },
+      headers: { authorization: `Bearer ${stack.edge.apiKey}`, 'content-type': c.contentType ?? 'application/json' },
       body: c.body,
       signal: AbortSignal.timeout(15_000),
     });
@@ -879,9 +864,9 @@ describe('hostile requests', () => {
   test('specific statuses: 400 for bad JSON and parameters, 404 unknown model, 413 oversized body', async () => {
     const status = async (path: string, body: string) =>
       (
-        await fetch(new URL(path, edge.url), {
+        await fetch(new URL(path, stack.edge.url), {
           method: 'POST',
-          headers: { authorization: `Bearer ${edge.apiKey}` },
+          headers: { authorization: `Bearer ${stack.edge.apiKey}` },
           body,
         })
       ).status;
@@ -896,8 +881,8 @@ describe('hostile requests', () => {
       404,
     );
     assert.equal(await status('/v1/responses', JSON.stringify({ ...responses, model: 'nope' })), 404);
-    const anthropic = async (body: string, headers: Record<string, string> = { 'x-api-key': edge.apiKey }) => {
-      const res = await fetch(new URL('/v1/messages', edge.url), { method: 'POST', headers, body });
+    const anthropic = async (body: string, headers: Record<string, string> = { 'x-api-key': stack.edge.apiKey }) => {
+      const res = await fetch(new URL('/v1/messages', stack.edge.url), { method: 'POST', headers, body });
       return [res.status, ((await res.json()) as { error: { type: string } }).error.type];
     };
     assert.deepEqual(await anthropic('{'), [400, 'invalid_request_error']);
@@ -918,21 +903,21 @@ describe('hostile requests', () => {
 
   test("stored responses: unknown ids are 404, malformed ids and bad list parameters 400, no key 401, always in OpenAI's shape", async () => {
     const cases: Array<[string, string, number, string | undefined]> = [
-      ['GET', '/v1/responses/resp_nope', 404, edge.apiKey],
-      ['GET', `/v1/responses/${encodeURIComponent('\u0000../é')}`, 404, edge.apiKey],
-      ['GET', '/v1/responses/%E0%A4%A', 400, edge.apiKey],
-      ['DELETE', '/v1/responses/%ff', 400, edge.apiKey],
-      ['DELETE', '/v1/responses/resp_nope', 404, edge.apiKey],
-      ['GET', '/v1/responses/resp_nope/input_items', 404, edge.apiKey],
-      ['GET', '/v1/responses/resp_nope/input_items?limit=0', 400, edge.apiKey],
-      ['GET', '/v1/responses/resp_nope/input_items?limit=abc', 400, edge.apiKey],
-      ['GET', '/v1/responses/resp_nope/input_items?order=sideways', 400, edge.apiKey],
+      ['GET', '/v1/responses/resp_nope', 404, stack.edge.apiKey],
+      ['GET', `/v1/responses/${encodeURIComponent('\u0000../é')}`, 404, stack.edge.apiKey],
+      ['GET', '/v1/responses/%E0%A4%A', 400, stack.edge.apiKey],
+      ['DELETE', '/v1/responses/%ff', 400, stack.edge.apiKey],
+      ['DELETE', '/v1/responses/resp_nope', 404, stack.edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items', 404, stack.edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?limit=0', 400, stack.edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?limit=abc', 400, stack.edge.apiKey],
+      ['GET', '/v1/responses/resp_nope/input_items?order=sideways', 400, stack.edge.apiKey],
       ['GET', '/v1/responses/resp_nope', 401, undefined],
       ['DELETE', '/v1/responses/resp_nope', 401, 'sk-relay-wrong'],
-      ['PUT', '/v1/responses', 405, edge.apiKey],
+      ['PUT', '/v1/responses', 405, stack.edge.apiKey],
     ];
     for (const [method, path, expected, key] of cases) {
-      const res = await fetch(new URL(path, edge.url), {
+      const res = await fetch(new URL(path, stack.edge.url), {
         method,
         headers: key ? { authorization: `Bearer ${key}` } : {},
         signal: AbortSignal.timeout(15_000),
@@ -946,9 +931,9 @@ describe('hostile requests', () => {
 
   test('malformed tools, tool choices, formats, think and tool history: 400, naming the field', async () => {
     for (const [path, body, what] of TOOL_CASES) {
-      const res = await fetch(new URL(path, edge.url), {
+      const res = await fetch(new URL(path, stack.edge.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${edge.apiKey}` },
+        headers: { authorization: `Bearer ${stack.edge.apiKey}` },
         body: JSON.stringify(body),
       });
       const text = await res.text();
@@ -960,9 +945,9 @@ describe('hostile requests', () => {
         );
     }
     for (const [path, body, what] of ANTHROPIC_CASES) {
-      const res = await fetch(new URL(path, edge.url), {
+      const res = await fetch(new URL(path, stack.edge.url), {
         method: 'POST',
-        headers: { 'x-api-key': edge.apiKey },
+        headers: { 'x-api-key': stack.edge.apiKey },
         body: JSON.stringify(body),
       });
       const text = await res.text();
@@ -973,9 +958,9 @@ describe('hostile requests', () => {
         `${path} with ${what}`,
       );
     }
-    const image = await fetch(new URL('/v1/chat/completions', edge.url), {
+    const image = await fetch(new URL('/v1/chat/completions', stack.edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}` },
+      headers: { authorization: `Bearer ${stack.edge.apiKey}` },
       body: JSON.stringify(TOOL_CASES[10]![1]),
     });
     assert.match(((await image.json()) as { error: { message: string } }).error.message, /images are not supported/);
@@ -983,8 +968,10 @@ describe('hostile requests', () => {
 
   test("client mistakes are 400s in the caller's shape, saying what is wrong (and naming the OpenAI param)", async () => {
     for (const [path, body, message, param, what] of CLIENT_MISTAKES) {
-      const headers = isAnthropic(path) ? { 'x-api-key': edge.apiKey } : { authorization: `Bearer ${edge.apiKey}` };
-      const res = await fetch(new URL(path, edge.url), {
+      const headers = isAnthropic(path)
+        ? { 'x-api-key': stack.edge.apiKey }
+        : { authorization: `Bearer ${stack.edge.apiKey}` };
+      const res = await fetch(new URL(path, stack.edge.url), {
         method: 'POST',
         headers,
         body: JSON.stringify(body),
@@ -1015,7 +1002,7 @@ describe('hostile requests', () => {
   test('a template refusal in a stream ends it with an error the client raises, naming the refusal', async () => {
     // The stream's headers are sent when the request is dispatched, before the agent renders the template, so the
     // refusal arrives as the dialect's error event (OpenAI `error` data, Ollama `{"error"}` line) rather than a status.
-    const openai = edge.openai();
+    const openai = stack.edge.openai();
     await assert.rejects(
       (async () => {
         for await (const _ of await openai.chat.completions.create({
@@ -1029,9 +1016,9 @@ describe('hostile requests', () => {
       })(),
       (e: unknown) => e instanceof Error && TEMPLATE_REFUSAL.test(e.message),
     );
-    const res = await fetch(new URL('/api/chat', edge.url), {
+    const res = await fetch(new URL('/api/chat', stack.edge.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${edge.apiKey}` },
+      headers: { authorization: `Bearer ${stack.edge.apiKey}` },
       body: JSON.stringify({ ...ollamaChat, messages: twoUserTurns, stream: true }),
     });
     const lines = (await res.text())
@@ -1044,9 +1031,9 @@ describe('hostile requests', () => {
 
   test('thinking off, or left out, on a model that does not think is served', async () => {
     const ok = async (path: string, body: unknown) => {
-      const res = await fetch(new URL(path, edge.url), {
+      const res = await fetch(new URL(path, stack.edge.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${edge.apiKey}` },
+        headers: { authorization: `Bearer ${stack.edge.apiKey}` },
         body: JSON.stringify(body),
       });
       assert.equal(
@@ -1069,7 +1056,7 @@ describe('hostile requests', () => {
         {},
       ] as Array<Record<string, string>>) {
         const get = path === '/api/tags' || path === '/api/ps' || path === '/v1/models';
-        const res = await fetch(new URL(path, edge.url), {
+        const res = await fetch(new URL(path, stack.edge.url), {
           method: get ? 'GET' : 'POST',
           headers,
           ...(get ? {} : { body: '{"model": [' }),

@@ -4,35 +4,23 @@
  * it; its chat model streams `/api/chat`) and LangChain's `ChatOllama`.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { HumanMessage } from '@langchain/core/messages';
 import { ChatOllama } from '@langchain/ollama';
 import { generateText, streamText } from 'ai';
 import { createOllama } from 'ollama-ai-provider-v2';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 describe('Ollama client libraries against the edge', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack();
   let provider: ReturnType<typeof createOllama>;
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
     provider = createOllama({
-      baseURL: new URL('/api', edge.url).toString(),
-      headers: { Authorization: `Bearer ${edge.apiKey}` },
+      baseURL: new URL('/api', stack.edge.url).toString(),
+      headers: { Authorization: `Bearer ${stack.edge.apiKey}` },
     });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
   });
 
   test('AI SDK (ollama-ai-provider-v2): completion model', async () => {
@@ -68,8 +56,8 @@ describe('Ollama client libraries against the edge', () => {
   test('LangChain ChatOllama: invoke and stream', async () => {
     const chat = new ChatOllama({
       model: CHAT_MODEL,
-      baseUrl: edge.url.origin,
-      headers: { Authorization: `Bearer ${edge.apiKey}` },
+      baseUrl: stack.edge.url.origin,
+      headers: { Authorization: `Bearer ${stack.edge.apiKey}` },
       temperature: 0,
       numPredict: 6,
     });

@@ -14,14 +14,13 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
 import { OpenVinoEngine } from '../node/engines/openvino.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { Scheduler } from '../node/scheduler.ts';
 import { FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const never = new AbortController().signal;
@@ -141,36 +140,25 @@ async function usageRows(edge: TestEdge, keyId: string, count: number) {
 }
 
 describe('preemption on ONNX Runtime: the batch request pauses between tokens', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let paced: PacedEngine;
-  let agent: Agent;
-  before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
+  const stack = relayStack({
     // 25 ms a token: the device, not the machine, is what the two requests share.
-    paced = new PacedEngine(engine, 25);
-    agent = await startTestAgent(edge, paced, { scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 } });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    serve: (engine) => new PacedEngine(engine, 25),
+    agent: { scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 } },
   });
 
   test('the interactive request is answered while the flex one waits, which then finishes whole, run once', async () => {
-    const flexRun = () => paced.runs.find((r) => r.firstMessage === 'a long batch answer');
+    const flexRun = () => stack.served.runs.find((r) => r.firstMessage === 'a long batch answer');
     const { flex, interactive, ended, flexKeyId } = await preemptedRun(
-      edge,
+      stack.edge,
       CHAT_MODEL,
       () => (flexRun()?.produced.length ?? 0) >= 5,
       100,
     );
     assert.deepEqual(ended, ['interactive', 'flex'], 'the interactive answer came first');
     assert.equal(interactive.usage?.completion_tokens, 3);
-    const runs = paced.runs.filter((r) => r.firstMessage === 'a long batch answer');
+    const runs = stack.served.runs.filter((r) => r.firstMessage === 'a long batch answer');
     assert.equal(runs.length, 1, 'paused, not run again');
-    const interactiveRun = paced.runs.find((r) => r.firstMessage === 'a quick question')!;
+    const interactiveRun = stack.served.runs.find((r) => r.firstMessage === 'a quick question')!;
     const produced = runs[0]!.produced;
     // The flex request made no token while the interactive one ran.
     assert.ok(
@@ -187,7 +175,7 @@ describe('preemption on ONNX Runtime: the batch request pauses between tokens', 
       "the answer's usage is the one run's",
     );
     assert.equal(runs[0]!.done?.finishReason === 'cancelled', false);
-    const rows = await usageRows(edge, flexKeyId, 1);
+    const rows = await usageRows(stack.edge, flexKeyId, 1);
     assert.equal(rows.length, 1, 'one usage row');
     assert.equal(Number(rows[0]!.completion_tokens), flex.usage?.completion_tokens);
   });

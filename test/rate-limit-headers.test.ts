@@ -4,14 +4,12 @@
  * through the official clients' raw-response access, on the real stack (workerd, sqld, ONNX Runtime agent).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { APIError } from 'openai';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { WINDOW_MS } from '../worker/tunnel/rate-window.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 /** OpenAI's duration format ("17ms", "1s", "6m0s", "1h2m3s") in milliseconds. */
 function durationMs(text: string): number {
@@ -21,26 +19,13 @@ function durationMs(text: string): number {
 }
 
 describe('rate-limit headers', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
-
-  before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
-  });
+  const stack = relayStack();
 
   const chat = { model: CHAT_MODEL, messages: [{ role: 'user' as const, content: 'count down' }], max_tokens: 5 };
 
   test('OpenAI: the request and token limits count down on consecutive requests, their resets are the window past the newest request, and a refusal carries them too', async () => {
-    const { key } = await edge.createKey({ name: 'limited', rpm: 3, tpm: 100_000, budget: 1_000_000 });
-    const client = edge.openai({ apiKey: key });
+    const { key } = await stack.edge.createKey({ name: 'limited', rpm: 3, tpm: 100_000, budget: 1_000_000 });
+    const client = stack.edge.openai({ apiKey: key });
     const seen: Array<{ requests: number; tokens: number; budget: number; resetRequests: number; sent: number }> = [];
     for (let i = 0; i < 3; i++) {
       const sent = Date.now();
@@ -104,8 +89,8 @@ describe('rate-limit headers', () => {
   });
 
   test('Anthropic: anthropic-ratelimit-* on /v1/messages count down, with RFC 3339 resets', async () => {
-    const { key } = await edge.createKey({ name: 'claude-like', rpm: 10, tpm: 50_000 });
-    const client = new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey: key, maxRetries: 0 });
+    const { key } = await stack.edge.createKey({ name: 'claude-like', rpm: 10, tpm: 50_000 });
+    const client = new Anthropic({ baseURL: stack.edge.url.toString().replace(/\/$/, ''), apiKey: key, maxRetries: 0 });
     const remaining: number[] = [];
     const tokens: number[] = [];
     for (let i = 0; i < 2; i++) {
@@ -131,11 +116,11 @@ describe('rate-limit headers', () => {
   });
 
   test('a key without limits gets no rate-limit headers, nor does the Ollama API', async () => {
-    const { response } = await edge.openai().chat.completions.create(chat).withResponse();
+    const { response } = await stack.edge.openai().chat.completions.create(chat).withResponse();
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('x-ratelimit-limit-requests'), null);
-    const { key } = await edge.createKey({ name: 'ollama-user', rpm: 10 });
-    const res = await fetch(new URL('/api/chat', edge.url), {
+    const { key } = await stack.edge.createKey({ name: 'ollama-user', rpm: 10 });
+    const res = await fetch(new URL('/api/chat', stack.edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${key}` },
       body: JSON.stringify({

@@ -7,14 +7,12 @@
  * Real stack: the edge in workerd, the agent with ONNX Runtime and the fixture Llama.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { CHAT_MODEL, EMBED_DIMENSIONS, EMBED_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 const WEATHER = {
   type: 'object',
@@ -37,24 +35,14 @@ async function firstCut(argumentsAt: (max: number) => Promise<string | undefined
 }
 
 describe('every answer shape sent back as history (real stack, ONNX Runtime)', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack();
   let openai: OpenAI;
   let anthropic: Anthropic;
   let ollama: Ollama;
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-    openai = edge.openai();
-    anthropic = new Anthropic({ baseURL: edge.url.origin, apiKey: edge.apiKey, maxRetries: 0 });
-    ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` } });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    openai = stack.edge.openai();
+    anthropic = new Anthropic({ baseURL: stack.edge.url.origin, apiKey: stack.edge.apiKey, maxRetries: 0 });
+    ollama = new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${stack.edge.apiKey}` } });
   });
 
   test('OpenAI chat: a forced call cut by max_tokens, and a whole one, sent back with their results: 200', async () => {

@@ -4,13 +4,11 @@
  * with 429 + Retry-After, and cancelled queued requests never running.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Agent } from '../node/agent.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
+import { before, describe, test } from 'node:test';
 import { Scheduler } from '../node/scheduler.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 describe('Scheduler', () => {
@@ -53,33 +51,24 @@ describe('Scheduler', () => {
 });
 
 describe('scheduling through the edge', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let paced: PacedEngine;
-  let agent: Agent;
+  const stack = relayStack({
+    // Slow enough that the cancelled request is still queued when the edge notices its client left (≤ ~0.5 s, by a
+    // keep-alive write): it would start only after two runs of 4 tokens, ≥ 1.6 s.
+    serve: (engine) => new PacedEngine(engine, 200),
+    agent: { scheduler: { defaultConcurrency: 1, queueLimit: 4 } },
+  });
   let keyA: string;
   let keyB: string;
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    // Slow enough that the cancelled request is still queued when the edge notices its client left (≤ ~0.5 s, by a
-    // keep-alive write): it would start only after two runs of 4 tokens, ≥ 1.6 s.
-    paced = new PacedEngine(engine, 200);
-    agent = await startTestAgent(edge, paced, { scheduler: { defaultConcurrency: 1, queueLimit: 4 } });
-    keyA = (await edge.createKey({ name: 'A' })).key;
-    keyB = (await edge.createKey({ name: 'B' })).key;
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    keyA = (await stack.edge.createKey({ name: 'A' })).key;
+    keyB = (await stack.edge.createKey({ name: 'B' })).key;
   });
 
   // The request to be cancelled streams: a stream's keep-alives are how the edge notices a client that left
   // (a non-streaming request gives the edge no write to fail until its answer is ready).
   const ask = (key: string, content: string, signal?: AbortSignal) =>
-    fetch(new URL('/v1/chat/completions', edge.url), {
+    fetch(new URL('/v1/chat/completions', stack.edge.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${key}` },
       body: JSON.stringify({
@@ -96,14 +85,14 @@ describe('scheduling through the edge', () => {
     });
 
   test('a burst from two keys is served fairly; the overflow gets 429 with Retry-After; a cancelled queued request never runs', async () => {
-    const runs = paced.runs.length;
+    const runs = stack.served.runs.length;
     const cancel = new AbortController();
     const sent: Array<Promise<Response | Error>> = [];
     // Each request is sent only once the agent holds the one before it, so arrival order is the order written here
     // (a fixed pause between sends was not enough on a loaded CI machine: b2 once overtook b1).
     const fire = async (key: string, name: string, signal?: AbortSignal) => {
       sent.push(ask(key, name, signal).catch((e: Error) => e));
-      const held = () => agent.status().running + agent.status().queued >= sent.length;
+      const held = () => stack.agent.status().running + stack.agent.status().queued >= sent.length;
       await waitFor(`the agent to hold ${name}`, held, { timeoutMs: 5000, intervalMs: 2 });
     };
     await fire(keyA, 'a1');
@@ -119,7 +108,7 @@ describe('scheduling through the edge', () => {
     const refused = results[5] as Response;
     assert.ok(Number(refused.headers.get('retry-after')) >= 1);
     await new Promise((r) => setTimeout(r, 300));
-    const order = paced.runs.slice(runs).map((r) => r.firstMessage);
+    const order = stack.served.runs.slice(runs).map((r) => r.firstMessage);
     assert.deepEqual(
       order,
       ['a1', 'b1', 'a2', 'a4'],

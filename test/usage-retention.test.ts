@@ -5,16 +5,14 @@
  * is refused by name, by the edge and by `npm start`.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
-import type { Agent } from '../node/agent.ts';
 import { ConfigError } from '../node/config.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { edgeVarsFrom } from '../node/local/edge-vars.ts';
 import { edgeConfig } from '../worker/config.ts';
 import { ApiError } from '../worker/http/errors.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const DAY = 86_400_000;
@@ -22,23 +20,10 @@ const DAY = 86_400_000;
 const OLD_ROWS = 2_500;
 
 describe('usage retention', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
-
-  before(async () => {
-    edge = await startTestEdge({ NPU_RELAY_USAGE_RETENTION_DAYS: '31' });
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
-  });
+  const stack = relayStack({ vars: { NPU_RELAY_USAGE_RETENTION_DAYS: '31' } });
 
   async function query(sql: string, args: (string | number)[] = []) {
-    const db = createClient({ url: edge.sqld.url });
+    const db = createClient({ url: stack.edge.sqld.url });
     try {
       return (await db.execute({ sql, args })).rows;
     } finally {
@@ -47,7 +32,7 @@ describe('usage retention', () => {
   }
 
   async function requestsTotal(): Promise<number> {
-    const res = await edge.admin('/admin/metrics');
+    const res = await stack.edge.admin('/admin/metrics');
     assert.equal(res.status, 200);
     const text = await res.text();
     return [...text.matchAll(/^npu_relay_edge_requests_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
@@ -56,7 +41,7 @@ describe('usage retention', () => {
   test('a hub that writes rows deletes those older than the retention, keeps the rest, and the counters stay', async () => {
     const now = Date.now();
     // A year of history as an operator's database would have it, and one row well within the retention.
-    const db = createClient({ url: edge.sqld.url });
+    const db = createClient({ url: stack.edge.sqld.url });
     try {
       await db.execute({
         sql: `with recursive n(i) as (select 0 union all select i + 1 from n where i < ?)
@@ -75,7 +60,7 @@ describe('usage retention', () => {
     assert.equal(counted, OLD_ROWS + 1);
 
     // A request through a hub: its row is written, and then the hub sweeps.
-    const answer = await edge.openai().chat.completions.create({
+    const answer = await stack.edge.openai().chat.completions.create({
       model: CHAT_MODEL,
       messages: [{ role: 'user', content: 'a row to write' }],
       max_tokens: 4,

@@ -10,9 +10,7 @@ import { rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
-import type { Agent } from '../node/agent.ts';
 import { loadOpenVino, OpenVinoEngine } from '../node/engines/openvino.ts';
-import type { OrtEngine } from '../node/engines/ort.ts';
 import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { traitsOf } from '../node/output/traits.ts';
@@ -20,28 +18,18 @@ import type { ChatTask } from '../shared/protocol/frames.ts';
 import { runGenerate } from './support/engine-contract.ts';
 import { emptyIrFolder, FakeGenAI } from './support/fake-openvino.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
+import { relayStack } from './support/stack.ts';
 
 const BOS = 1;
 const EOS = 2;
 
 describe('user text stays text (ONNX Runtime, real stack)', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack();
   let ollama: Ollama;
   let anthropic: Anthropic;
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-    ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` } });
-    anthropic = new Anthropic({ baseURL: edge.url.origin, apiKey: edge.apiKey, maxRetries: 0 });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    ollama = new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${stack.edge.apiKey}` } });
+    anthropic = new Anthropic({ baseURL: stack.edge.url.origin, apiKey: stack.edge.apiKey, maxRetries: 0 });
   });
 
   /** The prompt's token ids, as Ollama's `context` returns them (the prompt's, then the answer's). */

@@ -10,15 +10,13 @@
  * the running counts every 100 answers.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { Ajv } from 'ajv';
 import { Ollama } from 'ollama';
 import type OpenAI from 'openai';
-import type { Agent } from '../../node/agent.ts';
-import type { OrtEngine } from '../../node/engines/ort.ts';
 import { CHAT_MODEL } from '../support/fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from '../support/stack.ts';
+import { relayStack } from '../support/stack.ts';
 
 const TOTAL = Number(process.env.NPU_RELAY_CONSTRAINED_ANSWERS ?? 70);
 /** Room for a tool call and its markup; an object with free keys (json_object) can still run past it. */
@@ -68,25 +66,19 @@ interface Shape {
 }
 
 describe('constrained answers at scale through the edge (ONNX Runtime, official clients, temperature 1.0)', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let agent: Agent;
+  const stack = relayStack();
   let openai: OpenAI;
   let ollama: Ollama;
   let anthropic: Anthropic;
 
   before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    agent = await startTestAgent(edge, engine);
-    openai = edge.openai();
-    ollama = new Ollama({ host: edge.url.origin, headers: { Authorization: `Bearer ${edge.apiKey}` } });
-    anthropic = new Anthropic({ baseURL: edge.url.toString().replace(/\/$/, ''), apiKey: edge.apiKey, maxRetries: 0 });
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
+    openai = stack.edge.openai();
+    ollama = new Ollama({ host: stack.edge.url.origin, headers: { Authorization: `Bearer ${stack.edge.apiKey}` } });
+    anthropic = new Anthropic({
+      baseURL: stack.edge.url.toString().replace(/\/$/, ''),
+      apiKey: stack.edge.apiKey,
+      maxRetries: 0,
+    });
   });
 
   /** An OpenAI chat completion, streamed or not, as its text, its first tool call and its finish reason. */

@@ -4,39 +4,22 @@
  * time (test/relay.test.ts has the rest of the walking skeleton).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { Agent } from '../../node/agent.ts';
-import type { OrtEngine } from '../../node/engines/ort.ts';
+import { describe, test } from 'node:test';
 import { CHAT_MODEL } from '../support/fixtures.ts';
 import { PacedEngine } from '../support/paced-engine.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from '../support/stack.ts';
+import { relayStack } from '../support/stack.ts';
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 
 describe('relay', () => {
-  let edge: TestEdge;
-  let engine: OrtEngine;
-  let paced: PacedEngine;
-  let agent: Agent;
-
-  before(async () => {
-    edge = await startTestEdge();
-    engine = await createOrtEngine();
-    paced = new PacedEngine(engine, 0);
-    agent = await startTestAgent(edge, paced);
-  });
-  after(async () => {
-    await agent?.stop();
-    await engine?.close();
-    await edge?.stop();
-  });
+  const stack = relayStack({ serve: (engine) => new PacedEngine(engine, 0) });
 
   test('tokens reach the client as they are produced, not at the end', async () => {
-    paced.delayMs = 150;
+    stack.served.delayMs = 150;
     try {
-      const started = paced.runs.length;
+      const started = stack.served.runs.length;
       const arrivals: number[] = [];
-      const stream = await edge.openai().chat.completions.create({
+      const stream = await stack.edge.openai().chat.completions.create({
         model: CHAT_MODEL,
         messages: ask('pace me'),
         stream: true,
@@ -44,7 +27,7 @@ describe('relay', () => {
         max_tokens: 8,
       });
       for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) arrivals.push(performance.now());
-      const produced = paced.runs[started]!.produced;
+      const produced = stack.served.runs[started]!.produced;
       assert.equal(arrivals.length, produced.length, 'one client chunk per produced delta');
       const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
       const producedSpread = produced.at(-1)! - produced[0]!;
@@ -65,7 +48,7 @@ describe('relay', () => {
         `lag stays flat (lags ${lags.map((l) => l.toFixed(0)).join(', ')} ms)`,
       );
     } finally {
-      paced.delayMs = 0;
+      stack.served.delayMs = 0;
     }
   });
 });

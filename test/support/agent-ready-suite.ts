@@ -6,7 +6,7 @@
  * parsed in the Hermes `<tool_call>` format.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { ChatOpenAI } from '@langchain/openai';
 import { generateText, jsonSchema, stepCountIs, tool } from 'ai';
@@ -14,10 +14,8 @@ import { Ajv } from 'ajv';
 import { Ollama } from 'ollama';
 import type OpenAI from 'openai';
 import * as z from 'zod';
-import type { Agent } from '../../node/agent.ts';
-import type { OrtEngine } from '../../node/engines/ort.ts';
 import { CHAT_MODEL } from './fixtures.ts';
-import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './stack.ts';
+import { relayStack } from './stack.ts';
 
 const ajv = new Ajv({ strict: false });
 
@@ -142,33 +140,23 @@ export function agentReadySuite({ runsPerSchema: RUNS_PER_SCHEMA, statisticsOnly
   // Registered only when wanted: a test of the other suite shows up in neither's counts.
   const other = statisticsOnly ? () => {} : test;
   describe('agent-ready inference through the edge (ONNX Runtime, fixture model)', () => {
-    let edge: TestEdge;
-    let engine: OrtEngine;
-    let agent: Agent;
+    const stack = relayStack();
     let openai: OpenAI;
     let ollama: Ollama;
     /** Cache status of the last response the ollama client received. */
     let lastOllamaCache: string | null = null;
 
     before(async () => {
-      edge = await startTestEdge();
-      engine = await createOrtEngine();
-      agent = await startTestAgent(edge, engine);
-      openai = edge.openai();
+      openai = stack.edge.openai();
       ollama = new Ollama({
-        host: edge.url.origin,
-        headers: { Authorization: `Bearer ${edge.apiKey}` },
+        host: stack.edge.url.origin,
+        headers: { Authorization: `Bearer ${stack.edge.apiKey}` },
         fetch: async (input, init) => {
           const res = await fetch(input, init);
           lastOllamaCache = res.headers.get('x-npu-relay-cache');
           return res;
         },
       });
-    });
-    after(async () => {
-      await agent?.stop();
-      await engine?.close();
-      await edge?.stop();
     });
 
     test(`a forced tool call validates against its schema: ${SCHEMAS.length} schemas x ${RUNS_PER_SCHEMA} seeds, non-streaming and streaming`, async () => {
@@ -350,8 +338,8 @@ export function agentReadySuite({ runsPerSchema: RUNS_PER_SCHEMA, statisticsOnly
       async () => {
         const relay = createOpenAICompatible({
           name: 'npu-relay',
-          baseURL: new URL('/v1', edge.url).toString(),
-          apiKey: edge.apiKey,
+          baseURL: new URL('/v1', stack.edge.url).toString(),
+          apiKey: stack.edge.apiKey,
           supportsStructuredOutputs: true,
         });
         const seen: unknown[] = [];
@@ -393,8 +381,8 @@ export function agentReadySuite({ runsPerSchema: RUNS_PER_SCHEMA, statisticsOnly
     other('LangChain: bindTools with tool_choice, and withStructuredOutput(zod)', async () => {
       const llm = new ChatOpenAI({
         model: CHAT_MODEL,
-        apiKey: edge.apiKey,
-        configuration: { baseURL: new URL('/v1', edge.url).toString() },
+        apiKey: stack.edge.apiKey,
+        configuration: { baseURL: new URL('/v1', stack.edge.url).toString() },
         temperature: 0,
         maxTokens: 100,
         maxRetries: 0,

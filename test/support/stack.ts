@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { applyMigrations } from '../../node/db/migrate.ts';
 import { startSqld, type Sqld } from '../../node/local/sqld.ts';
 import OpenAI from 'openai';
@@ -125,20 +126,22 @@ export async function createOrtEngine(
   return new OrtEngine({ ...options, modelsDir: MODELS_DIR, models: catalog.entries });
 }
 
+export interface TestAgentOptions {
+  agentId?: string;
+  token?: string;
+  pool?: string;
+  scheduler?: Partial<SchedulerOptions>;
+  statusMs?: number;
+  /** The agent's logger (silent, or NPU_RELAY_TEST_LOG_LEVEL, by default). */
+  log?: Logger;
+  /** Observes each request the agent ran (AgentOptions.onRequestDone). */
+  onRequestDone?: AgentOptions['onRequestDone'];
+}
+
 export async function startTestAgent(
   edge: Pick<TestEdge, 'url' | 'agentToken'>,
   engine: Engine,
-  options: {
-    agentId?: string;
-    token?: string;
-    pool?: string;
-    scheduler?: Partial<SchedulerOptions>;
-    statusMs?: number;
-    /** The agent's logger (silent, or NPU_RELAY_TEST_LOG_LEVEL, by default). */
-    log?: Logger;
-    /** Observes each request the agent ran (AgentOptions.onRequestDone). */
-    onRequestDone?: AgentOptions['onRequestDone'];
-  } = {},
+  options: TestAgentOptions = {},
 ): Promise<Agent> {
   const agent = new Agent({
     edgeUrl: edge.url.toString(),
@@ -154,4 +157,46 @@ export async function startTestAgent(
   });
   await agent.start();
   return agent;
+}
+
+export interface RelayStackOptions<E extends Engine> {
+  /** Worker vars on top of the harness's own (startTestEdge). */
+  vars?: Record<string, string>;
+  /** The ONNX Runtime engine's options (createOrtEngine). */
+  engine?: Omit<OrtEngineOptions, 'modelsDir' | 'models'>;
+  /** What the agent serves, made from the engine: a test decorator such as a PacedEngine (the engine by default). */
+  serve?: (engine: OrtEngine) => E;
+  /** The agent's options (startTestAgent). */
+  agent?: TestAgentOptions;
+}
+
+/** The usual stack of a suite: its fields are set once the suite's `before` hooks have run. */
+export interface RelayStack<E extends Engine = OrtEngine> {
+  edge: TestEdge;
+  engine: OrtEngine;
+  /** What the agent serves: `engine`, or what `serve` made of it. */
+  served: E;
+  agent: Agent;
+}
+
+/**
+ * An edge, an ONNX Runtime engine and an agent serving it, started by a `before` hook of the calling suite (or file)
+ * and stopped by an `after` hook: agent, engine, edge, each only if it came up, so a start that fails half-way still
+ * stops what it started. node:test runs hooks in the order they were registered (`after` hooks too), so a suite's
+ * own `before` registered after this call sees the stack up, and its own `after` runs once the stack is stopped.
+ */
+export function relayStack<E extends Engine = OrtEngine>(options: RelayStackOptions<E> = {}): RelayStack<E> {
+  const stack: Partial<RelayStack<E>> = {};
+  before(async () => {
+    stack.edge = await startTestEdge(options.vars);
+    stack.engine = await createOrtEngine(options.engine);
+    stack.served = options.serve ? options.serve(stack.engine) : (stack.engine as Engine as E);
+    stack.agent = await startTestAgent(stack.edge, stack.served, options.agent);
+  });
+  after(async () => {
+    await stack.agent?.stop();
+    await stack.engine?.close();
+    await stack.edge?.stop();
+  });
+  return stack as RelayStack<E>;
 }
