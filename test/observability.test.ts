@@ -335,6 +335,8 @@ describe('/admin/metrics', () => {
 
     assert.deepEqual(samples(m, 'npu_relay_edge_agents_connected'), [{ labels: { pool: 'default' }, value: 1 }]);
     assert.deepEqual(samples(m, 'npu_relay_edge_in_flight'), [{ labels: { pool: 'default' }, value: 0 }]);
+    assert.deepEqual(samples(m, 'npu_relay_edge_usage_rows_pending'), [{ labels: { pool: 'default' }, value: 0 }]);
+    assert.deepEqual(samples(m, 'npu_relay_edge_database_up'), [{ labels: {}, value: 1 }]);
     assert.equal(total(m, 'npu_relay_edge_queue_depth'), 0);
     assert.equal(m.npu_relay_edge_queue_depth?.type, 'gauge');
 
@@ -369,5 +371,21 @@ describe('/admin/metrics on a database the migrations have not reached', () => {
     assert.equal(res.status, 500);
     const { error } = (await res.json()) as { error: { message: string } };
     assert.match(error.message, /older than this Worker; run `npm run migrate`/);
+  });
+});
+
+describe('/admin/metrics while libSQL is down', () => {
+  test('the scrape still answers: database_up 0, no counters, the agents and the usage rows waiting in the hub', async () => {
+    await edge.sqld.stop();
+    // Served all the same (the key was verified before; the cache lookup gives up): its usage row waits in the hub.
+    const answer = await edge.openai().chat.completions.create(chat('while the database is down'));
+    assert.ok(answer.usage && answer.usage.completion_tokens > 0);
+    const { metrics: m } = await scrape();
+    assert.deepEqual(samples(m, 'npu_relay_edge_database_up'), [{ labels: {}, value: 0 }]);
+    assert.equal(m.npu_relay_edge_requests_total, undefined, 'no counters: a gap, not a reset to zero');
+    assert.deepEqual(samples(m, 'npu_relay_edge_agents_connected'), [{ labels: { pool: 'default' }, value: 1 }]);
+    const pending = samples(m, 'npu_relay_edge_usage_rows_pending');
+    assert.equal(pending.length, 1);
+    assert.ok(pending[0]!.value >= 1, `the served request's row waits in the hub (${pending[0]!.value})`);
   });
 });

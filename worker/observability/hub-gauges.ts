@@ -8,4 +8,6 @@ export interface HubGauges {
   waitingForAgent: number;
   /** Requests waiting in the agents' queues, as their last status reports said. */
   queuedAtAgents: number;
+  /** Usage rows queued in this hub for libSQL: above a few hundred, libSQL is down or slow (tunnel/usage-outbox.ts). */
+  usagePending: number;
 }

@@ -281,6 +281,7 @@ export class Hub extends DurableObject<HubEnv> implements HubApi {
       inFlight: [...this.#exchanges.values()].length,
       waitingForAgent: this.#flow.waiting(),
       queuedAtAgents: agents.reduce((n, a) => n + (a.status?.queued ?? 0), 0),
+      usagePending: this.#outbox.pending,
     };
   }
 

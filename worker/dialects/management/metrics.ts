@@ -13,15 +13,17 @@ import { ApiError } from '../../http/errors.ts';
 import { hubOf, poolNames } from '../../edge/pools.ts';
 import { CONTENT_TYPES, exposition, expositionFor, type Family } from '../../observability/exposition.ts';
 import type { HubGauges } from '../../observability/hub-gauges.ts';
-import { logError } from '../../observability/log.ts';
+import { logWarn } from '../../observability/log.ts';
 import { usageFamilies } from '../../observability/usage-metrics.ts';
 
 /**
  * How long the totals' query may take. It reads usage_totals (a row per label set, kept by triggers), so it is quick
- * when libSQL is; it still gets Prometheus's default scrape timeout rather than NPU_RELAY_DB_TIMEOUT_MS, which bounds
- * the calls a request waits on, so a slow scrape does not mark libSQL down for anyone.
+ * when libSQL is. Past this the scrape answers without the counters, with `npu_relay_edge_database_up 0`: well
+ * within Prometheus's default 10 s scrape timeout, so the gauges (agents, queues, rows waiting for libSQL) still
+ * arrive when libSQL is what broke. It is not NPU_RELAY_DB_TIMEOUT_MS, which bounds the calls a request waits on,
+ * and a slow scrape does not mark libSQL down for anyone.
  */
-const QUERY_MS = 10_000;
+const QUERY_MS = 5_000;
 
 type PoolGauges = HubGauges & { pool: string };
 
@@ -38,6 +40,11 @@ function gaugeFamilies(hubs: PoolGauges[]): Family[] {
       'npu_relay_edge_in_flight',
       'Requests the pool is relaying now (being answered by an agent, or waiting for one).',
       (h) => h.inFlight,
+    ),
+    gauge(
+      'npu_relay_edge_usage_rows_pending',
+      "Usage rows queued in the pool's hub for libSQL; they grow while libSQL is down or slow, and are written when it answers.",
+      (h) => h.usagePending,
     ),
     {
       type: 'gauge',
@@ -64,20 +71,24 @@ export async function metrics(request: IRequest, env: Env): Promise<Response> {
           `the database has no ${missing}: its schema is older than this Worker; run \`npm run migrate\` against it (docs/operations.md#upgrading)`,
           { cause: err },
         );
-      logError('/admin/metrics: libSQL did not answer the usage totals', { err: String(err) });
-      throw new ApiError(
-        'database_unavailable',
-        `cannot read the usage totals right now: libSQL did not answer within ${QUERY_MS / 1000} s; retry shortly`,
-        { cause: err },
-      );
+      // As an exporter whose backend is down does: the scrape still answers, says so, and leaves the counters out
+      // (a missing series is a gap to Prometheus; a zero would be a counter reset).
+      logWarn('/admin/metrics: libSQL did not answer the usage totals; scraped without them', { err: String(err) });
+      return undefined;
     }),
     // A hub knows its pool only from dispatches since it woke: the pool is named here.
     poolNames(env).then((pools) =>
       Promise.all(pools.map(async (pool): Promise<PoolGauges> => ({ pool, ...(await hubOf(env, pool).gauges()) }))),
     ),
   ]);
+  const databaseUp: Family = {
+    type: 'gauge',
+    name: 'npu_relay_edge_database_up',
+    help: `1 when libSQL answered this scrape's query for the counters within ${QUERY_MS / 1000} s; 0 when it did not, and the counters are left out.`,
+    samples: [{ labels: {}, value: usage ? 1 : 0 }],
+  };
   const format = expositionFor(request.headers.get('accept'));
-  return new Response(exposition([...usage, ...gaugeFamilies(hubs)], format), {
+  return new Response(exposition([...(usage ?? []), databaseUp, ...gaugeFamilies(hubs)], format), {
     headers: { 'content-type': CONTENT_TYPES[format], 'cache-control': 'no-store' },
   });
 }
