@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as GenAI from 'openvino-genai-node';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
-import { loadOpenVino, NPU_DEFAULTS, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
+import { NPU_DEFAULTS, OpenVinoEngine } from '../node/engines/openvino.ts';
 import type { AgentError } from '../node/errors.ts';
 import { compactJson } from '../node/grammar/compact-json.ts';
 import { createLogger } from '../node/log.ts';
@@ -22,7 +22,7 @@ import { traitsOf } from '../node/output/traits.ts';
 import type { ChatTask } from '../shared/protocol/frames.ts';
 import { engineContract, lifecycleContract, runGenerate } from './support/engine-contract.ts';
 import { emptyIrFolder, FakeGenAI, genaiUtils } from './support/fake-openvino.ts';
-import { modeOptions, OV_FIXTURES_DIR, pipelineMode, realRuntimeSkip } from './support/openvino-fixtures.ts';
+import { modeOptions, OV_FIXTURES_DIR, realRuntime } from './support/openvino-fixtures.ts';
 
 /** The EBNF a JSON schema becomes in a constraint (node/grammar/compact-json.ts). */
 async function compactGrammar(schema: Record<string, unknown>): Promise<string> {
@@ -34,24 +34,10 @@ async function compactGrammar(schema: Record<string, unknown>): Promise<string> 
 const CHAT_MODEL = 'tiny-random-llama';
 const EMBED_MODEL = 'tiny-bow-embed';
 const modelsDir = OV_FIXTURES_DIR;
-const mode = pipelineMode();
-
-let modules: OpenVinoModules | undefined;
-let models: CatalogEntry[] = [];
-let skip: string | undefined;
-try {
-  modules = await loadOpenVino();
-} catch (err) {
-  skip = (err as Error).message;
-}
-if (!skip) {
-  models = (await scanModels(modelsDir).catch(() => ({ entries: [] as CatalogEntry[] }))).entries.filter((m) =>
-    m.formats.includes('openvino'),
-  );
-  if (!models.some((m) => m.id === CHAT_MODEL))
-    skip = `${modelsDir} has no ${CHAT_MODEL}/ with openvino_model.xml: \`npm run test:openvino\` makes it (test/fixtures/openvino/make-models.py)`;
-}
-skip = realRuntimeSkip([skip]);
+const { modules, skip, mode } = await realRuntime([CHAT_MODEL]);
+const models: CatalogEntry[] = skip
+  ? []
+  : (await scanModels(modelsDir)).entries.filter((m) => m.formats.includes('openvino'));
 
 const create = async (npu = {}) =>
   new OpenVinoEngine(modules!, {

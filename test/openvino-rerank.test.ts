@@ -12,32 +12,20 @@ import { AutoTokenizer, type PreTrainedTokenizer, type Tensor } from '@huggingfa
 import type { Agent } from '../node/agent.ts';
 import { parseDeviceChoice } from '../node/engines/devices.ts';
 import type { Engine } from '../node/engines/engine.ts';
-import { loadOpenVino, OpenVinoEngine, type OpenVinoModules } from '../node/engines/openvino.ts';
+import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { createLogger } from '../node/log.ts';
 import { type CatalogEntry, scanModels } from '../node/models/catalog.ts';
 import { expectedLogit, readTokenizer } from './support/cross-encoder-fixture.ts';
-import { OV_FIXTURES, OV_FIXTURES_DIR, realRuntimeSkip } from './support/openvino-fixtures.ts';
+import { OV_FIXTURES, OV_FIXTURES_DIR, realRuntime } from './support/openvino-fixtures.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
 const RERANKER = OV_FIXTURES.rerank;
 
-let modules: OpenVinoModules | undefined;
-let models: CatalogEntry[] = [];
-let skip: string | undefined;
-try {
-  modules = await loadOpenVino();
-} catch (err) {
-  skip = (err as Error).message;
-}
-if (!skip) {
-  models = (await scanModels(OV_FIXTURES_DIR).catch(() => ({ entries: [] as CatalogEntry[] }))).entries.filter(
-    (m) => m.id === RERANKER && m.formats.includes('openvino'),
-  );
-  if (models.length === 0)
-    skip = `${OV_FIXTURES_DIR} has no ${RERANKER}/ with openvino_model.xml: \`npm run test:openvino\` makes it (test/fixtures/openvino/make-models.py)`;
-}
-skip = realRuntimeSkip([skip]);
+const { modules, skip } = await realRuntime([RERANKER]);
+const models: CatalogEntry[] = skip
+  ? []
+  : (await scanModels(OV_FIXTURES_DIR)).entries.filter((m) => m.id === RERANKER && m.formats.includes('openvino'));
 
 interface RerankBody {
   model: string;

@@ -13,11 +13,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
-import { createLogger } from '../node/log.ts';
-import { scanModels } from '../node/models/catalog.ts';
+import type { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { Scheduler } from '../node/scheduler.ts';
-import { FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { relayStack, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -196,10 +194,7 @@ describe('preemption on OpenVINO (the fake runtime): the batch request is stoppe
     runtime.reply = reply;
     // The device's pace: the pipeline itself takes 20 ms a token, so a stopped generation really stops there.
     runtime.tokenMs = 20;
-    engine = new OpenVinoEngine(runtime.modules(), {
-      models: (await scanModels(dir)).entries,
-      log: createLogger('silent'),
-    });
+    engine = await fakeOpenVinoEngine(runtime, dir);
     edge = await startTestEdge();
     paced = new PacedEngine(engine, 0);
     agent = await startTestAgent(edge, paced, { scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 } });

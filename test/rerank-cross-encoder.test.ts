@@ -16,12 +16,10 @@ import { createClient } from '@libsql/client';
 import { Ollama } from 'ollama';
 import type { Agent } from '../node/agent.ts';
 import type { Engine } from '../node/engines/engine.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { OrtEngine } from '../node/engines/ort.ts';
-import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { expectedLogit, writeCrossEncoder } from './support/cross-encoder-fixture.ts';
-import { FakeOpenVinoRuntime, fakeRelevance, writeFakeIrModel } from './support/fake-openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, fakeRelevance, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
@@ -241,10 +239,7 @@ describe('a cross-encoder on the OpenVINO engine (FakeOpenVinoRuntime)', () => {
     ovDir = await mkdtemp(path.join(tmpdir(), 'npu-relay-rerank-ov-'));
     await writeFakeIrModel(path.join(ovDir, 'ov-rerank'), { kind: 'rerank', weightBytes: 16 });
     runtime = new FakeOpenVinoRuntime({ devices: ['CPU'] });
-    engine = new OpenVinoEngine(runtime.modules(), {
-      models: (await scanModels(ovDir)).entries,
-      log: createLogger('silent'),
-    });
+    engine = await fakeOpenVinoEngine(runtime, ovDir);
     agent = await startTestAgent(edge, engine, { agentId: 'ov-reranker' });
     await waitFor('the OpenVINO reranker listed', async () =>
       (await edge.openai().models.list()).data.some((m) => m.id === 'ov-rerank') ? true : undefined,

@@ -11,11 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
 import type { Engine } from '../node/engines/engine.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
-import { createLogger } from '../node/log.ts';
-import { scanModels } from '../node/models/catalog.ts';
 import { CHAT_MODEL, EMBED_MODEL } from './support/fixtures.ts';
-import { FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
 import { waitFor } from './support/wait-for.ts';
 
@@ -165,11 +162,7 @@ describe('rerank on the OpenVINO engine (FakeOpenVinoRuntime)', () => {
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'npu-relay-rerank-ov-'));
     await writeFakeIrModel(path.join(dir, 'ov-embed'), { kind: 'embedding', weightBytes: 16 });
-    const models = (await scanModels(dir)).entries;
-    engine = new OpenVinoEngine(new FakeOpenVinoRuntime({ devices: ['CPU'] }).modules(), {
-      models,
-      log: createLogger('silent'),
-    });
+    engine = await fakeOpenVinoEngine(new FakeOpenVinoRuntime({ devices: ['CPU'] }), dir);
     agent = await startTestAgent(edge, engine, { agentId: 'ov-agent' });
     await waitFor('the OpenVINO model listed', async () =>
       (await edge.openai().models.list()).data.some((m) => m.id === 'ov-embed') ? true : undefined,

@@ -13,10 +13,7 @@ import { createClient } from '@libsql/client';
 import type OpenAI from 'openai';
 import type { Agent } from '../node/agent.ts';
 import type { Engine } from '../node/engines/engine.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
-import { createLogger } from '../node/log.ts';
-import { scanModels } from '../node/models/catalog.ts';
-import { FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL, EMBED_DIMENSIONS } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -54,10 +51,7 @@ describe('semantic cache', () => {
     await writeFakeIrModel(path.join(dir, OV_CHAT), { kind: 'chat', weightBytes: 16 });
     const fake = new FakeOpenVinoRuntime({ devices: ['CPU'] });
     fake.reply = Array.from({ length: 32 }, (_, i) => `w${i} `);
-    ovEngine = new OpenVinoEngine(fake.modules(), {
-      models: (await scanModels(dir)).entries,
-      log: createLogger('silent'),
-    });
+    ovEngine = await fakeOpenVinoEngine(fake, dir);
     ov = new PacedEngine(ovEngine, 25, { firstTokenMs: 300 });
     agents = [await startTestAgent(edge, paced, { agentId: 'ort' }), await startTestAgent(edge, ov, { agentId: 'ov' })];
     const a = await createKey({ name: 'semantic a', tenant: 't1', semanticCache: true });
@@ -347,10 +341,7 @@ describe('semantic cache', () => {
     await writeFakeIrModel(path.join(ovDir, 'ov-chat-2'), { kind: 'chat', weightBytes: 16 });
     await writeFakeIrModel(path.join(ovDir, 'ov-embed'), { kind: 'embedding', weightBytes: 16 });
     const fake = new FakeOpenVinoRuntime({ devices: ['CPU'] });
-    const engine = new OpenVinoEngine(fake.modules(), {
-      models: (await scanModels(ovDir)).entries,
-      log: createLogger('silent'),
-    });
+    const engine = await fakeOpenVinoEngine(fake, ovDir);
     const both = new PacedEngine(engine, 25, { firstTokenMs: 300 });
     const ran: string[] = [];
     const agent = await startTestAgent(edge, both, { agentId: 'ov-both', onRequestDone: (r) => ran.push(r.model) });

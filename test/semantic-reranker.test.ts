@@ -13,12 +13,10 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@libsql/client';
 import type { Agent } from '../node/agent.ts';
 import type { Engine } from '../node/engines/engine.ts';
-import { OpenVinoEngine } from '../node/engines/openvino.ts';
 import { OrtEngine } from '../node/engines/ort.ts';
-import { createLogger } from '../node/log.ts';
 import { scanModels } from '../node/models/catalog.ts';
 import { writeCrossEncoder } from './support/cross-encoder-fixture.ts';
-import { FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, writeFakeIrModel } from './support/fake-openvino.ts';
 import { CHAT_MODEL, EMBED_DIMENSIONS, EMBED_MODEL, MODELS_DIR } from './support/fixtures.ts';
 import { PacedEngine } from './support/paced-engine.ts';
 import { createOrtEngine, startTestAgent, startTestEdge, type TestEdge } from './support/stack.ts';
@@ -50,10 +48,7 @@ describe('semantic cache with a reranker', () => {
     // The OpenVINO chat model's answer shares most of its words with the question below.
     fake.reply = ['the ', 'capital ', 'city ', 'of ', 'france ', 'is ', 'paris'];
     const ort = await createOrtEngine();
-    const ov = new OpenVinoEngine(fake.modules(), {
-      models: (await scanModels(path.join(dir, 'ov'))).entries,
-      log: createLogger('silent'),
-    });
+    const ov = await fakeOpenVinoEngine(fake, path.join(dir, 'ov'));
     const reranker = new OrtEngine({
       modelsDir: path.join(dir, 'rerank'),
       models: (await scanModels(path.join(dir, 'rerank'))).entries,

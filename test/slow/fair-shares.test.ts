@@ -18,10 +18,8 @@ import { after, before, describe, test } from 'node:test';
 import { type Client, createClient } from '@libsql/client';
 import { toFile } from 'openai';
 import type { Agent } from '../../node/agent.ts';
-import { OpenVinoEngine } from '../../node/engines/openvino.ts';
-import { createLogger } from '../../node/log.ts';
-import { scanModels } from '../../node/models/catalog.ts';
-import { FakeOpenVinoRuntime, writeFakeIrModel } from '../support/fake-openvino.ts';
+import type { OpenVinoEngine } from '../../node/engines/openvino.ts';
+import { fakeOpenVinoEngine, FakeOpenVinoRuntime, writeFakeIrModel } from '../support/fake-openvino.ts';
 import { CHAT_MODEL } from '../support/fixtures.ts';
 import { type AgentProcess, spawnPacedAgent, stopAgentProcess } from '../support/agent-process.ts';
 import { startTestAgent, startTestEdge, type TestEdge } from '../support/stack.ts';
@@ -282,10 +280,7 @@ describe('fair shares on OpenVINO (the fake runtime), one request at a time', ()
     runtime.reply = Array.from({ length: 16 }, (_, i) => ` w${i}`);
     // The fake pipeline takes 8 ms a token, as a device would: a preempted batch line is stopped there, for real.
     runtime.tokenMs = 8;
-    engine = new OpenVinoEngine(runtime.modules(), {
-      models: (await scanModels(dir)).entries,
-      log: createLogger('silent'),
-    });
+    engine = await fakeOpenVinoEngine(runtime, dir);
     edge = await startTestEdge();
     agent = await startTestAgent(edge, engine, { scheduler: { concurrency: { CPU: 1 }, defaultConcurrency: 1 } });
   });

@@ -14,7 +14,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type * as GenAI from 'openvino-genai-node';
 import type { TextRerankPipelineOptions } from 'openvino-genai-node/types/pipelines/textRerankPipeline.js';
-import type { OpenVinoModules } from '../../node/engines/openvino.ts';
+import { OpenVinoEngine, type OpenVinoModules } from '../../node/engines/openvino.ts';
+import { createLogger } from '../../node/log.ts';
+import { scanModels } from '../../node/models/catalog.ts';
 import {
   type ChatTemplateCall,
   FakeLLMPipeline,
@@ -495,4 +497,12 @@ export async function emptyIrFolder(prefix: string): Promise<string> {
   for (const file of ['openvino_model.xml', 'openvino_model.bin', 'openvino_tokenizer.xml', 'openvino_detokenizer.xml'])
     await writeFile(path.join(dir, file), '');
   return dir;
+}
+
+/** The OpenVINO engine over the models in `dir` (written by writeFakeIrModel), running on `runtime`; logs nothing. */
+export async function fakeOpenVinoEngine(runtime: FakeOpenVinoRuntime, dir: string): Promise<OpenVinoEngine> {
+  return new OpenVinoEngine(runtime.modules(), {
+    models: (await scanModels(dir)).entries,
+    log: createLogger('silent'),
+  });
 }
