@@ -1,9 +1,10 @@
 /**
  * The OpenVINO engine: models in the OpenVINO IR layout (`openvino_model.xml` plus `openvino_tokenizer.xml` and
  * `openvino_detokenizer.xml`, as `optimum-cli export openvino` writes them), run by OpenVINO GenAI's LLMPipeline
- * (text generation), TextEmbeddingPipeline (embeddings) and TextRerankPipeline (cross-encoders) on the NPU, a GPU or the CPU (see `devices.ts`). The
- * packages are loaded on demand (openvino-modules.ts). The pool, lifecycle and output parsing are the pooled
- * engine's (pooled-engine.ts); this file loads, generates, embeds and counts, through the modules named for each.
+ * (text generation), TextEmbeddingPipeline (embeddings) and TextRerankPipeline (cross-encoders) on the NPU, a GPU
+ * or the CPU (see `devices.ts`). The packages are loaded on demand (openvino-modules.ts). The pool, lifecycle and
+ * output parsing are the pooled engine's (pooled-engine.ts); this file loads, generates, embeds, scores and counts,
+ * through the modules named for each.
  */
 import type * as GenAI from 'openvino-genai-node';
 import type {
